@@ -56,7 +56,9 @@ static void test_lists(void)
 			    "LINE * X () (()) ((a) (b c)) (NIL \"q\")\n");
 	unit_imap_check_str("* X (a b\r\n", RESP, "ERROR UNCLOSED_LIST\n");
 	unit_imap_check_str("* X a)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("* X (a)(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
+	/* Multipart BODYSTRUCTURE glues its parts together. */
+	unit_imap_check_str("* X ((a)(b) \"mixed\")\r\n", RESP, "LINE * X ((a) (b) \"mixed\")\n");
+	unit_imap_check_str("* X \"q\"(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
 	unit_imap_check_str("* X a(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
 }
 
