@@ -926,7 +926,8 @@ enum imap_parser_result imap_parser_feed(struct imap_parser *parser, struct evbu
 			}
 		}
 		evbuffer_drain(input, total);
-		if (count <= EVBUFFER_PEEK_VECTORS)
+		/* evbuffer_peek() caps its count at the vectors given: look again. */
+		if (evbuffer_get_length(input) == 0)
 			return IMAP_PARSER_NEED_MORE;
 	}
 }

@@ -49,8 +49,8 @@ static int two_digits(const char *p)
 	return (p[0] == ' ' ? 0 : (p[0] - '0') * 10) + (p[1] - '0');
 }
 
-/* Matches DD-Mon-YYYY HH:MM:SS +HHMM" at p (27 bytes available). */
-static bool match_date(const char *p, time_t *utc_r, int *zone_minutes_r)
+/* Matches DD-Mon-YYYY HH:MM:SS +HHMM at p (26 bytes), and the '"' after it if quote_follows. */
+static bool match_date(const char *p, bool quote_follows, time_t *utc_r, int *zone_minutes_r)
 {
 	unsigned int month = 0;
 
@@ -61,7 +61,7 @@ static bool match_date(const char *p, time_t *utc_r, int *zone_minutes_r)
 			month = i + 1;
 	}
 	if (month == 0 || p[6] != '-' || p[11] != ' ' || p[14] != ':' || p[17] != ':' ||
-	    p[20] != ' ' || (p[21] != '+' && p[21] != '-') || p[26] != '"')
+	    p[20] != ' ' || (p[21] != '+' && p[21] != '-') || (quote_follows && p[26] != '"'))
 		return false;
 	static const int digit_positions[] = { 7, 8, 9, 10, 12, 13, 15, 16, 18, 19, 22, 23, 24, 25 };
 	for (size_t i = 0; i < sizeof(digit_positions) / sizeof(digit_positions[0]); i++) {
@@ -92,10 +92,15 @@ bool imap_util_internaldate_parse(const char *resp, size_t len, time_t *utc_r, i
 		if (memcmp(resp + start, prefix, prefix_len) != 0)
 			continue;
 		if (len - start - prefix_len >= date_len &&
-		    match_date(resp + start + prefix_len, utc_r, zone_minutes_r))
+		    match_date(resp + start + prefix_len, true, utc_r, zone_minutes_r))
 			return true;
 	}
 	return false;
+}
+
+bool imap_util_date_time_parse(const char *str, size_t len, time_t *utc_r, int *zone_minutes_r)
+{
+	return len == 26 && match_date(str, false, utc_r, zone_minutes_r);
 }
 
 bool imap_util_internaldate2tuple(const char *resp, size_t len, struct tm *local_r)

@@ -35,7 +35,10 @@ struct imap_util_span {
  * matches (imaplib's None).
  */
 bool imap_util_internaldate_parse(const char *resp, size_t len, time_t *utc_r, int *zone_minutes_r);
-/* Same, and the result as local time, exactly what Internaldate2tuple gives. */
+/* The value alone, as a FETCH INTERNALDATE or APPEND date-time string holds
+   it: exactly "DD-Mon-YYYY HH:MM:SS +HHMM" (26 bytes), same rules. */
+bool imap_util_date_time_parse(const char *str, size_t len, time_t *utc_r, int *zone_minutes_r);
+/* Same as imap_util_internaldate_parse, and the result as local time, exactly what Internaldate2tuple gives. */
 bool imap_util_internaldate2tuple(const char *resp, size_t len, struct tm *local_r);
 
 /* imaplib.Time2Internaldate for an aware datetime: utc shown in the zone
