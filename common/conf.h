@@ -9,7 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifndef CONF_DEFAULT_PATH /* the build sets it from --sysconfdir */
 #define CONF_DEFAULT_PATH "/etc/imapcached/imapcached.conf"
+#endif
 #define CONF_MAX_ERRORS 20 /* past this many, more messages only bury the first */
 
 /* How a listener or an upstream speaks TLS. */
