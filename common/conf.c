@@ -142,7 +142,6 @@ static void conf_report(struct conf_loader *loader, const config_setting_t *sett
 {
 	char path[CONF_PATH_MAX];
 	char message[1024];
-	const char *file = config_setting_source_file(setting);
 	va_list args;
 
 	conf_setting_path(setting, path, sizeof(path));
@@ -151,7 +150,6 @@ static void conf_report(struct conf_loader *loader, const config_setting_t *sett
 	va_end(args);
 	conf_report_line(loader, conf_setting_line(setting), "%s%s%s",
 			   path, path[0] != '\0' ? ": " : "", message);
-	(void)file;
 }
 
 static const char *conf_type_name(int type)

@@ -419,6 +419,53 @@ def test_sigterm():
     d.stop()
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def test_client_that_does_not_read(d):
+    """A client that pipelines commands and reads nothing: the daemon stops
+    reading once its unsent replies pass the high-water mark, so the client's
+    sends stall after a bounded amount, and nothing is lost once it reads."""
+    c = Client(d.ports[0])
+    c.line()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    rss_before = rss_kib(d.proc.pid)
+    command = b"r CAPABILITY\r\n"
+    chunk = command * 4096
+    sent = 0
+    c.sock.setblocking(False)
+    deadline = time.time() + 5
+    stalled_since = None
+    while time.time() < deadline and sent < 200 * 1024 * 1024:
+        try:
+            # Resume where a short send stopped, so the stream stays whole.
+            sent += c.sock.send(chunk[sent % len(chunk):])
+            stalled_since = None
+        except BlockingIOError:
+            stalled_since = stalled_since or time.time()
+            if time.time() - stalled_since > 1:
+                break
+            time.sleep(0.01)
+    rss_growth = rss_kib(d.proc.pid) - rss_before
+    check("a client that reads nothing is stopped after a bounded amount",
+          stalled_since is not None and sent < 32 * 1024 * 1024, sent)
+    check("... and the daemon's memory stays bounded (RSS grew %d KiB)" % rss_growth, rss_growth < 16 * 1024)
+    c.sock.setblocking(True)
+    c.sock.settimeout(WAIT)
+    answered = 0
+    while answered < sent // len(command):
+        line = c.line()
+        if line is None:
+            break
+        if line == "r OK CAPABILITY completed":
+            answered += 1
+    check("once it reads, every one of its %d commands is answered" % (sent // len(command)),
+          answered == sent // len(command), answered)
+    c.close()
+
+
 def test_bad_input():
     d = Daemon(write_config("bad-input.conf", config_text([PLAIN], "limits = { sessions = 4; };\n")))
     try:
@@ -482,6 +529,9 @@ def test_bad_input():
         # wait for the daemon to see the last one go before filling up.
         check("every closed session has been counted out",
               d.wait_log(r"session \d+: end: ", start=3) is not None, d.log())
+        test_client_that_does_not_read(d)
+        check("every closed session has been counted out (again)",
+              d.wait_log(r"session \d+: end: ", start=4) is not None, d.log())
         fill = [Client(d.ports[0]) for _ in range(3)]
         greetings = [f.line() for f in fill]
         check("up to limits.sessions clients are served",
