@@ -25,6 +25,7 @@
 struct daemon_state {
 	const char *config_path;
 	struct conf *conf;             /* the current config: new sessions get it */
+	struct conf *bound_conf;       /* the config the listeners were bound from */
 	struct listener **listeners;   /* conf->listeners_count of them; NULL once stopping */
 	size_t listeners_count;
 	struct event_base *base;
@@ -138,7 +139,9 @@ static void daemon_reload(evutil_socket_t signal_number, short what, void *conte
 		notify_ready(session_count());
 		return;
 	}
-	same_listeners = conf_listeners_equal(daemon->conf, conf);
+	/* Compared with what is bound, not with the last reload, which may
+	   have asked for listeners that only a restart would make. */
+	same_listeners = conf_listeners_equal(daemon->bound_conf, conf);
 	contexts = calloc(conf->listeners_count, sizeof(*contexts));
 	if (contexts == NULL || (same_listeners && daemon_make_tls_contexts(conf, contexts) < 0)) {
 		log_error("reload failed: keeping the configuration in use");
@@ -243,6 +246,8 @@ static int daemon_detach(void)
 /* Binds every listener; returns 0, or -1 after logging. */
 static int daemon_bind(struct daemon_state *daemon, SSL_CTX **contexts)
 {
+	conf_ref(daemon->conf);
+	daemon->bound_conf = daemon->conf;
 	daemon->listeners_count = daemon->conf->listeners_count;
 	daemon->listeners = calloc(daemon->listeners_count, sizeof(*daemon->listeners));
 	if (daemon->listeners == NULL) {
@@ -311,6 +316,7 @@ static void daemon_cleanup(struct daemon_state *daemon)
 	if (daemon->base != NULL)
 		event_base_free(daemon->base);
 	conf_unref(&daemon->conf);
+	conf_unref(&daemon->bound_conf);
 }
 
 int main(int argc, char **argv)

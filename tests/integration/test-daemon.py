@@ -366,7 +366,13 @@ def test_reload():
         d.signal(signal.SIGHUP)
         check("a reload that changes listen says it needs a restart",
               d.wait_log(r"listen changed; listeners change only on restart") is not None, d.log())
-        check("the daemon still runs after three reloads", d.proc.poll() is None)
+        write_config("reload.conf", config_text([PLAIN, PLAIN], "log = { level = \"debug\"; };\n"))
+        d.signal(signal.SIGHUP)
+        check("... and says so again on the next reload, comparing with what is bound",
+              d.wait_log(r"listen changed; listeners change only on restart", start=1) is not None, d.log())
+        check("the daemon still runs after four reloads", d.proc.poll() is None)
+        lines = before.command("b2", "NOOP")
+        check("... and still serves", lines == ["b2 OK NOOP completed"], lines)
         for c in (before, after, third):
             c.close()
     finally:
