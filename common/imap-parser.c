@@ -391,7 +391,8 @@ static bool add_token_arg(struct imap_parser *parser, enum imap_arg_type type, u
 		fail(parser, IMAP_PARSER_ERROR_OUT_OF_MEMORY, "Out of memory");
 		return false;
 	}
-	memcpy(str, parser->token, parser->token_len);
+	if (parser->token_len > 0)
+		memcpy(str, parser->token, parser->token_len);
 	str[parser->token_len] = '\0';
 	size_t len = parser->token_len;
 	parser->token_len = 0;
@@ -614,10 +615,19 @@ static bool line_end_char(struct imap_parser *parser, unsigned char c)
 }
 
 /* Handles one byte in the current state. */
-static bool step(struct imap_parser *parser, unsigned char c)
+static bool step(struct imap_parser *parser, unsigned char c);
+
+/* Handles a byte again after a state change: it may be plain in the new state. */
+static bool step_again(struct imap_parser *parser, unsigned char c)
 {
 	if (plain_span(parser, &c, 1) == 1)
 		return token_append(parser, &c, 1);
+	return step(parser, c);
+}
+
+/* Handles one byte that is not plain in the current state. */
+static bool step(struct imap_parser *parser, unsigned char c)
+{
 	switch (parser->state) {
 	case STATE_ARG_START:
 		switch (c) {
@@ -692,7 +702,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			if (!finish_atom(parser))
 				return false;
 			parser->state = STATE_AFTER_ARG;
-			return step(parser, c);
+			return step_again(parser, c);
 		default:
 			fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "Unexpected character in an atom");
 			return false;
@@ -739,7 +749,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 		}
 		if (!start_atom(parser, '~'))
 			return false;
-		return step(parser, c);
+		return step_again(parser, c);
 	case STATE_LITERAL_OPEN:
 		if (c < '0' || c > '9') {
 			fail(parser, IMAP_PARSER_ERROR_BAD_LITERAL, "Literal size must start with a digit");
@@ -796,7 +806,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			return true;
 		}
 		parser->state = STATE_TEXT;
-		return step(parser, c);
+		return step_again(parser, c);
 	case STATE_CODE:
 		if (c == ']') {
 			if (!add_token_arg(parser, IMAP_ARG_TEXT, IMAP_ARG_FLAG_RESPONSE_CODE))
@@ -811,7 +821,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			memmove(parser->token + 1, parser->token, parser->token_len - 1);
 			parser->token[0] = '[';
 			parser->state = STATE_TEXT;
-			return step(parser, c);
+			return step_again(parser, c);
 		}
 		fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "NUL in a response code");
 		return false;
@@ -819,7 +829,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 		parser->state = STATE_TEXT;
 		if (c == ' ')
 			return true;
-		return step(parser, c);
+		return step_again(parser, c);
 	case STATE_TEXT:
 		if (c == '\r' || c == '\n') {
 			if (!add_token_arg(parser, IMAP_ARG_TEXT, 0))
@@ -841,6 +851,57 @@ static bool step(struct imap_parser *parser, unsigned char c)
 	}
 	assert(!"unreachable parser state");
 	return false;
+}
+
+/* A whole atom or escape-free quoted string seen at once goes straight to the
+   arena; returns the bytes taken, 0 to leave it to the byte-wise states, or
+   -1 after an error. */
+static ssize_t fast_token(struct imap_parser *parser, const unsigned char *p, size_t size)
+{
+	enum imap_arg_type type;
+	const unsigned char *start;
+	size_t i = 1, len, taken;
+
+	if (p[0] == '"') {
+		while (i < size && p[i] != '"' && p[i] != '\\' && p[i] != '\r' && p[i] != '\n' && p[i] != '\0')
+			i++;
+		if (i == size || p[i] != '"')
+			return 0;
+		type = IMAP_ARG_STRING;
+		start = p + 1;
+		len = i - 1;
+		taken = i + 1;
+	} else if (atom_char_table[p[0]] && p[0] != '~') {
+		while (i < size && atom_char_table[p[i]])
+			i++;
+		/* Only with the terminator in sight and valid, and counted, so that
+		   errors come in the same order as byte by byte. */
+		if (i == size || (p[i] != ' ' && p[i] != ')' && p[i] != '\r' && p[i] != '\n') ||
+		    parser->line_bytes + i + 1 > parser->limits.max_line)
+			return 0;
+		type = i == 3 && (p[0] | 0x20) == 'n' && (p[1] | 0x20) == 'i' && (p[2] | 0x20) == 'l'
+			       ? IMAP_ARG_NIL
+			       : IMAP_ARG_ATOM;
+		start = p;
+		len = i;
+		taken = i;
+	} else {
+		return 0;
+	}
+	if (parser->line_bytes + taken > parser->limits.max_line)
+		return 0;
+	char *str = arena_alloc(parser, len + 1);
+	if (str == NULL) {
+		fail(parser, IMAP_PARSER_ERROR_OUT_OF_MEMORY, "Out of memory");
+		return -1;
+	}
+	memcpy(str, start, len);
+	str[len] = '\0';
+	if (!add_arg(parser, type, 0, str, len, true))
+		return -1;
+	parser->line_bytes += taken;
+	parser->state = STATE_AFTER_ARG;
+	return (ssize_t)taken;
 }
 
 enum imap_parser_result imap_parser_feed_bytes(struct imap_parser *parser, const void *data,
@@ -867,6 +928,25 @@ enum imap_parser_result imap_parser_feed_bytes(struct imap_parser *parser, const
 			}
 			pos += (size_t)taken;
 			continue;
+		}
+		if (parser->state == STATE_AFTER_ARG && bytes[pos] == ' ' && !parser->text_pending &&
+		    parser->line_bytes < parser->limits.max_line) {
+			/* The separator between arguments, by far the commonest byte step() would see. */
+			parser->line_bytes++;
+			parser->state = STATE_ARG_START;
+			pos++;
+			continue;
+		}
+		if (parser->state == STATE_ARG_START) {
+			ssize_t taken = fast_token(parser, bytes + pos, size - pos);
+			if (taken < 0) {
+				*consumed_r = pos;
+				return IMAP_PARSER_ERROR;
+			}
+			if (taken > 0) {
+				pos += (size_t)taken;
+				continue;
+			}
 		}
 		size_t span = plain_span(parser, bytes + pos, size - pos);
 		if (span > 0) {

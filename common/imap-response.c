@@ -182,7 +182,7 @@ static enum imap_response_error parse_code(struct imap_response_parser *parser, 
 	count = code->arg_count;
 
 	bool ok = true;
-	uint32_t number32;
+	uint32_t number32 = 0;
 	switch (code->type) {
 	case IMAP_RESPONSE_CODE_BADCHARSET:
 		ok = count == 0 || (count == 1 && args[0].type == IMAP_ARG_LIST);
@@ -505,6 +505,25 @@ static bool is_nstring_or_streamed(const struct imap_arg *arg)
 	       arg->type == IMAP_ARG_LITERAL_STREAMED;
 }
 
+/* Any number that fits 64 bits. Dovecot 2.3 sends BINARY.SIZE as 2^64 - n
+   for some parts (an underflow), so this one value is not held to number64:
+   refusing it would abort the whole session over one size. */
+static bool get_uint64(const struct imap_arg *arg, uint64_t *number_r)
+{
+	uint64_t value = 0;
+
+	if (arg->type != IMAP_ARG_ATOM || arg->len == 0 || arg->len > 20)
+		return false;
+	for (size_t i = 0; i < arg->len; i++) {
+		unsigned int digit = (unsigned int)(arg->str[i] - '0');
+		if (digit > 9 || value > (UINT64_MAX - digit) / 10)
+			return false;
+		value = value * 10 + digit;
+	}
+	*number_r = value;
+	return true;
+}
+
 /* Splits "NAME[section]<origin>" and checks the value for the item's type. */
 static bool parse_fetch_item(const struct imap_arg *name_arg, const struct imap_arg *value,
 			     struct imap_fetch_item *item)
@@ -538,7 +557,7 @@ static bool parse_fetch_item(const struct imap_arg *name_arg, const struct imap_
 		}
 	}
 #define BASE_IS(word) (base_len == sizeof(word) - 1 && strncasecmp(name, word, base_len) == 0)
-	uint32_t number32;
+	uint32_t number32 = 0;
 	if (bracket != NULL) {
 		if (BASE_IS("BODY")) {
 			item->type = IMAP_FETCH_BODY_SECTION;
@@ -550,7 +569,7 @@ static bool parse_fetch_item(const struct imap_arg *name_arg, const struct imap_
 		}
 		if (BASE_IS("BINARY.SIZE")) {
 			item->type = IMAP_FETCH_BINARY_SIZE;
-			return !item->has_origin && imap_arg_get_number(value, &item->number);
+			return !item->has_origin && get_uint64(value, &item->number);
 		}
 		return true;
 	}

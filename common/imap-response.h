@@ -165,7 +165,8 @@ enum imap_fetch_item_type {
 	IMAP_FETCH_BODY,           /* value: list (BODY without section: non-extensible structure) */
 	IMAP_FETCH_BODY_SECTION,   /* section, origin; value: nstring or streamed literal */
 	IMAP_FETCH_BINARY_SECTION, /* section, origin; value: nstring, literal8 or streamed */
-	IMAP_FETCH_BINARY_SIZE,    /* section; number */
+	IMAP_FETCH_BINARY_SIZE,    /* section; number (any 64-bit value: Dovecot 2.3
+	                              sends 2^64 - n for some parts) */
 	IMAP_FETCH_RFC822,         /* value: nstring or streamed */
 	IMAP_FETCH_RFC822_HEADER,  /* value: nstring or streamed */
 	IMAP_FETCH_RFC822_TEXT,    /* value: nstring or streamed */

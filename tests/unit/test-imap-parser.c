@@ -221,6 +221,12 @@ static void test_limit_depth_and_args(void)
 	unit_imap_check("* X (a b c)\r\n", 13, &options, "ERROR TOO_MANY_ARGS\n");
 	unit_imap_check("* X a b c\r\n", 11, &options, "LINE * X a b c\n");
 	unit_imap_check("* X a b c d\r\n", 13, &options, "ERROR TOO_MANY_ARGS\n");
+	/* The bad byte after an atom is found before the argument is counted,
+	   however the input is split (the fuzzer found the whole-buffer path
+	   once counted first). */
+	limits.max_args = 2;
+	unit_imap_check("* X ab\"c\r\n", 10, &options, "ERROR UNEXPECTED_CHAR\n");
+	limits.max_args = 5;
 	/* Deep nesting by default stops at 32, far from the stack's limit. */
 	char deep[200];
 	memset(deep, '(', sizeof(deep));

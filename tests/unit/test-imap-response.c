@@ -315,6 +315,10 @@ static void test_fetch(void)
 	      "untagged tag=* status=- data=FETCH seq=2 [BODY[] section=HEADER.FIELDS (FROM TO)] "
 	      "[BODY[] section=1.2 origin=0] [BODY[] section=] [BINARY[] section=1] [BINARY.SIZE section=1 n=2] "
 	      "[RFC822] [RFC822.HEADER] [RFC822.TEXT]");
+	/* Dovecot 2.3 was seen sending an underflowed BINARY.SIZE; it is kept, not fatal. */
+	check("* 4 FETCH (BINARY.SIZE[1] 18446744073709448791)\r\n",
+	      "untagged tag=* status=- data=FETCH seq=4 [BINARY.SIZE section=1 n=18446744073709448791]");
+	check("* 4 FETCH (BINARY.SIZE[1] 18446744073709551616)\r\n", "error=BAD_FETCH_ITEM");
 	check("* 3 FETCH (X-GM-MSGID 1278455344230334865 BODY[]<100> {2}\r\nhi)\r\n",
 	      "untagged tag=* status=- data=FETCH seq=3 [OTHER] [BODY[] section= origin=100]");
 	/* Each item's value must have its form. */
