@@ -110,10 +110,11 @@ enum imap_arg_type {
 struct imap_arg {
 	enum imap_arg_type type;
 	unsigned int flags;       /* IMAP_ARG_FLAG_* */
-	/* ATOM, STRING, LITERAL, TEXT: the bytes, always followed by a NUL
-	   that len does not count (a LITERAL8 may also hold NULs inside). */
+	/* NIL, ATOM, STRING, LITERAL, TEXT: the bytes (for NIL the atom as
+	   sent, e.g. "nil"), always followed by a NUL that len does not count
+	   (a LITERAL may also hold NULs inside). LITERAL_STREAMED, LIST: "". */
 	const char *str;
-	/* ATOM, STRING, LITERAL, TEXT: length of str.
+	/* NIL, ATOM, STRING, LITERAL, TEXT: length of str.
 	   LITERAL_STREAMED: the literal's size. */
 	uint64_t len;
 	/* LIST: the children, in order, and how many there are. */
@@ -196,7 +197,8 @@ enum imap_parser_result imap_parser_feed_bytes(struct imap_parser *parser,
 					       size_t *consumed_r);
 
 /* After LINE_COMPLETE: the line as a LIST argument whose children are the
-   line's top-level arguments (list_count may be 0 for an empty line). */
+   line's top-level arguments (list_count may be 0 for an empty line).
+   NULL when no line is complete. */
 const struct imap_arg *imap_parser_get_line(const struct imap_parser *parser);
 
 /* After ERROR: the error, and a one-line message for a BAD/BYE text or a
@@ -219,6 +221,10 @@ void imap_parser_get_open_args(const struct imap_parser *parser,
 			       unsigned int depth,
 			       const struct imap_arg **args_r,
 			       unsigned int *count_r);
+
+/* True when bytes of a line that is not complete yet have been read (a
+   peer that closes now closed mid-line or mid-literal). */
+bool imap_parser_is_mid_line(const struct imap_parser *parser);
 
 /* Forgets the current line (and any error) so the next byte fed starts a
    new line. Keeps mode, limits and callback. */
@@ -243,7 +249,8 @@ bool imap_arg_get_atom(const struct imap_arg *arg, const char **atom_r);
 bool imap_arg_atom_equals(const struct imap_arg *arg, const char *word);
 /* STRING or LITERAL (quoted or literal). */
 bool imap_arg_get_string(const struct imap_arg *arg, const char **str_r, size_t *len_r);
-/* ATOM, STRING or LITERAL (RFC 3501 astring). */
+/* ATOM, NIL (as the atom "NIL" it is), STRING or LITERAL (RFC 3501
+   astring: "SELECT NIL" selects the mailbox named NIL). */
 bool imap_arg_get_astring(const struct imap_arg *arg, const char **str_r, size_t *len_r);
 /* NIL (gives NULL, 0) or STRING or LITERAL (RFC 3501 nstring). */
 bool imap_arg_get_nstring(const struct imap_arg *arg, const char **str_r, size_t *len_r);
