@@ -61,6 +61,8 @@ struct imap_client_command {
 	void *context;
 	imap_client_continuation_fn *continuation_handler;
 	void *continuation_context;
+	void (*destroy)(void *context);
+	void *destroy_context;
 
 	struct imap_client_result result;
 	char *result_code, *result_text;
@@ -419,6 +421,8 @@ static struct imap_client_command *command_new(struct imap_client *client, unsig
 
 static void command_release(struct imap_client_command *command)
 {
+	if (command->destroy != NULL)
+		command->destroy(command->destroy_context);
 	for (unsigned int i = 0; i < command->result.untagged_count; i++)
 		imap_client_untagged_unref(&command->result.untagged[i]);
 	free(command->result.untagged);
@@ -838,6 +842,13 @@ struct imap_client_command *imap_client_command_send_continued(struct imap_clien
 		command->idle = true;
 	client_queue(client, command);
 	return command;
+}
+
+void imap_client_command_set_destroy(struct imap_client_command *command, void (*destroy)(void *context),
+				     void *context)
+{
+	command->destroy = destroy;
+	command->destroy_context = context;
 }
 
 void imap_client_command_continue(struct imap_client_command *command, const char *line)

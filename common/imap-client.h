@@ -225,6 +225,10 @@ struct imap_client_command *imap_client_command_send_continued(struct imap_clien
 							       void *handler_context,
 							       imap_client_command_fn *callback,
 							       void *context);
+/* destroy(context) runs when the command is freed (state a continuation
+   handler needs until then). */
+void imap_client_command_set_destroy(struct imap_client_command *command,
+				     void (*destroy)(void *context), void *context);
 /* Writes line and CRLF as the answer to a continuation. */
 void imap_client_command_continue(struct imap_client_command *command, const char *line);
 
