@@ -597,6 +597,13 @@ static bool start_atom(struct imap_parser *parser, unsigned char c)
 	return true;
 }
 
+static bool last_arg_is_list(const struct imap_parser *parser)
+{
+	const struct open_level *level = &parser->levels[parser->depth];
+
+	return level->count > 0 && level->args[level->count - 1].type == IMAP_ARG_LIST;
+}
+
 static bool line_end_char(struct imap_parser *parser, unsigned char c)
 {
 	if (c == '\r') {
@@ -656,14 +663,22 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			return true;
 		case ')':
 			return close_list(parser);
+		case '(':
+			/* body-type-mpart glues the parts: "(...)(...) \"mixed\"". */
+			if (last_arg_is_list(parser)) {
+				parser->state = STATE_ARG_START;
+				return open_list(parser);
+			}
+			break;
 		case '\r':
 		case '\n':
 			return line_end_char(parser, c);
 		default:
-			fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR,
-			     "Expected a space, ')' or the line end after an argument");
-			return false;
+			break;
 		}
+		fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR,
+		     "Expected a space, ')' or the line end after an argument");
+		return false;
 	case STATE_ATOM:
 		switch (c) {
 		case '[':
@@ -911,7 +926,8 @@ enum imap_parser_result imap_parser_feed(struct imap_parser *parser, struct evbu
 			}
 		}
 		evbuffer_drain(input, total);
-		if (count <= EVBUFFER_PEEK_VECTORS)
+		/* evbuffer_peek() caps its count at the vectors given: look again. */
+		if (evbuffer_get_length(input) == 0)
 			return IMAP_PARSER_NEED_MORE;
 	}
 }

@@ -24,6 +24,11 @@ static void test_atoms_and_spaces(void)
 	unit_imap_check_str("* 8bit caf\xc3\xa9\r\n", RESP, "LINE * 8bit caf\\xc3\\xa9\n");
 	unit_imap_check_str("a NOOP\r\nb LOGOUT\r\n", CMD, "LINE a NOOP\nLINE b LOGOUT\n");
 	unit_imap_check_str("a NOOP", CMD, "NEED_MORE\n");
+	/* Longer than the evbuffer's first 16 chains of 5 bytes. */
+	unit_imap_check_str("a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
+			    "47,49,51,53,55,57,59,61,63,65,67,69,71,73,75,77,79 (FLAGS)\r\nb2 NOOP\r\n", CMD,
+			    "LINE a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
+			    "47,49,51,53,55,57,59,61,63,65,67,69,71,73,75,77,79 (FLAGS)\nLINE b2 NOOP\n");
 }
 
 static void test_nil_and_flags(void)
@@ -56,7 +61,9 @@ static void test_lists(void)
 			    "LINE * X () (()) ((a) (b c)) (NIL \"q\")\n");
 	unit_imap_check_str("* X (a b\r\n", RESP, "ERROR UNCLOSED_LIST\n");
 	unit_imap_check_str("* X a)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("* X (a)(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
+	/* Multipart BODYSTRUCTURE glues its parts together. */
+	unit_imap_check_str("* X ((a)(b) \"mixed\")\r\n", RESP, "LINE * X ((a) (b) \"mixed\")\n");
+	unit_imap_check_str("* X \"q\"(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
 	unit_imap_check_str("* X a(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
 }
 
