@@ -2,6 +2,7 @@
 /* imap-client: connection, TLS, tags, pipelined command queue and untagged data of the IMAP client core. */
 #include "config.h"
 #include "imap-client.h"
+#include "imap-util.h"
 #include "log.h"
 #include "tls.h"
 
@@ -25,7 +26,6 @@
 #define IMAP_CLIENT_TAG_PREFIX_MAX 16 /* a tag is an atom; keep it short */
 #define IMAP_CLIENT_NAME_MAX 32 /* "UID FETCH" and the longest extension verbs */
 #define IMAP_CLIENT_LINES_PER_READ 256 /* lines per read callback, so one server can't starve the loop */
-#define IMAP_CLIENT_QUOTED_MAX 1024 /* longer strings go as literals, as servers cap quoted length */
 #define IMAP_CLIENT_LITERAL_MINUS_MAX 4096 /* RFC 7888: LITERAL- allows {n+} only up to 4096 bytes */
 #define IMAP_CLIENT_REASON_MAX 512 /* one log line's worth of abort reason */
 
@@ -90,6 +90,7 @@ struct imap_client {
 	enum imap_client_phase phase;
 	bool starttls_done;
 	bool read_only;
+	bool reading_paused;
 	char *capabilities; /* " CAP1 CAP2 " upper-cased, or NULL */
 
 	struct bufferevent *plain_bev, *bev; /* bev: the top (filter when TLS) */
@@ -172,21 +173,6 @@ const char *imap_client_status_name(enum imap_client_status status)
 	return "?";
 }
 
-/* imaplib's Int2AP: the number in base 16 with digits 'A'..'P'. */
-static void client_int2ap(unsigned int number, char *buf, size_t size)
-{
-	char digits[16];
-	size_t n = 0;
-
-	do {
-		digits[n++] = (char)('A' + number % 16);
-		number /= 16;
-	} while (number != 0 && n < sizeof(digits));
-	for (size_t i = 0; i < n && i + 1 < size; i++)
-		buf[i] = digits[n - 1 - i];
-	buf[n < size ? n : size - 1] = '\0';
-}
-
 /* ---- untagged responses ---- */
 
 static void args_measure(const struct imap_arg *args, unsigned int count, size_t *nargs, size_t *nbytes)
@@ -226,12 +212,13 @@ static void args_copy(struct imap_arg *dst, const struct imap_arg *args, unsigne
 	}
 }
 
-/* One allocation holding the response, its args and all their bytes. */
+/* One allocation holding the response, the whole line's args (count of
+   them; the data starts at first) and all their bytes. */
 static struct imap_client_untagged *untagged_new(const char *keyword, bool has_number, uint32_t number,
 						 const struct imap_arg *args, unsigned int count,
-						 const char *code, const char *text)
+						 unsigned int first, const char *code, const char *text)
 {
-	size_t nargs = 0, nbytes = strlen(keyword) + 1;
+	size_t nargs = count > 0 ? 1 : 0, nbytes = strlen(keyword) + 1;
 	struct imap_client_untagged *untagged;
 	struct imap_arg *pool;
 	char *bytes;
@@ -244,13 +231,17 @@ static struct imap_client_untagged *untagged_new(const char *keyword, bool has_n
 	untagged = xcalloc(1, sizeof(*untagged) + nargs * sizeof(struct imap_arg) + nbytes);
 	pool = (struct imap_arg *)(untagged + 1);
 	bytes = (char *)(pool + nargs);
-	untagged->args = pool;
-	untagged->args_count = count;
-	{
-		struct imap_arg *top = pool;
+	if (count > 0) {
+		struct imap_arg *line = pool++, *top = pool;
 
 		pool += count;
 		args_copy(top, args, count, &pool, &bytes);
+		line->type = IMAP_ARG_LIST;
+		line->list = top;
+		line->list_count = count;
+		untagged->line = line;
+		untagged->args = top + first;
+		untagged->args_count = count - first;
 	}
 	untagged->keyword = bytes;
 	for (const char *p = keyword; *p != '\0'; p++)
@@ -472,7 +463,7 @@ static void client_update_timer(struct imap_client *client)
 		waiting = true;
 		break;
 	}
-	if (waiting && client->phase == PHASE_READY) {
+	if (waiting && client->phase == PHASE_READY && !client->reading_paused) {
 		struct timeval tv = {
 			.tv_sec = client->settings.command_timeout_msecs / 1000,
 			.tv_usec = (client->settings.command_timeout_msecs % 1000) * 1000,
@@ -605,13 +596,10 @@ void imap_client_command_free(struct imap_client_command **commandp)
 
 /* ---- building commands ---- */
 
-static bool is_atom_char(unsigned char c, bool pattern)
+/* RFC 3501 list-char: ATOM-CHAR, list-wildcards or resp-specials. */
+static bool is_list_char(unsigned char c)
 {
-	if (c <= 0x20 || c >= 0x7f)
-		return false;
-	if (c == '%' || c == '*')
-		return pattern;
-	return strchr("(){\"\\]", c) == NULL;
+	return c > 0x20 && c < 0x7f && strchr("(){\"\\", c) == NULL;
 }
 
 static void command_end_piece(struct imap_client_command *command, size_t *piece_start)
@@ -624,8 +612,9 @@ static void command_end_piece(struct imap_client_command *command, size_t *piece
 	*piece_start = end;
 }
 
-static void command_put_literal(struct imap_client *client, struct imap_client_command *command,
-				const void *data, size_t len, size_t *piece_start)
+/* Writes a literal's announcement; its bytes must follow. */
+static void command_put_literal_header(struct imap_client *client, struct imap_client_command *command,
+				       size_t len, size_t *piece_start)
 {
 	bool nonsync = imap_client_has_capability(client, "LITERAL+") ||
 		       (imap_client_has_capability(client, "LITERAL-") &&
@@ -634,6 +623,12 @@ static void command_put_literal(struct imap_client *client, struct imap_client_c
 	evbuffer_add_printf(command->out, "{%zu%s}\r\n", len, nonsync ? "+" : "");
 	if (!nonsync)
 		command_end_piece(command, piece_start);
+}
+
+static void command_put_literal(struct imap_client *client, struct imap_client_command *command,
+				const void *data, size_t len, size_t *piece_start)
+{
+	command_put_literal_header(client, command, len, piece_start);
 	evbuffer_add(command->out, data, len);
 }
 
@@ -643,30 +638,17 @@ static void command_put_astring(struct imap_client *client, struct imap_client_c
 				const char *s, enum astring_mode mode, size_t *piece_start)
 {
 	size_t len = strlen(s);
-	bool atom = mode != ASTRING_QUOTED && len > 0 && strcasecmp(s, "NIL") != 0;
-	bool quotable = len <= IMAP_CLIENT_QUOTED_MAX;
+	enum imap_util_astring_form form = imap_util_astring_form(s, len);
+	bool pattern_atom = mode == ASTRING_PATTERN && len > 0 && strcasecmp(s, "NIL") != 0;
 
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		if (!is_atom_char(c, mode == ASTRING_PATTERN))
-			atom = false;
-		if (c == '\r' || c == '\n' || c >= 0x80)
-			quotable = false;
-	}
-	if (atom) {
+	for (size_t i = 0; i < len && pattern_atom; i++)
+		pattern_atom = is_list_char((unsigned char)s[i]);
+	if (pattern_atom || (form == IMAP_UTIL_ASTRING_ATOM && mode != ASTRING_QUOTED))
 		evbuffer_add(command->out, s, len);
-	} else if (quotable) {
-		evbuffer_add(command->out, "\"", 1);
-		for (size_t i = 0; i < len; i++) {
-			if (s[i] == '"' || s[i] == '\\')
-				evbuffer_add(command->out, "\\", 1);
-			evbuffer_add(command->out, &s[i], 1);
-		}
-		evbuffer_add(command->out, "\"", 1);
-	} else {
+	else if (form != IMAP_UTIL_ASTRING_LITERAL)
+		imap_util_append_quoted(command->out, s, len);
+	else
 		command_put_literal(client, command, s, len, piece_start);
-	}
 }
 
 /* Sets command->name from the first word (two for UID commands). */
@@ -750,6 +732,13 @@ static void command_build(struct imap_client *client, struct imap_client_command
 			size_t len = va_arg(args, size_t);
 
 			command_put_literal(client, command, data, len, &piece_start);
+			break;
+		}
+		case 'B': {
+			struct evbuffer *data = va_arg(args, struct evbuffer *);
+
+			command_put_literal_header(client, command, evbuffer_get_length(data), &piece_start);
+			evbuffer_add_buffer(command->out, data); /* moves the chains, no copy */
 			break;
 		}
 		case 'u':
@@ -961,7 +950,7 @@ static void client_handle_code(struct imap_client *client, const char *code)
 		client->read_only = true;
 	else if (strcmp(name, "READ-WRITE") == 0)
 		client->read_only = false;
-	stored = untagged_new(name, false, 0, NULL, 0, NULL, rest);
+	stored = untagged_new(name, false, 0, NULL, 0, 0, NULL, rest);
 	client_store_response(client, stored);
 	imap_client_untagged_unref(&stored);
 }
@@ -1034,7 +1023,7 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 	} else if (strcasecmp(keyword, "CAPABILITY") == 0) {
 		client_set_capabilities_args(client, args + first, count - first);
 	}
-	untagged = untagged_new(keyword, has_number, number, args + first, count - first, code, text);
+	untagged = untagged_new(keyword, has_number, number, args, count, first, code, text);
 	if (client->untagged_callback != NULL) {
 		client_enter(client);
 		client->untagged_callback(client, command, untagged, client->untagged_context);
@@ -1170,10 +1159,13 @@ static void client_read(struct imap_client *client)
 		client_handle_line(client, imap_parser_get_line(client->parser));
 		if (client->free_pending || client->bev != bev)
 			break; /* aborted, or STARTTLS swapped the stream */
+		if (client->reading_paused)
+			break;
 	}
 	if (client_leave(client))
 		return;
-	if (client->bev != NULL && client->phase != PHASE_TLS && evbuffer_get_length(input) > 0 &&
+	if (client->bev != NULL && client->phase != PHASE_TLS && !client->reading_paused &&
+	    evbuffer_get_length(input) > 0 &&
 	    bufferevent_get_input(client->bev) == input) {
 		/* the line cap was hit: come back on the next loop iteration */
 		bufferevent_trigger(client->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -1600,7 +1592,11 @@ struct imap_client *imap_client_new(struct event_base *base, const struct imap_c
 
 		if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
 			r = (unsigned short)getpid();
-		client_int2ap(4096 + r % (65536 - 4096), client->tag_prefix, sizeof(client->tag_prefix));
+		char prefix[IMAP_UTIL_INT2AP_SIZE];
+
+		/* imaplib: Int2AP(random.randint(4096, 65535)), four letters A-P */
+		imap_util_int2ap(4096 + r % (65536 - 4096), prefix);
+		snprintf(client->tag_prefix, sizeof(client->tag_prefix), "%s", prefix);
 	}
 	client->settings.tag_prefix = client->tag_prefix;
 	if (settings->tls_mode != IMAP_CLIENT_TLS_NONE) {
@@ -1679,6 +1675,30 @@ void imap_client_set_literal_callback(struct imap_client *client, imap_client_li
 {
 	client->literal_callback = callback;
 	client->literal_context = context;
+}
+
+void imap_client_set_reading_paused(struct imap_client *client, bool paused)
+{
+	if (client->reading_paused == paused)
+		return;
+	client->reading_paused = paused;
+	if (client->bev != NULL) {
+		if (paused) {
+			bufferevent_disable(client->bev, EV_READ);
+		} else {
+			bufferevent_enable(client->bev, EV_READ);
+			/* what was read before the pause is still waiting */
+			if (evbuffer_get_length(bufferevent_get_input(client->bev)) > 0)
+				bufferevent_trigger(client->bev, EV_READ,
+						    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+		}
+	}
+	client_update_timer(client);
+}
+
+bool imap_client_is_reading_paused(const struct imap_client *client)
+{
+	return client->reading_paused;
 }
 
 enum imap_client_state imap_client_get_state(const struct imap_client *client)

@@ -76,11 +76,16 @@ enum imap_client_state {
  * 12 and has_number is set. args are the arguments after the keyword
  * (read them with imap_arg_* from imap-parser.h); a literal that was
  * streamed appears as IMAP_ARG_LITERAL_STREAMED with its size only.
+ * line is the whole line, to hand to imap_response_parse() for typed
+ * views (FETCH items, ENVELOPE, STATUS...).
  * Status responses (OK NO BAD PREAUTH BYE) have no args but code (the
  * inside of "[...]", or NULL) and text. Read-only; shared between the
  * results that hold it, valid as long as one of them is.
  */
 struct imap_client_untagged {
+	/* The whole line as a LIST ("*", number, keyword, data...), for
+	   imap_response_parse(); NULL for response codes in the pool. */
+	const struct imap_arg *line;
 	const char *keyword;
 	bool has_number;
 	uint32_t number;
@@ -152,6 +157,14 @@ void imap_client_set_untagged_callback(struct imap_client *client,
 void imap_client_set_literal_callback(struct imap_client *client,
 				      imap_client_literal_fn *callback, void *context);
 
+/* Back-pressure: while paused the client reads nothing more from the
+   server (bytes already read are still parsed, up to the end of what is
+   buffered) and the command timeout is off. Meant for a literal callback
+   whose consumer is slow: pause, and resume from the consumer's low-water
+   callback. Resuming parses what was left at once. */
+void imap_client_set_reading_paused(struct imap_client *client, bool paused);
+bool imap_client_is_reading_paused(const struct imap_client *client);
+
 enum imap_client_state imap_client_get_state(const struct imap_client *client);
 /* The TLS connection once established (NULL for plain text). */
 SSL *imap_client_get_ssl(const struct imap_client *client);
@@ -172,6 +185,7 @@ const char *imap_client_get_tag_prefix(const struct imap_client *client);
  *   %p  const char *: a list-mailbox pattern (like %a but % and * stay atoms)
  *   %q  const char *: always a quoted string or literal (never an atom)
  *   %L  const void *, size_t: a literal of those bytes
+ *   %B  struct evbuffer *: a literal of its bytes, moved out of it (no copy)
  *   %u  unsigned int;  %U  uint64_t;  %%  a percent sign
  * The tag and CRLF are added. Literals use {n+} when the server has
  * LITERAL+ (or LITERAL- and n <= 4096), else wait for the continuation.

@@ -6,6 +6,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
@@ -415,6 +416,29 @@ static void script_unexpected_continuation(struct peer *peer)
 	peer_has_data(peer, 1000);
 }
 
+#define BIG_LITERAL_SIZE (4 * 1024 * 1024) /* far above the inline limit and socket buffers */
+
+static void script_big_literal(struct peer *peer)
+{
+	char line[PEER_LINE_MAX];
+	static char chunk[64 * 1024];
+
+	peer_send(peer, "* OK [CAPABILITY IMAP4rev1] fake\r\n");
+	if (!peer_read_line(peer, line, sizeof(line)))
+		return;
+	peer_sendf(peer, "* 1 FETCH (UID 9 BODY[] {%d}\r\n", BIG_LITERAL_SIZE);
+	for (size_t sent = 0; sent < BIG_LITERAL_SIZE; sent += sizeof(chunk)) {
+		for (size_t i = 0; i < sizeof(chunk); i++)
+			chunk[i] = (char)('a' + (sent + i) % 26);
+		if (send(peer->fd, chunk, sizeof(chunk), MSG_NOSIGNAL) != (ssize_t)sizeof(chunk)) {
+			peer->ok = false;
+			return;
+		}
+	}
+	peer_sendf(peer, ")\r\n%s OK fetched\r\n", peer->tag);
+	peer_has_data(peer, 1000);
+}
+
 /* ---- tests ---- */
 
 /* Connects to a peer running script, sends NOOP, returns its result status. */
@@ -591,6 +615,98 @@ static void test_authenticate(void)
 	check("peer got PLAIN credentials after +, then an empty XOAUTH2 answer", peer.ok, "%s", peer.seen);
 }
 
+struct stream_test {
+	struct event_base *base;
+	struct imap_client *client;
+	size_t bytes, pauses;
+	bool in_order, content_ok, done;
+	enum imap_client_status status;
+};
+
+static void stream_resume(evutil_socket_t fd, short events, void *context)
+{
+	struct stream_test *test = context;
+
+	(void)fd;
+	(void)events;
+	imap_client_set_reading_paused(test->client, false);
+}
+
+/* A slow consumer: pauses after each chunk, resumes a moment later. */
+static int stream_literal(struct imap_client *client, struct imap_parser *parser,
+			  const struct imap_parser_literal_chunk *chunk, void *context)
+{
+	struct stream_test *test = context;
+	struct timeval tv = { .tv_usec = 1000 };
+
+	(void)parser;
+	if (chunk->offset != test->bytes)
+		test->in_order = false;
+	for (size_t i = 0; i < chunk->len; i++) {
+		if (chunk->data[i] != (unsigned char)('a' + (chunk->offset + i) % 26))
+			test->content_ok = false;
+	}
+	test->bytes += chunk->len;
+	if (!imap_client_is_reading_paused(client)) {
+		imap_client_set_reading_paused(client, true);
+		test->pauses++;
+		event_base_once(test->base, -1, EV_TIMEOUT, stream_resume, test, &tv);
+	}
+	return 0;
+}
+
+static void stream_done(struct imap_client *client, struct imap_client_command *command,
+			const struct imap_client_result *result, void *context)
+{
+	struct stream_test *test = context;
+
+	(void)client;
+	(void)command;
+	test->status = result->status;
+	test->done = true;
+}
+
+static void stream_connected(struct imap_client *client, struct imap_client_command *command,
+			     const struct imap_client_result *result, void *context)
+{
+	struct stream_test *test = context;
+
+	(void)command;
+	if (result->status != IMAP_CLIENT_STATUS_OK) {
+		test->status = result->status;
+		test->done = true;
+		return;
+	}
+	imap_client_fetch(client, false, "1", "(UID BODY[])", stream_done, test);
+}
+
+static void test_streamed_literal_with_back_pressure(void)
+{
+	struct stream_test test = { .in_order = true, .content_ok = true, .status = IMAP_CLIENT_STATUS_ABORT };
+	struct imap_client_settings settings = {
+		.host = "127.0.0.1", .connect_timeout_msecs = 2000, .command_timeout_msecs = 2000,
+	};
+	struct peer peer;
+	const char *error;
+
+	peer_start(&peer, script_big_literal);
+	settings.port = peer.port;
+	test.base = event_base_new();
+	test.client = imap_client_new(test.base, &settings, &error);
+	imap_client_set_literal_callback(test.client, stream_literal, &test);
+	imap_client_connect(test.client, stream_connected, &test);
+	/* bounded: the client's timeouts end the command either way */
+	while (!test.done && event_base_loop(test.base, EVLOOP_ONCE) == 0)
+		;
+	imap_client_free(&test.client);
+	event_base_free(test.base);
+	peer_stop(&peer);
+	check("4 MB literal streamed through a paused/resumed client: OK", test.status == IMAP_CLIENT_STATUS_OK, NULL);
+	check("streamed: every byte, in order, intact", test.bytes == BIG_LITERAL_SIZE && test.in_order &&
+	      test.content_ok, "%zu bytes", test.bytes);
+	check("streamed: reading was paused many times", test.pauses > 4, "%zu pauses", test.pauses);
+}
+
 int main(void)
 {
 	const char *dir = getenv("IMAPTEST_DIR");
@@ -614,6 +730,7 @@ int main(void)
 	test_starttls_injection();
 	test_literals();
 	test_authenticate();
+	test_streamed_literal_with_back_pressure();
 	tls_context_free(&server_ctx);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;

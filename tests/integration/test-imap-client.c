@@ -4,6 +4,7 @@
 #include "imap-client-commands.h"
 #include "imap-client-sync.h"
 #include "imap-parser.h"
+#include "imap-response.h"
 
 #include <event2/event.h>
 #include <stdarg.h>
@@ -478,7 +479,7 @@ static void test_examine_and_fetch(void)
 	      strstr(result->text, "read-only") != NULL, "%s", result->text);
 
 	imap_client_sync_wait(sync, imap_client_fetch(client, false, "1",
-						      "(UID FLAGS INTERNALDATE RFC822.SIZE BODYSTRUCTURE "
+						      "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE "
 						      "BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.10> "
 						      "RFC822.HEADER BINARY.SIZE[1] MODSEQ)", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
@@ -493,6 +494,25 @@ static void test_examine_and_fetch(void)
 	      imap_arg_get_string(arg, &str, &len) && len == 26, NULL);
 	check("FETCH RFC822.SIZE is the corpus's", (arg = fetch_item(untagged, "RFC822.SIZE")) != NULL &&
 	      imap_arg_get_number(arg, &size) && size == manifest_number("rfc822_size"), NULL);
+	check("FETCH ENVELOPE (glued address lists) has 10 fields",
+	      (arg = fetch_item(untagged, "ENVELOPE")) != NULL && arg->type == IMAP_ARG_LIST && arg->list_count == 10,
+	      NULL);
+	{
+		struct imap_response_parser *parser = imap_response_parser_new();
+		struct imap_response response;
+		const struct imap_fetch_item *item;
+		struct imap_envelope envelope;
+		const char *message = "";
+
+		check("untagged line parses with imap-response",
+		      untagged != NULL && untagged->line != NULL &&
+		      imap_response_parse(parser, untagged->line, &response, &message) == IMAP_RESPONSE_ERROR_NONE &&
+		      response.number == 1, "%s", message);
+		item = untagged != NULL && untagged->line != NULL ? imap_response_fetch_find(&response, IMAP_FETCH_ENVELOPE) : NULL;
+		check("imap-response: ENVELOPE with 3 To addresses",
+		      item != NULL && imap_envelope_from_arg(item->value, &envelope) && envelope.to_count == 3, NULL);
+		imap_response_parser_free(&parser);
+	}
 	check("FETCH BODYSTRUCTURE", (arg = fetch_item(untagged, "BODYSTRUCTURE")) != NULL &&
 	      arg->type == IMAP_ARG_LIST, NULL);
 	check("FETCH BODY", (arg = fetch_item(untagged, "BODY")) != NULL && arg->type == IMAP_ARG_LIST, NULL);
@@ -717,6 +737,69 @@ out:
 	imap_client_sync_free(&other);
 }
 
+/* The number in a pool entry's text ("HIGHESTMODSEQ 5" is stored as
+   keyword HIGHESTMODSEQ, text "5"). */
+static uint64_t pop_number(struct imap_client *client, const char *code)
+{
+	struct imap_client_untagged *stored = imap_client_pop_response(client, code);
+	uint64_t value = stored != NULL ? strtoull(stored->text, NULL, 10) : 0;
+
+	imap_client_untagged_unref(&stored);
+	return value;
+}
+
+static void test_condstore_qresync(void)
+{
+	struct imap_client_sync *sync = session(IMAP_CLIENT_TLS_NONE, user2, pass2);
+	const struct imap_client_untagged *untagged;
+	const struct imap_client_result *result;
+	struct imap_client *client;
+	uint32_t uidvalidity;
+	uint64_t modseq;
+	const char *atom;
+
+	if (sync == NULL)
+		return;
+	client = imap_client_sync_get_client(sync);
+	imap_client_sync_wait(sync, imap_client_create(client, "Sync", NULL, NULL), &result);
+	for (int i = 0; i < 3; i++)
+		imap_client_sync_wait(sync, imap_client_append(client, "Sync", NULL, NULL, test_message,
+							       strlen(test_message), NULL, NULL), &result);
+	imap_client_sync_wait(sync, imap_client_enable(client, "QRESYNC", NULL, NULL), &result);
+	check("ENABLE QRESYNC", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	imap_client_sync_wait(sync, imap_client_select(client, "Sync", false, NULL, NULL, NULL), &result);
+	uidvalidity = (uint32_t)pop_number(client, "UIDVALIDITY");
+	modseq = pop_number(client, "HIGHESTMODSEQ");
+	check("SELECT reports UIDVALIDITY and HIGHESTMODSEQ", uidvalidity != 0 && modseq != 0, NULL);
+	imap_client_sync_wait(sync, imap_client_store(client, true, "2", "+FLAGS.SILENT", "(\\Deleted)", NULL, NULL),
+			      &result);
+	imap_client_sync_wait(sync, imap_client_uid_expunge(client, "2", NULL, NULL), &result);
+	untagged = imap_client_result_next(result, "VANISHED", &(unsigned int){ 0 });
+	check("with QRESYNC, UID EXPUNGE answers VANISHED", untagged != NULL && untagged->args_count == 1 &&
+	      imap_arg_get_atom(&untagged->args[0], &atom) && strcmp(atom, "2") == 0, NULL);
+	imap_client_sync_wait(sync, imap_client_store(client, true, "3", "+FLAGS", "(\\Flagged)", NULL, NULL),
+			      &result);
+	imap_client_sync_wait(sync, imap_client_close(client, NULL, NULL), &result);
+
+	imap_client_sync_wait(sync, imap_client_select(client, "Sync", false,
+						       &(struct imap_client_select_params){
+							       .qresync_uidvalidity = uidvalidity,
+							       .qresync_modseq = modseq,
+							       .qresync_known_uids = "1:3" },
+						       NULL, NULL), &result);
+	check("SELECT (QRESYNC (uidvalidity modseq 1:3)): OK", result->status == IMAP_CLIENT_STATUS_OK, "%s",
+	      result->text);
+	untagged = imap_client_result_next(result, "VANISHED", &(unsigned int){ 0 });
+	check("QRESYNC: VANISHED (EARLIER) 2", untagged != NULL && untagged->args_count == 2 &&
+	      untagged->args[0].type == IMAP_ARG_LIST && imap_arg_get_atom(&untagged->args[1], &atom) &&
+	      strcmp(atom, "2") == 0, NULL);
+	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
+	check("QRESYNC: FETCH of the changed message with MODSEQ",
+	      untagged != NULL && has_flag(fetch_item(untagged, "FLAGS"), "\\Flagged") &&
+	      fetch_item(untagged, "MODSEQ") != NULL && count_untagged(result, "FETCH") == 1, NULL);
+	imap_client_sync_free(&sync);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -738,6 +821,7 @@ int main(void)
 	test_mailbox_commands();
 	test_examine_and_fetch();
 	test_message_commands();
+	test_condstore_qresync();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }
