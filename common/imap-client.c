@@ -431,6 +431,8 @@ static void client_list_remove(struct imap_client *client, struct imap_client_co
 		client->send_cursor = command->next;
 	if (client->continuation_owner == command)
 		client->continuation_owner = NULL;
+	if (client->connect_command == command)
+		client->connect_command = NULL;
 	if (command->prev != NULL)
 		command->prev->next = command->next;
 	else
@@ -553,6 +555,9 @@ static void command_complete(struct imap_client_command *command, enum imap_clie
 	command->result.code = command->result_code;
 	command->result.text = command->result_text;
 	client_command_effects(client, command);
+	/* a barrier or a refused literal may have been holding the queue */
+	if (!client->aborting && !client->free_pending)
+		client_send_more(client);
 	if (command->detached) {
 		command_release(command);
 	} else if (command->callback != NULL && client->free_pending) {
@@ -1476,8 +1481,9 @@ static void client_event_cb(struct bufferevent *bev, short events, void *context
 	client_leave(client);
 }
 
-struct imap_client_command *imap_client_connect(struct imap_client *client,
-						imap_client_command_fn *callback, void *context)
+/* Starts a connection on fd (-1: connect to the configured host). */
+static struct imap_client_command *client_connect_start(struct imap_client *client, evutil_socket_t fd,
+							imap_client_command_fn *callback, void *context)
 {
 	struct imap_client_command *command = command_new(client, 0, callback, context);
 	struct timeval tv = {
@@ -1500,9 +1506,13 @@ struct imap_client_command *imap_client_connect(struct imap_client *client,
 	client->capabilities = NULL;
 	client->read_only = false;
 
-	client->plain_bev = bufferevent_socket_new(client->base, -1,
+	if (fd >= 0)
+		evutil_make_socket_nonblocking(fd);
+	client->plain_bev = bufferevent_socket_new(client->base, fd,
 						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (client->plain_bev == NULL) {
+		if (fd >= 0)
+			evutil_closesocket(fd);
 		snprintf(client->abort_reason, sizeof(client->abort_reason), "cannot create a socket");
 		client_defer_abort_commands(client);
 		return command;
@@ -1513,6 +1523,14 @@ struct imap_client_command *imap_client_connect(struct imap_client *client,
 	client->phase = PHASE_TCP;
 	client->state = IMAP_CLIENT_STATE_CONNECTING;
 	evtimer_add(client->connect_timer, &tv);
+	if (fd >= 0) {
+		/* already connected: go on as TCP's "connected" event would */
+		if (client->settings.tls_mode == IMAP_CLIENT_TLS_IMPLICIT)
+			client_start_tls(client);
+		else
+			client->phase = PHASE_GREETING;
+		return command;
+	}
 	if (bufferevent_socket_connect_hostname(client->plain_bev, client->settings.dns_base, AF_UNSPEC,
 						client->host, (int)client->settings.port) < 0) {
 		int dns_error = bufferevent_socket_get_dns_error(client->plain_bev);
@@ -1525,6 +1543,19 @@ struct imap_client_command *imap_client_connect(struct imap_client *client,
 		client_defer_abort_commands(client);
 	}
 	return command;
+}
+
+struct imap_client_command *imap_client_connect(struct imap_client *client,
+						imap_client_command_fn *callback, void *context)
+{
+	return client_connect_start(client, -1, callback, context);
+}
+
+struct imap_client_command *imap_client_connect_fd(struct imap_client *client, int fd,
+						   imap_client_command_fn *callback, void *context)
+{
+	assert(fd >= 0);
+	return client_connect_start(client, fd, callback, context);
 }
 
 /* ---- IDLE ---- */

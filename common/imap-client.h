@@ -152,6 +152,14 @@ struct imap_client_command *imap_client_connect(struct imap_client *client,
 						imap_client_command_fn *callback,
 						void *context);
 
+/* Same on a socket that is already connected (TCP, a UNIX socket, one
+   end of a socketpair; the client owns and closes it). TLS, greeting and
+   capabilities go as with imap_client_connect; settings.host is still the
+   name verified. */
+struct imap_client_command *imap_client_connect_fd(struct imap_client *client, int fd,
+						   imap_client_command_fn *callback,
+						   void *context);
+
 void imap_client_set_untagged_callback(struct imap_client *client,
 				       imap_client_untagged_fn *callback, void *context);
 void imap_client_set_literal_callback(struct imap_client *client,
