@@ -268,10 +268,104 @@ struct imap_client_command *imap_client_id(struct imap_client *client, const cha
 	return command;
 }
 
+static struct imap_client_command *authenticate_start(struct imap_client *client,
+						     struct imap_sasl_mechanism *mechanism, bool owns_mechanism,
+						     IMAP_CLIENT_CMD_ARGS);
+
+struct imap_client_command *imap_client_sort(struct imap_client *client, bool uid, const char *criteria,
+					     const char *charset, const char *search, IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "%sSORT %s %a %s", UID_PREFIX(uid), criteria,
+					charset, search);
+}
+
+struct imap_client_command *imap_client_thread(struct imap_client *client, bool uid, const char *algorithm,
+					       const char *charset, const char *search, IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "%sTHREAD %s %a %s", UID_PREFIX(uid),
+					algorithm, charset, search);
+}
+
+struct imap_client_command *imap_client_getacl(struct imap_client *client, const char *mailbox,
+					       IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "GETACL %a", mailbox);
+}
+
+struct imap_client_command *imap_client_setacl(struct imap_client *client, const char *mailbox,
+					       const char *who, const char *what, IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "SETACL %a %a %a", mailbox, who, what);
+}
+
+struct imap_client_command *imap_client_deleteacl(struct imap_client *client, const char *mailbox,
+						  const char *who, IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "DELETEACL %a %a", mailbox, who);
+}
+
+struct imap_client_command *imap_client_myrights(struct imap_client *client, const char *mailbox,
+						 IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "MYRIGHTS %a", mailbox);
+}
+
+struct imap_client_command *imap_client_getquota(struct imap_client *client, const char *root,
+						 IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "GETQUOTA %q", root);
+}
+
+struct imap_client_command *imap_client_getquotaroot(struct imap_client *client, const char *mailbox,
+						     IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "GETQUOTAROOT %a", mailbox);
+}
+
+struct imap_client_command *imap_client_setquota(struct imap_client *client, const char *root,
+						 const char *limits, IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "SETQUOTA %q %s", root, limits);
+}
+
+struct imap_client_command *imap_client_getannotation(struct imap_client *client, const char *mailbox,
+						      const char *entry, const char *attribute,
+						      IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "GETANNOTATION %a %s %s", mailbox, entry,
+					attribute);
+}
+
+struct imap_client_command *imap_client_setannotation(struct imap_client *client, const char *mailbox,
+						      const char *annotations, IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "SETANNOTATION %a %s", mailbox,
+					annotations);
+}
+
+struct imap_client_command *imap_client_proxyauth(struct imap_client *client, const char *user,
+						  IMAP_CLIENT_CMD_ARGS)
+{
+	return imap_client_command_send(client, callback, context, "PROXYAUTH %a", user);
+}
+
+struct imap_client_command *imap_client_login_cram_md5(struct imap_client *client, const char *user,
+						       const char *password, IMAP_CLIENT_CMD_ARGS)
+{
+	struct imap_sasl_mechanism *mechanism = imap_sasl_cram_md5_new(user, password);
+	struct imap_client_command *command;
+
+	if (mechanism == NULL)
+		abort();
+	command = authenticate_start(client, mechanism, true, callback, context);
+	return command;
+}
+
 /* ---- AUTHENTICATE ---- */
 
 struct authenticate_state {
 	struct imap_sasl_mechanism *mechanism;
+	bool owns_mechanism;
 	char *pending_initial; /* base64 initial response to send on the first "+" */
 	bool initial_sent;
 };
@@ -282,6 +376,8 @@ static void authenticate_state_free(void *context)
 
 	if (state->pending_initial != NULL)
 		OPENSSL_clear_free(state->pending_initial, strlen(state->pending_initial));
+	if (state->owns_mechanism)
+		imap_sasl_mechanism_free(&state->mechanism);
 	free(state);
 }
 
@@ -333,6 +429,13 @@ struct imap_client_command *imap_client_authenticate(struct imap_client *client,
 						     struct imap_sasl_mechanism *mechanism,
 						     IMAP_CLIENT_CMD_ARGS)
 {
+	return authenticate_start(client, mechanism, false, callback, context);
+}
+
+static struct imap_client_command *authenticate_start(struct imap_client *client,
+						     struct imap_sasl_mechanism *mechanism, bool owns_mechanism,
+						     IMAP_CLIENT_CMD_ARGS)
+{
 	struct authenticate_state *state = calloc(1, sizeof(*state));
 	unsigned char *initial = NULL;
 	size_t initial_len = 0;
@@ -343,6 +446,7 @@ struct imap_client_command *imap_client_authenticate(struct imap_client *client,
 	if (state == NULL)
 		abort();
 	state->mechanism = mechanism;
+	state->owns_mechanism = owns_mechanism;
 	result = mechanism->step(mechanism, true, NULL, 0, &initial, &initial_len);
 	if (result == IMAP_SASL_STEP_CANCEL || initial_len > IMAP_SASL_MAX_RESPONSE) {
 		if (initial != NULL)

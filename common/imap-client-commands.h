@@ -128,6 +128,42 @@ struct imap_client_command *imap_client_enable(struct imap_client *client, const
 struct imap_client_command *imap_client_id(struct imap_client *client, const char *const *fields,
 					   IMAP_CLIENT_CMD_ARGS);
 
+/* The rest of imaplib's commands (RFC 5256 SORT/THREAD, RFC 4314 ACL,
+   RFC 9208 QUOTA, RFC 5464 METADATA-style annotations as imaplib sends
+   them, PROXYAUTH). Arguments in parentheses are IMAP syntax as is. */
+/* SORT (criteria) charset search-criteria, e.g. "(REVERSE DATE)", "UTF-8", "ALL". */
+struct imap_client_command *imap_client_sort(struct imap_client *client, bool uid, const char *criteria,
+					     const char *charset, const char *search, IMAP_CLIENT_CMD_ARGS);
+/* THREAD algorithm charset search-criteria, e.g. "REFERENCES", "UTF-8", "ALL". */
+struct imap_client_command *imap_client_thread(struct imap_client *client, bool uid, const char *algorithm,
+					       const char *charset, const char *search, IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_getacl(struct imap_client *client, const char *mailbox,
+					       IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_setacl(struct imap_client *client, const char *mailbox,
+					       const char *who, const char *what, IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_deleteacl(struct imap_client *client, const char *mailbox,
+						  const char *who, IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_myrights(struct imap_client *client, const char *mailbox,
+						 IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_getquota(struct imap_client *client, const char *root,
+						 IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_getquotaroot(struct imap_client *client, const char *mailbox,
+						     IMAP_CLIENT_CMD_ARGS);
+/* SETQUOTA root limits, limits e.g. "(STORAGE 512)". */
+struct imap_client_command *imap_client_setquota(struct imap_client *client, const char *root,
+						 const char *limits, IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_getannotation(struct imap_client *client, const char *mailbox,
+						      const char *entry, const char *attribute,
+						      IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_setannotation(struct imap_client *client, const char *mailbox,
+						      const char *annotations, IMAP_CLIENT_CMD_ARGS);
+struct imap_client_command *imap_client_proxyauth(struct imap_client *client, const char *user,
+						  IMAP_CLIENT_CMD_ARGS);
+/* imaplib's login_cram_md5: AUTHENTICATE CRAM-MD5 (RFC 2195) with a
+   mechanism that lives as long as the command. */
+struct imap_client_command *imap_client_login_cram_md5(struct imap_client *client, const char *user,
+						       const char *password, IMAP_CLIENT_CMD_ARGS);
+
 /* Parses "APPENDUID uidvalidity uid" from a result's code. */
 bool imap_client_result_get_appenduid(const struct imap_client_result *result,
 				      uint32_t *uidvalidity_r, uint32_t *uid_r);

@@ -91,6 +91,7 @@ struct imap_client {
 	bool starttls_done;
 	bool read_only;
 	bool reading_paused;
+	bool bye_received;
 	char *capabilities; /* " CAP1 CAP2 " upper-cased, or NULL */
 
 	struct bufferevent *plain_bev, *bev; /* bev: the top (filter when TLS) */
@@ -1041,6 +1042,8 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 		command_add_untagged(command, untagged);
 	if (command == NULL || !command->is_connect)
 		client_store_response(client, untagged);
+	if (strcmp(untagged->keyword, "BYE") == 0)
+		client->bye_received = true;
 	if (strcmp(untagged->keyword, "BYE") == 0 && client->state != IMAP_CLIENT_STATE_LOGOUT)
 		client_abort(client, "server closed the connection: BYE %s", text);
 	imap_client_untagged_unref(&untagged);
@@ -1228,6 +1231,7 @@ static void client_close(struct imap_client *client)
 	client->phase = PHASE_IDLE;
 	client->state = IMAP_CLIENT_STATE_DISCONNECTED;
 	client->starttls_done = false;
+	client->bye_received = false;
 	client->inflight = 0;
 	client->barrier_inflight = false;
 	client->continuation_owner = NULL;
@@ -1472,7 +1476,18 @@ static void client_event_cb(struct bufferevent *bev, short events, void *context
 		client_describe_error(client, bev, reason, sizeof(reason));
 		client_abort_reason(client, reason);
 	} else if (events & BEV_EVENT_EOF) {
-		if (client->state == IMAP_CLIENT_STATE_LOGOUT && client->head == NULL)
+		if (client->state == IMAP_CLIENT_STATE_LOGOUT && client->bye_received) {
+			/* a server may hang up after BYE without the tagged OK:
+			   LOGOUT still did what it was asked to */
+			struct imap_client_command *command = client->head;
+
+			while (command != NULL && strcmp(command->name, "LOGOUT") != 0)
+				command = command->next;
+			if (command != NULL)
+				command_complete(command, IMAP_CLIENT_STATUS_OK, NULL, "connection closed after BYE");
+			if (!client->free_pending)
+				client_abort(client, "logged out");
+		} else if (client->state == IMAP_CLIENT_STATE_LOGOUT && client->head == NULL)
 			client_abort(client, "logged out");
 		else
 			client_abort(client, "%s:%u closed the connection %s", client->host,

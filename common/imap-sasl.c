@@ -5,6 +5,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,6 +140,68 @@ struct imap_sasl_mechanism *imap_sasl_oauthbearer_new(const char *user, const ch
 		buf = sasl_join(&len, parts);
 	}
 	return buf == NULL ? NULL : sasl_single_new("OAUTHBEARER", buf, len, "\1");
+}
+
+struct cram_md5 {
+	char *user, *password;
+};
+
+static void cram_md5_free(void *context)
+{
+	struct cram_md5 *cram = context;
+
+	OPENSSL_clear_free(cram->user, strlen(cram->user));
+	OPENSSL_clear_free(cram->password, strlen(cram->password));
+	free(cram);
+}
+
+static enum imap_sasl_step_result cram_md5_step(struct imap_sasl_mechanism *mechanism, bool initial,
+						const unsigned char *challenge, size_t challenge_len,
+						unsigned char **response_r, size_t *response_len_r)
+{
+	struct cram_md5 *cram = mechanism->context;
+	unsigned char digest[EVP_MAX_MD_SIZE];
+	unsigned int digest_len = 0;
+	size_t user_len = strlen(cram->user);
+	unsigned char *response;
+
+	if (initial)
+		return IMAP_SASL_STEP_NO_INITIAL_RESPONSE;
+	if (HMAC(EVP_md5(), cram->password, (int)strlen(cram->password), challenge, challenge_len, digest,
+		 &digest_len) == NULL)
+		return IMAP_SASL_STEP_CANCEL;
+	response = malloc(user_len + 1 + 2 * digest_len + 1);
+	if (response == NULL)
+		return IMAP_SASL_STEP_CANCEL;
+	memcpy(response, cram->user, user_len);
+	response[user_len] = ' ';
+	for (unsigned int i = 0; i < digest_len; i++)
+		snprintf((char *)response + user_len + 1 + 2 * i, 3, "%02x", digest[i]);
+	*response_r = response;
+	*response_len_r = user_len + 1 + 2 * digest_len;
+	OPENSSL_cleanse(digest, sizeof(digest));
+	return IMAP_SASL_STEP_RESPONSE;
+}
+
+struct imap_sasl_mechanism *imap_sasl_cram_md5_new(const char *user, const char *password)
+{
+	struct imap_sasl_mechanism *mechanism = calloc(1, sizeof(*mechanism));
+	struct cram_md5 *cram = calloc(1, sizeof(*cram));
+
+	if (mechanism == NULL || cram == NULL || (cram->user = strdup(user)) == NULL ||
+	    (cram->password = strdup(password)) == NULL) {
+		if (cram != NULL) {
+			free(cram->user);
+			free(cram);
+		}
+		free(mechanism);
+		return NULL;
+	}
+	mechanism->name = "CRAM-MD5";
+	mechanism->step = cram_md5_step;
+	mechanism->free_context = cram_md5_free;
+	mechanism->context = cram;
+	return mechanism;
 }
 
 void imap_sasl_mechanism_free(struct imap_sasl_mechanism **mechanism)

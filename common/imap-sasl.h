@@ -52,6 +52,9 @@ struct imap_sasl_mechanism *imap_sasl_xoauth2_new(const char *user, const char *
    is answered with "^A" (RFC 7628 3.2.3). */
 struct imap_sasl_mechanism *imap_sasl_oauthbearer_new(const char *user, const char *host,
 						      unsigned int port, const char *token);
+/* CRAM-MD5 (RFC 2195): no initial response; answers the challenge with
+   "user " and the hex HMAC-MD5 of it keyed with the password. */
+struct imap_sasl_mechanism *imap_sasl_cram_md5_new(const char *user, const char *password);
 /* Wipes and frees a mechanism made by the functions above, or a
    caller's one that was malloc'd; sets *mechanism to NULL. */
 void imap_sasl_mechanism_free(struct imap_sasl_mechanism **mechanism);

@@ -545,6 +545,16 @@ static void test_examine_and_fetch(void)
 	check("uid(SEARCH, UID 5)", untagged != NULL && untagged->args_count == 1 &&
 	      imap_arg_get_number32(&untagged->args[0], &number) && number == 5, NULL);
 
+	imap_client_sync_wait(sync, imap_client_sort(client, false, "(REVERSE ARRIVAL)", "US-ASCII", "ALL", NULL, NULL),
+			      &result);
+	untagged = imap_client_result_next(result, "SORT", &(unsigned int){ 0 });
+	check("SORT (REVERSE ARRIVAL) lists every message", result->status == IMAP_CLIENT_STATUS_OK &&
+	      untagged != NULL && untagged->args_count == count, "%s", result->text);
+	imap_client_sync_wait(sync, imap_client_thread(client, true, "REFERENCES", "UTF-8", "ALL", NULL, NULL),
+			      &result);
+	untagged = imap_client_result_next(result, "THREAD", &(unsigned int){ 0 });
+	check("UID THREAD REFERENCES", result->status == IMAP_CLIENT_STATUS_OK && untagged != NULL &&
+	      untagged->args_count > 0 && untagged->args[0].type == IMAP_ARG_LIST, "%s", result->text);
 	/* large literals stream to the caller instead of being held */
 	{
 		struct streamed streamed = { .in_order = true };

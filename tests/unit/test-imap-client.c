@@ -484,6 +484,45 @@ static void test_idle_done_before_continuation(void)
 	harness_stop(&h);
 }
 
+static void test_login_cram_md5(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 AUTH=CRAM-MD5 SASL-IR] hi\r\n", "A");
+	imap_client_login_cram_md5(h.client, "tim", "tanstaaftanstaaf", on_done, &c);
+	/* CRAM-MD5 has no initial response, even with SASL-IR */
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 AUTHENTICATE CRAM-MD5\r\n");
+	server_send(&h, "+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n");
+	/* RFC 2195's example exchange */
+	CU_ASSERT_STRING_EQUAL(take(&h), "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n");
+	server_send(&h, "A1 OK [CAPABILITY IMAP4rev1] CRAM-MD5 authentication successful\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
+	harness_stop(&h);
+}
+
+static void test_authenticate_cancel_on_bad_challenge(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+	struct imap_sasl_mechanism *mechanism = imap_sasl_plain_new(NULL, "u", "p");
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n", "A");
+	imap_client_authenticate(h.client, mechanism, on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 AUTHENTICATE PLAIN AHUAcA==\r\n");
+	/* PLAIN has no second step: the client cancels with "*" */
+	server_send(&h, "+ bW9yZT8=\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "*\r\n");
+	server_send(&h, "+ not base64!\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "*\r\n");
+	server_send(&h, "A1 BAD cancelled\r\n");
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_BAD);
+	imap_sasl_mechanism_free(&mechanism);
+	harness_stop(&h);
+}
+
 static void test_logout_bye_is_no_abort(void)
 {
 	struct harness h;
@@ -497,6 +536,23 @@ static void test_logout_bye_is_no_abort(void)
 	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
 	CU_ASSERT_EQUAL(c.untagged[0], 1);
 	CU_ASSERT_STRING_EQUAL(h.last_untagged, "BYE");
+	harness_stop(&h);
+}
+
+static void test_logout_close_after_bye(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_logout(h.client, on_done, &c);
+	take(&h);
+	server_send(&h, "* BYE see you\r\n");
+	shutdown(h.peer_fd, SHUT_WR); /* no tagged OK */
+	pump(&h);
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_DISCONNECTED);
 	harness_stop(&h);
 }
 
@@ -599,12 +655,25 @@ static void test_id_and_enable(void)
 	imap_client_partial(h.client, 3, "RFC822", 100, 50, on_done, &(struct completion){ 0 });
 	imap_client_uid_expunge(h.client, "4:7", on_done, &(struct completion){ 0 });
 	imap_client_list(h.client, "", "INBOX/*", on_done, &(struct completion){ 0 });
+	imap_client_sort(h.client, true, "(REVERSE DATE)", "UTF-8", "ALL", on_done, &(struct completion){ 0 });
+	imap_client_thread(h.client, false, "REFERENCES", "UTF-8", "SINCE 1-Feb-1994", on_done,
+			   &(struct completion){ 0 });
+	imap_client_setacl(h.client, "INBOX", "fred", "lrswi", on_done, &(struct completion){ 0 });
+	imap_client_getquotaroot(h.client, "INBOX", on_done, &(struct completion){ 0 });
+	imap_client_setquota(h.client, "", "(STORAGE 512)", on_done, &(struct completion){ 0 });
+	imap_client_myrights(h.client, "Other Users", on_done, &(struct completion){ 0 });
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 ID (\"name\" \"imap\\\"cached\" \"version\" \"1\")\r\n"
 					  "A2 ID NIL\r\n"
 					  "A3 ENABLE CONDSTORE QRESYNC\r\n"
 					  "A4 FETCH 3 (BODY[]<100.50>)\r\n"
 					  "A5 UID EXPUNGE 4:7\r\n"
-					  "A6 LIST \"\" INBOX/*\r\n");
+					  "A6 LIST \"\" INBOX/*\r\n"
+					  "A7 UID SORT (REVERSE DATE) UTF-8 ALL\r\n"
+					  "A8 THREAD REFERENCES UTF-8 SINCE 1-Feb-1994\r\n"
+					  "A9 SETACL INBOX fred lrswi\r\n"
+					  "A10 GETQUOTAROOT INBOX\r\n"
+					  "A11 SETQUOTA \"\" (STORAGE 512)\r\n"
+					  "A12 MYRIGHTS \"Other Users\"\r\n");
 	harness_stop(&h);
 }
 
@@ -626,10 +695,13 @@ const struct unit_test unit_tests[] = {
 	{ "IDLE woken by untagged data, DONE, queue resumes", test_idle },
 	{ "IDLE DONE before the continuation", test_idle_done_before_continuation },
 	{ "LOGOUT's BYE is not an abort", test_logout_bye_is_no_abort },
+	{ "LOGOUT: server closes after BYE without OK", test_logout_close_after_bye },
+	{ "login_cram_md5: RFC 2195 exchange", test_login_cram_md5 },
+	{ "AUTHENTICATE: unexpected or bad challenge cancels", test_authenticate_cancel_on_bad_challenge },
 	{ "commands while disconnected abort on the next loop", test_disconnected_commands_abort_later },
 	{ "client freed inside its own callback", test_free_inside_callback },
 	{ "protocol errors abort every pending command", test_protocol_errors_abort },
 	{ "peer closing mid-literal aborts", test_peer_close_aborts },
-	{ "ID, ENABLE, partial, UID EXPUNGE, LIST forms", test_id_and_enable },
+	{ "ID, ENABLE, partial, UID EXPUNGE, LIST, SORT, THREAD, ACL, QUOTA forms", test_id_and_enable },
 	{ NULL, NULL },
 };

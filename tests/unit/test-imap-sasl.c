@@ -159,6 +159,25 @@ static void test_oauthbearer(void)
 	imap_sasl_mechanism_free(&mechanism); /* NULL is fine */
 }
 
+static void test_cram_md5(void)
+{
+	struct imap_sasl_mechanism *mechanism = imap_sasl_cram_md5_new("tim", "tanstaaftanstaaf");
+	static const char challenge[] = "<1896.697170952@postoffice.reston.mci.net>";
+	unsigned char *response = NULL;
+	size_t len = 0;
+
+	CU_ASSERT_STRING_EQUAL(mechanism->name, "CRAM-MD5");
+	CU_ASSERT_EQUAL(mechanism->step(mechanism, true, NULL, 0, &response, &len),
+			IMAP_SASL_STEP_NO_INITIAL_RESPONSE);
+	CU_ASSERT_EQUAL(mechanism->step(mechanism, false, (const unsigned char *)challenge, strlen(challenge),
+					&response, &len), IMAP_SASL_STEP_RESPONSE);
+	/* RFC 2195 section 2's example */
+	CU_ASSERT_EQUAL(len, 36);
+	CU_ASSERT_EQUAL(memcmp(response, "tim b913a602c7eda7a495b4e6e7334d3890", 36), 0);
+	free(response);
+	imap_sasl_mechanism_free(&mechanism);
+}
+
 const char unit_suite_name[] = "imap-sasl";
 const struct unit_test unit_tests[] = {
 	{ "base64: RFC 4648 vectors", test_base64_vectors },
@@ -167,5 +186,6 @@ const struct unit_test unit_tests[] = {
 	{ "PLAIN: RFC 4616 examples, one step", test_plain },
 	{ "XOAUTH2: documented example, empty answer to an error", test_xoauth2 },
 	{ "OAUTHBEARER: RFC 7628 example, ^A answer to an error", test_oauthbearer },
+	{ "CRAM-MD5: RFC 2195 example", test_cram_md5 },
 	{ NULL, NULL },
 };
