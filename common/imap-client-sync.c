@@ -5,6 +5,7 @@
 
 #include <assert.h>
 #include <event2/event.h>
+#include <signal.h>
 #include <stdlib.h>
 
 struct imap_client_sync {
@@ -32,6 +33,9 @@ struct imap_client_sync *imap_client_sync_new(const struct imap_client_settings 
 	struct imap_client_sync *sync = calloc(1, sizeof(*sync));
 
 	if (sync == NULL)
+		abort();
+	/* a server that hangs up must give abort, not kill the tool */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		abort();
 	sync->base = event_base_new();
 	if (sync->base == NULL) {

@@ -7,7 +7,8 @@
 
 struct imap_client_sync;
 
-/* A client on a private event_base. Returns NULL with *error_r when the
+/* A client on a private event_base. Sets SIGPIPE to be ignored for the
+   process, so that a server hanging up gives abort. Returns NULL with *error_r when the
    client can't be made (see imap_client_new). */
 struct imap_client_sync *imap_client_sync_new(const struct imap_client_settings *settings,
 					      const char **error_r);

@@ -451,8 +451,9 @@ static void client_list_remove(struct imap_client *client, struct imap_client_co
 	}
 }
 
-/* Arms the command timer while the server owes us an answer. */
-static void client_update_timer(struct imap_client *client)
+/* Arms the command timer while the server owes us an answer; with
+   activity (the server sent something) it starts over. */
+static void client_arm_timer(struct imap_client *client, bool activity)
 {
 	bool waiting = false;
 
@@ -467,6 +468,8 @@ static void client_update_timer(struct imap_client *client)
 		break;
 	}
 	if (waiting && client->phase == PHASE_READY && !client->reading_paused) {
+		if (!activity && evtimer_pending(client->command_timer, NULL))
+			return; /* our own sending is no sign of life from the server */
 		struct timeval tv = {
 			.tv_sec = client->settings.command_timeout_msecs / 1000,
 			.tv_usec = (client->settings.command_timeout_msecs % 1000) * 1000,
@@ -856,7 +859,7 @@ void imap_client_command_continue(struct imap_client_command *command, const cha
 	bufferevent_write(client->bev, "\r\n", 2);
 	if (command->idle)
 		command->idle_accepted = false; /* DONE sent: the reply is due */
-	client_update_timer(client);
+	client_arm_timer(client, false);
 }
 
 /* Writes as much of the queue as the protocol allows. */
@@ -890,7 +893,7 @@ static void client_send_more(struct imap_client *client)
 		if (command->continuation_handler != NULL)
 			client->continuation_owner = command;
 	}
-	client_update_timer(client);
+	client_arm_timer(client, false);
 }
 
 /* ---- reading responses ---- */
@@ -1079,7 +1082,7 @@ static void client_handle_continuation(struct imap_client *client, const struct 
 	if (ret < 0)
 		client_abort(client, "%s: cannot answer the server's continuation request", command->name);
 	else
-		client_update_timer(client);
+		client_arm_timer(client, false);
 }
 
 static void client_handle_tagged(struct imap_client *client, const struct imap_arg *args,
@@ -1145,6 +1148,8 @@ static void client_read(struct imap_client *client)
 				    client->phase != PHASE_READY))
 		return;
 	input = bufferevent_get_input(client->bev);
+	if (evbuffer_get_length(input) > 0)
+		client_arm_timer(client, true); /* any bytes, even mid-literal, are a sign of life */
 	client_enter(client);
 	for (unsigned int lines = 0; lines < IMAP_CLIENT_LINES_PER_READ; lines++) {
 		struct bufferevent *bev = client->bev;
@@ -1163,7 +1168,7 @@ static void client_read(struct imap_client *client)
 			client_abort(client, "server sent malformed data: %s", message);
 			break;
 		}
-		client_update_timer(client);
+		client_arm_timer(client, true);
 		client_handle_line(client, imap_parser_get_line(client->parser));
 		if (client->free_pending || client->bev != bev)
 			break; /* aborted, or STARTTLS swapped the stream */
@@ -1739,7 +1744,7 @@ void imap_client_set_reading_paused(struct imap_client *client, bool paused)
 						    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 		}
 	}
-	client_update_timer(client);
+	client_arm_timer(client, false);
 }
 
 bool imap_client_is_reading_paused(const struct imap_client *client)

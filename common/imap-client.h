@@ -132,7 +132,9 @@ typedef int imap_client_literal_fn(struct imap_client *client,
 				   const struct imap_parser_literal_chunk *chunk,
 				   void *context);
 
-/* A client on base; nothing is sent until imap_client_connect. Copies
+/* A client on base; nothing is sent until imap_client_connect. The
+   program must ignore SIGPIPE (a write to a server that hung up would
+   kill it; the daemon and imap_client_sync do). Copies
    what it keeps of settings. Returns NULL with *error_r (static or
    per-thread; see tls.h) when the TLS context can't be made. */
 struct imap_client *imap_client_new(struct event_base *base,

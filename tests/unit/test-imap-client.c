@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +51,13 @@ static void server_send(struct harness *h, const char *data)
 	pump(h);
 }
 
-/* Sends data one byte per loop round, as a slow link would. */
+/* Sends data one byte per loop round, as a slow link would; stops when
+   the client has hung up. */
 static void server_send_bytewise(struct harness *h, const char *data, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
-		CU_ASSERT_EQUAL_FATAL(write(h->peer_fd, data + i, 1), 1);
+		if (write(h->peer_fd, data + i, 1) != 1)
+			break;
 		event_base_loop(h->base, EVLOOP_NONBLOCK);
 		event_base_loop(h->base, EVLOOP_NONBLOCK);
 	}
@@ -677,6 +680,69 @@ static void test_id_and_enable(void)
 	harness_stop(&h);
 }
 
+#define GARBAGE_RUNS 300 /* seeded, so every run checks the same inputs */
+#define GARBAGE_TOKENS 120
+
+/* Any byte sequence from the server ends every command (OK/NO/BAD or
+   abort) once the server hangs up: no hang, no crash. */
+static void test_garbage_ends_every_command(void)
+{
+	static const char *const tokens[] = {
+		"* ", "A1 ", "A2 ", "A3 ", "OK ", "NO ", "BAD ", "BYE ", "PREAUTH ", "+ ", "+\r\n", "{5}\r\n",
+		"{5+}\r\n", "~{3}\r\n", "{99999999999}\r\n", "(", ")", "\"", "\\", "[", "]", "\r\n", "\n",
+		"FETCH ", "1 ", "4294967296 ", "EXISTS", "CAPABILITY ", "[CAPABILITY IMAP4rev1 LITERAL+] ",
+		"[READ-ONLY] ", "BODY[] ", "NIL ", "x", " ", "\0", "\377",
+	};
+	unsigned int seed = 12345;
+
+	for (int run = 0; run < GARBAGE_RUNS; run++) {
+		struct harness h;
+		struct completion c = { 0 };
+		char input[GARBAGE_TOKENS * 40];
+		size_t len = 0;
+
+		harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+		imap_client_noop(h.client, on_done, &c);
+		imap_client_fetch(h.client, false, "1", "(BODY[])", on_done, &c);
+		imap_client_append(h.client, "INBOX", NULL, NULL, "hello", 5, on_done, &c);
+		for (int i = 0; i < GARBAGE_TOKENS; i++) {
+			const char *token;
+
+			seed = seed * 1103515245 + 12345;
+			if ((seed >> 16) % 8 == 0) {
+				input[len++] = (char)(seed >> 8);
+				continue;
+			}
+			token = tokens[(seed >> 16) % (sizeof(tokens) / sizeof(tokens[0]))];
+			/* "\0" is one NUL byte */
+			if (token[0] == '\0') {
+				input[len++] = '\0';
+				continue;
+			}
+			memcpy(input + len, token, strlen(token));
+			len += strlen(token);
+		}
+		if (run % 2 == 0) {
+			CU_ASSERT_EQUAL(write(h.peer_fd, input, len), (ssize_t)len);
+		} else {
+			server_send_bytewise(&h, input, len);
+		}
+		shutdown(h.peer_fd, SHUT_WR);
+		pump(&h);
+		CU_ASSERT_EQUAL(c.count, 3);
+		if (c.count != 3)
+			fprintf(stderr, "garbage run %d left %u of 3 commands pending\n", run, 3 - c.count);
+		CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_DISCONNECTED);
+		harness_stop(&h);
+	}
+}
+
+int unit_suite_init(void)
+{
+	signal(SIGPIPE, SIG_IGN); /* the test's peer end writes after the client hung up */
+	return 0;
+}
+
 const char unit_suite_name[] = "imap-client";
 const struct unit_test unit_tests[] = {
 	{ "greeting with capabilities: no CAPABILITY sent", test_greeting_with_capabilities },
@@ -703,5 +769,6 @@ const struct unit_test unit_tests[] = {
 	{ "protocol errors abort every pending command", test_protocol_errors_abort },
 	{ "peer closing mid-literal aborts", test_peer_close_aborts },
 	{ "ID, ENABLE, partial, UID EXPUNGE, LIST, SORT, THREAD, ACL, QUOTA forms", test_id_and_enable },
+	{ "garbage from the server ends every command", test_garbage_ends_every_command },
 	{ NULL, NULL },
 };
