@@ -182,7 +182,7 @@ static enum imap_response_error parse_code(struct imap_response_parser *parser, 
 	count = code->arg_count;
 
 	bool ok = true;
-	uint32_t number32;
+	uint32_t number32 = 0;
 	switch (code->type) {
 	case IMAP_RESPONSE_CODE_BADCHARSET:
 		ok = count == 0 || (count == 1 && args[0].type == IMAP_ARG_LIST);
@@ -538,7 +538,7 @@ static bool parse_fetch_item(const struct imap_arg *name_arg, const struct imap_
 		}
 	}
 #define BASE_IS(word) (base_len == sizeof(word) - 1 && strncasecmp(name, word, base_len) == 0)
-	uint32_t number32;
+	uint32_t number32 = 0;
 	if (bracket != NULL) {
 		if (BASE_IS("BODY")) {
 			item->type = IMAP_FETCH_BODY_SECTION;
