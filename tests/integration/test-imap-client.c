@@ -527,6 +527,23 @@ static void test_examine_and_fetch(void)
 	      imap_arg_get_number(arg, &size), NULL);
 	check("FETCH MODSEQ", (arg = fetch_item(untagged, "MODSEQ")) != NULL && arg->type == IMAP_ARG_LIST, NULL);
 
+	imap_client_sync_wait(sync, imap_client_fetch(client, false, "1", "(BINARY.PEEK[1] BODY.PEEK[1.MIME] RFC822.SIZE)",
+						      NULL, NULL), &result);
+	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
+	{
+		const struct imap_arg *size_arg = fetch_item(untagged, "RFC822.SIZE");
+		uint64_t total = 0;
+
+		arg = fetch_item(untagged, "BINARY[1]");
+		/* the body is over this session's inline limit: only its size is kept */
+		check("FETCH BINARY[1] (streamed)",
+		      result->status == IMAP_CLIENT_STATUS_OK && arg != NULL &&
+		      arg->type == IMAP_ARG_LITERAL_STREAMED &&
+		      size_arg != NULL && imap_arg_get_number(size_arg, &total) && arg->len > 0 && arg->len < total,
+		      "%s", result->text);
+	}
+	check("FETCH BODY[1.MIME]", (arg = fetch_item(untagged, "BODY[1.MIME]")) != NULL &&
+	      imap_arg_get_string(arg, &str, &len), NULL);
 	imap_client_sync_wait(sync, imap_client_fetch(client, true, "1:3", "(RFC822.SIZE)", NULL, NULL), &result);
 	check("UID FETCH 1:3", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "FETCH") == 3,
 	      NULL);
