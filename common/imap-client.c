@@ -111,8 +111,7 @@ struct imap_client {
 	imap_client_literal_fn *literal_callback;
 	void *literal_context;
 
-	struct imap_client_untagged *stored[IMAP_CLIENT_MAX_STORED_RESPONSES];
-	unsigned int stored_count;
+	struct imap_client_untagged_pool pool;
 
 	struct event *deferred_abort_event; /* completes commands sent while disconnected */
 	unsigned int callback_depth;
@@ -174,129 +173,20 @@ const char *imap_client_status_name(enum imap_client_status status)
 	return "?";
 }
 
-/* ---- untagged responses ---- */
-
-static void args_measure(const struct imap_arg *args, unsigned int count, size_t *nargs, size_t *nbytes)
+static void command_add_untagged(struct imap_client_command *command, struct imap_client_untagged *untagged)
 {
-	for (unsigned int i = 0; i < count; i++) {
-		const struct imap_arg *arg = &args[i];
-
-		(*nargs)++;
-		if (arg->type == IMAP_ARG_LIST)
-			args_measure(arg->list, arg->list_count, nargs, nbytes);
-		else if (arg->type != IMAP_ARG_NIL && arg->type != IMAP_ARG_LITERAL_STREAMED)
-			*nbytes += (size_t)arg->len + 1;
+	if (command->result.untagged_count == command->untagged_alloc) {
+		command->untagged_alloc = command->untagged_alloc == 0 ? 8 : command->untagged_alloc * 2;
+		command->result.untagged = xreallocarray(command->result.untagged, command->untagged_alloc,
+							 sizeof(*command->result.untagged));
 	}
-}
-
-/* Copies args into dst (count slots), children into *pool, bytes into *bytes. */
-static void args_copy(struct imap_arg *dst, const struct imap_arg *args, unsigned int count,
-		      struct imap_arg **pool, char **bytes)
-{
-	for (unsigned int i = 0; i < count; i++) {
-		const struct imap_arg *arg = &args[i];
-		struct imap_arg *copy = &dst[i];
-
-		*copy = *arg;
-		if (arg->type == IMAP_ARG_LIST) {
-			struct imap_arg *children = *pool;
-
-			*pool += arg->list_count;
-			args_copy(children, arg->list, arg->list_count, pool, bytes);
-			copy->list = children;
-		} else if (arg->type != IMAP_ARG_NIL && arg->type != IMAP_ARG_LITERAL_STREAMED) {
-			memcpy(*bytes, arg->str, (size_t)arg->len);
-			(*bytes)[arg->len] = '\0';
-			copy->str = *bytes;
-			*bytes += arg->len + 1;
-		}
-	}
-}
-
-/* One allocation holding the response, the whole line's args (count of
-   them; the data starts at first) and all their bytes. */
-static struct imap_client_untagged *untagged_new(const char *keyword, bool has_number, uint32_t number,
-						 const struct imap_arg *args, unsigned int count,
-						 unsigned int first, const char *code, const char *text)
-{
-	size_t nargs = count > 0 ? 1 : 0, nbytes = strlen(keyword) + 1;
-	struct imap_client_untagged *untagged;
-	struct imap_arg *pool;
-	char *bytes;
-
-	args_measure(args, count, &nargs, &nbytes);
-	if (code != NULL)
-		nbytes += strlen(code) + 1;
-	if (text != NULL)
-		nbytes += strlen(text) + 1;
-	untagged = xcalloc(1, sizeof(*untagged) + nargs * sizeof(struct imap_arg) + nbytes);
-	pool = (struct imap_arg *)(untagged + 1);
-	bytes = (char *)(pool + nargs);
-	if (count > 0) {
-		struct imap_arg *line = pool++, *top = pool;
-
-		pool += count;
-		args_copy(top, args, count, &pool, &bytes);
-		line->type = IMAP_ARG_LIST;
-		line->list = top;
-		line->list_count = count;
-		untagged->line = line;
-		untagged->args = top + first;
-		untagged->args_count = count - first;
-	}
-	untagged->keyword = bytes;
-	for (const char *p = keyword; *p != '\0'; p++)
-		*bytes++ = (char)toupper((unsigned char)*p);
-	*bytes++ = '\0';
-	if (code != NULL) {
-		untagged->code = bytes;
-		bytes = stpcpy(bytes, code) + 1;
-	}
-	if (text != NULL) {
-		untagged->text = bytes;
-		bytes = stpcpy(bytes, text) + 1;
-	}
-	untagged->has_number = has_number;
-	untagged->number = number;
-	untagged->refcount = 1;
-	return untagged;
-}
-
-void imap_client_untagged_unref(struct imap_client_untagged **untagged)
-{
-	if (*untagged == NULL)
-		return;
-	assert((*untagged)->refcount > 0);
-	if (--(*untagged)->refcount == 0)
-		free(*untagged);
-	*untagged = NULL;
-}
-
-static void client_store_response(struct imap_client *client, struct imap_client_untagged *untagged)
-{
-	if (client->stored_count == IMAP_CLIENT_MAX_STORED_RESPONSES) {
-		imap_client_untagged_unref(&client->stored[0]);
-		memmove(&client->stored[0], &client->stored[1],
-			(client->stored_count - 1) * sizeof(client->stored[0]));
-		client->stored_count--;
-	}
-	untagged->refcount++;
-	client->stored[client->stored_count++] = untagged;
+	imap_client_untagged_ref(untagged);
+	command->result.untagged[command->result.untagged_count++] = untagged;
 }
 
 struct imap_client_untagged *imap_client_pop_response(struct imap_client *client, const char *keyword)
 {
-	for (unsigned int i = 0; i < client->stored_count; i++) {
-		struct imap_client_untagged *untagged = client->stored[i];
-
-		if (strcasecmp(untagged->keyword, keyword) != 0)
-			continue;
-		memmove(&client->stored[i], &client->stored[i + 1],
-			(client->stored_count - i - 1) * sizeof(client->stored[0]));
-		client->stored_count--;
-		return untagged;
-	}
-	return NULL;
+	return imap_client_untagged_pool_pop(&client->pool, keyword);
 }
 
 const struct imap_client_untagged *imap_client_result_next(const struct imap_client_result *result,
@@ -311,17 +201,6 @@ const struct imap_client_untagged *imap_client_result_next(const struct imap_cli
 		}
 	}
 	return NULL;
-}
-
-static void command_add_untagged(struct imap_client_command *command, struct imap_client_untagged *untagged)
-{
-	if (command->result.untagged_count == command->untagged_alloc) {
-		command->untagged_alloc = command->untagged_alloc == 0 ? 8 : command->untagged_alloc * 2;
-		command->result.untagged = xreallocarray(command->result.untagged, command->untagged_alloc,
-							 sizeof(*command->result.untagged));
-	}
-	untagged->refcount++;
-	command->result.untagged[command->result.untagged_count++] = untagged;
 }
 
 /* ---- capabilities ---- */
@@ -959,8 +838,8 @@ static void client_handle_code(struct imap_client *client, const char *code)
 		client->read_only = true;
 	else if (strcmp(name, "READ-WRITE") == 0)
 		client->read_only = false;
-	stored = untagged_new(name, false, 0, NULL, 0, 0, NULL, rest);
-	client_store_response(client, stored);
+	stored = imap_client_untagged_new(name, false, 0, NULL, 0, 0, NULL, rest);
+	imap_client_untagged_pool_add(&client->pool, stored);
 	imap_client_untagged_unref(&stored);
 }
 
@@ -1032,7 +911,7 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 	} else if (strcasecmp(keyword, "CAPABILITY") == 0) {
 		client_set_capabilities_args(client, args + first, count - first);
 	}
-	untagged = untagged_new(keyword, has_number, number, args, count, first, code, text);
+	untagged = imap_client_untagged_new(keyword, has_number, number, args, count, first, code, text);
 	if (client->untagged_callback != NULL) {
 		client_enter(client);
 		client->untagged_callback(client, command, untagged, client->untagged_context);
@@ -1044,7 +923,7 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 	if (command != NULL)
 		command_add_untagged(command, untagged);
 	if (command == NULL || !command->is_connect)
-		client_store_response(client, untagged);
+		imap_client_untagged_pool_add(&client->pool, untagged);
 	if (strcmp(untagged->keyword, "BYE") == 0)
 		client->bye_received = true;
 	if (strcmp(untagged->keyword, "BYE") == 0 && client->state != IMAP_CLIENT_STATE_LOGOUT)
@@ -1688,8 +1567,7 @@ static void client_release(struct imap_client *client)
 {
 	client->free_pending = true; /* no callback runs from here on */
 	client_abort_reason(client, "client freed");
-	for (unsigned int i = 0; i < client->stored_count; i++)
-		imap_client_untagged_unref(&client->stored[i]);
+	imap_client_untagged_pool_clear(&client->pool);
 	imap_parser_free(&client->parser);
 	event_free(client->connect_timer);
 	event_free(client->command_timer);

@@ -10,6 +10,7 @@
 
 #include <openssl/ssl.h>
 
+#include "imap-client-untagged.h"
 #include "imap-parser.h"
 
 struct event_base;
@@ -19,7 +20,6 @@ struct imap_client_command;
 
 #define IMAP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MSECS (30 * 1000) /* TCP + TLS + greeting over a slow link */
 #define IMAP_CLIENT_DEFAULT_COMMAND_TIMEOUT_MSECS (5 * 60 * 1000) /* a silent server this long is gone */
-#define IMAP_CLIENT_MAX_STORED_RESPONSES 1000 /* imaplib-style response() pool; older entries are dropped */
 
 enum imap_client_tls_mode {
 	IMAP_CLIENT_TLS_NONE,     /* plain text (loopback or tests only) */
@@ -70,31 +70,6 @@ enum imap_client_state {
 	IMAP_CLIENT_STATE_LOGOUT,          /* LOGOUT sent */
 };
 
-/*
- * One untagged response ("* ..."). keyword is upper-cased: "EXISTS",
- * "FETCH", "CAPABILITY", "OK", "BYE"... For "* 12 FETCH (...)" number is
- * 12 and has_number is set. args are the arguments after the keyword
- * (read them with imap_arg_* from imap-parser.h); a literal that was
- * streamed appears as IMAP_ARG_LITERAL_STREAMED with its size only.
- * line is the whole line, to hand to imap_response_parse() for typed
- * views (FETCH items, ENVELOPE, STATUS...).
- * Status responses (OK NO BAD PREAUTH BYE) have no args but code (the
- * inside of "[...]", or NULL) and text. Read-only; shared between the
- * results that hold it, valid as long as one of them is.
- */
-struct imap_client_untagged {
-	/* The whole line as a LIST ("*", number, keyword, data...), for
-	   imap_response_parse(); NULL for response codes in the pool. */
-	const struct imap_arg *line;
-	const char *keyword;
-	bool has_number;
-	uint32_t number;
-	const struct imap_arg *args;
-	unsigned int args_count;
-	const char *code;
-	const char *text;
-	unsigned int refcount; /* private */
-};
 
 /*
  * What a command returns: the status, the tagged line's response code
@@ -272,10 +247,11 @@ bool imap_client_idle_is_accepted(const struct imap_client_command *command);
    under keyword; the caller unrefs it. NULL when there is none. */
 struct imap_client_untagged *imap_client_pop_response(struct imap_client *client,
 						      const char *keyword);
-void imap_client_untagged_unref(struct imap_client_untagged **untagged);
 
-/* The first untagged response with keyword in result at or after *index
-   (start with 0); *index is moved past it. NULL when there is no more. */
+
+/* The first untagged response with keyword (NULL: any) in result at or
+   after *index (start with 0); *index is moved past it. NULL when there
+   is no more. */
 const struct imap_client_untagged *imap_client_result_next(const struct imap_client_result *result,
 							   const char *keyword,
 							   unsigned int *index);
