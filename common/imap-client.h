@@ -70,7 +70,6 @@ enum imap_client_state {
 	IMAP_CLIENT_STATE_LOGOUT,          /* LOGOUT sent */
 };
 
-
 /*
  * What a command returns: the status, the tagged line's response code
  * (inside of "[...]", or NULL) and text (for an abort: why), and the
@@ -107,18 +106,19 @@ typedef int imap_client_literal_fn(struct imap_client *client,
 				   const struct imap_parser_literal_chunk *chunk,
 				   void *context);
 
-/* A client on base; nothing is sent until imap_client_connect. The
-   program must ignore SIGPIPE (a write to a server that hung up would
-   kill it; the daemon and imap_client_sync do). Copies
+/* A client on base; nothing is sent until imap_client_connect. Copies
    what it keeps of settings. Returns NULL with *error_r (static or
-   per-thread; see tls.h) when the TLS context can't be made. */
+   per-thread; see tls.h) when the TLS context can't be made.
+   The program must ignore SIGPIPE: a write to a server that hung up
+   would kill it (the daemon and imap_client_sync do). */
 struct imap_client *imap_client_new(struct event_base *base,
 				    const struct imap_client_settings *settings,
 				    const char **error_r);
 /* Completes every pending command with abort ("client freed") without
-   calling their callbacks, closes the connection, frees *client and sets
-   it to NULL. Safe inside the client's own callbacks (the memory is
-   released when the callback returns). */
+   calling their callbacks (commands the caller owns stay readable until
+   it frees them), closes the connection, frees *client and sets it to
+   NULL. Safe inside the client's own callbacks (the memory is released
+   when the callback returns). */
 void imap_client_free(struct imap_client **client);
 
 /* Connects, does TLS (implicit or STARTTLS), reads the greeting and the
@@ -247,7 +247,6 @@ bool imap_client_idle_is_accepted(const struct imap_client_command *command);
    under keyword; the caller unrefs it. NULL when there is none. */
 struct imap_client_untagged *imap_client_pop_response(struct imap_client *client,
 						      const char *keyword);
-
 
 /* The first untagged response with keyword (NULL: any) in result at or
    after *index (start with 0); *index is moved past it. NULL when there
