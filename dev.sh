@@ -81,7 +81,7 @@ summarize() {
 	pass=$(sed -n 's/^# PASS: *//p' "$log"); fail=$(sed -n 's/^# FAIL: *//p' "$log")
 	skip=$(sed -n 's/^# SKIP: *//p' "$log")
 	fail=$((fail + $(sed -n 's/^# ERROR: *//p' "$log") + $(sed -n 's/^# XPASS: *//p' "$log")))
-	echo "make check: ${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
+	echo "check: ${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
 }
 
 check() {

@@ -1,0 +1,405 @@
+/* SPDX-License-Identifier: MIT */
+/* main: imapcached's start-up, signals (reload, shutdown) and event loop. */
+#include "config.h"
+#include "conf.h"
+#include "listener.h"
+#include "log.h"
+#include "notify.h"
+#include "session.h"
+#include "tls.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+/* Everything the running daemon owns. */
+struct daemon_state {
+	const char *config_path;
+	struct conf *conf;             /* the current config: new sessions get it */
+	struct conf *bound_conf;       /* the config the listeners were bound from */
+	struct listener **listeners;   /* conf->listeners_count of them; NULL once stopping */
+	size_t listeners_count;
+	struct event_base *base;
+	struct event *sighup_event;
+	struct event *sigterm_event;
+	struct event *sigint_event;
+	struct event *shutdown_timer;
+	bool stopping;
+};
+
+static void daemon_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: imapcached [-f] [-t] [-c FILE]\n"
+		"  -c FILE  read the configuration from FILE (default %s)\n"
+		"  -t       check the configuration (and load TLS certificates), then exit\n"
+		"  -f       stay in the foreground and log to stderr\n"
+		"  -h       show this help\n"
+		"  -V       show the version\n",
+		CONF_DEFAULT_PATH);
+}
+
+/* Logs each line of a multi-line error text. */
+static void daemon_log_lines(enum log_level level, const char *text)
+{
+	const char *line = text;
+
+	while (*line != '\0') {
+		const char *end = strchr(line, '\n');
+		int len = end != NULL ? (int)(end - line) : (int)strlen(line);
+
+		log_message(level, "%.*s", len, line);
+		line += len + (end != NULL ? 1 : 0);
+	}
+}
+
+/* Makes the server TLS contexts for conf's listeners; contexts_r[i] is
+   NULL for tls = none. Returns 0, or -1 after logging what failed. */
+static int daemon_make_tls_contexts(const struct conf *conf, SSL_CTX **contexts_r)
+{
+	for (size_t i = 0; i < conf->listeners_count; i++) {
+		const struct conf_listener *settings = &conf->listeners[i];
+		const char *error;
+
+		contexts_r[i] = NULL;
+		if (settings->tls == CONF_TLS_NONE)
+			continue;
+		contexts_r[i] = tls_server_context_new(settings->cert, settings->key, &error);
+		if (contexts_r[i] == NULL) {
+			log_error("%s:%d: listen[%zu]: %s", conf->path, settings->line, i, error);
+			while (i-- > 0)
+				tls_context_free(&contexts_r[i]);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void daemon_accept(const struct listener_connection *conn, void *context)
+{
+	struct daemon_state *daemon = context;
+	const char *error;
+
+	if (daemon->stopping) {
+		session_refuse(conn, "imapcached is shutting down");
+		return;
+	}
+	if (session_count() >= daemon->conf->limit_sessions) {
+		log_warning("refused %s: already %u sessions (limits.sessions)", conn->peer_name,
+			    session_count());
+		session_refuse(conn, "Too many connections, try again later");
+		return;
+	}
+	if (session_new(daemon->base, conn, daemon->conf, &error) == NULL)
+		log_error("cannot start a session for %s: %s", conn->peer_name, error);
+}
+
+static void daemon_session_count(unsigned int count, void *context)
+{
+	struct daemon_state *daemon = context;
+
+	if (!daemon->stopping) {
+		notify_status(count);
+		return;
+	}
+	notify_stopping(count);
+	if (count == 0)
+		event_base_loopexit(daemon->base, NULL);
+}
+
+/* SIGHUP: a new config for new sessions; a bad one changes nothing. */
+static void daemon_reload(evutil_socket_t signal_number, short what, void *context)
+{
+	struct daemon_state *daemon = context;
+	struct conf *conf;
+	SSL_CTX **contexts;
+	char *errors = NULL;
+	bool same_listeners;
+
+	(void)signal_number;
+	(void)what;
+	if (daemon->stopping)
+		return;
+	notify_reloading();
+	log_info("reloading %s", daemon->config_path);
+	conf = conf_load(daemon->config_path, &errors);
+	if (conf == NULL) {
+		daemon_log_lines(LOG_LEVEL_ERROR, errors);
+		log_error("reload failed: keeping the configuration in use");
+		free(errors);
+		notify_ready(session_count());
+		return;
+	}
+	/* Compared with what is bound, not with the last reload, which may
+	   have asked for listeners that only a restart would make. */
+	same_listeners = conf_listeners_equal(daemon->bound_conf, conf);
+	contexts = calloc(conf->listeners_count, sizeof(*contexts));
+	if (contexts == NULL || (same_listeners && daemon_make_tls_contexts(conf, contexts) < 0)) {
+		log_error("reload failed: keeping the configuration in use");
+		free(contexts);
+		conf_unref(&conf);
+		notify_ready(session_count());
+		return;
+	}
+	if (same_listeners) {
+		for (size_t i = 0; i < daemon->listeners_count; i++)
+			listener_set_tls_context(daemon->listeners[i], contexts[i]);
+	} else {
+		log_warning("reload: listen changed; listeners change only on restart, "
+			    "the other settings apply to new sessions now");
+	}
+	free(contexts);
+	log_set_level(conf->log_level);
+	conf_unref(&daemon->conf);
+	daemon->conf = conf;
+	log_info("reloaded %s: new sessions use it", daemon->config_path);
+	notify_ready(session_count());
+}
+
+/* The shutdown timeout ran out: tell the remaining clients and close. */
+static void daemon_shutdown_timeout(evutil_socket_t fd, short what, void *context)
+{
+	(void)fd;
+	(void)what;
+	(void)context;
+	log_info("shutdown timeout: closing %u remaining session%s", session_count(),
+		 session_count() == 1 ? "" : "s");
+	session_close_all("imapcached is shutting down");
+}
+
+/* SIGTERM, SIGINT: stop accepting, let sessions finish, exit. */
+static void daemon_stop(evutil_socket_t signal_number, short what, void *context)
+{
+	struct daemon_state *daemon = context;
+	const struct timeval timeout = { daemon->conf->timeout_shutdown, 0 };
+
+	(void)what;
+	if (daemon->stopping)
+		return;
+	daemon->stopping = true;
+	for (size_t i = 0; i < daemon->listeners_count; i++)
+		listener_free(&daemon->listeners[i]);
+	log_info("%s: stopped accepting; waiting up to %u s for %u session%s",
+		 strsignal((int)signal_number), daemon->conf->timeout_shutdown, session_count(),
+		 session_count() == 1 ? "" : "s");
+	notify_stopping(session_count());
+	if (session_count() == 0) {
+		event_base_loopexit(daemon->base, NULL);
+		return;
+	}
+	daemon->shutdown_timer = evtimer_new(daemon->base, daemon_shutdown_timeout, daemon);
+	if (daemon->shutdown_timer == NULL || evtimer_add(daemon->shutdown_timer, &timeout) < 0)
+		session_close_all("imapcached is shutting down");
+}
+
+/* Logs through syslog(3) once detached from the terminal. */
+static void daemon_syslog_sink(enum log_level level, const char *line, void *context)
+{
+	static const int priorities[] = {
+		[LOG_LEVEL_DEBUG] = LOG_DEBUG,
+		[LOG_LEVEL_INFO] = LOG_INFO,
+		[LOG_LEVEL_WARNING] = LOG_WARNING,
+		[LOG_LEVEL_ERROR] = LOG_ERR,
+	};
+
+	(void)context;
+	syslog(priorities[level], "%s", line);
+}
+
+/* Detaches from the terminal: fork, new session, stdio on /dev/null. The
+   parent exits 0 once the child exists; the sockets are bound already. */
+static int daemon_detach(void)
+{
+	pid_t pid = fork();
+	int null_fd;
+
+	if (pid < 0) {
+		log_error("cannot fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid > 0)
+		_exit(EX_OK);
+	if (setsid() < 0 || chdir("/") < 0)
+		return -1;
+	null_fd = open("/dev/null", O_RDWR);
+	if (null_fd < 0)
+		return -1;
+	dup2(null_fd, STDIN_FILENO);
+	dup2(null_fd, STDOUT_FILENO);
+	dup2(null_fd, STDERR_FILENO);
+	if (null_fd > STDERR_FILENO)
+		close(null_fd);
+	openlog("imapcached", LOG_PID, LOG_DAEMON);
+	log_set_sink(daemon_syslog_sink, NULL);
+	return 0;
+}
+
+/* Binds every listener; returns 0, or -1 after logging. */
+static int daemon_bind(struct daemon_state *daemon, SSL_CTX **contexts)
+{
+	conf_ref(daemon->conf);
+	daemon->bound_conf = daemon->conf;
+	daemon->listeners_count = daemon->conf->listeners_count;
+	daemon->listeners = calloc(daemon->listeners_count, sizeof(*daemon->listeners));
+	if (daemon->listeners == NULL) {
+		log_error("out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < daemon->listeners_count; i++) {
+		const struct conf_listener *settings = &daemon->conf->listeners[i];
+		const char *error;
+
+		daemon->listeners[i] = listener_new(settings, &error);
+		if (daemon->listeners[i] == NULL) {
+			log_error("%s (listen[%zu] in %s:%d)", error, i, daemon->conf->path, settings->line);
+			return -1;
+		}
+		listener_set_tls_context(daemon->listeners[i], contexts[i]);
+		contexts[i] = NULL;
+	}
+	return 0;
+}
+
+/* Creates the event base, signal events and starts the listeners. */
+static int daemon_start_events(struct daemon_state *daemon)
+{
+	const char *error;
+
+	daemon->base = event_base_new();
+	if (daemon->base == NULL) {
+		log_error("cannot create the event loop");
+		return -1;
+	}
+	daemon->sighup_event = evsignal_new(daemon->base, SIGHUP, daemon_reload, daemon);
+	daemon->sigterm_event = evsignal_new(daemon->base, SIGTERM, daemon_stop, daemon);
+	daemon->sigint_event = evsignal_new(daemon->base, SIGINT, daemon_stop, daemon);
+	if (daemon->sighup_event == NULL || daemon->sigterm_event == NULL || daemon->sigint_event == NULL ||
+	    evsignal_add(daemon->sighup_event, NULL) < 0 || evsignal_add(daemon->sigterm_event, NULL) < 0 ||
+	    evsignal_add(daemon->sigint_event, NULL) < 0) {
+		log_error("cannot watch for signals");
+		return -1;
+	}
+	for (size_t i = 0; i < daemon->listeners_count; i++) {
+		if (listener_start(daemon->listeners[i], daemon->base, daemon_accept, daemon, &error) < 0) {
+			log_error("%s", error);
+			return -1;
+		}
+		log_info("listening on %s (%s)", listener_get_name(daemon->listeners[i]),
+			 conf_tls_name(daemon->conf->listeners[i].tls));
+	}
+	return 0;
+}
+
+static void daemon_cleanup(struct daemon_state *daemon)
+{
+	session_free_all();
+	for (size_t i = 0; i < daemon->listeners_count; i++)
+		listener_free(&daemon->listeners[i]);
+	free(daemon->listeners);
+	if (daemon->shutdown_timer != NULL)
+		event_free(daemon->shutdown_timer);
+	if (daemon->sighup_event != NULL)
+		event_free(daemon->sighup_event);
+	if (daemon->sigterm_event != NULL)
+		event_free(daemon->sigterm_event);
+	if (daemon->sigint_event != NULL)
+		event_free(daemon->sigint_event);
+	if (daemon->base != NULL)
+		event_base_free(daemon->base);
+	conf_unref(&daemon->conf);
+	conf_unref(&daemon->bound_conf);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon_state daemon = { .config_path = CONF_DEFAULT_PATH };
+	bool check_only = false, foreground = false;
+	SSL_CTX **contexts = NULL;
+	size_t contexts_count = 0;
+	char *errors = NULL;
+	int option, status = EX_SOFTWARE;
+
+	while ((option = getopt(argc, argv, "c:tfhV")) != -1) {
+		switch (option) {
+		case 'c': daemon.config_path = optarg; break;
+		case 't': check_only = true; break;
+		case 'f': foreground = true; break;
+		case 'h': daemon_usage(stdout); return EX_OK;
+		case 'V': printf("imapcached %s\n", PACKAGE_VERSION); return EX_OK;
+		default: daemon_usage(stderr); return EX_USAGE;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "imapcached: unexpected argument: %s\n", argv[optind]);
+		daemon_usage(stderr);
+		return EX_USAGE;
+	}
+	/* systemd connects stderr to the journal and says so in JOURNAL_STREAM. */
+	if (getenv("JOURNAL_STREAM") != NULL)
+		log_set_journal_prefix(1);
+
+	daemon.conf = conf_load(daemon.config_path, &errors);
+	if (daemon.conf == NULL) {
+		daemon_log_lines(LOG_LEVEL_ERROR, errors);
+		free(errors);
+		return EX_CONFIG;
+	}
+	log_set_level(daemon.conf->log_level);
+	contexts_count = daemon.conf->listeners_count;
+	contexts = calloc(contexts_count, sizeof(*contexts));
+	if (contexts == NULL) {
+		status = EX_OSERR;
+		goto out;
+	}
+	if (daemon_make_tls_contexts(daemon.conf, contexts) < 0) {
+		status = EX_CONFIG;
+		goto out;
+	}
+	if (check_only) {
+		printf("%s: configuration is valid\n", daemon.config_path);
+		status = EX_OK;
+		goto out;
+	}
+	/* A client that disconnects mid-write must not kill the daemon. */
+	signal(SIGPIPE, SIG_IGN);
+	if (daemon_bind(&daemon, contexts) < 0) {
+		status = EX_UNAVAILABLE;
+		goto out;
+	}
+	if (!foreground && daemon_detach() < 0) {
+		status = EX_OSERR;
+		goto out;
+	}
+	if (daemon_start_events(&daemon) < 0) {
+		status = EX_OSERR;
+		goto out;
+	}
+	session_set_count_callback(daemon_session_count, &daemon);
+	log_info("imapcached %s ready (config %s)", PACKAGE_VERSION, daemon.config_path);
+	notify_ready(0);
+	if (event_base_dispatch(daemon.base) < 0) {
+		log_error("event loop failed");
+		status = EX_SOFTWARE;
+		goto out;
+	}
+	log_info("exiting");
+	status = EX_OK;
+
+out:
+	if (contexts != NULL) {
+		for (size_t i = 0; i < contexts_count; i++)
+			tls_context_free(&contexts[i]);
+		free(contexts);
+	}
+	daemon_cleanup(&daemon);
+	return status;
+}

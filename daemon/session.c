@@ -1,0 +1,685 @@
+/* SPDX-License-Identifier: MIT */
+/* session: one client connection, speaking the server side of IMAP (not-authenticated state for now). */
+#include "config.h"
+#include "session.h"
+#include "log.h"
+#include "tls.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define SESSION_TAG_MAX 64 /* longer tags are legal but no client uses them */
+#define SESSION_LITERAL_DIGITS_MAX 19 /* fits a uint64_t; more is an overflow */
+
+enum session_state {
+	SESSION_STATE_NOT_AUTHENTICATED,
+	SESSION_STATE_STARTTLS,  /* OK queued; the handshake starts once it is sent */
+	SESSION_STATE_CLOSING,   /* last reply queued; freed once it is sent */
+};
+
+/* What the end of a command line announces. */
+enum session_literal {
+	SESSION_LITERAL_NONE,
+	SESSION_LITERAL_SYNC,      /* {N}: the client waits for "+" */
+	SESSION_LITERAL_NONSYNC,   /* {N+}: the bytes follow at once */
+	SESSION_LITERAL_INVALID,   /* {..} that is not a size */
+};
+
+struct session {
+	TAILQ_ENTRY(session) link;
+	unsigned long id;
+	struct event_base *base;
+	struct conf *conf;
+	evutil_socket_t fd;
+	bool fd_owned_by_bev;          /* the TLS bufferevent closes it */
+	struct bufferevent *bev;
+	SSL_CTX *tls_context;          /* our reference, for STARTTLS */
+	bool tls_active;
+	bool starttls_offered;
+	bool loopback;
+	enum session_state state;
+	struct event *step_event;      /* deferred work: resume input, start TLS, free */
+	bool reading_paused;           /* output past the high-water mark */
+
+	uint64_t literal_to_discard;   /* bytes of a refused {N+} literal still to drop */
+	bool discarding_command;       /* the rest of a refused command is still coming */
+	char pending_reply[SESSION_TAG_MAX + 200]; /* the tagged reply for the refused command */
+
+	char peer_name[LISTENER_NAME_MAX];
+	char listener_name[LISTENER_NAME_MAX];
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	struct timeval started;
+	unsigned int bad_commands;
+	const char *end_reason;
+	char error_text[300];          /* end_reason when an I/O error ended it */
+};
+
+static TAILQ_HEAD(session_list, session) session_all = TAILQ_HEAD_INITIALIZER(session_all);
+static unsigned int session_live_count;
+static unsigned long session_last_id;
+static session_count_fn *session_count_callback;
+static void *session_count_context;
+
+static void session_read(struct bufferevent *bev, void *context);
+static void session_write(struct bufferevent *bev, void *context);
+static void session_event(struct bufferevent *bev, short what, void *context);
+
+void session_set_count_callback(session_count_fn *callback, void *context)
+{
+	session_count_callback = callback;
+	session_count_context = context;
+}
+
+unsigned int session_count(void)
+{
+	return session_live_count;
+}
+
+static void session_send(struct session *session, const char *format, ...)
+	__attribute__((format(printf, 2, 3)));
+static void session_send(struct session *session, const char *format, ...)
+{
+	va_list args;
+	int len;
+
+	va_start(args, format);
+	len = evbuffer_add_vprintf(bufferevent_get_output(session->bev), format, args);
+	va_end(args);
+	if (len > 0)
+		session->bytes_out += (uint64_t)len;
+}
+
+/* What the proxy can do before login; never more than it can carry. */
+static void session_format_capability(const struct session *session, char *buf, size_t size)
+{
+	bool plaintext_refused = !session->tls_active && !session->loopback;
+
+	snprintf(buf, size, "IMAP4rev1%s%s",
+		 session->starttls_offered && !session->tls_active ? " STARTTLS" : "",
+		 plaintext_refused ? " LOGINDISABLED" : "");
+}
+
+static void session_schedule_step(struct session *session)
+{
+	event_active(session->step_event, EV_TIMEOUT, 0);
+}
+
+/* Queues an optional BYE and moves to closing; the session is freed once
+   the output is sent, or SESSION_CLOSE_TIMEOUT later. */
+static void session_close(struct session *session, const char *reason, const char *bye)
+{
+	const struct timeval flush_timeout = { SESSION_CLOSE_TIMEOUT, 0 };
+
+	if (session->state == SESSION_STATE_CLOSING)
+		return;
+	if (bye != NULL)
+		session_send(session, "* BYE %s\r\n", bye);
+	session->state = SESSION_STATE_CLOSING;
+	session->end_reason = reason;
+	bufferevent_disable(session->bev, EV_READ);
+	bufferevent_set_timeouts(session->bev, NULL, &flush_timeout);
+	if (evbuffer_get_length(bufferevent_get_output(session->bev)) == 0)
+		session_schedule_step(session);
+}
+
+static void session_free(struct session **session_p)
+{
+	struct session *session = *session_p;
+	struct timeval now, elapsed;
+
+	gettimeofday(&now, NULL);
+	timersub(&now, &session->started, &elapsed);
+	log_info("session %lu: end: client %s, user -, upstream -, %llu bytes in, %llu bytes out, "
+		 "%ld.%03ld s: %s", session->id, session->peer_name,
+		 (unsigned long long)session->bytes_in, (unsigned long long)session->bytes_out,
+		 (long)elapsed.tv_sec, (long)elapsed.tv_usec / 1000,
+		 session->end_reason != NULL ? session->end_reason : "closed");
+	TAILQ_REMOVE(&session_all, session, link);
+	session_live_count--;
+	if (session->bev != NULL)
+		bufferevent_free(session->bev);
+	if (!session->fd_owned_by_bev)
+		close(session->fd);
+	event_free(session->step_event);
+	SSL_CTX_free(session->tls_context);
+	conf_unref(&session->conf);
+	free(session);
+	*session_p = NULL;
+	if (session_count_callback != NULL)
+		session_count_callback(session_live_count, session_count_context);
+}
+
+/* Sets callbacks, watermarks and the idle timeout on the current bufferevent. */
+static void session_setup_bev(struct session *session)
+{
+	const struct timeval idle = { session->conf->timeout_preauth, 0 };
+
+	bufferevent_setcb(session->bev, session_read, session_write, session_event, session);
+	/* Never hold more than one over-long line: past this, reading stops
+	   and the line is refused. */
+	bufferevent_setwatermark(session->bev, EV_READ, 0, session->conf->limit_line + 2);
+	bufferevent_set_timeouts(session->bev, &idle, NULL);
+	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
+}
+
+/* Replaces the plaintext bufferevent with a TLS one on the same socket. */
+static void session_start_tls(struct session *session)
+{
+	SSL *ssl = SSL_new(session->tls_context);
+
+	if (ssl == NULL) {
+		log_error("session %lu: STARTTLS: cannot make a TLS connection: %s", session->id,
+			  tls_error_string());
+		session->end_reason = "TLS set-up failed";
+		session->state = SESSION_STATE_CLOSING;
+		session_schedule_step(session);
+		return;
+	}
+	bufferevent_free(session->bev);
+	session->bev = bufferevent_openssl_socket_new(session->base, session->fd, ssl,
+						      BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (session->bev == NULL) {
+		SSL_free(ssl);
+		log_error("session %lu: STARTTLS: out of memory", session->id);
+		session->end_reason = "TLS set-up failed";
+		session->state = SESSION_STATE_CLOSING;
+		session_schedule_step(session);
+		return;
+	}
+	session->fd_owned_by_bev = true;
+	session->tls_active = true;
+	session->state = SESSION_STATE_NOT_AUTHENTICATED;
+	session_setup_bev(session);
+}
+
+/* Parses a literal announcement ("{12}", "{12+}") at the end of line. */
+static enum session_literal session_line_literal(const char *line, size_t len, uint64_t *size_r)
+{
+	size_t open, digits_end;
+	uint64_t size = 0;
+
+	if (len < 3 || line[len - 1] != '}')
+		return SESSION_LITERAL_NONE;
+	digits_end = len - 1;
+	if (line[digits_end - 1] == '+')
+		digits_end--;
+	open = digits_end;
+	while (open > 0 && line[open - 1] >= '0' && line[open - 1] <= '9')
+		open--;
+	if (open == 0 || line[open - 1] != '{')
+		return SESSION_LITERAL_NONE;
+	if (open == digits_end || digits_end - open > SESSION_LITERAL_DIGITS_MAX)
+		return SESSION_LITERAL_INVALID;
+	for (size_t i = open; i < digits_end; i++) {
+		unsigned int digit = (unsigned int)(line[i] - '0');
+
+		if (size > (UINT64_MAX - digit) / 10)
+			return SESSION_LITERAL_INVALID;
+		size = size * 10 + digit;
+	}
+	*size_r = size;
+	return digits_end == len - 1 ? SESSION_LITERAL_SYNC : SESSION_LITERAL_NONSYNC;
+}
+
+/* RFC 3501 tag: ASTRING-CHAR except "+". */
+static bool session_tag_char(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\+", c) == NULL;
+}
+
+static bool session_atom_char(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
+}
+
+/* Commands of the authenticated and selected states (RFC 3501, 9051 and
+   common extensions): before login they get "log in first", not "unknown". */
+static bool session_is_later_command(const char *command)
+{
+	static const char *const later[] = {
+		"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+		"LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
+		"SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE",
+		"GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS",
+		"GETMETADATA", "SETMETADATA", NULL
+	};
+
+	for (const char *const *name = later; *name != NULL; name++) {
+		if (strcasecmp(command, *name) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Counts a BAD; too many of them end the session. Returns false when closed. */
+static bool session_count_bad(struct session *session)
+{
+	if (++session->bad_commands < SESSION_MAX_BAD_COMMANDS)
+		return true;
+	log_info("session %lu: %u invalid commands, disconnecting", session->id, session->bad_commands);
+	session_close(session, "too many invalid commands", "Too many invalid commands");
+	return false;
+}
+
+/* The tagged reply to LOGIN or AUTHENTICATE, refused for now. */
+static void session_format_login_refusal(const struct session *session, const char *tag,
+					 char *buf, size_t size)
+{
+	if (!session->tls_active && !session->loopback) {
+		snprintf(buf, size, "%s NO [PRIVACYREQUIRED] Logging in without TLS is disabled here%s\r\n",
+			 tag, session->starttls_offered ? "; use STARTTLS first" : "");
+		return;
+	}
+	snprintf(buf, size, "%s NO [UNAVAILABLE] imapcached cannot log in to the upstream server yet: "
+		 "this build has no upstream session layer; nothing was sent upstream\r\n", tag);
+}
+
+/* Handles one command line (without CRLF). */
+static void session_handle_line(struct session *session, char *line, size_t len)
+{
+	char tag[SESSION_TAG_MAX + 1];
+	char command[32];
+	char capability[128];
+	size_t tag_len = 0, command_len = 0, pos;
+	enum session_literal literal;
+	uint64_t literal_size = 0;
+	bool is_login;
+
+	literal = session_line_literal(line, len, &literal_size);
+	if (session->discarding_command) {
+		/* The continuation of a refused command after a {N+} literal. */
+		if (literal == SESSION_LITERAL_NONSYNC) {
+			session->literal_to_discard = literal_size;
+			return;
+		}
+		session->discarding_command = false;
+		session_send(session, "%s", session->pending_reply);
+		return;
+	}
+	if (memchr(line, '\0', len) != NULL) {
+		session_send(session, "* BAD NUL bytes are not allowed in a command\r\n");
+		session_count_bad(session);
+		return;
+	}
+	while (tag_len < len && tag_len < SESSION_TAG_MAX && session_tag_char((unsigned char)line[tag_len]))
+		tag_len++;
+	if (tag_len == 0 || tag_len == SESSION_TAG_MAX || tag_len >= len || line[tag_len] != ' ') {
+		session_send(session, "* BAD Invalid tag or missing command\r\n");
+		log_debug("session %lu: invalid command line", session->id);
+		session_count_bad(session);
+		return;
+	}
+	memcpy(tag, line, tag_len);
+	tag[tag_len] = '\0';
+	pos = tag_len + 1;
+	while (pos + command_len < len && command_len < sizeof(command) - 1 &&
+	       session_atom_char((unsigned char)line[pos + command_len]))
+		command_len++;
+	if (command_len == 0 || (pos + command_len < len && line[pos + command_len] != ' ')) {
+		session_send(session, "%s BAD Invalid command name\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	memcpy(command, line + pos, command_len);
+	command[command_len] = '\0';
+	is_login = strcasecmp(command, "LOGIN") == 0 || strcasecmp(command, "AUTHENTICATE") == 0;
+
+	if (literal == SESSION_LITERAL_INVALID) {
+		session_send(session, "%s BAD Invalid literal size\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	if (literal != SESSION_LITERAL_NONE && literal_size > session->conf->limit_literal_preauth) {
+		log_info("session %lu: literal of %llu bytes before login, over the limit of %llu",
+			 session->id, (unsigned long long)literal_size,
+			 (unsigned long long)session->conf->limit_literal_preauth);
+		if (literal == SESSION_LITERAL_SYNC) {
+			session_send(session, "%s BAD Literal too large before login\r\n", tag);
+			session_count_bad(session);
+		} else {
+			session_close(session, "literal too large", "Literal too large before login");
+		}
+		return;
+	}
+	if (literal != SESSION_LITERAL_NONE) {
+		/* Refused without "+" (RFC 3501 7.5): a {N} literal never comes;
+		   a {N+} one is already on its way and must be dropped. */
+		if (is_login)
+			session_format_login_refusal(session, tag, session->pending_reply,
+						     sizeof(session->pending_reply));
+		else
+			snprintf(session->pending_reply, sizeof(session->pending_reply),
+				 "%s BAD Literals are not accepted before login\r\n", tag);
+		if (literal == SESSION_LITERAL_SYNC) {
+			session_send(session, "%s", session->pending_reply);
+		} else {
+			session->literal_to_discard = literal_size;
+			session->discarding_command = true;
+		}
+		if (is_login)
+			log_info("session %lu: %s refused: no upstream session layer yet", session->id, command);
+		return;
+	}
+
+	if (strcasecmp(command, "CAPABILITY") == 0) {
+		session_format_capability(session, capability, sizeof(capability));
+		session_send(session, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", capability, tag);
+	} else if (strcasecmp(command, "NOOP") == 0) {
+		session_send(session, "%s OK NOOP completed\r\n", tag);
+	} else if (strcasecmp(command, "LOGOUT") == 0) {
+		session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
+		session_close(session, "logged out", NULL);
+	} else if (strcasecmp(command, "STARTTLS") == 0) {
+		if (!session->starttls_offered || session->tls_active) {
+			session_send(session, "%s BAD STARTTLS is not available %s\r\n", tag,
+				     session->tls_active ? "on a TLS connection" : "on this listener");
+			session_count_bad(session);
+			return;
+		}
+		session_send(session, "%s OK Begin TLS negotiation now\r\n", tag);
+		session->state = SESSION_STATE_STARTTLS;
+		bufferevent_disable(session->bev, EV_READ);
+	} else if (is_login) {
+		char reply[sizeof(session->pending_reply)];
+
+		session_format_login_refusal(session, tag, reply, sizeof(reply));
+		session_send(session, "%s", reply);
+		log_info("session %lu: %s refused: no upstream session layer yet", session->id, command);
+	} else if (session_is_later_command(command)) {
+		session_send(session, "%s BAD %s needs a login first\r\n", tag, command);
+		session_count_bad(session);
+	} else {
+		session_send(session, "%s BAD Unknown command\r\n", tag);
+		session_count_bad(session);
+	}
+}
+
+/* Handles complete lines from the input, a bounded number per call. */
+static void session_process_input(struct session *session)
+{
+	struct evbuffer *input = bufferevent_get_input(session->bev);
+	struct evbuffer *output = bufferevent_get_output(session->bev);
+
+	for (unsigned int done = 0; done < SESSION_COMMANDS_PER_EVENT; done++) {
+		struct evbuffer_ptr eol;
+		size_t eol_len = 0, line_len;
+		char *line;
+
+		if (session->state != SESSION_STATE_NOT_AUTHENTICATED)
+			return;
+		if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER) {
+			/* The client is not reading its replies: read no more commands
+			   until they drain (resumed from session_write). */
+			bufferevent_disable(session->bev, EV_READ);
+			session->reading_paused = true;
+			return;
+		}
+		if (session->literal_to_discard > 0) {
+			size_t available = evbuffer_get_length(input);
+			size_t drop = available < session->literal_to_discard ?
+				available : (size_t)session->literal_to_discard;
+
+			if (drop == 0)
+				return;
+			evbuffer_drain(input, drop);
+			session->bytes_in += drop;
+			session->literal_to_discard -= drop;
+			continue;
+		}
+		eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		if (eol.pos < 0) {
+			if (evbuffer_get_length(input) > session->conf->limit_line) {
+				log_info("session %lu: command line longer than %zu bytes", session->id,
+					 session->conf->limit_line);
+				session_close(session, "line too long", "Command line too long");
+			}
+			return;
+		}
+		line_len = (size_t)eol.pos;
+		if (line_len > session->conf->limit_line) {
+			log_info("session %lu: command line longer than %zu bytes", session->id,
+				 session->conf->limit_line);
+			session_close(session, "line too long", "Command line too long");
+			return;
+		}
+		line = malloc(line_len + 1);
+		if (line == NULL) {
+			session_close(session, "out of memory", "Server out of memory");
+			return;
+		}
+		evbuffer_remove(input, line, line_len);
+		evbuffer_drain(input, eol_len);
+		line[line_len] = '\0';
+		session->bytes_in += line_len + eol_len;
+		session_handle_line(session, line, line_len);
+		free(line);
+		if (session->state == SESSION_STATE_STARTTLS && evbuffer_get_length(input) > 0) {
+			/* Plaintext sent after STARTTLS, before the handshake, could be
+			   an injected command (CVE-2011-0411 and kin): drop it. */
+			log_warning("session %lu: dropped %zu bytes sent after STARTTLS before the handshake",
+				    session->id, evbuffer_get_length(input));
+			session->bytes_in += evbuffer_get_length(input);
+			evbuffer_drain(input, evbuffer_get_length(input));
+		}
+	}
+	if (evbuffer_get_length(input) > 0)
+		session_schedule_step(session); /* more pipelined commands: after other clients */
+}
+
+/* Deferred work, run from the event loop with no session frame on the stack. */
+static void session_step(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+
+	(void)fd;
+	(void)what;
+	if (session->state == SESSION_STATE_CLOSING) {
+		if (session->bev == NULL || evbuffer_get_length(bufferevent_get_output(session->bev)) == 0)
+			session_free(&session);
+		return;
+	}
+	session_process_input(session);
+}
+
+static void session_read(struct bufferevent *bev, void *context)
+{
+	(void)bev;
+	session_process_input(context);
+}
+
+static void session_write(struct bufferevent *bev, void *context)
+{
+	struct session *session = context;
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	switch (session->state) {
+	case SESSION_STATE_CLOSING:
+		session_schedule_step(session);
+		break;
+	case SESSION_STATE_STARTTLS:
+		session_start_tls(session);
+		break;
+	case SESSION_STATE_NOT_AUTHENTICATED:
+		if (session->reading_paused) {
+			session->reading_paused = false;
+			bufferevent_enable(session->bev, EV_READ);
+			session_schedule_step(session);
+		}
+		break;
+	}
+}
+
+/* Names the TLS or socket error behind a bufferevent error. */
+static void session_format_error(struct bufferevent *bev, char *buf, size_t size)
+{
+	unsigned long tls_error = bufferevent_get_openssl_error(bev);
+	int socket_error = EVUTIL_SOCKET_ERROR();
+
+	if (tls_error != 0) {
+		char text[256];
+
+		ERR_error_string_n(tls_error, text, sizeof(text));
+		snprintf(buf, size, "TLS error: %s", text);
+	} else if (socket_error != 0) {
+		snprintf(buf, size, "%s", evutil_socket_error_to_string(socket_error));
+	} else {
+		snprintf(buf, size, "connection failed");
+	}
+}
+
+static void session_event(struct bufferevent *bev, short what, void *context)
+{
+	struct session *session = context;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		log_debug("session %lu: TLS handshake done", session->id);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (session->state == SESSION_STATE_CLOSING) {
+			session->end_reason = "client did not read its last reply";
+			bufferevent_disable(bev, EV_READ | EV_WRITE);
+			evbuffer_drain(bufferevent_get_output(bev), evbuffer_get_length(bufferevent_get_output(bev)));
+			session_schedule_step(session);
+			return;
+		}
+		session_close(session, "idle timeout", "Idle for too long, closing");
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		session->end_reason = session->state == SESSION_STATE_CLOSING ? session->end_reason :
+			"client disconnected";
+	} else if (what & BEV_EVENT_ERROR) {
+		session_format_error(bev, session->error_text, sizeof(session->error_text));
+		if (session->state != SESSION_STATE_CLOSING)
+			session->end_reason = session->error_text;
+	}
+	/* The peer is gone: nothing more can be sent. */
+	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	evbuffer_drain(bufferevent_get_output(bev), evbuffer_get_length(bufferevent_get_output(bev)));
+	session->state = SESSION_STATE_CLOSING;
+	session_schedule_step(session);
+}
+
+struct session *session_new(struct event_base *base, const struct listener_connection *conn,
+			    struct conf *conf, const char **error_r)
+{
+	struct session *session = calloc(1, sizeof(*session));
+	char capability[128];
+
+	if (session == NULL) {
+		close(conn->fd);
+		*error_r = "out of memory";
+		return NULL;
+	}
+	session->id = ++session_last_id;
+	session->base = base;
+	session->fd = conn->fd;
+	session->loopback = conn->loopback;
+	session->starttls_offered = conn->tls == CONF_TLS_STARTTLS && conn->tls_context != NULL;
+	snprintf(session->peer_name, sizeof(session->peer_name), "%s", conn->peer_name);
+	snprintf(session->listener_name, sizeof(session->listener_name), "%s", conn->listener_name);
+	gettimeofday(&session->started, NULL);
+	session->step_event = event_new(base, -1, 0, session_step, session);
+	if (session->step_event == NULL)
+		goto fail;
+	if (conn->tls_context != NULL) {
+		SSL_CTX_up_ref(conn->tls_context);
+		session->tls_context = conn->tls_context;
+	}
+	if (conn->tls == CONF_TLS_IMPLICIT) {
+		SSL *ssl = SSL_new(conn->tls_context);
+
+		if (ssl == NULL)
+			goto fail;
+		session->bev = bufferevent_openssl_socket_new(base, conn->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+							      BEV_OPT_CLOSE_ON_FREE);
+		if (session->bev == NULL) {
+			SSL_free(ssl);
+			goto fail;
+		}
+		session->fd_owned_by_bev = true;
+		session->tls_active = true;
+	} else {
+		session->bev = bufferevent_socket_new(base, conn->fd, 0);
+		if (session->bev == NULL)
+			goto fail;
+	}
+	conf_ref(conf);
+	session->conf = conf;
+	TAILQ_INSERT_TAIL(&session_all, session, link);
+	session_live_count++;
+	log_info("session %lu: start: client %s on %s (%s)", session->id, session->peer_name,
+		 session->listener_name, conf_tls_name(conn->tls));
+	session_setup_bev(session);
+	session_format_capability(session, capability, sizeof(capability));
+	/* On implicit TLS this waits in the output until the handshake is done. */
+	session_send(session, "* OK [CAPABILITY %s] imapcached ready\r\n", capability);
+	if (session_count_callback != NULL)
+		session_count_callback(session_live_count, session_count_context);
+	return session;
+
+fail:
+	if (session->bev != NULL)
+		bufferevent_free(session->bev);
+	if (!session->fd_owned_by_bev)
+		close(conn->fd);
+	if (session->step_event != NULL)
+		event_free(session->step_event);
+	SSL_CTX_free(session->tls_context);
+	free(session);
+	*error_r = "out of memory";
+	return NULL;
+}
+
+void session_refuse(const struct listener_connection *conn, const char *reason)
+{
+	char line[256];
+	int len;
+
+	if (conn->tls != CONF_TLS_IMPLICIT) {
+		len = snprintf(line, sizeof(line), "* BYE %s\r\n", reason);
+		if (len > 0 && (size_t)len < sizeof(line)) {
+			/* Best effort on a fresh socket: its send buffer is empty. */
+			if (send(conn->fd, line, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+				log_debug("cannot tell %s it is refused: %s", conn->peer_name, strerror(errno));
+		}
+	}
+	close(conn->fd);
+}
+
+void session_close_all(const char *reason)
+{
+	struct session *session;
+
+	TAILQ_FOREACH(session, &session_all, link)
+		session_close(session, "daemon shutting down", reason);
+}
+
+void session_free_all(void)
+{
+	while (!TAILQ_EMPTY(&session_all)) {
+		struct session *session = TAILQ_FIRST(&session_all);
+
+		if (session->end_reason == NULL)
+			session->end_reason = "daemon exiting";
+		session_free(&session);
+	}
+}

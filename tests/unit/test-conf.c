@@ -1,0 +1,360 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for common/conf: values, defaults, user routing and every kind of error. */
+#include "config.h"
+#include "unit.h"
+#include "conf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define UPSTREAM "upstreams = ( { name = \"u\"; host = \"imap.example.com\"; } );\n"
+
+/* Loads text that must be valid. */
+static struct conf *load_good(const char *text)
+{
+	char *errors = NULL;
+	struct conf *conf = conf_load_string(text, "test.conf", &errors);
+
+	if (conf == NULL)
+		fprintf(stderr, "unexpected errors:\n%s", errors);
+	CU_ASSERT_PTR_NOT_NULL(conf);
+	CU_ASSERT_PTR_NULL(errors);
+	free(errors);
+	return conf;
+}
+
+/* Loads text that must be refused with exactly the expected messages. */
+static void expect_errors(const char *text, const char *expected)
+{
+	char *errors = NULL;
+	struct conf *conf = conf_load_string(text, "test.conf", &errors);
+
+	CU_ASSERT_PTR_NULL(conf);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
+	if (strcmp(errors, expected) != 0)
+		fprintf(stderr, "\nexpected:\n%sgot:\n%s", expected, errors);
+	CU_ASSERT_STRING_EQUAL(errors, expected);
+	free(errors);
+	conf_unref(&conf);
+}
+
+static void test_defaults(void)
+{
+	struct conf *conf = load_good(UPSTREAM);
+
+	CU_ASSERT_EQUAL_FATAL(conf->listeners_count, 1);
+	CU_ASSERT_STRING_EQUAL(conf->listeners[0].address, "127.0.0.1");
+	CU_ASSERT_EQUAL(conf->listeners[0].port, 1143);
+	CU_ASSERT_EQUAL(conf->listeners[0].tls, CONF_TLS_NONE);
+	CU_ASSERT_TRUE(conf->listeners[0].loopback);
+	CU_ASSERT_EQUAL_FATAL(conf->upstreams_count, 1);
+	CU_ASSERT_EQUAL(conf->upstreams[0].tls, CONF_TLS_IMPLICIT);
+	CU_ASSERT_EQUAL(conf->upstreams[0].port, 993);
+	CU_ASSERT_TRUE(conf->upstreams[0].verify);
+	CU_ASSERT_PTR_NULL(conf->upstreams[0].ca_file);
+	CU_ASSERT_PTR_EQUAL(conf->default_upstream, &conf->upstreams[0]);
+	CU_ASSERT_STRING_EQUAL(conf->cache_dir, "/var/cache/imapcached");
+	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_INFO);
+	CU_ASSERT_EQUAL(conf->pool_size, 4);
+	CU_ASSERT_EQUAL(conf->timeout_idle, 1800);
+	CU_ASSERT_EQUAL(conf->timeout_preauth, 60);
+	CU_ASSERT_EQUAL(conf->timeout_shutdown, 30);
+	CU_ASSERT_EQUAL(conf->limit_line, 64 * 1024);
+	CU_ASSERT_EQUAL(conf->limit_sessions, 1024);
+	CU_ASSERT_STRING_EQUAL(conf->path, "test.conf");
+	conf_unref(&conf);
+	CU_ASSERT_PTR_NULL(conf);
+}
+
+static void test_issue_example(void)
+{
+	struct conf *conf = load_good(
+		"listen = ( { address = \"127.0.0.1\"; port = 1143; tls = \"starttls\";\n"
+		"             cert = \"/etc/c.pem\"; key = \"/etc/k.pem\"; },\n"
+		"           { address = \"::1\"; port = 0; } );\n"
+		"upstreams = ( { name = \"example\"; host = \"imap.example.com\"; port = 993; tls = \"implicit\";\n"
+		"                ca_file = \"/etc/ca.pem\"; verify = true; users = [ \"*@example.com\" ]; } );\n"
+		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; };\n"
+		"log = { level = \"debug\"; };\n"
+		"pool = { size = 8; idle_timeout = 60; };\n"
+		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; };\n"
+		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; };\n");
+
+	CU_ASSERT_EQUAL_FATAL(conf->listeners_count, 2);
+	CU_ASSERT_EQUAL(conf->listeners[0].tls, CONF_TLS_STARTTLS);
+	CU_ASSERT_STRING_EQUAL(conf->listeners[0].cert, "/etc/c.pem");
+	CU_ASSERT_STRING_EQUAL(conf->listeners[0].key, "/etc/k.pem");
+	CU_ASSERT_EQUAL(conf->listeners[0].line, 1);
+	CU_ASSERT_STRING_EQUAL(conf->listeners[1].address, "::1");
+	CU_ASSERT_EQUAL(conf->listeners[1].port, 0);
+	CU_ASSERT_TRUE(conf->listeners[1].loopback);
+	CU_ASSERT_EQUAL(conf->listeners[1].line, 3);
+	CU_ASSERT_STRING_EQUAL(conf->upstreams[0].name, "example");
+	CU_ASSERT_STRING_EQUAL(conf->upstreams[0].ca_file, "/etc/ca.pem");
+	CU_ASSERT_EQUAL_FATAL(conf->upstreams[0].users_count, 1);
+	CU_ASSERT_STRING_EQUAL(conf->upstreams[0].users[0], "*@example.com");
+	CU_ASSERT_PTR_NULL(conf->default_upstream);
+	CU_ASSERT_EQUAL(conf->cache_body_budget, 1ULL << 30);
+	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_DEBUG);
+	CU_ASSERT_EQUAL(conf->pool_size, 8);
+	CU_ASSERT_EQUAL(conf->pool_idle_timeout, 60);
+	CU_ASSERT_EQUAL(conf->timeout_preauth, 5);
+	CU_ASSERT_EQUAL(conf->timeout_idle, 600);
+	CU_ASSERT_EQUAL(conf->timeout_upstream_connect, 10);
+	CU_ASSERT_EQUAL(conf->timeout_shutdown, 2);
+	CU_ASSERT_EQUAL(conf->limit_line, 128 * 1024);
+	CU_ASSERT_EQUAL(conf->limit_literal_preauth, 4096);
+	CU_ASSERT_EQUAL(conf->limit_literal, 32 << 20);
+	CU_ASSERT_EQUAL(conf->limit_sessions, 50);
+	conf_unref(&conf);
+}
+
+static void test_non_loopback_and_ports(void)
+{
+	struct conf *conf = load_good(
+		"listen = ( { address = \"0.0.0.0\"; }, { address = \"127.8.9.10\"; port = 2; },\n"
+		"           { address = \"::\"; port = 3; } );\n"
+		"upstreams = ( { name = \"a\"; host = \"h\"; tls = \"starttls\"; },\n"
+		"              { name = \"b\"; host = \"h\"; tls = \"none\"; users = [ \"x\" ]; } );\n");
+
+	CU_ASSERT_FALSE(conf->listeners[0].loopback);
+	CU_ASSERT_TRUE(conf->listeners[1].loopback);
+	CU_ASSERT_FALSE(conf->listeners[2].loopback);
+	CU_ASSERT_EQUAL(conf->upstreams[0].port, 143);
+	CU_ASSERT_EQUAL(conf->upstreams[1].port, 143);
+	conf_unref(&conf);
+}
+
+static void test_users_and_default_upstream(void)
+{
+	struct conf *conf = load_good(
+		"upstreams = (\n"
+		"  { name = \"corp\"; host = \"imap.corp\"; users = [ \"*@corp.example\", \"admin\" ]; },\n"
+		"  { name = \"other\"; host = \"imap.other\"; },\n"
+		"  { name = \"wide\"; host = \"imap.wide\"; users = [ \"*@*.example\", \"user?\" ]; }\n"
+		");\n");
+
+	CU_ASSERT_PTR_EQUAL(conf->default_upstream, &conf->upstreams[1]);
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "alice@corp.example"), &conf->upstreams[0]);
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "Alice@CORP.Example"), &conf->upstreams[0]);
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "admin"), &conf->upstreams[0]);
+	/* The first match in file order wins over a later, wider pattern. */
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "bob@mail.example"), &conf->upstreams[2]);
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "user7"), &conf->upstreams[2]);
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "user77"), &conf->upstreams[1]);
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "nobody@elsewhere.org"), &conf->upstreams[1]);
+	conf_unref(&conf);
+
+	conf = load_good("upstreams = ( { name = \"a\"; host = \"h\"; users = [ \"*@a.example\" ]; } );\n");
+	CU_ASSERT_PTR_NULL(conf->default_upstream);
+	CU_ASSERT_PTR_NULL(conf_upstream_for_user(conf, "b@b.example"));
+	CU_ASSERT_PTR_EQUAL(conf_upstream_for_user(conf, "b@a.example"), &conf->upstreams[0]);
+	conf_unref(&conf);
+}
+
+static void test_pool_shorthand(void)
+{
+	struct conf *conf = load_good(UPSTREAM "pool = 0;\n");
+
+	CU_ASSERT_EQUAL(conf->pool_size, 0);
+	conf_unref(&conf);
+	expect_errors(UPSTREAM "pool = \"off\";\n",
+		      "test.conf:2: pool: must be a group { size = ...; idle_timeout = ...; } or an integer "
+		      "(0 turns pooling off), not a string\n");
+}
+
+static void test_unknown_keys(void)
+{
+	expect_errors(UPSTREAM "\nlisten = ( { adress = \"127.0.0.1\"; } );\n",
+		      "test.conf:3: listen[0].adress: unknown key (known here: address, port, tls, cert, key)\n");
+	expect_errors(UPSTREAM "cahce = { dir = \"/tmp\"; };\n",
+		      "test.conf:2: cahce: unknown key (known here: listen, upstreams, cache, log, pool, "
+		      "timeouts, limits)\n");
+	expect_errors("upstreams = ( { name = \"u\"; host = \"h\";\n   password = \"x\"; } );\n",
+		      "test.conf:2: upstreams[0].password: unknown key (known here: name, host, port, tls, "
+		      "ca_file, verify, users)\n");
+}
+
+static void test_wrong_types(void)
+{
+	expect_errors(UPSTREAM "listen = ( { port = \"1143\"; } );\n",
+		      "test.conf:2: listen[0].port: must be an integer, not a string\n");
+	expect_errors("upstreams = ( { name = \"u\"; host = \"h\"; verify = \"yes\"; } );\n",
+		      "test.conf:1: upstreams[0].verify: must be a boolean, not a string\n");
+	expect_errors(UPSTREAM "log = \"debug\";\n",
+		      "test.conf:2: log: must be a group { ... }, not a string\n");
+	expect_errors("upstreams = ( { name = \"u\"; host = \"h\"; users = \"*\"; } );\n",
+		      "test.conf:1: upstreams[0].users: must be an array of patterns [ \"*@example.com\", ... ], "
+		      "not a string\n");
+	expect_errors(UPSTREAM "listen = 1143;\n",
+		      "test.conf:2: listen: must be a list of listeners ( { ... }, ... ), not an integer\n");
+	expect_errors(UPSTREAM "timeouts = { idle = 1.5; };\n",
+		      "test.conf:2: timeouts.idle: must be an integer, not a floating-point number\n");
+}
+
+static void test_bad_values(void)
+{
+	expect_errors(UPSTREAM "listen = ( { port = 70000; } );\n",
+		      "test.conf:2: listen[0].port: must be between 0 and 65535, not 70000\n");
+	expect_errors(UPSTREAM "listen = ( { address = \"localhost\"; } );\n",
+		      "test.conf:2: listen[0].address: \"localhost\" is not a numeric IPv4 or IPv6 address "
+		      "(use 127.0.0.1, ::1, 0.0.0.0 or :: for all)\n");
+	expect_errors(UPSTREAM "listen = ( { tls = \"ssl\"; } );\n",
+		      "test.conf:2: listen[0].tls: must be \"none\", \"starttls\" or \"implicit\", not \"ssl\"\n");
+	expect_errors(UPSTREAM "listen = ( { tls = \"starttls\"; cert = \"/c.pem\"; } );\n",
+		      "test.conf:2: listen[0]: tls = \"starttls\" needs both cert and key\n");
+	expect_errors(UPSTREAM "listen = ( { cert = \"/c.pem\"; key = \"/k.pem\"; } );\n",
+		      "test.conf:2: listen[0]: cert and key are used only with tls = \"starttls\" or "
+		      "\"implicit\"; this listener has tls = \"none\"\n");
+	expect_errors(UPSTREAM "log = { level = \"loud\"; };\n",
+		      "test.conf:2: log.level: must be \"debug\", \"info\", \"warning\" or \"error\", not \"loud\"\n");
+	expect_errors(UPSTREAM "cache = { dir = \"relative/dir\"; };\n",
+		      "test.conf:2: cache.dir: must be an absolute path, not \"relative/dir\"\n");
+	expect_errors(UPSTREAM "cache = { body_budget = \"12X\"; };\n",
+		      "test.conf:2: cache.body_budget: \"12X\" is not a size (write bytes, or a number ending "
+		      "in K, M or G)\n");
+	expect_errors(UPSTREAM "limits = { line = 100; };\n",
+		      "test.conf:2: limits.line: must be between 8192 and 16777216 bytes, not 100\n");
+	expect_errors(UPSTREAM "timeouts = { idle = 0; };\n",
+		      "test.conf:2: timeouts.idle: must be between 1 and 604800, not 0\n");
+	expect_errors(UPSTREAM "cache = { dir = \"\"; };\n",
+		      "test.conf:2: cache.dir: must not be empty\n");
+	expect_errors(UPSTREAM "listen = ( { port = 1; }, { port = 1; } );\n",
+		      "test.conf:2: listen[1]: 127.0.0.1 port 1 is already used by the listener on line 2\n");
+	expect_errors(UPSTREAM "listen = ( );\n", "test.conf:2: listen: needs at least one listener\n");
+}
+
+static void test_upstream_errors(void)
+{
+	expect_errors("log = { level = \"info\"; };\n",
+		      "test.conf: no upstreams: add upstreams = ( { name = ...; host = ...; } ); so that "
+		      "imapcached knows which server to log in to\n");
+	expect_errors("upstreams = ( { host = \"h\"; } );\n",
+		      "test.conf:1: upstreams[0]: needs a name (used in logs and cache file names)\n");
+	expect_errors("upstreams = (\n { name = \"a\"; host = \"h\"; },\n { name = \"b\"; host = \"h\"; } );\n",
+		      "test.conf:3: upstreams[1]: has no users, and so does the upstream on line 2: only one "
+		      "upstream can be the default; give the others users patterns\n");
+	expect_errors("upstreams = (\n { name = \"a\"; host = \"h\"; users = [\"x\"]; },\n"
+		      " { name = \"a\"; host = \"h\"; } );\n",
+		      "test.conf:3: upstreams[1]: name \"a\" is already used by the upstream on line 2\n");
+	expect_errors("upstreams = ( { name = \"a\"; host = \"h\"; users = [ ]; } );\n",
+		      "test.conf:1: upstreams[0].users: is empty, so no user would reach this upstream; leave "
+		      "users out to make it the default upstream\n");
+	expect_errors("upstreams = ( { name = \"a\"; host = \"h\"; users = [ \"\" ]; } );\n",
+		      "test.conf:1: upstreams[0].users[0]: an empty pattern matches no user\n");
+	expect_errors("upstreams = ( { name = \"a\"; host = \"h\"; port = 0; } );\n",
+		      "test.conf:1: upstreams[0].port: must be between 1 and 65535, not 0\n");
+	expect_errors("upstreams = ( { name = \"a\"; host = \"h\"; tls = \"none\"; verify = false; } );\n",
+		      "test.conf:1: upstreams[0]: ca_file and verify apply only with tls = \"starttls\" or "
+		      "\"implicit\"\n");
+}
+
+static void test_several_errors_reported_together(void)
+{
+	expect_errors(UPSTREAM "listen = ( { port = -1; tls = \"x\"; } );\nlog = { level = 3; };\n",
+		      "test.conf:2: listen[0].port: must be between 0 and 65535, not -1\n"
+		      "test.conf:2: listen[0].tls: must be \"none\", \"starttls\" or \"implicit\", not \"x\"\n"
+		      "test.conf:3: log.level: must be a string, not an integer\n");
+}
+
+static void test_syntax_error(void)
+{
+	char *errors = NULL;
+	struct conf *conf = conf_load_string(UPSTREAM "\nlisten = ( { port = ; } );\n", "test.conf", &errors);
+
+	CU_ASSERT_PTR_NULL(conf);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
+	CU_ASSERT_STRING_EQUAL(errors, "test.conf:3: syntax error\n");
+	free(errors);
+
+	conf = conf_load_string(UPSTREAM "log = { level = \"a\"; level = \"b\"; };\n", "test.conf", &errors);
+	CU_ASSERT_PTR_NULL(conf);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
+	CU_ASSERT_STRING_EQUAL(errors, "test.conf:2: duplicate setting name\n");
+	free(errors);
+}
+
+static void test_files(void)
+{
+	char path[] = "/tmp/test-conf-XXXXXX";
+	int fd = mkstemp(path);
+	char *errors = NULL;
+	struct conf *conf;
+	static const char text[] = UPSTREAM "\nlog = { level = \"nope\"; };\n";
+	char expected[256];
+
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_EQUAL(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(fd);
+	conf = conf_load(path, &errors);
+	CU_ASSERT_PTR_NULL(conf);
+	snprintf(expected, sizeof(expected),
+		 "%s:3: log.level: must be \"debug\", \"info\", \"warning\" or \"error\", not \"nope\"\n", path);
+	CU_ASSERT_STRING_EQUAL(errors, expected);
+	free(errors);
+	unlink(path);
+
+	conf = conf_load("/nonexistent/imapcached.conf", &errors);
+	CU_ASSERT_PTR_NULL(conf);
+	CU_ASSERT_STRING_EQUAL(errors, "/nonexistent/imapcached.conf: cannot read: No such file or directory\n");
+	free(errors);
+}
+
+static void test_example_config(void)
+{
+	const char *srcdir = getenv("top_srcdir");
+	char path[4096];
+	char *errors = NULL;
+	struct conf *conf;
+
+	snprintf(path, sizeof(path), "%s/conf/imapcached.conf", srcdir != NULL ? srcdir : ".");
+	conf = conf_load(path, &errors);
+	if (conf == NULL)
+		fprintf(stderr, "%s", errors != NULL ? errors : "");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(conf);
+	CU_ASSERT(conf->listeners_count >= 1);
+	CU_ASSERT(conf->upstreams_count >= 1);
+	CU_ASSERT_PTR_NOT_NULL(conf->default_upstream);
+	conf_unref(&conf);
+}
+
+static void test_refcount_and_listener_equality(void)
+{
+	struct conf *a = load_good(UPSTREAM "listen = ( { port = 1; }, { port = 2; } );\n");
+	struct conf *b = load_good(UPSTREAM "listen = ( { port = 1; }, { port = 2; } );\nlog = { level = \"error\"; };\n");
+	struct conf *c = load_good(UPSTREAM "listen = ( { port = 2; }, { port = 1; } );\n");
+	struct conf *keep;
+
+	CU_ASSERT_TRUE(conf_listeners_equal(a, b));
+	CU_ASSERT_FALSE(conf_listeners_equal(a, c));
+	keep = a;
+	conf_ref(a);
+	conf_unref(&a);
+	CU_ASSERT_PTR_NULL(a);
+	CU_ASSERT_EQUAL(keep->listeners[1].port, 2); /* still alive: one reference left */
+	conf_unref(&keep);
+	conf_unref(&b);
+	conf_unref(&c);
+	conf_unref(&c); /* NULL is fine */
+}
+
+const char unit_suite_name[] = "conf";
+const struct unit_test unit_tests[] = {
+	{ "defaults", test_defaults },
+	{ "the issue's example and every key", test_issue_example },
+	{ "non-loopback listeners and upstream ports", test_non_loopback_and_ports },
+	{ "users patterns and the default upstream", test_users_and_default_upstream },
+	{ "pool shorthand", test_pool_shorthand },
+	{ "unknown keys", test_unknown_keys },
+	{ "wrong types", test_wrong_types },
+	{ "bad values", test_bad_values },
+	{ "upstream errors", test_upstream_errors },
+	{ "several errors reported together", test_several_errors_reported_together },
+	{ "syntax error", test_syntax_error },
+	{ "files", test_files },
+	{ "the example config", test_example_config },
+	{ "refcount and listener equality", test_refcount_and_listener_equality },
+	{ NULL, NULL },
+};
