@@ -83,7 +83,7 @@ enum mime_base64_result mime_codec_base64_decode(const void *input, size_t len,
 	const unsigned char *data = clean.data;
 	size_t data_len = clean.len;
 	size_t pad_error = data_len % 4;
-	const char *padding = pad_error == 0 ? "" : "===" + (pad_error - 1);
+	const char *padding = pad_error == 0 ? "" : &"==="[pad_error - 1];
 
 	/* Strict: the alphabet, then at most two '=' (counting added ones). */
 	size_t alpha = 0;

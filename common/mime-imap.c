@@ -252,8 +252,10 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 	} else {
 		/* a bare addr-spec: a comment stands in for the name */
 		for (size_t i = from; i < to; i++)
-			if (list->items[i].kind == TOKEN_COMMENT)
+			if (list->items[i].kind == TOKEN_COMMENT) {
+				free(name);   /* the last comment wins */
 				name = mime_xstrdup(list->items[i].text);
+			}
 	}
 	for (size_t i = from; i < to; i++)
 		if (is_special(&list->items[i], '@')) {

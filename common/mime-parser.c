@@ -186,6 +186,10 @@ static void frame_end_header(struct frame *frame)
 				  value->data[value->len - 1] == '\n'))
 		value->len--;
 	mime_buffer_append(value, "", 0);
+	/* Values are C strings: a NUL becomes 0x80, as Dovecot does. */
+	for (size_t i = 0; i < value->len; i++)
+		if (value->data[i] == '\0')
+			value->data[i] = 0x80;
 	if (frame->message->header_count >= MIME_PARSER_MAX_HEADERS) {
 		if (!mime_message_has_defect(frame->message, MIME_DEFECT_TOO_MANY_HEADERS))
 			mime_message_add_defect(frame->message, MIME_DEFECT_TOO_MANY_HEADERS);
@@ -230,6 +234,10 @@ static void frame_header_line(struct mime_parser *parser, struct frame *frame,
 			free(frame->message->unixfrom);
 			frame->message->unixfrom = mime_xstrndup((const char *)line,
 								 len - eol_length(line, len));
+			for (char *p = frame->message->unixfrom; p < frame->message->unixfrom +
+				     len - eol_length(line, len); p++)
+				if (*p == '\0')
+					*p = (char)0x80;
 			frame->message->header_start = offset + len;
 		} else {
 			frame->pending_from = mime_xstrndup((const char *)line, len);
@@ -563,15 +571,8 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 		/* Anything else only follows a part cut at the part limit. */
 		return LINE_DONE;
 	case FRAME_EPILOGUE:
-		if (frame->body_lines++ == 0) {
-			size_t eol = 0;
-			if (len >= 2 && line[0] == '\r' && line[1] == '\n')
-				eol = 2;
-			else if (len >= 1 && (line[0] == '\r' || line[0] == '\n'))
-				eol = 1;
-			line += eol;
-			len -= eol;
-		}
+		/* feedparser's leading-newline strip only touches the '' it
+		   starts the epilogue with, so every line is kept. */
 		mime_buffer_append(&frame->body, line, len);
 		return LINE_DONE;
 	case FRAME_DISCARD:

@@ -23,7 +23,9 @@ struct mime_parser;
 /* A parser that accepts at most max_size bytes (0: the default). It splits
    lines at CRLF, CR or LF as Python's email.feedparser does, and builds
    the same tree as email.parser.BytesParser (compat32) with the same
-   defects, plus the library's own bounds (depth, parts, headers). */
+   defects, plus the library's own bounds (depth, parts, headers). A NUL
+   byte in a header line or the envelope line is stored as 0x80 (values
+   are C strings; Dovecot does the same). */
 struct mime_parser *mime_parser_new(size_t max_size);
 /* Frees the parser and any tree it is still building; *parser becomes NULL. */
 void mime_parser_free(struct mime_parser **parser);
