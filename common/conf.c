@@ -9,6 +9,7 @@
 #include <fnmatch.h>
 #include <inttypes.h>
 #include <libconfig.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,8 @@
 /* Collects the messages of one load. */
 struct conf_loader {
 	const char *name;
+	const char *include_dir;       /* where @include looks; NULL for a string */
+	char file_buf[1024];           /* an included file's path, for one message */
 	char *errors;
 	size_t errors_len;
 	unsigned int errors_count;
@@ -105,6 +108,42 @@ static void conf_report_line(struct conf_loader *loader, int line, const char *f
 	va_end(args);
 }
 
+static void conf_report_in(struct conf_loader *loader, const char *file, int line,
+			   const char *format, ...) __attribute__((format(printf, 4, 5)));
+static void conf_report_in(struct conf_loader *loader, const char *file, int line,
+			   const char *format, ...)
+{
+	va_list args;
+
+	va_start(args, format);
+	conf_vreport_line(loader, file, line, format, args);
+	va_end(args);
+}
+
+static const char *conf_resolve_file(struct conf_loader *loader, const char *file);
+
+/* The file a setting was written in: an @include'd one (as a path from
+   the main file's directory), or the main one. */
+static const char *conf_setting_file(struct conf_loader *loader, const config_setting_t *setting)
+{
+	const char *file = NULL;
+
+	for (; setting != NULL && file == NULL; setting = config_setting_parent(setting))
+		file = config_setting_source_file(setting);
+	return conf_resolve_file(loader, file);
+}
+
+/* A file name as libconfig gives it, as a path from the main file's directory. */
+static const char *conf_resolve_file(struct conf_loader *loader, const char *file)
+{
+	if (file == NULL || strcmp(file, loader->name) == 0)
+		return loader->name;
+	if (file[0] == '/' || loader->include_dir == NULL)
+		return file;
+	snprintf(loader->file_buf, sizeof(loader->file_buf), "%s/%s", loader->include_dir, file);
+	return loader->file_buf;
+}
+
 /* The line a setting was written on, or its nearest parent's. */
 static int conf_setting_line(const config_setting_t *setting)
 {
@@ -148,8 +187,8 @@ static void conf_report(struct conf_loader *loader, const config_setting_t *sett
 	va_start(args, format);
 	vsnprintf(message, sizeof(message), format, args);
 	va_end(args);
-	conf_report_line(loader, conf_setting_line(setting), "%s%s%s",
-			   path, path[0] != '\0' ? ": " : "", message);
+	conf_report_in(loader, conf_setting_file(loader, setting), conf_setting_line(setting), "%s%s%s",
+		       path, path[0] != '\0' ? ": " : "", message);
 }
 
 static const char *conf_type_name(int type)
@@ -774,7 +813,7 @@ static char *conf_parse_errors(struct conf_loader *loader, const config_t *tree)
 	} else {
 		loader->errors_count++;
 		errors = NULL;
-		if (asprintf(&errors, "%s:%d: %s\n", file != NULL ? file : loader->name,
+		if (asprintf(&errors, "%s:%d: %s\n", conf_resolve_file(loader, file),
 			     config_error_line(tree), config_error_text(tree)) < 0)
 			abort();
 		free(loader->errors);
@@ -789,17 +828,25 @@ struct conf *conf_load(const char *path, char **errors_r)
 {
 	struct conf_loader loader = { .name = path };
 	struct conf *config;
+	char *directory;
 	config_t tree;
 
 	*errors_r = NULL;
 	config_init(&tree);
+	/* @include "x.conf" is relative to the including file's directory. */
+	directory = strdup(path);
+	if (directory == NULL)
+		abort();
+	loader.include_dir = dirname(directory);
+	config_set_include_dir(&tree, loader.include_dir);
 	if (config_read_file(&tree, path) != CONFIG_TRUE) {
 		*errors_r = conf_parse_errors(&loader, &tree);
-		config_destroy(&tree);
-		return NULL;
+		config = NULL;
+	} else {
+		config = conf_from_tree(&loader, &tree, errors_r);
 	}
-	config = conf_from_tree(&loader, &tree, errors_r);
 	config_destroy(&tree);
+	free(directory); /* after config_destroy: some libconfig versions keep the pointer */
 	return config;
 }
 

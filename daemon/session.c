@@ -494,6 +494,13 @@ static void session_step(evutil_socket_t fd, short what, void *context)
 			session_free(&session);
 		return;
 	}
+	if (session->state == SESSION_STATE_STARTTLS) {
+		/* Here, not in the write callback: the plaintext bufferevent is
+		   replaced, and no callback of it may be on the stack. */
+		if (evbuffer_get_length(bufferevent_get_output(session->bev)) == 0)
+			session_start_tls(session);
+		return;
+	}
 	session_process_input(session);
 }
 
@@ -514,7 +521,7 @@ static void session_write(struct bufferevent *bev, void *context)
 		session_schedule_step(session);
 		break;
 	case SESSION_STATE_STARTTLS:
-		session_start_tls(session);
+		session_schedule_step(session);
 		break;
 	case SESSION_STATE_NOT_AUTHENTICATED:
 		if (session->reading_paused) {

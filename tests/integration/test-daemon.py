@@ -335,6 +335,56 @@ def test_check_option():
           "Address already in use" in result.stderr, (result.returncode, result.stderr))
 
 
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pids_running(config_path):
+    """PIDs of the imapcached processes started with this (unique) config path."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0] == BINARY.encode() and config_path.encode() in argv:
+            pids.append(int(entry))
+    return pids
+
+
+def test_detach():
+    """Without -f the daemon binds, detaches and the command exits 0."""
+    port = free_port()
+    path = write_config("detach.conf", config_text(['{ address = "127.0.0.1"; port = %d; }' % port]))
+    result = run_check(["-c", path])
+    pids = pids_running(path)
+    try:
+        check("without -f the command returns 0 at once, leaving one daemon", result.returncode == 0 and
+              len(pids) == 1, (result.returncode, result.stderr, pids))
+        c = Client(port)
+        greeting = c.line()
+        check("the detached daemon serves", (greeting or "").startswith("* OK "), greeting)
+        c.close()
+        if pids:
+            with open("/proc/%d/stat" % pids[0]) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            check("the detached daemon leads its own session (setsid)", int(fields[3]) == pids[0], fields[:4])
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + WAIT
+        while pids and any(os.path.exists("/proc/%d" % pid) for pid in pids) and time.time() < deadline:
+            time.sleep(0.05)
+        check("the detached daemon exits on SIGTERM", not pids_running(path))
+
+
 def test_reload():
     path = write_config("reload.conf", config_text([PLAIN]))
     d = Daemon(path)
@@ -610,6 +660,7 @@ def test_notify_and_journal():
 test_greeting_capability_login()
 test_starttls_and_implicit_tls()
 test_check_option()
+test_detach()
 test_reload()
 test_sigterm()
 test_bad_input()

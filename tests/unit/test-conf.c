@@ -302,6 +302,57 @@ static void test_files(void)
 	free(errors);
 }
 
+/* Writes text to dir/name. */
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	FILE *file;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	file = fopen(path, "w");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(file);
+	fputs(text, file);
+	fclose(file);
+}
+
+static void test_include_reports_the_included_file(void)
+{
+	char dir[] = "/tmp/test-conf-include-XXXXXX";
+	char main_path[512], expected[1024];
+	char *errors = NULL;
+	struct conf *conf;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+	write_file(dir, "main.conf", "@include \"upstreams.conf\"\nlog = { level = \"info\"; };\n");
+	write_file(dir, "upstreams.conf", "upstreams = ( { name = \"a\"; host = \"h\";\n  port = 0; } );\n");
+	snprintf(main_path, sizeof(main_path), "%s/main.conf", dir);
+	/* Relative to the including file, wherever the daemon runs from. */
+	CU_ASSERT_EQUAL(chdir("/"), 0);
+	conf = conf_load(main_path, &errors);
+	CU_ASSERT_PTR_NULL(conf);
+	snprintf(expected, sizeof(expected),
+		 "%s/upstreams.conf:2: upstreams[0].port: must be between 1 and 65535, not 0\n", dir);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
+	CU_ASSERT_STRING_EQUAL(errors, expected);
+	free(errors);
+
+	write_file(dir, "upstreams.conf", "upstreams = ( { name = \"a\";\n host = } );\n");
+	conf = conf_load(main_path, &errors);
+	CU_ASSERT_PTR_NULL(conf);
+	snprintf(expected, sizeof(expected), "%s/upstreams.conf:2: syntax error\n", dir);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
+	CU_ASSERT_STRING_EQUAL(errors, expected);
+	free(errors);
+
+	write_file(dir, "upstreams.conf", "upstreams = ( { name = \"a\"; host = \"h\"; } );\n");
+	conf = conf_load(main_path, &errors);
+	CU_ASSERT_PTR_NOT_NULL(conf);
+	CU_ASSERT_EQUAL(conf != NULL ? conf->upstreams_count : 0, 1);
+	conf_unref(&conf);
+	snprintf(expected, sizeof(expected), "rm -r '%s'", dir);
+	CU_ASSERT_EQUAL(system(expected), 0);
+}
+
 static void test_example_config(void)
 {
 	const char *srcdir = getenv("top_srcdir");
@@ -354,6 +405,7 @@ const struct unit_test unit_tests[] = {
 	{ "several errors reported together", test_several_errors_reported_together },
 	{ "syntax error", test_syntax_error },
 	{ "files", test_files },
+	{ "an @include'd file is named in its errors", test_include_reports_the_included_file },
 	{ "the example config", test_example_config },
 	{ "refcount and listener equality", test_refcount_and_listener_equality },
 	{ NULL, NULL },
