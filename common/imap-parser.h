@@ -92,7 +92,8 @@ enum imap_arg_type {
 	                             and atoms with [...] sections and <partial>
 	                             such as BODY[HEADER.FIELDS (TO)]<0.100> */
 	IMAP_ARG_STRING,          /* a quoted string, unescaped */
-	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal) */
+	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal;
+	                             its memory is taken at the announced size) */
 	IMAP_ARG_LITERAL_STREAMED,/* a literal whose bytes went to the literal
 	                             callback; only its size is kept */
 	IMAP_ARG_LIST,            /* a parenthesized list */
@@ -170,8 +171,9 @@ void imap_parser_set_limits(struct imap_parser *parser,
 void imap_parser_get_limits(const struct imap_parser *parser,
 			    struct imap_parser_limits *limits_r);
 
-/* Sets the grammar of the next line. Must be called between lines (before
-   the first byte of a line), never in the middle of one. */
+/* Sets the grammar of the next line and those after it. Must be called
+   between lines (before the first byte of a line, e.g. right after
+   LINE_COMPLETE or a reset), never in the middle of one (assert). */
 void imap_parser_set_mode(struct imap_parser *parser, enum imap_parser_mode mode);
 enum imap_parser_mode imap_parser_get_mode(const struct imap_parser *parser);
 
@@ -191,7 +193,9 @@ void imap_parser_set_literal_callback(struct imap_parser *parser,
 enum imap_parser_result imap_parser_feed(struct imap_parser *parser,
 					 struct evbuffer *input);
 /* Same from plain bytes: *consumed_r tells how many of the size bytes were
-   read (all of them for NEED_MORE; up to the line end otherwise). */
+   read: all of them for NEED_MORE; up to and including the line's LF for
+   LINE_COMPLETE, the announcement's LF for LITERAL_ANNOUNCED, and the byte
+   that broke the line (or less) for ERROR. data may be NULL when size is 0. */
 enum imap_parser_result imap_parser_feed_bytes(struct imap_parser *parser,
 					       const void *data, size_t size,
 					       size_t *consumed_r);
