@@ -15,6 +15,10 @@ struct evbuffer;
 #define IMAP_PARSER_DEFAULT_MAX_INLINE_LITERAL (64 * 1024) /* headers and small parts stay inline; bodies stream */
 #define IMAP_PARSER_DEFAULT_MAX_DEPTH 32 /* BODYSTRUCTURE of a deeply nested MIME tree stays far below */
 #define IMAP_PARSER_DEFAULT_MAX_ARGS 100000 /* a FETCH of ENVELOPE+BODYSTRUCTURE has a few hundred */
+/* Literal bytes one line keeps inline, whatever max_inline_literal says:
+   many small literals on one line would otherwise add up without bound.
+   Literals past it are streamed like large ones. */
+#define IMAP_PARSER_MAX_INLINE_PER_LINE (1024 * 1024)
 
 /*
  * The grammar a line is read with. It matters while tokenizing, because it
@@ -62,7 +66,9 @@ enum imap_parser_error {
 	/* More than max_line bytes outside literals before the line end. */
 	IMAP_PARSER_ERROR_LINE_TOO_LONG,
 	/* A literal announced more than max_literal bytes. Checked when the
-	   "{n}" is read, before any of its bytes. */
+	   "{n}" is read, before any of its bytes. After a synchronizing one
+	   the peer waits: answer and reset. After {n+} it sends the bytes
+	   anyway: answer BYE and close (RFC 7888). */
 	IMAP_PARSER_ERROR_LITERAL_TOO_BIG,
 	/* Lists nested deeper than max_depth. */
 	IMAP_PARSER_ERROR_TOO_DEEP,
@@ -92,8 +98,10 @@ enum imap_arg_type {
 	                             and atoms with [...] sections and <partial>
 	                             such as BODY[HEADER.FIELDS (TO)]<0.100> */
 	IMAP_ARG_STRING,          /* a quoted string, unescaped */
-	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal;
-	                             its memory is taken at the announced size) */
+	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal,
+	                             and the line's total within
+	                             IMAP_PARSER_MAX_INLINE_PER_LINE; its memory is
+	                             taken at the announced size) */
 	IMAP_ARG_LITERAL_STREAMED,/* a literal whose bytes went to the literal
 	                             callback; only its size is kept */
 	IMAP_ARG_LIST,            /* a parenthesized list */
