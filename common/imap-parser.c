@@ -496,8 +496,11 @@ static bool literal_begin(struct imap_parser *parser)
 	}
 	parser->literal_offset = 0;
 	parser->literal_inline = NULL;
+	uint64_t line_budget = parser->limits.max_inline_literal > UINT64_MAX / IMAP_PARSER_INLINE_LITERALS_PER_LINE
+				       ? UINT64_MAX
+				       : parser->limits.max_inline_literal * IMAP_PARSER_INLINE_LITERALS_PER_LINE;
 	if (parser->literal_size <= parser->limits.max_inline_literal &&
-	    parser->inline_total + parser->literal_size <= IMAP_PARSER_MAX_INLINE_PER_LINE) {
+	    parser->inline_total <= line_budget && parser->literal_size <= line_budget - parser->inline_total) {
 		parser->inline_total += parser->literal_size;
 		parser->literal_inline = arena_alloc(parser, (size_t)parser->literal_size + 1);
 		if (parser->literal_inline == NULL) {

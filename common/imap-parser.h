@@ -15,10 +15,11 @@ struct evbuffer;
 #define IMAP_PARSER_DEFAULT_MAX_INLINE_LITERAL (64 * 1024) /* headers and small parts stay inline; bodies stream */
 #define IMAP_PARSER_DEFAULT_MAX_DEPTH 32 /* BODYSTRUCTURE of a deeply nested MIME tree stays far below */
 #define IMAP_PARSER_DEFAULT_MAX_ARGS 100000 /* a FETCH of ENVELOPE+BODYSTRUCTURE has a few hundred */
-/* Literal bytes one line keeps inline, whatever max_inline_literal says:
-   many small literals on one line would otherwise add up without bound.
-   Literals past it are streamed like large ones. */
-#define IMAP_PARSER_MAX_INLINE_PER_LINE (1024 * 1024)
+/* One line keeps at most this many times max_inline_literal bytes of
+   literals inline (1 MiB by default): many literals on one line would
+   otherwise add up without bound. Literals past it are streamed like large
+   ones; 16 covers any FETCH that asks for a few sections at once. */
+#define IMAP_PARSER_INLINE_LITERALS_PER_LINE 16
 
 /*
  * The grammar a line is read with. It matters while tokenizing, because it
@@ -100,8 +101,8 @@ enum imap_arg_type {
 	IMAP_ARG_STRING,          /* a quoted string, unescaped */
 	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal,
 	                             and the line's total within
-	                             IMAP_PARSER_MAX_INLINE_PER_LINE; its memory is
-	                             taken at the announced size) */
+	                             IMAP_PARSER_INLINE_LITERALS_PER_LINE times that;
+	                             its memory is taken at the announced size) */
 	IMAP_ARG_LITERAL_STREAMED,/* a literal whose bytes went to the literal
 	                             callback; only its size is kept */
 	IMAP_ARG_LIST,            /* a parenthesized list */

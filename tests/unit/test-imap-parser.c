@@ -264,7 +264,8 @@ static void test_streamed_literals(void)
 
 static void test_inline_literals_per_line_are_bounded(void)
 {
-	/* 20 literals of 64 KiB on one line: the first 16 (1 MiB) inline, the rest streamed. */
+	/* 20 literals of 64 KiB (the default max_inline_literal) on one line:
+	   the first 16 (1 MiB) inline, the rest streamed. */
 	const size_t size = 64 * 1024, count = 20;
 	char *input = malloc(count * (size + 16) + 16);
 	size_t len = 0, consumed;
@@ -285,7 +286,7 @@ static void test_inline_literals_per_line_are_bounded(void)
 	for (size_t i = 0; i < count; i++) {
 		const struct imap_arg *arg = &line->list[i + 2];
 		CU_ASSERT_EQUAL(arg->len, size);
-		if (i < IMAP_PARSER_MAX_INLINE_PER_LINE / size) {
+		if (i < IMAP_PARSER_INLINE_LITERALS_PER_LINE) {
 			CU_ASSERT(arg->type == IMAP_ARG_LITERAL && arg->str[size - 1] == 'a' + (char)i);
 		} else {
 			CU_ASSERT_EQUAL(arg->type, IMAP_ARG_LITERAL_STREAMED);
