@@ -75,6 +75,7 @@ struct imap_parser {
 
 	uint64_t literal_size;
 	uint64_t literal_offset;
+	uint64_t inline_total;
 	unsigned int literal_flags;
 	char *literal_inline;
 
@@ -198,6 +199,7 @@ static void line_reset(struct imap_parser *parser)
 	parser->literal_offset = 0;
 	parser->literal_flags = 0;
 	parser->literal_inline = NULL;
+	parser->inline_total = 0;
 	parser->error = IMAP_PARSER_ERROR_NONE;
 	parser->error_message = NULL;
 	memset(&parser->line, 0, sizeof(parser->line));
@@ -494,7 +496,12 @@ static bool literal_begin(struct imap_parser *parser)
 	}
 	parser->literal_offset = 0;
 	parser->literal_inline = NULL;
-	if (parser->literal_size <= parser->limits.max_inline_literal) {
+	uint64_t line_budget = parser->limits.max_inline_literal > UINT64_MAX / IMAP_PARSER_INLINE_LITERALS_PER_LINE
+				       ? UINT64_MAX
+				       : parser->limits.max_inline_literal * IMAP_PARSER_INLINE_LITERALS_PER_LINE;
+	if (parser->literal_size <= parser->limits.max_inline_literal &&
+	    parser->inline_total <= line_budget && parser->literal_size <= line_budget - parser->inline_total) {
+		parser->inline_total += parser->literal_size;
 		parser->literal_inline = arena_alloc(parser, (size_t)parser->literal_size + 1);
 		if (parser->literal_inline == NULL) {
 			fail(parser, IMAP_PARSER_ERROR_OUT_OF_MEMORY, "Out of memory");

@@ -15,6 +15,11 @@ struct evbuffer;
 #define IMAP_PARSER_DEFAULT_MAX_INLINE_LITERAL (64 * 1024) /* headers and small parts stay inline; bodies stream */
 #define IMAP_PARSER_DEFAULT_MAX_DEPTH 32 /* BODYSTRUCTURE of a deeply nested MIME tree stays far below */
 #define IMAP_PARSER_DEFAULT_MAX_ARGS 100000 /* a FETCH of ENVELOPE+BODYSTRUCTURE has a few hundred */
+/* One line keeps at most this many times max_inline_literal bytes of
+   literals inline (1 MiB by default): many literals on one line would
+   otherwise add up without bound. Literals past it are streamed like large
+   ones; 16 covers any FETCH that asks for a few sections at once. */
+#define IMAP_PARSER_INLINE_LITERALS_PER_LINE 16
 
 /*
  * The grammar a line is read with. It matters while tokenizing, because it
@@ -62,7 +67,9 @@ enum imap_parser_error {
 	/* More than max_line bytes outside literals before the line end. */
 	IMAP_PARSER_ERROR_LINE_TOO_LONG,
 	/* A literal announced more than max_literal bytes. Checked when the
-	   "{n}" is read, before any of its bytes. */
+	   "{n}" is read, before any of its bytes. After a synchronizing one
+	   the peer waits: answer and reset. After {n+} it sends the bytes
+	   anyway: answer BYE and close (RFC 7888). */
 	IMAP_PARSER_ERROR_LITERAL_TOO_BIG,
 	/* Lists nested deeper than max_depth. */
 	IMAP_PARSER_ERROR_TOO_DEEP,
@@ -92,7 +99,10 @@ enum imap_arg_type {
 	                             and atoms with [...] sections and <partial>
 	                             such as BODY[HEADER.FIELDS (TO)]<0.100> */
 	IMAP_ARG_STRING,          /* a quoted string, unescaped */
-	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal) */
+	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal,
+	                             and the line's total within
+	                             IMAP_PARSER_INLINE_LITERALS_PER_LINE times that;
+	                             its memory is taken at the announced size) */
 	IMAP_ARG_LITERAL_STREAMED,/* a literal whose bytes went to the literal
 	                             callback; only its size is kept */
 	IMAP_ARG_LIST,            /* a parenthesized list */
@@ -170,8 +180,9 @@ void imap_parser_set_limits(struct imap_parser *parser,
 void imap_parser_get_limits(const struct imap_parser *parser,
 			    struct imap_parser_limits *limits_r);
 
-/* Sets the grammar of the next line. Must be called between lines (before
-   the first byte of a line), never in the middle of one. */
+/* Sets the grammar of the next line and those after it. Must be called
+   between lines (before the first byte of a line, e.g. right after
+   LINE_COMPLETE or a reset), never in the middle of one (assert). */
 void imap_parser_set_mode(struct imap_parser *parser, enum imap_parser_mode mode);
 enum imap_parser_mode imap_parser_get_mode(const struct imap_parser *parser);
 
@@ -191,7 +202,9 @@ void imap_parser_set_literal_callback(struct imap_parser *parser,
 enum imap_parser_result imap_parser_feed(struct imap_parser *parser,
 					 struct evbuffer *input);
 /* Same from plain bytes: *consumed_r tells how many of the size bytes were
-   read (all of them for NEED_MORE; up to the line end otherwise). */
+   read: all of them for NEED_MORE; up to and including the line's LF for
+   LINE_COMPLETE, the announcement's LF for LITERAL_ANNOUNCED, and the byte
+   that broke the line (or less) for ERROR. data may be NULL when size is 0. */
 enum imap_parser_result imap_parser_feed_bytes(struct imap_parser *parser,
 					       const void *data, size_t size,
 					       size_t *consumed_r);

@@ -192,6 +192,10 @@ static size_t baseline_pass(const struct text *stream)
 	return lines;
 }
 
+/* Set when the stream is a recorded session rather than the generated one. */
+static bool recorded;
+static size_t fetch_lines;
+
 /* Tokenizes the stream as the client core reads it; with responses, also builds the FETCH views. */
 static size_t parser_pass(struct imap_parser *parser, struct imap_response_parser *responses,
 			  const struct text *stream)
@@ -209,13 +213,15 @@ static size_t parser_pass(struct imap_parser *parser, struct imap_response_parse
 			if (result == IMAP_PARSER_LINE_COMPLETE) {
 				lines++;
 				struct imap_response response;
-				if (responses != NULL &&
-				    (imap_response_parse(responses, imap_parser_get_line(parser), &response, &message) !=
-					     IMAP_RESPONSE_ERROR_NONE ||
-				     imap_response_fetch_find(&response, IMAP_FETCH_BODYSTRUCTURE) == NULL)) {
+				if (responses == NULL)
+					continue;
+				if (imap_response_parse(responses, imap_parser_get_line(parser), &response, &message) !=
+					    IMAP_RESPONSE_ERROR_NONE ||
+				    (!recorded && imap_response_fetch_find(&response, IMAP_FETCH_BODYSTRUCTURE) == NULL)) {
 					fprintf(stderr, "bench-imap-parse: response error: %s\n", message);
 					exit(1);
 				}
+				fetch_lines += response.type == IMAP_RESPONSE_DATA_FETCH;
 			} else if (result != IMAP_PARSER_NEED_MORE) {
 				imap_parser_get_error(parser, &message);
 				fprintf(stderr, "bench-imap-parse: parse error: %s at byte %zu: %.60s\n", message,
@@ -233,7 +239,7 @@ struct measure {
 };
 
 /* Best time of BENCH_ROUNDS passes, and allocations per message over all of them. */
-static struct measure measure(const struct text *stream, bool with_responses)
+static struct measure measure(const struct text *stream, bool with_responses, size_t lines, size_t messages)
 {
 	struct measure result = { 1e9, 0 };
 	struct imap_parser *parser = imap_parser_new();
@@ -249,45 +255,83 @@ static struct measure measure(const struct text *stream, bool with_responses)
 		double start = now_seconds();
 		size_t parsed = parser_pass(parser, responses, stream);
 		double seconds = now_seconds() - start;
-		if (parsed != BENCH_MESSAGES) {
-			fprintf(stderr, "bench-imap-parse: parsed %zu lines of %u\n", parsed, BENCH_MESSAGES);
+		if (parsed != lines) {
+			fprintf(stderr, "bench-imap-parse: parsed %zu lines of %zu\n", parsed, lines);
 			exit(1);
 		}
 		if (seconds < result.best_seconds)
 			result.best_seconds = seconds;
 	}
 	result.allocations_per_message =
-		(double)(allocation_count - before) / ((double)BENCH_MESSAGES * BENCH_ROUNDS);
+		(double)(allocation_count - before) / ((double)messages * BENCH_ROUNDS);
 	imap_response_parser_free(&responses);
 	imap_parser_free(&parser);
 	return result;
 }
 
-int main(void)
+/* Reads a recorded server stream (e.g. the bytes a FETCH 1:* brought). */
+static void read_recording(const char *path, struct text *stream)
+{
+	FILE *file = fopen(path, "rb");
+	char buffer[65536];
+	size_t got;
+
+	if (file == NULL) {
+		fprintf(stderr, "bench-imap-parse: cannot open %s\n", path);
+		exit(1);
+	}
+	while ((got = fread(buffer, 1, sizeof(buffer), file)) > 0)
+		text_add(stream, "%.*s", (int)got, buffer);
+	fclose(file);
+}
+
+/* usage: bench-imap-parse [RECORDED-STREAM]; without one, a stream of
+   BENCH_MESSAGES FETCH lines is generated. */
+int main(int argc, char **argv)
 {
 	struct text stream = { NULL, 0, 0 };
 	unsigned int seed = 20240701;
 	double best_baseline = 1e9;
 
-	for (unsigned int seq = 1; seq <= BENCH_MESSAGES; seq++)
-		add_message(&stream, seq, &seed);
+	if (argc > 1) {
+		recorded = true;
+		read_recording(argv[1], &stream);
+	} else {
+		for (unsigned int seq = 1; seq <= BENCH_MESSAGES; seq++)
+			add_message(&stream, seq, &seed);
+	}
+	/* One untimed pass counts the lines and the FETCH responses. */
+	struct imap_parser *counter = imap_parser_new();
+	struct imap_response_parser *counter_responses = imap_response_parser_new();
+	if (counter == NULL || counter_responses == NULL)
+		return 1;
+	imap_parser_set_mode(counter, IMAP_PARSER_MODE_RESPONSE);
+	size_t lines = parser_pass(counter, counter_responses, &stream);
+	size_t messages = fetch_lines;
+	imap_response_parser_free(&counter_responses);
+	imap_parser_free(&counter);
+	if (messages == 0 || (!recorded && messages != BENCH_MESSAGES)) {
+		fprintf(stderr, "bench-imap-parse: %zu FETCH lines in the stream\n", messages);
+		return 1;
+	}
 	for (int round = 0; round < BENCH_ROUNDS; round++) {
 		double start = now_seconds();
-		size_t lines = baseline_pass(&stream);
+		baseline_pass(&stream);
 		double seconds = now_seconds() - start;
-		if (lines < BENCH_MESSAGES) {
-			fprintf(stderr, "bench-imap-parse: baseline found %zu lines\n", lines);
+		if (baseline_pass(&stream) < lines) {
+			fprintf(stderr, "bench-imap-parse: baseline found fewer lines than the parser\n");
 			return 1;
 		}
 		if (seconds < best_baseline)
 			best_baseline = seconds;
 	}
-	struct measure tokenizer = measure(&stream, false);
-	struct measure full = measure(&stream, true);
+	struct measure tokenizer = measure(&stream, false, lines, messages);
+	struct measure full = measure(&stream, true, lines, messages);
 
 	double mb = (double)stream.len / 1e6;
-	printf("stream: %u FETCH lines (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE), %.2f MB, "
-	       "read in %d-byte pieces, best of %d passes, thread CPU time\n", BENCH_MESSAGES, mb, BENCH_READ_SIZE, BENCH_ROUNDS);
+	printf("stream: %s, %zu lines, %zu FETCH responses, %.2f MB, read in %d-byte pieces, best of %d passes, "
+	       "thread CPU time\n", recorded ? argv[1] : "generated (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)",
+	       lines, messages, mb, BENCH_READ_SIZE, BENCH_ROUNDS);
 	printf("baseline memchr line split:      %8.1f MB/s\n", mb / best_baseline);
 	printf("tokenizer (imap-parser):         %8.1f MB/s  %5.2f%% of baseline\n", mb / tokenizer.best_seconds,
 	       100.0 * best_baseline / tokenizer.best_seconds);

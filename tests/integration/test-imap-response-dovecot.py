@@ -44,7 +44,7 @@ class RecordingIMAP4(imaplib.IMAP4):
 
 
 def record_session():
-    m = RecordingIMAP4(HOST, PORT)
+    m = RecordingIMAP4(HOST, PORT, timeout=30)
     m.login(ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"])
     m.capability()
     m.namespace()

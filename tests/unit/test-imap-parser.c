@@ -262,6 +262,43 @@ static void test_streamed_literals(void)
 	unit_imap_check(input, strlen(input), &options, "LINE * 1 FETCH (RFC822 {6:streamed})\n");
 }
 
+static void test_inline_literals_per_line_are_bounded(void)
+{
+	/* 20 literals of 64 KiB (the default max_inline_literal) on one line:
+	   the first 16 (1 MiB) inline, the rest streamed. */
+	const size_t size = 64 * 1024, count = 20;
+	char *input = malloc(count * (size + 16) + 16);
+	size_t len = 0, consumed;
+	struct imap_parser *parser = imap_parser_new();
+
+	len += (size_t)sprintf(input, "* X");
+	for (size_t i = 0; i < count; i++) {
+		len += (size_t)sprintf(input + len, " {%zu}\r\n", size);
+		memset(input + len, 'a' + (int)i, size);
+		len += size;
+	}
+	memcpy(input + len, "\r\n", 2);
+	len += 2;
+	imap_parser_set_mode(parser, RESP);
+	CU_ASSERT_EQUAL_FATAL(imap_parser_feed_bytes(parser, input, len, &consumed), IMAP_PARSER_LINE_COMPLETE);
+	const struct imap_arg *line = imap_parser_get_line(parser);
+	CU_ASSERT_EQUAL_FATAL(line->list_count, count + 2);
+	for (size_t i = 0; i < count; i++) {
+		const struct imap_arg *arg = &line->list[i + 2];
+		CU_ASSERT_EQUAL(arg->len, size);
+		if (i < IMAP_PARSER_INLINE_LITERALS_PER_LINE) {
+			CU_ASSERT(arg->type == IMAP_ARG_LITERAL && arg->str[size - 1] == 'a' + (char)i);
+		} else {
+			CU_ASSERT_EQUAL(arg->type, IMAP_ARG_LITERAL_STREAMED);
+		}
+	}
+	/* The budget is per line: the next line inlines again. */
+	CU_ASSERT_EQUAL(imap_parser_feed_bytes(parser, "* X {3}\r\nabc\r\n", 14, &consumed), IMAP_PARSER_LINE_COMPLETE);
+	CU_ASSERT_EQUAL(imap_parser_get_line(parser)->list[2].type, IMAP_ARG_LITERAL);
+	imap_parser_free(&parser);
+	free(input);
+}
+
 static int refuse_literal(struct imap_parser *parser, const struct imap_parser_literal_chunk *chunk,
 			  void *context)
 {
@@ -479,6 +516,7 @@ const struct unit_test unit_tests[] = {
 	{ "limit: literal size", test_limit_literal_size },
 	{ "limit: depth and arguments", test_limit_depth_and_args },
 	{ "streamed literals", test_streamed_literals },
+	{ "inline literals per line are bounded", test_inline_literals_per_line_are_bounded },
 	{ "literal refused by callback", test_literal_refused_by_callback },
 	{ "refused sync literal, then next command", test_refused_sync_literal_then_next_command },
 	{ "limits change between lines", test_limits_change_between_lines },
