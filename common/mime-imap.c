@@ -3,6 +3,7 @@
 #include "config.h"
 #include "mime-imap.h"
 #include "mime-codec.h"
+#include "mime-scan.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -380,18 +381,14 @@ struct raw_input {
 static void body_counts(const struct raw_input *raw, size_t start, size_t end,
 			size_t *size_r, size_t *lines_r)
 {
-	size_t lines = 0, bare = 0;
+	size_t lines = 0, crlf = 0;
 
 	if (end > raw->len)
 		end = raw->len;
-	for (size_t i = start; i < end; i++) {
-		if (raw->data[i] == '\n') {
-			lines++;
-			if (i == 0 || raw->data[i - 1] != '\r')
-				bare++;
-		}
-	}
-	*size_r = end > start ? end - start + bare : 0;
+	if (end > start)
+		mime_scan_count_lines(raw->data + start, end - start,
+				      start > 0 && raw->data[start - 1] == '\r', &lines, &crlf);
+	*size_r = end > start ? end - start + (lines - crlf) : 0;
 	*lines_r = lines;
 }
 
@@ -604,7 +601,12 @@ static void append_body(struct mime_buffer *out, struct mime_message *message,
 	mime_buffer_append_byte(out, ' ');
 	append_cstring(out, encoding != NULL ? encoding : "7bit");
 	size_t size, lines;
-	body_counts(raw, message->body_start, message->body_end, &size, &lines);
+	if (message->line_counts_valid && message->body_end <= raw->len) {
+		lines = message->body_lf;
+		size = message->body_end - message->body_start + (message->body_lf - message->body_crlf);
+	} else {
+		body_counts(raw, message->body_start, message->body_end, &size, &lines);
+	}
 	mime_buffer_printf(out, " %zu", size);
 	if (strcmp(type, "message/rfc822") == 0 && message->payload_kind == MIME_PAYLOAD_PARTS &&
 	    message->part_count > 0) {

@@ -74,6 +74,10 @@ struct mime_message {
 	   header block [header_start, body_start), body [body_start, body_end). */
 	size_t header_start, body_start, body_end;
 	int has_offsets;
+	/* LFs in the body, and those of them after a CR (valid when
+	   line_counts_valid): BODYSTRUCTURE sizes without a second pass. */
+	size_t body_lf, body_crlf;
+	int line_counts_valid;
 
 	/* Cached get_content_type(); dropped whenever a header changes. */
 	char *content_type_cache;

@@ -2,6 +2,7 @@
 /* mime-parser: an incremental parser from message bytes to a mime_message tree. */
 #include "config.h"
 #include "mime-parser.h"
+#include "mime-scan.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -62,6 +63,13 @@ struct mime_parser {
 	struct mime_message *last;    /* feedparser's _last */
 	size_t part_total;
 	size_t prev_eol_len;
+	/* Line ends before the current line, so BODYSTRUCTURE needs no
+	   second pass: LFs, and LFs with a CR before them. */
+	size_t lf_total, crlf_total;
+	size_t prev_lf, prev_crlf;         /* the previous line's */
+	size_t line_offset, line_len;      /* the line being handled */
+	size_t line_lf, line_crlf;
+	int replaying;                     /* a pushed-back line: counted already */
 };
 
 static void parser_line(struct mime_parser *parser, const unsigned char *line, size_t len,
@@ -335,10 +343,31 @@ static void frame_end_headers(struct mime_parser *parser, size_t body_start)
 	frame_end_header(frame);
 	frame->pending_from = NULL;
 	frame->message->body_start = pending != NULL ? pending_offset : body_start;
+	struct mime_message *message = frame->message;
+	message->line_counts_valid = pending == NULL && !parser->replaying;
+	message->body_lf = parser->lf_total;
+	message->body_crlf = parser->crlf_total;
+	if (body_start == parser->line_offset + parser->line_len) {
+		message->body_lf += parser->line_lf;
+		message->body_crlf += parser->line_crlf;
+	} else if (body_start != parser->line_offset) {
+		message->line_counts_valid = 0;
+	}
 	frame_after_headers(parser, body_start);
 	if (pending != NULL) {
 		/* feedparser pushes a last "From " line back into the body. */
+		int replaying = parser->replaying;
+		size_t line_offset = parser->line_offset, line_len = parser->line_len;
+		size_t line_lf = parser->line_lf, line_crlf = parser->line_crlf;
+		size_t prev_eol = parser->prev_eol_len;
+		parser->replaying = 1;
 		parser_line(parser, (const unsigned char *)pending, pending_len, pending_offset);
+		parser->replaying = replaying;
+		parser->line_offset = line_offset;
+		parser->line_len = line_len;
+		parser->line_lf = line_lf;
+		parser->line_crlf = line_crlf;
+		parser->prev_eol_len = prev_eol;
 		free(pending);
 	}
 }
@@ -403,8 +432,14 @@ static void parser_pop(struct mime_parser *parser, size_t offset, int at_boundar
 	struct mime_message *message = frame->message;
 	size_t end = offset;
 
-	if (at_boundary && end >= parser->prev_eol_len)
+	size_t lf = parser->lf_total, crlf = parser->crlf_total;
+	if (at_boundary && end >= parser->prev_eol_len) {
 		end -= parser->prev_eol_len;
+		lf -= parser->prev_lf;
+		crlf -= parser->prev_crlf;
+	}
+	if (parser->replaying)
+		message->line_counts_valid = 0;
 	/* A part ending right after its headers: the line end before the
 	   boundary is not part of the header block either. */
 	if (end < message->body_start)
@@ -412,6 +447,14 @@ static void parser_pop(struct mime_parser *parser, size_t offset, int at_boundar
 	if (end < message->body_start)
 		end = message->body_start;
 	message->body_end = end;
+	if (end == message->body_start) {
+		message->body_lf = message->body_crlf = 0;
+	} else if (lf >= message->body_lf && crlf >= message->body_crlf) {
+		message->body_lf = lf - message->body_lf;
+		message->body_crlf = crlf - message->body_crlf;
+	} else {
+		message->line_counts_valid = 0;
+	}
 	frame_clear(frame);
 	parser->frame_count--;
 	if (parser->frame_count > 0)
@@ -604,6 +647,11 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 static void parser_line(struct mime_parser *parser, const unsigned char *line, size_t len,
 			size_t offset)
 {
+	size_t eol = eol_length(line, len);
+	parser->line_offset = offset;
+	parser->line_len = len;
+	parser->line_lf = eol > 0 && line[len - 1] == '\n';
+	parser->line_crlf = eol == 2;
 	for (;;) {
 		struct frame *frame = parser_top(parser);
 		if (parser->frame_count > 1) {
@@ -618,7 +666,13 @@ static void parser_line(struct mime_parser *parser, const unsigned char *line, s
 		if (frame_body_line(parser, frame, line, len, offset) == LINE_DONE)
 			break;
 	}
-	parser->prev_eol_len = eol_length(line, len);
+	parser->prev_eol_len = eol;
+	if (!parser->replaying) {
+		parser->lf_total += parser->line_lf;
+		parser->crlf_total += parser->line_crlf;
+	}
+	parser->prev_lf = parser->line_lf;
+	parser->prev_crlf = parser->line_crlf;
 }
 
 struct mime_parser *mime_parser_new(size_t max_size)
@@ -674,8 +728,7 @@ enum mime_parser_result mime_parser_feed(struct mime_parser *parser, const void 
 			continue;
 		}
 		size_t start = pos;
-		while (pos < len && in[pos] != '\n' && in[pos] != '\r')
-			pos++;
+		pos += mime_scan_line_end(in + pos, len - pos);
 		if (pos == len) {
 			mime_buffer_append(partial, in + start, pos - start);
 			break;
@@ -714,6 +767,9 @@ enum mime_parser_result mime_parser_finish(struct mime_parser *parser,
 		parser->partial_offset += len;
 		mime_buffer_reset(&parser->partial);
 	}
+	parser->line_offset = parser->partial_offset;
+	parser->line_len = parser->line_lf = parser->line_crlf = 0;
+	parser->prev_eol_len = parser->prev_lf = parser->prev_crlf = 0;
 	while (parser->frame_count > 0)
 		parser_eof_top(parser, parser->partial_offset, 0);
 	parser->finished = 1;
