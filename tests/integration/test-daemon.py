@@ -467,6 +467,31 @@ def test_sigterm():
     finally:
         d.stop()
 
+    # A client that reads nothing cannot hold the shutdown up: its BYE gets
+    # SESSION_CLOSE_TIMEOUT (5 s) to go out, then the session is dropped.
+    d = Daemon(write_config("term4.conf", config_text([PLAIN], "timeouts = { shutdown = 1; };\n")))
+    try:
+        c = Client(d.ports[0])
+        c.line()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.setblocking(False)
+        chunk = b"t CAPABILITY\r\n" * 4096
+        sent = 0
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            try:
+                sent += c.sock.send(chunk[sent % len(chunk):])
+            except BlockingIOError:
+                time.sleep(0.05)
+        started = time.time()
+        d.signal(signal.SIGTERM)
+        status = d.wait_exit(15)
+        check("SIGTERM: a client that reads nothing is dropped and the daemon exits 0",
+              status == 0 and time.time() - started < 10, (status, time.time() - started))
+        c.close()
+    finally:
+        d.stop()
+
     d = Daemon(write_config("term3.conf", config_text([PLAIN])))
     started = time.time()
     d.signal(signal.SIGTERM)
@@ -520,6 +545,35 @@ def test_client_that_does_not_read(d):
     check("once it reads, every one of its %d commands is answered" % (sent // len(command)),
           answered == sent // len(command), answered)
     c.close()
+
+
+def test_client_that_never_reads():
+    """A client that floods and then never reads is dropped after the idle
+    timeout (here 1 s), with a log line, instead of being kept forever."""
+    d = Daemon(write_config("never-reads.conf", config_text([PLAIN], "timeouts = { preauth = 1; };\n")))
+    try:
+        c = Client(d.ports[0])
+        c.line()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.setblocking(False)
+        chunk = b"n CAPABILITY\r\n" * 4096
+        sent = 0
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                sent += c.sock.send(chunk[sent % len(chunk):])
+            except BlockingIOError:
+                time.sleep(0.05)
+            except OSError:
+                break
+        end = d.wait_log(r"end: .*: client stopped reading its replies")
+        check("a client that never reads is dropped after the idle timeout", end is not None, d.log()[-500:])
+        c.close()
+        bystander = Client(d.ports[0])
+        check("the daemon serves others afterwards", (bystander.line() or "").startswith("* OK"))
+        bystander.close()
+    finally:
+        d.stop()
 
 
 def test_bad_input():
@@ -662,6 +716,7 @@ test_detach()
 test_reload()
 test_sigterm()
 test_bad_input()
+test_client_that_never_reads()
 test_notify_and_journal()
 print("%d passed, %d failed" % (passed, failed))
 subprocess.run(["rm", "-rf", tmp])
