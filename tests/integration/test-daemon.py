@@ -576,6 +576,53 @@ def test_client_that_never_reads():
         d.stop()
 
 
+def test_out_of_descriptors():
+    """With its descriptors used up, the daemon logs the failed accept, pauses
+    the listener instead of spinning, and serves again once clients leave."""
+    import resource
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+
+    path = write_config("fds.conf", config_text([PLAIN]))
+    env = dict(ENV)
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("JOURNAL_STREAM", None)
+    d = Daemon.__new__(Daemon)
+    d.lines = []
+    d.lock = threading.Condition()
+    d.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env,
+                              preexec_fn=low_fd_limit)
+    d.reader = threading.Thread(target=d._read, daemon=True)
+    d.reader.start()
+    clients = []
+    try:
+        match = d.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
+        port = int(match.group(1))
+        for _ in range(30):
+            clients.append(Client(port))
+        check("out of descriptors: the failed accept is logged and the listener paused",
+              d.wait_log(r"accept failed: .*pausing for 1 s") is not None, d.log()[-300:])
+        cpu_before = sum(int(x) for x in open("/proc/%d/stat" % d.proc.pid).read().rsplit(")", 1)[1].split()[11:13])
+        time.sleep(1)
+        cpu_after = sum(int(x) for x in open("/proc/%d/stat" % d.proc.pid).read().rsplit(")", 1)[1].split()[11:13])
+        check("... without spinning (%d ticks of CPU in 1 s)" % (cpu_after - cpu_before), cpu_after - cpu_before < 50)
+        for c in clients:
+            c.close()
+        clients = []
+        deadline = time.time() + WAIT
+        greeting = None
+        while time.time() < deadline and greeting is None:
+            c = Client(port)
+            greeting = c.line()
+            c.close()
+        check("... and serves again once clients leave", (greeting or "").startswith("* OK"), greeting)
+    finally:
+        for c in clients:
+            c.close()
+        d.stop()
+
+
 def test_bad_input():
     d = Daemon(write_config("bad-input.conf", config_text([PLAIN], "limits = { sessions = 4; };\n")))
     try:
@@ -717,6 +764,7 @@ test_reload()
 test_sigterm()
 test_bad_input()
 test_client_that_never_reads()
+test_out_of_descriptors()
 test_notify_and_journal()
 print("%d passed, %d failed" % (passed, failed))
 subprocess.run(["rm", "-rf", tmp])
