@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/* imap-client-untagged: untagged responses kept as shared, self-contained copies, and the imaplib-style response pool. */
+#include "config.h"
+#include "imap-client-untagged.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void args_measure(const struct imap_arg *args, unsigned int count, size_t *nargs, size_t *nbytes)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		const struct imap_arg *arg = &args[i];
+
+		(*nargs)++;
+		if (arg->type == IMAP_ARG_LIST)
+			args_measure(arg->list, arg->list_count, nargs, nbytes);
+		else if (arg->type != IMAP_ARG_NIL && arg->type != IMAP_ARG_LITERAL_STREAMED)
+			*nbytes += (size_t)arg->len + 1;
+	}
+}
+
+/* Copies args into dst (count slots), children into *pool, bytes into *bytes. */
+static void args_copy(struct imap_arg *dst, const struct imap_arg *args, unsigned int count,
+		      struct imap_arg **pool, char **bytes)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		const struct imap_arg *arg = &args[i];
+		struct imap_arg *copy = &dst[i];
+
+		*copy = *arg;
+		if (arg->type == IMAP_ARG_LIST) {
+			struct imap_arg *children = *pool;
+
+			*pool += arg->list_count;
+			args_copy(children, arg->list, arg->list_count, pool, bytes);
+			copy->list = children;
+		} else if (arg->type != IMAP_ARG_NIL && arg->type != IMAP_ARG_LITERAL_STREAMED) {
+			memcpy(*bytes, arg->str, (size_t)arg->len);
+			(*bytes)[arg->len] = '\0';
+			copy->str = *bytes;
+			*bytes += arg->len + 1;
+		}
+	}
+}
+
+/* One allocation holding the response, the whole line's args (count of
+   them; the data starts at first) and all their bytes. */
+struct imap_client_untagged *imap_client_untagged_new(const char *keyword, bool has_number, uint32_t number,
+						 const struct imap_arg *args, unsigned int count,
+						 unsigned int first, const char *code, const char *text)
+{
+	size_t nargs = count > 0 ? 1 : 0, nbytes = strlen(keyword) + 1;
+	struct imap_client_untagged *untagged;
+	struct imap_arg *pool;
+	char *bytes;
+
+	args_measure(args, count, &nargs, &nbytes);
+	if (code != NULL)
+		nbytes += strlen(code) + 1;
+	if (text != NULL)
+		nbytes += strlen(text) + 1;
+	untagged = calloc(1, sizeof(*untagged) + nargs * sizeof(struct imap_arg) + nbytes);
+	if (untagged == NULL)
+		abort(); /* tier 2: out of memory is not a peer's doing */
+	pool = (struct imap_arg *)(untagged + 1);
+	bytes = (char *)(pool + nargs);
+	if (count > 0) {
+		struct imap_arg *line = pool++, *top = pool;
+
+		pool += count;
+		args_copy(top, args, count, &pool, &bytes);
+		line->type = IMAP_ARG_LIST;
+		line->list = top;
+		line->list_count = count;
+		untagged->line = line;
+		untagged->args = top + first;
+		untagged->args_count = count - first;
+	}
+	untagged->keyword = bytes;
+	for (const char *p = keyword; *p != '\0'; p++)
+		*bytes++ = (char)toupper((unsigned char)*p);
+	*bytes++ = '\0';
+	if (code != NULL) {
+		untagged->code = bytes;
+		bytes = stpcpy(bytes, code) + 1;
+	}
+	if (text != NULL) {
+		untagged->text = bytes;
+		bytes = stpcpy(bytes, text) + 1;
+	}
+	untagged->has_number = has_number;
+	untagged->number = number;
+	untagged->refcount = 1;
+	return untagged;
+}
+
+void imap_client_untagged_unref(struct imap_client_untagged **untagged)
+{
+	if (*untagged == NULL)
+		return;
+	assert((*untagged)->refcount > 0);
+	if (--(*untagged)->refcount == 0)
+		free(*untagged);
+	*untagged = NULL;
+}
+
+void imap_client_untagged_ref(struct imap_client_untagged *untagged)
+{
+	assert(untagged->refcount > 0);
+	untagged->refcount++;
+}
+
+void imap_client_untagged_pool_add(struct imap_client_untagged_pool *pool,
+				   struct imap_client_untagged *untagged)
+{
+	if (pool->count == IMAP_CLIENT_UNTAGGED_POOL_MAX) {
+		imap_client_untagged_unref(&pool->entries[0]);
+		memmove(&pool->entries[0], &pool->entries[1], (pool->count - 1) * sizeof(pool->entries[0]));
+		pool->count--;
+	}
+	imap_client_untagged_ref(untagged);
+	pool->entries[pool->count++] = untagged;
+}
+
+struct imap_client_untagged *imap_client_untagged_pool_pop(struct imap_client_untagged_pool *pool,
+							   const char *keyword)
+{
+	for (unsigned int i = 0; i < pool->count; i++) {
+		struct imap_client_untagged *untagged = pool->entries[i];
+
+		if (strcasecmp(untagged->keyword, keyword) != 0)
+			continue;
+		memmove(&pool->entries[i], &pool->entries[i + 1], (pool->count - i - 1) * sizeof(pool->entries[0]));
+		pool->count--;
+		return untagged;
+	}
+	return NULL;
+}
+
+void imap_client_untagged_pool_clear(struct imap_client_untagged_pool *pool)
+{
+	for (unsigned int i = 0; i < pool->count; i++)
+		imap_client_untagged_unref(&pool->entries[i]);
+	pool->count = 0;
+}

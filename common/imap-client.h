@@ -1,0 +1,260 @@
+/* SPDX-License-Identifier: MIT */
+/* imap-client: the asynchronous IMAP client core (connection, TLS, tags, pipelined command queue, untagged data). */
+#ifndef IMAPCACHE_IMAP_CLIENT_H
+#define IMAPCACHE_IMAP_CLIENT_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "imap-client-untagged.h"
+#include "imap-parser.h"
+
+struct event_base;
+struct evdns_base;
+struct imap_client;
+struct imap_client_command;
+
+#define IMAP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MSECS (30 * 1000) /* TCP + TLS + greeting over a slow link */
+#define IMAP_CLIENT_DEFAULT_COMMAND_TIMEOUT_MSECS (5 * 60 * 1000) /* a silent server this long is gone */
+
+enum imap_client_tls_mode {
+	IMAP_CLIENT_TLS_NONE,     /* plain text (loopback or tests only) */
+	IMAP_CLIENT_TLS_STARTTLS, /* plain connect, STARTTLS before anything else */
+	IMAP_CLIENT_TLS_IMPLICIT, /* TLS from the first byte (port 993) */
+};
+
+struct imap_client_settings {
+	const char *host;          /* name or IP literal; also the name verified */
+	unsigned int port;
+	enum imap_client_tls_mode tls_mode;
+	/* Certificate verification is on unless tls_no_verify is set. CA
+	   bundle: ca_file, or the system store when NULL. */
+	const char *ca_file;
+	bool tls_no_verify;
+	/* Optional shared context (not owned; overrides ca_file/tls_no_verify). */
+	SSL_CTX *ssl_ctx;
+	/* Optional resolver; NULL resolves with a blocking getaddrinfo. */
+	struct evdns_base *dns_base;
+	/* 0 picks the IMAP_CLIENT_DEFAULT_* value. The connect timeout covers
+	   TCP, TLS, the greeting and the first CAPABILITY; the command timeout
+	   is how long the server may stay silent while a command is pending
+	   (IDLE is exempt once the server accepted it). */
+	unsigned int connect_timeout_msecs;
+	unsigned int command_timeout_msecs;
+	/* Tag prefix; NULL: four random letters A-P as imaplib's Int2AP. */
+	const char *tag_prefix;
+	/* Literals larger than this are streamed to the literal callback
+	   instead of being held (0: the parser's default, 64 KiB). */
+	uint64_t max_inline_literal;
+};
+
+/* A command's outcome, as imaplib's typ: OK, NO, BAD, or abort (the
+   connection was lost, the server said BYE, sent garbage, or timed out). */
+enum imap_client_status {
+	IMAP_CLIENT_STATUS_OK,
+	IMAP_CLIENT_STATUS_NO,
+	IMAP_CLIENT_STATUS_BAD,
+	IMAP_CLIENT_STATUS_ABORT,
+};
+
+enum imap_client_state {
+	IMAP_CLIENT_STATE_DISCONNECTED,    /* not yet connected, or aborted */
+	IMAP_CLIENT_STATE_CONNECTING,      /* TCP/TLS/greeting/capabilities */
+	IMAP_CLIENT_STATE_NOT_AUTHENTICATED,
+	IMAP_CLIENT_STATE_AUTHENTICATED,
+	IMAP_CLIENT_STATE_SELECTED,
+	IMAP_CLIENT_STATE_LOGOUT,          /* LOGOUT sent */
+};
+
+/*
+ * What a command returns: the status, the tagged line's response code
+ * (inside of "[...]", or NULL) and text (for an abort: why), and the
+ * untagged responses that arrived while it was the oldest command in
+ * flight, in order. Owned by the command.
+ */
+struct imap_client_result {
+	enum imap_client_status status;
+	const char *code;
+	const char *text;
+	struct imap_client_untagged **untagged;
+	unsigned int untagged_count;
+};
+
+/* Called once when a command completes (any status, abort included).
+   result and the command are freed when it returns. */
+typedef void imap_client_command_fn(struct imap_client *client,
+				    struct imap_client_command *command,
+				    const struct imap_client_result *result,
+				    void *context);
+/* Called for every untagged response, before it is added to a result.
+   command is the command it is attributed to, or NULL. */
+typedef void imap_client_untagged_fn(struct imap_client *client,
+				     struct imap_client_command *command,
+				     const struct imap_client_untagged *untagged,
+				     void *context);
+/* Called for every chunk of a literal larger than max_inline_literal.
+   imap_parser_get_open_args(parser, ...) tells where it is: the top level
+   has "*", the number and "FETCH"; the innermost list ends with the
+   item name (e.g. "BODY[]"). Return 0 to go on, -1 to abort the
+   connection. Without a callback, large literals are skipped. */
+typedef int imap_client_literal_fn(struct imap_client *client,
+				   struct imap_parser *parser,
+				   const struct imap_parser_literal_chunk *chunk,
+				   void *context);
+
+/* A client on base; nothing is sent until imap_client_connect. Copies
+   what it keeps of settings. Returns NULL with *error_r (static or
+   per-thread; see tls.h) when the TLS context can't be made.
+   The program must ignore SIGPIPE: a write to a server that hung up
+   would kill it (the daemon and imap_client_sync do). */
+struct imap_client *imap_client_new(struct event_base *base,
+				    const struct imap_client_settings *settings,
+				    const char **error_r);
+/* Completes every pending command with abort ("client freed") without
+   calling their callbacks (commands the caller owns stay readable until
+   it frees them), closes the connection, frees *client and sets it to
+   NULL. Safe inside the client's own callbacks (the memory is released
+   when the callback returns). */
+void imap_client_free(struct imap_client **client);
+
+/* Connects, does TLS (implicit or STARTTLS), reads the greeting and the
+   capabilities. callback gets OK (greeting OK or PREAUTH; the state says
+   which), or abort with the reason (refused, TLS verification, BYE
+   greeting, timeout). Returns the connect "command", never NULL. */
+struct imap_client_command *imap_client_connect(struct imap_client *client,
+						imap_client_command_fn *callback,
+						void *context);
+
+/* Same on a socket that is already connected (TCP, a UNIX socket, one
+   end of a socketpair; the client owns and closes it). TLS, greeting and
+   capabilities go as with imap_client_connect; settings.host is still the
+   name verified. */
+struct imap_client_command *imap_client_connect_fd(struct imap_client *client, int fd,
+						   imap_client_command_fn *callback,
+						   void *context);
+
+void imap_client_set_untagged_callback(struct imap_client *client,
+				       imap_client_untagged_fn *callback, void *context);
+void imap_client_set_literal_callback(struct imap_client *client,
+				      imap_client_literal_fn *callback, void *context);
+
+/* Back-pressure: while paused the client reads nothing more from the
+   server (bytes already read are still parsed, up to the end of what is
+   buffered) and the command timeout is off. Meant for a literal callback
+   whose consumer is slow: pause, and resume from the consumer's low-water
+   callback. Resuming parses what was left at once. */
+void imap_client_set_reading_paused(struct imap_client *client, bool paused);
+bool imap_client_is_reading_paused(const struct imap_client *client);
+
+enum imap_client_state imap_client_get_state(const struct imap_client *client);
+/* The TLS connection once established (NULL for plain text). */
+SSL *imap_client_get_ssl(const struct imap_client *client);
+/* Whether the server advertised capability (case-insensitive; "AUTH=PLAIN"
+   works too). Capabilities are replaced after STARTTLS and login. */
+bool imap_client_has_capability(const struct imap_client *client, const char *capability);
+/* The current capability list, space-separated ("" before the first). */
+const char *imap_client_get_capabilities(const struct imap_client *client);
+/* After SELECT/EXAMINE: whether the mailbox is read-only ([READ-ONLY]). */
+bool imap_client_is_read_only(const struct imap_client *client);
+/* The tag prefix in use (four letters unless settings gave one). */
+const char *imap_client_get_tag_prefix(const struct imap_client *client);
+
+/*
+ * Sends a command built from format, in which:
+ *   %s  raw text (a keyword, a sequence set, a parenthesized list)
+ *   %a  const char *: an astring, written as atom, quoted string or literal
+ *   %p  const char *: a list-mailbox pattern (like %a but % and * stay atoms)
+ *   %q  const char *: always a quoted string or literal (never an atom)
+ *   %L  const void *, size_t: a literal of those bytes
+ *   %B  struct evbuffer *: a literal of its bytes, moved out of it (no copy)
+ *   %u  unsigned int;  %U  uint64_t;  %%  a percent sign
+ * The tag and CRLF are added. Literals use {n+} when the server has
+ * LITERAL+ (or LITERAL- and n <= 4096), else wait for the continuation.
+ * Commands are pipelined: sent at once unless an earlier command waits
+ * for a continuation or must complete first (STARTTLS, AUTHENTICATE,
+ * IDLE, LOGIN). callback may be NULL: then the caller owns the returned
+ * command, reads it with imap_client_command_get_result once
+ * imap_client_command_is_done, and frees it with imap_client_command_free.
+ * When the client is not connected the command completes with abort (on
+ * the next loop iteration, never inside this call). Never returns NULL.
+ */
+struct imap_client_command *imap_client_command_send(struct imap_client *client,
+						     imap_client_command_fn *callback,
+						     void *context, const char *format, ...);
+struct imap_client_command *imap_client_command_sendv(struct imap_client *client,
+						      imap_client_command_fn *callback,
+						      void *context, const char *format,
+						      va_list args);
+
+/* Flags that change how a command is sent and completed. */
+#define IMAP_CLIENT_COMMAND_FLAG_BARRIER 0x01 /* nothing is sent after it until it completes */
+/* Same as imap_client_command_send, with flags. */
+struct imap_client_command *imap_client_command_send_flags(struct imap_client *client,
+							   unsigned int flags,
+							   imap_client_command_fn *callback,
+							   void *context, const char *format, ...);
+
+bool imap_client_command_is_done(const struct imap_client_command *command);
+/* The result; NULL until the command is done. */
+const struct imap_client_result *imap_client_command_get_result(const struct imap_client_command *command);
+/* The tag, e.g. "JGKE12" (empty for the connect command). */
+const char *imap_client_command_get_tag(const struct imap_client_command *command);
+/* For a command sent without a callback: frees it (a pending one is
+   detached and completes silently) and sets *command to NULL. */
+void imap_client_command_free(struct imap_client_command **command);
+
+/*
+ * A command driven by continuations (AUTHENTICATE, IDLE): the handler is
+ * called with the text after "+ " of each continuation request. It
+ * answers with imap_client_command_continue. Returns 0, or -1 to abort
+ * the connection (a protocol violation).
+ */
+typedef int imap_client_continuation_fn(struct imap_client *client,
+					struct imap_client_command *command,
+					const char *text, void *context);
+/* Sends command_line (without tag and CRLF; may hold no literal) as a
+   barrier command whose continuations go to handler. */
+struct imap_client_command *imap_client_command_send_continued(struct imap_client *client,
+							       const char *command_line,
+							       imap_client_continuation_fn *handler,
+							       void *handler_context,
+							       imap_client_command_fn *callback,
+							       void *context);
+/* destroy(context) runs when the command is freed (state a continuation
+   handler needs until then). */
+void imap_client_command_set_destroy(struct imap_client_command *command,
+				     void (*destroy)(void *context), void *context);
+/* Writes line and CRLF as the answer to a continuation. */
+void imap_client_command_continue(struct imap_client_command *command, const char *line);
+
+/* IDLE (RFC 2177): a barrier command; untagged data the server sends
+   while idling goes to the untagged callback and into its result. End it
+   with imap_client_idle_done (before or after the server's "+"); callback
+   then gets the tagged reply. The command timeout is off while idling. */
+struct imap_client_command *imap_client_idle(struct imap_client *client,
+					     imap_client_command_fn *callback, void *context);
+void imap_client_idle_done(struct imap_client_command *command);
+/* Whether the server has accepted IDLE ("+") and DONE is not yet sent. */
+bool imap_client_idle_is_accepted(const struct imap_client_command *command);
+
+/* The imaplib-style response pool: every untagged response and every
+   response code is stored under its keyword ("EXISTS", "UIDVALIDITY",
+   "READ-ONLY"...). Pops (returns and forgets) the oldest one stored
+   under keyword; the caller unrefs it. NULL when there is none. */
+struct imap_client_untagged *imap_client_pop_response(struct imap_client *client,
+						      const char *keyword);
+
+/* The first untagged response with keyword (NULL: any) in result at or
+   after *index (start with 0); *index is moved past it. NULL when there
+   is no more. */
+const struct imap_client_untagged *imap_client_result_next(const struct imap_client_result *result,
+							   const char *keyword,
+							   unsigned int *index);
+
+const char *imap_client_status_name(enum imap_client_status status);
+
+#endif

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: MIT */
+/* imap-seqset: IMAP sequence sets ("1:3,5,7:*", "$") parsed into ranges. */
+#include "config.h"
+#include "imap-seqset.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads a seq-number at *pos: digits or "*". Returns 0 or an error. */
+static enum imap_seqset_error read_number(const char *str, size_t len, size_t *pos, unsigned int allow,
+					  uint32_t *number_r)
+{
+	size_t start = *pos;
+	uint64_t value = 0;
+
+	if (*pos < len && str[*pos] == '*') {
+		if ((allow & IMAP_SEQSET_ALLOW_STAR) == 0)
+			return IMAP_SEQSET_ERROR_STAR;
+		(*pos)++;
+		*number_r = IMAP_SEQSET_STAR;
+		return IMAP_SEQSET_ERROR_NONE;
+	}
+	while (*pos < len && str[*pos] >= '0' && str[*pos] <= '9') {
+		value = value * 10 + (uint64_t)(str[*pos] - '0');
+		if (value > UINT32_MAX)
+			return IMAP_SEQSET_ERROR_OVERFLOW;
+		(*pos)++;
+	}
+	if (*pos == start)
+		return *pos == len || str[*pos] == ',' ? IMAP_SEQSET_ERROR_EMPTY : IMAP_SEQSET_ERROR_SYNTAX;
+	if (value == 0)
+		return IMAP_SEQSET_ERROR_ZERO;
+	*number_r = (uint32_t)value;
+	return IMAP_SEQSET_ERROR_NONE;
+}
+
+static enum imap_seqset_error add_range(struct imap_seqset *set, uint32_t first, uint32_t last)
+{
+	if (set->count >= IMAP_SEQSET_MAX_RANGES)
+		return IMAP_SEQSET_ERROR_TOO_MANY;
+	if (set->count == set->capacity) {
+		unsigned int capacity = set->capacity == 0 ? 16 : set->capacity * 2;
+		struct imap_seqset_range *ranges = realloc(set->ranges, capacity * sizeof(*ranges));
+		if (ranges == NULL)
+			return IMAP_SEQSET_ERROR_OUT_OF_MEMORY;
+		set->ranges = ranges;
+		set->capacity = capacity;
+	}
+	set->ranges[set->count].first = first < last ? first : last;
+	set->ranges[set->count].last = first < last ? last : first;
+	set->count++;
+	return IMAP_SEQSET_ERROR_NONE;
+}
+
+int imap_seqset_parse(struct imap_seqset *set, const char *str, size_t len, unsigned int allow,
+		      enum imap_seqset_error *error_r)
+{
+	enum imap_seqset_error error = IMAP_SEQSET_ERROR_NONE;
+	size_t pos = 0;
+
+	set->count = 0;
+	set->saved = false;
+	if (len == 1 && str[0] == '$') {
+		if ((allow & IMAP_SEQSET_ALLOW_SAVED) == 0) {
+			error = IMAP_SEQSET_ERROR_SAVED;
+			goto fail;
+		}
+		set->saved = true;
+		*error_r = IMAP_SEQSET_ERROR_NONE;
+		return 0;
+	}
+	if (len == 0) {
+		error = IMAP_SEQSET_ERROR_EMPTY;
+		goto fail;
+	}
+	for (;;) {
+		uint32_t first, last;
+		if ((error = read_number(str, len, &pos, allow, &first)) != IMAP_SEQSET_ERROR_NONE)
+			goto fail;
+		last = first;
+		if (pos < len && str[pos] == ':') {
+			pos++;
+			if ((error = read_number(str, len, &pos, allow, &last)) != IMAP_SEQSET_ERROR_NONE) {
+				if (error == IMAP_SEQSET_ERROR_EMPTY)
+					error = IMAP_SEQSET_ERROR_SYNTAX;
+				goto fail;
+			}
+		}
+		if ((error = add_range(set, first, last)) != IMAP_SEQSET_ERROR_NONE)
+			goto fail;
+		if (pos == len)
+			break;
+		if (str[pos] != ',') {
+			error = IMAP_SEQSET_ERROR_SYNTAX;
+			goto fail;
+		}
+		pos++;
+	}
+	*error_r = IMAP_SEQSET_ERROR_NONE;
+	return 0;
+fail:
+	set->count = 0;
+	set->saved = false;
+	*error_r = error;
+	return -1;
+}
+
+const char *imap_seqset_error_message(enum imap_seqset_error error)
+{
+	switch (error) {
+	case IMAP_SEQSET_ERROR_NONE: return "No error";
+	case IMAP_SEQSET_ERROR_EMPTY: return "Empty sequence set or element";
+	case IMAP_SEQSET_ERROR_ZERO: return "0 is not a valid sequence number or UID";
+	case IMAP_SEQSET_ERROR_OVERFLOW: return "Number in sequence set too large";
+	case IMAP_SEQSET_ERROR_SYNTAX: return "Invalid sequence set";
+	case IMAP_SEQSET_ERROR_STAR: return "'*' is not allowed in this set";
+	case IMAP_SEQSET_ERROR_SAVED: return "'$' is not allowed here";
+	case IMAP_SEQSET_ERROR_TOO_MANY: return "Sequence set has too many ranges";
+	case IMAP_SEQSET_ERROR_OUT_OF_MEMORY: return "Out of memory";
+	}
+	return "Invalid sequence set";
+}
+
+static uint32_t resolve(uint32_t number, uint32_t star)
+{
+	return number == IMAP_SEQSET_STAR ? star : number;
+}
+
+bool imap_seqset_contains(const struct imap_seqset *set, uint32_t number, uint32_t star)
+{
+	for (unsigned int i = 0; i < set->count; i++) {
+		uint32_t a = resolve(set->ranges[i].first, star), b = resolve(set->ranges[i].last, star);
+		if ((a <= b && number >= a && number <= b) || (a > b && number >= b && number <= a))
+			return true;
+	}
+	return false;
+}
+
+static int compare_ranges(const void *a, const void *b)
+{
+	const struct imap_seqset_range *x = a, *y = b;
+	return x->first < y->first ? -1 : x->first > y->first;
+}
+
+uint64_t imap_seqset_count(const struct imap_seqset *set, uint32_t star)
+{
+	if (set->count == 0)
+		return 0;
+	struct imap_seqset_range *sorted = malloc(set->count * sizeof(*sorted));
+	uint64_t total = 0;
+	if (sorted == NULL)
+		return 0;
+	for (unsigned int i = 0; i < set->count; i++) {
+		uint32_t a = resolve(set->ranges[i].first, star), b = resolve(set->ranges[i].last, star);
+		sorted[i].first = a < b ? a : b;
+		sorted[i].last = a < b ? b : a;
+	}
+	qsort(sorted, set->count, sizeof(*sorted), compare_ranges);
+	uint64_t covered_to = 0; /* highest value counted so far */
+	for (unsigned int i = 0; i < set->count; i++) {
+		uint64_t first = sorted[i].first, last = sorted[i].last;
+		if (first <= covered_to)
+			first = covered_to + 1;
+		if (last >= first)
+			total += last - first + 1;
+		if (last > covered_to)
+			covered_to = last;
+	}
+	free(sorted);
+	return total;
+}
+
+void imap_seqset_free(struct imap_seqset *set)
+{
+	free(set->ranges);
+	set->ranges = NULL;
+	set->count = 0;
+	set->capacity = 0;
+	set->saved = false;
+}

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/* mime-buffer: a growable byte buffer, the output type of the MIME library. */
+#ifndef IMAPCACHE_MIME_BUFFER_H
+#define IMAPCACHE_MIME_BUFFER_H
+
+#include <stddef.h>
+
+/* data is always NUL-terminated (the NUL is not counted in len), so text
+   can be used as a C string. A zeroed struct is an empty buffer. */
+struct mime_buffer {
+	unsigned char *data;
+	size_t len;
+	size_t alloc;
+};
+
+/* Appending aborts only when memory is exhausted (tier 2: resource failure). */
+void mime_buffer_append(struct mime_buffer *buffer, const void *data, size_t len);
+void mime_buffer_append_str(struct mime_buffer *buffer, const char *text);
+void mime_buffer_append_byte(struct mime_buffer *buffer, unsigned char byte);
+void mime_buffer_printf(struct mime_buffer *buffer, const char *format, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Empties the buffer but keeps its memory. */
+void mime_buffer_reset(struct mime_buffer *buffer);
+/* Frees the memory; the buffer is empty again afterwards. */
+void mime_buffer_free(struct mime_buffer *buffer);
+/* Hands the data (malloc'ed, NUL-terminated, never NULL) to the caller. */
+char *mime_buffer_steal(struct mime_buffer *buffer, size_t *len_r);
+
+/* Allocation helpers that abort with a message when memory runs out. */
+void *mime_xmalloc(size_t size);
+void *mime_xrealloc(void *ptr, size_t size);
+char *mime_xstrdup(const char *text);
+char *mime_xstrndup(const char *text, size_t len);
+
+#endif

@@ -1,0 +1,923 @@
+/* SPDX-License-Identifier: MIT */
+/* mime-imap: IMAP views of a parsed message: ENVELOPE, BODYSTRUCTURE, BODY[section], BINARY. */
+#include "config.h"
+#include "mime-imap.h"
+#include "mime-codec.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void mime_imap_append_string(struct mime_buffer *out, const char *text, size_t len)
+{
+	if (text == NULL) {
+		mime_buffer_append_str(out, "NIL");
+		return;
+	}
+	int literal = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)text[i];
+		if (ch == '\r' || ch == '\n' || ch == '\0' || ch >= 0x80)
+			literal = 1;
+	}
+	if (literal) {
+		mime_buffer_printf(out, "{%zu}\r\n", len);
+		mime_buffer_append(out, text, len);
+		return;
+	}
+	mime_buffer_append_byte(out, '"');
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '"' || text[i] == '\\')
+			mime_buffer_append_byte(out, '\\');
+		mime_buffer_append_byte(out, (unsigned char)text[i]);
+	}
+	mime_buffer_append_byte(out, '"');
+}
+
+static void append_cstring(struct mime_buffer *out, const char *text)
+{
+	mime_imap_append_string(out, text, text == NULL ? 0 : strlen(text));
+}
+
+/* A header value unfolded and trimmed, or NULL when absent or empty. */
+static char *header_text(struct mime_message *message, const char *name)
+{
+	const char *value = mime_message_get(message, name, NULL);
+	if (value == NULL)
+		return NULL;
+	char *text = mime_header_unfold(value, strlen(value));
+	size_t len = strlen(text), start = 0;
+	while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+		len--;
+	while (start < len && (text[start] == ' ' || text[start] == '\t'))
+		start++;
+	memmove(text, text + start, len - start);
+	text[len - start] = '\0';
+	if (text[0] == '\0') {
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
+/* All fields of an address header joined as one list (Dovecot merges
+   repeated To or Cc fields too); NULL when absent or empty. */
+static char *address_header_text(struct mime_message *message, const char *name)
+{
+	struct mime_buffer joined = { 0 };
+	const char *value;
+
+	for (size_t i = 0; (value = mime_message_get_nth(message, name, i)) != NULL; i++) {
+		char *text = mime_header_unfold(value, strlen(value));
+		size_t start = strspn(text, " \t");
+		if (text[start] != '\0') {
+			if (joined.len > 0)
+				mime_buffer_append_str(&joined, ", ");
+			mime_buffer_append_str(&joined, text + start);
+		}
+		free(text);
+	}
+	if (joined.len == 0) {
+		mime_buffer_free(&joined);
+		return NULL;
+	}
+	return mime_buffer_steal(&joined, NULL);
+}
+
+/* --- RFC 5322 addresses --- */
+
+enum token_kind {
+	TOKEN_ATOM,
+	TOKEN_QUOTED,
+	TOKEN_COMMENT,
+	TOKEN_DOMAIN_LITERAL,
+	TOKEN_SPECIAL,
+};
+
+struct token {
+	enum token_kind kind;
+	char *text;
+	int space_before;
+};
+
+struct token_list {
+	struct token *items;
+	size_t count, alloc;
+};
+
+static void token_add(struct token_list *list, enum token_kind kind, struct mime_buffer *text,
+		      int space_before)
+{
+	if (list->count == list->alloc) {
+		list->alloc = list->alloc == 0 ? 16 : list->alloc * 2;
+		list->items = mime_xrealloc(list->items, list->alloc * sizeof(*list->items));
+	}
+	mime_buffer_append(text, "", 0);
+	list->items[list->count].kind = kind;
+	list->items[list->count].text = mime_buffer_steal(text, NULL);
+	list->items[list->count].space_before = space_before;
+	list->count++;
+}
+
+static void tokenize(const char *value, struct token_list *list)
+{
+	size_t i = 0, len = strlen(value);
+	int space = 0;
+
+	while (i < len) {
+		struct mime_buffer text = { 0 };
+		unsigned char ch = (unsigned char)value[i];
+		if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n') {
+			space = 1;
+			i++;
+			continue;
+		}
+		if (ch == '"') {
+			for (i++; i < len && value[i] != '"'; i++) {
+				if (value[i] == '\\' && i + 1 < len)
+					i++;
+				if (value[i] != '\r' && value[i] != '\n')
+					mime_buffer_append_byte(&text, (unsigned char)value[i]);
+			}
+			i++;
+			token_add(list, TOKEN_QUOTED, &text, space);
+		} else if (ch == '(') {
+			int depth = 0;
+			for (; i < len; i++) {
+				if (value[i] == '\\' && i + 1 < len) {
+					mime_buffer_append_byte(&text, (unsigned char)value[++i]);
+					continue;
+				}
+				if (value[i] == '(' && depth++ == 0)
+					continue;
+				if (value[i] == ')' && --depth == 0)
+					break;
+				mime_buffer_append_byte(&text, (unsigned char)value[i]);
+			}
+			i++;
+			token_add(list, TOKEN_COMMENT, &text, space);
+		} else if (ch == '[') {
+			for (; i < len && value[i] != ']'; i++)
+				mime_buffer_append_byte(&text, (unsigned char)value[i]);
+			if (i < len)
+				mime_buffer_append_byte(&text, ']');
+			i++;
+			token_add(list, TOKEN_DOMAIN_LITERAL, &text, space);
+		} else if (strchr("<>@,;:.", ch) != NULL) {
+			mime_buffer_append_byte(&text, ch);
+			i++;
+			token_add(list, TOKEN_SPECIAL, &text, space);
+		} else {
+			while (i < len && strchr(" \t\r\n\"(<>@,;:.[", value[i]) == NULL)
+				mime_buffer_append_byte(&text, (unsigned char)value[i++]);
+			token_add(list, TOKEN_ATOM, &text, space);
+		}
+		space = 0;
+	}
+}
+
+static void tokens_free(struct token_list *list)
+{
+	for (size_t i = 0; i < list->count; i++)
+		free(list->items[i].text);
+	free(list->items);
+}
+
+static int is_special(const struct token *token, char ch)
+{
+	return token->kind == TOKEN_SPECIAL && token->text[0] == ch;
+}
+
+/* Joins the words of tokens[from, to) (a phrase: words with single spaces,
+   a local part or domain: dots without spaces). */
+static char *join_tokens(const struct token_list *list, size_t from, size_t to, int phrase)
+{
+	struct mime_buffer out = { 0 };
+
+	mime_buffer_append(&out, "", 0);
+	for (size_t i = from; i < to; i++) {
+		const struct token *token = &list->items[i];
+		if (token->kind == TOKEN_COMMENT)
+			continue;
+		if (phrase && out.len > 0 && (token->space_before || token->kind == TOKEN_QUOTED ||
+					      (i > from && list->items[i - 1].kind == TOKEN_QUOTED)))
+			mime_buffer_append_byte(&out, ' ');
+		mime_buffer_append_str(&out, token->text);
+	}
+	return mime_buffer_steal(&out, NULL);
+}
+
+static void append_address(struct mime_buffer *out, const char *name, const char *route,
+			   const char *mailbox, const char *host)
+{
+	mime_buffer_append_byte(out, '(');
+	append_cstring(out, name);
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, route);
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, mailbox);
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, host);
+	mime_buffer_append_byte(out, ')');
+}
+
+/* One mailbox in tokens[from, to). */
+static void append_mailbox(struct mime_buffer *out, const struct token_list *list, size_t from,
+			   size_t to)
+{
+	size_t angle = to, close = to, at = to;
+	char *name = NULL, *route = NULL, *mailbox = NULL, *host = NULL;
+
+	for (size_t i = from; i < to; i++)
+		if (is_special(&list->items[i], '<')) {
+			angle = i;
+			break;
+		}
+	if (angle < to) {
+		for (close = angle + 1; close < to && !is_special(&list->items[close], '>'); close++)
+			;
+		if (angle > from)
+			name = join_tokens(list, from, angle, 1);
+		size_t spec = angle + 1;
+		/* obs-route: @a,@b: */
+		for (size_t i = angle + 1; i < close; i++)
+			if (is_special(&list->items[i], ':')) {
+				route = join_tokens(list, angle + 1, i, 0);
+				spec = i + 1;
+				break;
+			}
+		from = spec;
+		to = close;
+	} else {
+		/* a bare addr-spec: a comment stands in for the name */
+		for (size_t i = from; i < to; i++)
+			if (list->items[i].kind == TOKEN_COMMENT) {
+				free(name);   /* the last comment wins */
+				name = mime_xstrdup(list->items[i].text);
+			}
+	}
+	for (size_t i = from; i < to; i++)
+		if (is_special(&list->items[i], '@')) {
+			at = i;
+			break;
+		}
+	mailbox = join_tokens(list, from, at, 0);
+	host = at < to ? join_tokens(list, at + 1, to, 0) : NULL;
+	if (name != NULL && name[0] == '\0') {
+		free(name);
+		name = NULL;
+	}
+	if (mailbox[0] == '\0' && host == NULL && name == NULL) {
+		free(mailbox);
+		free(route);
+		return;
+	}
+	append_address(out, name, route, mailbox, host == NULL ? "MISSING_DOMAIN" : host);
+	free(name);
+	free(route);
+	free(mailbox);
+	free(host);
+}
+
+/* An address-list field as a list of addresses, or NIL. */
+static void append_address_list(struct mime_buffer *out, const char *value)
+{
+	struct token_list list = { 0 };
+	struct mime_buffer items = { 0 };
+
+	if (value == NULL) {
+		mime_buffer_append_str(out, "NIL");
+		return;
+	}
+	tokenize(value, &list);
+	size_t start = 0;
+	int in_group = 0;
+	for (size_t i = 0; i <= list.count; i++) {
+		const struct token *token = i < list.count ? &list.items[i] : NULL;
+		if (token != NULL && is_special(token, ':') && !in_group) {
+			int angle = 0;
+			for (size_t k = start; k < i; k++)
+				if (is_special(&list.items[k], '<'))
+					angle = 1;
+			if (!angle) {
+				char *group = join_tokens(&list, start, i, 1);
+				append_address(&items, NULL, NULL, group, NULL);
+				free(group);
+				in_group = 1;
+				start = i + 1;
+				continue;
+			}
+		}
+		if (token != NULL && is_special(token, '<')) {
+			/* skip to the closing '>' so its contents can't split */
+			while (i + 1 < list.count && !is_special(&list.items[i], '>'))
+				i++;
+			continue;
+		}
+		if (token == NULL || is_special(token, ',') || (is_special(token, ';') && in_group)) {
+			if (i > start)
+				append_mailbox(&items, &list, start, i);
+			if (token != NULL && is_special(token, ';')) {
+				append_address(&items, NULL, NULL, NULL, NULL);
+				in_group = 0;
+			}
+			start = i + 1;
+		}
+	}
+	if (in_group)
+		append_address(&items, NULL, NULL, NULL, NULL);
+	tokens_free(&list);
+	if (items.len == 0) {
+		mime_buffer_append_str(out, "NIL");
+	} else {
+		mime_buffer_append_byte(out, '(');
+		mime_buffer_append(out, items.data, items.len);
+		mime_buffer_append_byte(out, ')');
+	}
+	mime_buffer_free(&items);
+}
+
+void mime_imap_envelope(struct mime_message *message, struct mime_buffer *out)
+{
+	static const char *const strings_before[] = { "date", "subject" };
+	static const char *const strings_after[] = { "in-reply-to", "message-id" };
+	char *from = address_header_text(message, "from");
+
+	mime_buffer_append_byte(out, '(');
+	for (size_t i = 0; i < 2; i++) {
+		char *text = header_text(message, strings_before[i]);
+		append_cstring(out, text);
+		mime_buffer_append_byte(out, ' ');
+		free(text);
+	}
+	append_address_list(out, from);
+	static const char *const address_fields[] = { "sender", "reply-to", "to", "cc", "bcc" };
+	for (size_t i = 0; i < 5; i++) {
+		char *text = address_header_text(message, address_fields[i]);
+		mime_buffer_append_byte(out, ' ');
+		append_address_list(out, text == NULL && i < 2 ? from : text);
+		free(text);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		char *text = header_text(message, strings_after[i]);
+		mime_buffer_append_byte(out, ' ');
+		append_cstring(out, text);
+		free(text);
+	}
+	mime_buffer_append_byte(out, ')');
+	free(from);
+}
+
+/* --- BODYSTRUCTURE --- */
+
+struct raw_input {
+	const unsigned char *data;
+	size_t len;
+};
+
+/* Size and lines of raw[start, end) once bare LFs become CRLF. */
+static void body_counts(const struct raw_input *raw, size_t start, size_t end,
+			size_t *size_r, size_t *lines_r)
+{
+	size_t lines = 0, bare = 0;
+
+	if (end > raw->len)
+		end = raw->len;
+	for (size_t i = start; i < end; i++) {
+		if (raw->data[i] == '\n') {
+			lines++;
+			if (i == 0 || raw->data[i - 1] != '\r')
+				bare++;
+		}
+	}
+	*size_r = end > start ? end - start + bare : 0;
+	*lines_r = lines;
+}
+
+/* Parameters as a server lists them: in header order, names as written,
+   values unquoted, RFC 2231 sections left as they are. */
+static void append_params(struct mime_buffer *out, const char *value, int skip_first,
+			  int add_charset)
+{
+	struct mime_buffer items = { 0 };
+	int have_charset = 0;
+	size_t len = value == NULL ? 0 : strlen(value), i = 0;
+
+	if (value == NULL)
+		value = "";
+	if (skip_first) {
+		int quoted = 0;
+		while (i < len && (quoted || value[i] != ';')) {
+			if (value[i] == '"')
+				quoted = !quoted;
+			else if (value[i] == '\\' && quoted && i + 1 < len)
+				i++;
+			i++;
+		}
+	}
+	while (i < len) {
+		while (i < len && (value[i] == ';' || isspace((unsigned char)value[i])))
+			i++;
+		size_t name_start = i;
+		while (i < len && value[i] != '=' && value[i] != ';' &&
+		       !isspace((unsigned char)value[i]))
+			i++;
+		size_t name_end = i;
+		while (i < len && isspace((unsigned char)value[i]))
+			i++;
+		if (i >= len || value[i] != '=') {
+			while (i < len && value[i] != ';')
+				i++;
+			continue;
+		}
+		i++;
+		while (i < len && isspace((unsigned char)value[i]))
+			i++;
+		struct mime_buffer param_value = { 0 };
+		mime_buffer_append(&param_value, "", 0);
+		if (i < len && value[i] == '"') {
+			for (i++; i < len && value[i] != '"'; i++) {
+				if (value[i] == '\\' && i + 1 < len)
+					i++;
+				if (value[i] != '\r' && value[i] != '\n')
+					mime_buffer_append_byte(&param_value, (unsigned char)value[i]);
+			}
+			i++;
+		} else {
+			while (i < len && value[i] != ';' && !isspace((unsigned char)value[i]))
+				mime_buffer_append_byte(&param_value, (unsigned char)value[i++]);
+		}
+		if (name_end > name_start) {
+			char *name = mime_xstrndup(value + name_start, name_end - name_start);
+			if (strcasecmp(name, "charset") == 0)
+				have_charset = 1;
+			if (items.len > 0)
+				mime_buffer_append_byte(&items, ' ');
+			append_cstring(&items, name);
+			mime_buffer_append_byte(&items, ' ');
+			mime_imap_append_string(&items, (const char *)param_value.data, param_value.len);
+			free(name);
+		}
+		mime_buffer_free(&param_value);
+		while (i < len && value[i] != ';')
+			i++;
+	}
+	/* a text part without a charset is us-ascii (RFC 2045 5.2) */
+	if (add_charset && !have_charset) {
+		if (items.len > 0)
+			mime_buffer_append_byte(&items, ' ');
+		mime_buffer_append_str(&items, "\"charset\" \"us-ascii\"");
+	}
+	if (items.len == 0) {
+		mime_buffer_append_str(out, "NIL");
+	} else {
+		mime_buffer_append_byte(out, '(');
+		mime_buffer_append(out, items.data, items.len);
+		mime_buffer_append_byte(out, ')');
+	}
+	mime_buffer_free(&items);
+}
+
+/* The first token (before ';') of a header value, trimmed; malloc'ed. */
+static char *first_token(const char *value)
+{
+	size_t len = strcspn(value, ";");
+	char *text = mime_header_unfold(value, len);
+	size_t end = strlen(text), start = 0;
+	while (end > 0 && isspace((unsigned char)text[end - 1]))
+		end--;
+	while (start < end && isspace((unsigned char)text[start]))
+		start++;
+	memmove(text, text + start, end - start);
+	text[end - start] = '\0';
+	return text;
+}
+
+/* Dsp, language and location: the extension data every part ends with. */
+static void append_extension_tail(struct mime_buffer *out, struct mime_message *message)
+{
+	const char *disposition = mime_message_get(message, "content-disposition", NULL);
+	mime_buffer_append_byte(out, ' ');
+	if (disposition == NULL) {
+		mime_buffer_append_str(out, "NIL");
+	} else {
+		char *type = first_token(disposition);
+		mime_buffer_append_byte(out, '(');
+		append_cstring(out, type);
+		mime_buffer_append_byte(out, ' ');
+		append_params(out, disposition, 1, 0);
+		mime_buffer_append_byte(out, ')');
+		free(type);
+	}
+	char *language = header_text(message, "content-language");
+	mime_buffer_append_byte(out, ' ');
+	if (language == NULL) {
+		mime_buffer_append_str(out, "NIL");
+	} else {
+		/* a list of tags separated by commas and white space */
+		struct mime_buffer items = { 0 };
+		size_t count = 0;
+		char *save = NULL;
+		for (char *tag = strtok_r(language, ", \t", &save); tag != NULL;
+		     tag = strtok_r(NULL, ", \t", &save)) {
+			if (count++ > 0)
+				mime_buffer_append_byte(&items, ' ');
+			append_cstring(&items, tag);
+		}
+		if (count == 0)
+			mime_buffer_append_str(out, "NIL");
+		else if (count == 1)
+			mime_buffer_append(out, items.data, items.len);
+		else {
+			mime_buffer_append_byte(out, '(');
+			mime_buffer_append(out, items.data, items.len);
+			mime_buffer_append_byte(out, ')');
+		}
+		mime_buffer_free(&items);
+	}
+	free(language);
+	char *location = header_text(message, "content-location");
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, location);
+	free(location);
+}
+
+static void append_body(struct mime_buffer *out, struct mime_message *message,
+			const struct raw_input *raw, int extended);
+
+static int is_multipart_node(struct mime_message *message)
+{
+	return message->payload_kind == MIME_PAYLOAD_PARTS &&
+		strncmp(mime_message_get_content_type(message), "multipart/", 10) == 0;
+}
+
+static void append_body(struct mime_buffer *out, struct mime_message *message,
+			const struct raw_input *raw, int extended)
+{
+	const char *content_type = mime_message_get(message, "content-type", NULL);
+	const char *type = mime_message_get_content_type(message);
+	const char *slash = strchr(type, '/');
+
+	mime_buffer_append_byte(out, '(');
+	if (is_multipart_node(message)) {
+		for (size_t i = 0; i < message->part_count; i++)
+			append_body(out, message->parts[i], raw, extended);
+		mime_buffer_append_byte(out, ' ');
+		char *written = content_type != NULL ? first_token(content_type) : NULL;
+		if (written != NULL && strcasecmp(written, type) == 0)
+			append_cstring(out, strchr(written, '/') + 1);
+		else
+			append_cstring(out, slash + 1);
+		free(written);
+		if (extended) {
+			mime_buffer_append_byte(out, ' ');
+			append_params(out, content_type, 1, 0);
+			append_extension_tail(out, message);
+		}
+		mime_buffer_append_byte(out, ')');
+		return;
+	}
+	char *main_type = mime_xstrndup(type, (size_t)(slash - type));
+	/* Type and subtype as the header spells them, when it is valid. */
+	char *written = content_type != NULL ? first_token(content_type) : NULL;
+	if (written != NULL && strcasecmp(written, type) == 0) {
+		char *written_slash = strchr(written, '/');
+		mime_imap_append_string(out, written, (size_t)(written_slash - written));
+		mime_buffer_append_byte(out, ' ');
+		append_cstring(out, written_slash + 1);
+	} else {
+		append_cstring(out, main_type);
+		mime_buffer_append_byte(out, ' ');
+		append_cstring(out, slash + 1);
+	}
+	free(written);
+	mime_buffer_append_byte(out, ' ');
+	append_params(out, content_type, 1, strcmp(main_type, "text") == 0);
+	char *id = header_text(message, "content-id");
+	char *description = header_text(message, "content-description");
+	char *encoding = header_text(message, "content-transfer-encoding");
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, id);
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, description);
+	mime_buffer_append_byte(out, ' ');
+	append_cstring(out, encoding != NULL ? encoding : "7bit");
+	size_t size, lines;
+	body_counts(raw, message->body_start, message->body_end, &size, &lines);
+	mime_buffer_printf(out, " %zu", size);
+	if (strcmp(type, "message/rfc822") == 0 && message->payload_kind == MIME_PAYLOAD_PARTS &&
+	    message->part_count > 0) {
+		mime_buffer_append_byte(out, ' ');
+		mime_imap_envelope(message->parts[0], out);
+		mime_buffer_append_byte(out, ' ');
+		append_body(out, message->parts[0], raw, extended);
+		mime_buffer_printf(out, " %zu", lines);
+	} else if (strcmp(main_type, "text") == 0) {
+		mime_buffer_printf(out, " %zu", lines);
+	}
+	if (extended) {
+		char *md5 = header_text(message, "content-md5");
+		mime_buffer_append_byte(out, ' ');
+		append_cstring(out, md5);
+		free(md5);
+		append_extension_tail(out, message);
+	}
+	mime_buffer_append_byte(out, ')');
+	free(main_type);
+	free(id);
+	free(description);
+	free(encoding);
+}
+
+void mime_imap_bodystructure(struct mime_message *root, const void *raw, size_t raw_len,
+			     int extended, struct mime_buffer *out)
+{
+	struct raw_input input = { raw, raw_len };
+
+	append_body(out, root, &input, extended);
+}
+
+/* --- sections --- */
+
+/* Appends raw[start, end) with every bare LF written as CRLF. */
+static void append_crlf(struct mime_buffer *out, const struct raw_input *raw, size_t start,
+			size_t end)
+{
+	if (end > raw->len)
+		end = raw->len;
+	size_t run = start;
+	for (size_t i = start; i < end; i++) {
+		if (raw->data[i] == '\n' && (i == 0 || raw->data[i - 1] != '\r')) {
+			mime_buffer_append(out, raw->data + run, i - run);
+			mime_buffer_append_str(out, "\r\n");
+			run = i + 1;
+		}
+	}
+	if (end > run)
+		mime_buffer_append(out, raw->data + run, end - run);
+	if (out->data == NULL)
+		mime_buffer_append(out, "", 0);
+}
+
+/* Field names of a HEADER.FIELDS list "(A B ...)"; returns the count or -1. */
+static int parse_field_list(const char *text, char ***names_r, size_t *count_r)
+{
+	size_t count = 0;
+	char **names = NULL;
+
+	while (*text == ' ')
+		text++;
+	if (*text++ != '(')
+		return -1;
+	for (;;) {
+		while (*text == ' ')
+			text++;
+		if (*text == ')')
+			break;
+		size_t len = 0;
+		const char *start = text;
+		if (*text == '"') {
+			start = ++text;
+			while (text[len] != '\0' && text[len] != '"')
+				len++;
+			if (text[len] != '"')
+				goto fail;
+			text += len + 1;
+		} else {
+			while (text[len] > ' ' && text[len] < 0x7f && text[len] != '(' &&
+			       text[len] != ')' && text[len] != ':')
+				len++;
+			if (len == 0)
+				goto fail;
+			text += len;
+		}
+		names = mime_xrealloc(names, (count + 1) * sizeof(*names));
+		names[count++] = mime_xstrndup(start, len);
+	}
+	if (count == 0 || text[1] != '\0')
+		goto fail;
+	*names_r = names;
+	*count_r = count;
+	return 0;
+fail:
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	return -1;
+}
+
+/* The fields of the raw header block [start, end) whose names are (or with
+   exclude, are not) in names; then the blank line. */
+static void append_header_fields(struct mime_buffer *out, const struct raw_input *raw,
+				 size_t start, size_t end, char **names, size_t count, int exclude)
+{
+	size_t pos = start;
+
+	if (end > raw->len)
+		end = raw->len;
+	while (pos < end) {
+		/* one field: its first line and continuation lines */
+		size_t field_end = pos;
+		do {
+			while (field_end < end && raw->data[field_end] != '\n')
+				field_end++;
+			if (field_end < end)
+				field_end++;
+		} while (field_end < end && (raw->data[field_end] == ' ' || raw->data[field_end] == '\t'));
+		const unsigned char *line = raw->data + pos;
+		if (line[0] == '\r' || line[0] == '\n')
+			break;
+		const unsigned char *colon = memchr(line, ':', field_end - pos);
+		if (colon != NULL) {
+			size_t name_len = (size_t)(colon - line);
+			while (name_len > 0 && (line[name_len - 1] == ' ' || line[name_len - 1] == '\t'))
+				name_len--;
+			int listed = 0;
+			for (size_t i = 0; i < count; i++)
+				if (strlen(names[i]) == name_len &&
+				    strncasecmp(names[i], (const char *)line, name_len) == 0)
+					listed = 1;
+			if (listed != exclude)
+				append_crlf(out, raw, pos, field_end);
+		}
+		pos = field_end;
+	}
+	mime_buffer_append_str(out, "\r\n");
+}
+
+/* Follows part numbers from root. On return *part_r is the node, and
+   *message_r the message whose HEADER/TEXT the rest applies to (NULL when
+   the part is not a message). text points after the numbers. */
+static enum mime_imap_section_result resolve_part(struct mime_message *root, const char **text,
+						  struct mime_message **part_r,
+						  struct mime_message **message_r, int *numbered_r)
+{
+	struct mime_message *node = root;
+	int node_is_message = 1;
+	size_t depth = 0;
+	const char *p = *text;
+
+	*numbered_r = 0;
+	while (isdigit((unsigned char)*p)) {
+		if (*p == '0' || ++depth > MIME_IMAP_SECTION_MAX_DEPTH)
+			return MIME_IMAP_SECTION_BAD_SYNTAX;
+		unsigned long number = strtoul(p, (char **)&p, 10);
+		if (*p == '.')
+			p++;
+		else if (*p != '\0')
+			return MIME_IMAP_SECTION_BAD_SYNTAX;
+		*numbered_r = 1;
+		struct mime_message *container = node;
+		if (!node_is_message && strcmp(mime_message_get_content_type(node), "message/rfc822") == 0 &&
+		    node->payload_kind == MIME_PAYLOAD_PARTS && node->part_count > 0) {
+			container = node->parts[0];
+			node_is_message = 1;
+		}
+		if (is_multipart_node(container)) {
+			if (number > container->part_count)
+				return MIME_IMAP_SECTION_NO_SUCH_PART;
+			node = container->parts[number - 1];
+		} else if (node_is_message || container != node) {
+			if (number != 1)
+				return MIME_IMAP_SECTION_NO_SUCH_PART;
+			node = container;
+		} else {
+			return MIME_IMAP_SECTION_NO_SUCH_PART;
+		}
+		node_is_message = 0;
+	}
+	*text = p;
+	*part_r = node;
+	*message_r = NULL;
+	if (!*numbered_r)
+		*message_r = root;
+	else if (strcmp(mime_message_get_content_type(node), "message/rfc822") == 0 &&
+		 node->payload_kind == MIME_PAYLOAD_PARTS && node->part_count > 0)
+		*message_r = node->parts[0];
+	return MIME_IMAP_SECTION_OK;
+}
+
+enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root, const void *raw,
+						      size_t raw_len, const char *section,
+						      struct mime_buffer *out, const char **error_r)
+{
+	struct raw_input input = { raw, raw_len };
+	struct mime_message *part, *message;
+	int numbered;
+	const char *rest = section;
+
+	enum mime_imap_section_result result = resolve_part(root, &rest, &part, &message, &numbered);
+	if (result != MIME_IMAP_SECTION_OK) {
+		*error_r = result == MIME_IMAP_SECTION_NO_SUCH_PART ? "no such part" :
+			"invalid section part number";
+		return result;
+	}
+	if (*rest == '\0') {
+		if (!numbered)
+			append_crlf(out, &input, root->header_start, root->body_end);
+		else
+			append_crlf(out, &input, part->body_start, part->body_end);
+		return MIME_IMAP_SECTION_OK;
+	}
+	if (strcasecmp(rest, "MIME") == 0) {
+		if (!numbered) {
+			*error_r = "MIME needs a part number";
+			return MIME_IMAP_SECTION_BAD_SYNTAX;
+		}
+		append_crlf(out, &input, part->header_start, part->body_start);
+		return MIME_IMAP_SECTION_OK;
+	}
+	int is_text = strcasecmp(rest, "TEXT") == 0, is_header = strcasecmp(rest, "HEADER") == 0;
+	int is_fields = strncasecmp(rest, "HEADER.FIELDS ", 14) == 0;
+	int is_not = strncasecmp(rest, "HEADER.FIELDS.NOT ", 18) == 0;
+	if (!is_text && !is_header && !is_fields && !is_not) {
+		*error_r = "unknown section text";
+		return MIME_IMAP_SECTION_BAD_SYNTAX;
+	}
+	char **names = NULL;
+	size_t count = 0;
+	if ((is_fields || is_not) &&
+	    parse_field_list(rest + (is_not ? 18 : 14), &names, &count) < 0) {
+		*error_r = "invalid header field list";
+		return MIME_IMAP_SECTION_BAD_SYNTAX;
+	}
+	if (message == NULL) {
+		/* not a message/rfc822 part: servers answer an empty string */
+		for (size_t i = 0; i < count; i++)
+			free(names[i]);
+		free(names);
+		return MIME_IMAP_SECTION_OK;
+	}
+	if (is_text)
+		append_crlf(out, &input, message->body_start, message->body_end);
+	else if (is_header)
+		append_crlf(out, &input, message->header_start, message->body_start);
+	else
+		append_header_fields(out, &input, message->header_start, message->body_start,
+				     names, count, is_not);
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	return MIME_IMAP_SECTION_OK;
+}
+
+enum mime_imap_section_result mime_imap_fetch_binary(struct mime_message *root, const void *raw,
+						     size_t raw_len, const char *section,
+						     struct mime_buffer *out, const char **error_r)
+{
+	struct mime_message *part, *message;
+	int numbered;
+	const char *rest = section;
+
+	enum mime_imap_section_result result = resolve_part(root, &rest, &part, &message, &numbered);
+	if (result == MIME_IMAP_SECTION_OK && *rest != '\0')
+		result = MIME_IMAP_SECTION_BAD_SYNTAX;
+	if (result != MIME_IMAP_SECTION_OK) {
+		*error_r = result == MIME_IMAP_SECTION_NO_SUCH_PART ? "no such part" :
+			"BINARY takes part numbers only";
+		return result;
+	}
+	if (part->payload_kind != MIME_PAYLOAD_BYTES) {
+		/* a multipart or message: its raw bytes, nothing to decode */
+		struct raw_input input = { raw, raw_len };
+		append_crlf(out, &input, numbered ? part->body_start : part->header_start,
+			    part->body_end);
+		return MIME_IMAP_SECTION_OK;
+	}
+	char *cte = header_text(part, "content-transfer-encoding");
+	int base64 = cte != NULL && strcasecmp(cte, "base64") == 0;
+	int qp = cte != NULL && strcasecmp(cte, "quoted-printable") == 0;
+	if (cte != NULL && !base64 && !qp && strcasecmp(cte, "7bit") != 0 &&
+	    strcasecmp(cte, "8bit") != 0 && strcasecmp(cte, "binary") != 0) {
+		free(cte);
+		*error_r = "unknown Content-Transfer-Encoding";
+		return MIME_IMAP_SECTION_UNKNOWN_CTE;
+	}
+	free(cte);
+	/* Decoded from the CRLF form, so QP's hard line breaks are CRLF. */
+	struct raw_input input = { raw, raw_len };
+	struct mime_buffer body = { 0 };
+	append_crlf(&body, &input, part->body_start, part->body_end);
+	if (base64)
+		mime_codec_base64_decode(body.data, body.len, out);
+	else if (qp)
+		mime_codec_qp_decode(body.data, body.len, 0, out);
+	else
+		mime_buffer_append(out, body.data, body.len);
+	mime_buffer_free(&body);
+	return MIME_IMAP_SECTION_OK;
+}
+
+void mime_imap_partial(const void *data, size_t len, uint64_t offset, uint64_t length,
+		       struct mime_buffer *out)
+{
+	if (offset >= len) {
+		mime_buffer_append(out, "", 0);
+		return;
+	}
+	uint64_t available = len - offset;
+	if (length > available)
+		length = available;
+	mime_buffer_append(out, (const unsigned char *)data + offset, (size_t)length);
+}

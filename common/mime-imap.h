@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* mime-imap: IMAP views of a parsed message: ENVELOPE, BODYSTRUCTURE, BODY[section], BINARY. */
+#ifndef IMAPCACHE_MIME_IMAP_H
+#define IMAPCACHE_MIME_IMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mime-buffer.h"
+#include "mime-message.h"
+
+#define MIME_IMAP_SECTION_MAX_DEPTH 100 /* part numbers in one section spec; the parser nests no deeper */
+
+/* Appends s as an IMAP string: NIL for NULL, a quoted string when it can
+   be one (no CR, LF, NUL or 8-bit byte), a literal {n} otherwise. */
+void mime_imap_append_string(struct mime_buffer *out, const char *text, size_t len);
+
+/* Appends the ENVELOPE (RFC 3501 7.4.2) of message: date, subject, from,
+   sender and reply-to (from when absent), to, cc, bcc, in-reply-to,
+   message-id; header values unfolded, encoded words left as they are. */
+void mime_imap_envelope(struct mime_message *message, struct mime_buffer *out);
+
+/* Appends BODYSTRUCTURE (extended set) or BODY of root, a tree the parser
+   made from raw: sizes and line counts are those of the CRLF form of the
+   raw bytes, as an IMAP server stores them. */
+void mime_imap_bodystructure(struct mime_message *root, const void *raw, size_t raw_len,
+			     int extended, struct mime_buffer *out);
+
+enum mime_imap_section_result {
+	MIME_IMAP_SECTION_OK,
+	MIME_IMAP_SECTION_BAD_SYNTAX,     /* not a section-spec (answer BAD) */
+	MIME_IMAP_SECTION_NO_SUCH_PART,   /* a part number past the message's parts */
+	MIME_IMAP_SECTION_UNKNOWN_CTE,    /* BINARY of a part whose encoding can't be undone */
+};
+
+/* Appends BODY[section] of root, parsed from raw: "" (the whole message),
+   HEADER, TEXT, HEADER.FIELDS (A B), HEADER.FIELDS.NOT (A B), and part
+   numbers ("1.2") optionally followed by .MIME or, for message/rfc822
+   parts, .HEADER/.TEXT/.HEADER.FIELDS. Line ends are CRLF in the output.
+   A part past the end gives NO_SUCH_PART (servers answer an empty string). */
+enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root, const void *raw,
+						      size_t raw_len, const char *section,
+						      struct mime_buffer *out, const char **error_r);
+
+/* Appends BINARY[section] (RFC 3516): the decoded body of the part
+   (section "" or numbers only); BINARY.SIZE is the length appended. */
+enum mime_imap_section_result mime_imap_fetch_binary(struct mime_message *root, const void *raw,
+						     size_t raw_len, const char *section,
+						     struct mime_buffer *out, const char **error_r);
+
+/* The <offset.length> partial of data (length UINT64_MAX: to the end). */
+void mime_imap_partial(const void *data, size_t len, uint64_t offset, uint64_t length,
+		       struct mime_buffer *out);
+
+#endif

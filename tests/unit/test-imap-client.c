@@ -1,0 +1,774 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for common/imap-client over a socketpair: what the client writes, and how it reads what a server sends. */
+#include "config.h"
+#include "unit.h"
+#include "imap-client-commands.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PUMP_ROUNDS 32 /* loop iterations per pump: deferred callbacks need a few */
+#define OUT_MAX (64 * 1024)
+
+struct harness {
+	struct event_base *base;
+	struct imap_client *client;
+	int peer_fd;
+	char out[OUT_MAX + 1]; /* what the client wrote, not yet taken */
+	size_t out_len;
+	enum imap_client_status connect_status;
+	bool connected;
+	unsigned int untagged_count;
+	char last_untagged[64];
+};
+
+/* Runs the loop a bounded number of times and collects the client's output. */
+static void pump(struct harness *h)
+{
+	for (int i = 0; i < PUMP_ROUNDS; i++) {
+		ssize_t n;
+
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+		while (h->out_len < OUT_MAX &&
+		       (n = read(h->peer_fd, h->out + h->out_len, OUT_MAX - h->out_len)) > 0)
+			h->out_len += (size_t)n;
+		h->out[h->out_len] = '\0';
+	}
+}
+
+static void server_send(struct harness *h, const char *data)
+{
+	size_t len = strlen(data);
+
+	CU_ASSERT_EQUAL_FATAL(write(h->peer_fd, data, len), (ssize_t)len);
+	pump(h);
+}
+
+/* Sends data one byte per loop round, as a slow link would; stops when
+   the client has hung up. */
+static void server_send_bytewise(struct harness *h, const char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (write(h->peer_fd, data + i, 1) != 1)
+			break;
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+	}
+	pump(h);
+}
+
+/* Takes everything the client wrote so far, as a string. */
+static const char *take(struct harness *h)
+{
+	static char taken[OUT_MAX + 1];
+
+	pump(h);
+	memcpy(taken, h->out, h->out_len + 1);
+	if (getenv("TEST_DEBUG") != NULL)
+		fprintf(stderr, "[client wrote: %s]\n", taken);
+	h->out_len = 0;
+	h->out[0] = '\0';
+	return taken;
+}
+
+static void on_connect(struct imap_client *client, struct imap_client_command *command,
+		       const struct imap_client_result *result, void *context)
+{
+	struct harness *h = context;
+
+	(void)client;
+	(void)command;
+	h->connected = true;
+	h->connect_status = result->status;
+}
+
+static void on_untagged(struct imap_client *client, struct imap_client_command *command,
+			const struct imap_client_untagged *untagged, void *context)
+{
+	struct harness *h = context;
+
+	(void)client;
+	(void)command;
+	h->untagged_count++;
+	snprintf(h->last_untagged, sizeof(h->last_untagged), "%s", untagged->keyword);
+}
+
+static void harness_start(struct harness *h, const char *greeting, const char *tag_prefix)
+{
+	struct imap_client_settings settings = {
+		.host = "localhost", .port = 143, .tag_prefix = tag_prefix,
+		.connect_timeout_msecs = 5000, .command_timeout_msecs = 5000,
+	};
+	const char *error;
+	int fds[2];
+
+	memset(h, 0, sizeof(*h));
+	CU_ASSERT_EQUAL_FATAL(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	fcntl(fds[1], F_SETFL, O_NONBLOCK);
+	h->peer_fd = fds[1];
+	h->base = event_base_new();
+	h->client = imap_client_new(h->base, &settings, &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(h->client);
+	imap_client_set_untagged_callback(h->client, on_untagged, h);
+	imap_client_connect_fd(h->client, fds[0], on_connect, h);
+	if (greeting != NULL)
+		server_send(h, greeting);
+}
+
+static void harness_stop(struct harness *h)
+{
+	imap_client_free(&h->client);
+	CU_ASSERT_PTR_NULL(h->client);
+	event_base_free(h->base);
+	close(h->peer_fd);
+}
+
+/* Records completions in order. */
+struct completion {
+	char tags[8][16];
+	enum imap_client_status status[8];
+	unsigned int count, untagged[8];
+};
+
+static void on_done(struct imap_client *client, struct imap_client_command *command,
+		    const struct imap_client_result *result, void *context)
+{
+	struct completion *c = context;
+
+	(void)client;
+	if (c->count < 8) {
+		snprintf(c->tags[c->count], sizeof(c->tags[0]), "%s", imap_client_command_get_tag(command));
+		c->status[c->count] = result->status;
+		c->untagged[c->count] = result->untagged_count;
+	}
+	c->count++;
+}
+
+static void test_greeting_with_capabilities(void)
+{
+	struct harness h;
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 LITERAL+ ID] ready\r\n", "A");
+	CU_ASSERT_TRUE(h.connected);
+	CU_ASSERT_EQUAL(h.connect_status, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_STRING_EQUAL(take(&h), ""); /* no CAPABILITY needed */
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_NOT_AUTHENTICATED);
+	CU_ASSERT_TRUE(imap_client_has_capability(h.client, "literal+"));
+	CU_ASSERT_TRUE(imap_client_has_capability(h.client, "ID"));
+	CU_ASSERT_FALSE(imap_client_has_capability(h.client, "I"));
+	CU_ASSERT_FALSE(imap_client_has_capability(h.client, "IMAP4"));
+	CU_ASSERT_STRING_EQUAL(imap_client_get_capabilities(h.client), "IMAP4REV1 LITERAL+ ID");
+	harness_stop(&h);
+}
+
+static void test_greeting_without_capabilities(void)
+{
+	struct harness h;
+
+	harness_start(&h, "* OK ready\r\n", "A");
+	CU_ASSERT_FALSE(h.connected);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 CAPABILITY\r\n");
+	server_send(&h, "* CAPABILITY IMAP4rev1 IDLE\r\nA1 OK done\r\n");
+	CU_ASSERT_TRUE(h.connected);
+	CU_ASSERT_EQUAL(h.connect_status, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_TRUE(imap_client_has_capability(h.client, "IDLE"));
+	harness_stop(&h);
+}
+
+static void test_preauth(void)
+{
+	struct harness h;
+
+	harness_start(&h, "* PREAUTH [CAPABILITY IMAP4rev1] logged in already\r\n", "A");
+	CU_ASSERT_EQUAL(h.connect_status, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
+	harness_stop(&h);
+}
+
+static void test_default_tag_prefix(void)
+{
+	struct harness h;
+	const char *prefix;
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", NULL);
+	prefix = imap_client_get_tag_prefix(h.client);
+	/* imaplib: Int2AP of 4096..65535 is four letters A-P */
+	CU_ASSERT_EQUAL(strlen(prefix), 4);
+	for (const char *p = prefix; *p != '\0'; p++)
+		CU_ASSERT_TRUE(*p >= 'A' && *p <= 'P');
+	{
+		char expected[16];
+
+		snprintf(expected, sizeof(expected), "%s1", prefix);
+		CU_ASSERT_STRING_EQUAL(imap_client_command_get_tag(imap_client_noop(h.client, on_done,
+										      &(struct completion){ 0 })),
+				       expected);
+		snprintf(expected, sizeof(expected), "%s2", prefix);
+		CU_ASSERT_STRING_EQUAL(imap_client_command_get_tag(imap_client_noop(h.client, on_done,
+										      &(struct completion){ 0 })),
+				       expected);
+	}
+	harness_stop(&h);
+}
+
+static void test_astring_forms(void)
+{
+	struct harness h;
+	struct imap_client_command *command;
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n", "A");
+	imap_client_login(h.client, "bob", "se cret", on_done, &(struct completion){ 0 });
+	/* LOGIN is a barrier: the next waits until it completes */
+	command = imap_client_command_send(h.client, NULL, NULL, "X %a %a %a %a %p %q %u %U %%", "", "NIL",
+					   "a\"b\\c", "h\xc3\xa9", "*%", "atom", 7u, (uint64_t)1 << 40);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 LOGIN bob \"se cret\"\r\n");
+	server_send(&h, "A1 OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 X \"\" \"NIL\" \"a\\\"b\\\\c\" {3+}\r\nh\xc3\xa9 *% \"atom\" 7 1099511627776 %\r\n");
+	server_send(&h, "A2 OK x\r\n");
+	CU_ASSERT_TRUE(imap_client_command_is_done(command));
+	imap_client_command_free(&command);
+	harness_stop(&h);
+}
+
+static void test_synchronizing_literal(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_append(h.client, "INBOX", "(\\Seen)", "17-Jul-1996 02:44:25 -0700", "hello", 5, on_done, &c);
+	imap_client_noop(h.client, on_done, &c);
+	/* the literal and everything after it wait for "+" */
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 APPEND INBOX (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {5}\r\n");
+	server_send(&h, "+ go ahead\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "hello\r\nA2 NOOP\r\n");
+	server_send(&h, "A1 OK [APPENDUID 1 2] done\r\nA2 OK done\r\n");
+	CU_ASSERT_EQUAL(c.count, 2);
+	harness_stop(&h);
+}
+
+static void test_literal_refused(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_append(h.client, "INBOX", NULL, NULL, "hello", 5, on_done, &c);
+	imap_client_noop(h.client, on_done, &c);
+	take(&h);
+	/* the server refuses the literal instead of sending "+" */
+	server_send(&h, "A1 NO [TOOBIG] too big\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_NO);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 NOOP\r\n"); /* the literal is never sent */
+	harness_stop(&h);
+}
+
+static void test_literal_minus(void)
+{
+	struct harness h;
+	static char big[5000];
+	const char *out;
+
+	memset(big, 'x', sizeof(big) - 1);
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", "A");
+	imap_client_command_send(h.client, on_done, &(struct completion){ 0 }, "X %L", "small", (size_t)5);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 X {5+}\r\nsmall\r\n");
+	imap_client_command_send(h.client, on_done, &(struct completion){ 0 }, "Y %a", big);
+	out = take(&h);
+	CU_ASSERT_STRING_EQUAL(out, "A2 Y {4999}\r\n"); /* over 4096: synchronizing */
+	harness_stop(&h);
+}
+
+static void test_pipelining_out_of_order(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "T");
+	imap_client_noop(h.client, on_done, &c);
+	imap_client_check(h.client, on_done, &c);
+	imap_client_fetch(h.client, true, "1:*", "(FLAGS)", on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "T1 NOOP\r\nT2 CHECK\r\nT3 UID FETCH 1:* (FLAGS)\r\n");
+	server_send(&h, "* 1 FETCH (UID 1 FLAGS ())\r\nT3 OK a\r\nT1 NO b\r\nT2 BAD c\r\n");
+	CU_ASSERT_EQUAL_FATAL(c.count, 3);
+	CU_ASSERT_STRING_EQUAL(c.tags[0], "T3");
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_STRING_EQUAL(c.tags[1], "T1");
+	CU_ASSERT_EQUAL(c.status[1], IMAP_CLIENT_STATUS_NO);
+	CU_ASSERT_STRING_EQUAL(c.tags[2], "T2");
+	CU_ASSERT_EQUAL(c.status[2], IMAP_CLIENT_STATUS_BAD);
+	/* the FETCH came while T1 was the oldest in flight: it is T1's */
+	CU_ASSERT_EQUAL(c.untagged[1], 1);
+	CU_ASSERT_EQUAL(c.untagged[0], 0);
+	harness_stop(&h);
+}
+
+static void test_barrier(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_noop(h.client, on_done, &c);
+	imap_client_login(h.client, "u", "p", on_done, &c);
+	imap_client_noop(h.client, on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 NOOP\r\n"); /* LOGIN waits for A1 */
+	server_send(&h, "A1 OK\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 LOGIN u p\r\n"); /* A3 waits for LOGIN */
+	server_send(&h, "A2 OK [CAPABILITY IMAP4rev1 X-NEW] in\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "A3 NOOP\r\n");
+	CU_ASSERT_TRUE(imap_client_has_capability(h.client, "X-NEW"));
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
+	harness_stop(&h);
+}
+
+static void test_capability_refresh_after_login(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n", "A");
+	imap_client_login(h.client, "u", "p", on_done, &c);
+	take(&h);
+	server_send(&h, "A1 OK logged in\r\n");
+	CU_ASSERT_FALSE(imap_client_has_capability(h.client, "AUTH=PLAIN"));
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 CAPABILITY\r\n");
+	server_send(&h, "* CAPABILITY IMAP4rev1 MOVE\r\nA2 OK\r\n");
+	CU_ASSERT_TRUE(imap_client_has_capability(h.client, "MOVE"));
+	harness_stop(&h);
+}
+
+static const char fetch_exchange[] =
+	"* 1 FETCH (UID 7 BODY[] {12}\r\nhello\r\nworld FLAGS (\\Seen))\r\n"
+	"* OK [UIDNEXT 8] predicted\r\n"
+	"A1 OK fetched\r\n";
+
+/* The same server bytes, whole or one at a time, give the same result. */
+static void run_fetch(bool bytewise, struct completion *c, char *body, size_t body_size)
+{
+	struct harness h;
+	struct imap_client_command *command;
+	const struct imap_client_result *result;
+	struct imap_client_untagged *stored;
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	command = imap_client_fetch(h.client, false, "1", "(UID BODY[] FLAGS)", NULL, NULL);
+	if (bytewise)
+		server_send_bytewise(&h, fetch_exchange, strlen(fetch_exchange));
+	else
+		server_send(&h, fetch_exchange);
+	result = imap_client_command_get_result(command);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(result);
+	c->status[0] = result->status;
+	c->untagged[0] = result->untagged_count;
+	body[0] = '\0';
+	if (result->untagged_count == 2) {
+		const struct imap_client_untagged *fetch = result->untagged[0];
+		const char *str;
+		size_t len;
+
+		CU_ASSERT_STRING_EQUAL(fetch->keyword, "FETCH");
+		CU_ASSERT_EQUAL(fetch->number, 1);
+		CU_ASSERT_EQUAL(fetch->line->list_count, 4);
+		if (imap_arg_get_string(&fetch->args[0].list[3], &str, &len))
+			snprintf(body, body_size, "%.*s", (int)len, str);
+		CU_ASSERT_STRING_EQUAL(result->untagged[1]->code, "UIDNEXT 8");
+	}
+	stored = imap_client_pop_response(h.client, "UIDNEXT");
+	CU_ASSERT_PTR_NOT_NULL(stored);
+	if (stored != NULL)
+		CU_ASSERT_STRING_EQUAL(stored->text, "8");
+	imap_client_untagged_unref(&stored);
+	CU_ASSERT_PTR_NULL(imap_client_pop_response(h.client, "UIDNEXT"));
+	imap_client_command_free(&command);
+	harness_stop(&h);
+}
+
+static void test_fetch_whole_and_bytewise(void)
+{
+	struct completion whole = { 0 }, bytewise = { 0 };
+	char body_whole[64], body_bytewise[64];
+
+	run_fetch(false, &whole, body_whole, sizeof(body_whole));
+	run_fetch(true, &bytewise, body_bytewise, sizeof(body_bytewise));
+	CU_ASSERT_EQUAL(whole.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(whole.untagged[0], 2);
+	CU_ASSERT_STRING_EQUAL(body_whole, "hello\r\nworld");
+	CU_ASSERT_EQUAL(bytewise.status[0], whole.status[0]);
+	CU_ASSERT_EQUAL(bytewise.untagged[0], whole.untagged[0]);
+	CU_ASSERT_STRING_EQUAL(body_bytewise, body_whole);
+}
+
+static void test_select_read_only(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* PREAUTH [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_select(h.client, "INBOX", false, NULL, on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 SELECT INBOX\r\n");
+	server_send(&h, "* 3 EXISTS\r\nA1 OK [READ-ONLY] only reading\r\n");
+	CU_ASSERT_TRUE(imap_client_is_read_only(h.client));
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_SELECTED);
+	imap_client_select(h.client, "INBOX", false, NULL, on_done, &c);
+	server_send(&h, "A2 OK [READ-WRITE] done\r\n");
+	CU_ASSERT_FALSE(imap_client_is_read_only(h.client));
+	imap_client_select(h.client, "Other", true,
+			   &(struct imap_client_select_params){ .qresync_uidvalidity = 67890007,
+								 .qresync_modseq = 20050715194045000ULL,
+								 .qresync_known_uids = "41,43:211" },
+			   on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 SELECT INBOX\r\n"
+					  "A3 EXAMINE Other (QRESYNC (67890007 20050715194045000 41,43:211))\r\n");
+	server_send(&h, "A3 OK done\r\n");
+	CU_ASSERT_TRUE(imap_client_is_read_only(h.client));
+	/* a failed SELECT leaves no mailbox selected (RFC 3501 6.3.1) */
+	imap_client_select(h.client, "Missing", false, &(struct imap_client_select_params){ .condstore = true },
+			   on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A4 SELECT Missing (CONDSTORE)\r\n");
+	server_send(&h, "A4 NO no such mailbox\r\n");
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
+	harness_stop(&h);
+}
+
+static void on_idle_untagged(struct imap_client *client, struct imap_client_command *command,
+			     const struct imap_client_untagged *untagged, void *context)
+{
+	(void)client;
+	(void)untagged;
+	(void)context;
+	if (command != NULL && imap_client_idle_is_accepted(command))
+		imap_client_idle_done(command); /* woken: stop idling */
+}
+
+static void test_idle(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* PREAUTH [CAPABILITY IMAP4rev1 IDLE] hi\r\n", "A");
+	imap_client_set_untagged_callback(h.client, on_idle_untagged, NULL);
+	imap_client_idle(h.client, on_done, &c);
+	imap_client_noop(h.client, on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 IDLE\r\n"); /* NOOP waits for IDLE to end */
+	server_send(&h, "+ idling\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "");
+	server_send(&h, "* 4 EXISTS\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "DONE\r\n");
+	server_send(&h, "A1 OK idle done\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.untagged[0], 1);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 NOOP\r\n");
+	harness_stop(&h);
+}
+
+static void test_idle_done_before_continuation(void)
+{
+	struct harness h;
+	struct imap_client_command *command;
+
+	harness_start(&h, "* PREAUTH [CAPABILITY IMAP4rev1 IDLE] hi\r\n", "A");
+	command = imap_client_idle(h.client, NULL, NULL);
+	imap_client_idle_done(command);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 IDLE\r\n");
+	server_send(&h, "+ idling\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "DONE\r\n");
+	server_send(&h, "A1 OK\r\n");
+	CU_ASSERT_TRUE(imap_client_command_is_done(command));
+	imap_client_command_free(&command);
+	harness_stop(&h);
+}
+
+static void test_login_cram_md5(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 AUTH=CRAM-MD5 SASL-IR] hi\r\n", "A");
+	imap_client_login_cram_md5(h.client, "tim", "tanstaaftanstaaf", on_done, &c);
+	/* CRAM-MD5 has no initial response, even with SASL-IR */
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 AUTHENTICATE CRAM-MD5\r\n");
+	server_send(&h, "+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n");
+	/* RFC 2195's example exchange */
+	CU_ASSERT_STRING_EQUAL(take(&h), "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n");
+	server_send(&h, "A1 OK [CAPABILITY IMAP4rev1] CRAM-MD5 authentication successful\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
+	harness_stop(&h);
+}
+
+static void test_authenticate_cancel_on_bad_challenge(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+	struct imap_sasl_mechanism *mechanism = imap_sasl_plain_new(NULL, "u", "p");
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n", "A");
+	imap_client_authenticate(h.client, mechanism, on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 AUTHENTICATE PLAIN AHUAcA==\r\n");
+	/* PLAIN has no second step: the client cancels with "*" */
+	server_send(&h, "+ bW9yZT8=\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "*\r\n");
+	server_send(&h, "+ not base64!\r\n");
+	CU_ASSERT_STRING_EQUAL(take(&h), "*\r\n");
+	server_send(&h, "A1 BAD cancelled\r\n");
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_BAD);
+	imap_sasl_mechanism_free(&mechanism);
+	harness_stop(&h);
+}
+
+static void test_logout_bye_is_no_abort(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_logout(h.client, on_done, &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 LOGOUT\r\n");
+	server_send(&h, "* BYE see you\r\nA1 OK bye\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(c.untagged[0], 1);
+	CU_ASSERT_STRING_EQUAL(h.last_untagged, "BYE");
+	harness_stop(&h);
+}
+
+static void test_logout_close_after_bye(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_logout(h.client, on_done, &c);
+	take(&h);
+	server_send(&h, "* BYE see you\r\n");
+	shutdown(h.peer_fd, SHUT_WR); /* no tagged OK */
+	pump(&h);
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_DISCONNECTED);
+	harness_stop(&h);
+}
+
+static void test_disconnected_commands_abort_later(void)
+{
+	struct imap_client_settings settings = { .host = "localhost", .port = 143 };
+	struct event_base *base = event_base_new();
+	struct completion c = { 0 };
+	struct imap_client *client;
+	const char *error;
+
+	client = imap_client_new(base, &settings, &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(client);
+	imap_client_noop(client, on_done, &c);
+	CU_ASSERT_EQUAL(c.count, 0); /* never inside the call */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_ABORT);
+	imap_client_free(&client);
+	event_base_free(base);
+}
+
+static void free_client_cb(struct imap_client *client, struct imap_client_command *command,
+			   const struct imap_client_result *result, void *context)
+{
+	struct harness *h = context;
+
+	(void)command;
+	(void)result;
+	CU_ASSERT_PTR_EQUAL(client, h->client);
+	imap_client_free(&h->client); /* inside its own callback: released after */
+}
+
+static void test_free_inside_callback(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_noop(h.client, free_client_cb, &h);
+	imap_client_noop(h.client, on_done, &c);
+	take(&h);
+	server_send(&h, "A1 OK\r\nA2 OK\r\n");
+	CU_ASSERT_PTR_NULL(h.client);
+	CU_ASSERT_EQUAL(c.count, 0); /* freed: the others end silently */
+	event_base_free(h.base);
+	close(h.peer_fd);
+}
+
+static void test_protocol_errors_abort(void)
+{
+	static const char *const bad[] = {
+		"A9 OK unknown tag\r\n",
+		"+ nobody asked\r\n",
+		"A1 MAYBE not a status\r\n",
+		"* 1 FETCH (UID 1))\r\n",
+		"\r\n",
+	};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct harness h;
+		struct completion c = { 0 };
+
+		harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+		imap_client_noop(h.client, on_done, &c);
+		imap_client_noop(h.client, on_done, &c);
+		server_send(&h, bad[i]);
+		CU_ASSERT_EQUAL(c.count, 2);
+		CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_ABORT);
+		CU_ASSERT_EQUAL(c.status[1], IMAP_CLIENT_STATUS_ABORT);
+		CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_DISCONNECTED);
+		harness_stop(&h);
+	}
+}
+
+static void test_peer_close_aborts(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	imap_client_fetch(h.client, false, "1", "BODY[]", on_done, &c);
+	server_send(&h, "* 1 FETCH (BODY[] {100}\r\nonly part");
+	shutdown(h.peer_fd, SHUT_WR);
+	pump(&h);
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_ABORT);
+	harness_stop(&h);
+}
+
+static void test_id_and_enable(void)
+{
+	struct harness h;
+	static const char *const fields[] = { "name", "imap\"cached", "version", "1", NULL };
+
+	harness_start(&h, "* PREAUTH [CAPABILITY IMAP4rev1 ID ENABLE] hi\r\n", "A");
+	imap_client_id(h.client, fields, on_done, &(struct completion){ 0 });
+	imap_client_id(h.client, NULL, on_done, &(struct completion){ 0 });
+	imap_client_enable(h.client, "CONDSTORE QRESYNC", on_done, &(struct completion){ 0 });
+	imap_client_partial(h.client, 3, "RFC822", 100, 50, on_done, &(struct completion){ 0 });
+	imap_client_uid_expunge(h.client, "4:7", on_done, &(struct completion){ 0 });
+	imap_client_list(h.client, "", "INBOX/*", on_done, &(struct completion){ 0 });
+	imap_client_sort(h.client, true, "(REVERSE DATE)", "UTF-8", "ALL", on_done, &(struct completion){ 0 });
+	imap_client_thread(h.client, false, "REFERENCES", "UTF-8", "SINCE 1-Feb-1994", on_done,
+			   &(struct completion){ 0 });
+	imap_client_setacl(h.client, "INBOX", "fred", "lrswi", on_done, &(struct completion){ 0 });
+	imap_client_getquotaroot(h.client, "INBOX", on_done, &(struct completion){ 0 });
+	imap_client_setquota(h.client, "", "(STORAGE 512)", on_done, &(struct completion){ 0 });
+	imap_client_myrights(h.client, "Other Users", on_done, &(struct completion){ 0 });
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 ID (\"name\" \"imap\\\"cached\" \"version\" \"1\")\r\n"
+					  "A2 ID NIL\r\n"
+					  "A3 ENABLE CONDSTORE QRESYNC\r\n"
+					  "A4 FETCH 3 (BODY[]<100.50>)\r\n"
+					  "A5 UID EXPUNGE 4:7\r\n"
+					  "A6 LIST \"\" INBOX/*\r\n"
+					  "A7 UID SORT (REVERSE DATE) UTF-8 ALL\r\n"
+					  "A8 THREAD REFERENCES UTF-8 SINCE 1-Feb-1994\r\n"
+					  "A9 SETACL INBOX fred lrswi\r\n"
+					  "A10 GETQUOTAROOT INBOX\r\n"
+					  "A11 SETQUOTA \"\" (STORAGE 512)\r\n"
+					  "A12 MYRIGHTS \"Other Users\"\r\n");
+	harness_stop(&h);
+}
+
+#define GARBAGE_RUNS 300 /* seeded, so every run checks the same inputs */
+#define GARBAGE_TOKENS 120
+
+/* Any byte sequence from the server ends every command (OK/NO/BAD or
+   abort) once the server hangs up: no hang, no crash. */
+static void test_garbage_ends_every_command(void)
+{
+	static const char *const tokens[] = {
+		"* ", "A1 ", "A2 ", "A3 ", "OK ", "NO ", "BAD ", "BYE ", "PREAUTH ", "+ ", "+\r\n", "{5}\r\n",
+		"{5+}\r\n", "~{3}\r\n", "{99999999999}\r\n", "(", ")", "\"", "\\", "[", "]", "\r\n", "\n",
+		"FETCH ", "1 ", "4294967296 ", "EXISTS", "CAPABILITY ", "[CAPABILITY IMAP4rev1 LITERAL+] ",
+		"[READ-ONLY] ", "BODY[] ", "NIL ", "x", " ", "\0", "\377",
+	};
+	unsigned int seed = 12345;
+
+	for (int run = 0; run < GARBAGE_RUNS; run++) {
+		struct harness h;
+		struct completion c = { 0 };
+		char input[GARBAGE_TOKENS * 40];
+		size_t len = 0;
+
+		harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+		imap_client_noop(h.client, on_done, &c);
+		imap_client_fetch(h.client, false, "1", "(BODY[])", on_done, &c);
+		imap_client_append(h.client, "INBOX", NULL, NULL, "hello", 5, on_done, &c);
+		for (int i = 0; i < GARBAGE_TOKENS; i++) {
+			const char *token;
+
+			seed = seed * 1103515245 + 12345;
+			if ((seed >> 16) % 8 == 0) {
+				input[len++] = (char)(seed >> 8);
+				continue;
+			}
+			token = tokens[(seed >> 16) % (sizeof(tokens) / sizeof(tokens[0]))];
+			/* "\0" is one NUL byte */
+			if (token[0] == '\0') {
+				input[len++] = '\0';
+				continue;
+			}
+			memcpy(input + len, token, strlen(token));
+			len += strlen(token);
+		}
+		if (run % 2 == 0) {
+			CU_ASSERT_EQUAL(write(h.peer_fd, input, len), (ssize_t)len);
+		} else {
+			server_send_bytewise(&h, input, len);
+		}
+		shutdown(h.peer_fd, SHUT_WR);
+		pump(&h);
+		CU_ASSERT_EQUAL(c.count, 3);
+		if (c.count != 3)
+			fprintf(stderr, "garbage run %d left %u of 3 commands pending\n", run, 3 - c.count);
+		CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_DISCONNECTED);
+		harness_stop(&h);
+	}
+}
+
+int unit_suite_init(void)
+{
+	signal(SIGPIPE, SIG_IGN); /* the test's peer end writes after the client hung up */
+	return 0;
+}
+
+const char unit_suite_name[] = "imap-client";
+const struct unit_test unit_tests[] = {
+	{ "greeting with capabilities: no CAPABILITY sent", test_greeting_with_capabilities },
+	{ "greeting without capabilities: CAPABILITY first", test_greeting_without_capabilities },
+	{ "PREAUTH greeting: authenticated", test_preauth },
+	{ "default tag prefix is Int2AP-style", test_default_tag_prefix },
+	{ "astrings: atom, quoted, escaped, NIL, literal", test_astring_forms },
+	{ "synchronizing literal waits for +", test_synchronizing_literal },
+	{ "refused literal: never sent, queue goes on", test_literal_refused },
+	{ "LITERAL-: {n+} only up to 4096", test_literal_minus },
+	{ "pipelining with out-of-order tagged replies", test_pipelining_out_of_order },
+	{ "LOGIN is a barrier; capabilities from its OK", test_barrier },
+	{ "capabilities asked again after login", test_capability_refresh_after_login },
+	{ "FETCH with a literal: same whole or byte by byte", test_fetch_whole_and_bytewise },
+	{ "SELECT/EXAMINE: read-only, QRESYNC, CONDSTORE, failure", test_select_read_only },
+	{ "IDLE woken by untagged data, DONE, queue resumes", test_idle },
+	{ "IDLE DONE before the continuation", test_idle_done_before_continuation },
+	{ "LOGOUT's BYE is not an abort", test_logout_bye_is_no_abort },
+	{ "LOGOUT: server closes after BYE without OK", test_logout_close_after_bye },
+	{ "login_cram_md5: RFC 2195 exchange", test_login_cram_md5 },
+	{ "AUTHENTICATE: unexpected or bad challenge cancels", test_authenticate_cancel_on_bad_challenge },
+	{ "commands while disconnected abort on the next loop", test_disconnected_commands_abort_later },
+	{ "client freed inside its own callback", test_free_inside_callback },
+	{ "protocol errors abort every pending command", test_protocol_errors_abort },
+	{ "peer closing mid-literal aborts", test_peer_close_aborts },
+	{ "ID, ENABLE, partial, UID EXPUNGE, LIST, SORT, THREAD, ACL, QUOTA forms", test_id_and_enable },
+	{ "garbage from the server ends every command", test_garbage_ends_every_command },
+	{ NULL, NULL },
+};

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for common/mime-imap: ENVELOPE, BODYSTRUCTURE, sections, BINARY. */
+#include "config.h"
+#include "unit.h"
+#include "mime-imap.h"
+#include "mime-parser.h"
+
+#include <string.h>
+
+static const char message_text[] =
+	"Date: Mon, 1 Jan 2024 10:00:00 +0000\n"
+	"From: \"Doe, John\" <john@example.org>\n"
+	"To: a@example.org, Group: b@example.net, \"C\" <c@example.com>;,\n"
+	"  d@example.org (Dee)\n"
+	"Cc: =?utf-8?q?caf=C3=A9?= <cafe@example.fr>\n"
+	"Subject: =?utf-8?B?Q2Fmw6k=?=\n"
+	"  folded\n"
+	"Message-ID: <1@example.org>\n"
+	"MIME-Version: 1.0\n"
+	"Content-Type: multipart/mixed; boundary=\"b\"\n"
+	"\n"
+	"--b\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"line one\n"
+	"line two\n"
+	"--b\n"
+	"Content-Type: application/octet-stream; name=\"x.bin\"\n"
+	"Content-Transfer-Encoding: base64\n"
+	"Content-Disposition: attachment; filename=x.bin\n"
+	"Content-Language: en, fr\n"
+	"\n"
+	"AAEC\n"
+	"--b\n"
+	"Content-Type: message/rfc822\n"
+	"\n"
+	"Subject: inner\n"
+	"From: in@example.org\n"
+	"\n"
+	"inner body\n"
+	"--b--\n";
+
+static struct mime_message *parse(void)
+{
+	return mime_parse(message_text, strlen(message_text));
+}
+
+static void test_envelope(void)
+{
+	struct mime_message *message = parse();
+	struct mime_buffer out = { 0 };
+
+	mime_imap_envelope(message, &out);
+	CU_ASSERT_STRING_EQUAL((char *)out.data,
+		"(\"Mon, 1 Jan 2024 10:00:00 +0000\" \"=?utf-8?B?Q2Fmw6k=?=  folded\" "
+		"((\"Doe, John\" NIL \"john\" \"example.org\")) "
+		"((\"Doe, John\" NIL \"john\" \"example.org\")) "
+		"((\"Doe, John\" NIL \"john\" \"example.org\")) "
+		"((NIL NIL \"a\" \"example.org\")(NIL NIL \"Group\" NIL)"
+		"(NIL NIL \"b\" \"example.net\")(\"C\" NIL \"c\" \"example.com\")(NIL NIL NIL NIL)"
+		"(\"Dee\" NIL \"d\" \"example.org\")) "
+		"((\"=?utf-8?q?caf=C3=A9?=\" NIL \"cafe\" \"example.fr\")) NIL NIL \"<1@example.org>\")");
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
+static void test_bodystructure(void)
+{
+	struct mime_message *message = parse();
+	struct mime_buffer out = { 0 };
+
+	mime_imap_bodystructure(message, message_text, strlen(message_text), 1, &out);
+	CU_ASSERT_STRING_EQUAL((char *)out.data,
+		"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 18 1 NIL NIL NIL NIL)"
+		"(\"application\" \"octet-stream\" (\"name\" \"x.bin\") NIL NIL \"base64\" 4 NIL "
+		"(\"attachment\" (\"filename\" \"x.bin\")) (\"en\" \"fr\") NIL)"
+		"(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 50 (NIL \"inner\" "
+		"((NIL NIL \"in\" \"example.org\")) ((NIL NIL \"in\" \"example.org\")) "
+		"((NIL NIL \"in\" \"example.org\")) NIL NIL NIL NIL NIL) "
+		"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 0 NIL NIL NIL NIL) 3 "
+		"NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)");
+	mime_buffer_reset(&out);
+	mime_imap_bodystructure(message, message_text, strlen(message_text), 0, &out);
+	CU_ASSERT_PTR_NOT_NULL(strstr((char *)out.data, "\"7bit\" 18 1)(\"application\""));
+	CU_ASSERT_PTR_NULL(strstr((char *)out.data, "boundary"));
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
+static const char *section(struct mime_message *message, const char *spec,
+			   struct mime_buffer *out, enum mime_imap_section_result expect)
+{
+	const char *error = NULL;
+	mime_buffer_reset(out);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, message_text, strlen(message_text), spec,
+						out, &error), expect);
+	if (out->data == NULL)
+		mime_buffer_append(out, "", 0);
+	return (const char *)out->data;
+}
+
+static void test_sections(void)
+{
+	struct mime_message *message = parse();
+	struct mime_buffer out = { 0 };
+
+	CU_ASSERT_STRING_EQUAL(section(message, "1", &out, MIME_IMAP_SECTION_OK),
+			       "line one\r\nline two");
+	CU_ASSERT_STRING_EQUAL(section(message, "1.MIME", &out, MIME_IMAP_SECTION_OK),
+			       "Content-Type: text/plain\r\n\r\n");
+	CU_ASSERT_STRING_EQUAL(section(message, "3.HEADER", &out, MIME_IMAP_SECTION_OK),
+			       "Subject: inner\r\nFrom: in@example.org\r\n\r\n");
+	CU_ASSERT_STRING_EQUAL(section(message, "3.TEXT", &out, MIME_IMAP_SECTION_OK), "inner body");
+	CU_ASSERT_STRING_EQUAL(section(message, "3.1", &out, MIME_IMAP_SECTION_OK), "inner body");
+	CU_ASSERT_STRING_EQUAL(section(message, "HEADER.FIELDS (subject MESSAGE-ID)", &out,
+				       MIME_IMAP_SECTION_OK),
+			       "Subject: =?utf-8?B?Q2Fmw6k=?=\r\n  folded\r\nMessage-ID: <1@example.org>\r\n\r\n");
+	const char *not = section(message, "HEADER.FIELDS.NOT (To Cc Subject Date From)", &out,
+				  MIME_IMAP_SECTION_OK);
+	CU_ASSERT_STRING_EQUAL(not, "Message-ID: <1@example.org>\r\nMIME-Version: 1.0\r\n"
+			       "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n");
+	CU_ASSERT_EQUAL(strncmp(section(message, "TEXT", &out, MIME_IMAP_SECTION_OK), "--b\r\n", 5), 0);
+	CU_ASSERT_EQUAL(strncmp(section(message, "", &out, MIME_IMAP_SECTION_OK), "Date: ", 6), 0);
+	CU_ASSERT_EQUAL(out.len, strlen(message_text) + 31);  /* every LF became CRLF */
+	section(message, "4", &out, MIME_IMAP_SECTION_NO_SUCH_PART);
+	section(message, "1.2", &out, MIME_IMAP_SECTION_NO_SUCH_PART);
+	section(message, "0", &out, MIME_IMAP_SECTION_BAD_SYNTAX);
+	section(message, "MIME", &out, MIME_IMAP_SECTION_BAD_SYNTAX);
+	section(message, "1.FOO", &out, MIME_IMAP_SECTION_BAD_SYNTAX);
+	section(message, "HEADER.FIELDS ()", &out, MIME_IMAP_SECTION_BAD_SYNTAX);
+	section(message, "HEADER.FIELDS (A", &out, MIME_IMAP_SECTION_BAD_SYNTAX);
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
+static void test_binary_and_partial(void)
+{
+	struct mime_message *message = parse();
+	struct mime_buffer out = { 0 };
+	const char *error;
+
+	CU_ASSERT_EQUAL(mime_imap_fetch_binary(message, message_text, strlen(message_text), "2",
+					       &out, &error), MIME_IMAP_SECTION_OK);
+	CU_ASSERT_EQUAL(out.len, 3);
+	CU_ASSERT_EQUAL(memcmp(out.data, "\x00\x01\x02", 3), 0);
+	mime_buffer_reset(&out);
+	CU_ASSERT_EQUAL(mime_imap_fetch_binary(message, message_text, strlen(message_text), "1.MIME",
+					       &out, &error), MIME_IMAP_SECTION_BAD_SYNTAX);
+	const char *bad = "Content-Transfer-Encoding: x-custom\n\nabc";
+	struct mime_message *odd = mime_parse(bad, strlen(bad));
+	CU_ASSERT_EQUAL(mime_imap_fetch_binary(odd, bad, strlen(bad), "1", &out, &error),
+			MIME_IMAP_SECTION_UNKNOWN_CTE);
+	mime_message_free(&odd);
+	mime_buffer_reset(&out);
+	mime_imap_partial("0123456789", 10, 2, 3, &out);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "234");
+	mime_buffer_reset(&out);
+	mime_imap_partial("0123456789", 10, 8, UINT64_MAX, &out);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "89");
+	mime_buffer_reset(&out);
+	mime_imap_partial("0123456789", 10, 20, 5, &out);
+	CU_ASSERT_EQUAL(out.len, 0);
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
+static void test_strings(void)
+{
+	struct mime_buffer out = { 0 };
+
+	mime_imap_append_string(&out, "a\"b\\", 4);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "\"a\\\"b\\\\\"");
+	mime_buffer_reset(&out);
+	mime_imap_append_string(&out, "caf\xc3\xa9", 5);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "{5}\r\ncaf\xc3\xa9");
+	mime_buffer_reset(&out);
+	mime_imap_append_string(&out, NULL, 0);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "NIL");
+	mime_buffer_free(&out);
+}
+
+const char unit_suite_name[] = "mime-imap";
+const struct unit_test unit_tests[] = {
+	{ "ENVELOPE with groups, comments, encoded words", test_envelope },
+	{ "BODYSTRUCTURE and BODY", test_bodystructure },
+	{ "BODY[section]", test_sections },
+	{ "BINARY and partials", test_binary_and_partial },
+	{ "IMAP strings", test_strings },
+	{ NULL, NULL },
+};

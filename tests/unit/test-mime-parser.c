@@ -1,0 +1,447 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for common/mime-parser: the tree, defects, splits and bad input. */
+#include "config.h"
+#include "unit.h"
+#include "mime-parser.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define BAD_INPUT_SECONDS 20.0 /* generous: ASan builds are several times slower */
+#define BAD_INPUT_MAX_RSS_KB (1024 * 1024) /* 1 GiB: each bad input is at most ~10 MB */
+
+static struct mime_message *parse_chunks(const char *data, size_t len, size_t chunk)
+{
+	struct mime_parser *parser = mime_parser_new(0);
+	struct mime_message *message = NULL;
+	const char *error;
+
+	for (size_t pos = 0; pos < len; pos += chunk) {
+		size_t n = len - pos < chunk ? len - pos : chunk;
+		CU_ASSERT_EQUAL(mime_parser_feed(parser, data + pos, n, &error), MIME_PARSER_NEED_MORE);
+	}
+	CU_ASSERT_EQUAL(mime_parser_finish(parser, &message, &error), MIME_PARSER_COMPLETE);
+	mime_parser_free(&parser);
+	CU_ASSERT_PTR_NULL(parser);
+	return message;
+}
+
+static struct mime_message *parse_split(const char *data, size_t len, size_t split)
+{
+	struct mime_parser *parser = mime_parser_new(0);
+	struct mime_message *message = NULL;
+	const char *error;
+
+	mime_parser_feed(parser, data, split, &error);
+	mime_parser_feed(parser, data + split, len - split, &error);
+	mime_parser_finish(parser, &message, &error);
+	mime_parser_free(&parser);
+	return message;
+}
+
+static char *describe(const struct mime_message *message)
+{
+	struct mime_buffer out = { 0 };
+	mime_message_describe(message, 1, &out);
+	mime_buffer_append(&out, "", 0);
+	return mime_buffer_steal(&out, NULL);
+}
+
+/* Whole, byte by byte, and split at every offset: the same tree. */
+static void assert_split_invariant(const char *data)
+{
+	size_t len = strlen(data);
+	struct mime_message *whole = mime_parse(data, len);
+	char *expected = describe(whole);
+	struct mime_message *bytewise = parse_chunks(data, len, 1);
+	char *got = describe(bytewise);
+	CU_ASSERT_STRING_EQUAL(got, expected);
+	free(got);
+	mime_message_free(&bytewise);
+	for (size_t split = 0; split <= len; split++) {
+		struct mime_message *message = parse_split(data, len, split);
+		got = describe(message);
+		if (strcmp(got, expected) != 0) {
+			CU_FAIL("split changes the tree");
+			split = len;
+		}
+		free(got);
+		mime_message_free(&message);
+	}
+	free(expected);
+	mime_message_free(&whole);
+}
+
+static const char simple_lf[] =
+	"From: Alice <alice@example.org>\n"
+	"To: bob@example.net\n"
+	"Received: one\n"
+	"Subject: folded\n"
+	"  subject line\n"
+	"received: two\n"
+	"\n"
+	"Hello\n"
+	"From the body\n";
+
+static const char multipart_crlf[] =
+	"From nobody Mon Jan  1 00:00:00 2024\r\n"
+	"MIME-Version: 1.0\r\n"
+	"Content-Type: multipart/mixed; boundary=\"XYZ\"\r\n"
+	"\r\n"
+	"preamble line\r\n"
+	"--XYZ\r\n"
+	"Content-Type: text/plain; charset=us-ascii\r\n"
+	"\r\n"
+	"first part\r\n"
+	"\r\n"
+	"--XYZ\r\n"
+	"Content-Type: message/rfc822\r\n"
+	"\r\n"
+	"Subject: inner\r\n"
+	"Content-Type: multipart/alternative; boundary=inner\r\n"
+	"\r\n"
+	"--inner\r\n"
+	"\r\n"
+	"plain\r\n"
+	"--inner\r\n"
+	"Content-Type: text/html\r\n"
+	"\r\n"
+	"<p>html</p>\r\n"
+	"--inner--\r\n"
+	"\r\n"
+	"--XYZ--\r\n"
+	"epilogue\r\n";
+
+static void test_headers_in_order(void)
+{
+	struct mime_message *message = mime_parse(simple_lf, strlen(simple_lf));
+
+	CU_ASSERT_EQUAL(mime_message_len(message), 5);
+	CU_ASSERT_STRING_EQUAL(mime_message_key(message, 2), "Received");
+	CU_ASSERT_STRING_EQUAL(mime_message_key(message, 4), "received");
+	CU_ASSERT_STRING_EQUAL(mime_message_get(message, "RECEIVED", NULL), "one");
+	CU_ASSERT_STRING_EQUAL(mime_message_get_nth(message, "received", 1), "two");
+	CU_ASSERT_PTR_NULL(mime_message_get_nth(message, "received", 2));
+	/* compat32 keeps the fold in the value */
+	CU_ASSERT_STRING_EQUAL(mime_message_get(message, "subject", NULL), "folded\n  subject line");
+	CU_ASSERT_EQUAL(message->payload_kind, MIME_PAYLOAD_BYTES);
+	CU_ASSERT_STRING_EQUAL((char *)message->payload, "Hello\nFrom the body\n");
+	CU_ASSERT_EQUAL(message->defect_count, 0);
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), "text/plain");
+	mime_message_free(&message);
+	CU_ASSERT_PTR_NULL(message);
+}
+
+static void test_multipart_tree(void)
+{
+	struct mime_message *message = mime_parse(multipart_crlf, strlen(multipart_crlf));
+
+	CU_ASSERT_STRING_EQUAL(message->unixfrom, "From nobody Mon Jan  1 00:00:00 2024");
+	CU_ASSERT_TRUE(mime_message_is_multipart(message));
+	CU_ASSERT_EQUAL(message->part_count, 2);
+	CU_ASSERT_STRING_EQUAL(message->preamble, "preamble line");
+	CU_ASSERT_STRING_EQUAL(message->epilogue, "epilogue\r\n");
+	struct mime_message *first = mime_message_get_part(message, 0);
+	/* the CRLF before a boundary belongs to the boundary */
+	CU_ASSERT_STRING_EQUAL((char *)first->payload, "first part\r\n");
+	struct mime_message *forward = mime_message_get_part(message, 1);
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(forward), "message/rfc822");
+	CU_ASSERT_EQUAL(forward->part_count, 1);
+	struct mime_message *inner = mime_message_get_part(forward, 0);
+	CU_ASSERT_STRING_EQUAL(mime_message_get(inner, "subject", NULL), "inner");
+	CU_ASSERT_EQUAL(inner->part_count, 2);
+	CU_ASSERT_STRING_EQUAL((char *)inner->parts[0]->payload, "plain");
+	CU_ASSERT_STRING_EQUAL((char *)inner->parts[1]->payload, "<p>html</p>");
+	/* the blank line after the inner close boundary, less the line end
+	   that belongs to the outer boundary (Python gives '' too) */
+	CU_ASSERT_STRING_EQUAL(inner->epilogue, "");
+	for (struct mime_message *p = message; p != NULL; p = mime_message_walk_next(message, p))
+		CU_ASSERT_EQUAL(p->defect_count, 0);
+	/* offsets of the first part's body */
+	CU_ASSERT_EQUAL(memcmp(multipart_crlf + first->body_start, "first part\r\n\r\n--XYZ", 19), 0);
+	CU_ASSERT_EQUAL(first->body_end - first->body_start, strlen("first part\r\n"));
+	mime_message_free(&message);
+}
+
+static void test_split_invariance(void)
+{
+	static const char *const inputs[] = {
+		simple_lf, multipart_crlf,
+		"Subject: x\r\rbody with bare CR\rline\r",
+		"Content-Type: multipart/mixed; boundary=b\n\n--b\n\nno close",
+		"no headers at all\nsecond\n",
+		"Content-Type: message/delivery-status\n\nA: 1\nB: 2\n\nC: 3\n\n\nD: 4\n",
+		"From x\nFrom y\nA: b\nFrom z\n\nbody",
+	};
+	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++)
+		assert_split_invariant(inputs[i]);
+}
+
+static int count_defect(const struct mime_message *message, enum mime_defect defect)
+{
+	int count = 0;
+	for (size_t i = 0; i < message->defect_count; i++)
+		if (message->defects[i] == defect)
+			count++;
+	return count;
+}
+
+static void test_defects(void)
+{
+	struct mime_message *message;
+	const char *text;
+
+	text = "Content-Type: multipart/mixed\n\nbody\n";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_NO_BOUNDARY_IN_MULTIPART), 1);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_MULTIPART_INVARIANT_VIOLATION), 1);
+	CU_ASSERT_FALSE(mime_message_is_multipart(message));
+	mime_message_free(&message);
+
+	text = "Content-Type: multipart/mixed; boundary=b\n\nno boundary here\n";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_START_BOUNDARY_NOT_FOUND), 1);
+	CU_ASSERT_STRING_EQUAL((char *)message->payload, "no boundary here\n");
+	mime_message_free(&message);
+
+	text = "Content-Type: multipart/mixed; boundary=b\n\n--b\n\npart\n";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_CLOSE_BOUNDARY_NOT_FOUND), 1);
+	CU_ASSERT_EQUAL(message->part_count, 1);
+	mime_message_free(&message);
+
+	text = " continued\nSubject: x\nFrom y\nno colon line\nmore\n";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_FIRST_HEADER_LINE_IS_CONTINUATION), 1);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_MISSING_HEADER_BODY_SEPARATOR), 1);
+	/* the last "From " line goes back to the body, as feedparser does */
+	CU_ASSERT_STRING_EQUAL((char *)message->payload, "From y\nno colon line\nmore\n");
+	mime_message_free(&message);
+
+	text = "A: 1\nFrom misplaced\nB: 2\n:no name\nC:\n\nbody";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_MISPLACED_ENVELOPE_HEADER), 1);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_INVALID_HEADER), 1);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_HEADER_MISSING_VALUE), 1);
+	CU_ASSERT_EQUAL(mime_message_len(message), 3);
+	mime_message_free(&message);
+
+	text = "Content-Type: multipart/mixed; boundary=b\nContent-Transfer-Encoding: base64\n\n"
+		"--b\n\nx\n--b--\n";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(count_defect(message,
+				     MIME_DEFECT_INVALID_MULTIPART_CONTENT_TRANSFER_ENCODING), 1);
+	mime_message_free(&message);
+
+	text = "Content-Transfer-Encoding: base64\n\nYWJj\nZA\n";
+	message = mime_parse(text, strlen(text));
+	struct mime_buffer out = { 0 };
+	CU_ASSERT_EQUAL(mime_message_get_payload(message, 1, &out), MIME_PAYLOAD_RESULT_BYTES);
+	CU_ASSERT_EQUAL(out.len, 4);
+	CU_ASSERT_EQUAL(memcmp(out.data, "abcd", 4), 0);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_INVALID_BASE64_PADDING), 1);
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+
+	text = "Content-Transfer-Encoding: base64\n\nYW!Jj\n";
+	message = mime_parse(text, strlen(text));
+	mime_message_get_payload(message, 1, &out);
+	CU_ASSERT_EQUAL(out.len, 3);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_INVALID_BASE64_CHARACTERS), 1);
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
+static void test_digest_and_delivery_status(void)
+{
+	const char *text =
+		"Content-Type: multipart/digest; boundary=d\n\n"
+		"--d\n\nSubject: one\n\nbody one\n"
+		"--d\nContent-Type: text/plain\n\nplain\n"
+		"--d--\n";
+	struct mime_message *message = mime_parse(text, strlen(text));
+
+	CU_ASSERT_EQUAL(message->part_count, 2);
+	struct mime_message *first = message->parts[0];
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(first), "message/rfc822");
+	CU_ASSERT_EQUAL(first->part_count, 1);
+	CU_ASSERT_STRING_EQUAL(mime_message_get(first->parts[0], "subject", NULL), "one");
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message->parts[1]), "text/plain");
+	mime_message_free(&message);
+
+	text = "Content-Type: message/delivery-status\n\nA: 1\nB: 2\n\nC: 3\n";
+	message = mime_parse(text, strlen(text));
+	CU_ASSERT_EQUAL(message->part_count, 2);
+	CU_ASSERT_STRING_EQUAL(mime_message_get(message->parts[0], "b", NULL), "2");
+	CU_ASSERT_STRING_EQUAL(mime_message_get(message->parts[1], "c", NULL), "3");
+	mime_message_free(&message);
+}
+
+static void test_size_limit(void)
+{
+	struct mime_parser *parser = mime_parser_new(10);
+	struct mime_message *message = NULL;
+	const char *error = NULL;
+
+	CU_ASSERT_EQUAL(mime_parser_feed(parser, "Subject: ", 9, &error), MIME_PARSER_NEED_MORE);
+	CU_ASSERT_EQUAL(mime_parser_feed(parser, "xy", 2, &error), MIME_PARSER_TOO_BIG);
+	CU_ASSERT_PTR_NOT_NULL(error);
+	CU_ASSERT_EQUAL(mime_parser_finish(parser, &message, &error), MIME_PARSER_TOO_BIG);
+	CU_ASSERT_PTR_NULL(message);
+	mime_parser_free(&parser);
+}
+
+/* --- bad input: bounded time and memory, defects recorded --- */
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void assert_bounds(double started)
+{
+	struct rusage usage;
+	CU_ASSERT(now_seconds() - started < BAD_INPUT_SECONDS);
+	getrusage(RUSAGE_SELF, &usage);
+	CU_ASSERT(usage.ru_maxrss < BAD_INPUT_MAX_RSS_KB);
+}
+
+static size_t tree_size(struct mime_message *root, size_t *depth_r)
+{
+	size_t count = 0, max_depth = 0;
+	for (struct mime_message *p = root; p != NULL; p = mime_message_walk_next(root, p)) {
+		size_t depth = 0;
+		for (struct mime_message *q = p; q != root; q = q->parent)
+			depth++;
+		if (depth > max_depth)
+			max_depth = depth;
+		count++;
+	}
+	*depth_r = max_depth;
+	return count;
+}
+
+static void test_bad_truncated(void)
+{
+	double started = now_seconds();
+	size_t len = strlen(multipart_crlf);
+
+	for (size_t cut = 0; cut < len; cut++) {
+		struct mime_message *message = mime_parse(multipart_crlf, cut);
+		CU_ASSERT_PTR_NOT_NULL(message);
+		mime_message_free(&message);
+	}
+	/* cut inside the parts: the close boundary is missing */
+	struct mime_message *message = mime_parse(multipart_crlf, len - 30);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_CLOSE_BOUNDARY_NOT_FOUND), 1);
+	mime_message_free(&message);
+	assert_bounds(started);
+}
+
+static void test_bad_binary_garbage(void)
+{
+	double started = now_seconds();
+	size_t len = 4 * 1024 * 1024;
+	unsigned char *data = malloc(len);
+	unsigned int state = 12345;
+
+	for (size_t i = 0; i < len; i++) {
+		state = state * 1103515245u + 12345u;
+		data[i] = (unsigned char)(state >> 16);
+	}
+	struct mime_message *message = parse_chunks((char *)data, len, 65536);
+	CU_ASSERT_PTR_NOT_NULL(message);
+	CU_ASSERT(message->defect_count > 0);
+	mime_message_free(&message);
+	free(data);
+	assert_bounds(started);
+}
+
+static void test_bad_huge_header_line(void)
+{
+	double started = now_seconds();
+	size_t len = 10 * 1024 * 1024;
+	char *data = malloc(len + 32);
+
+	memcpy(data, "X-Long: ", 8);
+	memset(data + 8, 'a', len);
+	memcpy(data + 8 + len, "\n\nbody\n", 8);
+	struct mime_message *message = parse_chunks(data, len + 15, 4096);
+	CU_ASSERT_EQUAL(strlen(mime_message_get(message, "x-long", "")), len);
+	CU_ASSERT_STRING_EQUAL((char *)message->payload, "body\n");
+	mime_message_free(&message);
+	free(data);
+	assert_bounds(started);
+}
+
+static void test_bad_deep_nesting(void)
+{
+	double started = now_seconds();
+	struct mime_buffer text = { 0 };
+
+	for (int i = 0; i < 1000; i++)
+		mime_buffer_printf(&text, "Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n", i, i);
+	mime_buffer_append_str(&text, "\nleaf\n");
+	for (int i = 999; i >= 0; i--)
+		mime_buffer_printf(&text, "--b%d--\n", i);
+	struct mime_message *message = parse_chunks((char *)text.data, text.len, 4096);
+	size_t depth;
+	size_t count = tree_size(message, &depth);
+	CU_ASSERT(depth < MIME_PARSER_MAX_DEPTH);
+	CU_ASSERT(count <= MIME_PARSER_MAX_DEPTH);
+	int deep_defect = 0;
+	for (struct mime_message *p = message; p != NULL; p = mime_message_walk_next(message, p))
+		deep_defect += count_defect(p, MIME_DEFECT_NESTING_TOO_DEEP);
+	CU_ASSERT_EQUAL(deep_defect, 1);
+	/* the same through message/rfc822 containers */
+	mime_buffer_reset(&text);
+	for (int i = 0; i < 1000; i++)
+		mime_buffer_append_str(&text, "Content-Type: message/rfc822\n\n");
+	mime_buffer_append_str(&text, "Subject: bottom\n\nleaf\n");
+	struct mime_message *nested = mime_parse(text.data, text.len);
+	count = tree_size(nested, &depth);
+	CU_ASSERT(depth < MIME_PARSER_MAX_DEPTH);
+	mime_message_free(&nested);
+	mime_message_free(&message);
+	mime_buffer_free(&text);
+	assert_bounds(started);
+}
+
+static void test_bad_many_parts(void)
+{
+	double started = now_seconds();
+	struct mime_buffer text = { 0 };
+
+	mime_buffer_append_str(&text, "Content-Type: multipart/mixed; boundary=p\n\n");
+	for (int i = 0; i < 100000; i++)
+		mime_buffer_append_str(&text, "--p\n\nx\n");
+	mime_buffer_append_str(&text, "--p--\n");
+	struct mime_message *message = parse_chunks((char *)text.data, text.len, 65536);
+	CU_ASSERT(message->part_count < MIME_PARSER_MAX_PARTS);
+	CU_ASSERT(message->part_count > MIME_PARSER_MAX_PARTS / 2);
+	CU_ASSERT_EQUAL(count_defect(message, MIME_DEFECT_TOO_MANY_PARTS), 1);
+	CU_ASSERT_STRING_EQUAL(message->epilogue, "");
+	mime_message_free(&message);
+	mime_buffer_free(&text);
+	assert_bounds(started);
+}
+
+const char unit_suite_name[] = "mime-parser";
+const struct unit_test unit_tests[] = {
+	{ "headers in order, duplicates, folds", test_headers_in_order },
+	{ "multipart tree, preamble, epilogue, offsets", test_multipart_tree },
+	{ "same tree for every split of the input", test_split_invariance },
+	{ "defects as email.errors names them", test_defects },
+	{ "digest defaults and delivery-status blocks", test_digest_and_delivery_status },
+	{ "size limit is a typed error", test_size_limit },
+	{ "bad input: truncated at every offset", test_bad_truncated },
+	{ "bad input: 4 MB of binary garbage", test_bad_binary_garbage },
+	{ "bad input: a 10 MB header line", test_bad_huge_header_line },
+	{ "bad input: 1,000-deep nesting", test_bad_deep_nesting },
+	{ "bad input: 100,000 parts", test_bad_many_parts },
+	{ NULL, NULL },
+};
