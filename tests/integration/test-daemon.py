@@ -223,9 +223,12 @@ def test_greeting_capability_login():
                          start=1)
         check("one end line per session, with byte counts", end is not None and int(end.group(1)) > 0, d.log())
         check("the password never reaches the log", PASSWORD not in d.log())
-        check("one start line per session", len(re.findall(r"session \d+: start: ", d.log())) == 3, d.log())
+        # Lines reach d.log() through a reader thread: wait for the third.
+        check("one start line per session", d.wait_log(r"session \d+: start: ", start=2) is not None and
+              len(re.findall(r"session \d+: start: ", d.log())) == 3, d.log())
     finally:
         d.stop()
+    check("the password never reaches the log, first to last line", PASSWORD not in d.log())
 
 
 def test_starttls_and_implicit_tls():
