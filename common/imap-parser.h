@@ -36,7 +36,7 @@ struct evbuffer;
  *           IMAP_ARG_FLAG_RESPONSE_CODE (the bytes between the brackets),
  *           then the remaining text is one TEXT argument (always present,
  *           possibly empty, leading space removed).
- * TEXT_LINE the whole next line is one TEXT argument (AUTHENTICATE
+ * TEXT_LINE each whole line is one TEXT argument (AUTHENTICATE
  *           responses, IDLE's DONE). Literals are not recognised.
  */
 enum imap_parser_mode {

@@ -6,9 +6,56 @@
 #include "imap-parser.h"
 
 #include <event2/buffer.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Allocation failures are injected by interposing glibc's allocator; under
+   AddressSanitizer its allocator must stay in charge and that test is a no-op. */
+#if defined(__SANITIZE_ADDRESS__)
+#define INJECT_ALLOCATION_FAILURES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define INJECT_ALLOCATION_FAILURES 0
+#endif
+#endif
+#ifndef INJECT_ALLOCATION_FAILURES
+#define INJECT_ALLOCATION_FAILURES 1
+#endif
+
+static int allocations_left = -1; /* -1: never fail */
+
+#if INJECT_ALLOCATION_FAILURES
+void *__libc_malloc(size_t size);
+void *__libc_calloc(size_t count, size_t size);
+void *__libc_realloc(void *ptr, size_t size);
+
+static bool allocation_allowed(void)
+{
+	if (allocations_left < 0)
+		return true;
+	if (allocations_left == 0)
+		return false;
+	allocations_left--;
+	return true;
+}
+
+void *malloc(size_t size)
+{
+	return allocation_allowed() ? __libc_malloc(size) : NULL;
+}
+
+void *calloc(size_t count, size_t size)
+{
+	return allocation_allowed() ? __libc_calloc(count, size) : NULL;
+}
+
+void *realloc(void *ptr, size_t size)
+{
+	return allocation_allowed() ? __libc_realloc(ptr, size) : NULL;
+}
+#endif
 
 #define CMD IMAP_PARSER_MODE_COMMAND
 #define RESP IMAP_PARSER_MODE_RESPONSE
@@ -299,6 +346,49 @@ static void test_inline_literals_per_line_are_bounded(void)
 	free(input);
 }
 
+static void test_out_of_memory_is_a_typed_error(void)
+{
+	/* A line that needs the token buffer, list levels, arena chunks and an inline literal. */
+	const char line[] = "* 1 FETCH (FLAGS (\\Seen) BODY[HEADER.FIELDS (TO)] {20}\r\n0123456789abcdefghij "
+			    "ENVELOPE (\"a\\\"b\" NIL ((NIL NIL \"x\" \"y\"))))\r\n";
+	unsigned int completed = 0, out_of_memory = 0, other = 0, no_parser = 0;
+
+	if (!INJECT_ALLOCATION_FAILURES)
+		return;
+	for (int budget = 0; budget < 40; budget++) {
+		allocations_left = budget;
+		struct imap_parser *parser = imap_parser_new();
+		if (parser == NULL) {
+			allocations_left = -1;
+			no_parser++;
+			continue;
+		}
+		enum imap_parser_result result = IMAP_PARSER_NEED_MORE;
+		size_t consumed;
+		imap_parser_set_mode(parser, RESP);
+		/* Byte by byte, so every growth step is reached. */
+		for (size_t i = 0; i < sizeof(line) - 1 && result == IMAP_PARSER_NEED_MORE; i++)
+			result = imap_parser_feed_bytes(parser, line + i, 1, &consumed);
+		enum imap_parser_error error = imap_parser_get_error(parser, NULL);
+		imap_parser_free(&parser);
+		allocations_left = -1;
+		if (result == IMAP_PARSER_LINE_COMPLETE)
+			completed++;
+		else if (result == IMAP_PARSER_ERROR && error == IMAP_PARSER_ERROR_OUT_OF_MEMORY)
+			out_of_memory++;
+		else
+			other++;
+	}
+	allocations_left = -1;
+	/* Every budget ends in a parser that could not be made, the typed
+	   error, or (with enough memory) the whole line. */
+	CU_ASSERT(no_parser > 0);
+	CU_ASSERT(out_of_memory > 0);
+	CU_ASSERT(completed > 0);
+	CU_ASSERT_EQUAL(no_parser + out_of_memory + completed, 40);
+	CU_ASSERT_EQUAL(other, 0);
+}
+
 static int refuse_literal(struct imap_parser *parser, const struct imap_parser_literal_chunk *chunk,
 			  void *context)
 {
@@ -518,6 +608,7 @@ const struct unit_test unit_tests[] = {
 	{ "streamed literals", test_streamed_literals },
 	{ "inline literals per line are bounded", test_inline_literals_per_line_are_bounded },
 	{ "literal refused by callback", test_literal_refused_by_callback },
+	{ "out of memory is a typed error", test_out_of_memory_is_a_typed_error },
 	{ "refused sync literal, then next command", test_refused_sync_literal_then_next_command },
 	{ "limits change between lines", test_limits_change_between_lines },
 	{ "feed leaves next line in evbuffer", test_feed_leaves_next_line_in_evbuffer },
