@@ -71,6 +71,9 @@ static char *conf_xstrdup(const char *text)
 /* Appends one formatted line to the loader's messages. */
 static void conf_vreport_line(struct conf_loader *loader, const char *file, int line,
 				const char *format, va_list args)
+	__attribute__((format(printf, 4, 0)));
+static void conf_vreport_line(struct conf_loader *loader, const char *file, int line,
+				const char *format, va_list args)
 {
 	char message[1024];
 	char full[1400];
