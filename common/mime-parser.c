@@ -701,6 +701,36 @@ void mime_parser_free(struct mime_parser **parser_p)
 	*parser_p = NULL;
 }
 
+/* The fast path for leaf bodies: the length of the complete lines at the
+   start of data that can only be body text here (a boundary starts with
+   '-', a delivery-status block ends at an empty line), with the line end
+   counts parser_line would have kept. */
+static size_t parser_leaf_run(struct mime_parser *parser, const unsigned char *data, size_t len)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		unsigned char first = data[pos];
+		if (first == '-' || first == '\r' || first == '\n')
+			break;
+		size_t end = pos + mime_scan_line_end(data + pos, len - pos);
+		if (end == len || (data[end] == '\r' && end + 1 == len))
+			break;  /* incomplete, or a CR whose LF may come next */
+		size_t eol = data[end] == '\r' && data[end + 1] == '\n' ? 2 : 1;
+		parser->line_offset = parser->partial_offset + pos;
+		parser->line_len = end + eol - pos;
+		parser->line_lf = data[end + eol - 1] == '\n';
+		parser->line_crlf = eol == 2;
+		parser->lf_total += parser->line_lf;
+		parser->crlf_total += parser->line_crlf;
+		parser->prev_lf = parser->line_lf;
+		parser->prev_crlf = parser->line_crlf;
+		parser->prev_eol_len = eol;
+		pos = end + eol;
+	}
+	return pos;
+}
+
 enum mime_parser_result mime_parser_feed(struct mime_parser *parser, const void *data,
 					 size_t len, const char **error_r)
 {
@@ -726,6 +756,16 @@ enum mime_parser_result mime_parser_feed(struct mime_parser *parser, const void 
 			parser->partial_offset += partial->len;
 			mime_buffer_reset(partial);
 			continue;
+		}
+		if (partial->len == 0 && parser_top(parser)->state == FRAME_LEAF &&
+		    !parser->replaying) {
+			size_t run = parser_leaf_run(parser, in + pos, len - pos);
+			if (run > 0) {
+				mime_buffer_append(&parser_top(parser)->body, in + pos, run);
+				parser->partial_offset += run;
+				pos += run;
+				continue;
+			}
 		}
 		size_t start = pos;
 		pos += mime_scan_line_end(in + pos, len - pos);
