@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 
+from checks import check, summary
+
 ENV = os.environ
 BUILD = ENV.get("top_builddir", ".")
 SRC = ENV.get("top_srcdir", ".")
@@ -26,18 +28,7 @@ FIXTURE = ENV["IMAPTEST_DIR"]
 CERT, KEY, CA = (os.path.join(FIXTURE, name) for name in ("server.pem", "server.key", "ca.pem"))
 PASSWORD = "s3cret-never-logged"
 WAIT = 10  # seconds: the longest any single expectation may take
-passed = failed = 0
 tmp = tempfile.mkdtemp(prefix="test-daemon.")
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 def write_config(name, text):
@@ -771,6 +762,6 @@ test_bad_input()
 test_client_that_never_reads()
 test_out_of_descriptors()
 test_notify_and_journal()
-print("%d passed, %d failed" % (passed, failed))
+status = summary()
 subprocess.run(["rm", "-rf", tmp])
-sys.exit(1 if failed else 0)
+sys.exit(status)

@@ -13,20 +13,11 @@ import subprocess
 import sys
 import time
 
+from checks import check, summary
+
 ENV = os.environ
 HOST, PORT, TLS_PORT = ENV["IMAPTEST_HOST"], int(ENV["IMAPTEST_PORT"]), int(ENV["IMAPTEST_TLS_PORT"])
 MANIFEST = json.load(open(ENV["IMAPTEST_MANIFEST"]))
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 def tls_context(ca):
@@ -106,5 +97,4 @@ test_implicit_tls_session()
 test_starttls_and_second_user()
 test_untrusted_ca_refused()
 test_fixture_errors()
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+sys.exit(summary())

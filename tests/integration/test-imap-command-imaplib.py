@@ -10,20 +10,11 @@ import subprocess
 import sys
 import time
 
+from checks import check, summary
+
 ENV = os.environ
 HOST, PORT = ENV["IMAPTEST_HOST"], int(ENV["IMAPTEST_PORT"])
 DUMP = os.path.join(ENV.get("top_builddir", "."), "tests", "integration", "imap-command-dump")
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 class RecordingIMAP4(imaplib.IMAP4):
@@ -99,8 +90,7 @@ def main():
     check("FETCH attributes and the FULL macro", fetches == ["FETCH attrs=4", "FETCH attrs=5"], fetches)
     search = [l for l in lines if l.startswith("SEARCH")]
     check("SEARCH keys", search == ["SEARCH keys=3", "SEARCH keys=1"], search)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -11,21 +11,12 @@ import os
 import subprocess
 import sys
 
+from checks import check, summary
+
 ENV = os.environ
 HOST, PORT = ENV["IMAPTEST_HOST"], int(ENV["IMAPTEST_PORT"])
 MANIFEST = json.load(open(ENV["IMAPTEST_MANIFEST"]))
 DUMP = os.path.join(ENV.get("top_builddir", "."), "tests", "integration", "imap-response-dump")
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 class RecordingIMAP4(imaplib.IMAP4):
@@ -111,8 +102,7 @@ def main():
     check("LOGOUT gives BYE", any(l.startswith("UNTAGGED * BYE") for l in lines))
     tagged = [l for l in lines if l.startswith("TAGGED")]
     check("every command completed OK", len(tagged) >= 16 and all(" OK" in l for l in tagged), tagged)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

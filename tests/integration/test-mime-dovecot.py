@@ -14,22 +14,13 @@ import re
 import subprocess
 import sys
 
+from checks import check, summary
+
 ENV = os.environ
 HERE = os.path.dirname(os.path.abspath(__file__))
 CTL = os.path.join(ENV.get("top_builddir", os.path.join(HERE, "..", "..")), "daemon", "imapcachectl")
 FIELDS = "FROM TO CC SUBJECT DATE MESSAGE-ID CONTENT-TYPE IN-REPLY-TO REFERENCES"
 TIMEOUT = 60  # seconds for one inspect run
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 def inspect(path, *args):
@@ -186,8 +177,7 @@ def main():
         print("note: CPython messages: Dovecot agrees on %d of %d"
               % (len(names) - len(set(f[0] for f in cfail)), len(names)))
     m.logout()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

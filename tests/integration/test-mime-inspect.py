@@ -11,11 +11,11 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, summary
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CTL = os.path.join(os.environ.get("top_builddir", os.path.join(HERE, "..", "..")), "daemon", "imapcachectl")
 TIMEOUT = 30  # seconds for one run
-passed = failed = 0
-
 MESSAGE = (b"From: Alice <alice@example.org>\r\n"
            b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"
            b"Content-Type: multipart/mixed; boundary=\"b\"\r\n"
@@ -34,15 +34,6 @@ MESSAGE = (b"From: Alice <alice@example.org>\r\n"
            b"raw\r\n"
            b"--b\r\n")  # no close boundary: a defect
 
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 def run(*args, data=None):
@@ -112,8 +103,7 @@ def main():
         check("--help lists inspect", result.returncode == 0 and b"inspect" in result.stdout)
     finally:
         os.unlink(path)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 
+from checks import check, summary
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP_BUILDDIR = os.environ.get("top_builddir", os.path.join(HERE, "..", ".."))
 TOP_SRCDIR = os.environ.get("top_srcdir", os.path.join(HERE, "..", ".."))
@@ -30,17 +32,6 @@ TIMEOUT = 60  # seconds for one inspect run; the biggest corpus message is 2 MB
 LIBRARY_ONLY_DEFECTS = {"HeaderMissingValueDefect", "NestingTooDeepDefect",
                         "TooManyPartsDefect", "TooManyHeadersDefect"}
 
-passed = failed = 0
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %s" % (name, detail))
 
 
 def norm(value):
@@ -223,8 +214,7 @@ def main():
             agree += 1
     check("generated corpus: %d of %d messages agree (100%% required)" % (agree, len(corpus)),
           agree == len(corpus) and corpus)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+# SPDX-License-Identifier: MIT
+"""checks: the reporting every Python test shares.
+
+check() prints one "ok:" or "FAIL:" line per assertion; summary() prints the
+"N passed, N failed" line and returns the exit status (1 on any failure,
+and on no check at all, since a test that checked nothing proved nothing)."""
+
+counts = {"passed": 0, "failed": 0}
+
+
+def check(name, condition, detail=""):
+    """Records one assertion; returns whether it held."""
+    if condition:
+        counts["passed"] += 1
+        print("ok: " + name)
+    else:
+        counts["failed"] += 1
+        print("FAIL: %s %s" % (name, detail))
+    return bool(condition)
+
+
+def failed():
+    return counts["failed"]
+
+
+def summary():
+    print("%d passed, %d failed" % (counts["passed"], counts["failed"]))
+    return 1 if counts["failed"] or not counts["passed"] else 0
