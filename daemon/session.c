@@ -55,6 +55,7 @@ struct session {
 	enum session_state state;
 	struct event *step_event;      /* deferred work: resume input, start TLS, free */
 	bool reading_paused;           /* output past the high-water mark */
+	bool output_abandoned;         /* the client can't or won't take more: free at once */
 
 	uint64_t literal_to_discard;   /* bytes of a refused {N+} literal still to drop */
 	bool discarding_command;       /* the rest of a refused command is still coming */
@@ -174,7 +175,8 @@ static void session_setup_bev(struct session *session)
 	/* Never hold more than one over-long line: past this, reading stops
 	   and the line is refused. */
 	bufferevent_setwatermark(session->bev, EV_READ, 0, session->conf->limit_line + 2);
-	bufferevent_set_timeouts(session->bev, &idle, NULL);
+	/* The same limit for a client that stops reading its replies. */
+	bufferevent_set_timeouts(session->bev, &idle, &idle);
 	bufferevent_enable(session->bev, EV_READ | EV_WRITE);
 }
 
@@ -490,7 +492,7 @@ static void session_step(evutil_socket_t fd, short what, void *context)
 	(void)fd;
 	(void)what;
 	if (session->state == SESSION_STATE_CLOSING) {
-		if (session->bev == NULL || evbuffer_get_length(bufferevent_get_output(session->bev)) == 0)
+		if (session->output_abandoned || evbuffer_get_length(bufferevent_get_output(session->bev)) == 0)
 			session_free(&session);
 		return;
 	}
@@ -533,6 +535,15 @@ static void session_write(struct bufferevent *bev, void *context)
 	}
 }
 
+/* Gives up on unsent output (the output buffer's front is the
+   bufferevent's to drain, not ours) and has the session freed. */
+static void session_abandon_output(struct session *session)
+{
+	bufferevent_disable(session->bev, EV_READ | EV_WRITE);
+	session->output_abandoned = true;
+	session_schedule_step(session);
+}
+
 /* Names the TLS or socket error behind a bufferevent error. */
 static void session_format_error(struct bufferevent *bev, char *buf, size_t size)
 {
@@ -560,11 +571,12 @@ static void session_event(struct bufferevent *bev, short what, void *context)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		if (session->state == SESSION_STATE_CLOSING) {
-			session->end_reason = "client did not read its last reply";
-			bufferevent_disable(bev, EV_READ | EV_WRITE);
-			evbuffer_drain(bufferevent_get_output(bev), evbuffer_get_length(bufferevent_get_output(bev)));
-			session_schedule_step(session);
+		if (session->state == SESSION_STATE_CLOSING || (what & BEV_EVENT_WRITING)) {
+			/* Replies waited this long unread: no BYE could get through. */
+			session->end_reason = session->state == SESSION_STATE_CLOSING ?
+				"client did not read its last reply" : "client stopped reading its replies";
+			session->state = SESSION_STATE_CLOSING;
+			session_abandon_output(session);
 			return;
 		}
 		session_close(session, "idle timeout", "Idle for too long, closing");
@@ -579,10 +591,8 @@ static void session_event(struct bufferevent *bev, short what, void *context)
 			session->end_reason = session->error_text;
 	}
 	/* The peer is gone: nothing more can be sent. */
-	bufferevent_disable(bev, EV_READ | EV_WRITE);
-	evbuffer_drain(bufferevent_get_output(bev), evbuffer_get_length(bufferevent_get_output(bev)));
 	session->state = SESSION_STATE_CLOSING;
-	session_schedule_step(session);
+	session_abandon_output(session);
 }
 
 struct session *session_new(struct event_base *base, const struct listener_connection *conn,

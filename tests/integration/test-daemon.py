@@ -223,9 +223,12 @@ def test_greeting_capability_login():
                          start=1)
         check("one end line per session, with byte counts", end is not None and int(end.group(1)) > 0, d.log())
         check("the password never reaches the log", PASSWORD not in d.log())
-        check("one start line per session", len(re.findall(r"session \d+: start: ", d.log())) == 3, d.log())
+        # Lines reach d.log() through a reader thread: wait for the third.
+        check("one start line per session", d.wait_log(r"session \d+: start: ", start=2) is not None and
+              len(re.findall(r"session \d+: start: ", d.log())) == 3, d.log())
     finally:
         d.stop()
+    check("the password never reaches the log, first to last line", PASSWORD not in d.log())
 
 
 def test_starttls_and_implicit_tls():
@@ -469,6 +472,31 @@ def test_sigterm():
     finally:
         d.stop()
 
+    # A client that reads nothing cannot hold the shutdown up: its BYE gets
+    # SESSION_CLOSE_TIMEOUT (5 s) to go out, then the session is dropped.
+    d = Daemon(write_config("term4.conf", config_text([PLAIN], "timeouts = { shutdown = 1; };\n")))
+    try:
+        c = Client(d.ports[0])
+        c.line()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.setblocking(False)
+        chunk = b"t CAPABILITY\r\n" * 4096
+        sent = 0
+        deadline = time.time() + 3
+        while time.time() < deadline:
+            try:
+                sent += c.sock.send(chunk[sent % len(chunk):])
+            except BlockingIOError:
+                time.sleep(0.05)
+        started = time.time()
+        d.signal(signal.SIGTERM)
+        status = d.wait_exit(15)
+        check("SIGTERM: a client that reads nothing is dropped and the daemon exits 0",
+              status == 0 and time.time() - started < 10, (status, time.time() - started))
+        c.close()
+    finally:
+        d.stop()
+
     d = Daemon(write_config("term3.conf", config_text([PLAIN])))
     started = time.time()
     d.signal(signal.SIGTERM)
@@ -522,6 +550,82 @@ def test_client_that_does_not_read(d):
     check("once it reads, every one of its %d commands is answered" % (sent // len(command)),
           answered == sent // len(command), answered)
     c.close()
+
+
+def test_client_that_never_reads():
+    """A client that floods and then never reads is dropped after the idle
+    timeout (here 1 s), with a log line, instead of being kept forever."""
+    d = Daemon(write_config("never-reads.conf", config_text([PLAIN], "timeouts = { preauth = 1; };\n")))
+    try:
+        c = Client(d.ports[0])
+        c.line()
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sock.setblocking(False)
+        chunk = b"n CAPABILITY\r\n" * 4096
+        sent = 0
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                sent += c.sock.send(chunk[sent % len(chunk):])
+            except BlockingIOError:
+                time.sleep(0.05)
+            except OSError:
+                break
+        end = d.wait_log(r"end: .*: client stopped reading its replies")
+        check("a client that never reads is dropped after the idle timeout", end is not None, d.log()[-500:])
+        c.close()
+        bystander = Client(d.ports[0])
+        check("the daemon serves others afterwards", (bystander.line() or "").startswith("* OK"))
+        bystander.close()
+    finally:
+        d.stop()
+
+
+def test_out_of_descriptors():
+    """With its descriptors used up, the daemon logs the failed accept, pauses
+    the listener instead of spinning, and serves again once clients leave."""
+    import resource
+
+    def low_fd_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
+
+    path = write_config("fds.conf", config_text([PLAIN]))
+    env = dict(ENV)
+    env.pop("NOTIFY_SOCKET", None)
+    env.pop("JOURNAL_STREAM", None)
+    d = Daemon.__new__(Daemon)
+    d.lines = []
+    d.lock = threading.Condition()
+    d.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env,
+                              preexec_fn=low_fd_limit)
+    d.reader = threading.Thread(target=d._read, daemon=True)
+    d.reader.start()
+    clients = []
+    try:
+        match = d.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
+        port = int(match.group(1))
+        for _ in range(30):
+            clients.append(Client(port))
+        check("out of descriptors: the failed accept is logged and the listener paused",
+              d.wait_log(r"accept failed: .*pausing for 1 s") is not None, d.log()[-300:])
+        cpu_before = sum(int(x) for x in open("/proc/%d/stat" % d.proc.pid).read().rsplit(")", 1)[1].split()[11:13])
+        time.sleep(1)
+        cpu_after = sum(int(x) for x in open("/proc/%d/stat" % d.proc.pid).read().rsplit(")", 1)[1].split()[11:13])
+        check("... without spinning (%d ticks of CPU in 1 s)" % (cpu_after - cpu_before), cpu_after - cpu_before < 50)
+        for c in clients:
+            c.close()
+        clients = []
+        deadline = time.time() + WAIT
+        greeting = None
+        while time.time() < deadline and greeting is None:
+            c = Client(port)
+            greeting = c.line()
+            c.close()
+        check("... and serves again once clients leave", (greeting or "").startswith("* OK"), greeting)
+    finally:
+        for c in clients:
+            c.close()
+        d.stop()
 
 
 def test_bad_input():
@@ -664,6 +768,8 @@ test_detach()
 test_reload()
 test_sigterm()
 test_bad_input()
+test_client_that_never_reads()
+test_out_of_descriptors()
 test_notify_and_journal()
 print("%d passed, %d failed" % (passed, failed))
 subprocess.run(["rm", "-rf", tmp])
