@@ -122,6 +122,8 @@ struct imap_client {
 	void *raw_context;
 	imap_client_output_drained_fn *drained_callback;
 	void *drained_context;
+	imap_client_closed_fn *closed_callback;
+	void *closed_context;
 	size_t drained_low_water;
 
 	struct evbuffer *raw_line; /* bytes of the current raw line not yet delivered */
@@ -1319,6 +1321,8 @@ static void client_close(struct imap_client *client)
 /* Closes the connection and completes every pending command with abort. */
 static void client_abort_reason(struct imap_client *client, const char *reason)
 {
+	bool was_connected = client->phase != PHASE_IDLE;
+
 	if (client->aborting)
 		return;
 	client->aborting = true;
@@ -1342,6 +1346,11 @@ static void client_abort_reason(struct imap_client *client, const char *reason)
 	if (client->head != NULL && client->deferred_abort_event != NULL)
 		client_defer_abort_commands(client);
 	client->aborting = false;
+	if (was_connected && client->closed_callback != NULL && !client->free_pending) {
+		client_enter(client);
+		client->closed_callback(client, client->abort_reason, client->closed_context);
+		client_leave(client);
+	}
 }
 
 static void client_abort(struct imap_client *client, const char *format, ...)
@@ -1961,4 +1970,11 @@ bool imap_client_command_is_raw(const struct imap_client_command *command)
 void *imap_client_command_get_context(const struct imap_client_command *command)
 {
 	return command->context;
+}
+
+void imap_client_set_closed_callback(struct imap_client *client, imap_client_closed_fn *callback,
+				     void *context)
+{
+	client->closed_callback = callback;
+	client->closed_context = context;
 }

@@ -315,6 +315,15 @@ bool imap_client_command_is_raw(const struct imap_client_command *command);
 /* The context given with the command's callback. */
 void *imap_client_command_get_context(const struct imap_client_command *command);
 
+/* Called once when a connection that was made (or being made) ends for
+   any reason (server hung up or said BYE, I/O or protocol error, timeout,
+   after LOGOUT), after every pending command completed with abort; not
+   when the client is freed. reason says why. The client may be freed
+   inside it. */
+typedef void imap_client_closed_fn(struct imap_client *client, const char *reason, void *context);
+void imap_client_set_closed_callback(struct imap_client *client, imap_client_closed_fn *callback,
+				     void *context);
+
 /* Back-pressure towards the server: bytes written but not yet sent
    (the socket's buffer and raw commands still waiting their turn). A
    writer stops when it is large and resumes from the drained callback,

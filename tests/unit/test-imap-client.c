@@ -964,13 +964,23 @@ static void test_raw_idle(void)
 	harness_stop(&h);
 }
 
+static void on_closed(struct imap_client *client, const char *reason, void *context)
+{
+	char *last = context;
+
+	(void)client;
+	snprintf(last, 128, "%s%s", last[0] != '\0' ? "twice: " : "", reason);
+}
+
 static void test_raw_unsolicited_and_bye(void)
 {
 	struct harness h;
 	struct raw_log r;
 	struct completion c = { 0 };
+	char closed[128] = "";
 
 	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	imap_client_set_closed_callback(h.client, on_closed, closed);
 	server_send(&h, "* 8 EXISTS\r\n");
 	CU_ASSERT_STRING_EQUAL(r.bytes, "* 8 EXISTS\r\n");
 	CU_ASSERT_FALSE(r.last_had_command);
@@ -980,6 +990,8 @@ static void test_raw_unsolicited_and_bye(void)
 	CU_ASSERT_STRING_EQUAL(r.bytes, "* 8 EXISTS\r\n* BYE going down\r\n");
 	CU_ASSERT_EQUAL(c.count, 1);
 	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_ABORT);
+	/* the owner hears of it once, after the commands */
+	CU_ASSERT_STRING_EQUAL(closed, "server closed the connection: BYE going down");
 	harness_stop(&h);
 }
 
