@@ -743,6 +743,7 @@ static int session_upstream_raw(struct imap_client *client, struct imap_client_c
 		/* resumed from session_write once the client has read it */
 		session->upstream_reading_paused = true;
 		imap_client_set_reading_paused(client, true);
+		log_debug("session %lu: the client is not reading: reading from upstream paused", session->id);
 	}
 	return 0;
 }

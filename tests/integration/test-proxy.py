@@ -135,6 +135,8 @@ class Raw:
                 if not data:
                     return True
                 self.buf += data
+        except ConnectionResetError:
+            return True  # closed with our unread bytes in its buffer: a reset
         except OSError:
             return False
 
@@ -410,6 +412,75 @@ def test_literals(daemon):
     c.close()
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_backpressure(daemon):
+    """A client that reads nothing while the upstream streams 20 MB: the
+    proxy stops reading upstream instead of buffering it all."""
+    body = b"x" * 5000000
+    setup = imaplib.IMAP4("127.0.0.1", PORT)
+    setup.login(USER2, PASS2)
+    setup.create("pressure")
+    for _ in range(4):
+        setup.append("pressure", None, None, b"Subject: big\r\n\r\n" + body)
+    c = Raw(daemon.port)
+    c.line()
+    c.send(b"p1 LOGIN %s %s\r\np2 SELECT pressure\r\n" % (quote(USER2), quote(PASS2)))
+    c.until_tagged("p2")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    before = rss_kib(daemon.proc.pid)
+    c.send(b"p3 FETCH 1:4 (BODY.PEEK[])\r\n")
+    time.sleep(3)  # the client reads nothing meanwhile
+    grown = rss_kib(daemon.proc.pid) - before
+    check("a client that reads nothing: reading from upstream is paused",
+          daemon.wait_log(r"the client is not reading: reading from upstream paused") is not None)
+    # AddressSanitizer keeps freed memory in quarantine: RSS then says nothing
+    sanitized = b"libasan" in subprocess.run(["ldd", BINARY], capture_output=True).stdout
+    check("... and the daemon holds at most 8 MiB of the 20 MB (grew %d KiB%s)" % (
+          grown, ", not judged under AddressSanitizer" if sanitized else ""),
+          sanitized or grown < 8 * 1024, grown)
+    total = 0
+    deadline = time.time() + 60
+    data = c.buf
+    c.buf = b""
+    while not data.endswith(b"\r\np3 OK Fetch completed.\r\n") and \
+            not re.search(rb"\r\np3 (OK|NO|BAD)[^\r]*\r\n$", data[-200:]) and time.time() < deadline:
+        chunk = c.sock.recv(1 << 20)
+        if not chunk:
+            break
+        total += len(chunk)
+        data = data[-300:] + chunk
+    check("... and once it reads, all of it arrives (%d bytes)" % total, total > 20000000, total)
+    c.send(b"p4 LOGOUT\r\n")
+    c.close()
+    setup.delete("pressure")
+    setup.logout()
+
+
+def test_pipelined(daemon):
+    c = Raw(daemon.port)
+    c.line()
+    c.send(b"q0 LOGIN %s %s\r\n" % (quote(USER), quote(PASS)))
+    c.until_tagged("q0")
+    c.send(b"".join(b"q%d NOOP\r\n" % i for i in range(1, 1001)))
+    lines = c.until_tagged("q1000")
+    tagged = [l.split(" ")[0] for l in lines if not l.startswith("* ")]
+    check("1,000 pipelined commands after login: 1,000 answers in order, tags restored",
+          tagged == ["q%d" % i for i in range(1, 1001)] and all(" OK " in l for l in lines if l[0] == "q"),
+          tagged[-3:])
+    c.send(b"q1001 " + b"A" * 70000 + b"\r\n")
+    line = c.line()
+    check("an over-long line after login gets BYE", line == "* BYE Command line too long", line)
+    check("... and the session ends", c.at_eof())
+    c.close()
+
+
 class Relay:
     """A TCP relay to Dovecot's plain port whose connections can be cut."""
 
@@ -485,7 +556,7 @@ def main():
                     % (HOST, PORT, CA))
     try:
         for test in (test_differential, test_login_refused, test_authenticate, test_literals,
-                     test_big_append, test_idle):
+                     test_big_append, test_idle, test_backpressure, test_pipelined):
             try:
                 test(daemon)
             except Exception as e:  # one broken step must not hide the others
