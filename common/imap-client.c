@@ -30,6 +30,8 @@
 #define IMAP_CLIENT_REASON_MAX 512 /* one log line's worth of abort reason */
 
 #define COMMAND_FLAG_SETUP 0x100 /* sent while connecting (CAPABILITY, STARTTLS) */
+#define IMAP_CLIENT_RAW_FLUSH_SIZE (32 * 1024) /* an untagged line this long streams a literal: pass it on in parts */
+#define IMAP_CLIENT_RAW_HELD_MAX (1024 * 1024) /* a tagged or "+" line carries no literal: longer is garbage */
 
 enum imap_client_command_state {
 	COMMAND_QUEUED,  /* waiting to be (fully) sent */
@@ -50,6 +52,8 @@ struct imap_client_command {
 	bool idle;            /* IDLE: no timeout after its continuation */
 	bool idle_accepted;
 	bool idle_done_wanted; /* DONE asked for before the server's "+" */
+	bool raw;             /* imap_client_raw_command_new: caller's bytes, raw responses */
+	bool raw_ended;       /* the caller wrote the raw command's last byte */
 
 	/* What remains to be sent, and where it must pause for "+". */
 	struct evbuffer *out;
@@ -105,11 +109,26 @@ struct imap_client {
 	struct imap_client_command *connect_command;
 	unsigned int inflight; /* sent, not done */
 	bool barrier_inflight;
+	/* Commands whose first byte is on the wire and that are not done, by
+	   kind: raw and own commands are never on the wire together, so every
+	   line belongs to one kind. */
+	unsigned int wire_raw, wire_own;
 
 	imap_client_untagged_fn *untagged_callback;
 	void *untagged_context;
 	imap_client_literal_fn *literal_callback;
 	void *literal_context;
+	imap_client_raw_fn *raw_callback;
+	void *raw_context;
+	imap_client_output_drained_fn *drained_callback;
+	void *drained_context;
+	imap_client_closed_fn *closed_callback;
+	void *closed_context;
+	size_t drained_low_water;
+
+	struct evbuffer *raw_line; /* bytes of the current raw line not yet delivered */
+	bool raw_line_active;      /* the current line is delivered raw */
+	bool raw_line_parted;      /* an untagged raw line whose first part went out */
 
 	struct imap_client_untagged_pool pool;
 
@@ -322,6 +341,15 @@ static void client_list_remove(struct imap_client *client, struct imap_client_co
 	else
 		client->tail = command->prev;
 	command->prev = command->next = NULL;
+	if (command->piece_index > 0 && client->phase != PHASE_IDLE) {
+		if (command->raw) {
+			assert(client->wire_raw > 0);
+			client->wire_raw--;
+		} else {
+			assert(client->wire_own > 0);
+			client->wire_own--;
+		}
+	}
 	if (command->state == COMMAND_SENT) {
 		assert(client->inflight > 0);
 		client->inflight--;
@@ -757,6 +785,24 @@ static void client_send_more(struct imap_client *client)
 		if (client->phase == PHASE_SETUP && !command->is_connect &&
 		    !(command->flags & COMMAND_FLAG_SETUP))
 			break;
+		if (command->piece_index == 0 && (command->raw ? client->wire_own : client->wire_raw) > 0)
+			break; /* raw and own commands take turns on the wire */
+		if (command->raw) {
+			if (command->piece_index == 0) {
+				command->piece_index = 1;
+				client->wire_raw++;
+				client->continuation_owner = command;
+			}
+			evbuffer_add_buffer(bufferevent_get_output(client->bev), command->out);
+			if (!command->raw_ended)
+				break; /* the caller has more to write: nothing may follow yet */
+			command->state = COMMAND_SENT;
+			client->inflight++;
+			client->send_cursor = command->next;
+			continue;
+		}
+		if (command->piece_index == 0)
+			client->wire_own++;
 		evbuffer_remove_buffer(command->out, bufferevent_get_output(client->bev),
 				       command->piece_lengths[command->piece_index++]);
 		if (command->piece_index < command->piece_count) {
@@ -883,7 +929,7 @@ static int client_handle_greeting(struct imap_client *client, const struct imap_
 }
 
 static void client_handle_untagged(struct imap_client *client, const struct imap_arg *args,
-				   unsigned int count)
+				   unsigned int count, bool raw)
 {
 	struct imap_client_command *command = client_current_command(client);
 	struct imap_client_untagged *untagged;
@@ -920,9 +966,11 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 			return;
 		}
 	}
-	if (command != NULL)
+	/* raw lines went to their owner as bytes: keeping them would grow
+	   without bound on a proxy's long session */
+	if (command != NULL && !raw)
 		command_add_untagged(command, untagged);
-	if (command == NULL || !command->is_connect)
+	if (!raw && (command == NULL || !command->is_connect))
 		imap_client_untagged_pool_add(&client->pool, untagged);
 	if (strcmp(untagged->keyword, "BYE") == 0)
 		client->bye_received = true;
@@ -940,6 +988,13 @@ static void client_handle_continuation(struct imap_client *client, const struct 
 	status_args(args, count, &code, &text);
 	if (command == NULL) {
 		client_abort(client, "server sent a continuation request nobody asked for");
+		return;
+	}
+	if (command->raw) {
+		/* its owner got the line and answers with raw bytes */
+		if (command->idle)
+			command->idle_accepted = true;
+		client_arm_timer(client, false);
 		return;
 	}
 	if (command->waiting_continuation) {
@@ -989,6 +1044,130 @@ static void client_handle_tagged(struct imap_client *client, const struct imap_a
 	command_complete(command, status, code, text);
 }
 
+/* Hands bytes of the current raw line to the raw callback. Returns -1
+   when the client was aborted or freed meanwhile. */
+static int client_raw_deliver(struct imap_client *client, struct imap_client_command *command,
+			      enum imap_client_raw_kind kind, bool line_end)
+{
+	size_t len = evbuffer_get_length(client->raw_line);
+	const unsigned char *data = evbuffer_pullup(client->raw_line, -1);
+	int ret;
+
+	client_enter(client);
+	ret = client->raw_callback(client, command, kind, data, len, line_end, client->raw_context);
+	if (client_leave(client))
+		return -1;
+	if (client->raw_line != NULL)
+		evbuffer_drain(client->raw_line, len);
+	if (ret < 0) {
+		client_abort(client, "the raw data's consumer gave up");
+		return -1;
+	}
+	return client->phase == PHASE_IDLE ? -1 : 0;
+}
+
+/* The raw command a tag names, or NULL. */
+static struct imap_client_command *client_find_sent(struct imap_client *client, const char *tag)
+{
+	for (struct imap_client_command *c = client->head; c != NULL; c = c->next) {
+		if (!c->is_connect && (c->state == COMMAND_SENT || c->piece_index > 0) &&
+		    strcmp(c->tag, tag) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+/* A complete raw line: the rest of its bytes go to the raw callback;
+   a tagged one without its tag, and only when it answers a raw command. */
+static int client_raw_deliver_line(struct imap_client *client, const struct imap_arg *args,
+				   unsigned int count)
+{
+	struct imap_client_command *command;
+	const char *tag;
+
+	if (imap_arg_atom_equals(&args[0], "*"))
+		return client_raw_deliver(client, client_current_command(client), IMAP_CLIENT_RAW_UNTAGGED,
+					  true);
+	if (imap_arg_atom_equals(&args[0], "+")) {
+		command = client->continuation_owner;
+		if (command == NULL || !command->raw) {
+			evbuffer_drain(client->raw_line, evbuffer_get_length(client->raw_line));
+			return 0; /* the usual checks refuse it */
+		}
+		return client_raw_deliver(client, command, IMAP_CLIENT_RAW_CONTINUATION, true);
+	}
+	enum imap_client_status status;
+
+	if (imap_arg_get_atom(&args[0], &tag) && count >= 2 && is_status_word(&args[1], &status) &&
+	    (command = client_find_sent(client, tag)) != NULL && command->raw) {
+		evbuffer_drain(client->raw_line, strlen(tag));
+		return client_raw_deliver(client, command, IMAP_CLIENT_RAW_TAGGED, true);
+	}
+	evbuffer_drain(client->raw_line, evbuffer_get_length(client->raw_line));
+	return 0;
+}
+
+/* Whether the line about to start belongs to raw commands. */
+static bool client_line_is_raw(struct imap_client *client)
+{
+	struct imap_client_command *command;
+
+	if (client->raw_callback == NULL || client->phase != PHASE_READY)
+		return false;
+	command = client_current_command(client);
+	return command == NULL ? client->wire_own == 0 : command->raw;
+}
+
+/* imap_parser_feed, keeping a copy of the bytes of a raw line; a long
+   untagged one (a streamed literal) is passed on in parts as it comes. */
+static enum imap_parser_result client_feed(struct imap_client *client, struct evbuffer *input)
+{
+	if (!client->raw_line_active && !imap_parser_is_mid_line(client->parser)) {
+		client->raw_line_active = client_line_is_raw(client);
+		client->raw_line_parted = false;
+	}
+	if (!client->raw_line_active)
+		return imap_parser_feed(client->parser, input);
+	for (;;) {
+		struct evbuffer_iovec vec;
+		enum imap_parser_result result;
+		size_t consumed, held;
+
+		if (evbuffer_peek(input, -1, NULL, &vec, 1) < 1)
+			return IMAP_PARSER_NEED_MORE;
+		if (vec.iov_len > IMAP_CLIENT_RAW_FLUSH_SIZE)
+			vec.iov_len = IMAP_CLIENT_RAW_FLUSH_SIZE; /* hold at most two parts' worth */
+		result = imap_parser_feed_bytes(client->parser, vec.iov_base, vec.iov_len, &consumed);
+		if (client->free_pending || client->raw_line == NULL)
+			return IMAP_PARSER_ERROR;
+		evbuffer_add(client->raw_line, vec.iov_base, consumed);
+		evbuffer_drain(input, consumed);
+		if (result != IMAP_PARSER_NEED_MORE)
+			return result;
+		held = evbuffer_get_length(client->raw_line);
+		if (held >= IMAP_CLIENT_RAW_FLUSH_SIZE) {
+			unsigned char first = '*';
+
+			if (!client->raw_line_parted)
+				evbuffer_copyout(client->raw_line, &first, 1);
+			if (first == '*') {
+				client->raw_line_parted = true;
+				if (client_raw_deliver(client, client_current_command(client),
+						       IMAP_CLIENT_RAW_UNTAGGED, false) < 0)
+					return IMAP_PARSER_ERROR;
+				if (client->reading_paused)
+					return IMAP_PARSER_NEED_MORE; /* the consumer is full */
+			} else if (held > IMAP_CLIENT_RAW_HELD_MAX) {
+				client_abort(client, "server sent a tagged or continuation line of over %d bytes",
+					     IMAP_CLIENT_RAW_HELD_MAX);
+				return IMAP_PARSER_ERROR;
+			}
+		}
+		if (evbuffer_get_length(input) == 0)
+			return IMAP_PARSER_NEED_MORE;
+	}
+}
+
 /* Dispatches one complete line. */
 static void client_handle_line(struct imap_client *client, const struct imap_arg *line)
 {
@@ -1006,15 +1185,24 @@ static void client_handle_line(struct imap_client *client, const struct imap_arg
 		}
 		if (client_handle_greeting(client, args, count) < 0)
 			return;
-		client_handle_untagged(client, args, count);
+		client_handle_untagged(client, args, count, false);
 		if (client->phase == PHASE_SETUP)
 			client_connect_step(client);
 		return;
 	}
+	if (client->raw_line_active) {
+		client->raw_line_active = false;
+		if (client_raw_deliver_line(client, args, count) < 0)
+			return;
+		if (imap_arg_atom_equals(&args[0], "*")) {
+			client_handle_untagged(client, args, count, true);
+			return;
+		}
+	}
 	if (imap_arg_atom_equals(&args[0], "+"))
 		client_handle_continuation(client, args + 1, count - 1);
 	else if (imap_arg_atom_equals(&args[0], "*"))
-		client_handle_untagged(client, args, count);
+		client_handle_untagged(client, args, count, false);
 	else
 		client_handle_tagged(client, args, count);
 }
@@ -1036,7 +1224,9 @@ static void client_read(struct imap_client *client)
 
 		if (bev == NULL || evbuffer_get_length(input) == 0)
 			break;
-		result = imap_parser_feed(client->parser, input);
+		result = client_feed(client, input);
+		if (client->free_pending || client->bev != bev)
+			break;
 		if (result == IMAP_PARSER_NEED_MORE)
 			break;
 		if (result != IMAP_PARSER_LINE_COMPLETE) {
@@ -1118,7 +1308,12 @@ static void client_close(struct imap_client *client)
 	client->bye_received = false;
 	client->inflight = 0;
 	client->barrier_inflight = false;
+	client->wire_raw = client->wire_own = 0;
 	client->continuation_owner = NULL;
+	client->raw_line_active = false;
+	client->raw_line_parted = false;
+	if (client->raw_line != NULL)
+		evbuffer_drain(client->raw_line, evbuffer_get_length(client->raw_line));
 	if (client->parser != NULL)
 		imap_parser_reset(client->parser);
 }
@@ -1126,6 +1321,8 @@ static void client_close(struct imap_client *client)
 /* Closes the connection and completes every pending command with abort. */
 static void client_abort_reason(struct imap_client *client, const char *reason)
 {
+	bool was_connected = client->phase != PHASE_IDLE;
+
 	if (client->aborting)
 		return;
 	client->aborting = true;
@@ -1149,6 +1346,11 @@ static void client_abort_reason(struct imap_client *client, const char *reason)
 	if (client->head != NULL && client->deferred_abort_event != NULL)
 		client_defer_abort_commands(client);
 	client->aborting = false;
+	if (was_connected && client->closed_callback != NULL && !client->free_pending) {
+		client_enter(client);
+		client->closed_callback(client, client->abort_reason, client->closed_context);
+		client_leave(client);
+	}
 }
 
 static void client_abort(struct imap_client *client, const char *format, ...)
@@ -1207,6 +1409,24 @@ static void client_command_timeout_cb(evutil_socket_t fd, short events, void *co
 
 static void client_event_cb(struct bufferevent *bev, short events, void *context);
 
+static void client_set_write_watermark(struct imap_client *client)
+{
+	if (client->bev != NULL)
+		bufferevent_setwatermark(client->bev, EV_WRITE, client->drained_low_water, 0);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *context)
+{
+	struct imap_client *client = context;
+
+	(void)bev;
+	if (client->drained_callback == NULL)
+		return;
+	client_enter(client);
+	client->drained_callback(client, client->drained_context);
+	client_leave(client);
+}
+
 static void client_start_tls(struct imap_client *client)
 {
 	struct bufferevent *filter;
@@ -1231,7 +1451,8 @@ static void client_start_tls(struct imap_client *client)
 	client->bev = filter;
 	client->ssl = ssl;
 	client->phase = PHASE_TLS;
-	bufferevent_setcb(filter, client_read_cb, NULL, client_event_cb, client);
+	bufferevent_setcb(filter, client_read_cb, client_write_cb, client_event_cb, client);
+	client_set_write_watermark(client);
 	bufferevent_enable(filter, EV_READ | EV_WRITE);
 }
 
@@ -1417,7 +1638,8 @@ static struct imap_client_command *client_connect_start(struct imap_client *clie
 		return command;
 	}
 	client->bev = client->plain_bev;
-	bufferevent_setcb(client->plain_bev, client_read_cb, NULL, client_event_cb, client);
+	bufferevent_setcb(client->plain_bev, client_read_cb, client_write_cb, client_event_cb, client);
+	client_set_write_watermark(client);
 	bufferevent_enable(client->plain_bev, EV_READ | EV_WRITE);
 	client->phase = PHASE_TCP;
 	client->state = IMAP_CLIENT_STATE_CONNECTING;
@@ -1541,7 +1763,8 @@ struct imap_client *imap_client_new(struct event_base *base, const struct imap_c
 		}
 	}
 	client->parser = imap_parser_new();
-	if (client->parser == NULL)
+	client->raw_line = evbuffer_new();
+	if (client->parser == NULL || client->raw_line == NULL)
 		abort();
 	imap_parser_set_mode(client->parser, IMAP_PARSER_MODE_RESPONSE);
 	imap_parser_get_limits(client->parser, &limits);
@@ -1569,6 +1792,8 @@ static void client_release(struct imap_client *client)
 	client_abort_reason(client, "client freed");
 	imap_client_untagged_pool_clear(&client->pool);
 	imap_parser_free(&client->parser);
+	evbuffer_free(client->raw_line);
+	client->raw_line = NULL;
 	event_free(client->connect_timer);
 	event_free(client->command_timer);
 	event_free(client->deferred_abort_event);
@@ -1648,4 +1873,108 @@ bool imap_client_is_read_only(const struct imap_client *client)
 const char *imap_client_get_tag_prefix(const struct imap_client *client)
 {
 	return client->tag_prefix;
+}
+
+/* ---- raw passthrough ---- */
+
+void imap_client_set_raw_callback(struct imap_client *client, imap_client_raw_fn *callback, void *context)
+{
+	client->raw_callback = callback;
+	client->raw_context = context;
+}
+
+void imap_client_set_output_drained_callback(struct imap_client *client, size_t low_water,
+					     imap_client_output_drained_fn *callback, void *context)
+{
+	client->drained_callback = callback;
+	client->drained_context = context;
+	client->drained_low_water = low_water;
+	client_set_write_watermark(client);
+}
+
+size_t imap_client_get_output_pending(const struct imap_client *client)
+{
+	size_t pending = client->bev != NULL ? evbuffer_get_length(bufferevent_get_output(client->bev)) : 0;
+
+	for (const struct imap_client_command *c = client->send_cursor; c != NULL; c = c->next) {
+		if (c->raw)
+			pending += evbuffer_get_length(c->out);
+	}
+	return pending;
+}
+
+struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *name,
+							imap_client_command_fn *callback, void *context)
+{
+	struct imap_client_command *command = command_new(client, 0, callback, context);
+
+	assert(callback != NULL);
+	command->raw = true;
+	snprintf(command->tag, sizeof(command->tag), "%s%llu", client->tag_prefix,
+		 (unsigned long long)++client->tag_counter);
+	for (size_t i = 0; name[i] != '\0' && i + 1 < sizeof(command->name); i++) {
+		command->name[i] = (char)toupper((unsigned char)name[i]);
+		command->name[i + 1] = '\0';
+	}
+	if (strcmp(command->name, "IDLE") == 0)
+		command->idle = true;
+	if (strcmp(command->name, "LOGOUT") == 0 && client->phase != PHASE_IDLE)
+		client->state = IMAP_CLIENT_STATE_LOGOUT; /* its BYE is expected, not an abort */
+	evbuffer_add_printf(command->out, "%s ", command->tag);
+	client_queue(client, command);
+	return command;
+}
+
+/* Sends what can go now, unless the command is still waiting its turn. */
+static void raw_command_flush(struct imap_client_command *command)
+{
+	struct imap_client *client = command->client;
+
+	if (client != NULL && client->send_cursor == command && !client->aborting &&
+	    !client->free_pending)
+		client_send_more(client);
+}
+
+void imap_client_raw_command_write(struct imap_client_command *command, const void *data, size_t len)
+{
+	assert(command->raw && !command->raw_ended && command->state != COMMAND_DONE);
+	if (command->idle && command->idle_accepted)
+		command->idle_accepted = false; /* DONE: the tagged reply is due */
+	evbuffer_add(command->out, data, len);
+	raw_command_flush(command);
+}
+
+void imap_client_raw_command_write_buffer(struct imap_client_command *command, struct evbuffer *data)
+{
+	assert(command->raw && !command->raw_ended && command->state != COMMAND_DONE);
+	if (command->idle && command->idle_accepted)
+		command->idle_accepted = false;
+	evbuffer_add_buffer(command->out, data);
+	raw_command_flush(command);
+}
+
+void imap_client_raw_command_end(struct imap_client_command *command)
+{
+	assert(command->raw && !command->raw_ended && command->state != COMMAND_DONE);
+	command->raw_ended = true;
+	raw_command_flush(command);
+	if (command->client != NULL)
+		client_arm_timer(command->client, false);
+}
+
+bool imap_client_command_is_raw(const struct imap_client_command *command)
+{
+	return command->raw;
+}
+
+void *imap_client_command_get_context(const struct imap_client_command *command)
+{
+	return command->context;
+}
+
+void imap_client_set_closed_callback(struct imap_client *client, imap_client_closed_fn *callback,
+				     void *context)
+{
+	client->closed_callback = callback;
+	client->closed_context = context;
 }

@@ -14,6 +14,7 @@
 #include "imap-parser.h"
 
 struct event_base;
+struct evbuffer;
 struct evdns_base;
 struct imap_client;
 struct imap_client_command;
@@ -254,6 +255,83 @@ struct imap_client_untagged *imap_client_pop_response(struct imap_client *client
 const struct imap_client_untagged *imap_client_result_next(const struct imap_client_result *result,
 							   const char *keyword,
 							   unsigned int *index);
+
+/*
+ * Raw passthrough, for a proxy: commands whose bytes the caller writes
+ * itself and whose responses it receives as the exact bytes the server
+ * sent, on the same connection as the client's own commands.
+ *
+ * A raw command and an own command (imap_client_command_send and the
+ * rest) are never on the wire at the same time: each kind waits until
+ * the other kind's commands on the wire are done. So every line the
+ * server sends belongs to one kind: while raw commands are on the wire,
+ * or none at all (unsolicited data), the lines go to the raw callback;
+ * while own commands are, they are consumed as usual (the untagged
+ * callback still sees both).
+ *
+ * Raw lines are still parsed (capabilities, state, BYE, the untagged
+ * callback), but are never collected into a result or the response pool.
+ */
+enum imap_client_raw_kind {
+	IMAP_CLIENT_RAW_UNTAGGED,     /* "* ..." */
+	IMAP_CLIENT_RAW_CONTINUATION, /* "+ ...": the server waits for more of the raw command */
+	IMAP_CLIENT_RAW_TAGGED,       /* the raw command's completion, without its tag:
+	                                 the bytes start at the space after it (" OK done\r\n") */
+};
+/* Called with the bytes of each raw line, in order. A line comes whole
+   (line_end true) unless it is an untagged one longer than 32 KiB (a
+   streamed literal): then it comes in consecutive parts, the last with
+   line_end true, and only the line's first part starts with "*". command
+   is the raw command the line belongs to (the oldest one on the wire;
+   for TAGGED, the one it completes), or NULL for unsolicited data. data
+   is valid only during the call. Return 0, or -1 to abort the connection.
+   May pause reading (imap_client_set_reading_paused): the rest of the
+   line then waits. */
+typedef int imap_client_raw_fn(struct imap_client *client, struct imap_client_command *command,
+			       enum imap_client_raw_kind kind, const unsigned char *data, size_t len,
+			       bool line_end, void *context);
+void imap_client_set_raw_callback(struct imap_client *client, imap_client_raw_fn *callback,
+				  void *context);
+
+/* Starts a raw command: a tag is assigned and written; the caller writes
+   the rest ("NOOP\r\n", literals included, exactly as they are to go
+   out) with imap_client_raw_command_write and then calls
+   imap_client_raw_command_end. name is the verb ("UID FETCH"), for the
+   state the command implies (SELECT, CLOSE, LOGOUT; IDLE is exempt from
+   the command timeout once the server's "+" came). Bytes go out as soon
+   as the command's turn comes; nothing after it is sent before it ended.
+   callback (never NULL) gets the parsed completion after the TAGGED bytes
+   were delivered, or an abort; it may come before _end (the server
+   refused a synchronizing literal): the command is freed when callback
+   returns, and must not be written to after that. */
+struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *name,
+							imap_client_command_fn *callback, void *context);
+void imap_client_raw_command_write(struct imap_client_command *command, const void *data, size_t len);
+/* Same, moving data's bytes out of it without copying. */
+void imap_client_raw_command_write_buffer(struct imap_client_command *command, struct evbuffer *data);
+/* The command's last byte was written: later commands may follow it. */
+void imap_client_raw_command_end(struct imap_client_command *command);
+bool imap_client_command_is_raw(const struct imap_client_command *command);
+/* The context given with the command's callback. */
+void *imap_client_command_get_context(const struct imap_client_command *command);
+
+/* Called once when a connection that was made (or being made) ends for
+   any reason (server hung up or said BYE, I/O or protocol error, timeout,
+   after LOGOUT), after every pending command completed with abort; not
+   when the client is freed. reason says why. The client may be freed
+   inside it. */
+typedef void imap_client_closed_fn(struct imap_client *client, const char *reason, void *context);
+void imap_client_set_closed_callback(struct imap_client *client, imap_client_closed_fn *callback,
+				     void *context);
+
+/* Back-pressure towards the server: bytes written but not yet sent
+   (the socket's buffer and raw commands still waiting their turn). A
+   writer stops when it is large and resumes from the drained callback,
+   called when what the socket still has to send falls to low_water. */
+typedef void imap_client_output_drained_fn(struct imap_client *client, void *context);
+size_t imap_client_get_output_pending(const struct imap_client *client);
+void imap_client_set_output_drained_callback(struct imap_client *client, size_t low_water,
+					     imap_client_output_drained_fn *callback, void *context);
 
 const char *imap_client_status_name(enum imap_client_status status);
 

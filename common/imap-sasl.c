@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The whole first message, built once; later challenges are errors. */
 struct sasl_single {
@@ -256,4 +257,93 @@ unsigned char *imap_sasl_base64_decode(const char *text, size_t *len_r)
 	*len_r = (size_t)n - padding;
 	out[*len_r] = '\0';
 	return out;
+}
+
+/* Copies len bytes into user if they fit, are non-empty and hold no NUL. */
+static enum imap_sasl_user_result sasl_copy_user(const unsigned char *data, size_t len, char *user,
+						 size_t size)
+{
+	if (len == 0 || len >= size || memchr(data, '\0', len) != NULL)
+		return IMAP_SASL_USER_MALFORMED;
+	memcpy(user, data, len);
+	user[len] = '\0';
+	return IMAP_SASL_USER_FOUND;
+}
+
+/* The value of "key" in a ^A-separated list of key=value fields. */
+static const unsigned char *sasl_field(const unsigned char *data, size_t len, const char *key,
+				       size_t *value_len_r)
+{
+	size_t key_len = strlen(key), pos = 0;
+
+	while (pos < len) {
+		const unsigned char *end = memchr(data + pos, 0x01, len - pos);
+		size_t field_len = end != NULL ? (size_t)(end - (data + pos)) : len - pos;
+
+		if (field_len > key_len && memcmp(data + pos, key, key_len) == 0) {
+			*value_len_r = field_len - key_len;
+			return data + pos + key_len;
+		}
+		pos += field_len + 1;
+	}
+	return NULL;
+}
+
+enum imap_sasl_user_result imap_sasl_initial_response_user(const char *mechanism,
+							   const unsigned char *response, size_t len,
+							   char *user, size_t size)
+{
+	if (strcasecmp(mechanism, "PLAIN") == 0) {
+		/* authzid NUL authcid NUL passwd */
+		const unsigned char *first = memchr(response, '\0', len), *second;
+
+		if (first == NULL)
+			return IMAP_SASL_USER_MALFORMED;
+		first++;
+		second = memchr(first, '\0', len - (size_t)(first - response));
+		if (second == NULL)
+			return IMAP_SASL_USER_MALFORMED;
+		return sasl_copy_user(first, (size_t)(second - first), user, size);
+	}
+	if (strcasecmp(mechanism, "XOAUTH2") == 0) {
+		size_t value_len;
+		const unsigned char *value = sasl_field(response, len, "user=", &value_len);
+
+		return value == NULL ? IMAP_SASL_USER_MALFORMED : sasl_copy_user(value, value_len, user, size);
+	}
+	if (strcasecmp(mechanism, "OAUTHBEARER") == 0) {
+		/* gs2-header: flag "," ["a=" saslname] "," ; saslname escapes , and = */
+		const unsigned char *comma = memchr(response, ',', len), *start, *end;
+		size_t out = 0;
+
+		if (comma == NULL || len - (size_t)(comma - response) < 3 || comma[1] != 'a' || comma[2] != '=')
+			return IMAP_SASL_USER_MALFORMED;
+		start = comma + 3;
+		end = memchr(start, ',', len - (size_t)(start - response));
+		if (end == NULL)
+			return IMAP_SASL_USER_MALFORMED;
+		for (const unsigned char *p = start; p < end; p++) {
+			unsigned char c = *p;
+
+			if (c == '=') {
+				if (end - p < 3)
+					return IMAP_SASL_USER_MALFORMED;
+				if (p[1] == '2' && p[2] == 'C')
+					c = ',';
+				else if (p[1] == '3' && p[2] == 'D')
+					c = '=';
+				else
+					return IMAP_SASL_USER_MALFORMED;
+				p += 2;
+			}
+			if (c == '\0' || out + 1 >= size)
+				return IMAP_SASL_USER_MALFORMED;
+			user[out++] = (char)c;
+		}
+		if (out == 0)
+			return IMAP_SASL_USER_MALFORMED;
+		user[out] = '\0';
+		return IMAP_SASL_USER_FOUND;
+	}
+	return IMAP_SASL_USER_UNKNOWN_MECHANISM;
 }

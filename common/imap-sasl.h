@@ -65,4 +65,20 @@ void imap_sasl_mechanism_free(struct imap_sasl_mechanism **mechanism);
 char *imap_sasl_base64_encode(const unsigned char *data, size_t len);
 unsigned char *imap_sasl_base64_decode(const char *text, size_t *len_r);
 
+/* Why a client's initial response names no user. */
+enum imap_sasl_user_result {
+	IMAP_SASL_USER_FOUND,
+	IMAP_SASL_USER_UNKNOWN_MECHANISM, /* not PLAIN, XOAUTH2 or OAUTHBEARER */
+	IMAP_SASL_USER_MALFORMED,         /* the response breaks the mechanism's format */
+};
+/* For a proxy: the login name inside a client's decoded initial response
+   of mechanism (case-insensitive name): PLAIN's authcid, XOAUTH2's
+   "user=", OAUTHBEARER's gs2 "a=" (with =2C and =3D undone). Writes a
+   NUL-terminated copy into user (size bytes); a name that does not fit,
+   is empty or holds a NUL is MALFORMED. Reads nothing else (the secret
+   is left alone). */
+enum imap_sasl_user_result imap_sasl_initial_response_user(const char *mechanism,
+							   const unsigned char *response, size_t len,
+							   char *user, size_t size);
+
 #endif

@@ -1,15 +1,21 @@
 /* SPDX-License-Identifier: MIT */
-/* session: one client connection, speaking the server side of IMAP (not-authenticated state for now). */
+/* session: one client connection, speaking the server side of IMAP; after login it forwards to the upstream. */
 #include "config.h"
 #include "session.h"
+#include "imap-client-commands.h"
+#include "imap-parser.h"
+#include "imap-sasl.h"
 #include "log.h"
 #include "tls.h"
+#include "upstream.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -25,10 +31,17 @@
 
 #define SESSION_TAG_MAX 64 /* longer tags are legal but no client uses them */
 #define SESSION_LITERAL_DIGITS_MAX 19 /* fits a uint64_t; more is an overflow */
+#define SESSION_USER_MAX 256 /* an e-mail address is at most 254 bytes (RFC 5321) */
+#define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
+#define SESSION_VERB_MAX 64 /* "UID " and the longest extension verb */
+#define SESSION_UPSTREAM_HIGH_WATER (256 * 1024) /* stop reading the client past this much unsent upstream */
 
 enum session_state {
 	SESSION_STATE_NOT_AUTHENTICATED,
 	SESSION_STATE_STARTTLS,  /* OK queued; the handshake starts once it is sent */
+	SESSION_STATE_LOGIN,     /* LOGIN/AUTHENTICATE going upstream; client input waits */
+	SESSION_STATE_AUTH_CLIENT, /* "+" sent for AUTHENTICATE: the next line is the client's response */
+	SESSION_STATE_FORWARDING, /* logged in: commands go upstream, answers come back */
 	SESSION_STATE_CLOSING,   /* last reply queued; freed once it is sent */
 };
 
@@ -60,6 +73,29 @@ struct session {
 	uint64_t literal_to_discard;   /* bytes of a refused {N+} literal still to drop */
 	bool discarding_command;       /* the rest of a refused command is still coming */
 	char pending_reply[SESSION_TAG_MAX + 200]; /* the tagged reply for the refused command */
+
+	/* Login and the upstream connection. */
+	struct imap_client *upstream;
+	const char *upstream_name;     /* in conf, which the session holds */
+	char user[SESSION_USER_MAX];
+	char login_tag[SESSION_TAG_MAX + 1];
+	char *login_password;          /* LOGIN's password until sent upstream; wiped */
+	char login_text[300];          /* the upstream's OK text, while capabilities are asked */
+	char auth_mechanism[SESSION_MECHANISM_MAX];
+	char *auth_initial;            /* AUTHENTICATE's base64 initial response until sent; wiped */
+	struct imap_client_command *auth_command; /* upstream AUTHENTICATE waiting for the client's answer */
+
+	/* Forwarding. */
+	struct imap_client_command *open_command; /* the client is still sending its bytes */
+	bool open_is_idle;
+	unsigned int forwarded_pending; /* forwarded commands not yet answered */
+	uint64_t forward_literal;      /* bytes of a client literal still to pass on (or drop) */
+	bool forward_literal_sync;     /* announced as {N}: comes only after the upstream's "+" */
+	bool forward_literal_go_ahead; /* the upstream's "+" reached the client */
+	bool forward_dropping;         /* the rest of a command the upstream already answered */
+	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
+	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
+	bool state_logged_in;          /* the upstream accepted the login */
 
 	char peer_name[LISTENER_NAME_MAX];
 	char listener_name[LISTENER_NAME_MAX];
@@ -113,7 +149,8 @@ static void session_format_capability(const struct session *session, char *buf, 
 
 	snprintf(buf, size, "IMAP4rev1%s%s",
 		 session->starttls_offered && !session->tls_active ? " STARTTLS" : "",
-		 plaintext_refused ? " LOGINDISABLED" : "");
+		 plaintext_refused ? " LOGINDISABLED" :
+				     " SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER");
 }
 
 static void session_schedule_step(struct session *session)
@@ -139,6 +176,21 @@ static void session_close(struct session *session, const char *reason, const cha
 		session_schedule_step(session);
 }
 
+/* Wipes and frees what a login keeps of the client's secrets. */
+static void session_wipe_credentials(struct session *session)
+{
+	if (session->login_password != NULL) {
+		OPENSSL_cleanse(session->login_password, strlen(session->login_password));
+		free(session->login_password);
+		session->login_password = NULL;
+	}
+	if (session->auth_initial != NULL) {
+		OPENSSL_cleanse(session->auth_initial, strlen(session->auth_initial));
+		free(session->auth_initial);
+		session->auth_initial = NULL;
+	}
+}
+
 static void session_free(struct session **session_p)
 {
 	struct session *session = *session_p;
@@ -146,13 +198,17 @@ static void session_free(struct session **session_p)
 
 	gettimeofday(&now, NULL);
 	timersub(&now, &session->started, &elapsed);
-	log_info("session %lu: end: client %s, user -, upstream -, %llu bytes in, %llu bytes out, "
+	log_info("session %lu: end: client %s, user %s, upstream %s, %llu bytes in, %llu bytes out, "
 		 "%ld.%03ld s: %s", session->id, session->peer_name,
+		 session->state_logged_in ? session->user : "-",
+		 session->state_logged_in ? session->upstream_name : "-",
 		 (unsigned long long)session->bytes_in, (unsigned long long)session->bytes_out,
 		 (long)elapsed.tv_sec, (long)elapsed.tv_usec / 1000,
 		 session->end_reason != NULL ? session->end_reason : "closed");
 	TAILQ_REMOVE(&session_all, session, link);
 	session_live_count--;
+	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
+	session_wipe_credentials(session);
 	if (session->bev != NULL)
 		bufferevent_free(session->bev);
 	if (!session->fd_owned_by_bev)
@@ -279,17 +335,672 @@ static bool session_count_bad(struct session *session)
 	return false;
 }
 
-/* The tagged reply to LOGIN or AUTHENTICATE, refused for now. */
+/* Whether credentials may be taken on this connection: TLS, or loopback. */
+static bool session_login_allowed(const struct session *session)
+{
+	return session->tls_active || session->loopback;
+}
+
+/* The tagged reply to a LOGIN or AUTHENTICATE that is refused here. */
 static void session_format_login_refusal(const struct session *session, const char *tag,
 					 char *buf, size_t size)
 {
-	if (!session->tls_active && !session->loopback) {
+	if (!session_login_allowed(session)) {
 		snprintf(buf, size, "%s NO [PRIVACYREQUIRED] Logging in without TLS is disabled here%s\r\n",
 			 tag, session->starttls_offered ? "; use STARTTLS first" : "");
 		return;
 	}
-	snprintf(buf, size, "%s NO [UNAVAILABLE] imapcached cannot log in to the upstream server yet: "
-		 "this build has no upstream session layer; nothing was sent upstream\r\n", tag);
+	snprintf(buf, size, "%s NO [CANNOT] imapcached takes the user name and password as atoms or "
+		 "quoted strings, not literals; nothing was sent upstream\r\n", tag);
+}
+
+/* ---- login upstream ---- */
+
+static void session_upstream_closed(struct imap_client *client, const char *reason, void *context);
+static int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
+				enum imap_client_raw_kind kind, const unsigned char *data, size_t len,
+				bool line_end, void *context);
+static void session_upstream_drained(struct imap_client *client, void *context);
+
+/* Ends a login that did not work: the client gets "tag NO reply". */
+static void session_login_refused(struct session *session, const char *reply)
+{
+	session_send(session, "%s NO %s\r\n", session->login_tag, reply);
+	session_wipe_credentials(session);
+	imap_client_free(&session->upstream); /* safe inside its own callback */
+	session->auth_command = NULL;
+	session->user[0] = '\0';
+	session->state = SESSION_STATE_NOT_AUTHENTICATED;
+	session_schedule_step(session); /* commands the client pipelined meanwhile */
+}
+
+/* The login worked: answer with what both sides can do, start forwarding. */
+static void session_login_accepted(struct session *session, const char *capabilities, const char *text)
+{
+	char filtered[UPSTREAM_CAPABILITY_MAX];
+	const struct timeval idle = { session->conf->timeout_idle, 0 };
+
+	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
+	session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
+	session->state = SESSION_STATE_FORWARDING;
+	session->state_logged_in = true;
+	log_info("session %lu: logged in as %s on upstream %s", session->id, session->user,
+		 session->upstream_name);
+	imap_client_set_raw_callback(session->upstream, session_upstream_raw, session);
+	imap_client_set_output_drained_callback(session->upstream, SESSION_UPSTREAM_HIGH_WATER / 2,
+						session_upstream_drained, session);
+	bufferevent_set_timeouts(session->bev, &idle, &idle);
+	session_schedule_step(session);
+}
+
+static void session_login_capability_done(struct imap_client *client, struct imap_client_command *command,
+					  const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)command;
+	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+		return; /* the closed callback tells the client */
+	session_login_accepted(session, imap_client_get_capabilities(client), session->login_text);
+}
+
+static void session_login_done(struct imap_client *client, struct imap_client_command *command,
+			       const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+	char reply[600];
+
+	(void)command;
+	session->auth_command = NULL;
+	session_wipe_credentials(session);
+	if (session->state == SESSION_STATE_CLOSING)
+		return;
+	if (result->status == IMAP_CLIENT_STATUS_OK) {
+		if (result->code != NULL && strncasecmp(result->code, "CAPABILITY ", 11) == 0) {
+			session_login_accepted(session, result->code + 11, result->text);
+		} else {
+			/* the core asks for them; ours comes after it */
+			snprintf(session->login_text, sizeof(session->login_text), "%s", result->text);
+			imap_client_command_send(client, session_login_capability_done, session, "CAPABILITY");
+		}
+		return;
+	}
+	if (result->status == IMAP_CLIENT_STATUS_ABORT) {
+		log_info("session %lu: login as %s: upstream %s failed: %s", session->id, session->user,
+			 session->upstream_name, result->text);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	log_info("session %lu: login as %s refused by upstream %s", session->id, session->user,
+		 session->upstream_name);
+	/* the upstream's own words, whatever it said (NO or BAD) */
+	if (result->code != NULL)
+		snprintf(reply, sizeof(reply), "[%s] %s", result->code, result->text);
+	else
+		snprintf(reply, sizeof(reply), "%s", result->text);
+	session_login_refused(session, reply);
+}
+
+/* A challenge from the upstream during AUTHENTICATE: send the initial
+   response that was waiting for it, or pass it to the client. */
+static int session_auth_challenge(struct imap_client *client, struct imap_client_command *command,
+				  const char *text, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	if (session->state == SESSION_STATE_CLOSING)
+		return -1;
+	if (session->auth_initial != NULL) {
+		imap_client_command_continue(command, session->auth_initial);
+		session_wipe_credentials(session);
+		return 0;
+	}
+	session_send(session, "+ %s\r\n", text);
+	session->auth_command = command;
+	session->state = SESSION_STATE_AUTH_CLIENT;
+	session_schedule_step(session);
+	return 0;
+}
+
+static void session_upstream_connected(struct imap_client *client, struct imap_client_command *command,
+				       const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+	char line[SESSION_MECHANISM_MAX + 32];
+
+	(void)command;
+	if (session->state == SESSION_STATE_CLOSING)
+		return;
+	if (result->status != IMAP_CLIENT_STATUS_OK) {
+		log_info("session %lu: login as %s: cannot reach upstream %s: %s", session->id, session->user,
+			 session->upstream_name, result->text);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	if (imap_client_get_state(client) != IMAP_CLIENT_STATE_NOT_AUTHENTICATED) {
+		log_warning("session %lu: upstream %s logged in without credentials (PREAUTH): refused",
+			    session->id, session->upstream_name);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not set up for a proxy");
+		return;
+	}
+	if (session->login_password != NULL) {
+		imap_client_login(client, session->user, session->login_password, session_login_done, session);
+		session_wipe_credentials(session);
+		return;
+	}
+	if (imap_client_has_capability(client, "SASL-IR")) {
+		snprintf(line, sizeof(line), "AUTHENTICATE %s ", session->auth_mechanism);
+		/* the whole line is built here, then the response wiped */
+		size_t len = strlen(line) + strlen(session->auth_initial) + 1;
+		char *full = malloc(len);
+
+		if (full == NULL) {
+			session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+			return;
+		}
+		snprintf(full, len, "%s%s", line, session->auth_initial);
+		session_wipe_credentials(session);
+		imap_client_command_send_continued(client, full, session_auth_challenge, session,
+						   session_login_done, session);
+		OPENSSL_cleanse(full, len);
+		free(full);
+	} else {
+		snprintf(line, sizeof(line), "AUTHENTICATE %s", session->auth_mechanism);
+		imap_client_command_send_continued(client, line, session_auth_challenge, session,
+						   session_login_done, session);
+	}
+}
+
+/* Connects to the upstream for session->user and logs in there with the
+   credentials already stored (password or SASL initial response). */
+static void session_login_start(struct session *session)
+{
+	const struct conf_upstream *upstream = conf_upstream_for_user(session->conf, session->user);
+	const char *error;
+
+	if (upstream == NULL) {
+		log_info("session %lu: login as %s: no upstream is configured for this user", session->id,
+			 session->user);
+		session_login_refused(session, "[UNAVAILABLE] No upstream server is configured for this user");
+		return;
+	}
+	session->upstream_name = upstream->name;
+	session->upstream = upstream_client_new(session->base, session->conf, upstream, &error);
+	if (session->upstream == NULL) {
+		log_error("session %lu: upstream %s: %s", session->id, upstream->name, error);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	imap_client_connect(session->upstream, session_upstream_connected, session);
+}
+
+/* Copies an astring argument into a new NUL-terminated string; NULL when
+   it is not one or holds a NUL. */
+static char *session_astring_dup(const struct imap_arg *arg)
+{
+	const char *str;
+	size_t len;
+	char *copy;
+
+	if (!imap_arg_get_astring(arg, &str, &len) || memchr(str, '\0', len) != NULL)
+		return NULL;
+	copy = malloc(len + 1);
+	if (copy != NULL) {
+		memcpy(copy, str, len);
+		copy[len] = '\0';
+	}
+	return copy;
+}
+
+/* LOGIN user password (line without CRLF, no literal). */
+static void session_handle_login(struct session *session, const char *tag, const char *line, size_t len)
+{
+	struct imap_parser *parser = imap_parser_new();
+	const struct imap_arg *args;
+	enum imap_parser_result result = IMAP_PARSER_ERROR;
+	char *user = NULL;
+	size_t consumed;
+
+	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
+	if (parser != NULL) {
+		result = imap_parser_feed_bytes(parser, line, len, &consumed);
+		if (result == IMAP_PARSER_NEED_MORE)
+			result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
+	}
+	if (result != IMAP_PARSER_LINE_COMPLETE || (args = imap_parser_get_line(parser))->list_count != 4 ||
+	    (user = session_astring_dup(&args->list[2])) == NULL ||
+	    (session->login_password = session_astring_dup(&args->list[3])) == NULL ||
+	    user[0] == '\0' || strlen(user) >= sizeof(session->user)) {
+		session_send(session, "%s BAD Invalid LOGIN arguments\r\n", tag);
+		session_wipe_credentials(session);
+		free(user);
+		if (parser != NULL)
+			imap_parser_reset(parser); /* the password is in its buffers */
+		imap_parser_free(&parser);
+		session_count_bad(session);
+		return;
+	}
+	snprintf(session->user, sizeof(session->user), "%s", user);
+	free(user);
+	imap_parser_reset(parser);
+	imap_parser_free(&parser);
+	session_login_start(session);
+}
+
+/* The client's initial response (base64, "=" for empty) to AUTHENTICATE. */
+static void session_auth_initial(struct session *session, const char *response, size_t len)
+{
+	unsigned char *decoded;
+	size_t decoded_len = 0;
+	enum imap_sasl_user_result found;
+
+	if (len == 1 && response[0] == '*') {
+		session_send(session, "%s BAD AUTHENTICATE cancelled\r\n", session->login_tag);
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		return;
+	}
+	session->auth_initial = malloc(len + 1);
+	if (session->auth_initial == NULL) {
+		session_send(session, "%s NO [UNAVAILABLE] Server out of memory\r\n", session->login_tag);
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		return;
+	}
+	memcpy(session->auth_initial, response, len);
+	session->auth_initial[len] = '\0';
+	if (len == 1 && response[0] == '=')
+		decoded = (unsigned char *)strdup("");
+	else
+		decoded = imap_sasl_base64_decode(session->auth_initial, &decoded_len);
+	found = decoded == NULL ? IMAP_SASL_USER_MALFORMED :
+		imap_sasl_initial_response_user(session->auth_mechanism, decoded, decoded_len,
+						session->user, sizeof(session->user));
+	if (decoded != NULL) {
+		OPENSSL_cleanse(decoded, decoded_len);
+		free(decoded);
+	}
+	if (found != IMAP_SASL_USER_FOUND) {
+		session_wipe_credentials(session);
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		session_send(session, "%s BAD Invalid %s initial response\r\n", session->login_tag,
+			     session->auth_mechanism);
+		session_count_bad(session);
+		return;
+	}
+	session_login_start(session);
+}
+
+/* AUTHENTICATE mechanism [initial-response]. */
+static void session_handle_authenticate(struct session *session, const char *tag, const char *args,
+					size_t len)
+{
+	size_t mechanism_len = 0;
+
+	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
+	while (mechanism_len < len && args[mechanism_len] != ' ')
+		mechanism_len++;
+	if (mechanism_len == 0 || mechanism_len >= sizeof(session->auth_mechanism)) {
+		session_send(session, "%s BAD Invalid AUTHENTICATE arguments\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	memcpy(session->auth_mechanism, args, mechanism_len);
+	session->auth_mechanism[mechanism_len] = '\0';
+	for (char *p = session->auth_mechanism; *p != '\0'; p++)
+		*p = (char)toupper((unsigned char)*p);
+	if (strcmp(session->auth_mechanism, "PLAIN") != 0 && strcmp(session->auth_mechanism, "XOAUTH2") != 0 &&
+	    strcmp(session->auth_mechanism, "OAUTHBEARER") != 0) {
+		session_send(session, "%s NO Unsupported authentication mechanism\r\n", tag);
+		return;
+	}
+	if (mechanism_len == len) {
+		/* no SASL-IR: ask for it, with an empty challenge */
+		session_send(session, "+ \r\n");
+		session->state = SESSION_STATE_AUTH_CLIENT;
+		return;
+	}
+	if (mechanism_len + 1 >= len) {
+		session_send(session, "%s BAD Invalid AUTHENTICATE arguments\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	session_auth_initial(session, args + mechanism_len + 1, len - mechanism_len - 1);
+}
+
+/* A line the client sent after a "+" of AUTHENTICATE. */
+static void session_handle_auth_response(struct session *session, const char *line, size_t len)
+{
+	struct imap_client_command *command = session->auth_command;
+
+	if (command == NULL) {
+		session_auth_initial(session, line, len);
+		return;
+	}
+	session->auth_command = NULL;
+	session->state = SESSION_STATE_LOGIN;
+	char *copy = strndup(line, len);
+
+	if (copy == NULL) {
+		imap_client_command_continue(command, "*");
+		return;
+	}
+	imap_client_command_continue(command, copy);
+	OPENSSL_cleanse(copy, len);
+	free(copy);
+}
+
+/* ---- forwarding ---- */
+
+/* One forwarded command: the client's tag to put back on the answer. */
+struct session_forward {
+	struct session *session;
+	bool logout;
+	char tag[SESSION_TAG_MAX + 1];
+};
+
+static void session_forward_free(void *context)
+{
+	free(context);
+}
+
+/* The upstream connection ended (any reason): so does a logged-in session. */
+static void session_upstream_closed(struct imap_client *client, const char *reason, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	if (session->state != SESSION_STATE_FORWARDING)
+		return; /* a login in progress hears of it from its command */
+	log_info("session %lu: upstream %s: %s", session->id, session->upstream_name, reason);
+	session_close(session, "upstream connection lost", "Upstream server connection lost");
+}
+
+/* Upstream bytes for the client: the exact bytes, with the client's tag. */
+static int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
+				enum imap_client_raw_kind kind, const unsigned char *data, size_t len,
+				bool line_end, void *context)
+{
+	struct session *session = context;
+	struct evbuffer *output;
+
+	(void)line_end;
+	if (session->state == SESSION_STATE_CLOSING)
+		return 0;
+	output = bufferevent_get_output(session->bev);
+	if (kind == IMAP_CLIENT_RAW_TAGGED) {
+		struct session_forward *forward = imap_client_command_get_context(command);
+
+		evbuffer_add(output, forward->tag, strlen(forward->tag));
+		session->bytes_out += strlen(forward->tag);
+	} else if (kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command) {
+		session->forward_literal_go_ahead = true;
+	}
+	evbuffer_add(output, data, len);
+	session->bytes_out += len;
+	if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER && !session->upstream_reading_paused) {
+		/* resumed from session_write once the client has read it */
+		session->upstream_reading_paused = true;
+		imap_client_set_reading_paused(client, true);
+		log_debug("session %lu: the client is not reading: reading from upstream paused", session->id);
+	}
+	return 0;
+}
+
+static void session_upstream_drained(struct imap_client *client, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	if (session->waiting_upstream_output && session->state == SESSION_STATE_FORWARDING) {
+		session->waiting_upstream_output = false;
+		bufferevent_enable(session->bev, EV_READ);
+		session_schedule_step(session);
+	}
+}
+
+static void session_forward_done(struct imap_client *client, struct imap_client_command *command,
+				 const struct imap_client_result *result, void *context)
+{
+	struct session_forward *forward = context;
+	struct session *session = forward->session;
+
+	(void)client;
+	session->forwarded_pending--;
+	if (session->open_command == command) {
+		/* answered before the client sent all of it (a refused literal,
+		   IDLE refused): what is still coming is dropped */
+		session->open_command = NULL;
+		if (session->forward_literal > 0 && session->forward_literal_sync &&
+		    !session->forward_literal_go_ahead)
+			session->forward_literal = 0; /* the client got no "+": it sends nothing more */
+		else if (!session->open_is_idle)
+			session->forward_dropping = true;
+	}
+	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+		return; /* session_upstream_closed ends the session */
+	if (forward->logout) {
+		session_close(session, "logged out", NULL);
+		return;
+	}
+	if (session->forwarded_pending == 0)
+		session_schedule_step(session); /* a local command may be waiting for its turn */
+}
+
+/* Reads the verb ("UID FETCH" as two words) of a command line at pos. */
+static size_t session_read_verb(const char *line, size_t len, size_t pos, char *verb, size_t size)
+{
+	size_t n = 0;
+
+	for (int words = 0; words < 2; words++) {
+		size_t start = n;
+
+		while (pos < len && line[pos] != ' ' && n + 1 < size)
+			verb[n++] = (char)toupper((unsigned char)line[pos++]);
+		verb[n] = '\0';
+		if (words == 0 && strcmp(verb, "UID") == 0 && pos < len && n + 1 < size) {
+			verb[n++] = ' ';
+			pos++;
+			continue;
+		}
+		(void)start;
+		break;
+	}
+	return n;
+}
+
+/* Handles a literal announced at the end of a forwarded line. Returns
+   false when the session was closed (a literal over the limit). */
+static bool session_forward_literal(struct session *session, enum session_literal literal, uint64_t size)
+{
+	if (literal == SESSION_LITERAL_NONE)
+		return true;
+	if (literal == SESSION_LITERAL_INVALID || size > session->conf->limit_literal) {
+		log_info("session %lu: literal of %llu bytes, over the limit of %llu", session->id,
+			 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
+		session_close(session, "literal too large", "Literal too large");
+		return false;
+	}
+	session->forward_literal = size;
+	session->forward_literal_sync = literal == SESSION_LITERAL_SYNC;
+	session->forward_literal_go_ahead = false;
+	return true;
+}
+
+/* A logged-in client's command line (without CRLF) that starts a command.
+   Returns false when the line must wait (a local answer while forwarded
+   ones are still pending) and was not consumed. */
+static bool session_forward_command(struct session *session, const char *line, size_t len)
+{
+	char tag[SESSION_TAG_MAX + 1], verb[SESSION_VERB_MAX];
+	size_t tag_len = 0, verb_pos;
+	enum session_literal literal;
+	uint64_t literal_size = 0;
+	struct session_forward *forward;
+	struct imap_client_command *command;
+
+	while (tag_len < len && tag_len < SESSION_TAG_MAX && session_tag_char((unsigned char)line[tag_len]))
+		tag_len++;
+	if (tag_len == 0 || tag_len == SESSION_TAG_MAX || tag_len >= len || line[tag_len] != ' ' ||
+	    memchr(line, '\0', len) != NULL) {
+		session_send(session, "* BAD Invalid tag or missing command\r\n");
+		session_count_bad(session);
+		return true;
+	}
+	memcpy(tag, line, tag_len);
+	tag[tag_len] = '\0';
+	verb_pos = tag_len + 1;
+	session_read_verb(line, len, verb_pos, verb, sizeof(verb));
+	literal = session_line_literal(line, len, &literal_size);
+
+	if (literal == SESSION_LITERAL_NONE &&
+	    (strcmp(verb, "CAPABILITY") == 0 || strcmp(verb, "STARTTLS") == 0 ||
+	     strcmp(verb, "COMPRESS") == 0 || strcmp(verb, "NOTIFY") == 0 ||
+	     strcmp(verb, "UNAUTHENTICATE") == 0)) {
+		if (session->forwarded_pending > 0)
+			return false; /* answers go out in order */
+		if (strcmp(verb, "CAPABILITY") == 0) {
+			char filtered[UPSTREAM_CAPABILITY_MAX];
+
+			upstream_filter_capabilities(imap_client_get_capabilities(session->upstream), filtered,
+						     sizeof(filtered));
+			session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n", filtered, tag);
+		} else if (strcmp(verb, "STARTTLS") == 0) {
+			session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
+		} else {
+			session_send(session, "%s NO [CANNOT] imapcached does not carry %s\r\n", tag, verb);
+		}
+		return true;
+	}
+	if (literal != SESSION_LITERAL_NONE &&
+	    (literal == SESSION_LITERAL_INVALID || literal_size > session->conf->limit_literal) &&
+	    literal != SESSION_LITERAL_NONSYNC) {
+		/* refused before anything went upstream: the client never got "+" */
+		log_info("session %lu: literal of %llu bytes refused, over the limit of %llu", session->id,
+			 (unsigned long long)literal_size, (unsigned long long)session->conf->limit_literal);
+		session_send(session, "%s BAD Literal too large\r\n", tag);
+		return true;
+	}
+	forward = calloc(1, sizeof(*forward));
+	if (forward == NULL) {
+		session_close(session, "out of memory", "Server out of memory");
+		return true;
+	}
+	forward->session = session;
+	forward->logout = strcmp(verb, "LOGOUT") == 0;
+	memcpy(forward->tag, tag, tag_len + 1);
+	command = imap_client_raw_command_new(session->upstream, verb, session_forward_done, forward);
+	imap_client_command_set_destroy(command, session_forward_free, forward);
+	session->forwarded_pending++;
+	imap_client_raw_command_write(command, line + verb_pos, len - verb_pos);
+	imap_client_raw_command_write(command, "\r\n", 2);
+	if (!session_forward_literal(session, literal, literal_size))
+		return true;
+	if (literal != SESSION_LITERAL_NONE || strcmp(verb, "IDLE") == 0) {
+		session->open_command = command;
+		session->open_is_idle = strcmp(verb, "IDLE") == 0;
+	} else {
+		imap_client_raw_command_end(command);
+	}
+	return true;
+}
+
+/* A line that continues the open command (after a literal; DONE of IDLE). */
+static void session_forward_continuation(struct session *session, const char *line, size_t len)
+{
+	enum session_literal literal;
+	uint64_t literal_size = 0;
+	struct imap_client_command *command = session->open_command;
+
+	literal = session->open_is_idle ? SESSION_LITERAL_NONE : session_line_literal(line, len, &literal_size);
+	imap_client_raw_command_write(command, line, len);
+	imap_client_raw_command_write(command, "\r\n", 2);
+	if (!session_forward_literal(session, literal, literal_size))
+		return;
+	if (literal == SESSION_LITERAL_NONE) {
+		session->open_command = NULL;
+		imap_client_raw_command_end(command);
+	}
+}
+
+/* Logged in: passes the client's bytes upstream, a bounded amount per call. */
+static void session_forward_input(struct session *session)
+{
+	struct evbuffer *input = bufferevent_get_input(session->bev);
+
+	for (unsigned int done = 0; done < SESSION_COMMANDS_PER_EVENT; done++) {
+		struct evbuffer_ptr eol;
+		size_t eol_len = 0, line_len;
+		char *line;
+
+		if (session->state != SESSION_STATE_FORWARDING)
+			return;
+		if (imap_client_get_output_pending(session->upstream) > SESSION_UPSTREAM_HIGH_WATER) {
+			/* resumed from session_upstream_drained */
+			session->waiting_upstream_output = true;
+			bufferevent_disable(session->bev, EV_READ);
+			return;
+		}
+		if (session->forward_literal > 0) {
+			size_t available = evbuffer_get_length(input);
+			size_t take = available < session->forward_literal ? available : (size_t)session->forward_literal;
+
+			if (take == 0)
+				return;
+			if (session->open_command != NULL) {
+				struct evbuffer *chunk = evbuffer_new();
+
+				if (chunk == NULL) {
+					session_close(session, "out of memory", "Server out of memory");
+					return;
+				}
+				evbuffer_remove_buffer(input, chunk, take);
+				imap_client_raw_command_write_buffer(session->open_command, chunk);
+				evbuffer_free(chunk);
+			} else {
+				evbuffer_drain(input, take);
+			}
+			session->bytes_in += take;
+			session->forward_literal -= take;
+			continue;
+		}
+		eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		if (eol.pos < 0 || (size_t)eol.pos > session->conf->limit_line) {
+			if (eol.pos >= 0 || evbuffer_get_length(input) > session->conf->limit_line) {
+				log_info("session %lu: command line longer than %zu bytes", session->id,
+					 session->conf->limit_line);
+				session_close(session, "line too long", "Command line too long");
+			}
+			return;
+		}
+		line_len = (size_t)eol.pos;
+		line = malloc(line_len + 1);
+		if (line == NULL) {
+			session_close(session, "out of memory", "Server out of memory");
+			return;
+		}
+		evbuffer_copyout(input, line, line_len);
+		line[line_len] = '\0';
+		if (session->forward_dropping) {
+			uint64_t size = 0;
+
+			if (session_line_literal(line, line_len, &size) == SESSION_LITERAL_NONSYNC)
+				session->forward_literal = size;
+			else
+				session->forward_dropping = false;
+		} else if (session->open_command != NULL) {
+			session_forward_continuation(session, line, line_len);
+		} else if (!session_forward_command(session, line, line_len)) {
+			free(line);
+			return; /* waits for the forwarded commands to be answered */
+		}
+		free(line);
+		evbuffer_drain(input, line_len + eol_len);
+		session->bytes_in += line_len + eol_len;
+	}
+	if (evbuffer_get_length(input) > 0)
+		session_schedule_step(session);
 }
 
 /* Handles one command line (without CRLF). */
@@ -375,7 +1086,7 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 			session->discarding_command = true;
 		}
 		if (is_login)
-			log_info("session %lu: %s refused: no upstream session layer yet", session->id, command);
+			log_info("session %lu: %s with a literal refused", session->id, command);
 		return;
 	}
 
@@ -397,12 +1108,18 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 		session_send(session, "%s OK Begin TLS negotiation now\r\n", tag);
 		session->state = SESSION_STATE_STARTTLS;
 		bufferevent_disable(session->bev, EV_READ);
-	} else if (is_login) {
+	} else if (is_login && !session_login_allowed(session)) {
 		char reply[sizeof(session->pending_reply)];
 
 		session_format_login_refusal(session, tag, reply, sizeof(reply));
 		session_send(session, "%s", reply);
-		log_info("session %lu: %s refused: no upstream session layer yet", session->id, command);
+		log_info("session %lu: %s refused: plaintext on a listener that is not loopback", session->id,
+			 command);
+	} else if (strcasecmp(command, "LOGIN") == 0) {
+		session_handle_login(session, tag, line, len);
+	} else if (is_login) {
+		session_handle_authenticate(session, tag, line + pos + command_len + (pos + command_len < len),
+					    len - pos - command_len - (pos + command_len < len));
 	} else if (session_is_later_command(command)) {
 		session_send(session, "%s BAD %s needs a login first\r\n", tag, command);
 		session_count_bad(session);
@@ -418,12 +1135,17 @@ static void session_process_input(struct session *session)
 	struct evbuffer *input = bufferevent_get_input(session->bev);
 	struct evbuffer *output = bufferevent_get_output(session->bev);
 
+	if (session->state == SESSION_STATE_FORWARDING) {
+		session_forward_input(session);
+		return;
+	}
 	for (unsigned int done = 0; done < SESSION_COMMANDS_PER_EVENT; done++) {
 		struct evbuffer_ptr eol;
 		size_t eol_len = 0, line_len;
 		char *line;
 
-		if (session->state != SESSION_STATE_NOT_AUTHENTICATED)
+		if (session->state != SESSION_STATE_NOT_AUTHENTICATED &&
+		    session->state != SESSION_STATE_AUTH_CLIENT)
 			return;
 		if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER) {
 			/* The client is not reading its replies: read no more commands
@@ -469,7 +1191,11 @@ static void session_process_input(struct session *session)
 		evbuffer_drain(input, eol_len);
 		line[line_len] = '\0';
 		session->bytes_in += line_len + eol_len;
-		session_handle_line(session, line, line_len);
+		if (session->state == SESSION_STATE_AUTH_CLIENT)
+			session_handle_auth_response(session, line, line_len);
+		else
+			session_handle_line(session, line, line_len);
+		OPENSSL_cleanse(line, line_len); /* it may hold a password */
 		free(line);
 		if (session->state == SESSION_STATE_STARTTLS && evbuffer_get_length(input) > 0) {
 			/* Plaintext sent after STARTTLS, before the handshake, could be
@@ -480,7 +1206,9 @@ static void session_process_input(struct session *session)
 			evbuffer_drain(input, evbuffer_get_length(input));
 		}
 	}
-	if (evbuffer_get_length(input) > 0)
+	if (evbuffer_get_length(input) > 0 && (session->state == SESSION_STATE_NOT_AUTHENTICATED ||
+						 session->state == SESSION_STATE_AUTH_CLIENT ||
+						 session->state == SESSION_STATE_FORWARDING))
 		session_schedule_step(session); /* more pipelined commands: after other clients */
 }
 
@@ -526,10 +1254,18 @@ static void session_write(struct bufferevent *bev, void *context)
 		session_schedule_step(session);
 		break;
 	case SESSION_STATE_NOT_AUTHENTICATED:
+	case SESSION_STATE_AUTH_CLIENT:
+	case SESSION_STATE_LOGIN:
 		if (session->reading_paused) {
 			session->reading_paused = false;
 			bufferevent_enable(session->bev, EV_READ);
 			session_schedule_step(session);
+		}
+		break;
+	case SESSION_STATE_FORWARDING:
+		if (session->upstream_reading_paused) {
+			session->upstream_reading_paused = false;
+			imap_client_set_reading_paused(session->upstream, false);
 		}
 		break;
 	}

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* session: one client connection, speaking the server side of IMAP (not-authenticated state for now). */
+/* session: one client connection, speaking the server side of IMAP; after login it forwards to the upstream. */
 #ifndef IMAPCACHED_SESSION_H
 #define IMAPCACHED_SESSION_H
 
@@ -8,9 +8,23 @@
 
 #include <event2/event.h>
 
-/* Until the upstream session layer lands, a session answers CAPABILITY,
-   NOOP, LOGOUT and STARTTLS, and refuses LOGIN and AUTHENTICATE with
-   NO [UNAVAILABLE]; everything else gets BAD. */
+/* Before login a session answers CAPABILITY, NOOP, LOGOUT and STARTTLS
+   itself and passes LOGIN and AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER)
+   to the upstream chosen for the user (conf_upstream_for_user); a refusal
+   is "NO" with the upstream's code and text, nothing else.
+
+   Once logged in, every command goes upstream as a raw command of the
+   client core under the core's tag, and every response line comes back
+   byte for byte with the client's tag put back. A synchronizing literal
+   {N} is not answered by the proxy: the upstream's own "+" is passed to
+   the client, so when the upstream refuses the command the client gets
+   that tagged NO/BAD instead and never sends the literal. LITERAL+ {N+}
+   bytes are streamed on at once (and dropped if the upstream answered
+   first). IDLE stays open until the client's DONE. CAPABILITY is answered
+   locally (what proxy and upstream both carry) after the answers still
+   pending; COMPRESS, NOTIFY and UNAUTHENTICATE get NO [CANNOT]. A client
+   that stops reading stops the reading from upstream; an upstream that
+   goes away ends the session with "* BYE". */
 
 #define SESSION_CLOSE_TIMEOUT 5 /* seconds to flush a last reply to a client that does not read */
 #define SESSION_MAX_BAD_COMMANDS 10 /* a client this confused is not an IMAP client */

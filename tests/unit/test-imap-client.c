@@ -743,6 +743,391 @@ int unit_suite_init(void)
 	return 0;
 }
 
+/* ---- raw passthrough ---- */
+
+#define RAW_MAX (512 * 1024)
+
+/* What the raw callback received, with a marker per event. */
+struct raw_log {
+	char bytes[RAW_MAX + 1];
+	size_t len;
+	char events[4096]; /* "U", "C", "T" per call, "." after a line end */
+	size_t event_len;
+	char last_tag[16];
+	bool last_had_command;
+	unsigned int parts;
+	size_t largest_part;
+	bool pause_on_part;
+	struct imap_client *client;
+};
+
+static int on_raw(struct imap_client *client, struct imap_client_command *command,
+		  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
+		  void *context)
+{
+	struct raw_log *r = context;
+
+	(void)client;
+	CU_ASSERT_FATAL(r->len + len <= RAW_MAX);
+	memcpy(r->bytes + r->len, data, len);
+	r->len += len;
+	r->bytes[r->len] = '\0';
+	if (r->event_len + 2 < sizeof(r->events)) {
+		r->events[r->event_len++] = kind == IMAP_CLIENT_RAW_UNTAGGED ? 'U' :
+					    kind == IMAP_CLIENT_RAW_CONTINUATION ? 'C' : 'T';
+		if (line_end)
+			r->events[r->event_len++] = '.';
+		r->events[r->event_len] = '\0';
+	}
+	r->last_had_command = command != NULL;
+	snprintf(r->last_tag, sizeof(r->last_tag), "%s", command != NULL ? imap_client_command_get_tag(command) : "");
+	r->parts++;
+	if (len > r->largest_part)
+		r->largest_part = len;
+	if (r->pause_on_part && !line_end)
+		imap_client_set_reading_paused(r->client, true);
+	return 0;
+}
+
+static void raw_start(struct harness *h, struct raw_log *r, const char *greeting)
+{
+	memset(r, 0, sizeof(*r));
+	harness_start(h, greeting, "A");
+	r->client = h->client;
+	imap_client_set_raw_callback(h->client, on_raw, r);
+}
+
+static struct imap_client_command *raw_send(struct harness *h, const char *name, const char *line,
+					    struct completion *c)
+{
+	struct imap_client_command *command = imap_client_raw_command_new(h->client, name, on_done, c);
+
+	imap_client_raw_command_write(command, line, strlen(line));
+	imap_client_raw_command_end(command);
+	return command;
+}
+
+static void test_raw_exact_bytes(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	const char *reply = "* 3 exists\r\n* OK [UIDNEXT 9]  two  spaces\r\n* 1 FETCH (FLAGS (\\Seen) BODY[] {5}\r\nab\r\nc)\r\n";
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_send(&h, "NOOP", "noop\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 noop\r\n");
+	server_send(&h, reply);
+	CU_ASSERT_EQUAL(c.count, 0);
+	server_send(&h, "A1 OK [HIGHESTMODSEQ 4]  Done.\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(c.untagged[0], 0); /* raw lines are not collected */
+	char want[512];
+
+	snprintf(want, sizeof(want), "%s OK [HIGHESTMODSEQ 4]  Done.\r\n", reply);
+	CU_ASSERT_STRING_EQUAL(r.bytes, want);
+	CU_ASSERT_STRING_EQUAL(r.events, "U.U.U.T.");
+	CU_ASSERT_STRING_EQUAL(r.last_tag, "A1");
+	CU_ASSERT_EQUAL(h.untagged_count, 1 + 3); /* the greeting; and the untagged callback still sees them */
+	harness_stop(&h);
+}
+
+static void test_raw_bytewise_same(void)
+{
+	static const char reply[] = "* 1 FETCH (BODY[HEADER] {12}\r\nSubject: x\r\n UID 4)\r\n* 2 EXPUNGE\r\nA1 NO [TRYCREATE] nope\r\n";
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_send(&h, "UID FETCH", "UID FETCH 1 BODY.PEEK[HEADER]\r\n", &c);
+	take(&h);
+	server_send_bytewise(&h, reply, strlen(reply));
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_NO);
+	CU_ASSERT_STRING_EQUAL(r.bytes, "* 1 FETCH (BODY[HEADER] {12}\r\nSubject: x\r\n UID 4)\r\n* 2 EXPUNGE\r\n NO [TRYCREATE] nope\r\n");
+	CU_ASSERT_STRING_EQUAL(r.events, "U.U.T.");
+	harness_stop(&h);
+}
+
+static void test_raw_and_own_take_turns(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion own = { 0 }, raw = { 0 };
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	imap_client_noop(h.client, on_done, &own);
+	raw_send(&h, "CHECK", "CHECK\r\n", &raw);
+	imap_client_noop(h.client, on_done, &own);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 NOOP\r\n"); /* the raw one waits for the own one */
+	server_send(&h, "* 4 EXISTS\r\n");
+	CU_ASSERT_EQUAL(r.len, 0); /* an own command's data is consumed, not passed on */
+	server_send(&h, "A1 OK\r\n");
+	CU_ASSERT_EQUAL(own.count, 1);
+	CU_ASSERT_EQUAL(own.untagged[0], 1);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 CHECK\r\n"); /* and the second own waits for it */
+	server_send(&h, "* 5 EXISTS\r\nA2 OK check\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, "* 5 EXISTS\r\n OK check\r\n");
+	CU_ASSERT_EQUAL(raw.count, 1);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A3 NOOP\r\n");
+	server_send(&h, "A3 OK\r\n");
+	CU_ASSERT_EQUAL(own.count, 2);
+	harness_stop(&h);
+}
+
+static void test_raw_pipelined(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	raw_send(&h, "STATUS", "STATUS INBOX (MESSAGES)\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 NOOP\r\nA2 STATUS INBOX (MESSAGES)\r\n");
+	server_send(&h, "A1 OK\r\n* STATUS INBOX (MESSAGES 2)\r\n");
+	CU_ASSERT_STRING_EQUAL(r.last_tag, "A2"); /* oldest on the wire once A1 is done */
+	server_send(&h, "A2 OK\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, " OK\r\n* STATUS INBOX (MESSAGES 2)\r\n OK\r\n");
+	CU_ASSERT_EQUAL(c.count, 2);
+	CU_ASSERT_STRING_EQUAL(c.tags[0], "A1");
+	CU_ASSERT_STRING_EQUAL(c.tags[1], "A2");
+	harness_stop(&h);
+}
+
+static void test_raw_synchronizing_literal(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &c);
+	imap_client_raw_command_write(command, "APPEND INBOX {5}\r\n", 18);
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 APPEND INBOX {5}\r\n"); /* nothing may follow an open command */
+	server_send(&h, "+ go ahead\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, "+ go ahead\r\n");
+	CU_ASSERT_STRING_EQUAL(r.events, "C.");
+	imap_client_raw_command_write(command, "hello\r\n", 7);
+	imap_client_raw_command_end(command);
+	CU_ASSERT_STRING_EQUAL(take(&h), "hello\r\nA2 NOOP\r\n");
+	server_send(&h, "A1 OK [APPENDUID 1 2] appended\r\nA2 OK\r\n");
+	CU_ASSERT_EQUAL(c.count, 2);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	harness_stop(&h);
+}
+
+static void test_raw_refused_literal(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &c);
+	imap_client_raw_command_write(command, "APPEND nosuch {5}\r\n", 19);
+	take(&h);
+	server_send(&h, "A1 NO [TRYCREATE] no such mailbox\r\n");
+	/* done before it ended: freed, the queue goes on */
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_NO);
+	CU_ASSERT_STRING_EQUAL(r.bytes, " NO [TRYCREATE] no such mailbox\r\n");
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 NOOP\r\n");
+	harness_stop(&h);
+}
+
+static void test_raw_idle(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n");
+	command = imap_client_raw_command_new(h.client, "IDLE", on_done, &c);
+	imap_client_raw_command_write(command, "IDLE\r\n", 6);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 IDLE\r\n");
+	server_send(&h, "+ idling\r\n* 7 EXISTS\r\n");
+	CU_ASSERT_STRING_EQUAL(r.events, "C.U.");
+	imap_client_raw_command_write(command, "DONE\r\n", 6);
+	imap_client_raw_command_end(command);
+	CU_ASSERT_STRING_EQUAL(take(&h), "DONE\r\n");
+	server_send(&h, "A1 OK Idle completed\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, "+ idling\r\n* 7 EXISTS\r\n OK Idle completed\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	harness_stop(&h);
+}
+
+static void on_closed(struct imap_client *client, const char *reason, void *context)
+{
+	char *last = context;
+
+	(void)client;
+	snprintf(last, 128, "%s%s", last[0] != '\0' ? "twice: " : "", reason);
+}
+
+static void test_raw_unsolicited_and_bye(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	char closed[128] = "";
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	imap_client_set_closed_callback(h.client, on_closed, closed);
+	server_send(&h, "* 8 EXISTS\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, "* 8 EXISTS\r\n");
+	CU_ASSERT_FALSE(r.last_had_command);
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	take(&h);
+	server_send(&h, "* BYE going down\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, "* 8 EXISTS\r\n* BYE going down\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_ABORT);
+	/* the owner hears of it once, after the commands */
+	CU_ASSERT_STRING_EQUAL(closed, "server closed the connection: BYE going down");
+	harness_stop(&h);
+}
+
+/* Writes all of data to the peer, pumping the loop while the socket is full. */
+static void server_send_all(struct harness *h, const char *data, size_t len)
+{
+	size_t done = 0;
+
+	for (int rounds = 0; done < len && rounds < 100000; rounds++) {
+		ssize_t n = write(h->peer_fd, data + done, len - done);
+
+		if (n > 0)
+			done += (size_t)n;
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+	}
+	CU_ASSERT_EQUAL(done, len);
+	pump(h);
+}
+
+static void test_raw_large_literal_streamed(void)
+{
+	enum { BODY = 300 * 1024 };
+	struct harness h;
+	static struct raw_log r;
+	struct completion c = { 0 };
+	char *reply = malloc(BODY + 256);
+	size_t len;
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_send(&h, "FETCH", "FETCH 1 BODY[]\r\n", &c);
+	take(&h);
+	len = (size_t)sprintf(reply, "* 1 FETCH (BODY[] {%d}\r\n", BODY);
+	for (int i = 0; i < BODY; i++)
+		reply[len++] = (char)('a' + i % 26);
+	len += (size_t)sprintf(reply + len, ")\r\nA1 OK\r\n");
+	server_send_all(&h, reply, len);
+	CU_ASSERT_EQUAL(c.count, 1);
+	if (getenv("TEST_DEBUG") != NULL)
+		fprintf(stderr, "[raw: %zu of %zu bytes, %u parts, largest %zu, events %.40s]\n", r.len, len,
+			r.parts, r.largest_part, r.events);
+	CU_ASSERT_EQUAL(r.len, len - 2);
+	CU_ASSERT_EQUAL(memcmp(r.bytes, reply, len - 10), 0);
+	CU_ASSERT_STRING_EQUAL(r.bytes + r.len - 8, ")\r\n OK\r\n");
+	CU_ASSERT(r.parts > 3); /* passed on in parts, never held whole */
+	CU_ASSERT(r.largest_part < 128 * 1024);
+	CU_ASSERT_EQUAL(r.events[0], 'U');
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.events, "U.T."));
+	free(reply);
+	harness_stop(&h);
+}
+
+static void test_raw_pause_stops_reading(void)
+{
+	enum { BODY = 200 * 1024 };
+	struct harness h;
+	static struct raw_log r;
+	struct completion c = { 0 };
+	char *reply = malloc(BODY + 256);
+	size_t len;
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	r.pause_on_part = true;
+	raw_send(&h, "FETCH", "FETCH 1 BODY[]\r\n", &c);
+	take(&h);
+	len = (size_t)sprintf(reply, "* 1 FETCH (BODY[] {%d}\r\n", BODY);
+	memset(reply + len, 'x', BODY);
+	len += BODY;
+	len += (size_t)sprintf(reply + len, ")\r\nA1 OK\r\n");
+	/* the socket takes only part of it while the client does not read */
+	ssize_t n = write(h.peer_fd, reply, len);
+
+	CU_ASSERT(n > 0);
+	pump(&h);
+	CU_ASSERT(imap_client_is_reading_paused(h.client));
+	size_t seen = r.len;
+
+	CU_ASSERT(seen < 128 * 1024); /* stopped after a part */
+	pump(&h);
+	CU_ASSERT_EQUAL(r.len, seen); /* nothing more while paused */
+	for (int rounds = 0; rounds < 1000 && c.count == 0; rounds++) {
+		r.pause_on_part = rounds % 2 == 0;
+		imap_client_set_reading_paused(h.client, false);
+		if ((size_t)n < len) {
+			ssize_t more = write(h.peer_fd, reply + n, len - (size_t)n);
+
+			if (more > 0)
+				n += more;
+		}
+		pump(&h);
+	}
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(r.len, len - 2);
+	free(reply);
+	harness_stop(&h);
+}
+
+static void test_raw_output_pending(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion own = { 0 }, raw = { 0 };
+	struct imap_client_command *command;
+	char big[8192];
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	imap_client_noop(h.client, on_done, &own);
+	take(&h);
+	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &raw);
+	memset(big, 'y', sizeof(big));
+	imap_client_raw_command_write(command, big, sizeof(big));
+	/* waiting behind the own NOOP: counted, not yet sent */
+	CU_ASSERT(imap_client_get_output_pending(h.client) >= sizeof(big));
+	CU_ASSERT_STRING_EQUAL(take(&h), "");
+	server_send(&h, "A1 OK\r\n");
+	pump(&h);
+	CU_ASSERT_EQUAL(imap_client_get_output_pending(h.client), 0);
+	CU_ASSERT_EQUAL(h.out_len, 3 + sizeof(big));
+	harness_stop(&h);
+}
+
+static void test_raw_tagged_line_without_raw_command_is_refused(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+
+	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	take(&h);
+	server_send(&h, "A7 OK not ours\r\n");
+	CU_ASSERT_EQUAL(r.len, 0); /* never passed on */
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_ABORT);
+	harness_stop(&h);
+}
+
 const char unit_suite_name[] = "imap-client";
 const struct unit_test unit_tests[] = {
 	{ "greeting with capabilities: no CAPABILITY sent", test_greeting_with_capabilities },
@@ -770,5 +1155,17 @@ const struct unit_test unit_tests[] = {
 	{ "peer closing mid-literal aborts", test_peer_close_aborts },
 	{ "ID, ENABLE, partial, UID EXPUNGE, LIST, SORT, THREAD, ACL, QUOTA forms", test_id_and_enable },
 	{ "garbage from the server ends every command", test_garbage_ends_every_command },
+	{ "raw: exact bytes, tag stripped from the completion", test_raw_exact_bytes },
+	{ "raw: byte by byte gives the same bytes", test_raw_bytewise_same },
+	{ "raw and own commands take turns on the wire", test_raw_and_own_take_turns },
+	{ "raw: pipelined, attributed to the oldest", test_raw_pipelined },
+	{ "raw: synchronizing literal waits for the caller", test_raw_synchronizing_literal },
+	{ "raw: refused literal completes before the end", test_raw_refused_literal },
+	{ "raw: IDLE and DONE", test_raw_idle },
+	{ "raw: unsolicited data and BYE", test_raw_unsolicited_and_bye },
+	{ "raw: a large literal streams in parts", test_raw_large_literal_streamed },
+	{ "raw: pausing stops reading mid-literal", test_raw_pause_stops_reading },
+	{ "raw: output pending counts queued bytes", test_raw_output_pending },
+	{ "raw: unknown tag is refused, not passed on", test_raw_tagged_line_without_raw_command_is_refused },
 	{ NULL, NULL },
 };

@@ -178,6 +178,46 @@ static void test_cram_md5(void)
 	imap_sasl_mechanism_free(&mechanism);
 }
 
+static enum imap_sasl_user_result user_of(const char *mechanism, const char *response, size_t len,
+					  char *user, size_t size)
+{
+	return imap_sasl_initial_response_user(mechanism, (const unsigned char *)response, len, user, size);
+}
+
+static void test_initial_response_user(void)
+{
+	char user[32];
+
+	CU_ASSERT_EQUAL(user_of("plain", "\0alice@example.com\0secret", 25, user, sizeof(user)),
+			IMAP_SASL_USER_FOUND);
+	CU_ASSERT_STRING_EQUAL(user, "alice@example.com");
+	CU_ASSERT_EQUAL(user_of("PLAIN", "admin\0bob\0pw", 12, user, sizeof(user)), IMAP_SASL_USER_FOUND);
+	CU_ASSERT_STRING_EQUAL(user, "bob"); /* the authcid, not the authzid */
+	CU_ASSERT_EQUAL(user_of("XOAUTH2", "user=carol@x\001auth=Bearer t\001\001", 29, user, sizeof(user)),
+			IMAP_SASL_USER_FOUND);
+	CU_ASSERT_STRING_EQUAL(user, "carol@x");
+	CU_ASSERT_EQUAL(user_of("OAUTHBEARER", "n,a=d=2Cn=3Dx@y,\001host=h\001auth=Bearer t\001\001", 41, user,
+				sizeof(user)), IMAP_SASL_USER_FOUND);
+	CU_ASSERT_STRING_EQUAL(user, "d,n=x@y");
+
+	/* bad input: each is a typed refusal, never a guess */
+	CU_ASSERT_EQUAL(user_of("PLAIN", "nouser", 6, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("PLAIN", "\0bob", 4, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("PLAIN", "\0\0pw", 4, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("PLAIN", "\0averyveryveryverylongusernamethatdoesnotfit\0pw", 47, user,
+				sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("XOAUTH2", "auth=Bearer t\001\001", 15, user, sizeof(user)),
+			IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("XOAUTH2", "user=\001auth=x\001\001", 14, user, sizeof(user)),
+			IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("OAUTHBEARER", "n,,\001auth=Bearer t\001\001", 19, user, sizeof(user)),
+			IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("OAUTHBEARER", "n,a=x=2", 7, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("OAUTHBEARER", "n,a=x=41,", 9, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("CRAM-MD5", "x", 1, user, sizeof(user)), IMAP_SASL_USER_UNKNOWN_MECHANISM);
+	CU_ASSERT_EQUAL(user_of("PLAIN", "", 0, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+}
+
 const char unit_suite_name[] = "imap-sasl";
 const struct unit_test unit_tests[] = {
 	{ "base64: RFC 4648 vectors", test_base64_vectors },
@@ -187,5 +227,6 @@ const struct unit_test unit_tests[] = {
 	{ "XOAUTH2: documented example, empty answer to an error", test_xoauth2 },
 	{ "OAUTHBEARER: RFC 7628 example, ^A answer to an error", test_oauthbearer },
 	{ "CRAM-MD5: RFC 2195 example", test_cram_md5 },
+	{ "the user in a client's initial response (proxy side)", test_initial_response_user },
 	{ NULL, NULL },
 };

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* upstream: a client-core connection to the upstream server chosen for a login, and what the proxy may advertise once logged in. */
+#ifndef IMAPCACHED_UPSTREAM_H
+#define IMAPCACHED_UPSTREAM_H
+
+#include "conf.h"
+#include "imap-client.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+
+#define UPSTREAM_CAPABILITY_MAX 4096 /* Dovecot's list after login is under 700 bytes */
+
+/* A client core set up for upstream (host, port, TLS mode, CA file and
+   verification as configured, the connect timeout of conf), not yet
+   connected. Returns NULL with *error_r when its TLS context can't be
+   made (a bad ca_file). */
+struct imap_client *upstream_client_new(struct event_base *base, const struct conf *conf,
+					const struct conf_upstream *upstream, const char **error_r);
+
+/* Whether the proxy can carry capability (case-insensitive; "THREAD=REFS"
+   and other "NAME=value" forms are judged by NAME=) between a client and
+   the upstream once logged in: commands forwarded byte for byte whose
+   responses come back tagged. Never: STARTTLS, LOGINDISABLED, AUTH=,
+   SASL-IR (login is over), COMPRESS= (would change the byte stream),
+   NOTIFY and UNAUTHENTICATE (events and states outside a command), and
+   anything not known. */
+bool upstream_capability_is_carried(const char *capability);
+
+/* Writes into buf (size bytes, NUL-terminated, truncated at a word) the
+   space-separated words of capabilities that upstream_capability_is_carried
+   keeps, in their order and case. "IMAP4rev1" (or "IMAP4rev2") is always
+   kept. */
+void upstream_filter_capabilities(const char *capabilities, char *buf, size_t size);
+
+#endif
