@@ -12,10 +12,10 @@ def check(name, condition, detail=""):
     """Records one assertion; returns whether it held."""
     if condition:
         counts["passed"] += 1
-        print("ok: " + name)
+        print("ok: " + name, flush=True)
     else:
         counts["failed"] += 1
-        print("FAIL: %s %s" % (name, detail))
+        print("FAIL: %s %s" % (name, detail), flush=True)
     return bool(condition)
 
 

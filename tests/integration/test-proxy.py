@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 
+from checks import check, summary
+
 ENV = os.environ
 BUILD = ENV.get("top_builddir", ".")
 BINARY = os.path.join(BUILD, "daemon", "imapcached")
@@ -30,19 +32,7 @@ CA = ENV["IMAPTEST_CA"]
 USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
 USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
 WAIT = 20  # seconds: the longest any single expectation may take
-passed = failed = 0
 tmp = tempfile.mkdtemp(prefix="test-proxy.")
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %r" % (name, detail))
-    sys.stdout.flush()
 
 
 class Daemon:
@@ -568,8 +558,7 @@ def main():
     except Exception as e:
         check("test_upstream_dies ran to the end", False, repr(e))
     check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import tempfile
 import threading
 import time
 
+from checks import check, summary
+
 ENV = os.environ
 BUILD = ENV.get("top_builddir", ".")
 BINARY = os.path.join(BUILD, "daemon", "imapcached")
@@ -24,19 +26,7 @@ CA = ENV["IMAPTEST_CA"]
 USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
 WAIT = 20
 RUN_TIMEOUT = 120  # seconds for one client run
-passed = failed = skipped = 0
 tmp = tempfile.mkdtemp(prefix="test-real-clients.")
-
-
-def check(name, condition, detail=""):
-    global passed, failed
-    if condition:
-        passed += 1
-        print("ok: " + name)
-    else:
-        failed += 1
-        print("FAIL: %s %r" % (name, detail))
-    sys.stdout.flush()
 
 
 def start_daemon():
@@ -163,9 +153,7 @@ def main():
     try:
         for test, tool in ((test_curl, "curl"), (test_mbsync, "mbsync")):
             if shutil.which(tool) is None:
-                print("FAIL: %s is not installed (./dev.sh deps installs it)" % tool)
-                global failed
-                failed += 1
+                check("%s is installed (./dev.sh deps installs it)" % tool, False)
                 continue
             try:
                 test(port)
@@ -177,8 +165,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print("kept " + tmp)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":
