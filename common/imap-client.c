@@ -9,6 +9,8 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define IMAP_CLIENT_TAG_MAX 32 /* prefix (at most 16 bytes) + a 64-bit counter */
@@ -1407,6 +1410,17 @@ static void client_command_timeout_cb(evutil_socket_t fd, short events, void *co
 	client_leave(client);
 }
 
+/* Sends small writes at once: IMAP is request/response, and Nagle's
+   algorithm meeting the peer's delayed ACK stalls each reply by ~40 ms.
+   Not a TCP socket (a socketpair in tests): nothing to do. */
+static void client_set_nodelay(struct imap_client *client)
+{
+	int one = 1;
+
+	(void)setsockopt(bufferevent_getfd(client->plain_bev), IPPROTO_TCP, TCP_NODELAY,
+			 &one, sizeof(one));
+}
+
 static void client_event_cb(struct bufferevent *bev, short events, void *context);
 
 static void client_set_write_watermark(struct imap_client *client)
@@ -1561,6 +1575,7 @@ static void client_event_cb(struct bufferevent *bev, short events, void *context
 	client_enter(client);
 	if (events & BEV_EVENT_CONNECTED) {
 		if (client->phase == PHASE_TCP) {
+			client_set_nodelay(client);
 			if (client->settings.tls_mode == IMAP_CLIENT_TLS_IMPLICIT)
 				client_start_tls(client);
 			else
