@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,8 +466,10 @@ int mime_message_get_params(const struct mime_message *message, const char *head
 	return 0;
 }
 
-char *mime_message_get_param(const struct mime_message *message, const char *name,
-			     const char *header)
+/* get_param; with collapse, then collapse_rfc2231_value, which unquotes
+   a plain value once more (get_param already unquoted it once). */
+static char *param_value(const struct mime_message *message, const char *name,
+			 const char *header, bool collapse)
 {
 	struct mime_param_list list;
 	char *result = NULL;
@@ -475,14 +478,21 @@ char *mime_message_get_param(const struct mime_message *message, const char *nam
 		return NULL;
 	const struct mime_param *param = mime_header_params_find(&list, name);
 	if (param != NULL) {
-		if (param->rfc2231) {
+		if (param->rfc2231)
 			result = mime_header_param_collapse(param);
-		} else {
+		else if (collapse)
+			result = mime_header_unquote(param->value);
+		else
 			result = mime_xstrdup(param->value);
-		}
 	}
 	mime_header_params_free(&list);
 	return result;
+}
+
+char *mime_message_get_param(const struct mime_message *message, const char *name,
+			     const char *header)
+{
+	return param_value(message, name, header, false);
 }
 
 /* Writes an existing parameter back (_formatparam on get_params' items). */
@@ -633,22 +643,7 @@ static char *strip_text(char *text, int right_only)
 static char *collapsed_param(const struct mime_message *message, const char *name,
 			     const char *header)
 {
-	struct mime_param_list list;
-	char *result = NULL;
-
-	if (mime_message_get_params(message, header, &list) < 0)
-		return NULL;
-	const struct mime_param *param = mime_header_params_find(&list, name);
-	if (param != NULL) {
-		if (param->rfc2231) {
-			result = mime_header_param_collapse(param);
-		} else {
-			/* a plain value is unquoted once by get_param, once more here */
-			result = mime_header_unquote(param->value);
-		}
-	}
-	mime_header_params_free(&list);
-	return result;
+	return param_value(message, name, header, true);
 }
 
 char *mime_message_get_filename(const struct mime_message *message)
