@@ -6,6 +6,7 @@
 #include "mime-scan.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -228,6 +229,7 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 			   size_t to)
 {
 	size_t angle = to, close = to, at = to;
+	bool angled;
 	char *name = NULL, *route = NULL, *mailbox = NULL, *host = NULL;
 
 	for (size_t i = from; i < to; i++)
@@ -235,7 +237,8 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 			angle = i;
 			break;
 		}
-	if (angle < to) {
+	angled = angle < to;
+	if (angled) {
 		for (close = angle + 1; close < to && !is_special(&list->items[close], '>'); close++)
 			;
 		if (angle > from)
@@ -258,6 +261,7 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 				name = mime_xstrdup(list->items[i].text);
 			}
 	}
+	at = to; /* within <...> when there is one, so '>' never joins the mailbox */
 	for (size_t i = from; i < to; i++)
 		if (is_special(&list->items[i], '@')) {
 			at = i;
@@ -269,12 +273,15 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 		free(name);
 		name = NULL;
 	}
-	if (mailbox[0] == '\0' && host == NULL && name == NULL) {
+	/* nothing at all is no address; "<>" is one, with a missing mailbox */
+	if (mailbox[0] == '\0' && host == NULL && name == NULL && !angled) {
 		free(mailbox);
 		free(route);
 		return;
 	}
-	append_address(out, name, route, mailbox, host == NULL ? "MISSING_DOMAIN" : host);
+	/* RFC 3501 7.4.2 has no empty mailbox; Dovecot writes these names */
+	append_address(out, name, route, mailbox[0] == '\0' ? "MISSING_MAILBOX" : mailbox,
+		       host == NULL ? "MISSING_DOMAIN" : host);
 	free(name);
 	free(route);
 	free(mailbox);

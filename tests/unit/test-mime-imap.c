@@ -5,6 +5,7 @@
 #include "mime-imap.h"
 #include "mime-parser.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char message_text[] =
@@ -62,6 +63,35 @@ static void test_envelope(void)
 		"((\"=?utf-8?q?caf=C3=A9?=\" NIL \"cafe\" \"example.fr\")) NIL NIL \"<1@example.org>\")");
 	mime_buffer_free(&out);
 	mime_message_free(&message);
+}
+
+/* Odd address forms; each expected value is what Dovecot 2.3 answers for
+   the same From: line. */
+static void test_envelope_address_forms(void)
+{
+	static const struct {
+		const char *from;
+		const char *address;
+	} cases[] = {
+		{ "<>", "((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))" },
+		{ "MAILER DAEMON <>", "((\"MAILER DAEMON\" NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\"))" },
+		{ "A <b>", "((\"A\" NIL \"b\" \"MISSING_DOMAIN\"))" },
+		{ "A <@r:b@c>", "((\"A\" \"@r\" \"b\" \"c\"))" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char text[256], expected[512];
+		struct mime_buffer out = { 0 };
+
+		snprintf(text, sizeof(text), "From: %s\nSubject: x\n\nbody\n", cases[i].from);
+		snprintf(expected, sizeof(expected), "(NIL \"x\" %s %s %s NIL NIL NIL NIL NIL)",
+			 cases[i].address, cases[i].address, cases[i].address);
+		struct mime_message *message = mime_parse(text, strlen(text));
+		mime_imap_envelope(message, &out);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, expected);
+		mime_buffer_free(&out);
+		mime_message_free(&message);
+	}
 }
 
 static void test_bodystructure(void)
@@ -182,6 +212,7 @@ static void test_strings(void)
 const char unit_suite_name[] = "mime-imap";
 const struct unit_test unit_tests[] = {
 	{ "ENVELOPE with groups, comments, encoded words", test_envelope },
+	{ "ENVELOPE address forms as Dovecot gives them", test_envelope_address_forms },
 	{ "BODYSTRUCTURE and BODY", test_bodystructure },
 	{ "BODY[section]", test_sections },
 	{ "BINARY and partials", test_binary_and_partial },
