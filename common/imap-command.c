@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #define POOL_CHUNK_SIZE (8 * 1024) /* a FETCH or SEARCH of ordinary size fits in one */
+#define APPEND_DATE_TIME_LEN 26 /* RFC 3501 date-time: "DD-Mon-YYYY HH:MM:SS +HHMM" */
 
 struct pool_chunk {
 	struct pool_chunk *next;
@@ -242,6 +243,57 @@ static bool parse_number(const char *s, size_t len, uint64_t max, uint64_t *numb
 	return true;
 }
 
+/* RFC 5322 field name: printable US-ASCII except ':'. */
+static bool is_header_name(const char *name, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c < 33 || c > 126 || c == ':')
+			return false;
+	}
+	return true;
+}
+
+/* Reads the quoted header name at *p (before end) and moves *p past it. A
+   name with escapes is copied unescaped to the pool. */
+static enum imap_command_error section_quoted_name(struct imap_command_parser *parser, const char **p,
+						   const char *end, const char **name_r, size_t *len_r)
+{
+	const char *start = *p + 1, *q = start;
+	size_t escapes = 0;
+
+	while (q < end && *q != '"') {
+		if (*q == '\\') {
+			if (q + 1 == end || (q[1] != '"' && q[1] != '\\'))
+				break;
+			escapes++;
+			q++;
+		}
+		q++;
+	}
+	if (q == end || *q != '"')
+		return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION, "Invalid quoted header name");
+	*p = q + 1;
+	if (escapes == 0) {
+		*name_r = start;
+		*len_r = (size_t)(q - start);
+		return IMAP_COMMAND_ERROR_NONE;
+	}
+	char *name = pool_alloc(parser, (size_t)(q - start) - escapes + 1);
+	if (name == NULL)
+		return out_of_memory(parser);
+	size_t len = 0;
+	for (const char *c = start; c < q; c++) {
+		if (*c == '\\')
+			c++;
+		name[len++] = *c;
+	}
+	name[len] = '\0';
+	*name_r = name;
+	*len_r = len;
+	return IMAP_COMMAND_ERROR_NONE;
+}
+
 /* Parses the inside of [...] of a fetch attribute. */
 static enum imap_command_error parse_section(struct imap_command_parser *parser, const char *s, size_t len,
 					     bool binary, struct imap_section *section)
@@ -302,7 +354,9 @@ static enum imap_command_error parse_section(struct imap_command_parser *parser,
 	}
 	if (text[text_len - 1] != ')')
 		return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION, "Header list must end with ')'");
-	/* Field names: astrings separated by single spaces (quoted without escapes). */
+	/* Field names as imap-parser writes them: atoms, or quoted strings
+	   with escapes (quoted and literal names come this way), each
+	   separated by one space. */
 	const char *p = text + fields_at, *end = text + text_len - 1;
 	unsigned int count = 0;
 	for (const char *q = p; q < end; q++)
@@ -312,26 +366,30 @@ static enum imap_command_error parse_section(struct imap_command_parser *parser,
 		return out_of_memory(parser);
 	count = 0;
 	while (p < end) {
-		const char *name = p, *name_end;
+		const char *name = p;
+		size_t name_len = 0;
 		if (*p == '"') {
-			name = p + 1;
-			name_end = memchr(name, '"', (size_t)(end - name));
-			if (name_end == NULL || memchr(name, '\\', (size_t)(name_end - name)) != NULL)
-				return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION, "Invalid quoted header name");
-			p = name_end + 1;
+			enum imap_command_error error = section_quoted_name(parser, &p, end, &name, &name_len);
+			if (error != IMAP_COMMAND_ERROR_NONE)
+				return error;
 		} else {
+			name = p;
 			while (p < end && *p != ' ')
 				p++;
-			name_end = p;
-			for (const char *c = name; c < name_end; c++) {
-				if (!is_strict_atom_char((unsigned char)*c) && *c != ']')
-					return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION, "Invalid header name");
+			name_len = (size_t)(p - name);
+			for (size_t i = 0; i < name_len; i++) {
+				if (!is_strict_atom_char((unsigned char)name[i]) && name[i] != ']')
+					return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION,
+						    "Invalid header name %.*s", (int)(name_len < 40 ? name_len : 40), name);
 			}
 		}
-		if (name_end == name && *(name - 1) != '"')
+		if (name_len == 0)
 			return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION, "Empty header name");
+		if (!is_header_name(name, name_len))
+			return fail(parser, IMAP_COMMAND_ERROR_BAD_SECTION, "Invalid header name %.*s",
+				    (int)(name_len < 40 ? name_len : 40), name);
 		fields[count].name = name;
-		fields[count].len = (size_t)(name_end - name);
+		fields[count].len = name_len;
 		count++;
 		if (p < end) {
 			if (*p != ' ' || p + 1 == end)
@@ -437,12 +495,30 @@ out:
 	return error;
 }
 
+static const char *const month_names[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+
+/* An APPEND date-time. Its month is matched in any case (RFC 3501 strings
+   are case-insensitive), while imap-util keeps imaplib's case-sensitive
+   Internaldate2tuple: the month is written back as imap-util expects. */
+static bool parse_append_date(const char *str, size_t len, time_t *utc_r, int *zone_minutes_r)
+{
+	char date[APPEND_DATE_TIME_LEN];
+
+	if (len != sizeof(date))
+		return false;
+	memcpy(date, str, sizeof(date));
+	for (size_t m = 0; m < sizeof(month_names) / sizeof(month_names[0]); m++) {
+		if (strncasecmp(date + 3, month_names[m], 3) == 0)
+			memcpy(date + 3, month_names[m], 3);
+	}
+	return imap_util_date_time_parse(date, sizeof(date), utc_r, zone_minutes_r);
+}
+
 /* ---- SEARCH ---- */
 
 static bool parse_search_date(const struct imap_arg *arg, struct imap_search_key *key)
 {
-	static const char *const months[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
-					      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
 	const char *s;
 	size_t len;
 
@@ -458,7 +534,7 @@ static bool parse_search_date(const struct imap_arg *arg, struct imap_search_key
 	    !parse_number(s + day_len + 5, 4, 9999, &year))
 		return false;
 	for (int m = 0; m < 12; m++) {
-		if (strncasecmp(s + day_len + 1, months[m], 3) == 0) {
+		if (strncasecmp(s + day_len + 1, month_names[m], 3) == 0) {
 			key->year = (int)year;
 			key->month = m + 1;
 			key->day = (int)day;
@@ -871,8 +947,8 @@ static enum imap_command_error parse_append(struct imap_command_parser *parser, 
 		pos++;
 	}
 	if (pos < count - 1 && args[pos].type == IMAP_ARG_STRING) {
-		if (!imap_util_date_time_parse(args[pos].str, (size_t)args[pos].len, &command->u.append.date,
-					       &command->u.append.zone_minutes))
+		if (!parse_append_date(args[pos].str, (size_t)args[pos].len, &command->u.append.date,
+				       &command->u.append.zone_minutes))
 			return fail(parser, IMAP_COMMAND_ERROR_BAD_DATE, "Invalid date-time %.40s", args[pos].str);
 		command->u.append.has_date = true;
 		pos++;

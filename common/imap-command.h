@@ -80,8 +80,14 @@ enum imap_section_text {
 	IMAP_SECTION_TEXT_MIME,          /* only after a part number */
 };
 
+/* A header name of HEADER.FIELDS[.NOT], the same whether the client sent it
+   as an atom, a quoted string or a literal (see imap-parser.h, "Header lists
+   in sections"). Names are non-empty RFC 5322 field names (printable
+   US-ASCII but ':'); anything else is IMAP_COMMAND_ERROR_BAD_SECTION. */
 struct imap_section_field {
-	const char *name;               /* points into the line; not NUL-terminated */
+	const char *name;               /* into the line, or (a name that needed
+	                                   escapes) into the command parser; not
+	                                   NUL-terminated */
 	size_t len;
 };
 

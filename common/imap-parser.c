@@ -15,12 +15,18 @@
 #define ARENA_KEEP_BYTES (1024 * 1024) /* past this, a huge line's memory is given back */
 #define EVBUFFER_PEEK_VECTORS 16 /* chains looked at per round; more rounds follow */
 #define NUMBER64_MAX ((uint64_t)INT64_MAX) /* RFC 9051 number64 */
+#define HEADER_NAME_ESCAPE_OVERHEAD 2 /* the two quotes around a header name that is no atom */
 
 enum parser_state {
 	STATE_ARG_START,
 	STATE_AFTER_ARG,
 	STATE_ATOM,
 	STATE_ATOM_BRACKET,
+	STATE_SECTION_LIST,
+	STATE_SECTION_ATOM,
+	STATE_SECTION_QUOTED,
+	STATE_SECTION_QUOTED_ESCAPE,
+	STATE_SECTION_AFTER_NAME,
 	STATE_QUOTED,
 	STATE_QUOTED_ESCAPE,
 	STATE_TILDE,
@@ -72,6 +78,8 @@ struct imap_parser {
 	size_t token_len;
 	size_t token_capacity;
 	unsigned int bracket_depth;
+	size_t section_name_start;  /* in token: where the header name being read begins */
+	bool section_literal;       /* the literal being read is a header name inside [...] */
 
 	uint64_t literal_size;
 	uint64_t literal_offset;
@@ -91,6 +99,8 @@ struct imap_parser {
 
 /* Bytes that may continue an atom without special handling. */
 static bool atom_char_table[256];
+/* RFC 3501 ASTRING-CHAR: a header name inside [...] made of these stays an atom. */
+static bool astring_char_table[256];
 static bool tables_ready;
 
 static void tables_init(void)
@@ -102,6 +112,7 @@ static void tables_init(void)
 		if (c == '(' || c == ')' || c == '"' || c == '{' || c == '[')
 			ok = false;
 		atom_char_table[c] = ok;
+		astring_char_table[c] = c > 0x20 && c < 0x7f && strchr("(){%*\"\\", (int)c) == NULL;
 	}
 	tables_ready = true;
 }
@@ -195,6 +206,8 @@ static void line_reset(struct imap_parser *parser)
 	parser->text_pending = false;
 	parser->token_len = 0;
 	parser->bracket_depth = 0;
+	parser->section_name_start = 0;
+	parser->section_literal = false;
 	parser->literal_size = 0;
 	parser->literal_offset = 0;
 	parser->literal_flags = 0;
@@ -487,6 +500,40 @@ static bool end_line(struct imap_parser *parser)
 	return true;
 }
 
+/* Ends the header name at section_name_start in the token: it stays as it
+   is when it is an atom, else it is written back as a quoted string. */
+static bool section_name_finish(struct imap_parser *parser)
+{
+	size_t start = parser->section_name_start, len = parser->token_len - start, escapes = 0;
+	bool atom = len > 0;
+
+	for (size_t i = start; i < parser->token_len; i++) {
+		unsigned char c = (unsigned char)parser->token[i];
+		atom = atom && astring_char_table[c];
+		escapes += c == '"' || c == '\\';
+	}
+	if (atom)
+		return true;
+	size_t grow = escapes + HEADER_NAME_ESCAPE_OVERHEAD;
+	/* Room first (token_append may move the buffer), then fill from the end. */
+	for (size_t i = 0; i < grow; i++) {
+		if (!token_append(parser, "\"", 1))
+			return false;
+	}
+	char *name = parser->token + start;
+	size_t to = len + grow;
+	name[--to] = '"';
+	for (size_t from = len; from-- > 0;) {
+		char c = name[from];
+		name[--to] = c;
+		if (c == '"' || c == '\\')
+			name[--to] = '\\';
+	}
+	name[--to] = '"';
+	assert(to == 0);
+	return true;
+}
+
 /* After "{n}" and its line end: checks the size and prepares for the bytes. */
 static bool literal_begin(struct imap_parser *parser)
 {
@@ -496,6 +543,21 @@ static bool literal_begin(struct imap_parser *parser)
 	}
 	parser->literal_offset = 0;
 	parser->literal_inline = NULL;
+	if (parser->section_literal) {
+		/* The name becomes part of the atom: it counts as line bytes. */
+		if (parser->literal_size > IMAP_PARSER_MAX_HEADER_NAME) {
+			fail(parser, IMAP_PARSER_ERROR_LITERAL_TOO_BIG, "Header name literal too big");
+			return false;
+		}
+		if (parser->line_bytes + parser->literal_size > parser->limits.max_line) {
+			fail(parser, IMAP_PARSER_ERROR_LINE_TOO_LONG, "Line too long");
+			return false;
+		}
+		parser->line_bytes += (size_t)parser->literal_size;
+		parser->section_name_start = parser->token_len;
+		parser->state = STATE_LITERAL_DATA;
+		return true;
+	}
 	uint64_t line_budget = parser->limits.max_inline_literal > UINT64_MAX / IMAP_PARSER_INLINE_LITERALS_PER_LINE
 				       ? UINT64_MAX
 				       : parser->limits.max_inline_literal * IMAP_PARSER_INLINE_LITERALS_PER_LINE;
@@ -516,6 +578,11 @@ static bool literal_finish(struct imap_parser *parser)
 {
 	bool ok;
 
+	if (parser->section_literal) {
+		parser->section_literal = false;
+		parser->state = STATE_SECTION_AFTER_NAME;
+		return section_name_finish(parser);
+	}
 	if (parser->literal_inline != NULL) {
 		parser->literal_inline[parser->literal_size] = '\0';
 		ok = add_arg(parser, IMAP_ARG_LITERAL, parser->literal_flags, parser->literal_inline,
@@ -535,7 +602,16 @@ static ssize_t literal_take(struct imap_parser *parser, const unsigned char *dat
 	uint64_t remaining = parser->literal_size - parser->literal_offset;
 	size_t take = remaining < size ? (size_t)remaining : size;
 
-	if (parser->literal_inline != NULL) {
+	if (parser->section_literal) {
+		for (size_t i = 0; i < take; i++) {
+			if (data[i] == '\r' || data[i] == '\n' || data[i] == '\0') {
+				fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "CR, LF or NUL in a header name literal");
+				return -1;
+			}
+		}
+		if (!token_append(parser, data, take))
+			return -1;
+	} else if (parser->literal_inline != NULL) {
 		memcpy(parser->literal_inline + parser->literal_offset, data, take);
 	} else if (parser->literal_callback != NULL) {
 		struct imap_parser_literal_chunk chunk = {
@@ -568,10 +644,16 @@ static size_t plain_span(const struct imap_parser *parser, const unsigned char *
 			i++;
 		break;
 	case STATE_ATOM_BRACKET:
-		while (i < size && data[i] >= 0x20 && data[i] != 0x7f && data[i] != '[' && data[i] != ']')
+		while (i < size && data[i] >= 0x20 && data[i] != 0x7f && data[i] != '[' && data[i] != ']' &&
+		       data[i] != '(')
+			i++;
+		break;
+	case STATE_SECTION_ATOM:
+		while (i < size && astring_char_table[data[i]])
 			i++;
 		break;
 	case STATE_QUOTED:
+	case STATE_SECTION_QUOTED:
 		while (i < size && data[i] != '"' && data[i] != '\\' && data[i] != '\r' &&
 		       data[i] != '\n' && data[i] != '\0')
 			i++;
@@ -717,6 +799,9 @@ static bool step(struct imap_parser *parser, unsigned char c)
 	case STATE_ATOM_BRACKET:
 		if (c == '[') {
 			parser->bracket_depth++;
+		} else if (c == '(') {
+			/* A header list (RFC 3501 section-text): astrings, literals included. */
+			parser->state = STATE_SECTION_LIST;
 		} else if (c == ']') {
 			if (--parser->bracket_depth == 0)
 				parser->state = STATE_ATOM;
@@ -727,6 +812,76 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			return false;
 		}
 		return token_append(parser, &c, 1);
+	case STATE_SECTION_LIST:
+		switch (c) {
+		case ' ':
+			return token_append(parser, &c, 1);
+		case ')':
+			parser->state = STATE_ATOM_BRACKET;
+			return token_append(parser, &c, 1);
+		case '"':
+			parser->section_name_start = parser->token_len;
+			parser->state = STATE_SECTION_QUOTED;
+			return true;
+		case '{':
+			parser->literal_flags = 0;
+			parser->section_literal = true;
+			parser->state = STATE_LITERAL_OPEN;
+			return true;
+		case '\r':
+		case '\n':
+			fail(parser, IMAP_PARSER_ERROR_UNCLOSED_LIST, "Line ended inside a header list in '['");
+			return false;
+		default:
+			if (astring_char_table[c]) {
+				parser->section_name_start = parser->token_len;
+				parser->state = STATE_SECTION_ATOM;
+				return token_append(parser, &c, 1);
+			}
+			fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "Unexpected character in a header list");
+			return false;
+		}
+	case STATE_SECTION_ATOM:
+		/* Any byte that is no ASTRING-CHAR ends the name; AFTER_NAME judges it. */
+		if (!section_name_finish(parser))
+			return false;
+		parser->state = STATE_SECTION_AFTER_NAME;
+		return step(parser, c);
+	case STATE_SECTION_QUOTED:
+		if (c == '"') {
+			parser->state = STATE_SECTION_AFTER_NAME;
+			return section_name_finish(parser);
+		}
+		if (c == '\\') {
+			parser->state = STATE_SECTION_QUOTED_ESCAPE;
+			return true;
+		}
+		fail(parser, IMAP_PARSER_ERROR_BAD_QUOTED, "CR, LF or NUL inside a quoted header name");
+		return false;
+	case STATE_SECTION_QUOTED_ESCAPE:
+		if (c != '"' && c != '\\') {
+			fail(parser, IMAP_PARSER_ERROR_BAD_QUOTED,
+			     "Only '\"' and '\\' may be escaped in a quoted header name");
+			return false;
+		}
+		parser->state = STATE_SECTION_QUOTED;
+		return token_append(parser, &c, 1);
+	case STATE_SECTION_AFTER_NAME:
+		switch (c) {
+		case ' ':
+			parser->state = STATE_SECTION_LIST;
+			return token_append(parser, &c, 1);
+		case ')':
+			parser->state = STATE_ATOM_BRACKET;
+			return token_append(parser, &c, 1);
+		case '\r':
+		case '\n':
+			fail(parser, IMAP_PARSER_ERROR_UNCLOSED_LIST, "Line ended inside a header list in '['");
+			return false;
+		default:
+			fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "Expected a space or ')' after a header name");
+			return false;
+		}
 	case STATE_QUOTED:
 		if (c == '"') {
 			if (!add_token_arg(parser, IMAP_ARG_STRING, 0))

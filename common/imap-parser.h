@@ -20,6 +20,9 @@ struct evbuffer;
    otherwise add up without bound. Literals past it are streamed like large
    ones; 16 covers any FETCH that asks for a few sections at once. */
 #define IMAP_PARSER_INLINE_LITERALS_PER_LINE 16
+/* A header name sent as a literal inside "[...]" may be at most this long:
+   RFC 5322 limits a header line, name included, to 998 bytes. */
+#define IMAP_PARSER_MAX_HEADER_NAME 998
 
 /*
  * The grammar a line is read with. It matters while tokenizing, because it
@@ -66,8 +69,9 @@ enum imap_parser_error {
 	IMAP_PARSER_ERROR_NONE,
 	/* More than max_line bytes outside literals before the line end. */
 	IMAP_PARSER_ERROR_LINE_TOO_LONG,
-	/* A literal announced more than max_literal bytes. Checked when the
-	   "{n}" is read, before any of its bytes. After a synchronizing one
+	/* A literal announced more than max_literal bytes, or a header name
+	   literal inside "[...]" more than IMAP_PARSER_MAX_HEADER_NAME. Checked
+	   when the "{n}" is read, before any of its bytes. After a synchronizing one
 	   the peer waits: answer and reset. After {n+} it sends the bytes
 	   anyway: answer BYE and close (RFC 7888). */
 	IMAP_PARSER_ERROR_LITERAL_TOO_BIG,
@@ -78,14 +82,18 @@ enum imap_parser_error {
 	/* A malformed literal announcement: "{" without digits, digits that
 	   overflow, no "}" or no CRLF right after it, "~" without "{". */
 	IMAP_PARSER_ERROR_BAD_LITERAL,
-	/* A quoted string with CR, LF or NUL in it, or a "\" escaping
-	   anything but '"' or '\'. */
+	/* A quoted string (also a quoted header name inside "[...]") with CR,
+	   LF or NUL in it, or a "\" escaping anything but '"' or '\'. */
 	IMAP_PARSER_ERROR_BAD_QUOTED,
 	/* A byte that can't appear where it is: a control character outside a
 	   literal, ')' with no open list, CR not followed by LF, a quote or
-	   '(' glued to the previous argument, "[" never closed in an atom. */
+	   '(' glued to the previous argument, "[" never closed in an atom;
+	   inside a header list in "[...]": a byte that is neither an
+	   ASTRING-CHAR, a quote, '{', ' ' nor ')', names glued together, a
+	   nested '(', CR, LF or NUL in a header name literal. */
 	IMAP_PARSER_ERROR_UNEXPECTED_CHAR,
-	/* The line ended while a list was still open. */
+	/* The line ended while a list was still open, or inside the header
+	   list "(...)" of a "[...]" section. */
 	IMAP_PARSER_ERROR_UNCLOSED_LIST,
 	/* The literal callback returned -1. */
 	IMAP_PARSER_ERROR_LITERAL_REJECTED,
@@ -97,7 +105,8 @@ enum imap_arg_type {
 	IMAP_ARG_NIL,             /* the atom NIL (any case), outside TEXT */
 	IMAP_ARG_ATOM,            /* also numbers, flags (\Seen), "*", "+",
 	                             and atoms with [...] sections and <partial>
-	                             such as BODY[HEADER.FIELDS (TO)]<0.100> */
+	                             such as BODY[HEADER.FIELDS (TO)]<0.100>;
+	                             see "Header lists in sections" below */
 	IMAP_ARG_STRING,          /* a quoted string, unescaped */
 	IMAP_ARG_LITERAL,         /* a literal kept inline (size <= max_inline_literal,
 	                             and the line's total within
@@ -112,6 +121,22 @@ enum imap_arg_type {
 #define IMAP_ARG_FLAG_LITERAL8 0x01      /* ~{n}: may hold NUL and any byte */
 #define IMAP_ARG_FLAG_NONSYNC 0x02       /* {n+}: LITERAL+/LITERAL- form */
 #define IMAP_ARG_FLAG_RESPONSE_CODE 0x04 /* TEXT: the inside of a "[...]" code */
+
+/*
+ * Header lists in sections. Inside the brackets of an atom, "(" opens a list
+ * of header names, each an RFC 3501 astring: an atom, a quoted string with
+ * escapes, or a literal {n} / {n+} (in COMMAND mode {n} stops the feed with
+ * LITERAL_ANNOUNCED like any other; its size may not exceed
+ * IMAP_PARSER_MAX_HEADER_NAME and its bytes count toward max_line, since
+ * they become part of the atom). The atom's str holds each name in one
+ * canonical form whatever way it came: as is when it is made of
+ * ASTRING-CHARs only, else as a quoted string with '"' and '\' escaped
+ * (never a literal: a name literal holding CR, LF or NUL is refused).
+ * Spaces and ')' are kept as sent. So
+ *   BODY[HEADER.FIELDS ("Subject" {4}\r\nX-Up "a b")]
+ * gives the atom BODY[HEADER.FIELDS (Subject X-Up "a b")], which can be
+ * sent on as is. Lists do not nest inside brackets.
+ */
 
 /*
  * One argument. Owned by the parser: valid until the next feed, reset or

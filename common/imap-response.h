@@ -177,7 +177,9 @@ enum imap_fetch_item_type {
 struct imap_fetch_item {
 	enum imap_fetch_item_type type;
 	const char *name;          /* the item's atom as sent, e.g. "BODY[1]<0>" */
-	const char *section;       /* inside the brackets ("" for BODY[]); NULL without brackets */
+	const char *section;       /* inside the brackets ("" for BODY[]); NULL without brackets;
+	                              header names as imap-parser.h writes them ("Header lists
+	                              in sections"): Dovecot's ("SUBJECT" "A B") gives (SUBJECT "A B") */
 	size_t section_len;
 	bool has_origin;           /* "<origin>" after the section */
 	uint64_t origin;

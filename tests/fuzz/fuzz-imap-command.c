@@ -44,6 +44,37 @@ static void walk(const struct imap_command *command)
 	}
 }
 
+#define REPARSE_MAX 4096 /* canonical section atoms re-fed; far below the line limit */
+
+/* A section atom is canonical: fed again it gives itself (header names in
+   imap-parser's one form, whatever form they came in). */
+static void check_canonical_sections(const struct imap_arg *args, unsigned int count)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		if (args[i].type == IMAP_ARG_LIST)
+			check_canonical_sections(args[i].list, args[i].list_count);
+		if (args[i].type != IMAP_ARG_ATOM || memchr(args[i].str, '[', (size_t)args[i].len) == NULL ||
+		    args[i].len > REPARSE_MAX)
+			continue;
+		char line[REPARSE_MAX + 8];
+		size_t len = (size_t)args[i].len;
+		memcpy(line, "t ", 2);
+		memcpy(line + 2, args[i].str, len);
+		memcpy(line + 2 + len, "\r\n", 2);
+		struct imap_parser *parser = imap_parser_new();
+		size_t consumed;
+		if (parser == NULL)
+			abort();
+		if (imap_parser_feed_bytes(parser, line, len + 4, &consumed) != IMAP_PARSER_LINE_COMPLETE)
+			abort();
+		const struct imap_arg *again = imap_parser_get_line(parser);
+		if (again->list_count != 2 || again->list[1].type != IMAP_ARG_ATOM || again->list[1].len != len ||
+		    memcmp(again->list[1].str, args[i].str, len) != 0)
+			abort();
+		imap_parser_free(&parser);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct imap_parser *parser = imap_parser_new();
@@ -60,6 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			continue; /* as if the server sent "+" */
 		if (result != IMAP_PARSER_LINE_COMPLETE)
 			break;
+		const struct imap_arg *line = imap_parser_get_line(parser);
+		check_canonical_sections(line->list, line->list_count);
 		struct imap_command command;
 		const char *message;
 		enum imap_command_error error =

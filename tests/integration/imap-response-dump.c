@@ -57,6 +57,12 @@ static void print_fetch(const struct imap_response *r)
 		}
 	}
 	printf("\n");
+	/* Section texts on lines of their own: they may hold spaces and quotes. */
+	for (unsigned int i = 0; i < r->u.fetch.count; i++) {
+		const struct imap_fetch_item *item = &r->u.fetch.items[i];
+		if (item->type == IMAP_FETCH_BODY_SECTION && item->section_len > 0)
+			printf("SECTION %.*s\n", (int)item->section_len, item->section);
+	}
 }
 
 static void print_response(const struct imap_response *r)

@@ -230,7 +230,7 @@ static void check(const char *input, const char *expected_lines)
 	while (*p != '\0') {
 		const char *end = strchr(p, '\n');
 		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
-		if (strncmp(p, "ANNOUNCED", 9) == 0)
+		if (strncmp(p, "ANNOUNCED", 9) == 0 || strncmp(p, "ERROR ", 6) == 0)
 			add(expected, sizeof(expected), "%.*s\n", (int)len, p);
 		else
 			add(expected, sizeof(expected), "LINE %.*s\n", (int)len, p);
@@ -316,6 +316,15 @@ static void test_append(void)
 	check("A003 APPEND INBOX \"07-Feb-1994 21:52:25 +0000\" ~{2+}\r\nab\r\n",
 	      "A003 APPEND mailbox=INBOX flags=- date=760657945 zone=0 message=~{2+}\"ab\"");
 	check("A003 APPEND INBOX () {1+}\r\nx\r\n", "A003 APPEND mailbox=INBOX flags=() message={1+}\"x\"");
+	/* Months in any case (RFC 3501 strings are case-insensitive). */
+	check("A003 APPEND INBOX \"07-feb-1994 21:52:25 +0000\" {1+}\r\nx\r\n",
+	      "A003 APPEND mailbox=INBOX flags=- date=760657945 zone=0 message={1+}\"x\"");
+	check("A003 APPEND INBOX \" 7-FEB-1994 21:52:25 +0000\" {1+}\r\nx\r\n",
+	      "A003 APPEND mailbox=INBOX flags=- date=760657945 zone=0 message={1+}\"x\"");
+	check("A003 APPEND INBOX \"07-fEb-1994 21:52:25 +0000\" {1+}\r\nx\r\n",
+	      "A003 APPEND mailbox=INBOX flags=- date=760657945 zone=0 message={1+}\"x\"");
+	check("A003 APPEND INBOX \"07-Fev-1994 21:52:25 +0000\" {1+}\r\nx\r\n", "error=BAD_DATE tag=A003");
+	check("A003 APPEND INBOX \"07-Feb-1994 21:52:25 +0000 \" {1+}\r\nx\r\n", "error=BAD_DATE tag=A003");
 	check("A003 APPEND INBOX \"yesterday\" {1+}\r\nx\r\n", "error=BAD_DATE tag=A003");
 	check("A003 APPEND INBOX (\\Recent) {1+}\r\nx\r\n", "error=BAD_FLAG tag=A003");
 	check("A003 APPEND INBOX (\"Seen\") {1+}\r\nx\r\n", "error=BAD_FLAG tag=A003");
@@ -357,6 +366,33 @@ static void test_fetch(void)
 	check("a FETCH 1 BODY[]<5>\r\n", "error=BAD_FETCH_ATTRIBUTE tag=a");
 	check("a FETCH 1 BODY[]<5.0>\r\n", "error=BAD_FETCH_ATTRIBUTE tag=a");
 	check("a FETCH 1 BINARY.SIZE[1]<0.5>\r\n", "error=BAD_FETCH_ATTRIBUTE tag=a");
+	/* Header names are astrings: atom, quoted (with escapes) or literal give one structure. */
+	check("a FETCH 1 BODY.PEEK[HEADER.FIELDS (Subject X-A)]\r\n",
+	      "a FETCH set=1 [BODY[] peek text=HEADER.FIELDS fields=Subject,X-A]");
+	check("a FETCH 1 BODY.PEEK[HEADER.FIELDS (\"Subject\" \"X-A\")]\r\n",
+	      "a FETCH set=1 [BODY[] peek text=HEADER.FIELDS fields=Subject,X-A]");
+	check("a FETCH 1 BODY.PEEK[HEADER.FIELDS ({7}\r\nSubject {3+}\r\nX-A)]\r\n",
+	      "ANNOUNCED 7\na FETCH set=1 [BODY[] peek text=HEADER.FIELDS fields=Subject,X-A]");
+	check("a FETCH 1 (BODY[2.HEADER.FIELDS.NOT (\"X-\\\"odd\\\"\" {4+}\r\nX\\(y X-]b)]<0.10> FLAGS)\r\n",
+	      "a FETCH set=1 [BODY[] part=2 text=HEADER.FIELDS.NOT fields=X-\"odd\",X\\(y,X-]b partial=0.10] [FLAGS]");
+	check("a FETCH 1 BODY[HEADER.FIELDS (\"X-\\\\\")]\r\n", "a FETCH set=1 [BODY[] text=HEADER.FIELDS fields=X-\\]");
+	/* Malformed header lists: the tokenizer refuses the line (typed parser errors)... */
+	check("a FETCH 1 BODY[HEADER.FIELDS (Subject\r\n", "ERROR UNCLOSED_LIST");
+	check("a FETCH 1 BODY[HEADER.FIELDS ({999}\r\nSubject)]\r\n", "ERROR LITERAL_TOO_BIG");
+	check("a FETCH 1 BODY[HEADER.FIELDS (\"a\\x\")]\r\n", "ERROR BAD_QUOTED");
+	/* ...and names that are no RFC 5322 field names are BAD_SECTION. */
+	check("a FETCH 1 BODY[HEADER.FIELDS (\"\")]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS ({0+}\r\n)]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (Subject \"\")]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (\"a b\")]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (\"a:b\")]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS ({2+}\r\n\xc3\xa9)]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (a  b)]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS ( a)]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (a )]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (a) (b)]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BODY[HEADER.FIELDS (a)x]\r\n", "error=BAD_SECTION tag=a");
+	check("a FETCH 1 BINARY[HEADER.FIELDS (a)]\r\n", "error=BAD_SECTION tag=a");
 	check("a FETCH 0 FLAGS\r\n", "error=BAD_SEQUENCE_SET tag=a");
 	check("a FETCH 1:x FLAGS\r\n", "error=BAD_SEQUENCE_SET tag=a");
 	check("a FETCH FLAGS\r\n", "error=MISSING_ARGUMENT tag=a");
@@ -398,6 +434,8 @@ static void test_search(void)
 	      "a SEARCH AND(ANSWERED DELETED DRAFT NEW OLD RECENT UNANSWERED UNDELETED UNDRAFT UNFLAGGED UNSEEN)");
 	check("a SEARCH BCC a BODY b CC c SUBJECT d TO e UNKEYWORD f\r\n",
 	      "a SEARCH AND(BCC \"a\" BODY \"b\" CC \"c\" SUBJECT \"d\" TO \"e\" UNKEYWORD \"f\")");
+	check("a SEARCH SINCE 1-FEB-1994 BEFORE \"02-mAr-1995\"\r\n", "a SEARCH AND(SINCE 1994-02-01 BEFORE 1995-03-02)");
+	check("a SEARCH SINCE 1-Fbr-1994\r\n", "error=BAD_SEARCH_KEY tag=a");
 	check("a SEARCH BEFORE \"01-Jan-2000\" ON 31-dec-1999 SENTBEFORE 2-Mar-2001 SENTON 2-Mar-2001 SENTSINCE 2-Mar-2001\r\n",
 	      "a SEARCH AND(BEFORE 2000-01-01 ON 1999-12-31 SENTBEFORE 2001-03-02 SENTON 2001-03-02 SENTSINCE 2001-03-02)");
 	check("a SEARCH MODSEQ \"/flags/\\\\draft\" all 620162338\r\n",

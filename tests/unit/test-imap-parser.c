@@ -125,6 +125,68 @@ static void test_brackets_in_atoms(void)
 	unit_imap_check_str("a FETCH 1 BODY[[x]]\r\n", CMD, "LINE a FETCH 1 BODY[[x]]\n");
 }
 
+/* Header names in a [...] header list are astrings: atoms, quoted strings
+   with escapes and literals all give the same canonical atom. */
+static void test_header_lists_in_sections(void)
+{
+	unit_imap_check_str("a FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"Subject\" {4}\r\nX-Up \"a b\" \"X-\\\"odd\\\"\" Date)]<0.10>)\r\n",
+			    CMD,
+			    "ANNOUNCED 4\n"
+			    "LINE a FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject X-Up \\\"a b\\\" \\\"X-\\\\\\\"odd\\\\\\\"\\\" Date)]<0.10>)\n");
+	/* The three forms of one name give the same atom. */
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject)]\r\n"
+			    "b FETCH 1 BODY[HEADER.FIELDS (\"Subject\")]\r\n"
+			    "c FETCH 1 BODY[HEADER.FIELDS ({7+}\r\nSubject)]\r\n",
+			    CMD,
+			    "LINE a FETCH 1 BODY[HEADER.FIELDS (Subject)]\n"
+			    "LINE b FETCH 1 BODY[HEADER.FIELDS (Subject)]\n"
+			    "LINE c FETCH 1 BODY[HEADER.FIELDS (Subject)]\n");
+	unit_imap_check_str("a FETCH 1 BODY[1.HEADER.FIELDS.NOT ({7}\r\nSubject {3}\r\na\"b {3}\r\nx\\y {0}\r\n)]\r\n",
+			    CMD,
+			    "ANNOUNCED 7\nANNOUNCED 3\nANNOUNCED 3\nANNOUNCED 0\n"
+			    "LINE a FETCH 1 BODY[1.HEADER.FIELDS.NOT (Subject \\\"a\\\\\\\"b\\\" \\\"x\\\\\\\\y\\\" \\\"\\\")]\n");
+	/* ']' is an ASTRING-CHAR; '(' ')' '%' and the like are quoted. */
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a] \"(x)\" \"%\" \"\" [b)]\r\n", CMD,
+			    "LINE a FETCH 1 BODY[HEADER.FIELDS (a] \\\"(x)\\\" \\\"%\\\" \\\"\\\" [b)]\n");
+	/* Servers echo the names the same way in FETCH responses. */
+	unit_imap_check_str("* 1 FETCH (BODY[HEADER.FIELDS (\"X Y\" {3}\r\nabc)] {2}\r\nhi)\r\n", RESP,
+			    "LINE * 1 FETCH (BODY[HEADER.FIELDS (\\\"X Y\\\" abc)] {2}\"hi\")\n");
+
+	/* Malformed lists. */
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject\r\n", CMD, "ERROR UNCLOSED_LIST\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject]\r\n", CMD, "ERROR UNCLOSED_LIST\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject \r\n", CMD, "ERROR UNCLOSED_LIST\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject)\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (\"a\"b)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a\"b\")]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a{1}\r\nb)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ((a))]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a%)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a\\b)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (\"a\\x\")]\r\n", CMD, "ERROR BAD_QUOTED\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (\"ab\r\n", CMD, "ERROR BAD_QUOTED\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({x}\r\na)]\r\n", CMD, "ERROR BAD_LITERAL\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (~{1}\r\na)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	/* A name literal: CR, LF and NUL are refused, and its size is bounded. */
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({3}\r\na\rb)]\r\n", CMD,
+			    "ANNOUNCED 3\nERROR UNEXPECTED_CHAR\n");
+	unit_imap_check("a FETCH 1 BODY[HEADER.FIELDS ({3+}\r\na\0b)]\r\n", 43, &(struct unit_imap_options){ .mode = CMD },
+			"ERROR UNEXPECTED_CHAR\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({998+}\r\n", CMD, "NEED_MORE\n");
+	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({999}\r\n", CMD, "ERROR LITERAL_TOO_BIG\n");
+	unit_imap_check_str("* 1 FETCH (BODY[HEADER.FIELDS ({999}\r\n", RESP, "ERROR LITERAL_TOO_BIG\n");
+
+	/* A name literal's bytes count toward max_line. */
+	struct imap_parser_limits limits;
+	imap_parser_get_default_limits(&limits);
+	limits.max_line = 48;
+	struct unit_imap_options options = { .mode = CMD, .limits = &limits };
+	const char *fits = "a FETCH 1 BODY[HEADER.FIELDS ({4+}\r\nabcd)]\r\n";
+	unit_imap_check(fits, strlen(fits), &options, "LINE a FETCH 1 BODY[HEADER.FIELDS (abcd)]\n");
+	const char *too_long = "a FETCH 1 BODY[HEADER.FIELDS ({20+}\r\nabcdefghijabcdefghij)]\r\n";
+	unit_imap_check(too_long, strlen(too_long), &options, "ERROR LINE_TOO_LONG\n");
+}
+
 static void test_literals(void)
 {
 	unit_imap_check_str("* 1 FETCH (BODY[] {5}\r\nhello)\r\n", RESP,
@@ -597,6 +659,7 @@ const struct unit_test unit_tests[] = {
 	{ "quoted strings", test_quoted },
 	{ "lists", test_lists },
 	{ "brackets in atoms", test_brackets_in_atoms },
+	{ "header lists in sections", test_header_lists_in_sections },
 	{ "literals", test_literals },
 	{ "bad literals", test_bad_literals },
 	{ "response text", test_response_text },

@@ -315,6 +315,12 @@ static void test_fetch(void)
 	      "untagged tag=* status=- data=FETCH seq=2 [BODY[] section=HEADER.FIELDS (FROM TO)] "
 	      "[BODY[] section=1.2 origin=0] [BODY[] section=] [BINARY[] section=1] [BINARY.SIZE section=1 n=2] "
 	      "[RFC822] [RFC822.HEADER] [RFC822.TEXT]");
+	/* Header names in the key come back as astrings; the section is the
+	   same canonical text whatever form the server chose. */
+	check("* 2 FETCH (BODY[HEADER.FIELDS (\"X-Y\" {7}\r\nSUBJECT \"A B\")] {2}\r\nhi)\r\n",
+	      "untagged tag=* status=- data=FETCH seq=2 [BODY[] section=HEADER.FIELDS (X-Y SUBJECT \"A B\")]");
+	check("* 2 FETCH (BODY[HEADER.FIELDS (X-Y SUBJECT \"A B\")] {2}\r\nhi)\r\n",
+	      "untagged tag=* status=- data=FETCH seq=2 [BODY[] section=HEADER.FIELDS (X-Y SUBJECT \"A B\")]");
 	/* Dovecot 2.3 was seen sending an underflowed BINARY.SIZE; it is kept, not fatal. */
 	check("* 4 FETCH (BINARY.SIZE[1] 18446744073709448791)\r\n",
 	      "untagged tag=* status=- data=FETCH seq=4 [BINARY.SIZE section=1 n=18446744073709448791]");
