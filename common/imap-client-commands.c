@@ -25,7 +25,10 @@ struct imap_client_command *imap_client_noop(struct imap_client *client, IMAP_CL
 
 struct imap_client_command *imap_client_recent(struct imap_client *client, IMAP_CLIENT_CMD_ARGS)
 {
-	return imap_client_command_send(client, callback, context, "NOOP");
+	struct imap_client_command *command = imap_client_command_send(client, callback, context, "NOOP");
+
+	imap_client_command_take_responses(command, "RECENT");
+	return command;
 }
 
 struct imap_client_command *imap_client_check(struct imap_client *client, IMAP_CLIENT_CMD_ARGS)

@@ -113,9 +113,10 @@ struct imap_client_command *imap_client_search(struct imap_client *client, bool 
 /* imaplib's uid(command, args): "UID command args" with args as is. */
 struct imap_client_command *imap_client_uid(struct imap_client *client, const char *command,
 					    const char *args, IMAP_CLIENT_CMD_ARGS);
-/* imaplib's recent(): a NOOP whose result holds the RECENT the server
-   sends; RECENT responses that came earlier are in the response pool
-   (imap_client_pop_response(client, "RECENT")). */
+/* imaplib's recent(), which returns and clears the RECENT responses: a
+   NOOP whose result holds the RECENT responses stored in the pool (oldest
+   first), then those the NOOP brings; none of them stays in the pool.
+   Unlike imaplib it always sends the NOOP, even when the pool had one. */
 struct imap_client_command *imap_client_recent(struct imap_client *client, IMAP_CLIENT_CMD_ARGS);
 /* imaplib's xatom(name, args): any command; args may be NULL. */
 struct imap_client_command *imap_client_xatom(struct imap_client *client, const char *name,

@@ -59,6 +59,7 @@ struct imap_client_command {
 	bool idle_done_wanted; /* DONE asked for before the server's "+" */
 	bool raw;             /* imap_client_raw_command_new: caller's bytes, raw responses */
 	bool raw_ended;       /* the caller wrote the raw command's last byte */
+	char *taken_keyword;  /* imap_client_command_take_responses: kept out of the pool */
 
 	/* What remains to be sent, and where it must pause for "+". */
 	struct evbuffer *out;
@@ -213,6 +214,18 @@ struct imap_client_untagged *imap_client_pop_response(struct imap_client *client
 	return imap_client_untagged_pool_pop(&client->pool, keyword);
 }
 
+void imap_client_command_take_responses(struct imap_client_command *command, const char *keyword)
+{
+	struct imap_client_untagged *untagged;
+
+	assert(command->taken_keyword == NULL && command->state != COMMAND_DONE && command->client != NULL);
+	while ((untagged = imap_client_untagged_pool_pop(&command->client->pool, keyword)) != NULL) {
+		command_add_untagged(command, untagged);
+		imap_client_untagged_unref(&untagged);
+	}
+	command->taken_keyword = xstrdup(keyword);
+}
+
 const struct imap_client_untagged *imap_client_result_next(const struct imap_client_result *result,
 							   const char *keyword, unsigned int *index)
 {
@@ -321,6 +334,7 @@ static void command_release(struct imap_client_command *command)
 	for (unsigned int i = 0; i < command->result.untagged_count; i++)
 		imap_client_untagged_unref(&command->result.untagged[i]);
 	free(command->result.untagged);
+	free(command->taken_keyword);
 	free(command->result_code);
 	free(command->result_text);
 	free(command->piece_lengths);
@@ -975,7 +989,9 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 	   without bound on a proxy's long session */
 	if (command != NULL && !raw)
 		command_add_untagged(command, untagged);
-	if (!raw && (command == NULL || !command->is_connect))
+	if (!raw && (command == NULL || !command->is_connect) &&
+	    (command == NULL || command->taken_keyword == NULL ||
+	     strcasecmp(untagged->keyword, command->taken_keyword) != 0))
 		imap_client_untagged_pool_add(&client->pool, untagged);
 	if (strcmp(untagged->keyword, "BYE") == 0)
 		client->bye_received = true;

@@ -249,6 +249,13 @@ bool imap_client_idle_is_accepted(const struct imap_client_command *command);
 struct imap_client_untagged *imap_client_pop_response(struct imap_client *client,
 						      const char *keyword);
 
+/* imaplib's _untagged_response (return and clear) for a command just
+   queued: moves the responses stored under keyword in the pool
+   into command's result (oldest first, ahead of what it collects itself),
+   and keeps the responses under keyword that arrive for command out of
+   the pool. Once per command, before it is done (assert). */
+void imap_client_command_take_responses(struct imap_client_command *command, const char *keyword);
+
 /* The first untagged response with keyword (NULL: any) in result at or
    after *index (start with 0); *index is moved past it. NULL when there
    is no more. */

@@ -737,6 +737,13 @@ static void test_message_commands(void)
 	      count_untagged(result, "EXPUNGE") == 1, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_recent(client, NULL, NULL), &result);
 	check("recent (NOOP)", result->status == IMAP_CLIENT_STATUS_OK, NULL);
+	{
+		/* the SELECT's RECENT came back in recent()'s result and left the pool */
+		struct imap_client_untagged *left = imap_client_pop_response(client, "RECENT");
+		check("recent() returns and clears RECENT",
+		      count_untagged(result, "RECENT") >= 1 && left == NULL, "%u", count_untagged(result, "RECENT"));
+		imap_client_untagged_unref(&left);
+	}
 
 	/* pipelining: many commands in flight, each answered under its own tag */
 	{

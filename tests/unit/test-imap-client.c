@@ -311,6 +311,73 @@ static void test_pipelining_out_of_order(void)
 	harness_stop(&h);
 }
 
+/* Writes the numbers of the RECENT responses in result, e.g. "2,3,4". */
+static void recent_numbers(const struct imap_client_result *result, char *out, size_t out_size)
+{
+	const struct imap_client_untagged *untagged;
+	unsigned int index = 0;
+	size_t used = 0;
+
+	out[0] = '\0';
+	while ((untagged = imap_client_result_next(result, "RECENT", &index)) != NULL && used < out_size)
+		used += (size_t)snprintf(out + used, out_size - used, "%s%u", used > 0 ? "," : "",
+					 (unsigned int)untagged->number);
+}
+
+/* imaplib's recent() returns and clears the RECENT responses. */
+static void test_recent_returns_and_clears(void)
+{
+	struct harness h;
+	struct imap_client_command *command;
+	const struct imap_client_result *result;
+	struct imap_client_untagged *stored;
+	char numbers[64];
+
+	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "T");
+	server_send(&h, "* 2 RECENT\r\n* 3 RECENT\r\n");
+	command = imap_client_recent(h.client, NULL, NULL);
+	CU_ASSERT_STRING_EQUAL(take(&h), "T1 NOOP\r\n");
+	server_send(&h, "* 4 RECENT\r\n* 5 EXISTS\r\nT1 OK done\r\n");
+	result = imap_client_command_get_result(command);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(result);
+	CU_ASSERT_EQUAL(result->status, IMAP_CLIENT_STATUS_OK);
+	recent_numbers(result, numbers, sizeof(numbers));
+	CU_ASSERT_STRING_EQUAL(numbers, "2,3,4");
+	CU_ASSERT_EQUAL(result->untagged_count, 4);
+	/* None of them is left in the pool; other responses still are. */
+	CU_ASSERT_PTR_NULL(imap_client_pop_response(h.client, "RECENT"));
+	stored = imap_client_pop_response(h.client, "EXISTS");
+	CU_ASSERT(stored != NULL && stored->number == 5);
+	imap_client_untagged_unref(&stored);
+	imap_client_command_free(&command);
+
+	/* The next recent() holds only what came since. */
+	command = imap_client_recent(h.client, NULL, NULL);
+	CU_ASSERT_STRING_EQUAL(take(&h), "T2 NOOP\r\n");
+	server_send(&h, "T2 OK done\r\n");
+	result = imap_client_command_get_result(command);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(result);
+	recent_numbers(result, numbers, sizeof(numbers));
+	CU_ASSERT_STRING_EQUAL(numbers, "");
+	imap_client_command_free(&command);
+
+	/* RECENT arriving for another command stays pooled for recent(). */
+	command = imap_client_noop(h.client, NULL, NULL);
+	CU_ASSERT_STRING_EQUAL(take(&h), "T3 NOOP\r\n");
+	server_send(&h, "* 6 RECENT\r\nT3 OK done\r\n");
+	imap_client_command_free(&command);
+	command = imap_client_recent(h.client, NULL, NULL);
+	take(&h);
+	server_send(&h, "T4 OK done\r\n");
+	result = imap_client_command_get_result(command);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(result);
+	recent_numbers(result, numbers, sizeof(numbers));
+	CU_ASSERT_STRING_EQUAL(numbers, "6");
+	CU_ASSERT_PTR_NULL(imap_client_pop_response(h.client, "RECENT"));
+	imap_client_command_free(&command);
+	harness_stop(&h);
+}
+
 static void test_barrier(void)
 {
 	struct harness h;
@@ -1139,6 +1206,7 @@ const struct unit_test unit_tests[] = {
 	{ "refused literal: never sent, queue goes on", test_literal_refused },
 	{ "LITERAL-: {n+} only up to 4096", test_literal_minus },
 	{ "pipelining with out-of-order tagged replies", test_pipelining_out_of_order },
+	{ "recent(): returns and clears RECENT", test_recent_returns_and_clears },
 	{ "LOGIN is a barrier; capabilities from its OK", test_barrier },
 	{ "capabilities asked again after login", test_capability_refresh_after_login },
 	{ "FETCH with a literal: same whole or byte by byte", test_fetch_whole_and_bytewise },
