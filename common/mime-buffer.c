@@ -119,8 +119,10 @@ void mime_buffer_free(struct mime_buffer *buffer)
 
 char *mime_buffer_steal(struct mime_buffer *buffer, size_t *len_r)
 {
-	if (buffer->data == NULL)
+	if (buffer->data == NULL) {
 		mime_buffer_reserve(buffer, 0);
+		buffer->data[0] = '\0';
+	}
 	char *data = (char *)buffer->data;
 	if (len_r != NULL)
 		*len_r = buffer->len;

@@ -649,6 +649,43 @@ void mime_imap_bodystructure(struct mime_message *root, const void *raw, size_t 
 
 /* --- sections --- */
 
+/* Appends the section of message to out; -1 when it has none. */
+static int append_part_section(const struct mime_message *message, struct mime_buffer *out)
+{
+	const struct mime_message *parent = message->parent;
+
+	if (parent == NULL)
+		return 0;
+	const char *type = mime_message_get_content_type((struct mime_message *)parent);
+	if (is_multipart_node((struct mime_message *)parent)) {
+		if (append_part_section(parent, out) < 0)
+			return -1;
+		if (out->len > 0)
+			mime_buffer_append_byte(out, '.');
+		mime_buffer_printf(out, "%zu", message->parent_index + 1);
+		return 0;
+	}
+	if (strcmp(type, "message/rfc822") == 0) {
+		if (append_part_section(parent, out) < 0)
+			return -1;
+		if (out->len == 0)
+			mime_buffer_append_byte(out, '1');
+		return 0;
+	}
+	return -1;
+}
+
+char *mime_imap_part_section(const struct mime_message *part)
+{
+	struct mime_buffer text = { 0 };
+
+	if (append_part_section(part, &text) < 0) {
+		mime_buffer_free(&text);
+		return NULL;
+	}
+	return mime_buffer_steal(&text, NULL);
+}
+
 /* Appends raw[start, end) with every bare LF written as CRLF. */
 static void append_crlf(struct mime_buffer *out, const struct raw_input *raw, size_t start,
 			size_t end)
