@@ -75,7 +75,19 @@ void mime_buffer_append_str(struct mime_buffer *buffer, const char *text)
 	mime_buffer_append(buffer, text, strlen(text));
 }
 
-void mime_buffer_append_byte(struct mime_buffer *buffer, unsigned char byte)
+void mime_buffer_append_uint(struct mime_buffer *buffer, size_t number)
+{
+	char digits[24];
+	size_t pos = sizeof(digits);
+
+	do {
+		digits[--pos] = (char)('0' + number % 10);
+		number /= 10;
+	} while (number > 0);
+	mime_buffer_append(buffer, digits + pos, sizeof(digits) - pos);
+}
+
+void mime_buffer_append_byte_grow(struct mime_buffer *buffer, unsigned char byte)
 {
 	mime_buffer_reserve(buffer, 1);
 	buffer->data[buffer->len++] = byte;
@@ -119,8 +131,10 @@ void mime_buffer_free(struct mime_buffer *buffer)
 
 char *mime_buffer_steal(struct mime_buffer *buffer, size_t *len_r)
 {
-	if (buffer->data == NULL)
+	if (buffer->data == NULL) {
 		mime_buffer_reserve(buffer, 0);
+		buffer->data[0] = '\0';
+	}
 	char *data = (char *)buffer->data;
 	if (len_r != NULL)
 		*len_r = buffer->len;

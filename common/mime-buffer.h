@@ -16,7 +16,20 @@ struct mime_buffer {
 /* Appending aborts only when memory is exhausted (tier 2: resource failure). */
 void mime_buffer_append(struct mime_buffer *buffer, const void *data, size_t len);
 void mime_buffer_append_str(struct mime_buffer *buffer, const char *text);
-void mime_buffer_append_byte(struct mime_buffer *buffer, unsigned char byte);
+/* Appends number in decimal (the BODYSTRUCTURE sizes, without printf). */
+void mime_buffer_append_uint(struct mime_buffer *buffer, size_t number);
+/* The slow path of mime_buffer_append_byte: grows the buffer first. */
+void mime_buffer_append_byte_grow(struct mime_buffer *buffer, unsigned char byte);
+/* Inline: the IMAP writers append most of their output a byte at a time. */
+static inline void mime_buffer_append_byte(struct mime_buffer *buffer, unsigned char byte)
+{
+	if (buffer->len + 1 < buffer->alloc) {
+		buffer->data[buffer->len++] = byte;
+		buffer->data[buffer->len] = '\0';
+	} else {
+		mime_buffer_append_byte_grow(buffer, byte);
+	}
+}
 void mime_buffer_printf(struct mime_buffer *buffer, const char *format, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Empties the buffer but keeps its memory. */

@@ -17,22 +17,32 @@ void mime_imap_append_string(struct mime_buffer *out, const char *text, size_t l
 		mime_buffer_append_str(out, "NIL");
 		return;
 	}
-	int literal = 0;
+	size_t escapes = 0;
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)text[i];
-		if (ch == '\r' || ch == '\n' || ch == '\0' || ch >= 0x80)
-			literal = 1;
-	}
-	if (literal) {
-		mime_buffer_printf(out, "{%zu}\r\n", len);
-		mime_buffer_append(out, text, len);
-		return;
+		if (ch == '\r' || ch == '\n' || ch == '\0' || ch >= 0x80) {
+			mime_buffer_append_byte(out, '{');
+			mime_buffer_append_uint(out, len);
+			mime_buffer_append(out, "}\r\n", 3);
+			mime_buffer_append(out, text, len);
+			return;
+		}
+		if (ch == '"' || ch == '\\')
+			escapes++;
 	}
 	mime_buffer_append_byte(out, '"');
-	for (size_t i = 0; i < len; i++) {
-		if (text[i] == '"' || text[i] == '\\')
-			mime_buffer_append_byte(out, '\\');
-		mime_buffer_append_byte(out, (unsigned char)text[i]);
+	if (escapes == 0) {
+		mime_buffer_append(out, text, len);
+	} else {
+		size_t run = 0;
+		for (size_t i = 0; i < len; i++) {
+			if (text[i] == '"' || text[i] == '\\') {
+				mime_buffer_append(out, text + run, i - run);
+				mime_buffer_append_byte(out, '\\');
+				run = i;
+			}
+		}
+		mime_buffer_append(out, text + run, len - run);
 	}
 	mime_buffer_append_byte(out, '"');
 }
@@ -100,36 +110,52 @@ enum token_kind {
 struct token {
 	enum token_kind kind;
 	char *text;
+	size_t text_offset;          /* in the list's text, while it grows */
 	int space_before;
 };
 
 struct token_list {
 	struct token *items;
 	size_t count, alloc;
+	struct mime_buffer text;     /* every token's text, each NUL-terminated */
 };
 
-static void token_add(struct token_list *list, enum token_kind kind, struct mime_buffer *text,
+/* Ends the token whose text began at start in list->text. */
+static void token_add(struct token_list *list, enum token_kind kind, size_t start,
 		      int space_before)
 {
 	if (list->count == list->alloc) {
 		list->alloc = list->alloc == 0 ? 16 : list->alloc * 2;
 		list->items = mime_xrealloc(list->items, list->alloc * sizeof(*list->items));
 	}
-	mime_buffer_append(text, "", 0);
+	mime_buffer_append_byte(&list->text, '\0');
 	list->items[list->count].kind = kind;
-	list->items[list->count].text = mime_buffer_steal(text, NULL);
+	list->items[list->count].text_offset = start;
 	list->items[list->count].space_before = space_before;
 	list->count++;
+}
+
+/* Bytes that end an atom: white space, specials and the openers. */
+static int ends_atom(unsigned char ch)
+{
+	switch (ch) {
+	case ' ': case '\t': case '\r': case '\n': case '"': case '(': case '<': case '>':
+	case '@': case ',': case ';': case ':': case '.': case '[':
+		return 1;
+	default:
+		return 0;
+	}
 }
 
 static void tokenize(const char *value, struct token_list *list)
 {
 	size_t i = 0, len = strlen(value);
 	int space = 0;
+	struct mime_buffer *text = &list->text;
 
 	while (i < len) {
-		struct mime_buffer text = { 0 };
 		unsigned char ch = (unsigned char)value[i];
+		size_t start = text->len;
 		if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n') {
 			space = 1;
 			i++;
@@ -140,50 +166,55 @@ static void tokenize(const char *value, struct token_list *list)
 				if (value[i] == '\\' && i + 1 < len)
 					i++;
 				if (value[i] != '\r' && value[i] != '\n')
-					mime_buffer_append_byte(&text, (unsigned char)value[i]);
+					mime_buffer_append_byte(text, (unsigned char)value[i]);
 			}
 			i++;
-			token_add(list, TOKEN_QUOTED, &text, space);
+			token_add(list, TOKEN_QUOTED, start, space);
 		} else if (ch == '(') {
 			int depth = 0;
 			for (; i < len; i++) {
 				if (value[i] == '\\' && i + 1 < len) {
-					mime_buffer_append_byte(&text, (unsigned char)value[++i]);
+					mime_buffer_append_byte(text, (unsigned char)value[++i]);
 					continue;
 				}
 				if (value[i] == '(' && depth++ == 0)
 					continue;
 				if (value[i] == ')' && --depth == 0)
 					break;
-				mime_buffer_append_byte(&text, (unsigned char)value[i]);
+				mime_buffer_append_byte(text, (unsigned char)value[i]);
 			}
 			i++;
-			token_add(list, TOKEN_COMMENT, &text, space);
+			token_add(list, TOKEN_COMMENT, start, space);
 		} else if (ch == '[') {
-			for (; i < len && value[i] != ']'; i++)
-				mime_buffer_append_byte(&text, (unsigned char)value[i]);
+			size_t from = i;
+			while (i < len && value[i] != ']')
+				i++;
+			mime_buffer_append(text, value + from, i - from);
 			if (i < len)
-				mime_buffer_append_byte(&text, ']');
+				mime_buffer_append_byte(text, ']');
 			i++;
-			token_add(list, TOKEN_DOMAIN_LITERAL, &text, space);
-		} else if (strchr("<>@,;:.", ch) != NULL) {
-			mime_buffer_append_byte(&text, ch);
+			token_add(list, TOKEN_DOMAIN_LITERAL, start, space);
+		} else if (ch != '(' && ch != '[' && ch != '"' && ends_atom(ch)) {
+			mime_buffer_append_byte(text, ch);
 			i++;
-			token_add(list, TOKEN_SPECIAL, &text, space);
+			token_add(list, TOKEN_SPECIAL, start, space);
 		} else {
-			while (i < len && strchr(" \t\r\n\"(<>@,;:.[", value[i]) == NULL)
-				mime_buffer_append_byte(&text, (unsigned char)value[i++]);
-			token_add(list, TOKEN_ATOM, &text, space);
+			size_t from = i;
+			while (i < len && !ends_atom((unsigned char)value[i]))
+				i++;
+			mime_buffer_append(text, value + from, i - from);
+			token_add(list, TOKEN_ATOM, start, space);
 		}
 		space = 0;
 	}
+	for (size_t k = 0; k < list->count; k++)
+		list->items[k].text = (char *)text->data + list->items[k].text_offset;
 }
 
 static void tokens_free(struct token_list *list)
 {
-	for (size_t i = 0; i < list->count; i++)
-		free(list->items[i].text);
 	free(list->items);
+	mime_buffer_free(&list->text);
 }
 
 static int is_special(const struct token *token, char ch)
@@ -404,7 +435,7 @@ static void body_counts(const struct raw_input *raw, size_t start, size_t end,
 static void append_params(struct mime_buffer *out, const char *value, int skip_first,
 			  int add_charset)
 {
-	struct mime_buffer items = { 0 };
+	struct mime_buffer items = { 0 }, param_value = { 0 };
 	int have_charset = 0;
 	size_t len = value == NULL ? 0 : strlen(value), i = 0;
 
@@ -438,7 +469,7 @@ static void append_params(struct mime_buffer *out, const char *value, int skip_f
 		i++;
 		while (i < len && isspace((unsigned char)value[i]))
 			i++;
-		struct mime_buffer param_value = { 0 };
+		mime_buffer_reset(&param_value);
 		mime_buffer_append(&param_value, "", 0);
 		if (i < len && value[i] == '"') {
 			for (i++; i < len && value[i] != '"'; i++) {
@@ -453,17 +484,15 @@ static void append_params(struct mime_buffer *out, const char *value, int skip_f
 				mime_buffer_append_byte(&param_value, (unsigned char)value[i++]);
 		}
 		if (name_end > name_start) {
-			char *name = mime_xstrndup(value + name_start, name_end - name_start);
-			if (strcasecmp(name, "charset") == 0)
+			if (name_end - name_start == 7 &&
+			    strncasecmp(value + name_start, "charset", 7) == 0)
 				have_charset = 1;
 			if (items.len > 0)
 				mime_buffer_append_byte(&items, ' ');
-			append_cstring(&items, name);
+			mime_imap_append_string(&items, value + name_start, name_end - name_start);
 			mime_buffer_append_byte(&items, ' ');
 			mime_imap_append_string(&items, (const char *)param_value.data, param_value.len);
-			free(name);
 		}
-		mime_buffer_free(&param_value);
 		while (i < len && value[i] != ';')
 			i++;
 	}
@@ -481,6 +510,7 @@ static void append_params(struct mime_buffer *out, const char *value, int skip_f
 		mime_buffer_append_byte(out, ')');
 	}
 	mime_buffer_free(&items);
+	mime_buffer_free(&param_value);
 }
 
 /* The first token (before ';') of a header value, trimmed; malloc'ed. */
@@ -614,16 +644,19 @@ static void append_body(struct mime_buffer *out, struct mime_message *message,
 	} else {
 		body_counts(raw, message->body_start, message->body_end, &size, &lines);
 	}
-	mime_buffer_printf(out, " %zu", size);
+	mime_buffer_append_byte(out, ' ');
+	mime_buffer_append_uint(out, size);
 	if (strcmp(type, "message/rfc822") == 0 && message->payload_kind == MIME_PAYLOAD_PARTS &&
 	    message->part_count > 0) {
 		mime_buffer_append_byte(out, ' ');
 		mime_imap_envelope(message->parts[0], out);
 		mime_buffer_append_byte(out, ' ');
 		append_body(out, message->parts[0], raw, extended);
-		mime_buffer_printf(out, " %zu", lines);
+		mime_buffer_append_byte(out, ' ');
+		mime_buffer_append_uint(out, lines);
 	} else if (strcmp(main_type, "text") == 0) {
-		mime_buffer_printf(out, " %zu", lines);
+		mime_buffer_append_byte(out, ' ');
+		mime_buffer_append_uint(out, lines);
 	}
 	if (extended) {
 		char *md5 = header_text(message, "content-md5");
@@ -648,6 +681,43 @@ void mime_imap_bodystructure(struct mime_message *root, const void *raw, size_t 
 }
 
 /* --- sections --- */
+
+/* Appends the section of message to out; -1 when it has none. */
+static int append_part_section(const struct mime_message *message, struct mime_buffer *out)
+{
+	const struct mime_message *parent = message->parent;
+
+	if (parent == NULL)
+		return 0;
+	const char *type = mime_message_get_content_type((struct mime_message *)parent);
+	if (is_multipart_node((struct mime_message *)parent)) {
+		if (append_part_section(parent, out) < 0)
+			return -1;
+		if (out->len > 0)
+			mime_buffer_append_byte(out, '.');
+		mime_buffer_append_uint(out, message->parent_index + 1);
+		return 0;
+	}
+	if (strcmp(type, "message/rfc822") == 0) {
+		if (append_part_section(parent, out) < 0)
+			return -1;
+		if (out->len == 0)
+			mime_buffer_append_byte(out, '1');
+		return 0;
+	}
+	return -1;
+}
+
+char *mime_imap_part_section(const struct mime_message *part)
+{
+	struct mime_buffer text = { 0 };
+
+	if (append_part_section(part, &text) < 0) {
+		mime_buffer_free(&text);
+		return NULL;
+	}
+	return mime_buffer_steal(&text, NULL);
+}
 
 /* Appends raw[start, end) with every bare LF written as CRLF. */
 static void append_crlf(struct mime_buffer *out, const struct raw_input *raw, size_t start,

@@ -26,6 +26,15 @@ void mime_imap_envelope(struct mime_message *message, struct mime_buffer *out);
 void mime_imap_bodystructure(struct mime_message *root, const void *raw, size_t raw_len,
 			     int extended, struct mime_buffer *out);
 
+/* The IMAP section number (RFC 3501 6.4.5) of part, a node of a parsed
+   tree: "" for the root, "1", "1.2", ... for the children of a multipart;
+   the message enclosed in a message/rfc822 part has that part's number
+   ("1" when the root itself is message/rfc822). A node under any other
+   container (the header blocks compat32 makes of a message/delivery-status
+   body, which IMAP sees as one leaf) has no section: NULL. Returns a string
+   the caller frees, or NULL. */
+char *mime_imap_part_section(const struct mime_message *part);
+
 enum mime_imap_section_result {
 	MIME_IMAP_SECTION_OK,
 	MIME_IMAP_SECTION_BAD_SYNTAX,     /* not a section-spec (answer BAD) */

@@ -127,8 +127,12 @@ const char *mime_message_get(const struct mime_message *message, const char *nam
 const char *mime_message_get_nth(const struct mime_message *message, const char *name,
 				 size_t index)
 {
+	/* The first bytes, OR 0x20, are equal whenever the names are equal
+	   ignoring case: a cheap filter before strcasecmp. */
+	unsigned char first = (unsigned char)name[0] | 0x20;
 	for (size_t i = 0; i < message->header_count; i++) {
-		if (strcasecmp(message->headers[i].name, name) == 0 && index-- == 0)
+		if (((unsigned char)message->headers[i].name[0] | 0x20) == first &&
+		    strcasecmp(message->headers[i].name, name) == 0 && index-- == 0)
 			return message->headers[i].value;
 	}
 	return NULL;
@@ -146,13 +150,18 @@ size_t mime_message_count(const struct mime_message *message, const char *name)
 
 void mime_message_set(struct mime_message *message, const char *name, const char *value)
 {
+	mime_message_set_adopt(message, mime_xstrdup(name), mime_xstrdup(value));
+}
+
+void mime_message_set_adopt(struct mime_message *message, char *name, char *value)
+{
 	if (message->header_count == message->header_alloc) {
 		message->header_alloc = message->header_alloc == 0 ? 8 : message->header_alloc * 2;
 		message->headers = mime_xrealloc(message->headers,
 						 message->header_alloc * sizeof(*message->headers));
 	}
-	message->headers[message->header_count].name = mime_xstrdup(name);
-	message->headers[message->header_count].value = mime_xstrdup(value);
+	message->headers[message->header_count].name = name;
+	message->headers[message->header_count].value = value;
 	message->header_count++;
 	headers_changed(message);
 }

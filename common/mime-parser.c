@@ -195,9 +195,9 @@ static void frame_end_header(struct frame *frame)
 		value->len--;
 	mime_buffer_append(value, "", 0);
 	/* Values are C strings: a NUL becomes 0x80, as Dovecot does. */
-	for (size_t i = 0; i < value->len; i++)
-		if (value->data[i] == '\0')
-			value->data[i] = 0x80;
+	unsigned char *nul = value->data;
+	while ((nul = memchr(nul, '\0', value->len - (size_t)(nul - value->data))) != NULL)
+		*nul++ = 0x80;
 	if (frame->message->header_count >= MIME_PARSER_MAX_HEADERS) {
 		if (!mime_message_has_defect(frame->message, MIME_DEFECT_TOO_MANY_HEADERS))
 			mime_message_add_defect(frame->message, MIME_DEFECT_TOO_MANY_HEADERS);
@@ -208,7 +208,9 @@ static void frame_end_header(struct frame *frame)
 			k++;
 		if (k == value->len)
 			mime_message_add_defect(frame->message, MIME_DEFECT_HEADER_MISSING_VALUE);
-		mime_message_set(frame->message, frame->header_name, (const char *)value->data);
+		mime_message_set_adopt(frame->message, frame->header_name,
+				       mime_xstrndup((const char *)value->data, value->len));
+		frame->header_name = NULL;
 	}
 	free(frame->header_name);
 	frame->header_name = NULL;
@@ -707,28 +709,21 @@ void mime_parser_free(struct mime_parser **parser_p)
    counts parser_line would have kept. */
 static size_t parser_leaf_run(struct mime_parser *parser, const unsigned char *data, size_t len)
 {
-	size_t pos = 0;
+	struct mime_scan_lines lines;
+	size_t run = mime_scan_body_lines(data, len, &lines);
 
-	while (pos < len) {
-		unsigned char first = data[pos];
-		if (first == '-' || first == '\r' || first == '\n')
-			break;
-		size_t end = pos + mime_scan_line_end(data + pos, len - pos);
-		if (end == len || (data[end] == '\r' && end + 1 == len))
-			break;  /* incomplete, or a CR whose LF may come next */
-		size_t eol = data[end] == '\r' && data[end + 1] == '\n' ? 2 : 1;
-		parser->line_offset = parser->partial_offset + pos;
-		parser->line_len = end + eol - pos;
-		parser->line_lf = data[end + eol - 1] == '\n';
-		parser->line_crlf = eol == 2;
-		parser->lf_total += parser->line_lf;
-		parser->crlf_total += parser->line_crlf;
-		parser->prev_lf = parser->line_lf;
-		parser->prev_crlf = parser->line_crlf;
-		parser->prev_eol_len = eol;
-		pos = end + eol;
-	}
-	return pos;
+	if (run == 0)
+		return 0;
+	parser->lf_total += lines.lf;
+	parser->crlf_total += lines.crlf;
+	/* parser_line sets the line_* fields again before they are read. */
+	parser->line_offset = parser->partial_offset + run;
+	parser->line_len = 0;
+	parser->line_lf = parser->line_crlf = 0;
+	parser->prev_lf = (size_t)lines.last_lf;
+	parser->prev_crlf = (size_t)lines.last_crlf;
+	parser->prev_eol_len = lines.last_crlf ? 2 : 1;
+	return run;
 }
 
 enum mime_parser_result mime_parser_feed(struct mime_parser *parser, const void *data,

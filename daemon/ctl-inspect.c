@@ -103,21 +103,11 @@ static void sha256_hex(const void *data, size_t len, char hex[65])
 	hex[64] = '\0';
 }
 
-/* The IMAP section of each part, in walk order (see imapcachectl(1)). */
+/* The IMAP section of each part, in walk order (NULL: not an IMAP part). */
 struct part_section {
 	struct mime_message *part;
 	char *section;
 };
-
-static char *child_section(const char *parent, size_t number)
-{
-	struct mime_buffer text = { 0 };
-
-	if (parent[0] != '\0')
-		mime_buffer_printf(&text, "%s.", parent);
-	mime_buffer_printf(&text, "%zu", number);
-	return mime_buffer_steal(&text, NULL);
-}
 
 static struct part_section *number_parts(struct mime_message *root, size_t *count_r)
 {
@@ -130,27 +120,8 @@ static struct part_section *number_parts(struct mime_message *root, size_t *coun
 			alloc = alloc == 0 ? 16 : alloc * 2;
 			list = mime_xrealloc(list, alloc * sizeof(*list));
 		}
-		char *section;
-		if (part == root) {
-			section = mime_xstrdup("");
-		} else {
-			/* the parent was numbered earlier in walk order */
-			struct mime_message *parent = part->parent;
-			const char *parent_section = "";
-			for (size_t i = count; i-- > 0;)
-				if (list[i].part == parent) {
-					parent_section = list[i].section;
-					break;
-				}
-			if (strncmp(mime_message_get_content_type(parent), "message/", 8) == 0 &&
-			    strcmp(mime_message_get_content_type(parent), "message/delivery-status") != 0)
-				section = parent_section[0] != '\0' ? mime_xstrdup(parent_section) :
-					mime_xstrdup("1");
-			else
-				section = child_section(parent_section, part->parent_index + 1);
-		}
 		list[count].part = part;
-		list[count].section = section;
+		list[count].section = mime_imap_part_section(part);
 		count++;
 	}
 	*count_r = count;
@@ -278,6 +249,7 @@ static void inspect_text(struct mime_message *root, const unsigned char *raw, si
 		mime_buffer_reset(&text);
 		mime_message_get_payload(part, 1, &text);
 		mime_buffer_printf(out, "%*s%s %s", (int)(depth * 2 + 2), "",
+				   parts[i].section == NULL ? "-" :
 				   parts[i].section[0] == '\0' ? "(root)" : parts[i].section,
 				   mime_message_get_content_type(part));
 		char *value = mime_message_get_content_charset(part);

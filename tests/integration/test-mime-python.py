@@ -46,7 +46,10 @@ def norm(value):
 
 
 def sections(msg):
-    """IMAP section numbers in walk order, as imapcachectl(1) defines them."""
+    """IMAP section numbers (RFC 3501 6.4.5) in walk order, as imapcachectl(1)
+    defines them: only multipart and message/rfc822 have numbered sub-parts;
+    what compat32 parses inside other types (the header blocks of a
+    message/delivery-status) is no IMAP part and has None."""
     out = []
 
     def visit(part, section):
@@ -54,12 +57,15 @@ def sections(msg):
         if not part.is_multipart():
             return
         ctype = part.get_content_type()
-        enclosed = ctype.startswith("message/") and ctype != "message/delivery-status"
         for i, sub in enumerate(part.get_payload(), 1):
-            if enclosed:
+            if section is None:
+                visit(sub, None)
+            elif ctype.startswith("multipart/"):
+                visit(sub, "%s.%d" % (section, i) if section else str(i))
+            elif ctype == "message/rfc822":
                 visit(sub, section if section else "1")
             else:
-                visit(sub, "%s.%d" % (section, i) if section else str(i))
+                visit(sub, None)
     visit(msg, "")
     return out
 

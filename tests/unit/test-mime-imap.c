@@ -6,6 +6,7 @@
 #include "mime-parser.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char message_text[] =
@@ -163,6 +164,97 @@ static void test_sections(void)
 	mime_message_free(&message);
 }
 
+/* A bounce: multipart/report with a message/delivery-status part (which
+   compat32 parses into header blocks, but IMAP sees as one leaf) and a
+   message/rfc822 part enclosing a multipart. */
+static const char report_text[] =
+	"Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\"\n"
+	"\n"
+	"--r\n"
+	"Content-Type: text/plain\n"
+	"\n"
+	"bounced\n"
+	"--r\n"
+	"Content-Type: message/delivery-status\n"
+	"\n"
+	"Reporting-MTA: dns; a.example\n"
+	"\n"
+	"Final-Recipient: rfc822; b@example.org\n"
+	"Action: failed\n"
+	"\n"
+	"--r\n"
+	"Content-Type: message/rfc822\n"
+	"\n"
+	"Subject: original\n"
+	"Content-Type: multipart/alternative; boundary=\"a\"\n"
+	"\n"
+	"--a\n"
+	"\n"
+	"plain\n"
+	"--a\n"
+	"Content-Type: text/html\n"
+	"\n"
+	"<p>html</p>\n"
+	"--a--\n"
+	"--r--\n";
+
+/* Each part in walk order with its section ("-" for none). */
+static char *walk_sections(struct mime_message *root)
+{
+	struct mime_buffer out = { 0 };
+
+	for (struct mime_message *part = mime_message_walk_next(root, NULL); part != NULL;
+	     part = mime_message_walk_next(root, part)) {
+		char *section = mime_imap_part_section(part);
+		mime_buffer_printf(&out, "%s[%s] ", mime_message_get_content_type(part),
+				   section == NULL ? "-" : section);
+		free(section);
+	}
+	return mime_buffer_steal(&out, NULL);
+}
+
+static void test_part_numbering(void)
+{
+	struct mime_message *message = mime_parse(report_text, strlen(report_text));
+	struct mime_buffer out = { 0 };
+	const char *error;
+
+	char *walk = walk_sections(message);
+	CU_ASSERT_STRING_EQUAL(walk,
+		"multipart/report[] text/plain[1] message/delivery-status[2] "
+		"text/plain[-] text/plain[-] message/rfc822[3] multipart/alternative[3] "
+		"text/plain[3.1] text/html[3.2] ");
+	free(walk);
+	/* BODY[2] is the whole delivery-status body; it has no sub-parts. */
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, report_text, strlen(report_text), "2",
+						&out, &error), MIME_IMAP_SECTION_OK);
+	CU_ASSERT_STRING_EQUAL((char *)out.data,
+		"Reporting-MTA: dns; a.example\r\n\r\n"
+		"Final-Recipient: rfc822; b@example.org\r\nAction: failed\r\n");
+	mime_buffer_reset(&out);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, report_text, strlen(report_text), "2.1",
+						&out, &error), MIME_IMAP_SECTION_NO_SUCH_PART);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, report_text, strlen(report_text), "3.2",
+						&out, &error), MIME_IMAP_SECTION_OK);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "<p>html</p>");
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+
+	/* A message that is itself message/rfc822: the enclosed one is part 1. */
+	const char *wrapped = "Content-Type: message/rfc822\n\nContent-Type: multipart/mixed; "
+		"boundary=m\n\n--m\n\none\n--m\n\ntwo\n--m--\n";
+	message = mime_parse(wrapped, strlen(wrapped));
+	walk = walk_sections(message);
+	CU_ASSERT_STRING_EQUAL(walk, "message/rfc822[] multipart/mixed[1] text/plain[1.1] "
+			       "text/plain[1.2] ");
+	free(walk);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, wrapped, strlen(wrapped), "1.2",
+						&out, &error), MIME_IMAP_SECTION_OK);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "two");
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
 static void test_binary_and_partial(void)
 {
 	struct mime_message *message = parse();
@@ -215,6 +307,7 @@ const struct unit_test unit_tests[] = {
 	{ "ENVELOPE address forms as Dovecot gives them", test_envelope_address_forms },
 	{ "BODYSTRUCTURE and BODY", test_bodystructure },
 	{ "BODY[section]", test_sections },
+	{ "section numbers: delivery-status is a leaf, rfc822 encloses", test_part_numbering },
 	{ "BINARY and partials", test_binary_and_partial },
 	{ "IMAP strings", test_strings },
 	{ NULL, NULL },

@@ -3,7 +3,9 @@
 #include "config.h"
 #include "unit.h"
 #include "mime-parser.h"
+#include "mime-scan.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -431,6 +433,94 @@ static void test_bad_many_parts(void)
 }
 
 const char unit_suite_name[] = "mime-parser";
+/* The leaf-body line scan, written the plain way, to hold the vector
+   paths against. */
+static size_t reference_body_lines(const unsigned char *data, size_t len,
+				   struct mime_scan_lines *lines)
+{
+	size_t pos = 0;
+
+	memset(lines, 0, sizeof(*lines));
+	while (pos < len && data[pos] != '-' && data[pos] != '\r' && data[pos] != '\n') {
+		size_t end = pos;
+		while (end < len && data[end] != '\r' && data[end] != '\n')
+			end++;
+		if (end == len || (data[end] == '\r' && end + 1 == len))
+			break;
+		size_t eol = data[end] == '\r' && data[end + 1] == '\n' ? 2 : 1;
+		lines->last_lf = data[end + eol - 1] == '\n';
+		lines->last_crlf = eol == 2;
+		lines->lf += (size_t)lines->last_lf;
+		lines->crlf += (size_t)lines->last_crlf;
+		pos = end + eol;
+	}
+	return pos;
+}
+
+#define SCAN_CASES 3000 /* random bodies; each path must match the reference on all */
+
+static void test_body_line_scan(void)
+{
+	static const enum mime_scan_path paths[] = { MIME_SCAN_BEST, MIME_SCAN_SSE2,
+						     MIME_SCAN_SCALAR };
+	static const char *const ends[] = { "\n", "\r\n", "\r\n", "\n", "\r" };
+	unsigned char data[4096];
+	uint32_t seed = 12345;
+	size_t mismatches = 0;
+
+	for (int round = 0; round < SCAN_CASES; round++) {
+		size_t len = 0;
+		/* lines of text, each ending in LF, CRLF or (rarely) CR; some
+		   start with '-' or are empty; the input may stop anywhere */
+		while (len < sizeof(data) - 200) {
+			seed = seed * 1103515245u + 12345u;
+			uint32_t r = seed >> 8;
+			size_t line = r % 90;
+			if (r % 97 == 0)
+				data[len++] = '-';
+			for (size_t k = 0; k < line; k++)
+				data[len++] = (unsigned char)('A' + (k + r) % 26);
+			const char *eol = ends[(r >> 8) % (round % 7 == 0 ? 5 : 4)];
+			memcpy(data + len, eol, strlen(eol));
+			len += strlen(eol);
+			if ((r >> 16) % 61 == 0)
+				break;
+		}
+		size_t cut = round % 3 == 0 ? len - (seed >> 4) % (len + 1) : len;
+		struct mime_scan_lines expected;
+		size_t expected_run = reference_body_lines(data, cut, &expected);
+		for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
+			struct mime_scan_lines got;
+			size_t run = mime_scan_body_lines_with(data, cut, paths[p], &got);
+			if (run != expected_run || got.lf != expected.lf || got.crlf != expected.crlf ||
+			    (run > 0 && (got.last_lf != expected.last_lf ||
+					 got.last_crlf != expected.last_crlf)))
+				mismatches++;
+		}
+	}
+	CU_ASSERT_EQUAL(mismatches, 0);
+	/* the cases the blocks must hand back to the line loop */
+	static const char *const edges[] = {
+		"0123456789abcdef0123456789abcdef0123456789\n--b\n",
+		"0123456789abcdef0123456789abcdef0123456789\r\n\r\nrest\n",
+		"0123456789abcdef0123456789abcde\r\n0123456789abcdef0123456789abcdef\n\n",
+		"0123456789abcdef0123456789abcdef0123456789\rlone CR line\nand more text here\n",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+	};
+	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+		const unsigned char *text = (const unsigned char *)edges[i];
+		struct mime_scan_lines expected, got;
+		size_t expected_run = reference_body_lines(text, strlen(edges[i]), &expected);
+		for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
+			size_t run = mime_scan_body_lines_with(text, strlen(edges[i]), paths[p], &got);
+			CU_ASSERT_EQUAL(run, expected_run);
+			CU_ASSERT_EQUAL(got.lf, expected.lf);
+			CU_ASSERT_EQUAL(got.crlf, expected.crlf);
+		}
+	}
+}
+
 const struct unit_test unit_tests[] = {
 	{ "headers in order, duplicates, folds", test_headers_in_order },
 	{ "multipart tree, preamble, epilogue, offsets", test_multipart_tree },
@@ -438,6 +528,7 @@ const struct unit_test unit_tests[] = {
 	{ "defects as email.errors names them", test_defects },
 	{ "digest defaults and delivery-status blocks", test_digest_and_delivery_status },
 	{ "size limit is a typed error", test_size_limit },
+	{ "leaf body line scan: vector paths agree with the plain loop", test_body_line_scan },
 	{ "bad input: truncated at every offset", test_bad_truncated },
 	{ "bad input: 4 MB of binary garbage", test_bad_binary_garbage },
 	{ "bad input: a 10 MB header line", test_bad_huge_header_line },
