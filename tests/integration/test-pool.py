@@ -417,6 +417,29 @@ def test_idle_timeout():
     return daemon
 
 
+def test_config_errors():
+    """The pool settings are checked at start-up: file:line: what, exit 78."""
+    cases = (
+        ("pool = { size = 2; idle = 5; };", r":5: pool\.idle: unknown key"),
+        ("pool = { size = 1001; };", r":5: pool\.size: must be between 0 and 1000"),
+        ("pool = { idle_timeout = 0; };", r":5: pool\.idle_timeout: must be between 1 and"),
+        ('pool = { size = "4"; };', r":5: pool\.size: must be an integer"),
+        ('pool = "off";', r":5: pool: must be a group"),
+    )
+    for setting, want in cases:
+        path = os.path.join(tmp, "bad-%d.conf" % time.monotonic_ns())
+        with open(path, "w") as f:
+            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
+            f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "none"; } );\n'
+                    % (HOST, PORT))
+            f.write('log = { level = "info"; };\n\n')
+            f.write(setting + "\n")
+        result = subprocess.run([BINARY, "-t", "-c", path], capture_output=True, text=True, timeout=WAIT)
+        check("%s: exit 78 with file:line: what is wrong" % setting,
+              result.returncode == 78 and re.search(re.escape(path) + want, result.stderr) is not None,
+              (result.returncode, result.stderr))
+
+
 def main():
     logs = []
     daemon = Daemon("{ size = 2; idle_timeout = 300; }")
@@ -431,6 +454,7 @@ def main():
     finally:
         daemon.stop()
         logs.append(daemon.log())
+    test_config_errors()
     for test in (test_pool_off, test_idle_timeout):
         try:
             logs.append(test().log())
