@@ -47,6 +47,7 @@ struct upstream_pool {
 	unsigned int size;
 	unsigned int idle_timeout;
 	unsigned int global_max;
+	unsigned int generation;       /* counts flushes */
 	/* Oldest first; idle, held and closing entries alike. */
 	struct upstream_pool_entry_list entries;
 	unsigned int busy;
@@ -298,6 +299,7 @@ void upstream_pool_make_key(const struct upstream_pool *pool, const char *upstre
 	credential_lengths[2] = secret_len;
 	upstream_pool_mac(pool, key_r->credential, credential_fields, credential_lengths, 3);
 	snprintf(key_r->label, sizeof(key_r->label), "%s on upstream %s", user, upstream_name);
+	key_r->generation = pool->generation;
 }
 
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,
@@ -321,6 +323,10 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 	entry->key = *key;
 	if (!upstream_pool_is_enabled(pool)) {
 		upstream_pool_close_entry(pool, entry, "pooling is off");
+		return UPSTREAM_POOL_PUT_CLOSING;
+	}
+	if (key->generation != pool->generation) {
+		upstream_pool_close_entry(pool, entry, "logged in before the pool was emptied (reload)");
 		return UPSTREAM_POOL_PUT_CLOSING;
 	}
 	free(entry->capabilities);
@@ -354,7 +360,8 @@ void *upstream_pool_take(struct upstream_pool *pool, const struct upstream_pool_
 	if (!upstream_pool_is_enabled(pool))
 		return NULL;
 	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
-		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && upstream_pool_same_account(&entry->key, key) &&
+		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && entry->key.generation == key->generation &&
+		    upstream_pool_same_account(&entry->key, key) &&
 		    CRYPTO_memcmp(entry->key.credential, key->credential, sizeof(key->credential)) == 0)
 			break;
 	}
@@ -445,6 +452,7 @@ void upstream_pool_flush(struct upstream_pool *pool, const char *reason)
 {
 	struct upstream_pool_entry *entry, *next;
 
+	pool->generation++;
 	for (entry = TAILQ_FIRST(&pool->entries); entry != NULL; entry = next) {
 		next = TAILQ_NEXT(entry, link);
 		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE)

@@ -28,6 +28,7 @@ struct upstream_pool;
 struct upstream_pool_key {
 	unsigned char account[UPSTREAM_POOL_DIGEST_SIZE];
 	unsigned char credential[UPSTREAM_POOL_DIGEST_SIZE];
+	unsigned int generation; /* the pool's at the login: a flush (reload) ends it */
 	char label[UPSTREAM_POOL_LABEL_MAX];
 };
 
@@ -77,7 +78,9 @@ enum upstream_pool_put_result {
 /* Hands a clean, logged-in, unselected connection to the pool, which owns
    it from now on (also when it was held). capabilities and text are what
    a login that takes it answers with. Over the per-account or global cap,
-   the oldest idle connection (of the account, or of all) is closed. */
+   the oldest idle connection (of the account, or of all) is closed. A key
+   made before the last upstream_pool_flush (a login under the old
+   configuration) is never pooled: the connection is closed. */
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,
 						void *connection, const char *capabilities, const char *text);
 
@@ -103,7 +106,8 @@ bool upstream_pool_forget(struct upstream_pool *pool, void *connection, const ch
 
 /* Closes every idle connection pooled idle_timeout seconds ago or more. */
 void upstream_pool_expire(struct upstream_pool *pool);
-/* Closes every idle connection (reload, shutdown), logging reason. */
+/* Closes every idle connection (reload, shutdown), logging reason; keys
+   made before it are no longer pooled. */
 void upstream_pool_flush(struct upstream_pool *pool, const char *reason);
 
 /* Idle connections: of key's account (any credential), or all (NULL). */

@@ -362,12 +362,20 @@ def test_upstream_closes_pooled(daemon):
 
 
 def test_sighup(daemon):
-    check("connections are pooled before SIGHUP", len(daemon.upstream_sockets()) > 0, daemon.upstream_sockets())
+    check("connections are pooled before SIGHUP", len(daemon.upstream_sockets()) > 1, daemon.upstream_sockets())
+    during, lines = login(daemon.port, USER2, PASS2)
+    in_use = daemon.upstream_sockets()
     os.kill(daemon.proc.pid, signal.SIGHUP)
     check("SIGHUP empties the pool (log line)",
           daemon.wait_log(r"closing the connection of .*: configuration reloaded") is not None)
-    check("... and closes the pooled connections upstream", daemon.wait_sockets(0) == set(),
-          daemon.upstream_sockets())
+    left = daemon.wait_sockets(1)
+    check("... and closes the pooled connections upstream, not the one in use",
+          len(left) == 1 and left < in_use, (in_use, left))
+    logout(during)
+    check("a session logged in before the reload is not pooled at its LOGOUT (log line)",
+          daemon.wait_log(r"closing the connection of %s on upstream dovecot: logged in before the pool "
+                          r"was emptied" % re.escape(USER2)) is not None, daemon.log()[-800:])
+    check("... and its connection is logged out", daemon.wait_sockets(0) == set(), daemon.upstream_sockets())
     c, lines = login(daemon.port, USER, PASS)
     logout(c)
     check("pooling goes on after the reload", daemon.wait_sockets(1) != set(), daemon.log()[-800:])

@@ -340,6 +340,30 @@ static void test_hold_retire_flush(void)
 	CU_ASSERT_EQUAL(world.frees, 0);
 }
 
+static void test_flush_ends_old_keys(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection before = { .id = 1 }, held = { .id = 2 }, after = { .id = 3 };
+	struct upstream_pool_key old_key, new_key;
+
+	world.forget_on_close = true;
+	key(pool, "example", "alice", "pw", &old_key);
+	upstream_pool_hold(pool, &held, &old_key); /* UNSELECT running across the reload */
+	upstream_pool_flush(pool, "configuration reloaded");
+	/* a session logged in under the old configuration logs out now */
+	CU_ASSERT_EQUAL(put(pool, &old_key, &before), UPSTREAM_POOL_PUT_CLOSING);
+	CU_ASSERT_TRUE(before.close_called);
+	CU_ASSERT_EQUAL(put(pool, &old_key, &held), UPSTREAM_POOL_PUT_CLOSING);
+	CU_ASSERT_TRUE(held.close_called);
+	/* a login after the reload pools as usual, and the old key takes nothing */
+	key(pool, "example", "alice", "pw", &new_key);
+	CU_ASSERT_EQUAL(put(pool, &new_key, &after), UPSTREAM_POOL_PUT_POOLED);
+	CU_ASSERT_PTR_NULL(take(pool, &old_key));
+	CU_ASSERT_PTR_EQUAL(take(pool, &new_key), &after);
+	CU_ASSERT_EQUAL(upstream_pool_busy_count(pool), 0);
+	upstream_pool_free(&pool);
+}
+
 const char unit_suite_name[] = "upstream-pool";
 const struct unit_test unit_tests[] = {
 	{ "keys are keyed digests of account and credential", test_key_digests },
@@ -350,5 +374,6 @@ const struct unit_test unit_tests[] = {
 	{ "idle connections expire after idle_timeout", test_idle_expiry },
 	{ "size 0 turns pooling off", test_disabled },
 	{ "held, retired and flushed connections", test_hold_retire_flush },
+	{ "a flush (reload) ends the keys made before it", test_flush_ends_old_keys },
 	{ NULL, NULL },
 };
