@@ -7,6 +7,7 @@
 #include "notify.h"
 #include "session.h"
 #include "tls.h"
+#include "upstream-pool.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -33,8 +34,11 @@ struct daemon_state {
 	struct event *sigterm_event;
 	struct event *sigint_event;
 	struct event *shutdown_timer;
+	struct upstream_pool *pool;    /* idle logged-in upstream connections */
 	bool stopping;
 };
+
+#define DAEMON_POOL_LOGOUT_GRACE 2 /* seconds for the pooled connections' LOGOUT at exit */
 
 static void daemon_usage(FILE *out)
 {
@@ -103,6 +107,29 @@ static void daemon_accept(const struct listener_connection *conn, void *context)
 		log_error("cannot start a session for %s: %s", conn->peer_name, error);
 }
 
+/* The pool's last LOGOUT is done: nothing keeps a stopping daemon. */
+static void daemon_pool_idle(void *context)
+{
+	struct daemon_state *daemon = context;
+
+	if (daemon->stopping && session_count() == 0)
+		event_base_loopexit(daemon->base, NULL);
+}
+
+/* Ends the loop once the pooled connections said LOGOUT (or at most
+   DAEMON_POOL_LOGOUT_GRACE seconds from now). */
+static void daemon_exit_loop(struct daemon_state *daemon)
+{
+	const struct timeval grace = { DAEMON_POOL_LOGOUT_GRACE, 0 };
+
+	if (daemon->pool == NULL || upstream_pool_busy_count(daemon->pool) == 0) {
+		event_base_loopexit(daemon->base, NULL);
+		return;
+	}
+	upstream_pool_set_idle_callback(daemon->pool, daemon_pool_idle, daemon);
+	event_base_loopexit(daemon->base, &grace);
+}
+
 static void daemon_session_count(unsigned int count, void *context)
 {
 	struct daemon_state *daemon = context;
@@ -113,7 +140,7 @@ static void daemon_session_count(unsigned int count, void *context)
 	}
 	notify_stopping(count);
 	if (count == 0)
-		event_base_loopexit(daemon->base, NULL);
+		daemon_exit_loop(daemon);
 }
 
 /* SIGHUP: a new config for new sessions; a bad one changes nothing. */
@@ -161,6 +188,9 @@ static void daemon_reload(evutil_socket_t signal_number, short what, void *conte
 	log_set_level(conf->log_level);
 	conf_unref(&daemon->conf);
 	daemon->conf = conf;
+	/* pooled connections were made with the old upstream settings */
+	upstream_pool_flush(daemon->pool, "configuration reloaded");
+	upstream_pool_set_limits(daemon->pool, conf->pool_size, conf->pool_idle_timeout, UPSTREAM_POOL_GLOBAL_MAX);
 	log_info("reloaded %s: new sessions use it", daemon->config_path);
 	notify_ready(session_count());
 }
@@ -192,8 +222,11 @@ static void daemon_stop(evutil_socket_t signal_number, short what, void *context
 		 strsignal((int)signal_number), daemon->conf->timeout_shutdown, session_count(),
 		 session_count() == 1 ? "" : "s");
 	notify_stopping(session_count());
+	/* no new pooling: a LOGOUT now goes upstream */
+	upstream_pool_flush(daemon->pool, "shutting down");
+	upstream_pool_set_limits(daemon->pool, 0, daemon->conf->pool_idle_timeout, 0);
 	if (session_count() == 0) {
-		event_base_loopexit(daemon->base, NULL);
+		daemon_exit_loop(daemon);
 		return;
 	}
 	daemon->shutdown_timer = evtimer_new(daemon->base, daemon_shutdown_timeout, daemon);
@@ -296,12 +329,22 @@ static int daemon_start_events(struct daemon_state *daemon)
 		log_info("listening on %s (%s)", listener_get_name(daemon->listeners[i]),
 			 conf_tls_name(daemon->conf->listeners[i].tls));
 	}
+	daemon->pool = upstream_pool_new_clients(daemon->base, &error);
+	if (daemon->pool == NULL) {
+		log_error("cannot make the upstream pool: %s", error);
+		return -1;
+	}
+	upstream_pool_set_limits(daemon->pool, daemon->conf->pool_size, daemon->conf->pool_idle_timeout,
+				 UPSTREAM_POOL_GLOBAL_MAX);
+	session_set_upstream_pool(daemon->pool);
 	return 0;
 }
 
 static void daemon_cleanup(struct daemon_state *daemon)
 {
 	session_free_all();
+	session_set_upstream_pool(NULL);
+	upstream_pool_free(&daemon->pool);
 	for (size_t i = 0; i < daemon->listeners_count; i++)
 		listener_free(&daemon->listeners[i]);
 	free(daemon->listeners);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "tls.h"
 #include "upstream.h"
+#include "upstream-pool.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -97,6 +98,12 @@ struct session {
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
 	bool state_logged_in;          /* the upstream accepted the login */
 
+	/* The upstream pool (upstream-pool.h). */
+	struct upstream_pool_key pool_key; /* digests of the account and credential of this login */
+	bool pool_key_valid;
+	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
+	bool pool_state_changed;       /* ENABLE or LANGUAGE: state a pooled connection can't shed */
+
 	char peer_name[LISTENER_NAME_MAX];
 	char listener_name[LISTENER_NAME_MAX];
 	uint64_t bytes_in;
@@ -112,6 +119,7 @@ static unsigned int session_live_count;
 static unsigned long session_last_id;
 static session_count_fn *session_count_callback;
 static void *session_count_context;
+static struct upstream_pool *session_pool;
 
 static void session_read(struct bufferevent *bev, void *context);
 static void session_write(struct bufferevent *bev, void *context);
@@ -121,6 +129,11 @@ void session_set_count_callback(session_count_fn *callback, void *context)
 {
 	session_count_callback = callback;
 	session_count_context = context;
+}
+
+void session_set_upstream_pool(struct upstream_pool *pool)
+{
+	session_pool = pool;
 }
 
 unsigned int session_count(void)
@@ -209,6 +222,7 @@ static void session_free(struct session **session_p)
 	session_live_count--;
 	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
 	session_wipe_credentials(session);
+	free(session->login_capabilities);
 	if (session->bev != NULL)
 		bufferevent_free(session->bev);
 	if (!session->fd_owned_by_bev)
@@ -382,6 +396,11 @@ static void session_login_accepted(struct session *session, const char *capabili
 
 	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
 	session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
+	/* kept for a login that takes this connection from the pool */
+	if (text != session->login_text)
+		snprintf(session->login_text, sizeof(session->login_text), "%s", text);
+	free(session->login_capabilities);
+	session->login_capabilities = strdup(filtered);
 	session->state = SESSION_STATE_FORWARDING;
 	session->state_logged_in = true;
 	log_info("session %lu: logged in as %s on upstream %s", session->id, session->user,
@@ -512,6 +531,34 @@ static void session_upstream_connected(struct imap_client *client, struct imap_c
 	}
 }
 
+/* Keys the login for the pool (the secret as the client gave it) and
+   takes a matching pooled connection: then the login is done here. */
+static bool session_login_from_pool(struct session *session, const struct conf_upstream *upstream)
+{
+	char capabilities[UPSTREAM_POOL_CAPABILITY_MAX];
+	char text[UPSTREAM_POOL_TEXT_MAX];
+	const char *secret = session->login_password != NULL ? session->login_password : session->auth_initial;
+
+	session->pool_key_valid = false;
+	if (session_pool == NULL || secret == NULL)
+		return false;
+	upstream_pool_make_key(session_pool, upstream->name, upstream->host, upstream->port, session->user,
+			       session->login_password != NULL ? "LOGIN" : session->auth_mechanism,
+			       secret, strlen(secret), &session->pool_key);
+	session->pool_key_valid = true;
+	session->upstream = upstream_pool_take_client(session_pool, &session->pool_key, capabilities,
+						      sizeof(capabilities), text, sizeof(text));
+	if (session->upstream == NULL)
+		return false;
+	log_info("session %lu: login as %s: a pooled connection to upstream %s, nothing sent upstream",
+		 session->id, session->user, upstream->name);
+	session_wipe_credentials(session);
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	session_login_accepted(session, capabilities, text);
+	return true;
+}
+
 /* Connects to the upstream for session->user and logs in there with the
    credentials already stored (password or SASL initial response). */
 static void session_login_start(struct session *session)
@@ -526,6 +573,8 @@ static void session_login_start(struct session *session)
 		return;
 	}
 	session->upstream_name = upstream->name;
+	if (session_login_from_pool(session, upstream))
+		return;
 	session->upstream = upstream_client_new(session->base, session->conf, upstream, &error);
 	if (session->upstream == NULL) {
 		log_error("session %lu: upstream %s: %s", session->id, upstream->name, error);
@@ -828,6 +877,34 @@ static bool session_forward_literal(struct session *session, enum session_litera
 	return true;
 }
 
+/* Whether the upstream connection may go to the pool at the client's
+   LOGOUT: pooling on, nothing half-sent, no state that can't be undone,
+   and a mailbox (if one is selected) that UNSELECT can leave. */
+static bool session_can_pool(const struct session *session)
+{
+	enum imap_client_state state = imap_client_get_state(session->upstream);
+
+	return session_pool != NULL && upstream_pool_is_enabled(session_pool) && session->pool_key_valid &&
+	       session->login_capabilities != NULL &&
+	       !session->pool_state_changed && session->open_command == NULL && session->forward_literal == 0 &&
+	       !session->forward_dropping &&
+	       (state == IMAP_CLIENT_STATE_AUTHENTICATED ||
+		(state == IMAP_CLIENT_STATE_SELECTED && imap_client_has_capability(session->upstream, "UNSELECT")));
+}
+
+/* Answers the client's LOGOUT here and hands the upstream connection to
+   the pool (which leaves a selected mailbox with UNSELECT first). */
+static void session_logout_to_pool(struct session *session, const char *tag)
+{
+	struct imap_client *client = session->upstream;
+
+	session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
+	session->upstream = NULL;
+	upstream_pool_put_client(session_pool, &session->pool_key, client, session->login_capabilities,
+				 session->login_text);
+	session_close(session, "logged out (upstream connection to the pool)", NULL);
+}
+
 /* A logged-in client's command line (without CRLF) that starts a command.
    Returns false when the line must wait (a local answer while forwarded
    ones are still pending) and was not consumed. */
@@ -854,6 +931,14 @@ static bool session_forward_command(struct session *session, const char *line, s
 	session_read_verb(line, len, verb_pos, verb, sizeof(verb));
 	literal = session_line_literal(line, len, &literal_size);
 
+	if (strcmp(verb, "ENABLE") == 0 || strcmp(verb, "LANGUAGE") == 0)
+		session->pool_state_changed = true;
+	if (literal == SESSION_LITERAL_NONE && strcmp(verb, "LOGOUT") == 0 && session_can_pool(session)) {
+		if (session->forwarded_pending > 0)
+			return false; /* a clean connection first: every answer is in */
+		session_logout_to_pool(session, tag);
+		return true;
+	}
 	if (literal == SESSION_LITERAL_NONE &&
 	    (strcmp(verb, "CAPABILITY") == 0 || strcmp(verb, "STARTTLS") == 0 ||
 	     strcmp(verb, "COMPRESS") == 0 || strcmp(verb, "NOTIFY") == 0 ||

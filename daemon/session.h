@@ -40,6 +40,15 @@ typedef void session_count_fn(unsigned int count, void *context);
    and shutdown). */
 void session_set_count_callback(session_count_fn *callback, void *context);
 
+struct upstream_pool;
+
+/* The pool the sessions take upstream connections from at login and give
+   them back to at the client's LOGOUT (then answered here: "* BYE" and the
+   tagged OK), when the connection is clean: nothing pending, no ENABLE or
+   LANGUAGE used, a selected mailbox left with UNSELECT. NULL: no pooling.
+   Not owned. */
+void session_set_upstream_pool(struct upstream_pool *pool);
+
 /* Starts a session on an accepted connection: takes conn->fd (closed on
    failure too), keeps a reference to conf for its whole life, sends the
    greeting (after the TLS handshake on an implicit-TLS listener) and logs

@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The upstream pool, with imapcached in front of the test Dovecot: after a
+LOGOUT the same account's next login takes the very same upstream socket
+(no new connection) and starts unselected; a wrong password, another user,
+ENABLE, pool = 0, a short idle_timeout, SIGHUP and SIGTERM each keep their
+promise; a session that SELECTed and marked a message \\Deleted is pooled
+after UNSELECT with nothing expunged. Upstream connections are counted
+from the daemon's own sockets (/proc/PID/fd and /proc/net/tcp), which are
+ESTABLISHED to Dovecot's port. The daemons run on free loopback ports and
+are stopped by their PIDs."""
+import base64
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from checks import check, summary
+
+ENV = os.environ
+BUILD = ENV.get("top_builddir", ".")
+BINARY = os.path.join(BUILD, "daemon", "imapcached")
+HOST = ENV["IMAPTEST_HOST"]
+PORT = int(ENV["IMAPTEST_PORT"])
+CA = ENV["IMAPTEST_CA"]
+USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
+USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
+WAIT = 20  # seconds: the longest any single expectation may take
+tmp = tempfile.mkdtemp(prefix="test-pool.")
+
+
+class Daemon:
+    """One imapcached in the foreground, its stderr collected line by line."""
+
+    def __init__(self, pool):
+        path = os.path.join(tmp, "imapcached-%d.conf" % time.monotonic_ns())
+        with open(path, "w") as f:
+            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
+            f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "starttls"; '
+                    'ca_file = "%s"; } );\n' % (HOST, PORT, CA))
+            f.write('log = { level = "debug"; };\n')
+            f.write("pool = %s;\n" % pool)
+        env = dict(ENV)
+        env.pop("JOURNAL_STREAM", None)
+        env.pop("NOTIFY_SOCKET", None)
+        self.lines = []
+        self.lock = threading.Condition()
+        self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        match = self.wait_log(r"listening on [0-9.]+:(\d+)")
+        if match is None:
+            raise RuntimeError("imapcached did not start: %s" % self.lines)
+        self.port = int(match.group(1))
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.lock:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.lock.notify_all()
+
+    def count_log(self, pattern):
+        with self.lock:
+            return sum(1 for line in self.lines if re.search(pattern, line))
+
+    def wait_log(self, pattern, count=1, timeout=WAIT):
+        """The count-th line matching pattern, once it is there (None on timeout)."""
+        deadline = time.time() + timeout
+        with self.lock:
+            while True:
+                found = [m for m in (re.search(pattern, line) for line in self.lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.time()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    return None
+                self.lock.wait(min(left, 0.2))
+
+    def log(self):
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def upstream_sockets(self):
+        """Inodes of the daemon's TCP sockets ESTABLISHED to Dovecot's port."""
+        inodes = set()
+        for fd in os.listdir("/proc/%d/fd" % self.proc.pid):
+            try:
+                target = os.readlink("/proc/%d/fd/%s" % (self.proc.pid, fd))
+            except OSError:
+                continue
+            m = re.match(r"socket:\[(\d+)\]", target)
+            if m:
+                inodes.add(m.group(1))
+        found = set()
+        for table in ("/proc/%d/net/tcp" % self.proc.pid, "/proc/%d/net/tcp6" % self.proc.pid):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for row in f:
+                        fields = row.split()
+                        remote_port = int(fields[2].split(":")[1], 16)
+                        if remote_port == PORT and fields[3] == "01" and fields[9] in inodes:
+                            found.add(fields[9])
+            except OSError:
+                pass
+        return found
+
+    def wait_sockets(self, want, timeout=WAIT):
+        """The upstream sockets once there are want of them (or on timeout)."""
+        deadline = time.time() + timeout
+        while True:
+            sockets = self.upstream_sockets()
+            if len(sockets) == want or time.time() > deadline:
+                return sockets
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.reader.join(WAIT)
+        return self.proc.returncode
+
+
+class Raw:
+    """A line-based IMAP connection with timeouts."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.buf = b""
+        self.greeting = self.line()
+        self.tag = 0
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed; have %r" % self.buf)
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode(errors="replace")
+
+    def command(self, text):
+        """Sends one command; returns its lines, the tagged one last."""
+        self.tag += 1
+        tag = "p%d" % self.tag
+        self.sock.sendall(("%s %s\r\n" % (tag, text)).encode())
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + " "):
+                return lines
+
+    def at_eof(self):
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except OSError:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def quote(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def login(port, user, password):
+    c = Raw(port)
+    return c, c.command("LOGIN %s %s" % (quote(user), quote(password)))
+
+
+def logout(c):
+    lines = c.command("LOGOUT")
+    eof = c.at_eof()
+    c.close()
+    return lines, eof
+
+
+def untag(lines):
+    """Lines without their tags and Dovecot's timings."""
+    return [re.sub(r"^p\d+ ", "", re.sub(r" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)", "", l))
+            for l in lines]
+
+
+def test_reuse(daemon):
+    c, lines = login(daemon.port, USER, PASS)
+    check("session 1 logs in", lines[-1].startswith("p1 OK [CAPABILITY IMAP4rev1"), lines)
+    first_ok = lines[-1]
+    before = daemon.upstream_sockets()
+    check("session 1 has one upstream connection", len(before) == 1, before)
+    lines, eof = logout(c)
+    check("LOGOUT is answered by the proxy and the client's connection closes",
+          lines[0].startswith("* BYE") and lines[-1].startswith("p2 OK") and eof, lines)
+    check("the connection goes to the pool (log line)",
+          daemon.wait_log(r"upstream pool: keeping the connection of %s on upstream dovecot" % USER) is not None)
+    check("... still open upstream while pooled", daemon.upstream_sockets() == before,
+          (before, daemon.upstream_sockets()))
+
+    c, lines = login(daemon.port, USER, PASS)
+    check("session 2 of the same account logs in with the same tagged OK [CAPABILITY ...]",
+          lines == [first_ok], (lines, first_ok))
+    check("... on the pooled connection (log line)",
+          daemon.wait_log(r"upstream pool: reusing the connection of %s on upstream dovecot" % USER) is not None)
+    check("... which is the same upstream socket: no new connection", daemon.upstream_sockets() == before,
+          (before, daemon.upstream_sockets()))
+    proxied = c.command("FETCH 1 (FLAGS)")
+    direct = Raw(PORT)
+    direct.command("LOGIN %s %s" % (quote(USER), quote(PASS)))
+    fresh = direct.command("FETCH 1 (FLAGS)")
+    direct.command("LOGOUT")
+    direct.close()
+    check("session 2 starts unselected: FETCH before SELECT is refused as after a fresh login",
+          untag(proxied) == untag(fresh) and re.match(r"p\d+ (BAD|NO) ", proxied[-1]), (proxied, fresh))
+    lines = c.command("SELECT INBOX")
+    check("... and works as a session of its own", lines[-1].startswith("p3 OK"), lines)
+    logout(c)
+    daemon.wait_log(r"upstream pool: keeping the connection of %s" % USER, count=2)
+
+
+def test_wrong_password(daemon):
+    pooled = daemon.wait_sockets(1)
+    check("one connection is pooled before a wrong password", len(pooled) == 1, pooled)
+    reused = daemon.count_log(r"upstream pool: reusing")
+    direct = Raw(PORT)
+    want = direct.command("LOGIN %s %s" % (quote(USER), quote("wrong-" + PASS)))
+    direct.close()
+    c, lines = login(daemon.port, USER, "wrong-" + PASS)
+    check("a wrong password gets the upstream's NO", len(lines) == 1 and lines[0].startswith("p1 NO ") and
+          untag(lines) == untag(want), (lines, want))
+    check("... and the pooled connection is not used", daemon.count_log(r"upstream pool: reusing") == reused and
+          pooled <= daemon.upstream_sockets(), daemon.log()[-1500:])
+    c.close()
+    check("the wrong password's own upstream connection is closed", daemon.wait_sockets(1) == pooled,
+          daemon.upstream_sockets())
+
+
+def test_other_user(daemon):
+    pooled = daemon.wait_sockets(1)
+    c, lines = login(daemon.port, USER2, PASS2)
+    check("USER2 logs in", lines[-1].startswith("p1 OK"), lines)
+    now = daemon.upstream_sockets()
+    check("USER2 gets a connection of its own, not USER's pooled one", len(now) == 2 and pooled < now,
+          (pooled, now))
+    lines = c.command("SELECT INBOX")
+    check("... and sees its own (empty) INBOX", "* 0 EXISTS" in lines, lines)
+    logout(c)
+    check("USER2's connection is pooled too",
+          daemon.wait_log(r"keeping the connection of %s on upstream dovecot" % re.escape(USER2)) is not None)
+    check("two accounts, two pooled connections", len(daemon.wait_sockets(2)) == 2, daemon.upstream_sockets())
+
+
+def test_authenticate_plain(daemon):
+    plain = base64.b64encode(b"\0" + USER2.encode() + b"\0" + PASS2.encode()).decode()
+    reused = daemon.count_log(r"upstream pool: reusing the connection of %s" % re.escape(USER2))
+    before = daemon.upstream_sockets()
+    c = Raw(daemon.port)
+    lines = c.command("AUTHENTICATE PLAIN " + plain)
+    check("AUTHENTICATE PLAIN logs in", lines[-1].startswith("p1 OK"), lines)
+    check("... with a pooled connection only if that was AUTHENTICATE PLAIN too: a LOGIN's is not taken",
+          daemon.count_log(r"upstream pool: reusing the connection of %s" % re.escape(USER2)) == reused)
+    logout(c)
+    daemon.wait_log(r"keeping the connection of %s" % re.escape(USER2), count=2)
+    c = Raw(daemon.port)
+    lines = c.command("AUTHENTICATE PLAIN " + plain)
+    check("the same AUTHENTICATE PLAIN again takes its pooled connection",
+          lines[-1].startswith("p1 OK") and
+          daemon.wait_log(r"upstream pool: reusing the connection of %s" % re.escape(USER2), count=reused + 1)
+          is not None, lines)
+    logout(c)
+    check("per account at most pool size connections (here 2 of USER2's, 1 of USER's)",
+          len(daemon.wait_sockets(3)) == 3 and before <= daemon.upstream_sockets(), daemon.upstream_sockets())
+
+
+def test_selected_unselect(daemon):
+    c, lines = login(daemon.port, USER, PASS)
+    lines = c.command("SELECT INBOX")
+    exists = int(next(l.split()[1] for l in lines if l.endswith(" EXISTS")))
+    flags_before = [l for l in c.command("FETCH 1:* (FLAGS)") if "FETCH" in l]
+    lines = c.command("STORE 1 +FLAGS (\\Deleted)")
+    check("session 1 marks message 1 \\Deleted", lines[-1].startswith("p4 OK"), lines)
+    kept = daemon.count_log(r"keeping the connection of %s on" % USER)
+    logout(c)
+    check("a session that selected a mailbox is pooled after UNSELECT",
+          daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 1) is not None and
+          daemon.count_log(r"closing the connection of %s on upstream dovecot: UNSELECT failed" % USER) == 0,
+          daemon.log()[-1500:])
+    direct = Raw(PORT)
+    direct.command("LOGIN %s %s" % (quote(USER), quote(PASS)))
+    lines = direct.command("SELECT INBOX")
+    exists_after = int(next(l.split()[1] for l in lines if l.endswith(" EXISTS")))
+    check("nothing was expunged: the message count is the same", exists_after == exists, (exists, exists_after))
+    flags_after = [l for l in direct.command("FETCH 1:* (FLAGS)") if "FETCH" in l]
+    check("message 1 still exists, still \\Deleted", "\\Deleted" in flags_after[0], flags_after[:1])
+    check("every other message's flags are unchanged", flags_after[1:] == flags_before[1:],
+          [(a, b) for a, b in zip(flags_before, flags_after) if a != b][:3])
+    direct.command("STORE 1 -FLAGS (\\Deleted)")
+    direct.command("LOGOUT")
+    direct.close()
+    c, lines = login(daemon.port, USER, PASS)
+    lines = c.command("FETCH 1 (FLAGS)")
+    check("the next session on that connection starts unselected", re.match(r"p2 (BAD|NO) ", lines[-1]), lines)
+    logout(c)
+    daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 2)
+
+
+def test_enable_not_pooled(daemon):
+    kept = daemon.count_log(r"keeping the connection of %s on" % USER)
+    before = daemon.upstream_sockets()
+    c, lines = login(daemon.port, USER, PASS)
+    check("a login that takes a pooled connection opens none", daemon.upstream_sockets() == before,
+          (before, daemon.upstream_sockets()))
+    lines = c.command("ENABLE CONDSTORE")
+    ended = daemon.count_log(r"session \d+: end: ")
+    lines, eof = logout(c)
+    daemon.wait_log(r"session \d+: end: ", count=ended + 1)
+    check("after ENABLE, LOGOUT goes upstream (Dovecot's BYE)", lines[0].startswith("* BYE") and
+          "imapcached" not in lines[0], lines)
+    after = daemon.wait_sockets(len(before) - 1)
+    check("... and the connection is not pooled but closed",
+          daemon.count_log(r"keeping the connection of %s on" % USER) == kept and
+          len(after) == len(before) - 1 and after < before, (before, after))
+
+
+def test_upstream_closes_pooled(daemon):
+    kept = daemon.count_log(r"keeping the connection of %s on" % USER)
+    c, lines = login(daemon.port, USER, PASS)
+    logout(c)
+    daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 1)
+    before = daemon.upstream_sockets()
+    # Dovecot says "* BYE Server shutting down." to each of USER's connections and closes them
+    kick = subprocess.run(["doveadm", "-c", os.path.join(ENV["IMAPTEST_DIR"], "dovecot.conf"), "kick", USER],
+                          capture_output=True, text=True, timeout=WAIT)
+    check("doveadm kicks USER's connections", kick.returncode == 0, kick.stderr)
+    check("a pooled connection the upstream BYEs and closes is dropped (log line)",
+          daemon.wait_log(r"upstream pool: dropped the connection of %s on upstream dovecot" % USER) is not None,
+          daemon.log()[-1000:])
+    after = daemon.wait_sockets(len(before) - 1)
+    check("... and its socket is closed", len(after) == len(before) - 1 and after < before, (before, after))
+    reused = daemon.count_log(r"upstream pool: reusing the connection of %s " % USER)
+    c, lines = login(daemon.port, USER, PASS)
+    check("the next login connects anew and works", lines[-1].startswith("p1 OK") and
+          daemon.count_log(r"upstream pool: reusing the connection of %s " % USER) == reused and
+          c.command("NOOP")[-1].startswith("p2 OK"), lines)
+    logout(c)
+
+
+def test_sighup(daemon):
+    check("connections are pooled before SIGHUP", len(daemon.upstream_sockets()) > 1, daemon.upstream_sockets())
+    during, lines = login(daemon.port, USER2, PASS2)
+    in_use = daemon.upstream_sockets()
+    os.kill(daemon.proc.pid, signal.SIGHUP)
+    check("SIGHUP empties the pool (log line)",
+          daemon.wait_log(r"closing the connection of .*: configuration reloaded") is not None)
+    left = daemon.wait_sockets(1)
+    check("... and closes the pooled connections upstream, not the one in use",
+          len(left) == 1 and left < in_use, (in_use, left))
+    logout(during)
+    check("a session logged in before the reload is not pooled at its LOGOUT (log line)",
+          daemon.wait_log(r"closing the connection of %s on upstream dovecot: logged in before the pool "
+                          r"was emptied" % re.escape(USER2)) is not None, daemon.log()[-800:])
+    check("... and its connection is logged out", daemon.wait_sockets(0) == set(), daemon.upstream_sockets())
+    c, lines = login(daemon.port, USER, PASS)
+    logout(c)
+    check("pooling goes on after the reload", daemon.wait_sockets(1) != set(), daemon.log()[-800:])
+
+
+def test_sigterm(daemon):
+    check("a connection is pooled before SIGTERM", len(daemon.wait_sockets(1)) == 1, daemon.upstream_sockets())
+    status = daemon.stop()
+    check("SIGTERM with a pooled connection: exit 0", status == 0, status)
+    check("... after closing it (LOGOUT upstream)",
+          re.search(r"closing the connection of .*: shutting down", daemon.log()) is not None, daemon.log()[-800:])
+
+
+def test_pool_off():
+    daemon = Daemon("0")
+    try:
+        c, lines = login(daemon.port, USER, PASS)
+        check("pool = 0: logs in", lines[-1].startswith("p1 OK"), lines)
+        lines, eof = logout(c)
+        check("pool = 0: LOGOUT goes upstream (Dovecot's BYE)", lines[0].startswith("* BYE") and
+              "imapcached" not in lines[0] and eof, lines)
+        check("pool = 0: the upstream connection is closed at LOGOUT", daemon.wait_sockets(0) == set(),
+              daemon.upstream_sockets())
+        check("pool = 0: nothing pooled", daemon.count_log(r"upstream pool: keeping") == 0)
+    finally:
+        daemon.stop()
+    return daemon
+
+
+def test_idle_timeout():
+    daemon = Daemon("{ size = 2; idle_timeout = 1; }")
+    try:
+        c, lines = login(daemon.port, USER, PASS)
+        logout(c)
+        check("idle_timeout = 1: pooled at LOGOUT", daemon.wait_log(r"upstream pool: keeping") is not None)
+        check("... expires about a second later (log line)",
+              daemon.wait_log(r"upstream pool: the connection of %s on upstream dovecot expired after [12] s idle"
+                              % USER, timeout=5) is not None, daemon.log()[-800:])
+        check("... and its upstream connection is closed", daemon.wait_sockets(0) == set(),
+              daemon.upstream_sockets())
+        c, lines = login(daemon.port, USER, PASS)
+        check("the next login connects anew", lines[-1].startswith("p1 OK") and
+              daemon.count_log(r"upstream pool: reusing") == 0, lines)
+        logout(c)
+    finally:
+        daemon.stop()
+    return daemon
+
+
+def test_config_errors():
+    """The pool settings are checked at start-up: file:line: what, exit 78."""
+    cases = (
+        ("pool = { size = 2; idle = 5; };", r":5: pool\.idle: unknown key"),
+        ("pool = { size = 1001; };", r":5: pool\.size: must be between 0 and 1000"),
+        ("pool = { idle_timeout = 0; };", r":5: pool\.idle_timeout: must be between 1 and"),
+        ('pool = { size = "4"; };', r":5: pool\.size: must be an integer"),
+        ('pool = "off";', r":5: pool: must be a group"),
+    )
+    for setting, want in cases:
+        path = os.path.join(tmp, "bad-%d.conf" % time.monotonic_ns())
+        with open(path, "w") as f:
+            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
+            f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "none"; } );\n'
+                    % (HOST, PORT))
+            f.write('log = { level = "info"; };\n\n')
+            f.write(setting + "\n")
+        result = subprocess.run([BINARY, "-t", "-c", path], capture_output=True, text=True, timeout=WAIT)
+        check("%s: exit 78 with file:line: what is wrong" % setting,
+              result.returncode == 78 and re.search(re.escape(path) + want, result.stderr) is not None,
+              (result.returncode, result.stderr))
+
+
+def main():
+    logs = []
+    daemon = Daemon("{ size = 2; idle_timeout = 300; }")
+    try:
+        for test in (test_reuse, test_wrong_password, test_other_user, test_authenticate_plain,
+                     test_selected_unselect, test_enable_not_pooled, test_upstream_closes_pooled, test_sighup,
+                     test_sigterm):
+            try:
+                test(daemon)
+            except Exception as e:  # one broken step must not hide the others
+                check("%s ran to the end" % test.__name__, False, repr(e))
+    finally:
+        daemon.stop()
+        logs.append(daemon.log())
+    test_config_errors()
+    for test in (test_pool_off, test_idle_timeout):
+        try:
+            logs.append(test().log())
+        except Exception as e:
+            check("%s ran to the end" % test.__name__, False, repr(e))
+    check("the daemons never logged a password or a PLAIN response",
+          not any(PASS in log or PASS2 in log or
+                  base64.b64encode(b"\0" + USER2.encode() + b"\0" + PASS2.encode()).decode() in log
+                  for log in logs))
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
