@@ -1776,7 +1776,7 @@ struct imap_client *imap_client_new(struct event_base *base, const struct imap_c
 		if (settings->ssl_ctx != NULL) {
 			client->ssl_ctx = settings->ssl_ctx;
 		} else {
-			client->ssl_ctx = tls_client_context_new(settings->ca_file, !settings->tls_no_verify,
+			client->ssl_ctx = tls_client_context_get(settings->ca_file, !settings->tls_no_verify,
 								 error_r);
 			if (client->ssl_ctx == NULL)
 				goto fail;
