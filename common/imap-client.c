@@ -1251,6 +1251,11 @@ static void client_read(struct imap_client *client)
 	}
 	if (client_leave(client))
 		return;
+	/* Nothing pending and nothing more to read: the connection goes idle,
+	   so the parser's line memory (16 KiB and more) goes back. */
+	if (client->bev != NULL && client->inflight == 0 && evbuffer_get_length(input) == 0 &&
+	    bufferevent_get_input(client->bev) == input)
+		(void)imap_parser_release_memory(client->parser);
 	if (client->bev != NULL && client->phase != PHASE_TLS && !client->reading_paused &&
 	    evbuffer_get_length(input) > 0 &&
 	    bufferevent_get_input(client->bev) == input) {
