@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#define IMAP_CLIENT_UNTAGGED_POOL_FIRST 8 /* a login leaves a few codes and CAPABILITY */
+
 static void args_measure(const struct imap_arg *args, unsigned int count, size_t *nargs, size_t *nbytes)
 {
 	for (unsigned int i = 0; i < count; i++) {
@@ -121,6 +123,19 @@ void imap_client_untagged_pool_add(struct imap_client_untagged_pool *pool,
 		memmove(&pool->entries[0], &pool->entries[1], (pool->count - 1) * sizeof(pool->entries[0]));
 		pool->count--;
 	}
+	if (pool->count == pool->capacity) {
+		unsigned int capacity = pool->capacity == 0 ? IMAP_CLIENT_UNTAGGED_POOL_FIRST :
+							      pool->capacity * 2;
+		struct imap_client_untagged **entries;
+
+		if (capacity > IMAP_CLIENT_UNTAGGED_POOL_MAX)
+			capacity = IMAP_CLIENT_UNTAGGED_POOL_MAX;
+		entries = realloc(pool->entries, capacity * sizeof(*entries));
+		if (entries == NULL)
+			abort(); /* tier 2: out of memory is not a peer's doing */
+		pool->entries = entries;
+		pool->capacity = capacity;
+	}
 	imap_client_untagged_ref(untagged);
 	pool->entries[pool->count++] = untagged;
 }
@@ -144,5 +159,8 @@ void imap_client_untagged_pool_clear(struct imap_client_untagged_pool *pool)
 {
 	for (unsigned int i = 0; i < pool->count; i++)
 		imap_client_untagged_unref(&pool->entries[i]);
+	free(pool->entries);
+	pool->entries = NULL;
 	pool->count = 0;
+	pool->capacity = 0;
 }

@@ -50,9 +50,11 @@ void imap_client_untagged_ref(struct imap_client_untagged *untagged);
 void imap_client_untagged_unref(struct imap_client_untagged **untagged);
 
 /* The pool: the newest IMAP_CLIENT_UNTAGGED_POOL_MAX entries, in order. */
+/* Zero-initialised is empty; the array grows as entries come (a proxy's
+   idle session holds a few, not IMAP_CLIENT_UNTAGGED_POOL_MAX slots). */
 struct imap_client_untagged_pool {
-	struct imap_client_untagged *entries[IMAP_CLIENT_UNTAGGED_POOL_MAX];
-	unsigned int count;
+	struct imap_client_untagged **entries;
+	unsigned int count, capacity;
 };
 /* Adds a reference to untagged; drops the oldest entry when full. */
 void imap_client_untagged_pool_add(struct imap_client_untagged_pool *pool,
@@ -61,6 +63,7 @@ void imap_client_untagged_pool_add(struct imap_client_untagged_pool *pool,
    reference), or NULL. */
 struct imap_client_untagged *imap_client_untagged_pool_pop(struct imap_client_untagged_pool *pool,
 							   const char *keyword);
+/* Drops every entry and frees the array; the pool is empty and usable. */
 void imap_client_untagged_pool_clear(struct imap_client_untagged_pool *pool);
 
 #endif

@@ -1267,6 +1267,11 @@ static void client_read(struct imap_client *client)
 	}
 	if (client_leave(client))
 		return;
+	/* Nothing pending and nothing more to read: the connection goes idle,
+	   so the parser's line memory (16 KiB and more) goes back. */
+	if (client->bev != NULL && client->inflight == 0 && evbuffer_get_length(input) == 0 &&
+	    bufferevent_get_input(client->bev) == input)
+		(void)imap_parser_release_memory(client->parser);
 	if (client->bev != NULL && client->phase != PHASE_TLS && !client->reading_paused &&
 	    evbuffer_get_length(input) > 0 &&
 	    bufferevent_get_input(client->bev) == input) {
@@ -1792,7 +1797,7 @@ struct imap_client *imap_client_new(struct event_base *base, const struct imap_c
 		if (settings->ssl_ctx != NULL) {
 			client->ssl_ctx = settings->ssl_ctx;
 		} else {
-			client->ssl_ctx = tls_client_context_new(settings->ca_file, !settings->tls_no_verify,
+			client->ssl_ctx = tls_client_context_get(settings->ca_file, !settings->tls_no_verify,
 								 error_r);
 			if (client->ssl_ctx == NULL)
 				goto fail;

@@ -33,7 +33,8 @@ struct imap_client_settings {
 	unsigned int port;
 	enum imap_client_tls_mode tls_mode;
 	/* Certificate verification is on unless tls_no_verify is set. CA
-	   bundle: ca_file, or the system store when NULL. */
+	   bundle: ca_file, or the system store when NULL; clients with the
+	   same two share one context (tls_client_context_get). */
 	const char *ca_file;
 	bool tls_no_verify;
 	/* Optional shared context (not owned; overrides ca_file/tls_no_verify). */

@@ -298,6 +298,24 @@ void imap_parser_reset(struct imap_parser *parser)
 	line_reset(parser);
 }
 
+bool imap_parser_release_memory(struct imap_parser *parser)
+{
+	if (imap_parser_is_mid_line(parser) || parser->state == STATE_ERROR)
+		return false;
+	line_reset(parser);
+	arena_free_after(parser, NULL);
+	parser->arena_current = NULL;
+	for (unsigned int i = 0; i < parser->level_capacity; i++) {
+		free(parser->levels[i].args);
+		parser->levels[i].args = NULL;
+		parser->levels[i].capacity = 0;
+	}
+	free(parser->token);
+	parser->token = NULL;
+	parser->token_capacity = 0;
+	return true;
+}
+
 static void fail(struct imap_parser *parser, enum imap_parser_error error, const char *message)
 {
 	parser->state = STATE_ERROR;

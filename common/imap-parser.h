@@ -268,6 +268,15 @@ bool imap_parser_is_mid_line(const struct imap_parser *parser);
    new line. Keeps mode, limits and callback. */
 void imap_parser_reset(struct imap_parser *parser);
 
+/* Between lines, gives back what the parser holds for a line (the
+   argument arena, the argument arrays and the token buffer) and forgets
+   the last complete line, whose arguments become invalid; mode, limits
+   and callback stay. The next line allocates again, so call it when the
+   peer is expected to stay quiet (an idle connection), not after every
+   line. In the middle of a line or after an error it changes nothing and
+   returns false. */
+bool imap_parser_release_memory(struct imap_parser *parser);
+
 /* Counters for tests and benchmarks. */
 struct imap_parser_stats {
 	uint64_t lines;        /* lines completed */

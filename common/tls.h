@@ -19,6 +19,19 @@
    *error_r naming what failed. */
 SSL_CTX *tls_client_context_new(const char *ca_file, int verify, const char **error_r);
 
+/* The same as tls_client_context_new, shared: connections made with the
+   same ca_file and verify get the same context (with a reference of
+   their own; free it with tls_context_free), so the CA bundle is read
+   and held once, not once per connection (about 13 KiB of heap for one
+   CA, far more for the system store). A CA file replaced or changed on
+   disk (device, inode, size or mtime) gives a new context from then on.
+   The cache is process-wide and not locked: use it from one thread. */
+SSL_CTX *tls_client_context_get(const char *ca_file, int verify, const char **error_r);
+
+/* Drops the cache's references (contexts still in use live on). For
+   tests and for a clean exit under a leak checker. */
+void tls_client_context_cache_clear(void);
+
 /* A server context: TLS 1.2 or newer, the certificate chain from
    cert_file (PEM, leaf first) and its private key from key_file; the key
    must match the certificate. Returns the context, or NULL with

@@ -3,7 +3,8 @@
 """Measures what imapcached costs in memory, reading its VmRSS/VmHWM from
 /proc/PID/status: (1) RSS growth per idle logged-in client with 100 and
 1,000 clients at once (each LOGIN goes through the proxy, so each holds an
-upstream connection), against the daemon's RSS with 0 clients; (2) the RSS
+upstream connection), against the daemon's RSS with 0 clients, and what
+it keeps once they have all logged out (no target); (2) the RSS
 peak while a 50 MiB APPEND is streamed through the proxy from a raw socket
 with a synchronizing literal, against the RSS of the same logged-in session
 just before. Runs under with-dovecot (make bench-daemon). Prints each
@@ -78,6 +79,7 @@ class Daemon:
         env.pop("JOURNAL_STREAM", None)
         env.pop("NOTIFY_SOCKET", None)
         self.lines = []
+        self.sessions = 0  # started minus ended, from the log
         self.lock = threading.Condition()
         self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
         self.pid = self.proc.pid
@@ -100,6 +102,10 @@ class Daemon:
         for raw in self.proc.stderr:
             with self.lock:
                 self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                if re.search(r"session \d+: start:", self.lines[-1]):
+                    self.sessions += 1
+                elif re.search(r"session \d+: end:", self.lines[-1]):
+                    self.sessions -= 1
                 del self.lines[:-200]  # only the tail is ever shown
                 self.lock.notify_all()
 
@@ -107,6 +113,11 @@ class Daemon:
         if self.proc.poll() is not None:
             raise MeasureError("imapcached exited (%s): %s" % (self.proc.returncode, self.lines[-20:]))
         return status_kib(self.pid, "VmRSS")
+
+    def session_count(self):
+        """Sessions the daemon has logged as started and not yet ended."""
+        with self.lock:
+            return self.sessions
 
     def hwm(self):
         return status_kib(self.pid, "VmHWM")
@@ -236,6 +247,16 @@ def bench_idle(results):
               % (per_many, CLIENTS_MANY, PER_CLIENT_TARGET_KIB,
                  verdict(per_many, PER_CLIENT_TARGET_KIB)))
         results.append(per_many <= PER_CLIENT_TARGET_KIB)
+        # the burst ends: what the daemon keeps of it (no target; glibc
+        # holds freed pages unless they are trimmed)
+        logout_all(clients)
+        clients = []
+        deadline = time.monotonic() + WAIT
+        while daemon.session_count() > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = daemon.settled_rss()
+        print("RSS after all %d clients logged out: %d KiB (+%d KiB over the baseline)"
+              % (CLIENTS_MANY, after, after - base))
     finally:
         logout_all(clients)
         daemon.stop()

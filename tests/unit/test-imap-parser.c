@@ -629,6 +629,65 @@ static void test_arena_is_reused(void)
 	imap_parser_free(&parser);
 }
 
+/* Parses line split at offset, trying to release memory after the first
+   part (refused mid-line) and after the line (allowed); returns the
+   number of top-level arguments and the first one's text. */
+static unsigned int parse_with_release(struct imap_parser *parser, const char *line, size_t len,
+				       size_t offset, char *first_r, size_t first_size)
+{
+	struct imap_parser_stats stats;
+	const struct imap_arg *args;
+	size_t consumed;
+	unsigned int count;
+
+	if (offset > 0) {
+		CU_ASSERT_EQUAL(imap_parser_feed_bytes(parser, line, offset, &consumed), IMAP_PARSER_NEED_MORE);
+		CU_ASSERT_EQUAL(consumed, offset);
+		imap_parser_get_stats(parser, &stats);
+		uint64_t held = stats.arena_bytes;
+		CU_ASSERT_FALSE(imap_parser_release_memory(parser)); /* mid-line: nothing changes */
+		imap_parser_get_stats(parser, &stats);
+		CU_ASSERT_EQUAL(stats.arena_bytes, held);
+	}
+	CU_ASSERT_EQUAL_FATAL(imap_parser_feed_bytes(parser, line + offset, len - offset, &consumed),
+			      IMAP_PARSER_LINE_COMPLETE);
+	CU_ASSERT_EQUAL(consumed, len - offset);
+	args = imap_parser_get_line(parser)->list;
+	count = imap_parser_get_line(parser)->list_count;
+	snprintf(first_r, first_size, "%s", args[count - 1].type == IMAP_ARG_LIST ?
+		 args[count - 1].list[0].str : args[count - 1].str);
+	CU_ASSERT_TRUE(imap_parser_release_memory(parser));
+	imap_parser_get_stats(parser, &stats);
+	CU_ASSERT_EQUAL(stats.arena_bytes, 0);
+	CU_ASSERT_PTR_NULL(imap_parser_get_line(parser)); /* the line is forgotten */
+	return count;
+}
+
+static void test_release_memory_between_lines(void)
+{
+	const char line[] = "* 1 FETCH (UID 1 FLAGS (\\Seen) ENVELOPE (\"d\" \"s\" NIL))\r\n";
+	struct imap_parser *parser = imap_parser_new();
+	struct imap_parser_stats stats;
+	char first[64];
+	size_t consumed;
+
+	imap_parser_set_mode(parser, RESP);
+	CU_ASSERT_TRUE(imap_parser_release_memory(parser)); /* a new parser is between lines */
+	for (size_t offset = 0; offset < sizeof(line) - 1; offset++) {
+		CU_ASSERT_EQUAL(parse_with_release(parser, line, sizeof(line) - 1, offset, first, sizeof(first)), 4);
+		CU_ASSERT_STRING_EQUAL(first, "UID");
+	}
+	CU_ASSERT_EQUAL(imap_parser_get_mode(parser), RESP); /* mode survives */
+	/* after an error it changes nothing: the error stays to be read */
+	CU_ASSERT_EQUAL(imap_parser_feed_bytes(parser, "* (\r\n", 5, &consumed), IMAP_PARSER_ERROR);
+	CU_ASSERT_FALSE(imap_parser_release_memory(parser));
+	CU_ASSERT_NOT_EQUAL(imap_parser_get_error(parser, NULL), IMAP_PARSER_ERROR_NONE);
+	imap_parser_reset(parser);
+	imap_parser_get_stats(parser, &stats);
+	CU_ASSERT_NOT_EQUAL(stats.arena_bytes, 0);
+	imap_parser_free(&parser);
+}
+
 static void test_pseudo_random_chunks(void)
 {
 	const char *input = "* 12 FETCH (UID 99 FLAGS (\\Seen $X) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
@@ -655,6 +714,7 @@ static void test_pseudo_random_chunks(void)
 const char unit_suite_name[] = "imap-parser";
 const struct unit_test unit_tests[] = {
 	{ "atoms and spaces", test_atoms_and_spaces },
+	{ "memory released between lines, never mid-line", test_release_memory_between_lines },
 	{ "NIL and flags", test_nil_and_flags },
 	{ "quoted strings", test_quoted },
 	{ "lists", test_lists },

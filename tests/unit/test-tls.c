@@ -9,7 +9,10 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HANDSHAKE_ROUNDS 64 /* a TLS 1.3 handshake needs a handful */
@@ -316,6 +319,64 @@ static void test_error_string_drains_queue(void)
 	CU_ASSERT_STRING_EQUAL(tls_error_string(), "no OpenSSL error");
 }
 
+static void test_client_context_shared(void)
+{
+	const char *error = NULL;
+	char copy_path[300];
+	SSL_CTX *a, *b, *other, *unverified, *changed, *missing;
+	struct timespec times[2] = { { .tv_sec = 1000000000 }, { .tv_sec = 1000000000 } };
+	FILE *in, *out;
+	int c;
+
+	/* a copy of the CA, so that it can be changed under the cache */
+	snprintf(copy_path, sizeof(copy_path), "%s/ca-copy.pem", tmpdir);
+	in = fopen(ca_path, "r");
+	out = fopen(copy_path, "w");
+	CU_ASSERT_FATAL(in != NULL && out != NULL);
+	while ((c = fgetc(in)) != EOF)
+		fputc(c, out);
+	fclose(in);
+	CU_ASSERT_EQUAL_FATAL(fclose(out), 0);
+
+	a = tls_client_context_get(copy_path, 1, &error);
+	b = tls_client_context_get(copy_path, 1, &error);
+	other = tls_client_context_get(other_ca_path, 1, &error);
+	unverified = tls_client_context_get(copy_path, 0, &error);
+	CU_ASSERT_FATAL(a != NULL && b != NULL && other != NULL && unverified != NULL);
+	CU_ASSERT_PTR_EQUAL(a, b);          /* same settings: one context */
+	CU_ASSERT_PTR_NOT_EQUAL(a, other);  /* another CA: its own */
+	CU_ASSERT_PTR_NOT_EQUAL(a, unverified);
+	CU_ASSERT_EQUAL(SSL_CTX_get_verify_mode(unverified) & SSL_VERIFY_PEER, 0);
+	CU_ASSERT_TRUE(SSL_CTX_get_mode(a) & SSL_MODE_RELEASE_BUFFERS);
+
+	/* the shared context verifies like a new one */
+	long verify = -1;
+	char sni[64];
+	CU_ASSERT_TRUE(handshake(b, "localhost", &verify, sni, sizeof(sni)));
+	CU_ASSERT_EQUAL(verify, X509_V_OK);
+
+	/* the file replaced on disk (another mtime): a new context from then on */
+	CU_ASSERT_EQUAL_FATAL(utimensat(AT_FDCWD, copy_path, times, 0), 0);
+	changed = tls_client_context_get(copy_path, 1, &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(changed);
+	CU_ASSERT_PTR_NOT_EQUAL(changed, a);
+	/* each holder frees its own reference; the old context lives until then */
+	tls_context_free(&a);
+	CU_ASSERT_TRUE(handshake(b, "localhost", &verify, sni, sizeof(sni)));
+	tls_context_free(&b);
+	tls_context_free(&changed);
+	tls_context_free(&other);
+	tls_context_free(&unverified);
+
+	/* a missing file is the same clear error as without the cache */
+	unlink(copy_path);
+	missing = tls_client_context_get(copy_path, 1, &error);
+	CU_ASSERT_PTR_NULL(missing);
+	CU_ASSERT_PTR_NOT_NULL(strstr(error, copy_path));
+	tls_client_context_cache_clear();
+	tls_client_context_cache_clear(); /* twice is harmless */
+}
+
 const char unit_suite_name[] = "tls";
 const struct unit_test unit_tests[] = {
 	{ "trusted CA and matching name accepted, SNI sent", test_trusted_name_accepted },
@@ -327,5 +388,6 @@ const struct unit_test unit_tests[] = {
 	{ "errors name the file that failed", test_errors_name_the_file },
 	{ "bad host arguments refused", test_ssl_new_rejects_bad_hosts },
 	{ "error string drains the queue", test_error_string_drains_queue },
+	{ "client contexts shared per CA file and verify", test_client_context_shared },
 	{ NULL, NULL },
 };

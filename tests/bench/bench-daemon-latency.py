@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Measures how long a FETCH takes through imapcached against the same
+FETCH sent straight to Dovecot: after LOGIN and SELECT, the time from
+sending "FETCH n BODY[]" to reading its tagged OK, for the first FETCH
+of a connection, for the ones after it and for the corpus's largest
+message, and NOOP as the round trip of a command with no data. Three
+paths, a fresh connection per round on each: direct to Dovecot in
+plaintext, direct with TLS (what the proxy's upstream side does), and
+through the proxy (plaintext listener, TLS upstream). Prints medians
+(with p90 and max) and the ratios proxy/direct; never judges them by
+time. Runs under with-dovecot (make bench-daemon-latency); exits
+non-zero only when the measurement itself failed."""
+import importlib.util
+import json
+import os
+import re
+import socket
+import ssl
+import statistics
+import sys
+import time
+
+sys.dont_write_bytecode = True  # the import below must leave the source tree alone
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location(
+    "bench_daemon_resources", os.path.join(HERE, "bench-daemon-resources.py"))
+resources = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(resources)
+Daemon, MeasureError, quote = resources.Daemon, resources.MeasureError, resources.quote
+
+ENV = os.environ
+USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
+ROUNDS = 15            # connections per path: enough for a stable median on a busy machine
+MESSAGES = (1, 2, 3, 4, 5)  # FETCHed in this order on each connection; 1 comes back at the end
+WAIT = 60              # seconds: the longest any single answer may take
+with open(ENV["IMAPTEST_MANIFEST"]) as _f:
+    _largest = max(json.load(_f)["messages"], key=lambda m: m["size"])
+LARGEST_UID, LARGEST_SIZE = _largest["uid"], _largest["size"]
+
+
+class Path:
+    """One way to reach Dovecot, and the times measured through it (ms)."""
+
+    def __init__(self, name, port, tls):
+        self.name, self.port, self.tls = name, port, tls
+        self.first, self.later, self.again, self.noop, self.large = [], [], [], [], []
+
+    def connect(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
+        if self.tls:
+            context = ssl.create_default_context(cafile=ENV["IMAPTEST_CA"])
+            sock = context.wrap_socket(sock, server_hostname=ENV["IMAPTEST_HOST"])
+        return Conn(sock)
+
+
+class Conn:
+    """An IMAP connection that skips literals by their announced size, so
+    the client's own cost stays linear in the bytes (Raw re-splits its
+    buffer per line, which a 2 MB literal would turn into the figure)."""
+
+    LITERAL = re.compile(rb"\{(\d+)\}$")
+
+    def __init__(self, sock):
+        self.sock, self.buf, self.pos = sock, bytearray(), 0
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        if self.pos > 0:
+            del self.buf[:self.pos]
+            self.pos = 0
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise MeasureError("connection closed; have %r" % bytes(self.buf[-200:]))
+        self.buf += data
+
+    def line(self):
+        """The next line with its literals skipped."""
+        parts = []
+        while True:
+            end = self.buf.find(b"\r\n", self.pos)
+            while end < 0:
+                self._fill()
+                end = self.buf.find(b"\r\n", self.pos)
+            part = bytes(self.buf[self.pos:end])
+            self.pos = end + 2
+            parts.append(part)
+            m = self.LITERAL.search(part)
+            if not m:
+                return b"".join(parts).decode(errors="replace")
+            left = int(m.group(1))
+            while len(self.buf) - self.pos < left:
+                left -= len(self.buf) - self.pos
+                self.pos = len(self.buf)
+                self._fill()
+            self.pos += left
+
+    def expect_ok(self, tag, what):
+        while True:
+            line = self.line()
+            if line.startswith(tag + " "):
+                if not line.startswith(tag + " OK"):
+                    raise MeasureError("%s: %s" % (what, line))
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+def percentile(samples, fraction):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def timed(conn, tag, command):
+    """Milliseconds from sending command to its tagged OK."""
+    started = time.perf_counter()
+    conn.send(b"%s %s\r\n" % (tag.encode(), command))
+    conn.expect_ok(tag, command.decode())
+    return (time.perf_counter() - started) * 1000
+
+
+def one_round(path):
+    conn = path.connect()
+    try:
+        greeting = conn.line()
+        if not greeting.startswith("* OK"):
+            raise MeasureError("%s greeting: %s" % (path.name, greeting))
+        conn.send(b"l LOGIN " + quote(USER) + b" " + quote(PASS) + b"\r\n")
+        conn.expect_ok("l", "LOGIN")
+        conn.send(b"s SELECT INBOX\r\n")
+        conn.expect_ok("s", "SELECT")
+        times = [timed(conn, "f%d" % i, b"FETCH %d BODY[]" % seq) for i, seq in enumerate(MESSAGES)]
+        path.first.append(times[0])
+        path.later.extend(times[1:])
+        path.again.append(timed(conn, "r", b"FETCH %d BODY[]" % MESSAGES[0]))
+        path.noop.append(timed(conn, "n", b"NOOP"))
+        path.large.append(timed(conn, "b", b"UID FETCH %d BODY[]" % LARGEST_UID))
+        conn.send(b"z LOGOUT\r\n")
+    finally:
+        conn.close()
+
+
+def main():
+    daemon = Daemon()
+    paths = [Path("direct", int(ENV["IMAPTEST_PORT"]), False),
+             Path("direct TLS", int(ENV["IMAPTEST_TLS_PORT"]), True),
+             Path("proxy", daemon.port, False)]
+    try:
+        for path in paths:  # one warm-up round each, not counted
+            one_round(path)
+            path.first, path.later, path.again, path.noop, path.large = [], [], [], [], []
+        for _ in range(ROUNDS):  # interleaved, so load changes hit every path alike
+            for path in paths:
+                one_round(path)
+    except (MeasureError, OSError) as e:
+        print("FAIL: measurement failed: %s" % e)
+        return 1
+    finally:
+        daemon.stop()
+    print("%d connections per path; FETCH BODY[] of messages %s after LOGIN and SELECT; medians in ms"
+          % (ROUNDS, ",".join(str(m) for m in MESSAGES)))
+    print("%-12s %18s %18s %18s %18s %18s" % ("path", "first FETCH", "later FETCH", "same again", "NOOP",
+                                              "%d KiB FETCH" % (LARGEST_SIZE >> 10)))
+    print("%-12s %18s %18s %18s %18s %18s" % ("", *["median (p90, max)"] * 5))
+    medians = {}
+    for path in paths:
+        samples = (path.first, path.later, path.again, path.noop, path.large)
+        medians[path.name] = [statistics.median(x) for x in samples]
+        print("%-12s %s" % (path.name, " ".join(
+            "%18s" % ("%.2f (%.1f, %.1f)" % (statistics.median(x), percentile(x, 0.9), max(x)))
+            for x in samples)))
+    for base in ("direct", "direct TLS"):
+        ratios = [p / b if b > 0 else float("inf") for p, b in zip(medians["proxy"], medians[base])]
+        print("RESULT proxy/%s: first FETCH %.2fx, later FETCH %.2fx, same again %.2fx, NOOP %.2fx, "
+              "%d KiB FETCH %.2fx" % (base, *ratios[:4], LARGEST_SIZE >> 10, ratios[4]))
+    print("(a benchmark: exit 0 whatever the ratios)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
