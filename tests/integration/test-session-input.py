@@ -177,8 +177,9 @@ def login_sync(port, user, password):
     return first, second, reply
 
 
-def login_nonsync(port, user, password, byte_at_a_time=False):
-    """LOGIN with both arguments as {N+} literals; returns the tagged reply."""
+def login_nonsync(port, user, password, byte_at_a_time=False, split=None):
+    """LOGIN with both arguments as {N+} literals, whole, one byte at a
+    time or in two pieces split at offset split; returns the tagged reply."""
     c = Raw(port)
     user, password = user.encode(), password.encode()
     data = b"a LOGIN " + literal(user, True) + user + b" " + literal(password, True) + password + b"\r\n"
@@ -186,6 +187,10 @@ def login_nonsync(port, user, password, byte_at_a_time=False):
         for i in range(len(data)):
             c.send(data[i:i + 1])
             time.sleep(0.002)
+    elif split is not None:
+        c.send(data[:split])
+        time.sleep(0.01)
+        c.send(data[split:])
     else:
         c.send(data)
     reply = c.until_tagged("a")[-1]
@@ -208,6 +213,10 @@ def test_login_literals(daemon):
         check("%s: LOGIN with {N+} literals logs in" % name, reply.startswith("a OK"), reply)
     reply = login_nonsync(daemon.port, USER2, PASS2, byte_at_a_time=True)
     check("proxy: LOGIN with {N+} literals sent one byte at a time logs in", reply.startswith("a OK"), reply)
+    size = len("a LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(USER2), USER2, len(PASS2), PASS2))
+    replies = [login_nonsync(daemon.port, USER2, PASS2, split=i) for i in range(1, size)]
+    check("proxy: LOGIN with {N+} literals split at every offset logs in",
+          all(r.startswith("a OK") for r in replies), [r for r in replies if not r.startswith("a OK")])
 
     c = Raw(daemon.port)
     c.send(b'a LOGIN "%s" %s' % (USER.encode(), literal(PASS.encode())))
