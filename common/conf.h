@@ -65,6 +65,7 @@ struct conf {
 	unsigned int timeout_idle;
 	unsigned int timeout_upstream_connect;
 	unsigned int timeout_shutdown;
+	unsigned int timeout_literal;   /* a literal the client announced makes no progress */
 
 	size_t limit_line;
 	uint64_t limit_literal_preauth;

@@ -1577,8 +1577,11 @@ static void client_describe_error(struct imap_client *client, struct bufferevent
 {
 	unsigned long ssl_error = client->ssl != NULL ? bufferevent_get_openssl_error(bev) : 0;
 	int socket_error = EVUTIL_SOCKET_ERROR();
+	int dns_error = client->phase == PHASE_TCP ? bufferevent_socket_get_dns_error(bev) : 0;
 
-	if (client->ssl != NULL && client->phase == PHASE_TLS &&
+	if (dns_error != 0) {
+		snprintf(buf, size, "cannot resolve %s: %s", client->host, evutil_gai_strerror(dns_error));
+	} else if (client->ssl != NULL && client->phase == PHASE_TLS &&
 	    SSL_get_verify_result(client->ssl) != X509_V_OK) {
 		snprintf(buf, size, "TLS certificate verification failed for %s: %s", client->host,
 			 X509_verify_cert_error_string(SSL_get_verify_result(client->ssl)));

@@ -8,8 +8,10 @@
 #include "session.h"
 #include "tls.h"
 #include "upstream-pool.h"
+#include "upstream.h"
 
 #include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -30,6 +32,7 @@ struct daemon_state {
 	struct listener **listeners;   /* conf->listeners_count of them; NULL once stopping */
 	size_t listeners_count;
 	struct event_base *base;
+	struct evdns_base *dns_base;  /* resolves upstream names without blocking the loop */
 	struct event *sighup_event;
 	struct event *sigterm_event;
 	struct event *sigint_event;
@@ -312,6 +315,13 @@ static int daemon_start_events(struct daemon_state *daemon)
 		log_error("cannot create the event loop");
 		return -1;
 	}
+	/* Inactive when no lookup is running, so it never keeps the loop alive. */
+	daemon->dns_base = evdns_base_new(daemon->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+					  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+	if (daemon->dns_base == NULL)
+		log_warning("cannot set up the resolver from /etc/resolv.conf: upstream host names are "
+			    "resolved with a blocking getaddrinfo");
+	upstream_set_resolver(daemon->dns_base);
 	daemon->sighup_event = evsignal_new(daemon->base, SIGHUP, daemon_reload, daemon);
 	daemon->sigterm_event = evsignal_new(daemon->base, SIGTERM, daemon_stop, daemon);
 	daemon->sigint_event = evsignal_new(daemon->base, SIGINT, daemon_stop, daemon);
@@ -345,6 +355,9 @@ static void daemon_cleanup(struct daemon_state *daemon)
 	session_free_all();
 	session_set_upstream_pool(NULL);
 	upstream_pool_free(&daemon->pool);
+	upstream_set_resolver(NULL);
+	if (daemon->dns_base != NULL)
+		evdns_base_free(daemon->dns_base, 0);
 	for (size_t i = 0; i < daemon->listeners_count; i++)
 		listener_free(&daemon->listeners[i]);
 	free(daemon->listeners);

@@ -36,6 +36,8 @@
 #define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
 #define SESSION_VERB_MAX 64 /* "UID " and the longest extension verb */
 #define SESSION_UPSTREAM_HIGH_WATER (256 * 1024) /* stop reading the client past this much unsent upstream */
+#define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
+#define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */
 
 enum session_state {
 	SESSION_STATE_NOT_AUTHENTICATED,
@@ -74,6 +76,17 @@ struct session {
 	uint64_t literal_to_discard;   /* bytes of a refused {N+} literal still to drop */
 	bool discarding_command;       /* the rest of a refused command is still coming */
 	char pending_reply[SESSION_TAG_MAX + 200]; /* the tagged reply for the refused command */
+
+	/* A LOGIN whose arguments come as literals, gathered until complete. */
+	char *login_command;           /* its bytes so far (lines with CRLF, literals); wiped */
+	size_t login_command_len;
+	size_t login_command_size;     /* allocated */
+	uint64_t login_literal_left;   /* bytes of the current literal still to come */
+	unsigned int login_literals;   /* literals announced so far */
+
+	/* A literal the client announced must keep coming (timeouts.literal). */
+	struct event *literal_timer;
+	uint64_t literal_timer_remaining; /* bytes missing when it was last armed */
 
 	/* Login and the upstream connection. */
 	struct imap_client *upstream;
@@ -124,6 +137,7 @@ static struct upstream_pool *session_pool;
 static void session_read(struct bufferevent *bev, void *context);
 static void session_write(struct bufferevent *bev, void *context);
 static void session_event(struct bufferevent *bev, short what, void *context);
+static void session_literal_timeout(evutil_socket_t fd, short what, void *context);
 
 void session_set_count_callback(session_count_fn *callback, void *context)
 {
@@ -160,7 +174,7 @@ static void session_format_capability(const struct session *session, char *buf, 
 {
 	bool plaintext_refused = !session->tls_active && !session->loopback;
 
-	snprintf(buf, size, "IMAP4rev1%s%s",
+	snprintf(buf, size, "IMAP4rev1 ID%s%s",
 		 session->starttls_offered && !session->tls_active ? " STARTTLS" : "",
 		 plaintext_refused ? " LOGINDISABLED" :
 				     " SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER");
@@ -202,6 +216,15 @@ static void session_wipe_credentials(struct session *session)
 		free(session->auth_initial);
 		session->auth_initial = NULL;
 	}
+	if (session->login_command != NULL) {
+		OPENSSL_cleanse(session->login_command, session->login_command_len);
+		free(session->login_command);
+		session->login_command = NULL;
+	}
+	session->login_command_len = 0;
+	session->login_command_size = 0;
+	session->login_literal_left = 0;
+	session->login_literals = 0;
 }
 
 static void session_free(struct session **session_p)
@@ -228,12 +251,64 @@ static void session_free(struct session **session_p)
 	if (!session->fd_owned_by_bev)
 		close(session->fd);
 	event_free(session->step_event);
+	event_free(session->literal_timer);
 	SSL_CTX_free(session->tls_context);
 	conf_unref(&session->conf);
 	free(session);
 	*session_p = NULL;
 	if (session_count_callback != NULL)
 		session_count_callback(session_live_count, session_count_context);
+}
+
+/* The bytes of a literal the client is due to send now, or 0 when none
+   is due (none announced, a {N} not yet told to go ahead, or reading
+   paused by back-pressure, which is not the client's doing). */
+static uint64_t session_literal_due(const struct session *session)
+{
+	if (session->reading_paused || session->waiting_upstream_output)
+		return 0;
+	if (session->login_literal_left > 0)
+		return session->login_literal_left;
+	if (session->literal_to_discard > 0)
+		return session->literal_to_discard;
+	if (session->state == SESSION_STATE_FORWARDING && session->forward_literal > 0 &&
+	    (session->open_command == NULL || !session->forward_literal_sync ||
+	     session->forward_literal_go_ahead))
+		return session->forward_literal;
+	return 0;
+}
+
+/* Arms the literal timer while a literal is due, again whenever some of
+   it arrived; stops it otherwise. */
+static void session_update_literal_timer(struct session *session)
+{
+	const struct timeval timeout = { session->conf->timeout_literal, 0 };
+	uint64_t due = session->state == SESSION_STATE_CLOSING ? 0 : session_literal_due(session);
+
+	if (due == 0) {
+		evtimer_del(session->literal_timer);
+		return;
+	}
+	if (!evtimer_pending(session->literal_timer, NULL) || due != session->literal_timer_remaining) {
+		evtimer_add(session->literal_timer, &timeout);
+		session->literal_timer_remaining = due;
+	}
+}
+
+/* A literal got no byte for timeouts.literal seconds: the client is gone
+   or stalling, and the command (and upstream connection) can't finish. */
+static void session_literal_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+
+	(void)fd;
+	(void)what;
+	if (session->state == SESSION_STATE_CLOSING)
+		return;
+	log_info("session %lu: a literal got no data for %u s (%llu bytes still missing), disconnecting",
+		 session->id, session->conf->timeout_literal,
+		 (unsigned long long)session->literal_timer_remaining);
+	session_close(session, "literal not sent in time", "Literal not sent in time, closing");
 }
 
 /* Sets callbacks, watermarks and the idle timeout on the current bufferevent. */
@@ -364,8 +439,8 @@ static void session_format_login_refusal(const struct session *session, const ch
 			 tag, session->starttls_offered ? "; use STARTTLS first" : "");
 		return;
 	}
-	snprintf(buf, size, "%s NO [CANNOT] imapcached takes the user name and password as atoms or "
-		 "quoted strings, not literals; nothing was sent upstream\r\n", tag);
+	snprintf(buf, size, "%s NO [CANNOT] AUTHENTICATE takes its initial response as base64 on the "
+		 "command line (RFC 4959), not as a literal; nothing was sent upstream\r\n", tag);
 }
 
 /* ---- login upstream ---- */
@@ -604,18 +679,31 @@ static char *session_astring_dup(const struct imap_arg *arg)
 	return copy;
 }
 
-/* LOGIN user password (line without CRLF, no literal). */
+/* LOGIN user password: the whole command without its last CRLF, literals
+   ("{4}\r\nuser") included. */
 static void session_handle_login(struct session *session, const char *tag, const char *line, size_t len)
 {
 	struct imap_parser *parser = imap_parser_new();
 	const struct imap_arg *args;
 	enum imap_parser_result result = IMAP_PARSER_ERROR;
 	char *user = NULL;
-	size_t consumed;
+	size_t consumed, pos = 0;
 
 	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
 	if (parser != NULL) {
-		result = imap_parser_feed_bytes(parser, line, len, &consumed);
+		struct imap_parser_limits limits;
+
+		/* literals were held to limits.literal_preauth already: keep them inline */
+		imap_parser_get_limits(parser, &limits);
+		if (limits.max_inline_literal < session->conf->limit_literal_preauth)
+			limits.max_inline_literal = session->conf->limit_literal_preauth;
+		if (limits.max_line < session->conf->limit_line)
+			limits.max_line = session->conf->limit_line;
+		imap_parser_set_limits(parser, &limits);
+		do {
+			result = imap_parser_feed_bytes(parser, line + pos, len - pos, &consumed);
+			pos += consumed;
+		} while (result == IMAP_PARSER_LITERAL_ANNOUNCED);
 		if (result == IMAP_PARSER_NEED_MORE)
 			result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
 	}
@@ -637,6 +725,138 @@ static void session_handle_login(struct session *session, const char *tag, const
 	imap_parser_reset(parser);
 	imap_parser_free(&parser);
 	session_login_start(session);
+}
+
+/* Makes room for extra more bytes of a LOGIN being gathered. The old
+   buffer is wiped: it may hold a password. Returns false when out of memory. */
+static bool session_login_command_reserve(struct session *session, size_t extra)
+{
+	size_t size = session->login_command_size;
+	char *bigger;
+
+	if (session->login_command_len + extra <= size)
+		return true;
+	if (size < 256)
+		size = 256;
+	while (size < session->login_command_len + extra)
+		size *= 2;
+	bigger = malloc(size);
+	if (bigger == NULL)
+		return false;
+	if (session->login_command != NULL) {
+		memcpy(bigger, session->login_command, session->login_command_len);
+		OPENSSL_cleanse(session->login_command, session->login_command_len);
+		free(session->login_command);
+	}
+	session->login_command = bigger;
+	session->login_command_size = size;
+	return true;
+}
+
+/* A line of a LOGIN with literals (the first one too, session->login_tag
+   set): gathers it, lets the client send the next literal, or logs in
+   once the command is complete. */
+static void session_login_continue(struct session *session, const char *line, size_t len)
+{
+	uint64_t literal_size = 0;
+	enum session_literal literal = session_line_literal(line, len, &literal_size);
+	char tag[SESSION_TAG_MAX + 1];
+	char *command;
+	size_t command_len;
+
+	if (!session_login_command_reserve(session, len + 2)) {
+		session_close(session, "out of memory", "Server out of memory");
+		return;
+	}
+	memcpy(session->login_command + session->login_command_len, line, len);
+	session->login_command_len += len;
+	snprintf(tag, sizeof(tag), "%s", session->login_tag);
+	if (literal == SESSION_LITERAL_NONE) {
+		/* complete: the buffer leaves the session, so any way out of
+		   session_handle_login can't free it under our feet */
+		command = session->login_command;
+		command_len = session->login_command_len;
+		session->login_command = NULL;
+		session_wipe_credentials(session);
+		session_handle_login(session, tag, command, command_len);
+		OPENSSL_cleanse(command, command_len);
+		free(command);
+		return;
+	}
+	if (literal == SESSION_LITERAL_INVALID) {
+		session_wipe_credentials(session);
+		session_send(session, "%s BAD Invalid literal size\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	if (literal_size > session->conf->limit_literal_preauth ||
+	    ++session->login_literals > SESSION_LOGIN_LITERALS_MAX) {
+		log_info("session %lu: LOGIN literal of %llu bytes refused (the limit before login is %llu "
+			 "bytes, %d literals)", session->id, (unsigned long long)literal_size,
+			 (unsigned long long)session->conf->limit_literal_preauth, SESSION_LOGIN_LITERALS_MAX);
+		session_wipe_credentials(session);
+		if (literal == SESSION_LITERAL_SYNC) {
+			/* no "+": the client sends no literal (RFC 3501 7.5) */
+			session_send(session, "%s BAD Invalid LOGIN arguments: literal too large or too many\r\n",
+				     tag);
+			session_count_bad(session);
+		} else if (literal_size > session->conf->limit_literal_preauth) {
+			session_close(session, "literal too large", "Literal too large before login");
+		} else {
+			/* already on its way: dropped, with the rest of the command */
+			snprintf(session->pending_reply, sizeof(session->pending_reply),
+				 "%s BAD Invalid LOGIN arguments: too many literals\r\n", tag);
+			session->literal_to_discard = literal_size;
+			session->discarding_command = true;
+		}
+		return;
+	}
+	if (!session_login_command_reserve(session, 2 + (size_t)literal_size)) {
+		session_close(session, "out of memory", "Server out of memory");
+		return;
+	}
+	memcpy(session->login_command + session->login_command_len, "\r\n", 2);
+	session->login_command_len += 2;
+	session->login_literal_left = literal_size;
+	if (literal == SESSION_LITERAL_SYNC)
+		session_send(session, "+ Ready for literal data\r\n");
+}
+
+/* ID before login (RFC 2971): the proxy's own name and version. The
+   client's fields are only checked; after login ID goes upstream. */
+static void session_handle_id(struct session *session, const char *tag, const char *line, size_t len)
+{
+	struct imap_parser *parser = imap_parser_new();
+	const struct imap_arg *args, *fields;
+	unsigned int count = 0;
+	enum imap_parser_result result = IMAP_PARSER_ERROR;
+	size_t consumed;
+	bool valid;
+
+	if (parser != NULL) {
+		result = imap_parser_feed_bytes(parser, line, len, &consumed);
+		if (result == IMAP_PARSER_NEED_MORE)
+			result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
+	}
+	valid = result == IMAP_PARSER_LINE_COMPLETE && (args = imap_parser_get_line(parser))->list_count == 3 &&
+		(imap_arg_is_nil(&args->list[2]) ||
+		 (imap_arg_get_list(&args->list[2], &fields, &count) && count % 2 == 0 &&
+		  count <= 2 * SESSION_ID_PAIRS_MAX));
+	for (unsigned int i = 0; valid && i < count; i++) {
+		const char *str;
+		size_t str_len;
+
+		valid = i % 2 == 0 ? imap_arg_get_string(&fields[i], &str, &str_len) :
+				     imap_arg_get_nstring(&fields[i], &str, &str_len);
+	}
+	imap_parser_free(&parser);
+	if (!valid) {
+		session_send(session, "%s BAD Invalid ID arguments\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	session_send(session, "* ID (\"name\" \"%s\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
+		     PACKAGE_NAME, PACKAGE_VERSION, tag);
 }
 
 /* The client's initial response (base64, "=" for empty) to AUTHENTICATE. */
@@ -785,6 +1005,7 @@ static int session_upstream_raw(struct imap_client *client, struct imap_client_c
 		session->bytes_out += strlen(forward->tag);
 	} else if (kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command) {
 		session->forward_literal_go_ahead = true;
+		session_update_literal_timer(session);
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
@@ -827,6 +1048,7 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 		else if (!session->open_is_idle)
 			session->forward_dropping = true;
 	}
+	session_update_literal_timer(session);
 	if (result->status == IMAP_CLIENT_STATUS_ABORT)
 		return; /* session_upstream_closed ends the session */
 	if (forward->logout) {
@@ -1070,8 +1292,10 @@ static void session_forward_input(struct session *session)
 		if (session->forward_dropping) {
 			uint64_t size = 0;
 
-			if (session_line_literal(line, line_len, &size) == SESSION_LITERAL_NONSYNC)
+			if (session_line_literal(line, line_len, &size) == SESSION_LITERAL_NONSYNC) {
 				session->forward_literal = size;
+				session->forward_literal_sync = false;
+			}
 			else
 				session->forward_dropping = false;
 		} else if (session->open_command != NULL) {
@@ -1155,6 +1379,12 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 		}
 		return;
 	}
+	if (literal != SESSION_LITERAL_NONE && strcasecmp(command, "LOGIN") == 0 &&
+	    session_login_allowed(session)) {
+		snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
+		session_login_continue(session, line, len);
+		return;
+	}
 	if (literal != SESSION_LITERAL_NONE) {
 		/* Refused without "+" (RFC 3501 7.5): a {N} literal never comes;
 		   a {N+} one is already on its way and must be dropped. */
@@ -1180,6 +1410,8 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 		session_send(session, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", capability, tag);
 	} else if (strcasecmp(command, "NOOP") == 0) {
 		session_send(session, "%s OK NOOP completed\r\n", tag);
+	} else if (strcasecmp(command, "ID") == 0) {
+		session_handle_id(session, tag, line, len);
 	} else if (strcasecmp(command, "LOGOUT") == 0) {
 		session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
 		session_close(session, "logged out", NULL);
@@ -1215,7 +1447,7 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 }
 
 /* Handles complete lines from the input, a bounded number per call. */
-static void session_process_input(struct session *session)
+static void session_read_input(struct session *session)
 {
 	struct evbuffer *input = bufferevent_get_input(session->bev);
 	struct evbuffer *output = bufferevent_get_output(session->bev);
@@ -1238,6 +1470,19 @@ static void session_process_input(struct session *session)
 			bufferevent_disable(session->bev, EV_READ);
 			session->reading_paused = true;
 			return;
+		}
+		if (session->login_literal_left > 0) {
+			size_t available = evbuffer_get_length(input);
+			size_t take = available < session->login_literal_left ?
+				available : (size_t)session->login_literal_left;
+
+			if (take == 0)
+				return;
+			evbuffer_remove(input, session->login_command + session->login_command_len, take);
+			session->login_command_len += take;
+			session->bytes_in += take;
+			session->login_literal_left -= take;
+			continue;
 		}
 		if (session->literal_to_discard > 0) {
 			size_t available = evbuffer_get_length(input);
@@ -1278,6 +1523,8 @@ static void session_process_input(struct session *session)
 		session->bytes_in += line_len + eol_len;
 		if (session->state == SESSION_STATE_AUTH_CLIENT)
 			session_handle_auth_response(session, line, line_len);
+		else if (session->login_command != NULL)
+			session_login_continue(session, line, line_len);
 		else
 			session_handle_line(session, line, line_len);
 		OPENSSL_cleanse(line, line_len); /* it may hold a password */
@@ -1295,6 +1542,13 @@ static void session_process_input(struct session *session)
 						 session->state == SESSION_STATE_AUTH_CLIENT ||
 						 session->state == SESSION_STATE_FORWARDING))
 		session_schedule_step(session); /* more pipelined commands: after other clients */
+}
+
+/* Handles the client's input, then times what is left of a literal. */
+static void session_process_input(struct session *session)
+{
+	session_read_input(session);
+	session_update_literal_timer(session);
 }
 
 /* Deferred work, run from the event loop with no session frame on the stack. */
@@ -1436,7 +1690,8 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 	snprintf(session->listener_name, sizeof(session->listener_name), "%s", conn->listener_name);
 	gettimeofday(&session->started, NULL);
 	session->step_event = event_new(base, -1, 0, session_step, session);
-	if (session->step_event == NULL)
+	session->literal_timer = evtimer_new(base, session_literal_timeout, session);
+	if (session->step_event == NULL || session->literal_timer == NULL)
 		goto fail;
 	if (conn->tls_context != NULL) {
 		SSL_CTX_up_ref(conn->tls_context);
@@ -1481,6 +1736,8 @@ fail:
 		close(conn->fd);
 	if (session->step_event != NULL)
 		event_free(session->step_event);
+	if (session->literal_timer != NULL)
+		event_free(session->literal_timer);
 	SSL_CTX_free(session->tls_context);
 	free(session);
 	*error_r = "out of memory";

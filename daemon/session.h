@@ -8,10 +8,20 @@
 
 #include <event2/event.h>
 
-/* Before login a session answers CAPABILITY, NOOP, LOGOUT and STARTTLS
-   itself and passes LOGIN and AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER)
-   to the upstream chosen for the user (conf_upstream_for_user); a refusal
-   is "NO" with the upstream's code and text, nothing else.
+/* Before login a session answers CAPABILITY, NOOP, LOGOUT, STARTTLS and
+   ID (RFC 2971, its own name and version) itself and passes LOGIN and
+   AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER) to the upstream chosen for
+   the user (conf_upstream_for_user); a refusal is "NO" with the
+   upstream's code and text, nothing else. LOGIN's arguments may be
+   literals ({N} gets "+", {N+} is read at once) of at most
+   limits.literal_preauth bytes, two of them; a larger {N} gets a tagged
+   BAD and no "+", a larger {N+} a BYE. Other commands take no literal
+   before login.
+
+   A literal the client is due to send ({N+}, or {N} once "+" went out)
+   that gets no byte for timeouts.literal seconds ends the session with
+   "* BYE" and a log line; after login the upstream connection, with the
+   command it was carrying, is freed with it (never kept for reuse).
 
    Once logged in, every command goes upstream as a raw command of the
    client core under the core's tag, and every response line comes back

@@ -3,9 +3,17 @@
 #include "config.h"
 #include "upstream.h"
 
+#include <event2/dns.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+static struct evdns_base *upstream_resolver;
+
+void upstream_set_resolver(struct evdns_base *dns_base)
+{
+	upstream_resolver = dns_base;
+}
 
 struct imap_client *upstream_client_new(struct event_base *base, const struct conf *conf,
 					const struct conf_upstream *upstream, const char **error_r)
@@ -16,6 +24,7 @@ struct imap_client *upstream_client_new(struct event_base *base, const struct co
 		.ca_file = upstream->ca_file,
 		.tls_no_verify = !upstream->verify,
 		.connect_timeout_msecs = conf->timeout_upstream_connect * 1000,
+		.dns_base = upstream_resolver,
 	};
 
 	switch (upstream->tls) {

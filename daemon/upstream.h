@@ -10,12 +10,19 @@
 #include <stddef.h>
 
 struct event_base;
+struct evdns_base;
+
+/* Sets the resolver that later upstream_client_new calls use for host
+   names (not owned; it must outlive every upstream client made with it).
+   NULL: a blocking getaddrinfo. The daemon makes one at start. */
+void upstream_set_resolver(struct evdns_base *dns_base);
 
 #define UPSTREAM_CAPABILITY_MAX 4096 /* Dovecot's list after login is under 700 bytes */
 
 /* A client core set up for upstream (host, port, TLS mode, CA file and
-   verification as configured, the connect timeout of conf), not yet
-   connected. Returns NULL with *error_r when its TLS context can't be
+   verification as configured, the connect timeout of conf, which also
+   bounds resolving the host name; the resolver of upstream_set_resolver),
+   not yet connected. Returns NULL with *error_r when its TLS context can't be
    made (a bad ca_file). */
 struct imap_client *upstream_client_new(struct event_base *base, const struct conf *conf,
 					const struct conf_upstream *upstream, const char **error_r);

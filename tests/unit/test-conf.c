@@ -61,6 +61,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(conf->timeout_idle, 1800);
 	CU_ASSERT_EQUAL(conf->timeout_preauth, 60);
 	CU_ASSERT_EQUAL(conf->timeout_shutdown, 30);
+	CU_ASSERT_EQUAL(conf->timeout_literal, 60);
 	CU_ASSERT_EQUAL(conf->limit_line, 64 * 1024);
 	CU_ASSERT_EQUAL(conf->limit_sessions, 1024);
 	CU_ASSERT_STRING_EQUAL(conf->path, "test.conf");
@@ -79,7 +80,7 @@ static void test_issue_example(void)
 		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; };\n"
 		"log = { level = \"debug\"; };\n"
 		"pool = { size = 8; idle_timeout = 60; };\n"
-		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; };\n"
+		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; literal = 7; };\n"
 		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; };\n");
 
 	CU_ASSERT_EQUAL_FATAL(conf->listeners_count, 2);
@@ -104,6 +105,7 @@ static void test_issue_example(void)
 	CU_ASSERT_EQUAL(conf->timeout_idle, 600);
 	CU_ASSERT_EQUAL(conf->timeout_upstream_connect, 10);
 	CU_ASSERT_EQUAL(conf->timeout_shutdown, 2);
+	CU_ASSERT_EQUAL(conf->timeout_literal, 7);
 	CU_ASSERT_EQUAL(conf->limit_line, 128 * 1024);
 	CU_ASSERT_EQUAL(conf->limit_literal_preauth, 4096);
 	CU_ASSERT_EQUAL(conf->limit_literal, 32 << 20);
@@ -219,6 +221,10 @@ static void test_bad_values(void)
 		      "test.conf:2: limits.line: must be between 8192 and 16777216 bytes, not 100\n");
 	expect_errors(UPSTREAM "timeouts = { idle = 0; };\n",
 		      "test.conf:2: timeouts.idle: must be between 1 and 604800, not 0\n");
+	expect_errors(UPSTREAM "timeouts = { literal = 0; };\n",
+		      "test.conf:2: timeouts.literal: must be between 1 and 604800, not 0\n");
+	expect_errors(UPSTREAM "timeouts = { literal = \"2\"; };\n",
+		      "test.conf:2: timeouts.literal: must be an integer, not a string\n");
 	expect_errors(UPSTREAM "cache = { dir = \"\"; };\n",
 		      "test.conf:2: cache.dir: must not be empty\n");
 	expect_errors(UPSTREAM "listen = ( { port = 1; }, { port = 1; } );\n",

@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""A session's bad input and login edge cases, through imapcached in front
+of the test Dovecot, with raw sockets: LOGIN with literal arguments
+({N} and {N+}, answered like Dovecot answers them direct), over the
+pre-login literal limit (BAD or BYE, the literal never read as commands),
+a literal announced and never sent before and after login (BYE after
+timeouts.literal, the upstream APPEND abandoned), an over-limit literal
+after login, an upstream whose host name never resolves (NO [UNAVAILABLE],
+the loop not blocked) and one named "localhost", and ID before login.
+Every case checks the daemon's log line and that a second session, open
+at the same time, keeps working. The daemon runs on a free loopback port
+and is stopped by its PID."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from checks import check, summary
+
+ENV = os.environ
+BUILD = ENV.get("top_builddir", ".")
+BINARY = os.path.join(BUILD, "daemon", "imapcached")
+HOST = ENV["IMAPTEST_HOST"]
+PORT = int(ENV["IMAPTEST_PORT"])
+USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
+USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
+WAIT = 20  # seconds: the longest any single expectation may take
+LITERAL_TIMEOUT = 2  # timeouts.literal of the test daemon
+PREAUTH_LIMIT = 64  # limits.literal_preauth
+LITERAL_LIMIT = 1024  # limits.literal (its minimum)
+tmp = tempfile.mkdtemp(prefix="test-session-input.")
+
+
+class Daemon:
+    """One imapcached in the foreground, its stderr collected line by line."""
+
+    def __init__(self, upstreams, extra=""):
+        path = os.path.join(tmp, "imapcached-%d.conf" % time.monotonic_ns())
+        with open(path, "w") as f:
+            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
+            f.write("upstreams = ( %s );\n" % upstreams)
+            f.write('log = { level = "debug"; };\n')
+            f.write(extra)
+        env = dict(ENV)
+        env.pop("JOURNAL_STREAM", None)
+        env.pop("NOTIFY_SOCKET", None)
+        self.lines = []
+        self.lock = threading.Condition()
+        self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        match = self.wait_log(r"listening on [0-9.]+:(\d+)")
+        if match is None:
+            self.stop()
+            raise RuntimeError("imapcached did not start: %s" % self.lines)
+        self.port = int(match.group(1))
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.lock:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self.lock.notify_all()
+
+    def wait_log(self, pattern, timeout=WAIT):
+        deadline = time.time() + timeout
+        with self.lock:
+            while True:
+                for line in self.lines:
+                    m = re.search(pattern, line)
+                    if m:
+                        return m
+                left = deadline - time.time()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    return None
+                self.lock.wait(min(left, 0.2))
+
+    def log(self):
+        with self.lock:
+            return "\n".join(self.lines)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.reader.join(WAIT)
+
+
+class Raw:
+    """A line-based IMAP connection with timeouts."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.greeting = self.line()
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError("connection closed; have %r" % self.buf)
+            self.buf += data
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode(errors="replace")
+
+    def until_tagged(self, tag):
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + " "):
+                return lines
+
+    def command(self, tag, text):
+        """Sends one command line and returns its tagged reply line."""
+        self.send(("%s %s\r\n" % (tag, text)).encode())
+        return self.until_tagged(tag)[-1]
+
+    def rest(self):
+        """Everything until the peer closes (the connection must close)."""
+        data = self.buf
+        self.buf = b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data.decode(errors="replace"), True
+                data += chunk
+        except ConnectionResetError:
+            return data.decode(errors="replace"), True
+        except OSError:
+            return data.decode(errors="replace"), False
+
+    def close(self):
+        self.sock.close()
+
+
+def literal(data, plus=False):
+    return b"{%d%s}\r\n" % (len(data), b"+" if plus else b"")
+
+
+def quote(text):
+    """An IMAP quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def untag(line):
+    return line.split(" ", 1)[1] if " " in line else line
+
+
+def login_sync(port, user, password):
+    """LOGIN with both arguments as synchronizing literals; returns the
+    two continuation lines and the tagged reply."""
+    c = Raw(port)
+    user, password = user.encode(), password.encode()
+    c.send(b"a LOGIN " + literal(user))
+    first = c.line()
+    c.send(user + b" " + literal(password))
+    second = c.line()
+    c.send(password + b"\r\n")
+    reply = c.until_tagged("a")[-1]
+    c.command("z", "LOGOUT")
+    c.close()
+    return first, second, reply
+
+
+def login_nonsync(port, user, password, byte_at_a_time=False, split=None):
+    """LOGIN with both arguments as {N+} literals, whole, one byte at a
+    time or in two pieces split at offset split; returns the tagged reply."""
+    c = Raw(port)
+    user, password = user.encode(), password.encode()
+    data = b"a LOGIN " + literal(user, True) + user + b" " + literal(password, True) + password + b"\r\n"
+    if byte_at_a_time:
+        for i in range(len(data)):
+            c.send(data[i:i + 1])
+            time.sleep(0.002)
+    elif split is not None:
+        c.send(data[:split])
+        time.sleep(0.01)
+        c.send(data[split:])
+    else:
+        c.send(data)
+    reply = c.until_tagged("a")[-1]
+    c.close()
+    return reply
+
+
+def test_login_literals(daemon):
+    for name, port in (("direct", PORT), ("proxy", daemon.port)):
+        first, second, reply = login_sync(port, USER, PASS)
+        check("%s: LOGIN {N} user {N} password: '+' for each literal" % name,
+              first.startswith("+") and second.startswith("+"), (first, second))
+        check("%s: LOGIN with synchronizing literals logs in" % name, reply.startswith("a OK"), reply)
+    direct = login_sync(PORT, USER, "wrong" + PASS)[2]
+    proxied = login_sync(daemon.port, USER, "wrong" + PASS)[2]
+    check("a wrong password in a literal: the proxy says what Dovecot says",
+          untag(direct) == untag(proxied) and direct.startswith("a NO"), (direct, proxied))
+    for name, port in (("direct", PORT), ("proxy", daemon.port)):
+        reply = login_nonsync(port, USER2, PASS2)
+        check("%s: LOGIN with {N+} literals logs in" % name, reply.startswith("a OK"), reply)
+    reply = login_nonsync(daemon.port, USER2, PASS2, byte_at_a_time=True)
+    check("proxy: LOGIN with {N+} literals sent one byte at a time logs in", reply.startswith("a OK"), reply)
+    size = len("a LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\n" % (len(USER2), USER2, len(PASS2), PASS2))
+    replies = [login_nonsync(daemon.port, USER2, PASS2, split=i) for i in range(1, size)]
+    check("proxy: LOGIN with {N+} literals split at every offset logs in",
+          all(r.startswith("a OK") for r in replies), [r for r in replies if not r.startswith("a OK")])
+
+    c = Raw(daemon.port)
+    c.send(b'a LOGIN "%s" %s' % (USER.encode(), literal(PASS.encode())))
+    cont = c.line()
+    c.send(PASS.encode() + b"\r\n")
+    reply = c.until_tagged("a")[-1]
+    check("proxy: LOGIN with a quoted user name and a literal password", cont.startswith("+") and
+          reply.startswith("a OK"), (cont, reply))
+    c.close()
+
+    # Three literals: LOGIN has two arguments, so the third gets no "+".
+    c = Raw(daemon.port)
+    c.send(b"a LOGIN {1}\r\n")
+    c.line()
+    c.send(b"u {1}\r\n")
+    c.line()
+    c.send(b"p {1}\r\n")
+    reply = c.line()
+    check("a third LOGIN literal: BAD, no '+'", reply.startswith("a BAD"), reply)
+    check("after it the session still answers", c.command("b", "NOOP").startswith("b OK"))
+    c.close()
+
+
+def test_preauth_limit(daemon):
+    other = Raw(daemon.port)
+    big = b"x" * (PREAUTH_LIMIT + 1)
+    c = Raw(daemon.port)
+    c.send(b"a LOGIN " + literal(big))
+    reply = c.line()
+    check("LOGIN {N} over limits.literal_preauth: BAD, no '+'", reply.startswith("a BAD"), reply)
+    check("after it the session still answers", c.command("b", "NOOP").startswith("b OK"))
+    c.send(b"c LOGIN user " + literal(big))
+    reply = c.line()
+    check("the password's {N} over the limit: BAD, no '+'", reply.startswith("c BAD"), reply)
+    c.close()
+
+    # {N+} over the limit: the bytes are on their way and hold commands;
+    # none of them may be run.
+    c = Raw(daemon.port)
+    payload = (b"z1 CAPABILITY\r\n" * 10)[:PREAUTH_LIMIT + 10]
+    c.send(b"a LOGIN user " + literal(payload, True) + payload + b"\r\n")
+    text, closed = c.rest()
+    check("LOGIN {N+} over the limit: BYE and the connection closed",
+          closed and "* BYE" in text, text)
+    check("LOGIN {N+} over the limit: no byte of the literal run as a command", "z1 " not in text, text)
+    check("the over-limit literal before login is logged",
+          daemon.wait_log(r"literal of %d bytes before login, over the limit" % len(payload)) is not None)
+    check("a second session open meanwhile still works", other.command("o", "NOOP").startswith("o OK"))
+    other.close()
+
+
+def logged_in(port, user=USER, password=PASS):
+    c = Raw(port)
+    reply = c.command("l", "LOGIN %s %s" % (quote(user), quote(password)))
+    if not reply.startswith("l OK"):
+        raise RuntimeError("login failed: %s" % reply)
+    return c
+
+
+def inbox_count(c, tag):
+    c.send(("%s STATUS INBOX (MESSAGES)\r\n" % tag).encode())
+    for line in c.until_tagged(tag):
+        m = re.search(r"MESSAGES (\d+)", line)
+        if m:
+            return int(m.group(1))
+    return -1
+
+
+def expect_literal_bye(c, started):
+    text, closed = c.rest()
+    elapsed = time.monotonic() - started
+    return text, closed, elapsed
+
+
+def test_literal_timeout(daemon):
+    other = logged_in(daemon.port, USER2, PASS2)
+    before = inbox_count(other, "s1")
+
+    # Before login: "+" sent, the literal never comes.
+    c = Raw(daemon.port)
+    c.send(b"a LOGIN {5}\r\n")
+    cont = c.line()
+    started = time.monotonic()
+    check("a LOGIN literal: '+'", cont.startswith("+"), cont)
+    time.sleep(LITERAL_TIMEOUT / 2)
+    check("meanwhile a second session works", other.command("o1", "NOOP").startswith("o1 OK"))
+    text, closed, elapsed = expect_literal_bye(c, started)
+    check("a LOGIN literal never sent: BYE after timeouts.literal",
+          closed and "* BYE Literal not sent in time" in text and
+          LITERAL_TIMEOUT - 0.5 <= elapsed < LITERAL_TIMEOUT + 5, (text, elapsed))
+    c.close()
+
+    # After login, {N}: the upstream's "+" came, part of the message is
+    # sent in pieces (each within the timeout), then nothing more.
+    c = logged_in(daemon.port, USER2, PASS2)
+    c.send(b"b APPEND INBOX {60}\r\n")
+    cont = c.line()
+    check("APPEND {N}: the upstream's '+' comes through", cont.startswith("+"), cont)
+    for _ in range(3):
+        c.send(b"Subject: x\r\n")
+        time.sleep(LITERAL_TIMEOUT / 2)
+    started = time.monotonic()
+    check("a literal that keeps coming is not cut off", other.command("o2", "NOOP").startswith("o2 OK")
+          and c.buf == b"")
+    text, closed, elapsed = expect_literal_bye(c, started)
+    check("APPEND {N} stalled: BYE after timeouts.literal",
+          closed and "* BYE Literal not sent in time" in text and elapsed < LITERAL_TIMEOUT + 5,
+          (text, elapsed))
+    c.close()
+
+    # After login, {N+}.
+    c = logged_in(daemon.port, USER2, PASS2)
+    c.send(b"c APPEND INBOX {60+}\r\nSubject: y\r\n")
+    started = time.monotonic()
+    text, closed, elapsed = expect_literal_bye(c, started)
+    check("APPEND {N+} stalled: BYE after timeouts.literal",
+          closed and "* BYE Literal not sent in time" in text and
+          LITERAL_TIMEOUT - 0.5 <= elapsed < LITERAL_TIMEOUT + 5, (text, elapsed))
+    c.close()
+
+    check("the stalled literal is logged",
+          daemon.wait_log(r"a literal got no data for %d s" % LITERAL_TIMEOUT) is not None)
+    check("the session end says why",
+          daemon.wait_log(r"end: .*literal not sent in time") is not None)
+    check("the second session still works", other.command("o3", "NOOP").startswith("o3 OK"))
+    after = inbox_count(other, "s2")
+    check("the abandoned APPENDs stored nothing upstream", before >= 0 and after == before, (before, after))
+    other.close()
+
+
+def test_literal_limit(daemon):
+    other = logged_in(daemon.port, USER2, PASS2)
+    c = logged_in(daemon.port)
+    big = LITERAL_LIMIT + 1
+    c.send(b"a APPEND INBOX {%d}\r\n" % big)
+    reply = c.line()
+    check("APPEND {N} over limits.literal: tagged BAD, no '+'", reply.startswith("a BAD"), reply)
+    check("after it the session goes on", c.command("b", "NOOP").startswith("b OK"))
+    check("the refused {N} is logged",
+          daemon.wait_log(r"literal of %d bytes refused, over the limit of %d" % (big, LITERAL_LIMIT))
+          is not None)
+
+    payload = (b"z1 NOOP\r\n" * 200)[:big]
+    c.send(b"c APPEND INBOX {%d+}\r\n" % big + payload + b"\r\n")
+    text, closed = c.rest()
+    check("APPEND {N+} over limits.literal: BYE and closed", closed and "* BYE Literal too large" in text,
+          text)
+    check("no byte of the over-limit literal run as a command", "z1 " not in text, text)
+    check("the over-limit {N+} is logged",
+          daemon.wait_log(r"literal of %d bytes, over the limit of %d" % (big, LITERAL_LIMIT)) is not None)
+    check("a second session open meanwhile still works", other.command("o", "NOOP").startswith("o OK"))
+    c.close()
+    other.close()
+
+
+def test_id(daemon):
+    c = Raw(daemon.port)
+    c.send(b"a CAPABILITY\r\n")
+    caps = c.until_tagged("a")
+    check("the pre-login CAPABILITY lists ID", any(re.search(r"^\* CAPABILITY .* ID( |$)", l) for l in caps),
+          caps)
+    c.send(b'b ID ("name" "test-session-input")\r\n')
+    lines = c.until_tagged("b")
+    check("ID before login: the proxy's name and version, then OK",
+          len(lines) == 2 and re.match(r'^\* ID \("name" "imapcached" "version" "[^"]+"\)$', lines[0])
+          and lines[1].startswith("b OK"), lines)
+    reply = c.command("c", "ID NIL")
+    check("ID NIL before login: OK", reply.startswith("c OK"), reply)
+    reply = c.command("d", "ID garbage")
+    check("ID with a bad argument: BAD", reply.startswith("d BAD"), reply)
+    c.close()
+
+
+def test_dns():
+    daemon = Daemon('{ name = "nowhere"; host = "imap.imapcached-test.invalid"; port = 143; tls = "none"; '
+                    'users = [ "*@nowhere.test" ]; }, '
+                    '{ name = "local"; host = "localhost"; port = %d; tls = "none"; }' % PORT,
+                    "timeouts = { upstream_connect = 3; };\n")
+    try:
+        c = Raw(daemon.port)
+        reply = c.command("a", "LOGIN %s %s" % (USER, PASS))
+        check("an upstream named localhost: the login works", reply.startswith("a OK"), reply)
+        check("and a command goes through", c.command("b", "SELECT INBOX").startswith("b OK"))
+        c.close()
+
+        c = Raw(daemon.port)
+        other = Raw(daemon.port)
+        started = time.monotonic()
+        c.send(b"a LOGIN someone@nowhere.test secret\r\n")
+        t = time.monotonic()
+        reply = other.command("o", "NOOP")
+        quick = time.monotonic() - t
+        check("while the name is looked up another session is answered at once",
+              reply.startswith("o OK") and quick < 1.0, (reply, quick))
+        reply = c.until_tagged("a")[-1]
+        elapsed = time.monotonic() - started
+        check("an upstream host under .invalid: NO [UNAVAILABLE], within the connect timeout",
+              reply.startswith("a NO [UNAVAILABLE]") and elapsed < 3 + 5, (reply, elapsed))
+        check("the failed lookup is logged with the name",
+              daemon.wait_log(r"cannot reach upstream nowhere: (cannot resolve |timed out.*)"
+                              r"imap\.imapcached-test\.invalid") is not None, daemon.log()[-600:])
+        check("the session can try again", c.command("b", "NOOP").startswith("b OK"))
+        c.close()
+        other.close()
+    finally:
+        daemon.stop()
+
+
+def main():
+    daemon = Daemon('{ name = "dovecot"; host = "%s"; port = %d; tls = "none"; }' % (HOST, PORT),
+                    "timeouts = { literal = %d; };\nlimits = { literal_preauth = %d; literal = %d; };\n"
+                    % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT))
+    try:
+        for test in (test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_limit,
+                     test_id):
+            try:
+                test(daemon)
+            except Exception as e:  # one broken step must not hide the others
+                check("%s ran to the end" % test.__name__, False, repr(e))
+    finally:
+        daemon.stop()
+    try:
+        test_dns()
+    except Exception as e:
+        check("test_dns ran to the end", False, repr(e))
+    check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
