@@ -14,6 +14,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <openssl/err.h>
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define IMAP_CLIENT_TLS_SOCKET_HIGH_WATER (64 * 1024) /* encrypted bytes queued on the socket */
@@ -33,6 +35,8 @@
 #define IMAP_CLIENT_LINES_PER_READ 256 /* lines per read callback, so one server can't starve the loop */
 #define IMAP_CLIENT_LITERAL_MINUS_MAX 4096 /* RFC 7888: LITERAL- allows {n+} only up to 4096 bytes */
 #define IMAP_CLIENT_REASON_MAX 512 /* one log line's worth of abort reason */
+#define IMAP_CLIENT_ADDRESS_MAX 64 /* "[" an IPv6 address with scope "]:" port */
+#define IMAP_CLIENT_PORT_TEXT_MAX 8 /* "65535" and its NUL */
 
 #define COMMAND_FLAG_SETUP 0x100 /* sent while connecting (CAPABILITY, STARTTLS) */
 #define IMAP_CLIENT_RAW_FLUSH_SIZE (32 * 1024) /* an untagged line this long streams a literal: pass it on in parts */
@@ -108,6 +112,20 @@ struct imap_client {
 	SSL *ssl;
 	struct imap_parser *parser;
 	struct event *connect_timer, *command_timer;
+
+	/* Connecting by name: the lookup, then each address in turn (PHASE_TCP). */
+	struct client_lookup *lookup;                   /* pending lookup, or NULL */
+	struct evdns_getaddrinfo_request *dns_request; /* its evdns request, or NULL */
+	struct event *lookup_done_event;                /* goes on with the outcome from the loop */
+	int lookup_error;                               /* EVUTIL_EAI_* of the finished lookup */
+	bool resolving;                                 /* lookup not finished yet */
+	struct evutil_addrinfo *addresses, *next_address;
+	unsigned int address_count, addresses_tried;
+	struct timespec connect_started;
+	struct event *attempt_timer;                    /* this address's share of the connect timeout */
+	unsigned int attempt_msecs;
+	char attempt_address[IMAP_CLIENT_ADDRESS_MAX];  /* "127.0.0.1:143", "[::1]:143" */
+	char attempt_error[IMAP_CLIENT_REASON_MAX / 2]; /* why the last address failed */
 
 	struct imap_client_command *head, *tail; /* every pending command, in order */
 	struct imap_client_command *send_cursor; /* first one not fully sent */
@@ -1316,8 +1334,54 @@ static const char *phase_name(enum imap_client_phase phase)
 	return "?";
 }
 
+/* A pending evdns lookup's link to its client: cancelling it clears
+   client, and the callback (which libevent always calls) frees it. */
+struct client_lookup {
+	struct imap_client *client;
+};
+
+/* Drops the pending lookup, if any; its callback only frees memory. */
+static void client_lookup_cancel(struct imap_client *client)
+{
+	struct client_lookup *lookup = client->lookup;
+	struct evdns_getaddrinfo_request *request = client->dns_request;
+
+	if (lookup == NULL)
+		return;
+	client->lookup = NULL;
+	client->dns_request = NULL;
+	lookup->client = NULL;
+	if (request != NULL)
+		evdns_getaddrinfo_cancel(request);
+}
+
+/* Ends the current address's attempt (its socket) without touching the rest. */
+static void client_attempt_drop(struct imap_client *client)
+{
+	if (client->attempt_timer != NULL)
+		evtimer_del(client->attempt_timer);
+	if (client->plain_bev != NULL)
+		bufferevent_free(client->plain_bev);
+	client->plain_bev = client->bev = NULL;
+}
+
+/* Forgets the lookup and its addresses. */
+static void client_addresses_clear(struct imap_client *client)
+{
+	client_lookup_cancel(client);
+	if (client->lookup_done_event != NULL)
+		event_del(client->lookup_done_event);
+	if (client->attempt_timer != NULL)
+		evtimer_del(client->attempt_timer);
+	if (client->addresses != NULL)
+		evutil_freeaddrinfo(client->addresses);
+	client->addresses = client->next_address = NULL;
+	client->resolving = false;
+}
+
 static void client_close(struct imap_client *client)
 {
+	client_addresses_clear(client);
 	if (client->bev != NULL)
 		bufferevent_free(client->bev); /* a TLS filter frees the SSL and the socket under it */
 	else if (client->plain_bev != NULL)
@@ -1415,9 +1479,17 @@ static void client_connect_timeout_cb(evutil_socket_t fd, short events, void *co
 	(void)fd;
 	(void)events;
 	client_enter(client);
-	client_abort(client, "timed out after %u ms connecting to %s:%u (%s)",
-		     client->settings.connect_timeout_msecs, client->host, client->settings.port,
-		     phase_name(client->phase));
+	if (client->resolving)
+		client_abort(client, "timed out after %u ms connecting to %s:%u (while resolving the name)",
+			     client->settings.connect_timeout_msecs, client->host, client->settings.port);
+	else if (client->phase == PHASE_TCP && client->addresses != NULL)
+		client_abort(client, "timed out after %u ms connecting to %s:%u (address %u of %u, %s)",
+			     client->settings.connect_timeout_msecs, client->host, client->settings.port,
+			     client->addresses_tried, client->address_count, client->attempt_address);
+	else
+		client_abort(client, "timed out after %u ms connecting to %s:%u (%s)",
+			     client->settings.connect_timeout_msecs, client->host, client->settings.port,
+			     phase_name(client->phase));
 	client_leave(client);
 }
 
@@ -1445,6 +1517,7 @@ static void client_set_nodelay(struct imap_client *client)
 }
 
 static void client_event_cb(struct bufferevent *bev, short events, void *context);
+static void client_attempt_failed(struct imap_client *client, const char *why);
 
 static void client_set_write_watermark(struct imap_client *client)
 {
@@ -1577,11 +1650,8 @@ static void client_describe_error(struct imap_client *client, struct bufferevent
 {
 	unsigned long ssl_error = client->ssl != NULL ? bufferevent_get_openssl_error(bev) : 0;
 	int socket_error = EVUTIL_SOCKET_ERROR();
-	int dns_error = client->phase == PHASE_TCP ? bufferevent_socket_get_dns_error(bev) : 0;
 
-	if (dns_error != 0) {
-		snprintf(buf, size, "cannot resolve %s: %s", client->host, evutil_gai_strerror(dns_error));
-	} else if (client->ssl != NULL && client->phase == PHASE_TLS &&
+	if (client->ssl != NULL && client->phase == PHASE_TLS &&
 	    SSL_get_verify_result(client->ssl) != X509_V_OK) {
 		snprintf(buf, size, "TLS certificate verification failed for %s: %s", client->host,
 			 X509_verify_cert_error_string(SSL_get_verify_result(client->ssl)));
@@ -1605,6 +1675,7 @@ static void client_event_cb(struct bufferevent *bev, short events, void *context
 	client_enter(client);
 	if (events & BEV_EVENT_CONNECTED) {
 		if (client->phase == PHASE_TCP) {
+			client_addresses_clear(client);
 			client_set_nodelay(client);
 			if (client->settings.tls_mode == IMAP_CLIENT_TLS_IMPLICIT)
 				client_start_tls(client);
@@ -1620,6 +1691,8 @@ static void client_event_cb(struct bufferevent *bev, short events, void *context
 			if (!client->free_pending && client->bev != NULL)
 				client_read(client);
 		}
+	} else if ((events & BEV_EVENT_ERROR) && client->phase == PHASE_TCP && client->addresses != NULL) {
+		client_attempt_failed(client, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	} else if (events & BEV_EVENT_ERROR) {
 		char reason[IMAP_CLIENT_REASON_MAX];
 
@@ -1644,6 +1717,218 @@ static void client_event_cb(struct bufferevent *bev, short events, void *context
 				     client->settings.port, phase_name(client->phase));
 	}
 	client_leave(client);
+}
+
+/* Milliseconds of the connect timeout not yet used. */
+static unsigned int client_connect_msecs_left(const struct imap_client *client)
+{
+	struct timespec now;
+	uint64_t elapsed;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	elapsed = (uint64_t)(now.tv_sec - client->connect_started.tv_sec) * 1000 +
+		  (uint64_t)((now.tv_nsec - client->connect_started.tv_nsec) / 1000000);
+	return elapsed >= client->settings.connect_timeout_msecs ? 0 :
+	       client->settings.connect_timeout_msecs - (unsigned int)elapsed;
+}
+
+/* "127.0.0.1:143" or "[::1]:143" into buf. */
+static void client_format_address(const struct evutil_addrinfo *ai, unsigned int port, char *buf,
+				  size_t size)
+{
+	char text[IMAP_CLIENT_ADDRESS_MAX];
+	const void *raw = NULL;
+
+	if (ai->ai_family == AF_INET)
+		raw = &((const struct sockaddr_in *)(const void *)ai->ai_addr)->sin_addr;
+	else if (ai->ai_family == AF_INET6)
+		raw = &((const struct sockaddr_in6 *)(const void *)ai->ai_addr)->sin6_addr;
+	if (raw == NULL || evutil_inet_ntop(ai->ai_family, raw, text, sizeof(text)) == NULL)
+		snprintf(text, sizeof(text), "address family %d", ai->ai_family);
+	snprintf(buf, size, ai->ai_family == AF_INET6 ? "[%s]:%u" : "%s:%u", text, port);
+}
+
+/* Starts a non-blocking connect to one address; false (with
+   attempt_error set) when it failed at once. */
+static bool client_connect_address(struct imap_client *client, const struct evutil_addrinfo *ai)
+{
+	unsigned int left = client->address_count - client->addresses_tried + 1; /* this one included */
+	evutil_socket_t fd;
+
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd < 0) {
+		snprintf(client->attempt_error, sizeof(client->attempt_error), "%s", strerror(errno));
+		return false;
+	}
+	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+		snprintf(client->attempt_error, sizeof(client->attempt_error), "%s", strerror(errno));
+		evutil_closesocket(fd);
+		return false;
+	}
+	client->plain_bev = bufferevent_socket_new(client->base, fd,
+						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (client->plain_bev == NULL) {
+		evutil_closesocket(fd);
+		snprintf(client->attempt_error, sizeof(client->attempt_error), "cannot create a socket buffer");
+		return false;
+	}
+	client->bev = client->plain_bev;
+	bufferevent_setcb(client->plain_bev, client_read_cb, client_write_cb, client_event_cb, client);
+	client_set_write_watermark(client);
+	bufferevent_enable(client->plain_bev, EV_READ | EV_WRITE);
+	/* no address: wait for the connect already under way */
+	if (bufferevent_socket_connect(client->plain_bev, NULL, 0) < 0) {
+		snprintf(client->attempt_error, sizeof(client->attempt_error), "%s",
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		client_attempt_drop(client);
+		return false;
+	}
+	if (left > 1) {
+		/* the last address runs until the connect timer itself */
+		unsigned int share = client_connect_msecs_left(client) / left;
+
+		if (share < IMAP_CLIENT_CONNECT_ATTEMPT_MIN_MSECS)
+			share = IMAP_CLIENT_CONNECT_ATTEMPT_MIN_MSECS;
+		struct timeval tv = { .tv_sec = share / 1000, .tv_usec = (share % 1000) * 1000 };
+
+		client->attempt_msecs = share;
+		evtimer_add(client->attempt_timer, &tv);
+	}
+	return true;
+}
+
+/* Tries the addresses not tried yet, in order; aborts when none is left. */
+static void client_connect_next(struct imap_client *client)
+{
+	while (client->next_address != NULL) {
+		const struct evutil_addrinfo *ai = client->next_address;
+
+		client->next_address = ai->ai_next;
+		client->addresses_tried++;
+		client_format_address(ai, client->settings.port, client->attempt_address,
+				      sizeof(client->attempt_address));
+		if (client_connect_address(client, ai))
+			return;
+		log_debug("imap-client %s: %s: %s", client->host, client->attempt_address,
+			  client->attempt_error);
+	}
+	client_abort(client, "cannot connect to %s:%u (%u address%s): %s: %s", client->host,
+		     client->settings.port, client->address_count, client->address_count == 1 ? "" : "es",
+		     client->attempt_address, client->attempt_error);
+}
+
+/* The current address failed (why): on to the next one. */
+static void client_attempt_failed(struct imap_client *client, const char *why)
+{
+	snprintf(client->attempt_error, sizeof(client->attempt_error), "%s", why);
+	log_debug("imap-client %s: %s: %s", client->host, client->attempt_address, why);
+	client_attempt_drop(client);
+	client_connect_next(client);
+}
+
+static void client_attempt_timeout_cb(evutil_socket_t fd, short events, void *context)
+{
+	struct imap_client *client = context;
+	char why[64];
+
+	(void)fd;
+	(void)events;
+	client_enter(client);
+	if (client->phase == PHASE_TCP && client->plain_bev != NULL && client->addresses != NULL) {
+		snprintf(why, sizeof(why), "no answer within %u ms", client->attempt_msecs);
+		client_attempt_failed(client, why);
+	}
+	client_leave(client);
+}
+
+static void client_lookup_done_cb(evutil_socket_t fd, short events, void *context)
+{
+	struct imap_client *client = context;
+
+	(void)fd;
+	(void)events;
+	client_enter(client);
+	if (client->phase == PHASE_TCP && client->resolving) {
+		client->resolving = false;
+		client->address_count = 0;
+		for (const struct evutil_addrinfo *ai = client->addresses; ai != NULL; ai = ai->ai_next)
+			client->address_count++;
+		if (client->lookup_error != 0)
+			client_abort(client, "cannot resolve %s: %s", client->host,
+				     evutil_gai_strerror(client->lookup_error));
+		else if (client->address_count == 0)
+			client_abort(client, "cannot resolve %s: no address", client->host);
+		else {
+			client->next_address = client->addresses;
+			client_connect_next(client);
+		}
+	}
+	client_leave(client);
+}
+
+/* evdns's answer (maybe from inside evdns_getaddrinfo): kept for the loop. */
+static void client_lookup_cb(int result, struct evutil_addrinfo *addresses, void *context)
+{
+	struct client_lookup *lookup = context;
+	struct imap_client *client = lookup->client;
+
+	free(lookup);
+	if (client == NULL) {
+		/* cancelled: the client is closed or gone */
+		if (addresses != NULL)
+			evutil_freeaddrinfo(addresses);
+		return;
+	}
+	client->lookup = NULL;
+	client->dns_request = NULL;
+	client->lookup_error = result;
+	client->addresses = addresses;
+	event_active(client->lookup_done_event, EV_TIMEOUT, 0);
+}
+
+/* Looks the host up (every address, IPv4 and IPv6); goes on in client_lookup_done_cb. */
+static void client_lookup_start(struct imap_client *client)
+{
+	struct evutil_addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_protocol = IPPROTO_TCP,
+	};
+	struct evdns_getaddrinfo_request *request;
+	char port[IMAP_CLIENT_PORT_TEXT_MAX];
+	struct client_lookup *lookup;
+
+	snprintf(port, sizeof(port), "%u", client->settings.port);
+	clock_gettime(CLOCK_MONOTONIC, &client->connect_started);
+	client->resolving = true;
+	client->lookup_error = 0;
+	client->address_count = client->addresses_tried = 0;
+	client->attempt_address[0] = '\0';
+	client->attempt_error[0] = '\0';
+	if (client->settings.dns_base == NULL) {
+		struct evutil_addrinfo *addresses = NULL;
+
+		client->lookup_error = evutil_getaddrinfo(client->host, port, &hints, &addresses);
+		client->addresses = addresses;
+		event_active(client->lookup_done_event, EV_TIMEOUT, 0);
+		return;
+	}
+	lookup = xcalloc(1, sizeof(*lookup));
+	lookup->client = client;
+	client->lookup = lookup;
+	request = evdns_getaddrinfo(client->settings.dns_base, client->host, port, &hints,
+				    client_lookup_cb, lookup);
+	if (client->lookup != lookup)
+		return; /* answered already (an address, a hosts file entry, an error) */
+	if (request == NULL) {
+		/* libevent calls back before returning NULL; never leave the client waiting */
+		client->lookup = NULL;
+		free(lookup);
+		client->lookup_error = EVUTIL_EAI_FAIL;
+		event_active(client->lookup_done_event, EV_TIMEOUT, 0);
+		return;
+	}
+	client->dns_request = request;
 }
 
 /* Starts a connection on fd (-1: connect to the configured host). */
@@ -1671,13 +1956,18 @@ static struct imap_client_command *client_connect_start(struct imap_client *clie
 	client->capabilities = NULL;
 	client->read_only = false;
 
-	if (fd >= 0)
-		evutil_make_socket_nonblocking(fd);
+	if (fd < 0) {
+		client->phase = PHASE_TCP;
+		client->state = IMAP_CLIENT_STATE_CONNECTING;
+		evtimer_add(client->connect_timer, &tv);
+		client_lookup_start(client);
+		return command;
+	}
+	evutil_make_socket_nonblocking(fd);
 	client->plain_bev = bufferevent_socket_new(client->base, fd,
 						   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (client->plain_bev == NULL) {
-		if (fd >= 0)
-			evutil_closesocket(fd);
+		evutil_closesocket(fd);
 		snprintf(client->abort_reason, sizeof(client->abort_reason), "cannot create a socket");
 		client_defer_abort_commands(client);
 		return command;
@@ -1689,25 +1979,11 @@ static struct imap_client_command *client_connect_start(struct imap_client *clie
 	client->phase = PHASE_TCP;
 	client->state = IMAP_CLIENT_STATE_CONNECTING;
 	evtimer_add(client->connect_timer, &tv);
-	if (fd >= 0) {
-		/* already connected: go on as TCP's "connected" event would */
-		if (client->settings.tls_mode == IMAP_CLIENT_TLS_IMPLICIT)
-			client_start_tls(client);
-		else
-			client->phase = PHASE_GREETING;
-		return command;
-	}
-	if (bufferevent_socket_connect_hostname(client->plain_bev, client->settings.dns_base, AF_UNSPEC,
-						client->host, (int)client->settings.port) < 0) {
-		int dns_error = bufferevent_socket_get_dns_error(client->plain_bev);
-
-		snprintf(client->abort_reason, sizeof(client->abort_reason), "cannot connect to %s:%u: %s",
-			 client->host, client->settings.port,
-			 dns_error != 0 ? evutil_gai_strerror(dns_error) :
-					  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		client_close(client);
-		client_defer_abort_commands(client);
-	}
+	/* already connected: go on as TCP's "connected" event would */
+	if (client->settings.tls_mode == IMAP_CLIENT_TLS_IMPLICIT)
+		client_start_tls(client);
+	else
+		client->phase = PHASE_GREETING;
 	return command;
 }
 
@@ -1820,8 +2096,11 @@ struct imap_client *imap_client_new(struct event_base *base, const struct imap_c
 	client->connect_timer = evtimer_new(base, client_connect_timeout_cb, client);
 	client->command_timer = evtimer_new(base, client_command_timeout_cb, client);
 	client->deferred_abort_event = event_new(base, -1, 0, client_deferred_abort_cb, client);
+	client->lookup_done_event = event_new(base, -1, 0, client_lookup_done_cb, client);
+	client->attempt_timer = evtimer_new(base, client_attempt_timeout_cb, client);
 	if (client->connect_timer == NULL || client->command_timer == NULL ||
-	    client->deferred_abort_event == NULL)
+	    client->deferred_abort_event == NULL || client->lookup_done_event == NULL ||
+	    client->attempt_timer == NULL)
 		abort();
 	return client;
 fail:
@@ -1842,6 +2121,8 @@ static void client_release(struct imap_client *client)
 	event_free(client->connect_timer);
 	event_free(client->command_timer);
 	event_free(client->deferred_abort_event);
+	event_free(client->lookup_done_event);
+	event_free(client->attempt_timer);
 	if (client->own_ssl_ctx)
 		tls_context_free(&client->ssl_ctx);
 	free(client->capabilities);

@@ -21,6 +21,7 @@ struct imap_client_command;
 
 #define IMAP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MSECS (30 * 1000) /* TCP + TLS + greeting over a slow link */
 #define IMAP_CLIENT_DEFAULT_COMMAND_TIMEOUT_MSECS (5 * 60 * 1000) /* a silent server this long is gone */
+#define IMAP_CLIENT_CONNECT_ATTEMPT_MIN_MSECS (2 * 1000) /* a live server answers a SYN far sooner */
 
 enum imap_client_tls_mode {
 	IMAP_CLIENT_TLS_NONE,     /* plain text (loopback or tests only) */
@@ -42,9 +43,16 @@ struct imap_client_settings {
 	/* Optional resolver; NULL resolves with a blocking getaddrinfo. */
 	struct evdns_base *dns_base;
 	/* 0 picks the IMAP_CLIENT_DEFAULT_* value. The connect timeout covers
-	   TCP, TLS, the greeting and the first CAPABILITY; the command timeout
-	   is how long the server may stay silent while a command is pending
-	   (IDLE is exempt once the server accepted it). */
+	   the lookup, TCP, TLS, the greeting and the first CAPABILITY; the
+	   command timeout is how long the server may stay silent while a
+	   command is pending (IDLE is exempt once the server accepted it).
+	   Every address host resolves to (IPv4 and IPv6, in the resolver's
+	   order) is tried in turn until one accepts the TCP connection; one
+	   that refuses or is unreachable moves on at once. Each address but
+	   the last gets the connect time left divided by the addresses left,
+	   at least IMAP_CLIENT_CONNECT_ATTEMPT_MIN_MSECS, before the next is
+	   tried; the last runs until the connect timeout. TLS and STARTTLS
+	   start on the connected socket and verify host, never the address. */
 	unsigned int connect_timeout_msecs;
 	unsigned int command_timeout_msecs;
 	/* Tag prefix; NULL: four random letters A-P as imaplib's Int2AP. */
@@ -126,7 +134,10 @@ void imap_client_free(struct imap_client **client);
 /* Connects, does TLS (implicit or STARTTLS), reads the greeting and the
    capabilities. callback gets OK (greeting OK or PREAUTH; the state says
    which), or abort with the reason (refused, TLS verification, BYE
-   greeting, timeout). Returns the connect "command", never NULL. */
+   greeting, timeout). Returns the connect "command", never NULL.
+   The reason when no address connects: "cannot resolve HOST: why", or
+   "cannot connect to HOST:PORT (N addresses): LAST-ADDRESS: why". A
+   lookup still pending when the client is freed is cancelled. */
 struct imap_client_command *imap_client_connect(struct imap_client *client,
 						imap_client_command_fn *callback,
 						void *context);

@@ -6,12 +6,19 @@
 #include "imap-parser.h"
 #include "imap-response.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 static int passed, failed;
 static const char *host, *user, *pass, *user2, *pass2, *ca_file, *untrusted_ca;
@@ -834,6 +841,304 @@ static void test_condstore_qresync(void)
 	imap_client_sync_free(&sync);
 }
 
+/* ---- connecting by name: every address in turn ---- */
+
+#define DNS_TEST_WAIT_MSECS 15000 /* the longest any one connect below may take */
+#define DNS_TEST_LOOKUP_TIMEOUT "0.3" /* seconds evdns waits for the (dead) name server */
+#define DNS_TEST_BACKLOG_FILL 3 /* connections that fill a listen(0) queue so later SYNs are dropped */
+
+struct dns_outcome {
+	bool done;
+	enum imap_client_status status;
+	char text[512];
+};
+
+static void dns_outcome_cb(struct imap_client *client, struct imap_client_command *command,
+			   const struct imap_client_result *result, void *context)
+{
+	struct dns_outcome *outcome = context;
+
+	(void)client;
+	(void)command;
+	outcome->done = true;
+	outcome->status = result->status;
+	snprintf(outcome->text, sizeof(outcome->text), "%s", result->text);
+}
+
+static double monotonic_seconds(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+/* Runs base until outcome is done, at most DNS_TEST_WAIT_MSECS. */
+static void dns_wait(struct event_base *base, struct dns_outcome *outcome)
+{
+	double deadline = monotonic_seconds() + DNS_TEST_WAIT_MSECS / 1000.0;
+	struct timeval tick = { .tv_sec = 0, .tv_usec = 100 * 1000 };
+
+	while (!outcome->done && monotonic_seconds() < deadline) {
+		event_base_loopexit(base, &tick);
+		event_base_loop(base, EVLOOP_ONCE);
+	}
+	if (!outcome->done)
+		snprintf(outcome->text, sizeof(outcome->text), "no outcome within %d ms", DNS_TEST_WAIT_MSECS);
+}
+
+/* Connects to name (and logs in when login is set); the connect's outcome in *outcome_r. */
+static void dns_connect(struct event_base *base, struct evdns_base *dns, const char *name,
+			unsigned int connect_timeout_msecs, bool login, struct dns_outcome *outcome_r,
+			struct dns_outcome *login_r)
+{
+	struct imap_client_settings settings = settings_for(IMAP_CLIENT_TLS_NONE, NULL);
+	struct imap_client *client;
+	const char *error;
+
+	memset(outcome_r, 0, sizeof(*outcome_r));
+	memset(login_r, 0, sizeof(*login_r));
+	outcome_r->status = login_r->status = IMAP_CLIENT_STATUS_ABORT;
+	settings.host = name;
+	settings.dns_base = dns;
+	settings.connect_timeout_msecs = connect_timeout_msecs;
+	client = imap_client_new(base, &settings, &error);
+	if (client == NULL) {
+		snprintf(outcome_r->text, sizeof(outcome_r->text), "client not made: %s", error);
+		return;
+	}
+	imap_client_connect(client, dns_outcome_cb, outcome_r);
+	dns_wait(base, outcome_r);
+	if (login && outcome_r->status == IMAP_CLIENT_STATUS_OK) {
+		imap_client_login(client, user, pass, dns_outcome_cb, login_r);
+		dns_wait(base, login_r);
+	}
+	imap_client_free(&client);
+}
+
+/* Whether a TCP connect to address:port_number is refused (nothing listens there). */
+static bool tcp_refused(int family, const char *address, unsigned int port_number)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, ret, saved;
+
+	memset(&ss, 0, sizeof(ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port_number);
+		inet_pton(AF_INET, address, &sin->sin_addr);
+		len = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port_number);
+		inet_pton(AF_INET6, address, &sin6->sin6_addr);
+		len = sizeof(*sin6);
+	}
+	fd = socket(family, SOCK_STREAM, 0);
+	if (fd < 0)
+		return true; /* no such family here: as unreachable as refused */
+	ret = connect(fd, (struct sockaddr *)&ss, len);
+	saved = errno;
+	close(fd);
+	return ret < 0 && saved != ETIMEDOUT;
+}
+
+/* A UDP port on 127.0.0.1 with nothing bound to it at the time of the call. */
+static unsigned int closed_udp_port(void)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = 0 };
+	socklen_t len = sizeof(sin);
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	unsigned int found = 0;
+
+	inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sin, &len) == 0)
+		found = ntohs(sin.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return found;
+}
+
+/* A resolver that knows only the names in hosts_path and asks a dead name server for the rest. */
+static struct evdns_base *dns_test_resolver(struct event_base *base, const char *hosts_path)
+{
+	struct evdns_base *dns = evdns_base_new(base, 0);
+	char nameserver[64];
+
+	if (dns == NULL)
+		return NULL;
+	snprintf(nameserver, sizeof(nameserver), "127.0.0.1:%u", closed_udp_port());
+	if (evdns_base_load_hosts(dns, hosts_path) != 0 || evdns_base_nameserver_ip_add(dns, nameserver) != 0 ||
+	    evdns_base_set_option(dns, "timeout:", DNS_TEST_LOOKUP_TIMEOUT) != 0 ||
+	    evdns_base_set_option(dns, "attempts:", "1") != 0) {
+		evdns_base_free(dns, 0);
+		return NULL;
+	}
+	return dns;
+}
+
+/* A listener on address:port_number whose accept queue is full, so a
+   connect to it gets no answer; -1 when it can't be made. fill_r gets
+   the connections that fill it (closed by the caller). */
+static int unanswering_listener(const char *address, unsigned int port_number, int fill_r[DNS_TEST_BACKLOG_FILL])
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port_number) };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	for (int i = 0; i < DNS_TEST_BACKLOG_FILL; i++)
+		fill_r[i] = -1;
+	inet_pton(AF_INET, address, &sin.sin_addr);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 0) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	for (int i = 0; i < DNS_TEST_BACKLOG_FILL; i++) {
+		fill_r[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		if (fill_r[i] >= 0)
+			(void)connect(fill_r[i], (struct sockaddr *)&sin, sizeof(sin));
+	}
+	return fd;
+}
+
+static void test_dns_every_address(void)
+{
+	char dir[] = "/tmp/test-imap-client-dns.XXXXXX", hosts_path[sizeof(dir) + 16], expected[256];
+	struct dns_outcome outcome, login;
+	struct event_base *base;
+	struct evdns_base *dns;
+	int fill[DNS_TEST_BACKLOG_FILL], listener;
+	double started;
+	FILE *f;
+
+	/* the premises: Dovecot listens on 127.0.0.1 only */
+	check("premise: nothing listens on 127.0.0.3 at Dovecot's port", tcp_refused(AF_INET, "127.0.0.3", port),
+	      NULL);
+	check("premise: nothing listens on ::1 at Dovecot's port", tcp_refused(AF_INET6, "::1", port), NULL);
+	if (mkdtemp(dir) == NULL) {
+		check("hosts file directory", false, "%s", strerror(errno));
+		return;
+	}
+	snprintf(hosts_path, sizeof(hosts_path), "%s/hosts", dir);
+	f = fopen(hosts_path, "w");
+	if (f == NULL) {
+		check("hosts file", false, "%s", strerror(errno));
+		rmdir(dir);
+		return;
+	}
+	fprintf(f, "::1 fallback.imapcached.test\n"
+		   "127.0.0.3 fallback.imapcached.test\n"
+		   "%s fallback.imapcached.test\n"
+		   "::1 refused.imapcached.test\n"
+		   "127.0.0.3 refused.imapcached.test\n"
+		   "127.0.0.4 slow.imapcached.test\n"
+		   "%s slow.imapcached.test\n", host, host);
+	fclose(f);
+	base = event_base_new();
+	dns = base != NULL ? dns_test_resolver(base, hosts_path) : NULL;
+	check("test resolver made", dns != NULL, NULL);
+	if (dns == NULL)
+		goto out;
+
+	dns_connect(base, dns, "fallback.imapcached.test", 10000, true, &outcome, &login);
+	check("a name whose first two addresses refuse connects to the third", outcome.status == IMAP_CLIENT_STATUS_OK,
+	      "%s", outcome.text);
+	check("and logs in there", login.status == IMAP_CLIENT_STATUS_OK, "%s", login.text);
+
+	dns_connect(base, dns, "refused.imapcached.test", 10000, false, &outcome, &login);
+	snprintf(expected, sizeof(expected), "cannot connect to refused.imapcached.test:%u (2 addresses): "
+		 "127.0.0.3:%u: Connection refused", port, port);
+	check("every address refuses: an abort naming the host, the count and the last address's error",
+	      outcome.status == IMAP_CLIENT_STATUS_ABORT && strcmp(outcome.text, expected) == 0,
+	      "got \"%s\", expected \"%s\"", outcome.text, expected);
+
+	started = monotonic_seconds();
+	dns_connect(base, dns, "nowhere.imapcached.test", 10000, false, &outcome, &login);
+	check("a name nobody knows: cannot resolve, as before",
+	      outcome.status == IMAP_CLIENT_STATUS_ABORT &&
+	      strncmp(outcome.text, "cannot resolve nowhere.imapcached.test: ", 40) == 0,
+	      "%s", outcome.text);
+	check("and the failed lookup ends well before the connect timeout", monotonic_seconds() - started < 5,
+	      "%.1f s", monotonic_seconds() - started);
+
+	{
+		/* freed while the (dead) name server is still being asked: the lookup is cancelled */
+		struct imap_client_settings settings = settings_for(IMAP_CLIENT_TLS_NONE, NULL);
+		struct dns_outcome pending = { .done = false };
+		struct imap_client *client;
+		const char *error;
+
+		settings.host = "pending.imapcached.test";
+		settings.dns_base = dns;
+		client = imap_client_new(base, &settings, &error);
+		if (client != NULL) {
+			imap_client_connect(client, dns_outcome_cb, &pending);
+			event_base_loop(base, EVLOOP_NONBLOCK);
+			imap_client_free(&client);
+			for (int i = 0; i < 10; i++)
+				event_base_loop(base, EVLOOP_NONBLOCK);
+		}
+		check("a client freed during its lookup: no callback", client == NULL && !pending.done, NULL);
+	}
+
+	listener = unanswering_listener("127.0.0.4", port, fill);
+	check("a listener on 127.0.0.4 that never answers", listener >= 0, "%s", strerror(errno));
+	if (listener >= 0) {
+		started = monotonic_seconds();
+		dns_connect(base, dns, "slow.imapcached.test", 6000, true, &outcome, &login);
+		double elapsed = monotonic_seconds() - started;
+
+		check("an address that never answers gives way to the next one in its share of the timeout",
+		      outcome.status == IMAP_CLIENT_STATUS_OK && login.status == IMAP_CLIENT_STATUS_OK &&
+		      elapsed >= 2.5 && elapsed < 6, "%s / %s after %.1f s", outcome.text, login.text, elapsed);
+		close(listener);
+		for (int i = 0; i < DNS_TEST_BACKLOG_FILL; i++) {
+			if (fill[i] >= 0)
+				close(fill[i]);
+		}
+	}
+out:
+	if (dns != NULL)
+		evdns_base_free(dns, 0);
+	if (base != NULL)
+		event_base_free(base);
+	unlink(hosts_path);
+	rmdir(dir);
+}
+
+/* The blocking lookup (no evdns_base, as the sync wrapper and tools use): a numeric host. */
+static void test_blocking_lookup(void)
+{
+	struct imap_client_settings settings = settings_for(IMAP_CLIENT_TLS_NONE, NULL);
+	const struct imap_client_result *result;
+	struct imap_client_sync *sync;
+	const char *error;
+	char expected[256];
+
+	settings.host = "127.0.0.3";
+	sync = imap_client_sync_new(&settings, &error);
+	if (sync == NULL) {
+		check("blocking-lookup client", false, "%s", error);
+		return;
+	}
+	snprintf(expected, sizeof(expected), "cannot connect to 127.0.0.3:%u (1 address): 127.0.0.3:%u: "
+		 "Connection refused", port, port);
+	check("blocking lookup, numeric host that refuses: the clear error",
+	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT &&
+	      strcmp(result->text, expected) == 0, "got \"%s\", expected \"%s\"", result->text, expected);
+	imap_client_sync_free(&sync);
+	/* and the numeric host that works: every session() above connects this way */
+	sync = session(IMAP_CLIENT_TLS_NONE, user, pass);
+	check("blocking lookup, numeric host: connected and logged in", sync != NULL, NULL);
+	imap_client_sync_free(&sync);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -856,6 +1161,8 @@ int main(void)
 	test_examine_and_fetch();
 	test_message_commands();
 	test_condstore_qresync();
+	test_dns_every_address();
+	test_blocking_lookup();
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed == 0 ? 0 : 1;
 }
