@@ -352,12 +352,6 @@ static int daemon_start_events(struct daemon_state *daemon)
 
 static void daemon_cleanup(struct daemon_state *daemon)
 {
-	session_free_all();
-	session_set_upstream_pool(NULL);
-	upstream_pool_free(&daemon->pool);
-	upstream_set_resolver(NULL);
-	if (daemon->dns_base != NULL)
-		evdns_base_free(daemon->dns_base, 0);
 	for (size_t i = 0; i < daemon->listeners_count; i++)
 		listener_free(&daemon->listeners[i]);
 	free(daemon->listeners);
@@ -369,6 +363,17 @@ static void daemon_cleanup(struct daemon_state *daemon)
 		event_free(daemon->sigterm_event);
 	if (daemon->sigint_event != NULL)
 		event_free(daemon->sigint_event);
+	session_free_all();
+	session_set_upstream_pool(NULL);
+	upstream_pool_free(&daemon->pool);
+	/* A host lookup cancelled just now ends in a deferred callback that
+	   frees its memory: let it run before the resolver goes (nothing
+	   else can fire: listeners, timers and signals are gone). */
+	if (daemon->base != NULL)
+		event_base_loop(daemon->base, EVLOOP_NONBLOCK);
+	upstream_set_resolver(NULL);
+	if (daemon->dns_base != NULL)
+		evdns_base_free(daemon->dns_base, 0);
 	if (daemon->base != NULL)
 		event_base_free(daemon->base);
 	conf_unref(&daemon->conf);
