@@ -2,7 +2,7 @@
 """proxyfixture: imapcached in front of the test Dovecot, for Python tests
 and benchmarks: the IMAPTEST_* environment, a Daemon (one imapcached in
 the foreground, its log collected), a Raw line-based IMAP socket client,
-and quote()/untag().
+quote()/untag(), and run_steps() for a test's sequence of steps.
 
 Tests under tests/integration/ import it like checks.py; scripts under
 tests/bench/ put tests/integration/ on sys.path first (with
@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import threading
 import time
+
+from checks import check
 
 ENV = os.environ
 
@@ -322,3 +324,17 @@ def untag(line):
 def strip_timings(line):
     """A line without Dovecot's command timings ("(0.001 + 0.000 secs)")."""
     return TIMINGS.sub("", line)
+
+
+def run_steps(steps, *args):
+    """Calls each of steps with args, in order. One that raises is reported
+    as a failed check "NAME ran to the end" (NAME: the function's name) and
+    the others still run: one broken step must not hide the others.
+    Returns what the steps that did not raise returned, in order."""
+    results = []
+    for step in steps:
+        try:
+            results.append(step(*args))
+        except Exception as e:
+            check("%s ran to the end" % step.__name__, False, repr(e))
+    return results

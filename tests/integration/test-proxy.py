@@ -20,7 +20,7 @@ import time
 
 from checks import check, summary
 from proxyfixture import (BINARY, HOST, PASS, PASS2, PORT, USER, USER2, WAIT, Daemon, Raw, quote_bytes,
-                          upstream_dovecot)
+                          run_steps, upstream_dovecot)
 
 tmp = tempfile.mkdtemp(prefix="test-proxy.")
 
@@ -430,18 +430,11 @@ def test_upstream_dies():
 def main():
     daemon = Daemon(upstream_dovecot(), tmpdir=tmp)
     try:
-        for test in (test_differential, test_login_refused, test_authenticate, test_literals,
-                     test_big_append, test_idle, test_backpressure, test_pipelined):
-            try:
-                test(daemon)
-            except Exception as e:  # one broken step must not hide the others
-                check("%s ran to the end" % test.__name__, False, repr(e))
+        run_steps((test_differential, test_login_refused, test_authenticate, test_literals, test_big_append,
+                   test_idle, test_backpressure, test_pipelined), daemon)
     finally:
         daemon.stop()
-    try:
-        test_upstream_dies()
-    except Exception as e:
-        check("test_upstream_dies ran to the end", False, repr(e))
+    run_steps((test_upstream_dies,))
     check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
     return summary()
 

@@ -18,7 +18,7 @@ import time
 
 from checks import check, summary
 import proxyfixture
-from proxyfixture import PASS, PASS2, PORT, USER, USER2, Daemon, quote, untag, upstream_dovecot
+from proxyfixture import PASS, PASS2, PORT, USER, USER2, Daemon, quote, run_steps, untag, upstream_dovecot
 
 LITERAL_TIMEOUT = 2  # timeouts.literal of the test daemon
 PREAUTH_LIMIT = 64  # limits.literal_preauth
@@ -311,18 +311,11 @@ def main():
                     "timeouts = { literal = %d; };\nlimits = { literal_preauth = %d; literal = %d; };\n"
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
-        for test in (test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_limit,
-                     test_id):
-            try:
-                test(daemon)
-            except Exception as e:  # one broken step must not hide the others
-                check("%s ran to the end" % test.__name__, False, repr(e))
+        run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_limit, test_id),
+                  daemon)
     finally:
         daemon.stop()
-    try:
-        test_dns()
-    except Exception as e:
-        check("test_dns ran to the end", False, repr(e))
+    run_steps((test_dns,))
     check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
     return summary()
 
