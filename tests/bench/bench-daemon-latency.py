@@ -14,7 +14,6 @@ non-zero only when the measurement itself failed."""
 import importlib.util
 import json
 import os
-import re
 import socket
 import ssl
 import statistics
@@ -27,14 +26,14 @@ _spec = importlib.util.spec_from_file_location(
     "bench_daemon_resources", os.path.join(HERE, "bench-daemon-resources.py"))
 resources = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(resources)
-Daemon, MeasureError, quote = resources.Daemon, resources.MeasureError, resources.quote
+Daemon, MeasureError = resources.Daemon, resources.MeasureError
+import proxyfixture  # noqa: E402 (on the path bench-daemon-resources.py puts it on)
+from proxyfixture import CA, HOST, MANIFEST, PASS, PORT, TLS_PORT, USER, quote_bytes  # noqa: E402
 
-ENV = os.environ
-USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
 ROUNDS = 15            # connections per path: enough for a stable median on a busy machine
 MESSAGES = (1, 2, 3, 4, 5)  # FETCHed in this order on each connection; 1 comes back at the end
 WAIT = 60              # seconds: the longest any single answer may take
-with open(ENV["IMAPTEST_MANIFEST"]) as _f:
+with open(MANIFEST) as _f:
     _largest = max(json.load(_f)["messages"], key=lambda m: m["size"])
 LARGEST_UID, LARGEST_SIZE = _largest["uid"], _largest["size"]
 
@@ -49,64 +48,18 @@ class Path:
     def connect(self):
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=WAIT)
         if self.tls:
-            context = ssl.create_default_context(cafile=ENV["IMAPTEST_CA"])
-            sock = context.wrap_socket(sock, server_hostname=ENV["IMAPTEST_HOST"])
-        return Conn(sock)
+            context = ssl.create_default_context(cafile=CA)
+            sock = context.wrap_socket(sock, server_hostname=HOST)
+        return Conn(self.port, sock=sock, skip_literals=True)
 
 
-class Conn:
+class Conn(proxyfixture.Raw):
     """An IMAP connection that skips literals by their announced size, so
-    the client's own cost stays linear in the bytes (Raw re-splits its
-    buffer per line, which a 2 MB literal would turn into the figure)."""
+    the client's own cost stays linear in the bytes (reading a 2 MB
+    literal line by line would turn the client into the figure)."""
 
-    LITERAL = re.compile(rb"\{(\d+)\}$")
-
-    def __init__(self, sock):
-        self.sock, self.buf, self.pos = sock, bytearray(), 0
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def _fill(self):
-        if self.pos > 0:
-            del self.buf[:self.pos]
-            self.pos = 0
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise MeasureError("connection closed; have %r" % bytes(self.buf[-200:]))
-        self.buf += data
-
-    def line(self):
-        """The next line with its literals skipped."""
-        parts = []
-        while True:
-            end = self.buf.find(b"\r\n", self.pos)
-            while end < 0:
-                self._fill()
-                end = self.buf.find(b"\r\n", self.pos)
-            part = bytes(self.buf[self.pos:end])
-            self.pos = end + 2
-            parts.append(part)
-            m = self.LITERAL.search(part)
-            if not m:
-                return b"".join(parts).decode(errors="replace")
-            left = int(m.group(1))
-            while len(self.buf) - self.pos < left:
-                left -= len(self.buf) - self.pos
-                self.pos = len(self.buf)
-                self._fill()
-            self.pos += left
-
-    def expect_ok(self, tag, what):
-        while True:
-            line = self.line()
-            if line.startswith(tag + " "):
-                if not line.startswith(tag + " OK"):
-                    raise MeasureError("%s: %s" % (what, line))
-                return
-
-    def close(self):
-        self.sock.close()
+    error = MeasureError
+    recv_size = 1 << 20
 
 
 def percentile(samples, fraction):
@@ -128,7 +81,7 @@ def one_round(path):
         greeting = conn.line()
         if not greeting.startswith("* OK"):
             raise MeasureError("%s greeting: %s" % (path.name, greeting))
-        conn.send(b"l LOGIN " + quote(USER) + b" " + quote(PASS) + b"\r\n")
+        conn.send(b"l LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS) + b"\r\n")
         conn.expect_ok("l", "LOGIN")
         conn.send(b"s SELECT INBOX\r\n")
         conn.expect_ok("s", "SELECT")
@@ -145,8 +98,8 @@ def one_round(path):
 
 def main():
     daemon = Daemon()
-    paths = [Path("direct", int(ENV["IMAPTEST_PORT"]), False),
-             Path("direct TLS", int(ENV["IMAPTEST_TLS_PORT"]), True),
+    paths = [Path("direct", PORT, False),
+             Path("direct TLS", TLS_PORT, True),
              Path("proxy", daemon.port, False)]
     try:
         for path in paths:  # one warm-up round each, not counted

@@ -14,21 +14,15 @@ is stopped by its PID."""
 import os
 import re
 import resource
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ENV = os.environ
-BUILD = ENV.get("top_builddir", ".")
-BINARY = os.path.join(BUILD, "daemon", "imapcached")
-HOST = ENV["IMAPTEST_HOST"]
-TLS_PORT = int(ENV["IMAPTEST_TLS_PORT"])
-CA = ENV["IMAPTEST_CA"]
-USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
+sys.dont_write_bytecode = True  # the import below must leave the source tree alone
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import proxyfixture  # noqa: E402 (needs the path above)
+from proxyfixture import PASS2, USER2, quote_bytes, upstream_dovecot  # noqa: E402
 
 WAIT = 60              # seconds: the longest any single expectation may take
 CLIENTS_FEW = 100      # the first point of the slope
@@ -50,10 +44,6 @@ class MeasureError(Exception):
     """The measurement itself failed (not a missed target)."""
 
 
-def quote(text):
-    return b'"' + text.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
-
-
 def status_kib(pid, field):
     """VmRSS or VmHWM of PID, in KiB."""
     with open("/proc/%d/status" % pid) as f:
@@ -63,51 +53,24 @@ def status_kib(pid, field):
     raise MeasureError("no %s in /proc/%d/status" % (field, pid))
 
 
-class Daemon:
+class Daemon(proxyfixture.Daemon):
     """One imapcached in the foreground in front of the fixture's Dovecot
-    (implicit TLS), its stderr drained so it never blocks on logging."""
+    (implicit TLS), logging at info, keeping only the tail of its log, and
+    counting the sessions it has open."""
+
+    start_error = MeasureError
 
     def __init__(self):
-        path = os.path.join(tmp, "imapcached-%d.conf" % time.monotonic_ns())
-        with open(path, "w") as f:
-            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
-            f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "implicit"; '
-                    'ca_file = "%s"; } );\n' % (HOST, TLS_PORT, CA))
-            f.write('log = { level = "info"; };\n')
-            f.write("limits = { sessions = %d; };\n" % SESSIONS_LIMIT)
-        env = dict(ENV)
-        env.pop("JOURNAL_STREAM", None)
-        env.pop("NOTIFY_SOCKET", None)
-        self.lines = []
         self.sessions = 0  # started minus ended, from the log
-        self.lock = threading.Condition()
-        self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
-        self.pid = self.proc.pid
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        deadline = time.time() + WAIT
-        with self.lock:
-            while True:
-                m = None
-                for line in self.lines:
-                    m = re.search(r"listening on [0-9.]+:(\d+)", line) or m
-                if m:
-                    self.port = int(m.group(1))
-                    break
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise MeasureError("imapcached did not start: %s" % self.lines[-20:])
-                self.lock.wait(0.2)
+        super().__init__(upstream_dovecot("implicit"), log_level="info",
+                         extra="limits = { sessions = %d; };\n" % SESSIONS_LIMIT, tmpdir=tmp, timeout=WAIT,
+                         keep_lines=200)  # only the tail is ever shown
 
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                if re.search(r"session \d+: start:", self.lines[-1]):
-                    self.sessions += 1
-                elif re.search(r"session \d+: end:", self.lines[-1]):
-                    self.sessions -= 1
-                del self.lines[:-200]  # only the tail is ever shown
-                self.lock.notify_all()
+    def on_line(self, line):
+        if re.search(r"session \d+: start:", line):
+            self.sessions += 1
+        elif re.search(r"session \d+: end:", line):
+            self.sessions -= 1
 
     def rss(self):
         if self.proc.poll() is not None:
@@ -134,49 +97,14 @@ class Daemon:
             last = now
         return last
 
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.reader.join(WAIT)
 
+class Raw(proxyfixture.Raw):
+    """A line-based IMAP connection that fails with MeasureError."""
 
-class Raw:
-    """A line-based IMAP connection with timeouts."""
+    error = MeasureError
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise MeasureError("connection closed; have %r" % self.buf[-200:])
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode(errors="replace")
-
-    def until_tagged(self, tag):
-        while True:
-            line = self.line()
-            if line.startswith(tag + " "):
-                return line
-
-    def expect_ok(self, tag, what):
-        line = self.until_tagged(tag)
-        if not line.startswith(tag + " OK"):
-            raise MeasureError("%s: %s" % (what, line))
-
-    def close(self):
-        self.sock.close()
+        super().__init__(port, timeout=WAIT)
 
 
 def login_batch(port, count):
@@ -189,7 +117,7 @@ def login_batch(port, count):
             if not greeting.startswith("* OK"):
                 raise MeasureError("greeting: %s" % greeting)
         for c in batch:
-            c.send(b"l LOGIN " + quote(USER2) + b" " + quote(PASS2) + b"\r\n")
+            c.send(b"l LOGIN " + quote_bytes(USER2) + b" " + quote_bytes(PASS2) + b"\r\n")
         for c in batch:
             c.expect_ok("l", "LOGIN")
         clients.extend(batch)

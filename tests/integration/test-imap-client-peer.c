@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Tests the imap-client core against a scripted loopback peer: garbage, a close mid-literal, stalls, BYE, STARTTLS injection, literals and SASL without SASL-IR. */
 #include "config.h"
+#include "itest.h"
 #include "imap-client-commands.h"
 #include "imap-client-sync.h"
 #include "tls.h"
@@ -23,35 +24,6 @@
 #define PEER_IO_TIMEOUT_SECS 5 /* every blocking read in the peer ends */
 #define PEER_LINE_MAX 4096
 
-static int passed, failed;
-
-static void check_report(const char *name, bool condition, const char *format, ...)
-	__attribute__((format(printf, 3, 4)));
-static void check_report(const char *name, bool condition, const char *format, ...)
-{
-	if (condition) {
-		passed++;
-		printf("ok: %s\n", name);
-		return;
-	}
-	failed++;
-	printf("FAIL: %s", name);
-	if (format != NULL) {
-		va_list args;
-
-		printf(": ");
-		va_start(args, format);
-		vprintf(format, args);
-		va_end(args);
-	}
-	printf("\n");
-}
-
-#define check(name, condition, ...) \
-	do { \
-		bool check_ok_ = (condition); \
-		check_report(name, check_ok_, __VA_ARGS__); \
-	} while (0)
 
 /* ---- the scripted peer ---- */
 
@@ -467,31 +439,31 @@ static void test_aborts(void)
 	struct timeval start, end;
 	long msecs;
 
-	check("garbage: abort", run_noop(script_garbage, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
-	check("garbage: reason says malformed", strstr(text, "malformed") != NULL, "%s", text);
-	check("close mid-literal: abort",
-	      run_noop(script_close_mid_literal, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
-	check("close mid-literal: reason says closed", strstr(text, "closed") != NULL, "%s", text);
+	itest_check("garbage: abort", run_noop(script_garbage, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
+	itest_check("garbage: reason says malformed", strstr(text, "malformed") != NULL, "%s", text);
+	itest_check("close mid-literal: abort",
+	            run_noop(script_close_mid_literal, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
+	itest_check("close mid-literal: reason says closed", strstr(text, "closed") != NULL, "%s", text);
 	gettimeofday(&start, NULL);
-	check("stall: abort", run_noop(script_stall_after_greeting, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
-	      "%s", text);
+	itest_check("stall: abort", run_noop(script_stall_after_greeting, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
+	            "%s", text);
 	gettimeofday(&end, NULL);
 	msecs = (end.tv_sec - start.tv_sec) * 1000 + (end.tv_usec - start.tv_usec) / 1000;
-	check("stall: command timeout", strstr(text, "timed out") != NULL && msecs >= 450 && msecs < 2900,
-	      "%s after %ld ms", text, msecs);
-	check("no greeting: abort", run_noop(script_no_greeting, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
-	      "%s", text);
-	check("no greeting: connect timeout", strstr(text, "timed out") != NULL && strstr(text, "connecting") != NULL,
-	      "%s", text);
-	check("BYE: abort", run_noop(script_bye, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
-	check("BYE: reason carries the text", strstr(text, "shutting down") != NULL, "%s", text);
-	check("BYE greeting: abort", run_noop(script_bye_greeting, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
-	      "%s", text);
-	check("BYE greeting: reason", strstr(text, "too many connections") != NULL, "%s", text);
-	check("unknown tag: abort", run_noop(script_unknown_tag, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
-	      "%s", text);
-	check("unexpected continuation: abort",
-	      run_noop(script_unexpected_continuation, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
+	itest_check("stall: command timeout", strstr(text, "timed out") != NULL && msecs >= 450 && msecs < 2900,
+	            "%s after %ld ms", text, msecs);
+	itest_check("no greeting: abort", run_noop(script_no_greeting, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
+	            "%s", text);
+	itest_check("no greeting: connect timeout", strstr(text, "timed out") != NULL && strstr(text, "connecting") != NULL,
+	            "%s", text);
+	itest_check("BYE: abort", run_noop(script_bye, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
+	itest_check("BYE: reason carries the text", strstr(text, "shutting down") != NULL, "%s", text);
+	itest_check("BYE greeting: abort", run_noop(script_bye_greeting, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
+	            "%s", text);
+	itest_check("BYE greeting: reason", strstr(text, "too many connections") != NULL, "%s", text);
+	itest_check("unknown tag: abort", run_noop(script_unknown_tag, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT,
+	            "%s", text);
+	itest_check("unexpected continuation: abort",
+	            run_noop(script_unexpected_continuation, text, sizeof(text)) == IMAP_CLIENT_STATUS_ABORT, "%s", text);
 }
 
 static void test_refused_connection(void)
@@ -514,12 +486,12 @@ static void test_refused_connection(void)
 	}
 	close(fd);
 	sync = imap_client_sync_new(&settings, &error);
-	check("refused connection: abort", imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT,
-	      "%s", result->text);
-	check("refused connection: reason", strstr(result->text, "refused") != NULL, "%s", result->text);
-	check("commands after abort: abort",
-	      imap_client_sync_wait(sync, imap_client_noop(imap_client_sync_get_client(sync), NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
+	itest_check("refused connection: abort", imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT,
+	            "%s", result->text);
+	itest_check("refused connection: reason", strstr(result->text, "refused") != NULL, "%s", result->text);
+	itest_check("commands after abort: abort",
+	            imap_client_sync_wait(sync, imap_client_noop(imap_client_sync_get_client(sync), NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
 	imap_client_sync_free(&sync);
 }
 
@@ -534,22 +506,22 @@ static void test_starttls_injection(void)
 	peer_start(&peer, script_starttls_injection);
 	sync = peer_client(&peer, IMAP_CLIENT_TLS_STARTTLS);
 	client = imap_client_sync_get_client(sync);
-	check("STARTTLS with injected plain-text data: connected",
-	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("injected data not parsed: capabilities are the TLS ones",
-	      imap_client_has_capability(client, "AUTH=PLAIN") && !imap_client_has_capability(client, "INJECTED") &&
-	      !imap_client_has_capability(client, "LOGINDISABLED"), "%s", imap_client_get_capabilities(client));
+	itest_check("STARTTLS with injected plain-text data: connected",
+	            imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("injected data not parsed: capabilities are the TLS ones",
+	            imap_client_has_capability(client, "AUTH=PLAIN") && !imap_client_has_capability(client, "INJECTED") &&
+	            !imap_client_has_capability(client, "LOGINDISABLED"), "%s", imap_client_get_capabilities(client));
 	stored = imap_client_pop_response(client, "BYE");
-	check("injected BYE not seen", stored == NULL, NULL);
+	itest_check("injected BYE not seen", stored == NULL, NULL);
 	imap_client_untagged_unref(&stored);
-	check("session works over TLS after STARTTLS",
-	      imap_client_sync_wait(sync, imap_client_noop(client, NULL, NULL), &result) == IMAP_CLIENT_STATUS_OK &&
-	      imap_client_get_ssl(client) != NULL, "%s", result->text);
+	itest_check("session works over TLS after STARTTLS",
+	            imap_client_sync_wait(sync, imap_client_noop(client, NULL, NULL), &result) == IMAP_CLIENT_STATUS_OK &&
+	            imap_client_get_ssl(client) != NULL, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_logout(client, NULL, NULL), &result);
-	check("LOGOUT: BYE expected, not an abort", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("LOGOUT: BYE expected, not an abort", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_free(&sync);
 	peer_stop(&peer);
-	check("peer saw STARTTLS and a TLS handshake", peer.ok, "%s", peer.seen);
+	itest_check("peer saw STARTTLS and a TLS handshake", peer.ok, "%s", peer.seen);
 }
 
 static void test_literals(void)
@@ -564,13 +536,13 @@ static void test_literals(void)
 	imap_client_sync_connect(sync, &result);
 	imap_client_sync_wait(sync, imap_client_append(imap_client_sync_get_client(sync), "INBOX", NULL, NULL,
 						       "Subject: x\r\n\r\nbody", 19, NULL, NULL), &result);
-	check("synchronizing literal: APPEND OK", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("APPENDUID parsed", imap_client_result_get_appenduid(result, &uidvalidity, &uid) &&
-	      uidvalidity == 7 && uid == 42, NULL);
+	itest_check("synchronizing literal: APPEND OK", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("APPENDUID parsed", imap_client_result_get_appenduid(result, &uidvalidity, &uid) &&
+	            uidvalidity == 7 && uid == 42, NULL);
 	imap_client_sync_free(&sync);
 	peer_stop(&peer);
-	check("synchronizing literal: sent only after +, whole", peer.ok &&
-	      strcmp(peer.seen, "Subject: x\r\n\r\nbody|") == 0, "%s", peer.seen);
+	itest_check("synchronizing literal: sent only after +, whole", peer.ok &&
+	            strcmp(peer.seen, "Subject: x\r\n\r\nbody|") == 0, "%s", peer.seen);
 
 	peer_start(&peer, script_nonsync_literal);
 	sync = peer_client(&peer, IMAP_CLIENT_TLS_NONE);
@@ -578,11 +550,11 @@ static void test_literals(void)
 	/* an astring that must be a literal (CR LF in it) goes the same way */
 	imap_client_sync_wait(sync, imap_client_login(imap_client_sync_get_client(sync), "bob", "pass\r\nword",
 						      NULL, NULL), &result);
-	check("LITERAL+: command OK", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("LITERAL+: command OK", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_free(&sync);
 	peer_stop(&peer);
-	check("LITERAL+: {n+} sent with its bytes at once", peer.ok && strcmp(peer.seen, "pass\r\nword") == 0,
-	      "%s", peer.seen);
+	itest_check("LITERAL+: {n+} sent with its bytes at once", peer.ok && strcmp(peer.seen, "pass\r\nword") == 0,
+	            "%s", peer.seen);
 }
 
 static void test_authenticate(void)
@@ -598,21 +570,21 @@ static void test_authenticate(void)
 	client = imap_client_sync_get_client(sync);
 	imap_client_sync_connect(sync, &result);
 	mechanism = imap_sasl_plain_new(NULL, "alice", "s3cret");
-	check("AUTHENTICATE PLAIN without SASL-IR: OK",
-	      imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("AUTHENTICATE PLAIN without SASL-IR: OK",
+	            imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_sasl_mechanism_free(&mechanism);
-	check("capabilities from the tagged OK", imap_client_has_capability(client, "X-AFTER-LOGIN") &&
-	      !imap_client_has_capability(client, "AUTH=PLAIN"), "%s", imap_client_get_capabilities(client));
+	itest_check("capabilities from the tagged OK", imap_client_has_capability(client, "X-AFTER-LOGIN") &&
+	            !imap_client_has_capability(client, "AUTH=PLAIN"), "%s", imap_client_get_capabilities(client));
 	mechanism = imap_sasl_xoauth2_new("alice", "bad-token");
-	check("XOAUTH2 error challenge answered, NO",
-	      imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_NO && result->code != NULL && strcmp(result->code, "AUTHENTICATIONFAILED") == 0,
-	      "%s", result->text);
+	itest_check("XOAUTH2 error challenge answered, NO",
+	            imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_NO && result->code != NULL && strcmp(result->code, "AUTHENTICATIONFAILED") == 0,
+	            "%s", result->text);
 	imap_sasl_mechanism_free(&mechanism);
 	imap_client_sync_free(&sync);
 	peer_stop(&peer);
-	check("peer got PLAIN credentials after +, then an empty XOAUTH2 answer", peer.ok, "%s", peer.seen);
+	itest_check("peer got PLAIN credentials after +, then an empty XOAUTH2 answer", peer.ok, "%s", peer.seen);
 }
 
 struct stream_test {
@@ -701,10 +673,10 @@ static void test_streamed_literal_with_back_pressure(void)
 	imap_client_free(&test.client);
 	event_base_free(test.base);
 	peer_stop(&peer);
-	check("4 MB literal streamed through a paused/resumed client: OK", test.status == IMAP_CLIENT_STATUS_OK, NULL);
-	check("streamed: every byte, in order, intact", test.bytes == BIG_LITERAL_SIZE && test.in_order &&
-	      test.content_ok, "%zu bytes", test.bytes);
-	check("streamed: reading was paused many times", test.pauses > 4, "%zu pauses", test.pauses);
+	itest_check("4 MB literal streamed through a paused/resumed client: OK", test.status == IMAP_CLIENT_STATUS_OK, NULL);
+	itest_check("streamed: every byte, in order, intact", test.bytes == BIG_LITERAL_SIZE && test.in_order &&
+	            test.content_ok, "%zu bytes", test.bytes);
+	itest_check("streamed: reading was paused many times", test.pauses > 4, "%zu pauses", test.pauses);
 }
 
 int main(void)
@@ -732,6 +704,5 @@ int main(void)
 	test_authenticate();
 	test_streamed_literal_with_back_pressure();
 	tls_context_free(&server_ctx);
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return itest_summary();
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Integration tests of every imap-client command against the fixture's real Dovecot. */
 #include "config.h"
+#include "itest.h"
 #include "imap-client-commands.h"
 #include "imap-client-sync.h"
 #include "imap-parser.h"
@@ -20,51 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static int passed, failed;
 static const char *host, *user, *pass, *user2, *pass2, *ca_file, *untrusted_ca;
 static unsigned int port, tls_port;
 static uint64_t max_inline_literal; /* 0: the default */
-
-static void check_report(const char *name, bool condition, const char *format, ...)
-	__attribute__((format(printf, 3, 4)));
-static void check_report(const char *name, bool condition, const char *format, ...)
-{
-	if (condition) {
-		passed++;
-		printf("ok: %s\n", name);
-		return;
-	}
-	failed++;
-	printf("FAIL: %s", name);
-	if (format != NULL) {
-		va_list args;
-
-		printf(": ");
-		va_start(args, format);
-		vprintf(format, args);
-		va_end(args);
-	}
-	printf("\n");
-}
-
-/* The condition is evaluated before the details, which may read its result. */
-#define check(name, condition, ...) \
-	do { \
-		bool check_ok_ = (condition); \
-		check_report(name, check_ok_, __VA_ARGS__); \
-	} while (0)
-
-static const char *env(const char *name)
-{
-	const char *value = getenv(name);
-
-	if (value == NULL) {
-		fprintf(stderr, "test-imap-client: %s is not set: run under tests/integration/with-dovecot\n",
-			name);
-		exit(99);
-	}
-	return value;
-}
 
 static struct imap_client_settings settings_for(enum imap_client_tls_mode mode, const char *ca)
 {
@@ -92,18 +51,18 @@ static struct imap_client_sync *session(enum imap_client_tls_mode mode, const ch
 
 	sync = imap_client_sync_new(&settings, &error);
 	if (sync == NULL) {
-		check("client made", false, "%s", error);
+		itest_check("client made", false, "%s", error);
 		return NULL;
 	}
 	client = imap_client_sync_get_client(sync);
 	if (imap_client_sync_connect(sync, &result) != IMAP_CLIENT_STATUS_OK) {
-		check("connect", false, "%s", result->text);
+		itest_check("connect", false, "%s", result->text);
 		imap_client_sync_free(&sync);
 		return NULL;
 	}
 	if (imap_client_sync_wait(sync, imap_client_login(client, login_user, login_pass, NULL, NULL),
 				  &result) != IMAP_CLIENT_STATUS_OK) {
-		check("login", false, "%s", result->text);
+		itest_check("login", false, "%s", result->text);
 		imap_client_sync_free(&sync);
 		return NULL;
 	}
@@ -164,21 +123,21 @@ static void test_connect_modes(void)
 		char name[128];
 
 		snprintf(name, sizeof(name), "%s: connected and logged in", modes[i].name);
-		check(name, sync != NULL, NULL);
+		itest_check(name, sync != NULL, NULL);
 		if (sync == NULL)
 			continue;
 		client = imap_client_sync_get_client(sync);
 		snprintf(name, sizeof(name), "%s: TLS in use as asked", modes[i].name);
-		check(name, (imap_client_get_ssl(client) != NULL) == (modes[i].mode != IMAP_CLIENT_TLS_NONE),
-		      NULL);
+		itest_check(name, (imap_client_get_ssl(client) != NULL) == (modes[i].mode != IMAP_CLIENT_TLS_NONE),
+		            NULL);
 		snprintf(name, sizeof(name), "%s: authenticated state", modes[i].name);
-		check(name, imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED, NULL);
+		itest_check(name, imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED, NULL);
 		/* the post-login capability list has what only a logged-in Dovecot lists */
 		snprintf(name, sizeof(name), "%s: capabilities refreshed after login", modes[i].name);
-		check(name, imap_client_has_capability(client, "MOVE") &&
-			    !imap_client_has_capability(client, "AUTH=PLAIN") &&
-			    !imap_client_has_capability(client, "STARTTLS"),
-		      "%s", imap_client_get_capabilities(client));
+		itest_check(name, imap_client_has_capability(client, "MOVE") &&
+			          !imap_client_has_capability(client, "AUTH=PLAIN") &&
+			          !imap_client_has_capability(client, "STARTTLS"),
+		            "%s", imap_client_get_capabilities(client));
 		imap_client_sync_free(&sync);
 	}
 }
@@ -193,16 +152,16 @@ static void test_starttls_capabilities(void)
 	sync = imap_client_sync_new(&settings, &error);
 	if (sync == NULL)
 		{
-		check("STARTTLS client", false, "%s", error);
+		itest_check("STARTTLS client", false, "%s", error);
 		return;
 	}
-	check("STARTTLS connect", imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK,
-	      "%s", result->text);
+	itest_check("STARTTLS connect", imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK,
+	            "%s", result->text);
 	/* after STARTTLS the list is asked again: STARTTLS is no longer offered */
-	check("capabilities refreshed after STARTTLS",
-	      imap_client_has_capability(imap_client_sync_get_client(sync), "IMAP4rev1") &&
-	      !imap_client_has_capability(imap_client_sync_get_client(sync), "STARTTLS"),
-	      "%s", imap_client_get_capabilities(imap_client_sync_get_client(sync)));
+	itest_check("capabilities refreshed after STARTTLS",
+	            imap_client_has_capability(imap_client_sync_get_client(sync), "IMAP4rev1") &&
+	            !imap_client_has_capability(imap_client_sync_get_client(sync), "STARTTLS"),
+	            "%s", imap_client_get_capabilities(imap_client_sync_get_client(sync)));
 	imap_client_sync_free(&sync);
 }
 
@@ -216,41 +175,41 @@ static void test_certificates(void)
 	sync = imap_client_sync_new(&settings, &error);
 	if (sync == NULL)
 		{
-		check("untrusted client made", false, "%s", error);
+		itest_check("untrusted client made", false, "%s", error);
 		return;
 	}
-	check("untrusted CA: implicit TLS refused with abort",
-	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
-	check("untrusted CA: reason names verification", strstr(result->text, "verif") != NULL, "%s",
-	      result->text);
+	itest_check("untrusted CA: implicit TLS refused with abort",
+	            imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
+	itest_check("untrusted CA: reason names verification", strstr(result->text, "verif") != NULL, "%s",
+	            result->text);
 	imap_client_sync_free(&sync);
 
 	settings = settings_for(IMAP_CLIENT_TLS_STARTTLS, untrusted_ca);
 	sync = imap_client_sync_new(&settings, &error);
-	check("untrusted CA: STARTTLS refused with abort",
-	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
+	itest_check("untrusted CA: STARTTLS refused with abort",
+	            imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
 	imap_client_sync_free(&sync);
 
 	/* the certificate names localhost and 127.0.0.1, not this */
 	settings = settings_for(IMAP_CLIENT_TLS_IMPLICIT, ca_file);
 	settings.host = "127.0.0.2";
 	sync = imap_client_sync_new(&settings, &error);
-	check("trusted CA, wrong host: refused",
-	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
+	itest_check("trusted CA, wrong host: refused",
+	            imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT, "%s", result->text);
 	imap_client_sync_free(&sync);
 
 	settings = settings_for(IMAP_CLIENT_TLS_IMPLICIT, untrusted_ca);
 	settings.tls_no_verify = true;
 	sync = imap_client_sync_new(&settings, &error);
-	check("verification off (explicit): accepted",
-	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("verification off (explicit): accepted",
+	            imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_free(&sync);
 
 	settings = settings_for(IMAP_CLIENT_TLS_IMPLICIT, ca_file);
 	settings.host = "localhost";
 	sync = imap_client_sync_new(&settings, &error);
-	check("trusted CA by name: accepted",
-	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("trusted CA by name: accepted",
+	            imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_free(&sync);
 }
 
@@ -263,13 +222,13 @@ static void test_bad_login(void)
 
 	sync = imap_client_sync_new(&settings, &error);
 	imap_client_sync_connect(sync, &result);
-	check("LOGIN with a wrong password: NO",
-	      imap_client_sync_wait(sync, imap_client_login(imap_client_sync_get_client(sync), user,
-							      "wrong \"password\"", NULL, NULL),
-				    &result) == IMAP_CLIENT_STATUS_NO, "%s", result->text);
-	check("still not authenticated",
-	      imap_client_get_state(imap_client_sync_get_client(sync)) == IMAP_CLIENT_STATE_NOT_AUTHENTICATED,
-	      NULL);
+	itest_check("LOGIN with a wrong password: NO",
+	            imap_client_sync_wait(sync, imap_client_login(imap_client_sync_get_client(sync), user,
+							            "wrong \"password\"", NULL, NULL),
+				          &result) == IMAP_CLIENT_STATUS_NO, "%s", result->text);
+	itest_check("still not authenticated",
+	            imap_client_get_state(imap_client_sync_get_client(sync)) == IMAP_CLIENT_STATE_NOT_AUTHENTICATED,
+	            NULL);
 	imap_client_sync_free(&sync);
 }
 
@@ -284,23 +243,23 @@ static void test_authenticate_plain(void)
 
 	sync = imap_client_sync_new(&settings, &error);
 	client = imap_client_sync_get_client(sync);
-	check("AUTHENTICATE: connect", imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK,
-	      "%s", result->text);
-	check("server offers SASL-IR and AUTH=PLAIN",
-	      imap_client_has_capability(client, "SASL-IR") &&
-	      imap_client_has_capability(client, "AUTH=PLAIN"), "%s", imap_client_get_capabilities(client));
+	itest_check("AUTHENTICATE: connect", imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_OK,
+	            "%s", result->text);
+	itest_check("server offers SASL-IR and AUTH=PLAIN",
+	            imap_client_has_capability(client, "SASL-IR") &&
+	            imap_client_has_capability(client, "AUTH=PLAIN"), "%s", imap_client_get_capabilities(client));
 	mechanism = imap_sasl_plain_new(NULL, user, "not the password");
-	check("AUTHENTICATE PLAIN (SASL-IR) with a wrong password: NO",
-	      imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL),
-				    &result) == IMAP_CLIENT_STATUS_NO, "%s", result->text);
+	itest_check("AUTHENTICATE PLAIN (SASL-IR) with a wrong password: NO",
+	            imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL),
+				          &result) == IMAP_CLIENT_STATUS_NO, "%s", result->text);
 	imap_sasl_mechanism_free(&mechanism);
 	mechanism = imap_sasl_plain_new(NULL, user, pass);
-	check("AUTHENTICATE PLAIN (SASL-IR): OK",
-	      imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL),
-				    &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("AUTHENTICATE PLAIN (SASL-IR): OK",
+	            imap_client_sync_wait(sync, imap_client_authenticate(client, mechanism, NULL, NULL),
+				          &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_sasl_mechanism_free(&mechanism);
-	check("AUTHENTICATE: authenticated state",
-	      imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED, NULL);
+	itest_check("AUTHENTICATE: authenticated state",
+	            imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED, NULL);
 	imap_client_sync_free(&sync);
 }
 
@@ -332,16 +291,16 @@ static void test_mailbox_commands(void)
 	if (sync == NULL)
 		return;
 	client = imap_client_sync_get_client(sync);
-	check("CREATE", imap_client_sync_wait(sync, imap_client_create(client, "Work stuff", NULL, NULL),
-					      &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("CREATE existing: NO",
-	      imap_client_sync_wait(sync, imap_client_create(client, "Work stuff", NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_NO, "%s", result->text);
-	check("CREATE second", imap_client_sync_wait(sync, imap_client_create(client, "Archive", NULL, NULL),
-						     &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("RENAME", imap_client_sync_wait(sync, imap_client_rename(client, "Work stuff", "Projects \"A\"",
-								       NULL, NULL),
-					      &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("CREATE", imap_client_sync_wait(sync, imap_client_create(client, "Work stuff", NULL, NULL),
+					            &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("CREATE existing: NO",
+	            imap_client_sync_wait(sync, imap_client_create(client, "Work stuff", NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_NO, "%s", result->text);
+	itest_check("CREATE second", imap_client_sync_wait(sync, imap_client_create(client, "Archive", NULL, NULL),
+						           &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("RENAME", imap_client_sync_wait(sync, imap_client_rename(client, "Work stuff", "Projects \"A\"",
+								             NULL, NULL),
+					            &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_list(client, "", "*", NULL, NULL), &result);
 	found = false;
 	index = 0;
@@ -353,50 +312,50 @@ static void test_mailbox_commands(void)
 		    strcmp(str, "Work stuff") == 0)
 			found = false;
 	}
-	check("LIST shows the renamed mailbox", found && result->status == IMAP_CLIENT_STATUS_OK, NULL);
-	check("SUBSCRIBE", imap_client_sync_wait(sync, imap_client_subscribe(client, "Projects \"A\"", NULL, NULL),
-						 &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("LIST shows the renamed mailbox", found && result->status == IMAP_CLIENT_STATUS_OK, NULL);
+	itest_check("SUBSCRIBE", imap_client_sync_wait(sync, imap_client_subscribe(client, "Projects \"A\"", NULL, NULL),
+						       &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_lsub(client, "", "*", NULL, NULL), &result);
 	untagged = NULL;
 	index = 0;
 	untagged = imap_client_result_next(result, "LSUB", &index);
-	check("LSUB lists the subscription",
-	      untagged != NULL && untagged->args_count == 3 &&
-	      imap_arg_get_astring(&untagged->args[2], &str, &len) && strcmp(str, "Projects \"A\"") == 0 &&
-	      count_untagged(result, "LSUB") == 1, NULL);
-	check("UNSUBSCRIBE", imap_client_sync_wait(sync, imap_client_unsubscribe(client, "Projects \"A\"", NULL, NULL),
-						   &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("LSUB lists the subscription",
+	            untagged != NULL && untagged->args_count == 3 &&
+	            imap_arg_get_astring(&untagged->args[2], &str, &len) && strcmp(str, "Projects \"A\"") == 0 &&
+	            count_untagged(result, "LSUB") == 1, NULL);
+	itest_check("UNSUBSCRIBE", imap_client_sync_wait(sync, imap_client_unsubscribe(client, "Projects \"A\"", NULL, NULL),
+						         &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_lsub(client, "", "*", NULL, NULL), &result);
-	check("LSUB empty after UNSUBSCRIBE", count_untagged(result, "LSUB") == 0, NULL);
-	check("DELETE", imap_client_sync_wait(sync, imap_client_delete(client, "Archive", NULL, NULL),
-					      &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("DELETE missing: NO", imap_client_sync_wait(sync, imap_client_delete(client, "Archive", NULL, NULL),
-							  &result) == IMAP_CLIENT_STATUS_NO, "%s", result->text);
+	itest_check("LSUB empty after UNSUBSCRIBE", count_untagged(result, "LSUB") == 0, NULL);
+	itest_check("DELETE", imap_client_sync_wait(sync, imap_client_delete(client, "Archive", NULL, NULL),
+					            &result) == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("DELETE missing: NO", imap_client_sync_wait(sync, imap_client_delete(client, "Archive", NULL, NULL),
+							        &result) == IMAP_CLIENT_STATUS_NO, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_namespace(client, NULL, NULL), &result);
-	check("NAMESPACE", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "NAMESPACE") == 1,
-	      NULL);
+	itest_check("NAMESPACE", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "NAMESPACE") == 1,
+	            NULL);
 	{
 		static const char *const fields[] = { "name", "imapcached-test", "version", "0", NULL };
 
 		imap_client_sync_wait(sync, imap_client_id(client, fields, NULL, NULL), &result);
-		check("ID", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "ID") == 1,
-		      "%s", result->text);
+		itest_check("ID", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "ID") == 1,
+		            "%s", result->text);
 	}
 	imap_client_sync_wait(sync, imap_client_enable(client, "CONDSTORE", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "ENABLED", &(unsigned int){ 0 });
-	check("ENABLE CONDSTORE",
-	      result->status == IMAP_CLIENT_STATUS_OK && untagged != NULL && untagged->args_count == 1 &&
-	      imap_arg_atom_equals(&untagged->args[0], "CONDSTORE"), NULL);
-	check("CHECK outside SELECTED: BAD",
-	      imap_client_sync_wait(sync, imap_client_check(client, NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_BAD, "%s", result->text);
-	check("xatom NOOP", imap_client_sync_wait(sync, imap_client_xatom(client, "NOOP", NULL, NULL, NULL),
-						  &result) == IMAP_CLIENT_STATUS_OK, NULL);
-	check("xatom unknown: BAD", imap_client_sync_wait(sync, imap_client_xatom(client, "XFOO", "bar", NULL, NULL),
-							  &result) == IMAP_CLIENT_STATUS_BAD, NULL);
+	itest_check("ENABLE CONDSTORE",
+	            result->status == IMAP_CLIENT_STATUS_OK && untagged != NULL && untagged->args_count == 1 &&
+	            imap_arg_atom_equals(&untagged->args[0], "CONDSTORE"), NULL);
+	itest_check("CHECK outside SELECTED: BAD",
+	            imap_client_sync_wait(sync, imap_client_check(client, NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_BAD, "%s", result->text);
+	itest_check("xatom NOOP", imap_client_sync_wait(sync, imap_client_xatom(client, "NOOP", NULL, NULL, NULL),
+						        &result) == IMAP_CLIENT_STATUS_OK, NULL);
+	itest_check("xatom unknown: BAD", imap_client_sync_wait(sync, imap_client_xatom(client, "XFOO", "bar", NULL, NULL),
+							        &result) == IMAP_CLIENT_STATUS_BAD, NULL);
 	imap_client_sync_wait(sync, imap_client_logout(client, NULL, NULL), &result);
-	check("LOGOUT: OK with BYE in the result",
-	      result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "BYE") == 1, "%s", result->text);
+	itest_check("LOGOUT: OK with BYE in the result",
+	            result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "BYE") == 1, "%s", result->text);
 	imap_client_sync_free(&sync);
 }
 
@@ -408,7 +367,7 @@ static unsigned long manifest_number(const char *key)
 	const char *p;
 
 	if (manifest == NULL) {
-		FILE *f = fopen(env("IMAPTEST_MANIFEST"), "r");
+		FILE *f = fopen(itest_env("test-imap-client", "IMAPTEST_MANIFEST"), "r");
 		size_t size = 0, n;
 
 		manifest = calloc(1, 8 * 1024 * 1024);
@@ -468,42 +427,42 @@ static void test_examine_and_fetch(void)
 		return;
 	client = imap_client_sync_get_client(sync);
 	imap_client_sync_wait(sync, imap_client_select(client, "INBOX", true, NULL, NULL, NULL), &result);
-	check("EXAMINE: OK", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("EXAMINE: read-only detected", imap_client_is_read_only(client), NULL);
-	check("EXAMINE: selected state", imap_client_get_state(client) == IMAP_CLIENT_STATE_SELECTED, NULL);
+	itest_check("EXAMINE: OK", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("EXAMINE: read-only detected", imap_client_is_read_only(client), NULL);
+	itest_check("EXAMINE: selected state", imap_client_get_state(client) == IMAP_CLIENT_STATE_SELECTED, NULL);
 	untagged = imap_client_result_next(result, "EXISTS", &(unsigned int){ 0 });
-	check("EXAMINE: EXISTS is the corpus count", untagged != NULL && untagged->has_number &&
-	      untagged->number == count, "%lu", count);
+	itest_check("EXAMINE: EXISTS is the corpus count", untagged != NULL && untagged->has_number &&
+	            untagged->number == count, "%lu", count);
 	stored = imap_client_pop_response(client, "UIDVALIDITY");
 	snprintf(expected, sizeof(expected), "%lu", manifest_number("uidvalidity"));
-	check("response(UIDVALIDITY) is the corpus's", stored != NULL && strcmp(stored->text, expected) == 0,
-	      "%s", stored != NULL ? stored->text : "none");
+	itest_check("response(UIDVALIDITY) is the corpus's", stored != NULL && strcmp(stored->text, expected) == 0,
+	            "%s", stored != NULL ? stored->text : "none");
 	imap_client_untagged_unref(&stored);
 	/* Dovecot answers OK but ignores it */
-	check("STORE in a read-only mailbox: refused",
-	      imap_client_sync_wait(sync, imap_client_store(client, false, "1", "+FLAGS", "(\\Seen)", NULL, NULL),
-				    &result) != IMAP_CLIENT_STATUS_BAD && count_untagged(result, "FETCH") == 0 &&
-	      strstr(result->text, "read-only") != NULL, "%s", result->text);
+	itest_check("STORE in a read-only mailbox: refused",
+	            imap_client_sync_wait(sync, imap_client_store(client, false, "1", "+FLAGS", "(\\Seen)", NULL, NULL),
+				          &result) != IMAP_CLIENT_STATUS_BAD && count_untagged(result, "FETCH") == 0 &&
+	            strstr(result->text, "read-only") != NULL, "%s", result->text);
 
 	imap_client_sync_wait(sync, imap_client_fetch(client, false, "1",
 						      "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE "
 						      "BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.10> "
 						      "RFC822.HEADER BINARY.SIZE[1] MODSEQ)", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
-	check("FETCH: one response for message 1", result->status == IMAP_CLIENT_STATUS_OK &&
-	      untagged != NULL && untagged->number == 1 && count_untagged(result, "FETCH") == 1, "%s",
-	      result->text);
-	check("FETCH UID", (arg = fetch_item(untagged, "UID")) != NULL && imap_arg_get_number32(arg, &number) &&
-	      number == 1, NULL);
-	check("FETCH FLAGS is a list", (arg = fetch_item(untagged, "FLAGS")) != NULL && arg->type == IMAP_ARG_LIST,
-	      NULL);
-	check("FETCH INTERNALDATE", (arg = fetch_item(untagged, "INTERNALDATE")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && len == 26, NULL);
-	check("FETCH RFC822.SIZE is the corpus's", (arg = fetch_item(untagged, "RFC822.SIZE")) != NULL &&
-	      imap_arg_get_number(arg, &size) && size == manifest_number("rfc822_size"), NULL);
-	check("FETCH ENVELOPE (glued address lists) has 10 fields",
-	      (arg = fetch_item(untagged, "ENVELOPE")) != NULL && arg->type == IMAP_ARG_LIST && arg->list_count == 10,
-	      NULL);
+	itest_check("FETCH: one response for message 1", result->status == IMAP_CLIENT_STATUS_OK &&
+	            untagged != NULL && untagged->number == 1 && count_untagged(result, "FETCH") == 1, "%s",
+	            result->text);
+	itest_check("FETCH UID", (arg = fetch_item(untagged, "UID")) != NULL && imap_arg_get_number32(arg, &number) &&
+	            number == 1, NULL);
+	itest_check("FETCH FLAGS is a list", (arg = fetch_item(untagged, "FLAGS")) != NULL && arg->type == IMAP_ARG_LIST,
+	            NULL);
+	itest_check("FETCH INTERNALDATE", (arg = fetch_item(untagged, "INTERNALDATE")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && len == 26, NULL);
+	itest_check("FETCH RFC822.SIZE is the corpus's", (arg = fetch_item(untagged, "RFC822.SIZE")) != NULL &&
+	            imap_arg_get_number(arg, &size) && size == manifest_number("rfc822_size"), NULL);
+	itest_check("FETCH ENVELOPE (glued address lists) has 10 fields",
+	            (arg = fetch_item(untagged, "ENVELOPE")) != NULL && arg->type == IMAP_ARG_LIST && arg->list_count == 10,
+	            NULL);
 	{
 		struct imap_response_parser *parser = imap_response_parser_new();
 		struct imap_response response;
@@ -511,28 +470,28 @@ static void test_examine_and_fetch(void)
 		struct imap_envelope envelope;
 		const char *message = "";
 
-		check("untagged line parses with imap-response",
-		      untagged != NULL && untagged->line != NULL &&
-		      imap_response_parse(parser, untagged->line, &response, &message) == IMAP_RESPONSE_ERROR_NONE &&
-		      response.number == 1, "%s", message);
+		itest_check("untagged line parses with imap-response",
+		            untagged != NULL && untagged->line != NULL &&
+		            imap_response_parse(parser, untagged->line, &response, &message) == IMAP_RESPONSE_ERROR_NONE &&
+		            response.number == 1, "%s", message);
 		item = untagged != NULL && untagged->line != NULL ? imap_response_fetch_find(&response, IMAP_FETCH_ENVELOPE) : NULL;
-		check("imap-response: ENVELOPE with 3 To addresses",
-		      item != NULL && imap_envelope_from_arg(item->value, &envelope) && envelope.to_count == 3, NULL);
+		itest_check("imap-response: ENVELOPE with 3 To addresses",
+		            item != NULL && imap_envelope_from_arg(item->value, &envelope) && envelope.to_count == 3, NULL);
 		imap_response_parser_free(&parser);
 	}
-	check("FETCH BODYSTRUCTURE", (arg = fetch_item(untagged, "BODYSTRUCTURE")) != NULL &&
-	      arg->type == IMAP_ARG_LIST, NULL);
-	check("FETCH BODY", (arg = fetch_item(untagged, "BODY")) != NULL && arg->type == IMAP_ARG_LIST, NULL);
-	check("FETCH BODY[HEADER.FIELDS (SUBJECT)]",
-	      (arg = fetch_item(untagged, "BODY[HEADER.FIELDS (SUBJECT)]")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && strncasecmp(str, "Subject:", 8) == 0, NULL);
-	check("FETCH BODY[TEXT]<0>", (arg = fetch_item(untagged, "BODY[TEXT]<0>")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && len == 10, NULL);
-	check("FETCH RFC822.HEADER", (arg = fetch_item(untagged, "RFC822.HEADER")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && len > 10 && strstr(str, "\r\n\r\n") != NULL, NULL);
-	check("FETCH BINARY.SIZE[1]", (arg = fetch_item(untagged, "BINARY.SIZE[1]")) != NULL &&
-	      imap_arg_get_number(arg, &size), NULL);
-	check("FETCH MODSEQ", (arg = fetch_item(untagged, "MODSEQ")) != NULL && arg->type == IMAP_ARG_LIST, NULL);
+	itest_check("FETCH BODYSTRUCTURE", (arg = fetch_item(untagged, "BODYSTRUCTURE")) != NULL &&
+	            arg->type == IMAP_ARG_LIST, NULL);
+	itest_check("FETCH BODY", (arg = fetch_item(untagged, "BODY")) != NULL && arg->type == IMAP_ARG_LIST, NULL);
+	itest_check("FETCH BODY[HEADER.FIELDS (SUBJECT)]",
+	            (arg = fetch_item(untagged, "BODY[HEADER.FIELDS (SUBJECT)]")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && strncasecmp(str, "Subject:", 8) == 0, NULL);
+	itest_check("FETCH BODY[TEXT]<0>", (arg = fetch_item(untagged, "BODY[TEXT]<0>")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && len == 10, NULL);
+	itest_check("FETCH RFC822.HEADER", (arg = fetch_item(untagged, "RFC822.HEADER")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && len > 10 && strstr(str, "\r\n\r\n") != NULL, NULL);
+	itest_check("FETCH BINARY.SIZE[1]", (arg = fetch_item(untagged, "BINARY.SIZE[1]")) != NULL &&
+	            imap_arg_get_number(arg, &size), NULL);
+	itest_check("FETCH MODSEQ", (arg = fetch_item(untagged, "MODSEQ")) != NULL && arg->type == IMAP_ARG_LIST, NULL);
 
 	imap_client_sync_wait(sync, imap_client_fetch(client, false, "1", "(BINARY.PEEK[1] BODY.PEEK[1.MIME] RFC822.SIZE)",
 						      NULL, NULL), &result);
@@ -543,42 +502,42 @@ static void test_examine_and_fetch(void)
 
 		arg = fetch_item(untagged, "BINARY[1]");
 		/* the body is over this session's inline limit: only its size is kept */
-		check("FETCH BINARY[1] (streamed)",
-		      result->status == IMAP_CLIENT_STATUS_OK && arg != NULL &&
-		      arg->type == IMAP_ARG_LITERAL_STREAMED &&
-		      size_arg != NULL && imap_arg_get_number(size_arg, &total) && arg->len > 0 && arg->len < total,
-		      "%s", result->text);
+		itest_check("FETCH BINARY[1] (streamed)",
+		            result->status == IMAP_CLIENT_STATUS_OK && arg != NULL &&
+		            arg->type == IMAP_ARG_LITERAL_STREAMED &&
+		            size_arg != NULL && imap_arg_get_number(size_arg, &total) && arg->len > 0 && arg->len < total,
+		            "%s", result->text);
 	}
-	check("FETCH BODY[1.MIME]", (arg = fetch_item(untagged, "BODY[1.MIME]")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len), NULL);
+	itest_check("FETCH BODY[1.MIME]", (arg = fetch_item(untagged, "BODY[1.MIME]")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len), NULL);
 	imap_client_sync_wait(sync, imap_client_fetch(client, true, "1:3", "(RFC822.SIZE)", NULL, NULL), &result);
-	check("UID FETCH 1:3", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "FETCH") == 3,
-	      NULL);
+	itest_check("UID FETCH 1:3", result->status == IMAP_CLIENT_STATUS_OK && count_untagged(result, "FETCH") == 3,
+	            NULL);
 	imap_client_sync_wait(sync, imap_client_partial(client, 2, "RFC822.PEEK", 5, 20, NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
-	check("partial as BODY[]<5.20>", (arg = fetch_item(untagged, "BODY[]<5>")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && len == 20, NULL);
+	itest_check("partial as BODY[]<5.20>", (arg = fetch_item(untagged, "BODY[]<5>")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && len == 20, NULL);
 	imap_client_sync_wait(sync, imap_client_search(client, false, NULL, "ALL", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "SEARCH", &(unsigned int){ 0 });
-	check("SEARCH ALL lists every message", untagged != NULL && untagged->args_count == count, NULL);
+	itest_check("SEARCH ALL lists every message", untagged != NULL && untagged->args_count == count, NULL);
 	imap_client_sync_wait(sync, imap_client_search(client, true, "UTF-8", "UID 2:4", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "SEARCH", &(unsigned int){ 0 });
-	check("UID SEARCH CHARSET UTF-8 UID 2:4", untagged != NULL && untagged->args_count == 3, NULL);
+	itest_check("UID SEARCH CHARSET UTF-8 UID 2:4", untagged != NULL && untagged->args_count == 3, NULL);
 	imap_client_sync_wait(sync, imap_client_uid(client, "SEARCH", "UID 5", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "SEARCH", &(unsigned int){ 0 });
-	check("uid(SEARCH, UID 5)", untagged != NULL && untagged->args_count == 1 &&
-	      imap_arg_get_number32(&untagged->args[0], &number) && number == 5, NULL);
+	itest_check("uid(SEARCH, UID 5)", untagged != NULL && untagged->args_count == 1 &&
+	            imap_arg_get_number32(&untagged->args[0], &number) && number == 5, NULL);
 
 	imap_client_sync_wait(sync, imap_client_sort(client, false, "(REVERSE ARRIVAL)", "US-ASCII", "ALL", NULL, NULL),
 			      &result);
 	untagged = imap_client_result_next(result, "SORT", &(unsigned int){ 0 });
-	check("SORT (REVERSE ARRIVAL) lists every message", result->status == IMAP_CLIENT_STATUS_OK &&
-	      untagged != NULL && untagged->args_count == count, "%s", result->text);
+	itest_check("SORT (REVERSE ARRIVAL) lists every message", result->status == IMAP_CLIENT_STATUS_OK &&
+	            untagged != NULL && untagged->args_count == count, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_thread(client, true, "REFERENCES", "UTF-8", "ALL", NULL, NULL),
 			      &result);
 	untagged = imap_client_result_next(result, "THREAD", &(unsigned int){ 0 });
-	check("UID THREAD REFERENCES", result->status == IMAP_CLIENT_STATUS_OK && untagged != NULL &&
-	      untagged->args_count > 0 && untagged->args[0].type == IMAP_ARG_LIST, "%s", result->text);
+	itest_check("UID THREAD REFERENCES", result->status == IMAP_CLIENT_STATUS_OK && untagged != NULL &&
+	            untagged->args_count > 0 && untagged->args[0].type == IMAP_ARG_LIST, "%s", result->text);
 	/* large literals stream to the caller instead of being held */
 	{
 		struct streamed streamed = { .in_order = true };
@@ -589,16 +548,16 @@ static void test_examine_and_fetch(void)
 		imap_client_set_literal_callback(client, NULL, NULL);
 		untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
 		arg = fetch_item(untagged, "BODY[]");
-		check("BODY[] larger than the inline limit is streamed",
-		      result->status == IMAP_CLIENT_STATUS_OK && arg != NULL &&
-		      arg->type == IMAP_ARG_LITERAL_STREAMED && arg->len == manifest_number("rfc822_size"), NULL);
-		check("streamed chunks: in order, all bytes, item known",
-		      streamed.in_order && streamed.bytes == manifest_number("rfc822_size") &&
-		      streamed.saw_item && streamed.calls >= 1, "%zu bytes, %zu calls", streamed.bytes,
-		      streamed.calls);
+		itest_check("BODY[] larger than the inline limit is streamed",
+		            result->status == IMAP_CLIENT_STATUS_OK && arg != NULL &&
+		            arg->type == IMAP_ARG_LITERAL_STREAMED && arg->len == manifest_number("rfc822_size"), NULL);
+		itest_check("streamed chunks: in order, all bytes, item known",
+		            streamed.in_order && streamed.bytes == manifest_number("rfc822_size") &&
+		            streamed.saw_item && streamed.calls >= 1, "%zu bytes, %zu calls", streamed.bytes,
+		            streamed.calls);
 	}
-	check("CLOSE", imap_client_sync_wait(sync, imap_client_close(client, NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_OK && imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED, NULL);
+	itest_check("CLOSE", imap_client_sync_wait(sync, imap_client_close(client, NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_OK && imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED, NULL);
 	imap_client_sync_free(&sync);
 }
 
@@ -640,89 +599,89 @@ static void test_message_commands(void)
 	imap_client_sync_wait(sync, imap_client_select(client, "INBOX", false,
 						       &(struct imap_client_select_params){ .condstore = true },
 						       NULL, NULL), &result);
-	check("SELECT (CONDSTORE): read-write", result->status == IMAP_CLIENT_STATUS_OK &&
-	      !imap_client_is_read_only(client), "%s", result->text);
+	itest_check("SELECT (CONDSTORE): read-write", result->status == IMAP_CLIENT_STATUS_OK &&
+	            !imap_client_is_read_only(client), "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_append(client, "INBOX", "(\\Seen \\Flagged)",
 						       "17-Jul-1996 02:44:25 -0700", test_message,
 						       strlen(test_message), NULL, NULL), &result);
-	check("APPEND with flags and date", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
-	check("APPENDUID", imap_client_result_get_appenduid(result, &uidvalidity, &uid) && uid == 1, "%s",
-	      result->code != NULL ? result->code : "no code");
+	itest_check("APPEND with flags and date", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("APPENDUID", imap_client_result_get_appenduid(result, &uidvalidity, &uid) && uid == 1, "%s",
+	            result->code != NULL ? result->code : "no code");
 	imap_client_sync_wait(sync, imap_client_fetch(client, true, "1", "(FLAGS INTERNALDATE BODY.PEEK[])",
 						      NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
-	check("FETCH back: byte-equal", (arg = fetch_item(untagged, "BODY[]")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && len == strlen(test_message) &&
-	      memcmp(str, test_message, len) == 0, NULL);
+	itest_check("FETCH back: byte-equal", (arg = fetch_item(untagged, "BODY[]")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && len == strlen(test_message) &&
+	            memcmp(str, test_message, len) == 0, NULL);
 	imap_client_sync_wait(sync, imap_client_fetch(client, false, "1", "(ENVELOPE RFC822.TEXT RFC822)", NULL, NULL),
 			      &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
 	arg = fetch_item(untagged, "ENVELOPE");
-	check("FETCH ENVELOPE has 10 fields, the subject unquoted",
-	      arg != NULL && arg->type == IMAP_ARG_LIST && arg->list_count == 10 &&
-	      imap_arg_get_string(&arg->list[1], &str, &len) &&
-	      strcmp(str, "client core test \"quoted\" {3}") == 0, NULL);
-	check("FETCH RFC822.TEXT", (arg = fetch_item(untagged, "RFC822.TEXT")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && strncmp(str, "Hello Bob,", 10) == 0, NULL);
-	check("FETCH RFC822", (arg = fetch_item(untagged, "RFC822")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) && len == strlen(test_message), NULL);
+	itest_check("FETCH ENVELOPE has 10 fields, the subject unquoted",
+	            arg != NULL && arg->type == IMAP_ARG_LIST && arg->list_count == 10 &&
+	            imap_arg_get_string(&arg->list[1], &str, &len) &&
+	            strcmp(str, "client core test \"quoted\" {3}") == 0, NULL);
+	itest_check("FETCH RFC822.TEXT", (arg = fetch_item(untagged, "RFC822.TEXT")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && strncmp(str, "Hello Bob,", 10) == 0, NULL);
+	itest_check("FETCH RFC822", (arg = fetch_item(untagged, "RFC822")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) && len == strlen(test_message), NULL);
 	imap_client_sync_wait(sync, imap_client_fetch(client, true, "1", "(FLAGS INTERNALDATE BODY.PEEK[])",
 						      NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
-	check("FETCH back: the date", (arg = fetch_item(untagged, "INTERNALDATE")) != NULL &&
-	      imap_arg_get_string(arg, &str, &len) &&
-	      /* maildir keeps the time, not the zone */
-	      (strcmp(str, "17-Jul-1996 02:44:25 -0700") == 0 || strcmp(str, "17-Jul-1996 09:44:25 +0000") == 0),
-	      "%s (%u FETCH, %s)", arg != NULL ? arg->str : "none", count_untagged(result, "FETCH"), result->text);
+	itest_check("FETCH back: the date", (arg = fetch_item(untagged, "INTERNALDATE")) != NULL &&
+	            imap_arg_get_string(arg, &str, &len) &&
+	            /* maildir keeps the time, not the zone */
+	            (strcmp(str, "17-Jul-1996 02:44:25 -0700") == 0 || strcmp(str, "17-Jul-1996 09:44:25 +0000") == 0),
+	            "%s (%u FETCH, %s)", arg != NULL ? arg->str : "none", count_untagged(result, "FETCH"), result->text);
 	arg = fetch_item(untagged, "FLAGS");
-	check("FETCH back: the flags", has_flag(arg, "\\Seen") && has_flag(arg, "\\Flagged") &&
-	      !has_flag(arg, "\\Answered"), NULL);
+	itest_check("FETCH back: the flags", has_flag(arg, "\\Seen") && has_flag(arg, "\\Flagged") &&
+	            !has_flag(arg, "\\Answered"), NULL);
 
-	check("IDLE woken by an APPEND from a second connection",
-	      imap_client_sync_idle(sync, 10000, append_from_other,
-				    &(struct appender){ .other = other }, &woken, &result) ==
-	      IMAP_CLIENT_STATUS_OK && woken, "%s", result->text);
+	itest_check("IDLE woken by an APPEND from a second connection",
+	            imap_client_sync_idle(sync, 10000, append_from_other,
+				          &(struct appender){ .other = other }, &woken, &result) ==
+	            IMAP_CLIENT_STATUS_OK && woken, "%s", result->text);
 	untagged = imap_client_result_next(result, "EXISTS", &(unsigned int){ 0 });
-	check("IDLE result holds EXISTS 2", untagged != NULL && untagged->number == 2, NULL);
+	itest_check("IDLE result holds EXISTS 2", untagged != NULL && untagged->number == 2, NULL);
 
 	imap_client_sync_wait(sync, imap_client_store(client, false, "2", "+FLAGS", "(\\Answered)", NULL, NULL),
 			      &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
 	arg = fetch_item(untagged, "FLAGS");
-	check("STORE +FLAGS answers with the new flags", result->status == IMAP_CLIENT_STATUS_OK &&
-	      has_flag(arg, "\\Answered") && !has_flag(arg, "\\Seen"), NULL);
+	itest_check("STORE +FLAGS answers with the new flags", result->status == IMAP_CLIENT_STATUS_OK &&
+	            has_flag(arg, "\\Answered") && !has_flag(arg, "\\Seen"), NULL);
 	imap_client_sync_wait(sync, imap_client_search(client, false, NULL, "ANSWERED", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "SEARCH", &(unsigned int){ 0 });
-	check("SEARCH ANSWERED finds it", untagged != NULL && untagged->args_count == 1 &&
-	      imap_arg_get_number32(&untagged->args[0], &number) && number == 2, NULL);
+	itest_check("SEARCH ANSWERED finds it", untagged != NULL && untagged->args_count == 1 &&
+	            imap_arg_get_number32(&untagged->args[0], &number) && number == 2, NULL);
 	imap_client_sync_wait(sync, imap_client_status(client, "Target", "(MESSAGES UIDNEXT)", NULL, NULL),
 			      &result);
 	untagged = imap_client_result_next(result, "STATUS", &(unsigned int){ 0 });
-	check("STATUS Target", untagged != NULL && untagged->args_count == 2 &&
-	      imap_arg_get_astring(&untagged->args[0], &str, &len) && strcmp(str, "Target") == 0 &&
-	      untagged->args[1].type == IMAP_ARG_LIST && untagged->args[1].list_count == 4, NULL);
+	itest_check("STATUS Target", untagged != NULL && untagged->args_count == 2 &&
+	            imap_arg_get_astring(&untagged->args[0], &str, &len) && strcmp(str, "Target") == 0 &&
+	            untagged->args[1].type == IMAP_ARG_LIST && untagged->args[1].list_count == 4, NULL);
 
 	imap_client_sync_wait(sync, imap_client_copy(client, false, "1", "Target", NULL, NULL), &result);
-	check("COPY with COPYUID", result->status == IMAP_CLIENT_STATUS_OK &&
-	      imap_client_result_get_copyuid(result, &uidvalidity, &source, &dest) && strcmp(source, "1") == 0 &&
-	      strcmp(dest, "1") == 0, "%s", result->code != NULL ? result->code : "no code");
+	itest_check("COPY with COPYUID", result->status == IMAP_CLIENT_STATUS_OK &&
+	            imap_client_result_get_copyuid(result, &uidvalidity, &source, &dest) && strcmp(source, "1") == 0 &&
+	            strcmp(dest, "1") == 0, "%s", result->code != NULL ? result->code : "no code");
 	imap_client_sync_wait(sync, imap_client_move(client, true, "2", "Target", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "EXPUNGE", &(unsigned int){ 0 });
-	check("UID MOVE: EXPUNGE of the moved one", result->status == IMAP_CLIENT_STATUS_OK &&
-	      untagged != NULL && untagged->number == 2, "%s", result->text);
-	check("UID MOVE: COPYUID", imap_client_result_get_copyuid(result, &uidvalidity, &source, &dest) &&
-	      strcmp(source, "2") == 0 && strcmp(dest, "2") == 0, NULL);
+	itest_check("UID MOVE: EXPUNGE of the moved one", result->status == IMAP_CLIENT_STATUS_OK &&
+	            untagged != NULL && untagged->number == 2, "%s", result->text);
+	itest_check("UID MOVE: COPYUID", imap_client_result_get_copyuid(result, &uidvalidity, &source, &dest) &&
+	            strcmp(source, "2") == 0 && strcmp(dest, "2") == 0, NULL);
 
 	imap_client_sync_wait(sync, imap_client_select(client, "Target", false, NULL, NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "EXISTS", &(unsigned int){ 0 });
-	check("SELECT Target: 2 messages", untagged != NULL && untagged->number == 2, NULL);
+	itest_check("SELECT Target: 2 messages", untagged != NULL && untagged->number == 2, NULL);
 	imap_client_sync_wait(sync, imap_client_store(client, false, "1:2", "+FLAGS.SILENT", "(\\Deleted)",
 						      NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
-	check("STORE .SILENT: no FLAGS back (CONDSTORE may send MODSEQ)", result->status == IMAP_CLIENT_STATUS_OK &&
-	      fetch_item(untagged, "FLAGS") == NULL, NULL);
-	check("CHECK", imap_client_sync_wait(sync, imap_client_check(client, NULL, NULL), &result) ==
-	      IMAP_CLIENT_STATUS_OK, NULL);
+	itest_check("STORE .SILENT: no FLAGS back (CONDSTORE may send MODSEQ)", result->status == IMAP_CLIENT_STATUS_OK &&
+	            fetch_item(untagged, "FLAGS") == NULL, NULL);
+	itest_check("CHECK", imap_client_sync_wait(sync, imap_client_check(client, NULL, NULL), &result) ==
+	            IMAP_CLIENT_STATUS_OK, NULL);
 	imap_client_sync_wait(sync, imap_client_expunge(client, NULL, NULL), &result);
 	{
 		unsigned int index = 0, n = 0;
@@ -733,22 +692,22 @@ static void test_message_commands(void)
 			/* each number is valid at its time: 1 then 1, or 2 then 1 */
 			all_one = all_one && untagged->number <= 2 - (n - 1);
 		}
-		check("EXPUNGE lists both", result->status == IMAP_CLIENT_STATUS_OK && n == 2 && all_one,
-		      "%u, %s", n, result->text);
+		itest_check("EXPUNGE lists both", result->status == IMAP_CLIENT_STATUS_OK && n == 2 && all_one,
+		            "%u, %s", n, result->text);
 	}
 	imap_client_sync_wait(sync, imap_client_select(client, "INBOX", false, NULL, NULL, NULL), &result);
 	imap_client_sync_wait(sync, imap_client_store(client, true, "1:*", "+FLAGS.SILENT", "(\\Deleted)",
 						      NULL, NULL), &result);
 	imap_client_sync_wait(sync, imap_client_uid_expunge(client, "1", NULL, NULL), &result);
-	check("UID EXPUNGE removes only that UID", result->status == IMAP_CLIENT_STATUS_OK &&
-	      count_untagged(result, "EXPUNGE") == 1, "%s", result->text);
+	itest_check("UID EXPUNGE removes only that UID", result->status == IMAP_CLIENT_STATUS_OK &&
+	            count_untagged(result, "EXPUNGE") == 1, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_recent(client, NULL, NULL), &result);
-	check("recent (NOOP)", result->status == IMAP_CLIENT_STATUS_OK, NULL);
+	itest_check("recent (NOOP)", result->status == IMAP_CLIENT_STATUS_OK, NULL);
 	{
 		/* the SELECT's RECENT came back in recent()'s result and left the pool */
 		struct imap_client_untagged *left = imap_client_pop_response(client, "RECENT");
-		check("recent() returns and clears RECENT",
-		      count_untagged(result, "RECENT") >= 1 && left == NULL, "%u", count_untagged(result, "RECENT"));
+		itest_check("recent() returns and clears RECENT",
+		            count_untagged(result, "RECENT") >= 1 && left == NULL, "%u", count_untagged(result, "RECENT"));
 		imap_client_untagged_unref(&left);
 	}
 
@@ -766,12 +725,12 @@ static void test_message_commands(void)
 			if (i > 0)
 				all_ok = all_ok && strcmp(imap_client_command_get_tag(commands[i]), "") != 0;
 		}
-		check("20 pipelined commands all OK", all_ok, "%s", result->text);
+		itest_check("20 pipelined commands all OK", all_ok, "%s", result->text);
 		imap_client_sync_wait(sync, imap_client_status(client, "INBOX", "(MESSAGES)", NULL, NULL), &result);
 		untagged = imap_client_result_next(result, "STATUS", &(unsigned int){ 0 });
-		check("pipelined APPENDs all landed", untagged != NULL && untagged->args_count == 2 &&
-		      untagged->args[1].list_count == 2 && imap_arg_get_number32(&untagged->args[1].list[1], &number) &&
-		      number == 10, NULL);
+		itest_check("pipelined APPENDs all landed", untagged != NULL && untagged->args_count == 2 &&
+		            untagged->args[1].list_count == 2 && imap_arg_get_number32(&untagged->args[1].list[1], &number) &&
+		            number == 10, NULL);
 	}
 out:
 	imap_client_sync_free(&sync);
@@ -807,17 +766,17 @@ static void test_condstore_qresync(void)
 		imap_client_sync_wait(sync, imap_client_append(client, "Sync", NULL, NULL, test_message,
 							       strlen(test_message), NULL, NULL), &result);
 	imap_client_sync_wait(sync, imap_client_enable(client, "QRESYNC", NULL, NULL), &result);
-	check("ENABLE QRESYNC", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
+	itest_check("ENABLE QRESYNC", result->status == IMAP_CLIENT_STATUS_OK, "%s", result->text);
 	imap_client_sync_wait(sync, imap_client_select(client, "Sync", false, NULL, NULL, NULL), &result);
 	uidvalidity = (uint32_t)pop_number(client, "UIDVALIDITY");
 	modseq = pop_number(client, "HIGHESTMODSEQ");
-	check("SELECT reports UIDVALIDITY and HIGHESTMODSEQ", uidvalidity != 0 && modseq != 0, NULL);
+	itest_check("SELECT reports UIDVALIDITY and HIGHESTMODSEQ", uidvalidity != 0 && modseq != 0, NULL);
 	imap_client_sync_wait(sync, imap_client_store(client, true, "2", "+FLAGS.SILENT", "(\\Deleted)", NULL, NULL),
 			      &result);
 	imap_client_sync_wait(sync, imap_client_uid_expunge(client, "2", NULL, NULL), &result);
 	untagged = imap_client_result_next(result, "VANISHED", &(unsigned int){ 0 });
-	check("with QRESYNC, UID EXPUNGE answers VANISHED", untagged != NULL && untagged->args_count == 1 &&
-	      imap_arg_get_atom(&untagged->args[0], &atom) && strcmp(atom, "2") == 0, NULL);
+	itest_check("with QRESYNC, UID EXPUNGE answers VANISHED", untagged != NULL && untagged->args_count == 1 &&
+	            imap_arg_get_atom(&untagged->args[0], &atom) && strcmp(atom, "2") == 0, NULL);
 	imap_client_sync_wait(sync, imap_client_store(client, true, "3", "+FLAGS", "(\\Flagged)", NULL, NULL),
 			      &result);
 	imap_client_sync_wait(sync, imap_client_close(client, NULL, NULL), &result);
@@ -828,16 +787,16 @@ static void test_condstore_qresync(void)
 							       .qresync_modseq = modseq,
 							       .qresync_known_uids = "1:3" },
 						       NULL, NULL), &result);
-	check("SELECT (QRESYNC (uidvalidity modseq 1:3)): OK", result->status == IMAP_CLIENT_STATUS_OK, "%s",
-	      result->text);
+	itest_check("SELECT (QRESYNC (uidvalidity modseq 1:3)): OK", result->status == IMAP_CLIENT_STATUS_OK, "%s",
+	            result->text);
 	untagged = imap_client_result_next(result, "VANISHED", &(unsigned int){ 0 });
-	check("QRESYNC: VANISHED (EARLIER) 2", untagged != NULL && untagged->args_count == 2 &&
-	      untagged->args[0].type == IMAP_ARG_LIST && imap_arg_get_atom(&untagged->args[1], &atom) &&
-	      strcmp(atom, "2") == 0, NULL);
+	itest_check("QRESYNC: VANISHED (EARLIER) 2", untagged != NULL && untagged->args_count == 2 &&
+	            untagged->args[0].type == IMAP_ARG_LIST && imap_arg_get_atom(&untagged->args[1], &atom) &&
+	            strcmp(atom, "2") == 0, NULL);
 	untagged = imap_client_result_next(result, "FETCH", &(unsigned int){ 0 });
-	check("QRESYNC: FETCH of the changed message with MODSEQ",
-	      untagged != NULL && has_flag(fetch_item(untagged, "FLAGS"), "\\Flagged") &&
-	      fetch_item(untagged, "MODSEQ") != NULL && count_untagged(result, "FETCH") == 1, NULL);
+	itest_check("QRESYNC: FETCH of the changed message with MODSEQ",
+	            untagged != NULL && has_flag(fetch_item(untagged, "FLAGS"), "\\Flagged") &&
+	            fetch_item(untagged, "MODSEQ") != NULL && count_untagged(result, "FETCH") == 1, NULL);
 	imap_client_sync_free(&sync);
 }
 
@@ -1018,17 +977,17 @@ static void test_dns_every_address(void)
 	FILE *f;
 
 	/* the premises: Dovecot listens on 127.0.0.1 only */
-	check("premise: nothing listens on 127.0.0.3 at Dovecot's port", tcp_refused(AF_INET, "127.0.0.3", port),
+	itest_check("premise: nothing listens on 127.0.0.3 at Dovecot's port", tcp_refused(AF_INET, "127.0.0.3", port),
 	      NULL);
-	check("premise: nothing listens on ::1 at Dovecot's port", tcp_refused(AF_INET6, "::1", port), NULL);
+	itest_check("premise: nothing listens on ::1 at Dovecot's port", tcp_refused(AF_INET6, "::1", port), NULL);
 	if (mkdtemp(dir) == NULL) {
-		check("hosts file directory", false, "%s", strerror(errno));
+		itest_check("hosts file directory", false, "%s", strerror(errno));
 		return;
 	}
 	snprintf(hosts_path, sizeof(hosts_path), "%s/hosts", dir);
 	f = fopen(hosts_path, "w");
 	if (f == NULL) {
-		check("hosts file", false, "%s", strerror(errno));
+		itest_check("hosts file", false, "%s", strerror(errno));
 		rmdir(dir);
 		return;
 	}
@@ -1042,29 +1001,29 @@ static void test_dns_every_address(void)
 	fclose(f);
 	base = event_base_new();
 	dns = base != NULL ? dns_test_resolver(base, hosts_path) : NULL;
-	check("test resolver made", dns != NULL, NULL);
+	itest_check("test resolver made", dns != NULL, NULL);
 	if (dns == NULL)
 		goto out;
 
 	dns_connect(base, dns, "fallback.imapcached.test", 10000, true, &outcome, &login);
-	check("a name whose first two addresses refuse connects to the third", outcome.status == IMAP_CLIENT_STATUS_OK,
+	itest_check("a name whose first two addresses refuse connects to the third", outcome.status == IMAP_CLIENT_STATUS_OK,
 	      "%s", outcome.text);
-	check("and logs in there", login.status == IMAP_CLIENT_STATUS_OK, "%s", login.text);
+	itest_check("and logs in there", login.status == IMAP_CLIENT_STATUS_OK, "%s", login.text);
 
 	dns_connect(base, dns, "refused.imapcached.test", 10000, false, &outcome, &login);
 	snprintf(expected, sizeof(expected), "cannot connect to refused.imapcached.test:%u (2 addresses): "
 		 "127.0.0.3:%u: Connection refused", port, port);
-	check("every address refuses: an abort naming the host, the count and the last address's error",
+	itest_check("every address refuses: an abort naming the host, the count and the last address's error",
 	      outcome.status == IMAP_CLIENT_STATUS_ABORT && strcmp(outcome.text, expected) == 0,
 	      "got \"%s\", expected \"%s\"", outcome.text, expected);
 
 	started = monotonic_seconds();
 	dns_connect(base, dns, "nowhere.imapcached.test", 10000, false, &outcome, &login);
-	check("a name nobody knows: cannot resolve, as before",
+	itest_check("a name nobody knows: cannot resolve, as before",
 	      outcome.status == IMAP_CLIENT_STATUS_ABORT &&
 	      strncmp(outcome.text, "cannot resolve nowhere.imapcached.test: ", 40) == 0,
 	      "%s", outcome.text);
-	check("and the failed lookup ends well before the connect timeout", monotonic_seconds() - started < 5,
+	itest_check("and the failed lookup ends well before the connect timeout", monotonic_seconds() - started < 5,
 	      "%.1f s", monotonic_seconds() - started);
 
 	{
@@ -1084,17 +1043,17 @@ static void test_dns_every_address(void)
 			for (int i = 0; i < 10; i++)
 				event_base_loop(base, EVLOOP_NONBLOCK);
 		}
-		check("a client freed during its lookup: no callback", client == NULL && !pending.done, NULL);
+		itest_check("a client freed during its lookup: no callback", client == NULL && !pending.done, NULL);
 	}
 
 	listener = unanswering_listener("127.0.0.4", port, fill);
-	check("a listener on 127.0.0.4 that never answers", listener >= 0, "%s", strerror(errno));
+	itest_check("a listener on 127.0.0.4 that never answers", listener >= 0, "%s", strerror(errno));
 	if (listener >= 0) {
 		started = monotonic_seconds();
 		dns_connect(base, dns, "slow.imapcached.test", 6000, true, &outcome, &login);
 		double elapsed = monotonic_seconds() - started;
 
-		check("an address that never answers gives way to the next one in its share of the timeout",
+		itest_check("an address that never answers gives way to the next one in its share of the timeout",
 		      outcome.status == IMAP_CLIENT_STATUS_OK && login.status == IMAP_CLIENT_STATUS_OK &&
 		      elapsed >= 2.5 && elapsed < 6, "%s / %s after %.1f s", outcome.text, login.text, elapsed);
 		close(listener);
@@ -1124,33 +1083,33 @@ static void test_blocking_lookup(void)
 	settings.host = "127.0.0.3";
 	sync = imap_client_sync_new(&settings, &error);
 	if (sync == NULL) {
-		check("blocking-lookup client", false, "%s", error);
+		itest_check("blocking-lookup client", false, "%s", error);
 		return;
 	}
 	snprintf(expected, sizeof(expected), "cannot connect to 127.0.0.3:%u (1 address): 127.0.0.3:%u: "
 		 "Connection refused", port, port);
-	check("blocking lookup, numeric host that refuses: the clear error",
+	itest_check("blocking lookup, numeric host that refuses: the clear error",
 	      imap_client_sync_connect(sync, &result) == IMAP_CLIENT_STATUS_ABORT &&
 	      strcmp(result->text, expected) == 0, "got \"%s\", expected \"%s\"", result->text, expected);
 	imap_client_sync_free(&sync);
 	/* and the numeric host that works: every session() above connects this way */
 	sync = session(IMAP_CLIENT_TLS_NONE, user, pass);
-	check("blocking lookup, numeric host: connected and logged in", sync != NULL, NULL);
+	itest_check("blocking lookup, numeric host: connected and logged in", sync != NULL, NULL);
 	imap_client_sync_free(&sync);
 }
 
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	host = env("IMAPTEST_HOST");
-	port = (unsigned int)atoi(env("IMAPTEST_PORT"));
-	tls_port = (unsigned int)atoi(env("IMAPTEST_TLS_PORT"));
-	user = env("IMAPTEST_USER");
-	pass = env("IMAPTEST_PASS");
-	user2 = env("IMAPTEST_USER2");
-	pass2 = env("IMAPTEST_PASS2");
-	ca_file = env("IMAPTEST_CA");
-	untrusted_ca = env("IMAPTEST_UNTRUSTED_CA");
+	host = itest_env("test-imap-client", "IMAPTEST_HOST");
+	port = (unsigned int)atoi(itest_env("test-imap-client", "IMAPTEST_PORT"));
+	tls_port = (unsigned int)atoi(itest_env("test-imap-client", "IMAPTEST_TLS_PORT"));
+	user = itest_env("test-imap-client", "IMAPTEST_USER");
+	pass = itest_env("test-imap-client", "IMAPTEST_PASS");
+	user2 = itest_env("test-imap-client", "IMAPTEST_USER2");
+	pass2 = itest_env("test-imap-client", "IMAPTEST_PASS2");
+	ca_file = itest_env("test-imap-client", "IMAPTEST_CA");
+	untrusted_ca = itest_env("test-imap-client", "IMAPTEST_UNTRUSTED_CA");
 
 	test_connect_modes();
 	test_starttls_capabilities();
@@ -1163,6 +1122,5 @@ int main(void)
 	test_condstore_qresync();
 	test_dns_every_address();
 	test_blocking_lookup();
-	printf("%d passed, %d failed\n", passed, failed);
-	return failed == 0 ? 0 : 1;
+	return itest_summary();
 }

@@ -10,17 +10,14 @@ tls = "starttls" does the same until STARTTLS, after which the login goes
 to the upstream. The namespace is deleted at the end. Without root or
 iproute2 (or where namespaces can't be made) the test exits 77 (skip)."""
 import os
-import re
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 from checks import check, summary
+import proxyfixture
+from proxyfixture import Daemon
 
 ADDRESS = "192.0.2.1"  # TEST-NET-1 (RFC 5737): never routed anywhere
 WAIT = 20  # seconds: the longest any single expectation may take
@@ -69,87 +66,12 @@ def outer():
             run("ip", "netns", "del", name)
 
 
-class Daemon:
-    """imapcached in the foreground inside the namespace."""
+class Client(proxyfixture.Raw):
+    """A connection to a listener on ADDRESS that has read the greeting,
+    and can start TLS."""
 
-    def __init__(self, config):
-        self.path = os.path.join(tempfile.mkdtemp(prefix="test-logindisabled."), "imapcached.conf")
-        with open(self.path, "w") as f:
-            f.write(config)
-        env = dict(os.environ)
-        env.pop("JOURNAL_STREAM", None)
-        env.pop("NOTIFY_SOCKET", None)
-        binary = os.path.join(os.environ.get("top_builddir", "."), "daemon", "imapcached")
-        self.lines = []
-        self.lock = threading.Condition()
-        self.proc = subprocess.Popen([binary, "-f", "-c", self.path], stderr=subprocess.PIPE, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.ports = [int(p) for p in self.wait_ports(2)]
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.lock.notify_all()
-
-    def wait_log(self, pattern):
-        deadline = time.time() + WAIT
-        with self.lock:
-            while True:
-                for line in self.lines:
-                    m = re.search(pattern, line)
-                    if m:
-                        return m
-                if time.time() > deadline or self.proc.poll() is not None:
-                    return None
-                self.lock.wait(0.2)
-
-    def wait_ports(self, count):
-        deadline = time.time() + WAIT
-        with self.lock:
-            while True:
-                ports = [m.group(1) for m in (re.search(r"listening on [0-9.]+:(\d+)", l) for l in self.lines)
-                         if m]
-                if len(ports) >= count:
-                    return ports
-                if time.time() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("imapcached did not start: %s" % self.lines)
-                self.lock.wait(0.2)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.reader.join(WAIT)
-
-
-class Client:
     def __init__(self, port):
-        self.sock = socket.create_connection((ADDRESS, port), timeout=WAIT)
-        self.buf = b""
-        self.greeting = self.line()
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("connection closed; have %r" % self.buf)
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode(errors="replace")
-
-    def command(self, tag, text):
-        self.sock.sendall(("%s %s\r\n" % (tag, text)).encode())
-        lines = []
-        while True:
-            lines.append(self.line())
-            if lines[-1].startswith(tag + " "):
-                return lines
+        super().__init__(port, host=ADDRESS, timeout=WAIT, greeting=True)
 
     def starttls(self):
         context = ssl.create_default_context()
@@ -157,12 +79,9 @@ class Client:
         context.verify_mode = ssl.CERT_NONE  # the test's certificate is for localhost
         self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
 
-    def close(self):
-        self.sock.close()
-
 
 def capability(client):
-    lines = client.command("c", "CAPABILITY")
+    lines = client.tagged("c", "CAPABILITY")
     words = []
     for line in lines:
         if line.startswith("* CAPABILITY "):
@@ -175,11 +94,12 @@ def inside():
     cert, key = os.path.join(fixture, "server.pem"), os.path.join(fixture, "server.key")
     # The upstream is the namespace's own loopback, where nothing listens:
     # after STARTTLS the login must at least be tried there.
-    daemon = Daemon('listen = ( { address = "%s"; port = 0; tls = "none"; },\n'
-                    '  { address = "%s"; port = 0; tls = "starttls"; cert = "%s"; key = "%s"; } );\n'
-                    'upstreams = ( { name = "nowhere"; host = "127.0.0.1"; port = 9; tls = "none"; } );\n'
-                    'log = { level = "debug"; };\ntimeouts = { upstream_connect = 3; };\n'
-                    % (ADDRESS, ADDRESS, cert, key))
+    config = ('listen = ( { address = "%s"; port = 0; tls = "none"; },\n'
+              '  { address = "%s"; port = 0; tls = "starttls"; cert = "%s"; key = "%s"; } );\n'
+              'upstreams = ( { name = "nowhere"; host = "127.0.0.1"; port = 9; tls = "none"; } );\n'
+              'log = { level = "debug"; };\ntimeouts = { upstream_connect = 3; };\n'
+              % (ADDRESS, ADDRESS, cert, key))
+    daemon = Daemon(config=config, ports=2, tmpdir=tempfile.mkdtemp(prefix="test-logindisabled."), timeout=WAIT)
     try:
         plain_port, starttls_port = daemon.ports
         c = Client(plain_port)
@@ -188,13 +108,13 @@ def inside():
         words = capability(c)
         check("CAPABILITY lists LOGINDISABLED and no AUTH= mechanism",
               "LOGINDISABLED" in words and not any(w.startswith("AUTH=") for w in words), words)
-        reply = c.command("l", "LOGIN user secret")[-1]
+        reply = c.tagged("l", "LOGIN user secret")[-1]
         check("LOGIN there: NO [PRIVACYREQUIRED]", reply.startswith("l NO [PRIVACYREQUIRED]"), reply)
-        reply = c.command("m", "LOGIN {4}")[-1]
+        reply = c.tagged("m", "LOGIN {4}")[-1]
         check("LOGIN with a literal there: NO, no '+'", reply.startswith("m NO [PRIVACYREQUIRED]"), reply)
-        reply = c.command("a", "AUTHENTICATE PLAIN AHVzZXIAc2VjcmV0")[-1]
+        reply = c.tagged("a", "AUTHENTICATE PLAIN AHVzZXIAc2VjcmV0")[-1]
         check("AUTHENTICATE there: NO [PRIVACYREQUIRED]", reply.startswith("a NO [PRIVACYREQUIRED]"), reply)
-        reply = c.command("s", "STARTTLS")[-1]
+        reply = c.tagged("s", "STARTTLS")[-1]
         check("STARTTLS on a tls = \"none\" listener: BAD", reply.startswith("s BAD"), reply)
         check("the refusal is logged",
               daemon.wait_log(r"LOGIN refused: plaintext on a listener that is not loopback") is not None)
@@ -204,16 +124,16 @@ def inside():
         words = capability(c)
         check("a STARTTLS listener not on loopback: STARTTLS and LOGINDISABLED before it",
               "STARTTLS" in words and "LOGINDISABLED" in words, words)
-        reply = c.command("l", "LOGIN user secret")[-1]
+        reply = c.tagged("l", "LOGIN user secret")[-1]
         check("LOGIN before STARTTLS: NO [PRIVACYREQUIRED] naming STARTTLS",
               reply.startswith("l NO [PRIVACYREQUIRED]") and "STARTTLS" in reply, reply)
-        reply = c.command("s", "STARTTLS")[-1]
+        reply = c.tagged("s", "STARTTLS")[-1]
         check("STARTTLS: OK", reply.startswith("s OK"), reply)
         c.starttls()
         words = capability(c)
         check("after STARTTLS: no LOGINDISABLED, AUTH=PLAIN offered",
               "LOGINDISABLED" not in words and "AUTH=PLAIN" in words and "STARTTLS" not in words, words)
-        reply = c.command("l", "LOGIN user secret")[-1]
+        reply = c.tagged("l", "LOGIN user secret")[-1]
         check("LOGIN after STARTTLS goes to the upstream (unreachable here: NO [UNAVAILABLE])",
               reply.startswith("l NO [UNAVAILABLE]"), reply)
         check("the upstream was tried", daemon.wait_log(r"login as user: cannot reach upstream nowhere")

@@ -13,77 +13,25 @@ import base64
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from checks import check, summary
+import proxyfixture
+from proxyfixture import (BINARY, ENV, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Raw, quote,
+                          run_steps, strip_timings, untag, upstream_dovecot)
 
-ENV = os.environ
-BUILD = ENV.get("top_builddir", ".")
-BINARY = os.path.join(BUILD, "daemon", "imapcached")
-HOST = ENV["IMAPTEST_HOST"]
-PORT = int(ENV["IMAPTEST_PORT"])
-CA = ENV["IMAPTEST_CA"]
-USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
-USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
-WAIT = 20  # seconds: the longest any single expectation may take
 tmp = tempfile.mkdtemp(prefix="test-pool.")
 
 
-class Daemon:
-    """One imapcached in the foreground, its stderr collected line by line."""
+class Daemon(proxyfixture.Daemon):
+    """imapcached in front of the test Dovecot with pool = POOL, and what it
+    holds open to Dovecot."""
 
     def __init__(self, pool):
-        path = os.path.join(tmp, "imapcached-%d.conf" % time.monotonic_ns())
-        with open(path, "w") as f:
-            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
-            f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "starttls"; '
-                    'ca_file = "%s"; } );\n' % (HOST, PORT, CA))
-            f.write('log = { level = "debug"; };\n')
-            f.write("pool = %s;\n" % pool)
-        env = dict(ENV)
-        env.pop("JOURNAL_STREAM", None)
-        env.pop("NOTIFY_SOCKET", None)
-        self.lines = []
-        self.lock = threading.Condition()
-        self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        match = self.wait_log(r"listening on [0-9.]+:(\d+)")
-        if match is None:
-            raise RuntimeError("imapcached did not start: %s" % self.lines)
-        self.port = int(match.group(1))
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.lock.notify_all()
-
-    def count_log(self, pattern):
-        with self.lock:
-            return sum(1 for line in self.lines if re.search(pattern, line))
-
-    def wait_log(self, pattern, count=1, timeout=WAIT):
-        """The count-th line matching pattern, once it is there (None on timeout)."""
-        deadline = time.time() + timeout
-        with self.lock:
-            while True:
-                found = [m for m in (re.search(pattern, line) for line in self.lines) if m]
-                if len(found) >= count:
-                    return found[count - 1]
-                left = deadline - time.time()
-                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
-                    return None
-                self.lock.wait(min(left, 0.2))
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
+        super().__init__(upstream_dovecot(), extra="pool = %s;\n" % pool, tmpdir=tmp)
 
     def upstream_sockets(self):
         """Inodes of the daemon's TCP sockets ESTABLISHED to Dovecot's port."""
@@ -119,70 +67,9 @@ class Daemon:
                 return sockets
             time.sleep(0.05)
 
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.reader.join(WAIT)
-        return self.proc.returncode
-
-
-class Raw:
-    """A line-based IMAP connection with timeouts."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.buf = b""
-        self.greeting = self.line()
-        self.tag = 0
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("connection closed; have %r" % self.buf)
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode(errors="replace")
-
-    def command(self, text):
-        """Sends one command; returns its lines, the tagged one last."""
-        self.tag += 1
-        tag = "p%d" % self.tag
-        self.sock.sendall(("%s %s\r\n" % (tag, text)).encode())
-        lines = []
-        while True:
-            line = self.line()
-            lines.append(line)
-            if line.startswith(tag + " "):
-                return lines
-
-    def at_eof(self):
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                self.buf += data
-        except ConnectionResetError:
-            return True
-        except OSError:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-
-def quote(text):
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
 
 def login(port, user, password):
-    c = Raw(port)
+    c = Raw(port, greeting=True)
     return c, c.command("LOGIN %s %s" % (quote(user), quote(password)))
 
 
@@ -193,10 +80,9 @@ def logout(c):
     return lines, eof
 
 
-def untag(lines):
+def untag_lines(lines):
     """Lines without their tags and Dovecot's timings."""
-    return [re.sub(r"^p\d+ ", "", re.sub(r" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)", "", l))
-            for l in lines]
+    return [untag(strip_timings(line)) for line in lines]
 
 
 def test_reuse(daemon):
@@ -221,13 +107,13 @@ def test_reuse(daemon):
     check("... which is the same upstream socket: no new connection", daemon.upstream_sockets() == before,
           (before, daemon.upstream_sockets()))
     proxied = c.command("FETCH 1 (FLAGS)")
-    direct = Raw(PORT)
+    direct = Raw(PORT, greeting=True)
     direct.command("LOGIN %s %s" % (quote(USER), quote(PASS)))
     fresh = direct.command("FETCH 1 (FLAGS)")
     direct.command("LOGOUT")
     direct.close()
     check("session 2 starts unselected: FETCH before SELECT is refused as after a fresh login",
-          untag(proxied) == untag(fresh) and re.match(r"p\d+ (BAD|NO) ", proxied[-1]), (proxied, fresh))
+          untag_lines(proxied) == untag_lines(fresh) and re.match(r"p\d+ (BAD|NO) ", proxied[-1]), (proxied, fresh))
     lines = c.command("SELECT INBOX")
     check("... and works as a session of its own", lines[-1].startswith("p3 OK"), lines)
     logout(c)
@@ -238,12 +124,12 @@ def test_wrong_password(daemon):
     pooled = daemon.wait_sockets(1)
     check("one connection is pooled before a wrong password", len(pooled) == 1, pooled)
     reused = daemon.count_log(r"upstream pool: reusing")
-    direct = Raw(PORT)
+    direct = Raw(PORT, greeting=True)
     want = direct.command("LOGIN %s %s" % (quote(USER), quote("wrong-" + PASS)))
     direct.close()
     c, lines = login(daemon.port, USER, "wrong-" + PASS)
     check("a wrong password gets the upstream's NO", len(lines) == 1 and lines[0].startswith("p1 NO ") and
-          untag(lines) == untag(want), (lines, want))
+          untag_lines(lines) == untag_lines(want), (lines, want))
     check("... and the pooled connection is not used", daemon.count_log(r"upstream pool: reusing") == reused and
           pooled <= daemon.upstream_sockets(), daemon.log()[-1500:])
     c.close()
@@ -270,14 +156,14 @@ def test_authenticate_plain(daemon):
     plain = base64.b64encode(b"\0" + USER2.encode() + b"\0" + PASS2.encode()).decode()
     reused = daemon.count_log(r"upstream pool: reusing the connection of %s" % re.escape(USER2))
     before = daemon.upstream_sockets()
-    c = Raw(daemon.port)
+    c = Raw(daemon.port, greeting=True)
     lines = c.command("AUTHENTICATE PLAIN " + plain)
     check("AUTHENTICATE PLAIN logs in", lines[-1].startswith("p1 OK"), lines)
     check("... with a pooled connection only if that was AUTHENTICATE PLAIN too: a LOGIN's is not taken",
           daemon.count_log(r"upstream pool: reusing the connection of %s" % re.escape(USER2)) == reused)
     logout(c)
     daemon.wait_log(r"keeping the connection of %s" % re.escape(USER2), count=2)
-    c = Raw(daemon.port)
+    c = Raw(daemon.port, greeting=True)
     lines = c.command("AUTHENTICATE PLAIN " + plain)
     check("the same AUTHENTICATE PLAIN again takes its pooled connection",
           lines[-1].startswith("p1 OK") and
@@ -301,7 +187,7 @@ def test_selected_unselect(daemon):
           daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 1) is not None and
           daemon.count_log(r"closing the connection of %s on upstream dovecot: UNSELECT failed" % USER) == 0,
           daemon.log()[-1500:])
-    direct = Raw(PORT)
+    direct = Raw(PORT, greeting=True)
     direct.command("LOGIN %s %s" % (quote(USER), quote(PASS)))
     lines = direct.command("SELECT INBOX")
     exists_after = int(next(l.split()[1] for l in lines if l.endswith(" EXISTS")))
@@ -437,9 +323,8 @@ def test_config_errors():
     for setting, want in cases:
         path = os.path.join(tmp, "bad-%d.conf" % time.monotonic_ns())
         with open(path, "w") as f:
-            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
-            f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "none"; } );\n'
-                    % (HOST, PORT))
+            f.write("listen = ( %s );\n" % LISTEN_LOCAL)
+            f.write("upstreams = ( %s );\n" % upstream_dovecot("none"))
             f.write('log = { level = "info"; };\n\n')
             f.write(setting + "\n")
         result = subprocess.run([BINARY, "-t", "-c", path], capture_output=True, text=True, timeout=WAIT)
@@ -452,22 +337,13 @@ def main():
     logs = []
     daemon = Daemon("{ size = 2; idle_timeout = 300; }")
     try:
-        for test in (test_reuse, test_wrong_password, test_other_user, test_authenticate_plain,
-                     test_selected_unselect, test_enable_not_pooled, test_upstream_closes_pooled, test_sighup,
-                     test_sigterm):
-            try:
-                test(daemon)
-            except Exception as e:  # one broken step must not hide the others
-                check("%s ran to the end" % test.__name__, False, repr(e))
+        run_steps((test_reuse, test_wrong_password, test_other_user, test_authenticate_plain, test_selected_unselect,
+                   test_enable_not_pooled, test_upstream_closes_pooled, test_sighup, test_sigterm), daemon)
     finally:
         daemon.stop()
         logs.append(daemon.log())
     test_config_errors()
-    for test in (test_pool_off, test_idle_timeout):
-        try:
-            logs.append(test().log())
-        except Exception as e:
-            check("%s ran to the end" % test.__name__, False, repr(e))
+    logs += [d.log() for d in run_steps((test_pool_off, test_idle_timeout))]
     check("the daemons never logged a password or a PLAIN response",
           not any(PASS in log or PASS2 in log or
                   base64.b64encode(b"\0" + USER2.encode() + b"\0" + PASS2.encode()).decode() in log

@@ -10,9 +10,7 @@ the client BYE. The daemon runs on a free loopback port and is stopped by
 its PID."""
 import base64
 import imaplib
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -21,122 +19,10 @@ import threading
 import time
 
 from checks import check, summary
+from proxyfixture import (BINARY, HOST, PASS, PASS2, PORT, USER, USER2, WAIT, Daemon, Raw, quote_bytes,
+                          run_steps, upstream_dovecot)
 
-ENV = os.environ
-BUILD = ENV.get("top_builddir", ".")
-BINARY = os.path.join(BUILD, "daemon", "imapcached")
-HOST = ENV["IMAPTEST_HOST"]
-PORT = int(ENV["IMAPTEST_PORT"])
-TLS_PORT = int(ENV["IMAPTEST_TLS_PORT"])
-CA = ENV["IMAPTEST_CA"]
-USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
-USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
-WAIT = 20  # seconds: the longest any single expectation may take
 tmp = tempfile.mkdtemp(prefix="test-proxy.")
-
-
-class Daemon:
-    """One imapcached in the foreground, its stderr collected line by line."""
-
-    def __init__(self, upstream):
-        path = os.path.join(tmp, "imapcached-%d.conf" % time.monotonic_ns())
-        with open(path, "w") as f:
-            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
-            f.write("upstreams = ( %s );\n" % upstream)
-            f.write('log = { level = "debug"; };\n')
-        env = dict(ENV)
-        env.pop("JOURNAL_STREAM", None)
-        env.pop("NOTIFY_SOCKET", None)
-        self.lines = []
-        self.lock = threading.Condition()
-        self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        match = self.wait_log(r"listening on [0-9.]+:(\d+)")
-        if match is None:
-            raise RuntimeError("imapcached did not start: %s" % self.lines)
-        self.port = int(match.group(1))
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.lock.notify_all()
-
-    def wait_log(self, pattern, timeout=WAIT):
-        deadline = time.time() + timeout
-        with self.lock:
-            while True:
-                for line in self.lines:
-                    m = re.search(pattern, line)
-                    if m:
-                        return m
-                left = deadline - time.time()
-                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
-                    return None
-                self.lock.wait(min(left, 0.2))
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.reader.join(WAIT)
-
-
-class Raw:
-    """A line-based IMAP connection with timeouts."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("connection closed; have %r" % self.buf)
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode(errors="replace")
-
-    def until_tagged(self, tag):
-        lines = []
-        while True:
-            line = self.line()
-            lines.append(line)
-            if line.startswith(tag + " "):
-                return lines
-
-    def at_eof(self):
-        try:
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                self.buf += data
-        except ConnectionResetError:
-            return True  # closed with our unread bytes in its buffer: a reset
-        except OSError:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-
-def quote(text):
-    """An IMAP quoted string."""
-    return b'"' + text.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
 
 
 def normalize(value):
@@ -347,7 +233,7 @@ def test_big_append(daemon):
 def test_idle(daemon):
     c = Raw(daemon.port)
     c.line()
-    c.send(b"i1 LOGIN %s %s\r\n" % (quote(USER2), quote(PASS2)))
+    c.send(b"i1 LOGIN %s %s\r\n" % (quote_bytes(USER2), quote_bytes(PASS2)))
     lines = c.until_tagged("i1")
     check("LOGIN with pipelined commands after it", lines[-1].startswith("i1 OK "), lines)
     c.send(b"i2 CREATE idlebox\r\ni3 SELECT idlebox\r\n")
@@ -377,7 +263,7 @@ def test_idle(daemon):
 def test_literals(daemon):
     c = Raw(daemon.port)
     c.line()
-    c.send(b"l1 LOGIN %s %s\r\n" % (quote(USER2), quote(PASS2)))
+    c.send(b"l1 LOGIN %s %s\r\n" % (quote_bytes(USER2), quote_bytes(PASS2)))
     lines = c.until_tagged("l1")
     check("LOGIN through the proxy", lines[-1].startswith("l1 OK [CAPABILITY "), lines)
     c.send(b"l2 CREATE {7}\r\n")
@@ -421,7 +307,7 @@ def test_backpressure(daemon):
         setup.append("pressure", None, None, b"Subject: big\r\n\r\n" + body)
     c = Raw(daemon.port)
     c.line()
-    c.send(b"p1 LOGIN %s %s\r\np2 SELECT pressure\r\n" % (quote(USER2), quote(PASS2)))
+    c.send(b"p1 LOGIN %s %s\r\np2 SELECT pressure\r\n" % (quote_bytes(USER2), quote_bytes(PASS2)))
     c.until_tagged("p2")
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     before = rss_kib(daemon.proc.pid)
@@ -456,7 +342,7 @@ def test_backpressure(daemon):
 def test_pipelined(daemon):
     c = Raw(daemon.port)
     c.line()
-    c.send(b"q0 LOGIN %s %s\r\n" % (quote(USER), quote(PASS)))
+    c.send(b"q0 LOGIN %s %s\r\n" % (quote_bytes(USER), quote_bytes(PASS)))
     c.until_tagged("q0")
     c.send(b"".join(b"q%d NOOP\r\n" % i for i in range(1, 1001)))
     lines = c.until_tagged("q1000")
@@ -519,11 +405,11 @@ class Relay:
 
 def test_upstream_dies():
     relay = Relay()
-    daemon = Daemon('{ name = "relay"; host = "127.0.0.1"; port = %d; tls = "none"; }' % relay.port)
+    daemon = Daemon('{ name = "relay"; host = "127.0.0.1"; port = %d; tls = "none"; }' % relay.port, tmpdir=tmp)
     try:
         c = Raw(daemon.port)
         c.line()
-        c.send(b"k1 LOGIN %s %s\r\nk2 SELECT INBOX\r\n" % (quote(USER), quote(PASS)))
+        c.send(b"k1 LOGIN %s %s\r\nk2 SELECT INBOX\r\n" % (quote_bytes(USER), quote_bytes(PASS)))
         c.until_tagged("k2")
         relay.cut()
         line = c.line()
@@ -542,21 +428,13 @@ def test_upstream_dies():
 
 
 def main():
-    daemon = Daemon('{ name = "dovecot"; host = "%s"; port = %d; tls = "starttls"; ca_file = "%s"; }'
-                    % (HOST, PORT, CA))
+    daemon = Daemon(upstream_dovecot(), tmpdir=tmp)
     try:
-        for test in (test_differential, test_login_refused, test_authenticate, test_literals,
-                     test_big_append, test_idle, test_backpressure, test_pipelined):
-            try:
-                test(daemon)
-            except Exception as e:  # one broken step must not hide the others
-                check("%s ran to the end" % test.__name__, False, repr(e))
+        run_steps((test_differential, test_login_refused, test_authenticate, test_literals, test_big_append,
+                   test_idle, test_backpressure, test_pipelined), daemon)
     finally:
         daemon.stop()
-    try:
-        test_upstream_dies()
-    except Exception as e:
-        check("test_upstream_dies ran to the end", False, repr(e))
+    run_steps((test_upstream_dies,))
     check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
     return summary()
 

@@ -8,62 +8,15 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 from checks import check, summary
+from proxyfixture import ENV, PASS, PORT, USER, Daemon, upstream_dovecot
 
-ENV = os.environ
-BUILD = ENV.get("top_builddir", ".")
-BINARY = os.path.join(BUILD, "daemon", "imapcached")
-HOST = ENV["IMAPTEST_HOST"]
-PORT = int(ENV["IMAPTEST_PORT"])
-CA = ENV["IMAPTEST_CA"]
-USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
-WAIT = 20
 RUN_TIMEOUT = 120  # seconds for one client run
 tmp = tempfile.mkdtemp(prefix="test-real-clients.")
-
-
-def start_daemon():
-    path = os.path.join(tmp, "imapcached.conf")
-    with open(path, "w") as f:
-        f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
-        f.write('upstreams = ( { name = "dovecot"; host = "%s"; port = %d; tls = "starttls"; ca_file = "%s"; } );\n'
-                % (HOST, PORT, CA))
-    env = dict(ENV)
-    env.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
-    lines = []
-    port = None
-    deadline = time.time() + WAIT
-    while port is None and time.time() < deadline:
-        line = proc.stderr.readline().decode(errors="replace")
-        if not line:
-            break
-        lines.append(line)
-        m = re.search(r"listening on [0-9.]+:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-    if port is None:
-        raise RuntimeError("imapcached did not start: %s" % lines)
-    # keep draining its log so it never blocks on a full pipe
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-    return proc, port
-
-
-def stop_daemon(proc):
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def curl(port, path, request=None):
@@ -149,7 +102,8 @@ def test_mbsync(port):
 
 
 def main():
-    proc, port = start_daemon()
+    daemon = Daemon(upstream_dovecot(), log_level=None, tmpdir=tmp)
+    port = daemon.port
     try:
         for test, tool in ((test_curl, "curl"), (test_mbsync, "mbsync")):
             if shutil.which(tool) is None:
@@ -160,7 +114,7 @@ def main():
             except Exception as e:  # one broken client must not hide the others
                 check("%s ran to the end" % test.__name__, False, repr(e))
     finally:
-        stop_daemon(proc)
+        daemon.stop()
         if "TEST_KEEP" not in ENV:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -11,154 +11,35 @@ the loop not blocked) and one named "localhost", and ID before login.
 Every case checks the daemon's log line and that a second session, open
 at the same time, keeps working. The daemon runs on a free loopback port
 and is stopped by its PID."""
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from checks import check, summary
+import proxyfixture
+from proxyfixture import PASS, PASS2, PORT, USER, USER2, Daemon, quote, run_steps, untag, upstream_dovecot
 
-ENV = os.environ
-BUILD = ENV.get("top_builddir", ".")
-BINARY = os.path.join(BUILD, "daemon", "imapcached")
-HOST = ENV["IMAPTEST_HOST"]
-PORT = int(ENV["IMAPTEST_PORT"])
-USER, PASS = ENV["IMAPTEST_USER"], ENV["IMAPTEST_PASS"]
-USER2, PASS2 = ENV["IMAPTEST_USER2"], ENV["IMAPTEST_PASS2"]
-WAIT = 20  # seconds: the longest any single expectation may take
 LITERAL_TIMEOUT = 2  # timeouts.literal of the test daemon
 PREAUTH_LIMIT = 64  # limits.literal_preauth
 LITERAL_LIMIT = 1024  # limits.literal (its minimum)
 tmp = tempfile.mkdtemp(prefix="test-session-input.")
 
 
-class Daemon:
-    """One imapcached in the foreground, its stderr collected line by line."""
-
-    def __init__(self, upstreams, extra=""):
-        path = os.path.join(tmp, "imapcached-%d.conf" % time.monotonic_ns())
-        with open(path, "w") as f:
-            f.write('listen = ( { address = "127.0.0.1"; port = 0; tls = "none"; } );\n')
-            f.write("upstreams = ( %s );\n" % upstreams)
-            f.write('log = { level = "debug"; };\n')
-            f.write(extra)
-        env = dict(ENV)
-        env.pop("JOURNAL_STREAM", None)
-        env.pop("NOTIFY_SOCKET", None)
-        self.lines = []
-        self.lock = threading.Condition()
-        self.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        match = self.wait_log(r"listening on [0-9.]+:(\d+)")
-        if match is None:
-            self.stop()
-            raise RuntimeError("imapcached did not start: %s" % self.lines)
-        self.port = int(match.group(1))
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.lock.notify_all()
-
-    def wait_log(self, pattern, timeout=WAIT):
-        deadline = time.time() + timeout
-        with self.lock:
-            while True:
-                for line in self.lines:
-                    m = re.search(pattern, line)
-                    if m:
-                        return m
-                left = deadline - time.time()
-                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
-                    return None
-                self.lock.wait(min(left, 0.2))
-
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(WAIT)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.reader.join(WAIT)
-
-
-class Raw:
-    """A line-based IMAP connection with timeouts."""
+class Raw(proxyfixture.Raw):
+    """A connection that has read the greeting, with TCP_NODELAY: the
+    tests time and split their writes."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-        self.greeting = self.line()
+        super().__init__(port, greeting=True, nodelay=True)
 
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("connection closed; have %r" % self.buf)
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode(errors="replace")
-
-    def until_tagged(self, tag):
-        lines = []
-        while True:
-            line = self.line()
-            lines.append(line)
-            if line.startswith(tag + " "):
-                return lines
-
-    def command(self, tag, text):
+    def reply(self, tag, text):
         """Sends one command line and returns its tagged reply line."""
-        self.send(("%s %s\r\n" % (tag, text)).encode())
-        return self.until_tagged(tag)[-1]
-
-    def rest(self):
-        """Everything until the peer closes (the connection must close)."""
-        data = self.buf
-        self.buf = b""
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return data.decode(errors="replace"), True
-                data += chunk
-        except ConnectionResetError:
-            return data.decode(errors="replace"), True
-        except OSError:
-            return data.decode(errors="replace"), False
-
-    def close(self):
-        self.sock.close()
+        return self.tagged(tag, text)[-1]
 
 
 def literal(data, plus=False):
     return b"{%d%s}\r\n" % (len(data), b"+" if plus else b"")
-
-
-def quote(text):
-    """An IMAP quoted string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def untag(line):
-    return line.split(" ", 1)[1] if " " in line else line
 
 
 def login_sync(port, user, password):
@@ -172,7 +53,7 @@ def login_sync(port, user, password):
     second = c.line()
     c.send(password + b"\r\n")
     reply = c.until_tagged("a")[-1]
-    c.command("z", "LOGOUT")
+    c.reply("z", "LOGOUT")
     c.close()
     return first, second, reply
 
@@ -236,7 +117,7 @@ def test_login_literals(daemon):
     c.send(b"p {1}\r\n")
     reply = c.line()
     check("a third LOGIN literal: BAD, no '+'", reply.startswith("a BAD"), reply)
-    check("after it the session still answers", c.command("b", "NOOP").startswith("b OK"))
+    check("after it the session still answers", c.reply("b", "NOOP").startswith("b OK"))
     c.close()
 
 
@@ -247,7 +128,7 @@ def test_preauth_limit(daemon):
     c.send(b"a LOGIN " + literal(big))
     reply = c.line()
     check("LOGIN {N} over limits.literal_preauth: BAD, no '+'", reply.startswith("a BAD"), reply)
-    check("after it the session still answers", c.command("b", "NOOP").startswith("b OK"))
+    check("after it the session still answers", c.reply("b", "NOOP").startswith("b OK"))
     c.send(b"c LOGIN user " + literal(big))
     reply = c.line()
     check("the password's {N} over the limit: BAD, no '+'", reply.startswith("c BAD"), reply)
@@ -264,13 +145,13 @@ def test_preauth_limit(daemon):
     check("LOGIN {N+} over the limit: no byte of the literal run as a command", "z1 " not in text, text)
     check("the over-limit literal before login is logged",
           daemon.wait_log(r"literal of %d bytes before login, over the limit" % len(payload)) is not None)
-    check("a second session open meanwhile still works", other.command("o", "NOOP").startswith("o OK"))
+    check("a second session open meanwhile still works", other.reply("o", "NOOP").startswith("o OK"))
     other.close()
 
 
 def logged_in(port, user=USER, password=PASS):
     c = Raw(port)
-    reply = c.command("l", "LOGIN %s %s" % (quote(user), quote(password)))
+    reply = c.reply("l", "LOGIN %s %s" % (quote(user), quote(password)))
     if not reply.startswith("l OK"):
         raise RuntimeError("login failed: %s" % reply)
     return c
@@ -302,7 +183,7 @@ def test_literal_timeout(daemon):
     started = time.monotonic()
     check("a LOGIN literal: '+'", cont.startswith("+"), cont)
     time.sleep(LITERAL_TIMEOUT / 2)
-    check("meanwhile a second session works", other.command("o1", "NOOP").startswith("o1 OK"))
+    check("meanwhile a second session works", other.reply("o1", "NOOP").startswith("o1 OK"))
     text, closed, elapsed = expect_literal_bye(c, started)
     check("a LOGIN literal never sent: BYE after timeouts.literal",
           closed and "* BYE Literal not sent in time" in text and
@@ -319,7 +200,7 @@ def test_literal_timeout(daemon):
         c.send(b"Subject: x\r\n")
         time.sleep(LITERAL_TIMEOUT / 2)
     started = time.monotonic()
-    check("a literal that keeps coming is not cut off", other.command("o2", "NOOP").startswith("o2 OK")
+    check("a literal that keeps coming is not cut off", other.reply("o2", "NOOP").startswith("o2 OK")
           and c.buf == b"")
     text, closed, elapsed = expect_literal_bye(c, started)
     check("APPEND {N} stalled: BYE after timeouts.literal",
@@ -341,7 +222,7 @@ def test_literal_timeout(daemon):
           daemon.wait_log(r"a literal got no data for %d s" % LITERAL_TIMEOUT) is not None)
     check("the session end says why",
           daemon.wait_log(r"end: .*literal not sent in time") is not None)
-    check("the second session still works", other.command("o3", "NOOP").startswith("o3 OK"))
+    check("the second session still works", other.reply("o3", "NOOP").startswith("o3 OK"))
     after = inbox_count(other, "s2")
     check("the abandoned APPENDs stored nothing upstream", before >= 0 and after == before, (before, after))
     other.close()
@@ -354,7 +235,7 @@ def test_literal_limit(daemon):
     c.send(b"a APPEND INBOX {%d}\r\n" % big)
     reply = c.line()
     check("APPEND {N} over limits.literal: tagged BAD, no '+'", reply.startswith("a BAD"), reply)
-    check("after it the session goes on", c.command("b", "NOOP").startswith("b OK"))
+    check("after it the session goes on", c.reply("b", "NOOP").startswith("b OK"))
     check("the refused {N} is logged",
           daemon.wait_log(r"literal of %d bytes refused, over the limit of %d" % (big, LITERAL_LIMIT))
           is not None)
@@ -367,7 +248,7 @@ def test_literal_limit(daemon):
     check("no byte of the over-limit literal run as a command", "z1 " not in text, text)
     check("the over-limit {N+} is logged",
           daemon.wait_log(r"literal of %d bytes, over the limit of %d" % (big, LITERAL_LIMIT)) is not None)
-    check("a second session open meanwhile still works", other.command("o", "NOOP").startswith("o OK"))
+    check("a second session open meanwhile still works", other.reply("o", "NOOP").startswith("o OK"))
     c.close()
     other.close()
 
@@ -383,9 +264,9 @@ def test_id(daemon):
     check("ID before login: the proxy's name and version, then OK",
           len(lines) == 2 and re.match(r'^\* ID \("name" "imapcached" "version" "[^"]+"\)$', lines[0])
           and lines[1].startswith("b OK"), lines)
-    reply = c.command("c", "ID NIL")
+    reply = c.reply("c", "ID NIL")
     check("ID NIL before login: OK", reply.startswith("c OK"), reply)
-    reply = c.command("d", "ID garbage")
+    reply = c.reply("d", "ID garbage")
     check("ID with a bad argument: BAD", reply.startswith("d BAD"), reply)
     c.close()
 
@@ -394,12 +275,12 @@ def test_dns():
     daemon = Daemon('{ name = "nowhere"; host = "imap.imapcached-test.invalid"; port = 143; tls = "none"; '
                     'users = [ "*@nowhere.test" ]; }, '
                     '{ name = "local"; host = "localhost"; port = %d; tls = "none"; }' % PORT,
-                    "timeouts = { upstream_connect = 3; };\n")
+                    "timeouts = { upstream_connect = 3; };\n", tmpdir=tmp)
     try:
         c = Raw(daemon.port)
-        reply = c.command("a", "LOGIN %s %s" % (USER, PASS))
+        reply = c.reply("a", "LOGIN %s %s" % (USER, PASS))
         check("an upstream named localhost: the login works", reply.startswith("a OK"), reply)
-        check("and a command goes through", c.command("b", "SELECT INBOX").startswith("b OK"))
+        check("and a command goes through", c.reply("b", "SELECT INBOX").startswith("b OK"))
         c.close()
 
         c = Raw(daemon.port)
@@ -407,7 +288,7 @@ def test_dns():
         started = time.monotonic()
         c.send(b"a LOGIN someone@nowhere.test secret\r\n")
         t = time.monotonic()
-        reply = other.command("o", "NOOP")
+        reply = other.reply("o", "NOOP")
         quick = time.monotonic() - t
         check("while the name is looked up another session is answered at once",
               reply.startswith("o OK") and quick < 1.0, (reply, quick))
@@ -418,7 +299,7 @@ def test_dns():
         check("the failed lookup is logged with the name",
               daemon.wait_log(r"cannot reach upstream nowhere: (cannot resolve |timed out.*)"
                               r"imap\.imapcached-test\.invalid") is not None, daemon.log()[-600:])
-        check("the session can try again", c.command("b", "NOOP").startswith("b OK"))
+        check("the session can try again", c.reply("b", "NOOP").startswith("b OK"))
         c.close()
         other.close()
     finally:
@@ -426,22 +307,15 @@ def test_dns():
 
 
 def main():
-    daemon = Daemon('{ name = "dovecot"; host = "%s"; port = %d; tls = "none"; }' % (HOST, PORT),
+    daemon = Daemon(upstream_dovecot("none"),
                     "timeouts = { literal = %d; };\nlimits = { literal_preauth = %d; literal = %d; };\n"
-                    % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT))
+                    % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
-        for test in (test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_limit,
-                     test_id):
-            try:
-                test(daemon)
-            except Exception as e:  # one broken step must not hide the others
-                check("%s ran to the end" % test.__name__, False, repr(e))
+        run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_limit, test_id),
+                  daemon)
     finally:
         daemon.stop()
-    try:
-        test_dns()
-    except Exception as e:
-        check("test_dns ran to the end", False, repr(e))
+    run_steps((test_dns,))
     check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
     return summary()
 

@@ -1,0 +1,340 @@
+# SPDX-License-Identifier: MIT
+"""proxyfixture: imapcached in front of the test Dovecot, for Python tests
+and benchmarks: the IMAPTEST_* environment, a Daemon (one imapcached in
+the foreground, its log collected), a Raw line-based IMAP socket client,
+quote()/untag(), and run_steps() for a test's sequence of steps.
+
+Tests under tests/integration/ import it like checks.py; scripts under
+tests/bench/ put tests/integration/ on sys.path first (with
+sys.dont_write_bytecode set, so the source tree stays clean). What only
+one script needs stays in that script, as a subclass or a parameter."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+from checks import check
+
+ENV = os.environ
+
+
+def _env_int(name):
+    return int(ENV[name]) if name in ENV else None
+
+
+# Where with-dovecot's Dovecot is and who may log in (see its header);
+# None when a variable is not set.
+HOST = ENV.get("IMAPTEST_HOST")
+PORT = _env_int("IMAPTEST_PORT")
+TLS_PORT = _env_int("IMAPTEST_TLS_PORT")
+CA = ENV.get("IMAPTEST_CA")
+USER, PASS = ENV.get("IMAPTEST_USER"), ENV.get("IMAPTEST_PASS")
+USER2, PASS2 = ENV.get("IMAPTEST_USER2"), ENV.get("IMAPTEST_PASS2")
+MANIFEST = ENV.get("IMAPTEST_MANIFEST")
+BUILD = ENV.get("top_builddir", ".")
+BINARY = os.path.join(BUILD, "daemon", "imapcached")
+WAIT = 20  # seconds: the longest any single expectation of a test may take
+LISTEN_LOCAL = '{ address = "127.0.0.1"; port = 0; tls = "none"; }'  # a free loopback port, plaintext
+LISTENING = re.compile(r"listening on (?:\[[0-9a-f:]+\]|[0-9.]+):(\d+)")  # a bound port, IPv4 or [IPv6]
+TIMINGS = re.compile(r" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")  # Dovecot's "(0.001 + 0.000 secs)"
+
+
+def upstream_dovecot(tls="starttls"):
+    """The upstreams entry for the test Dovecot: tls "starttls" or "none"
+    on IMAPTEST_PORT, "implicit" on IMAPTEST_TLS_PORT, the test CA."""
+    if tls == "implicit":
+        return '{ name = "dovecot"; host = "%s"; port = %d; tls = "implicit"; ca_file = "%s"; }' % (
+            HOST, TLS_PORT, CA)
+    if tls == "none":
+        return '{ name = "dovecot"; host = "%s"; port = %d; tls = "none"; }' % (HOST, PORT)
+    return '{ name = "dovecot"; host = "%s"; port = %d; tls = "%s"; ca_file = "%s"; }' % (HOST, PORT, tls, CA)
+
+
+class Daemon:
+    """One imapcached in the foreground (`imapcached -f -c CONFIG`), its
+    stderr collected line by line by a thread, stopped by its PID.
+
+    The configuration is config (the whole text) or, when config is None,
+    built from its parts in this order: listen = ( listen );, upstreams =
+    ( upstreams );, log = { level = log_level; }; (left out when log_level
+    is None), then extra verbatim. It is written to a new file in tmpdir
+    (a fresh temporary directory when None). argv is appended to the
+    command line; env holds variables set on top of this process's
+    environment, and JOURNAL_STREAM and NOTIFY_SOCKET are always taken
+    out, so the daemon logs to stderr and never talks to systemd.
+
+    The constructor waits (up to timeout seconds) until the daemon has
+    logged "listening on ADDRESS:PORT" ports times; self.ports are those
+    ports in order, self.port the first. If it does not, the daemon is
+    stopped and start_error is raised. timeout is also the default wait of
+    wait_log() and how long stop() waits before SIGKILL. keep_lines, when
+    set, keeps only that many of the latest log lines (for daemons that
+    log a lot for a long time); on_line() sees every line either way."""
+
+    start_error = RuntimeError  # raised when the daemon does not start
+
+    def __init__(self, upstreams=None, extra="", config=None, listen=LISTEN_LOCAL, log_level="debug",
+                 ports=1, argv=(), env=None, tmpdir=None, timeout=WAIT, keep_lines=None):
+        if config is None:
+            if upstreams is None:
+                raise ValueError("Daemon: give config or upstreams")
+            config = "listen = ( %s );\nupstreams = ( %s );\n" % (listen, upstreams)
+            if log_level is not None:
+                config += 'log = { level = "%s"; };\n' % log_level
+            config += extra
+        if tmpdir is None:
+            tmpdir = tempfile.mkdtemp(prefix="imapcached-daemon.")
+        self.path = os.path.join(tmpdir, "imapcached-%d.conf" % time.monotonic_ns())
+        with open(self.path, "w") as f:
+            f.write(config)
+        full_env = dict(ENV)
+        full_env.update(env or {})
+        full_env.pop("JOURNAL_STREAM", None)
+        full_env.pop("NOTIFY_SOCKET", None)
+        self.timeout = timeout
+        self.keep_lines = keep_lines
+        self.lines = []
+        self.lock = threading.Condition()
+        self.proc = subprocess.Popen([BINARY, "-f", "-c", self.path, *argv], stderr=subprocess.PIPE,
+                                     env=full_env)
+        self.pid = self.proc.pid
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        found = self.wait_log(LISTENING, count=ports)
+        if found is None:
+            self.stop()
+            raise self.start_error("imapcached did not start: %s" % self.lines[-20:])
+        with self.lock:
+            self.ports = [int(m.group(1)) for m in (LISTENING.search(l) for l in self.lines) if m][:ports]
+        self.port = self.ports[0]
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.lock:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.lines.append(line)
+                self.on_line(line)
+                if self.keep_lines is not None:
+                    del self.lines[:-self.keep_lines]
+                self.lock.notify_all()
+
+    def on_line(self, line):
+        """Called with each log line as it arrives, the lock held; does
+        nothing here (subclasses count things in it)."""
+
+    def count_log(self, pattern):
+        """How many log lines so far match pattern."""
+        with self.lock:
+            return sum(1 for line in self.lines if re.search(pattern, line))
+
+    def wait_log(self, pattern, count=1, timeout=None):
+        """The match of the count-th log line matching pattern, once it is
+        there; None after timeout seconds (default: the daemon's), or once
+        the daemon has exited and its log is read to the end."""
+        deadline = time.time() + (self.timeout if timeout is None else timeout)
+        with self.lock:
+            while True:
+                found = [m for m in (re.search(pattern, line) for line in self.lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.time()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    return None
+                self.lock.wait(min(left, 0.2))
+
+    def log(self):
+        """The log so far, one string."""
+        with self.lock:
+            return "\n".join(self.lines)
+
+    @property
+    def returncode(self):
+        """The exit status once the daemon has exited (-N: killed by
+        signal N), else None."""
+        return self.proc.poll()
+
+    def stop(self):
+        """SIGTERM to the daemon's PID, SIGKILL if it has not exited after
+        the timeout; waits for the log reader; returns the exit status."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(self.timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.reader.join(self.timeout)
+        return self.proc.returncode
+
+
+class Raw:
+    """A line-based IMAP connection with timeouts, to host:port (or on sock,
+    already connected, e.g. TLS-wrapped). greeting=True reads the greeting
+    line into self.greeting; nodelay=True sets TCP_NODELAY (for tests that
+    time or split their writes). self.buf holds what was received and not
+    yet read as lines.
+
+    With skip_literals=True, line() skips each {N} literal by its announced
+    size and returns the line with the literal's bytes left out, so the
+    cost stays linear in the bytes (benchmarks reading megabytes).
+    error is the exception raised when the peer closes mid-line and by
+    expect_ok(); subclasses set their own."""
+
+    error = EOFError
+    recv_size = 65536  # bytes per recv(): a subclass reading megabytes may want more
+    LITERAL = re.compile(rb"\{(\d+)\}$")
+
+    def __init__(self, port, host="127.0.0.1", timeout=WAIT, greeting=False, nodelay=False,
+                 skip_literals=False, sock=None):
+        self.sock = sock if sock is not None else socket.create_connection((host, port), timeout=timeout)
+        if nodelay:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.skip_literals = skip_literals
+        self.buf = b""
+        self.tag = 0
+        if greeting:
+            self.greeting = self.line()
+
+    def send(self, data):
+        """Sends all of data (bytes)."""
+        self.sock.sendall(data)
+
+    def _fill(self):
+        data = self.sock.recv(self.recv_size)
+        if not data:
+            raise self.error("connection closed; have %r" % self.buf[-200:])
+        self.buf += data
+
+    def _raw_line(self):
+        while True:
+            end = self.buf.find(b"\r\n")
+            if end >= 0:
+                line, self.buf = self.buf[:end], self.buf[end + 2:]
+                return line
+            self._fill()
+
+    def _skip(self, size):
+        take = min(size, len(self.buf))
+        self.buf = self.buf[take:]
+        size -= take
+        while size > 0:
+            data = self.sock.recv(self.recv_size)
+            if not data:
+                raise self.error("connection closed inside a literal, %d bytes short" % size)
+            if len(data) > size:
+                self.buf = data[size:]
+            size -= min(size, len(data))
+
+    def line(self):
+        """The next line, without its CRLF, decoded (errors replaced);
+        raises error if the peer closes first."""
+        parts = []
+        while True:
+            part = self._raw_line()
+            parts.append(part)
+            m = self.LITERAL.search(part) if self.skip_literals else None
+            if m is None:
+                return b"".join(parts).decode(errors="replace")
+            self._skip(int(m.group(1)))
+
+    def until_tagged(self, tag):
+        """The lines up to and including the one tagged tag."""
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(tag + " "):
+                return lines
+
+    def tagged(self, tag, text):
+        """Sends "tag text" as one command line; returns its lines, the
+        tagged one last."""
+        self.send(("%s %s\r\n" % (tag, text)).encode())
+        return self.until_tagged(tag)
+
+    def command(self, text):
+        """Sends text as a command under the next tag of p1, p2, ...;
+        returns its lines, the tagged one last."""
+        self.tag += 1
+        return self.tagged("p%d" % self.tag, text)
+
+    def expect_ok(self, tag, what):
+        """Reads up to the line tagged tag; raises error naming what
+        unless it is OK."""
+        line = self.until_tagged(tag)[-1]
+        if not line.startswith(tag + " OK"):
+            raise self.error("%s: %s" % (what, line))
+
+    def at_eof(self):
+        """Whether the peer closes (or resets) before the timeout; what
+        comes before goes to self.buf."""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True  # closed with our unread bytes in its buffer: a reset
+        except OSError:
+            return False
+
+    def rest(self):
+        """Everything until the peer closes, decoded, and whether it did
+        close (False: the timeout or another error came first)."""
+        data = self.buf
+        self.buf = b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data.decode(errors="replace"), True
+                data += chunk
+        except ConnectionResetError:
+            return data.decode(errors="replace"), True
+        except OSError:
+            return data.decode(errors="replace"), False
+
+    def close(self):
+        self.sock.close()
+
+
+def quote(text):
+    """text (str) as an IMAP quoted string (str)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_bytes(text):
+    """text (str) as an IMAP quoted string, UTF-8 bytes to send."""
+    return quote(text).encode()
+
+
+def untag(line):
+    """A response line without its tag; untagged ("* ") and continuation
+    ("+ ") lines as they are."""
+    if line.startswith("* ") or line.startswith("+ ") or " " not in line:
+        return line
+    return line.split(" ", 1)[1]
+
+
+def strip_timings(line):
+    """A line without Dovecot's command timings ("(0.001 + 0.000 secs)")."""
+    return TIMINGS.sub("", line)
+
+
+def run_steps(steps, *args):
+    """Calls each of steps with args, in order. One that raises is reported
+    as a failed check "NAME ran to the end" (NAME: the function's name) and
+    the others still run: one broken step must not hide the others.
+    Returns what the steps that did not raise returned, in order."""
+    results = []
+    for step in steps:
+        try:
+            results.append(step(*args))
+        except Exception as e:
+            check("%s ran to the end" % step.__name__, False, repr(e))
+    return results
