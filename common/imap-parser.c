@@ -298,6 +298,15 @@ void imap_parser_reset(struct imap_parser *parser)
 	line_reset(parser);
 }
 
+void imap_parser_wipe(struct imap_parser *parser)
+{
+	for (struct arena_chunk *chunk = parser->arena_head; chunk != NULL; chunk = chunk->next)
+		explicit_bzero(chunk->data, chunk->size);
+	if (parser->token != NULL)
+		explicit_bzero(parser->token, parser->token_capacity);
+	imap_parser_reset(parser);
+}
+
 bool imap_parser_release_memory(struct imap_parser *parser)
 {
 	if (imap_parser_is_mid_line(parser) || parser->state == STATE_ERROR)

@@ -277,6 +277,12 @@ void imap_parser_reset(struct imap_parser *parser);
    returns false. */
 bool imap_parser_release_memory(struct imap_parser *parser);
 
+/* Overwrites with zeros every byte the parser holds for a line (the
+   argument arena and the token buffer), then resets it: for a line that
+   carried a secret (LOGIN's password), before the parser is freed or
+   reused. Bytes a buffer held before it last grew are not covered. */
+void imap_parser_wipe(struct imap_parser *parser);
+
 /* Counters for tests and benchmarks. */
 struct imap_parser_stats {
 	uint64_t lines;        /* lines completed */

@@ -114,8 +114,9 @@ struct session {
 	/* The upstream pool (upstream-pool.h). */
 	struct upstream_pool_key pool_key; /* digests of the account and credential of this login */
 	bool pool_key_valid;
+	unsigned int pool_generation;  /* the pool's when the session started (with its conf) */
 	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
-	bool pool_state_changed;       /* ENABLE or LANGUAGE: state a pooled connection can't shed */
+	bool pool_state_changed;       /* state a pooled connection can't shed (session_line_changes_state) */
 
 	char peer_name[LISTENER_NAME_MAX];
 	char listener_name[LISTENER_NAME_MAX];
@@ -617,9 +618,13 @@ static bool session_login_from_pool(struct session *session, const struct conf_u
 	session->pool_key_valid = false;
 	if (session_pool == NULL || secret == NULL)
 		return false;
-	upstream_pool_make_key(session_pool, upstream->name, upstream->host, upstream->port, session->user,
-			       session->login_password != NULL ? "LOGIN" : session->auth_mechanism,
-			       secret, strlen(secret), &session->pool_key);
+	if (!upstream_pool_make_key(session_pool, upstream->name, upstream->host, upstream->port, session->user,
+				    session->login_password != NULL ? "LOGIN" : session->auth_mechanism,
+				    secret, strlen(secret), &session->pool_key))
+		return false;
+	/* The connection is made under the configuration the session started
+	   with: a reload since then must keep it out of the pool. */
+	session->pool_key.generation = session->pool_generation;
 	session->pool_key_valid = true;
 	session->upstream = upstream_pool_take_client(session_pool, &session->pool_key, capabilities,
 						      sizeof(capabilities), text, sizeof(text));
@@ -715,14 +720,14 @@ static void session_handle_login(struct session *session, const char *tag, const
 		session_wipe_credentials(session);
 		free(user);
 		if (parser != NULL)
-			imap_parser_reset(parser); /* the password is in its buffers */
+			imap_parser_wipe(parser); /* the password is in its buffers */
 		imap_parser_free(&parser);
 		session_count_bad(session);
 		return;
 	}
 	snprintf(session->user, sizeof(session->user), "%s", user);
 	free(user);
-	imap_parser_reset(parser);
+	imap_parser_wipe(parser);
 	imap_parser_free(&parser);
 	session_login_start(session);
 }
@@ -1045,8 +1050,10 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 		if (session->forward_literal > 0 && session->forward_literal_sync &&
 		    !session->forward_literal_go_ahead)
 			session->forward_literal = 0; /* the client got no "+": it sends nothing more */
-		else if (!session->open_is_idle)
+		else if (!session->open_is_idle) {
 			session->forward_dropping = true;
+			session->pool_state_changed = true; /* the upstream may still wait for these bytes */
+		}
 	}
 	session_update_literal_timer(session);
 	if (result->status == IMAP_CLIENT_STATUS_ABORT)
@@ -1079,6 +1086,30 @@ static size_t session_read_verb(const char *line, size_t len, size_t pos, char *
 		break;
 	}
 	return n;
+}
+
+/* Whether a forwarded command leaves the upstream connection in a state
+   that UNSELECT can't undo, so it must not serve another session: ENABLE
+   (RFC 5161), LANGUAGE and COMPARATOR (RFC 5255), a LOGIN or AUTHENTICATE
+   after login (who is logged in), and RFC 7162's CONDSTORE-enabling
+   commands, found by their words (CONDSTORE, MODSEQ, HIGHESTMODSEQ,
+   [UN]CHANGEDSINCE, QRESYNC). A word that only looks like one (in a
+   search text) costs a pooled connection, nothing else. */
+static bool session_line_changes_state(const char *verb, const char *line, size_t len)
+{
+	static const char *const verbs[] = { "ENABLE", "LANGUAGE", "COMPARATOR", "LOGIN", "AUTHENTICATE" };
+	static const char *const words[] = { "CONDSTORE", "MODSEQ", "CHANGEDSINCE", "QRESYNC" };
+
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (strcmp(verb, verbs[i]) == 0)
+			return true;
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		size_t word_len = strlen(words[i]);
+		for (size_t pos = 0; pos + word_len <= len; pos++)
+			if (strncasecmp(line + pos, words[i], word_len) == 0)
+				return true;
+	}
+	return false;
 }
 
 /* Handles a literal announced at the end of a forwarded line. Returns
@@ -1153,7 +1184,7 @@ static bool session_forward_command(struct session *session, const char *line, s
 	session_read_verb(line, len, verb_pos, verb, sizeof(verb));
 	literal = session_line_literal(line, len, &literal_size);
 
-	if (strcmp(verb, "ENABLE") == 0 || strcmp(verb, "LANGUAGE") == 0)
+	if (!session->pool_state_changed && session_line_changes_state(verb, line, len))
 		session->pool_state_changed = true;
 	if (literal == SESSION_LITERAL_NONE && strcmp(verb, "LOGOUT") == 0 && session_can_pool(session)) {
 		if (session->forwarded_pending > 0)
@@ -1221,6 +1252,8 @@ static void session_forward_continuation(struct session *session, const char *li
 	struct imap_client_command *command = session->open_command;
 
 	literal = session->open_is_idle ? SESSION_LITERAL_NONE : session_line_literal(line, len, &literal_size);
+	if (!session->open_is_idle && !session->pool_state_changed && session_line_changes_state("", line, len))
+		session->pool_state_changed = true;
 	imap_client_raw_command_write(command, line, len);
 	imap_client_raw_command_write(command, "\r\n", 2);
 	if (!session_forward_literal(session, literal, literal_size))
@@ -1689,6 +1722,8 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 	snprintf(session->peer_name, sizeof(session->peer_name), "%s", conn->peer_name);
 	snprintf(session->listener_name, sizeof(session->listener_name), "%s", conn->listener_name);
 	gettimeofday(&session->started, NULL);
+	if (session_pool != NULL)
+		session->pool_generation = upstream_pool_generation(session_pool);
 	session->step_event = event_new(base, -1, 0, session_step, session);
 	session->literal_timer = evtimer_new(base, session_literal_timeout, session);
 	if (session->step_event == NULL || session->literal_timer == NULL)

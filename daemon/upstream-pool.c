@@ -240,10 +240,10 @@ static void upstream_pool_mac_field(EVP_MAC_CTX *mac, const void *data, size_t l
 		EVP_MAC_update(mac, data, len);
 }
 
-/* HMAC-SHA256 with the pool's secret over the fields (NULL-terminated
-   pairs of data and length). Any failure gives a digest of random bytes,
-   which matches nothing. */
-static void upstream_pool_mac(const struct upstream_pool *pool, unsigned char digest[UPSTREAM_POOL_DIGEST_SIZE],
+/* HMAC-SHA256 with the pool's secret over the fields (count pairs of
+   data and length). Returns false on any failure: no digest, and never a
+   stand-in that two logins could share. */
+static bool upstream_pool_mac(const struct upstream_pool *pool, unsigned char digest[UPSTREAM_POOL_DIGEST_SIZE],
 			      const void *const *fields, const size_t *lengths, size_t count)
 {
 	EVP_MAC *algorithm = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -263,17 +263,17 @@ static void upstream_pool_mac(const struct upstream_pool *pool, unsigned char di
 		goto fail;
 	EVP_MAC_CTX_free(mac);
 	EVP_MAC_free(algorithm);
-	return;
+	return true;
 
 fail:
 	log_error("upstream pool: HMAC-SHA256 failed: this login cannot use the pool");
-	if (RAND_bytes(digest, UPSTREAM_POOL_DIGEST_SIZE) != 1)
-		memset(digest, 0xa5, UPSTREAM_POOL_DIGEST_SIZE); /* still no secret's digest */
+	OPENSSL_cleanse(digest, UPSTREAM_POOL_DIGEST_SIZE);
 	EVP_MAC_CTX_free(mac);
 	EVP_MAC_free(algorithm);
+	return false;
 }
 
-void upstream_pool_make_key(const struct upstream_pool *pool, const char *upstream_name, const char *host,
+bool upstream_pool_make_key(const struct upstream_pool *pool, const char *upstream_name, const char *host,
 			    unsigned int port, const char *user, const char *mechanism, const void *secret,
 			    size_t secret_len, struct upstream_pool_key *key_r)
 {
@@ -290,16 +290,24 @@ void upstream_pool_make_key(const struct upstream_pool *pool, const char *upstre
 	account_fields[3] = user;
 	for (int i = 0; i < 4; i++)
 		account_lengths[i] = strlen(account_fields[i]);
-	upstream_pool_mac(pool, key_r->account, account_fields, account_lengths, 4);
+	if (!upstream_pool_mac(pool, key_r->account, account_fields, account_lengths, 4))
+		return false;
 	credential_fields[0] = key_r->account;
 	credential_lengths[0] = sizeof(key_r->account);
 	credential_fields[1] = mechanism;
 	credential_lengths[1] = strlen(mechanism);
 	credential_fields[2] = secret;
 	credential_lengths[2] = secret_len;
-	upstream_pool_mac(pool, key_r->credential, credential_fields, credential_lengths, 3);
+	if (!upstream_pool_mac(pool, key_r->credential, credential_fields, credential_lengths, 3))
+		return false;
 	snprintf(key_r->label, sizeof(key_r->label), "%s on upstream %s", user, upstream_name);
 	key_r->generation = pool->generation;
+	return true;
+}
+
+unsigned int upstream_pool_generation(const struct upstream_pool *pool)
+{
+	return pool->generation;
 }
 
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,

@@ -61,12 +61,17 @@ void upstream_pool_free(struct upstream_pool **pool);
 void upstream_pool_set_limits(struct upstream_pool *pool, unsigned int size, unsigned int idle_timeout,
 			      unsigned int global_max);
 bool upstream_pool_is_enabled(const struct upstream_pool *pool);
+/* Counts flushes (reloads): a key of an older generation is never pooled. */
+unsigned int upstream_pool_generation(const struct upstream_pool *pool);
 
 /* Fills *key_r for a login as user on upstream (name, host, port) with
    secret (secret_len bytes: what the client proved itself with; the
    caller wipes it). mechanism ("LOGIN", "PLAIN", "XOAUTH2"...) is part of
-   the credential digest. */
-void upstream_pool_make_key(const struct upstream_pool *pool, const char *upstream_name, const char *host,
+   the credential digest. key_r->generation is the pool's now: a caller
+   whose configuration is older sets its own (upstream_pool_generation when
+   it started). Returns false (logged) when the digest can't be made: then
+   the login must neither take nor put a pooled connection. */
+bool upstream_pool_make_key(const struct upstream_pool *pool, const char *upstream_name, const char *host,
 			    unsigned int port, const char *user, const char *mechanism, const void *secret,
 			    size_t secret_len, struct upstream_pool_key *key_r);
 

@@ -206,22 +206,43 @@ def test_selected_unselect(daemon):
     daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 2)
 
 
-def test_enable_not_pooled(daemon):
-    kept = daemon.count_log(r"keeping the connection of %s on" % USER)
-    before = daemon.upstream_sockets()
-    c, lines = login(daemon.port, USER, PASS)
-    check("a login that takes a pooled connection opens none", daemon.upstream_sockets() == before,
-          (before, daemon.upstream_sockets()))
-    lines = c.command("ENABLE CONDSTORE")
-    ended = daemon.count_log(r"session \d+: end: ")
-    lines, eof = logout(c)
-    daemon.wait_log(r"session \d+: end: ", count=ended + 1)
-    check("after ENABLE, LOGOUT goes upstream (Dovecot's BYE)", lines[0].startswith("* BYE") and
-          "imapcached" not in lines[0], lines)
-    after = daemon.wait_sockets(len(before) - 1)
-    check("... and the connection is not pooled but closed",
-          daemon.count_log(r"keeping the connection of %s on" % USER) == kept and
-          len(after) == len(before) - 1 and after < before, (before, after))
+# Commands after which a connection keeps state that UNSELECT can't shed
+# (RFC 5161 ENABLE, RFC 7162's CONDSTORE-enabling commands) or that may
+# change who is logged in: none of these sessions may give its connection
+# to the next one.
+STATE_CHANGES = (
+    ("ENABLE CONDSTORE",),
+    ("SELECT INBOX (CONDSTORE)",),
+    ("EXAMINE INBOX", "FETCH 1 (FLAGS MODSEQ)"),
+    ("EXAMINE INBOX", "UID SEARCH MODSEQ 1"),
+    ("STATUS INBOX (HIGHESTMODSEQ)",),
+    ("LOGIN %s %s" % (quote(USER), quote(PASS)),),
+)
+
+
+def test_state_not_pooled(daemon):
+    for commands in STATE_CHANGES:
+        what = " then ".join(commands).replace(quote(PASS), "PASSWORD")
+        c, lines = login(daemon.port, USER, PASS)
+        logout(c)
+        check("%s: a clean session's connection is pooled first" % what,
+              daemon.wait_log(r"keeping the connection of %s on" % USER) is not None)
+        kept = daemon.count_log(r"keeping the connection of %s on" % USER)
+        before = daemon.upstream_sockets()
+        c, lines = login(daemon.port, USER, PASS)
+        check("%s: a login that takes a pooled connection opens none" % what,
+              daemon.upstream_sockets() == before, (before, daemon.upstream_sockets()))
+        for command in commands:
+            c.command(command)
+        ended = daemon.count_log(r"session \d+: end: ")
+        lines, eof = logout(c)
+        daemon.wait_log(r"session \d+: end: ", count=ended + 1)
+        check("%s: LOGOUT goes upstream (Dovecot's BYE)" % what, lines[0].startswith("* BYE") and
+              "imapcached" not in lines[0], lines)
+        after = daemon.wait_sockets(len(before) - 1)
+        check("%s: ... and the connection is not pooled but closed" % what,
+              daemon.count_log(r"keeping the connection of %s on" % USER) == kept and
+              len(after) == len(before) - 1 and after < before, (before, after))
 
 
 def test_upstream_closes_pooled(daemon):
@@ -251,6 +272,7 @@ def test_sighup(daemon):
     check("connections are pooled before SIGHUP", len(daemon.upstream_sockets()) > 1, daemon.upstream_sockets())
     during, lines = login(daemon.port, USER2, PASS2)
     in_use = daemon.upstream_sockets()
+    early = Raw(daemon.port, greeting=True)  # accepted under the old configuration, logs in after
     os.kill(daemon.proc.pid, signal.SIGHUP)
     check("SIGHUP empties the pool (log line)",
           daemon.wait_log(r"closing the connection of .*: configuration reloaded") is not None)
@@ -261,6 +283,13 @@ def test_sighup(daemon):
     check("a session logged in before the reload is not pooled at its LOGOUT (log line)",
           daemon.wait_log(r"closing the connection of %s on upstream dovecot: logged in before the pool "
                           r"was emptied" % re.escape(USER2)) is not None, daemon.log()[-800:])
+    check("... and its connection is logged out", daemon.wait_sockets(0) == set(), daemon.upstream_sockets())
+    daemon.wait_log(r"reloaded .*: new sessions use it")
+    early.command("LOGIN %s %s" % (quote(USER2), quote(PASS2)))
+    logout(early)
+    check("a session accepted before the reload that logs in after it is not pooled either (log line)",
+          daemon.wait_log(r"closing the connection of %s on upstream dovecot: logged in before the pool "
+                          r"was emptied" % re.escape(USER2), count=2) is not None, daemon.log()[-800:])
     check("... and its connection is logged out", daemon.wait_sockets(0) == set(), daemon.upstream_sockets())
     c, lines = login(daemon.port, USER, PASS)
     logout(c)
@@ -338,7 +367,7 @@ def main():
     daemon = Daemon("{ size = 2; idle_timeout = 300; }")
     try:
         run_steps((test_reuse, test_wrong_password, test_other_user, test_authenticate_plain, test_selected_unselect,
-                   test_enable_not_pooled, test_upstream_closes_pooled, test_sighup, test_sigterm), daemon)
+                   test_state_not_pooled, test_upstream_closes_pooled, test_sighup, test_sigterm), daemon)
     finally:
         daemon.stop()
         logs.append(daemon.log())

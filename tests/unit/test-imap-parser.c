@@ -688,6 +688,38 @@ static void test_release_memory_between_lines(void)
 	imap_parser_free(&parser);
 }
 
+/* The bytes of a wiped line are zeros; the parser is reset, not freed. */
+static void test_wipe_clears_the_line(void)
+{
+	const char *lines[] = { "a LOGIN user \"s3cret-pw\"\r\n", "a LOGIN user {9}\r\ns3cret-pw\r\n" };
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		struct imap_parser *parser = imap_parser_new();
+		const struct imap_arg *args;
+		size_t consumed, pos = 0, len = strlen(lines[i]);
+		enum imap_parser_result result;
+
+		imap_parser_set_mode(parser, CMD);
+		do {
+			result = imap_parser_feed_bytes(parser, lines[i] + pos, len - pos, &consumed);
+			pos += consumed;
+		} while (result == IMAP_PARSER_LITERAL_ANNOUNCED);
+		CU_ASSERT_EQUAL_FATAL(result, IMAP_PARSER_LINE_COMPLETE);
+		args = imap_parser_get_line(parser);
+		CU_ASSERT_EQUAL_FATAL(args->list_count, 4);
+		const char *secret = args->list[3].str;
+		CU_ASSERT_EQUAL_FATAL(args->list[3].len, 9);
+		CU_ASSERT_EQUAL(memcmp(secret, "s3cret-pw", 9), 0);
+		imap_parser_wipe(parser);
+		for (size_t b = 0; b < 9; b++)
+			CU_ASSERT_EQUAL(secret[b], 0);
+		CU_ASSERT_FALSE(imap_parser_is_mid_line(parser));
+		/* and it parses the next line as usual */
+		CU_ASSERT_EQUAL(imap_parser_feed_bytes(parser, "b NOOP\r\n", 8, &consumed), IMAP_PARSER_LINE_COMPLETE);
+		imap_parser_free(&parser);
+	}
+}
+
 static void test_pseudo_random_chunks(void)
 {
 	const char *input = "* 12 FETCH (UID 99 FLAGS (\\Seen $X) INTERNALDATE \"17-Jul-1996 02:44:25 -0700\" "
@@ -715,6 +747,7 @@ const char unit_suite_name[] = "imap-parser";
 const struct unit_test unit_tests[] = {
 	{ "atoms and spaces", test_atoms_and_spaces },
 	{ "memory released between lines, never mid-line", test_release_memory_between_lines },
+	{ "wipe clears the line's bytes", test_wipe_clears_the_line },
 	{ "NIL and flags", test_nil_and_flags },
 	{ "quoted strings", test_quoted },
 	{ "lists", test_lists },
