@@ -22,6 +22,7 @@
 #define CONF_DEFAULT_BODY_BUDGET (256ULL << 20) /* bodies of a few thousand messages */
 #define CONF_DEFAULT_POOL_SIZE 4 /* a client opens a few connections per account */
 #define CONF_DEFAULT_POOL_IDLE 300 /* servers drop idle logins after 30 min; stay well below */
+#define CONF_DEFAULT_POOL_MAX_AGE 3600 /* a password changed upstream stops working within the hour */
 #define CONF_DEFAULT_TIMEOUT_PREAUTH 60 /* a client logs in within seconds of connecting */
 #define CONF_DEFAULT_TIMEOUT_IDLE 1800 /* RFC 3501 5.4: autologout no sooner than 30 min */
 #define CONF_DEFAULT_TIMEOUT_CONNECT 30 /* a reachable server answers well within this */
@@ -655,7 +656,7 @@ static void conf_load_log(struct conf_loader *loader, const config_setting_t *ro
 static void conf_load_pool(struct conf_loader *loader, const config_setting_t *root,
 			     struct conf *config)
 {
-	static const char *const known[] = { "size", "idle_timeout", NULL };
+	static const char *const known[] = { "size", "idle_timeout", "max_age", NULL };
 	const config_setting_t *pool = config_setting_get_member(root, "pool");
 
 	if (pool == NULL)
@@ -673,6 +674,7 @@ static void conf_load_pool(struct conf_loader *loader, const config_setting_t *r
 	conf_check_keys(loader, pool, known);
 	conf_get_uint(loader, pool, "size", 0, 1000, &config->pool_size);
 	conf_get_uint(loader, pool, "idle_timeout", 1, CONF_MAX_SECONDS, &config->pool_idle_timeout);
+	conf_get_uint(loader, pool, "max_age", 0, CONF_MAX_SECONDS, &config->pool_max_age);
 }
 
 static void conf_load_timeouts(struct conf_loader *loader, const config_setting_t *root,
@@ -722,6 +724,7 @@ struct conf *conf_new_defaults(void)
 	config->log_level = LOG_LEVEL_INFO;
 	config->pool_size = CONF_DEFAULT_POOL_SIZE;
 	config->pool_idle_timeout = CONF_DEFAULT_POOL_IDLE;
+	config->pool_max_age = CONF_DEFAULT_POOL_MAX_AGE;
 	config->timeout_preauth = CONF_DEFAULT_TIMEOUT_PREAUTH;
 	config->timeout_idle = CONF_DEFAULT_TIMEOUT_IDLE;
 	config->timeout_upstream_connect = CONF_DEFAULT_TIMEOUT_CONNECT;

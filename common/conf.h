@@ -59,6 +59,7 @@ struct conf {
 
 	unsigned int pool_size;       /* idle connections kept per account; 0: off */
 	unsigned int pool_idle_timeout;
+	unsigned int pool_max_age;    /* seconds after its upstream login a connection may be reused; 0: no limit */
 
 	/* Seconds. */
 	unsigned int timeout_preauth;

@@ -194,6 +194,7 @@ static void daemon_reload(evutil_socket_t signal_number, short what, void *conte
 	/* pooled connections were made with the old upstream settings */
 	upstream_pool_flush(daemon->pool, "configuration reloaded");
 	upstream_pool_set_limits(daemon->pool, conf->pool_size, conf->pool_idle_timeout, UPSTREAM_POOL_GLOBAL_MAX);
+	upstream_pool_set_max_age(daemon->pool, conf->pool_max_age);
 	log_info("reloaded %s: new sessions use it", daemon->config_path);
 	notify_ready(session_count());
 }
@@ -346,6 +347,7 @@ static int daemon_start_events(struct daemon_state *daemon)
 	}
 	upstream_pool_set_limits(daemon->pool, daemon->conf->pool_size, daemon->conf->pool_idle_timeout,
 				 UPSTREAM_POOL_GLOBAL_MAX);
+	upstream_pool_set_max_age(daemon->pool, daemon->conf->pool_max_age);
 	session_set_upstream_pool(daemon->pool);
 	return 0;
 }

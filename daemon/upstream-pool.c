@@ -46,6 +46,7 @@ struct upstream_pool {
 	unsigned char secret[UPSTREAM_POOL_SECRET_SIZE];
 	unsigned int size;
 	unsigned int idle_timeout;
+	unsigned int max_age;          /* 0: no limit */
 	unsigned int global_max;
 	unsigned int generation;       /* counts flushes */
 	/* Oldest first; idle, held and closing entries alike. */
@@ -55,6 +56,23 @@ struct upstream_pool {
 	void *idle_context;
 	bool freeing;
 };
+
+static uint64_t upstream_pool_now(const struct upstream_pool *pool);
+
+/* When an idle entry must go: idle too long, or logged in too long ago. */
+static uint64_t upstream_pool_deadline(const struct upstream_pool *pool, const struct upstream_pool_entry *entry)
+{
+	uint64_t idle_end = entry->pooled_at + pool->idle_timeout;
+	uint64_t age_end = pool->max_age > 0 ? entry->key.authenticated_at + pool->max_age : UINT64_MAX;
+
+	return idle_end < age_end ? idle_end : age_end;
+}
+
+static bool upstream_pool_too_old(const struct upstream_pool *pool, const struct upstream_pool_key *key,
+				  uint64_t now)
+{
+	return pool->max_age > 0 && now - key->authenticated_at >= pool->max_age;
+}
 
 static uint64_t upstream_pool_now(const struct upstream_pool *pool)
 {
@@ -144,17 +162,16 @@ static void upstream_pool_schedule(struct upstream_pool *pool)
 
 	if (pool->expire_timer == NULL)
 		return;
+	deadline = UINT64_MAX;
 	TAILQ_FOREACH(entry, &pool->entries, link) {
-		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE)
-			break;
+		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && upstream_pool_deadline(pool, entry) < deadline)
+			deadline = upstream_pool_deadline(pool, entry);
 	}
-	if (entry == NULL) {
+	if (deadline == UINT64_MAX) {
 		evtimer_del(pool->expire_timer);
 		return;
 	}
-	/* entries are in pooling order: the first idle one expires first */
 	now = upstream_pool_now(pool);
-	deadline = entry->pooled_at + pool->idle_timeout;
 	if (deadline > now)
 		delay.tv_sec = (time_t)(deadline - now);
 	evtimer_add(pool->expire_timer, &delay);
@@ -221,6 +238,12 @@ void upstream_pool_set_limits(struct upstream_pool *pool, unsigned int size, uns
 	pool->idle_timeout = idle_timeout;
 	pool->global_max = global_max;
 	upstream_pool_enforce_limits(pool);
+}
+
+void upstream_pool_set_max_age(struct upstream_pool *pool, unsigned int max_age)
+{
+	pool->max_age = max_age;
+	upstream_pool_expire(pool);
 }
 
 bool upstream_pool_is_enabled(const struct upstream_pool *pool)
@@ -302,6 +325,7 @@ bool upstream_pool_make_key(const struct upstream_pool *pool, const char *upstre
 		return false;
 	snprintf(key_r->label, sizeof(key_r->label), "%s on upstream %s", user, upstream_name);
 	key_r->generation = pool->generation;
+	key_r->authenticated_at = upstream_pool_now(pool);
 	return true;
 }
 
@@ -337,6 +361,10 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 		upstream_pool_close_entry(pool, entry, "logged in before the pool was emptied (reload)");
 		return UPSTREAM_POOL_PUT_CLOSING;
 	}
+	if (upstream_pool_too_old(pool, key, upstream_pool_now(pool))) {
+		upstream_pool_close_entry(pool, entry, "logged in upstream max_age or more ago");
+		return UPSTREAM_POOL_PUT_CLOSING;
+	}
 	free(entry->capabilities);
 	free(entry->text);
 	entry->capabilities = strdup(capabilities);
@@ -359,7 +387,7 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 	return entry->state == UPSTREAM_POOL_ENTRY_IDLE ? UPSTREAM_POOL_PUT_POOLED : UPSTREAM_POOL_PUT_CLOSING;
 }
 
-void *upstream_pool_take(struct upstream_pool *pool, const struct upstream_pool_key *key,
+void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *key,
 			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size)
 {
 	struct upstream_pool_entry *entry;
@@ -369,6 +397,7 @@ void *upstream_pool_take(struct upstream_pool *pool, const struct upstream_pool_
 		return NULL;
 	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
 		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && entry->key.generation == key->generation &&
+		    !upstream_pool_too_old(pool, &entry->key, upstream_pool_now(pool)) &&
 		    upstream_pool_same_account(&entry->key, key) &&
 		    CRYPTO_memcmp(entry->key.credential, key->credential, sizeof(key->credential)) == 0)
 			break;
@@ -379,6 +408,7 @@ void *upstream_pool_take(struct upstream_pool *pool, const struct upstream_pool_
 		 (unsigned long long)(upstream_pool_now(pool) - entry->pooled_at));
 	snprintf(capabilities_r, capabilities_size, "%s", entry->capabilities);
 	snprintf(text_r, text_size, "%s", entry->text);
+	key->authenticated_at = entry->key.authenticated_at;
 	connection = entry->connection;
 	upstream_pool_entry_free(pool, entry);
 	upstream_pool_schedule(pool);
@@ -447,9 +477,15 @@ void upstream_pool_expire(struct upstream_pool *pool)
 
 	for (entry = TAILQ_FIRST(&pool->entries); entry != NULL; entry = next) {
 		next = TAILQ_NEXT(entry, link);
-		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && now - entry->pooled_at >= pool->idle_timeout) {
+		if (entry->state != UPSTREAM_POOL_ENTRY_IDLE)
+			continue;
+		if (now - entry->pooled_at >= pool->idle_timeout) {
 			log_info("upstream pool: the connection of %s expired after %llu s idle", entry->key.label,
 				 (unsigned long long)(now - entry->pooled_at));
+			upstream_pool_close_entry(pool, entry, NULL);
+		} else if (upstream_pool_too_old(pool, &entry->key, now)) {
+			log_info("upstream pool: the connection of %s expired: logged in upstream %llu s ago",
+				 entry->key.label, (unsigned long long)(now - entry->key.authenticated_at));
 			upstream_pool_close_entry(pool, entry, NULL);
 		}
 	}
@@ -626,7 +662,7 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
 	imap_client_command_set_destroy(command, upstream_pool_cleaning_free, cleaning);
 }
 
-struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, const struct upstream_pool_key *key,
+struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, struct upstream_pool_key *key,
 					      char *capabilities_r, size_t capabilities_size, char *text_r,
 					      size_t text_size)
 {

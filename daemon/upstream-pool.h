@@ -29,6 +29,7 @@ struct upstream_pool_key {
 	unsigned char account[UPSTREAM_POOL_DIGEST_SIZE];
 	unsigned char credential[UPSTREAM_POOL_DIGEST_SIZE];
 	unsigned int generation; /* the pool's at the login: a flush (reload) ends it */
+	uint64_t authenticated_at; /* pool clock: when the connection logged in upstream */
 	char label[UPSTREAM_POOL_LABEL_MAX];
 };
 
@@ -61,13 +62,19 @@ void upstream_pool_free(struct upstream_pool **pool);
 void upstream_pool_set_limits(struct upstream_pool *pool, unsigned int size, unsigned int idle_timeout,
 			      unsigned int global_max);
 bool upstream_pool_is_enabled(const struct upstream_pool *pool);
+/* max_age: seconds after its upstream login that a connection may still
+   be pooled or taken (0: no limit), so that a password changed or a token
+   revoked upstream stops working through a chain of reuses. */
+void upstream_pool_set_max_age(struct upstream_pool *pool, unsigned int max_age);
 /* Counts flushes (reloads): a key of an older generation is never pooled. */
 unsigned int upstream_pool_generation(const struct upstream_pool *pool);
 
 /* Fills *key_r for a login as user on upstream (name, host, port) with
    secret (secret_len bytes: what the client proved itself with; the
    caller wipes it). mechanism ("LOGIN", "PLAIN", "XOAUTH2"...) is part of
-   the credential digest. key_r->generation is the pool's now: a caller
+   the credential digest. key_r->authenticated_at is now (the login that
+   follows is a fresh one unless a take changes it). key_r->generation is
+   the pool's now: a caller
    whose configuration is older sets its own (upstream_pool_generation when
    it started). Returns false (logged) when the digest can't be made: then
    the login must neither take nor put a pooled connection. */
@@ -85,15 +92,17 @@ enum upstream_pool_put_result {
    a login that takes it answers with. Over the per-account or global cap,
    the oldest idle connection (of the account, or of all) is closed. A key
    made before the last upstream_pool_flush (a login under the old
-   configuration) is never pooled: the connection is closed. */
+   configuration), or whose upstream login is max_age old, is never
+   pooled: the connection is closed. */
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,
 						void *connection, const char *capabilities, const char *text);
 
 /* The most recently pooled idle connection whose key matches (account and
    credential), removed from the pool and the caller's again; its
    capabilities and login text are copied into the buffers (truncated,
-   NUL-terminated). NULL when none matches or pooling is off. */
-void *upstream_pool_take(struct upstream_pool *pool, const struct upstream_pool_key *key,
+   NUL-terminated) and key->authenticated_at becomes the connection's.
+   NULL when none matches or pooling is off. */
+void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *key,
 			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size);
 
 /* The pool owns connection but nobody may take it yet (it is being
@@ -109,7 +118,8 @@ void upstream_pool_retire(struct upstream_pool *pool, void *connection, const ch
    when it was idle. Returns false when the pool did not have it. */
 bool upstream_pool_forget(struct upstream_pool *pool, void *connection, const char *reason);
 
-/* Closes every idle connection pooled idle_timeout seconds ago or more. */
+/* Closes every idle connection pooled idle_timeout seconds ago or more,
+   or logged in upstream max_age seconds ago or more. */
 void upstream_pool_expire(struct upstream_pool *pool);
 /* Closes every idle connection (reload, shutdown), logging reason; keys
    made before it are no longer pooled. */
@@ -141,7 +151,7 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
 
 /* upstream_pool_take for client-core connections: the client comes with
    its reading resumed, the pool's callbacks still set (set your own). */
-struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, const struct upstream_pool_key *key,
+struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, struct upstream_pool_key *key,
 					      char *capabilities_r, size_t capabilities_size, char *text_r,
 					      size_t text_size);
 

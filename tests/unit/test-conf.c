@@ -79,7 +79,7 @@ static void test_issue_example(void)
 		"                ca_file = \"/etc/ca.pem\"; verify = true; users = [ \"*@example.com\" ]; } );\n"
 		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; };\n"
 		"log = { level = \"debug\"; };\n"
-		"pool = { size = 8; idle_timeout = 60; };\n"
+		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
 		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; literal = 7; };\n"
 		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; };\n");
 
@@ -101,6 +101,7 @@ static void test_issue_example(void)
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_DEBUG);
 	CU_ASSERT_EQUAL(conf->pool_size, 8);
 	CU_ASSERT_EQUAL(conf->pool_idle_timeout, 60);
+	CU_ASSERT_EQUAL(conf->pool_max_age, 120);
 	CU_ASSERT_EQUAL(conf->timeout_preauth, 5);
 	CU_ASSERT_EQUAL(conf->timeout_idle, 600);
 	CU_ASSERT_EQUAL(conf->timeout_upstream_connect, 10);

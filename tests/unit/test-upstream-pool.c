@@ -76,7 +76,7 @@ static void key(struct upstream_pool *pool, const char *upstream, const char *us
 
 /* Takes with key; returns the connection (NULL when none), checking the
    kept capabilities and text came along. */
-static struct fake_connection *take(struct upstream_pool *pool, const struct upstream_pool_key *k)
+static struct fake_connection *take(struct upstream_pool *pool, struct upstream_pool_key *k)
 {
 	char capabilities[64], text[64];
 	struct fake_connection *fake;
@@ -269,6 +269,50 @@ static void test_idle_expiry(void)
 	CU_ASSERT_EQUAL(world.frees, 0);
 }
 
+/* A login's age counts from its real upstream login, across reuses. */
+static void test_max_age(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection conn = { .id = 1 }, other = { .id = 2 };
+	struct upstream_pool_key first, again, later;
+
+	world.forget_on_close = true;
+	upstream_pool_set_max_age(pool, 1000);
+	key(pool, "example", "alice", "pw", &first); /* logged in upstream at 1000 */
+	world.now += 250;
+	CU_ASSERT_EQUAL(put(pool, &first, &conn), UPSTREAM_POOL_PUT_POOLED);
+	/* a chain of reuses, each within idle_timeout: the age goes on */
+	for (int round = 0; round < 3; round++) {
+		world.now += 200;
+		key(pool, "example", "alice", "pw", &again);
+		CU_ASSERT_EQUAL(again.authenticated_at, world.now); /* fresh until a take */
+		CU_ASSERT_PTR_EQUAL(take(pool, &again), &conn);
+		CU_ASSERT_EQUAL(again.authenticated_at, 1000); /* the connection's own login */
+		CU_ASSERT_EQUAL(put(pool, &again, &conn), UPSTREAM_POOL_PUT_POOLED);
+	}
+	/* pooled again at 1850, logged in at 1000: gone at 2000 (150 s idle), not at 2150 */
+	world.now = 1999;
+	upstream_pool_expire(pool);
+	CU_ASSERT_FALSE(conn.close_called);
+	world.now = 2000;
+	key(pool, "example", "alice", "pw", &later);
+	CU_ASSERT_PTR_NULL(take(pool, &later)); /* too old to take, even before the timer */
+	upstream_pool_expire(pool);
+	CU_ASSERT_TRUE(conn.close_called);
+	/* a session that logged in max_age ago gives its connection back: closed */
+	key(pool, "example", "bob", "pw", &first);
+	world.now += 1000;
+	CU_ASSERT_EQUAL(put(pool, &first, &other), UPSTREAM_POOL_PUT_CLOSING);
+	CU_ASSERT_TRUE(other.close_called);
+	/* 0: no limit */
+	upstream_pool_set_max_age(pool, 0);
+	struct fake_connection third = { .id = 3 };
+	key(pool, "example", "carol", "pw", &first);
+	world.now += 100000;
+	CU_ASSERT_EQUAL(put(pool, &first, &third), UPSTREAM_POOL_PUT_POOLED);
+	upstream_pool_free(&pool);
+}
+
 static void test_disabled(void)
 {
 	struct upstream_pool *pool = pool_new(0, 300, 100);
@@ -372,6 +416,7 @@ const struct unit_test unit_tests[] = {
 	{ "per-account cap closes the account's oldest", test_account_cap_oldest_first },
 	{ "global cap closes the oldest of all", test_global_cap },
 	{ "idle connections expire after idle_timeout", test_idle_expiry },
+	{ "max_age counts from the upstream login, across reuses", test_max_age },
 	{ "size 0 turns pooling off", test_disabled },
 	{ "held, retired and flushed connections", test_hold_retire_flush },
 	{ "a flush (reload) ends the keys made before it", test_flush_ends_old_keys },
