@@ -223,11 +223,12 @@ STATE_CHANGES = (
 def test_state_not_pooled(daemon):
     for commands in STATE_CHANGES:
         what = " then ".join(commands).replace(quote(PASS), "PASSWORD")
+        kept = daemon.count_log(r"keeping the connection of %s on" % USER)
         c, lines = login(daemon.port, USER, PASS)
         logout(c)
         check("%s: a clean session's connection is pooled first" % what,
-              daemon.wait_log(r"keeping the connection of %s on" % USER) is not None)
-        kept = daemon.count_log(r"keeping the connection of %s on" % USER)
+              daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 1) is not None)
+        kept += 1
         before = daemon.upstream_sockets()
         c, lines = login(daemon.port, USER, PASS)
         check("%s: a login that takes a pooled connection opens none" % what,
