@@ -1103,11 +1103,14 @@ static bool session_line_changes_state(const char *verb, const char *line, size_
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		if (strcmp(verb, verbs[i]) == 0)
 			return true;
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-		size_t word_len = strlen(words[i]);
-		for (size_t pos = 0; pos + word_len <= len; pos++)
-			if (strncasecmp(line + pos, words[i], word_len) == 0)
+	for (size_t pos = 0; pos < len; pos++) {
+		char c = (char)toupper((unsigned char)line[pos]);
+		for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+			size_t word_len = strlen(words[i]);
+			if (c == words[i][0] && len - pos >= word_len &&
+			    strncasecmp(line + pos, words[i], word_len) == 0)
 				return true;
+		}
 	}
 	return false;
 }
@@ -1184,7 +1187,8 @@ static bool session_forward_command(struct session *session, const char *line, s
 	session_read_verb(line, len, verb_pos, verb, sizeof(verb));
 	literal = session_line_literal(line, len, &literal_size);
 
-	if (!session->pool_state_changed && session_line_changes_state(verb, line, len))
+	/* only a connection that may be pooled needs its state watched */
+	if (session->pool_key_valid && !session->pool_state_changed && session_line_changes_state(verb, line, len))
 		session->pool_state_changed = true;
 	if (literal == SESSION_LITERAL_NONE && strcmp(verb, "LOGOUT") == 0 && session_can_pool(session)) {
 		if (session->forwarded_pending > 0)
@@ -1252,7 +1256,8 @@ static void session_forward_continuation(struct session *session, const char *li
 	struct imap_client_command *command = session->open_command;
 
 	literal = session->open_is_idle ? SESSION_LITERAL_NONE : session_line_literal(line, len, &literal_size);
-	if (!session->open_is_idle && !session->pool_state_changed && session_line_changes_state("", line, len))
+	if (session->pool_key_valid && !session->open_is_idle && !session->pool_state_changed &&
+	    session_line_changes_state("", line, len))
 		session->pool_state_changed = true;
 	imap_client_raw_command_write(command, line, len);
 	imap_client_raw_command_write(command, "\r\n", 2);
