@@ -39,13 +39,49 @@ const char *mime_defect_name(enum mime_defect defect)
 	return mime_defect_names[defect];
 }
 
-struct mime_message *mime_message_new(void)
+struct mime_message *mime_message_new_in(struct mime_arena *arena, int owns_arena)
 {
-	struct mime_message *message = mime_xmalloc(sizeof(*message));
+	struct mime_message *message = arena != NULL ? mime_arena_alloc(arena, sizeof(*message))
+						     : mime_xmalloc(sizeof(*message));
 
 	memset(message, 0, sizeof(*message));
 	strcpy(message->default_type, "text/plain");
+	message->arena = arena;
+	message->owns_arena = owns_arena;
 	return message;
+}
+
+struct mime_message *mime_message_new(void)
+{
+	return mime_message_new_in(NULL, 0);
+}
+
+void mime_message_release(const struct mime_message *message, void *field)
+{
+	if (field != NULL && (message->arena == NULL || !mime_arena_owns(message->arena, field)))
+		free(field);
+}
+
+/* Frees one message's own fields and struct, not its parts. */
+static void message_free_one(struct mime_message *message)
+{
+	struct mime_arena *arena = message->owns_arena ? message->arena : NULL;
+
+	for (size_t i = 0; i < message->header_count; i++) {
+		mime_message_release(message, message->headers[i].name);
+		mime_message_release(message, message->headers[i].value);
+	}
+	mime_message_release(message, message->headers);
+	mime_message_release(message, message->unixfrom);
+	mime_message_release(message, message->payload);
+	mime_message_release(message, message->parts);
+	mime_message_release(message, message->preamble);
+	mime_message_release(message, message->epilogue);
+	mime_message_release(message, message->defects);
+	if (message->content_type_cache != message->content_type_inline)
+		free(message->content_type_cache);
+	mime_message_release(message, message);
+	mime_arena_free(&arena);
 }
 
 void mime_message_free(struct mime_message **message_p)
@@ -65,31 +101,36 @@ void mime_message_free(struct mime_message **message_p)
 			continue;
 		}
 		struct mime_message *parent = current->parent;
-		for (size_t i = 0; i < current->header_count; i++) {
-			free(current->headers[i].name);
-			free(current->headers[i].value);
-		}
-		free(current->headers);
-		free(current->unixfrom);
-		free(current->payload);
-		free(current->parts);
-		free(current->preamble);
-		free(current->epilogue);
-		free(current->defects);
-		free(current->content_type_cache);
-		free(current);
+		message_free_one(current);
 		current = parent;
 	}
 	*message_p = NULL;
 }
 
+/* Makes room for one more element in *array (count used of *alloc): in
+   the arena for a parsed part (the old array stays there), else realloc. */
+static void message_grow(struct mime_message *message, void **array, size_t count,
+			 size_t *alloc, size_t element_size, size_t first_alloc)
+{
+	if (count < *alloc)
+		return;
+	size_t grown = *alloc == 0 ? first_alloc : *alloc * 2;
+	if (message->arena != NULL) {
+		void *copy = mime_arena_alloc(message->arena, grown * element_size);
+		if (count > 0)
+			memcpy(copy, *array, count * element_size);
+		mime_message_release(message, *array);
+		*array = copy;
+	} else {
+		*array = mime_xrealloc(*array, grown * element_size);
+	}
+	*alloc = grown;
+}
+
 void mime_message_add_defect(struct mime_message *message, enum mime_defect defect)
 {
-	if (message->defect_count == message->defect_alloc) {
-		message->defect_alloc = message->defect_alloc == 0 ? 4 : message->defect_alloc * 2;
-		message->defects = mime_xrealloc(message->defects,
-						 message->defect_alloc * sizeof(*message->defects));
-	}
+	message_grow(message, (void **)&message->defects, message->defect_count,
+		     &message->defect_alloc, sizeof(*message->defects), 4);
 	message->defects[message->defect_count++] = defect;
 }
 
@@ -103,7 +144,8 @@ int mime_message_has_defect(const struct mime_message *message, enum mime_defect
 
 static void headers_changed(struct mime_message *message)
 {
-	free(message->content_type_cache);
+	if (message->content_type_cache != message->content_type_inline)
+		free(message->content_type_cache);
 	message->content_type_cache = NULL;
 }
 
@@ -155,11 +197,8 @@ void mime_message_set(struct mime_message *message, const char *name, const char
 
 void mime_message_set_adopt(struct mime_message *message, char *name, char *value)
 {
-	if (message->header_count == message->header_alloc) {
-		message->header_alloc = message->header_alloc == 0 ? 8 : message->header_alloc * 2;
-		message->headers = mime_xrealloc(message->headers,
-						 message->header_alloc * sizeof(*message->headers));
-	}
+	message_grow(message, (void **)&message->headers, message->header_count,
+		     &message->header_alloc, sizeof(*message->headers), 16);
 	message->headers[message->header_count].name = name;
 	message->headers[message->header_count].value = value;
 	message->header_count++;
@@ -172,8 +211,8 @@ size_t mime_message_delete(struct mime_message *message, const char *name)
 
 	for (size_t i = 0; i < message->header_count; i++) {
 		if (strcasecmp(message->headers[i].name, name) == 0) {
-			free(message->headers[i].name);
-			free(message->headers[i].value);
+			mime_message_release(message, message->headers[i].name);
+			mime_message_release(message, message->headers[i].value);
 			removed++;
 		} else {
 			message->headers[kept++] = message->headers[i];
@@ -225,7 +264,7 @@ int mime_message_replace_header(struct mime_message *message, const char *name,
 {
 	for (size_t i = 0; i < message->header_count; i++) {
 		if (strcasecmp(message->headers[i].name, name) == 0) {
-			free(message->headers[i].value);
+			mime_message_release(message, message->headers[i].value);
 			message->headers[i].value = mime_xstrdup(value);
 			headers_changed(message);
 			return 0;
@@ -241,7 +280,7 @@ int mime_message_is_multipart(const struct mime_message *message)
 
 void mime_message_set_unixfrom(struct mime_message *message, const char *unixfrom)
 {
-	free(message->unixfrom);
+	mime_message_release(message, message->unixfrom);
 	message->unixfrom = unixfrom == NULL ? NULL : mime_xstrdup(unixfrom);
 }
 
@@ -254,11 +293,8 @@ int mime_message_attach(struct mime_message *message, struct mime_message *part)
 {
 	if (message->payload_kind == MIME_PAYLOAD_BYTES)
 		return -1;
-	if (message->part_count == message->part_alloc) {
-		message->part_alloc = message->part_alloc == 0 ? 4 : message->part_alloc * 2;
-		message->parts = mime_xrealloc(message->parts,
-					       message->part_alloc * sizeof(*message->parts));
-	}
+	message_grow(message, (void **)&message->parts, message->part_count, &message->part_alloc,
+		     sizeof(*message->parts), 4);
 	message->payload_kind = MIME_PAYLOAD_PARTS;
 	part->parent = message;
 	part->parent_index = message->part_count;
@@ -330,7 +366,7 @@ static void set_payload_bytes(struct mime_message *message, const void *data, si
 			mime_message_free(&message->parts[i]);
 		message->part_count = 0;
 	}
-	free(message->payload);
+	mime_message_release(message, message->payload);
 	message->payload = mime_xmalloc(len + 1);
 	memcpy(message->payload, data, len);
 	message->payload[len] = '\0';
@@ -424,12 +460,14 @@ const char *mime_message_get_content_type(struct mime_message *message)
 		if (value[i] == '/')
 			slashes++;
 	if (slashes != 1) {
-		message->content_type_cache = mime_xstrdup("text/plain");
-	} else {
-		message->content_type_cache = mime_xstrndup(value, len);
-		for (char *p = message->content_type_cache; *p != '\0'; p++)
-			*p = (char)tolower((unsigned char)*p);
+		value = "text/plain";
+		len = strlen(value);
 	}
+	message->content_type_cache = len < sizeof(message->content_type_inline)
+		? message->content_type_inline : mime_xmalloc(len + 1);
+	for (size_t i = 0; i < len; i++)
+		message->content_type_cache[i] = (char)tolower((unsigned char)value[i]);
+	message->content_type_cache[len] = '\0';
 	return message->content_type_cache;
 }
 
@@ -696,7 +734,7 @@ int mime_message_set_boundary(struct mime_message *message, const char *boundary
 	mime_header_params_free(&list);
 	for (size_t i = 0; i < message->header_count; i++) {
 		if (strcasecmp(message->headers[i].name, "content-type") == 0) {
-			free(message->headers[i].value);
+			mime_message_release(message, message->headers[i].value);
 			message->headers[i].value = mime_xstrdup((const char *)text.data);
 		}
 	}

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "mime-arena.h"
 #include "mime-buffer.h"
 #include "mime-charset.h"
 #include "mime-header.h"
@@ -55,7 +56,8 @@ struct mime_message {
 	char *unixfrom;                     /* without its line end, or NULL */
 
 	enum mime_payload_kind payload_kind;
-	unsigned char *payload;             /* NUL-terminated; payload_len bytes */
+	unsigned char *payload;             /* payload_len bytes; a NUL follows them
+					       unless the payload is borrowed */
 	size_t payload_len;
 	struct mime_message **parts;
 	size_t part_count, part_alloc;
@@ -79,12 +81,26 @@ struct mime_message {
 	size_t body_lf, body_crlf;
 	int line_counts_valid;
 
-	/* Cached get_content_type(); dropped whenever a header changes. */
+	/* Cached get_content_type(); dropped whenever a header changes. It
+	   points into content_type_inline when the type fits there. */
 	char *content_type_cache;
+	char content_type_inline[48];
+
+	/* A parsed tree keeps its parts, arrays and header strings in one
+	   arena, which the root owns. Fields may point into it (or, for a
+	   tree from mime_parse_borrowed, into the parsed input); the API
+	   frees only what is neither, so any message can be changed alike. */
+	struct mime_arena *arena;
+	int owns_arena;
 };
 
 /* An empty message: no headers, payload None, default type text/plain. */
 struct mime_message *mime_message_new(void);
+/* An empty message whose arrays grow in arena (the parser's parts). With
+   owns_arena, freeing the message frees the arena too. */
+struct mime_message *mime_message_new_in(struct mime_arena *arena, int owns_arena);
+/* Frees a field's memory unless it lives in the message's arena. */
+void mime_message_release(const struct mime_message *message, void *field);
 /* Frees the message and all its parts; *message becomes NULL. */
 void mime_message_free(struct mime_message **message);
 

@@ -5,6 +5,7 @@
 #include "mime-scan.h"
 
 #include <assert.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -39,16 +40,20 @@ struct frame {
 	size_t boundary_len;
 	size_t depth;
 
-	/* headers */
+	/* headers (their value collects in the parser's header_value: only
+	   the top frame ever reads headers) */
 	size_t header_lines;
-	struct mime_buffer header_value;
 	char *header_name;
 	char *pending_from;          /* a "From " line that may be the last header line */
 	size_t pending_from_len, pending_from_offset;
 
-	/* body */
+	/* body: copied into body, or (a leaf of a borrowing parse) kept as
+	   the range [borrow_offset, +borrow_len) of the input while the lines
+	   come from there one after another */
 	struct mime_buffer body;
 	size_t body_lines;
+	size_t borrow_offset, borrow_len;
+	int body_copied;
 	int close_seen;
 };
 
@@ -56,9 +61,13 @@ struct mime_parser {
 	size_t max_size, fed;
 	int too_big, finished;
 	struct mime_buffer partial;   /* the incomplete last line */
+	struct mime_buffer header_value;  /* the header field being collected */
+	const unsigned char *borrow;  /* mime_parse_borrowed's input, or NULL */
+	size_t borrow_size;
 	size_t partial_offset;
 	struct frame *frames;
 	size_t frame_count, frame_alloc;
+	struct mime_arena *arena;     /* the tree's (owned by root once made) */
 	struct mime_message *root;
 	struct mime_message *last;    /* feedparser's _last */
 	size_t part_total;
@@ -143,7 +152,7 @@ static struct frame *parser_top(struct mime_parser *parser)
 
 static struct mime_message *parser_new_message(struct mime_parser *parser, size_t offset)
 {
-	struct mime_message *message = mime_message_new();
+	struct mime_message *message = mime_message_new_in(parser->arena, parser->root == NULL);
 
 	if (parser->frame_count > 0) {
 		struct mime_message *parent = parser_top(parser)->message;
@@ -163,33 +172,40 @@ static struct mime_message *parser_new_message(struct mime_parser *parser, size_
 static void parser_push(struct mime_parser *parser, struct mime_message *message)
 {
 	if (parser->frame_count == parser->frame_alloc) {
+		size_t old_alloc = parser->frame_alloc;
 		parser->frame_alloc = parser->frame_alloc == 0 ? 8 : parser->frame_alloc * 2;
 		parser->frames = mime_xrealloc(parser->frames,
 					       parser->frame_alloc * sizeof(*parser->frames));
+		memset(parser->frames + old_alloc, 0,
+		       (parser->frame_alloc - old_alloc) * sizeof(*parser->frames));
 	}
 	struct frame *frame = &parser->frames[parser->frame_count];
+	/* The slot's body buffer is kept from its last use: no regrowing. */
+	struct mime_buffer body = frame->body;
 	memset(frame, 0, sizeof(*frame));
+	frame->body = body;
+	mime_buffer_reset(&frame->body);
 	frame->message = message;
 	frame->state = FRAME_HEADERS;
 	frame->depth = parser->frame_count;
 	parser->frame_count++;
 }
 
+/* Frees what a frame holds for its part; its slot keeps the body buffer. */
 static void frame_clear(struct frame *frame)
 {
 	free(frame->boundary);
-	mime_buffer_free(&frame->header_value);
-	free(frame->header_name);
+	frame->boundary = NULL;
 	free(frame->pending_from);
-	mime_buffer_free(&frame->body);
+	frame->pending_from = NULL;
 }
 
 /* Stores the header being collected (policy.header_source_parse). */
-static void frame_end_header(struct frame *frame)
+static void frame_end_header(struct mime_parser *parser, struct frame *frame)
 {
 	if (frame->header_name == NULL)
 		return;
-	struct mime_buffer *value = &frame->header_value;
+	struct mime_buffer *value = &parser->header_value;
 	while (value->len > 0 && (value->data[value->len - 1] == '\r' ||
 				  value->data[value->len - 1] == '\n'))
 		value->len--;
@@ -209,10 +225,9 @@ static void frame_end_header(struct frame *frame)
 		if (k == value->len)
 			mime_message_add_defect(frame->message, MIME_DEFECT_HEADER_MISSING_VALUE);
 		mime_message_set_adopt(frame->message, frame->header_name,
-				       mime_xstrndup((const char *)value->data, value->len));
-		frame->header_name = NULL;
+				       mime_arena_strndup(parser->arena, (const char *)value->data,
+							  value->len));
 	}
-	free(frame->header_name);
 	frame->header_name = NULL;
 	mime_buffer_reset(value);
 }
@@ -235,15 +250,15 @@ static void frame_header_line(struct mime_parser *parser, struct frame *frame,
 						MIME_DEFECT_FIRST_HEADER_LINE_IS_CONTINUATION);
 			return;
 		}
-		mime_buffer_append(&frame->header_value, line, len);
+		mime_buffer_append(&parser->header_value, line, len);
 		return;
 	}
-	frame_end_header(frame);
+	frame_end_header(parser, frame);
 	if (len >= 5 && memcmp(line, "From ", 5) == 0) {
 		if (lineno == 0) {
-			free(frame->message->unixfrom);
-			frame->message->unixfrom = mime_xstrndup((const char *)line,
-								 len - eol_length(line, len));
+			mime_message_release(frame->message, frame->message->unixfrom);
+			frame->message->unixfrom = mime_arena_strndup(parser->arena, (const char *)line,
+								      len - eol_length(line, len));
 			for (char *p = frame->message->unixfrom; p < frame->message->unixfrom +
 				     len - eol_length(line, len); p++)
 				if (*p == '\0')
@@ -262,12 +277,12 @@ static void frame_header_line(struct mime_parser *parser, struct frame *frame,
 		mime_message_add_defect(frame->message, MIME_DEFECT_INVALID_HEADER);
 		return;
 	}
-	frame->header_name = mime_xstrndup((const char *)line, (size_t)(colon - line));
+	frame->header_name = mime_arena_strndup(parser->arena, (const char *)line,
+						(size_t)(colon - line));
 	const unsigned char *value = colon + 1, *end = line + len;
 	while (value < end && (*value == ' ' || *value == '\t'))
 		value++;
-	mime_buffer_append(&frame->header_value, value, (size_t)(end - value));
-	(void)parser;
+	mime_buffer_append(&parser->header_value, value, (size_t)(end - value));
 }
 
 static int parser_may_add_part(struct mime_parser *parser, struct mime_message *message)
@@ -342,7 +357,7 @@ static void frame_end_headers(struct mime_parser *parser, size_t body_start)
 	char *pending = frame->pending_from;
 	size_t pending_len = frame->pending_from_len, pending_offset = frame->pending_from_offset;
 
-	frame_end_header(frame);
+	frame_end_header(parser, frame);
 	frame->pending_from = NULL;
 	frame->message->body_start = pending != NULL ? pending_offset : body_start;
 	struct mime_message *message = frame->message;
@@ -374,6 +389,53 @@ static void frame_end_headers(struct mime_parser *parser, size_t body_start)
 	}
 }
 
+/* Appends a leaf's body bytes found at offset in the input. A borrowing
+   parse only extends the range while they follow on in its input; a line
+   from elsewhere (a pushed-back "From " line, a line end joined across
+   feeds) makes the body a copy from then on. */
+static void frame_leaf_append(struct mime_parser *parser, struct frame *frame,
+			      const unsigned char *data, size_t len, size_t offset)
+{
+	if (!frame->body_copied && parser->borrow != NULL && data == parser->borrow + offset &&
+	    (frame->borrow_len == 0 || offset == frame->borrow_offset + frame->borrow_len)) {
+		if (frame->borrow_len == 0)
+			frame->borrow_offset = offset;
+		frame->borrow_len += len;
+		return;
+	}
+	if (!frame->body_copied) {
+		frame->body_copied = 1;
+		if (frame->borrow_len > 0)
+			mime_buffer_append(&frame->body, parser->borrow + frame->borrow_offset,
+					   frame->borrow_len);
+	}
+	mime_buffer_append(&frame->body, data, len);
+}
+
+/* The leaf's body becomes its payload: the borrowed range, or the copy. */
+static void frame_leaf_end(struct mime_parser *parser, struct frame *frame)
+{
+	struct mime_message *message = frame->message;
+
+	mime_message_release(message, message->payload);
+	if (!frame->body_copied && frame->borrow_len > 0) {
+		message->payload = (unsigned char *)(uintptr_t)(parser->borrow + frame->borrow_offset);
+		message->payload_len = frame->borrow_len;
+	} else {
+		mime_buffer_append(&frame->body, "", 0);
+		message->payload = (unsigned char *)mime_buffer_steal(&frame->body,
+								      &message->payload_len);
+	}
+	message->payload_kind = MIME_PAYLOAD_BYTES;
+}
+
+/* Whether text points into a borrowing parse's input (never written). */
+static int parser_borrowed(const struct mime_parser *parser, const void *text)
+{
+	uintptr_t p = (uintptr_t)text, base = (uintptr_t)parser->borrow;
+	return parser->borrow != NULL && p >= base && p - base < parser->borrow_size;
+}
+
 /* Drops one line end from the end of text (NLCRE_eol). */
 static void strip_eol(char *text, size_t *len)
 {
@@ -382,9 +444,10 @@ static void strip_eol(char *text, size_t *len)
 	text[*len] = '\0';
 }
 
-static void set_text(char **field, size_t *field_len, struct mime_buffer *buffer)
+static void set_text(const struct mime_message *message, char **field, size_t *field_len,
+		     struct mime_buffer *buffer)
 {
-	free(*field);
+	mime_message_release(message, *field);
 	*field = mime_buffer_steal(buffer, field_len);
 }
 
@@ -401,15 +464,15 @@ static void parser_child_done(struct mime_parser *parser)
 		const char *type = mime_message_get_content_type(last);
 		if (strncmp(type, "multipart/", 10) == 0) {
 			if (last->epilogue != NULL && last->epilogue_len == 0) {
-				free(last->epilogue);
+				mime_message_release(last, last->epilogue);
 				last->epilogue = NULL;
 			} else if (last->epilogue != NULL) {
 				strip_eol(last->epilogue, &last->epilogue_len);
 			}
 		} else if (last->payload_kind == MIME_PAYLOAD_BYTES) {
-			size_t len = last->payload_len;
-			strip_eol((char *)last->payload, &len);
-			last->payload_len = len;
+			last->payload_len -= eol_length(last->payload, last->payload_len);
+			if (!parser_borrowed(parser, last->payload))
+				last->payload[last->payload_len] = '\0';
 		}
 		parser->last = frame->message;
 		frame->state = FRAME_AFTER_PART;
@@ -474,20 +537,16 @@ static void parser_eof_top(struct mime_parser *parser, size_t offset, int at_bou
 		frame_end_headers(parser, offset);
 		return; /* the body state gets the end next */
 	case FRAME_LEAF:
-		mime_buffer_append(&frame->body, "", 0);
-		free(message->payload);
-		message->payload = (unsigned char *)mime_buffer_steal(&frame->body,
-								      &message->payload_len);
-		message->payload_kind = MIME_PAYLOAD_BYTES;
+		frame_leaf_end(parser, frame);
 		break;
 	case FRAME_PREAMBLE:
 		mime_message_add_defect(message, MIME_DEFECT_START_BOUNDARY_NOT_FOUND);
 		mime_buffer_append(&frame->body, "", 0);
-		free(message->payload);
+		mime_message_release(message, message->payload);
 		message->payload = (unsigned char *)mime_buffer_steal(&frame->body,
 								      &message->payload_len);
 		message->payload_kind = MIME_PAYLOAD_BYTES;
-		free(message->epilogue);
+		mime_message_release(message, message->epilogue);
 		message->epilogue = mime_xstrdup("");
 		message->epilogue_len = 0;
 		break;
@@ -505,7 +564,7 @@ static void parser_eof_top(struct mime_parser *parser, size_t offset, int at_bou
 		break;
 	case FRAME_EPILOGUE:
 		mime_buffer_append(&frame->body, "", 0);
-		set_text(&message->epilogue, &message->epilogue_len, &frame->body);
+		set_text(message, &message->epilogue, &message->epilogue_len, &frame->body);
 		break;
 	case FRAME_DISCARD:
 	case FRAME_CONTAINER_DONE:
@@ -562,18 +621,18 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 		frame_end_headers(parser, offset);
 		return LINE_AGAIN;
 	case FRAME_LEAF:
-		mime_buffer_append(&frame->body, line, len);
+		frame_leaf_append(parser, frame, line, len, offset);
 		return LINE_DONE;
 	case FRAME_PREAMBLE:
 		match = boundary_match(frame, line, len);
 		if (match == BOUNDARY_CLOSE) {
 			mime_message_add_defect(message, MIME_DEFECT_START_BOUNDARY_NOT_FOUND);
 			mime_buffer_append(&frame->body, "", 0);
-			free(message->payload);
+			mime_message_release(message, message->payload);
 			message->payload = (unsigned char *)mime_buffer_steal(&frame->body,
 									      &message->payload_len);
 			message->payload_kind = MIME_PAYLOAD_BYTES;
-			free(message->epilogue);
+			mime_message_release(message, message->epilogue);
 			message->epilogue = mime_xstrdup("");
 			message->epilogue_len = 0;
 			frame->state = FRAME_DISCARD;
@@ -582,7 +641,7 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 		if (match == BOUNDARY_SEPARATOR) {
 			if (frame->body_lines > 0) {
 				mime_buffer_append(&frame->body, "", 0);
-				set_text(&message->preamble, &message->preamble_len, &frame->body);
+				set_text(message, &message->preamble, &message->preamble_len, &frame->body);
 				strip_eol(message->preamble, &message->preamble_len);
 			}
 			mime_buffer_reset(&frame->body);
@@ -683,6 +742,7 @@ struct mime_parser *mime_parser_new(size_t max_size)
 
 	memset(parser, 0, sizeof(*parser));
 	parser->max_size = max_size == 0 ? MIME_PARSER_DEFAULT_MAX_SIZE : max_size;
+	parser->arena = mime_arena_new();
 	parser->root = parser_new_message(parser, 0);
 	parser_push(parser, parser->root);
 	return parser;
@@ -696,8 +756,11 @@ void mime_parser_free(struct mime_parser **parser_p)
 		return;
 	for (size_t i = 0; i < parser->frame_count; i++)
 		frame_clear(&parser->frames[i]);
+	for (size_t i = 0; i < parser->frame_alloc; i++)
+		mime_buffer_free(&parser->frames[i].body);
 	free(parser->frames);
 	mime_buffer_free(&parser->partial);
+	mime_buffer_free(&parser->header_value);
 	mime_message_free(&parser->root);
 	free(parser);
 	*parser_p = NULL;
@@ -756,7 +819,8 @@ enum mime_parser_result mime_parser_feed(struct mime_parser *parser, const void 
 		    !parser->replaying) {
 			size_t run = parser_leaf_run(parser, in + pos, len - pos);
 			if (run > 0) {
-				mime_buffer_append(&parser_top(parser)->body, in + pos, run);
+				frame_leaf_append(parser, parser_top(parser), in + pos, run,
+						  parser->partial_offset);
 				parser->partial_offset += run;
 				pos += run;
 				continue;
@@ -798,7 +862,11 @@ enum mime_parser_result mime_parser_finish(struct mime_parser *parser,
 	}
 	if (parser->partial.len > 0) {
 		size_t len = parser->partial.len;
-		parser_line(parser, parser->partial.data, len, parser->partial_offset);
+		/* A borrowing parse reads it where it lies, so a body that ends
+		   without a line end is still borrowed whole. */
+		const unsigned char *line = parser->borrow != NULL
+			? parser->borrow + parser->partial_offset : parser->partial.data;
+		parser_line(parser, line, len, parser->partial_offset);
 		parser->partial_offset += len;
 		mime_buffer_reset(&parser->partial);
 	}
@@ -817,7 +885,7 @@ enum mime_parser_result mime_parser_finish(struct mime_parser *parser,
 	return MIME_PARSER_COMPLETE;
 }
 
-struct mime_message *mime_parse(const void *data, size_t len)
+static struct mime_message *parse_whole(const void *data, size_t len, int borrow)
 {
 	struct mime_parser *parser = mime_parser_new(0);
 	struct mime_message *message = NULL;
@@ -825,8 +893,23 @@ struct mime_message *mime_parse(const void *data, size_t len)
 
 	if (len > MIME_PARSER_DEFAULT_MAX_SIZE)
 		len = MIME_PARSER_DEFAULT_MAX_SIZE;
+	if (borrow && len > 0) {
+		parser->borrow = data;
+		parser->borrow_size = len;
+		mime_arena_lend(parser->arena, data, len);
+	}
 	mime_parser_feed(parser, data, len, &error);
 	mime_parser_finish(parser, &message, &error);
 	mime_parser_free(&parser);
 	return message;
+}
+
+struct mime_message *mime_parse(const void *data, size_t len)
+{
+	return parse_whole(data, len, 0);
+}
+
+struct mime_message *mime_parse_borrowed(const void *data, size_t len)
+{
+	return parse_whole(data, len, 1);
 }

@@ -42,5 +42,10 @@ enum mime_parser_result mime_parser_finish(struct mime_parser *parser,
 /* Parses a whole message in one call; never fails below the default size
    (larger input is cut there, with the tree of what fits). */
 struct mime_message *mime_parse(const void *data, size_t len);
+/* The same tree without copying the leaf bodies: a leaf's payload points
+   into data (and has no NUL after it) wherever its bytes lie there in one
+   piece. data must stay alive and unchanged until the tree is freed. For
+   callers that keep the raw message anyway, as the IMAP views need it. */
+struct mime_message *mime_parse_borrowed(const void *data, size_t len);
 
 #endif

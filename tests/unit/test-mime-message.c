@@ -83,6 +83,21 @@ static void test_content_type_defaults(void)
 	mime_message_replace_header(message, "content-type", "invalid");
 	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), "text/plain");
 	mime_message_free(&message);
+
+	/* A type longer than the inline cache, on a parsed (arena) message,
+	   cached, dropped on a change and cached again. */
+	message = parse("Content-Type: Application/VND.openxmlformats-officedocument."
+			"wordprocessingml.document; name=x\n\nbody\n");
+	const char *docx = "application/vnd.openxmlformats-officedocument."
+			   "wordprocessingml.document";
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), docx);
+	CU_ASSERT_PTR_EQUAL(mime_message_get_content_type(message),
+			    mime_message_get_content_type(message));
+	mime_message_set(message, "X-Other", "y");
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), docx);
+	mime_message_replace_header(message, "content-type", "image/png");
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), "image/png");
+	mime_message_free(&message);
 }
 
 static void test_params_and_rfc2231(void)

@@ -181,6 +181,102 @@ static void test_split_invariance(void)
 		assert_split_invariant(inputs[i]);
 }
 
+/* Counts the leaf payloads of tree that point into [data, data + len). */
+static size_t count_borrowed_leaves(struct mime_message *tree, const char *data, size_t len)
+{
+	size_t borrowed = 0;
+	for (struct mime_message *part = mime_message_walk_next(tree, NULL); part != NULL;
+	     part = mime_message_walk_next(tree, part)) {
+		uintptr_t p = (uintptr_t)part->payload, base = (uintptr_t)data;
+		if (part->payload_kind == MIME_PAYLOAD_BYTES && p >= base && p - base < len)
+			borrowed++;
+	}
+	return borrowed;
+}
+
+/* mime_parse_borrowed gives the tree mime_parse gives, with leaf bodies
+   pointing into the input where they lie there whole; the input sits in
+   a buffer of its exact size, so reading past a payload is caught by ASan. */
+static void assert_borrowed_same(const char *text, size_t expect_borrowed)
+{
+	size_t len = strlen(text);
+	char *data = malloc(len == 0 ? 1 : len);
+	memcpy(data, text, len);
+	struct mime_message *copied = mime_parse(data, len);
+	struct mime_message *borrowed = mime_parse_borrowed(data, len);
+	char *expected = describe(copied), *got = describe(borrowed);
+	CU_ASSERT_STRING_EQUAL(got, expected);
+	CU_ASSERT_EQUAL(count_borrowed_leaves(borrowed, data, len), expect_borrowed);
+	CU_ASSERT_EQUAL(count_borrowed_leaves(copied, data, len), 0);
+	/* Decoding reads a payload by its length: the same bytes either way. */
+	struct mime_message *b = mime_message_walk_next(borrowed, NULL);
+	for (struct mime_message *c = mime_message_walk_next(copied, NULL); c != NULL && b != NULL;
+	     c = mime_message_walk_next(copied, c), b = mime_message_walk_next(borrowed, b)) {
+		struct mime_buffer from_copy = { 0 }, from_borrowed = { 0 };
+		CU_ASSERT_EQUAL(mime_message_get_payload(b, 1, &from_borrowed),
+				mime_message_get_payload(c, 1, &from_copy));
+		CU_ASSERT_EQUAL(from_borrowed.len, from_copy.len);
+		if (from_copy.len > 0 && from_borrowed.len == from_copy.len)
+			CU_ASSERT(memcmp(from_borrowed.data, from_copy.data, from_copy.len) == 0);
+		mime_buffer_free(&from_copy);
+		mime_buffer_free(&from_borrowed);
+	}
+	free(got);
+	free(expected);
+	mime_message_free(&copied);
+	mime_message_free(&borrowed);
+	free(data);
+}
+
+static void test_borrowed(void)
+{
+	assert_borrowed_same(simple_lf, 1);
+	assert_borrowed_same(multipart_crlf, 3); /* "first part", "plain", the html */
+	assert_borrowed_same("Subject: no final line end\n\nbody", 1);
+	assert_borrowed_same("Content-Transfer-Encoding: base64\n\naGVsbG8gd29y\nbGQ=", 1);
+	assert_borrowed_same("Content-Transfer-Encoding: quoted-printable\n\ncaf=E9 =\nend=", 1);
+	assert_borrowed_same("Subject: bare CRs\r\rbody\rline\r", 1);
+	assert_borrowed_same("Content-Type: multipart/mixed; boundary=b\n\n--b\n\nno close", 1);
+	assert_borrowed_same("no headers at all\nsecond\n", 1);
+	assert_borrowed_same("Subject: empty body\n\n", 0);
+	assert_borrowed_same("", 0);
+	/* A "From " line that ends the headers is pushed back into the body:
+	   that body is not one piece of the input, so it is a copy. */
+	assert_borrowed_same("From x\nFrom y\nA: b\nFrom z\n\nbody", 0);
+	assert_borrowed_same("Content-Type: message/delivery-status\n\nA: 1\n\nB: 2\n", 0);
+}
+
+/* A borrowed tree can be changed like any other: what the API frees is
+   only what it allocated itself. */
+static void test_borrowed_changes(void)
+{
+	size_t len = strlen(multipart_crlf);
+	char *data = malloc(len);
+	memcpy(data, multipart_crlf, len);
+	struct mime_message *tree = mime_parse_borrowed(data, len);
+	struct mime_message *first = mime_message_get_part(tree, 0);
+	CU_ASSERT_EQUAL(count_borrowed_leaves(tree, data, len), 3);
+	mime_message_set_payload(first, "new body\n", 9, NULL);
+	CU_ASSERT_EQUAL(count_borrowed_leaves(tree, data, len), 2);
+	CU_ASSERT_STRING_EQUAL((char *)first->payload, "new body\n");
+	CU_ASSERT_EQUAL(mime_message_replace_header(first, "content-type", "text/x-new"), 0);
+	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(first), "text/x-new");
+	CU_ASSERT_EQUAL(mime_message_delete(tree, "MIME-Version"), 1);
+	for (int i = 0; i < 100; i++)
+		mime_message_set(tree, "X-Added", "value");
+	CU_ASSERT_EQUAL(mime_message_count(tree, "x-added"), 100);
+	CU_ASSERT_EQUAL(mime_message_set_boundary(tree, "other"), 0);
+	/* Replacing the parts frees the old ones, borrowed bodies included. */
+	mime_message_set_payload(mime_message_get_part(tree, 1), "flat\n", 5, NULL);
+	CU_ASSERT_EQUAL(count_borrowed_leaves(tree, data, len), 0);
+	char *text = mime_message_as_string(tree, 0, NULL);
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "new body"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(text, "boundary=\"other\""));
+	free(text);
+	mime_message_free(&tree);
+	free(data);
+}
+
 static int count_defect(const struct mime_message *message, enum mime_defect defect)
 {
 	int count = 0;
@@ -525,6 +621,8 @@ const struct unit_test unit_tests[] = {
 	{ "headers in order, duplicates, folds", test_headers_in_order },
 	{ "multipart tree, preamble, epilogue, offsets", test_multipart_tree },
 	{ "same tree for every split of the input", test_split_invariance },
+	{ "borrowed parse: the same tree, bodies point into the input", test_borrowed },
+	{ "borrowed parse: the tree can be changed and freed", test_borrowed_changes },
 	{ "defects as email.errors names them", test_defects },
 	{ "digest defaults and delivery-status blocks", test_digest_and_delivery_status },
 	{ "size limit is a typed error", test_size_limit },
