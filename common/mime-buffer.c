@@ -115,6 +115,14 @@ void mime_buffer_printf(struct mime_buffer *buffer, const char *format, ...)
 	buffer->len += (size_t)len;
 }
 
+void mime_buffer_truncate(struct mime_buffer *buffer, size_t len)
+{
+	if (len >= buffer->len)
+		return;
+	buffer->len = len;
+	buffer->data[len] = '\0';
+}
+
 void mime_buffer_reset(struct mime_buffer *buffer)
 {
 	buffer->len = 0;

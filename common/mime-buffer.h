@@ -32,6 +32,8 @@ static inline void mime_buffer_append_byte(struct mime_buffer *buffer, unsigned 
 }
 void mime_buffer_printf(struct mime_buffer *buffer, const char *format, ...)
 	__attribute__((format(printf, 2, 3)));
+/* Cuts the buffer back to its first len bytes (len <= buffer->len). */
+void mime_buffer_truncate(struct mime_buffer *buffer, size_t len);
 /* Empties the buffer but keeps its memory. */
 void mime_buffer_reset(struct mime_buffer *buffer);
 /* Frees the memory; the buffer is empty again afterwards. */

@@ -2,11 +2,13 @@
 /* mime-imap: IMAP views of a parsed message: ENVELOPE, BODYSTRUCTURE, BODY[section], BINARY. */
 #include "config.h"
 #include "mime-imap.h"
+#include "mime-arena.h"
 #include "mime-codec.h"
 #include "mime-scan.h"
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,49 +54,23 @@ static void append_cstring(struct mime_buffer *out, const char *text)
 	mime_imap_append_string(out, text, text == NULL ? 0 : strlen(text));
 }
 
-/* A header value unfolded and trimmed, or NULL when absent or empty. */
-static char *header_text(struct mime_message *message, const char *name)
+/* A list written straight into out: "(" items ")", or NIL when no item
+   came. list_open remembers where it began. */
+static size_t list_open(struct mime_buffer *out)
 {
-	const char *value = mime_message_get(message, name, NULL);
-	if (value == NULL)
-		return NULL;
-	char *text = mime_header_unfold(value, strlen(value));
-	size_t len = strlen(text), start = 0;
-	while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
-		len--;
-	while (start < len && (text[start] == ' ' || text[start] == '\t'))
-		start++;
-	memmove(text, text + start, len - start);
-	text[len - start] = '\0';
-	if (text[0] == '\0') {
-		free(text);
-		return NULL;
-	}
-	return text;
+	size_t mark = out->len;
+	mime_buffer_append_byte(out, '(');
+	return mark;
 }
 
-/* All fields of an address header joined as one list (Dovecot merges
-   repeated To or Cc fields too); NULL when absent or empty. */
-static char *address_header_text(struct mime_message *message, const char *name)
+static void list_close(struct mime_buffer *out, size_t mark)
 {
-	struct mime_buffer joined = { 0 };
-	const char *value;
-
-	for (size_t i = 0; (value = mime_message_get_nth(message, name, i)) != NULL; i++) {
-		char *text = mime_header_unfold(value, strlen(value));
-		size_t start = strspn(text, " \t");
-		if (text[start] != '\0') {
-			if (joined.len > 0)
-				mime_buffer_append_str(&joined, ", ");
-			mime_buffer_append_str(&joined, text + start);
-		}
-		free(text);
+	if (out->len == mark + 1) {
+		mime_buffer_truncate(out, mark);
+		mime_buffer_append_str(out, "NIL");
+	} else {
+		mime_buffer_append_byte(out, ')');
 	}
-	if (joined.len == 0) {
-		mime_buffer_free(&joined);
-		return NULL;
-	}
-	return mime_buffer_steal(&joined, NULL);
 }
 
 /* --- RFC 5322 addresses --- */
@@ -119,6 +95,116 @@ struct token_list {
 	size_t count, alloc;
 	struct mime_buffer text;     /* every token's text, each NUL-terminated */
 };
+
+/* What writing one view needs besides its output, made once and reused
+   throughout it: an arena for the strings that live until the view is
+   written, the address tokens, and buffers for values being built. */
+struct view_scratch {
+	struct mime_arena *arena;    /* made on first use */
+	struct token_list tokens;
+	struct mime_buffer value;    /* an address header or parameter value */
+	struct mime_buffer join;     /* join_tokens' words */
+};
+
+static struct mime_arena *scratch_arena(struct view_scratch *scratch)
+{
+	if (scratch->arena == NULL)
+		scratch->arena = mime_arena_new();
+	return scratch->arena;
+}
+
+static void scratch_free(struct view_scratch *scratch)
+{
+	mime_arena_free(&scratch->arena);
+	free(scratch->tokens.items);
+	mime_buffer_free(&scratch->tokens.text);
+	mime_buffer_free(&scratch->value);
+	mime_buffer_free(&scratch->join);
+}
+
+static int is_blank(int ch)
+{
+	return ch == ' ' || ch == '\t';
+}
+
+static int is_c_space(int ch)
+{
+	return isspace(ch);
+}
+
+/* value[0..len) unfolded (its CRs and LFs dropped, RFC 5322 2.2.3) with
+   the bytes trim accepts cut from both ends; in the scratch arena. */
+static char *unfold_trim(struct view_scratch *scratch, const char *value, size_t len,
+			 int (*trim)(int))
+{
+	while (len > 0 && (value[len - 1] == '\r' || value[len - 1] == '\n' ||
+			   trim((unsigned char)value[len - 1])))
+		len--;
+	while (len > 0 && (*value == '\r' || *value == '\n' || trim((unsigned char)*value))) {
+		value++;
+		len--;
+	}
+	char *text = mime_arena_alloc(scratch_arena(scratch), len + 1);
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		if (value[i] != '\r' && value[i] != '\n')
+			text[n++] = value[i];
+	text[n] = '\0';
+	return text;
+}
+
+/* A header value unfolded and trimmed, or NULL when absent or empty. */
+static char *value_text(const char *value, struct view_scratch *scratch)
+{
+	if (value == NULL)
+		return NULL;
+	char *text = unfold_trim(scratch, value, strlen(value), is_blank);
+	return text[0] == '\0' ? NULL : text;
+}
+
+static char *header_text(struct mime_message *message, const char *name,
+			 struct view_scratch *scratch)
+{
+	return value_text(mime_message_get(message, name, NULL), scratch);
+}
+
+/* Appends text[0..len) without its CRs and LFs. */
+static void append_unfolded(struct mime_buffer *out, const char *text, size_t len)
+{
+	size_t run = 0;
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == '\r' || text[i] == '\n') {
+			mime_buffer_append(out, text + run, i - run);
+			run = i + 1;
+		}
+	}
+	mime_buffer_append(out, text + run, len - run);
+}
+
+/* All fields of an address header joined as one list (Dovecot merges
+   repeated To or Cc fields too); NULL when absent or empty. */
+static const char *address_header_text(struct mime_message *message, const char *name,
+				       struct view_scratch *scratch)
+{
+	struct mime_buffer *joined = &scratch->value;
+	const char *value;
+
+	mime_buffer_reset(joined);
+	for (size_t i = 0; (value = mime_message_get_nth(message, name, i)) != NULL; i++) {
+		size_t len = strlen(value), start = 0;
+		while (start < len && (is_blank((unsigned char)value[start]) ||
+				       value[start] == '\r' || value[start] == '\n'))
+			start++;
+		if (start == len)
+			continue;
+		if (joined->len > 0)
+			mime_buffer_append_str(joined, ", ");
+		append_unfolded(joined, value + start, len - start);
+	}
+	if (joined->len == 0)
+		return NULL;
+	return mime_arena_strndup(scratch_arena(scratch), (const char *)joined->data, joined->len);
+}
 
 /* Ends the token whose text began at start in list->text. */
 static void token_add(struct token_list *list, enum token_kind kind, size_t start,
@@ -147,12 +233,15 @@ static int ends_atom(unsigned char ch)
 	}
 }
 
+/* Splits value into list (emptied first). */
 static void tokenize(const char *value, struct token_list *list)
 {
 	size_t i = 0, len = strlen(value);
 	int space = 0;
 	struct mime_buffer *text = &list->text;
 
+	list->count = 0;
+	mime_buffer_reset(text);
 	while (i < len) {
 		unsigned char ch = (unsigned char)value[i];
 		size_t start = text->len;
@@ -211,34 +300,30 @@ static void tokenize(const char *value, struct token_list *list)
 		list->items[k].text = (char *)text->data + list->items[k].text_offset;
 }
 
-static void tokens_free(struct token_list *list)
-{
-	free(list->items);
-	mime_buffer_free(&list->text);
-}
-
 static int is_special(const struct token *token, char ch)
 {
 	return token->kind == TOKEN_SPECIAL && token->text[0] == ch;
 }
 
 /* Joins the words of tokens[from, to) (a phrase: words with single spaces,
-   a local part or domain: dots without spaces). */
-static char *join_tokens(const struct token_list *list, size_t from, size_t to, int phrase)
+   a local part or domain: dots without spaces); in the scratch arena. */
+static char *join_tokens(struct view_scratch *scratch, size_t from, size_t to, int phrase)
 {
-	struct mime_buffer out = { 0 };
+	const struct token_list *list = &scratch->tokens;
+	struct mime_buffer *out = &scratch->join;
 
-	mime_buffer_append(&out, "", 0);
+	mime_buffer_reset(out);
 	for (size_t i = from; i < to; i++) {
 		const struct token *token = &list->items[i];
 		if (token->kind == TOKEN_COMMENT)
 			continue;
-		if (phrase && out.len > 0 && (token->space_before || token->kind == TOKEN_QUOTED ||
-					      (i > from && list->items[i - 1].kind == TOKEN_QUOTED)))
-			mime_buffer_append_byte(&out, ' ');
-		mime_buffer_append_str(&out, token->text);
+		if (phrase && out->len > 0 && (token->space_before || token->kind == TOKEN_QUOTED ||
+					       (i > from && list->items[i - 1].kind == TOKEN_QUOTED)))
+			mime_buffer_append_byte(out, ' ');
+		mime_buffer_append_str(out, token->text);
 	}
-	return mime_buffer_steal(&out, NULL);
+	return mime_arena_strndup(scratch_arena(scratch), out->len > 0 ? (const char *)out->data : "",
+				  out->len);
 }
 
 static void append_address(struct mime_buffer *out, const char *name, const char *route,
@@ -255,13 +340,14 @@ static void append_address(struct mime_buffer *out, const char *name, const char
 	mime_buffer_append_byte(out, ')');
 }
 
-/* One mailbox in tokens[from, to). */
-static void append_mailbox(struct mime_buffer *out, const struct token_list *list, size_t from,
+/* One mailbox in the scratch tokens [from, to). */
+static void append_mailbox(struct mime_buffer *out, struct view_scratch *scratch, size_t from,
 			   size_t to)
 {
+	const struct token_list *list = &scratch->tokens;
 	size_t angle = to, close = to, at = to;
 	bool angled;
-	char *name = NULL, *route = NULL, *mailbox = NULL, *host = NULL;
+	const char *name = NULL, *route = NULL, *mailbox, *host;
 
 	for (size_t i = from; i < to; i++)
 		if (is_special(&list->items[i], '<')) {
@@ -273,24 +359,22 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 		for (close = angle + 1; close < to && !is_special(&list->items[close], '>'); close++)
 			;
 		if (angle > from)
-			name = join_tokens(list, from, angle, 1);
+			name = join_tokens(scratch, from, angle, 1);
 		size_t spec = angle + 1;
 		/* obs-route: @a,@b: */
 		for (size_t i = angle + 1; i < close; i++)
 			if (is_special(&list->items[i], ':')) {
-				route = join_tokens(list, angle + 1, i, 0);
+				route = join_tokens(scratch, angle + 1, i, 0);
 				spec = i + 1;
 				break;
 			}
 		from = spec;
 		to = close;
 	} else {
-		/* a bare addr-spec: a comment stands in for the name */
+		/* a bare addr-spec: a comment stands in for the name (the last wins) */
 		for (size_t i = from; i < to; i++)
-			if (list->items[i].kind == TOKEN_COMMENT) {
-				free(name);   /* the last comment wins */
-				name = mime_xstrdup(list->items[i].text);
-			}
+			if (list->items[i].kind == TOKEN_COMMENT)
+				name = list->items[i].text;
 	}
 	at = to; /* within <...> when there is one, so '>' never joins the mailbox */
 	for (size_t i = from; i < to; i++)
@@ -298,51 +382,41 @@ static void append_mailbox(struct mime_buffer *out, const struct token_list *lis
 			at = i;
 			break;
 		}
-	mailbox = join_tokens(list, from, at, 0);
-	host = at < to ? join_tokens(list, at + 1, to, 0) : NULL;
-	if (name != NULL && name[0] == '\0') {
-		free(name);
+	mailbox = join_tokens(scratch, from, at, 0);
+	host = at < to ? join_tokens(scratch, at + 1, to, 0) : NULL;
+	if (name != NULL && name[0] == '\0')
 		name = NULL;
-	}
 	/* nothing at all is no address; "<>" is one, with a missing mailbox */
-	if (mailbox[0] == '\0' && host == NULL && name == NULL && !angled) {
-		free(mailbox);
-		free(route);
+	if (mailbox[0] == '\0' && host == NULL && name == NULL && !angled)
 		return;
-	}
 	/* RFC 3501 7.4.2 has no empty mailbox; Dovecot writes these names */
 	append_address(out, name, route, mailbox[0] == '\0' ? "MISSING_MAILBOX" : mailbox,
 		       host == NULL ? "MISSING_DOMAIN" : host);
-	free(name);
-	free(route);
-	free(mailbox);
-	free(host);
 }
 
 /* An address-list field as a list of addresses, or NIL. */
-static void append_address_list(struct mime_buffer *out, const char *value)
+static void append_address_list(struct mime_buffer *out, const char *value,
+				struct view_scratch *scratch)
 {
-	struct token_list list = { 0 };
-	struct mime_buffer items = { 0 };
+	const struct token_list *list = &scratch->tokens;
 
 	if (value == NULL) {
 		mime_buffer_append_str(out, "NIL");
 		return;
 	}
-	tokenize(value, &list);
+	tokenize(value, &scratch->tokens);
+	size_t mark = list_open(out);
 	size_t start = 0;
 	int in_group = 0;
-	for (size_t i = 0; i <= list.count; i++) {
-		const struct token *token = i < list.count ? &list.items[i] : NULL;
+	for (size_t i = 0; i <= list->count; i++) {
+		const struct token *token = i < list->count ? &list->items[i] : NULL;
 		if (token != NULL && is_special(token, ':') && !in_group) {
 			int angle = 0;
 			for (size_t k = start; k < i; k++)
-				if (is_special(&list.items[k], '<'))
+				if (is_special(&list->items[k], '<'))
 					angle = 1;
 			if (!angle) {
-				char *group = join_tokens(&list, start, i, 1);
-				append_address(&items, NULL, NULL, group, NULL);
-				free(group);
+				append_address(out, NULL, NULL, join_tokens(scratch, start, i, 1), NULL);
 				in_group = 1;
 				start = i + 1;
 				continue;
@@ -350,62 +424,64 @@ static void append_address_list(struct mime_buffer *out, const char *value)
 		}
 		if (token != NULL && is_special(token, '<')) {
 			/* skip to the closing '>' so its contents can't split */
-			while (i + 1 < list.count && !is_special(&list.items[i], '>'))
+			while (i + 1 < list->count && !is_special(&list->items[i], '>'))
 				i++;
 			continue;
 		}
 		if (token == NULL || is_special(token, ',') || (is_special(token, ';') && in_group)) {
 			if (i > start)
-				append_mailbox(&items, &list, start, i);
+				append_mailbox(out, scratch, start, i);
 			if (token != NULL && is_special(token, ';')) {
-				append_address(&items, NULL, NULL, NULL, NULL);
+				append_address(out, NULL, NULL, NULL, NULL);
 				in_group = 0;
 			}
 			start = i + 1;
 		}
 	}
 	if (in_group)
-		append_address(&items, NULL, NULL, NULL, NULL);
-	tokens_free(&list);
-	if (items.len == 0) {
-		mime_buffer_append_str(out, "NIL");
-	} else {
-		mime_buffer_append_byte(out, '(');
-		mime_buffer_append(out, items.data, items.len);
-		mime_buffer_append_byte(out, ')');
+		append_address(out, NULL, NULL, NULL, NULL);
+	list_close(out, mark);
+}
+
+static void append_envelope(struct mime_buffer *out, struct mime_message *message,
+			    struct view_scratch *scratch)
+{
+	static const char *const strings_before[] = { "date", "subject" };
+	static const char *const address_fields[] = { "sender", "reply-to", "to", "cc", "bcc" };
+	static const char *const strings_after[] = { "in-reply-to", "message-id" };
+
+	mime_buffer_append_byte(out, '(');
+	for (size_t i = 0; i < 2; i++) {
+		append_cstring(out, header_text(message, strings_before[i], scratch));
+		mime_buffer_append_byte(out, ' ');
 	}
-	mime_buffer_free(&items);
+	/* From, written once: sender and reply-to repeat it when absent. */
+	size_t from_start = out->len;
+	append_address_list(out, address_header_text(message, "from", scratch), scratch);
+	const char *from = mime_arena_strndup(scratch_arena(scratch),
+					      (const char *)out->data + from_start,
+					      out->len - from_start);
+	for (size_t i = 0; i < 5; i++) {
+		const char *text = address_header_text(message, address_fields[i], scratch);
+		mime_buffer_append_byte(out, ' ');
+		if (text == NULL && i < 2)
+			mime_buffer_append_str(out, from);
+		else
+			append_address_list(out, text, scratch);
+	}
+	for (size_t i = 0; i < 2; i++) {
+		mime_buffer_append_byte(out, ' ');
+		append_cstring(out, header_text(message, strings_after[i], scratch));
+	}
+	mime_buffer_append_byte(out, ')');
 }
 
 void mime_imap_envelope(struct mime_message *message, struct mime_buffer *out)
 {
-	static const char *const strings_before[] = { "date", "subject" };
-	static const char *const strings_after[] = { "in-reply-to", "message-id" };
-	char *from = address_header_text(message, "from");
+	struct view_scratch scratch = { 0 };
 
-	mime_buffer_append_byte(out, '(');
-	for (size_t i = 0; i < 2; i++) {
-		char *text = header_text(message, strings_before[i]);
-		append_cstring(out, text);
-		mime_buffer_append_byte(out, ' ');
-		free(text);
-	}
-	append_address_list(out, from);
-	static const char *const address_fields[] = { "sender", "reply-to", "to", "cc", "bcc" };
-	for (size_t i = 0; i < 5; i++) {
-		char *text = address_header_text(message, address_fields[i]);
-		mime_buffer_append_byte(out, ' ');
-		append_address_list(out, text == NULL && i < 2 ? from : text);
-		free(text);
-	}
-	for (size_t i = 0; i < 2; i++) {
-		char *text = header_text(message, strings_after[i]);
-		mime_buffer_append_byte(out, ' ');
-		append_cstring(out, text);
-		free(text);
-	}
-	mime_buffer_append_byte(out, ')');
-	free(from);
+	append_envelope(out, message, &scratch);
+	scratch_free(&scratch);
 }
 
 /* --- BODYSTRUCTURE --- */
@@ -433,11 +509,12 @@ static void body_counts(const struct raw_input *raw, size_t start, size_t end,
 /* Parameters as a server lists them: in header order, names as written,
    values unquoted, RFC 2231 sections left as they are. */
 static void append_params(struct mime_buffer *out, const char *value, int skip_first,
-			  int add_charset)
+			  int add_charset, struct view_scratch *scratch)
 {
-	struct mime_buffer items = { 0 }, param_value = { 0 };
+	struct mime_buffer *param_value = &scratch->value;
 	int have_charset = 0;
 	size_t len = value == NULL ? 0 : strlen(value), i = 0;
+	size_t mark = list_open(out);
 
 	if (value == NULL)
 		value = "";
@@ -469,116 +546,151 @@ static void append_params(struct mime_buffer *out, const char *value, int skip_f
 		i++;
 		while (i < len && isspace((unsigned char)value[i]))
 			i++;
-		mime_buffer_reset(&param_value);
-		mime_buffer_append(&param_value, "", 0);
+		mime_buffer_reset(param_value);
+		mime_buffer_append(param_value, "", 0);
 		if (i < len && value[i] == '"') {
 			for (i++; i < len && value[i] != '"'; i++) {
 				if (value[i] == '\\' && i + 1 < len)
 					i++;
 				if (value[i] != '\r' && value[i] != '\n')
-					mime_buffer_append_byte(&param_value, (unsigned char)value[i]);
+					mime_buffer_append_byte(param_value, (unsigned char)value[i]);
 			}
 			i++;
 		} else {
+			size_t from = i;
 			while (i < len && value[i] != ';' && !isspace((unsigned char)value[i]))
-				mime_buffer_append_byte(&param_value, (unsigned char)value[i++]);
+				i++;
+			mime_buffer_append(param_value, value + from, i - from);
 		}
 		if (name_end > name_start) {
 			if (name_end - name_start == 7 &&
 			    strncasecmp(value + name_start, "charset", 7) == 0)
 				have_charset = 1;
-			if (items.len > 0)
-				mime_buffer_append_byte(&items, ' ');
-			mime_imap_append_string(&items, value + name_start, name_end - name_start);
-			mime_buffer_append_byte(&items, ' ');
-			mime_imap_append_string(&items, (const char *)param_value.data, param_value.len);
+			if (out->len > mark + 1)
+				mime_buffer_append_byte(out, ' ');
+			mime_imap_append_string(out, value + name_start, name_end - name_start);
+			mime_buffer_append_byte(out, ' ');
+			mime_imap_append_string(out, (const char *)param_value->data, param_value->len);
 		}
 		while (i < len && value[i] != ';')
 			i++;
 	}
 	/* a text part without a charset is us-ascii (RFC 2045 5.2) */
 	if (add_charset && !have_charset) {
-		if (items.len > 0)
-			mime_buffer_append_byte(&items, ' ');
-		mime_buffer_append_str(&items, "\"charset\" \"us-ascii\"");
+		if (out->len > mark + 1)
+			mime_buffer_append_byte(out, ' ');
+		mime_buffer_append_str(out, "\"charset\" \"us-ascii\"");
 	}
-	if (items.len == 0) {
-		mime_buffer_append_str(out, "NIL");
-	} else {
-		mime_buffer_append_byte(out, '(');
-		mime_buffer_append(out, items.data, items.len);
-		mime_buffer_append_byte(out, ')');
-	}
-	mime_buffer_free(&items);
-	mime_buffer_free(&param_value);
+	list_close(out, mark);
 }
 
-/* The first token (before ';') of a header value, trimmed; malloc'ed. */
-static char *first_token(const char *value)
+/* The first token (before ';') of a header value, trimmed. */
+static char *first_token(const char *value, struct view_scratch *scratch)
 {
-	size_t len = strcspn(value, ";");
-	char *text = mime_header_unfold(value, len);
-	size_t end = strlen(text), start = 0;
-	while (end > 0 && isspace((unsigned char)text[end - 1]))
-		end--;
-	while (start < end && isspace((unsigned char)text[start]))
-		start++;
-	memmove(text, text + start, end - start);
-	text[end - start] = '\0';
-	return text;
+	return unfold_trim(scratch, value, strcspn(value, ";"), is_c_space);
+}
+
+/* A Content-Language list of tags separated by commas and white space:
+   one string, a list of them, or NIL. */
+static void append_language(struct mime_buffer *out, const char *language)
+{
+	static const char separators[] = ", \t";
+	size_t count = 0;
+
+	for (const char *p = language; p != NULL;) {
+		p += strspn(p, separators);
+		if (*p == '\0')
+			break;
+		count++;
+		p += strcspn(p, separators);
+	}
+	if (count == 0) {
+		mime_buffer_append_str(out, "NIL");
+		return;
+	}
+	if (count > 1)
+		mime_buffer_append_byte(out, '(');
+	size_t written = 0;
+	for (const char *p = language; written < count; written++) {
+		p += strspn(p, separators);
+		size_t len = strcspn(p, separators);
+		if (written > 0)
+			mime_buffer_append_byte(out, ' ');
+		mime_imap_append_string(out, p, len);
+		p += len;
+	}
+	if (count > 1)
+		mime_buffer_append_byte(out, ')');
+}
+
+/* The Content-* fields BODYSTRUCTURE reads, each the first of its name,
+   found in one pass over a part's headers. */
+struct content_fields {
+	const char *type, *id, *description, *encoding, *md5, *disposition, *language,
+		*location;
+};
+
+static void content_fields_find(const struct mime_message *message,
+				struct content_fields *fields_r)
+{
+	static const struct {
+		const char *suffix;
+		size_t offset;
+	} names[] = {
+		{ "type", offsetof(struct content_fields, type) },
+		{ "id", offsetof(struct content_fields, id) },
+		{ "description", offsetof(struct content_fields, description) },
+		{ "transfer-encoding", offsetof(struct content_fields, encoding) },
+		{ "md5", offsetof(struct content_fields, md5) },
+		{ "disposition", offsetof(struct content_fields, disposition) },
+		{ "language", offsetof(struct content_fields, language) },
+		{ "location", offsetof(struct content_fields, location) },
+	};
+
+	memset(fields_r, 0, sizeof(*fields_r));
+	for (size_t i = 0; i < message->header_count; i++) {
+		const char *name = message->headers[i].name;
+		if ((name[0] | 0x20) != 'c' || strncasecmp(name, "content-", 8) != 0)
+			continue;
+		for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+			const char **field = (const char **)((char *)fields_r + names[k].offset);
+			if (*field == NULL && strcasecmp(name + 8, names[k].suffix) == 0) {
+				*field = message->headers[i].value;
+				break;
+			}
+		}
+	}
 }
 
 /* Dsp, language and location: the extension data every part ends with. */
-static void append_extension_tail(struct mime_buffer *out, struct mime_message *message)
+static void append_extension_tail(struct mime_buffer *out, const struct content_fields *fields,
+				  struct view_scratch *scratch)
 {
-	const char *disposition = mime_message_get(message, "content-disposition", NULL);
+	const char *disposition = fields->disposition;
 	mime_buffer_append_byte(out, ' ');
 	if (disposition == NULL) {
 		mime_buffer_append_str(out, "NIL");
 	} else {
-		char *type = first_token(disposition);
 		mime_buffer_append_byte(out, '(');
-		append_cstring(out, type);
+		append_cstring(out, first_token(disposition, scratch));
 		mime_buffer_append_byte(out, ' ');
-		append_params(out, disposition, 1, 0);
+		append_params(out, disposition, 1, 0, scratch);
 		mime_buffer_append_byte(out, ')');
-		free(type);
 	}
-	char *language = header_text(message, "content-language");
 	mime_buffer_append_byte(out, ' ');
-	if (language == NULL) {
-		mime_buffer_append_str(out, "NIL");
-	} else {
-		/* a list of tags separated by commas and white space */
-		struct mime_buffer items = { 0 };
-		size_t count = 0;
-		char *save = NULL;
-		for (char *tag = strtok_r(language, ", \t", &save); tag != NULL;
-		     tag = strtok_r(NULL, ", \t", &save)) {
-			if (count++ > 0)
-				mime_buffer_append_byte(&items, ' ');
-			append_cstring(&items, tag);
-		}
-		if (count == 0)
-			mime_buffer_append_str(out, "NIL");
-		else if (count == 1)
-			mime_buffer_append(out, items.data, items.len);
-		else {
-			mime_buffer_append_byte(out, '(');
-			mime_buffer_append(out, items.data, items.len);
-			mime_buffer_append_byte(out, ')');
-		}
-		mime_buffer_free(&items);
-	}
-	free(language);
-	char *location = header_text(message, "content-location");
+	append_language(out, value_text(fields->language, scratch));
 	mime_buffer_append_byte(out, ' ');
-	append_cstring(out, location);
-	free(location);
+	append_cstring(out, value_text(fields->location, scratch));
 }
 
-static void append_body(struct mime_buffer *out, struct mime_message *message,
-			const struct raw_input *raw, int extended);
+struct body_writer {
+	struct mime_buffer *out;
+	struct raw_input raw;
+	int extended;
+	struct view_scratch scratch;
+};
+
+static void append_body(struct body_writer *writer, struct mime_message *message);
 
 static int is_multipart_node(struct mime_message *message)
 {
@@ -586,98 +698,107 @@ static int is_multipart_node(struct mime_message *message)
 		strncmp(mime_message_get_content_type(message), "multipart/", 10) == 0;
 }
 
-static void append_body(struct mime_buffer *out, struct mime_message *message,
-			const struct raw_input *raw, int extended)
+static void append_multipart_body(struct body_writer *writer, struct mime_message *message,
+				  const struct content_fields *fields, const char *type)
 {
-	const char *content_type = mime_message_get(message, "content-type", NULL);
-	const char *type = mime_message_get_content_type(message);
-	const char *slash = strchr(type, '/');
+	struct mime_buffer *out = writer->out;
+	const char *content_type = fields->type;
 
-	mime_buffer_append_byte(out, '(');
-	if (is_multipart_node(message)) {
-		for (size_t i = 0; i < message->part_count; i++)
-			append_body(out, message->parts[i], raw, extended);
+	for (size_t i = 0; i < message->part_count; i++)
+		append_body(writer, message->parts[i]);
+	mime_buffer_append_byte(out, ' ');
+	const char *written = content_type != NULL ? first_token(content_type, &writer->scratch)
+						   : NULL;
+	if (written != NULL && strcasecmp(written, type) == 0)
+		append_cstring(out, strchr(written, '/') + 1);
+	else
+		append_cstring(out, strchr(type, '/') + 1);
+	if (writer->extended) {
 		mime_buffer_append_byte(out, ' ');
-		char *written = content_type != NULL ? first_token(content_type) : NULL;
-		if (written != NULL && strcasecmp(written, type) == 0)
-			append_cstring(out, strchr(written, '/') + 1);
-		else
-			append_cstring(out, slash + 1);
-		free(written);
-		if (extended) {
-			mime_buffer_append_byte(out, ' ');
-			append_params(out, content_type, 1, 0);
-			append_extension_tail(out, message);
-		}
-		mime_buffer_append_byte(out, ')');
-		return;
+		append_params(out, content_type, 1, 0, &writer->scratch);
+		append_extension_tail(out, fields, &writer->scratch);
 	}
-	char *main_type = mime_xstrndup(type, (size_t)(slash - type));
+}
+
+static void append_leaf_body(struct body_writer *writer, struct mime_message *message,
+			     const struct content_fields *fields, const char *type)
+{
+	struct mime_buffer *out = writer->out;
+	const char *content_type = fields->type;
+	struct view_scratch *scratch = &writer->scratch;
+	const char *slash = strchr(type, '/');
+	int is_text = slash - type == 4 && memcmp(type, "text", 4) == 0;
+
 	/* Type and subtype as the header spells them, when it is valid. */
-	char *written = content_type != NULL ? first_token(content_type) : NULL;
+	const char *written = content_type != NULL ? first_token(content_type, scratch) : NULL;
 	if (written != NULL && strcasecmp(written, type) == 0) {
-		char *written_slash = strchr(written, '/');
+		const char *written_slash = strchr(written, '/');
 		mime_imap_append_string(out, written, (size_t)(written_slash - written));
 		mime_buffer_append_byte(out, ' ');
 		append_cstring(out, written_slash + 1);
 	} else {
-		append_cstring(out, main_type);
+		mime_imap_append_string(out, type, (size_t)(slash - type));
 		mime_buffer_append_byte(out, ' ');
 		append_cstring(out, slash + 1);
 	}
-	free(written);
 	mime_buffer_append_byte(out, ' ');
-	append_params(out, content_type, 1, strcmp(main_type, "text") == 0);
-	char *id = header_text(message, "content-id");
-	char *description = header_text(message, "content-description");
-	char *encoding = header_text(message, "content-transfer-encoding");
+	append_params(out, content_type, 1, is_text, scratch);
 	mime_buffer_append_byte(out, ' ');
-	append_cstring(out, id);
+	append_cstring(out, value_text(fields->id, scratch));
 	mime_buffer_append_byte(out, ' ');
-	append_cstring(out, description);
+	append_cstring(out, value_text(fields->description, scratch));
 	mime_buffer_append_byte(out, ' ');
+	const char *encoding = value_text(fields->encoding, scratch);
 	append_cstring(out, encoding != NULL ? encoding : "7bit");
 	size_t size, lines;
-	if (message->line_counts_valid && message->body_end <= raw->len) {
+	if (message->line_counts_valid && message->body_end <= writer->raw.len) {
 		lines = message->body_lf;
 		size = message->body_end - message->body_start + (message->body_lf - message->body_crlf);
 	} else {
-		body_counts(raw, message->body_start, message->body_end, &size, &lines);
+		body_counts(&writer->raw, message->body_start, message->body_end, &size, &lines);
 	}
 	mime_buffer_append_byte(out, ' ');
 	mime_buffer_append_uint(out, size);
 	if (strcmp(type, "message/rfc822") == 0 && message->payload_kind == MIME_PAYLOAD_PARTS &&
 	    message->part_count > 0) {
 		mime_buffer_append_byte(out, ' ');
-		mime_imap_envelope(message->parts[0], out);
+		append_envelope(out, message->parts[0], scratch);
 		mime_buffer_append_byte(out, ' ');
-		append_body(out, message->parts[0], raw, extended);
+		append_body(writer, message->parts[0]);
 		mime_buffer_append_byte(out, ' ');
 		mime_buffer_append_uint(out, lines);
-	} else if (strcmp(main_type, "text") == 0) {
+	} else if (is_text) {
 		mime_buffer_append_byte(out, ' ');
 		mime_buffer_append_uint(out, lines);
 	}
-	if (extended) {
-		char *md5 = header_text(message, "content-md5");
+	if (writer->extended) {
 		mime_buffer_append_byte(out, ' ');
-		append_cstring(out, md5);
-		free(md5);
-		append_extension_tail(out, message);
+		append_cstring(out, value_text(fields->md5, scratch));
+		append_extension_tail(out, fields, scratch);
 	}
-	mime_buffer_append_byte(out, ')');
-	free(main_type);
-	free(id);
-	free(description);
-	free(encoding);
+}
+
+static void append_body(struct body_writer *writer, struct mime_message *message)
+{
+	struct content_fields fields;
+	const char *type = mime_message_get_content_type(message);
+
+	content_fields_find(message, &fields);
+	mime_buffer_append_byte(writer->out, '(');
+	if (is_multipart_node(message))
+		append_multipart_body(writer, message, &fields, type);
+	else
+		append_leaf_body(writer, message, &fields, type);
+	mime_buffer_append_byte(writer->out, ')');
 }
 
 void mime_imap_bodystructure(struct mime_message *root, const void *raw, size_t raw_len,
 			     int extended, struct mime_buffer *out)
 {
-	struct raw_input input = { raw, raw_len };
+	struct body_writer writer = { out, { raw, raw_len }, extended, { 0 } };
 
-	append_body(out, root, &input, extended);
+	append_body(&writer, root);
+	scratch_free(&writer.scratch);
 }
 
 /* --- sections --- */
@@ -964,16 +1085,17 @@ enum mime_imap_section_result mime_imap_fetch_binary(struct mime_message *root, 
 			    part->body_end);
 		return MIME_IMAP_SECTION_OK;
 	}
-	char *cte = header_text(part, "content-transfer-encoding");
+	struct view_scratch scratch = { 0 };
+	const char *cte = header_text(part, "content-transfer-encoding", &scratch);
 	int base64 = cte != NULL && strcasecmp(cte, "base64") == 0;
 	int qp = cte != NULL && strcasecmp(cte, "quoted-printable") == 0;
-	if (cte != NULL && !base64 && !qp && strcasecmp(cte, "7bit") != 0 &&
-	    strcasecmp(cte, "8bit") != 0 && strcasecmp(cte, "binary") != 0) {
-		free(cte);
+	int known = cte == NULL || base64 || qp || strcasecmp(cte, "7bit") == 0 ||
+		strcasecmp(cte, "8bit") == 0 || strcasecmp(cte, "binary") == 0;
+	scratch_free(&scratch);
+	if (!known) {
 		*error_r = "unknown Content-Transfer-Encoding";
 		return MIME_IMAP_SECTION_UNKNOWN_CTE;
 	}
-	free(cte);
 	/* Decoded from the CRLF form, so QP's hard line breaks are CRLF. */
 	struct raw_input input = { raw, raw_len };
 	struct mime_buffer body = { 0 };

@@ -324,18 +324,22 @@ int ctl_inspect_run(int argc, char **argv, FILE *out, FILE *err)
 		fprintf(err, "imapcachectl inspect: cannot open %s: %s\n", path, strerror(errno));
 		return 66;
 	}
-	struct mime_parser *parser = mime_parser_new(0);
+	/* The whole message is kept for the IMAP views, so the tree borrows
+	   its bodies from it rather than copying them. */
 	struct mime_buffer raw = { 0 };
 	unsigned char *chunk = mime_xmalloc(CTL_INSPECT_CHUNK);
-	const char *error = NULL;
 	int status = 0;
 	size_t got;
 	while ((got = fread(chunk, 1, CTL_INSPECT_CHUNK, file)) > 0) {
-		mime_buffer_append(&raw, chunk, got);
-		if (mime_parser_feed(parser, chunk, got, &error) == MIME_PARSER_TOO_BIG)
+		if (got > MIME_PARSER_DEFAULT_MAX_SIZE - raw.len) {
+			fprintf(err, "imapcachectl inspect: %s: message is larger than the parser's "
+				"size limit\n", path);
+			status = 65;
 			break;
+		}
+		mime_buffer_append(&raw, chunk, got);
 	}
-	if (ferror(file)) {
+	if (status == 0 && ferror(file)) {
 		fprintf(err, "imapcachectl inspect: cannot read %s: %s\n", path, strerror(errno));
 		status = 74;
 	}
@@ -343,11 +347,9 @@ int ctl_inspect_run(int argc, char **argv, FILE *out, FILE *err)
 		fclose(file);
 	free(chunk);
 	struct mime_message *message = NULL;
-	if (status == 0 && mime_parser_finish(parser, &message, &error) != MIME_PARSER_COMPLETE) {
-		fprintf(err, "imapcachectl inspect: %s: %s\n", path, error);
-		status = 65;
-	}
-	mime_parser_free(&parser);
+	const char *error = NULL;
+	if (status == 0)
+		message = mime_parse_borrowed(raw.data, raw.len);
 	if (status == 0) {
 		struct mime_buffer report = { 0 };
 		if (imap != NULL && strcasecmp(imap, "ENVELOPE") == 0) {
