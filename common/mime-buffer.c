@@ -61,7 +61,7 @@ static void mime_buffer_reserve(struct mime_buffer *buffer, size_t extra)
 	buffer->alloc = alloc;
 }
 
-void mime_buffer_append(struct mime_buffer *buffer, const void *data, size_t len)
+void mime_buffer_append_grow(struct mime_buffer *buffer, const void *data, size_t len)
 {
 	mime_buffer_reserve(buffer, len);
 	if (len > 0)

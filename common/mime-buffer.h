@@ -4,6 +4,7 @@
 #define IMAPCACHE_MIME_BUFFER_H
 
 #include <stddef.h>
+#include <string.h>
 
 /* data is always NUL-terminated (the NUL is not counted in len), so text
    can be used as a C string. A zeroed struct is an empty buffer. */
@@ -13,8 +14,21 @@ struct mime_buffer {
 	size_t alloc;
 };
 
-/* Appending aborts only when memory is exhausted (tier 2: resource failure). */
-void mime_buffer_append(struct mime_buffer *buffer, const void *data, size_t len);
+/* The slow path of mime_buffer_append: grows the buffer first. */
+void mime_buffer_append_grow(struct mime_buffer *buffer, const void *data, size_t len);
+/* Appending aborts only when memory is exhausted (tier 2: resource failure).
+   Inline: the IMAP writers append many short pieces. */
+static inline void mime_buffer_append(struct mime_buffer *buffer, const void *data, size_t len)
+{
+	if (len < buffer->alloc - buffer->len) {
+		if (len > 0)
+			memcpy(buffer->data + buffer->len, data, len);
+		buffer->len += len;
+		buffer->data[buffer->len] = '\0';
+	} else {
+		mime_buffer_append_grow(buffer, data, len);
+	}
+}
 void mime_buffer_append_str(struct mime_buffer *buffer, const char *text);
 /* Appends number in decimal (the BODYSTRUCTURE sizes, without printf). */
 void mime_buffer_append_uint(struct mime_buffer *buffer, size_t number);

@@ -13,6 +13,32 @@
 #include <string.h>
 #include <strings.h>
 
+/* How a byte can go into an IMAP string: as it is, after a backslash in
+   a quoted string, or only in a literal. */
+enum string_byte {
+	STRING_BYTE_PLAIN,
+	STRING_BYTE_ESCAPED,
+	STRING_BYTE_LITERAL,
+};
+
+#define LITERAL_8BIT_ROW(base) \
+	[base + 0x0] = STRING_BYTE_LITERAL, [base + 0x1] = STRING_BYTE_LITERAL, \
+	[base + 0x2] = STRING_BYTE_LITERAL, [base + 0x3] = STRING_BYTE_LITERAL, \
+	[base + 0x4] = STRING_BYTE_LITERAL, [base + 0x5] = STRING_BYTE_LITERAL, \
+	[base + 0x6] = STRING_BYTE_LITERAL, [base + 0x7] = STRING_BYTE_LITERAL, \
+	[base + 0x8] = STRING_BYTE_LITERAL, [base + 0x9] = STRING_BYTE_LITERAL, \
+	[base + 0xa] = STRING_BYTE_LITERAL, [base + 0xb] = STRING_BYTE_LITERAL, \
+	[base + 0xc] = STRING_BYTE_LITERAL, [base + 0xd] = STRING_BYTE_LITERAL, \
+	[base + 0xe] = STRING_BYTE_LITERAL, [base + 0xf] = STRING_BYTE_LITERAL
+
+static const unsigned char string_byte_kinds[256] = {
+	['\0'] = STRING_BYTE_LITERAL, ['\r'] = STRING_BYTE_LITERAL, ['\n'] = STRING_BYTE_LITERAL,
+	['"'] = STRING_BYTE_ESCAPED, ['\\'] = STRING_BYTE_ESCAPED,
+	LITERAL_8BIT_ROW(0x80), LITERAL_8BIT_ROW(0x90), LITERAL_8BIT_ROW(0xa0),
+	LITERAL_8BIT_ROW(0xb0), LITERAL_8BIT_ROW(0xc0), LITERAL_8BIT_ROW(0xd0),
+	LITERAL_8BIT_ROW(0xe0), LITERAL_8BIT_ROW(0xf0),
+};
+
 void mime_imap_append_string(struct mime_buffer *out, const char *text, size_t len)
 {
 	if (text == NULL) {
@@ -21,16 +47,17 @@ void mime_imap_append_string(struct mime_buffer *out, const char *text, size_t l
 	}
 	size_t escapes = 0;
 	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)text[i];
-		if (ch == '\r' || ch == '\n' || ch == '\0' || ch >= 0x80) {
+		enum string_byte kind = string_byte_kinds[(unsigned char)text[i]];
+		if (kind == STRING_BYTE_PLAIN)
+			continue;
+		if (kind == STRING_BYTE_LITERAL) {
 			mime_buffer_append_byte(out, '{');
 			mime_buffer_append_uint(out, len);
 			mime_buffer_append(out, "}\r\n", 3);
 			mime_buffer_append(out, text, len);
 			return;
 		}
-		if (ch == '"' || ch == '\\')
-			escapes++;
+		escapes++;
 	}
 	mime_buffer_append_byte(out, '"');
 	if (escapes == 0) {

@@ -298,6 +298,38 @@ static void test_strings(void)
 	mime_buffer_reset(&out);
 	mime_imap_append_string(&out, NULL, 0);
 	CU_ASSERT_STRING_EQUAL((char *)out.data, "NIL");
+	mime_buffer_reset(&out);
+	mime_imap_append_string(&out, "", 0);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "\"\"");
+	/* Every byte value, alone and between letters: CR, LF, NUL and 8-bit
+	   bytes need a literal (RFC 3501 quoted-specials and TEXT-CHAR), " and
+	   \ a backslash, the rest go in as they are. */
+	for (unsigned int byte = 0; byte < 256; byte++) {
+		char text[3] = { 'a', (char)byte, 'b' };
+		char expected[16];
+		size_t expected_len;
+		if (byte == 0 || byte == '\r' || byte == '\n' || byte >= 0x80) {
+			memcpy(expected, "{3}\r\na", 6);
+			expected[6] = (char)byte;
+			expected[7] = 'b';
+			expected_len = 8;
+		} else if (byte == '"' || byte == '\\') {
+			memcpy(expected, "\"a\\", 3);
+			expected[3] = (char)byte;
+			memcpy(expected + 4, "b\"", 2);
+			expected_len = 6;
+		} else {
+			expected[0] = '"';
+			memcpy(expected + 1, text, 3);
+			expected[4] = '"';
+			expected_len = 5;
+		}
+		mime_buffer_reset(&out);
+		mime_imap_append_string(&out, text, 3);
+		CU_ASSERT_EQUAL(out.len, expected_len);
+		if (out.len == expected_len)
+			CU_ASSERT(memcmp(out.data, expected, expected_len) == 0);
+	}
 	mime_buffer_free(&out);
 }
 
