@@ -24,9 +24,16 @@
 /* No request comes near this; past it, size arithmetic could overflow. */
 #define ARENA_MAX_REQUEST (SIZE_MAX / 4)
 
+/* Chunk ranges kept in the arena itself: a typical tree needs one or two. */
+#define ARENA_INLINE_RANGES 8
+
 struct arena_chunk {
 	struct arena_chunk *next;
 	unsigned char *start, *end; /* the usable bytes */
+};
+
+struct arena_range {
+	uintptr_t start, end;
 };
 
 struct mime_arena {
@@ -34,6 +41,11 @@ struct mime_arena {
 	unsigned char *next, *limit;    /* free space in the bump chunk */
 	size_t next_chunk_size, total;
 	uintptr_t lent_start, lent_end;  /* mime_arena_lend's range */
+	/* Every chunk's usable bytes in address order, so that owns is a
+	   binary search however many chunks a huge message needed. */
+	struct arena_range *ranges;
+	size_t range_count, range_alloc;
+	struct arena_range inline_ranges[ARENA_INLINE_RANGES];
 	struct arena_chunk first;
 };
 
@@ -66,6 +78,11 @@ struct mime_arena *mime_arena_new(void)
 	arena->limit = arena->first.end;
 	arena->next_chunk_size = ARENA_FIRST_ALLOC * 4;
 	arena->total = ARENA_FIRST_ALLOC;
+	arena->ranges = arena->inline_ranges;
+	arena->range_alloc = ARENA_INLINE_RANGES;
+	arena->ranges[0].start = (uintptr_t)arena->first.start;
+	arena->ranges[0].end = (uintptr_t)arena->first.end;
+	arena->range_count = 1;
 	return arena;
 }
 
@@ -82,8 +99,44 @@ void mime_arena_free(struct mime_arena **arena_p)
 			free(chunk);
 		chunk = next;
 	}
+	if (arena->ranges != arena->inline_ranges)
+		free(arena->ranges);
 	free(arena);
 	*arena_p = NULL;
+}
+
+/* The index of the last range starting at or before p, or -1. */
+static ptrdiff_t arena_range_before(const struct mime_arena *arena, uintptr_t p)
+{
+	size_t low = 0, high = arena->range_count;
+
+	while (low < high) {
+		size_t mid = low + (high - low) / 2;
+		if (arena->ranges[mid].start <= p)
+			low = mid + 1;
+		else
+			high = mid;
+	}
+	return (ptrdiff_t)low - 1;
+}
+
+static void arena_add_range(struct mime_arena *arena, const struct arena_chunk *chunk)
+{
+	if (arena->range_count == arena->range_alloc) {
+		size_t grown = arena->range_alloc * 2;
+		struct arena_range *ranges = mime_xmalloc(grown * sizeof(*ranges));
+		memcpy(ranges, arena->ranges, arena->range_count * sizeof(*ranges));
+		if (arena->ranges != arena->inline_ranges)
+			free(arena->ranges);
+		arena->ranges = ranges;
+		arena->range_alloc = grown;
+	}
+	size_t at = (size_t)(arena_range_before(arena, (uintptr_t)chunk->start) + 1);
+	memmove(arena->ranges + at + 1, arena->ranges + at,
+		(arena->range_count - at) * sizeof(*arena->ranges));
+	arena->ranges[at].start = (uintptr_t)chunk->start;
+	arena->ranges[at].end = (uintptr_t)chunk->end;
+	arena->range_count++;
 }
 
 static struct arena_chunk *arena_add_chunk(struct mime_arena *arena, size_t usable)
@@ -93,6 +146,7 @@ static struct arena_chunk *arena_add_chunk(struct mime_arena *arena, size_t usab
 	chunk->start = align_pointer((unsigned char *)chunk + header);
 	chunk->end = chunk->start + usable;
 	arena->total += header + usable + ARENA_ALIGN;
+	arena_add_range(arena, chunk);
 	return chunk;
 }
 
@@ -149,10 +203,8 @@ int mime_arena_owns(const struct mime_arena *arena, const void *ptr)
 
 	if (p >= arena->lent_start && p < arena->lent_end)
 		return 1;
-	for (const struct arena_chunk *chunk = arena->chunks; chunk != NULL; chunk = chunk->next)
-		if (p >= (uintptr_t)chunk->start && p < (uintptr_t)chunk->end)
-			return 1;
-	return 0;
+	ptrdiff_t at = arena_range_before(arena, p);
+	return at >= 0 && p < arena->ranges[at].end;
 }
 
 size_t mime_arena_size(const struct mime_arena *arena)
