@@ -280,13 +280,15 @@ static uint64_t session_literal_due(const struct session *session)
 }
 
 /* Arms the literal timer while a literal is due, again whenever some of
-   it arrived; stops it otherwise. */
+   it arrived; stops it otherwise. It also waits while replies to the
+   client are still queued: a slow reader may not have seen the "+" yet
+   (session_write starts it once they are written to the socket). */
 static void session_update_literal_timer(struct session *session)
 {
 	const struct timeval timeout = { session->conf->timeout_literal, 0 };
 	uint64_t due = session->state == SESSION_STATE_CLOSING ? 0 : session_literal_due(session);
 
-	if (due == 0) {
+	if (due == 0 || evbuffer_get_length(bufferevent_get_output(session->bev)) > 0) {
 		evtimer_del(session->literal_timer);
 		return;
 	}
@@ -1010,10 +1012,17 @@ static int session_upstream_raw(struct imap_client *client, struct imap_client_c
 		session->bytes_out += strlen(forward->tag);
 	} else if (kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command) {
 		session->forward_literal_go_ahead = true;
-		session_update_literal_timer(session);
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
+	if (kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command) {
+		/* started once the "+" is written to the client's socket */
+		if (evbuffer_get_length(output) > len)
+			log_debug("session %lu: \"+\" queued behind %zu bytes of unsent output: "
+				  "the literal timer starts once they are written", session->id,
+				  evbuffer_get_length(output) - len);
+		session_update_literal_timer(session);
+	}
 	if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER && !session->upstream_reading_paused) {
 		/* resumed from session_write once the client has read it */
 		session->upstream_reading_paused = true;
@@ -1638,12 +1647,14 @@ static void session_write(struct bufferevent *bev, void *context)
 			bufferevent_enable(session->bev, EV_READ);
 			session_schedule_step(session);
 		}
+		session_update_literal_timer(session); /* a "+" the client can now read */
 		break;
 	case SESSION_STATE_FORWARDING:
 		if (session->upstream_reading_paused) {
 			session->upstream_reading_paused = false;
 			imap_client_set_reading_paused(session->upstream, false);
 		}
+		session_update_literal_timer(session);
 		break;
 	}
 }

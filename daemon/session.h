@@ -19,7 +19,9 @@
    before login.
 
    A literal the client is due to send ({N+}, or {N} once "+" went out)
-   that gets no byte for timeouts.literal seconds ends the session with
+   that gets no byte for timeouts.literal seconds (counted only while no
+   output for the client waits unwritten, afresh each time it has all been
+   written to the socket, the "+" included) ends the session with
    "* BYE" and a log line; after login the upstream connection, with the
    command it was carrying, is freed with it (never kept for reuse).
 
