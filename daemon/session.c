@@ -116,6 +116,8 @@ struct session {
 	bool pool_key_valid;
 	unsigned int pool_generation;  /* the pool's when the session started (with its conf) */
 	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
+	struct event *pool_check_timer; /* a taken connection's NOOP must come back in time */
+	uint64_t pool_fresh_authenticated_at; /* pool_key's before a take changed it */
 	bool pool_state_changed;       /* state a pooled connection can't shed (session_line_changes_state) */
 
 	char peer_name[LISTENER_NAME_MAX];
@@ -139,6 +141,7 @@ static void session_read(struct bufferevent *bev, void *context);
 static void session_write(struct bufferevent *bev, void *context);
 static void session_event(struct bufferevent *bev, short what, void *context);
 static void session_literal_timeout(evutil_socket_t fd, short what, void *context);
+static void session_pool_check_timeout(evutil_socket_t fd, short what, void *context);
 
 void session_set_count_callback(session_count_fn *callback, void *context)
 {
@@ -253,6 +256,7 @@ static void session_free(struct session **session_p)
 		close(session->fd);
 	event_free(session->step_event);
 	event_free(session->literal_timer);
+	event_free(session->pool_check_timer);
 	SSL_CTX_free(session->tls_context);
 	conf_unref(&session->conf);
 	free(session);
@@ -280,13 +284,15 @@ static uint64_t session_literal_due(const struct session *session)
 }
 
 /* Arms the literal timer while a literal is due, again whenever some of
-   it arrived; stops it otherwise. */
+   it arrived; stops it otherwise. It also waits while replies to the
+   client are still queued: a slow reader may not have seen the "+" yet
+   (session_write starts it once they are written to the socket). */
 static void session_update_literal_timer(struct session *session)
 {
 	const struct timeval timeout = { session->conf->timeout_literal, 0 };
 	uint64_t due = session->state == SESSION_STATE_CLOSING ? 0 : session_literal_due(session);
 
-	if (due == 0) {
+	if (due == 0 || evbuffer_get_length(bufferevent_get_output(session->bev)) > 0) {
 		evtimer_del(session->literal_timer);
 		return;
 	}
@@ -607,10 +613,19 @@ static void session_upstream_connected(struct imap_client *client, struct imap_c
 	}
 }
 
+static void session_login_connect(struct session *session, const struct conf_upstream *upstream);
+static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
+				    const struct imap_client_result *result, void *context);
+
 /* Keys the login for the pool (the secret as the client gave it) and
-   takes a matching pooled connection: then the login is done here. */
+   takes a matching pooled connection. Returns true when it did: a NOOP
+   then checks that the connection is alive before the login is answered
+   (session_pool_check_done), the credentials kept until then for a
+   fresh login in case it is not. */
 static bool session_login_from_pool(struct session *session, const struct conf_upstream *upstream)
 {
+	const struct timeval check_timeout = { SESSION_POOL_CHECK_MSECS / 1000,
+					       (SESSION_POOL_CHECK_MSECS % 1000) * 1000 };
 	char capabilities[UPSTREAM_POOL_CAPABILITY_MAX];
 	char text[UPSTREAM_POOL_TEXT_MAX];
 	const char *secret = session->login_password != NULL ? session->login_password : session->auth_initial;
@@ -626,25 +641,104 @@ static bool session_login_from_pool(struct session *session, const struct conf_u
 	   with: a reload since then must keep it out of the pool. */
 	session->pool_key.generation = session->pool_generation;
 	session->pool_key_valid = true;
+	session->pool_fresh_authenticated_at = session->pool_key.authenticated_at;
 	session->upstream = upstream_pool_take_client(session_pool, &session->pool_key, capabilities,
 						      sizeof(capabilities), text, sizeof(text));
 	if (session->upstream == NULL)
 		return false;
-	log_info("session %lu: login as %s: a pooled connection to upstream %s, nothing sent upstream",
-		 session->id, session->user, upstream->name);
-	session_wipe_credentials(session);
+	free(session->login_capabilities);
+	session->login_capabilities = strdup(capabilities);
+	snprintf(session->login_text, sizeof(session->login_text), "%s", text);
+	if (session->login_capabilities == NULL) {
+		imap_client_free(&session->upstream);
+		session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+		return true;
+	}
+	log_debug("session %lu: login as %s: checking a pooled connection to upstream %s with NOOP", session->id,
+		  session->user, upstream->name);
 	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
 	session->state = SESSION_STATE_LOGIN;
-	session_login_accepted(session, capabilities, text);
+	evtimer_add(session->pool_check_timer, &check_timeout);
+	imap_client_noop(session->upstream, session_pool_check_done, session);
 	return true;
 }
 
-/* Connects to the upstream for session->user and logs in there with the
-   credentials already stored (password or SASL initial response). */
+/* The pooled connection is dead or hung: it is closed (no LOGOUT: it
+   can't be trusted to answer) and the login goes to a new connection. */
+static void session_pool_check_failed(struct session *session, const char *why)
+{
+	const struct conf_upstream *upstream = conf_upstream_for_user(session->conf, session->user);
+
+	evtimer_del(session->pool_check_timer);
+	log_info("session %lu: login as %s: the pooled connection to upstream %s is not usable (%s): "
+		 "logging in anew", session->id, session->user, session->upstream_name, why);
+	imap_client_free(&session->upstream); /* safe inside its own callback */
+	free(session->login_capabilities); /* the fresh login brings its own */
+	session->login_capabilities = NULL;
+	session->pool_key.authenticated_at = session->pool_fresh_authenticated_at;
+	if (upstream == NULL) { /* never: the session's conf found it a moment ago */
+		session_login_refused(session, "[UNAVAILABLE] No upstream server is configured for this user");
+		return;
+	}
+	session_login_connect(session, upstream);
+}
+
+static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
+				    const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)command;
+	if (session->state == SESSION_STATE_CLOSING)
+		return; /* session_free frees the connection */
+	if (result->status != IMAP_CLIENT_STATUS_OK ||
+	    imap_client_get_state(client) != IMAP_CLIENT_STATE_AUTHENTICATED) {
+		session_pool_check_failed(session, result->status == IMAP_CLIENT_STATUS_ABORT ? result->text :
+					  "NOOP not answered OK");
+		return;
+	}
+	evtimer_del(session->pool_check_timer);
+	log_info("session %lu: login as %s: a pooled connection to upstream %s (NOOP answered), no login sent "
+		 "upstream", session->id, session->user, session->upstream_name);
+	session_wipe_credentials(session);
+	session_login_accepted(session, session->login_capabilities, session->login_text);
+}
+
+static void session_pool_check_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+	char why[64];
+
+	(void)fd;
+	(void)what;
+	if (session->state != SESSION_STATE_LOGIN || session->upstream == NULL)
+		return;
+	snprintf(why, sizeof(why), "no answer to NOOP within %d ms", SESSION_POOL_CHECK_MSECS);
+	session_pool_check_failed(session, why); /* the pending NOOP ends silently with the connection */
+}
+
+/* Connects to upstream for session->user and logs in there with the
+   credentials still stored (password or SASL initial response). */
+static void session_login_connect(struct session *session, const struct conf_upstream *upstream)
+{
+	const char *error;
+
+	session->upstream = upstream_client_new(session->base, session->conf, upstream, &error);
+	if (session->upstream == NULL) {
+		log_error("session %lu: upstream %s: %s", session->id, upstream->name, error);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	imap_client_connect(session->upstream, session_upstream_connected, session);
+}
+
+/* Logs in for session->user, on a pooled connection when there is one,
+   with the credentials already stored (password or SASL initial response). */
 static void session_login_start(struct session *session)
 {
 	const struct conf_upstream *upstream = conf_upstream_for_user(session->conf, session->user);
-	const char *error;
 
 	if (upstream == NULL) {
 		log_info("session %lu: login as %s: no upstream is configured for this user", session->id,
@@ -655,15 +749,7 @@ static void session_login_start(struct session *session)
 	session->upstream_name = upstream->name;
 	if (session_login_from_pool(session, upstream))
 		return;
-	session->upstream = upstream_client_new(session->base, session->conf, upstream, &error);
-	if (session->upstream == NULL) {
-		log_error("session %lu: upstream %s: %s", session->id, upstream->name, error);
-		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
-		return;
-	}
-	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
-	session->state = SESSION_STATE_LOGIN;
-	imap_client_connect(session->upstream, session_upstream_connected, session);
+	session_login_connect(session, upstream);
 }
 
 /* Copies an astring argument into a new NUL-terminated string; NULL when
@@ -1010,10 +1096,17 @@ static int session_upstream_raw(struct imap_client *client, struct imap_client_c
 		session->bytes_out += strlen(forward->tag);
 	} else if (kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command) {
 		session->forward_literal_go_ahead = true;
-		session_update_literal_timer(session);
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
+	if (kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command) {
+		/* started once the "+" is written to the client's socket */
+		if (evbuffer_get_length(output) > len)
+			log_debug("session %lu: \"+\" queued behind %zu bytes of unsent output: "
+				  "the literal timer starts once they are written", session->id,
+				  evbuffer_get_length(output) - len);
+		session_update_literal_timer(session);
+	}
 	if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER && !session->upstream_reading_paused) {
 		/* resumed from session_write once the client has read it */
 		session->upstream_reading_paused = true;
@@ -1638,12 +1731,14 @@ static void session_write(struct bufferevent *bev, void *context)
 			bufferevent_enable(session->bev, EV_READ);
 			session_schedule_step(session);
 		}
+		session_update_literal_timer(session); /* a "+" the client can now read */
 		break;
 	case SESSION_STATE_FORWARDING:
 		if (session->upstream_reading_paused) {
 			session->upstream_reading_paused = false;
 			imap_client_set_reading_paused(session->upstream, false);
 		}
+		session_update_literal_timer(session);
 		break;
 	}
 }
@@ -1731,7 +1826,8 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 		session->pool_generation = upstream_pool_generation(session_pool);
 	session->step_event = event_new(base, -1, 0, session_step, session);
 	session->literal_timer = evtimer_new(base, session_literal_timeout, session);
-	if (session->step_event == NULL || session->literal_timer == NULL)
+	session->pool_check_timer = evtimer_new(base, session_pool_check_timeout, session);
+	if (session->step_event == NULL || session->literal_timer == NULL || session->pool_check_timer == NULL)
 		goto fail;
 	if (conn->tls_context != NULL) {
 		SSL_CTX_up_ref(conn->tls_context);
@@ -1778,6 +1874,8 @@ fail:
 		event_free(session->step_event);
 	if (session->literal_timer != NULL)
 		event_free(session->literal_timer);
+	if (session->pool_check_timer != NULL)
+		event_free(session->pool_check_timer);
 	SSL_CTX_free(session->tls_context);
 	free(session);
 	*error_r = "out of memory";

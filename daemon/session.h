@@ -19,7 +19,9 @@
    before login.
 
    A literal the client is due to send ({N+}, or {N} once "+" went out)
-   that gets no byte for timeouts.literal seconds ends the session with
+   that gets no byte for timeouts.literal seconds (counted only while no
+   output for the client waits unwritten, afresh each time it has all been
+   written to the socket, the "+" included) ends the session with
    "* BYE" and a log line; after login the upstream connection, with the
    command it was carrying, is freed with it (never kept for reuse).
 
@@ -40,6 +42,7 @@
 #define SESSION_MAX_BAD_COMMANDS 10 /* a client this confused is not an IMAP client */
 #define SESSION_COMMANDS_PER_EVENT 64 /* one client's pipeline can't starve the rest */
 #define SESSION_OUTPUT_HIGH_WATER (256 * 1024) /* stop reading commands past this much unsent reply */
+#define SESSION_POOL_CHECK_MSECS 2000 /* a live upstream answers NOOP at once; a fresh login beats waiting longer */
 
 struct session;
 
@@ -55,8 +58,10 @@ struct upstream_pool;
 /* The pool the sessions take upstream connections from at login and give
    them back to at the client's LOGOUT (then answered here: "* BYE" and the
    tagged OK), when the connection is clean: nothing pending, no ENABLE or
-   LANGUAGE used, a selected mailbox left with UNSELECT. NULL: no pooling.
-   Not owned. */
+   LANGUAGE used, a selected mailbox left with UNSELECT. A taken connection
+   must answer a NOOP before the login is answered; one that does not
+   (within SESSION_POOL_CHECK_MSECS) is closed and the login made afresh
+   with the same credentials. NULL: no pooling. Not owned. */
 void session_set_upstream_pool(struct upstream_pool *pool);
 
 /* Starts a session on an accepted connection: takes conn->fd (closed on

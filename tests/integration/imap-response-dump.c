@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* imap-response-dump: prints one summary line per server response read from stdin, for the Dovecot test. */
 #include "config.h"
+#include "imap-dump.h"
 #include "imap-parser.h"
 #include "imap-response.h"
 
@@ -107,49 +108,45 @@ static void print_response(const struct imap_response *r)
 	}
 }
 
+struct dump {
+	struct imap_response_parser *responses;
+	int errors;
+};
+
+/* Parses the line in parser and prints it, or its error. */
+static void dump_response(struct imap_parser *parser, void *context)
+{
+	struct dump *dump = context;
+	struct imap_response response;
+	const char *message;
+	enum imap_response_error error =
+		imap_response_parse(dump->responses, imap_parser_get_line(parser), &response, &message);
+
+	if (error != IMAP_RESPONSE_ERROR_NONE) {
+		printf("ERROR %s %s\n", imap_response_error_name(error), message);
+		dump->errors++;
+		return;
+	}
+	print_response(&response);
+}
+
 int main(void)
 {
 	struct imap_parser *parser = imap_parser_new();
-	struct imap_response_parser *responses = imap_response_parser_new();
-	char buffer[DUMP_READ_SIZE];
-	size_t got;
-	int errors = 0;
+	struct dump dump = { .responses = imap_response_parser_new() };
 
-	if (parser == NULL || responses == NULL) {
+	if (parser == NULL || dump.responses == NULL) {
 		fprintf(stderr, "imap-response-dump: out of memory\n");
 		return 2;
 	}
 	imap_parser_set_mode(parser, IMAP_PARSER_MODE_RESPONSE);
-	while ((got = fread(buffer, 1, sizeof(buffer), stdin)) > 0) {
-		size_t pos = 0;
-		while (pos < got) {
-			size_t consumed;
-			const char *message;
-			enum imap_parser_result result = imap_parser_feed_bytes(parser, buffer + pos, got - pos, &consumed);
-			pos += consumed;
-			if (result == IMAP_PARSER_NEED_MORE)
-				break;
-			if (result != IMAP_PARSER_LINE_COMPLETE) {
-				imap_parser_get_error(parser, &message);
-				printf("ERROR tokenizer %s\n", message);
-				return 1;
-			}
-			struct imap_response response;
-			enum imap_response_error error =
-				imap_response_parse(responses, imap_parser_get_line(parser), &response, &message);
-			if (error != IMAP_RESPONSE_ERROR_NONE) {
-				printf("ERROR %s %s\n", imap_response_error_name(error), message);
-				errors++;
-				continue;
-			}
-			print_response(&response);
-		}
-	}
-	if (imap_parser_is_mid_line(parser)) {
+	if (!imap_dump_feed_stdin(parser, DUMP_READ_SIZE, dump_response, NULL, &dump)) {
+		dump.errors++;
+	} else if (imap_parser_is_mid_line(parser)) {
 		printf("ERROR input ended mid-line\n");
-		errors++;
+		dump.errors++;
 	}
-	imap_response_parser_free(&responses);
+	imap_response_parser_free(&dump.responses);
 	imap_parser_free(&parser);
-	return errors == 0 ? 0 : 1;
+	return dump.errors == 0 ? 0 : 1;
 }

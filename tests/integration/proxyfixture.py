@@ -61,11 +61,14 @@ class Daemon:
     The configuration is config (the whole text) or, when config is None,
     built from its parts in this order: listen = ( listen );, upstreams =
     ( upstreams );, log = { level = log_level; }; (left out when log_level
-    is None), then extra verbatim. It is written to a new file in tmpdir
-    (a fresh temporary directory when None). argv is appended to the
+    is None), then extra verbatim. It is written to path, or to a new file
+    in tmpdir (a fresh temporary directory when None); self.path names it,
+    for a test that rewrites it and sends SIGHUP. argv is appended to the
     command line; env holds variables set on top of this process's
     environment, and JOURNAL_STREAM and NOTIFY_SOCKET are always taken
-    out, so the daemon logs to stderr and never talks to systemd.
+    out, so the daemon logs to stderr and never talks to systemd (unless
+    env sets them again); preexec_fn runs in the child before the daemon
+    (e.g. to lower a resource limit).
 
     The constructor waits (up to timeout seconds) until the daemon has
     logged "listening on ADDRESS:PORT" ports times; self.ports are those
@@ -78,7 +81,8 @@ class Daemon:
     start_error = RuntimeError  # raised when the daemon does not start
 
     def __init__(self, upstreams=None, extra="", config=None, listen=LISTEN_LOCAL, log_level="debug",
-                 ports=1, argv=(), env=None, tmpdir=None, timeout=WAIT, keep_lines=None):
+                 ports=1, argv=(), env=None, tmpdir=None, timeout=WAIT, keep_lines=None, path=None,
+                 preexec_fn=None):
         if config is None:
             if upstreams is None:
                 raise ValueError("Daemon: give config or upstreams")
@@ -86,21 +90,23 @@ class Daemon:
             if log_level is not None:
                 config += 'log = { level = "%s"; };\n' % log_level
             config += extra
-        if tmpdir is None:
-            tmpdir = tempfile.mkdtemp(prefix="imapcached-daemon.")
-        self.path = os.path.join(tmpdir, "imapcached-%d.conf" % time.monotonic_ns())
+        if path is None:
+            if tmpdir is None:
+                tmpdir = tempfile.mkdtemp(prefix="imapcached-daemon.")
+            path = os.path.join(tmpdir, "imapcached-%d.conf" % time.monotonic_ns())
+        self.path = path
         with open(self.path, "w") as f:
             f.write(config)
         full_env = dict(ENV)
-        full_env.update(env or {})
         full_env.pop("JOURNAL_STREAM", None)
         full_env.pop("NOTIFY_SOCKET", None)
+        full_env.update(env or {})
         self.timeout = timeout
         self.keep_lines = keep_lines
         self.lines = []
         self.lock = threading.Condition()
         self.proc = subprocess.Popen([BINARY, "-f", "-c", self.path, *argv], stderr=subprocess.PIPE,
-                                     env=full_env)
+                                     env=full_env, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -150,6 +156,18 @@ class Daemon:
         """The log so far, one string."""
         with self.lock:
             return "\n".join(self.lines)
+
+    def signal(self, number):
+        """Sends signal number to the daemon's PID."""
+        os.kill(self.pid, number)
+
+    def wait_exit(self, timeout=None):
+        """The exit status once the daemon exits, waiting up to timeout
+        seconds (default: the daemon's); None if it is still running."""
+        try:
+            return self.proc.wait(self.timeout if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     @property
     def returncode(self):

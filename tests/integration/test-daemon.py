@@ -15,15 +15,13 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from checks import check, summary
+import proxyfixture
+from proxyfixture import BINARY, BUILD, ENV
 
-ENV = os.environ
-BUILD = ENV.get("top_builddir", ".")
 SRC = ENV.get("top_srcdir", ".")
-BINARY = os.path.join(BUILD, "daemon", "imapcached")
 FIXTURE = ENV["IMAPTEST_DIR"]
 CERT, KEY, CA = (os.path.join(FIXTURE, name) for name in ("server.pem", "server.key", "ca.pem"))
 PASSWORD = "s3cret-never-logged"
@@ -54,97 +52,35 @@ IMPLICIT = '{ address = "127.0.0.1"; port = 0; tls = "implicit"; cert = "%s"; ke
 PLAIN6 = '{ address = "::1"; port = 0; tls = "none"; }'
 
 
-class Daemon:
-    """One imapcached in the foreground; its stderr is collected line by line."""
+class Daemon(proxyfixture.Daemon):
+    """One imapcached in the foreground on config (the whole text, in a
+    file of its own under tmp, or in path), ready once it has said so."""
 
-    def __init__(self, config_path, env_extra=None, listeners=1):
-        env = dict(ENV)
-        env.pop("JOURNAL_STREAM", None)
-        env.pop("NOTIFY_SOCKET", None)
-        env.update(env_extra or {})
-        self.lines = []
-        self.lock = threading.Condition()
-        self.proc = subprocess.Popen([BINARY, "-f", "-c", config_path], stderr=subprocess.PIPE, env=env)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.ports = []
-        for _ in range(listeners):
-            match = self.wait_log(r"listening on (?:\[[0-9a-f:]+\]|[0-9.]+):(\d+)", start=len(self.ports))
-            if match is None:
-                raise RuntimeError("imapcached did not start: %s" % self.lines)
-            self.ports.append(int(match.group(1)))
+    def __init__(self, config, env_extra=None, listeners=1, path=None, preexec_fn=None):
+        super().__init__(config=config, ports=listeners, env=env_extra, tmpdir=tmp, timeout=WAIT, path=path,
+                         preexec_fn=preexec_fn)
         if self.wait_log(r"ready \(config") is None:
+            self.stop()
             raise RuntimeError("imapcached did not say ready: %s" % self.lines)
 
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self.lock.notify_all()
 
-    def wait_log(self, pattern, start=0, timeout=WAIT):
-        """The first match of pattern among the log lines, waiting for it;
-        start skips that many earlier matches."""
-        deadline = time.time() + timeout
-        with self.lock:
-            while True:
-                matches = [m for m in (re.search(pattern, line) for line in self.lines) if m]
-                if len(matches) > start:
-                    return matches[start]
-                left = deadline - time.time()
-                if left <= 0 or self.proc.poll() is not None and not self.reader.is_alive():
-                    return None
-                self.lock.wait(min(left, 0.2))
+class Client(proxyfixture.Raw):
+    """A raw line-based IMAP client with timeouts whose line() is None at
+    EOF (also a reset or the timeout): these tests check how a session
+    ends."""
 
-    def log(self):
-        with self.lock:
-            return "\n".join(self.lines)
-
-    def signal(self, number):
-        os.kill(self.proc.pid, number)
-
-    def wait_exit(self, timeout=WAIT):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            if self.wait_exit(WAIT) is None:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.reader.join(WAIT)
-
-
-class Client:
-    """A raw line-based IMAP client with timeouts."""
-
-    def __init__(self, port, host="127.0.0.1", family=socket.AF_INET):
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.settimeout(WAIT)
-        self.sock.connect((host, port))
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
+    def __init__(self, port, host="127.0.0.1"):
+        super().__init__(port, host=host, timeout=WAIT)
 
     def line(self):
         """One line, or None at EOF."""
-        while b"\r\n" not in self.buf:
-            try:
-                chunk = self.sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                chunk = b""
-            if not chunk:
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line.decode(errors="replace")
+        try:
+            return super().line()
+        except (EOFError, ConnectionResetError, socket.timeout):
+            return None
 
     def until_tagged(self, tag):
-        """All lines up to and including the one tagged tag (None at EOF)."""
+        """All lines up to and including the one tagged tag (fewer at EOF)."""
         lines = []
         while True:
             line = self.line()
@@ -154,52 +90,38 @@ class Client:
             if line.startswith(tag + " "):
                 return lines
 
-    def command(self, tag, text):
-        self.send(("%s %s\r\n" % (tag, text)).encode())
-        return self.until_tagged(tag)
-
-    def at_eof(self):
-        try:
-            rest = self.sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            return True
-        return rest == b""
-
-    def close(self):
-        self.sock.close()
-
 
 def tls_context():
     return ssl.create_default_context(cafile=CA)
 
 
 def test_greeting_capability_login():
-    d = Daemon(write_config("plain.conf", config_text([PLAIN, PLAIN6])), listeners=2)
+    d = Daemon(config_text([PLAIN, PLAIN6]), listeners=2)
     try:
         c = Client(d.ports[0])
         greeting = c.line()
         check("greeting is OK with the pre-login capabilities",
               greeting == "* OK [CAPABILITY %s] imapcached ready" % PRELOGIN_CAPABILITY, greeting)
-        lines = c.command("a1", "CAPABILITY")
+        lines = c.tagged("a1", "CAPABILITY")
         check("CAPABILITY on plaintext loopback: IMAP4rev1 and the login mechanisms, no STARTTLS, "
               "no LOGINDISABLED",
               lines == ["* CAPABILITY " + PRELOGIN_CAPABILITY, "a1 OK CAPABILITY completed"], lines)
-        lines = c.command("a2", "LOGIN testuser %s" % PASSWORD)
+        lines = c.tagged("a2", "LOGIN testuser %s" % PASSWORD)
         check("a wrong password: the upstream's NO [AUTHENTICATIONFAILED]",
               len(lines) == 1 and lines[0].startswith("a2 NO [AUTHENTICATIONFAILED] "), lines)
-        lines = c.command("a3", "AUTHENTICATE PLAIN AHRlc3R1c2VyAHNlY3JldA==")
+        lines = c.tagged("a3", "AUTHENTICATE PLAIN AHRlc3R1c2VyAHNlY3JldA==")
         check("AUTHENTICATE is refused the same way",
               len(lines) == 1 and lines[0].startswith("a3 NO [AUTHENTICATIONFAILED]"), lines)
-        lines = c.command("a4", "NOOP")
+        lines = c.tagged("a4", "NOOP")
         check("the session goes on after a refused LOGIN", lines == ["a4 OK NOOP completed"], lines)
-        lines = c.command("a5", "SELECT INBOX")
+        lines = c.tagged("a5", "SELECT INBOX")
         check("SELECT before login is BAD", lines == ["a5 BAD SELECT needs a login first"], lines)
-        lines = c.command("a6", "LOGOUT")
+        lines = c.tagged("a6", "LOGOUT")
         check("LOGOUT says BYE then OK, then the connection closes",
               lines == ["* BYE imapcached logging out", "a6 OK LOGOUT completed"] and c.at_eof(), lines)
         c.close()
 
-        c6 = Client(d.ports[1], host="::1", family=socket.AF_INET6)
+        c6 = Client(d.ports[1], host="::1")
         check("the IPv6 loopback listener greets", (c6.line() or "").startswith("* OK "))
         c6.close()
 
@@ -214,11 +136,11 @@ def test_greeting_capability_login():
         m.logout()
         # Session 1 (the raw client above) ended first; imaplib's is the second.
         end = d.wait_log(r"session \d+: end: client 127\.0\.0\.1:\d+, user -, upstream -, (\d+) bytes in, (\d+) bytes out",
-                         start=1)
+                         count=2)
         check("one end line per session, with byte counts", end is not None and int(end.group(1)) > 0, d.log())
         check("the password never reaches the log", PASSWORD not in d.log())
         # Lines reach d.log() through a reader thread: wait for the third.
-        check("one start line per session", d.wait_log(r"session \d+: start: ", start=2) is not None and
+        check("one start line per session", d.wait_log(r"session \d+: start: ", count=3) is not None and
               len(re.findall(r"session \d+: start: ", d.log())) == 3, d.log())
     finally:
         d.stop()
@@ -226,7 +148,7 @@ def test_greeting_capability_login():
 
 
 def test_starttls_and_implicit_tls():
-    d = Daemon(write_config("tls.conf", config_text([STARTTLS, IMPLICIT])), listeners=2)
+    d = Daemon(config_text([STARTTLS, IMPLICIT]), listeners=2)
     try:
         c = Client(d.ports[0])
         greeting = c.line()
@@ -384,8 +306,7 @@ def test_detach():
 
 
 def test_reload():
-    path = write_config("reload.conf", config_text([PLAIN]))
-    d = Daemon(path)
+    d = Daemon(config_text([PLAIN]), path=os.path.join(tmp, "reload.conf"))
     try:
         before = Client(d.ports[0])
         before.line()
@@ -398,7 +319,7 @@ def test_reload():
         bye = after.line()
         check("a session started after the reload uses the new timeout",
               bye == "* BYE Idle for too long, closing" and time.time() - started < 5, (bye, time.time() - started))
-        lines = before.command("b1", "NOOP")
+        lines = before.tagged("b1", "NOOP")
         check("a session from before the reload keeps its config", lines == ["b1 OK NOOP completed"], lines)
 
         write_config("reload.conf", config_text([PLAIN], "limits = { sessions = \"many\"; };\n"))
@@ -419,9 +340,9 @@ def test_reload():
         write_config("reload.conf", config_text([PLAIN, PLAIN], "log = { level = \"debug\"; };\n"))
         d.signal(signal.SIGHUP)
         check("... and says so again on the next reload, comparing with what is bound",
-              d.wait_log(r"listen changed; listeners change only on restart", start=1) is not None, d.log())
+              d.wait_log(r"listen changed; listeners change only on restart", count=2) is not None, d.log())
         check("the daemon still runs after four reloads", d.proc.poll() is None)
-        lines = before.command("b2", "NOOP")
+        lines = before.tagged("b2", "NOOP")
         check("... and still serves", lines == ["b2 OK NOOP completed"], lines)
         for c in (before, after, third):
             c.close()
@@ -429,8 +350,30 @@ def test_reload():
         d.stop()
 
 
+def flood_without_reading(port, command, seconds):
+    """A client, past the greeting, that sends command over and over for
+    seconds (or until the daemon drops it) and reads nothing, with a small
+    receive buffer so that its unread replies back up at once."""
+    c = Client(port)
+    c.line()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.sock.setblocking(False)
+    chunk = command * 4096
+    sent = 0
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            # Resume where a short send stopped, so the stream stays whole.
+            sent += c.sock.send(chunk[sent % len(chunk):])
+        except BlockingIOError:
+            time.sleep(0.05)
+        except OSError:
+            break
+    return c
+
+
 def test_sigterm():
-    d = Daemon(write_config("term.conf", config_text([PLAIN], "timeouts = { shutdown = 20; };\n")))
+    d = Daemon(config_text([PLAIN], "timeouts = { shutdown = 20; };\n"))
     try:
         c = Client(d.ports[0])
         c.line()
@@ -441,10 +384,10 @@ def test_sigterm():
             check("SIGTERM: the listening socket is closed", False)
         except OSError:
             check("SIGTERM: the listening socket is closed", True)
-        lines = c.command("s1", "NOOP")
+        lines = c.tagged("s1", "NOOP")
         check("SIGTERM: a running session keeps working", lines == ["s1 OK NOOP completed"], lines)
         started = time.time()
-        c.command("s2", "LOGOUT")
+        c.tagged("s2", "LOGOUT")
         status = d.wait_exit(5)
         check("SIGTERM: exits 0 promptly once the last session ends",
               status == 0 and time.time() - started < 3, (status, time.time() - started))
@@ -452,7 +395,7 @@ def test_sigterm():
     finally:
         d.stop()
 
-    d = Daemon(write_config("term2.conf", config_text([PLAIN], "timeouts = { shutdown = 1; };\n")))
+    d = Daemon(config_text([PLAIN], "timeouts = { shutdown = 1; };\n"))
     try:
         c = Client(d.ports[0])
         c.line()
@@ -469,20 +412,9 @@ def test_sigterm():
 
     # A client that reads nothing cannot hold the shutdown up: its BYE gets
     # SESSION_CLOSE_TIMEOUT (5 s) to go out, then the session is dropped.
-    d = Daemon(write_config("term4.conf", config_text([PLAIN], "timeouts = { shutdown = 1; };\n")))
+    d = Daemon(config_text([PLAIN], "timeouts = { shutdown = 1; };\n"))
     try:
-        c = Client(d.ports[0])
-        c.line()
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        c.sock.setblocking(False)
-        chunk = b"t CAPABILITY\r\n" * 4096
-        sent = 0
-        deadline = time.time() + 3
-        while time.time() < deadline:
-            try:
-                sent += c.sock.send(chunk[sent % len(chunk):])
-            except BlockingIOError:
-                time.sleep(0.05)
+        c = flood_without_reading(d.ports[0], b"t CAPABILITY\r\n", 3)
         started = time.time()
         d.signal(signal.SIGTERM)
         status = d.wait_exit(15)
@@ -492,7 +424,7 @@ def test_sigterm():
     finally:
         d.stop()
 
-    d = Daemon(write_config("term3.conf", config_text([PLAIN])))
+    d = Daemon(config_text([PLAIN]))
     started = time.time()
     d.signal(signal.SIGTERM)
     status = d.wait_exit(5)
@@ -550,22 +482,9 @@ def test_client_that_does_not_read(d):
 def test_client_that_never_reads():
     """A client that floods and then never reads is dropped after the idle
     timeout (here 1 s), with a log line, instead of being kept forever."""
-    d = Daemon(write_config("never-reads.conf", config_text([PLAIN], "timeouts = { preauth = 1; };\n")))
+    d = Daemon(config_text([PLAIN], "timeouts = { preauth = 1; };\n"))
     try:
-        c = Client(d.ports[0])
-        c.line()
-        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        c.sock.setblocking(False)
-        chunk = b"n CAPABILITY\r\n" * 4096
-        sent = 0
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            try:
-                sent += c.sock.send(chunk[sent % len(chunk):])
-            except BlockingIOError:
-                time.sleep(0.05)
-            except OSError:
-                break
+        c = flood_without_reading(d.ports[0], b"n CAPABILITY\r\n", 5)
         end = d.wait_log(r"end: .*: client stopped reading its replies")
         check("a client that never reads is dropped after the idle timeout", end is not None, d.log()[-500:])
         c.close()
@@ -584,21 +503,10 @@ def test_out_of_descriptors():
     def low_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (24, 24))
 
-    path = write_config("fds.conf", config_text([PLAIN]))
-    env = dict(ENV)
-    env.pop("NOTIFY_SOCKET", None)
-    env.pop("JOURNAL_STREAM", None)
-    d = Daemon.__new__(Daemon)
-    d.lines = []
-    d.lock = threading.Condition()
-    d.proc = subprocess.Popen([BINARY, "-f", "-c", path], stderr=subprocess.PIPE, env=env,
-                              preexec_fn=low_fd_limit)
-    d.reader = threading.Thread(target=d._read, daemon=True)
-    d.reader.start()
+    d = proxyfixture.Daemon(config=config_text([PLAIN]), tmpdir=tmp, timeout=WAIT, preexec_fn=low_fd_limit)
     clients = []
     try:
-        match = d.wait_log(r"listening on 127\.0\.0\.1:(\d+)")
-        port = int(match.group(1))
+        port = d.port
         for _ in range(30):
             clients.append(Client(port))
         check("out of descriptors: the failed accept is logged and the listener paused",
@@ -624,7 +532,7 @@ def test_out_of_descriptors():
 
 
 def test_bad_input():
-    d = Daemon(write_config("bad-input.conf", config_text([PLAIN], "limits = { sessions = 4; };\n")))
+    d = Daemon(config_text([PLAIN], "limits = { sessions = 4; };\n"))
     try:
         bystander = Client(d.ports[0])
         bystander.line()
@@ -637,7 +545,7 @@ def test_bad_input():
               bye == "* BYE Command line too long" and c.at_eof(), bye)
         c.close()
         check("... and is logged", d.wait_log(r"command line longer than 65536 bytes") is not None)
-        lines = bystander.command("y1", "NOOP")
+        lines = bystander.tagged("y1", "NOOP")
         check("another session keeps working after the over-long line", lines == ["y1 OK NOOP completed"], lines)
 
         c = Client(d.ports[0])
@@ -648,7 +556,7 @@ def test_bad_input():
               reply)
         c.send(b"\x00\x01\x02\r\n")
         check("NUL bytes get BAD", c.line() == "* BAD NUL bytes are not allowed in a command")
-        lines = c.command("g1", "NOOP")
+        lines = c.tagged("g1", "NOOP")
         check("the session survives a little garbage", lines == ["g1 OK NOOP completed"], lines)
         c.send(b"nonsense\r\n" * 10)
         replies = [c.line() for _ in range(8)]
@@ -661,14 +569,14 @@ def test_bad_input():
         c = Client(d.ports[0])
         c.line()
         # (LOGIN takes literals: tests/integration/test-session-input.py)
-        lines = c.command("l1", "SELECT {5}")
+        lines = c.tagged("l1", "SELECT {5}")
         check("a synchronizing literal before login is refused without '+'",
               lines == ["l1 BAD Literals are not accepted before login"], lines)
         c.send(b"l2 SELECT {5+}\r\nINBOX {6+}\r\nl9 NOOP\r\n")
         lines = c.until_tagged("l2")
         check("non-synchronizing literals are skipped, then the command answered",
               lines == ["l2 BAD Literals are not accepted before login"], lines)
-        lines = c.command("l3", "NOOP")
+        lines = c.tagged("l3", "NOOP")
         check("... and the session is in step afterwards", lines == ["l3 OK NOOP completed"], lines)
         c.send(b"l4 LOGIN {99999999+}\r\n")
         bye = c.line()
@@ -686,10 +594,10 @@ def test_bad_input():
         # Four sessions have ended (over-long, garbage, literals, pipeline):
         # wait for the daemon to see the last one go before filling up.
         check("every closed session has been counted out",
-              d.wait_log(r"session \d+: end: ", start=3) is not None, d.log())
+              d.wait_log(r"session \d+: end: ", count=4) is not None, d.log())
         test_client_that_does_not_read(d)
         check("every closed session has been counted out (again)",
-              d.wait_log(r"session \d+: end: ", start=4) is not None, d.log())
+              d.wait_log(r"session \d+: end: ", count=5) is not None, d.log())
         fill = [Client(d.ports[0]) for _ in range(3)]
         greetings = [f.line() for f in fill]
         check("up to limits.sessions clients are served",
@@ -700,7 +608,7 @@ def test_bad_input():
         over.close()
         for f in fill:
             f.close()
-        lines = bystander.command("y2", "NOOP")
+        lines = bystander.tagged("y2", "NOOP")
         check("the first session still works after all that", lines == ["y2 OK NOOP completed"], lines)
         bystander.close()
     finally:
@@ -723,7 +631,7 @@ def test_notify_and_journal():
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(path)
     sock.settimeout(WAIT)
-    d = Daemon(write_config("notify.conf", config_text([PLAIN])),
+    d = Daemon(config_text([PLAIN]),
                {"NOTIFY_SOCKET": path, "JOURNAL_STREAM": "8:12345"})
     try:
         messages = []

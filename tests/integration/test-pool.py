@@ -5,7 +5,10 @@ LOGOUT the same account's next login takes the very same upstream socket
 (no new connection) and starts unselected; a wrong password, another user,
 ENABLE, pool = 0, a short idle_timeout, SIGHUP and SIGTERM each keep their
 promise; a session that SELECTed and marked a message \\Deleted is pooled
-after UNSELECT with nothing expunged. Upstream connections are counted
+after UNSELECT with nothing expunged; a pooled connection whose Dovecot
+process hangs (SIGSTOP) or dies (SIGKILL) while the next login checks it
+with NOOP is replaced by a fresh login, and a live one is still reused.
+Upstream connections are counted
 from the daemon's own sockets (/proc/PID/fd and /proc/net/tcp), which are
 ESTABLISHED to Dovecot's port. The daemons run on free loopback ports and
 are stopped by their PIDs."""
@@ -269,6 +272,93 @@ def test_upstream_closes_pooled(daemon):
     logout(c)
 
 
+POOL_CHECK = 2.0  # seconds: SESSION_POOL_CHECK_MSECS, how long a pooled connection has to answer NOOP
+
+
+def user_imap_pids(user):
+    """PIDs of the test Dovecot's imap processes serving user (doveadm who)."""
+    who = subprocess.run(["doveadm", "-c", os.path.join(ENV["IMAPTEST_DIR"], "dovecot.conf"), "who", "-1", user],
+                         capture_output=True, text=True, timeout=WAIT)
+    return [int(row.split()[2]) for row in who.stdout.splitlines()[1:]
+            if len(row.split()) >= 3 and row.split()[0] == user and row.split()[2].isdigit()]
+
+
+def test_pooled_connection_dead(daemon):
+    """The next login checks a pooled connection with NOOP before it answers:
+    one whose Dovecot process hangs (stopped: no answer within POOL_CHECK
+    seconds) or dies during the check (killed: the connection reset) is
+    closed, and the login goes to a fresh connection with the same
+    credentials; the client sees only a working login."""
+    for how in ("hangs", "dies"):
+        kept = daemon.count_log(r"keeping the connection of %s on" % USER)
+        c, lines = login(daemon.port, USER, PASS)
+        logout(c)
+        daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 1)
+        # Only the daemon's pooled connections serve USER now: no test
+        # connection of USER is open.
+        pids = user_imap_pids(USER)
+        check("%s: the pooled connections of USER have Dovecot processes" % how, len(pids) >= 1, pids)
+        before = daemon.upstream_sockets()
+        failed = daemon.count_log(r"login as %s: the pooled connection to upstream dovecot is not usable" % USER)
+        reused = daemon.count_log(r"upstream pool: reusing the connection of %s " % USER)
+        checking_pattern = r"login as %s: checking a pooled connection to upstream dovecot with NOOP" % USER
+        checking = daemon.count_log(checking_pattern)
+        timeouts = daemon.count_log(r"not usable \(no answer to NOOP")
+        try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            c = Raw(daemon.port, greeting=True)
+            c.send(("p1 LOGIN %s %s\r\n" % (quote(USER), quote(PASS))).encode())
+            if how == "dies":
+                check("dies: the login checks the pooled connection with NOOP (log line)",
+                      daemon.wait_log(checking_pattern, count=checking + 1) is not None)
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+            lines = c.until_tagged("p1")
+            elapsed = time.monotonic() - started
+        finally:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        check("%s: the login still succeeds" % how, lines[-1].startswith("p1 OK [CAPABILITY IMAP4rev1"), lines)
+        check("%s: the pooled connection was taken, then found unusable (log lines)" % how,
+              daemon.count_log(r"upstream pool: reusing the connection of %s " % USER) == reused + 1 and
+              daemon.wait_log(r"login as %s: the pooled connection to upstream dovecot is not usable" % USER,
+                              count=failed + 1) is not None, daemon.log()[-1500:])
+        if how == "hangs":
+            check("hangs: given up after the NOOP went unanswered for %.0f s" % POOL_CHECK,
+                  daemon.count_log(r"not usable \(no answer to NOOP within %d ms\): logging in anew"
+                                   % (POOL_CHECK * 1000)) == timeouts + 1 and
+                  POOL_CHECK - 0.2 <= elapsed < POOL_CHECK + 5, (elapsed, daemon.log()[-1000:]))
+        else:
+            check("dies: given up at once, when the connection broke, not after the NOOP timeout",
+                  elapsed < POOL_CHECK and daemon.count_log(r"not usable \(no answer to NOOP") == timeouts,
+                  (elapsed, daemon.log()[-1000:]))
+        now = daemon.upstream_sockets()
+        check("%s: on a fresh upstream connection" % how, len(now - before) == 1, (before, now))
+        select = c.tagged("p2", "SELECT INBOX")
+        fetch = c.tagged("p3", "FETCH 1 (FLAGS)")
+        check("%s: ... on which commands work" % how, select[-1].startswith("p2 OK") and
+              fetch[-1].startswith("p3 OK") and any(" FETCH (FLAGS " in l for l in fetch), (select, fetch))
+        logout(c)
+        daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 2)
+
+    # A live pooled connection is still reused: the same socket, and the
+    # NOOP answered.
+    pooled = daemon.upstream_sockets()
+    reused = daemon.count_log(r"upstream pool: reusing the connection of %s " % USER)
+    c, lines = login(daemon.port, USER, PASS)
+    check("a live pooled connection is still reused after that, on the same upstream socket",
+          lines[-1].startswith("p1 OK") and daemon.upstream_sockets() == pooled and
+          daemon.count_log(r"upstream pool: reusing the connection of %s " % USER) == reused + 1 and
+          daemon.wait_log(r"login as %s: a pooled connection to upstream dovecot \(NOOP answered\)" % USER)
+          is not None, (lines, pooled, daemon.upstream_sockets()))
+    logout(c)
+
+
 def test_sighup(daemon):
     check("connections are pooled before SIGHUP", len(daemon.upstream_sockets()) > 1, daemon.upstream_sockets())
     during, lines = login(daemon.port, USER2, PASS2)
@@ -368,7 +458,8 @@ def main():
     daemon = Daemon("{ size = 2; idle_timeout = 300; }")
     try:
         run_steps((test_reuse, test_wrong_password, test_other_user, test_authenticate_plain, test_selected_unselect,
-                   test_state_not_pooled, test_upstream_closes_pooled, test_sighup, test_sigterm), daemon)
+                   test_state_not_pooled, test_upstream_closes_pooled, test_pooled_connection_dead, test_sighup,
+                   test_sigterm), daemon)
     finally:
         daemon.stop()
         logs.append(daemon.log())

@@ -5,24 +5,32 @@ of the test Dovecot, with raw sockets: LOGIN with literal arguments
 ({N} and {N+}, answered like Dovecot answers them direct), over the
 pre-login literal limit (BAD or BYE, the literal never read as commands),
 a literal announced and never sent before and after login (BYE after
-timeouts.literal, the upstream APPEND abandoned), an over-limit literal
+timeouts.literal, the upstream APPEND abandoned; a slow reader whose "+"
+waited behind unread output is not cut off), an over-limit literal
 after login, an upstream whose host name never resolves (NO [UNAVAILABLE],
 the loop not blocked) and one named "localhost", and ID before login.
 Every case checks the daemon's log line and that a second session, open
 at the same time, keeps working. The daemon runs on a free loopback port
 and is stopped by its PID."""
+import json
 import re
+import socket
 import sys
 import tempfile
 import time
 
 from checks import check, summary
 import proxyfixture
-from proxyfixture import PASS, PASS2, PORT, USER, USER2, Daemon, quote, run_steps, untag, upstream_dovecot
+from proxyfixture import (MANIFEST, PASS, PASS2, PORT, USER, USER2, Daemon, quote, run_steps, untag,
+                          upstream_dovecot)
 
 LITERAL_TIMEOUT = 2  # timeouts.literal of the test daemon
 PREAUTH_LIMIT = 64  # limits.literal_preauth
 LITERAL_LIMIT = 1024  # limits.literal (its minimum)
+SLOW_RCVBUF = 4096  # the slow reader's SO_RCVBUF: little waits in its kernel
+SLOW_MSS = 536  # its TCP_MAXSEG: keeps the proxy's send buffer for it near 100 KB
+SLOW_BACKLOG = 230000  # bytes of FETCH it leaves unread: more than both buffers
+                       # hold, less than the proxy's 256 KiB output high-water mark
 tmp = tempfile.mkdtemp(prefix="test-session-input.")
 
 
@@ -228,6 +236,68 @@ def test_literal_timeout(daemon):
     other.close()
 
 
+def slow_reader(port):
+    """A logged-in connection (the corpus owner, INBOX selected) whose
+    kernel buffers hold little: a small receive buffer and a small
+    MSS, which also keeps imapcached's send buffer for it small, so a
+    reply of a few hundred KB waits in imapcached's own output queue
+    while the client does not read."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, SLOW_MSS)
+    sock.settimeout(proxyfixture.WAIT)
+    sock.connect(("127.0.0.1", port))
+    c = proxyfixture.Raw(port, greeting=True, nodelay=True, sock=sock)
+    for tag, command in (("l", "LOGIN %s %s" % (quote(USER), quote(PASS))), ("s", "SELECT INBOX")):
+        c.send(("%s %s\r\n" % (tag, command)).encode())
+        c.expect_ok(tag, command.split()[0])
+    c.skip_literals = True  # the FETCH below: its literal is skipped, not split into lines
+    return c
+
+
+def test_literal_timeout_slow_reader(daemon):
+    """A client with a backlog of unread output when the upstream's "+"
+    is queued behind it: timeouts.literal runs only once that output is
+    written to the client's socket."""
+    with open(MANIFEST) as f:
+        big = max(json.load(f)["messages"], key=lambda m: m["rfc822_size"])
+    if big["rfc822_size"] < SLOW_BACKLOG:
+        check("the corpus has a message of %d bytes for the slow reader" % SLOW_BACKLOG, False, big)
+        return
+    message = b"Subject: slow reader\r\n\r\n" + b"x" * 32 + b"\r\n"
+    for stalls in (False, True):
+        c = slow_reader(daemon.port)
+        c.send(b"f UID FETCH %d BODY.PEEK[]<0.%d>\r\nb APPEND INBOX {%d}\r\n"
+               % (big["uid"], SLOW_BACKLOG, len(message)))
+        time.sleep(2 * LITERAL_TIMEOUT)  # reads nothing for twice the timeout
+        lines = []
+        try:
+            while not lines or not lines[-1].startswith("f "):
+                lines.append(c.line())
+            lines.append(c.line())
+            read_at = time.monotonic()
+            if not stalls:
+                c.send(message + b"\r\n")
+                while not lines[-1].startswith("b "):
+                    lines.append(c.line())
+        except (EOFError, OSError) as e:  # closed early
+            lines.append(repr(e))
+        if not stalls:
+            check("a slow reader with %d bytes unread when '+' came: the FETCH is all there" % SLOW_BACKLOG,
+                  lines[0].startswith("* ") and any(l.startswith("f OK") for l in lines), lines[-4:])
+            check("a slow reader not cut off by timeouts.literal before it read the '+': APPEND completes",
+                  any(l.startswith("+") for l in lines) and lines[-1].startswith("b OK"), lines[-4:])
+            check("the '+' was queued behind unsent output (what this case is about)",
+                  daemon.wait_log(r'"\+" queued behind \d+ bytes of unsent output') is not None)
+        else:
+            text, closed = c.rest()
+            elapsed = time.monotonic() - read_at
+            check("once the backlog is written, a literal not sent still gets BYE after timeouts.literal",
+                  lines[-1].startswith("+") and closed and "* BYE Literal not sent in time" in text and
+                  LITERAL_TIMEOUT - 0.5 <= elapsed < LITERAL_TIMEOUT + 5, (lines[-2:], text, elapsed))
+        c.close()
+
+
 def test_literal_limit(daemon):
     other = logged_in(daemon.port, USER2, PASS2)
     c = logged_in(daemon.port)
@@ -311,7 +381,8 @@ def main():
                     "timeouts = { literal = %d; };\nlimits = { literal_preauth = %d; literal = %d; };\n"
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
-        run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_limit, test_id),
+        run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
+                   test_literal_limit, test_id),
                   daemon)
     finally:
         daemon.stop()

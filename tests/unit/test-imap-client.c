@@ -16,6 +16,7 @@
 
 #define PUMP_ROUNDS 32 /* loop iterations per pump: deferred callbacks need a few */
 #define OUT_MAX (64 * 1024)
+#define GREETING "* OK [CAPABILITY IMAP4rev1] hi\r\n" /* most tests need no more of the server */
 
 struct harness {
 	struct event_base *base;
@@ -130,6 +131,31 @@ static void harness_stop(struct harness *h)
 	close(h->peer_fd);
 }
 
+/* One turn of a scripted exchange: what the client must have written by
+   then, and what the server answers (NULL: nothing). */
+struct turn {
+	const char *client;
+	const char *server;
+};
+
+/* Plays turns in order, each check reported at the caller's line with the
+   turn's number; use it through converse(). */
+static void converse_at(struct harness *h, const struct turn *turns, size_t count, unsigned int line)
+{
+	for (size_t i = 0; i < count; i++) {
+		const char *wrote = take(h);
+		char what[512];
+
+		snprintf(what, sizeof(what), "turn %zu: the client wrote \"%.200s\", not \"%.200s\"", i + 1, wrote,
+			 turns[i].client);
+		CU_assertImplementation(strcmp(wrote, turns[i].client) == 0, line, what, __FILE__, "", CU_FALSE);
+		if (turns[i].server != NULL)
+			server_send(h, turns[i].server);
+	}
+}
+
+#define converse(h, turns) converse_at((h), (turns), sizeof(turns) / sizeof((turns)[0]), __LINE__)
+
 /* Records completions in order. */
 struct completion {
 	char tags[8][16];
@@ -197,7 +223,7 @@ static void test_default_tag_prefix(void)
 	struct harness h;
 	const char *prefix;
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", NULL);
+	harness_start(&h, GREETING, NULL);
 	prefix = imap_client_get_tag_prefix(h.client);
 	/* imaplib: Int2AP of 4096..65535 is four letters A-P */
 	CU_ASSERT_EQUAL(strlen(prefix), 4);
@@ -228,10 +254,12 @@ static void test_astring_forms(void)
 	/* LOGIN is a barrier: the next waits until it completes */
 	command = imap_client_command_send(h.client, NULL, NULL, "X %a %a %a %a %p %q %u %U %%", "", "NIL",
 					   "a\"b\\c", "h\xc3\xa9", "*%", "atom", 7u, (uint64_t)1 << 40);
-	CU_ASSERT_STRING_EQUAL(take(&h), "A1 LOGIN bob \"se cret\"\r\n");
-	server_send(&h, "A1 OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "A2 X \"\" \"NIL\" \"a\\\"b\\\\c\" {3+}\r\nh\xc3\xa9 *% \"atom\" 7 1099511627776 %\r\n");
-	server_send(&h, "A2 OK x\r\n");
+	static const struct turn dialog[] = {
+		{ "A1 LOGIN bob \"se cret\"\r\n", "A1 OK [CAPABILITY IMAP4rev1 LITERAL+] in\r\n" },
+		{ "A2 X \"\" \"NIL\" \"a\\\"b\\\\c\" {3+}\r\nh\xc3\xa9 *% \"atom\" 7 1099511627776 %\r\n",
+		  "A2 OK x\r\n" },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_TRUE(imap_client_command_is_done(command));
 	imap_client_command_free(&command);
 	harness_stop(&h);
@@ -242,14 +270,15 @@ static void test_synchronizing_literal(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_append(h.client, "INBOX", "(\\Seen)", "17-Jul-1996 02:44:25 -0700", "hello", 5, on_done, &c);
 	imap_client_noop(h.client, on_done, &c);
-	/* the literal and everything after it wait for "+" */
-	CU_ASSERT_STRING_EQUAL(take(&h), "A1 APPEND INBOX (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {5}\r\n");
-	server_send(&h, "+ go ahead\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "hello\r\nA2 NOOP\r\n");
-	server_send(&h, "A1 OK [APPENDUID 1 2] done\r\nA2 OK done\r\n");
+	static const struct turn dialog[] = {
+		/* the literal and everything after it wait for "+" */
+		{ "A1 APPEND INBOX (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {5}\r\n", "+ go ahead\r\n" },
+		{ "hello\r\nA2 NOOP\r\n", "A1 OK [APPENDUID 1 2] done\r\nA2 OK done\r\n" },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_EQUAL(c.count, 2);
 	harness_stop(&h);
 }
@@ -259,7 +288,7 @@ static void test_literal_refused(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_append(h.client, "INBOX", NULL, NULL, "hello", 5, on_done, &c);
 	imap_client_noop(h.client, on_done, &c);
 	take(&h);
@@ -292,7 +321,7 @@ static void test_pipelining_out_of_order(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "T");
+	harness_start(&h, GREETING, "T");
 	imap_client_noop(h.client, on_done, &c);
 	imap_client_check(h.client, on_done, &c);
 	imap_client_fetch(h.client, true, "1:*", "(FLAGS)", on_done, &c);
@@ -333,7 +362,7 @@ static void test_recent_returns_and_clears(void)
 	struct imap_client_untagged *stored;
 	char numbers[64];
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "T");
+	harness_start(&h, GREETING, "T");
 	server_send(&h, "* 2 RECENT\r\n* 3 RECENT\r\n");
 	command = imap_client_recent(h.client, NULL, NULL);
 	CU_ASSERT_STRING_EQUAL(take(&h), "T1 NOOP\r\n");
@@ -383,15 +412,16 @@ static void test_barrier(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_noop(h.client, on_done, &c);
 	imap_client_login(h.client, "u", "p", on_done, &c);
 	imap_client_noop(h.client, on_done, &c);
-	CU_ASSERT_STRING_EQUAL(take(&h), "A1 NOOP\r\n"); /* LOGIN waits for A1 */
-	server_send(&h, "A1 OK\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "A2 LOGIN u p\r\n"); /* A3 waits for LOGIN */
-	server_send(&h, "A2 OK [CAPABILITY IMAP4rev1 X-NEW] in\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "A3 NOOP\r\n");
+	static const struct turn dialog[] = {
+		{ "A1 NOOP\r\n", "A1 OK\r\n" }, /* LOGIN waits for A1 */
+		{ "A2 LOGIN u p\r\n", "A2 OK [CAPABILITY IMAP4rev1 X-NEW] in\r\n" }, /* A3 waits for LOGIN */
+		{ "A3 NOOP\r\n", NULL },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_TRUE(imap_client_has_capability(h.client, "X-NEW"));
 	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
 	harness_stop(&h);
@@ -426,7 +456,7 @@ static void run_fetch(bool bytewise, struct completion *c, char *body, size_t bo
 	const struct imap_client_result *result;
 	struct imap_client_untagged *stored;
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	command = imap_client_fetch(h.client, false, "1", "(UID BODY[] FLAGS)", NULL, NULL);
 	if (bytewise)
 		server_send_bytewise(&h, fetch_exchange, strlen(fetch_exchange));
@@ -525,12 +555,12 @@ static void test_idle(void)
 	imap_client_set_untagged_callback(h.client, on_idle_untagged, NULL);
 	imap_client_idle(h.client, on_done, &c);
 	imap_client_noop(h.client, on_done, &c);
-	CU_ASSERT_STRING_EQUAL(take(&h), "A1 IDLE\r\n"); /* NOOP waits for IDLE to end */
-	server_send(&h, "+ idling\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "");
-	server_send(&h, "* 4 EXISTS\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "DONE\r\n");
-	server_send(&h, "A1 OK idle done\r\n");
+	static const struct turn dialog[] = {
+		{ "A1 IDLE\r\n", "+ idling\r\n" }, /* NOOP waits for IDLE to end */
+		{ "", "* 4 EXISTS\r\n" },
+		{ "DONE\r\n", "A1 OK idle done\r\n" },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_EQUAL(c.count, 1);
 	CU_ASSERT_EQUAL(c.untagged[0], 1);
 	CU_ASSERT_STRING_EQUAL(take(&h), "A2 NOOP\r\n");
@@ -545,10 +575,11 @@ static void test_idle_done_before_continuation(void)
 	harness_start(&h, "* PREAUTH [CAPABILITY IMAP4rev1 IDLE] hi\r\n", "A");
 	command = imap_client_idle(h.client, NULL, NULL);
 	imap_client_idle_done(command);
-	CU_ASSERT_STRING_EQUAL(take(&h), "A1 IDLE\r\n");
-	server_send(&h, "+ idling\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "DONE\r\n");
-	server_send(&h, "A1 OK\r\n");
+	static const struct turn dialog[] = {
+		{ "A1 IDLE\r\n", "+ idling\r\n" },
+		{ "DONE\r\n", "A1 OK\r\n" },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_TRUE(imap_client_command_is_done(command));
 	imap_client_command_free(&command);
 	harness_stop(&h);
@@ -561,12 +592,14 @@ static void test_login_cram_md5(void)
 
 	harness_start(&h, "* OK [CAPABILITY IMAP4rev1 AUTH=CRAM-MD5 SASL-IR] hi\r\n", "A");
 	imap_client_login_cram_md5(h.client, "tim", "tanstaaftanstaaf", on_done, &c);
-	/* CRAM-MD5 has no initial response, even with SASL-IR */
-	CU_ASSERT_STRING_EQUAL(take(&h), "A1 AUTHENTICATE CRAM-MD5\r\n");
-	server_send(&h, "+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n");
-	/* RFC 2195's example exchange */
-	CU_ASSERT_STRING_EQUAL(take(&h), "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n");
-	server_send(&h, "A1 OK [CAPABILITY IMAP4rev1] CRAM-MD5 authentication successful\r\n");
+	static const struct turn dialog[] = {
+		/* CRAM-MD5 has no initial response, even with SASL-IR */
+		{ "A1 AUTHENTICATE CRAM-MD5\r\n", "+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+\r\n" },
+		/* RFC 2195's example exchange */
+		{ "dGltIGI5MTNhNjAyYzdlZGE3YTQ5NWI0ZTZlNzMzNGQzODkw\r\n",
+		  "A1 OK [CAPABILITY IMAP4rev1] CRAM-MD5 authentication successful\r\n" },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_EQUAL(c.count, 1);
 	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
 	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_AUTHENTICATED);
@@ -584,10 +617,11 @@ static void test_authenticate_cancel_on_bad_challenge(void)
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 AUTHENTICATE PLAIN AHUAcA==\r\n");
 	/* PLAIN has no second step: the client cancels with "*" */
 	server_send(&h, "+ bW9yZT8=\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "*\r\n");
-	server_send(&h, "+ not base64!\r\n");
-	CU_ASSERT_STRING_EQUAL(take(&h), "*\r\n");
-	server_send(&h, "A1 BAD cancelled\r\n");
+	static const struct turn dialog[] = {
+		{ "*\r\n", "+ not base64!\r\n" },
+		{ "*\r\n", "A1 BAD cancelled\r\n" },
+	};
+	converse(&h, dialog);
 	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_BAD);
 	imap_sasl_mechanism_free(&mechanism);
 	harness_stop(&h);
@@ -598,7 +632,7 @@ static void test_logout_bye_is_no_abort(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_logout(h.client, on_done, &c);
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 LOGOUT\r\n");
 	server_send(&h, "* BYE see you\r\nA1 OK bye\r\n");
@@ -614,7 +648,7 @@ static void test_logout_close_after_bye(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_logout(h.client, on_done, &c);
 	take(&h);
 	server_send(&h, "* BYE see you\r\n");
@@ -661,7 +695,7 @@ static void test_free_inside_callback(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_noop(h.client, free_client_cb, &h);
 	imap_client_noop(h.client, on_done, &c);
 	take(&h);
@@ -686,7 +720,7 @@ static void test_protocol_errors_abort(void)
 		struct harness h;
 		struct completion c = { 0 };
 
-		harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+		harness_start(&h, GREETING, "A");
 		imap_client_noop(h.client, on_done, &c);
 		imap_client_noop(h.client, on_done, &c);
 		server_send(&h, bad[i]);
@@ -703,7 +737,7 @@ static void test_peer_close_aborts(void)
 	struct harness h;
 	struct completion c = { 0 };
 
-	harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+	harness_start(&h, GREETING, "A");
 	imap_client_fetch(h.client, false, "1", "BODY[]", on_done, &c);
 	server_send(&h, "* 1 FETCH (BODY[] {100}\r\nonly part");
 	shutdown(h.peer_fd, SHUT_WR);
@@ -768,7 +802,7 @@ static void test_garbage_ends_every_command(void)
 		char input[GARBAGE_TOKENS * 40];
 		size_t len = 0;
 
-		harness_start(&h, "* OK [CAPABILITY IMAP4rev1] hi\r\n", "A");
+		harness_start(&h, GREETING, "A");
 		imap_client_noop(h.client, on_done, &c);
 		imap_client_fetch(h.client, false, "1", "(BODY[])", on_done, &c);
 		imap_client_append(h.client, "INBOX", NULL, NULL, "hello", 5, on_done, &c);
@@ -881,7 +915,7 @@ static void test_raw_exact_bytes(void)
 	struct completion c = { 0 };
 	const char *reply = "* 3 exists\r\n* OK [UIDNEXT 9]  two  spaces\r\n* 1 FETCH (FLAGS (\\Seen) BODY[] {5}\r\nab\r\nc)\r\n";
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	raw_send(&h, "NOOP", "noop\r\n", &c);
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 noop\r\n");
 	server_send(&h, reply);
@@ -907,7 +941,7 @@ static void test_raw_bytewise_same(void)
 	struct raw_log r;
 	struct completion c = { 0 };
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	raw_send(&h, "UID FETCH", "UID FETCH 1 BODY.PEEK[HEADER]\r\n", &c);
 	take(&h);
 	server_send_bytewise(&h, reply, strlen(reply));
@@ -924,7 +958,7 @@ static void test_raw_and_own_take_turns(void)
 	struct raw_log r;
 	struct completion own = { 0 }, raw = { 0 };
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	imap_client_noop(h.client, on_done, &own);
 	raw_send(&h, "CHECK", "CHECK\r\n", &raw);
 	imap_client_noop(h.client, on_done, &own);
@@ -950,7 +984,7 @@ static void test_raw_pipelined(void)
 	struct raw_log r;
 	struct completion c = { 0 };
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	raw_send(&h, "NOOP", "NOOP\r\n", &c);
 	raw_send(&h, "STATUS", "STATUS INBOX (MESSAGES)\r\n", &c);
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 NOOP\r\nA2 STATUS INBOX (MESSAGES)\r\n");
@@ -971,7 +1005,7 @@ static void test_raw_synchronizing_literal(void)
 	struct completion c = { 0 };
 	struct imap_client_command *command;
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &c);
 	imap_client_raw_command_write(command, "APPEND INBOX {5}\r\n", 18);
 	raw_send(&h, "NOOP", "NOOP\r\n", &c);
@@ -995,7 +1029,7 @@ static void test_raw_refused_literal(void)
 	struct completion c = { 0 };
 	struct imap_client_command *command;
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &c);
 	imap_client_raw_command_write(command, "APPEND nosuch {5}\r\n", 19);
 	take(&h);
@@ -1046,7 +1080,7 @@ static void test_raw_unsolicited_and_bye(void)
 	struct completion c = { 0 };
 	char closed[128] = "";
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	imap_client_set_closed_callback(h.client, on_closed, closed);
 	server_send(&h, "* 8 EXISTS\r\n");
 	CU_ASSERT_STRING_EQUAL(r.bytes, "* 8 EXISTS\r\n");
@@ -1087,7 +1121,7 @@ static void test_raw_large_literal_streamed(void)
 	char *reply = malloc(BODY + 256);
 	size_t len;
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	raw_send(&h, "FETCH", "FETCH 1 BODY[]\r\n", &c);
 	take(&h);
 	len = (size_t)sprintf(reply, "* 1 FETCH (BODY[] {%d}\r\n", BODY);
@@ -1119,7 +1153,7 @@ static void test_raw_pause_stops_reading(void)
 	char *reply = malloc(BODY + 256);
 	size_t len;
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	r.pause_on_part = true;
 	raw_send(&h, "FETCH", "FETCH 1 BODY[]\r\n", &c);
 	take(&h);
@@ -1163,7 +1197,7 @@ static void test_raw_output_pending(void)
 	struct imap_client_command *command;
 	char big[8192];
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	imap_client_noop(h.client, on_done, &own);
 	take(&h);
 	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &raw);
@@ -1185,7 +1219,7 @@ static void test_raw_tagged_line_without_raw_command_is_refused(void)
 	struct raw_log r;
 	struct completion c = { 0 };
 
-	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1] hi\r\n");
+	raw_start(&h, &r, GREETING);
 	raw_send(&h, "NOOP", "NOOP\r\n", &c);
 	take(&h);
 	server_send(&h, "A7 OK not ours\r\n");

@@ -6,7 +6,6 @@
 #include "imap-command.h"
 #include "imap-response.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,37 +24,19 @@ int unit_suite_cleanup(void)
 	return 0;
 }
 
-static void add(char *out, size_t out_size, const char *format, ...) __attribute__((format(printf, 3, 4)));
-
-static void add(char *out, size_t out_size, const char *format, ...)
-{
-	size_t used = strlen(out);
-	va_list args;
-
-	va_start(args, format);
-	vsnprintf(out + used, out_size - used, format, args);
-	va_end(args);
-}
-
 static void add_set(char *out, size_t out_size, const struct imap_seqset *set)
 {
 	if (set == NULL) {
-		add(out, out_size, "-");
+		unit_imap_append(out, out_size, "-");
 		return;
 	}
 	if (set->saved)
-		add(out, out_size, "$");
+		unit_imap_append(out, out_size, "$");
 	for (unsigned int i = 0; i < set->count; i++) {
-		add(out, out_size, "%s%u", i ? "," : "", set->ranges[i].first);
+		unit_imap_append(out, out_size, "%s%u", i ? "," : "", set->ranges[i].first);
 		if (set->ranges[i].last != set->ranges[i].first)
-			add(out, out_size, ":%u", set->ranges[i].last);
+			unit_imap_append(out, out_size, ":%u", set->ranges[i].last);
 	}
-}
-
-static void add_args(char *out, size_t out_size, const struct imap_arg *args, unsigned int count)
-{
-	struct imap_arg list = { .type = IMAP_ARG_LIST, .str = "", .list = args, .list_count = count };
-	unit_imap_dump_arg(&list, out, out_size);
 }
 
 static const char *const attr_names[] = { "ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER",
@@ -71,28 +52,28 @@ static const char *const key_names[] = {
 
 static void add_key(char *out, size_t out_size, const struct imap_search_key *key)
 {
-	add(out, out_size, "%s", key_names[key->type]);
+	unit_imap_append(out, out_size, "%s", key_names[key->type]);
 	if (key->str != NULL)
-		add(out, out_size, " \"%s\"", key->str);
+		unit_imap_append(out, out_size, " \"%s\"", key->str);
 	if (key->str2 != NULL)
-		add(out, out_size, " \"%s\"", key->str2);
+		unit_imap_append(out, out_size, " \"%s\"", key->str2);
 	if (key->number != 0)
-		add(out, out_size, " %llu", (unsigned long long)key->number);
+		unit_imap_append(out, out_size, " %llu", (unsigned long long)key->number);
 	if (key->year != 0)
-		add(out, out_size, " %04d-%02d-%02d", key->year, key->month, key->day);
+		unit_imap_append(out, out_size, " %04d-%02d-%02d", key->year, key->month, key->day);
 	if (key->set != NULL) {
-		add(out, out_size, " ");
+		unit_imap_append(out, out_size, " ");
 		add_set(out, out_size, key->set);
 	}
 	if (key->child_count > 0) {
 		unsigned int n = 0;
-		add(out, out_size, "(");
+		unit_imap_append(out, out_size, "(");
 		for (const struct imap_search_key *child = key->children; child != NULL; child = child->next, n++) {
 			if (n > 0)
-				add(out, out_size, " ");
+				unit_imap_append(out, out_size, " ");
 			add_key(out, out_size, child);
 		}
-		add(out, out_size, ")");
+		unit_imap_append(out, out_size, ")");
 		CU_ASSERT_EQUAL(n, key->child_count);
 	}
 }
@@ -107,30 +88,30 @@ static void dump_command(const struct imap_arg *line, char *out, size_t out_size
 	(void)context;
 	if (error != IMAP_COMMAND_ERROR_NONE) {
 		CU_ASSERT(message[0] != '\0' && strchr(message, '\n') == NULL);
-		add(out, out_size, "error=%s tag=%s", imap_command_error_name(error), c.tag ? c.tag : "-");
+		unit_imap_append(out, out_size, "error=%s tag=%s", imap_command_error_name(error), c.tag ? c.tag : "-");
 		return;
 	}
-	add(out, out_size, "%s %s%s", c.tag, c.uid ? "UID " : "", c.name_str);
+	unit_imap_append(out, out_size, "%s %s%s", c.tag, c.uid ? "UID " : "", c.name_str);
 	switch (c.name) {
 	case IMAP_COMMAND_AUTHENTICATE:
-		add(out, out_size, " mech=%s ir=%s", c.u.authenticate.mechanism,
+		unit_imap_append(out, out_size, " mech=%s ir=%s", c.u.authenticate.mechanism,
 		    c.u.authenticate.initial_response ? c.u.authenticate.initial_response : "-");
 		break;
 	case IMAP_COMMAND_LOGIN:
-		add(out, out_size, " user=%s pass=%s", c.u.login.user, c.u.login.password);
+		unit_imap_append(out, out_size, " user=%s pass=%s", c.u.login.user, c.u.login.password);
 		break;
 	case IMAP_COMMAND_ENABLE:
-		add_args(out, out_size, c.u.atoms.atoms, c.u.atoms.count);
+		unit_imap_append_args(out, out_size, c.u.atoms.atoms, c.u.atoms.count);
 		break;
 	case IMAP_COMMAND_ID:
-		add(out, out_size, " params=%u", c.u.id.count);
+		unit_imap_append(out, out_size, " params=%u", c.u.id.count);
 		break;
 	case IMAP_COMMAND_SELECT:
 	case IMAP_COMMAND_EXAMINE:
-		add(out, out_size, " mailbox=%s condstore=%d qresync=%d", c.u.select.mailbox, c.u.select.condstore,
+		unit_imap_append(out, out_size, " mailbox=%s condstore=%d qresync=%d", c.u.select.mailbox, c.u.select.condstore,
 		    c.u.select.qresync);
 		if (c.u.select.qresync) {
-			add(out, out_size, " uidvalidity=%u modseq=%llu known=", c.u.select.uidvalidity,
+			unit_imap_append(out, out_size, " uidvalidity=%u modseq=%llu known=", c.u.select.uidvalidity,
 			    (unsigned long long)c.u.select.modseq);
 			add_set(out, out_size, c.u.select.known_uids);
 		}
@@ -139,81 +120,81 @@ static void dump_command(const struct imap_arg *line, char *out, size_t out_size
 	case IMAP_COMMAND_DELETE:
 	case IMAP_COMMAND_SUBSCRIBE:
 	case IMAP_COMMAND_UNSUBSCRIBE:
-		add(out, out_size, " mailbox=%s", c.u.mailbox.mailbox);
+		unit_imap_append(out, out_size, " mailbox=%s", c.u.mailbox.mailbox);
 		break;
 	case IMAP_COMMAND_RENAME:
-		add(out, out_size, " from=%s to=%s", c.u.rename.from, c.u.rename.to);
+		unit_imap_append(out, out_size, " from=%s to=%s", c.u.rename.from, c.u.rename.to);
 		break;
 	case IMAP_COMMAND_LIST:
 	case IMAP_COMMAND_LSUB:
-		add(out, out_size, " ref=\"%s\" pattern=\"%s\" extended=%d", c.u.list.reference, c.u.list.pattern,
+		unit_imap_append(out, out_size, " ref=\"%s\" pattern=\"%s\" extended=%d", c.u.list.reference, c.u.list.pattern,
 		    c.u.list.extended);
 		break;
 	case IMAP_COMMAND_STATUS:
-		add(out, out_size, " mailbox=%s items=%#x", c.u.status.mailbox, c.u.status.items);
+		unit_imap_append(out, out_size, " mailbox=%s items=%#x", c.u.status.mailbox, c.u.status.items);
 		break;
 	case IMAP_COMMAND_APPEND:
-		add(out, out_size, " mailbox=%s flags=", c.u.append.mailbox);
+		unit_imap_append(out, out_size, " mailbox=%s flags=", c.u.append.mailbox);
 		if (c.u.append.has_flags)
-			add_args(out, out_size, c.u.append.flags, c.u.append.flag_count);
+			unit_imap_append_args(out, out_size, c.u.append.flags, c.u.append.flag_count);
 		else
-			add(out, out_size, "-");
+			unit_imap_append(out, out_size, "-");
 		if (c.u.append.has_date)
-			add(out, out_size, " date=%lld zone=%d", (long long)c.u.append.date, c.u.append.zone_minutes);
-		add(out, out_size, " message=");
+			unit_imap_append(out, out_size, " date=%lld zone=%d", (long long)c.u.append.date, c.u.append.zone_minutes);
+		unit_imap_append(out, out_size, " message=");
 		unit_imap_dump_arg(c.u.append.message, out, out_size);
 		break;
 	case IMAP_COMMAND_EXPUNGE:
 		if (c.uid) {
-			add(out, out_size, " set=");
+			unit_imap_append(out, out_size, " set=");
 			add_set(out, out_size, c.u.expunge.set);
 		}
 		break;
 	case IMAP_COMMAND_SEARCH:
 		if (c.u.search.has_return)
-			add(out, out_size, " return=%#x", c.u.search.return_options);
+			unit_imap_append(out, out_size, " return=%#x", c.u.search.return_options);
 		if (c.u.search.charset != NULL)
-			add(out, out_size, " charset=%s", c.u.search.charset);
-		add(out, out_size, " ");
+			unit_imap_append(out, out_size, " charset=%s", c.u.search.charset);
+		unit_imap_append(out, out_size, " ");
 		add_key(out, out_size, c.u.search.program);
 		break;
 	case IMAP_COMMAND_FETCH:
-		add(out, out_size, " set=");
+		unit_imap_append(out, out_size, " set=");
 		add_set(out, out_size, c.u.fetch.set);
 		for (unsigned int i = 0; i < c.u.fetch.attr_count; i++) {
 			const struct imap_fetch_attr *a = &c.u.fetch.attrs[i];
-			add(out, out_size, " [%s", attr_names[a->type]);
+			unit_imap_append(out, out_size, " [%s", attr_names[a->type]);
 			if (a->peek)
-				add(out, out_size, " peek");
+				unit_imap_append(out, out_size, " peek");
 			for (unsigned int p = 0; p < a->section.part_count; p++)
-				add(out, out_size, "%s%u", p ? "." : " part=", a->section.parts[p]);
+				unit_imap_append(out, out_size, "%s%u", p ? "." : " part=", a->section.parts[p]);
 			if (a->section.text != IMAP_SECTION_TEXT_NONE)
-				add(out, out_size, " text=%s", text_names[a->section.text]);
+				unit_imap_append(out, out_size, " text=%s", text_names[a->section.text]);
 			for (unsigned int f = 0; f < a->section.field_count; f++)
-				add(out, out_size, "%s%.*s", f ? "," : " fields=", (int)a->section.fields[f].len,
+				unit_imap_append(out, out_size, "%s%.*s", f ? "," : " fields=", (int)a->section.fields[f].len,
 				    a->section.fields[f].name);
 			if (a->has_partial)
-				add(out, out_size, " partial=%llu.%llu", (unsigned long long)a->partial_offset,
+				unit_imap_append(out, out_size, " partial=%llu.%llu", (unsigned long long)a->partial_offset,
 				    (unsigned long long)a->partial_length);
-			add(out, out_size, "]");
+			unit_imap_append(out, out_size, "]");
 		}
 		if (c.u.fetch.changedsince_given)
-			add(out, out_size, " changedsince=%llu vanished=%d", (unsigned long long)c.u.fetch.changedsince,
+			unit_imap_append(out, out_size, " changedsince=%llu vanished=%d", (unsigned long long)c.u.fetch.changedsince,
 			    c.u.fetch.vanished);
 		break;
 	case IMAP_COMMAND_STORE:
-		add(out, out_size, " set=");
+		unit_imap_append(out, out_size, " set=");
 		add_set(out, out_size, c.u.store.set);
-		add(out, out_size, " mode=%d silent=%d flags=", c.u.store.mode, c.u.store.silent);
-		add_args(out, out_size, c.u.store.flags, c.u.store.flag_count);
+		unit_imap_append(out, out_size, " mode=%d silent=%d flags=", c.u.store.mode, c.u.store.silent);
+		unit_imap_append_args(out, out_size, c.u.store.flags, c.u.store.flag_count);
 		if (c.u.store.unchangedsince_given)
-			add(out, out_size, " unchangedsince=%llu", (unsigned long long)c.u.store.unchangedsince);
+			unit_imap_append(out, out_size, " unchangedsince=%llu", (unsigned long long)c.u.store.unchangedsince);
 		break;
 	case IMAP_COMMAND_COPY:
 	case IMAP_COMMAND_MOVE:
-		add(out, out_size, " set=");
+		unit_imap_append(out, out_size, " set=");
 		add_set(out, out_size, c.u.copy.set);
-		add(out, out_size, " mailbox=%s", c.u.copy.mailbox);
+		unit_imap_append(out, out_size, " mailbox=%s", c.u.copy.mailbox);
 		break;
 	default:
 		break;
@@ -231,9 +212,9 @@ static void check(const char *input, const char *expected_lines)
 		const char *end = strchr(p, '\n');
 		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
 		if (strncmp(p, "ANNOUNCED", 9) == 0 || strncmp(p, "ERROR ", 6) == 0)
-			add(expected, sizeof(expected), "%.*s\n", (int)len, p);
+			unit_imap_append(expected, sizeof(expected), "%.*s\n", (int)len, p);
 		else
-			add(expected, sizeof(expected), "LINE %.*s\n", (int)len, p);
+			unit_imap_append(expected, sizeof(expected), "LINE %.*s\n", (int)len, p);
 		p += len + (end != NULL);
 	}
 	unit_imap_check(input, strlen(input), &options, expected);

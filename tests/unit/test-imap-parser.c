@@ -60,22 +60,40 @@ void *realloc(void *ptr, size_t size)
 #define CMD IMAP_PARSER_MODE_COMMAND
 #define RESP IMAP_PARSER_MODE_RESPONSE
 
+/* One tokenizer case: input (NUL-terminated) in mode, and the transcript
+   it must give however it is fed (unit_imap_check). */
+struct parser_case {
+	const char *input;
+	enum imap_parser_mode mode;
+	const char *expected;
+};
+
+static void check_cases(const struct parser_case *cases, size_t count)
+{
+	for (size_t i = 0; i < count; i++)
+		unit_imap_check_str(cases[i].input, cases[i].mode, cases[i].expected);
+}
+
 static void test_atoms_and_spaces(void)
 {
-	unit_imap_check_str("a001 NOOP\r\n", CMD, "LINE a001 NOOP\n");
-	unit_imap_check_str("a LIST \"\" *\r\n", CMD, "LINE a LIST \"\" *\n");
-	unit_imap_check_str("a LIST % INBOX.%\r\n", CMD, "LINE a LIST % INBOX.%\n");
-	/* Bare LF ends a line too; extra spaces are tolerated. */
-	unit_imap_check_str("a  NOOP \n", CMD, "LINE a NOOP\n");
-	unit_imap_check_str("\r\n", CMD, "LINE \n");
-	unit_imap_check_str("* 8bit caf\xc3\xa9\r\n", RESP, "LINE * 8bit caf\\xc3\\xa9\n");
-	unit_imap_check_str("a NOOP\r\nb LOGOUT\r\n", CMD, "LINE a NOOP\nLINE b LOGOUT\n");
-	unit_imap_check_str("a NOOP", CMD, "NEED_MORE\n");
-	/* Longer than the evbuffer's first 16 chains of 5 bytes. */
-	unit_imap_check_str("a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
-			    "47,49,51,53,55,57,59,61,63,65,67,69,71,73,75,77,79 (FLAGS)\r\nb2 NOOP\r\n", CMD,
-			    "LINE a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
-			    "47,49,51,53,55,57,59,61,63,65,67,69,71,73,75,77,79 (FLAGS)\nLINE b2 NOOP\n");
+	static const struct parser_case cases[] = {
+		{ "a001 NOOP\r\n", CMD, "LINE a001 NOOP\n" },
+		{ "a LIST \"\" *\r\n", CMD, "LINE a LIST \"\" *\n" },
+		{ "a LIST % INBOX.%\r\n", CMD, "LINE a LIST % INBOX.%\n" },
+		/* Bare LF ends a line too; extra spaces are tolerated. */
+		{ "a  NOOP \n", CMD, "LINE a NOOP\n" },
+		{ "\r\n", CMD, "LINE \n" },
+		{ "* 8bit caf\xc3\xa9\r\n", RESP, "LINE * 8bit caf\\xc3\\xa9\n" },
+		{ "a NOOP\r\nb LOGOUT\r\n", CMD, "LINE a NOOP\nLINE b LOGOUT\n" },
+		{ "a NOOP", CMD, "NEED_MORE\n" },
+		/* Longer than the evbuffer's first 16 chains of 5 bytes. */
+		{ "a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
+		  "47,49,51,53,55,57,59,61,63,65,67,69,71,73,75,77,79 (FLAGS)\r\nb2 NOOP\r\n", CMD,
+		  "LINE a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
+		  "47,49,51,53,55,57,59,61,63,65,67,69,71,73,75,77,79 (FLAGS)\nLINE b2 NOOP\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_nil_and_flags(void)
@@ -87,94 +105,105 @@ static void test_nil_and_flags(void)
 
 static void test_quoted(void)
 {
-	unit_imap_check_str("a LOGIN \"us er\" \"p\\\"w\\\\d\"\r\n", CMD,
-			    "LINE a LOGIN \"us er\" \"p\\\"w\\\\d\"\n");
-	unit_imap_check_str("a X \"\"\r\n", CMD, "LINE a X \"\"\n");
-	unit_imap_check_str("a X \"(not a list) {5}\"\r\n", CMD,
-			    "LINE a X \"(not a list) {5}\"\n");
-	unit_imap_check_str("a X \"bad \\n escape\"\r\n", CMD, "ERROR BAD_QUOTED\n");
-	unit_imap_check_str("a X \"line\r\nbreak\"\r\n", CMD, "ERROR BAD_QUOTED\n");
-	unit_imap_check_str("a X \"unterminated", CMD, "NEED_MORE\n");
-	unit_imap_check_str("a X \"a\"\"b\"\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
+	static const struct parser_case cases[] = {
+		{ "a LOGIN \"us er\" \"p\\\"w\\\\d\"\r\n", CMD, "LINE a LOGIN \"us er\" \"p\\\"w\\\\d\"\n" },
+		{ "a X \"\"\r\n", CMD, "LINE a X \"\"\n" },
+		{ "a X \"(not a list) {5}\"\r\n", CMD, "LINE a X \"(not a list) {5}\"\n" },
+		{ "a X \"bad \\n escape\"\r\n", CMD, "ERROR BAD_QUOTED\n" },
+		{ "a X \"line\r\nbreak\"\r\n", CMD, "ERROR BAD_QUOTED\n" },
+		{ "a X \"unterminated", CMD, "NEED_MORE\n" },
+		{ "a X \"a\"\"b\"\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 	unit_imap_check(("a X \"n\0l\"\r\n"), 11, &(struct unit_imap_options){ .mode = CMD },
 			"ERROR BAD_QUOTED\n");
 }
 
 static void test_lists(void)
 {
-	unit_imap_check_str("* LIST (\\Noselect) \"/\" foo\r\n", RESP,
-			    "LINE * LIST (\\\\Noselect) \"/\" foo\n");
-	unit_imap_check_str("* X () (()) ((a) (b c)) (NIL \"q\")\r\n", RESP,
-			    "LINE * X () (()) ((a) (b c)) (NIL \"q\")\n");
-	unit_imap_check_str("* X (a b\r\n", RESP, "ERROR UNCLOSED_LIST\n");
-	unit_imap_check_str("* X a)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
-	/* Multipart BODYSTRUCTURE glues its parts together. */
-	unit_imap_check_str("* X ((a)(b) \"mixed\")\r\n", RESP, "LINE * X ((a) (b) \"mixed\")\n");
-	unit_imap_check_str("* X \"q\"(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("* X a(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
+	static const struct parser_case cases[] = {
+		{ "* LIST (\\Noselect) \"/\" foo\r\n", RESP, "LINE * LIST (\\\\Noselect) \"/\" foo\n" },
+		{ "* X () (()) ((a) (b c)) (NIL \"q\")\r\n", RESP, "LINE * X () (()) ((a) (b c)) (NIL \"q\")\n" },
+		{ "* X (a b\r\n", RESP, "ERROR UNCLOSED_LIST\n" },
+		{ "* X a)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n" },
+		/* Multipart BODYSTRUCTURE glues its parts together. */
+		{ "* X ((a)(b) \"mixed\")\r\n", RESP, "LINE * X ((a) (b) \"mixed\")\n" },
+		{ "* X \"q\"(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n" },
+		{ "* X a(b)\r\n", RESP, "ERROR UNEXPECTED_CHAR\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_brackets_in_atoms(void)
 {
-	unit_imap_check_str("a FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100> BODY[])\r\n",
-			    CMD,
-			    "LINE a FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100> BODY[])\n");
-	unit_imap_check_str("* 1 FETCH (BODY[1.2.MIME] \"x\" BINARY.SIZE[3] 12)\r\n", RESP,
-			    "LINE * 1 FETCH (BODY[1.2.MIME] \"x\" BINARY.SIZE[3] 12)\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[[x]]\r\n", CMD, "LINE a FETCH 1 BODY[[x]]\n");
+	static const struct parser_case cases[] = {
+		{ "a FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100> BODY[])\r\n", CMD,
+		  "LINE a FETCH 1:* (BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100> BODY[])\n" },
+		{ "* 1 FETCH (BODY[1.2.MIME] \"x\" BINARY.SIZE[3] 12)\r\n", RESP,
+		  "LINE * 1 FETCH (BODY[1.2.MIME] \"x\" BINARY.SIZE[3] 12)\n" },
+		{ "a FETCH 1 BODY[HEADER\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[[x]]\r\n", CMD, "LINE a FETCH 1 BODY[[x]]\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 /* Header names in a [...] header list are astrings: atoms, quoted strings
    with escapes and literals all give the same canonical atom. */
 static void test_header_lists_in_sections(void)
 {
-	unit_imap_check_str("a FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"Subject\" {4}\r\nX-Up \"a b\" \"X-\\\"odd\\\"\" Date)]<0.10>)\r\n",
-			    CMD,
-			    "ANNOUNCED 4\n"
-			    "LINE a FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject X-Up \\\"a b\\\" \\\"X-\\\\\\\"odd\\\\\\\"\\\" Date)]<0.10>)\n");
-	/* The three forms of one name give the same atom. */
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject)]\r\n"
-			    "b FETCH 1 BODY[HEADER.FIELDS (\"Subject\")]\r\n"
-			    "c FETCH 1 BODY[HEADER.FIELDS ({7+}\r\nSubject)]\r\n",
-			    CMD,
-			    "LINE a FETCH 1 BODY[HEADER.FIELDS (Subject)]\n"
-			    "LINE b FETCH 1 BODY[HEADER.FIELDS (Subject)]\n"
-			    "LINE c FETCH 1 BODY[HEADER.FIELDS (Subject)]\n");
-	unit_imap_check_str("a FETCH 1 BODY[1.HEADER.FIELDS.NOT ({7}\r\nSubject {3}\r\na\"b {3}\r\nx\\y {0}\r\n)]\r\n",
-			    CMD,
-			    "ANNOUNCED 7\nANNOUNCED 3\nANNOUNCED 3\nANNOUNCED 0\n"
-			    "LINE a FETCH 1 BODY[1.HEADER.FIELDS.NOT (Subject \\\"a\\\\\\\"b\\\" \\\"x\\\\\\\\y\\\" \\\"\\\")]\n");
-	/* ']' is an ASTRING-CHAR; '(' ')' '%' and the like are quoted. */
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a] \"(x)\" \"%\" \"\" [b)]\r\n", CMD,
-			    "LINE a FETCH 1 BODY[HEADER.FIELDS (a] \\\"(x)\\\" \\\"%\\\" \\\"\\\" [b)]\n");
-	/* Servers echo the names the same way in FETCH responses. */
-	unit_imap_check_str("* 1 FETCH (BODY[HEADER.FIELDS (\"X Y\" {3}\r\nabc)] {2}\r\nhi)\r\n", RESP,
-			    "LINE * 1 FETCH (BODY[HEADER.FIELDS (\\\"X Y\\\" abc)] {2}\"hi\")\n");
+	static const struct parser_case cases[] = {
+		{ "a FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"Subject\" {4}\r\nX-Up \"a b\" \"X-\\\"odd\\\"\" Date)]<0.10>)\r\n", CMD,
+		  "ANNOUNCED 4\n"
+		  "LINE a FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject X-Up \\\"a b\\\" \\\"X-\\\\\\\"odd\\\\\\\"\\\" Date)]<0.10>)\n" },
+		/* The three forms of one name give the same atom. */
+		{ "a FETCH 1 BODY[HEADER.FIELDS (Subject)]\r\n"
+		  "b FETCH 1 BODY[HEADER.FIELDS (\"Subject\")]\r\n"
+		  "c FETCH 1 BODY[HEADER.FIELDS ({7+}\r\nSubject)]\r\n", CMD,
+		  "LINE a FETCH 1 BODY[HEADER.FIELDS (Subject)]\n"
+		  "LINE b FETCH 1 BODY[HEADER.FIELDS (Subject)]\n"
+		  "LINE c FETCH 1 BODY[HEADER.FIELDS (Subject)]\n" },
+		{ "a FETCH 1 BODY[1.HEADER.FIELDS.NOT ({7}\r\nSubject {3}\r\na\"b {3}\r\nx\\y {0}\r\n)]\r\n", CMD,
+		  "ANNOUNCED 7\nANNOUNCED 3\nANNOUNCED 3\nANNOUNCED 0\n"
+		  "LINE a FETCH 1 BODY[1.HEADER.FIELDS.NOT (Subject \\\"a\\\\\\\"b\\\" \\\"x\\\\\\\\y\\\" \\\"\\\")]\n" },
+		/* ']' is an ASTRING-CHAR; '(' ')' '%' and the like are quoted. */
+		{ "a FETCH 1 BODY[HEADER.FIELDS (a] \"(x)\" \"%\" \"\" [b)]\r\n", CMD,
+		  "LINE a FETCH 1 BODY[HEADER.FIELDS (a] \\\"(x)\\\" \\\"%\\\" \\\"\\\" [b)]\n" },
+		/* Servers echo the names the same way in FETCH responses. */
+		{ "* 1 FETCH (BODY[HEADER.FIELDS (\"X Y\" {3}\r\nabc)] {2}\r\nhi)\r\n", RESP,
+		  "LINE * 1 FETCH (BODY[HEADER.FIELDS (\\\"X Y\\\" abc)] {2}\"hi\")\n" },
 
-	/* Malformed lists. */
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject\r\n", CMD, "ERROR UNCLOSED_LIST\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject]\r\n", CMD, "ERROR UNCLOSED_LIST\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject \r\n", CMD, "ERROR UNCLOSED_LIST\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (Subject)\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (\"a\"b)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a\"b\")]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a{1}\r\nb)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ((a))]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a%)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (a\\b)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (\"a\\x\")]\r\n", CMD, "ERROR BAD_QUOTED\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (\"ab\r\n", CMD, "ERROR BAD_QUOTED\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({x}\r\na)]\r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS (~{1}\r\na)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	/* A name literal: CR, LF and NUL are refused, and its size is bounded. */
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({3}\r\na\rb)]\r\n", CMD,
-			    "ANNOUNCED 3\nERROR UNEXPECTED_CHAR\n");
+		/* Malformed lists. */
+		{ "a FETCH 1 BODY[HEADER.FIELDS (Subject\r\n", CMD, "ERROR UNCLOSED_LIST\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (Subject]\r\n", CMD, "ERROR UNCLOSED_LIST\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (Subject \r\n", CMD, "ERROR UNCLOSED_LIST\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (Subject)\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (\"a\"b)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (a\"b\")]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (a{1}\r\nb)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS ((a))]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (a%)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (a\\b)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (\"a\\x\")]\r\n", CMD, "ERROR BAD_QUOTED\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (\"ab\r\n", CMD, "ERROR BAD_QUOTED\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS ({x}\r\na)]\r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS (~{1}\r\na)]\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		/* A name literal: CR, LF and NUL are refused, and its size is bounded. */
+		{ "a FETCH 1 BODY[HEADER.FIELDS ({3}\r\na\rb)]\r\n", CMD, "ANNOUNCED 3\nERROR UNEXPECTED_CHAR\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 	unit_imap_check("a FETCH 1 BODY[HEADER.FIELDS ({3+}\r\na\0b)]\r\n", 43, &(struct unit_imap_options){ .mode = CMD },
 			"ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({998+}\r\n", CMD, "NEED_MORE\n");
-	unit_imap_check_str("a FETCH 1 BODY[HEADER.FIELDS ({999}\r\n", CMD, "ERROR LITERAL_TOO_BIG\n");
-	unit_imap_check_str("* 1 FETCH (BODY[HEADER.FIELDS ({999}\r\n", RESP, "ERROR LITERAL_TOO_BIG\n");
+	static const struct parser_case cases2[] = {
+		{ "a FETCH 1 BODY[HEADER.FIELDS ({998+}\r\n", CMD, "NEED_MORE\n" },
+		{ "a FETCH 1 BODY[HEADER.FIELDS ({999}\r\n", CMD, "ERROR LITERAL_TOO_BIG\n" },
+		{ "* 1 FETCH (BODY[HEADER.FIELDS ({999}\r\n", RESP, "ERROR LITERAL_TOO_BIG\n" },
+	};
+
+	check_cases(cases2, sizeof(cases2) / sizeof(cases2[0]));
 
 	/* A name literal's bytes count toward max_line. */
 	struct imap_parser_limits limits;
@@ -189,60 +218,75 @@ static void test_header_lists_in_sections(void)
 
 static void test_literals(void)
 {
-	unit_imap_check_str("* 1 FETCH (BODY[] {5}\r\nhello)\r\n", RESP,
-			    "LINE * 1 FETCH (BODY[] {5}\"hello\")\n");
-	/* A literal's bytes are not syntax: CRLF, quotes and parens inside. */
-	unit_imap_check_str("* 1 FETCH (RFC822 {9}\r\n(\"\r\n)\"{1})\r\n", RESP,
-			    "LINE * 1 FETCH (RFC822 {9}\"(\\\"\\x0d\\x0a)\\\"{1}\")\n");
-	unit_imap_check_str("* X {0}\r\n\r\n", RESP, "LINE * X {0}\"\"\n");
-	/* Commands: a synchronizing literal stops the feed; {n+} does not. */
-	unit_imap_check_str("a LOGIN {4}\r\nuser {4+}\r\npass\r\n", CMD,
-			    "ANNOUNCED 4\nLINE a LOGIN {4}\"user\" {4+}\"pass\"\n");
-	unit_imap_check_str("a X {0}\r\n\r\n", CMD, "ANNOUNCED 0\nLINE a X {0}\"\"\n");
+	static const struct parser_case cases[] = {
+		{ "* 1 FETCH (BODY[] {5}\r\nhello)\r\n", RESP, "LINE * 1 FETCH (BODY[] {5}\"hello\")\n" },
+		/* A literal's bytes are not syntax: CRLF, quotes and parens inside. */
+		{ "* 1 FETCH (RFC822 {9}\r\n(\"\r\n)\"{1})\r\n", RESP,
+		  "LINE * 1 FETCH (RFC822 {9}\"(\\\"\\x0d\\x0a)\\\"{1}\")\n" },
+		{ "* X {0}\r\n\r\n", RESP, "LINE * X {0}\"\"\n" },
+		/* Commands: a synchronizing literal stops the feed; {n+} does not. */
+		{ "a LOGIN {4}\r\nuser {4+}\r\npass\r\n", CMD,
+		  "ANNOUNCED 4\nLINE a LOGIN {4}\"user\" {4+}\"pass\"\n" },
+		{ "a X {0}\r\n\r\n", CMD, "ANNOUNCED 0\nLINE a X {0}\"\"\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 	/* literal8 keeps NUL. */
 	unit_imap_check("* 1 FETCH (BINARY[] ~{3}\r\na\0b)\r\n", 32,
 			&(struct unit_imap_options){ .mode = RESP },
 			"LINE * 1 FETCH (BINARY[] ~{3}\"a\\x00b\")\n");
-	unit_imap_check_str("a APPEND x ~{2+}\r\nhi\r\n", CMD, "LINE a APPEND x ~{2+}\"hi\"\n");
-	/* A tilde not before '{' is an atom character. */
-	unit_imap_check_str("a SELECT ~user\r\n", CMD, "LINE a SELECT ~user\n");
-	unit_imap_check_str("* X {5}\r\nhel", RESP, "NEED_MORE\n");
+	static const struct parser_case cases2[] = {
+		{ "a APPEND x ~{2+}\r\nhi\r\n", CMD, "LINE a APPEND x ~{2+}\"hi\"\n" },
+		/* A tilde not before '{' is an atom character. */
+		{ "a SELECT ~user\r\n", CMD, "LINE a SELECT ~user\n" },
+		{ "* X {5}\r\nhel", RESP, "NEED_MORE\n" },
+	};
+
+	check_cases(cases2, sizeof(cases2) / sizeof(cases2[0]));
 }
 
 static void test_bad_literals(void)
 {
-	unit_imap_check_str("a X {}\r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a X {5\r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a X {5+x}\r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a X {5} \r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a X {99999999999999999999}\r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a X {-1}\r\n", CMD, "ERROR BAD_LITERAL\n");
-	unit_imap_check_str("a X{5}\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("* X {3}\r\nabc\"q\"\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
+	static const struct parser_case cases[] = {
+		{ "a X {}\r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a X {5\r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a X {5+x}\r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a X {5} \r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a X {99999999999999999999}\r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a X {-1}\r\n", CMD, "ERROR BAD_LITERAL\n" },
+		{ "a X{5}\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "* X {3}\r\nabc\"q\"\r\n", RESP, "ERROR UNEXPECTED_CHAR\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_response_text(void)
 {
-	unit_imap_check_str("* OK [UIDNEXT 5] Predicted next UID\r\n", RESP,
-			    "LINE * OK C\"UIDNEXT 5\" T\"Predicted next UID\"\n");
-	unit_imap_check_str("a1 NO [TRYCREATE] no such {mailbox} (\"x\r\n", RESP,
-			    "LINE a1 NO C\"TRYCREATE\" T\"no such {mailbox} (\\\"x\"\n");
-	unit_imap_check_str("* BYE\r\n", RESP, "LINE * BYE T\"\"\n");
-	unit_imap_check_str("* ok done\r\n", RESP, "LINE * ok T\"done\"\n");
-	unit_imap_check_str("* PREAUTH [CAPABILITY IMAP4rev1] hi\r\n", RESP,
-			    "LINE * PREAUTH C\"CAPABILITY IMAP4rev1\" T\"hi\"\n");
-	unit_imap_check_str("* OK [PERMANENTFLAGS (\\Seen \\*)] Limited\r\n", RESP,
-			    "LINE * OK C\"PERMANENTFLAGS (\\\\Seen \\\\*)\" T\"Limited\"\n");
-	unit_imap_check_str("* OK [ALERT]\r\n", RESP, "LINE * OK C\"ALERT\" T\"\"\n");
-	unit_imap_check_str("* OK [unclosed code\r\n", RESP, "LINE * OK T\"[unclosed code\"\n");
-	unit_imap_check_str("+ idling\r\n", RESP, "LINE + T\"idling\"\n");
-	unit_imap_check_str("+\r\n", RESP, "LINE + T\"\"\n");
-	unit_imap_check_str("+ \r\n", RESP, "LINE + T\"\"\n");
-	unit_imap_check_str("+ dGVzdA==\r\n", RESP, "LINE + T\"dGVzdA==\"\n");
-	/* Only the second position holds a status word. */
-	unit_imap_check_str("* 3 OK (x)\r\n", RESP, "LINE * 3 OK (x)\n");
-	/* In COMMAND mode the same bytes are tokenized. */
-	unit_imap_check_str("* OK (x)\r\n", CMD, "LINE * OK (x)\n");
+	static const struct parser_case cases[] = {
+		{ "* OK [UIDNEXT 5] Predicted next UID\r\n", RESP,
+		  "LINE * OK C\"UIDNEXT 5\" T\"Predicted next UID\"\n" },
+		{ "a1 NO [TRYCREATE] no such {mailbox} (\"x\r\n", RESP,
+		  "LINE a1 NO C\"TRYCREATE\" T\"no such {mailbox} (\\\"x\"\n" },
+		{ "* BYE\r\n", RESP, "LINE * BYE T\"\"\n" },
+		{ "* ok done\r\n", RESP, "LINE * ok T\"done\"\n" },
+		{ "* PREAUTH [CAPABILITY IMAP4rev1] hi\r\n", RESP,
+		  "LINE * PREAUTH C\"CAPABILITY IMAP4rev1\" T\"hi\"\n" },
+		{ "* OK [PERMANENTFLAGS (\\Seen \\*)] Limited\r\n", RESP,
+		  "LINE * OK C\"PERMANENTFLAGS (\\\\Seen \\\\*)\" T\"Limited\"\n" },
+		{ "* OK [ALERT]\r\n", RESP, "LINE * OK C\"ALERT\" T\"\"\n" },
+		{ "* OK [unclosed code\r\n", RESP, "LINE * OK T\"[unclosed code\"\n" },
+		{ "+ idling\r\n", RESP, "LINE + T\"idling\"\n" },
+		{ "+\r\n", RESP, "LINE + T\"\"\n" },
+		{ "+ \r\n", RESP, "LINE + T\"\"\n" },
+		{ "+ dGVzdA==\r\n", RESP, "LINE + T\"dGVzdA==\"\n" },
+		/* Only the second position holds a status word. */
+		{ "* 3 OK (x)\r\n", RESP, "LINE * 3 OK (x)\n" },
+		/* In COMMAND mode the same bytes are tokenized. */
+		{ "* OK (x)\r\n", CMD, "LINE * OK (x)\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_text_line_mode(void)
@@ -256,10 +300,14 @@ static void test_text_line_mode(void)
 
 static void test_control_characters(void)
 {
-	unit_imap_check_str("a NO\x01OP\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a \x7f\r\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("a NOOP\rX\n", CMD, "ERROR UNEXPECTED_CHAR\n");
-	unit_imap_check_str("* OK te\rxt\r\n", RESP, "ERROR UNEXPECTED_CHAR\n");
+	static const struct parser_case cases[] = {
+		{ "a NO\x01OP\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a \x7f\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "a NOOP\rX\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
+		{ "* OK te\rxt\r\n", RESP, "ERROR UNEXPECTED_CHAR\n" },
+	};
+
+	check_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 static void test_limit_line_length(void)

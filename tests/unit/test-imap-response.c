@@ -6,7 +6,6 @@
 #include "imap-response.h"
 #include "imap-seqset.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,32 +34,14 @@ int unit_suite_cleanup(void)
 	return suite_cleanup();
 }
 
-static void add(char *out, size_t out_size, const char *format, ...) __attribute__((format(printf, 3, 4)));
-
-static void add(char *out, size_t out_size, const char *format, ...)
-{
-	size_t used = strlen(out);
-	va_list args;
-
-	va_start(args, format);
-	vsnprintf(out + used, out_size - used, format, args);
-	va_end(args);
-}
-
 static void add_set(char *out, size_t out_size, const struct imap_seqset *set)
 {
 	if (set == NULL) {
-		add(out, out_size, "-");
+		unit_imap_append(out, out_size, "-");
 		return;
 	}
 	for (unsigned int i = 0; i < set->count; i++)
-		add(out, out_size, "%s%u:%u", i ? "," : "", set->ranges[i].first, set->ranges[i].last);
-}
-
-static void add_args(char *out, size_t out_size, const struct imap_arg *args, unsigned int count)
-{
-	struct imap_arg list = { .type = IMAP_ARG_LIST, .str = "", .list = args, .list_count = count };
-	unit_imap_dump_arg(&list, out, out_size);
+		unit_imap_append(out, out_size, "%s%u:%u", i ? "," : "", set->ranges[i].first, set->ranges[i].last);
 }
 
 static const char *const status_names[] = { "-", "OK", "NO", "BAD", "PREAUTH", "BYE" };
@@ -78,99 +59,99 @@ static void dump_response(const struct imap_arg *line, char *out, size_t out_siz
 	(void)context;
 	if (error != IMAP_RESPONSE_ERROR_NONE) {
 		CU_ASSERT(message[0] != '\0');
-		add(out, out_size, "error=%s", imap_response_error_name(error));
+		unit_imap_append(out, out_size, "error=%s", imap_response_error_name(error));
 		return;
 	}
-	add(out, out_size, "%s tag=%s status=%s",
+	unit_imap_append(out, out_size, "%s tag=%s status=%s",
 	    r.kind == IMAP_RESPONSE_TAGGED ? "tagged" : r.kind == IMAP_RESPONSE_UNTAGGED ? "untagged" : "cont",
 	    r.tag, status_names[r.status]);
 	if (r.code.type != IMAP_RESPONSE_CODE_NONE) {
-		add(out, out_size, " code=%s/%d", r.code.name, r.code.type);
+		unit_imap_append(out, out_size, " code=%s/%d", r.code.name, r.code.type);
 		if (r.code.number != 0)
-			add(out, out_size, " n=%llu", (unsigned long long)r.code.number);
+			unit_imap_append(out, out_size, " n=%llu", (unsigned long long)r.code.number);
 		if (r.code.set != NULL) {
-			add(out, out_size, " set=");
+			unit_imap_append(out, out_size, " set=");
 			add_set(out, out_size, r.code.set);
 		}
 		if (r.code.set2 != NULL) {
-			add(out, out_size, " set2=");
+			unit_imap_append(out, out_size, " set2=");
 			add_set(out, out_size, r.code.set2);
 		}
 		if (r.code.arg_count > 0) {
-			add(out, out_size, " args=");
-			add_args(out, out_size, r.code.args, r.code.arg_count);
+			unit_imap_append(out, out_size, " args=");
+			unit_imap_append_args(out, out_size, r.code.args, r.code.arg_count);
 		}
 	}
 	if (r.text_len > 0)
-		add(out, out_size, " text=%s", r.text);
+		unit_imap_append(out, out_size, " text=%s", r.text);
 	if (r.type == IMAP_RESPONSE_DATA_NONE)
 		return;
-	add(out, out_size, " data=%s", r.name);
+	unit_imap_append(out, out_size, " data=%s", r.name);
 	switch (r.type) {
 	case IMAP_RESPONSE_DATA_EXISTS:
 	case IMAP_RESPONSE_DATA_RECENT:
 	case IMAP_RESPONSE_DATA_EXPUNGE:
-		add(out, out_size, " n=%u", r.number);
+		unit_imap_append(out, out_size, " n=%u", r.number);
 		break;
 	case IMAP_RESPONSE_DATA_LIST:
 	case IMAP_RESPONSE_DATA_LSUB:
-		add(out, out_size, " flags=");
-		add_args(out, out_size, r.u.list.flags, r.u.list.flag_count);
-		add(out, out_size, " delim=%s%c mailbox=%s ext=%u", r.u.list.delimiter ? "" : "NIL",
+		unit_imap_append(out, out_size, " flags=");
+		unit_imap_append_args(out, out_size, r.u.list.flags, r.u.list.flag_count);
+		unit_imap_append(out, out_size, " delim=%s%c mailbox=%s ext=%u", r.u.list.delimiter ? "" : "NIL",
 		    r.u.list.delimiter ? r.u.list.delimiter : ' ', r.u.list.mailbox, r.u.list.extended_count);
 		break;
 	case IMAP_RESPONSE_DATA_STATUS:
-		add(out, out_size, " mailbox=%s present=%#x messages=%llu uidnext=%llu uidvalidity=%llu "
+		unit_imap_append(out, out_size, " mailbox=%s present=%#x messages=%llu uidnext=%llu uidvalidity=%llu "
 		    "unseen=%llu highestmodseq=%llu", r.u.status.mailbox, r.u.status.present,
 		    (unsigned long long)r.u.status.messages, (unsigned long long)r.u.status.uidnext,
 		    (unsigned long long)r.u.status.uidvalidity, (unsigned long long)r.u.status.unseen,
 		    (unsigned long long)r.u.status.highestmodseq);
 		break;
 	case IMAP_RESPONSE_DATA_SEARCH:
-		add(out, out_size, " numbers=");
+		unit_imap_append(out, out_size, " numbers=");
 		for (unsigned int i = 0; i < r.u.search.count; i++)
-			add(out, out_size, "%s%u", i ? "," : "", r.u.search.numbers[i]);
+			unit_imap_append(out, out_size, "%s%u", i ? "," : "", r.u.search.numbers[i]);
 		if (r.u.search.has_modseq)
-			add(out, out_size, " modseq=%llu", (unsigned long long)r.u.search.modseq);
+			unit_imap_append(out, out_size, " modseq=%llu", (unsigned long long)r.u.search.modseq);
 		break;
 	case IMAP_RESPONSE_DATA_ESEARCH:
-		add(out, out_size, " tag=%s uid=%d present=%#x min=%u max=%u count=%u all=",
+		unit_imap_append(out, out_size, " tag=%s uid=%d present=%#x min=%u max=%u count=%u all=",
 		    r.u.esearch.tag ? r.u.esearch.tag : "-", r.u.esearch.uid, r.u.esearch.present,
 		    r.u.esearch.min, r.u.esearch.max, r.u.esearch.count);
 		add_set(out, out_size, r.u.esearch.all);
 		break;
 	case IMAP_RESPONSE_DATA_FLAGS:
-		add(out, out_size, " flags=");
-		add_args(out, out_size, r.u.flags.flags, r.u.flags.count);
+		unit_imap_append(out, out_size, " flags=");
+		unit_imap_append_args(out, out_size, r.u.flags.flags, r.u.flags.count);
 		break;
 	case IMAP_RESPONSE_DATA_VANISHED:
-		add(out, out_size, " earlier=%d uids=", r.u.vanished.earlier);
+		unit_imap_append(out, out_size, " earlier=%d uids=", r.u.vanished.earlier);
 		add_set(out, out_size, r.u.vanished.uids);
 		break;
 	case IMAP_RESPONSE_DATA_ID:
-		add(out, out_size, " params=%u", r.u.id.count);
+		unit_imap_append(out, out_size, " params=%u", r.u.id.count);
 		break;
 	case IMAP_RESPONSE_DATA_NAMESPACE:
-		add(out, out_size, " personal=%s other=%s shared=%s", r.u.namespace.personal ? "list" : "NIL",
+		unit_imap_append(out, out_size, " personal=%s other=%s shared=%s", r.u.namespace.personal ? "list" : "NIL",
 		    r.u.namespace.other ? "list" : "NIL", r.u.namespace.shared ? "list" : "NIL");
 		break;
 	case IMAP_RESPONSE_DATA_FETCH:
-		add(out, out_size, " seq=%u", r.number);
+		unit_imap_append(out, out_size, " seq=%u", r.number);
 		for (unsigned int i = 0; i < r.u.fetch.count; i++) {
 			const struct imap_fetch_item *item = &r.u.fetch.items[i];
-			add(out, out_size, " [%s", fetch_names[item->type]);
+			unit_imap_append(out, out_size, " [%s", fetch_names[item->type]);
 			if (item->section != NULL)
-				add(out, out_size, " section=%.*s", (int)item->section_len, item->section);
+				unit_imap_append(out, out_size, " section=%.*s", (int)item->section_len, item->section);
 			if (item->has_origin)
-				add(out, out_size, " origin=%llu", (unsigned long long)item->origin);
+				unit_imap_append(out, out_size, " origin=%llu", (unsigned long long)item->origin);
 			if (item->number != 0)
-				add(out, out_size, " n=%llu", (unsigned long long)item->number);
-			add(out, out_size, "]");
+				unit_imap_append(out, out_size, " n=%llu", (unsigned long long)item->number);
+			unit_imap_append(out, out_size, "]");
 		}
 		break;
 	default:
-		add(out, out_size, " args=");
-		add_args(out, out_size, r.args, r.arg_count);
+		unit_imap_append(out, out_size, " args=");
+		unit_imap_append_args(out, out_size, r.args, r.arg_count);
 		break;
 	}
 }

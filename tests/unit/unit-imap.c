@@ -15,10 +15,7 @@ static char stream_log[UNIT_IMAP_DUMP_MAX];
 static size_t stream_log_len;
 static uint64_t stream_expected_offset;
 
-static void append(char *out, size_t out_size, const char *format, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void append(char *out, size_t out_size, const char *format, ...)
+void unit_imap_append(char *out, size_t out_size, const char *format, ...)
 {
 	size_t used = strlen(out);
 	va_list args;
@@ -35,11 +32,11 @@ static void append_bytes(char *out, size_t out_size, const char *data, size_t le
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)data[i];
 		if (c == '"' || c == '\\')
-			append(out, out_size, "\\%c", c);
+			unit_imap_append(out, out_size, "\\%c", c);
 		else if (c < 0x20 || c >= 0x7f)
-			append(out, out_size, "\\x%02x", c);
+			unit_imap_append(out, out_size, "\\x%02x", c);
 		else
-			append(out, out_size, "%c", c);
+			unit_imap_append(out, out_size, "%c", c);
 	}
 }
 
@@ -50,39 +47,46 @@ void unit_imap_dump_arg(const struct imap_arg *arg, char *out, size_t out_size)
 
 	switch (arg->type) {
 	case IMAP_ARG_NIL:
-		append(out, out_size, "NIL");
+		unit_imap_append(out, out_size, "NIL");
 		break;
 	case IMAP_ARG_ATOM:
 		append_bytes(out, out_size, arg->str, (size_t)arg->len);
 		break;
 	case IMAP_ARG_STRING:
-		append(out, out_size, "\"");
+		unit_imap_append(out, out_size, "\"");
 		append_bytes(out, out_size, arg->str, (size_t)arg->len);
-		append(out, out_size, "\"");
+		unit_imap_append(out, out_size, "\"");
 		break;
 	case IMAP_ARG_LITERAL:
-		append(out, out_size, "%s{%llu%s}\"", prefix, (unsigned long long)arg->len, plus);
+		unit_imap_append(out, out_size, "%s{%llu%s}\"", prefix, (unsigned long long)arg->len, plus);
 		append_bytes(out, out_size, arg->str, (size_t)arg->len);
-		append(out, out_size, "\"");
+		unit_imap_append(out, out_size, "\"");
 		break;
 	case IMAP_ARG_LITERAL_STREAMED:
-		append(out, out_size, "%s{%llu%s:streamed}", prefix, (unsigned long long)arg->len, plus);
+		unit_imap_append(out, out_size, "%s{%llu%s:streamed}", prefix, (unsigned long long)arg->len, plus);
 		break;
 	case IMAP_ARG_LIST:
-		append(out, out_size, "(");
+		unit_imap_append(out, out_size, "(");
 		for (unsigned int i = 0; i < arg->list_count; i++) {
 			if (i > 0)
-				append(out, out_size, " ");
+				unit_imap_append(out, out_size, " ");
 			unit_imap_dump_arg(&arg->list[i], out, out_size);
 		}
-		append(out, out_size, ")");
+		unit_imap_append(out, out_size, ")");
 		break;
 	case IMAP_ARG_TEXT:
-		append(out, out_size, (arg->flags & IMAP_ARG_FLAG_RESPONSE_CODE) != 0 ? "C\"" : "T\"");
+		unit_imap_append(out, out_size, (arg->flags & IMAP_ARG_FLAG_RESPONSE_CODE) != 0 ? "C\"" : "T\"");
 		append_bytes(out, out_size, arg->str, (size_t)arg->len);
-		append(out, out_size, "\"");
+		unit_imap_append(out, out_size, "\"");
 		break;
 	}
+}
+
+void unit_imap_append_args(char *out, size_t out_size, const struct imap_arg *args, unsigned int count)
+{
+	struct imap_arg list = { .type = IMAP_ARG_LIST, .str = "", .list = args, .list_count = count };
+
+	unit_imap_dump_arg(&list, out, out_size);
 }
 
 void unit_imap_dump_line(const struct imap_arg *line, char *out, size_t out_size, void *context)
@@ -90,7 +94,7 @@ void unit_imap_dump_line(const struct imap_arg *line, char *out, size_t out_size
 	(void)context;
 	for (unsigned int i = 0; i < line->list_count; i++) {
 		if (i > 0)
-			append(out, out_size, " ");
+			unit_imap_append(out, out_size, " ");
 		unit_imap_dump_arg(&line->list[i], out, out_size);
 	}
 }
@@ -105,21 +109,21 @@ static int record_stream(struct imap_parser *parser, const struct imap_parser_li
 		const struct imap_arg *args;
 		unsigned int count;
 		imap_parser_get_open_args(parser, imap_parser_get_open_depth(parser), &args, &count);
-		append(stream_log, sizeof(stream_log), "[depth=%u prev=",
+		unit_imap_append(stream_log, sizeof(stream_log), "[depth=%u prev=",
 		       imap_parser_get_open_depth(parser));
 		if (count > 0)
 			unit_imap_dump_arg(&args[count - 1], stream_log, sizeof(stream_log));
-		append(stream_log, sizeof(stream_log), "]");
+		unit_imap_append(stream_log, sizeof(stream_log), "]");
 		stream_expected_offset = 0;
 	}
 	if (chunk->offset != stream_expected_offset || chunk->len == 0)
-		append(stream_log, sizeof(stream_log), "<BAD OFFSET>");
+		unit_imap_append(stream_log, sizeof(stream_log), "<BAD OFFSET>");
 	stream_expected_offset += chunk->len;
 	append_bytes(stream_log, sizeof(stream_log), (const char *)chunk->data, chunk->len);
 	if (chunk->last)
-		append(stream_log, sizeof(stream_log), "|");
+		unit_imap_append(stream_log, sizeof(stream_log), "|");
 	if (chunk->last != (chunk->offset + chunk->len == chunk->size))
-		append(stream_log, sizeof(stream_log), "<BAD LAST>");
+		unit_imap_append(stream_log, sizeof(stream_log), "<BAD LAST>");
 	stream_log_len = strlen(stream_log);
 	return 0;
 }
@@ -148,21 +152,21 @@ static int note_result(struct imap_parser *parser, enum imap_parser_result resul
 
 	switch (result) {
 	case IMAP_PARSER_LINE_COMPLETE:
-		append(out, out_size, "LINE ");
+		unit_imap_append(out, out_size, "LINE ");
 		line_callback(imap_parser_get_line(parser), out, out_size, options->context);
-		append(out, out_size, "\n");
+		unit_imap_append(out, out_size, "\n");
 		if (stream_log_len > 0) {
-			append(out, out_size, "STREAMED %s\n", stream_log);
+			unit_imap_append(out, out_size, "STREAMED %s\n", stream_log);
 			stream_log[0] = '\0';
 			stream_log_len = 0;
 		}
 		return 1;
 	case IMAP_PARSER_LITERAL_ANNOUNCED:
-		append(out, out_size, "ANNOUNCED %llu\n",
+		unit_imap_append(out, out_size, "ANNOUNCED %llu\n",
 		       (unsigned long long)imap_parser_get_literal_size(parser));
 		return 1;
 	case IMAP_PARSER_ERROR:
-		append(out, out_size, "ERROR %s\n",
+		unit_imap_append(out, out_size, "ERROR %s\n",
 		       imap_parser_error_name(imap_parser_get_error(parser, NULL)));
 		return 0;
 	case IMAP_PARSER_NEED_MORE:
@@ -203,7 +207,7 @@ static void finish(struct imap_parser *parser, int alive, char *out, size_t out_
 		size_t consumed;
 		enum imap_parser_result result = imap_parser_feed_bytes(parser, "", 0, &consumed);
 		if (result == IMAP_PARSER_NEED_MORE && imap_parser_is_mid_line(parser))
-			append(out, out_size, "NEED_MORE\n");
+			unit_imap_append(out, out_size, "NEED_MORE\n");
 	}
 	imap_parser_free(&parser);
 	CU_ASSERT_PTR_NULL(parser);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* unit-imap: feeds IMAP input to a parser whole, byte by byte and split at every offset, for the imap suites. */
+/* unit-imap: feeds IMAP input to a parser whole, byte by byte and split at every offset, and writes what it got, for the imap suites. */
 #ifndef IMAPCACHE_UNIT_IMAP_H
 #define IMAPCACHE_UNIT_IMAP_H
 
@@ -22,6 +22,12 @@ struct unit_imap_options {
 	int stream_literals;                     /* set a literal callback that
 						    records the streamed bytes */
 };
+
+/* Appends the printf-formatted text to the NUL-terminated out (size
+   out_size), truncating what does not fit. */
+void unit_imap_append(char *out, size_t out_size, const char *format, ...) __attribute__((format(printf, 3, 4)));
+/* Appends count args as one list in unit_imap_dump_arg's form: "(a b)". */
+void unit_imap_append_args(char *out, size_t out_size, const struct imap_arg *args, unsigned int count);
 
 /* Appends a readable form of arg to out: atoms as is, NIL, "quoted",
    {n}"literal", ~{n} for literal8, {n+} non-sync, {n:streamed:<bytes>}
