@@ -45,8 +45,8 @@ static void test_fixed_messages(void)
 	static const char *const messages[] = {
 		"Subject: plain\n\nbody\n",
 		"From me Mon Jan 1 2024\nSubject: x\n\nno final newline",
-		"Content-Type: multipart/mixed; boundary=b\n\npre\n\n--b\n\none\n\n--b\n"
-		"Content-Type: multipart/alternative; boundary=c\n\n--c\n\nin\n--c--\n\n--b--\nepi\n",
+		("Content-Type: multipart/mixed; boundary=b\n\npre\n\n--b\n\none\n\n--b\n"
+		 "Content-Type: multipart/alternative; boundary=c\n\n--c\n\nin\n--c--\n\n--b--\nepi\n"),
 		"Content-Type: message/rfc822\n\nSubject: inner\n\ninner body\n",
 		"Content-Type: multipart/digest; boundary=d\n\n--d\n\nSubject: a\n\nb\n--d--\n",
 		"Content-Type: message/delivery-status\n\nA: 1\n\nB: 2\n",
