@@ -333,6 +333,59 @@ static void test_strings(void)
 	mime_buffer_free(&out);
 }
 
+/* Header values of 3 KiB to 70 KiB in the views: the strings the view
+   writers keep in their scratch arena, as long as an arena chunk or more. */
+static void test_long_values(void)
+{
+	static const size_t sizes[] = { 3000, 17000, 20000, 40000, 70000 };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+		struct mime_buffer long_subject = { 0 }, long_description = { 0 };
+		for (size_t k = 0; k < n; k++) {
+			mime_buffer_append_byte(&long_subject, (unsigned char)('a' + k % 26));
+			mime_buffer_append_byte(&long_description, (unsigned char)('A' + k % 26));
+		}
+		struct mime_buffer text = { 0 }, expected = { 0 }, out = { 0 };
+		mime_buffer_printf(&text, "Subject: %s\nContent-Type: text/plain\n"
+				   "Content-Description: %s\n\nbody\n",
+				   (char *)long_subject.data, (char *)long_description.data);
+		char *exact = malloc(text.len);
+		memcpy(exact, text.data, text.len);
+		struct mime_message *message = mime_parse_borrowed(exact, text.len);
+
+		mime_imap_envelope(message, &out);
+		mime_buffer_printf(&expected, "(NIL \"%s\" NIL NIL NIL NIL NIL NIL NIL NIL)",
+				   (char *)long_subject.data);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, (char *)expected.data);
+		mime_buffer_reset(&out);
+		mime_buffer_reset(&expected);
+		mime_imap_bodystructure(message, exact, text.len, 1, &out);
+		mime_buffer_printf(&expected, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+				   "\"%s\" \"7bit\" 6 1 NIL NIL NIL NIL)",
+				   (char *)long_description.data);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, (char *)expected.data);
+		mime_message_free(&message);
+		/* The same Subject in a built message: no parser arena at all,
+		   only the view's own. */
+		message = mime_message_new();
+		mime_message_set(message, "Subject", (char *)long_subject.data);
+		mime_buffer_reset(&out);
+		mime_buffer_reset(&expected);
+		mime_imap_envelope(message, &out);
+		mime_buffer_printf(&expected, "(NIL \"%s\" NIL NIL NIL NIL NIL NIL NIL NIL)",
+				   (char *)long_subject.data);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, (char *)expected.data);
+		mime_message_free(&message);
+		free(exact);
+		mime_buffer_free(&out);
+		mime_buffer_free(&expected);
+		mime_buffer_free(&text);
+		mime_buffer_free(&long_subject);
+		mime_buffer_free(&long_description);
+	}
+}
+
 const char unit_suite_name[] = "mime-imap";
 const struct unit_test unit_tests[] = {
 	{ "ENVELOPE with groups, comments, encoded words", test_envelope },
@@ -342,5 +395,6 @@ const struct unit_test unit_tests[] = {
 	{ "section numbers: delivery-status is a leaf, rfc822 encloses", test_part_numbering },
 	{ "BINARY and partials", test_binary_and_partial },
 	{ "IMAP strings", test_strings },
+	{ "views of header values past an arena chunk", test_long_values },
 	{ NULL, NULL },
 };

@@ -850,6 +850,59 @@ static void test_ownership_replaced_many_times(void)
 	}
 }
 
+/* Header values and header arrays the size of an arena chunk or more:
+   16 KiB to 70 KiB values, two of them in a row, and 1,500 headers (a
+   32 KiB array). Copying and borrowing parses keep them whole. */
+static void test_long_headers(void)
+{
+	static const size_t sizes[] = { 3000, 16000, 17000, 20000, 33000, 40000, 60000, 65536,
+					70000 };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+		struct mime_buffer text = { 0 };
+		mime_buffer_append_str(&text, "X-Long: ");
+		for (size_t k = 0; k < n; k++)
+			mime_buffer_append_byte(&text, (unsigned char)('a' + k % 26));
+		mime_buffer_append_str(&text, "\nX-Second: ");
+		for (size_t k = 0; k < n; k++)
+			mime_buffer_append_byte(&text, (unsigned char)('A' + k % 26));
+		mime_buffer_append_str(&text, "\nSubject: after\n\nbody\n");
+		char *exact = malloc(text.len);
+		memcpy(exact, text.data, text.len);
+		struct mime_message *trees[2] = { mime_parse(text.data, text.len),
+						  mime_parse_borrowed(exact, text.len) };
+		for (size_t t = 0; t < 2; t++) {
+			const char *value = mime_message_get(trees[t], "x-long", "");
+			CU_ASSERT_EQUAL(strlen(value), n);
+			CU_ASSERT_EQUAL(memcmp(value, text.data + 8, n), 0);
+			CU_ASSERT_EQUAL(strlen(mime_message_get(trees[t], "x-second", "")), n);
+			CU_ASSERT_STRING_EQUAL(mime_message_get(trees[t], "subject", ""), "after");
+			size_t len;
+			char *out = mime_message_as_string(trees[t], 0, &len);
+			CU_ASSERT_EQUAL(len, text.len);
+			CU_ASSERT_STRING_EQUAL(out, (char *)text.data);
+			free(out);
+			mime_message_free(&trees[t]);
+		}
+		free(exact);
+		mime_buffer_free(&text);
+	}
+
+	struct mime_buffer text = { 0 };
+	for (int i = 0; i < 1500; i++)
+		mime_buffer_printf(&text, "X-Header-%d: value %d\n", i, i);
+	mime_buffer_append_str(&text, "\nbody\n");
+	struct mime_message *message = mime_parse(text.data, text.len);
+	CU_ASSERT_EQUAL(mime_message_len(message), 1500);
+	CU_ASSERT_STRING_EQUAL(mime_message_get(message, "x-header-1499", ""), "value 1499");
+	char *out = mime_message_as_string(message, 0, NULL);
+	CU_ASSERT_STRING_EQUAL(out, (char *)text.data);
+	free(out);
+	mime_message_free(&message);
+	mime_buffer_free(&text);
+}
+
 const char unit_suite_name[] = "mime-message";
 const struct unit_test unit_tests[] = {
 	{ "mapping interface", test_mapping_interface },
@@ -867,5 +920,6 @@ const struct unit_test unit_tests[] = {
 	{ "all changes in a row on each kind of tree", test_ownership_all_changes },
 	{ "parsed trees attached into other trees", test_ownership_attach_parsed },
 	{ "a payload and a header replaced many times", test_ownership_replaced_many_times },
+	{ "header values and arrays past an arena chunk", test_long_headers },
 	{ NULL, NULL },
 };
