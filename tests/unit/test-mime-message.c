@@ -903,6 +903,73 @@ static void test_long_headers(void)
 	mime_buffer_free(&text);
 }
 
+/* Arguments taken from the message being changed, as Python code does
+   (msg.replace_header(k, msg[k]), msg.set_payload(part.get_payload()),
+   del msg[msg.keys()[0]]): the call must be done with them before it
+   frees what it replaces. Twice each, so the second call also meets what
+   the first malloc'ed, on each kind of tree. */
+static void test_arguments_from_the_message(void)
+{
+	char *texts[TREE_KIND_COUNT];
+
+	for (int kind = 0; kind < TREE_KIND_COUNT; kind++) {
+		struct tree tree = tree_make((enum tree_kind)kind);
+		struct mime_message *root = tree.root;
+		struct mime_message *leaf = tree_target(root, TARGET_LEAF);
+		struct mime_message *nested = tree_target(root, TARGET_NESTED);
+
+		for (int round = 0; round < 2; round++) {
+			/* A tail of the part's own payload. */
+			mime_message_set_payload(leaf, leaf->payload + 2, leaf->payload_len - 2, NULL);
+			/* A value or envelope line of its own. */
+			CU_ASSERT_EQUAL(mime_message_replace_header(root, "subject",
+								    mime_message_get(root, "Subject", "")), 0);
+			mime_message_set_unixfrom(root, round == 0 ? "From a Mon Jan  1 00:00:00 2024"
+							    : mime_message_get_unixfrom(root));
+			mime_message_set_unixfrom(root, mime_message_get_unixfrom(root));
+			mime_message_set(root, "X-Copy", mime_message_get(root, "from", ""));
+		}
+		CU_ASSERT_EQUAL_FATAL(leaf->payload_len, strlen("bG8gd29ybGQ"));
+		CU_ASSERT_EQUAL(memcmp(leaf->payload, "bG8gd29ybGQ", leaf->payload_len), 0);
+		CU_ASSERT_STRING_EQUAL(mime_message_get(root, "subject", ""), "matrix");
+		CU_ASSERT_STRING_EQUAL(mime_message_get_unixfrom(root), "From a Mon Jan  1 00:00:00 2024");
+		/* A name of its own: every field of that name goes. */
+		CU_ASSERT_EQUAL(mime_message_delete(root, mime_message_key(root, 4)), 2);
+		mime_message_set(root, "X-Twice", "1");
+		mime_message_set(root, "x-twice", "2");
+		CU_ASSERT_EQUAL(mime_message_delete(root, mime_message_key(root, 4)), 2);
+		CU_ASSERT_EQUAL(mime_message_len(root), 4);
+		/* A parent's payload from its own part, which the call frees. */
+		struct mime_message *html = mime_message_get_part(nested, 0);
+		mime_message_set_payload(nested, html->payload, html->payload_len, NULL);
+		CU_ASSERT_EQUAL(nested->part_count, 0);
+		CU_ASSERT_EQUAL_FATAL(nested->payload_len, strlen("<p>caf\xc3\xa9</p>"));
+		CU_ASSERT_EQUAL(memcmp(nested->payload, "<p>caf\xc3\xa9</p>", nested->payload_len), 0);
+		texts[kind] = mime_message_as_string(root, 0, NULL);
+		tree_free(&tree);
+	}
+	CU_ASSERT_STRING_EQUAL(texts[TREE_BUILT],
+		"From: Ann <ann@example.org>\n"
+		"Subject: matrix\n"
+		"MIME-Version: 1.0\n"
+		"Content-Type: multipart/mixed; boundary=\"outer\"\n"
+		"\n"
+		"--outer\n"
+		"Content-Type: text/plain; charset=\"us-ascii\"; format=flowed\n"
+		"Content-Transfer-Encoding: base64\n"
+		"\n"
+		"bG8gd29ybGQ\n"
+		"--outer\n"
+		"Content-Type: multipart/alternative; boundary=\"inner\"\n"
+		"\n"
+		"<p>caf\xc3\xa9</p>\n"
+		"--outer--\n");
+	for (int kind = TREE_PARSED; kind < TREE_KIND_COUNT; kind++)
+		CU_ASSERT_STRING_EQUAL(texts[kind], texts[TREE_BUILT]);
+	for (int kind = 0; kind < TREE_KIND_COUNT; kind++)
+		free(texts[kind]);
+}
+
 const char unit_suite_name[] = "mime-message";
 const struct unit_test unit_tests[] = {
 	{ "mapping interface", test_mapping_interface },
@@ -921,5 +988,6 @@ const struct unit_test unit_tests[] = {
 	{ "parsed trees attached into other trees", test_ownership_attach_parsed },
 	{ "a payload and a header replaced many times", test_ownership_replaced_many_times },
 	{ "header values and arrays past an arena chunk", test_long_headers },
+	{ "arguments taken from the message being changed", test_arguments_from_the_message },
 	{ NULL, NULL },
 };
