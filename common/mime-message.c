@@ -323,7 +323,7 @@ enum mime_payload_result mime_message_get_payload(struct mime_message *message, 
 		return MIME_PAYLOAD_RESULT_NONE;
 	const char *cte = mime_message_get(message, "content-transfer-encoding", "");
 	const unsigned char *payload = message->payload;
-	size_t len = message->payload_len;
+	size_t len = message->payload_len, start = out->len;
 
 	if (!decode) {
 		mime_buffer_append(out, payload, len);
@@ -345,7 +345,7 @@ enum mime_payload_result mime_message_get_payload(struct mime_message *message, 
 			break;
 		case MIME_BASE64_BAD_LENGTH:
 			/* decode_b gives back the input without its line ends */
-			mime_buffer_reset(out);
+			mime_buffer_truncate(out, start);
 			for (size_t i = 0; i < len; i++)
 				if (payload[i] != '\r' && payload[i] != '\n')
 					mime_buffer_append_byte(out, payload[i]);

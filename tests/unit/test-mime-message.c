@@ -970,6 +970,82 @@ static void test_arguments_from_the_message(void)
 		free(texts[kind]);
 }
 
+/* get_payload appends to out, whatever the encoding and whether decoding
+   works; a borrowed payload at the very end of its input (no line end, no
+   NUL, an exact-size buffer) is read only within its length, by decoding,
+   by set_charset's encoding and by the generator. */
+static void test_decode_appends_and_stays_in_bounds(void)
+{
+	static const struct {
+		const char *cte;
+		const char *body;
+		const char *decoded;     /* NULL: only the kinds must agree */
+	} cases[] = {
+		{ "quoted-printable", "caf=C3=A9=", "caf\xc3\xa9" },
+		{ "quoted-printable", "abc=4", "abc=4" },
+		{ "quoted-printable", "soft=\r\nbreak=", "softbreak" },
+		{ "base64", "aGVsbG8=", "hello" },
+		{ "base64", "aGVsbG8", "hello" },             /* bad padding */
+		{ "base64", "aGV*sbG8=", "hello" },           /* bad characters */
+		{ "base64", "a", "a" },                       /* undecodable: as it is */
+		{ "base64", "ab\r\ncd\ne", "abcde" },         /* undecodable, line ends dropped */
+		{ "x-uuencode", "begin 644 f\n#86)C\n`\nend", "abc" },
+		{ "x-uuencode", "begin 644 f\n#86", NULL },   /* stops inside a line */
+		{ "x-uuencode", "no begin line", "no begin line" },
+		{ "8bit", "caf\xc3\xa9", "caf\xc3\xa9" },
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct mime_buffer text = { 0 };
+		mime_buffer_printf(&text, "Content-Transfer-Encoding: %s\n\n%s", cases[i].cte,
+				   cases[i].body);
+		char *exact = malloc(text.len);
+		memcpy(exact, text.data, text.len);
+		struct mime_message *trees[2] = { mime_parse(text.data, text.len),
+						  mime_parse_borrowed(exact, text.len) };
+		struct mime_buffer decoded[2] = { { 0 }, { 0 } };
+		for (size_t t = 0; t < 2; t++) {
+			struct mime_buffer raw = { 0 };
+			mime_buffer_append_str(&raw, "prefix:");
+			CU_ASSERT_EQUAL(mime_message_get_payload(trees[t], 0, &raw),
+					MIME_PAYLOAD_RESULT_BYTES);
+			CU_ASSERT_EQUAL(raw.len, strlen("prefix:") + strlen(cases[i].body));
+			CU_ASSERT_STRING_EQUAL((char *)raw.data + strlen("prefix:"), cases[i].body);
+			mime_buffer_free(&raw);
+
+			mime_buffer_append_str(&decoded[t], "prefix:");
+			CU_ASSERT_EQUAL(mime_message_get_payload(trees[t], 1, &decoded[t]),
+					MIME_PAYLOAD_RESULT_BYTES);
+			CU_ASSERT_EQUAL(memcmp(decoded[t].data, "prefix:", 7), 0);
+			if (cases[i].decoded != NULL) {
+				if (strcmp((char *)decoded[t].data + 7, cases[i].decoded) != 0)
+					fprintf(stderr, "\n%s %s: got \"%s\"\n", cases[i].cte,
+						cases[i].body, (char *)decoded[t].data);
+				CU_ASSERT_EQUAL(decoded[t].len, 7 + strlen(cases[i].decoded));
+				CU_ASSERT_STRING_EQUAL((char *)decoded[t].data + 7, cases[i].decoded);
+			}
+		}
+		CU_ASSERT_EQUAL(decoded[0].len, decoded[1].len);
+		if (decoded[0].len == decoded[1].len)
+			CU_ASSERT_EQUAL(memcmp(decoded[0].data, decoded[1].data, decoded[0].len), 0);
+		CU_ASSERT_EQUAL(trees[0]->defect_count, trees[1]->defect_count);
+		/* Re-encoded from the borrowed bytes, then generated. */
+		char *texts[2];
+		for (size_t t = 0; t < 2; t++) {
+			mime_message_delete(trees[t], "content-transfer-encoding");
+			mime_message_set_charset(trees[t], i % 2 == 0 ? "utf-8" : "iso-8859-1");
+			texts[t] = mime_message_as_string(trees[t], 0, NULL);
+			mime_buffer_free(&decoded[t]);
+			mime_message_free(&trees[t]);
+		}
+		CU_ASSERT_STRING_EQUAL(texts[0], texts[1]);
+		free(texts[0]);
+		free(texts[1]);
+		free(exact);
+		mime_buffer_free(&text);
+	}
+}
+
 const char unit_suite_name[] = "mime-message";
 const struct unit_test unit_tests[] = {
 	{ "mapping interface", test_mapping_interface },
@@ -989,5 +1065,6 @@ const struct unit_test unit_tests[] = {
 	{ "a payload and a header replaced many times", test_ownership_replaced_many_times },
 	{ "header values and arrays past an arena chunk", test_long_headers },
 	{ "arguments taken from the message being changed", test_arguments_from_the_message },
+	{ "get_payload appends, borrowed payloads read in bounds", test_decode_appends_and_stays_in_bounds },
 	{ NULL, NULL },
 };
