@@ -160,7 +160,10 @@ static void *arena_alloc_slow(struct mime_arena *arena, size_t size)
 		arena->chunks->next = chunk;
 		return chunk->start;
 	}
-	struct arena_chunk *chunk = arena_add_chunk(arena, arena->next_chunk_size);
+	/* A request up to ARENA_LARGE may exceed the next chunk's size while
+	   chunks are still small (16 KiB first). */
+	size_t usable = arena->next_chunk_size < size ? size : arena->next_chunk_size;
+	struct arena_chunk *chunk = arena_add_chunk(arena, usable);
 	if (arena->next_chunk_size < ARENA_CHUNK_MAX)
 		arena->next_chunk_size *= 2;
 	chunk->next = arena->chunks;

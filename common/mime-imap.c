@@ -618,7 +618,7 @@ static char *first_token(const char *value, struct view_scratch *scratch)
 }
 
 /* A Content-Language list of tags separated by commas and white space:
-   one string, a list of them, or NIL. */
+   a list of strings (one tag too, as Dovecot writes it), or NIL. */
 static void append_language(struct mime_buffer *out, const char *language)
 {
 	static const char separators[] = ", \t";
@@ -635,8 +635,7 @@ static void append_language(struct mime_buffer *out, const char *language)
 		mime_buffer_append_str(out, "NIL");
 		return;
 	}
-	if (count > 1)
-		mime_buffer_append_byte(out, '(');
+	mime_buffer_append_byte(out, '(');
 	size_t written = 0;
 	for (const char *p = language; written < count; written++) {
 		p += strspn(p, separators);
@@ -646,8 +645,7 @@ static void append_language(struct mime_buffer *out, const char *language)
 		mime_imap_append_string(out, p, len);
 		p += len;
 	}
-	if (count > 1)
-		mime_buffer_append_byte(out, ')');
+	mime_buffer_append_byte(out, ')');
 }
 
 /* The Content-* fields BODYSTRUCTURE reads, each the first of its name,

@@ -208,9 +208,11 @@ void mime_message_set_adopt(struct mime_message *message, char *name, char *valu
 size_t mime_message_delete(struct mime_message *message, const char *name)
 {
 	size_t kept = 0, removed = 0;
+	/* name may be one of the names freed below (del msg[msg.keys()[0]]). */
+	char *key = mime_xstrdup(name);
 
 	for (size_t i = 0; i < message->header_count; i++) {
-		if (strcasecmp(message->headers[i].name, name) == 0) {
+		if (strcasecmp(message->headers[i].name, key) == 0) {
 			mime_message_release(message, message->headers[i].name);
 			mime_message_release(message, message->headers[i].value);
 			removed++;
@@ -220,6 +222,7 @@ size_t mime_message_delete(struct mime_message *message, const char *name)
 	}
 	message->header_count = kept;
 	headers_changed(message);
+	free(key);
 	return removed;
 }
 
@@ -264,8 +267,9 @@ int mime_message_replace_header(struct mime_message *message, const char *name,
 {
 	for (size_t i = 0; i < message->header_count; i++) {
 		if (strcasecmp(message->headers[i].name, name) == 0) {
+			char *copy = mime_xstrdup(value); /* value may be the one replaced */
 			mime_message_release(message, message->headers[i].value);
-			message->headers[i].value = mime_xstrdup(value);
+			message->headers[i].value = copy;
 			headers_changed(message);
 			return 0;
 		}
@@ -280,8 +284,9 @@ int mime_message_is_multipart(const struct mime_message *message)
 
 void mime_message_set_unixfrom(struct mime_message *message, const char *unixfrom)
 {
+	char *copy = unixfrom == NULL ? NULL : mime_xstrdup(unixfrom); /* may be the old one */
 	mime_message_release(message, message->unixfrom);
-	message->unixfrom = unixfrom == NULL ? NULL : mime_xstrdup(unixfrom);
+	message->unixfrom = copy;
 }
 
 const char *mime_message_get_unixfrom(const struct mime_message *message)
@@ -318,7 +323,7 @@ enum mime_payload_result mime_message_get_payload(struct mime_message *message, 
 		return MIME_PAYLOAD_RESULT_NONE;
 	const char *cte = mime_message_get(message, "content-transfer-encoding", "");
 	const unsigned char *payload = message->payload;
-	size_t len = message->payload_len;
+	size_t len = message->payload_len, start = out->len;
 
 	if (!decode) {
 		mime_buffer_append(out, payload, len);
@@ -340,7 +345,7 @@ enum mime_payload_result mime_message_get_payload(struct mime_message *message, 
 			break;
 		case MIME_BASE64_BAD_LENGTH:
 			/* decode_b gives back the input without its line ends */
-			mime_buffer_reset(out);
+			mime_buffer_truncate(out, start);
 			for (size_t i = 0; i < len; i++)
 				if (payload[i] != '\r' && payload[i] != '\n')
 					mime_buffer_append_byte(out, payload[i]);
@@ -361,15 +366,17 @@ enum mime_payload_result mime_message_get_payload(struct mime_message *message, 
 
 static void set_payload_bytes(struct mime_message *message, const void *data, size_t len)
 {
+	/* Copied first: data may be this payload or a part's, freed below. */
+	unsigned char *copy = mime_xmalloc(len + 1);
+	memcpy(copy, data, len);
+	copy[len] = '\0';
 	if (message->payload_kind == MIME_PAYLOAD_PARTS) {
 		for (size_t i = 0; i < message->part_count; i++)
 			mime_message_free(&message->parts[i]);
 		message->part_count = 0;
 	}
 	mime_message_release(message, message->payload);
-	message->payload = mime_xmalloc(len + 1);
-	memcpy(message->payload, data, len);
-	message->payload[len] = '\0';
+	message->payload = copy;
 	message->payload_len = len;
 	message->payload_kind = MIME_PAYLOAD_BYTES;
 }

@@ -157,7 +157,7 @@ enum mime_payload_result {
 	MIME_PAYLOAD_RESULT_MULTIPART,   /* a multipart: nothing to decode (Python's None) */
 	MIME_PAYLOAD_RESULT_NONE,        /* the payload is None */
 };
-/* get_payload(decode=decode) for a leaf into out. Decoding follows the
+/* get_payload(decode=decode) for a leaf, appended to out. Decoding follows the
    Content-Transfer-Encoding (lower-cased, not trimmed): quoted-printable,
    base64 (recording base64 defects on the message, as Python does), x-uuencode
    (uuencode, uue, x-uue; the raw bytes when undecodable); anything else

@@ -333,6 +333,156 @@ static void test_strings(void)
 	mime_buffer_free(&out);
 }
 
+/* Header values of 3 KiB to 70 KiB in the views: the strings the view
+   writers keep in their scratch arena, as long as an arena chunk or more. */
+static void test_long_values(void)
+{
+	static const size_t sizes[] = { 3000, 17000, 20000, 40000, 70000 };
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		size_t n = sizes[i];
+		struct mime_buffer long_subject = { 0 }, long_description = { 0 };
+		for (size_t k = 0; k < n; k++) {
+			mime_buffer_append_byte(&long_subject, (unsigned char)('a' + k % 26));
+			mime_buffer_append_byte(&long_description, (unsigned char)('A' + k % 26));
+		}
+		struct mime_buffer text = { 0 }, expected = { 0 }, out = { 0 };
+		mime_buffer_printf(&text, "Subject: %s\nContent-Type: text/plain\n"
+				   "Content-Description: %s\n\nbody\n",
+				   (char *)long_subject.data, (char *)long_description.data);
+		char *exact = malloc(text.len);
+		memcpy(exact, text.data, text.len);
+		struct mime_message *message = mime_parse_borrowed(exact, text.len);
+
+		mime_imap_envelope(message, &out);
+		mime_buffer_printf(&expected, "(NIL \"%s\" NIL NIL NIL NIL NIL NIL NIL NIL)",
+				   (char *)long_subject.data);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, (char *)expected.data);
+		mime_buffer_reset(&out);
+		mime_buffer_reset(&expected);
+		mime_imap_bodystructure(message, exact, text.len, 1, &out);
+		mime_buffer_printf(&expected, "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+				   "\"%s\" \"7bit\" 6 1 NIL NIL NIL NIL)",
+				   (char *)long_description.data);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, (char *)expected.data);
+		mime_message_free(&message);
+		/* The same Subject in a built message: no parser arena at all,
+		   only the view's own. */
+		message = mime_message_new();
+		mime_message_set(message, "Subject", (char *)long_subject.data);
+		mime_buffer_reset(&out);
+		mime_buffer_reset(&expected);
+		mime_imap_envelope(message, &out);
+		mime_buffer_printf(&expected, "(NIL \"%s\" NIL NIL NIL NIL NIL NIL NIL NIL)",
+				   (char *)long_subject.data);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, (char *)expected.data);
+		mime_message_free(&message);
+		free(exact);
+		mime_buffer_free(&out);
+		mime_buffer_free(&expected);
+		mime_buffer_free(&text);
+		mime_buffer_free(&long_subject);
+		mime_buffer_free(&long_description);
+	}
+}
+
+/* Lists that come out empty or nearly so: no parameters, an empty
+   Disposition parameter list, empty address groups, Content-Language with
+   0, 1 and 3 tags. Each expected ENVELOPE, BODYSTRUCTURE and BODY is what
+   Dovecot 2.3 answered for the same message (APPENDed with CRLF). The
+   views run on a borrowed tree over an exact-size copy of the input. */
+static void test_empty_lists(void)
+{
+	static const struct {
+		const char *text;
+		const char *envelope, *bodystructure, *body;
+	} cases[] = {
+		{
+			"From: Ann <ann@example.org>\nTo: undisclosed-recipients:;\n"
+			"Cc: Empty group:;, Bob <bob@example.org>\nBcc:\nReply-To: \n"
+			"Subject: empty lists\n\nbody\n",
+			"(NIL \"empty lists\" ((\"Ann\" NIL \"ann\" \"example.org\")) "
+			"((\"Ann\" NIL \"ann\" \"example.org\")) ((\"Ann\" NIL \"ann\" \"example.org\")) "
+			"((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
+			"((NIL NIL \"Empty group\" NIL)(NIL NIL NIL NIL)(\"Bob\" NIL \"bob\" \"example.org\")) "
+			"NIL NIL NIL)",
+			"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1 NIL NIL NIL NIL)",
+			"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1)",
+		},
+		{
+			"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n"
+			"Content-Language: en, de ,fr\n\n"
+			"--b\nContent-Type: application/octet-stream\n\nx\n"
+			"--b\nContent-Type: text/plain\nContent-Disposition: inline\n"
+			"Content-Language: en\n\ny\n"
+			"--b\nContent-Type: image/png; ;\nContent-Disposition: attachment;\n"
+			"Content-Language: ,\n\nz\n--b--\n",
+			"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)",
+			"((\"application\" \"octet-stream\" NIL NIL NIL \"7bit\" 1 NIL NIL NIL NIL)"
+			"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0 NIL "
+			"(\"inline\" NIL) (\"en\") NIL)"
+			"(\"image\" \"png\" NIL NIL NIL \"7bit\" 1 NIL (\"attachment\" NIL) NIL NIL) "
+			"\"mixed\" (\"boundary\" \"b\") NIL (\"en\" \"de\" \"fr\") NIL)",
+			"((\"application\" \"octet-stream\" NIL NIL NIL \"7bit\" 1)"
+			"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 1 0)"
+			"(\"image\" \"png\" NIL NIL NIL \"7bit\" 1) \"mixed\")",
+		},
+		{
+			"From: Group: ;\nSender: <>\nTo: A:b@c;, D: ;\nSubject: x\n"
+			"Content-Type: TEXT/Plain; CHARSET=UTF-8; format=flowed\n"
+			"Content-Language: \t\n\nbody\n",
+			"(NIL \"x\" ((NIL NIL \"Group\" NIL)(NIL NIL NIL NIL)) "
+			"((NIL NIL \"MISSING_MAILBOX\" \"MISSING_DOMAIN\")) "
+			"((NIL NIL \"Group\" NIL)(NIL NIL NIL NIL)) "
+			"((NIL NIL \"A\" NIL)(NIL NIL \"b\" \"c\")(NIL NIL NIL NIL)(NIL NIL \"D\" NIL)"
+			"(NIL NIL NIL NIL)) NIL NIL NIL NIL)",
+			"(\"TEXT\" \"Plain\" (\"CHARSET\" \"UTF-8\" \"format\" \"flowed\") NIL NIL \"7bit\" "
+			"6 1 NIL NIL NIL NIL)",
+			"(\"TEXT\" \"Plain\" (\"CHARSET\" \"UTF-8\" \"format\" \"flowed\") NIL NIL \"7bit\" 6 1)",
+		},
+		{
+			"Content-Type: message/rfc822\nContent-Language: a, b ,c\n\n"
+			"From: Inner:;\nContent-Type: text/html; charset=\n\n<p>\n",
+			"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)",
+			"(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 57 (NIL NIL "
+			"((NIL NIL \"Inner\" NIL)(NIL NIL NIL NIL)) ((NIL NIL \"Inner\" NIL)(NIL NIL NIL NIL)) "
+			"((NIL NIL \"Inner\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL NIL) "
+			"(\"text\" \"html\" (\"charset\" \"\") NIL NIL \"7bit\" 5 1 NIL NIL NIL NIL) 4 "
+			"NIL NIL (\"a\" \"b\" \"c\") NIL)",
+			"(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 57 (NIL NIL "
+			"((NIL NIL \"Inner\" NIL)(NIL NIL NIL NIL)) ((NIL NIL \"Inner\" NIL)(NIL NIL NIL NIL)) "
+			"((NIL NIL \"Inner\" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL NIL) "
+			"(\"text\" \"html\" (\"charset\" \"\") NIL NIL \"7bit\" 5 1) 4)",
+		},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = strlen(cases[i].text);
+		char *exact = malloc(len);
+		memcpy(exact, cases[i].text, len);
+		struct mime_message *message = mime_parse_borrowed(exact, len);
+		struct mime_buffer out = { 0 };
+
+		mime_imap_envelope(message, &out);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, cases[i].envelope);
+		mime_buffer_reset(&out);
+		mime_imap_bodystructure(message, exact, len, 1, &out);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, cases[i].bodystructure);
+		mime_buffer_reset(&out);
+		mime_imap_bodystructure(message, exact, len, 0, &out);
+		CU_ASSERT_STRING_EQUAL((char *)out.data, cases[i].body);
+		/* Written after other output, as in a FETCH response. */
+		mime_buffer_reset(&out);
+		mime_buffer_append_str(&out, "* 1 FETCH (BODYSTRUCTURE ");
+		mime_imap_bodystructure(message, exact, len, 1, &out);
+		CU_ASSERT_STRING_EQUAL((char *)out.data + strlen("* 1 FETCH (BODYSTRUCTURE "),
+				       cases[i].bodystructure);
+		mime_buffer_free(&out);
+		mime_message_free(&message);
+		free(exact);
+	}
+}
+
 const char unit_suite_name[] = "mime-imap";
 const struct unit_test unit_tests[] = {
 	{ "ENVELOPE with groups, comments, encoded words", test_envelope },
@@ -342,5 +492,7 @@ const struct unit_test unit_tests[] = {
 	{ "section numbers: delivery-status is a leaf, rfc822 encloses", test_part_numbering },
 	{ "BINARY and partials", test_binary_and_partial },
 	{ "IMAP strings", test_strings },
+	{ "views of header values past an arena chunk", test_long_values },
+	{ "empty lists in ENVELOPE and BODYSTRUCTURE, as Dovecot writes them", test_empty_lists },
 	{ NULL, NULL },
 };
