@@ -91,11 +91,70 @@ static void test_many_small(void)
 	mime_arena_free(&arena);
 }
 
+/* Requests of every size class in a fixed pseudo-random order: each
+   block is wholly usable (ASan flags a write past a chunk), owned, and
+   overlaps no other (each keeps the pattern written into it). */
+static void test_mixed_sizes(void)
+{
+	enum { BLOCKS = 600 };
+	struct mime_arena *arena = mime_arena_new();
+	unsigned char *blocks[BLOCKS];
+	size_t sizes[BLOCKS];
+	uint32_t state = 12345;
+
+	for (size_t i = 0; i < BLOCKS; i++) {
+		state = state * 1103515245u + 12345u;
+		/* up to 2^18 bytes, most small: sizes between the chunk sizes
+		   and the large-request bound are the ones that matter */
+		size_t size = (state >> 8) % (1u << (1 + (state >> 27) % 18));
+		blocks[i] = mime_arena_alloc(arena, size);
+		sizes[i] = size;
+		memset(blocks[i], (int)(i & 0xff), size);
+		CU_ASSERT_TRUE(mime_arena_owns(arena, blocks[i]));
+		if (size > 0)
+			CU_ASSERT_TRUE(mime_arena_owns(arena, blocks[i] + size - 1));
+	}
+	for (size_t i = 0; i < BLOCKS; i++) {
+		size_t bad = 0;
+		for (size_t k = 0; k < sizes[i]; k++)
+			bad += blocks[i][k] != (unsigned char)(i & 0xff);
+		CU_ASSERT_EQUAL(bad, 0);
+	}
+	mime_arena_free(&arena);
+}
+
+/* Each size from just under to just over every power of two up to the
+   large-request bound, in a fresh arena, so that each meets the chunk
+   sizes of a young arena. */
+static void test_sizes_at_chunk_edges(void)
+{
+	for (size_t bits = 4; bits <= 20; bits++) {
+		for (size_t delta = 0; delta < 3; delta++) {
+			size_t size = ((size_t)1 << bits) - 1 + delta;
+			struct mime_arena *arena = mime_arena_new();
+			unsigned char *small = mime_arena_alloc(arena, 100);
+			unsigned char *block = mime_arena_alloc(arena, size);
+			unsigned char *after = mime_arena_alloc(arena, 100);
+			memset(small, 1, 100);
+			memset(block, 2, size);
+			memset(after, 3, 100);
+			CU_ASSERT_EQUAL(small[99], 1);
+			CU_ASSERT_EQUAL(block[0], 2);
+			CU_ASSERT_EQUAL(block[size - 1], 2);
+			CU_ASSERT_TRUE(mime_arena_owns(arena, block + size - 1));
+			CU_ASSERT_TRUE(mime_arena_owns(arena, after + 99));
+			mime_arena_free(&arena);
+		}
+	}
+}
+
 const char unit_suite_name[] = "mime-arena";
 const struct unit_test unit_tests[] = {
 	{ "allocations are aligned, distinct and usable", test_alignment_and_distinct },
 	{ "owns tells arena pointers from others", test_owns },
 	{ "lent memory counts as the arena's, never freed", test_lend },
 	{ "a million small requests, few chunks", test_many_small },
+	{ "mixed sizes: usable, owned, apart", test_mixed_sizes },
+	{ "sizes at the chunk edges of a young arena", test_sizes_at_chunk_edges },
 	{ NULL, NULL },
 };
