@@ -50,7 +50,8 @@ static char *make_boundary(const struct mime_buffer *text)
 	for (;;) {
 		snprintf(boundary, sizeof(boundary), "===============%019lu==",
 			 (unsigned long)time(NULL) * 1000003UL + ++counter);
-		if (text->data == NULL || strstr((const char *)text->data, boundary) == NULL)
+		/* memmem: a binary part's NUL must not hide a clash after it */
+		if (text->data == NULL || memmem(text->data, text->len, boundary, strlen(boundary)) == NULL)
 			return mime_xstrdup(boundary);
 	}
 }

@@ -502,7 +502,11 @@ const char *mime_message_get_default_type(const struct mime_message *message)
 
 void mime_message_set_default_type(struct mime_message *message, const char *type)
 {
-	snprintf(message->default_type, sizeof(message->default_type), "%s", type);
+	char copy[sizeof(message->default_type)];
+
+	/* Through a copy: type may be this very field (get_default_type). */
+	snprintf(copy, sizeof(copy), "%s", type);
+	memcpy(message->default_type, copy, sizeof(copy));
 	headers_changed(message);
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define ROUND_TRIP_RANDOM_MESSAGES 300 /* random trees per run; each is small */
 
@@ -111,9 +112,55 @@ static void test_random_trees(void)
 	}
 }
 
+/* A multipart without a boundary, whose one part holds text. */
+static struct mime_message *unbounded_multipart(const void *payload, size_t len)
+{
+	struct mime_message *root = mime_message_new();
+	struct mime_message *part = mime_message_new();
+	mime_message_set(root, "Content-Type", "multipart/mixed");
+	mime_message_set_payload(part, payload, len, NULL);
+	mime_message_attach(root, part);
+	return root;
+}
+
+/* The boundary the generator invents for a multipart with this part. */
+static unsigned long long invented_boundary(const void *payload, size_t len)
+{
+	struct mime_message *root = unbounded_multipart(payload, len);
+	free(mime_message_as_string(root, 0, NULL));
+	char *boundary = mime_message_get_boundary(root);
+	unsigned long long number = 0;
+	CU_ASSERT_EQUAL(sscanf(boundary, "===============%llu==", &number), 1);
+	free(boundary);
+	mime_message_free(&root);
+	return number;
+}
+
+/* Generator._make_boundary's check: a boundary that occurs in a part is
+   not used, even after a NUL in a binary part. The next boundary is
+   foreseeable (the time and a counter), so a part can hold it. */
+static void test_boundary_clash_after_nul(void)
+{
+	for (int attempt = 0; attempt < 5; attempt++) {
+		time_t before = time(NULL);
+		unsigned long long next = invented_boundary("x", 1) + 1;
+		char payload[64];
+		int len = snprintf(payload, sizeof(payload), "a%c===============%019llu==", '\0',
+				   next);
+		unsigned long long used = invented_boundary(payload, (size_t)len);
+		if (time(NULL) != before)
+			continue; /* the second changed: the guess may be stale */
+		CU_ASSERT_NOT_EQUAL(used, next);
+		CU_ASSERT_EQUAL(used, next + 1);
+		return;
+	}
+	CU_FAIL("the clock ticked over in every attempt");
+}
+
 const char unit_suite_name[] = "mime-generator";
 const struct unit_test unit_tests[] = {
 	{ "round trip of fixed messages", test_fixed_messages },
 	{ "round trip of random trees", test_random_trees },
+	{ "an invented boundary avoids a clash after a NUL", test_boundary_clash_after_nul },
 	{ NULL, NULL },
 };

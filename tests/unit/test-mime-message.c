@@ -71,6 +71,9 @@ static void test_content_type_defaults(void)
 	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), "text/plain");
 	mime_message_set_default_type(message, "message/rfc822");
 	CU_ASSERT_STRING_EQUAL(mime_message_get_default_type(message), "message/rfc822");
+	/* its own value back: no copy onto itself */
+	mime_message_set_default_type(message, mime_message_get_default_type(message));
+	CU_ASSERT_STRING_EQUAL(mime_message_get_default_type(message), "message/rfc822");
 	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), "message/rfc822");
 	mime_message_set(message, "Content-Type", "Text/HTML ; charset=\"UTF-8\"");
 	CU_ASSERT_STRING_EQUAL(mime_message_get_content_type(message), "text/html");
