@@ -46,9 +46,9 @@ void mime_codec_q_encode(const void *input, size_t len, struct mime_buffer *out)
 /* Decodes uuencoded data between "begin MODE NAME" and "end", as Python's
    email.message does (a line with trailing garbage is decoded up to its
    length byte). Returns 0 (also when the data stops before "end": what
-   was decoded is kept, as Python keeps it), or -1 with out untouched when
-   there is no valid begin line, an empty line comes before "end" or a
-   line can't be decoded. */
+   was decoded is kept, as email.message does since Python 3.12), or -1
+   with out untouched when there is no valid begin line, an empty line
+   comes before "end" or a line can't be decoded. */
 int mime_codec_uu_decode(const void *input, size_t len, struct mime_buffer *out);
 
 #endif
