@@ -334,23 +334,32 @@ unsigned int upstream_pool_generation(const struct upstream_pool *pool)
 	return pool->generation;
 }
 
+/* Starts tracking connection as held by a session. Out of memory, it is
+   closed through the callbacks and NULL returned. */
+static struct upstream_pool_entry *upstream_pool_track(struct upstream_pool *pool, void *connection,
+						       const struct upstream_pool_key *key)
+{
+	struct upstream_pool_entry *entry = calloc(1, sizeof(*entry));
+
+	if (entry == NULL) {
+		log_error("upstream pool: out of memory: closing the connection of %s", key->label);
+		pool->callbacks.close(connection, pool->context);
+		return NULL;
+	}
+	entry->connection = connection;
+	entry->state = UPSTREAM_POOL_ENTRY_HELD;
+	pool->busy++;
+	TAILQ_INSERT_TAIL(&pool->entries, entry, link);
+	return entry;
+}
+
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,
 						void *connection, const char *capabilities, const char *text)
 {
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
 
-	if (entry == NULL) {
-		entry = calloc(1, sizeof(*entry));
-		if (entry == NULL) {
-			log_error("upstream pool: out of memory: closing the connection of %s", key->label);
-			pool->callbacks.close(connection, pool->context);
-			return UPSTREAM_POOL_PUT_CLOSING; /* untracked: the owner frees it when it is gone */
-		}
-		entry->connection = connection;
-		entry->state = UPSTREAM_POOL_ENTRY_HELD;
-		pool->busy++;
-		TAILQ_INSERT_TAIL(&pool->entries, entry, link);
-	}
+	if (entry == NULL && (entry = upstream_pool_track(pool, connection, key)) == NULL)
+		return UPSTREAM_POOL_PUT_CLOSING; /* untracked: the owner frees it when it is gone */
 	assert(entry->state == UPSTREAM_POOL_ENTRY_HELD);
 	entry->key = *key;
 	if (!upstream_pool_is_enabled(pool)) {
@@ -420,15 +429,8 @@ bool upstream_pool_hold(struct upstream_pool *pool, void *connection, const stru
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
 
 	if (entry == NULL) {
-		entry = calloc(1, sizeof(*entry));
-		if (entry == NULL) {
-			log_error("upstream pool: out of memory: closing the connection of %s", key->label);
-			pool->callbacks.close(connection, pool->context);
+		if ((entry = upstream_pool_track(pool, connection, key)) == NULL)
 			return false;
-		}
-		entry->connection = connection;
-		TAILQ_INSERT_TAIL(&pool->entries, entry, link);
-		pool->busy++;
 	} else if (entry->state == UPSTREAM_POOL_ENTRY_IDLE) {
 		pool->busy++;
 	}
