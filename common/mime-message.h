@@ -119,8 +119,9 @@ const char *mime_message_get_nth(const struct mime_message *message, const char 
 size_t mime_message_count(const struct mime_message *message, const char *name);
 /* msg[name] = value: appends, never replaces. */
 void mime_message_set(struct mime_message *message, const char *name, const char *value);
-/* The same with name and value malloc'ed by the caller, owned by the
-   message from then on (the parser's way: no second copy). */
+/* The same with name and value malloc'ed by the caller or taken from
+   the message's arena, owned by the message from then on (the parser's
+   way: no second copy). */
 void mime_message_set_adopt(struct mime_message *message, char *name, char *value);
 /* del msg[name]: removes every field of that name; returns how many. */
 size_t mime_message_delete(struct mime_message *message, const char *name);
