@@ -45,6 +45,8 @@
 enum imap_client_command_state {
 	COMMAND_QUEUED,  /* waiting to be (fully) sent */
 	COMMAND_SENT,    /* all bytes written, waiting for the tagged reply */
+	COMMAND_TRAILING, /* a raw command answered before its last byte: the caller still
+	                     writes the rest (a server reads a {N+} literal whatever it answered) */
 	COMMAND_DONE,
 };
 
@@ -52,7 +54,8 @@ struct imap_client_command {
 	struct imap_client *client; /* NULL once done or detached from the client */
 	struct imap_client_command *prev, *next;
 	enum imap_client_command_state state;
-	char tag[IMAP_CLIENT_TAG_MAX];
+	char *tag;            /* tag_inline, or a longer caller's tag on the heap */
+	char tag_inline[IMAP_CLIENT_TAG_MAX];
 	char name[IMAP_CLIENT_NAME_MAX]; /* upper-cased verb ("UID FETCH") */
 	unsigned int flags;
 	bool is_connect;      /* the pseudo-command of imap_client_connect */
@@ -153,6 +156,7 @@ struct imap_client {
 	struct evbuffer *raw_line; /* bytes of the current raw line not yet delivered */
 	bool raw_line_active;      /* the current line is delivered raw */
 	bool raw_line_parted;      /* an untagged raw line whose first part went out */
+	bool raw_line_stray;       /* a tagged raw line that answers no command went out */
 
 	struct imap_client_untagged_pool pool;
 
@@ -339,6 +343,7 @@ static struct imap_client_command *command_new(struct imap_client *client, unsig
 	command->callback = callback;
 	command->context = context;
 	command->owned_by_caller = callback == NULL;
+	command->tag = command->tag_inline;
 	command->out = evbuffer_new();
 	if (command->out == NULL)
 		abort();
@@ -356,6 +361,8 @@ static void command_release(struct imap_client_command *command)
 	free(command->result_code);
 	free(command->result_text);
 	free(command->piece_lengths);
+	if (command->tag != command->tag_inline)
+		free(command->tag);
 	if (command->out != NULL)
 		evbuffer_free(command->out);
 	free(command);
@@ -378,7 +385,7 @@ static void client_list_remove(struct imap_client *client, struct imap_client_co
 	else
 		client->tail = command->prev;
 	command->prev = command->next = NULL;
-	if (command->piece_index > 0 && client->phase != PHASE_IDLE) {
+	if (command->piece_index > 0 && client->phase != PHASE_IDLE && command->state != COMMAND_TRAILING) {
 		if (command->raw) {
 			assert(client->wire_raw > 0);
 			client->wire_raw--;
@@ -487,16 +494,52 @@ static bool client_leave(struct imap_client *client)
 	return client->free_pending;
 }
 
+/* A raw command answered before the caller wrote its last byte stays in
+   the queue, holding the commands behind it, until imap_client_raw_command_end:
+   it no longer waits for a reply, but the server still reads the rest. */
+static void command_answer_trailing(struct imap_client_command *command)
+{
+	struct imap_client *client = command->client;
+
+	if (command->piece_index > 0) {
+		assert(client->wire_raw > 0);
+		client->wire_raw--;
+	}
+	if (client->continuation_owner == command)
+		client->continuation_owner = NULL;
+	command->state = COMMAND_TRAILING;
+}
+
+/* Whether the server has seen command and owes it a tagged reply. */
+static bool command_awaits_reply(const struct imap_client_command *command)
+{
+	return !command->is_connect && (command->state == COMMAND_SENT ||
+					(command->state == COMMAND_QUEUED && command->piece_index > 0));
+}
+
 /* Finishes command: removes it, applies its effects, tells its owner. */
 static void command_complete(struct imap_client_command *command, enum imap_client_status status,
 			     const char *code, const char *text)
 {
 	struct imap_client *client = command->client;
+	bool trailing = command->raw && !command->raw_ended && status != IMAP_CLIENT_STATUS_ABORT &&
+			command->state != COMMAND_TRAILING;
 
 	assert(client != NULL && command->state != COMMAND_DONE);
-	client_list_remove(client, command);
-	command->state = COMMAND_DONE;
-	command->client = NULL;
+	if (command->state == COMMAND_TRAILING) {
+		/* aborted: its reply was delivered already */
+		client_list_remove(client, command);
+		command_release(command);
+		return;
+	}
+	if (trailing)
+		command_answer_trailing(command);
+	else
+		client_list_remove(client, command);
+	if (!trailing) {
+		command->state = COMMAND_DONE;
+		command->client = NULL;
+	}
 	command->result.status = status;
 	command->result_code = code != NULL ? xstrdup(code) : NULL;
 	command->result_text = xstrdup(text != NULL ? text : "");
@@ -507,13 +550,16 @@ static void command_complete(struct imap_client_command *command, enum imap_clie
 	if (!client->aborting && !client->free_pending)
 		client_send_more(client);
 	if (command->detached) {
-		command_release(command);
+		if (!trailing)
+			command_release(command);
 	} else if (command->callback != NULL && client->free_pending) {
-		command_release(command);
+		if (!trailing)
+			command_release(command);
 	} else if (command->callback != NULL) {
 		client_enter(client);
 		command->callback(client, command, &command->result, command->context);
-		command_release(command);
+		if (!trailing)
+			command_release(command);
 		client_leave(client);
 	}
 }
@@ -651,7 +697,7 @@ static void command_build(struct imap_client *client, struct imap_client_command
 {
 	size_t piece_start = 0;
 
-	snprintf(command->tag, sizeof(command->tag), "%s%llu", client->tag_prefix,
+	snprintf(command->tag_inline, sizeof(command->tag_inline), "%s%llu", client->tag_prefix,
 		 (unsigned long long)++client->tag_counter);
 	command_set_name(command, format);
 	evbuffer_add_printf(command->out, "%s ", command->tag);
@@ -773,7 +819,7 @@ struct imap_client_command *imap_client_command_send_continued(struct imap_clien
 							  callback, context);
 	size_t piece_start = 0;
 
-	snprintf(command->tag, sizeof(command->tag), "%s%llu", client->tag_prefix,
+	snprintf(command->tag_inline, sizeof(command->tag_inline), "%s%llu", client->tag_prefix,
 		 (unsigned long long)++client->tag_counter);
 	command_set_name(command, command_line);
 	evbuffer_add_printf(command->out, "%s %s\r\n", command->tag, command_line);
@@ -833,6 +879,11 @@ static void client_send_more(struct imap_client *client)
 			evbuffer_add_buffer(bufferevent_get_output(client->bev), command->out);
 			if (!command->raw_ended)
 				break; /* the caller has more to write: nothing may follow yet */
+			if (command->state == COMMAND_TRAILING) {
+				client_list_remove(client, command); /* answered already */
+				command_release(command);
+				continue;
+			}
 			command->state = COMMAND_SENT;
 			client->inflight++;
 			client->send_cursor = command->next;
@@ -930,7 +981,7 @@ static void client_handle_code(struct imap_client *client, const char *code)
 static struct imap_client_command *client_current_command(struct imap_client *client)
 {
 	for (struct imap_client_command *c = client->head; c != NULL; c = c->next) {
-		if (c->state == COMMAND_SENT || c->piece_index > 0 || c->is_connect)
+		if (command_awaits_reply(c) || c->is_connect)
 			return c;
 	}
 	return NULL;
@@ -1070,8 +1121,7 @@ static void client_handle_tagged(struct imap_client *client, const struct imap_a
 		return;
 	}
 	for (command = client->head; command != NULL; command = command->next) {
-		if (!command->is_connect && (command->state == COMMAND_SENT || command->piece_index > 0) &&
-		    strcmp(command->tag, tag) == 0)
+		if (command_awaits_reply(command) && strcmp(command->tag, tag) == 0)
 			break;
 	}
 	if (command == NULL) {
@@ -1109,8 +1159,7 @@ static int client_raw_deliver(struct imap_client *client, struct imap_client_com
 static struct imap_client_command *client_find_sent(struct imap_client *client, const char *tag)
 {
 	for (struct imap_client_command *c = client->head; c != NULL; c = c->next) {
-		if (!c->is_connect && (c->state == COMMAND_SENT || c->piece_index > 0) &&
-		    strcmp(c->tag, tag) == 0)
+		if (command_awaits_reply(c) && strcmp(c->tag, tag) == 0)
 			return c;
 	}
 	return NULL;
@@ -1121,7 +1170,7 @@ static struct imap_client_command *client_find_sent(struct imap_client *client, 
 static int client_raw_deliver_line(struct imap_client *client, const struct imap_arg *args,
 				   unsigned int count)
 {
-	struct imap_client_command *command;
+	struct imap_client_command *command = NULL;
 	const char *tag;
 
 	if (imap_arg_atom_equals(&args[0], "*"))
@@ -1141,6 +1190,10 @@ static int client_raw_deliver_line(struct imap_client *client, const struct imap
 	    (command = client_find_sent(client, tag)) != NULL && command->raw) {
 		evbuffer_drain(client->raw_line, strlen(tag));
 		return client_raw_deliver(client, command, IMAP_CLIENT_RAW_TAGGED, true);
+	}
+	if (command == NULL && imap_arg_get_atom(&args[0], &tag) && count >= 2 && is_status_word(&args[1], &status)) {
+		client->raw_line_stray = true;
+		return client_raw_deliver(client, NULL, IMAP_CLIENT_RAW_STRAY, true);
 	}
 	evbuffer_drain(client->raw_line, evbuffer_get_length(client->raw_line));
 	return 0;
@@ -1231,7 +1284,8 @@ static void client_handle_line(struct imap_client *client, const struct imap_arg
 	}
 	if (client->raw_line_active) {
 		client->raw_line_active = false;
-		if (client_raw_deliver_line(client, args, count) < 0)
+		client->raw_line_stray = false;
+		if (client_raw_deliver_line(client, args, count) < 0 || client->raw_line_stray)
 			return;
 		if (imap_arg_atom_equals(&args[0], "*")) {
 			client_handle_untagged(client, args, count, true);
@@ -2229,15 +2283,21 @@ size_t imap_client_get_output_pending(const struct imap_client *client)
 	return pending;
 }
 
-struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *name,
-							imap_client_command_fn *callback, void *context)
+struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *tag,
+							const char *name, imap_client_command_fn *callback,
+							void *context)
 {
 	struct imap_client_command *command = command_new(client, 0, callback, context);
 
 	assert(callback != NULL);
 	command->raw = true;
-	snprintf(command->tag, sizeof(command->tag), "%s%llu", client->tag_prefix,
-		 (unsigned long long)++client->tag_counter);
+	if (tag == NULL)
+		snprintf(command->tag_inline, sizeof(command->tag_inline), "%s%llu", client->tag_prefix,
+			 (unsigned long long)++client->tag_counter);
+	else if (strlen(tag) < sizeof(command->tag_inline))
+		memcpy(command->tag_inline, tag, strlen(tag) + 1);
+	else
+		command->tag = xstrdup(tag);
 	for (size_t i = 0; name[i] != '\0' && i + 1 < sizeof(command->name); i++) {
 		command->name[i] = (char)toupper((unsigned char)name[i]);
 		command->name[i + 1] = '\0';
@@ -2246,7 +2306,7 @@ struct imap_client_command *imap_client_raw_command_new(struct imap_client *clie
 		command->idle = true;
 	if (strcmp(command->name, "LOGOUT") == 0 && client->phase != PHASE_IDLE)
 		client->state = IMAP_CLIENT_STATE_LOGOUT; /* its BYE is expected, not an abort */
-	evbuffer_add_printf(command->out, "%s ", command->tag);
+	evbuffer_add(command->out, command->tag, strlen(command->tag));
 	client_queue(client, command);
 	return command;
 }
@@ -2281,11 +2341,18 @@ void imap_client_raw_command_write_buffer(struct imap_client_command *command, s
 
 void imap_client_raw_command_end(struct imap_client_command *command)
 {
+	struct imap_client *client = command->client;
+
 	assert(command->raw && !command->raw_ended && command->state != COMMAND_DONE);
 	command->raw_ended = true;
-	raw_command_flush(command);
-	if (command->client != NULL)
-		client_arm_timer(command->client, false);
+	raw_command_flush(command); /* frees a trailing command once its bytes are out */
+	if (client != NULL)
+		client_arm_timer(client, false);
+}
+
+bool imap_client_raw_command_is_answered(const struct imap_client_command *command)
+{
+	return command->state == COMMAND_TRAILING;
 }
 
 bool imap_client_command_is_raw(const struct imap_client_command *command)

@@ -296,6 +296,10 @@ enum imap_client_raw_kind {
 	IMAP_CLIENT_RAW_CONTINUATION, /* "+ ...": the server waits for more of the raw command */
 	IMAP_CLIENT_RAW_TAGGED,       /* the raw command's completion, without its tag:
 	                                 the bytes start at the space after it (" OK done\r\n") */
+	IMAP_CLIENT_RAW_STRAY,        /* a whole tagged line that answers no command: the server
+	                                 read bytes the caller sent within a command it had already
+	                                 answered as commands of their own (Dovecot does so with
+	                                 the rest of a line it refused as BAD, {N+} or not) */
 };
 /* Called with the bytes of each raw line, in order. A line comes whole
    (line_end true) unless it is an untagged one longer than 32 KiB (a
@@ -312,25 +316,40 @@ typedef int imap_client_raw_fn(struct imap_client *client, struct imap_client_co
 void imap_client_set_raw_callback(struct imap_client *client, imap_client_raw_fn *callback,
 				  void *context);
 
-/* Starts a raw command: a tag is assigned and written; the caller writes
-   the rest ("NOOP\r\n", literals included, exactly as they are to go
-   out) with imap_client_raw_command_write and then calls
-   imap_client_raw_command_end. name is the verb ("UID FETCH"), for the
+/* Starts a raw command: tag (any length; NULL: one of the core's own,
+   the tag prefix and a counter) is written; the caller writes
+   the rest (" NOOP\r\n", from the space after the tag, literals
+   included, exactly as they are to go out) with imap_client_raw_command_write and then calls
+   imap_client_raw_command_end. A caller's tag must never start with the
+   core's tag prefix (imap_client_get_tag_prefix): own and raw commands are
+   never on the wire together, so tags tell commands apart only within one
+   kind, but unsolicited data that names a tag (RFC 5267 updates) must
+   not be taken for an own command's. Several raw commands may share a
+   tag: their replies are matched in the order they were sent. name is
+   the verb ("UID FETCH"), for the
    state the command implies (SELECT, CLOSE, LOGOUT; IDLE is exempt from
    the command timeout once the server's "+" came). Bytes go out as soon
    as the command's turn comes; nothing after it is sent before it ended.
    callback (never NULL) gets the parsed completion after the TAGGED bytes
-   were delivered, or an abort; it may come before _end (the server
-   refused a synchronizing literal): the command is freed when callback
-   returns, and must not be written to after that. */
-struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *name,
-							imap_client_command_fn *callback, void *context);
+   were delivered, or an abort. It may come before _end (the server
+   answered before the caller wrote every byte: a refused synchronizing
+   literal, or a {N+} one): the command then stays writable, and holds
+   every command behind it, until the caller has written what its own
+   client still sends of it (a server reads a LITERAL+ literal whatever it
+   answered, RFC 7888) and called _end, which frees it. An aborted command
+   is freed when callback returns, and must not be written to after that
+   (nor after the closed callback). */
+struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *tag,
+							const char *name, imap_client_command_fn *callback,
+							void *context);
 void imap_client_raw_command_write(struct imap_client_command *command, const void *data, size_t len);
 /* Same, moving data's bytes out of it without copying. */
 void imap_client_raw_command_write_buffer(struct imap_client_command *command, struct evbuffer *data);
 /* The command's last byte was written: later commands may follow it. */
 void imap_client_raw_command_end(struct imap_client_command *command);
 bool imap_client_command_is_raw(const struct imap_client_command *command);
+/* Whether a raw command was answered before its _end (see above). */
+bool imap_client_raw_command_is_answered(const struct imap_client_command *command);
 /* The context given with the command's callback. */
 void *imap_client_command_get_context(const struct imap_client_command *command);
 

@@ -852,7 +852,7 @@ int unit_suite_init(void)
 struct raw_log {
 	char bytes[RAW_MAX + 1];
 	size_t len;
-	char events[4096]; /* "U", "C", "T" per call, "." after a line end */
+	char events[4096]; /* "U", "C", "T", "S" per call, "." after a line end */
 	size_t event_len;
 	char last_tag[16];
 	bool last_had_command;
@@ -875,7 +875,8 @@ static int on_raw(struct imap_client *client, struct imap_client_command *comman
 	r->bytes[r->len] = '\0';
 	if (r->event_len + 2 < sizeof(r->events)) {
 		r->events[r->event_len++] = kind == IMAP_CLIENT_RAW_UNTAGGED ? 'U' :
-					    kind == IMAP_CLIENT_RAW_CONTINUATION ? 'C' : 'T';
+					    kind == IMAP_CLIENT_RAW_CONTINUATION ? 'C' :
+					    kind == IMAP_CLIENT_RAW_TAGGED ? 'T' : 'S';
 		if (line_end)
 			r->events[r->event_len++] = '.';
 		r->events[r->event_len] = '\0';
@@ -901,8 +902,9 @@ static void raw_start(struct harness *h, struct raw_log *r, const char *greeting
 static struct imap_client_command *raw_send(struct harness *h, const char *name, const char *line,
 					    struct completion *c)
 {
-	struct imap_client_command *command = imap_client_raw_command_new(h->client, name, on_done, c);
+	struct imap_client_command *command = imap_client_raw_command_new(h->client, NULL, name, on_done, c);
 
+	imap_client_raw_command_write(command, " ", 1);
 	imap_client_raw_command_write(command, line, strlen(line));
 	imap_client_raw_command_end(command);
 	return command;
@@ -1006,8 +1008,8 @@ static void test_raw_synchronizing_literal(void)
 	struct imap_client_command *command;
 
 	raw_start(&h, &r, GREETING);
-	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &c);
-	imap_client_raw_command_write(command, "APPEND INBOX {5}\r\n", 18);
+	command = imap_client_raw_command_new(h.client, NULL, "APPEND", on_done, &c);
+	imap_client_raw_command_write(command, " APPEND INBOX {5}\r\n", 19);
 	raw_send(&h, "NOOP", "NOOP\r\n", &c);
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 APPEND INBOX {5}\r\n"); /* nothing may follow an open command */
 	server_send(&h, "+ go ahead\r\n");
@@ -1030,16 +1032,108 @@ static void test_raw_refused_literal(void)
 	struct imap_client_command *command;
 
 	raw_start(&h, &r, GREETING);
-	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &c);
-	imap_client_raw_command_write(command, "APPEND nosuch {5}\r\n", 19);
+	command = imap_client_raw_command_new(h.client, NULL, "APPEND", on_done, &c);
+	imap_client_raw_command_write(command, " APPEND nosuch {5}\r\n", 20);
 	take(&h);
 	server_send(&h, "A1 NO [TRYCREATE] no such mailbox\r\n");
-	/* done before it ended: freed, the queue goes on */
+	/* answered before it ended: the caller is told, and ends it */
 	CU_ASSERT_EQUAL(c.count, 1);
 	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_NO);
+	CU_ASSERT_TRUE(imap_client_raw_command_is_answered(command));
 	CU_ASSERT_STRING_EQUAL(r.bytes, " NO [TRYCREATE] no such mailbox\r\n");
 	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), ""); /* held behind the open one */
+	imap_client_raw_command_end(command); /* a {5} without "+": nothing more comes */
 	CU_ASSERT_STRING_EQUAL(take(&h), "A2 NOOP\r\n");
+	server_send(&h, "A2 OK\r\n");
+	CU_ASSERT_EQUAL(c.count, 2);
+	harness_stop(&h);
+}
+
+/* RFC 7888: the server reads a {N+} literal whatever it answered, so the
+   rest of a refused command still goes out, before anything after it. */
+static void test_raw_refused_nonsync_literal(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+
+	raw_start(&h, &r, GREETING);
+	command = imap_client_raw_command_new(h.client, NULL, "APPEND", on_done, &c);
+	imap_client_raw_command_write(command, " APPEND nosuch {5+}\r\nhel", 25);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 APPEND nosuch {5+}\r\nhel");
+	server_send(&h, "A1 NO [TRYCREATE] no such mailbox\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	server_send(&h, "* 3 EXISTS\r\n"); /* unsolicited: no command is waiting for a reply */
+	CU_ASSERT_STRING_EQUAL(r.events, "T.U.");
+	CU_ASSERT_FALSE(r.last_had_command);
+	imap_client_raw_command_write(command, "lo {2+}\r\nab", 11);
+	imap_client_raw_command_write(command, "\r\n", 2);
+	CU_ASSERT_STRING_EQUAL(take(&h), "lo {2+}\r\nab\r\n");
+	imap_client_raw_command_end(command);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A2 NOOP\r\n");
+	server_send(&h, "A2 OK\r\n");
+	CU_ASSERT_EQUAL(c.count, 2);
+	harness_stop(&h);
+}
+
+/* A refused command still being written when the connection drops is
+   freed with it (no leak under ASan, no callback twice). */
+static void test_raw_answered_then_aborted(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+
+	raw_start(&h, &r, GREETING);
+	command = imap_client_raw_command_new(h.client, NULL, "APPEND", on_done, &c);
+	imap_client_raw_command_write(command, " APPEND nosuch {5+}\r\n", 22);
+	take(&h);
+	server_send(&h, "A1 NO no\r\n* BYE going away\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_NO);
+	harness_stop(&h);
+}
+
+/* The caller's tags go out as they are, of any length, shared or not;
+   replies are matched to them in order. */
+static void test_raw_caller_tags(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+	char long_tag[2001], want[2100];
+
+	memset(long_tag, 'x', sizeof(long_tag) - 1);
+	long_tag[sizeof(long_tag) - 1] = '\0';
+	raw_start(&h, &r, GREETING);
+	command = imap_client_raw_command_new(h.client, "a1", "NOOP", on_done, &c);
+	imap_client_raw_command_write(command, " NOOP\r\n", 7);
+	imap_client_raw_command_end(command);
+	command = imap_client_raw_command_new(h.client, "a1", "CHECK", on_done, &c);
+	imap_client_raw_command_write(command, " CHECK\r\n", 8);
+	imap_client_raw_command_end(command);
+	command = imap_client_raw_command_new(h.client, long_tag, "NOOP", on_done, &c);
+	imap_client_raw_command_write(command, " NOOP\r\n", 7);
+	imap_client_raw_command_end(command);
+	snprintf(want, sizeof(want), "a1 NOOP\r\na1 CHECK\r\n%s NOOP\r\n", long_tag);
+	CU_ASSERT_STRING_EQUAL(take(&h), want);
+	server_send(&h, "a1 OK first\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_STRING_EQUAL(c.tags[0], "a1");
+	CU_ASSERT_STRING_EQUAL(r.last_tag, "a1");
+	snprintf(want, sizeof(want), "a1 NO second\r\n%s OK third\r\n", long_tag);
+	server_send(&h, want);
+	CU_ASSERT_EQUAL(c.count, 3);
+	CU_ASSERT_EQUAL(c.status[1], IMAP_CLIENT_STATUS_NO);
+	CU_ASSERT_EQUAL(c.status[2], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_STRING_EQUAL(r.bytes, " OK first\r\n NO second\r\n OK third\r\n");
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "A1 NOOP\r\n"); /* the core's own numbering is untouched */
 	harness_stop(&h);
 }
 
@@ -1051,8 +1145,8 @@ static void test_raw_idle(void)
 	struct imap_client_command *command;
 
 	raw_start(&h, &r, "* OK [CAPABILITY IMAP4rev1 IDLE] hi\r\n");
-	command = imap_client_raw_command_new(h.client, "IDLE", on_done, &c);
-	imap_client_raw_command_write(command, "IDLE\r\n", 6);
+	command = imap_client_raw_command_new(h.client, NULL, "IDLE", on_done, &c);
+	imap_client_raw_command_write(command, " IDLE\r\n", 7);
 	CU_ASSERT_STRING_EQUAL(take(&h), "A1 IDLE\r\n");
 	server_send(&h, "+ idling\r\n* 7 EXISTS\r\n");
 	CU_ASSERT_STRING_EQUAL(r.events, "C.U.");
@@ -1200,7 +1294,7 @@ static void test_raw_output_pending(void)
 	raw_start(&h, &r, GREETING);
 	imap_client_noop(h.client, on_done, &own);
 	take(&h);
-	command = imap_client_raw_command_new(h.client, "APPEND", on_done, &raw);
+	command = imap_client_raw_command_new(h.client, NULL, "APPEND", on_done, &raw);
 	memset(big, 'y', sizeof(big));
 	imap_client_raw_command_write(command, big, sizeof(big));
 	/* waiting behind the own NOOP: counted, not yet sent */
@@ -1209,11 +1303,14 @@ static void test_raw_output_pending(void)
 	server_send(&h, "A1 OK\r\n");
 	pump(&h);
 	CU_ASSERT_EQUAL(imap_client_get_output_pending(h.client), 0);
-	CU_ASSERT_EQUAL(h.out_len, 3 + sizeof(big));
+	CU_ASSERT_EQUAL(h.out_len, 2 + sizeof(big)); /* the tag, then the caller's bytes */
 	harness_stop(&h);
 }
 
-static void test_raw_tagged_line_without_raw_command_is_refused(void)
+/* While raw commands are on the wire, a tagged line that answers none
+   of them is the server's answer to bytes it read as a command of their
+   own: passed on whole, and the commands still wait for theirs. */
+static void test_raw_stray_tagged_line_is_passed_on(void)
 {
 	struct harness h;
 	struct raw_log r;
@@ -1221,6 +1318,26 @@ static void test_raw_tagged_line_without_raw_command_is_refused(void)
 
 	raw_start(&h, &r, GREETING);
 	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	take(&h);
+	server_send(&h, "nope BAD Error in IMAP command: Invalid command name\r\n");
+	CU_ASSERT_STRING_EQUAL(r.bytes, "nope BAD Error in IMAP command: Invalid command name\r\n");
+	CU_ASSERT_STRING_EQUAL(r.events, "S.");
+	CU_ASSERT_EQUAL(c.count, 0);
+	server_send(&h, "A1 OK done\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	harness_stop(&h);
+}
+
+/* An own command's answer naming a tag never sent is a broken server. */
+static void test_own_unknown_tag_aborts(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+
+	raw_start(&h, &r, GREETING);
+	imap_client_noop(h.client, on_done, &c);
 	take(&h);
 	server_send(&h, "A7 OK not ours\r\n");
 	CU_ASSERT_EQUAL(r.len, 0); /* never passed on */
@@ -1263,11 +1380,15 @@ const struct unit_test unit_tests[] = {
 	{ "raw: pipelined, attributed to the oldest", test_raw_pipelined },
 	{ "raw: synchronizing literal waits for the caller", test_raw_synchronizing_literal },
 	{ "raw: refused literal completes before the end", test_raw_refused_literal },
+	{ "raw: a refused {N+} literal still goes out", test_raw_refused_nonsync_literal },
+	{ "raw: answered, then the connection drops", test_raw_answered_then_aborted },
+	{ "raw: the caller's tags, long and shared", test_raw_caller_tags },
 	{ "raw: IDLE and DONE", test_raw_idle },
 	{ "raw: unsolicited data and BYE", test_raw_unsolicited_and_bye },
 	{ "raw: a large literal streams in parts", test_raw_large_literal_streamed },
 	{ "raw: pausing stops reading mid-literal", test_raw_pause_stops_reading },
 	{ "raw: output pending counts queued bytes", test_raw_output_pending },
-	{ "raw: unknown tag is refused, not passed on", test_raw_tagged_line_without_raw_command_is_refused },
+	{ "raw: a tagged line answering no command is passed on", test_raw_stray_tagged_line_is_passed_on },
+	{ "own: a tagged line answering no command aborts", test_own_unknown_tag_aborts },
 	{ NULL, NULL },
 };
