@@ -27,10 +27,13 @@
 #include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/time.h>
 #include <unistd.h>
 
-#define SESSION_TAG_MAX 64 /* longer tags are legal but no client uses them */
+#define SESSION_TAG_MAX 126 /* before login, as Dovecot's imap-login; after it, the line is the limit */
+#define SESSION_TAG_ALIASES_MAX 16 /* client tags the upstream can't be sent as they are, remembered */
 #define SESSION_LITERAL_DIGITS_MAX 19 /* fits a uint64_t; more is an overflow */
 #define SESSION_USER_MAX 256 /* an e-mail address is at most 254 bytes (RFC 5321) */
 #define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
@@ -106,10 +109,19 @@ struct session {
 	uint64_t forward_literal;      /* bytes of a client literal still to pass on (or drop) */
 	bool forward_literal_sync;     /* announced as {N}: comes only after the upstream's "+" */
 	bool forward_literal_go_ahead; /* the upstream's "+" reached the client */
-	bool forward_dropping;         /* the rest of a command the upstream already answered */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
 	bool state_logged_in;          /* the upstream accepted the login */
+	bool literal_bytes_read;       /* this read took literal bytes: acknowledge them at once */
+	bool upstream_mid_line;        /* the raw callback had part of a long line */
+	/* Client tags sent upstream under another name (session_upstream_tag),
+	   oldest replaced first; they outlive the command (RFC 5267 updates). */
+	struct session_tag_alias {
+		char *client_tag;
+		char upstream_tag[32];
+	} tag_aliases[SESSION_TAG_ALIASES_MAX];
+	unsigned int tag_alias_next;
+	unsigned int tag_alias_counter;
 
 	/* The upstream pool (upstream-pool.h). */
 	struct upstream_pool_key pool_key; /* digests of the account and credential of this login */
@@ -250,6 +262,8 @@ static void session_free(struct session **session_p)
 	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
 	session_wipe_credentials(session);
 	free(session->login_capabilities);
+	for (unsigned int i = 0; i < SESSION_TAG_ALIASES_MAX; i++)
+		free(session->tag_aliases[i].client_tag);
 	if (session->bev != NULL)
 		bufferevent_free(session->bev);
 	if (!session->fd_owned_by_bev)
@@ -1057,12 +1071,130 @@ static void session_handle_auth_response(struct session *session, const char *li
 struct session_forward {
 	struct session *session;
 	bool logout;
-	char tag[SESSION_TAG_MAX + 1];
+	char tag[]; /* the client's */
 };
 
 static void session_forward_free(void *context)
 {
 	free(context);
+}
+
+/* Whether a client's tag can go upstream as it is: the upstream answers
+   with it, and names it in RFC 4731/5267 correlators, so nothing needs
+   translating back. Not so for a tag with "]" (RFC 3501 allows it in a
+   tag, Dovecot and others refuse it) or one in the core's own tag space
+   (imap_client_raw_command_new). */
+static bool session_tag_is_sendable(const struct session *session, const char *tag)
+{
+	const char *prefix = imap_client_get_tag_prefix(session->upstream);
+
+	return strchr(tag, ']') == NULL && strncasecmp(tag, prefix, strlen(prefix)) != 0;
+}
+
+/* The tag a client's command goes upstream with: its own, or an alias
+   that stays the same for that client tag (so a reused tag is still a
+   duplicate to the upstream). NULL when out of memory. */
+static const char *session_upstream_tag(struct session *session, const char *tag)
+{
+	struct session_tag_alias *alias;
+
+	if (session_tag_is_sendable(session, tag))
+		return tag;
+	for (unsigned int i = 0; i < SESSION_TAG_ALIASES_MAX; i++) {
+		alias = &session->tag_aliases[i];
+		if (alias->client_tag != NULL && strcmp(alias->client_tag, tag) == 0)
+			return alias->upstream_tag;
+	}
+	alias = &session->tag_aliases[session->tag_alias_next];
+	session->tag_alias_next = (session->tag_alias_next + 1) % SESSION_TAG_ALIASES_MAX;
+	free(alias->client_tag);
+	alias->client_tag = strdup(tag);
+	if (alias->client_tag == NULL)
+		return NULL;
+	/* the core's own tags are the prefix and digits: never this */
+	snprintf(alias->upstream_tag, sizeof(alias->upstream_tag), "%sT%u",
+		 imap_client_get_tag_prefix(session->upstream), ++session->tag_alias_counter);
+	return alias->upstream_tag;
+}
+
+/* The alias whose upstream tag (when to_client) or client tag is the
+   len bytes at name, or NULL. */
+static const struct session_tag_alias *session_find_alias(const struct session *session, const char *name,
+							  size_t len, bool to_client)
+{
+	for (unsigned int i = 0; i < SESSION_TAG_ALIASES_MAX; i++) {
+		const struct session_tag_alias *alias = &session->tag_aliases[i];
+		const char *known = to_client ? alias->upstream_tag : alias->client_tag;
+
+		if (alias->client_tag != NULL && strlen(known) == len && memcmp(known, name, len) == 0)
+			return alias;
+	}
+	return NULL;
+}
+
+/* RFC 4731's search correlator, "* ESEARCH (TAG "t")", at the start of an
+   upstream line: an aliased tag goes back to the client's name. Returns
+   whether the line was written to output so. */
+static bool session_write_esearch_line(struct session *session, struct evbuffer *output,
+				       const unsigned char *data, size_t len)
+{
+	static const char correlator[] = "* ESEARCH (TAG \"";
+	const size_t skip = sizeof(correlator) - 1;
+	const struct session_tag_alias *alias;
+	const unsigned char *end;
+
+	if (session->tag_alias_counter == 0 || len <= skip || strncasecmp((const char *)data, correlator, skip) != 0 ||
+	    (end = memchr(data + skip, '"', len - skip)) == NULL ||
+	    (alias = session_find_alias(session, (const char *)data + skip, (size_t)(end - data) - skip, true)) == NULL)
+		return false;
+	evbuffer_add(output, data, skip);
+	evbuffer_add(output, alias->client_tag, strlen(alias->client_tag));
+	evbuffer_add(output, end, len - (size_t)(end - data));
+	session->bytes_out += len - ((size_t)(end - data) - skip) + strlen(alias->client_tag);
+	return true;
+}
+
+/* CANCELUPDATE's arguments (RFC 5267) name client tags: an aliased one
+   goes upstream under its alias. args is the text after the verb; the
+   result, written to out (size bytes), is it with the tags replaced. */
+static bool session_rewrite_cancelupdate(const struct session *session, const char *args, size_t len,
+					 char *out, size_t size)
+{
+	size_t used = 0;
+
+	for (size_t pos = 0; pos < len;) {
+		size_t start = pos, end;
+		bool quoted = args[pos] == '"';
+		const struct session_tag_alias *alias;
+
+		if (args[pos] == ' ') {
+			if (used + 1 >= size)
+				return false;
+			out[used++] = args[pos++];
+			continue;
+		}
+		end = start + quoted;
+		while (end < len && (quoted ? args[end] != '"' : args[end] != ' '))
+			end++;
+		if (quoted && end++ >= len)
+			return false;
+		alias = session_find_alias(session, args + start + quoted, end - start - 2 * quoted, false);
+		if (alias != NULL) {
+			int n = snprintf(out + used, size - used, "\"%s\"", alias->upstream_tag);
+
+			if (n < 0 || (size_t)n >= size - used)
+				return false;
+			used += (size_t)n;
+		} else {
+			if (used + end - start >= size)
+				return false;
+			memcpy(out + used, args + start, end - start);
+			used += end - start;
+		}
+		pos = end;
+	}
+	out[used] = '\0';
+	return true;
 }
 
 /* The upstream connection ended (any reason): so does a logged-in session. */
@@ -1071,6 +1203,7 @@ static void session_upstream_closed(struct imap_client *client, const char *reas
 	struct session *session = context;
 
 	(void)client;
+	session->open_command = NULL; /* freed with the connection */
 	if (session->state != SESSION_STATE_FORWARDING)
 		return; /* a login in progress hears of it from its command */
 	log_info("session %lu: upstream %s: %s", session->id, session->upstream_name, reason);
@@ -1084,12 +1217,16 @@ static int session_upstream_raw(struct imap_client *client, struct imap_client_c
 {
 	struct session *session = context;
 	struct evbuffer *output;
+	bool line_start = !session->upstream_mid_line;
 
-	(void)line_end;
+	session->upstream_mid_line = !line_end;
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
 	output = bufferevent_get_output(session->bev);
-	if (kind == IMAP_CLIENT_RAW_TAGGED) {
+	if (kind == IMAP_CLIENT_RAW_UNTAGGED && line_start && session_write_esearch_line(session, output, data, len)) {
+		data += len; /* written */
+		len = 0;
+	} else if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
 
 		evbuffer_add(output, forward->tag, strlen(forward->tag));
@@ -1133,25 +1270,27 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 {
 	struct session_forward *forward = context;
 	struct session *session = forward->session;
+	bool logout = forward->logout; /* ending the command below frees forward */
 
 	(void)client;
 	session->forwarded_pending--;
-	if (session->open_command == command) {
-		/* answered before the client sent all of it (a refused literal,
-		   IDLE refused): what is still coming is dropped */
+	if (session->open_command == command && result->status != IMAP_CLIENT_STATUS_ABORT &&
+	    (session->open_is_idle || (session->forward_literal > 0 && session->forward_literal_sync &&
+				       !session->forward_literal_go_ahead))) {
+		/* answered before the client sent all of it, and the client
+		   sends nothing more: IDLE refused, or a {N} that got no "+".
+		   Otherwise the upstream still reads the rest (a {N+} literal,
+		   RFC 7888), which goes on to it. */
 		session->open_command = NULL;
-		if (session->forward_literal > 0 && session->forward_literal_sync &&
-		    !session->forward_literal_go_ahead)
-			session->forward_literal = 0; /* the client got no "+": it sends nothing more */
-		else if (!session->open_is_idle) {
-			session->forward_dropping = true;
-			session->pool_state_changed = true; /* the upstream may still wait for these bytes */
-		}
+		session->forward_literal = 0;
+		imap_client_raw_command_end(command);
+	} else if (session->open_command == command && result->status == IMAP_CLIENT_STATUS_ABORT) {
+		session->open_command = NULL;
 	}
 	session_update_literal_timer(session);
 	if (result->status == IMAP_CLIENT_STATUS_ABORT)
 		return; /* session_upstream_closed ends the session */
-	if (forward->logout) {
+	if (logout) {
 		session_close(session, "logged out", NULL);
 		return;
 	}
@@ -1236,7 +1375,6 @@ static bool session_can_pool(const struct session *session)
 	return session_pool != NULL && upstream_pool_is_enabled(session_pool) && session->pool_key_valid &&
 	       session->login_capabilities != NULL &&
 	       !session->pool_state_changed && session->open_command == NULL && session->forward_literal == 0 &&
-	       !session->forward_dropping &&
 	       (state == IMAP_CLIENT_STATE_AUTHENTICATED ||
 		(state == IMAP_CLIENT_STATE_SELECTED && imap_client_has_capability(session->upstream, "UNSELECT")));
 }
@@ -1254,82 +1392,131 @@ static void session_logout_to_pool(struct session *session, const char *tag)
 	session_close(session, "logged out (upstream connection to the pool)", NULL);
 }
 
+/* The length of the tag at the start of line: RFC 3501 tag characters
+   up to a space or the end; 0 when there is none. */
+static size_t session_tag_length(const char *line, size_t len)
+{
+	size_t tag_len = 0;
+
+	while (tag_len < len && session_tag_char((unsigned char)line[tag_len]))
+		tag_len++;
+	return tag_len < len && line[tag_len] != ' ' ? 0 : tag_len;
+}
+
+/* After login, the commands the proxy answers itself: CAPABILITY (what
+   both sides carry) and those it can't carry. Returns true when verb is
+   one of them, with *wait_r set when the answer must wait for those
+   still pending (answers go out in order). */
+static bool session_answer_locally(struct session *session, const char *tag, const char *verb, bool *wait_r)
+{
+	char filtered[UPSTREAM_CAPABILITY_MAX];
+
+	*wait_r = false;
+	if (strcmp(verb, "CAPABILITY") != 0 && strcmp(verb, "STARTTLS") != 0 && strcmp(verb, "COMPRESS") != 0 &&
+	    strcmp(verb, "NOTIFY") != 0 && strcmp(verb, "UNAUTHENTICATE") != 0)
+		return false;
+	if (session->forwarded_pending > 0) {
+		*wait_r = true;
+		return true;
+	}
+	if (strcmp(verb, "CAPABILITY") == 0) {
+		upstream_filter_capabilities(imap_client_get_capabilities(session->upstream), filtered,
+					     sizeof(filtered));
+		session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n", filtered, tag);
+	} else if (strcmp(verb, "STARTTLS") == 0) {
+		session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
+	} else {
+		session_send(session, "%s NO [CANNOT] imapcached does not carry %s\r\n", tag, verb);
+	}
+	return true;
+}
+
+/* Writes the command line from the space after its tag, with the client
+   tags CANCELUPDATE names (RFC 5267) under their upstream aliases. */
+static void session_write_command_line(struct session *session, struct imap_client_command *command,
+				       const char *verb, const char *line, size_t tag_len, size_t len)
+{
+	size_t verb_end = tag_len + 1 + strlen(verb);
+	char rewritten[1024];
+
+	if (session->tag_alias_counter > 0 && strcmp(verb, "CANCELUPDATE") == 0 && verb_end <= len &&
+	    session_rewrite_cancelupdate(session, line + verb_end, len - verb_end, rewritten, sizeof(rewritten))) {
+		imap_client_raw_command_write(command, line + tag_len, verb_end - tag_len);
+		imap_client_raw_command_write(command, rewritten, strlen(rewritten));
+	} else {
+		imap_client_raw_command_write(command, line + tag_len, len - tag_len);
+	}
+	imap_client_raw_command_write(command, "\r\n", 2);
+}
+
 /* A logged-in client's command line (without CRLF) that starts a command.
-   Returns false when the line must wait (a local answer while forwarded
-   ones are still pending) and was not consumed. */
+   It goes upstream with the client's own tag (session_upstream_tag), so
+   that every reply, and every correlator naming the tag, is the
+   upstream's as it is; a line with a tag and no command goes too, for
+   the upstream's tagged BAD. Returns false when the line must wait (a
+   local answer while forwarded ones are still pending) and was not
+   consumed. */
 static bool session_forward_command(struct session *session, const char *line, size_t len)
 {
-	char tag[SESSION_TAG_MAX + 1], verb[SESSION_VERB_MAX];
-	size_t tag_len = 0, verb_pos;
+	char verb[SESSION_VERB_MAX] = "";
+	size_t tag_len = session_tag_length(line, len);
 	enum session_literal literal;
 	uint64_t literal_size = 0;
 	struct session_forward *forward;
 	struct imap_client_command *command;
+	const char *upstream_tag;
+	bool wait;
 
-	while (tag_len < len && tag_len < SESSION_TAG_MAX && session_tag_char((unsigned char)line[tag_len]))
-		tag_len++;
-	if (tag_len == 0 || tag_len == SESSION_TAG_MAX || tag_len >= len || line[tag_len] != ' ' ||
-	    memchr(line, '\0', len) != NULL) {
-		session_send(session, "* BAD Invalid tag or missing command\r\n");
+	if (tag_len == 0 || memchr(line, '\0', len) != NULL) {
+		session_send(session, "* BAD Invalid tag\r\n");
 		session_count_bad(session);
 		return true;
 	}
-	memcpy(tag, line, tag_len);
-	tag[tag_len] = '\0';
-	verb_pos = tag_len + 1;
-	session_read_verb(line, len, verb_pos, verb, sizeof(verb));
+	forward = calloc(1, sizeof(*forward) + tag_len + 1);
+	if (forward == NULL) {
+		session_close(session, "out of memory", "Server out of memory");
+		return true;
+	}
+	forward->session = session;
+	memcpy(forward->tag, line, tag_len);
+	if (tag_len < len)
+		session_read_verb(line, len, tag_len + 1, verb, sizeof(verb));
 	literal = session_line_literal(line, len, &literal_size);
 
 	/* only a connection that may be pooled needs its state watched */
 	if (session->pool_key_valid && !session->pool_state_changed && session_line_changes_state(verb, line, len))
 		session->pool_state_changed = true;
 	if (literal == SESSION_LITERAL_NONE && strcmp(verb, "LOGOUT") == 0 && session_can_pool(session)) {
-		if (session->forwarded_pending > 0)
-			return false; /* a clean connection first: every answer is in */
-		session_logout_to_pool(session, tag);
-		return true;
+		wait = session->forwarded_pending > 0; /* a clean connection first: every answer is in */
+		if (!wait)
+			session_logout_to_pool(session, forward->tag);
+		free(forward);
+		return !wait;
 	}
-	if (literal == SESSION_LITERAL_NONE &&
-	    (strcmp(verb, "CAPABILITY") == 0 || strcmp(verb, "STARTTLS") == 0 ||
-	     strcmp(verb, "COMPRESS") == 0 || strcmp(verb, "NOTIFY") == 0 ||
-	     strcmp(verb, "UNAUTHENTICATE") == 0)) {
-		if (session->forwarded_pending > 0)
-			return false; /* answers go out in order */
-		if (strcmp(verb, "CAPABILITY") == 0) {
-			char filtered[UPSTREAM_CAPABILITY_MAX];
-
-			upstream_filter_capabilities(imap_client_get_capabilities(session->upstream), filtered,
-						     sizeof(filtered));
-			session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n", filtered, tag);
-		} else if (strcmp(verb, "STARTTLS") == 0) {
-			session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
-		} else {
-			session_send(session, "%s NO [CANNOT] imapcached does not carry %s\r\n", tag, verb);
-		}
-		return true;
+	if (literal == SESSION_LITERAL_NONE && session_answer_locally(session, forward->tag, verb, &wait)) {
+		free(forward);
+		return !wait;
 	}
-	if (literal != SESSION_LITERAL_NONE &&
-	    (literal == SESSION_LITERAL_INVALID || literal_size > session->conf->limit_literal) &&
-	    literal != SESSION_LITERAL_NONSYNC) {
+	if (literal == SESSION_LITERAL_INVALID ||
+	    (literal == SESSION_LITERAL_SYNC && literal_size > session->conf->limit_literal)) {
 		/* refused before anything went upstream: the client never got "+" */
 		log_info("session %lu: literal of %llu bytes refused, over the limit of %llu", session->id,
 			 (unsigned long long)literal_size, (unsigned long long)session->conf->limit_literal);
-		session_send(session, "%s BAD Literal too large\r\n", tag);
+		session_send(session, "%s BAD Literal too large\r\n", forward->tag);
+		free(forward);
 		return true;
 	}
-	forward = calloc(1, sizeof(*forward));
-	if (forward == NULL) {
+	upstream_tag = session_upstream_tag(session, forward->tag);
+	if (upstream_tag == NULL) {
+		free(forward);
 		session_close(session, "out of memory", "Server out of memory");
 		return true;
 	}
-	forward->session = session;
 	forward->logout = strcmp(verb, "LOGOUT") == 0;
-	memcpy(forward->tag, tag, tag_len + 1);
-	command = imap_client_raw_command_new(session->upstream, verb, session_forward_done, forward);
+	command = imap_client_raw_command_new(session->upstream, upstream_tag, verb, session_forward_done, forward);
 	imap_client_command_set_destroy(command, session_forward_free, forward);
 	session->forwarded_pending++;
-	imap_client_raw_command_write(command, line + verb_pos, len - verb_pos);
-	imap_client_raw_command_write(command, "\r\n", 2);
+	session_write_command_line(session, command, verb, line, tag_len, len);
 	if (!session_forward_literal(session, literal, literal_size))
 		return true;
 	if (literal != SESSION_LITERAL_NONE || strcmp(verb, "IDLE") == 0) {
@@ -1401,6 +1588,7 @@ static void session_forward_input(struct session *session)
 			}
 			session->bytes_in += take;
 			session->forward_literal -= take;
+			session->literal_bytes_read = true;
 			continue;
 		}
 		eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
@@ -1420,16 +1608,7 @@ static void session_forward_input(struct session *session)
 		}
 		evbuffer_copyout(input, line, line_len);
 		line[line_len] = '\0';
-		if (session->forward_dropping) {
-			uint64_t size = 0;
-
-			if (session_line_literal(line, line_len, &size) == SESSION_LITERAL_NONSYNC) {
-				session->forward_literal = size;
-				session->forward_literal_sync = false;
-			}
-			else
-				session->forward_dropping = false;
-		} else if (session->open_command != NULL) {
+		if (session->open_command != NULL) {
 			session_forward_continuation(session, line, line_len);
 		} else if (!session_forward_command(session, line, line_len)) {
 			free(line);
@@ -1470,16 +1649,20 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 		session_count_bad(session);
 		return;
 	}
-	while (tag_len < len && tag_len < SESSION_TAG_MAX && session_tag_char((unsigned char)line[tag_len]))
-		tag_len++;
-	if (tag_len == 0 || tag_len == SESSION_TAG_MAX || tag_len >= len || line[tag_len] != ' ') {
-		session_send(session, "* BAD Invalid tag or missing command\r\n");
+	tag_len = session_tag_length(line, len);
+	if (tag_len == 0 || tag_len > SESSION_TAG_MAX) {
+		session_send(session, "* BAD Invalid tag\r\n");
 		log_debug("session %lu: invalid command line", session->id);
 		session_count_bad(session);
 		return;
 	}
 	memcpy(tag, line, tag_len);
 	tag[tag_len] = '\0';
+	if (tag_len == len) {
+		session_send(session, "%s BAD Missing command\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
 	pos = tag_len + 1;
 	while (pos + command_len < len && command_len < sizeof(command) - 1 &&
 	       session_atom_char((unsigned char)line[pos + command_len]))
@@ -1613,6 +1796,7 @@ static void session_read_input(struct session *session)
 			session->login_command_len += take;
 			session->bytes_in += take;
 			session->login_literal_left -= take;
+			session->literal_bytes_read = true;
 			continue;
 		}
 		if (session->literal_to_discard > 0) {
@@ -1675,10 +1859,25 @@ static void session_read_input(struct session *session)
 		session_schedule_step(session); /* more pipelined commands: after other clients */
 }
 
+/* Acknowledges at once what the client sent of a literal. A client
+   without TCP_NODELAY (imaplib) writes a literal and its closing CRLF in
+   two writes; Nagle holds the second until the first is acknowledged,
+   and a delayed acknowledgement would cost it 40 ms per APPEND. */
+static void session_acknowledge_literal(struct session *session)
+{
+	int on = 1;
+
+	session->literal_bytes_read = false;
+	if (setsockopt(session->fd, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof(on)) < 0)
+		log_debug("session %lu: TCP_QUICKACK: %s", session->id, strerror(errno));
+}
+
 /* Handles the client's input, then times what is left of a literal. */
 static void session_process_input(struct session *session)
 {
 	session_read_input(session);
+	if (session->literal_bytes_read)
+		session_acknowledge_literal(session);
 	session_update_literal_timer(session);
 }
 
