@@ -4,13 +4,17 @@
 FETCH sent straight to Dovecot: after LOGIN and SELECT, the time from
 sending "FETCH n BODY[]" to reading its tagged OK, for the first FETCH
 of a connection, for the ones after it and for the corpus's largest
-message, and NOOP as the round trip of a command with no data. Three
+message, and NOOP as the round trip of a command with no data; and the
+time of an APPEND from Python's imaplib (which writes a literal and its
+CRLF in two writes, without TCP_NODELAY), APPENDS of them on one
+connection, APPEND_RUNS times, direct and through the proxy. Three
 paths, a fresh connection per round on each: direct to Dovecot in
 plaintext, direct with TLS (what the proxy's upstream side does), and
 through the proxy (plaintext listener, TLS upstream). Prints medians
 (with p90 and max) and the ratios proxy/direct; never judges them by
 time. Runs under with-dovecot (make bench-daemon-latency); exits
 non-zero only when the measurement itself failed."""
+import imaplib
 import importlib.util
 import json
 import os
@@ -33,6 +37,8 @@ from proxyfixture import CA, HOST, MANIFEST, PASS, PORT, TLS_PORT, USER, quote_b
 ROUNDS = 15            # connections per path: enough for a stable median on a busy machine
 MESSAGES = (1, 2, 3, 4, 5)  # FETCHed in this order on each connection; 1 comes back at the end
 WAIT = 60              # seconds: the longest any single answer may take
+APPENDS, APPEND_RUNS = 20, 3  # imaplib APPENDs per connection, connections per path
+APPEND_MESSAGE = b"From: a@example.org\r\nSubject: append latency\r\n\r\n" + b"x" * 2000 + b"\r\n"
 with open(MANIFEST) as _f:
     _largest = max(json.load(_f)["messages"], key=lambda m: m["size"])
 LARGEST_UID, LARGEST_SIZE = _largest["uid"], _largest["size"]
@@ -96,6 +102,37 @@ def one_round(path):
         conn.close()
 
 
+def append_round(port, mailbox):
+    """Milliseconds per imaplib APPEND on one connection (as imaplib
+    sends it: line, "+", literal, CRLF), into mailbox, made and dropped."""
+    conn = imaplib.IMAP4("127.0.0.1", port, timeout=WAIT)
+    try:
+        conn.login(USER, PASS)
+        conn.create(mailbox)
+        times = []
+        for _ in range(APPENDS):
+            started = time.perf_counter()
+            status, _ = conn.append(mailbox, None, None, APPEND_MESSAGE)
+            times.append((time.perf_counter() - started) * 1000)
+            if status != "OK":
+                raise MeasureError("APPEND on port %d: %s" % (port, status))
+        conn.delete(mailbox)
+        return times
+    except imaplib.IMAP4.error as e:
+        raise MeasureError("imaplib on port %d: %s" % (port, e))
+    finally:
+        conn.logout()
+
+
+def report_appends(times):
+    print("imaplib APPEND, %d per connection, %d connections per path; ms" % (APPENDS, APPEND_RUNS))
+    for name, samples in times.items():
+        print("%-12s median %.2f (p90 %.1f, max %.1f)" % (name, statistics.median(samples),
+                                                         percentile(samples, 0.9), max(samples)))
+    print("RESULT APPEND proxy/direct: %.2fx" % (statistics.median(times["proxy"]) /
+                                                 statistics.median(times["direct"])))
+
+
 def main():
     daemon = Daemon()
     paths = [Path("direct", PORT, False),
@@ -108,6 +145,10 @@ def main():
         for _ in range(ROUNDS):  # interleaved, so load changes hit every path alike
             for path in paths:
                 one_round(path)
+        appends = {"direct": [], "proxy": []}
+        for run in range(APPEND_RUNS):
+            appends["direct"] += append_round(PORT, "bench-append-direct-%d" % run)
+            appends["proxy"] += append_round(daemon.port, "bench-append-proxy-%d" % run)
     except (MeasureError, OSError) as e:
         print("FAIL: measurement failed: %s" % e)
         return 1
@@ -129,6 +170,7 @@ def main():
         ratios = [p / b if b > 0 else float("inf") for p, b in zip(medians["proxy"], medians[base])]
         print("RESULT proxy/%s: first FETCH %.2fx, later FETCH %.2fx, same again %.2fx, NOOP %.2fx, "
               "%d KiB FETCH %.2fx" % (base, *ratios[:4], LARGEST_SIZE >> 10, ratios[4]))
+    report_appends(appends)
     print("(a benchmark: exit 0 whatever the ratios)")
     return 0
 
