@@ -1199,6 +1199,32 @@ static int client_raw_deliver_line(struct imap_client *client, const struct imap
 	return 0;
 }
 
+/* RFC 3501 ATOM-CHAR: a tag of them is one every server takes. */
+static bool tag_is_atom(const char *tag)
+{
+	for (; *tag != '\0'; tag++) {
+		unsigned char c = (unsigned char)*tag;
+
+		if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\]", c) != NULL)
+			return false;
+	}
+	return true;
+}
+
+/* A server that refuses a tag answers with an untagged BAD (Dovecot
+   refuses "]", which RFC 3501 allows in a tag): the raw command it
+   completes is the oldest on the wire, when its tag is not an atom. */
+static struct imap_client_command *client_tag_refused_command(struct imap_client *client,
+							      const struct imap_arg *args, unsigned int count)
+{
+	struct imap_client_command *command = client_current_command(client);
+
+	if (count < 2 || !imap_arg_atom_equals(&args[1], "BAD") || command == NULL || !command->raw ||
+	    command->is_connect || tag_is_atom(command->tag))
+		return NULL;
+	return command;
+}
+
 /* Whether the line about to start belongs to raw commands. */
 static bool client_line_is_raw(struct imap_client *client)
 {
@@ -1288,7 +1314,11 @@ static void client_handle_line(struct imap_client *client, const struct imap_arg
 		if (client_raw_deliver_line(client, args, count) < 0 || client->raw_line_stray)
 			return;
 		if (imap_arg_atom_equals(&args[0], "*")) {
+			struct imap_client_command *refused = client_tag_refused_command(client, args, count);
+
 			client_handle_untagged(client, args, count, true);
+			if (refused != NULL && client->phase == PHASE_READY && !client->free_pending)
+				command_complete(refused, IMAP_CLIENT_STATUS_BAD, NULL, "tag refused");
 			return;
 		}
 	}

@@ -317,15 +317,16 @@ void imap_client_set_raw_callback(struct imap_client *client, imap_client_raw_fn
 				  void *context);
 
 /* Starts a raw command: tag (any length; NULL: one of the core's own,
-   the tag prefix and a counter) is written; the caller writes
-   the rest (" NOOP\r\n", from the space after the tag, literals
-   included, exactly as they are to go out) with imap_client_raw_command_write and then calls
-   imap_client_raw_command_end. A caller's tag must never start with the
-   core's tag prefix (imap_client_get_tag_prefix): own and raw commands are
-   never on the wire together, so tags tell commands apart only within one
-   kind, but unsolicited data that names a tag (RFC 5267 updates) must
-   not be taken for an own command's. Several raw commands may share a
-   tag: their replies are matched in the order they were sent. name is
+   the tag prefix and a counter) is written; the caller writes the rest
+   (" NOOP\r\n", from the space after the tag, literals included,
+   exactly as they are to go out) with imap_client_raw_command_write and
+   then calls imap_client_raw_command_end. Several raw commands may share
+   a tag, a caller's or the core's: replies are matched to them in the
+   order they were sent, as a server answers them. A tag that is not an
+   atom (RFC 3501 allows "]" in a tag; Dovecot refuses it) may get an
+   untagged BAD instead: that completes the oldest raw command on the
+   wire, when its tag is such a one, with status BAD (the line went to
+   the raw callback). name is
    the verb ("UID FETCH"), for the
    state the command implies (SELECT, CLOSE, LOGOUT; IDLE is exempt from
    the command timeout once the server's "+" came). Bytes go out as soon

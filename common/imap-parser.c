@@ -20,6 +20,7 @@
 enum parser_state {
 	STATE_ARG_START,
 	STATE_AFTER_ARG,
+	STATE_TAG,          /* a line's first argument, when it is a tag */
 	STATE_ATOM,
 	STATE_ATOM_BRACKET,
 	STATE_SECTION_LIST,
@@ -699,6 +700,20 @@ static size_t plain_span(const struct imap_parser *parser, const unsigned char *
 	return i;
 }
 
+/* A byte of a line's first word when it is a tag: what an atom takes,
+   and "[" and "]" as plain bytes (RFC 3501 allows them in a tag; an atom
+   elsewhere would take "[" for a section). imap-command judges the tag. */
+static bool is_tag_char(unsigned char c)
+{
+	return atom_char_table[c] || c == '[' || c == ']';
+}
+
+/* Whether the next argument is the line's first, where a tag stands. */
+static bool at_line_start(const struct imap_parser *parser)
+{
+	return parser->depth == 0 && (parser->level_capacity == 0 || parser->levels[0].count == 0);
+}
+
 static bool start_atom(struct imap_parser *parser, unsigned char c)
 {
 	parser->token_len = 0;
@@ -771,11 +786,27 @@ static bool step(struct imap_parser *parser, unsigned char c)
 		case '\n':
 			return line_end_char(parser, c);
 		default:
+			if (at_line_start(parser) && c != '*' && c != '+' && is_tag_char(c)) {
+				parser->token_len = 0;
+				parser->state = STATE_TAG;
+				return token_append(parser, &c, 1);
+			}
 			if (c == '[' || atom_char_table[c])
 				return start_atom(parser, c);
 			fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "Unexpected character");
 			return false;
 		}
+	case STATE_TAG:
+		if (is_tag_char(c))
+			return token_append(parser, &c, 1);
+		if (c == ' ' || c == '\r' || c == '\n') {
+			if (!add_token_arg(parser, IMAP_ARG_ATOM, 0))
+				return false;
+			parser->state = STATE_AFTER_ARG;
+			return step_again(parser, c);
+		}
+		fail(parser, IMAP_PARSER_ERROR_UNEXPECTED_CHAR, "Unexpected character in a tag");
+		return false;
 	case STATE_AFTER_ARG:
 		switch (c) {
 		case ' ':

@@ -33,7 +33,6 @@
 #include <unistd.h>
 
 #define SESSION_TAG_MAX 126 /* before login, as Dovecot's imap-login; after it, the line is the limit */
-#define SESSION_TAG_ALIASES_MAX 16 /* client tags the upstream can't be sent as they are, remembered */
 #define SESSION_LITERAL_DIGITS_MAX 19 /* fits a uint64_t; more is an overflow */
 #define SESSION_USER_MAX 256 /* an e-mail address is at most 254 bytes (RFC 5321) */
 #define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
@@ -113,15 +112,6 @@ struct session {
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
 	bool state_logged_in;          /* the upstream accepted the login */
 	bool literal_bytes_read;       /* this read took literal bytes: acknowledge them at once */
-	bool upstream_mid_line;        /* the raw callback had part of a long line */
-	/* Client tags sent upstream under another name (session_upstream_tag),
-	   oldest replaced first; they outlive the command (RFC 5267 updates). */
-	struct session_tag_alias {
-		char *client_tag;
-		char upstream_tag[32];
-	} tag_aliases[SESSION_TAG_ALIASES_MAX];
-	unsigned int tag_alias_next;
-	unsigned int tag_alias_counter;
 
 	/* The upstream pool (upstream-pool.h). */
 	struct upstream_pool_key pool_key; /* digests of the account and credential of this login */
@@ -262,8 +252,6 @@ static void session_free(struct session **session_p)
 	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
 	session_wipe_credentials(session);
 	free(session->login_capabilities);
-	for (unsigned int i = 0; i < SESSION_TAG_ALIASES_MAX; i++)
-		free(session->tag_aliases[i].client_tag);
 	if (session->bev != NULL)
 		bufferevent_free(session->bev);
 	if (!session->fd_owned_by_bev)
@@ -1079,124 +1067,6 @@ static void session_forward_free(void *context)
 	free(context);
 }
 
-/* Whether a client's tag can go upstream as it is: the upstream answers
-   with it, and names it in RFC 4731/5267 correlators, so nothing needs
-   translating back. Not so for a tag with "]" (RFC 3501 allows it in a
-   tag, Dovecot and others refuse it) or one in the core's own tag space
-   (imap_client_raw_command_new). */
-static bool session_tag_is_sendable(const struct session *session, const char *tag)
-{
-	const char *prefix = imap_client_get_tag_prefix(session->upstream);
-
-	return strchr(tag, ']') == NULL && strncasecmp(tag, prefix, strlen(prefix)) != 0;
-}
-
-/* The tag a client's command goes upstream with: its own, or an alias
-   that stays the same for that client tag (so a reused tag is still a
-   duplicate to the upstream). NULL when out of memory. */
-static const char *session_upstream_tag(struct session *session, const char *tag)
-{
-	struct session_tag_alias *alias;
-
-	if (session_tag_is_sendable(session, tag))
-		return tag;
-	for (unsigned int i = 0; i < SESSION_TAG_ALIASES_MAX; i++) {
-		alias = &session->tag_aliases[i];
-		if (alias->client_tag != NULL && strcmp(alias->client_tag, tag) == 0)
-			return alias->upstream_tag;
-	}
-	alias = &session->tag_aliases[session->tag_alias_next];
-	session->tag_alias_next = (session->tag_alias_next + 1) % SESSION_TAG_ALIASES_MAX;
-	free(alias->client_tag);
-	alias->client_tag = strdup(tag);
-	if (alias->client_tag == NULL)
-		return NULL;
-	/* the core's own tags are the prefix and digits: never this */
-	snprintf(alias->upstream_tag, sizeof(alias->upstream_tag), "%sT%u",
-		 imap_client_get_tag_prefix(session->upstream), ++session->tag_alias_counter);
-	return alias->upstream_tag;
-}
-
-/* The alias whose upstream tag (when to_client) or client tag is the
-   len bytes at name, or NULL. */
-static const struct session_tag_alias *session_find_alias(const struct session *session, const char *name,
-							  size_t len, bool to_client)
-{
-	for (unsigned int i = 0; i < SESSION_TAG_ALIASES_MAX; i++) {
-		const struct session_tag_alias *alias = &session->tag_aliases[i];
-		const char *known = to_client ? alias->upstream_tag : alias->client_tag;
-
-		if (alias->client_tag != NULL && strlen(known) == len && memcmp(known, name, len) == 0)
-			return alias;
-	}
-	return NULL;
-}
-
-/* RFC 4731's search correlator, "* ESEARCH (TAG "t")", at the start of an
-   upstream line: an aliased tag goes back to the client's name. Returns
-   whether the line was written to output so. */
-static bool session_write_esearch_line(struct session *session, struct evbuffer *output,
-				       const unsigned char *data, size_t len)
-{
-	static const char correlator[] = "* ESEARCH (TAG \"";
-	const size_t skip = sizeof(correlator) - 1;
-	const struct session_tag_alias *alias;
-	const unsigned char *end;
-
-	if (session->tag_alias_counter == 0 || len <= skip || strncasecmp((const char *)data, correlator, skip) != 0 ||
-	    (end = memchr(data + skip, '"', len - skip)) == NULL ||
-	    (alias = session_find_alias(session, (const char *)data + skip, (size_t)(end - data) - skip, true)) == NULL)
-		return false;
-	evbuffer_add(output, data, skip);
-	evbuffer_add(output, alias->client_tag, strlen(alias->client_tag));
-	evbuffer_add(output, end, len - (size_t)(end - data));
-	session->bytes_out += len - ((size_t)(end - data) - skip) + strlen(alias->client_tag);
-	return true;
-}
-
-/* CANCELUPDATE's arguments (RFC 5267) name client tags: an aliased one
-   goes upstream under its alias. args is the text after the verb; the
-   result, written to out (size bytes), is it with the tags replaced. */
-static bool session_rewrite_cancelupdate(const struct session *session, const char *args, size_t len,
-					 char *out, size_t size)
-{
-	size_t used = 0;
-
-	for (size_t pos = 0; pos < len;) {
-		size_t start = pos, end;
-		bool quoted = args[pos] == '"';
-		const struct session_tag_alias *alias;
-
-		if (args[pos] == ' ') {
-			if (used + 1 >= size)
-				return false;
-			out[used++] = args[pos++];
-			continue;
-		}
-		end = start + quoted;
-		while (end < len && (quoted ? args[end] != '"' : args[end] != ' '))
-			end++;
-		if (quoted && end++ >= len)
-			return false;
-		alias = session_find_alias(session, args + start + quoted, end - start - 2 * quoted, false);
-		if (alias != NULL) {
-			int n = snprintf(out + used, size - used, "\"%s\"", alias->upstream_tag);
-
-			if (n < 0 || (size_t)n >= size - used)
-				return false;
-			used += (size_t)n;
-		} else {
-			if (used + end - start >= size)
-				return false;
-			memcpy(out + used, args + start, end - start);
-			used += end - start;
-		}
-		pos = end;
-	}
-	out[used] = '\0';
-	return true;
-}
-
 /* The upstream connection ended (any reason): so does a logged-in session. */
 static void session_upstream_closed(struct imap_client *client, const char *reason, void *context)
 {
@@ -1217,16 +1087,12 @@ static int session_upstream_raw(struct imap_client *client, struct imap_client_c
 {
 	struct session *session = context;
 	struct evbuffer *output;
-	bool line_start = !session->upstream_mid_line;
 
-	session->upstream_mid_line = !line_end;
+	(void)line_end;
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
 	output = bufferevent_get_output(session->bev);
-	if (kind == IMAP_CLIENT_RAW_UNTAGGED && line_start && session_write_esearch_line(session, output, data, len)) {
-		data += len; /* written */
-		len = 0;
-	} else if (kind == IMAP_CLIENT_RAW_TAGGED) {
+	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
 
 		evbuffer_add(output, forward->tag, strlen(forward->tag));
@@ -1409,8 +1275,6 @@ static size_t session_tag_length(const char *line, size_t len)
    still pending (answers go out in order). */
 static bool session_answer_locally(struct session *session, const char *tag, const char *verb, bool *wait_r)
 {
-	char filtered[UPSTREAM_CAPABILITY_MAX];
-
 	*wait_r = false;
 	if (strcmp(verb, "CAPABILITY") != 0 && strcmp(verb, "STARTTLS") != 0 && strcmp(verb, "COMPRESS") != 0 &&
 	    strcmp(verb, "NOTIFY") != 0 && strcmp(verb, "UNAUTHENTICATE") != 0)
@@ -1420,9 +1284,9 @@ static bool session_answer_locally(struct session *session, const char *tag, con
 		return true;
 	}
 	if (strcmp(verb, "CAPABILITY") == 0) {
-		upstream_filter_capabilities(imap_client_get_capabilities(session->upstream), filtered,
-					     sizeof(filtered));
-		session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n", filtered, tag);
+		/* the login's list: the upstream's words in its own case */
+		session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n",
+			     session->login_capabilities != NULL ? session->login_capabilities : "IMAP4rev1", tag);
 	} else if (strcmp(verb, "STARTTLS") == 0) {
 		session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
 	} else {
@@ -1431,31 +1295,14 @@ static bool session_answer_locally(struct session *session, const char *tag, con
 	return true;
 }
 
-/* Writes the command line from the space after its tag, with the client
-   tags CANCELUPDATE names (RFC 5267) under their upstream aliases. */
-static void session_write_command_line(struct session *session, struct imap_client_command *command,
-				       const char *verb, const char *line, size_t tag_len, size_t len)
-{
-	size_t verb_end = tag_len + 1 + strlen(verb);
-	char rewritten[1024];
-
-	if (session->tag_alias_counter > 0 && strcmp(verb, "CANCELUPDATE") == 0 && verb_end <= len &&
-	    session_rewrite_cancelupdate(session, line + verb_end, len - verb_end, rewritten, sizeof(rewritten))) {
-		imap_client_raw_command_write(command, line + tag_len, verb_end - tag_len);
-		imap_client_raw_command_write(command, rewritten, strlen(rewritten));
-	} else {
-		imap_client_raw_command_write(command, line + tag_len, len - tag_len);
-	}
-	imap_client_raw_command_write(command, "\r\n", 2);
-}
-
 /* A logged-in client's command line (without CRLF) that starts a command.
-   It goes upstream with the client's own tag (session_upstream_tag), so
-   that every reply, and every correlator naming the tag, is the
-   upstream's as it is; a line with a tag and no command goes too, for
-   the upstream's tagged BAD. Returns false when the line must wait (a
-   local answer while forwarded ones are still pending) and was not
-   consumed. */
+   It goes upstream as the client sent it, its tag included: every reply,
+   and every correlator that names the tag (RFC 4731 ESEARCH, RFC 5267
+   updates and CANCELUPDATE), is then the upstream's as it is, and so is
+   the upstream's verdict on the tag itself (Dovecot refuses "]"). A line
+   with a tag and no command goes too, for the upstream's tagged BAD.
+   Returns false when the line must wait (a local answer while forwarded
+   ones are still pending) and was not consumed. */
 static bool session_forward_command(struct session *session, const char *line, size_t len)
 {
 	char verb[SESSION_VERB_MAX] = "";
@@ -1464,7 +1311,6 @@ static bool session_forward_command(struct session *session, const char *line, s
 	uint64_t literal_size = 0;
 	struct session_forward *forward;
 	struct imap_client_command *command;
-	const char *upstream_tag;
 	bool wait;
 
 	if (tag_len == 0 || memchr(line, '\0', len) != NULL) {
@@ -1506,17 +1352,12 @@ static bool session_forward_command(struct session *session, const char *line, s
 		free(forward);
 		return true;
 	}
-	upstream_tag = session_upstream_tag(session, forward->tag);
-	if (upstream_tag == NULL) {
-		free(forward);
-		session_close(session, "out of memory", "Server out of memory");
-		return true;
-	}
 	forward->logout = strcmp(verb, "LOGOUT") == 0;
-	command = imap_client_raw_command_new(session->upstream, upstream_tag, verb, session_forward_done, forward);
+	command = imap_client_raw_command_new(session->upstream, forward->tag, verb, session_forward_done, forward);
 	imap_client_command_set_destroy(command, session_forward_free, forward);
 	session->forwarded_pending++;
-	session_write_command_line(session, command, verb, line, tag_len, len);
+	imap_client_raw_command_write(command, line + tag_len, len - tag_len);
+	imap_client_raw_command_write(command, "\r\n", 2);
 	if (!session_forward_literal(session, literal, literal_size))
 		return true;
 	if (literal != SESSION_LITERAL_NONE || strcmp(verb, "IDLE") == 0) {

@@ -7,9 +7,8 @@ lines compared (tags and Dovecot's timings aside):
 - tags that responses name: RFC 4731's ESEARCH correlator (TAG "t") for
   SEARCH, UID SEARCH, SORT RETURN, PARTIAL; RFC 5267 CONTEXT=SEARCH
   updates after the tagged OK, CANCELUPDATE and the "duplicate update
-  tag" BAD; a 2,000-character tag; a tag with "]" (which Dovecot refuses
-  as a tag: the proxy sends it upstream under an alias and names it
-  back);
+  tag" BAD; a 2,000-character tag; a tag with "]" (which RFC 3501
+  allows and Dovecot refuses with an untagged BAD: the client gets that);
 - a LITERAL+ command the upstream refuses before its literal crossed:
   the literal still goes upstream (RFC 7888), so the next command is
   answered: APPEND, SEARCH, LOGIN after login, and LOGIN before it;
@@ -118,37 +117,36 @@ def step_esearch_tags(sides):
                   any(('(TAG "%s")' % tag) in line for line in direct), direct)
 
 
-def step_bracket_tag(sides):
-    """Dovecot refuses "]" in a tag; RFC 3501 allows it. Through the proxy
-    the command works, and the correlator names "x]1"."""
-    direct = sides.direct.lines("xy1", b"xy1 SEARCH RETURN (ALL) ALL\r\n")
-    proxied = sides.proxy.lines("x]1", b"x]1 SEARCH RETURN (ALL) ALL\r\n")
-    want = [line.replace('"xy1"', '"x]1"').replace("xy1 ", "x]1 ", 1) for line in direct]
-    check("a tag with ']' is carried and named back in ESEARCH", proxied == want, (proxied, want))
+def step_odd_tags(sides):
+    """RFC 3501 allows "]" in a tag, Dovecot refuses it with an untagged
+    BAD; the proxy passes it on and the client gets the upstream's verdict.
+    Tags with other punctuation are named in the correlator as they are."""
+    for conn in (sides.direct, sides.proxy):
+        conn.send(b"x]1 SEARCH RETURN (ALL) ALL\r\n")
+    direct, proxied = (c.lines("z1", b"z1 NOOP\r\n") for c in (sides.direct, sides.proxy))
+    check("a tag with ']' gets the upstream's answer, and the next command too", direct == proxied,
+          (direct, proxied))
+    for tag in ("q.1", "q[3", "u:1.a"):
+        sides.same("ESEARCH names the tag %s" % tag,
+                   lambda c, m: (tag, b"%s SEARCH RETURN (MIN) ALL\r\n" % tag.encode()))
 
 
 def step_context_updates(sides):
     """RFC 5267: updates arrive after the tagged OK, name the command's
     tag, stop at CANCELUPDATE, and a tag still in use is a duplicate."""
     sides.same("SEARCH RETURN (UPDATE)", lambda c, m: ("u1", b"u1 SEARCH RETURN (UPDATE ALL) SUBJECT forwarding\r\n"))
-    proxied = sides.proxy.lines("x]u", b"x]u SEARCH RETURN (UPDATE ALL) SUBJECT forwarding\r\n")
-    check("an update context under a tag with ']' is accepted", proxied[-1].startswith("x]u OK"), proxied)
-    sides.direct.lines("xu", b"xu SEARCH RETURN (UPDATE ALL) SUBJECT forwarding\r\n")
+    sides.same("a second context", lambda c, m: ("u[2", b"u[2 SEARCH RETURN (UPDATE ALL) SUBJECT forwarding\r\n"))
     sides.same("a reused update tag gets the upstream's BAD",
                lambda c, m: ("u1", b"u1 SEARCH RETURN (UPDATE) SUBJECT forwarding\r\n"))
     sides.change(6)
-    direct, proxied = sides.both(lambda c, m: ("n1", b"n1 NOOP\r\n"))
-    check("updates after a third connection's APPEND, as Dovecot sends them",
-          direct == [line.replace('"x]u"', '"xu"') for line in proxied], (direct, proxied))
+    direct, proxied = sides.same("updates after a third connection's APPEND",
+                                 lambda c, m: ("n1", b"n1 NOOP\r\n"))
     check("... naming the client's tags", any('(TAG "u1") ADDTO' in line for line in proxied) and
-          any('(TAG "x]u") ADDTO' in line for line in proxied), proxied)
-    sides.same("CANCELUPDATE", lambda c, m: ("c1", b'c1 CANCELUPDATE "u1"\r\n'))
-    proxied = sides.proxy.lines("c2", b'c2 CANCELUPDATE "x]u"\r\n')
-    sides.direct.lines("c2", b'c2 CANCELUPDATE "xu"\r\n')
-    check("CANCELUPDATE of a tag with ']'", proxied[-1].startswith("c2 OK"), proxied)
+          any('(TAG "u[2") ADDTO' in line for line in proxied), proxied)
+    sides.same("CANCELUPDATE", lambda c, m: ("c1", b'c1 CANCELUPDATE "u1" "u[2"\r\n'))
     sides.change(7)
     direct, proxied = sides.same("no update after CANCELUPDATE", lambda c, m: ("n2", b"n2 NOOP\r\n"))
-    check("... not even for the tag with ']'", not any("ESEARCH" in line for line in proxied), proxied)
+    check("... none at all", not any("ESEARCH" in line for line in proxied), proxied)
 
 
 def refused_literal(sides, what, tag, line, literal, rest=b"\r\n"):
@@ -209,7 +207,7 @@ def main():
     try:
         sides = Sides(daemon, int(time.time()))
         try:
-            run_steps([select, step_esearch_tags, step_bracket_tag, step_context_updates, step_refused_literals,
+            run_steps([select, step_esearch_tags, step_odd_tags, step_context_updates, step_refused_literals,
                        step_missing_command], sides)
         finally:
             sides.close()

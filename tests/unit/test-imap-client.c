@@ -1329,6 +1329,34 @@ static void test_raw_stray_tagged_line_is_passed_on(void)
 	harness_stop(&h);
 }
 
+/* A server that refuses a tag with "]" answers untagged: that completes
+   the command, and the next one goes on. An atom tag's command is not
+   completed by an untagged BAD. */
+static void test_raw_refused_tag(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+	struct imap_client_command *command;
+
+	raw_start(&h, &r, GREETING);
+	command = imap_client_raw_command_new(h.client, "x]1", "NOOP", on_done, &c);
+	imap_client_raw_command_write(command, " NOOP\r\n", 7);
+	imap_client_raw_command_end(command);
+	raw_send(&h, "NOOP", "NOOP\r\n", &c);
+	CU_ASSERT_STRING_EQUAL(take(&h), "x]1 NOOP\r\nA1 NOOP\r\n");
+	server_send(&h, "* BAD Error in IMAP tag: Invalid tag.\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_BAD);
+	CU_ASSERT_STRING_EQUAL(r.bytes, "* BAD Error in IMAP tag: Invalid tag.\r\n");
+	server_send(&h, "* BAD something else\r\n"); /* A1 is an atom: not its answer */
+	CU_ASSERT_EQUAL(c.count, 1);
+	server_send(&h, "A1 OK\r\n");
+	CU_ASSERT_EQUAL(c.count, 2);
+	CU_ASSERT_EQUAL(c.status[1], IMAP_CLIENT_STATUS_OK);
+	harness_stop(&h);
+}
+
 /* An own command's answer naming a tag never sent is a broken server. */
 static void test_own_unknown_tag_aborts(void)
 {
@@ -1390,5 +1418,6 @@ const struct unit_test unit_tests[] = {
 	{ "raw: output pending counts queued bytes", test_raw_output_pending },
 	{ "raw: a tagged line answering no command is passed on", test_raw_stray_tagged_line_is_passed_on },
 	{ "own: a tagged line answering no command aborts", test_own_unknown_tag_aborts },
+	{ "raw: a tag refused with an untagged BAD", test_raw_refused_tag },
 	{ NULL, NULL },
 };

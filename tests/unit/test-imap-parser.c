@@ -85,6 +85,12 @@ static void test_atoms_and_spaces(void)
 		{ "\r\n", CMD, "LINE \n" },
 		{ "* 8bit caf\xc3\xa9\r\n", RESP, "LINE * 8bit caf\\xc3\\xa9\n" },
 		{ "a NOOP\r\nb LOGOUT\r\n", CMD, "LINE a NOOP\nLINE b LOGOUT\n" },
+		/* A tag may hold "[" and "]" (RFC 3501): not a section there. */
+		{ "q[3 SEARCH x[1]\r\n", CMD, "LINE q[3 SEARCH x[1]\n" },
+		{ "x]1 NOOP\r\n", CMD, "LINE x]1 NOOP\n" },
+		{ "q[3 OK [READ-ONLY] done\r\n", RESP, "LINE q[3 OK C\"READ-ONLY\" T\"done\"\n" },
+		{ "]]] BAD no\r\n", RESP, "LINE ]]] BAD T\"no\"\n" },
+		{ "a(1 NOOP\r\n", CMD, "ERROR UNEXPECTED_CHAR\n" },
 		{ "a NOOP", CMD, "NEED_MORE\n" },
 		/* Longer than the evbuffer's first 16 chains of 5 bytes. */
 		{ "a1 UID FETCH 1:*,3,5,7,9,11,13,15,17,19,21,23,25,27,29,31,33,35,37,39,41,43,45,"
