@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
 """proxyfixture: imapcached in front of the test Dovecot, for Python tests
 and benchmarks: the IMAPTEST_* environment, a Daemon (one imapcached in
-the foreground, its log collected), a Raw line-based IMAP socket client,
-quote()/untag(), and run_steps() for a test's sequence of steps.
+the foreground, its log collected), a Raw line-based IMAP socket client
+(lines as text, or whole responses as bytes), quote()/untag(), and
+run_steps() for a test's sequence of steps.
 
 Tests under tests/integration/ import it like checks.py; scripts under
 tests/bench/ put tests/integration/ on sys.path first (with
@@ -258,6 +259,26 @@ class Raw:
             if m is None:
                 return b"".join(parts).decode(errors="replace")
             self._skip(int(m.group(1)))
+
+    def _take(self, size):
+        while len(self.buf) < size:
+            self._fill()
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    def response(self):
+        """The next response as the bytes received, CRLFs included: a line
+        and, while a line ends in a literal ({N} or RFC 3516's ~{N}), the
+        literal's N bytes and the line after them. For byte-exact
+        comparisons; raises error if the peer closes first."""
+        data = b""
+        while True:
+            line = self._raw_line()
+            data += line + b"\r\n"
+            m = self.LITERAL.search(line)
+            if m is None:
+                return data
+            data += self._take(int(m.group(1)))
 
     def until_tagged(self, tag):
         """The lines up to and including the one tagged tag."""
