@@ -653,8 +653,10 @@ def test_relay():
         run_steps((test_back_to_back, test_wait_timeout, test_wait_connection_lost, test_wait_client_leaves),
                   daemon, relay)
     finally:
-        daemon.stop()
+        status = daemon.stop()
         relay.close()
+    check("the daemon behind the relay exits 0 at SIGTERM (under the sanitizers: no error found)", status == 0,
+          (status, daemon.log()[-1500:]))
     return daemon
 
 
