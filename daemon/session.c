@@ -119,6 +119,7 @@ struct session {
 	unsigned int pool_generation;  /* the pool's when the session started (with its conf) */
 	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
 	struct event *pool_check_timer; /* a taken connection's NOOP must come back in time */
+	struct upstream_pool_waiter *pool_waiter; /* waiting for a connection on its way to the pool */
 	uint64_t pool_fresh_authenticated_at; /* pool_key's before a take changed it */
 	bool pool_state_changed;       /* state a pooled connection can't shed (session_line_changes_state) */
 
@@ -250,6 +251,7 @@ static void session_free(struct session **session_p)
 	TAILQ_REMOVE(&session_all, session, link);
 	session_live_count--;
 	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
+	upstream_pool_cancel_wait(&session->pool_waiter);
 	session_wipe_credentials(session);
 	free(session->login_capabilities);
 	if (session->bev != NULL)
@@ -618,19 +620,54 @@ static void session_upstream_connected(struct imap_client *client, struct imap_c
 static void session_login_connect(struct session *session, const struct conf_upstream *upstream);
 static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
 				    const struct imap_client_result *result, void *context);
+static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
+				   const char *why, void *context);
 
-/* Keys the login for the pool (the secret as the client gave it) and
-   takes a matching pooled connection. Returns true when it did: a NOOP
-   then checks that the connection is alive before the login is answered
+/* Logs in on session->upstream, a connection just taken from the pool
+   (capabilities and text: what its login answered). One that answered
+   just now (fresh) is trusted; any other must first answer a NOOP
    (session_pool_check_done), the credentials kept until then for a
-   fresh login in case it is not. */
-static bool session_login_from_pool(struct session *session, const struct conf_upstream *upstream)
+   fresh login in case it does not. */
+static void session_login_pooled(struct session *session, const char *capabilities, const char *text,
+				 bool fresh)
 {
 	const struct timeval check_timeout = { SESSION_POOL_CHECK_MSECS / 1000,
 					       (SESSION_POOL_CHECK_MSECS % 1000) * 1000 };
+
+	free(session->login_capabilities);
+	session->login_capabilities = strdup(capabilities);
+	snprintf(session->login_text, sizeof(session->login_text), "%s", text);
+	if (session->login_capabilities == NULL) {
+		imap_client_free(&session->upstream);
+		session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+		return;
+	}
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	if (fresh) {
+		log_info("session %lu: login as %s: a pooled connection to upstream %s that answered just now, "
+			 "no login sent upstream", session->id, session->user, session->upstream_name);
+		session_wipe_credentials(session);
+		session_login_accepted(session, session->login_capabilities, session->login_text);
+		return;
+	}
+	log_debug("session %lu: login as %s: checking a pooled connection to upstream %s with NOOP", session->id,
+		  session->user, session->upstream_name);
+	evtimer_add(session->pool_check_timer, &check_timeout);
+	imap_client_noop(session->upstream, session_pool_check_done, session);
+}
+
+/* Keys the login for the pool (the secret as the client gave it) and
+   takes a matching pooled connection, or waits for one on its way back
+   to the pool (its session's LOGOUT still cleaning it). Returns true
+   when it did either: the login goes on there (session_login_pooled,
+   session_pool_wait_done). */
+static bool session_login_from_pool(struct session *session, const struct conf_upstream *upstream)
+{
 	char capabilities[UPSTREAM_POOL_CAPABILITY_MAX];
 	char text[UPSTREAM_POOL_TEXT_MAX];
 	const char *secret = session->login_password != NULL ? session->login_password : session->auth_initial;
+	bool fresh = false;
 
 	session->pool_key_valid = false;
 	if (session_pool == NULL || secret == NULL)
@@ -645,36 +682,27 @@ static bool session_login_from_pool(struct session *session, const struct conf_u
 	session->pool_key_valid = true;
 	session->pool_fresh_authenticated_at = session->pool_key.authenticated_at;
 	session->upstream = upstream_pool_take_client(session_pool, &session->pool_key, capabilities,
-						      sizeof(capabilities), text, sizeof(text));
-	if (session->upstream == NULL)
-		return false;
-	free(session->login_capabilities);
-	session->login_capabilities = strdup(capabilities);
-	snprintf(session->login_text, sizeof(session->login_text), "%s", text);
-	if (session->login_capabilities == NULL) {
-		imap_client_free(&session->upstream);
-		session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+						      sizeof(capabilities), text, sizeof(text), &fresh);
+	if (session->upstream != NULL) {
+		session_login_pooled(session, capabilities, text, fresh);
 		return true;
 	}
-	log_debug("session %lu: login as %s: checking a pooled connection to upstream %s with NOOP", session->id,
-		  session->user, upstream->name);
-	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->pool_waiter = upstream_pool_wait(session_pool, &session->pool_key, UPSTREAM_POOL_WAIT_MSECS,
+						  session_pool_wait_done, session);
+	if (session->pool_waiter == NULL)
+		return false;
+	log_debug("session %lu: login as %s: waiting for a connection to upstream %s on its way back to the pool",
+		  session->id, session->user, upstream->name);
 	session->state = SESSION_STATE_LOGIN;
-	evtimer_add(session->pool_check_timer, &check_timeout);
-	imap_client_noop(session->upstream, session_pool_check_done, session);
 	return true;
 }
 
-/* The pooled connection is dead or hung: it is closed (no LOGOUT: it
-   can't be trusted to answer) and the login goes to a new connection. */
-static void session_pool_check_failed(struct session *session, const char *why)
+/* No pooled connection after all: the login goes to a new one with the
+   credentials still kept. */
+static void session_pool_login_anew(struct session *session)
 {
 	const struct conf_upstream *upstream = conf_upstream_for_user(session->conf, session->user);
 
-	evtimer_del(session->pool_check_timer);
-	log_info("session %lu: login as %s: the pooled connection to upstream %s is not usable (%s): "
-		 "logging in anew", session->id, session->user, session->upstream_name, why);
-	imap_client_free(&session->upstream); /* safe inside its own callback */
 	free(session->login_capabilities); /* the fresh login brings its own */
 	session->login_capabilities = NULL;
 	session->pool_key.authenticated_at = session->pool_fresh_authenticated_at;
@@ -683,6 +711,42 @@ static void session_pool_check_failed(struct session *session, const char *why)
 		return;
 	}
 	session_login_connect(session, upstream);
+}
+
+/* The connection the login waited for is back and answered just now, or
+   did not come (then a fresh login). */
+static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
+				   const char *why, void *context)
+{
+	struct session *session = context;
+
+	session->pool_waiter = NULL;
+	if (session->state == SESSION_STATE_CLOSING) {
+		/* the client left meanwhile: back to the pool with it, as it
+		   came (the pool's callbacks still set, just answered) */
+		if (connection != NULL)
+			upstream_pool_put(session_pool, &session->pool_key, connection, capabilities, text);
+		return;
+	}
+	if (connection == NULL) {
+		log_info("session %lu: login as %s: the pooled connection to upstream %s it waited for did not "
+			 "come (%s): logging in anew", session->id, session->user, session->upstream_name, why);
+		session_pool_login_anew(session);
+		return;
+	}
+	session->upstream = connection;
+	session_login_pooled(session, capabilities, text, true);
+}
+
+/* The pooled connection is dead or hung: it is closed (no LOGOUT: it
+   can't be trusted to answer) and the login goes to a new connection. */
+static void session_pool_check_failed(struct session *session, const char *why)
+{
+	evtimer_del(session->pool_check_timer);
+	log_info("session %lu: login as %s: the pooled connection to upstream %s is not usable (%s): "
+		 "logging in anew", session->id, session->user, session->upstream_name, why);
+	imap_client_free(&session->upstream); /* safe inside its own callback */
+	session_pool_login_anew(session);
 }
 
 static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,

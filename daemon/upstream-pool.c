@@ -32,9 +32,21 @@ struct upstream_pool_entry {
 	enum upstream_pool_entry_state state;
 	void *connection;
 	struct upstream_pool_key key;
-	uint64_t pooled_at;
+	uint64_t pooled_at;            /* when it was put: it had just answered */
 	char *capabilities;
 	char *text;
+	struct upstream_pool_waiter *waiter; /* the login waiting for this held one */
+};
+
+/* A login waiting for a held connection: owned by the caller's handle
+   until it ends (put, retire, forget, timer) or is cancelled. */
+struct upstream_pool_waiter {
+	struct upstream_pool_entry *entry; /* NULL once detached for ending */
+	struct upstream_pool_key *key;     /* the caller's */
+	struct event *timer;               /* NULL without an event base */
+	unsigned int timeout_msecs;
+	upstream_pool_wait_fn *callback;
+	void *context;
 };
 
 TAILQ_HEAD(upstream_pool_entry_list, upstream_pool_entry);
@@ -42,6 +54,7 @@ TAILQ_HEAD(upstream_pool_entry_list, upstream_pool_entry);
 struct upstream_pool {
 	struct upstream_pool_callbacks callbacks;
 	void *context;
+	struct event_base *base;       /* NULL in tests without a loop */
 	struct event *expire_timer;    /* NULL without an event base */
 	unsigned char secret[UPSTREAM_POOL_SECRET_SIZE];
 	unsigned int size;
@@ -103,6 +116,7 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct up
 	}
 	pool->callbacks = *callbacks;
 	pool->context = context;
+	pool->base = base;
 	TAILQ_INIT(&pool->entries);
 	pool->global_max = UPSTREAM_POOL_GLOBAL_MAX;
 	if (RAND_bytes(pool->secret, sizeof(pool->secret)) != 1) {
@@ -124,6 +138,7 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct up
 
 static void upstream_pool_entry_free(struct upstream_pool *pool, struct upstream_pool_entry *entry)
 {
+	assert(entry->waiter == NULL);
 	TAILQ_REMOVE(&pool->entries, entry, link);
 	if (entry->state != UPSTREAM_POOL_ENTRY_IDLE)
 		pool->busy--;
@@ -143,6 +158,7 @@ void upstream_pool_free(struct upstream_pool **pool_p)
 		struct upstream_pool_entry *entry = TAILQ_FIRST(&pool->entries);
 		void *connection = entry->connection;
 
+		assert(entry->waiter == NULL); /* the caller cancels its waits first */
 		upstream_pool_entry_free(pool, entry);
 		pool->callbacks.free(connection, pool->context);
 	}
@@ -188,10 +204,50 @@ static struct upstream_pool_entry *upstream_pool_find(const struct upstream_pool
 	return NULL;
 }
 
-/* Moves entry to closing and has the owner close its connection. */
+/* Frees a waiter, first detaching it from its entry. */
+static void upstream_pool_waiter_free(struct upstream_pool_waiter *waiter)
+{
+	if (waiter->entry != NULL)
+		waiter->entry->waiter = NULL;
+	if (waiter->timer != NULL)
+		event_free(waiter->timer);
+	free(waiter);
+}
+
+/* Takes entry's waiter off it (NULL when none), to be ended once the pool
+   is consistent again: the callback may call into the pool. */
+static struct upstream_pool_waiter *upstream_pool_detach_waiter(struct upstream_pool_entry *entry)
+{
+	struct upstream_pool_waiter *waiter = entry->waiter;
+
+	if (waiter != NULL) {
+		waiter->entry = NULL;
+		entry->waiter = NULL;
+	}
+	return waiter;
+}
+
+/* Ends a detached wait (NULL: none) with no connection. */
+static void upstream_pool_end_wait(struct upstream_pool_waiter *waiter, const char *why)
+{
+	upstream_pool_wait_fn *callback;
+	void *context;
+
+	if (waiter == NULL)
+		return;
+	callback = waiter->callback;
+	context = waiter->context;
+	upstream_pool_waiter_free(waiter);
+	callback(NULL, NULL, NULL, why, context);
+}
+
+/* Moves entry to closing and has the owner close its connection; a login
+   waiting for it logs in afresh. */
 static void upstream_pool_close_entry(struct upstream_pool *pool, struct upstream_pool_entry *entry,
 				      const char *why)
 {
+	struct upstream_pool_waiter *waiter;
+
 	if (entry->state == UPSTREAM_POOL_ENTRY_CLOSING)
 		return;
 	if (why != NULL)
@@ -199,12 +255,26 @@ static void upstream_pool_close_entry(struct upstream_pool *pool, struct upstrea
 	if (entry->state == UPSTREAM_POOL_ENTRY_IDLE)
 		pool->busy++;
 	entry->state = UPSTREAM_POOL_ENTRY_CLOSING;
+	waiter = upstream_pool_detach_waiter(entry);
+	/* entry may be gone after this: the owner can forget it at once */
 	pool->callbacks.close(entry->connection, pool->context);
+	upstream_pool_end_wait(waiter, why != NULL ? why : "it was closed");
 }
 
 static bool upstream_pool_same_account(const struct upstream_pool_key *a, const struct upstream_pool_key *b)
 {
 	return CRYPTO_memcmp(a->account, b->account, sizeof(a->account)) == 0;
+}
+
+/* Whether a connection under entry_key may serve a login with key: the
+   same account and credential, both of the pool's generation, and its
+   upstream login not max_age old. */
+static bool upstream_pool_key_matches(const struct upstream_pool *pool, const struct upstream_pool_key *entry_key,
+				      const struct upstream_pool_key *key, uint64_t now)
+{
+	return entry_key->generation == key->generation && key->generation == pool->generation &&
+	       !upstream_pool_too_old(pool, entry_key, now) && upstream_pool_same_account(entry_key, key) &&
+	       CRYPTO_memcmp(entry_key->credential, key->credential, sizeof(key->credential)) == 0;
 }
 
 /* Closes the oldest idle entries over the per-account and global caps. */
@@ -353,10 +423,32 @@ static struct upstream_pool_entry *upstream_pool_track(struct upstream_pool *poo
 	return entry;
 }
 
+/* Hands a held entry's connection to the login waiting for it, which
+   must match; the entry is gone afterwards. */
+static void upstream_pool_give(struct upstream_pool *pool, struct upstream_pool_entry *entry,
+			       const char *capabilities, const char *text)
+{
+	struct upstream_pool_waiter *waiter = upstream_pool_detach_waiter(entry);
+	upstream_pool_wait_fn *callback = waiter->callback;
+	void *context = waiter->context;
+	void *connection = entry->connection;
+
+	log_info("upstream pool: reusing the connection of %s at once: a login was waiting for it",
+		 entry->key.label);
+	waiter->key->authenticated_at = entry->key.authenticated_at;
+	upstream_pool_waiter_free(waiter);
+	upstream_pool_entry_free(pool, entry);
+	callback(connection, capabilities, text, NULL, context);
+	if (pool->busy == 0 && pool->idle_callback != NULL)
+		pool->idle_callback(pool->idle_context);
+}
+
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,
 						void *connection, const char *capabilities, const char *text)
 {
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
+	struct upstream_pool_waiter *waiter;
+	enum upstream_pool_put_result result;
 
 	if (entry == NULL && (entry = upstream_pool_track(pool, connection, key)) == NULL)
 		return UPSTREAM_POOL_PUT_CLOSING; /* untracked: the owner frees it when it is gone */
@@ -374,12 +466,19 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 		upstream_pool_close_entry(pool, entry, "logged in upstream max_age or more ago");
 		return UPSTREAM_POOL_PUT_CLOSING;
 	}
+	if (entry->waiter != NULL &&
+	    upstream_pool_key_matches(pool, key, entry->waiter->key, upstream_pool_now(pool))) {
+		upstream_pool_give(pool, entry, capabilities, text);
+		return UPSTREAM_POOL_PUT_TAKEN;
+	}
+	waiter = upstream_pool_detach_waiter(entry); /* put under another key than it was held with */
 	free(entry->capabilities);
 	free(entry->text);
 	entry->capabilities = strdup(capabilities);
 	entry->text = strdup(text);
 	if (entry->capabilities == NULL || entry->text == NULL) {
 		upstream_pool_close_entry(pool, entry, "out of memory");
+		upstream_pool_end_wait(waiter, "out of memory");
 		return UPSTREAM_POOL_PUT_CLOSING;
 	}
 	/* newest last: the list stays in pooling order */
@@ -391,37 +490,96 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 	log_info("upstream pool: keeping the connection of %s (%u idle for the account, %u in all)",
 		 entry->key.label, upstream_pool_idle_count(pool, key), upstream_pool_idle_count(pool, NULL));
 	upstream_pool_enforce_limits(pool);
+	result = entry->state == UPSTREAM_POOL_ENTRY_IDLE ? UPSTREAM_POOL_PUT_POOLED : UPSTREAM_POOL_PUT_CLOSING;
 	if (pool->busy == 0 && pool->idle_callback != NULL)
 		pool->idle_callback(pool->idle_context);
-	return entry->state == UPSTREAM_POOL_ENTRY_IDLE ? UPSTREAM_POOL_PUT_POOLED : UPSTREAM_POOL_PUT_CLOSING;
+	upstream_pool_end_wait(waiter, "it came back under another key");
+	return result;
 }
 
 void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *key,
-			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size)
+			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size,
+			 bool *fresh_r)
 {
 	struct upstream_pool_entry *entry;
+	uint64_t now = upstream_pool_now(pool);
 	void *connection;
 
 	if (!upstream_pool_is_enabled(pool))
 		return NULL;
 	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
-		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && entry->key.generation == key->generation &&
-		    !upstream_pool_too_old(pool, &entry->key, upstream_pool_now(pool)) &&
-		    upstream_pool_same_account(&entry->key, key) &&
-		    CRYPTO_memcmp(entry->key.credential, key->credential, sizeof(key->credential)) == 0)
+		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && upstream_pool_key_matches(pool, &entry->key, key, now))
 			break;
 	}
 	if (entry == NULL)
 		return NULL;
 	log_info("upstream pool: reusing the connection of %s after %llu s idle", entry->key.label,
-		 (unsigned long long)(upstream_pool_now(pool) - entry->pooled_at));
+		 (unsigned long long)(now - entry->pooled_at));
 	snprintf(capabilities_r, capabilities_size, "%s", entry->capabilities);
 	snprintf(text_r, text_size, "%s", entry->text);
 	key->authenticated_at = entry->key.authenticated_at;
+	*fresh_r = now - entry->pooled_at <= UPSTREAM_POOL_FRESH_SECS;
 	connection = entry->connection;
 	upstream_pool_entry_free(pool, entry);
 	upstream_pool_schedule(pool);
 	return connection;
+}
+
+static void upstream_pool_wait_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct upstream_pool_waiter *waiter = context;
+	char why[64];
+
+	(void)fd;
+	(void)what;
+	snprintf(why, sizeof(why), "not back within %u ms", waiter->timeout_msecs);
+	log_info("upstream pool: a login stopped waiting for the connection of %s: %s", waiter->entry->key.label,
+		 why);
+	waiter->entry->waiter = NULL;
+	waiter->entry = NULL;
+	upstream_pool_end_wait(waiter, why);
+}
+
+struct upstream_pool_waiter *upstream_pool_wait(struct upstream_pool *pool, struct upstream_pool_key *key,
+					       unsigned int timeout_msecs, upstream_pool_wait_fn *callback,
+					       void *context)
+{
+	const struct timeval timeout = { timeout_msecs / 1000, (timeout_msecs % 1000) * 1000 };
+	struct upstream_pool_entry *entry;
+	struct upstream_pool_waiter *waiter;
+	uint64_t now = upstream_pool_now(pool);
+
+	if (!upstream_pool_is_enabled(pool))
+		return NULL;
+	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
+		if (entry->state == UPSTREAM_POOL_ENTRY_HELD && entry->waiter == NULL &&
+		    upstream_pool_key_matches(pool, &entry->key, key, now))
+			break;
+	}
+	if (entry == NULL || (waiter = calloc(1, sizeof(*waiter))) == NULL)
+		return NULL;
+	if (pool->base != NULL) {
+		waiter->timer = evtimer_new(pool->base, upstream_pool_wait_timeout, waiter);
+		if (waiter->timer == NULL || evtimer_add(waiter->timer, &timeout) < 0) {
+			upstream_pool_waiter_free(waiter);
+			return NULL;
+		}
+	}
+	waiter->entry = entry;
+	waiter->key = key;
+	waiter->timeout_msecs = timeout_msecs;
+	waiter->callback = callback;
+	waiter->context = context;
+	entry->waiter = waiter;
+	return waiter;
+}
+
+void upstream_pool_cancel_wait(struct upstream_pool_waiter **waiter)
+{
+	if (*waiter == NULL)
+		return;
+	upstream_pool_waiter_free(*waiter);
+	*waiter = NULL;
 }
 
 bool upstream_pool_hold(struct upstream_pool *pool, void *connection, const struct upstream_pool_key *key)
@@ -458,6 +616,7 @@ void upstream_pool_retire(struct upstream_pool *pool, void *connection, const ch
 bool upstream_pool_forget(struct upstream_pool *pool, void *connection, const char *reason)
 {
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
+	struct upstream_pool_waiter *waiter;
 	bool was_busy;
 
 	if (entry == NULL || pool->freeing)
@@ -465,10 +624,12 @@ bool upstream_pool_forget(struct upstream_pool *pool, void *connection, const ch
 	if (entry->state == UPSTREAM_POOL_ENTRY_IDLE)
 		log_info("upstream pool: dropped the connection of %s: %s", entry->key.label, reason);
 	was_busy = entry->state != UPSTREAM_POOL_ENTRY_IDLE;
+	waiter = upstream_pool_detach_waiter(entry);
 	upstream_pool_entry_free(pool, entry);
 	upstream_pool_schedule(pool);
 	if (was_busy && pool->busy == 0 && pool->idle_callback != NULL)
 		pool->idle_callback(pool->idle_context);
+	upstream_pool_end_wait(waiter, reason);
 	return true;
 }
 
@@ -533,10 +694,12 @@ void upstream_pool_set_idle_callback(struct upstream_pool *pool, void (*callback
 
 /* ---- the daemon's pool of client-core connections ---- */
 
-/* What a client-core connection in the pool remembers while UNSELECT runs. */
+/* What a client-core connection in the pool remembers while its
+   cleaning command (UNSELECT, or NOOP) runs. */
 struct upstream_pool_cleaning {
 	struct upstream_pool *pool;
 	struct upstream_pool_key key;
+	const char *command_name;
 	char *capabilities;
 	char *text;
 };
@@ -607,17 +770,19 @@ static void upstream_pool_cleaning_free(void *context)
 	free(cleaning);
 }
 
-static void upstream_pool_client_unselected(struct imap_client *client, struct imap_client_command *command,
-					    const struct imap_client_result *result, void *context)
+static void upstream_pool_client_cleaned(struct imap_client *client, struct imap_client_command *command,
+					 const struct imap_client_result *result, void *context)
 {
 	struct upstream_pool_cleaning *cleaning = context;
+	char why[64];
 
 	(void)command;
 	if (result->status == IMAP_CLIENT_STATUS_ABORT)
 		return; /* the closed callback forgets and frees it */
 	if (result->status != IMAP_CLIENT_STATUS_OK ||
 	    imap_client_get_state(client) != IMAP_CLIENT_STATE_AUTHENTICATED) {
-		upstream_pool_retire(cleaning->pool, client, "UNSELECT failed");
+		snprintf(why, sizeof(why), "%s failed", cleaning->command_name);
+		upstream_pool_retire(cleaning->pool, client, why);
 		return;
 	}
 	upstream_pool_put(cleaning->pool, &cleaning->key, client, cleaning->capabilities, cleaning->text);
@@ -641,12 +806,9 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
 		upstream_pool_retire(pool, client, "pooling is off");
 		return;
 	}
-	if (imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED) {
-		upstream_pool_put(pool, key, client, capabilities, text);
-		return;
-	}
-	if (imap_client_get_state(client) != IMAP_CLIENT_STATE_SELECTED ||
-	    !imap_client_has_capability(client, "UNSELECT")) {
+	if (imap_client_get_state(client) != IMAP_CLIENT_STATE_AUTHENTICATED &&
+	    (imap_client_get_state(client) != IMAP_CLIENT_STATE_SELECTED ||
+	     !imap_client_has_capability(client, "UNSELECT"))) {
 		upstream_pool_retire(pool, client, "not in a state that can be pooled");
 		return;
 	}
@@ -660,13 +822,21 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
 	}
 	cleaning->pool = pool;
 	cleaning->key = *key;
-	command = imap_client_unselect(client, upstream_pool_client_unselected, cleaning);
+	/* Unselected, its session may have been silent for an hour: a NOOP
+	   shows it alive, so that a login right after may trust it. */
+	if (imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED) {
+		cleaning->command_name = "NOOP";
+		command = imap_client_noop(client, upstream_pool_client_cleaned, cleaning);
+	} else {
+		cleaning->command_name = "UNSELECT";
+		command = imap_client_unselect(client, upstream_pool_client_cleaned, cleaning);
+	}
 	imap_client_command_set_destroy(command, upstream_pool_cleaning_free, cleaning);
 }
 
 struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, struct upstream_pool_key *key,
 					      char *capabilities_r, size_t capabilities_size, char *text_r,
-					      size_t text_size)
+					      size_t text_size, bool *fresh_r)
 {
-	return upstream_pool_take(pool, key, capabilities_r, capabilities_size, text_r, text_size);
+	return upstream_pool_take(pool, key, capabilities_r, capabilities_size, text_r, text_size, fresh_r);
 }

@@ -10,12 +10,15 @@
 struct event_base;
 struct imap_client;
 struct upstream_pool;
+struct upstream_pool_waiter;
 
 #define UPSTREAM_POOL_DIGEST_SIZE 32 /* HMAC-SHA256 */
 #define UPSTREAM_POOL_LABEL_MAX 320 /* "user on upstream": a 254-byte address and a short name */
 #define UPSTREAM_POOL_GLOBAL_MAX 256 /* idle connections in all: each is a socket here and a login upstream */
 #define UPSTREAM_POOL_CAPABILITY_MAX 4096 /* as UPSTREAM_CAPABILITY_MAX */
 #define UPSTREAM_POOL_TEXT_MAX 300 /* the text of the login's tagged OK */
+#define UPSTREAM_POOL_FRESH_SECS 1 /* answered under 2 s ago (whole seconds of the clock): as good as a NOOP now */
+#define UPSTREAM_POOL_WAIT_MSECS 1000 /* UNSELECT answers within a round trip; later, a fresh login is as quick */
 
 /*
  * Which connections may serve a login. account is a keyed digest of the
@@ -52,7 +55,8 @@ struct upstream_pool_callbacks {
 struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_pool_callbacks *callbacks,
 					void *context, const char **error_r);
 /* Calls free for every connection the pool still has (idle, held or
-   closing), frees *pool and sets it to NULL. NULL is fine. */
+   closing), frees *pool and sets it to NULL. NULL is fine. Every wait
+   must have ended or been cancelled. */
 void upstream_pool_free(struct upstream_pool **pool);
 
 /* size: idle connections kept per account (0: pooling off; every idle
@@ -85,11 +89,17 @@ bool upstream_pool_make_key(const struct upstream_pool *pool, const char *upstre
 enum upstream_pool_put_result {
 	UPSTREAM_POOL_PUT_POOLED,  /* kept idle for the next login with the same key */
 	UPSTREAM_POOL_PUT_CLOSING, /* pooling is off: handed to the close callback */
+	UPSTREAM_POOL_PUT_TAKEN,   /* handed at once to a login waiting for it */
 };
 
 /* Hands a clean, logged-in, unselected connection to the pool, which owns
-   it from now on (also when it was held). capabilities and text are what
-   a login that takes it answers with. Over the per-account or global cap,
+   it from now on (also when it was held). It must have answered a command
+   just now (its cleaning, or a check): a take within
+   UPSTREAM_POOL_FRESH_SECS trusts it without a check of its own.
+   capabilities and text are what a login that takes it answers with. A
+   held connection that a login waits for (upstream_pool_wait) goes to
+   that login, when the key still matches its key, instead of being kept
+   idle. Over the per-account or global cap,
    the oldest idle connection (of the account, or of all) is closed. A key
    made before the last upstream_pool_flush (a login under the old
    configuration), or whose upstream login is max_age old, is never
@@ -98,12 +108,40 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 						void *connection, const char *capabilities, const char *text);
 
 /* The most recently pooled idle connection whose key matches (account and
-   credential), removed from the pool and the caller's again; its
-   capabilities and login text are copied into the buffers (truncated,
-   NUL-terminated) and key->authenticated_at becomes the connection's.
-   NULL when none matches or pooling is off. */
+   credential, generation, not max_age old), removed from the pool and the
+   caller's again; its capabilities and login text are copied into the
+   buffers (truncated, NUL-terminated) and key->authenticated_at becomes
+   the connection's. *fresh_r: it was pooled within UPSTREAM_POOL_FRESH_SECS
+   (it answered then): no need to check it. NULL when none matches or
+   pooling is off. */
 void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *key,
-			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size);
+			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size,
+			 bool *fresh_r);
+
+/* The end of a wait, called once: connection is the awaited one, now the
+   caller's as after upstream_pool_take (key->authenticated_at is its own;
+   capabilities and text are valid during the call; it answered just now,
+   so it needs no check), or NULL (why says why: the held connection was
+   closed or did not come back in time) and the login goes to a fresh
+   connection. Called from inside the pool's put, retire, forget or timer:
+   the wait is over (freed) by then. */
+typedef void upstream_pool_wait_fn(void *connection, const char *capabilities, const char *text,
+				   const char *why, void *context);
+
+/* For a login whose upstream_pool_take found nothing: when a held
+   connection (on its way back, being cleaned) has a key that matches key
+   (as a take matches: account, credential, generation, not max_age old)
+   and no other login waits for it, waits for it: callback is called when
+   it is put, when it is retired or forgotten, or timeout_msecs from now
+   (with a base; without one, no timer). key must stay valid until then
+   or until upstream_pool_cancel_wait. Returns NULL when there is nothing
+   to wait for (or out of memory): log in afresh. */
+struct upstream_pool_waiter *upstream_pool_wait(struct upstream_pool *pool, struct upstream_pool_key *key,
+					       unsigned int timeout_msecs, upstream_pool_wait_fn *callback,
+					       void *context);
+/* Ends a wait without calling its callback (the login is gone), frees
+   *waiter and sets it to NULL. NULL is fine. */
+void upstream_pool_cancel_wait(struct upstream_pool_waiter **waiter);
 
 /* The pool owns connection but nobody may take it yet (it is being
    cleaned: UNSELECT); later upstream_pool_put, _retire or _forget it.
@@ -142,10 +180,13 @@ struct upstream_pool *upstream_pool_new_clients(struct event_base *base, const c
 
 /* Hands client (logged in, no command pending, no IDLE, no literal half
    sent) to the pool after its session's LOGOUT; the pool owns it from now
-   on and replaces its callbacks. A selected mailbox is left with UNSELECT
-   (which expunges nothing) and the connection pooled only after its OK;
-   without UNSELECT the caller must not pool it (LOGOUT it instead). When
-   pooling is off or the UNSELECT fails, LOGOUT upstream and close. */
+   on and replaces its callbacks. It is held and pooled only after it
+   answered OK: a selected mailbox is left with UNSELECT (which expunges
+   nothing), an unselected connection is sent NOOP (so that a login within
+   UPSTREAM_POOL_FRESH_SECS may trust it even when its session sat idle);
+   a login may wait for it meanwhile. Without UNSELECT the caller must not
+   pool a selected one (LOGOUT it instead). When pooling is off or the
+   command fails, LOGOUT upstream and close. */
 void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_pool_key *key,
 			      struct imap_client *client, const char *capabilities, const char *text);
 
@@ -153,6 +194,6 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
    its reading resumed, the pool's callbacks still set (set your own). */
 struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, struct upstream_pool_key *key,
 					      char *capabilities_r, size_t capabilities_size, char *text_r,
-					      size_t text_size);
+					      size_t text_size, bool *fresh_r);
 
 #endif

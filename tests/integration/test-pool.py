@@ -8,22 +8,31 @@ promise; a session that SELECTed and marked a message \\Deleted is pooled
 after UNSELECT with nothing expunged; a pooled connection whose Dovecot
 process hangs (SIGSTOP) or dies (SIGKILL) while the next login checks it
 with NOOP is replaced by a fresh login, and a live one is still reused.
+Through a relay that delays each way like a remote upstream: sessions
+back to back (LOGIN, SELECT, LOGOUT) all use the first one's upstream
+connection, a login waiting for it while its UNSELECT is on the way, and
+no NOOP is sent for a connection that has just answered; a login whose
+awaited connection is lost, or does not come back in time, logs in
+afresh, and one that leaves while it waits takes nothing with it.
 Upstream connections are counted
 from the daemon's own sockets (/proc/PID/fd and /proc/net/tcp), which are
-ESTABLISHED to Dovecot's port. The daemons run on free loopback ports and
-are stopped by their PIDs."""
+ESTABLISHED to Dovecot's port, or as the relay's accepted connections.
+The daemons and the relay run on free loopback ports; the daemons are
+stopped by their PIDs."""
 import base64
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from checks import check, summary
 import proxyfixture
-from proxyfixture import (BINARY, ENV, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Raw, quote,
+from proxyfixture import (BINARY, ENV, HOST, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Raw, quote,
                           run_steps, strip_timings, untag, upstream_dovecot)
 
 tmp = tempfile.mkdtemp(prefix="test-pool.")
@@ -33,8 +42,8 @@ class Daemon(proxyfixture.Daemon):
     """imapcached in front of the test Dovecot with pool = POOL, and what it
     holds open to Dovecot."""
 
-    def __init__(self, pool):
-        super().__init__(upstream_dovecot(), extra="pool = %s;\n" % pool, tmpdir=tmp)
+    def __init__(self, pool, upstream=None):
+        super().__init__(upstream or upstream_dovecot(), extra="pool = %s;\n" % pool, tmpdir=tmp)
 
     def upstream_sockets(self):
         """Inodes of the daemon's TCP sockets ESTABLISHED to Dovecot's port."""
@@ -273,6 +282,10 @@ def test_upstream_closes_pooled(daemon):
 
 
 POOL_CHECK = 2.0  # seconds: SESSION_POOL_CHECK_MSECS, how long a pooled connection has to answer NOOP
+# seconds after it was pooled that a connection is checked with NOOP again:
+# UPSTREAM_POOL_FRESH_SECS on a clock of whole seconds, so up to 2 s
+STALE = 2.1
+POOL_WAIT = 1.0  # seconds: UPSTREAM_POOL_WAIT_MSECS, how long a login waits for a connection on its way back
 
 
 def user_imap_pids(user):
@@ -284,11 +297,12 @@ def user_imap_pids(user):
 
 
 def test_pooled_connection_dead(daemon):
-    """The next login checks a pooled connection with NOOP before it answers:
-    one whose Dovecot process hangs (stopped: no answer within POOL_CHECK
-    seconds) or dies during the check (killed: the connection reset) is
-    closed, and the login goes to a fresh connection with the same
-    credentials; the client sees only a working login."""
+    """The next login checks a pooled connection with NOOP before it answers
+    (once it is no longer fresh: pooled STALE seconds ago): one whose
+    Dovecot process hangs (stopped: no answer within POOL_CHECK seconds) or
+    dies during the check (killed: the connection reset) is closed, and
+    the login goes to a fresh connection with the same credentials; the
+    client sees only a working login."""
     for how in ("hangs", "dies"):
         kept = daemon.count_log(r"keeping the connection of %s on" % USER)
         c, lines = login(daemon.port, USER, PASS)
@@ -298,6 +312,7 @@ def test_pooled_connection_dead(daemon):
         # connection of USER is open.
         pids = user_imap_pids(USER)
         check("%s: the pooled connections of USER have Dovecot processes" % how, len(pids) >= 1, pids)
+        time.sleep(STALE)
         before = daemon.upstream_sockets()
         failed = daemon.count_log(r"login as %s: the pooled connection to upstream dovecot is not usable" % USER)
         reused = daemon.count_log(r"upstream pool: reusing the connection of %s " % USER)
@@ -348,6 +363,7 @@ def test_pooled_connection_dead(daemon):
 
     # A live pooled connection is still reused: the same socket, and the
     # NOOP answered.
+    time.sleep(STALE)
     pooled = daemon.upstream_sockets()
     reused = daemon.count_log(r"upstream pool: reusing the connection of %s " % USER)
     c, lines = login(daemon.port, USER, PASS)
@@ -431,6 +447,219 @@ def test_idle_timeout():
     return daemon
 
 
+RELAY_DELAY = 0.02  # seconds each way: a 40 ms round trip, as to a remote upstream
+
+
+class DelayRelay:
+    """A TCP relay on loopback to Dovecot's plain port that delays what it
+    passes by RELAY_DELAY each way, numbers the connections it accepts
+    (0, 1, ...), and can hold back what Dovecot sends on one of them,
+    release it, or cut that connection."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.connections = []  # (to the daemon, to Dovecot, Event set while Dovecot's bytes may flow)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+                up = socket.create_connection((HOST, PORT), timeout=WAIT)
+            except OSError:
+                return
+            up.settimeout(None)  # a pooled connection is silent for as long as it likes
+            flowing = threading.Event()
+            flowing.set()
+            with self.lock:
+                self.connections.append((down, up, flowing))
+            threading.Thread(target=self._pump, args=(down, up, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, flowing), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b, flowing):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                time.sleep(RELAY_DELAY)
+                if flowing is not None:
+                    flowing.wait()
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def accepted(self):
+        with self.lock:
+            return len(self.connections)
+
+    def hold(self, index):
+        self.connections[index][2].clear()
+
+    def release(self, index):
+        self.connections[index][2].set()
+
+    def cut(self, index):
+        down, up, flowing = self.connections[index]
+        for s in (down, up):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        flowing.set()
+
+    def close(self):
+        self.listener.close()
+        for index in range(self.accepted()):
+            self.cut(index)
+
+
+def timed_login(port, user, password):
+    started = time.monotonic()
+    c, lines = login(port, user, password)
+    return c, lines, time.monotonic() - started
+
+
+def test_back_to_back(daemon, relay):
+    """Three sessions one after the other, each LOGIN, SELECT, LOGOUT with
+    no pause: the second and third log in on the first's upstream
+    connection (waiting for it while its UNSELECT is on the way), without
+    a NOOP: it has just answered."""
+    times = []
+    for n in (1, 2, 3):
+        c, lines, elapsed = timed_login(daemon.port, USER, PASS)
+        times.append(elapsed)
+        check("back to back, session %d: logs in" % n, lines[-1].startswith("p1 OK [CAPABILITY IMAP4rev1"), lines)
+        lines = c.command("SELECT INBOX")
+        check("back to back, session %d: SELECT works" % n, lines[-1].startswith("p2 OK"), lines)
+        lines, eof = logout(c)
+        check("back to back, session %d: LOGOUT is answered by the proxy (to the pool)" % n,
+              lines[0] == "* BYE imapcached logging out" and eof, lines)
+    check("back to back: one upstream connection for the three sessions", relay.accepted() == 1,
+          relay.accepted())
+    check("... which the 2nd and 3rd login reuse (log lines)",
+          daemon.wait_log(r"upstream pool: reusing the connection of %s on upstream relay" % USER, count=2)
+          is not None and daemon.count_log(r"upstream pool: reusing the connection of") == 2, daemon.log()[-3000:])
+    check("... answered at once: no NOOP for a connection that just answered its UNSELECT",
+          daemon.count_log(r"login as %s: a pooled connection to upstream relay that answered just now" % USER)
+          == 2 and daemon.count_log(r"checking a pooled connection .* with NOOP") == 0 and
+          daemon.count_log(r"\(NOOP answered\)") == 0, daemon.log()[-3000:])
+    check("... and the third session's is pooled",
+          daemon.wait_log(r"keeping the connection of %s on upstream relay" % USER) is not None)
+    # How the 2nd and 3rd got it depends on the machine's speed: waiting
+    # while the UNSELECT is on its way (as a rule), or idle in the pool.
+    print("login through a relay with %.0f ms round trips: %.3f s fresh, %.3f s and %.3f s pooled; "
+          "%d of 2 waited for it" % (RELAY_DELAY * 2000, times[0], times[1], times[2],
+                                    daemon.count_log(r"reusing the connection of .* a login was waiting")))
+
+
+def logout_held(daemon, relay, index, user, password):
+    """A session of user on relay connection index that SELECTs and logs
+    out while the relay holds back Dovecot's answer to the UNSELECT."""
+    kept = daemon.count_log(r"keeping the connection of %s on" % re.escape(user))
+    c, lines = login(daemon.port, user, password)
+    check("%s logs in" % user, lines[-1].startswith("p1 OK"), lines)
+    c.command("SELECT INBOX")
+    relay.hold(index)
+    lines, eof = logout(c)
+    check("%s's LOGOUT is answered while the UNSELECT is on its way" % user,
+          lines[0] == "* BYE imapcached logging out" and eof and
+          daemon.count_log(r"keeping the connection of %s on" % re.escape(user)) == kept, lines)
+    return kept
+
+
+def test_wait_timeout(daemon, relay):
+    """A connection that does not come back within POOL_WAIT seconds is
+    not waited for any longer: a fresh login; the late one is still
+    pooled once its UNSELECT is answered."""
+    kept = logout_held(daemon, relay, 0, USER, PASS)
+    accepted = relay.accepted()
+    c, lines, elapsed = timed_login(daemon.port, USER, PASS)
+    check("a login that waited %.0f s in vain logs in afresh" % POOL_WAIT,
+          lines[-1].startswith("p1 OK [CAPABILITY IMAP4rev1") and relay.accepted() == accepted + 1 and
+          daemon.count_log(r"login as %s: the pooled connection to upstream relay it waited for did not come "
+                           r"\(not back within %d ms\): logging in anew" % (USER, POOL_WAIT * 1000)) == 1 and
+          POOL_WAIT - 0.1 <= elapsed < POOL_WAIT + 5, (lines, elapsed, daemon.log()[-2000:]))
+    relay.release(0)
+    check("... and the late connection is pooled once its UNSELECT is answered",
+          daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 1) is not None)
+    logout(c)
+    daemon.wait_log(r"keeping the connection of %s on" % USER, count=kept + 2)
+
+
+def test_wait_connection_lost(daemon, relay):
+    """The connection a login waits for is lost on its way back: the login
+    goes to a fresh connection at once, not after POOL_WAIT seconds."""
+    index = relay.accepted()  # USER2's first connection
+    logout_held(daemon, relay, index, USER2, PASS2)
+    waiting = r"login as %s: waiting for a connection to upstream relay on its way back" % re.escape(USER2)
+    c = Raw(daemon.port, greeting=True)
+    started = time.monotonic()
+    c.send(("p1 LOGIN %s %s\r\n" % (quote(USER2), quote(PASS2))).encode())
+    check("the next login of USER2 waits for it (log line)", daemon.wait_log(waiting) is not None)
+    relay.cut(index)
+    lines = c.until_tagged("p1")
+    elapsed = time.monotonic() - started
+    check("... and once it is lost logs in afresh at once",
+          lines[-1].startswith("p1 OK [CAPABILITY IMAP4rev1") and relay.accepted() == index + 2 and
+          elapsed < POOL_WAIT and
+          daemon.count_log(r"login as %s: the pooled connection to upstream relay it waited for did not come"
+                           % re.escape(USER2)) == 1, (lines, elapsed, daemon.log()[-2000:]))
+    logout(c)
+    daemon.wait_log(r"keeping the connection of %s on" % re.escape(USER2))
+
+
+def test_wait_client_leaves(daemon, relay):
+    """A client that goes away while its login waits takes nothing with
+    it: the connection, once back, is pooled for the next login."""
+    index = relay.accepted() - 1  # USER2's pooled connection
+    kept = logout_held(daemon, relay, index, USER2, PASS2)
+    waiting = r"login as %s: waiting for a connection to upstream relay on its way back" % re.escape(USER2)
+    waits = daemon.count_log(waiting)
+    ended = daemon.count_log(r"session \d+: end: ")
+    c = Raw(daemon.port, greeting=True)
+    c.send(("p1 LOGIN %s %s\r\n" % (quote(USER2), quote(PASS2))).encode())
+    check("a login of USER2 waits", daemon.wait_log(waiting, count=waits + 1) is not None)
+    c.close()
+    check("... its client leaves, and the session ends",
+          daemon.wait_log(r"session \d+: end: ", count=ended + 1) is not None)
+    reused = daemon.count_log(r"upstream pool: reusing the connection of")
+    relay.release(index)
+    check("the connection is pooled once back, given to nobody",
+          daemon.wait_log(r"keeping the connection of %s on" % re.escape(USER2), count=kept + 1) is not None and
+          daemon.count_log(r"upstream pool: reusing the connection of") == reused, daemon.log()[-2000:])
+    accepted = relay.accepted()
+    c, lines = login(daemon.port, USER2, PASS2)
+    check("... and the next login takes it", lines[-1].startswith("p1 OK") and relay.accepted() == accepted and
+          daemon.count_log(r"upstream pool: reusing the connection of") == reused + 1, lines)
+    logout(c)
+
+
+def test_relay():
+    relay = DelayRelay()
+    daemon = Daemon("{ size = 2; idle_timeout = 300; }",
+                    upstream='{ name = "relay"; host = "127.0.0.1"; port = %d; tls = "none"; }' % relay.port)
+    try:
+        run_steps((test_back_to_back, test_wait_timeout, test_wait_connection_lost, test_wait_client_leaves),
+                  daemon, relay)
+    finally:
+        status = daemon.stop()
+        relay.close()
+    check("the daemon behind the relay exits 0 at SIGTERM (under the sanitizers: no error found)", status == 0,
+          (status, daemon.log()[-1500:]))
+    return daemon
+
+
 def test_config_errors():
     """The pool settings are checked at start-up: file:line: what, exit 78."""
     cases = (
@@ -464,7 +693,7 @@ def main():
         daemon.stop()
         logs.append(daemon.log())
     test_config_errors()
-    logs += [d.log() for d in run_steps((test_pool_off, test_idle_timeout))]
+    logs += [d.log() for d in run_steps((test_pool_off, test_idle_timeout, test_relay))]
     check("the daemons never logged a password or a PLAIN response",
           not any(PASS in log or PASS2 in log or
                   base64.b64encode(b"\0" + USER2.encode() + b"\0" + PASS2.encode()).decode() in log

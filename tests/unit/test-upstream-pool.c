@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for daemon/upstream-pool: keying, caps, eviction order, idle expiry and pooling off, on fake connections and a fake clock. */
+/* Unit tests for daemon/upstream-pool: keying, caps, eviction order, idle expiry, pooling off, freshness and logins waiting for a held connection, on fake connections and a fake clock. */
 #include "config.h"
 #include "unit.h"
 #include "upstream-pool.h"
 
+#include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,7 +53,9 @@ static uint64_t fake_now(void *context)
 	return world.now;
 }
 
-static struct upstream_pool *pool_new(unsigned int size, unsigned int idle_timeout, unsigned int global_max)
+/* A pool on base (NULL: no timers) with the fake clock at 1000. */
+static struct upstream_pool *pool_new_on(struct event_base *base, unsigned int size, unsigned int idle_timeout,
+					 unsigned int global_max)
 {
 	static const struct upstream_pool_callbacks callbacks = {
 		.close = fake_close, .free = fake_free, .now = fake_now,
@@ -61,10 +64,15 @@ static struct upstream_pool *pool_new(unsigned int size, unsigned int idle_timeo
 
 	memset(&world, 0, sizeof(world));
 	world.now = 1000;
-	world.pool = upstream_pool_new(NULL, &callbacks, &world, &error);
+	world.pool = upstream_pool_new(base, &callbacks, &world, &error);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(world.pool);
 	upstream_pool_set_limits(world.pool, size, idle_timeout, global_max);
 	return world.pool;
+}
+
+static struct upstream_pool *pool_new(unsigned int size, unsigned int idle_timeout, unsigned int global_max)
+{
+	return pool_new_on(NULL, size, idle_timeout, global_max);
 }
 
 static void key(struct upstream_pool *pool, const char *upstream, const char *user, const char *password,
@@ -75,18 +83,25 @@ static void key(struct upstream_pool *pool, const char *upstream, const char *us
 }
 
 /* Takes with key; returns the connection (NULL when none), checking the
-   kept capabilities and text came along. */
-static struct fake_connection *take(struct upstream_pool *pool, struct upstream_pool_key *k)
+   kept capabilities and text came along; *fresh_r as the take said. */
+static struct fake_connection *take_fresh(struct upstream_pool *pool, struct upstream_pool_key *k, bool *fresh_r)
 {
 	char capabilities[64], text[64];
 	struct fake_connection *fake;
 
-	fake = upstream_pool_take(pool, k, capabilities, sizeof(capabilities), text, sizeof(text));
+	fake = upstream_pool_take(pool, k, capabilities, sizeof(capabilities), text, sizeof(text), fresh_r);
 	if (fake != NULL) {
 		CU_ASSERT_STRING_EQUAL(capabilities, "IMAP4rev1 IDLE");
 		CU_ASSERT_STRING_EQUAL(text, "Logged in");
 	}
 	return fake;
+}
+
+static struct fake_connection *take(struct upstream_pool *pool, struct upstream_pool_key *k)
+{
+	bool fresh;
+
+	return take_fresh(pool, k, &fresh);
 }
 
 static enum upstream_pool_put_result put(struct upstream_pool *pool, const struct upstream_pool_key *k,
@@ -408,6 +423,301 @@ static void test_flush_ends_old_keys(void)
 	upstream_pool_free(&pool);
 }
 
+/* A connection pooled within UPSTREAM_POOL_FRESH_SECS answered too
+   recently to need a check; an older one does not. */
+static void test_take_fresh(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection one = { .id = 1 };
+	struct upstream_pool_key k;
+	bool fresh = false;
+
+	key(pool, "example", "alice", "pw", &k);
+	put(pool, &k, &one);
+	CU_ASSERT_PTR_EQUAL(take_fresh(pool, &k, &fresh), &one);
+	CU_ASSERT_TRUE(fresh);
+	put(pool, &k, &one);
+	world.now += UPSTREAM_POOL_FRESH_SECS;
+	CU_ASSERT_PTR_EQUAL(take_fresh(pool, &k, &fresh), &one);
+	CU_ASSERT_TRUE(fresh);
+	put(pool, &k, &one);
+	world.now += UPSTREAM_POOL_FRESH_SECS + 1;
+	CU_ASSERT_PTR_EQUAL(take_fresh(pool, &k, &fresh), &one);
+	CU_ASSERT_FALSE(fresh);
+	upstream_pool_free(&pool);
+}
+
+/* What a wait's callback was told; it clears the caller's handle as a
+   session does, and may hand the connection straight back. */
+struct wait_record {
+	unsigned int calls;
+	void *connection;
+	char capabilities[64];
+	char text[64];
+	char why[128];
+	struct upstream_pool_waiter **waiter;
+	struct upstream_pool_key *put_back_key; /* non-NULL: a login that left: put it back */
+	enum upstream_pool_put_result put_back_result;
+};
+
+static void wait_done(void *connection, const char *capabilities, const char *text, const char *why,
+		      void *context)
+{
+	struct wait_record *record = context;
+
+	record->calls++;
+	record->connection = connection;
+	if (record->waiter != NULL)
+		*record->waiter = NULL;
+	if (connection != NULL) {
+		CU_ASSERT_PTR_NULL(why);
+		snprintf(record->capabilities, sizeof(record->capabilities), "%s", capabilities);
+		snprintf(record->text, sizeof(record->text), "%s", text);
+		if (record->put_back_key != NULL)
+			record->put_back_result = put(world.pool, record->put_back_key, connection);
+	} else {
+		CU_ASSERT_PTR_NOT_NULL_FATAL(why);
+		snprintf(record->why, sizeof(record->why), "%s", why);
+	}
+}
+
+static struct upstream_pool_waiter *wait_for(struct upstream_pool *pool, struct upstream_pool_key *k,
+					     unsigned int timeout_msecs, struct wait_record *record)
+{
+	static struct upstream_pool_waiter *waiters[8];
+	static unsigned int next;
+	struct upstream_pool_waiter **slot = &waiters[next++ % 8];
+
+	memset(record, 0, sizeof(*record));
+	*slot = upstream_pool_wait(pool, k, timeout_msecs, wait_done, record);
+	if (*slot != NULL)
+		record->waiter = slot;
+	return *slot;
+}
+
+/* A login that finds only a held connection of its key waits for it and
+   gets it the moment it is put, with the connection's own login age. */
+static void test_wait_put_to_waiter(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection held = { .id = 1 };
+	struct upstream_pool_key first, next, another;
+	struct wait_record record, other;
+
+	key(pool, "example", "alice", "pw", &first); /* logged in upstream at 1000 */
+	world.now += 50;
+	CU_ASSERT_TRUE(upstream_pool_hold(pool, &held, &first)); /* its UNSELECT runs */
+	key(pool, "example", "alice", "pw", &next);
+	key(pool, "example", "alice", "pw", &another);
+	CU_ASSERT_PTR_NULL(take(pool, &next)); /* held: nobody may take it yet */
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	/* one held connection for one waiting login: the next finds nothing to wait for */
+	CU_ASSERT_PTR_NULL(wait_for(pool, &another, 1000, &other));
+	CU_ASSERT_EQUAL(record.calls, 0);
+	CU_ASSERT_EQUAL(put(pool, &first, &held), UPSTREAM_POOL_PUT_TAKEN);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_PTR_EQUAL(record.connection, &held);
+	CU_ASSERT_PTR_NULL(*record.waiter);
+	CU_ASSERT_STRING_EQUAL(record.capabilities, "IMAP4rev1 IDLE");
+	CU_ASSERT_STRING_EQUAL(record.text, "Logged in");
+	CU_ASSERT_EQUAL(next.authenticated_at, 1000); /* max_age goes on from the first login */
+	CU_ASSERT_EQUAL(upstream_pool_idle_count(pool, NULL), 0);
+	CU_ASSERT_EQUAL(upstream_pool_busy_count(pool), 0);
+	CU_ASSERT_PTR_NULL(take(pool, &another)); /* given once only */
+	CU_ASSERT_FALSE(upstream_pool_forget(pool, &held, "gone")); /* the waiter's now */
+	CU_ASSERT_EQUAL(other.calls, 0);
+	upstream_pool_free(&pool);
+	CU_ASSERT_EQUAL(world.closes + world.frees, 0);
+}
+
+/* Only a held connection that a take could have taken is waited for. */
+static void test_wait_matches_as_take(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection held = { .id = 1 }, idle = { .id = 2 };
+	struct upstream_pool_key k, wrong, other;
+	struct wait_record record;
+
+	world.forget_on_close = true;
+	key(pool, "example", "alice", "pw", &k);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &k, 1000, &record)); /* nothing held */
+	put(pool, &k, &idle);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &k, 1000, &record)); /* idle ones are for upstream_pool_take */
+	CU_ASSERT_PTR_EQUAL(take(pool, &k), &idle);
+	upstream_pool_hold(pool, &held, &k);
+	key(pool, "example", "alice", "wrong", &wrong);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &wrong, 1000, &record)); /* another password */
+	key(pool, "example", "bob", "pw", &wrong);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &wrong, 1000, &record)); /* another user */
+	key(pool, "other", "alice", "pw", &wrong);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &wrong, 1000, &record)); /* another upstream */
+	upstream_pool_make_key(pool, "example", "imap.example.com", 993, "alice", "PLAIN", "pw", 2, &wrong);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &wrong, 1000, &record)); /* another mechanism */
+	/* logged in upstream max_age ago: never waited for */
+	upstream_pool_set_max_age(pool, 100);
+	world.now += 100;
+	key(pool, "example", "alice", "pw", &other);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &other, 1000, &record));
+	upstream_pool_set_max_age(pool, 0);
+	CU_ASSERT_PTR_NOT_NULL(wait_for(pool, &other, 1000, &record));
+	upstream_pool_cancel_wait(record.waiter);
+	/* pooling off: nothing to wait for */
+	upstream_pool_set_limits(pool, 0, 300, 100);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &other, 1000, &record));
+	upstream_pool_set_limits(pool, 4, 300, 100);
+	/* a reload: neither an old key nor a new one waits for an old connection */
+	upstream_pool_flush(pool, "configuration reloaded");
+	CU_ASSERT_PTR_NULL(wait_for(pool, &other, 1000, &record));
+	key(pool, "example", "alice", "pw", &other);
+	CU_ASSERT_PTR_NULL(wait_for(pool, &other, 1000, &record));
+	CU_ASSERT_EQUAL(put(pool, &k, &held), UPSTREAM_POOL_PUT_CLOSING);
+	upstream_pool_free(&pool);
+}
+
+/* A held connection that does not come back ends the wait at once: the
+   login goes to a fresh connection. */
+static void test_wait_connection_closed(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection c[5] = { { .id = 0 }, { .id = 1 }, { .id = 2 }, { .id = 3 }, { .id = 4 } };
+	struct upstream_pool_key k, next;
+	struct wait_record record;
+
+	key(pool, "example", "alice", "pw", &k);
+	key(pool, "example", "alice", "pw", &next);
+	/* its UNSELECT failed */
+	upstream_pool_hold(pool, &c[0], &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	upstream_pool_retire(pool, &c[0], "UNSELECT failed");
+	CU_ASSERT_TRUE(c[0].close_called);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_PTR_NULL(record.connection);
+	CU_ASSERT_STRING_EQUAL(record.why, "UNSELECT failed");
+	CU_ASSERT_PTR_NULL(*record.waiter);
+	/* the upstream hung up */
+	upstream_pool_hold(pool, &c[1], &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	CU_ASSERT_TRUE(upstream_pool_forget(pool, &c[1], "connection reset"));
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_STRING_EQUAL(record.why, "connection reset");
+	/* an owner that forgets it inside the close callback */
+	world.forget_on_close = true;
+	upstream_pool_hold(pool, &c[2], &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	upstream_pool_retire(pool, &c[2], "NOOP failed");
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_STRING_EQUAL(record.why, "NOOP failed");
+	/* put back, but pooling was turned off meanwhile */
+	upstream_pool_hold(pool, &c[3], &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	upstream_pool_set_limits(pool, 0, 300, 100);
+	CU_ASSERT_EQUAL(record.calls, 0); /* the UNSELECT may still come back */
+	CU_ASSERT_EQUAL(put(pool, &k, &c[3]), UPSTREAM_POOL_PUT_CLOSING);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_PTR_NULL(record.connection);
+	/* put back after a reload: logged in under the old configuration */
+	upstream_pool_set_limits(pool, 4, 300, 100);
+	upstream_pool_hold(pool, &c[4], &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	upstream_pool_flush(pool, "configuration reloaded");
+	CU_ASSERT_EQUAL(put(pool, &k, &c[4]), UPSTREAM_POOL_PUT_CLOSING);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_PTR_NULL(record.connection);
+	CU_ASSERT_TRUE(upstream_pool_forget(pool, &c[0], "logged out")); /* closing until now */
+	CU_ASSERT_EQUAL(upstream_pool_busy_count(pool), 0);
+	upstream_pool_free(&pool);
+}
+
+/* Runs base until nothing is pending or limit_msecs passed. */
+static void run_loop(struct event_base *base, unsigned int limit_msecs)
+{
+	const struct timeval limit = { limit_msecs / 1000, (limit_msecs % 1000) * 1000 };
+
+	event_base_loopexit(base, &limit);
+	event_base_dispatch(base);
+}
+
+/* The wait is bounded: past its timeout the login logs in afresh, and
+   the held connection, once put, is kept idle for a later login. */
+static void test_wait_timeout(void)
+{
+	struct event_base *base = event_base_new();
+	struct upstream_pool *pool;
+	struct fake_connection held = { .id = 1 };
+	struct upstream_pool_key k, next;
+	struct wait_record record;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+	pool = pool_new_on(base, 4, 300, 100);
+	key(pool, "example", "alice", "pw", &k);
+	key(pool, "example", "alice", "pw", &next);
+	upstream_pool_hold(pool, &held, &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 20, &record));
+	run_loop(base, 5000);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_PTR_NULL(record.connection);
+	CU_ASSERT_STRING_EQUAL(record.why, "not back within 20 ms");
+	CU_ASSERT_EQUAL(put(pool, &k, &held), UPSTREAM_POOL_PUT_POOLED);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_PTR_EQUAL(take(pool, &next), &held);
+	upstream_pool_free(&pool);
+	event_base_free(base);
+}
+
+/* A login that goes away cancels its wait: no callback, no timer, and
+   the connection goes to the pool (or the next login that waits). */
+static void test_wait_cancel(void)
+{
+	struct event_base *base = event_base_new();
+	struct upstream_pool *pool;
+	struct fake_connection held = { .id = 1 };
+	struct upstream_pool_key k, next;
+	struct wait_record record, later;
+	struct upstream_pool_waiter *none = NULL;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+	pool = pool_new_on(base, 4, 300, 100);
+	key(pool, "example", "alice", "pw", &k);
+	key(pool, "example", "alice", "pw", &next);
+	upstream_pool_hold(pool, &held, &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 20, &record));
+	upstream_pool_cancel_wait(record.waiter);
+	CU_ASSERT_PTR_NULL(*record.waiter);
+	upstream_pool_cancel_wait(&none); /* NULL is fine */
+	run_loop(base, 60);
+	CU_ASSERT_EQUAL(record.calls, 0); /* its timer went with it */
+	/* the next login may wait for it */
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 20, &later));
+	upstream_pool_cancel_wait(later.waiter);
+	CU_ASSERT_EQUAL(put(pool, &k, &held), UPSTREAM_POOL_PUT_POOLED);
+	CU_ASSERT_EQUAL(record.calls + later.calls, 0);
+	upstream_pool_free(&pool);
+	event_base_free(base);
+}
+
+/* The waiting login's callback may call the pool: a session that closed
+   while it waited hands the connection straight back. */
+static void test_wait_callback_puts_back(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection held = { .id = 1 };
+	struct upstream_pool_key k, next;
+	struct wait_record record;
+
+	key(pool, "example", "alice", "pw", &k);
+	key(pool, "example", "alice", "pw", &next);
+	upstream_pool_hold(pool, &held, &k);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(wait_for(pool, &next, 1000, &record));
+	record.put_back_key = &next;
+	CU_ASSERT_EQUAL(put(pool, &k, &held), UPSTREAM_POOL_PUT_TAKEN);
+	CU_ASSERT_EQUAL(record.calls, 1);
+	CU_ASSERT_EQUAL(record.put_back_result, UPSTREAM_POOL_PUT_POOLED);
+	CU_ASSERT_EQUAL(upstream_pool_idle_count(pool, NULL), 1);
+	CU_ASSERT_EQUAL(upstream_pool_busy_count(pool), 0);
+	CU_ASSERT_PTR_EQUAL(take(pool, &next), &held);
+	upstream_pool_free(&pool);
+}
+
 const char unit_suite_name[] = "upstream-pool";
 const struct unit_test unit_tests[] = {
 	{ "keys are keyed digests of account and credential", test_key_digests },
@@ -420,5 +730,12 @@ const struct unit_test unit_tests[] = {
 	{ "size 0 turns pooling off", test_disabled },
 	{ "held, retired and flushed connections", test_hold_retire_flush },
 	{ "a flush (reload) ends the keys made before it", test_flush_ends_old_keys },
+	{ "a connection pooled just now is taken as fresh", test_take_fresh },
+	{ "a login waiting for a held connection gets it when put", test_wait_put_to_waiter },
+	{ "only a held connection a take could take is waited for", test_wait_matches_as_take },
+	{ "a held connection closed or refused ends the wait", test_wait_connection_closed },
+	{ "a wait ends at its timeout", test_wait_timeout },
+	{ "a cancelled wait calls nothing", test_wait_cancel },
+	{ "a waiting login's callback may put the connection back", test_wait_callback_puts_back },
 	{ NULL, NULL },
 };
