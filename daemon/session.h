@@ -26,16 +26,22 @@
    command it was carrying, is freed with it (never kept for reuse).
 
    Once logged in, every command goes upstream as a raw command of the
-   client core under the core's tag, and every response line comes back
-   byte for byte with the client's tag put back. A synchronizing literal
-   {N} is not answered by the proxy: the upstream's own "+" is passed to
-   the client, so when the upstream refuses the command the client gets
-   that tagged NO/BAD instead and never sends the literal. LITERAL+ {N+}
-   bytes are streamed on at once (and dropped if the upstream answered
-   first). IDLE stays open until the client's DONE. CAPABILITY is answered
-   locally (what proxy and upstream both carry) after the answers still
-   pending; COMPRESS, NOTIFY and UNAUTHENTICATE get NO [CANNOT]. A client
-   that stops reading stops the reading from upstream; an upstream that
+   client core, its tag and bytes as the client sent them (a tag of any
+   length; before login at most 126 characters, as Dovecot's imap-login), and every
+   response line comes back byte for byte: the upstream itself names the
+   client's tag wherever a response does (RFC 4731 ESEARCH, RFC 5267
+   updates) and judges tags it refuses. A line with a tag and no command
+   goes up for the upstream's tagged BAD. A synchronizing literal {N} is
+   not answered by the proxy: the upstream's own "+" is passed to the
+   client, so when the upstream refuses the command the client gets that
+   tagged NO/BAD instead and never sends the literal. LITERAL+ {N+} bytes
+   are streamed on at once, and all of them go up even when the upstream
+   answered first (it reads them, RFC 7888); literal bytes are
+   acknowledged at once (TCP_QUICKACK). IDLE stays open until the
+   client's DONE. CAPABILITY is answered locally (the login's list, what
+   proxy and upstream both carry) after the answers still pending;
+   COMPRESS, NOTIFY and UNAUTHENTICATE get NO [CANNOT]. A client that
+   stops reading stops the reading from upstream; an upstream that
    goes away ends the session with "* BYE". */
 
 #define SESSION_CLOSE_TIMEOUT 5 /* seconds to flush a last reply to a client that does not read */
