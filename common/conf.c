@@ -1204,15 +1204,31 @@ const char *conf_tls_name(enum conf_tls tls)
 	return conf_tls_names[tls];
 }
 
+/* Whether two listeners bind the same way: address, port and tls. */
+static bool conf_listener_same(const struct conf_listener *x, const struct conf_listener *y)
+{
+	return strcmp(x->address, y->address) == 0 && x->port == y->port && x->tls == y->tls;
+}
+
 bool conf_listeners_equal(const struct conf *a, const struct conf *b)
 {
 	if (a->listeners_count != b->listeners_count)
 		return false;
 	for (size_t i = 0; i < a->listeners_count; i++) {
-		const struct conf_listener *x = &a->listeners[i], *y = &b->listeners[i];
-
-		if (strcmp(x->address, y->address) != 0 || x->port != y->port || x->tls != y->tls)
+		if (!conf_listener_same(&a->listeners[i], &b->listeners[i]))
 			return false;
 	}
 	return true;
+}
+
+const struct conf_listener *conf_listener_find(const struct conf *config, const struct conf_listener *like,
+					       size_t prefer)
+{
+	if (prefer < config->listeners_count && conf_listener_same(&config->listeners[prefer], like))
+		return &config->listeners[prefer];
+	for (size_t i = 0; i < config->listeners_count; i++) {
+		if (conf_listener_same(&config->listeners[i], like))
+			return &config->listeners[i];
+	}
+	return NULL;
 }

@@ -116,4 +116,11 @@ const char *conf_tls_name(enum conf_tls tls);
    the same order: a reload cannot change them without a restart. */
 bool conf_listeners_equal(const struct conf *a, const struct conf *b);
 
+/* The listener of config with like's address, port and tls (config's
+   own entry at index prefer when that one has them, else the first), or
+   NULL: where a listener bound from an older config finds its
+   certificate and key after a reload. */
+const struct conf_listener *conf_listener_find(const struct conf *config, const struct conf_listener *like,
+					       size_t prefer);
+
 #endif

@@ -516,6 +516,16 @@ static void test_refcount_and_listener_equality(void)
 
 	CU_ASSERT_TRUE(conf_listeners_equal(a, b));
 	CU_ASSERT_FALSE(conf_listeners_equal(a, c));
+	/* Where a bound listener finds its certificate after a reload. */
+	CU_ASSERT_PTR_EQUAL(conf_listener_find(c, &a->listeners[0], 0), &c->listeners[1]);
+	CU_ASSERT_PTR_EQUAL(conf_listener_find(b, &a->listeners[1], 1), &b->listeners[1]);
+	CU_ASSERT_PTR_EQUAL(conf_listener_find(b, &a->listeners[1], 7), &b->listeners[1]);
+	a->listeners[0].port = 3;
+	CU_ASSERT_PTR_NULL(conf_listener_find(b, &a->listeners[0], 0));
+	a->listeners[0].port = 1;
+	a->listeners[0].tls = CONF_TLS_IMPLICIT;
+	CU_ASSERT_PTR_NULL(conf_listener_find(b, &a->listeners[0], 0));
+	a->listeners[0].tls = CONF_TLS_NONE;
 	keep = a;
 	conf_ref(a);
 	conf_unref(&a);
