@@ -295,9 +295,15 @@ static void daemon_syslog_sink(enum log_level level, const char *line, void *con
    parent exits 0 once the child exists; the sockets are bound already. */
 static int daemon_detach(void)
 {
-	pid_t pid = fork();
+	pid_t pid;
 	int null_fd;
 
+	/* Said while stderr still reaches whoever starts the daemon. */
+	if (!log_syslog_available(_PATH_LOG)) {
+		log_warning("nothing listens on %s, so the log goes nowhere once detached: start a syslog "
+			    "daemon, or run imapcached -f (log on stderr, as under systemd)", _PATH_LOG);
+	}
+	pid = fork();
 	if (pid < 0) {
 		log_error("cannot fork: %s", strerror(errno));
 		return -1;
