@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -36,14 +37,40 @@
 #define CONF_MAX_SECONDS (7 * 24 * 3600) /* longer is a typo, not a wish */
 #define CONF_PATH_MAX 256 /* "upstreams[3].users[12]" and the like */
 
-/* Collects the messages of one load. */
+#define CONF_MAX_INCLUDE_DEPTH 10 /* libconfig's own limit; deeper is a file including itself */
+#define CONF_MAX_FILE_SIZE (1 << 20) /* a config is kilobytes: a megabyte is the wrong file */
+#define CONF_INCLUDE_NAME_MAX 4096 /* PATH_MAX */
+
+/* Where a run of lines of the text given to libconfig was written. */
+struct conf_span {
+	int first_line;                /* in that text, from 1 */
+	int source_line;               /* the same line in file */
+	char *file;                    /* the main file's name, or an included file's path as opened */
+};
+
+/* Collects the text and the messages of one load. libconfig 1.5 puts its
+   include directory in front of absolute @include names too, so the
+   loader does the includes itself: libconfig parses one text, every file
+   in it, and spans map its lines back to the files. */
 struct conf_loader {
 	const char *name;
-	const char *include_dir;       /* where @include looks; NULL for a string */
-	char file_buf[1024];           /* an included file's path, for one message */
+	const char *include_dir;       /* relative @include names start here; NULL: the working directory */
+	char *text;                    /* NUL-terminated */
+	size_t text_len;
+	size_t text_size;
+	int text_lines;                /* newlines in text */
+	struct conf_span *spans;
+	size_t spans_count;
 	char *errors;
 	size_t errors_len;
 	unsigned int errors_count;
+};
+
+/* Where libconfig's text is between comments and strings, at a line's start. */
+enum conf_lex_state {
+	CONF_LEX_CODE,
+	CONF_LEX_COMMENT,              /* inside a block comment */
+	CONF_LEX_STRING,               /* inside a string that goes on past the line */
 };
 
 static const char *const conf_tls_names[] = {
@@ -125,38 +152,47 @@ static void conf_report_in(struct conf_loader *loader, const char *file, int lin
 	va_end(args);
 }
 
-static const char *conf_resolve_file(struct conf_loader *loader, const char *file);
-
-/* The file a setting was written in: an @include'd one (as a path from
-   the main file's directory), or the main one. */
-static const char *conf_setting_file(struct conf_loader *loader, const config_setting_t *setting)
+/* The file and line that line of libconfig's text was written on; line
+   0 (unknown) is the main file's. */
+static const char *conf_source_of(const struct conf_loader *loader, int line, int *source_line_r)
 {
-	const char *file = NULL;
+	const struct conf_span *found = NULL;
 
-	for (; setting != NULL && file == NULL; setting = config_setting_parent(setting))
-		file = config_setting_source_file(setting);
-	return conf_resolve_file(loader, file);
-}
-
-/* A file name as libconfig gives it, as a path from the main file's directory. */
-static const char *conf_resolve_file(struct conf_loader *loader, const char *file)
-{
-	if (file == NULL || strcmp(file, loader->name) == 0)
+	for (size_t i = 0; i < loader->spans_count && loader->spans[i].first_line <= line; i++)
+		found = &loader->spans[i];
+	if (line <= 0 || found == NULL) {
+		*source_line_r = 0;
 		return loader->name;
-	if (file[0] == '/' || loader->include_dir == NULL)
-		return file;
-	snprintf(loader->file_buf, sizeof(loader->file_buf), "%s/%s", loader->include_dir, file);
-	return loader->file_buf;
+	}
+	*source_line_r = found->source_line + (line - found->first_line);
+	return found->file;
 }
 
-/* The line a setting was written on, or its nearest parent's. */
-static int conf_setting_line(const config_setting_t *setting)
+/* The line of libconfig's text a setting was written on, or its nearest parent's. */
+static int conf_setting_text_line(const config_setting_t *setting)
 {
 	for (; setting != NULL; setting = config_setting_parent(setting)) {
 		if (config_setting_source_line(setting) > 0)
 			return config_setting_source_line(setting);
 	}
 	return 0;
+}
+
+/* The file a setting was written in: the main one or an @include'd one. */
+static const char *conf_setting_file(const struct conf_loader *loader, const config_setting_t *setting)
+{
+	int line;
+
+	return conf_source_of(loader, conf_setting_text_line(setting), &line);
+}
+
+/* The line a setting was written on in its file, or its nearest parent's. */
+static int conf_setting_line(const struct conf_loader *loader, const config_setting_t *setting)
+{
+	int line;
+
+	conf_source_of(loader, conf_setting_text_line(setting), &line);
+	return line;
 }
 
 /* Writes a setting's path ("upstreams[1].users[0]") into buf. */
@@ -192,7 +228,7 @@ static void conf_report(struct conf_loader *loader, const config_setting_t *sett
 	va_start(args, format);
 	vsnprintf(message, sizeof(message), format, args);
 	va_end(args);
-	conf_report_in(loader, conf_setting_file(loader, setting), conf_setting_line(setting), "%s%s%s",
+	conf_report_in(loader, conf_setting_file(loader, setting), conf_setting_line(loader, setting), "%s%s%s",
 		       path, path[0] != '\0' ? ": " : "", message);
 }
 
@@ -420,7 +456,7 @@ static void conf_load_listener(struct conf_loader *loader, const config_setting_
 	int loopback;
 
 	conf_listener_defaults(listener);
-	listener->line = conf_setting_line(setting);
+	listener->line = conf_setting_line(loader, setting);
 	if (!conf_expect_type(loader, setting, CONFIG_TYPE_GROUP))
 		return;
 	conf_check_keys(loader, setting, known);
@@ -538,7 +574,7 @@ static void conf_load_upstream(struct conf_loader *loader, const config_setting_
 
 	upstream->tls = CONF_TLS_IMPLICIT;
 	upstream->verify = true;
-	upstream->line = conf_setting_line(setting);
+	upstream->line = conf_setting_line(loader, setting);
 	if (!conf_expect_type(loader, setting, CONFIG_TYPE_GROUP))
 		return;
 	conf_check_keys(loader, setting, known);
@@ -811,70 +847,342 @@ static struct conf *conf_from_tree(struct conf_loader *loader, config_t *tree, c
 	return NULL;
 }
 
-/* Reports a libconfig parse error. */
-static char *conf_parse_errors(struct conf_loader *loader, const config_t *tree)
+/* Appends len bytes to the loader's text. */
+static void conf_text_append(struct conf_loader *loader, const char *data, size_t len)
 {
-	const char *file = config_error_file(tree);
-	char *errors;
-
-	if (config_error_type(tree) == CONFIG_ERR_FILE_IO) {
-		conf_report_line(loader, 0, "cannot read: %s", strerror(errno));
-	} else {
-		loader->errors_count++;
-		errors = NULL;
-		if (asprintf(&errors, "%s:%d: %s\n", conf_resolve_file(loader, file),
-			     config_error_line(tree), config_error_text(tree)) < 0)
+	if (loader->text_len + len + 1 > loader->text_size) {
+		loader->text_size = (loader->text_len + len + 1) * 2;
+		loader->text = realloc(loader->text, loader->text_size);
+		if (loader->text == NULL)
 			abort();
-		free(loader->errors);
-		return errors;
 	}
-	errors = loader->errors;
-	loader->errors = NULL;
-	return errors;
+	memcpy(loader->text + loader->text_len, data, len);
+	loader->text_len += len;
+	loader->text[loader->text_len] = '\0';
+	for (size_t i = 0; i < len; i++)
+		loader->text_lines += data[i] == '\n';
+}
+
+/* The lines appended from now on are file's, from source_line on. The
+   text must end in a newline (or be empty). */
+static void conf_span_start(struct conf_loader *loader, const char *file, int source_line)
+{
+	struct conf_span *span = loader->spans_count > 0 ? &loader->spans[loader->spans_count - 1] : NULL;
+	int first_line = loader->text_lines + 1;
+
+	if (span != NULL && span->first_line == first_line) {
+		free(span->file); /* no line of it was written */
+	} else {
+		loader->spans = realloc(loader->spans, (loader->spans_count + 1) * sizeof(*loader->spans));
+		if (loader->spans == NULL)
+			abort();
+		span = &loader->spans[loader->spans_count++];
+	}
+	span->first_line = first_line;
+	span->source_line = source_line;
+	span->file = conf_xstrdup(file);
+}
+
+/* The state after line (len bytes) for one that starts in state. */
+static enum conf_lex_state conf_lex_line(enum conf_lex_state state, const char *line, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		char next = i + 1 < len ? line[i + 1] : '\0';
+
+		switch (state) {
+		case CONF_LEX_CODE:
+			if (line[i] == '#' || (line[i] == '/' && next == '/'))
+				return state; /* the rest is a comment */
+			if (line[i] == '/' && next == '*') {
+				state = CONF_LEX_COMMENT;
+				i++;
+			} else if (line[i] == '"') {
+				state = CONF_LEX_STRING;
+			}
+			break;
+		case CONF_LEX_COMMENT:
+			if (line[i] == '*' && next == '/') {
+				state = CONF_LEX_CODE;
+				i++;
+			}
+			break;
+		case CONF_LEX_STRING:
+			if (line[i] == '\\')
+				i++;
+			else if (line[i] == '"')
+				state = CONF_LEX_CODE;
+			break;
+		}
+	}
+	return state;
+}
+
+/* Whether line (len bytes, its newline included) is libconfig's @include
+   directive: blanks, "@include", blanks, a quoted name (\\ and \" escaped).
+   Returns 1 with the name in name (size bytes) and *rest_r the offset
+   after its closing quote; 0 for any other line; -1 when the name does
+   not end on the line or is too long. */
+static int conf_parse_include(const char *line, size_t len, char *name, size_t size, size_t *rest_r)
+{
+	static const char keyword[] = "@include";
+	size_t i = strspn(line, " \t"), used = 0;
+
+	if (i + sizeof(keyword) - 1 > len || memcmp(line + i, keyword, sizeof(keyword) - 1) != 0)
+		return 0;
+	i += sizeof(keyword) - 1;
+	if (i >= len || (line[i] != ' ' && line[i] != '\t'))
+		return 0;
+	while (i < len && (line[i] == ' ' || line[i] == '\t'))
+		i++;
+	if (i >= len || line[i] != '"')
+		return 0;
+	for (i++; i < len && line[i] != '"' && line[i] != '\n'; i++) {
+		if (line[i] == '\\' && i + 1 < len && (line[i + 1] == '\\' || line[i + 1] == '"'))
+			i++;
+		if (used + 1 >= size)
+			return -1;
+		name[used++] = line[i];
+	}
+	if (i >= len || line[i] != '"')
+		return -1;
+	name[used] = '\0';
+	*rest_r = i + 1;
+	return 1;
+}
+
+static int conf_expand_file(struct conf_loader *loader, const char *path, const char *from_file,
+			    int from_line, int depth);
+
+/* Expands the file an @include on from_file:from_line names. */
+static int conf_expand_include(struct conf_loader *loader, const char *name, const char *from_file,
+			       int from_line, int depth)
+{
+	char *path;
+	int result;
+
+	if (depth >= CONF_MAX_INCLUDE_DEPTH) {
+		conf_report_in(loader, from_file, from_line,
+			       "@include nested more than %d deep (does a file include itself?)",
+			       CONF_MAX_INCLUDE_DEPTH);
+		return -1;
+	}
+	if (name[0] == '/' || loader->include_dir == NULL)
+		path = conf_xstrdup(name);
+	else if (asprintf(&path, "%s/%s", loader->include_dir, name) < 0)
+		abort();
+	result = conf_expand_file(loader, path, from_file, from_line, depth + 1);
+	free(path);
+	return result;
+}
+
+/* Appends text (len bytes, the contents of file) to the loader's text,
+   each @include line replaced by the file it names and then the rest of
+   that line. Returns 0, or -1 after reporting. */
+static int conf_expand_text(struct conf_loader *loader, const char *text, size_t len, const char *file,
+			    int depth)
+{
+	enum conf_lex_state state = CONF_LEX_CODE;
+	char name[CONF_INCLUDE_NAME_MAX];
+	size_t line_len, rest;
+	int line_number = 1, found;
+
+	conf_span_start(loader, file, 1);
+	for (size_t start = 0; start < len; start += line_len, line_number++) {
+		const char *line = text + start;
+		const char *end = memchr(line, '\n', len - start);
+
+		line_len = end != NULL ? (size_t)(end - line) + 1 : len - start;
+		found = state == CONF_LEX_CODE ? conf_parse_include(line, line_len, name, sizeof(name), &rest) : 0;
+		if (found < 0) {
+			conf_report_in(loader, file, line_number,
+				       "@include needs a file name in double quotes, on one line");
+			return -1;
+		}
+		if (found == 0) {
+			state = conf_lex_line(state, line, line_len);
+			conf_text_append(loader, line, line_len);
+			continue;
+		}
+		if (conf_expand_include(loader, name, file, line_number, depth) < 0)
+			return -1;
+		conf_span_start(loader, file, line_number);
+		state = conf_lex_line(state, line + rest, line_len - rest);
+		conf_text_append(loader, line + rest, line_len - rest);
+	}
+	if (len > 0 && text[len - 1] != '\n')
+		conf_text_append(loader, "\n", 1);
+	return 0;
+}
+
+/* Reads all of file, at most CONF_MAX_FILE_SIZE bytes. Returns the text
+   (free() it), or NULL with errno set. */
+static char *conf_read_whole(FILE *file, size_t *len_r)
+{
+	char *text = NULL;
+	size_t len = 0, got;
+
+	do {
+		char *more = realloc(text, len + 4096);
+
+		if (more == NULL)
+			abort();
+		text = more;
+		got = fread(text + len, 1, 4096, file);
+		len += got;
+	} while (got > 0 && len <= CONF_MAX_FILE_SIZE);
+	if (ferror(file) || len > CONF_MAX_FILE_SIZE) {
+		if (!ferror(file))
+			errno = EFBIG;
+		free(text);
+		return NULL;
+	}
+	*len_r = len;
+	return text;
+}
+
+/* Expands the file at path: the main file when from_file is NULL, else
+   one that from_file:from_line includes. Returns 0, or -1 after reporting. */
+static int conf_expand_file(struct conf_loader *loader, const char *path, const char *from_file,
+			    int from_line, int depth)
+{
+	FILE *file = fopen(path, "r");
+	char *text = NULL;
+	size_t len = 0;
+	int result;
+
+	if (file != NULL)
+		text = conf_read_whole(file, &len);
+	if (text == NULL) {
+		if (from_file == NULL)
+			conf_report_line(loader, 0, "cannot read: %s", strerror(errno));
+		else
+			conf_report_in(loader, from_file, from_line, "cannot %s include file %s: %s",
+				       file == NULL ? "open" : "read", path, strerror(errno));
+		if (file != NULL)
+			fclose(file);
+		return -1;
+	}
+	fclose(file);
+	result = conf_expand_text(loader, text, len, path, depth);
+	free(text);
+	return result;
+}
+
+/* For a syntax error on a line that holds an unquoted size such as 64K,
+   that size (in buf); else NULL. */
+static const char *conf_find_unquoted_size(const char *line, size_t len, char *buf, size_t size)
+{
+	bool quoted = false;
+
+	for (size_t i = 0; i < len; i++) {
+		size_t start = i;
+
+		if (quoted) {
+			if (line[i] == '\\')
+				i++;
+			else if (line[i] == '"')
+				quoted = false;
+			continue;
+		}
+		if (line[i] == '"')
+			quoted = true;
+		if (line[i] == '#' || (line[i] == '/' && i + 1 < len && line[i + 1] == '/'))
+			break;
+		if (!isdigit((unsigned char)line[i]) ||
+		    (i > 0 && (isalnum((unsigned char)line[i - 1]) || line[i - 1] == '_' || line[i - 1] == '.')))
+			continue;
+		while (i + 1 < len && isdigit((unsigned char)line[i + 1]))
+			i++;
+		if (i + 1 < len && line[i + 1] != '\0' && strchr("KkMmGg", line[i + 1]) != NULL &&
+		    (i + 2 >= len || (!isalnum((unsigned char)line[i + 2]) && line[i + 2] != '_'))) {
+			snprintf(buf, size, "%.*s", (int)(i + 2 - start), line + start);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* Reports libconfig's parse error, with a hint for an unquoted size. */
+static void conf_report_parse_error(struct conf_loader *loader, const config_t *tree)
+{
+	const char *text = config_error_text(tree);
+	const char *line = loader->text;
+	char size[32];
+	const char *file;
+	int source_line;
+
+	for (int n = 1; n < config_error_line(tree) && line != NULL; n++) {
+		line = strchr(line, '\n');
+		line = line != NULL ? line + 1 : NULL;
+	}
+	file = conf_source_of(loader, config_error_line(tree), &source_line);
+	if (line != NULL && strcmp(text, "syntax error") == 0 &&
+	    conf_find_unquoted_size(line, strcspn(line, "\n"), size, sizeof(size)) != NULL) {
+		conf_report_in(loader, file, source_line, "%s (a size with a suffix is a string: write \"%s\" "
+			       "in double quotes)", text, size);
+		return;
+	}
+	conf_report_in(loader, file, source_line, "%s", text);
+}
+
+/* Parses the loader's text; returns the config, or NULL with *errors_r. */
+static struct conf *conf_parse(struct conf_loader *loader, char **errors_r)
+{
+	struct conf *config = NULL;
+	config_t tree;
+
+	config_init(&tree);
+	if (config_read_string(&tree, loader->text) == CONFIG_TRUE)
+		config = conf_from_tree(loader, &tree, errors_r);
+	else
+		conf_report_parse_error(loader, &tree);
+	config_destroy(&tree);
+	return config;
+}
+
+/* Expands (when text is NULL, reads the file name) and parses; the
+   common end of conf_load and conf_load_string. */
+static struct conf *conf_load_text(const char *name, const char *text, const char *include_dir,
+				   char **errors_r)
+{
+	struct conf_loader loader = { .name = name, .include_dir = include_dir };
+	struct conf *config = NULL;
+	int expanded;
+
+	*errors_r = NULL;
+	conf_text_append(&loader, "", 0);
+	if (text == NULL)
+		expanded = conf_expand_file(&loader, name, NULL, 0, 0);
+	else
+		expanded = conf_expand_text(&loader, text, strlen(text), name, 0);
+	if (expanded == 0)
+		config = conf_parse(&loader, errors_r);
+	if (config == NULL && *errors_r == NULL) {
+		*errors_r = loader.errors;
+		loader.errors = NULL;
+	}
+	free(loader.errors);
+	free(loader.text);
+	for (size_t i = 0; i < loader.spans_count; i++)
+		free(loader.spans[i].file);
+	free(loader.spans);
+	return config;
 }
 
 struct conf *conf_load(const char *path, char **errors_r)
 {
-	struct conf_loader loader = { .name = path };
+	char *directory = conf_xstrdup(path);
 	struct conf *config;
-	char *directory;
-	config_t tree;
 
-	*errors_r = NULL;
-	config_init(&tree);
-	/* @include "x.conf" is relative to the including file's directory. */
-	directory = strdup(path);
-	if (directory == NULL)
-		abort();
-	loader.include_dir = dirname(directory);
-	config_set_include_dir(&tree, loader.include_dir);
-	if (config_read_file(&tree, path) != CONFIG_TRUE) {
-		*errors_r = conf_parse_errors(&loader, &tree);
-		config = NULL;
-	} else {
-		config = conf_from_tree(&loader, &tree, errors_r);
-	}
-	config_destroy(&tree);
-	free(directory); /* after config_destroy: some libconfig versions keep the pointer */
+	/* A relative @include name is taken from the main file's directory. */
+	config = conf_load_text(path, NULL, dirname(directory), errors_r);
+	free(directory);
 	return config;
 }
 
 struct conf *conf_load_string(const char *text, const char *name, char **errors_r)
 {
-	struct conf_loader loader = { .name = name };
-	struct conf *config;
-	config_t tree;
-
-	*errors_r = NULL;
-	config_init(&tree);
-	if (config_read_string(&tree, text) != CONFIG_TRUE) {
-		*errors_r = conf_parse_errors(&loader, &tree);
-		config_destroy(&tree);
-		return NULL;
-	}
-	config = conf_from_tree(&loader, &tree, errors_r);
-	config_destroy(&tree);
-	return config;
+	return conf_load_text(name, text, NULL, errors_r);
 }
 
 const struct conf_upstream *conf_upstream_for_user(const struct conf *config,
@@ -896,15 +1204,31 @@ const char *conf_tls_name(enum conf_tls tls)
 	return conf_tls_names[tls];
 }
 
+/* Whether two listeners bind the same way: address, port and tls. */
+static bool conf_listener_same(const struct conf_listener *x, const struct conf_listener *y)
+{
+	return strcmp(x->address, y->address) == 0 && x->port == y->port && x->tls == y->tls;
+}
+
 bool conf_listeners_equal(const struct conf *a, const struct conf *b)
 {
 	if (a->listeners_count != b->listeners_count)
 		return false;
 	for (size_t i = 0; i < a->listeners_count; i++) {
-		const struct conf_listener *x = &a->listeners[i], *y = &b->listeners[i];
-
-		if (strcmp(x->address, y->address) != 0 || x->port != y->port || x->tls != y->tls)
+		if (!conf_listener_same(&a->listeners[i], &b->listeners[i]))
 			return false;
 	}
 	return true;
+}
+
+const struct conf_listener *conf_listener_find(const struct conf *config, const struct conf_listener *like,
+					       size_t prefer)
+{
+	if (prefer < config->listeners_count && conf_listener_same(&config->listeners[prefer], like))
+		return &config->listeners[prefer];
+	for (size_t i = 0; i < config->listeners_count; i++) {
+		if (conf_listener_same(&config->listeners[i], like))
+			return &config->listeners[i];
+	}
+	return NULL;
 }

@@ -81,11 +81,18 @@ struct conf {
    allocated text (free() it) of one "file:line: what is wrong" line per
    problem, at most CONF_MAX_ERRORS of them; a file that cannot be read
    gives "file: reason". Only the syntax and values are checked here: cert
-   and key files are loaded by whoever makes the TLS contexts. */
+   and key files are loaded by whoever makes the TLS contexts.
+   An @include line reads the file it names in its place: an absolute
+   name as it is, a relative one from path's directory (in included files
+   too), at most 10 deep; one that cannot be read is reported as
+   "file:line: cannot open include file PATH: reason" (file:line: the
+   @include). An included file's problems carry its own name and line. A
+   syntax error on a line with an unquoted size (64K) says to quote it. */
 struct conf *conf_load(const char *path, char **errors_r);
 
 /* As conf_load, from text in memory; name stands for the file name in
-   messages. */
+   messages, and relative @include names are taken from the working
+   directory. */
 struct conf *conf_load_string(const char *text, const char *name, char **errors_r);
 
 /* A config with every default and no upstream (so not a valid one to run:
@@ -108,5 +115,12 @@ const char *conf_tls_name(enum conf_tls tls);
 /* Whether two configs bind the same listeners (address, port, tls), in
    the same order: a reload cannot change them without a restart. */
 bool conf_listeners_equal(const struct conf *a, const struct conf *b);
+
+/* The listener of config with like's address, port and tls (config's
+   own entry at index prefer when that one has them, else the first), or
+   NULL: where a listener bound from an older config finds its
+   certificate and key after a reload. */
+const struct conf_listener *conf_listener_find(const struct conf *config, const struct conf_listener *like,
+					       size_t prefer);
 
 #endif

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static enum log_level log_min_level = LOG_LEVEL_INFO;
 static int log_journal_prefix;
@@ -63,6 +66,26 @@ void log_set_sink(log_sink_fn *sink, void *context)
 {
 	log_sink = sink;
 	log_sink_context = context;
+}
+
+int log_syslog_available(const char *socket_path)
+{
+	static const int types[] = { SOCK_DGRAM, SOCK_STREAM }; /* as syslog(3) tries them */
+	struct sockaddr_un address = { .sun_family = AF_UNIX };
+
+	if (strlen(socket_path) >= sizeof(address.sun_path))
+		return 0;
+	strcpy(address.sun_path, socket_path);
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		int fd = socket(AF_UNIX, types[i] | SOCK_CLOEXEC, 0);
+		int connected = fd >= 0 && connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
+
+		if (fd >= 0)
+			close(fd);
+		if (connected)
+			return 1;
+	}
+	return 0;
 }
 
 size_t log_escape(char *dst, size_t dst_size, const char *src, int *truncated_r)

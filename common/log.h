@@ -32,6 +32,11 @@ void log_set_journal_prefix(int journal_prefix);
 /* Replaces stderr as the destination; NULL restores stderr. */
 void log_set_sink(log_sink_fn *sink, void *context);
 
+/* Whether anything takes syslog(3)'s messages at socket_path (syslog(3)
+   writes to _PATH_LOG, "/dev/log"): a datagram or a stream socket
+   connects to it. Without one, syslog(3) drops every line silently. */
+int log_syslog_available(const char *socket_path);
+
 /* Formats one line. Bytes outside printable ASCII (CR, LF, ESC, 8-bit)
    are written as \xNN so that data from a peer can't forge a log line.
    Lines longer than LOG_LINE_MAX are cut and end in "...". */

@@ -69,24 +69,64 @@ static void daemon_log_lines(enum log_level level, const char *text)
 	}
 }
 
+/* Makes the server TLS context of settings, conf's listen[index]: NULL
+   for tls = none. Returns 0, or -1 after logging what failed. */
+static int daemon_make_tls_context(const struct conf *conf, const struct conf_listener *settings,
+				   size_t index, SSL_CTX **context_r)
+{
+	const char *error;
+
+	*context_r = NULL;
+	if (settings->tls == CONF_TLS_NONE)
+		return 0;
+	*context_r = tls_server_context_new(settings->cert, settings->key, &error);
+	if (*context_r == NULL) {
+		log_error("%s:%d: listen[%zu]: %s", conf->path, settings->line, index, error);
+		return -1;
+	}
+	return 0;
+}
+
 /* Makes the server TLS contexts for conf's listeners; contexts_r[i] is
    NULL for tls = none. Returns 0, or -1 after logging what failed. */
 static int daemon_make_tls_contexts(const struct conf *conf, SSL_CTX **contexts_r)
 {
 	for (size_t i = 0; i < conf->listeners_count; i++) {
-		const struct conf_listener *settings = &conf->listeners[i];
-		const char *error;
-
-		contexts_r[i] = NULL;
-		if (settings->tls == CONF_TLS_NONE)
-			continue;
-		contexts_r[i] = tls_server_context_new(settings->cert, settings->key, &error);
-		if (contexts_r[i] == NULL) {
-			log_error("%s:%d: listen[%zu]: %s", conf->path, settings->line, i, error);
+		if (daemon_make_tls_context(conf, &conf->listeners[i], i, &contexts_r[i]) < 0) {
 			while (i-- > 0)
 				tls_context_free(&contexts_r[i]);
 			return -1;
 		}
+	}
+	return 0;
+}
+
+/* Reads the certificate and key of every bound listener again for a
+   reload to conf (contexts_r: one per bound listener): from the
+   listener's entry in conf (same address, port and tls) when there is
+   one, else from the files it was bound with, since it keeps listening
+   until a restart. Returns 0, or -1 after logging what failed. */
+static int daemon_reload_tls_contexts(const struct daemon_state *daemon, const struct conf *conf,
+				      SSL_CTX **contexts_r)
+{
+	for (size_t i = 0; i < daemon->listeners_count; i++) {
+		const struct conf_listener *bound = &daemon->bound_conf->listeners[i];
+		const struct conf_listener *settings = conf_listener_find(conf, bound, i);
+		int result;
+
+		if (settings != NULL)
+			result = daemon_make_tls_context(conf, settings, (size_t)(settings - conf->listeners),
+							 &contexts_r[i]);
+		else
+			result = daemon_make_tls_context(daemon->bound_conf, bound, i, &contexts_r[i]);
+		if (result < 0) {
+			while (i-- > 0)
+				tls_context_free(&contexts_r[i]);
+			return -1;
+		}
+		if (contexts_r[i] != NULL)
+			log_info("reload: %s: read %s again", listener_get_name(daemon->listeners[i]),
+				 settings != NULL ? settings->cert : bound->cert);
 	}
 	return 0;
 }
@@ -172,22 +212,21 @@ static void daemon_reload(evutil_socket_t signal_number, short what, void *conte
 	/* Compared with what is bound, not with the last reload, which may
 	   have asked for listeners that only a restart would make. */
 	same_listeners = conf_listeners_equal(daemon->bound_conf, conf);
-	contexts = calloc(conf->listeners_count, sizeof(*contexts));
-	if (contexts == NULL || (same_listeners && daemon_make_tls_contexts(conf, contexts) < 0)) {
+	contexts = calloc(daemon->listeners_count, sizeof(*contexts));
+	if (contexts == NULL || daemon_reload_tls_contexts(daemon, conf, contexts) < 0) {
 		log_error("reload failed: keeping the configuration in use");
 		free(contexts);
 		conf_unref(&conf);
 		notify_ready(session_count());
 		return;
 	}
-	if (same_listeners) {
-		for (size_t i = 0; i < daemon->listeners_count; i++)
-			listener_set_tls_context(daemon->listeners[i], contexts[i]);
-	} else {
-		log_warning("reload: listen changed; listeners change only on restart, "
-			    "the other settings apply to new sessions now");
-	}
+	for (size_t i = 0; i < daemon->listeners_count; i++)
+		listener_set_tls_context(daemon->listeners[i], contexts[i]);
 	free(contexts);
+	if (!same_listeners) {
+		log_warning("reload: listen changed; listeners change only on restart, "
+			    "the other settings (and the certificates of the listeners bound) apply now");
+	}
 	log_set_level(conf->log_level);
 	conf_unref(&daemon->conf);
 	daemon->conf = conf;
@@ -256,9 +295,15 @@ static void daemon_syslog_sink(enum log_level level, const char *line, void *con
    parent exits 0 once the child exists; the sockets are bound already. */
 static int daemon_detach(void)
 {
-	pid_t pid = fork();
+	pid_t pid;
 	int null_fd;
 
+	/* Said while stderr still reaches whoever starts the daemon. */
+	if (!log_syslog_available(_PATH_LOG)) {
+		log_warning("nothing listens on %s, so the log goes nowhere once detached: start a syslog "
+			    "daemon, or run imapcached -f (log on stderr, as under systemd)", _PATH_LOG);
+	}
+	pid = fork();
 	if (pid < 0) {
 		log_error("cannot fork: %s", strerror(errno));
 		return -1;
@@ -278,6 +323,21 @@ static int daemon_detach(void)
 	openlog("imapcached", LOG_PID, LOG_DAEMON);
 	log_set_sink(daemon_syslog_sink, NULL);
 	return 0;
+}
+
+/* path made absolute from the working directory (a newly allocated
+   string, or NULL when out of memory or the directory is unknown). */
+static char *daemon_absolute_path(const char *path)
+{
+	char *directory, *absolute = NULL;
+
+	if (path[0] == '/')
+		return strdup(path);
+	directory = getcwd(NULL, 0);
+	if (directory != NULL && asprintf(&absolute, "%s/%s", directory, path) < 0)
+		absolute = NULL;
+	free(directory);
+	return absolute;
 }
 
 /* Binds every listener; returns 0, or -1 after logging. */
@@ -388,7 +448,7 @@ int main(int argc, char **argv)
 	bool check_only = false, foreground = false;
 	SSL_CTX **contexts = NULL;
 	size_t contexts_count = 0;
-	char *errors = NULL;
+	char *errors = NULL, *absolute_config_path = NULL;
 	int option, status = EX_SOFTWARE;
 
 	while ((option = getopt(argc, argv, "c:tfhV")) != -1) {
@@ -438,9 +498,19 @@ int main(int argc, char **argv)
 		status = EX_UNAVAILABLE;
 		goto out;
 	}
-	if (!foreground && daemon_detach() < 0) {
-		status = EX_OSERR;
-		goto out;
+	if (!foreground) {
+		/* Detached, it runs in "/", where SIGHUP must still find the file. */
+		absolute_config_path = daemon_absolute_path(daemon.config_path);
+		if (absolute_config_path == NULL) {
+			log_error("cannot make %s an absolute path: %s", daemon.config_path, strerror(errno));
+			status = EX_OSERR;
+			goto out;
+		}
+		daemon.config_path = absolute_config_path;
+		if (daemon_detach() < 0) {
+			status = EX_OSERR;
+			goto out;
+		}
 	}
 	if (daemon_start_events(&daemon) < 0) {
 		status = EX_OSERR;
@@ -464,5 +534,6 @@ out:
 		free(contexts);
 	}
 	daemon_cleanup(&daemon);
+	free(absolute_config_path);
 	return status;
 }

@@ -1501,6 +1501,7 @@ static void session_forward_input(struct session *session)
 			if (eol.pos >= 0 || evbuffer_get_length(input) > session->conf->limit_line) {
 				log_info("session %lu: command line longer than %zu bytes", session->id,
 					 session->conf->limit_line);
+				session->bytes_in += evbuffer_get_length(input); /* received, if refused */
 				session_close(session, "line too long", "Command line too long");
 			}
 			return;
@@ -1721,6 +1722,7 @@ static void session_read_input(struct session *session)
 			if (evbuffer_get_length(input) > session->conf->limit_line) {
 				log_info("session %lu: command line longer than %zu bytes", session->id,
 					 session->conf->limit_line);
+				session->bytes_in += evbuffer_get_length(input); /* received, if refused */
 				session_close(session, "line too long", "Command line too long");
 			}
 			return;
@@ -1729,6 +1731,7 @@ static void session_read_input(struct session *session)
 		if (line_len > session->conf->limit_line) {
 			log_info("session %lu: command line longer than %zu bytes", session->id,
 				 session->conf->limit_line);
+			session->bytes_in += evbuffer_get_length(input); /* received, if refused */
 			session_close(session, "line too long", "Command line too long");
 			return;
 		}
@@ -1861,8 +1864,19 @@ static void session_format_error(struct bufferevent *bev, char *buf, size_t size
 {
 	unsigned long tls_error = bufferevent_get_openssl_error(bev);
 	int socket_error = EVUTIL_SOCKET_ERROR();
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
 
-	if (tls_error != 0) {
+	/* The TCP connection ended under TLS without close_notify: OpenSSL
+	   says "unexpected eof", or, for a reset, libevent queues
+	   SSL_get_error()'s SSL_ERROR_SYSCALL, which is no error code. */
+	if (ssl != NULL && (tls_error == SSL_ERROR_SYSCALL ||
+			    (ERR_GET_LIB(tls_error) == ERR_LIB_SSL &&
+			     ERR_GET_REASON(tls_error) == SSL_R_UNEXPECTED_EOF_WHILE_READING))) {
+		unsigned char finished[EVP_MAX_MD_SIZE]; /* after an error, only this tells a handshake was done */
+
+		snprintf(buf, size, "client closed %s", SSL_get_peer_finished(ssl, finished, sizeof(finished)) > 0 ?
+			 "the connection without TLS close_notify" : "during TLS handshake");
+	} else if (tls_error != 0) {
 		char text[256];
 
 		ERR_error_string_n(tls_error, text, sizeof(text));

@@ -3,10 +3,20 @@
 # configure must stop with the Debian package to install when a required
 # library is missing: each one is hidden from pkg-config in turn.
 set -u
-srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
+top=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 passed=0 failed=0
+
+# configure run from another directory refuses a source tree that has a
+# config.status ("source directory already configured"), as the tree of
+# an in-tree build (./configure && make check) has: run it from a view of
+# the sources, links to everything but that config.status.
+srcdir=$work/src
+mkdir "$srcdir"
+for entry in "$top"/*; do
+	[ "${entry##*/}" = config.status ] || ln -s "$entry" "$srcdir/"
+done
 
 # A pkg-config directory with links to every .pc file the machine has.
 mkdir "$work/pc"

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define UPSTREAM "upstreams = ( { name = \"u\"; host = \"imap.example.com\"; } );\n"
@@ -168,6 +169,20 @@ static void test_pool_shorthand(void)
 		      "(0 turns pooling off), not a string\n");
 }
 
+/* The ranges imapcached.conf(5) gives: shutdown alone may be 0 (BYE at once). */
+static void test_timeout_ranges(void)
+{
+	struct conf *conf = load_good(UPSTREAM "timeouts = { shutdown = 0; preauth = 604800; };\n");
+
+	CU_ASSERT_EQUAL(conf->timeout_shutdown, 0);
+	CU_ASSERT_EQUAL(conf->timeout_preauth, 604800);
+	conf_unref(&conf);
+	expect_errors(UPSTREAM "timeouts = { preauth = 0; upstream_connect = 0; shutdown = 604801; };\n",
+		      "test.conf:2: timeouts.preauth: must be between 1 and 604800, not 0\n"
+		      "test.conf:2: timeouts.upstream_connect: must be between 1 and 604800, not 0\n"
+		      "test.conf:2: timeouts.shutdown: must be between 0 and 604800, not 604801\n");
+}
+
 static void test_unknown_keys(void)
 {
 	expect_errors(UPSTREAM "\nlisten = ( { adress = \"127.0.0.1\"; } );\n",
@@ -281,6 +296,16 @@ static void test_syntax_error(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
 	CU_ASSERT_STRING_EQUAL(errors, "test.conf:2: duplicate setting name\n");
 	free(errors);
+
+	/* A size with a suffix is a string: unquoted, libconfig sees a number
+	   then a stray letter, and the message says what to write. */
+	expect_errors(UPSTREAM "limits = {\n  line = 64K;\n};\n",
+		      "test.conf:3: syntax error (a size with a suffix is a string: write \"64K\" in "
+		      "double quotes)\n");
+	expect_errors(UPSTREAM "cache = { body_budget = 2g; };\n",
+		      "test.conf:2: syntax error (a size with a suffix is a string: write \"2g\" in "
+		      "double quotes)\n");
+	expect_errors(UPSTREAM "log = { level = \"64K\" x; };\n", "test.conf:2: syntax error\n");
 }
 
 static void test_files(void)
@@ -360,6 +385,110 @@ static void test_include_reports_the_included_file(void)
 	CU_ASSERT_EQUAL(system(expected), 0);
 }
 
+/* Loads dir/name, which must be valid. */
+static struct conf *load_good_file(const char *dir, const char *name)
+{
+	char path[512];
+	char *errors = NULL;
+	struct conf *conf;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	conf = conf_load(path, &errors);
+	if (conf == NULL)
+		fprintf(stderr, "unexpected errors:\n%s", errors);
+	CU_ASSERT_PTR_NOT_NULL(conf);
+	CU_ASSERT_PTR_NULL(errors);
+	free(errors);
+	return conf;
+}
+
+/* Loads dir/name, which must be refused with expected_template, where
+   each "DIR" stands for dir. */
+static void expect_file_errors(const char *dir, const char *name, const char *expected_template)
+{
+	char path[512], expected[2048] = "";
+	char *errors = NULL;
+	struct conf *conf;
+	const char *at;
+
+	while ((at = strstr(expected_template, "DIR")) != NULL) {
+		strncat(expected, expected_template, (size_t)(at - expected_template));
+		strcat(expected, dir);
+		expected_template = at + 3;
+	}
+	strcat(expected, expected_template);
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	conf = conf_load(path, &errors);
+	CU_ASSERT_PTR_NULL(conf);
+	conf_unref(&conf);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(errors);
+	if (strcmp(errors, expected) != 0)
+		fprintf(stderr, "\nexpected:\n%sgot:\n%s", expected, errors);
+	CU_ASSERT_STRING_EQUAL(errors, expected);
+	free(errors);
+}
+
+static void test_include_absolute_and_relative(void)
+{
+	char dir[] = "/tmp/test-conf-include-XXXXXX";
+	char text[1024];
+	struct conf *conf;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+	CU_ASSERT_EQUAL(chdir("/"), 0);
+	CU_ASSERT_EQUAL(mkdir(strcat(strcpy(text, dir), "/sub"), 0700), 0);
+	write_file(dir, "sub/upstreams.conf", "upstreams = ( { name = \"a\"; host = \"abs.example\"; } );\n"
+		   "@include \"sub/log.conf\"\n");
+	write_file(dir, "sub/log.conf", "log = { level = \"error\"; };\n");
+	write_file(dir, "limits.conf", "limits = { sessions = 7; };");
+	/* An absolute name as it is; relative names (in an included file
+	   too) from the main file's directory; an included file's last line
+	   needs no newline. */
+	snprintf(text, sizeof(text), "@include \"%s/sub/upstreams.conf\"\n  @include \"limits.conf\" # why\n"
+		 "pool = 2;\n", dir);
+	write_file(dir, "main.conf", text);
+	conf = load_good_file(dir, "main.conf");
+	if (conf != NULL) {
+		CU_ASSERT_STRING_EQUAL(conf->upstreams[0].host, "abs.example");
+		CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_ERROR);
+		CU_ASSERT_EQUAL(conf->limit_sessions, 7);
+		CU_ASSERT_EQUAL(conf->pool_size, 2);
+	}
+	conf_unref(&conf);
+
+	/* Lines after an include are counted in their own file. */
+	snprintf(text, sizeof(text), "@include \"%s/sub/upstreams.conf\"\n\npool = \"x\";\n", dir);
+	write_file(dir, "main.conf", text);
+	expect_file_errors(dir, "main.conf", "DIR/main.conf:3: pool: must be a group { size = ...; "
+			   "idle_timeout = ...; } or an integer (0 turns pooling off), not a string\n");
+	write_file(dir, "main.conf", "@include \"sub/upstreams.conf\"\n\npool = ;\n");
+	expect_file_errors(dir, "main.conf", "DIR/main.conf:3: syntax error\n");
+
+	/* A file that cannot be opened is named, as tried. */
+	snprintf(text, sizeof(text), "pool = 1;\n@include \"%s/missing.conf\"\n", dir);
+	write_file(dir, "main.conf", text);
+	expect_file_errors(dir, "main.conf", "DIR/main.conf:2: cannot open include file "
+			   "DIR/missing.conf: No such file or directory\n");
+	write_file(dir, "main.conf", "@include \"sub/upstreams.conf\"\n");
+	write_file(dir, "sub/upstreams.conf", "\n@include \"gone.conf\"\n");
+	expect_file_errors(dir, "main.conf", "DIR/sub/upstreams.conf:2: cannot open include file "
+			   "DIR/gone.conf: No such file or directory\n");
+	write_file(dir, "main.conf", "@include \"main.conf\"\n");
+	expect_file_errors(dir, "main.conf", "DIR/main.conf:1: @include nested more than 10 deep "
+			   "(does a file include itself?)\n");
+	/* Inside a comment @include is text; a comment opened in a string or
+	   after # is none. */
+	write_file(dir, "main.conf", "/*\n@include \"x.conf\"\n*/ upstreams = ( { name = \"a\"; host = \"h/*\"; } );"
+		   " # /*\n@include \"sub/log.conf\"\n");
+	conf = load_good_file(dir, "main.conf");
+	CU_ASSERT(conf != NULL && strcmp(conf->upstreams[0].host, "h/*") == 0);
+	CU_ASSERT(conf != NULL && conf->log_level == LOG_LEVEL_ERROR);
+	conf_unref(&conf);
+
+	snprintf(text, sizeof(text), "rm -r '%s'", dir);
+	CU_ASSERT_EQUAL(system(text), 0);
+}
+
 static void test_example_config(void)
 {
 	const char *srcdir = getenv("top_srcdir");
@@ -387,6 +516,16 @@ static void test_refcount_and_listener_equality(void)
 
 	CU_ASSERT_TRUE(conf_listeners_equal(a, b));
 	CU_ASSERT_FALSE(conf_listeners_equal(a, c));
+	/* Where a bound listener finds its certificate after a reload. */
+	CU_ASSERT_PTR_EQUAL(conf_listener_find(c, &a->listeners[0], 0), &c->listeners[1]);
+	CU_ASSERT_PTR_EQUAL(conf_listener_find(b, &a->listeners[1], 1), &b->listeners[1]);
+	CU_ASSERT_PTR_EQUAL(conf_listener_find(b, &a->listeners[1], 7), &b->listeners[1]);
+	a->listeners[0].port = 3;
+	CU_ASSERT_PTR_NULL(conf_listener_find(b, &a->listeners[0], 0));
+	a->listeners[0].port = 1;
+	a->listeners[0].tls = CONF_TLS_IMPLICIT;
+	CU_ASSERT_PTR_NULL(conf_listener_find(b, &a->listeners[0], 0));
+	a->listeners[0].tls = CONF_TLS_NONE;
 	keep = a;
 	conf_ref(a);
 	conf_unref(&a);
@@ -405,6 +544,7 @@ const struct unit_test unit_tests[] = {
 	{ "non-loopback listeners and upstream ports", test_non_loopback_and_ports },
 	{ "users patterns and the default upstream", test_users_and_default_upstream },
 	{ "pool shorthand", test_pool_shorthand },
+	{ "timeout ranges", test_timeout_ranges },
 	{ "unknown keys", test_unknown_keys },
 	{ "wrong types", test_wrong_types },
 	{ "bad values", test_bad_values },
@@ -413,6 +553,7 @@ const struct unit_test unit_tests[] = {
 	{ "syntax error", test_syntax_error },
 	{ "files", test_files },
 	{ "an @include'd file is named in its errors", test_include_reports_the_included_file },
+	{ "@include with absolute and relative names", test_include_absolute_and_relative },
 	{ "the example config", test_example_config },
 	{ "refcount and listener equality", test_refcount_and_listener_equality },
 	{ NULL, NULL },

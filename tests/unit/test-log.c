@@ -4,7 +4,12 @@
 #include "unit.h"
 #include "log.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static char captured[LOG_LINE_MAX + 16];
 static enum log_level captured_level;
@@ -103,6 +108,46 @@ static void test_long_line_is_cut_and_marked(void)
 	CU_ASSERT_STRING_EQUAL(captured + strlen(captured) - 3, "...");
 }
 
+/* A socket of type bound at path; -1 if it cannot be made. */
+static int bind_unix(const char *path, int type)
+{
+	struct sockaddr_un address = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, type, 0);
+
+	snprintf(address.sun_path, sizeof(address.sun_path), "%s", path);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof(address)) == 0 &&
+	    (type != SOCK_STREAM || listen(fd, 1) == 0))
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+static void test_syslog_available(void)
+{
+	char dir[] = "/tmp/test-log-XXXXXX";
+	char path[256];
+	int fd;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/log", dir);
+	CU_ASSERT_FALSE(log_syslog_available(path)); /* nothing there */
+	fd = bind_unix(path, SOCK_DGRAM);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_TRUE(log_syslog_available(path));
+	close(fd);
+	CU_ASSERT_FALSE(log_syslog_available(path)); /* the socket file of a syslog daemon gone */
+	unlink(path);
+	fd = bind_unix(path, SOCK_STREAM);
+	CU_ASSERT_FATAL(fd >= 0);
+	CU_ASSERT_TRUE(log_syslog_available(path)); /* as rsyslog's stream socket */
+	close(fd);
+	unlink(path);
+	CU_ASSERT_FALSE(log_syslog_available("/tmp/a-path-longer-than-sun_path-can-hold/"
+					      "0123456789012345678901234567890123456789012345678901234567890123456789"));
+	rmdir(dir);
+}
+
 const char unit_suite_name[] = "log";
 const struct unit_test unit_tests[] = {
 	{ "level filter", test_level_filter },
@@ -110,5 +155,6 @@ const struct unit_test unit_tests[] = {
 	{ "escape control bytes", test_escape_control_bytes },
 	{ "escape truncates whole escapes", test_escape_truncates_whole_escapes },
 	{ "long line is cut and marked", test_long_line_is_cut_and_marked },
+	{ "is a syslog daemon there", test_syslog_available },
 	{ NULL, NULL },
 };
