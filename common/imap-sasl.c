@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* imap-sasl: PLAIN, XOAUTH2 and OAUTHBEARER client mechanisms and base64. */
+/* imap-sasl: PLAIN, XOAUTH2, OAUTHBEARER and CRAM-MD5 client mechanisms, base64, and the user in a client's initial response. */
 #include "config.h"
 #include "imap-sasl.h"
 
@@ -289,6 +289,12 @@ static const unsigned char *sasl_field(const unsigned char *data, size_t len, co
 	return NULL;
 }
 
+bool imap_sasl_user_mechanism_is_known(const char *mechanism)
+{
+	return strcasecmp(mechanism, "PLAIN") == 0 || strcasecmp(mechanism, "LOGIN") == 0 ||
+	       strcasecmp(mechanism, "XOAUTH2") == 0 || strcasecmp(mechanism, "OAUTHBEARER") == 0;
+}
+
 enum imap_sasl_user_result imap_sasl_initial_response_user(const char *mechanism,
 							   const unsigned char *response, size_t len,
 							   char *user, size_t size)
@@ -305,6 +311,8 @@ enum imap_sasl_user_result imap_sasl_initial_response_user(const char *mechanism
 			return IMAP_SASL_USER_MALFORMED;
 		return sasl_copy_user(first, (size_t)(second - first), user, size);
 	}
+	if (strcasecmp(mechanism, "LOGIN") == 0)
+		return sasl_copy_user(response, len, user, size);
 	if (strcasecmp(mechanism, "XOAUTH2") == 0) {
 		size_t value_len;
 		const unsigned char *value = sasl_field(response, len, "user=", &value_len);

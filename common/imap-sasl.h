@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* imap-sasl: SASL mechanisms for AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER) and the caller-supplied mechanism interface. */
+/* imap-sasl: SASL mechanisms for AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER, CRAM-MD5; LOGIN on the server side) and the caller-supplied mechanism interface. */
 #ifndef IMAPCACHE_IMAP_SASL_H
 #define IMAPCACHE_IMAP_SASL_H
 
@@ -65,15 +65,26 @@ void imap_sasl_mechanism_free(struct imap_sasl_mechanism **mechanism);
 char *imap_sasl_base64_encode(const unsigned char *data, size_t len);
 unsigned char *imap_sasl_base64_decode(const char *text, size_t *len_r);
 
+/* The server's two challenges of the LOGIN mechanism
+   (draft-murchison-sasl-login), base64 as they go on the "+" line: the
+   prompts "Username:" and "Password:" that Dovecot, Cyrus and Exchange
+   send, and that some clients check. */
+#define IMAP_SASL_LOGIN_USER_CHALLENGE "VXNlcm5hbWU6"
+#define IMAP_SASL_LOGIN_PASSWORD_CHALLENGE "UGFzc3dvcmQ6"
+
 /* Why a client's initial response names no user. */
 enum imap_sasl_user_result {
 	IMAP_SASL_USER_FOUND,
-	IMAP_SASL_USER_UNKNOWN_MECHANISM, /* not PLAIN, XOAUTH2 or OAUTHBEARER */
+	IMAP_SASL_USER_UNKNOWN_MECHANISM, /* not PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER */
 	IMAP_SASL_USER_MALFORMED,         /* the response breaks the mechanism's format */
 };
+/* Whether imap_sasl_initial_response_user knows mechanism
+   (case-insensitive): PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER. */
+bool imap_sasl_user_mechanism_is_known(const char *mechanism);
 /* For a proxy: the login name inside a client's decoded initial response
    of mechanism (case-insensitive name): PLAIN's authcid, XOAUTH2's
-   "user=", OAUTHBEARER's gs2 "a=" (with =2C and =3D undone). Writes a
+   "user=", OAUTHBEARER's gs2 "a=" (with =2C and =3D undone), and the
+   whole of LOGIN's (its answer to the user name challenge). Writes a
    NUL-terminated copy into user (size bytes); a name that does not fit,
    is empty or holds a NUL is MALFORMED. Reads nothing else (the secret
    is left alone). */

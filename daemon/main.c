@@ -8,6 +8,7 @@
 #include "session.h"
 #include "tls.h"
 #include "upstream-pool.h"
+#include "upstream-probe.h"
 #include "upstream.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ struct daemon_state {
 	struct event *sigint_event;
 	struct event *shutdown_timer;
 	struct upstream_pool *pool;    /* idle logged-in upstream connections */
+	struct upstream_probe *probe;  /* what the upstreams offer before login */
 	bool stopping;
 };
 
@@ -409,6 +411,13 @@ static int daemon_start_events(struct daemon_state *daemon)
 				 UPSTREAM_POOL_GLOBAL_MAX);
 	upstream_pool_set_max_age(daemon->pool, daemon->conf->pool_max_age);
 	session_set_upstream_pool(daemon->pool);
+	daemon->probe = upstream_probe_new(daemon->base);
+	if (daemon->probe == NULL) {
+		log_error("cannot make the upstream probe: out of memory");
+		return -1;
+	}
+	upstream_probe_start(daemon->probe, daemon->conf); /* answers come while clients are served */
+	session_set_upstream_probe(daemon->probe);
 	return 0;
 }
 
@@ -428,6 +437,8 @@ static void daemon_cleanup(struct daemon_state *daemon)
 	session_free_all();
 	session_set_upstream_pool(NULL);
 	upstream_pool_free(&daemon->pool);
+	session_set_upstream_probe(NULL);
+	upstream_probe_free(&daemon->probe);
 	/* A host lookup cancelled just now ends in a deferred callback that
 	   frees its memory: let it run before the resolver goes (nothing
 	   else can fire: listeners, timers and signals are gone). */

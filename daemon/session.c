@@ -9,6 +9,7 @@
 #include "tls.h"
 #include "upstream.h"
 #include "upstream-pool.h"
+#include "upstream-probe.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -40,6 +41,7 @@
 #define SESSION_UPSTREAM_HIGH_WATER (256 * 1024) /* stop reading the client past this much unsent upstream */
 #define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
 #define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */
+#define SESSION_ID_LITERALS_MAX (2 * SESSION_ID_PAIRS_MAX) /* each field and value may be one */
 
 enum session_state {
 	SESSION_STATE_NOT_AUTHENTICATED,
@@ -85,6 +87,7 @@ struct session {
 	size_t login_command_size;     /* allocated */
 	uint64_t login_literal_left;   /* bytes of the current literal still to come */
 	unsigned int login_literals;   /* literals announced so far */
+	bool login_command_is_id;      /* it is an ID (LITERAL+ works for it too), not a LOGIN */
 
 	/* A literal the client announced must keep coming (timeouts.literal). */
 	struct event *literal_timer;
@@ -100,6 +103,7 @@ struct session {
 	char auth_mechanism[SESSION_MECHANISM_MAX];
 	char *auth_initial;            /* AUTHENTICATE's base64 initial response until sent; wiped */
 	struct imap_client_command *auth_command; /* upstream AUTHENTICATE waiting for the client's answer */
+	bool auth_login_password;      /* AUTHENTICATE LOGIN: the client's next line is the password */
 
 	/* Forwarding. */
 	struct imap_client_command *open_command; /* the client is still sending its bytes */
@@ -139,6 +143,7 @@ static unsigned long session_last_id;
 static session_count_fn *session_count_callback;
 static void *session_count_context;
 static struct upstream_pool *session_pool;
+static struct upstream_probe *session_probe;
 
 static void session_read(struct bufferevent *bev, void *context);
 static void session_write(struct bufferevent *bev, void *context);
@@ -155,6 +160,11 @@ void session_set_count_callback(session_count_fn *callback, void *context)
 void session_set_upstream_pool(struct upstream_pool *pool)
 {
 	session_pool = pool;
+}
+
+void session_set_upstream_probe(struct upstream_probe *probe)
+{
+	session_probe = probe;
 }
 
 unsigned int session_count(void)
@@ -176,15 +186,15 @@ static void session_send(struct session *session, const char *format, ...)
 		session->bytes_out += (uint64_t)len;
 }
 
-/* What the proxy can do before login; never more than it can carry. */
+/* What the proxy can do before login: what the upstream offers, as far
+   as the proxy can carry it (upstream-probe.h); never more. */
 static void session_format_capability(const struct session *session, char *buf, size_t size)
 {
 	bool plaintext_refused = !session->tls_active && !session->loopback;
 
-	snprintf(buf, size, "IMAP4rev1 ID%s%s",
-		 session->starttls_offered && !session->tls_active ? " STARTTLS" : "",
-		 plaintext_refused ? " LOGINDISABLED" :
-				     " SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER");
+	upstream_probe_format_capability(session_probe, session->conf,
+					 session->starttls_offered && !session->tls_active, plaintext_refused, buf,
+					 size);
 }
 
 static void session_schedule_step(struct session *session)
@@ -589,6 +599,9 @@ static void session_upstream_connected(struct imap_client *client, struct imap_c
 		session_login_refused(session, "[UNAVAILABLE] The upstream server is not set up for a proxy");
 		return;
 	}
+	/* what it offers before login now, for the next clients' CAPABILITY */
+	upstream_probe_record(session_probe, conf_upstream_for_user(session->conf, session->user),
+			      imap_client_get_capabilities(client));
 	if (session->login_password != NULL) {
 		imap_client_login(client, session->user, session->login_password, session_login_done, session);
 		session_wipe_credentials(session);
@@ -836,34 +849,53 @@ static char *session_astring_dup(const struct imap_arg *arg)
 	return copy;
 }
 
+/* The most bytes (lines and literals) a pre-login command with literals
+   may gather: as much as the largest LOGIN. */
+static size_t session_gathered_max(const struct session *session)
+{
+	return session->conf->limit_line + SESSION_LOGIN_LITERALS_MAX * (size_t)session->conf->limit_literal_preauth;
+}
+
+/* Parses a whole pre-login command (without its last CRLF, literals
+   "{4}\r\nuser" included, already held to the pre-login limits, so kept
+   inline) into a new parser, *parser_r (NULL when out of memory). */
+static enum imap_parser_result session_parse_gathered(const struct session *session, const char *line,
+						      size_t len, struct imap_parser **parser_r)
+{
+	struct imap_parser *parser = imap_parser_new();
+	struct imap_parser_limits limits;
+	enum imap_parser_result result;
+	size_t consumed, pos = 0;
+
+	*parser_r = parser;
+	if (parser == NULL)
+		return IMAP_PARSER_ERROR;
+	imap_parser_get_limits(parser, &limits);
+	if (limits.max_inline_literal < session_gathered_max(session))
+		limits.max_inline_literal = session_gathered_max(session);
+	if (limits.max_line < session->conf->limit_line)
+		limits.max_line = session->conf->limit_line;
+	imap_parser_set_limits(parser, &limits);
+	do {
+		result = imap_parser_feed_bytes(parser, line + pos, len - pos, &consumed);
+		pos += consumed;
+	} while (result == IMAP_PARSER_LITERAL_ANNOUNCED);
+	if (result == IMAP_PARSER_NEED_MORE)
+		result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
+	return result;
+}
+
 /* LOGIN user password: the whole command without its last CRLF, literals
    ("{4}\r\nuser") included. */
 static void session_handle_login(struct session *session, const char *tag, const char *line, size_t len)
 {
-	struct imap_parser *parser = imap_parser_new();
+	struct imap_parser *parser;
 	const struct imap_arg *args;
-	enum imap_parser_result result = IMAP_PARSER_ERROR;
+	enum imap_parser_result result;
 	char *user = NULL;
-	size_t consumed, pos = 0;
 
 	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
-	if (parser != NULL) {
-		struct imap_parser_limits limits;
-
-		/* literals were held to limits.literal_preauth already: keep them inline */
-		imap_parser_get_limits(parser, &limits);
-		if (limits.max_inline_literal < session->conf->limit_literal_preauth)
-			limits.max_inline_literal = session->conf->limit_literal_preauth;
-		if (limits.max_line < session->conf->limit_line)
-			limits.max_line = session->conf->limit_line;
-		imap_parser_set_limits(parser, &limits);
-		do {
-			result = imap_parser_feed_bytes(parser, line + pos, len - pos, &consumed);
-			pos += consumed;
-		} while (result == IMAP_PARSER_LITERAL_ANNOUNCED);
-		if (result == IMAP_PARSER_NEED_MORE)
-			result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
-	}
+	result = session_parse_gathered(session, line, len, &parser);
 	if (result != IMAP_PARSER_LINE_COMPLETE || (args = imap_parser_get_line(parser))->list_count != 4 ||
 	    (user = session_astring_dup(&args->list[2])) == NULL ||
 	    (session->login_password = session_astring_dup(&args->list[3])) == NULL ||
@@ -910,13 +942,21 @@ static bool session_login_command_reserve(struct session *session, size_t extra)
 	return true;
 }
 
-/* A line of a LOGIN with literals (the first one too, session->login_tag
-   set): gathers it, lets the client send the next literal, or logs in
-   once the command is complete. */
+static void session_handle_id(struct session *session, const char *tag, const char *line, size_t len);
+
+/* A line of a LOGIN or ID with literals (the first one too,
+   session->login_tag and login_command_is_id set): gathers it, lets the
+   client send the next literal, or handles the command once complete. */
 static void session_login_continue(struct session *session, const char *line, size_t len)
 {
 	uint64_t literal_size = 0;
 	enum session_literal literal = session_line_literal(line, len, &literal_size);
+	bool is_id = session->login_command_is_id;
+	const char *verb = is_id ? "ID" : "LOGIN";
+	unsigned int literals_max = is_id ? SESSION_ID_LITERALS_MAX : SESSION_LOGIN_LITERALS_MAX;
+	/* a LOGIN is bounded by its two literals already */
+	bool too_long = is_id && (literal_size > session_gathered_max(session) ||
+				  session->login_command_len + len + literal_size > session_gathered_max(session));
 	char tag[SESSION_TAG_MAX + 1];
 	char *command;
 	size_t command_len;
@@ -928,14 +968,23 @@ static void session_login_continue(struct session *session, const char *line, si
 	memcpy(session->login_command + session->login_command_len, line, len);
 	session->login_command_len += len;
 	snprintf(tag, sizeof(tag), "%s", session->login_tag);
+	if (literal == SESSION_LITERAL_NONE && too_long) {
+		session_wipe_credentials(session);
+		session_send(session, "%s BAD Invalid %s arguments: too long\r\n", tag, verb);
+		session_count_bad(session);
+		return;
+	}
 	if (literal == SESSION_LITERAL_NONE) {
 		/* complete: the buffer leaves the session, so any way out of
-		   session_handle_login can't free it under our feet */
+		   the handler can't free it under our feet */
 		command = session->login_command;
 		command_len = session->login_command_len;
 		session->login_command = NULL;
 		session_wipe_credentials(session);
-		session_handle_login(session, tag, command, command_len);
+		if (is_id)
+			session_handle_id(session, tag, command, command_len);
+		else
+			session_handle_login(session, tag, command, command_len);
 		OPENSSL_cleanse(command, command_len);
 		free(command);
 		return;
@@ -946,23 +995,24 @@ static void session_login_continue(struct session *session, const char *line, si
 		session_count_bad(session);
 		return;
 	}
-	if (literal_size > session->conf->limit_literal_preauth ||
-	    ++session->login_literals > SESSION_LOGIN_LITERALS_MAX) {
-		log_info("session %lu: LOGIN literal of %llu bytes refused (the limit before login is %llu "
-			 "bytes, %d literals)", session->id, (unsigned long long)literal_size,
-			 (unsigned long long)session->conf->limit_literal_preauth, SESSION_LOGIN_LITERALS_MAX);
+	if (literal_size > session->conf->limit_literal_preauth || ++session->login_literals > literals_max ||
+	    too_long) {
+		log_info("session %lu: %s literal of %llu bytes refused (the limit before login is %llu "
+			 "bytes, %u literals, %zu bytes in all)", session->id, verb, (unsigned long long)literal_size,
+			 (unsigned long long)session->conf->limit_literal_preauth, literals_max,
+			 session_gathered_max(session));
 		session_wipe_credentials(session);
 		if (literal == SESSION_LITERAL_SYNC) {
 			/* no "+": the client sends no literal (RFC 3501 7.5) */
-			session_send(session, "%s BAD Invalid LOGIN arguments: literal too large or too many\r\n",
-				     tag);
+			session_send(session, "%s BAD Invalid %s arguments: literal too large or too many\r\n",
+				     tag, verb);
 			session_count_bad(session);
 		} else if (literal_size > session->conf->limit_literal_preauth) {
 			session_close(session, "literal too large", "Literal too large before login");
 		} else {
 			/* already on its way: dropped, with the rest of the command */
 			snprintf(session->pending_reply, sizeof(session->pending_reply),
-				 "%s BAD Invalid LOGIN arguments: too many literals\r\n", tag);
+				 "%s BAD Invalid %s arguments: too many literals or too long\r\n", tag, verb);
 			session->literal_to_discard = literal_size;
 			session->discarding_command = true;
 		}
@@ -980,21 +1030,16 @@ static void session_login_continue(struct session *session, const char *line, si
 }
 
 /* ID before login (RFC 2971): the proxy's own name and version. The
-   client's fields are only checked; after login ID goes upstream. */
+   client's fields (strings, literals included) are only checked; after
+   login ID goes upstream. */
 static void session_handle_id(struct session *session, const char *tag, const char *line, size_t len)
 {
-	struct imap_parser *parser = imap_parser_new();
+	struct imap_parser *parser;
 	const struct imap_arg *args, *fields;
 	unsigned int count = 0;
-	enum imap_parser_result result = IMAP_PARSER_ERROR;
-	size_t consumed;
+	enum imap_parser_result result = session_parse_gathered(session, line, len, &parser);
 	bool valid;
 
-	if (parser != NULL) {
-		result = imap_parser_feed_bytes(parser, line, len, &consumed);
-		if (result == IMAP_PARSER_NEED_MORE)
-			result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
-	}
 	valid = result == IMAP_PARSER_LINE_COMPLETE && (args = imap_parser_get_line(parser))->list_count == 3 &&
 		(imap_arg_is_nil(&args->list[2]) ||
 		 (imap_arg_get_list(&args->list[2], &fields, &count) && count % 2 == 0 &&
@@ -1055,6 +1100,50 @@ static void session_auth_initial(struct session *session, const char *response, 
 		session_count_bad(session);
 		return;
 	}
+	if (strcmp(session->auth_mechanism, "LOGIN") == 0) {
+		/* the user name was all of it: the password comes next */
+		session_wipe_credentials(session);
+		session_send(session, "+ " IMAP_SASL_LOGIN_PASSWORD_CHALLENGE "\r\n");
+		session->auth_login_password = true;
+		session->state = SESSION_STATE_AUTH_CLIENT;
+		return;
+	}
+	session_login_start(session);
+}
+
+/* The client's answer to AUTHENTICATE LOGIN's password challenge: the
+   login then goes upstream as a LOGIN would (and is pooled as one). */
+static void session_auth_login_password(struct session *session, const char *response, size_t len)
+{
+	char *copy;
+	unsigned char *password = NULL;
+	size_t password_len = 0;
+
+	session->auth_login_password = false;
+	if (len == 1 && response[0] == '*') {
+		session_send(session, "%s BAD AUTHENTICATE cancelled\r\n", session->login_tag);
+		session->user[0] = '\0';
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		return;
+	}
+	copy = strndup(response, len);
+	if (copy != NULL) {
+		password = imap_sasl_base64_decode(copy, &password_len);
+		OPENSSL_cleanse(copy, len);
+		free(copy);
+	}
+	if (password == NULL || memchr(password, '\0', password_len) != NULL) {
+		if (password != NULL) {
+			OPENSSL_cleanse(password, password_len);
+			free(password);
+		}
+		session->user[0] = '\0';
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		session_send(session, "%s BAD Invalid LOGIN response\r\n", session->login_tag);
+		session_count_bad(session);
+		return;
+	}
+	session->login_password = (char *)password; /* NUL-terminated by the decoder */
 	session_login_start(session);
 }
 
@@ -1063,6 +1152,7 @@ static void session_handle_authenticate(struct session *session, const char *tag
 					size_t len)
 {
 	size_t mechanism_len = 0;
+	bool is_login;
 
 	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
 	while (mechanism_len < len && args[mechanism_len] != ' ')
@@ -1076,14 +1166,17 @@ static void session_handle_authenticate(struct session *session, const char *tag
 	session->auth_mechanism[mechanism_len] = '\0';
 	for (char *p = session->auth_mechanism; *p != '\0'; p++)
 		*p = (char)toupper((unsigned char)*p);
-	if (strcmp(session->auth_mechanism, "PLAIN") != 0 && strcmp(session->auth_mechanism, "XOAUTH2") != 0 &&
-	    strcmp(session->auth_mechanism, "OAUTHBEARER") != 0) {
+	/* one whose user the proxy can read, and that the upstream may take */
+	if (!imap_sasl_user_mechanism_is_known(session->auth_mechanism) ||
+	    upstream_probe_refuses_mechanism(session_probe, session->conf, session->auth_mechanism)) {
 		session_send(session, "%s NO Unsupported authentication mechanism\r\n", tag);
 		return;
 	}
-	if (mechanism_len == len) {
-		/* no SASL-IR: ask for it, with an empty challenge */
-		session_send(session, "+ \r\n");
+	is_login = strcmp(session->auth_mechanism, "LOGIN") == 0;
+	if (mechanism_len == len || (is_login && len == mechanism_len + 2 && args[mechanism_len + 1] == '=')) {
+		/* no SASL-IR (an empty one is none for LOGIN, as in Dovecot):
+		   ask for it, with LOGIN's prompt or an empty challenge */
+		session_send(session, "+ %s\r\n", is_login ? IMAP_SASL_LOGIN_USER_CHALLENGE : "");
 		session->state = SESSION_STATE_AUTH_CLIENT;
 		return;
 	}
@@ -1101,7 +1194,10 @@ static void session_handle_auth_response(struct session *session, const char *li
 	struct imap_client_command *command = session->auth_command;
 
 	if (command == NULL) {
-		session_auth_initial(session, line, len);
+		if (session->auth_login_password)
+			session_auth_login_password(session, line, len);
+		else
+			session_auth_initial(session, line, len);
 		return;
 	}
 	session->auth_command = NULL;
@@ -1533,7 +1629,7 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 {
 	char tag[SESSION_TAG_MAX + 1];
 	char command[32];
-	char capability[128];
+	char capability[UPSTREAM_CAPABILITY_MAX];
 	size_t tag_len = 0, command_len = 0, pos;
 	enum session_literal literal;
 	uint64_t literal_size = 0;
@@ -1599,9 +1695,10 @@ static void session_handle_line(struct session *session, char *line, size_t len)
 		}
 		return;
 	}
-	if (literal != SESSION_LITERAL_NONE && strcasecmp(command, "LOGIN") == 0 &&
-	    session_login_allowed(session)) {
+	if (literal != SESSION_LITERAL_NONE &&
+	    ((strcasecmp(command, "LOGIN") == 0 && session_login_allowed(session)) || strcasecmp(command, "ID") == 0)) {
 		snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
+		session->login_command_is_id = strcasecmp(command, "ID") == 0;
 		session_login_continue(session, line, len);
 		return;
 	}
@@ -1925,7 +2022,7 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 			    struct conf *conf, const char **error_r)
 {
 	struct session *session = calloc(1, sizeof(*session));
-	char capability[128];
+	char capability[UPSTREAM_CAPABILITY_MAX];
 
 	if (session == NULL) {
 		close(conn->fd);
@@ -1976,6 +2073,8 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 	log_info("session %lu: start: client %s on %s (%s)", session->id, session->peer_name,
 		 session->listener_name, conf_tls_name(conn->tls));
 	session_setup_bev(session);
+	/* an upstream not asked yet (down at start, new since a reload) */
+	upstream_probe_start(session_probe, conf);
 	session_format_capability(session, capability, sizeof(capability));
 	/* On implicit TLS this waits in the output until the handshake is done. */
 	session_send(session, "* OK [CAPABILITY %s] imapcached ready\r\n", capability);

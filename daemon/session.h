@@ -10,13 +10,19 @@
 
 /* Before login a session answers CAPABILITY, NOOP, LOGOUT, STARTTLS and
    ID (RFC 2971, its own name and version) itself and passes LOGIN and
-   AUTHENTICATE (PLAIN, XOAUTH2, OAUTHBEARER) to the upstream chosen for
-   the user (conf_upstream_for_user); a refusal is "NO" with the
-   upstream's code and text, nothing else. LOGIN's arguments may be
-   literals ({N} gets "+", {N+} is read at once) of at most
-   limits.literal_preauth bytes, two of them; a larger {N} gets a tagged
-   BAD and no "+", a larger {N+} a BYE. Other commands take no literal
-   before login.
+   AUTHENTICATE (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER) to the upstream
+   chosen for the user (conf_upstream_for_user); a refusal is "NO" with
+   the upstream's code and text, nothing else. Its capability list (the
+   greeting's and CAPABILITY's) is what the upstream offers before login
+   as far as the proxy can carry it (upstream-probe.h); a mechanism that
+   no upstream offers (once known) gets NO at once. AUTHENTICATE LOGIN
+   asks for the user name (unless given as the initial response) and the
+   password with the usual prompts, then logs in upstream as LOGIN does.
+   LOGIN's and ID's arguments may be literals ({N} gets "+", {N+} is read
+   at once) of at most limits.literal_preauth bytes, two of them for
+   LOGIN, sixty for ID (as many bytes in all as the largest LOGIN); a
+   larger {N} gets a tagged BAD and no "+", a larger {N+} a BYE. Other
+   commands take no literal before login.
 
    A literal the client is due to send ({N+}, or {N} once "+" went out)
    that gets no byte for timeouts.literal seconds (counted only while no
@@ -72,6 +78,14 @@ struct upstream_pool;
    that does not (within SESSION_POOL_CHECK_MSECS) is closed and the login
    made afresh with the same credentials. NULL: no pooling. Not owned. */
 void session_set_upstream_pool(struct upstream_pool *pool);
+
+struct upstream_probe;
+
+/* Where the sessions' pre-login CAPABILITY comes from (upstream-probe.h):
+   each new session starts a probe of its config's upstreams not known
+   yet, and each upstream connection made for a login records what that
+   upstream offers before login. NULL: the fallback list. Not owned. */
+void session_set_upstream_probe(struct upstream_probe *probe);
 
 /* Starts a session on an accepted connection: takes conn->fd (closed on
    failure too), keeps a reference to conf for its whole life, sends the

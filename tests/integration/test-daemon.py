@@ -25,8 +25,10 @@ SRC = ENV.get("top_srcdir", ".")
 FIXTURE = ENV["IMAPTEST_DIR"]
 CERT, KEY, CA = (os.path.join(FIXTURE, name) for name in ("server.pem", "server.key", "ca.pem"))
 PASSWORD = "s3cret-never-logged"
-# What the proxy offers before login on TLS or loopback (login goes upstream).
-PRELOGIN_CAPABILITY = "IMAP4rev1 ID SASL-IR AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER"
+# What the proxy offers before login on TLS or loopback (login goes upstream),
+# once it has learned what the test Dovecot offers after STARTTLS.
+PRELOGIN_CAPABILITY = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN"
+LEARNED = r"upstream test: offers before login: "  # the log line that says it has
 WAIT = 10  # seconds: the longest any single expectation may take
 tmp = tempfile.mkdtemp(prefix="test-daemon.")
 
@@ -98,6 +100,7 @@ def tls_context():
 def test_greeting_capability_login():
     d = Daemon(config_text([PLAIN, PLAIN6]), listeners=2)
     try:
+        check("the upstream's pre-login capabilities are learned at start", d.wait_log(LEARNED) is not None)
         c = Client(d.ports[0])
         greeting = c.line()
         check("greeting is OK with the pre-login capabilities",
@@ -150,6 +153,7 @@ def test_greeting_capability_login():
 def test_starttls_and_implicit_tls():
     d = Daemon(config_text([STARTTLS, IMPLICIT]), listeners=2)
     try:
+        check("the upstream's pre-login capabilities are learned at start", d.wait_log(LEARNED) is not None)
         c = Client(d.ports[0])
         greeting = c.line()
         check("a starttls listener offers STARTTLS", "STARTTLS" in greeting and "LOGINDISABLED" not in greeting,

@@ -199,6 +199,8 @@ static void test_initial_response_user(void)
 	CU_ASSERT_EQUAL(user_of("OAUTHBEARER", "n,a=d=2Cn=3Dx@y,\001host=h\001auth=Bearer t\001\001", 41, user,
 				sizeof(user)), IMAP_SASL_USER_FOUND);
 	CU_ASSERT_STRING_EQUAL(user, "d,n=x@y");
+	CU_ASSERT_EQUAL(user_of("login", "erin@example.org", 16, user, sizeof(user)), IMAP_SASL_USER_FOUND);
+	CU_ASSERT_STRING_EQUAL(user, "erin@example.org"); /* LOGIN's first answer is the name itself */
 
 	/* bad input: each is a typed refusal, never a guess */
 	CU_ASSERT_EQUAL(user_of("PLAIN", "nouser", 6, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
@@ -216,6 +218,22 @@ static void test_initial_response_user(void)
 	CU_ASSERT_EQUAL(user_of("OAUTHBEARER", "n,a=x=41,", 9, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
 	CU_ASSERT_EQUAL(user_of("CRAM-MD5", "x", 1, user, sizeof(user)), IMAP_SASL_USER_UNKNOWN_MECHANISM);
 	CU_ASSERT_EQUAL(user_of("PLAIN", "", 0, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("LOGIN", "", 0, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("LOGIN", "a\0b", 3, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
+	CU_ASSERT_EQUAL(user_of("LOGIN", "averyveryveryverylongusernamethatdoesnotfit", 43, user, sizeof(user)),
+			IMAP_SASL_USER_MALFORMED);
+}
+
+static void test_user_mechanism_is_known(void)
+{
+	CU_ASSERT_TRUE(imap_sasl_user_mechanism_is_known("PLAIN"));
+	CU_ASSERT_TRUE(imap_sasl_user_mechanism_is_known("login"));
+	CU_ASSERT_TRUE(imap_sasl_user_mechanism_is_known("XOAUTH2"));
+	CU_ASSERT_TRUE(imap_sasl_user_mechanism_is_known("OAuthBearer"));
+	CU_ASSERT_FALSE(imap_sasl_user_mechanism_is_known("CRAM-MD5"));
+	CU_ASSERT_FALSE(imap_sasl_user_mechanism_is_known("SCRAM-SHA-256"));
+	CU_ASSERT_FALSE(imap_sasl_user_mechanism_is_known("PLAINX"));
+	CU_ASSERT_FALSE(imap_sasl_user_mechanism_is_known(""));
 }
 
 const char unit_suite_name[] = "imap-sasl";
@@ -228,5 +246,6 @@ const struct unit_test unit_tests[] = {
 	{ "OAUTHBEARER: RFC 7628 example, ^A answer to an error", test_oauthbearer },
 	{ "CRAM-MD5: RFC 2195 example", test_cram_md5 },
 	{ "the user in a client's initial response (proxy side)", test_initial_response_user },
+	{ "the mechanisms whose user the proxy can read", test_user_mechanism_is_known },
 	{ NULL, NULL },
 };
