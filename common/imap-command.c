@@ -1187,7 +1187,7 @@ static const struct {
 
 static bool is_valid_tag(const struct imap_arg *arg)
 {
-	if (arg->type != IMAP_ARG_ATOM || arg->len == 0 || arg->len > IMAP_TAG_MAX)
+	if (arg->type != IMAP_ARG_ATOM || arg->len == 0)
 		return false;
 	for (size_t i = 0; i < arg->len; i++) {
 		unsigned char c = (unsigned char)arg->str[i];

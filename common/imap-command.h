@@ -19,7 +19,6 @@
 
 #define IMAP_SECTION_MAX_PARTS 32     /* MIME nesting deeper than this is refused */
 #define IMAP_SEARCH_MAX_DEPTH 64      /* NOT/OR/() nesting: bounds the recursion */
-#define IMAP_TAG_MAX 64               /* RFC 3501 sets none; no client needs more */
 
 enum imap_command_name {
 	IMAP_COMMAND_CAPABILITY,

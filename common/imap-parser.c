@@ -1267,6 +1267,11 @@ uint64_t imap_parser_get_literal_size(const struct imap_parser *parser)
 	return parser->literal_size;
 }
 
+uint64_t imap_parser_get_literal_remaining(const struct imap_parser *parser)
+{
+	return parser->state == STATE_LITERAL_DATA ? parser->literal_size - parser->literal_offset : 0;
+}
+
 bool imap_parser_is_mid_line(const struct imap_parser *parser)
 {
 	return parser->state != STATE_DONE && parser->state != STATE_ERROR && parser->line_bytes > 0;

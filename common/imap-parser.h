@@ -249,6 +249,11 @@ const char *imap_parser_error_name(enum imap_parser_error error);
 /* After LITERAL_ANNOUNCED: the size n of "{n}". */
 uint64_t imap_parser_get_literal_size(const struct imap_parser *parser);
 
+/* Bytes of the literal being read that are still to come: after
+   LITERAL_ANNOUNCED (once fed again) or within a {n+} one; 0 outside a
+   literal's data. */
+uint64_t imap_parser_get_literal_remaining(const struct imap_parser *parser);
+
 /* Number of lists open on the current, unfinished line (0: top level). */
 unsigned int imap_parser_get_open_depth(const struct imap_parser *parser);
 /* The arguments completed so far at the open level depth (0: top level,

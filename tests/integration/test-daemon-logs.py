@@ -95,12 +95,15 @@ def test_long_line_counted():
         c = proxyfixture.Raw(d.port, timeout=WAIT, greeting=True)
         lines = c.tagged("l1", "LOGIN %s %s" % (proxyfixture.quote(USER), proxyfixture.quote(PASS)))
         check("LOGIN through the proxy", lines[-1].startswith("l1 OK"), lines)
-        c.send(b"x2 NOOP " + b"a" * (1 << 20) + b"\r\n")
         try:
+            c.send(b"x2 NOOP " + b"a" * (1 << 20) + b"\r\n")
             bye = c.line()
-        except (EOFError, ConnectionResetError):
-            bye = None
-        check("a 1 MB line after login gets BYE", bye == "* BYE Command line too long", bye)
+        except (EOFError, ConnectionResetError, BrokenPipeError):
+            # the daemon closed with our bytes unread: the kernel's reset may
+            # overtake its BYE; the log line below is what this test is for
+            bye = "reset"
+        check("a 1 MB line after login gets BYE (or the reset of a close with input unread)",
+              bye in ("* BYE Command line too long", "reset"), bye)
         c.close()
         end = end_of(d, 2)
         check("... and its end line counts the bytes received (more than limits.line)",

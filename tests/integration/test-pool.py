@@ -454,7 +454,9 @@ class DelayRelay:
     """A TCP relay on loopback to Dovecot's plain port that delays what it
     passes by RELAY_DELAY each way, numbers the connections it accepts
     (0, 1, ...), and can hold back what Dovecot sends on one of them,
-    release it, or cut that connection."""
+    release it, or cut that connection. start_counting() numbers them
+    anew from the next one (the daemon's probe of what the upstream
+    offers before login connects first)."""
 
     def __init__(self):
         self.listener = socket.socket()
@@ -463,6 +465,7 @@ class DelayRelay:
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
         self.connections = []  # (to the daemon, to Dovecot, Event set while Dovecot's bytes may flow)
+        self.base = 0  # connections before start_counting()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -499,18 +502,22 @@ class DelayRelay:
             except OSError:
                 pass
 
+    def start_counting(self):
+        with self.lock:
+            self.base = len(self.connections)
+
     def accepted(self):
         with self.lock:
-            return len(self.connections)
+            return len(self.connections) - self.base
 
     def hold(self, index):
-        self.connections[index][2].clear()
+        self.connections[self.base + index][2].clear()
 
     def release(self, index):
-        self.connections[index][2].set()
+        self.connections[self.base + index][2].set()
 
     def cut(self, index):
-        down, up, flowing = self.connections[index]
+        down, up, flowing = self.connections[self.base + index]
         for s in (down, up):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -520,6 +527,7 @@ class DelayRelay:
 
     def close(self):
         self.listener.close()
+        self.base = 0
         for index in range(self.accepted()):
             self.cut(index)
 
@@ -650,6 +658,9 @@ def test_relay():
     daemon = Daemon("{ size = 2; idle_timeout = 300; }",
                     upstream='{ name = "relay"; host = "127.0.0.1"; port = %d; tls = "none"; }' % relay.port)
     try:
+        check("the daemon learns what the relayed upstream offers before login",
+              daemon.wait_log(r"upstream relay: offers before login") is not None, daemon.log()[-1500:])
+        relay.start_counting()
         run_steps((test_back_to_back, test_wait_timeout, test_wait_connection_lost, test_wait_client_leaves),
                   daemon, relay)
     finally:

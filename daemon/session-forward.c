@@ -1,0 +1,657 @@
+/* SPDX-License-Identifier: MIT */
+/* session-forward: a logged-in session's commands going upstream and the answers coming back. */
+#include "config.h"
+#include "session-private.h"
+#include "imap-command.h"
+#include "imap-parser.h"
+#include "imap-response.h"
+#include "log.h"
+#include "upstream.h"
+#include "upstream-pool.h"
+
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* A command whose bytes pass this before its line ends carries a large
+   literal (APPEND): from there on it goes upstream as it comes. */
+#define SESSION_PENDING_MAX (64 * 1024)
+
+/*
+ * After login the client's bytes run through one imap-parser in COMMAND
+ * mode, which finds where each command, literal and line ends. A command
+ * is held whole (its raw bytes in command_bytes, its parsed line in the
+ * parser) until its line is complete, then routed by its verb
+ * (session_routes): answered here, or sent upstream byte for byte, its
+ * tag included. A command that can't wait for its line end -- a {N}
+ * literal needs the upstream's "+", a large {N+} one must not be held --
+ * is sent upstream as it comes (the open command).
+ */
+
+/* One forwarded command: the client's tag, for the tagged reply. */
+struct session_forward {
+	struct session *session;
+	bool logout;
+	char tag[];
+};
+
+/* How a verb is routed after login. */
+struct session_route {
+	const char *verb;            /* upper case; "UID FETCH" as two words */
+	/* Answers the command here and returns true, or returns false to send
+	   it upstream. NULL: always upstream. Called only when no forwarded
+	   command is pending, since answers go out in order. */
+	bool (*local)(struct session *session, const char *tag, const struct imap_command *command);
+	bool open;                   /* stays open after its line: IDLE, until DONE */
+};
+
+static bool session_answer_capability(struct session *session, const char *tag, const struct imap_command *command);
+static bool session_answer_cannot(struct session *session, const char *tag, const struct imap_command *command);
+static bool session_answer_starttls(struct session *session, const char *tag, const struct imap_command *command);
+static bool session_answer_logout(struct session *session, const char *tag, const struct imap_command *command);
+
+static const struct session_route session_routes[] = {
+	{ "CAPABILITY", session_answer_capability, false },
+	{ "STARTTLS", session_answer_starttls, false },
+	{ "COMPRESS", session_answer_cannot, false },
+	{ "NOTIFY", session_answer_cannot, false },
+	{ "UNAUTHENTICATE", session_answer_cannot, false },
+	{ "LOGOUT", session_answer_logout, false },
+	{ "IDLE", NULL, true },
+};
+
+static const struct session_route session_route_upstream = { "", NULL, false };
+
+static void session_forward_context_free(void *context)
+{
+	free(context);
+}
+
+/* ---- answers from upstream ---- */
+
+/* The upstream connection ended (any reason): so does a logged-in session. */
+void session_upstream_closed(struct imap_client *client, const char *reason, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	session->open_command = NULL; /* freed with the connection */
+	if (session->state != SESSION_STATE_FORWARDING)
+		return; /* a login in progress hears of it from its command */
+	log_info("session %lu: upstream %s: %s", session->id, session->upstream_name, reason);
+	session_close(session, "upstream connection lost", "Upstream server connection lost");
+}
+
+/* Upstream bytes for the client: the exact bytes, with the client's tag. */
+int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
+			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
+			 void *context)
+{
+	struct session *session = context;
+	struct evbuffer *output;
+	bool go_ahead = kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command;
+
+	(void)line_end;
+	if (session->state == SESSION_STATE_CLOSING)
+		return 0;
+	output = bufferevent_get_output(session->bev);
+	if (kind == IMAP_CLIENT_RAW_TAGGED) {
+		struct session_forward *forward = imap_client_command_get_context(command);
+
+		evbuffer_add(output, forward->tag, strlen(forward->tag));
+		session->bytes_out += strlen(forward->tag);
+	}
+	evbuffer_add(output, data, len);
+	session->bytes_out += len;
+	if (go_ahead && session->waiting_go_ahead) {
+		/* the client may send its literal now */
+		session->waiting_go_ahead = false;
+		session_schedule_step(session);
+		if (evbuffer_get_length(output) > len)
+			log_debug("session %lu: \"+\" queued behind %zu bytes of unsent output: "
+				  "the literal timer starts once they are written", session->id,
+				  evbuffer_get_length(output) - len);
+		session_update_literal_timer(session);
+	}
+	if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER && !session->upstream_reading_paused) {
+		/* resumed from session_write once the client has read it */
+		session->upstream_reading_paused = true;
+		imap_client_set_reading_paused(client, true);
+		log_debug("session %lu: the client is not reading: reading from upstream paused", session->id);
+	}
+	return 0;
+}
+
+void session_upstream_drained(struct imap_client *client, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	if (session->waiting_upstream_output && session->state == SESSION_STATE_FORWARDING) {
+		session->waiting_upstream_output = false;
+		bufferevent_enable(session->bev, EV_READ);
+		session_schedule_step(session);
+	}
+}
+
+/* The open command's reader state goes back to "between commands". */
+static void session_forget_open_command(struct session *session)
+{
+	session->open_command = NULL;
+	session->open_is_idle = false;
+	session->waiting_go_ahead = false;
+}
+
+static void session_forward_done(struct imap_client *client, struct imap_client_command *command,
+				 const struct imap_client_result *result, void *context)
+{
+	struct session_forward *forward = context;
+	struct session *session = forward->session;
+	bool logout = forward->logout; /* ending the command below frees forward */
+
+	(void)client;
+	session->forwarded_pending--;
+	if (session->open_command == command && result->status == IMAP_CLIENT_STATUS_ABORT) {
+		session_forget_open_command(session);
+	} else if (session->open_command == command && (session->open_is_idle || session->waiting_go_ahead)) {
+		/* answered before the client sent all of it, and the client
+		   sends nothing more: IDLE refused, or a {N} that got no "+".
+		   Otherwise the upstream still reads the rest (a {N+} literal,
+		   RFC 7888), which goes on to it. */
+		session_forget_open_command(session);
+		imap_parser_reset(session->command_parser);
+		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+		imap_client_raw_command_end(command);
+	}
+	session_update_literal_timer(session);
+	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+		return; /* session_upstream_closed ends the session */
+	if (logout) {
+		session_close(session, "logged out", NULL);
+		return;
+	}
+	session_schedule_step(session); /* a command may be waiting for its turn */
+}
+
+/* ---- the pool ---- */
+
+/* Whether the upstream connection may go to the pool at the client's
+   LOGOUT: pooling on, nothing half-sent, no state that can't be undone,
+   and a mailbox (if one is selected) that UNSELECT can leave. */
+static bool session_can_pool(const struct session *session)
+{
+	enum imap_client_state state = imap_client_get_state(session->upstream);
+
+	return session_pool != NULL && upstream_pool_is_enabled(session_pool) && session->pool_key_valid &&
+	       session->login_capabilities != NULL && !session->pool_state_changed &&
+	       session->open_command == NULL &&
+	       (state == IMAP_CLIENT_STATE_AUTHENTICATED ||
+		(state == IMAP_CLIENT_STATE_SELECTED && imap_client_has_capability(session->upstream, "UNSELECT")));
+}
+
+/* Whether a search program uses MODSEQ (RFC 7162: it enables CONDSTORE). */
+static bool session_search_uses_modseq(const struct imap_search_key *key)
+{
+	for (; key != NULL; key = key->next) {
+		if (key->type == IMAP_SEARCH_MODSEQ || session_search_uses_modseq(key->children))
+			return true;
+	}
+	return false;
+}
+
+/* Whether a parsed command leaves the upstream connection in a state that
+   UNSELECT can't undo, so that it must not serve another session: ENABLE,
+   a LOGIN or AUTHENTICATE after login, and RFC 7162's CONDSTORE-enabling
+   commands. */
+static bool session_command_changes_state(const struct imap_command *command)
+{
+	switch (command->name) {
+	case IMAP_COMMAND_ENABLE:
+	case IMAP_COMMAND_LOGIN:
+	case IMAP_COMMAND_AUTHENTICATE:
+		return true;
+	case IMAP_COMMAND_SELECT:
+	case IMAP_COMMAND_EXAMINE:
+		return command->u.select.condstore || command->u.select.qresync;
+	case IMAP_COMMAND_FETCH:
+		for (unsigned int i = 0; i < command->u.fetch.attr_count; i++) {
+			if (command->u.fetch.attrs[i].type == IMAP_FETCH_ATTR_MODSEQ)
+				return true;
+		}
+		return command->u.fetch.changedsince_given || command->u.fetch.vanished;
+	case IMAP_COMMAND_STORE:
+		return command->u.store.unchangedsince_given;
+	case IMAP_COMMAND_SEARCH:
+		return session_search_uses_modseq(command->u.search.program);
+	case IMAP_COMMAND_STATUS:
+		return (command->u.status.items & IMAP_STATUS_HIGHESTMODSEQ) != 0;
+	default:
+		return false;
+	}
+}
+
+/* The same for a command imap-command could not parse (an extension it
+   does not know, or arguments it refuses, which the upstream judges): its
+   verb, or a word of RFC 7162 anywhere in its bytes. A word that only
+   looks like one (in a search text) costs a pooled connection, nothing
+   else. */
+static bool session_unparsed_changes_state(const char *verb, struct evbuffer *bytes)
+{
+	static const char *const verbs[] = { "ENABLE", "LANGUAGE", "COMPARATOR", "LOGIN", "AUTHENTICATE" };
+	static const char *const words[] = { "CONDSTORE", "MODSEQ", "CHANGEDSINCE", "QRESYNC" };
+	size_t len = evbuffer_get_length(bytes);
+	const char *text = (const char *)evbuffer_pullup(bytes, -1);
+
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(verb, verbs[i]) == 0)
+			return true;
+	}
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		for (size_t pos = 0; pos + strlen(words[i]) <= len; pos++) {
+			if (strncasecmp(text + pos, words[i], strlen(words[i])) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Answers the client's LOGOUT here and hands the upstream connection to
+   the pool (which leaves a selected mailbox with UNSELECT first). */
+static bool session_answer_logout(struct session *session, const char *tag, const struct imap_command *command)
+{
+	struct imap_client *client = session->upstream;
+
+	(void)command;
+	if (!session_can_pool(session))
+		return false;
+	session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
+	session->upstream = NULL;
+	upstream_pool_put_client(session_pool, &session->pool_key, client, session->login_capabilities,
+				 session->login_text);
+	session_close(session, "logged out (upstream connection to the pool)", NULL);
+	return true;
+}
+
+/* ---- local answers ---- */
+
+static bool session_answer_capability(struct session *session, const char *tag, const struct imap_command *command)
+{
+	(void)command;
+	/* the login's list: the upstream's words in its own case */
+	session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n",
+		     session->login_capabilities != NULL ? session->login_capabilities : "IMAP4rev1", tag);
+	return true;
+}
+
+static bool session_answer_starttls(struct session *session, const char *tag, const struct imap_command *command)
+{
+	(void)command;
+	session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
+	return true;
+}
+
+static bool session_answer_cannot(struct session *session, const char *tag, const struct imap_command *command)
+{
+	(void)command;
+	session_send(session, "%s NO [CANNOT] imapcached does not carry %s\r\n", tag, session->command_verb);
+	return true;
+}
+
+/* ---- the client's commands ---- */
+
+/* The verb of the command being read, upper-cased ("UID FETCH" as two
+   words), from the arguments the parser has so far: args[1], and args[2]
+   after UID. Empty when there is none yet. */
+static void session_read_verb(struct session *session, const struct imap_arg *args, unsigned int count)
+{
+	size_t used = 0;
+
+	session->command_verb[0] = '\0';
+	for (unsigned int i = 1; i < count && i <= 2; i++) {
+		const char *word;
+
+		if (!imap_arg_get_atom(&args[i], &word) || (i == 2 && strcmp(session->command_verb, "UID") != 0))
+			break;
+		used += (size_t)snprintf(session->command_verb + used, sizeof(session->command_verb) - used, "%s%s",
+					 i == 2 ? " " : "", word);
+		if (used >= sizeof(session->command_verb))
+			break;
+	}
+	for (char *p = session->command_verb; *p != '\0'; p++)
+		*p = (char)toupper((unsigned char)*p);
+}
+
+static const struct session_route *session_find_route(const char *verb)
+{
+	for (size_t i = 0; i < sizeof(session_routes) / sizeof(session_routes[0]); i++) {
+		if (strcmp(session_routes[i].verb, verb) == 0)
+			return &session_routes[i];
+	}
+	return &session_route_upstream;
+}
+
+/* The length of the tag at the start of the command held in command_bytes. */
+static size_t session_held_tag_length(struct session *session)
+{
+	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
+	size_t len = evbuffer_get_length(session->command_bytes), end = 0;
+
+	while (end < len && text[end] != '\r' && text[end] != '\n')
+		end++;
+	return session_tag_length(text, end);
+}
+
+/* Sends the command read so far upstream under the client's tag (the
+   first tag_len bytes of command_bytes), its verb for the core's state.
+   With open, it stays open for the rest of its bytes. */
+static void session_send_upstream(struct session *session, size_t tag_len, bool open)
+{
+	struct session_forward *forward = calloc(1, sizeof(*forward) + tag_len + 1);
+	struct imap_client_command *command;
+
+	if (forward == NULL) {
+		session_close(session, "out of memory", "Server out of memory");
+		return;
+	}
+	forward->session = session;
+	evbuffer_remove(session->command_bytes, forward->tag, tag_len);
+	forward->logout = strcmp(session->command_verb, "LOGOUT") == 0;
+	command = imap_client_raw_command_new(session->upstream, forward->tag, session->command_verb,
+					      session_forward_done, forward);
+	imap_client_command_set_destroy(command, session_forward_context_free, forward);
+	session->forwarded_pending++;
+	imap_client_raw_command_write_buffer(command, session->command_bytes);
+	if (open)
+		session->open_command = command;
+	else
+		imap_client_raw_command_end(command);
+}
+
+/* A command that can't wait for its line end: it goes upstream as it
+   comes. Its tag and verb are what the parser has read so far. */
+static void session_open_upstream(struct session *session)
+{
+	const struct imap_arg *args;
+	unsigned int count;
+	size_t tag_len = session_held_tag_length(session);
+
+	imap_parser_get_open_args(session->command_parser, 0, &args, &count);
+	session_read_verb(session, args, count);
+	if (tag_len == 0) {
+		/* no tag to answer with: the line is dropped up to its end */
+		session_send(session, "* BAD Invalid tag\r\n");
+		session_close(session, "invalid command", "Invalid command line");
+		return;
+	}
+	if (session->pool_key_valid && !session->pool_state_changed &&
+	    strcmp(session->command_verb, "APPEND") != 0 &&
+	    session_unparsed_changes_state(session->command_verb, session->command_bytes))
+		session->pool_state_changed = true;
+	session_send_upstream(session, tag_len, true);
+}
+
+/* Routes the complete command in the parser. Returns false when it must
+   wait (a local answer while forwarded ones are still pending). */
+static bool session_route_command(struct session *session)
+{
+	const struct imap_arg *line = imap_parser_get_line(session->command_parser);
+	struct imap_command command;
+	enum imap_command_error error;
+	const struct session_route *route;
+	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
+	size_t tag_len = session_held_tag_length(session);
+	char tag_copy[SESSION_TAG_MAX + 1];
+
+	error = imap_command_parse(session->command_reader, line, &command, NULL);
+	session_read_verb(session, line->list, line->list_count);
+	if (tag_len == 0 || error == IMAP_COMMAND_ERROR_EMPTY) {
+		session_send(session, "* BAD Invalid tag\r\n");
+		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+		session_count_bad(session);
+		return true;
+	}
+	route = session_find_route(session->command_verb);
+	if (route->local != NULL && error == IMAP_COMMAND_ERROR_NONE && tag_len <= SESSION_TAG_MAX) {
+		if (session->forwarded_pending > 0)
+			return false;
+		memcpy(tag_copy, text, tag_len);
+		tag_copy[tag_len] = '\0';
+		if (route->local(session, tag_copy, &command)) {
+			evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+			return true;
+		}
+	}
+	/* only a connection that may be pooled needs its state watched */
+	if (session->pool_key_valid && !session->pool_state_changed &&
+	    (error == IMAP_COMMAND_ERROR_NONE ? session_command_changes_state(&command) :
+	     session_unparsed_changes_state(session->command_verb, session->command_bytes)))
+		session->pool_state_changed = true;
+	session_send_upstream(session, tag_len, route->open);
+	if (route->open)
+		session->open_is_idle = true;
+	return true;
+}
+
+/* A line of the open IDLE (its DONE): goes up as it is, and ends it. */
+static bool session_forward_idle_line(struct session *session, struct evbuffer *input)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+	struct imap_client_command *command = session->open_command;
+
+	if (eol.pos < 0) {
+		if (evbuffer_get_length(input) > session->conf->limit_line) {
+			session->bytes_in += evbuffer_get_length(input);
+			session_close(session, "line too long", "Command line too long");
+		}
+		return false;
+	}
+	session->bytes_in += (size_t)eol.pos + eol_len;
+	evbuffer_remove_buffer(input, session->command_bytes, (size_t)eol.pos + eol_len);
+	imap_client_raw_command_write_buffer(command, session->command_bytes);
+	session_forget_open_command(session);
+	imap_client_raw_command_end(command);
+	return true;
+}
+
+/* The parser refused the line: the session ends (a line or literal over
+   the limits) or the line goes upstream as it is, for the upstream's BAD.
+   The bytes read of it are in command_bytes; the rest of the line joins
+   them. */
+static void session_command_error(struct session *session, struct evbuffer *input)
+{
+	const char *message, *text;
+	enum imap_parser_error error = imap_parser_get_error(session->command_parser, &message);
+	struct imap_client_command *open = session->open_command;
+	uint64_t size = 0;
+	size_t len, tag_len, eol_len = 0;
+	struct evbuffer_ptr eol;
+
+	imap_parser_reset(session->command_parser);
+	if (error == IMAP_PARSER_ERROR_LINE_TOO_LONG) {
+		session->bytes_in += evbuffer_get_length(input);
+		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
+		session_close(session, "line too long", "Command line too long");
+		return;
+	}
+	len = evbuffer_get_length(session->command_bytes);
+	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
+	if (len > 0 && text[len - 1] == '\n')
+		eol.pos = -2; /* the parser read the whole line */
+	else
+		eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+	if (eol.pos == -1 && error != IMAP_PARSER_ERROR_LITERAL_TOO_BIG) {
+		session_close(session, "invalid command", "Invalid command line");
+		return;
+	}
+	if (eol.pos >= 0) {
+		session->bytes_in += (size_t)eol.pos + eol_len;
+		evbuffer_remove_buffer(input, session->command_bytes, (size_t)eol.pos + eol_len);
+	}
+	len = evbuffer_get_length(session->command_bytes);
+	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
+	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		len--;
+	tag_len = session_tag_length(text, len);
+	if (error == IMAP_PARSER_ERROR_LITERAL_TOO_BIG) {
+		bool sync = session_line_literal(text, len, &size) == SESSION_LITERAL_SYNC;
+
+		if (open != NULL || tag_len == 0 || !sync) {
+			/* a {N+} one is on its way: it can't be refused (RFC 7888) */
+			log_info("session %lu: literal of %llu bytes, over the limit of %llu", session->id,
+				 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
+			session_close(session, "literal too large", "Literal too large");
+			return;
+		}
+		/* refused before anything went upstream: no "+", no literal */
+		log_info("session %lu: literal of %llu bytes refused, over the limit of %llu", session->id,
+			 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
+		session_send(session, "%.*s BAD Literal too large\r\n", (int)tag_len, text);
+		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+		return;
+	}
+	log_debug("session %lu: a line imapcached can't read (%s) goes upstream as it is", session->id, message);
+	if (open != NULL) {
+		imap_client_raw_command_write_buffer(open, session->command_bytes);
+		session_forget_open_command(session);
+		imap_client_raw_command_end(open);
+		return;
+	}
+	if (tag_len == 0) {
+		session_send(session, "* BAD Invalid tag\r\n");
+		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+		session_count_bad(session);
+		return;
+	}
+	session->command_verb[0] = '\0';
+	session->pool_state_changed = true; /* nothing is known of it */
+	session_send_upstream(session, tag_len, false);
+}
+
+/* Feeds the parser the next piece of input and moves the bytes it read
+   to where they belong: the open command upstream, or the command held
+   here. Returns the parser's result. */
+static enum imap_parser_result session_feed_command(struct session *session, struct evbuffer *input)
+{
+	struct evbuffer_iovec vec;
+	size_t consumed = 0;
+	enum imap_parser_result result;
+
+	if (evbuffer_peek(input, -1, NULL, &vec, 1) < 1)
+		return IMAP_PARSER_NEED_MORE;
+	if (imap_parser_get_literal_remaining(session->command_parser) > 0)
+		session->literal_bytes_read = true;
+	result = imap_parser_feed_bytes(session->command_parser, vec.iov_base, vec.iov_len, &consumed);
+	session->bytes_in += consumed;
+	evbuffer_remove_buffer(input, session->command_bytes, consumed);
+	if (session->open_command != NULL && result != IMAP_PARSER_ERROR)
+		imap_client_raw_command_write_buffer(session->open_command, session->command_bytes);
+	return result;
+}
+
+/* One step of reading the client's commands. Returns false when nothing
+   more can be done now. */
+static bool session_forward_step(struct session *session, struct evbuffer *input)
+{
+	enum imap_parser_result result;
+
+	if (session->command_ready) {
+		if (!session_route_command(session))
+			return false;
+		session->command_ready = false;
+		return true;
+	}
+	if (session->waiting_go_ahead)
+		return false; /* the upstream's "+" comes first */
+	if (session->open_is_idle)
+		return session_forward_idle_line(session, input);
+	if (evbuffer_get_length(input) == 0)
+		return false;
+	result = session_feed_command(session, input);
+	switch (result) {
+	case IMAP_PARSER_NEED_MORE:
+		if (session->open_command == NULL &&
+		    evbuffer_get_length(session->command_bytes) > SESSION_PENDING_MAX)
+			session_open_upstream(session);
+		return true;
+	case IMAP_PARSER_LITERAL_ANNOUNCED:
+		if (session->open_command == NULL)
+			session_open_upstream(session);
+		session->waiting_go_ahead = session->open_command != NULL;
+		return true;
+	case IMAP_PARSER_LINE_COMPLETE:
+		if (session->open_command != NULL) {
+			struct imap_client_command *command = session->open_command;
+
+			session_forget_open_command(session);
+			imap_client_raw_command_end(command);
+			return true;
+		}
+		session->command_ready = true;
+		return true;
+	case IMAP_PARSER_ERROR:
+		session_command_error(session, input);
+		return true;
+	}
+	return false;
+}
+
+void session_forward_input(struct session *session)
+{
+	struct evbuffer *input = bufferevent_get_input(session->bev);
+
+	for (unsigned int done = 0; done < SESSION_COMMANDS_PER_EVENT; done++) {
+		if (session->state != SESSION_STATE_FORWARDING)
+			return;
+		if (imap_client_get_output_pending(session->upstream) > SESSION_UPSTREAM_HIGH_WATER) {
+			/* resumed from session_upstream_drained */
+			session->waiting_upstream_output = true;
+			bufferevent_disable(session->bev, EV_READ);
+			return;
+		}
+		if (!session_forward_step(session, input))
+			return;
+	}
+	session_schedule_step(session); /* more pipelined commands: after other clients */
+}
+
+uint64_t session_forward_literal_due(const struct session *session)
+{
+	if (session->command_parser == NULL || session->waiting_go_ahead)
+		return 0;
+	return imap_parser_get_literal_remaining(session->command_parser);
+}
+
+int session_forward_start(struct session *session)
+{
+	struct imap_parser_limits limits;
+
+	session->command_parser = imap_parser_new();
+	session->command_reader = imap_command_parser_new();
+	session->command_bytes = evbuffer_new();
+	if (session->command_parser == NULL || session->command_reader == NULL || session->command_bytes == NULL)
+		return -1;
+	imap_parser_get_limits(session->command_parser, &limits);
+	limits.max_line = session->conf->limit_line;
+	limits.max_literal = session->conf->limit_literal;
+	imap_parser_set_limits(session->command_parser, &limits);
+	imap_client_set_raw_callback(session->upstream, session_upstream_raw, session);
+	imap_client_set_output_drained_callback(session->upstream, SESSION_UPSTREAM_HIGH_WATER / 2,
+						session_upstream_drained, session);
+	return 0;
+}
+
+void session_forward_free(struct session *session)
+{
+	imap_parser_free(&session->command_parser);
+	imap_command_parser_free(&session->command_reader);
+	if (session->command_bytes != NULL)
+		evbuffer_free(session->command_bytes);
+	session->command_bytes = NULL;
+}

@@ -1,0 +1,779 @@
+/* SPDX-License-Identifier: MIT */
+/* session-login: a session's LOGIN, AUTHENTICATE and ID before login, and its login upstream (fresh or pooled). */
+#include "config.h"
+#include "session-private.h"
+#include "imap-client-commands.h"
+#include "imap-parser.h"
+#include "imap-sasl.h"
+#include "log.h"
+#include "tls.h"
+#include "upstream.h"
+#include "upstream-pool.h"
+#include "upstream-probe.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* ---- login upstream ---- */
+
+
+/* Ends a login that did not work: the client gets "tag NO reply". */
+static void session_login_refused(struct session *session, const char *reply)
+{
+	session_send(session, "%s NO %s\r\n", session->login_tag, reply);
+	session_wipe_credentials(session);
+	imap_client_free(&session->upstream); /* safe inside its own callback */
+	session->auth_command = NULL;
+	session->user[0] = '\0';
+	session->state = SESSION_STATE_NOT_AUTHENTICATED;
+	session_schedule_step(session); /* commands the client pipelined meanwhile */
+}
+
+/* The login worked: answer with what both sides can do, start forwarding. */
+static void session_login_accepted(struct session *session, const char *capabilities, const char *text)
+{
+	char filtered[UPSTREAM_CAPABILITY_MAX];
+	const struct timeval idle = { session->conf->timeout_idle, 0 };
+
+	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
+	session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
+	/* kept for a login that takes this connection from the pool */
+	if (text != session->login_text)
+		snprintf(session->login_text, sizeof(session->login_text), "%s", text);
+	free(session->login_capabilities);
+	session->login_capabilities = strdup(filtered);
+	session->state = SESSION_STATE_FORWARDING;
+	session->state_logged_in = true;
+	log_info("session %lu: logged in as %s on upstream %s", session->id, session->user,
+		 session->upstream_name);
+	if (session_forward_start(session) < 0) {
+		session_close(session, "out of memory", "Server out of memory");
+		return;
+	}
+	bufferevent_set_timeouts(session->bev, &idle, &idle);
+	session_schedule_step(session);
+}
+
+static void session_login_capability_done(struct imap_client *client, struct imap_client_command *command,
+					  const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)command;
+	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+		return; /* the closed callback tells the client */
+	session_login_accepted(session, imap_client_get_capabilities(client), session->login_text);
+}
+
+static void session_login_done(struct imap_client *client, struct imap_client_command *command,
+			       const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+	char reply[600];
+
+	(void)command;
+	session->auth_command = NULL;
+	session_wipe_credentials(session);
+	if (session->state == SESSION_STATE_CLOSING)
+		return;
+	if (result->status == IMAP_CLIENT_STATUS_OK) {
+		if (result->code != NULL && strncasecmp(result->code, "CAPABILITY ", 11) == 0) {
+			session_login_accepted(session, result->code + 11, result->text);
+		} else {
+			/* the core asks for them; ours comes after it */
+			snprintf(session->login_text, sizeof(session->login_text), "%s", result->text);
+			imap_client_command_send(client, session_login_capability_done, session, "CAPABILITY");
+		}
+		return;
+	}
+	if (result->status == IMAP_CLIENT_STATUS_ABORT) {
+		log_info("session %lu: login as %s: upstream %s failed: %s", session->id, session->user,
+			 session->upstream_name, result->text);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	log_info("session %lu: login as %s refused by upstream %s", session->id, session->user,
+		 session->upstream_name);
+	/* the upstream's own words, whatever it said (NO or BAD) */
+	if (result->code != NULL)
+		snprintf(reply, sizeof(reply), "[%s] %s", result->code, result->text);
+	else
+		snprintf(reply, sizeof(reply), "%s", result->text);
+	session_login_refused(session, reply);
+}
+
+/* A challenge from the upstream during AUTHENTICATE: send the initial
+   response that was waiting for it, or pass it to the client. */
+static int session_auth_challenge(struct imap_client *client, struct imap_client_command *command,
+				  const char *text, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	if (session->state == SESSION_STATE_CLOSING)
+		return -1;
+	if (session->auth_initial != NULL) {
+		imap_client_command_continue(command, session->auth_initial);
+		session_wipe_credentials(session);
+		return 0;
+	}
+	session_send(session, "+ %s\r\n", text);
+	session->auth_command = command;
+	session->state = SESSION_STATE_AUTH_CLIENT;
+	session_schedule_step(session);
+	return 0;
+}
+
+static void session_upstream_connected(struct imap_client *client, struct imap_client_command *command,
+				       const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+	char line[SESSION_MECHANISM_MAX + 32];
+
+	(void)command;
+	if (session->state == SESSION_STATE_CLOSING)
+		return;
+	if (result->status != IMAP_CLIENT_STATUS_OK) {
+		log_info("session %lu: login as %s: cannot reach upstream %s: %s", session->id, session->user,
+			 session->upstream_name, result->text);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	if (imap_client_get_state(client) != IMAP_CLIENT_STATE_NOT_AUTHENTICATED) {
+		log_warning("session %lu: upstream %s logged in without credentials (PREAUTH): refused",
+			    session->id, session->upstream_name);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not set up for a proxy");
+		return;
+	}
+	/* what it offers before login now, for the next clients' CAPABILITY */
+	upstream_probe_record(session_probe, conf_upstream_for_user(session->conf, session->user),
+			      imap_client_get_capabilities(client));
+	if (session->login_password != NULL) {
+		imap_client_login(client, session->user, session->login_password, session_login_done, session);
+		session_wipe_credentials(session);
+		return;
+	}
+	if (imap_client_has_capability(client, "SASL-IR")) {
+		snprintf(line, sizeof(line), "AUTHENTICATE %s ", session->auth_mechanism);
+		/* the whole line is built here, then the response wiped */
+		size_t len = strlen(line) + strlen(session->auth_initial) + 1;
+		char *full = malloc(len);
+
+		if (full == NULL) {
+			session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+			return;
+		}
+		snprintf(full, len, "%s%s", line, session->auth_initial);
+		session_wipe_credentials(session);
+		imap_client_command_send_continued(client, full, session_auth_challenge, session,
+						   session_login_done, session);
+		OPENSSL_cleanse(full, len);
+		free(full);
+	} else {
+		snprintf(line, sizeof(line), "AUTHENTICATE %s", session->auth_mechanism);
+		imap_client_command_send_continued(client, line, session_auth_challenge, session,
+						   session_login_done, session);
+	}
+}
+
+static void session_login_connect(struct session *session, const struct conf_upstream *upstream);
+static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
+				    const struct imap_client_result *result, void *context);
+static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
+				   const char *why, void *context);
+
+/* Logs in on session->upstream, a connection just taken from the pool
+   (capabilities and text: what its login answered). One that answered
+   just now (fresh) is trusted; any other must first answer a NOOP
+   (session_pool_check_done), the credentials kept until then for a
+   fresh login in case it does not. */
+static void session_login_pooled(struct session *session, const char *capabilities, const char *text,
+				 bool fresh)
+{
+	const struct timeval check_timeout = { SESSION_POOL_CHECK_MSECS / 1000,
+					       (SESSION_POOL_CHECK_MSECS % 1000) * 1000 };
+
+	free(session->login_capabilities);
+	session->login_capabilities = strdup(capabilities);
+	snprintf(session->login_text, sizeof(session->login_text), "%s", text);
+	if (session->login_capabilities == NULL) {
+		imap_client_free(&session->upstream);
+		session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+		return;
+	}
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	if (fresh) {
+		log_info("session %lu: login as %s: a pooled connection to upstream %s that answered just now, "
+			 "no login sent upstream", session->id, session->user, session->upstream_name);
+		session_wipe_credentials(session);
+		session_login_accepted(session, session->login_capabilities, session->login_text);
+		return;
+	}
+	log_debug("session %lu: login as %s: checking a pooled connection to upstream %s with NOOP", session->id,
+		  session->user, session->upstream_name);
+	evtimer_add(session->pool_check_timer, &check_timeout);
+	imap_client_noop(session->upstream, session_pool_check_done, session);
+}
+
+/* Keys the login for the pool (the secret as the client gave it) and
+   takes a matching pooled connection, or waits for one on its way back
+   to the pool (its session's LOGOUT still cleaning it). Returns true
+   when it did either: the login goes on there (session_login_pooled,
+   session_pool_wait_done). */
+static bool session_login_from_pool(struct session *session, const struct conf_upstream *upstream)
+{
+	char capabilities[UPSTREAM_POOL_CAPABILITY_MAX];
+	char text[UPSTREAM_POOL_TEXT_MAX];
+	const char *secret = session->login_password != NULL ? session->login_password : session->auth_initial;
+	bool fresh = false;
+
+	session->pool_key_valid = false;
+	if (session_pool == NULL || secret == NULL)
+		return false;
+	if (!upstream_pool_make_key(session_pool, upstream->name, upstream->host, upstream->port, session->user,
+				    session->login_password != NULL ? "LOGIN" : session->auth_mechanism,
+				    secret, strlen(secret), &session->pool_key))
+		return false;
+	/* The connection is made under the configuration the session started
+	   with: a reload since then must keep it out of the pool. */
+	session->pool_key.generation = session->pool_generation;
+	session->pool_key_valid = true;
+	session->pool_fresh_authenticated_at = session->pool_key.authenticated_at;
+	session->upstream = upstream_pool_take_client(session_pool, &session->pool_key, capabilities,
+						      sizeof(capabilities), text, sizeof(text), &fresh);
+	if (session->upstream != NULL) {
+		session_login_pooled(session, capabilities, text, fresh);
+		return true;
+	}
+	session->pool_waiter = upstream_pool_wait(session_pool, &session->pool_key, UPSTREAM_POOL_WAIT_MSECS,
+						  session_pool_wait_done, session);
+	if (session->pool_waiter == NULL)
+		return false;
+	log_debug("session %lu: login as %s: waiting for a connection to upstream %s on its way back to the pool",
+		  session->id, session->user, upstream->name);
+	session->state = SESSION_STATE_LOGIN;
+	return true;
+}
+
+/* No pooled connection after all: the login goes to a new one with the
+   credentials still kept. */
+static void session_pool_login_anew(struct session *session)
+{
+	const struct conf_upstream *upstream = conf_upstream_for_user(session->conf, session->user);
+
+	free(session->login_capabilities); /* the fresh login brings its own */
+	session->login_capabilities = NULL;
+	session->pool_key.authenticated_at = session->pool_fresh_authenticated_at;
+	if (upstream == NULL) { /* never: the session's conf found it a moment ago */
+		session_login_refused(session, "[UNAVAILABLE] No upstream server is configured for this user");
+		return;
+	}
+	session_login_connect(session, upstream);
+}
+
+/* The connection the login waited for is back and answered just now, or
+   did not come (then a fresh login). */
+static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
+				   const char *why, void *context)
+{
+	struct session *session = context;
+
+	session->pool_waiter = NULL;
+	if (session->state == SESSION_STATE_CLOSING) {
+		/* the client left meanwhile: back to the pool with it, as it
+		   came (the pool's callbacks still set, just answered) */
+		if (connection != NULL)
+			upstream_pool_put(session_pool, &session->pool_key, connection, capabilities, text);
+		return;
+	}
+	if (connection == NULL) {
+		log_info("session %lu: login as %s: the pooled connection to upstream %s it waited for did not "
+			 "come (%s): logging in anew", session->id, session->user, session->upstream_name, why);
+		session_pool_login_anew(session);
+		return;
+	}
+	session->upstream = connection;
+	session_login_pooled(session, capabilities, text, true);
+}
+
+/* The pooled connection is dead or hung: it is closed (no LOGOUT: it
+   can't be trusted to answer) and the login goes to a new connection. */
+static void session_pool_check_failed(struct session *session, const char *why)
+{
+	evtimer_del(session->pool_check_timer);
+	log_info("session %lu: login as %s: the pooled connection to upstream %s is not usable (%s): "
+		 "logging in anew", session->id, session->user, session->upstream_name, why);
+	imap_client_free(&session->upstream); /* safe inside its own callback */
+	session_pool_login_anew(session);
+}
+
+static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
+				    const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)command;
+	if (session->state == SESSION_STATE_CLOSING)
+		return; /* session_free frees the connection */
+	if (result->status != IMAP_CLIENT_STATUS_OK ||
+	    imap_client_get_state(client) != IMAP_CLIENT_STATE_AUTHENTICATED) {
+		session_pool_check_failed(session, result->status == IMAP_CLIENT_STATUS_ABORT ? result->text :
+					  "NOOP not answered OK");
+		return;
+	}
+	evtimer_del(session->pool_check_timer);
+	log_info("session %lu: login as %s: a pooled connection to upstream %s (NOOP answered), no login sent "
+		 "upstream", session->id, session->user, session->upstream_name);
+	session_wipe_credentials(session);
+	session_login_accepted(session, session->login_capabilities, session->login_text);
+}
+
+void session_pool_check_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+	char why[64];
+
+	(void)fd;
+	(void)what;
+	if (session->state != SESSION_STATE_LOGIN || session->upstream == NULL)
+		return;
+	snprintf(why, sizeof(why), "no answer to NOOP within %d ms", SESSION_POOL_CHECK_MSECS);
+	session_pool_check_failed(session, why); /* the pending NOOP ends silently with the connection */
+}
+
+/* Connects to upstream for session->user and logs in there with the
+   credentials still stored (password or SASL initial response). */
+static void session_login_connect(struct session *session, const struct conf_upstream *upstream)
+{
+	const char *error;
+
+	session->upstream = upstream_client_new(session->base, session->conf, upstream, &error);
+	if (session->upstream == NULL) {
+		log_error("session %lu: upstream %s: %s", session->id, upstream->name, error);
+		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
+		return;
+	}
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	imap_client_connect(session->upstream, session_upstream_connected, session);
+}
+
+/* Logs in for session->user, on a pooled connection when there is one,
+   with the credentials already stored (password or SASL initial response). */
+static void session_login_start(struct session *session)
+{
+	const struct conf_upstream *upstream = conf_upstream_for_user(session->conf, session->user);
+
+	if (upstream == NULL) {
+		log_info("session %lu: login as %s: no upstream is configured for this user", session->id,
+			 session->user);
+		session_login_refused(session, "[UNAVAILABLE] No upstream server is configured for this user");
+		return;
+	}
+	session->upstream_name = upstream->name;
+	if (session_login_from_pool(session, upstream))
+		return;
+	session_login_connect(session, upstream);
+}
+
+/* Copies an astring argument into a new NUL-terminated string; NULL when
+   it is not one or holds a NUL. */
+static char *session_astring_dup(const struct imap_arg *arg)
+{
+	const char *str;
+	size_t len;
+	char *copy;
+
+	if (!imap_arg_get_astring(arg, &str, &len) || memchr(str, '\0', len) != NULL)
+		return NULL;
+	copy = malloc(len + 1);
+	if (copy != NULL) {
+		memcpy(copy, str, len);
+		copy[len] = '\0';
+	}
+	return copy;
+}
+
+/* The most bytes (lines and literals) a pre-login command with literals
+   may gather: as much as the largest LOGIN. */
+static size_t session_gathered_max(const struct session *session)
+{
+	return session->conf->limit_line + SESSION_LOGIN_LITERALS_MAX * (size_t)session->conf->limit_literal_preauth;
+}
+
+/* Parses a whole pre-login command (without its last CRLF, literals
+   "{4}\r\nuser" included, already held to the pre-login limits, so kept
+   inline) into a new parser, *parser_r (NULL when out of memory). */
+static enum imap_parser_result session_parse_gathered(const struct session *session, const char *line,
+						      size_t len, struct imap_parser **parser_r)
+{
+	struct imap_parser *parser = imap_parser_new();
+	struct imap_parser_limits limits;
+	enum imap_parser_result result;
+	size_t consumed, pos = 0;
+
+	*parser_r = parser;
+	if (parser == NULL)
+		return IMAP_PARSER_ERROR;
+	imap_parser_get_limits(parser, &limits);
+	if (limits.max_inline_literal < session_gathered_max(session))
+		limits.max_inline_literal = session_gathered_max(session);
+	if (limits.max_line < session->conf->limit_line)
+		limits.max_line = session->conf->limit_line;
+	imap_parser_set_limits(parser, &limits);
+	do {
+		result = imap_parser_feed_bytes(parser, line + pos, len - pos, &consumed);
+		pos += consumed;
+	} while (result == IMAP_PARSER_LITERAL_ANNOUNCED);
+	if (result == IMAP_PARSER_NEED_MORE)
+		result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
+	return result;
+}
+
+/* LOGIN user password: the whole command without its last CRLF, literals
+   ("{4}\r\nuser") included. */
+void session_handle_login(struct session *session, const char *tag, const char *line, size_t len)
+{
+	struct imap_parser *parser;
+	const struct imap_arg *args;
+	enum imap_parser_result result;
+	char *user = NULL;
+
+	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
+	result = session_parse_gathered(session, line, len, &parser);
+	if (result != IMAP_PARSER_LINE_COMPLETE || (args = imap_parser_get_line(parser))->list_count != 4 ||
+	    (user = session_astring_dup(&args->list[2])) == NULL ||
+	    (session->login_password = session_astring_dup(&args->list[3])) == NULL ||
+	    user[0] == '\0' || strlen(user) >= sizeof(session->user)) {
+		session_send(session, "%s BAD Invalid LOGIN arguments\r\n", tag);
+		session_wipe_credentials(session);
+		free(user);
+		if (parser != NULL)
+			imap_parser_wipe(parser); /* the password is in its buffers */
+		imap_parser_free(&parser);
+		session_count_bad(session);
+		return;
+	}
+	snprintf(session->user, sizeof(session->user), "%s", user);
+	free(user);
+	imap_parser_wipe(parser);
+	imap_parser_free(&parser);
+	session_login_start(session);
+}
+
+/* Makes room for extra more bytes of a LOGIN being gathered. The old
+   buffer is wiped: it may hold a password. Returns false when out of memory. */
+static bool session_login_command_reserve(struct session *session, size_t extra)
+{
+	size_t size = session->login_command_size;
+	char *bigger;
+
+	if (session->login_command_len + extra <= size)
+		return true;
+	if (size < 256)
+		size = 256;
+	while (size < session->login_command_len + extra)
+		size *= 2;
+	bigger = malloc(size);
+	if (bigger == NULL)
+		return false;
+	if (session->login_command != NULL) {
+		memcpy(bigger, session->login_command, session->login_command_len);
+		OPENSSL_cleanse(session->login_command, session->login_command_len);
+		free(session->login_command);
+	}
+	session->login_command = bigger;
+	session->login_command_size = size;
+	return true;
+}
+
+
+/* A line of a LOGIN or ID with literals (the first one too,
+   session->login_tag and login_command_is_id set): gathers it, lets the
+   client send the next literal, or handles the command once complete. */
+void session_login_continue(struct session *session, const char *line, size_t len)
+{
+	uint64_t literal_size = 0;
+	enum session_literal literal = session_line_literal(line, len, &literal_size);
+	bool is_id = session->login_command_is_id;
+	const char *verb = is_id ? "ID" : "LOGIN";
+	unsigned int literals_max = is_id ? SESSION_ID_LITERALS_MAX : SESSION_LOGIN_LITERALS_MAX;
+	/* a LOGIN is bounded by its two literals already */
+	bool too_long = is_id && (literal_size > session_gathered_max(session) ||
+				  session->login_command_len + len + literal_size > session_gathered_max(session));
+	char tag[SESSION_TAG_MAX + 1];
+	char *command;
+	size_t command_len;
+
+	if (!session_login_command_reserve(session, len + 2)) {
+		session_close(session, "out of memory", "Server out of memory");
+		return;
+	}
+	memcpy(session->login_command + session->login_command_len, line, len);
+	session->login_command_len += len;
+	snprintf(tag, sizeof(tag), "%s", session->login_tag);
+	if (literal == SESSION_LITERAL_NONE && too_long) {
+		session_wipe_credentials(session);
+		session_send(session, "%s BAD Invalid %s arguments: too long\r\n", tag, verb);
+		session_count_bad(session);
+		return;
+	}
+	if (literal == SESSION_LITERAL_NONE) {
+		/* complete: the buffer leaves the session, so any way out of
+		   the handler can't free it under our feet */
+		command = session->login_command;
+		command_len = session->login_command_len;
+		session->login_command = NULL;
+		session_wipe_credentials(session);
+		if (is_id)
+			session_handle_id(session, tag, command, command_len);
+		else
+			session_handle_login(session, tag, command, command_len);
+		OPENSSL_cleanse(command, command_len);
+		free(command);
+		return;
+	}
+	if (literal == SESSION_LITERAL_INVALID) {
+		session_wipe_credentials(session);
+		session_send(session, "%s BAD Invalid literal size\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	if (literal_size > session->conf->limit_literal_preauth || ++session->login_literals > literals_max ||
+	    too_long) {
+		log_info("session %lu: %s literal of %llu bytes refused (the limit before login is %llu "
+			 "bytes, %u literals, %zu bytes in all)", session->id, verb, (unsigned long long)literal_size,
+			 (unsigned long long)session->conf->limit_literal_preauth, literals_max,
+			 session_gathered_max(session));
+		session_wipe_credentials(session);
+		if (literal == SESSION_LITERAL_SYNC) {
+			/* no "+": the client sends no literal (RFC 3501 7.5) */
+			session_send(session, "%s BAD Invalid %s arguments: literal too large or too many\r\n",
+				     tag, verb);
+			session_count_bad(session);
+		} else if (literal_size > session->conf->limit_literal_preauth) {
+			session_close(session, "literal too large", "Literal too large before login");
+		} else {
+			/* already on its way: dropped, with the rest of the command */
+			snprintf(session->pending_reply, sizeof(session->pending_reply),
+				 "%s BAD Invalid %s arguments: too many literals or too long\r\n", tag, verb);
+			session->literal_to_discard = literal_size;
+			session->discarding_command = true;
+		}
+		return;
+	}
+	if (!session_login_command_reserve(session, 2 + (size_t)literal_size)) {
+		session_close(session, "out of memory", "Server out of memory");
+		return;
+	}
+	memcpy(session->login_command + session->login_command_len, "\r\n", 2);
+	session->login_command_len += 2;
+	session->login_literal_left = literal_size;
+	if (literal == SESSION_LITERAL_SYNC)
+		session_send(session, "+ Ready for literal data\r\n");
+}
+
+/* ID before login (RFC 2971): the proxy's own name and version. The
+   client's fields (strings, literals included) are only checked; after
+   login ID goes upstream. */
+void session_handle_id(struct session *session, const char *tag, const char *line, size_t len)
+{
+	struct imap_parser *parser;
+	const struct imap_arg *args, *fields;
+	unsigned int count = 0;
+	enum imap_parser_result result = session_parse_gathered(session, line, len, &parser);
+	bool valid;
+
+	valid = result == IMAP_PARSER_LINE_COMPLETE && (args = imap_parser_get_line(parser))->list_count == 3 &&
+		(imap_arg_is_nil(&args->list[2]) ||
+		 (imap_arg_get_list(&args->list[2], &fields, &count) && count % 2 == 0 &&
+		  count <= 2 * SESSION_ID_PAIRS_MAX));
+	for (unsigned int i = 0; valid && i < count; i++) {
+		const char *str;
+		size_t str_len;
+
+		valid = i % 2 == 0 ? imap_arg_get_string(&fields[i], &str, &str_len) :
+				     imap_arg_get_nstring(&fields[i], &str, &str_len);
+	}
+	imap_parser_free(&parser);
+	if (!valid) {
+		session_send(session, "%s BAD Invalid ID arguments\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	session_send(session, "* ID (\"name\" \"%s\" \"version\" \"%s\")\r\n%s OK ID completed\r\n",
+		     PACKAGE_NAME, PACKAGE_VERSION, tag);
+}
+
+/* The client's initial response (base64, "=" for empty) to AUTHENTICATE. */
+static void session_auth_initial(struct session *session, const char *response, size_t len)
+{
+	unsigned char *decoded;
+	size_t decoded_len = 0;
+	enum imap_sasl_user_result found;
+
+	if (len == 1 && response[0] == '*') {
+		session_send(session, "%s BAD AUTHENTICATE cancelled\r\n", session->login_tag);
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		return;
+	}
+	session->auth_initial = malloc(len + 1);
+	if (session->auth_initial == NULL) {
+		session_send(session, "%s NO [UNAVAILABLE] Server out of memory\r\n", session->login_tag);
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		return;
+	}
+	memcpy(session->auth_initial, response, len);
+	session->auth_initial[len] = '\0';
+	if (len == 1 && response[0] == '=')
+		decoded = (unsigned char *)strdup("");
+	else
+		decoded = imap_sasl_base64_decode(session->auth_initial, &decoded_len);
+	found = decoded == NULL ? IMAP_SASL_USER_MALFORMED :
+		imap_sasl_initial_response_user(session->auth_mechanism, decoded, decoded_len,
+						session->user, sizeof(session->user));
+	if (decoded != NULL) {
+		OPENSSL_cleanse(decoded, decoded_len);
+		free(decoded);
+	}
+	if (found != IMAP_SASL_USER_FOUND) {
+		session_wipe_credentials(session);
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		session_send(session, "%s BAD Invalid %s initial response\r\n", session->login_tag,
+			     session->auth_mechanism);
+		session_count_bad(session);
+		return;
+	}
+	if (strcmp(session->auth_mechanism, "LOGIN") == 0) {
+		/* the user name was all of it: the password comes next */
+		session_wipe_credentials(session);
+		session_send(session, "+ " IMAP_SASL_LOGIN_PASSWORD_CHALLENGE "\r\n");
+		session->auth_login_password = true;
+		session->state = SESSION_STATE_AUTH_CLIENT;
+		return;
+	}
+	session_login_start(session);
+}
+
+/* The client's answer to AUTHENTICATE LOGIN's password challenge: the
+   login then goes upstream as a LOGIN would (and is pooled as one). */
+static void session_auth_login_password(struct session *session, const char *response, size_t len)
+{
+	char *copy;
+	unsigned char *password = NULL;
+	size_t password_len = 0;
+
+	session->auth_login_password = false;
+	if (len == 1 && response[0] == '*') {
+		session_send(session, "%s BAD AUTHENTICATE cancelled\r\n", session->login_tag);
+		session->user[0] = '\0';
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		return;
+	}
+	copy = strndup(response, len);
+	if (copy != NULL) {
+		password = imap_sasl_base64_decode(copy, &password_len);
+		OPENSSL_cleanse(copy, len);
+		free(copy);
+	}
+	if (password == NULL || memchr(password, '\0', password_len) != NULL) {
+		if (password != NULL) {
+			OPENSSL_cleanse(password, password_len);
+			free(password);
+		}
+		session->user[0] = '\0';
+		session->state = SESSION_STATE_NOT_AUTHENTICATED;
+		session_send(session, "%s BAD Invalid LOGIN response\r\n", session->login_tag);
+		session_count_bad(session);
+		return;
+	}
+	session->login_password = (char *)password; /* NUL-terminated by the decoder */
+	session_login_start(session);
+}
+
+/* AUTHENTICATE mechanism [initial-response]. */
+void session_handle_authenticate(struct session *session, const char *tag, const char *args,
+					size_t len)
+{
+	size_t mechanism_len = 0;
+	bool is_login;
+
+	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
+	while (mechanism_len < len && args[mechanism_len] != ' ')
+		mechanism_len++;
+	if (mechanism_len == 0 || mechanism_len >= sizeof(session->auth_mechanism)) {
+		session_send(session, "%s BAD Invalid AUTHENTICATE arguments\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	memcpy(session->auth_mechanism, args, mechanism_len);
+	session->auth_mechanism[mechanism_len] = '\0';
+	for (char *p = session->auth_mechanism; *p != '\0'; p++)
+		*p = (char)toupper((unsigned char)*p);
+	/* one whose user the proxy can read, and that the upstream may take */
+	if (!imap_sasl_user_mechanism_is_known(session->auth_mechanism) ||
+	    upstream_probe_refuses_mechanism(session_probe, session->conf, session->auth_mechanism)) {
+		session_send(session, "%s NO Unsupported authentication mechanism\r\n", tag);
+		return;
+	}
+	is_login = strcmp(session->auth_mechanism, "LOGIN") == 0;
+	if (mechanism_len == len || (is_login && len == mechanism_len + 2 && args[mechanism_len + 1] == '=')) {
+		/* no SASL-IR (an empty one is none for LOGIN, as in Dovecot):
+		   ask for it, with LOGIN's prompt or an empty challenge */
+		session_send(session, "+ %s\r\n", is_login ? IMAP_SASL_LOGIN_USER_CHALLENGE : "");
+		session->state = SESSION_STATE_AUTH_CLIENT;
+		return;
+	}
+	if (mechanism_len + 1 >= len) {
+		session_send(session, "%s BAD Invalid AUTHENTICATE arguments\r\n", tag);
+		session_count_bad(session);
+		return;
+	}
+	session_auth_initial(session, args + mechanism_len + 1, len - mechanism_len - 1);
+}
+
+/* A line the client sent after a "+" of AUTHENTICATE. */
+void session_handle_auth_response(struct session *session, const char *line, size_t len)
+{
+	struct imap_client_command *command = session->auth_command;
+
+	if (command == NULL) {
+		if (session->auth_login_password)
+			session_auth_login_password(session, line, len);
+		else
+			session_auth_initial(session, line, len);
+		return;
+	}
+	session->auth_command = NULL;
+	session->state = SESSION_STATE_LOGIN;
+	char *copy = strndup(line, len);
+
+	if (copy == NULL) {
+		imap_client_command_continue(command, "*");
+		return;
+	}
+	imap_client_command_continue(command, copy);
+	OPENSSL_cleanse(copy, len);
+	free(copy);
+}
+

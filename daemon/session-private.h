@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: MIT */
+/* session-private: what session.c, session-login.c and session-forward.c share of one client's session. */
+#ifndef IMAPCACHED_SESSION_PRIVATE_H
+#define IMAPCACHED_SESSION_PRIVATE_H
+
+#include "session.h"
+#include "imap-client.h"
+#include "upstream-pool.h"
+
+#include <event2/bufferevent.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/time.h>
+
+#define SESSION_TAG_MAX 126 /* before login, as Dovecot's imap-login; after it, the line is the limit */
+#define SESSION_LITERAL_DIGITS_MAX 19 /* fits a uint64_t; more is an overflow */
+#define SESSION_USER_MAX 256 /* an e-mail address is at most 254 bytes (RFC 5321) */
+#define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
+#define SESSION_VERB_MAX 64 /* "UID " and the longest extension verb */
+#define SESSION_UPSTREAM_HIGH_WATER (256 * 1024) /* stop reading the client past this much unsent upstream */
+#define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
+#define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */
+#define SESSION_ID_LITERALS_MAX (2 * SESSION_ID_PAIRS_MAX) /* each field and value may be one */
+
+enum session_state {
+	SESSION_STATE_NOT_AUTHENTICATED,
+	SESSION_STATE_STARTTLS,  /* OK queued; the handshake starts once it is sent */
+	SESSION_STATE_LOGIN,     /* LOGIN/AUTHENTICATE going upstream; client input waits */
+	SESSION_STATE_AUTH_CLIENT, /* "+" sent for AUTHENTICATE: the next line is the client's response */
+	SESSION_STATE_FORWARDING, /* logged in: commands go upstream, answers come back */
+	SESSION_STATE_CLOSING,   /* last reply queued; freed once it is sent */
+};
+
+/* What the end of a command line announces. */
+enum session_literal {
+	SESSION_LITERAL_NONE,
+	SESSION_LITERAL_SYNC,      /* {N}: the client waits for "+" */
+	SESSION_LITERAL_NONSYNC,   /* {N+}: the bytes follow at once */
+	SESSION_LITERAL_INVALID,   /* {..} that is not a size */
+};
+
+struct session {
+	TAILQ_ENTRY(session) link;
+	unsigned long id;
+	struct event_base *base;
+	struct conf *conf;
+	evutil_socket_t fd;
+	bool fd_owned_by_bev;          /* the TLS bufferevent closes it */
+	struct bufferevent *bev;
+	SSL_CTX *tls_context;          /* our reference, for STARTTLS */
+	bool tls_active;
+	bool starttls_offered;
+	bool loopback;
+	enum session_state state;
+	struct event *step_event;      /* deferred work: resume input, start TLS, free */
+	bool reading_paused;           /* output past the high-water mark */
+	bool output_abandoned;         /* the client can't or won't take more: free at once */
+
+	uint64_t literal_to_discard;   /* bytes of a refused {N+} literal still to drop */
+	bool discarding_command;       /* the rest of a refused command is still coming */
+	char pending_reply[SESSION_TAG_MAX + 200]; /* the tagged reply for the refused command */
+
+	/* A LOGIN whose arguments come as literals, gathered until complete. */
+	char *login_command;           /* its bytes so far (lines with CRLF, literals); wiped */
+	size_t login_command_len;
+	size_t login_command_size;     /* allocated */
+	uint64_t login_literal_left;   /* bytes of the current literal still to come */
+	unsigned int login_literals;   /* literals announced so far */
+	bool login_command_is_id;      /* it is an ID (LITERAL+ works for it too), not a LOGIN */
+
+	/* A literal the client announced must keep coming (timeouts.literal). */
+	struct event *literal_timer;
+	uint64_t literal_timer_remaining; /* bytes missing when it was last armed */
+
+	/* Login and the upstream connection. */
+	struct imap_client *upstream;
+	const char *upstream_name;     /* in conf, which the session holds */
+	char user[SESSION_USER_MAX];
+	char login_tag[SESSION_TAG_MAX + 1];
+	char *login_password;          /* LOGIN's password until sent upstream; wiped */
+	char login_text[300];          /* the upstream's OK text, while capabilities are asked */
+	char auth_mechanism[SESSION_MECHANISM_MAX];
+	char *auth_initial;            /* AUTHENTICATE's base64 initial response until sent; wiped */
+	struct imap_client_command *auth_command; /* upstream AUTHENTICATE waiting for the client's answer */
+	bool auth_login_password;      /* AUTHENTICATE LOGIN: the client's next line is the password */
+
+	/* Forwarding (session-forward.c). */
+	struct imap_parser *command_parser; /* the client's bytes after login */
+	struct imap_command_parser *command_reader; /* its complete lines, for routing */
+	struct evbuffer *command_bytes; /* the command's raw bytes read and not yet sent upstream */
+	char command_verb[SESSION_VERB_MAX]; /* of the command being read, upper case */
+	bool command_ready;            /* its line is complete and waits to be routed */
+	struct imap_client_command *open_command; /* sent upstream while the client still sends it */
+	bool open_is_idle;             /* it is IDLE: the next line (DONE) ends it */
+	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
+	unsigned int forwarded_pending; /* forwarded commands not yet answered */
+	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
+	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
+	bool state_logged_in;          /* the upstream accepted the login */
+	bool literal_bytes_read;       /* this read took literal bytes: acknowledge them at once */
+
+	/* The upstream pool (upstream-pool.h). */
+	struct upstream_pool_key pool_key; /* digests of the account and credential of this login */
+	bool pool_key_valid;
+	unsigned int pool_generation;  /* the pool's when the session started (with its conf) */
+	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
+	struct event *pool_check_timer; /* a taken connection's NOOP must come back in time */
+	struct upstream_pool_waiter *pool_waiter; /* waiting for a connection on its way to the pool */
+	uint64_t pool_fresh_authenticated_at; /* pool_key's before a take changed it */
+	bool pool_state_changed;       /* state a pooled connection can't shed (session_line_changes_state) */
+
+	char peer_name[LISTENER_NAME_MAX];
+	char listener_name[LISTENER_NAME_MAX];
+	uint64_t bytes_in;
+	uint64_t bytes_out;
+	struct timeval started;
+	unsigned int bad_commands;
+	const char *end_reason;
+	char error_text[300];          /* end_reason when an I/O error ended it */
+};
+
+/* The pool and the probe every session uses (session_set_upstream_pool,
+   session_set_upstream_probe); NULL when there is none. */
+extern struct upstream_pool *session_pool;
+extern struct upstream_probe *session_probe;
+
+/* ---- session.c ---- */
+
+/* Runs the session's deferred work from the event loop (session_step). */
+void session_schedule_step(struct session *session);
+/* Queues a formatted reply to the client, counted in bytes_out. */
+void session_send(struct session *session, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Queues an optional "* BYE bye" and moves to closing; the session is
+   freed once its output is sent, or SESSION_CLOSE_TIMEOUT later. */
+void session_close(struct session *session, const char *reason, const char *bye);
+/* Arms the literal timer while a literal is due, stops it otherwise. */
+void session_update_literal_timer(struct session *session);
+/* Counts a BAD; too many end the session. Returns false when closed. */
+bool session_count_bad(struct session *session);
+/* Wipes and frees what a login keeps of the client's secrets. */
+void session_wipe_credentials(struct session *session);
+/* The literal announced at the end of line ("{12}", "{12+}"), its size in *size_r. */
+enum session_literal session_line_literal(const char *line, size_t len, uint64_t *size_r);
+/* RFC 3501 tag character: ASTRING-CHAR except "+". */
+bool session_tag_char(unsigned char c);
+/* The length of the tag at the start of line, up to a space or the end;
+   0 when there is none. */
+size_t session_tag_length(const char *line, size_t len);
+
+/* ---- session-login.c: before login, and the login upstream ---- */
+
+/* LOGIN user password: the whole command without its last CRLF,
+   literals included. */
+void session_handle_login(struct session *session, const char *tag, const char *line, size_t len);
+/* A line of a LOGIN or ID whose arguments come as literals: gathers it,
+   lets the client send the next literal, or runs it once complete. */
+void session_login_continue(struct session *session, const char *line, size_t len);
+/* ID before login (RFC 2971): the proxy's own name and version. */
+void session_handle_id(struct session *session, const char *tag, const char *line, size_t len);
+/* AUTHENTICATE mechanism [initial-response]: args is what follows the verb. */
+void session_handle_authenticate(struct session *session, const char *tag, const char *args, size_t len);
+/* A line the client sent after a "+" of AUTHENTICATE. */
+void session_handle_auth_response(struct session *session, const char *line, size_t len);
+/* The timer of a pooled connection's NOOP check. */
+void session_pool_check_timeout(evutil_socket_t fd, short what, void *context);
+
+/* ---- session-forward.c: after login ---- */
+
+/* The client core's callbacks for the upstream connection of a logged-in
+   session (set when the login is accepted). */
+void session_upstream_closed(struct imap_client *client, const char *reason, void *context);
+int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
+			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
+			 void *context);
+void session_upstream_drained(struct imap_client *client, void *context);
+/* Reads the client's commands, a bounded number per call: routes each
+   (answered here, or upstream byte for byte). */
+void session_forward_input(struct session *session);
+/* Sets the logged-in session up for its commands and the upstream's
+   answers. Returns -1 when out of memory. */
+int session_forward_start(struct session *session);
+/* Frees what session_forward_start made (NULL parts are fine). */
+void session_forward_free(struct session *session);
+/* Bytes of a literal the client is due to send now (0: none, or it waits
+   for the upstream's "+"). */
+uint64_t session_forward_literal_due(const struct session *session);
+
+#endif
