@@ -259,7 +259,7 @@ static unsigned int mode_of(const char *path)
 static void test_modes(void)
 {
 	struct cache_settings s = settings();
-	const char *error = NULL;
+	const char *error = "";
 	char path[256];
 	char *file;
 	struct cache *cache;
@@ -432,6 +432,7 @@ static void test_garbage_moved_aside(void)
 {
 	char garbage[8192];
 	char aside_check[600];
+	char target[128];
 	struct cache_mailbox mailbox;
 	char *path;
 	struct cache *cache;
@@ -468,13 +469,22 @@ static void test_garbage_moved_aside(void)
 	CU_ASSERT_EQUAL(count_aside(path), 2);
 	cache_unref(&cache);
 
-	/* A symbolic link: never followed. */
+	/* A symbolic link: never followed (its target is left as it was). */
 	unlink(path);
-	CU_ASSERT_EQUAL(symlink("/etc/passwd", path), 0);
+	snprintf(target, sizeof(target), "%s/target", base_dir);
+	write_file(target, "not mine", 8);
+	chmod(target, 0644);
+	CU_ASSERT_EQUAL(symlink(target, path), 0);
 	cache = open_account("up", "alice");
 	CU_ASSERT_EQUAL(count_aside(path), 3);
-	CU_ASSERT_EQUAL(mode_of("/etc/passwd") & 0077, 0044);
+	CU_ASSERT_EQUAL(mode_of(target), 0644);
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
 	cache_unref(&cache);
+	p = fopen(target, "rb");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	CU_ASSERT_EQUAL(fread(garbage, 1, sizeof(garbage), p), 8);
+	CU_ASSERT_EQUAL(memcmp(garbage, "not mine", 8), 0);
+	fclose(p);
 	free(path);
 	teardown();
 }
@@ -1205,6 +1215,11 @@ static void test_lookup_many(void)
 	CU_ASSERT_EQUAL(result.count, TIMING_MESSAGES / 3);
 	CU_ASSERT_EQUAL(result.uids[0], 3);
 	CU_ASSERT_EQUAL(result.uids[1], 6);
+	/* Dense, leaving out rows that are there. */
+	result.count = 0;
+	CU_ASSERT_EQUAL(cache_lookup_many(cache, mailbox.id, (uint32_t[]){ 3, 9, 10, 12 }, 4, collect, &result), 3);
+	CU_ASSERT_EQUAL(result.count, 3);
+	CU_ASSERT_EQUAL(memcmp(result.uids, ((uint32_t[]){ 3, 9, 12 }), 3 * sizeof(uint32_t)), 0);
 	for (uint32_t i = 0; i < TIMING_MESSAGES; i++)
 		uids[i] = (i + 1) * 3;
 	result.count = 0;
