@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
+#define CACHE_WAL_LIMIT "16777216" /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
 #define CACHE_ASIDE_TRIES 99 /* stores moved aside within one second; more is a loop, not bad luck */
 #define CACHE_MAILBOX_MAX_UIDS (16u << 20) /* far past any real mailbox; a damaged list must not claim gigabytes */
 #define CACHE_UID_RANGE_MAX_BYTES 10 /* a range is two LEB128 numbers of at most 5 bytes */
@@ -419,8 +420,8 @@ static bool cache_name_byte_plain(unsigned char c, size_t position)
 	return c == '_' || c == '@' || c == '+' || c == '-';
 }
 
-/* Appends name, encoded for one path component, to path (which has room
-   for CACHE_NAME_MAX more bytes and a NUL). */
+/* Writes name, encoded for one path component, into out (CACHE_NAME_MAX
+   bytes and a NUL; the caller checked that it fits). */
 static void cache_name_encode(const char *name, char *out)
 {
 	static const char hex[] = "0123456789ABCDEF";
@@ -879,7 +880,7 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	sqlite3_busy_timeout(cache->db, CACHE_BUSY_TIMEOUT_MS);
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
 					 : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-					   "PRAGMA foreign_keys = ON");
+					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; PRAGMA foreign_keys = ON");
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "setting up", why_r, error_r);
 	result = cache_schema_prepare(cache, read_only, why_r, error_r);

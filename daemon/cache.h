@@ -70,7 +70,7 @@ struct cache_settings {
    a name whose encoding is longer than CACHE_NAME_MAX becomes
    "sha256=" and its SHA-256 in hex (no encoding has a '='). Returns a
    malloc'd path, or NULL when a name is empty or memory runs out. */
-#define CACHE_NAME_MAX 200 /* NAME_MAX 255 less ".sqlite.corrupt-YYYYMMDDTHHMMSSZ-99-wal" */
+#define CACHE_NAME_MAX 200 /* NAME_MAX 255 less ".sqlite.corrupt-YYYYMMDDTHHMMSSZ-99-journal" */
 char *cache_file_path(const char *dir, const char *upstream, const char *user);
 
 /* The store of user on upstream (the upstream's name in the config),
@@ -104,7 +104,8 @@ void cache_unref(struct cache **cache);
 bool cache_writes_off(struct cache *cache);
 
 /* Bytes of whole messages held: complete bodies plus the announced size
-   of each body being written. At most body_budget. */
+   of each body being written. Kept at most body_budget (unless a reload
+   lowered the budget: then no body is added until it fits again). */
 uint64_t cache_body_bytes(const struct cache *cache);
 
 /* The SQLite handle, for tests and imapcachectl: don't keep it past

@@ -241,6 +241,7 @@ static void test_open_share_unref(void)
 	CU_ASSERT_EQUAL(query(a, "SELECT count(*) FROM meta WHERE key = 'user' AND value = 'alice'"), 1);
 	CU_ASSERT_EQUAL(query(a, "PRAGMA synchronous"), 1); /* NORMAL */
 	CU_ASSERT_EQUAL(query(a, "PRAGMA foreign_keys"), 1);
+	CU_ASSERT_EQUAL(query(a, "PRAGMA journal_size_limit"), 16 << 20);
 	cache_unref(&a);
 	CU_ASSERT_PTR_NULL(cache_open(&s, "up", "", &error));
 	CU_ASSERT_STRING_EQUAL(error, "an empty upstream or user name");
