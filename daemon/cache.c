@@ -1561,9 +1561,37 @@ int cache_set_structure_agrees(struct cache *cache, int64_t mailbox_id, uint32_t
 	return cache_store_number(cache, CACHE_STMT_STORE_AGREES, mailbox_id, uid, agrees ? 1 : 0);
 }
 
+/* flags without \Recent, which belongs to one session (RFC 3501 2.3.2) and
+   is never stored; the others keep their order. malloc'd, or NULL. */
+static char *cache_flags_without_recent(const char *flags)
+{
+	char *out = malloc(strlen(flags) + 1);
+	size_t len = 0;
+
+	if (out == NULL)
+		return NULL;
+	for (const char *p = flags; *p != '\0';) {
+		size_t n;
+
+		p += strspn(p, " ");
+		n = strcspn(p, " ");
+		if (n > 0 && !(n == strlen("\\Recent") && strncasecmp(p, "\\Recent", n) == 0)) {
+			if (len > 0)
+				out[len++] = ' ';
+			memcpy(out + len, p, n);
+			len += n;
+		}
+		p += n;
+	}
+	out[len] = '\0';
+	return out;
+}
+
 int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, const char *flags, uint64_t modseq)
 {
+	char *without_recent = NULL;
 	sqlite3_stmt *stmt;
+	int result;
 
 	if (modseq > INT64_MAX) {
 		log_warning("cache %s: MODSEQ %" PRIu64 " is out of range; not stored", cache->label, modseq);
@@ -1571,11 +1599,20 @@ int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, con
 	}
 	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
 		return -1;
+	if (flags != NULL && strcasestr(flags, "\\Recent") != NULL) {
+		flags = without_recent = cache_flags_without_recent(flags);
+		if (flags == NULL) {
+			log_error("cache %s: out of memory storing flags", cache->label);
+			return -1;
+		}
+	}
 	stmt = cache_stmt(cache, CACHE_STMT_STORE_FLAGS);
 	cache_bind_key(stmt, mailbox_id, uid);
 	cache_bind_value(stmt, 3, flags, flags != NULL ? strlen(flags) : 0);
 	cache_bind_known(stmt, 4, modseq);
-	return cache_run(cache, stmt, "storing flags");
+	result = cache_run(cache, stmt, "storing flags");
+	free(without_recent);
+	return result;
 }
 
 /* Fills message from the current row of a lookup statement; values point

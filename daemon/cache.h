@@ -180,7 +180,8 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 /* RFC822.SIZE. */
 int cache_store_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size);
 /* FLAGS (NUL-terminated; NULL: not known) with the MODSEQ that came with
-   them (0: none came, and a stored MODSEQ is forgotten with the old flags). */
+   them (0: none came, and a stored MODSEQ is forgotten with the old flags).
+   \Recent is left out: it belongs to one session, never to the store. */
 int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, const char *flags, uint64_t modseq);
 /* Whether the BODYSTRUCTURE our MIME library computes from the stored
    message equals the upstream's (set by whoever compared them). */

@@ -709,6 +709,16 @@ static void test_flags_and_modseq(void)
 	CU_ASSERT_EQUAL(message.modseq, 7);
 	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(NIL)", 5)); /* other values stay */
 	cache_message_clear(&message);
+	/* \Recent is one session's: never stored. */
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "\\Recent  \\Seen \\RECENT $Recent \\Recently", 8), 0);
+	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Seen $Recent \\Recently", 23));
+	cache_message_clear(&message);
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "\\Recent", 9), 0);
+	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "", 0));
+	CU_ASSERT_EQUAL(message.modseq, 9);
+	cache_message_clear(&message);
 	/* Flags without a MODSEQ: the old MODSEQ went with the old flags. */
 	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "", 0), 0);
 	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
