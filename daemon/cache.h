@@ -80,11 +80,11 @@ char *cache_file_path(const char *dir, const char *upstream, const char *user);
    directories are made 0700 and the file 0600; group and other access to
    existing ones is taken away, with a log line (the owner's bits are left:
    0500 stays a read-only directory); a directory or file owned by another
-   user is refused. A
-   file that is not a store of ours (garbage, unreadable, another
-   account's, a newer schema) is moved aside to PATH.corrupt-TIMESTAMP with
-   a log line, and a new store made. A file that can't be written (a
-   read-only directory) is opened for reading only, writes off for good.
+   user is refused. A file that is not a store of ours (garbage,
+   unreadable, another account's, a newer schema) is moved aside to
+   PATH.corrupt-TIMESTAMP with a log line, and a new store made. A file
+   that can't be written (a read-only directory) is opened for reading
+   only, writes off for good.
    Returns NULL with *error_r (a static text naming what failed; details
    are logged) when no store can be opened: then proxy without a cache.
    Not thread-safe: one event loop owns every store. */
