@@ -2,10 +2,13 @@
 /* session-forward: a logged-in session's commands going upstream and the answers coming back. */
 #include "config.h"
 #include "session-private.h"
+#include "cache.h"
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "imap-response.h"
 #include "log.h"
+#include "mailbox-view.h"
+#include "sync.h"
 #include "upstream.h"
 #include "upstream-pool.h"
 
@@ -49,24 +52,34 @@ struct session_route {
 	   command is pending, since answers go out in order. */
 	bool (*local)(struct session *session, const char *tag, const struct imap_command *command);
 	bool open;                   /* stays open after its line: IDLE, until DONE */
+	/* Called once the (parsed) command went upstream as upstream, or NULL. */
+	void (*sent)(struct session *session, const struct imap_command *command,
+		     struct imap_client_command *upstream);
+	bool leaves_mailbox;         /* the selected mailbox is left (or another selected) */
 };
 
 static bool session_answer_capability(struct session *session, const char *tag, const struct imap_command *command);
 static bool session_answer_cannot(struct session *session, const char *tag, const struct imap_command *command);
 static bool session_answer_starttls(struct session *session, const char *tag, const struct imap_command *command);
 static bool session_answer_logout(struct session *session, const char *tag, const struct imap_command *command);
+static void session_start_sync(struct session *session, const struct imap_command *command,
+			       struct imap_client_command *upstream);
 
 static const struct session_route session_routes[] = {
-	{ "CAPABILITY", session_answer_capability, false },
-	{ "STARTTLS", session_answer_starttls, false },
-	{ "COMPRESS", session_answer_cannot, false },
-	{ "NOTIFY", session_answer_cannot, false },
-	{ "UNAUTHENTICATE", session_answer_cannot, false },
-	{ "LOGOUT", session_answer_logout, false },
-	{ "IDLE", NULL, true },
+	{ "CAPABILITY", session_answer_capability, false, NULL, false },
+	{ "STARTTLS", session_answer_starttls, false, NULL, false },
+	{ "COMPRESS", session_answer_cannot, false, NULL, false },
+	{ "NOTIFY", session_answer_cannot, false, NULL, false },
+	{ "UNAUTHENTICATE", session_answer_cannot, false, NULL, false },
+	{ "LOGOUT", session_answer_logout, false, NULL, true },
+	{ "IDLE", NULL, true, NULL, false },
+	{ "SELECT", NULL, false, session_start_sync, true },
+	{ "EXAMINE", NULL, false, session_start_sync, true },
+	{ "CLOSE", NULL, false, NULL, true },
+	{ "UNSELECT", NULL, false, NULL, true },
 };
 
-static const struct session_route session_route_upstream = { "", NULL, false };
+static const struct session_route session_route_upstream = { "", NULL, false, NULL, false };
 
 static void session_forward_context_free(void *context)
 {
@@ -88,6 +101,31 @@ void session_upstream_closed(struct imap_client *client, const char *reason, voi
 	session_close(session, "upstream connection lost", "Upstream server connection lost");
 }
 
+/* Whether "* n FETCH" starts data: the sync's own data. */
+static bool session_is_fetch_line(const unsigned char *data, size_t len)
+{
+	size_t pos = 2;
+
+	if (len < 2 || data[0] != '*' || data[1] != ' ')
+		return false;
+	while (pos < len && data[pos] >= '0' && data[pos] <= '9')
+		pos++;
+	return pos > 2 && len - pos >= 7 && strncasecmp((const char *)data + pos, " FETCH ", 7) == 0;
+}
+
+/* A line of the sync's own command: its FETCH data and its tagged reply
+   are the proxy's; the rest (EXISTS, EXPUNGE, FLAGS...) is the client's.
+   Returns true for a line (or part of one) the client must not see. */
+static bool session_swallow_sync_line(struct session *session, enum imap_client_raw_kind kind,
+				      const unsigned char *data, size_t len, bool line_end)
+{
+	bool swallow = kind == IMAP_CLIENT_RAW_TAGGED || session->swallowing_line ||
+		       (kind == IMAP_CLIENT_RAW_UNTAGGED && session_is_fetch_line(data, len));
+
+	session->swallowing_line = swallow && !line_end;
+	return swallow;
+}
+
 /* Upstream bytes for the client: the exact bytes, with the client's tag. */
 int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
 			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
@@ -97,10 +135,14 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	struct evbuffer *output;
 	bool go_ahead = kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command;
 
-	(void)line_end;
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
+	if (command != NULL && command == session->sync_command && session_swallow_sync_line(session, kind, data, len,
+											   line_end))
+		return 0;
 	output = bufferevent_get_output(session->bev);
+	if (kind == IMAP_CLIENT_RAW_TAGGED && command == session->select_command && session->sync_command != NULL)
+		output = session->held_reply; /* the client gets it once the sync is done */
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
 
@@ -119,6 +161,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 				  evbuffer_get_length(output) - len);
 		session_update_literal_timer(session);
 	}
+	output = bufferevent_get_output(session->bev);
 	if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER && !session->upstream_reading_paused) {
 		/* resumed from session_write once the client has read it */
 		session->upstream_reading_paused = true;
@@ -140,6 +183,58 @@ void session_upstream_drained(struct imap_client *client, void *context)
 	}
 }
 
+/* Every untagged response from upstream, parsed, after its bytes went
+   to session_upstream_raw: what it tells the sync. */
+static void session_upstream_untagged(struct imap_client *client, struct imap_client_command *command,
+				      const struct imap_client_untagged *untagged, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	if (command != NULL && command == session->select_command)
+		sync_select_data(session->sync, untagged);
+	else if (command != NULL && command == session->sync_command)
+		sync_fetch_data(session->sync, untagged);
+	else
+		sync_update(session->sync, untagged);
+}
+
+/* The sync's own command is done: the client gets its SELECT's reply. */
+static void session_sync_done(struct imap_client *client, struct imap_client_command *command,
+			      const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	(void)command;
+	session->forwarded_pending--;
+	session->sync_command = NULL;
+	session->swallowing_line = false;
+	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+		return; /* session_upstream_closed ends the session */
+	sync_fetch_done(session->sync, result->status);
+	log_debug("session %lu: the mailbox's view is %s", session->id,
+		  sync_is_ready(session->sync) ? "vouched for" : "not vouched for: everything goes upstream");
+	evbuffer_add_buffer(bufferevent_get_output(session->bev), session->held_reply);
+	session_schedule_step(session);
+}
+
+/* Sends the sync's own command right behind the client's SELECT or
+   EXAMINE (upstream), in the same flight (doc/cache.md). */
+static void session_start_sync(struct session *session, const struct imap_command *command,
+			       struct imap_client_command *upstream)
+{
+	const char *line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
+					     command->name == IMAP_COMMAND_EXAMINE);
+
+	session->select_command = upstream;
+	session->sync_command = imap_client_raw_command_new(session->upstream, NULL, "UID FETCH", session_sync_done,
+							    session);
+	session->forwarded_pending++;
+	imap_client_raw_command_write(session->sync_command, line, strlen(line));
+	imap_client_raw_command_end(session->sync_command);
+}
+
 /* The open command's reader state goes back to "between commands". */
 static void session_forget_open_command(struct session *session)
 {
@@ -157,6 +252,10 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 
 	(void)client;
 	session->forwarded_pending--;
+	if (command == session->select_command) {
+		session->select_command = NULL;
+		sync_select_done(session->sync, result->status, result->code);
+	}
 	if (session->open_command == command && result->status == IMAP_CLIENT_STATUS_ABORT) {
 		session_forget_open_command(session);
 	} else if (session->open_command == command && (session->open_is_idle || session->waiting_go_ahead)) {
@@ -350,15 +449,17 @@ static size_t session_held_tag_length(struct session *session)
 /* Sends the command read so far upstream under the client's tag (the
    first tag_len bytes of command_bytes), its verb for the core's state.
    With open, it stays open for the rest of its bytes. */
-static void session_send_upstream(struct session *session, size_t tag_len, bool open)
+static struct imap_client_command *session_send_upstream(struct session *session, size_t tag_len, bool open)
 {
 	struct session_forward *forward = calloc(1, sizeof(*forward) + tag_len + 1);
 	struct imap_client_command *command;
 
 	if (forward == NULL) {
 		session_close(session, "out of memory", "Server out of memory");
-		return;
+		return NULL;
 	}
+	if (session_find_route(session->command_verb)->leaves_mailbox)
+		sync_deselect(session->sync); /* nothing is answered here until a new sync */
 	forward->session = session;
 	evbuffer_remove(session->command_bytes, forward->tag, tag_len);
 	forward->logout = strcmp(session->command_verb, "LOGOUT") == 0;
@@ -371,6 +472,7 @@ static void session_send_upstream(struct session *session, size_t tag_len, bool 
 		session->open_command = command;
 	else
 		imap_client_raw_command_end(command);
+	return command;
 }
 
 /* A command that can't wait for its line end: it goes upstream as it
@@ -404,6 +506,7 @@ static bool session_route_command(struct session *session)
 	struct imap_command command;
 	enum imap_command_error error;
 	const struct session_route *route;
+	struct imap_client_command *upstream;
 	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	size_t tag_len = session_held_tag_length(session);
 	char tag_copy[SESSION_TAG_MAX + 1];
@@ -432,9 +535,13 @@ static bool session_route_command(struct session *session)
 	    (error == IMAP_COMMAND_ERROR_NONE ? session_command_changes_state(&command) :
 	     session_unparsed_changes_state(session->command_verb, session->command_bytes)))
 		session->pool_state_changed = true;
-	session_send_upstream(session, tag_len, route->open);
+	upstream = session_send_upstream(session, tag_len, route->open);
+	if (upstream == NULL)
+		return true;
 	if (route->open)
 		session->open_is_idle = true;
+	if (route->sent != NULL && error == IMAP_COMMAND_ERROR_NONE)
+		route->sent(session, &command, upstream);
 	return true;
 }
 
@@ -561,6 +668,8 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 {
 	enum imap_parser_result result;
 
+	if (session->sync_command != NULL)
+		return false; /* nothing runs beside it: Dovecot would answer a FETCH in parallel */
 	if (session->command_ready) {
 		if (!session_route_command(session))
 			return false;
@@ -628,6 +737,30 @@ uint64_t session_forward_literal_due(const struct session *session)
 	return imap_parser_get_literal_remaining(session->command_parser);
 }
 
+/* The account's store, shared with its other sessions, and this session's
+   view of its mailbox. Only now: the upstream has accepted the login. A
+   store that can't be opened means proxying without one. */
+static int session_open_cache(struct session *session)
+{
+	const struct cache_settings settings = {
+		.dir = session->conf->cache_dir,
+		.body_budget = session->conf->cache_body_budget,
+		.body_max_size = session->conf->cache_body_max_size,
+	};
+	const char *error;
+
+	session->held_reply = evbuffer_new();
+	session->view = mailbox_view_new();
+	if (session->held_reply == NULL || session->view == NULL)
+		return -1;
+	session->cache = cache_open(&settings, session->upstream_name, session->user, &error);
+	if (session->cache == NULL)
+		log_info("session %lu: no cache for %s on upstream %s (%s): proxying only", session->id,
+			 session->user, session->upstream_name, error);
+	session->sync = sync_new(session->cache, session->view);
+	return session->sync == NULL ? -1 : 0;
+}
+
 int session_forward_start(struct session *session)
 {
 	struct imap_parser_limits limits;
@@ -641,7 +774,10 @@ int session_forward_start(struct session *session)
 	limits.max_line = session->conf->limit_line;
 	limits.max_literal = session->conf->limit_literal;
 	imap_parser_set_limits(session->command_parser, &limits);
+	if (session_open_cache(session) < 0)
+		return -1;
 	imap_client_set_raw_callback(session->upstream, session_upstream_raw, session);
+	imap_client_set_untagged_callback(session->upstream, session_upstream_untagged, session);
 	imap_client_set_output_drained_callback(session->upstream, SESSION_UPSTREAM_HIGH_WATER / 2,
 						session_upstream_drained, session);
 	return 0;
@@ -654,4 +790,10 @@ void session_forward_free(struct session *session)
 	if (session->command_bytes != NULL)
 		evbuffer_free(session->command_bytes);
 	session->command_bytes = NULL;
+	sync_free(&session->sync);
+	mailbox_view_free(&session->view);
+	cache_unref(&session->cache);
+	if (session->held_reply != NULL)
+		evbuffer_free(session->held_reply);
+	session->held_reply = NULL;
 }

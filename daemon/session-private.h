@@ -95,7 +95,16 @@ struct session {
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */
 	bool open_is_idle;             /* it is IDLE: the next line (DONE) ends it */
 	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
-	unsigned int forwarded_pending; /* forwarded commands not yet answered */
+	unsigned int forwarded_pending; /* forwarded commands not yet answered (the sync's too) */
+
+	/* The cache (doc/cache.md). */
+	struct cache *cache;           /* the account's store, or NULL: proxy only */
+	struct mailbox_view *view;     /* the selected mailbox as this client sees it */
+	struct sync *sync;
+	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
+	struct imap_client_command *sync_command;   /* the sync's own command right behind it */
+	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
+	bool swallowing_line;          /* the rest of a long line of the sync's own data */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
 	bool state_logged_in;          /* the upstream accepted the login */

@@ -62,7 +62,8 @@ class Daemon:
     The configuration is config (the whole text) or, when config is None,
     built from its parts in this order: listen = ( listen );, upstreams =
     ( upstreams );, log = { level = log_level; }; (left out when log_level
-    is None), then extra verbatim. It is written to path, or to a new file
+    is None), then extra verbatim. Either way, a config without a cache
+    group gets one with a new temporary directory. It is written to path, or to a new file
     in tmpdir (a fresh temporary directory when None); self.path names it,
     for a test that rewrites it and sends SIGHUP. argv is appended to the
     command line; env holds variables set on top of this process's
@@ -91,6 +92,9 @@ class Daemon:
             if log_level is not None:
                 config += 'log = { level = "%s"; };\n' % log_level
             config += extra
+        if not re.search(r"^\s*cache\s*[=:]", config, re.M):
+            # a store of its own, never the system's /var/cache
+            config += '\ncache = { dir = "%s"; };\n' % tempfile.mkdtemp(prefix="imapcached-cache.")
         if path is None:
             if tmpdir is None:
                 tmpdir = tempfile.mkdtemp(prefix="imapcached-daemon.")
