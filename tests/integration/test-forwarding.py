@@ -190,6 +190,12 @@ def step_prelogin(daemon):
     c = Raw(daemon.port)
     lines = c.lines("hello", b"hello\r\n")
     check("before login, a tag alone gets a tagged BAD", lines == ["hello BAD Missing command"], lines)
+    tag = "t" * 126  # Dovecot's imap-login takes tags of up to 126 characters
+    lines = c.lines(tag, tag.encode() + b" NOOP\r\n")
+    check("before login, a 126-character tag is taken", lines == [tag + " OK NOOP completed"], lines)
+    c.send(b"u" * 127 + b" NOOP\r\n")
+    line = c.line()
+    check("... and a 127-character one is not", line == "* BAD Invalid tag", line)
     c.send(b"l LOGIN {%d+}\r\n" % len(USER))
     time.sleep(PAUSE)
     c.send(USER.encode() + b" {5+}\r\n")
