@@ -20,6 +20,7 @@
 #define CONF_DEFAULT_LISTEN_PORT 1143 /* unprivileged, so no root is needed */
 #define CONF_DEFAULT_CACHE_DIR "/var/cache/imapcached"
 #define CONF_DEFAULT_BODY_BUDGET (256ULL << 20) /* bodies of a few thousand messages */
+#define CONF_DEFAULT_BODY_MAX_SIZE (4ULL << 20) /* holds the benchmark corpus's largest message, 2,018,482 bytes */
 #define CONF_DEFAULT_POOL_SIZE 4 /* a client opens a few connections per account */
 #define CONF_DEFAULT_POOL_IDLE 300 /* servers drop idle logins after 30 min; stay well below */
 #define CONF_DEFAULT_POOL_MAX_AGE 3600 /* a password changed upstream stops working within the hour */
@@ -621,7 +622,7 @@ static void conf_load_upstreams(struct conf_loader *loader, const config_setting
 static void conf_load_cache(struct conf_loader *loader, const config_setting_t *root,
 			      struct conf *config)
 {
-	static const char *const known[] = { "dir", "body_budget", NULL };
+	static const char *const known[] = { "dir", "body_budget", "body_max_size", NULL };
 	const config_setting_t *group = conf_get_group(loader, root, "cache");
 
 	if (group == NULL)
@@ -629,6 +630,7 @@ static void conf_load_cache(struct conf_loader *loader, const config_setting_t *
 	conf_check_keys(loader, group, known);
 	conf_get_string(loader, group, "dir", &config->cache_dir);
 	conf_get_size(loader, group, "body_budget", 0, UINT64_MAX, &config->cache_body_budget);
+	conf_get_size(loader, group, "body_max_size", 0, UINT64_MAX, &config->cache_body_max_size);
 	if (config->cache_dir[0] != '/')
 		conf_report(loader, config_setting_get_member(group, "dir"),
 			      "must be an absolute path, not \"%s\"", config->cache_dir);
@@ -721,6 +723,7 @@ struct conf *conf_new_defaults(void)
 	conf_listener_defaults(&config->listeners[0]);
 	config->cache_dir = conf_xstrdup(CONF_DEFAULT_CACHE_DIR);
 	config->cache_body_budget = CONF_DEFAULT_BODY_BUDGET;
+	config->cache_body_max_size = CONF_DEFAULT_BODY_MAX_SIZE;
 	config->log_level = LOG_LEVEL_INFO;
 	config->pool_size = CONF_DEFAULT_POOL_SIZE;
 	config->pool_idle_timeout = CONF_DEFAULT_POOL_IDLE;

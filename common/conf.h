@@ -54,6 +54,7 @@ struct conf {
 
 	char *cache_dir;
 	uint64_t cache_body_budget;   /* bytes of whole message bodies per account */
+	uint64_t cache_body_max_size; /* a larger message's body is not kept */
 
 	enum log_level log_level;
 

@@ -56,6 +56,9 @@ static void test_defaults(void)
 	CU_ASSERT_PTR_NULL(conf->upstreams[0].ca_file);
 	CU_ASSERT_PTR_EQUAL(conf->default_upstream, &conf->upstreams[0]);
 	CU_ASSERT_STRING_EQUAL(conf->cache_dir, "/var/cache/imapcached");
+	CU_ASSERT_EQUAL(conf->cache_body_budget, 256 << 20);
+	CU_ASSERT_EQUAL(conf->cache_body_max_size, 4 << 20);
+	CU_ASSERT(conf->cache_body_max_size >= 2018482); /* the benchmark corpus's largest message */
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_INFO);
 	CU_ASSERT_EQUAL(conf->pool_size, 4);
 	CU_ASSERT_EQUAL(conf->timeout_idle, 1800);
@@ -77,7 +80,7 @@ static void test_issue_example(void)
 		"           { address = \"::1\"; port = 0; } );\n"
 		"upstreams = ( { name = \"example\"; host = \"imap.example.com\"; port = 993; tls = \"implicit\";\n"
 		"                ca_file = \"/etc/ca.pem\"; verify = true; users = [ \"*@example.com\" ]; } );\n"
-		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; };\n"
+		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; body_max_size = \"512K\"; };\n"
 		"log = { level = \"debug\"; };\n"
 		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
 		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; literal = 7; };\n"
@@ -98,6 +101,7 @@ static void test_issue_example(void)
 	CU_ASSERT_STRING_EQUAL(conf->upstreams[0].users[0], "*@example.com");
 	CU_ASSERT_PTR_NULL(conf->default_upstream);
 	CU_ASSERT_EQUAL(conf->cache_body_budget, 1ULL << 30);
+	CU_ASSERT_EQUAL(conf->cache_body_max_size, 512 * 1024);
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_DEBUG);
 	CU_ASSERT_EQUAL(conf->pool_size, 8);
 	CU_ASSERT_EQUAL(conf->pool_idle_timeout, 60);
@@ -217,6 +221,11 @@ static void test_bad_values(void)
 		      "test.conf:2: cache.dir: must be an absolute path, not \"relative/dir\"\n");
 	expect_errors(UPSTREAM "cache = { body_budget = \"12X\"; };\n",
 		      "test.conf:2: cache.body_budget: \"12X\" is not a size (write bytes, or a number ending "
+		      "in K, M or G)\n");
+	expect_errors(UPSTREAM "cache = { body_max_size = -1; };\n",
+		      "test.conf:2: cache.body_max_size: must not be negative\n");
+	expect_errors(UPSTREAM "cache = { body_max_size = \"4MB\"; };\n",
+		      "test.conf:2: cache.body_max_size: \"4MB\" is not a size (write bytes, or a number ending "
 		      "in K, M or G)\n");
 	expect_errors(UPSTREAM "limits = { line = 100; };\n",
 		      "test.conf:2: limits.line: must be between 8192 and 16777216 bytes, not 100\n");

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/* cache: the SQLite store of one upstream account, shared by that account's sessions. */
+#ifndef IMAPCACHED_CACHE_H
+#define IMAPCACHED_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cache;
+struct cache_body_writer;
+struct evbuffer;
+struct sqlite3;
+
+#define CACHE_SCHEMA_VERSION 1 /* PRAGMA user_version of a store this code writes */
+#define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
+#define CACHE_WRITE_RETRY_SECONDS 60 /* after a full disk: an admin who frees space needs no restart */
+
+/*
+ * What the cache stores, and how a caller hands it over.
+ *
+ * Every value is stored as the upstream wrote it and served as stored:
+ * the bytes of the item's value in the FETCH response. INTERNALDATE with
+ * its quotes ("17-Jul-1996 02:44:25 -0700" is 28 bytes); ENVELOPE,
+ * BODYSTRUCTURE and BODY (the non-extensible BODYSTRUCTURE) as the whole
+ * parenthesised text, literals ("{5}\r\nhello") and all; the header block
+ * (BODY[HEADER]) as the literal's bytes, 8-bit and NUL bytes included;
+ * FLAGS as the text between the parentheses ("\Seen $Junk", "" for none).
+ * RFC822.SIZE and MODSEQ are numbers.
+ *
+ * A value that is not stored is absent, never empty: a NIL or missing item
+ * from upstream is not stored at all. An empty value ("" flags, a 0-byte
+ * header block) is a value.
+ *
+ * A mailbox_id names one mailbox at one UIDVALIDITY: when the UIDVALIDITY
+ * changes, the mailbox gets a new id, and every call with the old one
+ * fails (returns -1) or finds nothing. So a session that still holds the
+ * old id can never write rows that would pass for the new UIDVALIDITY's.
+ */
+enum cache_item {
+	/* Values with bytes: cache_store_item (FLAGS: cache_store_flags). */
+	CACHE_ITEM_INTERNALDATE,
+	CACHE_ITEM_ENVELOPE,
+	CACHE_ITEM_BODYSTRUCTURE,
+	CACHE_ITEM_BODY,          /* the BODY fetch item (BODYSTRUCTURE without extensions) */
+	CACHE_ITEM_HEADER,        /* the header block, BODY[HEADER] */
+	CACHE_ITEM_FLAGS,
+	/* Numbers and the rest. */
+	CACHE_ITEM_SIZE,          /* RFC822.SIZE */
+	CACHE_ITEM_MODSEQ,
+	CACHE_ITEM_STRUCTURE_AGREES, /* whether our BODYSTRUCTURE equals the upstream's */
+	CACHE_ITEM_MESSAGE,       /* the whole message, complete: cache_body_read */
+};
+#define CACHE_VALUE_ITEMS (CACHE_ITEM_FLAGS + 1) /* the items held in cache_message.values */
+#define CACHE_HAS(item) (1u << (item))
+
+struct cache_settings {
+	const char *dir;          /* absolute; made 0700 if missing (its parent must exist) */
+	uint64_t body_budget;     /* bytes of whole messages kept per account; 0: none */
+	uint64_t body_max_size;   /* a larger message is not kept; 0: none */
+	/* Seconds on a monotonic clock; NULL: CLOCK_MONOTONIC. For tests. */
+	uint64_t (*now)(void);
+};
+
+/* ---- the store of an account ---- */
+
+/* The file that holds the account's store: DIR/UPSTREAM/USER.sqlite, each
+   name percent-encoded except [A-Za-z0-9._@+-] (and a leading '.'), so no
+   name can leave DIR, name a hidden file or clash with another's encoding;
+   a name whose encoding is longer than CACHE_NAME_MAX becomes
+   "sha256=" and its SHA-256 in hex (no encoding has a '='). Returns a
+   malloc'd path, or NULL when a name is empty or memory runs out. */
+#define CACHE_NAME_MAX 200 /* NAME_MAX 255 less ".sqlite.corrupt-YYYYMMDDTHHMMSSZ-99-journal" */
+char *cache_file_path(const char *dir, const char *upstream, const char *user);
+
+/* The store of user on upstream (the upstream's name in the config),
+   opened, or made, in settings->dir. A second open of the same account
+   (same file) returns the same handle with one more reference, and takes
+   settings' budget and maximum size (a reload may change them). The
+   directories are made 0700 and the file 0600; group and other access to
+   existing ones is taken away, with a log line (the owner's bits are left:
+   0500 stays a read-only directory); a directory or file owned by another
+   user is refused. A file that is not a store of ours (garbage,
+   unreadable, another account's, a newer schema) is moved aside to
+   PATH.corrupt-TIMESTAMP with a log line, and a new store made. A file
+   that can't be written (a read-only directory) is opened for reading
+   only, writes off for good.
+   Returns NULL with *error_r (a static text naming what failed; details
+   are logged) when no store can be opened: then proxy without a cache.
+   Not thread-safe: one event loop owns every store. */
+struct cache *cache_open(const struct cache_settings *settings, const char *upstream, const char *user,
+			 const char **error_r);
+/* Drops one reference; the last closes the store (and moves a store found
+   corrupt aside, so that the next open starts anew). Every body writer
+   holds a reference until it finishes or aborts. Sets *cache to NULL;
+   NULL is fine. */
+void cache_unref(struct cache **cache);
+
+/* True while writes are off: a full store (SQLITE_FULL), a read-only file
+   or directory, a corrupt store. Every write call then does nothing and
+   returns -1, quietly (the first failure was logged). Writes are tried
+   again CACHE_WRITE_RETRY_SECONDS after a full store or an I/O error;
+   never on a handle opened read-only or found corrupt. */
+bool cache_writes_off(struct cache *cache);
+
+/* Bytes of whole messages held: complete bodies plus the announced size
+   of each body being written. Kept at most body_budget (unless a reload
+   lowered the budget: then no body is added until it fits again). */
+uint64_t cache_body_bytes(const struct cache *cache);
+
+/* The SQLite handle, for tests and imapcachectl: don't keep it past
+   cache_unref, and don't leave a transaction open on it. */
+struct sqlite3 *cache_sqlite_handle(struct cache *cache);
+
+/* ---- batches ---- */
+
+/* A batch is one transaction around many writes (a FETCH response's rows),
+   so they cost one commit instead of one each. Writes outside a batch are
+   each their own transaction. Batches nest: only the outermost end
+   commits. A batch must begin and end inside one event-loop callback,
+   so that one transaction never spans other sessions' writes or a wait on
+   the network. */
+void cache_batch_begin(struct cache *cache);
+/* Ends one level; the outermost commits, or rolls everything back when a
+   level was rolled back. Returns 0 when committed, -1 otherwise (logged,
+   unless it was a rollback asked for). */
+int cache_batch_end(struct cache *cache);
+/* Ends one level and dooms the whole batch: the outermost end rolls back
+   every write since the outermost begin. For a response that turned out
+   bad half-way: the cache changes only from what the upstream answered. */
+void cache_batch_rollback(struct cache *cache);
+
+/* ---- mailboxes ---- */
+
+struct cache_mailbox {
+	int64_t id;
+	uint32_t uidvalidity;
+	uint32_t uidnext;         /* 0: not known */
+	uint64_t highestmodseq;   /* 0: not known */
+};
+
+/* Mailbox names are the upstream's, byte for byte, except that INBOX is
+   matched without regard to case (RFC 3501 5.1) and stored as "INBOX". */
+
+/* The mailbox name at uidvalidity (nonzero), for a SELECT or EXAMINE that
+   reported it. Made when new; when the stored UIDVALIDITY differs, every
+   message and body of the mailbox is dropped first, the mailbox gets a new
+   id, and *reset_r (may be NULL) is true. Returns 0 with *mailbox_r, or -1
+   (logged; writes off, a bad argument, SQLite error): don't cache it. */
+int cache_mailbox_open(struct cache *cache, const char *name, uint32_t uidvalidity,
+		       struct cache_mailbox *mailbox_r, bool *reset_r);
+/* Returns 1 with *mailbox_r when name is stored, 0 when not, -1 on error. */
+int cache_mailbox_lookup(struct cache *cache, const char *name, struct cache_mailbox *mailbox_r);
+/* Stores UIDNEXT and HIGHESTMODSEQ (0: not known) after a tagged OK. */
+int cache_mailbox_set_state(struct cache *cache, int64_t mailbox_id, uint32_t uidnext, uint64_t highestmodseq);
+/* Stores the mailbox's UID list as of a sync: count UIDs, strictly
+   ascending and nonzero (else -1, logged), kept as ranges. */
+int cache_mailbox_set_uids(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count);
+/* The stored UID list in *uids_r (malloc'd, free() it; NULL when empty)
+   and *count_r. Returns 1 when known, 0 when not (never stored, or
+   unreadable: counts as missing), -1 on error. */
+int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **uids_r, size_t *count_r);
+/* The upstream expunged uids (any order): their rows and bodies go, and
+   they leave the stored UID list. All or nothing. */
+int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count);
+/* The mailbox is gone upstream (DELETE, RENAME): it goes with everything
+   in it. Returns 0 also when it was not stored. */
+int cache_mailbox_delete(struct cache *cache, const char *name);
+
+/* ---- messages ---- */
+
+/* Every store call below makes the message's row if needed and replaces
+   the one value. uid is nonzero. Returns 0 when stored, -1 when not
+   (logged, except while writes are off; an unknown mailbox_id is -1). */
+
+/* A value of item (INTERNALDATE, ENVELOPE, BODYSTRUCTURE, BODY or HEADER),
+   size bytes at data; data NULL forgets the value (absent again). */
+int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum cache_item item,
+		     const void *data, size_t size);
+/* RFC822.SIZE. */
+int cache_store_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size);
+/* FLAGS (NUL-terminated; NULL: not known) with the MODSEQ that came with
+   them (0: none came, and a stored MODSEQ is forgotten with the old flags).
+   \Recent is left out: it belongs to one session, never to the store. */
+int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, const char *flags, uint64_t modseq);
+/* Whether the BODYSTRUCTURE our MIME library computes from the stored
+   message equals the upstream's (set by whoever compared them). */
+int cache_set_structure_agrees(struct cache *cache, int64_t mailbox_id, uint32_t uid, bool agrees);
+
+struct cache_value {
+	unsigned char *data;      /* NULL: absent; not NUL-terminated */
+	size_t size;
+};
+
+struct cache_message {
+	uint32_t uid;
+	unsigned int present;     /* CACHE_HAS(item) for every item stored */
+	struct cache_value values[CACHE_VALUE_ITEMS]; /* INTERNALDATE .. FLAGS */
+	uint64_t size;            /* RFC822.SIZE */
+	uint64_t modseq;
+	bool structure_agrees;
+	uint64_t message_size;    /* the whole message's bytes, with CACHE_HAS(CACHE_ITEM_MESSAGE) */
+};
+
+/* Fills *message_r (its values malloc'd: cache_message_clear them) with
+   what is stored of uid. Returns 1 when the message has a row, 0 when not
+   (or its row is unreadable: counts as missing), -1 on error. */
+int cache_lookup(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct cache_message *message_r);
+/* Frees message's values and zeroes it. */
+void cache_message_clear(struct cache_message *message);
+
+/* Called once per stored message; message and its values are SQLite's,
+   valid only during the call (copy what you keep). No cache call may be
+   made from inside it. */
+typedef void cache_lookup_fn(const struct cache_message *message, void *context);
+/* Looks up count UIDs (strictly ascending) in one statement run, calling
+   callback for each one stored, in UID order; a UID without a row gets no
+   call. A dense list is read as one range scan, a sparse one by key.
+   Returns how many calls were made, or -1 on error (some calls may have
+   been made). A row found unreadable ends the run: the rest count as
+   missing. */
+long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+		       cache_lookup_fn *callback, void *context);
+
+/* ---- whole messages ---- */
+
+enum cache_body_refusal {
+	CACHE_BODY_REFUSED_TOO_BIG,    /* size > body_max_size */
+	CACHE_BODY_REFUSED_BUDGET,     /* body_budget would be exceeded */
+	CACHE_BODY_REFUSED_PRESENT,    /* stored already, or being written */
+	CACHE_BODY_REFUSED_WRITES_OFF,
+	CACHE_BODY_REFUSED_ERROR,      /* SQLite error, unknown mailbox, uid 0 (logged) */
+};
+
+/* Starts storing the whole message of uid, size bytes (the literal's
+   announced length), written in CACHE_BODY_CHUNK_SIZE pieces as it
+   arrives, possibly over many event-loop turns: the writer holds at most
+   one piece in memory. The size counts against body_budget from now on.
+   Returns the writer, or NULL with *refusal_r (may be NULL) when the body
+   is not to be stored: then just proxy it. */
+struct cache_body_writer *cache_body_begin(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
+					   enum cache_body_refusal *refusal_r);
+/* Appends size bytes. Returns 0, or -1 when the body can't be stored
+   (more bytes than announced, writes off, the message expunged or its
+   mailbox reset meanwhile, SQLite error): the writer then only waits for
+   cache_body_abort (or a finish, which fails). */
+int cache_body_write(struct cache_body_writer *writer, const void *data, size_t size);
+/* The last byte came: checks that exactly the announced bytes are stored
+   and marks the body complete (served from now on). Returns 0, or -1 when
+   it could not be stored (nothing of it is kept). Frees *writer, sets it to
+   NULL. */
+int cache_body_finish(struct cache_body_writer **writer);
+/* Drops what was written; frees *writer, sets it to NULL. NULL is fine. */
+void cache_body_abort(struct cache_body_writer **writer);
+
+/* Appends bytes [offset, offset + length) of the stored message of uid to
+   out, clipped to its size (an offset past the end appends nothing),
+   reading only the pieces that hold them; counts as a use of the body.
+   Returns 1 when appended, 0 when no complete body is stored (or it is
+   unreadable: counts as missing; out is then unchanged), -1 on error. */
+int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t offset, uint64_t length,
+		    struct evbuffer *out);
+/* Returns 1 with *size_r when a complete body of uid is stored, 0 when
+   not, -1 on error. */
+int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t *size_r);
+
+#endif
