@@ -626,6 +626,34 @@ static void battery_mailbox(const char *name, char **cpython_names, unsigned int
 	       disagreeing);
 }
 
+/* The crafted messages, each for a rule (after battery_mailbox filled fetch-local). */
+static void battery_crafted(void)
+{
+	/* BINARY of a decoded part is "~{n}", NUL or not; of a plain one "{n}" */
+	check(EXPECT_LOCAL, "FETCH 1 (BINARY.PEEK[2] BINARY.PEEK[2]<1.3> BINARY.PEEK[1])");
+	check(EXPECT_LOCAL, "FETCH 2 (BINARY.PEEK[1] BINARY.PEEK[1]<4.9>)");
+	/* quoted-printable or base64 Dovecot decodes otherwise (or fails on), an unknown encoding */
+	check(EXPECT_UPSTREAM, "FETCH 3 (BINARY.PEEK[1])");
+	check(EXPECT_UPSTREAM, "FETCH 5 (BINARY.PEEK[1])");
+	check(EXPECT_UPSTREAM, "FETCH 5 (BINARY.PEEK[2])");
+	check(EXPECT_LOCAL, "FETCH 5 (BODY.PEEK[1] BODY.PEEK[2])");
+	/* 8-bit: a 0x80 in BODY[] may have been a NUL, which BINARY sends as it is */
+	check(EXPECT_UPSTREAM, "FETCH 4 (BINARY.PEEK[1])");
+	check(EXPECT_LOCAL, "FETCH 4 (BODY.PEEK[1] BODY.PEEK[TEXT])");
+	/* a nested message: its sections are local, BINARY inside it is not */
+	check(EXPECT_LOCAL, "FETCH 6 (BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[2.1] BODY.PEEK[2.2.MIME] BODY.PEEK[2])");
+	check(EXPECT_UPSTREAM, "FETCH 6 (BINARY.PEEK[2])");
+	check(EXPECT_UPSTREAM, "FETCH 6 (BINARY.PEEK[2.1])");
+	check(EXPECT_LOCAL, "FETCH 6 (BINARY.PEEK[1])");
+	/* a header block that is not plain RFC 5322: HEADER.FIELDS upstream, the block itself local */
+	check(EXPECT_UPSTREAM, "FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+	check(EXPECT_LOCAL, "FETCH 7 (BODY.PEEK[HEADER] BODY.PEEK[TEXT])");
+	check(EXPECT_UPSTREAM, "FETCH 8 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+	check(EXPECT_LOCAL, "FETCH 8 (BODY.PEEK[HEADER] BODY.PEEK[TEXT] RFC822.SIZE)");
+	/* bare LF line ends: Dovecot's BODY[] has CRLF, and so has everything served from it */
+	check(EXPECT_LOCAL, "FETCH 9 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT] BODY.PEEK[1] BINARY.PEEK[1])");
+}
+
 /* CONDSTORE: MODSEQ and CHANGEDSINCE from the view, once the client enabled it. */
 static void battery_condstore(void)
 {
@@ -736,6 +764,7 @@ int main(void)
 	battery_sets(count);
 	battery_mailbox("INBOX", NULL, 0, true);
 	battery_mailbox("fetch-local", NULL, 0, false);
+	battery_crafted();
 	if (cpython_count > 0)
 		battery_mailbox("fetch-cpython", cpython_names, cpython_count, false);
 	battery_read_write();

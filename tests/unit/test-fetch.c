@@ -255,6 +255,57 @@ static void test_binary(void)
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.SIZE[2])")));
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[])")));
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[3])"))); /* no such part */
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2.1])")));
+	teardown();
+}
+
+/* Message 2 again with another second part. */
+static void replace_part(const char *headers, const char *body)
+{
+	char text[1024];
+	const uint32_t uids[] = { 2 };
+
+	snprintf(text, sizeof(text), "Subject: two\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+		 "--b\r\nContent-Type: text/plain\r\n\r\npart one\r\n--b\r\n%s\r\n\r\n%s\r\n--b--\r\n", headers, body);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids, 1), 0);
+	store_message(2, text, NULL, true);
+}
+
+/* What Dovecot decodes otherwise, or can't tell: upstream. */
+static void test_binary_upstream(void)
+{
+	setup();
+	/* 8-bit: the stored BODY[] has 0x80 where the message had NUL */
+	replace_part("Content-Transfer-Encoding: 8bit", "caf\xc3\xa9 \xe2\x80\x94");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	expect(answer("FETCH 2 (BODY.PEEK[2])"), "* 2 FETCH (BODY[2] {9}\r\ncaf\xc3\xa9 \xe2\x80\x94)\r\n" OK);
+	replace_part("Content-Transfer-Encoding: 8bit", "cafe");
+	expect(answer("FETCH 2 (BINARY.PEEK[2])"), "* 2 FETCH (BINARY[2] {4}\r\ncafe)\r\n" OK);
+	/* base64 that Dovecot's decoder refuses (it drops the connection) */
+	replace_part("Content-Transfer-Encoding: base64", "AGF");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: base64", "AG=F");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: base64", "AG Fi");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	/* quoted-printable: lower-case hex, a bad escape, a trailing blank, 8-bit */
+	replace_part("Content-Transfer-Encoding: quoted-printable", "caf=c3=a9");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "bad=ZZ");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "blank \r\nline");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "caf\xc3\xa9");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "caf=C3=A9 =\r\nau lait=3D");
+	expect(answer("FETCH 2 (BINARY.PEEK[2])"), "* 2 FETCH (BINARY[2] ~{14}\r\ncaf\xc3\xa9 au lait=)\r\n" OK);
+	/* an encoding Dovecot does not know, a message/rfc822 part */
+	replace_part("Content-Transfer-Encoding: x-uuencode", "begin 644 x");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Type: message/rfc822", "Subject: inner\r\n\r\ninner");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	expect(answer("FETCH 2 (BODY.PEEK[2.TEXT] BODY.PEEK[2.HEADER])"),
+	       "* 2 FETCH (BODY[2.TEXT] {5}\r\ninner BODY[2.HEADER] {18}\r\nSubject: inner\r\n\r\n)\r\n" OK);
 	teardown();
 }
 
@@ -298,6 +349,13 @@ static void test_upstream_rules(void)
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[1])")));
 	CU_ASSERT(upstream(answer("FETCH 2 (BODY.PEEK[HEADER])"))); /* no stored header block to fall back on */
 	CU_ASSERT_FALSE(upstream(answer("FETCH 2 (BODY.PEEK[] RFC822.SIZE)")));
+	/* ENVELOPE, BODY and BODYSTRUCTURE are the upstream's, never derived */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, 1, CACHE_ITEM_ENVELOPE, NULL, 0), 0);
+	CU_ASSERT(upstream(answer("FETCH 1 (ENVELOPE)")));
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, 1, CACHE_ITEM_BODYSTRUCTURE, NULL, 0), 0);
+	CU_ASSERT(upstream(answer("FETCH 1 (BODYSTRUCTURE)")));
+	/* RFC822.SIZE of a stored message when none is stored */
+	expect(answer("FETCH 1 (RFC822.SIZE)"), "* 1 FETCH (RFC822.SIZE 1234)\r\n" OK);
 	/* HEADER.FIELDS: names the client quoted, names of a part, no line */
 	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"SUBJECT\")])")));
 	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[1.HEADER.FIELDS (SUBJECT)])")));
@@ -421,6 +479,7 @@ const struct unit_test unit_tests[] = {
 	{ "item order as Dovecot's handlers", test_item_order },
 	{ "sections, partials, empty parts", test_sections },
 	{ "BINARY literals and what goes upstream", test_binary },
+	{ "BINARY of parts Dovecot decodes otherwise", test_binary_upstream },
 	{ "sequence and UID sets", test_sets },
 	{ "what goes upstream by rule", test_upstream_rules },
 	{ "non-PEEK fetches and \\Seen", test_seen },
