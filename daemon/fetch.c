@@ -37,7 +37,6 @@ enum fetch_kind {
 	FETCH_KIND_RFC822_TEXT,
 	FETCH_KIND_SECTION,      /* BODY[...] */
 	FETCH_KIND_BINARY,       /* BINARY[n] */
-	FETCH_KIND_BINARY_SIZE,  /* BINARY.SIZE[n] */
 };
 
 /* Where a body item's bytes come from. */
@@ -48,7 +47,7 @@ enum fetch_source_kind {
 	FETCH_SOURCE_TEXT,    /* BODY[TEXT], RFC822.TEXT */
 	FETCH_SOURCE_FIELDS,  /* BODY[HEADER.FIELDS (...)] and .NOT */
 	FETCH_SOURCE_PART,    /* BODY[n...]: the MIME library's section */
-	FETCH_SOURCE_BINARY,  /* BINARY[n], BINARY.SIZE[n] */
+	FETCH_SOURCE_BINARY,  /* BINARY[n] */
 };
 
 struct fetch_item {
@@ -113,7 +112,7 @@ static bool kind_is_buffered(enum fetch_kind kind)
    (its handlers without a context); sections repeat. */
 static bool kind_is_single(enum fetch_kind kind)
 {
-	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY && kind != FETCH_KIND_BINARY_SIZE;
+	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY;
 }
 
 static void item_free(struct fetch_item *item)
@@ -245,6 +244,70 @@ static bool line_has_only_atoms(const struct fetch_facts *facts)
 	       memchr(facts->line, '{', facts->line_len) == NULL;
 }
 
+/* Where a section's bytes come from; false with *why_r when only the
+   upstream can answer it. */
+static bool section_source(const struct imap_fetch_attr *attr, const struct fetch_facts *facts,
+			   struct fetch_item *item, const char **why_r)
+{
+	const struct imap_section *section = &attr->section;
+
+	item->sets_seen = !attr->peek;
+	if (attr->type == IMAP_FETCH_ATTR_BINARY_SIZE) {
+		/* Dovecot 2.3 computes it from cached part sizes: it differs from
+		   its own BINARY literal's length, and can even wrap below 0 */
+		*why_r = "BINARY.SIZE";
+		return false;
+	}
+	if (attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) {
+		item->kind = FETCH_KIND_BINARY;
+		item->source = FETCH_SOURCE_BINARY;
+		*why_r = "BINARY of a whole message";
+		return section->part_count > 0;
+	}
+	item->kind = FETCH_KIND_SECTION;
+	if (section->part_count > 0)
+		item->source = FETCH_SOURCE_PART;
+	else if (section->text == IMAP_SECTION_TEXT_NONE)
+		item->source = FETCH_SOURCE_WHOLE;
+	else if (section->text == IMAP_SECTION_TEXT_HEADER)
+		item->source = FETCH_SOURCE_HEADER;
+	else if (section->text == IMAP_SECTION_TEXT_TEXT)
+		item->source = FETCH_SOURCE_TEXT;
+	else
+		item->source = FETCH_SOURCE_FIELDS;
+	if (section->field_count > 0 && section->part_count > 0) {
+		*why_r = "HEADER.FIELDS of a part";
+		return false;
+	}
+	if (item->source == FETCH_SOURCE_FIELDS && !line_has_only_atoms(facts)) {
+		*why_r = "HEADER.FIELDS with a name the client may have quoted";
+		return false;
+	}
+	return true;
+}
+
+/* The section of the client's attribute i as Dovecot echoes it (malloc'd),
+   or NULL with *why_r when the client wrote it in another form. */
+static char *section_echo(const struct imap_command *command, unsigned int i, const char **why_r)
+{
+	const struct imap_section *section = &command->u.fetch.attrs[i].section;
+	size_t size = SECTION_TEXT_MAX, client_len = 0;
+	const char *client = attr_client_section(command, i, &client_len);
+	char *rendered;
+
+	for (unsigned int f = 0; f < section->field_count; f++)
+		size += section->fields[f].len + 1;
+	rendered = malloc(size);
+	*why_r = rendered == NULL ? "out of memory" : "a section written in a form Dovecot would echo otherwise";
+	if (rendered != NULL &&
+	    (section_render(section, rendered, size) < 0 || client == NULL || strlen(rendered) != client_len ||
+	     strncasecmp(rendered, client, client_len) != 0)) {
+		free(rendered);
+		return NULL;
+	}
+	return rendered;
+}
+
 /* A BODY[...], BINARY[...] or BINARY.SIZE[...] attribute as an item.
    Returns 1 when added, 0 when it must go upstream (*why_r), -1 when
    memory runs out. */
@@ -252,75 +315,23 @@ static int answer_add_section(struct fetch_answer *answer, const struct imap_com
 			      const struct fetch_facts *facts, const char **why_r)
 {
 	const struct imap_fetch_attr *attr = &command->u.fetch.attrs[i];
-	const struct imap_section *section = &attr->section;
 	struct fetch_item item = { .has_partial = attr->has_partial, .partial_offset = attr->partial_offset,
 				   .partial_length = attr->partial_length };
-	size_t rendered_size = SECTION_TEXT_MAX, client_len = 0;
-	const char *client = attr_client_section(command, i, &client_len);
 	const char *prefix;
-	char *rendered;
 	int n;
 
-	for (unsigned int f = 0; f < section->field_count; f++)
-		rendered_size += section->fields[f].len + 1;
-	rendered = malloc(rendered_size);
-	if (rendered == NULL)
-		return -1;
-	if (section_render(section, rendered, rendered_size) < 0 || client == NULL ||
-	    strlen(rendered) != client_len || strncasecmp(rendered, client, client_len) != 0) {
-		free(rendered);
-		*why_r = "a section written in a form Dovecot would echo otherwise";
+	if (!section_source(attr, facts, &item, why_r))
 		return 0;
-	}
-	if (attr->type == IMAP_FETCH_ATTR_BODY_SECTION) {
-		item.kind = FETCH_KIND_SECTION;
-		prefix = "BODY";
-		item.sets_seen = !attr->peek;
-		if (section->part_count > 0)
-			item.source = FETCH_SOURCE_PART;
-		else if (section->text == IMAP_SECTION_TEXT_NONE)
-			item.source = FETCH_SOURCE_WHOLE;
-		else if (section->text == IMAP_SECTION_TEXT_HEADER)
-			item.source = FETCH_SOURCE_HEADER;
-		else if (section->text == IMAP_SECTION_TEXT_TEXT)
-			item.source = FETCH_SOURCE_TEXT;
-		else
-			item.source = FETCH_SOURCE_FIELDS;
-		if (section->field_count > 0 && section->part_count > 0) {
-			free(rendered);
-			*why_r = "HEADER.FIELDS of a part";
-			return 0;
-		}
-		if (item.source == FETCH_SOURCE_FIELDS && !line_has_only_atoms(facts)) {
-			free(rendered);
-			*why_r = "HEADER.FIELDS with a name the client may have quoted";
-			return 0;
-		}
-	} else {
-		if (attr->type == IMAP_FETCH_ATTR_BINARY_SIZE) {
-			/* Dovecot 2.3 computes it from cached part sizes: it differs from
-			   its own BINARY literal's length, and can even wrap below 0 */
-			free(rendered);
-			*why_r = "BINARY.SIZE";
-			return 0;
-		}
-		item.kind = FETCH_KIND_BINARY;
-		prefix = "BINARY";
-		item.sets_seen = !attr->peek;
-		item.source = FETCH_SOURCE_BINARY;
-		if (section->part_count == 0) {
-			free(rendered);
-			*why_r = "BINARY of a whole message";
-			return 0;
-		}
-	}
-	item.section = rendered;
-	item.name = malloc(strlen(prefix) + strlen(rendered) + 32);
+	item.section = section_echo(command, i, why_r);
+	if (item.section == NULL)
+		return 0;
+	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
+	item.name = malloc(strlen(prefix) + strlen(item.section) + 32);
 	if (item.name == NULL) {
-		free(rendered);
+		free(item.section);
 		return -1;
 	}
-	n = sprintf(item.name, "%s[%s]", prefix, rendered);
+	n = sprintf(item.name, "%s[%s]", prefix, item.section);
 	if (item.has_partial)
 		sprintf(item.name + n, "<%" PRIu64 ">", item.partial_offset);
 	return answer_add_item(answer, &item) < 0 ? -1 : 1;
@@ -561,8 +572,8 @@ static void chunk_clear(struct fetch_chunk *chunk)
 /* Copies the wanted values of one message the lookup found. */
 static void chunk_collect(const struct cache_message *message, void *context)
 {
-	const struct fetch_answer *answer = context;
-	struct fetch_chunk *chunk = (struct fetch_chunk *)&answer->chunk;
+	struct fetch_answer *answer = context;
+	struct fetch_chunk *chunk = &answer->chunk;
 	struct cache_message *copy;
 
 	while (chunk->cursor < chunk->count && answer->messages[chunk->first + chunk->cursor].uid < message->uid)
