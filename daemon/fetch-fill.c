@@ -405,8 +405,12 @@ static void fill_tell_view(struct fetch_fill *fill)
 
 	if (fill->view == NULL || (seq = mailbox_view_client_seq(fill->view, fill->seq)) == 0)
 		return;
-	if (fill->uid != 0)
-		(void)mailbox_view_set_uid(fill->view, seq, fill->uid);
+	if (fill->uid != 0 && mailbox_view_set_uid(fill->view, seq, fill->uid) < 0 &&
+	    mailbox_view_get(fill->view, seq)->uid != 0) {
+		log_debug("cache: FETCH line for number %u with UID %u, which the view has as UID %u",
+			  fill->seq, fill->uid, mailbox_view_get(fill->view, seq)->uid);
+		return; /* another message than the view's: its flags are not that one's */
+	}
 	if (flags->present) {
 		(void)mailbox_view_set_flags(fill->view, seq, (const char *)flags->data, flags->len);
 		mailbox_view_set_recent(fill->view, seq, strcasestr((const char *)flags->data, "\\Recent") != NULL);

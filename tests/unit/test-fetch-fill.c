@@ -181,6 +181,12 @@ static void test_uid_from_view_and_nil(void)
 	CU_ASSERT(value_is(&message, CACHE_ITEM_FLAGS, ""));
 	cache_message_clear(&message);
 	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 3)->flags, "");
+	/* a line whose UID is not the view's for its number: stored for its UID, the view left alone */
+	CU_ASSERT_EQUAL(feed("* 1 FETCH (UID 99 FLAGS (\\Deleted))\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
+	CU_ASSERT_PTR_NULL(mailbox_view_get(view, 1)->flags);
+	message = lookup(99);
+	CU_ASSERT(value_is(&message, CACHE_ITEM_FLAGS, "\\Deleted"));
+	cache_message_clear(&message);
 	CU_ASSERT_EQUAL(mailbox_view_upstream_expunge(view, 1, true), 1); /* held: upstream 2 is the client's 3 */
 	CU_ASSERT_EQUAL(feed("* 2 FETCH (RFC822.SIZE 5 ENVELOPE NIL BODY[]<0> {2}\r\nab BINARY[1] {1}\r\nx "
 			     "BODY[] NIL BODY[HEADER] NIL INTERNALDATE NIL)\r\n"),
@@ -193,7 +199,7 @@ static void test_uid_from_view_and_nil(void)
 	/* a line for a number the view has no UID for stores nothing */
 	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 3), 0);
 	CU_ASSERT_EQUAL(feed("* 3 FETCH (RFC822.SIZE 9)\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
-	CU_ASSERT_EQUAL(query_count_messages(), 1); /* UID 30 alone */
+	CU_ASSERT_EQUAL(query_count_messages(), 2); /* UIDs 30 and 99 */
 	/* but its UID item teaches the view */
 	CU_ASSERT_EQUAL(feed("* 3 FETCH (UID 31 RFC822.SIZE 9)\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
 	CU_ASSERT_EQUAL(mailbox_view_get(view, 4)->uid, 31);
