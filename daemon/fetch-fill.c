@@ -1,0 +1,449 @@
+/* SPDX-License-Identifier: MIT */
+/* fetch-fill: stores what the untagged FETCH lines passing to a client carry, at no extra traffic. */
+#include "config.h"
+#include "fetch-fill.h"
+
+#include "cache.h"
+#include "log.h"
+#include "mailbox-view.h"
+#include "mime-buffer.h"
+#include "mime-imap.h"
+#include "mime-message.h"
+#include "mime-parser.h"
+
+#include <event2/buffer.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* What a line carried, each kept until the line ends. */
+enum fill_value {
+	FILL_INTERNALDATE,
+	FILL_ENVELOPE,
+	FILL_BODYSTRUCTURE,
+	FILL_BODY,
+	FILL_HEADER,
+	FILL_FLAGS,
+	FILL_MESSAGE,   /* a whole message small enough to come whole */
+	FILL_VALUES
+};
+
+struct fill_bytes {
+	unsigned char *data;
+	size_t len;
+	bool present;
+};
+
+struct fetch_fill {
+	struct imap_fetch_items *splitter;
+	struct cache *cache;
+	int64_t mailbox_id;
+	struct mailbox_view *view;
+
+	/* The current line. */
+	uint32_t seq;                 /* the upstream's number */
+	uint32_t uid;                 /* its UID item; 0: none yet */
+	struct fill_bytes values[FILL_VALUES];
+	bool has_size, has_modseq;
+	uint64_t size, modseq;
+	bool failed;                  /* out of memory: store nothing of the line */
+	struct cache_body_writer *writer; /* a whole message streaming into the store */
+	uint32_t writer_uid;
+	bool writer_failed;
+};
+
+/* The cache item each kept value goes to. */
+static const enum cache_item fill_cache_items[] = {
+	[FILL_INTERNALDATE] = CACHE_ITEM_INTERNALDATE,
+	[FILL_ENVELOPE] = CACHE_ITEM_ENVELOPE,
+	[FILL_BODYSTRUCTURE] = CACHE_ITEM_BODYSTRUCTURE,
+	[FILL_BODY] = CACHE_ITEM_BODY,
+	[FILL_HEADER] = CACHE_ITEM_HEADER,
+};
+
+static void fill_event(const struct imap_fetch_items_event *event, void *context);
+
+struct fetch_fill *fetch_fill_new(void)
+{
+	struct fetch_fill *fill = calloc(1, sizeof(*fill));
+
+	if (fill == NULL)
+		return NULL;
+	fill->splitter = imap_fetch_items_new(fill_event, fill);
+	if (fill->splitter == NULL) {
+		free(fill);
+		return NULL;
+	}
+	return fill;
+}
+
+/* Forgets the current line's values and aborts its message. */
+static void fill_line_clear(struct fetch_fill *fill)
+{
+	for (unsigned int i = 0; i < FILL_VALUES; i++) {
+		free(fill->values[i].data);
+		fill->values[i] = (struct fill_bytes){ 0 };
+	}
+	fill->seq = 0;
+	fill->uid = 0;
+	fill->has_size = fill->has_modseq = false;
+	fill->failed = false;
+	cache_body_abort(&fill->writer);
+	fill->writer_failed = false;
+}
+
+void fetch_fill_free(struct fetch_fill **fill_p)
+{
+	struct fetch_fill *fill = *fill_p;
+
+	if (fill == NULL)
+		return;
+	*fill_p = NULL;
+	fill_line_clear(fill);
+	imap_fetch_items_free(&fill->splitter);
+	free(fill);
+}
+
+void fetch_fill_abort(struct fetch_fill *fill)
+{
+	imap_fetch_items_reset(fill->splitter);
+	fill_line_clear(fill);
+}
+
+void fetch_fill_set_mailbox(struct fetch_fill *fill, struct cache *cache, int64_t mailbox_id,
+			    struct mailbox_view *view)
+{
+	fetch_fill_abort(fill);
+	fill->cache = cache;
+	fill->mailbox_id = mailbox_id;
+	fill->view = view;
+}
+
+/* Keeps len bytes at data as value (replacing an earlier one). */
+static void fill_keep(struct fetch_fill *fill, enum fill_value value, const void *data, size_t len)
+{
+	struct fill_bytes *kept = &fill->values[value];
+	unsigned char *copy = malloc(len + 1);
+
+	if (copy == NULL) {
+		fill->failed = true;
+		return;
+	}
+	memcpy(copy, data, len);
+	copy[len] = '\0';
+	free(kept->data);
+	kept->data = copy;
+	kept->len = len;
+	kept->present = true;
+}
+
+/* A quoted string's content without its escapes, kept as value. */
+static void fill_keep_unquoted(struct fetch_fill *fill, enum fill_value value, const unsigned char *data,
+			       size_t len)
+{
+	unsigned char *copy = malloc(len + 1);
+	size_t out = 0;
+
+	if (copy == NULL) {
+		fill->failed = true;
+		return;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == '\\' && i + 1 < len)
+			i++;
+		copy[out++] = data[i];
+	}
+	fill_keep(fill, value, copy, out);
+	free(copy);
+}
+
+static bool name_is(const struct imap_fetch_items_event *event, const char *name)
+{
+	return event->name_len == strlen(name) && strncasecmp(event->name, name, event->name_len) == 0;
+}
+
+/* Parses the decimal digits of len bytes; false when they are none or too many. */
+static bool parse_uint64(const unsigned char *data, size_t len, uint64_t *number_r)
+{
+	uint64_t number = 0;
+
+	if (len == 0 || len > 19)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] < '0' || data[i] > '9')
+			return false;
+		number = number * 10 + (uint64_t)(data[i] - '0');
+	}
+	*number_r = number;
+	return true;
+}
+
+/* The message's UID for the current line: its UID item, else the view's. */
+static uint32_t fill_line_uid(const struct fetch_fill *fill)
+{
+	const struct mailbox_view_message *message;
+
+	if (fill->uid != 0)
+		return fill->uid;
+	if (fill->view == NULL)
+		return 0;
+	message = mailbox_view_get(fill->view, mailbox_view_client_seq(fill->view, fill->seq));
+	return message != NULL ? message->uid : 0;
+}
+
+/* A whole message too large to come whole begins: it streams into the store. */
+static void fill_message_begin(struct fetch_fill *fill, const struct imap_fetch_items_event *event)
+{
+	uint32_t uid = fill_line_uid(fill);
+
+	cache_body_abort(&fill->writer);
+	fill->writer_failed = false;
+	fill->values[FILL_MESSAGE].present = false;
+	if (fill->cache == NULL || uid == 0 || event->value_type != IMAP_FETCH_VALUE_LITERAL)
+		return;
+	fill->writer = cache_body_begin(fill->cache, fill->mailbox_id, uid, event->literal_size, NULL);
+	fill->writer_uid = uid;
+}
+
+static void fill_message_data(struct fetch_fill *fill, const struct imap_fetch_items_event *event)
+{
+	if (fill->writer != NULL && !fill->writer_failed &&
+	    cache_body_write(fill->writer, event->value, event->value_len) < 0)
+		fill->writer_failed = true;
+}
+
+/* Keeps a string value (literal or quoted) of an item; NIL and others are not kept. */
+static void fill_keep_string(struct fetch_fill *fill, enum fill_value value,
+			     const struct imap_fetch_items_event *event)
+{
+	if (event->value_type == IMAP_FETCH_VALUE_LITERAL)
+		fill_keep(fill, value, event->content, event->content_len);
+	else if (event->value_type == IMAP_FETCH_VALUE_QUOTED)
+		fill_keep_unquoted(fill, value, event->content, event->content_len);
+}
+
+/* Keeps a list value as written, "(...)". */
+static void fill_keep_list(struct fetch_fill *fill, enum fill_value value,
+			   const struct imap_fetch_items_event *event)
+{
+	if (event->value_type == IMAP_FETCH_VALUE_LIST)
+		fill_keep(fill, value, event->value, event->value_len);
+}
+
+/* One whole item of the line. */
+static void fill_item(struct fetch_fill *fill, const struct imap_fetch_items_event *event)
+{
+	uint64_t number;
+
+	if (name_is(event, "UID")) {
+		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && parse_uint64(event->value, event->value_len, &number) &&
+		    number > 0 && number <= UINT32_MAX)
+			fill->uid = (uint32_t)number;
+	} else if (name_is(event, "FLAGS")) {
+		if (event->value_type == IMAP_FETCH_VALUE_LIST)
+			fill_keep(fill, FILL_FLAGS, event->value + 1, event->value_len - 2);
+	} else if (name_is(event, "MODSEQ")) {
+		if (event->value_type == IMAP_FETCH_VALUE_LIST &&
+		    parse_uint64(event->value + 1, event->value_len - 2, &number) && number > 0) {
+			fill->modseq = number;
+			fill->has_modseq = true;
+		}
+	} else if (name_is(event, "RFC822.SIZE")) {
+		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && parse_uint64(event->value, event->value_len, &number)) {
+			fill->size = number;
+			fill->has_size = true;
+		}
+	} else if (name_is(event, "INTERNALDATE")) {
+		if (event->value_type == IMAP_FETCH_VALUE_QUOTED)
+			fill_keep(fill, FILL_INTERNALDATE, event->value, event->value_len);
+	} else if (name_is(event, "ENVELOPE")) {
+		fill_keep_list(fill, FILL_ENVELOPE, event);
+	} else if (name_is(event, "BODYSTRUCTURE")) {
+		fill_keep_list(fill, FILL_BODYSTRUCTURE, event);
+	} else if (name_is(event, "BODY")) {
+		fill_keep_list(fill, FILL_BODY, event);
+	} else if (name_is(event, "BODY[HEADER]") || name_is(event, "RFC822.HEADER")) {
+		fill_keep_string(fill, FILL_HEADER, event);
+	} else if (name_is(event, "BODY[]") || name_is(event, "RFC822")) {
+		cache_body_abort(&fill->writer); /* a second copy in the line: the last one counts */
+		fill->values[FILL_MESSAGE].present = false;
+		if (event->value_type == IMAP_FETCH_VALUE_LITERAL)
+			fill_keep(fill, FILL_MESSAGE, event->content, event->content_len);
+	}
+}
+
+static void fill_event(const struct imap_fetch_items_event *event, void *context)
+{
+	struct fetch_fill *fill = context;
+	bool message = name_is(event, "BODY[]") || name_is(event, "RFC822");
+
+	fill->seq = event->seq;
+	switch (event->type) {
+	case IMAP_FETCH_ITEMS_EVENT_ITEM:
+		fill_item(fill, event);
+		break;
+	case IMAP_FETCH_ITEMS_EVENT_LITERAL_BEGIN:
+		if (message)
+			fill_message_begin(fill, event);
+		else if (name_is(event, "BODY[HEADER]") || name_is(event, "RFC822.HEADER"))
+			fill->values[FILL_HEADER].present = false; /* too large to keep: not stored */
+		break;
+	case IMAP_FETCH_ITEMS_EVENT_LITERAL_DATA:
+		if (message)
+			fill_message_data(fill, event);
+		break;
+	case IMAP_FETCH_ITEMS_EVENT_LITERAL_END:
+		break;
+	}
+}
+
+/* Stores a whole message that came whole. Returns true when stored. */
+static bool fill_store_small_message(struct fetch_fill *fill, uint32_t uid)
+{
+	const struct fill_bytes *message = &fill->values[FILL_MESSAGE];
+	struct cache_body_writer *writer = cache_body_begin(fill->cache, fill->mailbox_id, uid, message->len, NULL);
+
+	if (writer == NULL)
+		return false;
+	if (cache_body_write(writer, message->data, message->len) < 0) {
+		cache_body_abort(&writer);
+		return false;
+	}
+	return cache_body_finish(&writer) == 0;
+}
+
+/* Finishes the message streamed into the store, or stores the one that
+   came whole. Returns true when a whole message was stored. */
+static bool fill_store_message(struct fetch_fill *fill, uint32_t uid)
+{
+	if (fill->writer != NULL) {
+		if (fill->writer_failed || fill->writer_uid != uid) {
+			cache_body_abort(&fill->writer);
+			return false;
+		}
+		return cache_body_finish(&fill->writer) == 0;
+	}
+	if (fill->values[FILL_MESSAGE].present)
+		return fill_store_small_message(fill, uid);
+	return false;
+}
+
+/* The line's values, in one batch. */
+static void fill_store_values(struct fetch_fill *fill, uint32_t uid)
+{
+	cache_batch_begin(fill->cache);
+	for (unsigned int i = FILL_INTERNALDATE; i <= FILL_HEADER; i++) {
+		const struct fill_bytes *value = &fill->values[i];
+
+		if (value->present)
+			(void)cache_store_item(fill->cache, fill->mailbox_id, uid, fill_cache_items[i], value->data,
+					       value->len);
+	}
+	if (fill->has_size)
+		(void)cache_store_size(fill->cache, fill->mailbox_id, uid, fill->size);
+	if (fill->values[FILL_FLAGS].present)
+		(void)cache_store_flags(fill->cache, fill->mailbox_id, uid, (const char *)fill->values[FILL_FLAGS].data,
+					fill->has_modseq ? fill->modseq : 0);
+	(void)cache_batch_end(fill->cache);
+}
+
+/* Whether our BODYSTRUCTURE (extended) or BODY of raw equals expected. */
+static bool fill_structure_equals(const unsigned char *raw, size_t raw_len, const struct cache_value *expected,
+				  bool extended)
+{
+	struct mime_message *root = mime_parse_borrowed(raw, raw_len);
+	struct mime_buffer ours = { 0 };
+	bool equal;
+
+	if (root == NULL)
+		return false;
+	mime_imap_bodystructure(root, raw, raw_len, extended ? 1 : 0, &ours);
+	equal = ours.len == expected->size && (ours.len == 0 || memcmp(ours.data, expected->data, ours.len) == 0);
+	mime_buffer_free(&ours);
+	mime_message_free(&root);
+	return equal;
+}
+
+/* Compares the stored message of uid with the upstream's BODYSTRUCTURE
+   (else BODY) and records the verdict; does nothing while either is
+   missing, or (unless again) when a verdict is stored. */
+static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool again)
+{
+	struct cache_message stored;
+	struct evbuffer *raw = NULL;
+	const struct cache_value *expected;
+	bool extended;
+
+	if (cache_lookup(fill->cache, fill->mailbox_id, uid, &stored) != 1)
+		return;
+	extended = (stored.present & CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE)) != 0;
+	if ((stored.present & CACHE_HAS(CACHE_ITEM_MESSAGE)) == 0 ||
+	    (!extended && (stored.present & CACHE_HAS(CACHE_ITEM_BODY)) == 0) ||
+	    (!again && (stored.present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0))
+		goto out;
+	expected = &stored.values[extended ? CACHE_ITEM_BODYSTRUCTURE : CACHE_ITEM_BODY];
+	raw = evbuffer_new();
+	if (raw == NULL ||
+	    cache_body_read(fill->cache, fill->mailbox_id, uid, 0, stored.message_size, raw) != 1)
+		goto out;
+	bool agrees = fill_structure_equals(evbuffer_pullup(raw, -1), evbuffer_get_length(raw), expected, extended);
+	if (!agrees)
+		log_debug("cache: mailbox %lld UID %u: our BODYSTRUCTURE differs from the upstream's; sections go upstream",
+			  (long long)fill->mailbox_id, uid);
+	(void)cache_set_structure_agrees(fill->cache, fill->mailbox_id, uid, agrees);
+out:
+	if (raw != NULL)
+		evbuffer_free(raw);
+	cache_message_clear(&stored);
+}
+
+/* What the line told of the message goes to the view. */
+static void fill_tell_view(struct fetch_fill *fill)
+{
+	const struct fill_bytes *flags = &fill->values[FILL_FLAGS];
+	uint32_t seq;
+
+	if (fill->view == NULL || (seq = mailbox_view_client_seq(fill->view, fill->seq)) == 0)
+		return;
+	if (fill->uid != 0 && mailbox_view_set_uid(fill->view, seq, fill->uid) < 0 &&
+	    mailbox_view_get(fill->view, seq)->uid != 0) {
+		log_debug("cache: FETCH line for number %u with UID %u, which the view has as UID %u",
+			  fill->seq, fill->uid, mailbox_view_get(fill->view, seq)->uid);
+		return; /* another message than the view's: its flags are not that one's */
+	}
+	if (flags->present) {
+		(void)mailbox_view_set_flags(fill->view, seq, (const char *)flags->data, flags->len);
+		mailbox_view_set_recent(fill->view, seq, strcasestr((const char *)flags->data, "\\Recent") != NULL);
+	}
+	if (fill->has_modseq)
+		(void)mailbox_view_set_modseq(fill->view, seq, fill->modseq);
+}
+
+/* A well-formed line ended: its values go to the store and the view. */
+static void fill_line_complete(struct fetch_fill *fill)
+{
+	uint32_t uid = fill_line_uid(fill);
+	bool stored_message, new_structure;
+
+	fill_tell_view(fill);
+	if (fill->cache == NULL || uid == 0 || fill->failed)
+		return;
+	stored_message = fill_store_message(fill, uid);
+	fill_store_values(fill, uid);
+	new_structure = fill->values[FILL_BODYSTRUCTURE].present || fill->values[FILL_BODY].present;
+	if (stored_message || new_structure)
+		fill_check_structure(fill, uid, stored_message);
+}
+
+enum imap_fetch_items_result fetch_fill_feed(struct fetch_fill *fill, const unsigned char *data, size_t len,
+					     bool line_end)
+{
+	enum imap_fetch_items_result result = imap_fetch_items_feed(fill->splitter, data, len, line_end);
+
+	if (result == IMAP_FETCH_ITEMS_NEED_MORE)
+		return result;
+	if (result == IMAP_FETCH_ITEMS_COMPLETE)
+		fill_line_complete(fill);
+	fill_line_clear(fill);
+	return result;
+}

@@ -1,0 +1,1397 @@
+/* SPDX-License-Identifier: MIT */
+/* fetch: decides whether a FETCH can be answered from the view and the store, and writes that answer as Dovecot would. */
+#include "config.h"
+#include "fetch.h"
+
+#include "cache.h"
+#include "imap-command.h"
+#include "mailbox-view.h"
+#include "mime-buffer.h"
+#include "mime-imap.h"
+#include "mime-message.h"
+#include "mime-parser.h"
+
+#include <ctype.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define SECTION_TEXT_MAX (IMAP_SECTION_MAX_PARTS * 11 + 32) /* "4294967295." per part and "HEADER" or "MIME" */
+
+/* The items of an answer, in Dovecot's handler terms: buffered ones go
+   into the line first; the rest follow in the order asked. */
+enum fetch_kind {
+	FETCH_KIND_UID,
+	FETCH_KIND_FLAGS,
+	FETCH_KIND_INTERNALDATE,
+	FETCH_KIND_SIZE,
+	FETCH_KIND_MODSEQ,
+	FETCH_KIND_ENVELOPE,
+	FETCH_KIND_BODY,
+	FETCH_KIND_BODYSTRUCTURE,
+	FETCH_KIND_RFC822,
+	FETCH_KIND_RFC822_HEADER,
+	FETCH_KIND_RFC822_TEXT,
+	FETCH_KIND_SECTION,      /* BODY[...] */
+	FETCH_KIND_BINARY,       /* BINARY[n] */
+};
+
+/* Where a body item's bytes come from. */
+enum fetch_source_kind {
+	FETCH_SOURCE_NONE,
+	FETCH_SOURCE_WHOLE,   /* BODY[], RFC822: the stored message */
+	FETCH_SOURCE_HEADER,  /* BODY[HEADER], RFC822.HEADER */
+	FETCH_SOURCE_TEXT,    /* BODY[TEXT], RFC822.TEXT */
+	FETCH_SOURCE_FIELDS,  /* BODY[HEADER.FIELDS (...)] and .NOT */
+	FETCH_SOURCE_PART,    /* BODY[n...]: the MIME library's section */
+	FETCH_SOURCE_BINARY,  /* BINARY[n] */
+};
+
+struct fetch_item {
+	enum fetch_kind kind;
+	enum fetch_source_kind source;
+	char *name;              /* as the answer names it: "BODY[1.MIME]<0>" */
+	char *section;           /* the MIME library's section text: "1.MIME", "HEADER.FIELDS (A B)" */
+	bool sets_seen;          /* a non-PEEK body item */
+	bool has_partial;
+	uint64_t partial_offset, partial_length;
+};
+
+struct fetch_message {
+	uint32_t seq, uid;
+	uint64_t modseq;
+	char *flags;             /* NULL: not known */
+	bool recent;
+};
+
+/* Stored values of a run of the answer's messages, from one lookup. */
+struct fetch_chunk {
+	size_t first, count;     /* answer->messages[first, first + count) */
+	struct cache_message *stored; /* uid 0: no row */
+	size_t cursor;           /* the lookup's position while it runs */
+	unsigned int wanted;     /* CACHE_HAS of the values to copy */
+};
+
+struct fetch_answer {
+	struct cache *cache;
+	int64_t mailbox_id;
+	struct fetch_item *items;
+	unsigned int item_count, buffered_count;
+	struct fetch_message *messages;
+	size_t message_count, message_alloc;
+	size_t next;             /* the next message to write */
+	struct fetch_chunk chunk;
+	unsigned int wanted;     /* CACHE_HAS of the values its items read */
+	bool read_only;
+};
+
+/* One message while its line is checked or written. */
+struct fetch_source {
+	struct fetch_answer *answer;
+	const struct fetch_message *message;
+	const struct cache_message *stored;
+	struct evbuffer *body;       /* the whole stored message, read on demand */
+	const unsigned char *raw;
+	size_t raw_len;
+	struct mime_message *root;   /* raw parsed, on demand */
+	struct mime_buffer derived;  /* a header block derived from raw */
+	bool derived_header;
+};
+
+/* ---- the answer's items ---- */
+
+static bool kind_is_buffered(enum fetch_kind kind)
+{
+	return kind <= FETCH_KIND_MODSEQ;
+}
+
+/* Whether Dovecot keeps one handler of kind however often it is asked
+   (its handlers without a context); sections repeat. */
+static bool kind_is_single(enum fetch_kind kind)
+{
+	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY;
+}
+
+static void item_free(struct fetch_item *item)
+{
+	free(item->name);
+	free(item->section);
+}
+
+/* Adds item where Dovecot's imap_fetch_add_handler puts it. Takes
+   ownership of its strings. Returns -1 when memory runs out. */
+static int answer_add_item(struct fetch_answer *answer, struct fetch_item *item)
+{
+	struct fetch_item *grown;
+	unsigned int at;
+
+	if (kind_is_single(item->kind)) {
+		for (unsigned int i = 0; i < answer->item_count; i++) {
+			if (answer->items[i].kind == item->kind) {
+				item_free(item);
+				return 0;
+			}
+		}
+	}
+	grown = realloc(answer->items, (answer->item_count + 1) * sizeof(*grown));
+	if (grown == NULL) {
+		item_free(item);
+		return -1;
+	}
+	answer->items = grown;
+	at = kind_is_buffered(item->kind) ? answer->buffered_count++ : answer->item_count;
+	memmove(&grown[at + 1], &grown[at], (answer->item_count - at) * sizeof(*grown));
+	grown[at] = *item;
+	answer->item_count++;
+	return 0;
+}
+
+static int answer_add_simple(struct fetch_answer *answer, enum fetch_kind kind, const char *name,
+			     enum fetch_source_kind source, bool sets_seen)
+{
+	struct fetch_item item = { .kind = kind, .source = source, .sets_seen = sets_seen };
+
+	item.name = strdup(name);
+	if (item.name == NULL)
+		return -1;
+	return answer_add_item(answer, &item);
+}
+
+static void upper(char *text)
+{
+	for (; *text != '\0'; text++)
+		*text = (char)toupper((unsigned char)*text);
+}
+
+/* The section as Dovecot echoes it ("1.2.MIME", "HEADER.FIELDS (A B)"),
+   into buf (size SECTION_TEXT_MAX or more for the names). Returns -1 when
+   it does not fit. */
+static int section_render(const struct imap_section *section, char *buf, size_t size)
+{
+	static const char *const texts[] = {
+		[IMAP_SECTION_TEXT_NONE] = "",
+		[IMAP_SECTION_TEXT_HEADER] = "HEADER",
+		[IMAP_SECTION_TEXT_HEADER_FIELDS] = "HEADER.FIELDS (",
+		[IMAP_SECTION_TEXT_HEADER_FIELDS_NOT] = "HEADER.FIELDS.NOT (",
+		[IMAP_SECTION_TEXT_TEXT] = "TEXT",
+		[IMAP_SECTION_TEXT_MIME] = "MIME",
+	};
+	size_t len = 0;
+	int n;
+
+	buf[0] = '\0';
+	for (unsigned int i = 0; i < section->part_count; i++) {
+		n = snprintf(buf + len, size - len, "%s%" PRIu32, i > 0 ? "." : "", section->parts[i]);
+		if (n < 0 || (size_t)n >= size - len)
+			return -1;
+		len += (size_t)n;
+	}
+	n = snprintf(buf + len, size - len, "%s%s", section->part_count > 0 && section->text != IMAP_SECTION_TEXT_NONE ?
+		     "." : "", texts[section->text]);
+	if (n < 0 || (size_t)n >= size - len)
+		return -1;
+	len += (size_t)n;
+	for (unsigned int i = 0; i < section->field_count; i++) {
+		if (section->fields[i].len + 2 > size - len)
+			return -1;
+		if (i > 0)
+			buf[len++] = ' ';
+		memcpy(buf + len, section->fields[i].name, section->fields[i].len);
+		len += section->fields[i].len;
+	}
+	if (section->field_count > 0) {
+		if (len + 2 > size)
+			return -1;
+		buf[len++] = ')';
+	}
+	buf[len] = '\0';
+	upper(buf);
+	return 0;
+}
+
+/* The bytes between the first "[" and the last "]" of the client's
+   attribute i, or NULL. */
+static const char *attr_client_section(const struct imap_command *command, unsigned int i, size_t *len_r)
+{
+	const struct imap_arg *arg = &command->args[1];
+	const char *open, *close;
+
+	if (arg->type == IMAP_ARG_LIST) {
+		if (i >= arg->list_count)
+			return NULL;
+		arg = &arg->list[i];
+	} else if (i > 0) {
+		return NULL;
+	}
+	if (arg->type != IMAP_ARG_ATOM || (open = memchr(arg->str, '[', arg->len)) == NULL)
+		return NULL;
+	for (close = arg->str + arg->len; close > open && close[-1] != ']'; close--)
+		;
+	if (close == open)
+		return NULL;
+	*len_r = (size_t)(close - 1 - open - 1);
+	return open + 1;
+}
+
+/* Whether a header name can be written as the client wrote it: Dovecot
+   echoes an atom as an atom, a quoted name quoted. */
+static bool line_has_only_atoms(const struct fetch_facts *facts)
+{
+	return facts->line != NULL && memchr(facts->line, '"', facts->line_len) == NULL &&
+	       memchr(facts->line, '{', facts->line_len) == NULL;
+}
+
+/* Where a section's bytes come from; false with *why_r when only the
+   upstream can answer it. */
+static bool section_source(const struct imap_fetch_attr *attr, const struct fetch_facts *facts,
+			   struct fetch_item *item, const char **why_r)
+{
+	const struct imap_section *section = &attr->section;
+
+	item->sets_seen = !attr->peek;
+	if (attr->type == IMAP_FETCH_ATTR_BINARY_SIZE) {
+		/* Dovecot 2.3 computes it from cached part sizes: it differs from
+		   its own BINARY literal's length, and can even wrap below 0 */
+		*why_r = "BINARY.SIZE";
+		return false;
+	}
+	if (attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) {
+		item->kind = FETCH_KIND_BINARY;
+		item->source = FETCH_SOURCE_BINARY;
+		*why_r = "BINARY of a whole message";
+		return section->part_count > 0;
+	}
+	item->kind = FETCH_KIND_SECTION;
+	if (section->part_count > 0)
+		item->source = FETCH_SOURCE_PART;
+	else if (section->text == IMAP_SECTION_TEXT_NONE)
+		item->source = FETCH_SOURCE_WHOLE;
+	else if (section->text == IMAP_SECTION_TEXT_HEADER)
+		item->source = FETCH_SOURCE_HEADER;
+	else if (section->text == IMAP_SECTION_TEXT_TEXT)
+		item->source = FETCH_SOURCE_TEXT;
+	else
+		item->source = FETCH_SOURCE_FIELDS;
+	if (section->field_count > 0 && section->part_count > 0) {
+		*why_r = "HEADER.FIELDS of a part";
+		return false;
+	}
+	if (item->source == FETCH_SOURCE_FIELDS && !line_has_only_atoms(facts)) {
+		*why_r = "HEADER.FIELDS with a name the client may have quoted";
+		return false;
+	}
+	return true;
+}
+
+/* The section of the client's attribute i as Dovecot echoes it (malloc'd),
+   or NULL with *why_r when the client wrote it in another form. */
+static char *section_echo(const struct imap_command *command, unsigned int i, const char **why_r)
+{
+	const struct imap_section *section = &command->u.fetch.attrs[i].section;
+	size_t size = SECTION_TEXT_MAX, client_len = 0;
+	const char *client = attr_client_section(command, i, &client_len);
+	char *rendered;
+
+	for (unsigned int f = 0; f < section->field_count; f++)
+		size += section->fields[f].len + 1;
+	rendered = malloc(size);
+	*why_r = rendered == NULL ? "out of memory" : "a section written in a form Dovecot would echo otherwise";
+	if (rendered != NULL &&
+	    (section_render(section, rendered, size) < 0 || client == NULL || strlen(rendered) != client_len ||
+	     strncasecmp(rendered, client, client_len) != 0)) {
+		free(rendered);
+		return NULL;
+	}
+	return rendered;
+}
+
+/* A BODY[...], BINARY[...] or BINARY.SIZE[...] attribute as an item.
+   Returns 1 when added, 0 when it must go upstream (*why_r), -1 when
+   memory runs out. */
+static int answer_add_section(struct fetch_answer *answer, const struct imap_command *command, unsigned int i,
+			      const struct fetch_facts *facts, const char **why_r)
+{
+	const struct imap_fetch_attr *attr = &command->u.fetch.attrs[i];
+	struct fetch_item item = { .has_partial = attr->has_partial, .partial_offset = attr->partial_offset,
+				   .partial_length = attr->partial_length };
+	const char *prefix;
+	int n;
+
+	if (!section_source(attr, facts, &item, why_r))
+		return 0;
+	item.section = section_echo(command, i, why_r);
+	if (item.section == NULL)
+		return 0;
+	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
+	item.name = malloc(strlen(prefix) + strlen(item.section) + 32);
+	if (item.name == NULL) {
+		free(item.section);
+		return -1;
+	}
+	n = sprintf(item.name, "%s[%s]", prefix, item.section);
+	if (item.has_partial)
+		sprintf(item.name + n, "<%" PRIu64 ">", item.partial_offset);
+	return answer_add_item(answer, &item) < 0 ? -1 : 1;
+}
+
+/* One attribute of the command as an item. Returns as answer_add_section. */
+static int answer_add_attr(struct fetch_answer *answer, const struct imap_command *command, unsigned int i,
+			   const struct fetch_facts *facts, const char **why_r)
+{
+	const struct imap_fetch_attr *attr = &command->u.fetch.attrs[i];
+	int ret;
+
+	switch (attr->type) {
+	case IMAP_FETCH_ATTR_UID:
+		ret = answer_add_simple(answer, FETCH_KIND_UID, "UID", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_FLAGS:
+		ret = answer_add_simple(answer, FETCH_KIND_FLAGS, "FLAGS", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_INTERNALDATE:
+		ret = answer_add_simple(answer, FETCH_KIND_INTERNALDATE, "INTERNALDATE", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_RFC822_SIZE:
+		ret = answer_add_simple(answer, FETCH_KIND_SIZE, "RFC822.SIZE", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_MODSEQ:
+		if (!facts->condstore) {
+			*why_r = "MODSEQ before the client enabled CONDSTORE";
+			return 0;
+		}
+		ret = answer_add_simple(answer, FETCH_KIND_MODSEQ, "MODSEQ", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_ENVELOPE:
+		ret = answer_add_simple(answer, FETCH_KIND_ENVELOPE, "ENVELOPE", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_BODY:
+		ret = answer_add_simple(answer, FETCH_KIND_BODY, "BODY", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_BODYSTRUCTURE:
+		ret = answer_add_simple(answer, FETCH_KIND_BODYSTRUCTURE, "BODYSTRUCTURE", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_RFC822:
+		ret = answer_add_simple(answer, FETCH_KIND_RFC822, "RFC822", FETCH_SOURCE_WHOLE, true);
+		break;
+	case IMAP_FETCH_ATTR_RFC822_HEADER:
+		ret = answer_add_simple(answer, FETCH_KIND_RFC822_HEADER, "RFC822.HEADER", FETCH_SOURCE_HEADER, false);
+		break;
+	case IMAP_FETCH_ATTR_RFC822_TEXT:
+		ret = answer_add_simple(answer, FETCH_KIND_RFC822_TEXT, "RFC822.TEXT", FETCH_SOURCE_TEXT, true);
+		break;
+	default:
+		return answer_add_section(answer, command, i, facts, why_r);
+	}
+	return ret < 0 ? -1 : 1;
+}
+
+/* The command's items in Dovecot's order. Returns as answer_add_section. */
+static int answer_add_items(struct fetch_answer *answer, const struct imap_command *command,
+			    const struct fetch_facts *facts, const char **why_r)
+{
+	if (command->uid && answer_add_simple(answer, FETCH_KIND_UID, "UID", FETCH_SOURCE_NONE, false) < 0)
+		return -1;
+	for (unsigned int i = 0; i < command->u.fetch.attr_count; i++) {
+		int ret = answer_add_attr(answer, command, i, facts, why_r);
+
+		if (ret <= 0)
+			return ret;
+	}
+	if (command->u.fetch.changedsince_given &&
+	    answer_add_simple(answer, FETCH_KIND_MODSEQ, "MODSEQ", FETCH_SOURCE_NONE, false) < 0)
+		return -1;
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		static const unsigned int wanted[] = {
+			[FETCH_KIND_INTERNALDATE] = CACHE_HAS(CACHE_ITEM_INTERNALDATE),
+			[FETCH_KIND_ENVELOPE] = CACHE_HAS(CACHE_ITEM_ENVELOPE),
+			[FETCH_KIND_BODY] = CACHE_HAS(CACHE_ITEM_BODY),
+			[FETCH_KIND_BODYSTRUCTURE] = CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE),
+		};
+		enum fetch_source_kind source = answer->items[i].source;
+
+		if (answer->items[i].kind < sizeof(wanted) / sizeof(wanted[0]))
+			answer->wanted |= wanted[answer->items[i].kind];
+		if (source == FETCH_SOURCE_HEADER || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_FIELDS)
+			answer->wanted |= CACHE_HAS(CACHE_ITEM_HEADER);
+	}
+	return 1;
+}
+
+/* ---- the answer's messages ---- */
+
+static int range_compare(const void *a, const void *b)
+{
+	const struct imap_seqset_range *x = a, *y = b;
+
+	return x->first < y->first ? -1 : x->first > y->first;
+}
+
+/* The set's ranges with "*" as star, each first <= last, sorted and
+   merged; *count_r of them in a malloc'd array (NULL: out of memory). */
+static struct imap_seqset_range *set_resolve(const struct imap_seqset *set, uint32_t star, unsigned int *count_r)
+{
+	struct imap_seqset_range *ranges = malloc((set->count + 1) * sizeof(*ranges));
+	unsigned int count = 0;
+
+	if (ranges == NULL)
+		return NULL;
+	for (unsigned int i = 0; i < set->count; i++) {
+		uint32_t a = set->ranges[i].first == IMAP_SEQSET_STAR ? star : set->ranges[i].first;
+		uint32_t b = set->ranges[i].last == IMAP_SEQSET_STAR ? star : set->ranges[i].last;
+
+		ranges[i].first = a < b ? a : b;
+		ranges[i].last = a < b ? b : a;
+	}
+	qsort(ranges, set->count, sizeof(*ranges), range_compare);
+	for (unsigned int i = 0; i < set->count; i++) {
+		if (count > 0 && (uint64_t)ranges[i].first <= (uint64_t)ranges[count - 1].last + 1) {
+			if (ranges[i].last > ranges[count - 1].last)
+				ranges[count - 1].last = ranges[i].last;
+		} else {
+			ranges[count++] = ranges[i];
+		}
+	}
+	*count_r = count;
+	return ranges;
+}
+
+/* Adds the view's message seq. Returns 1, 0 when it must go upstream (*why_r), -1 out of memory. */
+static int answer_add_message(struct fetch_answer *answer, const struct mailbox_view *view, uint32_t seq,
+			      const struct imap_command *command, const char **why_r)
+{
+	const struct mailbox_view_message *message = mailbox_view_get(view, seq);
+	struct fetch_message *entry;
+
+	if (message == NULL || message->uid == 0) {
+		*why_r = "a message whose UID is not known yet";
+		return 0;
+	}
+	if (command->u.fetch.changedsince_given) {
+		if (message->modseq == 0) {
+			*why_r = "CHANGEDSINCE with a message whose MODSEQ is not known";
+			return 0;
+		}
+		if (message->modseq <= command->u.fetch.changedsince)
+			return 1;
+	}
+	if (answer->message_count == FETCH_LOCAL_MAX_MESSAGES) {
+		*why_r = "more messages than FETCH_LOCAL_MAX_MESSAGES";
+		return 0;
+	}
+	if (answer->message_count == answer->message_alloc) {
+		size_t alloc = answer->message_alloc < 64 ? 64 : answer->message_alloc * 2;
+		struct fetch_message *grown = realloc(answer->messages, alloc * sizeof(*grown));
+
+		if (grown == NULL)
+			return -1;
+		answer->messages = grown;
+		answer->message_alloc = alloc;
+	}
+	entry = &answer->messages[answer->message_count];
+	*entry = (struct fetch_message){ .seq = seq, .uid = message->uid, .modseq = message->modseq,
+					 .recent = message->recent };
+	if (message->flags != NULL && (entry->flags = strdup(message->flags)) == NULL)
+		return -1;
+	answer->message_count++;
+	return 1;
+}
+
+/* The first sequence number whose UID is uid or more (count + 1: none). */
+static uint32_t view_seq_at_uid(const struct mailbox_view *view, uint32_t uid)
+{
+	uint32_t low = 1, high = mailbox_view_count(view) + 1;
+
+	while (low < high) {
+		uint32_t middle = low + (high - low) / 2;
+
+		if (mailbox_view_get(view, middle)->uid < uid)
+			low = middle + 1;
+		else
+			high = middle;
+	}
+	return low;
+}
+
+/* The messages of the command's set, in ascending order. Returns as answer_add_message. */
+static int answer_add_messages(struct fetch_answer *answer, const struct imap_command *command,
+			       const struct mailbox_view *view, const char **why_r)
+{
+	uint32_t count = mailbox_view_count(view);
+	bool uid = command->uid;
+	struct imap_seqset_range *ranges;
+	unsigned int range_count;
+	int ret = 1;
+
+	if (count == 0) {
+		*why_r = "an empty mailbox";
+		return 0;
+	}
+	if (command->u.fetch.set->saved) {
+		*why_r = "a saved set ($)";
+		return 0;
+	}
+	if (uid && mailbox_view_get(view, count)->uid == 0) {
+		*why_r = "UID FETCH while a message's UID is not known";
+		return 0;
+	}
+	ranges = set_resolve(command->u.fetch.set, uid ? mailbox_view_max_uid(view) : count, &range_count);
+	if (ranges == NULL)
+		return -1;
+	for (unsigned int i = 0; i < range_count && ret > 0; i++) {
+		uint32_t seq = uid ? view_seq_at_uid(view, ranges[i].first) : ranges[i].first;
+		uint32_t last = ranges[i].last;
+
+		if (!uid && last > count) {
+			*why_r = "a sequence number past the mailbox's last";
+			ret = 0;
+			break;
+		}
+		for (; seq <= count && ret > 0; seq++) {
+			if (uid ? mailbox_view_get(view, seq)->uid > last : seq > last)
+				break;
+			ret = answer_add_message(answer, view, seq, command, why_r);
+		}
+	}
+	free(ranges);
+	return ret;
+}
+
+/* ---- stored values ---- */
+
+static void chunk_clear(struct fetch_chunk *chunk)
+{
+	for (size_t i = 0; i < chunk->count; i++)
+		cache_message_clear(&chunk->stored[i]);
+	free(chunk->stored);
+	*chunk = (struct fetch_chunk){ 0 };
+}
+
+/* Copies the wanted values of one message the lookup found. */
+static void chunk_collect(const struct cache_message *message, void *context)
+{
+	struct fetch_answer *answer = context;
+	struct fetch_chunk *chunk = &answer->chunk;
+	struct cache_message *copy;
+
+	while (chunk->cursor < chunk->count && answer->messages[chunk->first + chunk->cursor].uid < message->uid)
+		chunk->cursor++;
+	if (chunk->cursor == chunk->count || answer->messages[chunk->first + chunk->cursor].uid != message->uid)
+		return;
+	copy = &chunk->stored[chunk->cursor];
+	*copy = *message;
+	copy->present &= ~(unsigned int)((1u << CACHE_VALUE_ITEMS) - 1) | chunk->wanted;
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
+		struct cache_value *value = &copy->values[item];
+
+		if ((copy->present & CACHE_HAS(item)) == 0) {
+			*value = (struct cache_value){ 0 };
+			continue;
+		}
+		value->data = malloc(value->size + 1);
+		if (value->data == NULL) {
+			copy->present &= ~CACHE_HAS(item); /* counts as missing */
+			continue;
+		}
+		memcpy(value->data, message->values[item].data, value->size);
+		value->data[value->size] = '\0';
+	}
+}
+
+/* Looks up the stored values of messages [first, first + count). Returns -1 on a store error. */
+static int chunk_load(struct fetch_answer *answer, size_t first, size_t count)
+{
+	struct fetch_chunk *chunk = &answer->chunk;
+	uint32_t *uids = malloc(count * sizeof(*uids));
+	long found;
+
+	chunk_clear(chunk);
+	chunk->stored = calloc(count, sizeof(*chunk->stored));
+	if (uids == NULL || chunk->stored == NULL) {
+		free(uids);
+		return -1;
+	}
+	chunk->first = first;
+	chunk->count = count;
+	chunk->wanted = answer->wanted;
+	for (size_t i = 0; i < count; i++)
+		uids[i] = answer->messages[first + i].uid;
+	found = cache_lookup_many(answer->cache, answer->mailbox_id, uids, count, chunk_collect, answer);
+	free(uids);
+	return found < 0 ? -1 : 0;
+}
+
+/* ---- one message's bytes ---- */
+
+static void source_clear(struct fetch_source *source)
+{
+	if (source->body != NULL)
+		evbuffer_free(source->body);
+	mime_message_free(&source->root);
+	mime_buffer_free(&source->derived);
+	*source = (struct fetch_source){ 0 };
+}
+
+static bool stored_has(const struct fetch_source *source, enum cache_item item)
+{
+	return (source->stored->present & CACHE_HAS(item)) != 0;
+}
+
+static bool source_agrees(const struct fetch_source *source)
+{
+	return stored_has(source, CACHE_ITEM_MESSAGE) && stored_has(source, CACHE_ITEM_STRUCTURE_AGREES) &&
+	       source->stored->structure_agrees;
+}
+
+/* Reads the whole stored message. Returns -1 when it is not there. */
+static int source_load(struct fetch_source *source)
+{
+	struct fetch_answer *answer = source->answer;
+
+	if (source->raw != NULL)
+		return 0;
+	if (!stored_has(source, CACHE_ITEM_MESSAGE))
+		return -1;
+	source->body = evbuffer_new();
+	if (source->body == NULL ||
+	    cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, 0, source->stored->message_size,
+			    source->body) != 1 ||
+	    evbuffer_get_length(source->body) != source->stored->message_size)
+		return -1;
+	source->raw_len = evbuffer_get_length(source->body);
+	source->raw = source->raw_len > 0 ? evbuffer_pullup(source->body, -1) : (const unsigned char *)"";
+	return source->raw != NULL ? 0 : -1;
+}
+
+/* The stored message parsed; NULL when it is not there. */
+static struct mime_message *source_root(struct fetch_source *source)
+{
+	if (source->root == NULL && source_load(source) == 0)
+		source->root = mime_parse_borrowed(source->raw, source->raw_len);
+	return source->root;
+}
+
+/* Appends bytes [offset, offset + len) of the stored message. */
+static int source_append_range(struct fetch_source *source, struct evbuffer *out, uint64_t offset, uint64_t len)
+{
+	struct fetch_answer *answer = source->answer;
+
+	if (source->raw != NULL)
+		return len > 0 ? evbuffer_add(out, source->raw + offset, (size_t)len) : 0;
+	return cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, out) == 1 ? 0 : -1;
+}
+
+/* The message's header block: the stored one, else (for a message our
+   library reads as the upstream does) the one parsed from the message. */
+static int source_header(struct fetch_source *source, const unsigned char **data_r, size_t *len_r)
+{
+	const char *error;
+
+	if (stored_has(source, CACHE_ITEM_HEADER)) {
+		*data_r = source->stored->values[CACHE_ITEM_HEADER].data;
+		*len_r = source->stored->values[CACHE_ITEM_HEADER].size;
+		return 0;
+	}
+	if (!source->derived_header) {
+		if (!source_agrees(source) || source_root(source) == NULL ||
+		    mime_imap_fetch_section(source->root, source->raw, source->raw_len, "HEADER", &source->derived,
+					    &error) != MIME_IMAP_SECTION_OK)
+			return -1;
+		source->derived_header = true;
+	}
+	*data_r = source->derived.data != NULL ? source->derived.data : (const unsigned char *)"";
+	*len_r = source->derived.len;
+	return 0;
+}
+
+/* Whether the stored header block is where the stored message begins,
+   so that the text is the rest: *offset_r is its length. */
+static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
+{
+	const struct cache_value *header = &source->stored->values[CACHE_ITEM_HEADER];
+	struct evbuffer *head;
+	bool prefix;
+
+	if (!stored_has(source, CACHE_ITEM_HEADER) || !stored_has(source, CACHE_ITEM_MESSAGE) ||
+	    header->size > source->stored->message_size)
+		return false;
+	*offset_r = header->size;
+	if (source->raw != NULL)
+		return memcmp(source->raw, header->data, header->size) == 0;
+	head = evbuffer_new();
+	if (head == NULL)
+		return false;
+	prefix = source_append_range(source, head, 0, header->size) == 0 &&
+		 evbuffer_get_length(head) == header->size &&
+		 (header->size == 0 || memcmp(evbuffer_pullup(head, -1), header->data, header->size) == 0);
+	evbuffer_free(head);
+	return prefix;
+}
+
+/* ---- header blocks Dovecot and our library read alike ---- */
+
+static bool is_field_name_byte(unsigned char c)
+{
+	return c > ' ' && c < 0x7f && c != ':';
+}
+
+/* Whether a header block is plain RFC 5322: CRLF lines, each a field
+   "Name: value" (a name of printable ASCII) or a continuation of one,
+   no NUL or bare CR/LF, and the blank line once, at the end. On such a
+   block Dovecot's header filter and the MIME library's agree. */
+static bool header_is_plain(const unsigned char *data, size_t len)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		const unsigned char *lf = memchr(data + pos, '\n', len - pos);
+		size_t end, line_len;
+		const unsigned char *line = data + pos, *colon;
+
+		if (lf == NULL)
+			return false;
+		end = (size_t)(lf - data);
+		if (end == pos || data[end - 1] != '\r')
+			return false;
+		line_len = end - 1 - pos;
+		if (line_len == 0)
+			return end + 1 == len;
+		if (memchr(line, '\r', line_len) != NULL || memchr(line, '\0', line_len) != NULL)
+			return false;
+		if (line[0] == ' ' || line[0] == '\t') {
+			if (pos == 0)
+				return false;
+		} else {
+			colon = memchr(line, ':', line_len);
+			if (colon == NULL || colon == line)
+				return false;
+			for (const unsigned char *c = line; c < colon; c++)
+				if (!is_field_name_byte(*c))
+					return false;
+		}
+		pos = end + 1;
+	}
+	return false;
+}
+
+/* ---- BINARY ---- */
+
+static bool is_multipart(struct mime_message *node)
+{
+	char maintype[32];
+
+	if (node->payload_kind != MIME_PAYLOAD_PARTS)
+		return false;
+	mime_message_get_content_maintype(node, maintype, sizeof(maintype));
+	return strcmp(maintype, "multipart") == 0;
+}
+
+/* The leaf of section ("1.2"): a child of multiparts, or the root of a
+   single-part message as "1". NULL for anything else. */
+static struct mime_message *binary_leaf(struct mime_message *root, const char *section)
+{
+	struct mime_message *node = root;
+	const char *p = section;
+
+	while (*p != '\0') {
+		char *end;
+		unsigned long number = strtoul(p, &end, 10);
+
+		if (end == p || number == 0)
+			return NULL;
+		if (is_multipart(node) && number <= node->part_count)
+			node = node->parts[number - 1];
+		else if (node == root && number == 1 && *end == '\0' && node->payload_kind == MIME_PAYLOAD_BYTES)
+			node = root;
+		else
+			return NULL;
+		p = *end == '.' ? end + 1 : end;
+	}
+	return node->payload_kind == MIME_PAYLOAD_BYTES ? node : NULL;
+}
+
+enum binary_encoding {
+	BINARY_IDENTITY,
+	BINARY_BASE64,
+	BINARY_QP,
+	BINARY_UNSUPPORTED,
+};
+
+static enum binary_encoding binary_encoding_of(const struct mime_message *node)
+{
+	const char *cte = mime_message_get(node, "Content-Transfer-Encoding", NULL);
+	size_t len;
+
+	if (cte == NULL)
+		return BINARY_IDENTITY;
+	while (*cte == ' ' || *cte == '\t')
+		cte++;
+	len = strlen(cte);
+	while (len > 0 && (cte[len - 1] == ' ' || cte[len - 1] == '\t'))
+		len--;
+#define CTE_IS(word) (len == strlen(word) && strncasecmp(cte, word, len) == 0)
+	if (CTE_IS("7bit") || CTE_IS("8bit") || CTE_IS("binary"))
+		return BINARY_IDENTITY;
+	if (CTE_IS("base64"))
+		return BINARY_BASE64;
+	if (CTE_IS("quoted-printable"))
+		return BINARY_QP;
+#undef CTE_IS
+	return BINARY_UNSUPPORTED;
+}
+
+/* base64 of whole quads, CRLF lines, padding only at the end. */
+static bool base64_is_plain(const unsigned char *data, size_t len)
+{
+	size_t chars = 0, padding = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = data[i];
+
+		if (c == '\r' && i + 1 < len && data[i + 1] == '\n') {
+			i++;
+		} else if (c == '=') {
+			if (++padding > 2)
+				return false;
+			chars++;
+		} else if (isalnum(c) || c == '+' || c == '/') {
+			if (padding > 0)
+				return false;
+			chars++;
+		} else {
+			return false;
+		}
+	}
+	return chars % 4 == 0;
+}
+
+static bool is_upper_hex(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
+}
+
+/* quoted-printable of ASCII CRLF lines without trailing blanks, "=XX"
+   (upper-case hex) escapes and "=" soft line breaks only. */
+static bool qp_is_plain(const unsigned char *data, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = data[i];
+
+		if (c == '\r') {
+			if (i + 1 >= len || data[i + 1] != '\n' || (i > 0 && (data[i - 1] == ' ' || data[i - 1] == '\t')))
+				return false;
+			i++;
+		} else if (c == '=') {
+			if (i + 1 < len && data[i + 1] == '\r')
+				continue; /* a soft line break */
+			if (i + 2 >= len || !is_upper_hex(data[i + 1]) || !is_upper_hex(data[i + 2]))
+				return false;
+			i += 2;
+		} else if (c == '\n' || c == '\0' || c >= 0x80) {
+			return false;
+		}
+	}
+	return len == 0 || (data[len - 1] != ' ' && data[len - 1] != '\t');
+}
+
+/* BINARY[section] of the message into out, when it is decoded as Dovecot
+   decodes it; *converted_r tells whether it was (base64 or
+   quoted-printable: Dovecot then sends "~{n}"). Returns -1 when it can't
+   be served here. */
+static int source_binary(struct fetch_source *source, const char *section, struct mime_buffer *out,
+			 bool *converted_r)
+{
+	struct mime_message *root = source_agrees(source) ? source_root(source) : NULL;
+	struct mime_message *leaf = root != NULL ? binary_leaf(root, section) : NULL;
+	const unsigned char *body;
+	size_t body_len;
+	const char *error;
+	bool plain;
+
+	if (leaf == NULL || !leaf->has_offsets || leaf->body_end > source->raw_len || leaf->body_start > leaf->body_end)
+		return -1;
+	body = source->raw + leaf->body_start;
+	body_len = leaf->body_end - leaf->body_start;
+	*converted_r = false;
+	switch (binary_encoding_of(leaf)) {
+	case BINARY_IDENTITY:
+		plain = memchr(body, 0x80, body_len) == NULL && memchr(body, '\0', body_len) == NULL;
+		break;
+	case BINARY_BASE64:
+		plain = base64_is_plain(body, body_len);
+		*converted_r = true;
+		break;
+	case BINARY_QP:
+		plain = qp_is_plain(body, body_len);
+		*converted_r = true;
+		break;
+	default:
+		plain = false;
+		break;
+	}
+	if (!plain)
+		return -1;
+	return mime_imap_fetch_binary(root, source->raw, source->raw_len, section, out, &error) ==
+	       MIME_IMAP_SECTION_OK ? 0 : -1;
+}
+
+/* ---- writing items ---- */
+
+/* The bytes [offset, offset + length) of size that a partial asks for. */
+static void item_partial(const struct fetch_item *item, uint64_t size, uint64_t *offset_r, uint64_t *length_r)
+{
+	*offset_r = 0;
+	*length_r = size;
+	if (!item->has_partial)
+		return;
+	if (item->partial_offset >= size) {
+		*offset_r = size;
+		*length_r = 0;
+		return;
+	}
+	*offset_r = item->partial_offset;
+	*length_r = size - item->partial_offset < item->partial_length ? size - item->partial_offset :
+									    item->partial_length;
+}
+
+/* " NAME {n}\r\n" and the partial of data. */
+static void write_literal(struct evbuffer *out, const struct fetch_item *item, const unsigned char *data,
+			  size_t len, bool literal8)
+{
+	uint64_t offset, length;
+
+	item_partial(item, len, &offset, &length);
+	evbuffer_add_printf(out, "%s %s{%" PRIu64 "}\r\n", item->name, literal8 ? "~" : "", length);
+	if (length > 0)
+		evbuffer_add(out, data + offset, (size_t)length);
+}
+
+/* FLAGS as the view holds them; a \Recent the view marks but whose text
+   lacks it goes where Dovecot writes it, after the system flags. */
+static void write_flags(struct evbuffer *out, const struct fetch_message *message)
+{
+	const char *flags = message->flags;
+	size_t system_end = 0;
+
+	if (!message->recent || strcasestr(flags, "\\Recent") != NULL) {
+		evbuffer_add_printf(out, "FLAGS (%s)", flags);
+		return;
+	}
+	for (const char *p = flags; *p != '\0';) {
+		size_t n = strcspn(p, " ");
+
+		if (*p == '\\')
+			system_end = (size_t)(p + n - flags);
+		p += n;
+		p += strspn(p, " ");
+	}
+	evbuffer_add_printf(out, "FLAGS (%.*s%s\\Recent%s%s)", (int)system_end, flags, system_end > 0 ? " " : "",
+			    flags[system_end] != '\0' && system_end == 0 ? " " : "", flags + system_end);
+}
+
+/* Writes a stored value item "NAME value". */
+static int write_stored(struct evbuffer *out, const struct fetch_source *source, const struct fetch_item *item,
+			enum cache_item value)
+{
+	if (!stored_has(source, value))
+		return -1;
+	evbuffer_add_printf(out, "%s ", item->name);
+	evbuffer_add(out, source->stored->values[value].data, source->stored->values[value].size);
+	return 0;
+}
+
+/* BODY[] / RFC822 and partials of them, read straight from the store. */
+static int write_whole(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	uint64_t offset, length;
+
+	if (!stored_has(source, CACHE_ITEM_MESSAGE))
+		return -1;
+	item_partial(item, source->stored->message_size, &offset, &length);
+	if (out == NULL)
+		return 0;
+	evbuffer_add_printf(out, "%s {%" PRIu64 "}\r\n", item->name, length);
+	return source_append_range(source, out, offset, length);
+}
+
+/* BODY[TEXT] / RFC822.TEXT: the message after its stored header block,
+   else the library's TEXT of a message it reads as the upstream does. */
+static int write_text(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	struct mime_buffer text = { 0 };
+	uint64_t start, offset, length;
+	const char *error;
+
+	if (source_text_offset(source, &start)) {
+		item_partial(item, source->stored->message_size - start, &offset, &length);
+		if (out == NULL)
+			return 0;
+		evbuffer_add_printf(out, "%s {%" PRIu64 "}\r\n", item->name, length);
+		return source_append_range(source, out, start + offset, length);
+	}
+	if (!source_agrees(source))
+		return -1;
+	if (out == NULL)
+		return 0;
+	if (source_root(source) == NULL ||
+	    mime_imap_fetch_section(source->root, source->raw, source->raw_len, "TEXT", &text, &error) !=
+		    MIME_IMAP_SECTION_OK) {
+		mime_buffer_free(&text);
+		return -1;
+	}
+	if (out != NULL)
+		write_literal(out, item, text.data, text.len, false);
+	mime_buffer_free(&text);
+	return 0;
+}
+
+/* HEADER.FIELDS (.NOT) of a plain header block, with the library's filter. */
+static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	struct mime_buffer fields = { 0 };
+	const unsigned char *header;
+	size_t header_len;
+	struct mime_message *parsed;
+	const char *error;
+	int ret = -1;
+
+	if (source_header(source, &header, &header_len) < 0 || !header_is_plain(header, header_len))
+		return -1;
+	parsed = mime_parse_borrowed(header, header_len);
+	if (parsed != NULL &&
+	    mime_imap_fetch_section(parsed, header, header_len, item->section, &fields, &error) == MIME_IMAP_SECTION_OK) {
+		if (out != NULL)
+			write_literal(out, item, fields.data, fields.len, false);
+		ret = 0;
+	}
+	mime_message_free(&parsed);
+	mime_buffer_free(&fields);
+	return ret;
+}
+
+/* BODY[n...] from the library, for a message it reads as the upstream does. */
+static int write_part(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	struct mime_buffer part = { 0 };
+	const char *error;
+	enum mime_imap_section_result result;
+
+	if (!source_agrees(source))
+		return -1;
+	if (out == NULL)
+		return 0;
+	if (source_root(source) == NULL)
+		return -1;
+	result = mime_imap_fetch_section(source->root, source->raw, source->raw_len, item->section, &part, &error);
+	if (result != MIME_IMAP_SECTION_OK && result != MIME_IMAP_SECTION_NO_SUCH_PART) {
+		mime_buffer_free(&part);
+		return -1;
+	}
+	write_literal(out, item, part.data, part.len, false); /* a part past the last: "{0}", as Dovecot */
+	mime_buffer_free(&part);
+	return 0;
+}
+
+/* BINARY[n]<partial>: "~{n}" when the part was decoded (Dovecot's
+   "converted", whatever the bytes), else "{n}" (a part that is sent as
+   it is holds no NUL here: see source_binary). */
+static int write_binary(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	struct mime_buffer decoded = { 0 };
+	bool converted;
+	int ret = -1;
+
+	if (source_binary(source, item->section, &decoded, &converted) == 0) {
+		if (out != NULL)
+			write_literal(out, item, decoded.data, decoded.len, converted);
+		ret = 0;
+	}
+	mime_buffer_free(&decoded);
+	return ret;
+}
+
+/* BODY[HEADER] / RFC822.HEADER. */
+static int write_header(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	const unsigned char *header;
+	size_t len;
+
+	if (out == NULL)
+		return stored_has(source, CACHE_ITEM_HEADER) || source_agrees(source) ? 0 : -1;
+	if (source_header(source, &header, &len) < 0)
+		return -1;
+	write_literal(out, item, header, len, false);
+	return 0;
+}
+
+/* A body item; with out NULL only checks that it can be written (the
+   checks that need its bytes are done in full). */
+static int write_body_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	switch (item->source) {
+	case FETCH_SOURCE_WHOLE:
+		return write_whole(out, source, item);
+	case FETCH_SOURCE_HEADER:
+		return write_header(out, source, item);
+	case FETCH_SOURCE_TEXT:
+		return write_text(out, source, item);
+	case FETCH_SOURCE_FIELDS:
+		return write_fields(out, source, item);
+	case FETCH_SOURCE_PART:
+		return write_part(out, source, item);
+	case FETCH_SOURCE_BINARY:
+		return write_binary(out, source, item);
+	case FETCH_SOURCE_NONE:
+		break;
+	}
+	return -1;
+}
+
+/* One item; with out NULL only checks it (see write_body_item). */
+static int write_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+{
+	const struct fetch_message *message = source->message;
+
+	switch (item->kind) {
+	case FETCH_KIND_UID:
+		if (out != NULL)
+			evbuffer_add_printf(out, "UID %" PRIu32, message->uid);
+		return 0;
+	case FETCH_KIND_FLAGS:
+		if (message->flags == NULL)
+			return -1;
+		if (out != NULL)
+			write_flags(out, message);
+		return 0;
+	case FETCH_KIND_MODSEQ:
+		if (message->modseq == 0)
+			return -1;
+		if (out != NULL)
+			evbuffer_add_printf(out, "MODSEQ (%" PRIu64 ")", message->modseq);
+		return 0;
+	case FETCH_KIND_SIZE:
+		if (stored_has(source, CACHE_ITEM_SIZE) || stored_has(source, CACHE_ITEM_MESSAGE)) {
+			if (out != NULL)
+				evbuffer_add_printf(out, "RFC822.SIZE %" PRIu64, stored_has(source, CACHE_ITEM_SIZE) ?
+						    source->stored->size : source->stored->message_size);
+			return 0;
+		}
+		return -1;
+	case FETCH_KIND_INTERNALDATE:
+		return out != NULL ? write_stored(out, source, item, CACHE_ITEM_INTERNALDATE) :
+				     stored_has(source, CACHE_ITEM_INTERNALDATE) ? 0 : -1;
+	case FETCH_KIND_ENVELOPE:
+		return out != NULL ? write_stored(out, source, item, CACHE_ITEM_ENVELOPE) :
+				     stored_has(source, CACHE_ITEM_ENVELOPE) ? 0 : -1;
+	case FETCH_KIND_BODY:
+		return out != NULL ? write_stored(out, source, item, CACHE_ITEM_BODY) :
+				     stored_has(source, CACHE_ITEM_BODY) ? 0 : -1;
+	case FETCH_KIND_BODYSTRUCTURE:
+		return out != NULL ? write_stored(out, source, item, CACHE_ITEM_BODYSTRUCTURE) :
+				     stored_has(source, CACHE_ITEM_BODYSTRUCTURE) ? 0 : -1;
+	default:
+		return write_body_item(out, source, item);
+	}
+}
+
+/* Whether a flag list holds \Seen. */
+static bool flags_have_seen(const char *flags)
+{
+	for (const char *p = flags; *p != '\0';) {
+		size_t n = strcspn(p, " ");
+
+		if (n == 5 && strncasecmp(p, "\\Seen", 5) == 0)
+			return true;
+		p += n;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+/* Whether every item can be written for the message; *why_r when not. */
+static bool message_check(struct fetch_source *source, const char **why_r)
+{
+	const struct fetch_answer *answer = source->answer;
+	const struct fetch_message *message = source->message;
+
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		const struct fetch_item *item = &answer->items[i];
+
+		if (item->sets_seen && !answer->read_only && (message->flags == NULL || !flags_have_seen(message->flags))) {
+			*why_r = "a non-PEEK fetch would set \\Seen";
+			return false;
+		}
+		if (write_item(NULL, source, item) < 0) {
+			*why_r = "an item is not stored (or not derivable) for a message";
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The "* n FETCH (...)" line of one message. */
+static int message_write(struct evbuffer *out, struct fetch_source *source)
+{
+	const struct fetch_answer *answer = source->answer;
+
+	evbuffer_add_printf(out, "* %" PRIu32 " FETCH (", source->message->seq);
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		if (i > 0)
+			evbuffer_add(out, " ", 1);
+		if (write_item(out, source, &answer->items[i]) < 0)
+			return -1;
+	}
+	evbuffer_add(out, ")\r\n", 3);
+	return 0;
+}
+
+/* ---- the plan ---- */
+
+static int plan_check_messages(struct fetch_answer *answer, const char **why_r)
+{
+	for (size_t first = 0; first < answer->message_count; first += FETCH_LOOKUP_CHUNK) {
+		size_t count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
+										      FETCH_LOOKUP_CHUNK;
+
+		if (chunk_load(answer, first, count) < 0) {
+			*why_r = "the store could not be read";
+			return 0;
+		}
+		for (size_t i = 0; i < count; i++) {
+			struct fetch_source source = { .answer = answer, .message = &answer->messages[first + i],
+						       .stored = &answer->chunk.stored[i] };
+			bool ok = answer->chunk.stored[i].uid != 0 && message_check(&source, why_r);
+
+			if (answer->chunk.stored[i].uid == 0)
+				*why_r = "a message the store has nothing of";
+			source_clear(&source);
+			if (!ok)
+				return 0;
+		}
+	}
+	chunk_clear(&answer->chunk);
+	return 1;
+}
+
+/* Whether the command's modifiers allow a local answer. */
+static bool plan_modifiers_local(const struct imap_command *command, const struct fetch_facts *facts,
+				 const char **why_r)
+{
+	if (command->arg_count < 3)
+		return true;
+	if (command->u.fetch.vanished) {
+		*why_r = "the VANISHED modifier";
+		return false;
+	}
+	if (!command->u.fetch.changedsince_given || command->args[2].type != IMAP_ARG_LIST ||
+	    command->args[2].list_count != 2) {
+		*why_r = "FETCH modifiers other than one CHANGEDSINCE";
+		return false;
+	}
+	if (!facts->condstore) {
+		*why_r = "CHANGEDSINCE before the client enabled CONDSTORE";
+		return false;
+	}
+	return true;
+}
+
+enum fetch_route fetch_plan(const struct imap_command *command, const struct fetch_facts *facts,
+			    struct fetch_answer **answer_r, const char **why_r)
+{
+	struct fetch_answer *answer;
+	int ret;
+
+	*answer_r = NULL;
+	*why_r = "out of memory";
+	if (command->name != IMAP_COMMAND_FETCH || facts->cache == NULL || facts->view == NULL) {
+		*why_r = "no store or no view";
+		return FETCH_ROUTE_UPSTREAM;
+	}
+	if (!plan_modifiers_local(command, facts, why_r))
+		return FETCH_ROUTE_UPSTREAM;
+	answer = calloc(1, sizeof(*answer));
+	if (answer == NULL)
+		return FETCH_ROUTE_UPSTREAM;
+	answer->cache = facts->cache;
+	answer->mailbox_id = facts->mailbox_id;
+	answer->read_only = facts->read_only;
+	ret = answer_add_items(answer, command, facts, why_r);
+	if (ret > 0)
+		ret = answer_add_messages(answer, command, facts->view, why_r);
+	if (ret > 0)
+		ret = plan_check_messages(answer, why_r);
+	if (ret <= 0) {
+		if (ret < 0)
+			*why_r = "out of memory";
+		fetch_answer_free(&answer);
+		return FETCH_ROUTE_UPSTREAM;
+	}
+	*answer_r = answer;
+	return FETCH_ROUTE_LOCAL;
+}
+
+/* ---- the writer ---- */
+
+enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit)
+{
+	size_t start = evbuffer_get_length(out);
+
+	while (answer->next < answer->message_count) {
+		struct fetch_chunk *chunk = &answer->chunk;
+		struct fetch_source source = { .answer = answer };
+		struct evbuffer *line;
+		int ret;
+
+		if (limit > 0 && evbuffer_get_length(out) - start >= limit)
+			return FETCH_WRITE_MORE;
+		if (chunk->stored == NULL || answer->next >= chunk->first + chunk->count) {
+			size_t left = answer->message_count - answer->next;
+
+			if (chunk_load(answer, answer->next, left < FETCH_LOOKUP_CHUNK ? left : FETCH_LOOKUP_CHUNK) < 0)
+				return FETCH_WRITE_LOST;
+		}
+		source.message = &answer->messages[answer->next];
+		source.stored = &chunk->stored[answer->next - chunk->first];
+		line = evbuffer_new();
+		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
+		source_clear(&source);
+		if (ret == 0)
+			ret = evbuffer_add_buffer(out, line);
+		if (line != NULL)
+			evbuffer_free(line);
+		if (ret < 0)
+			return FETCH_WRITE_LOST;
+		answer->next++;
+	}
+	chunk_clear(&answer->chunk);
+	return FETCH_WRITE_DONE;
+}
+
+size_t fetch_answer_count(const struct fetch_answer *answer)
+{
+	return answer->message_count;
+}
+
+void fetch_answer_free(struct fetch_answer **answer_p)
+{
+	struct fetch_answer *answer = *answer_p;
+
+	if (answer == NULL)
+		return;
+	*answer_p = NULL;
+	chunk_clear(&answer->chunk);
+	for (unsigned int i = 0; i < answer->item_count; i++)
+		item_free(&answer->items[i]);
+	free(answer->items);
+	for (size_t i = 0; i < answer->message_count; i++)
+		free(answer->messages[i].flags);
+	free(answer->messages);
+	free(answer);
+}
+
+void fetch_write_tagged_ok(struct evbuffer *out, const char *tag)
+{
+	evbuffer_add_printf(out, "%s OK %s\r\n", tag, FETCH_OK_TEXT);
+}

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/* fetch: decides whether a FETCH can be answered from the view and the store, and writes that answer as Dovecot would. */
+#ifndef IMAPCACHED_FETCH_H
+#define IMAPCACHED_FETCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cache;
+struct evbuffer;
+struct fetch_answer;
+struct imap_command;
+struct mailbox_view;
+
+/* The tagged reply's text after "OK " of a FETCH answered here. Dovecot
+   writes "Fetch completed (0.001 + 0.000 secs)."; the proxy measures no
+   such times and does not pretend to. */
+#define FETCH_OK_TEXT "Fetch completed."
+#define FETCH_LOOKUP_CHUNK 1000 /* messages per store lookup: one statement stays in milliseconds */
+#define FETCH_LOCAL_MAX_MESSAGES 100000 /* a larger set goes upstream: the plan's memory stays a few MB */
+
+/*
+ * What the session knows when a FETCH or UID FETCH comes. The command's
+ * line is needed for what the parsed command no longer tells: whether
+ * the client wrote a HEADER.FIELDS name quoted (Dovecot echoes it quoted).
+ */
+struct fetch_facts {
+	struct cache *cache;                /* NULL: nothing is local */
+	int64_t mailbox_id;
+	const struct mailbox_view *view;    /* the client's numbering, flags and MODSEQ */
+	bool read_only;                     /* EXAMINE, or [READ-ONLY]: no fetch sets \Seen */
+	bool condstore;                     /* the client enabled CONDSTORE or QRESYNC upstream */
+	const char *line;                   /* the command line as the client sent it (up to a */
+	size_t line_len;                    /* literal's "{n}"); NULL: HEADER.FIELDS goes upstream */
+};
+
+enum fetch_route {
+	FETCH_ROUTE_UPSTREAM, /* forward the command as it is */
+	FETCH_ROUTE_LOCAL,    /* write the answer with fetch_answer_write */
+};
+
+/*
+ * Decides where command (IMAP_COMMAND_FETCH, with or without UID) is
+ * answered. LOCAL only when every message of its set has a known UID in
+ * the view, and everything it asks for each of them is there:
+ *
+ *   UID; FLAGS (the view's; not known: upstream); MODSEQ (the view's,
+ *   once the client enabled CONDSTORE); INTERNALDATE, ENVELOPE,
+ *   BODYSTRUCTURE, BODY (stored as the upstream wrote them);
+ *   RFC822.SIZE (stored, or the size of the stored message);
+ *   BODY[HEADER] and RFC822.HEADER (the stored header block);
+ *   BODY[] and RFC822 (the stored message); BODY[TEXT], RFC822.TEXT (the
+ *   message after its stored header block) -- each with a partial <o.l>;
+ *   and, for a stored message whose BODYSTRUCTURE from our MIME library
+ *   equals the upstream's (cache_set_structure_agrees), the derived
+ *   items: BODY[n], BODY[n.MIME], BODY[n.HEADER], BODY[n.TEXT],
+ *   BODY[HEADER], BODY[TEXT] without a stored header block,
+ *   HEADER.FIELDS (.NOT) of the message, BINARY[n], BINARY.PEEK[n] and
+ *   BINARY.SIZE[n] of a leaf of a multipart (or of a single-part message).
+ *
+ * HEADER.FIELDS is local only when the header block is plain RFC 5322
+ * (every line a "Name: value" field or its continuation, CRLF, a blank
+ * line at the end) and the client wrote every name as an atom. BINARY is
+ * local only for 7bit/8bit/binary parts without a byte 0x80 (Dovecot
+ * sends a NUL as 0x80 in BODY[], so the stored message can't tell), and
+ * base64 and quoted-printable parts that decode cleanly; a partial of a
+ * decoded part holding NUL goes upstream.
+ *
+ * The set: for FETCH, "*" is the view's count and a number past it sends
+ * the command upstream (for its BAD); for UID FETCH, "*" is the highest
+ * UID and UIDs not in the view are skipped, as Dovecot does (a view with
+ * messages of unknown UID sends UID FETCH upstream). "$" goes upstream.
+ * An empty mailbox goes upstream. Messages are answered in ascending
+ * order, each once.
+ *
+ * Upstream too: a non-PEEK body item (BODY[...], BINARY[...], RFC822,
+ * RFC822.TEXT) on a read-write mailbox of a message without \Seen (it
+ * would set \Seen); MODSEQ before the client enabled CONDSTORE (Dovecot
+ * enables it then); the VANISHED modifier, and CHANGEDSINCE before the
+ * client enabled CONDSTORE (with CONDSTORE, CHANGEDSINCE is local: only
+ * messages of a greater MODSEQ, each with MODSEQ); ENVELOPE, BODY and
+ * BODYSTRUCTURE the upstream never sent (not derived); BINARY[] and
+ * BINARY.SIZE[] of a whole message, and HEADER.FIELDS of a part.
+ *
+ * Returns LOCAL with *answer_r (free it with fetch_answer_free), or
+ * UPSTREAM with *why_r (a static text, for a debug log line). The answer
+ * holds the message numbers and flags as they are now; the caller must
+ * pass no upstream line to the client until the answer is written.
+ */
+enum fetch_route fetch_plan(const struct imap_command *command, const struct fetch_facts *facts,
+			    struct fetch_answer **answer_r, const char **why_r);
+
+enum fetch_write_result {
+	FETCH_WRITE_DONE,  /* the last "* n FETCH" line is written: send the tagged OK */
+	FETCH_WRITE_MORE,  /* call again (from the output's low-water callback) */
+	FETCH_WRITE_LOST,  /* a stored value went away since the plan (evicted, store error):
+	                      what was written stands, the rest can't be; end the session with
+	                      BYE, as Dovecot does when a FETCH fails mid-way */
+};
+
+/*
+ * Appends the answer's "* n FETCH (...)" lines to out, byte for byte as
+ * Dovecot 2.3 writes them for the same command: buffered items first
+ * (UID, FLAGS, INTERNALDATE, RFC822.SIZE, MODSEQ, in the order asked;
+ * UID FETCH puts UID first; CHANGEDSINCE adds MODSEQ after them), then
+ * the others in the order asked; a repeated item without a section once,
+ * repeated sections each time; sections as literals "{n}" (BINARY with
+ * NUL: "~{n}"), named as Dovecot names them (upper case, "<o>" for a
+ * partial). Whole messages only: it returns MORE once out has grown by
+ * limit bytes or more since the call began (0: no limit). Writing all in
+ * the callback that planned it rules LOST out.
+ */
+enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit);
+/* How many "* n FETCH" lines the answer has in all. */
+size_t fetch_answer_count(const struct fetch_answer *answer);
+/* Frees *answer and sets it to NULL; NULL is fine. */
+void fetch_answer_free(struct fetch_answer **answer);
+
+/* Appends "TAG OK Fetch completed.\r\n". */
+void fetch_write_tagged_ok(struct evbuffer *out, const char *tag);
+
+#endif

@@ -1,0 +1,491 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for daemon/fetch: which FETCH commands are local, and the bytes of their answers as Dovecot 2.3 writes them. */
+#include "config.h"
+#include "unit.h"
+#include "cache.h"
+#include "fetch.h"
+#include "imap-command.h"
+#include "imap-parser.h"
+#include "log.h"
+#include "mailbox-view.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char base_dir[64];
+static struct cache *cache;
+static struct mailbox_view *view;
+static int64_t mailbox_id;
+static struct imap_parser *parser;
+static struct imap_command_parser *commands;
+static struct imap_command command;
+static char line[2100];
+static struct fetch_facts facts;
+
+/* Message 1 (UID 1): single part, whole, our structure agrees. */
+static const char text1[] = "Subject: hi\r\nFrom: a@b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n";
+static const char header1[] = "Subject: hi\r\nFrom: a@b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n";
+/* Message 2 (UID 2): a text part and a base64 part, whole, agrees. */
+static const char text2[] = "Subject: two\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+			    "--b\r\nContent-Type: text/plain\r\n\r\npart one\r\n"
+			    "--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+			    "AGFi\r\n--b--\r\n";
+/* Message 3 (UID 5): fixed items only. */
+#define ENVELOPE "(\"Mon, 1 Jan 2019\" \"hi\" NIL NIL NIL NIL NIL NIL NIL NIL)"
+#define STRUCTURE "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 7 1 NIL NIL NIL NIL)"
+#define BODY "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 7 1)"
+#define DATE "\"01-Jan-2019 00:16:18 +0000\""
+
+static void store_message(uint32_t uid, const char *text, const char *header, bool agrees)
+{
+	struct cache_body_writer *writer;
+
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uid, CACHE_ITEM_INTERNALDATE, DATE, strlen(DATE)), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uid, CACHE_ITEM_ENVELOPE, ENVELOPE, strlen(ENVELOPE)), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uid, CACHE_ITEM_BODYSTRUCTURE, STRUCTURE, strlen(STRUCTURE)), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uid, CACHE_ITEM_BODY, BODY, strlen(BODY)), 0);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox_id, uid, 1234), 0);
+	if (header != NULL)
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uid, CACHE_ITEM_HEADER, header, strlen(header)), 0);
+	if (text == NULL)
+		return;
+	writer = cache_body_begin(cache, mailbox_id, uid, strlen(text), NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(cache_body_write(writer, text, strlen(text)), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+	CU_ASSERT_EQUAL(cache_set_structure_agrees(cache, mailbox_id, uid, agrees), 0);
+}
+
+static void setup(void)
+{
+	struct cache_settings settings = { .body_budget = 1 << 20, .body_max_size = 1 << 20 };
+	struct cache_mailbox mailbox;
+	static const uint32_t uids[] = { 1, 2, 5 };
+	char dir[128];
+	const char *error;
+
+	snprintf(base_dir, sizeof(base_dir), "/tmp/test-fetch-XXXXXX");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
+	snprintf(dir, sizeof(dir), "%s/cache", base_dir);
+	settings.dir = dir;
+	log_set_level(LOG_LEVEL_WARNING);
+	cache = cache_open(&settings, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "INBOX", 7, &mailbox, NULL), 0);
+	mailbox_id = mailbox.id;
+	view = mailbox_view_new();
+	CU_ASSERT_EQUAL_FATAL(mailbox_view_load(view, uids, 3), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "", 0), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 2, "\\Seen $Junk", 11), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 3, "\\Flagged", 8), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, 1, 10), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, 2, 20), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, 3, 30), 0);
+	store_message(1, text1, header1, true);
+	store_message(2, text2, NULL, true);
+	store_message(5, NULL, "X: y\r\n\r\n", false);
+	parser = imap_parser_new();
+	commands = imap_command_parser_new();
+	facts = (struct fetch_facts){ .cache = cache, .mailbox_id = mailbox_id, .view = view, .read_only = true };
+}
+
+static void teardown(void)
+{
+	char rm[128];
+
+	imap_parser_free(&parser);
+	imap_command_parser_free(&commands);
+	mailbox_view_free(&view);
+	cache_unref(&cache);
+	snprintf(rm, sizeof(rm), "rm -rf '%s'", base_dir);
+	CU_ASSERT_EQUAL(system(rm), 0);
+}
+
+/* Parses "T " and the command into command, with the line in facts. */
+static void parse(const char *format, va_list args)
+{
+	char text[2048];
+	size_t consumed;
+	const char *message;
+
+	vsnprintf(text, sizeof(text), format, args);
+	snprintf(line, sizeof(line), "T %s\r\n", text);
+	imap_parser_reset(parser);
+	CU_ASSERT_EQUAL_FATAL(imap_parser_feed_bytes(parser, line, strlen(line), &consumed), IMAP_PARSER_LINE_COMPLETE);
+	CU_ASSERT_EQUAL_FATAL(imap_command_parse(commands, imap_parser_get_line(parser), &command, &message),
+			      IMAP_COMMAND_ERROR_NONE);
+	facts.line = line;
+	facts.line_len = strlen(line) - 2;
+}
+
+static void parse_only(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static void parse_only(const char *format, ...)
+{
+	va_list args;
+
+	va_start(args, format);
+	parse(format, args);
+	va_end(args);
+}
+
+static enum fetch_route plan_route(const char **why_r)
+{
+	struct fetch_answer *plan = NULL;
+	enum fetch_route route = fetch_plan(&command, &facts, &plan, why_r);
+
+	fetch_answer_free(&plan);
+	return route;
+}
+
+/* The local answer to the command (its lines and the tagged OK), or
+   "UPSTREAM: why". Static; valid until the next call. */
+static const char *answer(const char *format, ...) __attribute__((format(printf, 1, 2)));
+static const char *answer(const char *format, ...)
+{
+	static char text[8192];
+	char raw[4096];
+	struct fetch_answer *plan = NULL;
+	const char *why = NULL;
+	struct evbuffer *out = evbuffer_new();
+	va_list args;
+	size_t len;
+
+	va_start(args, format);
+	parse(format, args);
+	va_end(args);
+	if (fetch_plan(&command, &facts, &plan, &why) == FETCH_ROUTE_UPSTREAM) {
+		CU_ASSERT_PTR_NULL(plan);
+		snprintf(text, sizeof(text), "UPSTREAM: %s", why);
+		evbuffer_free(out);
+		return text;
+	}
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	fetch_answer_free(&plan);
+	CU_ASSERT_PTR_NULL(plan);
+	fetch_write_tagged_ok(out, "T");
+	len = evbuffer_get_length(out) < sizeof(raw) ? evbuffer_get_length(out) : sizeof(raw);
+	evbuffer_remove(out, raw, len);
+	/* a NUL is written "\\0", so that the answer is a C string */
+	for (size_t i = 0, at = 0; i <= len; i++) {
+		if (i == len)
+			text[at] = '\0';
+		else if (raw[i] == '\0')
+			at += (size_t)snprintf(text + at, sizeof(text) - at, "\\0");
+		else
+			text[at++] = raw[i];
+	}
+	evbuffer_free(out);
+	return text;
+}
+
+#define OK "T OK Fetch completed.\r\n"
+
+static void expect(const char *got, const char *expected)
+{
+	if (strcmp(got, expected) != 0)
+		fprintf(stderr, "\ngot:      %s\nexpected: %s\n", got, expected);
+	CU_ASSERT_STRING_EQUAL(got, expected);
+}
+
+static bool upstream(const char *got)
+{
+	return strncmp(got, "UPSTREAM: ", 10) == 0;
+}
+
+/* Buffered items (UID, FLAGS, INTERNALDATE, RFC822.SIZE, MODSEQ) first in
+   the order asked, the rest after in the order asked; repeats once. */
+static void test_item_order(void)
+{
+	setup();
+	expect(answer("FETCH 1 (FLAGS UID)"), "* 1 FETCH (FLAGS () UID 1)\r\n" OK);
+	expect(answer("FETCH 1 (UID FLAGS)"), "* 1 FETCH (UID 1 FLAGS ())\r\n" OK);
+	expect(answer("UID FETCH 2 (FLAGS)"), "* 2 FETCH (UID 2 FLAGS (\\Seen $Junk))\r\n" OK);
+	expect(answer("UID FETCH 2 (FLAGS UID)"), "* 2 FETCH (UID 2 FLAGS (\\Seen $Junk))\r\n" OK);
+	expect(answer("FETCH 3 (ENVELOPE FLAGS ENVELOPE)"), "* 3 FETCH (FLAGS (\\Flagged) ENVELOPE " ENVELOPE ")\r\n" OK);
+	expect(answer("FETCH 3 (BODYSTRUCTURE RFC822.SIZE UID BODY INTERNALDATE)"),
+	       "* 3 FETCH (RFC822.SIZE 1234 UID 5 INTERNALDATE " DATE " BODYSTRUCTURE " STRUCTURE " BODY " BODY ")\r\n" OK);
+	expect(answer("FETCH 3 FAST"), "* 3 FETCH (FLAGS (\\Flagged) INTERNALDATE " DATE " RFC822.SIZE 1234)\r\n" OK);
+	expect(answer("FETCH 3 ALL"),
+	       "* 3 FETCH (FLAGS (\\Flagged) INTERNALDATE " DATE " RFC822.SIZE 1234 ENVELOPE " ENVELOPE ")\r\n" OK);
+	expect(answer("UID FETCH 5 FULL"), "* 3 FETCH (UID 5 FLAGS (\\Flagged) INTERNALDATE " DATE
+					   " RFC822.SIZE 1234 ENVELOPE " ENVELOPE " BODY " BODY ")\r\n" OK);
+	expect(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS (subject FROM)] UID)"),
+	       "* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT FROM)] {26}\r\nSubject: hi\r\nFrom: a@b\r\n\r\n)\r\n" OK);
+	expect(answer("FETCH 1 (BODY.PEEK[]<0.5> BODY.PEEK[TEXT]<1.3> BODY.PEEK[]<0.5>)"),
+	       "* 1 FETCH (BODY[]<0> {5}\r\nSubje BODY[TEXT]<1> {3}\r\nell BODY[]<0> {5}\r\nSubje)\r\n" OK);
+	teardown();
+}
+
+/* Sections are literals, empty ones "{0}", NIL never; partials past the end are empty. */
+static void test_sections(void)
+{
+	char expected[1024];
+
+	setup();
+	snprintf(expected, sizeof(expected), "* 1 FETCH (RFC822.HEADER {%zu}\r\n%s BODY[HEADER]<70> {%zu}\r\n%s)\r\n" OK,
+		 strlen(header1), header1, strlen(header1) - 70, header1 + 70);
+	expect(answer("FETCH 1 (RFC822.HEADER body.peek[header]<70.100>)"), expected);
+	snprintf(expected, sizeof(expected), "* 1 FETCH (RFC822 {%zu}\r\n%s RFC822.TEXT {7}\r\nhello\r\n)\r\n" OK,
+		 strlen(text1), text1);
+	expect(answer("FETCH 1 (RFC822 RFC822.TEXT RFC822)"), expected);
+	expect(answer("FETCH 1 (BODY.PEEK[]<999.10> BODY.PEEK[HEADER.FIELDS (X-NOPE)] BODY.PEEK[2] BODY.PEEK[1.MIME]<0.8>)"),
+	       "* 1 FETCH (BODY[]<999> {0}\r\n BODY[HEADER.FIELDS (X-NOPE)] {2}\r\n\r\n BODY[2] {0}\r\n"
+	       " BODY[1.MIME]<0> {8}\r\nSubject:)\r\n" OK);
+	expect(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT Content-Type)] BODY.PEEK[1])"),
+	       "* 1 FETCH (BODY[HEADER.FIELDS.NOT (SUBJECT CONTENT-TYPE)] {13}\r\nFrom: a@b\r\n\r\n BODY[1] {7}\r\nhello\r\n)\r\n" OK);
+	/* message 2 has no stored header block: BODY[HEADER] and TEXT come from our parse */
+	expect(answer("FETCH 2 (BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[HEADER]<0.13>)"),
+	       "* 2 FETCH (BODY[1] {8}\r\npart one BODY[2.MIME] {77}\r\nContent-Type: application/octet-stream\r\n"
+	       "Content-Transfer-Encoding: base64\r\n\r\n BODY[HEADER]<0> {13}\r\nSubject: two\r)\r\n" OK);
+	/* RFC822.SIZE from the stored message when none is stored */
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox_id, 1, 0), 0);
+	teardown();
+}
+
+/* BINARY: decoded parts are "~{n}" (Dovecot's "converted"), others "{n}". */
+static void test_binary(void)
+{
+	setup();
+	expect(answer("FETCH 2 (BINARY.PEEK[2] BINARY.PEEK[1]<1.3> UID)"),
+	       "* 2 FETCH (UID 2 BINARY[2] ~{3}\r\n\\0ab BINARY[1]<1> {3}\r\nart)\r\n" OK);
+	expect(answer("FETCH 2 (BINARY.PEEK[2]<2.5>)"), "* 2 FETCH (BINARY[2]<2> ~{1}\r\nb)\r\n" OK);
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.SIZE[2])")));
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[])")));
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[3])"))); /* no such part */
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2.1])")));
+	teardown();
+}
+
+/* Message 2 again with another second part. */
+static void replace_part(const char *headers, const char *body)
+{
+	char text[1024];
+	const uint32_t uids[] = { 2 };
+
+	snprintf(text, sizeof(text), "Subject: two\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+		 "--b\r\nContent-Type: text/plain\r\n\r\npart one\r\n--b\r\n%s\r\n\r\n%s\r\n--b--\r\n", headers, body);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids, 1), 0);
+	store_message(2, text, NULL, true);
+}
+
+/* What Dovecot decodes otherwise, or can't tell: upstream. */
+static void test_binary_upstream(void)
+{
+	setup();
+	/* 8-bit: the stored BODY[] has 0x80 where the message had NUL */
+	replace_part("Content-Transfer-Encoding: 8bit", "caf\xc3\xa9 \xe2\x80\x94");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	expect(answer("FETCH 2 (BODY.PEEK[2])"), "* 2 FETCH (BODY[2] {9}\r\ncaf\xc3\xa9 \xe2\x80\x94)\r\n" OK);
+	replace_part("Content-Transfer-Encoding: 8bit", "cafe");
+	expect(answer("FETCH 2 (BINARY.PEEK[2])"), "* 2 FETCH (BINARY[2] {4}\r\ncafe)\r\n" OK);
+	/* base64 that Dovecot's decoder refuses (it drops the connection) */
+	replace_part("Content-Transfer-Encoding: base64", "AGF");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: base64", "AG=F");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: base64", "AG Fi");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	/* quoted-printable: lower-case hex, a bad escape, a trailing blank, 8-bit */
+	replace_part("Content-Transfer-Encoding: quoted-printable", "caf=c3=a9");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "bad=ZZ");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "blank \r\nline");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "caf\xc3\xa9");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Transfer-Encoding: quoted-printable", "caf=C3=A9 =\r\nau lait=3D");
+	expect(answer("FETCH 2 (BINARY.PEEK[2])"), "* 2 FETCH (BINARY[2] ~{14}\r\ncaf\xc3\xa9 au lait=)\r\n" OK);
+	/* an encoding Dovecot does not know, a message/rfc822 part */
+	replace_part("Content-Transfer-Encoding: x-uuencode", "begin 644 x");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Type: message/rfc822", "Subject: inner\r\n\r\ninner");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	expect(answer("FETCH 2 (BODY.PEEK[2.TEXT] BODY.PEEK[2.HEADER])"),
+	       "* 2 FETCH (BODY[2.TEXT] {5}\r\ninner BODY[2.HEADER] {18}\r\nSubject: inner\r\n\r\n)\r\n" OK);
+	teardown();
+}
+
+/* Sets: "*", ranges in any order, UIDs not in the view skipped, numbers past the end upstream. */
+static void test_sets(void)
+{
+	setup();
+	expect(answer("FETCH 3,1:2,2 (UID)"), "* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 5)\r\n" OK);
+	expect(answer("FETCH *:2 (UID)"), "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 5)\r\n" OK);
+	expect(answer("UID FETCH 9:* (FLAGS)"), "* 3 FETCH (UID 5 FLAGS (\\Flagged))\r\n" OK);
+	expect(answer("UID FETCH 3:4,7 (FLAGS)"), OK);
+	expect(answer("UID FETCH 2,* (UID)"), "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 5)\r\n" OK);
+	CU_ASSERT(upstream(answer("FETCH 4 (UID)")));
+	CU_ASSERT(upstream(answer("FETCH 2:4 (UID)")));
+	CU_ASSERT(upstream(answer("FETCH $ (UID)")));
+	/* a new message whose UID is not known yet */
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 4), 0);
+	expect(answer("FETCH 1 (UID)"), "* 1 FETCH (UID 1)\r\n" OK);
+	CU_ASSERT(upstream(answer("FETCH 4 (UID)")));
+	CU_ASSERT(upstream(answer("FETCH * (UID)")));
+	CU_ASSERT(upstream(answer("UID FETCH 1 (UID)")));
+	/* an empty mailbox */
+	CU_ASSERT_EQUAL(mailbox_view_load(view, NULL, 0), 0);
+	CU_ASSERT(upstream(answer("UID FETCH 1:* (UID)")));
+	teardown();
+}
+
+/* What only the upstream can answer the same way. */
+static void test_upstream_rules(void)
+{
+	const char *why;
+
+	setup();
+	/* a message the store knows only partly */
+	CU_ASSERT(upstream(answer("FETCH 3 (BODY.PEEK[])")));
+	CU_ASSERT(upstream(answer("FETCH 1:3 (BODY.PEEK[TEXT])")));
+	expect(answer("FETCH 3 (BODY.PEEK[HEADER] UID)"), "* 3 FETCH (UID 5 BODY[HEADER] {8}\r\nX: y\r\n\r\n)\r\n" OK);
+	/* derived items of a message our library reads otherwise */
+	CU_ASSERT_EQUAL(cache_set_structure_agrees(cache, mailbox_id, 2, false), 0);
+	CU_ASSERT(upstream(answer("FETCH 2 (BODY.PEEK[1])")));
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[1])")));
+	CU_ASSERT(upstream(answer("FETCH 2 (BODY.PEEK[HEADER])"))); /* no stored header block to fall back on */
+	CU_ASSERT_FALSE(upstream(answer("FETCH 2 (BODY.PEEK[] RFC822.SIZE)")));
+	/* ENVELOPE, BODY and BODYSTRUCTURE are the upstream's, never derived */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, 1, CACHE_ITEM_ENVELOPE, NULL, 0), 0);
+	CU_ASSERT(upstream(answer("FETCH 1 (ENVELOPE)")));
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, 1, CACHE_ITEM_BODYSTRUCTURE, NULL, 0), 0);
+	CU_ASSERT(upstream(answer("FETCH 1 (BODYSTRUCTURE)")));
+	/* RFC822.SIZE of a stored message when none is stored */
+	expect(answer("FETCH 1 (RFC822.SIZE)"), "* 1 FETCH (RFC822.SIZE 1234)\r\n" OK);
+	/* HEADER.FIELDS: names the client quoted, names of a part, no line */
+	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"SUBJECT\")])")));
+	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[1.HEADER.FIELDS (SUBJECT)])")));
+	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[01])")));
+	parse_only("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+	facts.line = NULL;
+	CU_ASSERT_EQUAL(plan_route(&why), FETCH_ROUTE_UPSTREAM);
+	/* a header block that is no plain RFC 5322 */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, 5, CACHE_ITEM_HEADER, "X y\r\n\r\n", 7), 0);
+	CU_ASSERT(upstream(answer("FETCH 3 (BODY.PEEK[HEADER.FIELDS (X)])")));
+	/* MODSEQ and CHANGEDSINCE before the client enabled CONDSTORE; VANISHED */
+	CU_ASSERT(upstream(answer("FETCH 1 (MODSEQ)")));
+	CU_ASSERT(upstream(answer("FETCH 1 (UID) (CHANGEDSINCE 1)")));
+	facts.condstore = true;
+	CU_ASSERT(upstream(answer("UID FETCH 1 (UID) (CHANGEDSINCE 1 VANISHED)")));
+	teardown();
+}
+
+/* A non-PEEK body item on a read-write mailbox sets \Seen: local only when it is set already. */
+static void test_seen(void)
+{
+	setup();
+	facts.read_only = false;
+	CU_ASSERT(upstream(answer("FETCH 1 (BODY[TEXT])")));
+	CU_ASSERT(upstream(answer("FETCH 1 (RFC822)")));
+	CU_ASSERT(upstream(answer("FETCH 1:2 (BODY[1])")));
+	expect(answer("FETCH 2 (BODY[1] BINARY[1]<0.4>)"), "* 2 FETCH (BODY[1] {8}\r\npart one BINARY[1]<0> {4}\r\npart)\r\n" OK);
+	expect(answer("FETCH 1 (BODY.PEEK[TEXT])"), "* 1 FETCH (BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
+	facts.read_only = true;
+	expect(answer("FETCH 1 (BODY[TEXT])"), "* 1 FETCH (BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
+	teardown();
+}
+
+/* With CONDSTORE enabled: MODSEQ from the view; CHANGEDSINCE filters and adds MODSEQ after the buffered items. */
+static void test_condstore(void)
+{
+	setup();
+	facts.condstore = true;
+	expect(answer("FETCH 1:2 (MODSEQ FLAGS)"), "* 1 FETCH (MODSEQ (10) FLAGS ())\r\n* 2 FETCH (MODSEQ (20) FLAGS (\\Seen $Junk))\r\n" OK);
+	expect(answer("FETCH 1:* (BODY.PEEK[HEADER]<0.1> UID FLAGS) (CHANGEDSINCE 15)"),
+	       "* 2 FETCH (UID 2 FLAGS (\\Seen $Junk) MODSEQ (20) BODY[HEADER]<0> {1}\r\nS)\r\n"
+	       "* 3 FETCH (UID 5 FLAGS (\\Flagged) MODSEQ (30) BODY[HEADER]<0> {1}\r\nX)\r\n" OK);
+	expect(answer("UID FETCH 1:* (MODSEQ) (CHANGEDSINCE 30)"), OK);
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 4), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_uid(view, 4, 9), 0);
+	CU_ASSERT(upstream(answer("FETCH 1:* (UID) (CHANGEDSINCE 1)"))); /* MODSEQ of 4 not known */
+	teardown();
+}
+
+/* FLAGS as the view holds them; \Recent where Dovecot writes it; unknown flags go upstream. */
+static void test_flags(void)
+{
+	setup();
+	mailbox_view_set_recent(view, 2, true);
+	expect(answer("FETCH 2 (FLAGS)"), "* 2 FETCH (FLAGS (\\Seen \\Recent $Junk))\r\n" OK);
+	mailbox_view_set_recent(view, 1, true);
+	expect(answer("FETCH 1 (FLAGS)"), "* 1 FETCH (FLAGS (\\Recent))\r\n" OK);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "$A \\Recent", 10), 0);
+	expect(answer("FETCH 1 (FLAGS)"), "* 1 FETCH (FLAGS ($A \\Recent))\r\n" OK);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "$A", 2), 0);
+	expect(answer("FETCH 1 (FLAGS)"), "* 1 FETCH (FLAGS (\\Recent $A))\r\n" OK);
+	CU_ASSERT_EQUAL(mailbox_view_load(view, (const uint32_t[]){ 1, 2, 5 }, 3), 0);
+	CU_ASSERT(upstream(answer("FETCH 1 (FLAGS)")));
+	expect(answer("FETCH 1 (UID)"), "* 1 FETCH (UID 1)\r\n" OK);
+	teardown();
+}
+
+/* The writer stops past its limit, whole lines only; a message gone from the store is LOST. */
+static void test_writer(void)
+{
+	struct fetch_answer *plan;
+	struct evbuffer *out = evbuffer_new();
+	const char *why;
+	const uint32_t gone[] = { 2 };
+
+	setup();
+	parse_only("FETCH 1:3 (UID RFC822.SIZE)");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(fetch_answer_count(plan), 3);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1), FETCH_WRITE_MORE);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (UID 1 RFC822.SIZE 1234)\r\n"));
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1), FETCH_WRITE_MORE);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1000), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1000), FETCH_WRITE_DONE);
+	fetch_answer_free(&plan);
+	/* a body evicted between plan and write */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	parse_only("FETCH 1:2 (BODY.PEEK[]<0.4>)");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, gone, 1), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
+	fetch_answer_free(&plan);
+	fetch_answer_free(&plan);
+	evbuffer_free(out);
+	teardown();
+}
+
+/* No store, no view, another command. */
+static void test_no_store(void)
+{
+	const char *why;
+	struct fetch_answer *plan = (struct fetch_answer *)&why;
+
+	setup();
+	parse_only("FETCH 1 (UID)");
+	facts.cache = NULL;
+	CU_ASSERT_EQUAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_UPSTREAM);
+	CU_ASSERT_PTR_NULL(plan);
+	facts.cache = cache;
+	facts.view = NULL;
+	CU_ASSERT_EQUAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_UPSTREAM);
+	facts.view = view;
+	parse_only("NOOP");
+	CU_ASSERT_EQUAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_UPSTREAM);
+	teardown();
+}
+
+const char unit_suite_name[] = "fetch";
+const struct unit_test unit_tests[] = {
+	{ "item order as Dovecot's handlers", test_item_order },
+	{ "sections, partials, empty parts", test_sections },
+	{ "BINARY literals and what goes upstream", test_binary },
+	{ "BINARY of parts Dovecot decodes otherwise", test_binary_upstream },
+	{ "sequence and UID sets", test_sets },
+	{ "what goes upstream by rule", test_upstream_rules },
+	{ "non-PEEK fetches and \\Seen", test_seen },
+	{ "MODSEQ and CHANGEDSINCE", test_condstore },
+	{ "FLAGS and \\Recent", test_flags },
+	{ "the writer's limit and a lost value", test_writer },
+	{ "no store, no view, not a FETCH", test_no_store },
+	{ NULL, NULL },
+};
