@@ -3,6 +3,8 @@
 #include "config.h"
 #include "session-private.h"
 #include "cache.h"
+#include "fetch.h"
+#include "fetch-fill.h"
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "imap-response.h"
@@ -14,6 +16,7 @@
 
 #include <ctype.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/bufferevent.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -64,6 +67,7 @@ static bool session_answer_starttls(struct session *session, const char *tag, co
 static bool session_answer_logout(struct session *session, const char *tag, const struct imap_command *command);
 static void session_start_sync(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream);
+static bool session_answer_fetch(struct session *session, const char *tag, const struct imap_command *command);
 
 static const struct session_route session_routes[] = {
 	{ "CAPABILITY", session_answer_capability, false, NULL, false },
@@ -77,6 +81,8 @@ static const struct session_route session_routes[] = {
 	{ "EXAMINE", NULL, false, session_start_sync, true },
 	{ "CLOSE", NULL, false, NULL, true },
 	{ "UNSELECT", NULL, false, NULL, true },
+	{ "FETCH", session_answer_fetch, false, NULL, false },
+	{ "UID FETCH", session_answer_fetch, false, NULL, false },
 };
 
 static const struct session_route session_route_upstream = { "", NULL, false, NULL, false };
@@ -95,6 +101,8 @@ void session_upstream_closed(struct imap_client *client, const char *reason, voi
 
 	(void)client;
 	session->open_command = NULL; /* freed with the connection */
+	if (session->fill != NULL)
+		fetch_fill_abort(session->fill);
 	if (session->state != SESSION_STATE_FORWARDING)
 		return; /* a login in progress hears of it from its command */
 	log_info("session %lu: upstream %s: %s", session->id, session->upstream_name, reason);
@@ -126,6 +134,32 @@ static bool session_swallow_sync_line(struct session *session, enum imap_client_
 	return swallow;
 }
 
+/* The store's batch of this event-loop turn ends: its writes commit. */
+static void session_end_batch(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+
+	(void)fd;
+	(void)what;
+	if (session->batch_open) {
+		session->batch_open = false;
+		cache_batch_end(session->cache);
+	}
+}
+
+/* What the lines of one read from upstream bring goes into the store in
+   one transaction, ended when the event loop has run this turn's
+   callbacks (so no transaction waits on the network): one commit per
+   read, not one per message. */
+static void session_open_batch(struct session *session)
+{
+	if (session->batch_open || session->cache == NULL || session->batch_event == NULL)
+		return;
+	cache_batch_begin(session->cache);
+	session->batch_open = true;
+	event_active(session->batch_event, EV_TIMEOUT, 0);
+}
+
 /* Upstream bytes for the client: the exact bytes, with the client's tag. */
 int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
 			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
@@ -140,6 +174,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (command != NULL && command == session->sync_command && session_swallow_sync_line(session, kind, data, len,
 											   line_end))
 		return 0;
+	if (kind == IMAP_CLIENT_RAW_UNTAGGED) {
+		session_open_batch(session);
+		fetch_fill_feed(session->fill, data, len, line_end);
+	}
 	output = bufferevent_get_output(session->bev);
 	if (kind == IMAP_CLIENT_RAW_TAGGED && command == session->select_command && session->sync_command != NULL)
 		output = session->held_reply; /* the client gets it once the sync is done */
@@ -191,6 +229,13 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 	struct session *session = context;
 
 	(void)client;
+	if (strcmp(untagged->keyword, "ENABLED") == 0) {
+		for (unsigned int i = 0; i < untagged->args_count; i++) {
+			if (imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") ||
+			    imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
+				session->client_condstore = true;
+		}
+	}
 	if (command != NULL && command == session->select_command)
 		sync_select_data(session->sync, untagged);
 	else if (command != NULL && command == session->sync_command)
@@ -213,6 +258,8 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 	if (result->status == IMAP_CLIENT_STATUS_ABORT)
 		return; /* session_upstream_closed ends the session */
 	sync_fetch_done(session->sync, result->status);
+	if (sync_is_ready(session->sync))
+		fetch_fill_set_mailbox(session->fill, session->cache, sync_mailbox_id(session->sync), session->view);
 	log_debug("session %lu: the mailbox's view is %s", session->id,
 		  sync_is_ready(session->sync) ? "vouched for" : "not vouched for: everything goes upstream");
 	evbuffer_add_buffer(bufferevent_get_output(session->bev), session->held_reply);
@@ -402,6 +449,72 @@ static bool session_answer_cannot(struct session *session, const char *tag, cons
 	return true;
 }
 
+/* Writes what the client can take of the FETCH answered here, then its
+   tagged OK; a store that lost a value meanwhile ends the session, as
+   Dovecot ends it when a FETCH fails mid-way. */
+static void session_write_local_answer(struct session *session)
+{
+	struct evbuffer *output = bufferevent_get_output(session->bev);
+	size_t before = evbuffer_get_length(output);
+	enum fetch_write_result result = fetch_answer_write(session->local_answer, output, SESSION_OUTPUT_HIGH_WATER);
+
+	session->bytes_out += evbuffer_get_length(output) - before;
+	if (result == FETCH_WRITE_MORE)
+		return; /* session_forward_output_drained goes on */
+	fetch_answer_free(&session->local_answer);
+	if (result == FETCH_WRITE_LOST) {
+		log_warning("session %lu: a cached value went away while a FETCH was answered from it", session->id);
+		session_close(session, "cache lost a value mid-FETCH", "Internal error reading the cache");
+		return;
+	}
+	before = evbuffer_get_length(output);
+	fetch_write_tagged_ok(output, session->local_tag);
+	session->bytes_out += evbuffer_get_length(output) - before;
+	free(session->local_tag);
+	session->local_tag = NULL;
+	session_schedule_step(session); /* the commands after it */
+}
+
+void session_forward_output_drained(struct session *session)
+{
+	if (session->local_answer != NULL && session->state == SESSION_STATE_FORWARDING)
+		session_write_local_answer(session);
+}
+
+/* FETCH and UID FETCH: answered from the view and the store when all of
+   it is there and vouched for (fetch.h), else upstream. */
+static bool session_answer_fetch(struct session *session, const char *tag, const struct imap_command *command)
+{
+	struct fetch_facts facts = {
+		.cache = session->cache,
+		.mailbox_id = sync_mailbox_id(session->sync),
+		.view = session->view,
+		.read_only = sync_is_read_only(session->sync),
+		.condstore = session->client_condstore,
+		.line = (const char *)evbuffer_pullup(session->command_bytes, -1),
+		.line_len = evbuffer_get_length(session->command_bytes),
+	};
+	const char *why;
+
+	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0)
+		return false;
+	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))
+		facts.line_len--;
+	if (fetch_plan(command, &facts, &session->local_answer, &why) != FETCH_ROUTE_LOCAL) {
+		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
+		return false;
+	}
+	session->local_tag = strdup(tag);
+	if (session->local_tag == NULL) {
+		fetch_answer_free(&session->local_answer);
+		return false;
+	}
+	log_debug("session %lu: %s answered from the cache (%zu messages)", session->id, session->command_verb,
+		  fetch_answer_count(session->local_answer));
+	session_write_local_answer(session);
+	return true;
+}
+
 /* ---- the client's commands ---- */
 
 /* The verb of the command being read, upper-cased ("UID FETCH" as two
@@ -458,8 +571,11 @@ static struct imap_client_command *session_send_upstream(struct session *session
 		session_close(session, "out of memory", "Server out of memory");
 		return NULL;
 	}
-	if (session_find_route(session->command_verb)->leaves_mailbox)
-		sync_deselect(session->sync); /* nothing is answered here until a new sync */
+	if (session_find_route(session->command_verb)->leaves_mailbox) {
+		/* nothing is answered here, nor stored, until a new sync */
+		sync_deselect(session->sync);
+		fetch_fill_set_mailbox(session->fill, NULL, 0, NULL);
+	}
 	forward->session = session;
 	evbuffer_remove(session->command_bytes, forward->tag, tag_len);
 	forward->logout = strcmp(session->command_verb, "LOGOUT") == 0;
@@ -530,6 +646,10 @@ static bool session_route_command(struct session *session)
 			return true;
 		}
 	}
+	if (error == IMAP_COMMAND_ERROR_NONE && command.name != IMAP_COMMAND_LOGIN &&
+	    command.name != IMAP_COMMAND_AUTHENTICATE && command.name != IMAP_COMMAND_ENABLE &&
+	    session_command_changes_state(&command))
+		session->client_condstore = true; /* RFC 7162 3.1: this command enables CONDSTORE */
 	/* only a connection that may be pooled needs its state watched */
 	if (session->pool_key_valid && !session->pool_state_changed &&
 	    (error == IMAP_COMMAND_ERROR_NONE ? session_command_changes_state(&command) :
@@ -670,6 +790,8 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 
 	if (session->sync_command != NULL)
 		return false; /* nothing runs beside it: Dovecot would answer a FETCH in parallel */
+	if (session->local_answer != NULL)
+		return false; /* the client reads a FETCH answered here first */
 	if (session->command_ready) {
 		if (!session_route_command(session))
 			return false;
@@ -758,7 +880,9 @@ static int session_open_cache(struct session *session)
 		log_info("session %lu: no cache for %s on upstream %s (%s): proxying only", session->id,
 			 session->user, session->upstream_name, error);
 	session->sync = sync_new(session->cache, session->view);
-	return session->sync == NULL ? -1 : 0;
+	session->fill = fetch_fill_new();
+	session->batch_event = event_new(session->base, -1, 0, session_end_batch, session);
+	return session->sync == NULL || session->fill == NULL || session->batch_event == NULL ? -1 : 0;
 }
 
 int session_forward_start(struct session *session)
@@ -790,6 +914,15 @@ void session_forward_free(struct session *session)
 	if (session->command_bytes != NULL)
 		evbuffer_free(session->command_bytes);
 	session->command_bytes = NULL;
+	fetch_answer_free(&session->local_answer);
+	free(session->local_tag);
+	session->local_tag = NULL;
+	fetch_fill_free(&session->fill);
+	if (session->batch_event != NULL) {
+		session_end_batch(-1, 0, session);
+		event_free(session->batch_event);
+		session->batch_event = NULL;
+	}
 	sync_free(&session->sync);
 	mailbox_view_free(&session->view);
 	cache_unref(&session->cache);

@@ -105,6 +105,12 @@ struct session {
 	struct imap_client_command *sync_command;   /* the sync's own command right behind it */
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
 	bool swallowing_line;          /* the rest of a long line of the sync's own data */
+	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
+	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
+	bool batch_open;
+	struct fetch_answer *local_answer; /* a FETCH answered here, still being written */
+	char *local_tag;               /* its tag, for the tagged OK */
+	bool client_condstore;         /* the client enabled CONDSTORE (or QRESYNC) upstream */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
 	bool state_logged_in;          /* the upstream accepted the login */
@@ -195,5 +201,8 @@ void session_forward_free(struct session *session);
 /* Bytes of a literal the client is due to send now (0: none, or it waits
    for the upstream's "+"). */
 uint64_t session_forward_literal_due(const struct session *session);
+/* The client has read its output (session_write): a FETCH answered here
+   goes on. */
+void session_forward_output_drained(struct session *session);
 
 #endif

@@ -685,6 +685,7 @@ static void session_write(struct bufferevent *bev, void *context)
 			session->upstream_reading_paused = false;
 			imap_client_set_reading_paused(session->upstream, false);
 		}
+		session_forward_output_drained(session);
 		session_update_literal_timer(session);
 		break;
 	}
