@@ -205,6 +205,14 @@ void mailbox_view_set_recent(struct mailbox_view *view, uint32_t seq, bool recen
 		view->messages[seq - 1].recent = recent;
 }
 
+void mailbox_view_forget_flags(struct mailbox_view *view, uint32_t seq)
+{
+	if (seq >= 1 && seq <= view->count) {
+		free(view->messages[seq - 1].flags);
+		view->messages[seq - 1].flags = NULL;
+	}
+}
+
 /* Takes the message at index out of the view. */
 static void mailbox_view_remove(struct mailbox_view *view, uint32_t index)
 {

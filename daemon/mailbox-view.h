@@ -76,6 +76,9 @@ int mailbox_view_set_uid(struct mailbox_view *view, uint32_t seq, uint32_t uid);
 int mailbox_view_set_flags(struct mailbox_view *view, uint32_t seq, const char *flags, size_t len);
 int mailbox_view_set_modseq(struct mailbox_view *view, uint32_t seq, uint64_t modseq);
 void mailbox_view_set_recent(struct mailbox_view *view, uint32_t seq, bool recent);
+/* The flags of the client's seq are not known any more (a STORE went
+   upstream: with .SILENT its answer won't tell them). */
+void mailbox_view_forget_flags(struct mailbox_view *view, uint32_t seq);
 
 /* The upstream expunged its message upstream_seq. With hold, the
    client's numbering stays (the message is marked expunged); without,

@@ -68,6 +68,8 @@ static bool session_answer_logout(struct session *session, const char *tag, cons
 static void session_start_sync(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream);
 static bool session_answer_fetch(struct session *session, const char *tag, const struct imap_command *command);
+static void session_store_sent(struct session *session, const struct imap_command *command,
+			       struct imap_client_command *upstream);
 
 static const struct session_route session_routes[] = {
 	{ "CAPABILITY", session_answer_capability, false, NULL, false },
@@ -83,6 +85,8 @@ static const struct session_route session_routes[] = {
 	{ "UNSELECT", NULL, false, NULL, true },
 	{ "FETCH", session_answer_fetch, false, NULL, false },
 	{ "UID FETCH", session_answer_fetch, false, NULL, false },
+	{ "STORE", NULL, false, session_store_sent, false },
+	{ "UID STORE", NULL, false, session_store_sent, false },
 };
 
 static const struct session_route session_route_upstream = { "", NULL, false, NULL, false };
@@ -513,6 +517,25 @@ static bool session_answer_fetch(struct session *session, const char *tag, const
 		  fetch_answer_count(session->local_answer));
 	session_write_local_answer(session);
 	return true;
+}
+
+/* A STORE went upstream: the flags of its messages are not known here
+   until the upstream tells them again (a .SILENT one never does). */
+static void session_store_sent(struct session *session, const struct imap_command *command,
+			       struct imap_client_command *upstream)
+{
+	uint32_t count = mailbox_view_count(session->view);
+
+	(void)upstream;
+	for (uint32_t seq = 1; seq <= count; seq++) {
+		const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
+		uint32_t number = command->uid ? message->uid : seq;
+		uint32_t star = command->uid ? mailbox_view_max_uid(session->view) : count;
+
+		if (command->u.store.set->saved || (number != 0 && imap_seqset_contains(command->u.store.set, number, star)) ||
+		    (command->uid && number == 0))
+			mailbox_view_forget_flags(session->view, seq);
+	}
 }
 
 /* ---- the client's commands ---- */

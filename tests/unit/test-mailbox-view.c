@@ -175,6 +175,9 @@ static void test_flags_modseq_recent(void)
 	mailbox_view_set_recent(view, 2, true);
 	CU_ASSERT_TRUE(mailbox_view_get(view, 2)->recent);
 	CU_ASSERT_FALSE(mailbox_view_get(view, 1)->recent);
+	mailbox_view_forget_flags(view, 1);
+	CU_ASSERT_PTR_NULL(mailbox_view_get(view, 1)->flags);
+	mailbox_view_forget_flags(view, 9); /* out of range: nothing */
 	/* flags go with their message when another is removed */
 	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 2, "\\Flagged", 8), 0);
 	CU_ASSERT_EQUAL(mailbox_view_upstream_expunge(view, 1, false), 1);
