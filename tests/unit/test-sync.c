@@ -575,6 +575,8 @@ struct contradiction_case {
 
 static const struct contradiction_case contradiction_cases[] = {
 	{ "a FETCH with another UID than the view's", { "* 2 FETCH (UID 8 FLAGS ())\r\n" } },
+	{ "a new message's UID below the known ones", { "* 4 EXISTS\r\n", "* 4 FETCH (UID 5 FLAGS ())\r\n" } },
+	{ "a new message with a known UID", { "* 4 EXISTS\r\n", "* 4 FETCH (UID 9 FLAGS ())\r\n" } },
 	{ "an EXISTS below the count", { "* 2 EXISTS\r\n" } },
 	{ "an EXPUNGE past the count", { "* 4 EXPUNGE\r\n" } },
 };
