@@ -71,7 +71,8 @@ int mailbox_view_load(struct mailbox_view *view, const uint32_t *uids, uint32_t 
 	if (mailbox_view_reserve(view, count) < 0)
 		return -1;
 	mailbox_view_clear(view);
-	memset(view->messages, 0, (size_t)count * sizeof(*view->messages));
+	if (count > 0) /* a view never loaded has no array: memset(NULL, ...) is undefined even for 0 bytes */
+		memset(view->messages, 0, (size_t)count * sizeof(*view->messages));
 	for (uint32_t i = 0; i < count; i++)
 		view->messages[i].uid = uids[i];
 	view->count = count;
@@ -153,6 +154,8 @@ int mailbox_view_upstream_exists(struct mailbox_view *view, uint32_t upstream_co
 	if (upstream_count < have || (uint64_t)view->held + upstream_count > UINT32_MAX)
 		return -1;
 	added = upstream_count - have;
+	if (added == 0)
+		return 0;
 	if (mailbox_view_reserve(view, view->count + added) < 0)
 		return -1;
 	memset(&view->messages[view->count], 0, (size_t)added * sizeof(*view->messages));

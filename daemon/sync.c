@@ -345,7 +345,9 @@ static void sync_update_fetch(struct sync *sync, const struct imap_client_untagg
 		return;
 	const struct mailbox_view_message *message = mailbox_view_get(sync->view, seq);
 
-	if (message != NULL && message->uid != 0 && uid != 0 && message->uid != uid) {
+	/* a UID not known yet must be above every known one: they ascend with the sequence number */
+	if (message != NULL && uid != 0 &&
+	    (message->uid != 0 ? message->uid != uid : uid <= mailbox_view_max_uid(sync->view))) {
 		log_debug("sync %s: message %u has UID %u, not the view's: not vouched any more", sync->mailbox, seq,
 			  uid);
 		sync->state = SYNC_UNVOUCHED;

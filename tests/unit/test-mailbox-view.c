@@ -61,6 +61,20 @@ static void test_load_and_lookup(void)
 	CU_ASSERT_PTR_NULL(view);
 }
 
+/* A view never loaded has no array yet: emptying it and an EXISTS 0 must not touch one. */
+static void test_fresh_view(void)
+{
+	struct mailbox_view *view = mailbox_view_new();
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(view);
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 0), 0);
+	CU_ASSERT_EQUAL(mailbox_view_load(view, NULL, 0), 0);
+	CU_ASSERT_EQUAL(mailbox_view_count(view), 0);
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 2), 0);
+	CU_ASSERT_STRING_EQUAL(describe(view), "0 0");
+	mailbox_view_free(&view);
+}
+
 static void test_exists_and_learnt_uids(void)
 {
 	static const uint32_t uids[] = { 1, 2 };
@@ -216,6 +230,7 @@ static void test_large(void)
 const char unit_suite_name[] = "mailbox-view";
 const struct unit_test unit_tests[] = {
 	{ "load, lookup by sequence number and UID", test_load_and_lookup },
+	{ "a view never loaded", test_fresh_view },
 	{ "EXISTS adds messages whose UIDs are learnt in order", test_exists_and_learnt_uids },
 	{ "an expunge the client may be told of at once", test_expunge_at_once },
 	{ "held expunges keep the client's numbers and translate", test_held_expunges },

@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/* cache-body: whole messages in the store, written piece by piece as they arrive, read by range, kept within the budget. */
+#include "config.h"
+#include "cache-private.h"
+#include "log.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A body being stored: in cache->writers, holding a reference to cache. */
+struct cache_body_writer {
+	struct cache_body_writer *next; /* in cache->writers */
+	struct cache *cache;
+	int64_t mailbox_id;
+	uint32_t uid;
+	uint64_t size;                 /* announced */
+	uint64_t received;             /* bytes given to cache_body_write */
+	int64_t next_chunk;
+	bool failed;
+	size_t pending_size;
+	unsigned char pending[];       /* min(size, CACHE_BODY_CHUNK_SIZE) bytes */
+};
+
+/* ---- accounting ---- */
+
+void cache_body_bytes_reload(struct cache *cache)
+{
+	int64_t total = 0;
+
+	if (cache_run_integer(cache, cache_stmt(cache, CACHE_STMT_BODY_TOTAL), "adding up bodies", &total) >= 0)
+		cache->body_bytes = total > 0 ? (uint64_t)total : 0;
+}
+
+void cache_body_bytes_sub(struct cache *cache, int64_t size)
+{
+	if (size > 0)
+		cache->body_bytes -= (uint64_t)size <= cache->body_bytes ? (uint64_t)size : cache->body_bytes;
+}
+
+uint64_t cache_body_bytes(const struct cache *cache)
+{
+	return cache->body_bytes;
+}
+
+int cache_body_delete(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_DELETE);
+	int64_t size = 0;
+	int found;
+
+	cache_bind_key(stmt, mailbox_id, uid);
+	found = cache_run_integer(cache, stmt, "dropping a body", &size);
+	if (found > 0)
+		cache_body_bytes_sub(cache, size);
+	return found < 0 ? -1 : 0;
+}
+
+/* ---- writing ---- */
+
+static struct cache_body_writer *cache_body_writer_find(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	for (struct cache_body_writer *writer = cache->writers; writer != NULL; writer = writer->next) {
+		if (writer->mailbox_id == mailbox_id && writer->uid == uid)
+			return writer;
+	}
+	return NULL;
+}
+
+/* Why a body of size can't be stored now, or -1 when it can. */
+static int cache_body_refusal(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
+{
+	if (!cache_message_key_valid(cache, uid))
+		return CACHE_BODY_REFUSED_ERROR;
+	if (size > cache->settings.body_max_size)
+		return CACHE_BODY_REFUSED_TOO_BIG;
+	if (!cache_write_allowed(cache))
+		return CACHE_BODY_REFUSED_WRITES_OFF;
+	if (cache_body_writer_find(cache, mailbox_id, uid) != NULL)
+		return CACHE_BODY_REFUSED_PRESENT;
+	if (cache->settings.body_budget == 0 || cache->body_bytes > cache->settings.body_budget ||
+	    size > cache->settings.body_budget - cache->body_bytes)
+		return CACHE_BODY_REFUSED_BUDGET;
+	return -1;
+}
+
+/* Adds the incomplete body row (and the message's row, so that
+   cache_lookup finds it). 1 when added, 0 when a body is there, -1. */
+static int cache_body_insert(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_INSERT);
+	bool added = false;
+	int result;
+
+	if (cache_op_begin(cache) < 0)
+		return -1;
+	cache_bind_key(stmt, mailbox_id, uid);
+	sqlite3_bind_int64(stmt, 3, (int64_t)size);
+	sqlite3_bind_int64(stmt, 4, (int64_t)time(NULL));
+	result = cache_run(cache, stmt, "starting a body");
+	if (result == 0 && sqlite3_changes(cache->db) == 1) {
+		added = true;
+		stmt = cache_stmt(cache, CACHE_STMT_MESSAGE_ENSURE);
+		cache_bind_key(stmt, mailbox_id, uid);
+		result = cache_run(cache, stmt, "starting a body");
+	}
+	if (cache_op_end(cache, result) < 0)
+		return -1;
+	return added ? 1 : 0;
+}
+
+struct cache_body_writer *cache_body_begin(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
+					   enum cache_body_refusal *refusal_r)
+{
+	struct cache_body_writer *writer;
+	size_t buffer = size < CACHE_BODY_CHUNK_SIZE ? (size_t)size : CACHE_BODY_CHUNK_SIZE;
+	int refusal = cache_body_refusal(cache, mailbox_id, uid, size);
+	int added;
+
+	if (refusal < 0 && size > INT64_MAX)
+		refusal = CACHE_BODY_REFUSED_TOO_BIG;
+	if (refusal >= 0) {
+		if (refusal_r != NULL)
+			*refusal_r = (enum cache_body_refusal)refusal;
+		return NULL;
+	}
+	writer = calloc(1, sizeof(*writer) + buffer);
+	added = writer != NULL ? cache_body_insert(cache, mailbox_id, uid, size) : -1;
+	if (added <= 0) {
+		if (writer == NULL)
+			log_error("cache %s: out of memory starting a body", cache->label);
+		free(writer);
+		if (refusal_r != NULL)
+			*refusal_r = added == 0 ? CACHE_BODY_REFUSED_PRESENT : CACHE_BODY_REFUSED_ERROR;
+		return NULL;
+	}
+	writer->cache = cache;
+	writer->mailbox_id = mailbox_id;
+	writer->uid = uid;
+	writer->size = size;
+	writer->next = cache->writers;
+	cache->writers = writer;
+	cache->refcount++;
+	cache->body_bytes += size;
+	return writer;
+}
+
+/* Stores one piece; marks the writer failed when it can't. */
+static int cache_body_put_chunk(struct cache_body_writer *writer, const void *data, size_t size)
+{
+	struct cache *cache = writer->cache;
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_CHUNK_INSERT);
+
+	if (!cache_write_allowed(cache)) {
+		writer->failed = true;
+		return -1;
+	}
+	cache_bind_key(stmt, writer->mailbox_id, writer->uid);
+	sqlite3_bind_int64(stmt, 3, writer->next_chunk);
+	cache_bind_value(stmt, 4, data, size);
+	if (cache_run(cache, stmt, "storing a piece of a body") < 0) {
+		writer->failed = true;
+		return -1;
+	}
+	writer->next_chunk++;
+	return 0;
+}
+
+int cache_body_write(struct cache_body_writer *writer, const void *data, size_t size)
+{
+	const unsigned char *p = data;
+
+	if (writer->failed)
+		return -1;
+	if (size > writer->size - writer->received) {
+		log_warning("cache %s: a body of UID %" PRIu32 " is longer than the %" PRIu64 " bytes announced; "
+			    "not stored", writer->cache->label, writer->uid, writer->size);
+		writer->failed = true;
+		return -1;
+	}
+	writer->received += size;
+	while (size > 0) {
+		size_t take;
+
+		if (writer->pending_size == 0 && size >= CACHE_BODY_CHUNK_SIZE) {
+			/* A whole piece straight from the caller's bytes, without a copy. */
+			if (cache_body_put_chunk(writer, p, CACHE_BODY_CHUNK_SIZE) < 0)
+				return -1;
+			p += CACHE_BODY_CHUNK_SIZE;
+			size -= CACHE_BODY_CHUNK_SIZE;
+			continue;
+		}
+		take = CACHE_BODY_CHUNK_SIZE - writer->pending_size;
+		take = take < size ? take : size;
+		memcpy(writer->pending + writer->pending_size, p, take);
+		writer->pending_size += take;
+		p += take;
+		size -= take;
+		if (writer->pending_size == CACHE_BODY_CHUNK_SIZE) {
+			writer->pending_size = 0;
+			if (cache_body_put_chunk(writer, writer->pending, CACHE_BODY_CHUNK_SIZE) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Unlinks writer from its cache and frees it, dropping its reference. */
+static void cache_body_writer_free(struct cache_body_writer *writer)
+{
+	struct cache *cache = writer->cache;
+
+	for (struct cache_body_writer **link = &cache->writers; *link != NULL; link = &(*link)->next) {
+		if (*link == writer) {
+			*link = writer->next;
+			break;
+		}
+	}
+	free(writer);
+	cache_unref(&cache);
+}
+
+/* The number of pieces a body of size bytes is stored in. */
+static int64_t cache_body_chunk_count(uint64_t size)
+{
+	return (int64_t)((size + CACHE_BODY_CHUNK_SIZE - 1) / CACHE_BODY_CHUNK_SIZE);
+}
+
+/* Checks every piece is there (a rolled-back batch may have taken some)
+   and marks the body complete. */
+static int cache_body_complete(struct cache_body_writer *writer)
+{
+	struct cache *cache = writer->cache;
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_CHUNK_STATS);
+	int64_t count;
+	int64_t bytes;
+	int rc;
+
+	cache_bind_key(stmt, writer->mailbox_id, writer->uid);
+	rc = sqlite3_step(stmt);
+	count = sqlite3_column_int64(stmt, 0);
+	bytes = sqlite3_column_int64(stmt, 1);
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc != SQLITE_ROW) {
+		cache_fail(cache, rc, "checking a body");
+		return -1;
+	}
+	if (count != cache_body_chunk_count(writer->size) || (uint64_t)bytes != writer->size) {
+		log_debug("cache %s: a body of UID %" PRIu32 " lost pieces (a batch rolled back)", cache->label,
+			  writer->uid);
+		return -1;
+	}
+	stmt = cache_stmt(cache, CACHE_STMT_BODY_COMPLETE);
+	cache_bind_key(stmt, writer->mailbox_id, writer->uid);
+	sqlite3_bind_int64(stmt, 3, (int64_t)writer->size);
+	if (cache_run(cache, stmt, "completing a body") < 0)
+		return -1;
+	return sqlite3_changes(cache->db) == 1 ? 0 : -1;
+}
+
+int cache_body_finish(struct cache_body_writer **writerp)
+{
+	struct cache_body_writer *writer = *writerp;
+	struct cache *cache = writer->cache;
+	int result = -1;
+
+	if (!writer->failed && writer->received != writer->size)
+		log_warning("cache %s: a body of UID %" PRIu32 " ended after %" PRIu64 " of the %" PRIu64
+			    " bytes announced; not stored", cache->label, writer->uid, writer->received, writer->size);
+	else if (!writer->failed && cache_write_allowed(cache) && cache_op_begin(cache) == 0)
+		result = cache_op_end(cache, (writer->pending_size == 0 ||
+					      cache_body_put_chunk(writer, writer->pending, writer->pending_size) == 0)
+						     ? cache_body_complete(writer) : -1);
+	if (result < 0) {
+		cache_body_abort(writerp);
+		return -1;
+	}
+	*writerp = NULL;
+	cache_body_writer_free(writer);
+	return 0;
+}
+
+void cache_body_abort(struct cache_body_writer **writerp)
+{
+	struct cache_body_writer *writer = *writerp;
+	struct cache *cache;
+	sqlite3_stmt *stmt;
+	int64_t size = 0;
+
+	if (writer == NULL)
+		return;
+	*writerp = NULL;
+	cache = writer->cache;
+	/* Tried even with writes off: deleting frees space. What stays is
+	   dropped at the next open. */
+	if (!cache->writes_off_for_good) {
+		stmt = cache_stmt(cache, CACHE_STMT_BODY_ABORT);
+		cache_bind_key(stmt, writer->mailbox_id, writer->uid);
+		if (cache_run_integer(cache, stmt, "dropping an unfinished body", &size) > 0)
+			cache_body_bytes_sub(cache, size);
+	}
+	cache_body_writer_free(writer);
+}
+
+/* ---- reading ---- */
+
+/* 1 with *size_r and *last_used_r when a complete body is stored, 0 when
+   not (or unreadable), -1 on error. */
+static int cache_body_get(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t *size_r,
+			  int64_t *last_used_r)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_GET);
+	int rc;
+
+	cache_bind_key(stmt, mailbox_id, uid);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		int64_t size = sqlite3_column_int64(stmt, 0);
+
+		*size_r = size > 0 ? (uint64_t)size : 0;
+		*last_used_r = sqlite3_column_int64(stmt, 1);
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	cache_fail(cache, rc, "reading a body");
+	return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+}
+
+int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t *size_r)
+{
+	int64_t last_used;
+
+	return cache_body_get(cache, mailbox_id, uid, size_r, &last_used);
+}
+
+/* Appends the pieces first..last of a body of size bytes, cut to
+   [offset, end), to out. 1 when done, 0 when a piece is missing or of the
+   wrong length (damaged), -1 when SQLite failed (*rc_r) or memory ran out. */
+static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
+				  uint64_t offset, uint64_t end, struct evbuffer *out, int *rc_r)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_CHUNK_READ);
+	int64_t first = (int64_t)(offset / CACHE_BODY_CHUNK_SIZE);
+	int64_t last = (int64_t)((end - 1) / CACHE_BODY_CHUNK_SIZE);
+	int64_t expected = first;
+	int result = 1;
+	int rc;
+
+	cache_bind_key(stmt, mailbox_id, uid);
+	sqlite3_bind_int64(stmt, 3, first);
+	sqlite3_bind_int64(stmt, 4, last);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		uint64_t start = (uint64_t)expected * CACHE_BODY_CHUNK_SIZE;
+		uint64_t length = size - start < CACHE_BODY_CHUNK_SIZE ? size - start : CACHE_BODY_CHUNK_SIZE;
+		const unsigned char *data = sqlite3_column_blob(stmt, 1);
+		uint64_t from = offset > start ? offset - start : 0;
+		uint64_t to = end < start + length ? end - start : length;
+
+		if (sqlite3_column_int64(stmt, 0) != expected || (uint64_t)sqlite3_column_bytes(stmt, 1) != length ||
+		    data == NULL) {
+			result = 0;
+			break;
+		}
+		if (evbuffer_add(out, data + from, (size_t)(to - from)) < 0) {
+			result = -1;
+			break;
+		}
+		expected++;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	*rc_r = result == 1 && rc != SQLITE_DONE ? rc : SQLITE_OK;
+	if (*rc_r != SQLITE_OK)
+		return -1;
+	return result == 1 && expected != last + 1 ? 0 : result;
+}
+
+/* Deletes a body found damaged, so that it is fetched and stored anew. */
+static void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged; counted as missing", cache->label, uid);
+	if (cache_write_allowed(cache))
+		cache_body_delete(cache, mailbox_id, uid);
+}
+
+/* Records a use of the body (eviction drops the least recently used),
+   at most once a second per body. */
+static void cache_body_touch(struct cache *cache, int64_t mailbox_id, uint32_t uid, int64_t last_used)
+{
+	int64_t now = (int64_t)time(NULL);
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_TOUCH);
+
+	if (now == last_used || !cache_write_allowed(cache))
+		return;
+	cache_bind_key(stmt, mailbox_id, uid);
+	sqlite3_bind_int64(stmt, 3, now);
+	cache_run(cache, stmt, "recording a body's use");
+}
+
+int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t offset, uint64_t length,
+		    struct evbuffer *out)
+{
+	uint64_t size = 0;
+	int64_t last_used = 0;
+	int found = cache_body_get(cache, mailbox_id, uid, &size, &last_used);
+	uint64_t end;
+	struct evbuffer *piece;
+	int rc = SQLITE_OK;
+	int read;
+
+	if (found <= 0)
+		return found;
+	end = length > size - (offset < size ? offset : size) ? size : offset + length;
+	if (offset < end) {
+		piece = evbuffer_new();
+		read = piece != NULL ? cache_body_read_chunks(cache, mailbox_id, uid, size, offset, end, piece, &rc) : -1;
+		if (read > 0)
+			evbuffer_add_buffer(out, piece);
+		if (piece != NULL)
+			evbuffer_free(piece);
+		if (read < 0 && rc != SQLITE_OK) {
+			cache_fail(cache, rc, "reading a body");
+			return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+		}
+		if (read < 0) {
+			log_error("cache %s: out of memory reading a body", cache->label);
+			return -1;
+		}
+		if (read == 0) {
+			cache_body_drop_damaged(cache, mailbox_id, uid);
+			return 0;
+		}
+	}
+	cache_body_touch(cache, mailbox_id, uid, last_used);
+	return 1;
+}

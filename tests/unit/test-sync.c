@@ -1,0 +1,682 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for daemon/sync: a SELECT's sync loading the view and the store, syncs it can't vouch for, updates after it. */
+#include "config.h"
+#include "unit.h"
+#include "sync.h"
+#include "cache.h"
+#include "imap-client.h"
+#include "log.h"
+#include "mailbox-view.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define UIDVALIDITY 1700000000u /* the one inbox_select reports */
+#define OTHER_UIDVALIDITY 1800000000u
+
+/* The SELECT of an INBOX with 3 messages, as Dovecot answers it with CONDSTORE. */
+static const char *const inbox_select[] = {
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)\r\n",
+	"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)] Flags permitted.\r\n",
+	"* 3 EXISTS\r\n",
+	"* 0 RECENT\r\n",
+	"* OK [UIDVALIDITY 1700000000] UIDs valid\r\n",
+	"* OK [UIDNEXT 10] Predicted next UID\r\n",
+	"* OK [HIGHESTMODSEQ 50] Highest\r\n",
+	NULL,
+};
+
+/* The sync's UID FETCH 1:* (FLAGS) of it: items in either order, MODSEQ or not. */
+static const char *const inbox_fetch[] = {
+	"* 1 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (20))\r\n",
+	"* 2 FETCH (FLAGS () UID 7)\r\n",
+	"* 3 FETCH (UID 9 FLAGS (\\Flagged $Junk) MODSEQ (45))\r\n",
+	NULL,
+};
+
+/* What inbox_fetch loads, in describe_view's form. */
+#define INBOX_VIEW "3(\\Seen):20 7() 9(\\Flagged $Junk):45"
+
+static char base_dir[64];   /* made per test, removed after it */
+static char cache_dir[128]; /* base_dir/cache */
+
+/* What a test works with: the session's view, the sync filling it, and the store (or NULL). */
+struct fixture {
+	struct mailbox_view *view;
+	struct cache *cache;
+	struct sync *sync;
+};
+
+static void fixture_open(struct fixture *f, bool with_cache)
+{
+	memset(f, 0, sizeof(*f));
+	log_set_level(LOG_LEVEL_WARNING);
+	if (with_cache) {
+		struct cache_settings settings = { .dir = cache_dir };
+		const char *error = NULL;
+
+		snprintf(base_dir, sizeof(base_dir), "/tmp/test-sync-XXXXXX");
+		CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
+		snprintf(cache_dir, sizeof(cache_dir), "%s/cache", base_dir);
+		f->cache = cache_open(&settings, "upstream", "user", &error);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(f->cache);
+	}
+	f->view = mailbox_view_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f->view);
+	f->sync = sync_new(f->cache, f->view);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(f->sync);
+}
+
+static void fixture_close(struct fixture *f)
+{
+	char command[256];
+
+	sync_free(&f->sync);
+	CU_ASSERT_PTR_NULL(f->sync);
+	mailbox_view_free(&f->view);
+	if (f->cache != NULL) {
+		cache_unref(&f->cache);
+		snprintf(command, sizeof(command), "rm -rf '%s'", base_dir);
+		CU_ASSERT_EQUAL(system(command), 0);
+	}
+}
+
+/* The untagged response of one server line as the client core hands it
+   on (common/imap-client.c, client_handle_untagged): keyword upper-cased,
+   the number before it, the args after it; a status response's code and
+   text instead of args. */
+static struct imap_client_untagged *untagged_of(const char *text)
+{
+	struct imap_parser *parser = imap_parser_new();
+	struct imap_client_untagged *untagged;
+	const struct imap_arg *line;
+	const char *keyword = NULL, *code = NULL, *status_text = NULL;
+	uint32_t number = 0;
+	bool has_number;
+	unsigned int first;
+	size_t consumed = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(parser);
+	imap_parser_set_mode(parser, IMAP_PARSER_MODE_RESPONSE);
+	CU_ASSERT_EQUAL_FATAL(imap_parser_feed_bytes(parser, text, strlen(text), &consumed), IMAP_PARSER_LINE_COMPLETE);
+	CU_ASSERT_EQUAL_FATAL(consumed, strlen(text));
+	line = imap_parser_get_line(parser);
+	has_number = line->list_count >= 3 && imap_arg_get_number32(&line->list[1], &number) &&
+		     imap_arg_get_atom(&line->list[2], &keyword);
+	first = has_number ? 3 : 2;
+	if (!has_number)
+		CU_ASSERT_TRUE_FATAL(line->list_count >= 2 && imap_arg_get_atom(&line->list[1], &keyword));
+	if (imap_arg_atom_equals(&line->list[1], "OK") || imap_arg_atom_equals(&line->list[1], "NO") ||
+	    imap_arg_atom_equals(&line->list[1], "BAD") || imap_arg_atom_equals(&line->list[1], "BYE")) {
+		status_text = "";
+		for (unsigned int i = 2; i < line->list_count; i++) {
+			if (line->list[i].type != IMAP_ARG_TEXT)
+				continue;
+			if (line->list[i].flags & IMAP_ARG_FLAG_RESPONSE_CODE)
+				code = line->list[i].str;
+			else
+				status_text = line->list[i].str;
+		}
+		first = line->list_count;
+	}
+	untagged = imap_client_untagged_new(keyword, has_number, number, line->list, line->list_count, first, code,
+					    status_text);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(untagged);
+	imap_parser_free(&parser);
+	return untagged;
+}
+
+/* Fails the test, naming the case (CU_FAIL can only quote its argument's source). */
+static void fail_case(const char *name, const char *detail)
+{
+	fprintf(stderr, "\nfailed: %s %s\n", name, detail);
+	CU_FAIL("see the case named above");
+}
+
+/* ---- feeding the sync ---- */
+
+/* sync_select_begin for mailbox, then each line as a response of the SELECT. */
+static void select_begin(struct fixture *f, const char *mailbox, bool examine, const char *const *lines)
+{
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, mailbox, strlen(mailbox), examine),
+			       " UID FETCH 1:* (FLAGS)\r\n");
+	for (; lines != NULL && *lines != NULL; lines++) {
+		struct imap_client_untagged *untagged = untagged_of(*lines);
+
+		sync_select_data(f->sync, untagged);
+		imap_client_untagged_unref(&untagged);
+	}
+	CU_ASSERT_FALSE(sync_is_ready(f->sync));
+	CU_ASSERT_EQUAL(sync_mailbox_id(f->sync), 0);
+}
+
+/* Each line as a response of the sync's own command: FETCH lines are the
+   sync's and kept from the client, everything else the client sees. */
+static void fetch_data(struct fixture *f, const char *const *lines)
+{
+	for (; lines != NULL && *lines != NULL; lines++) {
+		struct imap_client_untagged *untagged = untagged_of(*lines);
+		bool own = strcmp(untagged->keyword, "FETCH") == 0;
+
+		if (sync_fetch_data(f->sync, untagged) != own)
+			fail_case("sync_fetch_data", *lines);
+		imap_client_untagged_unref(&untagged);
+	}
+}
+
+/* Each line as an untagged response that reached the client after the sync. */
+static void update(struct fixture *f, const char *line)
+{
+	struct imap_client_untagged *untagged = untagged_of(line);
+
+	sync_update(f->sync, untagged);
+	imap_client_untagged_unref(&untagged);
+}
+
+/* A whole SELECT of mailbox: its lines, a tagged OK with code, the sync's lines and its OK. */
+static void select_mailbox(struct fixture *f, const char *mailbox, const char *const *select_lines, const char *code,
+			   const char *const *fetch_lines)
+{
+	select_begin(f, mailbox, false, select_lines);
+	sync_select_done(f->sync, IMAP_CLIENT_STATUS_OK, code);
+	fetch_data(f, fetch_lines);
+	CU_ASSERT_FALSE(sync_is_ready(f->sync));
+	sync_fetch_done(f->sync, IMAP_CLIENT_STATUS_OK);
+}
+
+/* INBOX selected and vouched for: INBOX_VIEW. */
+static void select_inbox(struct fixture *f)
+{
+	select_mailbox(f, "INBOX", inbox_select, "READ-WRITE", inbox_fetch);
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f->sync));
+}
+
+/* ---- what the view and the store hold ---- */
+
+/* The view as "UID(flags)" per message, ":MODSEQ" when known: "3(\Seen):20 7()";
+   UID 0 when not known, "?" for flags not known. */
+static const char *describe_view(const struct mailbox_view *view)
+{
+	static char text[1024];
+	size_t used = 0;
+
+	text[0] = '\0';
+	for (uint32_t seq = 1; seq <= mailbox_view_count(view) && used < sizeof(text) - 64; seq++) {
+		const struct mailbox_view_message *message = mailbox_view_get(view, seq);
+
+		used += (size_t)snprintf(text + used, sizeof(text) - used, "%s%" PRIu32, seq > 1 ? " " : "",
+					 message->uid);
+		if (message->flags != NULL)
+			used += (size_t)snprintf(text + used, sizeof(text) - used, "(%s)", message->flags);
+		else
+			used += (size_t)snprintf(text + used, sizeof(text) - used, "?");
+		if (message->modseq != 0)
+			used += (size_t)snprintf(text + used, sizeof(text) - used, ":%" PRIu64, message->modseq);
+	}
+	return text;
+}
+
+/* The store's UID list of mailbox_id as "3 7 9"; "none" when not known. */
+static const char *describe_stored_uids(struct cache *cache, int64_t mailbox_id)
+{
+	static char text[1024];
+	uint32_t *uids = NULL;
+	size_t count = 0, used = 0;
+	int known = cache_mailbox_get_uids(cache, mailbox_id, &uids, &count);
+
+	CU_ASSERT_TRUE(known >= 0);
+	snprintf(text, sizeof(text), "%s", known > 0 ? "" : "none");
+	for (size_t i = 0; i < count && used < sizeof(text) - 16; i++)
+		used += (size_t)snprintf(text + used, sizeof(text) - used, "%s%" PRIu32, i > 0 ? " " : "", uids[i]);
+	free(uids);
+	return text;
+}
+
+/* The stored mailbox name; fails the test when the store has none. */
+static struct cache_mailbox stored_mailbox(struct cache *cache, const char *name)
+{
+	struct cache_mailbox mailbox = { 0 };
+
+	CU_ASSERT_EQUAL_FATAL(cache_mailbox_lookup(cache, name, &mailbox), 1);
+	return mailbox;
+}
+
+/* Whether the store has a row for uid. */
+static bool stored_message(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	struct cache_message message;
+	int found = cache_lookup(cache, mailbox_id, uid, &message);
+
+	CU_ASSERT_TRUE(found >= 0);
+	cache_message_clear(&message);
+	return found > 0;
+}
+
+/* Gives uid a row in the store, as a FETCH that passed through would. */
+static void store_envelope(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uid, CACHE_ITEM_ENVELOPE, "(NIL)", 5), 0);
+}
+
+/* ---- the sync at SELECT ---- */
+
+static void test_select_vouched(void)
+{
+	struct fixture f;
+	struct cache_mailbox mailbox;
+
+	fixture_open(&f, true);
+	select_inbox(&f);
+	CU_ASSERT_FALSE(sync_is_read_only(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW);
+	mailbox = stored_mailbox(f.cache, "INBOX");
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), mailbox.id);
+	CU_ASSERT_TRUE(mailbox.id != 0);
+	CU_ASSERT_EQUAL(mailbox.uidvalidity, UIDVALIDITY);
+	CU_ASSERT_EQUAL(mailbox.uidnext, 10);
+	CU_ASSERT_EQUAL(mailbox.highestmodseq, 50);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, mailbox.id), "3 7 9");
+	fixture_close(&f);
+}
+
+static void test_select_empty_mailbox(void)
+{
+	static const char *const select_lines[] = {
+		"* 0 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] UIDs valid\r\n", "* OK [UIDNEXT 1] next\r\n", NULL,
+	};
+	struct fixture f;
+
+	fixture_open(&f, true);
+	select_mailbox(&f, "Archive", select_lines, NULL, NULL);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, sync_mailbox_id(f.sync)), "");
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "Archive").highestmodseq, 0); /* none reported */
+	fixture_close(&f);
+}
+
+static void test_read_only(void)
+{
+	struct fixture f;
+
+	fixture_open(&f, false);
+	select_mailbox(&f, "INBOX", inbox_select, "READ-ONLY", inbox_fetch);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_TRUE(sync_is_read_only(f.sync)); /* a SELECT the server made read-only */
+	select_mailbox(&f, "INBOX", inbox_select, "READ-WRITE", inbox_fetch);
+	CU_ASSERT_FALSE(sync_is_read_only(f.sync));
+
+	select_begin(&f, "INBOX", true, inbox_select);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-ONLY");
+	fetch_data(&f, inbox_fetch);
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_TRUE(sync_is_read_only(f.sync));
+	select_begin(&f, "INBOX", true, inbox_select);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL); /* EXAMINE is read-only without the code too */
+	CU_ASSERT_TRUE(sync_is_read_only(f.sync));
+	fixture_close(&f);
+}
+
+static void test_select_refused(void)
+{
+	static const char *const select_no[] = { "* OK [CLOSED] Previous mailbox closed.\r\n", NULL };
+	struct cache_mailbox mailbox;
+	struct fixture f;
+
+	fixture_open(&f, true);
+	select_inbox(&f);
+	/* RFC 3501 6.3.1: a failed SELECT leaves no mailbox selected, not even the previous one. */
+	select_begin(&f, "Nonexistent", false, select_no);
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_NO, "NONEXISTENT");
+	fetch_data(&f, NULL);
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_BAD);
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), 0);
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	update(&f, "* 4 EXISTS\r\n");
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(f.cache, "Nonexistent", &mailbox), 0);
+	fixture_close(&f);
+}
+
+/* A sync that went wrong in one way: the view is not vouched for, and nothing is stored. */
+struct unvouched_case {
+	const char *name;
+	const char *fetch[6];
+	enum imap_client_status status;
+};
+
+static const struct unvouched_case unvouched_cases[] = {
+	{ "a FETCH line missing",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "FETCH lines out of order",
+	  { "* 2 FETCH (UID 7 FLAGS ())\r\n", "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "UIDs that do not ascend",
+	  { "* 1 FETCH (UID 7 FLAGS ())\r\n", "* 2 FETCH (UID 3 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "a message twice",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS (\\Seen))\r\n",
+	    "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "a FETCH without UID",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "a FETCH without FLAGS",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 MODSEQ (30))\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "an EXPUNGE during the sync",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n",
+	    "* 2 EXPUNGE\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "a VANISHED during the sync",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n", "* VANISHED 7\r\n",
+	    "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "a new message without its FETCH line",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n",
+	    "* 4 EXISTS\r\n" },
+	  IMAP_CLIENT_STATUS_OK },
+	{ "the sync's command failed",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_NO },
+	{ "the connection was lost",
+	  { "* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n", "* 3 FETCH (UID 9 FLAGS ())\r\n" },
+	  IMAP_CLIENT_STATUS_ABORT },
+};
+
+static void test_unvouched(void)
+{
+	for (size_t i = 0; i < sizeof(unvouched_cases) / sizeof(unvouched_cases[0]); i++) {
+		const struct unvouched_case *c = &unvouched_cases[i];
+		struct cache_mailbox mailbox;
+		struct fixture f;
+
+		fixture_open(&f, true);
+		select_begin(&f, "INBOX", false, inbox_select);
+		sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+		fetch_data(&f, c->fetch);
+		sync_fetch_done(f.sync, c->status);
+		if (sync_is_ready(f.sync) || mailbox_view_count(f.view) != 0 || sync_mailbox_id(f.sync) != 0 ||
+		    cache_mailbox_lookup(f.cache, "INBOX", &mailbox) != 0)
+			fail_case(c->name, "");
+		update(&f, "* 5 EXISTS\r\n"); /* an unvouched selection follows nothing */
+		if (mailbox_view_count(f.view) != 0)
+			fail_case(c->name, "");
+		select_inbox(&f); /* the next SELECT starts anew */
+		CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW);
+		fixture_close(&f);
+	}
+}
+
+static void test_fetch_data_seen_by_client(void)
+{
+	/* fetch_data fails the test when sync_fetch_data keeps any but FETCH from the client. */
+	static const char *const lines[] = {
+		"* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n",
+		"* 4 EXISTS\r\n",
+		"* 1 RECENT\r\n",
+		"* FLAGS (\\Seen \\Deleted $Forwarded)\r\n",
+		"* OK [PERMANENTFLAGS (\\Seen \\Deleted $Forwarded \\*)] Flags permitted.\r\n",
+		"* 2 EXPUNGE\r\n",
+		"* VANISHED 9\r\n",
+		"* 2 FETCH (UID 9 FLAGS ())\r\n",
+		NULL,
+	};
+	struct fixture f;
+
+	fixture_open(&f, false);
+	select_begin(&f, "INBOX", false, inbox_select);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+	fetch_data(&f, lines);
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+	fixture_close(&f);
+}
+
+static void test_exists_during_sync(void)
+{
+	static const char *const fetch_lines[] = {
+		"* 1 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (20))\r\n",
+		"* 2 FETCH (FLAGS () UID 7)\r\n",
+		"* 4 EXISTS\r\n",
+		"* 1 RECENT\r\n",
+		"* 3 FETCH (UID 9 FLAGS (\\Flagged $Junk) MODSEQ (45))\r\n",
+		"* 4 FETCH (UID 10 FLAGS (\\Draft) MODSEQ (51))\r\n",
+		NULL,
+	};
+	struct fixture f;
+
+	fixture_open(&f, true);
+	select_mailbox(&f, "INBOX", inbox_select, NULL, fetch_lines);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW " 10(\\Draft):51");
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, sync_mailbox_id(f.sync)), "3 7 9 10");
+	fixture_close(&f);
+}
+
+static void test_no_uidvalidity(void)
+{
+	static const char *const select_lines[] = { "* 3 EXISTS\r\n", "* OK [UIDNEXT 10] next\r\n", NULL };
+	struct cache_mailbox mailbox;
+	struct fixture f;
+
+	fixture_open(&f, true);
+	select_mailbox(&f, "INBOX", select_lines, NULL, inbox_fetch);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync)); /* the view is right; the store can't key it */
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW);
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(f.cache, "INBOX", &mailbox), 0);
+	fixture_close(&f);
+}
+
+static void test_store_follows_the_mailbox(void)
+{
+	static const char *const two_left[] = {
+		"* 2 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] UIDs valid\r\n", "* OK [UIDNEXT 12] next\r\n", NULL,
+	};
+	static const char *const two_left_fetch[] = {
+		"* 1 FETCH (UID 3 FLAGS ())\r\n", "* 2 FETCH (UID 9 FLAGS ())\r\n", NULL,
+	};
+	static const char *const renumbered[] = {
+		"* 2 EXISTS\r\n", "* OK [UIDVALIDITY 1800000000] UIDs valid\r\n", "* OK [UIDNEXT 3] next\r\n", NULL,
+	};
+	static const char *const renumbered_fetch[] = {
+		"* 1 FETCH (UID 1 FLAGS ())\r\n", "* 2 FETCH (UID 2 FLAGS ())\r\n", NULL,
+	};
+	struct cache_mailbox mailbox;
+	struct fixture f;
+	int64_t first_id;
+
+	fixture_open(&f, true);
+	select_inbox(&f);
+	first_id = sync_mailbox_id(f.sync);
+	store_envelope(f.cache, first_id, 3);
+	store_envelope(f.cache, first_id, 7);
+
+	/* UID 7 was expunged while no session had the mailbox selected. */
+	select_mailbox(&f, "INBOX", two_left, NULL, two_left_fetch);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), first_id);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, first_id), "3 9");
+	CU_ASSERT_TRUE(stored_message(f.cache, first_id, 3));
+	CU_ASSERT_FALSE(stored_message(f.cache, first_id, 7));
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").uidnext, 12);
+
+	/* A new UIDVALIDITY: every row of the old one goes. */
+	select_mailbox(&f, "INBOX", renumbered, NULL, renumbered_fetch);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	mailbox = stored_mailbox(f.cache, "INBOX");
+	CU_ASSERT_EQUAL(mailbox.uidvalidity, OTHER_UIDVALIDITY);
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), mailbox.id);
+	CU_ASSERT_TRUE(mailbox.id != first_id);
+	CU_ASSERT_FALSE(stored_message(f.cache, first_id, 3));
+	CU_ASSERT_FALSE(stored_message(f.cache, mailbox.id, 3));
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, mailbox.id), "1 2");
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, first_id), "none");
+	CU_ASSERT_EQUAL(mailbox.highestmodseq, 0);
+	fixture_close(&f);
+}
+
+/* ---- updates after the sync ---- */
+
+static void test_updates(void)
+{
+	struct fixture f;
+	int64_t id;
+
+	fixture_open(&f, true);
+	select_inbox(&f);
+	id = sync_mailbox_id(f.sync);
+	store_envelope(f.cache, id, 7);
+
+	update(&f, "* 4 EXISTS\r\n");
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW " 0?");
+	update(&f, "* 4 FETCH (UID 12 FLAGS (\\Seen))\r\n");
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW " 12(\\Seen)");
+	update(&f, "* 1 FETCH (FLAGS (\\Seen \\Deleted) MODSEQ (60))\r\n");
+	update(&f, "* 3 FETCH (UID 9 MODSEQ (61))\r\n"); /* no FLAGS: they stay */
+	update(&f, "* 1 RECENT\r\n");
+	update(&f, "* FLAGS (\\Seen \\Deleted $Forwarded)\r\n");
+	update(&f, "* OK [HIGHESTMODSEQ 61] Highest\r\n");
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen \\Deleted):60 7() 9(\\Flagged $Junk):61 12(\\Seen)");
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+
+	update(&f, "* 2 EXPUNGE\r\n");
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen \\Deleted):60 9(\\Flagged $Junk):61 12(\\Seen)");
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, id), "3 9");
+	CU_ASSERT_FALSE(stored_message(f.cache, id, 7));
+
+	/* RFC 7162 3.2.10: with QRESYNC enabled expunges come by UID, UIDs the view lacks included. */
+	update(&f, "* VANISHED 9,100:200\r\n");
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen \\Deleted):60 12(\\Seen)");
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, id), "3");
+	update(&f, "* VANISHED (EARLIER) 3\r\n"); /* what a resync reports is old news */
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen \\Deleted):60 12(\\Seen)");
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, id), "3");
+	update(&f, "* VANISHED 3,12\r\n");
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, id), "");
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), id);
+	fixture_close(&f);
+}
+
+/* An update the view can't follow: the selection is not vouched for any more. */
+struct contradiction_case {
+	const char *name;
+	const char *lines[3];
+};
+
+static const struct contradiction_case contradiction_cases[] = {
+	{ "a FETCH with another UID than the view's", { "* 2 FETCH (UID 8 FLAGS ())\r\n" } },
+	{ "a new message's UID below the known ones", { "* 4 EXISTS\r\n", "* 4 FETCH (UID 5 FLAGS ())\r\n" } },
+	{ "a new message with a known UID", { "* 4 EXISTS\r\n", "* 4 FETCH (UID 9 FLAGS ())\r\n" } },
+	{ "an EXISTS below the count", { "* 2 EXISTS\r\n" } },
+	{ "an EXPUNGE past the count", { "* 4 EXPUNGE\r\n" } },
+};
+
+static void test_contradictions(void)
+{
+	for (size_t i = 0; i < sizeof(contradiction_cases) / sizeof(contradiction_cases[0]); i++) {
+		const struct contradiction_case *c = &contradiction_cases[i];
+		struct fixture f;
+		int64_t id;
+
+		fixture_open(&f, true);
+		select_inbox(&f);
+		id = sync_mailbox_id(f.sync);
+		for (unsigned int j = 0; c->lines[j] != NULL; j++)
+			update(&f, c->lines[j]);
+		if (sync_is_ready(f.sync) || sync_mailbox_id(f.sync) != 0)
+			fail_case(c->name, "");
+		update(&f, "* 1 EXPUNGE\r\n"); /* followed no more */
+		if (mailbox_view_get(f.view, 1) == NULL || mailbox_view_get(f.view, 1)->uid != 3)
+			fail_case(c->name, "");
+		CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, id), "3 7 9");
+		fixture_close(&f);
+	}
+}
+
+static void test_deselect(void)
+{
+	struct fixture f;
+	int64_t id;
+
+	fixture_open(&f, true);
+	select_inbox(&f);
+	id = sync_mailbox_id(f.sync);
+	sync_deselect(f.sync);
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), 0);
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	update(&f, "* 4 EXISTS\r\n");
+	update(&f, "* 1 EXPUNGE\r\n");
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, id), "3 7 9"); /* the store keeps the mailbox */
+	select_inbox(&f);
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), id);
+	fixture_close(&f);
+}
+
+static void test_without_cache(void)
+{
+	struct fixture f;
+
+	fixture_open(&f, false);
+	select_inbox(&f);
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW);
+	CU_ASSERT_EQUAL(sync_mailbox_id(f.sync), 0);
+	update(&f, "* 2 EXPUNGE\r\n");
+	update(&f, "* VANISHED 9\r\n");
+	update(&f, "* 2 EXISTS\r\n");
+	update(&f, "* 2 FETCH (UID 20 FLAGS (\\Draft))\r\n");
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen):20 20(\\Draft)");
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	fixture_close(&f);
+}
+
+static void test_mailbox_name_with_nul(void)
+{
+	static const char name[] = "IN\0BOX";
+	struct fixture f;
+
+	fixture_open(&f, true);
+	sync_select_begin(f.sync, name, sizeof(name) - 1, false);
+	for (const char *const *line = inbox_select; *line != NULL; line++) {
+		struct imap_client_untagged *untagged = untagged_of(*line);
+
+		sync_select_data(f.sync, untagged);
+		imap_client_untagged_unref(&untagged);
+	}
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+	fetch_data(&f, inbox_fetch);
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(mailbox_view_count(f.view), 0);
+	fixture_close(&f);
+}
+
+const char unit_suite_name[] = "sync";
+const struct unit_test unit_tests[] = {
+	{ "a SELECT and its sync load the view and the store", test_select_vouched },
+	{ "an empty mailbox is vouched for", test_select_empty_mailbox },
+	{ "EXAMINE and [READ-ONLY] make it read-only", test_read_only },
+	{ "a refused SELECT leaves nothing selected", test_select_refused },
+	{ "a sync that went wrong is not vouched for", test_unvouched },
+	{ "the client sees all of the sync's round trip but FETCH", test_fetch_data_seen_by_client },
+	{ "a message that arrives during the sync", test_exists_during_sync },
+	{ "without UIDVALIDITY the store is left alone", test_no_uidvalidity },
+	{ "expunged and renumbered mailboxes leave the store", test_store_follows_the_mailbox },
+	{ "EXISTS, FETCH, EXPUNGE and VANISHED after the sync", test_updates },
+	{ "an update that contradicts the view", test_contradictions },
+	{ "deselecting", test_deselect },
+	{ "without a store, the view alone", test_without_cache },
+	{ "a mailbox name with a NUL is never selected", test_mailbox_name_with_nul },
+	{ NULL, NULL },
+};
