@@ -345,13 +345,20 @@ static void sync_update_fetch(struct sync *sync, const struct imap_client_untagg
 		return;
 	const struct mailbox_view_message *message = mailbox_view_get(sync->view, seq);
 
+	if (message == NULL) {
+		log_debug("sync %s: a FETCH of message %u, past the view's %u: not vouched any more", sync->mailbox,
+			  seq, mailbox_view_count(sync->view));
+		sync->state = SYNC_UNVOUCHED;
+		free(flags);
+		return;
+	}
 	/* a UID not known yet must be above every known one: they ascend with the sequence number */
-	if (message != NULL && uid != 0 &&
+	if (uid != 0 &&
 	    (message->uid != 0 ? message->uid != uid : uid <= mailbox_view_max_uid(sync->view))) {
 		log_debug("sync %s: message %u has UID %u, not the view's: not vouched any more", sync->mailbox, seq,
 			  uid);
 		sync->state = SYNC_UNVOUCHED;
-	} else if (uid != 0 && message != NULL) {
+	} else if (uid != 0) {
 		mailbox_view_set_uid(sync->view, seq, uid); /* learnt, if it is the next one not known */
 	}
 	if (flags != NULL)

@@ -26,8 +26,10 @@ struct cache;
  * The view is vouched for (sync_is_ready) only when the sync saw a
  * sequence number and UID for every message the mailbox has, with no
  * expunge in between; otherwise everything goes upstream until the next
- * SELECT. The store learns the UID list, flags, UIDNEXT and HIGHESTMODSEQ
- * of a vouched sync; a UIDVALIDITY change drops the mailbox's rows first.
+ * SELECT. The store learns the UID list, UIDNEXT and HIGHESTMODSEQ of a
+ * vouched sync (not the flags: one row each would cost the SELECT's
+ * event-loop turn too much; the view holds them), and a UIDVALIDITY
+ * change drops the mailbox's rows first.
  */
 
 struct sync;

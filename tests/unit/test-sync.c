@@ -579,6 +579,7 @@ static const struct contradiction_case contradiction_cases[] = {
 	{ "a new message with a known UID", { "* 4 EXISTS\r\n", "* 4 FETCH (UID 9 FLAGS ())\r\n" } },
 	{ "an EXISTS below the count", { "* 2 EXISTS\r\n" } },
 	{ "an EXPUNGE past the count", { "* 4 EXPUNGE\r\n" } },
+	{ "a FETCH past the count", { "* 4 FETCH (FLAGS (\\Seen))\r\n" } },
 };
 
 static void test_contradictions(void)
