@@ -47,13 +47,20 @@ struct session_forward {
 	char tag[];
 };
 
+/* What a local handler did with a command. */
+enum session_local {
+	SESSION_LOCAL_UPSTREAM,  /* not answerable here: it goes upstream */
+	SESSION_LOCAL_ANSWERED,
+	SESSION_LOCAL_WAIT,      /* answerable here, after the answers still pending upstream */
+};
+
 /* How a verb is routed after login. */
 struct session_route {
 	const char *verb;            /* upper case; "UID FETCH" as two words */
-	/* Answers the command here and returns true, or returns false to send
-	   it upstream. NULL: always upstream. Called only when no forwarded
-	   command is pending, since answers go out in order. */
-	bool (*local)(struct session *session, const char *tag, const struct imap_command *command);
+	/* Answers the command here, or says to wait or send it upstream.
+	   NULL: always upstream. Answers go out in order: a handler answers
+	   only when no forwarded command is pending. */
+	enum session_local (*local)(struct session *session, const char *tag, const struct imap_command *command);
 	bool open;                   /* stays open after its line: IDLE, until DONE */
 	/* Called once the (parsed) command went upstream as upstream, or NULL. */
 	void (*sent)(struct session *session, const struct imap_command *command,
@@ -61,13 +68,18 @@ struct session_route {
 	bool leaves_mailbox;         /* the selected mailbox is left (or another selected) */
 };
 
-static bool session_answer_capability(struct session *session, const char *tag, const struct imap_command *command);
-static bool session_answer_cannot(struct session *session, const char *tag, const struct imap_command *command);
-static bool session_answer_starttls(struct session *session, const char *tag, const struct imap_command *command);
-static bool session_answer_logout(struct session *session, const char *tag, const struct imap_command *command);
+static enum session_local session_answer_capability(struct session *session, const char *tag,
+						 const struct imap_command *command);
+static enum session_local session_answer_cannot(struct session *session, const char *tag,
+						 const struct imap_command *command);
+static enum session_local session_answer_starttls(struct session *session, const char *tag,
+						 const struct imap_command *command);
+static enum session_local session_answer_logout(struct session *session, const char *tag,
+						 const struct imap_command *command);
 static void session_start_sync(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream);
-static bool session_answer_fetch(struct session *session, const char *tag, const struct imap_command *command);
+static enum session_local session_answer_fetch(struct session *session, const char *tag,
+						 const struct imap_command *command);
 static void session_store_sent(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream);
 
@@ -413,44 +425,56 @@ static bool session_unparsed_changes_state(const char *verb, struct evbuffer *by
 
 /* Answers the client's LOGOUT here and hands the upstream connection to
    the pool (which leaves a selected mailbox with UNSELECT first). */
-static bool session_answer_logout(struct session *session, const char *tag, const struct imap_command *command)
+static enum session_local session_answer_logout(struct session *session, const char *tag,
+						 const struct imap_command *command)
 {
 	struct imap_client *client = session->upstream;
 
 	(void)command;
 	if (!session_can_pool(session))
-		return false;
+		return SESSION_LOCAL_UPSTREAM;
+	if (session->forwarded_pending > 0)
+		return SESSION_LOCAL_WAIT; /* a clean connection first: every answer is in */
 	session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
 	session->upstream = NULL;
 	upstream_pool_put_client(session_pool, &session->pool_key, client, session->login_capabilities,
 				 session->login_text);
 	session_close(session, "logged out (upstream connection to the pool)", NULL);
-	return true;
+	return SESSION_LOCAL_ANSWERED;
 }
 
 /* ---- local answers ---- */
 
-static bool session_answer_capability(struct session *session, const char *tag, const struct imap_command *command)
+static enum session_local session_answer_capability(struct session *session, const char *tag,
+						 const struct imap_command *command)
 {
 	(void)command;
+	if (session->forwarded_pending > 0)
+		return SESSION_LOCAL_WAIT;
 	/* the login's list: the upstream's words in its own case */
 	session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n",
 		     session->login_capabilities != NULL ? session->login_capabilities : "IMAP4rev1", tag);
-	return true;
+	return SESSION_LOCAL_ANSWERED;
 }
 
-static bool session_answer_starttls(struct session *session, const char *tag, const struct imap_command *command)
+static enum session_local session_answer_starttls(struct session *session, const char *tag,
+						 const struct imap_command *command)
 {
 	(void)command;
+	if (session->forwarded_pending > 0)
+		return SESSION_LOCAL_WAIT;
 	session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
-	return true;
+	return SESSION_LOCAL_ANSWERED;
 }
 
-static bool session_answer_cannot(struct session *session, const char *tag, const struct imap_command *command)
+static enum session_local session_answer_cannot(struct session *session, const char *tag,
+						 const struct imap_command *command)
 {
 	(void)command;
+	if (session->forwarded_pending > 0)
+		return SESSION_LOCAL_WAIT;
 	session_send(session, "%s NO [CANNOT] imapcached does not carry %s\r\n", tag, session->command_verb);
-	return true;
+	return SESSION_LOCAL_ANSWERED;
 }
 
 /* Writes what the client can take of the FETCH answered here, then its
@@ -487,7 +511,8 @@ void session_forward_output_drained(struct session *session)
 
 /* FETCH and UID FETCH: answered from the view and the store when all of
    it is there and vouched for (fetch.h), else upstream. */
-static bool session_answer_fetch(struct session *session, const char *tag, const struct imap_command *command)
+static enum session_local session_answer_fetch(struct session *session, const char *tag,
+						 const struct imap_command *command)
 {
 	struct fetch_facts facts = {
 		.cache = session->cache,
@@ -501,22 +526,27 @@ static bool session_answer_fetch(struct session *session, const char *tag, const
 	const char *why;
 
 	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0)
-		return false;
+		return SESSION_LOCAL_UPSTREAM;
 	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))
 		facts.line_len--;
 	if (fetch_plan(command, &facts, &session->local_answer, &why) != FETCH_ROUTE_LOCAL) {
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
-		return false;
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	if (session->forwarded_pending > 0) {
+		/* local, after what is pending (planned again then: the view may move) */
+		fetch_answer_free(&session->local_answer);
+		return SESSION_LOCAL_WAIT;
 	}
 	session->local_tag = strdup(tag);
 	if (session->local_tag == NULL) {
 		fetch_answer_free(&session->local_answer);
-		return false;
+		return SESSION_LOCAL_UPSTREAM;
 	}
 	log_debug("session %lu: %s answered from the cache (%zu messages)", session->id, session->command_verb,
 		  fetch_answer_count(session->local_answer));
 	session_write_local_answer(session);
-	return true;
+	return SESSION_LOCAL_ANSWERED;
 }
 
 /* A STORE went upstream: the flags of its messages are not known here
@@ -660,13 +690,16 @@ static bool session_route_command(struct session *session)
 	}
 	route = session_find_route(session->command_verb);
 	if (route->local != NULL && error == IMAP_COMMAND_ERROR_NONE && tag_len <= SESSION_TAG_MAX) {
-		if (session->forwarded_pending > 0)
-			return false;
 		memcpy(tag_copy, text, tag_len);
 		tag_copy[tag_len] = '\0';
-		if (route->local(session, tag_copy, &command)) {
+		switch (route->local(session, tag_copy, &command)) {
+		case SESSION_LOCAL_ANSWERED:
 			evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
 			return true;
+		case SESSION_LOCAL_WAIT:
+			return false;
+		case SESSION_LOCAL_UPSTREAM:
+			break;
 		}
 	}
 	if (error == IMAP_COMMAND_ERROR_NONE && command.name != IMAP_COMMAND_LOGIN &&
