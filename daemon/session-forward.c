@@ -487,9 +487,14 @@ static void session_write_local_answer(struct session *session)
 	enum fetch_write_result result = fetch_answer_write(session->local_answer, output, SESSION_OUTPUT_HIGH_WATER);
 
 	session->bytes_out += evbuffer_get_length(output) - before;
-	if (result == FETCH_WRITE_MORE)
+	if (result == FETCH_WRITE_MORE) {
+		/* nothing from upstream (an EXPUNGE) may come between its lines */
+		imap_client_set_reading_paused(session->upstream, true);
 		return; /* session_forward_output_drained goes on */
+	}
 	fetch_answer_free(&session->local_answer);
+	if (!session->upstream_reading_paused)
+		imap_client_set_reading_paused(session->upstream, false);
 	if (result == FETCH_WRITE_LOST) {
 		log_warning("session %lu: a cached value went away while a FETCH was answered from it", session->id);
 		session_close(session, "cache lost a value mid-FETCH", "Internal error reading the cache");
