@@ -337,7 +337,8 @@ void imap_client_set_raw_callback(struct imap_client *client, imap_client_raw_fn
    literal, or a {N+} one): the command then stays writable, and holds
    every command behind it, until the caller has written what its own
    client still sends of it (a server reads a LITERAL+ literal whatever it
-   answered, RFC 7888) and called _end, which frees it. An aborted command
+   answered, RFC 7888) and called _end, which frees it (and the result
+   the callback was given: an _end inside the callback comes last). An aborted command
    is freed when callback returns, and must not be written to after that
    (nor after the closed callback). */
 struct imap_client_command *imap_client_raw_command_new(struct imap_client *client, const char *tag,

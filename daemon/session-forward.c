@@ -311,15 +311,17 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 {
 	struct session_forward *forward = context;
 	struct session *session = forward->session;
-	bool logout = forward->logout; /* ending the command below frees forward */
+	/* ending the command below frees it, its result and forward */
+	bool logout = forward->logout;
+	enum imap_client_status status = result->status;
 
 	(void)client;
 	session->forwarded_pending--;
 	if (command == session->select_command) {
 		session->select_command = NULL;
-		sync_select_done(session->sync, result->status, result->code);
+		sync_select_done(session->sync, status, result->code);
 	}
-	if (session->open_command == command && result->status == IMAP_CLIENT_STATUS_ABORT) {
+	if (session->open_command == command && status == IMAP_CLIENT_STATUS_ABORT) {
 		session_forget_open_command(session);
 	} else if (session->open_command == command && (session->open_is_idle || session->waiting_go_ahead)) {
 		/* answered before the client sent all of it, and the client
@@ -332,7 +334,7 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 		imap_client_raw_command_end(command);
 	}
 	session_update_literal_timer(session);
-	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+	if (status == IMAP_CLIENT_STATUS_ABORT)
 		return; /* session_upstream_closed ends the session */
 	if (logout) {
 		session_close(session, "logged out", NULL);
