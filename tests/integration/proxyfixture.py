@@ -2,14 +2,16 @@
 """proxyfixture: imapcached in front of the test Dovecot, for Python tests
 and benchmarks: the IMAPTEST_* environment, a Daemon (one imapcached in
 the foreground, its log collected), a Raw line-based IMAP socket client
-(lines as text, or whole responses as bytes), quote()/untag(), and
-run_steps() for a test's sequence of steps.
+(lines as text, or whole responses as bytes), a Relay for the daemon's
+upstream (counts and records what passes, can play a remote server),
+quote()/untag(), and run_steps() for a test's sequence of steps.
 
 Tests under tests/integration/ import it like checks.py; scripts under
 tests/bench/ put tests/integration/ on sys.path first (with
 sys.dont_write_bytecode set, so the source tree stays clean). What only
 one script needs stays in that script, as a subclass or a parameter."""
 import os
+import queue
 import re
 import signal
 import socket
@@ -35,6 +37,7 @@ TLS_PORT = _env_int("IMAPTEST_TLS_PORT")
 CA = ENV.get("IMAPTEST_CA")
 USER, PASS = ENV.get("IMAPTEST_USER"), ENV.get("IMAPTEST_PASS")
 USER2, PASS2 = ENV.get("IMAPTEST_USER2"), ENV.get("IMAPTEST_PASS2")
+USER3, PASS3 = ENV.get("IMAPTEST_USER3"), ENV.get("IMAPTEST_PASS3")  # a twin of USER's mailbox
 MANIFEST = ENV.get("IMAPTEST_MANIFEST")
 BUILD = ENV.get("top_builddir", ".")
 BINARY = os.path.join(BUILD, "daemon", "imapcached")
@@ -344,6 +347,225 @@ class Raw:
 
     def close(self):
         self.sock.close()
+
+
+class LineReader:
+    """Splits one direction of an IMAP stream into its lines as they come:
+    feed(data) returns the lines that data completes, as text without
+    CRLF, each literal's bytes left out (its {N} stays, so a line that
+    goes on after a literal reads "A1 APPEND INBOX {310}"). Memory stays
+    bounded: at most LINE_MAX bytes of one line are kept."""
+
+    LINE_MAX = 1 << 20  # bytes kept of one line: a FETCH line's text without its literals is far shorter
+    LITERAL = re.compile(rb"~?\{(\d+)\+?\}$")
+
+    def __init__(self):
+        self.partial = bytearray()
+        self.literal = 0  # literal bytes still to skip
+
+    def feed(self, data):
+        lines = []
+        pos, size = 0, len(data)
+        while pos < size:
+            if self.literal:
+                take = min(self.literal, size - pos)
+                self.literal -= take
+                pos += take
+                continue
+            end = data.find(b"\n", pos)
+            if end < 0:
+                self.partial += data[pos:pos + max(0, self.LINE_MAX - len(self.partial))]
+                break
+            self.partial += data[pos:end + 1][:max(0, self.LINE_MAX - len(self.partial))]
+            pos = end + 1
+            line = bytes(self.partial).rstrip(b"\r\n")
+            m = self.LITERAL.search(line)
+            if m is not None:
+                self.literal = int(m.group(1))
+                self.partial = bytearray(line)
+                continue
+            lines.append(line.decode(errors="replace"))
+            self.partial = bytearray()
+        return lines
+
+
+class RelayCommand:
+    """A command line the daemon sent upstream through a Relay: the
+    connection's number (in accept order, from 0), the line (literals
+    left out, see LineReader), and the capabilities the upstream had
+    last advertised on that connection when it was sent (upper case)."""
+
+    def __init__(self, connection, line, capabilities):
+        self.connection, self.line, self.capabilities = connection, line, capabilities
+
+    def __repr__(self):
+        return "#%d %r" % (self.connection, self.line)
+
+
+class Relay:
+    """A TCP relay on loopback between a daemon and an upstream (default:
+    the test Dovecot's plaintext port), for the daemon's upstreams entry
+    (upstream_entry()). It counts the bytes each way, records every
+    command line the daemon sends (RelayCommand) and every capability
+    list the upstream advertises, and can play a remote server:
+
+      delay           seconds every chunk is held, each way; chunks are
+                      pipelined (a chunk waits for its own delay, not for
+                      the ones before it), as on a long link;
+      handshake_rtts  round trips (2 * delay each) before a new
+                      connection reaches the upstream: TCP's handshake;
+      rate            bytes per second each way at most (None: no cap).
+
+    record=False skips the recording (benchmarks moving megabytes).
+    close() stops accepting and cuts every connection."""
+
+    CAPABILITY = re.compile(r"^\* CAPABILITY (.*)$|\[CAPABILITY ([^\]]*)\]", re.I)
+
+    def __init__(self, host=None, port=None, delay=0.0, handshake_rtts=1.5, rate=None, record=True):
+        self.target = (host or HOST, port or PORT)
+        self.delay, self.connect_delay, self.rate = delay, handshake_rtts * 2 * delay, rate
+        self.record = record
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets = []
+        self.up_bytes = self.down_bytes = 0  # daemon to upstream, upstream to daemon
+        self.accepted = 0
+        self.commands = []                   # RelayCommand, in the order sent
+        self.capabilities = {}               # connection -> the list it last advertised (a tuple)
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def upstream_entry(self, name="relay"):
+        """The daemon's upstreams entry for this relay (plaintext: the
+        relay must read what passes)."""
+        return '{ name = "%s"; host = "127.0.0.1"; port = %d; tls = "none"; }' % (name, self.port)
+
+    def totals(self):
+        """(bytes the daemon sent upstream, bytes the upstream sent the
+        daemon) so far, over every connection."""
+        with self.lock:
+            return self.up_bytes, self.down_bytes
+
+    def recorded(self):
+        """The RelayCommands so far (a copy)."""
+        with self.lock:
+            return list(self.commands)
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                number = self.accepted
+                self.accepted += 1
+                self.sockets.append(down)
+            threading.Thread(target=self._connect, args=(number, down), daemon=True).start()
+
+    def _connect(self, number, down):
+        time.sleep(self.connect_delay)
+        try:
+            up = socket.create_connection(self.target, timeout=WAIT)
+        except OSError:
+            down.close()
+            return
+        up.settimeout(None)  # a pooled connection is silent for as long as it likes
+        for s in (down, up):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.lock:
+            self.sockets.append(up)
+            if self.closed:
+                self._cut((down, up))
+                return
+        self._direction(number, down, up, True)
+        self._direction(number, up, down, False)
+
+    def _direction(self, number, source, sink, upward):
+        lines = LineReader() if self.record else None
+        if self.delay == 0 and self.rate is None:
+            threading.Thread(target=self._pump, args=(number, source, sink, upward, lines, None),
+                             daemon=True).start()
+            return
+        chunks = queue.Queue()
+        threading.Thread(target=self._pump, args=(number, source, sink, upward, lines, chunks),
+                         daemon=True).start()
+        threading.Thread(target=self._deliver, args=(source, sink, chunks), daemon=True).start()
+
+    def _note(self, number, data, upward, lines):
+        with self.lock:
+            if upward:
+                self.up_bytes += len(data)
+            else:
+                self.down_bytes += len(data)
+            if lines is None:
+                return
+            for line in lines.feed(data):
+                if upward:
+                    self.commands.append(RelayCommand(number, line, self.capabilities.get(number, ())))
+                    continue
+                m = self.CAPABILITY.search(line)
+                if m is not None:
+                    self.capabilities[number] = tuple((m.group(1) or m.group(2)).upper().split())
+
+    def _pump(self, number, source, sink, upward, lines, chunks):
+        """Reads source; counts and records each chunk, then passes it to
+        sink (or, when delayed, to chunks with its time of delivery)."""
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                self._note(number, data, upward, lines)
+                if chunks is None:
+                    sink.sendall(data)
+                else:
+                    chunks.put((time.monotonic() + self.delay, data))
+        except OSError:
+            pass
+        if chunks is None:
+            self._cut((source, sink))
+        else:
+            chunks.put(None)
+
+    def _deliver(self, source, sink, chunks):
+        free_at = 0.0  # when the capped link is free again
+        try:
+            while True:
+                item = chunks.get()
+                if item is None:
+                    break
+                due, data = item
+                if self.rate is not None:
+                    free_at = max(free_at, due) + len(data) / self.rate
+                    due = free_at
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                sink.sendall(data)
+        except OSError:
+            pass
+        self._cut((source, sink))
+
+    @staticmethod
+    def _cut(sockets):
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            self.closed = True
+            sockets = list(self.sockets)
+        self._cut(sockets)
+        for s in sockets:
+            s.close()
 
 
 def quote(text):

@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The cache's benchmark (issue 11 item 10): the 10,000-message benchmark
+corpus in the fixture's Dovecot, reached three ways:
+
+  local      straight to Dovecot on loopback;
+  remote     through a Relay that holds every chunk DELAY seconds each way
+             and lets a connection reach Dovecot only after HANDSHAKE_RTTS
+             round trips (this kernel has no netem), optionally capped at
+             BENCH_CACHE_MBIT Mbit/s each way;
+  imapcached through imapcached on loopback, whose upstream is that relay:
+             cold (a new daemon with an empty store) and warm (the same
+             workload again on that daemon).
+
+Workloads, each on a fresh connection, the time running from the connect
+to the last tagged OK (LOGIN and SELECT included): open, headers,
+read-200 (200 UID FETCH BODY.PEEK[] one after another) and resync (SELECT
+(CONDSTORE) and FLAGS CHANGEDSINCE 1). Every answer is checked for its
+count of FETCH lines, so a fast wrong answer is a failed measurement.
+
+Then, while one session fills a new daemon's store cold (open, headers
+and read-200, run by a child process), NOOPs through imapcached and
+straight to remote alternate, and their p99s are compared. Last, the
+store's bytes per message and the daemon's RSS after that fill.
+
+Prints a table of medians and the targets of issue 11 as met / NOT met;
+exits 0 whatever the figures, non-zero only when the measurement failed.
+Runs under with-dovecot with the benchmark corpus (make bench-cache).
+Every daemon it starts is stopped by its PID.
+
+Environment: BENCH_CACHE_RUNS (runs per path and workload, default 3),
+BENCH_CACHE_COLD_RUNS (new daemons per workload, default 2),
+BENCH_CACHE_MBIT (the bandwidth cap; default none)."""
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True  # the import below must leave the source tree alone
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import proxyfixture  # noqa: E402 (needs the path above)
+from proxyfixture import ENV, PASS, PORT, USER, Relay, quote_bytes  # noqa: E402
+
+DELAY = 0.020           # seconds each way: a 40 ms round trip
+HANDSHAKE_RTTS = 1.5    # TCP's handshake before the first byte can go
+RATE = float(ENV.get("BENCH_CACHE_MBIT", "0")) * 1e6 / 8 or None  # bytes/s each way; None: no cap
+RUNS = int(ENV.get("BENCH_CACHE_RUNS", "3"))
+COLD_RUNS = int(ENV.get("BENCH_CACHE_COLD_RUNS", "2"))
+READS = 200             # messages read one by one by read-200
+READ_SEED = 11          # which ones
+WAIT = 300              # seconds: the longest any single answer may take (10,000 messages through a capped link)
+NOOP_PAUSE = 0.01       # seconds between two NOOP rounds while the store fills
+NOOP_MIN_SAMPLES = 50   # fewer NOOPs than this during the fill: no p99 worth the name
+HEADER_FIELDS = "FROM TO CC SUBJECT DATE MESSAGE-ID REFERENCES IN-REPLY-TO CONTENT-TYPE"
+WORKLOADS = ("open", "headers", "read-200", "resync")
+PATHS = ("local", "remote", "cold", "warm")
+
+
+class MeasureError(Exception):
+    """The measurement itself failed (not a missed target)."""
+
+
+class Client:
+    """A plaintext IMAP connection that reads lines and skips literals
+    by their size, with a buffer read by offset, so that 10,000 FETCH
+    lines cost the client linear time (the client must not be the figure)."""
+
+    LITERAL = re.compile(rb"~?\{(\d+)\}$")
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf, self.pos = bytearray(), 0
+        greeting = self.line()
+        if not greeting.startswith(b"* OK"):
+            raise MeasureError("greeting on port %d: %r" % (port, greeting))
+
+    def _fill(self):
+        if self.pos > (1 << 20):
+            del self.buf[:self.pos]
+            self.pos = 0
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise MeasureError("connection closed; have %r" % bytes(self.buf[-200:]))
+        self.buf += data
+
+    def line(self):
+        """The next line without CRLF, its literals left out."""
+        parts = []
+        while True:
+            end = self.buf.find(b"\r\n", self.pos)
+            while end < 0:
+                searched = len(self.buf) - self.pos
+                self._fill()
+                end = self.buf.find(b"\r\n", self.pos + max(0, searched - 1))
+            part = bytes(self.buf[self.pos:end])
+            self.pos = end + 2
+            parts.append(part)
+            m = self.LITERAL.search(part)
+            if m is None:
+                return b"".join(parts)
+            size = int(m.group(1))
+            while len(self.buf) - self.pos < size:
+                size -= len(self.buf) - self.pos
+                self.pos = len(self.buf)
+                self._fill()
+            self.pos += size
+
+    def command(self, tag, text):
+        """Sends one command; returns (untagged FETCH lines, EXISTS seen)
+        once its tagged OK is in; MeasureError on anything but OK."""
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        fetches, exists = 0, None
+        while True:
+            line = self.line()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK"):
+                    raise MeasureError("%s: %r" % (text[:60].decode(), line))
+                return fetches, exists
+            if line.startswith(b"* "):
+                if b" FETCH (" in line[:30]:
+                    fetches += 1
+                m = re.match(rb"\* (\d+) EXISTS", line)
+                if m is not None:
+                    exists = int(m.group(1))
+
+    def close(self):
+        try:
+            self.sock.sendall(b"z LOGOUT\r\n")
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def read_uids(count):
+    """The UIDs read-200 reads: a fixed sample of the corpus."""
+    return random.Random(READ_SEED).sample(range(1, count + 1), READS)
+
+
+def workload(port, name, count):
+    """Seconds from the connect to the last tagged OK of one workload."""
+    started = time.perf_counter()
+    c = Client(port)
+    try:
+        c.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
+        if name == "resync":
+            _, exists = c.command(b"s", b"SELECT INBOX (CONDSTORE)")
+            fetches, _ = c.command(b"f", b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1)")
+            want = count
+        else:
+            _, exists = c.command(b"s", b"SELECT INBOX")
+            if name == "open":
+                fetches, _ = c.command(b"f", b"UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE "
+                                             b"BODYSTRUCTURE)")
+                want = count
+            elif name == "headers":
+                fetches, _ = c.command(b"f", b"UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (%s)])"
+                                             % HEADER_FIELDS.encode())
+                want = count
+            else:
+                fetches = 0
+                for i, uid in enumerate(read_uids(count)):
+                    fetches += c.command(b"r%d" % i, b"UID FETCH %d BODY.PEEK[]" % uid)[0]
+                want = READS
+        elapsed = time.perf_counter() - started
+    finally:
+        c.close()
+    if exists != count or fetches != want:
+        raise MeasureError("%s on port %d: %s messages, %d FETCH lines (want %d and %d)"
+                           % (name, port, exists, fetches, count, want))
+    return elapsed
+
+
+class Daemon(proxyfixture.Daemon):
+    """imapcached in front of the relay, with a store of its own."""
+
+    start_error = MeasureError
+
+    def __init__(self, relay):
+        self.cache_dir = tempfile.mkdtemp(prefix="bench-cache.")
+        super().__init__(relay.upstream_entry(), log_level="info", keep_lines=200,
+                         extra='cache = { dir = "%s"; };\n' % self.cache_dir)
+
+    def store_bytes(self):
+        total = 0
+        for root, _, files in os.walk(self.cache_dir):
+            total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        return total
+
+    def memory_kib(self, field):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise MeasureError("no %s in /proc/%d/status" % (field, self.pid))
+
+
+def percentile(samples, fraction):
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def timed_noop(client, tag):
+    started = time.perf_counter()
+    client.command(tag, b"NOOP")
+    return (time.perf_counter() - started) * 1000
+
+
+def noop_while_filling(relay, count):
+    """(NOOP p99 ms through imapcached, straight to remote, samples, store
+    bytes, VmRSS KiB, VmHWM KiB) while a child process fills a new
+    daemon's store with open, headers and read-200."""
+    daemon = Daemon(relay)
+    try:
+        sessions = []
+        for port in (daemon.port, relay.port):
+            c = Client(port)
+            c.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
+            c.command(b"s", b"SELECT INBOX")
+            sessions.append(c)
+        filler = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--fill", str(daemon.port), str(count)])
+        proxied, remote = [], []
+        n = 0
+        while filler.poll() is None:
+            n += 1
+            proxied.append(timed_noop(sessions[0], b"n%d" % n))
+            remote.append(timed_noop(sessions[1], b"n%d" % n))
+            time.sleep(NOOP_PAUSE)
+        for c in sessions:
+            c.close()
+        if filler.returncode != 0:
+            raise MeasureError("the session filling the store failed (status %d)" % filler.returncode)
+        if len(proxied) < NOOP_MIN_SAMPLES:
+            raise MeasureError("only %d NOOPs while the store filled" % len(proxied))
+        return (percentile(proxied, 0.99), percentile(remote, 0.99), len(proxied), daemon.store_bytes(),
+                daemon.memory_kib("VmRSS"), daemon.memory_kib("VmHWM"))
+    finally:
+        daemon.stop()
+
+
+def measure(relay, count):
+    """{workload: {path: [seconds]}}."""
+    times = {w: {p: [] for p in PATHS} for w in WORKLOADS}
+    for name in WORKLOADS:
+        for _ in range(2):  # Dovecot's own caches warm first, untimed
+            workload(PORT, name, count)
+        print("%s: local and remote" % name, flush=True)
+        for _ in range(RUNS):  # interleaved, so load changes hit both alike
+            times[name]["local"].append(workload(PORT, name, count))
+            times[name]["remote"].append(workload(relay.port, name, count))
+        for run in range(COLD_RUNS):
+            print("%s: imapcached, new daemon %d of %d" % (name, run + 1, COLD_RUNS), flush=True)
+            daemon = Daemon(relay)
+            try:
+                times[name]["cold"].append(workload(daemon.port, name, count))
+                for _ in range(RUNS if run == 0 else 0):
+                    times[name]["warm"].append(workload(daemon.port, name, count))
+            finally:
+                daemon.stop()
+    return times
+
+
+def report(times, noop, count):
+    medians = {w: {p: statistics.median(times[w][p]) for p in PATHS} for w in WORKLOADS}
+    cap = "%.0f Mbit/s each way" % (RATE * 8 / 1e6) if RATE else "no bandwidth cap"
+    print()
+    print("%d messages; remote: %.0f ms each way per chunk, connect after %.1f round trips, %s"
+          % (count, DELAY * 1000, HANDSHAKE_RTTS, cap))
+    print("medians in seconds (local and remote %d runs, imapcached cold %d new daemons, warm %d runs)"
+          % (RUNS, COLD_RUNS, RUNS))
+    print("%-10s %9s %9s %9s %9s %12s %12s" % ("workload", *PATHS, "warm/local", "remote/warm"))
+    for w in WORKLOADS:
+        m = medians[w]
+        print("%-10s %9.3f %9.3f %9.3f %9.3f %11.2fx %11.2fx" % (w, m["local"], m["remote"], m["cold"], m["warm"],
+                                                                m["warm"] / m["local"], m["remote"] / m["warm"]))
+    targets = []
+    for w in ("open", "headers"):
+        m = medians[w]
+        targets.append(("warm %s at least 2x faster than remote" % w, "remote/warm %.2fx" % (m["remote"] / m["warm"]),
+                        m["remote"] / m["warm"] >= 2))
+        targets.append(("warm %s within 1.5x of local" % w, "warm/local %.2fx" % (m["warm"] / m["local"]),
+                        m["warm"] <= 1.5 * m["local"]))
+    m = medians["read-200"]
+    targets.append(("warm read-200 within 2x of local", "warm/local %.2fx" % (m["warm"] / m["local"]),
+                    m["warm"] <= 2 * m["local"]))
+    m = medians["open"]
+    targets.append(("cold open within 1.3x of remote", "cold/remote %.2fx" % (m["cold"] / m["remote"]),
+                    m["cold"] <= 1.3 * m["remote"]))
+    m = medians["resync"]
+    targets.append(("warm resync within 1.2x of remote", "warm/remote %.2fx" % (m["warm"] / m["remote"]),
+                    m["warm"] <= 1.2 * m["remote"]))
+    p99_proxy, p99_remote, samples, store, rss, hwm = noop
+    targets.append(("NOOP while filling: p99 at most 20 ms over remote's",
+                    "%+.1f ms (%.1f vs %.1f, %d each)" % (p99_proxy - p99_remote, p99_proxy, p99_remote, samples),
+                    p99_proxy - p99_remote <= 20))
+    print()
+    for name, value, met in targets:
+        print("%-52s %-34s %s" % (name, value, "met" if met else "NOT met"))
+    print()
+    print("store after a cold open, headers and read-200: %d bytes, %.0f bytes per message" % (store, store / count))
+    print("daemon after that fill: VmRSS %.1f MiB, VmHWM %.1f MiB" % (rss / 1024, hwm / 1024))
+    print("RESULT bench-cache: %d of %d targets met (a benchmark: exit 0 whatever the figures)"
+          % (sum(1 for t in targets if t[2]), len(targets)))
+
+
+def fill(port, count):
+    """The child of noop_while_filling: fills a store cold."""
+    for name in ("open", "headers", "read-200"):
+        workload(port, name, count)
+    return 0
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--fill":
+        return fill(int(sys.argv[2]), int(sys.argv[3]))
+    relay = Relay(delay=DELAY, handshake_rtts=HANDSHAKE_RTTS, rate=RATE, record=False)
+    try:
+        probe = Client(PORT)
+        probe.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
+        count = probe.command(b"s", b"EXAMINE INBOX")[1]
+        probe.close()
+        started = time.monotonic()
+        times = measure(relay, count)
+        print("NOOP while a session fills the store", flush=True)
+        noop = noop_while_filling(relay, count)
+    except (MeasureError, OSError) as e:
+        print("FAIL: measurement failed: %s" % e)
+        return 1
+    finally:
+        relay.close()
+    report(times, noop, count)
+    print("(%.0f s)" % (time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
