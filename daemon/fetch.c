@@ -1078,18 +1078,17 @@ static int write_part(struct evbuffer *out, struct fetch_source *source, const s
 	const char *error;
 	enum mime_imap_section_result result;
 
-	if (!source_agrees(source))
-		return -1;
-	if (out == NULL)
-		return 0;
-	if (source_root(source) == NULL)
+	if (!source_agrees(source) || source_root(source) == NULL)
 		return -1;
 	result = mime_imap_fetch_section(source->root, source->raw, source->raw_len, item->section, &part, &error);
-	if (result != MIME_IMAP_SECTION_OK && result != MIME_IMAP_SECTION_NO_SUCH_PART) {
+	if (result != MIME_IMAP_SECTION_OK) {
+		/* a part our library does not find goes upstream: Dovecot has
+		   rules for such numbers of its own (a leaf's "1.1" is itself) */
 		mime_buffer_free(&part);
 		return -1;
 	}
-	write_literal(out, item, part.data, part.len, false); /* a part past the last: "{0}", as Dovecot */
+	if (out != NULL)
+		write_literal(out, item, part.data, part.len, false);
 	mime_buffer_free(&part);
 	return 0;
 }

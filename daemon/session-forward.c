@@ -122,7 +122,9 @@ void session_upstream_closed(struct imap_client *client, const char *reason, voi
 	if (session->state != SESSION_STATE_FORWARDING)
 		return; /* a login in progress hears of it from its command */
 	log_info("session %lu: upstream %s: %s", session->id, session->upstream_name, reason);
-	session_close(session, "upstream connection lost", "Upstream server connection lost");
+	/* the upstream's own BYE, passed on, already said goodbye */
+	session_close(session, "upstream connection lost",
+		      session->upstream_said_bye ? NULL : "Upstream server connection lost");
 }
 
 /* Whether "* n FETCH" starts data: the sync's own data. */
@@ -191,6 +193,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 											   line_end))
 		return 0;
 	if (kind == IMAP_CLIENT_RAW_UNTAGGED) {
+		if (len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0)
+			session->upstream_said_bye = true;
 		session_open_batch(session);
 		fetch_fill_feed(session->fill, data, len, line_end);
 	}

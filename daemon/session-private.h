@@ -111,6 +111,7 @@ struct session {
 	struct fetch_answer *local_answer; /* a FETCH answered here, still being written */
 	char *local_tag;               /* its tag, for the tagged OK */
 	bool client_condstore;         /* the client enabled CONDSTORE (or QRESYNC) upstream */
+	bool upstream_said_bye;        /* its "* BYE" went to the client: no second one from us */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
 	bool state_logged_in;          /* the upstream accepted the login */

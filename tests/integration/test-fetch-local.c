@@ -420,8 +420,12 @@ static void battery_derived(uint32_t seq, bool agrees, bool fields_strict)
 			check(EXPECT_UPSTREAM, "FETCH %u (BINARY.SIZE[%s])", seq, p);
 		}
 	}
-	check(derived, "FETCH %u (BODY.PEEK[1] BODY.PEEK[%u] BODY.PEEK[1.9] BODY.PEEK[2.HEADER])", seq,
+	check(derived, "FETCH %u (BODY.PEEK[1])", seq);
+	/* parts our library does not find go upstream: Dovecot numbers some
+	   of them itself (a leaf's "1.1" is the leaf; past the last, {0}) */
+	check(EXPECT_UPSTREAM, "FETCH %u (BODY.PEEK[1] BODY.PEEK[%u] BODY.PEEK[1.9] BODY.PEEK[2.HEADER])", seq,
 	      parts.count + 2);
+
 }
 
 /* Commands over many messages and sets with "*", ranges in any order. */
