@@ -1082,6 +1082,8 @@ static ssize_t fast_token(struct imap_parser *parser, const unsigned char *p, si
 	const unsigned char *start;
 	size_t i = 1, len, taken;
 
+	if (at_line_start(parser) && p[0] != '*' && p[0] != '+' && is_tag_char(p[0]))
+		return 0; /* a tag: step() reads it (STATE_TAG) */
 	if (p[0] == '"') {
 		while (i < size && p[i] != '"' && p[i] != '\\' && p[i] != '\r' && p[i] != '\n' && p[i] != '\0')
 			i++;

@@ -92,7 +92,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (result != IMAP_PARSER_LINE_COMPLETE)
 			break;
 		const struct imap_arg *line = imap_parser_get_line(parser);
-		check_canonical_sections(line->list, line->list_count);
+		/* the first word is the tag, where "[" is a plain byte */
+		if (line->list_count > 1)
+			check_canonical_sections(line->list + 1, line->list_count - 1);
 		struct imap_command command;
 		const char *message;
 		enum imap_command_error error =
