@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ---- statements ---- */
 
@@ -69,6 +70,15 @@ enum cache_stmt {
 
 /* ---- state ---- */
 
+#define CACHE_WAL_FILES 2 /* the -wal and -shm files SQLite keeps beside a store in WAL mode */
+
+/* Which file a name led to when it was looked at. */
+struct cache_file_id {
+	dev_t dev;
+	ino_t ino;
+	bool known;
+};
+
 struct cache {
 	struct cache *next;            /* in cache_registry */
 	unsigned int refcount;
@@ -88,6 +98,8 @@ struct cache {
 	bool writes_off_for_good;      /* read-only handle, or corrupt store */
 	bool corrupt;                  /* move the file aside at close */
 	uint64_t writes_retry_at;      /* settings.now() seconds */
+
+	struct cache_file_id wal_files[CACHE_WAL_FILES]; /* this store's -wal and -shm, as opened */
 
 	uint64_t body_bytes;           /* == SUM(bodies.size) */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */

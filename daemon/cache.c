@@ -407,6 +407,23 @@ static int cache_dir_prepare(const char *label, const char *dir, bool follow, co
 	return 0;
 }
 
+/* A store file of ours that can't be written: read-only when it can be
+   read; one that can't be read either (mode 0000) holds nothing we can
+   use, and is moved aside like a damaged one. */
+static enum cache_open_result cache_file_unwritable(const char *path, const char **why_r)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+
+	if (fd >= 0) {
+		close(fd); /* before SQLite opens it, as below */
+		return CACHE_OPEN_READ_ONLY;
+	}
+	if (errno != EACCES)
+		return CACHE_OPEN_READ_ONLY; /* SQLite's own open says what is wrong */
+	*why_r = "not readable by imapcached's user";
+	return CACHE_OPEN_ASIDE;
+}
+
 /* Checks the store's file before SQLite opens it: made 0600 when missing,
    its mode fixed, and never a link, a directory or another user's. */
 static enum cache_open_result cache_file_prepare(struct cache *cache, const char **why_r, const char **error_r)
@@ -435,7 +452,7 @@ static enum cache_open_result cache_file_prepare(struct cache *cache, const char
 		return CACHE_OPEN_ASIDE;
 	}
 	if (fd < 0 && existed && (errno == EACCES || errno == EROFS || errno == EPERM))
-		return CACHE_OPEN_READ_ONLY;
+		return cache_file_unwritable(cache->path, why_r);
 	if (fd < 0) {
 		log_error("cache %s: cannot %s %s: %s", cache->label, existed ? "open" : "make", cache->path,
 			  strerror(errno));
@@ -510,6 +527,49 @@ static int cache_move_aside(struct cache *cache, const char *why)
 			    cache->path, why, aside);
 	free(aside);
 	return ok ? 0 : -1;
+}
+
+/* ---- the WAL of a store replaced while open ---- */
+
+static const char *const cache_wal_suffixes[CACHE_WAL_FILES] = { "-wal", "-shm" };
+
+/* Notes which -wal and -shm files are this store's (SQLite made or opened
+   them while the store was opened), to tell them from another's later. */
+static void cache_wal_note(struct cache *cache)
+{
+	for (unsigned int i = 0; i < CACHE_WAL_FILES; i++) {
+		struct stat st;
+		char *path;
+
+		cache->wal_files[i].known = false;
+		if (asprintf(&path, "%s%s", cache->path, cache_wal_suffixes[i]) < 0)
+			continue;
+		if (lstat(path, &st) == 0)
+			cache->wal_files[i] = (struct cache_file_id){ st.st_dev, st.st_ino, true };
+		free(path);
+	}
+}
+
+/* The store's file was replaced or removed while open. SQLite then leaves
+   the store's WAL behind at close (it checkpoints only into a file still
+   in place), and would apply it to whatever file has the name next: a
+   file of garbage would pass for the old store. Removes this store's -wal
+   and -shm, and only those. */
+static void cache_wal_forget(struct cache *cache)
+{
+	log_warning("cache %s: %s was replaced or removed while open; its WAL goes too, so that it is never "
+		    "applied to another file", cache->label, cache->path);
+	for (unsigned int i = 0; i < CACHE_WAL_FILES; i++) {
+		const struct cache_file_id *id = &cache->wal_files[i];
+		struct stat st;
+		char *path;
+
+		if (!id->known || asprintf(&path, "%s%s", cache->path, cache_wal_suffixes[i]) < 0)
+			continue;
+		if (lstat(path, &st) == 0 && st.st_dev == id->dev && st.st_ino == id->ino && unlink(path) < 0)
+			log_error("cache %s: cannot remove %s: %s", cache->label, path, strerror(errno));
+		free(path);
+	}
 }
 
 /* ---- opening ---- */
@@ -800,6 +860,8 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 		}
 		return -1;
 	}
+	if (!read_only)
+		cache_wal_note(cache);
 	if (read_only) {
 		cache->writes_off = false;
 		cache_writes_stop(cache, true, "opening", "the file or its directory is read-only; "
@@ -906,6 +968,7 @@ void cache_unref(struct cache **cachep)
 {
 	struct cache *cache = *cachep;
 	bool corrupt;
+	int moved = 0;
 
 	*cachep = NULL;
 	if (cache == NULL || --cache->refcount > 0)
@@ -919,8 +982,12 @@ void cache_unref(struct cache **cachep)
 		}
 	}
 	corrupt = cache->corrupt;
+	if (sqlite3_file_control(cache->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
+		moved = 0;
 	cache_db_close(cache);
-	if (corrupt)
+	if (moved)
+		cache_wal_forget(cache); /* the file now at the path is not the one found damaged */
+	else if (corrupt)
 		cache_move_aside(cache, "damaged (found while reading it)");
 	cache_free(cache);
 }

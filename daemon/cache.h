@@ -91,7 +91,10 @@ char *cache_file_path(const char *dir, const char *upstream, const char *user);
 struct cache *cache_open(const struct cache_settings *settings, const char *upstream, const char *user,
 			 const char **error_r);
 /* Drops one reference; the last closes the store (and moves a store found
-   corrupt aside, so that the next open starts anew). Every body writer
+   corrupt aside, so that the next open starts anew). A store whose file
+   was replaced or removed while open removes its -wal and -shm files
+   instead, with a log line: SQLite leaves them behind then, and would
+   apply them to the file now at the path. Every body writer
    holds a reference until it finishes or aborts. Sets *cache to NULL;
    NULL is fine. */
 void cache_unref(struct cache **cache);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Unit tests for daemon/cache: file names and modes, damaged stores, mailboxes, items, batches, bodies and a full or read-only store. */
+/* Unit tests for daemon/cache: file names and modes, damaged, unreadable and replaced stores, mailboxes, items, batches, bodies and a full or read-only store. */
 #include "config.h"
 #include "unit.h"
 #include "cache.h"
@@ -1367,14 +1367,16 @@ static int read_only_checks(void)
 	return 0;
 }
 
-static void test_read_only_directory(void)
+/* Runs checks (which return the line of their first failure, or 0) where
+   file modes bind: as nobody, in a child, when root. */
+static void run_unprivileged(int (*checks)(void), const char *what)
 {
 	pid_t pid;
 	int status = -1;
 
 	setup();
 	if (geteuid() != 0) {
-		CU_ASSERT_EQUAL(read_only_checks(), 0);
+		CU_ASSERT_EQUAL(checks(), 0);
 		teardown();
 		return;
 	}
@@ -1386,13 +1388,96 @@ static void test_read_only_directory(void)
 		int line = -1;
 
 		if (setgid(NOBODY_UID) == 0 && setuid(NOBODY_UID) == 0)
-			line = read_only_checks();
+			line = checks();
 		if (line != 0)
-			fprintf(stderr, "\nread-only check at line %d failed\n%s", line, log_text);
+			fprintf(stderr, "\n%s check at line %d failed\n%s", what, line, log_text);
 		_exit(line == 0 ? 0 : 1);
 	}
 	CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
 	CU_ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	teardown();
+}
+
+static void test_read_only_directory(void)
+{
+	run_unprivileged(read_only_checks, "read-only");
+}
+
+/* A store file its owner can't even read (mode 0000) holds nothing usable:
+   it is moved aside and a new store made, as for garbage. */
+static int unreadable_checks(void)
+{
+	struct cache_settings s = settings();
+	const char *error = NULL;
+	struct cache *cache = cache_open(&s, "up", "alice", &error);
+	struct cache_mailbox mailbox;
+	char path[256];
+	int found;
+
+	REQUIRE(cache != NULL);
+	REQUIRE(cache_mailbox_open(cache, "INBOX", 5, &mailbox, NULL) == 0);
+	cache_unref(&cache);
+	snprintf(path, sizeof(path), "%s/up/alice.sqlite", cache_dir);
+	REQUIRE(chmod(path, 0) == 0);
+	cache = cache_open(&s, "up", "alice", &error);
+	REQUIRE(cache != NULL);
+	REQUIRE(logged("is not readable by imapcached's user; moved aside to "));
+	REQUIRE(!cache_writes_off(cache));
+	found = cache_mailbox_lookup(cache, "INBOX", &mailbox);
+	cache_unref(&cache);
+	REQUIRE(found == 0);
+	return 0;
+}
+
+static void test_unreadable_file(void)
+{
+	run_unprivileged(unreadable_checks, "unreadable");
+}
+
+/* The store's file replaced (or removed) while open: at close its WAL goes
+   with it, so the file now at the path is judged on its own. */
+static void test_replaced_while_open(void)
+{
+	struct cache_mailbox mailbox;
+	struct stat st;
+	char garbage[8192];
+	char moved[300];
+	char wal[300];
+	struct cache *cache;
+	char *path;
+
+	setup();
+	path = account_path("up", "alice");
+	snprintf(moved, sizeof(moved), "%s.old", path);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	memset(garbage, 'g', sizeof(garbage));
+	for (int removed = 0; removed <= 1; removed++) {
+		cache = open_account("up", "alice");
+		mailbox = open_mailbox(cache, "INBOX", 7);
+		store_text(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, "(NIL)");
+		if (removed) {
+			CU_ASSERT_EQUAL(unlink(path), 0);
+		} else {
+			CU_ASSERT_EQUAL(rename(path, moved), 0);
+			write_file(path, garbage, sizeof(garbage));
+		}
+		/* still the old store until it closes */
+		CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "INBOX", &mailbox), 1);
+		cache_unref(&cache);
+		CU_ASSERT_TRUE(logged("was replaced or removed while open; its WAL goes too"));
+		CU_ASSERT_NOT_EQUAL(lstat(wal, &st), 0);
+		cache = open_account("up", "alice");
+		if (!removed)
+			CU_ASSERT_TRUE(logged("is not a database, or a damaged one; moved aside to "));
+		CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "INBOX", &mailbox), 0);
+		cache_unref(&cache);
+		log_text[0] = '\0';
+	}
+	/* A store closed in place keeps its own files and says nothing. */
+	cache = open_account("up", "alice");
+	cache_unref(&cache);
+	CU_ASSERT_FALSE(logged("was replaced or removed while open"));
+	free(path);
 	teardown();
 }
 
@@ -1489,6 +1574,8 @@ const struct unit_test unit_tests[] = {
 	{ "looking up many messages", test_lookup_many },
 	{ "a full store turns writes off", test_full_store },
 	{ "a read-only directory", test_read_only_directory },
+	{ "an unreadable file is moved aside", test_unreadable_file },
+	{ "a store replaced while open leaves no WAL behind", test_replaced_while_open },
 	{ "damaged rows count as missing", test_damaged_rows_count_as_missing },
 	{ NULL, NULL },
 };
