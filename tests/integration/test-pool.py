@@ -648,7 +648,9 @@ def test_wait_client_leaves(daemon, relay):
           daemon.count_log(r"upstream pool: reusing the connection of") == reused, daemon.log()[-2000:])
     accepted = relay.accepted()
     c, lines = login(daemon.port, USER2, PASS2)
+    # the log line may reach the reader thread after the client's reply: wait for it
     check("... and the next login takes it", lines[-1].startswith("p1 OK") and relay.accepted() == accepted and
+          daemon.wait_log(r"upstream pool: reusing the connection of", count=reused + 1) is not None and
           daemon.count_log(r"upstream pool: reusing the connection of") == reused + 1, lines)
     logout(c)
 
