@@ -62,9 +62,12 @@ struct fetch_item {
 
 struct fetch_message {
 	uint32_t seq, uid;
-	uint64_t modseq;
+	uint64_t modseq;         /* for the MODSEQ item: from before a \Seen this fetch set */
+	uint64_t new_modseq;     /* with seen_set: the MODSEQ after it */
 	char *flags;             /* NULL: not known */
 	bool recent;
+	bool unseen;             /* the fetch would set \Seen: the upstream must do it first */
+	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
 };
 
 /* Stored values of a run of the answer's messages, from one lookup. */
@@ -86,6 +89,9 @@ struct fetch_answer {
 	struct fetch_chunk chunk;
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
+	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
+	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
+	bool has_flags_item;
 };
 
 /* One message while its line is checked or written. */
@@ -458,11 +464,61 @@ static struct imap_seqset_range *set_resolve(const struct imap_seqset *set, uint
 	return ranges;
 }
 
+/* Whether a flag list holds \Seen. */
+static bool flags_have_seen(const char *flags)
+{
+	for (const char *p = flags; *p != '\0';) {
+		size_t n = strcspn(p, " ");
+
+		if (n == 5 && strncasecmp(p, "\\Seen", 5) == 0)
+			return true;
+		p += n;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+static int seen_compare(const void *key, const void *element)
+{
+	uint32_t uid = *(const uint32_t *)key, other = ((const struct fetch_seen *)element)->uid;
+
+	return uid < other ? -1 : uid > other;
+}
+
+/* What the \Seen step means for entry: set first (unseen), or just set
+   (seen_set: FLAGS shown, the MODSEQs before and after). Returns 1, or 0
+   when it must go upstream (*why_r). */
+static int message_mark_seen(struct fetch_answer *answer, struct fetch_message *entry,
+			     const struct fetch_facts *facts, const char **why_r)
+{
+	const struct fetch_seen *seen = facts->seen_count == 0 ? NULL :
+		bsearch(&entry->uid, facts->seen, facts->seen_count, sizeof(*facts->seen), seen_compare);
+
+	if (!answer->sets_seen)
+		return 1;
+	if (entry->flags == NULL) {
+		*why_r = "a message whose \\Seen the fetch would set has flags not known";
+		return 0;
+	}
+	if (seen != NULL && flags_have_seen(entry->flags)) {
+		if (answer->condstore && entry->modseq == 0) {
+			*why_r = "a \\Seen set upstream whose new MODSEQ is not known";
+			return 0;
+		}
+		entry->seen_set = true;
+		entry->new_modseq = entry->modseq;
+		entry->modseq = seen->old_modseq;
+		return 1;
+	}
+	entry->unseen = !flags_have_seen(entry->flags);
+	return 1;
+}
+
 /* Adds the view's message seq. Returns 1, 0 when it must go upstream (*why_r), -1 out of memory. */
-static int answer_add_message(struct fetch_answer *answer, const struct mailbox_view *view, uint32_t seq,
+static int answer_add_message(struct fetch_answer *answer, const struct fetch_facts *facts, uint32_t seq,
 			      const struct imap_command *command, const char **why_r)
 {
-	const struct mailbox_view_message *message = mailbox_view_get(view, seq);
+	const struct mailbox_view_message *message = mailbox_view_get(facts->view, seq);
 	struct fetch_message *entry;
 
 	if (message == NULL || message->uid == 0) {
@@ -496,7 +552,7 @@ static int answer_add_message(struct fetch_answer *answer, const struct mailbox_
 	if (message->flags != NULL && (entry->flags = strdup(message->flags)) == NULL)
 		return -1;
 	answer->message_count++;
-	return 1;
+	return message_mark_seen(answer, entry, facts, why_r);
 }
 
 /* The first sequence number whose UID is uid or more (count + 1: none). */
@@ -517,8 +573,9 @@ static uint32_t view_seq_at_uid(const struct mailbox_view *view, uint32_t uid)
 
 /* The messages of the command's set, in ascending order. Returns as answer_add_message. */
 static int answer_add_messages(struct fetch_answer *answer, const struct imap_command *command,
-			       const struct mailbox_view *view, const char **why_r)
+			       const struct fetch_facts *facts, const char **why_r)
 {
+	const struct mailbox_view *view = facts->view;
 	uint32_t count = mailbox_view_count(view);
 	bool uid = command->uid;
 	struct imap_seqset_range *ranges;
@@ -552,7 +609,7 @@ static int answer_add_messages(struct fetch_answer *answer, const struct imap_co
 		for (; seq <= count && ret > 0; seq++) {
 			if (uid ? mailbox_view_get(view, seq)->uid > last : seq > last)
 				break;
-			ret = answer_add_message(answer, view, seq, command, why_r);
+			ret = answer_add_message(answer, facts, seq, command, why_r);
 		}
 	}
 	free(ranges);
@@ -1195,39 +1252,25 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 	}
 }
 
-/* Whether a flag list holds \Seen. */
-static bool flags_have_seen(const char *flags)
-{
-	for (const char *p = flags; *p != '\0';) {
-		size_t n = strcspn(p, " ");
-
-		if (n == 5 && strncasecmp(p, "\\Seen", 5) == 0)
-			return true;
-		p += n;
-		p += strspn(p, " ");
-	}
-	return false;
-}
-
 /* Whether every item can be written for the message; *why_r when not. */
 static bool message_check(struct fetch_source *source, const char **why_r)
 {
 	const struct fetch_answer *answer = source->answer;
-	const struct fetch_message *message = source->message;
 
 	for (unsigned int i = 0; i < answer->item_count; i++) {
-		const struct fetch_item *item = &answer->items[i];
-
-		if (item->sets_seen && !answer->read_only && (message->flags == NULL || !flags_have_seen(message->flags))) {
-			*why_r = "a non-PEEK fetch would set \\Seen";
-			return false;
-		}
-		if (write_item(NULL, source, item) < 0) {
+		if (write_item(NULL, source, &answer->items[i]) < 0) {
 			*why_r = "an item is not stored (or not derivable) for a message";
 			return false;
 		}
 	}
 	return true;
+}
+
+/* Whether the line of message gets a FLAGS the client did not ask for:
+   Dovecot adds it, after the buffered items, where the fetch set \Seen. */
+static bool message_shows_set_flags(const struct fetch_answer *answer, const struct fetch_message *message)
+{
+	return message->seen_set && !answer->has_flags_item;
 }
 
 /* The "* n FETCH (...)" line of one message. */
@@ -1239,11 +1282,40 @@ static int message_write(struct evbuffer *out, struct fetch_source *source)
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (i > 0)
 			evbuffer_add(out, " ", 1);
+		if (i == answer->buffered_count && message_shows_set_flags(answer, source->message)) {
+			write_flags(out, source->message);
+			evbuffer_add(out, " ", 1);
+		}
 		if (write_item(out, source, &answer->items[i]) < 0)
 			return -1;
 	}
+	if (answer->item_count == answer->buffered_count && message_shows_set_flags(answer, source->message)) {
+		evbuffer_add(out, " ", 1);
+		write_flags(out, source->message);
+	}
 	evbuffer_add(out, ")\r\n", 3);
 	return 0;
+}
+
+/* After the last line, with CONDSTORE: the MODSEQ each \Seen set gave,
+   in a line of its own (with the UID under QRESYNC), as Dovecot reports
+   the change at the end of the command. */
+static void answer_write_modseq_updates(const struct fetch_answer *answer, struct evbuffer *out)
+{
+	if (!answer->condstore)
+		return;
+	for (size_t i = 0; i < answer->message_count; i++) {
+		const struct fetch_message *message = &answer->messages[i];
+
+		if (!message->seen_set)
+			continue;
+		if (answer->qresync)
+			evbuffer_add_printf(out, "* %" PRIu32 " FETCH (UID %" PRIu32 " MODSEQ (%" PRIu64 "))\r\n",
+					    message->seq, message->uid, message->new_modseq);
+		else
+			evbuffer_add_printf(out, "* %" PRIu32 " FETCH (MODSEQ (%" PRIu64 "))\r\n", message->seq,
+					    message->new_modseq);
+	}
 }
 
 /* ---- the plan ---- */
@@ -1316,9 +1388,15 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->cache = facts->cache;
 	answer->mailbox_id = facts->mailbox_id;
 	answer->read_only = facts->read_only;
+	answer->condstore = facts->condstore;
+	answer->qresync = facts->qresync;
 	ret = answer_add_items(answer, command, facts, why_r);
+	for (unsigned int i = 0; ret > 0 && i < answer->item_count; i++) {
+		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
+		answer->has_flags_item |= answer->items[i].kind == FETCH_KIND_FLAGS;
+	}
 	if (ret > 0)
-		ret = answer_add_messages(answer, command, facts->view, why_r);
+		ret = answer_add_messages(answer, command, facts, why_r);
 	if (ret > 0)
 		ret = plan_check_messages(answer, why_r);
 	if (ret <= 0) {
@@ -1365,7 +1443,45 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		answer->next++;
 	}
 	chunk_clear(&answer->chunk);
+	answer_write_modseq_updates(answer, out);
 	return FETCH_WRITE_DONE;
+}
+
+bool fetch_answer_needs_seen(const struct fetch_answer *answer)
+{
+	for (size_t i = 0; i < answer->message_count; i++) {
+		if (answer->messages[i].unseen)
+			return true;
+	}
+	return false;
+}
+
+long fetch_answer_unseen(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r)
+{
+	size_t count = 0;
+
+	*uids_r = NULL;
+	*seqs_r = NULL;
+	for (size_t i = 0; i < answer->message_count; i++)
+		count += answer->messages[i].unseen;
+	if (count == 0)
+		return 0;
+	*uids_r = malloc(count * sizeof(**uids_r));
+	*seqs_r = malloc(count * sizeof(**seqs_r));
+	if (*uids_r == NULL || *seqs_r == NULL) {
+		free(*uids_r);
+		free(*seqs_r);
+		*uids_r = *seqs_r = NULL;
+		return -1;
+	}
+	count = 0;
+	for (size_t i = 0; i < answer->message_count; i++) {
+		if (answer->messages[i].unseen) {
+			(*uids_r)[count] = answer->messages[i].uid;
+			(*seqs_r)[count++] = answer->messages[i].seq;
+		}
+	}
+	return (long)count;
 }
 
 size_t fetch_answer_count(const struct fetch_answer *answer)

@@ -20,6 +20,14 @@ struct mailbox_view;
 #define FETCH_LOOKUP_CHUNK 1000 /* messages per store lookup: one statement stays in milliseconds */
 #define FETCH_LOCAL_MAX_MESSAGES 100000 /* a larger set goes upstream: the plan's memory stays a few MB */
 
+/* A message whose \Seen the proxy has just set upstream for the FETCH,
+   with its MODSEQ from before (0: none known): Dovecot's answer shows the
+   old MODSEQ in the FETCH line, its new FLAGS, and the new MODSEQ after. */
+struct fetch_seen {
+	uint32_t uid;
+	uint64_t old_modseq;
+};
+
 /*
  * What the session knows when a FETCH or UID FETCH comes. The command's
  * line is needed for what the parsed command no longer tells: whether
@@ -31,6 +39,12 @@ struct fetch_facts {
 	const struct mailbox_view *view;    /* the client's numbering, flags and MODSEQ */
 	bool read_only;                     /* EXAMINE, or [READ-ONLY]: no fetch sets \Seen */
 	bool condstore;                     /* the client enabled CONDSTORE or QRESYNC upstream */
+	bool qresync;                       /* it enabled QRESYNC: a MODSEQ update names the UID */
+	/* The \Seen step (fetch_answer_unseen): after the proxy's STORE of
+	   \Seen was answered upstream. */
+	bool peek_only;                     /* the STORE got NO: every body item is as if .PEEK */
+	const struct fetch_seen *seen;      /* what the STORE changed (ascending UIDs), or NULL */
+	size_t seen_count;
 	const char *line;                   /* the command line as the client sent it (up to a */
 	size_t line_len;                    /* literal's "{n}"); NULL: HEADER.FIELDS goes upstream */
 };
@@ -74,9 +88,15 @@ enum fetch_route {
  * An empty mailbox goes upstream. Messages are answered in ascending
  * order, each once.
  *
- * Upstream too: a non-PEEK body item (BODY[...], BINARY[...], RFC822,
- * RFC822.TEXT) on a read-write mailbox of a message without \Seen (it
- * would set \Seen); MODSEQ before the client enabled CONDSTORE (Dovecot
+ * A non-PEEK body item (BODY[...], BINARY[...], RFC822, RFC822.TEXT) on a
+ * read-write mailbox of a message without \Seen sets \Seen: the answer
+ * is then LOCAL but fetch_answer_unseen lists those messages, and the
+ * caller must first have the upstream set \Seen (STORE +FLAGS), then plan
+ * again with facts->seen (what changed) or facts->peek_only (refused).
+ * The new plan shows FLAGS where \Seen changed, after the buffered items,
+ * and with CONDSTORE the new MODSEQs in lines of their own after the
+ * last, as Dovecot does. Upstream: a message without \Seen whose
+ * flags the view does not know; MODSEQ before the client enabled CONDSTORE (Dovecot
  * enables it then); the VANISHED modifier, and CHANGEDSINCE before the
  * client enabled CONDSTORE (with CONDSTORE, CHANGEDSINCE is local: only
  * messages of a greater MODSEQ, each with MODSEQ); ENVELOPE, BODY and
@@ -112,6 +132,14 @@ enum fetch_write_result {
  * the callback that planned it rules LOST out.
  */
 enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit);
+/* Whether the answer's fetch would set \Seen on a message (see
+   fetch_answer_unseen). */
+bool fetch_answer_needs_seen(const struct fetch_answer *answer);
+/* The answer's messages whose \Seen its fetch would set, in ascending
+   order: their UIDs in uids_r and sequence numbers in seqs_r (both
+   malloc'd; NULL when none). Returns how many (0: nothing to set first),
+   or -1 when memory runs out. */
+long fetch_answer_unseen(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r);
 /* How many "* n FETCH" lines the answer has in all. */
 size_t fetch_answer_count(const struct fetch_answer *answer);
 /* Frees *answer and sets it to NULL; NULL is fine. */

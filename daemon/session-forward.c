@@ -76,8 +76,6 @@ static enum session_local session_answer_starttls(struct session *session, const
 						 const struct imap_command *command);
 static enum session_local session_answer_logout(struct session *session, const char *tag,
 						 const struct imap_command *command);
-static void session_start_sync(struct session *session, const struct imap_command *command,
-			       struct imap_client_command *upstream);
 static enum session_local session_answer_fetch(struct session *session, const char *tag,
 						 const struct imap_command *command);
 static void session_store_sent(struct session *session, const struct imap_command *command,
@@ -91,8 +89,8 @@ static const struct session_route session_routes[] = {
 	{ "UNAUTHENTICATE", session_answer_cannot, false, NULL, false },
 	{ "LOGOUT", session_answer_logout, false, NULL, true },
 	{ "IDLE", NULL, true, NULL, false },
-	{ "SELECT", NULL, false, session_start_sync, true },
-	{ "EXAMINE", NULL, false, session_start_sync, true },
+	{ "SELECT", NULL, false, session_own_start_sync, true },
+	{ "EXAMINE", NULL, false, session_own_start_sync, true },
 	{ "CLOSE", NULL, false, NULL, true },
 	{ "UNSELECT", NULL, false, NULL, true },
 	{ "FETCH", session_answer_fetch, false, NULL, false },
@@ -125,31 +123,6 @@ void session_upstream_closed(struct imap_client *client, const char *reason, voi
 	/* the upstream's own BYE, passed on, already said goodbye */
 	session_close(session, "upstream connection lost",
 		      session->upstream_said_bye ? NULL : "Upstream server connection lost");
-}
-
-/* Whether "* n FETCH" starts data: the sync's own data. */
-static bool session_is_fetch_line(const unsigned char *data, size_t len)
-{
-	size_t pos = 2;
-
-	if (len < 2 || data[0] != '*' || data[1] != ' ')
-		return false;
-	while (pos < len && data[pos] >= '0' && data[pos] <= '9')
-		pos++;
-	return pos > 2 && len - pos >= 7 && strncasecmp((const char *)data + pos, " FETCH ", 7) == 0;
-}
-
-/* A line of the sync's own command: its FETCH data and its tagged reply
-   are the proxy's; the rest (EXISTS, EXPUNGE, FLAGS...) is the client's.
-   Returns true for a line (or part of one) the client must not see. */
-static bool session_swallow_sync_line(struct session *session, enum imap_client_raw_kind kind,
-				      const unsigned char *data, size_t len, bool line_end)
-{
-	bool swallow = kind == IMAP_CLIENT_RAW_TAGGED || session->swallowing_line ||
-		       (kind == IMAP_CLIENT_RAW_UNTAGGED && session_is_fetch_line(data, len));
-
-	session->swallowing_line = swallow && !line_end;
-	return swallow;
 }
 
 /* The store's batch of this event-loop turn ends: its writes commit. */
@@ -189,9 +162,13 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
-	if (command != NULL && command == session->sync_command && session_swallow_sync_line(session, kind, data, len,
-											   line_end))
+	if (session_own_swallows(session, command, kind, data, len, line_end)) {
+		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
+			session_open_batch(session);
+			fetch_fill_feed(session->fill, data, len, line_end);
+		}
 		return 0;
+	}
 	if (kind == IMAP_CLIENT_RAW_UNTAGGED) {
 		if (len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0)
 			session->upstream_said_bye = true;
@@ -199,7 +176,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		fetch_fill_feed(session->fill, data, len, line_end);
 	}
 	output = bufferevent_get_output(session->bev);
-	if (kind == IMAP_CLIENT_RAW_TAGGED && command == session->select_command && session->sync_command != NULL)
+	if (kind == IMAP_CLIENT_RAW_TAGGED && session_own_holds_reply(session, command))
 		output = session->held_reply; /* the client gets it once the sync is done */
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
@@ -254,52 +231,16 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 			if (imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") ||
 			    imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
 				session->client_condstore = true;
+			if (imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
+				session->client_qresync = true;
 		}
 	}
 	if (command != NULL && command == session->select_command)
 		sync_select_data(session->sync, untagged);
-	else if (command != NULL && command == session->sync_command)
-		sync_fetch_data(session->sync, untagged);
+	else if (command != NULL && command == session->own_command)
+		session_own_untagged(session, untagged);
 	else
 		sync_update(session->sync, untagged);
-}
-
-/* The sync's own command is done: the client gets its SELECT's reply. */
-static void session_sync_done(struct imap_client *client, struct imap_client_command *command,
-			      const struct imap_client_result *result, void *context)
-{
-	struct session *session = context;
-
-	(void)client;
-	(void)command;
-	session->forwarded_pending--;
-	session->sync_command = NULL;
-	session->swallowing_line = false;
-	if (result->status == IMAP_CLIENT_STATUS_ABORT)
-		return; /* session_upstream_closed ends the session */
-	sync_fetch_done(session->sync, result->status);
-	if (sync_is_ready(session->sync))
-		fetch_fill_set_mailbox(session->fill, session->cache, sync_mailbox_id(session->sync), session->view);
-	log_debug("session %lu: the mailbox's view is %s", session->id,
-		  sync_is_ready(session->sync) ? "vouched for" : "not vouched for: everything goes upstream");
-	evbuffer_add_buffer(bufferevent_get_output(session->bev), session->held_reply);
-	session_schedule_step(session);
-}
-
-/* Sends the sync's own command right behind the client's SELECT or
-   EXAMINE (upstream), in the same flight (doc/cache.md). */
-static void session_start_sync(struct session *session, const struct imap_command *command,
-			       struct imap_client_command *upstream)
-{
-	const char *line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
-					     command->name == IMAP_COMMAND_EXAMINE);
-
-	session->select_command = upstream;
-	session->sync_command = imap_client_raw_command_new(session->upstream, NULL, "UID FETCH", session_sync_done,
-							    session);
-	session->forwarded_pending++;
-	imap_client_raw_command_write(session->sync_command, line, strlen(line));
-	imap_client_raw_command_end(session->sync_command);
 }
 
 /* The open command's reader state goes back to "between commands". */
@@ -520,6 +461,30 @@ void session_forward_output_drained(struct session *session)
 		session_write_local_answer(session);
 }
 
+/* A FETCH that would set \Seen: the upstream sets it first (STORE), and
+   the FETCH is planned again once that is answered (WAIT), or, when the
+   step was taken and still did not settle it, goes upstream. */
+static enum session_local session_fetch_seen_first(struct session *session, const struct imap_command *command,
+						   bool tried)
+{
+	uint32_t *uids, *seqs;
+	long count = fetch_answer_unseen(session->local_answer, &uids, &seqs);
+	int ret = -1;
+
+	fetch_answer_free(&session->local_answer);
+	if (count > 0 && !tried)
+		ret = session_own_set_seen(session, command->uid, uids, seqs, (size_t)count);
+	free(uids);
+	free(seqs);
+	if (ret < 0) {
+		log_debug("session %lu: %s goes upstream: \\Seen could not be set first", session->id,
+			  session->command_verb);
+		session_own_seen_reset(session);
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	return SESSION_LOCAL_WAIT;
+}
+
 /* FETCH and UID FETCH: answered from the view and the store when all of
    it is there and vouched for (fetch.h), else upstream. */
 static enum session_local session_answer_fetch(struct session *session, const char *tag,
@@ -531,16 +496,27 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 		.view = session->view,
 		.read_only = sync_is_read_only(session->sync),
 		.condstore = session->client_condstore,
+		.qresync = session->client_qresync,
+		.peek_only = session->seen_state == SESSION_SEEN_REFUSED,
+		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,
+		.seen_count = session->seen_state == SESSION_SEEN_SET ? session->seen_count : 0,
 		.line = (const char *)evbuffer_pullup(session->command_bytes, -1),
 		.line_len = evbuffer_get_length(session->command_bytes),
 	};
 	const char *why;
+	enum fetch_route route;
+	bool seen_tried = session->seen_state != SESSION_SEEN_NONE;
 
-	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0)
+	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0 ||
+	    session->seen_state == SESSION_SEEN_FAILED) {
+		session_own_seen_reset(session);
 		return SESSION_LOCAL_UPSTREAM;
+	}
 	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))
 		facts.line_len--;
-	if (fetch_plan(command, &facts, &session->local_answer, &why) != FETCH_ROUTE_LOCAL) {
+	route = fetch_plan(command, &facts, &session->local_answer, &why);
+	session_own_seen_reset(session);
+	if (route != FETCH_ROUTE_LOCAL) {
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
 		return SESSION_LOCAL_UPSTREAM;
 	}
@@ -549,6 +525,8 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 		fetch_answer_free(&session->local_answer);
 		return SESSION_LOCAL_WAIT;
 	}
+	if (fetch_answer_needs_seen(session->local_answer))
+		return session_fetch_seen_first(session, command, seen_tried);
 	session->local_tag = strdup(tag);
 	if (session->local_tag == NULL) {
 		fetch_answer_free(&session->local_answer);
@@ -560,14 +538,19 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 	return SESSION_LOCAL_ANSWERED;
 }
 
-/* A STORE went upstream: the flags of its messages are not known here
-   until the upstream tells them again (a .SILENT one never does). */
+/* A .SILENT STORE went upstream: the flags of its messages are not known
+   here until the upstream tells them again. A STORE without .SILENT
+   changes nothing here: the upstream answers it with the new flags of
+   every message it changed (Dovecot leaves out the ones it did not), and
+   the answers come in before any FETCH after it is answered here. */
 static void session_store_sent(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream)
 {
 	uint32_t count = mailbox_view_count(session->view);
 
 	(void)upstream;
+	if (!command->u.store.silent)
+		return;
 	for (uint32_t seq = 1; seq <= count; seq++) {
 		const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
 		uint32_t number = command->uid ? message->uid : seq;
@@ -855,7 +838,7 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 {
 	enum imap_parser_result result;
 
-	if (session->sync_command != NULL)
+	if (session->own_command != NULL)
 		return false; /* nothing runs beside it: Dovecot would answer a FETCH in parallel */
 	if (session->local_answer != NULL)
 		return false; /* the client reads a FETCH answered here first */
@@ -984,6 +967,7 @@ void session_forward_free(struct session *session)
 	fetch_answer_free(&session->local_answer);
 	free(session->local_tag);
 	session->local_tag = NULL;
+	session_own_seen_reset(session);
 	fetch_fill_free(&session->fill);
 	if (session->batch_event != NULL) {
 		session_end_batch(-1, 0, session);

@@ -24,6 +24,24 @@
 #define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */
 #define SESSION_ID_LITERALS_MAX (2 * SESSION_ID_PAIRS_MAX) /* each field and value may be one */
 
+/* The proxy's own command on the client's connection (session-own.c). */
+enum session_own_kind {
+	SESSION_OWN_SYNC,        /* right behind a SELECT/EXAMINE */
+	SESSION_OWN_SEEN,        /* STORE +FLAGS (\Seen) before a FETCH answered here */
+};
+
+/* Where the \Seen step of the FETCH waiting to be routed stands. */
+enum session_seen_state {
+	SESSION_SEEN_NONE,       /* not asked */
+	SESSION_SEEN_RUNNING,
+	SESSION_SEEN_SET,        /* the upstream said OK: answer with the new flags */
+	SESSION_SEEN_REFUSED,    /* it said NO: answer as for .PEEK */
+	SESSION_SEEN_FAILED,     /* anything else: the FETCH goes upstream */
+};
+
+struct fetch_seen;
+struct imap_command;
+
 enum session_state {
 	SESSION_STATE_NOT_AUTHENTICATED,
 	SESSION_STATE_STARTTLS,  /* OK queued; the handshake starts once it is sent */
@@ -102,15 +120,20 @@ struct session {
 	struct mailbox_view *view;     /* the selected mailbox as this client sees it */
 	struct sync *sync;
 	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
-	struct imap_client_command *sync_command;   /* the sync's own command right behind it */
+	struct imap_client_command *own_command;    /* the proxy's own command, while it runs */
+	enum session_own_kind own_kind;
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
-	bool swallowing_line;          /* the rest of a long line of the sync's own data */
+	bool swallowing_line;          /* the rest of a long line of the own command's data */
+	struct fetch_seen *seen;       /* the \Seen step's messages (ascending UIDs, old MODSEQs) */
+	size_t seen_count;
+	enum session_seen_state seen_state;
 	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
 	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
 	bool batch_open;
 	struct fetch_answer *local_answer; /* a FETCH answered here, still being written */
 	char *local_tag;               /* its tag, for the tagged OK */
 	bool client_condstore;         /* the client enabled CONDSTORE (or QRESYNC) upstream */
+	bool client_qresync;           /* it enabled QRESYNC */
 	bool upstream_said_bye;        /* its "* BYE" went to the client: no second one from us */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */
@@ -205,5 +228,28 @@ uint64_t session_forward_literal_due(const struct session *session);
 /* The client has read its output (session_write): a FETCH answered here
    goes on. */
 void session_forward_output_drained(struct session *session);
+
+/* ---- session-own.c: the proxy's own commands ---- */
+
+/* Whether a line the upstream sends for command is the own command's
+   (its tagged reply, its FETCH data): the client must not get it. */
+bool session_own_swallows(struct session *session, const struct imap_client_command *command,
+			  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
+/* A parsed untagged response while the own command runs. */
+void session_own_untagged(struct session *session, const struct imap_client_untagged *untagged);
+/* The route's "sent" hook of SELECT and EXAMINE: the sync right behind. */
+void session_own_start_sync(struct session *session, const struct imap_command *command,
+			    struct imap_client_command *upstream);
+/* Whether command's tagged reply waits in held_reply (a SELECT whose
+   sync runs). */
+bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command);
+/* Has the upstream set \Seen on count messages (their UIDs and sequence
+   numbers, ascending), by UID when uid, before a FETCH is answered here;
+   the session's seen_state tells when it is done. Returns -1 when memory
+   runs out (nothing sent). */
+int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids, const uint32_t *seqs,
+			 size_t count);
+/* Forgets the \Seen step (the FETCH was routed). */
+void session_own_seen_reset(struct session *session);
 
 #endif

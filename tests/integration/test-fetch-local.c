@@ -192,6 +192,13 @@ static void check_command(const char *text, enum expect expect)
 		return;
 	}
 	route = fetch_plan(&command, &facts, &answer, &why);
+	if (route == FETCH_ROUTE_LOCAL && fetch_answer_needs_seen(answer)) {
+		/* the session has the upstream set \Seen first, then plans again
+		   (test-cache-seen.py compares that with Dovecot end to end) */
+		fetch_answer_free(&answer);
+		route = FETCH_ROUTE_UPSTREAM;
+		why = "it sets \\Seen: the session's STORE comes first";
+	}
 	if (route == FETCH_ROUTE_LOCAL) {
 		if (fetch_answer_write(answer, local, 0) != FETCH_WRITE_DONE)
 			report_failure(text, "the writer lost a value", NULL, 0, NULL, 0);
@@ -699,7 +706,7 @@ static void battery_read_write(void)
 	}
 	if (unseen > 0) {
 		check(EXPECT_LOCAL, "FETCH %u (BODY.PEEK[TEXT] FLAGS)", unseen);
-		check(EXPECT_UPSTREAM, "FETCH %u (BODY[TEXT]<0.10>)", unseen); /* sets \Seen upstream: the answer has FLAGS */
+		check(EXPECT_UPSTREAM, "FETCH %u (BODY[TEXT]<0.10>)", unseen); /* sets \Seen: the STORE step first */
 		check(EXPECT_UPSTREAM, "FETCH %u (RFC822.TEXT)", unseen);
 	}
 }

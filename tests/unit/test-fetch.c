@@ -162,6 +162,19 @@ static const char *answer(const char *format, ...)
 		evbuffer_free(out);
 		return text;
 	}
+	if (fetch_answer_needs_seen(plan)) {
+		uint32_t *uids, *seqs;
+		long count = fetch_answer_unseen(plan, &uids, &seqs);
+		size_t at = (size_t)snprintf(text, sizeof(text), "SEEN FIRST:");
+
+		for (long i = 0; i < count && at < sizeof(text); i++)
+			at += (size_t)snprintf(text + at, sizeof(text) - at, " %u/%u", seqs[i], uids[i]);
+		free(uids);
+		free(seqs);
+		fetch_answer_free(&plan);
+		evbuffer_free(out);
+		return text;
+	}
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
 	fetch_answer_free(&plan);
 	CU_ASSERT_PTR_NULL(plan);
@@ -381,13 +394,46 @@ static void test_upstream_rules(void)
 /* A non-PEEK body item on a read-write mailbox sets \Seen: local only when it is set already. */
 static void test_seen(void)
 {
+	static const struct fetch_seen seen[] = { { 1, 10 } };
+
 	setup();
 	facts.read_only = false;
-	CU_ASSERT(upstream(answer("FETCH 1 (BODY[TEXT])")));
-	CU_ASSERT(upstream(answer("FETCH 1 (RFC822)")));
-	CU_ASSERT(upstream(answer("FETCH 1:2 (BODY[1])")));
+	/* the upstream must set \Seen first: the messages that lack it */
+	expect(answer("FETCH 1 (BODY[TEXT])"), "SEEN FIRST: 1/1");
+	expect(answer("UID FETCH 1:2 (RFC822)"), "SEEN FIRST: 1/1");
+	expect(answer("FETCH 1:2 (BODY[1])"), "SEEN FIRST: 1/1");
 	expect(answer("FETCH 2 (BODY[1] BINARY[1]<0.4>)"), "* 2 FETCH (BODY[1] {8}\r\npart one BINARY[1]<0> {4}\r\npart)\r\n" OK);
-	expect(answer("FETCH 1 (BODY.PEEK[TEXT])"), "* 1 FETCH (BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
+	expect(answer("FETCH 1 (BODY.PEEK[TEXT] RFC822.HEADER)"),
+	       "* 1 FETCH (BODY[TEXT] {7}\r\nhello\r\n RFC822.HEADER {70}\r\n" "Subject: hi\r\nFrom: a@b\r\n"
+	       "Content-Type: text/plain; charset=us-ascii\r\n\r\n)\r\n" OK);
+	/* set: FLAGS after the buffered items, once; the new MODSEQ after the lines */
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "\\Seen", 5), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, 1, 11), 0);
+	facts.seen = seen;
+	facts.seen_count = 1;
+	expect(answer("FETCH 1 (BODY[TEXT])"), "* 1 FETCH (FLAGS (\\Seen) BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
+	expect(answer("FETCH 1:2 (UID BODY[1] RFC822.SIZE)"),
+	       "* 1 FETCH (UID 1 RFC822.SIZE 1234 FLAGS (\\Seen) BODY[1] {7}\r\nhello\r\n)\r\n"
+	       "* 2 FETCH (UID 2 RFC822.SIZE 1234 BODY[1] {8}\r\npart one)\r\n" OK);
+	expect(answer("FETCH 1 (BODY[TEXT] FLAGS)"), "* 1 FETCH (FLAGS (\\Seen) BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
+	facts.condstore = true;
+	expect(answer("FETCH 1 (MODSEQ BODY[TEXT])"), "* 1 FETCH (MODSEQ (10) FLAGS (\\Seen) BODY[TEXT] {7}\r\nhello\r\n)\r\n"
+	       "* 1 FETCH (MODSEQ (11))\r\n" OK);
+	facts.qresync = true;
+	expect(answer("FETCH 1 (RFC822.TEXT)"), "* 1 FETCH (FLAGS (\\Seen) RFC822.TEXT {7}\r\nhello\r\n)\r\n"
+	       "* 1 FETCH (UID 1 MODSEQ (11))\r\n" OK);
+	/* flags not known after the step: upstream */
+	mailbox_view_forget_flags(view, 1);
+	CU_ASSERT(upstream(answer("FETCH 1 (BODY[TEXT])")));
+	/* still without \Seen after the step: asked again (the session then sends it upstream) */
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "", 0), 0);
+	expect(answer("FETCH 1 (BODY[TEXT])"), "SEEN FIRST: 1/1");
+	/* refused upstream: as for .PEEK */
+	facts.seen = NULL;
+	facts.seen_count = 0;
+	facts.peek_only = true;
+	expect(answer("FETCH 1 (BODY[TEXT])"), "* 1 FETCH (BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
+	facts.peek_only = false;
 	facts.read_only = true;
 	expect(answer("FETCH 1 (BODY[TEXT])"), "* 1 FETCH (BODY[TEXT] {7}\r\nhello\r\n)\r\n" OK);
 	teardown();

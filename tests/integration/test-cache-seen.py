@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The \\Seen step of a FETCH answered from the cache (issue 11 item 6).
+
+A non-PEEK body fetch on a read-write mailbox sets \\Seen. imapcached
+answers it from the store only after the upstream has set \\Seen itself:
+it sends STORE +FLAGS (\\Seen) on its own tag, waits for the OK, then
+answers with FLAGS where \\Seen changed (and, under CONDSTORE, the new
+MODSEQ in lines of their own, as Dovecot writes them). After EXAMINE
+nothing is stored upstream.
+
+Two accounts get the same mailbox of the same messages: testuser straight
+to Dovecot, mirroruser through imapcached, which reaches Dovecot through a
+relay that records its commands. Every command goes to both, and the
+answers must be byte for byte the same (Dovecot's timings stripped). The
+relay proves the answers local: no body FETCH goes upstream after the
+cache was filled, and the \\Seen STOREs that did are the proxy's own."""
+import re
+
+from checks import check, summary
+from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, Relay, quote
+
+MAILBOX = "seen-step"
+TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
+DATE = b'"05-Mar-2024 10:11:12 +0100"'
+MESSAGES = [
+    b"From: a@example.org\r\nSubject: one\r\n\r\nfirst body\r\n",
+    b"From: b@example.org\r\nSubject: two\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n"
+    b"--x\r\nContent-Type: text/plain\r\n\r\npart one\r\n--x\r\nContent-Type: text/plain\r\n\r\npart two\r\n--x--\r\n",
+    b"From: c@example.org\r\nSubject: three\r\n\r\nthird body\r\n",
+    b"From: d@example.org\r\nSubject: four\r\n\r\nfourth body, a little longer\r\n",
+]
+# (command, modes it runs in): every one sets \Seen on some message that lacks it
+FETCHES = [
+    ("FETCH 2 (BODY[TEXT])", None),
+    ("FETCH 1:3 (UID RFC822.SIZE BODY[1])", None),
+    ("UID FETCH 2:4 (BODY[] FLAGS)", None),
+    ("FETCH 2 (RFC822.HEADER)", None),
+    ("FETCH 2,4 (BODY[TEXT] BODY.PEEK[TEXT] INTERNALDATE)", None),
+    ("FETCH 1:4 (MODSEQ BODY[1])", ("condstore", "qresync")),
+    ("UID FETCH 1:* (RFC822.TEXT UID MODSEQ)", ("condstore", "qresync")),
+    ("FETCH 3 (BINARY[1])", None),
+    ("FETCH 1:4 (RFC822)", None),
+]
+ENABLE = {"none": None, "condstore": "ENABLE CONDSTORE", "qresync": "ENABLE QRESYNC"}
+
+
+class Side:
+    """One logged-in connection; exchange() returns a command's responses."""
+
+    def __init__(self, port, user, password):
+        self.conn = Raw(port, greeting=True)
+        self.tag = 0
+        ok = self.exchange("LOGIN %s %s" % (quote(user), quote(password)))[-1]
+        if b" OK " not in ok:
+            raise RuntimeError("login: %r" % ok)
+
+    def exchange(self, command, literal=None):
+        self.tag += 1
+        tag = b"s%d" % self.tag
+        if literal is None:
+            self.conn.send(tag + b" " + command.encode() + b"\r\n")
+        else:
+            self.conn.send(tag + b" " + command.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        responses = []
+        while True:
+            response = self.conn.response()
+            if response.startswith(tag + b" "):
+                responses.append(TIMINGS.sub(b"", response))
+                return responses
+            responses.append(response)
+
+    def close(self):
+        self.conn.close()
+
+
+def both(direct, proxied, command, name=None, literal=None):
+    """Sends command to both; checks the answers are the same bytes."""
+    want = direct.exchange(command, literal)
+    got = proxied.exchange(command, literal)
+    if name is not None:
+        check(name, got == want, "\n  got  %r\n  want %r" % (got, want))
+    return got
+
+
+def make_mailbox(port):
+    """The same new mailbox of MESSAGES in both accounts."""
+    direct, proxied = Side(PORT, USER, PASS), Side(port, USER3, PASS3)
+    for side in (direct, proxied):
+        side.exchange("DELETE %s" % MAILBOX)
+        side.exchange("CREATE %s" % MAILBOX)
+        for message in MESSAGES:
+            ok = side.exchange("APPEND %s () %s" % (MAILBOX, DATE.decode()), literal=message)[-1]
+            check("APPEND to %s" % MAILBOX, b" OK " in ok, ok)
+        side.close()
+
+
+def body_fetches(relay, since):
+    """The proxy's upstream FETCH commands that ask for a body, since the
+    relay's command number since; and its STOREs of \\Seen."""
+    lines = [c.line for c in relay.recorded()[since:]]
+    fetches = [line for line in lines if re.search(r"FETCH .*(BODY|RFC822|BINARY)", line, re.I)]
+    stores = [line for line in lines if re.search(r" STORE [0-9:,*]+ \+FLAGS \(\\Seen\)$", line, re.I)]
+    return fetches, stores
+
+
+def run_mode(daemon, relay, mode):
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    if ENABLE[mode]:
+        both(direct, proxied, ENABLE[mode], "%s: %s" % (mode, ENABLE[mode]))
+    both(direct, proxied, "SELECT %s" % MAILBOX, "%s: SELECT" % mode)
+    # the cache is filled through the proxy: every message whole, its structure
+    both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE INTERNALDATE RFC822.SIZE)",
+         "%s: the fill" % mode)
+    for command, modes in FETCHES:
+        if modes is not None and mode not in modes:
+            continue
+        both(direct, proxied, "STORE 1:* -FLAGS (\\Seen)")  # not .SILENT: the view learns the flags
+        both(direct, proxied, "STORE 1 +FLAGS (\\Seen)")  # one seen, the rest not
+        since = len(relay.recorded())
+        both(direct, proxied, command, "%s: %s is Dovecot's answer" % (mode, command))
+        fetches, stores = body_fetches(relay, since)
+        check("%s: %s was answered from the cache" % (mode, command), not fetches, fetches)
+        setting = "RFC822.HEADER" not in command
+        check("%s: %s: \\Seen %s upstream first" % (mode, command, "set" if setting else "not set"),
+              len(stores) == (1 if setting else 0), stores)
+        both(direct, proxied, "FETCH 1:* (FLAGS)", "%s: the flags after %s" % (mode, command))
+    # EXAMINE: nothing is stored; the answer has no FLAGS
+    both(direct, proxied, "STORE 1:* -FLAGS (\\Seen)")  # not .SILENT: the view learns the flags
+    both(direct, proxied, "EXAMINE %s" % MAILBOX, "%s: EXAMINE" % mode)
+    since = len(relay.recorded())
+    both(direct, proxied, "FETCH 1:2 (BODY[TEXT])", "%s: FETCH after EXAMINE is Dovecot's answer" % mode)
+    fetches, stores = body_fetches(relay, since)
+    check("%s: after EXAMINE, answered from the cache with no STORE" % mode, not fetches and not stores,
+          (fetches, stores))
+    both(direct, proxied, "FETCH 1:* (FLAGS)", "%s: the flags after EXAMINE" % mode)
+    direct.close()
+    proxied.close()
+
+
+def main():
+    relay = Relay()
+    daemon = Daemon(relay.upstream_entry())
+    try:
+        make_mailbox(daemon.port)
+        for mode in ("none", "condstore", "qresync"):
+            run_mode(daemon, relay, mode)
+    finally:
+        if ENV.get("IMAPTEST_VERBOSE"):
+            print("\n".join(l for l in daemon.log().splitlines() if "upstream:" in l or "Seen" in l))
+        check("the daemon exited cleanly", daemon.stop() == 0)
+        relay.close()
+    return summary()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
