@@ -658,8 +658,10 @@ static void conf_load_upstreams(struct conf_loader *loader, const config_setting
 static void conf_load_cache(struct conf_loader *loader, const config_setting_t *root,
 			      struct conf *config)
 {
-	static const char *const known[] = { "dir", "body_budget", "body_max_size", NULL };
+	static const char *const known[] = { "dir", "body_budget", "body_max_size", "prefetch", NULL };
+	static const char *const prefetch_names[] = { "off", "headers", "full" };
 	const config_setting_t *group = conf_get_group(loader, root, "cache");
+	const config_setting_t *prefetch;
 
 	if (group == NULL)
 		return;
@@ -667,6 +669,18 @@ static void conf_load_cache(struct conf_loader *loader, const config_setting_t *
 	conf_get_string(loader, group, "dir", &config->cache_dir);
 	conf_get_size(loader, group, "body_budget", 0, UINT64_MAX, &config->cache_body_budget);
 	conf_get_size(loader, group, "body_max_size", 0, UINT64_MAX, &config->cache_body_max_size);
+	prefetch = config_setting_get_member(group, "prefetch");
+	if (prefetch != NULL && conf_expect_type(loader, prefetch, CONFIG_TYPE_STRING)) {
+		const char *name = config_setting_get_string(prefetch);
+		size_t i = 0;
+
+		while (i < sizeof(prefetch_names) / sizeof(prefetch_names[0]) && strcmp(name, prefetch_names[i]) != 0)
+			i++;
+		if (i == sizeof(prefetch_names) / sizeof(prefetch_names[0]))
+			conf_report(loader, prefetch, "must be \"off\", \"headers\" or \"full\", not \"%s\"", name);
+		else
+			config->cache_prefetch = (enum conf_prefetch)i;
+	}
 	if (config->cache_dir[0] != '/')
 		conf_report(loader, config_setting_get_member(group, "dir"),
 			      "must be an absolute path, not \"%s\"", config->cache_dir);
@@ -760,6 +774,7 @@ struct conf *conf_new_defaults(void)
 	config->cache_dir = conf_xstrdup(CONF_DEFAULT_CACHE_DIR);
 	config->cache_body_budget = CONF_DEFAULT_BODY_BUDGET;
 	config->cache_body_max_size = CONF_DEFAULT_BODY_MAX_SIZE;
+	config->cache_prefetch = CONF_PREFETCH_HEADERS;
 	config->log_level = LOG_LEVEL_INFO;
 	config->pool_size = CONF_DEFAULT_POOL_SIZE;
 	config->pool_idle_timeout = CONF_DEFAULT_POOL_IDLE;

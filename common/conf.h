@@ -43,6 +43,13 @@ struct conf_upstream {
 	int line;
 };
 
+/* cache.prefetch: what a session fetches on its own after a SELECT. */
+enum conf_prefetch {
+	CONF_PREFETCH_OFF,
+	CONF_PREFETCH_HEADERS,   /* the fixed items and the header block of every message */
+	CONF_PREFETCH_FULL,      /* and whole messages, within the body budget */
+};
+
 struct conf {
 	char *path;
 	struct conf_listener *listeners;
@@ -55,6 +62,7 @@ struct conf {
 	char *cache_dir;
 	uint64_t cache_body_budget;   /* bytes of whole message bodies per account */
 	uint64_t cache_body_max_size; /* a larger message's body is not kept */
+	enum conf_prefetch cache_prefetch; /* what a session fetches on its own while the client is idle */
 
 	enum log_level log_level;
 

@@ -3,6 +3,8 @@
 #include "config.h"
 #include "imap-seqset.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -177,4 +179,28 @@ void imap_seqset_free(struct imap_seqset *set)
 	set->count = 0;
 	set->capacity = 0;
 	set->saved = false;
+}
+
+size_t imap_seqset_format(char *buf, size_t size, const uint32_t *numbers, size_t count)
+{
+	size_t used = 0;
+
+	if (size > 0)
+		buf[0] = '\0';
+	for (size_t i = 0; i < count;) {
+		size_t last = i;
+		int n;
+
+		while (last + 1 < count && numbers[last + 1] == numbers[last] + 1)
+			last++;
+		if (last > i)
+			n = snprintf(used < size ? buf + used : NULL, used < size ? size - used : 0,
+				     "%s%" PRIu32 ":%" PRIu32, i > 0 ? "," : "", numbers[i], numbers[last]);
+		else
+			n = snprintf(used < size ? buf + used : NULL, used < size ? size - used : 0, "%s%" PRIu32,
+				     i > 0 ? "," : "", numbers[i]);
+		used += (size_t)n;
+		i = last + 1;
+	}
+	return used;
 }

@@ -59,6 +59,12 @@ bool imap_seqset_contains(const struct imap_seqset *set, uint32_t number, uint32
    once; at most 2^32 - 1). 0 for "$", and when memory runs out. */
 uint64_t imap_seqset_count(const struct imap_seqset *set, uint32_t star);
 
+/* Writes count numbers (strictly ascending, none 0) as a set, runs as
+   ranges ("1:3,7,9:10"), into buf (size bytes, NUL-terminated when size
+   > 0). Returns the length of the whole text, as snprintf: a result of
+   size or more means it was cut. */
+size_t imap_seqset_format(char *buf, size_t size, const uint32_t *numbers, size_t count);
+
 void imap_seqset_free(struct imap_seqset *set);
 
 #endif

@@ -267,3 +267,36 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 	return (rc & 0xff) == SQLITE_CORRUPT ? calls : -1;
 }
 
+
+long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			   cache_presence_fn *callback, void *context)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_PRESENCE_RANGE);
+	long calls = 0;
+	int rc;
+
+	cache_bind_key(stmt, mailbox_id, first);
+	sqlite3_bind_int64(stmt, 3, last);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		struct cache_presence presence = { .uid = (uint32_t)sqlite3_column_int64(stmt, 0) };
+
+		for (int item = CACHE_ITEM_INTERNALDATE; item < CACHE_VALUE_ITEMS; item++) {
+			if (sqlite3_column_int(stmt, 1 + item - CACHE_ITEM_INTERNALDATE) != 0)
+				presence.present |= CACHE_HAS(item);
+		}
+		if (sqlite3_column_type(stmt, 1 + CACHE_VALUE_ITEMS) != SQLITE_NULL) {
+			presence.present |= CACHE_HAS(CACHE_ITEM_SIZE);
+			presence.size = (uint64_t)sqlite3_column_int64(stmt, 1 + CACHE_VALUE_ITEMS);
+		}
+		if (sqlite3_column_type(stmt, 2 + CACHE_VALUE_ITEMS) != SQLITE_NULL)
+			presence.present |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+		callback(&presence, context);
+		calls++;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_DONE)
+		return calls;
+	cache_fail(cache, rc, "reading what is stored of messages");
+	return -1;
+}

@@ -64,6 +64,10 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_LOOKUP_RANGE] =
 		"SELECT " CACHE_MESSAGE_COLUMNS CACHE_MESSAGE_FROM
 		" WHERE m.mailbox_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
+	[CACHE_STMT_PRESENCE_RANGE] =
+		"SELECT m.uid, m.internaldate IS NOT NULL, m.envelope IS NOT NULL, m.bodystructure IS NOT NULL,"
+		" m.body_item IS NOT NULL, m.header IS NOT NULL, m.flags IS NOT NULL, m.size, b.size"
+		CACHE_MESSAGE_FROM " WHERE m.mailbox_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
 	[CACHE_STMT_BODY_INSERT] =
 		"INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES(?1, ?2, ?3, 0, ?4) "
 		"ON CONFLICT(mailbox_id, uid) DO NOTHING",

@@ -225,6 +225,22 @@ typedef void cache_lookup_fn(const struct cache_message *message, void *context)
 long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
 		       cache_lookup_fn *callback, void *context);
 
+/* What is stored of a message, without reading its values. */
+struct cache_presence {
+	uint32_t uid;
+	unsigned int present;     /* CACHE_HAS(item) for every item stored (CACHE_ITEM_MESSAGE: complete) */
+	uint64_t size;            /* RFC822.SIZE, with CACHE_HAS(CACHE_ITEM_SIZE) */
+};
+
+/* Called once per stored message, in UID order; no cache call may be made
+   from inside it. */
+typedef void cache_presence_fn(const struct cache_presence *presence, void *context);
+/* Tells callback what is stored of each message of mailbox_id with a UID
+   in [first, last], without reading the values (prefetch: what is
+   missing). Returns how many calls were made, or -1 on error. */
+long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			   cache_presence_fn *callback, void *context);
+
 /* ---- whole messages ---- */
 
 enum cache_body_refusal {

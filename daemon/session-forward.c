@@ -10,6 +10,7 @@
 #include "imap-response.h"
 #include "log.h"
 #include "mailbox-view.h"
+#include "prefetch.h"
 #include "sync.h"
 #include "upstream.h"
 #include "upstream-pool.h"
@@ -174,6 +175,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 			session->upstream_said_bye = true;
 		session_open_batch(session);
 		fetch_fill_feed(session->fill, data, len, line_end);
+		if (session_own_holds_line(session, command, kind, data, len, line_end))
+			return 0;
 	}
 	output = bufferevent_get_output(session->bev);
 	if (kind == IMAP_CLIENT_RAW_TAGGED && session_own_holds_reply(session, command))
@@ -181,11 +184,15 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
 
+		session_own_release_held(session, output);
+
 		evbuffer_add(output, forward->tag, strlen(forward->tag));
 		session->bytes_out += strlen(forward->tag);
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
+	if (go_ahead && session->open_is_idle)
+		session_own_release_held(session, output); /* Dovecot tells an idling client at once */
 	if (go_ahead && session->waiting_go_ahead) {
 		/* the client may send its literal now */
 		session->waiting_go_ahead = false;
@@ -262,6 +269,7 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 
 	(void)client;
 	session->forwarded_pending--;
+	session->last_activity_usec = session_now_usec();
 	if (command == session->select_command) {
 		session->select_command = NULL;
 		sync_select_done(session->sync, status, result->code);
@@ -382,6 +390,7 @@ static enum session_local session_answer_logout(struct session *session, const c
 		return SESSION_LOCAL_UPSTREAM;
 	if (session->forwarded_pending > 0)
 		return SESSION_LOCAL_WAIT; /* a clean connection first: every answer is in */
+	session_own_release_held(session, bufferevent_get_output(session->bev));
 	session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
 	session->upstream = NULL;
 	upstream_pool_put_client(session_pool, &session->pool_key, client, session->login_capabilities,
@@ -399,6 +408,7 @@ static enum session_local session_answer_capability(struct session *session, con
 	if (session->forwarded_pending > 0)
 		return SESSION_LOCAL_WAIT;
 	/* the login's list: the upstream's words in its own case */
+	session_own_release_held(session, bufferevent_get_output(session->bev));
 	session_send(session, "* CAPABILITY %s\r\n%s OK Capability completed.\r\n",
 		     session->login_capabilities != NULL ? session->login_capabilities : "IMAP4rev1", tag);
 	return SESSION_LOCAL_ANSWERED;
@@ -410,6 +420,7 @@ static enum session_local session_answer_starttls(struct session *session, const
 	(void)command;
 	if (session->forwarded_pending > 0)
 		return SESSION_LOCAL_WAIT;
+	session_own_release_held(session, bufferevent_get_output(session->bev));
 	session_send(session, "%s BAD STARTTLS is not allowed after login\r\n", tag);
 	return SESSION_LOCAL_ANSWERED;
 }
@@ -420,6 +431,7 @@ static enum session_local session_answer_cannot(struct session *session, const c
 	(void)command;
 	if (session->forwarded_pending > 0)
 		return SESSION_LOCAL_WAIT;
+	session_own_release_held(session, bufferevent_get_output(session->bev));
 	session_send(session, "%s NO [CANNOT] imapcached does not carry %s\r\n", tag, session->command_verb);
 	return SESSION_LOCAL_ANSWERED;
 }
@@ -447,11 +459,13 @@ static void session_write_local_answer(struct session *session)
 		session_close(session, "cache lost a value mid-FETCH", "Internal error reading the cache");
 		return;
 	}
+	session_own_release_held(session, output);
 	before = evbuffer_get_length(output);
 	fetch_write_tagged_ok(output, session->local_tag);
 	session->bytes_out += evbuffer_get_length(output) - before;
 	free(session->local_tag);
 	session->local_tag = NULL;
+	session->last_activity_usec = session_now_usec();
 	session_schedule_step(session); /* the commands after it */
 }
 
@@ -674,6 +688,7 @@ static bool session_route_command(struct session *session)
 	size_t tag_len = session_held_tag_length(session);
 	char tag_copy[SESSION_TAG_MAX + 1];
 
+	session->last_activity_usec = session_now_usec();
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
 	session_read_verb(session, line->list, line->list_count);
 	if (tag_len == 0 || error == IMAP_COMMAND_ERROR_EMPTY) {
@@ -883,6 +898,14 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 	return false;
 }
 
+bool session_forward_idle(struct session *session)
+{
+	return session->state == SESSION_STATE_FORWARDING && session->forwarded_pending == 0 &&
+	       session->own_command == NULL && session->local_answer == NULL && !session->command_ready &&
+	       session->open_command == NULL && evbuffer_get_length(session->command_bytes) == 0 &&
+	       evbuffer_get_length(bufferevent_get_input(session->bev)) == 0;
+}
+
 void session_forward_input(struct session *session)
 {
 	struct evbuffer *input = bufferevent_get_input(session->bev);
@@ -896,8 +919,11 @@ void session_forward_input(struct session *session)
 			bufferevent_disable(session->bev, EV_READ);
 			return;
 		}
-		if (!session_forward_step(session, input))
+		if (!session_forward_step(session, input)) {
+			if (session->prefetch != NULL && session_forward_idle(session))
+				session_own_prefetch_when_quiet(session);
 			return;
+		}
 	}
 	session_schedule_step(session); /* more pipelined commands: after other clients */
 }
@@ -922,8 +948,9 @@ static int session_open_cache(struct session *session)
 	const char *error;
 
 	session->held_reply = evbuffer_new();
+	session->idle_held = evbuffer_new();
 	session->view = mailbox_view_new();
-	if (session->held_reply == NULL || session->view == NULL)
+	if (session->held_reply == NULL || session->idle_held == NULL || session->view == NULL)
 		return -1;
 	session->cache = cache_open(&settings, session->upstream_name, session->user, &error);
 	if (session->cache == NULL)
@@ -931,6 +958,10 @@ static int session_open_cache(struct session *session)
 			 session->user, session->upstream_name, error);
 	session->sync = sync_new(session->cache, session->view);
 	session->fill = fetch_fill_new();
+	if (session->cache != NULL && session->conf->cache_prefetch != CONF_PREFETCH_OFF &&
+	    ((session->prefetch = prefetch_new()) == NULL ||
+	     (session->prefetch_timer = evtimer_new(session->base, session_own_prefetch_timer, session)) == NULL))
+		return -1;
 	session->batch_event = event_new(session->base, -1, 0, session_end_batch, session);
 	return session->sync == NULL || session->fill == NULL || session->batch_event == NULL ? -1 : 0;
 }
@@ -969,6 +1000,10 @@ void session_forward_free(struct session *session)
 	session->local_tag = NULL;
 	session_own_seen_reset(session);
 	fetch_fill_free(&session->fill);
+	prefetch_free(&session->prefetch);
+	if (session->prefetch_timer != NULL)
+		event_free(session->prefetch_timer);
+	session->prefetch_timer = NULL;
 	if (session->batch_event != NULL) {
 		session_end_batch(-1, 0, session);
 		event_free(session->batch_event);
@@ -980,4 +1015,7 @@ void session_forward_free(struct session *session)
 	if (session->held_reply != NULL)
 		evbuffer_free(session->held_reply);
 	session->held_reply = NULL;
+	if (session->idle_held != NULL)
+		evbuffer_free(session->idle_held);
+	session->idle_held = NULL;
 }

@@ -5,16 +5,19 @@
 #include "fetch.h"
 #include "fetch-fill.h"
 #include "imap-command.h"
+#include "imap-seqset.h"
 #include "log.h"
 #include "mailbox-view.h"
+#include "prefetch.h"
 #include "sync.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <event2/event.h>
 #include <strings.h>
 
 /*
@@ -68,10 +71,45 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 	if (command == NULL || command != session->own_command)
 		return false;
 	swallow = kind == IMAP_CLIENT_RAW_TAGGED || session->swallowing_line;
-	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session_own_fetch_line(data, len, &seq))
-		swallow = session->own_kind == SESSION_OWN_SYNC || session_own_seen_message(session, seq);
+	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session_own_fetch_line(data, len, &seq)) {
+		switch (session->own_kind) {
+		case SESSION_OWN_SYNC:
+			swallow = true;
+			break;
+		case SESSION_OWN_SEEN:
+			swallow = session_own_seen_message(session, seq);
+			break;
+		case SESSION_OWN_PREFETCH:
+			swallow = prefetch_is_own_line(data, len);
+			break;
+		}
+	}
 	session->swallowing_line = swallow && !line_end;
 	return swallow;
+}
+
+bool session_own_holds_line(struct session *session, const struct imap_client_command *command,
+			    enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end)
+{
+	bool hold = session->holding_line;
+
+	if (!hold && command != NULL && command == session->own_command && session->own_kind == SESSION_OWN_PREFETCH &&
+	    kind == IMAP_CLIENT_RAW_UNTAGGED)
+		hold = !(len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0);
+	if (hold)
+		evbuffer_add(session->idle_held, data, len);
+	session->holding_line = hold && !line_end;
+	return hold;
+}
+
+void session_own_release_held(struct session *session, struct evbuffer *output)
+{
+	size_t len = session->idle_held != NULL ? evbuffer_get_length(session->idle_held) : 0;
+
+	if (len == 0 || session->holding_line)
+		return;
+	session->bytes_out += len;
+	evbuffer_add_buffer(output, session->idle_held);
 }
 
 void session_own_untagged(struct session *session, const struct imap_client_untagged *untagged)
@@ -117,8 +155,11 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 	if (result->status == IMAP_CLIENT_STATUS_ABORT)
 		return; /* session_upstream_closed ends the session */
 	sync_fetch_done(session->sync, result->status);
-	if (sync_is_ready(session->sync))
+	if (sync_is_ready(session->sync)) {
 		fetch_fill_set_mailbox(session->fill, session->cache, sync_mailbox_id(session->sync), session->view);
+		if (session->prefetch != NULL)
+			prefetch_restart(session->prefetch);
+	}
 	log_debug("session %lu: the mailbox's view is %s", session->id,
 		  sync_is_ready(session->sync) ? "vouched for" : "not vouched for: everything goes upstream");
 	evbuffer_add_buffer(bufferevent_get_output(session->bev), session->held_reply);
@@ -173,31 +214,19 @@ static void session_seen_done(struct imap_client *client, struct imap_client_com
 		  session->seen_state == SESSION_SEEN_SET ? "set upstream" : "not set");
 }
 
-/* Appends numbers (ascending) to out as a sequence set: "1:3,7". */
-static void session_write_set(struct evbuffer *out, const uint32_t *numbers, size_t count)
-{
-	for (size_t i = 0; i < count;) {
-		size_t last = i;
-
-		while (last + 1 < count && numbers[last + 1] == numbers[last] + 1)
-			last++;
-		evbuffer_add_printf(out, "%s%" PRIu32, i > 0 ? "," : "", numbers[i]);
-		if (last > i)
-			evbuffer_add_printf(out, ":%" PRIu32, numbers[last]);
-		i = last + 1;
-	}
-}
-
 int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids, const uint32_t *seqs,
 			 size_t count)
 {
-	struct evbuffer *line = evbuffer_new();
+	static const char verb_uid[] = " UID STORE ", verb_seq[] = " STORE ", flags[] = " +FLAGS (\\Seen)\r\n";
+	const uint32_t *numbers = uid ? uids : seqs;
+	size_t set_len = imap_seqset_format(NULL, 0, numbers, count);
+	char *line = malloc(sizeof(verb_uid) + set_len + sizeof(flags));
+	int len;
 
 	session_own_seen_reset(session);
 	session->seen = calloc(count, sizeof(*session->seen));
 	if (line == NULL || session->seen == NULL) {
-		if (line != NULL)
-			evbuffer_free(line);
+		free(line);
 		session_own_seen_reset(session);
 		return -1;
 	}
@@ -210,11 +239,97 @@ int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids
 	/* the FETCH's own form: a non-UID STORE gets no EXPUNGE in between
 	   (RFC 3501 7.4.1), so the FETCH's numbers stay right; not .SILENT,
 	   so that the answer brings the flags and MODSEQ it set */
-	evbuffer_add_printf(line, " %s", uid ? "UID STORE " : "STORE ");
-	session_write_set(line, uid ? uids : seqs, count);
-	evbuffer_add_printf(line, " +FLAGS (\\Seen)\r\n");
-	session_own_send(session, SESSION_OWN_SEEN, uid ? "UID STORE" : "STORE",
-			 (const char *)evbuffer_pullup(line, -1), evbuffer_get_length(line), session_seen_done);
-	evbuffer_free(line);
+	len = sprintf(line, "%s", uid ? verb_uid : verb_seq);
+	imap_seqset_format(line + len, set_len + 1, numbers, count);
+	len += (int)set_len;
+	len += sprintf(line + len, "%s", flags);
+	session_own_send(session, SESSION_OWN_SEEN, uid ? "UID STORE" : "STORE", line, (size_t)len,
+			 session_seen_done);
+	free(line);
 	return 0;
+}
+
+/* ---- prefetch while the client is idle ---- */
+
+#define SESSION_PREFETCH_LINE_MAX (PREFETCH_BATCH_MESSAGES * 12 + 128) /* " FETCH ", the set, the items */
+
+static void session_prefetch_done(struct imap_client *client, struct imap_client_command *command,
+				  const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	(void)command;
+	session_own_finish(session);
+	if (result->status != IMAP_CLIENT_STATUS_OK && result->status != IMAP_CLIENT_STATUS_ABORT) {
+		/* a NO (a message expunged meanwhile) ends this walk; a new SELECT starts another */
+		log_debug("session %lu: prefetch batch answered %s: prefetch stops", session->id, result->text);
+		prefetch_free(&session->prefetch);
+	}
+}
+
+/* Sends the next batch, if anything is missing. */
+static void session_own_prefetch(struct session *session)
+{
+	const struct prefetch_limits limits = {
+		.mode = session->conf->cache_prefetch,
+		.body_budget = session->conf->cache_body_budget,
+		.body_max_size = session->conf->cache_body_max_size,
+	};
+	char line[SESSION_PREFETCH_LINE_MAX];
+	int ret;
+
+	if (session->prefetch == NULL || !sync_is_ready(session->sync) || session->own_command != NULL)
+		return;
+	ret = prefetch_next(session->prefetch, &limits, session->cache, sync_mailbox_id(session->sync), session->view,
+			    line, sizeof(line));
+	if (ret < 0) {
+		log_info("session %lu: the store could not be read: prefetch stops", session->id);
+		prefetch_free(&session->prefetch);
+	}
+	if (ret == 0 && session->prefetch_batches > 0) {
+		log_info("session %lu: prefetch: nothing more is missing (%u batches in %.1f s)", session->id,
+			 session->prefetch_batches,
+			 (double)(session_now_usec() - session->prefetch_started_usec) / 1e6);
+		session->prefetch_batches = 0;
+	}
+	if (ret <= 0)
+		return;
+	if (session->prefetch_batches++ == 0)
+		session->prefetch_started_usec = session_now_usec();
+	log_debug("session %lu: prefetch:%.*s", session->id, (int)strcspn(line, "\r"), line);
+	session_own_send(session, SESSION_OWN_PREFETCH, "FETCH", line, strlen(line), session_prefetch_done);
+}
+
+uint64_t session_now_usec(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+}
+
+void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+
+	(void)fd;
+	(void)what;
+	if (session->prefetch != NULL && session_forward_idle(session))
+		session_own_prefetch_when_quiet(session);
+}
+
+void session_own_prefetch_when_quiet(struct session *session)
+{
+	uint64_t quiet = session_now_usec() - session->last_activity_usec;
+	struct timeval wait = { 0, 0 };
+
+	if (quiet >= SESSION_PREFETCH_QUIET_MS * 1000) {
+		session_own_prefetch(session);
+		return;
+	}
+	if (evtimer_pending(session->prefetch_timer, NULL))
+		return;
+	wait.tv_usec = (suseconds_t)(SESSION_PREFETCH_QUIET_MS * 1000 - quiet);
+	evtimer_add(session->prefetch_timer, &wait);
 }

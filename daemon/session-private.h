@@ -23,11 +23,13 @@
 #define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
 #define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */
 #define SESSION_ID_LITERALS_MAX (2 * SESSION_ID_PAIRS_MAX) /* each field and value may be one */
+#define SESSION_PREFETCH_QUIET_MS 250 /* a client sends its next command within a round trip of an answer: this much quiet is an idle client */
 
 /* The proxy's own command on the client's connection (session-own.c). */
 enum session_own_kind {
 	SESSION_OWN_SYNC,        /* right behind a SELECT/EXAMINE */
 	SESSION_OWN_SEEN,        /* STORE +FLAGS (\Seen) before a FETCH answered here */
+	SESSION_OWN_PREFETCH,    /* a batch of what the store lacks, while the client is idle */
 };
 
 /* Where the \Seen step of the FETCH waiting to be routed stands. */
@@ -124,10 +126,17 @@ struct session {
 	enum session_own_kind own_kind;
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
 	bool swallowing_line;          /* the rest of a long line of the own command's data */
+	struct evbuffer *idle_held;    /* what the upstream said while the client was idle (prefetch) */
+	bool holding_line;             /* the rest of such a line is still to come */
 	struct fetch_seen *seen;       /* the \Seen step's messages (ascending UIDs, old MODSEQs) */
 	size_t seen_count;
 	enum session_seen_state seen_state;
 	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
+	struct prefetch *prefetch;     /* the walk over the selected mailbox; NULL: off */
+	unsigned int prefetch_batches; /* sent since the walk last ran out */
+	struct event *prefetch_timer;  /* the client's quiet must last before a batch starts */
+	uint64_t last_activity_usec;   /* monotonic: the client's last command routed or answered */
+	uint64_t prefetch_started_usec; /* when the walk's first batch went */
 	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
 	bool batch_open;
 	struct fetch_answer *local_answer; /* a FETCH answered here, still being written */
@@ -235,6 +244,16 @@ void session_forward_output_drained(struct session *session);
    (its tagged reply, its FETCH data): the client must not get it. */
 bool session_own_swallows(struct session *session, const struct imap_client_command *command,
 			  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
+/* Whether an untagged line the upstream sends while a prefetch batch runs
+   is held for the client (session_own_release_held): the client has no
+   command in progress, and Dovecot tells a client of changes at the end
+   of its commands. */
+bool session_own_holds_line(struct session *session, const struct imap_client_command *command,
+			    enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
+/* Appends the held lines to output: before the tagged reply of the
+   client's next command (or IDLE's "+"), as the upstream would have sent
+   them. */
+void session_own_release_held(struct session *session, struct evbuffer *output);
 /* A parsed untagged response while the own command runs. */
 void session_own_untagged(struct session *session, const struct imap_client_untagged *untagged);
 /* The route's "sent" hook of SELECT and EXAMINE: the sync right behind. */
@@ -251,5 +270,19 @@ int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids
 			 size_t count);
 /* Forgets the \Seen step (the FETCH was routed). */
 void session_own_seen_reset(struct session *session);
+/* The client is between commands and nothing is pending: the next
+   prefetch batch goes once the client has been quiet for
+   SESSION_PREFETCH_QUIET_MS (at once when it has been). */
+void session_own_prefetch_when_quiet(struct session *session);
+/* The prefetch timer's callback. */
+void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context);
+/* Monotonic microseconds. */
+uint64_t session_now_usec(void);
+
+/* ---- session-forward.c ---- */
+
+/* Whether the client is between commands with nothing pending: the proxy
+   may use the connection for itself. */
+bool session_forward_idle(struct session *session);
 
 #endif

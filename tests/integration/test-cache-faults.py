@@ -83,7 +83,8 @@ def store_path(cache, user=USER):
 
 def start(cache):
     """An imapcached on cache, logging at debug, as the daemon's user."""
-    config = 'cache = { dir = "%s"; };\ntimeouts = { shutdown = 0; };\n' % cache  # stop() ends sessions at once
+    # stop() ends sessions at once; no prefetch: the checks count what the sessions stored
+    config = 'cache = { dir = "%s"; prefetch = "off"; };\ntimeouts = { shutdown = 0; };\n' % cache
     return Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp,
                   preexec_fn=drop_privileges if os.geteuid() == 0 else None)
 

@@ -60,6 +60,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(conf->cache_body_budget, 256 << 20);
 	CU_ASSERT_EQUAL(conf->cache_body_max_size, 4 << 20);
 	CU_ASSERT(conf->cache_body_max_size >= 2018482); /* the benchmark corpus's largest message */
+	CU_ASSERT_EQUAL(conf->cache_prefetch, CONF_PREFETCH_HEADERS);
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_INFO);
 	CU_ASSERT_EQUAL(conf->pool_size, 4);
 	CU_ASSERT_EQUAL(conf->timeout_idle, 1800);
@@ -81,7 +82,8 @@ static void test_issue_example(void)
 		"           { address = \"::1\"; port = 0; } );\n"
 		"upstreams = ( { name = \"example\"; host = \"imap.example.com\"; port = 993; tls = \"implicit\";\n"
 		"                ca_file = \"/etc/ca.pem\"; verify = true; users = [ \"*@example.com\" ]; } );\n"
-		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; body_max_size = \"512K\"; };\n"
+		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; body_max_size = \"512K\";"
+		" prefetch = \"full\"; };\n"
 		"log = { level = \"debug\"; };\n"
 		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
 		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; literal = 7; };\n"
@@ -103,6 +105,7 @@ static void test_issue_example(void)
 	CU_ASSERT_PTR_NULL(conf->default_upstream);
 	CU_ASSERT_EQUAL(conf->cache_body_budget, 1ULL << 30);
 	CU_ASSERT_EQUAL(conf->cache_body_max_size, 512 * 1024);
+	CU_ASSERT_EQUAL(conf->cache_prefetch, CONF_PREFETCH_FULL);
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_DEBUG);
 	CU_ASSERT_EQUAL(conf->pool_size, 8);
 	CU_ASSERT_EQUAL(conf->pool_idle_timeout, 60);
@@ -237,6 +240,10 @@ static void test_bad_values(void)
 	expect_errors(UPSTREAM "cache = { body_budget = \"12X\"; };\n",
 		      "test.conf:2: cache.body_budget: \"12X\" is not a size (write bytes, or a number ending "
 		      "in K, M or G)\n");
+	expect_errors(UPSTREAM "cache = { prefetch = \"sometimes\"; };\n",
+		      "test.conf:2: cache.prefetch: must be \"off\", \"headers\" or \"full\", not \"sometimes\"\n");
+	expect_errors(UPSTREAM "cache = { prefetch = true; };\n",
+		      "test.conf:2: cache.prefetch: must be a string, not a boolean\n");
 	expect_errors(UPSTREAM "cache = { body_max_size = -1; };\n",
 		      "test.conf:2: cache.body_max_size: must not be negative\n");
 	expect_errors(UPSTREAM "cache = { body_max_size = \"4MB\"; };\n",

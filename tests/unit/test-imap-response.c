@@ -399,6 +399,23 @@ static void check_set(const char *input, unsigned int allow, const char *expecte
 	imap_seqset_free(&set);
 }
 
+/* imap_seqset_format: runs as ranges, and a cut text reports its whole length. */
+static void test_seqset_format(void)
+{
+	static const uint32_t numbers[] = { 1, 2, 3, 7, 9, 10, 4294967295u };
+	char buf[64];
+
+	CU_ASSERT_EQUAL(imap_seqset_format(buf, sizeof(buf), numbers, 0), 0);
+	CU_ASSERT_STRING_EQUAL(buf, "");
+	CU_ASSERT_EQUAL(imap_seqset_format(buf, sizeof(buf), numbers + 3, 1), 1);
+	CU_ASSERT_STRING_EQUAL(buf, "7");
+	CU_ASSERT_EQUAL(imap_seqset_format(buf, sizeof(buf), numbers, 7), strlen("1:3,7,9:10,4294967295"));
+	CU_ASSERT_STRING_EQUAL(buf, "1:3,7,9:10,4294967295");
+	CU_ASSERT_EQUAL(imap_seqset_format(buf, 6, numbers, 7), strlen("1:3,7,9:10,4294967295"));
+	CU_ASSERT_STRING_EQUAL(buf, "1:3,7");
+	CU_ASSERT_EQUAL(imap_seqset_format(NULL, 0, numbers, 3), 3);
+}
+
 static void test_seqset(void)
 {
 	const unsigned int star = IMAP_SEQSET_ALLOW_STAR, all = IMAP_SEQSET_ALLOW_STAR | IMAP_SEQSET_ALLOW_SAVED;
@@ -460,5 +477,6 @@ const struct unit_test unit_tests[] = {
 	{ "FETCH find and ENVELOPE", test_fetch_find_and_envelope },
 	{ "streamed BODY[] in FETCH", test_streamed_body_in_fetch },
 	{ "sequence sets", test_seqset },
+	{ "sequence sets written", test_seqset_format },
 	{ NULL, NULL },
 };

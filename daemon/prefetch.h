@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/* prefetch: the next batch a session fetches on its own for its selected mailbox: what the store lacks, newest first. */
+#ifndef IMAPCACHED_PREFETCH_H
+#define IMAPCACHED_PREFETCH_H
+
+#include "conf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cache;
+struct mailbox_view;
+struct prefetch;
+
+#define PREFETCH_BATCH_MESSAGES 200 /* a client command waits behind at most one batch: ~0.5 MB of headers */
+#define PREFETCH_BATCH_BYTES (1024 * 1024) /* of whole messages per batch: 50 ms at 20 MB/s */
+#define PREFETCH_SCAN_CHUNK 1000 /* messages looked up in the store per query: a few milliseconds */
+
+/* The command's item lists. UID and INTERNALDATE first: Dovecot answers
+   "* n FETCH (UID u INTERNALDATE ...", which no unsolicited FETCH starts
+   with (prefetch_is_own_line); UID, so the store knows the message. */
+#define PREFETCH_HEADER_ITEMS "(UID INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER])"
+#define PREFETCH_BODY_ITEMS "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[])"
+
+struct prefetch_limits {
+	enum conf_prefetch mode;
+	uint64_t body_budget;     /* the store's: whole messages are fetched only while they fit */
+	uint64_t body_max_size;
+};
+
+/*
+ * One session's walk over its selected mailbox. Two walks, each from the
+ * newest message down: first every message that lacks one of INTERNALDATE,
+ * RFC822.SIZE, ENVELOPE, BODYSTRUCTURE or the header block; then (mode
+ * full) every message whose size is known, fits body_max_size and the
+ * budget left, and whose whole body is not stored. A message is asked for
+ * once per walk, whatever the answer (the store may refuse it): the walk
+ * never loops. New messages (a higher UID in the view) start the walks
+ * again from the top.
+ */
+struct prefetch *prefetch_new(void);
+void prefetch_free(struct prefetch **prefetch);
+
+/* The view was loaded anew (a SELECT): walk again from its newest message. */
+void prefetch_restart(struct prefetch *prefetch);
+
+/* The next batch's command from after its tag (" FETCH set items\r\n"), in
+   buf (size bytes). By sequence number: the upstream sends no EXPUNGE
+   during a FETCH (RFC 3501 7.4.1), so the client's numbering, the view's
+   and the upstream's stay the same while it runs. Returns 1 with it, 0 when nothing is missing (or
+   writes are off, or mode is off), -1 when the store can't be read.
+   body_bytes is what the store holds of whole messages now. */
+int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limits, struct cache *cache,
+		  int64_t mailbox_id, const struct mailbox_view *view, char *buf, size_t size);
+
+/* Whether an untagged line ("* n FETCH (...") is the answer to a
+   prefetch command, not an unsolicited FETCH. */
+bool prefetch_is_own_line(const unsigned char *data, size_t len);
+
+#endif

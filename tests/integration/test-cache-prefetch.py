@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Prefetch (issue 12 item 3): after a SELECT, while its client is between
+commands, a session fetches on its own, with .PEEK and in batches, what the
+store lacks, newest first: cache.prefetch = "headers" (the default) the
+fixed items and header blocks, "full" whole messages too, "off" nothing.
+
+Checked through a relay that records the daemon's upstream commands:
+ - "headers": the batches come newest first and stop once everything is
+   there; then a client's FETCH of headers, structure and HEADER.FIELDS is
+   answered from the cache, the same bytes as Dovecot's;
+ - what the client receives is Dovecot's: a NOOP right behind the SELECT
+   gets the same lines as direct, no prefetch data reaches the client,
+   and a flag change and a new message made by another connection while
+   the batches run reach the client at its next command, not while it is
+   idle;
+ - "full": bodies are fetched too, within body_budget (measured in the
+   store, not by the daemon's counter), with BODY.PEEK (no \\Seen);
+ - "off": nothing is fetched.
+"""
+import os
+import re
+import socket
+import sqlite3
+import tempfile
+import time
+
+from checks import check, summary
+from proxyfixture import PASS, PORT, USER, Daemon, Raw, Relay, quote
+
+TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
+PREFETCH = re.compile(r"^\S+ FETCH (\S+) \(UID INTERNALDATE ")
+DONE = r"prefetch: nothing more is missing"
+HEADERS = "UID FETCH 1:* (UID INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (FROM SUBJECT)])"
+
+
+class Side:
+    """One logged-in connection; exchange() returns a command's responses."""
+
+    def __init__(self, port):
+        self.conn = Raw(port, greeting=True)
+        self.tag = 0
+        self.exchange("LOGIN %s %s" % (quote(USER), quote(PASS)))
+
+    def send(self, command):
+        self.tag += 1
+        self.conn.send(b"t%d %s\r\n" % (self.tag, command.encode()))
+        return b"t%d " % self.tag
+
+    def read(self, tag):
+        responses = []
+        while True:
+            response = self.conn.response()
+            responses.append(TIMINGS.sub(b"", response))
+            if response.startswith(tag):
+                return responses
+
+    def exchange(self, command):
+        return self.read(self.send(command))
+
+
+def idle_silence(side, seconds=0.3):
+    """Whether nothing arrives on side's connection for seconds."""
+    if side.conn.buf:
+        return False
+    side.conn.sock.settimeout(seconds)
+    try:
+        data = side.conn.sock.recv(4096)
+    except socket.timeout:
+        return True
+    finally:
+        side.conn.sock.settimeout(20)
+    side.conn.buf += data
+    return False
+
+
+def start(prefetch, extra=""):
+    relay = Relay()
+    cache = tempfile.mkdtemp(prefix="imapcached-prefetch.")
+    config = 'cache = { dir = "%s"; prefetch = "%s"; %s };\ntimeouts = { shutdown = 0; };\n' % (cache, prefetch, extra)
+    return relay, Daemon(relay.upstream_entry(), extra=config), cache
+
+
+def store_file(cache):
+    for root, _, files in os.walk(cache):
+        for name in files:
+            if name.endswith(".sqlite"):
+                return os.path.join(root, name)
+    return None
+
+
+def prefetch_sets(relay):
+    return [m.group(1) for m in (PREFETCH.match(c.line) for c in relay.recorded()) if m]
+
+
+def first_uid(uid_set):
+    return int(re.split(r"[:,]", uid_set)[0])
+
+
+def last_uid(uid_set):
+    return int(re.split(r"[:,]", uid_set)[-1])
+
+
+def test_headers():
+    relay, daemon, cache = start("headers")
+    direct, proxied = Side(PORT), Side(daemon.port)
+    try:
+        want = direct.exchange("SELECT INBOX")
+        # the NOOP is pipelined right behind the SELECT: it waits for at most one batch
+        tag = proxied.send("SELECT INBOX")
+        noop = proxied.send("NOOP")
+        got = proxied.read(tag)
+        check("headers: the SELECT is Dovecot's", got == want, (got, want))
+        got, want = proxied.read(noop), direct.exchange("NOOP")
+        check("headers: the NOOP behind it is Dovecot's (no prefetch data)", got == want, (got, want))
+        check("headers: prefetch ran out", daemon.wait_log(DONE) is not None)
+        sets = prefetch_sets(relay)
+        check("headers: newest first, in batches of 200 at most",
+              len(sets) >= 1 and all(last_uid(a) >= last_uid(b) for a, b in zip(sets, sets[1:])) and
+              last_uid(sets[0]) == 200, sets)
+        since = len(relay.recorded())
+        got, want = proxied.exchange(HEADERS), direct.exchange(HEADERS)
+        check("headers: a FETCH of headers and structure afterwards is Dovecot's", got == want,
+              (got[:2], want[:2]))
+        asked = [c.line for c in relay.recorded()[since:] if " FETCH " in c.line]
+        check("headers: ... and answered from the cache", not asked, asked)
+    finally:
+        status = daemon.stop()
+        check("headers: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        relay.close()
+
+
+def test_full_and_updates():
+    budget = 600 * 1024
+    relay, daemon, cache = start("full", 'body_budget = %d;' % budget)
+    proxied, other = Side(daemon.port), Side(PORT)
+    try:
+        proxied.exchange("SELECT INBOX")
+        other.exchange("SELECT INBOX")
+        # while the batches run: a flag changes and a message arrives
+        time.sleep(0.05)
+        other.exchange("STORE 3 +FLAGS (\\Flagged)")
+        appended = other.exchange("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        check("full: prefetch ran out", daemon.wait_log(DONE) is not None)
+        check("full: nothing reached the idle client (RFC 3501 7.4.1: no command in progress)",
+              idle_silence(proxied), proxied.conn.buf)
+        seen = proxied.exchange("NOOP")
+        fetched = [r for r in seen if re.match(rb"\* \d+ FETCH ", r)]
+        check("full: the flag change reached the client",
+              any(re.match(rb"\* 3 FETCH \(FLAGS \([^)]*\\Flagged", r) for r in seen), seen)
+        check("full: the new message reached the client", any(r.rstrip().endswith(b" EXISTS") for r in seen), seen)
+        check("full: no prefetch data reached the client", all(b"INTERNALDATE" not in r for r in fetched),
+              fetched)
+        lines = [c.line for c in relay.recorded()]
+        check("full: bodies were fetched, with BODY.PEEK", any("BODY.PEEK[])" in l for l in lines), lines[-5:])
+        check("full: nothing set \\Seen", not any(re.search(r"FETCH .*BODY\[", l) for l in lines), lines)
+        db = sqlite3.connect(store_file(cache))
+        stored = db.execute("SELECT COALESCE(SUM(length(data)), 0) FROM body_chunks").fetchone()[0]
+        db.close()
+        check("full: the bodies stored stay within body_budget (%d of %d bytes)" % (stored, budget),
+              0 < stored <= budget, stored)
+        m = re.search(rb"APPENDUID \d+ (\d+)", appended[-1])
+        other.exchange("STORE 3 -FLAGS (\\Flagged)")
+        if m:
+            other.exchange("UID STORE %s +FLAGS.SILENT (\\Deleted)" % m.group(1).decode())
+            other.exchange("UID EXPUNGE %s" % m.group(1).decode())
+    finally:
+        status = daemon.stop()
+        check("full: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        relay.close()
+
+
+def test_off():
+    relay, daemon, cache = start("off")
+    proxied = Side(daemon.port)
+    try:
+        proxied.exchange("SELECT INBOX")
+        proxied.exchange("NOOP")
+        time.sleep(0.3)
+        proxied.exchange("NOOP")
+        check("off: nothing prefetched", not prefetch_sets(relay), prefetch_sets(relay))
+    finally:
+        status = daemon.stop()
+        check("off: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        relay.close()
+
+
+def main():
+    test_headers()
+    test_full_and_updates()
+    test_off()
+    return summary()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
