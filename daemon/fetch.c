@@ -67,6 +67,7 @@ struct fetch_message {
 	char *flags;             /* NULL: not known */
 	bool recent;
 	bool unseen;             /* the fetch would set \Seen: the upstream must do it first */
+	bool missing;            /* the store lacks what the fetch needs: fetched first */
 	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
 };
 
@@ -92,6 +93,8 @@ struct fetch_answer {
 	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
 	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
 	bool has_flags_item;
+	size_t missing_count;
+	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
 };
 
 /* One message while its line is checked or written. */
@@ -1320,7 +1323,101 @@ static void answer_write_modseq_updates(const struct fetch_answer *answer, struc
 
 /* ---- the plan ---- */
 
-static int plan_check_messages(struct fetch_answer *answer, const char **why_r)
+/* Whether what item needs of a message is stored (present: CACHE_HAS
+   bits); whether it derives is message_check's. */
+static bool item_is_stored(const struct fetch_item *item, unsigned int present)
+{
+	switch (item->kind) {
+	case FETCH_KIND_UID:
+	case FETCH_KIND_FLAGS:
+	case FETCH_KIND_MODSEQ:
+		return true;
+	case FETCH_KIND_INTERNALDATE:
+		return (present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0;
+	case FETCH_KIND_SIZE:
+		return (present & (CACHE_HAS(CACHE_ITEM_SIZE) | CACHE_HAS(CACHE_ITEM_MESSAGE))) != 0;
+	case FETCH_KIND_ENVELOPE:
+		return (present & CACHE_HAS(CACHE_ITEM_ENVELOPE)) != 0;
+	case FETCH_KIND_BODY:
+		return (present & CACHE_HAS(CACHE_ITEM_BODY)) != 0;
+	case FETCH_KIND_BODYSTRUCTURE:
+		return (present & CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE)) != 0;
+	default:
+		if (item->source == FETCH_SOURCE_HEADER || item->source == FETCH_SOURCE_FIELDS)
+			return (present & (CACHE_HAS(CACHE_ITEM_HEADER) | CACHE_HAS(CACHE_ITEM_MESSAGE))) != 0;
+		return (present & CACHE_HAS(CACHE_ITEM_MESSAGE)) != 0;
+	}
+}
+
+/* What the fetch of missing messages asks for, in this order (indexes
+   of answer->missing_asks). */
+enum fetch_ask {
+	FETCH_ASK_INTERNALDATE,
+	FETCH_ASK_SIZE,
+	FETCH_ASK_ENVELOPE,
+	FETCH_ASK_BODY,
+	FETCH_ASK_BODYSTRUCTURE,
+	FETCH_ASK_HEADER,
+	FETCH_ASK_MESSAGE,
+	FETCH_ASK_NONE,
+};
+static const char *const fetch_ask_text[FETCH_ASK_NONE] = {
+	"INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY.PEEK[HEADER]", "BODY.PEEK[]",
+};
+
+/* What the fetch of a message that lacks item asks for. */
+static enum fetch_ask item_ask(const struct fetch_item *item)
+{
+	switch (item->kind) {
+	case FETCH_KIND_UID:
+	case FETCH_KIND_FLAGS:
+	case FETCH_KIND_MODSEQ:
+		return FETCH_ASK_NONE;
+	case FETCH_KIND_INTERNALDATE:
+		return FETCH_ASK_INTERNALDATE;
+	case FETCH_KIND_SIZE:
+		return FETCH_ASK_SIZE;
+	case FETCH_KIND_ENVELOPE:
+		return FETCH_ASK_ENVELOPE;
+	case FETCH_KIND_BODY:
+		return FETCH_ASK_BODY;
+	case FETCH_KIND_BODYSTRUCTURE:
+		return FETCH_ASK_BODYSTRUCTURE;
+	default:
+		return item->source == FETCH_SOURCE_HEADER || item->source == FETCH_SOURCE_FIELDS ? FETCH_ASK_HEADER :
+														FETCH_ASK_MESSAGE;
+	}
+}
+
+/* Whether the message of stored lacks what the answer needs and can get
+   it by a fetch: a whole message only when its size is known and small
+   enough to be stored. */
+static bool message_mark_missing(struct fetch_answer *answer, struct fetch_message *message,
+				 const struct cache_message *stored, const struct fetch_facts *facts)
+{
+	unsigned int present = stored->uid != 0 ? stored->present : 0;
+	unsigned int asks = 0;
+
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		if (!item_is_stored(&answer->items[i], present))
+			asks |= 1u << item_ask(&answer->items[i]);
+	}
+	if (asks == 0 || !facts->fill_missing)
+		return false;
+	if ((asks & (1u << FETCH_ASK_MESSAGE)) != 0) {
+		if ((present & CACHE_HAS(CACHE_ITEM_SIZE)) == 0 || stored->size > facts->body_max_size)
+			return false;
+		/* a whole message serves derived items only once its structure
+		   is known to agree, and its text after a header block kept apart */
+		asks |= 1u << FETCH_ASK_BODYSTRUCTURE | 1u << FETCH_ASK_HEADER;
+	}
+	message->missing = true;
+	answer->missing_count++;
+	answer->missing_asks |= asks;
+	return true;
+}
+
+static int plan_check_messages(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
 	for (size_t first = 0; first < answer->message_count; first += FETCH_LOOKUP_CHUNK) {
 		size_t count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
@@ -1333,7 +1430,9 @@ static int plan_check_messages(struct fetch_answer *answer, const char **why_r)
 		for (size_t i = 0; i < count; i++) {
 			struct fetch_source source = { .answer = answer, .message = &answer->messages[first + i],
 						       .stored = &answer->chunk.stored[i] };
-			bool ok = answer->chunk.stored[i].uid != 0 && message_check(&source, why_r);
+			bool ok = message_mark_missing(answer, &answer->messages[first + i], &answer->chunk.stored[i],
+						       facts) ||
+				  (answer->chunk.stored[i].uid != 0 && message_check(&source, why_r));
 
 			if (answer->chunk.stored[i].uid == 0)
 				*why_r = "a message the store has nothing of";
@@ -1343,6 +1442,10 @@ static int plan_check_messages(struct fetch_answer *answer, const char **why_r)
 		}
 	}
 	chunk_clear(&answer->chunk);
+	if (answer->missing_count * 2 > answer->message_count) {
+		*why_r = "most of its messages are not stored";
+		return 0;
+	}
 	return 1;
 }
 
@@ -1398,7 +1501,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	if (ret > 0)
 		ret = answer_add_messages(answer, command, facts, why_r);
 	if (ret > 0)
-		ret = plan_check_messages(answer, why_r);
+		ret = plan_check_messages(answer, facts, why_r);
 	if (ret <= 0) {
 		if (ret < 0)
 			*why_r = "out of memory";
@@ -1445,6 +1548,41 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 	chunk_clear(&answer->chunk);
 	answer_write_modseq_updates(answer, out);
 	return FETCH_WRITE_DONE;
+}
+
+long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r, char *items,
+			  size_t size)
+{
+	size_t count = 0, used;
+
+	*uids_r = *seqs_r = NULL;
+	if (answer->missing_count == 0)
+		return 0;
+	used = (size_t)snprintf(items, size, "UID");
+	for (unsigned int ask = 0; ask < FETCH_ASK_NONE; ask++) {
+		if ((answer->missing_asks & (1u << ask)) != 0)
+			used += (size_t)snprintf(items + used, used < size ? size - used : 0, " %s", fetch_ask_text[ask]);
+	}
+	*uids_r = malloc(answer->missing_count * sizeof(**uids_r));
+	*seqs_r = malloc(answer->missing_count * sizeof(**seqs_r));
+	if (*uids_r == NULL || *seqs_r == NULL || used >= size) {
+		free(*uids_r);
+		free(*seqs_r);
+		*uids_r = *seqs_r = NULL;
+		return -1;
+	}
+	for (size_t i = 0; i < answer->message_count; i++) {
+		if (answer->messages[i].missing) {
+			(*uids_r)[count] = answer->messages[i].uid;
+			(*seqs_r)[count++] = answer->messages[i].seq;
+		}
+	}
+	return (long)count;
+}
+
+size_t fetch_answer_missing_count(const struct fetch_answer *answer)
+{
+	return answer->missing_count;
 }
 
 bool fetch_answer_needs_seen(const struct fetch_answer *answer)

@@ -45,6 +45,10 @@ struct fetch_facts {
 	bool peek_only;                     /* the STORE got NO: every body item is as if .PEEK */
 	const struct fetch_seen *seen;      /* what the STORE changed (ascending UIDs), or NULL */
 	size_t seen_count;
+	/* Partly stored: up to half of the messages may lack what is asked
+	   (fetch_answer_missing); the caller fetches that and plans again. */
+	bool fill_missing;
+	uint64_t body_max_size;             /* a larger message is not stored: never asked for */
 	const char *line;                   /* the command line as the client sent it (up to a */
 	size_t line_len;                    /* literal's "{n}"); NULL: HEADER.FIELDS goes upstream */
 };
@@ -132,6 +136,20 @@ enum fetch_write_result {
  * the callback that planned it rules LOST out.
  */
 enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit);
+/* With facts->fill_missing, the answer's messages that lack something it
+   needs, in ascending order: their UIDs in uids_r and sequence numbers in
+   seqs_r (malloc'd; NULL when none), and in items (size bytes) the items
+   of a FETCH that gets what the store needs ("UID ENVELOPE BODY.PEEK[]";
+   UID first, then no FLAGS or MODSEQ, so its answer lines tell themselves
+   from unsolicited ones). Returns how many (0: none), -1 when memory runs
+   out. The caller fetches them (the fill stores the answers) and plans
+   again without fill_missing: what is still missing then goes upstream. */
+long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r, char *items,
+			  size_t size);
+/* How many of the answer's messages lack something (fetch_answer_missing). */
+size_t fetch_answer_missing_count(const struct fetch_answer *answer);
+#define FETCH_MISSING_ITEMS_MAX 128 /* "UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[]" */
+
 /* Whether the answer's fetch would set \Seen on a message (see
    fetch_answer_unseen). */
 bool fetch_answer_needs_seen(const struct fetch_answer *answer);

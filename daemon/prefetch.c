@@ -215,7 +215,6 @@ int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limit
 bool prefetch_is_own_line(const unsigned char *data, size_t len)
 {
 	static const char own[] = " FETCH (UID ";
-	static const char next[] = " INTERNALDATE ";
 	size_t pos = 2;
 
 	if (len < 2 || data[0] != '*' || data[1] != ' ')
@@ -227,5 +226,10 @@ bool prefetch_is_own_line(const unsigned char *data, size_t len)
 	pos += sizeof(own) - 1;
 	while (pos < len && data[pos] >= '0' && data[pos] <= '9')
 		pos++;
-	return len - pos >= sizeof(next) - 1 && memcmp(data + pos, next, sizeof(next) - 1) == 0;
+	/* a data item after the UID: not an update's FLAGS or MODSEQ, nor the end */
+	if (len - pos < 2 || data[pos] != ' ' || data[pos + 1] == ')')
+		return false;
+	pos++;
+	return !(len - pos >= 6 && memcmp(data + pos, "FLAGS ", 6) == 0) &&
+	       !(len - pos >= 7 && memcmp(data + pos, "MODSEQ ", 7) == 0);
 }

@@ -53,8 +53,11 @@ void prefetch_restart(struct prefetch *prefetch);
 int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limits, struct cache *cache,
 		  int64_t mailbox_id, const struct mailbox_view *view, char *buf, size_t size);
 
-/* Whether an untagged line ("* n FETCH (...") is the answer to a
-   prefetch command, not an unsolicited FETCH. */
+/* Whether an untagged line ("* n FETCH (...") answers one of the proxy's
+   own data fetches (prefetch, or what a FETCH lacks), whose item lists
+   start with UID and hold no FLAGS or MODSEQ: "(UID u" and then a data
+   item. An unsolicited FETCH (a flag change) has FLAGS or MODSEQ there,
+   or no UID first. */
 bool prefetch_is_own_line(const unsigned char *data, size_t len);
 
 #endif

@@ -487,7 +487,7 @@ static enum session_local session_fetch_seen_first(struct session *session, cons
 
 	fetch_answer_free(&session->local_answer);
 	if (count > 0 && !tried)
-		ret = session_own_set_seen(session, command->uid, uids, seqs, (size_t)count);
+		ret = session_own_set_seen(session, uids, seqs, (size_t)count);
 	free(uids);
 	free(seqs);
 	if (ret < 0) {
@@ -499,10 +499,31 @@ static enum session_local session_fetch_seen_first(struct session *session, cons
 	return SESSION_LOCAL_WAIT;
 }
 
-/* FETCH and UID FETCH: answered from the view and the store when all of
-   it is there and vouched for (fetch.h), else upstream. */
-static enum session_local session_answer_fetch(struct session *session, const char *tag,
-						 const struct imap_command *command)
+/* A FETCH whose messages partly lack what it asks for: the proxy fetches
+   that first (WAIT), and the FETCH is planned again once it is answered.
+   Returns UPSTREAM when that can't be sent. */
+static enum session_local session_fetch_missing_first(struct session *session, const struct imap_command *command)
+{
+	char items[FETCH_MISSING_ITEMS_MAX];
+	uint32_t *uids, *seqs;
+	long count = fetch_answer_missing(session->local_answer, &uids, &seqs, items, sizeof(items));
+	int ret = count > 0 ? session_own_fetch_missing(session, uids, seqs, (size_t)count, items) : -1;
+
+	fetch_answer_free(&session->local_answer);
+	free(uids);
+	free(seqs);
+	if (ret < 0) {
+		log_debug("session %lu: %s goes upstream: what it lacks could not be asked for", session->id,
+			  session->command_verb);
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	return SESSION_LOCAL_WAIT;
+}
+
+/* Plans a FETCH (see session_answer_fetch); the steps before a local
+   answer (what is missing, \Seen) return WAIT. */
+static enum session_local session_plan_fetch(struct session *session, const char *tag,
+					      const struct imap_command *command)
 {
 	struct fetch_facts facts = {
 		.cache = session->cache,
@@ -514,6 +535,8 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 		.peek_only = session->seen_state == SESSION_SEEN_REFUSED,
 		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,
 		.seen_count = session->seen_state == SESSION_SEEN_SET ? session->seen_count : 0,
+		.fill_missing = !session->missing_tried && session->cache != NULL && !cache_writes_off(session->cache),
+		.body_max_size = session->conf->cache_body_max_size,
 		.line = (const char *)evbuffer_pullup(session->command_bytes, -1),
 		.line_len = evbuffer_get_length(session->command_bytes),
 	};
@@ -539,6 +562,8 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 		fetch_answer_free(&session->local_answer);
 		return SESSION_LOCAL_WAIT;
 	}
+	if (fetch_answer_missing_count(session->local_answer) > 0)
+		return session_fetch_missing_first(session, command);
 	if (fetch_answer_needs_seen(session->local_answer))
 		return session_fetch_seen_first(session, command, seen_tried);
 	session->local_tag = strdup(tag);
@@ -550,6 +575,19 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 		  fetch_answer_count(session->local_answer));
 	session_write_local_answer(session);
 	return SESSION_LOCAL_ANSWERED;
+}
+
+/* FETCH and UID FETCH: answered from the view and the store when all of
+   it is there and vouched for (fetch.h), after fetching on the proxy's
+   own tag what a few of its messages lack; else upstream. */
+static enum session_local session_answer_fetch(struct session *session, const char *tag,
+						 const struct imap_command *command)
+{
+	enum session_local result = session_plan_fetch(session, tag, command);
+
+	if (result != SESSION_LOCAL_WAIT || session->own_command == NULL)
+		session_own_missing_reset(session); /* routed, or waiting for forwarded ones: planned anew */
+	return result;
 }
 
 /* A .SILENT STORE went upstream: the flags of its messages are not known
@@ -999,6 +1037,7 @@ void session_forward_free(struct session *session)
 	free(session->local_tag);
 	session->local_tag = NULL;
 	session_own_seen_reset(session);
+	session_own_missing_reset(session);
 	fetch_fill_free(&session->fill);
 	prefetch_free(&session->prefetch);
 	if (session->prefetch_timer != NULL)

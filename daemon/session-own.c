@@ -62,6 +62,23 @@ static bool session_own_seen_message(const struct session *session, uint32_t seq
 		       session_seen_compare) != NULL;
 }
 
+static int session_uid_compare(const void *key, const void *element)
+{
+	uint32_t uid = *(const uint32_t *)key, other = *(const uint32_t *)element;
+
+	return uid < other ? -1 : uid > other;
+}
+
+/* Whether the view's seq is a message the missing fetch asked for. */
+static bool session_own_missing_message(const struct session *session, uint32_t seq)
+{
+	const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
+
+	return message != NULL && message->uid != 0 &&
+	       bsearch(&message->uid, session->missing, session->missing_count, sizeof(*session->missing),
+		       session_uid_compare) != NULL;
+}
+
 bool session_own_swallows(struct session *session, const struct imap_client_command *command,
 			  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end)
 {
@@ -82,6 +99,9 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 		case SESSION_OWN_PREFETCH:
 			swallow = prefetch_is_own_line(data, len);
 			break;
+		case SESSION_OWN_MISSING:
+			swallow = prefetch_is_own_line(data, len) && session_own_missing_message(session, seq);
+			break;
 		}
 	}
 	session->swallowing_line = swallow && !line_end;
@@ -93,7 +113,7 @@ bool session_own_holds_line(struct session *session, const struct imap_client_co
 {
 	bool hold = session->holding_line;
 
-	if (!hold && command != NULL && command == session->own_command && session->own_kind == SESSION_OWN_PREFETCH &&
+	if (!hold && command != NULL && command == session->own_command && session->own_kind != SESSION_OWN_SYNC &&
 	    kind == IMAP_CLIENT_RAW_UNTAGGED)
 		hold = !(len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0);
 	if (hold)
@@ -214,13 +234,11 @@ static void session_seen_done(struct imap_client *client, struct imap_client_com
 		  session->seen_state == SESSION_SEEN_SET ? "set upstream" : "not set");
 }
 
-int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids, const uint32_t *seqs,
-			 size_t count)
+int session_own_set_seen(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count)
 {
-	static const char verb_uid[] = " UID STORE ", verb_seq[] = " STORE ", flags[] = " +FLAGS (\\Seen)\r\n";
-	const uint32_t *numbers = uid ? uids : seqs;
-	size_t set_len = imap_seqset_format(NULL, 0, numbers, count);
-	char *line = malloc(sizeof(verb_uid) + set_len + sizeof(flags));
+	static const char verb[] = " STORE ", flags[] = " +FLAGS (\\Seen)\r\n";
+	size_t set_len = imap_seqset_format(NULL, 0, seqs, count);
+	char *line = malloc(sizeof(verb) + set_len + sizeof(flags));
 	int len;
 
 	session_own_seen_reset(session);
@@ -236,15 +254,64 @@ int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids
 	}
 	session->seen_count = count;
 	session->seen_state = SESSION_SEEN_RUNNING;
-	/* the FETCH's own form: a non-UID STORE gets no EXPUNGE in between
+	/* by sequence number: the upstream sends no EXPUNGE during a STORE
 	   (RFC 3501 7.4.1), so the FETCH's numbers stay right; not .SILENT,
 	   so that the answer brings the flags and MODSEQ it set */
-	len = sprintf(line, "%s", uid ? verb_uid : verb_seq);
-	imap_seqset_format(line + len, set_len + 1, numbers, count);
+	len = sprintf(line, "%s", verb);
+	imap_seqset_format(line + len, set_len + 1, seqs, count);
 	len += (int)set_len;
 	len += sprintf(line + len, "%s", flags);
-	session_own_send(session, SESSION_OWN_SEEN, uid ? "UID STORE" : "STORE", line, (size_t)len,
-			 session_seen_done);
+	session_own_send(session, SESSION_OWN_SEEN, "STORE", line, (size_t)len, session_seen_done);
+	free(line);
+	return 0;
+}
+
+/* ---- what a FETCH answered here lacks ---- */
+
+void session_own_missing_reset(struct session *session)
+{
+	free(session->missing);
+	session->missing = NULL;
+	session->missing_count = 0;
+	session->missing_tried = false;
+}
+
+static void session_missing_done(struct imap_client *client, struct imap_client_command *command,
+				 const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	(void)command;
+	session_own_finish(session);
+	log_debug("session %lu: %zu messages a FETCH lacked: %s", session->id, session->missing_count,
+		  result->status == IMAP_CLIENT_STATUS_OK ? "fetched" : "not fetched");
+}
+
+int session_own_fetch_missing(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count,
+			      const char *items)
+{
+	size_t set_len = imap_seqset_format(NULL, 0, seqs, count);
+	size_t size = set_len + strlen(items) + 32;
+	char *line = malloc(size);
+	int len;
+
+	session_own_missing_reset(session);
+	session->missing = malloc(count * sizeof(*session->missing));
+	if (line == NULL || session->missing == NULL) {
+		free(line);
+		session_own_missing_reset(session);
+		return -1;
+	}
+	memcpy(session->missing, uids, count * sizeof(*uids));
+	session->missing_count = count;
+	session->missing_tried = true;
+	/* by sequence number: the upstream sends no EXPUNGE during a FETCH */
+	len = snprintf(line, size, " FETCH ");
+	imap_seqset_format(line + len, size - (size_t)len, seqs, count);
+	len += (int)set_len;
+	len += snprintf(line + len, size - (size_t)len, " (%s)\r\n", items);
+	session_own_send(session, SESSION_OWN_MISSING, "FETCH", line, (size_t)len, session_missing_done);
 	free(line);
 	return 0;
 }

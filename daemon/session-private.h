@@ -30,6 +30,7 @@ enum session_own_kind {
 	SESSION_OWN_SYNC,        /* right behind a SELECT/EXAMINE */
 	SESSION_OWN_SEEN,        /* STORE +FLAGS (\Seen) before a FETCH answered here */
 	SESSION_OWN_PREFETCH,    /* a batch of what the store lacks, while the client is idle */
+	SESSION_OWN_MISSING,     /* what a FETCH answered here lacks */
 };
 
 /* Where the \Seen step of the FETCH waiting to be routed stands. */
@@ -131,6 +132,9 @@ struct session {
 	struct fetch_seen *seen;       /* the \Seen step's messages (ascending UIDs, old MODSEQs) */
 	size_t seen_count;
 	enum session_seen_state seen_state;
+	uint32_t *missing;             /* UIDs (ascending) the FETCH waiting to be routed lacks */
+	size_t missing_count;
+	bool missing_tried;            /* they were fetched: what still lacks goes upstream */
 	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
 	struct prefetch *prefetch;     /* the walk over the selected mailbox; NULL: off */
 	unsigned int prefetch_batches; /* sent since the walk last ran out */
@@ -244,10 +248,11 @@ void session_forward_output_drained(struct session *session);
    (its tagged reply, its FETCH data): the client must not get it. */
 bool session_own_swallows(struct session *session, const struct imap_client_command *command,
 			  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
-/* Whether an untagged line the upstream sends while a prefetch batch runs
-   is held for the client (session_own_release_held): the client has no
-   command in progress, and Dovecot tells a client of changes at the end
-   of its commands. */
+/* Whether an untagged line the upstream sends while an own command other
+   than the sync runs is held for the client (session_own_release_held):
+   Dovecot tells a client of changes at the end of its commands (and a
+   client with no command in progress, during prefetch, of nothing). Such
+   commands go by sequence number, so no EXPUNGE comes among them. */
 bool session_own_holds_line(struct session *session, const struct imap_client_command *command,
 			    enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
 /* Appends the held lines to output: before the tagged reply of the
@@ -263,13 +268,19 @@ void session_own_start_sync(struct session *session, const struct imap_command *
    sync runs). */
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command);
 /* Has the upstream set \Seen on count messages (their UIDs and sequence
-   numbers, ascending), by UID when uid, before a FETCH is answered here;
-   the session's seen_state tells when it is done. Returns -1 when memory
-   runs out (nothing sent). */
-int session_own_set_seen(struct session *session, bool uid, const uint32_t *uids, const uint32_t *seqs,
-			 size_t count);
+   numbers, ascending) before a FETCH is answered here; the session's
+   seen_state tells when it is done. Returns -1 when memory runs out
+   (nothing sent). */
+int session_own_set_seen(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count);
 /* Forgets the \Seen step (the FETCH was routed). */
 void session_own_seen_reset(struct session *session);
+/* Fetches what count messages (UIDs and sequence numbers, ascending)
+   lack, items as fetch_answer_missing gave them, before a FETCH is
+   answered here. Returns -1 when memory runs out (nothing sent). */
+int session_own_fetch_missing(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count,
+			      const char *items);
+/* Forgets the missing step (the FETCH was routed). */
+void session_own_missing_reset(struct session *session);
 /* The client is between commands and nothing is pending: the next
    prefetch batch goes once the client has been quiet for
    SESSION_PREFETCH_QUIET_MS (at once when it has been). */

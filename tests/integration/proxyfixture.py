@@ -362,6 +362,7 @@ class LineReader:
     def __init__(self):
         self.partial = bytearray()
         self.literal = 0  # literal bytes still to skip
+        self.skipped = 0  # how much of the line in partial was read before its last literal
 
     def feed(self, data):
         lines = []
@@ -380,10 +381,12 @@ class LineReader:
             pos = end + 1
             line = bytes(self.partial).rstrip(b"\r\n")
             m = self.LITERAL.search(line)
-            if m is not None:
+            if m is not None and m.end() > self.skipped:  # a new {N}, not one whose bytes are skipped already
                 self.literal = int(m.group(1))
                 self.partial = bytearray(line)
+                self.skipped = len(line)
                 continue
+            self.skipped = 0
             lines.append(line.decode(errors="replace"))
             self.partial = bytearray()
         return lines

@@ -194,7 +194,7 @@ static void check_command(const char *text, enum expect expect)
 	route = fetch_plan(&command, &facts, &answer, &why);
 	if (route == FETCH_ROUTE_LOCAL && fetch_answer_needs_seen(answer)) {
 		/* the session has the upstream set \Seen first, then plans again
-		   (test-cache-seen.py compares that with Dovecot end to end) */
+		   (test-cache-steps.py compares that with Dovecot end to end) */
 		fetch_answer_free(&answer);
 		route = FETCH_ROUTE_UPSTREAM;
 		why = "it sets \\Seen: the session's STORE comes first";

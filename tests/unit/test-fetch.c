@@ -162,6 +162,22 @@ static const char *answer(const char *format, ...)
 		evbuffer_free(out);
 		return text;
 	}
+	if (fetch_answer_missing_count(plan) > 0) {
+		uint32_t *uids, *seqs;
+		char items[FETCH_MISSING_ITEMS_MAX];
+		long count = fetch_answer_missing(plan, &uids, &seqs, items, sizeof(items));
+		size_t at = (size_t)snprintf(text, sizeof(text), "MISSING:");
+
+		for (long i = 0; i < count && at < sizeof(text); i++)
+			at += (size_t)snprintf(text + at, sizeof(text) - at, " %u/%u", seqs[i], uids[i]);
+		if (at < sizeof(text))
+			snprintf(text + at, sizeof(text) - at, " (%s)", items);
+		free(uids);
+		free(seqs);
+		fetch_answer_free(&plan);
+		evbuffer_free(out);
+		return text;
+	}
 	if (fetch_answer_needs_seen(plan)) {
 		uint32_t *uids, *seqs;
 		long count = fetch_answer_unseen(plan, &uids, &seqs);
@@ -439,6 +455,41 @@ static void test_seen(void)
 	teardown();
 }
 
+/* Partly stored: up to half the messages may lack what is asked; they are
+   fetched first, with what the store keeps of the items asked. */
+static void test_missing(void)
+{
+	setup();
+	facts.fill_missing = true;
+	facts.body_max_size = 1 << 20;
+	/* only what lacks: the whole message, with its structure and header block */
+	expect(answer("FETCH 1:3 (ENVELOPE BODY.PEEK[TEXT])"), "MISSING: 3/5 (UID BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[])");
+	expect(answer("UID FETCH 1:5 (RFC822.SIZE BODY.PEEK[1] INTERNALDATE UID)"),
+	       "MISSING: 3/5 (UID BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[])");
+	expect(answer("FETCH 1:3 (ENVELOPE RFC822.HEADER BODY.PEEK[HEADER.FIELDS (FROM)])"),
+	       "* 1 FETCH (ENVELOPE " ENVELOPE " RFC822.HEADER {70}\r\n" "Subject: hi\r\nFrom: a@b\r\n"
+	       "Content-Type: text/plain; charset=us-ascii\r\n\r\n BODY[HEADER.FIELDS (FROM)] {13}\r\nFrom: a@b\r\n\r\n)\r\n"
+	       "* 2 FETCH (ENVELOPE " ENVELOPE " RFC822.HEADER {61}\r\nSubject: two\r\n"
+	       "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n BODY[HEADER.FIELDS (FROM)] {2}\r\n\r\n)\r\n"
+	       "* 3 FETCH (ENVELOPE " ENVELOPE " RFC822.HEADER {8}\r\nX: y\r\n\r\n BODY[HEADER.FIELDS (FROM)] {2}\r\n\r\n)\r\n" OK);
+	/* more than half missing: the whole FETCH goes upstream */
+	CU_ASSERT(upstream(answer("FETCH 3 (BODY.PEEK[TEXT])")));
+	CU_ASSERT(upstream(answer("FETCH 2:3 (BODY.PEEK[TEXT])")) == false);
+	/* a body larger than the store keeps is never asked for */
+	facts.body_max_size = 1000;
+	CU_ASSERT(upstream(answer("FETCH 1:3 (BODY.PEEK[TEXT])")));
+	/* a message the store has nothing of: only items without a body */
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 4), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_uid(view, 4, 9), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 4, "", 0), 0);
+	expect(answer("FETCH 1:4 (FLAGS BODYSTRUCTURE ENVELOPE)"), "MISSING: 4/9 (UID ENVELOPE BODYSTRUCTURE)");
+	CU_ASSERT(upstream(answer("FETCH 1:4 (BODY.PEEK[])")));
+	/* asked once: planned again without it, what lacks goes upstream */
+	facts.fill_missing = false;
+	CU_ASSERT(upstream(answer("FETCH 1:4 (FLAGS BODYSTRUCTURE ENVELOPE)")));
+	teardown();
+}
+
 /* With CONDSTORE enabled: MODSEQ from the view; CHANGEDSINCE filters and adds MODSEQ after the buffered items. */
 static void test_condstore(void)
 {
@@ -534,6 +585,7 @@ const struct unit_test unit_tests[] = {
 	{ "what goes upstream by rule", test_upstream_rules },
 	{ "non-PEEK fetches and \\Seen", test_seen },
 	{ "MODSEQ and CHANGEDSINCE", test_condstore },
+	{ "partly stored: what lacks is fetched first", test_missing },
 	{ "FLAGS and \\Recent", test_flags },
 	{ "the writer's limit and a lost value", test_writer },
 	{ "no store, no view, not a FETCH", test_no_store },

@@ -173,10 +173,13 @@ static void test_own_line(void)
 	static const char *const own[] = {
 		"* 1 FETCH (UID 7 INTERNALDATE \"01-Jan-2019 00:16:18 +0000\" RFC822.SIZE 3",
 		"* 12345 FETCH (UID 4294967295 INTERNALDATE ",
+		"* 3 FETCH (UID 9 ENVELOPE (\"Mon\"",
+		"* 3 FETCH (UID 9 BODY[] {12}",
 	};
 	static const char *const other[] = {
 		"* 1 FETCH (FLAGS (\\Seen))", "* 1 FETCH (UID 7 MODSEQ (4))", "* 1 FETCH (UID 7 FLAGS ())",
-		"* 1 EXISTS", "* 1 FETCH (UID 7", "* FETCH (UID 7 INTERNALDATE ", "+ go",
+		"* 1 EXISTS", "* 1 FETCH (UID 7", "* 1 FETCH (UID 7)", "* FETCH (UID 7 INTERNALDATE ", "+ go",
+		"* 1 FETCH (UID 7 MODSEQ (5) FLAGS ())",
 	};
 
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)

@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""The \\Seen step of a FETCH answered from the cache (issue 11 item 6).
+"""The steps before a FETCH is answered from the cache (issue 11 item 6):
+fetching first what a few of its messages lack, and setting \\Seen.
+
+Partly cached: when up to half of a FETCH's messages lack what it asks
+for, imapcached fetches just that on its own tag (by sequence number,
+with .PEEK), stores it, and answers the whole FETCH from the
+store; more than that, and the FETCH goes upstream as it is.
 
 A non-PEEK body fetch on a read-write mailbox sets \\Seen. imapcached
 answers it from the store only after the upstream has set \\Seen itself:
@@ -16,6 +22,7 @@ answers must be byte for byte the same (Dovecot's timings stripped). The
 relay proves the answers local: no body FETCH goes upstream after the
 cache was filled, and the \\Seen STOREs that did are the proxy's own."""
 import re
+import tempfile
 
 from checks import check, summary
 from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, Relay, quote
@@ -138,13 +145,60 @@ def run_mode(daemon, relay, mode):
     proxied.close()
 
 
+def own_fetches(relay, since):
+    """The proxy's own FETCH commands (tags not the test's) since command number since."""
+    return [c.line for c in relay.recorded()[since:] if re.match(r"\S+ (UID )?FETCH ", c.line) and
+            not re.match(r"s\d+ ", c.line)]
+
+
+def run_partial(daemon, relay):
+    """Partly cached FETCHes: only what lacks is fetched, then answered here."""
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    both(direct, proxied, "SELECT %s" % MAILBOX, "partial: SELECT")
+    both(direct, proxied, "FETCH 1:3 (BODY.PEEK[] BODYSTRUCTURE ENVELOPE INTERNALDATE RFC822.SIZE)",
+         "partial: messages 1 to 3 are filled")
+    both(direct, proxied, "FETCH 4 (RFC822.SIZE)", "partial: message 4's size")
+    for command, lacking in (("FETCH 1:4 (ENVELOPE BODY.PEEK[TEXT] UID)",
+                              r"^\S+ FETCH 4 \(UID ENVELOPE BODYSTRUCTURE BODY\.PEEK\[HEADER\] BODY\.PEEK\[\]\)$"),
+                             ("UID FETCH 1:* (INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])",
+                              r"^\S+ FETCH 4 \(UID INTERNALDATE\)$")):
+        since = len(relay.recorded())
+        both(direct, proxied, command, "partial: %s is Dovecot's answer" % command)
+        forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+        own = own_fetches(relay, since)
+        check("partial: %s was answered from the cache" % command, not forwarded, forwarded)
+        check("partial: %s: only what lacked was fetched first" % command,
+              not own if lacking is None else len(own) == 1 and re.search(lacking, own[0]) is not None, own)
+    # a new message: it alone is fetched
+    both(direct, proxied, "APPEND %s () %s {%d+}\r\n%s" % (MAILBOX, DATE.decode(), len(MESSAGES[0]),
+                                                          MESSAGES[0].decode()), "partial: APPEND")
+    both(direct, proxied, "UID FETCH 1:* (UID FLAGS)", "partial: the new message's UID")
+    since = len(relay.recorded())
+    both(direct, proxied, "FETCH 1:* (INTERNALDATE ENVELOPE)", "partial: FETCH 1:* after the APPEND is Dovecot's")
+    own = own_fetches(relay, since)
+    check("partial: only the new message was fetched first",
+          len(own) == 1 and re.search(r"^\S+ FETCH 5 \(UID INTERNALDATE ENVELOPE\)$", own[0]) is not None, own)
+    # most of a FETCH lacking: it goes upstream as it is
+    since = len(relay.recorded())
+    both(direct, proxied, "FETCH 3:5 (BODY)", "partial: FETCH 3:5 (BODY) is Dovecot's")
+    forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+    check("partial: most of it lacking, it went upstream as it is",
+          forwarded == ["s%d FETCH 3:5 (BODY)" % proxied.tag] and not own_fetches(relay, since), forwarded)
+    direct.close()
+    proxied.close()
+
+
 def main():
     relay = Relay()
-    daemon = Daemon(relay.upstream_entry())
+    # no prefetch: what is stored is only what these commands stored
+    daemon = Daemon(relay.upstream_entry(),
+                    extra='cache = { dir = "%s"; prefetch = "off"; };\n' % tempfile.mkdtemp(prefix="imapcached-steps."))
     try:
         make_mailbox(daemon.port)
         for mode in ("none", "condstore", "qresync"):
             run_mode(daemon, relay, mode)
+        make_mailbox(daemon.port)
+        run_partial(daemon, relay)
     finally:
         if ENV.get("IMAPTEST_VERBOSE"):
             print("\n".join(l for l in daemon.log().splitlines() if "upstream:" in l or "Seen" in l))
