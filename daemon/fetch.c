@@ -1550,10 +1550,50 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 	return FETCH_WRITE_DONE;
 }
 
+static bool message_is_missing(const struct fetch_message *message)
+{
+	return message->missing;
+}
+
+static bool message_is_unseen(const struct fetch_message *message)
+{
+	return message->unseen;
+}
+
+/* The UIDs and sequence numbers of the messages pick picks (malloc'd;
+   NULL when none). Returns how many, -1 when memory runs out. */
+static long answer_collect(const struct fetch_answer *answer, bool (*pick)(const struct fetch_message *message),
+			   uint32_t **uids_r, uint32_t **seqs_r)
+{
+	size_t count = 0;
+
+	*uids_r = *seqs_r = NULL;
+	for (size_t i = 0; i < answer->message_count; i++)
+		count += pick(&answer->messages[i]);
+	if (count == 0)
+		return 0;
+	*uids_r = malloc(count * sizeof(**uids_r));
+	*seqs_r = malloc(count * sizeof(**seqs_r));
+	if (*uids_r == NULL || *seqs_r == NULL) {
+		free(*uids_r);
+		free(*seqs_r);
+		*uids_r = *seqs_r = NULL;
+		return -1;
+	}
+	count = 0;
+	for (size_t i = 0; i < answer->message_count; i++) {
+		if (pick(&answer->messages[i])) {
+			(*uids_r)[count] = answer->messages[i].uid;
+			(*seqs_r)[count++] = answer->messages[i].seq;
+		}
+	}
+	return (long)count;
+}
+
 long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r, char *items,
 			  size_t size)
 {
-	size_t count = 0, used;
+	size_t used;
 
 	*uids_r = *seqs_r = NULL;
 	if (answer->missing_count == 0)
@@ -1563,21 +1603,9 @@ long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, 
 		if ((answer->missing_asks & (1u << ask)) != 0)
 			used += (size_t)snprintf(items + used, used < size ? size - used : 0, " %s", fetch_ask_text[ask]);
 	}
-	*uids_r = malloc(answer->missing_count * sizeof(**uids_r));
-	*seqs_r = malloc(answer->missing_count * sizeof(**seqs_r));
-	if (*uids_r == NULL || *seqs_r == NULL || used >= size) {
-		free(*uids_r);
-		free(*seqs_r);
-		*uids_r = *seqs_r = NULL;
+	if (used >= size)
 		return -1;
-	}
-	for (size_t i = 0; i < answer->message_count; i++) {
-		if (answer->messages[i].missing) {
-			(*uids_r)[count] = answer->messages[i].uid;
-			(*seqs_r)[count++] = answer->messages[i].seq;
-		}
-	}
-	return (long)count;
+	return answer_collect(answer, message_is_missing, uids_r, seqs_r);
 }
 
 size_t fetch_answer_missing_count(const struct fetch_answer *answer)
@@ -1596,30 +1624,7 @@ bool fetch_answer_needs_seen(const struct fetch_answer *answer)
 
 long fetch_answer_unseen(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r)
 {
-	size_t count = 0;
-
-	*uids_r = NULL;
-	*seqs_r = NULL;
-	for (size_t i = 0; i < answer->message_count; i++)
-		count += answer->messages[i].unseen;
-	if (count == 0)
-		return 0;
-	*uids_r = malloc(count * sizeof(**uids_r));
-	*seqs_r = malloc(count * sizeof(**seqs_r));
-	if (*uids_r == NULL || *seqs_r == NULL) {
-		free(*uids_r);
-		free(*seqs_r);
-		*uids_r = *seqs_r = NULL;
-		return -1;
-	}
-	count = 0;
-	for (size_t i = 0; i < answer->message_count; i++) {
-		if (answer->messages[i].unseen) {
-			(*uids_r)[count] = answer->messages[i].uid;
-			(*seqs_r)[count++] = answer->messages[i].seq;
-		}
-	}
-	return (long)count;
+	return answer_collect(answer, message_is_unseen, uids_r, seqs_r);
 }
 
 size_t fetch_answer_count(const struct fetch_answer *answer)

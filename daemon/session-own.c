@@ -161,6 +161,29 @@ static void session_own_send(struct session *session, enum session_own_kind kind
 	imap_client_raw_command_end(session->own_command);
 }
 
+/* Sends " VERB set SUFFIX\r\n" for the count sequence numbers seqs
+   (ascending) as the own command of kind. Returns -1 when memory runs
+   out (nothing sent). */
+static int session_own_send_set(struct session *session, enum session_own_kind kind, const char *verb,
+				const uint32_t *seqs, size_t count, const char *suffix,
+				imap_client_command_fn *done)
+{
+	size_t set_len = imap_seqset_format(NULL, 0, seqs, count);
+	size_t size = strlen(verb) + set_len + strlen(suffix) + 6;
+	char *line = malloc(size);
+	size_t len;
+
+	if (line == NULL)
+		return -1;
+	len = (size_t)snprintf(line, size, " %s ", verb);
+	imap_seqset_format(line + len, size - len, seqs, count);
+	len += set_len;
+	len += (size_t)snprintf(line + len, size - len, " %s\r\n", suffix);
+	session_own_send(session, kind, verb, line, len, done);
+	free(line);
+	return 0;
+}
+
 /* ---- the sync behind a SELECT or EXAMINE ---- */
 
 /* The sync's own command is done: the client gets its SELECT's reply. */
@@ -236,18 +259,10 @@ static void session_seen_done(struct imap_client *client, struct imap_client_com
 
 int session_own_set_seen(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count)
 {
-	static const char verb[] = " STORE ", flags[] = " +FLAGS (\\Seen)\r\n";
-	size_t set_len = imap_seqset_format(NULL, 0, seqs, count);
-	char *line = malloc(sizeof(verb) + set_len + sizeof(flags));
-	int len;
-
 	session_own_seen_reset(session);
 	session->seen = calloc(count, sizeof(*session->seen));
-	if (line == NULL || session->seen == NULL) {
-		free(line);
-		session_own_seen_reset(session);
+	if (session->seen == NULL)
 		return -1;
-	}
 	for (size_t i = 0; i < count; i++) {
 		session->seen[i].uid = uids[i];
 		session->seen[i].old_modseq = mailbox_view_get(session->view, seqs[i])->modseq;
@@ -257,12 +272,11 @@ int session_own_set_seen(struct session *session, const uint32_t *uids, const ui
 	/* by sequence number: the upstream sends no EXPUNGE during a STORE
 	   (RFC 3501 7.4.1), so the FETCH's numbers stay right; not .SILENT,
 	   so that the answer brings the flags and MODSEQ it set */
-	len = sprintf(line, "%s", verb);
-	imap_seqset_format(line + len, set_len + 1, seqs, count);
-	len += (int)set_len;
-	len += sprintf(line + len, "%s", flags);
-	session_own_send(session, SESSION_OWN_SEEN, "STORE", line, (size_t)len, session_seen_done);
-	free(line);
+	if (session_own_send_set(session, SESSION_OWN_SEEN, "STORE", seqs, count, "+FLAGS (\\Seen)",
+				 session_seen_done) < 0) {
+		session_own_seen_reset(session);
+		return -1;
+	}
 	return 0;
 }
 
@@ -291,28 +305,21 @@ static void session_missing_done(struct imap_client *client, struct imap_client_
 int session_own_fetch_missing(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count,
 			      const char *items)
 {
-	size_t set_len = imap_seqset_format(NULL, 0, seqs, count);
-	size_t size = set_len + strlen(items) + 32;
-	char *line = malloc(size);
-	int len;
+	char list[FETCH_MISSING_ITEMS_MAX + 2];
 
 	session_own_missing_reset(session);
 	session->missing = malloc(count * sizeof(*session->missing));
-	if (line == NULL || session->missing == NULL) {
-		free(line);
-		session_own_missing_reset(session);
+	if (session->missing == NULL)
 		return -1;
-	}
 	memcpy(session->missing, uids, count * sizeof(*uids));
 	session->missing_count = count;
 	session->missing_tried = true;
+	snprintf(list, sizeof(list), "(%s)", items);
 	/* by sequence number: the upstream sends no EXPUNGE during a FETCH */
-	len = snprintf(line, size, " FETCH ");
-	imap_seqset_format(line + len, size - (size_t)len, seqs, count);
-	len += (int)set_len;
-	len += snprintf(line + len, size - (size_t)len, " (%s)\r\n", items);
-	session_own_send(session, SESSION_OWN_MISSING, "FETCH", line, (size_t)len, session_missing_done);
-	free(line);
+	if (session_own_send_set(session, SESSION_OWN_MISSING, "FETCH", seqs, count, list, session_missing_done) < 0) {
+		session_own_missing_reset(session);
+		return -1;
+	}
 	return 0;
 }
 

@@ -81,10 +81,14 @@ class Side:
         self.conn.close()
 
 
+UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
+
+
 def both(direct, proxied, command, name=None, literal=None):
-    """Sends command to both; checks the answers are the same bytes."""
-    want = direct.exchange(command, literal)
-    got = proxied.exchange(command, literal)
+    """Sends command to both; checks the answers are the same bytes (but
+    UIDVALIDITY: each account made its mailbox in a second of its own)."""
+    want = [UIDVALIDITY.sub(b"[UIDVALIDITY]", r) for r in direct.exchange(command, literal)]
+    got = [UIDVALIDITY.sub(b"[UIDVALIDITY]", r) for r in proxied.exchange(command, literal)]
     if name is not None:
         check(name, got == want, "\n  got  %r\n  want %r" % (got, want))
     return got
