@@ -177,6 +177,11 @@ static int prefetch_write(enum prefetch_walk walk, uint32_t *seqs, size_t count,
 	return 1;
 }
 
+bool prefetch_may_have_work(const struct prefetch *prefetch, const struct mailbox_view *view)
+{
+	return prefetch->walk != PREFETCH_WALK_DONE || mailbox_view_max_uid(view) > prefetch->top_uid;
+}
+
 int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limits, struct cache *cache,
 		  int64_t mailbox_id, const struct mailbox_view *view, char *buf, size_t size)
 {

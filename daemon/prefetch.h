@@ -44,6 +44,10 @@ void prefetch_free(struct prefetch **prefetch);
 /* The view was loaded anew (a SELECT): walk again from its newest message. */
 void prefetch_restart(struct prefetch *prefetch);
 
+/* Whether a batch may be due: a walk is not done, or the view has new
+   messages (prefetch_next may still find nothing missing). */
+bool prefetch_may_have_work(const struct prefetch *prefetch, const struct mailbox_view *view);
+
 /* The next batch's command from after its tag (" FETCH set items\r\n"), in
    buf (size bytes). By sequence number: the upstream sends no EXPUNGE
    during a FETCH (RFC 3501 7.4.1), so the client's numbering, the view's

@@ -163,6 +163,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
+	if (session_own_idle_swallows(session, command, kind, data, len))
+		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
 			session_open_batch(session);
@@ -191,8 +193,12 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
-	if (go_ahead && session->open_is_idle)
+	if (go_ahead && session->open_is_idle) {
 		session_own_release_held(session, output); /* Dovecot tells an idling client at once */
+		session->idle_established = true;
+		if (session->prefetch != NULL)
+			session_own_prefetch_when_quiet(session); /* a pause of IDLE for a batch, once quiet */
+	}
 	if (go_ahead && session->waiting_go_ahead) {
 		/* the client may send its literal now */
 		session->waiting_go_ahead = false;
@@ -255,6 +261,7 @@ static void session_forget_open_command(struct session *session)
 {
 	session->open_command = NULL;
 	session->open_is_idle = false;
+	session->idle_established = false;
 	session->waiting_go_ahead = false;
 }
 
@@ -269,6 +276,8 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 
 	(void)client;
 	session->forwarded_pending--;
+	if (status != IMAP_CLIENT_STATUS_ABORT && session_own_idle_ended(session, command))
+		return; /* an IDLE the proxy paused: the client still idles */
 	session->last_activity_usec = session_now_usec();
 	if (command == session->select_command) {
 		session->select_command = NULL;
@@ -647,6 +656,31 @@ static const struct session_route *session_find_route(const char *verb)
 	return &session_route_upstream;
 }
 
+const char *session_forward_tag(struct imap_client_command *command)
+{
+	const struct session_forward *forward = imap_client_command_get_context(command);
+
+	return forward->tag;
+}
+
+struct imap_client_command *session_forward_resend_idle(struct session *session, const char *tag)
+{
+	struct session_forward *forward = calloc(1, sizeof(*forward) + strlen(tag) + 1);
+	struct imap_client_command *command;
+
+	if (forward == NULL) {
+		session_close(session, "out of memory", "Server out of memory");
+		return NULL;
+	}
+	forward->session = session;
+	memcpy(forward->tag, tag, strlen(tag) + 1);
+	command = imap_client_raw_command_new(session->upstream, forward->tag, "IDLE", session_forward_done, forward);
+	imap_client_command_set_destroy(command, session_forward_context_free, forward);
+	session->forwarded_pending++;
+	imap_client_raw_command_write(command, " IDLE\r\n", 7);
+	return command;
+}
+
 /* The length of the tag at the start of the command held in command_bytes. */
 static size_t session_held_tag_length(struct session *session)
 {
@@ -775,6 +809,12 @@ static bool session_forward_idle_line(struct session *session, struct evbuffer *
 	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 	struct imap_client_command *command = session->open_command;
 
+	if (eol.pos >= 0 && session_own_idle_line(session)) {
+		/* the proxy paused this IDLE: the pause answers the DONE */
+		session->bytes_in += (size_t)eol.pos + eol_len;
+		evbuffer_drain(input, (size_t)eol.pos + eol_len);
+		return true;
+	}
 	if (eol.pos < 0) {
 		if (evbuffer_get_length(input) > session->conf->limit_line) {
 			session->bytes_in += evbuffer_get_length(input);
@@ -987,6 +1027,7 @@ static int session_open_cache(struct session *session)
 
 	session->held_reply = evbuffer_new();
 	session->idle_held = evbuffer_new();
+	session->idle_done_reply = evbuffer_new();
 	session->view = mailbox_view_new();
 	if (session->held_reply == NULL || session->idle_held == NULL || session->view == NULL)
 		return -1;
@@ -1057,4 +1098,9 @@ void session_forward_free(struct session *session)
 	if (session->idle_held != NULL)
 		evbuffer_free(session->idle_held);
 	session->idle_held = NULL;
+	if (session->idle_done_reply != NULL)
+		evbuffer_free(session->idle_done_reply);
+	session->idle_done_reply = NULL;
+	free(session->idle_tag);
+	session->idle_tag = NULL;
 }

@@ -114,7 +114,7 @@ bool session_own_holds_line(struct session *session, const struct imap_client_co
 	bool hold = session->holding_line;
 
 	if (!hold && command != NULL && command == session->own_command && session->own_kind != SESSION_OWN_SYNC &&
-	    kind == IMAP_CLIENT_RAW_UNTAGGED)
+	    session->idle_pause == SESSION_IDLE_RUNNING && kind == IMAP_CLIENT_RAW_UNTAGGED)
 		hold = !(len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0);
 	if (hold)
 		evbuffer_add(session->idle_held, data, len);
@@ -327,6 +327,8 @@ int session_own_fetch_missing(struct session *session, const uint32_t *uids, con
 
 #define SESSION_PREFETCH_LINE_MAX (PREFETCH_BATCH_MESSAGES * 12 + 128) /* " FETCH ", the set, the items */
 
+static void session_idle_resume(struct session *session);
+
 static void session_prefetch_done(struct imap_client *client, struct imap_client_command *command,
 				  const struct imap_client_result *result, void *context)
 {
@@ -335,6 +337,8 @@ static void session_prefetch_done(struct imap_client *client, struct imap_client
 	(void)client;
 	(void)command;
 	session_own_finish(session);
+	if (session->idle_pause == SESSION_IDLE_FETCHING && result->status != IMAP_CLIENT_STATUS_ABORT)
+		session_idle_resume(session);
 	if (result->status != IMAP_CLIENT_STATUS_OK && result->status != IMAP_CLIENT_STATUS_ABORT) {
 		/* a NO (a message expunged meanwhile) ends this walk; a new SELECT starts another */
 		log_debug("session %lu: prefetch batch answered %s: prefetch stops", session->id, result->text);
@@ -342,8 +346,8 @@ static void session_prefetch_done(struct imap_client *client, struct imap_client
 	}
 }
 
-/* Sends the next batch, if anything is missing. */
-static void session_own_prefetch(struct session *session)
+/* Sends the next batch, if anything is missing. Returns whether it did. */
+static bool session_own_prefetch(struct session *session)
 {
 	const struct prefetch_limits limits = {
 		.mode = session->conf->cache_prefetch,
@@ -354,7 +358,7 @@ static void session_own_prefetch(struct session *session)
 	int ret;
 
 	if (session->prefetch == NULL || !sync_is_ready(session->sync) || session->own_command != NULL)
-		return;
+		return false;
 	ret = prefetch_next(session->prefetch, &limits, session->cache, sync_mailbox_id(session->sync), session->view,
 			    line, sizeof(line));
 	if (ret < 0) {
@@ -368,11 +372,12 @@ static void session_own_prefetch(struct session *session)
 		session->prefetch_batches = 0;
 	}
 	if (ret <= 0)
-		return;
+		return false;
 	if (session->prefetch_batches++ == 0)
 		session->prefetch_started_usec = session_now_usec();
 	log_debug("session %lu: prefetch:%.*s", session->id, (int)strcspn(line, "\r"), line);
 	session_own_send(session, SESSION_OWN_PREFETCH, "FETCH", line, strlen(line), session_prefetch_done);
+	return true;
 }
 
 uint64_t session_now_usec(void)
@@ -383,14 +388,118 @@ uint64_t session_now_usec(void)
 	return (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
 }
 
+/* ---- prefetch while the client idles in IDLE ---- */
+
+/* Whether the client idles in an IDLE the proxy may pause. */
+static bool session_idling(const struct session *session)
+{
+	return session->state == SESSION_STATE_FORWARDING && session->open_is_idle && session->idle_established &&
+	       session->idle_pause == SESSION_IDLE_RUNNING && session->own_command == NULL &&
+	       session->forwarded_pending == 1 && session->prefetch != NULL && sync_is_ready(session->sync) &&
+	       session->idle_done_reply != NULL;
+}
+
+/* Ends the client's IDLE upstream (DONE), keeping its tagged OK; the
+   batch follows (session_own_idle_ended). */
+static void session_idle_pause(struct session *session)
+{
+	struct imap_client_command *idle = session->open_command;
+
+	log_debug("session %lu: IDLE paused upstream for a prefetch batch", session->id);
+	free(session->idle_tag);
+	session->idle_tag = strdup(session_forward_tag(idle));
+	if (session->idle_tag == NULL)
+		return;
+	session->idle_pause = SESSION_IDLE_ENDING;
+	session->idle_client_done = false;
+	imap_client_raw_command_write(idle, "DONE\r\n", 6);
+	imap_client_raw_command_end(idle);
+}
+
+/* Starts IDLE again upstream under the client's tag; its "+" is kept. */
+static void session_idle_resume(struct session *session)
+{
+	struct imap_client_command *idle;
+
+	if (session->idle_client_done) {
+		/* the client ended its IDLE meanwhile: the paused one's OK answers it */
+		session->idle_pause = SESSION_IDLE_RUNNING;
+		session->open_is_idle = false;
+		session->idle_established = false;
+		session_send(session, "%s", session->idle_tag);
+		session->bytes_out += evbuffer_get_length(session->idle_done_reply);
+		evbuffer_add_buffer(bufferevent_get_output(session->bev), session->idle_done_reply);
+		session_schedule_step(session);
+		return;
+	}
+	evbuffer_drain(session->idle_done_reply, evbuffer_get_length(session->idle_done_reply));
+	idle = session_forward_resend_idle(session, session->idle_tag);
+	if (idle == NULL)
+		return;
+	session->idle_pause = SESSION_IDLE_RESUMING;
+	session->open_command = idle;
+}
+
+bool session_own_idle_swallows(struct session *session, const struct imap_client_command *command,
+			       enum imap_client_raw_kind kind, const unsigned char *data, size_t len)
+{
+	if (session->idle_pause == SESSION_IDLE_ENDING && kind == IMAP_CLIENT_RAW_TAGGED &&
+	    command == session->open_command) {
+		evbuffer_add(session->idle_done_reply, data, len); /* the tag is added when it is sent */
+		return true;
+	}
+	if (session->idle_pause == SESSION_IDLE_RESUMING && kind == IMAP_CLIENT_RAW_CONTINUATION &&
+	    command == session->open_command) {
+		session->idle_pause = SESSION_IDLE_RUNNING;
+		if (!session->idle_client_done)
+			session_own_prefetch_when_quiet(session); /* the next batch */
+		if (session->idle_client_done) {
+			/* the client's DONE came while IDLE was resumed: it ends it now */
+			imap_client_raw_command_write(session->open_command, "DONE\r\n", 6);
+			imap_client_raw_command_end(session->open_command);
+			session->open_command = NULL;
+			session->open_is_idle = false;
+			session->idle_established = false;
+		}
+		return true;
+	}
+	return false;
+}
+
+bool session_own_idle_ended(struct session *session, struct imap_client_command *command)
+{
+	if (session->idle_pause != SESSION_IDLE_ENDING || command != session->open_command)
+		return false;
+	session->idle_pause = SESSION_IDLE_FETCHING;
+	session->open_command = NULL;
+	if (!session_own_prefetch(session))
+		session_idle_resume(session); /* nothing missing after all */
+	return true;
+}
+
+bool session_own_idle_line(struct session *session)
+{
+	if (session->idle_pause == SESSION_IDLE_RUNNING)
+		return false;
+	session->idle_client_done = true;
+	return true;
+}
+
 void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context)
 {
 	struct session *session = context;
+	bool quiet = session_now_usec() - session->last_activity_usec >= SESSION_PREFETCH_QUIET_MS * 1000;
 
 	(void)fd;
 	(void)what;
-	if (session->prefetch != NULL && session_forward_idle(session))
+	if (session->prefetch == NULL)
+		return;
+	if (session_forward_idle(session))
 		session_own_prefetch_when_quiet(session);
+	else if (session_idling(session) && !quiet)
+		session_own_prefetch_when_quiet(session);
+	else if (session_idling(session) && prefetch_may_have_work(session->prefetch, session->view))
+		session_idle_pause(session); /* the walk is asked once paused */
 }
 
 void session_own_prefetch_when_quiet(struct session *session)
@@ -398,12 +507,15 @@ void session_own_prefetch_when_quiet(struct session *session)
 	uint64_t quiet = session_now_usec() - session->last_activity_usec;
 	struct timeval wait = { 0, 0 };
 
-	if (quiet >= SESSION_PREFETCH_QUIET_MS * 1000) {
+	if (quiet >= SESSION_PREFETCH_QUIET_MS * 1000 && !session_idling(session)) {
 		session_own_prefetch(session);
 		return;
 	}
+	/* an IDLE is paused from the timer, never from inside the client
+	   core's callback that brought its "+" */
 	if (evtimer_pending(session->prefetch_timer, NULL))
 		return;
-	wait.tv_usec = (suseconds_t)(SESSION_PREFETCH_QUIET_MS * 1000 - quiet);
+	if (quiet < SESSION_PREFETCH_QUIET_MS * 1000)
+		wait.tv_usec = (suseconds_t)(SESSION_PREFETCH_QUIET_MS * 1000 - quiet);
 	evtimer_add(session->prefetch_timer, &wait);
 }

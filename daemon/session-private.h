@@ -33,6 +33,15 @@ enum session_own_kind {
 	SESSION_OWN_MISSING,     /* what a FETCH answered here lacks */
 };
 
+/* A client's IDLE that the proxy pauses upstream for a prefetch batch
+   (session-own.c): the client stays in IDLE and sees none of it. */
+enum session_idle_pause {
+	SESSION_IDLE_RUNNING,    /* not paused */
+	SESSION_IDLE_ENDING,     /* DONE sent upstream: its tagged OK is kept, not passed on */
+	SESSION_IDLE_FETCHING,   /* the batch runs */
+	SESSION_IDLE_RESUMING,   /* IDLE sent again with the client's tag: its "+" is not passed on */
+};
+
 /* Where the \Seen step of the FETCH waiting to be routed stands. */
 enum session_seen_state {
 	SESSION_SEEN_NONE,       /* not asked */
@@ -115,6 +124,11 @@ struct session {
 	bool command_ready;            /* its line is complete and waits to be routed */
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */
 	bool open_is_idle;             /* it is IDLE: the next line (DONE) ends it */
+	bool idle_established;         /* the upstream said "+" to it: the client idles */
+	enum session_idle_pause idle_pause;
+	struct evbuffer *idle_done_reply; /* the paused IDLE's tagged OK, for the client's DONE */
+	bool idle_client_done;         /* the client ended its IDLE while it was paused */
+	char *idle_tag;                /* the client's tag of the paused IDLE */
 	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
 	unsigned int forwarded_pending; /* forwarded commands not yet answered (the sync's too) */
 
@@ -285,6 +299,16 @@ void session_own_missing_reset(struct session *session);
    prefetch batch goes once the client has been quiet for
    SESSION_PREFETCH_QUIET_MS (at once when it has been). */
 void session_own_prefetch_when_quiet(struct session *session);
+/* Whether a line from upstream for command belongs to an IDLE pause (the
+   paused IDLE's tagged OK, the resumed one's "+"): kept from the client. */
+bool session_own_idle_swallows(struct session *session, const struct imap_client_command *command,
+			       enum imap_client_raw_kind kind, const unsigned char *data, size_t len);
+/* A forwarded command completed: true when it was the paused IDLE (the
+   pause goes on; the caller does nothing more with it). */
+bool session_own_idle_ended(struct session *session, struct imap_client_command *command);
+/* The client sent a line while its IDLE is paused (DONE): true when the
+   pause took it. */
+bool session_own_idle_line(struct session *session);
 /* The prefetch timer's callback. */
 void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context);
 /* Monotonic microseconds. */
@@ -295,5 +319,11 @@ uint64_t session_now_usec(void);
 /* Whether the client is between commands with nothing pending: the proxy
    may use the connection for itself. */
 bool session_forward_idle(struct session *session);
+/* The client's tag of a forwarded command. */
+const char *session_forward_tag(struct imap_client_command *command);
+/* Sends IDLE upstream again under the client's tag, as the open command
+   (for an IDLE the proxy paused). Returns it, or NULL when out of memory
+   (the session is closed). */
+struct imap_client_command *session_forward_resend_idle(struct session *session, const char *tag);
 
 #endif

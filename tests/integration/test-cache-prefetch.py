@@ -89,6 +89,11 @@ def store_file(cache):
     return None
 
 
+def untag(responses):
+    """responses with the tagged one's tag left out (two connections' tags differ)."""
+    return responses[:-1] + [responses[-1].split(b" ", 1)[1]]
+
+
 def prefetch_sets(relay):
     return [m.group(1) for m in (PREFETCH.match(c.line) for c in relay.recorded()) if m]
 
@@ -170,6 +175,46 @@ def test_full_and_updates():
         relay.close()
 
 
+def test_idle():
+    """A client in IDLE: the proxy pauses its IDLE upstream for each batch
+    (DONE, the batch, IDLE again under the client's tag); the client sees
+    none of it, gets what the upstream says in IDLE at once, and its DONE
+    gets its IDLE's tagged OK."""
+    relay, daemon, cache = start("headers")
+    proxied, other = Side(daemon.port), Side(PORT)
+    try:
+        proxied.exchange("SELECT INBOX")
+        tag = proxied.send("IDLE")  # at once: no quiet moment before it
+        check("idle: the client's IDLE is accepted", proxied.conn.response().startswith(b"+ "))
+        check("idle: prefetch ran while the client idled", daemon.wait_log(DONE) is not None)
+        check("idle: nothing reached the idling client", idle_silence(proxied), proxied.conn.buf)
+        lines = [c.line for c in relay.recorded()]
+        idles = [l for l in lines if l == tag.decode() + "IDLE"]
+        batches = [l for l in lines if PREFETCH.match(l)]
+        check("idle: IDLE was paused upstream for the batch and started again under the client's tag",
+              len(idles) >= 2 and "DONE" in lines and batches and
+              lines.index("DONE") < lines.index(batches[0]) < len(lines) - 1 - lines[::-1].index(idles[-1]), lines)
+        other.exchange("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        proxied.conn.sock.settimeout(10)
+        update = proxied.conn.response()
+        check("idle: a new message reaches the idling client at once", update.rstrip().endswith(b" EXISTS"), update)
+        proxied.conn.send(b"DONE\r\n")
+        done = proxied.read(tag)
+        check("idle: DONE gets the IDLE's tagged OK", done[-1].startswith(tag + b"OK "), done)
+        direct = Side(PORT)
+        direct.exchange("SELECT INBOX")
+        got, want = untag(proxied.exchange(HEADERS)), untag(direct.exchange(HEADERS))
+        check("idle: the headers fetched meanwhile answer a FETCH as Dovecot does", got == want,
+              [(a, b) for a, b in zip(got, want) if a != b][:2] or (len(got), len(want)))
+        other.exchange("SELECT INBOX")
+        other.exchange("STORE 201 +FLAGS.SILENT (\\Deleted)")
+        other.exchange("EXPUNGE")
+    finally:
+        status = daemon.stop()
+        check("idle: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        relay.close()
+
+
 def test_off():
     relay, daemon, cache = start("off")
     proxied = Side(daemon.port)
@@ -188,6 +233,7 @@ def test_off():
 def main():
     test_headers()
     test_full_and_updates()
+    test_idle()
     test_off()
     return summary()
 
