@@ -5,6 +5,7 @@
 #include "log.h"
 
 #include <assert.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -12,6 +13,8 @@
 #include <strings.h>
 
 #define CACHE_LOOKUP_DENSE_FACTOR 4 /* a UID list covering at least 1/4 of its span is read as one range */
+
+static const struct timeval cache_pending_delay = { 0, CACHE_PENDING_DELAY_MS * 1000 };
 
 /* What an empty stored value points at: a value is never NULL. */
 static const unsigned char cache_empty_value[1];
@@ -32,6 +35,7 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 	sqlite3_stmt *stmt;
 
 	assert(item <= CACHE_ITEM_HEADER);
+	cache_pending_flush(cache);
 	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
 		return -1;
 	stmt = cache_stmt(cache, CACHE_STMT_STORE_INTERNALDATE + item);
@@ -40,12 +44,142 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 	return cache_run(cache, stmt, "storing a message item");
 }
 
+/* Writes one row of cache_store_fetched now. */
+static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t uid,
+			       const struct cache_fetched *fetched)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_STORE_FETCHED);
+	bool values = fetched->has_size;
+	int result = 0;
+
+	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++) {
+		cache_bind_value(stmt, 3 + (int)item, fetched->values[item].data, fetched->values[item].size);
+		values |= fetched->values[item].data != NULL;
+	}
+	if (fetched->has_size)
+		sqlite3_bind_int64(stmt, 3 + CACHE_ITEM_HEADER + 1, (int64_t)fetched->size);
+	cache_bind_key(stmt, mailbox_id, uid);
+	if (values && cache_write_allowed(cache))
+		result = cache_run(cache, stmt, "storing a message's items");
+	else
+		sqlite3_clear_bindings(stmt);
+	if (values && result == 0 && !cache_write_allowed(cache))
+		result = -1;
+	if (result == 0 && fetched->flags != NULL)
+		result = cache_store_flags(cache, mailbox_id, uid, fetched->flags, fetched->modseq);
+	return result;
+}
+
+/* A copy of fetched in one allocation, for the queue. */
+static struct cache_pending *cache_pending_new(int64_t mailbox_id, uint32_t uid, const struct cache_fetched *fetched,
+					       size_t *size_r)
+{
+	size_t size = sizeof(struct cache_pending) + (fetched->flags != NULL ? strlen(fetched->flags) + 1 : 0);
+	struct cache_pending *pending;
+	unsigned char *p;
+
+	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++)
+		size += fetched->values[item].size;
+	pending = malloc(size);
+	if (pending == NULL)
+		return NULL;
+	pending->next = NULL;
+	pending->mailbox_id = mailbox_id;
+	pending->uid = uid;
+	pending->fetched = *fetched;
+	p = pending->data;
+	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++) {
+		const struct cache_value *value = &fetched->values[item];
+
+		if (value->data == NULL)
+			continue;
+		pending->fetched.values[item].data = value->size > 0 ? memcpy(p, value->data, value->size)
+								     : (unsigned char *)cache_empty_value;
+		p += value->size;
+	}
+	if (fetched->flags != NULL)
+		pending->fetched.flags = strcpy((char *)p, fetched->flags);
+	*size_r = size;
+	return pending;
+}
+
+int cache_store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, const struct cache_fetched *fetched)
+{
+	struct cache_pending *pending;
+	size_t size;
+
+	if ((fetched->has_size && fetched->size > INT64_MAX) || fetched->modseq > INT64_MAX) {
+		log_warning("cache %s: RFC822.SIZE or MODSEQ out of range; not stored", cache->label);
+		return -1;
+	}
+	if (!cache_message_key_valid(cache, uid) || cache_writes_off(cache))
+		return -1;
+	if (cache->pending_timer == NULL)
+		return cache_fetched_write(cache, mailbox_id, uid, fetched);
+	pending = cache_pending_new(mailbox_id, uid, fetched, &size);
+	if (pending == NULL) {
+		log_error("cache %s: out of memory holding a message's items", cache->label);
+		return -1;
+	}
+	*cache->pending_tail = pending;
+	cache->pending_tail = &pending->next;
+	cache->pending_bytes += size;
+	if (cache->pending_bytes >= CACHE_PENDING_MAX)
+		cache_pending_flush(cache);
+	else if (!evtimer_pending(cache->pending_timer, NULL))
+		evtimer_add(cache->pending_timer, &cache_pending_delay);
+	return 0;
+}
+
+/* Unlinks and returns the oldest held row, or NULL. */
+static struct cache_pending *cache_pending_take(struct cache *cache)
+{
+	struct cache_pending *pending = cache->pending;
+
+	if (pending == NULL)
+		return NULL;
+	cache->pending = pending->next;
+	if (cache->pending == NULL) {
+		cache->pending_tail = &cache->pending;
+		cache->pending_bytes = 0;
+	}
+	return pending;
+}
+
+void cache_pending_flush(struct cache *cache)
+{
+	struct cache_pending *pending;
+
+	if (cache->pending == NULL || cache->pending_flushing)
+		return;
+	cache->pending_flushing = true;
+	evtimer_del(cache->pending_timer);
+	cache_batch_begin(cache);
+	while ((pending = cache_pending_take(cache)) != NULL) {
+		(void)cache_fetched_write(cache, pending->mailbox_id, pending->uid, &pending->fetched);
+		free(pending);
+	}
+	(void)cache_batch_end(cache);
+	cache->pending_flushing = false;
+}
+
+void cache_pending_drop(struct cache *cache)
+{
+	struct cache_pending *pending;
+
+	while ((pending = cache_pending_take(cache)) != NULL)
+		free(pending);
+	if (cache->pending_timer != NULL)
+		evtimer_del(cache->pending_timer);
+}
+
 /* Stores one number column (CACHE_STMT_STORE_SIZE or _AGREES). */
 static int cache_store_number(struct cache *cache, enum cache_stmt which, int64_t mailbox_id, uint32_t uid,
 			      int64_t value)
 {
 	sqlite3_stmt *stmt;
 
+	cache_pending_flush(cache);
 	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
 		return -1;
 	stmt = cache_stmt(cache, which);
@@ -100,6 +234,7 @@ int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, con
 	sqlite3_stmt *stmt;
 	int result;
 
+	cache_pending_flush(cache); /* held flags are older than these */
 	if (modseq > INT64_MAX) {
 		log_warning("cache %s: MODSEQ %" PRIu64 " is out of range; not stored", cache->label, modseq);
 		return -1;
@@ -189,6 +324,7 @@ int cache_lookup(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct c
 	int rc;
 	int result = 0;
 
+	cache_pending_flush(cache);
 	memset(message_r, 0, sizeof(*message_r));
 	cache_bind_key(stmt, mailbox_id, uid);
 	rc = sqlite3_step(stmt);
@@ -248,6 +384,7 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 
 	for (size_t i = 1; i < count; i++)
 		assert(uids[i] > uids[i - 1]);
+	cache_pending_flush(cache);
 	if (dense) {
 		cache_bind_key(stmt, mailbox_id, uids[0]);
 		sqlite3_bind_int64(stmt, 3, uids[count - 1]);

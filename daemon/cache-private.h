@@ -51,6 +51,7 @@ enum cache_stmt {
 	CACHE_STMT_STORE_FLAGS,
 	CACHE_STMT_STORE_SIZE,
 	CACHE_STMT_STORE_AGREES,
+	CACHE_STMT_STORE_FETCHED,
 	CACHE_STMT_MESSAGE_ENSURE,
 	CACHE_STMT_MESSAGE_DELETE,
 	CACHE_STMT_LOOKUP_ONE,
@@ -69,6 +70,15 @@ enum cache_stmt {
 };
 
 /* ---- state ---- */
+
+/* A row write of cache_store_fetched, held until cache_pending_flush. */
+struct cache_pending {
+	struct cache_pending *next;
+	int64_t mailbox_id;
+	uint32_t uid;
+	struct cache_fetched fetched;  /* its values and flags point into data */
+	unsigned char data[];
+};
 
 #define CACHE_WAL_FILES 2 /* the -wal and -shm files SQLite keeps beside a store in WAL mode */
 
@@ -91,7 +101,8 @@ struct cache {
 	sqlite3_stmt *stmts[CACHE_STMT_COUNT];
 
 	unsigned int batch_depth;
-	bool batch_in_transaction;     /* the outermost begin started one */
+	bool batch_started;            /* its first write tried to begin the transaction */
+	bool batch_in_transaction;     /* and did */
 	bool batch_doomed;             /* a level rolled back, or the transaction was lost */
 
 	bool writes_off;
@@ -100,6 +111,12 @@ struct cache {
 	uint64_t writes_retry_at;      /* settings.now() seconds */
 
 	struct cache_file_id wal_files[CACHE_WAL_FILES]; /* this store's -wal and -shm, as opened */
+
+	struct cache_pending *pending; /* held row writes, oldest first */
+	struct cache_pending **pending_tail;
+	size_t pending_bytes;
+	bool pending_flushing;
+	struct event *pending_timer;   /* settings.base's; NULL: nothing is held */
 
 	uint64_t body_bytes;           /* == SUM(bodies.size) */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */
@@ -144,6 +161,12 @@ int cache_op_end(struct cache *cache, int result);
 
 /* Whether uid may key a message (nonzero); logs when not. */
 bool cache_message_key_valid(struct cache *cache, uint32_t uid);
+/* Writes every held row (in one batch of its own, or in the batch open
+   now). Every call that reads messages or changes them otherwise calls
+   it first; a call made while it runs does nothing. */
+void cache_pending_flush(struct cache *cache);
+/* Drops every held row unwritten (writes are off). */
+void cache_pending_drop(struct cache *cache);
 
 /* ---- cache-body.c: the accounting of whole messages ---- */
 

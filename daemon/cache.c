@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
@@ -56,6 +57,14 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = excluded.modseq",
 	[CACHE_STMT_STORE_SIZE] = CACHE_STORE_VALUE("size"),
 	[CACHE_STMT_STORE_AGREES] = CACHE_STORE_VALUE("structure_agrees"),
+	[CACHE_STMT_STORE_FETCHED] =
+		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size) "
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(mailbox_id, uid) DO UPDATE SET "
+		"internaldate = coalesce(excluded.internaldate, internaldate), "
+		"envelope = coalesce(excluded.envelope, envelope), "
+		"bodystructure = coalesce(excluded.bodystructure, bodystructure), "
+		"body_item = coalesce(excluded.body_item, body_item), header = coalesce(excluded.header, header), "
+		"size = coalesce(excluded.size, size)",
 	[CACHE_STMT_MESSAGE_ENSURE] =
 		"INSERT INTO messages(mailbox_id, uid) VALUES(?1, ?2) ON CONFLICT(mailbox_id, uid) DO NOTHING",
 	[CACHE_STMT_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
@@ -143,6 +152,8 @@ static void cache_writes_stop(struct cache *cache, bool for_good, const char *wh
 			    for_good ? " until the store is opened again" : " for a while");
 	cache->writes_off = true;
 	cache->writes_off_for_good |= for_good;
+	if (!cache->pending_flushing)
+		cache_pending_drop(cache);
 	cache->writes_retry_at = cache_now(cache) + CACHE_WRITE_RETRY_SECONDS;
 }
 
@@ -193,8 +204,21 @@ bool cache_writes_off(struct cache *cache)
 	return cache->writes_off;
 }
 
+/* The first write of a batch begins its transaction: a batch that only
+   reads, or only queues, takes no lock and commits nothing. */
+static void cache_batch_start(struct cache *cache)
+{
+	cache->batch_started = true;
+	if (cache_writes_off(cache))
+		return;
+	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0)
+		cache->batch_in_transaction = true;
+}
+
 bool cache_write_allowed(struct cache *cache)
 {
+	if (cache->batch_depth > 0 && !cache->batch_started && !cache->batch_doomed)
+		cache_batch_start(cache);
 	if (cache->batch_depth > 0)
 		return cache->batch_in_transaction && !cache->batch_doomed && !cache->writes_off;
 	return !cache_writes_off(cache);
@@ -812,7 +836,7 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	sqlite3_extended_result_codes(cache->db, 1);
 	sqlite3_busy_timeout(cache->db, CACHE_BUSY_TIMEOUT_MS);
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
-					 : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+					 : "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
 					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; PRAGMA foreign_keys = ON");
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "setting up", why_r, error_r);
@@ -872,6 +896,9 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 
 static void cache_free(struct cache *cache)
 {
+	cache_pending_drop(cache);
+	if (cache->pending_timer != NULL)
+		event_free(cache->pending_timer);
 	cache_db_close(cache);
 	free(cache->path);
 	free(cache->upstream);
@@ -889,6 +916,14 @@ static struct cache *cache_registry_find(const char *path)
 	return NULL;
 }
 
+/* The oldest held row has waited CACHE_PENDING_DELAY_MS. */
+static void cache_pending_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	(void)fd;
+	(void)what;
+	cache_pending_flush(context);
+}
+
 /* A new handle for the account, not yet open; it owns path (freed also
    when NULL is returned). */
 static struct cache *cache_new(const struct cache_settings *settings, const char *upstream, const char *user,
@@ -901,9 +936,12 @@ static struct cache *cache_new(const struct cache_settings *settings, const char
 		return NULL;
 	}
 	cache->refcount = 1;
+	cache->pending_tail = &cache->pending;
 	cache->path = path;
 	cache->settings = *settings;
 	cache->settings.dir = NULL;
+	if (settings->base != NULL)
+		cache->pending_timer = evtimer_new(settings->base, cache_pending_timer_fired, cache);
 	cache->upstream = strdup(upstream);
 	cache->user = strdup(user);
 	if (cache->upstream == NULL || cache->user == NULL || asprintf(&cache->label, "%s on %s", user, upstream) < 0) {
@@ -975,6 +1013,7 @@ void cache_unref(struct cache **cachep)
 		return;
 	assert(cache->writers == NULL); /* each holds a reference */
 	assert(cache->batch_depth == 0); /* a batch ends in the callback that began it */
+	cache_pending_flush(cache);
 	for (struct cache **link = &cache_registry; *link != NULL; link = &(*link)->next) {
 		if (*link == cache) {
 			*link = cache->next;
@@ -994,6 +1033,7 @@ void cache_unref(struct cache **cachep)
 
 struct sqlite3 *cache_sqlite_handle(struct cache *cache)
 {
+	cache_pending_flush(cache);
 	return cache->db;
 }
 
@@ -1005,10 +1045,7 @@ void cache_batch_begin(struct cache *cache)
 		return;
 	cache->batch_doomed = false;
 	cache->batch_in_transaction = false;
-	if (cache_writes_off(cache))
-		return;
-	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0)
-		cache->batch_in_transaction = true;
+	cache->batch_started = false;
 }
 
 /* Ends the outermost level: commit, or roll back a doomed batch. */
@@ -1017,6 +1054,8 @@ static int cache_batch_finish(struct cache *cache)
 	bool doomed = cache->batch_doomed;
 	int result = -1;
 
+	if (!cache->batch_started && !doomed)
+		return 0; /* nothing was written */
 	if (cache->batch_in_transaction && !doomed)
 		result = cache_run(cache, cache_stmt(cache, CACHE_STMT_COMMIT), "committing a batch");
 	if (result < 0 && !sqlite3_get_autocommit(cache->db)) {
@@ -1027,6 +1066,7 @@ static int cache_batch_finish(struct cache *cache)
 		cache_body_bytes_reload(cache);
 	cache->batch_in_transaction = false;
 	cache->batch_doomed = false;
+	cache->batch_started = false;
 	return result;
 }
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -754,6 +755,80 @@ static bool has_row(struct cache *cache, int64_t mailbox_id, uint32_t uid)
 
 	cache_message_clear(&message);
 	return found == 1;
+}
+
+/* cache_store_fetched of uid: an ENVELOPE of envelope, and flags (may be NULL). */
+static int store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, const char *envelope,
+			 const char *flags)
+{
+	struct cache_fetched fetched = { .flags = flags };
+
+	fetched.values[CACHE_ITEM_ENVELOPE] = (struct cache_value){ (unsigned char *)envelope, strlen(envelope) };
+	return cache_store_fetched(cache, mailbox_id, uid, &fetched);
+}
+
+static void test_held_rows(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_message message;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	const char *error;
+	char envelope[1024];
+	char *path;
+	uint32_t uid;
+
+	setup();
+	s.base = base;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+
+	/* Held: not in the file yet, but every read of this process sees it. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 1, "(env)", "\\Seen \\Recent"), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 1));
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 1, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(env)", 5));
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Seen", 5));
+	cache_message_clear(&message);
+	CU_ASSERT_TRUE(seen_from_outside(path, 1));
+
+	/* A later write lands after it: held flags never overwrite newer ones. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 2, "(env)", "\\Seen"), 0);
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 2, "\\Flagged", 0), 0);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 2, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Flagged", 8));
+	cache_message_clear(&message);
+	/* ... and an expunge drops it. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 3, "(env)", NULL), 0);
+	uid = 3;
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, &uid, 1), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 3));
+	CU_ASSERT_FALSE(has_row(cache, mailbox.id, 3));
+
+	/* Written by the timer, CACHE_PENDING_DELAY_MS later. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 4, "(env)", NULL), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 4));
+	CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0);
+	CU_ASSERT_TRUE(seen_from_outside(path, 4));
+
+	/* Written at once when CACHE_PENDING_MAX bytes are held. */
+	memset(envelope, 'e', sizeof(envelope) - 1);
+	envelope[sizeof(envelope) - 1] = '\0';
+	for (uid = 100; uid < 100 + CACHE_PENDING_MAX / (sizeof(envelope) - 1) + 1; uid++)
+		CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, uid, envelope, NULL), 0);
+	CU_ASSERT_TRUE(seen_from_outside(path, 100));
+
+	/* And at the last unref. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 5, "(env)", NULL), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 5));
+	cache_unref(&cache);
+	CU_ASSERT_TRUE(seen_from_outside(path, 5));
+	event_base_free(base);
+	free(path);
+	teardown();
 }
 
 static void test_batches(void)
@@ -1564,6 +1639,7 @@ const struct unit_test unit_tests[] = {
 	{ "absent is not empty", test_absent_is_not_empty },
 	{ "flags and MODSEQ", test_flags_and_modseq },
 	{ "batches commit and roll back", test_batches },
+	{ "held rows: seen by every read, written in order, by time, size and at close", test_held_rows },
 	{ "bodies of every size around a piece", test_body_sizes },
 	{ "partial body reads", test_body_partial_reads },
 	{ "a read records the body's use", test_body_use_recorded },
