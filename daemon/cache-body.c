@@ -2,6 +2,7 @@
 /* cache-body: whole messages in the store, written piece by piece as they arrive, read by range, kept within the budget. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <event2/buffer.h>
@@ -161,6 +162,7 @@ static int cache_body_put_chunk(struct cache_body_writer *writer, const void *da
 	cache_bind_key(stmt, writer->mailbox_id, writer->uid);
 	sqlite3_bind_int64(stmt, 3, writer->next_chunk);
 	cache_bind_value(stmt, 4, data, size);
+	cache_bind_checksum(stmt, 5, data, size);
 	if (cache_run(cache, stmt, "storing a piece of a body") < 0) {
 		writer->failed = true;
 		return -1;
@@ -342,7 +344,7 @@ int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint6
 }
 
 /* Appends the pieces first..last of a body of size bytes, cut to
-   [offset, end), to out. 1 when done, 0 when a piece is missing or of the
+   [offset, end), to out (NULL: only checks them). 1 when done, 0 when a piece is missing or of the
    wrong length (damaged), -1 when SQLite failed (*rc_r) or memory ran out. */
 static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
 				  uint64_t offset, uint64_t end, struct evbuffer *out, int *rc_r)
@@ -365,11 +367,12 @@ static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint3
 		uint64_t to = end < start + length ? end - start : length;
 
 		if (sqlite3_column_int64(stmt, 0) != expected || (uint64_t)sqlite3_column_bytes(stmt, 1) != length ||
-		    data == NULL) {
+		    data == NULL || sqlite3_column_type(stmt, 2) != SQLITE_INTEGER ||
+		    sqlite3_column_int64(stmt, 2) != cache_checksum_column(data, (size_t)length)) {
 			result = 0;
 			break;
 		}
-		if (evbuffer_add(out, data + from, (size_t)(to - from)) < 0) {
+		if (out != NULL && evbuffer_add(out, data + from, (size_t)(to - from)) < 0) {
 			result = -1;
 			break;
 		}
@@ -383,10 +386,24 @@ static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint3
 	return result == 1 && expected != last + 1 ? 0 : result;
 }
 
-/* Deletes a body found damaged, so that it is fetched and stored anew. */
-static void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
 {
-	log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged; counted as missing", cache->label, uid);
+	int rc = SQLITE_OK;
+	int result = size > 0 ? cache_body_read_chunks(cache, mailbox_id, uid, size, 0, size, NULL, &rc) : 1;
+
+	if (result < 0 && rc != SQLITE_OK) {
+		cache_fail(cache, rc, "checking a body");
+		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+	}
+	if (result == 0)
+		log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged (a piece missing, short, or failing "
+			    "its checksum); counted as missing, fetched afresh and dropped", cache->label, uid);
+	return result;
+}
+
+/* Deletes a body found damaged, so that it is fetched and stored anew. */
+void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
 	if (cache_write_allowed(cache))
 		cache_body_delete(cache, mailbox_id, uid);
 }
@@ -435,6 +452,8 @@ int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint6
 			return -1;
 		}
 		if (read == 0) {
+			log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged (a piece missing, short, or "
+				    "failing its checksum); counted as missing, fetched afresh and dropped", cache->label, uid);
 			cache_body_drop_damaged(cache, mailbox_id, uid);
 			return 0;
 		}

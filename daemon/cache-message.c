@@ -2,6 +2,7 @@
 /* cache-message: a stored message's items and flags, written one value at a time and read by UID. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <assert.h>
@@ -41,6 +42,7 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 	stmt = cache_stmt(cache, CACHE_STMT_STORE_INTERNALDATE + item);
 	cache_bind_key(stmt, mailbox_id, uid);
 	cache_bind_value(stmt, 3, data, size);
+	cache_bind_checksum(stmt, 4, data, size);
 	return cache_run(cache, stmt, "storing a message item");
 }
 
@@ -52,12 +54,15 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 	bool values = fetched->has_size;
 	int result = 0;
 
-	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++) {
-		cache_bind_value(stmt, 3 + (int)item, fetched->values[item].data, fetched->values[item].size);
-		values |= fetched->values[item].data != NULL;
+	for (unsigned int item = 0; item < CACHE_SUMMED_ITEMS; item++) {
+		const struct cache_value *value = &fetched->values[item];
+
+		cache_bind_value(stmt, 3 + (int)item, value->data, value->size);
+		cache_bind_checksum(stmt, 4 + CACHE_SUMMED_ITEMS + (int)item, value->data, value->size);
+		values |= value->data != NULL;
 	}
 	if (fetched->has_size)
-		sqlite3_bind_int64(stmt, 3 + CACHE_ITEM_HEADER + 1, (int64_t)fetched->size);
+		sqlite3_bind_int64(stmt, 3 + CACHE_SUMMED_ITEMS, (int64_t)fetched->size);
 	cache_bind_key(stmt, mailbox_id, uid);
 	if (values && cache_write_allowed(cache))
 		result = cache_run(cache, stmt, "storing a message's items");
@@ -257,23 +262,78 @@ int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, con
 	return result;
 }
 
-/* Fills message from the current row of a lookup statement; values point
-   into SQLite's memory. */
-static void cache_message_fill(sqlite3_stmt *stmt, struct cache_message *message)
+/* Whether value (of item, in the current row of a lookup statement)
+   matches its stored checksum; a value without one is not vouched for. */
+static bool cache_value_sound(sqlite3_stmt *stmt, unsigned int item, const struct cache_value *value)
 {
+	int column = CACHE_COLUMN_SUMS + (int)item;
+
+	if (item >= CACHE_SUMMED_ITEMS)
+		return true;
+	return sqlite3_column_type(stmt, column) == SQLITE_INTEGER &&
+	       sqlite3_column_int64(stmt, column) == cache_checksum_column(value->data, value->size);
+}
+
+/* Notes that values (CACHE_HAS() of each) of uid failed their checksum:
+   logged now, dropped by cache_damaged_drop once the lookup is done. */
+static void cache_damaged_note(struct cache *cache, int64_t mailbox_id, uint32_t uid, unsigned int items)
+{
+	if ((items & ~CACHE_HAS(CACHE_ITEM_MESSAGE)) != 0)
+		log_warning("cache %s: a stored value of UID %" PRIu32 " (items 0x%x) fails its checksum; "
+			    "counted as missing, fetched afresh and dropped", cache->label, uid,
+			    items & ~CACHE_HAS(CACHE_ITEM_MESSAGE));
+	if (cache->damaged_count < CACHE_DAMAGED_MAX)
+		cache->damaged[cache->damaged_count++] = (struct cache_damaged){ mailbox_id, uid, items };
+}
+
+/* Drops the values cache_damaged_note noted, so that the next fill
+   stores them anew. */
+static void cache_damaged_drop(struct cache *cache)
+{
+	size_t count = cache->damaged_count;
+
+	cache->damaged_count = 0;
+	for (size_t i = 0; i < count && cache_write_allowed(cache); i++) {
+		const struct cache_damaged *damaged = &cache->damaged[i];
+
+		if (damaged->items & CACHE_HAS(CACHE_ITEM_MESSAGE))
+			cache_body_drop_damaged(cache, damaged->mailbox_id, damaged->uid);
+		for (unsigned int item = 0; item < CACHE_SUMMED_ITEMS; item++) {
+			if (damaged->items & CACHE_HAS(item))
+				(void)cache_store_item(cache, damaged->mailbox_id, damaged->uid, (enum cache_item)item,
+						       NULL, 0);
+		}
+	}
+}
+
+/* Fills message from the current row of a lookup statement; values point
+   into SQLite's memory. A value that fails its checksum is absent (and
+   noted for cache_damaged_drop). */
+static void cache_message_fill(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, bool verify_body,
+			       struct cache_message *message)
+{
+	unsigned int damaged = 0;
+
 	memset(message, 0, sizeof(*message));
 	message->uid = (uint32_t)sqlite3_column_int64(stmt, CACHE_COLUMN_UID);
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
 		int column = CACHE_COLUMN_VALUES + (int)item;
+		struct cache_value *value = &message->values[item];
 		const void *data;
 
 		if (sqlite3_column_type(stmt, column) == SQLITE_NULL)
 			continue;
 		data = sqlite3_column_blob(stmt, column);
-		message->values[item].size = (size_t)sqlite3_column_bytes(stmt, column);
-		message->values[item].data = (unsigned char *)(data != NULL ? data : cache_empty_value);
+		value->size = (size_t)sqlite3_column_bytes(stmt, column);
+		value->data = (unsigned char *)(data != NULL ? data : cache_empty_value);
+		if (!cache_value_sound(stmt, item, value)) {
+			*value = (struct cache_value){ NULL, 0 };
+			damaged |= CACHE_HAS(item);
+			continue;
+		}
 		message->present |= CACHE_HAS(item);
 	}
+
 	if (sqlite3_column_type(stmt, CACHE_COLUMN_SIZE) == SQLITE_INTEGER &&
 	    sqlite3_column_int64(stmt, CACHE_COLUMN_SIZE) >= 0) {
 		message->size = (uint64_t)sqlite3_column_int64(stmt, CACHE_COLUMN_SIZE);
@@ -290,8 +350,13 @@ static void cache_message_fill(sqlite3_stmt *stmt, struct cache_message *message
 	}
 	if (sqlite3_column_type(stmt, CACHE_COLUMN_BODY_SIZE) == SQLITE_INTEGER) {
 		message->message_size = (uint64_t)sqlite3_column_int64(stmt, CACHE_COLUMN_BODY_SIZE);
-		message->present |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+		if (!verify_body || cache_body_verify(cache, mailbox_id, message->uid, message->message_size) == 1)
+			message->present |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+		else
+			damaged |= CACHE_HAS(CACHE_ITEM_MESSAGE);
 	}
+	if (damaged != 0)
+		cache_damaged_note(cache, mailbox_id, message->uid, damaged);
 }
 
 /* Copies message's values into memory of its own (each with a NUL after it). */
@@ -329,13 +394,14 @@ int cache_lookup(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct c
 	cache_bind_key(stmt, mailbox_id, uid);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
-		cache_message_fill(stmt, message_r);
+		cache_message_fill(cache, mailbox_id, stmt, true, message_r);
 		result = cache_message_copy(message_r) ? 1 : -1;
 		if (result < 0)
 			log_error("cache %s: out of memory reading a message", cache->label);
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
+	cache_damaged_drop(cache);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		cache_fail(cache, rc, "reading a message");
 		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
@@ -352,9 +418,10 @@ void cache_message_clear(struct cache_message *message)
 
 /* Steps a lookup statement to its end, calling back for the rows whose UID
    is in uids[*next..count), which advances. Returns the SQLite code. */
-static int cache_lookup_rows(sqlite3_stmt *stmt, const uint32_t *uids, size_t count, size_t *next,
-			     cache_lookup_fn *callback, void *context, long *calls)
+static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, const uint32_t *uids,
+			     size_t count, size_t *next, cache_lookup_fn *callback, void *context, long *calls)
 {
+	bool verify_bodies = count <= CACHE_VERIFY_BODIES_MAX;
 	struct cache_message message;
 	int rc;
 
@@ -364,7 +431,7 @@ static int cache_lookup_rows(sqlite3_stmt *stmt, const uint32_t *uids, size_t co
 		while (*next < count && uids[*next] < uid)
 			(*next)++;
 		if (*next < count && uids[*next] == uid) {
-			cache_message_fill(stmt, &message);
+			cache_message_fill(cache, mailbox_id, stmt, verify_bodies, &message);
 			callback(&message, context);
 			(*calls)++;
 			(*next)++;
@@ -388,16 +455,17 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 	if (dense) {
 		cache_bind_key(stmt, mailbox_id, uids[0]);
 		sqlite3_bind_int64(stmt, 3, uids[count - 1]);
-		rc = cache_lookup_rows(stmt, uids, count, &next, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, callback, context, &calls);
 		sqlite3_reset(stmt);
 	}
 	for (size_t i = 0; !dense && i < count && rc == SQLITE_DONE; i++) {
 		next = i;
 		cache_bind_key(stmt, mailbox_id, uids[i]);
-		rc = cache_lookup_rows(stmt, uids, count, &next, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, callback, context, &calls);
 		sqlite3_reset(stmt);
 	}
 	sqlite3_clear_bindings(stmt);
+	cache_damaged_drop(cache);
 	if (rc == SQLITE_DONE)
 		return calls;
 	cache_fail(cache, rc, "reading messages");

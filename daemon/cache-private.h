@@ -16,7 +16,8 @@
 /* What cache_lookup and cache_lookup_many select of a message. */
 #define CACHE_MESSAGE_COLUMNS \
 	"m.uid, m.internaldate, m.envelope, m.bodystructure, m.body_item, m.header, m.flags, " \
-	"m.size, m.modseq, m.structure_agrees, b.size"
+	"m.size, m.modseq, m.structure_agrees, b.size, " \
+	"m.internaldate_sum, m.envelope_sum, m.bodystructure_sum, m.body_item_sum, m.header_sum"
 
 /* The columns CACHE_MESSAGE_COLUMNS selects, in order. */
 enum cache_column {
@@ -26,7 +27,9 @@ enum cache_column {
 	CACHE_COLUMN_MODSEQ,
 	CACHE_COLUMN_STRUCTURE_AGREES,
 	CACHE_COLUMN_BODY_SIZE,
+	CACHE_COLUMN_SUMS,   /* the checksums of INTERNALDATE .. HEADER (cache-checksum.h) */
 };
+#define CACHE_SUMMED_ITEMS (CACHE_ITEM_HEADER + 1) /* the values that carry a checksum; FLAGS does not */
 
 /* The prepared statements of a store; their SQL is in cache.c. */
 enum cache_stmt {
@@ -80,6 +83,17 @@ struct cache_pending {
 	unsigned char data[];
 };
 
+#define CACHE_DAMAGED_MAX 64 /* damaged values dropped after one lookup; more are dropped when read again */
+#define CACHE_VERIFY_BODIES_MAX 16 /* a lookup of at most this many checks their bodies whole (a client reading
+				      a few messages); a larger one leaves it to the read, which may then fail mid-answer */
+
+/* Values found damaged during a lookup, dropped once its statement is done. */
+struct cache_damaged {
+	int64_t mailbox_id;
+	uint32_t uid;
+	unsigned int items;            /* CACHE_HAS() of each; CACHE_ITEM_MESSAGE: the body */
+};
+
 #define CACHE_WAL_FILES 2 /* the -wal and -shm files SQLite keeps beside a store in WAL mode */
 
 /* Which file a name led to when it was looked at. */
@@ -118,6 +132,9 @@ struct cache {
 	bool pending_flushing;
 	struct event *pending_timer;   /* settings.base's; NULL: nothing is held */
 
+	struct cache_damaged damaged[CACHE_DAMAGED_MAX];
+	size_t damaged_count;
+
 	uint64_t body_bytes;           /* == SUM(bodies.size) */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */
 };
@@ -147,6 +164,9 @@ int cache_run_integer(struct cache *cache, sqlite3_stmt *stmt, const char *what,
 void cache_bind_value(sqlite3_stmt *stmt, int index, const void *data, size_t size);
 /* Binds ?1 to mailbox_id and ?2 to uid, the key of every message table. */
 void cache_bind_key(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid);
+/* Binds the checksum of size bytes at data (cache-checksum.h); NULL for
+   NULL data. */
+void cache_bind_checksum(sqlite3_stmt *stmt, int index, const void *data, size_t size);
 /* Binds a number that 0 means "not known" for: NULL. */
 void cache_bind_known(sqlite3_stmt *stmt, int index, uint64_t value);
 /* Starts a savepoint around the statements of one call, so that each call
@@ -177,5 +197,12 @@ void cache_body_bytes_sub(struct cache *cache, int64_t size);
 /* Drops uid's body, complete or not (its pieces go with it), off
    body_bytes too. Returns 0 (also when there was none), or -1. */
 int cache_body_delete(struct cache *cache, int64_t mailbox_id, uint32_t uid);
+/* Reads every piece of uid's complete body of size bytes and checks its
+   length and checksum. Returns 1 when sound, 0 when damaged (logged;
+   drop it with cache_body_drop_damaged once no statement is running),
+   -1 on error. */
+int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size);
+/* Drops a body found damaged (when writes are allowed). */
+void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 
 #endif

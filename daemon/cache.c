@@ -2,6 +2,7 @@
 /* cache: an account's SQLite store itself: its file, schema, statements, errors and batches. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <assert.h>
@@ -21,6 +22,11 @@
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
 #define CACHE_WAL_LIMIT "16777216" /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
+#define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
+#define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
+#define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
+/* Take effect on a new store, or at a VACUUM (cache_layout_upgrade). */
+#define CACHE_LAYOUT_PRAGMAS "PRAGMA page_size = " CACHE_PAGE_SIZE_TEXT "; PRAGMA auto_vacuum = INCREMENTAL; "
 #define CACHE_ASIDE_TRIES 99 /* stores moved aside within one second; more is a loop, not bad luck */
 
 /* ---- statements ---- */
@@ -30,6 +36,13 @@
 #define CACHE_STORE_VALUE(column) \
 	"INSERT INTO messages(mailbox_id, uid, " column ") VALUES(?1, ?2, ?3) " \
 	"ON CONFLICT(mailbox_id, uid) DO UPDATE SET " column " = excluded." column
+#define CACHE_STORE_SUMMED(column) \
+	"INSERT INTO messages(mailbox_id, uid, " column ", " column "_sum) VALUES(?1, ?2, ?3, ?4) " \
+	"ON CONFLICT(mailbox_id, uid) DO UPDATE SET " column " = excluded." column ", " \
+	column "_sum = excluded." column "_sum"
+#define CACHE_KEEP_SUMMED(column) \
+	column " = coalesce(excluded." column ", " column "), " \
+	column "_sum = iif(excluded." column " IS NULL, " column "_sum, excluded." column "_sum)"
 
 /* The SQL of each enum cache_stmt (cache-private.h). */
 static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
@@ -47,24 +60,23 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_MAILBOX_SET_STATE] = "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_SET_UIDS] = "UPDATE mailboxes SET uids = ?2 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_GET_UIDS] = "SELECT uids FROM mailboxes WHERE id = ?1",
-	[CACHE_STMT_STORE_INTERNALDATE] = CACHE_STORE_VALUE("internaldate"),
-	[CACHE_STMT_STORE_ENVELOPE] = CACHE_STORE_VALUE("envelope"),
-	[CACHE_STMT_STORE_BODYSTRUCTURE] = CACHE_STORE_VALUE("bodystructure"),
-	[CACHE_STMT_STORE_BODY] = CACHE_STORE_VALUE("body_item"),
-	[CACHE_STMT_STORE_HEADER] = CACHE_STORE_VALUE("header"),
+	[CACHE_STMT_STORE_INTERNALDATE] = CACHE_STORE_SUMMED("internaldate"),
+	[CACHE_STMT_STORE_ENVELOPE] = CACHE_STORE_SUMMED("envelope"),
+	[CACHE_STMT_STORE_BODYSTRUCTURE] = CACHE_STORE_SUMMED("bodystructure"),
+	[CACHE_STMT_STORE_BODY] = CACHE_STORE_SUMMED("body_item"),
+	[CACHE_STMT_STORE_HEADER] = CACHE_STORE_SUMMED("header"),
 	[CACHE_STMT_STORE_FLAGS] =
 		"INSERT INTO messages(mailbox_id, uid, flags, modseq) VALUES(?1, ?2, ?3, ?4) "
 		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = excluded.modseq",
 	[CACHE_STMT_STORE_SIZE] = CACHE_STORE_VALUE("size"),
 	[CACHE_STMT_STORE_AGREES] = CACHE_STORE_VALUE("structure_agrees"),
 	[CACHE_STMT_STORE_FETCHED] =
-		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size) "
-		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(mailbox_id, uid) DO UPDATE SET "
-		"internaldate = coalesce(excluded.internaldate, internaldate), "
-		"envelope = coalesce(excluded.envelope, envelope), "
-		"bodystructure = coalesce(excluded.bodystructure, bodystructure), "
-		"body_item = coalesce(excluded.body_item, body_item), header = coalesce(excluded.header, header), "
-		"size = coalesce(excluded.size, size)",
+		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size, "
+		"internaldate_sum, envelope_sum, bodystructure_sum, body_item_sum, header_sum) "
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(mailbox_id, uid) DO UPDATE SET "
+		CACHE_KEEP_SUMMED("internaldate") ", " CACHE_KEEP_SUMMED("envelope") ", "
+		CACHE_KEEP_SUMMED("bodystructure") ", " CACHE_KEEP_SUMMED("body_item") ", "
+		CACHE_KEEP_SUMMED("header") ", size = coalesce(excluded.size, size)",
 	[CACHE_STMT_MESSAGE_ENSURE] =
 		"INSERT INTO messages(mailbox_id, uid) VALUES(?1, ?2) ON CONFLICT(mailbox_id, uid) DO NOTHING",
 	[CACHE_STMT_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
@@ -85,11 +97,12 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT size, last_used FROM bodies WHERE mailbox_id = ?1 AND uid = ?2 AND complete = 1",
 	[CACHE_STMT_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_BODY_TOTAL] = "SELECT coalesce(sum(size), 0) FROM bodies",
-	[CACHE_STMT_CHUNK_INSERT] = "INSERT INTO body_chunks(mailbox_id, uid, chunk, data) VALUES(?1, ?2, ?3, ?4)",
+	[CACHE_STMT_CHUNK_INSERT] =
+		"INSERT INTO body_chunks(mailbox_id, uid, chunk, data, sum) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[CACHE_STMT_CHUNK_STATS] =
 		"SELECT count(*), coalesce(sum(length(data)), 0) FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_CHUNK_READ] =
-		"SELECT chunk, data FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2 AND chunk BETWEEN ?3 AND ?4 "
+		"SELECT chunk, data, sum FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2 AND chunk BETWEEN ?3 AND ?4 "
 		"ORDER BY chunk",
 };
 
@@ -120,6 +133,18 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	"CREATE TABLE body_chunks(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, chunk INTEGER NOT NULL,"
 	" data BLOB NOT NULL, PRIMARY KEY(mailbox_id, uid, chunk),"
 	" FOREIGN KEY(mailbox_id, uid) REFERENCES bodies(mailbox_id, uid) ON DELETE CASCADE);",
+	/* 2: a checksum per stored value (cache-checksum.h), for the values
+	   of a store made before it as they are now. */
+	"ALTER TABLE messages ADD COLUMN internaldate_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN envelope_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN bodystructure_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN body_item_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN header_sum INTEGER;"
+	"UPDATE messages SET internaldate_sum = imapcached_checksum(internaldate),"
+	" envelope_sum = imapcached_checksum(envelope), bodystructure_sum = imapcached_checksum(bodystructure),"
+	" body_item_sum = imapcached_checksum(body_item), header_sum = imapcached_checksum(header);"
+	"ALTER TABLE body_chunks ADD COLUMN sum INTEGER;"
+	"UPDATE body_chunks SET sum = imapcached_checksum(data);",
 };
 
 enum cache_open_result {
@@ -266,6 +291,14 @@ void cache_bind_value(sqlite3_stmt *stmt, int index, const void *data, size_t si
 		sqlite3_bind_zeroblob(stmt, index, 0);
 	else
 		sqlite3_bind_blob64(stmt, index, data, size, SQLITE_STATIC);
+}
+
+void cache_bind_checksum(sqlite3_stmt *stmt, int index, const void *data, size_t size)
+{
+	if (data == NULL)
+		sqlite3_bind_null(stmt, index);
+	else
+		sqlite3_bind_int64(stmt, index, cache_checksum_column(data, size));
 }
 
 void cache_bind_key(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid)
@@ -816,6 +849,46 @@ static enum cache_open_result cache_bodies_prepare(struct cache *cache, bool rea
 	return CACHE_OPEN_OK;
 }
 
+/* imapcached_checksum(value): cache_checksum_column of a blob (or text),
+   NULL for NULL; for migrations that give old values their checksum. */
+static void cache_checksum_sql(sqlite3_context *context, int argc, sqlite3_value **argv)
+{
+	const void *data;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+		sqlite3_result_null(context);
+		return;
+	}
+	data = sqlite3_value_blob(argv[0]);
+	sqlite3_result_int64(context, cache_checksum_column(data, (size_t)sqlite3_value_bytes(argv[0])));
+}
+
+/* Gives a store made with another page size, or without incremental
+   vacuum, ours: one VACUUM (it rewrites the file, about a second per
+   100 MB, once). When it can't be done now (another process has the
+   store open, too little disk), the store works as it is and the next
+   open tries again. */
+static void cache_layout_upgrade(struct cache *cache)
+{
+	int64_t page_size = 0;
+	int64_t auto_vacuum = 0;
+	int rc;
+
+	if (cache_query_integer(cache, "PRAGMA page_size", &page_size) != SQLITE_OK ||
+	    cache_query_integer(cache, "PRAGMA auto_vacuum", &auto_vacuum) != SQLITE_OK ||
+	    (page_size == CACHE_PAGE_SIZE && auto_vacuum == CACHE_AUTO_VACUUM_INCREMENTAL))
+		return;
+	log_info("cache %s: rewriting %s with %d-byte pages and incremental vacuum (once)", cache->label, cache->path,
+		 CACHE_PAGE_SIZE);
+	rc = cache_exec(cache, "PRAGMA journal_mode = DELETE; " CACHE_LAYOUT_PRAGMAS "VACUUM");
+	if (rc != SQLITE_OK)
+		log_info("cache %s: cannot rewrite it now (%s); it is used as it is", cache->label,
+			 sqlite3_errmsg(cache->db));
+	if (cache_exec(cache, "PRAGMA journal_mode = WAL") != SQLITE_OK)
+		log_warning("cache %s: cannot go back to WAL mode: %s", cache->label, sqlite3_errmsg(cache->db));
+}
+
 /* Opens the file with SQLite, sets it up and checks it is ours. */
 static enum cache_open_result cache_db_open(struct cache *cache, bool read_only, const char **why_r,
 					    const char **error_r)
@@ -836,11 +909,16 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	sqlite3_extended_result_codes(cache->db, 1);
 	sqlite3_busy_timeout(cache->db, CACHE_BUSY_TIMEOUT_MS);
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
-					 : "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+					 : CACHE_LAYOUT_PRAGMAS "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
 					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; PRAGMA foreign_keys = ON");
+	if (rc == SQLITE_OK)
+		rc = sqlite3_create_function(cache->db, "imapcached_checksum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+					     cache_checksum_sql, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "setting up", why_r, error_r);
 	result = cache_schema_prepare(cache, read_only, why_r, error_r);
+	if (result == CACHE_OPEN_OK && !read_only)
+		cache_layout_upgrade(cache);
 	if (result == CACHE_OPEN_OK)
 		result = cache_prepare_statements(cache, why_r, error_r);
 	if (result == CACHE_OPEN_OK)

@@ -8,8 +8,9 @@ read-only with Python's sqlite3: integrity_check, row counts).
 
 Crash and storage: SIGKILL part-way through a heavy fill, then a new
 daemon on the same store; a store file of garbage, one damaged past its
-first page, one its owner can't read; a full store (a small tmpfs, when
-the test may mount one); a read-only cache directory; the store file
+first page, one with a byte flipped inside a body and inside an
+ENVELOPE (caught by the values' checksums), one its owner can't read; a
+full store (a small tmpfs, when the test may mount one); a read-only cache directory; the store file
 replaced by rename, removed, or overwritten in place under a running
 daemon.
 Bad input: an upstream FETCH that lacks an item asked for (Dovecot's
@@ -337,6 +338,58 @@ def test_damaged_file():
         same("... again, from the new store", via, direct, "FETCH 1:40 (BODY.PEEK[] ENVELOPE)")
         check("... answered from it", from_cache(daemon) == before + 1)
         check_sound("... the new store", inspect(path))
+    finally:
+        stop(daemon)
+
+
+def flip_inside(path, value, name):
+    """Flips one byte in the middle of value's only copy in the file at
+    path (the daemon stopped): damage SQLite reads without a complaint."""
+    data = open(path, "rb").read()
+    middle = len(value) // 2
+    probe = value[middle - 32:middle + 32]
+    at = data.find(probe)
+    if at < 0 or data.find(probe, at + 1) >= 0:
+        raise RuntimeError("%s: its bytes are not in the file exactly once" % name)
+    with open(path, "r+b") as f:
+        f.seek(at + 32)
+        f.write(bytes([data[at + 32] ^ 0x01]))
+
+
+def test_damage_inside_values():
+    """A byte flipped inside a stored body (in an overflow page, which
+    SQLite never checks) and inside a stored ENVELOPE: each fails its
+    checksum, counts as missing, is fetched afresh and stored anew."""
+    cache = filled_store()
+    path = store_path(cache)
+    db = sqlite3.connect("file:%s?mode=ro&immutable=1" % urllib.parse.quote(path), uri=True)
+    try:
+        uid, chunk = db.execute("SELECT c.uid, c.data FROM body_chunks c JOIN bodies b USING (mailbox_id, uid) "
+                                "WHERE b.complete = 1 AND c.chunk = 0 AND length(c.data) > 20000 "
+                                "ORDER BY c.uid LIMIT 1").fetchone()
+        envelope_uid, envelope = db.execute("SELECT uid, envelope FROM messages WHERE uid != ? AND "
+                                            "length(envelope) > 300 ORDER BY uid LIMIT 1", (uid,)).fetchone()
+    finally:
+        db.close()
+    flip_inside(path, chunk, "a body's piece")
+    flip_inside(path, envelope, "an ENVELOPE")
+    daemon = start(cache)
+    try:
+        via, direct = connect(daemon.port, "INBOX"), connect(PORT, "INBOX", verb="EXAMINE")
+        for command in ("UID FETCH %d (BODY.PEEK[])" % uid, "UID FETCH %d (ENVELOPE)" % envelope_uid):
+            same("a byte flipped inside a stored value is not served: %s equals direct" % command, via, direct,
+                 command)
+        check("... the damaged body was logged", daemon.wait_log(
+            r"the stored body of UID %d is damaged .*failing its checksum" % uid) is not None, daemon.log()[-2000:])
+        check("... the damaged ENVELOPE was logged", daemon.wait_log(
+            r"a stored value of UID %d \(items 0x2\) fails its checksum" % envelope_uid) is not None,
+            daemon.log()[-2000:])
+        before = from_cache(daemon)
+        for command in ("UID FETCH %d (BODY.PEEK[])" % uid, "UID FETCH %d (ENVELOPE)" % envelope_uid):
+            same("... fetched afresh and stored: %s again equals direct" % command, via, direct, command)
+        check("... answered from the store again", from_cache(daemon) == before + 2, daemon.log()[-2000:])
+        via.tagged("z", "LOGOUT")
+        check_sound("... the store", inspect(path))
     finally:
         stop(daemon)
 
@@ -674,8 +727,8 @@ def test_structure_disagrees(daemon):
 
 def main():
     try:
-        run_steps((test_kill_during_fill, test_garbage_file, test_damaged_file, test_unreadable_file,
-                   test_full_store, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
+        run_steps((test_kill_during_fill, test_garbage_file, test_damaged_file, test_damage_inside_values,
+                   test_unreadable_file, test_full_store, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
                    test_overwritten_in_place))
         cache = cache_dir()
         daemon = start(cache)

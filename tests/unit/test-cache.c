@@ -3,6 +3,7 @@
 #include "config.h"
 #include "unit.h"
 #include "cache.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <errno.h>
@@ -988,7 +989,7 @@ static void test_body_partial_reads(void)
 	/* One that needs the missing piece: the body counts as missing, and goes. */
 	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 9, 10, 20, out), 0);
 	CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
-	CU_ASSERT_TRUE(logged("the stored body of UID 9 is damaged; counted as missing"));
+	CU_ASSERT_TRUE(logged("the stored body of UID 9 is damaged"));
 	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 9, CHUNK, 20, out), 0);
 	CU_ASSERT_EQUAL(cache_body_bytes(cache), 0);
 	check_body_bytes(cache);
@@ -1149,7 +1150,7 @@ static void test_unfinished_body_after_a_crash(void)
 	/* What a crash half-way through a body leaves. */
 	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
 				     "INSERT INTO bodies VALUES(1, 2, 200000, 0, 0);"
-				     "INSERT INTO body_chunks VALUES(1, 2, 0, zeroblob(65536));", NULL, NULL, NULL),
+				     "INSERT INTO body_chunks(mailbox_id, uid, chunk, data) VALUES(1, 2, 0, zeroblob(65536));", NULL, NULL, NULL),
 			SQLITE_OK);
 	cache_unref(&cache);
 	cache = open_account("up", "alice");
@@ -1624,6 +1625,149 @@ static void test_damaged_rows_count_as_missing(void)
 	teardown();
 }
 
+/* XXH64's published test vectors (seed 0). */
+static void test_checksum_vectors(void)
+{
+	char abc999[3 * 999];
+
+	for (int i = 0; i < 999; i++)
+		memcpy(abc999 + 3 * i, "abc", 3);
+	CU_ASSERT_EQUAL(cache_checksum("", 0), 0xEF46DB3751D8E999ULL);
+	CU_ASSERT_EQUAL(cache_checksum("a", 1), 0xD24EC4F1A98C6E5BULL);
+	CU_ASSERT_EQUAL(cache_checksum("abc", 3), 0x44BC2CF5AD770999ULL);
+	CU_ASSERT_EQUAL(cache_checksum("Hello, World!", 13), 0xC49AACF8080FE47FULL);
+	CU_ASSERT_EQUAL(cache_checksum(abc999, sizeof(abc999)), 0x933EB85613976467ULL);
+}
+
+/* A value or a body piece changed behind SQLite's back (its checksum left
+   as it was) is not served: missing, logged, dropped. */
+static void test_checksums_catch_damage(void)
+{
+	struct cache_message message;
+	struct cache_mailbox mailbox;
+	struct evbuffer *out = evbuffer_new();
+	char envelope[6000];
+	struct cache *cache;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	memset(envelope, 'e', sizeof(envelope));
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, envelope, sizeof(envelope)), 0);
+	store_text(cache, mailbox.id, 1, CACHE_ITEM_BODYSTRUCTURE, "(\"text\")");
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 1, 3 * CHUNK + 10, 4096), 0);
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 2, "(env)", NULL), 0);
+	check_read(cache, mailbox.id, 1, 3 * CHUNK + 10, 0, UINT64_MAX);
+
+	/* One byte in the middle of the envelope and of the second piece. */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE messages SET envelope = substr(envelope, 1, 2999) || X'66' || "
+				     "substr(envelope, 3001) WHERE uid = 1;"
+				     "UPDATE messages SET envelope = X'28656E7629' WHERE uid = 2;" /* same bytes: sound */
+				     "UPDATE body_chunks SET data = substr(data, 1, 99) || X'00' || substr(data, 101) "
+				     "WHERE uid = 1 AND chunk = 1", NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 1, &message), 1);
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_ENVELOPE));
+	CU_ASSERT_PTR_NULL(message.values[CACHE_ITEM_ENVELOPE].data);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_BODYSTRUCTURE, "(\"text\")", 8));
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_MESSAGE)); /* a lookup of a few checks bodies whole */
+	cache_message_clear(&message);
+	CU_ASSERT_TRUE(logged("a stored value of UID 1 (items 0x2) fails its checksum"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE uid = 1 AND envelope IS NULL "
+				     "AND envelope_sum IS NULL"), 1);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 2, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(env)", 5));
+	cache_message_clear(&message);
+
+	/* The damaged body is gone: not even the pieces before it are served. */
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 1, 0, UINT64_MAX, out), 0);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
+	CU_ASSERT_TRUE(logged("the stored body of UID 1 is damaged"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM body_chunks WHERE uid = 1"), 0);
+	check_body_bytes(cache);
+
+	/* A body read without a lookup first (a large FETCH) checks its pieces too. */
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 3, 2 * CHUNK, 4096), 0);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE body_chunks SET data = substr(data, 1, 99) || X'00' || substr(data, 101) "
+				     "WHERE uid = 3 AND chunk = 1", NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 3, 0, 10, out), 1); /* the sound piece */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 3, CHUNK + 50, 100, out), 0);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
+	CU_ASSERT_TRUE(logged("the stored body of UID 3 is damaged"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE uid = 3"), 0);
+	check_body_bytes(cache);
+
+	/* A row of lookup_many the same way. */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE messages SET envelope = X'2878' WHERE uid = 2",
+				     NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 2, &message), 1);
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_ENVELOPE));
+	cache_message_clear(&message);
+	evbuffer_free(out);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* The schema of version 1, as released: a store made by it. */
+#define SCHEMA_V1 \
+	"CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;" \
+	"CREATE TABLE mailboxes(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE," \
+	" uidvalidity INTEGER NOT NULL, uidnext INTEGER, highestmodseq INTEGER, uids BLOB);" \
+	"CREATE TABLE messages(mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE," \
+	" uid INTEGER NOT NULL, internaldate BLOB, envelope BLOB, bodystructure BLOB, body_item BLOB," \
+	" header BLOB, flags BLOB, size INTEGER, modseq INTEGER, structure_agrees INTEGER," \
+	" PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;" \
+	"CREATE TABLE bodies(mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE," \
+	" uid INTEGER NOT NULL, size INTEGER NOT NULL, complete INTEGER NOT NULL, last_used INTEGER NOT NULL," \
+	" PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;" \
+	"CREATE INDEX bodies_last_used ON bodies(last_used);" \
+	"CREATE TABLE body_chunks(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, chunk INTEGER NOT NULL," \
+	" data BLOB NOT NULL, PRIMARY KEY(mailbox_id, uid, chunk)," \
+	" FOREIGN KEY(mailbox_id, uid) REFERENCES bodies(mailbox_id, uid) ON DELETE CASCADE);"
+
+/* A store of version 1 (4 KiB pages, no auto_vacuum) is upgraded: its
+   values get their checksums and are served, the file gets our layout. */
+static void test_migration_from_v1(void)
+{
+	struct cache_message message;
+	struct cache *cache;
+	char *path;
+
+	setup();
+	path = account_path("up", "alice");
+	make_database(path, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;" SCHEMA_V1
+			    "INSERT INTO meta VALUES('upstream', 'up'), ('user', 'alice');"
+			    "INSERT INTO mailboxes(name, uidvalidity) VALUES('INBOX', 1);"
+			    "INSERT INTO messages(mailbox_id, uid, envelope, header, flags) VALUES(1, 7, X'28656E7629', "
+			    "zeroblob(0), '\\Seen');"
+			    "INSERT INTO bodies VALUES(1, 7, 3, 1, 0);"
+			    "INSERT INTO body_chunks VALUES(1, 7, 0, X'00070E');" /* pattern() */
+			    "PRAGMA user_version = 1;");
+	cache = open_account("up", "alice");
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA page_size"), 16384);
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA auto_vacuum"), 2);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
+	CU_ASSERT_TRUE(logged("with 16384-byte pages and incremental vacuum (once)"));
+	CU_ASSERT_EQUAL(cache_lookup(cache, 1, 7, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(env)", 5));
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_HEADER, "", 0));
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Seen", 5));
+	CU_ASSERT_EQUAL(message.message_size, 3);
+	cache_message_clear(&message);
+	check_read(cache, 1, 7, 3, 0, 3);
+	cache_unref(&cache);
+	/* Once only. */
+	log_text[0] = '\0';
+	cache = open_account("up", "alice");
+	CU_ASSERT_FALSE(logged("incremental vacuum (once)"));
+	cache_unref(&cache);
+	free(path);
+	teardown();
+}
+
 const char unit_suite_name[] = "cache";
 const struct unit_test unit_tests[] = {
 	{ "open, share and unref", test_open_share_unref },
@@ -1653,5 +1797,8 @@ const struct unit_test unit_tests[] = {
 	{ "an unreadable file is moved aside", test_unreadable_file },
 	{ "a store replaced while open leaves no WAL behind", test_replaced_while_open },
 	{ "damaged rows count as missing", test_damaged_rows_count_as_missing },
+	{ "the checksum is XXH64", test_checksum_vectors },
+	{ "checksums catch damage SQLite can't see", test_checksums_catch_damage },
+	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ NULL, NULL },
 };
