@@ -66,6 +66,7 @@ enum cache_stmt {
 	CACHE_STMT_BODY_GET,
 	CACHE_STMT_BODY_TOUCH,
 	CACHE_STMT_BODY_TOTAL,
+	CACHE_STMT_BODY_LRU,
 	CACHE_STMT_CHUNK_INSERT,
 	CACHE_STMT_CHUNK_STATS,
 	CACHE_STMT_CHUNK_READ,
@@ -92,6 +93,16 @@ struct cache_damaged {
 	int64_t mailbox_id;
 	uint32_t uid;
 	unsigned int items;            /* CACHE_HAS() of each; CACHE_ITEM_MESSAGE: the body */
+};
+
+#define CACHE_RECENT_READS 64 /* body reads remembered: more bodies than a session's answer reads at once */
+
+/* A body read at a moment (cache_wall_now): eviction spares it for
+   CACHE_EVICT_IN_USE_SECONDS, as it may be mid-answer. */
+struct cache_body_use {
+	int64_t mailbox_id;
+	uint32_t uid;
+	int64_t at;
 };
 
 #define CACHE_WAL_FILES 2 /* the -wal and -shm files SQLite keeps beside a store in WAL mode */
@@ -136,6 +147,9 @@ struct cache {
 	size_t damaged_count;
 
 	uint64_t body_bytes;           /* == SUM(bodies.size) */
+	struct cache_body_use recent_reads[CACHE_RECENT_READS]; /* the latest body reads, a ring */
+	unsigned int recent_reads_next;
+	bool vacuum_due;               /* pages were freed since the last look at the free list */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */
 };
 
@@ -190,6 +204,17 @@ void cache_pending_drop(struct cache *cache);
 
 /* ---- cache-body.c: the accounting of whole messages ---- */
 
+/* Seconds since the epoch (settings.wall_now, else time()). */
+int64_t cache_wall_now(const struct cache *cache);
+/* Evicts least recently used complete bodies until body_bytes is at most
+   the budget; spare_in_use spares those used in the last
+   CACHE_EVICT_IN_USE_SECONDS. Returns 0 when it is, 1 when not enough
+   could go, -1 on error. Runs inside the caller's savepoint or batch. */
+int cache_body_fit_budget(struct cache *cache, bool spare_in_use);
+/* Returns free pages to the file system past CACHE_FREE_MAX bytes of
+   them, when bodies or rows were dropped since the last look. Outside a
+   transaction only. */
+void cache_vacuum_maybe(struct cache *cache);
 /* Sets body_bytes from the store, after a rollback undid some of its changes. */
 void cache_body_bytes_reload(struct cache *cache);
 /* Takes size (a dropped body's, or a mailbox's bodies') off body_bytes. */

@@ -27,6 +27,7 @@
 #define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
 /* Take effect on a new store, or at a VACUUM (cache_layout_upgrade). */
 #define CACHE_LAYOUT_PRAGMAS "PRAGMA page_size = " CACHE_PAGE_SIZE_TEXT "; PRAGMA auto_vacuum = INCREMENTAL; "
+#define CACHE_FREE_MAX (8 << 20) /* bytes of free pages kept for new bodies; past it the file shrinks */
 #define CACHE_ASIDE_TRIES 99 /* stores moved aside within one second; more is a loop, not bad luck */
 
 /* ---- statements ---- */
@@ -97,6 +98,8 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT size, last_used FROM bodies WHERE mailbox_id = ?1 AND uid = ?2 AND complete = 1",
 	[CACHE_STMT_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_BODY_TOTAL] = "SELECT coalesce(sum(size), 0) FROM bodies",
+	[CACHE_STMT_BODY_LRU] =
+		"SELECT mailbox_id, uid FROM bodies WHERE complete = 1 ORDER BY last_used, mailbox_id, uid LIMIT ?1",
 	[CACHE_STMT_CHUNK_INSERT] =
 		"INSERT INTO body_chunks(mailbox_id, uid, chunk, data, sum) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[CACHE_STMT_CHUNK_STATS] =
@@ -153,6 +156,9 @@ enum cache_open_result {
 	CACHE_OPEN_READ_ONLY,          /* can't be written: open it for reading */
 	CACHE_OPEN_FAILED,
 };
+
+static int cache_exec(struct cache *cache, const char *sql);
+static int cache_query_integer(struct cache *cache, const char *sql, int64_t *value_r);
 
 /* Every open store of this process, so that an account's sessions share one. */
 static struct cache *cache_registry;
@@ -249,6 +255,34 @@ bool cache_write_allowed(struct cache *cache)
 	return !cache_writes_off(cache);
 }
 
+int64_t cache_wall_now(const struct cache *cache)
+{
+	if (cache->settings.wall_now != NULL)
+		return (int64_t)cache->settings.wall_now();
+	return (int64_t)time(NULL);
+}
+
+void cache_vacuum_maybe(struct cache *cache)
+{
+	int64_t free_pages = 0;
+	int64_t page_size = 0;
+	int64_t keep;
+	char sql[64];
+
+	if (!cache->vacuum_due || cache->writes_off || !sqlite3_get_autocommit(cache->db))
+		return;
+	cache->vacuum_due = false;
+	if (cache_query_integer(cache, "PRAGMA freelist_count", &free_pages) != SQLITE_OK ||
+	    cache_query_integer(cache, "PRAGMA page_size", &page_size) != SQLITE_OK || page_size <= 0)
+		return;
+	keep = CACHE_FREE_MAX / page_size;
+	if (free_pages <= keep)
+		return;
+	snprintf(sql, sizeof(sql), "PRAGMA incremental_vacuum(%lld)", (long long)(free_pages - keep));
+	if (cache_exec(cache, sql) != SQLITE_OK)
+		log_info("cache %s: cannot return free pages now: %s", cache->label, sqlite3_errmsg(cache->db));
+}
+
 /* ---- statement helpers ---- */
 
 int cache_run(struct cache *cache, sqlite3_stmt *stmt, const char *what)
@@ -322,8 +356,11 @@ int cache_op_begin(struct cache *cache)
 
 int cache_op_end(struct cache *cache, int result)
 {
-	if (result == 0 && cache_run(cache, cache_stmt(cache, CACHE_STMT_RELEASE), "committing a write") == 0)
+	if (result == 0 && cache_run(cache, cache_stmt(cache, CACHE_STMT_RELEASE), "committing a write") == 0) {
+		if (cache->batch_depth == 0)
+			cache_vacuum_maybe(cache);
 		return 0;
+	}
 	if (!sqlite3_get_autocommit(cache->db)) {
 		sqlite3_step(cache_stmt(cache, CACHE_STMT_ROLLBACK_TO));
 		sqlite3_reset(cache_stmt(cache, CACHE_STMT_ROLLBACK_TO));
@@ -846,6 +883,23 @@ static enum cache_open_result cache_bodies_prepare(struct cache *cache, bool rea
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "adding up the bodies of", why_r, error_r);
 	cache->body_bytes = total > 0 ? (uint64_t)total : 0;
+	if (!read_only && cache->body_bytes > cache->settings.body_budget) {
+		/* nothing of this process reads it yet: every body may go */
+		cache->batch_depth++;
+		cache->batch_started = true;
+		cache->batch_in_transaction = cache_exec(cache, "BEGIN IMMEDIATE") == SQLITE_OK;
+		rc = cache->batch_in_transaction ? SQLITE_OK : SQLITE_BUSY;
+		if (rc == SQLITE_OK && cache_body_fit_budget(cache, false) >= 0)
+			rc = cache_exec(cache, "COMMIT");
+		if (!sqlite3_get_autocommit(cache->db))
+			cache_exec(cache, "ROLLBACK");
+		cache->batch_depth--;
+		cache->batch_started = cache->batch_in_transaction = false;
+		if (rc != SQLITE_OK)
+			log_info("cache %s: cannot evict bodies down to the budget now", cache->label);
+		cache_body_bytes_reload(cache);
+		cache_vacuum_maybe(cache);
+	}
 	return CACHE_OPEN_OK;
 }
 
@@ -1064,6 +1118,12 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		cache->refcount++;
 		cache->settings.body_budget = settings->body_budget;
 		cache->settings.body_max_size = settings->body_max_size;
+		if (cache->body_bytes > cache->settings.body_budget && cache_write_allowed(cache) &&
+		    cache_op_begin(cache) == 0) {
+			/* a lowered budget holds from now on (bodies in use go at their next chance) */
+			if (cache_op_end(cache, cache_body_fit_budget(cache, true) >= 0 ? 0 : -1) < 0)
+				cache_body_bytes_reload(cache);
+		}
 		return cache;
 	}
 	cache = cache_new(settings, upstream, user, path);
@@ -1145,6 +1205,8 @@ static int cache_batch_finish(struct cache *cache)
 	cache->batch_in_transaction = false;
 	cache->batch_doomed = false;
 	cache->batch_started = false;
+	if (result == 0)
+		cache_vacuum_maybe(cache);
 	return result;
 }
 

@@ -67,6 +67,8 @@ struct cache_settings {
 	struct event_base *base;
 	/* Seconds on a monotonic clock; NULL: CLOCK_MONOTONIC. For tests. */
 	uint64_t (*now)(void);
+	/* Seconds since the epoch, for bodies' last use; NULL: time(). For tests. */
+	uint64_t (*wall_now)(void);
 };
 
 /* ---- the store of an account ---- */
@@ -114,8 +116,11 @@ void cache_unref(struct cache **cache);
 bool cache_writes_off(struct cache *cache);
 
 /* Bytes of whole messages held: complete bodies plus the announced size
-   of each body being written. Kept at most body_budget (unless a reload
-   lowered the budget: then no body is added until it fits again). */
+   of each body being written (SUM(bodies.size)). Kept at most
+   body_budget at every moment: a body that would pass it first evicts
+   the least recently used complete bodies (cache_body_begin); a store
+   opened with a lower budget (a restart, a reload) evicts down to it
+   then. */
 uint64_t cache_body_bytes(const struct cache *cache);
 
 /* The SQLite handle, for tests and imapcachectl: don't keep it past
@@ -256,7 +261,7 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 
 enum cache_body_refusal {
 	CACHE_BODY_REFUSED_TOO_BIG,    /* size > body_max_size */
-	CACHE_BODY_REFUSED_BUDGET,     /* body_budget would be exceeded */
+	CACHE_BODY_REFUSED_BUDGET,     /* size > body_budget, or evicting every body not in use can't make room */
 	CACHE_BODY_REFUSED_PRESENT,    /* stored already, or being written */
 	CACHE_BODY_REFUSED_WRITES_OFF,
 	CACHE_BODY_REFUSED_ERROR,      /* SQLite error, unknown mailbox, uid 0 (logged) */
@@ -266,8 +271,13 @@ enum cache_body_refusal {
    announced length), written in CACHE_BODY_CHUNK_SIZE pieces as it
    arrives, possibly over many event-loop turns: the writer holds at most
    one piece in memory. The size counts against body_budget from now on.
+   When it would pass body_budget, the least recently used complete
+   bodies (a read is a use; structure and header rows stay) are evicted
+   first, in the same transaction, never one being written nor one read
+   in the last CACHE_EVICT_IN_USE_SECONDS (it may be mid-answer).
    Returns the writer, or NULL with *refusal_r (may be NULL) when the body
    is not to be stored: then just proxy it. */
+#define CACHE_EVICT_IN_USE_SECONDS 2 /* a body read this recently may be mid-answer: never evicted */
 struct cache_body_writer *cache_body_begin(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
 					   enum cache_body_refusal *refusal_r);
 /* Appends size bytes. Returns 0, or -1 when the body can't be stored

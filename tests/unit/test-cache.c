@@ -1084,10 +1084,14 @@ static void test_body_abort_and_refusals(void)
 	CU_ASSERT_EQUAL(cache_body_write(writer, data, 2 * CHUNK), 0);
 	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
 	CU_ASSERT_EQUAL(cache_body_bytes(cache), 3 * CHUNK);
-	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 3, 1, &refusal));
-	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	/* Full: a new body first evicts the least recently used (a tie: UID 1 first). */
+	writer = cache_body_begin(cache, mailbox.id, 3, 1, &refusal);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE uid = 1"), 0);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), CHUNK + 1);
+	cache_body_abort(&writer);
 	/* Stored already. */
-	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 1, 0, &refusal));
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 2, 0, &refusal));
 	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_PRESENT);
 	/* Expunged: the budget is free again. */
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 2, 1 }, 2), 0);
@@ -1104,6 +1108,167 @@ static void test_body_abort_and_refusals(void)
 		cache_unref(&again);
 	}
 	cache_unref(&cache);
+	teardown();
+}
+
+static uint64_t fake_wall = 100000;
+
+static uint64_t fake_wall_now(void)
+{
+	return fake_wall;
+}
+
+/* Whether uid has a complete body. */
+static bool has_body(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	uint64_t size;
+
+	return cache_body_size(cache, mailbox_id, uid, &size) == 1;
+}
+
+/* The budget as the issue measures it: the bytes of the stored pieces. */
+static int64_t stored_bytes(struct cache *cache)
+{
+	return query(cache, "SELECT coalesce(sum(length(data)), 0) FROM body_chunks");
+}
+
+static void test_eviction(void)
+{
+	struct cache_settings s = settings();
+	struct evbuffer *out = evbuffer_new();
+	struct cache_body_writer *writer;
+	struct cache_mailbox mailbox;
+	enum cache_body_refusal refusal;
+	struct cache *cache;
+	const char *error;
+
+	setup();
+	s.body_budget = 4 * CHUNK;
+	s.wall_now = fake_wall_now;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= 4; uid++) {
+		fake_wall = 100 + uid;
+		store_text(cache, mailbox.id, uid, CACHE_ITEM_ENVELOPE, "(env)");
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, CHUNK, 1000), 0);
+	}
+	/* A read is a use: UID 1 is now the most recently used. */
+	fake_wall = 110;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 1, 0, 10, out), 1);
+
+	/* Full: the least recently used goes (UID 2), its envelope stays. */
+	fake_wall = 120;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 5, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(logged("evicted 1 whole messages (65536 bytes), least recently used"));
+	/* Just written is not in use: only a read is (UID 3, written at 103). */
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 2, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 3));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 4));
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+	/* Two at once for a body of two pieces: UIDs 4 (104) and 1 (read at 110). */
+	fake_wall = 121;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 6, 2 * CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 4));
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 5));
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+
+	/* A body read in the last CACHE_EVICT_IN_USE_SECONDS may be mid-answer:
+	   spared (UIDs 5 and 2), the next one goes (UID 6, though larger than needed). */
+	fake_wall = 200;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 5, 0, 10, out), 1);
+	fake_wall = 200 + CACHE_EVICT_IN_USE_SECONDS - 1;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 2, 0, 10, out), 1);
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 7, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 6));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 5));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2));
+	check_body_bytes(cache);
+
+	/* A body being written is never evicted; nor, while everything else
+	   is in use, is anything: refused, and nothing changed. */
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 7, 0, 10, out), 1);
+	writer = cache_body_begin(cache, mailbox.id, 8, CHUNK, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 4 * CHUNK);
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 9, CHUNK, &refusal));
+	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2) && has_body(cache, mailbox.id, 5) &&
+		       has_body(cache, mailbox.id, 7));
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 4 * CHUNK);
+	/* Once they are not: the least recently used goes, not the one being written. */
+	fake_wall = 300;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 9, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 5));
+	CU_ASSERT_EQUAL(cache_body_write(writer, (unsigned char[CHUNK]){ 0 }, CHUNK), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+	/* Larger than the whole budget: refused, nothing evicted. */
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 10, 4 * CHUNK + 1, &refusal));
+	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 4 * CHUNK);
+
+	/* A lower budget on a second open (a reload) holds at once. */
+	s.body_budget = 2 * CHUNK;
+	{
+		struct cache *again = cache_open(&s, "up", "alice", &error);
+
+		CU_ASSERT_PTR_EQUAL(again, cache);
+		CU_ASSERT(stored_bytes(cache) <= 2 * CHUNK);
+		check_body_bytes(cache);
+		cache_unref(&again);
+	}
+	evbuffer_free(out);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* Across a restart with a lower budget: evicted at open, and the file
+   gives back the space past CACHE_FREE_MAX of free pages. */
+static void test_eviction_at_open_shrinks_the_file(void)
+{
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	const char *error;
+	struct stat st;
+	char *path;
+
+	setup();
+	s.body_budget = 32 << 20;
+	s.wall_now = fake_wall_now;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= 80; uid++) {
+		fake_wall = 1000 + uid;
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, 4 * CHUNK, 4 * CHUNK), 0);
+	}
+	CU_ASSERT_EQUAL(stored_bytes(cache), 80 * 4 * CHUNK);
+	cache_unref(&cache);
+
+	s.body_budget = 1 << 20;
+	fake_wall = 5000;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT(stored_bytes(cache) <= 1 << 20);
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 80)); /* the most recently used stay */
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 76));
+	check_body_bytes(cache);
+	CU_ASSERT(query(cache, "PRAGMA freelist_count") * query(cache, "PRAGMA page_size") <= 8 << 20);
+	cache_unref(&cache);
+	CU_ASSERT_EQUAL(stat(path, &st), 0);
+	CU_ASSERT(st.st_size <= (1 << 20) + (8 << 20) + (1 << 20)); /* budget + free pages kept + slack */
+	free(path);
 	teardown();
 }
 
@@ -1788,6 +1953,8 @@ const struct unit_test unit_tests[] = {
 	{ "partial body reads", test_body_partial_reads },
 	{ "a read records the body's use", test_body_use_recorded },
 	{ "body aborts and refusals", test_body_abort_and_refusals },
+	{ "eviction: least recently used first, never a body in use", test_eviction },
+	{ "eviction at open shrinks the file", test_eviction_at_open_shrinks_the_file },
 	{ "a body writer outlives its session", test_body_writer_outlives_its_session },
 	{ "an unfinished body after a crash", test_unfinished_body_after_a_crash },
 	{ "UID lists", test_uid_lists },
