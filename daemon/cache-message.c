@@ -64,12 +64,12 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 	if (fetched->has_size)
 		sqlite3_bind_int64(stmt, 3 + CACHE_SUMMED_ITEMS, (int64_t)fetched->size);
 	cache_bind_key(stmt, mailbox_id, uid);
-	if (values && cache_write_allowed(cache))
+	if (values && cache_write_allowed(cache)) {
 		result = cache_run(cache, stmt, "storing a message's items");
-	else
+	} else {
 		sqlite3_clear_bindings(stmt);
-	if (values && result == 0 && !cache_write_allowed(cache))
-		result = -1;
+		result = values ? -1 : 0;
+	}
 	if (result == 0 && fetched->flags != NULL)
 		result = cache_store_flags(cache, mailbox_id, uid, fetched->flags, fetched->modseq);
 	return result;
