@@ -22,6 +22,7 @@
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
 #define CACHE_WAL_LIMIT "16777216" /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
+#define CACHE_WAL_CHECKPOINT_PAGES "256" /* 4 MiB of CACHE_PAGE_SIZE pages: the WAL SQLite's default keeps of 4 KiB ones */
 #define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
 #define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
 #define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
@@ -964,7 +965,8 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	sqlite3_busy_timeout(cache->db, CACHE_BUSY_TIMEOUT_MS);
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
 					 : CACHE_LAYOUT_PRAGMAS "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; PRAGMA foreign_keys = ON");
+					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; "
+					   "PRAGMA wal_autocheckpoint = " CACHE_WAL_CHECKPOINT_PAGES "; PRAGMA foreign_keys = ON");
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function(cache->db, "imapcached_checksum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
 					     cache_checksum_sql, NULL, NULL);
