@@ -657,6 +657,7 @@ def test_budget():
         # A read is a use: the least recently used body, read now, stays
         # while the next fill evicts others.
         oldest = min(kept, key=lambda uid: (kept[uid][0], kept[uid][1], uid))  # the smallest of the oldest
+        time.sleep(1.1)  # last_used counts seconds: the read below is then later than every body stored
         before = from_cache(daemon)
         same("a read of the least recently used body (UID %d) equals direct" % oldest, sessions[0], direct,
              "UID FETCH %d (BODY.PEEK[])" % oldest)
