@@ -198,7 +198,15 @@ static void value_token_end(struct imap_fetch_items *items)
 
 static int value_add(struct imap_fetch_items *items, unsigned char c)
 {
-	if (!buffer_append(&items->value, &c, 1, IMAP_FETCH_ITEMS_VALUE_MAX))
+	struct byte_buffer *value = &items->value;
+
+	if (value->len + 2 <= value->alloc && value->len < IMAP_FETCH_ITEMS_VALUE_MAX) {
+		/* the common case, without a call: room for the byte and the NUL */
+		value->data[value->len++] = c;
+		value->data[value->len] = '\0';
+		return 1;
+	}
+	if (!buffer_append(value, &c, 1, IMAP_FETCH_ITEMS_VALUE_MAX))
 		return fail(items, IMAP_FETCH_ITEMS_TOO_BIG);
 	return 1;
 }
@@ -594,6 +602,17 @@ static size_t feed_literal(struct imap_fetch_items *items, const unsigned char *
 	return take;
 }
 
+/* The length of the run of a quoted string's plain bytes at data (none
+   of '"', '\\', CR, LF): they are taken in one go. */
+static size_t quoted_run(const unsigned char *data, size_t len)
+{
+	size_t run = 0;
+
+	while (run < len && data[run] != '"' && data[run] != '\\' && data[run] != '\r' && data[run] != '\n')
+		run++;
+	return run;
+}
+
 /* The result when the line ends in the current state. */
 static enum imap_fetch_items_result line_end_result(const struct imap_fetch_items *items)
 {
@@ -629,6 +648,16 @@ enum imap_fetch_items_result imap_fetch_items_feed(struct imap_fetch_items *item
 		if (items->state == STATE_DONE) {
 			fail(items, IMAP_FETCH_ITEMS_MALFORMED); /* bytes after the line's end */
 			break;
+		}
+		if (items->state == STATE_QUOTED) {
+			size_t run = quoted_run(data + pos, len - pos);
+
+			if (run > 0) {
+				if (!buffer_append(&items->value, data + pos, run, IMAP_FETCH_ITEMS_VALUE_MAX))
+					fail(items, IMAP_FETCH_ITEMS_TOO_BIG);
+				pos += run;
+				continue;
+			}
 		}
 		while ((used = step(items, data[pos])) == 0)
 			;

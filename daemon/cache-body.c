@@ -2,6 +2,7 @@
 /* cache-body: whole messages in the store, written piece by piece as they arrive, read by range, kept within the budget. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <event2/buffer.h>
@@ -37,6 +38,7 @@ void cache_body_bytes_reload(struct cache *cache)
 
 void cache_body_bytes_sub(struct cache *cache, int64_t size)
 {
+	cache->vacuum_due = true;
 	if (size > 0)
 		cache->body_bytes -= (uint64_t)size <= cache->body_bytes ? (uint64_t)size : cache->body_bytes;
 }
@@ -81,34 +83,124 @@ static int cache_body_refusal(struct cache *cache, int64_t mailbox_id, uint32_t 
 		return CACHE_BODY_REFUSED_WRITES_OFF;
 	if (cache_body_writer_find(cache, mailbox_id, uid) != NULL)
 		return CACHE_BODY_REFUSED_PRESENT;
-	if (cache->settings.body_budget == 0 || cache->body_bytes > cache->settings.body_budget ||
-	    size > cache->settings.body_budget - cache->body_bytes)
+	if (cache->settings.body_budget == 0 || size > cache->settings.body_budget)
 		return CACHE_BODY_REFUSED_BUDGET;
 	return -1;
 }
 
+/* ---- eviction ---- */
+
+#define CACHE_EVICT_STEP 32 /* bodies dropped per look at the least recently used */
+
+/* Records a read of uid's body, for cache_body_in_use. */
+static void cache_body_note_read(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	cache->recent_reads[cache->recent_reads_next] = (struct cache_body_use){ mailbox_id, uid, cache_wall_now(cache) };
+	cache->recent_reads_next = (cache->recent_reads_next + 1) % CACHE_RECENT_READS;
+}
+
+/* Whether uid's body was read in the last CACHE_EVICT_IN_USE_SECONDS. */
+static bool cache_body_in_use(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	int64_t since = cache_wall_now(cache) - CACHE_EVICT_IN_USE_SECONDS;
+
+	for (unsigned int i = 0; i < CACHE_RECENT_READS; i++) {
+		const struct cache_body_use *use = &cache->recent_reads[i];
+
+		if (use->uid == uid && use->mailbox_id == mailbox_id && use->at > since)
+			return true;
+	}
+	return false;
+}
+
+/* Drops up to CACHE_EVICT_STEP of the least recently used complete
+   bodies not in use (spare_in_use), while body_bytes is over the budget.
+   Returns how many it looked at, or -1. */
+static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigned int *evicted)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_LRU);
+	int64_t keys[CACHE_EVICT_STEP + CACHE_RECENT_READS][2];
+	int count = 0;
+	int rc;
+
+	/* Those in use (at most CACHE_RECENT_READS) are looked at and kept. */
+	sqlite3_bind_int(stmt, 1, CACHE_EVICT_STEP + CACHE_RECENT_READS);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && count < CACHE_EVICT_STEP + CACHE_RECENT_READS) {
+		keys[count][0] = sqlite3_column_int64(stmt, 0);
+		keys[count][1] = sqlite3_column_int64(stmt, 1);
+		count++;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		cache_fail(cache, rc, "choosing bodies to evict");
+		return -1;
+	}
+	for (int i = 0; i < count && cache->body_bytes > cache->settings.body_budget; i++) {
+		if (spare_in_use && cache_body_in_use(cache, keys[i][0], (uint32_t)keys[i][1]))
+			continue;
+		if (cache_body_delete(cache, keys[i][0], (uint32_t)keys[i][1]) < 0)
+			return -1;
+		(*evicted)++;
+	}
+	return count;
+}
+
+int cache_body_fit_budget(struct cache *cache, bool spare_in_use)
+{
+	uint64_t before = cache->body_bytes;
+	unsigned int evicted = 0;
+	unsigned int last = 0;
+	int count = CACHE_EVICT_STEP + CACHE_RECENT_READS;
+
+	/* A step that looked at fewer rows than it asked for saw them all;
+	   one that dropped none will drop none the next time either. */
+	while (cache->body_bytes > cache->settings.body_budget && count == CACHE_EVICT_STEP + CACHE_RECENT_READS) {
+		last = evicted;
+		count = cache_body_evict_step(cache, spare_in_use, &evicted);
+		if (evicted == last)
+			break;
+	}
+	if (evicted > 0)
+		log_debug("cache %s: evicted %u whole messages (%" PRIu64 " bytes), least recently used, to stay "
+			  "within body_budget (%" PRIu64 " bytes)", cache->label, evicted, before - cache->body_bytes,
+			  cache->settings.body_budget);
+	if (count < 0)
+		return -1;
+	return cache->body_bytes > cache->settings.body_budget ? 1 : 0;
+}
+
 /* Adds the incomplete body row (and the message's row, so that
-   cache_lookup finds it). 1 when added, 0 when a body is there, -1. */
+   cache_lookup finds it), counting size in body_bytes, and evicts what
+   the budget then needs, all or nothing. 1 when added, 0 when a body is
+   there, 2 when no room could be made, -1. */
 static int cache_body_insert(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
 {
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_INSERT);
 	bool added = false;
+	int fits = 0;
 	int result;
 
 	if (cache_op_begin(cache) < 0)
 		return -1;
 	cache_bind_key(stmt, mailbox_id, uid);
 	sqlite3_bind_int64(stmt, 3, (int64_t)size);
-	sqlite3_bind_int64(stmt, 4, (int64_t)time(NULL));
+	sqlite3_bind_int64(stmt, 4, cache_wall_now(cache));
 	result = cache_run(cache, stmt, "starting a body");
 	if (result == 0 && sqlite3_changes(cache->db) == 1) {
 		added = true;
+		cache->body_bytes += size;
 		stmt = cache_stmt(cache, CACHE_STMT_MESSAGE_ENSURE);
 		cache_bind_key(stmt, mailbox_id, uid);
 		result = cache_run(cache, stmt, "starting a body");
 	}
-	if (cache_op_end(cache, result) < 0)
-		return -1;
+	if (result == 0 && added)
+		fits = cache_body_fit_budget(cache, true);
+	if (cache_op_end(cache, fits == 0 ? result : -1) < 0) {
+		if (added)
+			cache_body_bytes_reload(cache); /* the evictions and the new row were undone */
+		return fits > 0 ? 2 : -1;
+	}
 	return added ? 1 : 0;
 }
 
@@ -129,12 +221,13 @@ struct cache_body_writer *cache_body_begin(struct cache *cache, int64_t mailbox_
 	}
 	writer = calloc(1, sizeof(*writer) + buffer);
 	added = writer != NULL ? cache_body_insert(cache, mailbox_id, uid, size) : -1;
-	if (added <= 0) {
+	if (added != 1) {
 		if (writer == NULL)
 			log_error("cache %s: out of memory starting a body", cache->label);
 		free(writer);
 		if (refusal_r != NULL)
-			*refusal_r = added == 0 ? CACHE_BODY_REFUSED_PRESENT : CACHE_BODY_REFUSED_ERROR;
+			*refusal_r = added == 0 ? CACHE_BODY_REFUSED_PRESENT
+				     : added == 2 ? CACHE_BODY_REFUSED_BUDGET : CACHE_BODY_REFUSED_ERROR;
 		return NULL;
 	}
 	writer->cache = cache;
@@ -144,7 +237,6 @@ struct cache_body_writer *cache_body_begin(struct cache *cache, int64_t mailbox_
 	writer->next = cache->writers;
 	cache->writers = writer;
 	cache->refcount++;
-	cache->body_bytes += size;
 	return writer;
 }
 
@@ -161,6 +253,7 @@ static int cache_body_put_chunk(struct cache_body_writer *writer, const void *da
 	cache_bind_key(stmt, writer->mailbox_id, writer->uid);
 	sqlite3_bind_int64(stmt, 3, writer->next_chunk);
 	cache_bind_value(stmt, 4, data, size);
+	cache_bind_checksum(stmt, 5, data, size);
 	if (cache_run(cache, stmt, "storing a piece of a body") < 0) {
 		writer->failed = true;
 		return -1;
@@ -342,7 +435,7 @@ int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint6
 }
 
 /* Appends the pieces first..last of a body of size bytes, cut to
-   [offset, end), to out. 1 when done, 0 when a piece is missing or of the
+   [offset, end), to out (NULL: only checks them). 1 when done, 0 when a piece is missing or of the
    wrong length (damaged), -1 when SQLite failed (*rc_r) or memory ran out. */
 static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
 				  uint64_t offset, uint64_t end, struct evbuffer *out, int *rc_r)
@@ -365,11 +458,12 @@ static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint3
 		uint64_t to = end < start + length ? end - start : length;
 
 		if (sqlite3_column_int64(stmt, 0) != expected || (uint64_t)sqlite3_column_bytes(stmt, 1) != length ||
-		    data == NULL) {
+		    data == NULL || sqlite3_column_type(stmt, 2) != SQLITE_INTEGER ||
+		    sqlite3_column_int64(stmt, 2) != cache_checksum_column(data, (size_t)length)) {
 			result = 0;
 			break;
 		}
-		if (evbuffer_add(out, data + from, (size_t)(to - from)) < 0) {
+		if (out != NULL && evbuffer_add(out, data + from, (size_t)(to - from)) < 0) {
 			result = -1;
 			break;
 		}
@@ -383,10 +477,24 @@ static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint3
 	return result == 1 && expected != last + 1 ? 0 : result;
 }
 
-/* Deletes a body found damaged, so that it is fetched and stored anew. */
-static void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
 {
-	log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged; counted as missing", cache->label, uid);
+	int rc = SQLITE_OK;
+	int result = size > 0 ? cache_body_read_chunks(cache, mailbox_id, uid, size, 0, size, NULL, &rc) : 1;
+
+	if (result < 0 && rc != SQLITE_OK) {
+		cache_fail(cache, rc, "checking a body");
+		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+	}
+	if (result == 0)
+		log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged (a piece missing, short, or failing "
+			    "its checksum); counted as missing, fetched afresh and dropped", cache->label, uid);
+	return result;
+}
+
+/* Deletes a body found damaged, so that it is fetched and stored anew. */
+void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
 	if (cache_write_allowed(cache))
 		cache_body_delete(cache, mailbox_id, uid);
 }
@@ -395,7 +503,7 @@ static void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uin
    at most once a second per body. */
 static void cache_body_touch(struct cache *cache, int64_t mailbox_id, uint32_t uid, int64_t last_used)
 {
-	int64_t now = (int64_t)time(NULL);
+	int64_t now = cache_wall_now(cache);
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_TOUCH);
 
 	if (now == last_used || !cache_write_allowed(cache))
@@ -435,10 +543,13 @@ int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint6
 			return -1;
 		}
 		if (read == 0) {
+			log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged (a piece missing, short, or "
+				    "failing its checksum); counted as missing, fetched afresh and dropped", cache->label, uid);
 			cache_body_drop_damaged(cache, mailbox_id, uid);
 			return 0;
 		}
 	}
+	cache_body_note_read(cache, mailbox_id, uid);
 	cache_body_touch(cache, mailbox_id, uid, last_used);
 	return 1;
 }

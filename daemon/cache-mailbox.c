@@ -91,6 +91,7 @@ int cache_mailbox_open(struct cache *cache, const char *name, uint32_t uidvalidi
 
 	if (reset_r != NULL)
 		*reset_r = false;
+	cache_pending_flush(cache); /* held rows land before a reset drops them */
 	if (uidvalidity == 0) {
 		log_warning("cache %s: mailbox %s: UIDVALIDITY 0 is not valid; not caching it", cache->label, name);
 		return -1;
@@ -143,9 +144,11 @@ int cache_mailbox_set_state(struct cache *cache, int64_t mailbox_id, uint32_t ui
 int cache_mailbox_delete(struct cache *cache, const char *name)
 {
 	struct cache_mailbox stored;
-	int found = cache_mailbox_get(cache, name, &stored);
+	int found;
 	int result;
 
+	cache_pending_flush(cache);
+	found = cache_mailbox_get(cache, name, &stored);
 	if (found <= 0)
 		return found;
 	if (!cache_write_allowed(cache) || cache_op_begin(cache) < 0)
@@ -372,6 +375,7 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 
 	if (count == 0)
 		return 0;
+	cache_pending_flush(cache);
 	if (!cache_write_allowed(cache))
 		return -1;
 	sorted = malloc(count * sizeof(*sorted));

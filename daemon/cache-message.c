@@ -2,9 +2,11 @@
 /* cache-message: a stored message's items and flags, written one value at a time and read by UID. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <assert.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -12,6 +14,8 @@
 #include <strings.h>
 
 #define CACHE_LOOKUP_DENSE_FACTOR 4 /* a UID list covering at least 1/4 of its span is read as one range */
+
+static const struct timeval cache_pending_delay = { 0, CACHE_PENDING_DELAY_MS * 1000 };
 
 /* What an empty stored value points at: a value is never NULL. */
 static const unsigned char cache_empty_value[1];
@@ -32,12 +36,146 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 	sqlite3_stmt *stmt;
 
 	assert(item <= CACHE_ITEM_HEADER);
+	cache_pending_flush(cache);
 	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
 		return -1;
 	stmt = cache_stmt(cache, CACHE_STMT_STORE_INTERNALDATE + item);
 	cache_bind_key(stmt, mailbox_id, uid);
 	cache_bind_value(stmt, 3, data, size);
+	cache_bind_checksum(stmt, 4, data, size);
 	return cache_run(cache, stmt, "storing a message item");
+}
+
+/* Writes one row of cache_store_fetched now. */
+static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t uid,
+			       const struct cache_fetched *fetched)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_STORE_FETCHED);
+	bool values = fetched->has_size;
+	int result = 0;
+
+	for (unsigned int item = 0; item < CACHE_SUMMED_ITEMS; item++) {
+		const struct cache_value *value = &fetched->values[item];
+
+		cache_bind_value(stmt, 3 + (int)item, value->data, value->size);
+		cache_bind_checksum(stmt, 4 + CACHE_SUMMED_ITEMS + (int)item, value->data, value->size);
+		values |= value->data != NULL;
+	}
+	if (fetched->has_size)
+		sqlite3_bind_int64(stmt, 3 + CACHE_SUMMED_ITEMS, (int64_t)fetched->size);
+	cache_bind_key(stmt, mailbox_id, uid);
+	if (values && cache_write_allowed(cache)) {
+		result = cache_run(cache, stmt, "storing a message's items");
+	} else {
+		sqlite3_clear_bindings(stmt);
+		result = values ? -1 : 0;
+	}
+	if (result == 0 && fetched->flags != NULL)
+		result = cache_store_flags(cache, mailbox_id, uid, fetched->flags, fetched->modseq);
+	return result;
+}
+
+/* A copy of fetched in one allocation, for the queue. */
+static struct cache_pending *cache_pending_new(int64_t mailbox_id, uint32_t uid, const struct cache_fetched *fetched,
+					       size_t *size_r)
+{
+	size_t size = sizeof(struct cache_pending) + (fetched->flags != NULL ? strlen(fetched->flags) + 1 : 0);
+	struct cache_pending *pending;
+	unsigned char *p;
+
+	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++)
+		size += fetched->values[item].size;
+	pending = malloc(size);
+	if (pending == NULL)
+		return NULL;
+	pending->next = NULL;
+	pending->mailbox_id = mailbox_id;
+	pending->uid = uid;
+	pending->fetched = *fetched;
+	p = pending->data;
+	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++) {
+		const struct cache_value *value = &fetched->values[item];
+
+		if (value->data == NULL)
+			continue;
+		pending->fetched.values[item].data = value->size > 0 ? memcpy(p, value->data, value->size)
+								     : (unsigned char *)cache_empty_value;
+		p += value->size;
+	}
+	if (fetched->flags != NULL)
+		pending->fetched.flags = strcpy((char *)p, fetched->flags);
+	*size_r = size;
+	return pending;
+}
+
+int cache_store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, const struct cache_fetched *fetched)
+{
+	struct cache_pending *pending;
+	size_t size;
+
+	if ((fetched->has_size && fetched->size > INT64_MAX) || fetched->modseq > INT64_MAX) {
+		log_warning("cache %s: RFC822.SIZE or MODSEQ out of range; not stored", cache->label);
+		return -1;
+	}
+	if (!cache_message_key_valid(cache, uid) || cache_writes_off(cache))
+		return -1;
+	if (cache->pending_timer == NULL)
+		return cache_fetched_write(cache, mailbox_id, uid, fetched);
+	pending = cache_pending_new(mailbox_id, uid, fetched, &size);
+	if (pending == NULL) {
+		log_error("cache %s: out of memory holding a message's items", cache->label);
+		return -1;
+	}
+	*cache->pending_tail = pending;
+	cache->pending_tail = &pending->next;
+	cache->pending_bytes += size;
+	if (cache->pending_bytes >= CACHE_PENDING_MAX)
+		cache_pending_flush(cache);
+	else if (!evtimer_pending(cache->pending_timer, NULL))
+		evtimer_add(cache->pending_timer, &cache_pending_delay);
+	return 0;
+}
+
+/* Unlinks and returns the oldest held row, or NULL. */
+static struct cache_pending *cache_pending_take(struct cache *cache)
+{
+	struct cache_pending *pending = cache->pending;
+
+	if (pending == NULL)
+		return NULL;
+	cache->pending = pending->next;
+	if (cache->pending == NULL) {
+		cache->pending_tail = &cache->pending;
+		cache->pending_bytes = 0;
+	}
+	return pending;
+}
+
+void cache_pending_flush(struct cache *cache)
+{
+	struct cache_pending *pending;
+
+	if (cache->pending == NULL || cache->pending_flushing)
+		return;
+	cache->pending_flushing = true;
+	evtimer_del(cache->pending_timer);
+	cache_batch_begin(cache);
+	while ((pending = cache_pending_take(cache)) != NULL) {
+		(void)cache_fetched_write(cache, pending->mailbox_id, pending->uid, &pending->fetched);
+		free(pending);
+	}
+	(void)cache_batch_end(cache);
+	cache->pending_flushing = false;
+}
+
+void cache_pending_drop(struct cache *cache)
+{
+	struct cache_pending *pending;
+
+	while ((pending = cache_pending_take(cache)) != NULL)
+		free(pending);
+	if (cache->pending_timer != NULL)
+		evtimer_del(cache->pending_timer);
 }
 
 /* Stores one number column (CACHE_STMT_STORE_SIZE or _AGREES). */
@@ -46,6 +184,7 @@ static int cache_store_number(struct cache *cache, enum cache_stmt which, int64_
 {
 	sqlite3_stmt *stmt;
 
+	cache_pending_flush(cache);
 	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
 		return -1;
 	stmt = cache_stmt(cache, which);
@@ -100,6 +239,7 @@ int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, con
 	sqlite3_stmt *stmt;
 	int result;
 
+	cache_pending_flush(cache); /* held flags are older than these */
 	if (modseq > INT64_MAX) {
 		log_warning("cache %s: MODSEQ %" PRIu64 " is out of range; not stored", cache->label, modseq);
 		return -1;
@@ -122,23 +262,78 @@ int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, con
 	return result;
 }
 
-/* Fills message from the current row of a lookup statement; values point
-   into SQLite's memory. */
-static void cache_message_fill(sqlite3_stmt *stmt, struct cache_message *message)
+/* Whether value (of item, in the current row of a lookup statement)
+   matches its stored checksum; a value without one is not vouched for. */
+static bool cache_value_sound(sqlite3_stmt *stmt, unsigned int item, const struct cache_value *value)
 {
+	int column = CACHE_COLUMN_SUMS + (int)item;
+
+	if (item >= CACHE_SUMMED_ITEMS)
+		return true;
+	return sqlite3_column_type(stmt, column) == SQLITE_INTEGER &&
+	       sqlite3_column_int64(stmt, column) == cache_checksum_column(value->data, value->size);
+}
+
+/* Notes that values (CACHE_HAS() of each) of uid failed their checksum:
+   logged now, dropped by cache_damaged_drop once the lookup is done. */
+static void cache_damaged_note(struct cache *cache, int64_t mailbox_id, uint32_t uid, unsigned int items)
+{
+	if ((items & ~CACHE_HAS(CACHE_ITEM_MESSAGE)) != 0)
+		log_warning("cache %s: a stored value of UID %" PRIu32 " (items 0x%x) fails its checksum; "
+			    "counted as missing, fetched afresh and dropped", cache->label, uid,
+			    items & ~CACHE_HAS(CACHE_ITEM_MESSAGE));
+	if (cache->damaged_count < CACHE_DAMAGED_MAX)
+		cache->damaged[cache->damaged_count++] = (struct cache_damaged){ mailbox_id, uid, items };
+}
+
+/* Drops the values cache_damaged_note noted, so that the next fill
+   stores them anew. */
+static void cache_damaged_drop(struct cache *cache)
+{
+	size_t count = cache->damaged_count;
+
+	cache->damaged_count = 0;
+	for (size_t i = 0; i < count && cache_write_allowed(cache); i++) {
+		const struct cache_damaged *damaged = &cache->damaged[i];
+
+		if (damaged->items & CACHE_HAS(CACHE_ITEM_MESSAGE))
+			cache_body_drop_damaged(cache, damaged->mailbox_id, damaged->uid);
+		for (unsigned int item = 0; item < CACHE_SUMMED_ITEMS; item++) {
+			if (damaged->items & CACHE_HAS(item))
+				(void)cache_store_item(cache, damaged->mailbox_id, damaged->uid, (enum cache_item)item,
+						       NULL, 0);
+		}
+	}
+}
+
+/* Fills message from the current row of a lookup statement; values point
+   into SQLite's memory. A value that fails its checksum is absent (and
+   noted for cache_damaged_drop). */
+static void cache_message_fill(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, bool verify_body,
+			       struct cache_message *message)
+{
+	unsigned int damaged = 0;
+
 	memset(message, 0, sizeof(*message));
 	message->uid = (uint32_t)sqlite3_column_int64(stmt, CACHE_COLUMN_UID);
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
 		int column = CACHE_COLUMN_VALUES + (int)item;
+		struct cache_value *value = &message->values[item];
 		const void *data;
 
 		if (sqlite3_column_type(stmt, column) == SQLITE_NULL)
 			continue;
 		data = sqlite3_column_blob(stmt, column);
-		message->values[item].size = (size_t)sqlite3_column_bytes(stmt, column);
-		message->values[item].data = (unsigned char *)(data != NULL ? data : cache_empty_value);
+		value->size = (size_t)sqlite3_column_bytes(stmt, column);
+		value->data = (unsigned char *)(data != NULL ? data : cache_empty_value);
+		if (!cache_value_sound(stmt, item, value)) {
+			*value = (struct cache_value){ NULL, 0 };
+			damaged |= CACHE_HAS(item);
+			continue;
+		}
 		message->present |= CACHE_HAS(item);
 	}
+
 	if (sqlite3_column_type(stmt, CACHE_COLUMN_SIZE) == SQLITE_INTEGER &&
 	    sqlite3_column_int64(stmt, CACHE_COLUMN_SIZE) >= 0) {
 		message->size = (uint64_t)sqlite3_column_int64(stmt, CACHE_COLUMN_SIZE);
@@ -155,8 +350,13 @@ static void cache_message_fill(sqlite3_stmt *stmt, struct cache_message *message
 	}
 	if (sqlite3_column_type(stmt, CACHE_COLUMN_BODY_SIZE) == SQLITE_INTEGER) {
 		message->message_size = (uint64_t)sqlite3_column_int64(stmt, CACHE_COLUMN_BODY_SIZE);
-		message->present |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+		if (!verify_body || cache_body_verify(cache, mailbox_id, message->uid, message->message_size) == 1)
+			message->present |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+		else
+			damaged |= CACHE_HAS(CACHE_ITEM_MESSAGE);
 	}
+	if (damaged != 0)
+		cache_damaged_note(cache, mailbox_id, message->uid, damaged);
 }
 
 /* Copies message's values into memory of its own (each with a NUL after it). */
@@ -189,17 +389,19 @@ int cache_lookup(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct c
 	int rc;
 	int result = 0;
 
+	cache_pending_flush(cache);
 	memset(message_r, 0, sizeof(*message_r));
 	cache_bind_key(stmt, mailbox_id, uid);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
-		cache_message_fill(stmt, message_r);
+		cache_message_fill(cache, mailbox_id, stmt, true, message_r);
 		result = cache_message_copy(message_r) ? 1 : -1;
 		if (result < 0)
 			log_error("cache %s: out of memory reading a message", cache->label);
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
+	cache_damaged_drop(cache);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
 		cache_fail(cache, rc, "reading a message");
 		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
@@ -216,9 +418,10 @@ void cache_message_clear(struct cache_message *message)
 
 /* Steps a lookup statement to its end, calling back for the rows whose UID
    is in uids[*next..count), which advances. Returns the SQLite code. */
-static int cache_lookup_rows(sqlite3_stmt *stmt, const uint32_t *uids, size_t count, size_t *next,
-			     cache_lookup_fn *callback, void *context, long *calls)
+static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, const uint32_t *uids,
+			     size_t count, size_t *next, cache_lookup_fn *callback, void *context, long *calls)
 {
+	bool verify_bodies = count <= CACHE_VERIFY_BODIES_MAX;
 	struct cache_message message;
 	int rc;
 
@@ -228,7 +431,7 @@ static int cache_lookup_rows(sqlite3_stmt *stmt, const uint32_t *uids, size_t co
 		while (*next < count && uids[*next] < uid)
 			(*next)++;
 		if (*next < count && uids[*next] == uid) {
-			cache_message_fill(stmt, &message);
+			cache_message_fill(cache, mailbox_id, stmt, verify_bodies, &message);
 			callback(&message, context);
 			(*calls)++;
 			(*next)++;
@@ -248,19 +451,21 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 
 	for (size_t i = 1; i < count; i++)
 		assert(uids[i] > uids[i - 1]);
+	cache_pending_flush(cache);
 	if (dense) {
 		cache_bind_key(stmt, mailbox_id, uids[0]);
 		sqlite3_bind_int64(stmt, 3, uids[count - 1]);
-		rc = cache_lookup_rows(stmt, uids, count, &next, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, callback, context, &calls);
 		sqlite3_reset(stmt);
 	}
 	for (size_t i = 0; !dense && i < count && rc == SQLITE_DONE; i++) {
 		next = i;
 		cache_bind_key(stmt, mailbox_id, uids[i]);
-		rc = cache_lookup_rows(stmt, uids, count, &next, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, callback, context, &calls);
 		sqlite3_reset(stmt);
 	}
 	sqlite3_clear_bindings(stmt);
+	cache_damaged_drop(cache);
 	if (rc == SQLITE_DONE)
 		return calls;
 	cache_fail(cache, rc, "reading messages");
@@ -275,6 +480,7 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 	long calls = 0;
 	int rc;
 
+	cache_pending_flush(cache); /* held rows count as stored */
 	cache_bind_key(stmt, mailbox_id, first);
 	sqlite3_bind_int64(stmt, 3, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {

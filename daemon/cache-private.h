@@ -16,7 +16,8 @@
 /* What cache_lookup and cache_lookup_many select of a message. */
 #define CACHE_MESSAGE_COLUMNS \
 	"m.uid, m.internaldate, m.envelope, m.bodystructure, m.body_item, m.header, m.flags, " \
-	"m.size, m.modseq, m.structure_agrees, b.size"
+	"m.size, m.modseq, m.structure_agrees, b.size, " \
+	"m.internaldate_sum, m.envelope_sum, m.bodystructure_sum, m.body_item_sum, m.header_sum"
 
 /* The columns CACHE_MESSAGE_COLUMNS selects, in order. */
 enum cache_column {
@@ -26,7 +27,9 @@ enum cache_column {
 	CACHE_COLUMN_MODSEQ,
 	CACHE_COLUMN_STRUCTURE_AGREES,
 	CACHE_COLUMN_BODY_SIZE,
+	CACHE_COLUMN_SUMS,   /* the checksums of INTERNALDATE .. HEADER (cache-checksum.h) */
 };
+#define CACHE_SUMMED_ITEMS (CACHE_ITEM_HEADER + 1) /* the values that carry a checksum; FLAGS does not */
 
 /* The prepared statements of a store; their SQL is in cache.c. */
 enum cache_stmt {
@@ -51,6 +54,7 @@ enum cache_stmt {
 	CACHE_STMT_STORE_FLAGS,
 	CACHE_STMT_STORE_SIZE,
 	CACHE_STMT_STORE_AGREES,
+	CACHE_STMT_STORE_FETCHED,
 	CACHE_STMT_MESSAGE_ENSURE,
 	CACHE_STMT_MESSAGE_DELETE,
 	CACHE_STMT_LOOKUP_ONE,
@@ -63,6 +67,7 @@ enum cache_stmt {
 	CACHE_STMT_BODY_GET,
 	CACHE_STMT_BODY_TOUCH,
 	CACHE_STMT_BODY_TOTAL,
+	CACHE_STMT_BODY_LRU,
 	CACHE_STMT_CHUNK_INSERT,
 	CACHE_STMT_CHUNK_STATS,
 	CACHE_STMT_CHUNK_READ,
@@ -70,6 +75,36 @@ enum cache_stmt {
 };
 
 /* ---- state ---- */
+
+/* A row write of cache_store_fetched, held until cache_pending_flush. */
+struct cache_pending {
+	struct cache_pending *next;
+	int64_t mailbox_id;
+	uint32_t uid;
+	struct cache_fetched fetched;  /* its values and flags point into data */
+	unsigned char data[];
+};
+
+#define CACHE_DAMAGED_MAX 64 /* damaged values dropped after one lookup; more are dropped when read again */
+#define CACHE_VERIFY_BODIES_MAX 16 /* a lookup of at most this many checks their bodies whole (a client reading
+				      a few messages); a larger one leaves it to the read, which may then fail mid-answer */
+
+/* Values found damaged during a lookup, dropped once its statement is done. */
+struct cache_damaged {
+	int64_t mailbox_id;
+	uint32_t uid;
+	unsigned int items;            /* CACHE_HAS() of each; CACHE_ITEM_MESSAGE: the body */
+};
+
+#define CACHE_RECENT_READS 64 /* body reads remembered: more bodies than a session's answer reads at once */
+
+/* A body read at a moment (cache_wall_now): eviction spares it for
+   CACHE_EVICT_IN_USE_SECONDS, as it may be mid-answer. */
+struct cache_body_use {
+	int64_t mailbox_id;
+	uint32_t uid;
+	int64_t at;
+};
 
 #define CACHE_WAL_FILES 2 /* the -wal and -shm files SQLite keeps beside a store in WAL mode */
 
@@ -92,7 +127,8 @@ struct cache {
 	sqlite3_stmt *stmts[CACHE_STMT_COUNT];
 
 	unsigned int batch_depth;
-	bool batch_in_transaction;     /* the outermost begin started one */
+	bool batch_started;            /* its first write tried to begin the transaction */
+	bool batch_in_transaction;     /* and did */
 	bool batch_doomed;             /* a level rolled back, or the transaction was lost */
 
 	bool writes_off;
@@ -102,7 +138,19 @@ struct cache {
 
 	struct cache_file_id wal_files[CACHE_WAL_FILES]; /* this store's -wal and -shm, as opened */
 
+	struct cache_pending *pending; /* held row writes, oldest first */
+	struct cache_pending **pending_tail;
+	size_t pending_bytes;
+	bool pending_flushing;
+	struct event *pending_timer;   /* settings.base's; NULL: nothing is held */
+
+	struct cache_damaged damaged[CACHE_DAMAGED_MAX];
+	size_t damaged_count;
+
 	uint64_t body_bytes;           /* == SUM(bodies.size) */
+	struct cache_body_use recent_reads[CACHE_RECENT_READS]; /* the latest body reads, a ring */
+	unsigned int recent_reads_next;
+	bool vacuum_due;               /* pages were freed since the last look at the free list */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */
 };
 
@@ -131,6 +179,9 @@ int cache_run_integer(struct cache *cache, sqlite3_stmt *stmt, const char *what,
 void cache_bind_value(sqlite3_stmt *stmt, int index, const void *data, size_t size);
 /* Binds ?1 to mailbox_id and ?2 to uid, the key of every message table. */
 void cache_bind_key(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid);
+/* Binds the checksum of size bytes at data (cache-checksum.h); NULL for
+   NULL data. */
+void cache_bind_checksum(sqlite3_stmt *stmt, int index, const void *data, size_t size);
 /* Binds a number that 0 means "not known" for: NULL. */
 void cache_bind_known(sqlite3_stmt *stmt, int index, uint64_t value);
 /* Starts a savepoint around the statements of one call, so that each call
@@ -145,9 +196,26 @@ int cache_op_end(struct cache *cache, int result);
 
 /* Whether uid may key a message (nonzero); logs when not. */
 bool cache_message_key_valid(struct cache *cache, uint32_t uid);
+/* Writes every held row (in one batch of its own, or in the batch open
+   now). Every call that reads messages or changes them otherwise calls
+   it first; a call made while it runs does nothing. */
+void cache_pending_flush(struct cache *cache);
+/* Drops every held row unwritten (writes are off). */
+void cache_pending_drop(struct cache *cache);
 
 /* ---- cache-body.c: the accounting of whole messages ---- */
 
+/* Seconds since the epoch (settings.wall_now, else time()). */
+int64_t cache_wall_now(const struct cache *cache);
+/* Evicts least recently used complete bodies until body_bytes is at most
+   the budget; spare_in_use spares those used in the last
+   CACHE_EVICT_IN_USE_SECONDS. Returns 0 when it is, 1 when not enough
+   could go, -1 on error. Runs inside the caller's savepoint or batch. */
+int cache_body_fit_budget(struct cache *cache, bool spare_in_use);
+/* Returns free pages to the file system past CACHE_FREE_MAX bytes of
+   them, when bodies or rows were dropped since the last look. Outside a
+   transaction only. */
+void cache_vacuum_maybe(struct cache *cache);
 /* Sets body_bytes from the store, after a rollback undid some of its changes. */
 void cache_body_bytes_reload(struct cache *cache);
 /* Takes size (a dropped body's, or a mailbox's bodies') off body_bytes. */
@@ -155,5 +223,12 @@ void cache_body_bytes_sub(struct cache *cache, int64_t size);
 /* Drops uid's body, complete or not (its pieces go with it), off
    body_bytes too. Returns 0 (also when there was none), or -1. */
 int cache_body_delete(struct cache *cache, int64_t mailbox_id, uint32_t uid);
+/* Reads every piece of uid's complete body of size bytes and checks its
+   length and checksum. Returns 1 when sound, 0 when damaged (logged;
+   drop it with cache_body_drop_damaged once no statement is running),
+   -1 on error. */
+int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size);
+/* Drops a body found damaged (when writes are allowed). */
+void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 
 #endif

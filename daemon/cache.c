@@ -2,10 +2,12 @@
 /* cache: an account's SQLite store itself: its file, schema, statements, errors and batches. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
@@ -20,6 +22,13 @@
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
 #define CACHE_WAL_LIMIT "16777216" /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
+#define CACHE_WAL_CHECKPOINT_PAGES "256" /* 4 MiB of CACHE_PAGE_SIZE pages: the WAL SQLite's default keeps of 4 KiB ones */
+#define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
+#define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
+#define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
+/* Take effect on a new store, or at a VACUUM (cache_layout_upgrade). */
+#define CACHE_LAYOUT_PRAGMAS "PRAGMA page_size = " CACHE_PAGE_SIZE_TEXT "; PRAGMA auto_vacuum = INCREMENTAL; "
+#define CACHE_FREE_MAX (8 << 20) /* bytes of free pages kept for new bodies; past it the file shrinks */
 #define CACHE_ASIDE_TRIES 99 /* stores moved aside within one second; more is a loop, not bad luck */
 
 /* ---- statements ---- */
@@ -29,6 +38,13 @@
 #define CACHE_STORE_VALUE(column) \
 	"INSERT INTO messages(mailbox_id, uid, " column ") VALUES(?1, ?2, ?3) " \
 	"ON CONFLICT(mailbox_id, uid) DO UPDATE SET " column " = excluded." column
+#define CACHE_STORE_SUMMED(column) \
+	"INSERT INTO messages(mailbox_id, uid, " column ", " column "_sum) VALUES(?1, ?2, ?3, ?4) " \
+	"ON CONFLICT(mailbox_id, uid) DO UPDATE SET " column " = excluded." column ", " \
+	column "_sum = excluded." column "_sum"
+#define CACHE_KEEP_SUMMED(column) \
+	column " = coalesce(excluded." column ", " column "), " \
+	column "_sum = iif(excluded." column " IS NULL, " column "_sum, excluded." column "_sum)"
 
 /* The SQL of each enum cache_stmt (cache-private.h). */
 static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
@@ -46,16 +62,23 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_MAILBOX_SET_STATE] = "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_SET_UIDS] = "UPDATE mailboxes SET uids = ?2 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_GET_UIDS] = "SELECT uids FROM mailboxes WHERE id = ?1",
-	[CACHE_STMT_STORE_INTERNALDATE] = CACHE_STORE_VALUE("internaldate"),
-	[CACHE_STMT_STORE_ENVELOPE] = CACHE_STORE_VALUE("envelope"),
-	[CACHE_STMT_STORE_BODYSTRUCTURE] = CACHE_STORE_VALUE("bodystructure"),
-	[CACHE_STMT_STORE_BODY] = CACHE_STORE_VALUE("body_item"),
-	[CACHE_STMT_STORE_HEADER] = CACHE_STORE_VALUE("header"),
+	[CACHE_STMT_STORE_INTERNALDATE] = CACHE_STORE_SUMMED("internaldate"),
+	[CACHE_STMT_STORE_ENVELOPE] = CACHE_STORE_SUMMED("envelope"),
+	[CACHE_STMT_STORE_BODYSTRUCTURE] = CACHE_STORE_SUMMED("bodystructure"),
+	[CACHE_STMT_STORE_BODY] = CACHE_STORE_SUMMED("body_item"),
+	[CACHE_STMT_STORE_HEADER] = CACHE_STORE_SUMMED("header"),
 	[CACHE_STMT_STORE_FLAGS] =
 		"INSERT INTO messages(mailbox_id, uid, flags, modseq) VALUES(?1, ?2, ?3, ?4) "
 		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = excluded.modseq",
 	[CACHE_STMT_STORE_SIZE] = CACHE_STORE_VALUE("size"),
 	[CACHE_STMT_STORE_AGREES] = CACHE_STORE_VALUE("structure_agrees"),
+	[CACHE_STMT_STORE_FETCHED] =
+		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size, "
+		"internaldate_sum, envelope_sum, bodystructure_sum, body_item_sum, header_sum) "
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(mailbox_id, uid) DO UPDATE SET "
+		CACHE_KEEP_SUMMED("internaldate") ", " CACHE_KEEP_SUMMED("envelope") ", "
+		CACHE_KEEP_SUMMED("bodystructure") ", " CACHE_KEEP_SUMMED("body_item") ", "
+		CACHE_KEEP_SUMMED("header") ", size = coalesce(excluded.size, size)",
 	[CACHE_STMT_MESSAGE_ENSURE] =
 		"INSERT INTO messages(mailbox_id, uid) VALUES(?1, ?2) ON CONFLICT(mailbox_id, uid) DO NOTHING",
 	[CACHE_STMT_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",
@@ -80,11 +103,14 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT size, last_used FROM bodies WHERE mailbox_id = ?1 AND uid = ?2 AND complete = 1",
 	[CACHE_STMT_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_BODY_TOTAL] = "SELECT coalesce(sum(size), 0) FROM bodies",
-	[CACHE_STMT_CHUNK_INSERT] = "INSERT INTO body_chunks(mailbox_id, uid, chunk, data) VALUES(?1, ?2, ?3, ?4)",
+	[CACHE_STMT_BODY_LRU] =
+		"SELECT mailbox_id, uid FROM bodies WHERE complete = 1 ORDER BY last_used, mailbox_id, uid LIMIT ?1",
+	[CACHE_STMT_CHUNK_INSERT] =
+		"INSERT INTO body_chunks(mailbox_id, uid, chunk, data, sum) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[CACHE_STMT_CHUNK_STATS] =
 		"SELECT count(*), coalesce(sum(length(data)), 0) FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_CHUNK_READ] =
-		"SELECT chunk, data FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2 AND chunk BETWEEN ?3 AND ?4 "
+		"SELECT chunk, data, sum FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2 AND chunk BETWEEN ?3 AND ?4 "
 		"ORDER BY chunk",
 };
 
@@ -115,6 +141,18 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	"CREATE TABLE body_chunks(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, chunk INTEGER NOT NULL,"
 	" data BLOB NOT NULL, PRIMARY KEY(mailbox_id, uid, chunk),"
 	" FOREIGN KEY(mailbox_id, uid) REFERENCES bodies(mailbox_id, uid) ON DELETE CASCADE);",
+	/* 2: a checksum per stored value (cache-checksum.h), for the values
+	   of a store made before it as they are now. */
+	"ALTER TABLE messages ADD COLUMN internaldate_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN envelope_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN bodystructure_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN body_item_sum INTEGER;"
+	"ALTER TABLE messages ADD COLUMN header_sum INTEGER;"
+	"UPDATE messages SET internaldate_sum = imapcached_checksum(internaldate),"
+	" envelope_sum = imapcached_checksum(envelope), bodystructure_sum = imapcached_checksum(bodystructure),"
+	" body_item_sum = imapcached_checksum(body_item), header_sum = imapcached_checksum(header);"
+	"ALTER TABLE body_chunks ADD COLUMN sum INTEGER;"
+	"UPDATE body_chunks SET sum = imapcached_checksum(data);",
 };
 
 enum cache_open_result {
@@ -123,6 +161,9 @@ enum cache_open_result {
 	CACHE_OPEN_READ_ONLY,          /* can't be written: open it for reading */
 	CACHE_OPEN_FAILED,
 };
+
+static int cache_exec(struct cache *cache, const char *sql);
+static int cache_query_integer(struct cache *cache, const char *sql, int64_t *value_r);
 
 /* Every open store of this process, so that an account's sessions share one. */
 static struct cache *cache_registry;
@@ -147,6 +188,8 @@ static void cache_writes_stop(struct cache *cache, bool for_good, const char *wh
 			    for_good ? " until the store is opened again" : " for a while");
 	cache->writes_off = true;
 	cache->writes_off_for_good |= for_good;
+	if (!cache->pending_flushing)
+		cache_pending_drop(cache);
 	cache->writes_retry_at = cache_now(cache) + CACHE_WRITE_RETRY_SECONDS;
 }
 
@@ -197,11 +240,52 @@ bool cache_writes_off(struct cache *cache)
 	return cache->writes_off;
 }
 
+/* The first write of a batch begins its transaction: a batch that only
+   reads, or only queues, takes no lock and commits nothing. */
+static void cache_batch_start(struct cache *cache)
+{
+	cache->batch_started = true;
+	if (cache_writes_off(cache))
+		return;
+	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0)
+		cache->batch_in_transaction = true;
+}
+
 bool cache_write_allowed(struct cache *cache)
 {
+	if (cache->batch_depth > 0 && !cache->batch_started && !cache->batch_doomed)
+		cache_batch_start(cache);
 	if (cache->batch_depth > 0)
 		return cache->batch_in_transaction && !cache->batch_doomed && !cache->writes_off;
 	return !cache_writes_off(cache);
+}
+
+int64_t cache_wall_now(const struct cache *cache)
+{
+	if (cache->settings.wall_now != NULL)
+		return (int64_t)cache->settings.wall_now();
+	return (int64_t)time(NULL);
+}
+
+void cache_vacuum_maybe(struct cache *cache)
+{
+	int64_t free_pages = 0;
+	int64_t page_size = 0;
+	int64_t keep;
+	char sql[64];
+
+	if (!cache->vacuum_due || cache->writes_off || !sqlite3_get_autocommit(cache->db))
+		return;
+	cache->vacuum_due = false;
+	if (cache_query_integer(cache, "PRAGMA freelist_count", &free_pages) != SQLITE_OK ||
+	    cache_query_integer(cache, "PRAGMA page_size", &page_size) != SQLITE_OK || page_size <= 0)
+		return;
+	keep = CACHE_FREE_MAX / page_size;
+	if (free_pages <= keep)
+		return;
+	snprintf(sql, sizeof(sql), "PRAGMA incremental_vacuum(%lld)", (long long)(free_pages - keep));
+	if (cache_exec(cache, sql) != SQLITE_OK)
+		log_info("cache %s: cannot return free pages now: %s", cache->label, sqlite3_errmsg(cache->db));
 }
 
 /* ---- statement helpers ---- */
@@ -248,6 +332,14 @@ void cache_bind_value(sqlite3_stmt *stmt, int index, const void *data, size_t si
 		sqlite3_bind_blob64(stmt, index, data, size, SQLITE_STATIC);
 }
 
+void cache_bind_checksum(sqlite3_stmt *stmt, int index, const void *data, size_t size)
+{
+	if (data == NULL)
+		sqlite3_bind_null(stmt, index);
+	else
+		sqlite3_bind_int64(stmt, index, cache_checksum_column(data, size));
+}
+
 void cache_bind_key(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid)
 {
 	sqlite3_bind_int64(stmt, 1, mailbox_id);
@@ -269,8 +361,11 @@ int cache_op_begin(struct cache *cache)
 
 int cache_op_end(struct cache *cache, int result)
 {
-	if (result == 0 && cache_run(cache, cache_stmt(cache, CACHE_STMT_RELEASE), "committing a write") == 0)
+	if (result == 0 && cache_run(cache, cache_stmt(cache, CACHE_STMT_RELEASE), "committing a write") == 0) {
+		if (cache->batch_depth == 0)
+			cache_vacuum_maybe(cache);
 		return 0;
+	}
 	if (!sqlite3_get_autocommit(cache->db)) {
 		sqlite3_step(cache_stmt(cache, CACHE_STMT_ROLLBACK_TO));
 		sqlite3_reset(cache_stmt(cache, CACHE_STMT_ROLLBACK_TO));
@@ -793,7 +888,64 @@ static enum cache_open_result cache_bodies_prepare(struct cache *cache, bool rea
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "adding up the bodies of", why_r, error_r);
 	cache->body_bytes = total > 0 ? (uint64_t)total : 0;
+	if (!read_only && cache->body_bytes > cache->settings.body_budget) {
+		/* nothing of this process reads it yet: every body may go */
+		cache->batch_depth++;
+		cache->batch_started = true;
+		cache->batch_in_transaction = cache_exec(cache, "BEGIN IMMEDIATE") == SQLITE_OK;
+		rc = cache->batch_in_transaction ? SQLITE_OK : SQLITE_BUSY;
+		if (rc == SQLITE_OK && cache_body_fit_budget(cache, false) >= 0)
+			rc = cache_exec(cache, "COMMIT");
+		if (!sqlite3_get_autocommit(cache->db))
+			cache_exec(cache, "ROLLBACK");
+		cache->batch_depth--;
+		cache->batch_started = cache->batch_in_transaction = false;
+		if (rc != SQLITE_OK)
+			log_info("cache %s: cannot evict bodies down to the budget now", cache->label);
+		cache_body_bytes_reload(cache);
+		cache_vacuum_maybe(cache);
+	}
 	return CACHE_OPEN_OK;
+}
+
+/* imapcached_checksum(value): cache_checksum_column of a blob (or text),
+   NULL for NULL; for migrations that give old values their checksum. */
+static void cache_checksum_sql(sqlite3_context *context, int argc, sqlite3_value **argv)
+{
+	const void *data;
+
+	(void)argc;
+	if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+		sqlite3_result_null(context);
+		return;
+	}
+	data = sqlite3_value_blob(argv[0]);
+	sqlite3_result_int64(context, cache_checksum_column(data, (size_t)sqlite3_value_bytes(argv[0])));
+}
+
+/* Gives a store made with another page size, or without incremental
+   vacuum, ours: one VACUUM (it rewrites the file, about a second per
+   100 MB, once). When it can't be done now (another process has the
+   store open, too little disk), the store works as it is and the next
+   open tries again. */
+static void cache_layout_upgrade(struct cache *cache)
+{
+	int64_t page_size = 0;
+	int64_t auto_vacuum = 0;
+	int rc;
+
+	if (cache_query_integer(cache, "PRAGMA page_size", &page_size) != SQLITE_OK ||
+	    cache_query_integer(cache, "PRAGMA auto_vacuum", &auto_vacuum) != SQLITE_OK ||
+	    (page_size == CACHE_PAGE_SIZE && auto_vacuum == CACHE_AUTO_VACUUM_INCREMENTAL))
+		return;
+	log_info("cache %s: rewriting %s with %d-byte pages and incremental vacuum (once)", cache->label, cache->path,
+		 CACHE_PAGE_SIZE);
+	rc = cache_exec(cache, "PRAGMA journal_mode = DELETE; " CACHE_LAYOUT_PRAGMAS "VACUUM");
+	if (rc != SQLITE_OK)
+		log_info("cache %s: cannot rewrite it now (%s); it is used as it is", cache->label,
+			 sqlite3_errmsg(cache->db));
+	if (cache_exec(cache, "PRAGMA journal_mode = WAL") != SQLITE_OK)
+		log_warning("cache %s: cannot go back to WAL mode: %s", cache->label, sqlite3_errmsg(cache->db));
 }
 
 /* Opens the file with SQLite, sets it up and checks it is ours. */
@@ -816,11 +968,17 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	sqlite3_extended_result_codes(cache->db, 1);
 	sqlite3_busy_timeout(cache->db, CACHE_BUSY_TIMEOUT_MS);
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
-					 : "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; PRAGMA foreign_keys = ON");
+					 : CACHE_LAYOUT_PRAGMAS "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; "
+					   "PRAGMA wal_autocheckpoint = " CACHE_WAL_CHECKPOINT_PAGES "; PRAGMA foreign_keys = ON");
+	if (rc == SQLITE_OK)
+		rc = sqlite3_create_function(cache->db, "imapcached_checksum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+					     cache_checksum_sql, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "setting up", why_r, error_r);
 	result = cache_schema_prepare(cache, read_only, why_r, error_r);
+	if (result == CACHE_OPEN_OK && !read_only)
+		cache_layout_upgrade(cache);
 	if (result == CACHE_OPEN_OK)
 		result = cache_prepare_statements(cache, why_r, error_r);
 	if (result == CACHE_OPEN_OK)
@@ -876,6 +1034,9 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 
 static void cache_free(struct cache *cache)
 {
+	cache_pending_drop(cache);
+	if (cache->pending_timer != NULL)
+		event_free(cache->pending_timer);
 	cache_db_close(cache);
 	free(cache->path);
 	free(cache->upstream);
@@ -893,6 +1054,14 @@ static struct cache *cache_registry_find(const char *path)
 	return NULL;
 }
 
+/* The oldest held row has waited CACHE_PENDING_DELAY_MS. */
+static void cache_pending_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	(void)fd;
+	(void)what;
+	cache_pending_flush(context);
+}
+
 /* A new handle for the account, not yet open; it owns path (freed also
    when NULL is returned). */
 static struct cache *cache_new(const struct cache_settings *settings, const char *upstream, const char *user,
@@ -905,9 +1074,12 @@ static struct cache *cache_new(const struct cache_settings *settings, const char
 		return NULL;
 	}
 	cache->refcount = 1;
+	cache->pending_tail = &cache->pending;
 	cache->path = path;
 	cache->settings = *settings;
 	cache->settings.dir = NULL;
+	if (settings->base != NULL)
+		cache->pending_timer = evtimer_new(settings->base, cache_pending_timer_fired, cache);
 	cache->upstream = strdup(upstream);
 	cache->user = strdup(user);
 	if (cache->upstream == NULL || cache->user == NULL || asprintf(&cache->label, "%s on %s", user, upstream) < 0) {
@@ -952,6 +1124,12 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		cache->refcount++;
 		cache->settings.body_budget = settings->body_budget;
 		cache->settings.body_max_size = settings->body_max_size;
+		if (cache->body_bytes > cache->settings.body_budget && cache_write_allowed(cache) &&
+		    cache_op_begin(cache) == 0) {
+			/* a lowered budget holds from now on (bodies in use go at their next chance) */
+			if (cache_op_end(cache, cache_body_fit_budget(cache, true) >= 0 ? 0 : -1) < 0)
+				cache_body_bytes_reload(cache);
+		}
 		return cache;
 	}
 	cache = cache_new(settings, upstream, user, path);
@@ -979,6 +1157,7 @@ void cache_unref(struct cache **cachep)
 		return;
 	assert(cache->writers == NULL); /* each holds a reference */
 	assert(cache->batch_depth == 0); /* a batch ends in the callback that began it */
+	cache_pending_flush(cache);
 	for (struct cache **link = &cache_registry; *link != NULL; link = &(*link)->next) {
 		if (*link == cache) {
 			*link = cache->next;
@@ -998,6 +1177,7 @@ void cache_unref(struct cache **cachep)
 
 struct sqlite3 *cache_sqlite_handle(struct cache *cache)
 {
+	cache_pending_flush(cache);
 	return cache->db;
 }
 
@@ -1009,10 +1189,7 @@ void cache_batch_begin(struct cache *cache)
 		return;
 	cache->batch_doomed = false;
 	cache->batch_in_transaction = false;
-	if (cache_writes_off(cache))
-		return;
-	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0)
-		cache->batch_in_transaction = true;
+	cache->batch_started = false;
 }
 
 /* Ends the outermost level: commit, or roll back a doomed batch. */
@@ -1021,6 +1198,8 @@ static int cache_batch_finish(struct cache *cache)
 	bool doomed = cache->batch_doomed;
 	int result = -1;
 
+	if (!cache->batch_started && !doomed)
+		return 0; /* nothing was written */
 	if (cache->batch_in_transaction && !doomed)
 		result = cache_run(cache, cache_stmt(cache, CACHE_STMT_COMMIT), "committing a batch");
 	if (result < 0 && !sqlite3_get_autocommit(cache->db)) {
@@ -1031,6 +1210,9 @@ static int cache_batch_finish(struct cache *cache)
 		cache_body_bytes_reload(cache);
 	cache->batch_in_transaction = false;
 	cache->batch_doomed = false;
+	cache->batch_started = false;
+	if (result == 0)
+		cache_vacuum_maybe(cache);
 	return result;
 }
 

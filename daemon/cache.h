@@ -10,10 +10,13 @@
 struct cache;
 struct cache_body_writer;
 struct evbuffer;
+struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 1 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 2 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
+#define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
+#define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
 #define CACHE_WRITE_RETRY_SECONDS 60 /* after a full disk: an admin who frees space needs no restart */
 
 /*
@@ -58,8 +61,14 @@ struct cache_settings {
 	const char *dir;          /* absolute; made 0700 if missing (its parent must exist) */
 	uint64_t body_budget;     /* bytes of whole messages kept per account; 0: none */
 	uint64_t body_max_size;   /* a larger message is not kept; 0: none */
+	/* The event loop the store's sessions run on: the rows of FETCH lines
+	   (cache_store_fetched) are then held back and written together,
+	   at most CACHE_PENDING_DELAY_MS later. NULL: written at once. */
+	struct event_base *base;
 	/* Seconds on a monotonic clock; NULL: CLOCK_MONOTONIC. For tests. */
 	uint64_t (*now)(void);
+	/* Seconds since the epoch, for bodies' last use; NULL: time(). For tests. */
+	uint64_t (*wall_now)(void);
 };
 
 /* ---- the store of an account ---- */
@@ -107,8 +116,11 @@ void cache_unref(struct cache **cache);
 bool cache_writes_off(struct cache *cache);
 
 /* Bytes of whole messages held: complete bodies plus the announced size
-   of each body being written. Kept at most body_budget (unless a reload
-   lowered the budget: then no body is added until it fits again). */
+   of each body being written (SUM(bodies.size)). Kept at most
+   body_budget at every moment: a body that would pass it first evicts
+   the least recently used complete bodies (cache_body_begin); a store
+   opened with a lower budget (a restart, a reload) evicts down to it
+   then. */
 uint64_t cache_body_bytes(const struct cache *cache);
 
 /* The SQLite handle, for tests and imapcachectl: don't keep it past
@@ -195,6 +207,26 @@ struct cache_value {
 	size_t size;
 };
 
+/* What one FETCH line brought of a message, for cache_store_fetched. */
+struct cache_fetched {
+	struct cache_value values[CACHE_ITEM_HEADER + 1]; /* INTERNALDATE .. HEADER; data NULL: not brought */
+	bool has_size;
+	uint64_t size;            /* RFC822.SIZE */
+	const char *flags;        /* FLAGS as for cache_store_flags; NULL: not brought */
+	uint64_t modseq;          /* with flags, as for cache_store_flags */
+};
+/* Stores every value fetched brought (the values it didn't bring stay as
+   stored) and its flags as cache_store_flags does, in one row write.
+   With settings.base the write is held back (copied) and done together
+   with others in one transaction: when CACHE_PENDING_MAX bytes are held,
+   CACHE_PENDING_DELAY_MS after the first, before any call that reads
+   messages or changes the store otherwise (so every reader in this
+   process sees it, and every later write lands after it), and at the
+   last cache_unref. A crash loses what is held: the cache only misses
+   it. Returns 0 when stored or held, -1 when not (logged, except while
+   writes are off). */
+int cache_store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, const struct cache_fetched *fetched);
+
 struct cache_message {
 	uint32_t uid;
 	unsigned int present;     /* CACHE_HAS(item) for every item stored */
@@ -245,7 +277,7 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 
 enum cache_body_refusal {
 	CACHE_BODY_REFUSED_TOO_BIG,    /* size > body_max_size */
-	CACHE_BODY_REFUSED_BUDGET,     /* body_budget would be exceeded */
+	CACHE_BODY_REFUSED_BUDGET,     /* size > body_budget, or evicting every body not in use can't make room */
 	CACHE_BODY_REFUSED_PRESENT,    /* stored already, or being written */
 	CACHE_BODY_REFUSED_WRITES_OFF,
 	CACHE_BODY_REFUSED_ERROR,      /* SQLite error, unknown mailbox, uid 0 (logged) */
@@ -255,8 +287,13 @@ enum cache_body_refusal {
    announced length), written in CACHE_BODY_CHUNK_SIZE pieces as it
    arrives, possibly over many event-loop turns: the writer holds at most
    one piece in memory. The size counts against body_budget from now on.
+   When it would pass body_budget, the least recently used complete
+   bodies (a read is a use; structure and header rows stay) are evicted
+   first, in the same transaction, never one being written nor one read
+   in the last CACHE_EVICT_IN_USE_SECONDS (it may be mid-answer).
    Returns the writer, or NULL with *refusal_r (may be NULL) when the body
    is not to be stored: then just proxy it. */
+#define CACHE_EVICT_IN_USE_SECONDS 2 /* a body read this recently may be mid-answer: never evicted */
 struct cache_body_writer *cache_body_begin(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
 					   enum cache_body_refusal *refusal_r);
 /* Appends size bytes. Returns 0, or -1 when the body can't be stored

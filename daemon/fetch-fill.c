@@ -328,23 +328,27 @@ static bool fill_store_message(struct fetch_fill *fill, uint32_t uid)
 	return false;
 }
 
-/* The line's values, in one batch. */
+/* The line's values and flags: one row write. */
 static void fill_store_values(struct fetch_fill *fill, uint32_t uid)
 {
-	cache_batch_begin(fill->cache);
+	struct cache_fetched fetched = { .has_size = fill->has_size, .size = fill->size };
+	bool any = fill->has_size;
+
 	for (unsigned int i = FILL_INTERNALDATE; i <= FILL_HEADER; i++) {
 		const struct fill_bytes *value = &fill->values[i];
 
-		if (value->present)
-			(void)cache_store_item(fill->cache, fill->mailbox_id, uid, fill_cache_items[i], value->data,
-					       value->len);
+		if (!value->present)
+			continue;
+		fetched.values[fill_cache_items[i]] = (struct cache_value){ value->data, value->len };
+		any = true;
 	}
-	if (fill->has_size)
-		(void)cache_store_size(fill->cache, fill->mailbox_id, uid, fill->size);
-	if (fill->values[FILL_FLAGS].present)
-		(void)cache_store_flags(fill->cache, fill->mailbox_id, uid, (const char *)fill->values[FILL_FLAGS].data,
-					fill->has_modseq ? fill->modseq : 0);
-	(void)cache_batch_end(fill->cache);
+	if (fill->values[FILL_FLAGS].present) {
+		fetched.flags = (const char *)fill->values[FILL_FLAGS].data;
+		fetched.modseq = fill->has_modseq ? fill->modseq : 0;
+		any = true;
+	}
+	if (any)
+		(void)cache_store_fetched(fill->cache, fill->mailbox_id, uid, &fetched);
 }
 
 /* Whether our BODYSTRUCTURE (extended) or BODY of raw equals expected. */
@@ -372,8 +376,14 @@ static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool aga
 	struct cache_message stored;
 	struct evbuffer *raw = NULL;
 	const struct cache_value *expected;
+	uint64_t message_size;
 	bool extended;
 
+	/* Most messages have no whole message stored: a look at its row's
+	   key is enough to tell, without reading every value. */
+	if (!again && (cache_body_bytes(fill->cache) == 0 ||
+			cache_body_size(fill->cache, fill->mailbox_id, uid, &message_size) != 1))
+		return;
 	if (cache_lookup(fill->cache, fill->mailbox_id, uid, &stored) != 1)
 		return;
 	extended = (stored.present & CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE)) != 0;

@@ -1022,6 +1022,7 @@ static int session_open_cache(struct session *session)
 		.dir = session->conf->cache_dir,
 		.body_budget = session->conf->cache_body_budget,
 		.body_max_size = session->conf->cache_body_max_size,
+		.base = session->base,
 	};
 	const char *error;
 

@@ -8,8 +8,9 @@ read-only with Python's sqlite3: integrity_check, row counts).
 
 Crash and storage: SIGKILL part-way through a heavy fill, then a new
 daemon on the same store; a store file of garbage, one damaged past its
-first page, one its owner can't read; a full store (a small tmpfs, when
-the test may mount one); a read-only cache directory; the store file
+first page, one with a byte flipped inside a body and inside an
+ENVELOPE (caught by the values' checksums), one its owner can't read; a
+full store (a small tmpfs, when the test may mount one); a read-only cache directory; the store file
 replaced by rename, removed, or overwritten in place under a running
 daemon.
 Bad input: an upstream FETCH that lacks an item asked for (Dovecot's
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 
 from checks import check, summary
@@ -81,10 +83,10 @@ def store_path(cache, user=USER):
     return os.path.join(cache, "dovecot", user + ".sqlite")
 
 
-def start(cache):
+def start(cache, cache_settings=""):
     """An imapcached on cache, logging at debug, as the daemon's user."""
     # stop() ends sessions at once; no prefetch: the checks count what the sessions stored
-    config = 'cache = { dir = "%s"; prefetch = "off"; };\ntimeouts = { shutdown = 0; };\n' % cache
+    config = 'cache = { dir = "%s"; prefetch = "off"; %s };\ntimeouts = { shutdown = 0; };\n' % (cache, cache_settings)
     return Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp,
                   preexec_fn=drop_privileges if os.geteuid() == 0 else None)
 
@@ -342,6 +344,58 @@ def test_damaged_file():
         stop(daemon)
 
 
+def flip_inside(path, value, name):
+    """Flips one byte in the middle of value's only copy in the file at
+    path (the daemon stopped): damage SQLite reads without a complaint."""
+    data = open(path, "rb").read()
+    middle = len(value) // 2
+    probe = value[middle - 32:middle + 32]
+    at = data.find(probe)
+    if at < 0 or data.find(probe, at + 1) >= 0:
+        raise RuntimeError("%s: its bytes are not in the file exactly once" % name)
+    with open(path, "r+b") as f:
+        f.seek(at + 32)
+        f.write(bytes([data[at + 32] ^ 0x01]))
+
+
+def test_damage_inside_values():
+    """A byte flipped inside a stored body (in an overflow page, which
+    SQLite never checks) and inside a stored ENVELOPE: each fails its
+    checksum, counts as missing, is fetched afresh and stored anew."""
+    cache = filled_store()
+    path = store_path(cache)
+    db = sqlite3.connect("file:%s?mode=ro&immutable=1" % urllib.parse.quote(path), uri=True)
+    try:
+        uid, chunk = db.execute("SELECT c.uid, c.data FROM body_chunks c JOIN bodies b USING (mailbox_id, uid) "
+                                "WHERE b.complete = 1 AND c.chunk = 0 AND length(c.data) > 20000 "
+                                "ORDER BY c.uid LIMIT 1").fetchone()
+        envelope_uid, envelope = db.execute("SELECT uid, envelope FROM messages WHERE uid != ? AND "
+                                            "length(envelope) > 300 ORDER BY uid LIMIT 1", (uid,)).fetchone()
+    finally:
+        db.close()
+    flip_inside(path, chunk, "a body's piece")
+    flip_inside(path, envelope, "an ENVELOPE")
+    daemon = start(cache)
+    try:
+        via, direct = connect(daemon.port, "INBOX"), connect(PORT, "INBOX", verb="EXAMINE")
+        for command in ("UID FETCH %d (BODY.PEEK[])" % uid, "UID FETCH %d (ENVELOPE)" % envelope_uid):
+            same("a byte flipped inside a stored value is not served: %s equals direct" % command, via, direct,
+                 command)
+        check("... the damaged body was logged", daemon.wait_log(
+            r"the stored body of UID %d is damaged .*failing its checksum" % uid) is not None, daemon.log()[-2000:])
+        check("... the damaged ENVELOPE was logged", daemon.wait_log(
+            r"a stored value of UID %d \(items 0x2\) fails its checksum" % envelope_uid) is not None,
+            daemon.log()[-2000:])
+        before = from_cache(daemon)
+        for command in ("UID FETCH %d (BODY.PEEK[])" % uid, "UID FETCH %d (ENVELOPE)" % envelope_uid):
+            same("... fetched afresh and stored: %s again equals direct" % command, via, direct, command)
+        check("... answered from the store again", from_cache(daemon) == before + 2, daemon.log()[-2000:])
+        via.tagged("z", "LOGOUT")
+        check_sound("... the store", inspect(path))
+    finally:
+        stop(daemon)
+
+
 def test_unreadable_file():
     cache = filled_store()
     path = store_path(cache)
@@ -520,6 +574,143 @@ def test_overwritten_in_place():
         stop(daemon)
 
 
+BUDGET = 3 << 20  # body_budget "3M": less than half of INBOX's 6.9 MB, more than its largest message
+FREE_MAX = 8 << 20  # CACHE_FREE_MAX: free pages the file keeps for new bodies
+ROWS_MAX = 2 << 20  # the rows of INBOX's 200 messages, and SQLite's own pages, with room to spare
+WAL_MAX = (16 << 20) + (4 << 20)  # journal_size_limit, and one read's transaction beyond it
+
+
+class StoreSampler(threading.Thread):
+    """Reads the store's body bytes (SUM(length(data)) of its pieces, not
+    the daemon's count) and its files' sizes every few milliseconds, and
+    keeps the largest of each, until stopped."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.stopping = path, threading.Event()
+        self.max_bytes = self.max_file = self.max_wal = self.samples = 0
+
+    def run(self):
+        while not os.path.exists(self.path) and not self.stopping.is_set():
+            self.stopping.wait(0.01)
+        db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(self.path), uri=True, timeout=WAIT)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    got = db.execute("SELECT coalesce(sum(length(data)), 0) FROM body_chunks").fetchone()[0]
+                except sqlite3.OperationalError:  # the schema is being made, or busy
+                    got = 0
+                self.max_bytes = max(self.max_bytes, got)
+                self.max_file = max(self.max_file, os.path.getsize(self.path))
+                if os.path.exists(self.path + "-wal"):
+                    self.max_wal = max(self.max_wal, os.path.getsize(self.path + "-wal"))
+                self.samples += 1
+                self.stopping.wait(0.005)
+        finally:
+            db.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+
+
+def bodies(path):
+    """{uid: (last_used, size)} of INBOX's complete bodies."""
+    db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True, timeout=WAIT)
+    try:
+        return dict((uid, (last_used, size)) for uid, last_used, size in db.execute(
+            "SELECT b.uid, b.last_used, b.size FROM bodies b JOIN mailboxes m ON m.id = b.mailbox_id "
+            "WHERE m.name = 'INBOX' AND b.complete = 1"))
+    finally:
+        db.close()
+
+
+def test_budget():
+    """cache.body_budget holds at every moment, measured in the store
+    (not by the daemon's count): two sessions filling at once, a read
+    that saves a body from eviction, a restart with a lower budget; the
+    file stays within budget + free pages kept + rows; the answers are
+    the upstream's."""
+    cache = cache_dir()
+    path = store_path(cache)
+    sampler = StoreSampler(path)
+    sampler.start()
+    daemon = start(cache, 'body_budget = "3M";')
+    try:
+        direct = connect(PORT, "INBOX", verb="EXAMINE")
+        sessions = [connect(daemon.port, "INBOX") for _ in range(2)]
+        answers = [None, None]
+        commands = ["UID FETCH 1:* (BODY.PEEK[])", "UID FETCH 200:1 (BODY.PEEK[] ENVELOPE)"]
+        threads = [threading.Thread(target=lambda i=i: answers.__setitem__(i, exchange(sessions[i], commands[i])))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(2):
+            want = exchange(direct, commands[i])
+            check("two sessions filling at once: %s equals direct" % commands[i], answers[i] == want,
+                  difference(answers[i], want))
+        check("... the daemon evicted bodies to stay within the budget, with a log line",
+              daemon.wait_log(r"evicted \d+ whole messages \(\d+ bytes\), least recently used") is not None,
+              daemon.log()[-2000:])
+        kept = bodies(path)
+        # A read is a use: the least recently used body, read now, stays
+        # while the next fill evicts others.
+        oldest = min(kept, key=lambda uid: (kept[uid][0], kept[uid][1], uid))  # the smallest of the oldest
+        time.sleep(1.1)  # last_used counts seconds: the read below is then later than every body stored
+        before = from_cache(daemon)
+        same("a read of the least recently used body (UID %d) equals direct" % oldest, sessions[0], direct,
+             "UID FETCH %d (BODY.PEEK[])" % oldest)
+        check("... answered from the store", from_cache(daemon) == before + 1, daemon.log()[-2000:])
+        time.sleep(3.1)  # past CACHE_EVICT_IN_USE_SECONDS, and a second of last_used's granularity
+        # Messages not stored, half as large as the other bodies stored: some must go, not all.
+        sizes = dict((m["uid"], m["rfc822_size"]) for m in json.load(open(MANIFEST))["messages"])
+        room = sum(size for uid, (_, size) in kept.items() if uid != oldest) // 2
+        missing, total = [], 0
+        for uid in sorted(set(sizes) - set(kept), key=lambda uid: sizes[uid]):
+            if total + sizes[uid] > room:
+                break
+            missing.append(uid)
+            total += sizes[uid]
+        same("then a fill of %d messages not stored (%d bytes) equals direct" % (len(missing), total), sessions[1],
+             direct, "UID FETCH %s (BODY.PEEK[])" % uid_set(sorted(missing)))
+        after = bodies(path)
+        check("... the body read stayed", oldest in after, (oldest, sorted(after)))
+        check("... bodies not used since went", len(set(kept) - set(after)) > 0, (sorted(kept), sorted(after)))
+        for conn in sessions:
+            conn.tagged("z", "LOGOUT")
+    finally:
+        stop(daemon)
+    # A restart with a lower budget: evicted down to it at the first login.
+    daemon = start(cache, 'body_budget = "1M";')
+    try:
+        via = connect(daemon.port, "INBOX")
+        same("after a restart with body_budget 1M: a FETCH equals direct", via, direct, "FETCH 1:20 (ENVELOPE)")
+        state = inspect(path)
+        check("... the store holds at most 1M of bodies", sum_of_bodies(path) <= 1 << 20, sum_of_bodies(path))
+        check_sound("... the store", state)
+        via.tagged("z", "LOGOUT")
+    finally:
+        stop(daemon)
+    sampler.stop()
+    check("the budget held at every moment: at most %d bytes of bodies in %d samples" % (BUDGET, sampler.samples),
+          sampler.samples > 20 and sampler.max_bytes <= BUDGET, sampler.max_bytes)
+    check("the file stayed within budget + %d bytes of free pages + %d bytes of rows" % (FREE_MAX, ROWS_MAX),
+          sampler.max_file <= BUDGET + FREE_MAX + ROWS_MAX, sampler.max_file)
+    check("its WAL within %d bytes" % WAL_MAX, sampler.max_wal <= WAL_MAX, sampler.max_wal)
+    check("after the restart, the file shrank to the new budget + free pages + rows",
+          os.path.getsize(path) <= (1 << 20) + FREE_MAX + ROWS_MAX, os.path.getsize(path))
+
+
+def sum_of_bodies(path):
+    db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True, timeout=WAIT)
+    try:
+        return db.execute("SELECT coalesce(sum(length(data)), 0) FROM body_chunks").fetchone()[0]
+    finally:
+        db.close()
+
+
 # ---- bad input ----
 
 CTE_MESSAGE = (b"From: cte@example.com\r\nSubject: unknown encoding\r\nMIME-Version: 1.0\r\n"
@@ -675,8 +866,8 @@ def test_structure_disagrees(daemon):
 
 def main():
     try:
-        run_steps((test_kill_during_fill, test_garbage_file, test_damaged_file, test_unreadable_file,
-                   test_full_store, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
+        run_steps((test_kill_during_fill, test_garbage_file, test_damaged_file, test_damage_inside_values,
+                   test_unreadable_file, test_full_store, test_budget, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
                    test_overwritten_in_place))
         cache = cache_dir()
         daemon = start(cache)

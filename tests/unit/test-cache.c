@@ -3,10 +3,12 @@
 #include "config.h"
 #include "unit.h"
 #include "cache.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -756,6 +758,80 @@ static bool has_row(struct cache *cache, int64_t mailbox_id, uint32_t uid)
 	return found == 1;
 }
 
+/* cache_store_fetched of uid: an ENVELOPE of envelope, and flags (may be NULL). */
+static int store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, const char *envelope,
+			 const char *flags)
+{
+	struct cache_fetched fetched = { .flags = flags };
+
+	fetched.values[CACHE_ITEM_ENVELOPE] = (struct cache_value){ (unsigned char *)envelope, strlen(envelope) };
+	return cache_store_fetched(cache, mailbox_id, uid, &fetched);
+}
+
+static void test_held_rows(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_message message;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	const char *error;
+	char envelope[1024];
+	char *path;
+	uint32_t uid;
+
+	setup();
+	s.base = base;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+
+	/* Held: not in the file yet, but every read of this process sees it. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 1, "(env)", "\\Seen \\Recent"), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 1));
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 1, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(env)", 5));
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Seen", 5));
+	cache_message_clear(&message);
+	CU_ASSERT_TRUE(seen_from_outside(path, 1));
+
+	/* A later write lands after it: held flags never overwrite newer ones. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 2, "(env)", "\\Seen"), 0);
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 2, "\\Flagged", 0), 0);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 2, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Flagged", 8));
+	cache_message_clear(&message);
+	/* ... and an expunge drops it. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 3, "(env)", NULL), 0);
+	uid = 3;
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, &uid, 1), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 3));
+	CU_ASSERT_FALSE(has_row(cache, mailbox.id, 3));
+
+	/* Written by the timer, CACHE_PENDING_DELAY_MS later. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 4, "(env)", NULL), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 4));
+	CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0);
+	CU_ASSERT_TRUE(seen_from_outside(path, 4));
+
+	/* Written at once when CACHE_PENDING_MAX bytes are held. */
+	memset(envelope, 'e', sizeof(envelope) - 1);
+	envelope[sizeof(envelope) - 1] = '\0';
+	for (uid = 100; uid < 100 + CACHE_PENDING_MAX / (sizeof(envelope) - 1) + 1; uid++)
+		CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, uid, envelope, NULL), 0);
+	CU_ASSERT_TRUE(seen_from_outside(path, 100));
+
+	/* And at the last unref. */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 5, "(env)", NULL), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 5));
+	cache_unref(&cache);
+	CU_ASSERT_TRUE(seen_from_outside(path, 5));
+	event_base_free(base);
+	free(path);
+	teardown();
+}
+
 static void test_batches(void)
 {
 	struct cache *cache;
@@ -913,7 +989,7 @@ static void test_body_partial_reads(void)
 	/* One that needs the missing piece: the body counts as missing, and goes. */
 	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 9, 10, 20, out), 0);
 	CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
-	CU_ASSERT_TRUE(logged("the stored body of UID 9 is damaged; counted as missing"));
+	CU_ASSERT_TRUE(logged("the stored body of UID 9 is damaged"));
 	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 9, CHUNK, 20, out), 0);
 	CU_ASSERT_EQUAL(cache_body_bytes(cache), 0);
 	check_body_bytes(cache);
@@ -1008,10 +1084,14 @@ static void test_body_abort_and_refusals(void)
 	CU_ASSERT_EQUAL(cache_body_write(writer, data, 2 * CHUNK), 0);
 	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
 	CU_ASSERT_EQUAL(cache_body_bytes(cache), 3 * CHUNK);
-	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 3, 1, &refusal));
-	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	/* Full: a new body first evicts the least recently used (a tie: UID 1 first). */
+	writer = cache_body_begin(cache, mailbox.id, 3, 1, &refusal);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE uid = 1"), 0);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), CHUNK + 1);
+	cache_body_abort(&writer);
 	/* Stored already. */
-	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 1, 0, &refusal));
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 2, 0, &refusal));
 	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_PRESENT);
 	/* Expunged: the budget is free again. */
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 2, 1 }, 2), 0);
@@ -1028,6 +1108,167 @@ static void test_body_abort_and_refusals(void)
 		cache_unref(&again);
 	}
 	cache_unref(&cache);
+	teardown();
+}
+
+static uint64_t fake_wall = 100000;
+
+static uint64_t fake_wall_now(void)
+{
+	return fake_wall;
+}
+
+/* Whether uid has a complete body. */
+static bool has_body(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	uint64_t size;
+
+	return cache_body_size(cache, mailbox_id, uid, &size) == 1;
+}
+
+/* The budget as the issue measures it: the bytes of the stored pieces. */
+static int64_t stored_bytes(struct cache *cache)
+{
+	return query(cache, "SELECT coalesce(sum(length(data)), 0) FROM body_chunks");
+}
+
+static void test_eviction(void)
+{
+	struct cache_settings s = settings();
+	struct evbuffer *out = evbuffer_new();
+	struct cache_body_writer *writer;
+	struct cache_mailbox mailbox;
+	enum cache_body_refusal refusal;
+	struct cache *cache;
+	const char *error;
+
+	setup();
+	s.body_budget = 4 * CHUNK;
+	s.wall_now = fake_wall_now;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= 4; uid++) {
+		fake_wall = 100 + uid;
+		store_text(cache, mailbox.id, uid, CACHE_ITEM_ENVELOPE, "(env)");
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, CHUNK, 1000), 0);
+	}
+	/* A read is a use: UID 1 is now the most recently used. */
+	fake_wall = 110;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 1, 0, 10, out), 1);
+
+	/* Full: the least recently used goes (UID 2), its envelope stays. */
+	fake_wall = 120;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 5, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(logged("evicted 1 whole messages (65536 bytes), least recently used"));
+	/* Just written is not in use: only a read is (UID 3, written at 103). */
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 2, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 3));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 4));
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+	/* Two at once for a body of two pieces: UIDs 4 (104) and 1 (read at 110). */
+	fake_wall = 121;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 6, 2 * CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 4));
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 5));
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+
+	/* A body read in the last CACHE_EVICT_IN_USE_SECONDS may be mid-answer:
+	   spared (UIDs 5 and 2), the next one goes (UID 6, though larger than needed). */
+	fake_wall = 200;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 5, 0, 10, out), 1);
+	fake_wall = 200 + CACHE_EVICT_IN_USE_SECONDS - 1;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 2, 0, 10, out), 1);
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 7, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 6));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 5));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2));
+	check_body_bytes(cache);
+
+	/* A body being written is never evicted; nor, while everything else
+	   is in use, is anything: refused, and nothing changed. */
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 7, 0, 10, out), 1);
+	writer = cache_body_begin(cache, mailbox.id, 8, CHUNK, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 4 * CHUNK);
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 9, CHUNK, &refusal));
+	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2) && has_body(cache, mailbox.id, 5) &&
+		       has_body(cache, mailbox.id, 7));
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 4 * CHUNK);
+	/* Once they are not: the least recently used goes, not the one being written. */
+	fake_wall = 300;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 9, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 5));
+	CU_ASSERT_EQUAL(cache_body_write(writer, (unsigned char[CHUNK]){ 0 }, CHUNK), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+	/* Larger than the whole budget: refused, nothing evicted. */
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, 10, 4 * CHUNK + 1, &refusal));
+	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 4 * CHUNK);
+
+	/* A lower budget on a second open (a reload) holds at once. */
+	s.body_budget = 2 * CHUNK;
+	{
+		struct cache *again = cache_open(&s, "up", "alice", &error);
+
+		CU_ASSERT_PTR_EQUAL(again, cache);
+		CU_ASSERT(stored_bytes(cache) <= 2 * CHUNK);
+		check_body_bytes(cache);
+		cache_unref(&again);
+	}
+	evbuffer_free(out);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* Across a restart with a lower budget: evicted at open, and the file
+   gives back the space past CACHE_FREE_MAX of free pages. */
+static void test_eviction_at_open_shrinks_the_file(void)
+{
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	const char *error;
+	struct stat st;
+	char *path;
+
+	setup();
+	s.body_budget = 32 << 20;
+	s.wall_now = fake_wall_now;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= 80; uid++) {
+		fake_wall = 1000 + uid;
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, 4 * CHUNK, 4 * CHUNK), 0);
+	}
+	CU_ASSERT_EQUAL(stored_bytes(cache), 80 * 4 * CHUNK);
+	cache_unref(&cache);
+
+	s.body_budget = 1 << 20;
+	fake_wall = 5000;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT(stored_bytes(cache) <= 1 << 20);
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 80)); /* the most recently used stay */
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 76));
+	check_body_bytes(cache);
+	CU_ASSERT(query(cache, "PRAGMA freelist_count") * query(cache, "PRAGMA page_size") <= 8 << 20);
+	cache_unref(&cache);
+	CU_ASSERT_EQUAL(stat(path, &st), 0);
+	CU_ASSERT(st.st_size <= (1 << 20) + (8 << 20) + (1 << 20)); /* budget + free pages kept + slack */
+	free(path);
 	teardown();
 }
 
@@ -1074,7 +1315,7 @@ static void test_unfinished_body_after_a_crash(void)
 	/* What a crash half-way through a body leaves. */
 	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
 				     "INSERT INTO bodies VALUES(1, 2, 200000, 0, 0);"
-				     "INSERT INTO body_chunks VALUES(1, 2, 0, zeroblob(65536));", NULL, NULL, NULL),
+				     "INSERT INTO body_chunks(mailbox_id, uid, chunk, data) VALUES(1, 2, 0, zeroblob(65536));", NULL, NULL, NULL),
 			SQLITE_OK);
 	cache_unref(&cache);
 	cache = open_account("up", "alice");
@@ -1549,6 +1790,149 @@ static void test_damaged_rows_count_as_missing(void)
 	teardown();
 }
 
+/* XXH64's published test vectors (seed 0). */
+static void test_checksum_vectors(void)
+{
+	char abc999[3 * 999];
+
+	for (int i = 0; i < 999; i++)
+		memcpy(abc999 + 3 * i, "abc", 3);
+	CU_ASSERT_EQUAL(cache_checksum("", 0), 0xEF46DB3751D8E999ULL);
+	CU_ASSERT_EQUAL(cache_checksum("a", 1), 0xD24EC4F1A98C6E5BULL);
+	CU_ASSERT_EQUAL(cache_checksum("abc", 3), 0x44BC2CF5AD770999ULL);
+	CU_ASSERT_EQUAL(cache_checksum("Hello, World!", 13), 0xC49AACF8080FE47FULL);
+	CU_ASSERT_EQUAL(cache_checksum(abc999, sizeof(abc999)), 0x933EB85613976467ULL);
+}
+
+/* A value or a body piece changed behind SQLite's back (its checksum left
+   as it was) is not served: missing, logged, dropped. */
+static void test_checksums_catch_damage(void)
+{
+	struct cache_message message;
+	struct cache_mailbox mailbox;
+	struct evbuffer *out = evbuffer_new();
+	char envelope[6000];
+	struct cache *cache;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	memset(envelope, 'e', sizeof(envelope));
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, envelope, sizeof(envelope)), 0);
+	store_text(cache, mailbox.id, 1, CACHE_ITEM_BODYSTRUCTURE, "(\"text\")");
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 1, 3 * CHUNK + 10, 4096), 0);
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 2, "(env)", NULL), 0);
+	check_read(cache, mailbox.id, 1, 3 * CHUNK + 10, 0, UINT64_MAX);
+
+	/* One byte in the middle of the envelope and of the second piece. */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE messages SET envelope = substr(envelope, 1, 2999) || X'66' || "
+				     "substr(envelope, 3001) WHERE uid = 1;"
+				     "UPDATE messages SET envelope = X'28656E7629' WHERE uid = 2;" /* same bytes: sound */
+				     "UPDATE body_chunks SET data = substr(data, 1, 99) || X'00' || substr(data, 101) "
+				     "WHERE uid = 1 AND chunk = 1", NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 1, &message), 1);
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_ENVELOPE));
+	CU_ASSERT_PTR_NULL(message.values[CACHE_ITEM_ENVELOPE].data);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_BODYSTRUCTURE, "(\"text\")", 8));
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_MESSAGE)); /* a lookup of a few checks bodies whole */
+	cache_message_clear(&message);
+	CU_ASSERT_TRUE(logged("a stored value of UID 1 (items 0x2) fails its checksum"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE uid = 1 AND envelope IS NULL "
+				     "AND envelope_sum IS NULL"), 1);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 2, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(env)", 5));
+	cache_message_clear(&message);
+
+	/* The damaged body is gone: not even the pieces before it are served. */
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 1, 0, UINT64_MAX, out), 0);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
+	CU_ASSERT_TRUE(logged("the stored body of UID 1 is damaged"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM body_chunks WHERE uid = 1"), 0);
+	check_body_bytes(cache);
+
+	/* A body read without a lookup first (a large FETCH) checks its pieces too. */
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 3, 2 * CHUNK, 4096), 0);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE body_chunks SET data = substr(data, 1, 99) || X'00' || substr(data, 101) "
+				     "WHERE uid = 3 AND chunk = 1", NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 3, 0, 10, out), 1); /* the sound piece */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 3, CHUNK + 50, 100, out), 0);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
+	CU_ASSERT_TRUE(logged("the stored body of UID 3 is damaged"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE uid = 3"), 0);
+	check_body_bytes(cache);
+
+	/* A row of lookup_many the same way. */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE messages SET envelope = X'2878' WHERE uid = 2",
+				     NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(cache_lookup(cache, mailbox.id, 2, &message), 1);
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_ENVELOPE));
+	cache_message_clear(&message);
+	evbuffer_free(out);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* The schema of version 1, as released: a store made by it. */
+#define SCHEMA_V1 \
+	"CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;" \
+	"CREATE TABLE mailboxes(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE," \
+	" uidvalidity INTEGER NOT NULL, uidnext INTEGER, highestmodseq INTEGER, uids BLOB);" \
+	"CREATE TABLE messages(mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE," \
+	" uid INTEGER NOT NULL, internaldate BLOB, envelope BLOB, bodystructure BLOB, body_item BLOB," \
+	" header BLOB, flags BLOB, size INTEGER, modseq INTEGER, structure_agrees INTEGER," \
+	" PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;" \
+	"CREATE TABLE bodies(mailbox_id INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE," \
+	" uid INTEGER NOT NULL, size INTEGER NOT NULL, complete INTEGER NOT NULL, last_used INTEGER NOT NULL," \
+	" PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;" \
+	"CREATE INDEX bodies_last_used ON bodies(last_used);" \
+	"CREATE TABLE body_chunks(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, chunk INTEGER NOT NULL," \
+	" data BLOB NOT NULL, PRIMARY KEY(mailbox_id, uid, chunk)," \
+	" FOREIGN KEY(mailbox_id, uid) REFERENCES bodies(mailbox_id, uid) ON DELETE CASCADE);"
+
+/* A store of version 1 (4 KiB pages, no auto_vacuum) is upgraded: its
+   values get their checksums and are served, the file gets our layout. */
+static void test_migration_from_v1(void)
+{
+	struct cache_message message;
+	struct cache *cache;
+	char *path;
+
+	setup();
+	path = account_path("up", "alice");
+	make_database(path, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;" SCHEMA_V1
+			    "INSERT INTO meta VALUES('upstream', 'up'), ('user', 'alice');"
+			    "INSERT INTO mailboxes(name, uidvalidity) VALUES('INBOX', 1);"
+			    "INSERT INTO messages(mailbox_id, uid, envelope, header, flags) VALUES(1, 7, X'28656E7629', "
+			    "zeroblob(0), '\\Seen');"
+			    "INSERT INTO bodies VALUES(1, 7, 3, 1, 0);"
+			    "INSERT INTO body_chunks VALUES(1, 7, 0, X'00070E');" /* pattern() */
+			    "PRAGMA user_version = 1;");
+	cache = open_account("up", "alice");
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA page_size"), 16384);
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA auto_vacuum"), 2);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'"), 1);
+	CU_ASSERT_TRUE(logged("with 16384-byte pages and incremental vacuum (once)"));
+	CU_ASSERT_EQUAL(cache_lookup(cache, 1, 7, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_ENVELOPE, "(env)", 5));
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_HEADER, "", 0));
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Seen", 5));
+	CU_ASSERT_EQUAL(message.message_size, 3);
+	cache_message_clear(&message);
+	check_read(cache, 1, 7, 3, 0, 3);
+	cache_unref(&cache);
+	/* Once only. */
+	log_text[0] = '\0';
+	cache = open_account("up", "alice");
+	CU_ASSERT_FALSE(logged("incremental vacuum (once)"));
+	cache_unref(&cache);
+	free(path);
+	teardown();
+}
+
 const char unit_suite_name[] = "cache";
 const struct unit_test unit_tests[] = {
 	{ "open, share and unref", test_open_share_unref },
@@ -1564,10 +1948,13 @@ const struct unit_test unit_tests[] = {
 	{ "absent is not empty", test_absent_is_not_empty },
 	{ "flags and MODSEQ", test_flags_and_modseq },
 	{ "batches commit and roll back", test_batches },
+	{ "held rows: seen by every read, written in order, by time, size and at close", test_held_rows },
 	{ "bodies of every size around a piece", test_body_sizes },
 	{ "partial body reads", test_body_partial_reads },
 	{ "a read records the body's use", test_body_use_recorded },
 	{ "body aborts and refusals", test_body_abort_and_refusals },
+	{ "eviction: least recently used first, never a body in use", test_eviction },
+	{ "eviction at open shrinks the file", test_eviction_at_open_shrinks_the_file },
 	{ "a body writer outlives its session", test_body_writer_outlives_its_session },
 	{ "an unfinished body after a crash", test_unfinished_body_after_a_crash },
 	{ "UID lists", test_uid_lists },
@@ -1577,5 +1964,8 @@ const struct unit_test unit_tests[] = {
 	{ "an unreadable file is moved aside", test_unreadable_file },
 	{ "a store replaced while open leaves no WAL behind", test_replaced_while_open },
 	{ "damaged rows count as missing", test_damaged_rows_count_as_missing },
+	{ "the checksum is XXH64", test_checksum_vectors },
+	{ "checksums catch damage SQLite can't see", test_checksums_catch_damage },
+	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ NULL, NULL },
 };
