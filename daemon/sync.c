@@ -549,6 +549,15 @@ static bool sync_load_delta_view(struct sync *sync)
 	return ok;
 }
 
+/* The next chunk goes in a later event-loop turn, after the I/O ready now
+   (a zero timeout: an event made active would run in this turn). */
+static void sync_schedule_chunk(struct sync *sync)
+{
+	static const struct timeval now = { 0, 0 };
+
+	event_add(sync->write_event, &now);
+}
+
 /* Writes the next chunk of the sync's flag rows in one transaction; after
    the last, the mailbox's HIGHESTMODSEQ. Stops (the HIGHESTMODSEQ not
    stored) at a failed write. */
@@ -576,7 +585,7 @@ static void sync_write_chunk(evutil_socket_t fd, short what, void *context)
 		sync_drop_writes(sync);
 		return;
 	}
-	event_active(sync->write_event, EV_TIMEOUT, 0);
+	sync_schedule_chunk(sync);
 }
 
 /* Starts writing the entries' flags and MODSEQs (all, or those of
@@ -594,7 +603,7 @@ static void sync_start_writes(struct sync *sync, int64_t mailbox_id, uint64_t hi
 	if (sync->base != NULL && sync->write_event == NULL)
 		sync->write_event = event_new(sync->base, -1, 0, sync_write_chunk, sync);
 	if (sync->base != NULL && sync->write_event != NULL)
-		event_active(sync->write_event, EV_TIMEOUT, 0);
+		sync_schedule_chunk(sync);
 	else
 		sync_write_chunk(-1, 0, sync);
 }
