@@ -646,7 +646,9 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 	cache_batch_end(sync->cache);
 	free(stored);
 	free(gone);
-	if (sync->highestmodseq != 0)
+	/* Dovecot reports HIGHESTMODSEQ to a client that enabled nothing too,
+	   once the mailbox keeps MODSEQs: only a sync that saw MODSEQs counts */
+	if (sync->options.condstore && sync->highestmodseq != 0)
 		sync_start_writes(sync, mailbox.id, sync->highestmodseq);
 }
 

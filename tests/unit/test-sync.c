@@ -289,7 +289,8 @@ static void test_select_vouched(void)
 	CU_ASSERT_TRUE(mailbox.id != 0);
 	CU_ASSERT_EQUAL(mailbox.uidvalidity, UIDVALIDITY);
 	CU_ASSERT_EQUAL(mailbox.uidnext, 10);
-	CU_ASSERT_EQUAL(mailbox.highestmodseq, 50);
+	/* the client enabled nothing: Dovecot's HIGHESTMODSEQ can't vouch for flag rows without MODSEQs */
+	CU_ASSERT_EQUAL(mailbox.highestmodseq, 0);
 	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, mailbox.id), "3 7 9");
 	fixture_close(&f);
 }
