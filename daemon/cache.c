@@ -973,6 +973,12 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 	return cache;
 }
 
+struct cache *cache_ref(struct cache *cache)
+{
+	cache->refcount++;
+	return cache;
+}
+
 void cache_unref(struct cache **cachep)
 {
 	struct cache *cache = *cachep;

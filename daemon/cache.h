@@ -99,6 +99,10 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
    NULL is fine. */
 void cache_unref(struct cache **cache);
 
+/* One more reference to cache, for a writer that may outlive the session
+   that opened it (cache_unref drops it). Returns cache. */
+struct cache *cache_ref(struct cache *cache);
+
 /* True while writes are off: a full store (SQLITE_FULL), a read-only file
    or directory, a corrupt store. Every write call then does nothing and
    returns -1, quietly (the first failure was logged). Writes are tried

@@ -15,6 +15,8 @@
 #include <strings.h>
 
 #define SYNC_COMMAND " UID FETCH 1:* (FLAGS)\r\n" /* uses nothing the client did not enable (doc/cache.md) */
+/* the same once the client enabled CONDSTORE: Dovecot adds no MODSEQ to a FETCH that does not ask for it */
+#define SYNC_COMMAND_MODSEQ " UID FETCH 1:* (FLAGS MODSEQ)\r\n"
 #define SYNC_SEARCH_COMMAND " UID SEARCH RETURN (ALL) ALL\r\n" /* the map, for the CONDSTORE form */
 #define SYNC_COMMAND_MAX 80 /* the longest form with a 20-digit MODSEQ */
 #define SYNC_FLAGS_MAX 8192 /* a flag list's text; Dovecot's keyword limit keeps real ones far below */
@@ -39,6 +41,21 @@ struct sync_entry {
 	uint32_t seq, uid;
 	uint64_t modseq;
 	char *flags;
+};
+
+/* The flag rows of a vouched sync, written a chunk per event-loop turn,
+   then the mailbox's HIGHESTMODSEQ. It outlives its sync (a session that
+   ends, or selects again, before the last chunk), holding a reference to
+   the store, and frees itself after the last chunk. */
+struct sync_writer {
+	struct cache *cache;
+	struct event *event;
+	char *mailbox;
+	struct sync_entry *rows;
+	uint32_t count, next;
+	int64_t mailbox_id;
+	uint64_t before;         /* the stored HIGHESTMODSEQ when the sync began writing */
+	uint64_t highestmodseq;  /* the sync's, stored after the last row */
 };
 
 struct sync {
@@ -69,14 +86,7 @@ struct sync {
 	size_t all_count;
 	bool have_all;
 
-	/* The flag rows of the last vouched sync, written a chunk per turn. */
-	struct event_base *base;
-	struct event *write_event;
-	struct sync_entry *writes;
-	uint32_t write_count, write_next;
-	int64_t write_mailbox_id;
-	uint32_t write_uidnext;
-	uint64_t write_highestmodseq; /* stored after the last row */
+	struct event_base *base;   /* for the flag rows' writers; NULL: write at once */
 };
 
 struct sync *sync_new(struct cache *cache, struct mailbox_view *view)
@@ -102,19 +112,6 @@ static void sync_clear_entries(struct sync *sync)
 	sync->entry_count = 0;
 }
 
-/* Drops the flag rows still to be written (the HIGHESTMODSEQ after them
-   is not stored: the rows written so far are newer than the stored one). */
-static void sync_drop_writes(struct sync *sync)
-{
-	for (uint32_t i = 0; i < sync->write_count; i++)
-		free(sync->writes[i].flags);
-	free(sync->writes);
-	sync->writes = NULL;
-	sync->write_count = sync->write_next = 0;
-	if (sync->write_event != NULL)
-		event_del(sync->write_event);
-}
-
 static void sync_clear_delta(struct sync *sync)
 {
 	free(sync->base_uids);
@@ -132,9 +129,6 @@ void sync_free(struct sync **sync_p)
 		return;
 	sync_clear_entries(sync);
 	sync_clear_delta(sync);
-	sync_drop_writes(sync);
-	if (sync->write_event != NULL)
-		event_free(sync->write_event);
 	free(sync->entries);
 	free(sync->mailbox);
 	imap_response_parser_free(&sync->responses);
@@ -171,10 +165,15 @@ static enum sync_form sync_choose_form(struct sync *sync)
 	return sync->options.esearch ? SYNC_FORM_CONDSTORE : SYNC_FORM_FULL;
 }
 
+/* The full form, with MODSEQ when the client enabled CONDSTORE. */
+static const char *sync_full_command(const struct sync *sync)
+{
+	return sync->options.condstore ? SYNC_COMMAND_MODSEQ : SYNC_COMMAND;
+}
+
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine)
 {
 	sync_deselect(sync);
-	sync_drop_writes(sync);
 	free(sync->mailbox);
 	sync->mailbox = strndup(mailbox, len);
 	sync->state = sync->mailbox != NULL && memchr(mailbox, '\0', len) == NULL ? SYNC_SELECTING : SYNC_NONE;
@@ -185,7 +184,7 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	sync->form = sync_choose_form(sync);
 	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 : 1;
 	if (sync->form == SYNC_FORM_FULL)
-		return SYNC_COMMAND;
+		return sync_full_command(sync);
 	snprintf(sync->command, sizeof(sync->command), " UID FETCH 1:* (FLAGS) (CHANGEDSINCE %" PRIu64 "%s)\r\n",
 		 sync->stored.highestmodseq, sync->form == SYNC_FORM_QRESYNC ? " VANISHED" : "");
 	return sync->command;
@@ -549,63 +548,98 @@ static bool sync_load_delta_view(struct sync *sync)
 	return ok;
 }
 
+static void sync_writer_free(struct sync_writer *writer)
+{
+	for (uint32_t i = 0; i < writer->count; i++)
+		free(writer->rows[i].flags);
+	free(writer->rows);
+	free(writer->mailbox);
+	if (writer->event != NULL)
+		event_free(writer->event);
+	cache_unref(&writer->cache);
+	free(writer);
+}
+
+/* After the last row: the sync's HIGHESTMODSEQ, unless another sync
+   stored one meanwhile; then the lower of the two, since rows of both are
+   in the store and each vouches only for what it wrote after its own
+   observation (doc/cache.md). */
+static int sync_writer_store_highestmodseq(struct sync_writer *writer)
+{
+	struct cache_mailbox now;
+	uint64_t highestmodseq = writer->highestmodseq;
+
+	if (cache_mailbox_lookup(writer->cache, writer->mailbox, &now) != 1 || now.id != writer->mailbox_id)
+		return -1; /* gone, or another UIDVALIDITY: nothing to vouch for */
+	if (now.highestmodseq != writer->before && now.highestmodseq < highestmodseq)
+		highestmodseq = now.highestmodseq;
+	return cache_mailbox_set_state(writer->cache, writer->mailbox_id, now.uidnext, highestmodseq);
+}
+
 /* The next chunk goes in a later event-loop turn, after the I/O ready now
    (a zero timeout: an event made active would run in this turn). */
-static void sync_schedule_chunk(struct sync *sync)
+static void sync_writer_schedule(struct sync_writer *writer)
 {
 	static const struct timeval now = { 0, 0 };
 
-	event_add(sync->write_event, &now);
+	event_add(writer->event, &now);
 }
 
-/* Writes the next chunk of the sync's flag rows in one transaction; after
-   the last, the mailbox's HIGHESTMODSEQ. Stops (the HIGHESTMODSEQ not
-   stored) at a failed write. */
-static void sync_write_chunk(evutil_socket_t fd, short what, void *context)
+/* Writes the next chunk of rows in one transaction; after the last, the
+   HIGHESTMODSEQ. Stops (the HIGHESTMODSEQ not stored) at a failed write:
+   the rows already written are newer than the stored one. */
+static void sync_writer_chunk(evutil_socket_t fd, short what, void *context)
 {
-	struct sync *sync = context;
-	uint32_t end = sync->write_count;
+	struct sync_writer *writer = context;
+	uint32_t end = writer->count;
 	int failed = 0;
 
 	(void)fd;
 	(void)what;
-	if (sync->base != NULL && end - sync->write_next > SYNC_WRITE_CHUNK)
-		end = sync->write_next + SYNC_WRITE_CHUNK;
-	cache_batch_begin(sync->cache);
-	for (; sync->write_next < end && failed == 0; sync->write_next++) {
-		const struct sync_entry *entry = &sync->writes[sync->write_next];
+	if (writer->event != NULL && end - writer->next > SYNC_WRITE_CHUNK)
+		end = writer->next + SYNC_WRITE_CHUNK;
+	cache_batch_begin(writer->cache);
+	for (; writer->next < end && failed == 0; writer->next++) {
+		const struct sync_entry *row = &writer->rows[writer->next];
 
-		failed = cache_store_flags(sync->cache, sync->write_mailbox_id, entry->uid, entry->flags, entry->modseq);
+		failed = cache_store_flags(writer->cache, writer->mailbox_id, row->uid, row->flags, row->modseq);
 	}
-	if (failed == 0 && sync->write_next == sync->write_count)
-		failed = cache_mailbox_set_state(sync->cache, sync->write_mailbox_id, sync->write_uidnext,
-						 sync->write_highestmodseq);
-	if (cache_batch_end(sync->cache) < 0 || failed != 0 || sync->write_next == sync->write_count) {
-		log_debug("sync: %u flag rows written%s", sync->write_next, failed != 0 ? ", then a failure" : "");
-		sync_drop_writes(sync);
+	if (failed == 0 && writer->next == writer->count)
+		failed = sync_writer_store_highestmodseq(writer);
+	if (cache_batch_end(writer->cache) < 0 || failed != 0 || writer->next == writer->count) {
+		log_debug("sync %s: %u flag rows written%s", writer->mailbox, writer->next,
+			  failed != 0 ? ", then a failure: HIGHESTMODSEQ not stored" : "");
+		sync_writer_free(writer);
 		return;
 	}
-	sync_schedule_chunk(sync);
+	sync_writer_schedule(writer);
 }
 
 /* Starts writing the entries' flags and MODSEQs (all, or those of
-   changed messages: the entries are the sync's), then highestmodseq. */
-static void sync_start_writes(struct sync *sync, int64_t mailbox_id, uint64_t highestmodseq)
+   changed messages: the entries are the sync's, taken), then
+   highestmodseq; before is the stored HIGHESTMODSEQ now. */
+static void sync_start_writes(struct sync *sync, int64_t mailbox_id, uint64_t before, uint64_t highestmodseq)
 {
-	sync_drop_writes(sync);
-	sync->writes = sync->entries;
-	sync->write_count = sync->entry_count;
+	struct sync_writer *writer = calloc(1, sizeof(*writer));
+
+	if (writer == NULL || (writer->mailbox = strdup(sync->mailbox)) == NULL) {
+		free(writer);
+		return; /* the HIGHESTMODSEQ is not stored: the next sync is a full one */
+	}
+	writer->cache = cache_ref(sync->cache);
+	writer->rows = sync->entries;
+	writer->count = sync->entry_count;
 	sync->entries = NULL;
 	sync->entry_count = sync->entry_capacity = 0;
-	sync->write_mailbox_id = mailbox_id;
-	sync->write_uidnext = sync->uidnext;
-	sync->write_highestmodseq = highestmodseq;
-	if (sync->base != NULL && sync->write_event == NULL)
-		sync->write_event = event_new(sync->base, -1, 0, sync_write_chunk, sync);
-	if (sync->base != NULL && sync->write_event != NULL)
-		sync_schedule_chunk(sync);
+	writer->mailbox_id = mailbox_id;
+	writer->before = before;
+	writer->highestmodseq = highestmodseq;
+	if (sync->base != NULL)
+		writer->event = event_new(sync->base, -1, 0, sync_writer_chunk, writer);
+	if (writer->event != NULL)
+		sync_writer_schedule(writer);
 	else
-		sync_write_chunk(-1, 0, sync);
+		sync_writer_chunk(-1, 0, writer);
 }
 
 void sync_set_event_base(struct sync *sync, struct event_base *base)
@@ -649,7 +683,7 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 	/* Dovecot reports HIGHESTMODSEQ to a client that enabled nothing too,
 	   once the mailbox keeps MODSEQs: only a sync that saw MODSEQs counts */
 	if (sync->options.condstore && sync->highestmodseq != 0)
-		sync_start_writes(sync, mailbox.id, sync->highestmodseq);
+		sync_start_writes(sync, mailbox.id, sync->nomodseq ? 0 : mailbox.highestmodseq, sync->highestmodseq);
 }
 
 /* A CHANGEDSINCE form is done: the view from it, or the full form next. */
@@ -668,7 +702,7 @@ static const char *sync_delta_done(struct sync *sync, enum imap_client_status st
 	sync->form = SYNC_FORM_FULL;
 	sync->delta_refused = false;
 	sync->commands_pending = 1;
-	return SYNC_COMMAND;
+	return sync_full_command(sync);
 }
 
 /* The view of a CHANGEDSINCE form is loaded (or not): the store follows. */

@@ -54,15 +54,18 @@ void sync_set_options(struct sync *sync, const struct sync_options *options);
 
 /* With a base, the store's flag rows of a sync are written
    SYNC_WRITE_CHUNK at a time, one event-loop turn each, and the mailbox's
-   HIGHESTMODSEQ after the last; without (NULL, the default), all at once. */
+   HIGHESTMODSEQ after the last, by a writer that holds a reference to the
+   store and goes on after sync_free or the next SELECT; without (NULL,
+   the default), all at once. */
 #define SYNC_WRITE_CHUNK 500 /* rows per turn: ~20 ms of SQLite writes, so no turn is held long */
 void sync_set_event_base(struct sync *sync, struct event_base *base);
 
 /* The client's SELECT (examine false) or EXAMINE of mailbox (the decoded
    astring, len bytes) goes upstream now: the view is emptied, and the
-   returned command (from after the tag: " UID FETCH 1:* (FLAGS)\r\n", or
-   with "(CHANGEDSINCE m VANISHED)" or "(CHANGEDSINCE m)" when the options
-   and the store allow) is to be sent right behind it, then
+   returned command (from after the tag: " UID FETCH 1:* (FLAGS)\r\n",
+   "(FLAGS MODSEQ)" once the client enabled CONDSTORE, or "(FLAGS)
+   (CHANGEDSINCE m VANISHED)" or "(FLAGS) (CHANGEDSINCE m)" when the
+   options and the store allow) is to be sent right behind it, then
    sync_second_command's, if any, in the same flight. The text is valid
    until the next call on sync. */
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine);

@@ -84,7 +84,7 @@ CHECK_LOCALITY = ENV.get("IMAPTEST_DIFF_LOCALITY") == "1"
 # What only a client that enabled CONDSTORE or QRESYNC may get.
 UNASKED = re.compile(rb"\[HIGHESTMODSEQ \d+\]|^\* VANISHED |^\* \d+ FETCH \(.*MODSEQ \(\d+\)", re.S)
 # The proxy's sync behind a SELECT, as the relay records it (doc/cache.md).
-SYNC_LINE = re.compile(r"^(?!dt)\S+ (UID FETCH 1:\* \(FLAGS\)( \(CHANGEDSINCE \d+( VANISHED)?\))?|"
+SYNC_LINE = re.compile(r"^(?!dt)\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\)( \(CHANGEDSINCE \d+( VANISHED)?\))?|"
                        r"UID SEARCH RETURN \(ALL\) ALL)$")
 # What each client mode enables, and when: before its SELECT or after it.
 MODES = (("condstore", "before"), ("qresync", "before"), ("none", None), ("condstore", "after"),
@@ -792,13 +792,13 @@ class Pass:
         if enabled == "none":
             ok = lines == [full]
         elif not warm:
-            ok = len(lines) >= 1
+            ok = len(lines) >= 1 and lines[0] != full
         elif enabled == "qresync":
             ok = len(lines) == 1 and lines[0].endswith(" VANISHED)")
         else:
             search = "UID SEARCH RETURN (ALL) ALL"
             ok = (len(lines) == 2 and "CHANGEDSINCE" in lines[0] and "VANISHED" not in lines[0] and lines[1] == search
-                  if "ESEARCH" in self.capabilities else lines == [full])
+                  if "ESEARCH" in self.capabilities else lines == ["UID FETCH 1:* (FLAGS MODSEQ)"])
         self.syncs.note(ok, ok, "client enabled %s%s: the sync was %r" % (enabled, " (warm)" if warm else "", lines))
         print("%s: client enabled %s: sync %s" % (self.label, enabled, lines), flush=True)
 

@@ -712,7 +712,7 @@ static void fixture_synced_once(struct fixture *f, bool qresync, bool esearch)
 
 	fixture_open(f, true);
 	sync_set_options(f->sync, &options);
-	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS)\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS MODSEQ)\r\n");
 	CU_ASSERT_PTR_NULL(sync_second_command(f->sync));
 	feed_sync_select(f, inbox_select);
 	sync_select_done(f->sync, IMAP_CLIENT_STATUS_OK, NULL);
@@ -776,7 +776,7 @@ static void test_full_form_choices(void)
 	struct fixture f;
 
 	fixture_synced_once(&f, false, false);
-	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS)\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS MODSEQ)\r\n");
 	CU_ASSERT_PTR_NULL(sync_second_command(f.sync));
 	sync_set_options(f.sync, &none);
 	select_mailbox(&f, "INBOX", inbox_select, NULL, inbox_fetch);
@@ -838,7 +838,7 @@ static void test_fallback_to_full(void)
 		sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
 		feed_sync(&f, c->data_lines, true);
 		next = sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
-		if (next == NULL || strcmp(next, " UID FETCH 1:* (FLAGS)\r\n") != 0 || sync_is_ready(f.sync)) {
+		if (next == NULL || strcmp(next, " UID FETCH 1:* (FLAGS MODSEQ)\r\n") != 0 || sync_is_ready(f.sync)) {
 			fail_case(c->name, "no full form after it");
 			fixture_close(&f);
 			continue;
@@ -854,7 +854,7 @@ static void test_fallback_to_full(void)
 }
 
 /* With an event base, flag rows go a chunk per turn, and HIGHESTMODSEQ
-   only after the last; a new SELECT before then leaves it as it was. */
+   only after the last, even when the session is gone by then. */
 static void test_chunked_writes(void)
 {
 	enum { MESSAGES = 10000 };
@@ -909,8 +909,7 @@ static void test_chunked_writes(void)
 		cache_message_clear(&message);
 	}
 
-	/* interrupted by the next SELECT: HIGHESTMODSEQ stays as it was */
-	sync_set_options(f.sync, &(struct sync_options){ 0 });
+	/* the writer outlives its session: the rows and then HIGHESTMODSEQ still go */
 	sync_select_begin(f.sync, "INBOX", 5, false);
 	snprintf(line, sizeof(line), "* %d EXISTS\r\n", MESSAGES);
 	feed_sync_select(&f, (const char *const[]){ line, "* OK [UIDVALIDITY 1700000000] v\r\n",
@@ -922,10 +921,19 @@ static void test_chunked_writes(void)
 	}
 	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
 	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-	sync_select_begin(f.sync, "INBOX", 5, false);
-	for (int i = 0; i < 5; i++)
-		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	sync_free(&f.sync);
 	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 90000);
+	for (turns = 0; stored_mailbox(f.cache, "INBOX").highestmodseq == 90000 && turns < MESSAGES; turns++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 95000);
+	CU_ASSERT_EQUAL(turns, (MESSAGES + SYNC_WRITE_CHUNK - 1) / SYNC_WRITE_CHUNK - 1);
+	{
+		struct cache_message message;
+
+		CU_ASSERT_EQUAL(cache_lookup(f.cache, id, 2 * MESSAGES, &message), 1);
+		CU_ASSERT_EQUAL(message.modseq, MESSAGES + 20);
+		cache_message_clear(&message);
+	}
 	fixture_close(&f);
 	event_base_free(base);
 }
@@ -950,6 +958,6 @@ const struct unit_test unit_tests[] = {
 	{ "the CONDSTORE form: what changed and ESEARCH's map", test_condstore_form },
 	{ "the full form without ESEARCH or CONDSTORE", test_full_form_choices },
 	{ "a CHANGEDSINCE form that does not add up: the full form follows", test_fallback_to_full },
-	{ "flag rows a chunk per event-loop turn, HIGHESTMODSEQ after them", test_chunked_writes },
+	{ "flag rows a chunk per event-loop turn, HIGHESTMODSEQ after them, past the session", test_chunked_writes },
 	{ NULL, NULL },
 };
