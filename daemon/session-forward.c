@@ -608,7 +608,6 @@ static void session_store_sent(struct session *session, const struct imap_comman
 			       struct imap_client_command *upstream)
 {
 	uint32_t count = mailbox_view_count(session->view);
-
 	int64_t mailbox_id = sync_mailbox_id(session->sync);
 	uint32_t run_first = 0, run_last = 0; /* UIDs of the store's rows to forget, a run of messages at a time */
 
