@@ -506,3 +506,39 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 	cache_fail(cache, rc, "reading what is stored of messages");
 	return -1;
 }
+
+long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			cache_flags_fn *callback, void *context)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FLAGS_RANGE);
+	long calls = 0;
+	int rc;
+
+	cache_bind_key(stmt, mailbox_id, first);
+	sqlite3_bind_int64(stmt, 3, last);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const char *flags = (const char *)sqlite3_column_blob(stmt, 1);
+		size_t len = (size_t)sqlite3_column_bytes(stmt, 1);
+
+		callback((uint32_t)sqlite3_column_int64(stmt, 0), flags != NULL ? flags : "", len,
+			 (uint64_t)sqlite3_column_int64(stmt, 2), context);
+		calls++;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_DONE)
+		return calls;
+	cache_fail(cache, rc, "reading stored flags");
+	return (rc & 0xff) == SQLITE_CORRUPT ? calls : -1;
+}
+
+int cache_forget_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FORGET_FLAGS);
+
+	if (!cache_write_allowed(cache))
+		return -1;
+	cache_bind_key(stmt, mailbox_id, first);
+	sqlite3_bind_int64(stmt, 3, last);
+	return cache_run(cache, stmt, "forgetting stored flags");
+}

@@ -91,6 +91,11 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT m.uid, m.internaldate IS NOT NULL, m.envelope IS NOT NULL, m.bodystructure IS NOT NULL,"
 		" m.body_item IS NOT NULL, m.header IS NOT NULL, m.flags IS NOT NULL, m.size, b.size"
 		CACHE_MESSAGE_FROM " WHERE m.mailbox_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid",
+	[CACHE_STMT_FLAGS_RANGE] =
+		"SELECT uid, flags, modseq FROM messages"
+		" WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 AND flags IS NOT NULL ORDER BY uid",
+	[CACHE_STMT_FORGET_FLAGS] =
+		"UPDATE messages SET flags = NULL, modseq = NULL WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3",
 	[CACHE_STMT_BODY_INSERT] =
 		"INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES(?1, ?2, ?3, 0, ?4) "
 		"ON CONFLICT(mailbox_id, uid) DO NOTHING",
@@ -1143,6 +1148,12 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 	}
 	cache->next = cache_registry;
 	cache_registry = cache;
+	return cache;
+}
+
+struct cache *cache_ref(struct cache *cache)
+{
+	cache->refcount++;
 	return cache;
 }
 

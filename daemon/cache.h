@@ -108,6 +108,10 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
    NULL is fine. */
 void cache_unref(struct cache **cache);
 
+/* One more reference to cache, for a writer that may outlive the session
+   that opened it (cache_unref drops it). Returns cache. */
+struct cache *cache_ref(struct cache *cache);
+
 /* True while writes are off: a full store (SQLITE_FULL), a read-only file
    or directory, a corrupt store. Every write call then does nothing and
    returns -1, quietly (the first failure was logged). Writes are tried
@@ -272,6 +276,22 @@ typedef void cache_presence_fn(const struct cache_presence *presence, void *cont
    missing). Returns how many calls were made, or -1 on error. */
 long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			   cache_presence_fn *callback, void *context);
+
+/* Called once per message with stored flags, in UID order: flags (not
+   NUL-terminated, len bytes; SQLite's, valid during the call) and MODSEQ
+   (0: not known). No cache call may be made from inside it. */
+typedef void cache_flags_fn(uint32_t uid, const char *flags, size_t len, uint64_t modseq, void *context);
+/* Tells callback the stored flags and MODSEQ of each message of
+   mailbox_id with a UID in [first, last] that has flags stored, reading
+   nothing else (a sync's unchanged messages). Returns how many calls were
+   made, or -1 on error. */
+long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			cache_flags_fn *callback, void *context);
+/* Forgets the stored flags and MODSEQ of every message of mailbox_id with
+   a UID in [first, last] (a STORE went upstream: until the upstream tells
+   them again, they are not known). Returns 0, or -1 (logged, except while
+   writes are off). */
+int cache_forget_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last);
 
 /* ---- whole messages ---- */
 

@@ -608,18 +608,30 @@ static void session_store_sent(struct session *session, const struct imap_comman
 			       struct imap_client_command *upstream)
 {
 	uint32_t count = mailbox_view_count(session->view);
+	int64_t mailbox_id = sync_mailbox_id(session->sync);
+	uint32_t run_first = 0, run_last = 0; /* UIDs of the store's rows to forget, a run of messages at a time */
 
 	(void)upstream;
 	if (!command->u.store.silent)
 		return;
-	for (uint32_t seq = 1; seq <= count; seq++) {
-		const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
-		uint32_t number = command->uid ? message->uid : seq;
+	for (uint32_t seq = 1; seq <= count + 1; seq++) {
+		const struct mailbox_view_message *message = seq <= count ? mailbox_view_get(session->view, seq) : NULL;
+		uint32_t number = message == NULL ? 0 : command->uid ? message->uid : seq;
 		uint32_t star = command->uid ? mailbox_view_max_uid(session->view) : count;
+		bool forget = message != NULL && (command->u.store.set->saved || (command->uid && number == 0) ||
+						  (number != 0 && imap_seqset_contains(command->u.store.set, number, star)));
 
-		if (command->u.store.set->saved || (number != 0 && imap_seqset_contains(command->u.store.set, number, star)) ||
-		    (command->uid && number == 0))
+		if (forget)
 			mailbox_view_forget_flags(session->view, seq);
+		if (forget && message->uid != 0) {
+			run_first = run_first == 0 ? message->uid : run_first;
+			run_last = message->uid;
+		} else if (run_first != 0) {
+			/* nor may the store vouch for the old ones (doc/cache.md) */
+			if (session->cache != NULL && mailbox_id != 0)
+				(void)cache_forget_flags(session->cache, mailbox_id, run_first, run_last);
+			run_first = 0;
+		}
 	}
 }
 
@@ -1037,6 +1049,8 @@ static int session_open_cache(struct session *session)
 		log_info("session %lu: no cache for %s on upstream %s (%s): proxying only", session->id,
 			 session->user, session->upstream_name, error);
 	session->sync = sync_new(session->cache, session->view);
+	if (session->sync != NULL)
+		sync_set_event_base(session->sync, session->base);
 	session->fill = fetch_fill_new();
 	if (session->cache != NULL && session->conf->cache_prefetch != CONF_PREFETCH_OFF &&
 	    ((session->prefetch = prefetch_new()) == NULL ||

@@ -44,6 +44,14 @@ static bool session_own_fetch_line(const unsigned char *data, size_t len, uint32
 	return pos > 2 && len - pos >= 7 && strncasecmp((const char *)data + pos, " FETCH ", 7) == 0;
 }
 
+/* Whether an untagged line of the sync is its own data besides FETCH:
+   the CONDSTORE form's ESEARCH, the QRESYNC form's VANISHED (EARLIER). */
+static bool session_own_sync_data(const unsigned char *data, size_t len)
+{
+	return (len >= 10 && strncasecmp((const char *)data, "* ESEARCH ", 10) == 0) ||
+	       (len >= 21 && strncasecmp((const char *)data, "* VANISHED (EARLIER) ", 21) == 0);
+}
+
 static int session_seen_compare(const void *key, const void *element)
 {
 	uint32_t uid = *(const uint32_t *)key, other = ((const struct fetch_seen *)element)->uid;
@@ -104,6 +112,8 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 			break;
 		}
 	}
+	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC)
+		swallow = session_own_sync_data(data, len);
 	session->swallowing_line = swallow && !line_end;
 	return swallow;
 }
@@ -186,18 +196,33 @@ static int session_own_send_set(struct session *session, enum session_own_kind k
 
 /* ---- the sync behind a SELECT or EXAMINE ---- */
 
-/* The sync's own command is done: the client gets its SELECT's reply. */
+/* The sync's own command is done: the next one runs, or the client gets
+   its SELECT's reply. */
 static void session_sync_done(struct imap_client *client, struct imap_client_command *command,
 			      const struct imap_client_result *result, void *context)
 {
 	struct session *session = context;
+	const char *next;
 
 	(void)client;
 	(void)command;
 	session_own_finish(session);
-	if (result->status == IMAP_CLIENT_STATUS_ABORT)
+	if (result->status == IMAP_CLIENT_STATUS_ABORT) {
+		session->sync_second = NULL;
 		return; /* session_upstream_closed ends the session */
-	sync_fetch_done(session->sync, result->status);
+	}
+	next = sync_fetch_done(session->sync, result->status);
+	if (session->sync_second != NULL) {
+		/* the second command of the flight is answered next */
+		session->own_kind = SESSION_OWN_SYNC;
+		session->own_command = session->sync_second;
+		session->sync_second = NULL;
+		return;
+	}
+	if (next != NULL) {
+		session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", next, strlen(next), session_sync_done);
+		return;
+	}
 	if (sync_is_ready(session->sync)) {
 		fetch_fill_set_mailbox(session->fill, session->cache, sync_mailbox_id(session->sync), session->view);
 		if (session->prefetch != NULL)
@@ -211,11 +236,27 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 void session_own_start_sync(struct session *session, const struct imap_command *command,
 			    struct imap_client_command *upstream)
 {
-	const char *line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
-					     command->name == IMAP_COMMAND_EXAMINE);
+	struct sync_options options = {
+		.condstore = session->client_condstore,
+		.qresync = session->client_qresync,
+		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
+	};
+	const char *line, *second;
 
+	sync_set_options(session->sync, &options);
+	line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
+				 command->name == IMAP_COMMAND_EXAMINE);
 	session->select_command = upstream;
 	session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", line, strlen(line), session_sync_done);
+	second = sync_second_command(session->sync);
+	if (second != NULL) {
+		/* in the same flight; own_command once the first is answered */
+		session->sync_second = imap_client_raw_command_new(session->upstream, NULL, "UID SEARCH",
+								   session_sync_done, session);
+		session->forwarded_pending++;
+		imap_client_raw_command_write(session->sync_second, second, strlen(second));
+		imap_client_raw_command_end(session->sync_second);
+	}
 }
 
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command)

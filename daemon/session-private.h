@@ -138,6 +138,7 @@ struct session {
 	struct sync *sync;
 	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
 	struct imap_client_command *own_command;    /* the proxy's own command, while it runs */
+	struct imap_client_command *sync_second;    /* the sync's second command, behind own_command */
 	enum session_own_kind own_kind;
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
 	bool swallowing_line;          /* the rest of a long line of the own command's data */

@@ -4,13 +4,21 @@
 #include "sync.h"
 #include "cache.h"
 #include "imap-response.h"
+#include "imap-seqset.h"
 #include "log.h"
 
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define SYNC_COMMAND " UID FETCH 1:* (FLAGS)\r\n" /* uses nothing the client did not enable (doc/cache.md) */
+/* the same once the client enabled CONDSTORE: Dovecot adds no MODSEQ to a FETCH that does not ask for it */
+#define SYNC_COMMAND_MODSEQ " UID FETCH 1:* (FLAGS MODSEQ)\r\n"
+#define SYNC_SEARCH_COMMAND " UID SEARCH RETURN (ALL) ALL\r\n" /* the map, for the CONDSTORE form */
+#define SYNC_COMMAND_MAX 80 /* the longest form with a 20-digit MODSEQ */
 #define SYNC_FLAGS_MAX 8192 /* a flag list's text; Dovecot's keyword limit keeps real ones far below */
 
 enum sync_state {
@@ -21,11 +29,33 @@ enum sync_state {
 	SYNC_UNVOUCHED,  /* selected, but the view can't be trusted: everything goes upstream */
 };
 
+/* Which command the sync sent (doc/cache.md's table). */
+enum sync_form {
+	SYNC_FORM_FULL,          /* UID FETCH 1:* (FLAGS) */
+	SYNC_FORM_QRESYNC,       /* ... (CHANGEDSINCE m VANISHED), over the stored UID list */
+	SYNC_FORM_CONDSTORE,     /* ... (CHANGEDSINCE m) and UID SEARCH RETURN (ALL) ALL */
+};
+
 /* One message as the sync's FETCH told of it. */
 struct sync_entry {
 	uint32_t seq, uid;
 	uint64_t modseq;
 	char *flags;
+};
+
+/* The flag rows of a vouched sync, written a chunk per event-loop turn,
+   then the mailbox's HIGHESTMODSEQ. It outlives its sync (a session that
+   ends, or selects again, before the last chunk), holding a reference to
+   the store, and frees itself after the last chunk. */
+struct sync_writer {
+	struct cache *cache;
+	struct event *event;
+	char *mailbox;
+	struct sync_entry *rows;
+	uint32_t count, next;
+	int64_t mailbox_id;
+	uint64_t before;         /* the stored HIGHESTMODSEQ when the sync began writing */
+	uint64_t highestmodseq;  /* the sync's, stored after the last row */
 };
 
 struct sync {
@@ -41,6 +71,22 @@ struct sync {
 	int64_t mailbox_id;      /* the store's, once known; 0 */
 	struct sync_entry *entries;
 	uint32_t entry_count, entry_capacity;
+	uint32_t recent;         /* the RECENT count */
+	bool nomodseq;
+
+	struct sync_options options;
+	enum sync_form form;
+	char command[SYNC_COMMAND_MAX];
+	unsigned int commands_pending; /* of the sync's own commands */
+	bool delta_refused;      /* the SELECT contradicts the store: the full form follows */
+	struct cache_mailbox stored; /* as of sync_select_begin (a CHANGEDSINCE form) */
+	uint32_t *base_uids;     /* QRESYNC: the stored UID list, less what VANISHED (EARLIER) */
+	size_t base_count;
+	uint32_t *all_uids;      /* CONDSTORE: ESEARCH's ALL */
+	size_t all_count;
+	bool have_all;
+
+	struct event_base *base;   /* for the flag rows' writers; NULL: write at once */
 };
 
 struct sync *sync_new(struct cache *cache, struct mailbox_view *view)
@@ -66,6 +112,15 @@ static void sync_clear_entries(struct sync *sync)
 	sync->entry_count = 0;
 }
 
+static void sync_clear_delta(struct sync *sync)
+{
+	free(sync->base_uids);
+	free(sync->all_uids);
+	sync->base_uids = sync->all_uids = NULL;
+	sync->base_count = sync->all_count = 0;
+	sync->have_all = false;
+}
+
 void sync_free(struct sync **sync_p)
 {
 	struct sync *sync = *sync_p;
@@ -73,6 +128,7 @@ void sync_free(struct sync **sync_p)
 	if (sync == NULL)
 		return;
 	sync_clear_entries(sync);
+	sync_clear_delta(sync);
 	free(sync->entries);
 	free(sync->mailbox);
 	imap_response_parser_free(&sync->responses);
@@ -80,12 +136,39 @@ void sync_free(struct sync **sync_p)
 	*sync_p = NULL;
 }
 
+void sync_set_options(struct sync *sync, const struct sync_options *options)
+{
+	sync->options = *options;
+}
+
 void sync_deselect(struct sync *sync)
 {
 	sync->state = SYNC_NONE;
 	sync->mailbox_id = 0;
 	sync_clear_entries(sync);
+	sync_clear_delta(sync);
 	mailbox_view_load(sync->view, NULL, 0);
+}
+
+/* The form the options and the store allow for the mailbox being
+   selected: a CHANGEDSINCE form needs a stored HIGHESTMODSEQ (and, for
+   QRESYNC, a stored UID list to apply VANISHED to). */
+static enum sync_form sync_choose_form(struct sync *sync)
+{
+	if (sync->cache == NULL || !sync->options.condstore || sync->state != SYNC_SELECTING ||
+	    cache_mailbox_lookup(sync->cache, sync->mailbox, &sync->stored) != 1 || sync->stored.highestmodseq == 0)
+		return SYNC_FORM_FULL;
+	if (sync->options.qresync &&
+	    cache_mailbox_get_uids(sync->cache, sync->stored.id, &sync->base_uids, &sync->base_count) > 0)
+		return SYNC_FORM_QRESYNC;
+	sync_clear_delta(sync);
+	return sync->options.esearch ? SYNC_FORM_CONDSTORE : SYNC_FORM_FULL;
+}
+
+/* The full form, with MODSEQ when the client enabled CONDSTORE. */
+static const char *sync_full_command(const struct sync *sync)
+{
+	return sync->options.condstore ? SYNC_COMMAND_MODSEQ : SYNC_COMMAND;
 }
 
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine)
@@ -95,10 +178,21 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	sync->mailbox = strndup(mailbox, len);
 	sync->state = sync->mailbox != NULL && memchr(mailbox, '\0', len) == NULL ? SYNC_SELECTING : SYNC_NONE;
 	sync->read_only = examine;
-	sync->disturbed = false;
-	sync->exists = sync->uidvalidity = sync->uidnext = 0;
+	sync->disturbed = sync->delta_refused = sync->nomodseq = false;
+	sync->exists = sync->uidvalidity = sync->uidnext = sync->recent = 0;
 	sync->highestmodseq = 0;
-	return SYNC_COMMAND;
+	sync->form = sync_choose_form(sync);
+	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 : 1;
+	if (sync->form == SYNC_FORM_FULL)
+		return sync_full_command(sync);
+	snprintf(sync->command, sizeof(sync->command), " UID FETCH 1:* (FLAGS) (CHANGEDSINCE %" PRIu64 "%s)\r\n",
+		 sync->stored.highestmodseq, sync->form == SYNC_FORM_QRESYNC ? " VANISHED" : "");
+	return sync->command;
+}
+
+const char *sync_second_command(const struct sync *sync)
+{
+	return sync->form == SYNC_FORM_CONDSTORE && sync->state == SYNC_SELECTING ? SYNC_SEARCH_COMMAND : NULL;
 }
 
 /* A number after the word name in code ("UIDNEXT 9"), in *number_r. */
@@ -124,8 +218,10 @@ static void sync_note_code(struct sync *sync, const char *code)
 		sync->uidnext = (uint32_t)number;
 	else if (sync_code_number(code, "HIGHESTMODSEQ", &number))
 		sync->highestmodseq = number;
-	else if (code != NULL && strcasecmp(code, "NOMODSEQ") == 0)
+	else if (code != NULL && strcasecmp(code, "NOMODSEQ") == 0) {
 		sync->highestmodseq = 0;
+		sync->nomodseq = true;
+	}
 }
 
 void sync_select_data(struct sync *sync, const struct imap_client_untagged *untagged)
@@ -134,8 +230,27 @@ void sync_select_data(struct sync *sync, const struct imap_client_untagged *unta
 		return;
 	if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number)
 		sync->exists = untagged->number;
+	else if (strcmp(untagged->keyword, "RECENT") == 0 && untagged->has_number)
+		sync->recent = untagged->number;
 	else if (strcmp(untagged->keyword, "OK") == 0)
 		sync_note_code(sync, untagged->code);
+}
+
+/* Whether what the SELECT reported lets a CHANGEDSINCE form's answer be
+   applied to the store's state: the same UIDVALIDITY, a HIGHESTMODSEQ not
+   below the stored one, and a UIDNEXT above every stored UID. */
+static bool sync_delta_applies(const struct sync *sync)
+{
+	const struct cache_mailbox *stored = &sync->stored;
+
+	if (sync->uidvalidity != stored->uidvalidity || sync->nomodseq || sync->highestmodseq < stored->highestmodseq)
+		return false;
+	if (sync->uidnext != 0 && ((stored->uidnext != 0 && stored->uidnext > sync->uidnext) ||
+				   (sync->base_count > 0 && sync->base_uids[sync->base_count - 1] >= sync->uidnext)))
+		return false;
+	/* nothing changed since m: the message count can't have either */
+	return sync->form != SYNC_FORM_QRESYNC || sync->highestmodseq != stored->highestmodseq ||
+	       sync->exists == sync->base_count;
 }
 
 void sync_select_done(struct sync *sync, enum imap_client_status status, const char *code)
@@ -151,6 +266,13 @@ void sync_select_done(struct sync *sync, enum imap_client_status status, const c
 	else if (code != NULL && strncasecmp(code, "READ-WRITE", 10) == 0)
 		sync->read_only = false;
 	sync->state = SYNC_FETCHING;
+	if (sync->form != SYNC_FORM_FULL && !sync_delta_applies(sync)) {
+		log_debug("sync %s: the SELECT contradicts the store (UIDVALIDITY %u/%u, HIGHESTMODSEQ %" PRIu64
+			  "/%" PRIu64 "%s): a full sync follows", sync->mailbox, sync->uidvalidity,
+			  sync->stored.uidvalidity, sync->highestmodseq, sync->stored.highestmodseq,
+			  sync->nomodseq ? ", NOMODSEQ" : "");
+		sync->delta_refused = true;
+	}
 }
 
 /* The flag list of a FETCH as the text between its parentheses, its
@@ -220,6 +342,67 @@ static void sync_add_entry(struct sync *sync, uint32_t seq, uint32_t uid, char *
 	sync->entries[sync->entry_count++] = (struct sync_entry){ seq, uid, modseq, flags };
 }
 
+/* The UIDs of a set (no "*"), ascending, in *uids_r (malloc'd). */
+static bool sync_expand_set(const struct imap_seqset *set, uint32_t **uids_r, size_t *count_r)
+{
+	uint64_t total = imap_seqset_count(set, 0);
+	uint32_t *uids;
+	size_t count = 0;
+
+	*uids_r = NULL;
+	*count_r = 0;
+	if (set->count > 0 && total == 0)
+		return false; /* out of memory */
+	uids = malloc(((size_t)total + 1) * sizeof(*uids));
+	if (uids == NULL)
+		return false;
+	for (uint32_t uid = 1, seen = 0; seen < total; uid++) {
+		if (imap_seqset_contains(set, uid, 0)) {
+			uids[count++] = uid;
+			seen++;
+		}
+		if (uid == UINT32_MAX)
+			break;
+	}
+	*uids_r = uids;
+	*count_r = count;
+	return true;
+}
+
+/* ESEARCH (the CONDSTORE form's map) and VANISHED (EARLIER) (the QRESYNC
+   form's expunges since m): the sync's own data. */
+static bool sync_note_delta_data(struct sync *sync, const struct imap_client_untagged *untagged)
+{
+	struct imap_response response;
+	bool esearch = strcmp(untagged->keyword, "ESEARCH") == 0;
+
+	if ((!esearch && strcmp(untagged->keyword, "VANISHED") != 0) || untagged->line == NULL ||
+	    imap_response_parse(sync->responses, untagged->line, &response, NULL) != IMAP_RESPONSE_ERROR_NONE)
+		return false;
+	if (response.type == IMAP_RESPONSE_DATA_VANISHED && response.u.vanished.earlier) {
+		size_t kept = 0;
+
+		for (size_t i = 0; i < sync->base_count; i++) {
+			if (!imap_seqset_contains(response.u.vanished.uids, sync->base_uids[i], 0))
+				sync->base_uids[kept++] = sync->base_uids[i];
+		}
+		sync->base_count = kept;
+		return true;
+	}
+	if (response.type == IMAP_RESPONSE_DATA_ESEARCH) {
+		free(sync->all_uids);
+		sync->have_all = response.u.esearch.uid;
+		if ((response.u.esearch.present & IMAP_ESEARCH_ALL) == 0) {
+			sync->all_uids = NULL; /* no ALL: no messages */
+			sync->all_count = 0;
+		} else if (!sync_expand_set(response.u.esearch.all, &sync->all_uids, &sync->all_count)) {
+			sync->have_all = false;
+		}
+		return true;
+	}
+	return false;
+}
+
 bool sync_fetch_data(struct sync *sync, const struct imap_client_untagged *untagged)
 {
 	uint32_t uid;
@@ -237,8 +420,12 @@ bool sync_fetch_data(struct sync *sync, const struct imap_client_untagged *untag
 		}
 		return true;
 	}
+	if (sync->form != SYNC_FORM_FULL && sync->state == SYNC_FETCHING && sync_note_delta_data(sync, untagged))
+		return true;
 	if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number)
 		sync->exists = untagged->number;
+	else if (strcmp(untagged->keyword, "RECENT") == 0 && untagged->has_number)
+		sync->recent = untagged->number;
 	else if (strcmp(untagged->keyword, "EXPUNGE") == 0 || strcmp(untagged->keyword, "VANISHED") == 0)
 		sync->disturbed = true;
 	else if (strcmp(untagged->keyword, "OK") == 0)
@@ -259,7 +446,7 @@ static bool sync_entries_complete(const struct sync *sync)
 	return true;
 }
 
-/* Loads the view from the entries. */
+/* Loads the view from the entries (the full form). */
 static bool sync_load_view(struct sync *sync, uint32_t *uids)
 {
 	for (uint32_t i = 0; i < sync->entry_count; i++)
@@ -276,10 +463,198 @@ static bool sync_load_view(struct sync *sync, uint32_t *uids)
 	return true;
 }
 
+/* The mailbox's UID list after a CHANGEDSINCE form, in *uids_r
+   (malloc'd): ESEARCH's ALL, or the stored list less VANISHED plus the
+   changed messages' UIDs. */
+static bool sync_delta_uids(struct sync *sync, uint32_t **uids_r, size_t *count_r)
+{
+	size_t count = 0, b = 0, e = 0;
+	uint32_t *uids;
+
+	if (sync->form == SYNC_FORM_CONDSTORE) {
+		if (!sync->have_all)
+			return false;
+		*uids_r = sync->all_uids;
+		*count_r = sync->all_count;
+		sync->all_uids = NULL;
+		sync->all_count = 0;
+		return true;
+	}
+	uids = malloc((sync->base_count + sync->entry_count + 1) * sizeof(*uids));
+	if (uids == NULL)
+		return false;
+	while (b < sync->base_count || e < sync->entry_count) {
+		uint32_t next = e == sync->entry_count ||
+					(b < sync->base_count && sync->base_uids[b] < sync->entries[e].uid) ?
+				sync->base_uids[b++] : sync->entries[e++].uid;
+
+		if (count > 0 && uids[count - 1] >= next) {
+			if (uids[count - 1] == next)
+				continue;
+			free(uids); /* the changed messages' UIDs did not ascend */
+			return false;
+		}
+		uids[count++] = next;
+	}
+	*uids_r = uids;
+	*count_r = count;
+	return true;
+}
+
+/* A stored flag row of an unchanged message, into the view. */
+static void sync_stored_flags(uint32_t uid, const char *flags, size_t len, uint64_t modseq, void *context)
+{
+	struct sync *sync = context;
+	uint32_t seq = mailbox_view_seq_of_uid(sync->view, uid);
+
+	if (seq != 0 && mailbox_view_get(sync->view, seq)->flags == NULL) {
+		mailbox_view_set_flags(sync->view, seq, flags, len);
+		mailbox_view_set_modseq(sync->view, seq, modseq);
+	}
+}
+
+/* Loads the view after a CHANGEDSINCE form: the UID list from
+   sync_delta_uids, each changed message's flags and MODSEQ as the FETCH
+   told them (it must stand where its sequence number says), the others'
+   from the store (not known where none are stored), and \Recent on the
+   last RECENT messages, as Dovecot numbers them. Returns false when what
+   came does not add up to the mailbox the upstream has. */
+static bool sync_load_delta_view(struct sync *sync)
+{
+	uint32_t *uids = NULL;
+	size_t count = 0;
+	bool ok;
+
+	if (!sync_delta_uids(sync, &uids, &count))
+		return false;
+	ok = count == sync->exists && count <= UINT32_MAX && mailbox_view_load(sync->view, uids, (uint32_t)count) == 0;
+	for (uint32_t i = 0; ok && i < sync->entry_count; i++) {
+		const struct sync_entry *entry = &sync->entries[i];
+
+		ok = mailbox_view_seq_of_uid(sync->view, entry->uid) == entry->seq &&
+		     mailbox_view_set_flags(sync->view, entry->seq, entry->flags, strlen(entry->flags)) == 0;
+		if (ok)
+			mailbox_view_set_modseq(sync->view, entry->seq, entry->modseq);
+	}
+	if (ok && count > 0 && cache_lookup_flags(sync->cache, sync->stored.id, uids[0], uids[count - 1],
+						  sync_stored_flags, sync) < 0)
+		ok = false;
+	for (uint32_t seq = (uint32_t)count - (sync->recent < count ? sync->recent : (uint32_t)count) + 1;
+	     ok && seq <= count; seq++)
+		mailbox_view_set_recent(sync->view, seq, true);
+	free(uids);
+	if (!ok)
+		mailbox_view_load(sync->view, NULL, 0);
+	return ok;
+}
+
+static void sync_writer_free(struct sync_writer *writer)
+{
+	for (uint32_t i = 0; i < writer->count; i++)
+		free(writer->rows[i].flags);
+	free(writer->rows);
+	free(writer->mailbox);
+	if (writer->event != NULL)
+		event_free(writer->event);
+	cache_unref(&writer->cache);
+	free(writer);
+}
+
+/* After the last row: the sync's HIGHESTMODSEQ, unless another sync
+   stored one meanwhile; then the lower of the two, since rows of both are
+   in the store and each vouches only for what it wrote after its own
+   observation (doc/cache.md). */
+static int sync_writer_store_highestmodseq(struct sync_writer *writer)
+{
+	struct cache_mailbox now;
+	uint64_t highestmodseq = writer->highestmodseq;
+
+	if (cache_mailbox_lookup(writer->cache, writer->mailbox, &now) != 1 || now.id != writer->mailbox_id)
+		return -1; /* gone, or another UIDVALIDITY: nothing to vouch for */
+	if (now.highestmodseq != writer->before && now.highestmodseq < highestmodseq)
+		highestmodseq = now.highestmodseq;
+	return cache_mailbox_set_state(writer->cache, writer->mailbox_id, now.uidnext, highestmodseq);
+}
+
+/* The next chunk goes in a later event-loop turn, after the I/O ready now
+   (a zero timeout: an event made active would run in this turn). */
+static void sync_writer_schedule(struct sync_writer *writer)
+{
+	static const struct timeval now = { 0, 0 };
+
+	event_add(writer->event, &now);
+}
+
+/* Writes the next chunk of rows in one transaction; after the last, the
+   HIGHESTMODSEQ. Stops (the HIGHESTMODSEQ not stored) at a failed write:
+   the rows already written are newer than the stored one. */
+static void sync_writer_chunk(evutil_socket_t fd, short what, void *context)
+{
+	struct sync_writer *writer = context;
+	uint32_t end = writer->count;
+	int failed = 0;
+
+	(void)fd;
+	(void)what;
+	if (writer->event != NULL && end - writer->next > SYNC_WRITE_CHUNK)
+		end = writer->next + SYNC_WRITE_CHUNK;
+	cache_batch_begin(writer->cache);
+	for (; writer->next < end && failed == 0; writer->next++) {
+		const struct sync_entry *row = &writer->rows[writer->next];
+
+		failed = cache_store_flags(writer->cache, writer->mailbox_id, row->uid, row->flags, row->modseq);
+	}
+	if (failed == 0 && writer->next == writer->count)
+		failed = sync_writer_store_highestmodseq(writer);
+	if (cache_batch_end(writer->cache) < 0 || failed != 0 || writer->next == writer->count) {
+		log_debug("sync %s: %u flag rows written%s", writer->mailbox, writer->next,
+			  failed != 0 ? ", then a failure: HIGHESTMODSEQ not stored" : "");
+		sync_writer_free(writer);
+		return;
+	}
+	sync_writer_schedule(writer);
+}
+
+/* Starts writing the entries' flags and MODSEQs (all, or those of
+   changed messages: the entries are the sync's, taken), then
+   highestmodseq; before is the stored HIGHESTMODSEQ now. */
+static void sync_start_writes(struct sync *sync, int64_t mailbox_id, uint64_t before, uint64_t highestmodseq)
+{
+	struct sync_writer *writer = calloc(1, sizeof(*writer));
+
+	if (writer == NULL || (writer->mailbox = strdup(sync->mailbox)) == NULL) {
+		free(writer);
+		return; /* the HIGHESTMODSEQ is not stored: the next sync is a full one */
+	}
+	writer->cache = cache_ref(sync->cache);
+	writer->rows = sync->entries;
+	writer->count = sync->entry_count;
+	sync->entries = NULL;
+	sync->entry_count = sync->entry_capacity = 0;
+	writer->mailbox_id = mailbox_id;
+	writer->before = before;
+	writer->highestmodseq = highestmodseq;
+	if (sync->base != NULL)
+		writer->event = event_new(sync->base, -1, 0, sync_writer_chunk, writer);
+	if (writer->event != NULL)
+		sync_writer_schedule(writer);
+	else
+		sync_writer_chunk(-1, 0, writer);
+}
+
+void sync_set_event_base(struct sync *sync, struct event_base *base)
+{
+	sync->base = base;
+}
+
 /* The store learns the mailbox as of this sync: its UIDVALIDITY (a new
-   one drops the old rows), UID list, UIDNEXT and HIGHESTMODSEQ. Messages
-   that are gone leave it. */
-static void sync_store(struct sync *sync, const uint32_t *uids)
+   one drops the old rows), UID list and UIDNEXT now, then the flags the
+   sync saw (with CONDSTORE: a full sync's every message, a CHANGEDSINCE
+   form's changed ones) and, after them, its HIGHESTMODSEQ. Without
+   CONDSTORE no flags are written and the stored HIGHESTMODSEQ stays: the
+   rows it vouches for are no older for this sync. Messages that are gone
+   leave the store. */
+static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 {
 	struct cache_mailbox mailbox;
 	uint32_t *stored = NULL, *gone = NULL;
@@ -300,19 +675,77 @@ static void sync_store(struct sync *sync, const uint32_t *uids)
 	cache_batch_begin(sync->cache);
 	if (gone_count > 0)
 		cache_mailbox_remove_uids(sync->cache, mailbox.id, gone, gone_count);
-	cache_mailbox_set_uids(sync->cache, mailbox.id, uids, sync->entry_count);
-	cache_mailbox_set_state(sync->cache, mailbox.id, sync->uidnext, sync->highestmodseq);
+	cache_mailbox_set_uids(sync->cache, mailbox.id, uids, count);
+	cache_mailbox_set_state(sync->cache, mailbox.id, sync->uidnext, sync->nomodseq ? 0 : mailbox.highestmodseq);
 	cache_batch_end(sync->cache);
 	free(stored);
 	free(gone);
+	/* Dovecot reports HIGHESTMODSEQ to a client that enabled nothing too,
+	   once the mailbox keeps MODSEQs: only a sync that saw MODSEQs counts */
+	if (sync->options.condstore && sync->highestmodseq != 0)
+		sync_start_writes(sync, mailbox.id, sync->nomodseq ? 0 : mailbox.highestmodseq, sync->highestmodseq);
 }
 
-void sync_fetch_done(struct sync *sync, enum imap_client_status status)
+/* A CHANGEDSINCE form is done: the view from it, or the full form next. */
+static const char *sync_delta_done(struct sync *sync, enum imap_client_status status)
+{
+	if (status == IMAP_CLIENT_STATUS_OK && !sync->disturbed && !sync->delta_refused && sync_load_delta_view(sync))
+		return NULL;
+	mailbox_view_load(sync->view, NULL, 0);
+	if (sync->disturbed)
+		return NULL; /* an expunge meanwhile would disturb the full form too */
+	log_debug("sync %s: the %s form does not add up (%s, %u messages, %u changed): a full sync follows",
+		  sync->mailbox, sync->form == SYNC_FORM_QRESYNC ? "QRESYNC" : "CONDSTORE",
+		  imap_client_status_name(status), sync->exists, sync->entry_count);
+	sync_clear_entries(sync);
+	sync_clear_delta(sync);
+	sync->form = SYNC_FORM_FULL;
+	sync->delta_refused = false;
+	sync->commands_pending = 1;
+	return sync_full_command(sync);
+}
+
+/* The view of a CHANGEDSINCE form is loaded (or not): the store follows. */
+static void sync_delta_finish(struct sync *sync)
+{
+	uint32_t count = mailbox_view_count(sync->view);
+	uint32_t *uids = NULL;
+
+	sync->state = count == sync->exists && !sync->disturbed ? SYNC_READY : SYNC_UNVOUCHED;
+	if (sync->state == SYNC_READY && (uids = malloc(((size_t)count + 1) * sizeof(*uids))) == NULL)
+		sync->state = SYNC_UNVOUCHED;
+	for (uint32_t seq = 1; uids != NULL && seq <= count; seq++)
+		uids[seq - 1] = mailbox_view_get(sync->view, seq)->uid;
+	if (sync->state == SYNC_READY)
+		sync_store(sync, uids, count);
+	else
+		mailbox_view_load(sync->view, NULL, 0);
+	free(uids);
+}
+
+const char *sync_fetch_done(struct sync *sync, enum imap_client_status status)
 {
 	uint32_t *uids;
+	uint32_t count;
 
 	if (sync->state != SYNC_FETCHING)
-		return;
+		return NULL;
+	if (status != IMAP_CLIENT_STATUS_OK)
+		sync->delta_refused = true; /* a CHANGEDSINCE form's part failed: the full form next */
+	if (sync->commands_pending > 1) {
+		sync->commands_pending--;
+		return NULL;
+	}
+	sync->commands_pending = 0;
+	if (sync->form != SYNC_FORM_FULL) {
+		const char *next = sync_delta_done(sync, status);
+
+		if (next == NULL)
+			sync_delta_finish(sync);
+		sync_clear_entries(sync);
+		sync_clear_delta(sync);
+		return next;
+	}
 	sync->state = SYNC_UNVOUCHED;
 	if (status != IMAP_CLIENT_STATUS_OK || sync->disturbed || !sync_entries_complete(sync)) {
 		log_debug("sync %s: not vouched for (%s, %u of %u messages seen%s)", sync->mailbox,
@@ -320,17 +753,19 @@ void sync_fetch_done(struct sync *sync, enum imap_client_status status)
 			  sync->disturbed ? ", an expunge meanwhile" : "");
 		sync_clear_entries(sync);
 		mailbox_view_load(sync->view, NULL, 0);
-		return;
+		return NULL;
 	}
-	uids = malloc(((size_t)sync->entry_count + 1) * sizeof(*uids));
+	count = sync->entry_count;
+	uids = malloc(((size_t)count + 1) * sizeof(*uids));
 	if (uids != NULL && sync_load_view(sync, uids)) {
 		sync->state = SYNC_READY;
-		sync_store(sync, uids);
+		sync_store(sync, uids, count);
 	} else {
 		mailbox_view_load(sync->view, NULL, 0);
 	}
 	free(uids);
 	sync_clear_entries(sync);
+	return NULL;
 }
 
 /* A FETCH that reached the client: what it says of flags, MODSEQ and UID. */

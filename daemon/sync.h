@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct cache;
+struct event_base;
 
 /*
  * One session's selection, as doc/cache.md describes it. The session sends
@@ -26,10 +27,12 @@ struct cache;
  * The view is vouched for (sync_is_ready) only when the sync saw a
  * sequence number and UID for every message the mailbox has, with no
  * expunge in between; otherwise everything goes upstream until the next
- * SELECT. The store learns the UID list, UIDNEXT and HIGHESTMODSEQ of a
- * vouched sync (not the flags: one row each would cost the SELECT's
- * event-loop turn too much; the view holds them), and a UIDVALIDITY
- * change drops the mailbox's rows first.
+ * SELECT. The store learns the UID list and UIDNEXT of a vouched sync at
+ * once (a UIDVALIDITY change drops the mailbox's rows first), the flags
+ * and MODSEQ it saw (all of them, or the changed ones) over the next
+ * event-loop turns, and then its HIGHESTMODSEQ: a stored HIGHESTMODSEQ m
+ * vouches that every stored flag row is at least as new as m, which is
+ * what lets the next sync ask only for what changed since m.
  */
 
 struct sync;
@@ -39,11 +42,36 @@ struct sync;
 struct sync *sync_new(struct cache *cache, struct mailbox_view *view);
 void sync_free(struct sync **sync);
 
+/* What the client enabled on its own connection, and what the upstream
+   advertises: they choose the sync's form (doc/cache.md). They apply from
+   the next sync_select_begin; until set, none (the full form). */
+struct sync_options {
+	bool condstore;           /* the client enabled CONDSTORE (or QRESYNC) */
+	bool qresync;             /* the client enabled QRESYNC */
+	bool esearch;             /* the upstream advertises ESEARCH */
+};
+void sync_set_options(struct sync *sync, const struct sync_options *options);
+
+/* With a base, the store's flag rows of a sync are written
+   SYNC_WRITE_CHUNK at a time, one event-loop turn each, and the mailbox's
+   HIGHESTMODSEQ after the last, by a writer that holds a reference to the
+   store and goes on after sync_free or the next SELECT; without (NULL,
+   the default), all at once. */
+#define SYNC_WRITE_CHUNK 500 /* rows per turn: ~20 ms of SQLite writes, so no turn is held long */
+void sync_set_event_base(struct sync *sync, struct event_base *base);
+
 /* The client's SELECT (examine false) or EXAMINE of mailbox (the decoded
    astring, len bytes) goes upstream now: the view is emptied, and the
-   returned command (from after the tag: " UID FETCH 1:* (FLAGS)\r\n") is
-   to be sent right behind it. */
+   returned command (from after the tag: " UID FETCH 1:* (FLAGS)\r\n",
+   "(FLAGS MODSEQ)" once the client enabled CONDSTORE, or "(FLAGS)
+   (CHANGEDSINCE m VANISHED)" or "(FLAGS) (CHANGEDSINCE m)" when the
+   options and the store allow) is to be sent right behind it, then
+   sync_second_command's, if any, in the same flight. The text is valid
+   until the next call on sync. */
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine);
+/* The sync's second command (a " UID SEARCH RETURN (ALL) ALL\r\n" for the
+   CONDSTORE form's sequence map), or NULL. */
+const char *sync_second_command(const struct sync *sync);
 
 /* An untagged response of the SELECT. */
 void sync_select_data(struct sync *sync, const struct imap_client_untagged *untagged);
@@ -52,14 +80,19 @@ void sync_select_data(struct sync *sync, const struct imap_client_untagged *unta
    command answers nothing worth keeping. */
 void sync_select_done(struct sync *sync, enum imap_client_status status, const char *code);
 
-/* An untagged response of the sync's own command. Returns true when it is
-   the sync's own data (a FETCH), which the client must not see; false for
-   what the client must get (EXISTS, EXPUNGE, RECENT, FLAGS, OK...), which
-   sync takes note of too. */
+/* An untagged response of the sync's own commands. Returns true when it
+   is the sync's own data (a FETCH, ESEARCH, VANISHED (EARLIER)), which the
+   client must not see; false for what the client must get (EXISTS,
+   EXPUNGE, RECENT, FLAGS, OK...), which sync takes note of too. */
 bool sync_fetch_data(struct sync *sync, const struct imap_client_untagged *untagged);
-/* The sync's own command completed: the view is loaded (and the store
-   updated) when it can be vouched for. */
-void sync_fetch_done(struct sync *sync, enum imap_client_status status);
+/* One of the sync's own commands completed. After the last, the view is
+   loaded (and the store updated) when it can be vouched for. Returns NULL,
+   or a command to send now as the sync's own (its answers go to
+   sync_fetch_data and sync_fetch_done as before): the full form, when
+   what a CHANGEDSINCE form told can't be vouched for (the SELECT reported
+   another UIDVALIDITY, a lower HIGHESTMODSEQ, NOMODSEQ, or a mailbox the
+   stored UID list contradicts). */
+const char *sync_fetch_done(struct sync *sync, enum imap_client_status status);
 
 /* An untagged response that reaches the client outside the SELECT's round
    trip: EXISTS, EXPUNGE and VANISHED move the view; FETCH FLAGS (and

@@ -732,6 +732,53 @@ static void test_flags_and_modseq(void)
 	teardown();
 }
 
+/* What cache_lookup_flags reports, as "uid(flags):modseq ...". */
+static void describe_flags(uint32_t uid, const char *flags, size_t len, uint64_t modseq, void *context)
+{
+	char *text = context;
+	size_t used = strlen(text);
+
+	snprintf(text + used, 512 - used, "%s%u(%.*s):%llu", used > 0 ? " " : "", uid, (int)len, flags,
+		 (unsigned long long)modseq);
+}
+
+static void test_flag_ranges(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox, other;
+	struct cache_message message;
+	char text[512] = "";
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	other = open_mailbox(cache, "Other", 1);
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "\\Seen", 5), 0);
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 4, "", 0), 0);
+	store_text(cache, mailbox.id, 5, CACHE_ITEM_ENVELOPE, "(NIL)"); /* a row without flags */
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 9, "\\Flagged $Junk", 12), 0);
+	CU_ASSERT_EQUAL(cache_store_flags(cache, other.id, 4, "\\Draft", 1), 0);
+	CU_ASSERT_EQUAL(cache_lookup_flags(cache, mailbox.id, 1, 100, describe_flags, text), 3);
+	CU_ASSERT_STRING_EQUAL(text, "3(\\Seen):5 4():0 9(\\Flagged $Junk):12");
+	text[0] = '\0';
+	CU_ASSERT_EQUAL(cache_lookup_flags(cache, mailbox.id, 4, 8, describe_flags, text), 1);
+	CU_ASSERT_STRING_EQUAL(text, "4():0");
+	/* a STORE went upstream: 3 to 5 are not known any more; the rest stays */
+	CU_ASSERT_EQUAL(cache_forget_flags(cache, mailbox.id, 3, 5), 0);
+	text[0] = '\0';
+	CU_ASSERT_EQUAL(cache_lookup_flags(cache, mailbox.id, 1, 100, describe_flags, text), 1);
+	CU_ASSERT_STRING_EQUAL(text, "9(\\Flagged $Junk):12");
+	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_FLAGS));
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_MODSEQ));
+	cache_message_clear(&message);
+	text[0] = '\0';
+	CU_ASSERT_EQUAL(cache_lookup_flags(cache, other.id, 1, 100, describe_flags, text), 1);
+	CU_ASSERT_STRING_EQUAL(text, "4(\\Draft):1");
+	cache_unref(&cache);
+	teardown();
+}
+
 /* Whether another connection to the store (another process) sees uid. */
 static bool seen_from_outside(const char *path, uint32_t uid)
 {
@@ -1947,6 +1994,7 @@ const struct unit_test unit_tests[] = {
 	{ "items round-trip byte for byte", test_items_round_trip },
 	{ "absent is not empty", test_absent_is_not_empty },
 	{ "flags and MODSEQ", test_flags_and_modseq },
+	{ "flags of a UID range read and forgotten", test_flag_ranges },
 	{ "batches commit and roll back", test_batches },
 	{ "held rows: seen by every read, written in order, by time, size and at close", test_held_rows },
 	{ "bodies of every size around a piece", test_body_sizes },

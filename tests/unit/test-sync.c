@@ -8,10 +8,12 @@
 #include "log.h"
 #include "mailbox-view.h"
 
+#include <event2/event.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define UIDVALIDITY 1700000000u /* the one inbox_select reports */
 #define OTHER_UIDVALIDITY 1800000000u
@@ -136,6 +138,17 @@ static void fail_case(const char *name, const char *detail)
 }
 
 /* ---- feeding the sync ---- */
+
+/* Each line as a response of the SELECT. */
+static void feed_sync_select(struct fixture *f, const char *const *lines)
+{
+	for (; lines != NULL && *lines != NULL; lines++) {
+		struct imap_client_untagged *untagged = untagged_of(*lines);
+
+		sync_select_data(f->sync, untagged);
+		imap_client_untagged_unref(&untagged);
+	}
+}
 
 /* sync_select_begin for mailbox, then each line as a response of the SELECT. */
 static void select_begin(struct fixture *f, const char *mailbox, bool examine, const char *const *lines)
@@ -276,7 +289,8 @@ static void test_select_vouched(void)
 	CU_ASSERT_TRUE(mailbox.id != 0);
 	CU_ASSERT_EQUAL(mailbox.uidvalidity, UIDVALIDITY);
 	CU_ASSERT_EQUAL(mailbox.uidnext, 10);
-	CU_ASSERT_EQUAL(mailbox.highestmodseq, 50);
+	/* the client enabled nothing: Dovecot's HIGHESTMODSEQ can't vouch for flag rows without MODSEQs */
+	CU_ASSERT_EQUAL(mailbox.highestmodseq, 0);
 	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, mailbox.id), "3 7 9");
 	fixture_close(&f);
 }
@@ -663,6 +677,267 @@ static void test_mailbox_name_with_nul(void)
 	fixture_close(&f);
 }
 
+/* ---- the CONDSTORE and QRESYNC forms ---- */
+
+/* Each line as a response of the sync's own commands; own says whether
+   the sync must call it its own data. */
+static void feed_sync(struct fixture *f, const char *const *lines, bool own)
+{
+	for (; lines != NULL && *lines != NULL; lines++) {
+		struct imap_client_untagged *untagged = untagged_of(*lines);
+
+		if (sync_fetch_data(f->sync, untagged) != own)
+			fail_case("sync_fetch_data", *lines);
+		imap_client_untagged_unref(&untagged);
+	}
+}
+
+/* The SELECT of INBOX after inbox_select, with CONDSTORE: HIGHESTMODSEQ
+   60, message 7 gone, 3 changed, 10 new. */
+static const char *const inbox_later[] = {
+	"* 3 EXISTS\r\n", "* 1 RECENT\r\n", "* OK [UIDVALIDITY 1700000000] UIDs valid\r\n",
+	"* OK [UIDNEXT 11] Predicted next UID\r\n", "* OK [HIGHESTMODSEQ 60] Highest\r\n", NULL,
+};
+static const char *const inbox_later_changed[] = {
+	"* 1 FETCH (UID 3 MODSEQ (58) FLAGS (\\Answered))\r\n",
+	"* 3 FETCH (UID 10 MODSEQ (59) FLAGS (\\Recent))\r\n", NULL,
+};
+#define INBOX_LATER_VIEW "3(\\Answered):58 9(\\Flagged $Junk):45 10(\\Recent):59"
+
+/* INBOX selected once with CONDSTORE (the full form: HIGHESTMODSEQ 50
+   and every flag row stored), then the options for the next SELECT. */
+static void fixture_synced_once(struct fixture *f, bool qresync, bool esearch)
+{
+	struct sync_options options = { .condstore = true, .qresync = qresync, .esearch = esearch };
+
+	fixture_open(f, true);
+	sync_set_options(f->sync, &options);
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS MODSEQ)\r\n");
+	CU_ASSERT_PTR_NULL(sync_second_command(f->sync));
+	feed_sync_select(f, inbox_select);
+	sync_select_done(f->sync, IMAP_CLIENT_STATUS_OK, NULL);
+	fetch_data(f, inbox_fetch);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f->sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f->sync));
+	CU_ASSERT_EQUAL(stored_mailbox(f->cache, "INBOX").highestmodseq, 50);
+}
+
+static void test_qresync_form(void)
+{
+	static const char *const vanished[] = { "* VANISHED (EARLIER) 4:8\r\n", NULL };
+	struct fixture f;
+
+	fixture_synced_once(&f, true, true);
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false),
+			       " UID FETCH 1:* (FLAGS) (CHANGEDSINCE 50 VANISHED)\r\n");
+	CU_ASSERT_PTR_NULL(sync_second_command(f.sync));
+	feed_sync_select(&f, inbox_later);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+	feed_sync(&f, vanished, true);
+	feed_sync(&f, inbox_later_changed, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_LATER_VIEW);
+	CU_ASSERT_TRUE(mailbox_view_get(f.view, 3)->recent);
+	CU_ASSERT_FALSE(mailbox_view_get(f.view, 2)->recent);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, sync_mailbox_id(f.sync)), "3 9 10");
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 60);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").uidnext, 11);
+	fixture_close(&f);
+}
+
+static void test_condstore_form(void)
+{
+	static const char *const map[] = { "* ESEARCH (TAG \"p5\") UID ALL 3,9:10\r\n", NULL };
+	struct fixture f;
+
+	fixture_synced_once(&f, false, true);
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false),
+			       " UID FETCH 1:* (FLAGS) (CHANGEDSINCE 50)\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_second_command(f.sync), " UID SEARCH RETURN (ALL) ALL\r\n");
+	feed_sync_select(&f, inbox_later);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+	feed_sync(&f, inbox_later_changed, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_FALSE(sync_is_ready(f.sync)); /* the map is still to come */
+	feed_sync(&f, map, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_LATER_VIEW);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 60);
+	fixture_close(&f);
+}
+
+/* Without ESEARCH the CONDSTORE form has no map: the full form. Without
+   CONDSTORE, the full form, and the stored HIGHESTMODSEQ stays. */
+static void test_full_form_choices(void)
+{
+	struct sync_options none = { 0 };
+	struct fixture f;
+
+	fixture_synced_once(&f, false, false);
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS MODSEQ)\r\n");
+	CU_ASSERT_PTR_NULL(sync_second_command(f.sync));
+	sync_set_options(f.sync, &none);
+	select_mailbox(&f, "INBOX", inbox_select, NULL, inbox_fetch);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 50);
+	fixture_close(&f);
+}
+
+/* What the SELECT or the answers say that the store's state can't
+   explain: the CHANGEDSINCE form's answer is dropped, the full form follows. */
+struct fallback_case {
+	const char *name;
+	const char *select_lines[7];
+	const char *data_lines[4];
+};
+
+static const struct fallback_case fallback_cases[] = {
+	{ "a lower HIGHESTMODSEQ",
+	  { "* 3 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", "* OK [UIDNEXT 11] n\r\n",
+	    "* OK [HIGHESTMODSEQ 40] h\r\n", NULL },
+	  { NULL } },
+	{ "NOMODSEQ",
+	  { "* 3 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", "* OK [NOMODSEQ] none\r\n", NULL },
+	  { NULL } },
+	{ "another UIDVALIDITY",
+	  { "* 3 EXISTS\r\n", "* OK [UIDVALIDITY 1800000000] v\r\n", "* OK [HIGHESTMODSEQ 60] h\r\n", NULL },
+	  { NULL } },
+	{ "a UIDNEXT below a stored UID",
+	  { "* 3 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", "* OK [UIDNEXT 8] n\r\n",
+	    "* OK [HIGHESTMODSEQ 60] h\r\n", NULL },
+	  { NULL } },
+	{ "nothing changed but the count",
+	  { "* 4 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", "* OK [HIGHESTMODSEQ 50] h\r\n", NULL },
+	  { NULL } },
+	{ "more messages than the list explains",
+	  { "* 4 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", "* OK [HIGHESTMODSEQ 60] h\r\n", NULL },
+	  { "* 1 FETCH (UID 3 MODSEQ (58) FLAGS ())\r\n", NULL } },
+	{ "a changed message not where its number says",
+	  { "* 3 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", "* OK [HIGHESTMODSEQ 60] h\r\n", NULL },
+	  { "* 2 FETCH (UID 3 MODSEQ (58) FLAGS ())\r\n", NULL } },
+};
+
+static void test_fallback_to_full(void)
+{
+	for (size_t i = 0; i < sizeof(fallback_cases) / sizeof(fallback_cases[0]); i++) {
+		const struct fallback_case *c = &fallback_cases[i];
+		static const char *const full[] = {
+			"* 1 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (20))\r\n", "* 2 FETCH (UID 7 FLAGS () MODSEQ (21))\r\n",
+			"* 3 FETCH (UID 9 FLAGS () MODSEQ (22))\r\n", "* 4 FETCH (UID 10 FLAGS () MODSEQ (23))\r\n", NULL,
+		};
+		const char *next;
+		uint32_t exists;
+		struct fixture f;
+
+		fixture_synced_once(&f, true, true);
+		if (strncmp(sync_select_begin(f.sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS) (CHANGEDSINCE 50", 39))
+			fail_case(c->name, "not the QRESYNC form");
+		feed_sync_select(&f, c->select_lines);
+		sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+		feed_sync(&f, c->data_lines, true);
+		next = sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+		if (next == NULL || strcmp(next, " UID FETCH 1:* (FLAGS MODSEQ)\r\n") != 0 || sync_is_ready(f.sync)) {
+			fail_case(c->name, "no full form after it");
+			fixture_close(&f);
+			continue;
+		}
+		exists = (uint32_t)atoi(c->select_lines[0] + 2);
+		for (uint32_t j = 0; j < exists; j++)
+			feed_sync(&f, (const char *const[]){ full[j], NULL }, true);
+		CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+		if (!sync_is_ready(f.sync) || mailbox_view_count(f.view) != exists)
+			fail_case(c->name, describe_view(f.view));
+		fixture_close(&f);
+	}
+}
+
+/* With an event base, flag rows go a chunk per turn, and HIGHESTMODSEQ
+   only after the last, even when the session is gone by then. */
+static void test_chunked_writes(void)
+{
+	enum { MESSAGES = 10000 };
+	struct sync_options options = { .condstore = true };
+	struct event_base *base = event_base_new();
+	char line[128];
+	struct fixture f;
+	unsigned int turns = 0;
+	struct timespec start, end;
+	double slowest = 0;
+	int64_t id;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+	fixture_open(&f, true);
+	sync_set_event_base(f.sync, base);
+	sync_set_options(f.sync, &options);
+	sync_select_begin(f.sync, "INBOX", 5, false);
+	snprintf(line, sizeof(line), "* %d EXISTS\r\n", MESSAGES);
+	feed_sync_select(&f, (const char *const[]){ line, "* OK [UIDVALIDITY 1700000000] v\r\n",
+						    "* OK [HIGHESTMODSEQ 90000] h\r\n", NULL });
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+	for (int i = 1; i <= MESSAGES; i++) {
+		snprintf(line, sizeof(line), "* %d FETCH (UID %d FLAGS (\\Seen $Label%d) MODSEQ (%d))\r\n", i, i * 2,
+			 i % 7, i + 10);
+		feed_sync(&f, (const char *const[]){ line, NULL }, true);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	slowest = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f.sync));
+	id = sync_mailbox_id(f.sync);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 0);
+	while (stored_mailbox(f.cache, "INBOX").highestmodseq == 0 && turns < MESSAGES) {
+		double took;
+
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		clock_gettime(CLOCK_MONOTONIC, &end);
+		took = (double)(end.tv_sec - start.tv_sec) + (double)(end.tv_nsec - start.tv_nsec) / 1e9;
+		slowest = took > slowest ? took : slowest;
+		turns++;
+	}
+	fprintf(stderr, "\n%d flag rows in %u turns, the slowest %.1f ms\n", MESSAGES, turns, slowest * 1000);
+	CU_ASSERT_EQUAL(turns, (MESSAGES + SYNC_WRITE_CHUNK - 1) / SYNC_WRITE_CHUNK);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 90000);
+	{
+		struct cache_message message;
+
+		CU_ASSERT_EQUAL(cache_lookup(f.cache, id, 2 * MESSAGES, &message), 1);
+		CU_ASSERT_EQUAL(message.modseq, MESSAGES + 10);
+		cache_message_clear(&message);
+	}
+
+	/* the writer outlives its session: the rows and then HIGHESTMODSEQ still go */
+	sync_select_begin(f.sync, "INBOX", 5, false);
+	snprintf(line, sizeof(line), "* %d EXISTS\r\n", MESSAGES);
+	feed_sync_select(&f, (const char *const[]){ line, "* OK [UIDVALIDITY 1700000000] v\r\n",
+						    "* OK [HIGHESTMODSEQ 95000] h\r\n", NULL });
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
+	for (int i = 1; i <= MESSAGES; i++) {
+		snprintf(line, sizeof(line), "* %d FETCH (UID %d FLAGS () MODSEQ (%d))\r\n", i, i * 2, i + 20);
+		feed_sync(&f, (const char *const[]){ line, NULL }, true);
+	}
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+	event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	sync_free(&f.sync);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 90000);
+	for (turns = 0; stored_mailbox(f.cache, "INBOX").highestmodseq == 90000 && turns < MESSAGES; turns++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	CU_ASSERT_EQUAL(stored_mailbox(f.cache, "INBOX").highestmodseq, 95000);
+	CU_ASSERT_EQUAL(turns, (MESSAGES + SYNC_WRITE_CHUNK - 1) / SYNC_WRITE_CHUNK - 1);
+	{
+		struct cache_message message;
+
+		CU_ASSERT_EQUAL(cache_lookup(f.cache, id, 2 * MESSAGES, &message), 1);
+		CU_ASSERT_EQUAL(message.modseq, MESSAGES + 20);
+		cache_message_clear(&message);
+	}
+	fixture_close(&f);
+	event_base_free(base);
+}
+
 const char unit_suite_name[] = "sync";
 const struct unit_test unit_tests[] = {
 	{ "a SELECT and its sync load the view and the store", test_select_vouched },
@@ -679,5 +954,10 @@ const struct unit_test unit_tests[] = {
 	{ "deselecting", test_deselect },
 	{ "without a store, the view alone", test_without_cache },
 	{ "a mailbox name with a NUL is never selected", test_mailbox_name_with_nul },
+	{ "the QRESYNC form: what changed and VANISHED, the rest from the store", test_qresync_form },
+	{ "the CONDSTORE form: what changed and ESEARCH's map", test_condstore_form },
+	{ "the full form without ESEARCH or CONDSTORE", test_full_form_choices },
+	{ "a CHANGEDSINCE form that does not add up: the full form follows", test_fallback_to_full },
+	{ "flag rows a chunk per event-loop turn, HIGHESTMODSEQ after them, past the session", test_chunked_writes },
 	{ NULL, NULL },
 };

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The SELECT's sync in its CONDSTORE and QRESYNC forms (issue 11 item 4,
+doc/cache.md): once the store holds a mailbox's HIGHESTMODSEQ, a client
+that enabled QRESYNC gets a sync of "UID FETCH 1:* (FLAGS) (CHANGEDSINCE
+m VANISHED)", one that enabled CONDSTORE "(CHANGEDSINCE m)" and "UID
+SEARCH RETURN (ALL) ALL", one that enabled nothing the full "UID FETCH
+1:* (FLAGS)"; the flags and MODSEQs of the messages not named come from
+the store, so that FETCH (UID FLAGS MODSEQ) is answered from it byte for
+byte as Dovecot answers it. A SELECT that contradicts the store (a new
+UIDVALIDITY) gets the full form behind the CHANGEDSINCE one, and a
+.SILENT STORE through the proxy leaves no stored flags behind it.
+
+Two accounts get the same mailbox (testuser straight to Dovecot,
+mirroruser through imapcached, which reaches Dovecot through a relay that
+records its commands); every command goes to both, answers must be the
+same bytes (Dovecot's timings stripped, UIDVALIDITY masked)."""
+import os
+import re
+import sqlite3
+import tempfile
+import time
+
+from checks import check, summary
+from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Raw, Relay, quote
+
+MAILBOX = "resync"
+TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
+UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
+DATE = b'"05-Mar-2024 10:11:12 +0100"'
+SYNC = re.compile(r"^(?!s\d+ )\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\).*|UID SEARCH RETURN \(ALL\) ALL)$")
+FULL = "UID FETCH 1:* (FLAGS)"
+FULL_MODSEQ = "UID FETCH 1:* (FLAGS MODSEQ)"  # the full form for a client that enabled CONDSTORE
+
+
+def message(n):
+    return b"From: n%d@example.org\r\nSubject: message %d\r\n\r\nbody %d\r\n" % (n, n, n)
+
+
+class Side:
+    """One logged-in connection; exchange() returns a command's responses."""
+
+    def __init__(self, port, user, password):
+        self.conn = Raw(port, greeting=True)
+        self.tag = 0
+        ok = self.exchange("LOGIN %s %s" % (quote(user), quote(password)))[-1]
+        if b" OK " not in ok:
+            raise RuntimeError("login: %r" % ok)
+
+    def exchange(self, command, literal=None):
+        self.tag += 1
+        tag = b"s%d" % self.tag
+        if literal is None:
+            self.conn.send(tag + b" " + command.encode() + b"\r\n")
+        else:
+            self.conn.send(tag + b" " + command.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        responses = []
+        while True:
+            response = self.conn.response()
+            if response.startswith(tag + b" "):
+                responses.append(TIMINGS.sub(b"", response))
+                return responses
+            responses.append(response)
+
+    def close(self):
+        self.exchange("LOGOUT")
+        self.conn.close()
+
+
+def both(direct, proxied, command, name=None):
+    want = [UIDVALIDITY.sub(b"[UIDVALIDITY]", r) for r in direct.exchange(command)]
+    got = [UIDVALIDITY.sub(b"[UIDVALIDITY]", r) for r in proxied.exchange(command)]
+    if name is not None:
+        check(name, got == want, "\n  got  %r\n  want %r" % (got, want))
+    return got
+
+
+def on_both_accounts(*commands, appends=0, first=1):
+    """Commands straight to each account (another client), then APPENDs."""
+    for user, password in ((USER, PASS), (USER3, PASS3)):
+        side = Side(PORT, user, password)
+        for command in commands:
+            side.exchange(command)
+        for n in range(first, first + appends):
+            side.exchange("APPEND %s () %s" % (MAILBOX, DATE.decode()), literal=message(n))
+        side.close()
+
+
+def session(daemon, relay, name, enable, select="SELECT %s" % MAILBOX, expect=None, then=()):
+    """A session on both sides: enable, SELECT, FETCH of every message's
+    UID, FLAGS (and MODSEQ); checks the proxy's sync (expect: a function of
+    its lines) and that the FETCH was answered from the store."""
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    if enable:
+        both(direct, proxied, enable, "%s: %s" % (name, enable))
+    since = len(relay.recorded())
+    both(direct, proxied, select, "%s: %s is Dovecot's answer" % (name, select))
+    syncs = [c.line.split(" ", 1)[1] for c in relay.recorded()[since:] if SYNC.match(c.line)]
+    if expect is not None:
+        check("%s: the sync was %s" % (name, expect.__doc__), expect(syncs), syncs)
+    both(direct, proxied, "FETCH 1:* (RFC822.SIZE)")  # every message gets a row in the store
+    items = "UID FLAGS MODSEQ" if enable or "CONDSTORE" in select else "UID FLAGS"
+    since = len(relay.recorded())
+    both(direct, proxied, "FETCH 1:* (%s)" % items, "%s: FETCH 1:* (%s) is Dovecot's answer" % (name, items))
+    forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+    check("%s: FETCH 1:* (%s) was answered from the store" % (name, items), not forwarded, forwarded)
+    for command in then:
+        both(direct, proxied, command, "%s: %s is Dovecot's answer" % (name, command))
+    direct.close()
+    proxied.close()
+    time.sleep(0.2)  # the store's flag rows go a chunk per event-loop turn
+
+
+def full(lines):
+    """the full form alone"""
+    return lines == [FULL]
+
+
+def full_modseq(lines):
+    """the full form with MODSEQ alone"""
+    return lines == [FULL_MODSEQ]
+
+
+def qresync(lines):
+    """the QRESYNC form alone"""
+    return len(lines) == 1 and re.match(r"^UID FETCH 1:\* \(FLAGS\) \(CHANGEDSINCE \d+ VANISHED\)$", lines[0])
+
+
+def condstore(lines):
+    """the CONDSTORE form alone"""
+    return (len(lines) == 2 and re.match(r"^UID FETCH 1:\* \(FLAGS\) \(CHANGEDSINCE \d+\)$", lines[0]) and
+            lines[1] == "UID SEARCH RETURN (ALL) ALL")
+
+
+def qresync_then_full(lines):
+    """the QRESYNC form, then the full form"""
+    return len(lines) == 2 and qresync(lines[:1]) and lines[1] == FULL_MODSEQ
+
+
+def stored_flags(store_dir, uid):
+    """The store's flags of uid in MAILBOX (None: not known), read as another process would."""
+    path = os.path.join(store_dir, "relay", USER3 + ".sqlite")
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        row = db.execute("SELECT m.flags FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id "
+                         "WHERE b.name = ? AND m.uid = ?", (MAILBOX, uid)).fetchone()
+    finally:
+        db.close()
+    return None if row is None or row[0] is None else bytes(row[0])
+
+
+def main():
+    relay = Relay()
+    store_dir = tempfile.mkdtemp(prefix="imapcached-resync.")
+    daemon = Daemon(relay.upstream_entry(), extra='cache = { dir = "%s"; prefetch = "off"; };\n' % store_dir)
+    try:
+        on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=4)
+        session(daemon, relay, "first QRESYNC session", "ENABLE QRESYNC", expect=full_modseq)
+        on_both_accounts("SELECT %s" % MAILBOX, "STORE 2 +FLAGS.SILENT (\\Flagged)", "STORE 3 +FLAGS.SILENT (\\Deleted)",
+                         "EXPUNGE", appends=1, first=5)
+        session(daemon, relay, "QRESYNC after changes", "ENABLE QRESYNC", expect=qresync)
+        on_both_accounts("SELECT %s" % MAILBOX, "STORE 1 +FLAGS.SILENT ($Label1)", appends=1, first=6)
+        session(daemon, relay, "a client that enabled nothing", None, expect=full)
+        session(daemon, relay, "CONDSTORE by SELECT", None, select="SELECT %s (CONDSTORE)" % MAILBOX,
+                expect=condstore, then=("STORE 2 +FLAGS.SILENT (\\Answered)",))
+        check("a .SILENT STORE through the proxy: the store forgot the message's flags",
+              stored_flags(store_dir, 2) is None, stored_flags(store_dir, 2))
+        check("the other messages' flags stay stored", stored_flags(store_dir, 1) is not None)
+        session(daemon, relay, "CONDSTORE after the STORE", "ENABLE CONDSTORE", expect=condstore)
+        on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=3, first=10)
+        session(daemon, relay, "QRESYNC after a new UIDVALIDITY", "ENABLE QRESYNC", expect=qresync_then_full)
+        session(daemon, relay, "QRESYNC once more", "ENABLE QRESYNC", expect=qresync)
+    finally:
+        check("the daemon exited cleanly", daemon.stop() == 0)
+        relay.close()
+    return summary()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
