@@ -56,6 +56,8 @@ struct conf {
 	uint64_t cache_body_budget;   /* bytes of whole message bodies per account */
 	uint64_t cache_body_max_size; /* a larger message's body is not kept */
 
+	char *control_socket;         /* imapcachectl's UNIX socket (absolute) */
+
 	enum log_level log_level;
 
 	unsigned int pool_size;       /* idle connections kept per account; 0: off */
