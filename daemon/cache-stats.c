@@ -38,6 +38,16 @@ void cache_stats_count(enum cache_item item, bool hit, uint64_t bytes)
 	}
 }
 
+void cache_stats_count_items(unsigned int items, bool hit, uint64_t bytes)
+{
+	for (unsigned int item = 0; item < CACHE_STATS_KINDS; item++) {
+		if ((items & CACHE_HAS(item)) != 0)
+			cache_stats_count((enum cache_item)item, hit, 0);
+	}
+	if (hit)
+		cache_stats.saved += bytes;
+}
+
 void cache_stats_get(enum cache_item item, uint64_t *hits_r, uint64_t *misses_r)
 {
 	assert((unsigned int)item < CACHE_STATS_KINDS);

@@ -13,6 +13,10 @@
    miss). item is an enum cache_item. One event loop: not thread-safe. */
 void cache_stats_count(enum cache_item item, bool hit, uint64_t bytes);
 
+/* Counts each item of items (a CACHE_HAS mask) once, as cache_stats_count
+   does; bytes (for a hit) go to the saved bytes once, not per item. */
+void cache_stats_count_items(unsigned int items, bool hit, uint64_t bytes);
+
 /* The counts of item so far. */
 void cache_stats_get(enum cache_item item, uint64_t *hits_r, uint64_t *misses_r);
 /* Upstream bytes saved by hits so far. */

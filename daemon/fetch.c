@@ -3,6 +3,7 @@
 #include "config.h"
 #include "fetch.h"
 
+#include "cache-stats.h"
 #include "cache.h"
 #include "imap-command.h"
 #include "mailbox-view.h"
@@ -1355,6 +1356,9 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		source.stored = &chunk->stored[answer->next - chunk->first];
 		line = evbuffer_new();
 		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
+		if (ret == 0) /* a hit for each stored item it read */
+			cache_stats_count_items(answer->wanted | (source.body != NULL ? CACHE_HAS(CACHE_ITEM_MESSAGE) : 0),
+						true, evbuffer_get_length(line));
 		source_clear(&source);
 		if (ret == 0)
 			ret = evbuffer_add_buffer(out, line);
