@@ -122,6 +122,15 @@ def test_no_permission(daemon):
     check("the socket is mode 0600", mode == 0o600, oct(mode))
 
 
+def test_socket_from_config(daemon):
+    code, out, err = ctl("-c", daemon.path, "stats", USER)
+    check("-c CONFIG: the socket named by control.socket is used", code == 0 and "hits since start" in out,
+          (code, out, err))
+    code, out, err = ctl("-c", os.path.join(tmp, "no-such.conf"), "stats")
+    check("-c with a missing file: exit 78 (EX_CONFIG) with a message", code == 78 and "no-such.conf" in err,
+          (code, err))
+
+
 def test_usage(daemon):
     for args, code_wanted in ((["purge"], 64), (["stats", "a", "b", "c"], 64), (["frobnicate"], 64),
                               (["stats", "nobody-here"], 66), (["purge", USER, "No such box"], 66),
@@ -211,7 +220,7 @@ def main():
     try:
         daemon = start()
         try:
-            run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill,
+            run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill, test_socket_from_config,
                        test_purge_live_session, test_purge_during_fill), daemon)
         finally:
             status = daemon.stop()
