@@ -4,6 +4,7 @@
 #include "ctl-cache.h"
 #include "ctl-client.h"
 #include "ctl-inspect.h"
+#include "ctl-warm.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +27,7 @@ static const struct ctl_command ctl_commands[] = {
 	{ "inspect", ctl_run_inspect, ctl_inspect_usage },
 	{ "stats", ctl_cache_stats, ctl_cache_stats_usage },
 	{ "purge", ctl_cache_purge, ctl_cache_purge_usage },
+	{ "warm", ctl_warm_run, ctl_warm_usage },
 };
 
 static void ctl_usage(FILE *out)

@@ -5,19 +5,26 @@
 Python's sqlite3), purge of a mailbox a live session has selected (the
 session's answers then equal direct Dovecot's, and come from upstream),
 purge during a fill, and bad input: no daemon, a socket it may not open,
-bad usage, an unknown account or mailbox.
+bad usage, an unknown account or mailbox; warm, through the daemon's
+listener (every message then cached whole), with the password from
+standard input or a file, and warm interrupted by SIGINT (nothing
+half-stored, answers still as direct).
 
 Run as root, the daemon runs as nobody and imapcachectl as nobody (the
 socket is 0600, the daemon's), and as another user for the permission case."""
 import json
 import os
+import pty
 import pwd
 import re
+import select
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 
 from checks import check, summary
 from proxyfixture import BUILD, PASS, TIMINGS, USER, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
@@ -216,12 +223,99 @@ def test_purge_during_fill(daemon):
         conn.tagged("z", "LOGOUT")
 
 
+def exists(mailbox="INBOX"):
+    conn = connect(PORT)
+    count = int(re.search(r"\* (\d+) EXISTS", "\n".join(conn.tagged("x", "EXAMINE " + quote(mailbox)))).group(1))
+    conn.tagged("z", "LOGOUT")
+    return count
+
+
+def test_warm(daemon):
+    ctl("purge", USER, socket_path=daemon.socket)
+    target = "127.0.0.1:%d" % daemon.port
+    code, out, err = ctl("warm", "--connect", target, USER, "INBOX", stdin=PASS + "\n", timeout=300)
+    total = exists()
+    check("warm (password on standard input): exit 0, one line for the mailbox",
+          code == 0 and re.match(r"INBOX: %d messages, [\d.]+ MB in [\d.]+ s\n$" % total, out), (code, out, err))
+    counts = store_counts(daemon)
+    check("... every message of INBOX is cached whole", counts is not None and counts[1] == total, (counts, total))
+    password_file = os.path.join(tmp, "password")
+    with open(password_file, "w") as f:
+        f.write(PASS + "\n")
+    os.chmod(password_file, 0o644)
+    code, out, err = ctl("warm", "--connect", target, "--password-file", password_file, USER, "INBOX", timeout=300)
+    check("warm --password-file: exit 0", code == 0 and out.startswith("INBOX: "), (code, out, err))
+    master, slave = pty.openpty()  # standard error a terminal: the progress bar
+    proc = subprocess.Popen([CTL, "warm", "--connect", target, "--password-file", password_file, USER, "INBOX"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    out = proc.communicate(timeout=300)[0]
+    shown = b""
+    while select.select([master], [], [], 0.5)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    check("warm on a terminal: a progress bar with messages, MB, rate and time left",
+          proc.returncode == 0 and re.search(rb"\rINBOX \[#+ *\] %d/%d msgs [\d.]+ MB [\d.]+ MB/s \d+:\d\d left"
+                                             % (total, total), shown), (proc.returncode, shown[-300:]))
+    code, out, err = ctl("warm", "--connect", target, USER, "INBOX", stdin="wrong-password\n")
+    check("warm with a wrong password: exit 77 (EX_NOPERM), saying the login failed",
+          code == 77 and "login as" in err, (code, out, err))
+    code, out, err = ctl("warm", "--connect", target, USER, "No such mailbox", stdin=PASS + "\n")
+    check("warm of a mailbox that does not exist: exit 65 with the upstream's NO", code == 65 and "No such" in err,
+          (code, out, err))
+    code, out, err = ctl("warm", "--connect", "127.0.0.1:1", USER, "INBOX", stdin=PASS + "\n")
+    check("warm with no listener: exit 69", code == 69, (code, err))
+    code, out, err = ctl("warm", "--password", PASS, USER, "INBOX")
+    check("warm takes no password on the command line: exit 64", code == 64, (code, err))
+
+
+def test_warm_interrupted(daemon):
+    ctl("purge", USER, socket_path=daemon.socket)
+    argv = [CTL, "warm", "--connect", "127.0.0.1:%d" % daemon.port, "--password-file", os.path.join(tmp, "password"),
+            USER, "INBOX"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        counts = store_counts(daemon)
+        if counts is not None and counts[1] > 0:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    check("warm interrupted by SIGINT part-way: exit 130, saying so",
+          proc.returncode == 130 and "interrupted" in err, (proc.returncode, out, err))
+    partial = integrity = None
+    for _ in range(200):  # the daemon's session ends when the connection closes
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), uri=True)
+        partial = db.execute("SELECT COUNT(*) FROM bodies WHERE complete = 0").fetchone()[0]
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        db.close()
+        if partial == 0:
+            break
+        time.sleep(0.05)
+    check("... nothing half-stored is left, the store intact", (partial, integrity) == (0, "ok"), (partial, integrity))
+    counts = store_counts(daemon)
+    check("... part of the mailbox was stored whole", counts is not None and 0 < counts[1] < exists(), counts)
+    via, direct = connect(daemon.port, "INBOX"), connect(PORT, "INBOX")
+    fetch = "FETCH 1:* (BODY.PEEK[] ENVELOPE)"
+    got, want = exchange(via, fetch), exchange(direct, fetch)
+    check("... a session afterwards gets what direct Dovecot answers", got == want, (len(got), len(want)))
+    for conn in (via, direct):
+        conn.tagged("z", "LOGOUT")
+
+
 def main():
     try:
         daemon = start()
         try:
             run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill, test_socket_from_config,
-                       test_purge_live_session, test_purge_during_fill), daemon)
+                       test_purge_live_session, test_purge_during_fill, test_warm, test_warm_interrupted), daemon)
         finally:
             status = daemon.stop()
             check("the daemon exited cleanly", status == 0, status)
