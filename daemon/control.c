@@ -392,7 +392,23 @@ static void control_accept(struct evconnlistener *listener, evutil_socket_t fd, 
 	bufferevent_enable(bev, EV_READ);
 }
 
-/* Removes a socket left at path by a daemon that died; refuses any other file. */
+/* Whether a process accepts connections on the socket at path. */
+static bool control_socket_live(const char *path)
+{
+	struct sockaddr_un address = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool live;
+
+	if (fd < 0)
+		return false;
+	strcpy(address.sun_path, path); /* the caller checked its length */
+	live = connect(fd, (struct sockaddr *)&address, sizeof(address)) == 0;
+	close(fd);
+	return live;
+}
+
+/* Removes a socket left at path by a daemon that died; refuses any other
+   file, and a socket another daemon still listens on. */
 static int control_remove_stale(const char *path, const char **error_r)
 {
 	struct stat st;
@@ -401,6 +417,10 @@ static int control_remove_stale(const char *path, const char **error_r)
 		return errno == ENOENT ? 0 : (*error_r = "can't look at the socket path", -1);
 	if (!S_ISSOCK(st.st_mode)) {
 		*error_r = "a file that is not a socket is in the way";
+		return -1;
+	}
+	if (control_socket_live(path)) {
+		*error_r = "another imapcached listens on it (give each daemon its own control.socket)";
 		return -1;
 	}
 	if (unlink(path) < 0) {

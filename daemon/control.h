@@ -75,8 +75,9 @@ void control_request_clear(struct control_request *request);
 int control_handle_request(const struct conf *config, const struct control_request *request,
 			   struct evbuffer *out);
 
-/* Makes the socket at path (a stale socket there is replaced; any other
-   file is refused), mode 0600, listening. Returns it, or NULL with
+/* Makes the socket at path (a stale socket there is replaced; a socket
+   another process listens on, or any other file, is refused), mode 0600,
+   listening. Returns it, or NULL with
    *error_r (static text, valid until the next call). */
 struct control *control_new(const char *path, const char **error_r);
 /* Starts answering on base, with config (referenced; see control_set_conf). */

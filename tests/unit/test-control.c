@@ -294,17 +294,28 @@ static void test_socket(void)
 	CU_ASSERT_EQUAL(stat(config->control_socket, &st), 0);
 	CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
 	CU_ASSERT_EQUAL(control_start(control, base, config), 0);
+	CU_ASSERT_PTR_NULL(control_new(config->control_socket, &error)); /* a live daemon's socket is left alone */
+	CU_ASSERT_PTR_NOT_NULL(strstr(error, "another imapcached listens on it"));
 	CU_ASSERT_STRING_EQUAL(ask(base, config->control_socket, "STATS\n") + 0, ask(base, config->control_socket, "STATS\n"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(ask(base, config->control_socket, "STATS\n"), "\nOK\n"));
 	CU_ASSERT_STRING_EQUAL(ask(base, config->control_socket, "BOGUS\n"), "NO\tUSAGE\tunknown request\n");
 	control_free(&control);
 	CU_ASSERT_PTR_NULL(control);
 	CU_ASSERT_EQUAL(stat(config->control_socket, &st), -1); /* removed at exit */
-	/* a stale socket is replaced; a regular file is left alone */
+	/* a stale socket (its daemon died: nobody listens) is replaced */
+	{
+		struct sockaddr_un address = { .sun_family = AF_UNIX };
+		int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+		strcpy(address.sun_path, config->control_socket);
+		CU_ASSERT_EQUAL_FATAL(bind(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+		close(fd);
+	}
+	CU_ASSERT_EQUAL(stat(config->control_socket, &st), 0);
 	control = control_new(config->control_socket, &error);
 	CU_ASSERT_PTR_NOT_NULL(control);
-	close(socket(AF_UNIX, SOCK_STREAM, 0));
 	control_free(&control);
+	/* a regular file is left alone */
 	file = fopen(config->control_socket, "w");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(file);
 	fclose(file);
