@@ -20,6 +20,8 @@
 #define CONF_DEFAULT_LISTEN_ADDRESS "127.0.0.1"
 #define CONF_DEFAULT_LISTEN_PORT 1143 /* unprivileged, so no root is needed */
 #define CONF_DEFAULT_CACHE_DIR "/var/cache/imapcached"
+#define CONF_MAX_SOCKET_PATH 108 /* sizeof(sun_path) on Linux, with its NUL */
+#define CONF_DEFAULT_CONTROL_SOCKET "/run/imapcached/control" /* under the unit's RuntimeDirectory */
 #define CONF_DEFAULT_BODY_BUDGET (256ULL << 20) /* bodies of a few thousand messages */
 #define CONF_DEFAULT_BODY_MAX_SIZE (4ULL << 20) /* holds the benchmark corpus's largest message, 2,018,482 bytes */
 #define CONF_DEFAULT_POOL_SIZE 4 /* a client opens a few connections per account */
@@ -686,6 +688,24 @@ static void conf_load_cache(struct conf_loader *loader, const config_setting_t *
 			      "must be an absolute path, not \"%s\"", config->cache_dir);
 }
 
+static void conf_load_control(struct conf_loader *loader, const config_setting_t *root,
+			      struct conf *config)
+{
+	static const char *const known[] = { "socket", NULL };
+	const config_setting_t *group = conf_get_group(loader, root, "control");
+
+	if (group == NULL)
+		return;
+	conf_check_keys(loader, group, known);
+	conf_get_string(loader, group, "socket", &config->control_socket);
+	if (config->control_socket[0] != '/')
+		conf_report(loader, config_setting_get_member(group, "socket"),
+			      "must be an absolute path, not \"%s\"", config->control_socket);
+	else if (strlen(config->control_socket) >= CONF_MAX_SOCKET_PATH)
+		conf_report(loader, config_setting_get_member(group, "socket"),
+			      "is too long for a UNIX socket (at most %d bytes)", CONF_MAX_SOCKET_PATH - 1);
+}
+
 static void conf_load_log(struct conf_loader *loader, const config_setting_t *root,
 			    struct conf *config)
 {
@@ -772,6 +792,7 @@ struct conf *conf_new_defaults(void)
 	config->listeners_count = 1;
 	conf_listener_defaults(&config->listeners[0]);
 	config->cache_dir = conf_xstrdup(CONF_DEFAULT_CACHE_DIR);
+	config->control_socket = conf_xstrdup(CONF_DEFAULT_CONTROL_SOCKET);
 	config->cache_body_budget = CONF_DEFAULT_BODY_BUDGET;
 	config->cache_body_max_size = CONF_DEFAULT_BODY_MAX_SIZE;
 	config->cache_prefetch = CONF_PREFETCH_HEADERS;
@@ -818,6 +839,7 @@ static void conf_free(struct conf *config)
 	}
 	free(config->upstreams);
 	free(config->cache_dir);
+	free(config->control_socket);
 	free(config->path);
 	free(config);
 }
@@ -842,7 +864,7 @@ void conf_unref(struct conf **config)
 static struct conf *conf_from_tree(struct conf_loader *loader, config_t *tree, char **errors_r)
 {
 	static const char *const known[] = {
-		"listen", "upstreams", "cache", "log", "pool", "timeouts", "limits", NULL
+		"listen", "upstreams", "cache", "control", "log", "pool", "timeouts", "limits", NULL
 	};
 	const config_setting_t *root = config_root_setting(tree);
 	struct conf *config = conf_new_defaults();
@@ -853,6 +875,7 @@ static struct conf *conf_from_tree(struct conf_loader *loader, config_t *tree, c
 	conf_load_listeners(loader, root, config);
 	conf_load_upstreams(loader, root, config);
 	conf_load_cache(loader, root, config);
+	conf_load_control(loader, root, config);
 	conf_load_log(loader, root, config);
 	conf_load_pool(loader, root, config);
 	conf_load_timeouts(loader, root, config);

@@ -64,6 +64,8 @@ struct conf {
 	uint64_t cache_body_max_size; /* a larger message's body is not kept */
 	enum conf_prefetch cache_prefetch; /* what a session fetches on its own while the client is idle */
 
+	char *control_socket;         /* imapcachectl's UNIX socket (absolute) */
+
 	enum log_level log_level;
 
 	unsigned int pool_size;       /* idle connections kept per account; 0: off */

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "fetch-fill.h"
 
+#include "cache-stats.h"
 #include "cache.h"
 #include "log.h"
 #include "mailbox-view.h"
@@ -429,6 +430,18 @@ static void fill_tell_view(struct fetch_fill *fill)
 		(void)mailbox_view_set_modseq(fill->view, seq, fill->modseq);
 }
 
+/* CACHE_HAS of the cacheable items the current line brought from upstream. */
+static unsigned int fill_upstream_items(const struct fetch_fill *fill)
+{
+	unsigned int items = fill->has_size ? CACHE_HAS(CACHE_ITEM_SIZE) : 0;
+
+	for (unsigned int i = FILL_INTERNALDATE; i <= FILL_HEADER; i++)
+		items |= fill->values[i].present ? CACHE_HAS(fill_cache_items[i]) : 0;
+	if (fill->writer != NULL || fill->values[FILL_MESSAGE].present)
+		items |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+	return items;
+}
+
 /* A well-formed line ended: its values go to the store and the view. */
 static void fill_line_complete(struct fetch_fill *fill)
 {
@@ -438,6 +451,7 @@ static void fill_line_complete(struct fetch_fill *fill)
 	fill_tell_view(fill);
 	if (fill->cache == NULL || uid == 0 || fill->failed)
 		return;
+	cache_stats_count_items(fill_upstream_items(fill), false, 0); /* the upstream answered these: misses */
 	stored_message = fill_store_message(fill, uid);
 	fill_store_values(fill, uid);
 	new_structure = fill->values[FILL_BODYSTRUCTURE].present || fill->values[FILL_BODY].present;

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "fetch.h"
 
+#include "cache-stats.h"
 #include "cache.h"
 #include "imap-command.h"
 #include "mailbox-view.h"
@@ -1514,6 +1515,21 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 
 /* ---- the writer ---- */
 
+/* CACHE_HAS of the stored items a message's answer reads, for cache-stats. */
+static unsigned int answer_read_items(const struct fetch_answer *answer)
+{
+	unsigned int items = answer->wanted;
+
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		enum fetch_source_kind source = answer->items[i].source;
+
+		if (source == FETCH_SOURCE_WHOLE || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_PART ||
+		    source == FETCH_SOURCE_BINARY)
+			items |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+	}
+	return items;
+}
+
 enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit)
 {
 	size_t start = evbuffer_get_length(out);
@@ -1536,6 +1552,8 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		source.stored = &chunk->stored[answer->next - chunk->first];
 		line = evbuffer_new();
 		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
+		if (ret == 0) /* a hit for each stored item it read */
+			cache_stats_count_items(answer_read_items(answer), true, evbuffer_get_length(line));
 		source_clear(&source);
 		if (ret == 0)
 			ret = evbuffer_add_buffer(out, line);

@@ -2,6 +2,7 @@
 /* main: imapcached's start-up, signals (reload, shutdown) and event loop. */
 #include "config.h"
 #include "conf.h"
+#include "control.h"
 #include "listener.h"
 #include "log.h"
 #include "notify.h"
@@ -40,6 +41,7 @@ struct daemon_state {
 	struct event *shutdown_timer;
 	struct upstream_pool *pool;    /* idle logged-in upstream connections */
 	struct upstream_probe *probe;  /* what the upstreams offer before login */
+	struct control *control;       /* imapcachectl's socket; NULL when it could not be made */
 	bool stopping;
 };
 
@@ -232,6 +234,8 @@ static void daemon_reload(evutil_socket_t signal_number, short what, void *conte
 	log_set_level(conf->log_level);
 	conf_unref(&daemon->conf);
 	daemon->conf = conf;
+	if (daemon->control != NULL)
+		control_set_conf(daemon->control, conf); /* the socket itself changes only on restart */
 	/* pooled connections were made with the old upstream settings */
 	upstream_pool_flush(daemon->pool, "configuration reloaded");
 	upstream_pool_set_limits(daemon->pool, conf->pool_size, conf->pool_idle_timeout, UPSTREAM_POOL_GLOBAL_MAX);
@@ -368,6 +372,26 @@ static int daemon_bind(struct daemon_state *daemon, SSL_CTX **contexts)
 	return 0;
 }
 
+/* Makes imapcachectl's socket. Not fatal: the daemon serves clients
+   without it (imapcachectl then says the daemon is not running). */
+static void daemon_start_control(struct daemon_state *daemon)
+{
+	const char *path = daemon->conf->control_socket;
+	const char *error;
+
+	daemon->control = control_new(path, &error);
+	if (daemon->control == NULL) {
+		log_warning("control socket %s: %s: imapcachectl can't reach this daemon", path, error);
+		return;
+	}
+	if (control_start(daemon->control, daemon->base, daemon->conf) < 0) {
+		log_warning("control socket %s: can't listen: imapcachectl can't reach this daemon", path);
+		control_free(&daemon->control);
+		return;
+	}
+	log_info("control socket %s", path);
+}
+
 /* Creates the event base, signal events and starts the listeners. */
 static int daemon_start_events(struct daemon_state *daemon)
 {
@@ -418,6 +442,7 @@ static int daemon_start_events(struct daemon_state *daemon)
 	}
 	upstream_probe_start(daemon->probe, daemon->conf); /* answers come while clients are served */
 	session_set_upstream_probe(daemon->probe);
+	daemon_start_control(daemon);
 	return 0;
 }
 
@@ -434,6 +459,7 @@ static void daemon_cleanup(struct daemon_state *daemon)
 		event_free(daemon->sigterm_event);
 	if (daemon->sigint_event != NULL)
 		event_free(daemon->sigint_event);
+	control_free(&daemon->control);
 	session_free_all();
 	session_set_upstream_pool(NULL);
 	upstream_pool_free(&daemon->pool);

@@ -57,6 +57,7 @@ static void test_defaults(void)
 	CU_ASSERT_PTR_NULL(conf->upstreams[0].ca_file);
 	CU_ASSERT_PTR_EQUAL(conf->default_upstream, &conf->upstreams[0]);
 	CU_ASSERT_STRING_EQUAL(conf->cache_dir, "/var/cache/imapcached");
+	CU_ASSERT_STRING_EQUAL(conf->control_socket, "/run/imapcached/control");
 	CU_ASSERT_EQUAL(conf->cache_body_budget, 256 << 20);
 	CU_ASSERT_EQUAL(conf->cache_body_max_size, 4 << 20);
 	CU_ASSERT(conf->cache_body_max_size >= 2018482); /* the benchmark corpus's largest message */
@@ -195,7 +196,7 @@ static void test_unknown_keys(void)
 	expect_errors(UPSTREAM "\nlisten = ( { adress = \"127.0.0.1\"; } );\n",
 		      "test.conf:3: listen[0].adress: unknown key (known here: address, port, tls, cert, key)\n");
 	expect_errors(UPSTREAM "cahce = { dir = \"/tmp\"; };\n",
-		      "test.conf:2: cahce: unknown key (known here: listen, upstreams, cache, log, pool, "
+		      "test.conf:2: cahce: unknown key (known here: listen, upstreams, cache, control, log, pool, "
 		      "timeouts, limits)\n");
 	expect_errors("upstreams = ( { name = \"u\"; host = \"h\";\n   password = \"x\"; } );\n",
 		      "test.conf:2: upstreams[0].password: unknown key (known here: name, host, port, tls, "
@@ -237,6 +238,10 @@ static void test_bad_values(void)
 		      "test.conf:2: log.level: must be \"debug\", \"info\", \"warning\" or \"error\", not \"loud\"\n");
 	expect_errors(UPSTREAM "cache = { dir = \"relative/dir\"; };\n",
 		      "test.conf:2: cache.dir: must be an absolute path, not \"relative/dir\"\n");
+	expect_errors(UPSTREAM "control = { socket = \"control\"; };\n",
+		      "test.conf:2: control.socket: must be an absolute path, not \"control\"\n");
+	expect_errors(UPSTREAM "control = { socket = \"/run/x\"; sockets = 1; };\n",
+		      "test.conf:2: control.sockets: unknown key (known here: socket)\n");
 	expect_errors(UPSTREAM "cache = { body_budget = \"12X\"; };\n",
 		      "test.conf:2: cache.body_budget: \"12X\" is not a size (write bytes, or a number ending "
 		      "in K, M or G)\n");

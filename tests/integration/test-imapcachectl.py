@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""imapcachectl against a running imapcached and the test Dovecot (issue
+12, item 5): stats after a fill (its counts equal the store's, read with
+Python's sqlite3), purge of a mailbox a live session has selected (the
+session's answers then equal direct Dovecot's, and come from upstream),
+purge during a fill, and bad input: no daemon, a socket it may not open,
+bad usage, an unknown account or mailbox; warm, through the daemon's
+listener (every message then cached whole), with the password from
+standard input or a file, and warm interrupted by SIGINT (nothing
+half-stored, answers still as direct).
+
+Run as root, the daemon runs as nobody and imapcachectl as nobody (the
+socket is 0600, the daemon's), and as another user for the permission case."""
+import json
+import os
+import pty
+import pwd
+import re
+import select
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+from checks import check, summary
+from proxyfixture import BUILD, PASS, TIMINGS, USER, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
+
+CTL = os.path.join(BUILD, "daemon", "imapcachectl")
+tmp = tempfile.mkdtemp(prefix="test-imapcachectl.")
+os.chmod(tmp, 0o755)
+TIMINGS_BYTES = re.compile(TIMINGS.pattern.encode())
+FROM_CACHE = r"FETCH answered from the cache"
+OTHER_UID = 54321  # a user that is neither the daemon's nor root
+
+if os.geteuid() == 0:
+    _nobody = pwd.getpwnam("nobody")
+    DAEMON_UID, DAEMON_GID = _nobody.pw_uid, _nobody.pw_gid
+else:
+    DAEMON_UID, DAEMON_GID = os.geteuid(), os.getegid()
+
+
+def become(uid, gid):
+    def drop():
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    return drop if os.geteuid() == 0 else None
+
+
+def owned_dir(prefix):
+    path = tempfile.mkdtemp(prefix=prefix, dir=tmp)
+    if os.geteuid() == 0:
+        os.chown(path, DAEMON_UID, DAEMON_GID)
+    return path
+
+
+def ctl(*args, uid=None, socket_path=None, stdin=None, timeout=30):
+    """Runs imapcachectl --socket SOCKET ARGS as the daemon's user; returns (code, stdout, stderr)."""
+    argv = [CTL] + (["--socket", socket_path] if socket_path else []) + list(args)
+    drop = become(uid if uid is not None else DAEMON_UID, DAEMON_GID if uid is None else uid)
+    result = subprocess.run(argv, capture_output=True, text=True, preexec_fn=drop, input=stdin, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
+
+
+def start():
+    cache = owned_dir("cache.")
+    run = owned_dir("run.")
+    socket_path = os.path.join(run, "control")
+    config = ('cache = { dir = "%s"; };\ncontrol = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n'
+              % (cache, socket_path))
+    daemon = Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp, preexec_fn=become(DAEMON_UID, DAEMON_GID))
+    daemon.cache, daemon.socket = cache, socket_path
+    return daemon
+
+
+def connect(port, mailbox=None):
+    conn = Raw(port, greeting=True)
+    for command in ["LOGIN %s %s" % (quote(USER), quote(PASS))] + (["SELECT %s" % quote(mailbox)] if mailbox else []):
+        line = conn.tagged("s", command)[-1]
+        if not line.startswith("s OK"):
+            raise RuntimeError("%s: %s" % (command.split()[0], line))
+    return conn
+
+
+def exchange(conn, command):
+    conn.send(b"f " + command.encode() + b"\r\n")
+    responses = []
+    while True:
+        response = conn.response()
+        if response.startswith(b"f "):
+            responses.append(TIMINGS_BYTES.sub(b"", response))
+            return responses
+        responses.append(response)
+
+
+def store_counts(daemon, mailbox="INBOX"):
+    """(messages, whole, bytes) of mailbox, read from the store file itself."""
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), uri=True)
+    try:
+        row = db.execute("SELECT id FROM mailboxes WHERE name = ?", (mailbox,)).fetchone()
+        if row is None:
+            return None
+        messages = db.execute("SELECT COUNT(*) FROM messages WHERE mailbox_id = ?", row).fetchone()[0]
+        whole, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM bodies WHERE mailbox_id = ? AND "
+                                 "complete = 1", row).fetchone()
+        return messages, whole, size
+    finally:
+        db.close()
+
+
+def test_not_running(daemon):
+    code, out, err = ctl("stats", socket_path=os.path.join(tmp, "no-such-socket"))
+    check("no daemon: exit 69 (EX_UNAVAILABLE)", code == 69, (code, err))
+    check("... saying it is not running", "imapcached is not running" in err, err)
+
+
+def test_no_permission(daemon):
+    if os.geteuid() != 0:
+        check("socket without permission: skipped (needs root to run as another user)", True)
+        return
+    code, out, err = ctl("stats", USER, socket_path=daemon.socket, uid=OTHER_UID)
+    check("another user: exit 77 (EX_NOPERM)", code == 77, (code, out, err))
+    check("... saying permission denied", "permission denied" in err, err)
+    mode = os.stat(daemon.socket).st_mode & 0o777
+    check("the socket is mode 0600", mode == 0o600, oct(mode))
+
+
+def test_socket_from_config(daemon):
+    code, out, err = ctl("-c", daemon.path, "stats", USER)
+    check("-c CONFIG: the socket named by control.socket is used", code == 0 and "hits since start" in out,
+          (code, out, err))
+    code, out, err = ctl("-c", os.path.join(tmp, "no-such.conf"), "stats")
+    check("-c with a missing file: exit 78 (EX_CONFIG) with a message", code == 78 and "no-such.conf" in err,
+          (code, err))
+
+
+def test_usage(daemon):
+    for args, code_wanted in ((["purge"], 64), (["stats", "a", "b", "c"], 64), (["frobnicate"], 64),
+                              (["stats", "nobody-here"], 66), (["purge", USER, "No such box"], 66),
+                              (["stats", "tab\there"], 64)):
+        code, out, err = ctl(*args, socket_path=daemon.socket)
+        check("imapcachectl %s: exit %d with a message" % (" ".join(args), code_wanted),
+              code == code_wanted and err.strip() != "", (code, out, err))
+
+
+def test_stats_after_fill(daemon):
+    conn = connect(daemon.port, "INBOX")
+    exchange(conn, "UID FETCH 1:20 (BODY.PEEK[] ENVELOPE)")
+    exchange(conn, "UID FETCH 1:20 (BODY.PEEK[] ENVELOPE)")  # from the cache: hits
+    conn.tagged("z", "LOGOUT")
+    code, out, err = ctl("stats", "--json", USER, "INBOX", socket_path=daemon.socket)
+    check("stats --json after a fill: exit 0", code == 0, (code, err))
+    stats = json.loads(out)
+    want = store_counts(daemon)
+    got = stats["mailboxes"][0] if stats["mailboxes"] else {}
+    check("... messages, whole and bytes equal the store's", (got.get("messages"), got.get("whole"),
+                                                               got.get("bytes")) == want, (got, want))
+    check("... 20 cached whole", got.get("whole") == 20, got)
+    check("... envelope hits and misses counted", stats["items"]["envelope"]["hits"] >= 20
+          and stats["items"]["envelope"]["misses"] >= 20, stats["items"])
+    check("... whole-message hits and misses counted", stats["items"]["message"]["hits"] >= 20
+          and stats["items"]["message"]["misses"] >= 20, stats["items"])
+    check("... upstream bytes saved at least the bodies'", stats["saved_bytes"] >= want[2], stats)
+    code, out, err = ctl("stats", USER, socket_path=daemon.socket)
+    check("stats as text: a line for INBOX and the hit rates", code == 0 and re.search(r"\bINBOX\s+\d+\s+20\s", out)
+          and "hits since start" in out, out)
+
+
+def test_purge_live_session(daemon):
+    via = connect(daemon.port, "INBOX")
+    direct = connect(PORT, "INBOX")
+    fetch = "FETCH 1:20 (BODY.PEEK[] ENVELOPE FLAGS)"
+    exchange(via, fetch)
+    before = daemon.count_log(FROM_CACHE)
+    exchange(via, fetch)
+    check("before the purge the session answers from the cache", daemon.count_log(FROM_CACHE) == before + 1)
+    code, out, err = ctl("purge", USER, "INBOX", socket_path=daemon.socket)
+    check("purge with a live session: exit 0, says what it dropped", code == 0 and "purged %s INBOX" % USER in out,
+          (code, out, err))
+    check("... the store has no INBOX any more", store_counts(daemon) is None, store_counts(daemon))
+    before = daemon.count_log(FROM_CACHE)
+    got, want = exchange(via, fetch), exchange(direct, fetch)
+    check("... the session's next FETCH equals direct Dovecot's", got == want, (len(got), len(want)))
+    check("... and was not answered from the purged cache", daemon.count_log(FROM_CACHE) == before,
+          daemon.log()[-2000:])
+    for conn in (via, direct):
+        conn.tagged("z", "LOGOUT")
+
+
+def test_purge_during_fill(daemon):
+    via = connect(daemon.port, "INBOX")
+    direct = connect(PORT, "INBOX")
+    fetch = "UID FETCH 1:* (BODY.PEEK[])"
+    via.send(b"f " + fetch.encode() + b"\r\n")
+    first = via.response()  # the fill is under way
+    code, out, err = ctl("purge", USER, socket_path=daemon.socket)
+    check("purge during a fill: exit 0", code == 0, (code, out, err))
+    rest = []
+    while True:
+        response = via.response()
+        if response.startswith(b"f "):
+            rest.append(TIMINGS_BYTES.sub(b"", response))
+            break
+        rest.append(response)
+    want = exchange(direct, fetch)
+    check("... the client still gets every message, as direct", [first] + rest == want, (len(rest) + 1, len(want)))
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), uri=True)
+    orphans = db.execute("SELECT COUNT(*) FROM body_chunks c WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE "
+                         "b.mailbox_id = c.mailbox_id AND b.uid = c.uid)").fetchone()[0]
+    partial = db.execute("SELECT COUNT(*) FROM bodies WHERE complete = 0").fetchone()[0]
+    integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    db.close()
+    check("... no orphan pieces, nothing half-stored, the store intact", (orphans, partial, integrity) == (0, 0, "ok"),
+          (orphans, partial, integrity))
+    fresh = connect(daemon.port, "INBOX")
+    got, want = exchange(fresh, "FETCH 1:* (BODY.PEEK[] ENVELOPE)"), exchange(direct, "FETCH 1:* (BODY.PEEK[] ENVELOPE)")
+    check("... a new session after it answers as direct", got == want, (len(got), len(want)))
+    for conn in (via, direct, fresh):
+        conn.tagged("z", "LOGOUT")
+
+
+def exists(mailbox="INBOX"):
+    conn = connect(PORT)
+    count = int(re.search(r"\* (\d+) EXISTS", "\n".join(conn.tagged("x", "EXAMINE " + quote(mailbox)))).group(1))
+    conn.tagged("z", "LOGOUT")
+    return count
+
+
+def test_warm(daemon):
+    ctl("purge", USER, socket_path=daemon.socket)
+    target = "127.0.0.1:%d" % daemon.port
+    code, out, err = ctl("warm", "--connect", target, USER, "INBOX", stdin=PASS + "\n", timeout=300)
+    total = exists()
+    check("warm (password on standard input): exit 0, one line for the mailbox",
+          code == 0 and re.match(r"INBOX: %d messages, [\d.]+ MB in [\d.]+ s\n$" % total, out), (code, out, err))
+    counts = store_counts(daemon)
+    check("... every message of INBOX is cached whole", counts is not None and counts[1] == total, (counts, total))
+    password_file = os.path.join(tmp, "password")
+    with open(password_file, "w") as f:
+        f.write(PASS + "\n")
+    os.chmod(password_file, 0o644)
+    code, out, err = ctl("warm", "--connect", target, "--password-file", password_file, USER, "INBOX", timeout=300)
+    check("warm --password-file: exit 0", code == 0 and out.startswith("INBOX: "), (code, out, err))
+    master, slave = pty.openpty()  # standard error a terminal: the progress bar
+    proc = subprocess.Popen([CTL, "warm", "--connect", target, "--password-file", password_file, USER, "INBOX"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    out = proc.communicate(timeout=300)[0]
+    shown = b""
+    while select.select([master], [], [], 0.5)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    check("warm on a terminal: a progress bar with messages, MB, rate and time left",
+          proc.returncode == 0 and re.search(rb"\rINBOX \[#+ *\] %d/%d msgs [\d.]+ MB [\d.]+ MB/s \d+:\d\d left"
+                                             % (total, total), shown), (proc.returncode, shown[-300:]))
+    code, out, err = ctl("warm", "--connect", target, USER, "INBOX", stdin="wrong-password\n")
+    check("warm with a wrong password: exit 77 (EX_NOPERM), saying the login failed",
+          code == 77 and "login as" in err, (code, out, err))
+    code, out, err = ctl("warm", "--connect", target, USER, "No such mailbox", stdin=PASS + "\n")
+    check("warm of a mailbox that does not exist: exit 65 with the upstream's NO", code == 65 and "No such" in err,
+          (code, out, err))
+    code, out, err = ctl("warm", "--connect", "127.0.0.1:1", USER, "INBOX", stdin=PASS + "\n")
+    check("warm with no listener: exit 69", code == 69, (code, err))
+    code, out, err = ctl("warm", "--password", PASS, USER, "INBOX")
+    check("warm takes no password on the command line: exit 64", code == 64, (code, err))
+
+
+def test_warm_interrupted(daemon):
+    ctl("purge", USER, socket_path=daemon.socket)
+    argv = [CTL, "warm", "--connect", "127.0.0.1:%d" % daemon.port, "--password-file", os.path.join(tmp, "password"),
+            USER, "INBOX"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        counts = store_counts(daemon)
+        if counts is not None and counts[1] > 0:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    check("warm interrupted by SIGINT part-way: exit 130, saying so",
+          proc.returncode == 130 and "interrupted" in err, (proc.returncode, out, err))
+    partial = integrity = None
+    for _ in range(200):  # the daemon's session ends when the connection closes
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), uri=True)
+        partial = db.execute("SELECT COUNT(*) FROM bodies WHERE complete = 0").fetchone()[0]
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        db.close()
+        if partial == 0:
+            break
+        time.sleep(0.05)
+    check("... nothing half-stored is left, the store intact", (partial, integrity) == (0, "ok"), (partial, integrity))
+    counts = store_counts(daemon)
+    check("... part of the mailbox was stored whole", counts is not None and 0 < counts[1] < exists(), counts)
+    via, direct = connect(daemon.port, "INBOX"), connect(PORT, "INBOX")
+    fetch = "FETCH 1:* (BODY.PEEK[] ENVELOPE)"
+    got, want = exchange(via, fetch), exchange(direct, fetch)
+    check("... a session afterwards gets what direct Dovecot answers", got == want, (len(got), len(want)))
+    for conn in (via, direct):
+        conn.tagged("z", "LOGOUT")
+
+
+def main():
+    try:
+        daemon = start()
+        try:
+            run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill, test_socket_from_config,
+                       test_purge_live_session, test_purge_during_fill, test_warm, test_warm_interrupted), daemon)
+        finally:
+            status = daemon.stop()
+            check("the daemon exited cleanly", status == 0, status)
+            check("... and removed its control socket", not os.path.exists(daemon.socket))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
