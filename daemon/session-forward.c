@@ -10,6 +10,7 @@
 #include "imap-response.h"
 #include "log.h"
 #include "mailbox-view.h"
+#include "search.h"
 #include "sync.h"
 #include "upstream.h"
 #include "upstream-pool.h"
@@ -80,6 +81,8 @@ static void session_start_sync(struct session *session, const struct imap_comman
 			       struct imap_client_command *upstream);
 static enum session_local session_answer_fetch(struct session *session, const char *tag,
 						 const struct imap_command *command);
+static enum session_local session_answer_search(struct session *session, const char *tag,
+						  const struct imap_command *command);
 static void session_store_sent(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream);
 
@@ -97,6 +100,8 @@ static const struct session_route session_routes[] = {
 	{ "UNSELECT", NULL, false, NULL, true },
 	{ "FETCH", session_answer_fetch, false, NULL, false },
 	{ "UID FETCH", session_answer_fetch, false, NULL, false },
+	{ "SEARCH", session_answer_search, false, NULL, false },
+	{ "UID SEARCH", session_answer_search, false, NULL, false },
 	{ "STORE", NULL, false, session_store_sent, false },
 	{ "UID STORE", NULL, false, session_store_sent, false },
 };
@@ -557,6 +562,38 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 	log_debug("session %lu: %s answered from the cache (%zu messages)", session->id, session->command_verb,
 		  fetch_answer_count(session->local_answer));
 	session_write_local_answer(session);
+	return SESSION_LOCAL_ANSWERED;
+}
+
+/* SEARCH and UID SEARCH: answered from the view and the store when the
+   cache can give the upstream's exact answer (search.h), else upstream.
+   A STORE still pending upstream makes it wait: its flags are confirmed
+   (or forgotten) first. */
+static enum session_local session_answer_search(struct session *session, const char *tag,
+						  const struct imap_command *command)
+{
+	struct search_facts facts = {
+		.cache = session->cache, .mailbox_id = sync_mailbox_id(session->sync), .view = session->view,
+	};
+	struct evbuffer *answer;
+	const char *why;
+
+	if (!sync_is_ready(session->sync) || (answer = evbuffer_new()) == NULL)
+		return SESSION_LOCAL_UPSTREAM;
+	if (search_answer(command, &facts, answer, &why) != SEARCH_ROUTE_LOCAL) {
+		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
+		evbuffer_free(answer);
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	if (session->forwarded_pending > 0) {
+		evbuffer_free(answer); /* answered again once they are done: the view may move */
+		return SESSION_LOCAL_WAIT;
+	}
+	log_debug("session %lu: %s answered from the cache", session->id, session->command_verb);
+	evbuffer_add_printf(answer, "%s OK %s\r\n", tag, SEARCH_OK_TEXT);
+	session->bytes_out += evbuffer_get_length(answer);
+	evbuffer_add_buffer(bufferevent_get_output(session->bev), answer);
+	evbuffer_free(answer);
 	return SESSION_LOCAL_ANSWERED;
 }
 

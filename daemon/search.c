@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: MIT */
+/* search: SEARCH and UID SEARCH answered from a synced view and the store with the upstream's exact answer, or sent upstream. */
+#include "config.h"
+#include "search.h"
+
+#include "cache.h"
+
+#include <event2/buffer.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* What the keys of a program read besides the view's UIDs. */
+#define SEARCH_NEEDS_FLAGS 0x01
+#define SEARCH_NEEDS_SIZE 0x02
+#define SEARCH_NEEDS_DATE 0x04
+
+/* One message as the program sees it. */
+struct search_message {
+	uint32_t uid;
+	const char *flags;   /* the view's text; NULL when no flag key is used */
+	uint64_t size;
+	uint32_t day;        /* the INTERNALDATE's day as YYYYMMDD; 0: not known */
+	bool has_size;
+};
+
+struct search_context {
+	const struct imap_command *command;
+	struct search_message *messages;
+	uint32_t count;
+	uint32_t max_uid;
+	uint32_t cursor;     /* where the store's rows are matched to messages */
+};
+
+/* Whether a charset is one the local matcher takes as it is: a program
+   without strings means the same in both (Dovecot refuses others with
+   BADCHARSET, which only the upstream may say). */
+static bool search_charset_is_local(const char *charset)
+{
+	return charset == NULL || strcasecmp(charset, "UTF-8") == 0 || strcasecmp(charset, "US-ASCII") == 0;
+}
+
+/* Whether a sequence set's numbers are all within 1..count ("*" is). */
+static bool search_seqset_in_range(const struct imap_seqset *set, uint32_t count)
+{
+	for (unsigned int i = 0; i < set->count; i++) {
+		const struct imap_seqset_range *range = &set->ranges[i];
+
+		if ((range->first != IMAP_SEQSET_STAR && range->first > count) ||
+		    (range->last != IMAP_SEQSET_STAR && range->last > count))
+			return false;
+	}
+	return true;
+}
+
+/* Checks that every key of the list at key can be answered here and adds
+   what it reads to *needs. Returns 0, or -1 with *why_r. */
+static int search_check_keys(const struct imap_search_key *key, uint32_t count, unsigned int *needs,
+			     const char **why_r)
+{
+	for (; key != NULL; key = key->next) {
+		switch (key->type) {
+		case IMAP_SEARCH_AND:
+		case IMAP_SEARCH_OR:
+		case IMAP_SEARCH_NOT:
+			if (search_check_keys(key->children, count, needs, why_r) < 0)
+				return -1;
+			break;
+		case IMAP_SEARCH_ALL:
+			break;
+		case IMAP_SEARCH_ANSWERED: case IMAP_SEARCH_DELETED: case IMAP_SEARCH_DRAFT:
+		case IMAP_SEARCH_FLAGGED: case IMAP_SEARCH_SEEN: case IMAP_SEARCH_UNANSWERED:
+		case IMAP_SEARCH_UNDELETED: case IMAP_SEARCH_UNDRAFT: case IMAP_SEARCH_UNFLAGGED:
+		case IMAP_SEARCH_UNSEEN: case IMAP_SEARCH_KEYWORD: case IMAP_SEARCH_UNKEYWORD:
+			*needs |= SEARCH_NEEDS_FLAGS;
+			break;
+		case IMAP_SEARCH_LARGER:
+		case IMAP_SEARCH_SMALLER:
+			*needs |= SEARCH_NEEDS_SIZE;
+			break;
+		case IMAP_SEARCH_BEFORE:
+		case IMAP_SEARCH_ON:
+		case IMAP_SEARCH_SINCE:
+			*needs |= SEARCH_NEEDS_DATE;
+			break;
+		case IMAP_SEARCH_UID:
+		case IMAP_SEARCH_SEQUENCE_SET:
+			if (key->set->saved) {
+				*why_r = "a saved result ($)";
+				return -1;
+			}
+			if (key->type == IMAP_SEARCH_SEQUENCE_SET && !search_seqset_in_range(key->set, count)) {
+				*why_r = "a sequence number past the last message";
+				return -1;
+			}
+			break;
+		default: /* \Recent, strings, Date headers, MODSEQ */
+			*why_r = "a key the cache does not answer";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* Whether the flag list text holds flag (system flags with their '\'),
+   compared without regard to case, as Dovecot looks flags and keywords up. */
+static bool search_flags_have(const char *flags, const char *flag, size_t len)
+{
+	const char *p = flags;
+
+	while (*p != '\0') {
+		size_t word = strcspn(p, " ");
+
+		if (word == len && strncasecmp(p, flag, len) == 0)
+			return true;
+		p += word;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+/* The day of an INTERNALDATE value ("\" 7-Jul-1996 02:44:25 -0700\"") as
+   YYYYMMDD in its own zone, which is the day Dovecot compares; 0 when it
+   does not read as one. */
+static uint32_t search_parse_day(const unsigned char *data, size_t size)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	char text[40];
+	unsigned int day = 0, year = 0, month;
+	const char *p = text, *found;
+
+	if (size < 2 || size >= sizeof(text) || data[0] != '"')
+		return 0;
+	memcpy(text, data + 1, size - 1);
+	text[size - 1] = '\0';
+	p += strspn(p, " ");
+	while (*p >= '0' && *p <= '9' && day < 100)
+		day = day * 10 + (unsigned int)(*p++ - '0');
+	if (*p++ != '-' || strlen(p) < 9 || p[3] != '-')
+		return 0;
+	found = strstr(months, (char[4]){ p[0], p[1], p[2], '\0' });
+	if (found == NULL || (found - months) % 3 != 0)
+		return 0;
+	month = (unsigned int)(found - months) / 3 + 1;
+	for (p += 4; *p >= '0' && *p <= '9' && year < 100000; p++)
+		year = year * 10 + (unsigned int)(*p - '0');
+	if (day < 1 || day > 31 || year < 1 || year > 9999)
+		return 0;
+	return year * 10000 + month * 100 + day;
+}
+
+/* cache_lookup_many's callback: the stored size and day of a message. */
+static void search_take_stored(const struct cache_message *stored, void *context)
+{
+	struct search_context *ctx = context;
+
+	while (ctx->cursor < ctx->count && ctx->messages[ctx->cursor].uid < stored->uid)
+		ctx->cursor++;
+	if (ctx->cursor == ctx->count || ctx->messages[ctx->cursor].uid != stored->uid)
+		return;
+	struct search_message *message = &ctx->messages[ctx->cursor];
+	if ((stored->present & CACHE_HAS(CACHE_ITEM_SIZE)) != 0) {
+		message->size = stored->size;
+		message->has_size = true;
+	}
+	if ((stored->present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0)
+		message->day = search_parse_day(stored->values[CACHE_ITEM_INTERNALDATE].data,
+						stored->values[CACHE_ITEM_INTERNALDATE].size);
+}
+
+/* Reads the sizes and days the program needs from the store. Returns 0
+   when every message has them, -1 with *why_r otherwise. */
+static int search_read_store(struct search_context *ctx, const struct search_facts *facts, unsigned int needs,
+			     const char **why_r)
+{
+	uint32_t *uids;
+	long found;
+
+	if (facts->cache == NULL || facts->mailbox_id == 0) {
+		*why_r = "no store";
+		return -1;
+	}
+	uids = malloc(ctx->count * sizeof(*uids));
+	if (uids == NULL) {
+		*why_r = "out of memory";
+		return -1;
+	}
+	for (uint32_t i = 0; i < ctx->count; i++)
+		uids[i] = ctx->messages[i].uid;
+	found = cache_lookup_many(facts->cache, facts->mailbox_id, uids, ctx->count, search_take_stored, ctx);
+	free(uids);
+	for (uint32_t i = 0; found >= 0 && i < ctx->count; i++) {
+		if (((needs & SEARCH_NEEDS_SIZE) != 0 && !ctx->messages[i].has_size) ||
+		    ((needs & SEARCH_NEEDS_DATE) != 0 && ctx->messages[i].day == 0))
+			found = -1;
+	}
+	if (found < 0) {
+		*why_r = "a size or INTERNALDATE not in the store";
+		return -1;
+	}
+	return 0;
+}
+
+static bool search_match_list(const struct search_context *ctx, const struct imap_search_key *key, uint32_t seq);
+
+/* Whether message seq (1-based) matches one key. */
+static bool search_match_key(const struct search_context *ctx, const struct imap_search_key *key, uint32_t seq)
+{
+	const struct search_message *message = &ctx->messages[seq - 1];
+	uint32_t day = (uint32_t)(key->year * 10000 + key->month * 100 + key->day);
+
+	switch (key->type) {
+	case IMAP_SEARCH_AND: return search_match_list(ctx, key->children, seq);
+	case IMAP_SEARCH_OR:
+		return search_match_key(ctx, key->children, seq) || search_match_key(ctx, key->children->next, seq);
+	case IMAP_SEARCH_NOT: return !search_match_key(ctx, key->children, seq);
+	case IMAP_SEARCH_ALL: return true;
+	case IMAP_SEARCH_ANSWERED: return search_flags_have(message->flags, "\\Answered", 9);
+	case IMAP_SEARCH_DELETED: return search_flags_have(message->flags, "\\Deleted", 8);
+	case IMAP_SEARCH_DRAFT: return search_flags_have(message->flags, "\\Draft", 6);
+	case IMAP_SEARCH_FLAGGED: return search_flags_have(message->flags, "\\Flagged", 8);
+	case IMAP_SEARCH_SEEN: return search_flags_have(message->flags, "\\Seen", 5);
+	case IMAP_SEARCH_UNANSWERED: return !search_flags_have(message->flags, "\\Answered", 9);
+	case IMAP_SEARCH_UNDELETED: return !search_flags_have(message->flags, "\\Deleted", 8);
+	case IMAP_SEARCH_UNDRAFT: return !search_flags_have(message->flags, "\\Draft", 6);
+	case IMAP_SEARCH_UNFLAGGED: return !search_flags_have(message->flags, "\\Flagged", 8);
+	case IMAP_SEARCH_UNSEEN: return !search_flags_have(message->flags, "\\Seen", 5);
+	/* a system flag's name is no keyword: it matches none */
+	case IMAP_SEARCH_KEYWORD: return key->str[0] != '\\' && search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_UNKEYWORD: return key->str[0] == '\\' || !search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_LARGER: return message->size > key->number;
+	case IMAP_SEARCH_SMALLER: return message->size < key->number;
+	case IMAP_SEARCH_BEFORE: return message->day < day;
+	case IMAP_SEARCH_ON: return message->day == day;
+	case IMAP_SEARCH_SINCE: return message->day >= day;
+	case IMAP_SEARCH_UID: return imap_seqset_contains(key->set, message->uid, ctx->max_uid);
+	case IMAP_SEARCH_SEQUENCE_SET: return imap_seqset_contains(key->set, seq, ctx->count);
+	default: break;
+	}
+	return false; /* search_check_keys let no other key through */
+}
+
+/* Whether message seq matches every key of the list at key. */
+static bool search_match_list(const struct search_context *ctx, const struct imap_search_key *key, uint32_t seq)
+{
+	for (; key != NULL; key = key->next) {
+		if (!search_match_key(ctx, key, seq))
+			return false;
+	}
+	return true;
+}
+
+/* Fills ctx->messages from the view. Returns 0, or -1 with *why_r when a
+   message lacks what the program needs. */
+static int search_read_view(struct search_context *ctx, const struct mailbox_view *view, unsigned int needs,
+			    const char **why_r)
+{
+	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
+		const struct mailbox_view_message *entry = mailbox_view_get(view, seq);
+
+		if (entry->uid == 0 || entry->expunged) {
+			*why_r = "a message whose UID is not known";
+			return -1;
+		}
+		if ((needs & SEARCH_NEEDS_FLAGS) != 0 && entry->flags == NULL) {
+			*why_r = "a message whose flags are not known";
+			return -1;
+		}
+		ctx->messages[seq - 1].uid = entry->uid;
+		ctx->messages[seq - 1].flags = entry->flags;
+	}
+	ctx->max_uid = mailbox_view_max_uid(view);
+	return 0;
+}
+
+/* Appends the untagged answer: the matching numbers, ascending. */
+static void search_write_answer(const struct search_context *ctx, struct evbuffer *out)
+{
+	evbuffer_add(out, "* SEARCH", 8);
+	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
+		if (search_match_list(ctx, ctx->command->u.search.program, seq))
+			evbuffer_add_printf(out, " %u", ctx->command->uid ? ctx->messages[seq - 1].uid : seq);
+	}
+	evbuffer_add(out, "\r\n", 2);
+}
+
+enum search_route search_answer(const struct imap_command *command, const struct search_facts *facts,
+				struct evbuffer *out, const char **why_r)
+{
+	struct search_context ctx = { .command = command, .count = mailbox_view_count(facts->view) };
+	unsigned int needs = 0;
+
+	if (command->name != IMAP_COMMAND_SEARCH) {
+		*why_r = "not a SEARCH";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
+	if (command->u.search.has_return || !search_charset_is_local(command->u.search.charset)) {
+		*why_r = command->u.search.has_return ? "RETURN options" : "a charset the cache does not take";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
+	if (ctx.count == 0 || mailbox_view_has_held(facts->view)) {
+		*why_r = ctx.count == 0 ? "an empty mailbox" : "an expunge the client is not told of yet";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
+	if (search_check_keys(command->u.search.program, ctx.count, &needs, why_r) < 0)
+		return SEARCH_ROUTE_UPSTREAM;
+	ctx.messages = calloc(ctx.count, sizeof(*ctx.messages));
+	if (ctx.messages == NULL) {
+		*why_r = "out of memory";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
+	if (search_read_view(&ctx, facts->view, needs, why_r) < 0 ||
+	    ((needs & (SEARCH_NEEDS_SIZE | SEARCH_NEEDS_DATE)) != 0 && search_read_store(&ctx, facts, needs, why_r) < 0)) {
+		free(ctx.messages);
+		return SEARCH_ROUTE_UPSTREAM;
+	}
+	search_write_answer(&ctx, out);
+	free(ctx.messages);
+	return SEARCH_ROUTE_LOCAL;
+}

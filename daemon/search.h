@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* search: SEARCH and UID SEARCH answered from a synced view and the store with the upstream's exact answer, or sent upstream. */
+#ifndef IMAPCACHED_SEARCH_H
+#define IMAPCACHED_SEARCH_H
+
+#include "imap-command.h"
+#include "mailbox-view.h"
+
+#include <stdint.h>
+
+struct cache;
+struct evbuffer;
+
+#define SEARCH_OK_TEXT "Search completed." /* Dovecot 2.3's, less its timings */
+
+/*
+ * What is answered here (doc/cache.md, "Local SEARCH"): a program of
+ * ALL, the flag keys (ANSWERED ... UNSEEN but RECENT, NEW, OLD),
+ * KEYWORD and UNKEYWORD, LARGER and SMALLER (RFC822.SIZE), BEFORE, ON and
+ * SINCE (the INTERNALDATE's own day, as Dovecot compares it), UID, sequence
+ * sets, NOT, OR and parentheses, without RETURN, with no CHARSET or one of
+ * US-ASCII and UTF-8. Everything else goes upstream unchanged, and so does
+ * a program on a view that can't answer it exactly: a held expunge, an
+ * empty mailbox, a message whose UID is not known, whose flags are not
+ * known (a STORE not confirmed yet) when a flag key is used, whose size or
+ * INTERNALDATE is not in the store when a key needs it, a sequence number
+ * past the last message, or "$".
+ */
+
+struct search_facts {
+	struct cache *cache;             /* the account's store; NULL: only keys the view answers */
+	int64_t mailbox_id;              /* the selected mailbox's id in the store */
+	const struct mailbox_view *view; /* vouched for (sync_is_ready) */
+};
+
+enum search_route {
+	SEARCH_ROUTE_LOCAL,    /* the answer was appended */
+	SEARCH_ROUTE_UPSTREAM, /* nothing appended; *why_r says why */
+};
+
+/* Plans command (IMAP_COMMAND_SEARCH; UID SEARCH when command->uid) on
+   facts. LOCAL: the untagged "* SEARCH ..." line, as Dovecot writes it,
+   is appended to out (the caller adds the tagged OK with SEARCH_OK_TEXT).
+   UPSTREAM: out is unchanged and *why_r is a static text for the log
+   (also when memory or the store fails). */
+enum search_route search_answer(const struct imap_command *command, const struct search_facts *facts,
+				struct evbuffer *out, const char **why_r);
+
+#endif
