@@ -54,9 +54,43 @@ static bool search_seqset_in_range(const struct imap_seqset *set, uint32_t count
 	return true;
 }
 
+/* Whether the flag list text holds flag: system flags without regard to
+   case (Dovecot writes them in one form), keywords exactly (Dovecot keeps
+   each in one form, as it was first made). */
+static bool search_flags_have(const char *flags, const char *flag, size_t len)
+{
+	const char *p = flags;
+
+	while (*p != '\0') {
+		size_t word = strcspn(p, " ");
+
+		if (word == len && (flag[0] == '\\' ? strncasecmp(p, flag, len) : strncmp(p, flag, len)) == 0)
+			return true;
+		p += word;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+/* Whether some message has keyword. Dovecot adds a keyword a search names
+   to the mailbox's list if it is not there (and announces a new FLAGS):
+   only a keyword some message has is surely in the list. */
+static bool search_keyword_in_use(const struct mailbox_view *view, const char *keyword, size_t len)
+{
+	uint32_t count = mailbox_view_count(view);
+
+	for (uint32_t seq = 1; seq <= count; seq++) {
+		const struct mailbox_view_message *entry = mailbox_view_get(view, seq);
+
+		if (entry->flags != NULL && search_flags_have(entry->flags, keyword, len))
+			return true;
+	}
+	return false;
+}
+
 /* Checks that every key of the list at key can be answered here and adds
    what it reads to *needs. Returns 0, or -1 with *why_r. */
-static int search_check_keys(const struct imap_search_key *key, uint32_t count, unsigned int *needs,
+static int search_check_keys(const struct imap_search_key *key, const struct mailbox_view *view, unsigned int *needs,
 			     const char **why_r)
 {
 	for (; key != NULL; key = key->next) {
@@ -64,7 +98,7 @@ static int search_check_keys(const struct imap_search_key *key, uint32_t count, 
 		case IMAP_SEARCH_AND:
 		case IMAP_SEARCH_OR:
 		case IMAP_SEARCH_NOT:
-			if (search_check_keys(key->children, count, needs, why_r) < 0)
+			if (search_check_keys(key->children, view, needs, why_r) < 0)
 				return -1;
 			break;
 		case IMAP_SEARCH_ALL:
@@ -72,7 +106,16 @@ static int search_check_keys(const struct imap_search_key *key, uint32_t count, 
 		case IMAP_SEARCH_ANSWERED: case IMAP_SEARCH_DELETED: case IMAP_SEARCH_DRAFT:
 		case IMAP_SEARCH_FLAGGED: case IMAP_SEARCH_SEEN: case IMAP_SEARCH_UNANSWERED:
 		case IMAP_SEARCH_UNDELETED: case IMAP_SEARCH_UNDRAFT: case IMAP_SEARCH_UNFLAGGED:
-		case IMAP_SEARCH_UNSEEN: case IMAP_SEARCH_KEYWORD: case IMAP_SEARCH_UNKEYWORD:
+		case IMAP_SEARCH_UNSEEN:
+			*needs |= SEARCH_NEEDS_FLAGS;
+			break;
+		case IMAP_SEARCH_KEYWORD:
+		case IMAP_SEARCH_UNKEYWORD:
+			if (key->str[0] == '\\' || strlen(key->str) != key->len ||
+			    !search_keyword_in_use(view, key->str, key->len)) {
+				*why_r = "a keyword no message has (Dovecot may add it to the mailbox)";
+				return -1;
+			}
 			*needs |= SEARCH_NEEDS_FLAGS;
 			break;
 		case IMAP_SEARCH_LARGER:
@@ -90,7 +133,8 @@ static int search_check_keys(const struct imap_search_key *key, uint32_t count, 
 				*why_r = "a saved result ($)";
 				return -1;
 			}
-			if (key->type == IMAP_SEARCH_SEQUENCE_SET && !search_seqset_in_range(key->set, count)) {
+			if (key->type == IMAP_SEARCH_SEQUENCE_SET &&
+			    !search_seqset_in_range(key->set, mailbox_view_count(view))) {
 				*why_r = "a sequence number past the last message";
 				return -1;
 			}
@@ -101,23 +145,6 @@ static int search_check_keys(const struct imap_search_key *key, uint32_t count, 
 		}
 	}
 	return 0;
-}
-
-/* Whether the flag list text holds flag (system flags with their '\'),
-   compared without regard to case, as Dovecot looks flags and keywords up. */
-static bool search_flags_have(const char *flags, const char *flag, size_t len)
-{
-	const char *p = flags;
-
-	while (*p != '\0') {
-		size_t word = strcspn(p, " ");
-
-		if (word == len && strncasecmp(p, flag, len) == 0)
-			return true;
-		p += word;
-		p += strspn(p, " ");
-	}
-	return false;
 }
 
 /* The day of an INTERNALDATE value ("\" 7-Jul-1996 02:44:25 -0700\"") as
@@ -226,9 +253,8 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 	case IMAP_SEARCH_UNDRAFT: return !search_flags_have(message->flags, "\\Draft", 6);
 	case IMAP_SEARCH_UNFLAGGED: return !search_flags_have(message->flags, "\\Flagged", 8);
 	case IMAP_SEARCH_UNSEEN: return !search_flags_have(message->flags, "\\Seen", 5);
-	/* a system flag's name is no keyword: it matches none */
-	case IMAP_SEARCH_KEYWORD: return key->str[0] != '\\' && search_flags_have(message->flags, key->str, key->len);
-	case IMAP_SEARCH_UNKEYWORD: return key->str[0] == '\\' || !search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_KEYWORD: return search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_UNKEYWORD: return !search_flags_have(message->flags, key->str, key->len);
 	case IMAP_SEARCH_LARGER: return message->size > key->number;
 	case IMAP_SEARCH_SMALLER: return message->size < key->number;
 	case IMAP_SEARCH_BEFORE: return message->day < day;
@@ -303,7 +329,7 @@ enum search_route search_answer(const struct imap_command *command, const struct
 		*why_r = ctx.count == 0 ? "an empty mailbox" : "an expunge the client is not told of yet";
 		return SEARCH_ROUTE_UPSTREAM;
 	}
-	if (search_check_keys(command->u.search.program, ctx.count, &needs, why_r) < 0)
+	if (search_check_keys(command->u.search.program, facts->view, &needs, why_r) < 0)
 		return SEARCH_ROUTE_UPSTREAM;
 	ctx.messages = calloc(ctx.count, sizeof(*ctx.messages));
 	if (ctx.messages == NULL) {

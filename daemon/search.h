@@ -16,7 +16,8 @@ struct evbuffer;
 /*
  * What is answered here (doc/cache.md, "Local SEARCH"): a program of
  * ALL, the flag keys (ANSWERED ... UNSEEN but RECENT, NEW, OLD),
- * KEYWORD and UNKEYWORD, LARGER and SMALLER (RFC822.SIZE), BEFORE, ON and
+ * KEYWORD and UNKEYWORD of a keyword some message has (Dovecot adds any
+ * other to the mailbox and says FLAGS), LARGER and SMALLER (RFC822.SIZE), BEFORE, ON and
  * SINCE (the INTERNALDATE's own day, as Dovecot compares it), UID, sequence
  * sets, NOT, OR and parentheses, without RETURN, with no CHARSET or one of
  * US-ASCII and UTF-8. Everything else goes upstream unchanged, and so does

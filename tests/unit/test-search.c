@@ -147,12 +147,14 @@ static void test_flags(void)
 	expect(answer("SEARCH DRAFT"), "* SEARCH 4\r\n");
 	expect(answer("SEARCH UNDRAFT"), "* SEARCH 1 2 3\r\n");
 	expect(answer("UID SEARCH SEEN FLAGGED"), "* SEARCH\r\n");
-	/* keywords are looked up without regard to case, as Dovecot does */
-	expect(answer("SEARCH KEYWORD $junk"), "* SEARCH 2\r\n");
-	expect(answer("SEARCH KEYWORD $Label1"), "* SEARCH 4\r\n");
+	expect(answer("SEARCH KEYWORD $label1"), "* SEARCH 4\r\n");
 	expect(answer("SEARCH UNKEYWORD $Junk"), "* SEARCH 1 3 4\r\n");
-	expect(answer("SEARCH KEYWORD $Nothere"), "* SEARCH\r\n");
-	expect(answer("SEARCH KEYWORD $Jun"), "* SEARCH\r\n");
+	/* a keyword no message has, in this form: Dovecot may add it to the
+	   mailbox's list and say FLAGS, which only the upstream can */
+	expect_upstream(answer("SEARCH KEYWORD $junk"));
+	expect_upstream(answer("SEARCH KEYWORD $Label1"));
+	expect_upstream(answer("SEARCH UNKEYWORD $Nothere"));
+	expect_upstream(answer("SEARCH KEYWORD $Jun"));
 	/* a system flag is no keyword: refused by the parser, so it goes upstream */
 	expect(answer("SEARCH KEYWORD \\Seen"), "BAD");
 	teardown();
@@ -218,7 +220,7 @@ static void test_unknown(void)
 	setup();
 	mailbox_view_forget_flags(view, 2); /* a STORE not confirmed yet */
 	expect_upstream(answer("SEARCH SEEN"));
-	expect_upstream(answer("SEARCH KEYWORD $Junk"));
+	expect_upstream(answer("SEARCH KEYWORD $label1"));
 	expect(answer("SEARCH LARGER 150"), "* SEARCH 2 3\r\n"); /* no flag key: still local */
 	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 2, "\\Seen", 5), 0);
 	expect(answer("SEARCH SEEN"), "* SEARCH 2 4\r\n");
@@ -291,7 +293,7 @@ static void test_bad_input(void)
 	memset(text + at, 'k', 10000);
 	text[at + 10000] = '\0';
 	got = answer("%s", text);
-	CU_ASSERT(strcmp(got, "BAD") == 0 || strcmp(got, "* SEARCH\r\n") == 0);
+	CU_ASSERT(strcmp(got, "BAD") == 0 || strncmp(got, "UPSTREAM: ", 10) == 0);
 	/* 63 levels of nesting, within the parser's limit: answered */
 	at = (size_t)snprintf(text, sizeof(text), "SEARCH ");
 	for (int i = 0; i < 60; i++)
