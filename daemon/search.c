@@ -41,10 +41,16 @@ static bool search_charset_is_local(const char *charset)
 	return charset == NULL || strcasecmp(charset, "UTF-8") == 0 || strcasecmp(charset, "US-ASCII") == 0;
 }
 
-/* Whether a sequence set's numbers are all within 1..count ("*" is). */
+/* Whether a sequence set's numbers are all within 1..count ("*" is), and
+   a "*" comes only in a set of one range: Dovecot 2.3 answers some sets
+   of several ranges with "*" wrongly ("74 191:*,186:166,9:*" finds
+   nothing in 200 messages), and its answer is the one to give. */
 static bool search_seqset_in_range(const struct imap_seqset *set, uint32_t count)
 {
 	for (unsigned int i = 0; i < set->count; i++) {
+		if (set->count > 1 &&
+		    (set->ranges[i].first == IMAP_SEQSET_STAR || set->ranges[i].last == IMAP_SEQSET_STAR))
+			return false;
 		const struct imap_seqset_range *range = &set->ranges[i];
 
 		if ((range->first != IMAP_SEQSET_STAR && range->first > count) ||
@@ -88,6 +94,68 @@ static bool search_keyword_in_use(const struct mailbox_view *view, const char *k
 	return false;
 }
 
+/*
+ * Dovecot 2.3 simplifies a program before it searches: NOTs are pushed
+ * down to the keys, and two keys of one type and one negation in one
+ * AND or OR list are merged into one. For LARGER, SMALLER, BEFORE and
+ * SINCE the merge keeps the bound that would be right without the NOT:
+ * "NOT LARGER 10 NOT LARGER 5" becomes "NOT LARGER 10", so its answer is
+ * not the RFC's. A program with two such negated keys of one type goes
+ * upstream, whose answer is the one to give.
+ */
+enum { SEARCH_MERGED_LARGER, SEARCH_MERGED_SMALLER, SEARCH_MERGED_BEFORE, SEARCH_MERGED_SINCE, SEARCH_MERGED_TYPES };
+
+/* Counts the keys of the list at key that end up negated (negated: an odd
+   number of NOTs above the list), per type that Dovecot merges. */
+static void search_count_negated(const struct imap_search_key *key, bool negated,
+				 unsigned int counts[SEARCH_MERGED_TYPES])
+{
+	for (; key != NULL; key = key->next) {
+		switch (key->type) {
+		case IMAP_SEARCH_AND: case IMAP_SEARCH_OR:
+			search_count_negated(key->children, negated, counts);
+			break;
+		case IMAP_SEARCH_NOT:
+			search_count_negated(key->children, !negated, counts);
+			break;
+		case IMAP_SEARCH_LARGER: counts[SEARCH_MERGED_LARGER] += negated; break;
+		case IMAP_SEARCH_SMALLER: counts[SEARCH_MERGED_SMALLER] += negated; break;
+		case IMAP_SEARCH_BEFORE: counts[SEARCH_MERGED_BEFORE] += negated; break;
+		case IMAP_SEARCH_SINCE: counts[SEARCH_MERGED_SINCE] += negated; break;
+		default: break;
+		}
+	}
+}
+
+/* Whether Dovecot's merge could change the program's answer. */
+static bool search_dovecot_merges(const struct imap_search_key *program)
+{
+	unsigned int counts[SEARCH_MERGED_TYPES] = { 0 };
+
+	search_count_negated(program, false, counts);
+	for (unsigned int i = 0; i < SEARCH_MERGED_TYPES; i++) {
+		if (counts[i] >= 2)
+			return true;
+	}
+	return false;
+}
+
+/* Whether a NOT (after any NOT NOT pairs) applies to an AND or OR group.
+   Dovecot 2.3 drops or extracts such a group as if it were not negated
+   ("OR ANSWERED NOT (ANSWERED 1:5)" finds only ANSWERED; RFC 3501 finds
+   every message), and its answer is the one to give. */
+static bool search_negates_group(const struct imap_search_key *not)
+{
+	bool negated = true;
+	const struct imap_search_key *key = not->children;
+
+	while (key->type == IMAP_SEARCH_NOT) {
+		negated = !negated;
+		key = key->children;
+	}
+	return negated && (key->type == IMAP_SEARCH_AND || key->type == IMAP_SEARCH_OR);
+}
+
 /* Checks that every key of the list at key can be answered here and adds
    what it reads to *needs. Returns 0, or -1 with *why_r. */
 static int search_check_keys(const struct imap_search_key *key, const struct mailbox_view *view, unsigned int *needs,
@@ -95,9 +163,21 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 {
 	for (; key != NULL; key = key->next) {
 		switch (key->type) {
+		case IMAP_SEARCH_NOT: {
+			const struct imap_search_key *inner = key->children;
+
+			if (search_negates_group(key)) {
+				*why_r = "NOT of a group, which Dovecot simplifies its own way";
+				return -1;
+			}
+			while (inner->type == IMAP_SEARCH_NOT)
+				inner = inner->children; /* a NOT NOT group is the group */
+			if (search_check_keys(inner, view, needs, why_r) < 0)
+				return -1;
+			break;
+		}
 		case IMAP_SEARCH_AND:
 		case IMAP_SEARCH_OR:
-		case IMAP_SEARCH_NOT:
 			if (search_check_keys(key->children, view, needs, why_r) < 0)
 				return -1;
 			break;
@@ -133,9 +213,9 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 				*why_r = "a saved result ($)";
 				return -1;
 			}
-			if (key->type == IMAP_SEARCH_SEQUENCE_SET &&
-			    !search_seqset_in_range(key->set, mailbox_view_count(view))) {
-				*why_r = "a sequence number past the last message";
+			if (!search_seqset_in_range(key->set, key->type == IMAP_SEARCH_UID ? UINT32_MAX - 1 :
+										  mailbox_view_count(view))) {
+				*why_r = "a sequence number past the last message, or a \"*\" among ranges";
 				return -1;
 			}
 			break;
@@ -331,6 +411,10 @@ enum search_route search_answer(const struct imap_command *command, const struct
 	}
 	if (search_check_keys(command->u.search.program, facts->view, &needs, why_r) < 0)
 		return SEARCH_ROUTE_UPSTREAM;
+	if (search_dovecot_merges(command->u.search.program)) {
+		*why_r = "negated size or date keys that Dovecot merges its own way";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
 	ctx.messages = calloc(ctx.count, sizeof(*ctx.messages));
 	if (ctx.messages == NULL) {
 		*why_r = "out of memory";

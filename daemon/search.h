@@ -25,7 +25,10 @@ struct evbuffer;
  * empty mailbox, a message whose UID is not known, whose flags are not
  * known (a STORE not confirmed yet) when a flag key is used, whose size or
  * INTERNALDATE is not in the store when a key needs it, a sequence number
- * past the last message, or "$".
+ * past the last message, "$", a "*" in a set of several ranges, a NOT of
+ * a parenthesised group or an OR; and two negated keys of one type among
+ * LARGER, SMALLER, BEFORE and SINCE, which Dovecot merges into one. (Dovecot's
+ * answers to these are not always RFC 3501's, but they are the ones to give.)
  */
 
 struct search_facts {

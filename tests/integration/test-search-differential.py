@@ -145,6 +145,10 @@ class Generator:
                 parts.append(str(a))
         return ",".join(parts)
 
+    def size(self):
+        """A message's size, or one off."""
+        return max(0, self.rng.choice(sorted(self.twins.sizes) or [100]) + self.rng.choice((-1, 0, 1)))
+
     def key(self, depth, count):
         r = self.rng.random()
         if depth < 3 and r < 0.12:
@@ -159,14 +163,18 @@ class Generator:
         if r < 0.35:
             return "%s %s" % (self.rng.choice(("KEYWORD", "UNKEYWORD")), self.rng.choice(KEYWORDS))
         if r < 0.50:
-            size = self.rng.choice(sorted(self.twins.sizes) or [100]) + self.rng.choice((-1, 0, 1))
-            return "%s %d" % (self.rng.choice(("LARGER", "SMALLER")), max(0, size))
+            return "%s %d" % (self.rng.choice(("LARGER", "SMALLER")), self.size())
         if r < 0.65:
             return "%s %s" % (self.rng.choice(("BEFORE", "ON", "SINCE")), self.rng.choice(DAYS))
         if r < 0.75:
             return "UID " + self.number_set(max(self.twins.uids or [1]) + 2)
         if r < 0.85:  # now and then one past the end: Dovecot's answer then is its own
             return self.number_set(count + (1 if self.rng.random() < 0.1 else 0))
+        if r < 0.87:  # two negated of one kind: Dovecot merges them its own way
+            kind = self.rng.choice(("LARGER", "SMALLER", "BEFORE", "SINCE"))
+            one, two = ((self.size(), self.size()) if kind in ("LARGER", "SMALLER") else
+                        (self.rng.choice(DAYS), self.rng.choice(DAYS)))
+            return "NOT %s %s NOT %s %s" % (kind, one, kind, two)
         if r < 0.90:
             return "ALL"
         if r < 0.95:

@@ -166,7 +166,11 @@ static void test_logic(void)
 	expect(answer("SEARCH NOT SEEN"), "* SEARCH 1 3\r\n");
 	expect(answer("SEARCH OR SEEN FLAGGED"), "* SEARCH 2 3 4\r\n");
 	expect(answer("SEARCH OR (SEEN DELETED) FLAGGED"), "* SEARCH 3 4\r\n");
-	expect(answer("SEARCH NOT (OR SEEN FLAGGED)"), "* SEARCH 1\r\n");
+	expect(answer("SEARCH NOT NOT (OR SEEN FLAGGED)"), "* SEARCH 2 3 4\r\n");
+	/* NOT of a group: Dovecot simplifies it its own way */
+	expect_upstream(answer("SEARCH NOT (OR SEEN FLAGGED)"));
+	expect_upstream(answer("SEARCH OR ANSWERED NOT (ANSWERED 1:3)"));
+	expect_upstream(answer("SEARCH NOT NOT NOT (SEEN)"));
 	expect(answer("SEARCH NOT NOT SEEN"), "* SEARCH 2 4\r\n");
 	expect(answer("SEARCH (SEEN) (UNDELETED)"), "* SEARCH 2\r\n");
 	expect(answer("SEARCH charset UTF-8 SEEN"), "* SEARCH 2 4\r\n");
@@ -190,6 +194,10 @@ static void test_sets(void)
 	expect_upstream(answer("SEARCH 5"));
 	expect_upstream(answer("SEARCH 1:5"));
 	expect_upstream(answer("SEARCH $"));
+	/* "*" among other ranges: Dovecot's answer is its own */
+	expect_upstream(answer("SEARCH 1,3:*"));
+	expect_upstream(answer("SEARCH UID 1,3:*"));
+	expect(answer("SEARCH 1,3:4"), "* SEARCH 1 3 4\r\n");
 	teardown();
 }
 
@@ -209,6 +217,16 @@ static void test_sizes_and_dates(void)
 	expect(answer("SEARCH SINCE 1-Jan-2019"), "* SEARCH 2 3 4\r\n");
 	expect(answer("SEARCH SINCE 3-Jan-2019 BEFORE 1-Jan-2021"), "* SEARCH 4\r\n");
 	expect(answer("SEARCH BEFORE 1-Jan-1970"), "* SEARCH\r\n");
+	/* two of one kind, negated: Dovecot merges them its own way */
+	expect(answer("SEARCH LARGER 99 LARGER 150"), "* SEARCH 2 3\r\n");
+	expect(answer("SEARCH NOT LARGER 200 LARGER 100"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH NOT LARGER 200 NOT SMALLER 100"), "* SEARCH 1 2\r\n");
+	expect_upstream(answer("SEARCH NOT LARGER 200 NOT LARGER 100"));
+	expect_upstream(answer("SEARCH OR (NOT LARGER 200) (NOT LARGER 100)"));
+	expect_upstream(answer("SEARCH OR (NOT SMALLER 5) NOT SMALLER 6"));
+	expect_upstream(answer("SEARCH NOT BEFORE 1-Jan-2019 NOT BEFORE 1-Jan-2020"));
+	expect_upstream(answer("SEARCH NOT SINCE 1-Jan-2019 NOT (SINCE 1-Jan-2020)"));
+	expect(answer("SEARCH NOT NOT SINCE 1-Jan-2019 NOT SINCE 1-Jan-2020"), "* SEARCH 2 3\r\n");
 	teardown();
 }
 
