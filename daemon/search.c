@@ -380,19 +380,79 @@ static int search_read_view(struct search_context *ctx, const struct mailbox_vie
 	return 0;
 }
 
-/* Appends the untagged answer: the matching numbers, ascending. */
-static void search_write_answer(const struct search_context *ctx, struct evbuffer *out)
+/* Appends the numbers of an ascending list as a sequence set, runs as
+   ranges ("1:3,5"), as Dovecot writes ALL. */
+static void search_write_set(struct evbuffer *out, const uint32_t *numbers, uint32_t count)
 {
-	evbuffer_add(out, "* SEARCH", 8);
-	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
-		if (search_match_list(ctx, ctx->command->u.search.program, seq))
-			evbuffer_add_printf(out, " %u", ctx->command->uid ? ctx->messages[seq - 1].uid : seq);
+	for (uint32_t i = 0; i < count;) {
+		uint32_t last = i;
+
+		while (last + 1 < count && numbers[last + 1] == numbers[last] + 1)
+			last++;
+		if (last == i)
+			evbuffer_add_printf(out, "%s%u", i == 0 ? "" : ",", numbers[i]);
+		else
+			evbuffer_add_printf(out, "%s%u:%u", i == 0 ? "" : ",", numbers[i], numbers[last]);
+		i = last + 1;
 	}
+}
+
+/* Appends the RFC 4731 answer to RETURN, in Dovecot's order: MIN, MAX,
+   ALL (left out when nothing matched), COUNT. */
+static void search_write_esearch(const struct search_context *ctx, const char *tag, const uint32_t *numbers,
+				 uint32_t count, struct evbuffer *out)
+{
+	unsigned int options = ctx->command->u.search.return_options;
+
+	evbuffer_add_printf(out, "* ESEARCH (TAG \"%s\")%s", tag, ctx->command->uid ? " UID" : "");
+	if ((options & IMAP_SEARCH_RETURN_MIN) != 0 && count > 0)
+		evbuffer_add_printf(out, " MIN %u", numbers[0]);
+	if ((options & IMAP_SEARCH_RETURN_MAX) != 0 && count > 0)
+		evbuffer_add_printf(out, " MAX %u", numbers[count - 1]);
+	if ((options & IMAP_SEARCH_RETURN_ALL) != 0 && count > 0) {
+		evbuffer_add(out, " ALL ", 5);
+		search_write_set(out, numbers, count);
+	}
+	if ((options & IMAP_SEARCH_RETURN_COUNT) != 0)
+		evbuffer_add_printf(out, " COUNT %u", count);
 	evbuffer_add(out, "\r\n", 2);
 }
 
-enum search_route search_answer(const struct imap_command *command, const struct search_facts *facts,
-				struct evbuffer *out, const char **why_r)
+/* Appends the untagged answer: "* SEARCH" and the matching numbers,
+   ascending, or the ESEARCH line for RETURN. Returns -1 when memory runs
+   out (nothing appended). */
+static int search_write_answer(const struct search_context *ctx, const char *tag, struct evbuffer *out)
+{
+	uint32_t *numbers = malloc(ctx->count * sizeof(*numbers));
+	uint32_t found = 0;
+
+	if (numbers == NULL)
+		return -1;
+	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
+		if (search_match_list(ctx, ctx->command->u.search.program, seq))
+			numbers[found++] = ctx->command->uid ? ctx->messages[seq - 1].uid : seq;
+	}
+	if (ctx->command->u.search.has_return) {
+		search_write_esearch(ctx, tag, numbers, found, out);
+	} else {
+		evbuffer_add(out, "* SEARCH", 8);
+		for (uint32_t i = 0; i < found; i++)
+			evbuffer_add_printf(out, " %u", numbers[i]);
+		evbuffer_add(out, "\r\n", 2);
+	}
+	free(numbers);
+	return 0;
+}
+
+/* Whether the command's RETURN, if any, is one the cache answers. */
+static bool search_return_is_local(const struct imap_command *command, const struct search_facts *facts)
+{
+	return !command->u.search.has_return ||
+	       (facts->esearch && (command->u.search.return_options & IMAP_SEARCH_RETURN_SAVE) == 0);
+}
+
+enum search_route search_answer(const struct imap_command *command, const char *tag,
+				const struct search_facts *facts, struct evbuffer *out, const char **why_r)
 {
 	struct search_context ctx = { .command = command, .count = mailbox_view_count(facts->view) };
 	unsigned int needs = 0;
@@ -401,8 +461,9 @@ enum search_route search_answer(const struct imap_command *command, const struct
 		*why_r = "not a SEARCH";
 		return SEARCH_ROUTE_UPSTREAM;
 	}
-	if (command->u.search.has_return || !search_charset_is_local(command->u.search.charset)) {
-		*why_r = command->u.search.has_return ? "RETURN options" : "a charset the cache does not take";
+	if (!search_return_is_local(command, facts) || !search_charset_is_local(command->u.search.charset)) {
+		*why_r = !search_return_is_local(command, facts) ? "RETURN SAVE, or RETURN without ESEARCH upstream" :
+								     "a charset the cache does not take";
 		return SEARCH_ROUTE_UPSTREAM;
 	}
 	if (ctx.count == 0 || mailbox_view_has_held(facts->view)) {
@@ -425,7 +486,11 @@ enum search_route search_answer(const struct imap_command *command, const struct
 		free(ctx.messages);
 		return SEARCH_ROUTE_UPSTREAM;
 	}
-	search_write_answer(&ctx, out);
+	if (search_write_answer(&ctx, tag, out) < 0) {
+		free(ctx.messages);
+		*why_r = "out of memory";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
 	free(ctx.messages);
 	return SEARCH_ROUTE_LOCAL;
 }

@@ -19,8 +19,9 @@ struct evbuffer;
  * KEYWORD and UNKEYWORD of a keyword some message has (Dovecot adds any
  * other to the mailbox and says FLAGS), LARGER and SMALLER (RFC822.SIZE), BEFORE, ON and
  * SINCE (the INTERNALDATE's own day, as Dovecot compares it), UID, sequence
- * sets, NOT, OR and parentheses, without RETURN, with no CHARSET or one of
- * US-ASCII and UTF-8. Everything else goes upstream unchanged, and so does
+ * sets, NOT, OR and parentheses, with no CHARSET or one of US-ASCII and
+ * UTF-8; without RETURN, or with RETURN (MIN MAX ALL COUNT) when the
+ * upstream offers ESEARCH (RETURN SAVE goes upstream). Everything else goes upstream unchanged, and so does
  * a program on a view that can't answer it exactly: a held expunge, an
  * empty mailbox, a message whose UID is not known, whose flags are not
  * known (a STORE not confirmed yet) when a flag key is used, whose size or
@@ -35,6 +36,7 @@ struct search_facts {
 	struct cache *cache;             /* the account's store; NULL: only keys the view answers */
 	int64_t mailbox_id;              /* the selected mailbox's id in the store */
 	const struct mailbox_view *view; /* vouched for (sync_is_ready) */
+	bool esearch;                    /* the upstream advertised ESEARCH (RFC 4731) */
 };
 
 enum search_route {
@@ -42,12 +44,13 @@ enum search_route {
 	SEARCH_ROUTE_UPSTREAM, /* nothing appended; *why_r says why */
 };
 
-/* Plans command (IMAP_COMMAND_SEARCH; UID SEARCH when command->uid) on
-   facts. LOCAL: the untagged "* SEARCH ..." line, as Dovecot writes it,
-   is appended to out (the caller adds the tagged OK with SEARCH_OK_TEXT).
+/* Plans command (IMAP_COMMAND_SEARCH; UID SEARCH when command->uid; tag,
+   the client's, for ESEARCH's TAG) on facts. LOCAL: the untagged
+   "* SEARCH ..." or "* ESEARCH ..." line, as Dovecot writes it, is
+   appended to out (the caller adds the tagged OK with SEARCH_OK_TEXT).
    UPSTREAM: out is unchanged and *why_r is a static text for the log
    (also when memory or the store fails). */
-enum search_route search_answer(const struct imap_command *command, const struct search_facts *facts,
-				struct evbuffer *out, const char **why_r);
+enum search_route search_answer(const struct imap_command *command, const char *tag,
+				const struct search_facts *facts, struct evbuffer *out, const char **why_r);
 
 #endif

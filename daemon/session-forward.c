@@ -574,13 +574,14 @@ static enum session_local session_answer_search(struct session *session, const c
 {
 	struct search_facts facts = {
 		.cache = session->cache, .mailbox_id = sync_mailbox_id(session->sync), .view = session->view,
+		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
 	};
 	struct evbuffer *answer;
 	const char *why;
 
 	if (!sync_is_ready(session->sync) || (answer = evbuffer_new()) == NULL)
 		return SESSION_LOCAL_UPSTREAM;
-	if (search_answer(command, &facts, answer, &why) != SEARCH_ROUTE_LOCAL) {
+	if (search_answer(command, tag, &facts, answer, &why) != SEARCH_ROUTE_LOCAL) {
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
 		evbuffer_free(answer);
 		return SESSION_LOCAL_UPSTREAM;

@@ -12,7 +12,7 @@ per account, the twins, always the same commands) changes flags, APPENDs
 and expunges; then both sides NOOP and learn the new messages' UIDs and
 flags, and a few random SEARCH trees run on both: every key, NOT/OR and
 parentheses nested, keywords in other cases, sizes at the messages' sizes
-and one off, dates at the days around the APPENDed INTERNALDATEs (their
+and one off, RETURN options of ESEARCH, dates at the days around the APPENDed INTERNALDATEs (their
 zones from -1200 to +1400), sequence and UID sets with "*", CHARSET,
 keys the cache leaves upstream mixed in. Every answer must be the same
 bytes (Dovecot's timings stripped).
@@ -185,7 +185,11 @@ class Generator:
         keys = " ".join(self.key(0, count) for _ in range(self.rng.randint(1, 3)))
         charset = self.rng.choice(("", "", "", "CHARSET UTF-8 ", "CHARSET us-ascii "))
         verb = self.rng.choice(("SEARCH", "UID SEARCH"))
-        return ("%s %s%s" % (verb, charset, keys)).encode()
+        options = ""
+        if self.rng.random() < 0.3:  # RFC 4731 ESEARCH; SAVE goes upstream
+            chosen = self.rng.sample(("MIN", "MAX", "ALL", "COUNT", "SAVE"), self.rng.randint(0, 3))
+            options = "RETURN (%s) " % " ".join(chosen)
+        return ("%s %s%s%s" % (verb, options, charset, keys)).encode()
 
 
 def first_difference(one, two):

@@ -103,7 +103,7 @@ static const char *answer(const char *format, ...)
 		evbuffer_free(out);
 		return "BAD";
 	}
-	if (search_answer(&command, &facts, out, &why) == SEARCH_ROUTE_UPSTREAM) {
+	if (search_answer(&command, "T", &facts, out, &why) == SEARCH_ROUTE_UPSTREAM) {
 		CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
 		CU_ASSERT_PTR_NOT_NULL(why);
 		snprintf(text, sizeof(text), "UPSTREAM: %s", why);
@@ -273,7 +273,7 @@ static void test_upstream_rules(void)
 		"RECENT", "NEW", "OLD", "FROM x", "TO x", "CC x", "BCC x", "SUBJECT x", "BODY x", "TEXT x",
 		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019",
 		"MODSEQ 5", "NOT (OR ALL FROM x)", "CHARSET ISO-8859-1 ALL", "CHARSET X-UNKNOWN SEEN",
-		"RETURN () ALL", "RETURN (MIN) ALL", "RETURN (COUNT) SEEN",
+		"RETURN () ALL", "RETURN (MIN) ALL", "RETURN (COUNT) SEEN", /* no ESEARCH upstream */
 	};
 
 	setup();
@@ -321,6 +321,25 @@ static void test_bad_input(void)
 	teardown();
 }
 
+/* RETURN, when the upstream offers ESEARCH: Dovecot's order and sets. */
+static void test_esearch(void)
+{
+	setup();
+	facts.esearch = true;
+	expect(answer("SEARCH RETURN () ALL"), "* ESEARCH (TAG \"T\") ALL 1:4\r\n");
+	expect(answer("UID SEARCH RETURN (COUNT MAX MIN ALL) ALL"),
+	       "* ESEARCH (TAG \"T\") UID MIN 3 MAX 9 ALL 3:4,7,9 COUNT 4\r\n");
+	expect(answer("SEARCH RETURN (MIN) SEEN"), "* ESEARCH (TAG \"T\") MIN 2\r\n");
+	expect(answer("SEARCH RETURN (MAX COUNT) UNSEEN"), "* ESEARCH (TAG \"T\") MAX 3 COUNT 2\r\n");
+	expect(answer("SEARCH RETURN (ALL) NOT ALL"), "* ESEARCH (TAG \"T\")\r\n");
+	expect(answer("UID SEARCH RETURN (MIN MAX ALL COUNT) UID 100"), "* ESEARCH (TAG \"T\") UID COUNT 0\r\n");
+	expect_upstream(answer("SEARCH RETURN (SAVE) ALL"));
+	expect_upstream(answer("SEARCH RETURN (SAVE MIN) ALL"));
+	facts.esearch = false;
+	expect_upstream(answer("SEARCH RETURN (MIN) ALL"));
+	teardown();
+}
+
 static void test_not_search(void)
 {
 	setup();
@@ -337,6 +356,7 @@ const struct unit_test unit_tests[] = {
 	{ "what the view or store lacks goes upstream", test_unknown },
 	{ "keys and options left to the upstream", test_upstream_rules },
 	{ "deep nesting and long strings", test_bad_input },
+	{ "ESEARCH RETURN", test_esearch },
 	{ "not a SEARCH", test_not_search },
 	{ NULL, NULL },
 };
