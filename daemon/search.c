@@ -41,6 +41,20 @@ static bool search_charset_is_local(const char *charset)
 	return charset == NULL || strcasecmp(charset, "UTF-8") == 0 || strcasecmp(charset, "US-ASCII") == 0;
 }
 
+/* Whether Dovecot takes tag as one: atom characters but '+' and ']'
+   (it answers "* BAD Error in IMAP tag" to "x]1", which only the
+   upstream can say). */
+static bool search_tag_is_dovecots(const char *tag)
+{
+	for (; *tag != '\0'; tag++) {
+		unsigned char c = (unsigned char)*tag;
+
+		if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\]+", c) != NULL)
+			return false;
+	}
+	return true;
+}
+
 /* Whether a sequence set's numbers are all within 1..count ("*" is), and
    a "*" comes only in a set of one range: Dovecot 2.3 answers some sets
    of several ranges with "*" wrongly ("74 191:*,186:166,9:*" finds
@@ -464,6 +478,10 @@ enum search_route search_answer(const struct imap_command *command, const char *
 	if (!search_return_is_local(command, facts) || !search_charset_is_local(command->u.search.charset)) {
 		*why_r = !search_return_is_local(command, facts) ? "RETURN SAVE, or RETURN without ESEARCH upstream" :
 								     "a charset the cache does not take";
+		return SEARCH_ROUTE_UPSTREAM;
+	}
+	if (!search_tag_is_dovecots(tag)) {
+		*why_r = "a tag Dovecot refuses";
 		return SEARCH_ROUTE_UPSTREAM;
 	}
 	if (ctx.count == 0 || mailbox_view_has_held(facts->view)) {

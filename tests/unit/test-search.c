@@ -82,8 +82,8 @@ static void teardown(void)
    or "BAD" when the parsers refuse it (the
    session then sends it upstream as it is). Static; valid until the
    next call. */
-static const char *answer(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static const char *answer(const char *format, ...)
+static const char *answer_tagged(const char *tag, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static const char *answer_tagged(const char *tag, const char *format, ...)
 {
 	static char text[16384];
 	static char line[12000];
@@ -96,14 +96,14 @@ static const char *answer(const char *format, ...)
 	va_start(args, format);
 	vsnprintf(body, sizeof(body), format, args);
 	va_end(args);
-	snprintf(line, sizeof(line), "T %s\r\n", body);
+	snprintf(line, sizeof(line), "%s %s\r\n", tag, body);
 	imap_parser_reset(parser);
 	if (imap_parser_feed_bytes(parser, line, strlen(line), &consumed) != IMAP_PARSER_LINE_COMPLETE ||
 	    imap_command_parse(commands, imap_parser_get_line(parser), &command, &message) != IMAP_COMMAND_ERROR_NONE) {
 		evbuffer_free(out);
 		return "BAD";
 	}
-	if (search_answer(&command, "T", &facts, out, &why) == SEARCH_ROUTE_UPSTREAM) {
+	if (search_answer(&command, tag, &facts, out, &why) == SEARCH_ROUTE_UPSTREAM) {
 		CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
 		CU_ASSERT_PTR_NOT_NULL(why);
 		snprintf(text, sizeof(text), "UPSTREAM: %s", why);
@@ -116,6 +116,8 @@ static const char *answer(const char *format, ...)
 	evbuffer_free(out);
 	return text;
 }
+
+#define answer(...) answer_tagged("T", __VA_ARGS__)
 
 static void expect(const char *got, const char *expected)
 {
@@ -335,6 +337,10 @@ static void test_esearch(void)
 	expect(answer("UID SEARCH RETURN (MIN MAX ALL COUNT) UID 100"), "* ESEARCH (TAG \"T\") UID COUNT 0\r\n");
 	expect_upstream(answer("SEARCH RETURN (SAVE) ALL"));
 	expect_upstream(answer("SEARCH RETURN (SAVE MIN) ALL"));
+	expect(answer_tagged("q[3.x-y:z", "SEARCH RETURN (MIN) ALL"), "* ESEARCH (TAG \"q[3.x-y:z\") MIN 1\r\n");
+	/* a tag Dovecot refuses: its answer is its own */
+	expect_upstream(answer_tagged("q]2", "SEARCH RETURN (COUNT) ALL"));
+	expect_upstream(answer_tagged("q]2", "SEARCH ALL"));
 	facts.esearch = false;
 	expect_upstream(answer("SEARCH RETURN (MIN) ALL"));
 	teardown();
