@@ -16,13 +16,20 @@
 #define SEARCH_NEEDS_SIZE 0x02
 #define SEARCH_NEEDS_DATE 0x04
 
+/* Years of a date key answered here: Dovecot turns the day into a time_t
+   with mktime(), which fails or goes negative before 1970 (east of UTC)
+   and may overflow after 2037 on 32 bits. */
+#define SEARCH_YEAR_FIRST 1971
+#define SEARCH_YEAR_LAST 2037
+
 /* One message as the program sees it. */
 struct search_message {
 	uint32_t uid;
 	const char *flags;   /* the view's text; NULL when no flag key is used */
 	uint64_t size;
-	uint32_t day;        /* the INTERNALDATE's day as YYYYMMDD; 0: not known */
+	int32_t day;         /* the INTERNALDATE's day (search_day_number) */
 	bool has_size;
+	bool has_day;
 };
 
 struct search_context {
@@ -154,6 +161,17 @@ static bool search_dovecot_merges(const struct imap_search_key *program)
 	return false;
 }
 
+/* The days of month (1..12) in year. A date key with a day past its
+   month's end ("31-Feb-2020") goes upstream: Dovecot takes it as a time
+   that no message reaches (SINCE finds nothing). */
+static int search_month_days(int year, int month)
+{
+	static const int days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+	bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+	return month == 2 && leap ? 29 : days[month - 1];
+}
+
 /* Whether a NOT (after any NOT NOT pairs) applies to an AND or OR group.
    Dovecot 2.3 drops or extracts such a group as if it were not negated
    ("OR ANSWERED NOT (ANSWERED 1:5)" finds only ANSWERED; RFC 3501 finds
@@ -219,6 +237,11 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 		case IMAP_SEARCH_BEFORE:
 		case IMAP_SEARCH_ON:
 		case IMAP_SEARCH_SINCE:
+			if (key->year < SEARCH_YEAR_FIRST || key->year > SEARCH_YEAR_LAST ||
+			    key->day > search_month_days(key->year, key->month)) {
+				*why_r = "a year Dovecot's time_t may not hold, or a day past its month's end";
+				return -1;
+			}
 			*needs |= SEARCH_NEEDS_DATE;
 			break;
 		case IMAP_SEARCH_UID:
@@ -241,10 +264,23 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 	return 0;
 }
 
-/* The day of an INTERNALDATE value ("\" 7-Jul-1996 02:44:25 -0700\"") as
-   YYYYMMDD in its own zone, which is the day Dovecot compares; 0 when it
+/* Days from 1970-01-01 to year-month-day (proleptic Gregorian; the day
+   within its month). */
+static int32_t search_day_number(int year, int month, int day)
+{
+	int y = year - (month <= 2);
+	int era = (y >= 0 ? y : y - 399) / 400;
+	int year_of_era = y - era * 400;
+	int day_of_year = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5;
+	int day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+
+	return (int32_t)(era * 146097 + day_of_era - 719468 + day - 1);
+}
+
+/* The day of an INTERNALDATE value ("\" 7-Jul-1996 02:44:25 -0700\"") in
+   its own zone, which is the day Dovecot compares. Returns false when it
    does not read as one. */
-static uint32_t search_parse_day(const unsigned char *data, size_t size)
+static bool search_parse_day(const unsigned char *data, size_t size, int32_t *day_r)
 {
 	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
 	char text[40];
@@ -252,23 +288,24 @@ static uint32_t search_parse_day(const unsigned char *data, size_t size)
 	const char *p = text, *found;
 
 	if (size < 2 || size >= sizeof(text) || data[0] != '"')
-		return 0;
+		return false;
 	memcpy(text, data + 1, size - 1);
 	text[size - 1] = '\0';
 	p += strspn(p, " ");
 	while (*p >= '0' && *p <= '9' && day < 100)
 		day = day * 10 + (unsigned int)(*p++ - '0');
 	if (*p++ != '-' || strlen(p) < 9 || p[3] != '-')
-		return 0;
+		return false;
 	found = strstr(months, (char[4]){ p[0], p[1], p[2], '\0' });
 	if (found == NULL || (found - months) % 3 != 0)
-		return 0;
+		return false;
 	month = (unsigned int)(found - months) / 3 + 1;
 	for (p += 4; *p >= '0' && *p <= '9' && year < 100000; p++)
 		year = year * 10 + (unsigned int)(*p - '0');
 	if (day < 1 || day > 31 || year < 1 || year > 9999)
-		return 0;
-	return year * 10000 + month * 100 + day;
+		return false;
+	*day_r = search_day_number((int)year, (int)month, (int)day);
+	return true;
 }
 
 /* cache_lookup_many's callback: the stored size and day of a message. */
@@ -286,8 +323,8 @@ static void search_take_stored(const struct cache_message *stored, void *context
 		message->has_size = true;
 	}
 	if ((stored->present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0)
-		message->day = search_parse_day(stored->values[CACHE_ITEM_INTERNALDATE].data,
-						stored->values[CACHE_ITEM_INTERNALDATE].size);
+		message->has_day = search_parse_day(stored->values[CACHE_ITEM_INTERNALDATE].data,
+						    stored->values[CACHE_ITEM_INTERNALDATE].size, &message->day);
 }
 
 /* Reads the sizes and days the program needs from the store. Returns 0
@@ -313,7 +350,7 @@ static int search_read_store(struct search_context *ctx, const struct search_fac
 	free(uids);
 	for (uint32_t i = 0; found >= 0 && i < ctx->count; i++) {
 		if (((needs & SEARCH_NEEDS_SIZE) != 0 && !ctx->messages[i].has_size) ||
-		    ((needs & SEARCH_NEEDS_DATE) != 0 && ctx->messages[i].day == 0))
+		    ((needs & SEARCH_NEEDS_DATE) != 0 && !ctx->messages[i].has_day))
 			found = -1;
 	}
 	if (found < 0) {
@@ -329,7 +366,7 @@ static bool search_match_list(const struct search_context *ctx, const struct ima
 static bool search_match_key(const struct search_context *ctx, const struct imap_search_key *key, uint32_t seq)
 {
 	const struct search_message *message = &ctx->messages[seq - 1];
-	uint32_t day = (uint32_t)(key->year * 10000 + key->month * 100 + key->day);
+	int32_t day = search_day_number(key->year, key->month, key->day);
 
 	switch (key->type) {
 	case IMAP_SEARCH_AND: return search_match_list(ctx, key->children, seq);

@@ -218,7 +218,22 @@ static void test_sizes_and_dates(void)
 	expect(answer("SEARCH BEFORE 1-Jan-2019"), "* SEARCH 1\r\n");
 	expect(answer("SEARCH SINCE 1-Jan-2019"), "* SEARCH 2 3 4\r\n");
 	expect(answer("SEARCH SINCE 3-Jan-2019 BEFORE 1-Jan-2021"), "* SEARCH 4\r\n");
-	expect(answer("SEARCH BEFORE 1-Jan-1970"), "* SEARCH\r\n");
+	expect(answer("SEARCH BEFORE 1-Jan-1971"), "* SEARCH\r\n");
+	expect(answer("SEARCH SINCE 1-Jan-2037"), "* SEARCH\r\n");
+	expect(answer("SEARCH ON 14-Mar-2020"), "* SEARCH\r\n");
+	expect(answer("SEARCH ON 43-Feb-2020"), "BAD"); /* the parser takes no day past 31 */
+	expect(answer("SEARCH ON 32-Dec-2018"), "BAD");
+	expect(answer("SEARCH BEFORE 31-Dec-2018"), "* SEARCH\r\n");
+	expect(answer("SEARCH SINCE 29-Feb-2020 BEFORE 16-Mar-2020"), "* SEARCH 4\r\n");
+	/* a day past its month's end: Dovecot's answer is its own */
+	expect_upstream(answer("SEARCH SINCE 30-Feb-2020"));
+	expect_upstream(answer("SEARCH ON 29-Feb-2019"));
+	expect_upstream(answer("SEARCH NOT BEFORE 31-Nov-2018"));
+	expect(answer("SEARCH ON 29-Feb-2000"), "* SEARCH\r\n");
+	expect_upstream(answer("SEARCH ON 29-Feb-2100"));
+	/* years Dovecot's time_t may not hold: upstream */
+	expect_upstream(answer("SEARCH BEFORE 1-Jan-1970"));
+	expect_upstream(answer("SEARCH SINCE 1-Jan-2038"));
 	/* two of one kind, negated: Dovecot merges them its own way */
 	expect(answer("SEARCH LARGER 99 LARGER 150"), "* SEARCH 2 3\r\n");
 	expect(answer("SEARCH NOT LARGER 200 LARGER 100"), "* SEARCH 2\r\n");
