@@ -11,6 +11,7 @@
 #include "log.h"
 #include "mailbox-view.h"
 #include "prefetch.h"
+#include "search.h"
 #include "sync.h"
 #include "upstream.h"
 #include "upstream-pool.h"
@@ -79,6 +80,8 @@ static enum session_local session_answer_logout(struct session *session, const c
 						 const struct imap_command *command);
 static enum session_local session_answer_fetch(struct session *session, const char *tag,
 						 const struct imap_command *command);
+static enum session_local session_answer_search(struct session *session, const char *tag,
+						  const struct imap_command *command);
 static void session_store_sent(struct session *session, const struct imap_command *command,
 			       struct imap_client_command *upstream);
 
@@ -96,6 +99,8 @@ static const struct session_route session_routes[] = {
 	{ "UNSELECT", NULL, false, NULL, true },
 	{ "FETCH", session_answer_fetch, false, NULL, false },
 	{ "UID FETCH", session_answer_fetch, false, NULL, false },
+	{ "SEARCH", session_answer_search, false, NULL, false },
+	{ "UID SEARCH", session_answer_search, false, NULL, false },
 	{ "STORE", NULL, false, session_store_sent, false },
 	{ "UID STORE", NULL, false, session_store_sent, false },
 };
@@ -597,6 +602,40 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 	if (result != SESSION_LOCAL_WAIT || session->own_command == NULL)
 		session_own_missing_reset(session); /* routed, or waiting for forwarded ones: planned anew */
 	return result;
+}
+
+/* SEARCH and UID SEARCH: answered from the view and the store when the
+   cache can give the upstream's exact answer (search.h), else upstream.
+   A STORE still pending upstream makes it wait: its flags are confirmed
+   (or forgotten) first. */
+static enum session_local session_answer_search(struct session *session, const char *tag,
+						  const struct imap_command *command)
+{
+	struct search_facts facts = {
+		.cache = session->cache, .mailbox_id = sync_mailbox_id(session->sync), .view = session->view,
+		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
+	};
+	struct evbuffer *answer;
+	const char *why;
+
+	if (!sync_is_ready(session->sync) || (answer = evbuffer_new()) == NULL)
+		return SESSION_LOCAL_UPSTREAM;
+	if (search_answer(command, tag, &facts, answer, &why) != SEARCH_ROUTE_LOCAL) {
+		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
+		evbuffer_free(answer);
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	if (session->forwarded_pending > 0) {
+		evbuffer_free(answer); /* answered again once they are done: the view may move */
+		return SESSION_LOCAL_WAIT;
+	}
+	log_debug("session %lu: %s answered from the cache", session->id, session->command_verb);
+	session_own_release_held(session, bufferevent_get_output(session->bev));
+	evbuffer_add_printf(answer, "%s OK %s\r\n", tag, SEARCH_OK_TEXT);
+	session->bytes_out += evbuffer_get_length(answer);
+	evbuffer_add_buffer(bufferevent_get_output(session->bev), answer);
+	evbuffer_free(answer);
+	return SESSION_LOCAL_ANSWERED;
 }
 
 /* A .SILENT STORE went upstream: the flags of its messages are not known

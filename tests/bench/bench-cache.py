@@ -23,6 +23,12 @@ and read-200, run by a child process), NOOPs through imapcached and
 straight to remote alternate, and their p99s are compared. Last, the
 store's bytes per message and the daemon's RSS after that fill.
 
+Searches (issue 12 item 7): six SEARCHes, each timed as the median of
+SEARCH_RUNS on a connection already selected, straight to Dovecot and
+through a warm imapcached (its store filled by open), each answer checked
+against Dovecot's. FROM, SUBJECT and TEXT go upstream today, so through
+the relay they take its round trip.
+
 Prints a table of medians and the targets of issue 11 as met / NOT met;
 exits 0 whatever the figures, non-zero only when the measurement failed.
 Runs under with-dovecot with the benchmark corpus (make bench-cache).
@@ -30,7 +36,8 @@ Every daemon it starts is stopped by its PID.
 
 Environment: BENCH_CACHE_RUNS (runs per path and workload, default 3),
 BENCH_CACHE_COLD_RUNS (new daemons per workload, default 2),
-BENCH_CACHE_MBIT (the bandwidth cap; default none)."""
+BENCH_CACHE_MBIT (the bandwidth cap; default none), BENCH_CACHE_ONLY=search
+(the searches alone), BENCH_CACHE_SEARCHES (the six, separated by "|")."""
 import os
 import random
 import re
@@ -58,6 +65,9 @@ NOOP_PAUSE = 0.01       # seconds between two NOOP rounds while the store fills
 NOOP_MIN_SAMPLES = 50   # fewer NOOPs than this during the fill: no p99 worth the name
 HEADER_FIELDS = "FROM TO CC SUBJECT DATE MESSAGE-ID REFERENCES IN-REPLY-TO CONTENT-TYPE"
 WORKLOADS = ("open", "headers", "read-200", "resync")
+SEARCH_RUNS = 20        # each search's median is of this many
+SEARCHES = ENV.get("BENCH_CACHE_SEARCHES", 'FROM "example"|SUBJECT "re"|SINCE 1-Jan-2020|LARGER 100000|UNSEEN|'
+                   'TEXT "zebra"').split("|")
 PATHS = ("local", "remote", "cold", "warm")
 
 
@@ -128,6 +138,19 @@ class Client:
                 m = re.match(rb"\* (\d+) EXISTS", line)
                 if m is not None:
                     exists = int(m.group(1))
+
+    def search(self, tag, text):
+        """Sends one SEARCH; returns its untagged SEARCH line."""
+        self.sock.sendall(tag + b" " + text + b"\r\n")
+        found = None
+        while True:
+            line = self.line()
+            if line.startswith(tag + b" "):
+                if not line.startswith(tag + b" OK") or found is None:
+                    raise MeasureError("%s: %r" % (text[:60].decode(), line))
+                return found
+            if line.startswith(b"* SEARCH"):
+                found = line
 
     def close(self):
         try:
@@ -288,6 +311,64 @@ def measure(relay, count):
     return times, prefetch
 
 
+def search_medians(port, count, answers, relay=None):
+    """{search: median seconds} of SEARCH_RUNS runs each on one selected
+    connection; answers ({search: line}) are filled on the first call and
+    checked on the others. With relay, also {search: whether no byte
+    passed it}, i.e. the search was answered from the store."""
+    c = Client(port)
+    medians, local = {}, {}
+    try:
+        c.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
+        _, exists = c.command(b"s", b"SELECT INBOX")
+        if exists != count:
+            raise MeasureError("SELECT on port %d: %s messages, want %d" % (port, exists, count))
+        for text in SEARCHES:
+            before = relay.totals() if relay is not None else None
+            samples = []
+            for i in range(SEARCH_RUNS):
+                started = time.perf_counter()
+                line = c.search(b"q%d" % i, b"SEARCH " + text.encode())
+                samples.append(time.perf_counter() - started)
+                if answers.setdefault(text, line) != line:
+                    raise MeasureError("SEARCH %s on port %d: another answer than Dovecot's" % (text, port))
+            medians[text] = statistics.median(samples)
+            local[text] = relay is not None and relay.totals() == before
+    finally:
+        c.close()
+    return medians, local
+
+
+def measure_searches(relay, count):
+    """({search: local median}, {search: warm imapcached median},
+    {search: answered from the store})."""
+    answers = {}
+    local, _ = search_medians(PORT, count, answers)
+    daemon = Daemon(relay)
+    try:
+        workload(daemon.port, "open", count)  # fills sizes and dates
+        warm, from_store = search_medians(daemon.port, count, answers, relay)
+    finally:
+        daemon.stop()
+    return local, warm, from_store
+
+
+def report_searches(local, warm, from_store):
+    print()
+    print("searches: median of %d on a selected connection, seconds" % SEARCH_RUNS)
+    print("%-24s %9s %9s %10s %-9s" % ("search", "local", "warm", "warm-local", "answered"))
+    met = 0
+    for text in SEARCHES:
+        fast = warm[text] <= local[text] + (0.002 if local[text] < 0.010 else 0)
+        met += fast
+        print("%-24s %9.4f %9.4f %+8.1fms %-9s %s" % (text[:24], local[text], warm[text],
+                                                      (warm[text] - local[text]) * 1000,
+                                                      "store" if from_store[text] else "upstream",
+                                                      "met" if fast else "NOT met"))
+    print("RESULT bench-cache searches: %d of %d no slower than local (within 2 ms under 10 ms)"
+          % (met, len(SEARCHES)))
+
+
 def report(times, prefetch, noop, count):
     medians = {w: {p: statistics.median(times[w][p]) for p in PATHS} for w in WORKLOADS}
     cap = "%.0f Mbit/s each way" % (RATE * 8 / 1e6) if RATE else "no bandwidth cap"
@@ -350,6 +431,10 @@ def main():
         count = probe.command(b"s", b"EXAMINE INBOX")[1]
         probe.close()
         started = time.monotonic()
+        searches = measure_searches(relay, count)
+        if ENV.get("BENCH_CACHE_ONLY") == "search":
+            report_searches(*searches)
+            return 0
         times, prefetch = measure(relay, count)
         print("NOOP while a session fills the store", flush=True)
         noop = noop_while_filling(relay, count)
@@ -359,6 +444,7 @@ def main():
     finally:
         relay.close()
     report(times, prefetch, noop, count)
+    report_searches(*searches)
     print("(%.0f s)" % (time.monotonic() - started))
     return 0
 

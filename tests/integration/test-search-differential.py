@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Proof of sameness for local SEARCH (issue 12 items 1 and 6): a seeded
+random differential test of SEARCH and UID SEARCH, direct to Dovecot
+against through imapcached, the raw response lines compared.
+
+As in test-cache-differential.py, two accounts hold identical mailboxes
+(testuser and its twin mirroruser): connection A goes straight to Dovecot
+as testuser, connection B through imapcached as mirroruser, and both get
+the same commands. Between steps a third client (one direct connection
+per account, the twins, always the same commands) changes flags, APPENDs
+and expunges; then both sides NOOP and learn the new messages' UIDs and
+flags, and a few random SEARCH trees run on both: every key, NOT/OR and
+parentheses nested, keywords in other cases, sizes at the messages' sizes
+and one off, RETURN options of ESEARCH, dates at the days around the APPENDed INTERNALDATEs (their
+zones from -1200 to +1400), sequence and UID sets with "*", CHARSET,
+keys the cache leaves upstream mixed in. Every answer must be the same
+bytes (Dovecot's timings stripped).
+
+Each seed runs a cold pass (a new daemon, an empty store: SEARCHes with
+sizes or dates go upstream) and a warm pass after every message's size
+and INTERNALDATE were fetched (the store has them). The daemon runs under
+a non-UTC TZ. The warm pass must answer some SEARCHes locally (counted in
+the daemon's log). Bad input: a 10,000-character string, nesting 1,000
+deep and an unknown charset get Dovecot's answer.
+
+Environment: IMAPTEST_SEARCH_SEEDS (default "1 2"), IMAPTEST_SEARCH_STEPS
+(steps per pass, default 12), IMAPTEST_SEARCH_PER_STEP (SEARCHes per step,
+default 12). A longer run: IMAPTEST_SEARCH_SEEDS="1 2 3 4 5 6 7 8"
+IMAPTEST_SEARCH_STEPS=60 make check TESTS=tests/integration/test-search-differential.py"""
+import random
+import re
+import sys
+
+from checks import check, summary
+from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, quote_bytes, upstream_dovecot
+
+SEEDS = [int(s) for s in re.split(r"[ ,]+", ENV.get("IMAPTEST_SEARCH_SEEDS", "1 2").strip()) if s]
+STEPS = int(ENV.get("IMAPTEST_SEARCH_STEPS", "12"))
+PER_STEP = int(ENV.get("IMAPTEST_SEARCH_PER_STEP", "12"))
+DAEMON_TZ = "America/St_Johns"  # -0330/-0230: no whole-hour zone hides a day's edge
+MIN_MESSAGES = 30           # the twins expunge only above this many messages
+SHOWN = 3                   # mismatches shown in full
+TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
+HIGHESTMODSEQ_CODE = re.compile(rb"(?<= OK )\[HIGHESTMODSEQ \d+\] ")
+FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Deleted", "\\Draft", "$Label1", "$Junk", "$Forwarded")
+KEYWORDS = ("$Label1", "$label1", "$LABEL1", "$Junk", "$junk", "$Forwarded", "$NotThere", "Label1")
+FLAG_KEYS = ("ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN", "UNANSWERED", "UNDELETED", "UNDRAFT",
+             "UNFLAGGED", "UNSEEN")
+UPSTREAM_KEYS = ('FROM "a"', 'SUBJECT "appended"', "RECENT", "NEW", "OLD", "SENTSINCE 1-Jan-2019",
+                 'TO "example"', 'HEADER Message-ID "x"', 'BODY "line"')
+# INTERNALDATEs at a day's edge in zones far apart
+DATES = ("01-Jan-2019 00:00:00 +0000", "31-Dec-2018 23:59:59 +0000", "01-Jan-2019 00:30:00 +1400",
+         "31-Dec-2018 22:00:00 -1200", "15-Jun-2020 03:00:00 -0330", "15-Jun-2020 23:00:00 +0530",
+         "29-Feb-2020 12:00:00 +0000", "02-Jan-2019 00:00:01 -0100")
+DAYS = ("30-Dec-2018", "31-Dec-2018", "1-Jan-2019", "02-Jan-2019", "3-Jan-2019", "14-Jun-2020",
+        "15-Jun-2020", "16-Jun-2020", "28-Feb-2020", "29-Feb-2020", "1-Mar-2020", "31-Feb-2020", "30-Feb-2019", "31-Jun-2020",
+        "32-Dec-2018", "1-Jan-1970", "1-Jan-1900", "1-Jan-2030", "1-Jan-2040")
+
+
+class Conn(Raw):
+    def __init__(self, name, port, user, password):
+        super().__init__(port, greeting=True)
+        self.name, self.count = name, 0
+        self.exchange(b"LOGIN " + quote_bytes(user) + b" " + quote_bytes(password))
+
+    def exchange(self, text, literal=None):
+        """Sends one command (with a LITERAL+ literal), returns its
+        responses as bytes, timings stripped from the tagged one."""
+        self.count += 1
+        tag = b"s%d" % self.count
+        if literal is None:
+            self.send(tag + b" " + text + b"\r\n")
+        else:
+            self.send(tag + b" " + text + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        responses = []
+        while True:
+            response = self.response()
+            if response.startswith(tag + b" "):
+                responses.append(HIGHESTMODSEQ_CODE.sub(b"", TIMINGS.sub(b"", response)))
+                return responses
+            responses.append(response)
+
+
+class Twins:
+    """The other client: the same commands to both accounts' INBOX."""
+
+    def __init__(self):
+        self.sides = [Conn("twin A", PORT, USER, PASS), Conn("twin B", PORT, USER3, PASS3)]
+        self.mismatches = []
+        self.run(b"SELECT INBOX")
+        self.uids, self.sizes = [], set()
+        for response in self.run(b"UID FETCH 1:* (UID RFC822.SIZE)"):
+            m = re.search(rb"UID (\d+) RFC822.SIZE (\d+)", response)
+            if m is not None:
+                self.uids.append(int(m.group(1)))
+                self.sizes.add(int(m.group(2)))
+
+    def run(self, text, literal=None):
+        answers = [side.exchange(text, literal) for side in self.sides]
+        if answers[0] != answers[1]:
+            self.mismatches.append((text, answers))
+        return answers[0]
+
+    def append(self, rng):
+        body = b"line %d\r\n" % rng.randrange(1000) * rng.randint(1, 80)
+        data = (b"From: Twin <twin@example.org>\r\nSubject: appended\r\nDate: Tue, 1 Jan 2019 00:00:00 +0000\r\n"
+                b"\r\n" + body)
+        flags = " ".join(rng.sample(FLAGS, rng.randint(0, 3))).encode()
+        answer = self.run(b"APPEND INBOX (" + flags + b") \"" + rng.choice(DATES).encode() + b"\"", literal=data)
+        m = re.match(rb"\S+ OK \[APPENDUID \d+ (\d+)\]", answer[-1])
+        if m is not None:
+            self.uids.append(int(m.group(1)))
+            self.sizes.add(len(data))
+
+    def change(self, rng):
+        uids = rng.sample(self.uids, min(len(self.uids), rng.randint(1, 6)))
+        op = rng.choice(("+", "-", ""))
+        flags = " ".join(rng.sample(FLAGS, rng.randint(1, 3)))
+        self.run(b"UID STORE %s %sFLAGS.SILENT (%s)" % (",".join(map(str, uids)).encode(), op.encode(),
+                                                          flags.encode()))
+
+    def expunge(self, rng):
+        uids = rng.sample(self.uids, rng.randint(1, 2))
+        text = ",".join(map(str, uids)).encode()
+        self.run(b"UID STORE " + text + b" +FLAGS.SILENT (\\Deleted)")
+        self.run(b"UID EXPUNGE " + text)
+        self.uids = [u for u in self.uids if u not in uids]
+
+
+class Generator:
+    """Random SEARCH programs from one random.Random."""
+
+    def __init__(self, rng, twins):
+        self.rng, self.twins = rng, twins
+
+    def number_set(self, highest):
+        parts = []
+        for _ in range(self.rng.randint(1, 3)):
+            a = self.rng.randint(1, max(1, highest))
+            if self.rng.random() < 0.3:
+                parts.append("%d:*" % a if self.rng.random() < 0.5 else "*")
+            elif self.rng.random() < 0.5:
+                parts.append("%d:%d" % (a, self.rng.randint(1, max(1, highest))))
+            else:
+                parts.append(str(a))
+        return ",".join(parts)
+
+    def size(self):
+        """A message's size, or one off."""
+        return max(0, self.rng.choice(sorted(self.twins.sizes) or [100]) + self.rng.choice((-1, 0, 1)))
+
+    def key(self, depth, count):
+        r = self.rng.random()
+        if depth < 3 and r < 0.12:
+            return "NOT " + self.key(depth + 1, count)
+        if depth < 3 and r < 0.24:
+            return "OR %s %s" % (self.key(depth + 1, count), self.key(depth + 1, count))
+        if depth < 3 and r < 0.30:
+            return "(%s)" % " ".join(self.key(depth + 1, count) for _ in range(self.rng.randint(1, 3)))
+        r = self.rng.random()
+        if r < 0.25:
+            return self.rng.choice(FLAG_KEYS)
+        if r < 0.35:
+            return "%s %s" % (self.rng.choice(("KEYWORD", "UNKEYWORD")), self.rng.choice(KEYWORDS))
+        if r < 0.50:
+            return "%s %d" % (self.rng.choice(("LARGER", "SMALLER")), self.size())
+        if r < 0.65:
+            return "%s %s" % (self.rng.choice(("BEFORE", "ON", "SINCE")), self.rng.choice(DAYS))
+        if r < 0.75:
+            return "UID " + self.number_set(max(self.twins.uids or [1]) + 2)
+        if r < 0.85:  # now and then one past the end: Dovecot's answer then is its own
+            return self.number_set(count + (1 if self.rng.random() < 0.1 else 0))
+        if r < 0.87:  # two negated of one kind: Dovecot merges them its own way
+            kind = self.rng.choice(("LARGER", "SMALLER", "BEFORE", "SINCE"))
+            one, two = ((self.size(), self.size()) if kind in ("LARGER", "SMALLER") else
+                        (self.rng.choice(DAYS), self.rng.choice(DAYS)))
+            return "NOT %s %s NOT %s %s" % (kind, one, kind, two)
+        if r < 0.90:
+            return "ALL"
+        if r < 0.95:
+            return self.rng.choice(UPSTREAM_KEYS)
+        return self.rng.choice(FLAG_KEYS)
+
+    def command(self, count):
+        keys = " ".join(self.key(0, count) for _ in range(self.rng.randint(1, 3)))
+        charset = self.rng.choice(("", "", "", "CHARSET UTF-8 ", "CHARSET us-ascii "))
+        verb = self.rng.choice(("SEARCH", "UID SEARCH"))
+        options = ""
+        if self.rng.random() < 0.3:  # RFC 4731 ESEARCH; SAVE goes upstream
+            chosen = self.rng.sample(("MIN", "MAX", "ALL", "COUNT", "SAVE"), self.rng.randint(0, 3))
+            options = "RETURN (%s) " % " ".join(chosen)
+        return ("%s %s%s%s" % (verb, options, charset, keys)).encode()
+
+
+def first_difference(one, two):
+    """The first response where two answers differ, clipped."""
+    for i, (x, y) in enumerate(zip(one, two)):
+        if x != y:
+            at = next((j for j in range(min(len(x), len(y))) if x[j] != y[j]), min(len(x), len(y)))
+            return "response %d: direct %r, proxied %r" % (i, x[max(0, at - 60):at + 100], y[max(0, at - 60):at + 100])
+    return "direct %d responses, proxied %d: %r" % (len(one), len(two), (one[len(two):] or two[len(one):])[0][:200])
+
+
+class Pass:
+    def __init__(self, name, daemon, twins, rng):
+        self.name, self.daemon, self.twins, self.rng = name, daemon, twins, rng
+        self.searches = 0
+        self.mismatches = []
+        self.open()
+
+    def open(self):
+        self.sides = [Conn("direct", PORT, USER, PASS), Conn("proxied", self.daemon.port, USER3, PASS3)]
+        self.both(b"SELECT INBOX")
+
+    def both(self, text):
+        """Sends text to both sides; a mismatch is noted. Dovecot 2.3
+        panics on some programs (seq_range_array_invert on "NOT 1,3:*"):
+        when a side's connection closes, the other must close too (the
+        proxy sent the command upstream), and both sides start anew."""
+        answers = []
+        for side in self.sides:
+            try:
+                answers.append(side.exchange(text))
+            except EOFError:
+                answers.append([b"<the connection closed>"])
+        if answers[0] != answers[1]:
+            self.mismatches.append((text, answers))
+        if any(a == [b"<the connection closed>"] for a in answers):
+            print("%s: a connection closed at %r; new sessions" % (self.name, text[:200]), flush=True)
+            self.close()
+            self.open()
+        return answers[0]
+
+    def close(self):
+        for side in self.sides:
+            side.close()
+
+    def count(self):
+        answer = self.both(b"SEARCH ALL")
+        return len(answer[0].split()) - 2
+
+    def step(self, warm):
+        twins = self.twins
+        if self.rng.random() < 0.5:
+            twins.append(self.rng)
+        for _ in range(self.rng.randint(1, 3)):
+            twins.change(self.rng)
+        if len(twins.uids) > MIN_MESSAGES and self.rng.random() < 0.3:
+            twins.expunge(self.rng)
+        self.both(b"NOOP")
+        # the new messages' UIDs and flags (and, warm, their size and date for the store)
+        self.both(b"FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)" if warm else b"FETCH 1:* (UID FLAGS)")
+        count = self.count()
+        generator = Generator(self.rng, twins)
+        for _ in range(PER_STEP):
+            self.both(generator.command(count))
+            self.searches += 1
+
+    def bad_input(self):
+        self.both(b'SEARCH SUBJECT "' + b"x" * 10000 + b'"')
+        self.both(b"SEARCH " + b"(" * 1000 + b"SEEN" + b")" * 1000)
+        self.both(b"SEARCH " + b"NOT " * 1000 + b"SEEN")
+        self.both(b"SEARCH CHARSET X-UNKNOWN SEEN")
+        self.both(b"SEARCH CHARSET X-UNKNOWN ALL")
+        self.searches += 5
+
+    def run(self, warm):
+        for _ in range(STEPS):
+            self.step(warm)
+        self.bad_input()
+        for side in self.sides:
+            side.exchange(b"LOGOUT")
+        self.close()
+
+    def report(self):
+        check("%s: %d SEARCHes, every answer the same bytes direct and proxied" % (self.name, self.searches),
+              not self.mismatches, [(text[:200], first_difference(*answers)) for text, answers in self.mismatches[:SHOWN]])
+
+
+def run_seed(seed, twins):
+    daemon = Daemon(upstream_dovecot("none"), log_level="debug", keep_lines=20000, env={"TZ": DAEMON_TZ})
+    rng = random.Random("search/%d" % seed)
+    try:
+        for warm in (False, True):
+            name = "seed %d, %s" % (seed, "warm" if warm else "cold")
+            before = daemon.count_log(re.compile(r"SEARCH answered from the cache"))
+            one = Pass(name, daemon, twins, rng)
+            try:
+                one.run(warm)
+            except Exception as e:  # a broken pass must not hide the other's result
+                check("%s ran to the end" % name, False, "%r; daemon: %s" % (e, daemon.log()[-1500:]))
+                one.close()
+            one.report()
+            local = daemon.count_log(re.compile(r"SEARCH answered from the cache")) - before
+            print("%s: %d of %d SEARCHes answered from the cache" % (name, local, one.searches), flush=True)
+            if warm:
+                check("%s: SEARCHes answered from the cache" % name, local > 0, local)
+    finally:
+        status = daemon.stop()
+    check("seed %d: the daemon exits 0 at SIGTERM" % seed, status == 0, status)
+
+
+def main():
+    twins = Twins()
+    for seed in SEEDS:
+        run_seed(seed, twins)
+    check("the twin accounts stayed identical", not twins.mismatches,
+          [(t[:100], [a[-1] for a in answers]) for t, answers in twins.mismatches[:SHOWN]])
+    for side in twins.sides:
+        side.close()
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit tests for daemon/search: which SEARCH commands are local, and their answers as Dovecot 2.3 writes them. */
+#include "config.h"
+#include "unit.h"
+#include "cache.h"
+#include "imap-command.h"
+#include "imap-parser.h"
+#include "log.h"
+#include "mailbox-view.h"
+#include "search.h"
+
+#include <event2/buffer.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char base_dir[64];
+static struct cache *cache;
+static struct mailbox_view *view;
+static int64_t mailbox_id;
+static struct imap_parser *parser;
+static struct imap_command_parser *commands;
+static struct imap_command command;
+static struct search_facts facts;
+
+/*
+ * Four messages:
+ *   seq 1, UID 3: no flags,             100 bytes, 31-Dec-2018 23:59:59 -0500
+ *   seq 2, UID 4: \Seen $Junk,          200 bytes, 01-Jan-2019 00:00:00 +0100
+ *   seq 3, UID 7: \Flagged \Answered,   201 bytes,  2-Jan-2019 12:00:00 +0000
+ *   seq 4, UID 9: \Deleted \Draft \Seen $label1, 99 bytes, 15-Mar-2020 08:00:00 +0000
+ */
+static const uint32_t uids[] = { 3, 4, 7, 9 };
+static const char *const flags[] = { "", "\\Seen $Junk", "\\Flagged \\Answered", "\\Deleted \\Draft \\Seen $label1" };
+static const uint64_t sizes[] = { 100, 200, 201, 99 };
+static const char *const dates[] = { "\"31-Dec-2018 23:59:59 -0500\"", "\"01-Jan-2019 00:00:00 +0100\"",
+				     "\" 2-Jan-2019 12:00:00 +0000\"", "\"15-Mar-2020 08:00:00 +0000\"" };
+
+static void setup(void)
+{
+	struct cache_settings settings = { .body_budget = 1 << 20, .body_max_size = 1 << 20 };
+	struct cache_mailbox mailbox;
+	char dir[128];
+	const char *error;
+
+	snprintf(base_dir, sizeof(base_dir), "/tmp/test-search-XXXXXX");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
+	snprintf(dir, sizeof(dir), "%s/cache", base_dir);
+	settings.dir = dir;
+	log_set_level(LOG_LEVEL_WARNING);
+	cache = cache_open(&settings, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "INBOX", 7, &mailbox, NULL), 0);
+	mailbox_id = mailbox.id;
+	view = mailbox_view_new();
+	CU_ASSERT_EQUAL_FATAL(mailbox_view_load(view, uids, 4), 0);
+	for (uint32_t i = 0; i < 4; i++) {
+		CU_ASSERT_EQUAL(mailbox_view_set_flags(view, i + 1, flags[i], strlen(flags[i])), 0);
+		CU_ASSERT_EQUAL(cache_store_size(cache, mailbox_id, uids[i], sizes[i]), 0);
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_INTERNALDATE, dates[i],
+						 strlen(dates[i])), 0);
+	}
+	parser = imap_parser_new();
+	commands = imap_command_parser_new();
+	facts = (struct search_facts){ .cache = cache, .mailbox_id = mailbox_id, .view = view };
+}
+
+static void teardown(void)
+{
+	char rm[128];
+
+	imap_parser_free(&parser);
+	imap_command_parser_free(&commands);
+	mailbox_view_free(&view);
+	cache_unref(&cache);
+	snprintf(rm, sizeof(rm), "rm -rf '%s'", base_dir);
+	CU_ASSERT_EQUAL(system(rm), 0);
+}
+
+/* The local answer to "T <text>" (its untagged line), or "UPSTREAM: why",
+   or "BAD" when the parsers refuse it (the
+   session then sends it upstream as it is). Static; valid until the
+   next call. */
+static const char *answer_tagged(const char *tag, const char *format, ...) __attribute__((format(printf, 2, 3)));
+static const char *answer_tagged(const char *tag, const char *format, ...)
+{
+	static char text[16384];
+	static char line[12000];
+	char body[11000];
+	struct evbuffer *out = evbuffer_new();
+	const char *why = NULL, *message;
+	size_t consumed, len;
+	va_list args;
+
+	va_start(args, format);
+	vsnprintf(body, sizeof(body), format, args);
+	va_end(args);
+	snprintf(line, sizeof(line), "%s %s\r\n", tag, body);
+	imap_parser_reset(parser);
+	if (imap_parser_feed_bytes(parser, line, strlen(line), &consumed) != IMAP_PARSER_LINE_COMPLETE ||
+	    imap_command_parse(commands, imap_parser_get_line(parser), &command, &message) != IMAP_COMMAND_ERROR_NONE) {
+		evbuffer_free(out);
+		return "BAD";
+	}
+	if (search_answer(&command, tag, &facts, out, &why) == SEARCH_ROUTE_UPSTREAM) {
+		CU_ASSERT_EQUAL(evbuffer_get_length(out), 0);
+		CU_ASSERT_PTR_NOT_NULL(why);
+		snprintf(text, sizeof(text), "UPSTREAM: %s", why);
+		evbuffer_free(out);
+		return text;
+	}
+	len = evbuffer_get_length(out) < sizeof(text) - 1 ? evbuffer_get_length(out) : sizeof(text) - 1;
+	evbuffer_remove(out, text, len);
+	text[len] = '\0';
+	evbuffer_free(out);
+	return text;
+}
+
+#define answer(...) answer_tagged("T", __VA_ARGS__)
+
+static void expect(const char *got, const char *expected)
+{
+	if (strcmp(got, expected) != 0)
+		fprintf(stderr, "\ngot:      %s\nexpected: %s\n", got, expected);
+	CU_ASSERT_STRING_EQUAL(got, expected);
+}
+
+static void expect_upstream(const char *got)
+{
+	if (strncmp(got, "UPSTREAM: ", 10) != 0)
+		fprintf(stderr, "\nexpected upstream, got: %s\n", got);
+	CU_ASSERT_EQUAL(strncmp(got, "UPSTREAM: ", 10), 0);
+}
+
+static void test_flags(void)
+{
+	setup();
+	expect(answer("SEARCH ALL"), "* SEARCH 1 2 3 4\r\n");
+	expect(answer("UID SEARCH ALL"), "* SEARCH 3 4 7 9\r\n");
+	expect(answer("SEARCH SEEN"), "* SEARCH 2 4\r\n");
+	expect(answer("SEARCH UNSEEN"), "* SEARCH 1 3\r\n");
+	expect(answer("SEARCH ANSWERED"), "* SEARCH 3\r\n");
+	expect(answer("SEARCH UNANSWERED"), "* SEARCH 1 2 4\r\n");
+	expect(answer("SEARCH FLAGGED"), "* SEARCH 3\r\n");
+	expect(answer("SEARCH UNFLAGGED"), "* SEARCH 1 2 4\r\n");
+	expect(answer("SEARCH DELETED"), "* SEARCH 4\r\n");
+	expect(answer("SEARCH UNDELETED"), "* SEARCH 1 2 3\r\n");
+	expect(answer("SEARCH DRAFT"), "* SEARCH 4\r\n");
+	expect(answer("SEARCH UNDRAFT"), "* SEARCH 1 2 3\r\n");
+	expect(answer("UID SEARCH SEEN FLAGGED"), "* SEARCH\r\n");
+	expect(answer("SEARCH KEYWORD $label1"), "* SEARCH 4\r\n");
+	expect(answer("SEARCH UNKEYWORD $Junk"), "* SEARCH 1 3 4\r\n");
+	/* a keyword no message has, in this form: Dovecot may add it to the
+	   mailbox's list and say FLAGS, which only the upstream can */
+	expect_upstream(answer("SEARCH KEYWORD $junk"));
+	expect_upstream(answer("SEARCH KEYWORD $Label1"));
+	expect_upstream(answer("SEARCH UNKEYWORD $Nothere"));
+	expect_upstream(answer("SEARCH KEYWORD $Jun"));
+	/* a system flag is no keyword: refused by the parser, so it goes upstream */
+	expect(answer("SEARCH KEYWORD \\Seen"), "BAD");
+	teardown();
+}
+
+static void test_logic(void)
+{
+	setup();
+	expect(answer("SEARCH NOT SEEN"), "* SEARCH 1 3\r\n");
+	expect(answer("SEARCH OR SEEN FLAGGED"), "* SEARCH 2 3 4\r\n");
+	expect(answer("SEARCH OR (SEEN DELETED) FLAGGED"), "* SEARCH 3 4\r\n");
+	expect(answer("SEARCH NOT NOT (OR SEEN FLAGGED)"), "* SEARCH 2 3 4\r\n");
+	/* NOT of a group: Dovecot simplifies it its own way */
+	expect_upstream(answer("SEARCH NOT (OR SEEN FLAGGED)"));
+	expect_upstream(answer("SEARCH OR ANSWERED NOT (ANSWERED 1:3)"));
+	expect_upstream(answer("SEARCH NOT NOT NOT (SEEN)"));
+	expect(answer("SEARCH NOT NOT SEEN"), "* SEARCH 2 4\r\n");
+	expect(answer("SEARCH (SEEN) (UNDELETED)"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH charset UTF-8 SEEN"), "* SEARCH 2 4\r\n");
+	expect(answer("SEARCH CHARSET us-ascii ALL"), "* SEARCH 1 2 3 4\r\n");
+	teardown();
+}
+
+static void test_sets(void)
+{
+	setup();
+	expect(answer("SEARCH 2:3"), "* SEARCH 2 3\r\n");
+	expect(answer("SEARCH 3:*"), "* SEARCH 3 4\r\n");
+	expect(answer("SEARCH *"), "* SEARCH 4\r\n");
+	expect(answer("UID SEARCH 1,3"), "* SEARCH 3 7\r\n");
+	expect(answer("SEARCH UID 4:8"), "* SEARCH 2 3\r\n");
+	expect(answer("UID SEARCH UID 8:*"), "* SEARCH 9\r\n");
+	expect(answer("UID SEARCH UID 100:*"), "* SEARCH 9\r\n"); /* "*" is the last UID: 9:100 */
+	expect(answer("SEARCH UID 100"), "* SEARCH\r\n");
+	expect(answer("SEARCH NOT UID 1:4"), "* SEARCH 3 4\r\n");
+	/* a sequence number past the last message: what Dovecot says there is its own */
+	expect_upstream(answer("SEARCH 5"));
+	expect_upstream(answer("SEARCH 1:5"));
+	expect_upstream(answer("SEARCH $"));
+	/* "*" among other ranges: Dovecot's answer is its own */
+	expect_upstream(answer("SEARCH 1,3:*"));
+	expect_upstream(answer("SEARCH UID 1,3:*"));
+	expect(answer("SEARCH 1,3:4"), "* SEARCH 1 3 4\r\n");
+	teardown();
+}
+
+static void test_sizes_and_dates(void)
+{
+	setup();
+	expect(answer("SEARCH LARGER 100"), "* SEARCH 2 3\r\n");
+	expect(answer("SEARCH LARGER 200"), "* SEARCH 3\r\n");
+	expect(answer("SEARCH SMALLER 100"), "* SEARCH 4\r\n");
+	expect(answer("SEARCH SMALLER 101"), "* SEARCH 1 4\r\n");
+	expect(answer("SEARCH LARGER 0 SMALLER 4294967295"), "* SEARCH 1 2 3 4\r\n");
+	/* the INTERNALDATE's own day, its time and zone disregarded */
+	expect(answer("SEARCH ON 31-Dec-2018"), "* SEARCH 1\r\n");
+	expect(answer("SEARCH ON 1-Jan-2019"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH ON \"02-Jan-2019\""), "* SEARCH 3\r\n");
+	expect(answer("SEARCH BEFORE 1-Jan-2019"), "* SEARCH 1\r\n");
+	expect(answer("SEARCH SINCE 1-Jan-2019"), "* SEARCH 2 3 4\r\n");
+	expect(answer("SEARCH SINCE 3-Jan-2019 BEFORE 1-Jan-2021"), "* SEARCH 4\r\n");
+	expect(answer("SEARCH BEFORE 1-Jan-1971"), "* SEARCH\r\n");
+	expect(answer("SEARCH SINCE 1-Jan-2037"), "* SEARCH\r\n");
+	expect(answer("SEARCH ON 14-Mar-2020"), "* SEARCH\r\n");
+	expect(answer("SEARCH ON 43-Feb-2020"), "BAD"); /* the parser takes no day past 31 */
+	expect(answer("SEARCH ON 32-Dec-2018"), "BAD");
+	expect(answer("SEARCH BEFORE 31-Dec-2018"), "* SEARCH\r\n");
+	expect(answer("SEARCH SINCE 29-Feb-2020 BEFORE 16-Mar-2020"), "* SEARCH 4\r\n");
+	/* a day past its month's end: Dovecot's answer is its own */
+	expect_upstream(answer("SEARCH SINCE 30-Feb-2020"));
+	expect_upstream(answer("SEARCH ON 29-Feb-2019"));
+	expect_upstream(answer("SEARCH NOT BEFORE 31-Nov-2018"));
+	expect(answer("SEARCH ON 29-Feb-2000"), "* SEARCH\r\n");
+	expect_upstream(answer("SEARCH ON 29-Feb-2100"));
+	/* years Dovecot's time_t may not hold: upstream */
+	expect_upstream(answer("SEARCH BEFORE 1-Jan-1970"));
+	expect_upstream(answer("SEARCH SINCE 1-Jan-2038"));
+	/* two of one kind, negated: Dovecot merges them its own way */
+	expect(answer("SEARCH LARGER 99 LARGER 150"), "* SEARCH 2 3\r\n");
+	expect(answer("SEARCH NOT LARGER 200 LARGER 100"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH NOT LARGER 200 NOT SMALLER 100"), "* SEARCH 1 2\r\n");
+	expect_upstream(answer("SEARCH NOT LARGER 200 NOT LARGER 100"));
+	expect_upstream(answer("SEARCH OR (NOT LARGER 200) (NOT LARGER 100)"));
+	expect_upstream(answer("SEARCH OR (NOT SMALLER 5) NOT SMALLER 6"));
+	expect_upstream(answer("SEARCH NOT BEFORE 1-Jan-2019 NOT BEFORE 1-Jan-2020"));
+	expect_upstream(answer("SEARCH NOT SINCE 1-Jan-2019 NOT (SINCE 1-Jan-2020)"));
+	expect(answer("SEARCH NOT NOT SINCE 1-Jan-2019 NOT SINCE 1-Jan-2020"), "* SEARCH 2 3\r\n");
+	teardown();
+}
+
+/* What the view or the store does not know goes upstream. */
+static void test_unknown(void)
+{
+	static const uint32_t no_uids[] = { 0 };
+
+	setup();
+	mailbox_view_forget_flags(view, 2); /* a STORE not confirmed yet */
+	expect_upstream(answer("SEARCH SEEN"));
+	expect_upstream(answer("SEARCH KEYWORD $label1"));
+	expect(answer("SEARCH LARGER 150"), "* SEARCH 2 3\r\n"); /* no flag key: still local */
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 2, "\\Seen", 5), 0);
+	expect(answer("SEARCH SEEN"), "* SEARCH 2 4\r\n");
+	/* a size and a date not in the store */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, 7, CACHE_ITEM_INTERNALDATE, NULL, 0), 0);
+	expect_upstream(answer("SEARCH ON 2-Jan-2019"));
+	expect(answer("SEARCH LARGER 150"), "* SEARCH 2 3\r\n");
+	facts.cache = NULL;
+	expect_upstream(answer("SEARCH LARGER 150"));
+	expect(answer("SEARCH SEEN"), "* SEARCH 2 4\r\n");
+	facts.cache = cache;
+	/* a new message whose UID is not known yet */
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, 5), 0);
+	expect_upstream(answer("SEARCH ALL"));
+	CU_ASSERT_EQUAL(mailbox_view_set_uid(view, 5, 12), 0);
+	expect_upstream(answer("SEARCH SEEN")); /* its flags not known */
+	expect_upstream(answer("SEARCH SMALLER 1000")); /* its size not stored */
+	expect(answer("UID SEARCH ALL"), "* SEARCH 3 4 7 9 12\r\n");
+	/* a held expunge */
+	CU_ASSERT_EQUAL(mailbox_view_upstream_expunge(view, 1, true), 1);
+	expect_upstream(answer("SEARCH ALL"));
+	/* an empty mailbox */
+	CU_ASSERT_EQUAL(mailbox_view_load(view, no_uids, 0), 0);
+	expect_upstream(answer("SEARCH ALL"));
+	teardown();
+}
+
+/* Keys, options and charsets the cache leaves to the upstream. */
+static void test_upstream_rules(void)
+{
+	static const char *const programs[] = {
+		"RECENT", "NEW", "OLD", "FROM x", "TO x", "CC x", "BCC x", "SUBJECT x", "BODY x", "TEXT x",
+		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019",
+		"MODSEQ 5", "NOT (OR ALL FROM x)", "CHARSET ISO-8859-1 ALL", "CHARSET X-UNKNOWN SEEN",
+		"RETURN () ALL", "RETURN (MIN) ALL", "RETURN (COUNT) SEEN", /* no ESEARCH upstream */
+	};
+
+	setup();
+	for (size_t i = 0; i < sizeof(programs) / sizeof(programs[0]); i++)
+		expect_upstream(answer("SEARCH %s", programs[i]));
+	teardown();
+}
+
+/* Bad input: deep nesting and long strings never crash; what the command
+   parser refuses goes upstream (the session sends it on), what it takes
+   is answered or routed. */
+static void test_bad_input(void)
+{
+	static char text[10500];
+	const char *got;
+	size_t at = 0;
+
+	setup();
+	at += (size_t)snprintf(text + at, sizeof(text) - at, "SEARCH ");
+	for (int i = 0; i < 1000; i++)
+		text[at++] = '(';
+	at += (size_t)snprintf(text + at, sizeof(text) - at, "SEEN");
+	for (int i = 0; i < 1000; i++)
+		text[at++] = ')';
+	text[at] = '\0';
+	got = answer("%s", text);
+	CU_ASSERT(strcmp(got, "BAD") == 0 || strncmp(got, "UPSTREAM: ", 10) == 0);
+	at = (size_t)snprintf(text, sizeof(text), "SEARCH NOT ");
+	for (int i = 0; i < 1000; i++)
+		at += (size_t)snprintf(text + at, sizeof(text) - at, "NOT ");
+	snprintf(text + at, sizeof(text) - at, "SEEN");
+	got = answer("%s", text);
+	CU_ASSERT(strcmp(got, "BAD") == 0 || strncmp(got, "UPSTREAM: ", 10) == 0);
+	at = (size_t)snprintf(text, sizeof(text), "SEARCH KEYWORD ");
+	memset(text + at, 'k', 10000);
+	text[at + 10000] = '\0';
+	got = answer("%s", text);
+	CU_ASSERT(strcmp(got, "BAD") == 0 || strncmp(got, "UPSTREAM: ", 10) == 0);
+	/* 63 levels of nesting, within the parser's limit: answered */
+	at = (size_t)snprintf(text, sizeof(text), "SEARCH ");
+	for (int i = 0; i < 60; i++)
+		at += (size_t)snprintf(text + at, sizeof(text) - at, "NOT ");
+	snprintf(text + at, sizeof(text) - at, "SEEN");
+	expect(answer("%s", text), "* SEARCH 2 4\r\n");
+	teardown();
+}
+
+/* RETURN, when the upstream offers ESEARCH: Dovecot's order and sets. */
+static void test_esearch(void)
+{
+	setup();
+	facts.esearch = true;
+	expect(answer("SEARCH RETURN () ALL"), "* ESEARCH (TAG \"T\") ALL 1:4\r\n");
+	expect(answer("UID SEARCH RETURN (COUNT MAX MIN ALL) ALL"),
+	       "* ESEARCH (TAG \"T\") UID MIN 3 MAX 9 ALL 3:4,7,9 COUNT 4\r\n");
+	expect(answer("SEARCH RETURN (MIN) SEEN"), "* ESEARCH (TAG \"T\") MIN 2\r\n");
+	expect(answer("SEARCH RETURN (MAX COUNT) UNSEEN"), "* ESEARCH (TAG \"T\") MAX 3 COUNT 2\r\n");
+	expect(answer("SEARCH RETURN (ALL) NOT ALL"), "* ESEARCH (TAG \"T\")\r\n");
+	expect(answer("UID SEARCH RETURN (MIN MAX ALL COUNT) UID 100"), "* ESEARCH (TAG \"T\") UID COUNT 0\r\n");
+	expect_upstream(answer("SEARCH RETURN (SAVE) ALL"));
+	expect_upstream(answer("SEARCH RETURN (SAVE MIN) ALL"));
+	expect(answer_tagged("q[3.x-y:z", "SEARCH RETURN (MIN) ALL"), "* ESEARCH (TAG \"q[3.x-y:z\") MIN 1\r\n");
+	/* a tag Dovecot refuses: its answer is its own */
+	expect_upstream(answer_tagged("q]2", "SEARCH RETURN (COUNT) ALL"));
+	expect_upstream(answer_tagged("q]2", "SEARCH ALL"));
+	facts.esearch = false;
+	expect_upstream(answer("SEARCH RETURN (MIN) ALL"));
+	teardown();
+}
+
+static void test_not_search(void)
+{
+	setup();
+	expect_upstream(answer("NOOP"));
+	teardown();
+}
+
+const char unit_suite_name[] = "search";
+const struct unit_test unit_tests[] = {
+	{ "flag and keyword keys", test_flags },
+	{ "NOT, OR, parentheses, CHARSET", test_logic },
+	{ "sequence and UID sets", test_sets },
+	{ "sizes and INTERNALDATE days", test_sizes_and_dates },
+	{ "what the view or store lacks goes upstream", test_unknown },
+	{ "keys and options left to the upstream", test_upstream_rules },
+	{ "deep nesting and long strings", test_bad_input },
+	{ "ESEARCH RETURN", test_esearch },
+	{ "not a SEARCH", test_not_search },
+	{ NULL, NULL },
+};
