@@ -45,6 +45,7 @@ WAIT = 20  # seconds: the longest any single expectation of a test may take
 LISTEN_LOCAL = '{ address = "127.0.0.1"; port = 0; tls = "none"; }'  # a free loopback port, plaintext
 LISTENING = re.compile(r"listening on (?:\[[0-9a-f:]+\]|[0-9.]+):(\d+)")  # a bound port, IPv4 or [IPv6]
 TIMINGS = re.compile(r" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")  # Dovecot's "(0.001 + 0.000 secs)"
+TIMINGS_BYTES = re.compile(TIMINGS.pattern.encode())
 
 
 def upstream_dovecot(tls="starttls"):
@@ -347,6 +348,40 @@ class Raw:
 
     def close(self):
         self.sock.close()
+
+
+class Session:
+    """One logged-in connection (a Raw): exchange() sends a command (and a
+    LITERAL+ literal after it) under the next tag s1, s2, ... and returns
+    its responses as bytes, Dovecot's timings taken out of the tagged one;
+    close(logout=True) says LOGOUT first."""
+
+    def __init__(self, port, user, password):
+        self.conn = Raw(port, greeting=True)
+        self.tag = 0
+        ok = self.exchange("LOGIN %s %s" % (quote(user), quote(password)))[-1]
+        if b" OK " not in ok:
+            raise RuntimeError("login: %r" % ok)
+
+    def exchange(self, command, literal=None):
+        self.tag += 1
+        tag = b"s%d" % self.tag
+        if literal is None:
+            self.conn.send(tag + b" " + command.encode() + b"\r\n")
+        else:
+            self.conn.send(tag + b" " + command.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
+        responses = []
+        while True:
+            response = self.conn.response()
+            if response.startswith(tag + b" "):
+                responses.append(TIMINGS_BYTES.sub(b"", response))
+                return responses
+            responses.append(response)
+
+    def close(self, logout=False):
+        if logout:
+            self.exchange("LOGOUT")
+        self.conn.close()
 
 
 class LineReader:

@@ -22,10 +22,9 @@ import tempfile
 import time
 
 from checks import check, summary
-from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Raw, Relay, quote
+from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
 
 MAILBOX = "resync"
-TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
 UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
 DATE = b'"05-Mar-2024 10:11:12 +0100"'
 SYNC = re.compile(r"^(?!s\d+ )\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\).*|UID SEARCH RETURN \(ALL\) ALL)$")
@@ -37,34 +36,7 @@ def message(n):
     return b"From: n%d@example.org\r\nSubject: message %d\r\n\r\nbody %d\r\n" % (n, n, n)
 
 
-class Side:
-    """One logged-in connection; exchange() returns a command's responses."""
-
-    def __init__(self, port, user, password):
-        self.conn = Raw(port, greeting=True)
-        self.tag = 0
-        ok = self.exchange("LOGIN %s %s" % (quote(user), quote(password)))[-1]
-        if b" OK " not in ok:
-            raise RuntimeError("login: %r" % ok)
-
-    def exchange(self, command, literal=None):
-        self.tag += 1
-        tag = b"s%d" % self.tag
-        if literal is None:
-            self.conn.send(tag + b" " + command.encode() + b"\r\n")
-        else:
-            self.conn.send(tag + b" " + command.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
-        responses = []
-        while True:
-            response = self.conn.response()
-            if response.startswith(tag + b" "):
-                responses.append(TIMINGS.sub(b"", response))
-                return responses
-            responses.append(response)
-
-    def close(self):
-        self.exchange("LOGOUT")
-        self.conn.close()
+Side = Session  # one logged-in connection of the test
 
 
 def both(direct, proxied, command, name=None):
@@ -83,7 +55,7 @@ def on_both_accounts(*commands, appends=0, first=1):
             side.exchange(command)
         for n in range(first, first + appends):
             side.exchange("APPEND %s () %s" % (MAILBOX, DATE.decode()), literal=message(n))
-        side.close()
+        side.close(logout=True)
 
 
 def session(daemon, relay, name, enable, select="SELECT %s" % MAILBOX, expect=None, then=()):
@@ -106,8 +78,8 @@ def session(daemon, relay, name, enable, select="SELECT %s" % MAILBOX, expect=No
     check("%s: FETCH 1:* (%s) was answered from the store" % (name, items), not forwarded, forwarded)
     for command in then:
         both(direct, proxied, command, "%s: %s is Dovecot's answer" % (name, command))
-    direct.close()
-    proxied.close()
+    direct.close(logout=True)
+    proxied.close(logout=True)
     time.sleep(0.2)  # the store's flag rows go a chunk per event-loop turn
 
 

@@ -25,10 +25,9 @@ import re
 import tempfile
 
 from checks import check, summary
-from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, Relay, quote
+from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
 
 MAILBOX = "seen-step"
-TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
 DATE = b'"05-Mar-2024 10:11:12 +0100"'
 MESSAGES = [
     b"From: a@example.org\r\nSubject: one\r\n\r\nfirst body\r\n",
@@ -52,35 +51,7 @@ FETCHES = [
 ENABLE = {"none": None, "condstore": "ENABLE CONDSTORE", "qresync": "ENABLE QRESYNC"}
 
 
-class Side:
-    """One logged-in connection; exchange() returns a command's responses."""
-
-    def __init__(self, port, user, password):
-        self.conn = Raw(port, greeting=True)
-        self.tag = 0
-        ok = self.exchange("LOGIN %s %s" % (quote(user), quote(password)))[-1]
-        if b" OK " not in ok:
-            raise RuntimeError("login: %r" % ok)
-
-    def exchange(self, command, literal=None):
-        self.tag += 1
-        tag = b"s%d" % self.tag
-        if literal is None:
-            self.conn.send(tag + b" " + command.encode() + b"\r\n")
-        else:
-            self.conn.send(tag + b" " + command.encode() + b" {%d+}\r\n" % len(literal) + literal + b"\r\n")
-        responses = []
-        while True:
-            response = self.conn.response()
-            if response.startswith(tag + b" "):
-                responses.append(TIMINGS.sub(b"", response))
-                return responses
-            responses.append(response)
-
-    def close(self):
-        self.conn.close()
-
-
+Side = Session  # one logged-in connection of the test
 UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
 
 
