@@ -536,8 +536,11 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 	};
 	const char *why;
 
-	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0)
+	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0) {
+		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb,
+			  session->cache == NULL ? "no store" : "the mailbox is not synced (or not vouched for)");
 		return SESSION_LOCAL_UPSTREAM;
+	}
 	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))
 		facts.line_len--;
 	if (fetch_plan(command, &facts, &session->local_answer, &why) != FETCH_ROUTE_LOCAL) {
