@@ -255,8 +255,7 @@ static const char *attr_client_section(const struct imap_command *command, unsig
 
 /* Where a section's bytes come from; false with *why_r when only the
    upstream can answer it. */
-static bool section_source(const struct imap_fetch_attr *attr, const struct fetch_facts *facts,
-			   struct fetch_item *item, const char **why_r)
+static bool section_source(const struct imap_fetch_attr *attr, struct fetch_item *item, const char **why_r)
 {
 	const struct imap_section *section = &attr->section;
 
@@ -379,7 +378,7 @@ static int answer_add_section(struct fetch_answer *answer, const struct imap_com
 	const char *prefix;
 	int n;
 
-	if (!section_source(attr, facts, &item, why_r))
+	if (!section_source(attr, &item, why_r))
 		return 0;
 	item.section = section_echo(command, i, facts, why_r);
 	if (item.section == NULL)
