@@ -8,6 +8,7 @@
 #include "imap-command.h"
 #include "mailbox-view.h"
 #include "mime-buffer.h"
+#include "mime-codec.h"
 #include "mime-imap.h"
 #include "mime-message.h"
 #include "mime-parser.h"
@@ -21,6 +22,7 @@
 #include <strings.h>
 
 #define SECTION_TEXT_MAX (IMAP_SECTION_MAX_PARTS * 11 + 32) /* "4294967295." per part and "HEADER" or "MIME" */
+#define IMAP_SECTION_ECHO_NAMES_MAX 64 /* header names in one list answered here: more go upstream, the stack stays small */
 
 /* The items of an answer, in Dovecot's handler terms: buffered ones go
    into the line first; the rest follow in the order asked. */
@@ -109,6 +111,7 @@ struct fetch_source {
 	struct mime_message *root;   /* raw parsed, on demand */
 	struct mime_buffer derived;  /* a header block derived from raw */
 	bool derived_header;
+	const char *why;             /* why the last item can't be written, when a check said */
 };
 
 /* ---- the answer's items ---- */
@@ -176,10 +179,15 @@ static void upper(char *text)
 		*text = (char)toupper((unsigned char)*text);
 }
 
-/* The section as Dovecot echoes it ("1.2.MIME", "HEADER.FIELDS (A B)"),
-   into buf (size SECTION_TEXT_MAX or more for the names). Returns -1 when
-   it does not fit. */
-static int section_render(const struct imap_section *section, char *buf, size_t size)
+/* The section as Dovecot echoes it ("1.2.MIME", "HEADER.FIELDS (A "B")"),
+   into buf (size SECTION_TEXT_MAX or more for the names, 3 more each):
+   upper case, a header name quoted where quoted_names says so (NULL:
+   where the client's section text, as our parser rewrites it, has it
+   quoted). Returns -1 when
+   it does not fit, or a name has a '"' or '\\' (the MIME library's field
+   list reads no escapes). */
+static int section_render(const struct imap_section *section, char *buf, size_t size, const char *client,
+			  size_t client_len, const bool *quoted_names)
 {
 	static const char *const texts[] = {
 		[IMAP_SECTION_TEXT_NONE] = "",
@@ -205,12 +213,21 @@ static int section_render(const struct imap_section *section, char *buf, size_t 
 		return -1;
 	len += (size_t)n;
 	for (unsigned int i = 0; i < section->field_count; i++) {
-		if (section->fields[i].len + 2 > size - len)
+		const struct imap_section_field *field = &section->fields[i];
+		bool quoted;
+
+		if (field->len + 4 > size - len || memchr(field->name, '"', field->len) != NULL ||
+		    memchr(field->name, '\\', field->len) != NULL)
 			return -1;
 		if (i > 0)
 			buf[len++] = ' ';
-		memcpy(buf + len, section->fields[i].name, section->fields[i].len);
-		len += section->fields[i].len;
+		quoted = quoted_names != NULL ? quoted_names[i] : len < client_len && client[len] == '"';
+		if (quoted)
+			buf[len++] = '"';
+		memcpy(buf + len, field->name, field->len);
+		len += field->len;
+		if (quoted)
+			buf[len++] = '"';
 	}
 	if (section->field_count > 0) {
 		if (len + 2 > size)
@@ -246,18 +263,9 @@ static const char *attr_client_section(const struct imap_command *command, unsig
 	return open + 1;
 }
 
-/* Whether a header name can be written as the client wrote it: Dovecot
-   echoes an atom as an atom, a quoted name quoted. */
-static bool line_has_only_atoms(const struct fetch_facts *facts)
-{
-	return facts->line != NULL && memchr(facts->line, '"', facts->line_len) == NULL &&
-	       memchr(facts->line, '{', facts->line_len) == NULL;
-}
-
 /* Where a section's bytes come from; false with *why_r when only the
    upstream can answer it. */
-static bool section_source(const struct imap_fetch_attr *attr, const struct fetch_facts *facts,
-			   struct fetch_item *item, const char **why_r)
+static bool section_source(const struct imap_fetch_attr *attr, struct fetch_item *item, const char **why_r)
 {
 	const struct imap_section *section = &attr->section;
 
@@ -271,8 +279,7 @@ static bool section_source(const struct imap_fetch_attr *attr, const struct fetc
 	if (attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) {
 		item->kind = FETCH_KIND_BINARY;
 		item->source = FETCH_SOURCE_BINARY;
-		*why_r = "BINARY of a whole message";
-		return section->part_count > 0;
+		return true;
 	}
 	item->kind = FETCH_KIND_SECTION;
 	if (section->part_count > 0)
@@ -285,33 +292,84 @@ static bool section_source(const struct imap_fetch_attr *attr, const struct fetc
 		item->source = FETCH_SOURCE_TEXT;
 	else
 		item->source = FETCH_SOURCE_FIELDS;
-	if (section->field_count > 0 && section->part_count > 0) {
-		*why_r = "HEADER.FIELDS of a part";
-		return false;
-	}
-	if (item->source == FETCH_SOURCE_FIELDS && !line_has_only_atoms(facts)) {
-		*why_r = "HEADER.FIELDS with a name the client may have quoted";
-		return false;
-	}
 	return true;
+}
+
+/* Whether each header name of the n-th header list in the client's line
+   was written quoted (a quoted string; Dovecot echoes those quoted, and
+   atoms as atoms). Returns -1 when the line does not tell: no line, a
+   literal (the line ends at its "{n}"), or not count names there. */
+static int line_quoted_names(const struct fetch_facts *facts, unsigned int n, bool *quoted, unsigned int count)
+{
+	const char *p = facts->line, *end = facts->line + facts->line_len;
+	unsigned int found = 0;
+
+	if (p == NULL)
+		return -1;
+	for (;; p++) {
+		p = p < end ? memchr(p, '(', (size_t)(end - p)) : NULL;
+		if (p == NULL)
+			return -1;
+		if ((p - facts->line >= 14 && strncasecmp(p - 14, "HEADER.FIELDS ", 14) == 0) ||
+		    (p - facts->line >= 18 && strncasecmp(p - 18, "HEADER.FIELDS.NOT ", 18) == 0)) {
+			if (found++ == n)
+				break;
+		}
+	}
+	p++;
+	for (unsigned int i = 0; i < count; i++) {
+		while (p < end && *p == ' ')
+			p++;
+		if (p >= end || *p == '{' || *p == ')')
+			return -1;
+		quoted[i] = *p == '"';
+		if (quoted[i]) {
+			for (p++; p < end && *p != '"'; p++)
+				if (*p == '\\')
+					p++;
+			if (p >= end)
+				return -1;
+			p++;
+		} else {
+			while (p < end && *p != ' ' && *p != ')')
+				p++;
+		}
+	}
+	while (p < end && *p == ' ')
+		p++;
+	return p < end && *p == ')' ? 0 : -1;
 }
 
 /* The section of the client's attribute i as Dovecot echoes it (malloc'd),
    or NULL with *why_r when the client wrote it in another form. */
-static char *section_echo(const struct imap_command *command, unsigned int i, const char **why_r)
+static char *section_echo(const struct imap_command *command, unsigned int i, const struct fetch_facts *facts,
+			  const char **why_r)
 {
 	const struct imap_section *section = &command->u.fetch.attrs[i].section;
 	size_t size = SECTION_TEXT_MAX, client_len = 0;
 	const char *client = attr_client_section(command, i, &client_len);
+	bool quoted[IMAP_SECTION_ECHO_NAMES_MAX];
+	unsigned int lists = 0;
 	char *rendered;
 
 	for (unsigned int f = 0; f < section->field_count; f++)
-		size += section->fields[f].len + 1;
+		size += section->fields[f].len + 3;
+	for (unsigned int j = 0; j < i; j++)
+		lists += command->u.fetch.attrs[j].section.field_count > 0;
 	rendered = malloc(size);
 	*why_r = rendered == NULL ? "out of memory" : "a section written in a form Dovecot would echo otherwise";
 	if (rendered != NULL &&
-	    (section_render(section, rendered, size) < 0 || client == NULL || strlen(rendered) != client_len ||
+	    (client == NULL || section_render(section, rendered, size, client, client_len, NULL) < 0 ||
+	     strlen(rendered) != client_len ||
 	     strncasecmp(rendered, client, client_len) != 0)) {
+		free(rendered);
+		return NULL;
+	}
+	if (rendered != NULL && section->field_count > 0 &&
+	    (section->field_count > IMAP_SECTION_ECHO_NAMES_MAX ||
+	     line_quoted_names(facts, lists, quoted, section->field_count) < 0 ||
+	     section_render(section, rendered, size, client, client_len, quoted) < 0)) {
+		*why_r = "HEADER.FIELDS whose names' quoting the line does not tell";
 		free(rendered);
 		return NULL;
 	}
@@ -330,9 +388,9 @@ static int answer_add_section(struct fetch_answer *answer, const struct imap_com
 	const char *prefix;
 	int n;
 
-	if (!section_source(attr, facts, &item, why_r))
+	if (!section_source(attr, &item, why_r))
 		return 0;
-	item.section = section_echo(command, i, why_r);
+	item.section = section_echo(command, i, facts, why_r);
 	if (item.section == NULL)
 		return 0;
 	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
@@ -849,28 +907,58 @@ static bool is_multipart(struct mime_message *node)
 	return strcmp(maintype, "multipart") == 0;
 }
 
-/* The leaf of section ("1.2"): a child of multiparts, or the root of a
-   single-part message as "1". NULL for anything else. */
-static struct mime_message *binary_leaf(struct mime_message *root, const char *section)
+static bool is_rfc822(struct mime_message *node)
+{
+	return node->payload_kind == MIME_PAYLOAD_PARTS && node->part_count > 0 &&
+	       strcasecmp(mime_message_get_content_type(node), "message/rfc822") == 0;
+}
+
+/* The text after the part numbers of a section ("MIME" of "1.2.MIME"). */
+static const char *section_rest(const char *section)
+{
+	const char *p = section;
+
+	while (isdigit((unsigned char)*p)) {
+		p += strspn(p, "0123456789");
+		if (*p == '.')
+			p++;
+	}
+	return p;
+}
+
+/* The node that Dovecot 2.3's imap_msgpart_find reaches by the part
+   numbers of section, walked over our library's tree of a message whose
+   structure agrees: a multipart's n-th child; 1 of any other node is
+   itself, and is the end of the path unless it is a message/rfc822, whose
+   enclosed message the path then goes on in. NULL: Dovecot finds no such
+   part (and answers an empty string). */
+static struct mime_message *part_find(struct mime_message *root, const char *section)
 {
 	struct mime_message *node = root;
 	const char *p = section;
 
-	while (*p != '\0') {
+	while (node != NULL && isdigit((unsigned char)*p)) {
 		char *end;
 		unsigned long number = strtoul(p, &end, 10);
+		bool more;
 
-		if (end == p || number == 0)
-			return NULL;
-		if (is_multipart(node) && number <= node->part_count)
-			node = node->parts[number - 1];
-		else if (node == root && number == 1 && *end == '\0' && node->payload_kind == MIME_PAYLOAD_BYTES)
-			node = root;
-		else
-			return NULL;
 		p = *end == '.' ? end + 1 : end;
+		more = isdigit((unsigned char)*p);
+		if (is_multipart(node))
+			node = number >= 1 && number <= node->part_count ? node->parts[number - 1] : NULL;
+		else if (number != 1 || (more && !is_rfc822(node)))
+			node = NULL;
+		if (node != NULL && more && is_rfc822(node))
+			node = node->parts[0];
 	}
-	return node->payload_kind == MIME_PAYLOAD_BYTES ? node : NULL;
+	return node;
+}
+
+/* Whether node's offsets lie in the raw message. */
+static bool node_in_raw(const struct mime_message *node, size_t raw_len)
+{
+	return node->has_offsets && node->header_start <= node->body_start && node->body_start <= node->body_end &&
+	       node->body_end <= raw_len;
 }
 
 enum binary_encoding {
@@ -957,45 +1045,89 @@ static bool qp_is_plain(const unsigned char *data, size_t len)
 	return len == 0 || (data[len - 1] != ' ' && data[len - 1] != '\t');
 }
 
-/* BINARY[section] of the message into out, when it is decoded as Dovecot
-   decodes it; *converted_r tells whether it was (base64 or
-   quoted-printable: Dovecot then sends "~{n}"). Returns -1 when it can't
-   be served here. */
+/* Whether no node of the tree has an encoding to undo: BINARY[] of such
+   a message is the message as it is. */
+static bool tree_is_identity(const struct mime_message *node)
+{
+	if (binary_encoding_of(node) != BINARY_IDENTITY)
+		return false;
+	for (size_t i = 0; node->payload_kind == MIME_PAYLOAD_PARTS && i < node->part_count; i++)
+		if (!tree_is_identity(node->parts[i]))
+			return false;
+	return true;
+}
+
+/* Whether bytes decoded (or sent as they are) are what Dovecot sends, and
+   sets *converted_r (base64 and quoted-printable: Dovecot then sends
+   "~{n}"). A part sent as it is must hold no 0x80: Dovecot's BODY[], where
+   the stored message came from, writes a NUL as 0x80, and BINARY sends
+   the NUL (in "~{n}"), so a stored 0x80 can't tell which it was. */
+static bool binary_is_plain(const struct mime_message *leaf, const unsigned char *body, size_t body_len,
+			    bool *converted_r, const char **why_r)
+{
+	*converted_r = false;
+	switch (binary_encoding_of(leaf)) {
+	case BINARY_IDENTITY:
+		*why_r = "BINARY of a part with a 0x80 byte (a NUL upstream?)";
+		return memchr(body, 0x80, body_len) == NULL && memchr(body, '\0', body_len) == NULL;
+	case BINARY_BASE64:
+		*converted_r = true;
+		*why_r = "BINARY of base64 not plain";
+		return base64_is_plain(body, body_len);
+	case BINARY_QP:
+		*converted_r = true;
+		*why_r = "BINARY of quoted-printable not plain";
+		return qp_is_plain(body, body_len);
+	default:
+		*why_r = "BINARY of an unknown Content-Transfer-Encoding";
+		return false;
+	}
+}
+
+/* BINARY[section] of the message into out, when it is what Dovecot sends:
+   a leaf's body decoded; a part Dovecot does not find, empty; the whole
+   message (section "") as it is when nothing in it is encoded.
+   *converted_r tells whether it was decoded. Returns -1 when it can't be
+   served here (source->why says why, when it is not the structure). */
 static int source_binary(struct fetch_source *source, const char *section, struct mime_buffer *out,
 			 bool *converted_r)
 {
 	struct mime_message *root = source_agrees(source) ? source_root(source) : NULL;
-	struct mime_message *leaf = root != NULL ? binary_leaf(root, section) : NULL;
+	struct mime_message *leaf = root != NULL ? part_find(root, section) : NULL;
 	const unsigned char *body;
 	size_t body_len;
-	const char *error;
-	bool plain;
 
-	if (leaf == NULL || !leaf->has_offsets || leaf->body_end > source->raw_len || leaf->body_start > leaf->body_end)
-		return -1;
-	body = source->raw + leaf->body_start;
-	body_len = leaf->body_end - leaf->body_start;
 	*converted_r = false;
-	switch (binary_encoding_of(leaf)) {
-	case BINARY_IDENTITY:
-		plain = memchr(body, 0x80, body_len) == NULL && memchr(body, '\0', body_len) == NULL;
-		break;
-	case BINARY_BASE64:
-		plain = base64_is_plain(body, body_len);
-		*converted_r = true;
-		break;
-	case BINARY_QP:
-		plain = qp_is_plain(body, body_len);
-		*converted_r = true;
-		break;
-	default:
-		plain = false;
-		break;
-	}
-	if (!plain)
+	if (root == NULL)
 		return -1;
-	return mime_imap_fetch_binary(root, source->raw, source->raw_len, section, out, &error) ==
-	       MIME_IMAP_SECTION_OK ? 0 : -1;
+	if (leaf == NULL) {
+		mime_buffer_append(out, "", 0);
+		return 0;
+	}
+	if (!node_in_raw(leaf, source->raw_len))
+		return -1;
+	body = *section == '\0' ? source->raw : source->raw + leaf->body_start;
+	body_len = *section == '\0' ? source->raw_len : leaf->body_end - leaf->body_start;
+	if (*section == '\0' || leaf->payload_kind != MIME_PAYLOAD_BYTES) {
+		/* Dovecot decodes every part inside: local when none is encoded */
+		source->why = !tree_is_identity(leaf) ? "BINARY of a message or multipart with an encoded part" :
+			      "BINARY of a message or multipart with a 0x80 byte (a NUL upstream?)";
+		if (!tree_is_identity(leaf) || memchr(body, 0x80, body_len) != NULL || memchr(body, '\0', body_len) != NULL)
+			return -1;
+		source->why = NULL;
+		mime_buffer_append(out, body, body_len);
+		return 0;
+	}
+	if (!binary_is_plain(leaf, body, body_len, converted_r, &source->why))
+		return -1;
+	source->why = NULL;
+	if (binary_encoding_of(leaf) == BINARY_BASE64)
+		mime_codec_base64_decode(body, body_len, out);
+	else if (binary_encoding_of(leaf) == BINARY_QP)
+		mime_codec_qp_decode(body, body_len, 0, out);
+	else
+		mime_buffer_append(out, body, body_len);
+	return 0;
 }
 
 /* ---- writing items ---- */
@@ -1108,50 +1240,86 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 	return 0;
 }
 
-/* HEADER.FIELDS (.NOT) of a plain header block, with the library's filter. */
+/* HEADER.FIELDS (.NOT) of a plain header block, the library's filter
+   applied to the field list of section ("HEADER.FIELDS (A B)"), into out. */
+static int fields_filter(const unsigned char *header, size_t header_len, const char *section, struct mime_buffer *out)
+{
+	struct mime_message *parsed;
+	const char *error;
+	int ret = -1;
+
+	if (!header_is_plain(header, header_len))
+		return -1;
+	parsed = mime_parse_borrowed(header, header_len);
+	if (parsed != NULL && mime_imap_fetch_section(parsed, header, header_len, section, out, &error) ==
+				      MIME_IMAP_SECTION_OK)
+		ret = 0;
+	mime_message_free(&parsed);
+	return ret;
+}
+
+/* HEADER.FIELDS (.NOT) of the message's header block. */
 static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer fields = { 0 };
 	const unsigned char *header;
 	size_t header_len;
-	struct mime_message *parsed;
-	const char *error;
 	int ret = -1;
 
-	if (source_header(source, &header, &header_len) < 0 || !header_is_plain(header, header_len))
-		return -1;
-	parsed = mime_parse_borrowed(header, header_len);
-	if (parsed != NULL &&
-	    mime_imap_fetch_section(parsed, header, header_len, item->section, &fields, &error) == MIME_IMAP_SECTION_OK) {
+	if (source_header(source, &header, &header_len) == 0 &&
+	    fields_filter(header, header_len, item->section, &fields) == 0) {
 		if (out != NULL)
 			write_literal(out, item, fields.data, fields.len, false);
 		ret = 0;
 	}
-	mime_message_free(&parsed);
 	mime_buffer_free(&fields);
 	return ret;
 }
 
-/* BODY[n...] from the library, for a message it reads as the upstream does. */
+/* BODY[n...] into out, for a message our library reads as the upstream
+   does: the part Dovecot finds by the numbers (part_find), its body, its
+   MIME header, or, of a message/rfc822 part, the enclosed message's
+   HEADER, TEXT or HEADER.FIELDS; an empty string where Dovecot finds
+   nothing (no such part, HEADER of a part that is no message). */
+static int part_bytes(struct fetch_source *source, const char *section, struct mime_buffer *out)
+{
+	struct mime_message *node = part_find(source->root, section);
+	const char *rest = section_rest(section);
+	const unsigned char *raw = source->raw;
+	bool mime = strcmp(rest, "MIME") == 0, body = *rest == '\0';
+
+	if (node != NULL && !mime && !body)
+		node = is_rfc822(node) ? node->parts[0] : NULL;
+	if (node == NULL) {
+		mime_buffer_append(out, "", 0);
+		return 0;
+	}
+	if (!node_in_raw(node, source->raw_len))
+		return -1;
+	if (body || strcmp(rest, "TEXT") == 0)
+		mime_buffer_append(out, raw + node->body_start, node->body_end - node->body_start);
+	else if (mime || strcmp(rest, "HEADER") == 0)
+		mime_buffer_append(out, raw + node->header_start, node->body_start - node->header_start);
+	else if (fields_filter(raw + node->header_start, node->body_start - node->header_start, rest, out) < 0) {
+		source->why = "HEADER.FIELDS of a part whose header block is not plain";
+		return -1;
+	}
+	return 0;
+}
+
+/* BODY[n...] for a message our library reads as the upstream does. */
 static int write_part(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer part = { 0 };
-	const char *error;
-	enum mime_imap_section_result result;
+	int ret;
 
 	if (!source_agrees(source) || source_root(source) == NULL)
 		return -1;
-	result = mime_imap_fetch_section(source->root, source->raw, source->raw_len, item->section, &part, &error);
-	if (result != MIME_IMAP_SECTION_OK) {
-		/* a part our library does not find goes upstream: Dovecot has
-		   rules for such numbers of its own (a leaf's "1.1" is itself) */
-		mime_buffer_free(&part);
-		return -1;
-	}
-	if (out != NULL)
+	ret = part_bytes(source, item->section, &part);
+	if (ret == 0 && out != NULL)
 		write_literal(out, item, part.data, part.len, false);
 	mime_buffer_free(&part);
-	return 0;
+	return ret;
 }
 
 /* BINARY[n]<partial>: "~{n}" when the part was decoded (Dovecot's
@@ -1256,14 +1424,45 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 	}
 }
 
+/* Why item can't be written for the message (for the debug log). */
+static const char *item_why(const struct fetch_source *source, const struct fetch_item *item)
+{
+	static const char *const sources[] = {
+		[FETCH_SOURCE_NONE] = "a fixed item not stored for a message",
+		[FETCH_SOURCE_WHOLE] = "a message not stored whole",
+		[FETCH_SOURCE_HEADER] = "a header block not stored",
+		[FETCH_SOURCE_TEXT] = "a text not derivable",
+		[FETCH_SOURCE_FIELDS] = "HEADER.FIELDS of a header block not plain",
+		[FETCH_SOURCE_PART] = "a part our library does not find",
+		[FETCH_SOURCE_BINARY] = "BINARY of a part not decoded here",
+	};
+
+	if (source->why != NULL)
+		return source->why;
+	if (item->kind == FETCH_KIND_MODSEQ)
+		return "MODSEQ not known for a message";
+	if (item->kind == FETCH_KIND_FLAGS)
+		return "FLAGS not known for a message";
+	if (item->source == FETCH_SOURCE_NONE)
+		return sources[FETCH_SOURCE_NONE];
+	if (!stored_has(source, CACHE_ITEM_MESSAGE) && item->source != FETCH_SOURCE_HEADER)
+		return "a body item of a message not stored whole";
+	if (item->source != FETCH_SOURCE_WHOLE && !source_agrees(source))
+		return "a derived item of a message whose structure our library reads otherwise";
+	return sources[item->source];
+}
+
 /* Whether every item can be written for the message; *why_r when not. */
 static bool message_check(struct fetch_source *source, const char **why_r)
 {
 	const struct fetch_answer *answer = source->answer;
 
 	for (unsigned int i = 0; i < answer->item_count; i++) {
-		if (write_item(NULL, source, &answer->items[i]) < 0) {
-			*why_r = "an item is not stored (or not derivable) for a message";
+		const struct fetch_item *item = &answer->items[i];
+
+		source->why = NULL;
+		if (write_item(NULL, source, item) < 0) {
+			*why_r = item_why(source, item);
 			return false;
 		}
 	}

@@ -31,7 +31,9 @@ struct fetch_seen {
 /*
  * What the session knows when a FETCH or UID FETCH comes. The command's
  * line is needed for what the parsed command no longer tells: whether
- * the client wrote a HEADER.FIELDS name quoted (Dovecot echoes it quoted).
+ * the client wrote a HEADER.FIELDS name quoted (Dovecot echoes a quoted
+ * or literal name as a quoted string, in upper case; our parser writes it
+ * as an atom when it can be one).
  */
 struct fetch_facts {
 	struct cache *cache;                /* NULL: nothing is local */
@@ -73,17 +75,28 @@ enum fetch_route {
  *   and, for a stored message whose BODYSTRUCTURE from our MIME library
  *   equals the upstream's (cache_set_structure_agrees), the derived
  *   items: BODY[n], BODY[n.MIME], BODY[n.HEADER], BODY[n.TEXT],
- *   BODY[HEADER], BODY[TEXT] without a stored header block,
- *   HEADER.FIELDS (.NOT) of the message, BINARY[n], BINARY.PEEK[n] and
- *   BINARY.SIZE[n] of a leaf of a multipart (or of a single-part message).
+ *   BODY[n.HEADER.FIELDS (...)] and .NOT, BODY[HEADER], BODY[TEXT]
+ *   without a stored header block, HEADER.FIELDS (.NOT) of the message,
+ *   BINARY[n] and BINARY.PEEK[n] (n may be empty: the whole message).
+ *
+ * Part numbers are followed as Dovecot 2.3 follows them (its
+ * imap_msgpart_find): n of a multipart is its n-th child; 1 of any other
+ * part is that part, and the path ends there unless it is a
+ * message/rfc822, whose enclosed message it goes on in; HEADER, TEXT and
+ * HEADER.FIELDS of a numbered part need a message/rfc822. Where Dovecot
+ * finds nothing, the answer is an empty string "{0}", as Dovecot's.
  *
  * HEADER.FIELDS is local only when the header block is plain RFC 5322
  * (every line a "Name: value" field or its continuation, CRLF, a blank
- * line at the end) and the client wrote every name as an atom. BINARY is
- * local only for 7bit/8bit/binary parts without a byte 0x80 (Dovecot
- * sends a NUL as 0x80 in BODY[], so the stored message can't tell), and
- * base64 and quoted-printable parts that decode cleanly; a partial of a
- * decoded part holding NUL goes upstream.
+ * line at the end), no name holds '"' or '\', and the line shows how
+ * each name was written (a literal name goes upstream). BINARY of a leaf
+ * is local for 7bit/8bit/binary (or no) encoding without a byte 0x80 or
+ * NUL, and base64 and quoted-printable that decode cleanly; BINARY of a
+ * multipart, a message/rfc822 part or the whole message only when
+ * nothing inside is encoded and it holds no 0x80 or NUL (it is then the
+ * bytes as they are). Why 0x80: Dovecot's BODY[], where the stored
+ * message came from, writes a NUL as 0x80, while BINARY sends the NUL
+ * itself in "~{n}"; a stored 0x80 can't tell which it was.
  *
  * The set: for FETCH, "*" is the view's count and a number past it sends
  * the command upstream (for its BAD); for UID FETCH, "*" is the highest
@@ -104,8 +117,9 @@ enum fetch_route {
  * enables it then); the VANISHED modifier, and CHANGEDSINCE before the
  * client enabled CONDSTORE (with CONDSTORE, CHANGEDSINCE is local: only
  * messages of a greater MODSEQ, each with MODSEQ); ENVELOPE, BODY and
- * BODYSTRUCTURE the upstream never sent (not derived); BINARY[] and
- * BINARY.SIZE[] of a whole message, and HEADER.FIELDS of a part.
+ * BODYSTRUCTURE the upstream never sent (not derived); BINARY.SIZE
+ * (Dovecot 2.3 computes it from cached part sizes, which can differ from
+ * its own BINARY literal's length).
  *
  * Returns LOCAL with *answer_r (free it with fetch_answer_free), or
  * UPSTREAM with *why_r (a static text, for a debug log line). The answer

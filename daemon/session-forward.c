@@ -561,6 +561,8 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0 ||
 	    session->seen_state == SESSION_SEEN_FAILED) {
 		session_own_seen_reset(session);
+		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb,
+			  session->cache == NULL ? "no store" : "the mailbox is not synced (or not vouched for)");
 		return SESSION_LOCAL_UPSTREAM;
 	}
 	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))

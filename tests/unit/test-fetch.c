@@ -265,8 +265,9 @@ static void test_sections(void)
 	       " BODY[1.MIME]<0> {8}\r\nSubject:)\r\n" OK);
 	/* a part our library does not find goes upstream: Dovecot numbers
 	   some of them itself (a leaf's "1.1" is the leaf) */
-	expect(answer("FETCH 1 (BODY.PEEK[2])"), "UPSTREAM: an item is not stored (or not derivable) for a message");
-	expect(answer("FETCH 1 (BODY.PEEK[1.1])"), "UPSTREAM: an item is not stored (or not derivable) for a message");
+	/* parts Dovecot does not find are empty: 1.1 of a single-part message is nothing */
+	expect(answer("FETCH 1 (BODY.PEEK[2] BODY.PEEK[1.1] BODY.PEEK[1.MIME]<0.10>)"),
+	       "* 1 FETCH (BODY[2] {0}\r\n BODY[1.1] {0}\r\n BODY[1.MIME]<0> {10}\r\nSubject: h)\r\n" OK);
 	expect(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT Content-Type)] BODY.PEEK[1])"),
 	       "* 1 FETCH (BODY[HEADER.FIELDS.NOT (SUBJECT CONTENT-TYPE)] {13}\r\nFrom: a@b\r\n\r\n BODY[1] {7}\r\nhello\r\n)\r\n" OK);
 	/* message 2 has no stored header block: BODY[HEADER] and TEXT come from our parse */
@@ -286,9 +287,10 @@ static void test_binary(void)
 	       "* 2 FETCH (UID 2 BINARY[2] ~{3}\r\n\\0ab BINARY[1]<1> {3}\r\nart)\r\n" OK);
 	expect(answer("FETCH 2 (BINARY.PEEK[2]<2.5>)"), "* 2 FETCH (BINARY[2]<2> ~{1}\r\nb)\r\n" OK);
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.SIZE[2])")));
-	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[])")));
-	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[3])"))); /* no such part */
-	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2.1])")));
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[])"))); /* an encoded part inside */
+	/* no such part (a leaf's 1 is the leaf, and the path ends there): empty */
+	expect(answer("FETCH 2 (BINARY.PEEK[3] BINARY.PEEK[2.1] BINARY.PEEK[1.1.1])"),
+	       "* 2 FETCH (BINARY[3] {0}\r\n BINARY[2.1] ~{3}\r\n\\0ab BINARY[1.1.1] {0}\r\n)\r\n" OK);
 	teardown();
 }
 
@@ -335,8 +337,13 @@ static void test_binary_upstream(void)
 	/* an encoding Dovecot does not know, a message/rfc822 part */
 	replace_part("Content-Transfer-Encoding: x-uuencode", "begin 644 x");
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	replace_part("Content-Type: message/rfc822", "Subject: inner\r\nContent-Transfer-Encoding: base64\r\n\r\nAGFi");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])"))); /* Dovecot rewrites the inner header */
+	replace_part("Content-Type: message/rfc822", "Subject: inner\r\n\r\ninn\xc3\xa9r \xe2\x80\x94");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])"))); /* a 0x80 */
 	replace_part("Content-Type: message/rfc822", "Subject: inner\r\n\r\ninner");
-	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	expect(answer("FETCH 2 (BINARY.PEEK[2] BINARY.PEEK[2.1])"),
+	       "* 2 FETCH (BINARY[2] {23}\r\nSubject: inner\r\n\r\ninner BINARY[2.1] {5}\r\ninner)\r\n" OK);
 	expect(answer("FETCH 2 (BODY.PEEK[2.TEXT] BODY.PEEK[2.HEADER])"),
 	       "* 2 FETCH (BODY[2.TEXT] {5}\r\ninner BODY[2.HEADER] {18}\r\nSubject: inner\r\n\r\n)\r\n" OK);
 	teardown();
@@ -389,9 +396,12 @@ static void test_upstream_rules(void)
 	CU_ASSERT(upstream(answer("FETCH 1 (BODYSTRUCTURE)")));
 	/* RFC822.SIZE of a stored message when none is stored */
 	expect(answer("FETCH 1 (RFC822.SIZE)"), "* 1 FETCH (RFC822.SIZE 1234)\r\n" OK);
-	/* HEADER.FIELDS: names the client quoted, names of a part, no line */
-	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"SUBJECT\")])")));
-	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[1.HEADER.FIELDS (SUBJECT)])")));
+	/* HEADER.FIELDS: a name the client quoted is echoed quoted, of a part
+	   that is no message it is empty; a literal name, no line: upstream */
+	expect(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"subject\" FROM)] BODY.PEEK[1.HEADER.FIELDS (SUBJECT)])"),
+	       "* 1 FETCH (BODY[HEADER.FIELDS (\"SUBJECT\" FROM)] {26}\r\nSubject: hi\r\nFrom: a@b\r\n\r\n "
+	       "BODY[1.HEADER.FIELDS (SUBJECT)] {0}\r\n)\r\n" OK);
+	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"a\\\"b\")])")));
 	CU_ASSERT(upstream(answer("FETCH 1 (BODY.PEEK[01])")));
 	parse_only("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
 	facts.line = NULL;
