@@ -5,100 +5,21 @@
 
 #include "cache-stats.h"
 #include "cache.h"
+#include "fetch-derive.h"
+#include "fetch-private.h"
 #include "imap-command.h"
 #include "mailbox-view.h"
 #include "mime-buffer.h"
-#include "mime-codec.h"
 #include "mime-imap.h"
 #include "mime-message.h"
 #include "mime-parser.h"
 
-#include <ctype.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-#define SECTION_TEXT_MAX (IMAP_SECTION_MAX_PARTS * 11 + 32) /* "4294967295." per part and "HEADER" or "MIME" */
-#define IMAP_SECTION_ECHO_NAMES_MAX 64 /* header names in one list answered here: more go upstream, the stack stays small */
-
-/* The items of an answer, in Dovecot's handler terms: buffered ones go
-   into the line first; the rest follow in the order asked. */
-enum fetch_kind {
-	FETCH_KIND_UID,
-	FETCH_KIND_FLAGS,
-	FETCH_KIND_INTERNALDATE,
-	FETCH_KIND_SIZE,
-	FETCH_KIND_MODSEQ,
-	FETCH_KIND_ENVELOPE,
-	FETCH_KIND_BODY,
-	FETCH_KIND_BODYSTRUCTURE,
-	FETCH_KIND_RFC822,
-	FETCH_KIND_RFC822_HEADER,
-	FETCH_KIND_RFC822_TEXT,
-	FETCH_KIND_SECTION,      /* BODY[...] */
-	FETCH_KIND_BINARY,       /* BINARY[n] */
-};
-
-/* Where a body item's bytes come from. */
-enum fetch_source_kind {
-	FETCH_SOURCE_NONE,
-	FETCH_SOURCE_WHOLE,   /* BODY[], RFC822: the stored message */
-	FETCH_SOURCE_HEADER,  /* BODY[HEADER], RFC822.HEADER */
-	FETCH_SOURCE_TEXT,    /* BODY[TEXT], RFC822.TEXT */
-	FETCH_SOURCE_FIELDS,  /* BODY[HEADER.FIELDS (...)] and .NOT */
-	FETCH_SOURCE_PART,    /* BODY[n...]: the MIME library's section */
-	FETCH_SOURCE_BINARY,  /* BINARY[n] */
-};
-
-struct fetch_item {
-	enum fetch_kind kind;
-	enum fetch_source_kind source;
-	char *name;              /* as the answer names it: "BODY[1.MIME]<0>" */
-	char *section;           /* the MIME library's section text: "1.MIME", "HEADER.FIELDS (A B)" */
-	bool sets_seen;          /* a non-PEEK body item */
-	bool has_partial;
-	uint64_t partial_offset, partial_length;
-};
-
-struct fetch_message {
-	uint32_t seq, uid;
-	uint64_t modseq;         /* for the MODSEQ item: from before a \Seen this fetch set */
-	uint64_t new_modseq;     /* with seen_set: the MODSEQ after it */
-	char *flags;             /* NULL: not known */
-	bool recent;
-	bool unseen;             /* the fetch would set \Seen: the upstream must do it first */
-	bool missing;            /* the store lacks what the fetch needs: fetched first */
-	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
-};
-
-/* Stored values of a run of the answer's messages, from one lookup. */
-struct fetch_chunk {
-	size_t first, count;     /* answer->messages[first, first + count) */
-	struct cache_message *stored; /* uid 0: no row */
-	size_t cursor;           /* the lookup's position while it runs */
-	unsigned int wanted;     /* CACHE_HAS of the values to copy */
-};
-
-struct fetch_answer {
-	struct cache *cache;
-	int64_t mailbox_id;
-	struct fetch_item *items;
-	unsigned int item_count, buffered_count;
-	struct fetch_message *messages;
-	size_t message_count, message_alloc;
-	size_t next;             /* the next message to write */
-	struct fetch_chunk chunk;
-	unsigned int wanted;     /* CACHE_HAS of the values its items read */
-	bool read_only;
-	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
-	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
-	bool has_flags_item;
-	size_t missing_count;
-	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
-};
 
 /* One message while its line is checked or written. */
 struct fetch_source {
@@ -113,380 +34,6 @@ struct fetch_source {
 	bool derived_header;
 	const char *why;             /* why the last item can't be written, when a check said */
 };
-
-/* ---- the answer's items ---- */
-
-static bool kind_is_buffered(enum fetch_kind kind)
-{
-	return kind <= FETCH_KIND_MODSEQ;
-}
-
-/* Whether Dovecot keeps one handler of kind however often it is asked
-   (its handlers without a context); sections repeat. */
-static bool kind_is_single(enum fetch_kind kind)
-{
-	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY;
-}
-
-static void item_free(struct fetch_item *item)
-{
-	free(item->name);
-	free(item->section);
-}
-
-/* Adds item where Dovecot's imap_fetch_add_handler puts it. Takes
-   ownership of its strings. Returns -1 when memory runs out. */
-static int answer_add_item(struct fetch_answer *answer, struct fetch_item *item)
-{
-	struct fetch_item *grown;
-	unsigned int at;
-
-	if (kind_is_single(item->kind)) {
-		for (unsigned int i = 0; i < answer->item_count; i++) {
-			if (answer->items[i].kind == item->kind) {
-				item_free(item);
-				return 0;
-			}
-		}
-	}
-	grown = realloc(answer->items, (answer->item_count + 1) * sizeof(*grown));
-	if (grown == NULL) {
-		item_free(item);
-		return -1;
-	}
-	answer->items = grown;
-	at = kind_is_buffered(item->kind) ? answer->buffered_count++ : answer->item_count;
-	memmove(&grown[at + 1], &grown[at], (answer->item_count - at) * sizeof(*grown));
-	grown[at] = *item;
-	answer->item_count++;
-	return 0;
-}
-
-static int answer_add_simple(struct fetch_answer *answer, enum fetch_kind kind, const char *name,
-			     enum fetch_source_kind source, bool sets_seen)
-{
-	struct fetch_item item = { .kind = kind, .source = source, .sets_seen = sets_seen };
-
-	item.name = strdup(name);
-	if (item.name == NULL)
-		return -1;
-	return answer_add_item(answer, &item);
-}
-
-static void upper(char *text)
-{
-	for (; *text != '\0'; text++)
-		*text = (char)toupper((unsigned char)*text);
-}
-
-/* The section as Dovecot echoes it ("1.2.MIME", "HEADER.FIELDS (A "B")"),
-   into buf (size SECTION_TEXT_MAX or more for the names, 3 more each):
-   upper case, a header name quoted where quoted_names says so (NULL:
-   where the client's section text, as our parser rewrites it, has it
-   quoted). Returns -1 when
-   it does not fit, or a name has a '"' or '\\' (the MIME library's field
-   list reads no escapes). */
-static int section_render(const struct imap_section *section, char *buf, size_t size, const char *client,
-			  size_t client_len, const bool *quoted_names)
-{
-	static const char *const texts[] = {
-		[IMAP_SECTION_TEXT_NONE] = "",
-		[IMAP_SECTION_TEXT_HEADER] = "HEADER",
-		[IMAP_SECTION_TEXT_HEADER_FIELDS] = "HEADER.FIELDS (",
-		[IMAP_SECTION_TEXT_HEADER_FIELDS_NOT] = "HEADER.FIELDS.NOT (",
-		[IMAP_SECTION_TEXT_TEXT] = "TEXT",
-		[IMAP_SECTION_TEXT_MIME] = "MIME",
-	};
-	size_t len = 0;
-	int n;
-
-	buf[0] = '\0';
-	for (unsigned int i = 0; i < section->part_count; i++) {
-		n = snprintf(buf + len, size - len, "%s%" PRIu32, i > 0 ? "." : "", section->parts[i]);
-		if (n < 0 || (size_t)n >= size - len)
-			return -1;
-		len += (size_t)n;
-	}
-	n = snprintf(buf + len, size - len, "%s%s", section->part_count > 0 && section->text != IMAP_SECTION_TEXT_NONE ?
-		     "." : "", texts[section->text]);
-	if (n < 0 || (size_t)n >= size - len)
-		return -1;
-	len += (size_t)n;
-	for (unsigned int i = 0; i < section->field_count; i++) {
-		const struct imap_section_field *field = &section->fields[i];
-		bool quoted;
-
-		if (field->len + 4 > size - len || memchr(field->name, '"', field->len) != NULL ||
-		    memchr(field->name, '\\', field->len) != NULL)
-			return -1;
-		if (i > 0)
-			buf[len++] = ' ';
-		quoted = quoted_names != NULL ? quoted_names[i] : len < client_len && client[len] == '"';
-		if (quoted)
-			buf[len++] = '"';
-		memcpy(buf + len, field->name, field->len);
-		len += field->len;
-		if (quoted)
-			buf[len++] = '"';
-	}
-	if (section->field_count > 0) {
-		if (len + 2 > size)
-			return -1;
-		buf[len++] = ')';
-	}
-	buf[len] = '\0';
-	upper(buf);
-	return 0;
-}
-
-/* The bytes between the first "[" and the last "]" of the client's
-   attribute i, or NULL. */
-static const char *attr_client_section(const struct imap_command *command, unsigned int i, size_t *len_r)
-{
-	const struct imap_arg *arg = &command->args[1];
-	const char *open, *close;
-
-	if (arg->type == IMAP_ARG_LIST) {
-		if (i >= arg->list_count)
-			return NULL;
-		arg = &arg->list[i];
-	} else if (i > 0) {
-		return NULL;
-	}
-	if (arg->type != IMAP_ARG_ATOM || (open = memchr(arg->str, '[', arg->len)) == NULL)
-		return NULL;
-	for (close = arg->str + arg->len; close > open && close[-1] != ']'; close--)
-		;
-	if (close == open)
-		return NULL;
-	*len_r = (size_t)(close - 1 - open - 1);
-	return open + 1;
-}
-
-/* Where a section's bytes come from; false with *why_r when only the
-   upstream can answer it. */
-static bool section_source(const struct imap_fetch_attr *attr, struct fetch_item *item, const char **why_r)
-{
-	const struct imap_section *section = &attr->section;
-
-	item->sets_seen = !attr->peek;
-	if (attr->type == IMAP_FETCH_ATTR_BINARY_SIZE) {
-		/* Dovecot 2.3 computes it from cached part sizes: it differs from
-		   its own BINARY literal's length, and can even wrap below 0 */
-		*why_r = "BINARY.SIZE";
-		return false;
-	}
-	if (attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) {
-		item->kind = FETCH_KIND_BINARY;
-		item->source = FETCH_SOURCE_BINARY;
-		return true;
-	}
-	item->kind = FETCH_KIND_SECTION;
-	if (section->part_count > 0)
-		item->source = FETCH_SOURCE_PART;
-	else if (section->text == IMAP_SECTION_TEXT_NONE)
-		item->source = FETCH_SOURCE_WHOLE;
-	else if (section->text == IMAP_SECTION_TEXT_HEADER)
-		item->source = FETCH_SOURCE_HEADER;
-	else if (section->text == IMAP_SECTION_TEXT_TEXT)
-		item->source = FETCH_SOURCE_TEXT;
-	else
-		item->source = FETCH_SOURCE_FIELDS;
-	return true;
-}
-
-/* Whether each header name of the n-th header list in the client's line
-   was written quoted (a quoted string; Dovecot echoes those quoted, and
-   atoms as atoms). Returns -1 when the line does not tell: no line, a
-   literal (the line ends at its "{n}"), or not count names there. */
-static int line_quoted_names(const struct fetch_facts *facts, unsigned int n, bool *quoted, unsigned int count)
-{
-	const char *p = facts->line, *end = facts->line + facts->line_len;
-	unsigned int found = 0;
-
-	if (p == NULL)
-		return -1;
-	for (;; p++) {
-		p = p < end ? memchr(p, '(', (size_t)(end - p)) : NULL;
-		if (p == NULL)
-			return -1;
-		if ((p - facts->line >= 14 && strncasecmp(p - 14, "HEADER.FIELDS ", 14) == 0) ||
-		    (p - facts->line >= 18 && strncasecmp(p - 18, "HEADER.FIELDS.NOT ", 18) == 0)) {
-			if (found++ == n)
-				break;
-		}
-	}
-	p++;
-	for (unsigned int i = 0; i < count; i++) {
-		while (p < end && *p == ' ')
-			p++;
-		if (p >= end || *p == '{' || *p == ')')
-			return -1;
-		quoted[i] = *p == '"';
-		if (quoted[i]) {
-			for (p++; p < end && *p != '"'; p++)
-				if (*p == '\\')
-					p++;
-			if (p >= end)
-				return -1;
-			p++;
-		} else {
-			while (p < end && *p != ' ' && *p != ')')
-				p++;
-		}
-	}
-	while (p < end && *p == ' ')
-		p++;
-	return p < end && *p == ')' ? 0 : -1;
-}
-
-/* The section of the client's attribute i as Dovecot echoes it (malloc'd),
-   or NULL with *why_r when the client wrote it in another form. */
-static char *section_echo(const struct imap_command *command, unsigned int i, const struct fetch_facts *facts,
-			  const char **why_r)
-{
-	const struct imap_section *section = &command->u.fetch.attrs[i].section;
-	size_t size = SECTION_TEXT_MAX, client_len = 0;
-	const char *client = attr_client_section(command, i, &client_len);
-	bool quoted[IMAP_SECTION_ECHO_NAMES_MAX];
-	unsigned int lists = 0;
-	char *rendered;
-
-	for (unsigned int f = 0; f < section->field_count; f++)
-		size += section->fields[f].len + 3;
-	for (unsigned int j = 0; j < i; j++)
-		lists += command->u.fetch.attrs[j].section.field_count > 0;
-	rendered = malloc(size);
-	*why_r = rendered == NULL ? "out of memory" : "a section written in a form Dovecot would echo otherwise";
-	if (rendered != NULL &&
-	    (client == NULL || section_render(section, rendered, size, client, client_len, NULL) < 0 ||
-	     strlen(rendered) != client_len ||
-	     strncasecmp(rendered, client, client_len) != 0)) {
-		free(rendered);
-		return NULL;
-	}
-	if (rendered != NULL && section->field_count > 0 &&
-	    (section->field_count > IMAP_SECTION_ECHO_NAMES_MAX ||
-	     line_quoted_names(facts, lists, quoted, section->field_count) < 0 ||
-	     section_render(section, rendered, size, client, client_len, quoted) < 0)) {
-		*why_r = "HEADER.FIELDS whose names' quoting the line does not tell";
-		free(rendered);
-		return NULL;
-	}
-	return rendered;
-}
-
-/* A BODY[...], BINARY[...] or BINARY.SIZE[...] attribute as an item.
-   Returns 1 when added, 0 when it must go upstream (*why_r), -1 when
-   memory runs out. */
-static int answer_add_section(struct fetch_answer *answer, const struct imap_command *command, unsigned int i,
-			      const struct fetch_facts *facts, const char **why_r)
-{
-	const struct imap_fetch_attr *attr = &command->u.fetch.attrs[i];
-	struct fetch_item item = { .has_partial = attr->has_partial, .partial_offset = attr->partial_offset,
-				   .partial_length = attr->partial_length };
-	const char *prefix;
-	int n;
-
-	if (!section_source(attr, &item, why_r))
-		return 0;
-	item.section = section_echo(command, i, facts, why_r);
-	if (item.section == NULL)
-		return 0;
-	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
-	item.name = malloc(strlen(prefix) + strlen(item.section) + 32);
-	if (item.name == NULL) {
-		free(item.section);
-		return -1;
-	}
-	n = sprintf(item.name, "%s[%s]", prefix, item.section);
-	if (item.has_partial)
-		sprintf(item.name + n, "<%" PRIu64 ">", item.partial_offset);
-	return answer_add_item(answer, &item) < 0 ? -1 : 1;
-}
-
-/* One attribute of the command as an item. Returns as answer_add_section. */
-static int answer_add_attr(struct fetch_answer *answer, const struct imap_command *command, unsigned int i,
-			   const struct fetch_facts *facts, const char **why_r)
-{
-	const struct imap_fetch_attr *attr = &command->u.fetch.attrs[i];
-	int ret;
-
-	switch (attr->type) {
-	case IMAP_FETCH_ATTR_UID:
-		ret = answer_add_simple(answer, FETCH_KIND_UID, "UID", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_FLAGS:
-		ret = answer_add_simple(answer, FETCH_KIND_FLAGS, "FLAGS", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_INTERNALDATE:
-		ret = answer_add_simple(answer, FETCH_KIND_INTERNALDATE, "INTERNALDATE", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_RFC822_SIZE:
-		ret = answer_add_simple(answer, FETCH_KIND_SIZE, "RFC822.SIZE", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_MODSEQ:
-		if (!facts->condstore) {
-			*why_r = "MODSEQ before the client enabled CONDSTORE";
-			return 0;
-		}
-		ret = answer_add_simple(answer, FETCH_KIND_MODSEQ, "MODSEQ", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_ENVELOPE:
-		ret = answer_add_simple(answer, FETCH_KIND_ENVELOPE, "ENVELOPE", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_BODY:
-		ret = answer_add_simple(answer, FETCH_KIND_BODY, "BODY", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_BODYSTRUCTURE:
-		ret = answer_add_simple(answer, FETCH_KIND_BODYSTRUCTURE, "BODYSTRUCTURE", FETCH_SOURCE_NONE, false);
-		break;
-	case IMAP_FETCH_ATTR_RFC822:
-		ret = answer_add_simple(answer, FETCH_KIND_RFC822, "RFC822", FETCH_SOURCE_WHOLE, true);
-		break;
-	case IMAP_FETCH_ATTR_RFC822_HEADER:
-		ret = answer_add_simple(answer, FETCH_KIND_RFC822_HEADER, "RFC822.HEADER", FETCH_SOURCE_HEADER, false);
-		break;
-	case IMAP_FETCH_ATTR_RFC822_TEXT:
-		ret = answer_add_simple(answer, FETCH_KIND_RFC822_TEXT, "RFC822.TEXT", FETCH_SOURCE_TEXT, true);
-		break;
-	default:
-		return answer_add_section(answer, command, i, facts, why_r);
-	}
-	return ret < 0 ? -1 : 1;
-}
-
-/* The command's items in Dovecot's order. Returns as answer_add_section. */
-static int answer_add_items(struct fetch_answer *answer, const struct imap_command *command,
-			    const struct fetch_facts *facts, const char **why_r)
-{
-	if (command->uid && answer_add_simple(answer, FETCH_KIND_UID, "UID", FETCH_SOURCE_NONE, false) < 0)
-		return -1;
-	for (unsigned int i = 0; i < command->u.fetch.attr_count; i++) {
-		int ret = answer_add_attr(answer, command, i, facts, why_r);
-
-		if (ret <= 0)
-			return ret;
-	}
-	if (command->u.fetch.changedsince_given &&
-	    answer_add_simple(answer, FETCH_KIND_MODSEQ, "MODSEQ", FETCH_SOURCE_NONE, false) < 0)
-		return -1;
-	for (unsigned int i = 0; i < answer->item_count; i++) {
-		static const unsigned int wanted[] = {
-			[FETCH_KIND_INTERNALDATE] = CACHE_HAS(CACHE_ITEM_INTERNALDATE),
-			[FETCH_KIND_ENVELOPE] = CACHE_HAS(CACHE_ITEM_ENVELOPE),
-			[FETCH_KIND_BODY] = CACHE_HAS(CACHE_ITEM_BODY),
-			[FETCH_KIND_BODYSTRUCTURE] = CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE),
-		};
-		enum fetch_source_kind source = answer->items[i].source;
-
-		if (answer->items[i].kind < sizeof(wanted) / sizeof(wanted[0]))
-			answer->wanted |= wanted[answer->items[i].kind];
-		if (source == FETCH_SOURCE_HEADER || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_FIELDS)
-			answer->wanted |= CACHE_HAS(CACHE_ITEM_HEADER);
-	}
-	return 1;
-}
 
 /* ---- the answer's messages ---- */
 
@@ -849,285 +396,18 @@ static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 	return prefix;
 }
 
-/* ---- header blocks Dovecot and our library read alike ---- */
-
-static bool is_field_name_byte(unsigned char c)
-{
-	return c > ' ' && c < 0x7f && c != ':';
-}
-
-/* Whether a header block is plain RFC 5322: CRLF lines, each a field
-   "Name: value" (a name of printable ASCII) or a continuation of one,
-   no NUL or bare CR/LF, and the blank line once, at the end. On such a
-   block Dovecot's header filter and the MIME library's agree. */
-static bool header_is_plain(const unsigned char *data, size_t len)
-{
-	size_t pos = 0;
-
-	while (pos < len) {
-		const unsigned char *lf = memchr(data + pos, '\n', len - pos);
-		size_t end, line_len;
-		const unsigned char *line = data + pos, *colon;
-
-		if (lf == NULL)
-			return false;
-		end = (size_t)(lf - data);
-		if (end == pos || data[end - 1] != '\r')
-			return false;
-		line_len = end - 1 - pos;
-		if (line_len == 0)
-			return end + 1 == len;
-		if (memchr(line, '\r', line_len) != NULL || memchr(line, '\0', line_len) != NULL)
-			return false;
-		if (line[0] == ' ' || line[0] == '\t') {
-			if (pos == 0)
-				return false;
-		} else {
-			colon = memchr(line, ':', line_len);
-			if (colon == NULL || colon == line)
-				return false;
-			for (const unsigned char *c = line; c < colon; c++)
-				if (!is_field_name_byte(*c))
-					return false;
-		}
-		pos = end + 1;
-	}
-	return false;
-}
-
-/* ---- BINARY ---- */
-
-static bool is_multipart(struct mime_message *node)
-{
-	char maintype[32];
-
-	if (node->payload_kind != MIME_PAYLOAD_PARTS)
-		return false;
-	mime_message_get_content_maintype(node, maintype, sizeof(maintype));
-	return strcmp(maintype, "multipart") == 0;
-}
-
-static bool is_rfc822(struct mime_message *node)
-{
-	return node->payload_kind == MIME_PAYLOAD_PARTS && node->part_count > 0 &&
-	       strcasecmp(mime_message_get_content_type(node), "message/rfc822") == 0;
-}
-
-/* The text after the part numbers of a section ("MIME" of "1.2.MIME"). */
-static const char *section_rest(const char *section)
-{
-	const char *p = section;
-
-	while (isdigit((unsigned char)*p)) {
-		p += strspn(p, "0123456789");
-		if (*p == '.')
-			p++;
-	}
-	return p;
-}
-
-/* The node that Dovecot 2.3's imap_msgpart_find reaches by the part
-   numbers of section, walked over our library's tree of a message whose
-   structure agrees: a multipart's n-th child; 1 of any other node is
-   itself, and is the end of the path unless it is a message/rfc822, whose
-   enclosed message the path then goes on in. NULL: Dovecot finds no such
-   part (and answers an empty string). */
-static struct mime_message *part_find(struct mime_message *root, const char *section)
-{
-	struct mime_message *node = root;
-	const char *p = section;
-
-	while (node != NULL && isdigit((unsigned char)*p)) {
-		char *end;
-		unsigned long number = strtoul(p, &end, 10);
-		bool more;
-
-		p = *end == '.' ? end + 1 : end;
-		more = isdigit((unsigned char)*p);
-		if (is_multipart(node))
-			node = number >= 1 && number <= node->part_count ? node->parts[number - 1] : NULL;
-		else if (number != 1 || (more && !is_rfc822(node)))
-			node = NULL;
-		if (node != NULL && more && is_rfc822(node))
-			node = node->parts[0];
-	}
-	return node;
-}
-
-/* Whether node's offsets lie in the raw message. */
-static bool node_in_raw(const struct mime_message *node, size_t raw_len)
-{
-	return node->has_offsets && node->header_start <= node->body_start && node->body_start <= node->body_end &&
-	       node->body_end <= raw_len;
-}
-
-enum binary_encoding {
-	BINARY_IDENTITY,
-	BINARY_BASE64,
-	BINARY_QP,
-	BINARY_UNSUPPORTED,
-};
-
-static enum binary_encoding binary_encoding_of(const struct mime_message *node)
-{
-	const char *cte = mime_message_get(node, "Content-Transfer-Encoding", NULL);
-	size_t len;
-
-	if (cte == NULL)
-		return BINARY_IDENTITY;
-	while (*cte == ' ' || *cte == '\t')
-		cte++;
-	len = strlen(cte);
-	while (len > 0 && (cte[len - 1] == ' ' || cte[len - 1] == '\t'))
-		len--;
-#define CTE_IS(word) (len == strlen(word) && strncasecmp(cte, word, len) == 0)
-	if (CTE_IS("7bit") || CTE_IS("8bit") || CTE_IS("binary"))
-		return BINARY_IDENTITY;
-	if (CTE_IS("base64"))
-		return BINARY_BASE64;
-	if (CTE_IS("quoted-printable"))
-		return BINARY_QP;
-#undef CTE_IS
-	return BINARY_UNSUPPORTED;
-}
-
-/* base64 of whole quads, CRLF lines, padding only at the end. */
-static bool base64_is_plain(const unsigned char *data, size_t len)
-{
-	size_t chars = 0, padding = 0;
-
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = data[i];
-
-		if (c == '\r' && i + 1 < len && data[i + 1] == '\n') {
-			i++;
-		} else if (c == '=') {
-			if (++padding > 2)
-				return false;
-			chars++;
-		} else if (isalnum(c) || c == '+' || c == '/') {
-			if (padding > 0)
-				return false;
-			chars++;
-		} else {
-			return false;
-		}
-	}
-	return chars % 4 == 0;
-}
-
-static bool is_upper_hex(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F');
-}
-
-/* quoted-printable of ASCII CRLF lines without trailing blanks, "=XX"
-   (upper-case hex) escapes and "=" soft line breaks only. */
-static bool qp_is_plain(const unsigned char *data, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = data[i];
-
-		if (c == '\r') {
-			if (i + 1 >= len || data[i + 1] != '\n' || (i > 0 && (data[i - 1] == ' ' || data[i - 1] == '\t')))
-				return false;
-			i++;
-		} else if (c == '=') {
-			if (i + 1 < len && data[i + 1] == '\r')
-				continue; /* a soft line break */
-			if (i + 2 >= len || !is_upper_hex(data[i + 1]) || !is_upper_hex(data[i + 2]))
-				return false;
-			i += 2;
-		} else if (c == '\n' || c == '\0' || c >= 0x80) {
-			return false;
-		}
-	}
-	return len == 0 || (data[len - 1] != ' ' && data[len - 1] != '\t');
-}
-
-/* Whether no node of the tree has an encoding to undo: BINARY[] of such
-   a message is the message as it is. */
-static bool tree_is_identity(const struct mime_message *node)
-{
-	if (binary_encoding_of(node) != BINARY_IDENTITY)
-		return false;
-	for (size_t i = 0; node->payload_kind == MIME_PAYLOAD_PARTS && i < node->part_count; i++)
-		if (!tree_is_identity(node->parts[i]))
-			return false;
-	return true;
-}
-
-/* Whether bytes decoded (or sent as they are) are what Dovecot sends, and
-   sets *converted_r (base64 and quoted-printable: Dovecot then sends
-   "~{n}"). A part sent as it is must hold no 0x80: Dovecot's BODY[], where
-   the stored message came from, writes a NUL as 0x80, and BINARY sends
-   the NUL (in "~{n}"), so a stored 0x80 can't tell which it was. */
-static bool binary_is_plain(const struct mime_message *leaf, const unsigned char *body, size_t body_len,
-			    bool *converted_r, const char **why_r)
-{
-	*converted_r = false;
-	switch (binary_encoding_of(leaf)) {
-	case BINARY_IDENTITY:
-		*why_r = "BINARY of a part with a 0x80 byte (a NUL upstream?)";
-		return memchr(body, 0x80, body_len) == NULL && memchr(body, '\0', body_len) == NULL;
-	case BINARY_BASE64:
-		*converted_r = true;
-		*why_r = "BINARY of base64 not plain";
-		return base64_is_plain(body, body_len);
-	case BINARY_QP:
-		*converted_r = true;
-		*why_r = "BINARY of quoted-printable not plain";
-		return qp_is_plain(body, body_len);
-	default:
-		*why_r = "BINARY of an unknown Content-Transfer-Encoding";
-		return false;
-	}
-}
-
-/* BINARY[section] of the message into out, when it is what Dovecot sends:
-   a leaf's body decoded; a part Dovecot does not find, empty; the whole
-   message (section "") as it is when nothing in it is encoded.
-   *converted_r tells whether it was decoded. Returns -1 when it can't be
-   served here (source->why says why, when it is not the structure). */
+/* BINARY[section] of the stored message (see fetch_derive_binary).
+   Returns -1 when it can't be served here (source->why says why, when it
+   is not the structure). */
 static int source_binary(struct fetch_source *source, const char *section, struct mime_buffer *out,
 			 bool *converted_r)
 {
 	struct mime_message *root = source_agrees(source) ? source_root(source) : NULL;
-	struct mime_message *leaf = root != NULL ? part_find(root, section) : NULL;
-	const unsigned char *body;
-	size_t body_len;
 
 	*converted_r = false;
 	if (root == NULL)
 		return -1;
-	if (leaf == NULL) {
-		mime_buffer_append(out, "", 0);
-		return 0;
-	}
-	if (!node_in_raw(leaf, source->raw_len))
-		return -1;
-	body = *section == '\0' ? source->raw : source->raw + leaf->body_start;
-	body_len = *section == '\0' ? source->raw_len : leaf->body_end - leaf->body_start;
-	if (*section == '\0' || leaf->payload_kind != MIME_PAYLOAD_BYTES) {
-		/* Dovecot decodes every part inside: local when none is encoded */
-		source->why = !tree_is_identity(leaf) ? "BINARY of a message or multipart with an encoded part" :
-			      "BINARY of a message or multipart with a 0x80 byte (a NUL upstream?)";
-		if (!tree_is_identity(leaf) || memchr(body, 0x80, body_len) != NULL || memchr(body, '\0', body_len) != NULL)
-			return -1;
-		source->why = NULL;
-		mime_buffer_append(out, body, body_len);
-		return 0;
-	}
-	if (!binary_is_plain(leaf, body, body_len, converted_r, &source->why))
-		return -1;
-	source->why = NULL;
-	if (binary_encoding_of(leaf) == BINARY_BASE64)
-		mime_codec_base64_decode(body, body_len, out);
-	else if (binary_encoding_of(leaf) == BINARY_QP)
-		mime_codec_qp_decode(body, body_len, 0, out);
-	else
-		mime_buffer_append(out, body, body_len);
-	return 0;
+	return fetch_derive_binary(root, source->raw, source->raw_len, section, out, converted_r, &source->why);
 }
 
 /* ---- writing items ---- */
@@ -1240,24 +520,6 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 	return 0;
 }
 
-/* HEADER.FIELDS (.NOT) of a plain header block, the library's filter
-   applied to the field list of section ("HEADER.FIELDS (A B)"), into out. */
-static int fields_filter(const unsigned char *header, size_t header_len, const char *section, struct mime_buffer *out)
-{
-	struct mime_message *parsed;
-	const char *error;
-	int ret = -1;
-
-	if (!header_is_plain(header, header_len))
-		return -1;
-	parsed = mime_parse_borrowed(header, header_len);
-	if (parsed != NULL && mime_imap_fetch_section(parsed, header, header_len, section, out, &error) ==
-				      MIME_IMAP_SECTION_OK)
-		ret = 0;
-	mime_message_free(&parsed);
-	return ret;
-}
-
 /* HEADER.FIELDS (.NOT) of the message's header block. */
 static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
@@ -1266,45 +528,17 @@ static int write_fields(struct evbuffer *out, struct fetch_source *source, const
 	size_t header_len;
 	int ret = -1;
 
-	if (source_header(source, &header, &header_len) == 0 &&
-	    fields_filter(header, header_len, item->section, &fields) == 0) {
+	if (source_header(source, &header, &header_len) < 0 || !fetch_derive_header_is_plain(header, header_len))
+		return -1;
+	if (out == NULL)
+		return 0;
+	if (fetch_derive_fields(header, header_len, item->section, &fields) == 0) {
 		if (out != NULL)
 			write_literal(out, item, fields.data, fields.len, false);
 		ret = 0;
 	}
 	mime_buffer_free(&fields);
 	return ret;
-}
-
-/* BODY[n...] into out, for a message our library reads as the upstream
-   does: the part Dovecot finds by the numbers (part_find), its body, its
-   MIME header, or, of a message/rfc822 part, the enclosed message's
-   HEADER, TEXT or HEADER.FIELDS; an empty string where Dovecot finds
-   nothing (no such part, HEADER of a part that is no message). */
-static int part_bytes(struct fetch_source *source, const char *section, struct mime_buffer *out)
-{
-	struct mime_message *node = part_find(source->root, section);
-	const char *rest = section_rest(section);
-	const unsigned char *raw = source->raw;
-	bool mime = strcmp(rest, "MIME") == 0, body = *rest == '\0';
-
-	if (node != NULL && !mime && !body)
-		node = is_rfc822(node) ? node->parts[0] : NULL;
-	if (node == NULL) {
-		mime_buffer_append(out, "", 0);
-		return 0;
-	}
-	if (!node_in_raw(node, source->raw_len))
-		return -1;
-	if (body || strcmp(rest, "TEXT") == 0)
-		mime_buffer_append(out, raw + node->body_start, node->body_end - node->body_start);
-	else if (mime || strcmp(rest, "HEADER") == 0)
-		mime_buffer_append(out, raw + node->header_start, node->body_start - node->header_start);
-	else if (fields_filter(raw + node->header_start, node->body_start - node->header_start, rest, out) < 0) {
-		source->why = "HEADER.FIELDS of a part whose header block is not plain";
-		return -1;
-	}
-	return 0;
 }
 
 /* BODY[n...] for a message our library reads as the upstream does. */
@@ -1315,7 +549,7 @@ static int write_part(struct evbuffer *out, struct fetch_source *source, const s
 
 	if (!source_agrees(source) || source_root(source) == NULL)
 		return -1;
-	ret = part_bytes(source, item->section, &part);
+	ret = fetch_derive_part(source->root, source->raw, source->raw_len, item->section, &part, &source->why);
 	if (ret == 0 && out != NULL)
 		write_literal(out, item, part.data, part.len, false);
 	mime_buffer_free(&part);
@@ -1693,7 +927,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->read_only = facts->read_only;
 	answer->condstore = facts->condstore;
 	answer->qresync = facts->qresync;
-	ret = answer_add_items(answer, command, facts, why_r);
+	ret = fetch_items_add(answer, command, facts, why_r);
 	for (unsigned int i = 0; ret > 0 && i < answer->item_count; i++) {
 		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
 		answer->has_flags_item |= answer->items[i].kind == FETCH_KIND_FLAGS;
@@ -1858,7 +1092,7 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	*answer_p = NULL;
 	chunk_clear(&answer->chunk);
 	for (unsigned int i = 0; i < answer->item_count; i++)
-		item_free(&answer->items[i]);
+		fetch_item_free(&answer->items[i]);
 	free(answer->items);
 	for (size_t i = 0; i < answer->message_count; i++)
 		free(answer->messages[i].flags);

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* fetch-private: the plan of a local FETCH answer, shared by fetch.c (messages, writing) and fetch-items.c (items). */
+#ifndef IMAPCACHED_FETCH_PRIVATE_H
+#define IMAPCACHED_FETCH_PRIVATE_H
+
+#include "cache.h"
+#include "fetch.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct imap_command;
+
+/* The items of an answer, in Dovecot's handler terms: buffered ones go
+   into the line first; the rest follow in the order asked. */
+enum fetch_kind {
+	FETCH_KIND_UID,
+	FETCH_KIND_FLAGS,
+	FETCH_KIND_INTERNALDATE,
+	FETCH_KIND_SIZE,
+	FETCH_KIND_MODSEQ,
+	FETCH_KIND_ENVELOPE,
+	FETCH_KIND_BODY,
+	FETCH_KIND_BODYSTRUCTURE,
+	FETCH_KIND_RFC822,
+	FETCH_KIND_RFC822_HEADER,
+	FETCH_KIND_RFC822_TEXT,
+	FETCH_KIND_SECTION,      /* BODY[...] */
+	FETCH_KIND_BINARY,       /* BINARY[n] */
+};
+
+/* Where a body item's bytes come from. */
+enum fetch_source_kind {
+	FETCH_SOURCE_NONE,
+	FETCH_SOURCE_WHOLE,   /* BODY[], RFC822: the stored message */
+	FETCH_SOURCE_HEADER,  /* BODY[HEADER], RFC822.HEADER */
+	FETCH_SOURCE_TEXT,    /* BODY[TEXT], RFC822.TEXT */
+	FETCH_SOURCE_FIELDS,  /* BODY[HEADER.FIELDS (...)] and .NOT */
+	FETCH_SOURCE_PART,    /* BODY[n...]: the MIME library's section */
+	FETCH_SOURCE_BINARY,  /* BINARY[n] */
+};
+
+struct fetch_item {
+	enum fetch_kind kind;
+	enum fetch_source_kind source;
+	char *name;              /* as the answer names it: "BODY[1.MIME]<0>" */
+	char *section;           /* the MIME library's section text: "1.MIME", "HEADER.FIELDS (A B)" */
+	bool sets_seen;          /* a non-PEEK body item */
+	bool has_partial;
+	uint64_t partial_offset, partial_length;
+};
+
+struct fetch_message {
+	uint32_t seq, uid;
+	uint64_t modseq;         /* for the MODSEQ item: from before a \Seen this fetch set */
+	uint64_t new_modseq;     /* with seen_set: the MODSEQ after it */
+	char *flags;             /* NULL: not known */
+	bool recent;
+	bool unseen;             /* the fetch would set \Seen: the upstream must do it first */
+	bool missing;            /* the store lacks what the fetch needs: fetched first */
+	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
+};
+
+/* Stored values of a run of the answer's messages, from one lookup. */
+struct fetch_chunk {
+	size_t first, count;     /* answer->messages[first, first + count) */
+	struct cache_message *stored; /* uid 0: no row */
+	size_t cursor;           /* the lookup's position while it runs */
+	unsigned int wanted;     /* CACHE_HAS of the values to copy */
+};
+
+struct fetch_answer {
+	struct cache *cache;
+	int64_t mailbox_id;
+	struct fetch_item *items;
+	unsigned int item_count, buffered_count;
+	struct fetch_message *messages;
+	size_t message_count, message_alloc;
+	size_t next;             /* the next message to write */
+	struct fetch_chunk chunk;
+	unsigned int wanted;     /* CACHE_HAS of the values its items read */
+	bool read_only;
+	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
+	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
+	bool has_flags_item;
+	size_t missing_count;
+	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
+};
+
+
+/* Adds the command's items to answer in Dovecot's order (buffered items
+   first, each single item once). Returns 1, 0 when the command must go
+   upstream (*why_r says why), -1 when memory runs out. */
+int fetch_items_add(struct fetch_answer *answer, const struct imap_command *command,
+		    const struct fetch_facts *facts, const char **why_r);
+
+/* Frees an item's strings. */
+void fetch_item_free(struct fetch_item *item);
+
+#endif
