@@ -136,10 +136,9 @@ static enum binary_encoding binary_encoding_of(const struct mime_message *node)
 
 	if (cte == NULL)
 		return BINARY_IDENTITY;
-	while (*cte == ' ' || *cte == '\t')
-		cte++;
+	cte += strspn(cte, " \t\r\n"); /* folding white space too */
 	len = strlen(cte);
-	while (len > 0 && (cte[len - 1] == ' ' || cte[len - 1] == '\t'))
+	while (len > 0 && strchr(" \t\r\n", cte[len - 1]) != NULL)
 		len--;
 #define CTE_IS(word) (len == strlen(word) && strncasecmp(cte, word, len) == 0)
 	if (CTE_IS("7bit") || CTE_IS("8bit") || CTE_IS("binary"))
@@ -206,80 +205,164 @@ static bool qp_is_plain(const unsigned char *data, size_t len)
 	return len == 0 || (data[len - 1] != ' ' && data[len - 1] != '\t');
 }
 
-/* Whether no node of the tree has an encoding to undo: BINARY[] of such
-   a message is the message as it is. */
-static bool tree_is_identity(const struct mime_message *node)
+/* BINARY of a part as Dovecot 2.3 writes it (index-mail-binary.c's
+   add_binary_part): a leaf's body decoded; a container's bytes as they
+   are, each part inside written the same way with its header, where a
+   decoded part's header loses its Content-Transfer-Encoding field and
+   ends with "Content-Transfer-Encoding: binary". */
+struct binary_walk {
+	const unsigned char *raw;
+	size_t raw_len;
+	struct mime_buffer *out;
+	bool converted;          /* a part was decoded: Dovecot sends "~{n}" */
+	const char *why;
+};
+
+/* Whether bytes go out as they are in Dovecot's BINARY too: no 0x80 (a
+   NUL in Dovecot's BODY[], where the stored message came from), no NUL,
+   no LF without its CR (Dovecot's CRLF stream would add one). */
+static bool bytes_pass_unchanged(const unsigned char *data, size_t len)
 {
-	if (binary_encoding_of(node) != BINARY_IDENTITY)
+	if (memchr(data, 0x80, len) != NULL || memchr(data, '\0', len) != NULL)
 		return false;
-	for (size_t i = 0; node->payload_kind == MIME_PAYLOAD_PARTS && i < node->part_count; i++)
-		if (!tree_is_identity(node->parts[i]))
+	for (const unsigned char *lf = memchr(data, '\n', len); lf != NULL;
+	     lf = memchr(lf + 1, '\n', len - (size_t)(lf + 1 - data))) {
+		if (lf == data || lf[-1] != '\r')
 			return false;
+	}
 	return true;
 }
 
-/* Whether bytes decoded (or sent as they are) are what Dovecot sends, and
-   sets *converted_r (base64 and quoted-printable: Dovecot then sends
-   "~{n}"). A part sent as it is must hold no 0x80: Dovecot's BODY[], where
-   the stored message came from, writes a NUL as 0x80, and BINARY sends
-   the NUL (in "~{n}"), so a stored 0x80 can't tell which it was. */
-static bool binary_is_plain(const struct mime_message *leaf, const unsigned char *body, size_t body_len,
-			    bool *converted_r, const char **why_r)
+static int walk_copy(struct binary_walk *walk, size_t from, size_t to)
 {
-	*converted_r = false;
-	switch (binary_encoding_of(leaf)) {
-	case BINARY_IDENTITY:
-		*why_r = "BINARY of a part with a 0x80 byte (a NUL upstream?)";
-		return memchr(body, 0x80, body_len) == NULL && memchr(body, '\0', body_len) == NULL;
-	case BINARY_BASE64:
-		*converted_r = true;
-		*why_r = "BINARY of base64 not plain";
-		return base64_is_plain(body, body_len);
-	case BINARY_QP:
-		*converted_r = true;
-		*why_r = "BINARY of quoted-printable not plain";
-		return qp_is_plain(body, body_len);
-	default:
-		*why_r = "BINARY of an unknown Content-Transfer-Encoding";
-		return false;
+	if (from > to || to > walk->raw_len) {
+		walk->why = "BINARY of parts our library places otherwise";
+		return -1;
 	}
+	if (!bytes_pass_unchanged(walk->raw + from, to - from)) {
+		walk->why = "BINARY of a part with a 0x80 byte (a NUL upstream?) or a bare LF";
+		return -1;
+	}
+	mime_buffer_append(walk->out, walk->raw + from, to - from);
+	return 0;
+}
+
+static bool line_is_cte(const unsigned char *line, size_t len)
+{
+	static const char name[] = "Content-Transfer-Encoding";
+	size_t n = sizeof(name) - 1;
+	size_t pos = n;
+
+	if (len <= n || strncasecmp((const char *)line, name, n) != 0)
+		return false;
+	while (pos < len && (line[pos] == ' ' || line[pos] == '\t'))
+		pos++;
+	return pos < len && line[pos] == ':';
+}
+
+/* A decoded part's header: its fields but Content-Transfer-Encoding (with
+   its continuation lines), then "Content-Transfer-Encoding: binary". */
+static int walk_converted_header(struct binary_walk *walk, const struct mime_message *node)
+{
+	static const char binary_field[] = "Content-Transfer-Encoding: binary\r\n\r\n";
+	const unsigned char *header = walk->raw + node->header_start;
+	size_t len = node->body_start - node->header_start, pos = 0;
+	bool dropping = false;
+
+	if (!fetch_derive_header_is_plain(header, len) || !bytes_pass_unchanged(header, len)) {
+		walk->why = "BINARY of a decoded part whose header is not plain";
+		return -1;
+	}
+	while (pos + 2 < len) {
+		const unsigned char *lf = memchr(header + pos, '\n', len - pos);
+		size_t line_len = (size_t)(lf + 1 - (header + pos));
+
+		if (header[pos] != ' ' && header[pos] != '\t')
+			dropping = line_is_cte(header + pos, line_len);
+		if (!dropping)
+			mime_buffer_append(walk->out, header + pos, line_len);
+		pos += line_len;
+	}
+	mime_buffer_append(walk->out, binary_field, sizeof(binary_field) - 1);
+	return 0;
+}
+
+static int walk_leaf_body(struct binary_walk *walk, const struct mime_message *node, enum binary_encoding encoding)
+{
+	const unsigned char *body = walk->raw + node->body_start;
+	size_t len = node->body_end - node->body_start;
+
+	if (len == 0)
+		return 0;
+	if (encoding == BINARY_IDENTITY)
+		return walk_copy(walk, node->body_start, node->body_end);
+	if (encoding == BINARY_BASE64 ? !base64_is_plain(body, len) : !qp_is_plain(body, len)) {
+		walk->why = encoding == BINARY_BASE64 ? "BINARY of base64 not plain" :
+							"BINARY of quoted-printable not plain";
+		return -1;
+	}
+	if (encoding == BINARY_BASE64)
+		mime_codec_base64_decode(body, len, walk->out);
+	else
+		mime_codec_qp_decode(body, len, 0, walk->out);
+	walk->converted = true;
+	return 0;
+}
+
+static int walk_node(struct binary_walk *walk, const struct mime_message *node, bool with_header)
+{
+	enum binary_encoding encoding = binary_encoding_of(node);
+	size_t cursor = node->body_start;
+
+	if (!node_in_raw(node, walk->raw_len))
+		return -1;
+	if (encoding == BINARY_UNSUPPORTED || mime_message_count(node, "Content-Transfer-Encoding") > 1) {
+		walk->why = "BINARY of an unknown or repeated Content-Transfer-Encoding";
+		return -1;
+	}
+	if (with_header && (encoding == BINARY_IDENTITY ? walk_copy(walk, node->header_start, node->body_start) :
+							walk_converted_header(walk, node)) < 0)
+		return -1;
+	if (node->payload_kind != MIME_PAYLOAD_PARTS || node->part_count == 0)
+		return walk_leaf_body(walk, node, encoding);
+	if (encoding != BINARY_IDENTITY) {
+		walk->why = "BINARY of an encoded multipart or message";
+		return -1;
+	}
+	for (size_t i = 0; i < node->part_count; i++) {
+		const struct mime_message *child = node->parts[i];
+
+		if (walk_copy(walk, cursor, child->header_start) < 0 || walk_node(walk, child, true) < 0)
+			return -1;
+		cursor = child->body_end;
+	}
+	return walk_copy(walk, cursor, node->body_end);
 }
 
 int fetch_derive_binary(struct mime_message *root, const unsigned char *raw, size_t raw_len, const char *section,
 			struct mime_buffer *out, bool *converted_r, const char **why_r)
 {
-	struct mime_message *leaf = part_find(root, section);
-	const unsigned char *body;
-	size_t body_len;
+	struct mime_message *node = part_find(root, section);
+	struct binary_walk walk = { .raw = raw, .raw_len = raw_len, .out = out };
 
 	*converted_r = false;
-	if (leaf == NULL) {
+	if (node == NULL) {
 		mime_buffer_append(out, "", 0);
 		return 0;
 	}
-	if (!node_in_raw(leaf, raw_len))
+	/* what comes before the root's header (an mbox "From " line) is
+	   Dovecot's header too: as it is, unless that header is rewritten */
+	if (*section == '\0' && node->has_offsets && node->header_start > 0 &&
+	    (binary_encoding_of(node) != BINARY_IDENTITY || walk_copy(&walk, 0, node->header_start) < 0)) {
+		*why_r = walk.why != NULL ? walk.why : "BINARY[] of a decoded message with text before its header";
 		return -1;
-	body = *section == '\0' ? raw : raw + leaf->body_start;
-	body_len = *section == '\0' ? raw_len : leaf->body_end - leaf->body_start;
-	if (*section == '\0' || leaf->payload_kind != MIME_PAYLOAD_BYTES) {
-		/* Dovecot decodes every part inside: local when none is encoded */
-		*why_r = !tree_is_identity(leaf) ? "BINARY of a message or multipart with an encoded part" :
-			      "BINARY of a message or multipart with a 0x80 byte (a NUL upstream?)";
-		if (!tree_is_identity(leaf) || memchr(body, 0x80, body_len) != NULL || memchr(body, '\0', body_len) != NULL)
-			return -1;
-		*why_r = NULL;
-		mime_buffer_append(out, body, body_len);
-		return 0;
 	}
-	if (!binary_is_plain(leaf, body, body_len, converted_r, why_r))
+	if (walk_node(&walk, node, *section == '\0') < 0) {
+		*why_r = walk.why;
 		return -1;
+	}
+	*converted_r = walk.converted;
 	*why_r = NULL;
-	if (binary_encoding_of(leaf) == BINARY_BASE64)
-		mime_codec_base64_decode(body, body_len, out);
-	else if (binary_encoding_of(leaf) == BINARY_QP)
-		mime_codec_qp_decode(body, body_len, 0, out);
-	else
-		mime_buffer_append(out, body, body_len);
 	return 0;
 }
 

@@ -103,6 +103,9 @@ static int message_mark_seen(struct fetch_answer *answer, struct fetch_message *
 	const struct fetch_seen *seen = facts->seen_count == 0 ? NULL :
 		bsearch(&entry->uid, facts->seen, facts->seen_count, sizeof(*facts->seen), seen_compare);
 
+	if (seen != NULL && !seen->changed)
+		seen = NULL; /* it had \Seen already */
+
 	if (!answer->sets_seen)
 		return 1;
 	if (entry->flags == NULL) {
@@ -119,7 +122,10 @@ static int message_mark_seen(struct fetch_answer *answer, struct fetch_message *
 		entry->modseq = seen->old_modseq;
 		return 1;
 	}
-	entry->unseen = !flags_have_seen(entry->flags);
+	/* The view's \Seen may be stale (another client's STORE is told only
+	   at this session's next upstream command), so the upstream is asked
+	   for every message; one its STORE did not report had \Seen already. */
+	entry->unseen = !facts->seen_stored || seen != NULL;
 	return 1;
 }
 
@@ -135,11 +141,13 @@ static int answer_add_message(struct fetch_answer *answer, const struct fetch_fa
 		return 0;
 	}
 	if (command->u.fetch.changedsince_given) {
-		if (message->modseq == 0) {
+		/* a MODSEQ not known is fetched first (message_mark_missing) and
+		   the command planned again */
+		if (message->modseq == 0 && !facts->fill_missing) {
 			*why_r = "CHANGEDSINCE with a message whose MODSEQ is not known";
 			return 0;
 		}
-		if (message->modseq <= command->u.fetch.changedsince)
+		if (message->modseq != 0 && message->modseq <= command->u.fetch.changedsince)
 			return 1;
 	}
 	if (answer->message_count == FETCH_LOCAL_MAX_MESSAGES) {
@@ -793,11 +801,14 @@ enum fetch_ask {
 	FETCH_ASK_BODYSTRUCTURE,
 	FETCH_ASK_HEADER,
 	FETCH_ASK_MESSAGE,
+	FETCH_ASK_MODSEQ,   /* with RFC822.SIZE before it: a line "(UID u MODSEQ" could be an update */
 	FETCH_ASK_NONE,
 };
 static const char *const fetch_ask_text[FETCH_ASK_NONE] = {
 	"INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY", "BODYSTRUCTURE", "BODY.PEEK[HEADER]", "BODY.PEEK[]",
+	"MODSEQ",
 };
+#define FETCH_ASKS_LIGHT (1u << FETCH_ASK_SIZE | 1u << FETCH_ASK_MODSEQ) /* a few dozen bytes a message */
 
 /* What the fetch of a message that lacks item asks for. */
 static enum fetch_ask item_ask(const struct fetch_item *item)
@@ -805,8 +816,9 @@ static enum fetch_ask item_ask(const struct fetch_item *item)
 	switch (item->kind) {
 	case FETCH_KIND_UID:
 	case FETCH_KIND_FLAGS:
-	case FETCH_KIND_MODSEQ:
 		return FETCH_ASK_NONE;
+	case FETCH_KIND_MODSEQ:
+		return FETCH_ASK_MODSEQ;
 	case FETCH_KIND_INTERNALDATE:
 		return FETCH_ASK_INTERNALDATE;
 	case FETCH_KIND_SIZE:
@@ -833,11 +845,14 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	unsigned int asks = 0;
 
 	for (unsigned int i = 0; i < answer->item_count; i++) {
-		if (!item_is_stored(&answer->items[i], present))
+		if (answer->items[i].kind == FETCH_KIND_MODSEQ ? message->modseq == 0 :
+								   !item_is_stored(&answer->items[i], present))
 			asks |= 1u << item_ask(&answer->items[i]);
 	}
 	if (asks == 0 || !facts->fill_missing)
 		return false;
+	if ((asks & (1u << FETCH_ASK_MODSEQ)) != 0)
+		asks |= 1u << FETCH_ASK_SIZE; /* the line then starts "(UID u RFC822.SIZE": the proxy's own */
 	if ((asks & (1u << FETCH_ASK_MESSAGE)) != 0) {
 		if ((present & CACHE_HAS(CACHE_ITEM_SIZE)) == 0 || stored->size > facts->body_max_size)
 			return false;
@@ -847,6 +862,8 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	}
 	message->missing = true;
 	answer->missing_count++;
+	if ((asks & ~FETCH_ASKS_LIGHT) != 0)
+		answer->missing_heavy_count++;
 	answer->missing_asks |= asks;
 	return true;
 }
@@ -876,7 +893,7 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 		}
 	}
 	chunk_clear(&answer->chunk);
-	if (answer->missing_count * 2 > answer->message_count) {
+	if (answer->missing_heavy_count * 2 > answer->message_count) {
 		*why_r = "most of its messages are not stored";
 		return 0;
 	}
@@ -889,6 +906,14 @@ static bool plan_modifiers_local(const struct imap_command *command, const struc
 {
 	if (command->arg_count < 3)
 		return true;
+	if (command->args[1].type != IMAP_ARG_LIST && command->u.fetch.attr_count == 1 &&
+	    (command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BODY_SECTION ||
+	     command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BINARY_SECTION ||
+	     command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BINARY_SIZE)) {
+		/* Dovecot 2.3 misreads "BODY[...] (CHANGEDSINCE n)": a BAD, or nothing */
+		*why_r = "a section item not in parentheses before modifiers";
+		return false;
+	}
 	if (command->u.fetch.vanished) {
 		*why_r = "the VANISHED modifier";
 		return false;

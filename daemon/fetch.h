@@ -20,12 +20,14 @@ struct mailbox_view;
 #define FETCH_LOOKUP_CHUNK 1000 /* messages per store lookup: one statement stays in milliseconds */
 #define FETCH_LOCAL_MAX_MESSAGES 100000 /* a larger set goes upstream: the plan's memory stays a few MB */
 
-/* A message whose \Seen the proxy has just set upstream for the FETCH,
-   with its MODSEQ from before (0: none known): Dovecot's answer shows the
-   old MODSEQ in the FETCH line, its new FLAGS, and the new MODSEQ after. */
+/* A message of the proxy's STORE of \Seen for the FETCH, with its MODSEQ
+   from before (0: none known). Where the STORE changed it, Dovecot's
+   answer shows the old MODSEQ in the FETCH line, its new FLAGS, and the
+   new MODSEQ after. */
 struct fetch_seen {
 	uint32_t uid;
 	uint64_t old_modseq;
+	bool changed;       /* the STORE reported it: its \Seen was set now */
 };
 
 /*
@@ -45,7 +47,8 @@ struct fetch_facts {
 	/* The \Seen step (fetch_answer_unseen): after the proxy's STORE of
 	   \Seen was answered upstream. */
 	bool peek_only;                     /* the STORE got NO: every body item is as if .PEEK */
-	const struct fetch_seen *seen;      /* what the STORE changed (ascending UIDs), or NULL */
+	bool seen_stored;                   /* the STORE said OK: a message it did not report had \Seen */
+	const struct fetch_seen *seen;      /* what the STORE asked for (ascending UIDs), or NULL */
 	size_t seen_count;
 	/* Partly stored: up to half of the messages may lack what is asked
 	   (fetch_answer_missing); the caller fetches that and plans again. */
@@ -162,7 +165,7 @@ long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, 
 			  size_t size);
 /* How many of the answer's messages lack something (fetch_answer_missing). */
 size_t fetch_answer_missing_count(const struct fetch_answer *answer);
-#define FETCH_MISSING_ITEMS_MAX 128 /* "UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[]" */
+#define FETCH_MISSING_ITEMS_MAX 128 /* "UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[] MODSEQ" */
 
 /* Whether the answer's fetch would set \Seen on a message (see
    fetch_answer_unseen). */

@@ -547,6 +547,7 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		.condstore = session->client_condstore,
 		.qresync = session->client_qresync,
 		.peek_only = session->seen_state == SESSION_SEEN_REFUSED,
+		.seen_stored = session->seen_state == SESSION_SEEN_SET,
 		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,
 		.seen_count = session->seen_state == SESSION_SEEN_SET ? session->seen_count : 0,
 		.fill_missing = !session->missing_tried && session->cache != NULL && !cache_writes_off(session->cache),

@@ -60,14 +60,18 @@ static int session_seen_compare(const void *key, const void *element)
 }
 
 /* Whether the FETCH of the view's seq is the \Seen STORE's own answer:
-   a message of its set. */
-static bool session_own_seen_message(const struct session *session, uint32_t seq)
+   a message of its set, whose \Seen the STORE then changed (Dovecot
+   reports no message that had it already). */
+static bool session_own_seen_message(struct session *session, uint32_t seq)
 {
 	const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
+	struct fetch_seen *seen = message == NULL || message->uid == 0 ? NULL :
+		bsearch(&message->uid, session->seen, session->seen_count, sizeof(*session->seen),
+			session_seen_compare);
 
-	return message != NULL && message->uid != 0 &&
-	       bsearch(&message->uid, session->seen, session->seen_count, sizeof(*session->seen),
-		       session_seen_compare) != NULL;
+	if (seen != NULL)
+		seen->changed = true;
+	return seen != NULL;
 }
 
 static int session_uid_compare(const void *key, const void *element)

@@ -120,6 +120,43 @@ def run_mode(daemon, relay, mode):
     proxied.close()
 
 
+def run_stale_seen(daemon, relay):
+    """Another client takes \\Seen away; this client's view still has it
+    (no command of its own went upstream since). A non-PEEK FETCH must still
+    set \\Seen upstream (RFC 3501 6.4.5), and show FLAGS only because the
+    upstream changed it."""
+    proxied = Side(daemon.port, USER3, PASS3)
+    other = Side(PORT, USER3, PASS3)
+    proxied.exchange("SELECT %s" % MAILBOX)
+    proxied.exchange("FETCH 1:2 (BODY.PEEK[] BODYSTRUCTURE)")
+    proxied.exchange("STORE 1:2 +FLAGS (\\Seen)")
+    other.exchange("SELECT %s" % MAILBOX)
+    other.exchange("STORE 1 -FLAGS.SILENT (\\Seen)")
+    since = len(relay.recorded())
+    got = proxied.exchange("FETCH 1:2 (BODY[TEXT])")
+    fetches, stores = body_fetches(relay, since)
+    check("stale \\Seen: answered from the cache after a STORE of both messages",
+          not fetches and len(stores) == 1 and re.search(r" STORE 1:2 ", stores[0]) is not None, (fetches, stores))
+    lines = [r for r in got if r.startswith(b"* ")]
+    check("stale \\Seen: FLAGS only for the message whose \\Seen the upstream set",
+          len(lines) == 2 and b"FLAGS (\\Seen" in lines[0] and b"FLAGS" not in lines[1], got)
+    flags = other.exchange("FETCH 1 (FLAGS)")
+    check("stale \\Seen: the upstream has \\Seen again", any(b"\\Seen" in r for r in flags[:-1]), flags)
+    # MODSEQ the view does not know (no CONDSTORE at SELECT): fetched, not the whole FETCH upstream
+    proxied.exchange("ENABLE CONDSTORE")
+    since = len(relay.recorded())
+    got = proxied.exchange("FETCH 1:2 (MODSEQ BODY.PEEK[HEADER])")
+    own = own_fetches(relay, since)
+    forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+    check("unknown MODSEQ: only MODSEQ was fetched, then answered here",
+          not forwarded and len(own) == 1 and re.search(r"FETCH 1:2 \(UID RFC822\.SIZE MODSEQ\)$", own[0]),
+          (own, forwarded))
+    check("unknown MODSEQ: the answer has each MODSEQ",
+          len([r for r in got if re.match(rb"\* \d FETCH \(MODSEQ \(\d+\) BODY\[HEADER\]", r)]) == 2, got)
+    other.close()
+    proxied.close()
+
+
 def own_fetches(relay, since):
     """The proxy's own FETCH commands (tags not the test's) since command number since."""
     return [c.line for c in relay.recorded()[since:] if re.match(r"\S+ (UID )?FETCH ", c.line) and
@@ -174,6 +211,8 @@ def main():
             run_mode(daemon, relay, mode)
         make_mailbox(daemon.port)
         run_partial(daemon, relay)
+        make_mailbox(daemon.port)
+        run_stale_seen(daemon, relay)
     finally:
         if ENV.get("IMAPTEST_VERBOSE"):
             print("\n".join(l for l in daemon.log().splitlines() if "upstream:" in l or "Seen" in l))
