@@ -309,7 +309,16 @@ static int walk_leaf_body(struct binary_walk *walk, const struct mime_message *n
 	return 0;
 }
 
-static int walk_node(struct binary_walk *walk, const struct mime_message *node, bool with_header)
+/* Whether node's type makes Dovecot look for parts in it. */
+static bool is_container_type(struct mime_message *node)
+{
+	char maintype[32];
+
+	mime_message_get_content_maintype(node, maintype, sizeof(maintype));
+	return strcmp(maintype, "multipart") == 0 || strcmp(maintype, "message") == 0;
+}
+
+static int walk_node(struct binary_walk *walk, struct mime_message *node, bool with_header)
 {
 	enum binary_encoding encoding = binary_encoding_of(node);
 	size_t cursor = node->body_start;
@@ -323,14 +332,19 @@ static int walk_node(struct binary_walk *walk, const struct mime_message *node, 
 	if (with_header && (encoding == BINARY_IDENTITY ? walk_copy(walk, node->header_start, node->body_start) :
 							walk_converted_header(walk, node)) < 0)
 		return -1;
-	if (node->payload_kind != MIME_PAYLOAD_PARTS || node->part_count == 0)
+	if (node->payload_kind != MIME_PAYLOAD_PARTS || node->part_count == 0) {
+		if (is_container_type(node)) {
+			walk->why = "BINARY of a container our library holds as bytes";
+			return -1; /* Dovecot may find parts in it */
+		}
 		return walk_leaf_body(walk, node, encoding);
+	}
 	if (encoding != BINARY_IDENTITY) {
 		walk->why = "BINARY of an encoded multipart or message";
 		return -1;
 	}
 	for (size_t i = 0; i < node->part_count; i++) {
-		const struct mime_message *child = node->parts[i];
+		struct mime_message *child = node->parts[i];
 
 		if (walk_copy(walk, cursor, child->header_start) < 0 || walk_node(walk, child, true) < 0)
 			return -1;
@@ -364,6 +378,11 @@ int fetch_derive_binary(struct mime_message *root, const unsigned char *raw, siz
 	*converted_r = walk.converted;
 	*why_r = NULL;
 	return 0;
+}
+
+bool fetch_derive_binary_size_is_length(struct mime_message *root, const char *section)
+{
+	return part_find(root, section) == root;
 }
 
 /* ---- sections ---- */

@@ -28,6 +28,7 @@ enum fetch_kind {
 	FETCH_KIND_RFC822_TEXT,
 	FETCH_KIND_SECTION,      /* BODY[...] */
 	FETCH_KIND_BINARY,       /* BINARY[n] */
+	FETCH_KIND_BINARY_SIZE,  /* BINARY.SIZE[n]: the length of BINARY[n] */
 };
 
 /* Where a body item's bytes come from. */
@@ -81,6 +82,7 @@ struct fetch_answer {
 	struct fetch_chunk chunk;
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
+	bool binary_marked;      /* facts->binary_marked */
 	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
 	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
 	bool has_flags_item;

@@ -407,15 +407,26 @@ static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 /* BINARY[section] of the stored message (see fetch_derive_binary).
    Returns -1 when it can't be served here (source->why says why, when it
    is not the structure). */
-static int source_binary(struct fetch_source *source, const char *section, struct mime_buffer *out,
-			 bool *converted_r)
+static int source_binary(struct fetch_source *source, enum fetch_kind kind, const char *section,
+			 struct mime_buffer *out, bool *converted_r)
 {
 	struct mime_message *root = source_agrees(source) ? source_root(source) : NULL;
 
 	*converted_r = false;
 	if (root == NULL)
 		return -1;
-	return fetch_derive_binary(root, source->raw, source->raw_len, section, out, converted_r, &source->why);
+	if (kind == FETCH_KIND_BINARY_SIZE && !fetch_derive_binary_size_is_length(root, section)) {
+		source->why = "BINARY.SIZE of a part (Dovecot sums sizes of other parts too)";
+		return -1;
+	}
+	if (fetch_derive_binary(root, source->raw, source->raw_len, section, out, converted_r, &source->why) < 0)
+		return -1;
+	/* the stream Dovecot keeps is the whole message's, with its header */
+	if (kind == FETCH_KIND_BINARY && *section == '\0' && !*converted_r && source->answer->binary_marked) {
+		source->why = "BINARY[] of a message not decoded, after a BINARY.SIZE (Dovecot may say ~{n})";
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- writing items ---- */
@@ -564,7 +575,7 @@ static int write_part(struct evbuffer *out, struct fetch_source *source, const s
 	return ret;
 }
 
-/* BINARY[n]<partial>: "~{n}" when the part was decoded (Dovecot's
+/* BINARY[n]<partial> and BINARY.SIZE[n]: "~{n}" when the part was decoded (Dovecot's
    "converted", whatever the bytes), else "{n}" (a part that is sent as
    it is holds no NUL here: see source_binary). */
 static int write_binary(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
@@ -573,8 +584,10 @@ static int write_binary(struct evbuffer *out, struct fetch_source *source, const
 	bool converted;
 	int ret = -1;
 
-	if (source_binary(source, item->section, &decoded, &converted) == 0) {
-		if (out != NULL)
+	if (source_binary(source, item->kind, item->section, &decoded, &converted) == 0) {
+		if (out != NULL && item->kind == FETCH_KIND_BINARY_SIZE)
+			evbuffer_add_printf(out, "%s %zu", item->name, decoded.len);
+		else if (out != NULL)
 			write_literal(out, item, decoded.data, decoded.len, converted);
 		ret = 0;
 	}
@@ -950,6 +963,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->cache = facts->cache;
 	answer->mailbox_id = facts->mailbox_id;
 	answer->read_only = facts->read_only;
+	answer->binary_marked = facts->binary_marked;
 	answer->condstore = facts->condstore;
 	answer->qresync = facts->qresync;
 	ret = fetch_items_add(answer, command, facts, why_r);

@@ -548,6 +548,8 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		.qresync = session->client_qresync,
 		.peek_only = session->seen_state == SESSION_SEEN_REFUSED,
 		.seen_stored = session->seen_state == SESSION_SEEN_SET,
+		.binary_marked = session->binary_size_usec != 0 &&
+				 session_now_usec() - session->binary_size_usec < FETCH_DOVECOT_BINARY_CACHE_USEC,
 		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,
 		.seen_count = session->seen_state == SESSION_SEEN_SET ? session->seen_count : 0,
 		.fill_missing = !session->missing_tried && session->cache != NULL && !cache_writes_off(session->cache),
@@ -597,10 +599,24 @@ static enum session_local session_plan_fetch(struct session *session, const char
 /* FETCH and UID FETCH: answered from the view and the store when all of
    it is there and vouched for (fetch.h), after fetching on the proxy's
    own tag what a few of its messages lack; else upstream. */
+/* Whether the command asks for BINARY.SIZE of something. */
+static bool fetch_asks_binary_size(const struct imap_command *command)
+{
+	for (unsigned int i = 0; i < command->u.fetch.attr_count; i++) {
+		if (command->u.fetch.attrs[i].type == IMAP_FETCH_ATTR_BINARY_SIZE)
+			return true;
+	}
+	return false;
+}
+
 static enum session_local session_answer_fetch(struct session *session, const char *tag,
 						 const struct imap_command *command)
 {
-	enum session_local result = session_plan_fetch(session, tag, command);
+	enum session_local result;
+
+	if (fetch_asks_binary_size(command))
+		session->binary_size_usec = session_now_usec();
+	result = session_plan_fetch(session, tag, command);
 
 	if (result != SESSION_LOCAL_WAIT || session->own_command == NULL)
 		session_own_missing_reset(session); /* routed, or waiting for forwarded ones: planned anew */

@@ -44,6 +44,7 @@ static struct {
 	struct fetch_fill *fill;
 	int64_t mailbox_id;
 	bool read_only, condstore;
+	uint32_t binary_marked_seq; /* the message of the last BINARY.SIZE, 0: none */
 	struct evbuffer *untagged;   /* the current raw command's untagged bytes */
 	struct evbuffer *tagged;     /* its tagged line, tag included */
 	char tag[32];
@@ -182,8 +183,15 @@ static void check_command(const char *text, enum expect expect)
 	enum fetch_route route = FETCH_ROUTE_UPSTREAM;
 	struct evbuffer *local = evbuffer_new();
 	char line[COMMAND_MAX + 8];
+	unsigned int seq = 0;
 
 	snprintf(line, sizeof(line), "P1 %s", text);
+	/* Dovecot keeps the whole-message stream a message's first
+	   BINARY.SIZE made (the session marks every message for 60 s; here
+	   the message the command names is marked for good) */
+	if (sscanf(text, "FETCH %u", &seq) == 1 && strstr(text, "BINARY.SIZE") != NULL)
+		t.binary_marked_seq = seq;
+	facts.binary_marked = seq != 0 && seq == t.binary_marked_seq;
 	facts.line = line;
 	facts.line_len = strlen(line);
 	if (!parse_command(text, &command)) {
@@ -306,6 +314,7 @@ static uint32_t open_mailbox(const char *name, bool read_write)
 	free(text);
 	t.mailbox_id = mailbox.id;
 	t.read_only = !read_write;
+	t.binary_marked_seq = 0;
 	t.view = mailbox_view_new();
 	if (mailbox_view_upstream_exists(t.view, exists) < 0)
 		exit(ITEST_EXIT_HARD_ERROR);
@@ -437,7 +446,8 @@ static void battery_derived(uint32_t seq, bool agrees, bool fields_strict)
 		if (parts.leaf[i]) {
 			check(agrees ? EXPECT_EITHER : EXPECT_UPSTREAM, "FETCH %u (BINARY.PEEK[%s] UID)", seq, p);
 			check(agrees ? EXPECT_EITHER : EXPECT_UPSTREAM, "FETCH %u (BINARY.PEEK[%s]<1.20>)", seq, p);
-			check(EXPECT_UPSTREAM, "FETCH %u (BINARY.SIZE[%s])", seq, p);
+			/* local only where the part is the whole message */
+			check(agrees ? EXPECT_EITHER : EXPECT_UPSTREAM, "FETCH %u (BINARY.SIZE[%s])", seq, p);
 		} else {
 			/* a multipart or message part: as it is when nothing inside is encoded */
 			check(agrees ? EXPECT_EITHER : EXPECT_UPSTREAM, "FETCH %u (BINARY.PEEK[%s] BINARY.PEEK[%s]<2.9>)",
@@ -450,6 +460,7 @@ static void battery_derived(uint32_t seq, bool agrees, bool fields_strict)
 	      parts.count + 2, parts.count + 2);
 	/* the whole message decoded: local when nothing in it is encoded */
 	check(agrees ? EXPECT_EITHER : EXPECT_UPSTREAM, "FETCH %u (BINARY.PEEK[] BINARY.PEEK[]<3.30>)", seq);
+	check(agrees ? EXPECT_EITHER : EXPECT_UPSTREAM, "FETCH %u (BINARY.SIZE[] BINARY.SIZE[1] UID)", seq);
 
 }
 
@@ -477,7 +488,7 @@ static void battery_sets(uint32_t count)
 	check(EXPECT_UPSTREAM, "FETCH %u UID", count + 1);
 	check(EXPECT_UPSTREAM, "FETCH 1:%u UID", count + 5);
 	check(EXPECT_LOCAL, "FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"SUBJECT\" FROM)])");
-	check(EXPECT_UPSTREAM, "FETCH 1 (BINARY.SIZE[] UID)");
+	check(EXPECT_EITHER, "FETCH 1 (BINARY.SIZE[] UID)");
 	check(EXPECT_UPSTREAM, "FETCH 1 (BODY.PEEK[01])");
 }
 
@@ -674,7 +685,10 @@ static void battery_crafted(void)
 	check(EXPECT_EITHER, "FETCH 6 (BINARY.PEEK[2])");
 	check(EXPECT_LOCAL, "FETCH 6 (BINARY.PEEK[2.1] BINARY.PEEK[2.9] BINARY.PEEK[2.1.1])");
 	check(EXPECT_LOCAL, "FETCH 6 (BINARY.PEEK[1])");
-	/* BINARY[] of a message with nothing encoded in it, no 0x80: the message as it is */
+	/* BINARY[] of a message with nothing encoded in it, no 0x80: the
+	   message as it is (Dovecot dropped any stream a BINARY.SIZE made
+	   when it decoded message 6 above) */
+	t.binary_marked_seq = 0;
 	check(EXPECT_LOCAL, "FETCH 9 (BINARY.PEEK[] BINARY.PEEK[]<2.5>)");
 	/* a header block that is not plain RFC 5322: HEADER.FIELDS upstream, the block itself local */
 	check(EXPECT_UPSTREAM, "FETCH 7 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");

@@ -286,7 +286,19 @@ static void test_binary(void)
 	expect(answer("FETCH 2 (BINARY.PEEK[2] BINARY.PEEK[1]<1.3> UID)"),
 	       "* 2 FETCH (UID 2 BINARY[2] ~{3}\r\n\\0ab BINARY[1]<1> {3}\r\nart)\r\n" OK);
 	expect(answer("FETCH 2 (BINARY.PEEK[2]<2.5>)"), "* 2 FETCH (BINARY[2]<2> ~{1}\r\nb)\r\n" OK);
+	/* BINARY.SIZE: the length of BINARY only for the whole message (Dovecot
+	   sums other parts' sizes into a part's), not buffered, repeated */
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.SIZE[2])")));
+	expect(answer("FETCH 2 (BINARY.SIZE[] UID BINARY.SIZE[])"),
+	       "* 2 FETCH (UID 2 BINARY.SIZE[] 198 BINARY.SIZE[] 198)\r\n" OK);
+	/* after a BINARY.SIZE Dovecot may send BINARY[] of a message it did
+	   not decode as "~{n}": upstream; decoded ones are "~{n}" anyway */
+	CU_ASSERT(strncmp(answer("FETCH 1 (BINARY.PEEK[])"), "* 1 FETCH (BINARY[] {", 21) == 0);
+	facts.binary_marked = true;
+	CU_ASSERT(upstream(answer("FETCH 1 (BINARY.PEEK[])")));
+	CU_ASSERT(strncmp(answer("FETCH 2 (BINARY.PEEK[])"), "* 2 FETCH (BINARY[] ~{198}", 26) == 0);
+	expect(answer("FETCH 1 (BINARY.PEEK[1])"), "* 1 FETCH (BINARY[1] {7}\r\nhello\r\n)\r\n" OK);
+	facts.binary_marked = false;
 	/* a container: its bytes, each decoded part's header rewritten as Dovecot does */
 	expect(answer("FETCH 2 (BINARY.PEEK[])"),
 	       "* 2 FETCH (BINARY[] ~{198}\r\nSubject: two\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
