@@ -188,8 +188,13 @@ int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limit
 	struct prefetch_batch batch = { .stored = cache_body_bytes(cache) };
 	uint32_t max_uid = mailbox_view_max_uid(view);
 
-	if (limits->mode == CONF_PREFETCH_OFF || cache_writes_off(cache) || max_uid == 0)
+	if (limits->mode == CONF_PREFETCH_OFF || cache_writes_off(cache) || max_uid == 0) {
+		/* nothing to do now: the walk is over until new messages come,
+		   or an idling client would be paused again and again */
+		prefetch->walk = PREFETCH_WALK_DONE;
+		prefetch->top_uid = max_uid;
 		return 0;
+	}
 	if (max_uid > prefetch->top_uid) {
 		/* new messages (or a new walk): from the top again */
 		prefetch_restart(prefetch);

@@ -283,6 +283,13 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 	session->forwarded_pending--;
 	if (status != IMAP_CLIENT_STATUS_ABORT && session_own_idle_ended(session, command))
 		return; /* an IDLE the proxy paused: the client still idles */
+	if (command == session->open_command && session->idle_pause == SESSION_IDLE_RESUMING) {
+		/* the IDLE sent again was refused: its tagged reply ends the
+		   client's IDLE (it goes to the client below), the pause is over */
+		session->idle_pause = SESSION_IDLE_RUNNING;
+		session->idle_client_done = false;
+		session->idle_established = false;
+	}
 	session->last_activity_usec = session_now_usec();
 	if (command == session->select_command) {
 		session->select_command = NULL;
@@ -831,6 +838,9 @@ static bool session_route_command(struct session *session)
 	char tag_copy[SESSION_TAG_MAX + 1];
 
 	session->last_activity_usec = session_now_usec();
+	/* what the upstream said during the proxy's own commands comes before
+	   anything of this command, as the upstream would have sent it */
+	session_own_release_held(session, bufferevent_get_output(session->bev));
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
 	session_read_verb(session, line->list, line->list_count);
 	if (tag_len == 0 || error == IMAP_COMMAND_ERROR_EMPTY) {
@@ -1013,6 +1023,8 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 	}
 	if (session->waiting_go_ahead)
 		return false; /* the upstream's "+" comes first */
+	if (session->idle_pause != SESSION_IDLE_RUNNING && session->idle_client_done)
+		return false; /* the client's DONE is in: its next commands wait for the IDLE's end */
 	if (session->open_is_idle)
 		return session_forward_idle_line(session, input);
 	if (evbuffer_get_length(input) == 0)

@@ -136,12 +136,114 @@ bool session_own_holds_line(struct session *session, const struct imap_client_co
 	return hold;
 }
 
+/* The items of a flag update "* n FETCH (UID u FLAGS (...) MODSEQ (m))"
+   as bits (1 UID, 2 FLAGS, 4 MODSEQ); 0: the line is something else. */
+static unsigned int held_flag_update(const char *line, size_t len, uint32_t *seq_r)
+{
+	const char *p, *end = line + len;
+	unsigned int items = 0;
+
+	if (!session_own_fetch_line((const unsigned char *)line, len, seq_r) || memchr(line, '{', len) != NULL ||
+	    (p = memchr(line, '(', len)) == NULL)
+		return 0;
+	for (p++; p < end && *p != ')';) {
+		size_t n = strcspn(p, " )");
+
+		if (n == 3 && strncasecmp(p, "UID", 3) == 0)
+			items |= 1;
+		else if (n == 5 && strncasecmp(p, "FLAGS", 5) == 0)
+			items |= 2;
+		else if (n == 6 && strncasecmp(p, "MODSEQ", 6) == 0)
+			items |= 4;
+		else
+			return 0;
+		p += n + (p[n] == ' ');
+		p += *p == '(' ? strcspn(p, ")") + 1 : strcspn(p, " )"); /* the value */
+		p += p < end && *p == ' ';
+	}
+	return p < end && *p == ')' ? items : 0;
+}
+
+struct held_line {
+	uint32_t seq;
+	unsigned int items;
+	size_t index, start, len;
+	bool dropped;
+};
+
+static int held_line_compare(const void *a, const void *b)
+{
+	const struct held_line *x = a, *y = b;
+
+	if (x->seq != y->seq)
+		return x->seq < y->seq ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static int held_index_compare(const void *a, const void *b)
+{
+	const struct held_line *x = a, *y = b;
+
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Drops each flag update that a later one of the same message makes
+   stale (it has all its items): what the client is told is each
+   message's last state, as the upstream reports it at the next command
+   (held lines hold no EXPUNGE: the numbers don't move among them). */
+static void held_compact(struct evbuffer *held)
+{
+	size_t len = evbuffer_get_length(held), count = 0, alloc = 64, pos = 0;
+	const char *text = (const char *)evbuffer_pullup(held, -1);
+	struct held_line *lines = malloc(alloc * sizeof(*lines));
+	struct evbuffer *kept;
+
+	while (lines != NULL && pos < len) {
+		const char *lf = memchr(text + pos, '\n', len - pos);
+		size_t line_len = lf != NULL ? (size_t)(lf - (text + pos)) + 1 : len - pos;
+
+		if (count == alloc) {
+			struct held_line *grown = realloc(lines, (alloc *= 2) * sizeof(*lines));
+
+			if (grown == NULL)
+				break;
+			lines = grown;
+		}
+		lines[count] = (struct held_line){ .index = count, .start = pos, .len = line_len };
+		lines[count].items = held_flag_update(text + pos, line_len, &lines[count].seq);
+		count++;
+		pos += line_len;
+	}
+	if (lines == NULL || pos < len || (kept = evbuffer_new()) == NULL) {
+		free(lines);
+		return; /* as it is */
+	}
+	qsort(lines, count, sizeof(*lines), held_line_compare);
+	for (size_t i = 0; i + 1 < count; i++) {
+		const struct held_line *later = &lines[i + 1];
+
+		lines[i].dropped = lines[i].items != 0 && later->items != 0 && later->seq == lines[i].seq &&
+				   (lines[i].items & ~later->items) == 0;
+	}
+	qsort(lines, count, sizeof(*lines), held_index_compare);
+	for (size_t i = 0; i < count; i++) {
+		if (!lines[i].dropped)
+			evbuffer_add(kept, text + lines[i].start, lines[i].len);
+	}
+	evbuffer_drain(held, len);
+	evbuffer_add_buffer(held, kept);
+	evbuffer_free(kept);
+	free(lines);
+}
+
 void session_own_release_held(struct session *session, struct evbuffer *output)
 {
 	size_t len = session->idle_held != NULL ? evbuffer_get_length(session->idle_held) : 0;
 
 	if (len == 0 || session->holding_line)
 		return;
+	held_compact(session->idle_held);
+	len = evbuffer_get_length(session->idle_held);
 	session->bytes_out += len;
 	evbuffer_add_buffer(output, session->idle_held);
 }
@@ -402,7 +504,8 @@ static bool session_own_prefetch(struct session *session)
 	char line[SESSION_PREFETCH_LINE_MAX];
 	int ret;
 
-	if (session->prefetch == NULL || !sync_is_ready(session->sync) || session->own_command != NULL)
+	if (session->prefetch == NULL || !sync_is_ready(session->sync) || session->own_command != NULL ||
+	    evbuffer_get_length(session->idle_held) > SESSION_HELD_PREFETCH_MAX)
 		return false;
 	ret = prefetch_next(session->prefetch, &limits, session->cache, sync_mailbox_id(session->sync), session->view,
 			    line, sizeof(line));
@@ -469,6 +572,7 @@ static void session_idle_resume(struct session *session)
 	if (session->idle_client_done) {
 		/* the client ended its IDLE meanwhile: the paused one's OK answers it */
 		session->idle_pause = SESSION_IDLE_RUNNING;
+		session->idle_client_done = false;
 		session->open_is_idle = false;
 		session->idle_established = false;
 		session_send(session, "%s", session->idle_tag);
@@ -505,6 +609,8 @@ bool session_own_idle_swallows(struct session *session, const struct imap_client
 			session->open_command = NULL;
 			session->open_is_idle = false;
 			session->idle_established = false;
+			session->idle_client_done = false;
+			session_schedule_step(session); /* the commands the client sent after DONE */
 		}
 		return true;
 	}

@@ -23,6 +23,7 @@
 #define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
 #define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */
 #define SESSION_ID_LITERALS_MAX (2 * SESSION_ID_PAIRS_MAX) /* each field and value may be one */
+#define SESSION_HELD_PREFETCH_MAX (256 * 1024) /* held updates past this many bytes: no more prefetch batches until the client takes them */
 #define SESSION_PREFETCH_QUIET_MS 250 /* a client sends its next command within a round trip of an answer: this much quiet is an idle client */
 
 /* The proxy's own command on the client's connection (session-own.c). */
