@@ -624,6 +624,13 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 	if (fetch_asks_binary_size(command))
 		session->binary_size_usec = session_now_usec();
 	result = session_plan_fetch(session, tag, command);
+	if (result == SESSION_LOCAL_UPSTREAM) {
+		/* \Seen was set for it, but the upstream will not say so again */
+		session->bytes_out += evbuffer_get_length(session->seen_lines);
+		evbuffer_add_buffer(bufferevent_get_output(session->bev), session->seen_lines);
+	} else if (result == SESSION_LOCAL_ANSWERED) {
+		evbuffer_drain(session->seen_lines, evbuffer_get_length(session->seen_lines)); /* its FLAGS show it */
+	}
 
 	if (result != SESSION_LOCAL_WAIT || session->own_command == NULL)
 		session_own_missing_reset(session); /* routed, or waiting for forwarded ones: planned anew */
@@ -1110,9 +1117,11 @@ static int session_open_cache(struct session *session)
 
 	session->held_reply = evbuffer_new();
 	session->idle_held = evbuffer_new();
+	session->seen_lines = evbuffer_new();
 	session->idle_done_reply = evbuffer_new();
 	session->view = mailbox_view_new();
-	if (session->held_reply == NULL || session->idle_held == NULL || session->view == NULL)
+	if (session->held_reply == NULL || session->idle_held == NULL || session->seen_lines == NULL ||
+	    session->view == NULL)
 		return -1;
 	session->cache = cache_open(&settings, session->upstream_name, session->user, &error);
 	if (session->cache == NULL)
@@ -1183,6 +1192,9 @@ void session_forward_free(struct session *session)
 	if (session->idle_held != NULL)
 		evbuffer_free(session->idle_held);
 	session->idle_held = NULL;
+	if (session->seen_lines != NULL)
+		evbuffer_free(session->seen_lines);
+	session->seen_lines = NULL;
 	if (session->idle_done_reply != NULL)
 		evbuffer_free(session->idle_done_reply);
 	session->idle_done_reply = NULL;

@@ -118,6 +118,8 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 	}
 	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC)
 		swallow = session_own_sync_data(data, len);
+	if (swallow && kind != IMAP_CLIENT_RAW_TAGGED && session->own_kind == SESSION_OWN_SEEN)
+		evbuffer_add(session->seen_lines, data, len); /* told if the FETCH goes upstream after all */
 	session->swallowing_line = swallow && !line_end;
 	return swallow;
 }

@@ -144,6 +144,7 @@ struct session {
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
 	bool swallowing_line;          /* the rest of a long line of the own command's data */
 	struct evbuffer *idle_held;    /* what the upstream said while the client was idle (prefetch) */
+	struct evbuffer *seen_lines;   /* the \Seen STORE's FETCH lines, for a FETCH that then goes upstream */
 	bool holding_line;             /* the rest of such a line is still to come */
 	struct fetch_seen *seen;       /* the \Seen step's messages (ascending UIDs, old MODSEQs) */
 	size_t seen_count;
