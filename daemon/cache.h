@@ -234,6 +234,8 @@ int cache_store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, c
 struct cache_message {
 	uint32_t uid;
 	unsigned int present;     /* CACHE_HAS(item) for every item stored */
+	unsigned int damaged;     /* CACHE_HAS(item) for every value found failing its checksum (absent
+				     from present; the lookup drops it) */
 	struct cache_value values[CACHE_VALUE_ITEMS]; /* INTERNALDATE .. FLAGS */
 	uint64_t size;            /* RFC822.SIZE */
 	uint64_t modseq;

@@ -5,6 +5,7 @@
 
 #include "cache-stats.h"
 #include "cache.h"
+#include "control-digest.h"
 #include "log.h"
 
 #include <errno.h>
@@ -59,6 +60,30 @@ static int control_split(char *line, char **fields_r)
 	return count + 1;
 }
 
+/* DIGEST's fields: an account, a mailbox, and a UID to start from (1 when
+   not given). Returns 0 with *first_uid_r, or -1. */
+static int control_parse_digest(char **fields, int count, uint32_t *first_uid_r, const char **error_r)
+{
+	char *end;
+	unsigned long uid;
+
+	*first_uid_r = 1;
+	if (count < 3) {
+		*error_r = "DIGEST needs an account and a mailbox";
+		return -1;
+	}
+	if (count < 4)
+		return 0;
+	errno = 0;
+	uid = strtoul(fields[3], &end, 10);
+	if (fields[3][0] < '1' || fields[3][0] > '9' || *end != '\0' || errno != 0 || uid > UINT32_MAX) {
+		*error_r = "DIGEST's UID is not a number from 1 to 4294967295";
+		return -1;
+	}
+	*first_uid_r = (uint32_t)uid;
+	return 0;
+}
+
 static int control_fill_request(char **fields, int count, struct control_request *request_r, const char **error_r)
 {
 	if (strcmp(fields[0], "STATS") == 0) {
@@ -69,8 +94,16 @@ static int control_fill_request(char **fields, int count, struct control_request
 			*error_r = "PURGE needs an account";
 			return -1;
 		}
+	} else if (strcmp(fields[0], "DIGEST") == 0) {
+		request_r->verb = CONTROL_VERB_DIGEST;
+		if (control_parse_digest(fields, count, &request_r->first_uid, error_r) < 0)
+			return -1;
 	} else {
 		*error_r = "unknown request";
+		return -1;
+	}
+	if (request_r->verb != CONTROL_VERB_DIGEST && count > 3) {
+		*error_r = "too many fields";
 		return -1;
 	}
 	request_r->account = count > 1 ? strdup(fields[1]) : NULL;
@@ -302,6 +335,19 @@ static int control_run_purge(const struct control_request *request, struct cache
 	return 0;
 }
 
+static int control_run_digest(const struct control_request *request, struct cache *cache, struct evbuffer *out)
+{
+	switch (control_digest_mailbox(cache, request->mailbox, request->first_uid, out)) {
+	case CONTROL_DIGEST_DONE:
+		return 0;
+	case CONTROL_DIGEST_NO_MAILBOX:
+		return control_reply_no(out, "NOTFOUND", "no such mailbox in the account's store");
+	case CONTROL_DIGEST_FAILED:
+		break;
+	}
+	return control_reply_no(out, "SOFTWARE", "reading the store failed (see the daemon's log)");
+}
+
 int control_handle_request(const struct conf *config, const struct control_request *request,
 			   struct evbuffer *out)
 {
@@ -318,9 +364,11 @@ int control_handle_request(const struct conf *config, const struct control_reque
 	if (ret < 0)
 		return control_reply_no(out, "SOFTWARE", "the account's store can't be opened (see the daemon's log)");
 	if (ret == 0)
-		return control_reply_no(out, "NOTFOUND", "no such account (no store for it)");
+		return control_reply_no(out, "NOUSER", "no such account (no store for it)");
 	if (request->verb == CONTROL_VERB_STATS)
 		ret = control_run_stats(config, request, cache, out);
+	else if (request->verb == CONTROL_VERB_DIGEST)
+		ret = control_run_digest(request, cache, out);
 	else
 		ret = control_run_purge(request, cache, out);
 	cache_unref(&cache);
