@@ -225,6 +225,69 @@ static int control_stats_account(struct cache *cache, const char *account, const
 	return ret == SQLITE_DONE ? count : -1;
 }
 
+/* cache_stats_foreach's callback: a mailbox's MAILBOXITEM lines (the
+   kinds counted) and its MAILBOXSAVED line. */
+static void control_stats_mailbox(const char *account, const char *mailbox, const struct cache_stats_counts *counts,
+				  void *context)
+{
+	struct evbuffer *out = context;
+
+	if (!control_field_ok(account) || !control_field_ok(mailbox))
+		return;
+	for (unsigned int item = 0; item < CACHE_STATS_KINDS; item++) {
+		if (counts->hits[item] + counts->misses[item] == 0)
+			continue;
+		evbuffer_add_printf(out, "MAILBOXITEM\t%s\t%s\t%s\t%llu\t%llu\n", account, mailbox,
+				    cache_stats_kind_name((enum cache_item)item), (unsigned long long)counts->hits[item],
+				    (unsigned long long)counts->misses[item]);
+	}
+	evbuffer_add_printf(out, "MAILBOXSAVED\t%s\t%s\t%llu\n", account, mailbox, (unsigned long long)counts->saved);
+}
+
+/* The accounts counted since start, each once, for STATS of every account. */
+struct control_accounts {
+	const char **names;
+	size_t count;
+};
+
+static void control_collect_account(const char *account, const char *mailbox, const struct cache_stats_counts *counts,
+				    void *context)
+{
+	struct control_accounts *accounts = context;
+	const char **grown;
+
+	(void)mailbox;
+	(void)counts;
+	for (size_t i = 0; i < accounts->count; i++) {
+		if (strcmp(accounts->names[i], account) == 0)
+			return;
+	}
+	grown = realloc(accounts->names, (accounts->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return;
+	accounts->names = grown;
+	accounts->names[accounts->count++] = account;
+}
+
+/* STATS of every account the daemon counted since start: the MAILBOX
+   lines of their stores, then every mailbox's counts. */
+static void control_stats_everyone(const struct conf *config, struct evbuffer *out)
+{
+	struct control_accounts accounts = { 0 };
+
+	cache_stats_foreach(NULL, NULL, control_collect_account, &accounts);
+	for (size_t i = 0; i < accounts.count; i++) {
+		struct cache *cache;
+
+		if (control_field_ok(accounts.names[i]) && control_open_store(config, accounts.names[i], &cache) > 0) {
+			(void)control_stats_account(cache, accounts.names[i], NULL, out);
+			cache_unref(&cache);
+		}
+	}
+	free(accounts.names);
+	cache_stats_foreach(NULL, NULL, control_stats_mailbox, out);
+}
+
 /* Appends the daemon-wide ITEM and SAVED lines. */
 static void control_stats_counters(struct evbuffer *out)
 {
@@ -319,6 +382,7 @@ static int control_run_stats(const struct conf *config, const struct control_req
 	if (count == 0 && request->mailbox != NULL)
 		return control_reply_no(out, "NOTFOUND", "no such mailbox in the account's store");
 	(void)config;
+	cache_stats_foreach(request->account, request->mailbox, control_stats_mailbox, out);
 	return 0;
 }
 
@@ -355,7 +419,8 @@ int control_handle_request(const struct conf *config, const struct control_reque
 	int ret;
 
 	if (request->account == NULL) {
-		/* STATS of the whole daemon: the counters only */
+		/* STATS of the whole daemon */
+		control_stats_everyone(config, out);
 		control_stats_counters(out);
 		evbuffer_add_printf(out, "OK\n");
 		return 0;

@@ -26,6 +26,11 @@
  *   MAILBOX TAB account TAB mailbox TAB messages TAB whole TAB bytes
  *       (STATS: one per stored mailbox; whole: messages cached whole;
  *        bytes: the bytes of those whole messages)
+ *       (STATS without ACCOUNT: of every account counted since start)
+ *   MAILBOXITEM TAB account TAB mailbox TAB kind TAB hits TAB misses
+ *       (STATS: per mailbox counted since start and item kind counted)
+ *   MAILBOXSAVED TAB account TAB mailbox TAB bytes
+ *       (STATS: upstream bytes the mailbox's hits saved since start)
  *   ITEM TAB kind TAB hits TAB misses   (STATS: per item kind, daemon-wide
  *        since start; kinds as cache_stats_kind_name gives them)
  *   SAVED TAB bytes                     (STATS: upstream bytes saved since start)

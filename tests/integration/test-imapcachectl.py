@@ -27,7 +27,7 @@ import tempfile
 import time
 
 from checks import check, summary
-from proxyfixture import BUILD, PASS, TIMINGS, USER, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
+from proxyfixture import BUILD, PASS, PASS3, TIMINGS, USER, USER3, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 tmp = tempfile.mkdtemp(prefix="test-imapcachectl.")
@@ -66,20 +66,20 @@ def ctl(*args, uid=None, socket_path=None, stdin=None, timeout=30):
     return result.returncode, result.stdout, result.stderr
 
 
-def start():
+def start(prefetch="off"):
     cache = owned_dir("cache.")
     run = owned_dir("run.")
     socket_path = os.path.join(run, "control")
-    config = ('cache = { dir = "%s"; };\ncontrol = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n'
-              % (cache, socket_path))
+    config = ('cache = { dir = "%s"; prefetch = "%s"; };\ncontrol = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n'
+              % (cache, prefetch, socket_path))
     daemon = Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp, preexec_fn=become(DAEMON_UID, DAEMON_GID))
     daemon.cache, daemon.socket = cache, socket_path
     return daemon
 
 
-def connect(port, mailbox=None):
+def connect(port, mailbox=None, user=USER, password=PASS):
     conn = Raw(port, greeting=True)
-    for command in ["LOGIN %s %s" % (quote(USER), quote(PASS))] + (["SELECT %s" % quote(mailbox)] if mailbox else []):
+    for command in ["LOGIN %s %s" % (quote(user), quote(password))] + (["SELECT %s" % quote(mailbox)] if mailbox else []):
         line = conn.tagged("s", command)[-1]
         if not line.startswith("s OK"):
             raise RuntimeError("%s: %s" % (command.split()[0], line))
@@ -438,13 +438,55 @@ def test_verify(daemon):
     ctl("purge", USER, "INBOX", socket_path=daemon.socket)
 
 
+def test_stats_per_mailbox(daemon):
+    """A fresh daemon: a known sequence of FETCHes by two accounts, counted apart."""
+    fresh = start()
+    try:
+        first = connect(fresh.port, "INBOX")
+        for fetch in ("UID FETCH 1:10 (ENVELOPE)", "UID FETCH 1:10 (ENVELOPE)",
+                      "UID FETCH 1:5 (ENVELOPE INTERNALDATE)", "UID FETCH 1:5 (ENVELOPE INTERNALDATE)"):
+            exchange(first, fetch)
+        first.tagged("z", "LOGOUT")
+        second = connect(fresh.port, "INBOX", user=USER3, password=PASS3)
+        exchange(second, "UID FETCH 1:3 (ENVELOPE)")
+        exchange(second, "UID FETCH 1:3 (ENVELOPE)")
+        second.tagged("z", "LOGOUT")
+        code, out, err = ctl("stats", "--json", USER, "INBOX", socket_path=fresh.socket)
+        stats = json.loads(out) if code == 0 else {}
+        mine = stats.get("mailboxes", [{}])[0]
+        check("stats ACCOUNT MAILBOX: the mailbox's own counts after a known sequence of FETCHes",
+              mine.get("items") == {"envelope": {"hits": 15, "misses": 15, "hit_rate": 0.5},
+                                    "internaldate": {"hits": 5, "misses": 5, "hit_rate": 0.5}}
+              and mine.get("saved_bytes", 0) > 0 and mine.get("messages", 0) >= 10, (code, out, err))
+        code, out, err = ctl("stats", "--json", USER3, socket_path=fresh.socket)
+        stats = json.loads(out) if code == 0 else {}
+        other = [m for m in stats.get("mailboxes", []) if m["mailbox"] == "INBOX"]
+        check("... the second account's counted apart",
+              other and other[0]["account"] == USER3
+              and other[0]["items"] == {"envelope": {"hits": 3, "misses": 3, "hit_rate": 0.5}}, (code, out, err))
+        check("... and the daemon-wide counts are the sum", stats.get("items", {}).get("envelope") ==
+              {"hits": 18, "misses": 18, "hit_rate": 0.5}, stats.get("items"))
+        code, out, err = ctl("stats", "--json", socket_path=fresh.socket)
+        stats = json.loads(out) if code == 0 else {}
+        check("stats of the whole daemon: both accounts' mailboxes, with their store's figures",
+              sorted((m["account"], m["mailbox"], m["messages"] is not None) for m in stats.get("mailboxes", []))
+              == sorted([(USER, "INBOX", True), (USER3, "INBOX", True)]), (code, out, err))
+        code, out, err = ctl("stats", USER, socket_path=fresh.socket)
+        check("stats as text: the mailbox's hit rate in its row, and its counts per item",
+              code == 0 and re.search(r"^%s\s+INBOX\s+\d+\s+0\s+0\s+50\.0%%\s+\d+$" % re.escape(USER), out, re.M)
+              and re.search(r"^envelope\s+15\s+15\s+50\.0%$", out, re.M), out)
+    finally:
+        status = fresh.stop()
+        check("the second daemon exited cleanly", status == 0, status)
+
+
 def main():
     try:
         daemon = start()
         try:
             run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill, test_socket_from_config,
                        test_purge_live_session, test_purge_during_fill, test_warm, test_warm_interrupted,
-                       test_verify), daemon)
+                       test_verify, test_stats_per_mailbox), daemon)
         finally:
             status = daemon.stop()
             check("the daemon exited cleanly", status == 0, status)

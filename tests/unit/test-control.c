@@ -208,6 +208,26 @@ static void test_stats(void)
 	answer = run(config, "STATS\talice\tNope\n");
 	CU_ASSERT_STRING_EQUAL(answer, "NO\tNOTFOUND\tno such mailbox in the account's store\n");
 	free(answer);
+	/* per mailbox: "Other box" is id, the last filled */
+	cache_stats_count_items(cache, id, CACHE_HAS(CACHE_ITEM_ENVELOPE) | CACHE_HAS(CACHE_ITEM_SIZE), false, 0);
+	cache_stats_count_items(cache, id, CACHE_HAS(CACHE_ITEM_ENVELOPE), true, 40);
+	cache_stats_count_items(cache, id - 1, CACHE_HAS(CACHE_ITEM_MESSAGE), true, 7);
+	cache_stats_count_items(NULL, 0, CACHE_HAS(CACHE_ITEM_MESSAGE), true, 1);
+	answer = run(config, "STATS\talice\tOther box\n");
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOX\talice\tOther box\t3\t1\t5\n"
+					      "MAILBOXITEM\talice\tOther box\tenvelope\t1\t1\n"
+					      "MAILBOXITEM\talice\tOther box\tsize\t0\t1\n"
+					      "MAILBOXSAVED\talice\tOther box\t40\n"));
+	CU_ASSERT_PTR_NULL(strstr(answer, "MAILBOXITEM\talice\tINBOX"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "ITEM\tenvelope\t2\t2\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "ITEM\tmessage\t2\t0\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "SAVED\t148\nOK\n"));
+	free(answer);
+	answer = run(config, "STATS\n");
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOX\talice\tINBOX\t3\t1\t5\nMAILBOX\talice\tOther box\t3\t1\t5\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOXITEM\talice\tINBOX\tmessage\t1\t0\nMAILBOXSAVED\talice\tINBOX\t7\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOXSAVED\talice\tOther box\t40\n"));
+	free(answer);
 	cache_unref(&cache);
 	conf_unref(&config);
 	teardown();
