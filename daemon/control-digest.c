@@ -174,37 +174,45 @@ static int control_digest_rows(struct cache *cache, int64_t mailbox_id, const st
 	return 0;
 }
 
+/* The lines of up to CONTROL_DIGEST_MESSAGES messages from first_uid on
+   into lines. Returns 0 or -1. */
+static int control_digest_batch(struct cache *cache, int64_t mailbox_id, uint32_t first_uid, struct evbuffer *lines)
+{
+	struct control_digest_rows rows = { 0 };
+	uint32_t uids[CONTROL_DIGEST_MESSAGES + 1];
+	long count = control_digest_uids(cache, mailbox_id, first_uid, uids, CONTROL_DIGEST_MESSAGES + 1);
+	size_t taken = count > CONTROL_DIGEST_MESSAGES ? CONTROL_DIGEST_MESSAGES : (size_t)(count > 0 ? count : 0);
+	uint32_t next_uid = count > CONTROL_DIGEST_MESSAGES ? uids[CONTROL_DIGEST_MESSAGES] : 0;
+	int result = -1;
+
+	if (count <= 0)
+		return count == 0 ? 0 : -1;
+	rows.rows = calloc(taken, sizeof(*rows.rows));
+	if (rows.rows != NULL && cache_lookup_many(cache, mailbox_id, uids, taken, control_digest_keep, &rows) >= 0)
+		result = control_digest_rows(cache, mailbox_id, &rows, next_uid, lines);
+	free(rows.rows);
+	return result;
+}
+
 enum control_digest_result control_digest_mailbox(struct cache *cache, const char *mailbox, uint32_t first_uid,
 						   struct evbuffer *out)
 {
-	struct control_digest_rows rows = { 0 };
 	struct cache_mailbox stored;
-	uint32_t uids[CONTROL_DIGEST_MESSAGES + 1];
-	struct evbuffer *lines = evbuffer_new();
-	enum control_digest_result result = CONTROL_DIGEST_FAILED;
-	long count;
+	struct evbuffer *lines;
 	int found = cache_mailbox_lookup(cache, mailbox, &stored);
 
-	if (found <= 0 || lines == NULL) {
-		if (lines != NULL)
-			evbuffer_free(lines);
+	if (found <= 0)
 		return found == 0 ? CONTROL_DIGEST_NO_MAILBOX : CONTROL_DIGEST_FAILED;
-	}
+	lines = evbuffer_new();
+	if (lines == NULL)
+		return CONTROL_DIGEST_FAILED;
 	evbuffer_add_printf(lines, "MAILBOX\t%" PRIu32 "\t%" PRIu64 "\n", stored.uidvalidity, stored.highestmodseq);
-	count = control_digest_uids(cache, stored.id, first_uid, uids, CONTROL_DIGEST_MESSAGES + 1);
-	rows.rows = count > 0 ? calloc((size_t)count, sizeof(*rows.rows)) : NULL;
-	if (count == 0 ||
-	    (rows.rows != NULL &&
-	     cache_lookup_many(cache, stored.id, uids, (size_t)(count > CONTROL_DIGEST_MESSAGES ? CONTROL_DIGEST_MESSAGES : count),
-			       control_digest_keep, &rows) >= 0 &&
-	     control_digest_rows(cache, stored.id, &rows, count > CONTROL_DIGEST_MESSAGES ? uids[CONTROL_DIGEST_MESSAGES] : 0,
-				 lines) == 0))
-		result = CONTROL_DIGEST_DONE;
-	else
+	if (control_digest_batch(cache, stored.id, first_uid, lines) < 0) {
 		log_warning("control: DIGEST of %s failed", mailbox);
-	if (result == CONTROL_DIGEST_DONE)
-		evbuffer_add_buffer(out, lines);
+		evbuffer_free(lines);
+		return CONTROL_DIGEST_FAILED;
+	}
+	evbuffer_add_buffer(out, lines);
 	evbuffer_free(lines);
-	free(rows.rows);
-	return result;
+	return CONTROL_DIGEST_DONE;
 }

@@ -417,7 +417,8 @@ static void ctl_verify_line_complete(struct ctl_verify *verify)
 		if ((line->got & bit) == 0 || (message->cached & bit) == 0)
 			continue;
 		message->brought |= bit;
-		if (kind == CTL_VERIFY_SIZE ? line->size != message->size : strcmp(line->hex[kind], message->hex[kind]) != 0)
+		if (kind == CTL_VERIFY_SIZE ? line->size != message->size
+					    : strcmp(line->hex[kind], message->hex[kind]) != 0)
 			message->differ |= bit;
 	}
 }
@@ -578,9 +579,11 @@ static void ctl_verify_report_message(struct ctl_verify *verify, const struct ct
 			continue;
 		verify->compared++;
 		if ((message->brought & bit) == 0) {
-			fprintf(out, "UID %" PRIu32 " %s differs: cached, but the upstream sent none\n", message->uid, item);
+			fprintf(out, "UID %" PRIu32 " %s differs: cached, but the upstream sent none\n", message->uid,
+				item);
 			verify->differ++;
-		} else if ((message->differ & bit) && kind == CTL_VERIFY_FLAGS && !ctl_verify_flags_vouched(verify, message)) {
+		} else if ((message->differ & bit) && kind == CTL_VERIFY_FLAGS &&
+			   !ctl_verify_flags_vouched(verify, message)) {
 			fprintf(out, "UID %" PRIu32 " FLAGS stale: changed upstream since the daemon last heard "
 				"(refreshed at the next SELECT)\n", message->uid);
 			verify->stale++;
@@ -635,15 +638,16 @@ static int ctl_verify_upstream(struct ctl_verify *verify, struct imap_client_syn
 		fprintf(err, "imapcachectl: login as %s upstream: %s\n", account, result->text);
 		return status == IMAP_CLIENT_STATUS_ABORT ? EX_UNAVAILABLE : EX_NOPERM;
 	}
-	status = imap_client_sync_wait(sync, imap_client_select(client, verify->mailbox, true, NULL, NULL, NULL), &result);
+	status = imap_client_sync_wait(sync, imap_client_select(client, verify->mailbox, true, NULL, NULL, NULL),
+				       &result);
 	if (status != IMAP_CLIENT_STATUS_OK) {
 		fprintf(err, "imapcachectl: %s upstream: %s\n", verify->mailbox, result->text);
 		return status == IMAP_CLIENT_STATUS_ABORT ? EX_UNAVAILABLE : EX_DATAERR;
 	}
 	uidvalidity = ctl_verify_uidvalidity(result);
 	if (uidvalidity != verify->uidvalidity) {
-		fprintf(err, "imapcachectl: %s: UIDVALIDITY %" PRIu32 " upstream, %" PRIu32 " in the cache: nothing can "
-			"be compared (the daemon drops the mailbox's cache at its next SELECT)\n", verify->mailbox,
+		fprintf(err, "imapcachectl: %s: UIDVALIDITY %" PRIu32 " upstream, %" PRIu32 " in the cache: "
+			"nothing can be compared (the daemon drops the mailbox's cache at its next SELECT)\n", verify->mailbox,
 			uidvalidity, verify->uidvalidity);
 		return EX_TEMPFAIL;
 	}
@@ -673,7 +677,8 @@ static int ctl_verify_against(struct ctl_verify *verify, const struct conf *conf
 	sync = imap_client_sync_new(&settings, &error);
 	verify->splitter = imap_fetch_items_new(ctl_verify_event, verify);
 	if (sync == NULL || verify->splitter == NULL) {
-		fprintf(err, "imapcachectl: can't make a client for the upstream: %s\n", sync == NULL ? error : "memory");
+		fprintf(err, "imapcachectl: can't make a client for the upstream: %s\n",
+			sync == NULL ? error : "memory");
 		code = EX_SOFTWARE;
 	} else {
 		code = ctl_verify_upstream(verify, sync, account, password, err);

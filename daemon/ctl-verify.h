@@ -25,7 +25,8 @@
    or a sysexits code: 66 no such mailbox in the store, 67 no store for
    the account (or no upstream for it in the configuration), 69 the
    daemon or the upstream can't be reached, 77 the socket may not be
-   opened or the upstream refused the login, 75 the mailbox's
+   opened or the upstream refused the login, 65 the upstream can't
+   EXAMINE the mailbox, 75 the mailbox's
    UIDVALIDITY changed since the daemon last synced it (nothing can be
    compared), 78 the configuration can't be read, 64 bad usage. */
 int ctl_verify_run(const struct ctl_client_options *options, int argc, char **argv, FILE *out, FILE *err);
