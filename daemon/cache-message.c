@@ -355,6 +355,7 @@ static void cache_message_fill(struct cache *cache, int64_t mailbox_id, sqlite3_
 		else
 			damaged |= CACHE_HAS(CACHE_ITEM_MESSAGE);
 	}
+	message->damaged = damaged;
 	if (damaged != 0)
 		cache_damaged_note(cache, mailbox_id, message->uid, damaged);
 }

@@ -124,6 +124,7 @@ struct cache {
 	char *upstream;
 	char *user;
 	char *label;                   /* "USER on UPSTREAM", for log lines */
+	uint64_t serial;               /* cache_serial */
 	struct cache_settings settings; /* settings.dir is not kept */
 	sqlite3 *db;
 	sqlite3_stmt *stmts[CACHE_STMT_COUNT];

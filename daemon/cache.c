@@ -1072,12 +1072,14 @@ static void cache_pending_timer_fired(evutil_socket_t fd, short what, void *cont
 static struct cache *cache_new(const struct cache_settings *settings, const char *upstream, const char *user,
 			       char *path)
 {
+	static uint64_t cache_serials;
 	struct cache *cache = calloc(1, sizeof(*cache));
 
 	if (cache == NULL) {
 		free(path);
 		return NULL;
 	}
+	cache->serial = ++cache_serials;
 	cache->refcount = 1;
 	cache->pending_tail = &cache->pending;
 	cache->path = path;
@@ -1184,6 +1186,16 @@ void cache_unref(struct cache **cachep)
 	else if (corrupt)
 		cache_move_aside(cache, "damaged (found while reading it)");
 	cache_free(cache);
+}
+
+const char *cache_user(const struct cache *cache)
+{
+	return cache->user;
+}
+
+uint64_t cache_serial(const struct cache *cache)
+{
+	return cache->serial;
 }
 
 struct sqlite3 *cache_sqlite_handle(struct cache *cache)

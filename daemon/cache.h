@@ -127,6 +127,13 @@ bool cache_writes_off(struct cache *cache);
    then. */
 uint64_t cache_body_bytes(const struct cache *cache);
 
+/* The login name the store was opened for (cache_open's user). */
+const char *cache_user(const struct cache *cache);
+/* A number no other handle opened by this process had: a mailbox id
+   means one mailbox for as long as the handle of that serial is open
+   (cache-stats keys its mailboxes by both). */
+uint64_t cache_serial(const struct cache *cache);
+
 /* The SQLite handle, for tests and imapcachectl: don't keep it past
    cache_unref, and don't leave a transaction open on it. */
 struct sqlite3 *cache_sqlite_handle(struct cache *cache);
@@ -234,6 +241,8 @@ int cache_store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, c
 struct cache_message {
 	uint32_t uid;
 	unsigned int present;     /* CACHE_HAS(item) for every item stored */
+	unsigned int damaged;     /* CACHE_HAS(item) for every value found failing its checksum (absent
+				     from present; the lookup drops it) */
 	struct cache_value values[CACHE_VALUE_ITEMS]; /* INTERNALDATE .. FLAGS */
 	uint64_t size;            /* RFC822.SIZE */
 	uint64_t modseq;

@@ -5,6 +5,7 @@
 
 #include "cache-stats.h"
 #include "cache.h"
+#include "control-digest.h"
 #include "log.h"
 
 #include <errno.h>
@@ -59,6 +60,30 @@ static int control_split(char *line, char **fields_r)
 	return count + 1;
 }
 
+/* DIGEST's fields: an account, a mailbox, and a UID to start from (1 when
+   not given). Returns 0 with *first_uid_r, or -1. */
+static int control_parse_digest(char **fields, int count, uint32_t *first_uid_r, const char **error_r)
+{
+	char *end;
+	unsigned long uid;
+
+	*first_uid_r = 1;
+	if (count < 3) {
+		*error_r = "DIGEST needs an account and a mailbox";
+		return -1;
+	}
+	if (count < 4)
+		return 0;
+	errno = 0;
+	uid = strtoul(fields[3], &end, 10);
+	if (fields[3][0] < '1' || fields[3][0] > '9' || *end != '\0' || errno != 0 || uid > UINT32_MAX) {
+		*error_r = "DIGEST's UID is not a number from 1 to 4294967295";
+		return -1;
+	}
+	*first_uid_r = (uint32_t)uid;
+	return 0;
+}
+
 static int control_fill_request(char **fields, int count, struct control_request *request_r, const char **error_r)
 {
 	if (strcmp(fields[0], "STATS") == 0) {
@@ -69,8 +94,16 @@ static int control_fill_request(char **fields, int count, struct control_request
 			*error_r = "PURGE needs an account";
 			return -1;
 		}
+	} else if (strcmp(fields[0], "DIGEST") == 0) {
+		request_r->verb = CONTROL_VERB_DIGEST;
+		if (control_parse_digest(fields, count, &request_r->first_uid, error_r) < 0)
+			return -1;
 	} else {
 		*error_r = "unknown request";
+		return -1;
+	}
+	if (request_r->verb != CONTROL_VERB_DIGEST && count > 3) {
+		*error_r = "too many fields";
 		return -1;
 	}
 	request_r->account = count > 1 ? strdup(fields[1]) : NULL;
@@ -192,6 +225,69 @@ static int control_stats_account(struct cache *cache, const char *account, const
 	return ret == SQLITE_DONE ? count : -1;
 }
 
+/* cache_stats_foreach's callback: a mailbox's MAILBOXITEM lines (the
+   kinds counted) and its MAILBOXSAVED line. */
+static void control_stats_mailbox(const char *account, const char *mailbox, const struct cache_stats_counts *counts,
+				  void *context)
+{
+	struct evbuffer *out = context;
+
+	if (!control_field_ok(account) || !control_field_ok(mailbox))
+		return;
+	for (unsigned int item = 0; item < CACHE_STATS_KINDS; item++) {
+		if (counts->hits[item] + counts->misses[item] == 0)
+			continue;
+		evbuffer_add_printf(out, "MAILBOXITEM\t%s\t%s\t%s\t%llu\t%llu\n", account, mailbox,
+				    cache_stats_kind_name((enum cache_item)item), (unsigned long long)counts->hits[item],
+				    (unsigned long long)counts->misses[item]);
+	}
+	evbuffer_add_printf(out, "MAILBOXSAVED\t%s\t%s\t%llu\n", account, mailbox, (unsigned long long)counts->saved);
+}
+
+/* The accounts counted since start, each once, for STATS of every account. */
+struct control_accounts {
+	const char **names;
+	size_t count;
+};
+
+static void control_collect_account(const char *account, const char *mailbox, const struct cache_stats_counts *counts,
+				    void *context)
+{
+	struct control_accounts *accounts = context;
+	const char **grown;
+
+	(void)mailbox;
+	(void)counts;
+	for (size_t i = 0; i < accounts->count; i++) {
+		if (strcmp(accounts->names[i], account) == 0)
+			return;
+	}
+	grown = realloc(accounts->names, (accounts->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return;
+	accounts->names = grown;
+	accounts->names[accounts->count++] = account;
+}
+
+/* STATS of every account the daemon counted since start: the MAILBOX
+   lines of their stores, then every mailbox's counts. */
+static void control_stats_everyone(const struct conf *config, struct evbuffer *out)
+{
+	struct control_accounts accounts = { 0 };
+
+	cache_stats_foreach(NULL, NULL, control_collect_account, &accounts);
+	for (size_t i = 0; i < accounts.count; i++) {
+		struct cache *cache;
+
+		if (control_field_ok(accounts.names[i]) && control_open_store(config, accounts.names[i], &cache) > 0) {
+			(void)control_stats_account(cache, accounts.names[i], NULL, out);
+			cache_unref(&cache);
+		}
+	}
+	free(accounts.names);
+	cache_stats_foreach(NULL, NULL, control_stats_mailbox, out);
+}
+
 /* Appends the daemon-wide ITEM and SAVED lines. */
 static void control_stats_counters(struct evbuffer *out)
 {
@@ -286,6 +382,7 @@ static int control_run_stats(const struct conf *config, const struct control_req
 	if (count == 0 && request->mailbox != NULL)
 		return control_reply_no(out, "NOTFOUND", "no such mailbox in the account's store");
 	(void)config;
+	cache_stats_foreach(request->account, request->mailbox, control_stats_mailbox, out);
 	return 0;
 }
 
@@ -302,6 +399,19 @@ static int control_run_purge(const struct control_request *request, struct cache
 	return 0;
 }
 
+static int control_run_digest(const struct control_request *request, struct cache *cache, struct evbuffer *out)
+{
+	switch (control_digest_mailbox(cache, request->mailbox, request->first_uid, out)) {
+	case CONTROL_DIGEST_DONE:
+		return 0;
+	case CONTROL_DIGEST_NO_MAILBOX:
+		return control_reply_no(out, "NOTFOUND", "no such mailbox in the account's store");
+	case CONTROL_DIGEST_FAILED:
+		break;
+	}
+	return control_reply_no(out, "SOFTWARE", "reading the store failed (see the daemon's log)");
+}
+
 int control_handle_request(const struct conf *config, const struct control_request *request,
 			   struct evbuffer *out)
 {
@@ -309,7 +419,8 @@ int control_handle_request(const struct conf *config, const struct control_reque
 	int ret;
 
 	if (request->account == NULL) {
-		/* STATS of the whole daemon: the counters only */
+		/* STATS of the whole daemon */
+		control_stats_everyone(config, out);
 		control_stats_counters(out);
 		evbuffer_add_printf(out, "OK\n");
 		return 0;
@@ -318,9 +429,11 @@ int control_handle_request(const struct conf *config, const struct control_reque
 	if (ret < 0)
 		return control_reply_no(out, "SOFTWARE", "the account's store can't be opened (see the daemon's log)");
 	if (ret == 0)
-		return control_reply_no(out, "NOTFOUND", "no such account (no store for it)");
+		return control_reply_no(out, "NOUSER", "no such account (no store for it)");
 	if (request->verb == CONTROL_VERB_STATS)
 		ret = control_run_stats(config, request, cache, out);
+	else if (request->verb == CONTROL_VERB_DIGEST)
+		ret = control_run_digest(request, cache, out);
 	else
 		ret = control_run_purge(request, cache, out);
 	cache_unref(&cache);

@@ -8,6 +8,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * The protocol: one request per connection. The client sends one line,
@@ -16,6 +17,8 @@
  *
  *   STATS [ACCOUNT [MAILBOX]]   ACCOUNT is the login name of an account
  *   PURGE ACCOUNT [MAILBOX]
+ *   DIGEST ACCOUNT MAILBOX [UID] what the store would serve of MAILBOX's
+ *                               messages, from UID (default 1) on
  *
  * The daemon answers with zero or more data lines, then one final line,
  * and closes:
@@ -23,18 +26,25 @@
  *   MAILBOX TAB account TAB mailbox TAB messages TAB whole TAB bytes
  *       (STATS: one per stored mailbox; whole: messages cached whole;
  *        bytes: the bytes of those whole messages)
+ *       (STATS without ACCOUNT: of every account counted since start)
+ *   MAILBOXITEM TAB account TAB mailbox TAB kind TAB hits TAB misses
+ *       (STATS: per mailbox counted since start and item kind counted)
+ *   MAILBOXSAVED TAB account TAB mailbox TAB bytes
+ *       (STATS: upstream bytes the mailbox's hits saved since start)
  *   ITEM TAB kind TAB hits TAB misses   (STATS: per item kind, daemon-wide
  *        since start; kinds as cache_stats_kind_name gives them)
  *   SAVED TAB bytes                     (STATS: upstream bytes saved since start)
  *   PURGED TAB account TAB mailbox      (PURGE: one per mailbox dropped)
+ *   (DIGEST: see control-digest.h)
  *   OK
  *   NO TAB code TAB text                code: USAGE (a bad request),
- *                                       NOTFOUND (no such account or
+ *                                       NOUSER (no store for the
+ *                                       account), NOTFOUND (no such
  *                                       mailbox in the store), SOFTWARE
  *                                       (the store failed)
  */
 #define CONTROL_MAX_REQUEST 4096 /* a verb and two names; mailbox names are well under 1 KiB in practice */
-#define CONTROL_MAX_FIELDS 3     /* the verb and up to two names */
+#define CONTROL_MAX_FIELDS 4     /* the verb, up to two names and a UID */
 #define CONTROL_TIMEOUT_SECONDS 10 /* a client that sends no full request in time is dropped */
 
 struct control;
@@ -42,12 +52,14 @@ struct control;
 enum control_verb {
 	CONTROL_VERB_STATS,
 	CONTROL_VERB_PURGE,
+	CONTROL_VERB_DIGEST,
 };
 
 struct control_request {
 	enum control_verb verb;
 	char *account;  /* NULL: every account (STATS only) */
 	char *mailbox;  /* NULL: every mailbox of account */
+	uint32_t first_uid; /* DIGEST: the lowest UID wanted (1 when not given) */
 };
 
 enum control_parse_result {

@@ -4,11 +4,13 @@
 #include "ctl-cache.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
 
 #define CTL_CACHE_MAX_FIELDS 6 /* the most a line of the answer has: MAILBOX and five values */
+#define CTL_CACHE_KINDS 32     /* item kinds kept per mailbox; the daemon counts 10 */
 
 const char ctl_cache_stats_usage[] = "stats [--json] [ACCOUNT [MAILBOX]]";
 const char ctl_cache_purge_usage[] = "purge ACCOUNT [MAILBOX]";
@@ -79,68 +81,172 @@ static double ctl_cache_rate(const char *hits, const char *misses)
 	return h + m > 0 ? h / (h + m) : 0.0;
 }
 
-/* Writes the answer as one JSON object: mailboxes, items, saved_bytes. */
-static void ctl_cache_stats_json(char *answer, FILE *out)
+/* One mailbox of the answer: its store's figures and its counts (fields
+   of the answer, split in place). */
+struct ctl_cache_mailbox {
+	const char *account, *mailbox;
+	const char *messages, *whole, *bytes;  /* NULL: not in the store */
+	const char *kinds[CTL_CACHE_KINDS], *hits[CTL_CACHE_KINDS], *misses[CTL_CACHE_KINDS];
+	unsigned int kind_count;
+	const char *saved;                     /* NULL: nothing counted */
+	uint64_t all_hits, all_misses;
+};
+
+/* The answer, split: mailboxes in order of first mention, daemon-wide counts. */
+struct ctl_cache_stats {
+	struct ctl_cache_mailbox *mailboxes;
+	size_t count;
+	const char *kinds[CTL_CACHE_KINDS], *hits[CTL_CACHE_KINDS], *misses[CTL_CACHE_KINDS];
+	unsigned int kind_count;
+	const char *saved;
+};
+
+/* The mailbox account/name of stats, added when new; NULL when memory runs out. */
+static struct ctl_cache_mailbox *ctl_cache_mailbox(struct ctl_cache_stats *stats, const char *account,
+						   const char *name)
 {
-	const char *mailbox_sep = "", *item_sep = "";
-	char *saved = "0";
+	struct ctl_cache_mailbox *grown;
+
+	for (size_t i = 0; i < stats->count; i++) {
+		if (strcmp(stats->mailboxes[i].account, account) == 0 && strcmp(stats->mailboxes[i].mailbox, name) == 0)
+			return &stats->mailboxes[i];
+	}
+	grown = realloc(stats->mailboxes, (stats->count + 1) * sizeof(*grown));
+	if (grown == NULL)
+		return NULL;
+	stats->mailboxes = grown;
+	memset(&grown[stats->count], 0, sizeof(*grown));
+	grown[stats->count].account = account;
+	grown[stats->count].mailbox = name;
+	return &grown[stats->count++];
+}
+
+/* Takes one line of the STATS answer (split into count fields f). */
+static void ctl_cache_stats_line(struct ctl_cache_stats *stats, char **f, int count)
+{
+	struct ctl_cache_mailbox *mailbox;
+
+	if (strcmp(f[0], "MAILBOX") == 0 && count == 6 && (mailbox = ctl_cache_mailbox(stats, f[1], f[2])) != NULL) {
+		mailbox->messages = f[3];
+		mailbox->whole = f[4];
+		mailbox->bytes = f[5];
+	} else if (strcmp(f[0], "MAILBOXITEM") == 0 && count == 6 &&
+		   (mailbox = ctl_cache_mailbox(stats, f[1], f[2])) != NULL && mailbox->kind_count < CTL_CACHE_KINDS) {
+		mailbox->kinds[mailbox->kind_count] = f[3];
+		mailbox->hits[mailbox->kind_count] = f[4];
+		mailbox->misses[mailbox->kind_count++] = f[5];
+		mailbox->all_hits += strtoull(f[4], NULL, 10);
+		mailbox->all_misses += strtoull(f[5], NULL, 10);
+	} else if (strcmp(f[0], "MAILBOXSAVED") == 0 && count == 4 &&
+		   (mailbox = ctl_cache_mailbox(stats, f[1], f[2])) != NULL) {
+		mailbox->saved = f[3];
+	} else if (strcmp(f[0], "ITEM") == 0 && count == 4 && stats->kind_count < CTL_CACHE_KINDS) {
+		stats->kinds[stats->kind_count] = f[1];
+		stats->hits[stats->kind_count] = f[2];
+		stats->misses[stats->kind_count++] = f[3];
+	} else if (strcmp(f[0], "SAVED") == 0 && count == 2) {
+		stats->saved = f[1];
+	}
+}
+
+static void ctl_cache_stats_parse(char *answer, struct ctl_cache_stats *stats)
+{
 	char *save_line;
 
-	fprintf(out, "{\"mailboxes\": [");
+	memset(stats, 0, sizeof(*stats));
 	for (char *line = strtok_r(answer, "\n", &save_line); line != NULL; line = strtok_r(NULL, "\n", &save_line)) {
 		char *f[CTL_CACHE_MAX_FIELDS];
-		int count = ctl_cache_split(line, f);
 
-		if (strcmp(f[0], "MAILBOX") == 0 && count == 6) {
-			fprintf(out, "%s{\"account\": ", mailbox_sep);
-			ctl_cache_json_string(out, f[1]);
-			fprintf(out, ", \"mailbox\": ");
-			ctl_cache_json_string(out, f[2]);
-			fprintf(out, ", \"messages\": %s, \"whole\": %s, \"bytes\": %s}", f[3], f[4], f[5]);
-			mailbox_sep = ", ";
-		} else if (strcmp(f[0], "ITEM") == 0 && count == 4) {
-			if (item_sep[0] == '\0')
-				fprintf(out, "], \"items\": {");
-			fprintf(out, "%s\"%s\": {\"hits\": %s, \"misses\": %s, \"hit_rate\": %.4f}", item_sep, f[1], f[2],
-				f[3], ctl_cache_rate(f[2], f[3]));
-			item_sep = ", ";
-		} else if (strcmp(f[0], "SAVED") == 0 && count == 2) {
-			saved = f[1];
-		}
+		ctl_cache_stats_line(stats, f, ctl_cache_split(line, f));
 	}
-	fprintf(out, "%s}, \"saved_bytes\": %s}\n", item_sep[0] == '\0' ? "], \"items\": {" : "", saved);
+}
+
+/* "kind": {"hits": h, "misses": m, "hit_rate": r}, for each kind. */
+static void ctl_cache_json_items(FILE *out, const char *const *kinds, const char *const *hits,
+				 const char *const *misses, unsigned int count)
+{
+	fputc('{', out);
+	for (unsigned int i = 0; i < count; i++)
+		fprintf(out, "%s\"%s\": {\"hits\": %s, \"misses\": %s, \"hit_rate\": %.4f}", i > 0 ? ", " : "", kinds[i],
+			hits[i], misses[i], ctl_cache_rate(hits[i], misses[i]));
+	fputc('}', out);
+}
+
+/* Writes the answer as one JSON object: mailboxes, items, saved_bytes. */
+static void ctl_cache_stats_json(const struct ctl_cache_stats *stats, FILE *out)
+{
+	fprintf(out, "{\"mailboxes\": [");
+	for (size_t i = 0; i < stats->count; i++) {
+		const struct ctl_cache_mailbox *m = &stats->mailboxes[i];
+
+		fprintf(out, "%s{\"account\": ", i > 0 ? ", " : "");
+		ctl_cache_json_string(out, m->account);
+		fprintf(out, ", \"mailbox\": ");
+		ctl_cache_json_string(out, m->mailbox);
+		fprintf(out, ", \"messages\": %s, \"whole\": %s, \"bytes\": %s, \"items\": ",
+			m->messages != NULL ? m->messages : "null", m->whole != NULL ? m->whole : "null",
+			m->bytes != NULL ? m->bytes : "null");
+		ctl_cache_json_items(out, m->kinds, m->hits, m->misses, m->kind_count);
+		fprintf(out, ", \"saved_bytes\": %s}", m->saved != NULL ? m->saved : "0");
+	}
+	fprintf(out, "], \"items\": ");
+	ctl_cache_json_items(out, stats->kinds, stats->hits, stats->misses, stats->kind_count);
+	fprintf(out, ", \"saved_bytes\": %s}\n", stats->saved != NULL ? stats->saved : "0");
+}
+
+/* A rate as text: "-" when nothing was counted. */
+static const char *ctl_cache_rate_text(uint64_t hits, uint64_t misses, char *text, size_t size)
+{
+	if (hits + misses == 0)
+		return "-";
+	snprintf(text, size, "%.1f%%", 100.0 * (double)hits / (double)(hits + misses));
+	return text;
+}
+
+/* The table of mailboxes, then each one's counts per kind. */
+static void ctl_cache_stats_text_mailboxes(const struct ctl_cache_stats *stats, FILE *out)
+{
+	char rate[16];
+
+	fprintf(out, "%-20s %-24s %10s %10s %14s %9s %14s\n", "ACCOUNT", "MAILBOX", "MESSAGES", "WHOLE", "BYTES",
+		"HIT RATE", "SAVED");
+	for (size_t i = 0; i < stats->count; i++) {
+		const struct ctl_cache_mailbox *m = &stats->mailboxes[i];
+
+		fprintf(out, "%-20s %-24s %10s %10s %14s %9s %14s\n", m->account, m->mailbox,
+			m->messages != NULL ? m->messages : "-", m->whole != NULL ? m->whole : "-",
+			m->bytes != NULL ? m->bytes : "-", ctl_cache_rate_text(m->all_hits, m->all_misses, rate, sizeof(rate)),
+			m->saved != NULL ? m->saved : "0");
+	}
+	for (size_t i = 0; i < stats->count; i++) {
+		const struct ctl_cache_mailbox *m = &stats->mailboxes[i];
+
+		if (m->kind_count == 0)
+			continue;
+		fprintf(out, "\nhits since start, %s %s:\n%-16s %10s %10s %9s\n", m->account, m->mailbox, "ITEM", "HITS",
+			"MISSES", "HIT RATE");
+		for (unsigned int k = 0; k < m->kind_count; k++)
+			fprintf(out, "%-16s %10s %10s %8.1f%%\n", m->kinds[k], m->hits[k], m->misses[k],
+				100.0 * ctl_cache_rate(m->hits[k], m->misses[k]));
+	}
 }
 
 /* Writes the answer as tables for people. */
-static void ctl_cache_stats_text(char *answer, FILE *out)
+static void ctl_cache_stats_text(const struct ctl_cache_stats *stats, FILE *out)
 {
-	bool header = false, items = false;
-	char *save_line;
-
-	for (char *line = strtok_r(answer, "\n", &save_line); line != NULL; line = strtok_r(NULL, "\n", &save_line)) {
-		char *f[CTL_CACHE_MAX_FIELDS];
-		int count = ctl_cache_split(line, f);
-
-		if (strcmp(f[0], "MAILBOX") == 0 && count == 6) {
-			if (!header)
-				fprintf(out, "%-20s %-24s %10s %10s %14s\n", "ACCOUNT", "MAILBOX", "MESSAGES", "WHOLE",
-					"BYTES");
-			header = true;
-			fprintf(out, "%-20s %-24s %10s %10s %14s\n", f[1], f[2], f[3], f[4], f[5]);
-		} else if (strcmp(f[0], "ITEM") == 0 && count == 4) {
-			if (!items)
-				fprintf(out, "%shits since start (the whole daemon):\n%-16s %10s %10s %9s\n",
-					header ? "\n" : "", "ITEM", "HITS", "MISSES", "HIT RATE");
-			items = true;
-			fprintf(out, "%-16s %10s %10s %8.1f%%\n", f[1], f[2], f[3], 100.0 * ctl_cache_rate(f[2], f[3]));
-		} else if (strcmp(f[0], "SAVED") == 0 && count == 2) {
-			fprintf(out, "upstream bytes saved: %s\n", f[1]);
-		}
-	}
+	if (stats->count > 0)
+		ctl_cache_stats_text_mailboxes(stats, out);
+	fprintf(out, "%shits since start (the whole daemon):\n%-16s %10s %10s %9s\n", stats->count > 0 ? "\n" : "",
+		"ITEM", "HITS", "MISSES", "HIT RATE");
+	for (unsigned int k = 0; k < stats->kind_count; k++)
+		fprintf(out, "%-16s %10s %10s %8.1f%%\n", stats->kinds[k], stats->hits[k], stats->misses[k],
+			100.0 * ctl_cache_rate(stats->hits[k], stats->misses[k]));
+	fprintf(out, "upstream bytes saved: %s\n", stats->saved != NULL ? stats->saved : "0");
 }
 
 int ctl_cache_stats(const struct ctl_client_options *options, int argc, char **argv, FILE *out, FILE *err)
 {
+	struct ctl_cache_stats stats;
 	bool json = false;
 	char *answer;
 	int first = 1;
@@ -159,10 +265,12 @@ int ctl_cache_stats(const struct ctl_client_options *options, int argc, char **a
 	code = ctl_cache_ask(options, "STATS", argv + first, argc - first, &answer, err);
 	if (code != 0)
 		return code;
+	ctl_cache_stats_parse(answer, &stats);
 	if (json)
-		ctl_cache_stats_json(answer, out);
+		ctl_cache_stats_json(&stats, out);
 	else
-		ctl_cache_stats_text(answer, out);
+		ctl_cache_stats_text(&stats, out);
+	free(stats.mailboxes);
 	free(answer);
 	return fflush(out) == 0 ? 0 : EX_IOERR;
 }

@@ -146,6 +146,7 @@ static int ctl_client_final(const char *answer, FILE *err)
 	if (strncmp(last, "NO\t", 3) == 0) {
 		const char *text = strchr(last + 3, '\t');
 		int code = strncmp(last + 3, "USAGE\t", 6) == 0 ? EX_USAGE :
+			   strncmp(last + 3, "NOUSER\t", 7) == 0 ? EX_NOUSER :
 			   strncmp(last + 3, "NOTFOUND\t", 9) == 0 ? EX_NOINPUT : EX_SOFTWARE;
 
 		fprintf(err, "imapcachectl: %s", text != NULL ? text + 1 : "the daemon refused\n");

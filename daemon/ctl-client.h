@@ -24,8 +24,8 @@ char *ctl_client_socket_path(const struct ctl_client_options *options, FILE *err
    whole answer into *answer_r (malloc'd, NUL-terminated). Returns 0 when
    the final line is OK, else a sysexits code with one clear line on err:
    69 (EX_UNAVAILABLE) when no daemon listens at the socket, 77 (EX_NOPERM)
-   when it may not be opened, 64 (NO USAGE), 66 (NO NOTFOUND), 70 (NO
-   SOFTWARE), 74 on an I/O error or a cut answer. */
+   when it may not be opened, 64 (NO USAGE), 67 (NO NOUSER), 66 (NO
+   NOTFOUND), 70 (NO SOFTWARE), 74 on an I/O error or a cut answer. */
 int ctl_client_request(const char *socket_path, const char *const *fields, int count, char **answer_r, FILE *err);
 
 #endif

@@ -242,8 +242,7 @@ static int ctl_warm_mailbox(struct ctl_warm_conn *conn, const char *mailbox, boo
 	return 0;
 }
 
-/* Reads the password: from file, else stdin when not a terminal, else a prompt without echo. */
-static int ctl_warm_password(const char *file, char *password, size_t size, FILE *err)
+int ctl_warm_read_password(const char *file, char *password, size_t size, FILE *err)
 {
 	FILE *in = NULL;
 	struct termios saved, quiet;
@@ -396,7 +395,7 @@ int ctl_warm_run(const struct ctl_client_options *options, int argc, char **argv
 		fprintf(err, "usage: imapcachectl %s\n", ctl_warm_usage);
 		return EX_USAGE;
 	}
-	code = ctl_warm_password(password_file, password, sizeof(password), err);
+	code = ctl_warm_read_password(password_file, password, sizeof(password), err);
 	if (code != 0)
 		return code;
 	conn = calloc(1, sizeof(*conn));

@@ -5,6 +5,7 @@
 
 #include "ctl-client.h"
 
+#include <stddef.h>
 #include <stdio.h>
 
 #define CTL_WARM_BATCH 100            /* messages per FETCH: a client's command waits behind at most one */
@@ -26,6 +27,14 @@
    mailbox can't be examined), or 130 after SIGINT (the connection is
    closed at once: the daemon keeps no half-stored body). */
 int ctl_warm_run(const struct ctl_client_options *options, int argc, char **argv, FILE *out, FILE *err);
+
+/* Reads the password of an account into password (size bytes, at least
+   CTL_WARM_MAX_PASSWORD + 2): the first line of file, else of standard
+   input when it is not a terminal, else asked for on the terminal without
+   echo; never the command line. Returns 0, or a sysexits code after a
+   message on err (66: can't be read; 65: longer than
+   CTL_WARM_MAX_PASSWORD). The caller wipes it (explicit_bzero). */
+int ctl_warm_read_password(const char *file, char *password, size_t size, FILE *err);
 
 extern const char ctl_warm_usage[];
 

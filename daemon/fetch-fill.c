@@ -451,7 +451,8 @@ static void fill_line_complete(struct fetch_fill *fill)
 	fill_tell_view(fill);
 	if (fill->cache == NULL || uid == 0 || fill->failed)
 		return;
-	cache_stats_count_items(fill_upstream_items(fill), false, 0); /* the upstream answered these: misses */
+	/* the upstream answered these: misses */
+	cache_stats_count_items(fill->cache, fill->mailbox_id, fill_upstream_items(fill), false, 0);
 	stored_message = fill_store_message(fill, uid);
 	fill_store_values(fill, uid);
 	new_structure = fill->values[FILL_BODYSTRUCTURE].present || fill->values[FILL_BODY].present;

@@ -1025,7 +1025,8 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		line = evbuffer_new();
 		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
 		if (ret == 0) /* a hit for each stored item it read */
-			cache_stats_count_items(answer_read_items(answer), true, evbuffer_get_length(line));
+			cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
+						evbuffer_get_length(line));
 		source_clear(&source);
 		if (ret == 0)
 			ret = evbuffer_add_buffer(out, line);

@@ -4,6 +4,7 @@
 #include "ctl-cache.h"
 #include "ctl-client.h"
 #include "ctl-inspect.h"
+#include "ctl-verify.h"
 #include "ctl-warm.h"
 
 #include <stdio.h>
@@ -28,6 +29,7 @@ static const struct ctl_command ctl_commands[] = {
 	{ "stats", ctl_cache_stats, ctl_cache_stats_usage },
 	{ "purge", ctl_cache_purge, ctl_cache_purge_usage },
 	{ "warm", ctl_warm_run, ctl_warm_usage },
+	{ "verify", ctl_verify_run, ctl_verify_usage },
 };
 
 static void ctl_usage(FILE *out)

@@ -19,10 +19,10 @@ void upstream_set_resolver(struct evdns_base *dns_base)
 	upstream_resolver = dns_base;
 }
 
-struct imap_client *upstream_client_new(struct event_base *base, const struct conf *conf,
-					const struct conf_upstream *upstream, const char **error_r)
+void upstream_client_settings(const struct conf *conf, const struct conf_upstream *upstream,
+			      struct imap_client_settings *settings_r)
 {
-	struct imap_client_settings settings = {
+	*settings_r = (struct imap_client_settings){
 		.host = upstream->host,
 		.port = upstream->port,
 		.ca_file = upstream->ca_file,
@@ -30,18 +30,25 @@ struct imap_client *upstream_client_new(struct event_base *base, const struct co
 		.connect_timeout_msecs = conf->timeout_upstream_connect * 1000,
 		.dns_base = upstream_resolver,
 	};
-
 	switch (upstream->tls) {
 	case CONF_TLS_NONE:
-		settings.tls_mode = IMAP_CLIENT_TLS_NONE;
+		settings_r->tls_mode = IMAP_CLIENT_TLS_NONE;
 		break;
 	case CONF_TLS_STARTTLS:
-		settings.tls_mode = IMAP_CLIENT_TLS_STARTTLS;
+		settings_r->tls_mode = IMAP_CLIENT_TLS_STARTTLS;
 		break;
 	case CONF_TLS_IMPLICIT:
-		settings.tls_mode = IMAP_CLIENT_TLS_IMPLICIT;
+		settings_r->tls_mode = IMAP_CLIENT_TLS_IMPLICIT;
 		break;
 	}
+}
+
+struct imap_client *upstream_client_new(struct event_base *base, const struct conf *conf,
+					const struct conf_upstream *upstream, const char **error_r)
+{
+	struct imap_client_settings settings;
+
+	upstream_client_settings(conf, upstream, &settings);
 	return imap_client_new(base, &settings, error_r);
 }
 

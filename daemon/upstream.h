@@ -26,6 +26,11 @@ void upstream_set_resolver(struct evdns_base *dns_base);
    made (a bad ca_file). */
 struct imap_client *upstream_client_new(struct event_base *base, const struct conf *conf,
 					const struct conf_upstream *upstream, const char **error_r);
+/* The settings upstream_client_new uses (they point into conf and
+   upstream), for a tool that drives the client core itself
+   (imapcachectl verify, with imap_client_sync). */
+void upstream_client_settings(const struct conf *conf, const struct conf_upstream *upstream,
+			      struct imap_client_settings *settings_r);
 
 /* Whether the proxy can carry capability (case-insensitive; "THREAD=REFS"
    and other "NAME=value" forms are judged by NAME=) between a client and

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 from checks import check, summary
-from proxyfixture import BUILD, PASS, TIMINGS, USER, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
+from proxyfixture import BUILD, PASS, PASS3, TIMINGS, USER, USER3, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 tmp = tempfile.mkdtemp(prefix="test-imapcachectl.")
@@ -66,20 +66,20 @@ def ctl(*args, uid=None, socket_path=None, stdin=None, timeout=30):
     return result.returncode, result.stdout, result.stderr
 
 
-def start():
+def start(prefetch="off"):
     cache = owned_dir("cache.")
     run = owned_dir("run.")
     socket_path = os.path.join(run, "control")
-    config = ('cache = { dir = "%s"; };\ncontrol = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n'
-              % (cache, socket_path))
+    config = ('cache = { dir = "%s"; prefetch = "%s"; };\ncontrol = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n'
+              % (cache, prefetch, socket_path))
     daemon = Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp, preexec_fn=become(DAEMON_UID, DAEMON_GID))
     daemon.cache, daemon.socket = cache, socket_path
     return daemon
 
 
-def connect(port, mailbox=None):
+def connect(port, mailbox=None, user=USER, password=PASS):
     conn = Raw(port, greeting=True)
-    for command in ["LOGIN %s %s" % (quote(USER), quote(PASS))] + (["SELECT %s" % quote(mailbox)] if mailbox else []):
+    for command in ["LOGIN %s %s" % (quote(user), quote(password))] + (["SELECT %s" % quote(mailbox)] if mailbox else []):
         line = conn.tagged("s", command)[-1]
         if not line.startswith("s OK"):
             raise RuntimeError("%s: %s" % (command.split()[0], line))
@@ -139,8 +139,9 @@ def test_socket_from_config(daemon):
 
 
 def test_usage(daemon):
+    # before any fill: the account has no store yet, so even a purge of a mailbox says "no such account" (67)
     for args, code_wanted in ((["purge"], 64), (["stats", "a", "b", "c"], 64), (["frobnicate"], 64),
-                              (["stats", "nobody-here"], 66), (["purge", USER, "No such box"], 66),
+                              (["stats", "nobody-here"], 67), (["purge", USER, "No such box"], 67),
                               (["stats", "tab\there"], 64)):
         code, out, err = ctl(*args, socket_path=daemon.socket)
         check("imapcachectl %s: exit %d with a message" % (" ".join(args), code_wanted),
@@ -310,12 +311,182 @@ def test_warm_interrupted(daemon):
         conn.tagged("z", "LOGOUT")
 
 
+M64 = (1 << 64) - 1
+P1, P2, P3, P4, P5 = (0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x85EBCA77C2B2AE63,
+                      0x27D4EB2F165667C5)
+
+
+def xxh64(data):
+    """XXH64 (seed 0) as the store's checksum column holds it (a signed 64-bit integer)."""
+    def rotl(x, r):
+        return ((x << r) | (x >> (64 - r))) & M64
+
+    def round_(acc, lane):
+        return (rotl((acc + lane * P2) & M64, 31) * P1) & M64
+
+    def lane(at, size=8):
+        return int.from_bytes(data[at:at + size], "little")
+
+    n, p = len(data), 0
+    if n >= 32:
+        v = [(P1 + P2) & M64, P2, 0, (-P1) & M64]
+        while n - p >= 32:
+            v = [round_(v[i], lane(p + 8 * i)) for i in range(4)]
+            p += 32
+        h = (rotl(v[0], 1) + rotl(v[1], 7) + rotl(v[2], 12) + rotl(v[3], 18)) & M64
+        for x in v:
+            h = ((h ^ round_(0, x)) * P1 + P4) & M64
+    else:
+        h = P5
+    h = (h + n) & M64
+    while n - p >= 8:
+        h = (rotl(h ^ round_(0, lane(p)), 27) * P1 + P4) & M64
+        p += 8
+    if n - p >= 4:
+        h = (rotl(h ^ (lane(p, 4) * P1 & M64), 23) * P2 + P3) & M64
+        p += 4
+    while p < n:
+        h = (rotl(h ^ (data[p] * P5 & M64), 11) * P1) & M64
+        p += 1
+    h = ((h ^ (h >> 33)) * P2) & M64
+    h = ((h ^ (h >> 29)) * P3) & M64
+    h ^= h >> 32
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
+def store_rows(daemon, sql, args=()):
+    db = sqlite3.connect(os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), timeout=10)
+    try:
+        rows = db.execute(sql, args).fetchall()
+        db.commit()
+        return rows
+    finally:
+        db.close()
+
+
+def verify(daemon, *args, stdin=PASS + "\n"):
+    return ctl("-c", daemon.path, "verify", *args, socket_path=daemon.socket, stdin=stdin, timeout=300)
+
+
+ITEMS = "FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[HEADER]"
+
+
+def test_verify(daemon):
+    ctl("purge", USER, socket_path=daemon.socket)
+    code, out, err = ctl("warm", "--connect", "127.0.0.1:%d" % daemon.port, USER, "INBOX", stdin=PASS + "\n",
+                         timeout=300)
+    check("verify: INBOX warmed through the daemon", code == 0, (code, err))
+    via = connect(daemon.port, "INBOX")
+    exchange(via, "UID FETCH 1:* (%s)" % ITEMS)
+    via.tagged("z", "LOGOUT")
+    messages = exists()
+    code, out, err = verify(daemon, USER, "INBOX")
+    compared = re.search(r"^INBOX: (\d+) cached messages, (\d+) values compared: 0 differ, 0 damaged, 0 stale$",
+                         out, re.M)
+    check("verify of a warm mailbox: exit 0, every message and every item compared, no difference",
+          code == 0 and compared and int(compared.group(1)) == messages and int(compared.group(2)) >= 8 * messages,
+          (code, out[-2000:], err, messages))
+    rows = store_rows(daemon, "SELECT uid, envelope, envelope_sum, header, header_sum FROM messages m JOIN mailboxes b"
+                      " ON b.id = m.mailbox_id WHERE b.name = 'INBOX' ORDER BY uid LIMIT 3")
+    check("the test's XXH64 is the store's", all(xxh64(r[1]) == r[2] and xxh64(r[3]) == r[4] for r in rows), rows[:1])
+
+    direct = connect(PORT, "INBOX")
+    flagged = rows[0][0]
+    direct.tagged("s", "UID STORE %d +FLAGS (\\Flagged)" % flagged)
+    code, out, err = verify(daemon, "--password-file", os.path.join(tmp, "password"), USER, "INBOX", stdin=None)
+    check("verify after a flag changed upstream alone: exit 0, the flags listed as stale",
+          code == 0 and "UID %d FLAGS stale:" % flagged in out and ": 0 differ, 0 damaged, 1 stale" in out,
+          (code, out[-2000:], err))
+    direct.tagged("s", "UID STORE %d -FLAGS (\\Flagged)" % flagged)
+
+    changed, envelope = rows[1][0], rows[1][1]
+    forged = envelope.replace(b'"', b'"Forged ', 1)
+    store_rows(daemon, "UPDATE messages SET envelope = ?, envelope_sum = ? WHERE uid = ? AND mailbox_id = "
+               "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (forged, xxh64(forged), changed))
+    via = connect(daemon.port, "INBOX")
+    served = b"".join(exchange(via, "UID FETCH %d (ENVELOPE)" % changed))
+    via.tagged("z", "LOGOUT")
+    check("an ENVELOPE changed in the store with its checksum fixed is served by the daemon", b"Forged" in served,
+          served[:300])
+    damaged = rows[2][0]
+    store_rows(daemon, "UPDATE messages SET header_sum = header_sum + 1 WHERE uid = ? AND mailbox_id = "
+               "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (damaged,))
+    code, out, err = verify(daemon, USER, "INBOX")
+    check("verify names the UID and item of the changed ENVELOPE, exit 1",
+          code == 1 and "UID %d ENVELOPE differs:" % changed in out, (code, out[-2000:], err))
+    check("... and of the header block failing its checksum", "UID %d BODY[HEADER] damaged:" % damaged in out,
+          out[-2000:])
+    check("... and nothing else", ": 1 differ, 1 damaged, 0 stale" in out, out[-300:])
+    for conn in (direct,):
+        conn.tagged("z", "LOGOUT")
+
+    code, out, err = verify(daemon, USER, "No such box")
+    check("verify of a mailbox not cached: exit 66, saying so", code == 66 and "no such mailbox" in err, (code, err))
+    code, out, err = verify(daemon, "nobody-here", "INBOX")
+    check("verify of an account not cached: exit 67 (EX_NOUSER), saying so",
+          code == 67 and "no such account" in err, (code, err))
+    code, out, err = verify(daemon, USER, "INBOX", stdin="wrong-password\n")
+    check("verify with a wrong password: exit 77, saying the upstream refused the login",
+          code == 77 and "login as" in err, (code, err))
+    code, out, err = ctl("verify", USER, "INBOX", socket_path=os.path.join(tmp, "no-such-socket"))
+    check("verify with no daemon: exit 69 or 78 (the default configuration)", code in (69, 78), (code, err))
+    code, out, err = ctl("-c", daemon.path, "verify", USER, "INBOX", socket_path=os.path.join(tmp, "no-such-socket"),
+                         stdin=PASS + "\n")
+    check("verify with no daemon at the socket: exit 69", code == 69 and "not running" in err, (code, err))
+    code, out, err = ctl("verify", USER, socket_path=daemon.socket)
+    check("verify without a mailbox: exit 64", code == 64, (code, err))
+    ctl("purge", USER, "INBOX", socket_path=daemon.socket)
+
+
+def test_stats_per_mailbox(daemon):
+    """A fresh daemon: a known sequence of FETCHes by two accounts, counted apart."""
+    fresh = start()
+    try:
+        first = connect(fresh.port, "INBOX")
+        for fetch in ("UID FETCH 1:10 (ENVELOPE)", "UID FETCH 1:10 (ENVELOPE)",
+                      "UID FETCH 1:5 (ENVELOPE INTERNALDATE)", "UID FETCH 1:5 (ENVELOPE INTERNALDATE)"):
+            exchange(first, fetch)
+        first.tagged("z", "LOGOUT")
+        second = connect(fresh.port, "INBOX", user=USER3, password=PASS3)
+        exchange(second, "UID FETCH 1:3 (ENVELOPE)")
+        exchange(second, "UID FETCH 1:3 (ENVELOPE)")
+        second.tagged("z", "LOGOUT")
+        code, out, err = ctl("stats", "--json", USER, "INBOX", socket_path=fresh.socket)
+        stats = json.loads(out) if code == 0 else {}
+        mine = stats.get("mailboxes", [{}])[0]
+        check("stats ACCOUNT MAILBOX: the mailbox's own counts after a known sequence of FETCHes",
+              mine.get("items") == {"envelope": {"hits": 15, "misses": 15, "hit_rate": 0.5},
+                                    "internaldate": {"hits": 5, "misses": 5, "hit_rate": 0.5}}
+              and mine.get("saved_bytes", 0) > 0 and mine.get("messages", 0) >= 10, (code, out, err))
+        code, out, err = ctl("stats", "--json", USER3, socket_path=fresh.socket)
+        stats = json.loads(out) if code == 0 else {}
+        other = [m for m in stats.get("mailboxes", []) if m["mailbox"] == "INBOX"]
+        check("... the second account's counted apart",
+              other and other[0]["account"] == USER3
+              and other[0]["items"] == {"envelope": {"hits": 3, "misses": 3, "hit_rate": 0.5}}, (code, out, err))
+        check("... and the daemon-wide counts are the sum", stats.get("items", {}).get("envelope") ==
+              {"hits": 18, "misses": 18, "hit_rate": 0.5}, stats.get("items"))
+        code, out, err = ctl("stats", "--json", socket_path=fresh.socket)
+        stats = json.loads(out) if code == 0 else {}
+        check("stats of the whole daemon: both accounts' mailboxes, with their store's figures",
+              sorted((m["account"], m["mailbox"], m["messages"] is not None) for m in stats.get("mailboxes", []))
+              == sorted([(USER, "INBOX", True), (USER3, "INBOX", True)]), (code, out, err))
+        code, out, err = ctl("stats", USER, socket_path=fresh.socket)
+        check("stats as text: the mailbox's hit rate in its row, and its counts per item",
+              code == 0 and re.search(r"^%s\s+INBOX\s+\d+\s+0\s+0\s+50\.0%%\s+\d+$" % re.escape(USER), out, re.M)
+              and re.search(r"^envelope\s+15\s+15\s+50\.0%$", out, re.M), out)
+    finally:
+        status = fresh.stop()
+        check("the second daemon exited cleanly", status == 0, status)
+
+
 def main():
     try:
         daemon = start()
         try:
             run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill, test_socket_from_config,
-                       test_purge_live_session, test_purge_during_fill, test_warm, test_warm_interrupted), daemon)
+                       test_purge_live_session, test_purge_during_fill, test_warm, test_warm_interrupted,
+                       test_verify, test_stats_per_mailbox), daemon)
         finally:
             status = daemon.stop()
             check("the daemon exited cleanly", status == 0, status)

@@ -4,12 +4,14 @@
 #include "cache-stats.h"
 #include "cache.h"
 #include "conf.h"
+#include "control-digest.h"
 #include "control.h"
 #include "unit.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,13 +58,21 @@ static void test_parse_requests(void)
 	CU_ASSERT_STRING_EQUAL(request.account, "alice");
 	CU_ASSERT_PTR_NULL(request.mailbox);
 	control_request_clear(&request);
+	CU_ASSERT_EQUAL(parse_all("DIGEST\talice\tINBOX\n", &request, &error), CONTROL_PARSE_DONE);
+	CU_ASSERT_EQUAL(request.verb, CONTROL_VERB_DIGEST);
+	CU_ASSERT_EQUAL(request.first_uid, 1);
+	control_request_clear(&request);
+	CU_ASSERT_EQUAL(parse_all("DIGEST\talice\tINBOX\t4294967295\n", &request, &error), CONTROL_PARSE_DONE);
+	CU_ASSERT_EQUAL(request.first_uid, 4294967295u);
+	control_request_clear(&request);
 }
 
 static void test_parse_bad_requests(void)
 {
 	static const char *const bad[] = {
 		"PURGE\n", "HELLO\n", "\n", "STATS\t\n", "STATS\talice\t\n", "STATS\ta\tb\tc\n",
-		"STATS\ta\r\n", "stats\n",
+		"STATS\ta\r\n", "stats\n", "DIGEST\talice\n", "DIGEST\ta\tb\t0\n", "DIGEST\ta\tb\tx\n",
+		"DIGEST\ta\tb\t4294967296\n", "DIGEST\ta\tb\t1\t2\n", "PURGE\ta\tb\t1\n",
 	};
 	struct control_request request;
 	const char *error;
@@ -177,7 +187,7 @@ static void test_stats(void)
 	config = make_conf();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(config);
 	answer = run(config, "STATS\talice\n");
-	CU_ASSERT_STRING_EQUAL(answer, "NO\tNOTFOUND\tno such account (no store for it)\n");
+	CU_ASSERT_STRING_EQUAL(answer, "NO\tNOUSER\tno such account (no store for it)\n");
 	free(answer);
 	cache = open_store(config);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
@@ -197,6 +207,78 @@ static void test_stats(void)
 	free(answer);
 	answer = run(config, "STATS\talice\tNope\n");
 	CU_ASSERT_STRING_EQUAL(answer, "NO\tNOTFOUND\tno such mailbox in the account's store\n");
+	free(answer);
+	/* per mailbox: "Other box" is id, the last filled */
+	cache_stats_count_items(cache, id, CACHE_HAS(CACHE_ITEM_ENVELOPE) | CACHE_HAS(CACHE_ITEM_SIZE), false, 0);
+	cache_stats_count_items(cache, id, CACHE_HAS(CACHE_ITEM_ENVELOPE), true, 40);
+	cache_stats_count_items(cache, id - 1, CACHE_HAS(CACHE_ITEM_MESSAGE), true, 7);
+	cache_stats_count_items(NULL, 0, CACHE_HAS(CACHE_ITEM_MESSAGE), true, 1);
+	answer = run(config, "STATS\talice\tOther box\n");
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOX\talice\tOther box\t3\t1\t5\n"
+					      "MAILBOXITEM\talice\tOther box\tenvelope\t1\t1\n"
+					      "MAILBOXITEM\talice\tOther box\tsize\t0\t1\n"
+					      "MAILBOXSAVED\talice\tOther box\t40\n"));
+	CU_ASSERT_PTR_NULL(strstr(answer, "MAILBOXITEM\talice\tINBOX"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "ITEM\tenvelope\t2\t2\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "ITEM\tmessage\t2\t0\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "SAVED\t148\nOK\n"));
+	free(answer);
+	answer = run(config, "STATS\n");
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOX\talice\tINBOX\t3\t1\t5\nMAILBOX\talice\tOther box\t3\t1\t5\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOXITEM\talice\tINBOX\tmessage\t1\t0\nMAILBOXSAVED\talice\tINBOX\t7\n"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "MAILBOXSAVED\talice\tOther box\t40\n"));
+	free(answer);
+	cache_unref(&cache);
+	conf_unref(&config);
+	teardown();
+}
+
+/* DIGEST: a digest of each stored value, the damaged ones named, and
+   answers cut at CONTROL_DIGEST_MESSAGES messages. */
+static void test_digest(void)
+{
+	struct conf *config;
+	struct cache *cache;
+	int64_t id;
+	char *answer;
+
+	setup();
+	config = make_conf();
+	cache = open_store(config);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	answer = run(config, "DIGEST\talice\tINBOX\n");
+	CU_ASSERT_STRING_EQUAL(answer, "NO\tNOTFOUND\tno such mailbox in the account's store\n");
+	free(answer);
+	fill_mailbox(cache, "INBOX", &id);
+	CU_ASSERT_EQUAL(cache_store_item(cache, id, 1, CACHE_ITEM_ENVELOPE, "(env)", 5), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, id, 3, CACHE_ITEM_ENVELOPE, "(env)", 5), 0);
+	CU_ASSERT_EQUAL(cache_store_size(cache, id, 1, 1234), 0);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE messages SET envelope_sum = envelope_sum + 1 WHERE uid = 3", NULL, NULL, NULL),
+			SQLITE_OK);
+	answer = run(config, "DIGEST\talice\tINBOX\n");
+	CU_ASSERT_STRING_EQUAL(answer,
+		"MAILBOX\t7\t0\n"
+		"VALUE\t1\tenvelope\t0846e1120aee36f6fa90811e6b0b2d06eb09172637f4b8f225061629f6f5b12a\n"
+		"VALUE\t1\tflags\tabc3b37802d9d7d1fe7cd52483bdf3d860ca2cee3d2f39f929d73503663f2263\n"
+		"VALUE\t1\tsize\t1234\n"
+		"VALUE\t2\tflags\tabc3b37802d9d7d1fe7cd52483bdf3d860ca2cee3d2f39f929d73503663f2263\n"
+		"VALUE\t2\tmessage\t2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+		"DAMAGED\t3\tenvelope\n"
+		"VALUE\t3\tflags\tabc3b37802d9d7d1fe7cd52483bdf3d860ca2cee3d2f39f929d73503663f2263\n"
+		"OK\n");
+	free(answer);
+	answer = run(config, "DIGEST\talice\tINBOX\t3\n");
+	CU_ASSERT_STRING_EQUAL(answer, "MAILBOX\t7\t0\n"
+		"VALUE\t3\tflags\tabc3b37802d9d7d1fe7cd52483bdf3d860ca2cee3d2f39f929d73503663f2263\nOK\n");
+	free(answer);
+	for (uint32_t uid = 4; uid <= CONTROL_DIGEST_MESSAGES + 10; uid++)
+		CU_ASSERT_EQUAL(cache_store_flags(cache, id, uid, "", 0), 0);
+	answer = run(config, "DIGEST\talice\tINBOX\n");
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "\nNEXT\t101\nOK\n"));
+	free(answer);
+	answer = run(config, "DIGEST\tbob\tINBOX\n");
+	CU_ASSERT_STRING_EQUAL(answer, "NO\tNOUSER\tno such account (no store for it)\n");
 	free(answer);
 	cache_unref(&cache);
 	conf_unref(&config);
@@ -243,7 +325,7 @@ static void test_purge_while_open(void)
 	CU_ASSERT_EQUAL(cache_lookup(cache, other, 1, &message), 0);
 	CU_ASSERT_EQUAL(cache_body_bytes(cache), 0);
 	answer = run(config, "PURGE\tbob\n");
-	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "NO\tNOTFOUND"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(answer, "NO\tNOUSER"));
 	free(answer);
 	cache_unref(&cache);
 	conf_unref(&config);
@@ -332,6 +414,7 @@ const struct unit_test unit_tests[] = {
 	{ "requests parse whole and in pieces", test_parse_requests },
 	{ "bad requests are refused", test_parse_bad_requests },
 	{ "STATS counts mailboxes, bodies and hits", test_stats },
+	{ "DIGEST gives a digest of each stored value", test_digest },
 	{ "PURGE while the store is in use and a body is being written", test_purge_while_open },
 	{ "the socket: mode, answers, stale sockets", test_socket },
 	{ NULL, NULL },
