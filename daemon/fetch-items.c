@@ -376,6 +376,7 @@ int fetch_items_add(struct fetch_answer *answer, const struct imap_command *comm
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		static const unsigned int wanted[] = {
 			[FETCH_KIND_INTERNALDATE] = CACHE_HAS(CACHE_ITEM_INTERNALDATE),
+			[FETCH_KIND_SIZE] = CACHE_HAS(CACHE_ITEM_SIZE),
 			[FETCH_KIND_ENVELOPE] = CACHE_HAS(CACHE_ITEM_ENVELOPE),
 			[FETCH_KIND_BODY] = CACHE_HAS(CACHE_ITEM_BODY),
 			[FETCH_KIND_BODYSTRUCTURE] = CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE),

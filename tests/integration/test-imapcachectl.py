@@ -448,8 +448,8 @@ def test_stats_per_mailbox(daemon):
             exchange(first, fetch)
         first.tagged("z", "LOGOUT")
         second = connect(fresh.port, "INBOX", user=USER3, password=PASS3)
-        exchange(second, "UID FETCH 1:3 (ENVELOPE)")
-        exchange(second, "UID FETCH 1:3 (ENVELOPE)")
+        exchange(second, "UID FETCH 1:3 (ENVELOPE RFC822.SIZE)")
+        exchange(second, "UID FETCH 1:3 (ENVELOPE RFC822.SIZE)")
         second.tagged("z", "LOGOUT")
         code, out, err = ctl("stats", "--json", USER, "INBOX", socket_path=fresh.socket)
         stats = json.loads(out) if code == 0 else {}
@@ -463,7 +463,8 @@ def test_stats_per_mailbox(daemon):
         other = [m for m in stats.get("mailboxes", []) if m["mailbox"] == "INBOX"]
         check("... the second account's counted apart",
               other and other[0]["account"] == USER3
-              and other[0]["items"] == {"envelope": {"hits": 3, "misses": 3, "hit_rate": 0.5}}, (code, out, err))
+              and other[0]["items"] == {"envelope": {"hits": 3, "misses": 3, "hit_rate": 0.5},
+                                        "size": {"hits": 3, "misses": 3, "hit_rate": 0.5}}, (code, out, err))
         check("... and the daemon-wide counts are the sum", stats.get("items", {}).get("envelope") ==
               {"hits": 18, "misses": 18, "hit_rate": 0.5}, stats.get("items"))
         code, out, err = ctl("stats", "--json", socket_path=fresh.socket)
