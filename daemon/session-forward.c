@@ -898,6 +898,7 @@ static bool session_forward_idle_line(struct session *session, struct evbuffer *
 
 	if (eol.pos >= 0 && session_own_idle_line(session)) {
 		/* the proxy paused this IDLE: the pause answers the DONE */
+		session->last_activity_usec = session_now_usec(); /* no batch right after: the client is awake */
 		session->bytes_in += (size_t)eol.pos + eol_len;
 		evbuffer_drain(input, (size_t)eol.pos + eol_len);
 		return true;

@@ -546,7 +546,8 @@ static bool session_idling(const struct session *session)
 	return session->state == SESSION_STATE_FORWARDING && session->open_is_idle && session->idle_established &&
 	       session->idle_pause == SESSION_IDLE_RUNNING && session->own_command == NULL &&
 	       session->forwarded_pending == 1 && session->prefetch != NULL && sync_is_ready(session->sync) &&
-	       session->idle_done_reply != NULL;
+	       session->idle_done_reply != NULL &&
+	       evbuffer_get_length(bufferevent_get_input(session->bev)) == 0; /* no DONE waiting to be read */
 }
 
 /* Ends the client's IDLE upstream (DONE), keeping its tagged OK; the
@@ -625,8 +626,11 @@ bool session_own_idle_ended(struct session *session, struct imap_client_command 
 		return false;
 	session->idle_pause = SESSION_IDLE_FETCHING;
 	session->open_command = NULL;
-	if (!session_own_prefetch(session))
-		session_idle_resume(session); /* nothing missing after all */
+	if (session->state != SESSION_STATE_FORWARDING)
+		return true; /* the session ends: no batch, no IDLE again */
+	/* a client that said DONE meanwhile gets the kept OK now, not after a batch */
+	if (session->idle_client_done || !session_own_prefetch(session))
+		session_idle_resume(session);
 	return true;
 }
 

@@ -167,6 +167,31 @@ def idle_pipeline():
         relay.close()
 
 
+def idle_done_during_pause():
+    """A DONE that comes just after the proxy paused the IDLE: answered
+    with the kept OK, no prefetch batch first."""
+    relay, daemon = start("full", delay=0.05)
+    proxied = Side(daemon.port, "p")
+    try:
+        proxied.exchange("SELECT INBOX")
+        tag = proxied.send("IDLE")
+        proxied.conn.response()
+        first = len(relay.recorded())
+        deadline = time.time() + 20
+        while time.time() < deadline and not any(c.line == "DONE" for c in relay.recorded()[first:]):
+            time.sleep(0.001)
+        paused_at = len(relay.recorded())
+        proxied.conn.send(b"DONE\r\n")
+        got = proxied.read(tag)
+        after = [c.line for c in relay.recorded()[paused_at:]]  # what was sent before the OK reached the client
+        check("done: the IDLE ends with its OK", got[-1].startswith(tag + b"OK"), got)
+        check("done: no batch between the pause and the client's DONE",
+              not any(re.search(r" FETCH ", line) for line in after), after)
+    finally:
+        daemon.stop()
+        relay.close()
+
+
 def idle_empty_mailbox():
     """An empty mailbox has nothing to prefetch: the IDLE stays as it is."""
     relay, daemon = start()
@@ -229,6 +254,7 @@ def main():
     held_before_fetch()
     held_before_select()
     idle_pipeline()
+    idle_done_during_pause()
     idle_empty_mailbox()
     held_updates_merged()
     other = Side(PORT, "c")
