@@ -26,6 +26,7 @@ struct prefetch {
 	enum prefetch_walk walk;
 	uint32_t below_uid;       /* the walk goes on with the UIDs under this one */
 	uint32_t top_uid;         /* the view's highest UID when the walks began */
+	uint32_t unknown_asked;   /* the view's count when messages with no UID were last asked for */
 };
 
 /* One store lookup's answers, for the messages of the view it covered. */
@@ -177,9 +178,37 @@ static int prefetch_write(enum prefetch_walk walk, uint32_t *seqs, size_t count,
 	return 1;
 }
 
+/* How many of the newest messages have no UID known yet (an EXISTS
+   told of them; the store can't hold anything of them yet), unless they
+   were asked for already at this count (an answer that taught nothing
+   is not asked for again until the mailbox grows). */
+static uint32_t prefetch_unknown_tail(const struct prefetch *prefetch, const struct mailbox_view *view)
+{
+	uint32_t count = mailbox_view_count(view), seq = count;
+
+	if (count == prefetch->unknown_asked)
+		return 0;
+	while (seq >= 1 && mailbox_view_get(view, seq)->uid == 0)
+		seq--;
+	return count - seq;
+}
+
 bool prefetch_may_have_work(const struct prefetch *prefetch, const struct mailbox_view *view)
 {
-	return prefetch->walk != PREFETCH_WALK_DONE || mailbox_view_max_uid(view) > prefetch->top_uid;
+	return prefetch->walk != PREFETCH_WALK_DONE || mailbox_view_max_uid(view) > prefetch->top_uid ||
+	       prefetch_unknown_tail(prefetch, view) > 0;
+}
+
+/* The newest messages with no UID known: their header items first (the
+   batch's answer tells their UIDs). */
+static void prefetch_take_unknown(struct prefetch *prefetch, const struct mailbox_view *view,
+				  struct prefetch_batch *batch)
+{
+	uint32_t count = mailbox_view_count(view), tail = prefetch_unknown_tail(prefetch, view);
+
+	prefetch->unknown_asked = count;
+	for (uint32_t seq = count; seq > count - tail && prefetch_batch_open(batch); seq--)
+		batch->seqs[batch->count++] = seq;
 }
 
 int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limits, struct cache *cache,
@@ -188,6 +217,10 @@ int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limit
 	struct prefetch_batch batch = { .stored = cache_body_bytes(cache) };
 	uint32_t max_uid = mailbox_view_max_uid(view);
 
+	if (prefetch_unknown_tail(prefetch, view) > 0 && limits->mode != CONF_PREFETCH_OFF && !cache_writes_off(cache)) {
+		prefetch_take_unknown(prefetch, view, &batch);
+		return prefetch_write(PREFETCH_WALK_HEADERS, batch.seqs, batch.count, buf, size);
+	}
 	if (limits->mode == CONF_PREFETCH_OFF || cache_writes_off(cache) || max_uid == 0) {
 		/* nothing to do now: the walk is over until new messages come,
 		   or an idling client would be paused again and again */

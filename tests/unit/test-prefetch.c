@@ -125,6 +125,16 @@ static void test_headers_skip_stored(void)
 	CU_ASSERT_EQUAL(mailbox_view_set_uid(view, MESSAGES + 1, 1000), 0);
 	CU_ASSERT_STRING_EQUAL(set_of(next()), "4,450:451");
 	CU_ASSERT_STRING_EQUAL(next(), "");
+	/* messages an EXISTS told of, UIDs not known yet: asked for first, once */
+	CU_ASSERT_EQUAL(mailbox_view_upstream_exists(view, MESSAGES + 3), 0);
+	CU_ASSERT(prefetch_may_have_work(prefetch, view));
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "452:453");
+	CU_ASSERT(strstr(line, " " PREFETCH_HEADER_ITEMS "\r\n") != NULL);
+	CU_ASSERT(!prefetch_may_have_work(prefetch, view)); /* the answer taught nothing: not again */
+	CU_ASSERT_STRING_EQUAL(next(), "");
+	CU_ASSERT_EQUAL(mailbox_view_set_uid(view, MESSAGES + 2, 1001), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_uid(view, MESSAGES + 3, 1002), 0);
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "4,450:453"); /* known now: a walk from the top */
 	teardown();
 }
 
