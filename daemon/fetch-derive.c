@@ -136,9 +136,11 @@ static enum binary_encoding binary_encoding_of(const struct mime_message *node)
 
 	if (cte == NULL)
 		return BINARY_IDENTITY;
-	cte += strspn(cte, " \t\r\n"); /* folding white space too */
+	if (strpbrk(cte, "\r\n") != NULL)
+		return BINARY_UNSUPPORTED; /* folded: Dovecot's parser calls it unknown */
+	cte += strspn(cte, " \t");
 	len = strlen(cte);
-	while (len > 0 && strchr(" \t\r\n", cte[len - 1]) != NULL)
+	while (len > 0 && (cte[len - 1] == ' ' || cte[len - 1] == '\t'))
 		len--;
 #define CTE_IS(word) (len == strlen(word) && strncasecmp(cte, word, len) == 0)
 	if (CTE_IS("7bit") || CTE_IS("8bit") || CTE_IS("binary"))
@@ -215,6 +217,7 @@ struct binary_walk {
 	size_t raw_len;
 	struct mime_buffer *out;
 	bool converted;          /* a part was decoded: Dovecot sends "~{n}" */
+	bool rewrote;            /* a decoded part's header was rewritten */
 	const char *why;
 };
 
@@ -284,6 +287,7 @@ static int walk_converted_header(struct binary_walk *walk, const struct mime_mes
 		pos += line_len;
 	}
 	mime_buffer_append(walk->out, binary_field, sizeof(binary_field) - 1);
+	walk->rewrote = true;
 	return 0;
 }
 
@@ -318,6 +322,17 @@ static bool is_container_type(struct mime_message *node)
 	return strcmp(maintype, "multipart") == 0 || strcmp(maintype, "message") == 0;
 }
 
+/* Whether the part's header block ends in its blank line: without one,
+   Dovecot reads the encoding from the header of a later part. */
+static bool header_is_closed(const struct binary_walk *walk, const struct mime_message *node)
+{
+	size_t len = node->body_start - node->header_start;
+	const unsigned char *header = walk->raw + node->header_start;
+
+	return (len == 2 && memcmp(header, "\r\n", 2) == 0) ||
+	       (len >= 4 && memcmp(header + len - 4, "\r\n\r\n", 4) == 0);
+}
+
 static int walk_node(struct binary_walk *walk, struct mime_message *node, bool with_header)
 {
 	enum binary_encoding encoding = binary_encoding_of(node);
@@ -325,6 +340,10 @@ static int walk_node(struct binary_walk *walk, struct mime_message *node, bool w
 
 	if (!node_in_raw(node, walk->raw_len))
 		return -1;
+	if (!header_is_closed(walk, node)) {
+		walk->why = "BINARY of a part whose header has no blank line";
+		return -1;
+	}
 	if (encoding == BINARY_UNSUPPORTED || mime_message_count(node, "Content-Transfer-Encoding") > 1) {
 		walk->why = "BINARY of an unknown or repeated Content-Transfer-Encoding";
 		return -1;
@@ -375,14 +394,15 @@ int fetch_derive_binary(struct mime_message *root, const unsigned char *raw, siz
 		*why_r = walk.why;
 		return -1;
 	}
+	if (walk.rewrote && !walk.converted) {
+		/* Dovecot throws a stream with nothing decoded away and sends the
+		   original cut to that stream's length */
+		*why_r = "BINARY with a header rewritten but nothing decoded (an empty encoded part)";
+		return -1;
+	}
 	*converted_r = walk.converted;
 	*why_r = NULL;
 	return 0;
-}
-
-bool fetch_derive_binary_size_is_length(struct mime_message *root, const char *section)
-{
-	return part_find(root, section) == root;
 }
 
 /* ---- sections ---- */

@@ -47,11 +47,4 @@ int fetch_derive_part(struct mime_message *root, const unsigned char *raw, size_
 int fetch_derive_binary(struct mime_message *root, const unsigned char *raw, size_t raw_len, const char *section,
 			struct mime_buffer *out, bool *converted_r, const char **why_r);
 
-/* Whether Dovecot 2.3's BINARY.SIZE[section] is the length of its
-   BINARY[section]: only for the whole message. For a part it sums the
-   sizes of the converted parts that start within the part's size in
-   CRLF bytes counted from its offset in the stored file, which with a
-   store that keeps LF line ends takes in parts after it. */
-bool fetch_derive_binary_size_is_length(struct mime_message *root, const char *section);
-
 #endif

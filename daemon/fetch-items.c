@@ -25,7 +25,7 @@ static bool kind_is_buffered(enum fetch_kind kind)
    (its handlers without a context); sections repeat. */
 static bool kind_is_single(enum fetch_kind kind)
 {
-	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY && kind != FETCH_KIND_BINARY_SIZE;
+	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY;
 }
 
 void fetch_item_free(struct fetch_item *item)
@@ -171,13 +171,12 @@ static bool section_source(const struct imap_fetch_attr *attr, struct fetch_item
 
 	item->sets_seen = !attr->peek;
 	if (attr->type == IMAP_FETCH_ATTR_BINARY_SIZE) {
-		/* Dovecot 2.3 computes it from part sizes; for the messages
-		   whose BINARY is written here (no encoded container, where its
-		   sums count a part twice) that is BINARY's length */
-		item->kind = FETCH_KIND_BINARY_SIZE;
-		item->source = FETCH_SOURCE_BINARY;
-		item->sets_seen = false;
-		return true;
+		/* Dovecot 2.3 sums a part's size from part sizes, counting parts
+		   after it too, and a message's first BINARY.SIZE leaves it a
+		   stream that makes a later BINARY[] "~{n}" (fetch.h,
+		   binary_marked): the upstream must see it */
+		*why_r = "BINARY.SIZE";
+		return false;
 	}
 	if (attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) {
 		item->kind = FETCH_KIND_BINARY;
@@ -296,7 +295,7 @@ static int answer_add_section(struct fetch_answer *answer, const struct imap_com
 	item.section = section_echo(command, i, facts, why_r);
 	if (item.section == NULL)
 		return 0;
-	prefix = item.kind == FETCH_KIND_BINARY_SIZE ? "BINARY.SIZE" : item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
+	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
 	item.name = malloc(strlen(prefix) + strlen(item.section) + 32);
 	if (item.name == NULL) {
 		free(item.section);

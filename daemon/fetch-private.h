@@ -28,7 +28,6 @@ enum fetch_kind {
 	FETCH_KIND_RFC822_TEXT,
 	FETCH_KIND_SECTION,      /* BODY[...] */
 	FETCH_KIND_BINARY,       /* BINARY[n] */
-	FETCH_KIND_BINARY_SIZE,  /* BINARY.SIZE[n]: the length of BINARY[n] */
 };
 
 /* Where a body item's bytes come from. */
@@ -61,6 +60,7 @@ struct fetch_message {
 	bool unseen;             /* the fetch would set \Seen: the upstream must do it first */
 	bool missing;            /* the store lacks what the fetch needs: fetched first */
 	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
+	bool outside_change;     /* another client changed its flags too: FLAGS again after the lines */
 };
 
 /* Stored values of a run of the answer's messages, from one lookup. */

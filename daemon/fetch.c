@@ -118,6 +118,7 @@ static int message_mark_seen(struct fetch_answer *answer, struct fetch_message *
 			return 0;
 		}
 		entry->seen_set = true;
+		entry->outside_change = seen->outside;
 		entry->new_modseq = entry->modseq;
 		entry->modseq = seen->old_modseq;
 		return 1;
@@ -415,10 +416,6 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 	*converted_r = false;
 	if (root == NULL)
 		return -1;
-	if (kind == FETCH_KIND_BINARY_SIZE && !fetch_derive_binary_size_is_length(root, section)) {
-		source->why = "BINARY.SIZE of a part (Dovecot sums sizes of other parts too)";
-		return -1;
-	}
 	if (fetch_derive_binary(root, source->raw, source->raw_len, section, out, converted_r, &source->why) < 0)
 		return -1;
 	/* the stream Dovecot keeps is the whole message's, with its header */
@@ -575,7 +572,7 @@ static int write_part(struct evbuffer *out, struct fetch_source *source, const s
 	return ret;
 }
 
-/* BINARY[n]<partial> and BINARY.SIZE[n]: "~{n}" when the part was decoded (Dovecot's
+/* BINARY[n]<partial>: "~{n}" when the part was decoded (Dovecot's
    "converted", whatever the bytes), else "{n}" (a part that is sent as
    it is holds no NUL here: see source_binary). */
 static int write_binary(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
@@ -585,9 +582,7 @@ static int write_binary(struct evbuffer *out, struct fetch_source *source, const
 	int ret = -1;
 
 	if (source_binary(source, item->kind, item->section, &decoded, &converted) == 0) {
-		if (out != NULL && item->kind == FETCH_KIND_BINARY_SIZE)
-			evbuffer_add_printf(out, "%s %zu", item->name, decoded.len);
-		else if (out != NULL)
+		if (out != NULL)
 			write_literal(out, item, decoded.data, decoded.len, converted);
 		ret = 0;
 	}
@@ -755,24 +750,26 @@ static int message_write(struct evbuffer *out, struct fetch_source *source)
 	return 0;
 }
 
-/* After the last line, with CONDSTORE: the MODSEQ each \Seen set gave,
-   in a line of its own (with the UID under QRESYNC), as Dovecot reports
-   the change at the end of the command. */
-static void answer_write_modseq_updates(const struct fetch_answer *answer, struct evbuffer *out)
+/* After the last line, as Dovecot reports changes at the end of the
+   command: for each message whose \Seen the fetch set, with CONDSTORE
+   its new MODSEQ (with the UID under QRESYNC); where another client had
+   changed its flags too, its FLAGS as well (without CONDSTORE only then). */
+static void answer_write_seen_updates(const struct fetch_answer *answer, struct evbuffer *out)
 {
-	if (!answer->condstore)
-		return;
 	for (size_t i = 0; i < answer->message_count; i++) {
 		const struct fetch_message *message = &answer->messages[i];
 
-		if (!message->seen_set)
+		if (!message->seen_set || (!answer->condstore && !message->outside_change))
 			continue;
+		evbuffer_add_printf(out, "* %" PRIu32 " FETCH (", message->seq);
 		if (answer->qresync)
-			evbuffer_add_printf(out, "* %" PRIu32 " FETCH (UID %" PRIu32 " MODSEQ (%" PRIu64 "))\r\n",
-					    message->seq, message->uid, message->new_modseq);
-		else
-			evbuffer_add_printf(out, "* %" PRIu32 " FETCH (MODSEQ (%" PRIu64 "))\r\n", message->seq,
-					    message->new_modseq);
+			evbuffer_add_printf(out, "UID %" PRIu32 " ", message->uid);
+		if (answer->condstore)
+			evbuffer_add_printf(out, "MODSEQ (%" PRIu64 ")%s", message->new_modseq,
+					    message->outside_change ? " " : "");
+		if (message->outside_change)
+			write_flags(out, message);
+		evbuffer_add(out, ")\r\n", 3);
 	}
 }
 
@@ -1037,7 +1034,7 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		answer->next++;
 	}
 	chunk_clear(&answer->chunk);
-	answer_write_modseq_updates(answer, out);
+	answer_write_seen_updates(answer, out);
 	return FETCH_WRITE_DONE;
 }
 

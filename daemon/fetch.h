@@ -18,7 +18,7 @@ struct mailbox_view;
    such times and does not pretend to. */
 #define FETCH_OK_TEXT "Fetch completed."
 #define FETCH_LOOKUP_CHUNK 1000 /* messages per store lookup: one statement stays in milliseconds */
-#define FETCH_DOVECOT_BINARY_CACHE_USEC (61 * 1000000ull) /* Dovecot 2.3 keeps a BINARY stream 60 s (MAIL_BINARY_CACHE_EXPIRE_MSECS) */
+#define FETCH_DOVECOT_BINARY_CACHE_USEC (61 * 1000000ull) /* Dovecot 2.3 keeps a BINARY stream 60 s after its last use (MAIL_BINARY_CACHE_EXPIRE_MSECS) */
 #define FETCH_LOCAL_MAX_MESSAGES 100000 /* a larger set goes upstream: the plan's memory stays a few MB */
 
 /* A message of the proxy's STORE of \Seen for the FETCH, with its MODSEQ
@@ -29,6 +29,7 @@ struct fetch_seen {
 	uint32_t uid;
 	uint64_t old_modseq;
 	bool changed;       /* the STORE reported it: its \Seen was set now */
+	bool outside;       /* its flags changed otherwise too (another client) */
 };
 
 /*
@@ -49,9 +50,11 @@ struct fetch_facts {
 	   \Seen was answered upstream. */
 	bool peek_only;                     /* the STORE got NO: every body item is as if .PEEK */
 	bool seen_stored;                   /* the STORE said OK: a message it did not report had \Seen */
-	/* The client asked BINARY.SIZE lately: Dovecot may then keep a
-	   message's whole BINARY stream, and sends BINARY[] of it as "~{n}"
-	   even when nothing was decoded; such a BINARY[] goes upstream. */
+	/* A BINARY or BINARY.SIZE went upstream lately: Dovecot may then
+	   keep a message's whole BINARY stream (a message's first
+	   BINARY.SIZE makes one, each use keeps it 60 s more), and sends
+	   BINARY[] of it as "~{n}" even when nothing was decoded; such a
+	   BINARY[] goes upstream. */
 	bool binary_marked;
 	const struct fetch_seen *seen;      /* what the STORE asked for (ascending UIDs), or NULL */
 	size_t seen_count;

@@ -541,6 +541,27 @@ static enum session_local session_fetch_missing_first(struct session *session, c
 	return SESSION_LOCAL_WAIT;
 }
 
+/* Whether held upstream news keeps this command from a local answer:
+   news given as the command was taken up (the upstream's numbering may
+   have grown past what a local answer may show before it), or an EXISTS
+   that came during its own steps (the view counts messages the client
+   is not told of until after the answer). The upstream answers in its
+   own order instead. */
+static bool session_held_blocks_local(struct session *session)
+{
+	if (session->held_first) {
+		log_debug("session %lu: %s goes upstream: news of the mailbox came before it", session->id,
+			  session->command_verb);
+		return true;
+	}
+	if (evbuffer_search(session->idle_held, " EXISTS\r\n", 9, NULL).pos >= 0) {
+		log_debug("session %lu: %s goes upstream: the mailbox grew during its own steps", session->id,
+			  session->command_verb);
+		return true;
+	}
+	return false;
+}
+
 /* Plans a FETCH (see session_answer_fetch); the steps before a local
    answer (what is missing, \Seen) return WAIT. */
 static enum session_local session_plan_fetch(struct session *session, const char *tag,
@@ -569,7 +590,7 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	bool seen_tried = session->seen_state != SESSION_SEEN_NONE;
 
 	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0 ||
-	    session->seen_state == SESSION_SEEN_FAILED) {
+	    session->seen_state == SESSION_SEEN_FAILED || session_held_blocks_local(session)) {
 		session_own_seen_reset(session);
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb,
 			  session->cache == NULL ? "no store" : "the mailbox is not synced (or not vouched for)");
@@ -606,11 +627,12 @@ static enum session_local session_plan_fetch(struct session *session, const char
 /* FETCH and UID FETCH: answered from the view and the store when all of
    it is there and vouched for (fetch.h), after fetching on the proxy's
    own tag what a few of its messages lack; else upstream. */
-/* Whether the command asks for BINARY.SIZE of something. */
-static bool fetch_asks_binary_size(const struct imap_command *command)
+/* Whether the command asks for BINARY or BINARY.SIZE of something. */
+static bool fetch_asks_binary(const struct imap_command *command)
 {
 	for (unsigned int i = 0; i < command->u.fetch.attr_count; i++) {
-		if (command->u.fetch.attrs[i].type == IMAP_FETCH_ATTR_BINARY_SIZE)
+		if (command->u.fetch.attrs[i].type == IMAP_FETCH_ATTR_BINARY_SIZE ||
+		    command->u.fetch.attrs[i].type == IMAP_FETCH_ATTR_BINARY_SECTION)
 			return true;
 	}
 	return false;
@@ -621,9 +643,9 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 {
 	enum session_local result;
 
-	if (fetch_asks_binary_size(command))
-		session->binary_size_usec = session_now_usec();
 	result = session_plan_fetch(session, tag, command);
+	if (result == SESSION_LOCAL_UPSTREAM && fetch_asks_binary(command))
+		session->binary_size_usec = session_now_usec(); /* Dovecot may keep (or reuse, for 60 s more) a stream */
 	if (result == SESSION_LOCAL_UPSTREAM) {
 		/* \Seen was set for it, but the upstream will not say so again */
 		session->bytes_out += evbuffer_get_length(session->seen_lines);
@@ -651,7 +673,7 @@ static enum session_local session_answer_search(struct session *session, const c
 	struct evbuffer *answer;
 	const char *why;
 
-	if (!sync_is_ready(session->sync) || (answer = evbuffer_new()) == NULL)
+	if (!sync_is_ready(session->sync) || session_held_blocks_local(session) || (answer = evbuffer_new()) == NULL)
 		return SESSION_LOCAL_UPSTREAM;
 	if (search_answer(command, tag, &facts, answer, &why) != SEARCH_ROUTE_LOCAL) {
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
@@ -663,7 +685,9 @@ static enum session_local session_answer_search(struct session *session, const c
 		return SESSION_LOCAL_WAIT;
 	}
 	log_debug("session %lu: %s answered from the cache", session->id, session->command_verb);
-	session_own_release_held(session, bufferevent_get_output(session->bev));
+	session->bytes_out += evbuffer_get_length(answer);
+	evbuffer_add_buffer(bufferevent_get_output(session->bev), answer);
+	session_own_release_held(session, bufferevent_get_output(session->bev)); /* after the data, as Dovecot */
 	evbuffer_add_printf(answer, "%s OK %s\r\n", tag, SEARCH_OK_TEXT);
 	session->bytes_out += evbuffer_get_length(answer);
 	evbuffer_add_buffer(bufferevent_get_output(session->bev), answer);
@@ -845,9 +869,15 @@ static bool session_route_command(struct session *session)
 	char tag_copy[SESSION_TAG_MAX + 1];
 
 	session->last_activity_usec = session_now_usec();
-	/* what the upstream said during the proxy's own commands comes before
-	   anything of this command, as the upstream would have sent it */
-	session_own_release_held(session, bufferevent_get_output(session->bev));
+	/* What the upstream said during the proxy's own commands before this
+	   command came goes first: its numbers may be ones a local answer
+	   would use (an EXISTS), so FETCH and SEARCH then go upstream
+	   (session_held_first). What comes during this command's own steps
+	   goes after a local answer's data, as Dovecot sends it. */
+	session->held_first = !session->command_replanned &&
+			      evbuffer_get_length(session->idle_held) > 0;
+	if (session->held_first)
+		session_own_release_held(session, bufferevent_get_output(session->bev));
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
 	session_read_verb(session, line->list, line->list_count);
 	if (tag_len == 0 || error == IMAP_COMMAND_ERROR_EMPTY) {
@@ -862,14 +892,18 @@ static bool session_route_command(struct session *session)
 		tag_copy[tag_len] = '\0';
 		switch (route->local(session, tag_copy, &command)) {
 		case SESSION_LOCAL_ANSWERED:
+			session->command_replanned = false;
 			evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
 			return true;
 		case SESSION_LOCAL_WAIT:
+			session->command_replanned = true;
 			return false;
 		case SESSION_LOCAL_UPSTREAM:
 			break;
 		}
 	}
+	session->command_replanned = false;
+	session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
 	if (error == IMAP_COMMAND_ERROR_NONE && command.name != IMAP_COMMAND_LOGIN &&
 	    command.name != IMAP_COMMAND_AUTHENTICATE && command.name != IMAP_COMMAND_ENABLE &&
 	    session_command_changes_state(&command))

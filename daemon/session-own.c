@@ -59,19 +59,104 @@ static int session_seen_compare(const void *key, const void *element)
 	return uid < other ? -1 : uid > other;
 }
 
-/* Whether the FETCH of the view's seq is the \Seen STORE's own answer:
-   a message of its set, whose \Seen the STORE then changed (Dovecot
-   reports no message that had it already). */
-static bool session_own_seen_message(struct session *session, uint32_t seq)
+/* The length of the run at p (before end) of bytes not in stops. */
+static size_t span_until(const char *p, const char *end, const char *stops)
+{
+	const char *q = p;
+
+	while (q < end && strchr(stops, *q) == NULL)
+		q++;
+	return (size_t)(q - p);
+}
+
+/* Whether a flag list holds \Seen. */
+static bool flag_list_has_seen(const char *flags)
+{
+	for (const char *p = flags; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, " ");
+
+		if (n == 5 && strncasecmp(p, "\\Seen", 5) == 0)
+			return true;
+		p += n;
+		p += strspn(p, " ");
+	}
+	return false;
+}
+
+/* Whether flag list a (len bytes) and NUL-terminated list b hold the
+   same flags, \Recent left aside (and \Seen, with but_seen). */
+static bool flag_lists_equal(const char *a, size_t len, const char *b, bool but_seen)
+{
+	const char *lists[2] = { a, b }, *ends[2] = { a + len, b + strlen(b) };
+	unsigned int counts[2] = { 0, 0 };
+
+	for (int side = 0; side < 2; side++) {
+		for (const char *p = lists[side]; p < ends[side];) {
+			size_t n = span_until(p, ends[side], " ");
+			const char *q = lists[1 - side];
+			bool found = false;
+
+			if (n > 0 && !(n == 7 && strncasecmp(p, "\\Recent", 7) == 0) &&
+			    !(but_seen && n == 5 && strncasecmp(p, "\\Seen", 5) == 0)) {
+				counts[side]++;
+				while (q < ends[1 - side] && !found) {
+					size_t m = span_until(q, ends[1 - side], " ");
+
+					found = m == n && strncasecmp(p, q, n) == 0;
+					q += m + (q + m < ends[1 - side]);
+				}
+				if (!found)
+					return false;
+			}
+			p += n + (p + n < ends[side]);
+		}
+	}
+	return counts[0] == counts[1];
+}
+
+/* The flag list of a FETCH line ("FLAGS (" to ")"), or NULL. */
+static const char *fetch_line_flags(const unsigned char *data, size_t len, size_t *len_r)
+{
+	const char *text = (const char *)data, *end = text + len;
+
+	for (const char *p = text; p + 7 <= end; p++) {
+		if (strncasecmp(p, "FLAGS (", 7) == 0) {
+			*len_r = span_until(p + 7, end, ")\r\n");
+			return p + 7;
+		}
+	}
+	return NULL;
+}
+
+/* Whether the FETCH line (data) of the view's seq is the \Seen STORE's
+   own answer: a message of its set whose \Seen the STORE then changed.
+   Dovecot reports no message that had \Seen already, so a line that
+   differs from what the view has of a message the view has seen is
+   another client's change, told at the STORE's end: it is held and goes
+   after the answer, where Dovecot puts it. (A line equal to the view's
+   seen flags is the STORE putting back a \Seen another client took.) */
+static bool session_own_seen_message(struct session *session, uint32_t seq, const unsigned char *data,
+				     size_t len)
 {
 	const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
 	struct fetch_seen *seen = message == NULL || message->uid == 0 ? NULL :
 		bsearch(&message->uid, session->seen, session->seen_count, sizeof(*session->seen),
 			session_seen_compare);
+	size_t flags_len = 0;
+	const char *flags = fetch_line_flags(data, len, &flags_len);
+	bool had_seen;
 
-	if (seen != NULL)
-		seen->changed = true;
-	return seen != NULL;
+	if (seen == NULL)
+		return false;
+	had_seen = flag_list_has_seen(message->flags);
+
+	if (had_seen && (flags == NULL || !flag_lists_equal(flags, flags_len, message->flags, false)))
+		return false;
+	seen->changed = true;
+	/* another client changed it too: took \Seen away, or changed others */
+	seen->outside = had_seen || message->flags == NULL || flags == NULL ||
+			!flag_lists_equal(flags, flags_len, message->flags, true);
+	return true;
 }
 
 static int session_uid_compare(const void *key, const void *element)
@@ -106,7 +191,7 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 			swallow = true;
 			break;
 		case SESSION_OWN_SEEN:
-			swallow = session_own_seen_message(session, seq);
+			swallow = session_own_seen_message(session, seq, data, len);
 			break;
 		case SESSION_OWN_PREFETCH:
 			swallow = prefetch_is_own_line(data, len);
@@ -139,7 +224,9 @@ bool session_own_holds_line(struct session *session, const struct imap_client_co
 }
 
 /* The items of a flag update "* n FETCH (UID u FLAGS (...) MODSEQ (m))"
-   as bits (1 UID, 2 FLAGS, 4 MODSEQ); 0: the line is something else. */
+   as bits (1 UID, 2 FLAGS, 4 MODSEQ); 0: the line is something else.
+   The line is not NUL-terminated: every scan stops at its end, or at CR
+   or LF. */
 static unsigned int held_flag_update(const char *line, size_t len, uint32_t *seq_r)
 {
 	const char *p, *end = line + len;
@@ -149,7 +236,7 @@ static unsigned int held_flag_update(const char *line, size_t len, uint32_t *seq
 	    (p = memchr(line, '(', len)) == NULL)
 		return 0;
 	for (p++; p < end && *p != ')';) {
-		size_t n = strcspn(p, " )");
+		size_t n = span_until(p, end, " )\r\n");
 
 		if (n == 3 && strncasecmp(p, "UID", 3) == 0)
 			items |= 1;
@@ -159,9 +246,16 @@ static unsigned int held_flag_update(const char *line, size_t len, uint32_t *seq
 			items |= 4;
 		else
 			return 0;
-		p += n + (p[n] == ' ');
-		p += *p == '(' ? strcspn(p, ")") + 1 : strcspn(p, " )"); /* the value */
-		p += p < end && *p == ' ';
+		p += n;
+		if (p >= end || *p != ' ')
+			return 0;
+		p++;
+		if (p < end && *p == '(')
+			p += span_until(p, end, ")\r\n") + 1; /* a list value */
+		else
+			p += span_until(p, end, " )\r\n"); /* an atom value */
+		if (p < end && *p == ' ')
+			p++;
 	}
 	return p < end && *p == ')' ? items : 0;
 }

@@ -152,7 +152,9 @@ struct session {
 	uint32_t *missing;             /* UIDs (ascending) the FETCH waiting to be routed lacks */
 	size_t missing_count;
 	bool missing_tried;            /* they were fetched: what still lacks goes upstream */
-	uint64_t binary_size_usec;     /* when the client last asked BINARY.SIZE (session_now_usec), 0: never */
+	bool command_replanned;        /* the command waited (its own steps, pending ones): routed again */
+	bool held_first;               /* held lines went out as this command was taken up */
+	uint64_t binary_size_usec;     /* when a BINARY or BINARY.SIZE last went upstream (session_now_usec), 0: never */
 	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
 	struct prefetch *prefetch;     /* the walk over the selected mailbox; NULL: off */
 	unsigned int prefetch_batches; /* sent since the walk last ran out */

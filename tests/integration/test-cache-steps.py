@@ -52,14 +52,14 @@ ENABLE = {"none": None, "condstore": "ENABLE CONDSTORE", "qresync": "ENABLE QRES
 
 
 Side = Session  # one logged-in connection of the test
-UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
+UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]|(?<=\[APPENDUID )\d+")
 
 
 def both(direct, proxied, command, name=None, literal=None):
     """Sends command to both; checks the answers are the same bytes (but
     UIDVALIDITY: each account made its mailbox in a second of its own)."""
-    want = [UIDVALIDITY.sub(b"[UIDVALIDITY]", r) for r in direct.exchange(command, literal)]
-    got = [UIDVALIDITY.sub(b"[UIDVALIDITY]", r) for r in proxied.exchange(command, literal)]
+    want = [UIDVALIDITY.sub(b"<UIDVALIDITY>", r) for r in direct.exchange(command, literal)]
+    got = [UIDVALIDITY.sub(b"<UIDVALIDITY>", r) for r in proxied.exchange(command, literal)]
     if name is not None:
         check(name, got == want, "\n  got  %r\n  want %r" % (got, want))
     return got
@@ -138,8 +138,10 @@ def run_stale_seen(daemon, relay):
     check("stale \\Seen: answered from the cache after a STORE of both messages",
           not fetches and len(stores) == 1 and re.search(r" STORE 1:2 ", stores[0]) is not None, (fetches, stores))
     lines = [r for r in got if r.startswith(b"* ")]
-    check("stale \\Seen: FLAGS only for the message whose \\Seen the upstream set",
-          len(lines) == 2 and b"FLAGS (\\Seen" in lines[0] and b"FLAGS" not in lines[1], got)
+    check("stale \\Seen: FLAGS in the line only for the message whose \\Seen the upstream set, "
+          "and Dovecot's report of the other client's change after the lines",
+          len(lines) == 3 and b"FLAGS (\\Seen" in lines[0] and b"FLAGS" not in lines[1] and
+          lines[2].startswith(b"* 1 FETCH (FLAGS (\\Seen"), got)
     flags = other.exchange("FETCH 1 (FLAGS)")
     check("stale \\Seen: the upstream has \\Seen again", any(b"\\Seen" in r for r in flags[:-1]), flags)
     # MODSEQ the view does not know (no CONDSTORE at SELECT): fetched, not the whole FETCH upstream
@@ -155,6 +157,38 @@ def run_stale_seen(daemon, relay):
           len([r for r in got if re.match(rb"\* \d FETCH \(MODSEQ \(\d+\) BODY\[HEADER\]", r)]) == 2, got)
     other.close()
     proxied.close()
+
+
+def run_outside_changes(daemon, relay, mode):
+    """Another client changes flags (the twins alike) just before a
+    non-PEEK FETCH: the answer shows FLAGS in the line only where the
+    fetch set \\Seen, and Dovecot's own report of the other client's
+    change after the lines (with MODSEQ, and the UID under QRESYNC)."""
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    other_direct, other_proxied = Side(PORT, USER, PASS), Side(PORT, USER3, PASS3)
+    if ENABLE[mode]:
+        both(direct, proxied, ENABLE[mode])
+    both(direct, proxied, "SELECT %s" % MAILBOX)
+    both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE INTERNALDATE RFC822.SIZE)")
+    for other in (other_direct, other_proxied):
+        other.exchange("SELECT %s" % MAILBOX)
+
+    def step(command, change):
+        for other in (other_direct, other_proxied):
+            other.exchange(change)
+        since = len(relay.recorded())
+        both(direct, proxied, command, "%s: %s after another client's %s" % (mode, command, change))
+        fetches, _ = body_fetches(relay, since)
+        check("%s: %s after %s answered from the cache" % (mode, command, change), not fetches, fetches)
+        both(direct, proxied, "NOOP", "%s: NOOP after it" % mode)
+
+    both(direct, proxied, "STORE 1:* -FLAGS (\\Seen)")
+    step("FETCH 1:3 (BODY[TEXT])", "STORE 1 +FLAGS.SILENT (\\Draft)")
+    step("FETCH 1:3 (BODY[TEXT])", "STORE 1:3 -FLAGS.SILENT (\\Seen)")
+    both(direct, proxied, "STORE 1:3 +FLAGS (\\Seen)")
+    step("FETCH 1:3 (BODY[TEXT])", "STORE 2 +FLAGS.SILENT (\\Flagged)")
+    for side in (direct, proxied, other_direct, other_proxied):
+        side.close()
 
 
 def own_fetches(relay, since):
@@ -213,6 +247,9 @@ def main():
         run_partial(daemon, relay)
         make_mailbox(daemon.port)
         run_stale_seen(daemon, relay)
+        for mode in ("none", "condstore", "qresync"):
+            make_mailbox(daemon.port)
+            run_outside_changes(daemon, relay, mode)
     finally:
         if ENV.get("IMAPTEST_VERBOSE"):
             print("\n".join(l for l in daemon.log().splitlines() if "upstream:" in l or "Seen" in l))

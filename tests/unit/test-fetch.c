@@ -286,13 +286,13 @@ static void test_binary(void)
 	expect(answer("FETCH 2 (BINARY.PEEK[2] BINARY.PEEK[1]<1.3> UID)"),
 	       "* 2 FETCH (UID 2 BINARY[2] ~{3}\r\n\\0ab BINARY[1]<1> {3}\r\nart)\r\n" OK);
 	expect(answer("FETCH 2 (BINARY.PEEK[2]<2.5>)"), "* 2 FETCH (BINARY[2]<2> ~{1}\r\nb)\r\n" OK);
-	/* BINARY.SIZE: the length of BINARY only for the whole message (Dovecot
-	   sums other parts' sizes into a part's), not buffered, repeated */
+	/* BINARY.SIZE goes upstream: Dovecot sums other parts' sizes into a
+	   part's, and its first one leaves a stream behind */
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.SIZE[2])")));
-	expect(answer("FETCH 2 (BINARY.SIZE[] UID BINARY.SIZE[])"),
-	       "* 2 FETCH (UID 2 BINARY.SIZE[] 198 BINARY.SIZE[] 198)\r\n" OK);
-	/* after a BINARY.SIZE Dovecot may send BINARY[] of a message it did
-	   not decode as "~{n}": upstream; decoded ones are "~{n}" anyway */
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.SIZE[] UID)")));
+	/* after a BINARY or BINARY.SIZE upstream Dovecot may send BINARY[] of
+	   a message it did not decode as "~{n}": upstream; decoded ones are
+	   "~{n}" anyway */
 	CU_ASSERT(strncmp(answer("FETCH 1 (BINARY.PEEK[])"), "* 1 FETCH (BINARY[] {", 21) == 0);
 	facts.binary_marked = true;
 	CU_ASSERT(upstream(answer("FETCH 1 (BINARY.PEEK[])")));
@@ -356,10 +356,20 @@ static void test_binary_upstream(void)
 	replace_part("Content-Type: message/rfc822", "Subject: inner\r\nContent-Transfer-Encoding: base64\r\n\r\nAGFi");
 	expect(answer("FETCH 2 (BINARY.PEEK[2])"), /* Dovecot rewrites the inner header */
 	       "* 2 FETCH (BINARY[2] ~{56}\r\nSubject: inner\r\nContent-Transfer-Encoding: binary\r\n\r\n\\0ab)\r\n" OK);
+	/* a folded encoding is unknown to Dovecot (NO [UNKNOWN-CTE]) */
 	replace_part("Content-Type: message/rfc822",
 		     "Subject: inner\r\nContent-Transfer-Encoding:\r\n base64\r\nX: y\r\n\r\nAGFi");
-	expect(answer("FETCH 2 (BINARY.PEEK[2])"), /* the field goes with its continuation */
-	       "* 2 FETCH (BINARY[2] ~{62}\r\nSubject: inner\r\nX: y\r\nContent-Transfer-Encoding: binary\r\n\r\n\\0ab)\r\n" OK);
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
+	/* an empty encoded part and nothing decoded: Dovecot sends the original, cut */
+	replace_part("Content-Transfer-Encoding: base64", "");
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[])")));
+	/* a part header without its blank line: Dovecot reads on into the next part */
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, (const uint32_t[]){ 2 }, 1), 0);
+	store_message(2, "Subject: two\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+		      "--b\r\nContent-Type: text/plain\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+		      "Content-Transfer-Encoding: base64\r\n\r\nAGFi\r\n--b--\r\n", NULL, true);
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[])")));
+	expect(answer("FETCH 2 (BINARY.PEEK[2])"), "* 2 FETCH (BINARY[2] ~{3}\r\n\\0ab)\r\n" OK);
 	replace_part("Content-Type: message/rfc822",
 		     "Subject: inner\r\nContent-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit\r\n\r\nAGFi");
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])"))); /* which one counts is Dovecot's business */
@@ -444,7 +454,7 @@ static void test_upstream_rules(void)
 /* A non-PEEK body item on a read-write mailbox sets \Seen: local only when it is set already. */
 static void test_seen(void)
 {
-	static const struct fetch_seen seen[] = { { 1, 10, true } };
+	static const struct fetch_seen seen[] = { { .uid = 1, .old_modseq = 10, .changed = true } };
 
 	setup();
 	facts.read_only = false;
