@@ -39,6 +39,7 @@
 /* Ends a login that did not work: the client gets "tag NO reply". */
 static void session_login_refused(struct session *session, const char *reply)
 {
+	evtimer_del(session->login_timer);
 	session_send(session, "%s NO %s\r\n", session->login_tag, reply);
 	session_wipe_credentials(session);
 	imap_client_free(&session->upstream); /* safe inside its own callback */
@@ -54,6 +55,7 @@ static void session_login_accepted(struct session *session, const char *capabili
 	char filtered[UPSTREAM_CAPABILITY_MAX];
 	const struct timeval idle = { session->conf->timeout_idle, 0 };
 
+	evtimer_del(session->login_timer);
 	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
 	session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
 	/* kept for a login that takes this connection from the pool */
@@ -373,9 +375,26 @@ static void session_login_connect(struct session *session, const struct conf_ups
 		session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
 		return;
 	}
+	const struct timeval login_timeout = { session->conf->timeout_upstream_connect, 0 };
+
 	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
 	session->state = SESSION_STATE_LOGIN;
+	/* the client core's own timer covers the connection; this one the login too */
+	evtimer_add(session->login_timer, &login_timeout);
 	imap_client_connect(session->upstream, session_upstream_connected, session);
+}
+
+void session_login_timeout(evutil_socket_t fd, short what, void *context)
+{
+	struct session *session = context;
+
+	(void)fd;
+	(void)what;
+	if (session->state != SESSION_STATE_LOGIN || session->upstream == NULL)
+		return;
+	log_info("session %lu: login as %s: upstream %s did not log in within %u s (timeouts.upstream_connect)",
+		 session->id, session->user, session->upstream_name, session->conf->timeout_upstream_connect);
+	session_login_refused(session, "[UNAVAILABLE] The upstream server is not available");
 }
 
 /* Logs in for session->user, on a pooled connection when there is one,

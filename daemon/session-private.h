@@ -179,6 +179,7 @@ struct session {
 	unsigned int pool_generation;  /* the pool's when the session started (with its conf) */
 	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
 	struct event *pool_check_timer; /* a taken connection's NOOP must come back in time */
+	struct event *login_timer;     /* connecting and logging in upstream must end within upstream_connect */
 	struct upstream_pool_waiter *pool_waiter; /* waiting for a connection on its way to the pool */
 	uint64_t pool_fresh_authenticated_at; /* pool_key's before a take changed it */
 	bool pool_state_changed;       /* state a pooled connection can't shed (session_line_changes_state) */
@@ -237,6 +238,10 @@ void session_handle_authenticate(struct session *session, const char *tag, const
 void session_handle_auth_response(struct session *session, const char *line, size_t len);
 /* The timer of a pooled connection's NOOP check. */
 void session_pool_check_timeout(evutil_socket_t fd, short what, void *context);
+/* login_timer's callback: an upstream that has not connected and answered
+   the login within timeouts.upstream_connect is closed, and the client's
+   login answered NO [UNAVAILABLE]. */
+void session_login_timeout(evutil_socket_t fd, short what, void *context);
 
 /* ---- session-forward.c: after login ---- */
 

@@ -165,6 +165,7 @@ static void session_free(struct session **session_p)
 	event_free(session->step_event);
 	event_free(session->literal_timer);
 	event_free(session->pool_check_timer);
+	event_free(session->login_timer);
 	SSL_CTX_free(session->tls_context);
 	conf_unref(&session->conf);
 	free(session);
@@ -786,7 +787,9 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 	session->step_event = event_new(base, -1, 0, session_step, session);
 	session->literal_timer = evtimer_new(base, session_literal_timeout, session);
 	session->pool_check_timer = evtimer_new(base, session_pool_check_timeout, session);
-	if (session->step_event == NULL || session->literal_timer == NULL || session->pool_check_timer == NULL)
+	session->login_timer = evtimer_new(base, session_login_timeout, session);
+	if (session->step_event == NULL || session->literal_timer == NULL || session->pool_check_timer == NULL ||
+	    session->login_timer == NULL)
 		goto fail;
 	if (conn->tls_context != NULL) {
 		SSL_CTX_up_ref(conn->tls_context);
@@ -837,6 +840,8 @@ fail:
 		event_free(session->literal_timer);
 	if (session->pool_check_timer != NULL)
 		event_free(session->pool_check_timer);
+	if (session->login_timer != NULL)
+		event_free(session->login_timer);
 	SSL_CTX_free(session->tls_context);
 	free(session);
 	*error_r = "out of memory";

@@ -440,6 +440,40 @@ class RelayCommand:
         return "#%d %r" % (self.connection, self.line)
 
 
+class RelayFault:
+    """A fault a Relay plays on a connection: once pattern (bytes) has
+    passed in its direction (upward: daemon to upstream; else upstream to
+    daemon), after more bytes pass too, then the connection is cut (action
+    "cut": both sockets shut down) or stalls ("stall": nothing more passes
+    either way, the sockets stay open until the relay closes). It applies
+    to the connections numbered in connections (None: every one)."""
+
+    def __init__(self, pattern, after=0, upward=False, action="cut", connections=None):
+        assert action in ("cut", "stall")
+        self.pattern, self.after, self.upward, self.action = pattern, after, upward, action
+        self.connections = connections
+
+    def matcher(self):
+        """A fresh state to feed one direction's chunks to: feed(data)
+        returns (the part of data to pass, whether the fault fires now)."""
+        fault = self
+        state = {"tail": b"", "left": None}
+
+        def feed(data):
+            if state["left"] is None:
+                window = state["tail"] + data
+                at = window.find(fault.pattern)
+                if at < 0:
+                    state["tail"] = window[-max(len(fault.pattern) - 1, 1):]
+                    return data, False
+                state["left"] = fault.after + (at + len(fault.pattern) - len(state["tail"]))
+            if len(data) >= state["left"]:
+                return data[:state["left"]], True
+            state["left"] -= len(data)
+            return data, False
+        return feed
+
+
 class Relay:
     """A TCP relay on loopback between a daemon and an upstream (default:
     the test Dovecot's plaintext port), for the daemon's upstreams entry
@@ -455,12 +489,15 @@ class Relay:
       rate            bytes per second each way at most (None: no cap).
 
     record=False skips the recording (benchmarks moving megabytes).
+    fault, a RelayFault, is played on the connections it names (without
+    delay or rate); self.fired counts the faults played so far.
     close() stops accepting and cuts every connection."""
 
     CAPABILITY = re.compile(r"^\* CAPABILITY (.*)$|\[CAPABILITY ([^\]]*)\]", re.I)
 
-    def __init__(self, host=None, port=None, delay=0.0, handshake_rtts=1.5, rate=None, record=True):
+    def __init__(self, host=None, port=None, delay=0.0, handshake_rtts=1.5, rate=None, record=True, fault=None):
         self.target = (host or HOST, port or PORT)
+        self.fault, self.fired = fault, 0
         self.delay, self.connect_delay, self.rate = delay, handshake_rtts * 2 * delay, rate
         self.record = record
         self.listener = socket.socket()
@@ -519,8 +556,43 @@ class Relay:
             if self.closed:
                 self._cut((down, up))
                 return
+        fault = self.fault
+        if fault is not None and (fault.connections is None or number in fault.connections):
+            stalled = threading.Event()  # set once a stall fault fires: nothing passes either way
+            for upward, source, sink in ((True, down, up), (False, up, down)):
+                feed = fault.matcher() if fault.upward == upward else None
+                threading.Thread(target=self._pump_faulty, args=(number, source, sink, upward, feed, fault.action,
+                                                                 stalled), daemon=True).start()
+            return
         self._direction(number, down, up, True)
         self._direction(number, up, down, False)
+
+    def _pump_faulty(self, number, source, sink, upward, feed, action, stalled):
+        """_pump without delays, playing a fault: feed (a RelayFault
+        matcher, or None for the direction without one) says when."""
+        lines = LineReader() if self.record else None
+        try:
+            while True:
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                if stalled.is_set():
+                    continue  # read and dropped: the peer sees a silent link
+                fired = False
+                if feed is not None:
+                    data, fired = feed(data)
+                self._note(number, data, upward, lines)
+                sink.sendall(data)
+                if fired:
+                    with self.lock:
+                        self.fired += 1
+                    if action == "cut":
+                        break
+                    stalled.set()
+        except OSError:
+            pass
+        if not stalled.is_set():
+            self._cut((source, sink))
 
     def _direction(self, number, source, sink, upward):
         lines = LineReader() if self.record else None
