@@ -41,14 +41,42 @@ PER_STEP = int(ENV.get("IMAPTEST_SEARCH_PER_STEP", "12"))
 DAEMON_TZ = "America/St_Johns"  # -0330/-0230: no whole-hour zone hides a day's edge
 MIN_MESSAGES = 30           # the twins expunge only above this many messages
 SHOWN = 3                   # mismatches shown in full
+LOCAL_LINE = re.compile(r"SEARCH answered from the cache")
 TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
 HIGHESTMODSEQ_CODE = re.compile(rb"(?<= OK )\[HIGHESTMODSEQ \d+\] ")
 FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Deleted", "\\Draft", "$Label1", "$Junk", "$Forwarded")
 KEYWORDS = ("$Label1", "$label1", "$LABEL1", "$Junk", "$junk", "$Forwarded", "$NotThere", "Label1")
 FLAG_KEYS = ("ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN", "UNANSWERED", "UNDELETED", "UNDRAFT",
              "UNFLAGGED", "UNSEEN")
-UPSTREAM_KEYS = ('FROM "a"', 'SUBJECT "appended"', "RECENT", "NEW", "OLD", "SENTSINCE 1-Jan-2019",
-                 'TO "example"', 'HEADER Message-ID "x"', 'BODY "line"')
+UPSTREAM_KEYS = ("RECENT", "NEW", "OLD", "SENTSINCE 1-Jan-2019", 'BODY "line"', 'TEXT "twin"')
+# Header string keys: pieces of the corpus's and the twins' headers, in
+# other cases, precomposed and decomposed, and the pieces of Dovecot's
+# rewritten address lists ("Name" <addr>, <addr>, ", ").
+STRINGS = ("cache", "Proxy", "MEETING", "review", "re:", "Re: ", "agenda", "appended", "twin", "Twin <",
+           "alice", "ALICE EXAMPLE", '"alice example"', "example\" <alice", "<alice@example.org>",
+           "example.org>", "example.org>, ", '" <', ">, <", "@example", "noreply", "<noreply@example.com>",
+           "jürgen", "JÜRGEN", "müller", "mu\u0308ller", "Jürgen Müller <", "émilie", "E\u0301MILIE", "dupré",
+           "山田", "太郎 <taro", "zoë", "zoe\u0308", "o'brien", "o\\'brien", "brien\" <", "åsa", "A\u030asa",
+           "svenska", "café", "CAFE\u0301", "grüße", "GRÜSSE", "grusse", "réunion", "déplacée", "日本語の件名",
+           "ærlig", "naïve résumé", "naïve  résumé", "résumé review", "—", "ﬁ", "fi", "½", "1⁄2", "a b",
+           "meeting — agenda", " ", "Subject", "corpus.example", "imapcached", "1.0", "<", "x", "ẞ", "ß")
+HEADER_NAMES = ("Subject", "From", "To", "Message-ID", "X-Mailer", "In-Reply-To", "References", "MIME-Version",
+                "X-Label", "X-Empty", "x-label", "X-Nothere", "Received", "Return-Path")
+# The twins' APPENDed headers: encoded words (B, Q, in a word), raw UTF-8,
+# folds, a field twice, quoted names, an empty field; now and then a
+# comment or a group, which send FROM/CC/BCC upstream.
+TWIN_HEADERS = (
+    b"From: Twin <twin@example.org>\r\nSubject: appended\r\n",
+    b"From: =?utf-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.de>\r\nTo: \"Alice Example\" <alice@example.org>,"
+    b" noreply@example.com\r\nSubject: =?utf-8?B?Q2Fmw6k=?= =?utf-8?Q?_meeting?= agenda\r\n",
+    "From: \"Zoë O'Brien\" <zoe@example.ie>\r\nSubject: Cafe\u0301   meeting\r\n\treview\r\nX-Label: ﬁsh ½\r\n".encode(),
+    b"From: a.b <ab@example.net>\r\nSubject: appended\r\nSubject: =?iso-8859-1?q?R=E9union?= d=?utf-8?q?=C3=A9?=plac"
+    b"=?utf-8?b?w6llIA==?=\r\nX-Empty:\r\n",
+    "From: Svenska Åsa <asa@example.se>\r\nTo: 山田太郎 <taro@example.jp>\r\nCc: Dave <dave@lists.example.org>\r\n"
+    "Subject: grüße\xa0aus Mu\u0308nchen\r\n".encode(),
+    b"From: Twin <twin@example.org>\r\nCc: x@example.org (Comment)\r\nSubject: appended\r\n",
+    b"From: Twin <twin@example.org>\r\nBcc: undisclosed-recipients:;\r\nSubject: appended\r\n",
+)
 # INTERNALDATEs at a day's edge in zones far apart
 DATES = ("01-Jan-2019 00:00:00 +0000", "31-Dec-2018 23:59:59 +0000", "01-Jan-2019 00:30:00 +1400",
          "31-Dec-2018 22:00:00 -1200", "15-Jun-2020 03:00:00 -0330", "15-Jun-2020 23:00:00 +0530",
@@ -104,8 +132,8 @@ class Twins:
 
     def append(self, rng):
         body = b"line %d\r\n" % rng.randrange(1000) * rng.randint(1, 80)
-        data = (b"From: Twin <twin@example.org>\r\nSubject: appended\r\nDate: Tue, 1 Jan 2019 00:00:00 +0000\r\n"
-                b"\r\n" + body)
+        head = TWIN_HEADERS[rng.randrange(len(TWIN_HEADERS) - 2)] if rng.random() < 0.95 else rng.choice(TWIN_HEADERS[-2:])
+        data = head + b"Date: Tue, 1 Jan 2019 00:00:00 +0000\r\n\r\n" + body
         flags = " ".join(rng.sample(FLAGS, rng.randint(0, 3))).encode()
         answer = self.run(b"APPEND INBOX (" + flags + b") \"" + rng.choice(DATES).encode() + b"\"", literal=data)
         m = re.match(rb"\S+ OK \[APPENDUID \d+ (\d+)\]", answer[-1])
@@ -150,6 +178,21 @@ class Generator:
         """A message's size, or one off."""
         return max(0, self.rng.choice(sorted(self.twins.sizes) or [100]) + self.rng.choice((-1, 0, 1)))
 
+    def string(self, text):
+        """text as an IMAP string: quoted when plain ASCII, else a
+        LITERAL+ literal of its UTF-8."""
+        data = text.encode()
+        if data.isascii() and '"' not in text and "\\" not in text:
+            return '"%s"' % text
+        return "{%d+}\r\n%s" % (len(data), text)
+
+    def string_key(self):
+        value = self.rng.choice(STRINGS) if self.rng.random() < 0.9 else ""
+        kind = self.rng.choice(("FROM", "TO", "CC", "BCC", "SUBJECT", "SUBJECT", "HEADER"))
+        if kind == "HEADER":
+            return "HEADER %s %s" % (self.rng.choice(HEADER_NAMES), self.string(value))
+        return "%s %s" % (kind, self.string(value))
+
     def key(self, depth, count):
         r = self.rng.random()
         if depth < 3 and r < 0.12:
@@ -158,6 +201,8 @@ class Generator:
             return "OR %s %s" % (self.key(depth + 1, count), self.key(depth + 1, count))
         if depth < 3 and r < 0.30:
             return "(%s)" % " ".join(self.key(depth + 1, count) for _ in range(self.rng.randint(1, 3)))
+        if self.rng.random() < 0.3:
+            return self.string_key()
         r = self.rng.random()
         if r < 0.25:
             return self.rng.choice(FLAG_KEYS)
@@ -192,6 +237,11 @@ class Generator:
             options = "RETURN (%s) " % " ".join(chosen)
         return ("%s %s%s%s" % (verb, options, charset, keys)).encode()
 
+    def string_command(self):
+        """A program of string keys only (answered from the store when warm)."""
+        keys = " ".join(self.string_key() for _ in range(self.rng.randint(1, 2)))
+        return ("%s %s" % (self.rng.choice(("SEARCH", "UID SEARCH")), keys)).encode()
+
 
 def first_difference(one, two):
     """The first response where two answers differ, clipped."""
@@ -206,6 +256,7 @@ class Pass:
     def __init__(self, name, daemon, twins, rng):
         self.name, self.daemon, self.twins, self.rng = name, daemon, twins, rng
         self.searches = 0
+        self.string_local = 0  # string-only SEARCHes answered from the cache
         self.mismatches = []
         self.open()
 
@@ -250,11 +301,17 @@ class Pass:
             twins.expunge(self.rng)
         self.both(b"NOOP")
         # the new messages' UIDs and flags (and, warm, their size and date for the store)
-        self.both(b"FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)" if warm else b"FETCH 1:* (UID FLAGS)")
+        self.both(b"FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER])" if warm else
+                  b"FETCH 1:* (UID FLAGS)")
         count = self.count()
         generator = Generator(self.rng, twins)
         for _ in range(PER_STEP):
             self.both(generator.command(count))
+            self.searches += 1
+        for _ in range(PER_STEP // 3):
+            before = self.daemon.count_log(LOCAL_LINE)
+            self.both(generator.string_command())
+            self.string_local += self.daemon.count_log(LOCAL_LINE) - before
             self.searches += 1
 
     def bad_input(self):
@@ -294,8 +351,11 @@ def run_seed(seed, twins):
             one.report()
             local = daemon.count_log(re.compile(r"SEARCH answered from the cache")) - before
             print("%s: %d of %d SEARCHes answered from the cache" % (name, local, one.searches), flush=True)
+            print("%s: %d string-only SEARCHes answered from the cache" % (name, one.string_local), flush=True)
             if warm:
                 check("%s: SEARCHes answered from the cache" % name, local > 0, local)
+                check("%s: string-only SEARCHes answered from the cache" % name, one.string_local > 0,
+                      one.string_local)
     finally:
         status = daemon.stop()
     check("seed %d: the daemon exits 0 at SIGTERM" % seed, status == 0, status)
