@@ -406,8 +406,16 @@ int search_string_prepare_key(const char *key, size_t len, struct mime_buffer *n
 	return casemap_append(key, len, needle);
 }
 
-enum search_string_result search_string_match_header(const unsigned char *block, size_t size, const char *field,
-						     enum search_string_kind kind, const struct mime_buffer *needle)
+/* Called with each occurrence's value (unfolded, as Dovecot reads it);
+   returns YES to stop. */
+typedef enum search_string_result search_string_value_fn(const unsigned char *value, size_t len, void *context);
+
+/* Calls fn with the value of each occurrence of field in the header
+   block, until one says YES. Returns YES when one did, else UNSURE when
+   one did or the block is one this module can't read as Dovecot does,
+   else NO. */
+static enum search_string_result search_string_each_value(const unsigned char *block, size_t size, const char *field,
+							  search_string_value_fn *fn, void *context)
 {
 	struct mime_buffer value = { 0 };
 	struct search_string_line line;
@@ -436,8 +444,7 @@ enum search_string_result search_string_match_header(const unsigned char *block,
 			continue;
 		}
 		if (in_field) {
-			one = needle->len == 0 ? SEARCH_STRING_YES :
-						 search_string_match_value(value.data, value.len, kind, needle);
+			one = fn(value.data, value.len, context);
 			if (one == SEARCH_STRING_YES || (one == SEARCH_STRING_UNSURE && result == SEARCH_STRING_NO))
 				result = one;
 			if (one == SEARCH_STRING_YES)
@@ -468,4 +475,128 @@ enum search_string_result search_string_match_header(const unsigned char *block,
 	}
 	mime_buffer_free(&value);
 	return result;
+}
+
+struct search_string_match {
+	enum search_string_kind kind;
+	const struct mime_buffer *needle;
+};
+
+static enum search_string_result search_string_match_one(const unsigned char *value, size_t len, void *context)
+{
+	const struct search_string_match *match = context;
+
+	if (match->needle->len == 0)
+		return SEARCH_STRING_YES;
+	return search_string_match_value(value, len, match->kind, match->needle);
+}
+
+enum search_string_result search_string_match_header(const unsigned char *block, size_t size, const char *field,
+						     enum search_string_kind kind, const struct mime_buffer *needle)
+{
+	struct search_string_match match = { kind, needle };
+
+	return search_string_each_value(block, size, field, search_string_match_one, &match);
+}
+
+/* ---- the Date field ---- */
+
+struct search_string_date {
+	unsigned int count;
+	int year, month, day;
+	bool parsed;
+};
+
+/* Reads n digits at *p. Returns -1 unless there are exactly n. */
+static int search_string_digits(const unsigned char **p, const unsigned char *end, unsigned int n)
+{
+	int number = 0;
+
+	for (unsigned int i = 0; i < n; i++, (*p)++) {
+		if (*p >= end || **p < '0' || **p > '9')
+			return -1;
+		number = number * 10 + (**p - '0');
+	}
+	return *p < end && **p >= '0' && **p <= '9' ? -1 : number;
+}
+
+/* Skips one or more spaces. Returns false when there is none. */
+static bool search_string_spaces(const unsigned char **p, const unsigned char *end)
+{
+	const unsigned char *start = *p;
+
+	while (*p < end && **p == ' ')
+		(*p)++;
+	return *p > start;
+}
+
+/* The index of the three letters at p (as written: "Jan", not "JAN") in
+   names, three letters each, or -1. */
+static int search_string_name_index(const char *names, const unsigned char *p)
+{
+	for (int i = 0; names[i * 3] != '\0'; i++) {
+		if (memcmp(names + i * 3, p, 3) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/* Parses "[Ddd, ]D Mmm YYYY HH:MM[:SS] +HHMM" (nothing else, no
+   comment), the one form read here: Dovecot's message_date_parse takes
+   more, and what it makes of the rest is its own. */
+static bool search_string_parse_date(const unsigned char *p, const unsigned char *end,
+				     struct search_string_date *date)
+{
+	static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	static const char days[] = "MonTueWedThuFriSatSun";
+	int hour, minute, second = 0, zone;
+
+	if (end - p >= 5 && p[3] == ',' && search_string_name_index(days, p) >= 0) {
+		p += 4;
+		if (!search_string_spaces(&p, end))
+			return false;
+	}
+	date->day = search_string_digits(&p, end, end - p > 1 && p[1] >= '0' && p[1] <= '9' ? 2 : 1);
+	if (date->day < 1 || !search_string_spaces(&p, end) || end - p < 3)
+		return false;
+	date->month = search_string_name_index(months, p) + 1;
+	if (date->month == 0)
+		return false;
+	p += 3;
+	if (!search_string_spaces(&p, end) || (date->year = search_string_digits(&p, end, 4)) < 0 ||
+	    !search_string_spaces(&p, end) || (hour = search_string_digits(&p, end, 2)) < 0 || p >= end ||
+	    *p++ != ':' || (minute = search_string_digits(&p, end, 2)) < 0)
+		return false;
+	if (p < end && *p == ':' && (++p, second = search_string_digits(&p, end, 2)) < 0)
+		return false;
+	if (!search_string_spaces(&p, end) || p >= end || (*p != '+' && *p != '-'))
+		return false;
+	p++;
+	zone = search_string_digits(&p, end, 4);
+	while (p < end && *p == ' ')
+		p++;
+	return p == end && hour <= 23 && minute <= 59 && second <= 59 && zone >= 0 && zone % 100 <= 59 &&
+	       zone / 100 <= 23;
+}
+
+static enum search_string_result search_string_take_date(const unsigned char *value, size_t len, void *context)
+{
+	struct search_string_date *date = context;
+
+	if (date->count++ == 0)
+		date->parsed = search_string_parse_date(value, value + len, date);
+	return SEARCH_STRING_NO;
+}
+
+int search_string_sent_date(const unsigned char *block, size_t size, int *year_r, int *month_r, int *day_r)
+{
+	struct search_string_date date = { 0 };
+
+	if (search_string_each_value(block, size, "Date", search_string_take_date, &date) != SEARCH_STRING_NO ||
+	    date.count != 1 || !date.parsed)
+		return -1;
+	*year_r = date.year;
+	*month_r = date.month;
+	*day_r = date.day;
+	return 0;
 }

@@ -62,4 +62,12 @@ int search_string_prepare_key(const char *key, size_t len, struct mime_buffer *n
 enum search_string_result search_string_match_header(const unsigned char *block, size_t size, const char *field,
 						     enum search_string_kind kind, const struct mime_buffer *needle);
 
+/* The day written in the header block's Date field ("Tue, 1 Jan 2019
+   23:30:00 -0500" is 1 Jan 2019: Dovecot's SENT* keys compare the
+   Date's time plus its own zone's offset, its day as written). Returns
+   0, or -1 when there is no Date, more than one, or one not in the plain
+   "[Ddd, ]D Mmm YYYY HH:MM[:SS] +HHMM" form (Dovecot takes a missing or
+   unparsable Date as time 0 on one path and as no match on another). */
+int search_string_sent_date(const unsigned char *block, size_t size, int *year_r, int *month_r, int *day_r);
+
 #endif

@@ -17,6 +17,7 @@
 #define SEARCH_NEEDS_SIZE 0x02
 #define SEARCH_NEEDS_DATE 0x04
 #define SEARCH_NEEDS_HEADER 0x08
+#define SEARCH_NEEDS_SENT 0x10   /* the Date field's day, from the header block */
 
 #define SEARCH_STRING_KEYS_MAX 32 /* string keys of one program answered here: each reads every header block */
 
@@ -32,9 +33,11 @@ struct search_message {
 	const char *flags;   /* the view's text; NULL when no flag key is used */
 	uint64_t size;
 	int32_t day;         /* the INTERNALDATE's day (search_day_number) */
+	int32_t sent_day;    /* the Date field's day as written */
 	bool has_size;
 	bool has_day;
 	bool has_header;
+	bool has_sent_day;
 };
 
 /* A header string key, and its answer for each message. */
@@ -52,6 +55,7 @@ struct search_context {
 	uint32_t count;
 	uint32_t max_uid;
 	uint32_t cursor;     /* where the store's rows are matched to messages */
+	unsigned int needs;  /* SEARCH_NEEDS_* */
 	struct search_string_key strings[SEARCH_STRING_KEYS_MAX];
 	unsigned int string_count;
 };
@@ -140,7 +144,10 @@ static bool search_keyword_in_use(const struct mailbox_view *view, const char *k
  * not the RFC's. A program with two such negated keys of one type goes
  * upstream, whose answer is the one to give.
  */
-enum { SEARCH_MERGED_LARGER, SEARCH_MERGED_SMALLER, SEARCH_MERGED_BEFORE, SEARCH_MERGED_SINCE, SEARCH_MERGED_TYPES };
+enum {
+	SEARCH_MERGED_LARGER, SEARCH_MERGED_SMALLER, SEARCH_MERGED_BEFORE, SEARCH_MERGED_SINCE,
+	SEARCH_MERGED_SENTBEFORE, SEARCH_MERGED_SENTSINCE, SEARCH_MERGED_TYPES
+};
 
 /* Counts the keys of the list at key that end up negated (negated: an odd
    number of NOTs above the list), per type that Dovecot merges. */
@@ -159,6 +166,8 @@ static void search_count_negated(const struct imap_search_key *key, bool negated
 		case IMAP_SEARCH_SMALLER: counts[SEARCH_MERGED_SMALLER] += negated; break;
 		case IMAP_SEARCH_BEFORE: counts[SEARCH_MERGED_BEFORE] += negated; break;
 		case IMAP_SEARCH_SINCE: counts[SEARCH_MERGED_SINCE] += negated; break;
+		case IMAP_SEARCH_SENTBEFORE: counts[SEARCH_MERGED_SENTBEFORE] += negated; break;
+		case IMAP_SEARCH_SENTSINCE: counts[SEARCH_MERGED_SENTSINCE] += negated; break;
 		default: break;
 		}
 	}
@@ -296,15 +305,16 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 		case IMAP_SEARCH_SMALLER:
 			*needs |= SEARCH_NEEDS_SIZE;
 			break;
-		case IMAP_SEARCH_BEFORE:
-		case IMAP_SEARCH_ON:
-		case IMAP_SEARCH_SINCE:
+		case IMAP_SEARCH_BEFORE: case IMAP_SEARCH_ON: case IMAP_SEARCH_SINCE:
+		case IMAP_SEARCH_SENTBEFORE: case IMAP_SEARCH_SENTON: case IMAP_SEARCH_SENTSINCE:
 			if (key->year < SEARCH_YEAR_FIRST || key->year > SEARCH_YEAR_LAST ||
 			    key->day > search_month_days(key->year, key->month)) {
 				*why_r = "a year Dovecot's time_t may not hold, or a day past its month's end";
 				return -1;
 			}
-			*needs |= SEARCH_NEEDS_DATE;
+			*needs |= key->type == IMAP_SEARCH_SENTBEFORE || key->type == IMAP_SEARCH_SENTON ||
+						  key->type == IMAP_SEARCH_SENTSINCE ? SEARCH_NEEDS_SENT | SEARCH_NEEDS_HEADER :
+										       SEARCH_NEEDS_DATE;
 			break;
 		case IMAP_SEARCH_UID:
 		case IMAP_SEARCH_SEQUENCE_SET:
@@ -324,7 +334,7 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 				return -1;
 			*needs |= SEARCH_NEEDS_HEADER;
 			break;
-		default: /* \Recent, BODY, TEXT, Date headers, MODSEQ */
+		default: /* \Recent, BODY, TEXT, MODSEQ */
 			*why_r = "a key the cache does not answer";
 			return -1;
 		}
@@ -403,6 +413,15 @@ static void search_take_stored(const struct cache_message *stored, void *context
 				header->data, header->size, string->field, string->kind, &string->needle);
 		}
 		message->has_header = true;
+		if ((ctx->needs & SEARCH_NEEDS_SENT) != 0) {
+			int year, month, day;
+
+			message->has_sent_day = search_string_sent_date(header->data, header->size, &year, &month, &day) == 0 &&
+						year >= SEARCH_YEAR_FIRST && year <= SEARCH_YEAR_LAST &&
+						day <= search_month_days(year, month);
+			if (message->has_sent_day)
+				message->sent_day = search_day_number(year, month, day);
+		}
 	}
 }
 
@@ -436,6 +455,12 @@ static int search_read_store(struct search_context *ctx, const struct search_fac
 	if (found < 0) {
 		*why_r = "a size, INTERNALDATE or header block not in the store";
 		return -1;
+	}
+	for (uint32_t i = 0; (needs & SEARCH_NEEDS_SENT) != 0 && i < ctx->count; i++) {
+		if (!ctx->messages[i].has_sent_day) {
+			*why_r = "a Date field missing, repeated, or not in the plain form";
+			return -1;
+		}
 	}
 	for (unsigned int k = 0; k < ctx->string_count; k++) {
 		for (uint32_t i = 0; i < ctx->count; i++) {
@@ -479,6 +504,9 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 	case IMAP_SEARCH_BEFORE: return message->day < day;
 	case IMAP_SEARCH_ON: return message->day == day;
 	case IMAP_SEARCH_SINCE: return message->day >= day;
+	case IMAP_SEARCH_SENTBEFORE: return message->sent_day < day;
+	case IMAP_SEARCH_SENTON: return message->sent_day == day;
+	case IMAP_SEARCH_SENTSINCE: return message->sent_day >= day;
 	case IMAP_SEARCH_UID: return imap_seqset_contains(key->set, message->uid, ctx->max_uid);
 	case IMAP_SEARCH_SEQUENCE_SET: return imap_seqset_contains(key->set, seq, ctx->count);
 	case IMAP_SEARCH_FROM: case IMAP_SEARCH_TO: case IMAP_SEARCH_CC: case IMAP_SEARCH_BCC:
@@ -664,6 +692,7 @@ enum search_route search_answer(const struct imap_command *command, const char *
 
 	if (search_check_program(command, tag, &ctx, facts, &needs, why_r) < 0)
 		goto out;
+	ctx.needs = needs;
 	if (search_context_alloc(&ctx) < 0) {
 		*why_r = "out of memory";
 		goto out;

@@ -38,7 +38,9 @@ from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, quote
 SEEDS = [int(s) for s in re.split(r"[ ,]+", ENV.get("IMAPTEST_SEARCH_SEEDS", "1 2").strip()) if s]
 STEPS = int(ENV.get("IMAPTEST_SEARCH_STEPS", "12"))
 PER_STEP = int(ENV.get("IMAPTEST_SEARCH_PER_STEP", "12"))
-DAEMON_TZ = "America/St_Johns"  # -0330/-0230: no whole-hour zone hides a day's edge
+# The daemon's zone, per seed: -0330/-0230 (no whole-hour zone hides a
+# day's edge), UTC, and one with summer time.
+DAEMON_ZONES = ("America/St_Johns", "UTC", "America/New_York")
 MIN_MESSAGES = 30           # the twins expunge only above this many messages
 SHOWN = 3                   # mismatches shown in full
 LOCAL_LINE = re.compile(r"SEARCH answered from the cache")
@@ -48,7 +50,13 @@ FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Deleted", "\\Draft", "$Label1",
 KEYWORDS = ("$Label1", "$label1", "$LABEL1", "$Junk", "$junk", "$Forwarded", "$NotThere", "Label1")
 FLAG_KEYS = ("ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN", "UNANSWERED", "UNDELETED", "UNDRAFT",
              "UNFLAGGED", "UNSEEN")
-UPSTREAM_KEYS = ("RECENT", "NEW", "OLD", "SENTSINCE 1-Jan-2019", 'BODY "line"', 'TEXT "twin"')
+UPSTREAM_KEYS = ("RECENT", "NEW", "OLD", 'BODY "line"', 'TEXT "twin"')
+# The twins' Date fields: a day's edge in zones far apart, no weekday, no
+# seconds; now and then one Dovecot reads its own way (SENT* go upstream).
+SENT_DATES = (b"Tue, 1 Jan 2019 00:00:00 +0000", b"Mon, 31 Dec 2018 23:59:59 -1200", b"Wed, 2 Jan 2019 00:30:00 +1400",
+              b"15 Jun 2020 23:00:00 +0530", b"Sat, 29 Feb 2020 12:00:00 -0330", b"Tue, 1 Jan 2019 00:00 +0000",
+              b"Sun, 16 Jun 2020 01:00:00 +0100")
+ODD_DATES = (b"someday", b"Tue, 1 Jan 19 00:00:00 GMT", None)
 # Header string keys: pieces of the corpus's and the twins' headers, in
 # other cases, precomposed and decomposed, and the pieces of Dovecot's
 # rewritten address lists ("Name" <addr>, <addr>, ", ").
@@ -133,7 +141,8 @@ class Twins:
     def append(self, rng):
         body = b"line %d\r\n" % rng.randrange(1000) * rng.randint(1, 80)
         head = TWIN_HEADERS[rng.randrange(len(TWIN_HEADERS) - 2)] if rng.random() < 0.95 else rng.choice(TWIN_HEADERS[-2:])
-        data = head + b"Date: Tue, 1 Jan 2019 00:00:00 +0000\r\n\r\n" + body
+        date = rng.choice(SENT_DATES) if rng.random() < 0.97 else rng.choice(ODD_DATES)
+        data = head + (b"Date: " + date + b"\r\n" if date is not None else b"") + b"\r\n" + body
         flags = " ".join(rng.sample(FLAGS, rng.randint(0, 3))).encode()
         answer = self.run(b"APPEND INBOX (" + flags + b") \"" + rng.choice(DATES).encode() + b"\"", literal=data)
         m = re.match(rb"\S+ OK \[APPENDUID \d+ (\d+)\]", answer[-1])
@@ -211,13 +220,14 @@ class Generator:
         if r < 0.50:
             return "%s %d" % (self.rng.choice(("LARGER", "SMALLER")), self.size())
         if r < 0.65:
-            return "%s %s" % (self.rng.choice(("BEFORE", "ON", "SINCE")), self.rng.choice(DAYS))
+            return "%s %s" % (self.rng.choice(("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE")),
+                              self.rng.choice(DAYS))
         if r < 0.75:
             return "UID " + self.number_set(max(self.twins.uids or [1]) + 2)
         if r < 0.85:  # now and then one past the end: Dovecot's answer then is its own
             return self.number_set(count + (1 if self.rng.random() < 0.1 else 0))
         if r < 0.87:  # two negated of one kind: Dovecot merges them its own way
-            kind = self.rng.choice(("LARGER", "SMALLER", "BEFORE", "SINCE"))
+            kind = self.rng.choice(("LARGER", "SMALLER", "BEFORE", "SINCE", "SENTBEFORE", "SENTSINCE"))
             one, two = ((self.size(), self.size()) if kind in ("LARGER", "SMALLER") else
                         (self.rng.choice(DAYS), self.rng.choice(DAYS)))
             return "NOT %s %s NOT %s %s" % (kind, one, kind, two)
@@ -238,8 +248,10 @@ class Generator:
         return ("%s %s%s%s" % (verb, options, charset, keys)).encode()
 
     def string_command(self):
-        """A program of string keys only (answered from the store when warm)."""
-        keys = " ".join(self.string_key() for _ in range(self.rng.randint(1, 2)))
+        """A program of header keys only (answered from the store when warm)."""
+        keys = " ".join(self.string_key() if self.rng.random() < 0.8 else
+                        "%s %s" % (self.rng.choice(("SENTBEFORE", "SENTON", "SENTSINCE")), self.rng.choice(DAYS))
+                        for _ in range(self.rng.randint(1, 2)))
         return ("%s %s" % (self.rng.choice(("SEARCH", "UID SEARCH")), keys)).encode()
 
 
@@ -336,7 +348,7 @@ class Pass:
 
 
 def run_seed(seed, twins):
-    daemon = Daemon(upstream_dovecot("none"), log_level="debug", keep_lines=20000, env={"TZ": DAEMON_TZ})
+    daemon = Daemon(upstream_dovecot("none"), log_level="debug", keep_lines=20000, env={"TZ": DAEMON_ZONES[(seed - 1) % len(DAEMON_ZONES)]})
     rng = random.Random("search/%d" % seed)
     try:
         for warm in (False, True):

@@ -288,7 +288,7 @@ static void test_upstream_rules(void)
 {
 	static const char *const programs[] = {
 		"RECENT", "NEW", "OLD", "FROM x", "TO x", "CC x", "BCC x", "SUBJECT x", "BODY x", "TEXT x",
-		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019",
+		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019", /* no headers stored */
 		"MODSEQ 5", "NOT (OR ALL FROM x)", "CHARSET ISO-8859-1 ALL", "CHARSET X-UNKNOWN SEEN",
 		"RETURN () ALL", "RETURN (MIN) ALL", "RETURN (COUNT) SEEN", /* no ESEARCH upstream */
 	};
@@ -427,6 +427,41 @@ static void test_strings(void)
 	teardown();
 }
 
+/* SENT*: the Date field's day as written, its zone and time disregarded. */
+static void test_sent(void)
+{
+	static const char *const dated[] = {
+		"Subject: a\r\nDate: Tue, 1 Jan 2019 23:30:00 -0500\r\n\r\n",
+		"Date: 2 Jan 2019 00:30:00 +1400\r\n\r\n",
+		"Date: Mon, 31 Dec 2018 23:59 -1200\r\nSubject: c\r\n\r\n",
+		"Date: Sat, 29 Feb 2020 12:00:00 +0000\r\n\r\n",
+	};
+
+	setup();
+	expect_upstream(answer("SEARCH SENTON 1-Jan-2019"));   /* no header block stored */
+	for (uint32_t i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, dated[i],
+						 strlen(dated[i])), 0);
+	expect(answer("SEARCH SENTON 1-Jan-2019"), "* SEARCH 1\r\n");
+	expect(answer("SEARCH SENTON 2-Jan-2019"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH SENTBEFORE 1-Jan-2019"), "* SEARCH 3\r\n");
+	expect(answer("SEARCH SENTSINCE 2-Jan-2019"), "* SEARCH 2 4\r\n");
+	expect(answer("UID SEARCH NOT SENTSINCE 29-Feb-2020"), "* SEARCH 3 4 7\r\n");
+	expect(answer("SEARCH OR SENTON 29-Feb-2020 SUBJECT c"), "* SEARCH 3 4\r\n");
+	expect_upstream(answer("SEARCH SENTON 31-Feb-2020"));
+	expect_upstream(answer("SEARCH NOT SENTSINCE 1-Jan-2019 NOT SENTSINCE 2-Jan-2019"));
+	/* a Date Dovecot reads its own way, two Dates, none: upstream */
+	static const char *const odd[] = { "Date: someday\r\n\r\n", "Date: 1 Jan 19 00:00:00 GMT\r\n\r\n",
+					   "Date: Tue, 1 Jan 2019 00:00:00 +0000 (UTC)\r\n\r\n",
+					   "Date: 1 Jan 2019 00:00:00 +0000\r\nDate: 2 Jan 2019 00:00:00 +0000\r\n\r\n",
+					   "Subject: none\r\n\r\n" };
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, odd[i], strlen(odd[i])), 0);
+		expect_upstream(answer("SEARCH SENTON 1-Jan-2019"));
+	}
+	teardown();
+}
+
 static void test_not_search(void)
 {
 	setup();
@@ -446,5 +481,6 @@ const struct unit_test unit_tests[] = {
 	{ "ESEARCH RETURN", test_esearch },
 	{ "not a SEARCH", test_not_search },
 	{ "header string keys, as Dovecot matches them", test_strings },
+	{ "SENTBEFORE, SENTON, SENTSINCE from the Date field", test_sent },
 	{ NULL, NULL },
 };
