@@ -420,6 +420,16 @@ static void test_strings(void)
 	expect(answer("SEARCH HEADER x-test \"A\xc3\x89" "B\""), "* SEARCH 3\r\n");
 	expect(answer("SEARCH HEADER X-Test \"a \xc3\xa9\""), "* SEARCH\r\n");
 	expect_upstream(answer("SEARCH HEADER \"\" x"));
+	expect(answer("SEARCH CHARSET UTF-8 SUBJECT \"caf\xc3\xa9\""), "* SEARCH 1 2 4\r\n");
+	expect(answer("SEARCH CHARSET us-ascii SUBJECT second"), "* SEARCH 2\r\n");
+	expect_upstream(answer("SEARCH CHARSET X-UNKNOWN SUBJECT second"));
+	expect_upstream(answer("SEARCH CHARSET ISO-8859-1 SUBJECT second"));
+	{
+		static char long_key[10001];
+
+		memset(long_key, 'x', 10000);
+		expect(answer("SEARCH SUBJECT \"%s\"", long_key), "* SEARCH\r\n");
+	}
 	expect_upstream(answer("SEARCH SUBJECT {2+}\r\na\n"));
 	/* a message without its header block stored */
 	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, NULL, 0), 0);
