@@ -431,6 +431,29 @@ static void test_strings(void)
 		expect(answer("SEARCH SUBJECT \"%s\"", long_key), "* SEARCH\r\n");
 	}
 	expect_upstream(answer("SEARCH SUBJECT {2+}\r\na\n"));
+	/* a header Dovecot reads its own way: that key's SEARCH goes upstream */
+	static const struct { const char *header, *program; } odd[] = {
+		{ "From: a@b.c\r\nno colon here\r\n\r\n", "SUBJECT x" },
+		{ "Subject: caf\xe9\r\n\r\n", "SUBJECT x" },                          /* Latin-1, not UTF-8 */
+		{ "Subject: =?x-unknown?q?abc?=\r\n\r\n", "SUBJECT x" },
+		{ "Subject: =?utf-8?b?Q2Fmw6k?=\r\n\r\n", "SUBJECT x" },              /* broken base64 */
+		{ "Subject: =?utf-8?q?a=ZZ?=\r\n\r\n", "SUBJECT x" },
+		{ "Subject: what =? is this\r\n\r\n", "SUBJECT x" },
+		{ "To: a@b.c (Comment)\r\n\r\n", "TO x" },
+		{ "To: <a@b.c>\r\n\r\n", "TO x" },
+		{ "To: \"a\"@b.c\r\n\r\n", "TO x" },
+		{ "To: a@[1.2.3.4]\r\n\r\n", "TO x" },
+		{ "To: a@b.c,\r\n\r\n", "TO x" },
+		{ "To: J. Doe <j@b.c>\r\n\r\n", "TO x" },
+	};
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, odd[i].header,
+						 strlen(odd[i].header)), 0);
+		expect_upstream(answer("SEARCH %s", odd[i].program));
+	}
+	/* ... but only where the field is read: an empty key, another field */
+	expect(answer("SEARCH TO \"\""), "* SEARCH 1 4\r\n");
+	expect(answer("SEARCH SUBJECT second"), "* SEARCH 2\r\n");
 	/* a message without its header block stored */
 	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, NULL, 0), 0);
 	expect_upstream(answer("SEARCH SUBJECT x"));
