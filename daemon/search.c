@@ -4,6 +4,7 @@
 #include "search.h"
 
 #include "cache.h"
+#include "search-string.h"
 
 #include <event2/buffer.h>
 #include <stdbool.h>
@@ -15,6 +16,10 @@
 #define SEARCH_NEEDS_FLAGS 0x01
 #define SEARCH_NEEDS_SIZE 0x02
 #define SEARCH_NEEDS_DATE 0x04
+#define SEARCH_NEEDS_HEADER 0x08
+#define SEARCH_NEEDS_SENT 0x10   /* the Date field's day, from the header block */
+
+#define SEARCH_STRING_KEYS_MAX 32 /* string keys of one program answered here: each reads every header block */
 
 /* Years of a date key answered here: Dovecot turns the day into a time_t
    with mktime(), which fails or goes negative before 1970 (east of UTC)
@@ -28,8 +33,20 @@ struct search_message {
 	const char *flags;   /* the view's text; NULL when no flag key is used */
 	uint64_t size;
 	int32_t day;         /* the INTERNALDATE's day (search_day_number) */
+	int32_t sent_day;    /* the Date field's day as written */
 	bool has_size;
 	bool has_day;
+	bool has_header;
+	bool has_sent_day;
+};
+
+/* A header string key, and its answer for each message. */
+struct search_string_key {
+	const struct imap_search_key *key;
+	const char *field;            /* the header field it reads */
+	enum search_string_kind kind;
+	struct mime_buffer needle;    /* the key's casemap form */
+	signed char *results;         /* enum search_string_result per message; NULL: not read yet */
 };
 
 struct search_context {
@@ -38,6 +55,9 @@ struct search_context {
 	uint32_t count;
 	uint32_t max_uid;
 	uint32_t cursor;     /* where the store's rows are matched to messages */
+	unsigned int needs;  /* SEARCH_NEEDS_* */
+	struct search_string_key strings[SEARCH_STRING_KEYS_MAX];
+	unsigned int string_count;
 };
 
 /* Whether a charset is one the local matcher takes as it is: a program
@@ -124,7 +144,10 @@ static bool search_keyword_in_use(const struct mailbox_view *view, const char *k
  * not the RFC's. A program with two such negated keys of one type goes
  * upstream, whose answer is the one to give.
  */
-enum { SEARCH_MERGED_LARGER, SEARCH_MERGED_SMALLER, SEARCH_MERGED_BEFORE, SEARCH_MERGED_SINCE, SEARCH_MERGED_TYPES };
+enum {
+	SEARCH_MERGED_LARGER, SEARCH_MERGED_SMALLER, SEARCH_MERGED_BEFORE, SEARCH_MERGED_SINCE,
+	SEARCH_MERGED_SENTBEFORE, SEARCH_MERGED_SENTSINCE, SEARCH_MERGED_TYPES
+};
 
 /* Counts the keys of the list at key that end up negated (negated: an odd
    number of NOTs above the list), per type that Dovecot merges. */
@@ -143,6 +166,8 @@ static void search_count_negated(const struct imap_search_key *key, bool negated
 		case IMAP_SEARCH_SMALLER: counts[SEARCH_MERGED_SMALLER] += negated; break;
 		case IMAP_SEARCH_BEFORE: counts[SEARCH_MERGED_BEFORE] += negated; break;
 		case IMAP_SEARCH_SINCE: counts[SEARCH_MERGED_SINCE] += negated; break;
+		case IMAP_SEARCH_SENTBEFORE: counts[SEARCH_MERGED_SENTBEFORE] += negated; break;
+		case IMAP_SEARCH_SENTSINCE: counts[SEARCH_MERGED_SENTSINCE] += negated; break;
 		default: break;
 		}
 	}
@@ -190,8 +215,54 @@ static bool search_negates_group(const struct imap_search_key *not)
 
 /* Checks that every key of the list at key can be answered here and adds
    what it reads to *needs. Returns 0, or -1 with *why_r. */
-static int search_check_keys(const struct imap_search_key *key, const struct mailbox_view *view, unsigned int *needs,
-			     const char **why_r)
+/* Whether a HEADER key's field name is one matched here: printable
+   ASCII without ':' (Dovecot compares names with strcasecmp). */
+static bool search_field_is_plain(const char *field, size_t len)
+{
+	if (len == 0 || strlen(field) != len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (field[i] <= 0x20 || field[i] >= 0x7f || field[i] == ':')
+			return false;
+	}
+	return true;
+}
+
+/* Adds a header string key to ctx->strings. Returns 0, or -1 with
+   *why_r when it goes upstream. */
+static int search_add_string(struct search_context *ctx, const struct imap_search_key *key, const char **why_r)
+{
+	static const struct { enum imap_search_key_type type; const char *field; enum search_string_kind kind; } fields[] = {
+		{ IMAP_SEARCH_FROM, "From", SEARCH_STRING_ADDRESS }, { IMAP_SEARCH_TO, "To", SEARCH_STRING_ADDRESS },
+		{ IMAP_SEARCH_CC, "Cc", SEARCH_STRING_ADDRESS }, { IMAP_SEARCH_BCC, "Bcc", SEARCH_STRING_ADDRESS },
+		{ IMAP_SEARCH_SUBJECT, "Subject", SEARCH_STRING_SUBJECT },
+	};
+	struct search_string_key *string = &ctx->strings[ctx->string_count];
+	const char *value = key->type == IMAP_SEARCH_HEADER ? key->str2 : key->str;
+	size_t len = key->type == IMAP_SEARCH_HEADER ? key->len2 : key->len;
+
+	if (ctx->string_count == SEARCH_STRING_KEYS_MAX) {
+		*why_r = "too many string keys";
+		return -1;
+	}
+	*string = (struct search_string_key){ .key = key, .field = key->str, .kind = SEARCH_STRING_HEADER };
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		if (fields[i].type == key->type) {
+			string->field = fields[i].field;
+			string->kind = fields[i].kind;
+		}
+	}
+	ctx->string_count++;
+	if ((key->type == IMAP_SEARCH_HEADER && !search_field_is_plain(key->str, key->len)) ||
+	    search_string_prepare_key(value, len, &string->needle) < 0) {
+		*why_r = "a string key that is not UTF-8, holds a line break, or names an odd header field";
+		return -1;
+	}
+	return 0;
+}
+
+static int search_check_keys(const struct imap_search_key *key, struct search_context *ctx,
+			     const struct mailbox_view *view, unsigned int *needs, const char **why_r)
 {
 	for (; key != NULL; key = key->next) {
 		switch (key->type) {
@@ -204,13 +275,13 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 			}
 			while (inner->type == IMAP_SEARCH_NOT)
 				inner = inner->children; /* a NOT NOT group is the group */
-			if (search_check_keys(inner, view, needs, why_r) < 0)
+			if (search_check_keys(inner, ctx, view, needs, why_r) < 0)
 				return -1;
 			break;
 		}
 		case IMAP_SEARCH_AND:
 		case IMAP_SEARCH_OR:
-			if (search_check_keys(key->children, view, needs, why_r) < 0)
+			if (search_check_keys(key->children, ctx, view, needs, why_r) < 0)
 				return -1;
 			break;
 		case IMAP_SEARCH_ALL:
@@ -234,15 +305,16 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 		case IMAP_SEARCH_SMALLER:
 			*needs |= SEARCH_NEEDS_SIZE;
 			break;
-		case IMAP_SEARCH_BEFORE:
-		case IMAP_SEARCH_ON:
-		case IMAP_SEARCH_SINCE:
+		case IMAP_SEARCH_BEFORE: case IMAP_SEARCH_ON: case IMAP_SEARCH_SINCE:
+		case IMAP_SEARCH_SENTBEFORE: case IMAP_SEARCH_SENTON: case IMAP_SEARCH_SENTSINCE:
 			if (key->year < SEARCH_YEAR_FIRST || key->year > SEARCH_YEAR_LAST ||
 			    key->day > search_month_days(key->year, key->month)) {
 				*why_r = "a year Dovecot's time_t may not hold, or a day past its month's end";
 				return -1;
 			}
-			*needs |= SEARCH_NEEDS_DATE;
+			*needs |= key->type == IMAP_SEARCH_SENTBEFORE || key->type == IMAP_SEARCH_SENTON ||
+						  key->type == IMAP_SEARCH_SENTSINCE ? SEARCH_NEEDS_SENT | SEARCH_NEEDS_HEADER :
+										       SEARCH_NEEDS_DATE;
 			break;
 		case IMAP_SEARCH_UID:
 		case IMAP_SEARCH_SEQUENCE_SET:
@@ -256,7 +328,13 @@ static int search_check_keys(const struct imap_search_key *key, const struct mai
 				return -1;
 			}
 			break;
-		default: /* \Recent, strings, Date headers, MODSEQ */
+		case IMAP_SEARCH_FROM: case IMAP_SEARCH_TO: case IMAP_SEARCH_CC: case IMAP_SEARCH_BCC:
+		case IMAP_SEARCH_SUBJECT: case IMAP_SEARCH_HEADER:
+			if (search_add_string(ctx, key, why_r) < 0)
+				return -1;
+			*needs |= SEARCH_NEEDS_HEADER;
+			break;
+		default: /* \Recent, BODY, TEXT, MODSEQ */
 			*why_r = "a key the cache does not answer";
 			return -1;
 		}
@@ -325,6 +403,26 @@ static void search_take_stored(const struct cache_message *stored, void *context
 	if ((stored->present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0)
 		message->has_day = search_parse_day(stored->values[CACHE_ITEM_INTERNALDATE].data,
 						    stored->values[CACHE_ITEM_INTERNALDATE].size, &message->day);
+	if ((stored->present & CACHE_HAS(CACHE_ITEM_HEADER)) != 0) {
+		const struct cache_value *header = &stored->values[CACHE_ITEM_HEADER];
+
+		for (unsigned int i = 0; i < ctx->string_count; i++) {
+			struct search_string_key *string = &ctx->strings[i];
+
+			string->results[ctx->cursor] = (signed char)search_string_match_header(
+				header->data, header->size, string->field, string->kind, &string->needle);
+		}
+		message->has_header = true;
+		if ((ctx->needs & SEARCH_NEEDS_SENT) != 0) {
+			int year, month, day;
+
+			message->has_sent_day = search_string_sent_date(header->data, header->size, &year, &month, &day) == 0 &&
+						year >= SEARCH_YEAR_FIRST && year <= SEARCH_YEAR_LAST &&
+						day <= search_month_days(year, month);
+			if (message->has_sent_day)
+				message->sent_day = search_day_number(year, month, day);
+		}
+	}
 }
 
 /* Reads the sizes and days the program needs from the store. Returns 0
@@ -350,12 +448,27 @@ static int search_read_store(struct search_context *ctx, const struct search_fac
 	free(uids);
 	for (uint32_t i = 0; found >= 0 && i < ctx->count; i++) {
 		if (((needs & SEARCH_NEEDS_SIZE) != 0 && !ctx->messages[i].has_size) ||
-		    ((needs & SEARCH_NEEDS_DATE) != 0 && !ctx->messages[i].has_day))
+		    ((needs & SEARCH_NEEDS_DATE) != 0 && !ctx->messages[i].has_day) ||
+		    ((needs & SEARCH_NEEDS_HEADER) != 0 && !ctx->messages[i].has_header))
 			found = -1;
 	}
 	if (found < 0) {
-		*why_r = "a size or INTERNALDATE not in the store";
+		*why_r = "a size, INTERNALDATE or header block not in the store";
 		return -1;
+	}
+	for (uint32_t i = 0; (needs & SEARCH_NEEDS_SENT) != 0 && i < ctx->count; i++) {
+		if (!ctx->messages[i].has_sent_day) {
+			*why_r = "a Date field missing, repeated, or not in the plain form";
+			return -1;
+		}
+	}
+	for (unsigned int k = 0; k < ctx->string_count; k++) {
+		for (uint32_t i = 0; i < ctx->count; i++) {
+			if (ctx->strings[k].results[i] == SEARCH_STRING_UNSURE) {
+				*why_r = "a header the cache can't match exactly as Dovecot does";
+				return -1;
+			}
+		}
 	}
 	return 0;
 }
@@ -391,8 +504,18 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 	case IMAP_SEARCH_BEFORE: return message->day < day;
 	case IMAP_SEARCH_ON: return message->day == day;
 	case IMAP_SEARCH_SINCE: return message->day >= day;
+	case IMAP_SEARCH_SENTBEFORE: return message->sent_day < day;
+	case IMAP_SEARCH_SENTON: return message->sent_day == day;
+	case IMAP_SEARCH_SENTSINCE: return message->sent_day >= day;
 	case IMAP_SEARCH_UID: return imap_seqset_contains(key->set, message->uid, ctx->max_uid);
 	case IMAP_SEARCH_SEQUENCE_SET: return imap_seqset_contains(key->set, seq, ctx->count);
+	case IMAP_SEARCH_FROM: case IMAP_SEARCH_TO: case IMAP_SEARCH_CC: case IMAP_SEARCH_BCC:
+	case IMAP_SEARCH_SUBJECT: case IMAP_SEARCH_HEADER:
+		for (unsigned int i = 0; i < ctx->string_count; i++) {
+			if (ctx->strings[i].key == key)
+				return ctx->strings[i].results[seq - 1] == SEARCH_STRING_YES;
+		}
+		break;
 	default: break;
 	}
 	return false; /* search_check_keys let no other key through */
@@ -502,50 +625,88 @@ static bool search_return_is_local(const struct imap_command *command, const str
 	       (facts->esearch && (command->u.search.return_options & IMAP_SEARCH_RETURN_SAVE) == 0);
 }
 
+/* Frees what ctx holds. */
+static void search_context_clear(struct search_context *ctx)
+{
+	for (unsigned int i = 0; i < ctx->string_count; i++) {
+		mime_buffer_free(&ctx->strings[i].needle);
+		free(ctx->strings[i].results);
+	}
+	ctx->string_count = 0;
+	free(ctx->messages);
+	ctx->messages = NULL;
+}
+
+/* Allocates the messages and the string keys' answers. Returns -1 when
+   memory runs out. */
+static int search_context_alloc(struct search_context *ctx)
+{
+	ctx->messages = calloc(ctx->count, sizeof(*ctx->messages));
+	if (ctx->messages == NULL)
+		return -1;
+	for (unsigned int i = 0; i < ctx->string_count; i++) {
+		ctx->strings[i].results = malloc(ctx->count);
+		if (ctx->strings[i].results == NULL)
+			return -1;
+		memset(ctx->strings[i].results, SEARCH_STRING_UNSURE, ctx->count);
+	}
+	return 0;
+}
+
+/* Whether the program can be answered here: every key, and the view. */
+static int search_check_program(const struct imap_command *command, const char *tag, struct search_context *ctx,
+				const struct search_facts *facts, unsigned int *needs, const char **why_r)
+{
+	if (command->name != IMAP_COMMAND_SEARCH) {
+		*why_r = "not a SEARCH";
+		return -1;
+	}
+	if (!search_return_is_local(command, facts) || !search_charset_is_local(command->u.search.charset)) {
+		*why_r = !search_return_is_local(command, facts) ? "RETURN SAVE, or RETURN without ESEARCH upstream" :
+								     "a charset the cache does not take";
+		return -1;
+	}
+	if (!search_tag_is_dovecots(tag)) {
+		*why_r = "a tag Dovecot refuses";
+		return -1;
+	}
+	if (ctx->count == 0 || mailbox_view_has_held(facts->view)) {
+		*why_r = ctx->count == 0 ? "an empty mailbox" : "an expunge the client is not told of yet";
+		return -1;
+	}
+	if (search_check_keys(command->u.search.program, ctx, facts->view, needs, why_r) < 0)
+		return -1;
+	if (search_dovecot_merges(command->u.search.program)) {
+		*why_r = "negated size or date keys that Dovecot merges its own way";
+		return -1;
+	}
+	return 0;
+}
+
 enum search_route search_answer(const struct imap_command *command, const char *tag,
 				const struct search_facts *facts, struct evbuffer *out, const char **why_r)
 {
 	struct search_context ctx = { .command = command, .count = mailbox_view_count(facts->view) };
 	unsigned int needs = 0;
+	enum search_route route = SEARCH_ROUTE_UPSTREAM;
 
-	if (command->name != IMAP_COMMAND_SEARCH) {
-		*why_r = "not a SEARCH";
-		return SEARCH_ROUTE_UPSTREAM;
-	}
-	if (!search_return_is_local(command, facts) || !search_charset_is_local(command->u.search.charset)) {
-		*why_r = !search_return_is_local(command, facts) ? "RETURN SAVE, or RETURN without ESEARCH upstream" :
-								     "a charset the cache does not take";
-		return SEARCH_ROUTE_UPSTREAM;
-	}
-	if (!search_tag_is_dovecots(tag)) {
-		*why_r = "a tag Dovecot refuses";
-		return SEARCH_ROUTE_UPSTREAM;
-	}
-	if (ctx.count == 0 || mailbox_view_has_held(facts->view)) {
-		*why_r = ctx.count == 0 ? "an empty mailbox" : "an expunge the client is not told of yet";
-		return SEARCH_ROUTE_UPSTREAM;
-	}
-	if (search_check_keys(command->u.search.program, facts->view, &needs, why_r) < 0)
-		return SEARCH_ROUTE_UPSTREAM;
-	if (search_dovecot_merges(command->u.search.program)) {
-		*why_r = "negated size or date keys that Dovecot merges its own way";
-		return SEARCH_ROUTE_UPSTREAM;
-	}
-	ctx.messages = calloc(ctx.count, sizeof(*ctx.messages));
-	if (ctx.messages == NULL) {
+	if (search_check_program(command, tag, &ctx, facts, &needs, why_r) < 0)
+		goto out;
+	ctx.needs = needs;
+	if (search_context_alloc(&ctx) < 0) {
 		*why_r = "out of memory";
-		return SEARCH_ROUTE_UPSTREAM;
+		goto out;
 	}
 	if (search_read_view(&ctx, facts->view, needs, why_r) < 0 ||
-	    ((needs & (SEARCH_NEEDS_SIZE | SEARCH_NEEDS_DATE)) != 0 && search_read_store(&ctx, facts, needs, why_r) < 0)) {
-		free(ctx.messages);
-		return SEARCH_ROUTE_UPSTREAM;
-	}
+	    ((needs & (SEARCH_NEEDS_SIZE | SEARCH_NEEDS_DATE | SEARCH_NEEDS_HEADER)) != 0 &&
+	     search_read_store(&ctx, facts, needs, why_r) < 0))
+		goto out;
 	if (search_write_answer(&ctx, tag, out) < 0) {
-		free(ctx.messages);
 		*why_r = "out of memory";
-		return SEARCH_ROUTE_UPSTREAM;
+		goto out;
 	}
-	free(ctx.messages);
-	return SEARCH_ROUTE_LOCAL;
+	route = SEARCH_ROUTE_LOCAL;
+out:
+	search_context_clear(&ctx);
+	return route;
 }

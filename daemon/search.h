@@ -18,17 +18,21 @@ struct evbuffer;
  * ALL, the flag keys (ANSWERED ... UNSEEN but RECENT, NEW, OLD),
  * KEYWORD and UNKEYWORD of a keyword some message has (Dovecot adds any
  * other to the mailbox and says FLAGS), LARGER and SMALLER (RFC822.SIZE), BEFORE, ON and
- * SINCE (the INTERNALDATE's own day, as Dovecot compares it), UID, sequence
- * sets, NOT, OR and parentheses, with no CHARSET or one of US-ASCII and
- * UTF-8; without RETURN, or with RETURN (MIN MAX ALL COUNT) when the
+ * SINCE (the INTERNALDATE's own day, as Dovecot compares it), SENTBEFORE,
+ * SENTON and SENTSINCE (the Date field's day as written), FROM, TO, CC,
+ * BCC, SUBJECT and HEADER (search-string.h: the header block matched as
+ * Dovecot matches it), UID, sequence sets, NOT, OR and parentheses, with
+ * no CHARSET or one of US-ASCII and UTF-8; without RETURN, or with RETURN (MIN MAX ALL COUNT) when the
  * upstream offers ESEARCH (RETURN SAVE goes upstream). Everything else goes upstream unchanged, and so does
  * a program on a view that can't answer it exactly: a held expunge, an
  * empty mailbox, a message whose UID is not known, whose flags are not
- * known (a STORE not confirmed yet) when a flag key is used, whose size or
- * INTERNALDATE is not in the store when a key needs it, a sequence number
+ * known (a STORE not confirmed yet) when a flag key is used, whose size,
+ * INTERNALDATE or header block is not in the store when a key needs it,
+ * whose header or Date field search-string can't read as Dovecot does, a sequence number
  * past the last message, "$", a "*" in a set of several ranges, a NOT of
  * a parenthesised group or an OR; and two negated keys of one type among
- * LARGER, SMALLER, BEFORE and SINCE, which Dovecot merges into one. (Dovecot's
+ * LARGER, SMALLER, BEFORE, SINCE, SENTBEFORE and SENTSINCE, which
+ * Dovecot merges into one. (Dovecot's
  * answers to these are not always RFC 3501's, but they are the ones to give.)
  */
 

@@ -288,7 +288,7 @@ static void test_upstream_rules(void)
 {
 	static const char *const programs[] = {
 		"RECENT", "NEW", "OLD", "FROM x", "TO x", "CC x", "BCC x", "SUBJECT x", "BODY x", "TEXT x",
-		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019",
+		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019", /* no headers stored */
 		"MODSEQ 5", "NOT (OR ALL FROM x)", "CHARSET ISO-8859-1 ALL", "CHARSET X-UNKNOWN SEEN",
 		"RETURN () ALL", "RETURN (MIN) ALL", "RETURN (COUNT) SEEN", /* no ESEARCH upstream */
 	};
@@ -361,6 +361,140 @@ static void test_esearch(void)
 	teardown();
 }
 
+/* Header blocks for the string keys (what test-search-differential.py
+   and Dovecot 2.3.19 by hand showed). */
+static const char *const headers[] = {
+	"From: Alice Example <alice@example.org>\r\nTo: bob@example.net, \"Carol, J\" <carol@example.com>\r\n"
+	"Subject: Caf\xc3\xa9   na\xc3\xafve\r\n\tresume\r\nX-Empty:\r\n\r\n",
+	"From: =?utf-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.de>\r\n"
+	"Subject: =?utf-8?B?Q2Fmw6k=?= =?utf-8?Q?_time?=\r\nSubject: second subject\r\n"
+	"Cc: \"Zo\xc3\xab O'Brien\" <zoe@example.ie>\r\n\r\n",
+	"From: Cafe\xcc\x81 <cafe@example.org>\r\nSubject: \xef\xac\x81ne \xef\xac\x81sh \xc7\x84\r\n"
+	"X-Test: a=?iso-8859-1?q?=E9?=b\r\n\r\n",
+	"From: dave@lists.example.org\r\nBcc: undisclosed-recipients:;\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\n",
+};
+
+static void store_headers(void)
+{
+	for (uint32_t i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, headers[i],
+						 strlen(headers[i])), 0);
+}
+
+static void test_strings(void)
+{
+	setup();
+	expect_upstream(answer("SEARCH SUBJECT caf"));          /* no header block stored yet */
+	store_headers();
+	/* casemap: é and É and e + U+0301 alike; encoded words decoded */
+	expect(answer("SEARCH SUBJECT \"caf\xc3\xa9\""), "* SEARCH 1 2 4\r\n");
+	expect(answer("SEARCH SUBJECT \"CAF\xc3\x89\""), "* SEARCH 1 2 4\r\n");
+	expect(answer("SEARCH SUBJECT \"cafe\xcc\x81\""), "* SEARCH 1 2 4\r\n");
+	expect(answer("UID SEARCH NOT SUBJECT \"caf\xc3\xa9\""), "* SEARCH 7\r\n");
+	/* SUBJECT: white space runs made one space, the fold's tab too */
+	expect(answer("SEARCH SUBJECT \"na\xc3\xafve resume\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH SUBJECT \"na\xc3\xafve  resume\""), "* SEARCH\r\n");
+	/* every occurrence counts; white space between encoded words dropped */
+	expect(answer("SEARCH SUBJECT second"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH SUBJECT \"caf\xc3\xa9 time\""), "* SEARCH 2\r\n");
+	expect(answer("SEARCH SUBJECT \"caf\xc3\xa9time\""), "* SEARCH\r\n");
+	/* one level of compatibility decomposition, after titlecase */
+	expect(answer("SEARCH SUBJECT fi"), "* SEARCH\r\n");
+	expect(answer("SEARCH SUBJECT \"\xef\xac\x81\""), "* SEARCH 3\r\n");
+	expect(answer("SEARCH SUBJECT \"d\xc5\xbe\""), "* SEARCH\r\n");
+	expect(answer("SEARCH SUBJECT \"\xc7\x86\""), "* SEARCH 3\r\n");
+	/* addresses as Dovecot rewrites them */
+	expect(answer("SEARCH FROM \"j\xc3\xbcrgen\""), "* SEARCH 2\r\n");
+	expect(answer("SEARCH FROM \"<dave@lists.example.org>\""), "* SEARCH 4\r\n");
+	expect_upstream(answer("SEARCH BCC x"));               /* message 4's group */
+	expect(answer("SEARCH TO \"<bob@example.net>, \\\"carol, j\\\" <\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH TO \"bob@example.net,\""), "* SEARCH\r\n");
+	expect(answer("SEARCH CC \"brien\\\" <zoe\""), "* SEARCH 2\r\n");
+	expect(answer("SEARCH CC \"o'brien\""), "* SEARCH\r\n");
+	expect(answer("SEARCH OR CC zoe TO carol"), "* SEARCH 1 2\r\n");
+	/* HEADER: the value as it is, an empty key asks whether the field is there */
+	expect(answer("SEARCH HEADER To \"carol, j\\\" <\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH HEADER X-Empty \"\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH HEADER X-Nothere \"\""), "* SEARCH\r\n");
+	expect(answer("SEARCH FROM \"\""), "* SEARCH 1 2 3 4\r\n");
+	expect(answer("SEARCH HEADER x-test \"A\xc3\x89" "B\""), "* SEARCH 3\r\n");
+	expect(answer("SEARCH HEADER X-Test \"a \xc3\xa9\""), "* SEARCH\r\n");
+	expect_upstream(answer("SEARCH HEADER \"\" x"));
+	expect(answer("SEARCH CHARSET UTF-8 SUBJECT \"caf\xc3\xa9\""), "* SEARCH 1 2 4\r\n");
+	expect(answer("SEARCH CHARSET us-ascii SUBJECT second"), "* SEARCH 2\r\n");
+	expect_upstream(answer("SEARCH CHARSET X-UNKNOWN SUBJECT second"));
+	expect_upstream(answer("SEARCH CHARSET ISO-8859-1 SUBJECT second"));
+	{
+		static char long_key[10001];
+
+		memset(long_key, 'x', 10000);
+		expect(answer("SEARCH SUBJECT \"%s\"", long_key), "* SEARCH\r\n");
+	}
+	expect_upstream(answer("SEARCH SUBJECT {2+}\r\na\n"));
+	/* a header Dovecot reads its own way: that key's SEARCH goes upstream */
+	static const struct { const char *header, *program; } odd[] = {
+		{ "From: a@b.c\r\nno colon here\r\n\r\n", "SUBJECT x" },
+		{ "Subject: caf\xe9\r\n\r\n", "SUBJECT x" },                          /* Latin-1, not UTF-8 */
+		{ "Subject: =?x-unknown?q?abc?=\r\n\r\n", "SUBJECT x" },
+		{ "Subject: =?utf-8?b?Q2Fmw6k?=\r\n\r\n", "SUBJECT x" },              /* broken base64 */
+		{ "Subject: =?utf-8?q?a=ZZ?=\r\n\r\n", "SUBJECT x" },
+		{ "Subject: what =? is this\r\n\r\n", "SUBJECT x" },
+		{ "To: a@b.c (Comment)\r\n\r\n", "TO x" },
+		{ "To: <a@b.c>\r\n\r\n", "TO x" },
+		{ "To: \"a\"@b.c\r\n\r\n", "TO x" },
+		{ "To: a@[1.2.3.4]\r\n\r\n", "TO x" },
+		{ "To: a@b.c,\r\n\r\n", "TO x" },
+		{ "To: J. Doe <j@b.c>\r\n\r\n", "TO x" },
+	};
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, odd[i].header,
+						 strlen(odd[i].header)), 0);
+		expect_upstream(answer("SEARCH %s", odd[i].program));
+	}
+	/* ... but only where the field is read: an empty key, another field */
+	expect(answer("SEARCH TO \"\""), "* SEARCH 1 4\r\n");
+	expect(answer("SEARCH SUBJECT second"), "* SEARCH 2\r\n");
+	/* a message without its header block stored */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, NULL, 0), 0);
+	expect_upstream(answer("SEARCH SUBJECT x"));
+	teardown();
+}
+
+/* SENT*: the Date field's day as written, its zone and time disregarded. */
+static void test_sent(void)
+{
+	static const char *const dated[] = {
+		"Subject: a\r\nDate: Tue, 1 Jan 2019 23:30:00 -0500\r\n\r\n",
+		"Date: 2 Jan 2019 00:30:00 +1400\r\n\r\n",
+		"Date: Mon, 31 Dec 2018 23:59 -1200\r\nSubject: c\r\n\r\n",
+		"Date: Sat, 29 Feb 2020 12:00:00 +0000\r\n\r\n",
+	};
+
+	setup();
+	expect_upstream(answer("SEARCH SENTON 1-Jan-2019"));   /* no header block stored */
+	for (uint32_t i = 0; i < 4; i++)
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, dated[i],
+						 strlen(dated[i])), 0);
+	expect(answer("SEARCH SENTON 1-Jan-2019"), "* SEARCH 1\r\n");
+	expect(answer("SEARCH SENTON 2-Jan-2019"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH SENTBEFORE 1-Jan-2019"), "* SEARCH 3\r\n");
+	expect(answer("SEARCH SENTSINCE 2-Jan-2019"), "* SEARCH 2 4\r\n");
+	expect(answer("UID SEARCH NOT SENTSINCE 29-Feb-2020"), "* SEARCH 3 4 7\r\n");
+	expect(answer("SEARCH OR SENTON 29-Feb-2020 SUBJECT c"), "* SEARCH 3 4\r\n");
+	expect_upstream(answer("SEARCH SENTON 31-Feb-2020"));
+	expect_upstream(answer("SEARCH NOT SENTSINCE 1-Jan-2019 NOT SENTSINCE 2-Jan-2019"));
+	/* a Date Dovecot reads its own way, two Dates, none: upstream */
+	static const char *const odd[] = { "Date: someday\r\n\r\n", "Date: 1 Jan 19 00:00:00 GMT\r\n\r\n",
+					   "Date: Tue, 1 Jan 2019 00:00:00 +0000 (UTC)\r\n\r\n",
+					   "Date: 1 Jan 2019 00:00:00 +0000\r\nDate: 2 Jan 2019 00:00:00 +0000\r\n\r\n",
+					   "Subject: none\r\n\r\n" };
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[3], CACHE_ITEM_HEADER, odd[i], strlen(odd[i])), 0);
+		expect_upstream(answer("SEARCH SENTON 1-Jan-2019"));
+	}
+	teardown();
+}
+
 static void test_not_search(void)
 {
 	setup();
@@ -379,5 +513,7 @@ const struct unit_test unit_tests[] = {
 	{ "deep nesting and long strings", test_bad_input },
 	{ "ESEARCH RETURN", test_esearch },
 	{ "not a SEARCH", test_not_search },
+	{ "header string keys, as Dovecot matches them", test_strings },
+	{ "SENTBEFORE, SENTON, SENTSINCE from the Date field", test_sent },
 	{ NULL, NULL },
 };
