@@ -169,7 +169,11 @@ def free_port():
 
 def preauth_bye_within(port, seconds):
     """Whether a new client is sent BYE for idling within seconds."""
-    c = proxyfixture.Raw(port, timeout=seconds + 1, greeting=True)
+    try:
+        c = proxyfixture.Raw(port, timeout=seconds + 1, greeting=True)
+    except (OSError, EOFError) as e:
+        print("  (connecting while the reload runs: %s; trying again)" % e)
+        return False
     try:
         return c.line() == "* BYE Idle for too long, closing"
     except (OSError, EOFError):

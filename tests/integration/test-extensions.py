@@ -616,7 +616,7 @@ def step_within(r, _):
     r.select(box)
     r.command("SEARCH YOUNGER 3600")
     r.command("SEARCH OLDER 3600")
-    r.command("UID SEARCH RETURN (COUNT) OLDER 1")
+    r.command("UID SEARCH RETURN (COUNT) YOUNGER 3600")  # not OLDER 1: the two sides may straddle a second
 
 
 @step("CONTEXT=SEARCH", rb'\* ESEARCH \(TAG "u:1\.a"\) ADDTO \(0 6\)', rb'\* ESEARCH \(TAG "u:1\.a"\) REMOVEFROM')
