@@ -10,6 +10,9 @@ matters):
   UID SEARCH through the proxy equals the same account's answer straight
   from Dovecot; `imapcachectl stats` of each account counts only its own
   store, and neither store file holds the other's message;
+- a master user logging in as testuser and then as mirroruser (SASL
+  PLAIN's authorization id) gets each account's own answers, and the
+  stores are the accounts', not the master user's;
 - a wrong password with a warm cache gets Dovecot's NO and no data; a
   password changed upstream (in the fixture's passwd file) stops the old
   one at once without the pool, and once pool.max_age has passed with it
@@ -30,6 +33,7 @@ matters):
   behind the client's STARTTLS are dropped).
 
 Every daemon runs on free loopback ports and is stopped by its PID."""
+import base64
 import json
 import os
 import pwd
@@ -49,6 +53,7 @@ from proxyfixture import (BUILD, CA, ENV, HOST, PASS, PASS3, PORT, TIMINGS_BYTES
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 UNTRUSTED_CA = ENV["IMAPTEST_UNTRUSTED_CA"]
+MASTER_USER, MASTER_PASS = ENV["IMAPTEST_MASTER_USER"], ENV["IMAPTEST_MASTER_PASS"]
 FIXTURE = ENV["IMAPTEST_DIR"]
 tmp = tempfile.mkdtemp(prefix="test-security.")
 os.chmod(tmp, 0o755)
@@ -161,12 +166,16 @@ def compare(daemon, accounts, label):
     return differences
 
 
+NEW_UIDS = []  # the UIDs test_isolation gave each twin a message of its own at
+
+
 def test_isolation(daemon):
     new1, validity1 = append(PORT, USER, PASS, 2, 5)
     new3, validity3 = append(PORT, USER3, PASS3, 2, 7)
     check("the twins' INBOXes share UIDVALIDITY and the new UIDs", validity1 == validity3 and new1 == new3,
           (validity1, validity3, new1, new3))
     new = "%d:%d" % (new1[0], new1[-1])
+    NEW_UIDS[:] = new1
     accounts = [(USER, PASS, USER3, new), (USER3, PASS3, USER, new)]
     # testuser warms the cache, twice, then mirroruser's first (cold) answers must be its own
     check("testuser, cold then warm: every answer is testuser's own",
@@ -212,6 +221,47 @@ def test_modes(daemon):
     check("cache: %d files, every one 0600, every directory 0700" % files, files >= 2 and not bad, bad)
     mode = os.stat(daemon.socket).st_mode & 0o7777
     check("the control socket is 0600", mode == 0o600, oct(mode))
+
+
+def master_login(port, user):
+    """A connection through port, logged in as user by the fixture's master
+    user (SASL PLAIN with an authorization id), INBOX examined."""
+    conn = Raw(port, greeting=True)
+    response = base64.b64encode(b"%s\0%s\0%s" % (user.encode(), MASTER_USER.encode(), MASTER_PASS.encode()))
+    c = Side.__new__(Side)
+    c.conn, c.tag = conn, 0
+    c.login = c.exchange("AUTHENTICATE PLAIN " + response.decode())
+    c.exchange("EXAMINE INBOX")
+    return c
+
+
+def test_master_user():
+    """A master user logging in as testuser, then as mirroruser: each
+    session gets its own account's cache, not the master user's."""
+    if not NEW_UIDS:
+        check("master user: skipped, test_isolation made no messages", False)
+        return
+    new = "%d:%d" % (NEW_UIDS[0], NEW_UIDS[-1])
+    d = Daemon(upstream_dovecot("none"), extra="timeouts = { shutdown = 0; };\n", tmpdir=tmp)
+    try:
+        for user, password in ((USER, PASS), (USER3, PASS3), (USER, PASS)):
+            direct = Side(PORT, user, password)
+            for _ in range(2):  # the second from the cache
+                proxied = master_login(d.port, user)
+                check("master user as %s: logged in" % user, untagged(proxied.login)[1] == b"OK", proxied.login)
+                for command in ("UID FETCH %s (BODY.PEEK[] ENVELOPE RFC822.SIZE)" % new,
+                                "UID SEARCH SUBJECT only-%s" % user):
+                    want, got = direct.exchange(command), proxied.exchange(command)
+                    check("master user as %s: %s equals %s's own answer" % (user, command.split(" (")[0], user),
+                          untagged(want) == untagged(got), (want[:2], got[:2]))
+                proxied.close()
+            direct.close()
+        cache = re.search(r'cache = \{ dir = "([^"]+)"', open(d.path).read()).group(1)
+        stores = sorted(os.listdir(os.path.join(cache, "dovecot")))
+        check("the stores are the accounts', none the master user's",
+              not any(name.startswith(MASTER_USER) for name in stores), stores)
+    finally:
+        d.stop()
 
 
 # ---- passwords ----
@@ -594,7 +644,7 @@ def main():
         run_steps([test_isolation, test_modes, test_wrong_password], daemon)
     finally:
         daemon.stop()
-    run_steps([test_password_change, test_cache_dir_refused, test_drop_privileges, test_upstream_tls,
+    run_steps([test_master_user, test_password_change, test_cache_dir_refused, test_drop_privileges, test_upstream_tls,
                test_upstream_starttls_injection])
     return summary()
 
