@@ -840,6 +840,7 @@ static void conf_free(struct conf *config)
 	free(config->upstreams);
 	free(config->cache_dir);
 	free(config->control_socket);
+	free(config->user);
 	free(config->path);
 	free(config);
 }
@@ -864,7 +865,7 @@ void conf_unref(struct conf **config)
 static struct conf *conf_from_tree(struct conf_loader *loader, config_t *tree, char **errors_r)
 {
 	static const char *const known[] = {
-		"listen", "upstreams", "cache", "control", "log", "pool", "timeouts", "limits", NULL
+		"listen", "upstreams", "cache", "control", "log", "pool", "timeouts", "limits", "user", NULL
 	};
 	const config_setting_t *root = config_root_setting(tree);
 	struct conf *config = conf_new_defaults();
@@ -880,6 +881,7 @@ static struct conf *conf_from_tree(struct conf_loader *loader, config_t *tree, c
 	conf_load_pool(loader, root, config);
 	conf_load_timeouts(loader, root, config);
 	conf_load_limits(loader, root, config);
+	conf_get_string(loader, root, "user", &config->user);
 	if (loader->errors_count == 0)
 		return config;
 	*errors_r = loader->errors;

@@ -66,6 +66,8 @@ struct conf {
 
 	char *control_socket;         /* imapcachectl's UNIX socket (absolute) */
 
+	char *user;                   /* started as root: the user to become once bound; NULL: stay */
+
 	enum log_level log_level;
 
 	unsigned int pool_size;       /* idle connections kept per account; 0: off */

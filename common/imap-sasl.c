@@ -307,8 +307,12 @@ enum imap_sasl_user_result imap_sasl_initial_response_user(const char *mechanism
 			return IMAP_SASL_USER_MALFORMED;
 		first++;
 		second = memchr(first, '\0', len - (size_t)(first - response));
-		if (second == NULL)
+		if (second == NULL || second == first)
 			return IMAP_SASL_USER_MALFORMED;
+		/* The session acts as the authzid when there is one (a master
+		   user logging in as someone else): that account's cache. */
+		if (first - 1 > response)
+			return sasl_copy_user(response, (size_t)(first - 1 - response), user, size);
 		return sasl_copy_user(first, (size_t)(second - first), user, size);
 	}
 	if (strcasecmp(mechanism, "LOGIN") == 0)

@@ -82,7 +82,9 @@ enum imap_sasl_user_result {
    (case-insensitive): PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER. */
 bool imap_sasl_user_mechanism_is_known(const char *mechanism);
 /* For a proxy: the login name inside a client's decoded initial response
-   of mechanism (case-insensitive name): PLAIN's authcid, XOAUTH2's
+   of mechanism (case-insensitive name): PLAIN's authzid, or its authcid
+   when the authzid is empty (the account the session acts as, whose
+   cache it may use: a master user logging in as another), XOAUTH2's
    "user=", OAUTHBEARER's gs2 "a=" (with =2C and =3D undone), and the
    whole of LOGIN's (its answer to the user name challenge). Writes a
    NUL-terminated copy into user (size bytes); a name that does not fit,

@@ -16,6 +16,8 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,6 +45,11 @@ struct daemon_state {
 	struct upstream_probe *probe;  /* what the upstreams offer before login */
 	struct control *control;       /* imapcachectl's socket; NULL when it could not be made */
 	bool stopping;
+	/* Who serves clients: conf->user when started as root with user
+	   set (drop_privileges), else the user that started the daemon. */
+	uid_t run_uid;
+	gid_t run_gid;
+	bool drop_privileges;
 };
 
 #define DAEMON_POOL_LOGOUT_GRACE 2 /* seconds for the pooled connections' LOGOUT at exit */
@@ -231,6 +238,9 @@ static void daemon_reload(evutil_socket_t signal_number, short what, void *conte
 		log_warning("reload: listen changed; listeners change only on restart, "
 			    "the other settings (and the certificates of the listeners bound) apply now");
 	}
+	if ((conf->user == NULL) != (daemon->bound_conf->user == NULL) ||
+	    (conf->user != NULL && strcmp(conf->user, daemon->bound_conf->user) != 0))
+		log_warning("reload: user changed; the daemon changes user only on restart");
 	log_set_level(conf->log_level);
 	conf_unref(&daemon->conf);
 	daemon->conf = conf;
@@ -346,6 +356,107 @@ static char *daemon_absolute_path(const char *path)
 	return absolute;
 }
 
+/* Sets who will serve clients: conf->user's ids when started as root
+   with user set, else our own. Returns 0, or -1 after logging (an
+   unknown user, or user set without root to become it). */
+static int daemon_resolve_user(struct daemon_state *daemon, bool check_only)
+{
+	const char *name = daemon->conf->user;
+	const struct passwd *pw;
+
+	daemon->run_uid = geteuid();
+	daemon->run_gid = getegid();
+	daemon->drop_privileges = false;
+	if (name == NULL)
+		return 0;
+	errno = 0;
+	pw = getpwnam(name);
+	if (pw == NULL) {
+		log_error("%s: user \"%s\": %s", daemon->conf->path, name,
+			  errno != 0 ? strerror(errno) : "no such user (make it, or change user)");
+		return -1;
+	}
+	if (pw->pw_uid == geteuid())
+		return 0;
+	if (geteuid() != 0) {
+		if (check_only)
+			return 0; /* a check by another user: the service starts as root */
+		log_error("%s: user \"%s\": imapcached runs as uid %u, not root, so it cannot become uid %u: "
+			  "start it as root, or remove user", daemon->conf->path, name, (unsigned int)geteuid(),
+			  (unsigned int)pw->pw_uid);
+		return -1;
+	}
+	daemon->run_uid = pw->pw_uid;
+	daemon->run_gid = pw->pw_gid;
+	daemon->drop_privileges = true;
+	return 0;
+}
+
+/* Refuses a cache.dir that others could change under us: one owned by
+   another user than the one serving, or writable by group or others
+   (anyone who can write there can plant or replace an account's store).
+   A missing one is made now (0700) only when privileges will be dropped,
+   so the user gets it; else the first session makes it. Returns 0, or -1
+   after logging what to do. */
+static int daemon_check_cache_dir(const struct daemon_state *daemon)
+{
+	const char *dir = daemon->conf->cache_dir;
+	struct stat st;
+
+	if (daemon->drop_privileges && mkdir(dir, 0700) == 0 && chown(dir, daemon->run_uid, daemon->run_gid) < 0) {
+		log_error("cache.dir %s: cannot give it to uid %u: %s", dir, (unsigned int)daemon->run_uid,
+			  strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("cache.dir %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("cache.dir %s is not a directory: set cache.dir to one of imapcached's own", dir);
+		return -1;
+	}
+	if (st.st_uid != daemon->run_uid) {
+		log_error("cache.dir %s belongs to uid %u, not to uid %u that serves clients: refusing to start, "
+			  "since its owner could read and change every account's cache; chown it to uid %u, "
+			  "or set cache.dir to a directory of imapcached's own",
+			  dir, (unsigned int)st.st_uid, (unsigned int)daemon->run_uid, (unsigned int)daemon->run_uid);
+		return -1;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		log_error("cache.dir %s has mode %04o: refusing to start, since group or others may write to it "
+			  "and so plant or replace an account's cache; chmod 0700 it",
+			  dir, (unsigned int)(st.st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
+/* Becomes run_uid/run_gid with that user's groups, for good: after the
+   listeners, the control socket and the TLS keys are open, before any
+   client is served. Returns 0, or -1 after logging. */
+static int daemon_drop_privileges(const struct daemon_state *daemon)
+{
+	const char *name = daemon->conf->user;
+
+	if (!daemon->drop_privileges)
+		return 0;
+	if (initgroups(name, daemon->run_gid) < 0 || setgid(daemon->run_gid) < 0 || setuid(daemon->run_uid) < 0) {
+		log_error("cannot become user %s (uid %u, gid %u): %s", name, (unsigned int)daemon->run_uid,
+			  (unsigned int)daemon->run_gid, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0 || geteuid() != daemon->run_uid || getegid() != daemon->run_gid) {
+		log_error("dropping privileges to user %s did not hold", name);
+		return -1;
+	}
+	log_info("running as user %s (uid %u, gid %u)", name, (unsigned int)daemon->run_uid,
+		 (unsigned int)daemon->run_gid);
+	return 0;
+}
+
 /* Binds every listener; returns 0, or -1 after logging. */
 static int daemon_bind(struct daemon_state *daemon, SSL_CTX **contexts)
 {
@@ -384,6 +495,10 @@ static void daemon_start_control(struct daemon_state *daemon)
 		log_warning("control socket %s: %s: imapcachectl can't reach this daemon", path, error);
 		return;
 	}
+	/* made by root: it must be the user's who serves, as the cache is */
+	if (daemon->drop_privileges && chown(path, daemon->run_uid, daemon->run_gid) < 0)
+		log_warning("control socket %s: cannot give it to uid %u: %s", path, (unsigned int)daemon->run_uid,
+			    strerror(errno));
 	if (control_start(daemon->control, daemon->base, daemon->conf) < 0) {
 		log_warning("control socket %s: can't listen: imapcachectl can't reach this daemon", path);
 		control_free(&daemon->control);
@@ -520,7 +635,7 @@ int main(int argc, char **argv)
 		status = EX_OSERR;
 		goto out;
 	}
-	if (daemon_make_tls_contexts(daemon.conf, contexts) < 0) {
+	if (daemon_make_tls_contexts(daemon.conf, contexts) < 0 || daemon_resolve_user(&daemon, check_only) < 0) {
 		status = EX_CONFIG;
 		goto out;
 	}
@@ -531,6 +646,10 @@ int main(int argc, char **argv)
 	}
 	/* A client that disconnects mid-write must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
+	if (daemon_check_cache_dir(&daemon) < 0) {
+		status = EX_CONFIG;
+		goto out;
+	}
 	if (daemon_bind(&daemon, contexts) < 0) {
 		status = EX_UNAVAILABLE;
 		goto out;
@@ -551,6 +670,10 @@ int main(int argc, char **argv)
 	}
 	if (daemon_start_events(&daemon) < 0) {
 		status = EX_OSERR;
+		goto out;
+	}
+	if (daemon_drop_privileges(&daemon) < 0) {
+		status = EX_NOPERM;
 		goto out;
 	}
 	session_set_count_callback(daemon_session_count, &daemon);

@@ -54,6 +54,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(conf->upstreams[0].tls, CONF_TLS_IMPLICIT);
 	CU_ASSERT_EQUAL(conf->upstreams[0].port, 993);
 	CU_ASSERT_TRUE(conf->upstreams[0].verify);
+	CU_ASSERT_PTR_NULL(conf->user);
 	CU_ASSERT_PTR_NULL(conf->upstreams[0].ca_file);
 	CU_ASSERT_PTR_EQUAL(conf->default_upstream, &conf->upstreams[0]);
 	CU_ASSERT_STRING_EQUAL(conf->cache_dir, "/var/cache/imapcached");
@@ -86,6 +87,7 @@ static void test_issue_example(void)
 		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; body_max_size = \"512K\";"
 		" prefetch = \"full\"; };\n"
 		"log = { level = \"debug\"; };\n"
+		"user = \"imapcached\";\n"
 		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
 		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; literal = 7; };\n"
 		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; };\n");
@@ -108,6 +110,7 @@ static void test_issue_example(void)
 	CU_ASSERT_EQUAL(conf->cache_body_max_size, 512 * 1024);
 	CU_ASSERT_EQUAL(conf->cache_prefetch, CONF_PREFETCH_FULL);
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_DEBUG);
+	CU_ASSERT_STRING_EQUAL(conf->user, "imapcached");
 	CU_ASSERT_EQUAL(conf->pool_size, 8);
 	CU_ASSERT_EQUAL(conf->pool_idle_timeout, 60);
 	CU_ASSERT_EQUAL(conf->pool_max_age, 120);
@@ -197,7 +200,7 @@ static void test_unknown_keys(void)
 		      "test.conf:3: listen[0].adress: unknown key (known here: address, port, tls, cert, key)\n");
 	expect_errors(UPSTREAM "cahce = { dir = \"/tmp\"; };\n",
 		      "test.conf:2: cahce: unknown key (known here: listen, upstreams, cache, control, log, pool, "
-		      "timeouts, limits)\n");
+		      "timeouts, limits, user)\n");
 	expect_errors("upstreams = ( { name = \"u\"; host = \"h\";\n   password = \"x\"; } );\n",
 		      "test.conf:2: upstreams[0].password: unknown key (known here: name, host, port, tls, "
 		      "ca_file, verify, users)\n");
@@ -264,6 +267,8 @@ static void test_bad_values(void)
 		      "test.conf:2: timeouts.literal: must be an integer, not a string\n");
 	expect_errors(UPSTREAM "cache = { dir = \"\"; };\n",
 		      "test.conf:2: cache.dir: must not be empty\n");
+	expect_errors(UPSTREAM "user = \"\";\n", "test.conf:2: user: must not be empty\n");
+	expect_errors(UPSTREAM "user = 0;\n", "test.conf:2: user: must be a string, not an integer\n");
 	expect_errors(UPSTREAM "listen = ( { port = 1; }, { port = 1; } );\n",
 		      "test.conf:2: listen[1]: 127.0.0.1 port 1 is already used by the listener on line 2\n");
 	expect_errors(UPSTREAM "listen = ( );\n", "test.conf:2: listen: needs at least one listener\n");

@@ -192,7 +192,10 @@ static void test_initial_response_user(void)
 			IMAP_SASL_USER_FOUND);
 	CU_ASSERT_STRING_EQUAL(user, "alice@example.com");
 	CU_ASSERT_EQUAL(user_of("PLAIN", "admin\0bob\0pw", 12, user, sizeof(user)), IMAP_SASL_USER_FOUND);
-	CU_ASSERT_STRING_EQUAL(user, "bob"); /* the authcid, not the authzid */
+	CU_ASSERT_STRING_EQUAL(user, "admin"); /* the authzid: bob acts as admin, so admin's cache */
+	CU_ASSERT_EQUAL(user_of("PLAIN", "\0bob\0pw", 7, user, sizeof(user)), IMAP_SASL_USER_FOUND);
+	CU_ASSERT_STRING_EQUAL(user, "bob"); /* no authzid: the authcid */
+	CU_ASSERT_EQUAL(user_of("PLAIN", "admin\0\0pw", 9, user, sizeof(user)), IMAP_SASL_USER_MALFORMED);
 	CU_ASSERT_EQUAL(user_of("XOAUTH2", "user=carol@x\001auth=Bearer t\001\001", 29, user, sizeof(user)),
 			IMAP_SASL_USER_FOUND);
 	CU_ASSERT_STRING_EQUAL(user, "carol@x");
