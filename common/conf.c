@@ -30,6 +30,7 @@
 #define CONF_DEFAULT_TIMEOUT_PREAUTH 60 /* a client logs in within seconds of connecting */
 #define CONF_DEFAULT_TIMEOUT_IDLE 1800 /* RFC 3501 5.4: autologout no sooner than 30 min */
 #define CONF_DEFAULT_TIMEOUT_CONNECT 30 /* a reachable server answers well within this */
+#define CONF_DEFAULT_TIMEOUT_UPSTREAM_COMMAND 300 /* a server silent this long with a command pending is gone */
 #define CONF_DEFAULT_TIMEOUT_SHUTDOWN 30 /* systemd's stop timeout is 90 s */
 #define CONF_DEFAULT_TIMEOUT_LITERAL 60 /* a live client sends some of a literal every few seconds */
 #define CONF_DEFAULT_LIMIT_LINE (64 * 1024) /* RFC 7162 asks for at least 8 KiB */
@@ -752,7 +753,8 @@ static void conf_load_pool(struct conf_loader *loader, const config_setting_t *r
 static void conf_load_timeouts(struct conf_loader *loader, const config_setting_t *root,
 				 struct conf *config)
 {
-	static const char *const known[] = { "preauth", "idle", "upstream_connect", "shutdown", "literal", NULL };
+	static const char *const known[] = { "preauth", "idle", "upstream_connect", "upstream_command", "shutdown",
+					     "literal", NULL };
 	const config_setting_t *group = conf_get_group(loader, root, "timeouts");
 
 	if (group == NULL)
@@ -762,6 +764,8 @@ static void conf_load_timeouts(struct conf_loader *loader, const config_setting_
 	conf_get_uint(loader, group, "idle", 1, CONF_MAX_SECONDS, &config->timeout_idle);
 	conf_get_uint(loader, group, "upstream_connect", 1, CONF_MAX_SECONDS,
 			&config->timeout_upstream_connect);
+	conf_get_uint(loader, group, "upstream_command", 1, CONF_MAX_SECONDS,
+			&config->timeout_upstream_command);
 	conf_get_uint(loader, group, "shutdown", 0, CONF_MAX_SECONDS, &config->timeout_shutdown);
 	conf_get_uint(loader, group, "literal", 1, CONF_MAX_SECONDS, &config->timeout_literal);
 }
@@ -803,6 +807,7 @@ struct conf *conf_new_defaults(void)
 	config->timeout_preauth = CONF_DEFAULT_TIMEOUT_PREAUTH;
 	config->timeout_idle = CONF_DEFAULT_TIMEOUT_IDLE;
 	config->timeout_upstream_connect = CONF_DEFAULT_TIMEOUT_CONNECT;
+	config->timeout_upstream_command = CONF_DEFAULT_TIMEOUT_UPSTREAM_COMMAND;
 	config->timeout_shutdown = CONF_DEFAULT_TIMEOUT_SHUTDOWN;
 	config->timeout_literal = CONF_DEFAULT_TIMEOUT_LITERAL;
 	config->limit_line = CONF_DEFAULT_LIMIT_LINE;

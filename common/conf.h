@@ -78,6 +78,7 @@ struct conf {
 	unsigned int timeout_preauth;
 	unsigned int timeout_idle;
 	unsigned int timeout_upstream_connect;
+	unsigned int timeout_upstream_command; /* seconds an upstream may be silent with a command pending */
 	unsigned int timeout_shutdown;
 	unsigned int timeout_literal;   /* a literal the client announced makes no progress */
 

@@ -28,6 +28,7 @@ void upstream_client_settings(const struct conf *conf, const struct conf_upstrea
 		.ca_file = upstream->ca_file,
 		.tls_no_verify = !upstream->verify,
 		.connect_timeout_msecs = conf->timeout_upstream_connect * 1000,
+		.command_timeout_msecs = conf->timeout_upstream_command * 1000,
 		.dns_base = upstream_resolver,
 	};
 	switch (upstream->tls) {

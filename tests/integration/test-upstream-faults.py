@@ -282,6 +282,30 @@ def test_stall_mid_fetch():
         check("stall mid-FETCH: the daemon exits cleanly", daemon.stop() == 0)
 
 
+def test_stall_mid_fetch_command_timeout():
+    """The same stall with the client's idle timeout long: the upstream's
+    own silence (timeouts.upstream_command) ends the session."""
+    relay = Relay()
+    daemon = start(relay, extra="timeouts = { upstream_command = %d; };\n" % STALL_TIMEOUT,
+                   fault=RelayFault(b"BODY[] {", after=1000, action="stall"))
+    try:
+        conn = login(daemon.port)
+        conn.sock.settimeout(STALL_TIMEOUT + WAIT)
+        started = time.monotonic()
+        got = responses(conn, "UID FETCH %d (UID BODY.PEEK[])" % LARGEST)
+        took = time.monotonic() - started
+        conn.close()
+        check("stall, upstream_command: the relay stalled", relay.fired == 1, relay.fired)
+        ended_cleanly("stall, upstream_command", got)
+        check("stall, upstream_command: the session ended after about timeouts.upstream_command",
+              took < STALL_TIMEOUT + 5, took)
+        refetch("stall, upstream_command", daemon, [LARGEST])
+        check_store("stall, upstream_command", daemon)
+    finally:
+        relay.close()
+        check("stall, upstream_command: the daemon exits cleanly", daemon.stop() == 0)
+
+
 def test_client_gone_mid_append():
     box = "Faults-append-%d" % os.getpid()
     direct = login(PORT, mailbox=None)
@@ -368,7 +392,8 @@ def test_kill_under_load():
 def main():
     try:
         run_steps((test_cut_during_login, test_cut_mid_literal, test_cut_mid_fetch, test_cut_mid_sync,
-                   test_stall_during_login, test_stall_mid_fetch, test_client_gone_mid_append,
+                   test_stall_during_login, test_stall_mid_fetch, test_stall_mid_fetch_command_timeout,
+                   test_client_gone_mid_append,
                    test_client_gone_mid_fetch, test_kill_under_load))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -66,6 +66,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_INFO);
 	CU_ASSERT_EQUAL(conf->pool_size, 4);
 	CU_ASSERT_EQUAL(conf->timeout_idle, 1800);
+	CU_ASSERT_EQUAL(conf->timeout_upstream_command, 300);
 	CU_ASSERT_EQUAL(conf->timeout_preauth, 60);
 	CU_ASSERT_EQUAL(conf->timeout_shutdown, 30);
 	CU_ASSERT_EQUAL(conf->timeout_literal, 60);
@@ -89,7 +90,8 @@ static void test_issue_example(void)
 		"log = { level = \"debug\"; };\n"
 		"user = \"imapcached\";\n"
 		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
-		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; shutdown = 2; literal = 7; };\n"
+		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; upstream_command = 45; shutdown = 2; "
+		"literal = 7; };\n"
 		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; };\n");
 
 	CU_ASSERT_EQUAL_FATAL(conf->listeners_count, 2);
@@ -117,6 +119,7 @@ static void test_issue_example(void)
 	CU_ASSERT_EQUAL(conf->timeout_preauth, 5);
 	CU_ASSERT_EQUAL(conf->timeout_idle, 600);
 	CU_ASSERT_EQUAL(conf->timeout_upstream_connect, 10);
+	CU_ASSERT_EQUAL(conf->timeout_upstream_command, 45);
 	CU_ASSERT_EQUAL(conf->timeout_shutdown, 2);
 	CU_ASSERT_EQUAL(conf->timeout_literal, 7);
 	CU_ASSERT_EQUAL(conf->limit_line, 128 * 1024);
