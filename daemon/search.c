@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 #include <stdbool.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -18,6 +19,7 @@
 #define SEARCH_NEEDS_DATE 0x04
 #define SEARCH_NEEDS_HEADER 0x08
 #define SEARCH_NEEDS_SENT 0x10   /* the Date field's day, from the header block */
+#define SEARCH_NEEDS_MODSEQ 0x20 /* every message's MODSEQ, from the view */
 
 #define SEARCH_STRING_KEYS_MAX 32 /* string keys of one program answered here: each reads every header block */
 
@@ -30,6 +32,7 @@
 /* One message as the program sees it. */
 struct search_message {
 	uint32_t uid;
+	uint64_t modseq;     /* the view's; 0 when no MODSEQ key is used */
 	const char *flags;   /* the view's text; NULL when no flag key is used */
 	uint64_t size;
 	int32_t day;         /* the INTERNALDATE's day (search_day_number) */
@@ -56,6 +59,7 @@ struct search_context {
 	uint32_t max_uid;
 	uint32_t cursor;     /* where the store's rows are matched to messages */
 	unsigned int needs;  /* SEARCH_NEEDS_* */
+	bool condstore;      /* the client enabled CONDSTORE: a MODSEQ key changes nothing upstream */
 	struct search_string_key strings[SEARCH_STRING_KEYS_MAX];
 	unsigned int string_count;
 };
@@ -334,7 +338,17 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 				return -1;
 			*needs |= SEARCH_NEEDS_HEADER;
 			break;
-		default: /* \Recent, BODY, TEXT, MODSEQ */
+		case IMAP_SEARCH_MODSEQ:
+			if (key->str != NULL || !ctx->condstore) {
+				/* without CONDSTORE the key enables it upstream, and every
+				   later answer changes */
+				*why_r = key->str != NULL ? "MODSEQ with an entry name" :
+							    "MODSEQ before the client enabled CONDSTORE";
+				return -1;
+			}
+			*needs |= SEARCH_NEEDS_MODSEQ;
+			break;
+		default: /* \Recent, BODY, TEXT */
 			*why_r = "a key the cache does not answer";
 			return -1;
 		}
@@ -499,6 +513,7 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 	case IMAP_SEARCH_UNSEEN: return !search_flags_have(message->flags, "\\Seen", 5);
 	case IMAP_SEARCH_KEYWORD: return search_flags_have(message->flags, key->str, key->len);
 	case IMAP_SEARCH_UNKEYWORD: return !search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_MODSEQ: return message->modseq >= key->number;
 	case IMAP_SEARCH_LARGER: return message->size > key->number;
 	case IMAP_SEARCH_SMALLER: return message->size < key->number;
 	case IMAP_SEARCH_BEFORE: return message->day < day;
@@ -547,6 +562,11 @@ static int search_read_view(struct search_context *ctx, const struct mailbox_vie
 			*why_r = "a message whose flags are not known";
 			return -1;
 		}
+		if ((needs & SEARCH_NEEDS_MODSEQ) != 0 && entry->modseq == 0) {
+			*why_r = "a message whose MODSEQ is not known";
+			return -1;
+		}
+		ctx->messages[seq - 1].modseq = entry->modseq;
 		ctx->messages[seq - 1].uid = entry->uid;
 		ctx->messages[seq - 1].flags = entry->flags;
 	}
@@ -574,7 +594,7 @@ static void search_write_set(struct evbuffer *out, const uint32_t *numbers, uint
 /* Appends the RFC 4731 answer to RETURN, in Dovecot's order: MIN, MAX,
    ALL (left out when nothing matched), COUNT. */
 static void search_write_esearch(const struct search_context *ctx, const char *tag, const uint32_t *numbers,
-				 uint32_t count, struct evbuffer *out)
+				 uint32_t count, uint64_t modseq, struct evbuffer *out)
 {
 	unsigned int options = ctx->command->u.search.return_options;
 
@@ -589,6 +609,8 @@ static void search_write_esearch(const struct search_context *ctx, const char *t
 	}
 	if ((options & IMAP_SEARCH_RETURN_COUNT) != 0)
 		evbuffer_add_printf(out, " COUNT %u", count);
+	if (modseq != 0)
+		evbuffer_add_printf(out, " MODSEQ %" PRIu64, modseq);
 	evbuffer_add(out, "\r\n", 2);
 }
 
@@ -599,19 +621,25 @@ static int search_write_answer(const struct search_context *ctx, const char *tag
 {
 	uint32_t *numbers = malloc(ctx->count * sizeof(*numbers));
 	uint32_t found = 0;
+	uint64_t modseq = 0; /* with a MODSEQ key: the highest of the messages found (RFC 7162 3.1.5) */
 
 	if (numbers == NULL)
 		return -1;
 	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
-		if (search_match_list(ctx, ctx->command->u.search.program, seq))
+		if (search_match_list(ctx, ctx->command->u.search.program, seq)) {
 			numbers[found++] = ctx->command->uid ? ctx->messages[seq - 1].uid : seq;
+			if ((ctx->needs & SEARCH_NEEDS_MODSEQ) != 0 && ctx->messages[seq - 1].modseq > modseq)
+				modseq = ctx->messages[seq - 1].modseq;
+		}
 	}
 	if (ctx->command->u.search.has_return) {
-		search_write_esearch(ctx, tag, numbers, found, out);
+		search_write_esearch(ctx, tag, numbers, found, modseq, out);
 	} else {
 		evbuffer_add(out, "* SEARCH", 8);
 		for (uint32_t i = 0; i < found; i++)
 			evbuffer_add_printf(out, " %u", numbers[i]);
+		if (modseq != 0)
+			evbuffer_add_printf(out, " (MODSEQ %" PRIu64 ")", modseq);
 		evbuffer_add(out, "\r\n", 2);
 	}
 	free(numbers);
@@ -686,7 +714,8 @@ static int search_check_program(const struct imap_command *command, const char *
 enum search_route search_answer(const struct imap_command *command, const char *tag,
 				const struct search_facts *facts, struct evbuffer *out, const char **why_r)
 {
-	struct search_context ctx = { .command = command, .count = mailbox_view_count(facts->view) };
+	struct search_context ctx = { .command = command, .count = mailbox_view_count(facts->view),
+				      .condstore = facts->condstore };
 	unsigned int needs = 0;
 	enum search_route route = SEARCH_ROUTE_UPSTREAM;
 

@@ -21,7 +21,9 @@ struct evbuffer;
  * SINCE (the INTERNALDATE's own day, as Dovecot compares it), SENTBEFORE,
  * SENTON and SENTSINCE (the Date field's day as written), FROM, TO, CC,
  * BCC, SUBJECT and HEADER (search-string.h: the header block matched as
- * Dovecot matches it), UID, sequence sets, NOT, OR and parentheses, with
+ * Dovecot matches it), MODSEQ without an entry name once the client has
+ * enabled CONDSTORE (the answer then ends with the highest MODSEQ found,
+ * as RFC 7162 3.1.5 and Dovecot write it), UID, sequence sets, NOT, OR and parentheses, with
  * no CHARSET or one of US-ASCII and UTF-8; without RETURN, or with RETURN (MIN MAX ALL COUNT) when the
  * upstream offers ESEARCH (RETURN SAVE goes upstream). Everything else goes upstream unchanged, and so does
  * a program on a view that can't answer it exactly: a held expunge, an
@@ -41,6 +43,7 @@ struct search_facts {
 	int64_t mailbox_id;              /* the selected mailbox's id in the store */
 	const struct mailbox_view *view; /* vouched for (sync_is_ready) */
 	bool esearch;                    /* the upstream advertised ESEARCH (RFC 4731) */
+	bool condstore;                  /* the client enabled CONDSTORE: MODSEQ keys are answered here */
 };
 
 enum search_route {

@@ -669,6 +669,7 @@ static enum session_local session_answer_search(struct session *session, const c
 	struct search_facts facts = {
 		.cache = session->cache, .mailbox_id = sync_mailbox_id(session->sync), .view = session->view,
 		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
+		.condstore = session->client_condstore,
 	};
 	struct evbuffer *answer;
 	const char *why;

@@ -38,6 +38,7 @@ from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, quote
 SEEDS = [int(s) for s in re.split(r"[ ,]+", ENV.get("IMAPTEST_SEARCH_SEEDS", "1 2").strip()) if s]
 STEPS = int(ENV.get("IMAPTEST_SEARCH_STEPS", "12"))
 PER_STEP = int(ENV.get("IMAPTEST_SEARCH_PER_STEP", "12"))
+MODSEQ_SEARCHES = 30  # per seed, warm, with CONDSTORE enabled before SELECT
 # The daemon's zone, per seed: -0330/-0230 (no whole-hour zone hides a
 # day's edge), UTC, and one with summer time.
 DAEMON_ZONES = ("America/St_Johns", "UTC", "America/New_York")
@@ -233,6 +234,8 @@ class Generator:
             return "NOT %s %s NOT %s %s" % (kind, one, kind, two)
         if r < 0.90:
             return "ALL"
+        if r < 0.93:  # the first one enables CONDSTORE on both sides; after it, answered here
+            return "MODSEQ %d" % self.rng.randint(1, 60)
         if r < 0.95:
             return self.rng.choice(UPSTREAM_KEYS)
         return self.rng.choice(FLAG_KEYS)
@@ -265,8 +268,9 @@ def first_difference(one, two):
 
 
 class Pass:
-    def __init__(self, name, daemon, twins, rng):
+    def __init__(self, name, daemon, twins, rng, condstore=False):
         self.name, self.daemon, self.twins, self.rng = name, daemon, twins, rng
+        self.condstore = condstore
         self.searches = 0
         self.string_local = 0  # header-only SEARCHes answered from the cache (the log may lag a line)
         self.string_searches = 0
@@ -275,7 +279,29 @@ class Pass:
 
     def open(self):
         self.sides = [Conn("direct", PORT, USER, PASS), Conn("proxied", self.daemon.port, USER3, PASS3)]
+        if self.condstore:
+            self.both(b"ENABLE CONDSTORE")
         self.both(b"SELECT INBOX")
+
+    def modseq_searches(self, count):
+        """CONDSTORE enabled before SELECT: MODSEQ keys, alone and among
+        others, after another client's flag changes. Returns how many
+        were answered from the cache."""
+        generator = Generator(self.rng, self.twins)
+        local = 0
+        for _ in range(count):
+            for _ in range(self.rng.randint(0, 2)):
+                self.twins.change(self.rng)
+            self.both(b"NOOP")
+            highest = self.rng.randint(1, 80)
+            others = generator.key(1, self.count()) if self.rng.random() < 0.5 else ""
+            before = self.daemon.count_log(LOCAL_LINE)
+            self.both(("%sSEARCH %sMODSEQ %d %s" % (self.rng.choice(("", "UID ")),
+                                                    self.rng.choice(("", "RETURN (COUNT) ", "RETURN (MIN ALL) ")),
+                                                    highest, others)).strip().encode())
+            local += self.daemon.count_log(LOCAL_LINE) - before
+            self.searches += 1
+        return local
 
     def both(self, text):
         """Sends text to both sides; a mismatch is noted. Dovecot 2.3
@@ -371,6 +397,15 @@ def run_seed(seed, twins):
             one.report()
             local = daemon.count_log(re.compile(r"SEARCH answered from the cache")) - before
             print("%s: %d of %d SEARCHes answered from the cache" % (name, local, one.searches), flush=True)
+            if warm:
+                modseq = Pass(name + ", CONDSTORE", daemon, twins, rng, condstore=True)
+                modseq_local = modseq.modseq_searches(MODSEQ_SEARCHES)
+                modseq.close()
+                modseq.report()
+                print("%s, CONDSTORE: %d of %d MODSEQ SEARCHes answered from the cache" % (
+                    name, modseq_local, MODSEQ_SEARCHES), flush=True)
+                check("%s, CONDSTORE: MODSEQ SEARCHes answered from the cache" % name, modseq_local > 0,
+                      (modseq_local, MODSEQ_SEARCHES))
             print("%s: %d of %d header-only SEARCHes answered from the cache" % (name, one.string_local,
                                                                                one.string_searches), flush=True)
             if warm:

@@ -339,6 +339,33 @@ static void test_bad_input(void)
 }
 
 /* RETURN, when the upstream offers ESEARCH: Dovecot's order and sets. */
+/* MODSEQ (RFC 7162 3.1.5), once the client enabled CONDSTORE: the
+   highest MODSEQ of what was found after the numbers, as Dovecot writes
+   it; nothing found, no MODSEQ. */
+static void test_modseq(void)
+{
+	setup();
+	facts.condstore = true;
+	for (uint32_t i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, i + 1, 5 + i), 0);
+	expect_upstream(answer("SEARCH MODSEQ 7")); /* message 4's MODSEQ is not known */
+	CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, 4, 8), 0);
+	facts.condstore = false;
+	expect_upstream(answer("SEARCH MODSEQ 7")); /* it would enable CONDSTORE upstream */
+	facts.condstore = true;
+	expect(answer("SEARCH MODSEQ 7"), "* SEARCH 3 4 (MODSEQ 8)\r\n");
+	expect(answer("UID SEARCH MODSEQ 7 SEEN"), "* SEARCH 9 (MODSEQ 8)\r\n");
+	expect(answer("SEARCH NOT MODSEQ 7"), "* SEARCH 1 2 (MODSEQ 6)\r\n");
+	expect(answer("SEARCH OR MODSEQ 8 1"), "* SEARCH 1 4 (MODSEQ 8)\r\n");
+	expect(answer("SEARCH MODSEQ 100"), "* SEARCH\r\n");
+	expect(answer("SEARCH ALL"), "* SEARCH 1 2 3 4\r\n"); /* no MODSEQ key, no MODSEQ */
+	facts.esearch = true;
+	expect(answer("SEARCH RETURN (COUNT) MODSEQ 6"), "* ESEARCH (TAG \"T\") COUNT 3 MODSEQ 8\r\n");
+	expect(answer("SEARCH RETURN (MIN MAX ALL COUNT) MODSEQ 100"), "* ESEARCH (TAG \"T\") COUNT 0\r\n");
+	expect_upstream(answer("SEARCH MODSEQ \"/flags/\\\\seen\" all 7"));
+	teardown();
+}
+
 static void test_esearch(void)
 {
 	setup();
@@ -511,6 +538,7 @@ const struct unit_test unit_tests[] = {
 	{ "what the view or store lacks goes upstream", test_unknown },
 	{ "keys and options left to the upstream", test_upstream_rules },
 	{ "deep nesting and long strings", test_bad_input },
+	{ "MODSEQ after CONDSTORE", test_modseq },
 	{ "ESEARCH RETURN", test_esearch },
 	{ "not a SEARCH", test_not_search },
 	{ "header string keys, as Dovecot matches them", test_strings },
