@@ -33,6 +33,7 @@
 struct search_message {
 	uint32_t uid;
 	uint64_t modseq;     /* the view's; 0 when no MODSEQ key is used */
+	bool recent;         /* \Recent, this session's */
 	const char *flags;   /* the view's text; NULL when no flag key is used */
 	uint64_t size;
 	int32_t day;         /* the INTERNALDATE's day (search_day_number) */
@@ -294,6 +295,9 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 		case IMAP_SEARCH_FLAGGED: case IMAP_SEARCH_SEEN: case IMAP_SEARCH_UNANSWERED:
 		case IMAP_SEARCH_UNDELETED: case IMAP_SEARCH_UNDRAFT: case IMAP_SEARCH_UNFLAGGED:
 		case IMAP_SEARCH_UNSEEN:
+		case IMAP_SEARCH_RECENT: case IMAP_SEARCH_NEW: case IMAP_SEARCH_OLD:
+			/* \Recent: the view marks it from the SELECT's RECENT and from
+			   every FLAGS the upstream sends this session (fetch-fill) */
 			*needs |= SEARCH_NEEDS_FLAGS;
 			break;
 		case IMAP_SEARCH_KEYWORD:
@@ -348,7 +352,7 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 			}
 			*needs |= SEARCH_NEEDS_MODSEQ;
 			break;
-		default: /* \Recent, BODY, TEXT */
+		default: /* BODY, TEXT */
 			*why_r = "a key the cache does not answer";
 			return -1;
 		}
@@ -513,6 +517,9 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 	case IMAP_SEARCH_UNSEEN: return !search_flags_have(message->flags, "\\Seen", 5);
 	case IMAP_SEARCH_KEYWORD: return search_flags_have(message->flags, key->str, key->len);
 	case IMAP_SEARCH_UNKEYWORD: return !search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_RECENT: return message->recent;
+	case IMAP_SEARCH_NEW: return message->recent && !search_flags_have(message->flags, "\\Seen", 5);
+	case IMAP_SEARCH_OLD: return !message->recent;
 	case IMAP_SEARCH_MODSEQ: return message->modseq >= key->number;
 	case IMAP_SEARCH_LARGER: return message->size > key->number;
 	case IMAP_SEARCH_SMALLER: return message->size < key->number;
@@ -567,6 +574,8 @@ static int search_read_view(struct search_context *ctx, const struct mailbox_vie
 			return -1;
 		}
 		ctx->messages[seq - 1].modseq = entry->modseq;
+		ctx->messages[seq - 1].recent = entry->recent ||
+						(entry->flags != NULL && search_flags_have(entry->flags, "\\Recent", 7));
 		ctx->messages[seq - 1].uid = entry->uid;
 		ctx->messages[seq - 1].flags = entry->flags;
 	}

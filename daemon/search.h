@@ -15,7 +15,8 @@ struct evbuffer;
 
 /*
  * What is answered here (doc/cache.md, "Local SEARCH"): a program of
- * ALL, the flag keys (ANSWERED ... UNSEEN but RECENT, NEW, OLD),
+ * ALL, the flag keys (ANSWERED ... UNSEEN, and RECENT, NEW and OLD from
+ * the view's \Recent),
  * KEYWORD and UNKEYWORD of a keyword some message has (Dovecot adds any
  * other to the mailbox and says FLAGS), LARGER and SMALLER (RFC822.SIZE), BEFORE, ON and
  * SINCE (the INTERNALDATE's own day, as Dovecot compares it), SENTBEFORE,

@@ -51,7 +51,8 @@ FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Deleted", "\\Draft", "$Label1",
 KEYWORDS = ("$Label1", "$label1", "$LABEL1", "$Junk", "$junk", "$Forwarded", "$NotThere", "Label1")
 FLAG_KEYS = ("ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN", "UNANSWERED", "UNDELETED", "UNDRAFT",
              "UNFLAGGED", "UNSEEN")
-UPSTREAM_KEYS = ("RECENT", "NEW", "OLD", 'BODY "line"', 'TEXT "twin"')
+RECENT_KEYS = ("RECENT", "NEW", "OLD")  # answered here from the view's \Recent
+UPSTREAM_KEYS = ('BODY "line"', 'TEXT "twin"')
 # The twins' Date fields: a day's edge in zones far apart, no weekday, no
 # seconds; now and then one Dovecot reads its own way (SENT* go upstream).
 SENT_DATES = (b"Tue, 1 Jan 2019 00:00:00 +0000", b"Mon, 31 Dec 2018 23:59:59 -1200", b"Wed, 2 Jan 2019 00:30:00 +1400",
@@ -234,8 +235,10 @@ class Generator:
             return "NOT %s %s NOT %s %s" % (kind, one, kind, two)
         if r < 0.90:
             return "ALL"
-        if r < 0.93:  # the first one enables CONDSTORE on both sides; after it, answered here
+        if r < 0.92:  # the first one enables CONDSTORE on both sides; after it, answered here
             return "MODSEQ %d" % self.rng.randint(1, 60)
+        if r < 0.945:
+            return self.rng.choice(RECENT_KEYS)
         if r < 0.95:
             return self.rng.choice(UPSTREAM_KEYS)
         return self.rng.choice(FLAG_KEYS)

@@ -287,7 +287,7 @@ static void test_unknown(void)
 static void test_upstream_rules(void)
 {
 	static const char *const programs[] = {
-		"RECENT", "NEW", "OLD", "FROM x", "TO x", "CC x", "BCC x", "SUBJECT x", "BODY x", "TEXT x",
+		"FROM x", "TO x", "CC x", "BCC x", "SUBJECT x", "BODY x", "TEXT x",
 		"HEADER X-Y z", "SENTON 1-Jan-2019", "SENTBEFORE 1-Jan-2019", "SENTSINCE 1-Jan-2019", /* no headers stored */
 		"MODSEQ 5", "NOT (OR ALL FROM x)", "CHARSET ISO-8859-1 ALL", "CHARSET X-UNKNOWN SEEN",
 		"RETURN () ALL", "RETURN (MIN) ALL", "RETURN (COUNT) SEEN", /* no ESEARCH upstream */
@@ -339,6 +339,23 @@ static void test_bad_input(void)
 }
 
 /* RETURN, when the upstream offers ESEARCH: Dovecot's order and sets. */
+/* RECENT, NEW, OLD: \Recent as the view has it (the SELECT's last RECENT
+   messages, and every FLAGS the upstream sent this session). */
+static void test_recent(void)
+{
+	setup();
+	expect(answer("SEARCH RECENT"), "* SEARCH\r\n");
+	expect(answer("SEARCH OLD"), "* SEARCH 1 2 3 4\r\n");
+	mailbox_view_set_recent(view, 4, true);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 3, "\\Recent", 7), 0); /* from a FETCH FLAGS line */
+	expect(answer("SEARCH RECENT"), "* SEARCH 3 4\r\n");
+	expect(answer("UID SEARCH OLD"), "* SEARCH 3 4\r\n");
+	expect(answer("SEARCH NEW"), "* SEARCH 3\r\n"); /* message 4 is seen */
+	mailbox_view_forget_flags(view, 3);
+	expect_upstream(answer("SEARCH NEW")); /* flags not known */
+	teardown();
+}
+
 /* MODSEQ (RFC 7162 3.1.5), once the client enabled CONDSTORE: the
    highest MODSEQ of what was found after the numbers, as Dovecot writes
    it; nothing found, no MODSEQ. */
@@ -538,6 +555,7 @@ const struct unit_test unit_tests[] = {
 	{ "what the view or store lacks goes upstream", test_unknown },
 	{ "keys and options left to the upstream", test_upstream_rules },
 	{ "deep nesting and long strings", test_bad_input },
+	{ "RECENT, NEW, OLD", test_recent },
 	{ "MODSEQ after CONDSTORE", test_modseq },
 	{ "ESEARCH RETURN", test_esearch },
 	{ "not a SEARCH", test_not_search },
