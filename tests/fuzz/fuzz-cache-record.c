@@ -107,11 +107,13 @@ static struct cache *store;
 static uint32_t store_uidvalidity;
 static char store_dir[64];
 
+/* The store's log lines: dropped, or with FUZZ_CACHE_RECORD_VERBOSE set printed. */
 static void fuzz_log_drop(enum log_level level, const char *line, void *context)
 {
 	(void)level;
-	(void)line;
 	(void)context;
+	if (getenv("FUZZ_CACHE_RECORD_VERBOSE") != NULL)
+		fprintf(stderr, "log: %s\n", line);
 }
 
 static void fuzz_open_store(void)
