@@ -524,16 +524,10 @@ static void fuzz_check_uids(struct fuzz_input *input, int64_t mailbox_id)
 	free(uids);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Opens the store at the first run, and anew after one found corrupt
+   (which is moved aside at its close). */
+static void fuzz_store_ready(void)
 {
-	struct fuzz_input input = { data, size };
-	struct fuzz_row rows[FUZZ_RECORD_ROWS];
-	struct cache_message looked_up[FUZZ_RECORD_ROWS];
-	struct cache_mailbox mailbox;
-	uint32_t uids[FUZZ_RECORD_ROWS + 1];
-	size_t count = 0, row_count = fuzz_take_byte(&input) % FUZZ_RECORD_ROWS + 1;
-	volatile size_t flags_sum = 0;
-
 	if (store == NULL) {
 		log_set_sink(fuzz_log_drop, NULL);
 		snprintf(store_dir, sizeof(store_dir), "/tmp/fuzz-cache-record-XXXXXX");
@@ -542,64 +536,99 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		atexit(fuzz_remove_store);
 		fuzz_open_store();
 	}
-	if (cache_writes_off(store)) { /* a store found corrupt is moved aside at its close */
+	if (cache_writes_off(store)) {
 		cache_unref(&store);
 		fuzz_open_store();
 	}
-	if (cache_mailbox_open(store, "INBOX", ++store_uidvalidity, &mailbox, NULL) < 0)
-		abort();
+}
 
-	/* rows in ascending UID order, each UID once, in one transaction */
-	memset(rows, 0, sizeof(rows));
+/* Writes the input's rows, in ascending UID order, each UID once, in one
+   transaction. Returns how many. */
+static size_t fuzz_write_rows(struct fuzz_input *input, struct fuzz_row rows[FUZZ_RECORD_ROWS], int64_t mailbox_id)
+{
+	size_t count = 0, wanted = fuzz_take_byte(input) % FUZZ_RECORD_ROWS + 1;
+
+	memset(rows, 0, FUZZ_RECORD_ROWS * sizeof(rows[0]));
 	if (sqlite3_exec(cache_sqlite_handle(store), "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 		abort();
-	for (size_t i = 0; i < row_count; i++) {
-		uint32_t uid = fuzz_uids[fuzz_take_byte(&input) % (sizeof(fuzz_uids) / sizeof(fuzz_uids[0]))];
+	for (size_t i = 0; i < wanted; i++) {
+		uint32_t uid = fuzz_uids[fuzz_take_byte(input) % (sizeof(fuzz_uids) / sizeof(fuzz_uids[0]))];
 
 		if (count > 0 && uid <= rows[count - 1].uid)
 			continue;
 		rows[count].uid = uid;
-		fuzz_write_message(&input, &rows[count], mailbox.id);
-		if (fuzz_take_byte(&input) % 2 == 1)
-			fuzz_write_body(&input, &rows[count], mailbox.id);
+		fuzz_write_message(input, &rows[count], mailbox_id);
+		if (fuzz_take_byte(input) % 2 == 1)
+			fuzz_write_body(input, &rows[count], mailbox_id);
 		count++;
 	}
 	if (sqlite3_exec(cache_sqlite_handle(store), "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		abort();
 	cache_body_bytes_reload(store); /* as an open of the damaged file would */
+	return count;
+}
 
+/* Each body's size and a read of part of it, at offsets from the input. */
+static void fuzz_check_bodies(struct fuzz_input *input, const struct fuzz_row *rows, size_t count, int64_t mailbox_id)
+{
 	for (size_t i = 0; i < count; i++) {
-		uint64_t offset = fuzz_take_byte(&input), length = fuzz_take_byte(&input), body_size;
-		int found = cache_body_size(store, mailbox.id, rows[i].uid, &body_size);
+		uint64_t offset = fuzz_take_byte(input), length = fuzz_take_byte(input), body_size;
+		int found = cache_body_size(store, mailbox_id, rows[i].uid, &body_size);
 
 		if (found != (rows[i].has_body && rows[i].body_complete == 1) ||
 		    (found == 1 && body_size != (rows[i].body_size > 0 ? (uint64_t)rows[i].body_size : 0)))
 			abort();
 		offset = offset >= 0xf0 ? CACHE_BODY_CHUNK_SIZE * (offset & 0x0f) - 1 : offset * 3;
 		length = length == 0xff ? UINT64_MAX : length >= 0xf0 ? CACHE_BODY_CHUNK_SIZE * (length & 0x0f) : length * 5;
-		fuzz_check_body_read(&rows[i], mailbox.id, offset, length);
+		fuzz_check_body_read(&rows[i], mailbox_id, offset, length);
 	}
+}
+
+/* cache_lookup of each row, then the lookups of many rows at once, which
+   must agree with it. */
+static void fuzz_check_lookups(const struct fuzz_row *rows, size_t count, int64_t mailbox_id)
+{
+	struct cache_message looked_up[FUZZ_RECORD_ROWS];
+	uint32_t uids[FUZZ_RECORD_ROWS + 1];
+	struct fuzz_many many = { looked_up, rows, count, 0 };
+	struct fuzz_presence presence = { looked_up, rows, count };
+	volatile size_t flags_sum = 0;
+
 	for (size_t i = 0; i < count; i++) {
-		if (cache_lookup(store, mailbox.id, rows[i].uid, &looked_up[i]) != 1)
+		if (cache_lookup(store, mailbox_id, rows[i].uid, &looked_up[i]) != 1)
 			abort();
 		fuzz_check_message(&rows[i], &looked_up[i]);
 		fuzz_check_message_body(&rows[i], &looked_up[i]);
 		uids[i] = rows[i].uid;
 	}
-	struct fuzz_many many = { looked_up, rows, count, 0 };
 	uids[count] = UINT32_MAX; /* a UID without a row */
-	if (cache_lookup_many(store, mailbox.id, uids, count + 1, fuzz_take_many, &many) != (long)count ||
+	if (cache_lookup_many(store, mailbox_id, uids, count + 1, fuzz_take_many, &many) != (long)count ||
 	    many.calls != (long)count)
 		abort();
-	struct fuzz_presence presence = { looked_up, rows, count };
-	if (cache_lookup_presence(store, mailbox.id, 1, UINT32_MAX, fuzz_take_presence, &presence) != (long)count)
+	if (cache_lookup_presence(store, mailbox_id, 1, UINT32_MAX, fuzz_take_presence, &presence) != (long)count)
 		abort();
-	if (cache_lookup_flags(store, mailbox.id, 1, UINT32_MAX, fuzz_take_flags, (void *)&flags_sum) < 0)
+	if (cache_lookup_flags(store, mailbox_id, 1, UINT32_MAX, fuzz_take_flags, (void *)&flags_sum) < 0)
 		abort();
-	fuzz_check_uids(&input, mailbox.id);
-
-	for (size_t i = 0; i < count; i++) {
+	for (size_t i = 0; i < count; i++)
 		cache_message_clear(&looked_up[i]);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fuzz_input input = { data, size };
+	struct fuzz_row rows[FUZZ_RECORD_ROWS];
+	struct cache_mailbox mailbox;
+	size_t count;
+
+	fuzz_store_ready();
+	/* a new UIDVALIDITY: the last input's mailbox is dropped, damaged rows and all */
+	if (cache_mailbox_open(store, "INBOX", ++store_uidvalidity, &mailbox, NULL) < 0)
+		abort();
+	count = fuzz_write_rows(&input, rows, mailbox.id);
+	fuzz_check_bodies(&input, rows, count, mailbox.id); /* first: nothing was dropped yet */
+	fuzz_check_lookups(rows, count, mailbox.id);
+	fuzz_check_uids(&input, mailbox.id);
+	for (size_t i = 0; i < count; i++) {
 		for (unsigned int c = 0; c < rows[i].chunk_count; c++)
 			free(rows[i].chunks[c].data);
 	}
