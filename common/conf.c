@@ -101,6 +101,28 @@ static char *conf_xstrdup(const char *text)
 	return copy;
 }
 
+/* Copies text into out (size bytes, NUL-terminated, cut if need be) with
+   control characters written as \n, \r, \t or \xNN: a value quoted in a
+   message (a string may hold any byte) must not break it into lines. */
+static void conf_escape_controls(const char *text, char *out, size_t size)
+{
+	size_t len = 0;
+
+	for (const unsigned char *p = (const unsigned char *)text; *p != '\0'; p++) {
+		char piece[5] = { (char)*p, '\0' };
+
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			snprintf(piece, sizeof(piece), "\\%c", *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't');
+		else if (*p < 0x20 || *p == 0x7f)
+			snprintf(piece, sizeof(piece), "\\x%02x", *p);
+		if (len + strlen(piece) >= size)
+			break;
+		memcpy(out + len, piece, strlen(piece));
+		len += strlen(piece);
+	}
+	out[len] = '\0';
+}
+
 /* Appends one formatted line to the loader's messages. */
 static void conf_vreport_line(struct conf_loader *loader, const char *file, int line,
 				const char *format, va_list args)
@@ -110,7 +132,8 @@ static void conf_vreport_line(struct conf_loader *loader, const char *file, int 
 {
 	char message[1024];
 	char full[1400];
-	int len;
+	char shown[1400];
+	size_t len;
 
 	loader->errors_count++;
 	if (loader->errors_count > CONF_MAX_ERRORS)
@@ -119,18 +142,18 @@ static void conf_vreport_line(struct conf_loader *loader, const char *file, int 
 	if (loader->errors_count == CONF_MAX_ERRORS)
 		snprintf(message, sizeof(message), "too many errors, stopping here");
 	if (line > 0)
-		len = snprintf(full, sizeof(full), "%s:%d: %s\n", file, line, message);
+		snprintf(full, sizeof(full), "%s:%d: %s", file, line, message);
 	else
-		len = snprintf(full, sizeof(full), "%s: %s\n", file, message);
-	if (len < 0)
-		return;
-	if ((size_t)len >= sizeof(full))
-		len = (int)sizeof(full) - 1;
-	loader->errors = realloc(loader->errors, loader->errors_len + (size_t)len + 1);
+		snprintf(full, sizeof(full), "%s: %s", file, message);
+	conf_escape_controls(full, shown, sizeof(shown) - 1); /* room for the line end, even when cut */
+	len = strlen(shown);
+	shown[len++] = '\n';
+	loader->errors = realloc(loader->errors, loader->errors_len + len + 1);
 	if (loader->errors == NULL)
 		abort();
-	memcpy(loader->errors + loader->errors_len, full, (size_t)len + 1);
-	loader->errors_len += (size_t)len;
+	memcpy(loader->errors + loader->errors_len, shown, len);
+	loader->errors_len += len;
+	loader->errors[loader->errors_len] = '\0';
 }
 
 static void conf_report_line(struct conf_loader *loader, int line, const char *format, ...)

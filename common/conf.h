@@ -93,7 +93,8 @@ struct conf {
 /* Reads and validates the file at path. On success returns a config with
    one reference. On failure returns NULL and sets *errors_r to a newly
    allocated text (free() it) of one "file:line: what is wrong" line per
-   problem, at most CONF_MAX_ERRORS of them; a file that cannot be read
+   problem (control characters, as a quoted value may hold, written as \n,
+   \t or \xNN), at most CONF_MAX_ERRORS of them; a file that cannot be read
    gives "file: reason". Only the syntax and values are checked here: cert
    and key files are loaded by whoever makes the TLS contexts.
    An @include line reads the file it names in its place: an absolute

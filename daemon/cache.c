@@ -46,6 +46,12 @@
 	column " = coalesce(excluded." column ", " column "), " \
 	column "_sum = iif(excluded." column " IS NULL, " column "_sum, excluded." column "_sum)"
 
+/* The bytes of bodies' sizes: total(), not sum(), so that damaged sizes
+   (a row SQLite can't see is wrong) never fail with an integer overflow,
+   which would block a mailbox's reset and the store's open; exact below
+   2^53 bytes, and a size below 0 counts as 0. */
+#define CACHE_BODY_BYTES_SUM "CAST(min(total(max(size, 0)), 9.0e18) AS INTEGER)"
+
 /* The SQL of each enum cache_stmt (cache-private.h). */
 static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -58,7 +64,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE name = ?1",
 	[CACHE_STMT_MAILBOX_INSERT] = "INSERT INTO mailboxes(name, uidvalidity) VALUES(?1, ?2)",
 	[CACHE_STMT_MAILBOX_DELETE] = "DELETE FROM mailboxes WHERE id = ?1",
-	[CACHE_STMT_MAILBOX_BODY_BYTES] = "SELECT coalesce(sum(size), 0) FROM bodies WHERE mailbox_id = ?1",
+	[CACHE_STMT_MAILBOX_BODY_BYTES] = "SELECT " CACHE_BODY_BYTES_SUM " FROM bodies WHERE mailbox_id = ?1",
 	[CACHE_STMT_MAILBOX_SET_STATE] = "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_SET_UIDS] = "UPDATE mailboxes SET uids = ?2 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_GET_UIDS] = "SELECT uids FROM mailboxes WHERE id = ?1",
@@ -107,7 +113,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_BODY_GET] =
 		"SELECT size, last_used FROM bodies WHERE mailbox_id = ?1 AND uid = ?2 AND complete = 1",
 	[CACHE_STMT_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE mailbox_id = ?1 AND uid = ?2",
-	[CACHE_STMT_BODY_TOTAL] = "SELECT coalesce(sum(size), 0) FROM bodies",
+	[CACHE_STMT_BODY_TOTAL] = "SELECT " CACHE_BODY_BYTES_SUM " FROM bodies",
 	[CACHE_STMT_BODY_LRU] =
 		"SELECT mailbox_id, uid FROM bodies WHERE complete = 1 ORDER BY last_used, mailbox_id, uid LIMIT ?1",
 	[CACHE_STMT_CHUNK_INSERT] =
@@ -889,7 +895,7 @@ static enum cache_open_result cache_bodies_prepare(struct cache *cache, bool rea
 		rc = SQLITE_OK;
 	}
 	if (rc == SQLITE_OK)
-		rc = cache_query_integer(cache, "SELECT coalesce(sum(size), 0) FROM bodies", &total);
+		rc = cache_query_integer(cache, "SELECT " CACHE_BODY_BYTES_SUM " FROM bodies", &total);
 	if (rc != SQLITE_OK)
 		return cache_open_classify(cache, rc, "adding up the bodies of", why_r, error_r);
 	cache->body_bytes = total > 0 ? (uint64_t)total : 0;

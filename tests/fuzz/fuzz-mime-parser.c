@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* libFuzzer target for common/mime-parser: no crash, same tree for any split or when borrowing, and the round trip. */
 #include "config.h"
+#include "imap-parser.h"
 #include "mime-generator.h"
 #include "mime-imap.h"
 #include "mime-parser.h"
@@ -10,6 +11,35 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The views as the FETCH items a server sends (BODYSTRUCTURE, BODY,
+   ENVELOPE) read as one well-formed IMAP response line: the cache compares
+   and serves them as such. Limits are lifted: only the grammar is checked. */
+static void check_views_parse(struct mime_message *root, const uint8_t *data, size_t size)
+{
+	struct imap_parser_limits limits = { SIZE_MAX / 2, UINT64_MAX / 2, UINT64_MAX / 2, 1u << 20, 1u << 30 };
+	struct imap_parser *parser = imap_parser_new();
+	struct mime_buffer line = { 0 };
+	size_t consumed;
+
+	mime_buffer_append(&line, "* 1 FETCH (BODYSTRUCTURE ", 25);
+	mime_imap_bodystructure(root, data, size, 1, &line);
+	mime_buffer_append(&line, " BODY ", 6);
+	mime_imap_bodystructure(root, data, size, 0, &line);
+	mime_buffer_append(&line, " ENVELOPE ", 10);
+	mime_imap_envelope(root, &line);
+	mime_buffer_append(&line, ")\r\n", 3);
+	imap_parser_set_limits(parser, &limits);
+	imap_parser_set_mode(parser, IMAP_PARSER_MODE_RESPONSE);
+	if (imap_parser_feed_bytes(parser, line.data, line.len, &consumed) != IMAP_PARSER_LINE_COMPLETE ||
+	    consumed != line.len)
+		abort();
+	imap_parser_free(&parser);
+	mime_buffer_free(&line);
+	/* every part's section number, as imapcachectl inspect lists them */
+	for (struct mime_message *p = root; p != NULL; p = mime_message_walk_next(root, p))
+		free(mime_imap_part_section(p));
+}
 
 static char *describe(const struct mime_message *message, int offsets)
 {
@@ -87,6 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	mime_imap_fetch_section(borrowed, data, size, "HEADER.FIELDS (FROM TO)", &out, &error);
 	mime_imap_fetch_binary(borrowed, data, size, "1", &out, &error);
 	mime_buffer_free(&out);
+	check_views_parse(borrowed, data, size);
 
 	if (round_trip_applies(whole, data, size)) {
 		struct mime_generator_options options = { .unixfrom = whole->unixfrom != NULL };

@@ -1837,6 +1837,31 @@ static void test_damaged_rows_count_as_missing(void)
 	teardown();
 }
 
+/* Damaged body sizes whose sum overflows 64 bits (found by fuzz-cache-record)
+   neither block a UIDVALIDITY reset nor the store's next open. */
+static void test_damaged_body_sizes(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox;
+	char sql[256];
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	snprintf(sql, sizeof(sql), "INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES"
+		 " (%lld, 1, 9000000000000000000, 1, 0), (%lld, 2, 9000000000000000000, 1, 0), (%lld, 3, -5, 1, 0)",
+		 (long long)mailbox.id, (long long)mailbox.id, (long long)mailbox.id);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), sql, NULL, NULL, NULL), SQLITE_OK);
+	cache_unref(&cache);
+	cache = open_account("up", "alice");
+	CU_ASSERT_FALSE(cache_writes_off(cache));
+	mailbox = open_mailbox(cache, "INBOX", 2);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies"), 0);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 0);
+	cache_unref(&cache);
+	teardown();
+}
+
 /* XXH64's published test vectors (seed 0). */
 static void test_checksum_vectors(void)
 {
@@ -2012,6 +2037,7 @@ const struct unit_test unit_tests[] = {
 	{ "an unreadable file is moved aside", test_unreadable_file },
 	{ "a store replaced while open leaves no WAL behind", test_replaced_while_open },
 	{ "damaged rows count as missing", test_damaged_rows_count_as_missing },
+	{ "damaged body sizes never block a reset or an open", test_damaged_body_sizes },
 	{ "the checksum is XXH64", test_checksum_vectors },
 	{ "checksums catch damage SQLite can't see", test_checksums_catch_damage },
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },

@@ -277,6 +277,16 @@ static void test_bad_values(void)
 	expect_errors(UPSTREAM "listen = ( );\n", "test.conf:2: listen: needs at least one listener\n");
 }
 
+/* A value quoted in a message keeps it one line: its control characters
+   are escaped (found by fuzz-config: a string with newlines split one
+   error into several lines). */
+static void test_errors_stay_one_line_each(void)
+{
+	expect_errors(UPSTREAM "log = { level = \"lo\\nud\\t\"; };\n",
+		      "test.conf:2: log.level: must be \"debug\", \"info\", \"warning\" or \"error\", "
+		      "not \"lo\\nud\\t\"\n");
+}
+
 static void test_upstream_errors(void)
 {
 	expect_errors("log = { level = \"info\"; };\n",
@@ -585,5 +595,6 @@ const struct unit_test unit_tests[] = {
 	{ "@include with absolute and relative names", test_include_absolute_and_relative },
 	{ "the example config", test_example_config },
 	{ "refcount and listener equality", test_refcount_and_listener_equality },
+	{ "errors stay one line each", test_errors_stay_one_line_each },
 	{ NULL, NULL },
 };
