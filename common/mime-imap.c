@@ -1087,6 +1087,26 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 	return MIME_IMAP_SECTION_OK;
 }
 
+enum mime_imap_section_result mime_imap_fetch_header_fields(const void *raw, size_t raw_len, const char *section,
+							    struct mime_buffer *out, const char **error_r)
+{
+	struct raw_input input = { raw, raw_len };
+	int is_not = strncasecmp(section, "HEADER.FIELDS.NOT ", 18) == 0;
+	char **names = NULL;
+	size_t count = 0;
+
+	if ((!is_not && strncasecmp(section, "HEADER.FIELDS ", 14) != 0) ||
+	    parse_field_list(section + (is_not ? 18 : 14), &names, &count) < 0) {
+		*error_r = "invalid header field list";
+		return MIME_IMAP_SECTION_BAD_SYNTAX;
+	}
+	append_header_fields(out, &input, 0, raw_len, names, count, is_not);
+	for (size_t i = 0; i < count; i++)
+		free(names[i]);
+	free(names);
+	return MIME_IMAP_SECTION_OK;
+}
+
 enum mime_imap_section_result mime_imap_fetch_binary(struct mime_message *root, const void *raw,
 						     size_t raw_len, const char *section,
 						     struct mime_buffer *out, const char **error_r)
