@@ -294,7 +294,8 @@ static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, b
 	chunk->without_values = without_values;
 	for (size_t i = 0; i < count; i++)
 		uids[i] = answer->messages[first + i].uid;
-	found = cache_lookup_many(answer->cache, answer->mailbox_id, uids, count, chunk_collect, answer);
+	found = cache_lookup_values(answer->cache, answer->mailbox_id, uids, count, chunk->wanted, chunk_collect,
+				    answer);
 	free(uids);
 	return found < 0 ? -1 : 0;
 }
