@@ -896,6 +896,7 @@ struct field_name {
 	const char *text;
 	size_t len;
 };
+#define FIELD_NAMES_STEP 16 /* names allocated at a time: a client's list rarely has more */
 
 /* Field names of a HEADER.FIELDS list "(A B ...)" (malloc'd, pointing into
    text); returns the count or -1. */
@@ -930,8 +931,8 @@ static int parse_field_list(const char *text, struct field_name **names_r, size_
 				goto fail;
 			text += len;
 		}
-		if ((count & (count - 1)) == 0) /* 0, 1, 2, 4...: doubled when full */
-			names = mime_xrealloc(names, (count == 0 ? 1 : count * 2) * sizeof(*names));
+		if (count % FIELD_NAMES_STEP == 0)
+			names = mime_xrealloc(names, (count + FIELD_NAMES_STEP) * sizeof(*names));
 		names[count++] = (struct field_name){ start, len };
 	}
 	if (count == 0 || text[1] != '\0')

@@ -5,6 +5,7 @@
 
 #include "cache.h"
 #include "fetch.h"
+#include "mime-buffer.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -83,6 +84,7 @@ struct fetch_answer {
 	size_t next;             /* the next message to write */
 	struct fetch_chunk chunk;
 	struct evbuffer *line;   /* the line being written, reused (NULL until the first) */
+	struct mime_buffer scratch; /* a derived value being written, reused */
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
 	bool binary_marked;      /* facts->binary_marked */

@@ -574,25 +574,24 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 	return 0;
 }
 
-/* HEADER.FIELDS (.NOT) of the message's header block. */
+/* HEADER.FIELDS (.NOT) of the message's header block, built in the
+   answer's scratch buffer (grown once, not for every message). */
 static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
-	struct mime_buffer fields = { 0 };
+	struct mime_buffer *fields = &source->answer->scratch;
 	const unsigned char *header;
 	size_t header_len;
-	int ret = -1;
 
 	if (source_header(source, &header, &header_len) < 0)
 		return -1;
 	if (out == NULL)
 		return fetch_derive_header_is_plain(header, header_len) ? 0 : -1;
 	/* fetch_derive_fields checks that the block is plain itself */
-	if (fetch_derive_fields(header, header_len, item->section, &fields) == 0) {
-		write_literal(out, item, fields.data, fields.len, false);
-		ret = 0;
-	}
-	mime_buffer_free(&fields);
-	return ret;
+	mime_buffer_reset(fields);
+	if (fetch_derive_fields(header, header_len, item->section, fields) < 0)
+		return -1;
+	write_literal(out, item, fields->data, fields->len, false);
+	return 0;
 }
 
 /* BODY[n...] for a message our library reads as the upstream does. */
@@ -1195,6 +1194,7 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	chunk_clear(&answer->chunk);
 	if (answer->line != NULL)
 		evbuffer_free(answer->line);
+	mime_buffer_free(&answer->scratch);
 	for (unsigned int i = 0; i < answer->item_count; i++)
 		fetch_item_free(&answer->items[i]);
 	free(answer->items);
