@@ -873,7 +873,12 @@ static void append_crlf(struct mime_buffer *out, const struct raw_input *raw, si
 		end = raw->len;
 	size_t run = start;
 	for (size_t i = start; i < end; i++) {
-		if (raw->data[i] == '\n' && (i == 0 || raw->data[i - 1] != '\r')) {
+		const unsigned char *lf = memchr(raw->data + i, '\n', end - i);
+
+		if (lf == NULL)
+			break;
+		i = (size_t)(lf - raw->data);
+		if (i == 0 || raw->data[i - 1] != '\r') {
 			mime_buffer_append(out, raw->data + run, i - run);
 			mime_buffer_append_str(out, "\r\n");
 			run = i + 1;
@@ -885,11 +890,20 @@ static void append_crlf(struct mime_buffer *out, const struct raw_input *raw, si
 		mime_buffer_append(out, "", 0);
 }
 
-/* Field names of a HEADER.FIELDS list "(A B ...)"; returns the count or -1. */
-static int parse_field_list(const char *text, char ***names_r, size_t *count_r)
+/* A name of a HEADER.FIELDS list: bytes of the section text (a quoted
+   name's are between its quotes), so that the list costs one allocation. */
+struct field_name {
+	const char *text;
+	size_t len;
+};
+#define FIELD_NAMES_STEP 16 /* names allocated at a time: a client's list rarely has more */
+
+/* Field names of a HEADER.FIELDS list "(A B ...)" (malloc'd, pointing into
+   text); returns the count or -1. */
+static int parse_field_list(const char *text, struct field_name **names_r, size_t *count_r)
 {
 	size_t count = 0;
-	char **names = NULL;
+	struct field_name *names = NULL;
 
 	while (*text == ' ')
 		text++;
@@ -917,8 +931,9 @@ static int parse_field_list(const char *text, char ***names_r, size_t *count_r)
 				goto fail;
 			text += len;
 		}
-		names = mime_xrealloc(names, (count + 1) * sizeof(*names));
-		names[count++] = mime_xstrndup(start, len);
+		if (count % FIELD_NAMES_STEP == 0)
+			names = mime_xrealloc(names, (count + FIELD_NAMES_STEP) * sizeof(*names));
+		names[count++] = (struct field_name){ start, len };
 	}
 	if (count == 0 || text[1] != '\0')
 		goto fail;
@@ -926,8 +941,6 @@ static int parse_field_list(const char *text, char ***names_r, size_t *count_r)
 	*count_r = count;
 	return 0;
 fail:
-	for (size_t i = 0; i < count; i++)
-		free(names[i]);
 	free(names);
 	return -1;
 }
@@ -935,7 +948,7 @@ fail:
 /* The fields of the raw header block [start, end) whose names are (or with
    exclude, are not) in names; then the blank line. */
 static void append_header_fields(struct mime_buffer *out, const struct raw_input *raw,
-				 size_t start, size_t end, char **names, size_t count, int exclude)
+				 size_t start, size_t end, const struct field_name *names, size_t count, int exclude)
 {
 	size_t pos = start;
 
@@ -945,10 +958,9 @@ static void append_header_fields(struct mime_buffer *out, const struct raw_input
 		/* one field: its first line and continuation lines */
 		size_t field_end = pos;
 		do {
-			while (field_end < end && raw->data[field_end] != '\n')
-				field_end++;
-			if (field_end < end)
-				field_end++;
+			const unsigned char *lf = memchr(raw->data + field_end, '\n', end - field_end);
+
+			field_end = lf != NULL ? (size_t)(lf - raw->data) + 1 : end;
 		} while (field_end < end && (raw->data[field_end] == ' ' || raw->data[field_end] == '\t'));
 		const unsigned char *line = raw->data + pos;
 		if (line[0] == '\r' || line[0] == '\n')
@@ -959,9 +971,9 @@ static void append_header_fields(struct mime_buffer *out, const struct raw_input
 			while (name_len > 0 && (line[name_len - 1] == ' ' || line[name_len - 1] == '\t'))
 				name_len--;
 			int listed = 0;
-			for (size_t i = 0; i < count; i++)
-				if (strlen(names[i]) == name_len &&
-				    strncasecmp(names[i], (const char *)line, name_len) == 0)
+			for (size_t i = 0; i < count && !listed; i++)
+				if (names[i].len == name_len &&
+				    strncasecmp(names[i].text, (const char *)line, name_len) == 0)
 					listed = 1;
 			if (listed != exclude)
 				append_crlf(out, raw, pos, field_end);
@@ -1060,7 +1072,7 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 		*error_r = "unknown section text";
 		return MIME_IMAP_SECTION_BAD_SYNTAX;
 	}
-	char **names = NULL;
+	struct field_name *names = NULL;
 	size_t count = 0;
 	if ((is_fields || is_not) &&
 	    parse_field_list(rest + (is_not ? 18 : 14), &names, &count) < 0) {
@@ -1069,8 +1081,6 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 	}
 	if (message == NULL) {
 		/* not a message/rfc822 part: servers answer an empty string */
-		for (size_t i = 0; i < count; i++)
-			free(names[i]);
 		free(names);
 		return MIME_IMAP_SECTION_OK;
 	}
@@ -1081,8 +1091,24 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 	else
 		append_header_fields(out, &input, message->header_start, message->body_start,
 				     names, count, is_not);
-	for (size_t i = 0; i < count; i++)
-		free(names[i]);
+	free(names);
+	return MIME_IMAP_SECTION_OK;
+}
+
+enum mime_imap_section_result mime_imap_fetch_header_fields(const void *raw, size_t raw_len, const char *section,
+							    struct mime_buffer *out, const char **error_r)
+{
+	struct raw_input input = { raw, raw_len };
+	int is_not = strncasecmp(section, "HEADER.FIELDS.NOT ", 18) == 0;
+	struct field_name *names = NULL;
+	size_t count = 0;
+
+	if ((!is_not && strncasecmp(section, "HEADER.FIELDS ", 14) != 0) ||
+	    parse_field_list(section + (is_not ? 18 : 14), &names, &count) < 0) {
+		*error_r = "invalid header field list";
+		return MIME_IMAP_SECTION_BAD_SYNTAX;
+	}
+	append_header_fields(out, &input, 0, raw_len, names, count, is_not);
 	free(names);
 	return MIME_IMAP_SECTION_OK;
 }

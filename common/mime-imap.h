@@ -51,6 +51,16 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 						      size_t raw_len, const char *section,
 						      struct mime_buffer *out, const char **error_r);
 
+/* Appends HEADER.FIELDS (A B) or HEADER.FIELDS.NOT (A B) (section) of a
+   header block alone, raw, without parsing it into a message: for a block
+   whose every line is a field (a name of printable ASCII but space and
+   colon, then a colon) or its continuation, each ending in CRLF, up to a
+   blank line at its end, the same bytes as mime_imap_fetch_section of the
+   block parsed (the parser ends a header at a line that is neither).
+   BAD_SYNTAX for another section. */
+enum mime_imap_section_result mime_imap_fetch_header_fields(const void *raw, size_t raw_len, const char *section,
+							    struct mime_buffer *out, const char **error_r);
+
 /* Appends BINARY[section] (RFC 3516): the decoded body of the part
    (section "" or numbers only); BINARY.SIZE is the length appended. */
 enum mime_imap_section_result mime_imap_fetch_binary(struct mime_message *root, const void *raw,

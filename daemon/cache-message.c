@@ -20,6 +20,8 @@ static const struct timeval cache_pending_delay = { 0, CACHE_PENDING_DELAY_MS * 
 /* What an empty stored value points at: a value is never NULL. */
 static const unsigned char cache_empty_value[1];
 
+#define CACHE_ALL_VALUES ((1u << CACHE_VALUE_ITEMS) - 1) /* CACHE_HAS of every value item */
+
 /* ---- messages ---- */
 
 bool cache_message_key_valid(struct cache *cache, uint32_t uid)
@@ -306,11 +308,12 @@ static void cache_damaged_drop(struct cache *cache)
 	}
 }
 
-/* Fills message from the current row of a lookup statement; values point
-   into SQLite's memory. A value that fails its checksum is absent (and
-   noted for cache_damaged_drop). */
+/* Fills message from the current row of a lookup statement with the
+   values whose CACHE_HAS bit is in values; they point into SQLite's
+   memory. A value that fails its checksum is absent (and noted for
+   cache_damaged_drop). */
 static void cache_message_fill(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, bool verify_body,
-			       struct cache_message *message)
+			       unsigned int values, struct cache_message *message)
 {
 	unsigned int damaged = 0;
 
@@ -321,7 +324,7 @@ static void cache_message_fill(struct cache *cache, int64_t mailbox_id, sqlite3_
 		struct cache_value *value = &message->values[item];
 		const void *data;
 
-		if (sqlite3_column_type(stmt, column) == SQLITE_NULL)
+		if ((values & CACHE_HAS(item)) == 0 || sqlite3_column_type(stmt, column) == SQLITE_NULL)
 			continue;
 		data = sqlite3_column_blob(stmt, column);
 		value->size = (size_t)sqlite3_column_bytes(stmt, column);
@@ -395,7 +398,7 @@ int cache_lookup(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct c
 	cache_bind_key(stmt, mailbox_id, uid);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
-		cache_message_fill(cache, mailbox_id, stmt, true, message_r);
+		cache_message_fill(cache, mailbox_id, stmt, true, CACHE_ALL_VALUES, message_r);
 		result = cache_message_copy(message_r) ? 1 : -1;
 		if (result < 0)
 			log_error("cache %s: out of memory reading a message", cache->label);
@@ -420,7 +423,8 @@ void cache_message_clear(struct cache_message *message)
 /* Steps a lookup statement to its end, calling back for the rows whose UID
    is in uids[*next..count), which advances. Returns the SQLite code. */
 static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, const uint32_t *uids,
-			     size_t count, size_t *next, cache_lookup_fn *callback, void *context, long *calls)
+			     size_t count, size_t *next, unsigned int values, cache_lookup_fn *callback, void *context,
+			     long *calls)
 {
 	bool verify_bodies = count <= CACHE_VERIFY_BODIES_MAX;
 	struct cache_message message;
@@ -432,7 +436,7 @@ static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_st
 		while (*next < count && uids[*next] < uid)
 			(*next)++;
 		if (*next < count && uids[*next] == uid) {
-			cache_message_fill(cache, mailbox_id, stmt, verify_bodies, &message);
+			cache_message_fill(cache, mailbox_id, stmt, verify_bodies, values, &message);
 			callback(&message, context);
 			(*calls)++;
 			(*next)++;
@@ -443,6 +447,12 @@ static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_st
 
 long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
 		       cache_lookup_fn *callback, void *context)
+{
+	return cache_lookup_values(cache, mailbox_id, uids, count, CACHE_ALL_VALUES, callback, context);
+}
+
+long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+			 unsigned int values, cache_lookup_fn *callback, void *context)
 {
 	bool dense = count > 0 && (uint64_t)(uids[count - 1] - uids[0]) < (uint64_t)count * CACHE_LOOKUP_DENSE_FACTOR;
 	sqlite3_stmt *stmt = cache_stmt(cache, dense ? CACHE_STMT_LOOKUP_RANGE : CACHE_STMT_LOOKUP_ONE);
@@ -456,13 +466,13 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 	if (dense) {
 		cache_bind_key(stmt, mailbox_id, uids[0]);
 		sqlite3_bind_int64(stmt, 3, uids[count - 1]);
-		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, values, callback, context, &calls);
 		sqlite3_reset(stmt);
 	}
 	for (size_t i = 0; !dense && i < count && rc == SQLITE_DONE; i++) {
 		next = i;
 		cache_bind_key(stmt, mailbox_id, uids[i]);
-		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, values, callback, context, &calls);
 		sqlite3_reset(stmt);
 	}
 	sqlite3_clear_bindings(stmt);

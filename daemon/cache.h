@@ -269,6 +269,11 @@ typedef void cache_lookup_fn(const struct cache_message *message, void *context)
    missing. */
 long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
 		       cache_lookup_fn *callback, void *context);
+/* cache_lookup_many reading only the values whose CACHE_HAS bit is in
+   values (the others are absent from message, and not checked: a caller
+   that serves a few items pays for no other's checksum). */
+long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+			 unsigned int values, cache_lookup_fn *callback, void *context);
 
 /* What is stored of a message, without reading its values. */
 struct cache_presence {

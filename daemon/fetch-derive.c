@@ -415,6 +415,10 @@ int fetch_derive_fields(const unsigned char *header, size_t header_len, const ch
 
 	if (!fetch_derive_header_is_plain(header, header_len))
 		return -1;
+	/* a plain block is fields up to its blank line: no parse needed */
+	if (strncasecmp(section, "HEADER.FIELDS", 13) == 0)
+		return mime_imap_fetch_header_fields(header, header_len, section, out, &error) ==
+				       MIME_IMAP_SECTION_OK ? 0 : -1;
 	parsed = mime_parse_borrowed(header, header_len);
 	if (parsed != NULL && mime_imap_fetch_section(parsed, header, header_len, section, out, &error) ==
 				      MIME_IMAP_SECTION_OK)

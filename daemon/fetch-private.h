@@ -5,11 +5,13 @@
 
 #include "cache.h"
 #include "fetch.h"
+#include "mime-buffer.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct evbuffer;
 struct imap_command;
 
 /* The items of an answer, in Dovecot's handler terms: buffered ones go
@@ -69,6 +71,7 @@ struct fetch_chunk {
 	struct cache_message *stored; /* uid 0: no row */
 	size_t cursor;           /* the lookup's position while it runs */
 	unsigned int wanted;     /* CACHE_HAS of the values to copy */
+	bool without_values;     /* only what is present was kept, no value (the plan's check needs none) */
 };
 
 struct fetch_answer {
@@ -80,6 +83,8 @@ struct fetch_answer {
 	size_t message_count, message_alloc;
 	size_t next;             /* the next message to write */
 	struct fetch_chunk chunk;
+	struct evbuffer *line;   /* the line being written, reused (NULL until the first) */
+	struct mime_buffer scratch; /* a derived value being written, reused */
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
 	bool binary_marked;      /* facts->binary_marked */

@@ -261,7 +261,7 @@ static void chunk_collect(const struct cache_message *message, void *context)
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
 		struct cache_value *value = &copy->values[item];
 
-		if ((copy->present & CACHE_HAS(item)) == 0) {
+		if ((copy->present & CACHE_HAS(item)) == 0 || chunk->without_values) {
 			*value = (struct cache_value){ 0 };
 			continue;
 		}
@@ -275,8 +275,9 @@ static void chunk_collect(const struct cache_message *message, void *context)
 	}
 }
 
-/* Looks up the stored values of messages [first, first + count). Returns -1 on a store error. */
-static int chunk_load(struct fetch_answer *answer, size_t first, size_t count)
+/* Looks up the stored values of messages [first, first + count) (with
+   without_values, only which are present). Returns -1 on a store error. */
+static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
 {
 	struct fetch_chunk *chunk = &answer->chunk;
 	uint32_t *uids = malloc(count * sizeof(*uids));
@@ -291,9 +292,11 @@ static int chunk_load(struct fetch_answer *answer, size_t first, size_t count)
 	chunk->first = first;
 	chunk->count = count;
 	chunk->wanted = answer->wanted;
+	chunk->without_values = without_values;
 	for (size_t i = 0; i < count; i++)
 		uids[i] = answer->messages[first + i].uid;
-	found = cache_lookup_many(answer->cache, answer->mailbox_id, uids, count, chunk_collect, answer);
+	found = cache_lookup_values(answer->cache, answer->mailbox_id, uids, count, chunk->wanted, chunk_collect,
+				    answer);
 	free(uids);
 	return found < 0 ? -1 : 0;
 }
@@ -428,6 +431,35 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 
 /* ---- writing items ---- */
 
+/* Appends a C string (the writers add their pieces one by one: a
+   printf per item cost more than the rest of a cached line). */
+static void out_add_text(struct evbuffer *out, const char *text)
+{
+	evbuffer_add(out, text, strlen(text));
+}
+
+/* Appends a number in decimal. */
+static void out_add_number(struct evbuffer *out, uint64_t number)
+{
+	char digits[20]; /* UINT64_MAX has 20 */
+	size_t start = sizeof(digits);
+
+	do {
+		digits[--start] = (char)('0' + number % 10);
+		number /= 10;
+	} while (number > 0);
+	evbuffer_add(out, digits + start, sizeof(digits) - start);
+}
+
+/* Appends "NAME {n}\r\n" (literal8: "NAME ~{n}\r\n"). */
+static void out_add_literal_head(struct evbuffer *out, const char *name, bool literal8, uint64_t length)
+{
+	out_add_text(out, name);
+	out_add_text(out, literal8 ? " ~{" : " {");
+	out_add_number(out, length);
+	evbuffer_add(out, "}\r\n", 3);
+}
+
 /* The bytes [offset, offset + length) of size that a partial asks for. */
 static void item_partial(const struct fetch_item *item, uint64_t size, uint64_t *offset_r, uint64_t *length_r)
 {
@@ -452,7 +484,7 @@ static void write_literal(struct evbuffer *out, const struct fetch_item *item, c
 	uint64_t offset, length;
 
 	item_partial(item, len, &offset, &length);
-	evbuffer_add_printf(out, "%s %s{%" PRIu64 "}\r\n", item->name, literal8 ? "~" : "", length);
+	out_add_literal_head(out, item->name, literal8, length);
 	if (length > 0)
 		evbuffer_add(out, data + offset, (size_t)length);
 }
@@ -465,7 +497,9 @@ static void write_flags(struct evbuffer *out, const struct fetch_message *messag
 	size_t system_end = 0;
 
 	if (!message->recent || strcasestr(flags, "\\Recent") != NULL) {
-		evbuffer_add_printf(out, "FLAGS (%s)", flags);
+		evbuffer_add(out, "FLAGS (", 7);
+		out_add_text(out, flags);
+		evbuffer_add(out, ")", 1);
 		return;
 	}
 	for (const char *p = flags; *p != '\0';) {
@@ -486,7 +520,8 @@ static int write_stored(struct evbuffer *out, const struct fetch_source *source,
 {
 	if (!stored_has(source, value))
 		return -1;
-	evbuffer_add_printf(out, "%s ", item->name);
+	out_add_text(out, item->name);
+	evbuffer_add(out, " ", 1);
 	evbuffer_add(out, source->stored->values[value].data, source->stored->values[value].size);
 	return 0;
 }
@@ -501,7 +536,7 @@ static int write_whole(struct evbuffer *out, struct fetch_source *source, const 
 	item_partial(item, source->stored->message_size, &offset, &length);
 	if (out == NULL)
 		return 0;
-	evbuffer_add_printf(out, "%s {%" PRIu64 "}\r\n", item->name, length);
+	out_add_literal_head(out, item->name, false, length);
 	return source_append_range(source, out, offset, length);
 }
 
@@ -517,7 +552,7 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 		item_partial(item, source->stored->message_size - start, &offset, &length);
 		if (out == NULL)
 			return 0;
-		evbuffer_add_printf(out, "%s {%" PRIu64 "}\r\n", item->name, length);
+		out_add_literal_head(out, item->name, false, length);
 		return source_append_range(source, out, start + offset, length);
 	}
 	if (!source_agrees(source))
@@ -536,25 +571,24 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 	return 0;
 }
 
-/* HEADER.FIELDS (.NOT) of the message's header block. */
+/* HEADER.FIELDS (.NOT) of the message's header block, built in the
+   answer's scratch buffer (grown once, not for every message). */
 static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
-	struct mime_buffer fields = { 0 };
+	struct mime_buffer *fields = &source->answer->scratch;
 	const unsigned char *header;
 	size_t header_len;
-	int ret = -1;
 
-	if (source_header(source, &header, &header_len) < 0 || !fetch_derive_header_is_plain(header, header_len))
+	if (source_header(source, &header, &header_len) < 0)
 		return -1;
 	if (out == NULL)
-		return 0;
-	if (fetch_derive_fields(header, header_len, item->section, &fields) == 0) {
-		if (out != NULL)
-			write_literal(out, item, fields.data, fields.len, false);
-		ret = 0;
-	}
-	mime_buffer_free(&fields);
-	return ret;
+		return fetch_derive_header_is_plain(header, header_len) ? 0 : -1;
+	/* fetch_derive_fields checks that the block is plain itself */
+	mime_buffer_reset(fields);
+	if (fetch_derive_fields(header, header_len, item->section, fields) < 0)
+		return -1;
+	write_literal(out, item, fields->data, fields->len, false);
+	return 0;
 }
 
 /* BODY[n...] for a message our library reads as the upstream does. */
@@ -634,8 +668,10 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 
 	switch (item->kind) {
 	case FETCH_KIND_UID:
-		if (out != NULL)
-			evbuffer_add_printf(out, "UID %" PRIu32, message->uid);
+		if (out != NULL) {
+			evbuffer_add(out, "UID ", 4);
+			out_add_number(out, message->uid);
+		}
 		return 0;
 	case FETCH_KIND_FLAGS:
 		if (message->flags == NULL)
@@ -646,14 +682,19 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 	case FETCH_KIND_MODSEQ:
 		if (message->modseq == 0)
 			return -1;
-		if (out != NULL)
-			evbuffer_add_printf(out, "MODSEQ (%" PRIu64 ")", message->modseq);
+		if (out != NULL) {
+			evbuffer_add(out, "MODSEQ (", 8);
+			out_add_number(out, message->modseq);
+			evbuffer_add(out, ")", 1);
+		}
 		return 0;
 	case FETCH_KIND_SIZE:
 		if (stored_has(source, CACHE_ITEM_SIZE) || stored_has(source, CACHE_ITEM_MESSAGE)) {
-			if (out != NULL)
-				evbuffer_add_printf(out, "RFC822.SIZE %" PRIu64, stored_has(source, CACHE_ITEM_SIZE) ?
-						    source->stored->size : source->stored->message_size);
+			if (out != NULL) {
+				evbuffer_add(out, "RFC822.SIZE ", 12);
+				out_add_number(out, stored_has(source, CACHE_ITEM_SIZE) ? source->stored->size :
+											   source->stored->message_size);
+			}
 			return 0;
 		}
 		return -1;
@@ -731,7 +772,9 @@ static int message_write(struct evbuffer *out, struct fetch_source *source)
 {
 	const struct fetch_answer *answer = source->answer;
 
-	evbuffer_add_printf(out, "* %" PRIu32 " FETCH (", source->message->seq);
+	evbuffer_add(out, "* ", 2);
+	out_add_number(out, source->message->seq);
+	evbuffer_add(out, " FETCH (", 8);
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (i > 0)
 			evbuffer_add(out, " ", 1);
@@ -878,13 +921,30 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	return true;
 }
 
+/* Whether checking an item reads a stored value's bytes (the header
+   block), not only whether it is there. */
+static bool plan_check_reads_values(const struct fetch_answer *answer)
+{
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		if (answer->items[i].source == FETCH_SOURCE_FIELDS || answer->items[i].source == FETCH_SOURCE_TEXT)
+			return true;
+	}
+	return false;
+}
+
+/* Checks every message of the answer against the store. An answer of one
+   chunk keeps it, with its values, for the writer, which then reads the
+   store no second time; a longer one is read again as it is written. */
 static int plan_check_messages(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
+	bool one_chunk = answer->message_count <= FETCH_LOOKUP_CHUNK;
+	bool without_values = !one_chunk && !plan_check_reads_values(answer);
+
 	for (size_t first = 0; first < answer->message_count; first += FETCH_LOOKUP_CHUNK) {
 		size_t count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
 										      FETCH_LOOKUP_CHUNK;
 
-		if (chunk_load(answer, first, count) < 0) {
+		if (chunk_load(answer, first, count, without_values) < 0) {
 			*why_r = "the store could not be read";
 			return 0;
 		}
@@ -902,7 +962,8 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 				return 0;
 		}
 	}
-	chunk_clear(&answer->chunk);
+	if (!one_chunk)
+		chunk_clear(&answer->chunk);
 	if (answer->missing_heavy_count * 2 > answer->message_count) {
 		*why_r = "most of its messages are not stored";
 		return 0;
@@ -1006,7 +1067,7 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 	while (answer->next < answer->message_count) {
 		struct fetch_chunk *chunk = &answer->chunk;
 		struct fetch_source source = { .answer = answer };
-		struct evbuffer *line;
+		struct evbuffer *line = answer->line;
 		int ret;
 
 		if (limit > 0 && evbuffer_get_length(out) - start >= limit)
@@ -1014,12 +1075,14 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		if (chunk->stored == NULL || answer->next >= chunk->first + chunk->count) {
 			size_t left = answer->message_count - answer->next;
 
-			if (chunk_load(answer, answer->next, left < FETCH_LOOKUP_CHUNK ? left : FETCH_LOOKUP_CHUNK) < 0)
+			if (chunk_load(answer, answer->next, left < FETCH_LOOKUP_CHUNK ? left : FETCH_LOOKUP_CHUNK,
+				       false) < 0)
 				return FETCH_WRITE_LOST;
 		}
 		source.message = &answer->messages[answer->next];
 		source.stored = &chunk->stored[answer->next - chunk->first];
-		line = evbuffer_new();
+		if (line == NULL) /* one for every line: it is empty again after each */
+			line = answer->line = evbuffer_new();
 		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
 		if (ret == 0) /* a hit for each stored item it read */
 			cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
@@ -1027,8 +1090,6 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		source_clear(&source);
 		if (ret == 0)
 			ret = evbuffer_add_buffer(out, line);
-		if (line != NULL)
-			evbuffer_free(line);
 		if (ret < 0)
 			return FETCH_WRITE_LOST;
 		answer->next++;
@@ -1128,6 +1189,9 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 		return;
 	*answer_p = NULL;
 	chunk_clear(&answer->chunk);
+	if (answer->line != NULL)
+		evbuffer_free(answer->line);
+	mime_buffer_free(&answer->scratch);
 	for (unsigned int i = 0; i < answer->item_count; i++)
 		fetch_item_free(&answer->items[i]);
 	free(answer->items);

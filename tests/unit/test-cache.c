@@ -1545,6 +1545,14 @@ static void test_lookup_many(void)
 	CU_ASSERT_EQUAL(result.uids[TIMING_MESSAGES / 2 - 1], (TIMING_MESSAGES / 2 - 1) * 6 + 3);
 	CU_ASSERT_EQUAL(cache_lookup_many(cache, mailbox.id, uids, 0, collect, &result), 0);
 	CU_ASSERT_EQUAL(cache_lookup_many(cache, mailbox.id + 100, uids, 10, collect, &result), 0);
+	/* Only the values asked for: the headers are not read. */
+	result.count = 0;
+	result.header_bytes = 0;
+	result.all_complete = true;
+	CU_ASSERT_EQUAL(cache_lookup_values(cache, mailbox.id, uids, TIMING_MESSAGES / 2,
+					    CACHE_HAS(CACHE_ITEM_ENVELOPE), collect, &result), TIMING_MESSAGES / 2);
+	CU_ASSERT_EQUAL(result.header_bytes, 0);
+	CU_ASSERT_FALSE(result.all_complete);
 	printf("\n    %d messages: stored in one batch in %.0f ms; looked up in %.1f ms as a range, "
 	       "%.1f ms by key (half of them there) ",
 	       TIMING_MESSAGES, store_time * 1000, dense_time * 1000, sparse_time * 1000);
@@ -1878,6 +1886,37 @@ static void test_checksum_vectors(void)
 
 /* A value or a body piece changed behind SQLite's back (its checksum left
    as it was) is not served: missing, logged, dropped. */
+/* A lookup of some values checks only theirs: damage in another is
+   found (and dropped) when that one is asked for. */
+static void test_lookup_values_checks_those_asked(void)
+{
+	static struct lookup_result result;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	uint32_t uid = 1;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	store_text(cache, mailbox.id, uid, CACHE_ITEM_ENVELOPE, "(env)");
+	store_text(cache, mailbox.id, uid, CACHE_ITEM_HEADER, "Subject: x\r\n\r\n");
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE messages SET header = X'5375626A656374' "
+				     "WHERE uid = 1", NULL, NULL, NULL), SQLITE_OK);
+	result.all_complete = true;
+	CU_ASSERT_EQUAL(cache_lookup_values(cache, mailbox.id, &uid, 1, CACHE_HAS(CACHE_ITEM_ENVELOPE), collect,
+					    &result), 1);
+	CU_ASSERT_EQUAL(result.header_bytes, 0);
+	CU_ASSERT_FALSE(logged("fails its checksum"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE header IS NOT NULL"), 1);
+	CU_ASSERT_EQUAL(cache_lookup_values(cache, mailbox.id, &uid, 1, CACHE_HAS(CACHE_ITEM_HEADER), collect,
+					    &result), 1);
+	CU_ASSERT_EQUAL(result.header_bytes, 0);
+	CU_ASSERT_TRUE(logged("a stored value of UID 1 (items 0x10) fails its checksum"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE header IS NOT NULL"), 0);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_checksums_catch_damage(void)
 {
 	struct cache_message message;
@@ -2040,6 +2079,7 @@ const struct unit_test unit_tests[] = {
 	{ "damaged body sizes never block a reset or an open", test_damaged_body_sizes },
 	{ "the checksum is XXH64", test_checksum_vectors },
 	{ "checksums catch damage SQLite can't see", test_checksums_catch_damage },
+	{ "a lookup of some values checks only theirs", test_lookup_values_checks_those_asked },
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ NULL, NULL },
 };

@@ -213,6 +213,55 @@ static char *walk_sections(struct mime_message *root)
 	return mime_buffer_steal(&out, NULL);
 }
 
+/* HEADER.FIELDS of a plain header block without a parse: the bytes
+   mime_imap_fetch_section gives for the block parsed, for every list. */
+static void test_header_fields_unparsed(void)
+{
+	static const char *const blocks[] = {
+		"Subject: a\r\n\r\n",
+		"From: x@example.org\r\nTo: y@example.org,\r\n z@example.org\r\nSubject: folded\r\n\tline\r\n"
+		"subject: again\r\nX-Empty:\r\nReceived: from a\r\n by b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+		"\r\n",
+	};
+	static const char *const lists[] = {
+		"HEADER.FIELDS (SUBJECT)", "HEADER.FIELDS (from TO \"Received\" x-empty)",
+		"HEADER.FIELDS.NOT (Subject)", "header.fields.not (CONTENT-TYPE to)", "HEADER.FIELDS (NOPE)",
+	};
+
+	for (size_t b = 0; b < sizeof(blocks) / sizeof(blocks[0]); b++) {
+		struct mime_message *parsed = mime_parse_borrowed(blocks[b], strlen(blocks[b]));
+
+		for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
+			struct mime_buffer want = { 0 }, got = { 0 };
+			const char *error;
+
+			CU_ASSERT_EQUAL(mime_imap_fetch_section(parsed, blocks[b], strlen(blocks[b]), lists[l], &want,
+								&error), MIME_IMAP_SECTION_OK);
+			CU_ASSERT_EQUAL(mime_imap_fetch_header_fields(blocks[b], strlen(blocks[b]), lists[l], &got,
+								      &error), MIME_IMAP_SECTION_OK);
+			CU_ASSERT_EQUAL(got.len, want.len);
+			CU_ASSERT(got.len == want.len && memcmp(got.data, want.data, got.len) == 0);
+			mime_buffer_free(&want);
+			mime_buffer_free(&got);
+		}
+		mime_message_free(&parsed);
+	}
+	{
+		struct mime_buffer out = { 0 };
+		const char *error;
+
+		CU_ASSERT_EQUAL(mime_imap_fetch_header_fields(blocks[1], strlen(blocks[1]), "HEADER.FIELDS (subject)",
+							      &out, &error), MIME_IMAP_SECTION_OK);
+		CU_ASSERT_EQUAL(out.len, strlen("Subject: folded\r\n\tline\r\nsubject: again\r\n\r\n"));
+		CU_ASSERT(memcmp(out.data, "Subject: folded\r\n\tline\r\nsubject: again\r\n\r\n", out.len) == 0);
+		CU_ASSERT_EQUAL(mime_imap_fetch_header_fields(blocks[0], strlen(blocks[0]), "HEADER.FIELDS ()", &out,
+							      &error), MIME_IMAP_SECTION_BAD_SYNTAX);
+		CU_ASSERT_EQUAL(mime_imap_fetch_header_fields(blocks[0], strlen(blocks[0]), "HEADER", &out, &error),
+				MIME_IMAP_SECTION_BAD_SYNTAX);
+		mime_buffer_free(&out);
+	}
+}
+
 static void test_part_numbering(void)
 {
 	struct mime_message *message = mime_parse(report_text, strlen(report_text));
@@ -489,6 +538,7 @@ const struct unit_test unit_tests[] = {
 	{ "ENVELOPE address forms as Dovecot gives them", test_envelope_address_forms },
 	{ "BODYSTRUCTURE and BODY", test_bodystructure },
 	{ "BODY[section]", test_sections },
+	{ "HEADER.FIELDS of a header block without a parse", test_header_fields_unparsed },
 	{ "section numbers: delivery-status is a leaf, rfc822 encloses", test_part_numbering },
 	{ "BINARY and partials", test_binary_and_partial },
 	{ "IMAP strings", test_strings },
