@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define FETCH_WORD "FETCH"
 #define SEQ_DIGITS_MAX 10 /* 4294967295 */
@@ -668,4 +669,24 @@ enum imap_fetch_items_result imap_fetch_items_feed(struct imap_fetch_items *item
 	result = line_end_result(items);
 	imap_fetch_items_reset(items);
 	return result;
+}
+
+bool imap_fetch_items_name_is(const struct imap_fetch_items_event *event, const char *name)
+{
+	return event->name_len == strlen(name) && strncasecmp(event->name, name, event->name_len) == 0;
+}
+
+bool imap_fetch_items_parse_number(const unsigned char *data, size_t len, uint64_t *number_r)
+{
+	uint64_t number = 0;
+
+	if (len == 0 || len > 19)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] < '0' || data[i] > '9')
+			return false;
+		number = number * 10 + (uint64_t)(data[i] - '0');
+	}
+	*number_r = number;
+	return true;
 }

@@ -101,4 +101,10 @@ void imap_fetch_items_reset(struct imap_fetch_items *items);
 /* "COMPLETE", "MALFORMED"...: for logs and tests. */
 const char *imap_fetch_items_result_name(enum imap_fetch_items_result result);
 
+/* Whether the event's item name is name (ASCII, any case). */
+bool imap_fetch_items_name_is(const struct imap_fetch_items_event *event, const char *name);
+
+/* The decimal number of len bytes (1 to 19 digits, nothing else), or false. */
+bool imap_fetch_items_parse_number(const unsigned char *data, size_t len, uint64_t *number_r);
+
 #endif

@@ -226,26 +226,6 @@ static int ctl_verify_collect(struct ctl_verify *verify, const char *socket_path
 
 /* ---- what the upstream answers ---- */
 
-static bool ctl_verify_name_is(const struct imap_fetch_items_event *event, const char *name)
-{
-	return event->name_len == strlen(name) && strncasecmp(event->name, name, event->name_len) == 0;
-}
-
-static bool ctl_verify_number(const unsigned char *data, size_t len, uint64_t *number_r)
-{
-	uint64_t number = 0;
-
-	if (len == 0 || len > 19)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		if (data[i] < '0' || data[i] > '9')
-			return false;
-		number = number * 10 + (uint64_t)(data[i] - '0');
-	}
-	*number_r = number;
-	return true;
-}
-
 static void ctl_verify_got(struct ctl_verify_line *line, enum ctl_verify_kind kind, const void *data, size_t len)
 {
 	ctl_verify_sha256(data, len, line->hex[kind]);
@@ -316,28 +296,28 @@ static void ctl_verify_item(struct ctl_verify_line *line, const struct imap_fetc
 	bool list = event->value_type == IMAP_FETCH_VALUE_LIST;
 	uint64_t number;
 
-	if (ctl_verify_name_is(event, "UID")) {
-		if (ctl_verify_number(event->value, event->value_len, &number) && number <= UINT32_MAX)
+	if (imap_fetch_items_name_is(event, "UID")) {
+		if (imap_fetch_items_parse_number(event->value, event->value_len, &number) && number <= UINT32_MAX)
 			line->uid = (uint32_t)number;
-	} else if (ctl_verify_name_is(event, "FLAGS") && list) {
+	} else if (imap_fetch_items_name_is(event, "FLAGS") && list) {
 		ctl_verify_flags(line, event->value + 1, event->value_len - 2);
-	} else if (ctl_verify_name_is(event, "MODSEQ") && list) {
-		if (ctl_verify_number(event->value + 1, event->value_len - 2, &number))
+	} else if (imap_fetch_items_name_is(event, "MODSEQ") && list) {
+		if (imap_fetch_items_parse_number(event->value + 1, event->value_len - 2, &number))
 			line->modseq = number;
-	} else if (ctl_verify_name_is(event, "RFC822.SIZE")) {
-		if (ctl_verify_number(event->value, event->value_len, &line->size))
+	} else if (imap_fetch_items_name_is(event, "RFC822.SIZE")) {
+		if (imap_fetch_items_parse_number(event->value, event->value_len, &line->size))
 			line->got |= CTL_VERIFY_HAS(CTL_VERIFY_SIZE);
-	} else if (ctl_verify_name_is(event, "INTERNALDATE") && event->value_type == IMAP_FETCH_VALUE_QUOTED) {
+	} else if (imap_fetch_items_name_is(event, "INTERNALDATE") && event->value_type == IMAP_FETCH_VALUE_QUOTED) {
 		ctl_verify_got(line, CTL_VERIFY_INTERNALDATE, event->value, event->value_len);
-	} else if (ctl_verify_name_is(event, "ENVELOPE") && list) {
+	} else if (imap_fetch_items_name_is(event, "ENVELOPE") && list) {
 		ctl_verify_got(line, CTL_VERIFY_ENVELOPE, event->value, event->value_len);
-	} else if (ctl_verify_name_is(event, "BODYSTRUCTURE") && list) {
+	} else if (imap_fetch_items_name_is(event, "BODYSTRUCTURE") && list) {
 		ctl_verify_got(line, CTL_VERIFY_BODYSTRUCTURE, event->value, event->value_len);
-	} else if (ctl_verify_name_is(event, "BODY") && list) {
+	} else if (imap_fetch_items_name_is(event, "BODY") && list) {
 		ctl_verify_got(line, CTL_VERIFY_BODY, event->value, event->value_len);
-	} else if (ctl_verify_name_is(event, "BODY[HEADER]")) {
+	} else if (imap_fetch_items_name_is(event, "BODY[HEADER]")) {
 		ctl_verify_string(line, CTL_VERIFY_HEADER, event);
-	} else if (ctl_verify_name_is(event, "BODY[]") && event->value_type == IMAP_FETCH_VALUE_LITERAL) {
+	} else if (imap_fetch_items_name_is(event, "BODY[]") && event->value_type == IMAP_FETCH_VALUE_LITERAL) {
 		ctl_verify_got(line, CTL_VERIFY_MESSAGE, event->content, event->content_len);
 	}
 }
@@ -349,7 +329,7 @@ static void ctl_verify_streamed(struct ctl_verify_line *line, const struct imap_
 	unsigned char digest[EVP_MAX_MD_SIZE];
 	unsigned int length = 0;
 
-	if (!ctl_verify_name_is(event, "BODY[]"))
+	if (!imap_fetch_items_name_is(event, "BODY[]"))
 		return;
 	if (event->type == IMAP_FETCH_ITEMS_EVENT_LITERAL_BEGIN) {
 		EVP_MD_CTX_free(line->message);

@@ -158,27 +158,6 @@ static void fill_keep_unquoted(struct fetch_fill *fill, enum fill_value value, c
 	free(copy);
 }
 
-static bool name_is(const struct imap_fetch_items_event *event, const char *name)
-{
-	return event->name_len == strlen(name) && strncasecmp(event->name, name, event->name_len) == 0;
-}
-
-/* Parses the decimal digits of len bytes; false when they are none or too many. */
-static bool parse_uint64(const unsigned char *data, size_t len, uint64_t *number_r)
-{
-	uint64_t number = 0;
-
-	if (len == 0 || len > 19)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		if (data[i] < '0' || data[i] > '9')
-			return false;
-		number = number * 10 + (uint64_t)(data[i] - '0');
-	}
-	*number_r = number;
-	return true;
-}
-
 /* The message's UID for the current line: its UID item, else the view's. */
 static uint32_t fill_line_uid(const struct fetch_fill *fill)
 {
@@ -236,36 +215,36 @@ static void fill_item(struct fetch_fill *fill, const struct imap_fetch_items_eve
 {
 	uint64_t number;
 
-	if (name_is(event, "UID")) {
-		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && parse_uint64(event->value, event->value_len, &number) &&
+	if (imap_fetch_items_name_is(event, "UID")) {
+		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && imap_fetch_items_parse_number(event->value, event->value_len, &number) &&
 		    number > 0 && number <= UINT32_MAX)
 			fill->uid = (uint32_t)number;
-	} else if (name_is(event, "FLAGS")) {
+	} else if (imap_fetch_items_name_is(event, "FLAGS")) {
 		if (event->value_type == IMAP_FETCH_VALUE_LIST)
 			fill_keep(fill, FILL_FLAGS, event->value + 1, event->value_len - 2);
-	} else if (name_is(event, "MODSEQ")) {
+	} else if (imap_fetch_items_name_is(event, "MODSEQ")) {
 		if (event->value_type == IMAP_FETCH_VALUE_LIST &&
-		    parse_uint64(event->value + 1, event->value_len - 2, &number) && number > 0) {
+		    imap_fetch_items_parse_number(event->value + 1, event->value_len - 2, &number) && number > 0) {
 			fill->modseq = number;
 			fill->has_modseq = true;
 		}
-	} else if (name_is(event, "RFC822.SIZE")) {
-		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && parse_uint64(event->value, event->value_len, &number)) {
+	} else if (imap_fetch_items_name_is(event, "RFC822.SIZE")) {
+		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && imap_fetch_items_parse_number(event->value, event->value_len, &number)) {
 			fill->size = number;
 			fill->has_size = true;
 		}
-	} else if (name_is(event, "INTERNALDATE")) {
+	} else if (imap_fetch_items_name_is(event, "INTERNALDATE")) {
 		if (event->value_type == IMAP_FETCH_VALUE_QUOTED)
 			fill_keep(fill, FILL_INTERNALDATE, event->value, event->value_len);
-	} else if (name_is(event, "ENVELOPE")) {
+	} else if (imap_fetch_items_name_is(event, "ENVELOPE")) {
 		fill_keep_list(fill, FILL_ENVELOPE, event);
-	} else if (name_is(event, "BODYSTRUCTURE")) {
+	} else if (imap_fetch_items_name_is(event, "BODYSTRUCTURE")) {
 		fill_keep_list(fill, FILL_BODYSTRUCTURE, event);
-	} else if (name_is(event, "BODY")) {
+	} else if (imap_fetch_items_name_is(event, "BODY")) {
 		fill_keep_list(fill, FILL_BODY, event);
-	} else if (name_is(event, "BODY[HEADER]") || name_is(event, "RFC822.HEADER")) {
+	} else if (imap_fetch_items_name_is(event, "BODY[HEADER]") || imap_fetch_items_name_is(event, "RFC822.HEADER")) {
 		fill_keep_string(fill, FILL_HEADER, event);
-	} else if (name_is(event, "BODY[]") || name_is(event, "RFC822")) {
+	} else if (imap_fetch_items_name_is(event, "BODY[]") || imap_fetch_items_name_is(event, "RFC822")) {
 		cache_body_abort(&fill->writer); /* a second copy in the line: the last one counts */
 		fill->values[FILL_MESSAGE].present = false;
 		if (event->value_type == IMAP_FETCH_VALUE_LITERAL)
@@ -276,7 +255,7 @@ static void fill_item(struct fetch_fill *fill, const struct imap_fetch_items_eve
 static void fill_event(const struct imap_fetch_items_event *event, void *context)
 {
 	struct fetch_fill *fill = context;
-	bool message = name_is(event, "BODY[]") || name_is(event, "RFC822");
+	bool message = imap_fetch_items_name_is(event, "BODY[]") || imap_fetch_items_name_is(event, "RFC822");
 
 	fill->seq = event->seq;
 	switch (event->type) {
@@ -286,7 +265,7 @@ static void fill_event(const struct imap_fetch_items_event *event, void *context
 	case IMAP_FETCH_ITEMS_EVENT_LITERAL_BEGIN:
 		if (message)
 			fill_message_begin(fill, event);
-		else if (name_is(event, "BODY[HEADER]") || name_is(event, "RFC822.HEADER"))
+		else if (imap_fetch_items_name_is(event, "BODY[HEADER]") || imap_fetch_items_name_is(event, "RFC822.HEADER"))
 			fill->values[FILL_HEADER].present = false; /* too large to keep: not stored */
 		break;
 	case IMAP_FETCH_ITEMS_EVENT_LITERAL_DATA:

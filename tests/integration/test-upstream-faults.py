@@ -260,9 +260,11 @@ def test_stall_during_login():
         check("stall during LOGIN: the daemon exits cleanly", daemon.stop() == 0)
 
 
-def test_stall_mid_fetch():
+def stall_mid_fetch(label, timeout):
+    """The upstream stalls in the middle of a body; the setting timeouts.TIMEOUT,
+    set short, ends the session: BYE, nothing half stored, a good refetch."""
     relay = Relay()
-    daemon = start(relay, extra="timeouts = { idle = %d; };\n" % STALL_TIMEOUT,
+    daemon = start(relay, extra="timeouts = { %s = %d; };\n" % (timeout, STALL_TIMEOUT),
                    fault=RelayFault(b"BODY[] {", after=1000, action="stall"))
     try:
         conn = login(daemon.port)
@@ -271,39 +273,24 @@ def test_stall_mid_fetch():
         got = responses(conn, "UID FETCH %d (UID BODY.PEEK[])" % LARGEST)
         took = time.monotonic() - started
         conn.close()
-        check("stall mid-FETCH: the relay stalled", relay.fired == 1, relay.fired)
-        ended_cleanly("stall mid-FETCH", got)
-        check("stall mid-FETCH: the session ended after about timeouts.idle", took < STALL_TIMEOUT + 5, took)
-        check_bodies("stall mid-FETCH", bodies_of(got))
-        refetch("stall mid-FETCH", daemon, [LARGEST])
-        check_store("stall mid-FETCH", daemon)
+        check("%s: the relay stalled" % label, relay.fired == 1, relay.fired)
+        ended_cleanly(label, got)
+        check("%s: the session ended after about timeouts.%s" % (label, timeout), took < STALL_TIMEOUT + 5, took)
+        check_bodies(label, bodies_of(got))
+        refetch(label, daemon, [LARGEST])
+        check_store(label, daemon)
     finally:
         relay.close()
-        check("stall mid-FETCH: the daemon exits cleanly", daemon.stop() == 0)
+        check("%s: the daemon exits cleanly" % label, daemon.stop() == 0)
+
+
+def test_stall_mid_fetch():
+    stall_mid_fetch("stall mid-FETCH", "idle")
 
 
 def test_stall_mid_fetch_command_timeout():
-    """The same stall with the client's idle timeout long: the upstream's
-    own silence (timeouts.upstream_command) ends the session."""
-    relay = Relay()
-    daemon = start(relay, extra="timeouts = { upstream_command = %d; };\n" % STALL_TIMEOUT,
-                   fault=RelayFault(b"BODY[] {", after=1000, action="stall"))
-    try:
-        conn = login(daemon.port)
-        conn.sock.settimeout(STALL_TIMEOUT + WAIT)
-        started = time.monotonic()
-        got = responses(conn, "UID FETCH %d (UID BODY.PEEK[])" % LARGEST)
-        took = time.monotonic() - started
-        conn.close()
-        check("stall, upstream_command: the relay stalled", relay.fired == 1, relay.fired)
-        ended_cleanly("stall, upstream_command", got)
-        check("stall, upstream_command: the session ended after about timeouts.upstream_command",
-              took < STALL_TIMEOUT + 5, took)
-        refetch("stall, upstream_command", daemon, [LARGEST])
-        check_store("stall, upstream_command", daemon)
-    finally:
-        relay.close()
-        check("stall, upstream_command: the daemon exits cleanly", daemon.stop() == 0)
+    """The client's idle timeout long: the upstream's own silence ends it."""
+    stall_mid_fetch("stall, upstream_command", "upstream_command")
 
 
 def test_client_gone_mid_append():
