@@ -443,6 +443,19 @@ static void search_take_stored(const struct cache_message *stored, void *context
 	}
 }
 
+/* The stored values (CACHE_HAS bits) a program with these needs reads:
+   a LARGER reads no value, so it pays for no value's checksum. */
+static unsigned int search_stored_values(unsigned int needs)
+{
+	unsigned int values = 0;
+
+	if ((needs & SEARCH_NEEDS_DATE) != 0)
+		values |= CACHE_HAS(CACHE_ITEM_INTERNALDATE);
+	if ((needs & (SEARCH_NEEDS_HEADER | SEARCH_NEEDS_SENT)) != 0)
+		values |= CACHE_HAS(CACHE_ITEM_HEADER);
+	return values;
+}
+
 /* Reads the sizes and days the program needs from the store. Returns 0
    when every message has them, -1 with *why_r otherwise. */
 static int search_read_store(struct search_context *ctx, const struct search_facts *facts, unsigned int needs,
@@ -462,7 +475,8 @@ static int search_read_store(struct search_context *ctx, const struct search_fac
 	}
 	for (uint32_t i = 0; i < ctx->count; i++)
 		uids[i] = ctx->messages[i].uid;
-	found = cache_lookup_many(facts->cache, facts->mailbox_id, uids, ctx->count, search_take_stored, ctx);
+	found = cache_lookup_values(facts->cache, facts->mailbox_id, uids, ctx->count, search_stored_values(needs),
+				    search_take_stored, ctx);
 	free(uids);
 	for (uint32_t i = 0; found >= 0 && i < ctx->count; i++) {
 		if (((needs & SEARCH_NEEDS_SIZE) != 0 && !ctx->messages[i].has_size) ||
