@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <iconv.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -43,7 +44,37 @@ static int mime_charset_is_utf8(const char *charset)
 	return strcasecmp(charset, "utf-8") == 0 || strcasecmp(charset, "utf8") == 0;
 }
 
-/* Appends valid UTF-8 as is and each invalid byte as U+FFFD. */
+size_t mime_charset_utf8_sequence(const unsigned char *in, size_t len, size_t *bad_r)
+{
+	unsigned char ch = in[0];
+	size_t need = ch < 0x80 ? 0 : ch >= 0xc2 && ch <= 0xdf ? 1 :
+		ch >= 0xe0 && ch <= 0xef ? 2 : ch >= 0xf0 && ch <= 0xf4 ? 3 : SIZE_MAX;
+	size_t k = 1;
+
+	if (need == SIZE_MAX || need >= len) {
+		*bad_r = 1;
+		return 0;
+	}
+	for (; k <= need; k++) {
+		unsigned char lo = 0x80, hi = 0xbf;
+
+		if (k == 1 && ch == 0xe0)
+			lo = 0xa0;
+		if (k == 1 && ch == 0xed)
+			hi = 0x9f;
+		if (k == 1 && ch == 0xf0)
+			lo = 0x90;
+		if (k == 1 && ch == 0xf4)
+			hi = 0x8f;
+		if (in[k] < lo || in[k] > hi) {
+			*bad_r = k;
+			return 0;
+		}
+	}
+	return need + 1;
+}
+
+/* Appends valid UTF-8 as is and each ill-formed start as one U+FFFD. */
 static enum mime_charset_result mime_charset_clean_utf8(const unsigned char *in, size_t len,
 							struct mime_buffer *out)
 {
@@ -51,31 +82,16 @@ static enum mime_charset_result mime_charset_clean_utf8(const unsigned char *in,
 	size_t i = 0;
 
 	while (i < len) {
-		unsigned char ch = in[i];
-		size_t need = ch < 0x80 ? 0 : ch >= 0xc2 && ch <= 0xdf ? 1 :
-			ch >= 0xe0 && ch <= 0xef ? 2 : ch >= 0xf0 && ch <= 0xf4 ? 3 : 99;
-		size_t k = 1;
-		if (need != 99 && i + need < len + 0) {
-			for (; k <= need; k++) {
-				unsigned char c = in[i + k];
-				unsigned char lo = 0x80, hi = 0xbf;
-				if (k == 1 && ch == 0xe0) lo = 0xa0;
-				if (k == 1 && ch == 0xed) hi = 0x9f;
-				if (k == 1 && ch == 0xf0) lo = 0x90;
-				if (k == 1 && ch == 0xf4) hi = 0x8f;
-				if (c < lo || c > hi)
-					break;
-			}
-		} else {
-			k = 0;
-		}
-		if (need != 99 && k == need + 1) {
-			mime_buffer_append(out, in + i, need + 1);
-			i += need + 1;
+		size_t bad = 0;
+		size_t valid = mime_charset_utf8_sequence(in + i, len - i, &bad);
+
+		if (valid > 0) {
+			mime_buffer_append(out, in + i, valid);
+			i += valid;
 		} else {
 			mime_buffer_append_str(out, "\xef\xbf\xbd");
 			result = MIME_CHARSET_REPLACED;
-			i += k > 1 ? k : 1;
+			i += bad;
 		}
 	}
 	if (out->data == NULL)

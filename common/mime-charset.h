@@ -11,6 +11,12 @@ enum mime_charset_result {
 	MIME_CHARSET_UNKNOWN,         /* iconv does not know the charset */
 };
 
+/* The length (1 to 4) of the well-formed UTF-8 sequence at the start of
+   in (len >= 1), or 0 when it starts ill-formed: then *bad_r is how many
+   bytes that start spans (the lead byte and the continuation bytes that
+   fit it, at least 1), the bytes one U+FFFD replaces. */
+size_t mime_charset_utf8_sequence(const unsigned char *in, size_t len, size_t *bad_r);
+
 /* Converts len bytes in charset to UTF-8, appending to out; invalid
    sequences become U+FFFD (Python's errors='replace'). An unknown charset
    appends nothing and returns MIME_CHARSET_UNKNOWN. */

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "ctl-inspect.h"
 #include "mime-buffer.h"
+#include "mime-charset.h"
 #include "mime-header.h"
 #include "mime-imap.h"
 #include "mime-message.h"
@@ -48,26 +49,12 @@ static void json_string(struct mime_buffer *out, const void *data, size_t len)
 			i++;
 			continue;
 		}
-		size_t need = ch >= 0xc2 && ch <= 0xdf ? 1 : ch >= 0xe0 && ch <= 0xef ? 2 :
-			ch >= 0xf0 && ch <= 0xf4 ? 3 : 0;
-		int valid = need > 0;
-		for (size_t k = 1; valid && k <= need; k++) {
-			if (i + k >= len) {
-				valid = 0;
-				break;
-			}
-			unsigned char c = text[i + k];
-			unsigned char lo = 0x80, hi = 0xbf;
-			if (k == 1 && ch == 0xe0) lo = 0xa0;
-			if (k == 1 && ch == 0xed) hi = 0x9f;
-			if (k == 1 && ch == 0xf0) lo = 0x90;
-			if (k == 1 && ch == 0xf4) hi = 0x8f;
-			if (c < lo || c > hi)
-				valid = 0;
-		}
-		if (valid) {
-			mime_buffer_append(out, text + i, need + 1);
-			i += need + 1;
+		size_t bad;
+		size_t valid = mime_charset_utf8_sequence(text + i, len - i, &bad);
+
+		if (valid > 0) {
+			mime_buffer_append(out, text + i, valid);
+			i += valid;
 		} else {
 			mime_buffer_printf(out, "\\udc%02x", ch);
 			i++;

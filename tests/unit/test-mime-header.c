@@ -163,6 +163,36 @@ static void test_charset(void)
 	mime_buffer_free(&out);
 }
 
+static size_t utf8_sequence(const char *text, size_t len, size_t *bad_r)
+{
+	*bad_r = 0;
+	return mime_charset_utf8_sequence((const unsigned char *)text, len, bad_r);
+}
+
+/* Well-formed sequences of each length; ill-formed starts spanning the
+   lead byte and the continuation bytes that fit it; a truncated one. */
+static void test_utf8_sequence(void)
+{
+	struct mime_buffer out = { 0 };
+	size_t bad;
+
+	CU_ASSERT_EQUAL(utf8_sequence("a", 1, &bad), 1);
+	CU_ASSERT_EQUAL(utf8_sequence("\xc3\xa9", 2, &bad), 2);
+	CU_ASSERT_EQUAL(utf8_sequence("\xe6\x97\xa5x", 4, &bad), 3);
+	CU_ASSERT_EQUAL(utf8_sequence("\xf0\x9f\x98\x80", 4, &bad), 4);
+	CU_ASSERT_EQUAL(utf8_sequence("\xc0\xaf", 2, &bad), 0);  /* overlong lead */
+	CU_ASSERT_EQUAL(bad, 1);
+	CU_ASSERT_EQUAL(utf8_sequence("\xed\xa0\x80", 3, &bad), 0);  /* a surrogate */
+	CU_ASSERT_EQUAL(bad, 1);
+	CU_ASSERT_EQUAL(utf8_sequence("\xf0\x9f\x28\x80", 4, &bad), 0);
+	CU_ASSERT_EQUAL(bad, 2);
+	CU_ASSERT_EQUAL(utf8_sequence("\xe6\x97", 2, &bad), 0);  /* cut short */
+	CU_ASSERT_EQUAL(bad, 1);
+	CU_ASSERT_EQUAL(mime_charset_to_utf8("utf-8", "\xf0\x9f\x28!", 4, &out), MIME_CHARSET_REPLACED);
+	CU_ASSERT_STRING_EQUAL((char *)out.data, "\xef\xbf\xbd(!");
+	mime_buffer_free(&out);
+}
+
 const char unit_suite_name[] = "mime-header";
 const struct unit_test unit_tests[] = {
 	{ "parameters split as Python does", test_params_parse },
@@ -172,5 +202,6 @@ const struct unit_test unit_tests[] = {
 	{ "RFC 2047 decoding", test_encoded_word_decode },
 	{ "RFC 2047 encoding", test_encoded_word_encode },
 	{ "charset conversion and Charset", test_charset },
+	{ "UTF-8 sequences, well-formed and not", test_utf8_sequence },
 	{ NULL, NULL },
 };
