@@ -412,6 +412,20 @@ static void frame_leaf_append(struct mime_parser *parser, struct frame *frame,
 	mime_buffer_append(&frame->body, data, len);
 }
 
+/* A multipart whose start boundary never came: feedparser keeps what it
+   read as the payload, bytes, with an empty epilogue. */
+static void frame_without_start_boundary(struct mime_message *message, struct frame *frame)
+{
+	mime_message_add_defect(message, MIME_DEFECT_START_BOUNDARY_NOT_FOUND);
+	mime_buffer_append(&frame->body, "", 0);
+	mime_message_release(message, message->payload);
+	message->payload = (unsigned char *)mime_buffer_steal(&frame->body, &message->payload_len);
+	message->payload_kind = MIME_PAYLOAD_BYTES;
+	mime_message_release(message, message->epilogue);
+	message->epilogue = mime_xstrdup("");
+	message->epilogue_len = 0;
+}
+
 /* The leaf's body becomes its payload: the borrowed range, or the copy. */
 static void frame_leaf_end(struct mime_parser *parser, struct frame *frame)
 {
@@ -540,15 +554,7 @@ static void parser_eof_top(struct mime_parser *parser, size_t offset, int at_bou
 		frame_leaf_end(parser, frame);
 		break;
 	case FRAME_PREAMBLE:
-		mime_message_add_defect(message, MIME_DEFECT_START_BOUNDARY_NOT_FOUND);
-		mime_buffer_append(&frame->body, "", 0);
-		mime_message_release(message, message->payload);
-		message->payload = (unsigned char *)mime_buffer_steal(&frame->body,
-								      &message->payload_len);
-		message->payload_kind = MIME_PAYLOAD_BYTES;
-		mime_message_release(message, message->epilogue);
-		message->epilogue = mime_xstrdup("");
-		message->epilogue_len = 0;
+		frame_without_start_boundary(message, frame);
 		break;
 	case FRAME_SKIP_BOUNDARIES:
 		/* feedparser still parses an (empty) part here. */
@@ -626,15 +632,7 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 	case FRAME_PREAMBLE:
 		match = boundary_match(frame, line, len);
 		if (match == BOUNDARY_CLOSE) {
-			mime_message_add_defect(message, MIME_DEFECT_START_BOUNDARY_NOT_FOUND);
-			mime_buffer_append(&frame->body, "", 0);
-			mime_message_release(message, message->payload);
-			message->payload = (unsigned char *)mime_buffer_steal(&frame->body,
-									      &message->payload_len);
-			message->payload_kind = MIME_PAYLOAD_BYTES;
-			mime_message_release(message, message->epilogue);
-			message->epilogue = mime_xstrdup("");
-			message->epilogue_len = 0;
+			frame_without_start_boundary(message, frame);
 			frame->state = FRAME_DISCARD;
 			return LINE_DONE;
 		}
