@@ -46,6 +46,7 @@
 struct session_forward {
 	struct session *session;
 	bool logout;
+	struct session_news news;    /* what it tells of mailbox changes, at its OK */
 	char tag[];
 };
 
@@ -109,7 +110,10 @@ static const struct session_route session_route_upstream = { "", NULL, false, NU
 
 static void session_forward_context_free(void *context)
 {
-	free(context);
+	struct session_forward *forward = context;
+
+	session_news_clear(&forward->news);
+	free(forward);
 }
 
 /* ---- answers from upstream ---- */
@@ -283,6 +287,7 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 	session->forwarded_pending--;
 	if (status != IMAP_CLIENT_STATUS_ABORT && session_own_idle_ended(session, command))
 		return; /* an IDLE the proxy paused: the client still idles */
+	session_news_done(session, &forward->news, status);
 	if (command == session->open_command && session->idle_pause == SESSION_IDLE_RESUMING) {
 		/* the IDLE sent again was refused: its tagged reply ends the
 		   client's IDLE (it goes to the client below), the pause is over */
@@ -590,7 +595,8 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	bool seen_tried = session->seen_state != SESSION_SEEN_NONE;
 
 	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0 ||
-	    session->seen_state == SESSION_SEEN_FAILED || session_held_blocks_local(session)) {
+	    session->seen_state == SESSION_SEEN_FAILED || session_held_blocks_local(session) ||
+	    session_news_blocks_local(session)) {
 		session_own_seen_reset(session);
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb,
 			  session->cache == NULL ? "no store" : "the mailbox is not synced (or not vouched for)");
@@ -598,6 +604,8 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	}
 	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))
 		facts.line_len--;
+	if (session->seen_state == SESSION_SEEN_SET)
+		session_news_seen_set(session);
 	route = fetch_plan(command, &facts, &session->local_answer, &why);
 	session_own_seen_reset(session);
 	if (route != FETCH_ROUTE_LOCAL) {
@@ -674,7 +682,8 @@ static enum session_local session_answer_search(struct session *session, const c
 	struct evbuffer *answer;
 	const char *why;
 
-	if (!sync_is_ready(session->sync) || session_held_blocks_local(session) || (answer = evbuffer_new()) == NULL)
+	if (!sync_is_ready(session->sync) || session_held_blocks_local(session) || session_news_blocks_local(session) ||
+	    (answer = evbuffer_new()) == NULL)
 		return SESSION_LOCAL_UPSTREAM;
 	if (search_answer(command, tag, &facts, answer, &why) != SEARCH_ROUTE_LOCAL) {
 		log_debug("session %lu: %s goes upstream: %s", session->id, session->command_verb, why);
@@ -813,6 +822,7 @@ static struct imap_client_command *session_send_upstream(struct session *session
 		session_close(session, "out of memory", "Server out of memory");
 		return NULL;
 	}
+	session_news_sending(session, &forward->news); /* before a CLOSE leaves the mailbox */
 	if (session_find_route(session->command_verb)->leaves_mailbox) {
 		/* nothing is answered here, nor stored, until a new sync */
 		sync_deselect(session->sync);
@@ -839,10 +849,14 @@ static void session_open_upstream(struct session *session)
 {
 	const struct imap_arg *args;
 	unsigned int count;
+	const char *target;
+	size_t target_len;
 	size_t tag_len = session_held_tag_length(session);
 
 	imap_parser_get_open_args(session->command_parser, 0, &args, &count);
 	session_read_verb(session, args, count);
+	if (strcmp(session->command_verb, "APPEND") == 0 && count > 2 && imap_arg_get_astring(&args[2], &target, &target_len))
+		session_news_set_target(session, target, target_len);
 	if (tag_len == 0) {
 		/* no tag to answer with: the line is dropped up to its end */
 		session_send(session, "* BAD Invalid tag\r\n");
@@ -881,6 +895,10 @@ static bool session_route_command(struct session *session)
 		session_own_release_held(session, bufferevent_get_output(session->bev));
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
 	session_read_verb(session, line->list, line->list_count);
+	if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_APPEND)
+		session_news_set_target(session, command.u.append.mailbox, command.u.append.mailbox_len);
+	else if (error == IMAP_COMMAND_ERROR_NONE && (command.name == IMAP_COMMAND_COPY || command.name == IMAP_COMMAND_MOVE))
+		session_news_set_target(session, command.u.copy.mailbox, command.u.copy.mailbox_len);
 	if (tag_len == 0 || error == IMAP_COMMAND_ERROR_EMPTY) {
 		session_send(session, "* BAD Invalid tag\r\n");
 		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
@@ -1207,6 +1225,8 @@ void session_forward_free(struct session *session)
 	fetch_answer_free(&session->local_answer);
 	free(session->local_tag);
 	session->local_tag = NULL;
+	free(session->news_target);
+	session->news_target = NULL;
 	session_own_seen_reset(session);
 	session_own_missing_reset(session);
 	fetch_fill_free(&session->fill);

@@ -5,6 +5,7 @@
 
 #include "session.h"
 #include "imap-client.h"
+#include "sync.h"
 #include "upstream-pool.h"
 
 #include <event2/bufferevent.h>
@@ -137,6 +138,7 @@ struct session {
 	struct cache *cache;           /* the account's store, or NULL: proxy only */
 	struct mailbox_view *view;     /* the selected mailbox as this client sees it */
 	struct sync *sync;
+	char *news_target;             /* session_news_set_target's, until the command is sent */
 	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
 	struct imap_client_command *own_command;    /* the proxy's own command, while it runs */
 	struct imap_client_command *sync_second;    /* the sync's second command, behind own_command */
@@ -324,6 +326,32 @@ bool session_own_idle_line(struct session *session);
 void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context);
 /* Monotonic microseconds. */
 uint64_t session_now_usec(void);
+
+/* ---- session-news.c: changes of mailboxes told to the account's other sessions ---- */
+
+struct session_news_verb;
+
+/* What one forwarded command tells of mailbox changes, at its OK. */
+struct session_news {
+	const struct session_news_verb *verb; /* NULL: nothing */
+	struct sync_news_sent sent;
+	char *mailbox;           /* APPEND/COPY/MOVE's target, CLOSE's left mailbox; NULL */
+};
+
+/* The mailbox the command being routed puts messages into (APPEND, COPY,
+   MOVE), for session_news_sending. */
+void session_news_set_target(struct session *session, const char *mailbox, size_t len);
+/* The command being routed (session->command_verb) goes upstream now. */
+void session_news_sending(struct session *session, struct session_news *news);
+/* Its tagged reply came (news is cleared). */
+void session_news_done(struct session *session, struct session_news *news, enum imap_client_status status);
+/* Frees what news holds. */
+void session_news_clear(struct session_news *news);
+/* Whether a change another session was told of, and this one not yet,
+   keeps FETCH and SEARCH from a local answer (logged). */
+bool session_news_blocks_local(struct session *session);
+/* The \Seen step set \Seen upstream: news for the other sessions. */
+void session_news_seen_set(struct session *session);
 
 /* ---- session-forward.c ---- */
 

@@ -6,6 +6,7 @@
 #include "imap-response.h"
 #include "imap-seqset.h"
 #include "log.h"
+#include "mailbox-news.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -87,6 +88,9 @@ struct sync {
 	bool have_all;
 
 	struct event_base *base;   /* for the flag rows' writers; NULL: write at once */
+
+	struct mailbox_news_told news_told; /* what this session was told of the mailbox's changes */
+	uint64_t selection;        /* counts sync_select_begin: a sent mark belongs to one selection */
 };
 
 struct sync *sync_new(struct cache *cache, struct mailbox_view *view)
@@ -171,6 +175,24 @@ static const char *sync_full_command(const struct sync *sync)
 	return sync->options.condstore ? SYNC_COMMAND_MODSEQ : SYNC_COMMAND;
 }
 
+/* The account the news of this session's mailbox are counted in. */
+static uint64_t sync_news_account(const struct sync *sync)
+{
+	return sync->cache != NULL ? cache_serial(sync->cache) : 0;
+}
+
+static struct mailbox_news_mark sync_news_now(const struct sync *sync)
+{
+	return mailbox_news_now(sync_news_account(sync), sync->mailbox);
+}
+
+/* A change of the selected mailbox reached this session's client. */
+static void sync_news_told(struct sync *sync, bool expunge)
+{
+	if (sync->mailbox != NULL)
+		mailbox_news_add(sync_news_account(sync), sync->mailbox, expunge, &sync->news_told);
+}
+
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine)
 {
 	sync_deselect(sync);
@@ -183,6 +205,9 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	sync->highestmodseq = 0;
 	sync->form = sync_choose_form(sync);
 	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 : 1;
+	sync->selection++;
+	/* the SELECT tells every change made before it */
+	sync->news_told = (struct mailbox_news_told){ sync_news_now(sync), { 0, 0 } };
 	if (sync->form == SYNC_FORM_FULL)
 		return sync_full_command(sync);
 	snprintf(sync->command, sizeof(sync->command), " UID FETCH 1:* (FLAGS) (CHANGEDSINCE %" PRIu64 "%s)\r\n",
@@ -796,6 +821,8 @@ static void sync_update_fetch(struct sync *sync, const struct imap_client_untagg
 	} else if (uid != 0) {
 		mailbox_view_set_uid(sync->view, seq, uid); /* learnt, if it is the next one not known */
 	}
+	if (flags != NULL && message->flags != NULL && strcmp(message->flags, flags) != 0)
+		sync_news_told(sync, false); /* unknown flags were not a change this session can tell */
 	if (flags != NULL)
 		mailbox_view_set_flags(sync->view, seq, flags, strlen(flags));
 	mailbox_view_set_modseq(sync->view, seq, modseq);
@@ -812,6 +839,7 @@ static void sync_update_expunge(struct sync *sync, uint32_t seq)
 		sync->state = SYNC_UNVOUCHED;
 		return;
 	}
+	sync_news_told(sync, true);
 	if (uid != 0 && sync->cache != NULL && sync->mailbox_id != 0)
 		cache_mailbox_remove_uids(sync->cache, sync->mailbox_id, &uid, 1);
 }
@@ -823,6 +851,8 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 	if (sync->state != SYNC_READY)
 		return;
 	if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number) {
+		if (untagged->number > mailbox_view_count(sync->view))
+			sync_news_told(sync, false);
 		if (mailbox_view_upstream_exists(sync->view, untagged->number) < 0)
 			sync->state = SYNC_UNVOUCHED;
 	} else if (strcmp(untagged->keyword, "EXPUNGE") == 0 && untagged->has_number) {
@@ -857,4 +887,40 @@ int64_t sync_mailbox_id(const struct sync *sync)
 bool sync_is_read_only(const struct sync *sync)
 {
 	return sync->read_only;
+}
+
+const char *sync_mailbox_name(const struct sync *sync)
+{
+	return sync->state == SYNC_READY ? sync->mailbox : NULL;
+}
+
+bool sync_told_all_news(const struct sync *sync)
+{
+	return mailbox_news_told_all(sync_news_account(sync), sync->mailbox, &sync->news_told);
+}
+
+struct sync_news_sent sync_news_sent(const struct sync *sync)
+{
+	return (struct sync_news_sent){
+		mailbox_news_sent(sync_news_account(sync), sync->mailbox, &sync->news_told), sync->selection,
+		sync->state == SYNC_READY,
+	};
+}
+
+void sync_news_caught_up(struct sync *sync, const struct sync_news_sent *sent, bool expunges_too)
+{
+	if (sent->selected && sent->selection == sync->selection && sync->state == SYNC_READY)
+		mailbox_news_catch_up(sync_news_account(sync), sync->mailbox, &sync->news_told, &sent->news,
+				      expunges_too);
+}
+
+void sync_news_add(struct sync *sync, const char *mailbox, bool expunge)
+{
+	bool selected = mailbox == NULL || (sync->mailbox != NULL && (strcmp(mailbox, sync->mailbox) == 0 ||
+					  (strcasecmp(mailbox, "INBOX") == 0 && strcasecmp(sync->mailbox, "INBOX") == 0)));
+
+	if (selected && sync->mailbox != NULL)
+		mailbox_news_add(sync_news_account(sync), sync->mailbox, expunge, &sync->news_told);
+	else if (!selected && sync->cache != NULL)
+		mailbox_news_add(sync_news_account(sync), mailbox, expunge, NULL);
 }

@@ -4,6 +4,7 @@
 #define IMAPCACHED_SYNC_H
 
 #include "imap-client.h"
+#include "mailbox-news.h"
 #include "mailbox-view.h"
 
 #include <stdbool.h>
@@ -105,7 +106,35 @@ void sync_deselect(struct sync *sync);
 bool sync_is_ready(const struct sync *sync);
 /* The store's id of the selected mailbox, or 0 when it has none. */
 int64_t sync_mailbox_id(const struct sync *sync);
+/* The selected mailbox's name as the client gave it, while ready; NULL. */
+const char *sync_mailbox_name(const struct sync *sync);
 /* Whether the mailbox was selected read-only (EXAMINE, or [READ-ONLY]). */
 bool sync_is_read_only(const struct sync *sync);
+
+/*
+ * News of the mailbox (mailbox-news.h): every change this session's
+ * client is told of (a FETCH with other flags, EXISTS growing, EXPUNGE,
+ * VANISHED: sync_update) is counted for the account's other sessions; a
+ * session not yet told of one counted by another answers nothing locally.
+ */
+
+/* Whether this session was told of every change counted of its mailbox. */
+bool sync_told_all_news(const struct sync *sync);
+
+/* Where a command the session sends upstream starts from. */
+struct sync_news_sent {
+	struct mailbox_news_sent news;
+	uint64_t selection;
+	bool selected;           /* the sync was ready: the mark is of its mailbox */
+};
+struct sync_news_sent sync_news_sent(const struct sync *sync);
+/* A command sent at sent completed with OK, after which the upstream has
+   told every change made before it (flags and new messages only unless
+   expunges_too: not after FETCH, STORE or SEARCH, RFC 3501 7.4.1). */
+void sync_news_caught_up(struct sync *sync, const struct sync_news_sent *sent, bool expunges_too);
+/* A command of this session changed mailbox (NULL: the selected one):
+   counted for the others; this session was told of it when it is the
+   selected one. */
+void sync_news_add(struct sync *sync, const char *mailbox, bool expunge);
 
 #endif

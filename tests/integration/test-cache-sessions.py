@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Two sessions of one account through imapcached, one changing what the
+other has selected, get the answers two sessions straight to Dovecot get
+(doc/cache.md "News from the account's other sessions").
+
+Each scenario runs twice side by side: two connections of USER straight
+to Dovecot, and two connections of USER3 (a twin account) through the
+daemon, each pair on a new mailbox of the same messages. Every response
+line of every command, untagged and unsolicited included, is compared
+after the tags. Cold (the daemon's store empty for the mailbox) and warm
+(another session fetched everything first; the direct side makes the same
+fetch, so that Dovecot's own caches are alike on both sides).
+
+Before imapcached counted the changes one session makes for the others, a
+session answered FETCH and SEARCH from its older view: old flags, a
+SEARCH KEYWORD missing the new keyword, expunged messages still listed
+after a UID FETCH that Dovecot ends with their EXPUNGEs (21 differences
+over these scenarios)."""
+import re
+import sys
+import tempfile
+
+from checks import check, summary
+from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Session, upstream_dovecot
+
+MAILBOX = "sessions"
+DATE = '"24-Mar-2007 23:00:00 +0200"'
+MESSAGES = [
+    b"From: User1 <user1@example.org>\r\nDate: Sat, 24 Mar 2007 23:00:00 +0200\r\nSubject: s1\r\n\r\nbody1\r\n\r\n",
+    b"From: User2 <user2@example.org>\r\nSubject: s2\r\n\r\nbody22\r\n",
+    b"From: User3 <user3@example.org>\r\nSubject: s3\r\n\r\nbody3\r\n\r\n",
+    b"From: sub@example.org\r\nMime-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain\r\n\r\npart one\r\n--b\r\nContent-Type: text/plain\r\n\r\npart two\r\n--b--\r\n",
+    b"From: a@example.org\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"aMOpbGxvIHfDtnJsZAo=\r\n",
+    b"From: x@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\nsix\r\n",
+]
+WARM = "FETCH 1:* (UID FLAGS ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE INTERNALDATE BODY.PEEK[])"
+
+# (connection, command[, literal]): connection 1 changes, connection 2 has been told nothing yet
+SCENARIOS = {
+    "flags": [
+        (1, "STORE 1:3 FLAGS (\\Seen)"), (2, "FETCH 1:3 (FLAGS)"), (2, "FETCH 1:3 (FLAGS)"),
+        (1, "STORE 4 +FLAGS.SILENT (\\Flagged)"), (2, "SEARCH FLAGGED"), (2, "SEARCH FLAGGED"),
+        (1, "STORE 2,4 +FLAGS ($hello $world)"), (2, "SEARCH KEYWORD $hello"), (2, "FETCH 1:* (FLAGS)"),
+        (1, "STORE 1 +FLAGS (\\Draft)"), (2, "STORE 1 -FLAGS (\\Seen)"), (1, "CHECK"), (2, "CHECK"),
+        (1, "FETCH 1 FLAGS"), (2, "FETCH 1 FLAGS"), (2, "UID SEARCH SEEN"),
+    ],
+    "seen": [
+        (1, "FETCH 2 (BODY[TEXT])"), (2, "FETCH 2 (FLAGS BODY.PEEK[TEXT])"), (2, "SEARCH UNSEEN"),
+        (2, "FETCH 3 (RFC822.TEXT)"), (1, "FETCH 1:4 (FLAGS)"), (1, "NOOP"),
+    ],
+    "expunge": [
+        (1, "FETCH 2,4 (UID)"), (1, "STORE 1,3 +FLAGS (\\Deleted)"), (1, "EXPUNGE"),
+        (2, "UID FETCH 2,4 (UID)"), (2, "FETCH 1:* (UID FLAGS)"), (2, "SEARCH ALL"), (2, "NOOP"),
+        (1, "STORE 1 +FLAGS.SILENT (\\Deleted)"), (1, "EXPUNGE"), (2, "FETCH 2:* (UID ENVELOPE)"),
+        (2, "UID SEARCH ALL"), (2, "CHECK"), (2, "FETCH 1:* (UID FLAGS)"),
+    ],
+    "append": [
+        (1, "APPEND %s (\\Flagged) %s" % (MAILBOX, DATE), b"Subject: new\r\n\r\nhi\r\n"),
+        (2, "FETCH 1:* (UID FLAGS)"), (2, "SEARCH FLAGGED"), (2, "NOOP"), (2, "FETCH 7 (ENVELOPE)"),
+        (1, "COPY 1 %s" % MAILBOX), (2, "UID FETCH 1:* (UID)"), (2, "SEARCH ALL"),
+        (1, "MOVE 2 %s" % MAILBOX), (2, "UID FETCH 1:* (FLAGS)"), (2, "NOOP"),
+    ],
+    "close": [
+        (1, "STORE 5 +FLAGS.SILENT (\\Deleted)"), (1, "CLOSE"), (2, "FETCH 1:* (UID)"), (2, "UID SEARCH ALL"),
+        (2, "NOOP"), (2, "FETCH 1:* (UID FLAGS)"),
+    ],
+}
+TAG = re.compile(rb"^s\d+ ")
+UIDVALIDITY = re.compile(rb"UIDVALIDITY \d+")
+
+
+def normalised(lines):
+    return [UIDVALIDITY.sub(b"UIDVALIDITY v", TAG.sub(b"T ", line)) for line in lines]
+
+
+def fresh_mailbox(user, password):
+    """MAILBOX made anew, straight at Dovecot, with MESSAGES."""
+    s = Session(PORT, user, password)
+    s.exchange("DELETE %s" % MAILBOX)
+    s.exchange("CREATE %s" % MAILBOX)
+    for message in MESSAGES:
+        s.exchange("APPEND %s () %s" % (MAILBOX, DATE), message)
+    s.close(logout=True)
+
+
+def run(port, user, password, steps, warm):
+    """Every step's response lines, the two connections' SELECTs first."""
+    fresh_mailbox(user, password)
+    if warm:
+        w = Session(port, user, password)
+        w.exchange("EXAMINE %s" % MAILBOX)
+        w.exchange(WARM)
+        w.close(logout=True)
+    sessions = {1: Session(port, user, password), 2: Session(port, user, password)}
+    out = [("%d SELECT" % n, sessions[n].exchange("SELECT %s" % MAILBOX)) for n in (1, 2)]
+    for n, command, *literal in steps:
+        out.append(("%d %s" % (n, command), sessions[n].exchange(command, *literal)))
+    for s in sessions.values():
+        s.close(logout=True)
+    return out
+
+
+def compare(name, warm, daemon):
+    label = "%s, %s" % (name, "warm" if warm else "cold")
+    direct = run(PORT, USER, PASS, SCENARIOS[name], warm)
+    proxied = run(daemon.port, USER3, PASS3, SCENARIOS[name], warm)
+    differ = [(step, normalised(a), normalised(b)) for (step, a), (_, b) in zip(direct, proxied)
+              if normalised(a) != normalised(b)]
+    check("%s: every answer is Dovecot's" % label, not differ,
+          "".join("\n  %s\n    direct:  %r\n    proxied: %r" % d for d in differ[:3]))
+
+
+def main():
+    config = ('cache = { dir = "%s"; prefetch = "off"; };\n'
+              % tempfile.mkdtemp(prefix="imapcached-sessions."))
+    daemon = Daemon(upstream_dovecot(), extra=config)
+    try:
+        for name in SCENARIOS:
+            for warm in (False, True):
+                compare(name, warm, daemon)
+        check("some answers came from the cache (the scenarios reach it)",
+              daemon.count_log(r"answered from the cache") > 0)
+        check("some went upstream because another session changed the mailbox",
+              daemon.count_log(r"another session changed the mailbox") > 0)
+    finally:
+        daemon.stop()
+    return summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
