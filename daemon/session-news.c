@@ -5,6 +5,7 @@
 #include "log.h"
 #include "mailbox-news.h"
 #include "sync.h"
+#include "imap-command.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -60,10 +61,25 @@ void session_news_set_target(struct session *session, const char *mailbox, size_
 	session->news_target = memchr(mailbox, '\0', len) == NULL ? strndup(mailbox, len) : NULL;
 }
 
+void session_news_set_fetch(struct session *session, const struct imap_command *command)
+{
+	session->news_sets_seen = false;
+	for (unsigned int i = 0; i < command->u.fetch.attr_count; i++) {
+		const struct imap_fetch_attr *attr = &command->u.fetch.attrs[i];
+
+		if (attr->type == IMAP_FETCH_ATTR_RFC822 || attr->type == IMAP_FETCH_ATTR_RFC822_TEXT ||
+		    ((attr->type == IMAP_FETCH_ATTR_BODY_SECTION || attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) &&
+		     !attr->peek))
+			session->news_sets_seen = true;
+	}
+}
+
 void session_news_sending(struct session *session, struct session_news *news)
 {
 	news->verb = session->sync != NULL ? session_news_find_verb(session->command_verb) : NULL;
 	news->mailbox = NULL;
+	news->sets_seen = session->news_sets_seen;
+	session->news_sets_seen = false;
 	if (news->verb == NULL) {
 		free(session->news_target);
 		session->news_target = NULL;
@@ -83,7 +99,7 @@ void session_news_done(struct session *session, struct session_news *news, enum 
 	const struct session_news_verb *verb = news->verb;
 
 	if (verb != NULL && status == IMAP_CLIENT_STATUS_OK && session->sync != NULL) {
-		if (verb->changes_flags || (verb->expunges && news->mailbox == NULL))
+		if (verb->changes_flags || news->sets_seen || (verb->expunges && news->mailbox == NULL))
 			sync_news_add(session->sync, NULL, verb->expunges);
 		if (news->mailbox != NULL)
 			sync_news_add(session->sync, news->mailbox, verb->expunges && !verb->adds_to_target);

@@ -139,6 +139,7 @@ struct session {
 	struct mailbox_view *view;     /* the selected mailbox as this client sees it */
 	struct sync *sync;
 	char *news_target;             /* session_news_set_target's, until the command is sent */
+	bool news_sets_seen;           /* session_news_set_fetch's, until the command is sent */
 	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
 	struct imap_client_command *own_command;    /* the proxy's own command, while it runs */
 	struct imap_client_command *sync_second;    /* the sync's second command, behind own_command */
@@ -336,11 +337,14 @@ struct session_news {
 	const struct session_news_verb *verb; /* NULL: nothing */
 	struct sync_news_sent sent;
 	char *mailbox;           /* APPEND/COPY/MOVE's target, CLOSE's left mailbox; NULL */
+	bool sets_seen;          /* a FETCH of a body without PEEK: \Seen may change */
 };
 
 /* The mailbox the command being routed puts messages into (APPEND, COPY,
    MOVE), for session_news_sending. */
 void session_news_set_target(struct session *session, const char *mailbox, size_t len);
+/* The FETCH being routed: whether it may set \Seen upstream. */
+void session_news_set_fetch(struct session *session, const struct imap_command *command);
 /* The command being routed (session->command_verb) goes upstream now. */
 void session_news_sending(struct session *session, struct session_news *news);
 /* Its tagged reply came (news is cleared). */

@@ -821,8 +821,8 @@ static void sync_update_fetch(struct sync *sync, const struct imap_client_untagg
 	} else if (uid != 0) {
 		mailbox_view_set_uid(sync->view, seq, uid); /* learnt, if it is the next one not known */
 	}
-	if (flags != NULL && message->flags != NULL && strcmp(message->flags, flags) != 0)
-		sync_news_told(sync, false); /* unknown flags were not a change this session can tell */
+	if (flags != NULL && (message->flags == NULL || strcmp(message->flags, flags) != 0))
+		sync_news_told(sync, false); /* unknown before (a .SILENT STORE): maybe changed since */
 	if (flags != NULL)
 		mailbox_view_set_flags(sync->view, seq, flags, strlen(flags));
 	mailbox_view_set_modseq(sync->view, seq, modseq);
@@ -844,10 +844,22 @@ static void sync_update_expunge(struct sync *sync, uint32_t seq)
 		cache_mailbox_remove_uids(sync->cache, sync->mailbox_id, &uid, 1);
 }
 
+/* A session whose view is not vouched for still tells the others of what
+   its client hears: with no view to compare, every such line counts. */
+static void sync_news_unvouched(struct sync *sync, const struct imap_client_untagged *untagged)
+{
+	bool expunge = strcmp(untagged->keyword, "EXPUNGE") == 0 || strcmp(untagged->keyword, "VANISHED") == 0;
+
+	if (expunge || strcmp(untagged->keyword, "FETCH") == 0 || strcmp(untagged->keyword, "EXISTS") == 0)
+		sync_news_told(sync, expunge);
+}
+
 void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 {
 	struct imap_response response;
 
+	if (sync->state == SYNC_UNVOUCHED)
+		sync_news_unvouched(sync, untagged);
 	if (sync->state != SYNC_READY)
 		return;
 	if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number) {

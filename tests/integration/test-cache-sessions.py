@@ -17,6 +17,8 @@ session answered FETCH and SEARCH from its older view: old flags, a
 SEARCH KEYWORD missing the new keyword, expunged messages still listed
 after a UID FETCH that Dovecot ends with their EXPUNGEs (21 differences
 over these scenarios)."""
+import os
+import random
 import re
 import sys
 import tempfile
@@ -68,12 +70,48 @@ SCENARIOS = {
         (2, "NOOP"), (2, "FETCH 1:* (UID FLAGS)"),
     ],
 }
+RANDOM_SEEDS = [int(x) for x in os.environ.get("IMAPTEST_SESSIONS_SEEDS", "1 2 3").split()]
+RANDOM_STEPS = int(os.environ.get("IMAPTEST_SESSIONS_STEPS", "60"))
+FLAGS = ["\\Seen", "\\Flagged", "\\Answered", "\\Draft", "$label1", "$label2"]
+SETS = ["1", "2", "3", "1:3", "2:*", "*", "1:*", "4,1", "5:6", "9"]
+ITEMS = ["FLAGS", "UID FLAGS", "UID RFC822.SIZE", "ENVELOPE", "BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]",
+         "BODYSTRUCTURE", "BODY.PEEK[TEXT]", "BODY.PEEK[1]", "FLAGS BODY[TEXT]", "INTERNALDATE FLAGS", "FAST"]
+KEYS = ["ALL", "SEEN", "UNSEEN", "FLAGGED", "KEYWORD $label1", "NOT KEYWORD $label2", "DELETED", "ANSWERED DRAFT",
+        "OR SEEN FLAGGED", "UID 1:4", "LARGER 60", "NEW", "RECENT"]
+
+
+def random_step(rng):
+    """One (connection, command[, literal]) of the random scenarios."""
+    n = rng.choice((1, 2))
+    kind = rng.choices(("store", "fetch", "uid fetch", "search", "uid search", "noop", "expunge", "append", "copy"),
+                       (6, 6, 3, 4, 2, 2, 1, 1, 1))[0]
+    if kind == "store":
+        flags = " ".join(rng.sample(FLAGS, rng.randint(1, 2)))
+        return (n, "STORE %s %sFLAGS%s (%s)" % (rng.choice(SETS), rng.choice("+-"), rng.choice(("", ".SILENT")), flags))
+    if kind in ("fetch", "uid fetch"):
+        return (n, "%s %s (%s)" % (kind.upper(), rng.choice(SETS), rng.choice(ITEMS)))
+    if kind in ("search", "uid search"):
+        return (n, "%s %s" % (kind.upper(), rng.choice(KEYS)))
+    if kind == "noop":
+        return (n, rng.choice(("NOOP", "CHECK")))
+    if kind == "expunge":
+        return (n, "EXPUNGE")
+    if kind == "append":
+        return (n, "APPEND %s (%s) %s" % (MAILBOX, rng.choice(FLAGS), DATE),
+                b"Subject: appended %d\r\n\r\nnew\r\n" % rng.randint(1, 99))
+    return (n, "COPY %s %s" % (rng.choice(SETS), MAILBOX))
+
+
+for seed in RANDOM_SEEDS:
+    rng = random.Random(seed)
+    SCENARIOS["random seed %d" % seed] = [random_step(rng) for _ in range(RANDOM_STEPS)]
+
 TAG = re.compile(rb"^s\d+ ")
-UIDVALIDITY = re.compile(rb"UIDVALIDITY \d+")
+UIDVALIDITY = re.compile(rb"(UIDVALIDITY|APPENDUID|COPYUID) \d+")  # the mailboxes' own, made at CREATE
 
 
 def normalised(lines):
-    return [UIDVALIDITY.sub(b"UIDVALIDITY v", TAG.sub(b"T ", line)) for line in lines]
+    return [UIDVALIDITY.sub(rb"\1 v", TAG.sub(b"T ", line)) for line in lines]
 
 
 def fresh_mailbox(user, password):
