@@ -839,7 +839,6 @@ static void sync_update_expunge(struct sync *sync, uint32_t seq)
 		sync->state = SYNC_UNVOUCHED;
 		return;
 	}
-	sync_news_told(sync, true);
 	if (uid != 0 && sync->cache != NULL && sync->mailbox_id != 0)
 		cache_mailbox_remove_uids(sync->cache, sync->mailbox_id, &uid, 1);
 }
@@ -863,11 +862,12 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 	if (sync->state != SYNC_READY)
 		return;
 	if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number) {
-		if (untagged->number > mailbox_view_count(sync->view))
+		if (untagged->number != mailbox_view_count(sync->view))
 			sync_news_told(sync, false);
 		if (mailbox_view_upstream_exists(sync->view, untagged->number) < 0)
 			sync->state = SYNC_UNVOUCHED;
 	} else if (strcmp(untagged->keyword, "EXPUNGE") == 0 && untagged->has_number) {
+		sync_news_told(sync, true);
 		sync_update_expunge(sync, untagged->number);
 	} else if (strcmp(untagged->keyword, "FETCH") == 0 && untagged->has_number) {
 		sync_update_fetch(sync, untagged);
@@ -877,6 +877,7 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 		/* RFC 7162 3.2.10: a client that enabled QRESYNC is told by UID */
 		const struct imap_seqset *set = response.u.vanished.uids;
 
+		sync_news_told(sync, true); /* counted even for UIDs the view does not know yet */
 		for (uint32_t seq = mailbox_view_count(sync->view); seq >= 1 && sync->state == SYNC_READY; seq--) {
 			uint32_t uid = mailbox_view_get(sync->view, seq)->uid;
 

@@ -40,7 +40,10 @@ MESSAGES = [
 ]
 WARM = "FETCH 1:* (UID FLAGS ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE INTERNALDATE BODY.PEEK[])"
 
-# (connection, command[, literal]): connection 1 changes, connection 2 has been told nothing yet
+# (connection, command[, literal]): connection 1 changes, connection 2 has been told nothing yet;
+# steps of connection 0 run on both first, in place of a plain SELECT
+SELECT_CONDSTORE = (0, "SELECT %s (CONDSTORE)" % MAILBOX)
+ENABLE_QRESYNC = (0, "ENABLE QRESYNC")
 SCENARIOS = {
     "flags": [
         (1, "STORE 1:3 FLAGS (\\Seen)"), (2, "FETCH 1:3 (FLAGS)"), (2, "FETCH 1:3 (FLAGS)"),
@@ -80,11 +83,27 @@ KEYS = ["ALL", "SEEN", "UNSEEN", "FLAGGED", "KEYWORD $label1", "NOT KEYWORD $lab
         "OR SEEN FLAGGED", "UID 1:4", "LARGER 60", "NEW", "RECENT"]
 
 
-def random_step(rng):
-    """One (connection, command[, literal]) of the random scenarios."""
+def random_step(rng, condstore=False):
+    """One (connection, command[, literal]) of the random scenarios; with
+    condstore, MODSEQ in FETCH and SEARCH and CHANGEDSINCE too."""
     n = rng.choice((1, 2))
-    kind = rng.choices(("store", "fetch", "uid fetch", "search", "uid search", "noop", "expunge", "append", "copy"),
-                       (6, 6, 3, 4, 2, 2, 1, 1, 1))[0]
+    kinds = ["store", "fetch", "uid fetch", "search", "uid search", "noop", "expunge", "uid expunge", "append",
+             "copy", "move"]
+    weights = [6, 6, 3, 4, 2, 2, 1, 1, 1, 1, 1]
+    if condstore:
+        kinds += ["modseq fetch", "changedsince", "modseq search"]
+        weights += [2, 2, 1]
+    kind = rng.choices(kinds, weights)[0]
+    if kind == "modseq fetch":
+        return (n, "FETCH %s (FLAGS MODSEQ)" % rng.choice(SETS))
+    if kind == "changedsince":
+        return (n, "UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % rng.randint(1, 12))
+    if kind == "modseq search":
+        return (n, "SEARCH MODSEQ %d" % rng.randint(1, 12))
+    if kind == "uid expunge":
+        return (n, "UID EXPUNGE %s" % rng.choice(("1:*", "2:4", "7")))
+    if kind == "move":
+        return (n, "MOVE %s %s" % (rng.choice(SETS), MAILBOX))
     if kind == "store":
         flags = " ".join(rng.sample(FLAGS, rng.randint(1, 2)))
         return (n, "STORE %s %sFLAGS%s (%s)" % (rng.choice(SETS), rng.choice("+-"), rng.choice(("", ".SILENT")), flags))
@@ -105,6 +124,12 @@ def random_step(rng):
 for seed in RANDOM_SEEDS:
     rng = random.Random(seed)
     SCENARIOS["random seed %d" % seed] = [random_step(rng) for _ in range(RANDOM_STEPS)]
+    rng = random.Random(seed)
+    SCENARIOS["random CONDSTORE seed %d" % seed] = [SELECT_CONDSTORE] + [random_step(rng, True)
+                                                                       for _ in range(RANDOM_STEPS)]
+    rng = random.Random(seed)
+    SCENARIOS["random QRESYNC seed %d" % seed] = [ENABLE_QRESYNC] + [random_step(rng, True)
+                                                                   for _ in range(RANDOM_STEPS)]
 
 TAG = re.compile(rb"^s\d+ ")
 UIDVALIDITY = re.compile(rb"(UIDVALIDITY|APPENDUID|COPYUID) \d+")  # the mailboxes' own, made at CREATE
@@ -133,7 +158,11 @@ def run(port, user, password, steps, warm):
         w.exchange(WARM)
         w.close(logout=True)
     sessions = {1: Session(port, user, password), 2: Session(port, user, password)}
-    out = [("%d SELECT" % n, sessions[n].exchange("SELECT %s" % MAILBOX)) for n in (1, 2)]
+    preamble = [step[1] for step in steps if step[0] == 0]
+    if not any(command.startswith("SELECT") for command in preamble):
+        preamble.append("SELECT %s" % MAILBOX)
+    out = [("%d %s" % (n, command), sessions[n].exchange(command)) for n in (1, 2) for command in preamble]
+    steps = [step for step in steps if step[0] != 0]
     for n, command, *literal in steps:
         out.append(("%d %s" % (n, command), sessions[n].exchange(command, *literal)))
     for s in sessions.values():
