@@ -22,9 +22,10 @@ import random
 import re
 import sys
 import tempfile
+import time
 
 from checks import check, summary
-from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Session, upstream_dovecot
+from proxyfixture import PASS, PASS3, PORT, TIMINGS_BYTES, USER, USER3, Daemon, Session, upstream_dovecot
 
 MAILBOX = "sessions"
 DATE = '"24-Mar-2007 23:00:00 +0200"'
@@ -41,6 +42,9 @@ MESSAGES = [
 WARM = "FETCH 1:* (UID FLAGS ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE INTERNALDATE BODY.PEEK[])"
 
 # (connection, command[, literal]): connection 1 changes, connection 2 has been told nothing yet;
+# (connection, IDLE, steps): the steps run on the other connection while this one idles
+IDLE = "IDLE"
+IDLE_SETTLE = 0.5  # seconds for the upstream's IDLE updates to reach the idler before its DONE
 # steps of connection 0 run on both first, in place of a plain SELECT
 SELECT_CONDSTORE = (0, "SELECT %s (CONDSTORE)" % MAILBOX)
 ENABLE_QRESYNC = (0, "ENABLE QRESYNC")
@@ -67,6 +71,12 @@ SCENARIOS = {
         (2, "FETCH 1:* (UID FLAGS)"), (2, "SEARCH FLAGGED"), (2, "NOOP"), (2, "FETCH 7 (ENVELOPE)"),
         (1, "COPY 1 %s" % MAILBOX), (2, "UID FETCH 1:* (UID)"), (2, "SEARCH ALL"),
         (1, "MOVE 2 %s" % MAILBOX), (2, "UID FETCH 1:* (FLAGS)"), (2, "NOOP"),
+    ],
+    "idle": [
+        (2, "FETCH 1:* (FLAGS)"), (2, IDLE, [(1, "STORE 1:2 +FLAGS (\\Seen)"), (1, "STORE 3 +FLAGS.SILENT (\\Flagged)")]),
+        (2, "FETCH 1:* (FLAGS)"), (2, "SEARCH SEEN"), (1, "FETCH 1:* (FLAGS)"),
+        (1, IDLE, [(2, "STORE 4 +FLAGS (\\Answered)"), (2, "APPEND %s () %s" % (MAILBOX, DATE), b"Subject: idle\r\n\r\nx\r\n")]),
+        (1, "FETCH 1:* (UID FLAGS)"), (2, "FETCH 1:* (UID FLAGS)"),
     ],
     "close": [
         (1, "STORE 5 +FLAGS.SILENT (\\Deleted)"), (1, "CLOSE"), (2, "FETCH 1:* (UID)"), (2, "UID SEARCH ALL"),
@@ -136,7 +146,7 @@ UIDVALIDITY = re.compile(rb"(UIDVALIDITY|APPENDUID|COPYUID) \d+")  # the mailbox
 
 
 def normalised(lines):
-    return [UIDVALIDITY.sub(rb"\1 v", TAG.sub(b"T ", line)) for line in lines]
+    return [UIDVALIDITY.sub(rb"\1 v", TAG.sub(b"T ", TIMINGS_BYTES.sub(b"", line))) for line in lines]
 
 
 def fresh_mailbox(user, password):
@@ -147,6 +157,24 @@ def fresh_mailbox(user, password):
     for message in MESSAGES:
         s.exchange("APPEND %s () %s" % (MAILBOX, DATE), message)
     s.close(logout=True)
+
+
+def idle(idler, sessions, steps):
+    """IDLE on idler while steps run on the others; what the idler got
+    (read line by line, so its wait is bounded by the fixture's timeout)
+    after its DONE, as one step."""
+    idler.tag += 1
+    tag = b"s%d" % idler.tag
+    idler.conn.send(tag + b" IDLE\r\n")
+    lines = [idler.conn.response()]
+    out = []
+    for n, command, *literal in steps:
+        out.append(("%d %s" % (n, command), sessions[n].exchange(command, *literal)))
+    time.sleep(IDLE_SETTLE)
+    idler.conn.send(b"DONE\r\n")
+    while not lines[-1].startswith(tag + b" "):
+        lines.append(idler.conn.response())
+    return out + [("IDLE", lines)]
 
 
 def run(port, user, password, steps, warm):
@@ -163,8 +191,11 @@ def run(port, user, password, steps, warm):
         preamble.append("SELECT %s" % MAILBOX)
     out = [("%d %s" % (n, command), sessions[n].exchange(command)) for n in (1, 2) for command in preamble]
     steps = [step for step in steps if step[0] != 0]
-    for n, command, *literal in steps:
-        out.append(("%d %s" % (n, command), sessions[n].exchange(command, *literal)))
+    for n, command, *rest in steps:
+        if command == IDLE:
+            out += idle(sessions[n], sessions, rest[0])
+        else:
+            out.append(("%d %s" % (n, command), sessions[n].exchange(command, *rest)))
     for s in sessions.values():
         s.close(logout=True)
     return out
