@@ -17,6 +17,7 @@ struct mailbox_news_entry {
    as many as mailboxes changed through the proxy: a list is enough. */
 static struct mailbox_news_entry *news_entries;
 static size_t news_count, news_capacity;
+static uint64_t news_lost; /* changes not counted for their mailbox: they count for all */
 
 static const char *news_name(const char *mailbox)
 {
@@ -41,6 +42,8 @@ static struct mailbox_news_entry *news_get(uint64_t account, const char *mailbox
 
 	if (entry != NULL)
 		return entry;
+	if (news_count == MAILBOX_NEWS_MAX)
+		return NULL;
 	if (news_count == news_capacity) {
 		size_t capacity = news_capacity == 0 ? 16 : news_capacity * 2;
 		struct mailbox_news_entry *grown = realloc(news_entries, capacity * sizeof(*grown));
@@ -84,9 +87,7 @@ void mailbox_news_add(uint64_t account, const char *mailbox, bool expunge, struc
 	struct mailbox_news_entry *entry = mailbox != NULL ? news_get(account, mailbox) : NULL;
 
 	if (entry == NULL) {
-		/* not counted: no session may count on being told of every change */
-		if (told != NULL)
-			told->all = (struct mailbox_news_mark){ UINT64_MAX, UINT64_MAX };
+		news_lost++; /* not counted: no session can count on being told of every change */
 		return;
 	}
 	news_count_one(&entry->mark.changes, told != NULL ? &told->all.changes : NULL,
@@ -96,16 +97,21 @@ void mailbox_news_add(uint64_t account, const char *mailbox, bool expunge, struc
 			       told != NULL ? &told->own.expunges : NULL);
 }
 
+struct mailbox_news_told mailbox_news_told_now(uint64_t account, const char *mailbox)
+{
+	return (struct mailbox_news_told){ mailbox_news_now(account, mailbox), { 0, 0 }, news_lost };
+}
+
 bool mailbox_news_told_all(uint64_t account, const char *mailbox, const struct mailbox_news_told *told)
 {
 	struct mailbox_news_mark now = mailbox_news_now(account, mailbox);
 
-	return told->all.changes == now.changes && told->all.expunges == now.expunges;
+	return told->all.changes == now.changes && told->all.expunges == now.expunges && told->lost == news_lost;
 }
 
 struct mailbox_news_sent mailbox_news_sent(uint64_t account, const char *mailbox, const struct mailbox_news_told *told)
 {
-	return (struct mailbox_news_sent){ mailbox_news_now(account, mailbox), told->own };
+	return (struct mailbox_news_sent){ mailbox_news_now(account, mailbox), told->own, news_lost };
 }
 
 /* One count of told after a command: all its news if every change
@@ -125,6 +131,8 @@ void mailbox_news_catch_up(uint64_t account, const char *mailbox, struct mailbox
 	struct mailbox_news_mark now = mailbox_news_now(account, mailbox);
 
 	news_catch_up_one(&told->all.changes, told->own.changes, now.changes, sent->now.changes, sent->own.changes);
+	if (expunges_too && told->lost < sent->lost)
+		told->lost = sent->lost;
 	if (expunges_too)
 		news_catch_up_one(&told->all.expunges, told->own.expunges, now.expunges, sent->now.expunges,
 				  sent->own.expunges);
@@ -137,4 +145,5 @@ void mailbox_news_clear(void)
 	free(news_entries);
 	news_entries = NULL;
 	news_count = news_capacity = 0;
+	news_lost = 0;
 }

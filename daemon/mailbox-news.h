@@ -19,10 +19,14 @@
  * them has completed.
  *
  * Counts only ever grow, one pair per (account, mailbox name) for the
- * life of the process (a few bytes a mailbox). Changes made by clients
- * that bypass the proxy are not seen here (doc/cache.md says what that
- * means).
+ * life of the process (a few bytes a mailbox), up to MAILBOX_NEWS_MAX
+ * mailboxes. A change that can't be counted (past that, or out of
+ * memory) counts for every mailbox: each session is behind until its
+ * next command that reports changes. Changes made by clients that bypass
+ * the proxy are not seen here (doc/cache.md says what that means).
  */
+
+#define MAILBOX_NEWS_MAX 10000 /* mailboxes changed through the proxy; a linear list stays fast below this */
 
 /* How far the changes of a mailbox go, or how far a session was told. */
 struct mailbox_news_mark {
@@ -34,11 +38,13 @@ struct mailbox_news_mark {
 struct mailbox_news_told {
 	struct mailbox_news_mark all;  /* every change up to here */
 	struct mailbox_news_mark own;  /* a running count of the changes it was told of as they were counted */
+	uint64_t lost;                 /* mailbox_news_lost as of its last catch-up */
 };
 
 /* Where a command the session sent upstream started from. */
 struct mailbox_news_sent {
 	struct mailbox_news_mark now, own;
+	uint64_t lost;
 };
 
 /* The mark of every change counted so far of mailbox in account (a
@@ -49,6 +55,9 @@ struct mailbox_news_mark mailbox_news_now(uint64_t account, const char *mailbox)
    session was told of it (it came in that session's upstream answer); if
    it had been told of every earlier change, it stays so. */
 void mailbox_news_add(uint64_t account, const char *mailbox, bool expunge, struct mailbox_news_told *told);
+
+/* A session's mark at SELECT: told of everything so far. */
+struct mailbox_news_told mailbox_news_told_now(uint64_t account, const char *mailbox);
 
 /* Whether told covers every change of mailbox counted so far. */
 bool mailbox_news_told_all(uint64_t account, const char *mailbox, const struct mailbox_news_told *told);

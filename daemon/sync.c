@@ -181,11 +181,6 @@ static uint64_t sync_news_account(const struct sync *sync)
 	return sync->cache != NULL ? cache_serial(sync->cache) : 0;
 }
 
-static struct mailbox_news_mark sync_news_now(const struct sync *sync)
-{
-	return mailbox_news_now(sync_news_account(sync), sync->mailbox);
-}
-
 /* A change of the selected mailbox reached this session's client. */
 static void sync_news_told(struct sync *sync, bool expunge)
 {
@@ -207,7 +202,7 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 : 1;
 	sync->selection++;
 	/* the SELECT tells every change made before it */
-	sync->news_told = (struct mailbox_news_told){ sync_news_now(sync), { 0, 0 } };
+	sync->news_told = mailbox_news_told_now(sync_news_account(sync), sync->mailbox);
 	if (sync->form == SYNC_FORM_FULL)
 		return sync_full_command(sync);
 	snprintf(sync->command, sizeof(sync->command), " UID FETCH 1:* (FLAGS) (CHANGEDSINCE %" PRIu64 "%s)\r\n",

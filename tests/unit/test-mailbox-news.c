@@ -4,12 +4,14 @@
 #include "unit.h"
 #include "mailbox-news.h"
 
+#include <stdio.h>
+
 #define ACCOUNT 7
 #define OTHER_ACCOUNT 8
 
 static struct mailbox_news_told told_now(const char *mailbox)
 {
-	return (struct mailbox_news_told){ mailbox_news_now(ACCOUNT, mailbox), { 0, 0 } };
+	return mailbox_news_told_now(ACCOUNT, mailbox);
 }
 
 /* A change another session made leaves this one behind; one it was told
@@ -18,7 +20,7 @@ static struct mailbox_news_told told_now(const char *mailbox)
 static void test_changes_by_others_and_own(void)
 {
 	struct mailbox_news_told a = told_now("INBOX"), b = told_now("INBOX"), other = told_now("Sent");
-	struct mailbox_news_told stranger = { mailbox_news_now(OTHER_ACCOUNT, "INBOX"), { 0, 0 } };
+	struct mailbox_news_told stranger = mailbox_news_told_now(OTHER_ACCOUNT, "INBOX");
 
 	CU_ASSERT_TRUE(mailbox_news_told_all(ACCOUNT, "INBOX", &a));
 	mailbox_news_add(ACCOUNT, "inbox", false, &a);
@@ -92,11 +94,37 @@ static void test_unknown_mailbox(void)
 	mailbox_news_clear();
 }
 
+/* Past MAILBOX_NEWS_MAX mailboxes a change can't be counted for its
+   mailbox: every session, of every mailbox, is then behind until a
+   command that reports every change (expunges too) completes. */
+static void test_changes_past_the_limit(void)
+{
+	struct mailbox_news_told a = told_now("INBOX"), b = told_now("INBOX");
+	struct mailbox_news_sent sent;
+	char name[32];
+
+	for (unsigned int i = 0; i < MAILBOX_NEWS_MAX; i++) {
+		snprintf(name, sizeof(name), "box%u", i);
+		mailbox_news_add(ACCOUNT, name, false, NULL);
+	}
+	CU_ASSERT_TRUE(mailbox_news_told_all(ACCOUNT, "INBOX", &a));
+	mailbox_news_add(ACCOUNT, "one-too-many", false, &a);
+	CU_ASSERT_FALSE(mailbox_news_told_all(ACCOUNT, "INBOX", &a));
+	CU_ASSERT_FALSE(mailbox_news_told_all(ACCOUNT, "INBOX", &b));
+	sent = mailbox_news_sent(ACCOUNT, "INBOX", &b);
+	mailbox_news_catch_up(ACCOUNT, "INBOX", &b, &sent, false);
+	CU_ASSERT_FALSE(mailbox_news_told_all(ACCOUNT, "INBOX", &b)); /* a FETCH does not report every change */
+	mailbox_news_catch_up(ACCOUNT, "INBOX", &b, &sent, true);
+	CU_ASSERT_TRUE(mailbox_news_told_all(ACCOUNT, "INBOX", &b));
+	mailbox_news_clear();
+}
+
 const char unit_suite_name[] = "mailbox-news";
 const struct unit_test unit_tests[] = {
 	{ "changes by others and by the session itself", test_changes_by_others_and_own },
 	{ "catching up after a command", test_catch_up },
 	{ "expunges wait for a command that reports them", test_expunges_wait_for_a_command_that_reports_them },
 	{ "a mailbox never changed", test_unknown_mailbox },
+	{ "changes past the limit count for every mailbox", test_changes_past_the_limit },
 	{ NULL, NULL },
 };
