@@ -16,6 +16,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -57,6 +58,21 @@ def upstream_dovecot(tls="starttls"):
     if tls == "none":
         return '{ name = "dovecot"; host = "%s"; port = %d; tls = "none"; }' % (HOST, PORT)
     return '{ name = "dovecot"; host = "%s"; port = %d; tls = "%s"; ca_file = "%s"; }' % (HOST, PORT, tls, CA)
+
+
+DAEMON_LOGS = os.path.join(BUILD, "tests", "daemon-logs")  # every daemon's whole log, for test-secrets-in-logs
+DAEMON_LOG_MAX = 64 << 20  # bytes of one daemon's log kept there: a load test at debug level stays far below
+
+
+def open_daemon_log(pid):
+    """A file for the whole log of the daemon of pid (DAEMON_LOGS/SCRIPT-PID.log,
+    line-buffered), or None where it can't be made."""
+    script = os.path.splitext(os.path.basename(sys.argv[0] or "python"))[0]
+    try:
+        os.makedirs(DAEMON_LOGS, exist_ok=True)
+        return open(os.path.join(DAEMON_LOGS, "%s-%d.log" % (script, pid)), "w", buffering=1)
+    except OSError:
+        return None
 
 
 class Daemon:
@@ -117,6 +133,7 @@ class Daemon:
         self.proc = subprocess.Popen([BINARY, "-f", "-c", self.path, *argv], stderr=subprocess.PIPE,
                                      env=full_env, preexec_fn=preexec_fn)
         self.pid = self.proc.pid
+        self.log_file = open_daemon_log(self.pid)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         found = self.wait_log(LISTENING, count=ports)
@@ -131,6 +148,8 @@ class Daemon:
         for raw in self.proc.stderr:
             with self.lock:
                 line = raw.decode(errors="replace").rstrip("\n")
+                if self.log_file is not None and self.log_file.tell() < DAEMON_LOG_MAX:
+                    self.log_file.write(line + "\n")
                 self.lines.append(line)
                 self.on_line(line)
                 if self.keep_lines is not None:
@@ -195,6 +214,9 @@ class Daemon:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait()
         self.reader.join(self.timeout)
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
         return self.proc.returncode
 
 

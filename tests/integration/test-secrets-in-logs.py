@@ -11,11 +11,16 @@ as sent, not base64-encoded as the SASL responses carry them (the exact
 responses sent, and the password alone at each of base64's three
 alignments).
 
-Then every test log make check wrote so far (build/tests/**/*.log; this
-test is listed last so that it runs after the others) is scanned: no line
-the daemon logged ("imapcached: LEVEL: ...", as a failing test prints its
-daemon's log) may hold one of the fixture's passwords or their SASL PLAIN
-forms. The daemon runs on a free loopback port and is stopped by its PID."""
+Then every log make check wrote so far is scanned: the whole log of
+every daemon a test started through proxyfixture (build/tests/daemon-logs,
+one file a daemon) and the tests' own logs (build/tests/**/*.log, where
+a failing test prints its daemon's log). No line the daemon logged
+("imapcached: LEVEL: ...") may hold one of the fixture's passwords or
+their SASL PLAIN forms. Listed last in make check, it starts after every
+other test has (under make -j2, while the last one or two still run),
+and it fails if it found no other test's daemon log: a scan of nothing
+proves nothing. The daemon runs on a free loopback port and is stopped
+by its PID."""
 import base64
 import glob
 import os
@@ -26,8 +31,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, summary  # noqa: E402
-from proxyfixture import (BUILD, PASS, PASS2, PASS3, USER, USER2, USER3, Daemon, Raw, quote,  # noqa: E402
-                          upstream_dovecot)
+from proxyfixture import (BUILD, DAEMON_LOGS, PASS, PASS2, PASS3, USER, USER2, USER3, Daemon, Raw,  # noqa: E402
+                          quote, upstream_dovecot)
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 WRONG = "wrong-Secret-4711"
@@ -184,6 +189,11 @@ def main():
                 leaks.append((path, scan(line, fixture), line[:300]))
     check("the other tests' logs (%d files, %d daemon lines): no secret in a daemon line" % (len(paths), lines),
           leaks == [], leaks[:5])
+    script = os.path.splitext(os.path.basename(__file__))[0]
+    others = [p for p in glob.glob(os.path.join(DAEMON_LOGS, "*.log"))
+              if not os.path.basename(p).startswith(script + "-")]
+    check("... which include the whole logs of other tests' daemons (%d; run after the suite)" % len(others),
+          len(others) > 0 and lines > 1000)
     return summary()
 
 
