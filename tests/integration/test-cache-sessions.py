@@ -211,6 +211,39 @@ def compare(name, warm, daemon):
           "".join("\n  %s\n    direct:  %r\n    proxied: %r" % d for d in differ[:3]))
 
 
+def outside_expunge(daemon):
+    """A client that bypasses the proxy expunges message 2 while a proxied
+    session has the mailbox selected (doc/cache.md, "Where a local answer
+    is not Dovecot's"): until a command that lets the upstream report it,
+    the session's local answers give message 2 as it was (Dovecot: NIL and
+    [EXPUNGEISSUED]); its NOOP then gets Dovecot's EXPUNGE, and from there
+    every answer is Dovecot's again."""
+    sides = {}
+    for label, port, user, password in (("direct", PORT, USER, PASS), ("proxied", daemon.port, USER3, PASS3)):
+        fresh_mailbox(user, password)
+        session = Session(port, user, password)
+        session.exchange("SELECT %s" % MAILBOX)
+        session.exchange(WARM)
+        outsider = Session(PORT, user, password)
+        outsider.exchange("SELECT %s" % MAILBOX)
+        outsider.exchange("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        outsider.exchange("EXPUNGE")
+        outsider.close(logout=True)
+        sides[label] = [normalised(session.exchange(command)) for command in
+                        ("FETCH 2 (BODY.PEEK[TEXT])", "NOOP", "FETCH 1:* (UID FLAGS)", "SEARCH ALL",
+                         "FETCH 2 (BODY.PEEK[TEXT])")]
+        session.close(logout=True)
+    before, noop, *after = sides["proxied"]
+    check("outside expunge: the proxied session still reads message 2 as it was",
+          before[0].startswith(b"* 2 FETCH (BODY[TEXT] {8}") and b"body22" in before[0] and
+          before[-1] == b"T OK Fetch completed.\r\n", before)
+    check("outside expunge: Dovecot answers NIL and EXPUNGEISSUED there (the known difference)",
+          b"NIL" in sides["direct"][0][0] and b"EXPUNGEISSUED" in sides["direct"][0][-1], sides["direct"][0])
+    check("outside expunge: the NOOP then reports it", noop[0] == b"* 2 EXPUNGE\r\n", noop)
+    check("outside expunge: after it every answer is Dovecot's", after == sides["direct"][2:],
+          (after, sides["direct"][2:]))
+
+
 def main():
     config = ('cache = { dir = "%s"; prefetch = "off"; };\n'
               % tempfile.mkdtemp(prefix="imapcached-sessions."))
@@ -219,6 +252,7 @@ def main():
         for name in SCENARIOS:
             for warm in (False, True):
                 compare(name, warm, daemon)
+        outside_expunge(daemon)
         check("some answers came from the cache (the scenarios reach it)",
               daemon.count_log(r"answered from the cache") > 0)
         check("some went upstream because another session changed the mailbox",
