@@ -899,6 +899,10 @@ static bool session_route_command(struct session *session)
 		session_news_set_target(session, command.u.append.mailbox, command.u.append.mailbox_len);
 	else if (error == IMAP_COMMAND_ERROR_NONE && (command.name == IMAP_COMMAND_COPY || command.name == IMAP_COMMAND_MOVE))
 		session_news_set_target(session, command.u.copy.mailbox, command.u.copy.mailbox_len);
+	else if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_DELETE)
+		session_news_set_target(session, command.u.mailbox.mailbox, command.u.mailbox.mailbox_len);
+	else if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_RENAME)
+		session_news_set_target(session, command.u.rename.from, command.u.rename.from_len);
 	else if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_FETCH)
 		session_news_set_fetch(session, &command);
 	if (tag_len == 0 || error == IMAP_COMMAND_ERROR_EMPTY) {

@@ -18,32 +18,41 @@ enum session_news_reports {
 	SESSION_NEWS_REPORTS_ALL,
 };
 
+/* What a command does to the mailbox session_news_set_target named. */
+enum session_news_target {
+	SESSION_NEWS_TARGET_NONE,
+	SESSION_NEWS_TARGET_ADDS,      /* messages put into it: APPEND, COPY, MOVE */
+	SESSION_NEWS_TARGET_REMOVES,   /* every message gone from it: DELETE, RENAME */
+};
+
 struct session_news_verb {
 	const char *verb;
 	enum session_news_reports reports;
 	bool changes_flags;        /* of the selected mailbox */
 	bool expunges;             /* from the selected mailbox (CLOSE: silently) */
-	bool adds_to_target;       /* messages to session_news_set_target's mailbox */
+	enum session_news_target target;
 };
 
 static const struct session_news_verb session_news_verbs[] = {
-	{ "NOOP", SESSION_NEWS_REPORTS_ALL, false, false, false },
-	{ "CHECK", SESSION_NEWS_REPORTS_ALL, false, false, false },
-	{ "IDLE", SESSION_NEWS_REPORTS_ALL, false, false, false },
-	{ "FETCH", SESSION_NEWS_REPORTS_FLAGS, false, false, false },
-	{ "SEARCH", SESSION_NEWS_REPORTS_FLAGS, false, false, false },
-	{ "STORE", SESSION_NEWS_REPORTS_FLAGS, true, false, false },
-	{ "UID FETCH", SESSION_NEWS_REPORTS_ALL, false, false, false },
-	{ "UID SEARCH", SESSION_NEWS_REPORTS_ALL, false, false, false },
-	{ "UID STORE", SESSION_NEWS_REPORTS_ALL, true, false, false },
-	{ "EXPUNGE", SESSION_NEWS_REPORTS_ALL, false, true, false },
-	{ "UID EXPUNGE", SESSION_NEWS_REPORTS_ALL, false, true, false },
-	{ "COPY", SESSION_NEWS_REPORTS_ALL, false, false, true },
-	{ "UID COPY", SESSION_NEWS_REPORTS_ALL, false, false, true },
-	{ "MOVE", SESSION_NEWS_REPORTS_ALL, false, true, true },
-	{ "UID MOVE", SESSION_NEWS_REPORTS_ALL, false, true, true },
-	{ "APPEND", SESSION_NEWS_REPORTS_NONE, false, false, true },
-	{ "CLOSE", SESSION_NEWS_REPORTS_NONE, false, true, false },
+	{ "NOOP", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "CHECK", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "IDLE", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "FETCH", SESSION_NEWS_REPORTS_FLAGS, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "SEARCH", SESSION_NEWS_REPORTS_FLAGS, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "STORE", SESSION_NEWS_REPORTS_FLAGS, true, false, SESSION_NEWS_TARGET_NONE },
+	{ "UID FETCH", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "UID SEARCH", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_NONE },
+	{ "UID STORE", SESSION_NEWS_REPORTS_ALL, true, false, SESSION_NEWS_TARGET_NONE },
+	{ "EXPUNGE", SESSION_NEWS_REPORTS_ALL, false, true, SESSION_NEWS_TARGET_NONE },
+	{ "UID EXPUNGE", SESSION_NEWS_REPORTS_ALL, false, true, SESSION_NEWS_TARGET_NONE },
+	{ "COPY", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_ADDS },
+	{ "UID COPY", SESSION_NEWS_REPORTS_ALL, false, false, SESSION_NEWS_TARGET_ADDS },
+	{ "MOVE", SESSION_NEWS_REPORTS_ALL, false, true, SESSION_NEWS_TARGET_ADDS },
+	{ "UID MOVE", SESSION_NEWS_REPORTS_ALL, false, true, SESSION_NEWS_TARGET_ADDS },
+	{ "APPEND", SESSION_NEWS_REPORTS_NONE, false, false, SESSION_NEWS_TARGET_ADDS },
+	{ "CLOSE", SESSION_NEWS_REPORTS_NONE, false, true, SESSION_NEWS_TARGET_NONE },
+	{ "DELETE", SESSION_NEWS_REPORTS_NONE, false, false, SESSION_NEWS_TARGET_REMOVES },
+	{ "RENAME", SESSION_NEWS_REPORTS_NONE, false, false, SESSION_NEWS_TARGET_REMOVES },
 };
 
 static const struct session_news_verb *session_news_find_verb(const char *verb)
@@ -77,7 +86,7 @@ void session_news_set_fetch(struct session *session, const struct imap_command *
 void session_news_sending(struct session *session, struct session_news *news)
 {
 	news->verb = session->sync != NULL ? session_news_find_verb(session->command_verb) : NULL;
-	news->mailbox = NULL;
+	news->mailbox = news->left = NULL;
 	news->sets_seen = session->news_sets_seen;
 	session->news_sets_seen = false;
 	if (news->verb == NULL) {
@@ -86,12 +95,10 @@ void session_news_sending(struct session *session, struct session_news *news)
 		return;
 	}
 	news->sent = sync_news_sent(session->sync);
-	if (news->verb->adds_to_target) {
-		news->mailbox = session->news_target; /* NULL when the parser found none */
-		session->news_target = NULL;
-	} else if (strcmp(news->verb->verb, "CLOSE") == 0 && sync_mailbox_name(session->sync) != NULL) {
-		news->mailbox = strdup(sync_mailbox_name(session->sync)); /* left at once: named now */
-	}
+	news->mailbox = session->news_target; /* NULL when the parser found none */
+	session->news_target = NULL;
+	if (news->verb->expunges && sync_mailbox_name(session->sync) != NULL)
+		news->left = strdup(sync_mailbox_name(session->sync)); /* CLOSE leaves it at once: named now */
 }
 
 void session_news_done(struct session *session, struct session_news *news, enum imap_client_status status)
@@ -99,12 +106,12 @@ void session_news_done(struct session *session, struct session_news *news, enum 
 	const struct session_news_verb *verb = news->verb;
 
 	if (verb != NULL && status == IMAP_CLIENT_STATUS_OK && session->sync != NULL) {
-		if (verb->changes_flags || news->sets_seen || (verb->expunges && news->mailbox == NULL))
-			sync_news_add(session->sync, NULL, verb->expunges);
-		if (news->mailbox != NULL)
-			sync_news_add(session->sync, news->mailbox, verb->expunges && !verb->adds_to_target);
-		if (verb->adds_to_target && verb->expunges)
-			sync_news_add(session->sync, NULL, true); /* MOVE: gone from the selected one too */
+		if (verb->changes_flags || news->sets_seen)
+			sync_news_add(session->sync, NULL, false);
+		if (verb->expunges)
+			sync_news_add(session->sync, news->left, true);
+		if (verb->target != SESSION_NEWS_TARGET_NONE && news->mailbox != NULL)
+			sync_news_add(session->sync, news->mailbox, verb->target == SESSION_NEWS_TARGET_REMOVES);
 		if (verb->reports != SESSION_NEWS_REPORTS_NONE)
 			sync_news_caught_up(session->sync, &news->sent, verb->reports == SESSION_NEWS_REPORTS_ALL);
 	}
@@ -114,7 +121,8 @@ void session_news_done(struct session *session, struct session_news *news, enum 
 void session_news_clear(struct session_news *news)
 {
 	free(news->mailbox);
-	news->mailbox = NULL;
+	free(news->left);
+	news->mailbox = news->left = NULL;
 	news->verb = NULL;
 }
 

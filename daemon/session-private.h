@@ -336,12 +336,13 @@ struct session_news_verb;
 struct session_news {
 	const struct session_news_verb *verb; /* NULL: nothing */
 	struct sync_news_sent sent;
-	char *mailbox;           /* APPEND/COPY/MOVE's target, CLOSE's left mailbox; NULL */
+	char *mailbox;           /* the one session_news_set_target named (APPEND, COPY, MOVE, DELETE, RENAME); NULL */
+	char *left;              /* the selected one, as EXPUNGE, MOVE or CLOSE went; NULL */
 	bool sets_seen;          /* a FETCH of a body without PEEK: \Seen may change */
 };
 
 /* The mailbox the command being routed puts messages into (APPEND, COPY,
-   MOVE), for session_news_sending. */
+   MOVE) or takes away (DELETE, RENAME), for session_news_sending. */
 void session_news_set_target(struct session *session, const char *mailbox, size_t len);
 /* The FETCH being routed: whether it may set \Seen upstream. */
 void session_news_set_fetch(struct session *session, const struct imap_command *command);

@@ -78,6 +78,19 @@ SCENARIOS = {
         (1, IDLE, [(2, "STORE 4 +FLAGS (\\Answered)"), (2, "APPEND %s () %s" % (MAILBOX, DATE), b"Subject: idle\r\n\r\nx\r\n")]),
         (1, "FETCH 1:* (UID FLAGS)"), (2, "FETCH 1:* (UID FLAGS)"),
     ],
+    "recreated": [
+        (2, "FETCH 1:* (UID FLAGS)"), (1, "UNSELECT"), (1, "DELETE %s" % MAILBOX), (1, "CREATE %s" % MAILBOX),
+        (1, "APPEND %s () %s" % (MAILBOX, DATE), b"Subject: reborn\r\n\r\nnew\r\n"),
+        (2, "FETCH 1:* (UID FLAGS ENVELOPE)"), (2, "NOOP"), (2, "FETCH 1:* (UID ENVELOPE)"),
+    ],
+    "deleted": [
+        (2, "FETCH 1:* (UID FLAGS)"), (1, "UNSELECT"), (1, "DELETE %s" % MAILBOX), (2, "FETCH 1:* (UID FLAGS ENVELOPE)"),
+        (2, "NOOP"),
+    ],
+    "renamed": [
+        (2, "FETCH 1:* (UID FLAGS)"), (1, "UNSELECT"), (1, "RENAME %s %s-2" % (MAILBOX, MAILBOX)),
+        (2, "FETCH 1:* (UID FLAGS ENVELOPE)"), (2, "NOOP"), (1, "DELETE %s-2" % MAILBOX),
+    ],
     "close": [
         (1, "STORE 5 +FLAGS.SILENT (\\Deleted)"), (1, "CLOSE"), (2, "FETCH 1:* (UID)"), (2, "UID SEARCH ALL"),
         (2, "NOOP"), (2, "FETCH 1:* (UID FLAGS)"),
@@ -142,6 +155,7 @@ for seed in RANDOM_SEEDS:
                                                                    for _ in range(RANDOM_STEPS)]
 
 TAG = re.compile(rb"^s\d+ ")
+CLOSED = b"<connection closed>"
 UIDVALIDITY = re.compile(rb"(UIDVALIDITY|APPENDUID|COPYUID) \d+")  # the mailboxes' own, made at CREATE
 
 
@@ -159,6 +173,27 @@ def fresh_mailbox(user, password):
     s.close(logout=True)
 
 
+def exchange(session, command, *literal):
+    """session.exchange, but a connection the server closes ends the
+    answer with CLOSED instead of raising (a BYE for a deleted mailbox)."""
+    if getattr(session, "closed", False):
+        return [CLOSED]
+    session.tag += 1
+    tag = b"s%d" % session.tag
+    if literal:
+        session.conn.send(tag + b" " + command.encode() + b" {%d+}\r\n" % len(literal[0]) + literal[0] + b"\r\n")
+    else:
+        session.conn.send(tag + b" " + command.encode() + b"\r\n")
+    lines = []
+    try:
+        while not lines or not lines[-1].startswith(tag + b" "):
+            lines.append(session.conn.response())
+    except EOFError:
+        session.closed = True
+        lines.append(CLOSED)
+    return lines
+
+
 def idle(idler, sessions, steps):
     """IDLE on idler while steps run on the others; what the idler got
     (read line by line, so its wait is bounded by the fixture's timeout)
@@ -169,7 +204,7 @@ def idle(idler, sessions, steps):
     lines = [idler.conn.response()]
     out = []
     for n, command, *literal in steps:
-        out.append(("%d %s" % (n, command), sessions[n].exchange(command, *literal)))
+        out.append(("%d %s" % (n, command), exchange(sessions[n], command, *literal)))
     time.sleep(IDLE_SETTLE)
     idler.conn.send(b"DONE\r\n")
     while not lines[-1].startswith(tag + b" "):
@@ -195,9 +230,10 @@ def run(port, user, password, steps, warm):
         if command == IDLE:
             out += idle(sessions[n], sessions, rest[0])
         else:
-            out.append(("%d %s" % (n, command), sessions[n].exchange(command, *rest)))
+            out.append(("%d %s" % (n, command), exchange(sessions[n], command, *rest)))
     for s in sessions.values():
-        s.close(logout=True)
+        if not getattr(s, "closed", False):
+            s.close(logout=True)
     return out
 
 
