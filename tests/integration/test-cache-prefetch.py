@@ -16,6 +16,8 @@ Checked through a relay that records the daemon's upstream commands:
    idle;
  - "full": bodies are fetched too, within body_budget (measured in the
    store, not by the daemon's counter), with BODY.PEEK (no \\Seen);
+ - a client command waits behind at most one batch, and a session that
+   ends (LOGOUT) sends no batch after it;
  - "off": nothing is fetched.
 """
 import os
@@ -215,6 +217,50 @@ def test_idle():
         relay.close()
 
 
+def batch_lines(lines):
+    return [l for l in lines if PREFETCH.match(l)]
+
+
+def test_waits_and_ends():
+    """A client command waits behind at most one batch (the one on its
+    way when it came), and a session that ends stops its prefetch. Whole
+    bodies through a relay with a 20 ms delay each way, so that the walk
+    takes many batches."""
+    relay = Relay(delay=0.02)
+    cache = tempfile.mkdtemp(prefix="imapcached-prefetch.")
+    config = ('cache = { dir = "%s"; prefetch = "full"; body_budget = 100000000; };\n'
+              'timeouts = { shutdown = 0; };\n' % cache)
+    daemon = Daemon(relay.upstream_entry(), extra=config)
+    try:
+        proxied = Side(daemon.port)
+        proxied.exchange("SELECT INBOX")
+        deadline = time.monotonic() + 20
+        while len(batch_lines(c.line for c in relay.recorded())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        before = len(relay.recorded())
+        tag = proxied.send("NOOP")
+        proxied.read(tag)
+        lines = [c.line for c in relay.recorded()[before:]]
+        noop = next((i for i, l in enumerate(lines) if l == tag.decode() + "NOOP"), None)
+        waited = batch_lines(lines[:noop]) if noop is not None else lines
+        check("waits: prefetch was running when the NOOP came (%d batches sent)" % len(
+            batch_lines(c.line for c in relay.recorded()[:before])), before > 0 and noop is not None, lines[:5])
+        check("waits: the NOOP went upstream behind at most one batch", len(waited) <= 1, waited)
+        deadline = time.monotonic() + 20
+        while len(batch_lines(c.line for c in relay.recorded())) <= 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        check("waits: the walk goes on after it", len(batch_lines(c.line for c in relay.recorded())) > 2)
+        proxied.exchange("LOGOUT")
+        ended = len(relay.recorded())
+        time.sleep(1.0)
+        after = batch_lines(c.line for c in relay.recorded()[ended:])
+        check("ends: no batch after the session's LOGOUT", after == [], after)
+    finally:
+        status = daemon.stop()
+        check("waits: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        relay.close()
+
+
 def test_off():
     relay, daemon, cache = start("off")
     proxied = Side(daemon.port)
@@ -234,6 +280,7 @@ def main():
     test_headers()
     test_full_and_updates()
     test_idle()
+    test_waits_and_ends()
     test_off()
     return summary()
 
