@@ -12,6 +12,7 @@ half-stored, answers still as direct).
 
 Run as root, the daemon runs as nobody and imapcachectl as nobody (the
 socket is 0600, the daemon's), and as another user for the permission case."""
+import fcntl
 import json
 import os
 import pty
@@ -24,6 +25,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 
 from checks import check, summary
@@ -75,6 +77,48 @@ def start(prefetch="off"):
     daemon = Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp, preexec_fn=become(DAEMON_UID, DAEMON_GID))
     daemon.cache, daemon.socket = cache, socket_path
     return daemon
+
+
+def read_until(fd, pattern, seconds):
+    """What fd gave until pattern appeared in it (or seconds passed)."""
+    shown, deadline = b"", time.monotonic() + seconds
+    while pattern not in shown and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            shown += data
+    return shown
+
+
+def warm_with_prompt(target):
+    """warm with its standard input a terminal: the password is asked for
+    on the terminal with echo off, and is not shown."""
+    master, slave = pty.openpty()
+
+    def controlling_terminal():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([CTL, "warm", "--connect", target, USER, "INBOX"], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=controlling_terminal)
+    prompt = read_until(master, b"Password: ", 30)
+    deadline = time.monotonic() + 5  # the prompt is written just before echo goes off
+    while termios.tcgetattr(slave)[3] & termios.ECHO and time.monotonic() < deadline:
+        time.sleep(0.01)
+    echo_off = not termios.tcgetattr(slave)[3] & termios.ECHO
+    os.write(master, PASS.encode() + b"\n")
+    out, err = proc.communicate(timeout=300)
+    shown = prompt + read_until(master, b"\n", 2)
+    os.close(slave)
+    os.close(master)
+    check("warm with a terminal: it asks for the password with echo off, and goes on with it",
+          prompt.endswith(b"Password: ") and echo_off and proc.returncode == 0 and out.startswith(b"INBOX: "),
+          (prompt, echo_off, proc.returncode, out, err))
+    check("warm with a terminal: the password typed is not shown", PASS.encode() not in shown, shown)
 
 
 def connect(port, mailbox=None, user=USER, password=PASS):
@@ -264,6 +308,7 @@ def test_warm(daemon):
     check("warm on a terminal: a progress bar with messages, MB, rate and time left",
           proc.returncode == 0 and re.search(rb"\rINBOX \[#+ *\] %d/%d msgs [\d.]+ MB [\d.]+ MB/s \d+:\d\d left"
                                              % (total, total), shown), (proc.returncode, shown[-300:]))
+    warm_with_prompt(target)
     code, out, err = ctl("warm", "--connect", target, USER, "INBOX", stdin="wrong-password\n")
     check("warm with a wrong password: exit 77 (EX_NOPERM), saying the login failed",
           code == 77 and "login as" in err, (code, out, err))
