@@ -80,9 +80,10 @@ def start(prefetch="off"):
 
 
 def read_until(fd, pattern, seconds):
-    """What fd gave until pattern appeared in it (or seconds passed)."""
+    """What fd gave until pattern appeared in it (None: until its end), or
+    seconds passed."""
     shown, deadline = b"", time.monotonic() + seconds
-    while pattern not in shown and time.monotonic() < deadline:
+    while (pattern is None or pattern not in shown) and time.monotonic() < deadline:
         if select.select([fd], [], [], 0.2)[0]:
             try:
                 data = os.read(fd, 4096)
@@ -295,15 +296,7 @@ def test_warm(daemon):
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
     out = proc.communicate(timeout=300)[0]
-    shown = b""
-    while select.select([master], [], [], 0.5)[0]:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        shown += data
+    shown = read_until(master, None, 10)
     os.close(master)
     check("warm on a terminal: a progress bar with messages, MB, rate and time left",
           proc.returncode == 0 and re.search(rb"\rINBOX \[#+ *\] %d/%d msgs [\d.]+ MB [\d.]+ MB/s \d+:\d\d left"
