@@ -156,11 +156,17 @@ for seed in RANDOM_SEEDS:
 
 TAG = re.compile(rb"^s\d+ ")
 CLOSED = b"<connection closed>"
+BYE = re.compile(rb"^\* BYE .*", re.S)
 UIDVALIDITY = re.compile(rb"(UIDVALIDITY|APPENDUID|COPYUID) \d+")  # the mailboxes' own, made at CREATE
 
 
 def normalised(lines):
-    return [UIDVALIDITY.sub(rb"\1 v", TAG.sub(b"T ", TIMINGS_BYTES.sub(b"", line))) for line in lines]
+    """lines without what differs between any two Dovecot sessions: tags,
+    timings, the mailboxes' UIDVALIDITY, and a BYE's text (for a mailbox
+    deleted under a session, "Mailbox was deleted under us" or "Internal
+    error occurred", as Dovecot's timing has it)."""
+    return [BYE.sub(b"* BYE ...", UIDVALIDITY.sub(rb"\1 v", TAG.sub(b"T ", TIMINGS_BYTES.sub(b"", line))))
+            for line in lines]
 
 
 def fresh_mailbox(user, password):
@@ -237,12 +243,19 @@ def run(port, user, password, steps, warm):
     return out
 
 
+def comparable(lines):
+    """lines, or of an answer that ends the connection only that it did:
+    what Dovecot sends before a BYE for a mailbox deleted under a session
+    (the FETCH lines it got to) depends on its timing."""
+    return [b"* BYE ...", CLOSED] if lines[-2:] == [b"* BYE ...", CLOSED] else lines
+
+
 def compare(name, warm, daemon):
     label = "%s, %s" % (name, "warm" if warm else "cold")
     direct = run(PORT, USER, PASS, SCENARIOS[name], warm)
     proxied = run(daemon.port, USER3, PASS3, SCENARIOS[name], warm)
     differ = [(step, normalised(a), normalised(b)) for (step, a), (_, b) in zip(direct, proxied)
-              if normalised(a) != normalised(b)]
+              if comparable(normalised(a)) != comparable(normalised(b))]
     check("%s: every answer is Dovecot's" % label, not differ,
           "".join("\n  %s\n    direct:  %r\n    proxied: %r" % d for d in differ[:3]))
 
