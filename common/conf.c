@@ -37,6 +37,9 @@
 #define CONF_DEFAULT_LIMIT_LITERAL_PREAUTH (8 * 1024) /* a user name or password */
 #define CONF_DEFAULT_LIMIT_LITERAL (64ULL << 20) /* a large mail; literals are streamed */
 #define CONF_DEFAULT_LIMIT_SESSIONS 1024 /* two descriptors each, within a 4096 fd limit */
+/* a mail client opens up to 5 connections an account (Thunderbird); two
+   devices twice that; one account may then not take all of the sessions */
+#define CONF_DEFAULT_LIMIT_SESSIONS_PER_ACCOUNT 20
 #define CONF_MIN_LIMIT_LINE 8192 /* RFC 7162 3.2.2: smaller breaks real clients */
 #define CONF_MAX_SECONDS (7 * 24 * 3600) /* longer is a typo, not a wish */
 #define CONF_PATH_MAX 256 /* "upstreams[3].users[12]" and the like */
@@ -796,7 +799,8 @@ static void conf_load_timeouts(struct conf_loader *loader, const config_setting_
 static void conf_load_limits(struct conf_loader *loader, const config_setting_t *root,
 			       struct conf *config)
 {
-	static const char *const known[] = { "line", "literal_preauth", "literal", "sessions", NULL };
+	static const char *const known[] = { "line", "literal_preauth", "literal", "sessions", "sessions_per_account",
+					     NULL };
 	const config_setting_t *group = conf_get_group(loader, root, "limits");
 	uint64_t line = config->limit_line;
 
@@ -808,6 +812,7 @@ static void conf_load_limits(struct conf_loader *loader, const config_setting_t 
 	conf_get_size(loader, group, "literal_preauth", 0, 1 << 20, &config->limit_literal_preauth);
 	conf_get_size(loader, group, "literal", 1024, UINT32_MAX, &config->limit_literal);
 	conf_get_uint(loader, group, "sessions", 1, 1000000, &config->limit_sessions);
+	conf_get_uint(loader, group, "sessions_per_account", 1, 1000000, &config->limit_sessions_per_account);
 }
 
 struct conf *conf_new_defaults(void)
@@ -837,6 +842,7 @@ struct conf *conf_new_defaults(void)
 	config->limit_literal_preauth = CONF_DEFAULT_LIMIT_LITERAL_PREAUTH;
 	config->limit_literal = CONF_DEFAULT_LIMIT_LITERAL;
 	config->limit_sessions = CONF_DEFAULT_LIMIT_SESSIONS;
+	config->limit_sessions_per_account = CONF_DEFAULT_LIMIT_SESSIONS_PER_ACCOUNT;
 	return config;
 }
 

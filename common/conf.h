@@ -86,6 +86,7 @@ struct conf {
 	uint64_t limit_literal_preauth;
 	uint64_t limit_literal;
 	unsigned int limit_sessions;
+	unsigned int limit_sessions_per_account; /* logged-in sessions of one user on one upstream */
 
 	unsigned int refcount;
 };

@@ -49,6 +49,29 @@ static void session_login_refused(struct session *session, const char *reply)
 	session_schedule_step(session); /* commands the client pipelined meanwhile */
 }
 
+/* Whether the account already has limits.sessions_per_account sessions:
+   then the login the upstream just accepted is refused with NO [LIMIT]
+   (only now, so that nothing is said of an account to whoever lacks its
+   password) and its connection goes to the pool (which logs it out when
+   pooling is off). */
+static bool session_login_over_limit(struct session *session, const char *capabilities, const char *text)
+{
+	struct imap_client *client = session->upstream;
+
+	if (session_count_account(session->upstream_name, session->user) < session->conf->limit_sessions_per_account)
+		return false;
+	log_info("session %lu: login as %s on upstream %s refused: %u sessions of the account already "
+		 "(limits.sessions_per_account)", session->id, session->user, session->upstream_name,
+		 session->conf->limit_sessions_per_account);
+	session->upstream = NULL;
+	if (session_pool != NULL && session->pool_key_valid)
+		upstream_pool_put_client(session_pool, &session->pool_key, client, capabilities, text);
+	else
+		imap_client_free(&client); /* no pool: the connection just closes */
+	session_login_refused(session, "[LIMIT] Too many sessions of this account");
+	return true;
+}
+
 /* The login worked: answer with what both sides can do, start forwarding. */
 static void session_login_accepted(struct session *session, const char *capabilities, const char *text)
 {
@@ -56,6 +79,9 @@ static void session_login_accepted(struct session *session, const char *capabili
 	const struct timeval idle = { session->conf->timeout_idle, 0 };
 
 	evtimer_del(session->login_timer);
+	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
+	if (session_login_over_limit(session, filtered, text))
+		return;
 	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
 	session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
 	/* kept for a login that takes this connection from the pool */

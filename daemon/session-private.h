@@ -328,6 +328,10 @@ void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context);
 /* Monotonic microseconds. */
 uint64_t session_now_usec(void);
 
+/* How many sessions are logged in as user on the upstream named
+   upstream_name (session.c). */
+unsigned int session_count_account(const char *upstream_name, const char *user);
+
 /* ---- session-news.c: changes of mailboxes told to the account's other sessions ---- */
 
 struct session_news_verb;

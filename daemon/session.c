@@ -67,6 +67,19 @@ unsigned int session_count(void)
 	return session_live_count;
 }
 
+unsigned int session_count_account(const char *upstream_name, const char *user)
+{
+	const struct session *session;
+	unsigned int count = 0;
+
+	TAILQ_FOREACH(session, &session_all, link) {
+		if (session->state == SESSION_STATE_FORWARDING && session->upstream_name != NULL &&
+		    strcmp(session->upstream_name, upstream_name) == 0 && strcmp(session->user, user) == 0)
+			count++;
+	}
+	return count;
+}
+
 void session_send(struct session *session, const char *format, ...)
 {
 	va_list args;

@@ -72,6 +72,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(conf->timeout_literal, 60);
 	CU_ASSERT_EQUAL(conf->limit_line, 64 * 1024);
 	CU_ASSERT_EQUAL(conf->limit_sessions, 1024);
+	CU_ASSERT_EQUAL(conf->limit_sessions_per_account, 20);
 	CU_ASSERT_STRING_EQUAL(conf->path, "test.conf");
 	conf_unref(&conf);
 	CU_ASSERT_PTR_NULL(conf);
@@ -92,7 +93,8 @@ static void test_issue_example(void)
 		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
 		"timeouts = { preauth = 5; idle = 600; upstream_connect = 10; upstream_command = 45; shutdown = 2; "
 		"literal = 7; };\n"
-		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; };\n");
+		"limits = { line = \"128K\"; literal_preauth = 4096; literal = \"32M\"; sessions = 50; "
+		"sessions_per_account = 5; };\n");
 
 	CU_ASSERT_EQUAL_FATAL(conf->listeners_count, 2);
 	CU_ASSERT_EQUAL(conf->listeners[0].tls, CONF_TLS_STARTTLS);
@@ -126,6 +128,7 @@ static void test_issue_example(void)
 	CU_ASSERT_EQUAL(conf->limit_literal_preauth, 4096);
 	CU_ASSERT_EQUAL(conf->limit_literal, 32 << 20);
 	CU_ASSERT_EQUAL(conf->limit_sessions, 50);
+	CU_ASSERT_EQUAL(conf->limit_sessions_per_account, 5);
 	conf_unref(&conf);
 }
 
