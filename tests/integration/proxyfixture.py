@@ -449,6 +449,70 @@ class LineReader:
         return lines
 
 
+class Forwarder:
+    """A plain TCP forwarder from a free port on listen_host to target
+    ((host, port); Dovecot's plain port by default): each connection is
+    relayed both ways as it comes, nothing recorded or delayed (Relay does
+    that). With listening=False the port is bound but refuses connections
+    until up(). cut() ends every connection made so far; close() the
+    listener too."""
+
+    def __init__(self, target=None, listen_host="127.0.0.1", listening=True):
+        self.target = target or (HOST, PORT)
+        self.listener = socket.socket(socket.AF_INET6 if ":" in listen_host else socket.AF_INET)
+        self.listener.bind((listen_host, 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets = []
+        if listening:
+            self.up()
+
+    def up(self):
+        self.listener.listen(8)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+                up = socket.create_connection(self.target, timeout=WAIT)
+            except OSError:
+                return
+            self.sockets += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.cut()
+        for s in [self.listener] + self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 class RelayCommand:
     """A command line the daemon sent upstream through a Relay: the
     connection's number (in accept order, from 0), the line (literals

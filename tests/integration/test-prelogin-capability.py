@@ -14,14 +14,12 @@ stopped by their PIDs."""
 import base64
 import imaplib
 import os
-import socket
 import ssl
 import sys
 import tempfile
-import threading
 
 from checks import check, summary
-from proxyfixture import (CA, ENV, HOST, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Daemon, Raw,
+from proxyfixture import (CA, ENV, LISTEN_LOCAL, Forwarder, PASS, PASS2, PORT, USER, USER2, Daemon, Raw,
                           run_steps, untag, upstream_dovecot)
 
 tmp = tempfile.mkdtemp(prefix="test-prelogin-capability.")
@@ -295,53 +293,12 @@ def test_pooled_as_login():
         daemon.stop()
 
 
-class LateUpstream:
+class LateUpstream(Forwarder):
     """A loopback port that refuses connections (bound, not listening)
     until up(); then each connection is relayed to Dovecot's plain port."""
 
     def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets = []
-
-    def up(self):
-        self.listener.listen(8)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection((HOST, PORT), timeout=WAIT)
-            self.sockets += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        for s in [self.listener] + self.sockets:
-            try:
-                s.close()
-            except OSError:
-                pass
+        super().__init__(listening=False)
 
     def upstream(self, name="late"):
         return '{ name = "%s"; host = "127.0.0.1"; port = %d; tls = "starttls"; ca_file = "%s"; }' % (

@@ -15,11 +15,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from checks import check, summary
-from proxyfixture import (BINARY, HOST, PASS, PASS2, PORT, USER, USER2, WAIT, Daemon, Raw, quote_bytes,
+from proxyfixture import (BINARY, Forwarder, PASS, PASS2, PORT, USER, USER2, Daemon, Raw, quote_bytes,
                           run_steps, upstream_dovecot)
 
 tmp = tempfile.mkdtemp(prefix="test-proxy.")
@@ -357,54 +356,8 @@ def test_pipelined(daemon):
     c.close()
 
 
-class Relay:
-    """A TCP relay to Dovecot's plain port whose connections can be cut."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(4)
-        self.port = self.listener.getsockname()[1]
-        self.sockets = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.listener.accept()
-            except OSError:
-                return
-            up = socket.create_connection((HOST, PORT), timeout=WAIT)
-            self.sockets += [down, up]
-            for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self):
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 def test_upstream_dies():
-    relay = Relay()
+    relay = Forwarder()  # a TCP relay to Dovecot whose connections can be cut
     daemon = Daemon('{ name = "relay"; host = "127.0.0.1"; port = %d; tls = "none"; }' % relay.port, tmpdir=tmp)
     try:
         c = Raw(daemon.port)

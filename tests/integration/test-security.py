@@ -48,7 +48,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, summary  # noqa: E402
-from proxyfixture import (BUILD, CA, ENV, HOST, PASS, PASS3, PORT, TIMINGS_BYTES, TLS_PORT, USER, USER3,  # noqa: E402
+from proxyfixture import (BUILD, CA, ENV, HOST, Forwarder, PASS, PASS3, PORT, TIMINGS_BYTES, TLS_PORT, USER, USER3,  # noqa: E402
                           Daemon, Raw, quote, run_steps, upstream_dovecot)
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
@@ -463,41 +463,6 @@ def test_drop_privileges():
 
 # ---- upstream TLS ----
 
-def forwarder(listen_host, target):
-    """A TCP forwarder on listen_host:free port to target; returns its port."""
-    listener = socket.socket()
-    listener.bind((listen_host, 0))
-    listener.listen(8)
-
-    def pump(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def accept():
-        while True:
-            try:
-                down, _ = listener.accept()
-                up = socket.create_connection(target, timeout=20)
-            except OSError:
-                return
-            threading.Thread(target=pump, args=(down, up), daemon=True).start()
-            threading.Thread(target=pump, args=(up, down), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return listener.getsockname()[1]
-
-
 def login_through(upstream):
     d = Daemon(upstream, extra="timeouts = { shutdown = 0; };\n", tmpdir=tmp)
     try:
@@ -519,7 +484,7 @@ def test_upstream_tls():
                                                            'ca_file = "%s"; verify = false;' % UNTRUSTED_CA), b"OK"),
         ("the test CA as ca_file", implicit % (HOST, TLS_PORT, "implicit", 'ca_file = "%s";' % CA), b"OK"),
     ]
-    other = forwarder("127.0.0.2", (HOST, TLS_PORT))
+    other = Forwarder((HOST, TLS_PORT), listen_host="127.0.0.2").port
     cases += [
         ("a host name the certificate does not name (127.0.0.2)",
          implicit % ("127.0.0.2", other, "implicit", 'ca_file = "%s";' % CA), b"NO"),
