@@ -449,6 +449,29 @@ class LineReader:
         return lines
 
 
+def pump(a, b, flowing=None, delay=0.0):
+    """Copies what socket a receives to socket b until either ends, then
+    shuts both down; each chunk waits delay seconds, and while flowing (a
+    threading.Event) is clear."""
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            if delay:
+                time.sleep(delay)
+            if flowing is not None:
+                flowing.wait()
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Forwarder:
     """A plain TCP forwarder from a free port on listen_host to target
     ((host, port); Dovecot's plain port by default): each connection is
@@ -479,23 +502,7 @@ class Forwarder:
                 return
             self.sockets += [down, up]
             for a, b in ((down, up), (up, down)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     def cut(self):
         for s in self.sockets:

@@ -32,7 +32,7 @@ import time
 
 from checks import check, summary
 import proxyfixture
-from proxyfixture import (BINARY, ENV, HOST, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Raw, quote,
+from proxyfixture import (BINARY, ENV, HOST, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Raw, pump, quote,
                           run_steps, strip_timings, untag, upstream_dovecot)
 
 tmp = tempfile.mkdtemp(prefix="test-pool.")
@@ -480,27 +480,8 @@ class DelayRelay:
             flowing.set()
             with self.lock:
                 self.connections.append((down, up, flowing))
-            threading.Thread(target=self._pump, args=(down, up, None), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down, flowing), daemon=True).start()
-
-    @staticmethod
-    def _pump(a, b, flowing):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                time.sleep(RELAY_DELAY)
-                if flowing is not None:
-                    flowing.wait()
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            threading.Thread(target=pump, args=(down, up, None, RELAY_DELAY), daemon=True).start()
+            threading.Thread(target=pump, args=(up, down, flowing, RELAY_DELAY), daemon=True).start()
 
     def start_counting(self):
         with self.lock:
