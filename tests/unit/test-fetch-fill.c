@@ -2,6 +2,7 @@
 /* Unit tests for daemon/fetch-fill: FETCH lines into the store and the view, whole messages streamed, bad lines stored nowhere. */
 #include "config.h"
 #include "unit.h"
+#include "unit-cache.h"
 #include "cache.h"
 #include "fetch-fill.h"
 #include "log.h"
@@ -16,8 +17,7 @@
 
 #define PART_MAX (32 * 1024) /* the client core's raw parts */
 
-static char base_dir[64];
-static char cache_dir[128];
+static struct unit_cache store;
 static struct cache *cache;
 static struct mailbox_view *view;
 static struct fetch_fill *fill;
@@ -30,22 +30,13 @@ static const char message_body[] = "(\"text\" \"plain\" (\"charset\" \"us-ascii\
 
 static void setup(void)
 {
-	struct cache_settings settings = { .body_budget = 64 << 20, .body_max_size = 16 << 20 };
-	struct cache_mailbox mailbox;
 	static const uint32_t uids[] = { 10, 20, 30 };
-	const char *error;
 
-	snprintf(base_dir, sizeof(base_dir), "/tmp/test-fetch-fill-XXXXXX");
-	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
-	snprintf(cache_dir, sizeof(cache_dir), "%s/cache", base_dir);
-	settings.dir = cache_dir;
-	log_set_level(LOG_LEVEL_WARNING);
-	cache = cache_open(&settings, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "INBOX", 7, &mailbox, NULL), 0);
-	mailbox_id = mailbox.id;
-	view = mailbox_view_new();
-	CU_ASSERT_EQUAL_FATAL(mailbox_view_load(view, uids, 3), 0);
+	unit_cache_open(&store, "test-fetch-fill",
+			(struct cache_settings){ .body_budget = 64 << 20, .body_max_size = 16 << 20 }, uids, 3);
+	cache = store.cache;
+	mailbox_id = store.mailbox_id;
+	view = store.view;
 	fill = fetch_fill_new();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(fill);
 	fetch_fill_set_mailbox(fill, cache, mailbox_id, view);
@@ -53,14 +44,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char command[256];
-
 	fetch_fill_free(&fill);
 	CU_ASSERT_PTR_NULL(fill);
-	mailbox_view_free(&view);
-	cache_unref(&cache);
-	snprintf(command, sizeof(command), "rm -rf '%s'", base_dir);
-	CU_ASSERT_EQUAL(system(command), 0);
+	store.cache = cache; /* a test may have opened it anew */
+	unit_cache_close(&store);
 }
 
 /* Feeds line (len bytes) in parts of at most part bytes, as the raw callback does. */
@@ -332,7 +319,7 @@ static void test_no_store(void)
 	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 1)->flags, "\\Answered");
 	CU_ASSERT_EQUAL(query_count_messages(), 0);
 	/* a store whose maximum size is below the message */
-	settings.dir = cache_dir;
+	settings.dir = store.cache_dir;
 	CU_ASSERT_PTR_EQUAL(cache_open(&settings, "up", "alice", &error), cache);
 	fetch_fill_set_mailbox(fill, cache, mailbox_id, view);
 	CU_ASSERT_EQUAL(feed_parts(line, len, PART_MAX), IMAP_FETCH_ITEMS_COMPLETE);
@@ -343,7 +330,7 @@ static void test_no_store(void)
 	free(line);
 	fetch_fill_set_mailbox(fill, NULL, 0, NULL);
 	{
-		struct cache_settings again = { .dir = cache_dir, .body_budget = 64 << 20, .body_max_size = 16 << 20 };
+		struct cache_settings again = { .dir = store.cache_dir, .body_budget = 64 << 20, .body_max_size = 16 << 20 };
 		cache = cache_open(&again, "up", "alice", &error);
 		CU_ASSERT_PTR_NOT_NULL(cache);
 	}

@@ -2,6 +2,7 @@
 /* Unit tests for daemon/fetch: which FETCH commands are local, and the bytes of their answers as Dovecot 2.3 writes them. */
 #include "config.h"
 #include "unit.h"
+#include "unit-cache.h"
 #include "cache.h"
 #include "fetch.h"
 #include "imap-command.h"
@@ -15,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char base_dir[64];
+static struct unit_cache store;
 static struct cache *cache;
 static struct mailbox_view *view;
 static int64_t mailbox_id;
@@ -61,23 +62,13 @@ static void store_message(uint32_t uid, const char *text, const char *header, bo
 
 static void setup(void)
 {
-	struct cache_settings settings = { .body_budget = 1 << 20, .body_max_size = 1 << 20 };
-	struct cache_mailbox mailbox;
 	static const uint32_t uids[] = { 1, 2, 5 };
-	char dir[128];
-	const char *error;
 
-	snprintf(base_dir, sizeof(base_dir), "/tmp/test-fetch-XXXXXX");
-	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
-	snprintf(dir, sizeof(dir), "%s/cache", base_dir);
-	settings.dir = dir;
-	log_set_level(LOG_LEVEL_WARNING);
-	cache = cache_open(&settings, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "INBOX", 7, &mailbox, NULL), 0);
-	mailbox_id = mailbox.id;
-	view = mailbox_view_new();
-	CU_ASSERT_EQUAL_FATAL(mailbox_view_load(view, uids, 3), 0);
+	unit_cache_open(&store, "test-fetch", (struct cache_settings){ .body_budget = 1 << 20, .body_max_size = 1 << 20 },
+			uids, 3);
+	cache = store.cache;
+	mailbox_id = store.mailbox_id;
+	view = store.view;
 	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "", 0), 0);
 	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 2, "\\Seen $Junk", 11), 0);
 	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 3, "\\Flagged", 8), 0);
@@ -94,14 +85,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char rm[128];
-
 	imap_parser_free(&parser);
 	imap_command_parser_free(&commands);
-	mailbox_view_free(&view);
-	cache_unref(&cache);
-	snprintf(rm, sizeof(rm), "rm -rf '%s'", base_dir);
-	CU_ASSERT_EQUAL(system(rm), 0);
+	unit_cache_close(&store);
 }
 
 /* Parses "T " and the command into command, with the line in facts. */

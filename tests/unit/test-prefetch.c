@@ -2,6 +2,7 @@
 /* Unit tests for daemon/prefetch: which messages each batch asks for, in what order, within which limits. */
 #include "config.h"
 #include "unit.h"
+#include "unit-cache.h"
 #include "cache.h"
 #include "log.h"
 #include "mailbox-view.h"
@@ -13,7 +14,7 @@
 
 #define MESSAGES 450 /* more than two batches of headers, and a scan chunk's worth is not all */
 
-static char base_dir[64];
+static struct unit_cache store;
 static struct cache *cache;
 static struct mailbox_view *view;
 static int64_t mailbox_id;
@@ -23,25 +24,15 @@ static char line[8192];
 
 static void setup(void)
 {
-	struct cache_settings settings = { .body_budget = 1 << 20, .body_max_size = 1 << 20 };
-	struct cache_mailbox mailbox;
 	uint32_t uids[MESSAGES];
-	char dir[128];
-	const char *error;
 
-	snprintf(base_dir, sizeof(base_dir), "/tmp/test-prefetch-XXXXXX");
-	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
-	snprintf(dir, sizeof(dir), "%s/cache", base_dir);
-	settings.dir = dir;
-	log_set_level(LOG_LEVEL_WARNING);
-	cache = cache_open(&settings, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "INBOX", 7, &mailbox, NULL), 0);
-	mailbox_id = mailbox.id;
 	for (uint32_t i = 0; i < MESSAGES; i++)
 		uids[i] = 2 * i + 1; /* gaps: UIDs are not sequence numbers */
-	view = mailbox_view_new();
-	CU_ASSERT_EQUAL_FATAL(mailbox_view_load(view, uids, MESSAGES), 0);
+	unit_cache_open(&store, "test-prefetch",
+			(struct cache_settings){ .body_budget = 1 << 20, .body_max_size = 1 << 20 }, uids, MESSAGES);
+	cache = store.cache;
+	mailbox_id = store.mailbox_id;
+	view = store.view;
 	prefetch = prefetch_new();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(prefetch);
 	limits = (struct prefetch_limits){ .mode = CONF_PREFETCH_HEADERS, .body_budget = 1 << 20,
@@ -50,13 +41,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char rm[128];
-
 	prefetch_free(&prefetch);
-	mailbox_view_free(&view);
-	cache_unref(&cache);
-	snprintf(rm, sizeof(rm), "rm -rf '%s'", base_dir);
-	CU_ASSERT_EQUAL(system(rm), 0);
+	unit_cache_close(&store);
 }
 
 /* Stores everything the header walk wants of uid, and a size. */

@@ -2,6 +2,7 @@
 /* Unit tests for daemon/search: which SEARCH commands are local, and their answers as Dovecot 2.3 writes them. */
 #include "config.h"
 #include "unit.h"
+#include "unit-cache.h"
 #include "cache.h"
 #include "imap-command.h"
 #include "imap-parser.h"
@@ -15,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char base_dir[64];
+static struct unit_cache store;
 static struct cache *cache;
 static struct mailbox_view *view;
 static int64_t mailbox_id;
@@ -39,22 +40,11 @@ static const char *const dates[] = { "\"31-Dec-2018 23:59:59 -0500\"", "\"01-Jan
 
 static void setup(void)
 {
-	struct cache_settings settings = { .body_budget = 1 << 20, .body_max_size = 1 << 20 };
-	struct cache_mailbox mailbox;
-	char dir[128];
-	const char *error;
-
-	snprintf(base_dir, sizeof(base_dir), "/tmp/test-search-XXXXXX");
-	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(base_dir));
-	snprintf(dir, sizeof(dir), "%s/cache", base_dir);
-	settings.dir = dir;
-	log_set_level(LOG_LEVEL_WARNING);
-	cache = cache_open(&settings, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "INBOX", 7, &mailbox, NULL), 0);
-	mailbox_id = mailbox.id;
-	view = mailbox_view_new();
-	CU_ASSERT_EQUAL_FATAL(mailbox_view_load(view, uids, 4), 0);
+	unit_cache_open(&store, "test-search", (struct cache_settings){ .body_budget = 1 << 20, .body_max_size = 1 << 20 },
+			uids, 4);
+	cache = store.cache;
+	mailbox_id = store.mailbox_id;
+	view = store.view;
 	for (uint32_t i = 0; i < 4; i++) {
 		CU_ASSERT_EQUAL(mailbox_view_set_flags(view, i + 1, flags[i], strlen(flags[i])), 0);
 		CU_ASSERT_EQUAL(cache_store_size(cache, mailbox_id, uids[i], sizes[i]), 0);
@@ -68,14 +58,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char rm[128];
-
 	imap_parser_free(&parser);
 	imap_command_parser_free(&commands);
-	mailbox_view_free(&view);
-	cache_unref(&cache);
-	snprintf(rm, sizeof(rm), "rm -rf '%s'", base_dir);
-	CU_ASSERT_EQUAL(system(rm), 0);
+	unit_cache_close(&store);
 }
 
 /* The local answer to "T <text>" (its untagged line), or "UPSTREAM: why",
