@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* cache-fts: the decoded text of cached bodies, indexed with FTS5 trigrams for BODY and TEXT. */
+#ifndef IMAPCACHED_CACHE_FTS_H
+#define IMAPCACHED_CACHE_FTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cache;
+
+/*
+ * The table body_text holds, for each complete body, its header lines
+ * and its body text as search-text.h reads them (decoded, in casemap
+ * form), or an empty row marked unsure when search-text can't vouch for
+ * it: then BODY and TEXT on its mailbox go upstream. Its FTS5 index
+ * (trigram, case-sensitive: the text is in casemap form already) picks
+ * the candidates of a key of three characters or more; every candidate
+ * is then checked with instr(), and a shorter key scans the text.
+ *
+ * Indexing runs at about 9 MB/s, slower than bodies arrive: it runs on
+ * the event loop behind them, CACHE_FTS_BATCH_BYTES in one transaction
+ * per turn, CACHE_FTS_DELAY_MS apart, so a client's command waits for
+ * one batch at most. A body that is evicted, purged or reset takes its
+ * row with it in the same transaction (a trigger on bodies). A crash
+ * leaves each batch whole or not there.
+ */
+
+#define CACHE_FTS_BATCH_BYTES (256 * 1024) /* bodies indexed in one transaction: about 30 ms at 9 MB/s */
+#define CACHE_FTS_BATCH_ROWS 64            /* bodies looked at in one batch: small ones add up slowly */
+#define CACHE_FTS_DELAY_MS 5               /* between batches: commands of clients run in between */
+#define CACHE_FTS_TRIGRAM 3                /* characters in a trigram: a shorter key can't use the index */
+
+/* Starts indexing soon, on settings.base (nothing without one: tests call
+   cache_fts_index_batch). */
+void cache_fts_schedule(struct cache *cache);
+
+/* Indexes complete bodies not indexed yet, up to about max_bytes of them
+   (at least one), in one batch. Returns 1 when some remain, 0 when none
+   does, -1 on error (writes off, SQLite). */
+int cache_fts_index_batch(struct cache *cache, size_t max_bytes);
+
+/* Calls fn with each indexed message of mailbox_id, in UID order, and
+   whether its text is sure. Returns how many, or -1. */
+typedef void cache_fts_state_fn(uint32_t uid, bool sure, void *context);
+long cache_fts_each_state(struct cache *cache, int64_t mailbox_id, cache_fts_state_fn *fn, void *context);
+
+/* Calls fn with each message of mailbox_id, in UID order, whose sure text
+   holds needle (len bytes, in casemap form, no CR or LF, not empty): its
+   body text only (BODY), or its header lines too (TEXT). Returns how
+   many, or -1. */
+typedef void cache_fts_match_fn(uint32_t uid, void *context);
+long cache_fts_find(struct cache *cache, int64_t mailbox_id, const unsigned char *needle, size_t len, bool body_only,
+		    cache_fts_match_fn *fn, void *context);
+
+/* Frees the timer (cache_free). */
+void cache_fts_stop(struct cache *cache);
+
+#endif
