@@ -33,6 +33,7 @@ struct search_text_nest {
 	const char *boundaries[SEARCH_TEXT_DEPTH_MAX];
 	unsigned int depth;
 	unsigned int level;               /* parts above this one */
+	bool digest;                      /* the parts being read are multipart/digest's: message/rfc822 by default */
 };
 
 static bool search_text_is_lwsp(unsigned char c)
@@ -267,8 +268,8 @@ static int search_text_decode_qp(struct search_text_span in, struct mime_buffer 
 		bool soft = line.len > 0 && line.data[line.len - 1] == '=';
 		size_t len = soft ? line.len - 1 : line.len;
 
-		if (len > 0 && search_text_is_lwsp(line.data[len - 1]))
-			return -1;
+		if (!soft && len > 0 && search_text_is_lwsp(line.data[len - 1]))
+			return -1; /* Dovecot drops white space at a line's end */
 		for (size_t i = 0; i < len; i++) {
 			if (line.data[i] != '=') {
 				mime_buffer_append_byte(out, line.data[i]);
@@ -458,17 +459,28 @@ static int search_text_part(struct search_text_span part, struct search_text_nes
 	plain_encoding = type.encoding[0] == '\0' || strcmp(type.encoding, "7bit") == 0 ||
 			 strcmp(type.encoding, "8bit") == 0 || strcmp(type.encoding, "binary") == 0;
 	if (strcmp(type.type, "multipart") == 0) {
-		if (type.boundary[0] == '\0' || strcmp(type.subtype, "digest") == 0 || !plain_encoding)
+		bool digest = nest->digest;
+		int result;
+
+		if (type.boundary[0] == '\0' || !plain_encoding)
 			return -1;
-		return search_text_multipart(data, type.boundary, nest, head, body);
+		nest->digest = strcmp(type.subtype, "digest") == 0;
+		result = search_text_multipart(data, type.boundary, nest, head, body);
+		nest->digest = digest;
+		return result;
 	}
-	if (strcmp(type.type, "message") == 0 && strcmp(type.subtype, "rfc822") == 0) {
+	if ((strcmp(type.type, "message") == 0 && strcmp(type.subtype, "rfc822") == 0) ||
+	    (type.type[0] == '\0' && nest->digest)) {
 		int result;
 
 		if (!plain_encoding)
 			return -1;
+		bool digest = nest->digest;
+
 		nest->level++;
+		nest->digest = false;
 		result = search_text_part(data, nest, head, body);
+		nest->digest = digest;
 		nest->level--;
 		return result;
 	}
