@@ -335,11 +335,31 @@ static bool search_text_is_plain_ascii(const struct mime_buffer *text)
 	return true;
 }
 
+/* Whether plain ASCII in charset reads as the same ASCII, whether iconv
+   knows the charset or not (Dovecot reads one it does not know as
+   UTF-8): every name but those of the families that don't, which are
+   looked for in the name loosely. */
+static bool search_text_keeps_ascii(const char *charset)
+{
+	static const char *const others[] = { "16", "32", "ucs", "utf-7", "utf7", "unicode", "hz", "ibm", "ebcdic",
+					      "cp0", "cp1", "cp5", "cp8", "cp9", "2022", "cs" };
+
+	for (const char *p = charset; *p != '\0'; p++) {
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      strchr("-_.:", *p) != NULL))
+			return false;
+	}
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		if (strcasestr(charset, others[i]) != NULL)
+			return false;
+	}
+	return true;
+}
+
 /* Appends the casemap form of decoded bytes in charset. */
 static int search_text_convert(const struct mime_buffer *raw, const char *charset, struct mime_buffer *body)
 {
 	static const char *const utf8[] = { "", "utf-8", "utf8", "us-ascii", "ascii" };
-	static const char *const families[] = { "iso-8859-", "windows-125", "koi8-" };
 	struct mime_buffer latin1 = { 0 };
 	int result;
 
@@ -353,10 +373,8 @@ static int search_text_convert(const struct mime_buffer *raw, const char *charse
 		mime_buffer_free(&latin1);
 		return result;
 	}
-	for (size_t i = 0; i < sizeof(families) / sizeof(families[0]); i++) {
-		if (strncasecmp(charset, families[i], strlen(families[i])) == 0 && search_text_is_plain_ascii(raw))
-			return casemap_append(raw->data, raw->len, body);
-	}
+	if (search_text_is_plain_ascii(raw) && search_text_keeps_ascii(charset))
+		return casemap_append(raw->data, raw->len, body);
 	return -1;
 }
 

@@ -39,9 +39,10 @@
  * other than clean "=XX" (upper-case hex) and soft breaks or with white
  * space at a line's end, base64 other than clean, text that is not valid
  * UTF-8 in UTF-8 or US-ASCII, any other charset but ISO-8859-1 unless
- * the text is plain ASCII and the charset one of the ASCII-based families
- * (ISO-8859-*, windows-125*, KOI8-*), and parts nested deeper than
- * SEARCH_TEXT_DEPTH_MAX.
+ * the text is plain ASCII and the charset's name not one of a family
+ * that reads ASCII otherwise (UTF-16, UTF-7, EBCDIC, HZ, ISO-2022...;
+ * a charset no one knows is read as UTF-8 by Dovecot, so as ASCII
+ * here), and parts nested deeper than SEARCH_TEXT_DEPTH_MAX.
  */
 
 #define SEARCH_TEXT_DEPTH_MAX 20 /* MIME nesting read here; real mail nests 3 or 4 deep */
