@@ -13,15 +13,40 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+/* Milliseconds on a monotonic clock. */
+static uint64_t cache_fts_now_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+}
+
+/* A batch's turn: the next one is scheduled while some remain; the end
+   of a run of batches is logged. */
 static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
 {
 	struct cache *cache = context;
+	int more;
 
 	(void)fd;
 	(void)what;
-	if (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+	if (cache->fts_run_started == 0)
+		cache->fts_run_started = cache_fts_now_ms();
+	more = cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES);
+	if (more > 0) {
 		cache_fts_schedule(cache);
+		return;
+	}
+	if (cache->fts_run_bodies > 0)
+		log_info("cache %s: the text of %" PRIu64 " bodies indexed (%.1f MB in %.1f s)", cache->label,
+			 cache->fts_run_bodies, (double)cache->fts_run_bytes / 1e6,
+			 (double)(cache_fts_now_ms() - cache->fts_run_started) / 1000.0);
+	cache->fts_run_started = 0;
+	cache->fts_run_bodies = 0;
+	cache->fts_run_bytes = 0;
 }
 
 void cache_fts_schedule(struct cache *cache)
@@ -134,6 +159,8 @@ int cache_fts_index_batch(struct cache *cache, size_t max_bytes)
 	result = cache_batch_end(cache);
 	if (result < 0)
 		return -1;
+	cache->fts_run_bodies += (uint64_t)done;
+	cache->fts_run_bytes += bytes;
 	return done < count || count == CACHE_FTS_BATCH_ROWS ? 1 : 0;
 }
 

@@ -162,6 +162,8 @@ struct cache {
 	bool vacuum_due;               /* pages were freed since the last look at the free list */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */
 	struct event *fts_timer;       /* settings.base's: the next indexing batch (cache-fts.c) */
+	uint64_t fts_run_started;      /* ms (monotonic) the batches running now began at; 0: none run */
+	uint64_t fts_run_bodies, fts_run_bytes; /* indexed by them so far */
 };
 
 /* ---- cache.c: errors and statement helpers ---- */
