@@ -40,6 +40,8 @@ void cache_body_bytes_reload(struct cache *cache)
 void cache_body_bytes_sub(struct cache *cache, int64_t size)
 {
 	cache->vacuum_due = true;
+	cache->fts_merge_due = true; /* its text row, if any, went with it */
+	cache_fts_schedule(cache);
 	if (size > 0)
 		cache->body_bytes -= (uint64_t)size <= cache->body_bytes ? (uint64_t)size : cache->body_bytes;
 }

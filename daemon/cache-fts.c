@@ -36,6 +36,8 @@ static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
 	if (cache->fts_run_started == 0)
 		cache->fts_run_started = cache_fts_now_ms();
 	more = cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES);
+	if (more == 0 && cache->fts_merge_due)
+		more = cache_fts_merge_step(cache);
 	if (more > 0) {
 		cache_fts_schedule(cache);
 		return;
@@ -162,6 +164,26 @@ int cache_fts_index_batch(struct cache *cache, size_t max_bytes)
 	cache->fts_run_bodies += (uint64_t)done;
 	cache->fts_run_bytes += bytes;
 	return done < count || count == CACHE_FTS_BATCH_ROWS ? 1 : 0;
+}
+
+int cache_fts_merge_step(struct cache *cache)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FTS_MERGE);
+	int changes;
+
+	if (!cache_write_allowed(cache) || !sqlite3_get_autocommit(cache->db))
+		return -1;
+	changes = sqlite3_total_changes(cache->db);
+	sqlite3_bind_int(stmt, 1, CACHE_FTS_MERGE_PAGES);
+	if (cache_run(cache, stmt, "merging the text index") < 0)
+		return -1;
+	cache->vacuum_due = true;
+	cache_vacuum_maybe(cache);
+	if (sqlite3_total_changes(cache->db) - changes < 2) { /* FTS5's sign that nothing was left to merge */
+		cache->fts_merge_due = false;
+		return 0;
+	}
+	return 1;
 }
 
 long cache_fts_each_state(struct cache *cache, int64_t mailbox_id, cache_fts_state_fn *fn, void *context)

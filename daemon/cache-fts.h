@@ -22,18 +22,27 @@ struct cache;
  * the event loop behind them, CACHE_FTS_BATCH_BYTES in one transaction
  * per turn, CACHE_FTS_DELAY_MS apart, so a client's command waits for
  * one batch at most. A body that is evicted, purged or reset takes its
- * row with it in the same transaction (a trigger on bodies). A crash
- * leaves each batch whole or not there.
+ * row with it in the same transaction (a trigger on bodies). FTS5 keeps
+ * a deleted row's trigrams as tombstones until its segments merge, so
+ * after deletes the same turns merge the index, CACHE_FTS_MERGE_PAGES at
+ * a time, until nothing is left to merge, and free pages go back to the
+ * file system (cache_vacuum_maybe): the file shrinks with the bodies. A
+ * crash leaves each batch whole or not there.
  */
 
 #define CACHE_FTS_BATCH_BYTES (256 * 1024) /* bodies indexed in one transaction: about 30 ms at 9 MB/s */
 #define CACHE_FTS_BATCH_ROWS 64            /* bodies looked at in one batch: small ones add up slowly */
 #define CACHE_FTS_DELAY_MS 5               /* between batches: commands of clients run in between */
 #define CACHE_FTS_TRIGRAM 3                /* characters in a trigram: a shorter key can't use the index */
+#define CACHE_FTS_MERGE_PAGES 64           /* index pages merged in one turn after deletes: about 15 ms */
 
 /* Starts indexing soon, on settings.base (nothing without one: tests call
    cache_fts_index_batch). */
 void cache_fts_schedule(struct cache *cache);
+
+/* One step of merging the index after deletes, in its own transaction.
+   Returns 1 when more remains, 0 when done, -1 on error. */
+int cache_fts_merge_step(struct cache *cache);
 
 /* Indexes complete bodies not indexed yet, up to about max_bytes of them
    (at least one), in one batch. Returns 1 when some remain, 0 when none

@@ -79,6 +79,7 @@ enum cache_stmt {
 	CACHE_STMT_FTS_STATES,
 	CACHE_STMT_FTS_MATCH,
 	CACHE_STMT_FTS_SCAN,
+	CACHE_STMT_FTS_MERGE,
 	CACHE_STMT_COUNT,
 };
 
@@ -164,6 +165,7 @@ struct cache {
 	struct event *fts_timer;       /* settings.base's: the next indexing batch (cache-fts.c) */
 	uint64_t fts_run_started;      /* ms (monotonic) the batches running now began at; 0: none run */
 	uint64_t fts_run_bodies, fts_run_bytes; /* indexed by them so far */
+	bool fts_merge_due;            /* rows were deleted: the index keeps them as tombstones until merged */
 };
 
 /* ---- cache.c: errors and statement helpers ---- */

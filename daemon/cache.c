@@ -140,6 +140,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_FTS_SCAN] =
 		"SELECT rowid & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
 		"AND sure = 1 AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
+	[CACHE_STMT_FTS_MERGE] = "INSERT INTO body_text(body_text, rank) VALUES('merge', -?1)",
 };
 
 /*
