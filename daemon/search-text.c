@@ -463,6 +463,21 @@ static int search_text_multipart(struct search_text_span data, const char *bound
 	return -1; /* no closing line */
 }
 
+/* Reads a message/rfc822 part's body: a message, one level down. */
+static int search_text_message(struct search_text_span data, struct search_text_nest *nest, struct mime_buffer *head,
+			       struct mime_buffer *body)
+{
+	bool digest = nest->digest;
+	int result;
+
+	nest->level++;
+	nest->digest = false;
+	result = search_text_part(data, nest, head, body);
+	nest->digest = digest;
+	nest->level--;
+	return result;
+}
+
 /* Reads one part (a message, or a MIME part) into head and body. */
 static int search_text_part(struct search_text_span part, struct search_text_nest *nest, struct mime_buffer *head,
 			    struct mime_buffer *body)
@@ -488,20 +503,8 @@ static int search_text_part(struct search_text_span part, struct search_text_nes
 		return result;
 	}
 	if ((strcmp(type.type, "message") == 0 && strcmp(type.subtype, "rfc822") == 0) ||
-	    (type.type[0] == '\0' && nest->digest)) {
-		int result;
-
-		if (!plain_encoding)
-			return -1;
-		bool digest = nest->digest;
-
-		nest->level++;
-		nest->digest = false;
-		result = search_text_part(data, nest, head, body);
-		nest->digest = digest;
-		nest->level--;
-		return result;
-	}
+	    (type.type[0] == '\0' && nest->digest))
+		return plain_encoding ? search_text_message(data, nest, head, body) : -1;
 	if (type.type[0] == '\0' || strcmp(type.type, "text") == 0 || strcmp(type.type, "message") == 0)
 		return search_text_take_body(data, &type, body);
 	return 0;
