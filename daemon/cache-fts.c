@@ -15,6 +15,8 @@
 #include <string.h>
 #include <time.h>
 
+static void cache_fts_schedule_in(struct cache *cache, unsigned int ms);
+
 /* Milliseconds on a monotonic clock. */
 static uint64_t cache_fts_now_ms(void)
 {
@@ -38,8 +40,10 @@ static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
 	more = cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES);
 	if (more == 0 && cache->fts_merge_due)
 		more = cache_fts_merge_step(cache);
-	if (more > 0) {
-		cache_fts_schedule(cache);
+	if (more != 0) {
+		/* more to do, or a write that could not run now (a session's
+		   transaction open, the disk full for a while): try again */
+		cache_fts_schedule_in(cache, more > 0 ? CACHE_FTS_DELAY_MS : CACHE_FTS_RETRY_MS);
 		return;
 	}
 	if (cache->fts_run_bodies > 0)
@@ -51,9 +55,10 @@ static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
 	cache->fts_run_bytes = 0;
 }
 
-void cache_fts_schedule(struct cache *cache)
+/* Arms the timer ms from now, unless it is armed already. */
+static void cache_fts_schedule_in(struct cache *cache, unsigned int ms)
 {
-	static const struct timeval delay = { 0, CACHE_FTS_DELAY_MS * 1000 };
+	struct timeval delay = { ms / 1000, (ms % 1000) * 1000 };
 
 	if (cache->settings.base == NULL || cache->writes_off_for_good)
 		return;
@@ -61,6 +66,11 @@ void cache_fts_schedule(struct cache *cache)
 		cache->fts_timer = evtimer_new(cache->settings.base, cache_fts_timer_fired, cache);
 	if (cache->fts_timer != NULL && !evtimer_pending(cache->fts_timer, NULL))
 		evtimer_add(cache->fts_timer, &delay);
+}
+
+void cache_fts_schedule(struct cache *cache)
+{
+	cache_fts_schedule_in(cache, CACHE_FTS_DELAY_MS);
 }
 
 void cache_fts_stop(struct cache *cache)
@@ -171,7 +181,9 @@ int cache_fts_merge_step(struct cache *cache)
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FTS_MERGE);
 	int changes;
 
-	if (!cache_write_allowed(cache) || !sqlite3_get_autocommit(cache->db))
+	if (!sqlite3_get_autocommit(cache->db))
+		return 1; /* a session's transaction is open: later, on its own */
+	if (!cache_write_allowed(cache))
 		return -1;
 	changes = sqlite3_total_changes(cache->db);
 	sqlite3_bind_int(stmt, 1, CACHE_FTS_MERGE_PAGES);

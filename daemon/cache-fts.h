@@ -33,6 +33,7 @@ struct cache;
 #define CACHE_FTS_BATCH_BYTES (256 * 1024) /* bodies indexed in one transaction: about 30 ms at 9 MB/s */
 #define CACHE_FTS_BATCH_ROWS 64            /* bodies looked at in one batch: small ones add up slowly */
 #define CACHE_FTS_DELAY_MS 5               /* between batches: commands of clients run in between */
+#define CACHE_FTS_RETRY_MS 1000            /* after a batch that could not write: the store may be busy or full */
 #define CACHE_FTS_TRIGRAM 3                /* characters in a trigram: a shorter key can't use the index */
 #define CACHE_FTS_MERGE_PAGES 64           /* index pages merged in one turn after deletes: about 15 ms */
 
@@ -41,7 +42,8 @@ struct cache;
 void cache_fts_schedule(struct cache *cache);
 
 /* One step of merging the index after deletes, in its own transaction.
-   Returns 1 when more remains, 0 when done, -1 on error. */
+   Returns 1 when more remains (or a transaction is open: later), 0 when
+   done, -1 on error. */
 int cache_fts_merge_step(struct cache *cache);
 
 /* Indexes complete bodies not indexed yet, up to about max_bytes of them
