@@ -377,7 +377,7 @@ int cache_body_finish(struct cache_body_writer **writerp)
 	}
 	*writerp = NULL;
 	cache_body_writer_free(writer);
-	cache_fts_schedule(cache);
+	cache_fts_body_arrived(cache);
 	return 0;
 }
 

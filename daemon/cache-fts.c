@@ -73,6 +73,13 @@ void cache_fts_schedule(struct cache *cache)
 	cache_fts_schedule_in(cache, CACHE_FTS_DELAY_MS);
 }
 
+void cache_fts_body_arrived(struct cache *cache)
+{
+	if (cache->fts_timer != NULL)
+		evtimer_del(cache->fts_timer);
+	cache_fts_schedule_in(cache, CACHE_FTS_QUIET_MS);
+}
+
 void cache_fts_stop(struct cache *cache)
 {
 	if (cache->fts_timer != NULL)

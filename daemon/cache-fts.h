@@ -19,9 +19,10 @@ struct cache;
  * is then checked with instr(), and a shorter key scans the text.
  *
  * Indexing runs at about 9 MB/s, slower than bodies arrive: it runs on
- * the event loop behind them, CACHE_FTS_BATCH_BYTES in one transaction
- * per turn, CACHE_FTS_DELAY_MS apart, so a client's command waits for
- * one batch at most. A body that is evicted, purged or reset takes its
+ * the event loop behind them, once no body has arrived for
+ * CACHE_FTS_QUIET_MS, CACHE_FTS_BATCH_BYTES in one transaction per
+ * turn, CACHE_FTS_DELAY_MS apart, so a client's command waits for one
+ * batch at most. A body that is evicted, purged or reset takes its
  * row with it in the same transaction (a trigger on bodies). FTS5 keeps
  * a deleted row's trigrams as tombstones until its segments merge, so
  * after deletes the same turns merge the index, CACHE_FTS_MERGE_PAGES at
@@ -33,6 +34,7 @@ struct cache;
 #define CACHE_FTS_BATCH_BYTES (256 * 1024) /* bodies indexed in one transaction: about 30 ms at 9 MB/s */
 #define CACHE_FTS_BATCH_ROWS 64            /* bodies looked at in one batch: small ones add up slowly */
 #define CACHE_FTS_DELAY_MS 5               /* between batches: commands of clients run in between */
+#define CACHE_FTS_QUIET_MS 100            /* no body stored for this long: the bodies come first, the index after */
 #define CACHE_FTS_RETRY_MS 1000            /* after a batch that could not write: the store may be busy or full */
 #define CACHE_FTS_TRIGRAM 3                /* characters in a trigram: a shorter key can't use the index */
 #define CACHE_FTS_MERGE_PAGES 64           /* index pages merged in one turn after deletes: about 15 ms */
@@ -45,6 +47,11 @@ void cache_fts_schedule(struct cache *cache);
    Returns 1 when more remains (or a transaction is open: later), 0 when
    done, -1 on error. */
 int cache_fts_merge_step(struct cache *cache);
+
+/* A body was stored: indexing waits until none has been for
+   CACHE_FTS_QUIET_MS, so that a fill runs at the upstream's pace and the
+   index follows it. */
+void cache_fts_body_arrived(struct cache *cache);
 
 /* Indexes complete bodies not indexed yet, up to about max_bytes of them
    (at least one), in one batch. Returns 1 when some remain, 0 when none
