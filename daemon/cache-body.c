@@ -2,6 +2,7 @@
 /* cache-body: whole messages in the store, written piece by piece as they arrive, read by range, kept within the budget. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-fts.h"
 #include "cache-checksum.h"
 #include "log.h"
 
@@ -39,6 +40,8 @@ void cache_body_bytes_reload(struct cache *cache)
 void cache_body_bytes_sub(struct cache *cache, int64_t size)
 {
 	cache->vacuum_due = true;
+	cache->fts_merge_due = true; /* its text row, if any, went with it */
+	cache_fts_schedule(cache);
 	if (size > 0)
 		cache->body_bytes -= (uint64_t)size <= cache->body_bytes ? (uint64_t)size : cache->body_bytes;
 }
@@ -374,6 +377,7 @@ int cache_body_finish(struct cache_body_writer **writerp)
 	}
 	*writerp = NULL;
 	cache_body_writer_free(writer);
+	cache_fts_body_arrived(cache);
 	return 0;
 }
 
@@ -489,6 +493,16 @@ int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uin
 	if (result == 0)
 		log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged (a piece missing, short, or failing "
 			    "its checksum); counted as missing, fetched afresh and dropped", cache->label, uid);
+	return result;
+}
+
+int cache_body_read_whole(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out)
+{
+	int rc = SQLITE_OK;
+	int result = size > 0 ? cache_body_read_chunks(cache, mailbox_id, uid, size, 0, size, out, &rc) : 1;
+
+	if (result < 0 && rc != SQLITE_OK)
+		cache_fail(cache, rc, "reading a body to index");
 	return result;
 }
 

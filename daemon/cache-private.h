@@ -73,6 +73,13 @@ enum cache_stmt {
 	CACHE_STMT_CHUNK_INSERT,
 	CACHE_STMT_CHUNK_STATS,
 	CACHE_STMT_CHUNK_READ,
+	CACHE_STMT_FTS_PENDING,        /* cache-fts.c's */
+	CACHE_STMT_FTS_INSERT,
+	CACHE_STMT_FTS_MARK,
+	CACHE_STMT_FTS_STATES,
+	CACHE_STMT_FTS_MATCH,
+	CACHE_STMT_FTS_SCAN,
+	CACHE_STMT_FTS_MERGE,
 	CACHE_STMT_COUNT,
 };
 
@@ -155,6 +162,10 @@ struct cache {
 	unsigned int recent_reads_next;
 	bool vacuum_due;               /* pages were freed since the last look at the free list */
 	struct cache_body_writer *writers; /* cache-body.c's, each holding a reference */
+	struct event *fts_timer;       /* settings.base's: the next indexing batch (cache-fts.c) */
+	uint64_t fts_run_started;      /* ms (monotonic) the batches running now began at; 0: none run */
+	uint64_t fts_run_bodies, fts_run_bytes; /* indexed by them so far */
+	bool fts_merge_due;            /* rows were deleted: the index keeps them as tombstones until merged */
 };
 
 /* ---- cache.c: errors and statement helpers ---- */
@@ -231,6 +242,10 @@ int cache_body_delete(struct cache *cache, int64_t mailbox_id, uint32_t uid);
    drop it with cache_body_drop_damaged once no statement is running),
    -1 on error. */
 int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size);
+/* Appends the whole complete body of uid (size bytes) to out, checked
+   piece by piece, without counting it as a use. Returns 1, 0 when it is
+   damaged or missing, -1 on error. */
+int cache_body_read_whole(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out);
 /* Drops a body found damaged (when writes are allowed). */
 void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 

@@ -2,6 +2,7 @@
 /* cache: an account's SQLite store itself: its file, schema, statements, errors and batches. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-fts.h"
 #include "cache-checksum.h"
 #include "log.h"
 
@@ -123,6 +124,23 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_CHUNK_READ] =
 		"SELECT chunk, data, sum FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2 AND chunk BETWEEN ?3 AND ?4 "
 		"ORDER BY chunk",
+	/* cache-fts.c's: a row of body_text has the rowid (mailbox_id << 32) | uid */
+	[CACHE_STMT_FTS_PENDING] =
+		"SELECT mailbox_id, uid, size FROM bodies WHERE complete = 1 AND text_indexed = 0 LIMIT ?1",
+	[CACHE_STMT_FTS_INSERT] =
+		"INSERT OR REPLACE INTO body_text(rowid, sure, head, body) VALUES((?1 << 32) | ?2, ?3, ?4, ?5)",
+	[CACHE_STMT_FTS_MARK] = "UPDATE bodies SET text_indexed = 1 WHERE mailbox_id = ?1 AND uid = ?2",
+	[CACHE_STMT_FTS_STATES] =
+		"SELECT rowid & 4294967295, sure FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
+		"ORDER BY rowid",
+	[CACHE_STMT_FTS_MATCH] =
+		"SELECT rowid & 4294967295 FROM body_text WHERE body_text MATCH ?2 "
+		"AND rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 AND sure = 1 "
+		"AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
+	[CACHE_STMT_FTS_SCAN] =
+		"SELECT rowid & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
+		"AND sure = 1 AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
+	[CACHE_STMT_FTS_MERGE] = "INSERT INTO body_text(body_text, rank) VALUES('merge', -?1)",
 };
 
 /*
@@ -164,6 +182,14 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	" body_item_sum = imapcached_checksum(body_item), header_sum = imapcached_checksum(header);"
 	"ALTER TABLE body_chunks ADD COLUMN sum INTEGER;"
 	"UPDATE body_chunks SET sum = imapcached_checksum(data);",
+	/* 3: the decoded text of complete bodies, for BODY and TEXT
+	   (cache-fts.h): indexed later than stored, text_indexed says which
+	   are; a body's row goes with it (evicted, purged, reset). */
+	"ALTER TABLE bodies ADD COLUMN text_indexed INTEGER NOT NULL DEFAULT 0;"
+	"CREATE INDEX bodies_unindexed ON bodies(mailbox_id, uid) WHERE complete = 1 AND text_indexed = 0;"
+	"CREATE VIRTUAL TABLE body_text USING fts5(sure UNINDEXED, head, body, tokenize = 'trigram case_sensitive 1');"
+	"CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
+	" DELETE FROM body_text WHERE rowid = (old.mailbox_id << 32) | old.uid; END;",
 };
 
 enum cache_open_result {
@@ -1051,6 +1077,7 @@ static void cache_free(struct cache *cache)
 	cache_pending_drop(cache);
 	if (cache->pending_timer != NULL)
 		event_free(cache->pending_timer);
+	cache_fts_stop(cache);
 	cache_db_close(cache);
 	free(cache->path);
 	free(cache->upstream);
@@ -1159,6 +1186,7 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 	}
 	cache->next = cache_registry;
 	cache_registry = cache;
+	cache_fts_schedule(cache); /* bodies stored before, or not indexed at a crash */
 	return cache;
 }
 

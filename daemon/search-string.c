@@ -156,10 +156,7 @@ static bool search_string_only_lwsp(const unsigned char *text, size_t len)
 	return true;
 }
 
-/* Appends the casemap form of a header value with its encoded words
-   decoded as Dovecot does: a word may start anywhere, and a piece of
-   only white space before a word is dropped. Returns -1 when unsure. */
-static int search_string_decode(const unsigned char *text, size_t len, struct mime_buffer *out)
+int search_string_decode(const unsigned char *text, size_t len, struct mime_buffer *out)
 {
 	size_t start = 0, pos = 0;
 

@@ -62,6 +62,12 @@ int search_string_prepare_key(const char *key, size_t len, struct mime_buffer *n
 enum search_string_result search_string_match_header(const unsigned char *block, size_t size, const char *field,
 						     enum search_string_kind kind, const struct mime_buffer *needle);
 
+/* Appends the casemap form of a header value (len bytes, unfolded) with
+   its encoded words decoded as Dovecot's message_header_decode_utf8
+   does: a word may start anywhere, and a piece of only white space
+   before a word is dropped. Returns 0, or -1 when unsure (as above). */
+int search_string_decode(const unsigned char *text, size_t len, struct mime_buffer *out);
+
 /* The day written in the header block's Date field ("Tue, 1 Jan 2019
    23:30:00 -0500" is 1 Jan 2019: Dovecot's SENT* keys compare the
    Date's time plus its own zone's offset, its day as written). Returns

@@ -4,6 +4,7 @@
 #include "search.h"
 
 #include "cache.h"
+#include "cache-fts.h"
 #include "search-string.h"
 
 #include <event2/buffer.h>
@@ -20,6 +21,7 @@
 #define SEARCH_NEEDS_HEADER 0x08
 #define SEARCH_NEEDS_SENT 0x10   /* the Date field's day, from the header block */
 #define SEARCH_NEEDS_MODSEQ 0x20 /* every message's MODSEQ, from the view */
+#define SEARCH_NEEDS_TEXT 0x40   /* every message's decoded text, indexed (cache-fts.h) */
 
 #define SEARCH_STRING_KEYS_MAX 32 /* string keys of one program answered here: each reads every header block */
 
@@ -42,6 +44,7 @@ struct search_message {
 	bool has_day;
 	bool has_header;
 	bool has_sent_day;
+	bool has_text;       /* its text is indexed and sure */
 };
 
 /* A header string key, and its answer for each message. */
@@ -51,6 +54,7 @@ struct search_string_key {
 	enum search_string_kind kind;
 	struct mime_buffer needle;    /* the key's casemap form */
 	signed char *results;         /* enum search_string_result per message; NULL: not read yet */
+	bool text;                    /* BODY or TEXT: matched in the indexed text, not the header block */
 };
 
 struct search_context {
@@ -59,6 +63,7 @@ struct search_context {
 	uint32_t count;
 	uint32_t max_uid;
 	uint32_t cursor;     /* where the store's rows are matched to messages */
+	struct search_string_key *text_key; /* the BODY or TEXT key being matched */
 	unsigned int needs;  /* SEARCH_NEEDS_* */
 	bool condstore;      /* the client enabled CONDSTORE: a MODSEQ key changes nothing upstream */
 	struct search_string_key strings[SEARCH_STRING_KEYS_MAX];
@@ -257,10 +262,15 @@ static int search_add_string(struct search_context *ctx, const struct imap_searc
 			string->kind = fields[i].kind;
 		}
 	}
+	string->text = key->type == IMAP_SEARCH_BODY || key->type == IMAP_SEARCH_TEXT;
 	ctx->string_count++;
 	if ((key->type == IMAP_SEARCH_HEADER && !search_field_is_plain(key->str, key->len)) ||
 	    search_string_prepare_key(value, len, &string->needle) < 0) {
 		*why_r = "a string key that is not UTF-8, holds a line break, or names an odd header field";
+		return -1;
+	}
+	if (string->text && string->needle.len == 0) {
+		*why_r = "an empty BODY or TEXT key";
 		return -1;
 	}
 	return 0;
@@ -352,7 +362,13 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 			}
 			*needs |= SEARCH_NEEDS_MODSEQ;
 			break;
-		default: /* BODY, TEXT */
+		case IMAP_SEARCH_BODY:
+		case IMAP_SEARCH_TEXT:
+			if (search_add_string(ctx, key, why_r) < 0)
+				return -1;
+			*needs |= SEARCH_NEEDS_TEXT;
+			break;
+		default:
 			*why_r = "a key the cache does not answer";
 			return -1;
 		}
@@ -427,6 +443,8 @@ static void search_take_stored(const struct cache_message *stored, void *context
 		for (unsigned int i = 0; i < ctx->string_count; i++) {
 			struct search_string_key *string = &ctx->strings[i];
 
+			if (string->text)
+				continue;
 			string->results[ctx->cursor] = (signed char)search_string_match_header(
 				header->data, header->size, string->field, string->kind, &string->needle);
 		}
@@ -495,11 +513,75 @@ static int search_read_store(struct search_context *ctx, const struct search_fac
 		}
 	}
 	for (unsigned int k = 0; k < ctx->string_count; k++) {
-		for (uint32_t i = 0; i < ctx->count; i++) {
+		for (uint32_t i = 0; !ctx->strings[k].text && i < ctx->count; i++) {
 			if (ctx->strings[k].results[i] == SEARCH_STRING_UNSURE) {
 				*why_r = "a header the cache can't match exactly as Dovecot does";
 				return -1;
 			}
+		}
+	}
+	return 0;
+}
+
+/* The index of the message of uid at or after ctx->cursor, or ctx->count. */
+static uint32_t search_seek_uid(struct search_context *ctx, uint32_t uid)
+{
+	while (ctx->cursor < ctx->count && ctx->messages[ctx->cursor].uid < uid)
+		ctx->cursor++;
+	return ctx->cursor < ctx->count && ctx->messages[ctx->cursor].uid == uid ? ctx->cursor : ctx->count;
+}
+
+/* cache_fts_each_state's callback. */
+static void search_take_text_state(uint32_t uid, bool sure, void *context)
+{
+	struct search_context *ctx = context;
+	uint32_t i = search_seek_uid(ctx, uid);
+
+	if (i < ctx->count)
+		ctx->messages[i].has_text = sure;
+}
+
+/* cache_fts_find's callback: the message of uid holds ctx->text_key. */
+static void search_take_text_match(uint32_t uid, void *context)
+{
+	struct search_context *ctx = context;
+	uint32_t i = search_seek_uid(ctx, uid);
+
+	if (i < ctx->count)
+		ctx->text_key->results[i] = SEARCH_STRING_YES;
+}
+
+/* Answers the BODY and TEXT keys from the indexed text. Returns 0 when
+   every message's text is indexed and sure, -1 with *why_r otherwise. */
+static int search_read_text(struct search_context *ctx, const struct search_facts *facts, const char **why_r)
+{
+	if (facts->cache == NULL || facts->mailbox_id == 0) {
+		*why_r = "no store";
+		return -1;
+	}
+	ctx->cursor = 0;
+	if (cache_fts_each_state(facts->cache, facts->mailbox_id, search_take_text_state, ctx) < 0) {
+		*why_r = "the store failed";
+		return -1;
+	}
+	for (uint32_t i = 0; i < ctx->count; i++) {
+		if (!ctx->messages[i].has_text) {
+			*why_r = "a body not cached whole, not indexed yet, or one the cache can't read as Dovecot does";
+			return -1;
+		}
+	}
+	for (unsigned int k = 0; k < ctx->string_count; k++) {
+		struct search_string_key *string = &ctx->strings[k];
+
+		if (!string->text)
+			continue;
+		memset(string->results, SEARCH_STRING_NO, ctx->count);
+		ctx->text_key = string;
+		ctx->cursor = 0;
+		if (cache_fts_find(facts->cache, facts->mailbox_id, string->needle.data, string->needle.len,
+				   string->key->type == IMAP_SEARCH_BODY, search_take_text_match, ctx) < 0) {
+			*why_r = "the store failed";
+			return -1;
 		}
 	}
 	return 0;
@@ -546,7 +628,7 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 	case IMAP_SEARCH_UID: return imap_seqset_contains(key->set, message->uid, ctx->max_uid);
 	case IMAP_SEARCH_SEQUENCE_SET: return imap_seqset_contains(key->set, seq, ctx->count);
 	case IMAP_SEARCH_FROM: case IMAP_SEARCH_TO: case IMAP_SEARCH_CC: case IMAP_SEARCH_BCC:
-	case IMAP_SEARCH_SUBJECT: case IMAP_SEARCH_HEADER:
+	case IMAP_SEARCH_SUBJECT: case IMAP_SEARCH_HEADER: case IMAP_SEARCH_BODY: case IMAP_SEARCH_TEXT:
 		for (unsigned int i = 0; i < ctx->string_count; i++) {
 			if (ctx->strings[i].key == key)
 				return ctx->strings[i].results[seq - 1] == SEARCH_STRING_YES;
@@ -751,7 +833,8 @@ enum search_route search_answer(const struct imap_command *command, const char *
 	}
 	if (search_read_view(&ctx, facts->view, needs, why_r) < 0 ||
 	    ((needs & (SEARCH_NEEDS_SIZE | SEARCH_NEEDS_DATE | SEARCH_NEEDS_HEADER)) != 0 &&
-	     search_read_store(&ctx, facts, needs, why_r) < 0))
+	     search_read_store(&ctx, facts, needs, why_r) < 0) ||
+	    ((needs & SEARCH_NEEDS_TEXT) != 0 && search_read_text(&ctx, facts, why_r) < 0))
 		goto out;
 	if (search_write_answer(&ctx, tag, out) < 0) {
 		*why_r = "out of memory";

@@ -22,7 +22,8 @@ struct evbuffer;
  * SINCE (the INTERNALDATE's own day, as Dovecot compares it), SENTBEFORE,
  * SENTON and SENTSINCE (the Date field's day as written), FROM, TO, CC,
  * BCC, SUBJECT and HEADER (search-string.h: the header block matched as
- * Dovecot matches it), MODSEQ without an entry name once the client has
+ * Dovecot matches it), BODY and TEXT when every message's text is
+ * indexed and sure (cache-fts.h, search-text.h), MODSEQ without an entry name once the client has
  * enabled CONDSTORE (the answer then ends with the highest MODSEQ found,
  * as RFC 7162 3.1.5 and Dovecot write it), UID, sequence sets, NOT, OR and parentheses, with
  * no CHARSET or one of US-ASCII and UTF-8; without RETURN, or with RETURN (MIN MAX ALL COUNT) when the

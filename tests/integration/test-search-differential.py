@@ -31,6 +31,7 @@ IMAPTEST_SEARCH_STEPS=60 make check TESTS=tests/integration/test-search-differen
 import random
 import re
 import sys
+import time
 
 from checks import check, summary
 from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Raw, quote_bytes, upstream_dovecot
@@ -52,7 +53,42 @@ KEYWORDS = ("$Label1", "$label1", "$LABEL1", "$Junk", "$junk", "$Forwarded", "$N
 FLAG_KEYS = ("ANSWERED", "DELETED", "DRAFT", "FLAGGED", "SEEN", "UNANSWERED", "UNDELETED", "UNDRAFT",
              "UNFLAGGED", "UNSEEN")
 RECENT_KEYS = ("RECENT", "NEW", "OLD")  # answered here from the view's \Recent
-UPSTREAM_KEYS = ('BODY "line"', 'TEXT "twin"')
+UPSTREAM_KEYS = ('BODY ""', 'TEXT ""')  # an empty BODY or TEXT goes upstream
+# BODY and TEXT keys: words and pieces of the corpus's and the twins'
+# bodies (below) and headers, across QP soft breaks, non-ASCII in both
+# forms, short ones (no trigram), header lines as TEXT sees them
+# ("SUBJECT: appended"), what Dovecot never searches (an attachment's
+# decoded text, a multipart's preamble, a body in an unknown encoding).
+TEXT_STRINGS = ("line", "line 1", "ne 4", "zebra", "inner subject", "Inner Zebra", "réunion", "RÉUNION",
+                "re\u0301union", "café", "caf", "ca", "é", "e\u0301", "e", "li", "1", "z", "secret", "attachment words",
+                "meeting", "<b>", "&eacute;", "grüße", "GRÜSSE", "münchen", "naïve résumé", "déjà vu", "deja",
+                "subject: app", "SUBJECT: appended", "subject:", "from: twin", "content-type: text",
+                "Content-Transfer-Encoding", "x-label: ﬁsh", "fish", "charset", "proxy", "boundary", "flâg",
+                "fl\u00e2g draft", "cache", "révision", "rollback proxy", "preamble words", "uuencoded words",
+                "broken charset", "wörd", "w\xf6rd", "schedule p", "y latency", "=C3", "twin", "example.org",
+                "<twin@example.org>", "appended", "山田", "日本", "ﬁsh ½", "1⁄2", "ß", "ẞ", " ", "  ", "release rollback")
+# A body in a charset no one knows, with an 8-bit byte: Dovecot reads it
+# as UTF-8 and replaces the byte; the cache sends BODY/TEXT upstream while
+# the message is there (bad_input appends it, searches, expunges it).
+BROKEN_BODY = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=x-broken-charset\r\n\r\nbroken charset w\xf6rd\r\n"
+# The twins' bodies: the MIME header lines and the body after the blank line.
+TWIN_BODIES = (
+    None,  # "line N" lines, no MIME header
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    b"\r\nR=C3=A9union d=C3=A9j=C3=A0 vu: caf=C3=A9 meet=\r\ning with the ze=\r\nbra=\r\n\r\nline 7\r\n",
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b1\"\r\n\r\npreamble words\r\n--b1\r\n"
+    b"Content-Type: text/plain; charset=\"utf-8\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"R3LDvMOfZSBhdXMgTcO8bmNoZW4sIG5hw692ZSByw6lzdW3DqQ==\r\n--b1\r\nContent-Type: text/html\r\n\r\n"
+    b"<p>Caf&eacute; <b>meeting</b> zebra</p>\r\n--b1--\r\nepilogue words\r\n",
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable"
+    b"\r\n\r\nW=F6rd caf=E9 d=E9j=E0 vu\r\n",
+    b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=x-broken-charset\r\n\r\nbroken charset but plain\r\n",
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b2\"\r\n\r\n--b2\r\n\r\nsee the attachment\r\n"
+    b"--b2\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"c2VjcmV0IGF0dGFjaG1lbnQgd29yZHM=\r\n--b2\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: Inner subject\r\nFrom: Zo\xc3\xab <zoe@example.ie>\r\n\r\nInner zebra line 1\r\n--b2\r\n"
+    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nuuencoded words\r\n--b2--\r\n",
+)
 # The twins' Date fields: a day's edge in zones far apart, no weekday, no
 # seconds; now and then one Dovecot reads its own way (SENT* go upstream).
 SENT_DATES = (b"Tue, 1 Jan 2019 00:00:00 +0000", b"Mon, 31 Dec 2018 23:59:59 -1200", b"Wed, 2 Jan 2019 00:30:00 +1400",
@@ -140,17 +176,22 @@ class Twins:
             self.mismatches.append((text, answers))
         return answers[0]
 
-    def append(self, rng):
+    def append(self, rng, mime=None):
+        """APPENDs a message; returns its UID (None when refused)."""
         body = b"line %d\r\n" % rng.randrange(1000) * rng.randint(1, 80)
+        mime = mime or rng.choice(TWIN_BODIES)
         head = TWIN_HEADERS[rng.randrange(len(TWIN_HEADERS) - 2)] if rng.random() < 0.95 else rng.choice(TWIN_HEADERS[-2:])
         date = rng.choice(SENT_DATES) if rng.random() < 0.97 else rng.choice(ODD_DATES)
-        data = head + (b"Date: " + date + b"\r\n" if date is not None else b"") + b"\r\n" + body
+        data = head + (b"Date: " + date + b"\r\n" if date is not None else b"")
+        data += mime if mime is not None else b"\r\n" + body
         flags = " ".join(rng.sample(FLAGS, rng.randint(0, 3))).encode()
         answer = self.run(b"APPEND INBOX (" + flags + b") \"" + rng.choice(DATES).encode() + b"\"", literal=data)
         m = re.match(rb"\S+ OK \[APPENDUID \d+ (\d+)\]", answer[-1])
-        if m is not None:
-            self.uids.append(int(m.group(1)))
-            self.sizes.add(len(data))
+        if m is None:
+            return None
+        self.uids.append(int(m.group(1)))
+        self.sizes.add(len(data))
+        return self.uids[-1]
 
     def change(self, rng):
         uids = rng.sample(self.uids, min(len(self.uids), rng.randint(1, 6)))
@@ -159,8 +200,8 @@ class Twins:
         self.run(b"UID STORE %s %sFLAGS.SILENT (%s)" % (",".join(map(str, uids)).encode(), op.encode(),
                                                           flags.encode()))
 
-    def expunge(self, rng):
-        uids = rng.sample(self.uids, rng.randint(1, 2))
+    def expunge(self, rng, uids=None):
+        uids = uids or rng.sample(self.uids, rng.randint(1, 2))
         text = ",".join(map(str, uids)).encode()
         self.run(b"UID STORE " + text + b" +FLAGS.SILENT (\\Deleted)")
         self.run(b"UID EXPUNGE " + text)
@@ -204,6 +245,9 @@ class Generator:
             return "HEADER %s %s" % (self.rng.choice(HEADER_NAMES), self.string(value))
         return "%s %s" % (kind, self.string(value))
 
+    def text_key(self):
+        return "%s %s" % (self.rng.choice(("BODY", "TEXT")), self.string(self.rng.choice(TEXT_STRINGS)))
+
     def key(self, depth, count):
         r = self.rng.random()
         if depth < 3 and r < 0.12:
@@ -214,6 +258,8 @@ class Generator:
             return "(%s)" % " ".join(self.key(depth + 1, count) for _ in range(self.rng.randint(1, 3)))
         if self.rng.random() < 0.3:
             return self.string_key()
+        if self.rng.random() < 0.1:
+            return self.text_key()
         r = self.rng.random()
         if r < 0.25:
             return self.rng.choice(FLAG_KEYS)
@@ -261,6 +307,16 @@ class Generator:
         return ("%s %s" % (self.rng.choice(("SEARCH", "UID SEARCH")), keys)).encode()
 
 
+    def text_command(self):
+        """A program of BODY and TEXT keys, now and then with others."""
+        keys = [self.text_key() for _ in range(self.rng.randint(1, 2))]
+        if self.rng.random() < 0.3:
+            keys.append(self.rng.choice(FLAG_KEYS))
+        if self.rng.random() < 0.2:
+            keys = ["NOT " + keys[0] if self.rng.random() < 0.5 else "OR %s %s" % (keys[0], self.text_key())] + keys[1:]
+        return ("%s %s" % (self.rng.choice(("SEARCH", "UID SEARCH")), " ".join(keys))).encode()
+
+
 def first_difference(one, two):
     """The first response where two answers differ, clipped."""
     for i, (x, y) in enumerate(zip(one, two)):
@@ -277,6 +333,8 @@ class Pass:
         self.searches = 0
         self.string_local = 0  # header-only SEARCHes answered from the cache (the log may lag a line)
         self.string_searches = 0
+        self.text_local = 0    # BODY/TEXT SEARCHes answered from the cache
+        self.text_searches = 0
         self.mismatches = []
         self.open()
 
@@ -345,6 +403,9 @@ class Pass:
         # the new messages' UIDs and flags (and, warm, their size and date for the store)
         self.both(b"FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER])" if warm else
                   b"FETCH 1:* (UID FLAGS)")
+        if warm:  # whole messages in a FETCH of their own: a line that long has only them stored
+            self.both(b"FETCH 1:* (UID BODY.PEEK[])")
+            time.sleep(0.2)  # the bodies' text is indexed behind them
         count = self.count()
         generator = Generator(self.rng, twins)
         for _ in range(PER_STEP):
@@ -355,6 +416,12 @@ class Pass:
             self.both(generator.string_command())
             self.string_local += self.daemon.count_log(LOCAL_LINE) - before
             self.string_searches += 1
+            self.searches += 1
+        for _ in range(PER_STEP // 2):
+            before = self.daemon.count_log(LOCAL_LINE)
+            self.both(generator.text_command())
+            self.text_local += self.daemon.count_log(LOCAL_LINE) - before
+            self.text_searches += 1
             self.searches += 1
 
     def bad_input(self):
@@ -369,7 +436,29 @@ class Pass:
         self.both(b"SEARCH SUBJECT {20000+}\r\n" + "\u00e9".encode() * 10000)
         self.both(b"SEARCH " + b"(" * 1000 + b"SUBJECT x" + b")" * 1000)
         self.both(b"SEARCH " + b"NOT " * 1000 + b"FROM x")
-        self.searches += 11
+        self.both(b'SEARCH TEXT "' + b"line " * 2000 + b'"')
+        self.both(b'SEARCH BODY "' + b"z" * 10000 + b'"')
+        # odd but valid UTF-8 (no NUL): outside the BMP, a lone combining mark, U+FFFD, a soft hyphen
+        self.both(b"SEARCH CHARSET UTF-8 TEXT {%d+}\r\n" % len("\U0001d11e".encode()) + "\U0001d11e".encode())
+        self.both(b"SEARCH BODY {2+}\r\n" + "\u0301".encode() + b" TEXT {3+}\r\n" + "\ufffd".encode())
+        self.both(b"SEARCH OR BODY {2+}\r\n" + "\u00ad".encode() + b" TEXT \"zebra\"")
+        # not UTF-8
+        self.both(b"SEARCH CHARSET UTF-8 BODY {3+}\r\n\xff\xfeA")
+        self.both(b"SEARCH TEXT {2+}\r\n\xc3(")
+        # a body with a broken charset: upstream while it is there
+        uid = self.twins.append(self.rng, BROKEN_BODY)
+        self.both(b"NOOP")
+        self.both(b"FETCH 1:* (UID FLAGS BODY.PEEK[])")
+        time.sleep(0.2)
+        before = self.daemon.count_log(LOCAL_LINE)
+        for text in (b'SEARCH TEXT "broken"', b'SEARCH BODY "w"', b'UID SEARCH BODY "rd"'):
+            self.both(text)
+        check("%s: no BODY/TEXT answered from the cache beside a broken charset" % self.name,
+              self.daemon.count_log(LOCAL_LINE) == before, self.daemon.count_log(LOCAL_LINE) - before)
+        if uid is not None:
+            self.twins.expunge(self.rng, [uid])
+        self.both(b"NOOP")
+        self.searches += 21
 
     def run(self, warm):
         for _ in range(STEPS):
@@ -411,12 +500,29 @@ def run_seed(seed, twins):
                       (modseq_local, MODSEQ_SEARCHES))
             print("%s: %d of %d header-only SEARCHes answered from the cache" % (name, one.string_local,
                                                                                one.string_searches), flush=True)
+            print("%s: %d of %d BODY/TEXT SEARCHes answered from the cache" % (name, one.text_local,
+                                                                            one.text_searches), flush=True)
+            if not warm:
+                check("%s: no BODY/TEXT SEARCH answered from the cache (no body cached)" % name, one.text_local == 0,
+                      one.text_local)
             if warm:
+                reasons = {}
+                for line in daemon.log()[-200000:].splitlines():
+                    m = re.search(r"SEARCH goes upstream: (.*)", line)
+                    if m is not None:
+                        reasons[m.group(1)] = reasons.get(m.group(1), 0) + 1
+                print("%s: why SEARCHes went upstream: %r" % (name, reasons), flush=True)
+                for line in daemon.log()[-200000:].splitlines():
+                    if re.search(r"warning|error", line) and "control socket" not in line:
+                        print("daemon: " + line[:300])
                 check("%s: SEARCHes answered from the cache" % name, local > 0, local)
                 # the twins' odd headers (groups, comments, odd Dates) pile up over a long
                 # run and send more of them upstream; the code without header keys answers 0-2
                 check("%s: a fifth of header-only SEARCHes answered from the cache" % name,
                       one.string_local * 5 > one.string_searches, (one.string_local, one.string_searches))
+                # a twin with the broken charset sends them upstream until it is expunged
+                check("%s: BODY/TEXT SEARCHes answered from the cache" % name, one.text_local > 0,
+                      (one.text_local, one.text_searches))
     finally:
         status = daemon.stop()
     check("seed %d: the daemon exits 0 at SIGTERM" % seed, status == 0, status)

@@ -1361,7 +1361,7 @@ static void test_unfinished_body_after_a_crash(void)
 	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 1, 1000, 1000), 0);
 	/* What a crash half-way through a body leaves. */
 	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
-				     "INSERT INTO bodies VALUES(1, 2, 200000, 0, 0);"
+				     "INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES(1, 2, 200000, 0, 0);"
 				     "INSERT INTO body_chunks(mailbox_id, uid, chunk, data) VALUES(1, 2, 0, zeroblob(65536));", NULL, NULL, NULL),
 			SQLITE_OK);
 	cache_unref(&cache);
@@ -2018,7 +2018,7 @@ static void test_migration_from_v1(void)
 			    "INSERT INTO mailboxes(name, uidvalidity) VALUES('INBOX', 1);"
 			    "INSERT INTO messages(mailbox_id, uid, envelope, header, flags) VALUES(1, 7, X'28656E7629', "
 			    "zeroblob(0), '\\Seen');"
-			    "INSERT INTO bodies VALUES(1, 7, 3, 1, 0);"
+			    "INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES(1, 7, 3, 1, 0);"
 			    "INSERT INTO body_chunks VALUES(1, 7, 0, X'00070E');" /* pattern() */
 			    "PRAGMA user_version = 1;");
 	cache = open_account("up", "alice");

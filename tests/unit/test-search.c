@@ -4,6 +4,9 @@
 #include "unit.h"
 #include "unit-cache.h"
 #include "cache.h"
+#include "cache-fts.h"
+#include "search-string.h"
+#include "search-text.h"
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "log.h"
@@ -11,6 +14,7 @@
 #include "search.h"
 
 #include <event2/buffer.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -531,6 +535,178 @@ static void test_not_search(void)
 	teardown();
 }
 
+/* Stores message text as uid's whole body. */
+static void store_body(uint32_t uid, const char *text)
+{
+	struct cache_body_writer *writer = cache_body_begin(cache, mailbox_id, uid, strlen(text), NULL);
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(cache_body_write(writer, text, strlen(text)), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+}
+
+/* Rows of body_text. */
+static long text_rows(void)
+{
+	sqlite3_stmt *stmt;
+	long rows = -1;
+
+	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT count(*) FROM body_text", -1,
+						 &stmt, NULL), SQLITE_OK);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		rows = sqlite3_column_int(stmt, 0);
+	sqlite3_finalize(stmt);
+	return rows;
+}
+
+static const char *const bodies[] = {
+	"Subject: Hello there\r\nFrom: a@example.org\r\n\r\nThe quick brown fox\r\n-- \r\nsig\r\n",
+	"Subject: =?utf-8?q?R=C3=A9union?= today\r\nContent-Type: text/plain; charset=utf-8\r\n"
+	"Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9 meet=\r\ning, the ze=\r\nbra=\r\n",
+	"Subject: parts\r\nContent-Type: multipart/mixed; boundary=\"xx\"\r\n\r\npreamble words\r\n--xx\r\n"
+	"Content-Type: text/html\r\n\r\n<b>bold</b> &eacute;\r\n--xx\r\nContent-Type: application/octet-stream\r\n"
+	"Content-Transfer-Encoding: base64\r\n\r\nc2VjcmV0IHdvcmRz\r\n--xx\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+	"Content-Transfer-Encoding: base64\r\n\r\nV/ZydA==\r\n--xx--\r\nepilogue\r\n",
+	"Subject: outer\r\nContent-Type: message/rfc822\r\n\r\nSubject: Inner zebra\r\n\r\ninner body\r\n",
+};
+
+static void test_text(void)
+{
+	setup();
+	for (uint32_t i = 0; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	CU_ASSERT_STRING_EQUAL(answer("SEARCH TEXT \"quick\""),
+			       "UPSTREAM: a body not cached whole, not indexed yet, or one the cache can't read as "
+			       "Dovecot does");
+	CU_ASSERT_EQUAL(cache_fts_index_batch(cache, 1), 1); /* one body at least, then more remain */
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	CU_ASSERT_EQUAL(text_rows(), 4);
+	expect(answer("SEARCH TEXT \"quick\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH BODY \"QUICK\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH BODY \"hello\""), "* SEARCH\r\n");        /* a header: TEXT only */
+	expect(answer("SEARCH TEXT \"hello\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH TEXT \"subject: hello\""), "* SEARCH 1\r\n"); /* name, colon, value */
+	expect(answer("SEARCH TEXT \"from: a@\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH BODY \"meeting\""), "* SEARCH 2\r\n");     /* across a soft break */
+	expect(answer("SEARCH BODY \"zebra\""), "* SEARCH 2\r\n");       /* the inner Subject is a header */
+	expect(answer("SEARCH TEXT \"zebra\""), "* SEARCH 2 4\r\n");
+	expect(answer("SEARCH BODY {5+}\r\ncaf\xc3\xa9"), "* SEARCH 2\r\n");
+	expect(answer("SEARCH BODY {6+}\r\nCAFE\xcc\x81"), "* SEARCH 2\r\n"); /* decomposed */
+	expect(answer("SEARCH TEXT {8+}\r\nr\xc3\xa9union"), "* SEARCH 2\r\n"); /* RFC 2047 in a header */
+	expect(answer("SEARCH TEXT {9+}\r\nr\xc3\xa9union "), "* SEARCH 2\r\n");
+	expect(answer("SEARCH BODY \"<b>bold\""), "* SEARCH 3\r\n");    /* HTML as it is */
+	expect(answer("SEARCH BODY \"&eacute;\""), "* SEARCH 3\r\n");
+	expect(answer("SEARCH TEXT \"secret\""), "* SEARCH\r\n");        /* an attachment's text */
+	expect(answer("SEARCH TEXT \"preamble\""), "* SEARCH\r\n");
+	expect(answer("SEARCH TEXT \"epilogue\""), "* SEARCH\r\n");
+	expect(answer("SEARCH BODY {5+}\r\nw\xc3\xb6rt"), "* SEARCH 3\r\n"); /* base64 ISO-8859-1 */
+	expect(answer("SEARCH BODY \"fo\""), "* SEARCH 1\r\n");          /* short: scanned */
+	expect(answer("SEARCH BODY \"e\""), "* SEARCH 1 2 3 4\r\n");
+	expect(answer("SEARCH TEXT \"--\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH NOT BODY \"fox\" TEXT \"subject\""), "* SEARCH 2 3 4\r\n");
+	expect(answer("SEARCH OR BODY \"fox\" BODY \"inner\" UNSEEN"), "* SEARCH 1\r\n");
+	expect_upstream(answer("SEARCH BODY \"\""));
+	/* purge takes the rows along */
+	CU_ASSERT_EQUAL(cache_mailbox_delete(cache, "INBOX"), 0);
+	CU_ASSERT_EQUAL(text_rows(), 0);
+	teardown();
+}
+
+/* A body that can't be read as Dovecot does: BODY and TEXT go upstream. */
+static void test_text_unsure(void)
+{
+	static const char *const odd[] = {
+		"Content-Type: text/plain; charset=x-broken\r\n\r\nw\xf6rd\r\n",    /* unknown charset, 8-bit */
+		"Content-Type: text/plain; charset=utf-8\r\n\r\nw\xf6rd\r\n",       /* not UTF-8 */
+		"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\nx\r\n", /* no closing line */
+		"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na=3Z\r\n",
+		"Subject: x\r\nno colon\r\n\r\nbody\r\n",
+		"Subject: x\r\n",                                                   /* no header end */
+	};
+
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		setup();
+		store_body(uids[0], odd[i]);
+		for (uint32_t j = 1; j < 4; j++)
+			store_body(uids[j], bodies[j]);
+		while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+			;
+		expect_upstream(answer("SEARCH TEXT \"zebra\""));
+		teardown();
+	}
+	setup();
+	store_body(uids[0], "Content-Type: text/plain; charset=x-broken\r\n\r\nplain\r\n");
+	for (uint32_t j = 1; j < 4; j++)
+		store_body(uids[j], bodies[j]);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	expect(answer("SEARCH BODY \"plain\""), "* SEARCH 1\r\n"); /* read as UTF-8, as Dovecot reads it */
+	teardown();
+	setup();
+	store_body(uids[0], "Content-Type: text/plain; charset=utf-16\r\n\r\nplain\r\n");
+	for (uint32_t j = 1; j < 4; j++)
+		store_body(uids[j], bodies[j]);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	expect_upstream(answer("SEARCH TEXT \"plain\"")); /* iconv reads these bytes otherwise */
+	teardown();
+}
+
+/* A long key, odd UTF-8, bodies evicted at a lower budget. */
+static void test_text_bad_input(void)
+{
+	char key[10001];
+	struct cache_settings settings = { .body_budget = 1, .body_max_size = 1 << 20 };
+	struct cache *again;
+	const char *error;
+
+	setup();
+	for (uint32_t i = 0; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	memset(key, 'q', sizeof(key) - 1);
+	key[sizeof(key) - 1] = '\0';
+	expect(answer("SEARCH TEXT {10000+}\r\n%s", key), "* SEARCH\r\n");
+	expect(answer("SEARCH TEXT {4+}\r\n\xf0\x9d\x84\x9e"), "* SEARCH\r\n");  /* outside the BMP */
+	expect(answer("SEARCH BODY {2+}\r\n\xcc\x81"), "* SEARCH 2\r\n");       /* a lone combining mark */
+	expect(answer("SEARCH BODY \"\\\"\""), "* SEARCH\r\n");                   /* FTS5 quoting */
+	expect_upstream(answer("SEARCH BODY {2+}\r\n\xc3("));                    /* not UTF-8 */
+	/* a budget of one byte evicts every body, and its row with it */
+	settings.dir = store.cache_dir;
+	again = cache_open(&settings, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(again);
+	CU_ASSERT_EQUAL(text_rows(), 0);
+	expect_upstream(answer("SEARCH TEXT \"zebra\""));
+	/* the index merges its tombstones away, a bounded step at a time */
+	int steps = 0, more;
+	while ((more = cache_fts_merge_step(cache)) > 0 && steps < 100)
+		steps++;
+	CU_ASSERT_EQUAL(more, 0);
+	CU_ASSERT_EQUAL(cache_fts_merge_step(cache), 0);
+	cache_unref(&again);
+	teardown();
+}
+
+/* The extraction itself: header lines and body text kept apart. */
+static void test_text_extract(void)
+{
+	struct mime_buffer head = { 0 }, body = { 0 };
+	const char *message = "Subject:  =?utf-8?b?w6k=?= x\r\nX-Empty:\r\n\r\nL1\r\nL2";
+
+	CU_ASSERT_EQUAL(search_text_extract((const unsigned char *)message, strlen(message), &head, &body), 0);
+	CU_ASSERT_EQUAL(head.len, strlen("SUBJECT:  E\xcc\x81 X\nX-EMPTY:\n\n"));
+	CU_ASSERT_EQUAL(memcmp(head.data, "SUBJECT:  E\xcc\x81 X\nX-EMPTY:\n\n", head.len), 0);
+	CU_ASSERT_EQUAL(body.len, strlen("L1\r\nL2\n"));
+	CU_ASSERT_EQUAL(memcmp(body.data, "L1\r\nL2\n", body.len), 0);
+	mime_buffer_free(&head);
+	mime_buffer_free(&body);
+	CU_ASSERT_EQUAL(search_text_extract((const unsigned char *)"a: b\r\n\r\nx\ry", 11, &head, &body), -1);
+	mime_buffer_free(&head);
+	mime_buffer_free(&body);
+}
+
 const char unit_suite_name[] = "search";
 const struct unit_test unit_tests[] = {
 	{ "flag and keyword keys", test_flags },
@@ -546,5 +722,9 @@ const struct unit_test unit_tests[] = {
 	{ "not a SEARCH", test_not_search },
 	{ "header string keys, as Dovecot matches them", test_strings },
 	{ "SENTBEFORE, SENTON, SENTSINCE from the Date field", test_sent },
+	{ "BODY and TEXT from the indexed text", test_text },
+	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
+	{ "BODY and TEXT: a long key, odd UTF-8, eviction", test_text_bad_input },
+	{ "search-text: header lines and body text", test_text_extract },
 	{ NULL, NULL },
 };
