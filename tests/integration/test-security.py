@@ -38,6 +38,7 @@ import json
 import os
 import pwd
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -464,13 +465,17 @@ def test_drop_privileges():
 # ---- upstream TLS ----
 
 def login_through(upstream):
+    """The login's answer through a daemon with upstream, and the daemon's
+    whole log (read after it stopped: a line logged as the answer went out
+    may not have been read yet when the answer came)."""
     d = Daemon(upstream, extra="timeouts = { shutdown = 0; };\n", tmpdir=tmp)
     try:
         c = Side(d.port, USER, PASS, select=None)
         c.conn.close()
-        return untagged(c.login)[1], d.log()
+        answer = untagged(c.login)[1]
     finally:
         d.stop()
+    return answer, d.log()
 
 
 def test_upstream_tls():
@@ -503,6 +508,23 @@ def test_upstream_tls():
 
 INJECTED = (b"* CAPABILITY IMAP4rev1 AUTH=PLAIN INJECTED\r\n* OK [ALERT] INJECTED alert\r\n"
             b"* 99 EXISTS\r\n* BYE INJECTED bye\r\n")
+
+
+def relay_tls(tls, plain):
+    """Copies both ways between a TLS socket and a plain one in this one
+    thread (an SSL object must not be read and written from two threads at
+    once: that hung this test under load), until either ends or neither
+    says anything for 20 s."""
+    while True:
+        ready = [tls] if tls.pending() else select.select([tls, plain], [], [], 20)[0]
+        if not ready:
+            return
+        for source, sink in ((tls, plain), (plain, tls)):
+            if source in ready:
+                data = source.recv(65536)
+                if not data:
+                    return
+                sink.sendall(data)
 
 
 def fake_upstream(seen):
@@ -545,21 +567,7 @@ def fake_upstream(seen):
             if rest:
                 tls.sendall(rest)
 
-            def down():
-                try:
-                    while True:
-                        data = up.recv(65536)
-                        if not data:
-                            break
-                        tls.sendall(data)
-                except OSError:
-                    pass
-            threading.Thread(target=down, daemon=True).start()
-            while True:
-                data = tls.recv(65536)
-                if not data:
-                    break
-                up.sendall(data)
+            relay_tls(tls, up)
         except (OSError, ssl.SSLError):
             pass
 
