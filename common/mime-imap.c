@@ -890,20 +890,14 @@ static void append_crlf(struct mime_buffer *out, const struct raw_input *raw, si
 		mime_buffer_append(out, "", 0);
 }
 
-/* A name of a HEADER.FIELDS list: bytes of the section text (a quoted
-   name's are between its quotes), so that the list costs one allocation. */
-struct field_name {
-	const char *text;
-	size_t len;
-};
 #define FIELD_NAMES_STEP 16 /* names allocated at a time: a client's list rarely has more */
 
 /* Field names of a HEADER.FIELDS list "(A B ...)" (malloc'd, pointing into
    text); returns the count or -1. */
-static int parse_field_list(const char *text, struct field_name **names_r, size_t *count_r)
+static int parse_field_list(const char *text, struct mime_imap_field_name **names_r, size_t *count_r)
 {
 	size_t count = 0;
-	struct field_name *names = NULL;
+	struct mime_imap_field_name *names = NULL;
 
 	while (*text == ' ')
 		text++;
@@ -933,7 +927,7 @@ static int parse_field_list(const char *text, struct field_name **names_r, size_
 		}
 		if (count % FIELD_NAMES_STEP == 0)
 			names = mime_xrealloc(names, (count + FIELD_NAMES_STEP) * sizeof(*names));
-		names[count++] = (struct field_name){ start, len };
+		names[count++] = (struct mime_imap_field_name){ start, len };
 	}
 	if (count == 0 || text[1] != '\0')
 		goto fail;
@@ -948,7 +942,7 @@ fail:
 /* The fields of the raw header block [start, end) whose names are (or with
    exclude, are not) in names; then the blank line. */
 static void append_header_fields(struct mime_buffer *out, const struct raw_input *raw,
-				 size_t start, size_t end, const struct field_name *names, size_t count, int exclude)
+				 size_t start, size_t end, const struct mime_imap_field_name *names, size_t count, int exclude)
 {
 	size_t pos = start;
 
@@ -1072,7 +1066,7 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 		*error_r = "unknown section text";
 		return MIME_IMAP_SECTION_BAD_SYNTAX;
 	}
-	struct field_name *names = NULL;
+	struct mime_imap_field_name *names = NULL;
 	size_t count = 0;
 	if ((is_fields || is_not) &&
 	    parse_field_list(rest + (is_not ? 18 : 14), &names, &count) < 0) {
@@ -1095,12 +1089,35 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 	return MIME_IMAP_SECTION_OK;
 }
 
+int mime_imap_header_fields_names(const char *section, struct mime_imap_field_name **names_r, size_t *count_r,
+				  int *exclude_r)
+{
+	int is_not = strncasecmp(section, "HEADER.FIELDS.NOT ", 18) == 0;
+
+	if (!is_not && strncasecmp(section, "HEADER.FIELDS ", 14) != 0)
+		return -1;
+	*exclude_r = is_not;
+	return parse_field_list(section + (is_not ? 18 : 14), names_r, count_r);
+}
+
+bool mime_imap_header_field_listed(const struct mime_imap_field_name *names, size_t count, const void *name,
+				   size_t name_len)
+{
+	unsigned char first = *(const unsigned char *)name | 0x20; /* equal in case only if equal so */
+
+	for (size_t i = 0; i < count; i++)
+		if (names[i].len == name_len && ((unsigned char)names[i].text[0] | 0x20) == first &&
+		    strncasecmp(names[i].text, name, name_len) == 0)
+			return true;
+	return false;
+}
+
 enum mime_imap_section_result mime_imap_fetch_header_fields(const void *raw, size_t raw_len, const char *section,
 							    struct mime_buffer *out, const char **error_r)
 {
 	struct raw_input input = { raw, raw_len };
 	int is_not = strncasecmp(section, "HEADER.FIELDS.NOT ", 18) == 0;
-	struct field_name *names = NULL;
+	struct mime_imap_field_name *names = NULL;
 	size_t count = 0;
 
 	if ((!is_not && strncasecmp(section, "HEADER.FIELDS ", 14) != 0) ||

@@ -3,6 +3,7 @@
 #ifndef IMAPCACHE_MIME_IMAP_H
 #define IMAPCACHE_MIME_IMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,23 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
    BAD_SYNTAX for another section. */
 enum mime_imap_section_result mime_imap_fetch_header_fields(const void *raw, size_t raw_len, const char *section,
 							    struct mime_buffer *out, const char **error_r);
+
+/* A name of a HEADER.FIELDS list: bytes of the section text (a quoted
+   name's are between its quotes), so that the list costs one allocation. */
+struct mime_imap_field_name {
+	const char *text;
+	size_t len;
+};
+/* The names of section "HEADER.FIELDS (...)" or "HEADER.FIELDS.NOT (...)"
+   (*exclude_r 1), as mime_imap_fetch_header_fields reads them: 0 with
+   *names_r (malloc'd, pointing into section) and *count_r, -1 when it is
+   neither or its list is invalid. */
+int mime_imap_header_fields_names(const char *section, struct mime_imap_field_name **names_r, size_t *count_r,
+				  int *exclude_r);
+/* Whether the field name [name, name + name_len) (name_len > 0) is in
+   names (ASCII case ignored), as mime_imap_fetch_header_fields matches them. */
+bool mime_imap_header_field_listed(const struct mime_imap_field_name *names, size_t count, const void *name,
+				   size_t name_len);
 
 /* Appends BINARY[section] (RFC 3516): the decoded body of the part
    (section "" or numbers only); BINARY.SIZE is the length appended. */

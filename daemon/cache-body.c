@@ -7,11 +7,14 @@
 #include "log.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+static const struct timeval cache_touch_delay = { 0, CACHE_PENDING_DELAY_MS * 1000 };
 
 /* A body being stored: in cache->writers, holding a reference to cache. */
 struct cache_body_writer {
@@ -156,6 +159,7 @@ int cache_body_fit_budget(struct cache *cache, bool spare_in_use)
 	unsigned int last = 0;
 	int count = CACHE_EVICT_STEP + CACHE_RECENT_READS;
 
+	cache_body_touches_flush(cache); /* held uses count */
 	/* A step that looked at fewer rows than it asked for saw them all;
 	   one that dropped none will drop none the next time either. */
 	while (cache->body_bytes > cache->settings.body_budget && count == CACHE_EVICT_STEP + CACHE_RECENT_READS) {
@@ -513,18 +517,58 @@ void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t u
 		cache_body_delete(cache, mailbox_id, uid);
 }
 
+/* Writes last_used of one body. */
+static void cache_body_touch_write(struct cache *cache, int64_t mailbox_id, uint32_t uid, int64_t at)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_TOUCH);
+
+	cache_bind_key(stmt, mailbox_id, uid);
+	sqlite3_bind_int64(stmt, 3, at);
+	cache_run(cache, stmt, "recording a body's use");
+}
+
+void cache_body_touches_flush(struct cache *cache)
+{
+	size_t count = cache->touch_count;
+
+	cache->touch_count = 0;
+	if (count == 0 || !cache_write_allowed(cache))
+		return;
+	for (size_t i = 0; i < count; i++)
+		cache_body_touch_write(cache, cache->touches[i].mailbox_id, cache->touches[i].uid, cache->touches[i].at);
+}
+
+/* Whether a use of the body at `at` is held already. */
+static bool cache_body_touch_held(const struct cache *cache, int64_t mailbox_id, uint32_t uid, int64_t at)
+{
+	for (size_t i = 0; i < cache->touch_count; i++) {
+		const struct cache_touch *touch = &cache->touches[i];
+
+		if (touch->uid == uid && touch->mailbox_id == mailbox_id && touch->at == at)
+			return true;
+	}
+	return false;
+}
+
 /* Records a use of the body (eviction drops the least recently used),
-   at most once a second per body. */
+   at most once a second per body: held with the held rows when there is
+   an event base (written with them, before any eviction), else at once. */
 static void cache_body_touch(struct cache *cache, int64_t mailbox_id, uint32_t uid, int64_t last_used)
 {
 	int64_t now = cache_wall_now(cache);
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_TOUCH);
 
-	if (now == last_used || !cache_write_allowed(cache))
+	if (now == last_used || cache_writes_off(cache) || cache_body_touch_held(cache, mailbox_id, uid, now))
 		return;
-	cache_bind_key(stmt, mailbox_id, uid);
-	sqlite3_bind_int64(stmt, 3, now);
-	cache_run(cache, stmt, "recording a body's use");
+	if (cache->pending_timer == NULL) {
+		if (cache_write_allowed(cache))
+			cache_body_touch_write(cache, mailbox_id, uid, now);
+		return;
+	}
+	if (cache->touch_count == CACHE_TOUCHES_MAX)
+		cache_pending_flush(cache);
+	cache->touches[cache->touch_count++] = (struct cache_touch){ mailbox_id, uid, now };
+	if (!evtimer_pending(cache->pending_timer, NULL))
+		evtimer_add(cache->pending_timer, &cache_touch_delay);
 }
 
 int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t offset, uint64_t length,

@@ -9,6 +9,7 @@
 #include <event2/event.h>
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -21,6 +22,7 @@ static const struct timeval cache_pending_delay = { 0, CACHE_PENDING_DELAY_MS * 
 static const unsigned char cache_empty_value[1];
 
 #define CACHE_ALL_VALUES ((1u << CACHE_VALUE_ITEMS) - 1) /* CACHE_HAS of every value item */
+#define CACHE_LOOKUP_SQL_MAX 1024 /* a lookup's SQL with every column named fits twice over */
 
 /* ---- messages ---- */
 
@@ -157,11 +159,12 @@ void cache_pending_flush(struct cache *cache)
 {
 	struct cache_pending *pending;
 
-	if (cache->pending == NULL || cache->pending_flushing)
+	if ((cache->pending == NULL && cache->touch_count == 0) || cache->pending_flushing)
 		return;
 	cache->pending_flushing = true;
 	evtimer_del(cache->pending_timer);
 	cache_batch_begin(cache);
+	cache_body_touches_flush(cache);
 	while ((pending = cache_pending_take(cache)) != NULL) {
 		(void)cache_fetched_write(cache, pending->mailbox_id, pending->uid, &pending->fetched);
 		free(pending);
@@ -176,6 +179,7 @@ void cache_pending_drop(struct cache *cache)
 
 	while ((pending = cache_pending_take(cache)) != NULL)
 		free(pending);
+	cache->touch_count = 0;
 	if (cache->pending_timer != NULL)
 		evtimer_del(cache->pending_timer);
 }
@@ -451,11 +455,65 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 	return cache_lookup_values(cache, mailbox_id, uids, count, CACHE_ALL_VALUES, callback, context);
 }
 
+void cache_lookup_stmts_free(struct cache *cache)
+{
+	for (unsigned int range = 0; range < 2; range++) {
+		for (unsigned int values = 0; values <= CACHE_ALL_VALUES; values++) {
+			sqlite3_finalize(cache->lookup_stmts[range][values]);
+			cache->lookup_stmts[range][values] = NULL;
+		}
+	}
+}
+
+/* The SQL of a lookup (of a range or of one UID) of values: the columns of
+   CACHE_MESSAGE_COLUMNS in their places, NULL for values not wanted. */
+static void cache_lookup_sql(bool range, unsigned int values, char *sql, size_t size)
+{
+	static const char *const names[CACHE_VALUE_ITEMS] = {
+		"m.internaldate", "m.envelope", "m.bodystructure", "m.body_item", "m.header", "m.flags",
+	};
+	size_t used = (size_t)snprintf(sql, size, "SELECT m.uid");
+
+	_Static_assert(CACHE_VALUE_ITEMS == 6 && CACHE_SUMMED_ITEMS == 5, "names follows CACHE_MESSAGE_COLUMNS");
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++)
+		used += (size_t)snprintf(sql + used, size - used, ", %s", (values & CACHE_HAS(item)) ? names[item] : "NULL");
+	used += (size_t)snprintf(sql + used, size - used, ", m.size, m.modseq, m.structure_agrees, b.size");
+	for (unsigned int item = 0; item < CACHE_SUMMED_ITEMS; item++)
+		used += (size_t)snprintf(sql + used, size - used, (values & CACHE_HAS(item)) ? ", %s_sum" : ", NULL",
+					 names[item]);
+	snprintf(sql + used, size - used, "%s%s", CACHE_MESSAGE_FROM,
+		 range ? " WHERE m.mailbox_id = ?1 AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid"
+		       : " WHERE m.mailbox_id = ?1 AND m.uid = ?2");
+}
+
+/* The lookup statement for values: the one of all values, or one
+   selecting only those (prepared once, kept; the full one if that fails). */
+static sqlite3_stmt *cache_lookup_stmt(struct cache *cache, bool range, unsigned int values)
+{
+	sqlite3_stmt *full = cache_stmt(cache, range ? CACHE_STMT_LOOKUP_RANGE : CACHE_STMT_LOOKUP_ONE);
+	sqlite3_stmt **slot = &cache->lookup_stmts[range][values & CACHE_ALL_VALUES];
+	char sql[CACHE_LOOKUP_SQL_MAX];
+
+	if ((values & CACHE_ALL_VALUES) == CACHE_ALL_VALUES)
+		return full;
+	if (*slot != NULL)
+		return *slot;
+	cache_lookup_sql(range, values, sql, sizeof(sql));
+	if (sqlite3_prepare_v3(cache->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL) != SQLITE_OK) {
+		log_warning("cache %s: preparing a lookup of some values: %s; reading all", cache->label,
+			    sqlite3_errmsg(cache->db));
+		sqlite3_finalize(*slot);
+		*slot = NULL;
+		return full;
+	}
+	return *slot;
+}
+
 long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
 			 unsigned int values, cache_lookup_fn *callback, void *context)
 {
 	bool dense = count > 0 && (uint64_t)(uids[count - 1] - uids[0]) < (uint64_t)count * CACHE_LOOKUP_DENSE_FACTOR;
-	sqlite3_stmt *stmt = cache_stmt(cache, dense ? CACHE_STMT_LOOKUP_RANGE : CACHE_STMT_LOOKUP_ONE);
+	sqlite3_stmt *stmt = cache_lookup_stmt(cache, dense, values);
 	size_t next = 0;
 	long calls = 0;
 	int rc = SQLITE_DONE;

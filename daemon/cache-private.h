@@ -19,6 +19,10 @@
 	"m.size, m.modseq, m.structure_agrees, b.size, " \
 	"m.internaldate_sum, m.envelope_sum, m.bodystructure_sum, m.body_item_sum, m.header_sum"
 
+/* Where they come from: a message's row and its complete body, if any. */
+#define CACHE_MESSAGE_FROM \
+	" FROM messages m LEFT JOIN bodies b ON b.mailbox_id = m.mailbox_id AND b.uid = m.uid AND b.complete = 1"
+
 /* The columns CACHE_MESSAGE_COLUMNS selects, in order. */
 enum cache_column {
 	CACHE_COLUMN_UID,
@@ -94,6 +98,14 @@ struct cache_pending {
 	unsigned char data[];
 };
 
+/* A read's use of a body, held until cache_pending_flush writes its last_used. */
+struct cache_touch {
+	int64_t mailbox_id;
+	uint32_t uid;
+	int64_t at;                    /* cache_wall_now() seconds */
+};
+#define CACHE_TOUCHES_MAX 64 /* uses held between flushes: a burst of reads writes its uses in one commit */
+
 #define CACHE_DAMAGED_MAX 64 /* damaged values dropped after one lookup; more are dropped when read again */
 #define CACHE_VERIFY_BODIES_MAX 16 /* a lookup of at most this many checks their bodies whole (a client reading
 				      a few messages); a larger one leaves it to the read, which may then fail mid-answer */
@@ -153,6 +165,12 @@ struct cache {
 	size_t pending_bytes;
 	bool pending_flushing;
 	struct event *pending_timer;   /* settings.base's; NULL: nothing is held */
+	/* Lookups selecting NULL for the values not wanted (SQLite copies every
+	   column it steps over), by [range][wanted values]; prepared when first
+	   used, NULL until then. */
+	sqlite3_stmt *lookup_stmts[2][1u << CACHE_VALUE_ITEMS];
+	struct cache_touch touches[CACHE_TOUCHES_MAX]; /* held uses of bodies, oldest first */
+	size_t touch_count;
 
 	struct cache_damaged damaged[CACHE_DAMAGED_MAX];
 	size_t damaged_count;
@@ -216,11 +234,16 @@ bool cache_message_key_valid(struct cache *cache, uint32_t uid);
 void cache_pending_flush(struct cache *cache);
 /* Drops every held row unwritten (writes are off). */
 void cache_pending_drop(struct cache *cache);
+/* Finalizes the lookups prepared per set of wanted values. */
+void cache_lookup_stmts_free(struct cache *cache);
 
 /* ---- cache-body.c: the accounting of whole messages ---- */
 
 /* Seconds since the epoch (settings.wall_now, else time()). */
 int64_t cache_wall_now(const struct cache *cache);
+/* Writes the held uses of bodies (their last_used) in the transaction
+   open now, if any; cache_pending_flush (in its batch) and eviction call it. */
+void cache_body_touches_flush(struct cache *cache);
 /* Evicts least recently used complete bodies until body_bytes is at most
    the budget; spare_in_use spares those used in the last
    CACHE_EVICT_IN_USE_SECONDS. Returns 0 when it is, 1 when not enough

@@ -34,8 +34,6 @@
 
 /* ---- statements ---- */
 
-#define CACHE_MESSAGE_FROM \
-	" FROM messages m LEFT JOIN bodies b ON b.mailbox_id = m.mailbox_id AND b.uid = m.uid AND b.complete = 1"
 #define CACHE_STORE_VALUE(column) \
 	"INSERT INTO messages(mailbox_id, uid, " column ") VALUES(?1, ?2, ?3) " \
 	"ON CONFLICT(mailbox_id, uid) DO UPDATE SET " column " = excluded." column
@@ -716,6 +714,7 @@ static void cache_db_close(struct cache *cache)
 		sqlite3_finalize(cache->stmts[i]);
 		cache->stmts[i] = NULL;
 	}
+	cache_lookup_stmts_free(cache);
 	sqlite3_close_v2(cache->db);
 	cache->db = NULL;
 }

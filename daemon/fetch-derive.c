@@ -407,18 +407,118 @@ int fetch_derive_binary(struct mime_message *root, const unsigned char *raw, siz
 
 /* ---- sections ---- */
 
+/* Whether line [line, line + len) (without its CRLF) may be in a plain
+   block: no CR or NUL; a field's name (before its colon) of field name
+   bytes, or a continuation (not first). *name_len_r: 0 for a continuation. */
+static bool plain_line(const unsigned char *line, size_t len, bool first, size_t *name_len_r)
+{
+	const unsigned char *colon;
+
+	if (memchr(line, '\r', len) != NULL || memchr(line, '\0', len) != NULL)
+		return false;
+	*name_len_r = 0;
+	if (line[0] == ' ' || line[0] == '\t')
+		return !first;
+	colon = memchr(line, ':', len);
+	if (colon == NULL || colon == line)
+		return false;
+	for (const unsigned char *c = line; c < colon; c++)
+		if (!is_field_name_byte(*c))
+			return false;
+	*name_len_r = (size_t)(colon - line);
+	return true;
+}
+
+/* The names of the last HEADER.FIELDS section asked for, kept: an answer
+   asks for the same list for every message (parsing it cost more than
+   the extraction). Freed at exit (still reachable). */
+static struct {
+	char *section;
+	struct mime_imap_field_name *names;
+	size_t count;
+	int exclude;
+} derive_names_memo;
+
+/* mime_imap_header_fields_names of section, from the memo when it is the last one's. */
+static int derive_field_names(const char *section, const struct mime_imap_field_name **names_r, size_t *count_r,
+			      int *exclude_r)
+{
+	struct mime_imap_field_name *names;
+	size_t count;
+	int exclude;
+	char *copy;
+
+	if (derive_names_memo.section == NULL || strcmp(derive_names_memo.section, section) != 0) {
+		copy = strdup(section);
+		if (copy == NULL || mime_imap_header_fields_names(copy, &names, &count, &exclude) < 0) {
+			free(copy);
+			return -1;
+		}
+		free(derive_names_memo.section);
+		free(derive_names_memo.names);
+		derive_names_memo.section = copy;
+		derive_names_memo.names = names;
+		derive_names_memo.count = count;
+		derive_names_memo.exclude = exclude;
+	}
+	*names_r = derive_names_memo.names;
+	*count_r = derive_names_memo.count;
+	*exclude_r = derive_names_memo.exclude;
+	return 0;
+}
+
+/* HEADER.FIELDS (.NOT) of a header block in one pass that also checks that
+   it is plain (fetch_derive_header_is_plain): the same bytes as
+   mime_imap_fetch_header_fields, which then keeps each listed (or unlisted)
+   field whole and ends with the blank line. -1 (out unchanged) when it is
+   not plain or section is invalid. */
+static int derive_fields_plain(const unsigned char *header, size_t len, const char *section,
+			       struct mime_buffer *out)
+{
+	const struct mime_imap_field_name *names;
+	size_t count, start = out->len, pos = 0, name_len;
+	bool keep = false, plain = false;
+	int exclude;
+
+	if (derive_field_names(section, &names, &count, &exclude) < 0)
+		return -1;
+	while (pos < len) {
+		const unsigned char *lf = memchr(header + pos, '\n', len - pos);
+		size_t end = lf != NULL ? (size_t)(lf - header) : 0;
+
+		if (lf == NULL || end == pos || header[end - 1] != '\r')
+			break;
+		if (end - 1 == pos) {
+			plain = end + 1 == len;
+			break;
+		}
+		if (!plain_line(header + pos, end - 1 - pos, pos == 0, &name_len))
+			break;
+		if (name_len > 0)
+			keep = mime_imap_header_field_listed(names, count, header + pos, name_len) != (exclude != 0);
+		if (keep)
+			mime_buffer_append(out, header + pos, end + 1 - pos);
+		pos = end + 1;
+	}
+	if (!plain) {
+		out->len = start;
+		return -1;
+	}
+	mime_buffer_append(out, "\r\n", 2);
+	return 0;
+}
+
 int fetch_derive_fields(const unsigned char *header, size_t header_len, const char *section, struct mime_buffer *out)
 {
 	struct mime_message *parsed;
 	const char *error;
 	int ret = -1;
 
-	if (!fetch_derive_header_is_plain(header, header_len))
-		return -1;
 	/* a plain block is fields up to its blank line: no parse needed */
 	if (strncasecmp(section, "HEADER.FIELDS", 13) == 0)
-		return mime_imap_fetch_header_fields(header, header_len, section, out, &error) ==
-				       MIME_IMAP_SECTION_OK ? 0 : -1;
+		return derive_fields_plain(header, header_len, section, out);
+	if (!fetch_derive_header_is_plain(header, header_len))
+		return -1;
 	parsed = mime_parse_borrowed(header, header_len);
 	if (parsed != NULL && mime_imap_fetch_section(parsed, header, header_len, section, out, &error) ==
 				      MIME_IMAP_SECTION_OK)

@@ -306,18 +306,20 @@ static char *sync_flags_text(const struct imap_arg *list)
 
 	if (!imap_arg_get_list(list, &flags, &count))
 		return NULL;
-	text[0] = '\0';
 	for (unsigned int i = 0; i < count; i++) {
 		const char *flag;
-		int n;
+		size_t len, sep = i > 0 ? 1 : 0;
 
 		if (!imap_arg_get_atom(&flags[i], &flag))
 			return NULL;
-		n = snprintf(text + used, sizeof(text) - used, "%s%s", i > 0 ? " " : "", flag);
-		if (n < 0 || (size_t)n >= sizeof(text) - used)
+		len = strlen(flag);
+		if (sep + len >= sizeof(text) - used)
 			return NULL;
-		used += (size_t)n;
+		text[used] = ' '; /* overwritten by the flag when first */
+		memcpy(text + used + sep, flag, len);
+		used += sep + len;
 	}
+	text[used] = '\0';
 	return strdup(text);
 }
 

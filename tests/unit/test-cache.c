@@ -1278,6 +1278,85 @@ static void test_eviction(void)
 	teardown();
 }
 
+/* last_used of uid's body as another process sees it, or -1. */
+static int64_t last_used_from_outside(const char *path, uint32_t uid)
+{
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	int64_t last_used = -1;
+
+	CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(db, "SELECT last_used FROM bodies WHERE uid = ?1", -1, &stmt, NULL),
+			      SQLITE_OK);
+	sqlite3_bind_int(stmt, 1, (int)uid);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		last_used = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return last_used;
+}
+
+static uint64_t held_wall = 100;
+
+static uint64_t held_wall_now(void)
+{
+	return held_wall;
+}
+
+/* With an event base, a read's use of a body is held and written with the
+   held rows: by the timer, and before an eviction chooses what to drop. */
+static void test_body_use_held(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct evbuffer *out = evbuffer_new();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	const char *error;
+	char *path;
+
+	setup();
+	s.base = base;
+	s.wall_now = held_wall_now;
+	s.body_budget = 3 * CHUNK;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= 3; uid++) {
+		held_wall = 100 + uid;
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, CHUNK, CHUNK), 0);
+	}
+
+	/* Held, then written by the timer. */
+	held_wall = 110;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 2, 0, 10, out), 1);
+	CU_ASSERT_EQUAL(last_used_from_outside(path, 2), 102);
+	CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0);
+	CU_ASSERT_EQUAL(last_used_from_outside(path, 2), 110);
+
+	/* Held, and counted by an eviction: UID 3 (103) goes, not UID 1 (read at 120). */
+	held_wall = 120;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 1, 0, 10, out), 1);
+	CU_ASSERT_EQUAL(last_used_from_outside(path, 1), 101);
+	held_wall = 200;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 4, CHUNK, CHUNK), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 3));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_EQUAL(last_used_from_outside(path, 1), 120);
+
+	/* And at the last unref. */
+	held_wall = 300;
+	CU_ASSERT_EQUAL(cache_body_read(cache, mailbox.id, 2, 0, 10, out), 1);
+	cache_unref(&cache);
+	CU_ASSERT_EQUAL(last_used_from_outside(path, 2), 300);
+	evbuffer_free(out);
+	event_base_free(base);
+	free(path);
+	teardown();
+}
+
 /* Across a restart with a lower budget: evicted at open, and the file
    gives back the space past CACHE_FREE_MAX of free pages. */
 static void test_eviction_at_open_shrinks_the_file(void)
@@ -1917,6 +1996,74 @@ static void test_lookup_values_checks_those_asked(void)
 	teardown();
 }
 
+/* What a lookup callback saw of one message. */
+static void keep_message(const struct cache_message *message, void *context)
+{
+	struct cache_message *kept = context;
+
+	*kept = *message;
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++)
+		kept->values[item].data = NULL; /* SQLite's memory: only sizes are compared */
+}
+
+/* Prepared statements of the store's connection. */
+static int statements(struct cache *cache)
+{
+	sqlite3 *db = cache_sqlite_handle(cache);
+	int count = 0;
+
+	for (sqlite3_stmt *stmt = sqlite3_next_stmt(db, NULL); stmt != NULL; stmt = sqlite3_next_stmt(db, stmt))
+		count++;
+	return count;
+}
+
+/* A lookup of some values reads them (and the numbers) as the full one
+   does, and nothing else, with a statement of its own prepared once. */
+static void test_lookup_values_selects_those_asked(void)
+{
+	unsigned int wanted = CACHE_HAS(CACHE_ITEM_ENVELOPE) | CACHE_HAS(CACHE_ITEM_FLAGS);
+	struct cache_message full, some;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	uint32_t uids[] = { 1, 2 };
+	int before;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (unsigned int i = 0; i < 2; i++) {
+		store_text(cache, mailbox.id, uids[i], CACHE_ITEM_ENVELOPE, "(env)");
+		store_text(cache, mailbox.id, uids[i], CACHE_ITEM_HEADER, "Subject: x\r\n\r\n");
+		store_text(cache, mailbox.id, uids[i], CACHE_ITEM_BODYSTRUCTURE, "(\"text\")");
+		CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, uids[i], "\\Seen", 7), 0);
+		CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, uids[i], 42), 0);
+	}
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 2, 10, 10), 0);
+	before = statements(cache);
+	for (unsigned int i = 0; i < 2; i++) {
+		CU_ASSERT_EQUAL(cache_lookup_many(cache, mailbox.id, &uids[i], 1, keep_message, &full), 1);
+		CU_ASSERT_EQUAL(cache_lookup_values(cache, mailbox.id, &uids[i], 1, wanted, keep_message, &some), 1);
+		CU_ASSERT_EQUAL(some.present, full.present & ~(CACHE_HAS(CACHE_ITEM_HEADER) |
+							       CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE)));
+		CU_ASSERT_EQUAL(some.values[CACHE_ITEM_ENVELOPE].size, 5);
+		CU_ASSERT_EQUAL(some.values[CACHE_ITEM_FLAGS].size, 5);
+		CU_ASSERT_EQUAL(some.values[CACHE_ITEM_HEADER].size, 0);
+		CU_ASSERT_EQUAL(some.size, 42);
+		CU_ASSERT_EQUAL(some.modseq, 7);
+		CU_ASSERT_EQUAL(some.message_size, full.message_size);
+	}
+	CU_ASSERT_EQUAL(cache_lookup_values(cache, mailbox.id, uids, 2, wanted, keep_message, &some), 2);
+	CU_ASSERT_EQUAL(statements(cache), before + 1); /* a range's, prepared once and kept */
+	CU_ASSERT_EQUAL(cache_lookup_values(cache, mailbox.id, (uint32_t[]){ 1, 50 }, 2, wanted, keep_message, &some),
+			1);
+	CU_ASSERT_EQUAL(some.uid, 1);
+	CU_ASSERT_EQUAL(some.values[CACHE_ITEM_HEADER].size, 0);
+	CU_ASSERT_EQUAL(statements(cache), before + 2); /* and one UID's */
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE header IS NOT NULL"), 2);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_checksums_catch_damage(void)
 {
 	struct cache_message message;
@@ -2066,6 +2213,7 @@ const struct unit_test unit_tests[] = {
 	{ "a read records the body's use", test_body_use_recorded },
 	{ "body aborts and refusals", test_body_abort_and_refusals },
 	{ "eviction: least recently used first, never a body in use", test_eviction },
+	{ "a read's use of a body: held, written by time, before an eviction and at close", test_body_use_held },
 	{ "eviction at open shrinks the file", test_eviction_at_open_shrinks_the_file },
 	{ "a body writer outlives its session", test_body_writer_outlives_its_session },
 	{ "an unfinished body after a crash", test_unfinished_body_after_a_crash },
@@ -2080,6 +2228,7 @@ const struct unit_test unit_tests[] = {
 	{ "the checksum is XXH64", test_checksum_vectors },
 	{ "checksums catch damage SQLite can't see", test_checksums_catch_damage },
 	{ "a lookup of some values checks only theirs", test_lookup_values_checks_those_asked },
+	{ "a lookup of some values selects only theirs", test_lookup_values_selects_those_asked },
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ NULL, NULL },
 };

@@ -5,10 +5,12 @@
 #include "unit-cache.h"
 #include "cache.h"
 #include "fetch.h"
+#include "fetch-derive.h"
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "log.h"
 #include "mailbox-view.h"
+#include "mime-imap.h"
 
 #include <event2/buffer.h>
 #include <stdarg.h>
@@ -612,6 +614,64 @@ static void test_no_store(void)
 	teardown();
 }
 
+/* HEADER.FIELDS of a header block, derived in one pass: for a plain block
+   the bytes of mime_imap_fetch_header_fields, for any other -1 with the
+   buffer as it was. */
+static void test_derive_fields(void)
+{
+	static const char *const blocks[] = {
+		"Subject: a\r\nFrom: b\r\n\r\n",
+		"subject: a\r\n\tmore\r\n to: x\r\nX-Other: y\r\n  cont\r\nTO: c\r\n\r\n",
+		"From:\r\nSubject:no space\r\nReferences: <a>\r\n <b>\r\n\r\n",
+		"X: 1\r\n\r\n",
+		"\r\n",
+		"",
+		"Subject: a\r\n",                  /* no blank line */
+		"Subject: a\r\n\r\nbody\r\n",     /* bytes after it */
+		"Subject: a\nFrom: b\r\n\r\n",     /* a bare LF */
+		" cont: first\r\n\r\n",            /* a continuation first */
+		"No colon\r\n\r\n",
+		": empty name\r\n\r\n",
+		"Sub ject: a\r\n\r\n",
+		"Subject: a\rb\r\n\r\n",
+		"Subject: a\r\n\r",
+	};
+	static const char *const sections[] = {
+		"HEADER.FIELDS (SUBJECT TO)",
+		"HEADER.FIELDS.NOT (SUBJECT TO)",
+		"HEADER.FIELDS (\"From\" references x)",
+		"HEADER.FIELDS (X-OTHER)",
+		"HEADER.FIELDS ()",
+		"HEADER.FIELDS (SUBJECT",
+	};
+
+	for (size_t s = 0; s < sizeof(sections) / sizeof(sections[0]); s++) {
+		for (size_t b = 0; b < sizeof(blocks) / sizeof(blocks[0]); b++) {
+			const unsigned char *block = (const unsigned char *)blocks[b];
+			size_t len = strlen(blocks[b]);
+			struct mime_buffer derived = { 0 }, expected = { 0 };
+			const char *error;
+			int ret;
+
+			mime_buffer_append(&derived, "kept", 4);
+			ret = fetch_derive_fields(block, len, sections[s], &derived);
+			if (fetch_derive_header_is_plain(block, len) &&
+			    mime_imap_fetch_header_fields(block, len, sections[s], &expected, &error) ==
+				    MIME_IMAP_SECTION_OK) {
+				CU_ASSERT_EQUAL(ret, 0);
+				CU_ASSERT_EQUAL(derived.len, 4 + expected.len);
+				CU_ASSERT(derived.len == 4 + expected.len &&
+					  memcmp(derived.data + 4, expected.data, expected.len) == 0);
+			} else {
+				CU_ASSERT_EQUAL(ret, -1);
+				CU_ASSERT_EQUAL(derived.len, 4);
+			}
+			mime_buffer_free(&derived);
+			mime_buffer_free(&expected);
+		}
+	}
+}
+
 const char unit_suite_name[] = "fetch";
 const struct unit_test unit_tests[] = {
 	{ "item order as Dovecot's handlers", test_item_order },
@@ -626,5 +686,6 @@ const struct unit_test unit_tests[] = {
 	{ "FLAGS and \\Recent", test_flags },
 	{ "the writer's limit and a lost value", test_writer },
 	{ "no store, no view, not a FETCH", test_no_store },
+	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
 	{ NULL, NULL },
 };
