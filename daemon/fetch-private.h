@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct fetch_splice;
 struct imap_command;
 
 /* The items of an answer, in Dovecot's handler terms: buffered ones go
@@ -30,6 +31,7 @@ enum fetch_kind {
 	FETCH_KIND_RFC822_TEXT,
 	FETCH_KIND_SECTION,      /* BODY[...] */
 	FETCH_KIND_BINARY,       /* BINARY[n] */
+	FETCH_KIND_BINARY_SIZE,  /* BINARY.SIZE[n]: never written from the store, always spliced */
 };
 
 /* Where a body item's bytes come from. */
@@ -63,6 +65,7 @@ struct fetch_message {
 	bool missing;            /* the store lacks what the fetch needs: fetched first */
 	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
 	bool outside_change;     /* another client changed its flags too: FLAGS again after the lines */
+	uint64_t spliced;        /* 1 << item index of the items fetched upstream alone (fetch_answer_splice_groups) */
 };
 
 /* Stored values of a run of the answer's messages, from one lookup. */
@@ -94,6 +97,10 @@ struct fetch_answer {
 	size_t missing_count;
 	size_t missing_heavy_count;  /* those lacking more than FETCH_ASKS_LIGHT: at most half may */
 	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
+	bool may_splice;             /* facts->splice_allowed, and no two items answer under one name */
+	size_t spliced_count;        /* messages with spliced items */
+	const struct fetch_splice *splice; /* the values captured (borrowed; owned once adopted) */
+	struct fetch_splice *splice_owned;
 };
 
 
