@@ -99,6 +99,7 @@ struct fetch_answer {
 	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
 	bool may_splice;             /* facts->splice_allowed, and no two items answer under one name */
 	size_t spliced_count;        /* messages with spliced items */
+	const char *splice_why;      /* why the first of them was (for the debug log) */
 	const struct fetch_splice *splice; /* the values captured (borrowed; owned once adopted) */
 	struct fetch_splice *splice_owned;
 };

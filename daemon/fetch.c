@@ -1018,7 +1018,8 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 			if (!ok)
 				return 0;
 			message->spliced = spliced;
-			answer->spliced_count += spliced != 0;
+			if (spliced != 0 && answer->spliced_count++ == 0)
+				answer->splice_why = *why_r;
 		}
 	}
 	if (!one_chunk)
@@ -1350,6 +1351,11 @@ void fetch_splice_groups_free(struct fetch_splice_group *groups, size_t count)
 size_t fetch_answer_spliced_count(const struct fetch_answer *answer)
 {
 	return answer->spliced_count;
+}
+
+const char *fetch_answer_splice_why(const struct fetch_answer *answer)
+{
+	return answer->splice_why != NULL ? answer->splice_why : "not known";
 }
 
 void fetch_answer_adopt_splice(struct fetch_answer *answer, struct fetch_splice **splice)

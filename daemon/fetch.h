@@ -201,6 +201,9 @@ long fetch_answer_splice_groups(const struct fetch_answer *answer, struct fetch_
 void fetch_splice_groups_free(struct fetch_splice_group *groups, size_t count);
 /* How many of the answer's messages have spliced items. */
 size_t fetch_answer_spliced_count(const struct fetch_answer *answer);
+/* Why the first of them could not be written from the store (a static
+   text, for a debug log line). */
+const char *fetch_answer_splice_why(const struct fetch_answer *answer);
 /* When the answer reads *splice (it was facts->splice), it takes it over
    (freed with the answer) and *splice becomes NULL: the answer's writing
    may outlive the caller's step. */

@@ -558,6 +558,7 @@ static enum session_local session_fetch_splice_first(struct session *session)
 	struct fetch_splice_group *groups;
 	long count = fetch_answer_splice_groups(session->local_answer, &groups);
 	size_t messages = fetch_answer_spliced_count(session->local_answer);
+	const char *why = fetch_answer_splice_why(session->local_answer);
 
 	fetch_answer_free(&session->local_answer);
 	if (count <= 0 || session_own_fetch_splice(session, groups, (size_t)count) < 0) {
@@ -567,8 +568,8 @@ static enum session_local session_fetch_splice_first(struct session *session)
 			  session->id, session->command_verb);
 		return SESSION_LOCAL_UPSTREAM;
 	}
-	log_debug("session %lu: %s: %zu messages' items fetched alone first (%ld FETCH)", session->id,
-		  session->command_verb, messages, count);
+	log_debug("session %lu: %s: %zu messages' (%ld FETCH) items fetched alone first, one because of: %s",
+		  session->id, session->command_verb, messages, count, why);
 	return SESSION_LOCAL_WAIT;
 }
 

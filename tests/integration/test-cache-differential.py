@@ -44,7 +44,9 @@ proxy's own commands may use only what its client enabled there.
 
 Environment: IMAPTEST_DIFF_SEEDS (default "1 2"), IMAPTEST_DIFF_COMMANDS
 (FETCH commands in the whole run, spread over set-ups, seeds and passes;
-default 720), IMAPTEST_DIFF_SETUPS (default "qresync condstore none")."""
+default 720), IMAPTEST_DIFF_SETUPS (default "qresync condstore none"),
+IMAPTEST_DIFF_WHY=1 (tally why FETCHes cost upstream bytes in the warm pass),
+IMAPTEST_DIFF_WHY_EACH=1 (print each warm FETCH of more than 300 such bytes)."""
 import os
 import random
 import re
@@ -92,7 +94,7 @@ SYNC_LINE = re.compile(r"^(?!dt)\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\)( \(CHANG
 MODES = (("condstore", "before"), ("qresync", "before"), ("none", None), ("condstore", "after"),
          ("qresync", "after"))
 TALLY_WHY = ENV.get("IMAPTEST_DIFF_WHY") == "1"
-WHY = re.compile(r"goes upstream: (.*)$")
+WHY = re.compile(r"(?:goes upstream|items fetched alone first, one because of): (.*)$")
 STAMP = re.compile(rb" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]")  # Dovecot's "Internal error occurred. ... [time]"
 CLOSED = b"<the connection closed>\r\n"  # a side's last response when the server closed its connection
 APPEND_DATE = b'"01-Jan-2019 00:00:00 +0000"'
@@ -729,6 +731,8 @@ class Pass:
         daemon logged for it (IMAPTEST_DIFF_WHY)."""
         spent = sum(self.relay.totals()) - relay_before
         reasons = self.daemon.why[why_before:] or (["(none logged)"] if spent else [])
+        if ENV.get("IMAPTEST_DIFF_WHY_EACH") and spent > 300 and "warm" in self.label:
+            print("EACH %s %d %r %r" % (self.label, spent, text[:150], reasons), flush=True)
         for reason in set(reasons):
             entry = self.why.setdefault(reason, [0, 0, text])
             entry[0] += 1
