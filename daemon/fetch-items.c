@@ -18,7 +18,7 @@
 
 static bool kind_is_buffered(enum fetch_kind kind)
 {
-	return kind <= FETCH_KIND_MODSEQ;
+	return kind <= FETCH_KIND_PREVIEW;
 }
 
 /* Whether Dovecot keeps one handler of kind however often it is asked
@@ -336,6 +336,9 @@ static int answer_add_attr(struct fetch_answer *answer, const struct imap_comman
 			return 0;
 		}
 		ret = answer_add_simple(answer, FETCH_KIND_MODSEQ, "MODSEQ", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_PREVIEW:
+		ret = answer_add_simple(answer, FETCH_KIND_PREVIEW, "PREVIEW", FETCH_SOURCE_NONE, false);
 		break;
 	case IMAP_FETCH_ATTR_ENVELOPE:
 		ret = answer_add_simple(answer, FETCH_KIND_ENVELOPE, "ENVELOPE", FETCH_SOURCE_NONE, false);

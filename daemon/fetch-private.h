@@ -23,6 +23,7 @@ enum fetch_kind {
 	FETCH_KIND_INTERNALDATE,
 	FETCH_KIND_SIZE,
 	FETCH_KIND_MODSEQ,
+	FETCH_KIND_PREVIEW,      /* buffered in Dovecot too; never written from the store, always spliced */
 	FETCH_KIND_ENVELOPE,
 	FETCH_KIND_BODY,
 	FETCH_KIND_BODYSTRUCTURE,
@@ -91,6 +92,7 @@ struct fetch_answer {
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
 	bool binary_marked;      /* facts->binary_marked */
+	uint32_t binary_marked_uid; /* facts->binary_marked_uid */
 	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
 	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
 	bool has_flags_item;

@@ -425,7 +425,8 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 	if (fetch_derive_binary(root, source->raw, source->raw_len, section, out, converted_r, &source->why) < 0)
 		return -1;
 	/* the stream Dovecot keeps is the whole message's, with its header */
-	if (kind == FETCH_KIND_BINARY && *section == '\0' && !*converted_r && source->answer->binary_marked) {
+	if (kind == FETCH_KIND_BINARY && *section == '\0' && !*converted_r &&
+	    (source->answer->binary_marked || source->message->uid == source->answer->binary_marked_uid)) {
 		source->why = fetch_why_binary_marked;
 		return -1;
 	}
@@ -667,7 +668,7 @@ static int write_body_item(struct evbuffer *out, struct fetch_source *source, co
 /* Whether the upstream can be asked for item alone (fetch_answer_splice_groups). */
 static bool item_may_splice(const struct fetch_item *item)
 {
-	return item->kind >= FETCH_KIND_RFC822;
+	return item->kind >= FETCH_KIND_RFC822 || item->kind == FETCH_KIND_PREVIEW;
 }
 
 /* The name the upstream answers the item's splice ask under (the
@@ -781,6 +782,8 @@ static const char *item_why(const struct fetch_source *source, const struct fetc
 		return "FLAGS not known for a message";
 	if (item->kind == FETCH_KIND_BINARY_SIZE)
 		return "BINARY.SIZE";
+	if (item->kind == FETCH_KIND_PREVIEW)
+		return "PREVIEW";
 	if (item->source == FETCH_SOURCE_NONE)
 		return sources[FETCH_SOURCE_NONE];
 	if (!stored_has(source, CACHE_ITEM_MESSAGE) && item->source != FETCH_SOURCE_HEADER)
@@ -881,6 +884,7 @@ static bool item_is_stored(const struct fetch_item *item, unsigned int present)
 	case FETCH_KIND_FLAGS:
 	case FETCH_KIND_MODSEQ:
 	case FETCH_KIND_BINARY_SIZE:
+	case FETCH_KIND_PREVIEW:
 		return true;
 	case FETCH_KIND_INTERNALDATE:
 		return (present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0;
@@ -925,6 +929,7 @@ static enum fetch_ask item_ask(const struct fetch_item *item)
 	case FETCH_KIND_UID:
 	case FETCH_KIND_FLAGS:
 	case FETCH_KIND_BINARY_SIZE:
+	case FETCH_KIND_PREVIEW:
 		return FETCH_ASK_NONE;
 	case FETCH_KIND_MODSEQ:
 		return FETCH_ASK_MODSEQ;
@@ -953,10 +958,15 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	unsigned int present = stored->uid != 0 ? stored->present : 0;
 	unsigned int asks = 0;
 
+	bool agrees = (present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0 && stored->structure_agrees;
+
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (answer->items[i].kind == FETCH_KIND_MODSEQ ? message->modseq == 0 :
 								   !item_is_stored(&answer->items[i], present))
 			asks |= 1u << item_ask(&answer->items[i]);
+		else if (answer->items[i].source == FETCH_SOURCE_TEXT && !agrees &&
+			 (present & CACHE_HAS(CACHE_ITEM_HEADER)) == 0)
+			asks |= 1u << FETCH_ASK_HEADER; /* the text is what follows it: cheaper than the text spliced */
 	}
 	if (asks == 0 || !facts->fill_missing)
 		return false;
@@ -1099,6 +1109,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->mailbox_id = facts->mailbox_id;
 	answer->read_only = facts->read_only;
 	answer->binary_marked = facts->binary_marked;
+	answer->binary_marked_uid = facts->binary_marked_uid;
 	answer->condstore = facts->condstore;
 	answer->qresync = facts->qresync;
 	ret = fetch_items_add(answer, command, facts, why_r);
@@ -1261,6 +1272,7 @@ static int splice_ask_add(struct evbuffer *out, const struct fetch_item *item)
 	case FETCH_KIND_RFC822_TEXT:
 		return evbuffer_add_printf(out, " BODY.PEEK[TEXT]") < 0 ? -1 : 0;
 	case FETCH_KIND_BINARY_SIZE:
+	case FETCH_KIND_PREVIEW:
 		return evbuffer_add_printf(out, " %s", item->name) < 0 ? -1 : 0;
 	default:
 		ret = evbuffer_add_printf(out, " %s.PEEK[%s]", item->kind == FETCH_KIND_BINARY ? "BINARY" : "BODY",

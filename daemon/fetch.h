@@ -57,6 +57,10 @@ struct fetch_facts {
 	   BINARY[] of it as "~{n}" even when nothing was decoded; such a
 	   BINARY[] goes upstream. */
 	bool binary_marked;
+	/* Dovecot 2.3 keeps one such stream (its storage's binary cache: one
+	   message): after the proxy's own splice FETCH of BINARY items, only
+	   its last message's (0: none). */
+	uint32_t binary_marked_uid;
 	const struct fetch_seen *seen;      /* what the STORE asked for (ascending UIDs), or NULL */
 	size_t seen_count;
 	/* Partly stored: up to half of the messages may lack what is asked

@@ -608,6 +608,9 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		.qresync = session->client_qresync,
 		.peek_only = session->seen_state == SESSION_SEEN_REFUSED,
 		.seen_stored = session->seen_state == SESSION_SEEN_SET,
+		.binary_marked_uid = session->binary_splice_usec != 0 &&
+				     session_now_usec() - session->binary_splice_usec < FETCH_DOVECOT_BINARY_CACHE_USEC ?
+					     session->binary_splice_uid : 0,
 		.binary_marked = session->binary_size_usec != 0 &&
 				 session_now_usec() - session->binary_size_usec < FETCH_DOVECOT_BINARY_CACHE_USEC,
 		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,

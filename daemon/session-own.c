@@ -622,8 +622,11 @@ static int session_splice_send_next(struct session *session)
 	if (list == NULL)
 		return -1;
 	sprintf(list, "(%s)", group->items);
-	if (strstr(group->items, "BINARY") != NULL)
-		session->binary_size_usec = session_now_usec(); /* Dovecot may keep a stream (fetch.h binary_marked) */
+	if (strstr(group->items, "BINARY") != NULL) {
+		/* Dovecot keeps the last message's stream (fetch.h binary_marked_uid) */
+		session->binary_splice_uid = group->uids[group->count - 1];
+		session->binary_splice_usec = session_now_usec();
+	}
 	/* by sequence number: the upstream sends no EXPUNGE during a FETCH */
 	ret = session_own_send_set(session, SESSION_OWN_SPLICE, "FETCH", group->seqs, group->count, list,
 				   session_splice_done);

@@ -163,6 +163,8 @@ struct session {
 	bool command_replanned;        /* the command waited (its own steps, pending ones): routed again */
 	bool held_first;               /* held lines went out as this command was taken up */
 	uint64_t binary_size_usec;     /* when a BINARY or BINARY.SIZE last went upstream (session_now_usec), 0: never */
+	uint32_t binary_splice_uid;    /* the last message of the last splice FETCH of BINARY items */
+	uint64_t binary_splice_usec;   /* when that was sent, 0: never */
 	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
 	struct prefetch *prefetch;     /* the walk over the selected mailbox; NULL: off */
 	unsigned int prefetch_batches; /* sent since the walk last ran out */
