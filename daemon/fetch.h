@@ -142,9 +142,11 @@ enum fetch_route {
  * enables it then); the VANISHED modifier, and CHANGEDSINCE before the
  * client enabled CONDSTORE (with CONDSTORE, CHANGEDSINCE is local: only
  * messages of a greater MODSEQ, each with MODSEQ); ENVELOPE, BODY and
- * BODYSTRUCTURE the upstream never sent (not derived); BINARY.SIZE
+ * BODYSTRUCTURE the upstream never sent (not derived). BINARY.SIZE
  * (Dovecot 2.3 computes it from cached part sizes, which can differ from
- * its own BINARY literal's length).
+ * its own BINARY literal's length) and PREVIEW are never written from the
+ * store: with facts->splice_allowed they are spliced (see fetch_facts),
+ * else the FETCH goes upstream.
  *
  * Returns LOCAL with *answer_r (free it with fetch_answer_free), or
  * UPSTREAM with *why_r (a static text, for a debug log line). The answer
