@@ -793,6 +793,8 @@ static const char *item_why(const struct fetch_source *source, const struct fetc
 	return sources[item->source];
 }
 
+static bool item_is_stored(const struct fetch_item *item, unsigned int present);
+
 /* Whether every item can be written for the message, or fetched alone
    (*spliced_r: 1 << the index of each such item); *why_r when not. */
 static bool message_check(struct fetch_source *source, uint64_t *spliced_r, const char **why_r)
@@ -807,8 +809,10 @@ static bool message_check(struct fetch_source *source, uint64_t *spliced_r, cons
 		if (write_item(NULL, source, item) < 0) {
 			*why_r = item_why(source, item);
 			/* a BINARY our library does not decode may be one Dovecot
-			   fails on (its stream keeps the failure): not asked alone */
+			   fails on (its stream keeps the failure): not asked alone;
+			   nor what the store lacks (the upstream's answer fills it) */
 			if (!answer->may_splice || !item_may_splice(item) ||
+			    !item_is_stored(item, source->stored->present) ||
 			    (item->kind == FETCH_KIND_BINARY && source->why != fetch_why_binary_marked))
 				return false;
 			*spliced_r |= (uint64_t)1 << i;
@@ -949,6 +953,15 @@ static enum fetch_ask item_ask(const struct fetch_item *item)
 	}
 }
 
+/* Whether item is the header block, a part of it or what follows it:
+   local from a stored header block even where our library reads the
+   message otherwise. */
+static bool item_reads_header(const struct fetch_item *item)
+{
+	return item->source == FETCH_SOURCE_HEADER || item->source == FETCH_SOURCE_FIELDS ||
+	       item->source == FETCH_SOURCE_TEXT;
+}
+
 /* Whether the message of stored lacks what the answer needs and can get
    it by a fetch: a whole message only when its size is known and small
    enough to be stored. */
@@ -956,17 +969,20 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 				 const struct cache_message *stored, const struct fetch_facts *facts)
 {
 	unsigned int present = stored->uid != 0 ? stored->present : 0;
-	unsigned int asks = 0;
-
+	unsigned int asks = 0, light = FETCH_ASKS_LIGHT;
 	bool agrees = (present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0 && stored->structure_agrees;
+	bool whole_only = (present & (CACHE_HAS(CACHE_ITEM_HEADER) | CACHE_HAS(CACHE_ITEM_MESSAGE))) ==
+			  CACHE_HAS(CACHE_ITEM_MESSAGE);
 
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (answer->items[i].kind == FETCH_KIND_MODSEQ ? message->modseq == 0 :
-								   !item_is_stored(&answer->items[i], present))
+								   !item_is_stored(&answer->items[i], present)) {
 			asks |= 1u << item_ask(&answer->items[i]);
-		else if (answer->items[i].source == FETCH_SOURCE_TEXT && !agrees &&
-			 (present & CACHE_HAS(CACHE_ITEM_HEADER)) == 0)
-			asks |= 1u << FETCH_ASK_HEADER; /* the text is what follows it: cheaper than the text spliced */
+		} else if (item_reads_header(&answer->items[i]) && !agrees && whole_only) {
+			/* its header block, stored and reused: a few hundred bytes, cheaper than spliced */
+			asks |= 1u << FETCH_ASK_HEADER;
+			light |= 1u << FETCH_ASK_HEADER;
+		}
 	}
 	if (asks == 0 || !facts->fill_missing)
 		return false;
@@ -981,7 +997,7 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	}
 	message->missing = true;
 	answer->missing_count++;
-	if ((asks & ~FETCH_ASKS_LIGHT) != 0)
+	if ((asks & ~light) != 0)
 		answer->missing_heavy_count++;
 	answer->missing_asks |= asks;
 	return true;

@@ -666,6 +666,13 @@ static void test_splice_plan(void)
 	CU_ASSERT(upstream(answer("FETCH 2 (RFC822 BODY.PEEK[1] BODY[])")));
 	/* a BINARY our library does not decode may be one Dovecot fails on */
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[1])")));
+	/* what the store lacks is not spliced: the upstream's answer fills it */
+	CU_ASSERT(upstream(answer("FETCH 3 (BODY.PEEK[] UID)")));
+	/* with the missing step: the header block of a message our library
+	   reads otherwise is fetched and stored, not its text spliced */
+	facts.fill_missing = true;
+	facts.body_max_size = 1 << 20;
+	expect(answer("FETCH 1:2 (RFC822.TEXT)"), "MISSING: 2/2 (UID BODY.PEEK[HEADER])");
 	teardown();
 }
 
