@@ -423,6 +423,7 @@ enum imap_command_error imap_command_parse_fetch_attr(struct imap_command_parser
 		{ "BODYSTRUCTURE", IMAP_FETCH_ATTR_BODYSTRUCTURE },
 		{ "UID", IMAP_FETCH_ATTR_UID },
 		{ "MODSEQ", IMAP_FETCH_ATTR_MODSEQ },
+		{ "PREVIEW", IMAP_FETCH_ATTR_PREVIEW },
 	};
 	static const struct {
 		const char *name;

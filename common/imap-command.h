@@ -68,6 +68,7 @@ enum imap_fetch_attr_type {
 	IMAP_FETCH_ATTR_BINARY_SECTION, /* BINARY[...] / BINARY.PEEK[...] (RFC 3516) */
 	IMAP_FETCH_ATTR_BINARY_SIZE,    /* BINARY.SIZE[...] */
 	IMAP_FETCH_ATTR_MODSEQ,         /* RFC 7162 */
+	IMAP_FETCH_ATTR_PREVIEW,        /* RFC 8970, without modifiers */
 };
 
 enum imap_section_text {

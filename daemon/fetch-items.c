@@ -18,14 +18,14 @@
 
 static bool kind_is_buffered(enum fetch_kind kind)
 {
-	return kind <= FETCH_KIND_MODSEQ;
+	return kind <= FETCH_KIND_PREVIEW;
 }
 
 /* Whether Dovecot keeps one handler of kind however often it is asked
    (its handlers without a context); sections repeat. */
 static bool kind_is_single(enum fetch_kind kind)
 {
-	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY;
+	return kind != FETCH_KIND_SECTION && kind != FETCH_KIND_BINARY && kind != FETCH_KIND_BINARY_SIZE;
 }
 
 void fetch_item_free(struct fetch_item *item)
@@ -170,13 +170,16 @@ static bool section_source(const struct imap_fetch_attr *attr, struct fetch_item
 	const struct imap_section *section = &attr->section;
 
 	item->sets_seen = !attr->peek;
+	(void)why_r;
 	if (attr->type == IMAP_FETCH_ATTR_BINARY_SIZE) {
 		/* Dovecot 2.3 sums a part's size from part sizes, counting parts
 		   after it too, and a message's first BINARY.SIZE leaves it a
 		   stream that makes a later BINARY[] "~{n}" (fetch.h,
-		   binary_marked): the upstream must see it */
-		*why_r = "BINARY.SIZE";
-		return false;
+		   binary_marked): the upstream must see it, spliced */
+		item->kind = FETCH_KIND_BINARY_SIZE;
+		item->source = FETCH_SOURCE_NONE;
+		item->sets_seen = false;
+		return true;
 	}
 	if (attr->type == IMAP_FETCH_ATTR_BINARY_SECTION) {
 		item->kind = FETCH_KIND_BINARY;
@@ -295,7 +298,7 @@ static int answer_add_section(struct fetch_answer *answer, const struct imap_com
 	item.section = section_echo(command, i, facts, why_r);
 	if (item.section == NULL)
 		return 0;
-	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : "BODY";
+	prefix = item.kind == FETCH_KIND_BINARY ? "BINARY" : item.kind == FETCH_KIND_BINARY_SIZE ? "BINARY.SIZE" : "BODY";
 	item.name = malloc(strlen(prefix) + strlen(item.section) + 32);
 	if (item.name == NULL) {
 		free(item.section);
@@ -333,6 +336,9 @@ static int answer_add_attr(struct fetch_answer *answer, const struct imap_comman
 			return 0;
 		}
 		ret = answer_add_simple(answer, FETCH_KIND_MODSEQ, "MODSEQ", FETCH_SOURCE_NONE, false);
+		break;
+	case IMAP_FETCH_ATTR_PREVIEW:
+		ret = answer_add_simple(answer, FETCH_KIND_PREVIEW, "PREVIEW", FETCH_SOURCE_NONE, false);
 		break;
 	case IMAP_FETCH_ATTR_ENVELOPE:
 		ret = answer_add_simple(answer, FETCH_KIND_ENVELOPE, "ENVELOPE", FETCH_SOURCE_NONE, false);

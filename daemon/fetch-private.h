@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 struct evbuffer;
+struct fetch_splice;
 struct imap_command;
 
 /* The items of an answer, in Dovecot's handler terms: buffered ones go
@@ -22,6 +23,7 @@ enum fetch_kind {
 	FETCH_KIND_INTERNALDATE,
 	FETCH_KIND_SIZE,
 	FETCH_KIND_MODSEQ,
+	FETCH_KIND_PREVIEW,      /* buffered in Dovecot too; never written from the store, always spliced */
 	FETCH_KIND_ENVELOPE,
 	FETCH_KIND_BODY,
 	FETCH_KIND_BODYSTRUCTURE,
@@ -30,6 +32,7 @@ enum fetch_kind {
 	FETCH_KIND_RFC822_TEXT,
 	FETCH_KIND_SECTION,      /* BODY[...] */
 	FETCH_KIND_BINARY,       /* BINARY[n] */
+	FETCH_KIND_BINARY_SIZE,  /* BINARY.SIZE[n]: never written from the store, always spliced */
 };
 
 /* Where a body item's bytes come from. */
@@ -63,6 +66,7 @@ struct fetch_message {
 	bool missing;            /* the store lacks what the fetch needs: fetched first */
 	bool seen_set;           /* the upstream set \Seen for this fetch: FLAGS are shown */
 	bool outside_change;     /* another client changed its flags too: FLAGS again after the lines */
+	uint64_t spliced;        /* 1 << item index of the items fetched upstream alone (fetch_answer_splice_groups) */
 };
 
 /* Stored values of a run of the answer's messages, from one lookup. */
@@ -88,12 +92,18 @@ struct fetch_answer {
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
 	bool binary_marked;      /* facts->binary_marked */
+	uint32_t binary_marked_uid; /* facts->binary_marked_uid */
 	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
 	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
 	bool has_flags_item;
 	size_t missing_count;
 	size_t missing_heavy_count;  /* those lacking more than FETCH_ASKS_LIGHT: at most half may */
 	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
+	bool may_splice;             /* facts->splice_allowed, and no two items answer under one name */
+	size_t spliced_count;        /* messages with spliced items */
+	const char *splice_why;      /* why the first of them was (for the debug log) */
+	const struct fetch_splice *splice; /* the values captured (borrowed; owned once adopted) */
+	struct fetch_splice *splice_owned;
 };
 
 

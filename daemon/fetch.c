@@ -7,6 +7,7 @@
 #include "cache.h"
 #include "fetch-derive.h"
 #include "fetch-private.h"
+#include "fetch-splice.h"
 #include "imap-command.h"
 #include "mailbox-view.h"
 #include "mime-buffer.h"
@@ -408,6 +409,8 @@ static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 	return prefix;
 }
 
+static const char fetch_why_binary_marked[] = "BINARY[] of a message not decoded, after a BINARY.SIZE (Dovecot may say ~{n})";
+
 /* BINARY[section] of the stored message (see fetch_derive_binary).
    Returns -1 when it can't be served here (source->why says why, when it
    is not the structure). */
@@ -422,8 +425,9 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 	if (fetch_derive_binary(root, source->raw, source->raw_len, section, out, converted_r, &source->why) < 0)
 		return -1;
 	/* the stream Dovecot keeps is the whole message's, with its header */
-	if (kind == FETCH_KIND_BINARY && *section == '\0' && !*converted_r && source->answer->binary_marked) {
-		source->why = "BINARY[] of a message not decoded, after a BINARY.SIZE (Dovecot may say ~{n})";
+	if (kind == FETCH_KIND_BINARY && *section == '\0' && !*converted_r &&
+	    (source->answer->binary_marked || source->message->uid == source->answer->binary_marked_uid)) {
+		source->why = fetch_why_binary_marked;
 		return -1;
 	}
 	return 0;
@@ -661,11 +665,53 @@ static int write_body_item(struct evbuffer *out, struct fetch_source *source, co
 	return -1;
 }
 
+/* Whether the upstream can be asked for item alone (fetch_answer_splice_groups). */
+static bool item_may_splice(const struct fetch_item *item)
+{
+	return item->kind >= FETCH_KIND_RFC822 || item->kind == FETCH_KIND_PREVIEW;
+}
+
+/* The name the upstream answers the item's splice ask under (the
+   client's RFC822 forms are asked as BODY.PEEK[...]). */
+static const char *item_splice_name(const struct fetch_item *item)
+{
+	switch (item->kind) {
+	case FETCH_KIND_RFC822:
+		return "BODY[]";
+	case FETCH_KIND_RFC822_HEADER:
+		return "BODY[HEADER]";
+	case FETCH_KIND_RFC822_TEXT:
+		return "BODY[TEXT]";
+	default:
+		return item->name;
+	}
+}
+
+/* Writes the value the proxy's own FETCH captured for the message's
+   item, under the client's name for it. Returns 0, -1 when none was. */
+static int write_captured(struct evbuffer *out, const struct fetch_source *source, const struct fetch_item *item)
+{
+	const unsigned char *value;
+	size_t len;
+
+	if (source->answer->splice == NULL || !item_may_splice(item) ||
+	    !fetch_splice_lookup(source->answer->splice, source->message->uid, item_splice_name(item), &value, &len))
+		return -1;
+	if (out != NULL) {
+		out_add_text(out, item->name);
+		evbuffer_add(out, " ", 1);
+		evbuffer_add(out, value, len);
+	}
+	return 0;
+}
+
 /* One item; with out NULL only checks it (see write_body_item). */
 static int write_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	const struct fetch_message *message = source->message;
 
+	if (write_captured(out, source, item) == 0)
+		return 0;
 	switch (item->kind) {
 	case FETCH_KIND_UID:
 		if (out != NULL) {
@@ -734,6 +780,10 @@ static const char *item_why(const struct fetch_source *source, const struct fetc
 		return "MODSEQ not known for a message";
 	if (item->kind == FETCH_KIND_FLAGS)
 		return "FLAGS not known for a message";
+	if (item->kind == FETCH_KIND_BINARY_SIZE)
+		return "BINARY.SIZE";
+	if (item->kind == FETCH_KIND_PREVIEW)
+		return "PREVIEW";
 	if (item->source == FETCH_SOURCE_NONE)
 		return sources[FETCH_SOURCE_NONE];
 	if (!stored_has(source, CACHE_ITEM_MESSAGE) && item->source != FETCH_SOURCE_HEADER)
@@ -743,18 +793,29 @@ static const char *item_why(const struct fetch_source *source, const struct fetc
 	return sources[item->source];
 }
 
-/* Whether every item can be written for the message; *why_r when not. */
-static bool message_check(struct fetch_source *source, const char **why_r)
+static bool item_is_stored(const struct fetch_item *item, unsigned int present);
+
+/* Whether every item can be written for the message, or fetched alone
+   (*spliced_r: 1 << the index of each such item); *why_r when not. */
+static bool message_check(struct fetch_source *source, uint64_t *spliced_r, const char **why_r)
 {
 	const struct fetch_answer *answer = source->answer;
 
+	*spliced_r = 0;
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		const struct fetch_item *item = &answer->items[i];
 
 		source->why = NULL;
 		if (write_item(NULL, source, item) < 0) {
 			*why_r = item_why(source, item);
-			return false;
+			/* a BINARY our library does not decode may be one Dovecot
+			   fails on (its stream keeps the failure): not asked alone;
+			   nor what the store lacks (the upstream's answer fills it) */
+			if (!answer->may_splice || !item_may_splice(item) ||
+			    !item_is_stored(item, source->stored->present) ||
+			    (item->kind == FETCH_KIND_BINARY && source->why != fetch_why_binary_marked))
+				return false;
+			*spliced_r |= (uint64_t)1 << i;
 		}
 	}
 	return true;
@@ -826,6 +887,8 @@ static bool item_is_stored(const struct fetch_item *item, unsigned int present)
 	case FETCH_KIND_UID:
 	case FETCH_KIND_FLAGS:
 	case FETCH_KIND_MODSEQ:
+	case FETCH_KIND_BINARY_SIZE:
+	case FETCH_KIND_PREVIEW:
 		return true;
 	case FETCH_KIND_INTERNALDATE:
 		return (present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0;
@@ -869,6 +932,8 @@ static enum fetch_ask item_ask(const struct fetch_item *item)
 	switch (item->kind) {
 	case FETCH_KIND_UID:
 	case FETCH_KIND_FLAGS:
+	case FETCH_KIND_BINARY_SIZE:
+	case FETCH_KIND_PREVIEW:
 		return FETCH_ASK_NONE;
 	case FETCH_KIND_MODSEQ:
 		return FETCH_ASK_MODSEQ;
@@ -888,6 +953,15 @@ static enum fetch_ask item_ask(const struct fetch_item *item)
 	}
 }
 
+/* Whether item is the header block, a part of it or what follows it:
+   local from a stored header block even where our library reads the
+   message otherwise. */
+static bool item_reads_header(const struct fetch_item *item)
+{
+	return item->source == FETCH_SOURCE_HEADER || item->source == FETCH_SOURCE_FIELDS ||
+	       item->source == FETCH_SOURCE_TEXT;
+}
+
 /* Whether the message of stored lacks what the answer needs and can get
    it by a fetch: a whole message only when its size is known and small
    enough to be stored. */
@@ -895,12 +969,20 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 				 const struct cache_message *stored, const struct fetch_facts *facts)
 {
 	unsigned int present = stored->uid != 0 ? stored->present : 0;
-	unsigned int asks = 0;
+	unsigned int asks = 0, light = FETCH_ASKS_LIGHT;
+	bool agrees = (present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0 && stored->structure_agrees;
+	bool whole_only = (present & (CACHE_HAS(CACHE_ITEM_HEADER) | CACHE_HAS(CACHE_ITEM_MESSAGE))) ==
+			  CACHE_HAS(CACHE_ITEM_MESSAGE);
 
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (answer->items[i].kind == FETCH_KIND_MODSEQ ? message->modseq == 0 :
-								   !item_is_stored(&answer->items[i], present))
+								   !item_is_stored(&answer->items[i], present)) {
 			asks |= 1u << item_ask(&answer->items[i]);
+		} else if (item_reads_header(&answer->items[i]) && !agrees && whole_only) {
+			/* its header block, stored and reused: a few hundred bytes, cheaper than spliced */
+			asks |= 1u << FETCH_ASK_HEADER;
+			light |= 1u << FETCH_ASK_HEADER;
+		}
 	}
 	if (asks == 0 || !facts->fill_missing)
 		return false;
@@ -915,7 +997,7 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	}
 	message->missing = true;
 	answer->missing_count++;
-	if ((asks & ~FETCH_ASKS_LIGHT) != 0)
+	if ((asks & ~light) != 0)
 		answer->missing_heavy_count++;
 	answer->missing_asks |= asks;
 	return true;
@@ -949,17 +1031,21 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 			return 0;
 		}
 		for (size_t i = 0; i < count; i++) {
-			struct fetch_source source = { .answer = answer, .message = &answer->messages[first + i],
+			struct fetch_message *message = &answer->messages[first + i];
+			struct fetch_source source = { .answer = answer, .message = message,
 						       .stored = &answer->chunk.stored[i] };
-			bool ok = message_mark_missing(answer, &answer->messages[first + i], &answer->chunk.stored[i],
-						       facts) ||
-				  (answer->chunk.stored[i].uid != 0 && message_check(&source, why_r));
+			uint64_t spliced = 0;
+			bool ok = message_mark_missing(answer, message, &answer->chunk.stored[i], facts) ||
+				  (answer->chunk.stored[i].uid != 0 && message_check(&source, &spliced, why_r));
 
 			if (answer->chunk.stored[i].uid == 0)
 				*why_r = "a message the store has nothing of";
 			source_clear(&source);
 			if (!ok)
 				return 0;
+			message->spliced = spliced;
+			if (spliced != 0 && answer->spliced_count++ == 0)
+				answer->splice_why = *why_r;
 		}
 	}
 	if (!one_chunk)
@@ -1001,6 +1087,23 @@ static bool plan_modifiers_local(const struct imap_command *command, const struc
 	return true;
 }
 
+/* Whether the items the upstream could be asked for alone answer under
+   names of their own (a captured value then belongs to one item), and
+   are few enough for a message's mask. */
+static bool plan_splice_names_unique(const struct fetch_answer *answer)
+{
+	if (answer->item_count > FETCH_SPLICE_ITEMS_MAX)
+		return false;
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		for (unsigned int j = 0; j < i; j++) {
+			if (item_may_splice(&answer->items[i]) && item_may_splice(&answer->items[j]) &&
+			    strcmp(item_splice_name(&answer->items[i]), item_splice_name(&answer->items[j])) == 0)
+				return false;
+		}
+	}
+	return true;
+}
+
 enum fetch_route fetch_plan(const struct imap_command *command, const struct fetch_facts *facts,
 			    struct fetch_answer **answer_r, const char **why_r)
 {
@@ -1022,12 +1125,19 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->mailbox_id = facts->mailbox_id;
 	answer->read_only = facts->read_only;
 	answer->binary_marked = facts->binary_marked;
+	answer->binary_marked_uid = facts->binary_marked_uid;
 	answer->condstore = facts->condstore;
 	answer->qresync = facts->qresync;
 	ret = fetch_items_add(answer, command, facts, why_r);
 	for (unsigned int i = 0; ret > 0 && i < answer->item_count; i++) {
 		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
 		answer->has_flags_item |= answer->items[i].kind == FETCH_KIND_FLAGS;
+		/* the spliced BINARY.SIZE leaves Dovecot a stream for BINARY[] */
+		answer->binary_marked |= answer->items[i].kind == FETCH_KIND_BINARY_SIZE;
+	}
+	if (ret > 0 && plan_splice_names_unique(answer)) {
+		answer->may_splice = facts->splice_allowed;
+		answer->splice = facts->splice;
 	}
 	if (ret > 0)
 		ret = answer_add_messages(answer, command, facts, why_r);
@@ -1162,6 +1272,128 @@ size_t fetch_answer_missing_count(const struct fetch_answer *answer)
 	return answer->missing_count;
 }
 
+/* ---- the splice step ---- */
+
+/* Appends " " and what the upstream is asked for item alone, in its
+   PEEK form. Returns -1 when memory runs out. */
+static int splice_ask_add(struct evbuffer *out, const struct fetch_item *item)
+{
+	int ret;
+
+	switch (item->kind) {
+	case FETCH_KIND_RFC822:
+		return evbuffer_add_printf(out, " BODY.PEEK[]") < 0 ? -1 : 0;
+	case FETCH_KIND_RFC822_HEADER:
+		return evbuffer_add_printf(out, " BODY.PEEK[HEADER]") < 0 ? -1 : 0;
+	case FETCH_KIND_RFC822_TEXT:
+		return evbuffer_add_printf(out, " BODY.PEEK[TEXT]") < 0 ? -1 : 0;
+	case FETCH_KIND_BINARY_SIZE:
+	case FETCH_KIND_PREVIEW:
+		return evbuffer_add_printf(out, " %s", item->name) < 0 ? -1 : 0;
+	default:
+		ret = evbuffer_add_printf(out, " %s.PEEK[%s]", item->kind == FETCH_KIND_BINARY ? "BINARY" : "BODY",
+					  item->section);
+		if (ret >= 0 && item->has_partial)
+			ret = evbuffer_add_printf(out, "<%" PRIu64 ".%" PRIu64 ">", item->partial_offset,
+						  item->partial_length);
+		return ret < 0 ? -1 : 0;
+	}
+}
+
+/* The items text of a group: "UID" and each item of mask. */
+static char *splice_items_text(const struct fetch_answer *answer, uint64_t mask)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text = NULL;
+	int ret = out != NULL && evbuffer_add(out, "UID", 3) == 0 ? 0 : -1;
+
+	for (unsigned int i = 0; ret == 0 && i < answer->item_count; i++) {
+		if ((mask & ((uint64_t)1 << i)) != 0)
+			ret = splice_ask_add(out, &answer->items[i]);
+	}
+	if (ret == 0 && evbuffer_add(out, "", 1) == 0 && (text = malloc(evbuffer_get_length(out))) != NULL)
+		evbuffer_remove(out, text, evbuffer_get_length(out));
+	if (out != NULL)
+		evbuffer_free(out);
+	return text;
+}
+
+/* Adds message to the group of its mask (a new one after count).
+   Returns -1 when memory runs out. */
+static int splice_group_add(struct fetch_splice_group *groups, uint64_t *masks, size_t *count,
+			    const struct fetch_message *message, size_t message_count)
+{
+	size_t g = 0;
+
+	while (g < *count && masks[g] != message->spliced)
+		g++;
+	if (g == *count) {
+		groups[g] = (struct fetch_splice_group){ .uids = malloc(message_count * sizeof(uint32_t)),
+							 .seqs = malloc(message_count * sizeof(uint32_t)) };
+		masks[g] = message->spliced;
+		(*count)++;
+		if (groups[g].uids == NULL || groups[g].seqs == NULL)
+			return -1;
+	}
+	groups[g].uids[groups[g].count] = message->uid;
+	groups[g].seqs[groups[g].count++] = message->seq;
+	return 0;
+}
+
+long fetch_answer_splice_groups(const struct fetch_answer *answer, struct fetch_splice_group **groups_r)
+{
+	struct fetch_splice_group *groups = calloc(FETCH_SPLICE_GROUPS_MAX + 1, sizeof(*groups));
+	uint64_t masks[FETCH_SPLICE_GROUPS_MAX + 1];
+	size_t count = 0;
+	int ret = groups != NULL ? 0 : -1;
+
+	*groups_r = NULL;
+	for (size_t i = 0; ret == 0 && i < answer->message_count && count <= FETCH_SPLICE_GROUPS_MAX; i++) {
+		if (answer->messages[i].spliced != 0)
+			ret = splice_group_add(groups, masks, &count, &answer->messages[i], answer->spliced_count);
+	}
+	for (size_t g = 0; ret == 0 && g < count; g++) {
+		if ((groups[g].items = splice_items_text(answer, masks[g])) == NULL)
+			ret = -1;
+	}
+	if (ret < 0 || count == 0 || count > FETCH_SPLICE_GROUPS_MAX) {
+		fetch_splice_groups_free(groups, count);
+		return ret < 0 ? -1 : 0;
+	}
+	*groups_r = groups;
+	return (long)count;
+}
+
+void fetch_splice_groups_free(struct fetch_splice_group *groups, size_t count)
+{
+	if (groups == NULL)
+		return;
+	for (size_t g = 0; g < count; g++) {
+		free(groups[g].uids);
+		free(groups[g].seqs);
+		free(groups[g].items);
+	}
+	free(groups);
+}
+
+size_t fetch_answer_spliced_count(const struct fetch_answer *answer)
+{
+	return answer->spliced_count;
+}
+
+const char *fetch_answer_splice_why(const struct fetch_answer *answer)
+{
+	return answer->splice_why != NULL ? answer->splice_why : "not known";
+}
+
+void fetch_answer_adopt_splice(struct fetch_answer *answer, struct fetch_splice **splice)
+{
+	if (answer->splice == *splice && *splice != NULL) {
+		answer->splice_owned = *splice;
+		*splice = NULL;
+	}
+}
+
 bool fetch_answer_needs_seen(const struct fetch_answer *answer)
 {
 	for (size_t i = 0; i < answer->message_count; i++) {
@@ -1189,6 +1421,7 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 		return;
 	*answer_p = NULL;
 	chunk_clear(&answer->chunk);
+	fetch_splice_free(&answer->splice_owned);
 	if (answer->line != NULL)
 		evbuffer_free(answer->line);
 	mime_buffer_free(&answer->scratch);

@@ -10,6 +10,7 @@
 struct cache;
 struct evbuffer;
 struct fetch_answer;
+struct fetch_splice;
 struct imap_command;
 struct mailbox_view;
 
@@ -56,12 +57,25 @@ struct fetch_facts {
 	   BINARY[] of it as "~{n}" even when nothing was decoded; such a
 	   BINARY[] goes upstream. */
 	bool binary_marked;
+	/* Dovecot 2.3 keeps one such stream (its storage's binary cache: one
+	   message): after the proxy's own splice FETCH of BINARY items, only
+	   its last message's (0: none). */
+	uint32_t binary_marked_uid;
 	const struct fetch_seen *seen;      /* what the STORE asked for (ascending UIDs), or NULL */
 	size_t seen_count;
 	/* Partly stored: up to half of the messages may lack what is asked
 	   (fetch_answer_missing); the caller fetches that and plans again. */
 	bool fill_missing;
 	uint64_t body_max_size;             /* a larger message is not stored: never asked for */
+	/* Spliced: an item the store can't vouch for for a message (a
+	   derived item of a message our library reads otherwise, BINARY.SIZE,
+	   BINARY the upstream may write otherwise, RFC822 forms of those) no
+	   longer sends the whole FETCH upstream: with splice_allowed the
+	   answer marks it (fetch_answer_splice_groups), the caller fetches
+	   those pairs alone and plans again with their values in splice
+	   (fetch-splice.h), which the answer writes in place of the item's. */
+	bool splice_allowed;
+	const struct fetch_splice *splice;  /* NULL: none captured */
 	const char *line;                   /* the command line as the client sent it (up to a */
 	size_t line_len;                    /* literal's "{n}"); NULL: HEADER.FIELDS goes upstream */
 };
@@ -128,9 +142,11 @@ enum fetch_route {
  * enables it then); the VANISHED modifier, and CHANGEDSINCE before the
  * client enabled CONDSTORE (with CONDSTORE, CHANGEDSINCE is local: only
  * messages of a greater MODSEQ, each with MODSEQ); ENVELOPE, BODY and
- * BODYSTRUCTURE the upstream never sent (not derived); BINARY.SIZE
+ * BODYSTRUCTURE the upstream never sent (not derived). BINARY.SIZE
  * (Dovecot 2.3 computes it from cached part sizes, which can differ from
- * its own BINARY literal's length).
+ * its own BINARY literal's length) and PREVIEW are never written from the
+ * store: with facts->splice_allowed they are spliced (see fetch_facts),
+ * else the FETCH goes upstream.
  *
  * Returns LOCAL with *answer_r (free it with fetch_answer_free), or
  * UPSTREAM with *why_r (a static text, for a debug log line). The answer
@@ -174,6 +190,30 @@ long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, 
 /* How many of the answer's messages lack something (fetch_answer_missing). */
 size_t fetch_answer_missing_count(const struct fetch_answer *answer);
 #define FETCH_MISSING_ITEMS_MAX 128 /* "UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[] MODSEQ" */
+
+/* The splice step: the proxy's own FETCH of the (message, item) pairs
+   the answer could not vouch for, grouped by identical item lists. */
+#define FETCH_SPLICE_ITEMS_MAX 64  /* a message's spliced items are a 64-bit mask */
+#define FETCH_SPLICE_GROUPS_MAX 16 /* own FETCH commands for one answer: more goes upstream whole */
+struct fetch_splice_group {
+	uint32_t *uids, *seqs;  /* the messages, ascending */
+	size_t count;
+	char *items;            /* "UID BODY.PEEK[1]<0.10> BINARY.SIZE[2]": UID first, PEEK forms */
+};
+/* The groups (malloc'd, free with fetch_splice_groups_free). Returns how
+   many (0: nothing spliced, or more than FETCH_SPLICE_GROUPS_MAX), -1
+   when memory runs out. */
+long fetch_answer_splice_groups(const struct fetch_answer *answer, struct fetch_splice_group **groups_r);
+void fetch_splice_groups_free(struct fetch_splice_group *groups, size_t count);
+/* How many of the answer's messages have spliced items. */
+size_t fetch_answer_spliced_count(const struct fetch_answer *answer);
+/* Why the first of them could not be written from the store (a static
+   text, for a debug log line). */
+const char *fetch_answer_splice_why(const struct fetch_answer *answer);
+/* When the answer reads *splice (it was facts->splice), it takes it over
+   (freed with the answer) and *splice becomes NULL: the answer's writing
+   may outlive the caller's step. */
+void fetch_answer_adopt_splice(struct fetch_answer *answer, struct fetch_splice **splice);
 
 /* Whether the answer's fetch would set \Seen on a message (see
    fetch_answer_unseen). */

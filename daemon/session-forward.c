@@ -5,6 +5,7 @@
 #include "cache.h"
 #include "fetch.h"
 #include "fetch-fill.h"
+#include "fetch-splice.h"
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "imap-response.h"
@@ -175,7 +176,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
-		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
+		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SPLICE) {
+			if (session->splice != NULL) /* kept for the answer, not stored */
+				fetch_splice_feed(session->splice, data, len, line_end);
+		} else if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
 			session_open_batch(session);
 			fetch_fill_feed(session->fill, data, len, line_end);
 		}
@@ -546,6 +550,29 @@ static enum session_local session_fetch_missing_first(struct session *session, c
 	return SESSION_LOCAL_WAIT;
 }
 
+/* A FETCH with (message, item) pairs the store can't vouch for: the
+   proxy fetches those alone first (WAIT), and the FETCH is planned again
+   with their values. Returns UPSTREAM when that can't be sent. */
+static enum session_local session_fetch_splice_first(struct session *session)
+{
+	struct fetch_splice_group *groups;
+	long count = fetch_answer_splice_groups(session->local_answer, &groups);
+	size_t messages = fetch_answer_spliced_count(session->local_answer);
+	const char *why = fetch_answer_splice_why(session->local_answer);
+
+	fetch_answer_free(&session->local_answer);
+	if (count <= 0 || session_own_fetch_splice(session, groups, (size_t)count) < 0) {
+		if (count <= 0)
+			session->splice_tried = true;
+		log_debug("session %lu: %s goes upstream: the items it can't vouch for could not be asked for alone",
+			  session->id, session->command_verb);
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	log_debug("session %lu: %s: %zu messages' (%ld FETCH) items fetched alone first, one because of: %s",
+		  session->id, session->command_verb, messages, count, why);
+	return SESSION_LOCAL_WAIT;
+}
+
 /* Whether held upstream news keeps this command from a local answer:
    news given as the command was taken up (the upstream's numbering may
    have grown past what a local answer may show before it), or an EXISTS
@@ -581,12 +608,17 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		.qresync = session->client_qresync,
 		.peek_only = session->seen_state == SESSION_SEEN_REFUSED,
 		.seen_stored = session->seen_state == SESSION_SEEN_SET,
+		.binary_marked_uid = session->binary_splice_usec != 0 &&
+				     session_now_usec() - session->binary_splice_usec < FETCH_DOVECOT_BINARY_CACHE_USEC ?
+					     session->binary_splice_uid : 0,
 		.binary_marked = session->binary_size_usec != 0 &&
 				 session_now_usec() - session->binary_size_usec < FETCH_DOVECOT_BINARY_CACHE_USEC,
 		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,
 		.seen_count = session->seen_state == SESSION_SEEN_SET ? session->seen_count : 0,
 		.fill_missing = !session->missing_tried && session->cache != NULL && !cache_writes_off(session->cache),
 		.body_max_size = session->conf->cache_body_max_size,
+		.splice_allowed = !session->splice_tried,
+		.splice = session->splice,
 		.line = (const char *)evbuffer_pullup(session->command_bytes, -1),
 		.line_len = evbuffer_get_length(session->command_bytes),
 	};
@@ -619,6 +651,8 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	}
 	if (fetch_answer_missing_count(session->local_answer) > 0)
 		return session_fetch_missing_first(session, command);
+	if (fetch_answer_spliced_count(session->local_answer) > 0)
+		return session_fetch_splice_first(session);
 	if (fetch_answer_needs_seen(session->local_answer))
 		return session_fetch_seen_first(session, command, seen_tried);
 	session->local_tag = strdup(tag);
@@ -628,6 +662,7 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	}
 	log_debug("session %lu: %s answered from the cache (%zu messages)", session->id, session->command_verb,
 		  fetch_answer_count(session->local_answer));
+	fetch_answer_adopt_splice(session->local_answer, &session->splice);
 	session_write_local_answer(session);
 	return SESSION_LOCAL_ANSWERED;
 }
@@ -663,7 +698,10 @@ static enum session_local session_answer_fetch(struct session *session, const ch
 	}
 
 	if (result != SESSION_LOCAL_WAIT || session->own_command == NULL)
+	{
 		session_own_missing_reset(session); /* routed, or waiting for forwarded ones: planned anew */
+		session_own_splice_reset(session);
+	}
 	return result;
 }
 
@@ -1235,6 +1273,7 @@ void session_forward_free(struct session *session)
 	session->news_target = NULL;
 	session_own_seen_reset(session);
 	session_own_missing_reset(session);
+	session_own_splice_reset(session);
 	fetch_fill_free(&session->fill);
 	prefetch_free(&session->prefetch);
 	if (session->prefetch_timer != NULL)

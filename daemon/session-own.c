@@ -4,6 +4,7 @@
 #include "session-private.h"
 #include "fetch.h"
 #include "fetch-fill.h"
+#include "fetch-splice.h"
 #include "imap-command.h"
 #include "imap-seqset.h"
 #include "log.h"
@@ -176,6 +177,33 @@ static bool session_own_missing_message(const struct session *session, uint32_t 
 		       session_uid_compare) != NULL;
 }
 
+/* Whether the line is "* n FETCH (UID u)": what Dovecot writes of an own
+   FETCH whose items failed for the message (never an update's form). */
+static bool session_own_uid_only_line(const unsigned char *data, size_t len)
+{
+	const unsigned char *open = memchr(data, '(', len);
+	size_t pos;
+
+	if (open == NULL || (size_t)(data + len - open) < 7 || memcmp(open, "(UID ", 5) != 0)
+		return false;
+	pos = (size_t)(open - data) + 5;
+	while (pos < len && data[pos] >= '0' && data[pos] <= '9')
+		pos++;
+	return len - pos >= 3 && memcmp(data + pos, ")\r\n", 3) == 0;
+}
+
+/* Whether the view's seq is a message the running splice FETCH asked for. */
+static bool session_own_splice_message(const struct session *session, uint32_t seq)
+{
+	const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
+	const struct fetch_splice_group *group;
+
+	if (session->splice_group_next == 0 || message == NULL || message->uid == 0)
+		return false;
+	group = &session->splice_groups[session->splice_group_next - 1];
+	return bsearch(&message->uid, group->uids, group->count, sizeof(*group->uids), session_uid_compare) != NULL;
+}
+
 bool session_own_swallows(struct session *session, const struct imap_client_command *command,
 			  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end)
 {
@@ -198,6 +226,10 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 			break;
 		case SESSION_OWN_MISSING:
 			swallow = prefetch_is_own_line(data, len) && session_own_missing_message(session, seq);
+			break;
+		case SESSION_OWN_SPLICE:
+			swallow = (prefetch_is_own_line(data, len) || session_own_uid_only_line(data, len)) &&
+				  session_own_splice_message(session, seq);
 			break;
 		}
 	}
@@ -561,6 +593,82 @@ int session_own_fetch_missing(struct session *session, const uint32_t *uids, con
 	/* by sequence number: the upstream sends no EXPUNGE during a FETCH */
 	if (session_own_send_set(session, SESSION_OWN_MISSING, "FETCH", seqs, count, list, session_missing_done) < 0) {
 		session_own_missing_reset(session);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the splice step: what a FETCH answered here can't vouch for ---- */
+
+void session_own_splice_reset(struct session *session)
+{
+	fetch_splice_groups_free(session->splice_groups, session->splice_group_count);
+	session->splice_groups = NULL;
+	session->splice_group_count = session->splice_group_next = 0;
+	fetch_splice_free(&session->splice);
+	session->splice_tried = false;
+}
+
+static void session_splice_done(struct imap_client *client, struct imap_client_command *command,
+				const struct imap_client_result *result, void *context);
+
+/* Sends the next group's FETCH. Returns -1 when memory runs out. */
+static int session_splice_send_next(struct session *session)
+{
+	const struct fetch_splice_group *group = &session->splice_groups[session->splice_group_next++];
+	char *list = malloc(strlen(group->items) + 3);
+	int ret;
+
+	if (list == NULL)
+		return -1;
+	sprintf(list, "(%s)", group->items);
+	if (strstr(group->items, "BINARY") != NULL) {
+		/* Dovecot keeps the last message's stream (fetch.h binary_marked_uid) */
+		session->binary_splice_uid = group->uids[group->count - 1];
+		session->binary_splice_usec = session_now_usec();
+	}
+	/* by sequence number: the upstream sends no EXPUNGE during a FETCH */
+	ret = session_own_send_set(session, SESSION_OWN_SPLICE, "FETCH", group->seqs, group->count, list,
+				   session_splice_done);
+	free(list);
+	return ret;
+}
+
+static void session_splice_done(struct imap_client *client, struct imap_client_command *command,
+				const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	(void)command;
+	if (result->status != IMAP_CLIENT_STATUS_OK)
+		fetch_splice_free(&session->splice); /* nothing is vouched for: the FETCH goes upstream */
+	if (result->status == IMAP_CLIENT_STATUS_OK && session->splice_group_next < session->splice_group_count) {
+		/* the next group, still ahead of the client's commands */
+		session->forwarded_pending--;
+		session->own_command = NULL;
+		session->swallowing_line = false;
+		if (session_splice_send_next(session) == 0)
+			return;
+		fetch_splice_free(&session->splice);
+		session->forwarded_pending++; /* session_own_finish's */
+	}
+	session_own_finish(session);
+	log_debug("session %lu: %zu own FETCHes of items a FETCH can't vouch for: %s (%zu values)", session->id,
+		  session->splice_group_next, result->status == IMAP_CLIENT_STATUS_OK ? "fetched" : "not fetched",
+		  session->splice != NULL ? fetch_splice_count(session->splice) : 0);
+}
+
+int session_own_fetch_splice(struct session *session, struct fetch_splice_group *groups, size_t count)
+{
+	session_own_splice_reset(session);
+	session->splice_groups = groups;
+	session->splice_group_count = count;
+	session->splice_tried = true;
+	session->splice = fetch_splice_new();
+	if (session->splice == NULL || session_splice_send_next(session) < 0) {
+		session_own_splice_reset(session);
+		session->splice_tried = true;
 		return -1;
 	}
 	return 0;

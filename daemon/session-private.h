@@ -33,6 +33,7 @@ enum session_own_kind {
 	SESSION_OWN_SEEN,        /* STORE +FLAGS (\Seen) before a FETCH answered here */
 	SESSION_OWN_PREFETCH,    /* a batch of what the store lacks, while the client is idle */
 	SESSION_OWN_MISSING,     /* what a FETCH answered here lacks */
+	SESSION_OWN_SPLICE,      /* the items a FETCH answered here can't vouch for, alone */
 };
 
 /* A client's IDLE that the proxy pauses upstream for a prefetch batch
@@ -155,9 +156,15 @@ struct session {
 	uint32_t *missing;             /* UIDs (ascending) the FETCH waiting to be routed lacks */
 	size_t missing_count;
 	bool missing_tried;            /* they were fetched: what still lacks goes upstream */
+	struct fetch_splice_group *splice_groups; /* the splice step's own FETCHes (fetch.h) */
+	size_t splice_group_count, splice_group_next;
+	struct fetch_splice *splice;   /* what they captured, for the FETCH waiting to be routed */
+	bool splice_tried;             /* they were sent: what is still not vouched for goes upstream */
 	bool command_replanned;        /* the command waited (its own steps, pending ones): routed again */
 	bool held_first;               /* held lines went out as this command was taken up */
 	uint64_t binary_size_usec;     /* when a BINARY or BINARY.SIZE last went upstream (session_now_usec), 0: never */
+	uint32_t binary_splice_uid;    /* the last message of the last splice FETCH of BINARY items */
+	uint64_t binary_splice_usec;   /* when that was sent, 0: never */
 	struct fetch_fill *fill;       /* stores what passing FETCH lines carry */
 	struct prefetch *prefetch;     /* the walk over the selected mailbox; NULL: off */
 	unsigned int prefetch_batches; /* sent since the walk last ran out */
@@ -309,6 +316,13 @@ int session_own_fetch_missing(struct session *session, const uint32_t *uids, con
 			      const char *items);
 /* Forgets the missing step (the FETCH was routed). */
 void session_own_missing_reset(struct session *session);
+/* Fetches the (message, item) pairs a FETCH answered here can't vouch
+   for, one own FETCH per group (taken over: freed by the step), their
+   values captured in session->splice. Returns -1 when memory runs out
+   (nothing sent; groups freed). */
+int session_own_fetch_splice(struct session *session, struct fetch_splice_group *groups, size_t count);
+/* Forgets the splice step and what it captured (the FETCH was routed). */
+void session_own_splice_reset(struct session *session);
 /* The client is between commands and nothing is pending: the next
    prefetch batch goes once the client has been quiet for
    SESSION_PREFETCH_QUIET_MS (at once when it has been). */

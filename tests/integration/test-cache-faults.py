@@ -224,6 +224,12 @@ def log_count(daemon, pattern):
     return daemon.count_log(pattern)
 
 
+# The store's answer is not vouched for: the FETCH went upstream, or the
+# items it can't vouch for were fetched alone (spliced, doc/cache.md).
+NOT_VOUCHED = (r"FETCH goes upstream|FETCH: \d+ messages' \(\d+ FETCH\) items fetched alone first|"
+               r"messages a FETCH lacked: fetched")
+
+
 def from_cache(daemon):
     return log_count(daemon, FROM_CACHE)
 
@@ -736,18 +742,18 @@ def test_missing_item(daemon):
                   "FETCH 1 (ENVELOPE BINARY.PEEK[1])")
     check("... Dovecot's line lacks BINARY[1]", len(answer) == 2 and b"BINARY[1]" not in answer[0] and
           b"UNKNOWN-CTE" in answer[1], answer)
-    upstream = log_count(daemon, r"FETCH goes upstream")
+    upstream = log_count(daemon, NOT_VOUCHED)
     same("... asked again, it equals direct", via, direct, "FETCH 1 (ENVELOPE BINARY.PEEK[1])")
-    check("... and went upstream", log_count(daemon, r"FETCH goes upstream") == upstream + 1)
+    check("... and went upstream", log_count(daemon, NOT_VOUCHED) == upstream + 1)
     before = from_cache(daemon)
     same("... the item the line had equals direct", via, direct, "FETCH 1 (ENVELOPE)")
     check("... answered from the cache", from_cache(daemon) == before + 1)
     same("... a line with neither item asked for equals direct", via, direct, "FETCH 1 (BINARY.PEEK[1] ENVELOPE)")
     same("... the whole message and its structure equal direct", via, direct, "FETCH 1 (BODY.PEEK[] BODYSTRUCTURE)")
-    upstream = log_count(daemon, r"FETCH goes upstream")
     for command in ("FETCH 1 (BINARY.PEEK[1])", "FETCH 1 (BINARY.SIZE[1])", "FETCH 1 (BINARY.PEEK[1]<0.3>)"):
+        upstream = log_count(daemon, NOT_VOUCHED)
         same("... with the message stored, %s equals direct" % command, via, direct, command)
-    check("... each went upstream", log_count(daemon, r"FETCH goes upstream") == upstream + 3)
+        check("... it went upstream (or what the store can't vouch for did)", log_count(daemon, NOT_VOUCHED) > upstream)
     before = from_cache(daemon)
     same("... BINARY of the part Dovecot decodes equals direct", via, direct, "FETCH 1 (BINARY.PEEK[2])")
     check("... from the cache", from_cache(daemon) == before + 1)
@@ -835,6 +841,7 @@ AGREEING = DISAGREEING.replace(b"--XX\r\n--XX\r\n", b"--XX\r\n").replace(b"empty
 # HEADER.FIELDS are then answered from it (they need no structure of ours).
 SECTIONS = ("BODY.PEEK[1]", "BODY.PEEK[2]", "BODY.PEEK[1.MIME]", "BINARY.PEEK[1]", "BINARY.PEEK[2]",
             "BODY.PEEK[HEADER.FIELDS (Subject)]", "BODY.PEEK[TEXT]", "BODY.PEEK[HEADER]")
+FROM_HEADER_BLOCK = ("BODY.PEEK[HEADER.FIELDS (Subject)]", "BODY.PEEK[TEXT]", "BODY.PEEK[HEADER]")
 
 
 def test_structure_disagrees(daemon):
@@ -851,12 +858,14 @@ def test_structure_disagrees(daemon):
     check("... the fill found our structure differs for one", log_count(daemon, r"our BODYSTRUCTURE differs") ==
           differs + 1, daemon.log()[-2000:])
     for seq, why in ((1, "the structures differ"), (3, "no structure known")):
-        upstream = log_count(daemon, r"FETCH goes upstream")
         for section in SECTIONS:
+            upstream = log_count(daemon, NOT_VOUCHED)
             same("... message %d (%s): %s equals direct" % (seq, why, section), via, direct,
                  "FETCH %d (%s)" % (seq, section))
-        check("... each went upstream", log_count(daemon, r"FETCH goes upstream") == upstream + len(SECTIONS),
-              daemon.log()[-3000:])
+            # the header block, once fetched and stored, serves these
+            if section not in FROM_HEADER_BLOCK:
+                check("... it went upstream (or what the store can't vouch for did)",
+                      log_count(daemon, NOT_VOUCHED) > upstream, daemon.log()[-3000:])
     before = from_cache(daemon)
     for section in ("BODY.PEEK[TEXT]", "BODY.PEEK[HEADER.FIELDS (Subject)]"):
         same("... message 1, with the header block BODY[HEADER] brought: %s equals direct" % section, via, direct,

@@ -20,7 +20,13 @@ to Dovecot, mirroruser through imapcached, which reaches Dovecot through a
 relay that records its commands. Every command goes to both, and the
 answers must be byte for byte the same (Dovecot's timings stripped). The
 relay proves the answers local: no body FETCH goes upstream after the
-cache was filled, and the \\Seen STOREs that did are the proxy's own."""
+cache was filled, and the \\Seen STOREs that did are the proxy's own.
+
+Spliced (issue 11 item 7): an item the store can't vouch for for a
+message (BINARY.SIZE, PREVIEW, a derived item of a message our MIME
+library reads otherwise) no longer sends the whole FETCH upstream: the
+proxy fetches only those (message, item) pairs on its own tag, in PEEK
+forms, and writes the whole answer here with their values in place."""
 import re
 import tempfile
 
@@ -234,6 +240,35 @@ def run_partial(daemon, relay):
     proxied.close()
 
 
+# (command, the proxy's own FETCH it needs): cached items mixed with spliced ones
+SPLICED = [
+    ("FETCH 1:4 (UID BINARY.SIZE[1] BODY.PEEK[1] RFC822.SIZE ENVELOPE)", r"FETCH 1:4 \(UID BINARY\.SIZE\[1\]\)"),
+    ("UID FETCH 2:3 (FLAGS PREVIEW BODY.PEEK[HEADER] INTERNALDATE)", r"FETCH 2:3 \(UID PREVIEW\)"),
+    ("FETCH 2,4 (BINARY.SIZE[2] PREVIEW BODY.PEEK[TEXT]<2.5>)", r"FETCH 2,4 \(UID PREVIEW BINARY\.SIZE\[2\]\)"),
+    ("FETCH 2 (BODY[1] BINARY.SIZE[1])", r"FETCH 2 \(UID BINARY\.SIZE\[1\]\)"),  # \Seen set first
+]
+
+
+def run_splice(daemon, relay):
+    """FETCHes mixing spliced items with cached ones: only the spliced pairs
+    go upstream, the answer is Dovecot's byte for byte."""
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    both(direct, proxied, "SELECT %s" % MAILBOX, "splice: SELECT")
+    both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE ENVELOPE INTERNALDATE RFC822.SIZE)",
+         "splice: the fill")
+    for command, own_wanted in SPLICED:
+        since = len(relay.recorded())
+        both(direct, proxied, command, "splice: %s is Dovecot's answer" % command)
+        forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+        own = own_fetches(relay, since)
+        check("splice: %s: nothing of it went upstream as it is" % command, not forwarded, forwarded)
+        check("splice: %s: only the spliced pairs were fetched" % command,
+              len(own) == 1 and re.search(r"^\S+ %s$" % own_wanted, own[0]) is not None, own)
+    both(direct, proxied, "FETCH 1:* (FLAGS)", "splice: the flags after")
+    direct.close()
+    proxied.close()
+
+
 def main():
     relay = Relay()
     # no prefetch: what is stored is only what these commands stored
@@ -245,6 +280,8 @@ def main():
             run_mode(daemon, relay, mode)
         make_mailbox(daemon.port)
         run_partial(daemon, relay)
+        make_mailbox(daemon.port)
+        run_splice(daemon, relay)
         make_mailbox(daemon.port)
         run_stale_seen(daemon, relay)
         for mode in ("none", "condstore", "qresync"):

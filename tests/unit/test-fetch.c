@@ -6,6 +6,7 @@
 #include "cache.h"
 #include "fetch.h"
 #include "fetch-derive.h"
+#include "fetch-splice.h"
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "log.h"
@@ -162,6 +163,24 @@ static const char *answer(const char *format, ...)
 			snprintf(text + at, sizeof(text) - at, " (%s)", items);
 		free(uids);
 		free(seqs);
+		fetch_answer_free(&plan);
+		evbuffer_free(out);
+		return text;
+	}
+	if (fetch_answer_spliced_count(plan) > 0) {
+		struct fetch_splice_group *groups;
+		long count = fetch_answer_splice_groups(plan, &groups);
+		size_t at = (size_t)snprintf(text, sizeof(text), "SPLICE:");
+
+		for (long g = 0; g < count && at < sizeof(text); g++) {
+			at += (size_t)snprintf(text + at, sizeof(text) - at, "%s", g > 0 ? ";" : "");
+			for (size_t i = 0; i < groups[g].count && at < sizeof(text); i++)
+				at += (size_t)snprintf(text + at, sizeof(text) - at, " %u/%u", groups[g].seqs[i],
+						       groups[g].uids[i]);
+			if (at < sizeof(text))
+				at += (size_t)snprintf(text + at, sizeof(text) - at, " (%s)", groups[g].items);
+		}
+		fetch_splice_groups_free(groups, count > 0 ? (size_t)count : 0);
 		fetch_answer_free(&plan);
 		evbuffer_free(out);
 		return text;
@@ -595,6 +614,120 @@ static void test_writer(void)
 }
 
 /* No store, no view, another command. */
+/* Feeds text to splice in parts of at most step bytes. */
+static void splice_feed(struct fetch_splice *splice, const char *text, size_t step)
+{
+	size_t len = strlen(text);
+
+	for (size_t at = 0; at < len; at += step)
+		fetch_splice_feed(splice, (const unsigned char *)text + at, len - at < step ? len - at : step,
+				  at + step >= len);
+}
+
+/* The plan marks the (message, item) pairs the store can't vouch for, and
+   groups them by identical item lists, in PEEK forms, UID first. */
+static void test_splice_plan(void)
+{
+	setup();
+	CU_ASSERT_EQUAL(cache_set_structure_agrees(cache, mailbox_id, 2, false), 0);
+	/* without the step allowed: upstream, as before */
+	CU_ASSERT(upstream(answer("FETCH 1:2 (UID BODY.PEEK[1] RFC822.SIZE)")));
+	CU_ASSERT(upstream(answer("FETCH 1 (BINARY.SIZE[1])")));
+	CU_ASSERT(upstream(answer("FETCH 1 (PREVIEW)")));
+	facts.splice_allowed = true;
+	expect(answer("FETCH 1:2 (UID BODY.PEEK[1] RFC822.SIZE)"), "SPLICE: 2/2 (UID BODY.PEEK[1])");
+	expect(answer("FETCH 1:2 (BINARY.SIZE[1] BODY[1]<0.10> FLAGS)"),
+	       "SPLICE: 1/1 (UID BINARY.SIZE[1]); 2/2 (UID BINARY.SIZE[1] BODY.PEEK[1]<0.10>)");
+	expect(answer("FETCH 1:2 (PREVIEW ENVELOPE)"), "SPLICE: 1/1 2/2 (UID PREVIEW)");
+	expect(answer("FETCH 2 (BODY.PEEK[HEADER.FIELDS (\"subject\")] RFC822.TEXT)"),
+	       "SPLICE: 2/2 (UID BODY.PEEK[HEADER.FIELDS (\"SUBJECT\")] BODY.PEEK[TEXT])");
+	/* BINARY[] after a BINARY.SIZE in the same FETCH: Dovecot may write "~{n}" */
+	expect(answer("FETCH 1 (BINARY.SIZE[] BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.SIZE[] BINARY.PEEK[])");
+	facts.binary_marked_uid = 1;
+	expect(answer("FETCH 1 (BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.PEEK[])");
+	facts.binary_marked_uid = 2; /* Dovecot keeps one message's stream */
+	CU_ASSERT_FALSE(upstream(answer("FETCH 1 (BINARY.PEEK[])")));
+	CU_ASSERT_STRING_NOT_EQUAL(answer("FETCH 1 (BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.PEEK[])");
+	facts.binary_marked_uid = 0;
+	/* two items answered under one name: which value is whose? upstream */
+	CU_ASSERT(upstream(answer("FETCH 2 (BODY.PEEK[1]<0.10> BODY.PEEK[1]<0.20>)")));
+	CU_ASSERT(upstream(answer("FETCH 2 (RFC822 BODY.PEEK[1] BODY[])")));
+	/* a BINARY our library does not decode may be one Dovecot fails on */
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[1])")));
+	/* what the store lacks is not spliced: the upstream's answer fills it */
+	CU_ASSERT(upstream(answer("FETCH 3 (BODY.PEEK[] UID)")));
+	/* with the missing step: the header block of a message our library
+	   reads otherwise is fetched and stored, not its text spliced */
+	facts.fill_missing = true;
+	facts.body_max_size = 1 << 20;
+	expect(answer("FETCH 1:2 (RFC822.TEXT)"), "MISSING: 2/2 (UID BODY.PEEK[HEADER])");
+	teardown();
+}
+
+/* Captured values are written in place, as the upstream wrote them. */
+static void test_splice_values(void)
+{
+	struct fetch_splice *splice;
+	const unsigned char *value;
+	size_t len;
+
+	setup();
+	CU_ASSERT_EQUAL(cache_set_structure_agrees(cache, mailbox_id, 2, false), 0);
+	splice = fetch_splice_new();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(splice);
+	splice_feed(splice, "* 1 FETCH (UID 1 BINARY.SIZE[1] 6 PREVIEW \"hel\\\"lo\" BINARY[] ~{3}\r\nab\x80)\r\n", 1000);
+	splice_feed(splice, "* 2 FETCH (UID 2 BINARY.SIZE[1] 42 PREVIEW NIL BODY[1] {8}\r\npart one)\r\n", 7);
+	/* a line that does not parse, and one not naming its UID first: nothing kept */
+	splice_feed(splice, "* 1 FETCH (UID 1 BODY[2] {9}\r\nshort)\r\n", 1000);
+	splice_feed(splice, "* 1 FETCH (BODY[3] {1}\r\nx UID 1)\r\n", 1000);
+	CU_ASSERT_EQUAL(fetch_splice_count(splice), 6);
+	CU_ASSERT_FALSE(fetch_splice_lookup(splice, 1, "BODY[2]", &value, &len));
+	CU_ASSERT_FALSE(fetch_splice_lookup(splice, 1, "BODY[3]", &value, &len));
+	CU_ASSERT_TRUE_FATAL(fetch_splice_lookup(splice, 2, "BODY[1]", &value, &len));
+	CU_ASSERT_EQUAL(len, 13);
+	CU_ASSERT_EQUAL(memcmp(value, "{8}\r\npart one", 13), 0);
+	facts.splice = splice;
+	expect(answer("FETCH 1:2 (BINARY.SIZE[1] UID PREVIEW BODY[1])"),
+	       "* 1 FETCH (UID 1 PREVIEW \"hel\\\"lo\" BINARY.SIZE[1] 6 BODY[1] {7}\r\nhello\r\n)\r\n"
+	       "* 2 FETCH (UID 2 PREVIEW NIL BINARY.SIZE[1] 42 BODY[1] {8}\r\npart one)\r\n" OK);
+	/* the client's name for the item, the upstream's value, as literal8 */
+	facts.binary_marked_uid = 1;
+	expect(answer("FETCH 1 (BINARY[])"), "* 1 FETCH (BINARY[] ~{3}\r\nab\x80)\r\n" OK);
+	facts.binary_marked_uid = 0;
+	/* a value not captured: upstream as a whole (the step was taken) */
+	CU_ASSERT(upstream(answer("FETCH 2 (BODY.PEEK[2])")));
+	facts.splice = NULL;
+	fetch_splice_free(&splice);
+	CU_ASSERT_PTR_NULL(splice);
+	teardown();
+}
+
+/* Past FETCH_SPLICE_BYTES_MAX nothing is kept. */
+static void test_splice_limit(void)
+{
+	struct fetch_splice *splice = fetch_splice_new();
+	size_t size = FETCH_SPLICE_BYTES_MAX / 2 + 1;
+	char *big = malloc(size + 64);
+	const unsigned char *value;
+	size_t len;
+	int at;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(splice);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(big);
+	splice_feed(splice, "* 1 FETCH (UID 1 PREVIEW NIL)\r\n", 1000);
+	CU_ASSERT_TRUE(fetch_splice_lookup(splice, 1, "PREVIEW", &value, &len));
+	for (uint32_t uid = 2; uid <= 3; uid++) {
+		at = snprintf(big, 64, "* %u FETCH (UID %u BODY[] {%zu}\r\n", uid, uid, size);
+		memset(big + at, 'x', size);
+		memcpy(big + at + size, ")\r\n", 4);
+		splice_feed(splice, big, 70000);
+	}
+	CU_ASSERT_FALSE(fetch_splice_lookup(splice, 2, "BODY[]", &value, &len));
+	CU_ASSERT_FALSE(fetch_splice_lookup(splice, 1, "PREVIEW", &value, &len));
+	free(big);
+	fetch_splice_free(&splice);
+}
+
 static void test_no_store(void)
 {
 	const char *why;
@@ -687,5 +820,8 @@ const struct unit_test unit_tests[] = {
 	{ "the writer's limit and a lost value", test_writer },
 	{ "no store, no view, not a FETCH", test_no_store },
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
+	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },
+	{ "splice: captured values written in place", test_splice_values },
+	{ "splice: a bounded capture", test_splice_limit },
 	{ NULL, NULL },
 };
