@@ -46,6 +46,8 @@ DAEMON_ZONES = ("America/St_Johns", "UTC", "America/New_York")
 MIN_MESSAGES = 30           # the twins expunge only above this many messages
 SHOWN = 3                   # mismatches shown in full
 LOCAL_LINE = re.compile(r"SEARCH answered from the cache")
+ROUTE_LINE = re.compile(r"SEARCH (answered from the cache|goes upstream)")  # one a SEARCH, as the daemon routes it
+ROUTE_WAIT = 2.0  # seconds for a SEARCH's log line to be read (a route that logs none costs this much)
 TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
 HIGHESTMODSEQ_CODE = re.compile(rb"(?<= OK )\[HIGHESTMODSEQ \d+\] ")
 FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "\\Deleted", "\\Draft", "$Label1", "$Junk", "$Forwarded")
@@ -412,17 +414,24 @@ class Pass:
             self.both(generator.command(count))
             self.searches += 1
         for _ in range(PER_STEP // 3):
-            before = self.daemon.count_log(LOCAL_LINE)
-            self.both(generator.string_command())
-            self.string_local += self.daemon.count_log(LOCAL_LINE) - before
+            self.string_local += self.routed_locally(generator.string_command())
             self.string_searches += 1
             self.searches += 1
         for _ in range(PER_STEP // 2):
-            before = self.daemon.count_log(LOCAL_LINE)
-            self.both(generator.text_command())
-            self.text_local += self.daemon.count_log(LOCAL_LINE) - before
+            self.text_local += self.routed_locally(generator.text_command())
             self.text_searches += 1
             self.searches += 1
+
+    def routed_locally(self, command):
+        """Sends command to both sides; 1 when the daemon answered it from
+        the cache, else 0. Its log line is waited for (up to ROUTE_WAIT s):
+        the log is read apart from the answer, and a line read late was
+        counted for the next command."""
+        before = self.daemon.count_log(ROUTE_LINE)
+        local = self.daemon.count_log(LOCAL_LINE)
+        self.both(command)
+        self.daemon.wait_log(ROUTE_LINE, count=before + 1, timeout=ROUTE_WAIT)
+        return 1 if self.daemon.count_log(LOCAL_LINE) > local else 0
 
     def bad_input(self):
         self.both(b'SEARCH SUBJECT "' + b"x" * 10000 + b'"')
