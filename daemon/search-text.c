@@ -87,7 +87,9 @@ static int search_text_read_value(const unsigned char **p, const unsigned char *
 {
 	size_t n = 0;
 
-	if (*p < end && **p != '"') {
+	if (*p == end)
+		return -1; /* "name=" at the value's end */
+	if (**p != '"') {
 		const unsigned char *start = *p;
 
 		while (*p < end && search_text_is_token(**p))

@@ -710,6 +710,13 @@ static void test_text_extract(void)
 	CU_ASSERT_EQUAL(search_text_extract((const unsigned char *)"a: b\r\n\r\nx\ry", 11, &head, &body), -1);
 	mime_buffer_free(&head);
 	mime_buffer_free(&body);
+	/* a parameter with no value at the field's end (fuzz-search-text read past the field) */
+	message = "Content-Type: text/plain; charset=\r\n\r\nbody\r\n";
+	CU_ASSERT_EQUAL(search_text_extract((const unsigned char *)message, strlen(message), &head, &body), -1);
+	message = "Content-Type: text/plain; charset=\"\r\n\r\nbody\r\n";
+	CU_ASSERT_EQUAL(search_text_extract((const unsigned char *)message, strlen(message), &head, &body), -1);
+	mime_buffer_free(&head);
+	mime_buffer_free(&body);
 }
 
 const char unit_suite_name[] = "search";
