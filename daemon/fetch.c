@@ -74,20 +74,6 @@ static struct imap_seqset_range *set_resolve(const struct imap_seqset *set, uint
 	return ranges;
 }
 
-/* Whether a flag list holds \Seen. */
-static bool flags_have_seen(const char *flags)
-{
-	for (const char *p = flags; *p != '\0';) {
-		size_t n = strcspn(p, " ");
-
-		if (n == 5 && strncasecmp(p, "\\Seen", 5) == 0)
-			return true;
-		p += n;
-		p += strspn(p, " ");
-	}
-	return false;
-}
-
 static int seen_compare(const void *key, const void *element)
 {
 	uint32_t uid = *(const uint32_t *)key, other = ((const struct fetch_seen *)element)->uid;
@@ -113,7 +99,7 @@ static int message_mark_seen(struct fetch_answer *answer, struct fetch_message *
 		*why_r = "a message whose \\Seen the fetch would set has flags not known";
 		return 0;
 	}
-	if (seen != NULL && flags_have_seen(entry->flags)) {
+	if (seen != NULL && mailbox_view_flags_have(entry->flags, "\\Seen", 5)) {
 		if (answer->condstore && entry->modseq == 0) {
 			*why_r = "a \\Seen set upstream whose new MODSEQ is not known";
 			return 0;

@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAILBOX_VIEW_MIN_CAPACITY 64 /* a small mailbox fits without growing */
 
@@ -272,4 +273,17 @@ unsigned int mailbox_view_release_expunges(struct mailbox_view *view, mailbox_vi
 			report(seq, context);
 	}
 	return released;
+}
+
+bool mailbox_view_flags_have(const char *flags, const char *flag, size_t len)
+{
+	for (const char *p = flags; p != NULL && *p != '\0';) {
+		size_t word = strcspn(p, " ");
+
+		if (word == len && (flag[0] == '\\' ? strncasecmp(p, flag, len) : strncmp(p, flag, len)) == 0)
+			return true;
+		p += word;
+		p += strspn(p, " ");
+	}
+	return false;
 }

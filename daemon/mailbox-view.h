@@ -74,6 +74,10 @@ int mailbox_view_set_uid(struct mailbox_view *view, uint32_t seq, uint32_t uid);
    (0: leave as it is) of the client's seq. -1 when out of range or out
    of memory. */
 int mailbox_view_set_flags(struct mailbox_view *view, uint32_t seq, const char *flags, size_t len);
+/* Whether a flag list as the view keeps it (NULL: not known) holds flag
+   (len bytes): a system flag ("\\Seen") in any case (Dovecot writes them
+   in one form), a keyword exactly (Dovecot keeps it as first made). */
+bool mailbox_view_flags_have(const char *flags, const char *flag, size_t len);
 int mailbox_view_set_modseq(struct mailbox_view *view, uint32_t seq, uint64_t modseq);
 void mailbox_view_set_recent(struct mailbox_view *view, uint32_t seq, bool recent);
 /* The flags of the client's seq are not known any more (a STORE went

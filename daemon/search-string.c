@@ -12,11 +12,6 @@
 #include <strings.h>
 
 /* A header line's bytes, its line break left out. */
-struct search_string_line {
-	const unsigned char *data;
-	size_t len;
-};
-
 static bool search_string_is_lwsp(unsigned char c)
 {
 	return c == ' ' || c == '\t';
@@ -376,10 +371,7 @@ out:
 	return result;
 }
 
-/* Reads the next line at *pos: its bytes without CR LF. Returns false at
-   the block's end. */
-static bool search_string_next_line(const unsigned char *block, size_t size, size_t *pos,
-				    struct search_string_line *line_r)
+bool search_string_next_line(const unsigned char *block, size_t size, size_t *pos, struct search_string_span *line_r)
 {
 	const unsigned char *start = block + *pos, *newline;
 	size_t left = size - *pos;
@@ -415,7 +407,7 @@ static enum search_string_result search_string_each_value(const unsigned char *b
 							  search_string_value_fn *fn, void *context)
 {
 	struct mime_buffer value = { 0 };
-	struct search_string_line line;
+	struct search_string_span line;
 	enum search_string_result result = SEARCH_STRING_NO, one;
 	size_t pos = 0, field_len = strlen(field);
 	bool in_field = false, any_field = false;

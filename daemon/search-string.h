@@ -5,6 +5,7 @@
 
 #include "mime-buffer.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -53,6 +54,17 @@ enum search_string_result {
 /* Puts the casemap form of a key (len bytes, the client's string) in
    *needle (reset first). Returns 0, or -1 when the key is not UTF-8 or
    holds a CR or LF (Dovecot's match may then run across lines). */
+/* Some bytes of a block: a line, a header field, a part. */
+struct search_string_span {
+	const unsigned char *data;
+	size_t len;
+};
+
+/* The line at *pos of block (size bytes) in *line_r, without its LF and a
+   CR before it (the last may end at the block's end); *pos moves past
+   it. Returns false at the block's end. */
+bool search_string_next_line(const unsigned char *block, size_t size, size_t *pos, struct search_string_span *line_r);
+
 int search_string_prepare_key(const char *key, size_t len, struct mime_buffer *needle);
 
 /* Whether the header block (size bytes, BODY[HEADER] as stored) has a

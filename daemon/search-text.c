@@ -14,11 +14,6 @@
 #define SEARCH_TEXT_BOUNDARY_MAX 70 /* RFC 2046's limit; a longer one is refused rather than guessed at */
 
 /* A slice of the message. */
-struct search_text_span {
-	const unsigned char *data;
-	size_t len;
-};
-
 /* What a part's header says about its body. */
 struct search_text_type {
 	char type[32], subtype[64];       /* lower case; "" when there is no Content-Type */
@@ -44,24 +39,6 @@ static bool search_text_is_lwsp(unsigned char c)
 static bool search_text_is_token(unsigned char c)
 {
 	return c > 0x20 && c < 0x7f && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
-}
-
-/* Reads the line at *pos (without its LF and a CR before it). Returns
-   false at the end. */
-static bool search_text_next_line(struct search_text_span all, size_t *pos, struct search_text_span *line_r)
-{
-	const unsigned char *start = all.data + *pos, *newline;
-	size_t left = all.len - *pos;
-
-	if (left == 0)
-		return false;
-	newline = memchr(start, '\n', left);
-	line_r->data = start;
-	line_r->len = newline == NULL ? left : (size_t)(newline - start);
-	*pos += line_r->len + (newline != NULL);
-	if (line_r->len > 0 && start[line_r->len - 1] == '\r')
-		line_r->len--;
-	return true;
 }
 
 /* ---- Content-Type and Content-Transfer-Encoding ---- */
@@ -119,7 +96,7 @@ static void search_text_skip_lwsp(const unsigned char **p, const unsigned char *
 }
 
 /* Reads "type/subtype *(; name=value)" with the boundary and charset. */
-static int search_text_parse_content_type(struct search_text_span value, struct search_text_type *type)
+static int search_text_parse_content_type(struct search_string_span value, struct search_text_type *type)
 {
 	const unsigned char *p = value.data, *end = value.data + value.len;
 
@@ -150,7 +127,7 @@ static int search_text_parse_content_type(struct search_text_span value, struct 
 	}
 }
 
-static int search_text_parse_encoding(struct search_text_span value, struct search_text_type *type)
+static int search_text_parse_encoding(struct search_string_span value, struct search_text_type *type)
 {
 	const unsigned char *p = value.data, *end = value.data + value.len;
 
@@ -165,7 +142,7 @@ static int search_text_parse_encoding(struct search_text_span value, struct sear
 
 /* Appends one header line (field: unfolded; its first line first_len
    bytes) as Dovecot's TEXT sees it, and takes what it says of the body. */
-static int search_text_take_header(struct search_text_span field, size_t first_len, bool continued,
+static int search_text_take_header(struct search_string_span field, size_t first_len, bool continued,
 				   struct search_text_type *type, struct mime_buffer *head)
 {
 	const unsigned char *colon = memchr(field.data, ':', field.len);
@@ -196,7 +173,7 @@ static int search_text_take_header(struct search_text_span field, size_t first_l
 		return 0;
 	}
 	mime_buffer_append(head, field.data + name_len, middle_end - name_len);
-	struct search_text_span rest = { field.data + middle_end, field.len - middle_end };
+	struct search_string_span rest = { field.data + middle_end, field.len - middle_end };
 	if (search_string_decode(rest.data, rest.len, head) < 0)
 		return -1;
 	mime_buffer_append_byte(head, '\n');
@@ -209,17 +186,17 @@ static int search_text_take_header(struct search_text_span field, size_t first_l
 
 /* Reads a part's header block up to its empty line, appending its lines
    to head; *body_r is what follows. */
-static int search_text_read_header(struct search_text_span part, struct search_text_type *type,
-				   struct mime_buffer *head, struct search_text_span *body_r)
+static int search_text_read_header(struct search_string_span part, struct search_text_type *type,
+				   struct mime_buffer *head, struct search_string_span *body_r)
 {
 	struct mime_buffer field = { 0 };
-	struct search_text_span line;
+	struct search_string_span line;
 	size_t pos = 0, first_len = 0;
 	bool continued = false;
 	int result = -1;
 
 	for (;;) {
-		bool more = search_text_next_line(part, &pos, &line);
+		bool more = search_string_next_line(part.data, part.len, &pos, &line);
 
 		if (more && line.len > 0 && search_text_is_lwsp(line.data[0])) {
 			if (field.len == 0)
@@ -230,7 +207,7 @@ static int search_text_read_header(struct search_text_span part, struct search_t
 			continue;
 		}
 		if (field.len > 0) {
-			struct search_text_span all = { field.data, field.len };
+			struct search_string_span all = { field.data, field.len };
 
 			if (search_text_take_header(all, first_len, continued, type, head) < 0)
 				goto out;
@@ -261,12 +238,12 @@ static int search_text_hex(unsigned char c)
 
 /* Decodes clean quoted-printable: "=XX" in upper case and soft breaks,
    no white space at a line's end. */
-static int search_text_decode_qp(struct search_text_span in, struct mime_buffer *out)
+static int search_text_decode_qp(struct search_string_span in, struct mime_buffer *out)
 {
-	struct search_text_span line;
+	struct search_string_span line;
 	size_t pos = 0;
 
-	while (search_text_next_line(in, &pos, &line)) {
+	while (search_string_next_line(in.data, in.len, &pos, &line)) {
 		bool soft = line.len > 0 && line.data[line.len - 1] == '=';
 		size_t len = soft ? line.len - 1 : line.len;
 
@@ -298,7 +275,7 @@ static int search_text_base64_value(unsigned char c)
 }
 
 /* Decodes clean base64: the alphabet and line breaks, '=' only at its end. */
-static int search_text_decode_base64(struct search_text_span in, struct mime_buffer *out)
+static int search_text_decode_base64(struct search_string_span in, struct mime_buffer *out)
 {
 	uint32_t bits = 0;
 	unsigned int count = 0, pad = 0;
@@ -381,7 +358,7 @@ static int search_text_convert(const struct mime_buffer *raw, const char *charse
 }
 
 /* Appends a leaf's body text, decoded. */
-static int search_text_take_body(struct search_text_span data, const struct search_text_type *type,
+static int search_text_take_body(struct search_string_span data, const struct search_text_type *type,
 				 struct mime_buffer *body)
 {
 	struct mime_buffer raw = { 0 };
@@ -406,11 +383,11 @@ out:
 	return result;
 }
 
-static int search_text_part(struct search_text_span part, struct search_text_nest *nest, struct mime_buffer *head,
+static int search_text_part(struct search_string_span part, struct search_text_nest *nest, struct mime_buffer *head,
 			    struct mime_buffer *body);
 
 /* Whether line starts with "--" and boundary. */
-static bool search_text_starts_boundary(struct search_text_span line, const char *boundary)
+static bool search_text_starts_boundary(struct search_string_span line, const char *boundary)
 {
 	size_t len = strlen(boundary);
 
@@ -419,10 +396,10 @@ static bool search_text_starts_boundary(struct search_text_span line, const char
 }
 
 /* Splits a multipart's body at its boundary lines and reads each part. */
-static int search_text_multipart(struct search_text_span data, const char *boundary, struct search_text_nest *nest,
+static int search_text_multipart(struct search_string_span data, const char *boundary, struct search_text_nest *nest,
 				 struct mime_buffer *head, struct mime_buffer *body)
 {
-	struct search_text_span line;
+	struct search_string_span line;
 	size_t pos = 0, part_start = 0, line_start = 0;
 	bool in_part = false;
 
@@ -435,7 +412,7 @@ static int search_text_multipart(struct search_text_span data, const char *bound
 		return -1;
 	nest->boundaries[nest->depth++] = boundary;
 	nest->level++;
-	for (line_start = pos; search_text_next_line(data, &pos, &line); line_start = pos) {
+	for (line_start = pos; search_string_next_line(data.data, data.len, &pos, &line); line_start = pos) {
 		if (!search_text_starts_boundary(line, boundary))
 			continue;
 		size_t rest = line.len - 2 - strlen(boundary);
@@ -450,7 +427,7 @@ static int search_text_multipart(struct search_text_span data, const char *bound
 				end--;
 			if (end > part_start && data.data[end - 1] == '\r')
 				end--;
-			struct search_text_span child = { data.data + part_start, end - part_start };
+			struct search_string_span child = { data.data + part_start, end - part_start };
 			if (search_text_part(child, nest, head, body) < 0)
 				return -1;
 		}
@@ -466,7 +443,7 @@ static int search_text_multipart(struct search_text_span data, const char *bound
 }
 
 /* Reads a message/rfc822 part's body: a message, one level down. */
-static int search_text_message(struct search_text_span data, struct search_text_nest *nest, struct mime_buffer *head,
+static int search_text_message(struct search_string_span data, struct search_text_nest *nest, struct mime_buffer *head,
 			       struct mime_buffer *body)
 {
 	bool digest = nest->digest;
@@ -481,11 +458,11 @@ static int search_text_message(struct search_text_span data, struct search_text_
 }
 
 /* Reads one part (a message, or a MIME part) into head and body. */
-static int search_text_part(struct search_text_span part, struct search_text_nest *nest, struct mime_buffer *head,
+static int search_text_part(struct search_string_span part, struct search_text_nest *nest, struct mime_buffer *head,
 			    struct mime_buffer *body)
 {
 	struct search_text_type type = { 0 };
-	struct search_text_span data;
+	struct search_string_span data;
 	bool plain_encoding;
 
 	if (nest->level >= SEARCH_TEXT_DEPTH_MAX || search_text_read_header(part, &type, head, &data) < 0)
@@ -516,7 +493,7 @@ int search_text_extract(const unsigned char *message, size_t size, struct mime_b
 			struct mime_buffer *body)
 {
 	struct search_text_nest nest = { .depth = 0 };
-	struct search_text_span all = { message, size };
+	struct search_string_span all = { message, size };
 
 	if (memchr(message, '\0', size) != NULL)
 		return -1;

@@ -111,24 +111,6 @@ static bool search_seqset_in_range(const struct imap_seqset *set, uint32_t count
 	return true;
 }
 
-/* Whether the flag list text holds flag: system flags without regard to
-   case (Dovecot writes them in one form), keywords exactly (Dovecot keeps
-   each in one form, as it was first made). */
-static bool search_flags_have(const char *flags, const char *flag, size_t len)
-{
-	const char *p = flags;
-
-	while (*p != '\0') {
-		size_t word = strcspn(p, " ");
-
-		if (word == len && (flag[0] == '\\' ? strncasecmp(p, flag, len) : strncmp(p, flag, len)) == 0)
-			return true;
-		p += word;
-		p += strspn(p, " ");
-	}
-	return false;
-}
-
 /* Whether some message has keyword. Dovecot adds a keyword a search names
    to the mailbox's list if it is not there (and announces a new FLAGS):
    only a keyword some message has is surely in the list. */
@@ -139,7 +121,7 @@ static bool search_keyword_in_use(const struct mailbox_view *view, const char *k
 	for (uint32_t seq = 1; seq <= count; seq++) {
 		const struct mailbox_view_message *entry = mailbox_view_get(view, seq);
 
-		if (entry->flags != NULL && search_flags_have(entry->flags, keyword, len))
+		if (entry->flags != NULL && mailbox_view_flags_have(entry->flags, keyword, len))
 			return true;
 	}
 	return false;
@@ -601,20 +583,20 @@ static bool search_match_key(const struct search_context *ctx, const struct imap
 		return search_match_key(ctx, key->children, seq) || search_match_key(ctx, key->children->next, seq);
 	case IMAP_SEARCH_NOT: return !search_match_key(ctx, key->children, seq);
 	case IMAP_SEARCH_ALL: return true;
-	case IMAP_SEARCH_ANSWERED: return search_flags_have(message->flags, "\\Answered", 9);
-	case IMAP_SEARCH_DELETED: return search_flags_have(message->flags, "\\Deleted", 8);
-	case IMAP_SEARCH_DRAFT: return search_flags_have(message->flags, "\\Draft", 6);
-	case IMAP_SEARCH_FLAGGED: return search_flags_have(message->flags, "\\Flagged", 8);
-	case IMAP_SEARCH_SEEN: return search_flags_have(message->flags, "\\Seen", 5);
-	case IMAP_SEARCH_UNANSWERED: return !search_flags_have(message->flags, "\\Answered", 9);
-	case IMAP_SEARCH_UNDELETED: return !search_flags_have(message->flags, "\\Deleted", 8);
-	case IMAP_SEARCH_UNDRAFT: return !search_flags_have(message->flags, "\\Draft", 6);
-	case IMAP_SEARCH_UNFLAGGED: return !search_flags_have(message->flags, "\\Flagged", 8);
-	case IMAP_SEARCH_UNSEEN: return !search_flags_have(message->flags, "\\Seen", 5);
-	case IMAP_SEARCH_KEYWORD: return search_flags_have(message->flags, key->str, key->len);
-	case IMAP_SEARCH_UNKEYWORD: return !search_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_ANSWERED: return mailbox_view_flags_have(message->flags, "\\Answered", 9);
+	case IMAP_SEARCH_DELETED: return mailbox_view_flags_have(message->flags, "\\Deleted", 8);
+	case IMAP_SEARCH_DRAFT: return mailbox_view_flags_have(message->flags, "\\Draft", 6);
+	case IMAP_SEARCH_FLAGGED: return mailbox_view_flags_have(message->flags, "\\Flagged", 8);
+	case IMAP_SEARCH_SEEN: return mailbox_view_flags_have(message->flags, "\\Seen", 5);
+	case IMAP_SEARCH_UNANSWERED: return !mailbox_view_flags_have(message->flags, "\\Answered", 9);
+	case IMAP_SEARCH_UNDELETED: return !mailbox_view_flags_have(message->flags, "\\Deleted", 8);
+	case IMAP_SEARCH_UNDRAFT: return !mailbox_view_flags_have(message->flags, "\\Draft", 6);
+	case IMAP_SEARCH_UNFLAGGED: return !mailbox_view_flags_have(message->flags, "\\Flagged", 8);
+	case IMAP_SEARCH_UNSEEN: return !mailbox_view_flags_have(message->flags, "\\Seen", 5);
+	case IMAP_SEARCH_KEYWORD: return mailbox_view_flags_have(message->flags, key->str, key->len);
+	case IMAP_SEARCH_UNKEYWORD: return !mailbox_view_flags_have(message->flags, key->str, key->len);
 	case IMAP_SEARCH_RECENT: return message->recent;
-	case IMAP_SEARCH_NEW: return message->recent && !search_flags_have(message->flags, "\\Seen", 5);
+	case IMAP_SEARCH_NEW: return message->recent && !mailbox_view_flags_have(message->flags, "\\Seen", 5);
 	case IMAP_SEARCH_OLD: return !message->recent;
 	case IMAP_SEARCH_MODSEQ: return message->modseq >= key->number;
 	case IMAP_SEARCH_LARGER: return message->size > key->number;
@@ -671,7 +653,7 @@ static int search_read_view(struct search_context *ctx, const struct mailbox_vie
 		}
 		ctx->messages[seq - 1].modseq = entry->modseq;
 		ctx->messages[seq - 1].recent = entry->recent ||
-						(entry->flags != NULL && search_flags_have(entry->flags, "\\Recent", 7));
+						(entry->flags != NULL && mailbox_view_flags_have(entry->flags, "\\Recent", 7));
 		ctx->messages[seq - 1].uid = entry->uid;
 		ctx->messages[seq - 1].flags = entry->flags;
 	}

@@ -70,20 +70,6 @@ static size_t span_until(const char *p, const char *end, const char *stops)
 	return (size_t)(q - p);
 }
 
-/* Whether a flag list holds \Seen. */
-static bool flag_list_has_seen(const char *flags)
-{
-	for (const char *p = flags; p != NULL && *p != '\0';) {
-		size_t n = strcspn(p, " ");
-
-		if (n == 5 && strncasecmp(p, "\\Seen", 5) == 0)
-			return true;
-		p += n;
-		p += strspn(p, " ");
-	}
-	return false;
-}
-
 /* Whether flag list a (len bytes) and NUL-terminated list b hold the
    same flags, \Recent left aside (and \Seen, with but_seen). */
 static bool flag_lists_equal(const char *a, size_t len, const char *b, bool but_seen)
@@ -149,7 +135,7 @@ static bool session_own_seen_message(struct session *session, uint32_t seq, cons
 
 	if (seen == NULL)
 		return false;
-	had_seen = flag_list_has_seen(message->flags);
+	had_seen = mailbox_view_flags_have(message->flags, "\\Seen", 5);
 
 	if (had_seen && (flags == NULL || !flag_lists_equal(flags, flags_len, message->flags, false)))
 		return false;

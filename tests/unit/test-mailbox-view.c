@@ -228,8 +228,20 @@ static void test_large(void)
 }
 
 const char unit_suite_name[] = "mailbox-view";
+/* One reader of a flag list for the fetch, search and \\Seen steps. */
+static void test_flags_have(void)
+{
+	CU_ASSERT_TRUE(mailbox_view_flags_have("\\Answered \\seen $Junk", "\\Seen", 5));
+	CU_ASSERT_TRUE(mailbox_view_flags_have("\\Answered $Junk", "$Junk", 5));
+	CU_ASSERT_FALSE(mailbox_view_flags_have("\\Answered $junk", "$Junk", 5)); /* keywords exactly */
+	CU_ASSERT_FALSE(mailbox_view_flags_have("\\Seenx", "\\Seen", 5));
+	CU_ASSERT_FALSE(mailbox_view_flags_have("", "\\Seen", 5));
+	CU_ASSERT_FALSE(mailbox_view_flags_have(NULL, "\\Seen", 5)); /* not known */
+}
+
 const struct unit_test unit_tests[] = {
 	{ "load, lookup by sequence number and UID", test_load_and_lookup },
+	{ "a flag in a flag list", test_flags_have },
 	{ "a view never loaded", test_fresh_view },
 	{ "EXISTS adds messages whose UIDs are learnt in order", test_exists_and_learnt_uids },
 	{ "an expunge the client may be told of at once", test_expunge_at_once },
