@@ -22,6 +22,7 @@
 #include <event2/event.h>
 #include <event2/bufferevent.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,8 @@ void session_upstream_closed(struct imap_client *client, const char *reason, voi
 		fetch_fill_abort(session->fill);
 	if (session->state != SESSION_STATE_FORWARDING)
 		return; /* a login in progress hears of it from its command */
+	if (session->upstream_unproven && session_login_replay(session, reason))
+		return;
 	log_info("session %lu: upstream %s: %s", session->id, session->upstream_name, reason);
 	/* the upstream's own BYE, passed on, already said goodbye */
 	session_close(session, "upstream connection lost",
@@ -173,6 +176,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
+	if (command != NULL && command == session->upstream_proof)
+		return session_login_proof_line(session, kind, data, len);
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
@@ -252,6 +257,8 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 	struct session *session = context;
 
 	(void)client;
+	if (command != NULL && command == session->upstream_proof)
+		return; /* the last session's, or the proof's own */
 	if (strcmp(untagged->keyword, "ENABLED") == 0) {
 		for (unsigned int i = 0; i < untagged->args_count; i++) {
 			if (imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") ||
@@ -418,8 +425,8 @@ static enum session_local session_answer_logout(struct session *session, const c
 	(void)command;
 	if (!session_can_pool(session))
 		return SESSION_LOCAL_UPSTREAM;
-	if (session->forwarded_pending > 0)
-		return SESSION_LOCAL_WAIT; /* a clean connection first: every answer is in */
+	if (session->forwarded_pending > 0 || session->upstream_unproven)
+		return SESSION_LOCAL_WAIT; /* a clean connection first: every answer is in, the proof's too */
 	session_own_release_held(session, bufferevent_get_output(session->bev));
 	session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
 	session->upstream = NULL;
@@ -848,6 +855,25 @@ static size_t session_held_tag_length(struct session *session)
 	return session_tag_length(text, end);
 }
 
+/* The command about to go upstream on an unproven connection, kept
+   whole for a fresh login in case the connection proves dead; one that
+   goes up as it comes can't be kept. */
+static void session_keep_for_replay(struct session *session, bool open)
+{
+	size_t len = evbuffer_get_length(session->command_bytes);
+
+	if (open || session->replay_lost) {
+		session->replay_lost = true;
+		return;
+	}
+	if (session->replay == NULL && (session->replay = evbuffer_new()) == NULL) {
+		session->replay_lost = true;
+		return;
+	}
+	if (evbuffer_add(session->replay, evbuffer_pullup(session->command_bytes, -1), len) < 0)
+		session->replay_lost = true;
+}
+
 /* Sends the command read so far upstream under the client's tag (the
    first tag_len bytes of command_bytes), its verb for the core's state.
    With open, it stays open for the rest of its bytes. */
@@ -867,6 +893,8 @@ static struct imap_client_command *session_send_upstream(struct session *session
 		fetch_fill_set_mailbox(session->fill, NULL, 0, NULL);
 	}
 	forward->session = session;
+	if (session->upstream_unproven)
+		session_keep_for_replay(session, open);
 	evbuffer_remove(session->command_bytes, forward->tag, tag_len);
 	forward->logout = strcmp(session->command_verb, "LOGOUT") == 0;
 	command = imap_client_raw_command_new(session->upstream, forward->tag, session->command_verb,
@@ -906,6 +934,24 @@ static void session_open_upstream(struct session *session)
 	    session_unparsed_changes_state(session->command_verb, session->command_bytes))
 		session->pool_state_changed = true;
 	session_send_upstream(session, tag_len, true);
+}
+
+/* Whether a command may go upstream on a connection not yet proven:
+   it changes nothing upstream, so that sending it again on a fresh login
+   (should the connection prove dead, perhaps after it ran) answers the
+   same. */
+static bool session_replayable(const char *verb)
+{
+	static const char *const verbs[] = {
+		"SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "NAMESPACE", "ID", "NOOP", "CHECK",
+		"GETQUOTA", "GETQUOTAROOT", "GETACL", "MYRIGHTS", "LISTRIGHTS", "GETMETADATA", "XLIST",
+	};
+
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(verb, verbs[i]) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Routes the complete command in the parser. Returns false when it must
@@ -964,6 +1010,10 @@ static bool session_route_command(struct session *session)
 		case SESSION_LOCAL_UPSTREAM:
 			break;
 		}
+	}
+	if (session->upstream_unproven && !session_replayable(session->command_verb)) {
+		session->command_replanned = true;
+		return false; /* it might change the mailboxes: not before the connection is proven */
 	}
 	session->command_replanned = false;
 	session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
@@ -1116,8 +1166,19 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 {
 	enum imap_parser_result result;
 
+	if (session->upstream_unproven && session->open_command == NULL &&
+	    (session->replay_lost || (session->replay != NULL && evbuffer_get_length(session->replay) > 0)))
+		return false; /* one command on an unproven connection: the rest waits for its proof */
 	if (session->own_command != NULL)
 		return false; /* nothing runs beside it: Dovecot would answer a FETCH in parallel */
+	if (session->open_waits_proof) {
+		if (session->upstream_unproven)
+			return false;
+		session->open_waits_proof = false;
+		session_open_upstream(session);
+		session->waiting_go_ahead = session->open_command != NULL;
+		return true;
+	}
 	if (session->local_answer != NULL)
 		return false; /* the client reads a FETCH answered here first */
 	if (session->command_ready) {
@@ -1138,10 +1199,19 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 	switch (result) {
 	case IMAP_PARSER_NEED_MORE:
 		if (session->open_command == NULL &&
-		    evbuffer_get_length(session->command_bytes) > SESSION_PENDING_MAX)
+		    evbuffer_get_length(session->command_bytes) > SESSION_PENDING_MAX) {
+			if (session->upstream_unproven) {
+				session->open_waits_proof = true; /* not sent before the proof: it can't be sent twice */
+				return false;
+			}
 			session_open_upstream(session);
+		}
 		return true;
 	case IMAP_PARSER_LITERAL_ANNOUNCED:
+		if (session->open_command == NULL && session->upstream_unproven) {
+			session->open_waits_proof = true;
+			return false;
+		}
 		if (session->open_command == NULL)
 			session_open_upstream(session);
 		session->waiting_go_ahead = session->open_command != NULL;
@@ -1301,4 +1371,17 @@ void session_forward_free(struct session *session)
 	session->idle_done_reply = NULL;
 	free(session->idle_tag);
 	session->idle_tag = NULL;
+}
+
+_Static_assert(offsetof(struct session, state_logged_in) > offsetof(struct session, command_parser),
+	       "session_forward_reset clears the fields from command_parser up to state_logged_in");
+
+void session_forward_reset(struct session *session)
+{
+	session_forward_free(session);
+	memset(&session->command_parser, 0,
+	       offsetof(struct session, state_logged_in) - offsetof(struct session, command_parser));
+	session->pool_state_changed = false;
+	if (!session->reading_paused)
+		bufferevent_enable(session->bev, EV_READ); /* a pause for the upstream's output is over */
 }

@@ -40,9 +40,19 @@
 static void session_login_refused(struct session *session, const char *reply)
 {
 	evtimer_del(session->login_timer);
+	if (session->login_answered) { /* the replay's login: the client was told OK long ago */
+		log_info("session %lu: login as %s: logging in anew on upstream %s failed (%s)", session->id,
+			 session->user, session->upstream_name, reply);
+		session_wipe_credentials(session);
+		session_close(session, "upstream connection lost", "Upstream server connection lost");
+		return;
+	}
 	session_send(session, "%s NO %s\r\n", session->login_tag, reply);
 	session_wipe_credentials(session);
 	imap_client_free(&session->upstream); /* safe inside its own callback */
+	evtimer_del(session->pool_check_timer);
+	session->upstream_unproven = false;
+	session->upstream_proof = NULL;
 	session->auth_command = NULL;
 	session->user[0] = '\0';
 	session->state = SESSION_STATE_NOT_AUTHENTICATED;
@@ -64,7 +74,7 @@ static bool session_login_over_limit(struct session *session, const char *capabi
 		 "(limits.sessions_per_account)", session->id, session->user, session->upstream_name,
 		 session->conf->limit_sessions_per_account);
 	session->upstream = NULL;
-	if (session_pool != NULL && session->pool_key_valid)
+	if (session_pool != NULL && session->pool_key_valid && !session->upstream_unproven)
 		upstream_pool_put_client(session_pool, &session->pool_key, client, capabilities, text);
 	else
 		imap_client_free(&client); /* no pool: the connection just closes */
@@ -80,10 +90,13 @@ static void session_login_accepted(struct session *session, const char *capabili
 
 	evtimer_del(session->login_timer);
 	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
-	if (session_login_over_limit(session, filtered, text))
-		return;
-	upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
-	session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
+	if (!session->login_answered) {
+		if (session_login_over_limit(session, filtered, text))
+			return;
+		upstream_filter_capabilities(capabilities, filtered, sizeof(filtered));
+		session_send(session, "%s OK [CAPABILITY %s] %s\r\n", session->login_tag, filtered, text);
+		session->login_answered = true;
+	}
 	/* kept for a login that takes this connection from the pool */
 	if (text != session->login_text)
 		snprintf(session->login_text, sizeof(session->login_text), "%s", text);
@@ -224,21 +237,50 @@ static void session_upstream_connected(struct imap_client *client, struct imap_c
 }
 
 static void session_login_connect(struct session *session, const struct conf_upstream *upstream);
-static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
-				    const struct imap_client_result *result, void *context);
 static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
 				   const char *why, void *context);
 
-/* Logs in on session->upstream, a connection just taken from the pool
-   (capabilities and text: what its login answered). One that answered
-   just now (fresh) is trusted; any other must first answer a NOOP
-   (session_pool_check_done), the credentials kept until then for a
-   fresh login in case it does not. */
-static void session_login_pooled(struct session *session, const char *capabilities, const char *text,
-				 bool fresh)
+/* The proof's own callback: its outcome is read from its tagged line
+   (session_login_proof_line), an abort from the closed callback. */
+static void session_proof_ignored(struct imap_client *client, struct imap_client_command *command,
+				  const struct imap_client_result *result, void *context)
+{
+	(void)client;
+	(void)command;
+	(void)result;
+	(void)context;
+}
+
+/* Logs in at once on session->upstream, a pooled connection that has not
+   shown itself alive yet: proof, a command on the wire ahead of
+   everything the session sends, must answer OK within
+   SESSION_POOL_CHECK_MSECS. Meanwhile the first command the session sends
+   upstream rides in the same round trip, kept with the credentials so
+   that a dead connection is replaced by a fresh login and the command
+   sent again (session_login_replay); the client's later commands wait
+   for the proof. */
+static void session_login_unproven(struct session *session, struct imap_client_command *proof)
 {
 	const struct timeval check_timeout = { SESSION_POOL_CHECK_MSECS / 1000,
 					       (SESSION_POOL_CHECK_MSECS % 1000) * 1000 };
+
+	session->upstream_unproven = true;
+	session->upstream_proof = proof;
+	evtimer_add(session->pool_check_timer, &check_timeout);
+	log_info("session %lu: login as %s: a pooled connection to upstream %s, used at once; its %s answers "
+		 "ahead of the client's first command", session->id, session->user, session->upstream_name,
+		 imap_client_command_get_tag(proof));
+	session_login_accepted(session, session->login_capabilities, session->login_text);
+}
+
+/* Logs in on session->upstream, a connection just taken from the pool
+   (capabilities and text: what its login answered). One that answered
+   just now (fresh) is trusted; any other is proven by a NOOP sent ahead
+   of the client's commands (session_login_unproven). */
+static void session_login_pooled(struct session *session, const char *capabilities, const char *text,
+				 bool fresh)
+{
+	struct imap_client_command *proof;
 
 	free(session->login_capabilities);
 	session->login_capabilities = strdup(capabilities);
@@ -257,10 +299,36 @@ static void session_login_pooled(struct session *session, const char *capabiliti
 		session_login_accepted(session, session->login_capabilities, session->login_text);
 		return;
 	}
-	log_debug("session %lu: login as %s: checking a pooled connection to upstream %s with NOOP", session->id,
-		  session->user, session->upstream_name);
-	evtimer_add(session->pool_check_timer, &check_timeout);
-	imap_client_noop(session->upstream, session_pool_check_done, session);
+	proof = imap_client_raw_command_new(session->upstream, NULL, "NOOP", session_proof_ignored, NULL);
+	imap_client_raw_command_write(proof, " NOOP\r\n", 7);
+	imap_client_raw_command_end(proof);
+	session_login_unproven(session, proof);
+}
+
+/* Takes a connection whose cleaning (the last session's UNSELECT or
+   NOOP) is still on the wire: the cleaning's answer is the proof. */
+static bool session_login_from_cleaning(struct session *session)
+{
+	char capabilities[UPSTREAM_POOL_CAPABILITY_MAX];
+	char text[UPSTREAM_POOL_TEXT_MAX];
+	struct imap_client_command *proof = NULL;
+
+	session->upstream = upstream_pool_take_cleaning_client(session_pool, &session->pool_key, capabilities,
+							       sizeof(capabilities), text, sizeof(text), &proof);
+	if (session->upstream == NULL)
+		return false;
+	free(session->login_capabilities);
+	session->login_capabilities = strdup(capabilities);
+	snprintf(session->login_text, sizeof(session->login_text), "%s", text);
+	imap_client_set_closed_callback(session->upstream, session_upstream_closed, session);
+	session->state = SESSION_STATE_LOGIN;
+	if (session->login_capabilities == NULL) {
+		imap_client_free(&session->upstream);
+		session_login_refused(session, "[UNAVAILABLE] Server out of memory");
+		return true;
+	}
+	session_login_unproven(session, proof);
+	return true;
 }
 
 /* Keys the login for the pool (the secret as the client gave it) and
@@ -293,6 +361,8 @@ static bool session_login_from_pool(struct session *session, const struct conf_u
 		session_login_pooled(session, capabilities, text, fresh);
 		return true;
 	}
+	if (session_login_from_cleaning(session))
+		return true;
 	session->pool_waiter = upstream_pool_wait(session_pool, &session->pool_key, UPSTREAM_POOL_WAIT_MSECS,
 						  session_pool_wait_done, session);
 	if (session->pool_waiter == NULL)
@@ -344,36 +414,61 @@ static void session_pool_wait_done(void *connection, const char *capabilities, c
 	session_login_pooled(session, capabilities, text, true);
 }
 
-/* The pooled connection is dead or hung: it is closed (no LOGOUT: it
-   can't be trusted to answer) and the login goes to a new connection. */
-static void session_pool_check_failed(struct session *session, const char *why)
+int session_login_proof_line(struct session *session, enum imap_client_raw_kind kind, const unsigned char *data,
+			     size_t len)
 {
-	evtimer_del(session->pool_check_timer);
-	log_info("session %lu: login as %s: the pooled connection to upstream %s is not usable (%s): "
-		 "logging in anew", session->id, session->user, session->upstream_name, why);
-	imap_client_free(&session->upstream); /* safe inside its own callback */
-	session_pool_login_anew(session);
-}
-
-static void session_pool_check_done(struct imap_client *client, struct imap_client_command *command,
-				    const struct imap_client_result *result, void *context)
-{
-	struct session *session = context;
-
-	(void)command;
-	if (session->state == SESSION_STATE_CLOSING)
-		return; /* session_free frees the connection */
-	if (result->status != IMAP_CLIENT_STATUS_OK ||
-	    imap_client_get_state(client) != IMAP_CLIENT_STATE_AUTHENTICATED) {
-		session_pool_check_failed(session, result->status == IMAP_CLIENT_STATUS_ABORT ? result->text :
-					  "NOOP not answered OK");
-		return;
+	if (kind != IMAP_CLIENT_RAW_TAGGED)
+		return 0; /* the last session's news, or the proof's own */
+	session->upstream_proof = NULL;
+	if (len < 3 || strncasecmp((const char *)data, " OK", 3) != 0) {
+		log_info("session %lu: the pooled connection to upstream %s refused the command that proves it",
+			 session->id, session->upstream_name);
+		return -1; /* the closed callback replays */
 	}
 	evtimer_del(session->pool_check_timer);
-	log_info("session %lu: login as %s: a pooled connection to upstream %s (NOOP answered), no login sent "
-		 "upstream", session->id, session->user, session->upstream_name);
+	session->upstream_unproven = false;
+	session->replay_lost = false;
+	if (session->replay != NULL)
+		evbuffer_drain(session->replay, evbuffer_get_length(session->replay));
 	session_wipe_credentials(session);
-	session_login_accepted(session, session->login_capabilities, session->login_text);
+	log_debug("session %lu: the pooled connection to upstream %s answered", session->id, session->upstream_name);
+	session_schedule_step(session); /* the client's commands held meanwhile */
+	return 0;
+}
+
+bool session_login_replay(struct session *session, const char *why)
+{
+	const struct timeval next_turn = { 0, 0 };
+
+	if (session->replay_lost)
+		return false;
+	log_info("session %lu: login as %s: the pooled connection to upstream %s failed before it answered (%s): "
+		 "logging in anew and sending the client's command again", session->id, session->user,
+		 session->upstream_name, why);
+	evtimer_del(session->pool_check_timer);
+	session->upstream_unproven = false;
+	session->upstream_proof = NULL;
+	session->state = SESSION_STATE_LOGIN; /* the aborted commands tell the client nothing */
+	imap_client_free(&session->upstream); /* safe inside its callbacks: freed once they return */
+	session->replaying = true;
+	evtimer_add(session->pool_check_timer, &next_turn);
+	return true;
+}
+
+/* The replay's next loop turn, the dead connection's commands all ended:
+   forwarding starts over, the kept command first in the client's input,
+   on a fresh login (session_login_accepted then sends no second OK). */
+static void session_login_replay_continue(struct session *session)
+{
+	struct evbuffer *input = bufferevent_get_input(session->bev);
+
+	session->replaying = false;
+	session_forward_reset(session);
+	if (session->replay != NULL) {
+		session->bytes_in -= evbuffer_get_length(session->replay); /* counted again when read again */
+		evbuffer_prepend_buffer(input, session->replay);
+	}
+	session_pool_login_anew(session);
 }
 
 void session_pool_check_timeout(evutil_socket_t fd, short what, void *context)
@@ -383,10 +478,15 @@ void session_pool_check_timeout(evutil_socket_t fd, short what, void *context)
 
 	(void)fd;
 	(void)what;
-	if (session->state != SESSION_STATE_LOGIN || session->upstream == NULL)
+	if (session->replaying) {
+		session_login_replay_continue(session);
 		return;
-	snprintf(why, sizeof(why), "no answer to NOOP within %d ms", SESSION_POOL_CHECK_MSECS);
-	session_pool_check_failed(session, why); /* the pending NOOP ends silently with the connection */
+	}
+	if (session->state != SESSION_STATE_FORWARDING || !session->upstream_unproven)
+		return;
+	snprintf(why, sizeof(why), "no answer within %d ms", SESSION_POOL_CHECK_MSECS);
+	if (!session_login_replay(session, why))
+		session_close(session, "upstream connection lost", "Upstream server connection lost");
 }
 
 /* Connects to upstream for session->user and logs in there with the

@@ -119,7 +119,9 @@ struct session {
 	struct imap_client_command *auth_command; /* upstream AUTHENTICATE waiting for the client's answer */
 	bool auth_login_password;      /* AUTHENTICATE LOGIN: the client's next line is the password */
 
-	/* Forwarding (session-forward.c). */
+	/* Forwarding (session-forward.c). Every field from command_parser to
+	   waiting_upstream_output is what forwarding made: session_forward_reset
+	   clears them all. */
 	struct imap_parser *command_parser; /* the client's bytes after login */
 	struct imap_command_parser *command_reader; /* its complete lines, for routing */
 	struct evbuffer *command_bytes; /* the command's raw bytes read and not yet sent upstream */
@@ -133,6 +135,7 @@ struct session {
 	bool idle_client_done;         /* the client ended its IDLE while it was paused */
 	char *idle_tag;                /* the client's tag of the paused IDLE */
 	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
+	bool open_waits_proof;         /* it must go up as it comes, once the connection is proven */
 	unsigned int forwarded_pending; /* forwarded commands not yet answered (the sync's too) */
 
 	/* The cache (doc/cache.md). */
@@ -188,7 +191,14 @@ struct session {
 	bool pool_key_valid;
 	unsigned int pool_generation;  /* the pool's when the session started (with its conf) */
 	char *login_capabilities;      /* the tagged OK's filtered list, in the upstream's case */
-	struct event *pool_check_timer; /* a taken connection's NOOP must come back in time */
+	struct event *pool_check_timer; /* a taken connection's proof must come back in time; the replay's next turn */
+	/* A pooled connection used before it answered (session_login_unproven). */
+	bool upstream_unproven;        /* its proof has not answered yet: credentials kept */
+	struct imap_client_command *upstream_proof; /* the command that proves it, ahead of the session's */
+	struct evbuffer *replay;       /* the first command sent upstream meanwhile, for a fresh login */
+	bool replay_lost;              /* that command went up as it came (a literal): it can't be sent again */
+	bool replaying;                /* the dead connection is freed: the fresh login follows next turn */
+	bool login_answered;           /* the client has its tagged OK: a later login is the replay's */
 	struct event *login_timer;     /* connecting and logging in upstream must end within upstream_connect */
 	struct upstream_pool_waiter *pool_waiter; /* waiting for a connection on its way to the pool */
 	uint64_t pool_fresh_authenticated_at; /* pool_key's before a take changed it */
@@ -248,6 +258,16 @@ void session_handle_authenticate(struct session *session, const char *tag, const
 void session_handle_auth_response(struct session *session, const char *line, size_t len);
 /* The timer of a pooled connection's NOOP check. */
 void session_pool_check_timeout(evutil_socket_t fd, short what, void *context);
+/* A raw line of the unproven connection's proof command (session_upstream_raw
+   passes them all here): its tagged OK proves the connection. Returns 0,
+   or -1 when it failed (the connection is aborted and the closed callback
+   replays). */
+int session_login_proof_line(struct session *session, enum imap_client_raw_kind kind, const unsigned char *data,
+			     size_t len);
+/* The unproven connection is gone (why): logs in anew and sends the
+   kept command again. Returns false when that can't be done (a command
+   went up as it came): the session must end as for any lost connection. */
+bool session_login_replay(struct session *session, const char *why);
 /* login_timer's callback: an upstream that has not connected and answered
    the login within timeouts.upstream_connect is closed, and the client's
    login answered NO [UNAVAILABLE]. */
@@ -270,6 +290,9 @@ void session_forward_input(struct session *session);
 int session_forward_start(struct session *session);
 /* Frees what session_forward_start made (NULL parts are fine). */
 void session_forward_free(struct session *session);
+/* Frees what forwarding made and clears its fields, as before the
+   login: the replay's fresh login starts it again. */
+void session_forward_reset(struct session *session);
 /* Bytes of a literal the client is due to send now (0: none, or it waits
    for the upstream's "+"). */
 uint64_t session_forward_literal_due(const struct session *session);

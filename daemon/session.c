@@ -171,6 +171,8 @@ static void session_free(struct session **session_p)
 	upstream_pool_cancel_wait(&session->pool_waiter);
 	session_wipe_credentials(session);
 	free(session->login_capabilities);
+	if (session->replay != NULL)
+		evbuffer_free(session->replay);
 	if (session->bev != NULL)
 		bufferevent_free(session->bev);
 	if (!session->fd_owned_by_bev)

@@ -36,6 +36,7 @@ struct upstream_pool_entry {
 	char *capabilities;
 	char *text;
 	struct upstream_pool_waiter *waiter; /* the login waiting for this held one */
+	void *held_data;               /* upstream_pool_set_held_data's: it may be taken while held */
 };
 
 /* A login waiting for a held connection: owned by the caller's handle
@@ -485,6 +486,7 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 	TAILQ_REMOVE(&pool->entries, entry, link);
 	TAILQ_INSERT_TAIL(&pool->entries, entry, link);
 	entry->state = UPSTREAM_POOL_ENTRY_IDLE;
+	entry->held_data = NULL; /* its cleaning is over */
 	entry->pooled_at = upstream_pool_now(pool);
 	pool->busy--;
 	log_info("upstream pool: keeping the connection of %s (%u idle for the account, %u in all)",
@@ -522,6 +524,43 @@ void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *k
 	connection = entry->connection;
 	upstream_pool_entry_free(pool, entry);
 	upstream_pool_schedule(pool);
+	return connection;
+}
+
+bool upstream_pool_set_held_data(struct upstream_pool *pool, void *connection, void *data)
+{
+	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
+
+	if (entry == NULL || entry->state != UPSTREAM_POOL_ENTRY_HELD)
+		return false;
+	entry->held_data = data;
+	return true;
+}
+
+void *upstream_pool_take_held(struct upstream_pool *pool, struct upstream_pool_key *key, void **held_data_r)
+{
+	struct upstream_pool_entry *entry;
+	uint64_t now = upstream_pool_now(pool);
+	void *connection;
+
+	if (!upstream_pool_is_enabled(pool))
+		return NULL;
+	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
+		if (entry->state == UPSTREAM_POOL_ENTRY_HELD && entry->held_data != NULL && entry->waiter == NULL &&
+		    upstream_pool_key_matches(pool, &entry->key, key, now))
+			break;
+	}
+	if (entry == NULL)
+		return NULL;
+	log_info("upstream pool: reusing the connection of %s at once, before its cleaning is answered",
+		 entry->key.label);
+	key->authenticated_at = entry->key.authenticated_at;
+	*held_data_r = entry->held_data;
+	connection = entry->connection;
+	upstream_pool_entry_free(pool, entry);
+	upstream_pool_schedule(pool);
+	if (pool->busy == 0 && pool->idle_callback != NULL)
+		pool->idle_callback(pool->idle_context);
 	return connection;
 }
 
@@ -594,6 +633,7 @@ bool upstream_pool_hold(struct upstream_pool *pool, void *connection, const stru
 	}
 	entry->key = *key;
 	entry->state = UPSTREAM_POOL_ENTRY_HELD;
+	entry->held_data = NULL;
 	upstream_pool_schedule(pool);
 	return true;
 }
@@ -700,8 +740,10 @@ struct upstream_pool_cleaning {
 	struct upstream_pool *pool;
 	struct upstream_pool_key key;
 	const char *command_name;
+	struct imap_client_command *command;
 	char *capabilities;
 	char *text;
+	bool taken;                    /* a login took the connection before the answer */
 };
 
 static void upstream_pool_client_closed(struct imap_client *client, const char *reason, void *context)
@@ -777,8 +819,8 @@ static void upstream_pool_client_cleaned(struct imap_client *client, struct imap
 	char why[64];
 
 	(void)command;
-	if (result->status == IMAP_CLIENT_STATUS_ABORT)
-		return; /* the closed callback forgets and frees it */
+	if (cleaning->taken || result->status == IMAP_CLIENT_STATUS_ABORT)
+		return; /* the login that took it saw the answer; or the closed callback forgets and frees it */
 	if (result->status != IMAP_CLIENT_STATUS_OK ||
 	    imap_client_get_state(client) != IMAP_CLIENT_STATE_AUTHENTICATED) {
 		snprintf(why, sizeof(why), "%s failed", cleaning->command_name);
@@ -788,11 +830,27 @@ static void upstream_pool_client_cleaned(struct imap_client *client, struct imap
 	upstream_pool_put(cleaning->pool, &cleaning->key, client, cleaning->capabilities, cleaning->text);
 }
 
+/* Sends the cleaning command (a raw one: a session that takes the
+   connection before its answer pipelines its own raw commands behind it). */
+static struct imap_client_command *upstream_pool_send_cleaning(struct imap_client *client,
+								struct upstream_pool_cleaning *cleaning)
+{
+	struct imap_client_command *command;
+
+	command = imap_client_raw_command_new(client, NULL, cleaning->command_name, upstream_pool_client_cleaned,
+					      cleaning);
+	imap_client_command_set_destroy(command, upstream_pool_cleaning_free, cleaning);
+	imap_client_raw_command_write(command, " ", 1);
+	imap_client_raw_command_write(command, cleaning->command_name, strlen(cleaning->command_name));
+	imap_client_raw_command_write(command, "\r\n", 2);
+	imap_client_raw_command_end(command);
+	return command;
+}
+
 void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_pool_key *key,
 			      struct imap_client *client, const char *capabilities, const char *text)
 {
 	struct upstream_pool_cleaning *cleaning;
-	struct imap_client_command *command;
 
 	imap_client_set_closed_callback(client, upstream_pool_client_closed, pool);
 	imap_client_set_raw_callback(client, upstream_pool_client_raw, pool);
@@ -824,14 +882,27 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
 	cleaning->key = *key;
 	/* Unselected, its session may have been silent for an hour: a NOOP
 	   shows it alive, so that a login right after may trust it. */
-	if (imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED) {
-		cleaning->command_name = "NOOP";
-		command = imap_client_noop(client, upstream_pool_client_cleaned, cleaning);
-	} else {
-		cleaning->command_name = "UNSELECT";
-		command = imap_client_unselect(client, upstream_pool_client_cleaned, cleaning);
-	}
-	imap_client_command_set_destroy(command, upstream_pool_cleaning_free, cleaning);
+	cleaning->command_name = imap_client_get_state(client) == IMAP_CLIENT_STATE_AUTHENTICATED ? "NOOP" :
+				 "UNSELECT";
+	cleaning->command = upstream_pool_send_cleaning(client, cleaning);
+	upstream_pool_set_held_data(pool, client, cleaning);
+}
+
+struct imap_client *upstream_pool_take_cleaning_client(struct upstream_pool *pool, struct upstream_pool_key *key,
+						       char *capabilities_r, size_t capabilities_size,
+						       char *text_r, size_t text_size,
+						       struct imap_client_command **cleaning_r)
+{
+	struct upstream_pool_cleaning *cleaning = NULL;
+	struct imap_client *client = upstream_pool_take_held(pool, key, (void **)&cleaning);
+
+	if (client == NULL)
+		return NULL;
+	cleaning->taken = true;
+	snprintf(capabilities_r, capabilities_size, "%s", cleaning->capabilities);
+	snprintf(text_r, text_size, "%s", cleaning->text);
+	*cleaning_r = cleaning->command;
+	return client;
 }
 
 struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, struct upstream_pool_key *key,

@@ -9,6 +9,7 @@
 
 struct event_base;
 struct imap_client;
+struct imap_client_command;
 struct upstream_pool;
 struct upstream_pool_waiter;
 
@@ -118,6 +119,16 @@ void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *k
 			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size,
 			 bool *fresh_r);
 
+/* Marks a held connection as one a login may take before it is put
+   (upstream_pool_take_held), with data for the taker. false: not held. */
+bool upstream_pool_set_held_data(struct upstream_pool *pool, void *connection, void *data);
+/* The most recently held connection with held data whose key matches
+   (as a take matches) and that no login waits for: no longer the pool's
+   (a later put, retire or forget of it is the caller's mistake);
+   *held_data_r is its data and key->authenticated_at the connection's.
+   NULL when there is none. */
+void *upstream_pool_take_held(struct upstream_pool *pool, struct upstream_pool_key *key, void **held_data_r);
+
 /* The end of a wait, called once: connection is the awaited one, now the
    caller's as after upstream_pool_take (key->authenticated_at is its own;
    capabilities and text are valid during the call; it answered just now,
@@ -195,5 +206,17 @@ void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_
 struct imap_client *upstream_pool_take_client(struct upstream_pool *pool, struct upstream_pool_key *key,
 					      char *capabilities_r, size_t capabilities_size, char *text_r,
 					      size_t text_size, bool *fresh_r);
+
+/* For a login that found no idle connection: a held one whose cleaning
+   command (UNSELECT or NOOP, a raw command) is still unanswered, taken
+   at once. Its answer still comes first on the wire, to the taker's raw
+   callback (command == *cleaning_r, which is valid until its TAGGED line
+   or an abort): an OK shows the connection alive and unselected; the
+   lines before it are the last session's and not the taker's. The pool's
+   callbacks are still set (set your own). NULL when there is none. */
+struct imap_client *upstream_pool_take_cleaning_client(struct upstream_pool *pool, struct upstream_pool_key *key,
+						       char *capabilities_r, size_t capabilities_size,
+						       char *text_r, size_t text_size,
+						       struct imap_client_command **cleaning_r);
 
 #endif

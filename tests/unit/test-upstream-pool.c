@@ -497,6 +497,40 @@ static struct upstream_pool_waiter *wait_for(struct upstream_pool *pool, struct 
 
 /* A login that finds only a held connection of its key waits for it and
    gets it the moment it is put, with the connection's own login age. */
+/* A held connection marked with held data (its cleaning command on the
+   wire) is taken at once by a matching login, data and all; one without
+   data, or of another account, is not; a take leaves it the caller's. */
+static void test_take_held(void)
+{
+	struct upstream_pool *pool = pool_new(4, 300, 100);
+	struct fake_connection held = { .id = 1 }, plain = { .id = 2 };
+	struct upstream_pool_key first, next, other;
+	int data = 7;
+	void *taken_data = NULL;
+
+	key(pool, "example", "alice", "pw", &first); /* logged in upstream at 1000 */
+	world.now += 50;
+	CU_ASSERT_TRUE(upstream_pool_hold(pool, &plain, &first));
+	key(pool, "example", "alice", "pw", &next);
+	CU_ASSERT_PTR_NULL(upstream_pool_take_held(pool, &next, &taken_data)); /* no held data: not takeable */
+	CU_ASSERT_TRUE(upstream_pool_hold(pool, &held, &first));
+	CU_ASSERT_TRUE(upstream_pool_set_held_data(pool, &held, &data));
+	CU_ASSERT_FALSE(upstream_pool_set_held_data(pool, &data, &data)); /* not the pool's */
+	key(pool, "example", "bob", "pw", &other);
+	CU_ASSERT_PTR_NULL(upstream_pool_take_held(pool, &other, &taken_data)); /* another account's */
+	CU_ASSERT_EQUAL(upstream_pool_busy_count(pool), 2);
+	CU_ASSERT_PTR_EQUAL(upstream_pool_take_held(pool, &next, &taken_data), &held);
+	CU_ASSERT_PTR_EQUAL(taken_data, &data);
+	CU_ASSERT_EQUAL(next.authenticated_at, 1000); /* max_age goes on from the first login */
+	CU_ASSERT_EQUAL(upstream_pool_busy_count(pool), 1);
+	CU_ASSERT_FALSE(upstream_pool_forget(pool, &held, "gone")); /* the taker's now */
+	CU_ASSERT_PTR_NULL(upstream_pool_take_held(pool, &next, &taken_data)); /* taken once only */
+	/* put back after its cleaning, the data is gone with the cleaning */
+	CU_ASSERT_EQUAL(put(pool, &first, &plain), UPSTREAM_POOL_PUT_POOLED);
+	CU_ASSERT_PTR_NULL(upstream_pool_take_held(pool, &next, &taken_data));
+	upstream_pool_free(&pool);
+}
+
 static void test_wait_put_to_waiter(void)
 {
 	struct upstream_pool *pool = pool_new(4, 300, 100);
@@ -731,6 +765,7 @@ const struct unit_test unit_tests[] = {
 	{ "held, retired and flushed connections", test_hold_retire_flush },
 	{ "a flush (reload) ends the keys made before it", test_flush_ends_old_keys },
 	{ "a connection pooled just now is taken as fresh", test_take_fresh },
+	{ "a held connection with data is taken at once", test_take_held },
 	{ "a login waiting for a held connection gets it when put", test_wait_put_to_waiter },
 	{ "only a held connection a take could take is waited for", test_wait_matches_as_take },
 	{ "a held connection closed or refused ends the wait", test_wait_connection_closed },
