@@ -140,6 +140,7 @@ struct imap_client {
 	bool raw_line_active;      /* the current line is delivered raw */
 	bool raw_line_parted;      /* an untagged raw line whose first part went out */
 	bool raw_line_stray;       /* a tagged raw line that answers no command went out */
+	bool raw_line_handled;     /* the raw callback took an untagged line's data itself */
 
 	struct imap_client_untagged_pool pool;
 

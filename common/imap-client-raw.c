@@ -186,6 +186,7 @@ static int client_raw_deliver(struct imap_client *client, struct imap_client_com
 		client_abort(client, "the raw data's consumer gave up");
 		return -1;
 	}
+	client->raw_line_handled = ret == IMAP_CLIENT_RAW_HANDLED && kind == IMAP_CLIENT_RAW_UNTAGGED && line_end;
 	return client->phase == PHASE_IDLE ? -1 : 0;
 }
 

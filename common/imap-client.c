@@ -829,6 +829,11 @@ static void client_handle_line(struct imap_client *client, const struct imap_arg
 		client->raw_line_stray = false;
 		if (client_raw_deliver_line(client, args, count) < 0 || client->raw_line_stray)
 			return;
+		if (client->raw_line_handled) {
+			client->raw_line_handled = false;
+			if (count >= 3 && imap_arg_atom_equals(&args[2], "FETCH"))
+				return; /* its data went to the raw callback, which took it */
+		}
 		if (imap_arg_atom_equals(&args[0], "*")) {
 			struct imap_client_command *refused = client_tag_refused_command(client, args, count);
 

@@ -307,9 +307,13 @@ enum imap_client_raw_kind {
    line_end true, and only the line's first part starts with "*". command
    is the raw command the line belongs to (the oldest one on the wire;
    for TAGGED, the one it completes), or NULL for unsolicited data. data
-   is valid only during the call. Return 0, or -1 to abort the connection.
+   is valid only during the call. Return 0, or -1 to abort the connection,
+   or IMAP_CLIENT_RAW_HANDLED for a whole untagged FETCH line whose data
+   the callback took from the bytes itself: the untagged callback is then
+   not called for it (nor is the line parsed into a response).
    May pause reading (imap_client_set_reading_paused): the rest of the
    line then waits. */
+#define IMAP_CLIENT_RAW_HANDLED 1
 typedef int imap_client_raw_fn(struct imap_client *client, struct imap_client_command *command,
 			       enum imap_client_raw_kind kind, const unsigned char *data, size_t len,
 			       bool line_end, void *context);

@@ -181,6 +181,9 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
+		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC && line_end &&
+		    command == session->own_command && sync_fetch_line(session->sync, data, len))
+			return IMAP_CLIENT_RAW_HANDLED; /* read from its bytes: 10,000 of them per SELECT */
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SPLICE) {
 			if (session->splice != NULL) /* kept for the answer, not stored */
 				fetch_splice_feed(session->splice, data, len, line_end);

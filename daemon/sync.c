@@ -323,6 +323,69 @@ static char *sync_flags_text(const struct imap_arg *list)
 	return strdup(text);
 }
 
+/* The bytes of a FETCH line, read by sync_fetch_line. */
+struct sync_line {
+	const unsigned char *at, *end;
+};
+
+/* Reads a decimal number of 1..20 digits into *number_r. */
+static bool sync_line_number(struct sync_line *line, uint64_t *number_r)
+{
+	uint64_t number = 0;
+	const unsigned char *start = line->at;
+
+	while (line->at < line->end && *line->at >= '0' && *line->at <= '9' && line->at - start < 19)
+		number = number * 10 + (uint64_t)(*line->at++ - '0');
+	*number_r = number;
+	return line->at > start && line->at - start < 19;
+}
+
+static bool sync_line_skip(struct sync_line *line, const char *text)
+{
+	size_t len = strlen(text);
+
+	if ((size_t)(line->end - line->at) < len || memcmp(line->at, text, len) != 0)
+		return false;
+	line->at += len;
+	return true;
+}
+
+/* A flag as sync_flags_text takes it: an atom, perhaps after one
+   backslash. */
+static bool sync_line_flag_char(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
+}
+
+/* "(flag flag)" with flags one space apart, as sync_flags_text writes
+   them: *flags_r is a copy of the text between the parentheses. */
+static bool sync_line_flags(struct sync_line *line, char **flags_r)
+{
+	const unsigned char *start;
+
+	if (!sync_line_skip(line, "("))
+		return false;
+	start = line->at;
+	while (line->at < line->end && *line->at != ')') {
+		const unsigned char *flag = line->at;
+
+		if (line->at > start && !sync_line_skip(line, " "))
+			return false;
+		flag = line->at;
+		if (line->at < line->end && *line->at == '\\')
+			line->at++;
+		while (line->at < line->end && sync_line_flag_char(*line->at))
+			line->at++;
+		if (line->at == flag || (line->at == flag + 1 && *flag == '\\'))
+			return false;
+	}
+	if (line->at == line->end || line->at - start >= SYNC_FLAGS_MAX)
+		return false;
+	*flags_r = strndup((const char *)start, (size_t)(line->at - start));
+	line->at++;
+	return *flags_r != NULL;
+}
+
 /* A FETCH response's UID, flags and MODSEQ (0 / NULL / 0 when absent). */
 static bool sync_parse_fetch(struct sync *sync, const struct imap_client_untagged *untagged, uint32_t *uid_r,
 			     char **flags_r, uint64_t *modseq_r)
@@ -362,6 +425,42 @@ static void sync_add_entry(struct sync *sync, uint32_t seq, uint32_t uid, char *
 		sync->entry_capacity = capacity;
 	}
 	sync->entries[sync->entry_count++] = (struct sync_entry){ seq, uid, modseq, flags };
+}
+
+/* One item of a FETCH line: UID, FLAGS or MODSEQ, each at most once. */
+static bool sync_line_item(struct sync_line *line, uint64_t *uid, char **flags, uint64_t *modseq)
+{
+	if (sync_line_skip(line, "UID "))
+		return *uid == 0 && sync_line_number(line, uid) && *uid > 0 && *uid <= UINT32_MAX;
+	if (sync_line_skip(line, "FLAGS "))
+		return *flags == NULL && sync_line_flags(line, flags);
+	if (sync_line_skip(line, "MODSEQ ("))
+		return *modseq == 0 && sync_line_number(line, modseq) && *modseq > 0 && sync_line_skip(line, ")");
+	return false;
+}
+
+bool sync_fetch_line(struct sync *sync, const unsigned char *data, size_t len)
+{
+	struct sync_line line = { data, data + len };
+	uint64_t seq, uid = 0, modseq = 0;
+	char *flags = NULL;
+	bool ok;
+
+	if (!sync_line_skip(&line, "* ") || !sync_line_number(&line, &seq) || seq == 0 || seq > UINT32_MAX ||
+	    !sync_line_skip(&line, " FETCH ("))
+		return false;
+	do {
+		ok = sync_line_item(&line, &uid, &flags, &modseq);
+	} while (ok && sync_line_skip(&line, " "));
+	if (!ok || !sync_line_skip(&line, ")\r\n") || line.at != line.end || uid == 0 || flags == NULL) {
+		free(flags);
+		return false; /* not this shape: the parsed response decides */
+	}
+	if (sync->state == SYNC_FETCHING)
+		sync_add_entry(sync, (uint32_t)seq, (uint32_t)uid, flags, modseq);
+	else
+		free(flags);
+	return true;
 }
 
 /* The UIDs of a set (no "*"), ascending, in *uids_r (malloc'd). */

@@ -86,6 +86,11 @@ void sync_select_done(struct sync *sync, enum imap_client_status status, const c
    client must not see; false for what the client must get (EXISTS,
    EXPUNGE, RECENT, FLAGS, OK...), which sync takes note of too. */
 bool sync_fetch_data(struct sync *sync, const struct imap_client_untagged *untagged);
+/* The same for a FETCH line of the sync's own command read from its bytes
+   (data, len: "* n FETCH (...)" and its CRLF), the common shape only:
+   UID, FLAGS and MODSEQ items as Dovecot writes them. Returns false for
+   any other line, which then goes to sync_fetch_data as a response. */
+bool sync_fetch_line(struct sync *sync, const unsigned char *data, size_t len);
 /* One of the sync's own commands completed. After the last, the view is
    loaded (and the store updated) when it can be vouched for. Returns NULL,
    or a command to send now as the sync's own (its answers go to

@@ -859,6 +859,7 @@ struct raw_log {
 	unsigned int parts;
 	size_t largest_part;
 	bool pause_on_part;
+	bool handle_all;        /* return IMAP_CLIENT_RAW_HANDLED for every line */
 	struct imap_client *client;
 };
 
@@ -888,7 +889,7 @@ static int on_raw(struct imap_client *client, struct imap_client_command *comman
 		r->largest_part = len;
 	if (r->pause_on_part && !line_end)
 		imap_client_set_reading_paused(r->client, true);
-	return 0;
+	return r->handle_all ? IMAP_CLIENT_RAW_HANDLED : 0;
 }
 
 static void raw_start(struct harness *h, struct raw_log *r, const char *greeting)
@@ -933,6 +934,28 @@ static void test_raw_exact_bytes(void)
 	CU_ASSERT_STRING_EQUAL(r.events, "U.U.U.T.");
 	CU_ASSERT_STRING_EQUAL(r.last_tag, "A1");
 	CU_ASSERT_EQUAL(h.untagged_count, 1 + 3); /* the greeting; and the untagged callback still sees them */
+	harness_stop(&h);
+}
+
+/* A raw callback that took a FETCH line's data itself keeps it from the
+   untagged callback; it can't do so for other lines, which the client
+   core still reads (an EXISTS, a code). */
+static void test_raw_handled_fetch(void)
+{
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+
+	raw_start(&h, &r, GREETING);
+	r.handle_all = true;
+	raw_send(&h, "UID FETCH", "UID FETCH 1:* (FLAGS)\r\n", &c);
+	take(&h);
+	server_send(&h, "* 1 FETCH (UID 4 FLAGS (\\Seen))\r\n* 2 EXISTS\r\n* 2 FETCH (UID 5 FLAGS ())\r\n"
+			"A1 OK Done.\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_STRING_EQUAL(r.events, "U.U.U.T.");
+	CU_ASSERT_EQUAL(h.untagged_count, 1 + 1); /* the greeting and the EXISTS, not the FETCHes */
 	harness_stop(&h);
 }
 
@@ -1403,6 +1426,7 @@ const struct unit_test unit_tests[] = {
 	{ "ID, ENABLE, partial, UID EXPUNGE, LIST, SORT, THREAD, ACL, QUOTA forms", test_id_and_enable },
 	{ "garbage from the server ends every command", test_garbage_ends_every_command },
 	{ "raw: exact bytes, tag stripped from the completion", test_raw_exact_bytes },
+	{ "a raw callback that took a FETCH line keeps it from the untagged callback", test_raw_handled_fetch },
 	{ "raw: byte by byte gives the same bytes", test_raw_bytewise_same },
 	{ "raw and own commands take turns on the wire", test_raw_and_own_take_turns },
 	{ "raw: pipelined, attributed to the oldest", test_raw_pipelined },

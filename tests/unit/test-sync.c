@@ -295,6 +295,50 @@ static void test_select_vouched(void)
 	fixture_close(&f);
 }
 
+/* sync_fetch_line reads the common shape from the bytes, as the parsed
+   response would be read; any other line it leaves to sync_fetch_data. */
+static void test_fetch_line(void)
+{
+	static const char *const taken[] = {
+		"* 1 FETCH (UID 3 FLAGS (\\Seen) MODSEQ (20))\r\n",
+		"* 2 FETCH (FLAGS () UID 7)\r\n",
+		"* 3 FETCH (MODSEQ (45) FLAGS (\\Flagged $Junk) UID 9)\r\n",
+	};
+	static const char *const left[] = {
+		"* 1 FETCH (UID 3 FLAGS (\\Seen  \\Flagged))\r\n", /* two spaces */
+		"* 1 FETCH (UID 3)\r\n",                            /* no FLAGS */
+		"* 1 FETCH (UID 3 FLAGS (\\Seen) RFC822.SIZE 5)\r\n",
+		"* 1 FETCH (UID 3 FLAGS (\"x\"))\r\n",
+		"* 1 FETCH (UID 3 FLAGS (\\))\r\n",
+		"* 1 FETCH (UID 3 FLAGS ((a)))\r\n",
+		"* 0 FETCH (UID 3 FLAGS ())\r\n",
+		"* 1 FETCH (UID 3 UID 4 FLAGS ())\r\n",
+		"* 1 FETCH (UID 0 FLAGS ())\r\n",
+		"* 1 FETCH (UID 3 FLAGS ())",                         /* no CRLF */
+		"* 1 FETCH (UID 3 FLAGS ()) \r\n",
+		"* 1 FETCH (UID 3 FLAGS () MODSEQ (9999999999999999999))\r\n", /* for the parser to judge */
+		"* 1 EXPUNGE\r\n",
+		"* 1 FETCH (UID 3 FLAGS (\\Seen)\r\n",
+	};
+	struct fixture f;
+
+	fixture_open(&f, true);
+	select_begin(&f, "INBOX", false, inbox_select);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	for (size_t i = 0; i < sizeof(left) / sizeof(left[0]); i++) {
+		if (sync_fetch_line(f.sync, (const unsigned char *)left[i], strlen(left[i])))
+			fail_case("sync_fetch_line took", left[i]);
+	}
+	for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+		if (!sync_fetch_line(f.sync, (const unsigned char *)taken[i], strlen(taken[i])))
+			fail_case("sync_fetch_line left", taken[i]);
+	}
+	sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), INBOX_VIEW); /* as select_inbox's parsed lines make it */
+	fixture_close(&f);
+}
+
 static void test_select_empty_mailbox(void)
 {
 	static const char *const select_lines[] = {
@@ -954,6 +998,7 @@ const struct unit_test unit_tests[] = {
 	{ "deselecting", test_deselect },
 	{ "without a store, the view alone", test_without_cache },
 	{ "a mailbox name with a NUL is never selected", test_mailbox_name_with_nul },
+	{ "a FETCH line of the common shape read from its bytes", test_fetch_line },
 	{ "the QRESYNC form: what changed and VANISHED, the rest from the store", test_qresync_form },
 	{ "the CONDSTORE form: what changed and ESEARCH's map", test_condstore_form },
 	{ "the full form without ESEARCH or CONDSTORE", test_full_form_choices },
