@@ -351,10 +351,10 @@ static bool sync_line_skip(struct sync_line *line, const char *text)
 }
 
 /* A flag as sync_flags_text takes it: an atom, perhaps after one
-   backslash. */
+   backslash; not "[", which starts a section in the parser's atoms. */
 static bool sync_line_flag_char(unsigned char c)
 {
-	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\[]", c) == NULL;
 }
 
 /* "(flag flag)" with flags one space apart, as sync_flags_text writes
@@ -376,8 +376,9 @@ static bool sync_line_flags(struct sync_line *line, char **flags_r)
 			line->at++;
 		while (line->at < line->end && sync_line_flag_char(*line->at))
 			line->at++;
-		if (line->at == flag || (line->at == flag + 1 && *flag == '\\'))
-			return false;
+		if (line->at == flag || (line->at == flag + 1 && *flag == '\\') || *flag == '~' ||
+		    (line->at == flag + 3 && strncasecmp((const char *)flag, "NIL", 3) == 0))
+			return false; /* the parser reads NIL as nil, "~" as literal8's start */
 	}
 	if (line->at == line->end || line->at - start >= SYNC_FLAGS_MAX)
 		return false;
@@ -439,7 +440,7 @@ static bool sync_line_item(struct sync_line *line, uint64_t *uid, char **flags, 
 	return false;
 }
 
-bool sync_fetch_line(struct sync *sync, const unsigned char *data, size_t len)
+bool sync_fetch_line_read(const unsigned char *data, size_t len, struct sync_fetch_line *line_r)
 {
 	struct sync_line line = { data, data + len };
 	uint64_t seq, uid = 0, modseq = 0;
@@ -456,10 +457,20 @@ bool sync_fetch_line(struct sync *sync, const unsigned char *data, size_t len)
 		free(flags);
 		return false; /* not this shape: the parsed response decides */
 	}
+	*line_r = (struct sync_fetch_line){ (uint32_t)seq, (uint32_t)uid, modseq, flags };
+	return true;
+}
+
+bool sync_fetch_line(struct sync *sync, const unsigned char *data, size_t len)
+{
+	struct sync_fetch_line line;
+
+	if (!sync_fetch_line_read(data, len, &line))
+		return false;
 	if (sync->state == SYNC_FETCHING)
-		sync_add_entry(sync, (uint32_t)seq, (uint32_t)uid, flags, modseq);
+		sync_add_entry(sync, line.seq, line.uid, line.flags, line.modseq);
 	else
-		free(flags);
+		free(line.flags);
 	return true;
 }
 

@@ -91,6 +91,14 @@ bool sync_fetch_data(struct sync *sync, const struct imap_client_untagged *untag
    UID, FLAGS and MODSEQ items as Dovecot writes them. Returns false for
    any other line, which then goes to sync_fetch_data as a response. */
 bool sync_fetch_line(struct sync *sync, const unsigned char *data, size_t len);
+/* What sync_fetch_line reads of a line (flags: the text between FLAGS's
+   parentheses, malloc'd), for its fuzz target; false: not that shape. */
+struct sync_fetch_line {
+	uint32_t seq, uid;
+	uint64_t modseq;   /* 0: none */
+	char *flags;
+};
+bool sync_fetch_line_read(const unsigned char *data, size_t len, struct sync_fetch_line *line_r);
 /* One of the sync's own commands completed. After the last, the view is
    loaded (and the store updated) when it can be vouched for. Returns NULL,
    or a command to send now as the sync's own (its answers go to

@@ -319,6 +319,9 @@ static void test_fetch_line(void)
 		"* 1 FETCH (UID 3 FLAGS () MODSEQ (9999999999999999999))\r\n", /* for the parser to judge */
 		"* 1 EXPUNGE\r\n",
 		"* 1 FETCH (UID 3 FLAGS (\\Seen)\r\n",
+		"* 1 FETCH (UID 3 FLAGS (NIL))\r\n",                /* the parser's nil (fuzz-sync-line) */
+		"* 1 FETCH (UID 3 FLAGS (\\D[d x))\r\n",           /* a section to the parser (fuzz-sync-line) */
+		"* 1 FETCH (UID 3 FLAGS (~x))\r\n",
 	};
 	struct fixture f;
 
