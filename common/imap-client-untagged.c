@@ -99,6 +99,25 @@ struct imap_client_untagged *imap_client_untagged_new(const char *keyword, bool 
 	return untagged;
 }
 
+bool imap_client_untagged_borrow(struct imap_client_untagged *untagged, struct imap_arg *line, char *keyword_buf,
+				 size_t keyword_size, const char *keyword, bool has_number, uint32_t number,
+				 const struct imap_arg *line_args, unsigned int count, unsigned int first,
+				 const char *code, const char *text)
+{
+	size_t len = strlen(keyword);
+
+	if (len >= keyword_size || count == 0)
+		return false;
+	for (size_t i = 0; i <= len; i++)
+		keyword_buf[i] = (char)toupper((unsigned char)keyword[i]);
+	*line = (struct imap_arg){ .type = IMAP_ARG_LIST, .str = "", .list = line_args, .list_count = count };
+	*untagged = (struct imap_client_untagged){
+		.line = line, .keyword = keyword_buf, .has_number = has_number, .number = number,
+		.args = line_args + first, .args_count = count - first, .code = code, .text = text, .refcount = 1,
+	};
+	return true;
+}
+
 void imap_client_untagged_unref(struct imap_client_untagged **untagged)
 {
 	if (*untagged == NULL)

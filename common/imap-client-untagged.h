@@ -45,6 +45,15 @@ struct imap_client_untagged *imap_client_untagged_new(const char *keyword, bool 
 						      uint32_t number, const struct imap_arg *line_args,
 						      unsigned int count, unsigned int first,
 						      const char *code, const char *text);
+/* The same line without a copy, in storage of the caller's (untagged,
+   line: the LIST that holds line_args; keyword_buf, keyword_size: the
+   upper-cased keyword): it borrows line_args, code and text, and is
+   valid only while they are. false when the keyword does not fit
+   keyword_buf. Never ref or unref it. */
+bool imap_client_untagged_borrow(struct imap_client_untagged *untagged, struct imap_arg *line, char *keyword_buf,
+				 size_t keyword_size, const char *keyword, bool has_number, uint32_t number,
+				 const struct imap_arg *line_args, unsigned int count, unsigned int first,
+				 const char *code, const char *text);
 void imap_client_untagged_ref(struct imap_client_untagged *untagged);
 /* Drops a reference (frees at the last) and sets *untagged to NULL. */
 void imap_client_untagged_unref(struct imap_client_untagged **untagged);

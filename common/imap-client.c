@@ -685,6 +685,32 @@ struct imap_client_command *client_current_command(struct imap_client *client)
 	return NULL;
 }
 
+/* A raw line's response for the untagged callback, borrowed from the
+   parser: raw lines are never kept (no result, no pool), so the copy
+   imap_client_untagged_new makes is not needed. Returns false when it
+   must be made after all (a BYE, whose handling follows; a keyword too
+   long to borrow). */
+static bool client_handle_raw_untagged(struct imap_client *client, struct imap_client_command *command,
+				       const char *keyword, bool has_number, uint32_t number,
+				       const struct imap_arg *args, unsigned int count, unsigned int first,
+				       const char *code, const char *text)
+{
+	struct imap_client_untagged untagged;
+	struct imap_arg line;
+	char upper[32];
+
+	if (strcasecmp(keyword, "BYE") == 0 ||
+	    !imap_client_untagged_borrow(&untagged, &line, upper, sizeof(upper), keyword, has_number, number, args,
+					 count, first, code, text))
+		return false;
+	if (client->untagged_callback != NULL) {
+		client_enter(client);
+		client->untagged_callback(client, command, &untagged, client->untagged_context);
+		client_leave(client);
+	}
+	return true;
+}
+
 static void client_handle_untagged(struct imap_client *client, const struct imap_arg *args,
 				   unsigned int count, bool raw)
 {
@@ -714,6 +740,9 @@ static void client_handle_untagged(struct imap_client *client, const struct imap
 	} else if (strcasecmp(keyword, "CAPABILITY") == 0) {
 		client_set_capabilities_args(client, args + first, count - first);
 	}
+	if (raw && client_handle_raw_untagged(client, command, keyword, has_number, number, args, count, first,
+					      code, text))
+		return;
 	untagged = imap_client_untagged_new(keyword, has_number, number, args, count, first, code, text);
 	if (client->untagged_callback != NULL) {
 		client_enter(client);

@@ -101,7 +101,8 @@ typedef void imap_client_command_fn(struct imap_client *client,
 				    const struct imap_client_result *result,
 				    void *context);
 /* Called for every untagged response, before it is added to a result.
-   command is the command it is attributed to, or NULL. */
+   command is the command it is attributed to, or NULL. untagged is valid
+   during the call only. */
 typedef void imap_client_untagged_fn(struct imap_client *client,
 				     struct imap_client_command *command,
 				     const struct imap_client_untagged *untagged,

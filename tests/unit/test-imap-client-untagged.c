@@ -65,6 +65,38 @@ static void test_copy_stands_alone(void)
 	CU_ASSERT_PTR_NULL(untagged);
 }
 
+/* A borrowed response reads as the copy does, with no copy made; a
+   keyword too long for the caller's buffer is refused. */
+static void test_borrow(void)
+{
+	static const char text[] = "* 7 fetch (UID 9 FLAGS (\\Seen $Junk))\r\n";
+	struct imap_parser *parser = imap_parser_new();
+	struct imap_client_untagged untagged;
+	struct imap_arg line_arg;
+	const struct imap_arg *line;
+	char keyword[8], small[5];
+	size_t consumed;
+
+	imap_parser_set_mode(parser, IMAP_PARSER_MODE_RESPONSE);
+	CU_ASSERT_EQUAL_FATAL(imap_parser_feed_bytes(parser, text, sizeof(text) - 1, &consumed),
+			      IMAP_PARSER_LINE_COMPLETE);
+	line = imap_parser_get_line(parser);
+	CU_ASSERT_FALSE(imap_client_untagged_borrow(&untagged, &line_arg, small, sizeof(small), "fetch", true, 7,
+						    line->list, line->list_count, 3, NULL, NULL));
+	CU_ASSERT_TRUE_FATAL(imap_client_untagged_borrow(&untagged, &line_arg, keyword, sizeof(keyword), "fetch", true,
+							 7, line->list, line->list_count, 3, NULL, NULL));
+	CU_ASSERT_STRING_EQUAL(untagged.keyword, "FETCH");
+	CU_ASSERT_TRUE(untagged.has_number);
+	CU_ASSERT_EQUAL(untagged.number, 7);
+	CU_ASSERT_EQUAL(untagged.line->type, IMAP_ARG_LIST);
+	CU_ASSERT_EQUAL(untagged.line->list_count, 4);
+	CU_ASSERT_PTR_EQUAL(untagged.line->list, line->list); /* borrowed, not copied */
+	CU_ASSERT_EQUAL_FATAL(untagged.args_count, 1);
+	CU_ASSERT_EQUAL(untagged.args[0].list_count, 4);
+	CU_ASSERT_TRUE(imap_arg_atom_equals(&untagged.args[0].list[3].list[1], "$Junk"));
+	imap_parser_free(&parser);
+}
+
 static void test_refcount(void)
 {
 	struct imap_client_untagged *untagged = copy_line("* SEARCH 1 2 3\r\n", 16, 2), *second;
@@ -111,6 +143,7 @@ static void test_pool(void)
 const char unit_suite_name[] = "imap-client-untagged";
 const struct unit_test unit_tests[] = {
 	{ "a copy stands alone: lists, literals with NUL, escapes", test_copy_stands_alone },
+	{ "a borrowed response reads as a copy", test_borrow },
 	{ "reference counting", test_refcount },
 	{ "pool: bounded, oldest first, case-insensitive", test_pool },
 	{ NULL, NULL },
