@@ -1240,3 +1240,32 @@ enum imap_command_error imap_command_parse(struct imap_command_parser *parser, c
 	error = parse_arguments(parser, command);
 	return error;
 }
+
+/* Whether word (upper case) is in atom (len bytes), ASCII case-insensitive. */
+static bool atom_holds_word(const char *atom, size_t len, const char *word)
+{
+	size_t word_len = strlen(word);
+
+	for (size_t pos = 0; pos + word_len <= len; pos++) {
+		if (strncasecmp(atom + pos, word, word_len) == 0)
+			return true;
+	}
+	return false;
+}
+
+bool imap_command_args_enable_condstore(const struct imap_arg *args, unsigned int count)
+{
+	static const char *const words[] = { "CONDSTORE", "QRESYNC", "MODSEQ", "CHANGEDSINCE" };
+
+	for (unsigned int i = 0; i < count; i++) {
+		if (args[i].type == IMAP_ARG_LIST && imap_command_args_enable_condstore(args[i].list, args[i].list_count))
+			return true;
+		if (args[i].type != IMAP_ARG_ATOM)
+			continue;
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+			if (atom_holds_word(args[i].str, (size_t)args[i].len, words[w]))
+				return true;
+		}
+	}
+	return false;
+}

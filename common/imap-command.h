@@ -286,6 +286,15 @@ enum imap_command_error imap_command_parse(struct imap_command_parser *parser, c
 					   struct imap_command *command_r, const char **message_r);
 const char *imap_command_error_name(enum imap_command_error error);
 
+/* Whether the arguments args[0..count) of a command line that
+   imap_command_parse refused (an extension it does not know, arguments it
+   does not take), or some of them (a LIST's RETURN options), may enable
+   CONDSTORE upstream (RFC 7162 3.1): an atom at
+   any depth holding CONDSTORE, QRESYNC, MODSEQ or CHANGEDSINCE in any case
+   (HIGHESTMODSEQ and UNCHANGEDSINCE hold them). Strings and literals are
+   data (a search text, a message), never looked into. */
+bool imap_command_args_enable_condstore(const struct imap_arg *args, unsigned int count);
+
 /* Parses one fetch attribute atom ("BODY.PEEK[1.HEADER]<0.100>", "UID").
    The macros ALL, FAST, FULL are expanded by imap_command_parse only. */
 enum imap_command_error imap_command_parse_fetch_attr(struct imap_command_parser *parser, const char *atom,

@@ -1269,6 +1269,15 @@ uint64_t imap_parser_get_literal_size(const struct imap_parser *parser)
 	return parser->literal_size;
 }
 
+bool imap_parser_get_refused_literal(const struct imap_parser *parser, uint64_t *size_r, bool *nonsync_r)
+{
+	if (parser->state != STATE_ERROR || parser->error != IMAP_PARSER_ERROR_LITERAL_TOO_BIG)
+		return false;
+	*size_r = parser->literal_size;
+	*nonsync_r = (parser->literal_flags & IMAP_ARG_FLAG_NONSYNC) != 0;
+	return true;
+}
+
 uint64_t imap_parser_get_literal_remaining(const struct imap_parser *parser)
 {
 	return parser->state == STATE_LITERAL_DATA ? parser->literal_size - parser->literal_offset : 0;

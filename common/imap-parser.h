@@ -249,6 +249,13 @@ const char *imap_parser_error_name(enum imap_parser_error error);
 /* After LITERAL_ANNOUNCED: the size n of "{n}". */
 uint64_t imap_parser_get_literal_size(const struct imap_parser *parser);
 
+/* After ERROR with IMAP_PARSER_ERROR_LITERAL_TOO_BIG (and before the
+   reset): the refused literal's announced size and whether it was {n+},
+   whose bytes the peer sends anyway (RFC 7888), not {n} (or ~{n}), which
+   waits for a "+" and can be refused. Returns false after any other
+   result or error. */
+bool imap_parser_get_refused_literal(const struct imap_parser *parser, uint64_t *size_r, bool *nonsync_r);
+
 /* Bytes of the literal being read that are still to come: after
    LITERAL_ANNOUNCED (once fed again) or within a {n+} one; 0 outside a
    literal's data. */

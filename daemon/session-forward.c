@@ -71,6 +71,7 @@ struct session_route {
 	void (*sent)(struct session *session, const struct imap_command *command,
 		     struct imap_client_command *upstream);
 	bool leaves_mailbox;         /* the selected mailbox is left (or another selected) */
+	bool changes_state;          /* whatever its arguments, leaves state UNSELECT can't undo (no pooling) */
 };
 
 static enum session_local session_answer_capability(struct session *session, const char *tag,
@@ -89,26 +90,31 @@ static void session_store_sent(struct session *session, const struct imap_comman
 			       struct imap_client_command *upstream);
 
 static const struct session_route session_routes[] = {
-	{ "CAPABILITY", session_answer_capability, false, NULL, false },
-	{ "STARTTLS", session_answer_starttls, false, NULL, false },
-	{ "COMPRESS", session_answer_cannot, false, NULL, false },
-	{ "NOTIFY", session_answer_cannot, false, NULL, false },
-	{ "UNAUTHENTICATE", session_answer_cannot, false, NULL, false },
-	{ "LOGOUT", session_answer_logout, false, NULL, true },
-	{ "IDLE", NULL, true, NULL, false },
-	{ "SELECT", NULL, false, session_own_start_sync, true },
-	{ "EXAMINE", NULL, false, session_own_start_sync, true },
-	{ "CLOSE", NULL, false, NULL, true },
-	{ "UNSELECT", NULL, false, NULL, true },
-	{ "FETCH", session_answer_fetch, false, NULL, false },
-	{ "UID FETCH", session_answer_fetch, false, NULL, false },
-	{ "SEARCH", session_answer_search, false, NULL, false },
-	{ "UID SEARCH", session_answer_search, false, NULL, false },
-	{ "STORE", NULL, false, session_store_sent, false },
-	{ "UID STORE", NULL, false, session_store_sent, false },
+	{ "CAPABILITY", session_answer_capability, false, NULL, false, false },
+	{ "STARTTLS", session_answer_starttls, false, NULL, false, false },
+	{ "COMPRESS", session_answer_cannot, false, NULL, false, false },
+	{ "NOTIFY", session_answer_cannot, false, NULL, false, false },
+	{ "UNAUTHENTICATE", session_answer_cannot, false, NULL, false, false },
+	{ "LOGOUT", session_answer_logout, false, NULL, true, false },
+	{ "IDLE", NULL, true, NULL, false, false },
+	{ "SELECT", NULL, false, session_own_start_sync, true, false },
+	{ "EXAMINE", NULL, false, session_own_start_sync, true, false },
+	{ "CLOSE", NULL, false, NULL, true, false },
+	{ "UNSELECT", NULL, false, NULL, true, false },
+	{ "FETCH", session_answer_fetch, false, NULL, false, false },
+	{ "UID FETCH", session_answer_fetch, false, NULL, false, false },
+	{ "SEARCH", session_answer_search, false, NULL, false, false },
+	{ "UID SEARCH", session_answer_search, false, NULL, false, false },
+	{ "STORE", NULL, false, session_store_sent, false, false },
+	{ "UID STORE", NULL, false, session_store_sent, false, false },
+	{ "ENABLE", NULL, false, NULL, false, true },
+	{ "LANGUAGE", NULL, false, NULL, false, true },
+	{ "COMPARATOR", NULL, false, NULL, false, true },
+	{ "LOGIN", NULL, false, NULL, false, true },
+	{ "AUTHENTICATE", NULL, false, NULL, false, true },
 };
 
-static const struct session_route session_route_upstream = { "", NULL, false, NULL, false };
+static const struct session_route session_route_upstream = { "", NULL, false, NULL, false, false };
 
 static void session_forward_context_free(void *context)
 {
@@ -388,34 +394,16 @@ static bool session_command_changes_state(const struct imap_command *command)
 		return session_search_uses_modseq(command->u.search.program);
 	case IMAP_COMMAND_STATUS:
 		return (command->u.status.items & IMAP_STATUS_HIGHESTMODSEQ) != 0;
+	case IMAP_COMMAND_LIST:
+		/* LIST-STATUS (RFC 5819) with HIGHESTMODSEQ: Dovecot enables it too */
+		for (unsigned int i = 0; command->u.list.extended && i + 1 < command->arg_count; i++) {
+			if (imap_arg_atom_equals(&command->args[i], "RETURN"))
+				return imap_command_args_enable_condstore(&command->args[i + 1], 1);
+		}
+		return false;
 	default:
 		return false;
 	}
-}
-
-/* The same for a command imap-command could not parse (an extension it
-   does not know, or arguments it refuses, which the upstream judges): its
-   verb, or a word of RFC 7162 anywhere in its bytes. A word that only
-   looks like one (in a search text) costs a pooled connection, nothing
-   else. */
-static bool session_unparsed_changes_state(const char *verb, struct evbuffer *bytes)
-{
-	static const char *const verbs[] = { "ENABLE", "LANGUAGE", "COMPARATOR", "LOGIN", "AUTHENTICATE" };
-	static const char *const words[] = { "CONDSTORE", "MODSEQ", "CHANGEDSINCE", "QRESYNC" };
-	size_t len = evbuffer_get_length(bytes);
-	const char *text = (const char *)evbuffer_pullup(bytes, -1);
-
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
-		if (strcmp(verb, verbs[i]) == 0)
-			return true;
-	}
-	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
-		for (size_t pos = 0; pos + strlen(words[i]) <= len; pos++) {
-			if (strncasecmp(text + pos, words[i], strlen(words[i])) == 0)
-				return true;
-		}
-	}
-	return false;
 }
 
 /* Answers the client's LOGOUT here and hands the upstream connection to
@@ -822,6 +810,43 @@ static const struct session_route *session_find_route(const char *verb)
 	return &session_route_upstream;
 }
 
+/* What a command sent upstream changes beyond its own answer: RFC 7162's
+   CONDSTORE-enabling commands enable it for the client, and they and the
+   verbs marked changes_state keep the connection out of the pool.
+   command is the parsed line, or NULL where imap-command refused it: then
+   its arguments args[0..count) (the tag left out) say, as imap-command
+   reads them. */
+static void session_note_state_change(struct session *session, const struct imap_command *command,
+				      const struct imap_arg *args, unsigned int count)
+{
+	bool changes = command != NULL ? session_command_changes_state(command) :
+					 imap_command_args_enable_condstore(args, count);
+
+	if (changes && command != NULL && command->name != IMAP_COMMAND_LOGIN &&
+	    command->name != IMAP_COMMAND_AUTHENTICATE && command->name != IMAP_COMMAND_ENABLE)
+		session->client_condstore = true; /* RFC 7162 3.1: this command enables CONDSTORE */
+	/* only a connection that may be pooled needs its state watched */
+	if (session->pool_key_valid && (changes || session_find_route(session->command_verb)->changes_state))
+		session->pool_state_changed = true;
+}
+
+/* The same for a command sent upstream before its line ended, once its
+   line is complete. (One the upstream answered before that was refused:
+   it changed nothing.) */
+static void session_note_open_state_change(struct session *session)
+{
+	const struct imap_arg *line = imap_parser_get_line(session->command_parser);
+	struct imap_command command;
+
+	if (line == NULL || line->list_count == 0)
+		return;
+	session_read_verb(session, line->list, line->list_count);
+	if (imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE)
+		session_note_state_change(session, &command, NULL, 0);
+	else
+		session_note_state_change(session, NULL, line->list + 1, line->list_count - 1);
+}
+
 const char *session_forward_tag(struct imap_client_command *command)
 {
 	const struct session_forward *forward = imap_client_command_get_context(command);
@@ -932,11 +957,7 @@ static void session_open_upstream(struct session *session)
 		session_close(session, "invalid command", "Invalid command line");
 		return;
 	}
-	if (session->pool_key_valid && !session->pool_state_changed &&
-	    strcmp(session->command_verb, "APPEND") != 0 &&
-	    session_unparsed_changes_state(session->command_verb, session->command_bytes))
-		session->pool_state_changed = true;
-	session_send_upstream(session, tag_len, true);
+	session_send_upstream(session, tag_len, true); /* its state is judged once its line is complete */
 }
 
 /* Whether a command may go upstream on a connection not yet proven:
@@ -1020,15 +1041,8 @@ static bool session_route_command(struct session *session)
 	}
 	session->command_replanned = false;
 	session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
-	if (error == IMAP_COMMAND_ERROR_NONE && command.name != IMAP_COMMAND_LOGIN &&
-	    command.name != IMAP_COMMAND_AUTHENTICATE && command.name != IMAP_COMMAND_ENABLE &&
-	    session_command_changes_state(&command))
-		session->client_condstore = true; /* RFC 7162 3.1: this command enables CONDSTORE */
-	/* only a connection that may be pooled needs its state watched */
-	if (session->pool_key_valid && !session->pool_state_changed &&
-	    (error == IMAP_COMMAND_ERROR_NONE ? session_command_changes_state(&command) :
-	     session_unparsed_changes_state(session->command_verb, session->command_bytes)))
-		session->pool_state_changed = true;
+	session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL, line->list + 1,
+				  line->list_count - 1);
 	upstream = session_send_upstream(session, tag_len, route->open);
 	if (upstream == NULL)
 		return true;
@@ -1078,6 +1092,7 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 	enum imap_parser_error error = imap_parser_get_error(session->command_parser, &message);
 	struct imap_client_command *open = session->open_command;
 	uint64_t size = 0;
+	bool nonsync = false, too_big = imap_parser_get_refused_literal(session->command_parser, &size, &nonsync);
 	size_t len, tag_len, eol_len = 0;
 	struct evbuffer_ptr eol;
 
@@ -1107,10 +1122,8 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		len--;
 	tag_len = session_tag_length(text, len);
-	if (error == IMAP_PARSER_ERROR_LITERAL_TOO_BIG) {
-		bool sync = session_line_literal(text, len, &size) == SESSION_LITERAL_SYNC;
-
-		if (open != NULL || tag_len == 0 || !sync) {
+	if (too_big) {
+		if (open != NULL || tag_len == 0 || nonsync) {
 			/* a {N+} one is on its way: it can't be refused (RFC 7888) */
 			log_info("session %lu: literal of %llu bytes, over the limit of %llu", session->id,
 				 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
@@ -1225,6 +1238,7 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 
 			session_forget_open_command(session);
 			imap_client_raw_command_end(command);
+			session_note_open_state_change(session);
 			return true;
 		}
 		session->command_ready = true;

@@ -230,6 +230,12 @@ STATE_CHANGES = (
     ("EXAMINE INBOX", "FETCH 1 (FLAGS MODSEQ)"),
     ("EXAMINE INBOX", "UID SEARCH MODSEQ 1"),
     ("STATUS INBOX (HIGHESTMODSEQ)",),
+    ('LIST "" INBOX RETURN (STATUS (HIGHESTMODSEQ))',),  # LIST-STATUS: Dovecot enables CONDSTORE too
+    # commands imap-command refuses: their verb, or an atom of RFC 7162
+    ("EXAMINE INBOX", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 X-NOSUCH)"),
+    ("LANGUAGE DE",),
+    # sent upstream before its line ended (a {N} literal): judged once it is complete
+    ("EXAMINE INBOX", "UID SEARCH MODSEQ 1 TEXT {1}\r\nx"),
     ("LOGIN %s %s" % (quote(USER), quote(PASS)),),
 )
 

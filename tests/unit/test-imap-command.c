@@ -474,6 +474,52 @@ static void test_fetch_attr_alone(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(message, "]"));
 }
 
+/* Line callback: the command's error name and whether its arguments (the
+   tag left out) may enable CONDSTORE, as a session reads a command it
+   can't parse. */
+static void dump_condstore(const struct imap_arg *line, char *out, size_t out_size, void *context)
+{
+	struct imap_command command;
+	enum imap_command_error error = imap_command_parse(command_parser, line, &command, NULL);
+
+	(void)context;
+	unit_imap_append(out, out_size, "%s %s", imap_command_error_name(error),
+			 line->list_count > 0 && imap_command_args_enable_condstore(line->list + 1, line->list_count - 1) ?
+				 "condstore" : "-");
+}
+
+static void check_condstore(const char *input, const char *expected)
+{
+	struct unit_imap_options options = { .mode = IMAP_PARSER_MODE_COMMAND, .line_callback = dump_condstore };
+
+	unit_imap_check(input, strlen(input), &options, expected);
+}
+
+/* What a session keeps of the commands imap-command refuses: whether they
+   may enable CONDSTORE, read from their atoms (not from strings or
+   literals), in lists, in any case, after a {n} or {n+} literal. */
+static void test_refused_commands_enable_condstore(void)
+{
+	check_condstore("a X-EXTENSION (CONDSTORE)\r\n", "LINE UNKNOWN_COMMAND condstore\n");
+	check_condstore("a FETCH 1 (FLAGS) (CHANGEDSINCE 1 X-NOSUCH)\r\n", "LINE BAD_ARGUMENT condstore\n");
+	check_condstore("a X-LIST \"\" * RETURN (STATUS (highestmodseq))\r\n", "LINE UNKNOWN_COMMAND condstore\n");
+	check_condstore("a LIST \"\" * RETURN (STATUS (highestmodseq))\r\n", "LINE NONE condstore\n");
+	check_condstore("a UID X-STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)\r\n", "LINE UNKNOWN_COMMAND condstore\n");
+	check_condstore("a X (b (c (qresync)))\r\n", "LINE UNKNOWN_COMMAND condstore\n");
+	check_condstore("a SEARCH RETURN (UPDATE) Modseq 5\r\n", "LINE BAD_ARGUMENT condstore\n");
+	/* data is never looked into: a string, a {n} literal, a {n+} literal */
+	check_condstore("a SEARCH RETURN (UPDATE) TEXT \"MODSEQ\"\r\n", "LINE BAD_ARGUMENT -\n");
+	check_condstore("a SEARCH RETURN (UPDATE) TEXT {9}\r\nCONDSTORE\r\n",
+			"ANNOUNCED 9\nLINE BAD_ARGUMENT -\n");
+	check_condstore("a X-APPEND INBOX {7+}\r\nQRESYNC FLAGS\r\n", "LINE UNKNOWN_COMMAND -\n");
+	check_condstore("a X-APPEND INBOX {7+}\r\nQRESYNC (CONDSTORE)\r\n", "LINE UNKNOWN_COMMAND condstore\n");
+	/* the tag is not an argument; commands with none of the words */
+	check_condstore("MODSEQ LANGUAGE\r\n", "LINE UNKNOWN_COMMAND -\n");
+	check_condstore("a LANGUAGE DE\r\n", "LINE UNKNOWN_COMMAND -\n");
+	check_condstore("a FETCH 1 (FLAGS) (X-NOSUCH)\r\n", "LINE BAD_ARGUMENT -\n");
+	check_condstore("a UID\r\n", "LINE MISSING_COMMAND -\n");
+}
+
 const char unit_suite_name[] = "imap-command";
 const struct unit_test unit_tests[] = {
 	{ "simple commands", test_simple_commands },
@@ -485,5 +531,6 @@ const struct unit_test unit_tests[] = {
 	{ "SEARCH", test_search },
 	{ "SEARCH depth is bounded", test_search_depth_is_bounded },
 	{ "one fetch attribute", test_fetch_attr_alone },
+	{ "refused commands that may enable CONDSTORE", test_refused_commands_enable_condstore },
 	{ NULL, NULL },
 };

@@ -366,6 +366,53 @@ static void test_limit_literal_size(void)
 	unit_imap_check("* X {11}\r\n", 10, &options, "ERROR LITERAL_TOO_BIG\n");
 }
 
+/* Feeds input whole to a COMMAND parser with max_literal 10; checks the
+   refused literal it then reports (wanted_size 0: none). */
+static void check_refused_literal(const char *input, uint64_t wanted_size, bool wanted_nonsync)
+{
+	struct imap_parser_limits limits;
+	struct imap_parser *parser = imap_parser_new();
+	uint64_t size = 0;
+	bool nonsync = false, refused;
+	size_t consumed;
+
+	imap_parser_get_default_limits(&limits);
+	limits.max_literal = 10;
+	imap_parser_set_limits(parser, &limits);
+	for (size_t at = 0, len = strlen(input); at < len; at += consumed) {
+		if (imap_parser_feed_bytes(parser, input + at, len - at, &consumed) == IMAP_PARSER_ERROR)
+			break; /* after a {n} announced, fed on as if "+" was sent */
+	}
+	refused = imap_parser_get_refused_literal(parser, &size, &nonsync);
+	CU_ASSERT_EQUAL(refused, wanted_size != 0);
+	if (refused && wanted_size != 0) {
+		CU_ASSERT_EQUAL(size, wanted_size);
+		CU_ASSERT_EQUAL(nonsync, wanted_nonsync);
+	}
+	imap_parser_reset(parser);
+	CU_ASSERT_FALSE(imap_parser_get_refused_literal(parser, &size, &nonsync));
+	imap_parser_free(&parser);
+}
+
+/* A literal over the limit is reported with its size and form, so that a
+   server can refuse a {n} and must close for a {n+} (RFC 7888); nothing
+   else is reported as one. */
+static void test_refused_literal(void)
+{
+	check_refused_literal("a APPEND INBOX {11}\r\n", 11, false);
+	check_refused_literal("a APPEND INBOX {11+}\r\n", 11, true);
+	check_refused_literal("a APPEND INBOX ~{12}\r\n", 12, false);
+	check_refused_literal("a APPEND INBOX (\\Seen) {9223372036854775807}\r\n", INT64_MAX, false);
+	check_refused_literal("a FETCH 1 BODY[HEADER.FIELDS ({999+}\r\n", 999, true);
+	check_refused_literal("a X {5}\r\nabcde {20+}\r\n", 20, true);
+	/* within the limit, malformed, or another error: no refused literal */
+	check_refused_literal("a APPEND INBOX {10}\r\n", 0, false);
+	check_refused_literal("a APPEND INBOX {10+}\r\n0123456789\r\n", 0, false);
+	check_refused_literal("a APPEND INBOX {1x}\r\n", 0, false);
+	check_refused_literal("a APPEND INBOX {99999999999999999999}\r\n", 0, false);
+	check_refused_literal("a X )\r\n", 0, false);
+}
+
 static void test_limit_depth_and_args(void)
 {
 	struct imap_parser_limits limits;
@@ -814,6 +861,7 @@ const struct unit_test unit_tests[] = {
 	{ "control characters", test_control_characters },
 	{ "limit: line length", test_limit_line_length },
 	{ "limit: literal size", test_limit_literal_size },
+	{ "a refused literal's size and form", test_refused_literal },
 	{ "limit: depth and arguments", test_limit_depth_and_args },
 	{ "streamed literals", test_streamed_literals },
 	{ "inline literals per line are bounded", test_inline_literals_per_line_are_bounded },
