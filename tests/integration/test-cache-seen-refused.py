@@ -177,8 +177,10 @@ class Case:
         check("... no FLAGS in it, \\Seen not claimed", not any(b"FLAGS" in r for r in got[:-1]), got[:2])
         check("... the relay refused the proxy's \\Seen STORE (%d)" % (len(self.relay.refused) - refused),
               len(self.relay.refused) == refused + 1, self.relay.refused[refused:])
-        check("... and the FETCH was answered from the cache", self.daemon.count_log(FROM_CACHE) == local + 1,
-              self.daemon.log()[-600:])
+        # the log line may reach the reader thread after the client's reply: wait for it
+        check("... and the FETCH was answered from the cache",
+              self.daemon.wait_log(FROM_CACHE, count=local + 1) is not None and
+              self.daemon.count_log(FROM_CACHE) == local + 1, self.daemon.log()[-600:])
         direct_flags = flags_of(self.direct, uids)
         check("... Dovecot's flags have no \\Seen where it was refused",
               all("\\Seen" not in direct_flags[u] for u in unseen), direct_flags)
@@ -236,7 +238,8 @@ def main():
         check("control: with the STORE let through, the answer claims \\Seen",
               any(b"\\Seen" in r and b"FLAGS" in r for r in got[:-1]) and got[-1].startswith(b"f OK"), got[:1])
         check("... after the proxy's STORE went upstream, answered from the cache",
-              len(relay.passed) == passed + 1 and daemon.count_log(FROM_CACHE) == local + 1,
+              len(relay.passed) == passed + 1 and daemon.wait_log(FROM_CACHE, count=local + 1) is not None and
+              daemon.count_log(FROM_CACHE) == local + 1,
               (relay.passed[passed:], daemon.log()[-600:]))
         check("... and Dovecot has \\Seen", "\\Seen" in flags_of(direct, [u[7]])[u[7]])
         via.close()
