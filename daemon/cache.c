@@ -74,7 +74,9 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_STORE_HEADER] = CACHE_STORE_SUMMED("header"),
 	[CACHE_STMT_STORE_FLAGS] =
 		"INSERT INTO messages(mailbox_id, uid, flags, modseq) VALUES(?1, ?2, ?3, ?4) "
-		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = excluded.modseq",
+		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = "
+		/* flags alone, the ones stored: the row stays as it was, MODSEQ with its flags */
+		"CASE WHEN excluded.modseq IS NULL AND flags IS excluded.flags THEN modseq ELSE excluded.modseq END",
 	[CACHE_STMT_STORE_SIZE] = CACHE_STORE_VALUE("size"),
 	[CACHE_STMT_STORE_AGREES] = CACHE_STORE_VALUE("structure_agrees"),
 	[CACHE_STMT_STORE_FETCHED] =

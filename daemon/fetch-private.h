@@ -99,6 +99,9 @@ struct fetch_answer {
 	size_t missing_count;
 	size_t missing_heavy_count;  /* those lacking more than FETCH_ASKS_LIGHT: at most half may */
 	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
+	bool missing_beyond_modseq;  /* one of them lacks more than its MODSEQ */
+	uint64_t vouched_modseq;     /* facts->vouched_modseq with CONDSTORE enabled (0: none) */
+	const struct mailbox_view *view; /* facts->view, for the CHANGEDSINCE form of the missing fetch */
 	bool may_splice;             /* facts->splice_allowed, and no two items answer under one name */
 	size_t spliced_count;        /* messages with spliced items */
 	const char *splice_why;      /* why the first of them was (for the debug log) */

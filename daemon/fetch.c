@@ -972,6 +972,8 @@ static bool message_mark_missing(struct fetch_answer *answer, struct fetch_messa
 	}
 	if (asks == 0 || !facts->fill_missing)
 		return false;
+	if ((asks & ~(1u << FETCH_ASK_MODSEQ)) != 0)
+		answer->missing_beyond_modseq = true;
 	if ((asks & (1u << FETCH_ASK_MODSEQ)) != 0)
 		asks |= 1u << FETCH_ASK_SIZE; /* the line then starts "(UID u RFC822.SIZE": the proxy's own */
 	if ((asks & (1u << FETCH_ASK_MESSAGE)) != 0) {
@@ -1114,6 +1116,8 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->binary_marked_uid = facts->binary_marked_uid;
 	answer->condstore = facts->condstore;
 	answer->qresync = facts->qresync;
+	answer->vouched_modseq = facts->condstore ? facts->vouched_modseq : 0;
+	answer->view = facts->view;
 	ret = fetch_items_add(answer, command, facts, why_r);
 	for (unsigned int i = 0; ret > 0 && i < answer->item_count; i++) {
 		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
@@ -1235,6 +1239,42 @@ static long answer_collect(const struct fetch_answer *answer, bool (*pick)(const
 	return (long)count;
 }
 
+/* The UIDs and sequence numbers of the view's messages with a UID and
+   no MODSEQ (malloc'd; NULL when none). Returns how many, -1 when memory
+   runs out. */
+static long view_collect_without_modseq(const struct mailbox_view *view, uint32_t **uids_r, uint32_t **seqs_r)
+{
+	uint32_t total = mailbox_view_count(view);
+	size_t count = 0;
+
+	*uids_r = *seqs_r = NULL;
+	for (uint32_t seq = 1; seq <= total; seq++) {
+		const struct mailbox_view_message *message = mailbox_view_get(view, seq);
+
+		count += message->uid != 0 && message->modseq == 0;
+	}
+	if (count == 0)
+		return 0;
+	*uids_r = malloc(count * sizeof(**uids_r));
+	*seqs_r = malloc(count * sizeof(**seqs_r));
+	if (*uids_r == NULL || *seqs_r == NULL) {
+		free(*uids_r);
+		free(*seqs_r);
+		*uids_r = *seqs_r = NULL;
+		return -1;
+	}
+	count = 0;
+	for (uint32_t seq = 1; seq <= total; seq++) {
+		const struct mailbox_view_message *message = mailbox_view_get(view, seq);
+
+		if (message->uid != 0 && message->modseq == 0) {
+			(*uids_r)[count] = message->uid;
+			(*seqs_r)[count++] = seq;
+		}
+	}
+	return (long)count;
+}
+
 long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r, char *items,
 			  size_t size)
 {
@@ -1250,12 +1290,23 @@ long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, 
 	}
 	if (used >= size)
 		return -1;
+	if (fetch_answer_missing_changedsince(answer) != 0)
+		return view_collect_without_modseq(answer->view, uids_r, seqs_r);
 	return answer_collect(answer, message_is_missing, uids_r, seqs_r);
 }
 
 size_t fetch_answer_missing_count(const struct fetch_answer *answer)
 {
 	return answer->missing_count;
+}
+
+uint64_t fetch_answer_missing_changedsince(const struct fetch_answer *answer)
+{
+	/* with a held expunge the numberings differ: the answer's own messages only */
+	if (answer->missing_count == 0 || answer->missing_beyond_modseq || answer->view == NULL ||
+	    mailbox_view_has_held(answer->view))
+		return 0;
+	return answer->vouched_modseq;
 }
 
 /* ---- the splice step ---- */

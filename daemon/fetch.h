@@ -66,6 +66,12 @@ struct fetch_facts {
 	/* Partly stored: up to half of the messages may lack what is asked
 	   (fetch_answer_missing); the caller fetches that and plans again. */
 	bool fill_missing;
+	/* The store's HIGHESTMODSEQ, which vouches for its flag rows (doc/cache.md:
+	   a message unchanged since has its MODSEQ right there), 0: none, or
+	   that step was taken. With it, when what messages lack is only their
+	   MODSEQ, the missing fetch asks CHANGEDSINCE it for every message of
+	   the view that lacks one (fetch_answer_missing_changedsince). */
+	uint64_t vouched_modseq;
 	uint64_t body_max_size;             /* a larger message is not stored: never asked for */
 	/* Spliced: an item the store can't vouch for for a message (a
 	   derived item of a message our library reads otherwise, BINARY.SIZE,
@@ -189,6 +195,15 @@ long fetch_answer_missing(const struct fetch_answer *answer, uint32_t **uids_r, 
 			  size_t size);
 /* How many of the answer's messages lack something (fetch_answer_missing). */
 size_t fetch_answer_missing_count(const struct fetch_answer *answer);
+/* When what the answer's messages lack is only MODSEQ and facts had a
+   vouched_modseq (and CONDSTORE), that HIGHESTMODSEQ: the missing fetch
+   then adds "(CHANGEDSINCE it)" and fetch_answer_missing names every
+   message of the view without a MODSEQ (not only the answer's), so that
+   one step fills the view. The upstream answers only the messages
+   changed since; each other one's MODSEQ is the store's, when its stored
+   flag row is that old and its flags the view's (the caller checks that
+   after the tagged OK). 0: the plain form, for the answer's messages. */
+uint64_t fetch_answer_missing_changedsince(const struct fetch_answer *answer);
 #define FETCH_MISSING_ITEMS_MAX 128 /* "UID INTERNALDATE RFC822.SIZE ENVELOPE BODY BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[] MODSEQ" */
 
 /* The splice step: the proxy's own FETCH of the (message, item) pairs

@@ -535,7 +535,8 @@ static enum session_local session_fetch_missing_first(struct session *session, c
 	char items[FETCH_MISSING_ITEMS_MAX];
 	uint32_t *uids, *seqs;
 	long count = fetch_answer_missing(session->local_answer, &uids, &seqs, items, sizeof(items));
-	int ret = count > 0 ? session_own_fetch_missing(session, uids, seqs, (size_t)count, items) : -1;
+	int ret = count > 0 ? session_own_fetch_missing(session, uids, seqs, (size_t)count, items,
+							fetch_answer_missing_changedsince(session->local_answer)) : -1;
 
 	fetch_answer_free(&session->local_answer);
 	free(uids);
@@ -614,6 +615,7 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		.seen = session->seen_state == SESSION_SEEN_SET ? session->seen : NULL,
 		.seen_count = session->seen_state == SESSION_SEEN_SET ? session->seen_count : 0,
 		.fill_missing = !session->missing_tried && session->cache != NULL && !cache_writes_off(session->cache),
+		.vouched_modseq = session_own_vouched_modseq(session),
 		.body_max_size = session->conf->cache_body_max_size,
 		.splice_allowed = !session->splice_tried,
 		.splice = session->splice,

@@ -2,6 +2,7 @@
 /* session-own: the proxy's own commands on a client's upstream connection: the sync behind a SELECT, the \Seen STORE before a FETCH answered here. */
 #include "config.h"
 #include "session-private.h"
+#include "cache.h"
 #include "fetch.h"
 #include "fetch-fill.h"
 #include "fetch-splice.h"
@@ -14,6 +15,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -463,6 +465,7 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 	};
 	const char *line, *second;
 
+	session->modseq_stepped = false; /* a new view: its MODSEQs may be stepped once */
 	sync_set_options(session->sync, &options);
 	line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
 				 command->name == IMAP_COMMAND_EXAMINE);
@@ -543,30 +546,80 @@ int session_own_set_seen(struct session *session, const uint32_t *uids, const ui
 
 /* ---- what a FETCH answered here lacks ---- */
 
+#define SESSION_CHANGEDSINCE_MAX 40 /* " (CHANGEDSINCE " + a 64-bit number + ")" */
+
 void session_own_missing_reset(struct session *session)
 {
 	free(session->missing);
 	session->missing = NULL;
 	session->missing_count = 0;
 	session->missing_tried = false;
+	session->missing_changedsince = 0;
+}
+
+uint64_t session_own_vouched_modseq(struct session *session)
+{
+	struct cache_mailbox mailbox;
+	const char *name = sync_mailbox_name(session->sync);
+
+	if (!session->client_condstore || session->modseq_stepped || session->cache == NULL || name == NULL ||
+	    cache_mailbox_lookup(session->cache, name, &mailbox) != 1 || mailbox.id != sync_mailbox_id(session->sync))
+		return 0;
+	return mailbox.highestmodseq;
+}
+
+/* What a stored flag row vouches for after the CHANGEDSINCE step (its
+   highestmodseq; the rows read by cache_lookup_flags). */
+struct session_vouch {
+	struct session *session;
+	uint64_t highestmodseq;
+	uint32_t vouched;
+};
+
+/* A message the step asked for and the upstream did not name is
+   unchanged since the stored HIGHESTMODSEQ, so its stored row is right
+   (doc/cache.md): its MODSEQ goes to the view when that row is no newer
+   than the HIGHESTMODSEQ and its flags are the view's. */
+static void session_vouch_modseq(uint32_t uid, const char *flags, size_t len, uint64_t modseq, void *context)
+{
+	struct session_vouch *vouch = context;
+	struct session *session = vouch->session;
+	uint32_t seq = mailbox_view_seq_of_uid(session->view, uid);
+	const struct mailbox_view_message *message = mailbox_view_get(session->view, seq);
+
+	if (message == NULL || message->modseq != 0 || message->expunged || message->flags == NULL ||
+	    modseq == 0 || modseq > vouch->highestmodseq ||
+	    bsearch(&uid, session->missing, session->missing_count, sizeof(*session->missing),
+		    session_uid_compare) == NULL ||
+	    !flag_lists_equal(flags, len, message->flags, false))
+		return;
+	if (mailbox_view_set_modseq(session->view, seq, modseq) == 0)
+		vouch->vouched++;
 }
 
 static void session_missing_done(struct imap_client *client, struct imap_client_command *command,
 				 const struct imap_client_result *result, void *context)
 {
 	struct session *session = context;
+	struct session_vouch vouch = { .session = session, .highestmodseq = session->missing_changedsince };
 
 	(void)client;
 	(void)command;
 	session_own_finish(session);
-	log_debug("session %lu: %zu messages a FETCH lacked: %s", session->id, session->missing_count,
-		  result->status == IMAP_CLIENT_STATUS_OK ? "fetched" : "not fetched");
+	if (result->status == IMAP_CLIENT_STATUS_OK && vouch.highestmodseq != 0 && session->missing_count > 0 &&
+	    session->cache != NULL && sync_mailbox_id(session->sync) != 0)
+		(void)cache_lookup_flags(session->cache, sync_mailbox_id(session->sync), session->missing[0],
+					 session->missing[session->missing_count - 1], session_vouch_modseq, &vouch);
+	log_debug("session %lu: %zu messages a FETCH lacked: %s (CHANGEDSINCE %" PRIu64 ": %u MODSEQs from the store)",
+		  session->id, session->missing_count,
+		  result->status == IMAP_CLIENT_STATUS_OK ? "fetched" : "not fetched", vouch.highestmodseq,
+		  vouch.vouched);
 }
 
 int session_own_fetch_missing(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count,
-			      const char *items)
+			      const char *items, uint64_t changedsince)
 {
-	char list[FETCH_MISSING_ITEMS_MAX + 2];
+	char list[FETCH_MISSING_ITEMS_MAX + SESSION_CHANGEDSINCE_MAX];
 
 	session_own_missing_reset(session);
 	session->missing = malloc(count * sizeof(*session->missing));
@@ -574,8 +627,14 @@ int session_own_fetch_missing(struct session *session, const uint32_t *uids, con
 		return -1;
 	memcpy(session->missing, uids, count * sizeof(*uids));
 	session->missing_count = count;
-	session->missing_tried = true;
-	snprintf(list, sizeof(list), "(%s)", items);
+	/* the CHANGEDSINCE step (once a SELECT) leaves a plain one for what it could not vouch for */
+	session->missing_tried = changedsince == 0;
+	session->modseq_stepped |= changedsince != 0;
+	session->missing_changedsince = changedsince;
+	if (changedsince != 0)
+		snprintf(list, sizeof(list), "(%s) (CHANGEDSINCE %" PRIu64 ")", items, changedsince);
+	else
+		snprintf(list, sizeof(list), "(%s)", items);
 	/* by sequence number: the upstream sends no EXPUNGE during a FETCH */
 	if (session_own_send_set(session, SESSION_OWN_MISSING, "FETCH", seqs, count, list, session_missing_done) < 0) {
 		session_own_missing_reset(session);

@@ -159,6 +159,8 @@ struct session {
 	uint32_t *missing;             /* UIDs (ascending) the FETCH waiting to be routed lacks */
 	size_t missing_count;
 	bool missing_tried;            /* they were fetched: what still lacks goes upstream */
+	uint64_t missing_changedsince; /* the step asked CHANGEDSINCE this (fetch.h); 0: the plain form */
+	bool modseq_stepped;           /* the CHANGEDSINCE step was taken since the SELECT: others are plain */
 	struct fetch_splice_group *splice_groups; /* the splice step's own FETCHes (fetch.h) */
 	size_t splice_group_count, splice_group_next;
 	struct fetch_splice *splice;   /* what they captured, for the FETCH waiting to be routed */
@@ -336,7 +338,12 @@ void session_own_seen_reset(struct session *session);
    lack, items as fetch_answer_missing gave them, before a FETCH is
    answered here. Returns -1 when memory runs out (nothing sent). */
 int session_own_fetch_missing(struct session *session, const uint32_t *uids, const uint32_t *seqs, size_t count,
-			      const char *items);
+			      const char *items, uint64_t changedsince);
+/* The stored HIGHESTMODSEQ of the selected mailbox, for a FETCH's plan
+   (fetch_facts.vouched_modseq): 0 when the client has not enabled
+   CONDSTORE, nothing vouched is stored, or the step was taken since
+   the SELECT (once is enough: it fills the whole view). */
+uint64_t session_own_vouched_modseq(struct session *session);
 /* Forgets the missing step (the FETCH was routed). */
 void session_own_missing_reset(struct session *session);
 /* Fetches the (message, item) pairs a FETCH answered here can't vouch

@@ -721,10 +721,23 @@ static void test_flags_and_modseq(void)
 	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "", 0));
 	CU_ASSERT_EQUAL(message.modseq, 9);
 	cache_message_clear(&message);
-	/* Flags without a MODSEQ: the old MODSEQ went with the old flags. */
+	/* Flags without a MODSEQ, the ones stored (a client that enabled
+	   nothing fetched them): the row stays as it was, MODSEQ included. */
 	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "", 0), 0);
 	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
 	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "", 0));
+	CU_ASSERT_EQUAL(message.modseq, 9);
+	cache_message_clear(&message);
+	/* Other flags without a MODSEQ: the old MODSEQ went with the old flags. */
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "$A", 0), 0);
+	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
+	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "$A", 2));
+	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_MODSEQ));
+	CU_ASSERT_EQUAL(message.modseq, 0);
+	cache_message_clear(&message);
+	/* and the same flags again bring none back */
+	CU_ASSERT_EQUAL(cache_store_flags(cache, mailbox.id, 3, "$A", 0), 0);
+	CU_ASSERT_EQUAL_FATAL(cache_lookup(cache, mailbox.id, 3, &message), 1);
 	CU_ASSERT_FALSE(message.present & CACHE_HAS(CACHE_ITEM_MODSEQ));
 	CU_ASSERT_EQUAL(message.modseq, 0);
 	cache_message_clear(&message);

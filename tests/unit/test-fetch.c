@@ -160,7 +160,10 @@ static const char *answer(const char *format, ...)
 		for (long i = 0; i < count && at < sizeof(text); i++)
 			at += (size_t)snprintf(text + at, sizeof(text) - at, " %u/%u", seqs[i], uids[i]);
 		if (at < sizeof(text))
-			snprintf(text + at, sizeof(text) - at, " (%s)", items);
+			at += (size_t)snprintf(text + at, sizeof(text) - at, " (%s)", items);
+		if (at < sizeof(text) && fetch_answer_missing_changedsince(plan) != 0)
+			snprintf(text + at, sizeof(text) - at, " (CHANGEDSINCE %llu)",
+				 (unsigned long long)fetch_answer_missing_changedsince(plan));
 		free(uids);
 		free(seqs);
 		fetch_answer_free(&plan);
@@ -564,6 +567,40 @@ static void test_condstore(void)
 	teardown();
 }
 
+/* MODSEQ the view lacks (CONDSTORE enabled after the SELECT): with a
+   vouched HIGHESTMODSEQ, one CHANGEDSINCE step for every message of the
+   view that lacks one; without, or when something else is missing too,
+   the plain step for the command's messages. */
+static void test_modseq_step(void)
+{
+	setup();
+	CU_ASSERT_EQUAL(mailbox_view_load(view, (const uint32_t[]){ 1, 2, 5 }, 3), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 1, "", 0), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 2, "\\Seen $Junk", 11), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 3, "\\Flagged", 8), 0);
+	facts.condstore = true;
+	facts.fill_missing = true;
+	facts.body_max_size = 1 << 20;
+	expect(answer("FETCH 1 (MODSEQ)"), "MISSING: 1/1 (UID RFC822.SIZE MODSEQ)");
+	facts.vouched_modseq = 40;
+	expect(answer("FETCH 1 (MODSEQ)"), "MISSING: 1/1 2/2 3/5 (UID RFC822.SIZE MODSEQ) (CHANGEDSINCE 40)");
+	expect(answer("UID FETCH 2 (FLAGS) (CHANGEDSINCE 7)"),
+	       "MISSING: 1/1 2/2 3/5 (UID RFC822.SIZE MODSEQ) (CHANGEDSINCE 40)");
+	/* a message the view has a MODSEQ of is not asked again */
+	CU_ASSERT_EQUAL(mailbox_view_set_modseq(view, 2, 20), 0);
+	expect(answer("FETCH 1 (MODSEQ)"), "MISSING: 1/1 3/5 (UID RFC822.SIZE MODSEQ) (CHANGEDSINCE 40)");
+	/* a whole message lacking too: the plain step, the command's messages */
+	expect(answer("FETCH 1:3 (MODSEQ BODY.PEEK[])"),
+	       "MISSING: 1/1 3/5 (UID RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER] BODY.PEEK[] MODSEQ)");
+	/* a held expunge: the numberings differ, the command's messages only */
+	CU_ASSERT_NOT_EQUAL(mailbox_view_upstream_expunge(view, 2, true), 0);
+	expect(answer("FETCH 1 (MODSEQ)"), "MISSING: 1/1 (UID RFC822.SIZE MODSEQ)");
+	/* not before the client enabled CONDSTORE: no MODSEQ item to plan */
+	facts.condstore = false;
+	CU_ASSERT(upstream(answer("FETCH 1 (MODSEQ)")));
+	teardown();
+}
+
 /* FLAGS as the view holds them; \Recent where Dovecot writes it; unknown flags go upstream. */
 static void test_flags(void)
 {
@@ -815,6 +852,7 @@ const struct unit_test unit_tests[] = {
 	{ "what goes upstream by rule", test_upstream_rules },
 	{ "non-PEEK fetches and \\Seen", test_seen },
 	{ "MODSEQ and CHANGEDSINCE", test_condstore },
+	{ "MODSEQ the view lacks: one CHANGEDSINCE step", test_modseq_step },
 	{ "partly stored: what lacks is fetched first", test_missing },
 	{ "FLAGS and \\Recent", test_flags },
 	{ "the writer's limit and a lost value", test_writer },
