@@ -30,6 +30,11 @@
 /* Take effect on a new store, or at a VACUUM (cache_layout_upgrade). */
 #define CACHE_LAYOUT_PRAGMAS "PRAGMA page_size = " CACHE_PAGE_SIZE_TEXT "; PRAGMA auto_vacuum = INCREMENTAL; "
 #define CACHE_FREE_MAX (8 << 20) /* bytes of free pages kept for new bodies; past it the file shrinks */
+/* Bytes of a savepoint's (and a statement's) undo pages SQLite holds in
+   memory before it spills them to a temporary file: a body's write in a
+   session's batch saves a few 16 KiB pages, and at SQLite's 64 KiB each
+   body opened, wrote and deleted a file (a tenth of warm's time). */
+#define CACHE_JOURNAL_SPILL (4 << 20)
 #define CACHE_ASIDE_TRIES 99 /* stores moved aside within one second; more is a loop, not bad luck */
 
 /* ---- statements ---- */
@@ -205,6 +210,16 @@ static struct cache *cache_registry;
 
 /* ---- clocks and errors ---- */
 
+/* Milliseconds on a monotonic clock (never the settings' test clocks:
+   a held batch is about real time). */
+static uint64_t cache_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static uint64_t cache_now(const struct cache *cache)
 {
 	struct timespec ts;
@@ -282,8 +297,10 @@ static void cache_batch_start(struct cache *cache)
 	cache->batch_started = true;
 	if (cache_writes_off(cache))
 		return;
-	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0)
+	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0) {
 		cache->batch_in_transaction = true;
+		cache->batch_began_ms = cache_monotonic_ms();
+	}
 }
 
 bool cache_write_allowed(struct cache *cache)
@@ -391,6 +408,8 @@ void cache_bind_known(sqlite3_stmt *stmt, int index, uint64_t value)
 
 int cache_op_begin(struct cache *cache)
 {
+	if (cache->batch_depth == 0)
+		cache_batch_commit_held(cache); /* its own transaction, whose failure rolls back only itself */
 	return cache_run(cache, cache_stmt(cache, CACHE_STMT_SAVEPOINT), "starting a write");
 }
 
@@ -984,6 +1003,19 @@ static void cache_layout_upgrade(struct cache *cache)
 		log_warning("cache %s: cannot go back to WAL mode: %s", cache->label, sqlite3_errmsg(cache->db));
 }
 
+/* Process-wide settings of SQLite, made before its first use (later,
+   SQLite refuses them, and its defaults stay: slower, no harm). */
+static void cache_sqlite_configure(void)
+{
+	static bool configured;
+
+	if (configured)
+		return;
+	configured = true;
+	if (sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, CACHE_JOURNAL_SPILL) != SQLITE_OK)
+		log_debug("cache: SQLite was set up before the store: savepoints spill at its default size");
+}
+
 /* Opens the file with SQLite, sets it up and checks it is ours. */
 static enum cache_open_result cache_db_open(struct cache *cache, bool read_only, const char **why_r,
 					    const char **error_r)
@@ -997,6 +1029,7 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 		*error_r = "out of memory";
 		return CACHE_OPEN_FAILED;
 	}
+	cache_sqlite_configure();
 	/* NOMUTEX: a store's handle is used by the one thread of the event
 	   loop, and SQLite's locking of it cost a tenth of a cached answer */
 	rc = sqlite3_open_v2(read_only ? uri : cache->path, &cache->db,
@@ -1076,6 +1109,8 @@ static void cache_free(struct cache *cache)
 	cache_pending_drop(cache);
 	if (cache->pending_timer != NULL)
 		event_free(cache->pending_timer);
+	if (cache->batch_timer != NULL)
+		event_free(cache->batch_timer);
 	cache_fts_stop(cache);
 	cache_db_close(cache);
 	free(cache->path);
@@ -1207,6 +1242,7 @@ void cache_unref(struct cache **cachep)
 	assert(cache->writers == NULL); /* each holds a reference */
 	assert(cache->batch_depth == 0); /* a batch ends in the callback that began it */
 	cache_pending_flush(cache);
+	cache_batch_commit_held(cache);
 	for (struct cache **link = &cache_registry; *link != NULL; link = &(*link)->next) {
 		if (*link == cache) {
 			*link = cache->next;
@@ -1237,6 +1273,7 @@ uint64_t cache_serial(const struct cache *cache)
 struct sqlite3 *cache_sqlite_handle(struct cache *cache)
 {
 	cache_pending_flush(cache);
+	cache_batch_commit_held(cache);
 	return cache->db;
 }
 
@@ -1244,11 +1281,18 @@ struct sqlite3 *cache_sqlite_handle(struct cache *cache)
 
 void cache_batch_begin(struct cache *cache)
 {
+	bool held = cache->batch_held;
+
 	if (cache->batch_depth++ > 0)
 		return;
+	cache->batch_held = false;
+	if (held && sqlite3_get_autocommit(cache->db)) {
+		held = false; /* a failed statement took the held transaction with it */
+		cache_body_bytes_reload(cache);
+	}
 	cache->batch_doomed = false;
-	cache->batch_in_transaction = false;
-	cache->batch_started = false;
+	cache->batch_in_transaction = held; /* the held one goes on */
+	cache->batch_started = held;
 }
 
 /* Ends the outermost level: commit, or roll back a doomed batch. */
@@ -1270,6 +1314,9 @@ static int cache_batch_finish(struct cache *cache)
 	cache->batch_in_transaction = false;
 	cache->batch_doomed = false;
 	cache->batch_started = false;
+	cache->batch_held = false;
+	if (cache->batch_timer != NULL)
+		evtimer_del(cache->batch_timer);
 	if (result == 0)
 		cache_vacuum_maybe(cache);
 	return result;
@@ -1281,6 +1328,47 @@ int cache_batch_end(struct cache *cache)
 	if (--cache->batch_depth > 0)
 		return cache->batch_doomed ? -1 : 0;
 	return cache_batch_finish(cache);
+}
+
+/* The held batch's time is up. */
+static void cache_batch_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	(void)fd;
+	(void)what;
+	cache_batch_commit_held(context);
+}
+
+int cache_batch_end_soon(struct cache *cache)
+{
+	uint64_t held_ms;
+	struct timeval delay;
+
+	assert(cache->batch_depth > 0);
+	if (cache->batch_depth > 1 || cache->batch_doomed || !cache->batch_in_transaction ||
+	    cache->settings.base == NULL)
+		return cache_batch_end(cache);
+	held_ms = cache_monotonic_ms() - cache->batch_began_ms;
+	if (held_ms >= CACHE_BATCH_HOLD_MS)
+		return cache_batch_end(cache);
+	if (cache->batch_timer == NULL)
+		cache->batch_timer = evtimer_new(cache->settings.base, cache_batch_timer_fired, cache);
+	if (cache->batch_timer == NULL)
+		return cache_batch_end(cache);
+	cache->batch_depth--;
+	cache->batch_held = true;
+	if (!evtimer_pending(cache->batch_timer, NULL)) {
+		delay = (struct timeval){ 0, (suseconds_t)(CACHE_BATCH_HOLD_MS - held_ms) * 1000 };
+		evtimer_add(cache->batch_timer, &delay);
+	}
+	return 0;
+}
+
+void cache_batch_commit_held(struct cache *cache)
+{
+	if (!cache->batch_held || cache->batch_depth > 0)
+		return;
+	cache_batch_begin(cache); /* takes the held transaction up */
+	(void)cache_batch_end(cache);
 }
 
 void cache_batch_rollback(struct cache *cache)

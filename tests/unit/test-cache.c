@@ -879,6 +879,79 @@ static void test_held_rows(void)
 	teardown();
 }
 
+static void size_seen(uint32_t uid, uint64_t size, void *context)
+{
+	uint64_t *sizes = context;
+
+	sizes[uid] = size;
+	sizes[0]++;
+}
+
+/* cache_batch_end_soon: the transaction outlives the batch until its
+   timer, a plain batch end, an own write or the last unref commits it;
+   a rollback meanwhile takes it too. */
+static void test_batch_held(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	uint64_t sizes[2] = { 0 };
+	const char *error;
+	char *path;
+
+	setup();
+	s.base = base;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 1, 10), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 1)); /* held */
+	CU_ASSERT_EQUAL(cache_lookup_sizes(cache, mailbox.id, 1, 1, size_seen, sizes), 1); /* this process sees it */
+	CU_ASSERT_EQUAL(sizes[1], 10);
+	for (int turn = 0; turn < 10 && !seen_from_outside(path, 1); turn++)
+		CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0); /* the index's timer may come first */
+	CU_ASSERT_TRUE(seen_from_outside(path, 1)); /* committed by the timer */
+
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 2, 20), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	cache_batch_begin(cache); /* the next batch goes on in the held transaction */
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 3, 30), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 2));
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_batch_end(cache), 0); /* a plain end commits what is held */
+	CU_ASSERT_TRUE(seen_from_outside(path, 2));
+	CU_ASSERT_TRUE(seen_from_outside(path, 3));
+
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 4, 40), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	open_mailbox(cache, "Other", 1); /* a write of its own (cache_op_begin) commits it first */
+	CU_ASSERT_TRUE(seen_from_outside(path, 4));
+
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 5, 50), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	cache_batch_begin(cache);
+	cache_batch_rollback(cache); /* takes the held rows with it */
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE uid = 5"), 0);
+
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 6, 60), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	cache_unref(&cache); /* the last unref commits it */
+	CU_ASSERT_TRUE(seen_from_outside(path, 6));
+	event_base_free(base);
+	free(path);
+	teardown();
+}
+
 static void test_batches(void)
 {
 	struct cache *cache;
@@ -2230,5 +2303,6 @@ const struct unit_test unit_tests[] = {
 	{ "a lookup of some values checks only theirs", test_lookup_values_checks_those_asked },
 	{ "a lookup of some values selects only theirs", test_lookup_values_selects_those_asked },
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
+	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
 	{ NULL, NULL },
 };
