@@ -144,6 +144,10 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT rowid & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
 		"AND sure = 1 AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
 	[CACHE_STMT_FTS_MERGE] = "INSERT INTO body_text(body_text, rank) VALUES('merge', -?1)",
+	/* cache-mailbox.c's: from messages_size alone, never the rows */
+	[CACHE_STMT_SIZES_RANGE] =
+		"SELECT uid, size FROM messages INDEXED BY messages_size WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 "
+		"AND size IS NOT NULL ORDER BY uid",
 };
 
 /*
@@ -193,6 +197,10 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	"CREATE VIRTUAL TABLE body_text USING fts5(sure UNINDEXED, head, body, tokenize = 'trigram case_sensitive 1');"
 	"CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
 	" DELETE FROM body_text WHERE rowid = (old.mailbox_id << 32) | old.uid; END;",
+	/* 4: the sizes of a mailbox's messages without their rows, for
+	   LARGER and SMALLER (cache_lookup_sizes): a row is about 1 KB, its
+	   entry here a few bytes. */
+	"CREATE INDEX messages_size ON messages(mailbox_id, uid, size);",
 };
 
 enum cache_open_result {

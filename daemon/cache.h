@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 3 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 4 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
@@ -315,7 +315,16 @@ typedef void cache_flags_fn(uint32_t uid, const char *flags, size_t len, uint64_
 long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_flags_fn *callback, void *context);
 
-* Forgets the stored flags and MODSEQ of every message of mailbox_id with
+/* Called once per message with a stored size, in UID order. No cache
+   call may be made from inside it. */
+typedef void cache_size_fn(uint32_t uid, uint64_t size, void *context);
+/* Tells callback the stored RFC822.SIZE of each message of mailbox_id
+   with a UID in [first, last] that has one, from an index of the sizes
+   alone (a LARGER or SMALLER search reads no row). Returns how many
+   calls were made, or -1 on error. */
+long cache_lookup_sizes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			cache_size_fn *callback, void *context);
+/* Forgets the stored flags and MODSEQ of every message of mailbox_id with
    a UID in [first, last] (a STORE went upstream: until the upstream tells
    them again, they are not known). Returns 0, or -1 (logged, except while
    writes are off). */

@@ -952,6 +952,31 @@ static void test_batch_held(void)
 	teardown();
 }
 
+/* cache_lookup_sizes reads the sizes of a range from their own index. */
+static void test_lookup_sizes(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox;
+	uint64_t sizes[10] = { 0 };
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 2, 200), 0);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 5, 500), 0);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 9, 900), 0);
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 3, "(env)", NULL), 0); /* no size */
+	CU_ASSERT_EQUAL(cache_lookup_sizes(cache, mailbox.id, 1, 8, size_seen, sizes), 2);
+	CU_ASSERT_EQUAL(sizes[0], 2);
+	CU_ASSERT_EQUAL(sizes[2], 200);
+	CU_ASSERT_EQUAL(sizes[5], 500);
+	CU_ASSERT_EQUAL(sizes[9], 0); /* past the range */
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'messages_size'"),
+			1);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_batches(void)
 {
 	struct cache *cache;
@@ -2304,5 +2329,6 @@ const struct unit_test unit_tests[] = {
 	{ "a lookup of some values selects only theirs", test_lookup_values_selects_those_asked },
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
+	{ "sizes are read from their own index", test_lookup_sizes },
 	{ NULL, NULL },
 };
