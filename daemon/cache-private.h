@@ -155,6 +155,7 @@ struct cache {
 	bool batch_doomed;             /* a level rolled back, or the transaction was lost */
 	bool batch_held;               /* no batch open, its transaction is (cache_batch_end_soon) */
 	uint64_t batch_began_ms;       /* when the open transaction began (cache_monotonic_ms) */
+	uint64_t batch_bytes;          /* bytes of bodies the open transaction wrote */
 	struct event *batch_timer;     /* settings.base's: commits the held transaction */
 
 	bool writes_off;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,11 +31,6 @@
 /* Take effect on a new store, or at a VACUUM (cache_layout_upgrade). */
 #define CACHE_LAYOUT_PRAGMAS "PRAGMA page_size = " CACHE_PAGE_SIZE_TEXT "; PRAGMA auto_vacuum = INCREMENTAL; "
 #define CACHE_FREE_MAX (8 << 20) /* bytes of free pages kept for new bodies; past it the file shrinks */
-/* Bytes of a savepoint's (and a statement's) undo pages SQLite holds in
-   memory before it spills them to a temporary file: a body's write in a
-   session's batch saves a few 16 KiB pages, and at SQLite's 64 KiB each
-   body opened, wrote and deleted a file (a tenth of warm's time). */
-#define CACHE_JOURNAL_SPILL (4 << 20)
 #define CACHE_ASIDE_TRIES 99 /* stores moved aside within one second; more is a loop, not bad luck */
 
 /* ---- statements ---- */
@@ -1011,19 +1007,6 @@ static void cache_layout_upgrade(struct cache *cache)
 		log_warning("cache %s: cannot go back to WAL mode: %s", cache->label, sqlite3_errmsg(cache->db));
 }
 
-/* Process-wide settings of SQLite, made before its first use (later,
-   SQLite refuses them, and its defaults stay: slower, no harm). */
-static void cache_sqlite_configure(void)
-{
-	static bool configured;
-
-	if (configured)
-		return;
-	configured = true;
-	if (sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, CACHE_JOURNAL_SPILL) != SQLITE_OK)
-		log_debug("cache: SQLite was set up before the store: savepoints spill at its default size");
-}
-
 /* Opens the file with SQLite, sets it up and checks it is ours. */
 static enum cache_open_result cache_db_open(struct cache *cache, bool read_only, const char **why_r,
 					    const char **error_r)
@@ -1037,7 +1020,6 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 		*error_r = "out of memory";
 		return CACHE_OPEN_FAILED;
 	}
-	cache_sqlite_configure();
 	/* NOMUTEX: a store's handle is used by the one thread of the event
 	   loop, and SQLite's locking of it cost a tenth of a cached answer */
 	rc = sqlite3_open_v2(read_only ? uri : cache->path, &cache->db,
@@ -1323,6 +1305,7 @@ static int cache_batch_finish(struct cache *cache)
 	cache->batch_doomed = false;
 	cache->batch_started = false;
 	cache->batch_held = false;
+	cache->batch_bytes = 0;
 	if (cache->batch_timer != NULL)
 		evtimer_del(cache->batch_timer);
 	if (result == 0)
@@ -1336,6 +1319,16 @@ int cache_batch_end(struct cache *cache)
 	if (--cache->batch_depth > 0)
 		return cache->batch_doomed ? -1 : 0;
 	return cache_batch_finish(cache);
+}
+
+/* Whether the store's file system has CACHE_BATCH_HOLD_ROOM free: a
+   held transaction grows the WAL by up to CACHE_BATCH_HOLD_BYTES and its
+   tree pages before it can be checkpointed. */
+static bool cache_has_room(const struct cache *cache)
+{
+	struct statvfs fs;
+
+	return statvfs(cache->path, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize >= CACHE_BATCH_HOLD_ROOM;
 }
 
 /* The held batch's time is up. */
@@ -1356,7 +1349,7 @@ int cache_batch_end_soon(struct cache *cache)
 	    cache->settings.base == NULL)
 		return cache_batch_end(cache);
 	held_ms = cache_monotonic_ms() - cache->batch_began_ms;
-	if (held_ms >= CACHE_BATCH_HOLD_MS)
+	if (held_ms >= CACHE_BATCH_HOLD_MS || cache->batch_bytes >= CACHE_BATCH_HOLD_BYTES || !cache_has_room(cache))
 		return cache_batch_end(cache);
 	if (cache->batch_timer == NULL)
 		cache->batch_timer = evtimer_new(cache->settings.base, cache_batch_timer_fired, cache);

@@ -18,6 +18,8 @@ struct sqlite3;
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
 #define CACHE_BATCH_HOLD_MS 20 /* the longest a transaction stays open for the next batches: as a held row waits */
+#define CACHE_BATCH_HOLD_BYTES (512 * 1024) /* bodies a held transaction takes: a crash loses no more; 30 tree pages a commit are little beside it */
+#define CACHE_BATCH_HOLD_ROOM (64 << 20) /* free bytes on the store's file system for a hold: near full, each batch commits alone so that what fits is kept */
 #define CACHE_WRITE_RETRY_SECONDS 60 /* after a full disk: an admin who frees space needs no restart */
 
 /*
@@ -154,8 +156,10 @@ void cache_batch_begin(struct cache *cache);
 int cache_batch_end(struct cache *cache);
 /* Ends one level as cache_batch_end does, except that the outermost may
    leave its transaction open for the batches of the next event-loop
-   turns, until CACHE_BATCH_HOLD_MS after it began: then a timer commits
-   it. For a stream of bodies arriving a few KB a turn: each commit
+   turns, until CACHE_BATCH_HOLD_MS after it began (then a timer commits
+   it) or until it has written CACHE_BATCH_HOLD_BYTES of bodies; it
+   commits at once when the store's file system has less than
+   CACHE_BATCH_HOLD_ROOM free. For a stream of bodies arriving a few KB a turn: each commit
    writes the same tree pages again (12,000 commits of 20 KB each made
    "imapcachectl warm" of 10,000 messages 8 times slower than its
    network). Any cache_batch_end or cache_op_begin (a write of its own)

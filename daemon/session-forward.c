@@ -179,6 +179,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
+	if (kind == IMAP_CLIENT_RAW_TAGGED) {
+		session_open_batch(session); /* a command (the client's or our own) ended: what it brought commits */
+		session->batch_commit = true;
+	}
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
@@ -204,9 +208,6 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		output = session->held_reply; /* the client gets it once the sync is done */
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
-
-		session_open_batch(session);
-		session->batch_commit = true;
 
 		session_own_release_held(session, output);
 
