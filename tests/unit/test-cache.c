@@ -896,6 +896,8 @@ static void test_batch_held(void)
 	struct cache_settings s = settings();
 	struct cache_mailbox mailbox;
 	struct cache *cache;
+	struct cache_body_writer *writer;
+	unsigned char *body;
 	uint64_t sizes[2] = { 0 };
 	const char *error;
 	char *path;
@@ -941,6 +943,22 @@ static void test_batch_held(void)
 	cache_batch_begin(cache);
 	cache_batch_rollback(cache); /* takes the held rows with it */
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE uid = 5"), 0);
+
+	/* CACHE_BATCH_HOLD_BYTES of bodies commit at once. */
+	body = calloc(1, CACHE_BATCH_HOLD_BYTES);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+	cache_batch_begin(cache);
+	writer = cache_body_begin(cache, mailbox.id, 7, CACHE_BATCH_HOLD_BYTES, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(cache_body_write(writer, body, CACHE_BATCH_HOLD_BYTES - 1), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 7)); /* less than that: held */
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_body_write(writer, body, 1), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_TRUE(seen_from_outside(path, 7));
+	free(body);
 
 	cache_batch_begin(cache);
 	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 6, 60), 0);
