@@ -30,7 +30,7 @@ static volatile sig_atomic_t ctl_warm_interrupted;
 struct ctl_warm_conn {
 	int fd;
 	char buf[CTL_WARM_MAX_LINE];
-	size_t len;
+	size_t start, len;       /* the unread bytes: buf[start, start + len) */
 	uint64_t literal_bytes;  /* bytes of literals skipped so far */
 	FILE *err;
 };
@@ -58,6 +58,9 @@ static int ctl_warm_fill(struct ctl_warm_conn *conn)
 
 	if (conn->len == sizeof(conn->buf))
 		return -1;
+	/* only the unread end of a line moves: bodies are skipped in place, never moved */
+	memmove(conn->buf, conn->buf + conn->start, conn->len);
+	conn->start = 0;
 	n = recv(conn->fd, conn->buf + conn->len, sizeof(conn->buf) - conn->len, 0);
 	if (n <= 0)
 		return -1;
@@ -73,7 +76,8 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 	size_t used = 0;
 
 	for (;;) {
-		char *end = memchr(conn->buf, '\n', conn->len);
+		char *data = conn->buf + conn->start;
+		char *end = memchr(data, '\n', conn->len);
 		size_t take;
 		unsigned long long literal = 0;
 		char *brace;
@@ -83,15 +87,15 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 				return -1;
 			continue;
 		}
-		take = (size_t)(end - conn->buf) + 1;
+		take = (size_t)(end - data) + 1;
 		if (used + take >= size)
 			return -1;
-		memcpy(line + used, conn->buf, take);
+		memcpy(line + used, data, take);
 		used += take - 1;
 		if (used > 0 && line[used - 1] == '\r')
 			used--;
 		line[used] = '\0';
-		memmove(conn->buf, conn->buf + take, conn->len - take);
+		conn->start += take;
 		conn->len -= take;
 		brace = used > 0 && line[used - 1] == '}' ? strrchr(line, '{') : NULL;
 		if (brace == NULL || sscanf(brace, "{%llu}", &literal) != 1)
@@ -102,7 +106,7 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 			if (conn->len == 0 && ctl_warm_fill(conn) < 0)
 				return -1;
 			skip = conn->len < literal ? conn->len : (size_t)literal;
-			memmove(conn->buf, conn->buf + skip, conn->len - skip);
+			conn->start += skip;
 			conn->len -= skip;
 			literal -= skip;
 			conn->literal_bytes += skip;
