@@ -335,11 +335,11 @@ def test_warm_interrupted(daemon):
 
 
 def warm_interrupted(daemon, relay):
-    # The store is made by a session first: a reader opening it while the
-    # daemon makes it (this test runs as root, the daemon as another user)
-    # would leave WAL files the daemon can't write.
-    conn = connect(daemon.port, "INBOX")
-    conn.tagged("z", "LOGOUT")
+    # A session keeps the store open (made, with its WAL files) while the
+    # test reads it: a reader opening it closed (this test runs as root,
+    # the daemon as another user) would leave WAL files the daemon can't
+    # write.
+    holder = connect(daemon.port, "INBOX")
     argv = [CTL, "warm", "--connect", "127.0.0.1:%d" % daemon.port, "--password-file", os.path.join(tmp, "password"),
             USER, "INBOX"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -372,7 +372,7 @@ def warm_interrupted(daemon, relay):
     fetch = "FETCH 1:* (BODY.PEEK[] ENVELOPE)"
     got, want = exchange(via, fetch), exchange(direct, fetch)
     check("... a session afterwards gets what direct Dovecot answers", got == want, (len(got), len(want)))
-    for conn in (via, direct):
+    for conn in (via, direct, holder):
         conn.tagged("z", "LOGOUT")
 
 
