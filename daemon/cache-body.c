@@ -265,6 +265,7 @@ static int cache_body_put_chunk(struct cache_body_writer *writer, const void *da
 		writer->failed = true;
 		return -1;
 	}
+	cache->batch_bytes += size; /* cache_batch_end_soon commits past CACHE_BATCH_HOLD_BYTES */
 	writer->next_chunk++;
 	return 0;
 }

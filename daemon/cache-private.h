@@ -84,6 +84,7 @@ enum cache_stmt {
 	CACHE_STMT_FTS_MATCH,
 	CACHE_STMT_FTS_SCAN,
 	CACHE_STMT_FTS_MERGE,
+	CACHE_STMT_SIZES_RANGE,
 	CACHE_STMT_COUNT,
 };
 
@@ -152,6 +153,11 @@ struct cache {
 	bool batch_started;            /* its first write tried to begin the transaction */
 	bool batch_in_transaction;     /* and did */
 	bool batch_doomed;             /* a level rolled back, or the transaction was lost */
+	bool batch_held;               /* no batch open, its transaction is (cache_batch_end_soon) */
+	const void *batch_owner;       /* cache_batch_begin_for's: only its next batch goes on in the held one */
+	uint64_t batch_began_ms;       /* when the open transaction began (cache_monotonic_ms) */
+	uint64_t batch_bytes;          /* bytes of bodies the open transaction wrote */
+	struct event *batch_timer;     /* settings.base's: commits the held transaction */
 
 	bool writes_off;
 	bool writes_off_for_good;      /* read-only handle, or corrupt store */
@@ -232,6 +238,9 @@ bool cache_message_key_valid(struct cache *cache, uint32_t uid);
    now). Every call that reads messages or changes them otherwise calls
    it first; a call made while it runs does nothing. */
 void cache_pending_flush(struct cache *cache);
+/* Commits the transaction cache_batch_end_soon held, if any (no batch
+   may be open). */
+void cache_batch_commit_held(struct cache *cache);
 /* Drops every held row unwritten (writes are off). */
 void cache_pending_drop(struct cache *cache);
 /* Finalizes the lookups prepared per set of wanted values. */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -141,6 +142,10 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT rowid & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
 		"AND sure = 1 AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
 	[CACHE_STMT_FTS_MERGE] = "INSERT INTO body_text(body_text, rank) VALUES('merge', -?1)",
+	/* cache-mailbox.c's: from messages_size alone, never the rows */
+	[CACHE_STMT_SIZES_RANGE] =
+		"SELECT uid, size FROM messages INDEXED BY messages_size WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 "
+		"AND size IS NOT NULL ORDER BY uid",
 };
 
 /*
@@ -190,6 +195,10 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	"CREATE VIRTUAL TABLE body_text USING fts5(sure UNINDEXED, head, body, tokenize = 'trigram case_sensitive 1');"
 	"CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
 	" DELETE FROM body_text WHERE rowid = (old.mailbox_id << 32) | old.uid; END;",
+	/* 4: the sizes of a mailbox's messages without their rows, for
+	   LARGER and SMALLER (cache_lookup_sizes): a row is about 1 KB, its
+	   entry here a few bytes. */
+	"CREATE INDEX messages_size ON messages(mailbox_id, uid, size);",
 };
 
 enum cache_open_result {
@@ -206,6 +215,16 @@ static int cache_query_integer(struct cache *cache, const char *sql, int64_t *va
 static struct cache *cache_registry;
 
 /* ---- clocks and errors ---- */
+
+/* Milliseconds on a monotonic clock (never the settings' test clocks:
+   a held batch is about real time). */
+static uint64_t cache_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static uint64_t cache_now(const struct cache *cache)
 {
@@ -284,8 +303,10 @@ static void cache_batch_start(struct cache *cache)
 	cache->batch_started = true;
 	if (cache_writes_off(cache))
 		return;
-	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0)
+	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a batch") == 0) {
 		cache->batch_in_transaction = true;
+		cache->batch_began_ms = cache_monotonic_ms();
+	}
 }
 
 bool cache_write_allowed(struct cache *cache)
@@ -393,6 +414,8 @@ void cache_bind_known(sqlite3_stmt *stmt, int index, uint64_t value)
 
 int cache_op_begin(struct cache *cache)
 {
+	if (cache->batch_depth == 0)
+		cache_batch_commit_held(cache); /* its own transaction, whose failure rolls back only itself */
 	return cache_run(cache, cache_stmt(cache, CACHE_STMT_SAVEPOINT), "starting a write");
 }
 
@@ -1078,6 +1101,8 @@ static void cache_free(struct cache *cache)
 	cache_pending_drop(cache);
 	if (cache->pending_timer != NULL)
 		event_free(cache->pending_timer);
+	if (cache->batch_timer != NULL)
+		event_free(cache->batch_timer);
 	cache_fts_stop(cache);
 	cache_db_close(cache);
 	free(cache->path);
@@ -1209,6 +1234,7 @@ void cache_unref(struct cache **cachep)
 	assert(cache->writers == NULL); /* each holds a reference */
 	assert(cache->batch_depth == 0); /* a batch ends in the callback that began it */
 	cache_pending_flush(cache);
+	cache_batch_commit_held(cache);
 	for (struct cache **link = &cache_registry; *link != NULL; link = &(*link)->next) {
 		if (*link == cache) {
 			*link = cache->next;
@@ -1239,18 +1265,43 @@ uint64_t cache_serial(const struct cache *cache)
 struct sqlite3 *cache_sqlite_handle(struct cache *cache)
 {
 	cache_pending_flush(cache);
+	cache_batch_commit_held(cache);
 	return cache->db;
 }
 
 /* ---- batches ---- */
 
+/* The outermost level begins: in the held transaction, if there is one. */
+static void cache_batch_take_up(struct cache *cache)
+{
+	bool held = cache->batch_held;
+
+	cache->batch_held = false;
+	if (held && sqlite3_get_autocommit(cache->db)) {
+		held = false; /* a failed statement took the held transaction with it */
+		cache_body_bytes_reload(cache);
+	}
+	cache->batch_doomed = false;
+	cache->batch_in_transaction = held; /* the held one goes on */
+	cache->batch_started = held;
+}
+
+void cache_batch_begin_for(struct cache *cache, const void *owner)
+{
+	if (cache->batch_depth > 0) {
+		cache->batch_depth++;
+		return;
+	}
+	if (cache->batch_held && (owner == NULL || owner != cache->batch_owner))
+		cache_batch_commit_held(cache); /* another's writes never join a held transaction */
+	cache->batch_depth++;
+	cache->batch_owner = owner;
+	cache_batch_take_up(cache);
+}
+
 void cache_batch_begin(struct cache *cache)
 {
-	if (cache->batch_depth++ > 0)
-		return;
-	cache->batch_doomed = false;
-	cache->batch_in_transaction = false;
-	cache->batch_started = false;
+	cache_batch_begin_for(cache, NULL);
 }
 
 /* Ends the outermost level: commit, or roll back a doomed batch. */
@@ -1272,6 +1323,10 @@ static int cache_batch_finish(struct cache *cache)
 	cache->batch_in_transaction = false;
 	cache->batch_doomed = false;
 	cache->batch_started = false;
+	cache->batch_held = false;
+	cache->batch_bytes = 0;
+	if (cache->batch_timer != NULL)
+		evtimer_del(cache->batch_timer);
 	if (result == 0)
 		cache_vacuum_maybe(cache);
 	return result;
@@ -1283,6 +1338,58 @@ int cache_batch_end(struct cache *cache)
 	if (--cache->batch_depth > 0)
 		return cache->batch_doomed ? -1 : 0;
 	return cache_batch_finish(cache);
+}
+
+/* Whether the store's file system has CACHE_BATCH_HOLD_ROOM free: a
+   held transaction grows the WAL by up to CACHE_BATCH_HOLD_BYTES and its
+   tree pages before it can be checkpointed. */
+static bool cache_has_room(const struct cache *cache)
+{
+	struct statvfs fs;
+
+	return statvfs(cache->path, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize >= CACHE_BATCH_HOLD_ROOM;
+}
+
+/* The held batch's time is up. */
+static void cache_batch_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	(void)fd;
+	(void)what;
+	cache_batch_commit_held(context);
+}
+
+int cache_batch_end_soon(struct cache *cache)
+{
+	uint64_t held_ms;
+	struct timeval delay;
+
+	assert(cache->batch_depth > 0);
+	if (cache->batch_depth > 1 || cache->batch_doomed || !cache->batch_in_transaction ||
+	    cache->settings.base == NULL || cache->batch_owner == NULL)
+		return cache_batch_end(cache);
+	held_ms = cache_monotonic_ms() - cache->batch_began_ms;
+	if (held_ms >= CACHE_BATCH_HOLD_MS || cache->batch_bytes >= CACHE_BATCH_HOLD_BYTES || !cache_has_room(cache))
+		return cache_batch_end(cache);
+	if (cache->batch_timer == NULL)
+		cache->batch_timer = evtimer_new(cache->settings.base, cache_batch_timer_fired, cache);
+	if (cache->batch_timer == NULL)
+		return cache_batch_end(cache);
+	cache->batch_depth--;
+	cache->batch_held = true;
+	if (!evtimer_pending(cache->batch_timer, NULL)) {
+		delay = (struct timeval){ 0, (suseconds_t)(CACHE_BATCH_HOLD_MS - held_ms) * 1000 };
+		evtimer_add(cache->batch_timer, &delay);
+	}
+	return 0;
+}
+
+void cache_batch_commit_held(struct cache *cache)
+{
+	if (!cache->batch_held || cache->batch_depth > 0)
+		return;
+	cache->batch_depth++;
+	cache_batch_take_up(cache);
+	(void)cache_batch_end(cache);
 }
 
 void cache_batch_rollback(struct cache *cache)

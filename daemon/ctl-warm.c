@@ -21,6 +21,7 @@
 
 #define CTL_WARM_MAX_LINE (64 * 1024) /* a response line; FETCH lines here are short */
 #define CTL_WARM_BAR_WIDTH 30
+#define CTL_WARM_SHOW_SECONDS 0.2 /* the bar is redrawn at most this often: a terminal keeps up, and so does the rate */
 
 const char ctl_warm_usage[] = "warm [--connect HOST:PORT] [--password-file FILE] ACCOUNT MAILBOX...";
 
@@ -29,7 +30,7 @@ static volatile sig_atomic_t ctl_warm_interrupted;
 struct ctl_warm_conn {
 	int fd;
 	char buf[CTL_WARM_MAX_LINE];
-	size_t len;
+	size_t start, len;       /* the unread bytes: buf[start, start + len) */
 	uint64_t literal_bytes;  /* bytes of literals skipped so far */
 	FILE *err;
 };
@@ -39,7 +40,9 @@ struct ctl_warm_progress {
 	uint32_t total, done;
 	uint64_t bytes;
 	struct timespec start;
+	double shown;                 /* seconds after start the bar was last drawn */
 	bool bar;
+	FILE *err;                    /* where the bar goes */
 };
 
 static void ctl_warm_on_sigint(int signal_number)
@@ -55,6 +58,9 @@ static int ctl_warm_fill(struct ctl_warm_conn *conn)
 
 	if (conn->len == sizeof(conn->buf))
 		return -1;
+	/* only the unread end of a line moves: bodies are skipped in place, never moved */
+	memmove(conn->buf, conn->buf + conn->start, conn->len);
+	conn->start = 0;
 	n = recv(conn->fd, conn->buf + conn->len, sizeof(conn->buf) - conn->len, 0);
 	if (n <= 0)
 		return -1;
@@ -70,7 +76,8 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 	size_t used = 0;
 
 	for (;;) {
-		char *end = memchr(conn->buf, '\n', conn->len);
+		char *data = conn->buf + conn->start;
+		char *end = memchr(data, '\n', conn->len);
 		size_t take;
 		unsigned long long literal = 0;
 		char *brace;
@@ -80,15 +87,15 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 				return -1;
 			continue;
 		}
-		take = (size_t)(end - conn->buf) + 1;
+		take = (size_t)(end - data) + 1;
 		if (used + take >= size)
 			return -1;
-		memcpy(line + used, conn->buf, take);
+		memcpy(line + used, data, take);
 		used += take - 1;
 		if (used > 0 && line[used - 1] == '\r')
 			used--;
 		line[used] = '\0';
-		memmove(conn->buf, conn->buf + take, conn->len - take);
+		conn->start += take;
 		conn->len -= take;
 		brace = used > 0 && line[used - 1] == '}' ? strrchr(line, '{') : NULL;
 		if (brace == NULL || sscanf(brace, "{%llu}", &literal) != 1)
@@ -99,7 +106,7 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 			if (conn->len == 0 && ctl_warm_fill(conn) < 0)
 				return -1;
 			skip = conn->len < literal ? conn->len : (size_t)literal;
-			memmove(conn->buf, conn->buf + skip, conn->len - skip);
+			conn->start += skip;
 			conn->len -= skip;
 			literal -= skip;
 			conn->literal_bytes += skip;
@@ -147,6 +154,8 @@ static int ctl_warm_quote(const char *text, char *out, size_t size)
 /* Sends "tag text" and reads to the tagged line; *exists_r (may be NULL)
    gets an untagged EXISTS; progress (may be NULL) counts FETCH lines.
    Returns 1 for OK, 0 for NO or BAD (the line in last), -1 on I/O error. */
+static void ctl_warm_progress_line(struct ctl_warm_conn *conn, struct ctl_warm_progress *progress);
+
 static int ctl_warm_command(struct ctl_warm_conn *conn, const char *tag, const char *text, uint32_t *exists_r,
 			    struct ctl_warm_progress *progress, char *last, size_t last_size)
 {
@@ -172,7 +181,7 @@ static int ctl_warm_command(struct ctl_warm_conn *conn, const char *tag, const c
 		if (exists_r != NULL && sscanf(line, "* %lu EXISTS%n", &number, &matched) == 1 && matched > 0)
 			*exists_r = (uint32_t)number;
 		if (progress != NULL && sscanf(line, "* %lu FETCH %n", &number, &matched) == 1 && matched > 0)
-			progress->done++;
+			ctl_warm_progress_line(conn, progress);
 	}
 }
 
@@ -202,10 +211,29 @@ static void ctl_warm_show(const struct ctl_warm_progress *progress, FILE *err)
 	fflush(err);
 }
 
-/* EXAMINEs mailbox and fetches every message in batches. Returns 0 or a sysexits code. */
+/* One FETCH line came: counted, and the bar redrawn now and then. */
+static void ctl_warm_progress_line(struct ctl_warm_conn *conn, struct ctl_warm_progress *progress)
+{
+	double now;
+
+	progress->done++;
+	progress->bytes = conn->literal_bytes;
+	if (!progress->bar)
+		return;
+	now = ctl_warm_elapsed(progress);
+	if (now - progress->shown < CTL_WARM_SHOW_SECONDS && progress->done != progress->total)
+		return;
+	progress->shown = now;
+	ctl_warm_show(progress, progress->err);
+}
+
+/* EXAMINEs mailbox and fetches every message with one FETCH, whose
+   bodies stream through (the daemon stores each as it passes, and holds
+   one piece of one at a time): one round trip for the mailbox, not one
+   per batch. Returns 0 or a sysexits code. */
 static int ctl_warm_mailbox(struct ctl_warm_conn *conn, const char *mailbox, bool bar, FILE *out, FILE *err)
 {
-	struct ctl_warm_progress progress = { .mailbox = mailbox, .bar = bar };
+	struct ctl_warm_progress progress = { .mailbox = mailbox, .bar = bar, .err = err };
 	char quoted[2 * 1024 + 3], command[sizeof(quoted) + 16], last[512];
 	int ret;
 
@@ -221,10 +249,8 @@ static int ctl_warm_mailbox(struct ctl_warm_conn *conn, const char *mailbox, boo
 	}
 	clock_gettime(CLOCK_MONOTONIC, &progress.start);
 	conn->literal_bytes = 0;
-	for (uint32_t first = 1; first <= progress.total && !ctl_warm_interrupted; first += CTL_WARM_BATCH) {
-		uint32_t last_seq = progress.total - first < CTL_WARM_BATCH ? progress.total : first + CTL_WARM_BATCH - 1;
-
-		snprintf(command, sizeof(command), "FETCH %u:%u (BODY.PEEK[])", first, last_seq);
+	if (progress.total > 0 && !ctl_warm_interrupted) {
+		snprintf(command, sizeof(command), "FETCH 1:%u (BODY.PEEK[])", progress.total);
 		ret = ctl_warm_command(conn, "w", command, NULL, &progress, last, sizeof(last));
 		progress.bytes = conn->literal_bytes;
 		if (ret < 0)

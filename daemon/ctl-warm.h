@@ -8,7 +8,6 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define CTL_WARM_BATCH 100            /* messages per FETCH: a client's command waits behind at most one */
 #define CTL_WARM_TIMEOUT_SECONDS 120  /* one response line (or literal piece) may take this long */
 #define CTL_WARM_MAX_PASSWORD 1024    /* a password line longer than this is refused */
 #define CTL_WARM_EXIT_INTERRUPTED 130 /* 128 + SIGINT, as shells report it */
@@ -16,8 +15,9 @@
 /* Runs "warm [--connect HOST:PORT] [--password-file FILE] ACCOUNT
    MAILBOX..." (argv[0] = "warm"): logs in to the daemon's listener as
    ACCOUNT (the daemon logs in upstream), EXAMINEs each mailbox and fetches
-   BODY.PEEK[] of every message in batches, discarding it, so that the
-   daemon's fill stores it. The listener: --connect, else the config's
+   BODY.PEEK[] of every message with one FETCH (one round trip; the
+   daemon streams each body into its store as it passes), discarding it,
+   so that the daemon's fill stores it. The listener: --connect, else the config's
    first listener with tls = "none" (its address, 127.0.0.1 for 0.0.0.0).
    The password: --password-file's first line, else standard input's
    first line when it is not a terminal, else a prompt on the terminal

@@ -350,8 +350,10 @@ static bool fill_structure_equals(const unsigned char *raw, size_t raw_len, cons
 
 /* Compares the stored message of uid with the upstream's BODYSTRUCTURE
    (else BODY) and records the verdict; does nothing while either is
-   missing, or (unless again) when a verdict is stored. */
-static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool again)
+   missing, or (unless again) when a verdict is stored. whole (NULL: read
+   from the store) is the message as just stored, when it came whole:
+   reading 240 MB back was a tenth of a warm's time. */
+static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool again, const struct fill_bytes *whole)
 {
 	struct cache_message stored;
 	struct evbuffer *raw = NULL;
@@ -372,11 +374,15 @@ static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool aga
 	    (!again && (stored.present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0))
 		goto out;
 	expected = &stored.values[extended ? CACHE_ITEM_BODYSTRUCTURE : CACHE_ITEM_BODY];
-	raw = evbuffer_new();
-	if (raw == NULL ||
-	    cache_body_read(fill->cache, fill->mailbox_id, uid, 0, stored.message_size, raw) != 1)
-		goto out;
-	bool agrees = fill_structure_equals(evbuffer_pullup(raw, -1), evbuffer_get_length(raw), expected, extended);
+	if (whole == NULL || whole->len != stored.message_size) {
+		raw = evbuffer_new();
+		if (raw == NULL ||
+		    cache_body_read(fill->cache, fill->mailbox_id, uid, 0, stored.message_size, raw) != 1)
+			goto out;
+	}
+	bool agrees = raw == NULL ? fill_structure_equals(whole->data, whole->len, expected, extended)
+				  : fill_structure_equals(evbuffer_pullup(raw, -1), evbuffer_get_length(raw), expected,
+							  extended);
 	if (!agrees)
 		log_debug("cache: mailbox %lld UID %u: our BODYSTRUCTURE differs from the upstream's; sections go upstream",
 			  (long long)fill->mailbox_id, uid);
@@ -436,7 +442,8 @@ static void fill_line_complete(struct fetch_fill *fill)
 	fill_store_values(fill, uid);
 	new_structure = fill->values[FILL_BODYSTRUCTURE].present || fill->values[FILL_BODY].present;
 	if (stored_message || new_structure)
-		fill_check_structure(fill, uid, stored_message);
+		fill_check_structure(fill, uid, stored_message,
+				     stored_message && fill->values[FILL_MESSAGE].present ? &fill->values[FILL_MESSAGE] : NULL);
 }
 
 enum imap_fetch_items_result fetch_fill_feed(struct fetch_fill *fill, const unsigned char *data, size_t len,

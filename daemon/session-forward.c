@@ -154,19 +154,25 @@ static void session_end_batch(evutil_socket_t fd, short what, void *context)
 	(void)what;
 	if (session->batch_open) {
 		session->batch_open = false;
-		cache_batch_end(session->cache);
+		if (session->batch_commit)
+			cache_batch_end(session->cache);
+		else
+			cache_batch_end_soon(session->cache);
 	}
+	session->batch_commit = false;
 }
 
 /* What the lines of one read from upstream bring goes into the store in
-   one transaction, ended when the event loop has run this turn's
-   callbacks (so no transaction waits on the network): one commit per
-   read, not one per message. */
+   one batch, ended when the event loop has run this turn's callbacks;
+   its transaction is held for the next turns' for a few ms
+   (cache_batch_end_soon): one commit per few MB of bodies streaming in,
+   not one per read. A turn that passed a tagged reply commits at its
+   end, so that what a command brought is in the store when it ends. */
 static void session_open_batch(struct session *session)
 {
 	if (session->batch_open || session->cache == NULL || session->batch_event == NULL)
 		return;
-	cache_batch_begin(session->cache);
+	cache_batch_begin_for(session->cache, session);
 	session->batch_open = true;
 	event_active(session->batch_event, EV_TIMEOUT, 0);
 }
@@ -184,6 +190,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		return 0;
 	if (command != NULL && command == session->upstream_proof)
 		return session_login_proof_line(session, kind, data, len);
+	if (kind == IMAP_CLIENT_RAW_TAGGED) {
+		session_open_batch(session); /* a command (the client's or our own) ended: what it brought commits */
+		session->batch_commit = true;
+	}
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {

@@ -178,6 +178,7 @@ struct session {
 	uint64_t prefetch_started_usec; /* when the walk's first batch went */
 	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
 	bool batch_open;
+	bool batch_commit;             /* a tagged reply passed this turn: the batch commits now, not soon */
 	struct fetch_answer *local_answer; /* a FETCH answered here, still being written */
 	char *local_tag;               /* its tag, for the tagged OK */
 	bool client_condstore;         /* the client enabled CONDSTORE (or QRESYNC) upstream */

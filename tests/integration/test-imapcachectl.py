@@ -29,13 +29,16 @@ import termios
 import time
 
 from checks import check, summary
-from proxyfixture import BUILD, PASS, PASS3, TIMINGS, USER, USER3, Daemon, Raw, quote, run_steps, upstream_dovecot, PORT
+from proxyfixture import (BUILD, PASS, PASS3, TIMINGS, USER, USER3, Daemon, Raw, Relay, quote, run_steps,
+                          upstream_dovecot, PORT)
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 tmp = tempfile.mkdtemp(prefix="test-imapcachectl.")
 os.chmod(tmp, 0o755)
 TIMINGS_BYTES = re.compile(TIMINGS.pattern.encode())
 FROM_CACHE = r"FETCH answered from the cache"
+ROUTED = r"session \d+: (UID )?FETCH (answered from the cache|goes upstream)"  # one line per FETCH
+SLOW_RATE = 1000000  # bytes/s through the relay of the interrupted warm: its mailbox takes seconds, not ms
 OTHER_UID = 54321  # a user that is neither the daemon's nor root
 
 if os.geteuid() == 0:
@@ -68,13 +71,14 @@ def ctl(*args, uid=None, socket_path=None, stdin=None, timeout=30):
     return result.returncode, result.stdout, result.stderr
 
 
-def start(prefetch="off"):
+def start(prefetch="off", upstream=None):
     cache = owned_dir("cache.")
     run = owned_dir("run.")
     socket_path = os.path.join(run, "control")
     config = ('cache = { dir = "%s"; prefetch = "%s"; };\ncontrol = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n'
               % (cache, prefetch, socket_path))
-    daemon = Daemon(upstream_dovecot("none"), extra=config, tmpdir=tmp, preexec_fn=become(DAEMON_UID, DAEMON_GID))
+    daemon = Daemon(upstream or upstream_dovecot("none"), extra=config, tmpdir=tmp,
+                    preexec_fn=become(DAEMON_UID, DAEMON_GID))
     daemon.cache, daemon.socket = cache, socket_path
     return daemon
 
@@ -220,9 +224,12 @@ def test_purge_live_session(daemon):
     via = connect(daemon.port, "INBOX")
     direct = connect(PORT, "INBOX")
     fetch = "FETCH 1:20 (BODY.PEEK[] ENVELOPE FLAGS)"
+    routed = daemon.count_log(ROUTED)
     exchange(via, fetch)
+    daemon.wait_log(ROUTED, count=routed + 1)  # the log is read by a thread: its line may come after the answer
     before = daemon.count_log(FROM_CACHE)
     exchange(via, fetch)
+    daemon.wait_log(ROUTED, count=routed + 2)
     check("before the purge the session answers from the cache", daemon.count_log(FROM_CACHE) == before + 1)
     code, out, err = ctl("purge", USER, "INBOX", socket_path=daemon.socket)
     check("purge with a live session: exit 0, says what it dropped", code == 0 and "purged %s INBOX" % USER in out,
@@ -315,7 +322,24 @@ def test_warm(daemon):
 
 
 def test_warm_interrupted(daemon):
-    ctl("purge", USER, socket_path=daemon.socket)
+    """warm through a daemon whose upstream is a relay capped at SLOW_RATE:
+    one FETCH for the whole mailbox streams for seconds, and SIGINT comes
+    once the first bodies are in the store."""
+    relay = Relay(rate=SLOW_RATE)
+    daemon = start(upstream=relay.upstream_entry("dovecot"))
+    try:
+        warm_interrupted(daemon, relay)
+    finally:
+        daemon.stop()
+        relay.close()
+
+
+def warm_interrupted(daemon, relay):
+    # A session keeps the store open (made, with its WAL files) while the
+    # test reads it: a reader opening it closed (this test runs as root,
+    # the daemon as another user) would leave WAL files the daemon can't
+    # write.
+    holder = connect(daemon.port, "INBOX")
     argv = [CTL, "warm", "--connect", "127.0.0.1:%d" % daemon.port, "--password-file", os.path.join(tmp, "password"),
             USER, "INBOX"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -329,6 +353,9 @@ def test_warm_interrupted(daemon):
     out, err = proc.communicate(timeout=30)
     check("warm interrupted by SIGINT part-way: exit 130, saying so",
           proc.returncode == 130 and "interrupted" in err, (proc.returncode, out, err))
+    fetches = [c.line for c in relay.recorded() if re.match(r"\S+ FETCH ", c.line)]
+    check("... warm fetched the mailbox with one FETCH (one round trip, not one per batch)",
+          len(fetches) == 1 and re.match(r"\S+ FETCH 1:%d \(BODY\.PEEK\[\]\)$" % exists(), fetches[0]), fetches)
     partial = integrity = None
     for _ in range(200):  # the daemon's session ends when the connection closes
         db = sqlite3.connect("file:%s?mode=ro" % os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), uri=True)
@@ -345,7 +372,7 @@ def test_warm_interrupted(daemon):
     fetch = "FETCH 1:* (BODY.PEEK[] ENVELOPE)"
     got, want = exchange(via, fetch), exchange(direct, fetch)
     check("... a session afterwards gets what direct Dovecot answers", got == want, (len(got), len(want)))
-    for conn in (via, direct):
+    for conn in (via, direct, holder):
         conn.tagged("z", "LOGOUT")
 
 

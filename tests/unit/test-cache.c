@@ -892,6 +892,133 @@ static void test_held_rows(void)
 	teardown();
 }
 
+static void size_seen(uint32_t uid, uint64_t size, void *context)
+{
+	uint64_t *sizes = context;
+
+	sizes[uid] = size;
+	sizes[0]++;
+}
+
+/* cache_batch_end_soon: the transaction outlives the batch until its
+   timer, another session's batch, an own write or the last unref commits
+   it; its owner's next batch goes on in it, and a rollback there takes it
+   too. */
+static void test_batch_held(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	struct cache_body_writer *writer;
+	unsigned char *body;
+	uint64_t sizes[2] = { 0 };
+	const char *error;
+	char *path;
+	int owner, other; /* two sessions */
+
+	setup();
+	s.base = base;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 1, 10), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 1)); /* held */
+	CU_ASSERT_EQUAL(cache_lookup_sizes(cache, mailbox.id, 1, 1, size_seen, sizes), 1); /* this process sees it */
+	CU_ASSERT_EQUAL(sizes[1], 10);
+	for (int turn = 0; turn < 10 && !seen_from_outside(path, 1); turn++)
+		CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0); /* the index's timer may come first */
+	CU_ASSERT_TRUE(seen_from_outside(path, 1)); /* committed by the timer */
+
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 2, 20), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	cache_batch_begin_for(cache, &owner); /* the next batch goes on in the held transaction */
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 3, 30), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 2));
+	cache_batch_begin(cache);
+	CU_ASSERT_EQUAL(cache_batch_end(cache), 0); /* a batch of no session's commits what is held first */
+	CU_ASSERT_TRUE(seen_from_outside(path, 2));
+	CU_ASSERT_TRUE(seen_from_outside(path, 3));
+
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 8, 80), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 8));
+	cache_batch_begin_for(cache, &other); /* another session's batch never joins it: it commits first */
+	CU_ASSERT_TRUE(seen_from_outside(path, 8));
+	cache_batch_rollback(cache); /* and its rollback takes only its own */
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE uid = 8"), 1);
+
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 4, 40), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	open_mailbox(cache, "Other", 1); /* a write of its own (cache_op_begin) commits it first */
+	CU_ASSERT_TRUE(seen_from_outside(path, 4));
+
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 5, 50), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	cache_batch_begin_for(cache, &owner);
+	cache_batch_rollback(cache); /* takes the held rows with it */
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE uid = 5"), 0);
+
+	/* CACHE_BATCH_HOLD_BYTES of bodies commit at once. */
+	body = calloc(1, CACHE_BATCH_HOLD_BYTES);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+	cache_batch_begin_for(cache, &owner);
+	writer = cache_body_begin(cache, mailbox.id, 7, CACHE_BATCH_HOLD_BYTES, NULL);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_EQUAL(cache_body_write(writer, body, CACHE_BATCH_HOLD_BYTES - 1), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 7)); /* less than that: held */
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_body_write(writer, body, 1), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	CU_ASSERT_TRUE(seen_from_outside(path, 7));
+	free(body);
+
+	cache_batch_begin_for(cache, &owner);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 6, 60), 0);
+	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+	cache_unref(&cache); /* the last unref commits it */
+	CU_ASSERT_TRUE(seen_from_outside(path, 6));
+	event_base_free(base);
+	free(path);
+	teardown();
+}
+
+/* cache_lookup_sizes reads the sizes of a range from their own index. */
+static void test_lookup_sizes(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox;
+	uint64_t sizes[10] = { 0 };
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 2, 200), 0);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 5, 500), 0);
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 9, 900), 0);
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 3, "(env)", NULL), 0); /* no size */
+	CU_ASSERT_EQUAL(cache_lookup_sizes(cache, mailbox.id, 1, 8, size_seen, sizes), 2);
+	CU_ASSERT_EQUAL(sizes[0], 2);
+	CU_ASSERT_EQUAL(sizes[2], 200);
+	CU_ASSERT_EQUAL(sizes[5], 500);
+	CU_ASSERT_EQUAL(sizes[9], 0); /* past the range */
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'messages_size'"),
+			1);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_batches(void)
 {
 	struct cache *cache;
@@ -2243,5 +2370,7 @@ const struct unit_test unit_tests[] = {
 	{ "a lookup of some values checks only theirs", test_lookup_values_checks_those_asked },
 	{ "a lookup of some values selects only theirs", test_lookup_values_selects_those_asked },
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
+	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
+	{ "sizes are read from their own index", test_lookup_sizes },
 	{ NULL, NULL },
 };
