@@ -482,6 +482,8 @@ static bool client_connect_address(struct imap_client *client, const struct evut
 		return false;
 	}
 	client->bev = client->plain_bev;
+	/* libevent's 16 KiB a read made a 10 MB answer 600 turns of the loop */
+	bufferevent_set_max_single_read(client->plain_bev, IMAP_CLIENT_READ_MAX);
 	bufferevent_setcb(client->plain_bev, client_read_cb, client_write_cb, client_event_cb, client);
 	client_set_write_watermark(client);
 	bufferevent_enable(client->plain_bev, EV_READ | EV_WRITE);
@@ -682,6 +684,8 @@ static struct imap_client_command *client_connect_start(struct imap_client *clie
 		return command;
 	}
 	client->bev = client->plain_bev;
+	/* libevent's 16 KiB a read made a 10 MB answer 600 turns of the loop */
+	bufferevent_set_max_single_read(client->plain_bev, IMAP_CLIENT_READ_MAX);
 	bufferevent_setcb(client->plain_bev, client_read_cb, client_write_cb, client_event_cb, client);
 	client_set_write_watermark(client);
 	bufferevent_enable(client->plain_bev, EV_READ | EV_WRITE);

@@ -21,6 +21,7 @@ struct client_lookup;
 #define IMAP_CLIENT_TAG_PREFIX_MAX 16 /* a tag is an atom; keep it short */
 #define IMAP_CLIENT_NAME_MAX 32 /* "UID FETCH" and the longest extension verbs */
 #define IMAP_CLIENT_REASON_MAX 512 /* one log line's worth of abort reason */
+#define IMAP_CLIENT_READ_MAX (256 * 1024) /* bytes taken from the socket in one turn of the loop: a few MB answer in tens of turns, not hundreds */
 #define IMAP_CLIENT_ADDRESS_MAX 64 /* "[" an IPv6 address with scope "]:" port */
 
 #define COMMAND_FLAG_SETUP 0x100 /* sent while connecting (CAPABILITY, STARTTLS) */

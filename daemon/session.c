@@ -246,6 +246,8 @@ static void session_setup_bev(struct session *session)
 	const struct timeval idle = { session->conf->timeout_preauth, 0 };
 
 	bufferevent_setcb(session->bev, session_read, session_write, session_event, session);
+	/* libevent writes 16 KiB a turn: a 10 MB answer would be 600 turns */
+	bufferevent_set_max_single_write(session->bev, SESSION_WRITE_MAX);
 	/* Never hold more than one over-long line: past this, reading stops
 	   and the line is refused. */
 	bufferevent_setwatermark(session->bev, EV_READ, 0, session->conf->limit_line + 2);
