@@ -76,7 +76,10 @@ struct fetch_chunk {
 	size_t cursor;           /* the lookup's position while it runs */
 	unsigned int wanted;     /* CACHE_HAS of the values to copy */
 	bool without_values;     /* only what is present was kept, no value (the plan's check needs none) */
+	size_t kept_body_bytes;  /* of the bodies the lookup checked and handed over (stored[].body) */
 };
+
+#define FETCH_KEPT_BODY_BYTES (16u << 20) /* bodies a plan's lookup read and checked, kept for the writer; past it re-read */
 
 struct fetch_answer {
 	struct cache *cache;

@@ -33,6 +33,7 @@ struct fetch_source {
 	struct mime_message *root;   /* raw parsed, on demand */
 	struct mime_buffer derived;  /* a header block derived from raw */
 	bool derived_header;
+	bool kept_body_used;         /* the use of stored->body is counted */
 	const char *why;             /* why the last item can't be written, when a check said */
 };
 
@@ -231,6 +232,25 @@ static void chunk_clear(struct fetch_chunk *chunk)
 	*chunk = (struct fetch_chunk){ 0 };
 }
 
+/* Takes over the body the lookup read and checked, within FETCH_KEPT_BODY_BYTES
+   (the bytes move, no copy); else the writer reads it again. */
+static void chunk_keep_body(struct fetch_chunk *chunk, const struct cache_message *message, struct cache_message *copy)
+{
+	size_t len = message->body != NULL ? evbuffer_get_length(message->body) : 0;
+
+	if (message->body == NULL || chunk->without_values || len != message->message_size ||
+	    len > FETCH_KEPT_BODY_BYTES - chunk->kept_body_bytes)
+		return;
+	copy->body = evbuffer_new();
+	if (copy->body != NULL && evbuffer_add_buffer(copy->body, message->body) == 0) {
+		chunk->kept_body_bytes += len;
+		return;
+	}
+	if (copy->body != NULL)
+		evbuffer_free(copy->body);
+	copy->body = NULL;
+}
+
 /* Copies the wanted values of one message the lookup found. */
 static void chunk_collect(const struct cache_message *message, void *context)
 {
@@ -244,7 +264,9 @@ static void chunk_collect(const struct cache_message *message, void *context)
 		return;
 	copy = &chunk->stored[chunk->cursor];
 	*copy = *message;
+	copy->body = NULL;
 	copy->present &= ~(unsigned int)((1u << CACHE_VALUE_ITEMS) - 1) | chunk->wanted;
+	chunk_keep_body(chunk, message, copy);
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
 		struct cache_value *value = &copy->values[item];
 
@@ -310,15 +332,34 @@ static bool source_agrees(const struct fetch_source *source)
 	       source->stored->structure_agrees;
 }
 
+/* The body the plan's lookup kept for the message (counted as a use of
+   it the first time), or NULL: it is read from the store. */
+static struct evbuffer *source_kept_body(struct fetch_source *source)
+{
+	if (source->stored->body == NULL)
+		return NULL;
+	if (!source->kept_body_used)
+		cache_body_used(source->answer->cache, source->answer->mailbox_id, source->message->uid);
+	source->kept_body_used = true;
+	return source->stored->body;
+}
+
 /* Reads the whole stored message. Returns -1 when it is not there. */
 static int source_load(struct fetch_source *source)
 {
 	struct fetch_answer *answer = source->answer;
+	struct evbuffer *kept;
 
 	if (source->raw != NULL)
 		return 0;
 	if (!stored_has(source, CACHE_ITEM_MESSAGE))
 		return -1;
+	kept = source_kept_body(source);
+	if (kept != NULL) {
+		source->raw_len = evbuffer_get_length(kept);
+		source->raw = source->raw_len > 0 ? evbuffer_pullup(kept, -1) : (const unsigned char *)"";
+		return source->raw != NULL ? 0 : -1;
+	}
 	source->body = evbuffer_new();
 	if (source->body == NULL ||
 	    cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, 0, source->stored->message_size,
@@ -343,6 +384,8 @@ static int source_append_range(struct fetch_source *source, struct evbuffer *out
 {
 	struct fetch_answer *answer = source->answer;
 
+	if (source->raw == NULL && source->stored->body != NULL && source_load(source) < 0)
+		return -1;
 	if (source->raw != NULL)
 		return len > 0 ? evbuffer_add(out, source->raw + offset, (size_t)len) : 0;
 	return cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, out) == 1 ? 0 : -1;
@@ -1144,16 +1187,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 /* CACHE_HAS of the stored items a message's answer reads, for cache-stats. */
 static unsigned int answer_read_items(const struct fetch_answer *answer)
 {
-	unsigned int items = answer->wanted;
-
-	for (unsigned int i = 0; i < answer->item_count; i++) {
-		enum fetch_source_kind source = answer->items[i].source;
-
-		if (source == FETCH_SOURCE_WHOLE || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_PART ||
-		    source == FETCH_SOURCE_BINARY)
-			items |= CACHE_HAS(CACHE_ITEM_MESSAGE);
-	}
-	return items;
+	return answer->wanted; /* with CACHE_ITEM_MESSAGE for the items that read the body */
 }
 
 enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit)

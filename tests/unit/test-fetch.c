@@ -4,6 +4,7 @@
 #include "unit.h"
 #include "unit-cache.h"
 #include "cache.h"
+#include "cache-private.h" /* CACHE_VERIFY_BODIES_MAX */
 #include "fetch.h"
 #include "fetch-derive.h"
 #include "fetch-splice.h"
@@ -600,14 +601,43 @@ static void test_writer(void)
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1000), FETCH_WRITE_DONE);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1000), FETCH_WRITE_DONE);
 	fetch_answer_free(&plan);
-	/* a body evicted between plan and write */
+	/* a body the plan read and checked is written from those bytes, not
+	   read again: dropping it from the store between plan and write
+	   changes nothing */
 	evbuffer_drain(out, evbuffer_get_length(out));
 	parse_only("FETCH 1:2 (BODY.PEEK[]<0.4>)");
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, gone, 1), 0);
-	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
-	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	expect((const char *)evbuffer_pullup(out, -1), "* 1 FETCH (BODY[]<0> {4}\r\nSubj)\r\n* 2 FETCH (BODY[]<0> {4}\r\nSubj)\r\n");
 	fetch_answer_free(&plan);
+	fetch_answer_free(&plan);
+	evbuffer_free(out);
+	teardown();
+}
+
+/* Past CACHE_VERIFY_BODIES_MAX messages the plan checks no body: the
+   writer reads each, and one evicted between plan and write is LOST. */
+static void test_writer_lost_body(void)
+{
+	uint32_t uids[CACHE_VERIFY_BODIES_MAX + 4] = { 1, 2, 5 };
+	const uint32_t gone[] = { 2 };
+	struct evbuffer *out = evbuffer_new();
+	struct fetch_answer *plan;
+	const char *why;
+
+	setup();
+	for (uint32_t i = 3; i < CACHE_VERIFY_BODIES_MAX + 4; i++) {
+		uids[i] = 7 + i;
+		store_message(uids[i], text1, header1, true);
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, CACHE_VERIFY_BODIES_MAX + 4), 0);
+	parse_only("UID FETCH 1:2,10:* (BODY.PEEK[]<0.4>)");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, gone, 1), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (UID 1 BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
 	fetch_answer_free(&plan);
 	evbuffer_free(out);
 	teardown();
@@ -818,6 +848,7 @@ const struct unit_test unit_tests[] = {
 	{ "partly stored: what lacks is fetched first", test_missing },
 	{ "FLAGS and \\Recent", test_flags },
 	{ "the writer's limit and a lost value", test_writer },
+	{ "a body not checked by the plan and gone before the write is lost", test_writer_lost_body },
 	{ "no store, no view, not a FETCH", test_no_store },
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
 	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },
