@@ -77,9 +77,11 @@ struct fetch_chunk {
 	unsigned int wanted;     /* CACHE_HAS of the values to copy */
 	bool without_values;     /* only what is present was kept, no value (the plan's check needs none) */
 	size_t kept_body_bytes;  /* of the bodies the lookup checked and handed over (stored[].body) */
+	size_t kept_value_bytes; /* of the values copied */
 };
 
 #define FETCH_KEPT_BODY_BYTES (16u << 20) /* bodies a plan's lookup read and checked, kept for the writer; past it re-read */
+#define FETCH_KEPT_VALUE_BYTES (32u << 20) /* what a plan read, kept for the writer: 10,000 messages' ENVELOPE and BODYSTRUCTURE or header blocks fit */
 
 struct fetch_answer {
 	struct cache *cache;

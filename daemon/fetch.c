@@ -15,6 +15,7 @@
 #include "mime-message.h"
 #include "mime-parser.h"
 
+#include <assert.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -279,35 +280,64 @@ static void chunk_collect(const struct cache_message *message, void *context)
 			copy->present &= ~CACHE_HAS(item); /* counts as missing */
 			continue;
 		}
+		chunk->kept_value_bytes += value->size + 1;
 		memcpy(value->data, message->values[item].data, value->size);
 		value->data[value->size] = '\0';
 	}
 }
 
-/* Looks up the stored values of messages [first, first + count) (with
-   without_values, only which are present). Returns -1 on a store error. */
-static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
+/* Starts an empty chunk for messages [first, first + count). Returns -1
+   when memory runs out. */
+static int chunk_start(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
 {
 	struct fetch_chunk *chunk = &answer->chunk;
-	uint32_t *uids = malloc(count * sizeof(*uids));
-	long found;
 
 	chunk_clear(chunk);
-	chunk->stored = calloc(count, sizeof(*chunk->stored));
-	if (uids == NULL || chunk->stored == NULL) {
-		free(uids);
+	chunk->stored = calloc(count > 0 ? count : 1, sizeof(*chunk->stored));
+	if (chunk->stored == NULL)
 		return -1;
-	}
 	chunk->first = first;
 	chunk->count = count;
 	chunk->wanted = answer->wanted;
 	chunk->without_values = without_values;
+	return 0;
+}
+
+/* Looks up the stored values of the chunk's messages [from, from + count)
+   (with without_values, only which are present). Returns -1 on a store
+   error or when memory runs out. */
+static int chunk_lookup(struct fetch_answer *answer, size_t from, size_t count)
+{
+	struct fetch_chunk *chunk = &answer->chunk;
+	uint32_t *uids = malloc((count > 0 ? count : 1) * sizeof(*uids));
+	long found;
+
+	if (uids == NULL)
+		return -1;
+	assert(from >= chunk->first && from + count <= chunk->first + chunk->count);
+	chunk->cursor = from - chunk->first;
 	for (size_t i = 0; i < count; i++)
-		uids[i] = answer->messages[first + i].uid;
+		uids[i] = answer->messages[from + i].uid;
 	found = cache_lookup_values(answer->cache, answer->mailbox_id, uids, count, chunk->wanted, chunk_collect,
 				    answer);
 	free(uids);
 	return found < 0 ? -1 : 0;
+}
+
+/* Looks up messages [first, first + count) into a new chunk. Returns -1
+   on a store error or when memory runs out. */
+static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
+{
+	if (chunk_start(answer, first, count, without_values) < 0)
+		return -1;
+	return chunk_lookup(answer, first, count);
+}
+
+/* Frees what the chunk holds of messages [from, from + count). */
+static void chunk_drop(struct fetch_chunk *chunk, size_t from, size_t count)
+{
+	for (size_t i = from - chunk->first; i < from - chunk->first + count; i++)
+		cache_message_clear(&chunk->stored[i]);
 }
 
 /* ---- one message's bytes ---- */
@@ -1043,31 +1073,35 @@ static bool plan_check_reads_values(const struct fetch_answer *answer)
 	return false;
 }
 
-/* Checks every message of the answer against the store. An answer of one
-   chunk keeps it, with its values, for the writer, which then reads the
-   store no second time; a longer one is read again as it is written. */
+/* Checks every message of the answer against the store, a lookup per
+   FETCH_LOOKUP_CHUNK messages. The values read are kept for the writer,
+   which then reads the store no second time, while they stay within
+   FETCH_KEPT_VALUE_BYTES; past it, the rest are dropped once checked and
+   read again as they are written. */
 static int plan_check_messages(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
-	bool one_chunk = answer->message_count <= FETCH_LOOKUP_CHUNK;
-	bool without_values = !one_chunk && !plan_check_reads_values(answer);
+	struct fetch_chunk *chunk = &answer->chunk;
+	size_t kept_end = 0;
+	bool keeping = true;
 
+	if (chunk_start(answer, 0, answer->message_count, false) < 0)
+		return -1;
 	for (size_t first = 0; first < answer->message_count; first += FETCH_LOOKUP_CHUNK) {
 		size_t count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
 										      FETCH_LOOKUP_CHUNK;
 
-		if (chunk_load(answer, first, count, without_values) < 0) {
+		if (chunk_lookup(answer, first, count) < 0) {
 			*why_r = "the store could not be read";
 			return 0;
 		}
-		for (size_t i = 0; i < count; i++) {
-			struct fetch_message *message = &answer->messages[first + i];
-			struct fetch_source source = { .answer = answer, .message = message,
-						       .stored = &answer->chunk.stored[i] };
+		for (size_t i = first; i < first + count; i++) {
+			struct fetch_message *message = &answer->messages[i];
+			struct fetch_source source = { .answer = answer, .message = message, .stored = &chunk->stored[i] };
 			uint64_t spliced = 0;
-			bool ok = message_mark_missing(answer, message, &answer->chunk.stored[i], facts) ||
-				  (answer->chunk.stored[i].uid != 0 && message_check(&source, &spliced, why_r));
+			bool ok = message_mark_missing(answer, message, &chunk->stored[i], facts) ||
+				  (chunk->stored[i].uid != 0 && message_check(&source, &spliced, why_r));
 
-			if (answer->chunk.stored[i].uid == 0)
+			if (chunk->stored[i].uid == 0)
 				*why_r = "a message the store has nothing of";
 			source_clear(&source);
 			if (!ok)
@@ -1076,9 +1110,17 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 			if (spliced != 0 && answer->spliced_count++ == 0)
 				answer->splice_why = *why_r;
 		}
+		if (keeping && chunk->kept_value_bytes + chunk->kept_body_bytes <= FETCH_KEPT_VALUE_BYTES) {
+			kept_end = first + count;
+		} else {
+			keeping = false;
+			chunk_drop(chunk, first, count);
+			chunk->without_values = !plan_check_reads_values(answer);
+		}
 	}
-	if (!one_chunk)
-		chunk_clear(&answer->chunk);
+	chunk->count = kept_end; /* the messages past it hold nothing now */
+	if (kept_end == 0)
+		chunk_clear(chunk);
 	if (answer->missing_heavy_count * 2 > answer->message_count) {
 		*why_r = "most of its messages are not stored";
 		return 0;
