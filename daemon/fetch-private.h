@@ -77,7 +77,9 @@ struct fetch_chunk {
 	unsigned int wanted;     /* CACHE_HAS of the values to copy */
 	bool without_values;     /* only what is present was kept, no value (the plan's check needs none) */
 	size_t kept_body_bytes;  /* of the bodies the lookup checked and handed over (stored[].body) */
-	size_t kept_value_bytes; /* of the values copied */
+	size_t kept_value_bytes; /* of the values copied, and of fields */
+	struct cache_value *fields; /* per message, with answer->fields_item: its bytes as the plan's check built them
+				       (data NULL: not built) */
 };
 
 #define FETCH_KEPT_BODY_BYTES (16u << 20) /* bodies a plan's lookup read and checked, kept for the writer; past it re-read */
@@ -92,6 +94,7 @@ struct fetch_answer {
 	size_t message_count, message_alloc;
 	size_t next;             /* the next message to write */
 	struct fetch_chunk chunk;
+	const struct fetch_item *fields_item; /* the first HEADER.FIELDS item: built once, by the plan's check */
 	struct evbuffer *line;   /* the line being written, reused (NULL until the first) */
 	struct mime_buffer scratch; /* a derived value being written, reused */
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */

@@ -35,6 +35,7 @@ struct fetch_source {
 	struct mime_buffer derived;  /* a header block derived from raw */
 	bool derived_header;
 	bool kept_body_used;         /* the use of stored->body is counted */
+	struct cache_value *fields;  /* the chunk's slot of answer->fields_item for the message, or NULL */
 	const char *why;             /* why the last item can't be written, when a check said */
 };
 
@@ -227,9 +228,13 @@ static int answer_add_messages(struct fetch_answer *answer, const struct imap_co
 
 static void chunk_clear(struct fetch_chunk *chunk)
 {
-	for (size_t i = 0; i < chunk->count; i++)
+	for (size_t i = 0; i < chunk->count; i++) {
 		cache_message_clear(&chunk->stored[i]);
+		if (chunk->fields != NULL)
+			free(chunk->fields[i].data);
+	}
 	free(chunk->stored);
+	free(chunk->fields);
 	*chunk = (struct fetch_chunk){ 0 };
 }
 
@@ -294,7 +299,9 @@ static int chunk_start(struct fetch_answer *answer, size_t first, size_t count, 
 
 	chunk_clear(chunk);
 	chunk->stored = calloc(count > 0 ? count : 1, sizeof(*chunk->stored));
-	if (chunk->stored == NULL)
+	if (answer->fields_item != NULL)
+		chunk->fields = calloc(count > 0 ? count : 1, sizeof(*chunk->fields));
+	if (chunk->stored == NULL || (answer->fields_item != NULL && chunk->fields == NULL))
 		return -1;
 	chunk->first = first;
 	chunk->count = count;
@@ -336,8 +343,13 @@ static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, b
 /* Frees what the chunk holds of messages [from, from + count). */
 static void chunk_drop(struct fetch_chunk *chunk, size_t from, size_t count)
 {
-	for (size_t i = from - chunk->first; i < from - chunk->first + count; i++)
+	for (size_t i = from - chunk->first; i < from - chunk->first + count; i++) {
 		cache_message_clear(&chunk->stored[i]);
+		if (chunk->fields != NULL) {
+			free(chunk->fields[i].data);
+			chunk->fields[i] = (struct cache_value){ 0 };
+		}
+	}
 }
 
 /* ---- one message's bytes ---- */
@@ -634,23 +646,47 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 	return 0;
 }
 
+/* Keeps a copy of the HEADER.FIELDS bytes the plan's check built for the
+   writer (out of memory: not kept, the writer builds them again). */
+static void source_keep_fields(struct fetch_source *source, struct cache_value *kept, const struct mime_buffer *fields)
+{
+	kept->data = malloc(fields->len + 1);
+	if (kept->data == NULL)
+		return;
+	memcpy(kept->data, fields->data, fields->len);
+	kept->size = fields->len;
+	source->answer->chunk.kept_value_bytes += fields->len + 1;
+}
+
 /* HEADER.FIELDS (.NOT) of the message's header block, built in the
-   answer's scratch buffer (grown once, not for every message). */
+   answer's scratch buffer (grown once, not for every message). The
+   answer's first such item is built by the plan's check and kept for the
+   writer: the block is read once, not checked by the plan and read
+   again by the writer. */
 static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer *fields = &source->answer->scratch;
+	struct cache_value *kept = item == source->answer->fields_item ? source->fields : NULL;
 	const unsigned char *header;
 	size_t header_len;
 
+	if (kept != NULL && kept->data != NULL) {
+		if (out != NULL)
+			write_literal(out, item, kept->data, kept->size, false);
+		return 0;
+	}
 	if (source_header(source, &header, &header_len) < 0)
 		return -1;
-	if (out == NULL)
+	if (out == NULL && kept == NULL)
 		return fetch_derive_header_is_plain(header, header_len) ? 0 : -1;
 	/* fetch_derive_fields checks that the block is plain itself */
 	mime_buffer_reset(fields);
 	if (fetch_derive_fields(header, header_len, item->section, fields) < 0)
 		return -1;
-	write_literal(out, item, fields->data, fields->len, false);
+	if (out == NULL)
+		source_keep_fields(source, kept, fields);
+	else
+		write_literal(out, item, fields->data, fields->len, false);
 	return 0;
 }
 
@@ -1096,7 +1132,8 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 		}
 		for (size_t i = first; i < first + count; i++) {
 			struct fetch_message *message = &answer->messages[i];
-			struct fetch_source source = { .answer = answer, .message = message, .stored = &chunk->stored[i] };
+			struct fetch_source source = { .answer = answer, .message = message, .stored = &chunk->stored[i],
+						       .fields = chunk->fields != NULL ? &chunk->fields[i] : NULL };
 			uint64_t spliced = 0;
 			bool ok = message_mark_missing(answer, message, &chunk->stored[i], facts) ||
 				  (chunk->stored[i].uid != 0 && message_check(&source, &spliced, why_r));
@@ -1201,6 +1238,8 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->qresync = facts->qresync;
 	ret = fetch_items_add(answer, command, facts, why_r);
 	for (unsigned int i = 0; ret > 0 && i < answer->item_count; i++) {
+		if (answer->fields_item == NULL && answer->items[i].source == FETCH_SOURCE_FIELDS)
+			answer->fields_item = &answer->items[i];
 		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
 		answer->has_flags_item |= answer->items[i].kind == FETCH_KIND_FLAGS;
 		/* the spliced BINARY.SIZE leaves Dovecot a stream for BINARY[] */
@@ -1253,6 +1292,7 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		}
 		source.message = &answer->messages[answer->next];
 		source.stored = &chunk->stored[answer->next - chunk->first];
+		source.fields = chunk->fields != NULL ? &chunk->fields[answer->next - chunk->first] : NULL;
 		if (line == NULL) /* one for every line: it is empty again after each */
 			line = answer->line = evbuffer_new();
 		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
