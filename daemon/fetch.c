@@ -422,15 +422,33 @@ static struct mime_message *source_root(struct fetch_source *source)
 }
 
 /* Appends bytes [offset, offset + len) of the stored message. */
-static int source_append_range(struct fetch_source *source, struct evbuffer *out, uint64_t offset, uint64_t len)
+static int source_append_range(struct fetch_source *source, struct mime_buffer *out, uint64_t offset, uint64_t len)
 {
 	struct fetch_answer *answer = source->answer;
 
+	struct evbuffer *piece;
+	int ret = -1;
+
 	if (source->raw == NULL && source->stored->body != NULL && source_load(source) < 0)
 		return -1;
-	if (source->raw != NULL)
-		return len > 0 ? evbuffer_add(out, source->raw + offset, (size_t)len) : 0;
-	return cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, out) == 1 ? 0 : -1;
+	if (source->raw != NULL) {
+		mime_buffer_append(out, source->raw + offset, (size_t)len);
+		return 0;
+	}
+	piece = evbuffer_new();
+	if (piece != NULL &&
+	    cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, piece) == 1) {
+		while (evbuffer_get_length(piece) > 0) { /* each of its chains copied once */
+			size_t run = (size_t)evbuffer_get_contiguous_space(piece);
+
+			mime_buffer_append(out, evbuffer_pullup(piece, (ev_ssize_t)run), run);
+			evbuffer_drain(piece, run);
+		}
+		ret = 0;
+	}
+	if (piece != NULL)
+		evbuffer_free(piece);
+	return ret;
 }
 
 /* The message's header block: the stored one, else (for a message our
@@ -461,7 +479,7 @@ static int source_header(struct fetch_source *source, const unsigned char **data
 static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 {
 	const struct cache_value *header = &source->stored->values[CACHE_ITEM_HEADER];
-	struct evbuffer *head;
+	struct mime_buffer head = { 0 };
 	bool prefix;
 
 	if (!stored_has(source, CACHE_ITEM_HEADER) || !stored_has(source, CACHE_ITEM_MESSAGE) ||
@@ -470,13 +488,9 @@ static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 	*offset_r = header->size;
 	if (source->raw != NULL)
 		return memcmp(source->raw, header->data, header->size) == 0;
-	head = evbuffer_new();
-	if (head == NULL)
-		return false;
-	prefix = source_append_range(source, head, 0, header->size) == 0 &&
-		 evbuffer_get_length(head) == header->size &&
-		 (header->size == 0 || memcmp(evbuffer_pullup(head, -1), header->data, header->size) == 0);
-	evbuffer_free(head);
+	prefix = source_append_range(source, &head, 0, header->size) == 0 && head.len == header->size &&
+		 (header->size == 0 || memcmp(head.data, header->data, header->size) == 0);
+	mime_buffer_free(&head);
 	return prefix;
 }
 
@@ -508,13 +522,13 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 
 /* Appends a C string (the writers add their pieces one by one: a
    printf per item cost more than the rest of a cached line). */
-static void out_add_text(struct evbuffer *out, const char *text)
+static void out_add_text(struct mime_buffer *out, const char *text)
 {
-	evbuffer_add(out, text, strlen(text));
+	mime_buffer_append(out, text, strlen(text));
 }
 
 /* Appends a number in decimal. */
-static void out_add_number(struct evbuffer *out, uint64_t number)
+static void out_add_number(struct mime_buffer *out, uint64_t number)
 {
 	char digits[20]; /* UINT64_MAX has 20 */
 	size_t start = sizeof(digits);
@@ -523,16 +537,16 @@ static void out_add_number(struct evbuffer *out, uint64_t number)
 		digits[--start] = (char)('0' + number % 10);
 		number /= 10;
 	} while (number > 0);
-	evbuffer_add(out, digits + start, sizeof(digits) - start);
+	mime_buffer_append(out, digits + start, sizeof(digits) - start);
 }
 
 /* Appends "NAME {n}\r\n" (literal8: "NAME ~{n}\r\n"). */
-static void out_add_literal_head(struct evbuffer *out, const char *name, bool literal8, uint64_t length)
+static void out_add_literal_head(struct mime_buffer *out, const char *name, bool literal8, uint64_t length)
 {
 	out_add_text(out, name);
 	out_add_text(out, literal8 ? " ~{" : " {");
 	out_add_number(out, length);
-	evbuffer_add(out, "}\r\n", 3);
+	mime_buffer_append(out, "}\r\n", 3);
 }
 
 /* The bytes [offset, offset + length) of size that a partial asks for. */
@@ -553,7 +567,7 @@ static void item_partial(const struct fetch_item *item, uint64_t size, uint64_t 
 }
 
 /* " NAME {n}\r\n" and the partial of data. */
-static void write_literal(struct evbuffer *out, const struct fetch_item *item, const unsigned char *data,
+static void write_literal(struct mime_buffer *out, const struct fetch_item *item, const unsigned char *data,
 			  size_t len, bool literal8)
 {
 	uint64_t offset, length;
@@ -561,20 +575,20 @@ static void write_literal(struct evbuffer *out, const struct fetch_item *item, c
 	item_partial(item, len, &offset, &length);
 	out_add_literal_head(out, item->name, literal8, length);
 	if (length > 0)
-		evbuffer_add(out, data + offset, (size_t)length);
+		mime_buffer_append(out, data + offset, (size_t)length);
 }
 
 /* FLAGS as the view holds them; a \Recent the view marks but whose text
    lacks it goes where Dovecot writes it, after the system flags. */
-static void write_flags(struct evbuffer *out, const struct fetch_message *message)
+static void write_flags(struct mime_buffer *out, const struct fetch_message *message)
 {
 	const char *flags = message->flags;
 	size_t system_end = 0;
 
 	if (!message->recent || strcasestr(flags, "\\Recent") != NULL) {
-		evbuffer_add(out, "FLAGS (", 7);
+		mime_buffer_append(out, "FLAGS (", 7);
 		out_add_text(out, flags);
-		evbuffer_add(out, ")", 1);
+		mime_buffer_append(out, ")", 1);
 		return;
 	}
 	for (const char *p = flags; *p != '\0';) {
@@ -585,24 +599,24 @@ static void write_flags(struct evbuffer *out, const struct fetch_message *messag
 		p += n;
 		p += strspn(p, " ");
 	}
-	evbuffer_add_printf(out, "FLAGS (%.*s%s\\Recent%s%s)", (int)system_end, flags, system_end > 0 ? " " : "",
+	mime_buffer_printf(out, "FLAGS (%.*s%s\\Recent%s%s)", (int)system_end, flags, system_end > 0 ? " " : "",
 			    flags[system_end] != '\0' && system_end == 0 ? " " : "", flags + system_end);
 }
 
 /* Writes a stored value item "NAME value". */
-static int write_stored(struct evbuffer *out, const struct fetch_source *source, const struct fetch_item *item,
+static int write_stored(struct mime_buffer *out, const struct fetch_source *source, const struct fetch_item *item,
 			enum cache_item value)
 {
 	if (!stored_has(source, value))
 		return -1;
 	out_add_text(out, item->name);
-	evbuffer_add(out, " ", 1);
-	evbuffer_add(out, source->stored->values[value].data, source->stored->values[value].size);
+	mime_buffer_append(out, " ", 1);
+	mime_buffer_append(out, source->stored->values[value].data, source->stored->values[value].size);
 	return 0;
 }
 
 /* BODY[] / RFC822 and partials of them, read straight from the store. */
-static int write_whole(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_whole(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	uint64_t offset, length;
 
@@ -617,7 +631,7 @@ static int write_whole(struct evbuffer *out, struct fetch_source *source, const 
 
 /* BODY[TEXT] / RFC822.TEXT: the message after its stored header block,
    else the library's TEXT of a message it reads as the upstream does. */
-static int write_text(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_text(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer text = { 0 };
 	uint64_t start, offset, length;
@@ -663,7 +677,7 @@ static void source_keep_fields(struct fetch_source *source, struct cache_value *
    answer's first such item is built by the plan's check and kept for the
    writer: the block is read once, not checked by the plan and read
    again by the writer. */
-static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_fields(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer *fields = &source->answer->scratch;
 	struct cache_value *kept = item == source->answer->fields_item ? source->fields : NULL;
@@ -691,7 +705,7 @@ static int write_fields(struct evbuffer *out, struct fetch_source *source, const
 }
 
 /* BODY[n...] for a message our library reads as the upstream does. */
-static int write_part(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_part(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer part = { 0 };
 	int ret;
@@ -708,7 +722,7 @@ static int write_part(struct evbuffer *out, struct fetch_source *source, const s
 /* BINARY[n]<partial>: "~{n}" when the part was decoded (Dovecot's
    "converted", whatever the bytes), else "{n}" (a part that is sent as
    it is holds no NUL here: see source_binary). */
-static int write_binary(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_binary(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer decoded = { 0 };
 	bool converted;
@@ -724,7 +738,7 @@ static int write_binary(struct evbuffer *out, struct fetch_source *source, const
 }
 
 /* BODY[HEADER] / RFC822.HEADER. */
-static int write_header(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_header(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	const unsigned char *header;
 	size_t len;
@@ -739,7 +753,7 @@ static int write_header(struct evbuffer *out, struct fetch_source *source, const
 
 /* A body item; with out NULL only checks that it can be written (the
    checks that need its bytes are done in full). */
-static int write_body_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_body_item(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	switch (item->source) {
 	case FETCH_SOURCE_WHOLE:
@@ -784,7 +798,7 @@ static const char *item_splice_name(const struct fetch_item *item)
 
 /* Writes the value the proxy's own FETCH captured for the message's
    item, under the client's name for it. Returns 0, -1 when none was. */
-static int write_captured(struct evbuffer *out, const struct fetch_source *source, const struct fetch_item *item)
+static int write_captured(struct mime_buffer *out, const struct fetch_source *source, const struct fetch_item *item)
 {
 	const unsigned char *value;
 	size_t len;
@@ -794,14 +808,14 @@ static int write_captured(struct evbuffer *out, const struct fetch_source *sourc
 		return -1;
 	if (out != NULL) {
 		out_add_text(out, item->name);
-		evbuffer_add(out, " ", 1);
-		evbuffer_add(out, value, len);
+		mime_buffer_append(out, " ", 1);
+		mime_buffer_append(out, value, len);
 	}
 	return 0;
 }
 
 /* One item; with out NULL only checks it (see write_body_item). */
-static int write_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_item(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	const struct fetch_message *message = source->message;
 
@@ -810,7 +824,7 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 	switch (item->kind) {
 	case FETCH_KIND_UID:
 		if (out != NULL) {
-			evbuffer_add(out, "UID ", 4);
+			mime_buffer_append(out, "UID ", 4);
 			out_add_number(out, message->uid);
 		}
 		return 0;
@@ -824,15 +838,15 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 		if (message->modseq == 0)
 			return -1;
 		if (out != NULL) {
-			evbuffer_add(out, "MODSEQ (", 8);
+			mime_buffer_append(out, "MODSEQ (", 8);
 			out_add_number(out, message->modseq);
-			evbuffer_add(out, ")", 1);
+			mime_buffer_append(out, ")", 1);
 		}
 		return 0;
 	case FETCH_KIND_SIZE:
 		if (stored_has(source, CACHE_ITEM_SIZE) || stored_has(source, CACHE_ITEM_MESSAGE)) {
 			if (out != NULL) {
-				evbuffer_add(out, "RFC822.SIZE ", 12);
+				mime_buffer_append(out, "RFC822.SIZE ", 12);
 				out_add_number(out, stored_has(source, CACHE_ITEM_SIZE) ? source->stored->size :
 											   source->stored->message_size);
 			}
@@ -924,28 +938,28 @@ static bool message_shows_set_flags(const struct fetch_answer *answer, const str
 }
 
 /* The "* n FETCH (...)" line of one message. */
-static int message_write(struct evbuffer *out, struct fetch_source *source)
+static int message_write(struct mime_buffer *out, struct fetch_source *source)
 {
 	const struct fetch_answer *answer = source->answer;
 
-	evbuffer_add(out, "* ", 2);
+	mime_buffer_append(out, "* ", 2);
 	out_add_number(out, source->message->seq);
-	evbuffer_add(out, " FETCH (", 8);
+	mime_buffer_append(out, " FETCH (", 8);
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (i > 0)
-			evbuffer_add(out, " ", 1);
+			mime_buffer_append(out, " ", 1);
 		if (i == answer->buffered_count && message_shows_set_flags(answer, source->message)) {
 			write_flags(out, source->message);
-			evbuffer_add(out, " ", 1);
+			mime_buffer_append(out, " ", 1);
 		}
 		if (write_item(out, source, &answer->items[i]) < 0)
 			return -1;
 	}
 	if (answer->item_count == answer->buffered_count && message_shows_set_flags(answer, source->message)) {
-		evbuffer_add(out, " ", 1);
+		mime_buffer_append(out, " ", 1);
 		write_flags(out, source->message);
 	}
-	evbuffer_add(out, ")\r\n", 3);
+	mime_buffer_append(out, ")\r\n", 3);
 	return 0;
 }
 
@@ -955,6 +969,8 @@ static int message_write(struct evbuffer *out, struct fetch_source *source)
    changed its flags too, its FLAGS as well (without CONDSTORE only then). */
 static void answer_write_seen_updates(const struct fetch_answer *answer, struct evbuffer *out)
 {
+	struct mime_buffer flags = { 0 };
+
 	for (size_t i = 0; i < answer->message_count; i++) {
 		const struct fetch_message *message = &answer->messages[i];
 
@@ -966,10 +982,14 @@ static void answer_write_seen_updates(const struct fetch_answer *answer, struct 
 		if (answer->condstore)
 			evbuffer_add_printf(out, "MODSEQ (%" PRIu64 ")%s", message->new_modseq,
 					    message->outside_change ? " " : "");
-		if (message->outside_change)
-			write_flags(out, message);
+		if (message->outside_change) {
+			mime_buffer_reset(&flags);
+			write_flags(&flags, message);
+			evbuffer_add(out, flags.data, flags.len);
+		}
 		evbuffer_add(out, ")\r\n", 3);
 	}
+	mime_buffer_free(&flags);
 }
 
 /* ---- the plan ---- */
@@ -1278,7 +1298,7 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 	while (answer->next < answer->message_count) {
 		struct fetch_chunk *chunk = &answer->chunk;
 		struct fetch_source source = { .answer = answer };
-		struct evbuffer *line = answer->line;
+		struct mime_buffer *line = &answer->line;
 		int ret;
 
 		if (limit > 0 && evbuffer_get_length(out) - start >= limit)
@@ -1293,15 +1313,16 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		source.message = &answer->messages[answer->next];
 		source.stored = &chunk->stored[answer->next - chunk->first];
 		source.fields = chunk->fields != NULL ? &chunk->fields[answer->next - chunk->first] : NULL;
-		if (line == NULL) /* one for every line: it is empty again after each */
-			line = answer->line = evbuffer_new();
-		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
+		mime_buffer_reset(line); /* one for every line, its memory reused */
+		ret = source.stored->uid == 0 ? -1 : message_write(line, &source);
 		if (ret == 0) /* a hit for each stored item it read */
 			cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
-						evbuffer_get_length(line));
+						line->len);
 		source_clear(&source);
 		if (ret == 0)
-			ret = evbuffer_add_buffer(out, line);
+			ret = evbuffer_add(out, line->data, line->len);
+		if (line->alloc > FETCH_LINE_KEPT_BYTES)
+			mime_buffer_free(line);
 		if (ret < 0)
 			return FETCH_WRITE_LOST;
 		answer->next++;
@@ -1524,8 +1545,7 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	*answer_p = NULL;
 	chunk_clear(&answer->chunk);
 	fetch_splice_free(&answer->splice_owned);
-	if (answer->line != NULL)
-		evbuffer_free(answer->line);
+	mime_buffer_free(&answer->line);
 	mime_buffer_free(&answer->scratch);
 	for (unsigned int i = 0; i < answer->item_count; i++)
 		fetch_item_free(&answer->items[i]);
