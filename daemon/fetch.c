@@ -226,10 +226,25 @@ static int answer_add_messages(struct fetch_answer *answer, const struct imap_co
 
 /* ---- stored values ---- */
 
+/* Frees what one message of a chunk holds: its values are one allocation
+   (chunk_collect), starting at the first one's data. */
+static void chunk_entry_clear(struct cache_message *entry)
+{
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
+		if (entry->values[item].data != NULL) {
+			free(entry->values[item].data);
+			break;
+		}
+	}
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++)
+		entry->values[item].data = NULL;
+	cache_message_clear(entry); /* the body, if any */
+}
+
 static void chunk_clear(struct fetch_chunk *chunk)
 {
 	for (size_t i = 0; i < chunk->count; i++) {
-		cache_message_clear(&chunk->stored[i]);
+		chunk_entry_clear(&chunk->stored[i]);
 		if (chunk->fields != NULL)
 			free(chunk->fields[i].data);
 	}
@@ -263,6 +278,8 @@ static void chunk_collect(const struct cache_message *message, void *context)
 	struct fetch_answer *answer = context;
 	struct fetch_chunk *chunk = &answer->chunk;
 	struct cache_message *copy;
+	unsigned char *block;
+	size_t total = 0;
 
 	while (chunk->cursor < chunk->count && answer->messages[chunk->first + chunk->cursor].uid < message->uid)
 		chunk->cursor++;
@@ -273,22 +290,31 @@ static void chunk_collect(const struct cache_message *message, void *context)
 	copy->body = NULL;
 	copy->present &= ~(unsigned int)((1u << CACHE_VALUE_ITEMS) - 1) | chunk->wanted;
 	chunk_keep_body(chunk, message, copy);
+	/* the values in one allocation, in item order, each with a NUL after it */
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
+		if ((copy->present & CACHE_HAS(item)) == 0 || chunk->without_values)
+			copy->values[item] = (struct cache_value){ 0 };
+		else
+			total += copy->values[item].size + 1;
+	}
+	block = total > 0 ? malloc(total) : NULL;
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
 		struct cache_value *value = &copy->values[item];
 
-		if ((copy->present & CACHE_HAS(item)) == 0 || chunk->without_values) {
-			*value = (struct cache_value){ 0 };
+		if (value->data == NULL)
+			continue;
+		if (block == NULL) { /* out of memory: counts as missing */
+			copy->present &= ~CACHE_HAS(item);
+			value->data = NULL;
 			continue;
 		}
-		value->data = malloc(value->size + 1);
-		if (value->data == NULL) {
-			copy->present &= ~CACHE_HAS(item); /* counts as missing */
-			continue;
-		}
-		chunk->kept_value_bytes += value->size + 1;
-		memcpy(value->data, message->values[item].data, value->size);
-		value->data[value->size] = '\0';
+		memcpy(block, message->values[item].data, value->size);
+		block[value->size] = '\0';
+		value->data = block;
+		block += value->size + 1;
 	}
+	if (total > 0 && block != NULL)
+		chunk->kept_value_bytes += total;
 }
 
 /* Starts an empty chunk for messages [first, first + count). Returns -1
@@ -344,7 +370,7 @@ static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, b
 static void chunk_drop(struct fetch_chunk *chunk, size_t from, size_t count)
 {
 	for (size_t i = from - chunk->first; i < from - chunk->first + count; i++) {
-		cache_message_clear(&chunk->stored[i]);
+		chunk_entry_clear(&chunk->stored[i]);
 		if (chunk->fields != NULL) {
 			free(chunk->fields[i].data);
 			chunk->fields[i] = (struct cache_value){ 0 };
