@@ -83,6 +83,7 @@ struct fetch_chunk {
 };
 
 #define FETCH_KEPT_BODY_BYTES (16u << 20) /* bodies a plan's lookup read and checked, kept for the writer; past it re-read */
+#define FETCH_BODY_EXTENTS 16 /* a kept body's chains copied per look */
 #define FETCH_LINE_KEPT_BYTES (256u << 10) /* a line's buffer kept for the next: larger ones are bodies, freed */
 #define FETCH_KEPT_VALUE_BYTES (32u << 20) /* what a plan read, kept for the writer: 10,000 messages' ENVELOPE and BODYSTRUCTURE or header blocks fit */
 
@@ -97,6 +98,7 @@ struct fetch_answer {
 	struct fetch_chunk chunk;
 	const struct fetch_item *fields_item; /* the first HEADER.FIELDS item: built once, by the plan's check */
 	struct mime_buffer line; /* the line being written, its memory reused (up to FETCH_LINE_KEPT_BYTES) */
+	struct evbuffer *pending; /* the line's start and body bytes, when a body is written (NULL until one is) */
 	struct mime_buffer scratch; /* a derived value being written, reused */
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;

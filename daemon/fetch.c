@@ -447,15 +447,65 @@ static struct mime_message *source_root(struct fetch_source *source)
 	return source->root;
 }
 
-/* Appends bytes [offset, offset + len) of the stored message. */
+/* Moves the line built so far to the answer's pending bytes, so that a
+   body's bytes can follow it there without passing through the line. */
+static struct evbuffer *line_flush_pending(struct fetch_answer *answer)
+{
+	if (answer->pending == NULL)
+		answer->pending = evbuffer_new();
+	if (answer->pending == NULL || evbuffer_add(answer->pending, answer->line.data, answer->line.len) < 0)
+		return NULL;
+	mime_buffer_reset(&answer->line);
+	return answer->pending;
+}
+
+/* Copies bytes [offset, offset + len) of body to out, once, chain by chain. */
+static int body_copy_range(struct evbuffer *body, struct evbuffer *out, uint64_t offset, uint64_t len)
+{
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec extents[FETCH_BODY_EXTENTS];
+
+	if (evbuffer_ptr_set(body, &at, (size_t)offset, EVBUFFER_PTR_SET) < 0)
+		return -1;
+	while (len > 0) {
+		int count = evbuffer_peek(body, (ev_ssize_t)len, &at, extents, FETCH_BODY_EXTENTS);
+
+		if (count <= 0)
+			return -1;
+		for (int i = 0; i < count && i < FETCH_BODY_EXTENTS && len > 0; i++) {
+			size_t take = extents[i].iov_len < len ? extents[i].iov_len : (size_t)len;
+
+			if (evbuffer_add(out, extents[i].iov_base, take) < 0)
+				return -1;
+			len -= take;
+			if (len > 0 && evbuffer_ptr_set(body, &at, take, EVBUFFER_PTR_ADD) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Appends bytes [offset, offset + len) of the stored message. To the
+   line being written (out is answer->line), a body not parsed goes by
+   the answer's pending bytes: copied once from the body the plan kept,
+   or moved from the store's read, never through the line. */
 static int source_append_range(struct fetch_source *source, struct mime_buffer *out, uint64_t offset, uint64_t len)
 {
 	struct fetch_answer *answer = source->answer;
-
-	struct evbuffer *piece;
+	struct evbuffer *kept = source->raw == NULL ? source_kept_body(source) : NULL;
+	struct evbuffer *piece, *pending;
 	int ret = -1;
 
-	if (source->raw == NULL && source->stored->body != NULL && source_load(source) < 0)
+	if (source->raw == NULL && out == &answer->line && len > 0) {
+		pending = line_flush_pending(answer);
+		if (pending == NULL)
+			return -1;
+		if (kept != NULL)
+			return body_copy_range(kept, pending, offset, len);
+		return cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, pending) ==
+				       1 ? 0 : -1;
+	}
+	if (kept != NULL && source_load(source) < 0)
 		return -1;
 	if (source->raw != NULL) {
 		mime_buffer_append(out, source->raw + offset, (size_t)len);
@@ -1317,6 +1367,22 @@ static unsigned int answer_read_items(const struct fetch_answer *answer)
 	return answer->wanted; /* with CACHE_ITEM_MESSAGE for the items that read the body */
 }
 
+/* Adds the line written (with the body bytes pending before it) to out,
+   counting a hit for each stored item it read. Returns 0, -1 when memory
+   runs out. */
+static int answer_line_add(struct fetch_answer *answer, struct evbuffer *out)
+{
+	size_t pending = answer->pending != NULL ? evbuffer_get_length(answer->pending) : 0;
+
+	cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
+				pending + answer->line.len);
+	if (pending == 0)
+		return evbuffer_add(out, answer->line.data, answer->line.len);
+	if (evbuffer_add(answer->pending, answer->line.data, answer->line.len) < 0)
+		return -1;
+	return evbuffer_add_buffer(out, answer->pending);
+}
+
 enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit)
 {
 	size_t start = evbuffer_get_length(out);
@@ -1341,12 +1407,10 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		source.fields = chunk->fields != NULL ? &chunk->fields[answer->next - chunk->first] : NULL;
 		mime_buffer_reset(line); /* one for every line, its memory reused */
 		ret = source.stored->uid == 0 ? -1 : message_write(line, &source);
-		if (ret == 0) /* a hit for each stored item it read */
-			cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
-						line->len);
 		source_clear(&source);
-		if (ret == 0)
-			ret = evbuffer_add(out, line->data, line->len);
+		ret = ret < 0 ? -1 : answer_line_add(answer, out);
+		if (ret < 0 && answer->pending != NULL) /* whole lines only */
+			evbuffer_drain(answer->pending, evbuffer_get_length(answer->pending));
 		if (line->alloc > FETCH_LINE_KEPT_BYTES)
 			mime_buffer_free(line);
 		if (ret < 0)
@@ -1572,6 +1636,8 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	chunk_clear(&answer->chunk);
 	fetch_splice_free(&answer->splice_owned);
 	mime_buffer_free(&answer->line);
+	if (answer->pending != NULL)
+		evbuffer_free(answer->pending);
 	mime_buffer_free(&answer->scratch);
 	for (unsigned int i = 0; i < answer->item_count; i++)
 		fetch_item_free(&answer->items[i]);
