@@ -607,10 +607,51 @@ static size_t feed_literal(struct imap_fetch_items *items, const unsigned char *
    of '"', '\\', CR, LF): they are taken in one go. */
 static size_t quoted_run(const unsigned char *data, size_t len)
 {
+	/* one load a byte: a quoted string's bytes are most of a FETCH line's */
+	static const bool ends_run[256] = { ['"'] = true, ['\\'] = true, ['\r'] = true, ['\n'] = true };
 	size_t run = 0;
 
-	while (run < len && data[run] != '"' && data[run] != '\\' && data[run] != '\r' && data[run] != '\n')
+	while (run < len && !ends_run[data[run]])
 		run++;
+	return run;
+}
+
+/* The length of the run of atom bytes at data: an atom value's (or,
+   outside brackets, a name's) bytes, taken in one go. */
+static size_t atom_run(const unsigned char *data, size_t len, bool name)
+{
+	size_t run = 0;
+
+	while (run < len && is_atom_byte(data[run]) && !(name && (data[run] == '[' || data[run] == ']')))
+		run++;
+	return run;
+}
+
+/* Takes a run of bytes the current state would add one by one without
+   leaving it (an atom's, a name's outside brackets, a quoted string's
+   plain ones). Returns how many (0: none, step() takes the byte). */
+static size_t feed_run(struct imap_fetch_items *items, const unsigned char *data, size_t len)
+{
+	struct byte_buffer *buffer = &items->value;
+	size_t max = IMAP_FETCH_ITEMS_VALUE_MAX, run;
+
+	switch (items->state) {
+	case STATE_QUOTED:
+		run = quoted_run(data, len);
+		break;
+	case STATE_ATOM:
+		run = atom_run(data, len, false);
+		break;
+	case STATE_NAME:
+		run = items->name_brackets == 0 ? atom_run(data, len, true) : 0;
+		buffer = &items->name;
+		max = IMAP_FETCH_ITEMS_NAME_MAX;
+		break;
+	default:
+		return 0;
+	}
+	if (run > 0 && !buffer_append(buffer, data, run, max))
+		fail(items, IMAP_FETCH_ITEMS_TOO_BIG);
 	return run;
 }
 
@@ -640,6 +681,7 @@ enum imap_fetch_items_result imap_fetch_items_feed(struct imap_fetch_items *item
 	size_t pos = 0;
 
 	while (pos < len && items->state != STATE_FAILED) {
+		size_t run;
 		int used;
 
 		if (items->state == STATE_LITERAL_HELD || items->state == STATE_LITERAL_STREAM) {
@@ -650,15 +692,10 @@ enum imap_fetch_items_result imap_fetch_items_feed(struct imap_fetch_items *item
 			fail(items, IMAP_FETCH_ITEMS_MALFORMED); /* bytes after the line's end */
 			break;
 		}
-		if (items->state == STATE_QUOTED) {
-			size_t run = quoted_run(data + pos, len - pos);
-
-			if (run > 0) {
-				if (!buffer_append(&items->value, data + pos, run, IMAP_FETCH_ITEMS_VALUE_MAX))
-					fail(items, IMAP_FETCH_ITEMS_TOO_BIG);
-				pos += run;
-				continue;
-			}
+		run = feed_run(items, data + pos, len - pos);
+		if (run > 0) {
+			pos += run;
+			continue;
 		}
 		while ((used = step(items, data[pos])) == 0)
 			;

@@ -486,10 +486,10 @@ static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint3
 	return result == 1 && expected != last + 1 ? 0 : result;
 }
 
-int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
+int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out)
 {
 	int rc = SQLITE_OK;
-	int result = size > 0 ? cache_body_read_chunks(cache, mailbox_id, uid, size, 0, size, NULL, &rc) : 1;
+	int result = size > 0 ? cache_body_read_chunks(cache, mailbox_id, uid, size, 0, size, out, &rc) : 1;
 
 	if (result < 0 && rc != SQLITE_OK) {
 		cache_fail(cache, rc, "checking a body");
@@ -611,4 +611,10 @@ int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint6
 	cache_body_note_read(cache, mailbox_id, uid);
 	cache_body_touch(cache, mailbox_id, uid, last_used);
 	return 1;
+}
+
+void cache_body_used(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	cache_body_note_read(cache, mailbox_id, uid);
+	cache_body_touch(cache, mailbox_id, uid, -1); /* last_used not known: a held use is not held twice */
 }

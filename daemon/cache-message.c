@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <assert.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -51,13 +52,27 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 }
 
 /* Writes one row of cache_store_fetched now. */
+static char *cache_flags_without_recent(const char *flags);
+
 static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t uid,
 			       const struct cache_fetched *fetched)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_STORE_FETCHED);
-	bool values = fetched->has_size;
+	/* with FLAGS, one statement writes them with the values (the second
+	   one per row was a third of a cold fill's writing) */
+	sqlite3_stmt *stmt =
+		cache_stmt(cache, fetched->flags != NULL ? CACHE_STMT_STORE_FETCHED_FLAGS : CACHE_STMT_STORE_FETCHED);
+	const char *flags = fetched->flags;
+	char *without_recent = NULL;
+	bool values = fetched->has_size || flags != NULL;
 	int result = 0;
 
+	if (flags != NULL && strcasestr(flags, "\\Recent") != NULL) {
+		flags = without_recent = cache_flags_without_recent(flags);
+		if (flags == NULL) {
+			log_error("cache %s: out of memory storing flags", cache->label);
+			return -1;
+		}
+	}
 	for (unsigned int item = 0; item < CACHE_SUMMED_ITEMS; item++) {
 		const struct cache_value *value = &fetched->values[item];
 
@@ -67,6 +82,10 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 	}
 	if (fetched->has_size)
 		sqlite3_bind_int64(stmt, 3 + CACHE_SUMMED_ITEMS, (int64_t)fetched->size);
+	if (flags != NULL) {
+		cache_bind_value(stmt, 4 + 2 * CACHE_SUMMED_ITEMS, flags, strlen(flags));
+		cache_bind_known(stmt, 5 + 2 * CACHE_SUMMED_ITEMS, fetched->modseq);
+	}
 	cache_bind_key(stmt, mailbox_id, uid);
 	if (values && cache_write_allowed(cache)) {
 		result = cache_run(cache, stmt, "storing a message's items");
@@ -74,8 +93,7 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 		sqlite3_clear_bindings(stmt);
 		result = values ? -1 : 0;
 	}
-	if (result == 0 && fetched->flags != NULL)
-		result = cache_store_flags(cache, mailbox_id, uid, fetched->flags, fetched->modseq);
+	free(without_recent);
 	return result;
 }
 
@@ -171,6 +189,15 @@ void cache_pending_flush(struct cache *cache)
 	}
 	(void)cache_batch_end(cache);
 	cache->pending_flushing = false;
+}
+
+/* Writes the held rows before a read (they count as stored); held uses
+   of bodies wait for their timer: a read sees nothing of them, and
+   writing them at every lookup cost read-200 a commit per read. */
+static void cache_pending_flush_rows(struct cache *cache)
+{
+	if (cache->pending != NULL)
+		cache_pending_flush(cache);
 }
 
 void cache_pending_drop(struct cache *cache)
@@ -357,10 +384,18 @@ static void cache_message_fill(struct cache *cache, int64_t mailbox_id, sqlite3_
 	}
 	if (sqlite3_column_type(stmt, CACHE_COLUMN_BODY_SIZE) == SQLITE_INTEGER) {
 		message->message_size = (uint64_t)sqlite3_column_int64(stmt, CACHE_COLUMN_BODY_SIZE);
-		if (!verify_body || cache_body_verify(cache, mailbox_id, message->uid, message->message_size) == 1)
+		/* the bytes checked are kept for a caller that asked for them (out of memory: only checked) */
+		if (verify_body && (values & CACHE_HAS(CACHE_ITEM_MESSAGE)) != 0)
+			message->body = evbuffer_new();
+		if (!verify_body ||
+		    cache_body_verify(cache, mailbox_id, message->uid, message->message_size, message->body) == 1) {
 			message->present |= CACHE_HAS(CACHE_ITEM_MESSAGE);
-		else
+		} else {
 			damaged |= CACHE_HAS(CACHE_ITEM_MESSAGE);
+			if (message->body != NULL)
+				evbuffer_free(message->body);
+			message->body = NULL;
+		}
 	}
 	message->damaged = damaged;
 	if (damaged != 0)
@@ -421,6 +456,8 @@ void cache_message_clear(struct cache_message *message)
 {
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++)
 		free(message->values[item].data);
+	if (message->body != NULL)
+		evbuffer_free(message->body);
 	memset(message, 0, sizeof(*message));
 }
 
@@ -442,6 +479,8 @@ static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_st
 		if (*next < count && uids[*next] == uid) {
 			cache_message_fill(cache, mailbox_id, stmt, verify_bodies, values, &message);
 			callback(&message, context);
+			if (message.body != NULL)
+				evbuffer_free(message.body);
 			(*calls)++;
 			(*next)++;
 		}
@@ -520,7 +559,7 @@ long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t
 
 	for (size_t i = 1; i < count; i++)
 		assert(uids[i] > uids[i - 1]);
-	cache_pending_flush(cache);
+	cache_pending_flush_rows(cache);
 	if (dense) {
 		cache_bind_key(stmt, mailbox_id, uids[0]);
 		sqlite3_bind_int64(stmt, 3, uids[count - 1]);
@@ -549,7 +588,7 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 	long calls = 0;
 	int rc;
 
-	cache_pending_flush(cache); /* held rows count as stored */
+	cache_pending_flush_rows(cache);
 	cache_bind_key(stmt, mailbox_id, first);
 	sqlite3_bind_int64(stmt, 3, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {

@@ -59,6 +59,7 @@ enum cache_stmt {
 	CACHE_STMT_STORE_SIZE,
 	CACHE_STMT_STORE_AGREES,
 	CACHE_STMT_STORE_FETCHED,
+	CACHE_STMT_STORE_FETCHED_FLAGS,
 	CACHE_STMT_MESSAGE_ENSURE,
 	CACHE_STMT_MESSAGE_DELETE,
 	CACHE_STMT_LOOKUP_ONE,
@@ -270,10 +271,11 @@ void cache_body_bytes_sub(struct cache *cache, int64_t size);
    body_bytes too. Returns 0 (also when there was none), or -1. */
 int cache_body_delete(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 /* Reads every piece of uid's complete body of size bytes and checks its
-   length and checksum. Returns 1 when sound, 0 when damaged (logged;
-   drop it with cache_body_drop_damaged once no statement is running),
-   -1 on error. */
-int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size);
+   length and checksum, appending the bytes to out (NULL: only checks).
+   Returns 1 when sound, 0 when damaged (logged; out may then hold a
+   part; drop it with cache_body_drop_damaged once no statement is
+   running), -1 on error. */
+int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out);
 /* Appends the whole complete body of uid (size bytes) to out, checked
    piece by piece, without counting it as a use. Returns 1, 0 when it is
    damaged or missing, -1 on error. */

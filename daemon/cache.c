@@ -45,6 +45,11 @@
 #define CACHE_KEEP_SUMMED(column) \
 	column " = coalesce(excluded." column ", " column "), " \
 	column "_sum = iif(excluded." column " IS NULL, " column "_sum, excluded." column "_sum)"
+/* What a stored row keeps of a fetched line's values: each one given replaces the stored one. */
+#define CACHE_KEEP_FETCHED \
+	CACHE_KEEP_SUMMED("internaldate") ", " CACHE_KEEP_SUMMED("envelope") ", " \
+	CACHE_KEEP_SUMMED("bodystructure") ", " CACHE_KEEP_SUMMED("body_item") ", " \
+	CACHE_KEEP_SUMMED("header") ", size = coalesce(excluded.size, size)"
 
 /* The bytes of bodies' sizes: total(), not sum(), so that damaged sizes
    (a row SQLite can't see is wrong) never fail with an integer overflow,
@@ -84,9 +89,13 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size, "
 		"internaldate_sum, envelope_sum, bodystructure_sum, body_item_sum, header_sum) "
 		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(mailbox_id, uid) DO UPDATE SET "
-		CACHE_KEEP_SUMMED("internaldate") ", " CACHE_KEEP_SUMMED("envelope") ", "
-		CACHE_KEEP_SUMMED("bodystructure") ", " CACHE_KEEP_SUMMED("body_item") ", "
-		CACHE_KEEP_SUMMED("header") ", size = coalesce(excluded.size, size)",
+		CACHE_KEEP_FETCHED,
+	/* the same with the line's FLAGS and MODSEQ, as CACHE_STMT_STORE_FLAGS stores them: one statement a row */
+	[CACHE_STMT_STORE_FETCHED_FLAGS] =
+		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size, "
+		"internaldate_sum, envelope_sum, bodystructure_sum, body_item_sum, header_sum, flags, modseq) "
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT(mailbox_id, uid) "
+		"DO UPDATE SET " CACHE_KEEP_FETCHED ", flags = excluded.flags, modseq = excluded.modseq",
 	[CACHE_STMT_MESSAGE_ENSURE] =
 		"INSERT INTO messages(mailbox_id, uid) VALUES(?1, ?2) ON CONFLICT(mailbox_id, uid) DO NOTHING",
 	[CACHE_STMT_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",

@@ -271,13 +271,14 @@ struct cache_message {
 	uint64_t modseq;
 	bool structure_agrees;
 	uint64_t message_size;    /* the whole message's bytes, with CACHE_HAS(CACHE_ITEM_MESSAGE) */
+	struct evbuffer *body;    /* its bytes, when a lookup was asked for them (cache_lookup_values); else NULL */
 };
 
 /* Fills *message_r (its values malloc'd: cache_message_clear them) with
    what is stored of uid. Returns 1 when the message has a row, 0 when not
    (or its row is unreadable: counts as missing), -1 on error. */
 int cache_lookup(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct cache_message *message_r);
-/* Frees message's values and zeroes it. */
+/* Frees message's values (and body) and zeroes it. */
 void cache_message_clear(struct cache_message *message);
 
 /* Called once per stored message; message and its values are SQLite's,
@@ -294,7 +295,11 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
 		       cache_lookup_fn *callback, void *context);
 /* cache_lookup_many reading only the values whose CACHE_HAS bit is in
    values (the others are absent from message, and not checked: a caller
-   that serves a few items pays for no other's checksum). */
+   that serves a few items pays for no other's checksum). With
+   CACHE_HAS(CACHE_ITEM_MESSAGE) in values, a lookup that checks bodies
+   whole (of a few UIDs) hands the bytes it checked in message->body: the
+   lookup's, valid during the call; a caller that keeps them moves them
+   out (evbuffer_add_buffer) and counts the read with cache_body_used. */
 long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
 			 unsigned int values, cache_lookup_fn *callback, void *context);
 
@@ -383,6 +388,9 @@ void cache_body_abort(struct cache_body_writer **writer);
    unreadable: counts as missing; out is then unchanged), -1 on error. */
 int cache_body_read(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t offset, uint64_t length,
 		    struct evbuffer *out);
+/* Counts a read of uid's body whose bytes came from a lookup
+   (cache_message.body) as a use, as cache_body_read does. */
+void cache_body_used(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 /* Returns 1 with *size_r when a complete body of uid is stored, 0 when
    not, -1 on error. */
 int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t *size_r);

@@ -392,6 +392,10 @@ int fetch_items_add(struct fetch_answer *answer, const struct imap_command *comm
 			answer->wanted |= wanted[answer->items[i].kind];
 		if (source == FETCH_SOURCE_HEADER || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_FIELDS)
 			answer->wanted |= CACHE_HAS(CACHE_ITEM_HEADER);
+		/* the bytes a lookup checks are then kept, not read again */
+		if (source == FETCH_SOURCE_WHOLE || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_PART ||
+		    source == FETCH_SOURCE_BINARY)
+			answer->wanted |= CACHE_HAS(CACHE_ITEM_MESSAGE);
 	}
 	return 1;
 }

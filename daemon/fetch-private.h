@@ -76,7 +76,16 @@ struct fetch_chunk {
 	size_t cursor;           /* the lookup's position while it runs */
 	unsigned int wanted;     /* CACHE_HAS of the values to copy */
 	bool without_values;     /* only what is present was kept, no value (the plan's check needs none) */
+	size_t kept_body_bytes;  /* of the bodies the lookup checked and handed over (stored[].body) */
+	size_t kept_value_bytes; /* of the values copied, and of fields */
+	struct cache_value *fields; /* per message, with answer->fields_item: its bytes as the plan's check built them
+				       (data NULL: not built) */
 };
+
+#define FETCH_KEPT_BODY_BYTES (16u << 20) /* bodies a plan's lookup read and checked, kept for the writer; past it re-read */
+#define FETCH_BODY_EXTENTS 16 /* a kept body's chains copied per look */
+#define FETCH_LINE_KEPT_BYTES (256u << 10) /* a line's buffer kept for the next: larger ones are bodies, freed */
+#define FETCH_KEPT_VALUE_BYTES (32u << 20) /* what a plan read, kept for the writer: 10,000 messages' ENVELOPE and BODYSTRUCTURE or header blocks fit */
 
 struct fetch_answer {
 	struct cache *cache;
@@ -87,7 +96,9 @@ struct fetch_answer {
 	size_t message_count, message_alloc;
 	size_t next;             /* the next message to write */
 	struct fetch_chunk chunk;
-	struct evbuffer *line;   /* the line being written, reused (NULL until the first) */
+	const struct fetch_item *fields_item; /* the first HEADER.FIELDS item: built once, by the plan's check */
+	struct mime_buffer line; /* the line being written, its memory reused (up to FETCH_LINE_KEPT_BYTES) */
+	struct evbuffer *pending; /* the line's start and body bytes, when a body is written (NULL until one is) */
 	struct mime_buffer scratch; /* a derived value being written, reused */
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;

@@ -15,6 +15,7 @@
 #include "mime-message.h"
 #include "mime-parser.h"
 
+#include <assert.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@ struct fetch_source {
 	struct mime_message *root;   /* raw parsed, on demand */
 	struct mime_buffer derived;  /* a header block derived from raw */
 	bool derived_header;
+	bool kept_body_used;         /* the use of stored->body is counted */
+	struct cache_value *fields;  /* the chunk's slot of answer->fields_item for the message, or NULL */
 	const char *why;             /* why the last item can't be written, when a check said */
 };
 
@@ -223,12 +226,50 @@ static int answer_add_messages(struct fetch_answer *answer, const struct imap_co
 
 /* ---- stored values ---- */
 
+/* Frees what one message of a chunk holds: its values are one allocation
+   (chunk_collect), starting at the first one's data. */
+static void chunk_entry_clear(struct cache_message *entry)
+{
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
+		if (entry->values[item].data != NULL) {
+			free(entry->values[item].data);
+			break;
+		}
+	}
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++)
+		entry->values[item].data = NULL;
+	cache_message_clear(entry); /* the body, if any */
+}
+
 static void chunk_clear(struct fetch_chunk *chunk)
 {
-	for (size_t i = 0; i < chunk->count; i++)
-		cache_message_clear(&chunk->stored[i]);
+	for (size_t i = 0; i < chunk->count; i++) {
+		chunk_entry_clear(&chunk->stored[i]);
+		if (chunk->fields != NULL)
+			free(chunk->fields[i].data);
+	}
 	free(chunk->stored);
+	free(chunk->fields);
 	*chunk = (struct fetch_chunk){ 0 };
+}
+
+/* Takes over the body the lookup read and checked, within FETCH_KEPT_BODY_BYTES
+   (the bytes move, no copy); else the writer reads it again. */
+static void chunk_keep_body(struct fetch_chunk *chunk, const struct cache_message *message, struct cache_message *copy)
+{
+	size_t len = message->body != NULL ? evbuffer_get_length(message->body) : 0;
+
+	if (message->body == NULL || chunk->without_values || len != message->message_size ||
+	    len > FETCH_KEPT_BODY_BYTES - chunk->kept_body_bytes)
+		return;
+	copy->body = evbuffer_new();
+	if (copy->body != NULL && evbuffer_add_buffer(copy->body, message->body) == 0) {
+		chunk->kept_body_bytes += len;
+		return;
+	}
+	if (copy->body != NULL)
+		evbuffer_free(copy->body);
+	copy->body = NULL;
 }
 
 /* Copies the wanted values of one message the lookup found. */
@@ -237,6 +278,8 @@ static void chunk_collect(const struct cache_message *message, void *context)
 	struct fetch_answer *answer = context;
 	struct fetch_chunk *chunk = &answer->chunk;
 	struct cache_message *copy;
+	unsigned char *block;
+	size_t total = 0;
 
 	while (chunk->cursor < chunk->count && answer->messages[chunk->first + chunk->cursor].uid < message->uid)
 		chunk->cursor++;
@@ -244,48 +287,95 @@ static void chunk_collect(const struct cache_message *message, void *context)
 		return;
 	copy = &chunk->stored[chunk->cursor];
 	*copy = *message;
+	copy->body = NULL;
 	copy->present &= ~(unsigned int)((1u << CACHE_VALUE_ITEMS) - 1) | chunk->wanted;
+	chunk_keep_body(chunk, message, copy);
+	/* the values in one allocation, in item order, each with a NUL after it */
+	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
+		if ((copy->present & CACHE_HAS(item)) == 0 || chunk->without_values)
+			copy->values[item] = (struct cache_value){ 0 };
+		else
+			total += copy->values[item].size + 1;
+	}
+	block = total > 0 ? malloc(total) : NULL;
 	for (unsigned int item = 0; item < CACHE_VALUE_ITEMS; item++) {
 		struct cache_value *value = &copy->values[item];
 
-		if ((copy->present & CACHE_HAS(item)) == 0 || chunk->without_values) {
-			*value = (struct cache_value){ 0 };
+		if (value->data == NULL)
+			continue;
+		if (block == NULL) { /* out of memory: counts as missing */
+			copy->present &= ~CACHE_HAS(item);
+			value->data = NULL;
 			continue;
 		}
-		value->data = malloc(value->size + 1);
-		if (value->data == NULL) {
-			copy->present &= ~CACHE_HAS(item); /* counts as missing */
-			continue;
-		}
-		memcpy(value->data, message->values[item].data, value->size);
-		value->data[value->size] = '\0';
+		memcpy(block, message->values[item].data, value->size);
+		block[value->size] = '\0';
+		value->data = block;
+		block += value->size + 1;
 	}
+	if (total > 0 && block != NULL)
+		chunk->kept_value_bytes += total;
 }
 
-/* Looks up the stored values of messages [first, first + count) (with
-   without_values, only which are present). Returns -1 on a store error. */
-static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
+/* Starts an empty chunk for messages [first, first + count). Returns -1
+   when memory runs out. */
+static int chunk_start(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
 {
 	struct fetch_chunk *chunk = &answer->chunk;
-	uint32_t *uids = malloc(count * sizeof(*uids));
-	long found;
 
 	chunk_clear(chunk);
-	chunk->stored = calloc(count, sizeof(*chunk->stored));
-	if (uids == NULL || chunk->stored == NULL) {
-		free(uids);
+	chunk->stored = calloc(count > 0 ? count : 1, sizeof(*chunk->stored));
+	if (answer->fields_item != NULL)
+		chunk->fields = calloc(count > 0 ? count : 1, sizeof(*chunk->fields));
+	if (chunk->stored == NULL || (answer->fields_item != NULL && chunk->fields == NULL))
 		return -1;
-	}
 	chunk->first = first;
 	chunk->count = count;
 	chunk->wanted = answer->wanted;
 	chunk->without_values = without_values;
+	return 0;
+}
+
+/* Looks up the stored values of the chunk's messages [from, from + count)
+   (with without_values, only which are present). Returns -1 on a store
+   error or when memory runs out. */
+static int chunk_lookup(struct fetch_answer *answer, size_t from, size_t count)
+{
+	struct fetch_chunk *chunk = &answer->chunk;
+	uint32_t *uids = malloc((count > 0 ? count : 1) * sizeof(*uids));
+	long found;
+
+	if (uids == NULL)
+		return -1;
+	assert(from >= chunk->first && from + count <= chunk->first + chunk->count);
+	chunk->cursor = from - chunk->first;
 	for (size_t i = 0; i < count; i++)
-		uids[i] = answer->messages[first + i].uid;
+		uids[i] = answer->messages[from + i].uid;
 	found = cache_lookup_values(answer->cache, answer->mailbox_id, uids, count, chunk->wanted, chunk_collect,
 				    answer);
 	free(uids);
 	return found < 0 ? -1 : 0;
+}
+
+/* Looks up messages [first, first + count) into a new chunk. Returns -1
+   on a store error or when memory runs out. */
+static int chunk_load(struct fetch_answer *answer, size_t first, size_t count, bool without_values)
+{
+	if (chunk_start(answer, first, count, without_values) < 0)
+		return -1;
+	return chunk_lookup(answer, first, count);
+}
+
+/* Frees what the chunk holds of messages [from, from + count). */
+static void chunk_drop(struct fetch_chunk *chunk, size_t from, size_t count)
+{
+	for (size_t i = from - chunk->first; i < from - chunk->first + count; i++) {
+		chunk_entry_clear(&chunk->stored[i]);
+		if (chunk->fields != NULL) {
+			free(chunk->fields[i].data);
+			chunk->fields[i] = (struct cache_value){ 0 };
+		}
+	}
 }
 
 /* ---- one message's bytes ---- */
@@ -310,15 +400,34 @@ static bool source_agrees(const struct fetch_source *source)
 	       source->stored->structure_agrees;
 }
 
+/* The body the plan's lookup kept for the message (counted as a use of
+   it the first time), or NULL: it is read from the store. */
+static struct evbuffer *source_kept_body(struct fetch_source *source)
+{
+	if (source->stored->body == NULL)
+		return NULL;
+	if (!source->kept_body_used)
+		cache_body_used(source->answer->cache, source->answer->mailbox_id, source->message->uid);
+	source->kept_body_used = true;
+	return source->stored->body;
+}
+
 /* Reads the whole stored message. Returns -1 when it is not there. */
 static int source_load(struct fetch_source *source)
 {
 	struct fetch_answer *answer = source->answer;
+	struct evbuffer *kept;
 
 	if (source->raw != NULL)
 		return 0;
 	if (!stored_has(source, CACHE_ITEM_MESSAGE))
 		return -1;
+	kept = source_kept_body(source);
+	if (kept != NULL) {
+		source->raw_len = evbuffer_get_length(kept);
+		source->raw = source->raw_len > 0 ? evbuffer_pullup(kept, -1) : (const unsigned char *)"";
+		return source->raw != NULL ? 0 : -1;
+	}
 	source->body = evbuffer_new();
 	if (source->body == NULL ||
 	    cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, 0, source->stored->message_size,
@@ -338,14 +447,84 @@ static struct mime_message *source_root(struct fetch_source *source)
 	return source->root;
 }
 
-/* Appends bytes [offset, offset + len) of the stored message. */
-static int source_append_range(struct fetch_source *source, struct evbuffer *out, uint64_t offset, uint64_t len)
+/* Moves the line built so far to the answer's pending bytes, so that a
+   body's bytes can follow it there without passing through the line. */
+static struct evbuffer *line_flush_pending(struct fetch_answer *answer)
+{
+	if (answer->pending == NULL)
+		answer->pending = evbuffer_new();
+	if (answer->pending == NULL || evbuffer_add(answer->pending, answer->line.data, answer->line.len) < 0)
+		return NULL;
+	mime_buffer_reset(&answer->line);
+	return answer->pending;
+}
+
+/* Copies bytes [offset, offset + len) of body to out, once, chain by chain. */
+static int body_copy_range(struct evbuffer *body, struct evbuffer *out, uint64_t offset, uint64_t len)
+{
+	struct evbuffer_ptr at;
+	struct evbuffer_iovec extents[FETCH_BODY_EXTENTS];
+
+	if (evbuffer_ptr_set(body, &at, (size_t)offset, EVBUFFER_PTR_SET) < 0)
+		return -1;
+	while (len > 0) {
+		int count = evbuffer_peek(body, (ev_ssize_t)len, &at, extents, FETCH_BODY_EXTENTS);
+
+		if (count <= 0)
+			return -1;
+		for (int i = 0; i < count && i < FETCH_BODY_EXTENTS && len > 0; i++) {
+			size_t take = extents[i].iov_len < len ? extents[i].iov_len : (size_t)len;
+
+			if (evbuffer_add(out, extents[i].iov_base, take) < 0)
+				return -1;
+			len -= take;
+			if (len > 0 && evbuffer_ptr_set(body, &at, take, EVBUFFER_PTR_ADD) < 0)
+				return -1;
+		}
+	}
+	return 0;
+}
+
+/* Appends bytes [offset, offset + len) of the stored message. To the
+   line being written (out is answer->line), a body not parsed goes by
+   the answer's pending bytes: copied once from the body the plan kept,
+   or moved from the store's read, never through the line. */
+static int source_append_range(struct fetch_source *source, struct mime_buffer *out, uint64_t offset, uint64_t len)
 {
 	struct fetch_answer *answer = source->answer;
+	struct evbuffer *kept = source->raw == NULL ? source_kept_body(source) : NULL;
+	struct evbuffer *piece, *pending;
+	int ret = -1;
 
-	if (source->raw != NULL)
-		return len > 0 ? evbuffer_add(out, source->raw + offset, (size_t)len) : 0;
-	return cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, out) == 1 ? 0 : -1;
+	if (source->raw == NULL && out == &answer->line && len > 0) {
+		pending = line_flush_pending(answer);
+		if (pending == NULL)
+			return -1;
+		if (kept != NULL)
+			return body_copy_range(kept, pending, offset, len);
+		return cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, pending) ==
+				       1 ? 0 : -1;
+	}
+	if (kept != NULL && source_load(source) < 0)
+		return -1;
+	if (source->raw != NULL) {
+		mime_buffer_append(out, source->raw + offset, (size_t)len);
+		return 0;
+	}
+	piece = evbuffer_new();
+	if (piece != NULL &&
+	    cache_body_read(answer->cache, answer->mailbox_id, source->message->uid, offset, len, piece) == 1) {
+		while (evbuffer_get_length(piece) > 0) { /* each of its chains copied once */
+			size_t run = (size_t)evbuffer_get_contiguous_space(piece);
+
+			mime_buffer_append(out, evbuffer_pullup(piece, (ev_ssize_t)run), run);
+			evbuffer_drain(piece, run);
+		}
+		ret = 0;
+	}
+	if (piece != NULL)
+		evbuffer_free(piece);
+	return ret;
 }
 
 /* The message's header block: the stored one, else (for a message our
@@ -376,7 +555,7 @@ static int source_header(struct fetch_source *source, const unsigned char **data
 static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 {
 	const struct cache_value *header = &source->stored->values[CACHE_ITEM_HEADER];
-	struct evbuffer *head;
+	struct mime_buffer head = { 0 };
 	bool prefix;
 
 	if (!stored_has(source, CACHE_ITEM_HEADER) || !stored_has(source, CACHE_ITEM_MESSAGE) ||
@@ -385,13 +564,9 @@ static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 	*offset_r = header->size;
 	if (source->raw != NULL)
 		return memcmp(source->raw, header->data, header->size) == 0;
-	head = evbuffer_new();
-	if (head == NULL)
-		return false;
-	prefix = source_append_range(source, head, 0, header->size) == 0 &&
-		 evbuffer_get_length(head) == header->size &&
-		 (header->size == 0 || memcmp(evbuffer_pullup(head, -1), header->data, header->size) == 0);
-	evbuffer_free(head);
+	prefix = source_append_range(source, &head, 0, header->size) == 0 && head.len == header->size &&
+		 (header->size == 0 || memcmp(head.data, header->data, header->size) == 0);
+	mime_buffer_free(&head);
 	return prefix;
 }
 
@@ -423,13 +598,13 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 
 /* Appends a C string (the writers add their pieces one by one: a
    printf per item cost more than the rest of a cached line). */
-static void out_add_text(struct evbuffer *out, const char *text)
+static void out_add_text(struct mime_buffer *out, const char *text)
 {
-	evbuffer_add(out, text, strlen(text));
+	mime_buffer_append(out, text, strlen(text));
 }
 
 /* Appends a number in decimal. */
-static void out_add_number(struct evbuffer *out, uint64_t number)
+static void out_add_number(struct mime_buffer *out, uint64_t number)
 {
 	char digits[20]; /* UINT64_MAX has 20 */
 	size_t start = sizeof(digits);
@@ -438,16 +613,16 @@ static void out_add_number(struct evbuffer *out, uint64_t number)
 		digits[--start] = (char)('0' + number % 10);
 		number /= 10;
 	} while (number > 0);
-	evbuffer_add(out, digits + start, sizeof(digits) - start);
+	mime_buffer_append(out, digits + start, sizeof(digits) - start);
 }
 
 /* Appends "NAME {n}\r\n" (literal8: "NAME ~{n}\r\n"). */
-static void out_add_literal_head(struct evbuffer *out, const char *name, bool literal8, uint64_t length)
+static void out_add_literal_head(struct mime_buffer *out, const char *name, bool literal8, uint64_t length)
 {
 	out_add_text(out, name);
 	out_add_text(out, literal8 ? " ~{" : " {");
 	out_add_number(out, length);
-	evbuffer_add(out, "}\r\n", 3);
+	mime_buffer_append(out, "}\r\n", 3);
 }
 
 /* The bytes [offset, offset + length) of size that a partial asks for. */
@@ -468,7 +643,7 @@ static void item_partial(const struct fetch_item *item, uint64_t size, uint64_t 
 }
 
 /* " NAME {n}\r\n" and the partial of data. */
-static void write_literal(struct evbuffer *out, const struct fetch_item *item, const unsigned char *data,
+static void write_literal(struct mime_buffer *out, const struct fetch_item *item, const unsigned char *data,
 			  size_t len, bool literal8)
 {
 	uint64_t offset, length;
@@ -476,20 +651,20 @@ static void write_literal(struct evbuffer *out, const struct fetch_item *item, c
 	item_partial(item, len, &offset, &length);
 	out_add_literal_head(out, item->name, literal8, length);
 	if (length > 0)
-		evbuffer_add(out, data + offset, (size_t)length);
+		mime_buffer_append(out, data + offset, (size_t)length);
 }
 
 /* FLAGS as the view holds them; a \Recent the view marks but whose text
    lacks it goes where Dovecot writes it, after the system flags. */
-static void write_flags(struct evbuffer *out, const struct fetch_message *message)
+static void write_flags(struct mime_buffer *out, const struct fetch_message *message)
 {
 	const char *flags = message->flags;
 	size_t system_end = 0;
 
 	if (!message->recent || strcasestr(flags, "\\Recent") != NULL) {
-		evbuffer_add(out, "FLAGS (", 7);
+		mime_buffer_append(out, "FLAGS (", 7);
 		out_add_text(out, flags);
-		evbuffer_add(out, ")", 1);
+		mime_buffer_append(out, ")", 1);
 		return;
 	}
 	for (const char *p = flags; *p != '\0';) {
@@ -500,24 +675,24 @@ static void write_flags(struct evbuffer *out, const struct fetch_message *messag
 		p += n;
 		p += strspn(p, " ");
 	}
-	evbuffer_add_printf(out, "FLAGS (%.*s%s\\Recent%s%s)", (int)system_end, flags, system_end > 0 ? " " : "",
+	mime_buffer_printf(out, "FLAGS (%.*s%s\\Recent%s%s)", (int)system_end, flags, system_end > 0 ? " " : "",
 			    flags[system_end] != '\0' && system_end == 0 ? " " : "", flags + system_end);
 }
 
 /* Writes a stored value item "NAME value". */
-static int write_stored(struct evbuffer *out, const struct fetch_source *source, const struct fetch_item *item,
+static int write_stored(struct mime_buffer *out, const struct fetch_source *source, const struct fetch_item *item,
 			enum cache_item value)
 {
 	if (!stored_has(source, value))
 		return -1;
 	out_add_text(out, item->name);
-	evbuffer_add(out, " ", 1);
-	evbuffer_add(out, source->stored->values[value].data, source->stored->values[value].size);
+	mime_buffer_append(out, " ", 1);
+	mime_buffer_append(out, source->stored->values[value].data, source->stored->values[value].size);
 	return 0;
 }
 
 /* BODY[] / RFC822 and partials of them, read straight from the store. */
-static int write_whole(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_whole(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	uint64_t offset, length;
 
@@ -532,7 +707,7 @@ static int write_whole(struct evbuffer *out, struct fetch_source *source, const 
 
 /* BODY[TEXT] / RFC822.TEXT: the message after its stored header block,
    else the library's TEXT of a message it reads as the upstream does. */
-static int write_text(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_text(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer text = { 0 };
 	uint64_t start, offset, length;
@@ -561,28 +736,52 @@ static int write_text(struct evbuffer *out, struct fetch_source *source, const s
 	return 0;
 }
 
+/* Keeps a copy of the HEADER.FIELDS bytes the plan's check built for the
+   writer (out of memory: not kept, the writer builds them again). */
+static void source_keep_fields(struct fetch_source *source, struct cache_value *kept, const struct mime_buffer *fields)
+{
+	kept->data = malloc(fields->len + 1);
+	if (kept->data == NULL)
+		return;
+	memcpy(kept->data, fields->data, fields->len);
+	kept->size = fields->len;
+	source->answer->chunk.kept_value_bytes += fields->len + 1;
+}
+
 /* HEADER.FIELDS (.NOT) of the message's header block, built in the
-   answer's scratch buffer (grown once, not for every message). */
-static int write_fields(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+   answer's scratch buffer (grown once, not for every message). The
+   answer's first such item is built by the plan's check and kept for the
+   writer: the block is read once, not checked by the plan and read
+   again by the writer. */
+static int write_fields(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer *fields = &source->answer->scratch;
+	struct cache_value *kept = item == source->answer->fields_item ? source->fields : NULL;
 	const unsigned char *header;
 	size_t header_len;
 
+	if (kept != NULL && kept->data != NULL) {
+		if (out != NULL)
+			write_literal(out, item, kept->data, kept->size, false);
+		return 0;
+	}
 	if (source_header(source, &header, &header_len) < 0)
 		return -1;
-	if (out == NULL)
+	if (out == NULL && kept == NULL)
 		return fetch_derive_header_is_plain(header, header_len) ? 0 : -1;
 	/* fetch_derive_fields checks that the block is plain itself */
 	mime_buffer_reset(fields);
 	if (fetch_derive_fields(header, header_len, item->section, fields) < 0)
 		return -1;
-	write_literal(out, item, fields->data, fields->len, false);
+	if (out == NULL)
+		source_keep_fields(source, kept, fields);
+	else
+		write_literal(out, item, fields->data, fields->len, false);
 	return 0;
 }
 
 /* BODY[n...] for a message our library reads as the upstream does. */
-static int write_part(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_part(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer part = { 0 };
 	int ret;
@@ -599,7 +798,7 @@ static int write_part(struct evbuffer *out, struct fetch_source *source, const s
 /* BINARY[n]<partial>: "~{n}" when the part was decoded (Dovecot's
    "converted", whatever the bytes), else "{n}" (a part that is sent as
    it is holds no NUL here: see source_binary). */
-static int write_binary(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_binary(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	struct mime_buffer decoded = { 0 };
 	bool converted;
@@ -615,7 +814,7 @@ static int write_binary(struct evbuffer *out, struct fetch_source *source, const
 }
 
 /* BODY[HEADER] / RFC822.HEADER. */
-static int write_header(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_header(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	const unsigned char *header;
 	size_t len;
@@ -630,7 +829,7 @@ static int write_header(struct evbuffer *out, struct fetch_source *source, const
 
 /* A body item; with out NULL only checks that it can be written (the
    checks that need its bytes are done in full). */
-static int write_body_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_body_item(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	switch (item->source) {
 	case FETCH_SOURCE_WHOLE:
@@ -675,7 +874,7 @@ static const char *item_splice_name(const struct fetch_item *item)
 
 /* Writes the value the proxy's own FETCH captured for the message's
    item, under the client's name for it. Returns 0, -1 when none was. */
-static int write_captured(struct evbuffer *out, const struct fetch_source *source, const struct fetch_item *item)
+static int write_captured(struct mime_buffer *out, const struct fetch_source *source, const struct fetch_item *item)
 {
 	const unsigned char *value;
 	size_t len;
@@ -685,14 +884,14 @@ static int write_captured(struct evbuffer *out, const struct fetch_source *sourc
 		return -1;
 	if (out != NULL) {
 		out_add_text(out, item->name);
-		evbuffer_add(out, " ", 1);
-		evbuffer_add(out, value, len);
+		mime_buffer_append(out, " ", 1);
+		mime_buffer_append(out, value, len);
 	}
 	return 0;
 }
 
 /* One item; with out NULL only checks it (see write_body_item). */
-static int write_item(struct evbuffer *out, struct fetch_source *source, const struct fetch_item *item)
+static int write_item(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
 	const struct fetch_message *message = source->message;
 
@@ -701,7 +900,7 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 	switch (item->kind) {
 	case FETCH_KIND_UID:
 		if (out != NULL) {
-			evbuffer_add(out, "UID ", 4);
+			mime_buffer_append(out, "UID ", 4);
 			out_add_number(out, message->uid);
 		}
 		return 0;
@@ -715,15 +914,15 @@ static int write_item(struct evbuffer *out, struct fetch_source *source, const s
 		if (message->modseq == 0)
 			return -1;
 		if (out != NULL) {
-			evbuffer_add(out, "MODSEQ (", 8);
+			mime_buffer_append(out, "MODSEQ (", 8);
 			out_add_number(out, message->modseq);
-			evbuffer_add(out, ")", 1);
+			mime_buffer_append(out, ")", 1);
 		}
 		return 0;
 	case FETCH_KIND_SIZE:
 		if (stored_has(source, CACHE_ITEM_SIZE) || stored_has(source, CACHE_ITEM_MESSAGE)) {
 			if (out != NULL) {
-				evbuffer_add(out, "RFC822.SIZE ", 12);
+				mime_buffer_append(out, "RFC822.SIZE ", 12);
 				out_add_number(out, stored_has(source, CACHE_ITEM_SIZE) ? source->stored->size :
 											   source->stored->message_size);
 			}
@@ -815,28 +1014,28 @@ static bool message_shows_set_flags(const struct fetch_answer *answer, const str
 }
 
 /* The "* n FETCH (...)" line of one message. */
-static int message_write(struct evbuffer *out, struct fetch_source *source)
+static int message_write(struct mime_buffer *out, struct fetch_source *source)
 {
 	const struct fetch_answer *answer = source->answer;
 
-	evbuffer_add(out, "* ", 2);
+	mime_buffer_append(out, "* ", 2);
 	out_add_number(out, source->message->seq);
-	evbuffer_add(out, " FETCH (", 8);
+	mime_buffer_append(out, " FETCH (", 8);
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		if (i > 0)
-			evbuffer_add(out, " ", 1);
+			mime_buffer_append(out, " ", 1);
 		if (i == answer->buffered_count && message_shows_set_flags(answer, source->message)) {
 			write_flags(out, source->message);
-			evbuffer_add(out, " ", 1);
+			mime_buffer_append(out, " ", 1);
 		}
 		if (write_item(out, source, &answer->items[i]) < 0)
 			return -1;
 	}
 	if (answer->item_count == answer->buffered_count && message_shows_set_flags(answer, source->message)) {
-		evbuffer_add(out, " ", 1);
+		mime_buffer_append(out, " ", 1);
 		write_flags(out, source->message);
 	}
-	evbuffer_add(out, ")\r\n", 3);
+	mime_buffer_append(out, ")\r\n", 3);
 	return 0;
 }
 
@@ -846,6 +1045,8 @@ static int message_write(struct evbuffer *out, struct fetch_source *source)
    changed its flags too, its FLAGS as well (without CONDSTORE only then). */
 static void answer_write_seen_updates(const struct fetch_answer *answer, struct evbuffer *out)
 {
+	struct mime_buffer flags = { 0 };
+
 	for (size_t i = 0; i < answer->message_count; i++) {
 		const struct fetch_message *message = &answer->messages[i];
 
@@ -857,10 +1058,14 @@ static void answer_write_seen_updates(const struct fetch_answer *answer, struct 
 		if (answer->condstore)
 			evbuffer_add_printf(out, "MODSEQ (%" PRIu64 ")%s", message->new_modseq,
 					    message->outside_change ? " " : "");
-		if (message->outside_change)
-			write_flags(out, message);
+		if (message->outside_change) {
+			mime_buffer_reset(&flags);
+			write_flags(&flags, message);
+			evbuffer_add(out, flags.data, flags.len);
+		}
 		evbuffer_add(out, ")\r\n", 3);
 	}
+	mime_buffer_free(&flags);
 }
 
 /* ---- the plan ---- */
@@ -1002,31 +1207,36 @@ static bool plan_check_reads_values(const struct fetch_answer *answer)
 	return false;
 }
 
-/* Checks every message of the answer against the store. An answer of one
-   chunk keeps it, with its values, for the writer, which then reads the
-   store no second time; a longer one is read again as it is written. */
+/* Checks every message of the answer against the store, a lookup per
+   FETCH_LOOKUP_CHUNK messages. The values read are kept for the writer,
+   which then reads the store no second time, while they stay within
+   FETCH_KEPT_VALUE_BYTES; past it, the rest are dropped once checked and
+   read again as they are written. */
 static int plan_check_messages(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
-	bool one_chunk = answer->message_count <= FETCH_LOOKUP_CHUNK;
-	bool without_values = !one_chunk && !plan_check_reads_values(answer);
+	struct fetch_chunk *chunk = &answer->chunk;
+	size_t kept_end = 0;
+	bool keeping = true;
 
+	if (chunk_start(answer, 0, answer->message_count, false) < 0)
+		return -1;
 	for (size_t first = 0; first < answer->message_count; first += FETCH_LOOKUP_CHUNK) {
 		size_t count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
 										      FETCH_LOOKUP_CHUNK;
 
-		if (chunk_load(answer, first, count, without_values) < 0) {
+		if (chunk_lookup(answer, first, count) < 0) {
 			*why_r = "the store could not be read";
 			return 0;
 		}
-		for (size_t i = 0; i < count; i++) {
-			struct fetch_message *message = &answer->messages[first + i];
-			struct fetch_source source = { .answer = answer, .message = message,
-						       .stored = &answer->chunk.stored[i] };
+		for (size_t i = first; i < first + count; i++) {
+			struct fetch_message *message = &answer->messages[i];
+			struct fetch_source source = { .answer = answer, .message = message, .stored = &chunk->stored[i],
+						       .fields = chunk->fields != NULL ? &chunk->fields[i] : NULL };
 			uint64_t spliced = 0;
-			bool ok = message_mark_missing(answer, message, &answer->chunk.stored[i], facts) ||
-				  (answer->chunk.stored[i].uid != 0 && message_check(&source, &spliced, why_r));
+			bool ok = message_mark_missing(answer, message, &chunk->stored[i], facts) ||
+				  (chunk->stored[i].uid != 0 && message_check(&source, &spliced, why_r));
 
-			if (answer->chunk.stored[i].uid == 0)
+			if (chunk->stored[i].uid == 0)
 				*why_r = "a message the store has nothing of";
 			source_clear(&source);
 			if (!ok)
@@ -1035,9 +1245,17 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 			if (spliced != 0 && answer->spliced_count++ == 0)
 				answer->splice_why = *why_r;
 		}
+		if (keeping && chunk->kept_value_bytes + chunk->kept_body_bytes <= FETCH_KEPT_VALUE_BYTES) {
+			kept_end = first + count;
+		} else {
+			keeping = false;
+			chunk_drop(chunk, first, count);
+			chunk->without_values = !plan_check_reads_values(answer);
+		}
 	}
-	if (!one_chunk)
-		chunk_clear(&answer->chunk);
+	chunk->count = kept_end; /* the messages past it hold nothing now */
+	if (kept_end == 0)
+		chunk_clear(chunk);
 	if (answer->missing_heavy_count * 2 > answer->message_count) {
 		*why_r = "most of its messages are not stored";
 		return 0;
@@ -1120,6 +1338,8 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 	answer->view = facts->view;
 	ret = fetch_items_add(answer, command, facts, why_r);
 	for (unsigned int i = 0; ret > 0 && i < answer->item_count; i++) {
+		if (answer->fields_item == NULL && answer->items[i].source == FETCH_SOURCE_FIELDS)
+			answer->fields_item = &answer->items[i];
 		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
 		answer->has_flags_item |= answer->items[i].kind == FETCH_KIND_FLAGS;
 		/* the spliced BINARY.SIZE leaves Dovecot a stream for BINARY[] */
@@ -1148,16 +1368,23 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 /* CACHE_HAS of the stored items a message's answer reads, for cache-stats. */
 static unsigned int answer_read_items(const struct fetch_answer *answer)
 {
-	unsigned int items = answer->wanted;
+	return answer->wanted; /* with CACHE_ITEM_MESSAGE for the items that read the body */
+}
 
-	for (unsigned int i = 0; i < answer->item_count; i++) {
-		enum fetch_source_kind source = answer->items[i].source;
+/* Adds the line written (with the body bytes pending before it) to out,
+   counting a hit for each stored item it read. Returns 0, -1 when memory
+   runs out. */
+static int answer_line_add(struct fetch_answer *answer, struct evbuffer *out)
+{
+	size_t pending = answer->pending != NULL ? evbuffer_get_length(answer->pending) : 0;
 
-		if (source == FETCH_SOURCE_WHOLE || source == FETCH_SOURCE_TEXT || source == FETCH_SOURCE_PART ||
-		    source == FETCH_SOURCE_BINARY)
-			items |= CACHE_HAS(CACHE_ITEM_MESSAGE);
-	}
-	return items;
+	cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
+				pending + answer->line.len);
+	if (pending == 0)
+		return evbuffer_add(out, answer->line.data, answer->line.len);
+	if (evbuffer_add(answer->pending, answer->line.data, answer->line.len) < 0)
+		return -1;
+	return evbuffer_add_buffer(out, answer->pending);
 }
 
 enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct evbuffer *out, size_t limit)
@@ -1167,7 +1394,7 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 	while (answer->next < answer->message_count) {
 		struct fetch_chunk *chunk = &answer->chunk;
 		struct fetch_source source = { .answer = answer };
-		struct evbuffer *line = answer->line;
+		struct mime_buffer *line = &answer->line;
 		int ret;
 
 		if (limit > 0 && evbuffer_get_length(out) - start >= limit)
@@ -1181,15 +1408,15 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 		}
 		source.message = &answer->messages[answer->next];
 		source.stored = &chunk->stored[answer->next - chunk->first];
-		if (line == NULL) /* one for every line: it is empty again after each */
-			line = answer->line = evbuffer_new();
-		ret = line == NULL || source.stored->uid == 0 ? -1 : message_write(line, &source);
-		if (ret == 0) /* a hit for each stored item it read */
-			cache_stats_count_items(answer->cache, answer->mailbox_id, answer_read_items(answer), true,
-						evbuffer_get_length(line));
+		source.fields = chunk->fields != NULL ? &chunk->fields[answer->next - chunk->first] : NULL;
+		mime_buffer_reset(line); /* one for every line, its memory reused */
+		ret = source.stored->uid == 0 ? -1 : message_write(line, &source);
 		source_clear(&source);
-		if (ret == 0)
-			ret = evbuffer_add_buffer(out, line);
+		ret = ret < 0 ? -1 : answer_line_add(answer, out);
+		if (ret < 0 && answer->pending != NULL) /* whole lines only */
+			evbuffer_drain(answer->pending, evbuffer_get_length(answer->pending));
+		if (line->alloc > FETCH_LINE_KEPT_BYTES)
+			mime_buffer_free(line);
 		if (ret < 0)
 			return FETCH_WRITE_LOST;
 		answer->next++;
@@ -1459,8 +1686,9 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	*answer_p = NULL;
 	chunk_clear(&answer->chunk);
 	fetch_splice_free(&answer->splice_owned);
-	if (answer->line != NULL)
-		evbuffer_free(answer->line);
+	mime_buffer_free(&answer->line);
+	if (answer->pending != NULL)
+		evbuffer_free(answer->pending);
 	mime_buffer_free(&answer->scratch);
 	for (unsigned int i = 0; i < answer->item_count; i++)
 		fetch_item_free(&answer->items[i]);

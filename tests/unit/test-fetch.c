@@ -4,6 +4,7 @@
 #include "unit.h"
 #include "unit-cache.h"
 #include "cache.h"
+#include "cache-private.h" /* CACHE_VERIFY_BODIES_MAX */
 #include "fetch.h"
 #include "fetch-derive.h"
 #include "fetch-splice.h"
@@ -637,14 +638,88 @@ static void test_writer(void)
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1000), FETCH_WRITE_DONE);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 1000), FETCH_WRITE_DONE);
 	fetch_answer_free(&plan);
-	/* a body evicted between plan and write */
+	/* a body the plan read and checked is written from those bytes, not
+	   read again: dropping it from the store between plan and write
+	   changes nothing */
 	evbuffer_drain(out, evbuffer_get_length(out));
 	parse_only("FETCH 1:2 (BODY.PEEK[]<0.4>)");
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, gone, 1), 0);
-	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
-	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	expect((const char *)evbuffer_pullup(out, -1), "* 1 FETCH (BODY[]<0> {4}\r\nSubj)\r\n* 2 FETCH (BODY[]<0> {4}\r\nSubj)\r\n");
 	fetch_answer_free(&plan);
+	fetch_answer_free(&plan);
+	evbuffer_free(out);
+	teardown();
+}
+
+/* An answer of more messages than one lookup takes is written from what
+   the plan read: the store is read once (gone from it between plan and
+   write, every line is still written), and HEADER.FIELDS is built once,
+   by the plan (a second HEADER.FIELDS item of the answer by the writer). */
+static void test_writer_reads_once(void)
+{
+	enum { COUNT = FETCH_LOOKUP_CHUNK + 5 };
+	uint32_t *uids = calloc(COUNT, sizeof(*uids));
+	struct evbuffer *out = evbuffer_new();
+	struct fetch_answer *plan;
+	const char *why, *text, *last;
+	char header[64], expected[256];
+	size_t lines = 0;
+
+	setup();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(uids);
+	for (uint32_t i = 0; i < COUNT; i++) {
+		uids[i] = 100 + i;
+		snprintf(header, sizeof(header), "Subject: %u\r\nX: y\r\n\r\n", (unsigned int)i);
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	parse_only("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids, COUNT), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	text = (const char *)evbuffer_pullup(out, -1);
+	for (const char *p = text; (p = strstr(p, " FETCH (")) != NULL; p++)
+		lines++;
+	CU_ASSERT_EQUAL(lines, COUNT);
+	snprintf(expected, sizeof(expected),
+		 "* %u FETCH (BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: %u\r\n\r\n "
+		 "BODY[HEADER.FIELDS.NOT (SUBJECT)] {8}\r\nX: y\r\n\r\n)\r\n",
+		 (unsigned int)COUNT, (unsigned int)COUNT - 1);
+	last = strstr(text, expected);
+	CU_ASSERT_PTR_NOT_NULL(last);
+	if (last != NULL)
+		CU_ASSERT_STRING_EQUAL(last, expected);
+	fetch_answer_free(&plan);
+	evbuffer_free(out);
+	free(uids);
+	teardown();
+}
+
+/* Past CACHE_VERIFY_BODIES_MAX messages the plan checks no body: the
+   writer reads each, and one evicted between plan and write is LOST. */
+static void test_writer_lost_body(void)
+{
+	uint32_t uids[CACHE_VERIFY_BODIES_MAX + 4] = { 1, 2, 5 };
+	const uint32_t gone[] = { 2 };
+	struct evbuffer *out = evbuffer_new();
+	struct fetch_answer *plan;
+	const char *why;
+
+	setup();
+	for (uint32_t i = 3; i < CACHE_VERIFY_BODIES_MAX + 4; i++) {
+		uids[i] = 7 + i;
+		store_message(uids[i], text1, header1, true);
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, CACHE_VERIFY_BODIES_MAX + 4), 0);
+	parse_only("UID FETCH 1:2,10:* (BODY.PEEK[]<0.4>)");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, gone, 1), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (UID 1 BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
 	fetch_answer_free(&plan);
 	evbuffer_free(out);
 	teardown();
@@ -856,6 +931,8 @@ const struct unit_test unit_tests[] = {
 	{ "partly stored: what lacks is fetched first", test_missing },
 	{ "FLAGS and \\Recent", test_flags },
 	{ "the writer's limit and a lost value", test_writer },
+	{ "a body not checked by the plan and gone before the write is lost", test_writer_lost_body },
+	{ "an answer of many lookups is written from what the plan read", test_writer_reads_once },
 	{ "no store, no view, not a FETCH", test_no_store },
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
 	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },
