@@ -58,6 +58,12 @@
 #define CACHE_BODY_BYTES_SUM "CAST(min(total(max(size, 0)), 9.0e18) AS INTEGER)"
 
 /* The SQL of each enum cache_stmt (cache-private.h). */
+/* A row's new MODSEQ when its flags are written: flags alone, the ones
+   stored, leave the row as it was (MODSEQ with its flags), so that what the
+   stored HIGHESTMODSEQ vouches for still holds. In both statements that
+   write flags. */
+#define CACHE_KEEP_MODSEQ "CASE WHEN excluded.modseq IS NULL AND flags IS excluded.flags THEN modseq ELSE excluded.modseq END"
+
 static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_BEGIN] = "BEGIN IMMEDIATE",
 	[CACHE_STMT_COMMIT] = "COMMIT",
@@ -80,9 +86,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_STORE_HEADER] = CACHE_STORE_SUMMED("header"),
 	[CACHE_STMT_STORE_FLAGS] =
 		"INSERT INTO messages(mailbox_id, uid, flags, modseq) VALUES(?1, ?2, ?3, ?4) "
-		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = "
-		/* flags alone, the ones stored: the row stays as it was, MODSEQ with its flags */
-		"CASE WHEN excluded.modseq IS NULL AND flags IS excluded.flags THEN modseq ELSE excluded.modseq END",
+		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET flags = excluded.flags, modseq = " CACHE_KEEP_MODSEQ,
 	[CACHE_STMT_STORE_SIZE] = CACHE_STORE_VALUE("size"),
 	[CACHE_STMT_STORE_AGREES] = CACHE_STORE_VALUE("structure_agrees"),
 	[CACHE_STMT_STORE_FETCHED] =
@@ -95,7 +99,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, body_item, header, size, "
 		"internaldate_sum, envelope_sum, bodystructure_sum, body_item_sum, header_sum, flags, modseq) "
 		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT(mailbox_id, uid) "
-		"DO UPDATE SET " CACHE_KEEP_FETCHED ", flags = excluded.flags, modseq = excluded.modseq",
+		"DO UPDATE SET " CACHE_KEEP_FETCHED ", flags = excluded.flags, modseq = " CACHE_KEEP_MODSEQ,
 	[CACHE_STMT_MESSAGE_ENSURE] =
 		"INSERT INTO messages(mailbox_id, uid) VALUES(?1, ?2) ON CONFLICT(mailbox_id, uid) DO NOTHING",
 	[CACHE_STMT_MESSAGE_DELETE] = "DELETE FROM messages WHERE mailbox_id = ?1 AND uid = ?2",

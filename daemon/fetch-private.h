@@ -130,4 +130,46 @@ int fetch_items_add(struct fetch_answer *answer, const struct imap_command *comm
 /* Frees an item's strings. */
 void fetch_item_free(struct fetch_item *item);
 
+/* ---- fetch-write.c: one message's line, from what the plan read ---- */
+
+/* One message while its line is checked or written. */
+struct fetch_source {
+	struct fetch_answer *answer;
+	const struct fetch_message *message;
+	const struct cache_message *stored;
+	struct evbuffer *body;       /* the whole stored message, read on demand */
+	const unsigned char *raw;
+	size_t raw_len;
+	struct mime_message *root;   /* raw parsed, on demand */
+	struct mime_buffer derived;  /* a header block derived from raw */
+	bool derived_header;
+	bool kept_body_used;         /* the use of stored->body is counted */
+	struct cache_value *fields;  /* the chunk's slot of answer->fields_item for the message, or NULL */
+	const char *why;             /* why the last item can't be written, when a check said */
+};
+
+/* Frees what a source read or derived for its message (the source is
+   reused for the next one). */
+void fetch_source_clear(struct fetch_source *source);
+/* Whether every item can be written for source's message, or fetched
+   alone by the splice step (*spliced_r: 1 << the index of each such
+   item); *why_r says why not when it can't. */
+bool fetch_message_check(struct fetch_source *source, uint64_t *spliced_r, const char **why_r);
+/* Writes source's message's line into out, its items in the answer's
+   order. Returns 0, or -1 when a value went away or memory ran out. */
+int fetch_message_write(struct mime_buffer *out, struct fetch_source *source);
+/* The trailing FETCH (FLAGS) lines of messages whose \Seen another
+   client set, as Dovecot sends them after the answer. */
+void fetch_write_seen_updates(const struct fetch_answer *answer, struct evbuffer *out);
+/* Whether item may be fetched alone upstream (the splice step), and the
+   name its value comes back under. */
+bool fetch_item_may_splice(const struct fetch_item *item);
+const char *fetch_item_splice_name(const struct fetch_item *item);
+
+/* ---- fetch.c's, for fetch-write.c ---- */
+
+/* Whether what item needs of a message is stored (present: CACHE_HAS
+   bits); whether it derives is fetch_message_check's. */
+bool fetch_item_is_stored(const struct fetch_item *item, unsigned int present);
+
 #endif
