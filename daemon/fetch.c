@@ -730,6 +730,20 @@ static bool message_is_unseen(const struct fetch_message *message)
 	return message->unseen;
 }
 
+/* Room for count UIDs and sequence numbers in *uids_r and *seqs_r
+   (both NULL when memory runs out: -1). */
+static int collect_alloc(size_t count, uint32_t **uids_r, uint32_t **seqs_r)
+{
+	*uids_r = malloc(count * sizeof(**uids_r));
+	*seqs_r = malloc(count * sizeof(**seqs_r));
+	if (*uids_r != NULL && *seqs_r != NULL)
+		return 0;
+	free(*uids_r);
+	free(*seqs_r);
+	*uids_r = *seqs_r = NULL;
+	return -1;
+}
+
 /* The UIDs and sequence numbers of the messages pick picks (malloc'd;
    NULL when none). Returns how many, -1 when memory runs out. */
 static long answer_collect(const struct fetch_answer *answer, bool (*pick)(const struct fetch_message *message),
@@ -742,14 +756,8 @@ static long answer_collect(const struct fetch_answer *answer, bool (*pick)(const
 		count += pick(&answer->messages[i]);
 	if (count == 0)
 		return 0;
-	*uids_r = malloc(count * sizeof(**uids_r));
-	*seqs_r = malloc(count * sizeof(**seqs_r));
-	if (*uids_r == NULL || *seqs_r == NULL) {
-		free(*uids_r);
-		free(*seqs_r);
-		*uids_r = *seqs_r = NULL;
+	if (collect_alloc(count, uids_r, seqs_r) < 0)
 		return -1;
-	}
 	count = 0;
 	for (size_t i = 0; i < answer->message_count; i++) {
 		if (pick(&answer->messages[i])) {
@@ -776,14 +784,8 @@ static long view_collect_without_modseq(const struct mailbox_view *view, uint32_
 	}
 	if (count == 0)
 		return 0;
-	*uids_r = malloc(count * sizeof(**uids_r));
-	*seqs_r = malloc(count * sizeof(**seqs_r));
-	if (*uids_r == NULL || *seqs_r == NULL) {
-		free(*uids_r);
-		free(*seqs_r);
-		*uids_r = *seqs_r = NULL;
+	if (collect_alloc(count, uids_r, seqs_r) < 0)
 		return -1;
-	}
 	count = 0;
 	for (uint32_t seq = 1; seq <= total; seq++) {
 		const struct mailbox_view_message *message = mailbox_view_get(view, seq);

@@ -499,6 +499,24 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 	return result;
 }
 
+/* The newest entry in state that a login with key may take (pooling on):
+   an idle one, or a held one with held data that no login waits for. */
+static struct upstream_pool_entry *upstream_pool_newest_match(const struct upstream_pool *pool,
+							      const struct upstream_pool_key *key,
+							      enum upstream_pool_entry_state state, uint64_t now)
+{
+	struct upstream_pool_entry *entry;
+
+	if (!upstream_pool_is_enabled(pool))
+		return NULL;
+	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
+		if (entry->state == state && upstream_pool_key_matches(pool, &entry->key, key, now) &&
+		    (state == UPSTREAM_POOL_ENTRY_IDLE || (entry->held_data != NULL && entry->waiter == NULL)))
+			return entry;
+	}
+	return NULL;
+}
+
 void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *key,
 			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size,
 			 bool *fresh_r)
@@ -507,12 +525,7 @@ void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *k
 	uint64_t now = upstream_pool_now(pool);
 	void *connection;
 
-	if (!upstream_pool_is_enabled(pool))
-		return NULL;
-	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
-		if (entry->state == UPSTREAM_POOL_ENTRY_IDLE && upstream_pool_key_matches(pool, &entry->key, key, now))
-			break;
-	}
+	entry = upstream_pool_newest_match(pool, key, UPSTREAM_POOL_ENTRY_IDLE, now);
 	if (entry == NULL)
 		return NULL;
 	log_info("upstream pool: reusing the connection of %s after %llu s idle", entry->key.label,
@@ -543,13 +556,7 @@ void *upstream_pool_take_held(struct upstream_pool *pool, struct upstream_pool_k
 	uint64_t now = upstream_pool_now(pool);
 	void *connection;
 
-	if (!upstream_pool_is_enabled(pool))
-		return NULL;
-	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
-		if (entry->state == UPSTREAM_POOL_ENTRY_HELD && entry->held_data != NULL && entry->waiter == NULL &&
-		    upstream_pool_key_matches(pool, &entry->key, key, now))
-			break;
-	}
+	entry = upstream_pool_newest_match(pool, key, UPSTREAM_POOL_ENTRY_HELD, now);
 	if (entry == NULL)
 		return NULL;
 	log_info("upstream pool: reusing the connection of %s at once, before its cleaning is answered",
