@@ -456,13 +456,19 @@ bool session_login_replay(struct session *session, const char *why)
 }
 
 /* The replay's next loop turn, the dead connection's commands all ended:
-   forwarding starts over, the kept command first in the client's input,
-   on a fresh login (session_login_accepted then sends no second OK). */
+   forwarding starts over on a fresh login (session_login_accepted then
+   sends no second OK), with the kept command first in the client's input
+   and the command waiting for the proof, if any, behind it. */
 static void session_login_replay_continue(struct session *session)
 {
 	struct evbuffer *input = bufferevent_get_input(session->bev);
 
 	session->replaying = false;
+	if (session->command_bytes != NULL && evbuffer_get_length(session->command_bytes) > 0) {
+		/* a command read and waiting for the proof: read again after the kept one */
+		session->bytes_in -= evbuffer_get_length(session->command_bytes);
+		evbuffer_prepend_buffer(input, session->command_bytes);
+	}
 	session_forward_reset(session);
 	if (session->replay != NULL) {
 		session->bytes_in -= evbuffer_get_length(session->replay); /* counted again when read again */

@@ -617,6 +617,32 @@ def test_proof_timeout(daemon, relay):
     daemon.wait_log(r"keeping the connection of %s on" % USER)
 
 
+def test_proof_waits_for_change(daemon, relay):
+    """A command that changes the mailboxes (CREATE) is not sent on a
+    connection whose proof has not answered: it waits, and once the proof
+    times out it runs on the fresh login, once (twice would answer NO
+    [ALREADYEXISTS]), and was not lost on the way."""
+    index = relay.accepted() - 1  # USER's pooled connection, the last one made
+    logout_held(daemon, relay, index, USER, PASS)
+    name = "proof-%d" % (time.monotonic_ns() % 1000000007)
+    c, lines = login(daemon.port, USER, PASS)
+    started = time.monotonic()
+    created = c.command("CREATE %s" % name)
+    elapsed = time.monotonic() - started
+    check("a CREATE first on an unproven connection waits for the proof, then runs once on a fresh login",
+          created[-1].startswith("p2 OK") and POOL_CHECK - 0.1 <= elapsed < POOL_CHECK + 5,
+          (created, elapsed, daemon.log()[-1500:]))
+    relay.release(index)
+    logout(c)
+    direct = Raw(PORT, greeting=True)
+    direct.command("LOGIN %s %s" % (quote(USER), quote(PASS)))
+    listed = direct.command('LIST "" %s' % name)
+    direct.command("DELETE %s" % name)
+    direct.close()
+    check("... and the mailbox is there", any(name in line for line in listed[:-1]), listed)
+    daemon.wait_log(r"keeping the connection of %s on" % USER)
+
+
 def test_proof_connection_lost(daemon, relay):
     """The connection taken while its UNSELECT is on the way is lost
     before the answer: the SELECT goes to a fresh login at once, not
@@ -676,8 +702,8 @@ def test_relay():
         check("the daemon learns what the relayed upstream offers before login",
               daemon.wait_log(r"upstream relay: offers before login") is not None, daemon.log()[-1500:])
         relay.start_counting()
-        run_steps((test_back_to_back, test_proof_timeout, test_proof_connection_lost, test_proof_client_leaves),
-                  daemon, relay)
+        run_steps((test_back_to_back, test_proof_timeout, test_proof_waits_for_change, test_proof_connection_lost,
+                   test_proof_client_leaves), daemon, relay)
     finally:
         status = daemon.stop()
         relay.close()
