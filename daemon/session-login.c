@@ -237,8 +237,6 @@ static void session_upstream_connected(struct imap_client *client, struct imap_c
 }
 
 static void session_login_connect(struct session *session, const struct conf_upstream *upstream);
-static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
-				   const char *why, void *context);
 
 /* The proof's own callback: its outcome is read from its tagged line
    (session_login_proof_line), an abort from the closed callback. */
@@ -332,10 +330,10 @@ static bool session_login_from_cleaning(struct session *session)
 }
 
 /* Keys the login for the pool (the secret as the client gave it) and
-   takes a matching pooled connection, or waits for one on its way back
-   to the pool (its session's LOGOUT still cleaning it). Returns true
-   when it did either: the login goes on there (session_login_pooled,
-   session_pool_wait_done). */
+   takes a matching pooled connection: an idle one, or one on its way back
+   to the pool (its session's LOGOUT still cleaning it). Returns true when
+   it did: the login goes on there (session_login_pooled,
+   session_login_from_cleaning). */
 static bool session_login_from_pool(struct session *session, const struct conf_upstream *upstream)
 {
 	char capabilities[UPSTREAM_POOL_CAPABILITY_MAX];
@@ -361,16 +359,7 @@ static bool session_login_from_pool(struct session *session, const struct conf_u
 		session_login_pooled(session, capabilities, text, fresh);
 		return true;
 	}
-	if (session_login_from_cleaning(session))
-		return true;
-	session->pool_waiter = upstream_pool_wait(session_pool, &session->pool_key, UPSTREAM_POOL_WAIT_MSECS,
-						  session_pool_wait_done, session);
-	if (session->pool_waiter == NULL)
-		return false;
-	log_debug("session %lu: login as %s: waiting for a connection to upstream %s on its way back to the pool",
-		  session->id, session->user, upstream->name);
-	session->state = SESSION_STATE_LOGIN;
-	return true;
+	return session_login_from_cleaning(session);
 }
 
 /* No pooled connection after all: the login goes to a new one with the
@@ -387,31 +376,6 @@ static void session_pool_login_anew(struct session *session)
 		return;
 	}
 	session_login_connect(session, upstream);
-}
-
-/* The connection the login waited for is back and answered just now, or
-   did not come (then a fresh login). */
-static void session_pool_wait_done(void *connection, const char *capabilities, const char *text,
-				   const char *why, void *context)
-{
-	struct session *session = context;
-
-	session->pool_waiter = NULL;
-	if (session->state == SESSION_STATE_CLOSING) {
-		/* the client left meanwhile: back to the pool with it, as it
-		   came (the pool's callbacks still set, just answered) */
-		if (connection != NULL)
-			upstream_pool_put(session_pool, &session->pool_key, connection, capabilities, text);
-		return;
-	}
-	if (connection == NULL) {
-		log_info("session %lu: login as %s: the pooled connection to upstream %s it waited for did not "
-			 "come (%s): logging in anew", session->id, session->user, session->upstream_name, why);
-		session_pool_login_anew(session);
-		return;
-	}
-	session->upstream = connection;
-	session_login_pooled(session, capabilities, text, true);
 }
 
 int session_login_proof_line(struct session *session, enum imap_client_raw_kind kind, const unsigned char *data,

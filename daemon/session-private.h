@@ -203,7 +203,6 @@ struct session {
 	bool replaying;                /* the dead connection is freed: the fresh login follows next turn */
 	bool login_answered;           /* the client has its tagged OK: a later login is the replay's */
 	struct event *login_timer;     /* connecting and logging in upstream must end within upstream_connect */
-	struct upstream_pool_waiter *pool_waiter; /* waiting for a connection on its way to the pool */
 	uint64_t pool_fresh_authenticated_at; /* pool_key's before a take changed it */
 	bool pool_state_changed;       /* state a pooled connection can't shed (session_line_changes_state) */
 

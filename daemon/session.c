@@ -168,7 +168,6 @@ static void session_free(struct session **session_p)
 	session_live_count--;
 	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
 	session_forward_free(session);
-	upstream_pool_cancel_wait(&session->pool_waiter);
 	session_wipe_credentials(session);
 	free(session->login_capabilities);
 	if (session->replay != NULL)

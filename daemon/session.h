@@ -71,13 +71,15 @@ struct upstream_pool;
 /* The pool the sessions take upstream connections from at login and give
    them back to at the client's LOGOUT (then answered here: "* BYE" and the
    tagged OK), when the connection is clean: nothing pending, no ENABLE or
-   LANGUAGE used, a selected mailbox left with UNSELECT. A login that
-   finds only a connection of its key still on its way back (being
-   cleaned) waits for it, at most UPSTREAM_POOL_WAIT_MSECS. A taken
-   connection that answered within UPSTREAM_POOL_FRESH_SECS is used as it
-   is; any other must answer a NOOP before the login is answered; one
-   that does not (within SESSION_POOL_CHECK_MSECS) is closed and the login
-   made afresh with the same credentials. NULL: no pooling. Not owned. */
+   LANGUAGE used, a selected mailbox left with UNSELECT. A login takes an
+   idle connection of its key, or one still on its way back (its cleaning
+   on the wire), and is answered at once. A connection that answered
+   within UPSTREAM_POOL_FRESH_SECS is used as it is; any other is proven
+   by the command ahead of the client's first one (a NOOP, or the
+   cleaning), and one that fails or does not answer within
+   SESSION_POOL_CHECK_MSECS is replaced by a fresh login with the same
+   credentials, the client's first command sent again. NULL: no pooling.
+   Not owned. */
 void session_set_upstream_pool(struct upstream_pool *pool);
 
 struct upstream_probe;

@@ -517,13 +517,28 @@ static struct upstream_pool_entry *upstream_pool_newest_match(const struct upstr
 	return NULL;
 }
 
+/* Gives a taken entry's connection to the login with key (which takes
+   the connection's authenticated_at); the entry is gone. */
+static void *upstream_pool_hand_over(struct upstream_pool *pool, struct upstream_pool_entry *entry,
+				     struct upstream_pool_key *key)
+{
+	bool was_busy = entry->state != UPSTREAM_POOL_ENTRY_IDLE;
+	void *connection = entry->connection;
+
+	key->authenticated_at = entry->key.authenticated_at;
+	upstream_pool_entry_free(pool, entry);
+	upstream_pool_schedule(pool);
+	if (was_busy && pool->busy == 0 && pool->idle_callback != NULL)
+		pool->idle_callback(pool->idle_context);
+	return connection;
+}
+
 void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *key,
 			 char *capabilities_r, size_t capabilities_size, char *text_r, size_t text_size,
 			 bool *fresh_r)
 {
 	struct upstream_pool_entry *entry;
 	uint64_t now = upstream_pool_now(pool);
-	void *connection;
 
 	entry = upstream_pool_newest_match(pool, key, UPSTREAM_POOL_ENTRY_IDLE, now);
 	if (entry == NULL)
@@ -532,12 +547,8 @@ void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *k
 		 (unsigned long long)(now - entry->pooled_at));
 	snprintf(capabilities_r, capabilities_size, "%s", entry->capabilities);
 	snprintf(text_r, text_size, "%s", entry->text);
-	key->authenticated_at = entry->key.authenticated_at;
 	*fresh_r = now - entry->pooled_at <= UPSTREAM_POOL_FRESH_SECS;
-	connection = entry->connection;
-	upstream_pool_entry_free(pool, entry);
-	upstream_pool_schedule(pool);
-	return connection;
+	return upstream_pool_hand_over(pool, entry, key);
 }
 
 bool upstream_pool_set_held_data(struct upstream_pool *pool, void *connection, void *data)
@@ -554,21 +565,14 @@ void *upstream_pool_take_held(struct upstream_pool *pool, struct upstream_pool_k
 {
 	struct upstream_pool_entry *entry;
 	uint64_t now = upstream_pool_now(pool);
-	void *connection;
 
 	entry = upstream_pool_newest_match(pool, key, UPSTREAM_POOL_ENTRY_HELD, now);
 	if (entry == NULL)
 		return NULL;
 	log_info("upstream pool: reusing the connection of %s at once, before its cleaning is answered",
 		 entry->key.label);
-	key->authenticated_at = entry->key.authenticated_at;
 	*held_data_r = entry->held_data;
-	connection = entry->connection;
-	upstream_pool_entry_free(pool, entry);
-	upstream_pool_schedule(pool);
-	if (pool->busy == 0 && pool->idle_callback != NULL)
-		pool->idle_callback(pool->idle_context);
-	return connection;
+	return upstream_pool_hand_over(pool, entry, key);
 }
 
 static void upstream_pool_wait_timeout(evutil_socket_t fd, short what, void *context)

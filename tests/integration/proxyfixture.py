@@ -325,6 +325,18 @@ class Raw:
         self.send(("%s %s\r\n" % (tag, text)).encode())
         return self.until_tagged(tag)
 
+    def exchange(self, command, tag=b"f"):
+        """Sends command (str or bytes) under tag; returns its responses as
+        bytes (literals included), Dovecot's timings cut from the tagged one."""
+        command = command.encode() if isinstance(command, str) else command
+        self.send(tag + b" " + command + b"\r\n")
+        responses = []
+        while True:
+            response = self.response()
+            if response.startswith(tag + b" "):
+                return responses + [TIMINGS_BYTES.sub(b"", response)]
+            responses.append(response)
+
     def command(self, text):
         """Sends text as a command under the next tag of p1, p2, ...;
         returns its lines, the tagged one last."""
@@ -465,7 +477,12 @@ def pump(a, b, flowing=None, delay=0.0):
             b.sendall(data)
     except OSError:
         pass
-    for s in (a, b):
+    shutdown_all((a, b))
+
+
+def shutdown_all(sockets):
+    """Shuts each socket down both ways, whatever state it is in."""
+    for s in sockets:
         try:
             s.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -505,11 +522,7 @@ class Forwarder:
                 threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     def cut(self):
-        for s in self.sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown_all(self.sockets)
 
     def close(self):
         self.cut()
@@ -755,11 +768,7 @@ class Relay:
 
     @staticmethod
     def _cut(sockets):
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown_all(sockets)
 
     def close(self):
         self.listener.close()
@@ -769,6 +778,16 @@ class Relay:
         self._cut(sockets)
         for s in sockets:
             s.close()
+
+
+def difference(got, want):
+    """Where two lists of responses (bytes) part, for a failed check."""
+    for i, (a, b) in enumerate(zip(got, want)):
+        if a != b:
+            at = next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), min(len(a), len(b)))
+            return "response %d at byte %d: got %r, want %r" % (i, at, a[max(0, at - 40):at + 40],
+                                                                b[max(0, at - 40):at + 40])
+    return "got %d responses, want %d (last: %r / %r)" % (len(got), len(want), got[-1:], want[-1:])
 
 
 def quote(text):

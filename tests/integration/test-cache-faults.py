@@ -37,8 +37,8 @@ import time
 import urllib.parse
 
 from checks import check, summary
-from proxyfixture import (MANIFEST, PASS, PASS2, PORT, TIMINGS, USER, USER2, WAIT, Daemon, Raw, quote, run_steps,
-                          upstream_dovecot)
+from proxyfixture import (MANIFEST, PASS, PASS2, PORT, TIMINGS, USER, USER2, WAIT, Daemon, Raw, difference, quote,
+                          run_steps, upstream_dovecot)
 
 tmp = tempfile.mkdtemp(prefix="test-cache-faults.")
 os.chmod(tmp, 0o755)  # the daemon's user reads its configuration here
@@ -124,14 +124,6 @@ def exchange(conn, command, until_closed=False):
             responses.append(TIMINGS_BYTES.sub(b"", response))
             return responses
         responses.append(response)
-
-
-def difference(got, want):
-    """Where two exchanges part, for a failed check."""
-    for i, (a, b) in enumerate(zip(got, want)):
-        if a != b:
-            return "response %d: got %r, want %r" % (i, a[:300], b[:300])
-    return "got %d responses, want %d (last: %r / %r)" % (len(got), len(want), got[-1:], want[-1:])
 
 
 def same(name, via, direct, command):

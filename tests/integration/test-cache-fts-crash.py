@@ -35,7 +35,7 @@ import time
 import urllib.parse
 
 from checks import check, summary
-from proxyfixture import PASS, PORT, TIMINGS_BYTES, USER, WAIT, Daemon, Raw, quote, upstream_dovecot
+from proxyfixture import PASS, PORT, USER, WAIT, Daemon, Raw, difference, quote, upstream_dovecot
 
 COPIES = int(os.environ.get("IMAPTEST_FTS_COPIES", "4"))  # the corpus (6.8 MB) this many times: seconds of indexing
 MAILBOX = "Big"
@@ -72,27 +72,6 @@ def connect(port, verb):
         if not line.startswith("s OK"):
             raise RuntimeError("%s: %s" % (command, line))
     return conn
-
-
-def exchange(conn, command):
-    """command's responses as bytes (the tag "f"), Dovecot's timings cut from the tagged one."""
-    conn.send(b"f " + command + b"\r\n")
-    responses = []
-    while True:
-        response = conn.response()
-        if response.startswith(b"f "):
-            return responses + [TIMINGS_BYTES.sub(b"", response)]
-        responses.append(response)
-
-
-def difference(got, want):
-    """Where two answers part (short, for a failed check)."""
-    for i, (a, b) in enumerate(zip(got, want)):
-        if a != b:
-            at = next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), min(len(a), len(b)))
-            return "response %d at byte %d: got %r, want %r" % (i, at, a[max(0, at - 40):at + 40],
-                                                                b[max(0, at - 40):at + 40])
-    return "got %d responses, want %d" % (len(got), len(want))
 
 
 def search_command(uid, key, text):
@@ -174,7 +153,7 @@ def fill_and_kill(cache, count):
     daemon = start(cache)
     try:
         conn = connect(daemon.port, "SELECT")  # stays logged in: the store (and its indexing) lives with a session
-        answer = exchange(conn, FILL)
+        answer = conn.exchange(FILL)
         check("the fill of %d messages ended OK" % count, answer[-1].startswith(b"f OK"), answer[-1])
         store = Store(store_path(cache))
         deadline, seen = time.monotonic() + WAIT * 3, (0, 0)
@@ -222,7 +201,7 @@ def searches_while_indexing(daemon, via, direct, store, count):
         command = search_command(n % 2 == 1, b"TEXT" if n % 3 else b"BODY", text)
         n += 1
         before = daemon.count_log(ROUTE_LINE)
-        got, want = exchange(via, command), exchange(direct, command)
+        got, want = via.exchange(command), direct.exchange(command)
         complete, indexed = store.progress()
         line = routed(daemon, before)
         if indexed < complete:
@@ -244,7 +223,7 @@ def searches_indexed(daemon, via, direct):
     local = 0
     for command in commands:
         before, local_before = daemon.count_log(ROUTE_LINE), daemon.count_log(LOCAL_LINE)
-        got, want = exchange(via, command), exchange(direct, command)
+        got, want = via.exchange(command), direct.exchange(command)
         routed(daemon, before)
         is_local = daemon.count_log(LOCAL_LINE) > local_before
         local += is_local

@@ -27,7 +27,7 @@ import tempfile
 import threading
 
 from checks import check, summary
-from proxyfixture import HOST, PASS, PORT, TIMINGS_BYTES, USER, WAIT, Daemon, Raw, quote
+from proxyfixture import HOST, PASS, PORT, USER, WAIT, Daemon, Raw, difference, quote, shutdown_all
 
 # The proxy's own \Seen STORE (session-own.c): its tag, a set, "+FLAGS (\Seen)".
 SEEN_STORE = re.compile(rb"^(\S+) STORE [0-9:,*]+ \+FLAGS(?:\.SILENT)? \(\\Seen\)$", re.I)
@@ -79,7 +79,7 @@ class SeenRefuser:
                     down.sendall(data)
         except OSError:
             pass
-        SeenRefuser._shut(up, down)
+        shutdown_all((up, down))
 
     def _up(self, down, up, lock):
         """Passes the daemon's lines on, but its \\Seen STOREs while refusing.
@@ -105,19 +105,11 @@ class SeenRefuser:
                     up.sendall(line + b"\r\n")
         except OSError:
             pass
-        SeenRefuser._shut(down, up)
-
-    @staticmethod
-    def _shut(*sockets):
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shutdown_all((down, up))
 
     def close(self):
         self.listener.close()
-        self._shut(*self.sockets)
+        shutdown_all(self.sockets)
 
 
 def connect(port, verb, enable=None):
@@ -130,28 +122,10 @@ def connect(port, verb, enable=None):
     return conn
 
 
-def exchange(conn, command):
-    """command's responses as bytes (tag "f"), Dovecot's timings cut from the tagged one."""
-    conn.send(b"f " + command.encode() + b"\r\n")
-    responses = []
-    while True:
-        response = conn.response()
-        if response.startswith(b"f "):
-            return responses + [TIMINGS_BYTES.sub(b"", response)]
-        responses.append(response)
-
-
-def difference(got, want):
-    for i, (a, b) in enumerate(zip(got, want)):
-        if a != b:
-            return "response %d: got %r, want %r" % (i, a[:200], b[:200])
-    return "got %d responses, want %d (%r / %r)" % (len(got), len(want), got[-1:], want[-1:])
-
-
 def flags_of(conn, uids):
     """{uid: flags text} from a direct UID FETCH FLAGS."""
     out = {}
-    for response in exchange(conn, "UID FETCH %s (FLAGS)" % ",".join(map(str, uids)))[:-1]:
+    for response in conn.exchange("UID FETCH %s (FLAGS)" % ",".join(map(str, uids)))[:-1]:
         m = re.search(rb"UID (\d+)", response)
         f = re.search(rb"FLAGS \(([^)]*)\)", response)
         if m and f:
@@ -160,7 +134,7 @@ def flags_of(conn, uids):
 
 
 def seq_of(conn, uid):
-    response = exchange(conn, "UID FETCH %d (UID)" % uid)[0]
+    response = conn.exchange("UID FETCH %d (UID)" % uid)[0]
     return int(response.split()[1])
 
 
@@ -172,7 +146,7 @@ class Case:
         """command through the proxy (its STORE refused) against peek direct;
         unseen: the UIDs whose \\Seen the FETCH would set."""
         refused, local = len(self.relay.refused), self.daemon.count_log(FROM_CACHE)
-        got, want = exchange(self.via, command), exchange(self.direct, peek)
+        got, want = self.via.exchange(command), self.direct.exchange(peek)
         check("%s: the answer equals Dovecot's to %s" % (name, peek), got == want, difference(got, want))
         check("... no FLAGS in it, \\Seen not claimed", not any(b"FLAGS" in r for r in got[:-1]), got[:2])
         check("... the relay refused the proxy's \\Seen STORE (%d)" % (len(self.relay.refused) - refused),
@@ -184,8 +158,8 @@ class Case:
         direct_flags = flags_of(self.direct, uids)
         check("... Dovecot's flags have no \\Seen where it was refused",
               all("\\Seen" not in direct_flags[u] for u in unseen), direct_flags)
-        got, want = exchange(self.via, "UID FETCH %s (FLAGS)" % ",".join(map(str, uids))), \
-            exchange(self.direct, "UID FETCH %s (FLAGS)" % ",".join(map(str, uids)))
+        got, want = self.via.exchange("UID FETCH %s (FLAGS)" % ",".join(map(str, uids))), \
+            self.direct.exchange("UID FETCH %s (FLAGS)" % ",".join(map(str, uids)))
         check("... the flags the proxy tells afterwards equal Dovecot's", got == want, difference(got, want))
 
 
@@ -196,12 +170,12 @@ def main():
     try:
         direct = connect(PORT, "EXAMINE")
         via = connect(daemon.port, "SELECT")
-        unseen = [int(x) for x in exchange(direct, "UID SEARCH UNSEEN")[0].split()[2:]]
-        seen = [int(x) for x in exchange(direct, "UID SEARCH SEEN")[0].split()[2:]]
+        unseen = [int(x) for x in direct.exchange("UID SEARCH UNSEEN")[0].split()[2:]]
+        seen = [int(x) for x in direct.exchange("UID SEARCH SEEN")[0].split()[2:]]
         if len(unseen) < 8 or len(seen) < 2:
             raise RuntimeError("the corpus has too few unseen or seen messages: %d, %d" % (len(unseen), len(seen)))
         warm = ",".join(map(str, unseen[:8] + seen[:2]))
-        answer = exchange(via, "UID FETCH %s (BODY.PEEK[] BODYSTRUCTURE FLAGS)" % warm)
+        answer = via.exchange("UID FETCH %s (BODY.PEEK[] BODYSTRUCTURE FLAGS)" % warm)
         check("the store holds the messages' bodies and structure", answer[-1].startswith(b"f OK"), answer[-1])
         case = Case(daemon, relay, via, direct)
         u = unseen
@@ -234,7 +208,7 @@ def main():
         # control: the same path with the STORE let through sets \Seen and says so
         relay.refusing = False
         passed, local = len(relay.passed), daemon.count_log(FROM_CACHE)
-        got = exchange(via, "UID FETCH %d BODY[]" % u[7])
+        got = via.exchange("UID FETCH %d BODY[]" % u[7])
         check("control: with the STORE let through, the answer claims \\Seen",
               any(b"\\Seen" in r and b"FLAGS" in r for r in got[:-1]) and got[-1].startswith(b"f OK"), got[:1])
         check("... after the proxy's STORE went upstream, answered from the cache",

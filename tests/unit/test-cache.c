@@ -828,6 +828,22 @@ static int store_fetched(struct cache *cache, int64_t mailbox_id, uint32_t uid, 
 	return cache_store_fetched(cache, mailbox_id, uid, &fetched);
 }
 
+/* alice's store on base's event loop (held rows and batches need one),
+   its file's path and INBOX (UIDVALIDITY 1), after setup(). */
+static struct cache *open_on_loop(struct cache_settings *s, struct event_base *base, char **path_r,
+				  struct cache_mailbox *inbox_r)
+{
+	struct cache *cache;
+	const char *error;
+
+	s->base = base;
+	cache = cache_open(s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	*path_r = account_path("up", "alice");
+	*inbox_r = open_mailbox(cache, "INBOX", 1);
+	return cache;
+}
+
 static void test_held_rows(void)
 {
 	struct event_base *base = event_base_new();
@@ -835,17 +851,12 @@ static void test_held_rows(void)
 	struct cache_message message;
 	struct cache_mailbox mailbox;
 	struct cache *cache;
-	const char *error;
 	char envelope[1024];
 	char *path;
 	uint32_t uid;
 
 	setup();
-	s.base = base;
-	cache = cache_open(&s, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	path = account_path("up", "alice");
-	mailbox = open_mailbox(cache, "INBOX", 1);
+	cache = open_on_loop(&s, base, &path, &mailbox);
 
 	/* Held: not in the file yet, but every read of this process sees it. */
 	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 1, "(env)", "\\Seen \\Recent"), 0);
@@ -913,16 +924,11 @@ static void test_batch_held(void)
 	struct cache_body_writer *writer;
 	unsigned char *body;
 	uint64_t sizes[2] = { 0 };
-	const char *error;
 	char *path;
 	int owner, other; /* two sessions */
 
 	setup();
-	s.base = base;
-	cache = cache_open(&s, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	path = account_path("up", "alice");
-	mailbox = open_mailbox(cache, "INBOX", 1);
+	cache = open_on_loop(&s, base, &path, &mailbox);
 
 	cache_batch_begin_for(cache, &owner);
 	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 1, 10), 0);
@@ -1452,17 +1458,12 @@ static void test_body_use_held(void)
 	struct evbuffer *out = evbuffer_new();
 	struct cache_mailbox mailbox;
 	struct cache *cache;
-	const char *error;
 	char *path;
 
 	setup();
-	s.base = base;
 	s.wall_now = held_wall_now;
 	s.body_budget = 3 * CHUNK;
-	cache = cache_open(&s, "up", "alice", &error);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
-	path = account_path("up", "alice");
-	mailbox = open_mailbox(cache, "INBOX", 1);
+	cache = open_on_loop(&s, base, &path, &mailbox);
 	for (uint32_t uid = 1; uid <= 3; uid++) {
 		held_wall = 100 + uid;
 		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, CHUNK, CHUNK), 0);
