@@ -161,6 +161,9 @@ class Case:
         got, want = self.via.exchange("UID FETCH %s (FLAGS)" % ",".join(map(str, uids))), \
             self.direct.exchange("UID FETCH %s (FLAGS)" % ",".join(map(str, uids)))
         check("... the flags the proxy tells afterwards equal Dovecot's", got == want, difference(got, want))
+        # the next case counts log lines from here: this FETCH's own line must be in first
+        check("... and were answered from the view", self.daemon.wait_log(FROM_CACHE, count=local + 2) is not None,
+              self.daemon.log()[-600:])
 
 
 def main():
