@@ -482,7 +482,7 @@ static bool client_connect_address(struct imap_client *client, const struct evut
 		return false;
 	}
 	client->bev = client->plain_bev;
-	/* libevent's 16 KiB a read made a 10 MB answer 600 turns of the loop */
+	/* libevent's 16 KiB a turn made a 10 MB answer 600 turns of the loop (its socket reads are 4 KiB each: client_read takes the rest, net-read.h) */
 	bufferevent_set_max_single_read(client->plain_bev, IMAP_CLIENT_READ_MAX);
 	bufferevent_setcb(client->plain_bev, client_read_cb, client_write_cb, client_event_cb, client);
 	client_set_write_watermark(client);
@@ -684,7 +684,7 @@ static struct imap_client_command *client_connect_start(struct imap_client *clie
 		return command;
 	}
 	client->bev = client->plain_bev;
-	/* libevent's 16 KiB a read made a 10 MB answer 600 turns of the loop */
+	/* libevent's 16 KiB a turn made a 10 MB answer 600 turns of the loop (its socket reads are 4 KiB each: client_read takes the rest, net-read.h) */
 	bufferevent_set_max_single_read(client->plain_bev, IMAP_CLIENT_READ_MAX);
 	bufferevent_setcb(client->plain_bev, client_read_cb, client_write_cb, client_event_cb, client);
 	client_set_write_watermark(client);

@@ -4,6 +4,7 @@
 #include "imap-client-private.h"
 #include "imap-util.h"
 #include "log.h"
+#include "net-read.h"
 #include "tls.h"
 
 #include <assert.h>
@@ -888,6 +889,9 @@ void client_read(struct imap_client *client)
 				    client->phase != PHASE_READY))
 		return;
 	input = bufferevent_get_input(client->bev);
+	if (client->bev == client->plain_bev && !client->reading_paused &&
+	    evbuffer_get_length(input) < IMAP_CLIENT_READ_MAX)
+		(void)net_read_waiting(client->bev, IMAP_CLIENT_READ_MAX - evbuffer_get_length(input));
 	if (evbuffer_get_length(input) > 0)
 		client_arm_timer(client, true); /* any bytes, even mid-literal, are a sign of life */
 	client_enter(client);

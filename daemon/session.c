@@ -6,6 +6,7 @@
 #include "imap-parser.h"
 #include "imap-sasl.h"
 #include "log.h"
+#include "net-read.h"
 #include "tls.h"
 #include "upstream.h"
 #include "upstream-pool.h"
@@ -670,8 +671,14 @@ static void session_step(evutil_socket_t fd, short what, void *context)
 
 static void session_read(struct bufferevent *bev, void *context)
 {
-	(void)bev;
-	session_process_input(context);
+	struct session *session = context;
+	size_t have = evbuffer_get_length(bufferevent_get_input(bev));
+
+	/* a large APPEND streams in at more than libevent's 4 KiB a turn; never
+	   before login, where STARTTLS's handshake bytes must stay in the socket */
+	if (session->state == SESSION_STATE_FORWARDING && !session->tls_active && have < SESSION_READ_MAX)
+		(void)net_read_waiting(bev, SESSION_READ_MAX - have);
+	session_process_input(session);
 }
 
 static void session_write(struct bufferevent *bev, void *context)

@@ -55,6 +55,7 @@
 #define SESSION_COMMANDS_PER_EVENT 64 /* one client's pipeline can't starve the rest */
 #define SESSION_OUTPUT_HIGH_WATER (256 * 1024) /* stop reading commands past this much unsent reply */
 #define SESSION_WRITE_MAX (256 * 1024) /* bytes written to the client in one turn of the loop (libevent: 16 KiB) */
+#define SESSION_READ_MAX (256 * 1024) /* bytes read from a plaintext client in one turn once logged in (libevent: 4 KiB, net-read.h) */
 #define SESSION_POOL_CHECK_MSECS 2000 /* a live upstream answers NOOP at once; a fresh login beats waiting longer */
 
 struct session;

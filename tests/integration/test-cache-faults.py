@@ -42,7 +42,7 @@ from proxyfixture import (MANIFEST, PASS, PASS2, PORT, TIMINGS, USER, USER2, WAI
 
 tmp = tempfile.mkdtemp(prefix="test-cache-faults.")
 os.chmod(tmp, 0o755)  # the daemon's user reads its configuration here
-FULL_SIZE = "640k"  # the tmpfs of the full-store case: the schema fits, the corpus does not
+FULL_SIZE = "2m"  # the tmpfs of the full-store case: the schema and a few turns' batches (256 KiB a read) fit, the corpus does not
 TIMINGS_BYTES = re.compile(TIMINGS.pattern.encode())
 FILL = "UID FETCH 1:* (BODY.PEEK[] ENVELOPE BODYSTRUCTURE)"  # every message's body and structure
 FEW = "FETCH 1:30 (BODY.PEEK[] ENVELOPE)"  # 2.4 MB: less than SQLite's WAL holds before a checkpoint
