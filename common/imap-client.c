@@ -881,6 +881,24 @@ static void client_handle_line(struct imap_client *client, const struct imap_arg
 		client_handle_tagged(client, args, count);
 }
 
+/* Takes what the socket holds past libevent's 4 KiB a read (net-read.h).
+   Under TLS the bytes go to the socket's bufferevent, under the filter,
+   which is then told to decrypt them: this callback comes again with them. */
+static void client_read_waiting(struct imap_client *client, struct evbuffer *input)
+{
+	size_t have = evbuffer_get_length(input);
+
+	if (client->reading_paused || have >= IMAP_CLIENT_READ_MAX)
+		return;
+	if (client->bev == client->plain_bev) {
+		(void)net_read_waiting(client->plain_bev, IMAP_CLIENT_READ_MAX - have);
+		return;
+	}
+	if (client->phase == PHASE_READY && client->plain_bev != NULL &&
+	    net_read_waiting(client->plain_bev, IMAP_CLIENT_READ_MAX - have) > 0)
+		bufferevent_trigger(client->plain_bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 void client_read(struct imap_client *client)
 {
 	struct evbuffer *input;
@@ -889,9 +907,7 @@ void client_read(struct imap_client *client)
 				    client->phase != PHASE_READY))
 		return;
 	input = bufferevent_get_input(client->bev);
-	if (client->bev == client->plain_bev && !client->reading_paused &&
-	    evbuffer_get_length(input) < IMAP_CLIENT_READ_MAX)
-		(void)net_read_waiting(client->bev, IMAP_CLIENT_READ_MAX - evbuffer_get_length(input));
+	client_read_waiting(client, input);
 	if (evbuffer_get_length(input) > 0)
 		client_arm_timer(client, true); /* any bytes, even mid-literal, are a sign of life */
 	client_enter(client);
