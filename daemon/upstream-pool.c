@@ -35,19 +35,7 @@ struct upstream_pool_entry {
 	uint64_t pooled_at;            /* when it was put: it had just answered */
 	char *capabilities;
 	char *text;
-	struct upstream_pool_waiter *waiter; /* the login waiting for this held one */
 	void *held_data;               /* upstream_pool_set_held_data's: it may be taken while held */
-};
-
-/* A login waiting for a held connection: owned by the caller's handle
-   until it ends (put, retire, forget, timer) or is cancelled. */
-struct upstream_pool_waiter {
-	struct upstream_pool_entry *entry; /* NULL once detached for ending */
-	struct upstream_pool_key *key;     /* the caller's */
-	struct event *timer;               /* NULL without an event base */
-	unsigned int timeout_msecs;
-	upstream_pool_wait_fn *callback;
-	void *context;
 };
 
 TAILQ_HEAD(upstream_pool_entry_list, upstream_pool_entry);
@@ -139,7 +127,6 @@ struct upstream_pool *upstream_pool_new(struct event_base *base, const struct up
 
 static void upstream_pool_entry_free(struct upstream_pool *pool, struct upstream_pool_entry *entry)
 {
-	assert(entry->waiter == NULL);
 	TAILQ_REMOVE(&pool->entries, entry, link);
 	if (entry->state != UPSTREAM_POOL_ENTRY_IDLE)
 		pool->busy--;
@@ -159,7 +146,6 @@ void upstream_pool_free(struct upstream_pool **pool_p)
 		struct upstream_pool_entry *entry = TAILQ_FIRST(&pool->entries);
 		void *connection = entry->connection;
 
-		assert(entry->waiter == NULL); /* the caller cancels its waits first */
 		upstream_pool_entry_free(pool, entry);
 		pool->callbacks.free(connection, pool->context);
 	}
@@ -205,50 +191,10 @@ static struct upstream_pool_entry *upstream_pool_find(const struct upstream_pool
 	return NULL;
 }
 
-/* Frees a waiter, first detaching it from its entry. */
-static void upstream_pool_waiter_free(struct upstream_pool_waiter *waiter)
-{
-	if (waiter->entry != NULL)
-		waiter->entry->waiter = NULL;
-	if (waiter->timer != NULL)
-		event_free(waiter->timer);
-	free(waiter);
-}
-
-/* Takes entry's waiter off it (NULL when none), to be ended once the pool
-   is consistent again: the callback may call into the pool. */
-static struct upstream_pool_waiter *upstream_pool_detach_waiter(struct upstream_pool_entry *entry)
-{
-	struct upstream_pool_waiter *waiter = entry->waiter;
-
-	if (waiter != NULL) {
-		waiter->entry = NULL;
-		entry->waiter = NULL;
-	}
-	return waiter;
-}
-
-/* Ends a detached wait (NULL: none) with no connection. */
-static void upstream_pool_end_wait(struct upstream_pool_waiter *waiter, const char *why)
-{
-	upstream_pool_wait_fn *callback;
-	void *context;
-
-	if (waiter == NULL)
-		return;
-	callback = waiter->callback;
-	context = waiter->context;
-	upstream_pool_waiter_free(waiter);
-	callback(NULL, NULL, NULL, why, context);
-}
-
-/* Moves entry to closing and has the owner close its connection; a login
-   waiting for it logs in afresh. */
+/* Moves entry to closing and has the owner close its connection. */
 static void upstream_pool_close_entry(struct upstream_pool *pool, struct upstream_pool_entry *entry,
 				      const char *why)
 {
-	struct upstream_pool_waiter *waiter;
-
 	if (entry->state == UPSTREAM_POOL_ENTRY_CLOSING)
 		return;
 	if (why != NULL)
@@ -256,10 +202,8 @@ static void upstream_pool_close_entry(struct upstream_pool *pool, struct upstrea
 	if (entry->state == UPSTREAM_POOL_ENTRY_IDLE)
 		pool->busy++;
 	entry->state = UPSTREAM_POOL_ENTRY_CLOSING;
-	waiter = upstream_pool_detach_waiter(entry);
 	/* entry may be gone after this: the owner can forget it at once */
 	pool->callbacks.close(entry->connection, pool->context);
-	upstream_pool_end_wait(waiter, why != NULL ? why : "it was closed");
 }
 
 static bool upstream_pool_same_account(const struct upstream_pool_key *a, const struct upstream_pool_key *b)
@@ -424,31 +368,10 @@ static struct upstream_pool_entry *upstream_pool_track(struct upstream_pool *poo
 	return entry;
 }
 
-/* Hands a held entry's connection to the login waiting for it, which
-   must match; the entry is gone afterwards. */
-static void upstream_pool_give(struct upstream_pool *pool, struct upstream_pool_entry *entry,
-			       const char *capabilities, const char *text)
-{
-	struct upstream_pool_waiter *waiter = upstream_pool_detach_waiter(entry);
-	upstream_pool_wait_fn *callback = waiter->callback;
-	void *context = waiter->context;
-	void *connection = entry->connection;
-
-	log_info("upstream pool: reusing the connection of %s at once: a login was waiting for it",
-		 entry->key.label);
-	waiter->key->authenticated_at = entry->key.authenticated_at;
-	upstream_pool_waiter_free(waiter);
-	upstream_pool_entry_free(pool, entry);
-	callback(connection, capabilities, text, NULL, context);
-	if (pool->busy == 0 && pool->idle_callback != NULL)
-		pool->idle_callback(pool->idle_context);
-}
-
 enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, const struct upstream_pool_key *key,
 						void *connection, const char *capabilities, const char *text)
 {
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
-	struct upstream_pool_waiter *waiter;
 	enum upstream_pool_put_result result;
 
 	if (entry == NULL && (entry = upstream_pool_track(pool, connection, key)) == NULL)
@@ -467,19 +390,12 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 		upstream_pool_close_entry(pool, entry, "logged in upstream max_age or more ago");
 		return UPSTREAM_POOL_PUT_CLOSING;
 	}
-	if (entry->waiter != NULL &&
-	    upstream_pool_key_matches(pool, key, entry->waiter->key, upstream_pool_now(pool))) {
-		upstream_pool_give(pool, entry, capabilities, text);
-		return UPSTREAM_POOL_PUT_TAKEN;
-	}
-	waiter = upstream_pool_detach_waiter(entry); /* put under another key than it was held with */
 	free(entry->capabilities);
 	free(entry->text);
 	entry->capabilities = strdup(capabilities);
 	entry->text = strdup(text);
 	if (entry->capabilities == NULL || entry->text == NULL) {
 		upstream_pool_close_entry(pool, entry, "out of memory");
-		upstream_pool_end_wait(waiter, "out of memory");
 		return UPSTREAM_POOL_PUT_CLOSING;
 	}
 	/* newest last: the list stays in pooling order */
@@ -495,12 +411,11 @@ enum upstream_pool_put_result upstream_pool_put(struct upstream_pool *pool, cons
 	result = entry->state == UPSTREAM_POOL_ENTRY_IDLE ? UPSTREAM_POOL_PUT_POOLED : UPSTREAM_POOL_PUT_CLOSING;
 	if (pool->busy == 0 && pool->idle_callback != NULL)
 		pool->idle_callback(pool->idle_context);
-	upstream_pool_end_wait(waiter, "it came back under another key");
 	return result;
 }
 
 /* The newest entry in state that a login with key may take (pooling on):
-   an idle one, or a held one with held data that no login waits for. */
+   an idle one, or a held one with held data. */
 static struct upstream_pool_entry *upstream_pool_newest_match(const struct upstream_pool *pool,
 							      const struct upstream_pool_key *key,
 							      enum upstream_pool_entry_state state, uint64_t now)
@@ -511,7 +426,7 @@ static struct upstream_pool_entry *upstream_pool_newest_match(const struct upstr
 		return NULL;
 	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
 		if (entry->state == state && upstream_pool_key_matches(pool, &entry->key, key, now) &&
-		    (state == UPSTREAM_POOL_ENTRY_IDLE || (entry->held_data != NULL && entry->waiter == NULL)))
+		    (state == UPSTREAM_POOL_ENTRY_IDLE || entry->held_data != NULL))
 			return entry;
 	}
 	return NULL;
@@ -575,63 +490,6 @@ void *upstream_pool_take_held(struct upstream_pool *pool, struct upstream_pool_k
 	return upstream_pool_hand_over(pool, entry, key);
 }
 
-static void upstream_pool_wait_timeout(evutil_socket_t fd, short what, void *context)
-{
-	struct upstream_pool_waiter *waiter = context;
-	char why[64];
-
-	(void)fd;
-	(void)what;
-	snprintf(why, sizeof(why), "not back within %u ms", waiter->timeout_msecs);
-	log_info("upstream pool: a login stopped waiting for the connection of %s: %s", waiter->entry->key.label,
-		 why);
-	waiter->entry->waiter = NULL;
-	waiter->entry = NULL;
-	upstream_pool_end_wait(waiter, why);
-}
-
-struct upstream_pool_waiter *upstream_pool_wait(struct upstream_pool *pool, struct upstream_pool_key *key,
-					       unsigned int timeout_msecs, upstream_pool_wait_fn *callback,
-					       void *context)
-{
-	const struct timeval timeout = { timeout_msecs / 1000, (timeout_msecs % 1000) * 1000 };
-	struct upstream_pool_entry *entry;
-	struct upstream_pool_waiter *waiter;
-	uint64_t now = upstream_pool_now(pool);
-
-	if (!upstream_pool_is_enabled(pool))
-		return NULL;
-	TAILQ_FOREACH_REVERSE(entry, &pool->entries, upstream_pool_entry_list, link) {
-		if (entry->state == UPSTREAM_POOL_ENTRY_HELD && entry->waiter == NULL &&
-		    upstream_pool_key_matches(pool, &entry->key, key, now))
-			break;
-	}
-	if (entry == NULL || (waiter = calloc(1, sizeof(*waiter))) == NULL)
-		return NULL;
-	if (pool->base != NULL) {
-		waiter->timer = evtimer_new(pool->base, upstream_pool_wait_timeout, waiter);
-		if (waiter->timer == NULL || evtimer_add(waiter->timer, &timeout) < 0) {
-			upstream_pool_waiter_free(waiter);
-			return NULL;
-		}
-	}
-	waiter->entry = entry;
-	waiter->key = key;
-	waiter->timeout_msecs = timeout_msecs;
-	waiter->callback = callback;
-	waiter->context = context;
-	entry->waiter = waiter;
-	return waiter;
-}
-
-void upstream_pool_cancel_wait(struct upstream_pool_waiter **waiter)
-{
-	if (*waiter == NULL)
-		return;
-	upstream_pool_waiter_free(*waiter);
-	*waiter = NULL;
-}
-
 bool upstream_pool_hold(struct upstream_pool *pool, void *connection, const struct upstream_pool_key *key)
 {
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
@@ -667,7 +525,6 @@ void upstream_pool_retire(struct upstream_pool *pool, void *connection, const ch
 bool upstream_pool_forget(struct upstream_pool *pool, void *connection, const char *reason)
 {
 	struct upstream_pool_entry *entry = upstream_pool_find(pool, connection);
-	struct upstream_pool_waiter *waiter;
 	bool was_busy;
 
 	if (entry == NULL || pool->freeing)
@@ -675,12 +532,10 @@ bool upstream_pool_forget(struct upstream_pool *pool, void *connection, const ch
 	if (entry->state == UPSTREAM_POOL_ENTRY_IDLE)
 		log_info("upstream pool: dropped the connection of %s: %s", entry->key.label, reason);
 	was_busy = entry->state != UPSTREAM_POOL_ENTRY_IDLE;
-	waiter = upstream_pool_detach_waiter(entry);
 	upstream_pool_entry_free(pool, entry);
 	upstream_pool_schedule(pool);
 	if (was_busy && pool->busy == 0 && pool->idle_callback != NULL)
 		pool->idle_callback(pool->idle_context);
-	upstream_pool_end_wait(waiter, reason);
 	return true;
 }
 

@@ -11,7 +11,6 @@ struct event_base;
 struct imap_client;
 struct imap_client_command;
 struct upstream_pool;
-struct upstream_pool_waiter;
 
 #define UPSTREAM_POOL_DIGEST_SIZE 32 /* HMAC-SHA256 */
 #define UPSTREAM_POOL_LABEL_MAX 320 /* "user on upstream": a 254-byte address and a short name */
@@ -56,8 +55,7 @@ struct upstream_pool_callbacks {
 struct upstream_pool *upstream_pool_new(struct event_base *base, const struct upstream_pool_callbacks *callbacks,
 					void *context, const char **error_r);
 /* Calls free for every connection the pool still has (idle, held or
-   closing), frees *pool and sets it to NULL. NULL is fine. Every wait
-   must have ended or been cancelled. */
+   closing), frees *pool and sets it to NULL. NULL is fine. */
 void upstream_pool_free(struct upstream_pool **pool);
 
 /* size: idle connections kept per account (0: pooling off; every idle
@@ -90,17 +88,14 @@ bool upstream_pool_make_key(const struct upstream_pool *pool, const char *upstre
 enum upstream_pool_put_result {
 	UPSTREAM_POOL_PUT_POOLED,  /* kept idle for the next login with the same key */
 	UPSTREAM_POOL_PUT_CLOSING, /* pooling is off: handed to the close callback */
-	UPSTREAM_POOL_PUT_TAKEN,   /* handed at once to a login waiting for it */
 };
 
 /* Hands a clean, logged-in, unselected connection to the pool, which owns
    it from now on (also when it was held). It must have answered a command
    just now (its cleaning, or a check): a take within
    UPSTREAM_POOL_FRESH_SECS trusts it without a check of its own.
-   capabilities and text are what a login that takes it answers with. A
-   held connection that a login waits for (upstream_pool_wait) goes to
-   that login, when the key still matches its key, instead of being kept
-   idle. Over the per-account or global cap,
+   capabilities and text are what a login that takes it answers with.
+   Over the per-account or global cap,
    the oldest idle connection (of the account, or of all) is closed. A key
    made before the last upstream_pool_flush (a login under the old
    configuration), or whose upstream login is max_age old, is never
@@ -123,36 +118,11 @@ void *upstream_pool_take(struct upstream_pool *pool, struct upstream_pool_key *k
    (upstream_pool_take_held), with data for the taker. false: not held. */
 bool upstream_pool_set_held_data(struct upstream_pool *pool, void *connection, void *data);
 /* The most recently held connection with held data whose key matches
-   (as a take matches) and that no login waits for: no longer the pool's
+   (as a take matches): no longer the pool's
    (a later put, retire or forget of it is the caller's mistake);
    *held_data_r is its data and key->authenticated_at the connection's.
    NULL when there is none. */
 void *upstream_pool_take_held(struct upstream_pool *pool, struct upstream_pool_key *key, void **held_data_r);
-
-/* The end of a wait, called once: connection is the awaited one, now the
-   caller's as after upstream_pool_take (key->authenticated_at is its own;
-   capabilities and text are valid during the call; it answered just now,
-   so it needs no check), or NULL (why says why: the held connection was
-   closed or did not come back in time) and the login goes to a fresh
-   connection. Called from inside the pool's put, retire, forget or timer:
-   the wait is over (freed) by then. */
-typedef void upstream_pool_wait_fn(void *connection, const char *capabilities, const char *text,
-				   const char *why, void *context);
-
-/* For a login whose upstream_pool_take found nothing: when a held
-   connection (on its way back, being cleaned) has a key that matches key
-   (as a take matches: account, credential, generation, not max_age old)
-   and no other login waits for it, waits for it: callback is called when
-   it is put, when it is retired or forgotten, or timeout_msecs from now
-   (with a base; without one, no timer). key must stay valid until then
-   or until upstream_pool_cancel_wait. Returns NULL when there is nothing
-   to wait for (or out of memory): log in afresh. */
-struct upstream_pool_waiter *upstream_pool_wait(struct upstream_pool *pool, struct upstream_pool_key *key,
-					       unsigned int timeout_msecs, upstream_pool_wait_fn *callback,
-					       void *context);
-/* Ends a wait without calling its callback (the login is gone), frees
-   *waiter and sets it to NULL. NULL is fine. */
-void upstream_pool_cancel_wait(struct upstream_pool_waiter **waiter);
 
 /* The pool owns connection but nobody may take it yet (it is being
    cleaned: UNSELECT); later upstream_pool_put, _retire or _forget it.
@@ -195,7 +165,7 @@ struct upstream_pool *upstream_pool_new_clients(struct event_base *base, const c
    answered OK: a selected mailbox is left with UNSELECT (which expunges
    nothing), an unselected connection is sent NOOP (so that a login within
    UPSTREAM_POOL_FRESH_SECS may trust it even when its session sat idle);
-   a login may wait for it meanwhile. Without UNSELECT the caller must not
+   a login may take it meanwhile (upstream_pool_take_held). Without UNSELECT the caller must not
    pool a selected one (LOGOUT it instead). When pooling is off or the
    command fails, LOGOUT upstream and close. */
 void upstream_pool_put_client(struct upstream_pool *pool, const struct upstream_pool_key *key,
