@@ -35,6 +35,37 @@ bool cache_message_key_valid(struct cache *cache, uint32_t uid)
 	return false;
 }
 
+/* How a write changed the four fixed items messages_fixed tracks. */
+enum cache_fixed_change {
+	CACHE_FIXED_ALL,     /* it wrote all four */
+	CACHE_FIXED_SOME,    /* it wrote some: the row may be complete now */
+	CACHE_FIXED_DROPPED, /* it dropped one */
+};
+
+/* Keeps messages_fixed's entry of the message as the write left its row. */
+static int cache_fixed_note(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum cache_fixed_change change)
+{
+	static const enum cache_stmt stmts[] = {
+		[CACHE_FIXED_ALL] = CACHE_STMT_FIXED_SET,
+		[CACHE_FIXED_SOME] = CACHE_STMT_FIXED_CHECK,
+		[CACHE_FIXED_DROPPED] = CACHE_STMT_FIXED_UNSET,
+	};
+	sqlite3_stmt *stmt = cache_stmt(cache, stmts[change]);
+
+	cache_bind_key(stmt, mailbox_id, uid);
+	return cache_run(cache, stmt, "noting a message's fixed items");
+}
+
+/* What a fetched line's write does to the fixed items; -1: nothing. */
+static int cache_fetched_fixed(const struct cache_fetched *fetched)
+{
+	unsigned int brought = (fetched->has_size ? 1 : 0) + (fetched->values[CACHE_ITEM_INTERNALDATE].data != NULL) +
+			       (fetched->values[CACHE_ITEM_ENVELOPE].data != NULL) +
+			       (fetched->values[CACHE_ITEM_BODYSTRUCTURE].data != NULL);
+
+	return brought == 4 ? CACHE_FIXED_ALL : brought > 0 ? CACHE_FIXED_SOME : -1;
+}
+
 int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum cache_item item,
 		     const void *data, size_t size)
 {
@@ -44,11 +75,17 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 	cache_pending_flush(cache);
 	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
 		return -1;
+	if (data == NULL && item <= CACHE_ITEM_BODYSTRUCTURE &&
+	    cache_fixed_note(cache, mailbox_id, uid, CACHE_FIXED_DROPPED) < 0)
+		return -1;
 	stmt = cache_stmt(cache, CACHE_STMT_STORE_INTERNALDATE + item);
 	cache_bind_key(stmt, mailbox_id, uid);
 	cache_bind_value(stmt, 3, data, size);
 	cache_bind_checksum(stmt, 4, data, size);
-	return cache_run(cache, stmt, "storing a message item");
+	if (cache_run(cache, stmt, "storing a message item") < 0)
+		return -1;
+	return data != NULL && item <= CACHE_ITEM_BODYSTRUCTURE ? cache_fixed_note(cache, mailbox_id, uid, CACHE_FIXED_SOME)
+								: 0;
 }
 
 /* Writes one row of cache_store_fetched now. */
@@ -88,7 +125,11 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 	}
 	cache_bind_key(stmt, mailbox_id, uid);
 	if (values && cache_write_allowed(cache)) {
+		int fixed = cache_fetched_fixed(fetched);
+
 		result = cache_run(cache, stmt, "storing a message's items");
+		if (result == 0 && fixed >= 0)
+			result = cache_fixed_note(cache, mailbox_id, uid, (enum cache_fixed_change)fixed);
 	} else {
 		sqlite3_clear_bindings(stmt);
 		result = values ? -1 : 0;
@@ -232,7 +273,9 @@ int cache_store_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint
 		log_warning("cache %s: RFC822.SIZE %" PRIu64 " is out of range; not stored", cache->label, size);
 		return -1;
 	}
-	return cache_store_number(cache, CACHE_STMT_STORE_SIZE, mailbox_id, uid, (int64_t)size);
+	if (cache_store_number(cache, CACHE_STMT_STORE_SIZE, mailbox_id, uid, (int64_t)size) < 0)
+		return -1;
+	return cache_fixed_note(cache, mailbox_id, uid, CACHE_FIXED_SOME);
 }
 
 int cache_set_structure_agrees(struct cache *cache, int64_t mailbox_id, uint32_t uid, bool agrees)
@@ -612,6 +655,28 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 	if (rc == SQLITE_DONE)
 		return calls;
 	cache_fail(cache, rc, "reading what is stored of messages");
+	return -1;
+}
+
+long cache_lookup_fixed(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			cache_fixed_fn *callback, void *context)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FIXED_RANGE);
+	long calls = 0;
+	int rc;
+
+	cache_pending_flush_rows(cache);
+	cache_bind_key(stmt, mailbox_id, first);
+	sqlite3_bind_int64(stmt, 3, last);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		callback((uint32_t)sqlite3_column_int64(stmt, 0), context);
+		calls++;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_DONE)
+		return calls;
+	cache_fail(cache, rc, "reading which messages have their fixed items");
 	return -1;
 }
 

@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 4 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 5 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
@@ -318,6 +318,16 @@ typedef void cache_presence_fn(const struct cache_presence *presence, void *cont
    missing). Returns how many calls were made, or -1 on error. */
 long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			   cache_presence_fn *callback, void *context);
+
+/* Called once per message, in UID order; no cache call may be made from inside it. */
+typedef void cache_fixed_fn(uint32_t uid, void *context);
+/* Tells callback the UID of each message of mailbox_id in [first, last]
+   whose INTERNALDATE, ENVELOPE, BODYSTRUCTURE and RFC822.SIZE are all
+   stored, from a table of their keys, reading no row: their checksums
+   are checked only as the values are read. Returns how many calls were
+   made, or -1 on error. */
+long cache_lookup_fixed(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			cache_fixed_fn *callback, void *context);
 
 /* Called once per message with stored flags, in UID order: flags (not
    NUL-terminated, len bytes; SQLite's, valid during the call) and MODSEQ

@@ -501,23 +501,85 @@ static bool plan_check_reads_values(const struct fetch_answer *answer)
 	return false;
 }
 
+/* Whether every item is the view's (UID, FLAGS, MODSEQ) or one of the
+   four whose presence cache_lookup_fixed tells. */
+static bool plan_items_fixed(const struct fetch_answer *answer)
+{
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		switch (answer->items[i].kind) {
+		case FETCH_KIND_UID:
+		case FETCH_KIND_FLAGS:
+		case FETCH_KIND_MODSEQ:
+		case FETCH_KIND_INTERNALDATE:
+		case FETCH_KIND_SIZE:
+		case FETCH_KIND_ENVELOPE:
+		case FETCH_KIND_BODYSTRUCTURE:
+			break;
+		default:
+			return false;
+		}
+	}
+	return answer->item_count > 0;
+}
+
+struct fixed_walk {
+	const struct fetch_answer *answer;
+	size_t next; /* the first message not found yet */
+};
+
+static void fixed_walk_step(uint32_t uid, void *context)
+{
+	struct fixed_walk *walk = context;
+
+	if (walk->next < walk->answer->message_count && walk->answer->messages[walk->next].uid == uid)
+		walk->next++;
+}
+
+/* Whether messages [from, ...) all have what the answer's fixed items
+   need: FLAGS and MODSEQ from the view, the others stored
+   (cache_lookup_fixed). Their values are read as they are written. */
+static bool plan_prove_fixed(const struct fetch_answer *answer, size_t from)
+{
+	struct fixed_walk walk = { .answer = answer, .next = from };
+	bool flags = false, modseq = false;
+
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		flags |= answer->items[i].kind == FETCH_KIND_FLAGS;
+		modseq |= answer->items[i].kind == FETCH_KIND_MODSEQ;
+	}
+	for (size_t i = from; i < answer->message_count; i++) {
+		if ((flags && answer->messages[i].flags == NULL) || (modseq && answer->messages[i].modseq == 0))
+			return false;
+	}
+	if (cache_lookup_fixed(answer->cache, answer->mailbox_id, answer->messages[from].uid,
+			       answer->messages[answer->message_count - 1].uid, fixed_walk_step, &walk) < 0)
+		return false;
+	return walk.next == answer->message_count;
+}
+
 /* Checks every message of the answer against the store, a lookup per
    FETCH_LOOKUP_CHUNK messages. The values read are kept for the writer,
    which then reads the store no second time, while they stay within
    FETCH_KEPT_VALUE_BYTES; past it, the rest are dropped once checked and
-   read again as they are written. */
+   read again as they are written. An answer of fixed items only is
+   checked value by value for its first FETCH_CHECKED_FIRST messages;
+   the rest, when cache_lookup_fixed vouches for them all, are checked
+   as they are written, so that the first lines go out at once. */
 static int plan_check_messages(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
 	struct fetch_chunk *chunk = &answer->chunk;
-	size_t kept_end = 0;
-	bool keeping = true;
+	size_t kept_end = 0, count;
+	bool keeping = true, fixed = plan_items_fixed(answer) && answer->message_count > FETCH_CHECKED_FIRST;
 
 	if (chunk_start(answer, 0, answer->message_count, false) < 0)
 		return -1;
-	for (size_t first = 0; first < answer->message_count; first += FETCH_LOOKUP_CHUNK) {
-		size_t count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
-										      FETCH_LOOKUP_CHUNK;
-
+	for (size_t first = 0; first < answer->message_count; first += count) {
+		count = answer->message_count - first < FETCH_LOOKUP_CHUNK ? answer->message_count - first :
+									       FETCH_LOOKUP_CHUNK;
+		if (fixed && first == 0)
+			count = FETCH_CHECKED_FIRST;
+		else if (fixed && first == FETCH_CHECKED_FIRST && kept_end == first && plan_prove_fixed(answer, first))
+			break;
 		if (chunk_lookup(answer, first, count) < 0) {
 			*why_r = "the store could not be read";
 			return 0;

@@ -1025,6 +1025,82 @@ static void test_lookup_sizes(void)
 	teardown();
 }
 
+static void fixed_seen(uint32_t uid, void *context)
+{
+	bool *seen = context;
+
+	seen[uid] = true;
+}
+
+/* Which of UIDs 1..9 cache_lookup_fixed lists, as "1,4" ("": none). */
+static const char *fixed_listed(struct cache *cache, int64_t mailbox_id)
+{
+	static char text[32];
+	bool seen[10] = { false };
+	size_t at = 0;
+
+	CU_ASSERT(cache_lookup_fixed(cache, mailbox_id, 1, 9, fixed_seen, seen) >= 0);
+	text[0] = '\0';
+	for (unsigned int uid = 1; uid <= 9; uid++) {
+		if (seen[uid])
+			at += (size_t)snprintf(text + at, sizeof(text) - at, "%s%u", at > 0 ? "," : "", uid);
+	}
+	return text;
+}
+
+/* cache_store_fetched of all four fixed items of uid, or of those in mask
+   (1 INTERNALDATE, 2 ENVELOPE, 4 BODYSTRUCTURE, 8 RFC822.SIZE). */
+static int store_fixed(struct cache *cache, int64_t mailbox_id, uint32_t uid, unsigned int mask)
+{
+	struct cache_fetched fetched = { .has_size = (mask & 8) != 0, .size = 100 + uid };
+	static const char *const texts[] = { "\"01-Jan-2020 00:00:00 +0000\"", "(env)", "(\"text\" \"plain\")" };
+
+	for (unsigned int item = 0; item < 3; item++) {
+		if (mask & (1u << item))
+			fetched.values[item] = (struct cache_value){ (unsigned char *)texts[item], strlen(texts[item]) };
+	}
+	return cache_store_fetched(cache, mailbox_id, uid, &fetched);
+}
+
+/* messages_fixed lists a message exactly while its row has all four of
+   INTERNALDATE, ENVELOPE, BODYSTRUCTURE and RFC822.SIZE, whichever write
+   made or unmade it, and never one whose row went. */
+static void test_lookup_fixed(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox, other;
+	const uint32_t gone[] = { 4 };
+	bool reset = false;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	other = open_mailbox(cache, "Other", 1);
+	CU_ASSERT_EQUAL(store_fixed(cache, mailbox.id, 1, 15), 0);             /* a line with all four */
+	CU_ASSERT_EQUAL(store_fixed(cache, mailbox.id, 2, 7), 0);              /* no size */
+	CU_ASSERT_EQUAL(store_fixed(cache, mailbox.id, 3, 8), 0);              /* only the size ... */
+	CU_ASSERT_EQUAL(store_fixed(cache, mailbox.id, 3, 3), 0);              /* ... then two more */
+	CU_ASSERT_EQUAL(store_fixed(cache, mailbox.id, 4, 15), 0);
+	CU_ASSERT_EQUAL(store_fixed(cache, other.id, 5, 15), 0);               /* another mailbox's */
+	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, mailbox.id), "1,4");
+	CU_ASSERT_EQUAL(cache_store_size(cache, mailbox.id, 2, 20), 0);        /* the fourth, by itself */
+	store_text(cache, mailbox.id, 3, CACHE_ITEM_BODYSTRUCTURE, "(\"text\")"); /* the last of 3's, by itself */
+	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, mailbox.id), "1,2,3,4");
+	/* a value dropped (as a damaged one is), a row removed */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, NULL, 0), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, gone, 1), 0);
+	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, mailbox.id), "2,3");
+	CU_ASSERT_EQUAL(store_fixed(cache, mailbox.id, 1, 2), 0); /* back: the row has all four again */
+	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, mailbox.id), "1,2,3");
+	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, other.id), "5");
+	/* a UIDVALIDITY change drops the mailbox's rows, and their entries */
+	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "INBOX", 2, &mailbox, &reset), 0);
+	CU_ASSERT_TRUE(reset);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages_fixed"), 1);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_batches(void)
 {
 	struct cache *cache;
@@ -2306,6 +2382,8 @@ static void test_migration_from_v1(void)
 			    "INSERT INTO mailboxes(name, uidvalidity) VALUES('INBOX', 1);"
 			    "INSERT INTO messages(mailbox_id, uid, envelope, header, flags) VALUES(1, 7, X'28656E7629', "
 			    "zeroblob(0), '\\Seen');"
+			    "INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, size) "
+			    "VALUES(1, 8, 'd', 'e', 'b', 10);"
 			    "INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES(1, 7, 3, 1, 0);"
 			    "INSERT INTO body_chunks VALUES(1, 7, 0, X'00070E');" /* pattern() */
 			    "PRAGMA user_version = 1;");
@@ -2322,6 +2400,7 @@ static void test_migration_from_v1(void)
 	CU_ASSERT_EQUAL(message.message_size, 3);
 	cache_message_clear(&message);
 	check_read(cache, 1, 7, 3, 0, 3);
+	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, 1), "8"); /* migration 5 listed the rows with all four */
 	cache_unref(&cache);
 	/* Once only. */
 	log_text[0] = '\0';
@@ -2373,5 +2452,6 @@ const struct unit_test unit_tests[] = {
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
 	{ "sizes are read from their own index", test_lookup_sizes },
+	{ "which messages have their fixed items, kept by every write", test_lookup_fixed },
 	{ NULL, NULL },
 };
