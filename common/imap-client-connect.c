@@ -177,6 +177,7 @@ void client_close(struct imap_client *client)
 	client->wire_raw = client->wire_own = 0;
 	client->continuation_owner = NULL;
 	client->raw_line_active = false;
+	client->raw_line_early = false;
 	client->raw_line_parted = false;
 	if (client->raw_line != NULL)
 		evbuffer_drain(client->raw_line, evbuffer_get_length(client->raw_line));

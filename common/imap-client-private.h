@@ -142,6 +142,7 @@ struct imap_client {
 	bool raw_line_parted;      /* an untagged raw line whose first part went out */
 	bool raw_line_stray;       /* a tagged raw line that answers no command went out */
 	bool raw_line_handled;     /* the raw callback took an untagged line's data itself */
+	bool raw_line_early;       /* the raw callback had the current line before the parser (client_raw_offer_fetch) */
 
 	struct imap_client_untagged_pool pool;
 
@@ -287,6 +288,18 @@ void client_set_write_watermark(struct imap_client *client);
 void client_write_cb(struct bufferevent *bev, void *context);
 /* imap_parser_feed, keeping a copy of a raw line's bytes; a long untagged one goes out in parts. */
 enum imap_parser_result client_feed(struct imap_client *client, struct evbuffer *input);
+
+enum client_raw_offer {
+	CLIENT_RAW_OFFER_NONE,  /* not such a line: feed it to the parser as usual */
+	CLIENT_RAW_OFFER_TAKEN, /* the raw callback took its data: it is gone from the input, never parsed */
+	CLIENT_RAW_OFFER_PARSE, /* the raw callback had its bytes: parse it, without handing them again */
+	CLIENT_RAW_OFFER_GONE,  /* the client was aborted or freed meanwhile */
+};
+/* At the start of a raw line that is whole in input's first piece and
+   reads "* n FETCH (" with no literal: hands it to the raw callback before
+   the parser reads it, so that a line the callback takes (the sync's
+   10,000 FLAGS lines) costs no parse. */
+enum client_raw_offer client_raw_offer_fetch(struct imap_client *client, struct evbuffer *input);
 /* Hands the rest of a complete raw line to the raw callback. Returns -1 when the client was aborted or freed. */
 int client_raw_deliver_line(struct imap_client *client, const struct imap_arg *args,
 			    unsigned int count);

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define IMAP_CLIENT_RAW_FLUSH_SIZE (32 * 1024) /* an untagged line this long streams a literal: pass it on in parts */
 #define IMAP_CLIENT_RAW_HELD_MAX (1024 * 1024) /* a tagged or "+" line carries no literal: longer is garbage */
@@ -271,6 +272,61 @@ static bool client_line_is_raw(struct imap_client *client)
 	return command == NULL ? client->wire_own == 0 : command->raw;
 }
 
+/* The length of the line at data (its LF included) when it is whole
+   within len bytes and reads "* n FETCH (" with no literal at its end;
+   0 otherwise. */
+static size_t client_fetch_line_length(const unsigned char *data, size_t len)
+{
+	const unsigned char *end = memchr(data, '\n', len);
+	size_t at = 2, line;
+
+	if (end == NULL || len < 2 || data[0] != '*' || data[1] != ' ')
+		return 0;
+	line = (size_t)(end - data) + 1;
+	while (at < line && isdigit(data[at]))
+		at++;
+	if (at == 2 || line - at < 9 || strncasecmp((const char *)data + at, " FETCH (", 8) != 0)
+		return 0;
+	at = line - 1;
+	if (at > 0 && data[at - 1] == '\r')
+		at--;
+	return at > 0 && data[at - 1] == '}' ? 0 : line;
+}
+
+enum client_raw_offer client_raw_offer_fetch(struct imap_client *client, struct evbuffer *input)
+{
+	struct evbuffer_iovec vec;
+	size_t len;
+	int ret;
+
+	if (client->raw_line_active || imap_parser_is_mid_line(client->parser) || !client_line_is_raw(client) ||
+	    evbuffer_peek(input, -1, NULL, &vec, 1) < 1)
+		return CLIENT_RAW_OFFER_NONE;
+	len = client_fetch_line_length(vec.iov_base,
+				       vec.iov_len < IMAP_CLIENT_RAW_FLUSH_SIZE ? vec.iov_len : IMAP_CLIENT_RAW_FLUSH_SIZE);
+	if (len == 0)
+		return CLIENT_RAW_OFFER_NONE;
+	client_enter(client);
+	ret = client->raw_callback(client, client_current_command(client), IMAP_CLIENT_RAW_UNTAGGED, vec.iov_base, len,
+				   true, client->raw_context);
+	if (client_leave(client))
+		return CLIENT_RAW_OFFER_GONE;
+	if (ret < 0) {
+		client_abort(client, "the raw data's consumer gave up");
+		return CLIENT_RAW_OFFER_GONE;
+	}
+	if (client->phase == PHASE_IDLE)
+		return CLIENT_RAW_OFFER_GONE;
+	if (ret == IMAP_CLIENT_RAW_HANDLED) {
+		evbuffer_drain(input, len);
+		return CLIENT_RAW_OFFER_TAKEN;
+	}
+	client->raw_line_active = true;
+	client->raw_line_parted = false;
+	client->raw_line_early = true;
+	return CLIENT_RAW_OFFER_PARSE;
+}
+
 /* imap_parser_feed, keeping a copy of the bytes of a raw line; a long
    untagged one (a streamed literal) is passed on in parts as it comes. */
 enum imap_parser_result client_feed(struct imap_client *client, struct evbuffer *input)
@@ -279,7 +335,7 @@ enum imap_parser_result client_feed(struct imap_client *client, struct evbuffer 
 		client->raw_line_active = client_line_is_raw(client);
 		client->raw_line_parted = false;
 	}
-	if (!client->raw_line_active)
+	if (!client->raw_line_active || client->raw_line_early)
 		return imap_parser_feed(client->parser, input);
 	for (;;) {
 		struct evbuffer_iovec vec;

@@ -855,9 +855,12 @@ static void client_handle_line(struct imap_client *client, const struct imap_arg
 		return;
 	}
 	if (client->raw_line_active) {
+		bool early = client->raw_line_early;
+
 		client->raw_line_active = false;
+		client->raw_line_early = false;
 		client->raw_line_stray = false;
-		if (client_raw_deliver_line(client, args, count) < 0 || client->raw_line_stray)
+		if (!early && (client_raw_deliver_line(client, args, count) < 0 || client->raw_line_stray))
 			return;
 		if (client->raw_line_handled) {
 			client->raw_line_handled = false;
@@ -914,9 +917,19 @@ void client_read(struct imap_client *client)
 	for (unsigned int lines = 0; lines < IMAP_CLIENT_LINES_PER_READ; lines++) {
 		struct bufferevent *bev = client->bev;
 		enum imap_parser_result result;
+		enum client_raw_offer offer;
 
 		if (bev == NULL || evbuffer_get_length(input) == 0)
 			break;
+		offer = client_raw_offer_fetch(client, input);
+		if (offer == CLIENT_RAW_OFFER_GONE)
+			break;
+		if (offer == CLIENT_RAW_OFFER_TAKEN) {
+			client_arm_timer(client, true);
+			if (client->free_pending || client->bev != bev || client->reading_paused)
+				break;
+			continue;
+		}
 		result = client_feed(client, input);
 		if (client->free_pending || client->bev != bev)
 			break;
