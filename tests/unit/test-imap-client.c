@@ -959,6 +959,39 @@ static void test_raw_handled_fetch(void)
 	harness_stop(&h);
 }
 
+/* A whole "* n FETCH (" line reaches the raw callback before the parser:
+   one the callback takes is never parsed (it vouched for it: a line the
+   parser would refuse passes), one it does not take is handed over once
+   and parsed after; a line ending in a literal, or not in one piece,
+   goes the old way. Bytes and their order are the same either way. */
+static void test_raw_fetch_offered_first(void)
+{
+	static const char taken[] = "* 1 FETCH (UID 4 FLAGS (\\Seen)))) )\r\n* 2 fetch (UID 5 FLAGS ())\r\n";
+	static const char kept[] = "* 3 FETCH (UID 6 FLAGS ())\r\n* 4 FETCH (BODY[] {2}\r\nab)\r\n* 5 EXISTS\r\n";
+	struct harness h;
+	struct raw_log r;
+	struct completion c = { 0 };
+
+	raw_start(&h, &r, GREETING);
+	r.handle_all = true;
+	raw_send(&h, "UID FETCH", "UID FETCH 1:* (FLAGS)\r\n", &c);
+	take(&h);
+	server_send(&h, taken);
+	CU_ASSERT_EQUAL(h.untagged_count, 1); /* the greeting only */
+	CU_ASSERT_STRING_EQUAL(r.bytes, taken);
+	r.handle_all = false;
+	server_send(&h, kept);
+	server_send(&h, "* 6 FETCH (UID 9 ");
+	server_send(&h, "FLAGS ())\r\nA1 OK Done.\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(h.untagged_count, 1 + 4); /* 3, 4 (BODY[] streamed as raw), EXISTS, 6 */
+	CU_ASSERT(strstr(r.bytes, kept) != NULL);
+	CU_ASSERT(strstr(r.bytes, "* 6 FETCH (UID 9 FLAGS ())\r\n OK Done.\r\n") != NULL);
+	CU_ASSERT_STRING_EQUAL(r.events, "U.U.U.U.U.U.T.");
+	harness_stop(&h);
+}
+
 static void test_raw_bytewise_same(void)
 {
 	static const char reply[] = "* 1 FETCH (BODY[HEADER] {12}\r\nSubject: x\r\n UID 4)\r\n* 2 EXPUNGE\r\nA1 NO [TRYCREATE] nope\r\n";
@@ -1427,6 +1460,7 @@ const struct unit_test unit_tests[] = {
 	{ "garbage from the server ends every command", test_garbage_ends_every_command },
 	{ "raw: exact bytes, tag stripped from the completion", test_raw_exact_bytes },
 	{ "a raw callback that took a FETCH line keeps it from the untagged callback", test_raw_handled_fetch },
+	{ "raw: a whole FETCH line is offered before it is parsed", test_raw_fetch_offered_first },
 	{ "raw: byte by byte gives the same bytes", test_raw_bytewise_same },
 	{ "raw and own commands take turns on the wire", test_raw_and_own_take_turns },
 	{ "raw: pipelined, attributed to the oldest", test_raw_pipelined },
