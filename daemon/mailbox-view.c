@@ -8,6 +8,16 @@
 #include <strings.h>
 
 #define MAILBOX_VIEW_MIN_CAPACITY 64 /* a small mailbox fits without growing */
+#define MAILBOX_VIEW_FLAG_SLOTS_MIN 32 /* distinct flag lists: a mailbox has a few dozen */
+
+/* The distinct flag lists the view's messages have had, each kept once
+   (a sync sets 10,000 messages' flags from a handful of lists: a copy
+   each was a malloc and a free each). Open addressing; kept until the
+   view is freed. */
+struct mailbox_view_flag_set {
+	char **slots;
+	size_t capacity, count;
+};
 
 struct mailbox_view {
 	struct mailbox_view_message *messages; /* index seq - 1 */
@@ -15,7 +25,76 @@ struct mailbox_view {
 	uint32_t capacity;
 	uint32_t known_uids;   /* messages[0 .. known_uids - 1] have UIDs; the rest have none yet */
 	uint32_t held;         /* messages marked expunged */
+	struct mailbox_view_flag_set flag_lists;
 };
+
+static uint64_t mailbox_view_flags_hash(const char *flags, size_t len)
+{
+	uint64_t hash = 14695981039346656037ULL; /* FNV-1a */
+
+	for (size_t i = 0; i < len; i++)
+		hash = (hash ^ (unsigned char)flags[i]) * 1099511628211ULL;
+	return hash;
+}
+
+/* The slot of flags (len bytes) in set: where it is, or the empty one
+   where it would go. capacity is a power of two with room left. */
+static char **mailbox_view_flags_slot(const struct mailbox_view_flag_set *set, const char *flags, size_t len)
+{
+	size_t mask = set->capacity - 1, at = (size_t)mailbox_view_flags_hash(flags, len) & mask;
+
+	while (set->slots[at] != NULL &&
+	       (strncmp(set->slots[at], flags, len) != 0 || set->slots[at][len] != '\0'))
+		at = (at + 1) & mask;
+	return &set->slots[at];
+}
+
+/* Doubles set (or makes it). Returns 0 or -1. */
+static int mailbox_view_flags_grow(struct mailbox_view_flag_set *set)
+{
+	struct mailbox_view_flag_set bigger = { .capacity = set->capacity > 0 ? set->capacity * 2 :
+										 MAILBOX_VIEW_FLAG_SLOTS_MIN,
+						 .count = set->count };
+
+	bigger.slots = calloc(bigger.capacity, sizeof(*bigger.slots));
+	if (bigger.slots == NULL)
+		return -1;
+	for (size_t i = 0; i < set->capacity; i++) {
+		if (set->slots[i] != NULL)
+			*mailbox_view_flags_slot(&bigger, set->slots[i], strlen(set->slots[i])) = set->slots[i];
+	}
+	free(set->slots);
+	*set = bigger;
+	return 0;
+}
+
+/* The view's one copy of flags (len bytes, NUL-terminated), or NULL when
+   memory runs out. */
+static const char *mailbox_view_flags_intern(struct mailbox_view *view, const char *flags, size_t len)
+{
+	struct mailbox_view_flag_set *set = &view->flag_lists;
+	char **slot;
+
+	if ((set->count + 1) * 2 > set->capacity && mailbox_view_flags_grow(set) < 0)
+		return NULL;
+	slot = mailbox_view_flags_slot(set, flags, len);
+	if (*slot == NULL) {
+		if ((*slot = malloc(len + 1)) == NULL)
+			return NULL;
+		memcpy(*slot, flags, len);
+		(*slot)[len] = '\0';
+		set->count++;
+	}
+	return *slot;
+}
+
+static void mailbox_view_flags_free(struct mailbox_view_flag_set *set)
+{
+	for (size_t i = 0; i < set->capacity; i++)
+		free(set->slots[i]);
+	free(set->slots);
+	*set = (struct mailbox_view_flag_set){ 0 };
+}
 
 struct mailbox_view *mailbox_view_new(void)
 {
@@ -24,8 +103,6 @@ struct mailbox_view *mailbox_view_new(void)
 
 static void mailbox_view_clear(struct mailbox_view *view)
 {
-	for (uint32_t i = 0; i < view->count; i++)
-		free(view->messages[i].flags);
 	view->count = 0;
 	view->known_uids = 0;
 	view->held = 0;
@@ -38,6 +115,7 @@ void mailbox_view_free(struct mailbox_view **view_p)
 	if (view == NULL)
 		return;
 	mailbox_view_clear(view);
+	mailbox_view_flags_free(&view->flag_lists);
 	free(view->messages);
 	free(view);
 	*view_p = NULL;
@@ -183,14 +261,11 @@ int mailbox_view_set_uid(struct mailbox_view *view, uint32_t seq, uint32_t uid)
 
 int mailbox_view_set_flags(struct mailbox_view *view, uint32_t seq, const char *flags, size_t len)
 {
-	char *copy;
+	const char *kept;
 
-	if (seq < 1 || seq > view->count || (copy = malloc(len + 1)) == NULL)
+	if (seq < 1 || seq > view->count || (kept = mailbox_view_flags_intern(view, flags, len)) == NULL)
 		return -1;
-	memcpy(copy, flags, len);
-	copy[len] = '\0';
-	free(view->messages[seq - 1].flags);
-	view->messages[seq - 1].flags = copy;
+	view->messages[seq - 1].flags = kept;
 	return 0;
 }
 
@@ -212,7 +287,6 @@ void mailbox_view_set_recent(struct mailbox_view *view, uint32_t seq, bool recen
 void mailbox_view_forget_flags(struct mailbox_view *view, uint32_t seq)
 {
 	if (seq >= 1 && seq <= view->count) {
-		free(view->messages[seq - 1].flags);
 		view->messages[seq - 1].flags = NULL;
 	}
 }
@@ -226,7 +300,6 @@ static void mailbox_view_remove(struct mailbox_view *view, uint32_t index)
 		view->held--;
 	if (index < view->known_uids)
 		view->known_uids--;
-	free(message->flags);
 	memmove(message, message + 1, (size_t)(view->count - index - 1) * sizeof(*message));
 	view->count--;
 }

@@ -25,7 +25,8 @@
 struct mailbox_view_message {
 	uint32_t uid;       /* 0: not known yet */
 	uint64_t modseq;    /* 0: not known */
-	char *flags;        /* the flag list's text between its parentheses; NULL: not known */
+	const char *flags;  /* the flag list's text between its parentheses, the view's (interned: as long as
+			       the view lives); NULL: not known */
 	bool recent;        /* \Recent, which is this session's alone (never stored) */
 	bool expunged;      /* expunged upstream; the client is not told yet */
 };

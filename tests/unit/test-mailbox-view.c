@@ -4,6 +4,7 @@
 #include "unit.h"
 #include "mailbox-view.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -239,7 +240,53 @@ static void test_flags_have(void)
 	CU_ASSERT_FALSE(mailbox_view_flags_have(NULL, "\\Seen", 5)); /* not known */
 }
 
+/* A flag list is kept once however many messages have it, and each
+   message still reads its own: through changes, a forget, an expunge and
+   more distinct lists than the first table holds. */
+static void test_flag_lists_kept_once(void)
+{
+	enum { COUNT = 300 };
+	uint32_t uids[COUNT];
+	struct mailbox_view *view;
+	char keyword[32];
+
+	for (uint32_t i = 0; i < COUNT; i++)
+		uids[i] = i + 1;
+	view = view_of(uids, COUNT);
+	for (uint32_t seq = 1; seq <= COUNT; seq++)
+		CU_ASSERT_EQUAL(mailbox_view_set_flags(view, seq, seq % 2 ? "\\Seen" : "", seq % 2 ? 5 : 0), 0);
+	CU_ASSERT_PTR_EQUAL(mailbox_view_get(view, 1)->flags, mailbox_view_get(view, 299)->flags);
+	CU_ASSERT_PTR_EQUAL(mailbox_view_get(view, 2)->flags, mailbox_view_get(view, 300)->flags);
+	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 3)->flags, "\\Seen");
+	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 4)->flags, "");
+	/* a prefix of another list is a list of its own */
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 5, "\\Seen $Work", 11), 0);
+	CU_ASSERT_EQUAL(mailbox_view_set_flags(view, 7, "\\Seen $Work", 5), 0);
+	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 5)->flags, "\\Seen $Work");
+	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 7)->flags, "\\Seen");
+	CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, 9)->flags, "\\Seen");
+	/* one list per message: the table grows and keeps every one */
+	for (uint32_t seq = 1; seq <= COUNT; seq++) {
+		snprintf(keyword, sizeof(keyword), "$K%u", (unsigned int)seq);
+		CU_ASSERT_EQUAL(mailbox_view_set_flags(view, seq, keyword, strlen(keyword)), 0);
+	}
+	mailbox_view_forget_flags(view, 10);
+	CU_ASSERT_EQUAL(mailbox_view_upstream_expunge(view, 11, false), 11);
+	for (uint32_t seq = 1; seq <= COUNT - 1; seq++) {
+		uint32_t was = seq < 11 ? seq : seq + 1;
+
+		snprintf(keyword, sizeof(keyword), "$K%u", (unsigned int)was);
+		if (was == 10) {
+			CU_ASSERT_PTR_NULL(mailbox_view_get(view, seq)->flags);
+		} else {
+			CU_ASSERT_STRING_EQUAL(mailbox_view_get(view, seq)->flags, keyword);
+		}
+	}
+	mailbox_view_free(&view);
+}
+
 const struct unit_test unit_tests[] = {
+	{ "a flag list is kept once, each message reads its own", test_flag_lists_kept_once },
 	{ "load, lookup by sequence number and UID", test_load_and_lookup },
 	{ "a flag in a flag list", test_flags_have },
 	{ "a view never loaded", test_fresh_view },
