@@ -404,23 +404,17 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 long cache_lookup_sizes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_size_fn *callback, void *context)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_SIZES_RANGE);
+	sqlite3_stmt *stmt;
 	long calls = 0;
 	int rc;
 
 	cache_pending_flush(cache); /* held rows count as stored */
-	cache_bind_key(stmt, mailbox_id, first);
-	sqlite3_bind_int64(stmt, 3, last);
+	stmt = cache_range_begin(cache, CACHE_STMT_SIZES_RANGE, mailbox_id, first, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		int64_t size = sqlite3_column_int64(stmt, 1);
 
 		callback((uint32_t)sqlite3_column_int64(stmt, 0), size > 0 ? (uint64_t)size : 0, context);
 		calls++;
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc == SQLITE_DONE)
-		return calls;
-	cache_fail(cache, rc, "reading the sizes of messages");
-	return -1;
+	return cache_range_end(cache, stmt, rc, calls, "reading the sizes of messages", false);
 }

@@ -627,13 +627,12 @@ long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t
 long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			   cache_presence_fn *callback, void *context)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_PRESENCE_RANGE);
+	sqlite3_stmt *stmt;
 	long calls = 0;
 	int rc;
 
 	cache_pending_flush_rows(cache);
-	cache_bind_key(stmt, mailbox_id, first);
-	sqlite3_bind_int64(stmt, 3, last);
+	stmt = cache_range_begin(cache, CACHE_STMT_PRESENCE_RANGE, mailbox_id, first, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		struct cache_presence presence = { .uid = (uint32_t)sqlite3_column_int64(stmt, 0) };
 
@@ -650,45 +649,32 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 		callback(&presence, context);
 		calls++;
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc == SQLITE_DONE)
-		return calls;
-	cache_fail(cache, rc, "reading what is stored of messages");
-	return -1;
+	return cache_range_end(cache, stmt, rc, calls, "reading what is stored of messages", false);
 }
 
 long cache_lookup_fixed(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_fixed_fn *callback, void *context)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FIXED_RANGE);
+	sqlite3_stmt *stmt;
 	long calls = 0;
 	int rc;
 
 	cache_pending_flush_rows(cache);
-	cache_bind_key(stmt, mailbox_id, first);
-	sqlite3_bind_int64(stmt, 3, last);
+	stmt = cache_range_begin(cache, CACHE_STMT_FIXED_RANGE, mailbox_id, first, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		callback((uint32_t)sqlite3_column_int64(stmt, 0), context);
 		calls++;
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc == SQLITE_DONE)
-		return calls;
-	cache_fail(cache, rc, "reading which messages have their fixed items");
-	return -1;
+	return cache_range_end(cache, stmt, rc, calls, "reading which messages have their fixed items", false);
 }
 
 long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_flags_fn *callback, void *context)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FLAGS_RANGE);
+	sqlite3_stmt *stmt = cache_range_begin(cache, CACHE_STMT_FLAGS_RANGE, mailbox_id, first, last);
 	long calls = 0;
 	int rc;
 
-	cache_bind_key(stmt, mailbox_id, first);
-	sqlite3_bind_int64(stmt, 3, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		const char *flags = (const char *)sqlite3_column_blob(stmt, 1);
 		size_t len = (size_t)sqlite3_column_bytes(stmt, 1);
@@ -697,12 +683,7 @@ long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first,
 			 (uint64_t)sqlite3_column_int64(stmt, 2), context);
 		calls++;
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc == SQLITE_DONE)
-		return calls;
-	cache_fail(cache, rc, "reading stored flags");
-	return (rc & 0xff) == SQLITE_CORRUPT ? calls : -1;
+	return cache_range_end(cache, stmt, rc, calls, "reading stored flags", true);
 }
 
 int cache_forget_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last)

@@ -222,6 +222,16 @@ int cache_run_integer(struct cache *cache, sqlite3_stmt *stmt, const char *what,
 void cache_bind_value(sqlite3_stmt *stmt, int index, const void *data, size_t size);
 /* Binds ?1 to mailbox_id and ?2 to uid, the key of every message table. */
 void cache_bind_key(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid);
+/* Statement which, a scan of mailbox_id's UIDs [first, last] (?1, ?2, ?3),
+   bound and ready to step. */
+sqlite3_stmt *cache_range_begin(struct cache *cache, enum cache_stmt which, int64_t mailbox_id, uint32_t first,
+				uint32_t last);
+/* Ends a scan whose last step gave rc after calls rows: resets stmt and
+   clears its bindings. Returns calls when it ran to the end; else logs
+   what failed (cache_fail) and returns -1, or calls when the file is
+   damaged and damaged_counts (what was read stands, the rest is missing). */
+long cache_range_end(struct cache *cache, sqlite3_stmt *stmt, int rc, long calls, const char *what,
+		     bool damaged_counts);
 /* Binds the checksum of size bytes at data (cache-checksum.h); NULL for
    NULL data. */
 void cache_bind_checksum(sqlite3_stmt *stmt, int index, const void *data, size_t size);

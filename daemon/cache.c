@@ -439,6 +439,27 @@ void cache_bind_key(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid)
 	sqlite3_bind_int64(stmt, 2, uid);
 }
 
+sqlite3_stmt *cache_range_begin(struct cache *cache, enum cache_stmt which, int64_t mailbox_id, uint32_t first,
+				uint32_t last)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, which);
+
+	cache_bind_key(stmt, mailbox_id, first);
+	sqlite3_bind_int64(stmt, 3, last);
+	return stmt;
+}
+
+long cache_range_end(struct cache *cache, sqlite3_stmt *stmt, int rc, long calls, const char *what,
+		     bool damaged_counts)
+{
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_DONE)
+		return calls;
+	cache_fail(cache, rc, what);
+	return damaged_counts && (rc & 0xff) == SQLITE_CORRUPT ? calls : -1;
+}
+
 void cache_bind_known(sqlite3_stmt *stmt, int index, uint64_t value)
 {
 	if (value == 0)
