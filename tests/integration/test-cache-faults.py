@@ -394,6 +394,60 @@ def test_damage_inside_values():
         stop(daemon)
 
 
+OPEN = "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"  # fixed items only
+CHECKED_FIRST = 100  # FETCH_CHECKED_FIRST: an answer of fixed items checks these before its first line
+
+
+def test_damage_past_first_checked():
+    """An answer of fixed items checks its first 100 messages value by value
+    and reads the rest as it writes them (doc/cache.md): a flipped byte in
+    the ENVELOPE of a later message ends that session with BYE after the
+    lines before it, equal to Dovecot's; the value is dropped and logged,
+    and the next session's same FETCH equals direct again."""
+    cache = cache_dir()
+    daemon = start(cache)
+    try:
+        fill(daemon, OPEN)
+    finally:
+        stop(daemon)
+    path = store_path(cache)
+    db = sqlite3.connect("file:%s?mode=ro&immutable=1" % urllib.parse.quote(path), uri=True)
+    try:
+        uids = [row[0] for row in db.execute("SELECT uid FROM messages_fixed ORDER BY uid")]
+        late = [uid for uid, in db.execute("SELECT uid FROM messages WHERE length(envelope) > 300 ORDER BY uid")
+                if uid in uids[CHECKED_FIRST + 10:]]
+        if len(uids) < CHECKED_FIRST + 20 or not late:
+            raise RuntimeError("the corpus has too few messages past the first %d: %d" % (CHECKED_FIRST, len(uids)))
+        envelopes = {uid: db.execute("SELECT envelope FROM messages WHERE uid = ?", (uid,)).fetchone()[0]
+                     for uid in late}
+    finally:
+        db.close()
+    while True:  # the first whose middle bytes are nowhere else in the file
+        try:
+            flip_inside(path, envelopes[late[0]], "an ENVELOPE past the first messages")
+            break
+        except RuntimeError:
+            if len(late) == 1:
+                raise
+            late.pop(0)
+    daemon = start(cache)
+    try:
+        via, direct = connect(daemon.port, "INBOX"), connect(PORT, "INBOX", verb="EXAMINE")
+        got, want = exchange(via, OPEN, until_closed=True), exchange(direct, OPEN)
+        before = uids.index(late[0])
+        check("a byte flipped in the ENVELOPE of UID %d, message %d of the answer: the lines before it equal "
+              "Dovecot's" % (late[0], before + 1), got[:before] == want[:before], difference(got[:before], want[:before]))
+        check("... then BYE, and the connection closes", got[before:] == [b"* BYE Internal error reading the cache\r\n",
+                                                                         CLOSED], got[before:before + 2])
+        check("... the damaged ENVELOPE was logged", daemon.wait_log(
+            r"a stored value of UID %d \(items 0x2\) fails its checksum" % late[0]) is not None, daemon.log()[-2000:])
+        via = connect(daemon.port, "INBOX")
+        same("... a new session's same FETCH equals direct", via, direct, OPEN)
+        check_sound("... the store", inspect(path))
+    finally:
+        stop(daemon)
+
+
 def test_unreadable_file():
     cache = filled_store()
     path = store_path(cache)
@@ -875,7 +929,7 @@ def test_structure_disagrees(daemon):
 def main():
     try:
         run_steps((test_kill_during_fill, test_garbage_file, test_damaged_file, test_damage_inside_values,
-                   test_unreadable_file, test_full_store, test_budget, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
+                   test_damage_past_first_checked, test_unreadable_file, test_full_store, test_budget, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
                    test_overwritten_in_place))
         cache = cache_dir()
         daemon = start(cache)
