@@ -794,7 +794,7 @@ static void session_store_sent(struct session *session, const struct imap_comman
 /* The verb of the command being read, upper-cased ("UID FETCH" as two
    words), from the arguments the parser has so far: args[1], and args[2]
    after UID. Empty when there is none yet. */
-static void session_read_verb(struct session *session, const struct imap_arg *args, unsigned int count)
+static void session_verb_from_args(struct session *session, const struct imap_arg *args, unsigned int count)
 {
 	size_t used = 0;
 
@@ -852,7 +852,7 @@ static void session_note_open_state_change(struct session *session)
 
 	if (line == NULL || line->list_count == 0)
 		return;
-	session_read_verb(session, line->list, line->list_count);
+	session_verb_from_args(session, line->list, line->list_count);
 	if (imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE)
 		session_note_state_change(session, &command, NULL, 0);
 	else
@@ -960,7 +960,7 @@ static void session_open_upstream(struct session *session)
 	size_t tag_len = session_held_tag_length(session);
 
 	imap_parser_get_open_args(session->command_parser, 0, &args, &count);
-	session_read_verb(session, args, count);
+	session_verb_from_args(session, args, count);
 	if (strcmp(session->command_verb, "APPEND") == 0 && count > 2 && imap_arg_get_astring(&args[2], &target, &target_len))
 		session_news_set_target(session, target, target_len);
 	if (tag_len == 0) {
@@ -1014,7 +1014,7 @@ static bool session_route_command(struct session *session)
 	if (session->held_first)
 		session_own_release_held(session, bufferevent_get_output(session->bev));
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
-	session_read_verb(session, line->list, line->list_count);
+	session_verb_from_args(session, line->list, line->list_count);
 	if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_APPEND)
 		session_news_set_target(session, command.u.append.mailbox, command.u.append.mailbox_len);
 	else if (error == IMAP_COMMAND_ERROR_NONE && (command.name == IMAP_COMMAND_COPY || command.name == IMAP_COMMAND_MOVE))
