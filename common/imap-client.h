@@ -311,7 +311,10 @@ enum imap_client_raw_kind {
    is valid only during the call. Return 0, or -1 to abort the connection,
    or IMAP_CLIENT_RAW_HANDLED for a whole untagged FETCH line whose data
    the callback took from the bytes itself: the untagged callback is then
-   not called for it (nor is the line parsed into a response).
+   not called for it (nor is the line parsed into a response). A whole
+   "* n FETCH (" line without a literal comes before the parser reads it
+   (client_raw_offer_fetch): one the server wrote wrong reaches the
+   callback, and the connection is aborted after it.
    May pause reading (imap_client_set_reading_paused): the rest of the
    line then waits. */
 #define IMAP_CLIENT_RAW_HANDLED 1

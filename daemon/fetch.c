@@ -541,14 +541,13 @@ static void fixed_walk_step(uint32_t uid, void *context)
 static bool plan_prove_fixed(const struct fetch_answer *answer, size_t from)
 {
 	struct fixed_walk walk = { .answer = answer, .next = from };
-	bool flags = false, modseq = false;
+	bool modseq = false;
 
-	for (unsigned int i = 0; i < answer->item_count; i++) {
-		flags |= answer->items[i].kind == FETCH_KIND_FLAGS;
+	for (unsigned int i = 0; i < answer->item_count; i++)
 		modseq |= answer->items[i].kind == FETCH_KIND_MODSEQ;
-	}
 	for (size_t i = from; i < answer->message_count; i++) {
-		if ((flags && answer->messages[i].flags == NULL) || (modseq && answer->messages[i].modseq == 0))
+		if ((answer->has_flags_item && answer->messages[i].flags == NULL) ||
+		    (modseq && answer->messages[i].modseq == 0))
 			return false;
 	}
 	if (cache_lookup_fixed(answer->cache, answer->mailbox_id, answer->messages[from].uid,
