@@ -627,9 +627,12 @@ static bool plan_modifiers_local(const struct imap_command *command, const struc
 	if (command->args[1].type != IMAP_ARG_LIST && command->u.fetch.attr_count == 1 &&
 	    (command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BODY_SECTION ||
 	     command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BINARY_SECTION ||
-	     command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BINARY_SIZE)) {
-		/* Dovecot 2.3 misreads "BODY[...] (CHANGEDSINCE n)": a BAD, or nothing */
-		*why_r = "a section item not in parentheses before modifiers";
+	     command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_BINARY_SIZE ||
+	     command->u.fetch.attrs[0].type == IMAP_FETCH_ATTR_PREVIEW)) {
+		/* Dovecot 2.3 misreads "BODY[...] (CHANGEDSINCE n)": a BAD, or
+		   nothing; "PREVIEW (...)" are PREVIEW's own modifiers (RFC 8970):
+		   "'CHANGEDSINCE' is not a supported PREVIEW modifier" */
+		*why_r = "a section item or PREVIEW not in parentheses before modifiers";
 		return false;
 	}
 	if (command->u.fetch.vanished) {

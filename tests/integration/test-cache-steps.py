@@ -265,6 +265,15 @@ def run_splice(daemon, relay):
         check("splice: %s: only the spliced pairs were fetched" % command,
               len(own) == 1 and re.search(r"^\S+ %s$" % own_wanted, own[0]) is not None, own)
     both(direct, proxied, "FETCH 1:* (FLAGS)", "splice: the flags after")
+    # Dovecot reads "PREVIEW (...)" as PREVIEW's own modifiers (RFC 8970):
+    # a BAD, and CONDSTORE stays off; the proxy must not answer it
+    for mode in ("none", "condstore"):
+        if mode == "condstore":
+            both(direct, proxied, "ENABLE CONDSTORE")
+        command = "FETCH 1:2 PREVIEW (CHANGEDSINCE 1)"
+        got = both(direct, proxied, command, "splice: %s: %s is Dovecot's answer" % (mode, command))
+        check("splice: %s: %s: Dovecot says BAD" % (mode, command), got and b" BAD " in got[-1], got)
+        both(direct, proxied, "FETCH 1 (FLAGS)", "splice: %s: the flags after %s" % (mode, command))
     direct.close()
     proxied.close()
 
