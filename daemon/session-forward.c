@@ -884,15 +884,18 @@ struct imap_client_command *session_forward_resend_idle(struct session *session,
 	return command;
 }
 
-/* The length of the tag at the start of the command held in command_bytes. */
+/* The length of the tag of the command being read: the parser's first
+   argument, of the complete line or of the line so far (it is the tag's
+   bytes as sent, which begin command_bytes). */
 static size_t session_held_tag_length(struct session *session)
 {
-	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
-	size_t len = evbuffer_get_length(session->command_bytes), end = 0;
+	const struct imap_arg *line = imap_parser_get_line(session->command_parser), *args;
+	unsigned int count;
 
-	while (end < len && text[end] != '\r' && text[end] != '\n')
-		end++;
-	return session_tag_length(text, end);
+	if (line != NULL)
+		return session_tag_arg_length(line->list, line->list_count);
+	imap_parser_get_open_args(session->command_parser, 0, &args, &count);
+	return session_tag_arg_length(args, count);
 }
 
 /* The command about to go upstream on an unproven connection, kept
@@ -1108,6 +1111,7 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 	size_t len, tag_len, eol_len = 0;
 	struct evbuffer_ptr eol;
 
+	tag_len = session_held_tag_length(session); /* before the reset forgets the line */
 	imap_parser_reset(session->command_parser);
 	if (error == IMAP_PARSER_ERROR_LINE_TOO_LONG) {
 		session->bytes_in += evbuffer_get_length(input);
@@ -1133,7 +1137,6 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		len--;
-	tag_len = session_tag_length(text, len);
 	if (too_big) {
 		if (open != NULL || tag_len == 0 || nonsync) {
 			/* a {N+} one is on its way: it can't be refused (RFC 7888) */
@@ -1340,12 +1343,15 @@ int session_forward_start(struct session *session)
 {
 	struct imap_parser_limits limits;
 
-	session->command_parser = imap_parser_new();
+	if (session->command_parser == NULL) /* a login replayed; else the one that read the login */
+		session->command_parser = imap_parser_new();
 	session->command_reader = imap_command_parser_new();
 	session->command_bytes = evbuffer_new();
 	if (session->command_parser == NULL || session->command_reader == NULL || session->command_bytes == NULL)
 		return -1;
-	imap_parser_get_limits(session->command_parser, &limits);
+	imap_parser_wipe(session->command_parser);
+	imap_parser_set_mode(session->command_parser, IMAP_PARSER_MODE_COMMAND);
+	imap_parser_get_default_limits(&limits);
 	limits.max_line = session->conf->limit_line;
 	limits.max_literal = session->conf->limit_literal;
 	imap_parser_set_limits(session->command_parser, &limits);

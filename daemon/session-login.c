@@ -529,208 +529,46 @@ static char *session_astring_dup(const struct imap_arg *arg)
 	return copy;
 }
 
-/* The most bytes (lines and literals) a pre-login command with literals
-   may gather: as much as the largest LOGIN. */
-static size_t session_gathered_max(const struct session *session)
+/* LOGIN user password (args: the two, literals inline). */
+void session_handle_login(struct session *session, const char *tag, const struct imap_arg *args,
+			  unsigned int count)
 {
-	return session->conf->limit_line + SESSION_LOGIN_LITERALS_MAX * (size_t)session->conf->limit_literal_preauth;
-}
-
-/* Parses a whole pre-login command (without its last CRLF, literals
-   "{4}\r\nuser" included, already held to the pre-login limits, so kept
-   inline) into a new parser, *parser_r (NULL when out of memory). */
-static enum imap_parser_result session_parse_gathered(const struct session *session, const char *line,
-						      size_t len, struct imap_parser **parser_r)
-{
-	struct imap_parser *parser = imap_parser_new();
-	struct imap_parser_limits limits;
-	enum imap_parser_result result;
-	size_t consumed, pos = 0;
-
-	*parser_r = parser;
-	if (parser == NULL)
-		return IMAP_PARSER_ERROR;
-	imap_parser_get_limits(parser, &limits);
-	if (limits.max_inline_literal < session_gathered_max(session))
-		limits.max_inline_literal = session_gathered_max(session);
-	if (limits.max_line < session->conf->limit_line)
-		limits.max_line = session->conf->limit_line;
-	imap_parser_set_limits(parser, &limits);
-	do {
-		result = imap_parser_feed_bytes(parser, line + pos, len - pos, &consumed);
-		pos += consumed;
-	} while (result == IMAP_PARSER_LITERAL_ANNOUNCED);
-	if (result == IMAP_PARSER_NEED_MORE)
-		result = imap_parser_feed_bytes(parser, "\r\n", 2, &consumed);
-	return result;
-}
-
-/* LOGIN user password: the whole command without its last CRLF, literals
-   ("{4}\r\nuser") included. */
-void session_handle_login(struct session *session, const char *tag, const char *line, size_t len)
-{
-	struct imap_parser *parser;
-	const struct imap_arg *args;
-	enum imap_parser_result result;
 	char *user = NULL;
 
 	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
-	result = session_parse_gathered(session, line, len, &parser);
-	if (result != IMAP_PARSER_LINE_COMPLETE || (args = imap_parser_get_line(parser))->list_count != 4 ||
-	    (user = session_astring_dup(&args->list[2])) == NULL ||
-	    (session->login_password = session_astring_dup(&args->list[3])) == NULL ||
+	if (count != 2 || (user = session_astring_dup(&args[0])) == NULL ||
+	    (session->login_password = session_astring_dup(&args[1])) == NULL ||
 	    user[0] == '\0' || strlen(user) >= sizeof(session->user)) {
 		session_send(session, "%s BAD Invalid LOGIN arguments\r\n", tag);
 		session_wipe_credentials(session);
 		free(user);
-		if (parser != NULL)
-			imap_parser_wipe(parser); /* the password is in its buffers */
-		imap_parser_free(&parser);
 		session_count_bad(session);
 		return;
 	}
 	snprintf(session->user, sizeof(session->user), "%s", user);
 	free(user);
-	imap_parser_wipe(parser);
-	imap_parser_free(&parser);
 	session_login_start(session);
-}
-
-/* Makes room for extra more bytes of a LOGIN being gathered. The old
-   buffer is wiped: it may hold a password. Returns false when out of memory. */
-static bool session_login_command_reserve(struct session *session, size_t extra)
-{
-	size_t size = session->login_command_size;
-	char *bigger;
-
-	if (session->login_command_len + extra <= size)
-		return true;
-	if (size < 256)
-		size = 256;
-	while (size < session->login_command_len + extra)
-		size *= 2;
-	bigger = malloc(size);
-	if (bigger == NULL)
-		return false;
-	if (session->login_command != NULL) {
-		memcpy(bigger, session->login_command, session->login_command_len);
-		OPENSSL_cleanse(session->login_command, session->login_command_len);
-		free(session->login_command);
-	}
-	session->login_command = bigger;
-	session->login_command_size = size;
-	return true;
-}
-
-
-/* A line of a LOGIN or ID with literals (the first one too,
-   session->login_tag and login_command_is_id set): gathers it, lets the
-   client send the next literal, or handles the command once complete. */
-void session_login_continue(struct session *session, const char *line, size_t len)
-{
-	uint64_t literal_size = 0;
-	enum session_literal literal = session_line_literal(line, len, &literal_size);
-	bool is_id = session->login_command_is_id;
-	const char *verb = is_id ? "ID" : "LOGIN";
-	unsigned int literals_max = is_id ? SESSION_ID_LITERALS_MAX : SESSION_LOGIN_LITERALS_MAX;
-	/* a LOGIN is bounded by its two literals already */
-	bool too_long = is_id && (literal_size > session_gathered_max(session) ||
-				  session->login_command_len + len + literal_size > session_gathered_max(session));
-	char tag[SESSION_TAG_MAX + 1];
-	char *command;
-	size_t command_len;
-
-	if (!session_login_command_reserve(session, len + 2)) {
-		session_close(session, "out of memory", "Server out of memory");
-		return;
-	}
-	memcpy(session->login_command + session->login_command_len, line, len);
-	session->login_command_len += len;
-	snprintf(tag, sizeof(tag), "%s", session->login_tag);
-	if (literal == SESSION_LITERAL_NONE && too_long) {
-		session_wipe_credentials(session);
-		session_send(session, "%s BAD Invalid %s arguments: too long\r\n", tag, verb);
-		session_count_bad(session);
-		return;
-	}
-	if (literal == SESSION_LITERAL_NONE) {
-		/* complete: the buffer leaves the session, so any way out of
-		   the handler can't free it under our feet */
-		command = session->login_command;
-		command_len = session->login_command_len;
-		session->login_command = NULL;
-		session_wipe_credentials(session);
-		if (is_id)
-			session_handle_id(session, tag, command, command_len);
-		else
-			session_handle_login(session, tag, command, command_len);
-		OPENSSL_cleanse(command, command_len);
-		free(command);
-		return;
-	}
-	if (literal == SESSION_LITERAL_INVALID) {
-		session_wipe_credentials(session);
-		session_send(session, "%s BAD Invalid literal size\r\n", tag);
-		session_count_bad(session);
-		return;
-	}
-	if (literal_size > session->conf->limit_literal_preauth || ++session->login_literals > literals_max ||
-	    too_long) {
-		log_info("session %lu: %s literal of %llu bytes refused (the limit before login is %llu "
-			 "bytes, %u literals, %zu bytes in all)", session->id, verb, (unsigned long long)literal_size,
-			 (unsigned long long)session->conf->limit_literal_preauth, literals_max,
-			 session_gathered_max(session));
-		session_wipe_credentials(session);
-		if (literal == SESSION_LITERAL_SYNC) {
-			/* no "+": the client sends no literal (RFC 3501 7.5) */
-			session_send(session, "%s BAD Invalid %s arguments: literal too large or too many\r\n",
-				     tag, verb);
-			session_count_bad(session);
-		} else if (literal_size > session->conf->limit_literal_preauth) {
-			session_close(session, "literal too large", "Literal too large before login");
-		} else {
-			/* already on its way: dropped, with the rest of the command */
-			snprintf(session->pending_reply, sizeof(session->pending_reply),
-				 "%s BAD Invalid %s arguments: too many literals or too long\r\n", tag, verb);
-			session->literal_to_discard = literal_size;
-			session->discarding_command = true;
-		}
-		return;
-	}
-	if (!session_login_command_reserve(session, 2 + (size_t)literal_size)) {
-		session_close(session, "out of memory", "Server out of memory");
-		return;
-	}
-	memcpy(session->login_command + session->login_command_len, "\r\n", 2);
-	session->login_command_len += 2;
-	session->login_literal_left = literal_size;
-	if (literal == SESSION_LITERAL_SYNC)
-		session_send(session, "+ Ready for literal data\r\n");
 }
 
 /* ID before login (RFC 2971): the proxy's own name and version. The
    client's fields (strings, literals included) are only checked; after
    login ID goes upstream. */
-void session_handle_id(struct session *session, const char *tag, const char *line, size_t len)
+void session_handle_id(struct session *session, const char *tag, const struct imap_arg *args, unsigned int count)
 {
-	struct imap_parser *parser;
-	const struct imap_arg *args, *fields;
-	unsigned int count = 0;
-	enum imap_parser_result result = session_parse_gathered(session, line, len, &parser);
+	const struct imap_arg *fields = NULL;
+	unsigned int field_count = 0;
 	bool valid;
 
-	valid = result == IMAP_PARSER_LINE_COMPLETE && (args = imap_parser_get_line(parser))->list_count == 3 &&
-		(imap_arg_is_nil(&args->list[2]) ||
-		 (imap_arg_get_list(&args->list[2], &fields, &count) && count % 2 == 0 &&
-		  count <= 2 * SESSION_ID_PAIRS_MAX));
-	for (unsigned int i = 0; valid && i < count; i++) {
+	valid = count == 1 && (imap_arg_is_nil(&args[0]) ||
+			       (imap_arg_get_list(&args[0], &fields, &field_count) && field_count % 2 == 0 &&
+				field_count <= 2 * SESSION_ID_PAIRS_MAX));
+	for (unsigned int i = 0; valid && i < field_count; i++) {
 		const char *str;
 		size_t str_len;
 
 		valid = i % 2 == 0 ? imap_arg_get_string(&fields[i], &str, &str_len) :
 				     imap_arg_get_nstring(&fields[i], &str, &str_len);
 	}
-	imap_parser_free(&parser);
 	if (!valid) {
 		session_send(session, "%s BAD Invalid ID arguments\r\n", tag);
 		session_count_bad(session);
@@ -826,23 +664,21 @@ static void session_auth_login_password(struct session *session, const char *res
 	session_login_start(session);
 }
 
-/* AUTHENTICATE mechanism [initial-response]. */
-void session_handle_authenticate(struct session *session, const char *tag, const char *args,
-					size_t len)
+/* AUTHENTICATE mechanism [initial-response] (args: the two atoms). */
+void session_handle_authenticate(struct session *session, const char *tag, const struct imap_arg *args,
+				 unsigned int count)
 {
-	size_t mechanism_len = 0;
+	const char *mechanism, *response = NULL;
 	bool is_login;
 
 	snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
-	while (mechanism_len < len && args[mechanism_len] != ' ')
-		mechanism_len++;
-	if (mechanism_len == 0 || mechanism_len >= sizeof(session->auth_mechanism)) {
+	if (count < 1 || count > 2 || !imap_arg_get_atom(&args[0], &mechanism) ||
+	    args[0].len >= sizeof(session->auth_mechanism) || (count == 2 && !imap_arg_get_atom(&args[1], &response))) {
 		session_send(session, "%s BAD Invalid AUTHENTICATE arguments\r\n", tag);
 		session_count_bad(session);
 		return;
 	}
-	memcpy(session->auth_mechanism, args, mechanism_len);
-	session->auth_mechanism[mechanism_len] = '\0';
+	snprintf(session->auth_mechanism, sizeof(session->auth_mechanism), "%s", mechanism);
 	for (char *p = session->auth_mechanism; *p != '\0'; p++)
 		*p = (char)toupper((unsigned char)*p);
 	/* one whose user the proxy can read, and that the upstream may take */
@@ -852,19 +688,14 @@ void session_handle_authenticate(struct session *session, const char *tag, const
 		return;
 	}
 	is_login = strcmp(session->auth_mechanism, "LOGIN") == 0;
-	if (mechanism_len == len || (is_login && len == mechanism_len + 2 && args[mechanism_len + 1] == '=')) {
+	if (response == NULL || (is_login && strcmp(response, "=") == 0)) {
 		/* no SASL-IR (an empty one is none for LOGIN, as in Dovecot):
 		   ask for it, with LOGIN's prompt or an empty challenge */
 		session_send(session, "+ %s\r\n", is_login ? IMAP_SASL_LOGIN_USER_CHALLENGE : "");
 		session->state = SESSION_STATE_AUTH_CLIENT;
 		return;
 	}
-	if (mechanism_len + 1 >= len) {
-		session_send(session, "%s BAD Invalid AUTHENTICATE arguments\r\n", tag);
-		session_count_bad(session);
-		return;
-	}
-	session_auth_initial(session, args + mechanism_len + 1, len - mechanism_len - 1);
+	session_auth_initial(session, response, (size_t)args[1].len);
 }
 
 /* A line the client sent after a "+" of AUTHENTICATE. */

@@ -66,14 +66,6 @@ enum session_state {
 	SESSION_STATE_CLOSING,   /* last reply queued; freed once it is sent */
 };
 
-/* What the end of a command line announces. */
-enum session_literal {
-	SESSION_LITERAL_NONE,
-	SESSION_LITERAL_SYNC,      /* {N}: the client waits for "+" */
-	SESSION_LITERAL_NONSYNC,   /* {N+}: the bytes follow at once */
-	SESSION_LITERAL_INVALID,   /* {..} that is not a size */
-};
-
 struct session {
 	TAILQ_ENTRY(session) link;
 	unsigned long id;
@@ -91,17 +83,11 @@ struct session {
 	bool reading_paused;           /* output past the high-water mark */
 	bool output_abandoned;         /* the client can't or won't take more: free at once */
 
-	uint64_t literal_to_discard;   /* bytes of a refused {N+} literal still to drop */
-	bool discarding_command;       /* the rest of a refused command is still coming */
-	char pending_reply[SESSION_TAG_MAX + 200]; /* the tagged reply for the refused command */
-
-	/* A LOGIN whose arguments come as literals, gathered until complete. */
-	char *login_command;           /* its bytes so far (lines with CRLF, literals); wiped */
-	size_t login_command_len;
-	size_t login_command_size;     /* allocated */
-	uint64_t login_literal_left;   /* bytes of the current literal still to come */
-	unsigned int login_literals;   /* literals announced so far */
-	bool login_command_is_id;      /* it is an ID (LITERAL+ works for it too), not a LOGIN */
+	/* Before login (session-prelogin.c). */
+	bool skipping_line;            /* the rest of a line the parser refused is being dropped */
+	size_t skipped_line_bytes;     /* of it so far, held to limits.line */
+	char pending_reply[SESSION_TAG_MAX + 200]; /* the refused line's reply, sent at its end */
+	unsigned int prelogin_literals; /* {N} literals announced in the command being read */
 
 	/* A literal the client announced must keep coming (timeouts.literal). */
 	struct event *literal_timer;
@@ -122,7 +108,7 @@ struct session {
 	/* Forwarding (session-forward.c). Every field from command_parser to
 	   waiting_upstream_output is what forwarding made: session_forward_reset
 	   clears them all. */
-	struct imap_parser *command_parser; /* the client's bytes after login */
+	struct imap_parser *command_parser; /* the client's bytes (made before login, kept after it) */
 	struct imap_command_parser *command_reader; /* its complete lines, for routing */
 	struct evbuffer *command_bytes; /* the command's raw bytes read and not yet sent upstream */
 	char command_verb[SESSION_VERB_MAX]; /* of the command being read, upper case */
@@ -236,26 +222,37 @@ void session_update_literal_timer(struct session *session);
 bool session_count_bad(struct session *session);
 /* Wipes and frees what a login keeps of the client's secrets. */
 void session_wipe_credentials(struct session *session);
-/* The literal announced at the end of line ("{12}", "{12+}"), its size in *size_r. */
-enum session_literal session_line_literal(const char *line, size_t len, uint64_t *size_r);
 /* RFC 3501 tag character: ASTRING-CHAR except "+". */
 bool session_tag_char(unsigned char c);
-/* The length of the tag at the start of line, up to a space or the end;
-   0 when there is none. */
-size_t session_tag_length(const char *line, size_t len);
+/* The length of the tag that begins a parsed line (args, count: the
+   line's top level, complete or so far): the first argument when it is
+   an atom of tag characters, else 0. */
+size_t session_tag_arg_length(const struct imap_arg *args, unsigned int count);
+/* Whether credentials may be taken on this connection: TLS, or loopback. */
+bool session_login_allowed(const struct session *session);
+/* The capabilities offered before login, space-separated, into buf. */
+void session_format_capability(const struct session *session, char *buf, size_t size);
+
+/* ---- session-prelogin.c: the client's commands before login ---- */
+
+/* Makes the session's command parser, with the limits before login. */
+int session_prelogin_start(struct session *session, const struct conf *conf);
+/* Reads and answers the client's commands (and AUTHENTICATE responses)
+   before login, a bounded number per call. */
+void session_prelogin_input(struct session *session);
+/* The bytes of a literal still due before login (0 when none). */
+uint64_t session_prelogin_literal_due(const struct session *session);
 
 /* ---- session-login.c: before login, and the login upstream ---- */
 
-/* LOGIN user password: the whole command without its last CRLF,
-   literals included. */
-void session_handle_login(struct session *session, const char *tag, const char *line, size_t len);
-/* A line of a LOGIN or ID whose arguments come as literals: gathers it,
-   lets the client send the next literal, or runs it once complete. */
-void session_login_continue(struct session *session, const char *line, size_t len);
+/* LOGIN user password: args are the verb's arguments, literals inline. */
+void session_handle_login(struct session *session, const char *tag, const struct imap_arg *args,
+			  unsigned int count);
 /* ID before login (RFC 2971): the proxy's own name and version. */
-void session_handle_id(struct session *session, const char *tag, const char *line, size_t len);
-/* AUTHENTICATE mechanism [initial-response]: args is what follows the verb. */
-void session_handle_authenticate(struct session *session, const char *tag, const char *args, size_t len);
+void session_handle_id(struct session *session, const char *tag, const struct imap_arg *args, unsigned int count);
+/* AUTHENTICATE mechanism [initial-response]. */
+void session_handle_authenticate(struct session *session, const char *tag, const struct imap_arg *args,
+				 unsigned int count);
 /* A line the client sent after a "+" of AUTHENTICATE. */
 void session_handle_auth_response(struct session *session, const char *line, size_t len);
 /* The timer of a pooled connection's NOOP check. */

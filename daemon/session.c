@@ -95,7 +95,7 @@ void session_send(struct session *session, const char *format, ...)
 
 /* What the proxy can do before login: what the upstream offers, as far
    as the proxy can carry it (upstream-probe.h); never more. */
-static void session_format_capability(const struct session *session, char *buf, size_t size)
+void session_format_capability(const struct session *session, char *buf, size_t size)
 {
 	bool plaintext_refused = !session->tls_active && !session->loopback;
 
@@ -140,15 +140,6 @@ void session_wipe_credentials(struct session *session)
 		free(session->auth_initial);
 		session->auth_initial = NULL;
 	}
-	if (session->login_command != NULL) {
-		OPENSSL_cleanse(session->login_command, session->login_command_len);
-		free(session->login_command);
-		session->login_command = NULL;
-	}
-	session->login_command_len = 0;
-	session->login_command_size = 0;
-	session->login_literal_left = 0;
-	session->login_literals = 0;
 }
 
 static void session_free(struct session **session_p)
@@ -196,13 +187,9 @@ static uint64_t session_literal_due(const struct session *session)
 {
 	if (session->reading_paused || session->waiting_upstream_output)
 		return 0;
-	if (session->login_literal_left > 0)
-		return session->login_literal_left;
-	if (session->literal_to_discard > 0)
-		return session->literal_to_discard;
 	if (session->state == SESSION_STATE_FORWARDING)
 		return session_forward_literal_due(session);
-	return 0;
+	return session_prelogin_literal_due(session);
 }
 
 /* Arms the literal timer while a literal is due, again whenever some of
@@ -286,63 +273,21 @@ static void session_start_tls(struct session *session)
 	session_setup_bev(session);
 }
 
-/* Parses a literal announcement ("{12}", "{12+}") at the end of line. */
-enum session_literal session_line_literal(const char *line, size_t len, uint64_t *size_r)
-{
-	size_t open, digits_end;
-	uint64_t size = 0;
-
-	if (len < 3 || line[len - 1] != '}')
-		return SESSION_LITERAL_NONE;
-	digits_end = len - 1;
-	if (line[digits_end - 1] == '+')
-		digits_end--;
-	open = digits_end;
-	while (open > 0 && line[open - 1] >= '0' && line[open - 1] <= '9')
-		open--;
-	if (open == 0 || line[open - 1] != '{')
-		return SESSION_LITERAL_NONE;
-	if (open == digits_end || digits_end - open > SESSION_LITERAL_DIGITS_MAX)
-		return SESSION_LITERAL_INVALID;
-	for (size_t i = open; i < digits_end; i++) {
-		unsigned int digit = (unsigned int)(line[i] - '0');
-
-		if (size > (UINT64_MAX - digit) / 10)
-			return SESSION_LITERAL_INVALID;
-		size = size * 10 + digit;
-	}
-	*size_r = size;
-	return digits_end == len - 1 ? SESSION_LITERAL_SYNC : SESSION_LITERAL_NONSYNC;
-}
-
 /* RFC 3501 tag: ASTRING-CHAR except "+". */
 bool session_tag_char(unsigned char c)
 {
 	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\+", c) == NULL;
 }
 
-static bool session_atom_char(unsigned char c)
+size_t session_tag_arg_length(const struct imap_arg *args, unsigned int count)
 {
-	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
-}
-
-/* Commands of the authenticated and selected states (RFC 3501, 9051 and
-   common extensions): before login they get "log in first", not "unknown". */
-static bool session_is_later_command(const char *command)
-{
-	static const char *const later[] = {
-		"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
-		"LIST", "LSUB", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT", "EXPUNGE",
-		"SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "NAMESPACE",
-		"GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "GETACL", "SETACL", "MYRIGHTS",
-		"GETMETADATA", "SETMETADATA", NULL
-	};
-
-	for (const char *const *name = later; *name != NULL; name++) {
-		if (strcasecmp(command, *name) == 0)
-			return true;
+	if (count == 0 || args[0].type != IMAP_ARG_ATOM || args[0].len == 0)
+		return 0;
+	for (size_t i = 0; i < args[0].len; i++) {
+		if (!session_tag_char((unsigned char)args[0].str[i]))
+			return 0;
 	}
-	return false;
+	return (size_t)args[0].len;
 }
 
 /* Counts a BAD; too many of them end the session. Returns false when closed. */
@@ -356,273 +301,18 @@ bool session_count_bad(struct session *session)
 }
 
 /* Whether credentials may be taken on this connection: TLS, or loopback. */
-static bool session_login_allowed(const struct session *session)
+bool session_login_allowed(const struct session *session)
 {
 	return session->tls_active || session->loopback;
 }
 
-/* The tagged reply to a LOGIN or AUTHENTICATE that is refused here. */
-static void session_format_login_refusal(const struct session *session, const char *tag,
-					 char *buf, size_t size)
-{
-	if (!session_login_allowed(session)) {
-		snprintf(buf, size, "%s NO [PRIVACYREQUIRED] Logging in without TLS is disabled here%s\r\n",
-			 tag, session->starttls_offered ? "; use STARTTLS first" : "");
-		return;
-	}
-	snprintf(buf, size, "%s NO [CANNOT] AUTHENTICATE takes its initial response as base64 on the "
-		 "command line (RFC 4959), not as a literal; nothing was sent upstream\r\n", tag);
-}
-
-/* The length of the tag at the start of line: RFC 3501 tag characters
-   up to a space or the end; 0 when there is none. */
-size_t session_tag_length(const char *line, size_t len)
-{
-	size_t tag_len = 0;
-
-	while (tag_len < len && session_tag_char((unsigned char)line[tag_len]))
-		tag_len++;
-	return tag_len < len && line[tag_len] != ' ' ? 0 : tag_len;
-}
-
-/* Handles one command line (without CRLF). */
-static void session_handle_line(struct session *session, char *line, size_t len)
-{
-	char tag[SESSION_TAG_MAX + 1];
-	char command[32];
-	char capability[UPSTREAM_CAPABILITY_MAX];
-	size_t tag_len = 0, command_len = 0, pos;
-	enum session_literal literal;
-	uint64_t literal_size = 0;
-	bool is_login;
-
-	literal = session_line_literal(line, len, &literal_size);
-	if (session->discarding_command) {
-		/* The continuation of a refused command after a {N+} literal. */
-		if (literal == SESSION_LITERAL_NONSYNC) {
-			session->literal_to_discard = literal_size;
-			return;
-		}
-		session->discarding_command = false;
-		session_send(session, "%s", session->pending_reply);
-		return;
-	}
-	if (memchr(line, '\0', len) != NULL) {
-		session_send(session, "* BAD NUL bytes are not allowed in a command\r\n");
-		session_count_bad(session);
-		return;
-	}
-	tag_len = session_tag_length(line, len);
-	if (tag_len == 0 || tag_len > SESSION_TAG_MAX) {
-		session_send(session, "* BAD Invalid tag\r\n");
-		log_debug("session %lu: invalid command line", session->id);
-		session_count_bad(session);
-		return;
-	}
-	memcpy(tag, line, tag_len);
-	tag[tag_len] = '\0';
-	if (tag_len == len) {
-		session_send(session, "%s BAD Missing command\r\n", tag);
-		session_count_bad(session);
-		return;
-	}
-	pos = tag_len + 1;
-	while (pos + command_len < len && command_len < sizeof(command) - 1 &&
-	       session_atom_char((unsigned char)line[pos + command_len]))
-		command_len++;
-	if (command_len == 0 || (pos + command_len < len && line[pos + command_len] != ' ')) {
-		session_send(session, "%s BAD Invalid command name\r\n", tag);
-		session_count_bad(session);
-		return;
-	}
-	memcpy(command, line + pos, command_len);
-	command[command_len] = '\0';
-	is_login = strcasecmp(command, "LOGIN") == 0 || strcasecmp(command, "AUTHENTICATE") == 0;
-
-	if (literal == SESSION_LITERAL_INVALID) {
-		session_send(session, "%s BAD Invalid literal size\r\n", tag);
-		session_count_bad(session);
-		return;
-	}
-	if (literal != SESSION_LITERAL_NONE && literal_size > session->conf->limit_literal_preauth) {
-		log_info("session %lu: literal of %llu bytes before login, over the limit of %llu",
-			 session->id, (unsigned long long)literal_size,
-			 (unsigned long long)session->conf->limit_literal_preauth);
-		if (literal == SESSION_LITERAL_SYNC) {
-			session_send(session, "%s BAD Literal too large before login\r\n", tag);
-			session_count_bad(session);
-		} else {
-			session_close(session, "literal too large", "Literal too large before login");
-		}
-		return;
-	}
-	if (literal != SESSION_LITERAL_NONE &&
-	    ((strcasecmp(command, "LOGIN") == 0 && session_login_allowed(session)) || strcasecmp(command, "ID") == 0)) {
-		snprintf(session->login_tag, sizeof(session->login_tag), "%s", tag);
-		session->login_command_is_id = strcasecmp(command, "ID") == 0;
-		session_login_continue(session, line, len);
-		return;
-	}
-	if (literal != SESSION_LITERAL_NONE) {
-		/* Refused without "+" (RFC 3501 7.5): a {N} literal never comes;
-		   a {N+} one is already on its way and must be dropped. */
-		if (is_login)
-			session_format_login_refusal(session, tag, session->pending_reply,
-						     sizeof(session->pending_reply));
-		else
-			snprintf(session->pending_reply, sizeof(session->pending_reply),
-				 "%s BAD Literals are not accepted before login\r\n", tag);
-		if (literal == SESSION_LITERAL_SYNC) {
-			session_send(session, "%s", session->pending_reply);
-		} else {
-			session->literal_to_discard = literal_size;
-			session->discarding_command = true;
-		}
-		if (is_login)
-			log_info("session %lu: %s with a literal refused", session->id, command);
-		return;
-	}
-
-	if (strcasecmp(command, "CAPABILITY") == 0) {
-		session_format_capability(session, capability, sizeof(capability));
-		session_send(session, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n", capability, tag);
-	} else if (strcasecmp(command, "NOOP") == 0) {
-		session_send(session, "%s OK NOOP completed\r\n", tag);
-	} else if (strcasecmp(command, "ID") == 0) {
-		session_handle_id(session, tag, line, len);
-	} else if (strcasecmp(command, "LOGOUT") == 0) {
-		session_send(session, "* BYE imapcached logging out\r\n%s OK LOGOUT completed\r\n", tag);
-		session_close(session, "logged out", NULL);
-	} else if (strcasecmp(command, "STARTTLS") == 0) {
-		if (!session->starttls_offered || session->tls_active) {
-			session_send(session, "%s BAD STARTTLS is not available %s\r\n", tag,
-				     session->tls_active ? "on a TLS connection" : "on this listener");
-			session_count_bad(session);
-			return;
-		}
-		session_send(session, "%s OK Begin TLS negotiation now\r\n", tag);
-		session->state = SESSION_STATE_STARTTLS;
-		bufferevent_disable(session->bev, EV_READ);
-	} else if (is_login && !session_login_allowed(session)) {
-		char reply[sizeof(session->pending_reply)];
-
-		session_format_login_refusal(session, tag, reply, sizeof(reply));
-		session_send(session, "%s", reply);
-		log_info("session %lu: %s refused: plaintext on a listener that is not loopback", session->id,
-			 command);
-	} else if (strcasecmp(command, "LOGIN") == 0) {
-		session_handle_login(session, tag, line, len);
-	} else if (is_login) {
-		session_handle_authenticate(session, tag, line + pos + command_len + (pos + command_len < len),
-					    len - pos - command_len - (pos + command_len < len));
-	} else if (session_is_later_command(command)) {
-		session_send(session, "%s BAD %s needs a login first\r\n", tag, command);
-		session_count_bad(session);
-	} else {
-		session_send(session, "%s BAD Unknown command\r\n", tag);
-		session_count_bad(session);
-	}
-}
-
-/* Handles complete lines from the input, a bounded number per call. */
+/* Handles the client's commands, a bounded number per call. */
 static void session_read_input(struct session *session)
 {
-	struct evbuffer *input = bufferevent_get_input(session->bev);
-	struct evbuffer *output = bufferevent_get_output(session->bev);
-
-	if (session->state == SESSION_STATE_FORWARDING) {
+	if (session->state == SESSION_STATE_FORWARDING)
 		session_forward_input(session);
-		return;
-	}
-	for (unsigned int done = 0; done < SESSION_COMMANDS_PER_EVENT; done++) {
-		struct evbuffer_ptr eol;
-		size_t eol_len = 0, line_len;
-		char *line;
-
-		if (session->state != SESSION_STATE_NOT_AUTHENTICATED &&
-		    session->state != SESSION_STATE_AUTH_CLIENT)
-			return;
-		if (evbuffer_get_length(output) > SESSION_OUTPUT_HIGH_WATER) {
-			/* The client is not reading its replies: read no more commands
-			   until they drain (resumed from session_write). */
-			bufferevent_disable(session->bev, EV_READ);
-			session->reading_paused = true;
-			return;
-		}
-		if (session->login_literal_left > 0) {
-			size_t available = evbuffer_get_length(input);
-			size_t take = available < session->login_literal_left ?
-				available : (size_t)session->login_literal_left;
-
-			if (take == 0)
-				return;
-			evbuffer_remove(input, session->login_command + session->login_command_len, take);
-			session->login_command_len += take;
-			session->bytes_in += take;
-			session->login_literal_left -= take;
-			session->literal_bytes_read = true;
-			continue;
-		}
-		if (session->literal_to_discard > 0) {
-			size_t available = evbuffer_get_length(input);
-			size_t drop = available < session->literal_to_discard ?
-				available : (size_t)session->literal_to_discard;
-
-			if (drop == 0)
-				return;
-			evbuffer_drain(input, drop);
-			session->bytes_in += drop;
-			session->literal_to_discard -= drop;
-			continue;
-		}
-		eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-		if (eol.pos < 0) {
-			if (evbuffer_get_length(input) > session->conf->limit_line) {
-				log_info("session %lu: command line longer than %zu bytes", session->id,
-					 session->conf->limit_line);
-				session->bytes_in += evbuffer_get_length(input); /* received, if refused */
-				session_close(session, "line too long", "Command line too long");
-			}
-			return;
-		}
-		line_len = (size_t)eol.pos;
-		if (line_len > session->conf->limit_line) {
-			log_info("session %lu: command line longer than %zu bytes", session->id,
-				 session->conf->limit_line);
-			session->bytes_in += evbuffer_get_length(input); /* received, if refused */
-			session_close(session, "line too long", "Command line too long");
-			return;
-		}
-		line = malloc(line_len + 1);
-		if (line == NULL) {
-			session_close(session, "out of memory", "Server out of memory");
-			return;
-		}
-		evbuffer_remove(input, line, line_len);
-		evbuffer_drain(input, eol_len);
-		line[line_len] = '\0';
-		session->bytes_in += line_len + eol_len;
-		if (session->state == SESSION_STATE_AUTH_CLIENT)
-			session_handle_auth_response(session, line, line_len);
-		else if (session->login_command != NULL)
-			session_login_continue(session, line, line_len);
-		else
-			session_handle_line(session, line, line_len);
-		OPENSSL_cleanse(line, line_len); /* it may hold a password */
-		free(line);
-		if (session->state == SESSION_STATE_STARTTLS && evbuffer_get_length(input) > 0) {
-			/* Plaintext sent after STARTTLS, before the handshake, could be
-			   an injected command (CVE-2011-0411 and kin): drop it. */
-			log_warning("session %lu: dropped %zu bytes sent after STARTTLS before the handshake",
-				    session->id, evbuffer_get_length(input));
-			session->bytes_in += evbuffer_get_length(input);
-			evbuffer_drain(input, evbuffer_get_length(input));
-		}
-	}
-	if (evbuffer_get_length(input) > 0 && (session->state == SESSION_STATE_NOT_AUTHENTICATED ||
-						 session->state == SESSION_STATE_AUTH_CLIENT ||
-						 session->state == SESSION_STATE_FORWARDING))
-		session_schedule_step(session); /* more pipelined commands: after other clients */
+	else
+		session_prelogin_input(session);
 }
 
 /* Acknowledges at once what the client sent of a literal. A client
@@ -812,7 +502,7 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 	session->pool_check_timer = evtimer_new(base, session_pool_check_timeout, session);
 	session->login_timer = evtimer_new(base, session_login_timeout, session);
 	if (session->step_event == NULL || session->literal_timer == NULL || session->pool_check_timer == NULL ||
-	    session->login_timer == NULL)
+	    session->login_timer == NULL || session_prelogin_start(session, conf) < 0)
 		goto fail;
 	if (conn->tls_context != NULL) {
 		SSL_CTX_up_ref(conn->tls_context);
@@ -866,6 +556,7 @@ fail:
 	if (session->login_timer != NULL)
 		event_free(session->login_timer);
 	SSL_CTX_free(session->tls_context);
+	imap_parser_free(&session->command_parser);
 	free(session);
 	*error_r = "out of memory";
 	return NULL;

@@ -341,6 +341,54 @@ def test_id(daemon):
     c.close()
 
 
+# Malformed command lines before login: Dovecot's imap-login answers each
+# with a BAD, tagged once it has read a tag, and reads the next command.
+MALFORMED = (b'a NOOP "x', b"a NOOP )", b"a LOGIN (x", b'a LOGIN "x', b"a\x01 NOOP", b"a NOOP \x01",
+             b"a LOGIN a b c", b'a AUTHENTICATE PLAIN "abc"', b'a ID ("a" "b"', b"a NOOP {abc}",
+             b"a BODY[ x", b"* NOOP", b"+ NOOP", b"\x00\x01")
+
+
+def bad_shape(line):
+    """What kind of answer a line is: tagged BAD, untagged BAD or other."""
+    if line.startswith("a BAD "):
+        return "tagged BAD"
+    return "untagged BAD" if line.startswith("* BAD ") else line
+
+
+def test_malformed_prelogin(daemon):
+    """Each malformed line gets the kind of BAD Dovecot gives it, and the
+    session reads the next command in step; a line refused early whose
+    rest comes later is dropped to its end, one answer only."""
+    for line in MALFORMED:
+        answers = []
+        for port in (PORT, daemon.port):
+            c = Raw(port)
+            c.send(line + b"\r\nb NOOP\r\n")
+            lines = c.until_tagged("b")
+            answers.append(lines)
+            c.close()
+        direct, proxied = answers
+        check("%r: the kind of BAD Dovecot gives, then the next command" % line,
+              [bad_shape(x) for x in proxied[:-1]] == [bad_shape(x) for x in direct[:-1]] and
+              proxied[-1].startswith("b OK") and len(proxied) == len(direct), (direct, proxied))
+    c = Raw(daemon.port)
+    c.send(b"a NOOP ) and more")
+    time.sleep(0.2)
+    c.send(b" of the same line {5}\r\nb NOOP\r\n")
+    lines = c.until_tagged("b")
+    check("a line refused early is dropped to its end, however it comes, and answered once",
+          lines == ["a BAD Unexpected ')' with no open list", "b OK NOOP completed"], lines)
+    c.send(b"c NOOP )" + b"x" * (70000))
+    text, closed = c.rest()
+    check("... but no further than limits.line: BYE", closed and "* BYE Command line too long" in text, text)
+    c.close()
+    c = Raw(daemon.port)
+    c.send(("a LOGIN %s %s\r\n" % (quote(USER), quote(PASS))).encode())
+    reply = c.until_tagged("a")[-1]
+    check("LOGIN with quoted strings is read by the same parser", reply.startswith("a OK"), reply)
+    c.close()
+
+
 def test_dns():
     daemon = Daemon('{ name = "nowhere"; host = "imap.imapcached-test.invalid"; port = 143; tls = "none"; '
                     'users = [ "*@nowhere.test" ]; }, '
@@ -382,7 +430,7 @@ def main():
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
         run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
-                   test_literal_limit, test_id),
+                   test_literal_limit, test_id, test_malformed_prelogin),
                   daemon)
     finally:
         daemon.stop()
