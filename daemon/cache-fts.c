@@ -161,13 +161,15 @@ int cache_fts_index_batch(struct cache *cache, size_t max_bytes)
 	uint64_t bytes = 0;
 	int count, done = 0, result;
 
-	if (!cache_write_allowed(cache))
-		return -1;
 	cache_pending_flush(cache);
 	count = cache_fts_read_pending(cache, pending);
 	if (count <= 0)
 		return count;
 	cache_batch_begin(cache);
+	if (!cache_write_allowed(cache)) { /* inside the batch: it begins the one transaction */
+		cache_batch_rollback(cache);
+		return -1;
+	}
 	for (; done < count && (done == 0 || bytes < max_bytes); done++) {
 		if (cache_fts_index_one(cache, pending[done].mailbox_id, pending[done].uid, pending[done].size) < 0) {
 			cache_batch_rollback(cache);

@@ -575,6 +575,30 @@ static const char *const bodies[] = {
 	"Subject: outer\r\nContent-Type: message/rfc822\r\n\r\nSubject: Inner zebra\r\n\r\ninner body\r\n",
 };
 
+static int commits_counted(void *count)
+{
+	(*(int *)count)++;
+	return 0;
+}
+
+/* A batch of bodies is indexed in one transaction: a text row and its
+   mark commit together, or a kill between them leaves a row the store
+   says is not indexed. */
+static void test_text_batch_atomic(void)
+{
+	int commits = 0;
+
+	setup();
+	for (uint32_t i = 0; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	sqlite3_commit_hook(cache_sqlite_handle(cache), commits_counted, &commits);
+	CU_ASSERT_EQUAL(cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES), 0);
+	sqlite3_commit_hook(cache_sqlite_handle(cache), NULL, NULL);
+	CU_ASSERT_EQUAL(text_rows(), 4);
+	CU_ASSERT_EQUAL(commits, 1);
+	teardown();
+}
+
 static void test_text(void)
 {
 	setup();
@@ -735,6 +759,7 @@ const struct unit_test unit_tests[] = {
 	{ "header string keys, as Dovecot matches them", test_strings },
 	{ "SENTBEFORE, SENTON, SENTSINCE from the Date field", test_sent },
 	{ "BODY and TEXT from the indexed text", test_text },
+	{ "a batch of bodies is indexed in one transaction", test_text_batch_atomic },
 	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
 	{ "BODY and TEXT: a long key, odd UTF-8, eviction", test_text_bad_input },
 	{ "search-text: header lines and body text", test_text_extract },
