@@ -229,6 +229,12 @@ def clip(data):
     return data if len(data) <= CLIP else data[:CLIP] + b"...(%d bytes)" % len(data)
 
 
+def brief(parts):
+    """Digest parts, each clipped, for a failure's detail."""
+    return [clip(p) if isinstance(p, bytes) else [clip(e) if isinstance(e, bytes) else e for e in p][:3]
+            for p in parts]
+
+
 def around(one, two):
     """Two byte strings that differ, as "direct ..., proxied ..." around
     the first byte where they do."""
@@ -962,7 +968,8 @@ def first_difference(one, two):
                         return "%s #%d %s" % (name, i, around(p[1] if isinstance(p, tuple) else p,
                                                                q[1] if isinstance(q, tuple) else q))
                 extra = [clip(e[1] if isinstance(e, tuple) else e) for e in (x[len(y):] or y[len(x):])[:1]]
-                return "%s: direct %d, proxied %d (first extra: %r)" % (name, len(x), len(y), extra)
+                return "%s: direct %d, proxied %d (first extra: %r; other untagged, tagged: direct %r, proxied %r)" % (
+                    name, len(x), len(y), extra, brief(one[1:]), brief(two[1:]))
             return "%s %s" % (name, around(x, y))
     return "same"
 
