@@ -118,6 +118,8 @@ struct fetch_answer {
 	const char *splice_why;      /* why the first of them was (for the debug log) */
 	const struct fetch_splice *splice; /* the values captured (borrowed; owned once adopted) */
 	struct fetch_splice *splice_owned;
+	bool cut;                    /* facts->splice_cut: the last message's line ends before item cut_item */
+	unsigned int cut_item;
 };
 
 

@@ -660,11 +660,17 @@ static bool message_shows_set_flags(const struct fetch_answer *answer, const str
 int fetch_message_write(struct mime_buffer *out, struct fetch_source *source)
 {
 	const struct fetch_answer *answer = source->answer;
+	bool cut = answer->cut && source->message == &answer->messages[answer->message_count - 1];
+	unsigned int item_count = cut ? answer->cut_item : answer->item_count;
 
 	mime_buffer_append(out, "* ", 2);
 	out_add_number(out, source->message->seq);
 	mime_buffer_append(out, " FETCH (", 8);
-	for (unsigned int i = 0; i < answer->item_count; i++) {
+	if (item_count == 0) { /* Dovecot's line for a message it failed on before any item */
+		mime_buffer_append(out, "UID ", 4);
+		out_add_number(out, source->message->uid);
+	}
+	for (unsigned int i = 0; i < item_count; i++) {
 		if (i > 0)
 			mime_buffer_append(out, " ", 1);
 		if (i == answer->buffered_count && message_shows_set_flags(answer, source->message)) {

@@ -556,6 +556,19 @@ static bool plan_prove_fixed(const struct fetch_answer *answer, size_t from)
 	return walk.next == answer->message_count;
 }
 
+/* The splice step ended part-way (facts->splice_cut): the answer ends
+   with message index, cut before the first item it lacks. */
+static void plan_cut_at(struct fetch_answer *answer, size_t index, uint64_t lacking)
+{
+	unsigned int item = 0;
+
+	while ((lacking & ((uint64_t)1 << item)) == 0)
+		item++;
+	answer->cut = true;
+	answer->cut_item = item;
+	answer->message_count = index + 1;
+}
+
 /* Checks every message of the answer against the store, a lookup per
    FETCH_LOOKUP_CHUNK messages. The values read are kept for the writer,
    which then reads the store no second time, while they stay within
@@ -596,6 +609,11 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 			fetch_source_clear(&source);
 			if (!ok)
 				return 0;
+			if (spliced != 0 && facts->splice_cut) {
+				plan_cut_at(answer, i, spliced);
+				count = i + 1 - first;
+				break;
+			}
 			message->spliced = spliced;
 			if (spliced != 0 && answer->spliced_count++ == 0)
 				answer->splice_why = *why_r;
@@ -704,7 +722,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 		answer->binary_marked |= answer->items[i].kind == FETCH_KIND_BINARY_SIZE;
 	}
 	if (ret > 0 && plan_splice_names_unique(answer)) {
-		answer->may_splice = facts->splice_allowed;
+		answer->may_splice = facts->splice_allowed || facts->splice_cut;
 		answer->splice = facts->splice;
 	}
 	if (ret > 0)

@@ -83,6 +83,15 @@ struct fetch_facts {
 	   (fetch-splice.h), which the answer writes in place of the item's. */
 	bool splice_allowed;
 	const struct fetch_splice *splice;  /* NULL: none captured */
+	/* The upstream ended the splice step with BYE part-way (Dovecot does
+	   when it can't read a message it decodes: BINARY, BINARY.SIZE of
+	   broken base64): the answer is what Dovecot writes before its BYE.
+	   The messages in order up to the first one lacking a captured value;
+	   that one's line ends before its first such item, and is "UID n"
+	   when nothing comes before it. Only the caller's last word before
+	   the upstream's BYE: the plan is LOCAL only when nothing is missing
+	   and no \Seen is to be set. */
+	bool splice_cut;
 	const char *line;                   /* the command line as the client sent it (up to a */
 	size_t line_len;                    /* literal's "{n}"); NULL: HEADER.FIELDS goes upstream */
 };

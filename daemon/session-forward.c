@@ -177,6 +177,26 @@ static void session_open_batch(struct session *session)
 	event_active(session->batch_event, EV_TIMEOUT, 0);
 }
 
+/* A BYE during the splice step waits for the lines Dovecot would have
+   written before it (session_fetch_cut_answer). */
+static bool session_holds_splice_bye(struct session *session, const struct imap_client_command *command,
+				     enum imap_client_raw_kind kind, const unsigned char *data, size_t len,
+				     bool line_end)
+{
+	bool hold = session->holding_bye;
+
+	if (!hold && kind == IMAP_CLIENT_RAW_UNTAGGED && command != NULL && command == session->own_command &&
+	    session->own_kind == SESSION_OWN_SPLICE && session->splice != NULL && session->splice_bye != NULL &&
+	    len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0) {
+		hold = true;
+		session->upstream_said_bye = true;
+	}
+	if (hold)
+		evbuffer_add(session->splice_bye, data, len);
+	session->holding_bye = hold && !line_end;
+	return hold;
+}
+
 /* Upstream bytes for the client: the exact bytes, with the client's tag. */
 int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
 			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
@@ -195,6 +215,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		session->batch_commit = true;
 	}
 	if (session_own_idle_swallows(session, command, kind, data, len))
+		return 0;
+	if (session_holds_splice_bye(session, command, kind, data, len, line_end))
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC && line_end &&
@@ -605,10 +627,9 @@ static bool session_held_blocks_local(struct session *session)
 
 /* Plans a FETCH (see session_answer_fetch); the steps before a local
    answer (what is missing, \Seen) return WAIT. */
-static enum session_local session_plan_fetch(struct session *session, const char *tag,
-					      const struct imap_command *command)
+static void session_fetch_facts(struct session *session, struct fetch_facts *facts)
 {
-	struct fetch_facts facts = {
+	*facts = (struct fetch_facts){
 		.cache = session->cache,
 		.mailbox_id = sync_mailbox_id(session->sync),
 		.view = session->view,
@@ -632,10 +653,20 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		.line = (const char *)evbuffer_pullup(session->command_bytes, -1),
 		.line_len = evbuffer_get_length(session->command_bytes),
 	};
+	while (facts->line_len > 0 &&
+	       (facts->line[facts->line_len - 1] == '\n' || facts->line[facts->line_len - 1] == '\r'))
+		facts->line_len--;
+}
+
+static enum session_local session_plan_fetch(struct session *session, const char *tag,
+					      const struct imap_command *command)
+{
+	struct fetch_facts facts;
 	const char *why;
 	enum fetch_route route;
 	bool seen_tried = session->seen_state != SESSION_SEEN_NONE;
 
+	session_fetch_facts(session, &facts);
 	if (!sync_is_ready(session->sync) || session->cache == NULL || facts.mailbox_id == 0 ||
 	    session->seen_state == SESSION_SEEN_FAILED || session_held_blocks_local(session) ||
 	    session_news_blocks_local(session)) {
@@ -644,8 +675,6 @@ static enum session_local session_plan_fetch(struct session *session, const char
 			  session->cache == NULL ? "no store" : "the mailbox is not synced (or not vouched for)");
 		return SESSION_LOCAL_UPSTREAM;
 	}
-	while (facts.line_len > 0 && (facts.line[facts.line_len - 1] == '\n' || facts.line[facts.line_len - 1] == '\r'))
-		facts.line_len--;
 	if (session->seen_state == SESSION_SEEN_SET)
 		session_news_seen_set(session);
 	route = fetch_plan(command, &facts, &session->local_answer, &why);
@@ -675,6 +704,52 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	fetch_answer_adopt_splice(session->local_answer, &session->splice);
 	session_write_local_answer(session);
 	return SESSION_LOCAL_ANSWERED;
+}
+
+#define SESSION_CUT_ANSWER_MAX (16u << 20) /* a larger one is not written: the BYE alone, as before */
+
+void session_fetch_cut_answer(struct session *session)
+{
+	struct evbuffer *output = bufferevent_get_output(session->bev);
+	const struct imap_arg *line = imap_parser_get_line(session->command_parser);
+	struct evbuffer *lines = evbuffer_new();
+	struct fetch_answer *answer = NULL;
+	struct imap_command command;
+	struct fetch_facts facts;
+	const char *why = "not a FETCH";
+
+	if (lines != NULL && line != NULL && session->cache != NULL &&
+	    imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE &&
+	    command.name == IMAP_COMMAND_FETCH) {
+		session_fetch_facts(session, &facts);
+		facts.fill_missing = false;
+		facts.splice_allowed = false;
+		facts.splice_cut = true;
+		if (fetch_plan(&command, &facts, &answer, &why) != FETCH_ROUTE_LOCAL)
+			answer = NULL;
+		else if (fetch_answer_missing_count(answer) > 0 || fetch_answer_spliced_count(answer) > 0 ||
+			 fetch_answer_needs_seen(answer))
+			why = "more steps than the upstream's end allows";
+		else if (fetch_answer_write(answer, lines, SESSION_CUT_ANSWER_MAX) != FETCH_WRITE_DONE)
+			why = "too large, or the store failed";
+		else
+			why = NULL;
+	}
+	if (why == NULL) {
+		log_debug("session %lu: the upstream ended %s's splice step: its %zu lines before the BYE from the cache",
+			  session->id, session->command_verb, fetch_answer_count(answer));
+		session->bytes_out += evbuffer_get_length(lines);
+		evbuffer_add_buffer(output, lines);
+	} else {
+		log_debug("session %lu: the upstream ended %s's splice step: the BYE alone (%s)", session->id,
+			  session->command_verb, why);
+	}
+	fetch_answer_free(&answer);
+	if (lines != NULL)
+		evbuffer_free(lines);
+	session_own_release_held(session, output);
+	session->bytes_out += evbuffer_get_length(session->splice_bye);
+	evbuffer_add_buffer(output, session->splice_bye);
 }
 
 /* FETCH and UID FETCH: answered from the view and the store when all of
@@ -1318,10 +1393,11 @@ static int session_open_cache(struct session *session)
 	session->held_reply = evbuffer_new();
 	session->idle_held = evbuffer_new();
 	session->seen_lines = evbuffer_new();
+	session->splice_bye = evbuffer_new();
 	session->idle_done_reply = evbuffer_new();
 	session->view = mailbox_view_new();
 	if (session->held_reply == NULL || session->idle_held == NULL || session->seen_lines == NULL ||
-	    session->view == NULL)
+	    session->splice_bye == NULL || session->view == NULL)
 		return -1;
 	session->cache = cache_open(&settings, session->upstream_name, session->user, &error);
 	if (session->cache == NULL)
@@ -1401,6 +1477,9 @@ void session_forward_free(struct session *session)
 	if (session->seen_lines != NULL)
 		evbuffer_free(session->seen_lines);
 	session->seen_lines = NULL;
+	if (session->splice_bye != NULL)
+		evbuffer_free(session->splice_bye);
+	session->splice_bye = NULL;
 	if (session->idle_done_reply != NULL)
 		evbuffer_free(session->idle_done_reply);
 	session->idle_done_reply = NULL;

@@ -151,6 +151,8 @@ struct session {
 	size_t splice_group_count, splice_group_next;
 	struct fetch_splice *splice;   /* what they captured, for the FETCH waiting to be routed */
 	bool splice_tried;             /* they were sent: what is still not vouched for goes upstream */
+	struct evbuffer *splice_bye;   /* the upstream's BYE during the splice step, held for after the answer */
+	bool holding_bye;              /* the rest of that line is still to come */
 	bool command_replanned;        /* the command waited (its own steps, pending ones): routed again */
 	bool held_first;               /* held lines went out as this command was taken up */
 	uint64_t binary_size_usec;     /* when a BINARY or BINARY.SIZE last went upstream (session_now_usec), 0: never */
@@ -350,6 +352,10 @@ void session_own_missing_reset(struct session *session);
 int session_own_fetch_splice(struct session *session, struct fetch_splice_group *groups, size_t count);
 /* Forgets the splice step and what it captured (the FETCH was routed). */
 void session_own_splice_reset(struct session *session);
+/* The upstream ended the splice step with the BYE held in splice_bye:
+   writes what Dovecot would have written of the waiting FETCH before it
+   (fetch_facts.splice_cut), when the store can, then that BYE. */
+void session_fetch_cut_answer(struct session *session);
 /* The client is between commands and nothing is pending: the next
    prefetch batch goes once the client has been quiet for
    SESSION_PREFETCH_QUIET_MS (at once when it has been). */

@@ -278,6 +278,63 @@ def run_splice(daemon, relay):
     proxied.close()
 
 
+# A part whose base64 ends part-way: Dovecot writes the lines of the
+# messages before it, that message's line up to the item it fails on
+# ("UID n" when none), and ends the connection with BYE
+BROKEN = (b"From: e@example.org\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+          b"Content-Type: multipart/mixed; boundary=xx\r\n\r\n--xx\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+          b"--xx\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+          b"QUJDRA\r\n--xx--\r\n")
+CUT = [
+    "FETCH 1:5 (BINARY.SIZE[] INTERNALDATE)",
+    "FETCH 3:5 (UID BODY.PEEK[1] BINARY.SIZE[2] BODYSTRUCTURE)",
+    "UID FETCH 4:5 (BINARY.SIZE[2])",
+    "FETCH 2:5 (ENVELOPE BINARY.SIZE[1] PREVIEW)",
+]
+BYE_TIME = re.compile(rb" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]")
+
+
+def until_close(side, command):
+    """Sends command; its responses up to the tagged one or the end of
+    the connection, Dovecot's time in a BYE cut."""
+    side.tag += 1
+    tag = b"s%d" % side.tag
+    side.conn.send(tag + b" " + command.encode() + b"\r\n")
+    responses = []
+    while True:
+        try:
+            response = side.conn.response()
+        except Exception:  # the peer closed: what came before is the answer
+            return responses + [b"<closed>"]
+        responses.append(BYE_TIME.sub(b"", response))
+        if response.startswith(tag + b" "):
+            return responses
+
+
+def run_splice_cut(daemon, relay):
+    """The upstream ends a splice step with BYE (a message it can't
+    decode): the client gets what Dovecot writes before its BYE."""
+    for command in CUT:
+        make_mailbox(daemon.port)
+        direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+        for side in (direct, proxied):
+            ok = side.exchange("APPEND %s (\\Seen) %s" % (MAILBOX, DATE.decode()), literal=BROKEN)[-1]
+            check("cut: APPEND of the broken message", b" OK " in ok, ok)
+        both(direct, proxied, "SELECT %s" % MAILBOX, "cut: SELECT")
+        both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE ENVELOPE INTERNALDATE RFC822.SIZE)",
+             "cut: the fill")
+        since = len(relay.recorded())
+        want, got = until_close(direct, command), until_close(proxied, command)
+        check("cut: %s: the lines before Dovecot's BYE, and the BYE" % command, got == want,
+              "\n  got  %r\n  want %r" % (got, want))
+        check("cut: %s: Dovecot ended it with BYE" % command, len(want) >= 2 and want[-2].startswith(b"* BYE "),
+              want[-2:])
+        forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+        check("cut: %s: the FETCH itself did not go upstream" % command, not forwarded, forwarded)
+        direct.close()
+        proxied.close()
+
+
 def main():
     relay = Relay()
     # no prefetch: what is stored is only what these commands stored
@@ -291,6 +348,7 @@ def main():
         run_partial(daemon, relay)
         make_mailbox(daemon.port)
         run_splice(daemon, relay)
+        run_splice_cut(daemon, relay)
         make_mailbox(daemon.port)
         run_stale_seen(daemon, relay)
         for mode in ("none", "condstore", "qresync"):
