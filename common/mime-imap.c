@@ -1046,7 +1046,7 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 	}
 	if (*rest == '\0') {
 		if (!numbered)
-			append_crlf(out, &input, root->header_start, root->body_end);
+			append_crlf(out, &input, 0, root->body_end); /* a "From " line first is the message's too */
 		else
 			append_crlf(out, &input, part->body_start, part->body_end);
 		return MIME_IMAP_SECTION_OK;
@@ -1080,8 +1080,8 @@ enum mime_imap_section_result mime_imap_fetch_section(struct mime_message *root,
 	}
 	if (is_text)
 		append_crlf(out, &input, message->body_start, message->body_end);
-	else if (is_header)
-		append_crlf(out, &input, message->header_start, message->body_start);
+	else if (is_header) /* of the root: from its first byte, a "From " line included, as Dovecot's */
+		append_crlf(out, &input, message == root ? 0 : message->header_start, message->body_start);
 	else
 		append_header_fields(out, &input, message->header_start, message->body_start,
 				     names, count, is_not);

@@ -130,6 +130,30 @@ static const char *section(struct mime_message *message, const char *spec,
 	return (const char *)out->data;
 }
 
+/* An mbox "From " line first: Dovecot's HEADER and BODY[] of the
+   message begin with it (Python's parser keeps it apart, as unixfrom). */
+static void test_sections_unixfrom(void)
+{
+	static const char text[] = "From a@example.org  Fri Nov 26 21:40:36 2004\r\nSubject: s\r\n\r\nbody\r\n";
+	struct mime_message *message = mime_parse(text, strlen(text));
+	struct mime_buffer out = { 0 };
+	const char *error = NULL;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(message);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, text, strlen(text), "HEADER", &out, &error),
+			MIME_IMAP_SECTION_OK);
+	CU_ASSERT_EQUAL(out.len, strlen(text) - strlen("body\r\n"));
+	CU_ASSERT_EQUAL(memcmp(out.data, text, out.len), 0);
+	mime_buffer_reset(&out);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, text, strlen(text), "", &out, &error), MIME_IMAP_SECTION_OK);
+	CU_ASSERT_EQUAL(out.len, strlen(text));
+	mime_buffer_reset(&out);
+	CU_ASSERT_EQUAL(mime_imap_fetch_section(message, text, strlen(text), "TEXT", &out, &error), MIME_IMAP_SECTION_OK);
+	CU_ASSERT_EQUAL(out.len, strlen("body\r\n"));
+	mime_buffer_free(&out);
+	mime_message_free(&message);
+}
+
 static void test_sections(void)
 {
 	struct mime_message *message = parse();
@@ -538,6 +562,7 @@ const struct unit_test unit_tests[] = {
 	{ "ENVELOPE address forms as Dovecot gives them", test_envelope_address_forms },
 	{ "BODYSTRUCTURE and BODY", test_bodystructure },
 	{ "BODY[section]", test_sections },
+	{ "BODY[HEADER] and BODY[] with a \"From \" line first", test_sections_unixfrom },
 	{ "HEADER.FIELDS of a header block without a parse", test_header_fields_unparsed },
 	{ "section numbers: delivery-status is a leaf, rfc822 encloses", test_part_numbering },
 	{ "BINARY and partials", test_binary_and_partial },
