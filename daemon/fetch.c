@@ -1023,6 +1023,26 @@ size_t fetch_answer_spliced_count(const struct fetch_answer *answer)
 	return answer->spliced_count;
 }
 
+bool fetch_answer_splices_decoding_unseen(const struct fetch_answer *answer)
+{
+	uint64_t spliced = 0;
+	bool unseen = false;
+
+	for (size_t i = 0; i < answer->message_count; i++) {
+		spliced |= answer->messages[i].spliced;
+		unseen |= answer->messages[i].flags == NULL ||
+			  !mailbox_view_flags_have(answer->messages[i].flags, "\\Seen", 5);
+	}
+	if (!unseen)
+		return false;
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		if ((spliced & ((uint64_t)1 << i)) != 0 &&
+		    (answer->items[i].kind == FETCH_KIND_BINARY || answer->items[i].kind == FETCH_KIND_BINARY_SIZE))
+			return true;
+	}
+	return false;
+}
+
 const char *fetch_answer_splice_why(const struct fetch_answer *answer)
 {
 	return answer->splice_why != NULL ? answer->splice_why : "not known";

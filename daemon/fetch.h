@@ -232,6 +232,12 @@ long fetch_answer_splice_groups(const struct fetch_answer *answer, struct fetch_
 void fetch_splice_groups_free(struct fetch_splice_group *groups, size_t count);
 /* How many of the answer's messages have spliced items. */
 size_t fetch_answer_spliced_count(const struct fetch_answer *answer);
+/* Whether a spliced item decodes (BINARY, BINARY.SIZE) while the view
+   shows a message of the answer without \Seen: Dovecot ends the
+   connection with BYE on a part it can't decode, after setting \Seen on
+   the messages it wrote; the proxy can't once the upstream is gone, so
+   the caller sends such a FETCH upstream as it is when it sets \Seen. */
+bool fetch_answer_splices_decoding_unseen(const struct fetch_answer *answer);
 /* Why the first of them could not be written from the store (a static
    text, for a debug log line). */
 const char *fetch_answer_splice_why(const struct fetch_answer *answer);

@@ -690,6 +690,13 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	}
 	if (fetch_answer_missing_count(session->local_answer) > 0)
 		return session_fetch_missing_first(session, command);
+	if (fetch_answer_spliced_count(session->local_answer) > 0 && fetch_answer_needs_seen(session->local_answer) &&
+	    fetch_answer_splices_decoding_unseen(session->local_answer)) {
+		fetch_answer_free(&session->local_answer);
+		log_debug("session %lu: %s goes upstream: it sets \\Seen and decodes a part upstream", session->id,
+			  session->command_verb);
+		return SESSION_LOCAL_UPSTREAM;
+	}
 	if (fetch_answer_spliced_count(session->local_answer) > 0)
 		return session_fetch_splice_first(session);
 	if (fetch_answer_needs_seen(session->local_answer))
