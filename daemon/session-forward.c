@@ -732,6 +732,12 @@ void session_fetch_cut_answer(struct session *session)
 		facts.fill_missing = false;
 		facts.splice_allowed = false;
 		facts.splice_cut = true;
+		/* a FETCH that sets \Seen reached the splice step only with every
+		   message \Seen in the view (fetch_answer_splices_decoding_unseen):
+		   Dovecot's lines then show no FLAGS */
+		facts.seen_stored = true;
+		facts.seen = NULL;
+		facts.seen_count = 0;
 		if (fetch_plan(&command, &facts, &answer, &why) != FETCH_ROUTE_LOCAL)
 			answer = NULL;
 		else if (fetch_answer_missing_count(answer) > 0 || fetch_answer_spliced_count(answer) > 0 ||

@@ -301,6 +301,8 @@ CUT = [
     "FETCH 3:5 (UID BODY.PEEK[1] BINARY.SIZE[2] BODYSTRUCTURE)",
     "UID FETCH 4:5 (BINARY.SIZE[2])",
     "FETCH 2:5 (ENVELOPE BINARY.SIZE[1] PREVIEW)",
+    # not PEEK, every message seen already (the STORE first tells the view)
+    "STORE 1:* +FLAGS (\\Seen)|FETCH 3:5 (BODY[1] BINARY.SIZE[2] RFC822.SIZE)",
 ]
 BYE_TIME = re.compile(rb" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]")
 
@@ -325,7 +327,8 @@ def until_close(side, command):
 def run_splice_cut(daemon, relay):
     """The upstream ends a splice step with BYE (a message it can't
     decode): the client gets what Dovecot writes before its BYE."""
-    for command in CUT:
+    for commands in CUT:
+        *before, command = commands.split("|")
         make_mailbox(daemon.port)
         direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
         for side in (direct, proxied):
@@ -334,6 +337,8 @@ def run_splice_cut(daemon, relay):
         both(direct, proxied, "SELECT %s" % MAILBOX, "cut: SELECT")
         both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE ENVELOPE INTERNALDATE RFC822.SIZE)",
              "cut: the fill")
+        for line in before:
+            both(direct, proxied, line, "cut: %s" % line)
         since = len(relay.recorded())
         want, got = until_close(direct, command), until_close(proxied, command)
         check("cut: %s: the lines before Dovecot's BYE, and the BYE" % command, got == want,
