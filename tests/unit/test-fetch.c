@@ -866,6 +866,32 @@ static void test_splice_values(void)
 	teardown();
 }
 
+/* The upstream ended the splice step with BYE (facts.splice_cut): the
+   answer ends at the first message lacking a captured value, its line
+   cut before that item; "UID n" when nothing comes before it. */
+static void test_splice_cut(void)
+{
+	struct fetch_splice *splice = fetch_splice_new();
+
+	setup();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(splice);
+	splice_feed(splice, "* 1 FETCH (UID 1 BINARY.SIZE[1] 6)\r\n", 1000);
+	splice_feed(splice, "* 2 FETCH (UID 2)\r\n", 1000); /* Dovecot's line for the one it failed on */
+	facts.splice = splice;
+	facts.splice_cut = true;
+	expect(answer("FETCH 1:3 (BINARY.SIZE[1] RFC822.SIZE UID)"),
+	       "* 1 FETCH (RFC822.SIZE 1234 UID 1 BINARY.SIZE[1] 6)\r\n* 2 FETCH (RFC822.SIZE 1234 UID 2)\r\n" OK);
+	expect(answer("FETCH 2:3 (BINARY.SIZE[1] BODYSTRUCTURE)"), "* 2 FETCH (UID 2)\r\n" OK);
+	expect(answer("FETCH 1 (BINARY.SIZE[1])"), "* 1 FETCH (BINARY.SIZE[1] 6)\r\n" OK);
+	/* not a splice step: what is not stored still sends it upstream */
+	CU_ASSERT(upstream(answer("FETCH 3 (BODY.PEEK[] BINARY.SIZE[1])")));
+	facts.splice_cut = false;
+	CU_ASSERT(upstream(answer("FETCH 1:3 (BINARY.SIZE[1] RFC822.SIZE UID)")));
+	facts.splice = NULL;
+	fetch_splice_free(&splice);
+	teardown();
+}
+
 /* Past FETCH_SPLICE_BYTES_MAX nothing is kept. */
 static void test_splice_limit(void)
 {
@@ -989,6 +1015,7 @@ const struct unit_test unit_tests[] = {
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
 	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },
 	{ "splice: captured values written in place", test_splice_values },
+	{ "splice: the upstream's BYE cuts the answer", test_splice_cut },
 	{ "splice: a bounded capture", test_splice_limit },
 	{ "an answer of fixed items is checked as it is written past its first messages", test_fixed_checked_as_written },
 	{ NULL, NULL },
