@@ -715,7 +715,7 @@ static enum session_local session_plan_fetch(struct session *session, const char
 
 #define SESSION_CUT_ANSWER_MAX (16u << 20) /* a larger one is not written: the BYE alone, as before */
 
-void session_fetch_cut_answer(struct session *session)
+void session_fetch_cut_answer(struct session *session, bool answer_it)
 {
 	struct evbuffer *output = bufferevent_get_output(session->bev);
 	const struct imap_arg *line = imap_parser_get_line(session->command_parser);
@@ -723,9 +723,9 @@ void session_fetch_cut_answer(struct session *session)
 	struct fetch_answer *answer = NULL;
 	struct imap_command command;
 	struct fetch_facts facts;
-	const char *why = "not a FETCH";
+	const char *why = answer_it ? "not a FETCH" : "more than one own FETCH";
 
-	if (lines != NULL && line != NULL && session->cache != NULL &&
+	if (answer_it && lines != NULL && line != NULL && session->cache != NULL &&
 	    imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE &&
 	    command.name == IMAP_COMMAND_FETCH) {
 		session_fetch_facts(session, &facts);

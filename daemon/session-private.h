@@ -354,8 +354,8 @@ int session_own_fetch_splice(struct session *session, struct fetch_splice_group 
 void session_own_splice_reset(struct session *session);
 /* The upstream ended the splice step with the BYE held in splice_bye:
    writes what Dovecot would have written of the waiting FETCH before it
-   (fetch_facts.splice_cut), when the store can, then that BYE. */
-void session_fetch_cut_answer(struct session *session);
+   (fetch_facts.splice_cut) when answer_it and the store can, then that BYE. */
+void session_fetch_cut_answer(struct session *session, bool answer_it);
 /* The client is between commands and nothing is pending: the next
    prefetch batch goes once the client has been quiet for
    SESSION_PREFETCH_QUIET_MS (at once when it has been). */
