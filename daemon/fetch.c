@@ -566,6 +566,8 @@ static void plan_cut_at(struct fetch_answer *answer, size_t index, uint64_t lack
 		item++;
 	answer->cut = true;
 	answer->cut_item = item;
+	for (size_t i = index + 1; i < answer->message_count; i++)
+		free(answer->messages[i].flags);
 	answer->message_count = index + 1;
 }
 
@@ -611,6 +613,7 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 				return 0;
 			if (spliced != 0 && facts->splice_cut) {
 				plan_cut_at(answer, i, spliced);
+				chunk_drop(chunk, i + 1, first + count - (i + 1)); /* the values read past the cut */
 				count = i + 1 - first;
 				break;
 			}
