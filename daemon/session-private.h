@@ -352,6 +352,25 @@ void session_own_missing_reset(struct session *session);
 int session_own_fetch_splice(struct session *session, struct fetch_splice_group *groups, size_t count);
 /* Forgets the splice step and what it captured (the FETCH was routed). */
 void session_own_splice_reset(struct session *session);
+/* What a local handler did with a command. */
+enum session_local {
+	SESSION_LOCAL_UPSTREAM,  /* not answerable here: it goes upstream */
+	SESSION_LOCAL_ANSWERED,
+	SESSION_LOCAL_WAIT,      /* answerable here, after the answers still pending upstream */
+};
+
+/* ---- session-fetch.c ---- */
+
+/* FETCH and UID FETCH after login: answered here, or WAIT for the own
+   steps before it, or UPSTREAM. */
+enum session_local session_answer_fetch(struct session *session, const char *tag, const struct imap_command *command);
+/* Whether held upstream news keeps the command being routed (FETCH or
+   SEARCH) from a local answer: the upstream answers in its own order. */
+bool session_held_blocks_local(struct session *session);
+/* Whether an upstream line is a BYE during the splice step, held for
+   session_fetch_cut_answer (and not passed on). */
+bool session_holds_splice_bye(struct session *session, const struct imap_client_command *command,
+			      enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
 /* The upstream ended the splice step with the BYE held in splice_bye:
    writes what Dovecot would have written of the waiting FETCH before it
    (fetch_facts.splice_cut) when answer_it and the store can, then that BYE. */
