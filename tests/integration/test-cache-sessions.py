@@ -200,10 +200,12 @@ def exchange(session, command, *literal):
     return lines
 
 
-def idle(idler, sessions, steps):
+def idle(idler, sessions, steps, expect=None):
     """IDLE on idler while steps run on the others; what the idler got
     (read line by line, so its wait is bounded by the fixture's timeout)
-    after its DONE, as one step."""
+    after its DONE, as one step. With expect, the DONE waits until that
+    many updates came (what the direct side got: through the proxy they
+    cross one more connection, later on a busy machine)."""
     idler.tag += 1
     tag = b"s%d" % idler.tag
     idler.conn.send(tag + b" IDLE\r\n")
@@ -211,6 +213,8 @@ def idle(idler, sessions, steps):
     out = []
     for n, command, *literal in steps:
         out.append(("%d %s" % (n, command), exchange(sessions[n], command, *literal)))
+    while expect is not None and len(lines) - 1 < expect:
+        lines.append(idler.conn.response())
     time.sleep(IDLE_SETTLE)
     idler.conn.send(b"DONE\r\n")
     while not lines[-1].startswith(tag + b" "):
@@ -218,8 +222,15 @@ def idle(idler, sessions, steps):
     return out + [("IDLE", lines)]
 
 
-def run(port, user, password, steps, warm):
-    """Every step's response lines, the two connections' SELECTs first."""
+def idle_updates(answers):
+    """How many updates each IDLE of a run's answers got (its untagged lines)."""
+    return [sum(1 for line in lines if line.startswith(b"* ")) for step, lines in answers if step == "IDLE"]
+
+
+def run(port, user, password, steps, warm, idle_expect=()):
+    """Every step's response lines, the two connections' SELECTs first;
+    idle_expect: the updates to wait for in each IDLE (idle)."""
+    idle_expect = list(idle_expect)
     fresh_mailbox(user, password)
     if warm:
         w = Session(port, user, password)
@@ -234,7 +245,7 @@ def run(port, user, password, steps, warm):
     steps = [step for step in steps if step[0] != 0]
     for n, command, *rest in steps:
         if command == IDLE:
-            out += idle(sessions[n], sessions, rest[0])
+            out += idle(sessions[n], sessions, rest[0], idle_expect.pop(0) if idle_expect else None)
         else:
             out.append(("%d %s" % (n, command), exchange(sessions[n], command, *rest)))
     for s in sessions.values():
@@ -253,7 +264,7 @@ def comparable(lines):
 def compare(name, warm, daemon):
     label = "%s, %s" % (name, "warm" if warm else "cold")
     direct = run(PORT, USER, PASS, SCENARIOS[name], warm)
-    proxied = run(daemon.port, USER3, PASS3, SCENARIOS[name], warm)
+    proxied = run(daemon.port, USER3, PASS3, SCENARIOS[name], warm, idle_updates(direct))
     differ = [(step, normalised(a), normalised(b)) for (step, a), (_, b) in zip(direct, proxied)
               if comparable(normalised(a)) != comparable(normalised(b))]
     check("%s: every answer is Dovecot's" % label, not differ,
