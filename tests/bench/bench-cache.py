@@ -50,7 +50,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.dont_write_bytecode = True  # the import below must leave the source tree alone
@@ -213,7 +212,7 @@ class Daemon(proxyfixture.Daemon):
     start_error = MeasureError
 
     def __init__(self, relay, cache_extra=""):
-        self.cache_dir = tempfile.mkdtemp(prefix="bench-cache.")
+        self.cache_dir = proxyfixture.scratch_dir("bench-cache.")
         super().__init__(relay.upstream_entry(), log_level="info", keep_lines=20000,
                          extra='cache = { dir = "%s"; %s};\n' % (self.cache_dir, cache_extra))
 

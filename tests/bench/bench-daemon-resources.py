@@ -15,7 +15,6 @@ import os
 import re
 import resource
 import sys
-import tempfile
 import threading
 import time
 
@@ -37,7 +36,7 @@ CHUNK = 64 << 10       # bytes per send(): the client never holds more than this
 SETTLE = 10            # seconds at most to wait for RSS to settle after a change
 SAMPLE_INTERVAL = 0.005  # seconds between RSS samples during the APPEND
 
-tmp = tempfile.mkdtemp(prefix="bench-daemon-resources.")
+tmp = proxyfixture.scratch_dir("bench-daemon-resources.")
 
 
 class MeasureError(Exception):

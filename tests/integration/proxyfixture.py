@@ -10,9 +10,11 @@ Tests under tests/integration/ import it like checks.py; scripts under
 tests/bench/ put tests/integration/ on sys.path first (with
 sys.dont_write_bytecode set, so the source tree stays clean). What only
 one script needs stays in that script, as a subclass or a parameter."""
+import atexit
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,6 +77,14 @@ def open_daemon_log(pid):
         return None
 
 
+def scratch_dir(prefix):
+    """A new temporary directory, removed with all it holds when this
+    Python process exits (a test's daemons are stopped by then)."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 class Daemon:
     """One imapcached in the foreground (`imapcached -f -c CONFIG`), its
     stderr collected line by line by a thread, stopped by its PID.
@@ -114,10 +124,10 @@ class Daemon:
             config += extra
         if not re.search(r"^\s*cache\s*[=:]", config, re.M):
             # a store of its own, never the system's /var/cache
-            config += '\ncache = { dir = "%s"; };\n' % tempfile.mkdtemp(prefix="imapcached-cache.")
+            config += '\ncache = { dir = "%s"; };\n' % scratch_dir("imapcached-cache.")
         if path is None:
             if tmpdir is None:
-                tmpdir = tempfile.mkdtemp(prefix="imapcached-daemon.")
+                tmpdir = scratch_dir("imapcached-daemon.")
             path = os.path.join(tmpdir, "imapcached-%d.conf" % time.monotonic_ns())
         self.path = path
         with open(self.path, "w") as f:

@@ -37,10 +37,11 @@ import time
 import urllib.parse
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import (MANIFEST, PASS, PASS2, PORT, TIMINGS, USER, USER2, WAIT, Daemon, Raw, difference, quote,
                           run_steps, upstream_dovecot)
 
-tmp = tempfile.mkdtemp(prefix="test-cache-faults.")
+tmp = proxyfixture.scratch_dir("test-cache-faults.")
 os.chmod(tmp, 0o755)  # the daemon's user reads its configuration here
 FULL_SIZE = "2m"  # the tmpfs of the full-store case: the schema and a few turns' batches (256 KiB a read) fit, the corpus does not
 TIMINGS_BYTES = re.compile(TIMINGS.pattern.encode())

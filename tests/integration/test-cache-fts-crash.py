@@ -35,6 +35,7 @@ import time
 import urllib.parse
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import PASS, PORT, USER, WAIT, Daemon, Raw, difference, quote, upstream_dovecot
 
 COPIES = int(os.environ.get("IMAPTEST_FTS_COPIES", "4"))  # the corpus (6.8 MB) this many times: seconds of indexing
@@ -52,7 +53,7 @@ MOVED_ASIDE = r"moved aside to \S+\.corrupt-"
 STRINGS = ("proxy", "rollback proxy", "schedule p", "y latency", "li", "e", "zebra", "subject:",
            "content-type: text", "example.org", "boundary", "=C3", "réunion", "münchen", "山田", "Café")
 
-tmp = tempfile.mkdtemp(prefix="test-cache-fts-crash.")
+tmp = proxyfixture.scratch_dir("test-cache-fts-crash.")
 
 
 def store_path(cache):

@@ -17,11 +17,11 @@ Each case came from a review with a reproduction against the real Dovecot."""
 import re
 import socket
 import sys
-import tempfile
 import threading
 import time
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import PORT, USER, PASS, Daemon, Raw, Relay, quote
 
 DONE = r"prefetch: nothing more is missing"
@@ -58,7 +58,7 @@ class Side:
 def start(prefetch="headers", delay=0.0):
     relay = Relay(delay=delay)
     config = ('cache = { dir = "%s"; prefetch = "%s"; body_budget = 100000000; };\n'
-              'timeouts = { shutdown = 0; };\n' % (tempfile.mkdtemp(prefix="imapcached-own-order."), prefetch))
+              'timeouts = { shutdown = 0; };\n' % (proxyfixture.scratch_dir("imapcached-own-order."), prefetch))
     return relay, Daemon(relay.upstream_entry(), extra=config)
 
 

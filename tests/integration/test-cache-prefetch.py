@@ -24,10 +24,10 @@ import os
 import re
 import socket
 import sqlite3
-import tempfile
 import time
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import PASS, PORT, USER, Daemon, Raw, Relay, quote
 
 TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
@@ -78,7 +78,7 @@ def idle_silence(side, seconds=0.3):
 
 def start(prefetch, extra=""):
     relay = Relay()
-    cache = tempfile.mkdtemp(prefix="imapcached-prefetch.")
+    cache = proxyfixture.scratch_dir("imapcached-prefetch.")
     config = 'cache = { dir = "%s"; prefetch = "%s"; %s };\ntimeouts = { shutdown = 0; };\n' % (cache, prefetch, extra)
     return relay, Daemon(relay.upstream_entry(), extra=config), cache
 
@@ -227,7 +227,7 @@ def test_waits_and_ends():
     bodies through a relay with a 20 ms delay each way, so that the walk
     takes many batches."""
     relay = Relay(delay=0.02)
-    cache = tempfile.mkdtemp(prefix="imapcached-prefetch.")
+    cache = proxyfixture.scratch_dir("imapcached-prefetch.")
     config = ('cache = { dir = "%s"; prefetch = "full"; body_budget = 100000000; };\n'
               'timeouts = { shutdown = 0; };\n' % cache)
     daemon = Daemon(relay.upstream_entry(), extra=config)

@@ -18,10 +18,10 @@ same bytes (Dovecot's timings stripped, UIDVALIDITY masked)."""
 import os
 import re
 import sqlite3
-import tempfile
 import time
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
 
 MAILBOX = "resync"
@@ -123,7 +123,7 @@ def stored_flags(store_dir, uid):
 
 def main():
     relay = Relay()
-    store_dir = tempfile.mkdtemp(prefix="imapcached-resync.")
+    store_dir = proxyfixture.scratch_dir("imapcached-resync.")
     daemon = Daemon(relay.upstream_entry(), extra='cache = { dir = "%s"; prefetch = "off"; };\n' % store_dir)
     try:
         on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=4)

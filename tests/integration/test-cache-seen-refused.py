@@ -23,10 +23,10 @@ and that the FETCH was answered from the cache (its log line)."""
 import re
 import socket
 import sys
-import tempfile
 import threading
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import HOST, PASS, PORT, USER, WAIT, Daemon, Raw, difference, quote, shutdown_all
 
 # The proxy's own \Seen STORE (session-own.c): its tag, a set, "+FLAGS (\Seen)".
@@ -168,7 +168,7 @@ class Case:
 
 def main():
     relay = SeenRefuser()
-    config = 'cache = { dir = "%s"; prefetch = "off"; };\n' % tempfile.mkdtemp(prefix="test-cache-seen-refused.")
+    config = 'cache = { dir = "%s"; prefetch = "off"; };\n' % proxyfixture.scratch_dir("test-cache-seen-refused.")
     daemon = Daemon(relay.upstream_entry(), extra=config)
     try:
         direct = connect(PORT, "EXAMINE")

@@ -21,10 +21,10 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import PASS, PASS3, PORT, TIMINGS_BYTES, USER, USER3, Daemon, Session, upstream_dovecot
 
 MAILBOX = "sessions"
@@ -306,7 +306,7 @@ def outside_expunge(daemon):
 
 def main():
     config = ('cache = { dir = "%s"; prefetch = "off"; };\n'
-              % tempfile.mkdtemp(prefix="imapcached-sessions."))
+              % proxyfixture.scratch_dir("imapcached-sessions."))
     daemon = Daemon(upstream_dovecot(), extra=config)
     try:
         for name in SCENARIOS:

@@ -28,9 +28,9 @@ library reads otherwise) no longer sends the whole FETCH upstream: the
 proxy fetches only those (message, item) pairs on its own tag, in PEEK
 forms, and writes the whole answer here with their values in place."""
 import re
-import tempfile
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
 
 MAILBOX = "seen-step"
@@ -355,7 +355,7 @@ def main():
     relay = Relay()
     # no prefetch: what is stored is only what these commands stored
     daemon = Daemon(relay.upstream_entry(),
-                    extra='cache = { dir = "%s"; prefetch = "off"; };\n' % tempfile.mkdtemp(prefix="imapcached-steps."))
+                    extra='cache = { dir = "%s"; prefetch = "off"; };\n' % proxyfixture.scratch_dir("imapcached-steps."))
     try:
         make_mailbox(daemon.port)
         for mode in ("none", "condstore", "qresync"):

@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 
 from checks import check, summary
@@ -21,7 +20,7 @@ from proxyfixture import BINARY, ENV
 
 FIXTURE = ENV["IMAPTEST_DIR"]
 WAIT = 10  # seconds: the longest any single expectation may take
-tmp = tempfile.mkdtemp(prefix="test-conf-reload.")
+tmp = proxyfixture.scratch_dir("test-conf-reload.")
 PLAIN = '{ address = "127.0.0.1"; port = 0; tls = "none"; }'
 UPSTREAM = proxyfixture.upstream_dovecot("starttls")
 

@@ -14,7 +14,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 from checks import check, summary
@@ -25,7 +24,7 @@ FIXTURE = ENV["IMAPTEST_DIR"]
 CERT, KEY = (os.path.join(FIXTURE, name) for name in ("server.pem", "server.key"))
 WAIT = 10  # seconds: the longest any single expectation may take
 LINE_LIMIT = 65536  # the default limits.line
-tmp = tempfile.mkdtemp(prefix="test-daemon-logs.")
+tmp = proxyfixture.scratch_dir("test-daemon-logs.")
 PLAIN = '{ address = "127.0.0.1"; port = 0; tls = "none"; }'
 IMPLICIT = '{ address = "127.0.0.1"; port = 0; tls = "implicit"; cert = "%s"; key = "%s"; }' % (CERT, KEY)
 END = re.compile(r"session (\d+): end: client [^,]+, user ([^,]+), upstream [^,]+, (\d+) bytes in, "

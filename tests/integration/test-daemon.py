@@ -14,7 +14,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 
 from checks import check, summary
@@ -30,7 +29,7 @@ PASSWORD = "s3cret-never-logged"
 PRELOGIN_CAPABILITY = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN"
 LEARNED = r"upstream test: offers before login: "  # the log line that says it has
 WAIT = 10  # seconds: the longest any single expectation may take
-tmp = tempfile.mkdtemp(prefix="test-daemon.")
+tmp = proxyfixture.scratch_dir("test-daemon.")
 
 
 def write_config(name, text):

@@ -29,11 +29,12 @@ import termios
 import time
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import (BUILD, PASS, PASS3, TIMINGS, USER, USER3, Daemon, Raw, Relay, quote, run_steps,
                           upstream_dovecot, PORT)
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
-tmp = tempfile.mkdtemp(prefix="test-imapcachectl.")
+tmp = proxyfixture.scratch_dir("test-imapcachectl.")
 os.chmod(tmp, 0o755)
 TIMINGS_BYTES = re.compile(TIMINGS.pattern.encode())
 FROM_CACHE = r"FETCH answered from the cache"

@@ -13,7 +13,6 @@ import os
 import ssl
 import subprocess
 import sys
-import tempfile
 
 from checks import check, summary
 import proxyfixture
@@ -99,7 +98,7 @@ def inside():
               'upstreams = ( { name = "nowhere"; host = "127.0.0.1"; port = 9; tls = "none"; } );\n'
               'log = { level = "debug"; };\ntimeouts = { upstream_connect = 3; };\n'
               % (ADDRESS, ADDRESS, cert, key))
-    daemon = Daemon(config=config, ports=2, tmpdir=tempfile.mkdtemp(prefix="test-logindisabled."), timeout=WAIT)
+    daemon = Daemon(config=config, ports=2, tmpdir=proxyfixture.scratch_dir("test-logindisabled."), timeout=WAIT)
     try:
         plain_port, starttls_port = daemon.ports
         c = Client(plain_port)

@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -37,7 +36,7 @@ import proxyfixture
 from proxyfixture import (BINARY, ENV, HOST, LISTEN_LOCAL, PASS, PASS2, PORT, USER, USER2, WAIT, Raw, pump, quote,
                           run_steps, strip_timings, untag, upstream_dovecot)
 
-tmp = tempfile.mkdtemp(prefix="test-pool.")
+tmp = proxyfixture.scratch_dir("test-pool.")
 
 
 class Daemon(proxyfixture.Daemon):

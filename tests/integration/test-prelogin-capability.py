@@ -16,13 +16,13 @@ import imaplib
 import os
 import ssl
 import sys
-import tempfile
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import (CA, ENV, LISTEN_LOCAL, Forwarder, PASS, PASS2, PORT, USER, USER2, Daemon, Raw,
                           run_steps, untag, upstream_dovecot)
 
-tmp = tempfile.mkdtemp(prefix="test-prelogin-capability.")
+tmp = proxyfixture.scratch_dir("test-prelogin-capability.")
 FIXTURE = ENV["IMAPTEST_DIR"]
 CERT, KEY = os.path.join(FIXTURE, "server.pem"), os.path.join(FIXTURE, "server.key")
 LISTEN_STARTTLS = '{ address = "127.0.0.1"; port = 0; tls = "starttls"; cert = "%s"; key = "%s"; }' % (CERT, KEY)

@@ -14,14 +14,14 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import (BINARY, Forwarder, PASS, PASS2, PORT, USER, USER2, Daemon, Raw, quote_bytes,
                           run_steps, upstream_dovecot)
 
-tmp = tempfile.mkdtemp(prefix="test-proxy.")
+tmp = proxyfixture.scratch_dir("test-proxy.")
 
 
 def normalize(value):

@@ -10,13 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 
 from checks import check, summary
+import proxyfixture
 from proxyfixture import ENV, PASS, PORT, USER, Daemon, upstream_dovecot
 
 RUN_TIMEOUT = 120  # seconds for one client run
-tmp = tempfile.mkdtemp(prefix="test-real-clients.")
+tmp = proxyfixture.scratch_dir("test-real-clients.")
 
 
 def curl(port, path, request=None):

@@ -27,10 +27,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, summary  # noqa: E402
+import proxyfixture  # noqa: E402 (needs the path above)
 from proxyfixture import (BUILD, DAEMON_LOGS, PASS, PASS2, PASS3, USER, USER2, USER3, Daemon, Raw,  # noqa: E402
                           quote, upstream_dovecot)
 
@@ -146,7 +146,7 @@ def daemon_lines(path):
 
 def main():
     found = secrets()
-    tmp = tempfile.mkdtemp(prefix="test-secrets-in-logs.")
+    tmp = proxyfixture.scratch_dir("test-secrets-in-logs.")
     socket_path = os.path.join(tmp, "control")
     daemon = Daemon(upstream_dovecot("none"), log_level="debug", tmpdir=tmp,
                     extra='control = { socket = "%s"; };\ntimeouts = { shutdown = 0; };\n' % socket_path)

@@ -49,6 +49,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from checks import check, summary  # noqa: E402
+import proxyfixture  # noqa: E402 (needs the path above)
 from proxyfixture import (BUILD, CA, ENV, HOST, Forwarder, PASS, PASS3, PORT, TIMINGS_BYTES, TLS_PORT, USER, USER3,  # noqa: E402
                           Daemon, Raw, quote, run_steps, upstream_dovecot)
 
@@ -56,7 +57,7 @@ CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 UNTRUSTED_CA = ENV["IMAPTEST_UNTRUSTED_CA"]
 MASTER_USER, MASTER_PASS = ENV["IMAPTEST_MASTER_USER"], ENV["IMAPTEST_MASTER_PASS"]
 FIXTURE = ENV["IMAPTEST_DIR"]
-tmp = tempfile.mkdtemp(prefix="test-security.")
+tmp = proxyfixture.scratch_dir("test-security.")
 os.chmod(tmp, 0o755)
 ROOT = os.geteuid() == 0
 

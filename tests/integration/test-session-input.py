@@ -16,7 +16,6 @@ import json
 import re
 import socket
 import sys
-import tempfile
 import time
 
 from checks import check, summary
@@ -31,7 +30,7 @@ SLOW_RCVBUF = 4096  # the slow reader's SO_RCVBUF: little waits in its kernel
 SLOW_MSS = 536  # its TCP_MAXSEG: keeps the proxy's send buffer for it near 100 KB
 SLOW_BACKLOG = 230000  # bytes of FETCH it leaves unread: more than both buffers
                        # hold, less than the proxy's 256 KiB output high-water mark
-tmp = tempfile.mkdtemp(prefix="test-session-input.")
+tmp = proxyfixture.scratch_dir("test-session-input.")
 
 
 class Raw(proxyfixture.Raw):

@@ -37,10 +37,11 @@ import urllib.parse
 
 import loaddriver
 from checks import check, summary
+import proxyfixture
 from proxyfixture import (MANIFEST, PASS, PORT, USER, WAIT, Daemon, Raw, Relay, RelayFault, quote, run_steps,
                           upstream_dovecot)
 
-tmp = tempfile.mkdtemp(prefix="test-upstream-faults.")
+tmp = proxyfixture.scratch_dir("test-upstream-faults.")
 STALL_TIMEOUT = 2  # seconds: the timeouts of the stall cases, short so the test stays short
 with open(MANIFEST) as f:
     MESSAGES = json.load(f)["messages"]
