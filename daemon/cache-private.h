@@ -176,6 +176,7 @@ struct cache {
 	size_t pending_bytes;
 	bool pending_flushing;
 	struct event *pending_timer;   /* settings.base's; NULL: nothing is held */
+	struct event *linger_timer;    /* settings.base's: closes the store no session uses */
 	/* Lookups selecting NULL for the values not wanted (SQLite copies every
 	   column it steps over), by [range][wanted values]; prepared when first
 	   used, NULL until then. */

@@ -1159,6 +1159,8 @@ static void cache_free(struct cache *cache)
 		event_free(cache->pending_timer);
 	if (cache->batch_timer != NULL)
 		event_free(cache->batch_timer);
+	if (cache->linger_timer != NULL)
+		event_free(cache->linger_timer);
 	cache_fts_stop(cache);
 	cache_db_close(cache);
 	free(cache->path);
@@ -1233,6 +1235,59 @@ static int cache_dirs_prepare(struct cache *cache, const char *dir, const char *
 	return result;
 }
 
+/* Whether the file at the store's path is no longer the one it opened. */
+static bool cache_file_moved(struct cache *cache)
+{
+	int moved = 0;
+
+	return sqlite3_file_control(cache->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) == SQLITE_OK && moved;
+}
+
+/* Closes a store no one holds: out of the registry, the file moved aside
+   when found corrupt, the WAL forgotten when the file was replaced. */
+static void cache_close(struct cache *cache)
+{
+	bool corrupt = cache->corrupt;
+	bool moved = cache_file_moved(cache);
+
+	assert(cache->refcount == 0);
+	for (struct cache **link = &cache_registry; *link != NULL; link = &(*link)->next) {
+		if (*link == cache) {
+			*link = cache->next;
+			break;
+		}
+	}
+	cache_db_close(cache);
+	if (moved)
+		cache_wal_forget(cache); /* the file now at the path is not the one found damaged */
+	else if (corrupt)
+		cache_move_aside(cache, "damaged (found while reading it)");
+	cache_free(cache);
+}
+
+static void cache_linger_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct cache *cache = context;
+
+	(void)fd;
+	(void)what;
+	if (cache->refcount == 0)
+		cache_close(cache);
+}
+
+/* Leaves cache open for settings.linger_seconds. Returns 0, or -1 when it can't. */
+static int cache_linger(struct cache *cache)
+{
+	const struct timeval delay = { (time_t)cache->settings.linger_seconds, 0 };
+
+	if (cache->settings.base == NULL || cache->settings.linger_seconds == 0 || cache->corrupt ||
+	    cache_file_moved(cache))
+		return -1;
+	if (cache->linger_timer == NULL)
+		cache->linger_timer = evtimer_new(cache->settings.base, cache_linger_timer_fired, cache);
+	return cache->linger_timer != NULL ? evtimer_add(cache->linger_timer, &delay) : -1;
+}
+
 struct cache *cache_open(const struct cache_settings *settings, const char *upstream, const char *user,
 			 const char **error_r)
 {
@@ -1244,8 +1299,14 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		return NULL;
 	}
 	cache = cache_registry_find(path);
+	if (cache != NULL && cache->refcount == 0 && cache_file_moved(cache)) {
+		cache_close(cache); /* lingering, and its file is no longer the one at the path */
+		cache = NULL;
+	}
 	if (cache != NULL) {
 		free(path);
+		if (cache->linger_timer != NULL)
+			evtimer_del(cache->linger_timer);
 		cache->refcount++;
 		cache->settings.body_budget = settings->body_budget;
 		cache->settings.body_max_size = settings->body_max_size;
@@ -1281,8 +1342,6 @@ struct cache *cache_ref(struct cache *cache)
 void cache_unref(struct cache **cachep)
 {
 	struct cache *cache = *cachep;
-	bool corrupt;
-	int moved = 0;
 
 	*cachep = NULL;
 	if (cache == NULL || --cache->refcount > 0)
@@ -1291,21 +1350,21 @@ void cache_unref(struct cache **cachep)
 	assert(cache->batch_depth == 0); /* a batch ends in the callback that began it */
 	cache_pending_flush(cache);
 	cache_batch_commit_held(cache);
-	for (struct cache **link = &cache_registry; *link != NULL; link = &(*link)->next) {
-		if (*link == cache) {
-			*link = cache->next;
-			break;
-		}
+	if (cache_linger(cache) < 0)
+		cache_close(cache);
+}
+
+void cache_close_lingering(void)
+{
+	struct cache *cache = cache_registry;
+
+	while (cache != NULL) {
+		struct cache *next = cache->next;
+
+		if (cache->refcount == 0)
+			cache_close(cache);
+		cache = next;
 	}
-	corrupt = cache->corrupt;
-	if (sqlite3_file_control(cache->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK)
-		moved = 0;
-	cache_db_close(cache);
-	if (moved)
-		cache_wal_forget(cache); /* the file now at the path is not the one found damaged */
-	else if (corrupt)
-		cache_move_aside(cache, "damaged (found while reading it)");
-	cache_free(cache);
 }
 
 const char *cache_user(const struct cache *cache)

@@ -60,6 +60,11 @@ enum cache_item {
 #define CACHE_VALUE_ITEMS (CACHE_ITEM_FLAGS + 1) /* the items held in cache_message.values */
 #define CACHE_HAS(item) (1u << (item))
 
+/* How long the daemon keeps a store open after its last session ended:
+   a mail client opens and closes connections all day, and each would
+   otherwise open the file, read its schema and its pages afresh. */
+#define CACHE_LINGER_SECONDS 60
+
 struct cache_settings {
 	const char *dir;          /* absolute; made 0700 if missing (its parent must exist) */
 	uint64_t body_budget;     /* bytes of whole messages kept per account; 0: none */
@@ -68,6 +73,11 @@ struct cache_settings {
 	   (cache_store_fetched) are then held back and written together,
 	   at most CACHE_PENDING_DELAY_MS later. NULL: written at once. */
 	struct event_base *base;
+	/* Seconds the store stays open after its last reference went (with
+	   base): the next session of the account then finds its statements
+	   prepared and its pages read, instead of opening the file, reading
+	   the schema and the pages again. 0: closed at once. */
+	unsigned int linger_seconds;
 	/* Seconds on a monotonic clock; NULL: CLOCK_MONOTONIC. For tests. */
 	uint64_t (*now)(void);
 	/* Seconds since the epoch, for bodies' last use; NULL: time(). For tests. */
@@ -102,14 +112,19 @@ char *cache_file_path(const char *dir, const char *upstream, const char *user);
    Not thread-safe: one event loop owns every store. */
 struct cache *cache_open(const struct cache_settings *settings, const char *upstream, const char *user,
 			 const char **error_r);
-/* Drops one reference; the last closes the store (and moves a store found
-   corrupt aside, so that the next open starts anew). A store whose file
-   was replaced or removed while open removes its -wal and -shm files
-   instead, with a log line: SQLite leaves them behind then, and would
-   apply them to the file now at the path. Every body writer
-   holds a reference until it finishes or aborts. Sets *cache to NULL;
-   NULL is fine. */
+/* Drops one reference; the last commits what is held and closes the
+   store, or leaves it open for settings.linger_seconds (cache_open then
+   takes it up again). A store found corrupt is closed at once and moved
+   aside, so that the next open starts anew. A store whose file was
+   replaced or removed while open is closed at once and removes its -wal
+   and -shm files, with a log line: SQLite leaves them behind then, and
+   would apply them to the file now at the path. Every body writer holds
+   a reference until it finishes or aborts. Sets *cache to NULL; NULL is
+   fine. */
 void cache_unref(struct cache **cache);
+
+/* Closes every store left open by cache_unref's linger (at shutdown). */
+void cache_close_lingering(void);
 
 /* One more reference to cache, for a writer that may outlive the session
    that opened it (cache_unref drops it). Returns cache. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* main: imapcached's start-up, signals (reload, shutdown) and event loop. */
 #include "config.h"
+#include "cache.h"
 #include "conf.h"
 #include "control.h"
 #include "listener.h"
@@ -576,6 +577,7 @@ static void daemon_cleanup(struct daemon_state *daemon)
 		event_free(daemon->sigint_event);
 	control_free(&daemon->control);
 	session_free_all();
+	cache_close_lingering(); /* after the sessions: their stores linger */
 	session_set_upstream_pool(NULL);
 	upstream_pool_free(&daemon->pool);
 	session_set_upstream_probe(NULL);

@@ -1064,6 +1064,7 @@ static int session_open_cache(struct session *session)
 		.body_budget = session->conf->cache_body_budget,
 		.body_max_size = session->conf->cache_body_max_size,
 		.base = session->base,
+		.linger_seconds = CACHE_LINGER_SECONDS,
 	};
 	const char *error;
 

@@ -508,6 +508,11 @@ def report(times, prefetch, noop, count):
     print()
     for name, value, met in targets:
         print("%-52s %-34s %s" % (name, value, "met" if met else "NOT met"))
+    # The SELECT's sync is one upstream round trip (doc/cache.md): even
+    # with every other step as fast as Dovecot's, warm is local + RTT.
+    rtt = 2 * DELAY
+    print("the floor of one upstream round trip (%.0f ms) beside local: %s" % (rtt * 1000, ", ".join(
+        "%s %.2fx" % (w, (medians[w]["local"] + rtt) / medians[w]["local"]) for w in ("open", "headers"))))
     print()
     print("store after a cold open, headers and read-200: %d bytes, %.0f bytes per message" % (store, store / count))
     print("daemon after that fill: VmRSS %.1f MiB, VmHWM %.1f MiB" % (rss / 1024, hwm / 1024))

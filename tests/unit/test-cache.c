@@ -2073,6 +2073,74 @@ static void test_replaced_while_open(void)
 	teardown();
 }
 
+/* With linger_seconds, the last unref leaves the store open (its WAL
+   stays) and the next open takes the same handle up again; the timer, or
+   cache_close_lingering, closes it. A lingering store whose file was
+   replaced is closed at the next open, which judges the new file. */
+static void test_linger(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	char garbage[8192];
+	char moved[300];
+	char wal[300];
+	struct stat st;
+	struct cache *cache;
+	const char *error;
+	uint64_t serial;
+	char *path;
+
+	setup();
+	s.base = base;
+	s.linger_seconds = 1;
+	path = account_path("up", "alice");
+	snprintf(moved, sizeof(moved), "%s.old", path);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	serial = cache_serial(cache);
+	mailbox = open_mailbox(cache, "INBOX", 7);
+	store_text(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, "(NIL)");
+	cache_unref(&cache);
+	CU_ASSERT_EQUAL(lstat(wal, &st), 0); /* still open */
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_EQUAL(cache_serial(cache), serial);
+	cache_unref(&cache);
+
+	/* The timer closes it; the next open is a new handle on the same rows. */
+	for (int turns = 0; turns < 20 && lstat(wal, &st) == 0; turns++)
+		CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0);
+	CU_ASSERT_NOT_EQUAL(lstat(wal, &st), 0);
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_NOT_EQUAL(cache_serial(cache), serial);
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "INBOX", &mailbox), 1);
+	serial = cache_serial(cache);
+	cache_unref(&cache);
+
+	/* Replaced while lingering: closed, its WAL forgotten, the new file moved aside. */
+	memset(garbage, 'g', sizeof(garbage));
+	CU_ASSERT_EQUAL(rename(path, moved), 0);
+	write_file(path, garbage, sizeof(garbage));
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_NOT_EQUAL(cache_serial(cache), serial);
+	CU_ASSERT_TRUE(logged("was replaced or removed while open; its WAL goes too"));
+	CU_ASSERT_TRUE(logged("is not a database, or a damaged one; moved aside to "));
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "INBOX", &mailbox), 0);
+	cache_unref(&cache);
+
+	/* At shutdown, cache_close_lingering closes what lingers. */
+	CU_ASSERT_EQUAL(lstat(wal, &st), 0);
+	cache_close_lingering();
+	CU_ASSERT_NOT_EQUAL(lstat(wal, &st), 0);
+	free(path);
+	event_base_free(base);
+	teardown();
+}
+
 static void test_damaged_rows_count_as_missing(void)
 {
 	char header[2000];
@@ -2443,6 +2511,7 @@ const struct unit_test unit_tests[] = {
 	{ "a read-only directory", test_read_only_directory },
 	{ "an unreadable file is moved aside", test_unreadable_file },
 	{ "a store replaced while open leaves no WAL behind", test_replaced_while_open },
+	{ "a store lingers after its last session, and is taken up again", test_linger },
 	{ "damaged rows count as missing", test_damaged_rows_count_as_missing },
 	{ "damaged body sizes never block a reset or an open", test_damaged_body_sizes },
 	{ "the checksum is XXH64", test_checksum_vectors },
