@@ -1100,6 +1100,54 @@ int mime_imap_header_fields_names(const char *section, struct mime_imap_field_na
 	return parse_field_list(section + (is_not ? 18 : 14), names_r, count_r);
 }
 
+/* A byte of a field name as both readers take it: printable ASCII but ':'. */
+static bool plain_name_byte(unsigned char c)
+{
+	return c > ' ' && c < 0x7f && c != ':';
+}
+
+bool mime_imap_header_line_is_plain(const void *text, size_t len, bool first, size_t *name_len_r)
+{
+	const unsigned char *line = text, *colon;
+
+	if (memchr(line, '\r', len) != NULL || memchr(line, '\0', len) != NULL)
+		return false;
+	*name_len_r = 0;
+	if (line[0] == ' ' || line[0] == '\t')
+		return !first;
+	colon = memchr(line, ':', len);
+	if (colon == NULL || colon == line)
+		return false;
+	for (const unsigned char *c = line; c < colon; c++)
+		if (!plain_name_byte(*c))
+			return false;
+	*name_len_r = (size_t)(colon - line);
+	return true;
+}
+
+bool mime_imap_header_is_plain(const void *block, size_t len)
+{
+	const unsigned char *data = block;
+	size_t pos = 0, name_len;
+
+	while (pos < len) {
+		const unsigned char *lf = memchr(data + pos, '\n', len - pos);
+		size_t end;
+
+		if (lf == NULL)
+			return false;
+		end = (size_t)(lf - data);
+		if (end == pos || data[end - 1] != '\r')
+			return false;
+		if (end - 1 == pos)
+			return end + 1 == len;
+		if (!mime_imap_header_line_is_plain(data + pos, end - 1 - pos, pos == 0, &name_len))
+			return false;
+		pos = end + 1;
+	}
+	return false;
+}
+
 bool mime_imap_header_field_listed(const struct mime_imap_field_name *names, size_t count, const void *name,
 				   size_t name_len)
 {

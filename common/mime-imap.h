@@ -74,6 +74,16 @@ struct mime_imap_field_name {
    neither or its list is invalid. */
 int mime_imap_header_fields_names(const char *section, struct mime_imap_field_name **names_r, size_t *count_r,
 				  int *exclude_r);
+/* Whether a header block is plain RFC 5322: CRLF lines, each a field
+   "Name: value" (a name of printable ASCII) or a continuation of one, no
+   NUL or bare CR/LF, and the blank line once, at the end. On such a
+   block Dovecot's header filter and this library's agree, so that
+   HEADER.FIELDS of it may be answered without the upstream. */
+bool mime_imap_header_is_plain(const void *block, size_t len);
+/* One line of such a block, without its CRLF and not empty (first: the
+   block's first): a field (*name_len_r its name's length) or, but first,
+   a continuation (*name_len_r 0). */
+bool mime_imap_header_line_is_plain(const void *line, size_t len, bool first, size_t *name_len_r);
 /* Whether the field name [name, name + name_len) (name_len > 0) is in
    names (ASCII case ignored), as mime_imap_fetch_header_fields matches them. */
 bool mime_imap_header_field_listed(const struct mime_imap_field_name *names, size_t count, const void *name,

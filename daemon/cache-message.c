@@ -4,6 +4,7 @@
 #include "cache-private.h"
 #include "cache-checksum.h"
 #include "log.h"
+#include "mime-imap.h"
 
 #include <assert.h>
 #include <event2/buffer.h>
@@ -56,6 +57,17 @@ static int cache_fixed_note(struct cache *cache, int64_t mailbox_id, uint32_t ui
 	return cache_run(cache, stmt, "noting a message's fixed items");
 }
 
+/* Keeps messages_plain_header's entry of the message as a write of its
+   header block (data; NULL: dropped) left it. */
+static int cache_plain_header_note(struct cache *cache, int64_t mailbox_id, uint32_t uid, const void *data, size_t size)
+{
+	bool plain = data != NULL && mime_imap_header_is_plain(data, size);
+	sqlite3_stmt *stmt = cache_stmt(cache, plain ? CACHE_STMT_PLAIN_HEADER_SET : CACHE_STMT_PLAIN_HEADER_UNSET);
+
+	cache_bind_key(stmt, mailbox_id, uid);
+	return cache_run(cache, stmt, "noting a message's plain header block");
+}
+
 /* What a fetched line's write does to the fixed items; -1: nothing. */
 static int cache_fetched_fixed(const struct cache_fetched *fetched)
 {
@@ -84,6 +96,8 @@ int cache_store_item(struct cache *cache, int64_t mailbox_id, uint32_t uid, enum
 	cache_bind_checksum(stmt, 4, data, size);
 	if (cache_run(cache, stmt, "storing a message item") < 0)
 		return -1;
+	if (item == CACHE_ITEM_HEADER)
+		return cache_plain_header_note(cache, mailbox_id, uid, data, size);
 	return data != NULL && item <= CACHE_ITEM_BODYSTRUCTURE ? cache_fixed_note(cache, mailbox_id, uid, CACHE_FIXED_SOME)
 								: 0;
 }
@@ -127,9 +141,13 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 	if (values && cache_write_allowed(cache)) {
 		int fixed = cache_fetched_fixed(fetched);
 
+		const struct cache_value *header = &fetched->values[CACHE_ITEM_HEADER];
+
 		result = cache_run(cache, stmt, "storing a message's items");
 		if (result == 0 && fixed >= 0)
 			result = cache_fixed_note(cache, mailbox_id, uid, (enum cache_fixed_change)fixed);
+		if (result == 0 && header->data != NULL)
+			result = cache_plain_header_note(cache, mailbox_id, uid, header->data, header->size);
 	} else {
 		sqlite3_clear_bindings(stmt);
 		result = values ? -1 : 0;
@@ -652,20 +670,36 @@ long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t fir
 	return cache_range_end(cache, stmt, rc, calls, "reading what is stored of messages", false);
 }
 
-long cache_lookup_fixed(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
-			cache_fixed_fn *callback, void *context)
+/* The UIDs of [first, last] a table of keys lists (which: its range statement). */
+static long cache_lookup_keys(struct cache *cache, enum cache_stmt which, const char *what, int64_t mailbox_id,
+			      uint32_t first, uint32_t last, cache_fixed_fn *callback, void *context)
 {
 	sqlite3_stmt *stmt;
 	long calls = 0;
 	int rc;
 
 	cache_pending_flush_rows(cache);
-	stmt = cache_range_begin(cache, CACHE_STMT_FIXED_RANGE, mailbox_id, first, last);
+	stmt = cache_range_begin(cache, which, mailbox_id, first, last);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		callback((uint32_t)sqlite3_column_int64(stmt, 0), context);
 		calls++;
 	}
-	return cache_range_end(cache, stmt, rc, calls, "reading which messages have their fixed items", false);
+	return cache_range_end(cache, stmt, rc, calls, what, false);
+}
+
+long cache_lookup_fixed(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			cache_fixed_fn *callback, void *context)
+{
+	return cache_lookup_keys(cache, CACHE_STMT_FIXED_RANGE, "reading which messages have their fixed items",
+				 mailbox_id, first, last, callback, context);
+}
+
+long cache_lookup_plain_headers(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+				cache_fixed_fn *callback, void *context)
+{
+	return cache_lookup_keys(cache, CACHE_STMT_PLAIN_HEADER_RANGE,
+				 "reading which messages have a plain header block", mailbox_id, first, last, callback,
+				 context);
 }
 
 long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,

@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 5 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 6 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
@@ -343,6 +343,11 @@ typedef void cache_fixed_fn(uint32_t uid, void *context);
    made, or -1 on error. */
 long cache_lookup_fixed(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_fixed_fn *callback, void *context);
+/* The same for the messages whose header block is stored and plain
+   (mime_imap_header_is_plain): BODY[HEADER] and HEADER.FIELDS of them
+   are answered from it, their checksums checked as they are read. */
+long cache_lookup_plain_headers(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+				cache_fixed_fn *callback, void *context);
 
 /* Called once per message with stored flags, in UID order: flags (not
    NUL-terminated, len bytes; SQLite's, valid during the call) and MODSEQ

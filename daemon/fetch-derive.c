@@ -14,48 +14,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* ---- header blocks Dovecot and our library read alike ---- */
-
-static bool is_field_name_byte(unsigned char c)
-{
-	return c > ' ' && c < 0x7f && c != ':';
-}
-
-bool fetch_derive_header_is_plain(const unsigned char *data, size_t len)
-{
-	size_t pos = 0;
-
-	while (pos < len) {
-		const unsigned char *lf = memchr(data + pos, '\n', len - pos);
-		size_t end, line_len;
-		const unsigned char *line = data + pos, *colon;
-
-		if (lf == NULL)
-			return false;
-		end = (size_t)(lf - data);
-		if (end == pos || data[end - 1] != '\r')
-			return false;
-		line_len = end - 1 - pos;
-		if (line_len == 0)
-			return end + 1 == len;
-		if (memchr(line, '\r', line_len) != NULL || memchr(line, '\0', line_len) != NULL)
-			return false;
-		if (line[0] == ' ' || line[0] == '\t') {
-			if (pos == 0)
-				return false;
-		} else {
-			colon = memchr(line, ':', line_len);
-			if (colon == NULL || colon == line)
-				return false;
-			for (const unsigned char *c = line; c < colon; c++)
-				if (!is_field_name_byte(*c))
-					return false;
-		}
-		pos = end + 1;
-	}
-	return false;
-}
-
 /* ---- BINARY ---- */
 
 static bool is_multipart(struct mime_message *node)
@@ -272,7 +230,7 @@ static int walk_converted_header(struct binary_walk *walk, const struct mime_mes
 	size_t len = node->body_start - node->header_start, pos = 0;
 	bool dropping = false;
 
-	if (!fetch_derive_header_is_plain(header, len) || !bytes_pass_unchanged(header, len)) {
+	if (!mime_imap_header_is_plain(header, len) || !bytes_pass_unchanged(header, len)) {
 		walk->why = "BINARY of a decoded part whose header is not plain";
 		return -1;
 	}
@@ -407,28 +365,6 @@ int fetch_derive_binary(struct mime_message *root, const unsigned char *raw, siz
 
 /* ---- sections ---- */
 
-/* Whether line [line, line + len) (without its CRLF) may be in a plain
-   block: no CR or NUL; a field's name (before its colon) of field name
-   bytes, or a continuation (not first). *name_len_r: 0 for a continuation. */
-static bool plain_line(const unsigned char *line, size_t len, bool first, size_t *name_len_r)
-{
-	const unsigned char *colon;
-
-	if (memchr(line, '\r', len) != NULL || memchr(line, '\0', len) != NULL)
-		return false;
-	*name_len_r = 0;
-	if (line[0] == ' ' || line[0] == '\t')
-		return !first;
-	colon = memchr(line, ':', len);
-	if (colon == NULL || colon == line)
-		return false;
-	for (const unsigned char *c = line; c < colon; c++)
-		if (!is_field_name_byte(*c))
-			return false;
-	*name_len_r = (size_t)(colon - line);
-	return true;
-}
-
 /* The names of the last HEADER.FIELDS section asked for, kept: an answer
    asks for the same list for every message (parsing it cost more than
    the extraction). Freed at exit (still reachable). */
@@ -468,7 +404,7 @@ static int derive_field_names(const char *section, const struct mime_imap_field_
 }
 
 /* HEADER.FIELDS (.NOT) of a header block in one pass that also checks that
-   it is plain (fetch_derive_header_is_plain): the same bytes as
+   it is plain (mime_imap_header_is_plain): the same bytes as
    mime_imap_fetch_header_fields, which then keeps each listed (or unlisted)
    field whole and ends with the blank line. -1 (out unchanged) when it is
    not plain or section is invalid. */
@@ -492,7 +428,7 @@ static int derive_fields_plain(const unsigned char *header, size_t len, const ch
 			plain = end + 1 == len;
 			break;
 		}
-		if (!plain_line(header + pos, end - 1 - pos, pos == 0, &name_len))
+		if (!mime_imap_header_line_is_plain(header + pos, end - 1 - pos, pos == 0, &name_len))
 			break;
 		if (name_len > 0)
 			keep = mime_imap_header_field_listed(names, count, header + pos, name_len) != (exclude != 0);
@@ -517,7 +453,7 @@ int fetch_derive_fields(const unsigned char *header, size_t header_len, const ch
 	/* a plain block is fields up to its blank line: no parse needed */
 	if (strncasecmp(section, "HEADER.FIELDS", 13) == 0)
 		return derive_fields_plain(header, header_len, section, out);
-	if (!fetch_derive_header_is_plain(header, header_len))
+	if (!mime_imap_header_is_plain(header, header_len))
 		return -1;
 	parsed = mime_parse_borrowed(header, header_len);
 	if (parsed != NULL && mime_imap_fetch_section(parsed, header, header_len, section, out, &error) ==

@@ -9,13 +9,6 @@
 struct mime_buffer;
 struct mime_message;
 
-/* Whether a header block is plain RFC 5322: CRLF lines, each a field
-   "Name: value" (a name of printable ASCII) or a continuation of one, no
-   NUL or bare CR/LF, and the blank line once, at the end. On such a
-   block Dovecot's header filter and the MIME library's agree, so
-   HEADER.FIELDS of it may be answered here. */
-bool fetch_derive_header_is_plain(const unsigned char *data, size_t len);
-
 /* HEADER.FIELDS (.NOT) of a plain header block: the field list of section
    ("HEADER.FIELDS (A B)") applied by the MIME library, appended to out.
    Returns 0, or -1 when the block is not plain or the section is not

@@ -413,7 +413,7 @@ static int write_fields(struct mime_buffer *out, struct fetch_source *source, co
 	if (source_header(source, &header, &header_len) < 0)
 		return -1;
 	if (out == NULL && kept == NULL)
-		return fetch_derive_header_is_plain(header, header_len) ? 0 : -1;
+		return mime_imap_header_is_plain(header, header_len) ? 0 : -1;
 	/* fetch_derive_fields checks that the block is plain itself */
 	mime_buffer_reset(fields);
 	if (fetch_derive_fields(header, header_len, item->section, fields) < 0)

@@ -501,46 +501,75 @@ static bool plan_check_reads_values(const struct fetch_answer *answer)
 	return false;
 }
 
-/* Whether every item is the view's (UID, FLAGS, MODSEQ) or one of the
-   four whose presence cache_lookup_fixed tells. */
-static bool plan_items_fixed(const struct fetch_answer *answer)
+/* The tables of keys that prove an answer's stored items for the
+   messages past its first FETCH_CHECKED_FIRST; UID, FLAGS and MODSEQ
+   the view proves. */
+#define PROVE_FIXED 1u        /* INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE: messages_fixed */
+#define PROVE_PLAIN_HEADER 2u /* BODY[HEADER], RFC822.HEADER, HEADER.FIELDS (.NOT): messages_plain_header */
+
+/* Which tables prove the answer's items (an answer of the view's items
+   alone asks messages_fixed, as it always did); 0 when some item is
+   proven by none. */
+static unsigned int plan_items_provers(const struct fetch_answer *answer)
 {
+	unsigned int provers = 0;
+
 	for (unsigned int i = 0; i < answer->item_count; i++) {
-		switch (answer->items[i].kind) {
+		const struct fetch_item *item = &answer->items[i];
+
+		switch (item->kind) {
 		case FETCH_KIND_UID:
 		case FETCH_KIND_FLAGS:
 		case FETCH_KIND_MODSEQ:
+			break;
 		case FETCH_KIND_INTERNALDATE:
 		case FETCH_KIND_SIZE:
 		case FETCH_KIND_ENVELOPE:
 		case FETCH_KIND_BODYSTRUCTURE:
+			provers |= PROVE_FIXED;
 			break;
 		default:
-			return false;
+			/* the message's own header block (a part's is FETCH_SOURCE_PART) */
+			if (item->source != FETCH_SOURCE_HEADER && item->source != FETCH_SOURCE_FIELDS)
+				return 0;
+			provers |= PROVE_PLAIN_HEADER;
+			break;
 		}
 	}
-	return answer->item_count > 0;
+	return answer->item_count == 0 ? 0 : provers != 0 ? provers : PROVE_FIXED;
 }
 
-struct fixed_walk {
+struct key_walk {
 	const struct fetch_answer *answer;
 	size_t next; /* the first message not found yet */
 };
 
-static void fixed_walk_step(uint32_t uid, void *context)
+static void key_walk_step(uint32_t uid, void *context)
 {
-	struct fixed_walk *walk = context;
+	struct key_walk *walk = context;
 
 	if (walk->next < walk->answer->message_count && walk->answer->messages[walk->next].uid == uid)
 		walk->next++;
 }
 
-/* Whether messages [from, ...) all have what the answer's fixed items
-   need: FLAGS and MODSEQ from the view, the others stored
-   (cache_lookup_fixed). Their values are read as they are written. */
-static bool plan_prove_fixed(const struct fetch_answer *answer, size_t from)
+/* Whether the table of keys prover lists every message [from, ...). */
+static bool plan_prove_by(const struct fetch_answer *answer, size_t from, unsigned int prover)
 {
-	struct fixed_walk walk = { .answer = answer, .next = from };
+	struct key_walk walk = { .answer = answer, .next = from };
+	uint32_t first = answer->messages[from].uid, last = answer->messages[answer->message_count - 1].uid;
+	long found = prover == PROVE_FIXED ?
+			     cache_lookup_fixed(answer->cache, answer->mailbox_id, first, last, key_walk_step, &walk) :
+			     cache_lookup_plain_headers(answer->cache, answer->mailbox_id, first, last, key_walk_step,
+							&walk);
+
+	return found >= 0 && walk.next == answer->message_count;
+}
+
+/* Whether messages [from, ...) all have what the answer's items need:
+   FLAGS and MODSEQ from the view, the others stored, as the tables of
+   provers tell. Their values are read as they are written. */
+static bool plan_prove_rest(const struct fetch_answer *answer, size_t from, unsigned int provers)
+{
 	bool modseq = false;
 
 	for (unsigned int i = 0; i < answer->item_count; i++)
@@ -550,10 +579,8 @@ static bool plan_prove_fixed(const struct fetch_answer *answer, size_t from)
 		    (modseq && answer->messages[i].modseq == 0))
 			return false;
 	}
-	if (cache_lookup_fixed(answer->cache, answer->mailbox_id, answer->messages[from].uid,
-			       answer->messages[answer->message_count - 1].uid, fixed_walk_step, &walk) < 0)
-		return false;
-	return walk.next == answer->message_count;
+	return ((provers & PROVE_FIXED) == 0 || plan_prove_by(answer, from, PROVE_FIXED)) &&
+	       ((provers & PROVE_PLAIN_HEADER) == 0 || plan_prove_by(answer, from, PROVE_PLAIN_HEADER));
 }
 
 /* The splice step ended part-way (facts->splice_cut): the answer ends
@@ -575,15 +602,17 @@ static void plan_cut_at(struct fetch_answer *answer, size_t index, uint64_t lack
    FETCH_LOOKUP_CHUNK messages. The values read are kept for the writer,
    which then reads the store no second time, while they stay within
    FETCH_KEPT_VALUE_BYTES; past it, the rest are dropped once checked and
-   read again as they are written. An answer of fixed items only is
-   checked value by value for its first FETCH_CHECKED_FIRST messages;
-   the rest, when cache_lookup_fixed vouches for them all, are checked
+   read again as they are written. An answer of items the tables of keys
+   prove (plan_items_provers: the fixed items, the header block and its
+   fields) is checked value by value for its first FETCH_CHECKED_FIRST
+   messages; the rest, when the tables vouch for them all, are checked
    as they are written, so that the first lines go out at once. */
 static int plan_check_messages(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
 	struct fetch_chunk *chunk = &answer->chunk;
 	size_t kept_end = 0, count;
-	bool keeping = true, fixed = plan_items_fixed(answer) && answer->message_count > FETCH_CHECKED_FIRST;
+	unsigned int provers = answer->message_count > FETCH_CHECKED_FIRST ? plan_items_provers(answer) : 0;
+	bool keeping = true, fixed = provers != 0;
 
 	if (chunk_start(answer, 0, answer->message_count, false) < 0)
 		return -1;
@@ -592,7 +621,8 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 									       FETCH_LOOKUP_CHUNK;
 		if (fixed && first == 0)
 			count = FETCH_CHECKED_FIRST;
-		else if (fixed && first == FETCH_CHECKED_FIRST && kept_end == first && plan_prove_fixed(answer, first))
+		else if (fixed && first == FETCH_CHECKED_FIRST && kept_end == first &&
+			 plan_prove_rest(answer, first, provers))
 			break;
 		if (chunk_lookup(answer, first, count) < 0) {
 			*why_r = "the store could not be read";

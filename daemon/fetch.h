@@ -19,7 +19,7 @@ struct mailbox_view;
    such times and does not pretend to. */
 #define FETCH_OK_TEXT "Fetch completed."
 #define FETCH_LOOKUP_CHUNK 1000 /* messages per store lookup: one statement stays in milliseconds */
-#define FETCH_CHECKED_FIRST 100 /* messages of an answer of fixed items checked value by value before its first line */
+#define FETCH_CHECKED_FIRST 100 /* messages of an answer the tables of keys prove checked value by value before its first line */
 #define FETCH_DOVECOT_BINARY_CACHE_USEC (61 * 1000000ull) /* Dovecot 2.3 keeps a BINARY stream 60 s after its last use (MAIL_BINARY_CACHE_EXPIRE_MSECS) */
 #define FETCH_LOCAL_MAX_MESSAGES 100000 /* a larger set goes upstream: the plan's memory stays a few MB */
 

@@ -1032,20 +1032,33 @@ static void fixed_seen(uint32_t uid, void *context)
 	seen[uid] = true;
 }
 
-/* Which of UIDs 1..9 cache_lookup_fixed lists, as "1,4" ("": none). */
-static const char *fixed_listed(struct cache *cache, int64_t mailbox_id)
+typedef long keys_lookup_fn(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			    cache_fixed_fn *callback, void *context);
+
+/* Which of UIDs 1..9 lookup (a table of keys) lists, as "1,4" ("": none). */
+static const char *keys_listed(keys_lookup_fn *lookup, struct cache *cache, int64_t mailbox_id)
 {
 	static char text[32];
 	bool seen[10] = { false };
 	size_t at = 0;
 
-	CU_ASSERT(cache_lookup_fixed(cache, mailbox_id, 1, 9, fixed_seen, seen) >= 0);
+	CU_ASSERT(lookup(cache, mailbox_id, 1, 9, fixed_seen, seen) >= 0);
 	text[0] = '\0';
 	for (unsigned int uid = 1; uid <= 9; uid++) {
 		if (seen[uid])
 			at += (size_t)snprintf(text + at, sizeof(text) - at, "%s%u", at > 0 ? "," : "", uid);
 	}
 	return text;
+}
+
+static const char *fixed_listed(struct cache *cache, int64_t mailbox_id)
+{
+	return keys_listed(cache_lookup_fixed, cache, mailbox_id);
+}
+
+static const char *plain_headers_listed(struct cache *cache, int64_t mailbox_id)
+{
+	return keys_listed(cache_lookup_plain_headers, cache, mailbox_id);
 }
 
 /* cache_store_fetched of all four fixed items of uid, or of those in mask
@@ -1097,6 +1110,48 @@ static void test_lookup_fixed(void)
 	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "INBOX", 2, &mailbox, &reset), 0);
 	CU_ASSERT_TRUE(reset);
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages_fixed"), 1);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* messages_plain_header lists a message exactly while its stored header
+   block is plain, whichever write stored it (a line's, held and
+   written later, or an item's), and never one whose row went. */
+static void test_lookup_plain_headers(void)
+{
+	static const char plain[] = "Subject: a\r\n folded\r\n\r\n";
+	static const char bare_lf[] = "Subject: a\n\r\n";
+	static const char no_blank[] = "Subject: a\r\n";
+	struct cache_fetched fetched = { .values[CACHE_ITEM_HEADER] = { (unsigned char *)plain, sizeof(plain) - 1 } };
+	struct cache_mailbox mailbox, other;
+	const uint32_t gone[] = { 4 };
+	struct cache *cache;
+	bool reset = false;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	other = open_mailbox(cache, "Other", 1);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 1, CACHE_ITEM_HEADER, plain, sizeof(plain) - 1), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 2, CACHE_ITEM_HEADER, bare_lf, sizeof(bare_lf) - 1), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 3, CACHE_ITEM_HEADER, no_blank, sizeof(no_blank) - 1), 0);
+	CU_ASSERT_EQUAL(cache_store_fetched(cache, mailbox.id, 4, &fetched), 0);
+	CU_ASSERT_EQUAL(cache_store_fetched(cache, other.id, 5, &fetched), 0);
+	store_text(cache, mailbox.id, 6, CACHE_ITEM_ENVELOPE, "(env)"); /* no header block */
+	CU_ASSERT_STRING_EQUAL(plain_headers_listed(cache, mailbox.id), "1,4");
+	/* stored again: plain then, not plain now, and dropped (as a damaged one is) */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 2, CACHE_ITEM_HEADER, plain, sizeof(plain) - 1), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 1, CACHE_ITEM_HEADER, bare_lf, sizeof(bare_lf) - 1), 0);
+	CU_ASSERT_STRING_EQUAL(plain_headers_listed(cache, mailbox.id), "2,4");
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 2, CACHE_ITEM_HEADER, NULL, 0), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, gone, 1), 0);
+	CU_ASSERT_STRING_EQUAL(plain_headers_listed(cache, mailbox.id), "");
+	CU_ASSERT_STRING_EQUAL(plain_headers_listed(cache, other.id), "5");
+	/* a UIDVALIDITY change drops the mailbox's rows, and their entries */
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox.id, 3, CACHE_ITEM_HEADER, plain, sizeof(plain) - 1), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "INBOX", 2, &mailbox, &reset), 0);
+	CU_ASSERT_TRUE(reset);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages_plain_header"), 1);
 	cache_unref(&cache);
 	teardown();
 }
@@ -2452,6 +2507,8 @@ static void test_migration_from_v1(void)
 			    "zeroblob(0), '\\Seen');"
 			    "INSERT INTO messages(mailbox_id, uid, internaldate, envelope, bodystructure, size) "
 			    "VALUES(1, 8, 'd', 'e', 'b', 10);"
+			    "INSERT INTO messages(mailbox_id, uid, header) VALUES(1, 9, X'583A20790D0A0D0A');" /* X: y */
+			    "INSERT INTO messages(mailbox_id, uid, header) VALUES(1, 6, X'583A20790A0D0A');" /* bare LF */
 			    "INSERT INTO bodies(mailbox_id, uid, size, complete, last_used) VALUES(1, 7, 3, 1, 0);"
 			    "INSERT INTO body_chunks VALUES(1, 7, 0, X'00070E');" /* pattern() */
 			    "PRAGMA user_version = 1;");
@@ -2469,6 +2526,7 @@ static void test_migration_from_v1(void)
 	cache_message_clear(&message);
 	check_read(cache, 1, 7, 3, 0, 3);
 	CU_ASSERT_STRING_EQUAL(fixed_listed(cache, 1), "8"); /* migration 5 listed the rows with all four */
+	CU_ASSERT_STRING_EQUAL(plain_headers_listed(cache, 1), "9"); /* migration 6 the plain header blocks */
 	cache_unref(&cache);
 	/* Once only. */
 	log_text[0] = '\0';
@@ -2522,5 +2580,6 @@ const struct unit_test unit_tests[] = {
 	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
 	{ "sizes are read from their own index", test_lookup_sizes },
 	{ "which messages have their fixed items, kept by every write", test_lookup_fixed },
+	{ "which messages have a plain header block, kept by every write", test_lookup_plain_headers },
 	{ NULL, NULL },
 };

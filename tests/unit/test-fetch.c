@@ -654,10 +654,13 @@ static void test_writer(void)
 	teardown();
 }
 
-/* An answer of more messages than one lookup takes is written from what
-   the plan read: the store is read once (gone from it between plan and
-   write, every line is still written), and HEADER.FIELDS is built once,
-   by the plan (a second HEADER.FIELDS item of the answer by the writer). */
+#define TEST_BODY_ITEM "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)"
+
+/* An answer of more messages than one lookup takes, with an item no
+   table of keys proves (BODY), is written from what the plan read: the
+   store is read once (gone from it between plan and write, every line is
+   still written), and HEADER.FIELDS is built once, by the plan (a second
+   HEADER.FIELDS item of the answer by the writer). */
 static void test_writer_reads_once(void)
 {
 	enum { COUNT = FETCH_LOOKUP_CHUNK + 5 };
@@ -674,9 +677,11 @@ static void test_writer_reads_once(void)
 		uids[i] = 100 + i;
 		snprintf(header, sizeof(header), "Subject: %u\r\nX: y\r\n\r\n", (unsigned int)i);
 		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_BODY, TEST_BODY_ITEM,
+						 strlen(TEST_BODY_ITEM)), 0);
 	}
 	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
-	parse_only("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])");
+	parse_only("FETCH 1:* (BODY BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)])");
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids, COUNT), 0);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
@@ -686,7 +691,7 @@ static void test_writer_reads_once(void)
 		lines++;
 	CU_ASSERT_EQUAL(lines, COUNT);
 	snprintf(expected, sizeof(expected),
-		 "* %u FETCH (BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: %u\r\n\r\n "
+		 "* %u FETCH (BODY " TEST_BODY_ITEM " BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: %u\r\n\r\n "
 		 "BODY[HEADER.FIELDS.NOT (SUBJECT)] {8}\r\nX: y\r\n\r\n)\r\n",
 		 (unsigned int)COUNT, (unsigned int)COUNT - 1);
 	last = strstr(text, expected);
@@ -696,6 +701,69 @@ static void test_writer_reads_once(void)
 	fetch_answer_free(&plan);
 	evbuffer_free(out);
 	free(uids);
+	teardown();
+}
+
+/* How many " FETCH (" lines text holds. */
+static size_t count_lines(const char *text)
+{
+	size_t lines = 0;
+
+	for (const char *p = text; (p = strstr(p, " FETCH (")) != NULL; p++)
+		lines++;
+	return lines;
+}
+
+/* HEADER.FIELDS and BODY[HEADER] of many messages: the first
+   FETCH_CHECKED_FIRST are checked value by value, the rest proven by
+   messages_plain_header and read as they are written (gone from the
+   store between plan and write: the writer loses the answer there). A
+   block that is not plain among the rest is not proven: the plan checks
+   every message and sends the FETCH upstream. */
+static void test_headers_proven_by_keys(void)
+{
+	enum { COUNT = FETCH_CHECKED_FIRST + 60, ODD = FETCH_CHECKED_FIRST + 30 };
+	uint32_t uids[COUNT];
+	struct evbuffer *out = evbuffer_new();
+	struct fetch_answer *plan;
+	const char *why;
+	char header[64];
+
+	setup();
+	for (uint32_t i = 0; i < COUNT; i++) {
+		uids[i] = 10 + i;
+		snprintf(header, sizeof(header), "Subject: %u\r\nX: y\r\n\r\n", (unsigned int)i);
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	parse_only("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER])");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	CU_ASSERT_EQUAL(count_lines((const char *)evbuffer_pullup(out, -1)), COUNT);
+	CU_ASSERT_PTR_NOT_NULL(strstr((const char *)evbuffer_pullup(out, -1),
+				      "* 160 FETCH (UID 169 BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: 159\r\n\r\n "
+				      "BODY[HEADER] {22}\r\nSubject: 159\r\nX: y\r\n\r\n)\r\n"));
+	fetch_answer_free(&plan);
+
+	/* read as written: rows gone after the plan end the answer past the checked ones */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids + FETCH_CHECKED_FIRST, 1), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	CU_ASSERT_EQUAL(count_lines((const char *)evbuffer_pullup(out, -1)), FETCH_CHECKED_FIRST);
+	fetch_answer_free(&plan);
+
+	/* a block not plain past the first ones: not proven, and not local */
+	snprintf(header, sizeof(header), "Subject: %u\nX: y\r\n\r\n", (unsigned int)ODD);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[FETCH_CHECKED_FIRST], CACHE_ITEM_HEADER, "X: y\r\n\r\n",
+					 7), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[ODD], CACHE_ITEM_HEADER, header, strlen(header)), 0);
+	CU_ASSERT_EQUAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_UPSTREAM);
+	CU_ASSERT_STRING_EQUAL(why, "a body item of a message not stored whole"); /* item_why's words for it */
+	fetch_answer_free(&plan);
+	evbuffer_free(out);
 	teardown();
 }
 
@@ -978,7 +1046,7 @@ static void test_derive_fields(void)
 
 			mime_buffer_append(&derived, "kept", 4);
 			ret = fetch_derive_fields(block, len, sections[s], &derived);
-			if (fetch_derive_header_is_plain(block, len) &&
+			if (mime_imap_header_is_plain(block, len) &&
 			    mime_imap_fetch_header_fields(block, len, sections[s], &expected, &error) ==
 				    MIME_IMAP_SECTION_OK) {
 				CU_ASSERT_EQUAL(ret, 0);
@@ -1011,6 +1079,7 @@ const struct unit_test unit_tests[] = {
 	{ "the writer's limit and a lost value", test_writer },
 	{ "a body not checked by the plan and gone before the write is lost", test_writer_lost_body },
 	{ "an answer of many lookups is written from what the plan read", test_writer_reads_once },
+	{ "HEADER.FIELDS of many messages proven by messages_plain_header", test_headers_proven_by_keys },
 	{ "no store, no view, not a FETCH", test_no_store },
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
 	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },

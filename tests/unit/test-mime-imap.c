@@ -557,6 +557,43 @@ static void test_empty_lists(void)
 }
 
 const char unit_suite_name[] = "mime-imap";
+/* A plain header block: CRLF lines, fields or continuations of them, the
+   blank line once at the end; anything else is not. */
+static void test_header_is_plain(void)
+{
+	static const struct {
+		const char *block;
+		bool plain;
+	} cases[] = {
+		{ "Subject: a\r\n\r\n", true },
+		{ "Subject: a\r\n folded\r\n\tagain\r\nX-Y:\r\n\r\n", true },
+		{ "\r\n", true },                        /* no field: the blank line alone */
+		{ "Subject: a\r\n", false },             /* no blank line */
+		{ "Subject: a\n\r\n", false },          /* a bare LF */
+		{ "Subject: a\rb\r\n\r\n", false },     /* a bare CR */
+		{ " folded\r\nX: y\r\n\r\n", false },  /* a continuation first */
+		{ ": no name\r\n\r\n", false },
+		{ "No colon\r\n\r\n", false },
+		{ "Na me: v\r\n\r\n", false },          /* a space in the name */
+		{ "X: y\r\n\r\nbody\r\n", false },     /* bytes past the blank line */
+	};
+	size_t name_len = 99;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		bool plain = mime_imap_header_is_plain(cases[i].block, strlen(cases[i].block));
+
+		if (plain != cases[i].plain)
+			fprintf(stderr, "\ncase %zu: %s\n", i, plain ? "plain" : "not plain");
+		CU_ASSERT_EQUAL(plain, cases[i].plain);
+	}
+	CU_ASSERT_FALSE(mime_imap_header_is_plain("X: a\0b\r\n\r\n", 10)); /* a NUL */
+	CU_ASSERT_TRUE(mime_imap_header_line_is_plain("Subject: a", 10, true, &name_len));
+	CU_ASSERT_EQUAL(name_len, 7);
+	CU_ASSERT_TRUE(mime_imap_header_line_is_plain(" more", 5, false, &name_len));
+	CU_ASSERT_EQUAL(name_len, 0);
+	CU_ASSERT_FALSE(mime_imap_header_line_is_plain(" more", 5, true, &name_len));
+}
+
 const struct unit_test unit_tests[] = {
 	{ "ENVELOPE with groups, comments, encoded words", test_envelope },
 	{ "ENVELOPE address forms as Dovecot gives them", test_envelope_address_forms },
@@ -564,6 +601,7 @@ const struct unit_test unit_tests[] = {
 	{ "BODY[section]", test_sections },
 	{ "BODY[HEADER] and BODY[] with a \"From \" line first", test_sections_unixfrom },
 	{ "HEADER.FIELDS of a header block without a parse", test_header_fields_unparsed },
+	{ "plain header blocks", test_header_is_plain },
 	{ "section numbers: delivery-status is a leaf, rfc822 encloses", test_part_numbering },
 	{ "BINARY and partials", test_binary_and_partial },
 	{ "IMAP strings", test_strings },
