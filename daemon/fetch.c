@@ -1108,6 +1108,14 @@ size_t fetch_answer_count(const struct fetch_answer *answer)
 	return answer->message_count;
 }
 
+bool fetch_answer_cut_uid(const struct fetch_answer *answer, uint32_t *uid_r)
+{
+	if (!answer->cut || answer->message_count == 0)
+		return false;
+	*uid_r = answer->messages[answer->message_count - 1].uid;
+	return true;
+}
+
 void fetch_answer_free(struct fetch_answer **answer_p)
 {
 	struct fetch_answer *answer = *answer_p;

@@ -256,6 +256,9 @@ bool fetch_answer_needs_seen(const struct fetch_answer *answer);
 long fetch_answer_unseen(const struct fetch_answer *answer, uint32_t **uids_r, uint32_t **seqs_r);
 /* How many "* n FETCH" lines the answer has in all. */
 size_t fetch_answer_count(const struct fetch_answer *answer);
+/* Whether the plan cut the answer (fetch_facts.splice_cut), with the UID
+   of the message it ends with, the one cut. */
+bool fetch_answer_cut_uid(const struct fetch_answer *answer, uint32_t *uid_r);
 /* Frees *answer and sets it to NULL; NULL is fine. */
 void fetch_answer_free(struct fetch_answer **answer);
 

@@ -257,7 +257,25 @@ static enum session_local session_plan_fetch(struct session *session, const char
 
 #define SESSION_CUT_ANSWER_MAX (16u << 20) /* a larger one is not written: the BYE alone, as before */
 
-void session_fetch_cut_answer(struct session *session, bool answer_it)
+/* Whether uid is one of group's (ascending). */
+static bool splice_group_has(const struct fetch_splice_group *group, uint32_t uid)
+{
+	size_t low = 0, high = group->count;
+
+	while (low < high) {
+		size_t mid = low + (high - low) / 2;
+
+		if (group->uids[mid] == uid)
+			return true;
+		if (group->uids[mid] < uid)
+			low = mid + 1;
+		else
+			high = mid;
+	}
+	return false;
+}
+
+void session_fetch_cut_answer(struct session *session, const struct fetch_splice_group *failing)
 {
 	struct evbuffer *output = bufferevent_get_output(session->bev);
 	const struct imap_arg *line = imap_parser_get_line(session->command_parser);
@@ -265,9 +283,10 @@ void session_fetch_cut_answer(struct session *session, bool answer_it)
 	struct fetch_answer *answer = NULL;
 	struct imap_command command;
 	struct fetch_facts facts;
-	const char *why = answer_it ? "not a FETCH" : "more than one own FETCH";
+	const char *why = "not a FETCH";
+	uint32_t cut_uid;
 
-	if (answer_it && lines != NULL && line != NULL && session->cache != NULL &&
+	if (lines != NULL && line != NULL && session->cache != NULL &&
 	    imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE &&
 	    command.name == IMAP_COMMAND_FETCH) {
 		session_fetch_facts(session, &facts);
@@ -285,6 +304,9 @@ void session_fetch_cut_answer(struct session *session, bool answer_it)
 		else if (fetch_answer_missing_count(answer) > 0 || fetch_answer_spliced_count(answer) > 0 ||
 			 fetch_answer_needs_seen(answer))
 			why = "more steps than the upstream's end allows";
+		else if (session->splice_group_count > 1 &&
+			 (!fetch_answer_cut_uid(answer, &cut_uid) || !splice_group_has(failing, cut_uid)))
+			why = "a message before the failing one is in an own FETCH not sent";
 		else if (fetch_answer_write(answer, lines, SESSION_CUT_ANSWER_MAX) != FETCH_WRITE_DONE)
 			why = "too large, or the store failed";
 		else

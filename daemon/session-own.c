@@ -688,9 +688,8 @@ static void session_splice_done(struct imap_client *client, struct imap_client_c
 	(void)command;
 	if (result->status == IMAP_CLIENT_STATUS_ABORT && session->splice_bye != NULL &&
 	    evbuffer_get_length(session->splice_bye) > 0) {
-		/* before session_upstream_closed ends the session; with groups,
-		   a message before the failing one may be in a group not sent */
-		session_fetch_cut_answer(session, session->splice_group_count == 1);
+		/* before session_upstream_closed ends the session */
+		session_fetch_cut_answer(session, &session->splice_groups[session->splice_group_next - 1]);
 	}
 	if (result->status != IMAP_CLIENT_STATUS_OK)
 		fetch_splice_free(&session->splice); /* nothing is vouched for: the FETCH goes upstream */

@@ -371,10 +371,13 @@ bool session_held_blocks_local(struct session *session);
    session_fetch_cut_answer (and not passed on). */
 bool session_holds_splice_bye(struct session *session, const struct imap_client_command *command,
 			      enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end);
-/* The upstream ended the splice step with the BYE held in splice_bye:
-   writes what Dovecot would have written of the waiting FETCH before it
-   (fetch_facts.splice_cut) when answer_it and the store can, then that BYE. */
-void session_fetch_cut_answer(struct session *session, bool answer_it);
+/* The upstream ended the splice step with the BYE held in splice_bye, on
+   the own FETCH of failing: writes what Dovecot would have written of the
+   waiting FETCH before it (fetch_facts.splice_cut) when the store can,
+   then that BYE. With more than one group, only when the message the
+   answer is cut at is failing's: one before it in a group not sent
+   could have failed first. */
+void session_fetch_cut_answer(struct session *session, const struct fetch_splice_group *failing);
 /* The client is between commands and nothing is pending: the next
    prefetch batch goes once the client has been quiet for
    SESSION_PREFETCH_QUIET_MS (at once when it has been). */
