@@ -301,4 +301,28 @@ int cache_body_read_whole(struct cache *cache, int64_t mailbox_id, uint32_t uid,
 /* Drops a body found damaged (when writes are allowed). */
 void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 
+/* ---- the store's file (cache-file.c) ---- */
+
+enum cache_open_result {
+	CACHE_OPEN_OK,
+	CACHE_OPEN_ASIDE,              /* not a store of ours: move it aside, start anew */
+	CACHE_OPEN_READ_ONLY,          /* can't be written: open it for reading */
+	CACHE_OPEN_FAILED,
+};
+
+/* Makes dir (0700) when missing; refuses one another user owns, and
+   takes group and other access away from ours. follow: dir may be a
+   symbolic link. 0, or -1 with *error_r and a log line. */
+int cache_dir_prepare(const char *label, const char *dir, bool follow, const char **error_r);
+/* Checks (and makes, 0600) the store's file before SQLite opens it. */
+enum cache_open_result cache_file_prepare(struct cache *cache, const char **why_r, const char **error_r);
+/* Moves the store's file and its WAL aside to PATH.corrupt-TIMESTAMP[-N]
+   for a look, with a log line saying why. 0, or -1. */
+int cache_move_aside(struct cache *cache, const char *why);
+/* Notes which -wal and -shm files are this store's, as opened. */
+void cache_wal_note(struct cache *cache);
+/* The store's file was replaced or removed while open: removes this
+   store's -wal and -shm (only those), with a log line. */
+void cache_wal_forget(struct cache *cache);
+
 #endif
