@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <sysexits.h>
 #include <unistd.h>
@@ -308,38 +309,73 @@ static void daemon_syslog_sink(enum log_level level, const char *line, void *con
 	syslog(priorities[level], "%s", line);
 }
 
-/* Detaches from the terminal: fork, new session, stdio on /dev/null. The
-   parent exits 0 once the child exists; the sockets are bound already. */
+/* Detaches from the terminal: fork and a new session. The parent waits
+   until the child is ready (daemon_detach_done: its signal handlers are
+   in place, so a SIGHUP sent as soon as the start command returns reloads
+   and does not kill it) and exits 0 then, or with the child's status when
+   it failed before that; until then the child's errors reach the
+   terminal. Returns the child's end of the pipe that says so, or -1. */
 static int daemon_detach(void)
 {
+	int ready[2];
+	int status = 0;
+	char byte;
+	ssize_t got;
 	pid_t pid;
-	int null_fd;
 
 	/* Said while stderr still reaches whoever starts the daemon. */
 	if (!log_syslog_available(_PATH_LOG)) {
 		log_warning("nothing listens on %s, so the log goes nowhere once detached: start a syslog "
 			    "daemon, or run imapcached -f (log on stderr, as under systemd)", _PATH_LOG);
 	}
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		log_error("cannot make a pipe: %s", strerror(errno));
+		return -1;
+	}
 	pid = fork();
 	if (pid < 0) {
 		log_error("cannot fork: %s", strerror(errno));
+		close(ready[0]);
+		close(ready[1]);
 		return -1;
 	}
-	if (pid > 0)
+	if (pid == 0) {
+		close(ready[0]);
+		if (setsid() < 0 || chdir("/") < 0) {
+			log_error("cannot detach: %s", strerror(errno));
+			_exit(EX_OSERR);
+		}
+		return ready[1];
+	}
+	close(ready[1]);
+	do
+		got = read(ready[0], &byte, 1);
+	while (got < 0 && errno == EINTR);
+	if (got == 1)
 		_exit(EX_OK);
-	if (setsid() < 0 || chdir("/") < 0)
-		return -1;
-	null_fd = open("/dev/null", O_RDWR);
-	if (null_fd < 0)
-		return -1;
-	dup2(null_fd, STDIN_FILENO);
-	dup2(null_fd, STDOUT_FILENO);
-	dup2(null_fd, STDERR_FILENO);
-	if (null_fd > STDERR_FILENO)
-		close(null_fd);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	_exit(WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : EX_SOFTWARE);
+}
+
+/* The detached child is ready: stdio on /dev/null, the log to syslog,
+   and the waiting parent told (ready_fd closed). */
+static void daemon_detach_done(int ready_fd)
+{
+	int null_fd = open("/dev/null", O_RDWR);
+
+	if (null_fd >= 0) {
+		dup2(null_fd, STDIN_FILENO);
+		dup2(null_fd, STDOUT_FILENO);
+		dup2(null_fd, STDERR_FILENO);
+		if (null_fd > STDERR_FILENO)
+			close(null_fd);
+	}
 	openlog("imapcached", LOG_PID, LOG_DAEMON);
 	log_set_sink(daemon_syslog_sink, NULL);
-	return 0;
+	if (write(ready_fd, "r", 1) != 1)
+		log_warning("cannot tell the starting process that imapcached is ready: %s", strerror(errno));
+	close(ready_fd);
 }
 
 /* path made absolute from the working directory (a newly allocated
@@ -603,6 +639,7 @@ int main(int argc, char **argv)
 	SSL_CTX **contexts = NULL;
 	size_t contexts_count = 0;
 	char *errors = NULL, *absolute_config_path = NULL;
+	int ready_fd = -1; /* the detached child's pipe to the waiting parent */
 	int option, status = EX_SOFTWARE;
 
 	while ((option = getopt(argc, argv, "c:tfhV")) != -1) {
@@ -665,7 +702,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		daemon.config_path = absolute_config_path;
-		if (daemon_detach() < 0) {
+		ready_fd = daemon_detach();
+		if (ready_fd < 0) {
 			status = EX_OSERR;
 			goto out;
 		}
@@ -679,6 +717,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	session_set_count_callback(daemon_session_count, &daemon);
+	if (ready_fd >= 0) {
+		daemon_detach_done(ready_fd);
+		ready_fd = -1;
+	}
 	log_info("imapcached %s ready (config %s)", PACKAGE_VERSION, daemon.config_path);
 	notify_ready(0);
 	if (event_base_dispatch(daemon.base) < 0) {

@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -158,6 +159,15 @@ def daemon_pids(config_argument):
     return pids
 
 
+def caught_signals(pid):
+    """The signals pid has handlers for (SigCgt of /proc/PID/status), a mask."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -188,11 +198,23 @@ def test_detached_relative_path():
     port = free_port()
     listen = '{ address = "127.0.0.1"; port = %d; tls = "none"; }' % port
     write(os.path.join(tmp, name), config_text([listen]))
-    result = subprocess.run([BINARY, "-c", name], cwd=tmp, capture_output=True, text=True, timeout=WAIT)
-    pids = daemon_pids(name)
+    # stderr to a file, not a pipe: run() would wait for the daemon to
+    # close the pipe too, not just for the start command to return
+    with tempfile.TemporaryFile("w+") as err:
+        result = subprocess.run([BINARY, "-c", name], cwd=tmp, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                text=True, timeout=WAIT)
+        pids = daemon_pids(name)
+        caught = [caught_signals(pid) for pid in pids]
+        err.seek(0)
+        result.stderr = err.read()
     try:
         check("started detached from %s with -c %s" % (tmp, name), result.returncode == 0 and len(pids) == 1,
               (result.returncode, result.stderr, pids))
+        # The start command returns once the daemon is ready: a SIGHUP
+        # sent at once finds its handler (it used to return at the fork,
+        # and a SIGHUP that came first killed the daemon).
+        check("... and returned once the daemon catches SIGHUP",
+              caught and all(mask & (1 << (signal.SIGHUP - 1)) for mask in caught), caught)
         write(os.path.join(tmp, name), config_text([listen], "timeouts = { preauth = 1; };\n"))
         for pid in pids:
             os.kill(pid, signal.SIGHUP)
@@ -203,7 +225,10 @@ def test_detached_relative_path():
         check("SIGHUP reloads the relative path (new sessions get the 1 s pre-login timeout)", reloaded)
     finally:
         for pid in pids:
-            os.kill(pid, signal.SIGTERM)
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:  # it died: the checks above say so
+                pass
         deadline = time.time() + WAIT
         while daemon_pids(name) and time.time() < deadline:
             time.sleep(0.05)
