@@ -190,6 +190,21 @@ class Daemon:
                     return None
                 self.lock.wait(min(left, 0.2))
 
+    def settled_count(self, pattern):
+        """How many log lines match pattern once every line logged so far
+        has been read: the log is one stream, written in order, and a new
+        connection's "start" line is the barrier. count_log() alone may
+        run ahead of the reader thread (a line logged before the reply the
+        test just read is not always read yet)."""
+        conn = Raw(self.port, greeting=True)
+        try:
+            barrier = self.wait_log(r"session \d+: start: client 127\.0\.0\.1:%d " % conn.sock.getsockname()[1])
+        finally:
+            conn.close()
+        if barrier is None:
+            raise RuntimeError("the daemon did not log a new connection")
+        return self.count_log(pattern)
+
     def log(self):
         """The log so far, one string."""
         with self.lock:

@@ -207,14 +207,8 @@ def garbage(size, seed):
 
 
 def log_count(daemon, pattern):
-    """How many log lines match pattern, once every line logged so far has
-    been read: a new connection's "start" line is the barrier."""
-    conn = Raw(daemon.port, greeting=True)
-    barrier = daemon.wait_log(r"session \d+: start: client 127\.0\.0\.1:%d " % conn.sock.getsockname()[1])
-    conn.close()
-    if barrier is None:
-        raise RuntimeError("the daemon did not log a new connection")
-    return daemon.count_log(pattern)
+    """How many log lines match pattern, once every line logged so far has been read."""
+    return daemon.settled_count(pattern)
 
 
 # The store's answer is not vouched for: the FETCH went upstream, or the

@@ -351,20 +351,20 @@ def test_pooled_connection_dead(daemon):
                     pass
         check("%s: the login is answered at once, without a round trip upstream" % how,
               lines[-1].startswith("p1 OK [CAPABILITY IMAP4rev1") and login_elapsed < 1 and
-              daemon.count_log(used_pattern) == used + 1, (lines, login_elapsed))
+              daemon.settled_count(used_pattern) == used + 1, (lines, login_elapsed))
         check("%s: the SELECT still succeeds" % how, select[-1].startswith("p2 OK") and
               any(l.startswith("* FLAGS ") for l in select), select)
         check("%s: the pooled connection was taken, then found dead before it answered (log lines)" % how,
-              daemon.count_log(r"upstream pool: reusing the connection of %s " % USER) == reused + 1 and
+              daemon.settled_count(r"upstream pool: reusing the connection of %s " % USER) == reused + 1 and
               daemon.wait_log(failed_pattern, count=failed + 1) is not None, daemon.log()[-1500:])
         if how == "hangs":
             check("hangs: given up after its NOOP went unanswered for %.0f s" % POOL_CHECK,
-                  daemon.count_log(r"failed before it answered \(no answer within %d ms\): logging in anew"
+                  daemon.settled_count(r"failed before it answered \(no answer within %d ms\): logging in anew"
                                    % (POOL_CHECK * 1000)) == timeouts + 1 and
                   POOL_CHECK - 0.2 <= elapsed < POOL_CHECK + 5, (elapsed, daemon.log()[-1000:]))
         else:
             check("dies: given up at once, when the connection broke, not after the proof's timeout",
-                  elapsed < POOL_CHECK and daemon.count_log(r"failed before it answered \(no answer within")
+                  elapsed < POOL_CHECK and daemon.settled_count(r"failed before it answered \(no answer within")
                   == timeouts, (elapsed, daemon.log()[-1000:]))
         now = daemon.upstream_sockets()
         check("%s: on a fresh upstream connection" % how, len(now - before) == 1, (before, now))
@@ -385,7 +385,7 @@ def test_pooled_connection_dead(daemon):
     check("a live pooled connection is still reused after that, on the same upstream socket",
           lines[-1].startswith("p1 OK") and select[-1].startswith("p2 OK") and
           daemon.upstream_sockets() == pooled and
-          daemon.count_log(r"upstream pool: reusing the connection of %s " % USER) == reused + 1 and
+          daemon.settled_count(r"upstream pool: reusing the connection of %s " % USER) == reused + 1 and
           daemon.wait_log(r"the pooled connection to upstream dovecot answered", count=answered + 1)
           is not None, (lines, pooled, daemon.upstream_sockets()))
     logout(c)
@@ -555,13 +555,13 @@ def test_back_to_back(daemon, relay):
     check("... which the 2nd and 3rd login reuse (log lines)",
           daemon.wait_log(r"upstream pool: reusing the connection of %s on upstream relay" % USER, count=2)
           is not None and daemon.count_log(r"upstream pool: reusing the connection of") == 2, daemon.log()[-3000:])
-    taken_early = daemon.count_log(r"reusing the connection of %s on upstream relay at once, before its "
+    taken_early = daemon.settled_count(r"reusing the connection of %s on upstream relay at once, before its "
                                    r"cleaning is answered" % USER)
     check("... answered at once: no NOOP for a connection that just answered or is answering its UNSELECT",
-          taken_early + daemon.count_log(r"login as %s: a pooled connection to upstream relay that answered "
+          taken_early + daemon.settled_count(r"login as %s: a pooled connection to upstream relay that answered "
                                          r"just now" % USER) == 2 and
-          daemon.count_log(r"login as %s: a pooled connection to upstream relay, used at once" % USER)
-          == taken_early and daemon.count_log(r" NOOP") == 0, daemon.log()[-3000:])
+          daemon.settled_count(r"login as %s: a pooled connection to upstream relay, used at once" % USER)
+          == taken_early and daemon.settled_count(r" NOOP") == 0, daemon.log()[-3000:])
     check("... and the third session's is pooled",
           daemon.wait_log(r"keeping the connection of %s on upstream relay" % USER) is not None)
     check("... each pooled login answered without a round trip upstream (%.0f ms)" % (RELAY_DELAY * 2000),
@@ -608,7 +608,7 @@ def test_proof_timeout(daemon, relay):
     elapsed = time.monotonic() - started
     check("its SELECT goes to a fresh login after %.0f s, with Dovecot's answer" % POOL_CHECK,
           untag_lines(select) == untag_lines(want) and relay.accepted() == accepted + 1 and
-          daemon.count_log(r"login as %s: the pooled connection to upstream relay failed before it answered "
+          daemon.settled_count(r"login as %s: the pooled connection to upstream relay failed before it answered "
                            r"\(no answer within %d ms\): logging in anew" % (USER, POOL_CHECK * 1000)) == 1 and
           POOL_CHECK - 0.1 <= elapsed < POOL_CHECK + 5, (select, want, elapsed, daemon.log()[-2000:]))
     relay.release(0)
@@ -659,7 +659,7 @@ def test_proof_connection_lost(daemon, relay):
     elapsed = time.monotonic() - started
     check("... and once it is lost, its SELECT is answered on a fresh login at once",
           select[-1].startswith("p2 OK") and relay.accepted() == index + 2 and elapsed < POOL_CHECK and
-          daemon.count_log(r"login as %s: the pooled connection to upstream relay failed before it answered"
+          daemon.settled_count(r"login as %s: the pooled connection to upstream relay failed before it answered"
                            % re.escape(USER2)) == 1, (select, elapsed, daemon.log()[-2000:]))
     logout(c)
     daemon.wait_log(r"keeping the connection of %s on" % re.escape(USER2))
@@ -675,7 +675,7 @@ def test_proof_client_leaves(daemon, relay):
     c, lines = login(daemon.port, USER2, PASS2)
     check("a login of USER2 takes the connection still unselecting",
           lines[-1].startswith("p1 OK") and
-          daemon.count_log(r"upstream pool: reusing the connection of") == reused + 1, lines)
+          daemon.settled_count(r"upstream pool: reusing the connection of") == reused + 1, lines)
     c.send(b"p2 LOGOUT\r\n")
     time.sleep(0.2)
     relay.release(index)
