@@ -1031,8 +1031,10 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		return NULL;
 	}
 	cache = cache_registry_find(path);
-	if (cache != NULL && cache->refcount == 0 && cache_file_moved(cache)) {
-		cache_close(cache); /* lingering, and its file is no longer the one at the path */
+	if (cache != NULL && cache->refcount == 0 && (cache->corrupt || cache_file_moved(cache))) {
+		/* lingering, and found damaged since (by indexing), or its file
+		   is no longer the one at the path: a new session starts anew */
+		cache_close(cache);
 		cache = NULL;
 	}
 	if (cache != NULL) {

@@ -3,6 +3,7 @@
 #include "config.h"
 #include "unit.h"
 #include "cache.h"
+#include "cache-private.h" /* cache_fail: a store found damaged */
 #include "cache-checksum.h"
 #include "log.h"
 
@@ -2141,7 +2142,7 @@ static void test_linger(void)
 	char moved[300];
 	char wal[300];
 	struct stat st;
-	struct cache *cache;
+	struct cache *cache, *lingering;
 	const char *error;
 	uint64_t serial;
 	char *path;
@@ -2185,6 +2186,22 @@ static void test_linger(void)
 	CU_ASSERT_TRUE(logged("was replaced or removed while open; its WAL goes too"));
 	CU_ASSERT_TRUE(logged("is not a database, or a damaged one; moved aside to "));
 	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "INBOX", &mailbox), 0);
+	cache_unref(&cache);
+
+	/* Found damaged while lingering (as indexing may find it): the next
+	   open moves it aside and starts anew, not a session on a store
+	   whose writes are off. */
+	lingering = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(lingering);
+	serial = cache_serial(lingering);
+	cache = lingering;
+	cache_unref(&cache);
+	cache_fail(lingering, SQLITE_CORRUPT, "a test's read");
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_NOT_EQUAL(cache_serial(cache), serial);
+	CU_ASSERT_TRUE(logged("is damaged (found while reading it); moved aside to "));
+	CU_ASSERT_FALSE(cache_writes_off(cache));
 	cache_unref(&cache);
 
 	/* At shutdown, cache_close_lingering closes what lingers. */
