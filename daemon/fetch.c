@@ -611,7 +611,11 @@ static int plan_check_messages(struct fetch_answer *answer, const struct fetch_f
 {
 	struct fetch_chunk *chunk = &answer->chunk;
 	size_t kept_end = 0, count;
-	unsigned int provers = answer->message_count > FETCH_CHECKED_FIRST ? plan_items_provers(answer) : 0;
+	/* The tables vouch while a damaged value found can be dropped (and
+	   its key with it); with writes off, one would end every answer that
+	   reaches it: then every message is checked before the first line. */
+	unsigned int provers = answer->message_count > FETCH_CHECKED_FIRST && !cache_writes_off(answer->cache) ?
+				       plan_items_provers(answer) : 0;
 	bool keeping = true, fixed = provers != 0;
 
 	if (chunk_start(answer, 0, answer->message_count, false) < 0)

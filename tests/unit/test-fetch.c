@@ -767,6 +767,40 @@ static void test_headers_proven_by_keys(void)
 	teardown();
 }
 
+/* With writes off (a full disk), a damaged value found could not be
+   dropped with its key, and would end every answer that reaches it: the
+   tables vouch for nothing then, and the plan checks and keeps every
+   message, so that a row gone after it ends nothing. */
+static void test_no_keys_with_writes_off(void)
+{
+	enum { COUNT = FETCH_CHECKED_FIRST + 60 };
+	uint32_t uids[COUNT];
+	struct evbuffer *out = evbuffer_new();
+	struct fetch_answer *plan;
+	const char *why;
+	char header[64];
+
+	setup();
+	for (uint32_t i = 0; i < COUNT; i++) {
+		uids[i] = 10 + i;
+		snprintf(header, sizeof(header), "Subject: %u\r\n\r\n", (unsigned int)i);
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	parse_only("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+	cache_fail(cache, SQLITE_FULL, "a test's write");
+	CU_ASSERT_TRUE_FATAL(cache_writes_off(cache));
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "DELETE FROM messages WHERE uid = 150", NULL, NULL, NULL),
+			SQLITE_OK);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	CU_ASSERT_EQUAL(count_lines((const char *)evbuffer_pullup(out, -1)), COUNT);
+	fetch_answer_free(&plan);
+	evbuffer_free(out);
+	teardown();
+}
+
 /* Past CACHE_VERIFY_BODIES_MAX messages the plan checks no body: the
    writer reads each, and one evicted between plan and write is LOST. */
 static void test_writer_lost_body(void)
@@ -1080,6 +1114,7 @@ const struct unit_test unit_tests[] = {
 	{ "a body not checked by the plan and gone before the write is lost", test_writer_lost_body },
 	{ "an answer of many lookups is written from what the plan read", test_writer_reads_once },
 	{ "HEADER.FIELDS of many messages proven by messages_plain_header", test_headers_proven_by_keys },
+	{ "with writes off, no table of keys vouches: every message is checked first", test_no_keys_with_writes_off },
 	{ "no store, no view, not a FETCH", test_no_store },
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
 	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },
