@@ -1007,13 +1007,20 @@ static void cache_linger_timer_fired(evutil_socket_t fd, short what, void *conte
 		cache_close(cache);
 }
 
-/* Leaves cache open for settings.linger_seconds. Returns 0, or -1 when it can't. */
+/* Set by cache_close_lingering: a store released after it (a writer
+   ending in the shutdown's last turns) closes at once, not on a timer of
+   an event base about to go. */
+static bool cache_linger_over;
+
+/* Leaves cache open for settings.linger_seconds. Returns 0, or -1 when it
+   can't, or when it should close now: damaged, replaced, or with writes
+   off for good (opened read-only: "until the store is opened again"). */
 static int cache_linger(struct cache *cache)
 {
 	const struct timeval delay = { (time_t)cache->settings.linger_seconds, 0 };
 
-	if (cache->settings.base == NULL || cache->settings.linger_seconds == 0 || cache->corrupt ||
-	    cache_file_moved(cache))
+	if (cache->settings.base == NULL || cache->settings.linger_seconds == 0 || cache_linger_over ||
+	    cache->corrupt || cache->writes_off_for_good || cache_file_moved(cache))
 		return -1;
 	if (cache->linger_timer == NULL)
 		cache->linger_timer = evtimer_new(cache->settings.base, cache_linger_timer_fired, cache);
@@ -1031,7 +1038,8 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		return NULL;
 	}
 	cache = cache_registry_find(path);
-	if (cache != NULL && cache->refcount == 0 && (cache->corrupt || cache_file_moved(cache))) {
+	if (cache != NULL && cache->refcount == 0 &&
+	    (cache->corrupt || cache->writes_off_for_good || cache_file_moved(cache))) {
 		/* lingering, and found damaged since (by indexing), or its file
 		   is no longer the one at the path: a new session starts anew */
 		cache_close(cache);
@@ -1092,6 +1100,7 @@ void cache_close_lingering(void)
 {
 	struct cache *cache = cache_registry;
 
+	cache_linger_over = true;
 	while (cache != NULL) {
 		struct cache *next = cache->next;
 

@@ -123,7 +123,8 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
    fine. */
 void cache_unref(struct cache **cache);
 
-/* Closes every store left open by cache_unref's linger (at shutdown). */
+/* Closes every store left open by cache_unref's linger (at shutdown); a
+   store released after it closes at once. */
 void cache_close_lingering(void);
 
 /* One more reference to cache, for a writer that may outlive the session

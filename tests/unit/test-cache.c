@@ -2208,6 +2208,13 @@ static void test_linger(void)
 	CU_ASSERT_EQUAL(lstat(wal, &st), 0);
 	cache_close_lingering();
 	CU_ASSERT_NOT_EQUAL(lstat(wal, &st), 0);
+	/* A store released after that (a writer's last turn at shutdown)
+	   closes at once: no timer of an event base about to be freed. */
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	CU_ASSERT_EQUAL(lstat(wal, &st), 0);
+	cache_unref(&cache);
+	CU_ASSERT_NOT_EQUAL(lstat(wal, &st), 0);
 	free(path);
 	event_base_free(base);
 	teardown();
