@@ -714,6 +714,20 @@ static size_t count_lines(const char *text)
 	return lines;
 }
 
+/* Messages 10, 11, ... (count of them, their UIDs into uids) with a
+   plain header block "Subject: N" and "X: y" stored, and in the view. */
+static void view_of_plain_headers(uint32_t *uids, uint32_t count)
+{
+	char header[64];
+
+	for (uint32_t i = 0; i < count; i++) {
+		uids[i] = 10 + i;
+		snprintf(header, sizeof(header), "Subject: %u\r\nX: y\r\n\r\n", (unsigned int)i);
+		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, count), 0);
+}
+
 /* HEADER.FIELDS and BODY[HEADER] of many messages: the first
    FETCH_CHECKED_FIRST are checked value by value, the rest proven by
    messages_plain_header and read as they are written (gone from the
@@ -730,12 +744,7 @@ static void test_headers_proven_by_keys(void)
 	char header[64];
 
 	setup();
-	for (uint32_t i = 0; i < COUNT; i++) {
-		uids[i] = 10 + i;
-		snprintf(header, sizeof(header), "Subject: %u\r\nX: y\r\n\r\n", (unsigned int)i);
-		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
-	}
-	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	view_of_plain_headers(uids, COUNT);
 	parse_only("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[HEADER])");
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
@@ -778,15 +787,9 @@ static void test_no_keys_with_writes_off(void)
 	struct evbuffer *out = evbuffer_new();
 	struct fetch_answer *plan;
 	const char *why;
-	char header[64];
 
 	setup();
-	for (uint32_t i = 0; i < COUNT; i++) {
-		uids[i] = 10 + i;
-		snprintf(header, sizeof(header), "Subject: %u\r\n\r\n", (unsigned int)i);
-		CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header, strlen(header)), 0);
-	}
-	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	view_of_plain_headers(uids, COUNT);
 	parse_only("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
 	cache_fail(cache, SQLITE_FULL, "a test's write");
 	CU_ASSERT_TRUE_FATAL(cache_writes_off(cache));
