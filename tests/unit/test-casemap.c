@@ -6,6 +6,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unicase.h>
+#include <uninorm.h>
 
 /* The casemap form of text (static; valid until the next call), and its
    result in *result_r. */
@@ -40,6 +42,25 @@ static void test_titlecase(void)
 	expect("\xc7\x86", "\xc7\x85");                        /* ǆ -> ǅ, the titlecase digraph, kept */
 	expect("\xc7\x84", "\xc7\x85");                        /* Ǆ -> ǅ too: its field 14 */
 	expect("\xd0\xb6", "\xd0\x96");                        /* Cyrillic ж -> Ж */
+}
+
+/* Every ASCII character maps as libunistring's titlecase and
+   decomposition say (the ASCII fast path skips both). */
+static void test_ascii(void)
+{
+	char text[2] = { 0, 0 };
+	char expected[2] = { 0, 0 };
+
+	for (int c = 1; c < 0x80; c++) {
+		ucs4_t parts[UC_DECOMPOSITION_MAX_LENGTH];
+		int tag;
+
+		text[0] = (char)c;
+		expected[0] = (char)uc_totitle((ucs4_t)c);
+		CU_ASSERT_TRUE(uc_decomposition(uc_totitle((ucs4_t)c), &tag, parts) <= 0);
+		expect(text, expected);
+	}
+	expect("Re: caf\xc3\xa9 au lait", "RE: CAFE\xcc\x81 AU LAIT");
 }
 
 static void test_decomposition(void)
@@ -79,6 +100,7 @@ static void test_invalid(void)
 const char unit_suite_name[] = "casemap";
 const struct unit_test unit_tests[] = {
 	{ "simple titlecase, character by character", test_titlecase },
+	{ "ASCII as libunistring maps it", test_ascii },
 	{ "one level of decomposition, canonical or compatibility", test_decomposition },
 	{ "invalid UTF-8: one U+FFFD per run, and -1", test_invalid },
 	{ NULL, NULL },
