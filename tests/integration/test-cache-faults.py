@@ -643,11 +643,12 @@ FREE_MAX = 8 << 20  # CACHE_FREE_MAX: free pages the file keeps for new bodies
 ROWS_MAX = 2 << 20  # the rows of INBOX's 200 messages, and SQLite's own pages, with room to spare
 INDEX_FACTOR = 3    # the bodies' text index: at most about 3 times the bodies (imapcached.conf(5))
 WAL_MAX = (16 << 20) + (4 << 20)  # journal_size_limit, and one read's transaction beyond it
+SAMPLE_EVERY = 0.02  # seconds between the StoreSampler's samples
 
 
 class StoreSampler(threading.Thread):
     """Reads the store's body bytes (SUM(length(data)) of its pieces, not
-    the daemon's count) and its files' sizes every few milliseconds, and
+    the daemon's count) and its files' sizes every SAMPLE_EVERY s, and
     keeps the largest of each, until stopped."""
 
     def __init__(self, path):
@@ -670,7 +671,11 @@ class StoreSampler(threading.Thread):
                 if os.path.exists(self.path + "-wal"):
                     self.max_wal = max(self.max_wal, os.path.getsize(self.path + "-wal"))
                 self.samples += 1
-                self.stopping.wait(0.005)
+                # not much more often: each sample's read transaction keeps
+                # the daemon's checkpoint from resetting the WAL, which the
+                # WAL check below would then blame on the daemon (a sampler
+                # that never waits took it to 20 MB, its limit 21)
+                self.stopping.wait(SAMPLE_EVERY)
         finally:
             db.close()
 
