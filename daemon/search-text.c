@@ -174,7 +174,12 @@ static int search_text_take_header(struct search_string_span field, size_t first
 	}
 	mime_buffer_append(head, field.data + name_len, middle_end - name_len);
 	struct search_string_span rest = { field.data + middle_end, field.len - middle_end };
+	size_t value_start = head->len;
 	if (search_string_decode(rest.data, rest.len, head) < 0)
+		return -1;
+	/* a NUL, raw or from an encoded word (=?iso-8859-1?b?AA==?=): given
+	   up on, as in a body; the text index holds none */
+	if (memchr(head->data + value_start, '\0', head->len - value_start) != NULL)
 		return -1;
 	mime_buffer_append_byte(head, '\n');
 	if (name_len == 12 && strncasecmp((const char *)field.data, "Content-Type", 12) == 0)
