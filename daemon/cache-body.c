@@ -105,11 +105,14 @@ static void cache_body_note_read(struct cache *cache, int64_t mailbox_id, uint32
 	cache->recent_reads_next = (cache->recent_reads_next + 1) % CACHE_RECENT_READS;
 }
 
-/* Whether uid's body was read in the last CACHE_EVICT_IN_USE_SECONDS. */
+/* Whether uid's body was read in the last CACHE_EVICT_IN_USE_SECONDS, or
+   an answer being written is still to read it. */
 static bool cache_body_in_use(struct cache *cache, int64_t mailbox_id, uint32_t uid)
 {
 	int64_t since = cache_wall_now(cache) - CACHE_EVICT_IN_USE_SECONDS;
 
+	if (cache_pinned(cache, mailbox_id, uid))
+		return true;
 	for (unsigned int i = 0; i < CACHE_RECENT_READS; i++) {
 		const struct cache_body_use *use = &cache->recent_reads[i];
 
@@ -119,23 +122,27 @@ static bool cache_body_in_use(struct cache *cache, int64_t mailbox_id, uint32_t 
 	return false;
 }
 
-/* Drops up to CACHE_EVICT_STEP of the least recently used complete
-   bodies not in use (spare_in_use), while body_bytes is over the budget.
-   Returns how many it looked at, or -1. */
-static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigned int *evicted)
+/* Looks at the next CACHE_EVICT_STEP least recently used complete bodies
+   past the *spared ones kept so far, dropping them while body_bytes is
+   over the budget, but for those in use (spare_in_use), which are kept
+   and counted in *spared. Returns how many it looked at, or -1. */
+static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigned int *spared,
+				 unsigned int *evicted)
 {
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_LRU);
-	int64_t keys[CACHE_EVICT_STEP + CACHE_RECENT_READS][2];
+	int64_t keys[CACHE_EVICT_STEP][2];
 	int count = 0;
 	int rc;
 
-	/* Those in use (at most CACHE_RECENT_READS) are looked at and kept. */
-	sqlite3_bind_int(stmt, 1, CACHE_EVICT_STEP + CACHE_RECENT_READS);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && count < CACHE_EVICT_STEP + CACHE_RECENT_READS) {
+	sqlite3_bind_int(stmt, 1, CACHE_EVICT_STEP);
+	sqlite3_bind_int64(stmt, 2, *spared);
+	while (count < CACHE_EVICT_STEP && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
 		keys[count][0] = sqlite3_column_int64(stmt, 0);
 		keys[count][1] = sqlite3_column_int64(stmt, 1);
 		count++;
 	}
+	if (count == CACHE_EVICT_STEP)
+		rc = SQLITE_ROW;
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
@@ -143,8 +150,10 @@ static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigne
 		return -1;
 	}
 	for (int i = 0; i < count && cache->body_bytes > cache->settings.body_budget; i++) {
-		if (spare_in_use && cache_body_in_use(cache, keys[i][0], (uint32_t)keys[i][1]))
+		if (spare_in_use && cache_body_in_use(cache, keys[i][0], (uint32_t)keys[i][1])) {
+			(*spared)++;
 			continue;
+		}
 		if (cache_body_delete(cache, keys[i][0], (uint32_t)keys[i][1]) < 0)
 			return -1;
 		(*evicted)++;
@@ -156,18 +165,16 @@ int cache_body_fit_budget(struct cache *cache, bool spare_in_use)
 {
 	uint64_t before = cache->body_bytes;
 	unsigned int evicted = 0;
-	unsigned int last = 0;
-	int count = CACHE_EVICT_STEP + CACHE_RECENT_READS;
+	unsigned int spared = 0;
+	int count = CACHE_EVICT_STEP;
 
 	cache_body_touches_flush(cache); /* held uses count */
-	/* A step that looked at fewer rows than it asked for saw them all;
-	   one that dropped none will drop none the next time either. */
-	while (cache->body_bytes > cache->settings.body_budget && count == CACHE_EVICT_STEP + CACHE_RECENT_READS) {
-		last = evicted;
-		count = cache_body_evict_step(cache, spare_in_use, &evicted);
-		if (evicted == last)
-			break;
-	}
+	/* A step that looked at fewer rows than it asked for saw the last of
+	   them; one that saw a full step dropped or spared every row in it
+	   (or reached the budget), so the next starts past them. Bodies in use
+	   are few but for an answer's pins, which may be many. */
+	while (cache->body_bytes > cache->settings.body_budget && count == CACHE_EVICT_STEP)
+		count = cache_body_evict_step(cache, spare_in_use, &spared, &evicted);
 	if (evicted > 0)
 		log_debug("cache %s: evicted %u whole messages (%" PRIu64 " bytes), least recently used, to stay "
 			  "within body_budget (%" PRIu64 " bytes)", cache->label, evicted, before - cache->body_bytes,

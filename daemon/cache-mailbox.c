@@ -51,7 +51,7 @@ int cache_mailbox_lookup(struct cache *cache, const char *name, struct cache_mai
 }
 
 /* Deletes mailbox id with everything in it (the foreign keys cascade). */
-static int cache_mailbox_drop(struct cache *cache, int64_t id)
+int cache_mailbox_drop_now(struct cache *cache, int64_t id)
 {
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_MAILBOX_BODY_BYTES);
 	int64_t bytes = 0;
@@ -65,6 +65,22 @@ static int cache_mailbox_drop(struct cache *cache, int64_t id)
 		return -1;
 	cache_body_bytes_sub(cache, bytes);
 	return 0;
+}
+
+/* Drops mailbox id with everything in it; while an answer reads it, it
+   is renamed to a BLOB (which no name, a TEXT, equals) and dropped when
+   the answer is done. */
+static int cache_mailbox_drop(struct cache *cache, int64_t id)
+{
+	sqlite3_stmt *stmt;
+
+	if (!cache_pinned(cache, id, 0))
+		return cache_mailbox_drop_now(cache, id);
+	stmt = cache_stmt(cache, CACHE_STMT_MAILBOX_SET_ASIDE);
+	sqlite3_bind_int64(stmt, 1, id);
+	if (cache_run(cache, stmt, "setting a mailbox aside") < 0)
+		return -1;
+	return cache_drop_defer(cache, id, 0);
 }
 
 static int cache_mailbox_insert(struct cache *cache, const char *name, uint32_t uidvalidity,
@@ -334,8 +350,7 @@ static int cache_compare_uids(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Drops uid's row and body. */
-static int cache_message_remove(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+int cache_message_drop_now(struct cache *cache, int64_t mailbox_id, uint32_t uid)
 {
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_MESSAGE_DELETE);
 
@@ -343,6 +358,14 @@ static int cache_message_remove(struct cache *cache, int64_t mailbox_id, uint32_
 	if (cache_run(cache, stmt, "dropping a message") < 0)
 		return -1;
 	return cache_body_delete(cache, mailbox_id, uid);
+}
+
+/* Drops uid's row and body, once no answer reads them. */
+static int cache_message_remove(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	if (cache_pinned(cache, mailbox_id, uid))
+		return cache_drop_defer(cache, mailbox_id, uid);
+	return cache_message_drop_now(cache, mailbox_id, uid);
 }
 
 /* Removes the sorted uids from the stored UID list, if one is stored. */

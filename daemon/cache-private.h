@@ -46,6 +46,7 @@ enum cache_stmt {
 	CACHE_STMT_MAILBOX_GET,
 	CACHE_STMT_MAILBOX_INSERT,
 	CACHE_STMT_MAILBOX_DELETE,
+	CACHE_STMT_MAILBOX_SET_ASIDE,
 	CACHE_STMT_MAILBOX_BODY_BYTES,
 	CACHE_STMT_MAILBOX_SET_STATE,
 	CACHE_STMT_MAILBOX_SET_UIDS,
@@ -199,6 +200,9 @@ struct cache {
 	uint64_t fts_run_started;      /* ms (monotonic) the batches running now began at; 0: none run */
 	uint64_t fts_run_bodies, fts_run_bytes; /* indexed by them so far */
 	bool fts_merge_due;            /* rows were deleted: the index keeps them as tombstones until merged */
+	struct cache_pin *pins;        /* the messages of answers being written (cache-pin.c) */
+	struct cache_deferred *deferred; /* drops held back until no pin keeps their rows */
+	size_t deferred_count, deferred_alloc;
 };
 
 /* ---- cache.c: errors and statement helpers ---- */
@@ -300,6 +304,28 @@ int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uin
 int cache_body_read_whole(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out);
 /* Drops a body found damaged (when writes are allowed). */
 void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid);
+
+/* ---- cache-pin.c: drops held back while an answer reads their rows ---- */
+
+/* A drop held back: a message's row and body, or (uid 0) a mailbox with
+   everything in it, renamed out of the way meanwhile. */
+struct cache_deferred {
+	int64_t mailbox_id;
+	uint32_t uid;
+};
+
+/* Whether an answer being written reads mailbox_id's uid (0: any of its messages). */
+bool cache_pinned(const struct cache *cache, int64_t mailbox_id, uint32_t uid);
+/* Holds back the drop of mailbox_id's uid (0: the mailbox) until no pin
+   keeps it. Returns 0, -1 when memory runs out. */
+int cache_drop_defer(struct cache *cache, int64_t mailbox_id, uint32_t uid);
+/* Frees the pins and held drops left at close (their drops are not made). */
+void cache_pins_free(struct cache *cache);
+/* cache-mailbox.c's drops, made now, inside the caller's savepoint: a
+   message's row and body, a mailbox with everything in it (off
+   body_bytes too). 0 or -1. */
+int cache_message_drop_now(struct cache *cache, int64_t mailbox_id, uint32_t uid);
+int cache_mailbox_drop_now(struct cache *cache, int64_t mailbox_id);
 
 /* ---- the store's file (cache-file.c) ---- */
 

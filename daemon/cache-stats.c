@@ -101,7 +101,7 @@ static size_t cache_stats_lookup(struct cache *cache, int64_t mailbox_id)
 	sqlite3_stmt *stmt;
 	size_t index = CACHE_STATS_NONE;
 
-	if (sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT name FROM mailboxes WHERE id = ?1", -1, &stmt,
+	if (sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT name FROM mailboxes WHERE id = ?1 AND typeof(name) = 'text'", -1, &stmt,
 			       NULL) != SQLITE_OK)
 		return CACHE_STATS_NONE;
 	sqlite3_bind_int64(stmt, 1, mailbox_id);

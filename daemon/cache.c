@@ -74,6 +74,8 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT id, uidvalidity, uidnext, highestmodseq FROM mailboxes WHERE name = ?1",
 	[CACHE_STMT_MAILBOX_INSERT] = "INSERT INTO mailboxes(name, uidvalidity) VALUES(?1, ?2)",
 	[CACHE_STMT_MAILBOX_DELETE] = "DELETE FROM mailboxes WHERE id = ?1",
+	/* a name no lookup finds: CAST(? AS BLOB) of the id, unique, and never equal to a TEXT */
+	[CACHE_STMT_MAILBOX_SET_ASIDE] = "UPDATE mailboxes SET name = CAST(id AS BLOB) WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_BODY_BYTES] = "SELECT " CACHE_BODY_BYTES_SUM " FROM bodies WHERE mailbox_id = ?1",
 	[CACHE_STMT_MAILBOX_SET_STATE] = "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_SET_UIDS] = "UPDATE mailboxes SET uids = ?2 WHERE id = ?1",
@@ -141,7 +143,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_BODY_TOTAL] = "SELECT " CACHE_BODY_BYTES_SUM " FROM bodies",
 	[CACHE_STMT_BODY_LRU] =
-		"SELECT mailbox_id, uid FROM bodies WHERE complete = 1 ORDER BY last_used, mailbox_id, uid LIMIT ?1",
+		"SELECT mailbox_id, uid FROM bodies WHERE complete = 1 ORDER BY last_used, mailbox_id, uid LIMIT ?1 OFFSET ?2",
 	[CACHE_STMT_CHUNK_INSERT] =
 		"INSERT INTO body_chunks(mailbox_id, uid, chunk, data, sum) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[CACHE_STMT_CHUNK_STATS] =
@@ -705,14 +707,16 @@ static enum cache_open_result cache_prepare_statements(struct cache *cache, cons
 	return CACHE_OPEN_OK;
 }
 
-/* Drops bodies whose writer never finished (a crash) and adds up the rest.
-   When they can't be dropped (a full disk), they stay: never served, and
-   counted until the next open. */
+/* Drops bodies whose writer never finished and mailboxes set aside for
+   an answer that was still being written (a crash), and adds up the
+   rest. When they can't be dropped (a full disk), they stay: never
+   served, and counted until the next open. */
 static enum cache_open_result cache_bodies_prepare(struct cache *cache, bool read_only, const char **why_r,
 						   const char **error_r)
 {
 	int64_t total = 0;
-	int rc = read_only ? SQLITE_OK : cache_exec(cache, "DELETE FROM bodies WHERE complete = 0");
+	int rc = read_only ? SQLITE_OK : cache_exec(cache, "DELETE FROM bodies WHERE complete = 0;"
+									 " DELETE FROM mailboxes WHERE typeof(name) = 'blob'");
 
 	if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_CORRUPT && (rc & 0xff) != SQLITE_NOTADB) {
 		log_info("cache %s: cannot drop unfinished bodies now: %s", cache->label, sqlite3_errmsg(cache->db));
@@ -887,6 +891,7 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 static void cache_free(struct cache *cache)
 {
 	cache_pending_drop(cache);
+	cache_pins_free(cache);
 	if (cache->pending_timer != NULL)
 		event_free(cache->pending_timer);
 	if (cache->batch_timer != NULL)

@@ -226,11 +226,26 @@ int cache_mailbox_set_uids(struct cache *cache, int64_t mailbox_id, const uint32
    unreadable: counts as missing), -1 on error. */
 int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **uids_r, size_t *count_r);
 /* The upstream expunged uids (any order): their rows and bodies go, and
-   they leave the stored UID list. All or nothing. */
+   they leave the stored UID list. All or nothing. A row an answer being
+   written still reads (cache_pin_messages) goes once the answer is done. */
 int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count);
 /* The mailbox is gone upstream (DELETE, RENAME): it goes with everything
-   in it. Returns 0 also when it was not stored. */
+   in it. Returns 0 also when it was not stored. While an answer being
+   written reads its messages, it is only renamed out of the way (no
+   lookup by name finds it) and goes once the answer is done. */
 int cache_mailbox_delete(struct cache *cache, const char *name);
+
+/* An answer that reads the store over several turns of the event loop
+   pins its messages: an expunge, purge or UIDVALIDITY change learned
+   meanwhile drops their rows only at cache_pin_release, and eviction
+   passes their bodies by, so that the answer never finds a row gone
+   halfway (doc/cache.md, "Pins"). */
+struct cache_pin;
+/* Pins mailbox_id's uids (count of them, any order). NULL when memory
+   runs out (logged; nothing is pinned). */
+struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count);
+/* Unpins and makes the drops it held back that no other pin holds. */
+void cache_pin_release(struct cache *cache, struct cache_pin **pin_p);
 
 /* ---- messages ---- */
 

@@ -197,7 +197,7 @@ static const char control_stats_sql[] =
 	" (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = mb.id),"
 	" (SELECT COUNT(*) FROM bodies b WHERE b.mailbox_id = mb.id AND b.complete = 1),"
 	" (SELECT COALESCE(SUM(b.size), 0) FROM bodies b WHERE b.mailbox_id = mb.id AND b.complete = 1)"
-	" FROM mailboxes mb WHERE ?1 IS NULL OR mb.name = ?1 ORDER BY mb.name";
+	" FROM mailboxes mb WHERE (?1 IS NULL OR mb.name = ?1) AND typeof(mb.name) = 'text' ORDER BY mb.name";
 
 /* Appends a MAILBOX line per stored mailbox of account (mailbox: only
    that one). Returns how many, or -1. */
@@ -314,7 +314,7 @@ static int control_list_mailboxes(struct cache *cache, char ***names_r, size_t *
 
 	*names_r = NULL;
 	*count_r = 0;
-	if (sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT name FROM mailboxes ORDER BY name", -1, &stmt,
+	if (sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT name FROM mailboxes WHERE typeof(name) = 'text' ORDER BY name", -1, &stmt,
 			       NULL) != SQLITE_OK)
 		return -1;
 	while ((ret = sqlite3_step(stmt)) == SQLITE_ROW) {

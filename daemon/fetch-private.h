@@ -120,6 +120,7 @@ struct fetch_answer {
 	struct fetch_splice *splice_owned;
 	bool cut;                    /* facts->splice_cut: the last message's line ends before item cut_item */
 	unsigned int cut_item;
+	struct cache_pin *pin;       /* its messages' rows stay until it is freed */
 };
 
 

@@ -723,6 +723,21 @@ static bool plan_splice_names_unique(const struct fetch_answer *answer)
 	return true;
 }
 
+/* Pins the answer's messages, so that no row it is to read goes before
+   it is written (cache.h). 1, or -1 when memory runs out. */
+static int answer_pin(struct fetch_answer *answer)
+{
+	uint32_t *uids = malloc((answer->message_count > 0 ? answer->message_count : 1) * sizeof(*uids));
+
+	if (uids == NULL)
+		return -1;
+	for (size_t i = 0; i < answer->message_count; i++)
+		uids[i] = answer->messages[i].uid;
+	answer->pin = cache_pin_messages(answer->cache, answer->mailbox_id, uids, answer->message_count);
+	free(uids);
+	return answer->pin != NULL ? 1 : -1;
+}
+
 enum fetch_route fetch_plan(const struct imap_command *command, const struct fetch_facts *facts,
 			    struct fetch_answer **answer_r, const char **why_r)
 {
@@ -766,6 +781,8 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 		ret = answer_add_messages(answer, command, facts, why_r);
 	if (ret > 0)
 		ret = plan_check_messages(answer, facts, why_r);
+	if (ret > 0)
+		ret = answer_pin(answer);
 	if (ret <= 0) {
 		if (ret < 0)
 			*why_r = "out of memory";
@@ -1127,6 +1144,7 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	if (answer == NULL)
 		return;
 	*answer_p = NULL;
+	cache_pin_release(answer->cache, &answer->pin);
 	chunk_clear(&answer->chunk);
 	fetch_splice_free(&answer->splice_owned);
 	mime_buffer_free(&answer->line);

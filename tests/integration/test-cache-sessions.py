@@ -16,16 +16,24 @@ Before imapcached counted the changes one session makes for the others, a
 session answered FETCH and SEARCH from its older view: old flags, a
 SEARCH KEYWORD missing the new keyword, expunged messages still listed
 after a UID FETCH that Dovecot ends with their EXPUNGEs (21 differences
-over these scenarios)."""
+over these scenarios).
+
+Then a local answer of 24 MB, still being written, outlives an expunge
+of its last message that another session learns of, and a purge of its
+mailbox: whole, no BYE, and the rows go after it (doc/cache.md, "Pins")."""
 import os
 import random
 import re
+import subprocess
 import sys
 import time
 
 from checks import check, summary
 import proxyfixture
 from proxyfixture import PASS, PASS3, PORT, TIMINGS_BYTES, USER, USER3, Daemon, Session, upstream_dovecot
+
+CTL = os.path.join(os.environ.get("top_builddir", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")),
+                   "daemon", "imapcachectl")
 
 MAILBOX = "sessions"
 DATE = '"24-Mar-2007 23:00:00 +0200"'
@@ -304,15 +312,118 @@ def outside_expunge(daemon):
           (after, sides["direct"][2:]))
 
 
+STREAMED = "streamed"
+STREAMED_COUNT = 24
+STREAMED_LINE = b"%06d the quick brown fox jumps over the lazy dog, message %02d\r\n"
+STREAMED_LINES = 16000  # about 1 MB a message: 24 MB outgrow every socket buffer between daemon and client
+
+
+def streamed_message(n):
+    return (b"From: big@example.org\r\nSubject: big %d\r\n\r\n" % n +
+            b"".join(STREAMED_LINE % (i, n) for i in range(STREAMED_LINES)))
+
+
+def store_rows(cache_dir, uid=None):
+    """Rows in the account's store of the streamed mailbox, or of one set
+    aside for a drop (a BLOB name); only uid's when given. Read-only."""
+    import sqlite3
+    count = 0
+    for root, _, files in os.walk(cache_dir):
+        for name in files:
+            if name.endswith(".sqlite"):
+                db = sqlite3.connect("file:%s?mode=ro" % os.path.join(root, name), uri=True, timeout=10)
+                try:
+                    count += db.execute("SELECT count(*) FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id"
+                                        " WHERE (mb.name = ?1 OR typeof(mb.name) = 'blob')"
+                                        " AND (?2 IS NULL OR m.uid = ?2)", (STREAMED, uid)).fetchone()[0]
+                finally:
+                    db.close()
+    return count
+
+
+def expunge_last(daemon, cache_dir):
+    """The last message expunged straight at Dovecot, and learned by
+    another session's SELECT through the daemon."""
+    outsider = Session(PORT, USER3, PASS3)
+    outsider.exchange("SELECT %s" % STREAMED)
+    outsider.exchange("UID STORE %d +FLAGS.SILENT (\\Deleted)" % STREAMED_COUNT)
+    outsider.exchange("EXPUNGE")
+    outsider.close(logout=True)
+    other = Session(daemon.port, USER3, PASS3)
+    learned = other.exchange("SELECT %s" % STREAMED)
+    other.close(logout=True)
+    check("expunge during an answer: the other session was told of %d messages" % (STREAMED_COUNT - 1),
+          b"* %d EXISTS\r\n" % (STREAMED_COUNT - 1) in learned, learned)
+    check("expunge during an answer: its row stays while the answer is still to read it",
+          store_rows(cache_dir, STREAMED_COUNT) == 1)
+
+
+def purge(daemon, cache_dir):
+    """imapcachectl purge of the mailbox."""
+    result = subprocess.run([CTL, "-c", daemon.path, "purge", USER3, STREAMED], capture_output=True, text=True,
+                            timeout=30)
+    check("purge during an answer: exit 0", result.returncode == 0, (result.returncode, result.stderr))
+
+
+def change_during_answer(daemon, cache_dir, label, change, rows_after):
+    """A local answer too large for the sockets is still being written
+    when change drops rows it has still to read (doc/cache.md, "Pins"):
+    another session learns that its last message was expunged, or
+    `imapcachectl purge` drops its mailbox. The answer still ends whole,
+    the last message as it was (the session was told of no expunge, as
+    Dovecot would answer it), and the rows go once it is done (rows_after
+    left). Before pins, the answer found its row gone and ended with BYE."""
+    s = Session(PORT, USER3, PASS3)
+    s.exchange("DELETE %s" % STREAMED)
+    s.exchange("CREATE %s" % STREAMED)
+    for n in range(1, STREAMED_COUNT + 1):
+        s.exchange("APPEND %s ()" % STREAMED, streamed_message(n))
+    s.close(logout=True)
+    reader = Session(daemon.port, USER3, PASS3)
+    reader.exchange("SELECT %s" % STREAMED)
+    reader.exchange("FETCH 1:* (BODY.PEEK[])")  # fills the store
+    local_before = daemon.settled_count(r"answered from the cache")
+    reader.tag += 1
+    reader.conn.send(b"s%d FETCH 1:* (UID BODY.PEEK[])\r\n" % reader.tag)
+    first = reader.conn.sock.recv(4096)  # the answer has begun; the rest waits in the sockets and the daemon
+    change(daemon, cache_dir)
+    reader.conn.buf = first + reader.conn.buf
+    answer = []
+    try:
+        while not answer or not answer[-1].startswith(b"s%d " % reader.tag):
+            answer.append(reader.conn.response())
+    except EOFError as e:
+        answer.append(b"CLOSED: %s" % str(e).encode()[:200])
+    reader.close()
+    check("%s during an answer: it was answered from the cache" % label,
+          daemon.settled_count(r"answered from the cache") > local_before)
+    fetches = [line for line in answer if re.match(rb"\* \d+ FETCH ", line)]
+    last = fetches[-1] if fetches else b""
+    check("%s during an answer: every message, then OK, no BYE" % label,
+          len(fetches) == STREAMED_COUNT and answer[-1].startswith(b"s%d OK " % reader.tag) and
+          not any(line.startswith(b"* BYE") for line in answer), [line[:80] for line in answer[-3:]])
+    check("%s during an answer: the last message as it was" % label,
+          last.endswith(streamed_message(STREAMED_COUNT) + b")\r\n") and
+          b"(UID %d BODY[] {" % STREAMED_COUNT in last[:80], last[:80])
+    deadline = time.monotonic() + 10
+    while store_rows(cache_dir) != rows_after and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check("%s during an answer: the rows went once the answer was done" % label,
+          store_rows(cache_dir) == rows_after, (store_rows(cache_dir), rows_after))
+
+
 def main():
-    config = ('cache = { dir = "%s"; prefetch = "off"; };\n'
-              % proxyfixture.scratch_dir("imapcached-sessions."))
+    cache_dir = proxyfixture.scratch_dir("imapcached-sessions.")
+    config = ('cache = { dir = "%s"; prefetch = "off"; };\ncontrol = { socket = "%s/control"; };\n'
+              % (cache_dir, proxyfixture.scratch_dir("imapcached-sessions-run.")))
     daemon = Daemon(upstream_dovecot(), extra=config)
     try:
         for name in SCENARIOS:
             for warm in (False, True):
                 compare(name, warm, daemon)
         outside_expunge(daemon)
+        change_during_answer(daemon, cache_dir, "expunge", expunge_last, STREAMED_COUNT - 1)
+        change_during_answer(daemon, cache_dir, "purge", purge, 0)
         check("some answers came from the cache (the scenarios reach it)",
               daemon.count_log(r"answered from the cache") > 0)
         check("some went upstream because another session changed the mailbox",

@@ -1583,6 +1583,155 @@ static uint64_t held_wall_now(void)
 
 /* With an event base, a read's use of a body is held and written with the
    held rows: by the timer, and before an eviction chooses what to drop. */
+/* An answer's pin keeps the rows it is still to read through an expunge:
+   the others go at once, its own at its release. */
+static void test_pin_holds_expunged_rows(void)
+{
+	struct cache_pin *pin, *other;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	uint32_t *uids = NULL;
+	size_t count = 0;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= 4; uid++) {
+		store_text(cache, mailbox.id, uid, CACHE_ITEM_ENVELOPE, "(env)");
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, 100, 100), 0);
+	}
+	CU_ASSERT_EQUAL(cache_mailbox_set_uids(cache, mailbox.id, (uint32_t[]){ 1, 2, 3, 4 }, 4), 0);
+	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 3, 1 }, 2);
+	other = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 1 }, 1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 1, 2, 3 }, 3), 0);
+	CU_ASSERT_FALSE(has_row(cache, mailbox.id, 2));
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 1) && has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 3) && has_body(cache, mailbox.id, 3));
+	CU_ASSERT_EQUAL(cache_mailbox_get_uids(cache, mailbox.id, &uids, &count), 1);
+	CU_ASSERT_TRUE(count == 1 && uids[0] == 4);
+	free(uids);
+	check_body_bytes(cache);
+	/* UID 1 is still another answer's, UID 3 is no one's */
+	cache_pin_release(cache, &pin);
+	CU_ASSERT_PTR_NULL(pin);
+	CU_ASSERT_FALSE(has_row(cache, mailbox.id, 3) || has_body(cache, mailbox.id, 3));
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 1) && has_body(cache, mailbox.id, 1));
+	cache_pin_release(cache, &other);
+	CU_ASSERT_FALSE(has_row(cache, mailbox.id, 1) || has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 4) && has_body(cache, mailbox.id, 4));
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 100);
+	check_body_bytes(cache);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* A purge or UIDVALIDITY change of a mailbox an answer reads sets it
+   aside: no lookup finds it, a new one of its name can start, the
+   answer still reads it; it goes at the release, or at the next open
+   when the daemon died first. */
+static void test_pin_holds_dropped_mailbox(void)
+{
+	struct cache_mailbox sub, again, found;
+	struct cache_pin *pin;
+	struct cache *cache;
+	bool reset = false;
+
+	setup();
+	cache = open_account("up", "alice");
+	sub = open_mailbox(cache, "Sub", 7);
+	store_text(cache, sub.id, 5, CACHE_ITEM_ENVELOPE, "(env)");
+	CU_ASSERT_EQUAL(store_body(cache, sub.id, 5, 300, 300), 0);
+	pin = cache_pin_messages(cache, sub.id, (uint32_t[]){ 5 }, 1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	CU_ASSERT_EQUAL(cache_mailbox_delete(cache, "Sub"), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "Sub", &found), 0);
+	CU_ASSERT_TRUE(has_row(cache, sub.id, 5) && has_body(cache, sub.id, 5));
+	again = open_mailbox(cache, "Sub", 7);
+	CU_ASSERT_NOT_EQUAL(again.id, sub.id);
+	CU_ASSERT_FALSE(has_row(cache, again.id, 5));
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 300);
+	cache_pin_release(cache, &pin);
+	CU_ASSERT_FALSE(has_row(cache, sub.id, 5) || has_body(cache, sub.id, 5));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM mailboxes"), 1);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 0);
+	check_body_bytes(cache);
+
+	/* A UIDVALIDITY change, and the daemon gone before the answer ended. */
+	store_text(cache, again.id, 6, CACHE_ITEM_ENVELOPE, "(env)");
+	CU_ASSERT_EQUAL(store_body(cache, again.id, 6, 200, 200), 0);
+	pin = cache_pin_messages(cache, again.id, (uint32_t[]){ 6 }, 1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "Sub", 8, &found, &reset), 0);
+	CU_ASSERT_TRUE(reset);
+	CU_ASSERT_NOT_EQUAL(found.id, again.id);
+	CU_ASSERT_TRUE(has_row(cache, again.id, 6) && has_body(cache, again.id, 6));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM mailboxes WHERE typeof(name) = 'blob'"), 1);
+	cache_unref(&cache); /* frees the pin */
+	cache = open_account("up", "alice");
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM mailboxes"), 1);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages"), 0);
+	CU_ASSERT_EQUAL(cache_body_bytes(cache), 0);
+	check_body_bytes(cache);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* Eviction passes the bodies an answer is still to read by, however
+   many there are: past a whole step of them it finds the next body
+   that may go; with all pinned, a new body is refused. */
+static void test_pin_spares_bodies_from_eviction(void)
+{
+	enum { PINNED = 130, SIZE = 100 };
+	struct cache_settings s = settings();
+	uint32_t uids[PINNED + 1];
+	struct cache_mailbox mailbox;
+	enum cache_body_refusal refusal;
+	struct cache_pin *pin;
+	struct cache *cache;
+	const char *error;
+
+	setup();
+	s.body_budget = (PINNED + 1) * SIZE;
+	s.wall_now = fake_wall_now;
+	cache = cache_open(&s, "up", "alice", &error);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache);
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	for (uint32_t uid = 1; uid <= PINNED + 1; uid++) {
+		fake_wall = 1000 + uid; /* UID 1 the least recently used */
+		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, SIZE, SIZE), 0);
+		uids[uid - 1] = uid;
+	}
+	pin = cache_pin_messages(cache, mailbox.id, uids, PINNED);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	fake_wall = 5000;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, PINNED + 2, SIZE, SIZE), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, PINNED + 1));
+	for (uint32_t uid = 1; uid <= PINNED; uid++)
+		CU_ASSERT_TRUE(has_body(cache, mailbox.id, uid));
+	cache_pin_release(cache, &pin);
+	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ PINNED + 2 }, 1);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	{
+		struct cache_pin *rest = cache_pin_messages(cache, mailbox.id, uids, PINNED);
+
+		CU_ASSERT_PTR_NOT_NULL_FATAL(rest);
+		CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, PINNED + 3, SIZE, &refusal));
+		CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+		cache_pin_release(cache, &rest);
+	}
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, PINNED + 3, SIZE, SIZE), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 1));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, PINNED + 2));
+	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
+	check_body_bytes(cache);
+	cache_pin_release(cache, &pin);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_body_use_held(void)
 {
 	struct event_base *base = event_base_new();
@@ -2585,6 +2734,9 @@ const struct unit_test unit_tests[] = {
 	{ "eviction: least recently used first, never a body in use", test_eviction },
 	{ "a read's use of a body: held, written by time, before an eviction and at close", test_body_use_held },
 	{ "eviction at open shrinks the file", test_eviction_at_open_shrinks_the_file },
+	{ "a pin keeps an answer's rows through an expunge", test_pin_holds_expunged_rows },
+	{ "a pin keeps a purged or reset mailbox's rows, and a crash leaves none", test_pin_holds_dropped_mailbox },
+	{ "eviction passes pinned bodies by, however many", test_pin_spares_bodies_from_eviction },
 	{ "a body writer outlives its session", test_body_writer_outlives_its_session },
 	{ "an unfinished body after a crash", test_unfinished_body_after_a_crash },
 	{ "UID lists", test_uid_lists },

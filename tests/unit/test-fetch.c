@@ -64,6 +64,17 @@ static void store_message(uint32_t uid, const char *text, const char *header, bo
 	CU_ASSERT_EQUAL(cache_set_structure_agrees(cache, mailbox_id, uid, agrees), 0);
 }
 
+/* Deletes uid's row and body under the store (another process, or a
+   damaged value dropped): no pin holds those back. */
+static void delete_behind(uint32_t uid)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof(sql), "DELETE FROM messages WHERE uid = %u; DELETE FROM bodies WHERE uid = %u",
+		 (unsigned int)uid, (unsigned int)uid);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), sql, NULL, NULL, NULL), SQLITE_OK);
+}
+
 static void setup(void)
 {
 	static const uint32_t uids[] = { 1, 2, 5 };
@@ -755,10 +766,20 @@ static void test_headers_proven_by_keys(void)
 				      "BODY[HEADER] {22}\r\nSubject: 159\r\nX: y\r\n\r\n)\r\n"));
 	fetch_answer_free(&plan);
 
-	/* read as written: rows gone after the plan end the answer past the checked ones */
+	/* read as written: an expunge learned after the plan waits for the
+	   answer's end (its pin); a row gone all the same ends the answer
+	   past the checked ones */
 	evbuffer_drain(out, evbuffer_get_length(out));
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
-	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids + FETCH_CHECKED_FIRST, 1), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, uids + COUNT - 1, 1), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	fetch_answer_free(&plan);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	CU_ASSERT_EQUAL(count_lines((const char *)evbuffer_pullup(out, -1)), COUNT);
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT - 1), 0);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	delete_behind(uids[FETCH_CHECKED_FIRST]);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
 	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
 	CU_ASSERT_EQUAL(count_lines((const char *)evbuffer_pullup(out, -1)), FETCH_CHECKED_FIRST);
@@ -805,7 +826,8 @@ static void test_no_keys_with_writes_off(void)
 }
 
 /* Past CACHE_VERIFY_BODIES_MAX messages the plan checks no body: the
-   writer reads each, and one evicted between plan and write is LOST. */
+   writer reads each. An expunge between plan and write waits for the
+   answer (its pin); a body gone all the same is LOST. */
 static void test_writer_lost_body(void)
 {
 	uint32_t uids[CACHE_VERIFY_BODIES_MAX + 4] = { 1, 2, 5 };
@@ -823,8 +845,18 @@ static void test_writer_lost_body(void)
 	parse_only("UID FETCH 1:2,10:* (BODY.PEEK[]<0.4>)");
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, gone, 1), 0);
+	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_DONE);
+	CU_ASSERT_EQUAL(evbuffer_add(out, "", 1), 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr((const char *)evbuffer_pullup(out, -1), "* 2 FETCH (UID 2 BODY[]<0> {4}\r\n"));
+	fetch_answer_free(&plan);
+	CU_ASSERT_EQUAL(cache_body_size(cache, mailbox_id, 2, &(uint64_t){ 0 }), 0); /* gone with the answer */
+	evbuffer_drain(out, evbuffer_get_length(out));
+	parse_only("UID FETCH 1,10:* (BODY.PEEK[]<0.4>)");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	delete_behind(uids[4]);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
-	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (UID 1 BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
+	CU_ASSERT_EQUAL(evbuffer_get_length(out), strlen("* 1 FETCH (UID 1 BODY[]<0> {4}\r\nSubj)\r\n"
+							 "* 4 FETCH (UID 10 BODY[]<0> {4}\r\nSubj)\r\n")); /* whole lines only */
 	fetch_answer_free(&plan);
 	evbuffer_free(out);
 	teardown();
@@ -865,10 +897,11 @@ static void test_fixed_checked_as_written(void)
 		 (unsigned int)COUNT, (unsigned int)(100 + COUNT - 1));
 	CU_ASSERT_PTR_NOT_NULL(strstr(text, expected));
 	fetch_answer_free(&plan);
-	/* a row gone between plan and write, past the first ones: LOST there */
+	/* a row gone between plan and write, past the first ones (under the
+	   store: an expunge would wait for the answer's pin): LOST there */
 	evbuffer_drain(out, evbuffer_get_length(out));
 	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
-	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox_id, late, 1), 0);
+	delete_behind(late[0]);
 	CU_ASSERT_EQUAL(fetch_answer_write(plan, out, 0), FETCH_WRITE_LOST);
 	fetch_answer_free(&plan);
 	/* a message of the rest without its ENVELOPE: the plan finds it */
