@@ -12,7 +12,8 @@ answers must hold whatever the others did:
 - every sequence number within what the session was told exists, each
   message keeping its UID, UIDs ascending with sequence numbers, and
   VANISHED only to a session that enabled QRESYNC;
-- a UID's BODY[] the same bytes in every session, cached or not;
+- a UID's BODY[], BODY[HEADER], BODY[TEXT]<0>, RFC822.SIZE and ENVELOPE
+  the same bytes in every session, cached or not;
 - at the end of a round, the session's message list equal to its UID
   SEARCH ALL, and (after every session stopped) its FLAGS equal to what a
   connection straight to Dovecot reads.
@@ -71,7 +72,8 @@ class Round:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.bodies = {}
+        self.bodies = set()  # UIDs whose BODY[] was seen
+        self.values = {}     # (UID, item): digest of its value
         self.problems = []  # (session name, text)
 
     def problem(self, session, text):
@@ -83,9 +85,12 @@ class Round:
             for command, response in session.history:
                 print("    %-48s %r" % (command[:48], response[:110]))
 
-    def body_seen(self, uid, digest):
+    def value_seen(self, uid, item, digest):
+        """Whether digest is what every session saw of uid's item so far."""
         with self.lock:
-            return self.bodies.setdefault(uid, digest) == digest
+            if item == b"BODY[]":
+                self.bodies.add(uid)
+            return self.values.setdefault((uid, item), digest) == digest
 
 
 class Session:
@@ -209,11 +214,9 @@ class Session:
         after = [u for u in self.uids[n:] if u][:1]
         if (before and before[0] >= uid) or (after and after[0] <= uid):
             self.shared.problem(self, "UIDs out of order at message %d (UID %d)" % (n, uid))
-        body = re.search(rb"BODY\[\] \{(\d+)\}\r\n", response)
-        if body is not None:
-            value = response[body.end():body.end() + int(body.group(1))]
-            if not self.shared.body_seen(uid, hashlib.sha1(value).hexdigest()):
-                self.shared.problem(self, "UID %d: BODY[] differs from another session's" % uid)
+        for item, value in item_values(response):
+            if not self.shared.value_seen(uid, item, hashlib.sha1(value).hexdigest()):
+                self.shared.problem(self, "UID %d: %s differs from another session's" % (uid, item.decode()))
 
     def step(self, number):
         if self.unknown_gone:
@@ -239,7 +242,7 @@ class Session:
         elif pick < 0.85:
             self.run(rng.choice(["SEARCH FLAGGED", "UID SEARCH UNSEEN", "SEARCH SUBJECT stress", "SEARCH ALL"]))
         elif pick < 0.88:
-            self.run("FETCH %d (BODY[TEXT]<0.100> FLAGS)" % one)
+            self.run("FETCH %d (UID BODY[TEXT]<0.100> FLAGS)" % one)
         elif pick < 0.90:
             self.run("COPY %d %s" % (one, MAILBOX))
         elif pick < 0.92:
@@ -286,6 +289,21 @@ class Session:
 
     def flags(self):
         return flag_list(self.run("UID FETCH 1:* (UID FLAGS)"))
+
+
+LITERAL_ITEM = re.compile(rb"(BODY\[\]|BODY\[HEADER\]|BODY\[TEXT\]<0>) \{(\d+)\}\r\n")
+ENVELOPE_ITEM = re.compile(rb"RFC822\.SIZE (\d+) ENVELOPE (\(.*?\)) BODY\[HEADER\] \{")
+
+
+def item_values(response):
+    """(item, value) of the items whose value must be the same in every
+    session: the literals of BODY[], BODY[HEADER] and BODY[TEXT]<0>, and
+    RFC822.SIZE with ENVELOPE as the headers FETCH writes them."""
+    values = [(m.group(1), response[m.end():m.end() + int(m.group(2))]) for m in LITERAL_ITEM.finditer(response)]
+    envelope = ENVELOPE_ITEM.search(response)
+    if envelope is not None:
+        values.append((b"RFC822.SIZE ENVELOPE", envelope.group(1) + b" " + envelope.group(2)))
+    return values
 
 
 def uid_set(text):
@@ -396,7 +414,9 @@ def run_seed(daemon, seed):
         left = [(name, text) for name, text in shared.problems if name not in lost]
         check("seed %d round %d: %d sessions, %d commands each: every answer holds" % (seed, rnd, SESSIONS, STEPS),
               not left, left[:3])
-        check("seed %d round %d: UIDs with BODY[] seen: %d" % (seed, rnd, len(shared.bodies)), shared.bodies)
+        kinds = {item for _, item in shared.values}
+        check("seed %d round %d: values compared across sessions: %d of %d kinds (%d UIDs with BODY[])"
+              % (seed, rnd, len(shared.values), len(kinds), len(shared.bodies)), len(kinds) == 4 and shared.bodies)
 
 
 def main():
