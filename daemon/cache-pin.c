@@ -94,6 +94,16 @@ int cache_drop_defer(struct cache *cache, int64_t mailbox_id, uint32_t uid)
 	return 0;
 }
 
+/* Whether a held drop is no longer pinned. */
+static bool cache_drops_due(const struct cache *cache)
+{
+	for (size_t i = 0; i < cache->deferred_count; i++) {
+		if (!cache_pinned(cache, cache->deferred[i].mailbox_id, cache->deferred[i].uid))
+			return true;
+	}
+	return false;
+}
+
 /* Carries out the held drops no pin keeps any more, in one savepoint;
    those still pinned stay held. A drop that fails is given up with a
    log line: what stays is a row no view lists (a body among them is
@@ -104,6 +114,8 @@ static void cache_drops_run(struct cache *cache)
 	size_t done = 0;
 	int result;
 
+	if (!cache_drops_due(cache))
+		return;
 	cache_pending_flush(cache);
 	if (!cache_write_allowed(cache) || cache_op_begin(cache) < 0) {
 		log_info("cache %s: %zu held drops given up: the store can't be written now", cache->label,
