@@ -58,6 +58,7 @@ SLOW_PAUSE_EVERY = 20
 IDLE_WAIT = 0.05                    # seconds an IDLE listens before DONE
 UPSTREAM_LOST = b"* BYE Upstream server connection lost"
 HISTORY = 40                        # exchanges kept per session, shown with its first problem
+BARRIER_WAIT = 600                  # seconds a session waits for the others at the end of a round
 
 
 def message(rng, n):
@@ -336,19 +337,25 @@ def direct_flags():
 
 
 def worker(port, seed, rnd, index, shared, barrier):
+    """One session's round; whatever it raises is a problem of its own,
+    never a thread gone before the barrier (the others would wait)."""
     rng = random.Random(seed * 1000 + rnd * 100 + index)
+    name = "seed %d round %d session %d" % (seed, rnd, index)
     session = None
     try:
-        session = Session(port, "seed %d round %d session %d" % (seed, rnd, index), rng, shared)
+        session = Session(port, name, rng, shared)
         for k in range(STEPS):
             session.step(seed * 1000000 + rnd * 100000 + index * 10000 + k)
         session.run("NOOP")
         session.check_list()
-    except (EOFError, OSError) as e:
-        if session is not None:
-            shared.problem(session, "stopped: %r" % e)
+    except Exception as e:  # noqa: BLE001 (any failure is reported, and the barrier still reached)
+        shared.problem(session or Unstarted(name), "stopped: %r" % e)
         session = None
-    barrier.wait()
+    try:
+        barrier.wait(BARRIER_WAIT)
+    except threading.BrokenBarrierError:
+        shared.problem(session or Unstarted(name), "the other sessions did not finish within %d s" % BARRIER_WAIT)
+        return
     if session is None:
         return
     try:
@@ -359,8 +366,16 @@ def worker(port, seed, rnd, index, shared, barrier):
                            [(a, b) for a, b in zip(got, want) if a != b][:3] if len(got) == len(want) else
                            "%d messages, Dovecot has %d" % (len(got), len(want)))
         session.run("LOGOUT")
-    except (EOFError, OSError) as e:
+    except Exception as e:  # noqa: BLE001
         shared.problem(session, "stopped at the end: %r" % e)
+
+
+class Unstarted:
+    """A session that failed before it was made, for Round.problem."""
+
+    def __init__(self, name):
+        self.name = name
+        self.history = []
 
 
 def fresh_mailbox(rng):
@@ -401,12 +416,13 @@ def run_seed(daemon, seed):
         shared = Round()
         crashed_before = len(dovecot_crashes())
         barrier = threading.Barrier(SESSIONS)
-        threads = [threading.Thread(target=worker, args=(daemon.port, seed, rnd, i, shared, barrier))
+        threads = [threading.Thread(target=worker, args=(daemon.port, seed, rnd, i, shared, barrier), daemon=True)
                    for i in range(SESSIONS)]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(BARRIER_WAIT + proxyfixture.WAIT)
+        check("seed %d round %d: every session ended" % (seed, rnd), not any(t.is_alive() for t in threads))
         crashed = dovecot_crashes()[crashed_before:]
         lost = excused(shared.problems, crashed)
         for line in crashed:
