@@ -111,7 +111,7 @@ static bool cache_body_in_use(struct cache *cache, int64_t mailbox_id, uint32_t 
 {
 	int64_t since = cache_wall_now(cache) - CACHE_EVICT_IN_USE_SECONDS;
 
-	if (cache_pinned(cache, mailbox_id, uid))
+	if (cache_body_pinned(cache, mailbox_id, uid))
 		return true;
 	for (unsigned int i = 0; i < CACHE_RECENT_READS; i++) {
 		const struct cache_body_use *use = &cache->recent_reads[i];
@@ -122,23 +122,33 @@ static bool cache_body_in_use(struct cache *cache, int64_t mailbox_id, uint32_t 
 	return false;
 }
 
+/* Where the look at the least recently used bodies has got to: the key
+   of the last body looked at (dropped or spared), in the order of
+   CACHE_STMT_BODY_LRU. */
+struct cache_evict_cursor {
+	int64_t last_used, mailbox_id, uid;
+};
+
 /* Looks at the next CACHE_EVICT_STEP least recently used complete bodies
-   past the *spared ones kept so far, dropping them while body_bytes is
-   over the budget, but for those in use (spare_in_use), which are kept
-   and counted in *spared. Returns how many it looked at, or -1. */
-static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigned int *spared,
+   past the cursor, dropping them while body_bytes is over the budget, but
+   for those in use (spare_in_use), which are kept. Returns how many it
+   looked at, or -1. */
+static int cache_body_evict_step(struct cache *cache, bool spare_in_use, struct cache_evict_cursor *cursor,
 				 unsigned int *evicted)
 {
 	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_BODY_LRU);
-	int64_t keys[CACHE_EVICT_STEP][2];
+	struct cache_evict_cursor keys[CACHE_EVICT_STEP];
 	int count = 0;
 	int rc;
 
 	sqlite3_bind_int(stmt, 1, CACHE_EVICT_STEP);
-	sqlite3_bind_int64(stmt, 2, *spared);
+	sqlite3_bind_int64(stmt, 2, cursor->last_used);
+	sqlite3_bind_int64(stmt, 3, cursor->mailbox_id);
+	sqlite3_bind_int64(stmt, 4, cursor->uid);
 	while (count < CACHE_EVICT_STEP && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		keys[count][0] = sqlite3_column_int64(stmt, 0);
-		keys[count][1] = sqlite3_column_int64(stmt, 1);
+		keys[count].mailbox_id = sqlite3_column_int64(stmt, 0);
+		keys[count].uid = sqlite3_column_int64(stmt, 1);
+		keys[count].last_used = sqlite3_column_int64(stmt, 2);
 		count++;
 	}
 	if (count == CACHE_EVICT_STEP)
@@ -150,11 +160,10 @@ static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigne
 		return -1;
 	}
 	for (int i = 0; i < count && cache->body_bytes > cache->settings.body_budget; i++) {
-		if (spare_in_use && cache_body_in_use(cache, keys[i][0], (uint32_t)keys[i][1])) {
-			(*spared)++;
+		*cursor = keys[i];
+		if (spare_in_use && cache_body_in_use(cache, keys[i].mailbox_id, (uint32_t)keys[i].uid))
 			continue;
-		}
-		if (cache_body_delete(cache, keys[i][0], (uint32_t)keys[i][1]) < 0)
+		if (cache_body_delete(cache, keys[i].mailbox_id, (uint32_t)keys[i].uid) < 0)
 			return -1;
 		(*evicted)++;
 	}
@@ -163,18 +172,19 @@ static int cache_body_evict_step(struct cache *cache, bool spare_in_use, unsigne
 
 int cache_body_fit_budget(struct cache *cache, bool spare_in_use)
 {
+	struct cache_evict_cursor cursor = { INT64_MIN, INT64_MIN, INT64_MIN };
 	uint64_t before = cache->body_bytes;
 	unsigned int evicted = 0;
-	unsigned int spared = 0;
 	int count = CACHE_EVICT_STEP;
 
 	cache_body_touches_flush(cache); /* held uses count */
 	/* A step that looked at fewer rows than it asked for saw the last of
-	   them; one that saw a full step dropped or spared every row in it
-	   (or reached the budget), so the next starts past them. Bodies in use
-	   are few but for an answer's pins, which may be many. */
+	   them; one that saw a full step dropped or passed every row in it
+	   (or reached the budget), and the next starts past its last key: a
+	   look costs the rows it sees once, however many are in use (an
+	   answer's pins may be many). */
 	while (cache->body_bytes > cache->settings.body_budget && count == CACHE_EVICT_STEP)
-		count = cache_body_evict_step(cache, spare_in_use, &spared, &evicted);
+		count = cache_body_evict_step(cache, spare_in_use, &cursor, &evicted);
 	if (evicted > 0)
 		log_debug("cache %s: evicted %u whole messages (%" PRIu64 " bytes), least recently used, to stay "
 			  "within body_budget (%" PRIu64 " bytes)", cache->label, evicted, before - cache->body_bytes,

@@ -104,6 +104,7 @@ int cache_mailbox_open(struct cache *cache, const char *name, uint32_t uidvalidi
 	struct cache_mailbox stored;
 	int found;
 	int result;
+	size_t held;
 
 	if (reset_r != NULL)
 		*reset_r = false;
@@ -121,12 +122,14 @@ int cache_mailbox_open(struct cache *cache, const char *name, uint32_t uidvalidi
 	}
 	if (!cache_write_allowed(cache) || cache_op_begin(cache) < 0)
 		return -1;
+	held = cache->deferred_count;
 	result = found > 0 ? cache_mailbox_drop(cache, stored.id) : 0;
 	if (result == 0)
 		result = cache_mailbox_insert(cache, name, uidvalidity, mailbox_r);
 	result = cache_op_end(cache, result);
 	if (result < 0) {
 		cache_body_bytes_reload(cache);
+		cache_drops_forget(cache, held);
 		return -1;
 	}
 	if (found > 0) {
@@ -162,6 +165,7 @@ int cache_mailbox_delete(struct cache *cache, const char *name)
 	struct cache_mailbox stored;
 	int found;
 	int result;
+	size_t held;
 
 	cache_pending_flush(cache);
 	found = cache_mailbox_get(cache, name, &stored);
@@ -169,9 +173,12 @@ int cache_mailbox_delete(struct cache *cache, const char *name)
 		return found;
 	if (!cache_write_allowed(cache) || cache_op_begin(cache) < 0)
 		return -1;
+	held = cache->deferred_count;
 	result = cache_op_end(cache, cache_mailbox_drop(cache, stored.id));
-	if (result < 0)
+	if (result < 0) {
 		cache_body_bytes_reload(cache);
+		cache_drops_forget(cache, held);
+	}
 	return result;
 }
 
@@ -395,6 +402,7 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 {
 	uint32_t *sorted;
 	int result = 0;
+	size_t held;
 
 	if (count == 0)
 		return 0;
@@ -412,14 +420,17 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 		free(sorted);
 		return -1;
 	}
+	held = cache->deferred_count;
 	for (size_t i = 0; i < count && result == 0; i++)
 		result = cache_message_remove(cache, mailbox_id, sorted[i]);
 	if (result == 0)
 		result = cache_uids_remove(cache, mailbox_id, sorted, count);
 	free(sorted);
 	result = cache_op_end(cache, result);
-	if (result < 0)
+	if (result < 0) {
 		cache_body_bytes_reload(cache);
+		cache_drops_forget(cache, held);
+	}
 	return result;
 }
 

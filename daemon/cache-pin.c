@@ -11,6 +11,7 @@
 struct cache_pin {
 	struct cache_pin *next;
 	int64_t mailbox_id;
+	bool bodies;                   /* the answer reads their bodies: eviction passes them by */
 	size_t count;
 	uint32_t uids[];               /* ascending */
 };
@@ -32,7 +33,8 @@ static bool cache_pin_sorted(const uint32_t *uids, size_t count)
 	return true;
 }
 
-struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count)
+struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+				     bool bodies)
 {
 	struct cache_pin *pin = malloc(sizeof(*pin) + count * sizeof(pin->uids[0]));
 
@@ -41,6 +43,7 @@ struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, co
 		return NULL;
 	}
 	pin->mailbox_id = mailbox_id;
+	pin->bodies = bodies;
 	pin->count = count;
 	if (count > 0)
 		memcpy(pin->uids, uids, count * sizeof(pin->uids[0]));
@@ -68,13 +71,30 @@ static bool cache_pin_holds(const struct cache_pin *pin, uint32_t uid)
 	return false;
 }
 
-bool cache_pinned(const struct cache *cache, int64_t mailbox_id, uint32_t uid)
+/* Whether a pin (of one that reads bodies, when bodies) holds mailbox_id's uid (0: any). */
+static bool cache_pinned_by(const struct cache *cache, int64_t mailbox_id, uint32_t uid, bool bodies)
 {
 	for (const struct cache_pin *pin = cache->pins; pin != NULL; pin = pin->next) {
-		if (pin->mailbox_id == mailbox_id && (uid == 0 || cache_pin_holds(pin, uid)))
+		if (pin->mailbox_id == mailbox_id && (!bodies || pin->bodies) && (uid == 0 || cache_pin_holds(pin, uid)))
 			return true;
 	}
 	return false;
+}
+
+bool cache_pinned(const struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	return cache_pinned_by(cache, mailbox_id, uid, false);
+}
+
+bool cache_body_pinned(const struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	return cache_pinned_by(cache, mailbox_id, uid, true);
+}
+
+void cache_drops_forget(struct cache *cache, size_t held)
+{
+	if (held < cache->deferred_count)
+		cache->deferred_count = held;
 }
 
 int cache_drop_defer(struct cache *cache, int64_t mailbox_id, uint32_t uid)
@@ -105,9 +125,11 @@ static bool cache_drops_due(const struct cache *cache)
 }
 
 /* Carries out the held drops no pin keeps any more, in one savepoint;
-   those still pinned stay held. A drop that fails is given up with a
-   log line: what stays is a row no view lists (a body among them is
-   evicted in its turn) or a dropped mailbox's, which the next open drops. */
+   those still pinned stay held, and all stay while writes are off for
+   a while (the next release tries again). A drop that fails is given up
+   with a log line, as is every one when writes are off for good: what
+   stays is a row no view lists (a body among them is evicted in its
+   turn) or a dropped mailbox's, which the next open drops. */
 static void cache_drops_run(struct cache *cache)
 {
 	size_t kept = 0;
@@ -117,12 +139,14 @@ static void cache_drops_run(struct cache *cache)
 	if (!cache_drops_due(cache))
 		return;
 	cache_pending_flush(cache);
-	if (!cache_write_allowed(cache) || cache_op_begin(cache) < 0) {
-		log_info("cache %s: %zu held drops given up: the store can't be written now", cache->label,
+	if (cache->writes_off_for_good) {
+		log_info("cache %s: %zu held drops given up: the store can't be written", cache->label,
 			 cache->deferred_count);
 		cache->deferred_count = 0;
 		return;
 	}
+	if (!cache_write_allowed(cache) || cache_op_begin(cache) < 0)
+		return;
 	result = 0;
 	for (size_t i = 0; i < cache->deferred_count; i++) {
 		struct cache_deferred drop = cache->deferred[i];

@@ -316,6 +316,11 @@ struct cache_deferred {
 
 /* Whether an answer being written reads mailbox_id's uid (0: any of its messages). */
 bool cache_pinned(const struct cache *cache, int64_t mailbox_id, uint32_t uid);
+/* Whether one that reads bodies does (eviction passes that body by). */
+bool cache_body_pinned(const struct cache *cache, int64_t mailbox_id, uint32_t uid);
+/* Forgets the drops held back since cache->deferred_count was held (the
+   savepoint that held them back was undone). */
+void cache_drops_forget(struct cache *cache, size_t held);
 /* Holds back the drop of mailbox_id's uid (0: the mailbox) until no pin
    keeps it. Returns 0, -1 when memory runs out. */
 int cache_drop_defer(struct cache *cache, int64_t mailbox_id, uint32_t uid);

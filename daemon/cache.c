@@ -143,7 +143,8 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_BODY_TOUCH] = "UPDATE bodies SET last_used = ?3 WHERE mailbox_id = ?1 AND uid = ?2",
 	[CACHE_STMT_BODY_TOTAL] = "SELECT " CACHE_BODY_BYTES_SUM " FROM bodies",
 	[CACHE_STMT_BODY_LRU] =
-		"SELECT mailbox_id, uid FROM bodies WHERE complete = 1 ORDER BY last_used, mailbox_id, uid LIMIT ?1 OFFSET ?2",
+		"SELECT mailbox_id, uid, last_used FROM bodies WHERE complete = 1 AND (last_used, mailbox_id, uid) > (?2, ?3, ?4)"
+		" ORDER BY last_used, mailbox_id, uid LIMIT ?1",
 	[CACHE_STMT_CHUNK_INSERT] =
 		"INSERT INTO body_chunks(mailbox_id, uid, chunk, data, sum) VALUES(?1, ?2, ?3, ?4, ?5)",
 	[CACHE_STMT_CHUNK_STATS] =

@@ -241,9 +241,11 @@ int cache_mailbox_delete(struct cache *cache, const char *name);
    passes their bodies by, so that the answer never finds a row gone
    halfway (doc/cache.md, "Pins"). */
 struct cache_pin;
-/* Pins mailbox_id's uids (count of them, any order). NULL when memory
-   runs out (logged; nothing is pinned). */
-struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count);
+/* Pins mailbox_id's uids (count of them, any order); bodies: the answer
+   reads their bodies (only then does eviction pass those by). NULL when
+   memory runs out (logged; nothing is pinned). */
+struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+				     bool bodies);
 /* Unpins and makes the drops it held back that no other pin holds. */
 void cache_pin_release(struct cache *cache, struct cache_pin **pin_p);
 

@@ -733,7 +733,8 @@ static int answer_pin(struct fetch_answer *answer)
 		return -1;
 	for (size_t i = 0; i < answer->message_count; i++)
 		uids[i] = answer->messages[i].uid;
-	answer->pin = cache_pin_messages(answer->cache, answer->mailbox_id, uids, answer->message_count);
+	answer->pin = cache_pin_messages(answer->cache, answer->mailbox_id, uids, answer->message_count,
+					 (answer->wanted & CACHE_HAS(CACHE_ITEM_MESSAGE)) != 0);
 	free(uids);
 	return answer->pin != NULL ? 1 : -1;
 }

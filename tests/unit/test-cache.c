@@ -1601,8 +1601,8 @@ static void test_pin_holds_expunged_rows(void)
 		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, 100, 100), 0);
 	}
 	CU_ASSERT_EQUAL(cache_mailbox_set_uids(cache, mailbox.id, (uint32_t[]){ 1, 2, 3, 4 }, 4), 0);
-	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 3, 1 }, 2);
-	other = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 1 }, 1);
+	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 3, 1 }, 2, false);
+	other = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 1 }, 1, true);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(other);
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 1, 2, 3 }, 3), 0);
@@ -1644,7 +1644,7 @@ static void test_pin_holds_dropped_mailbox(void)
 	sub = open_mailbox(cache, "Sub", 7);
 	store_text(cache, sub.id, 5, CACHE_ITEM_ENVELOPE, "(env)");
 	CU_ASSERT_EQUAL(store_body(cache, sub.id, 5, 300, 300), 0);
-	pin = cache_pin_messages(cache, sub.id, (uint32_t[]){ 5 }, 1);
+	pin = cache_pin_messages(cache, sub.id, (uint32_t[]){ 5 }, 1, false);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
 	CU_ASSERT_EQUAL(cache_mailbox_delete(cache, "Sub"), 0);
 	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "Sub", &found), 0);
@@ -1662,7 +1662,7 @@ static void test_pin_holds_dropped_mailbox(void)
 	/* A UIDVALIDITY change, and the daemon gone before the answer ended. */
 	store_text(cache, again.id, 6, CACHE_ITEM_ENVELOPE, "(env)");
 	CU_ASSERT_EQUAL(store_body(cache, again.id, 6, 200, 200), 0);
-	pin = cache_pin_messages(cache, again.id, (uint32_t[]){ 6 }, 1);
+	pin = cache_pin_messages(cache, again.id, (uint32_t[]){ 6 }, 1, true);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
 	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "Sub", 8, &found, &reset), 0);
 	CU_ASSERT_TRUE(reset);
@@ -1681,7 +1681,8 @@ static void test_pin_holds_dropped_mailbox(void)
 
 /* Eviction passes the bodies an answer is still to read by, however
    many there are: past a whole step of them it finds the next body
-   that may go; with all pinned, a new body is refused. */
+   that may go; with all pinned, a new body is refused. An answer that
+   reads no body (its pin keeps rows only) spares none. */
 static void test_pin_spares_bodies_from_eviction(void)
 {
 	enum { PINNED = 130, SIZE = 100 };
@@ -1689,7 +1690,7 @@ static void test_pin_spares_bodies_from_eviction(void)
 	uint32_t uids[PINNED + 1];
 	struct cache_mailbox mailbox;
 	enum cache_body_refusal refusal;
-	struct cache_pin *pin;
+	struct cache_pin *pin, *more;
 	struct cache *cache;
 	const char *error;
 
@@ -1704,30 +1705,65 @@ static void test_pin_spares_bodies_from_eviction(void)
 		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, SIZE, SIZE), 0);
 		uids[uid - 1] = uid;
 	}
-	pin = cache_pin_messages(cache, mailbox.id, uids, PINNED);
+	/* rows only: the least recently used goes all the same */
+	pin = cache_pin_messages(cache, mailbox.id, uids, PINNED, false);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
 	fake_wall = 5000;
 	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, PINNED + 2, SIZE, SIZE), 0);
-	CU_ASSERT_FALSE(has_body(cache, mailbox.id, PINNED + 1));
-	for (uint32_t uid = 1; uid <= PINNED; uid++)
-		CU_ASSERT_TRUE(has_body(cache, mailbox.id, uid));
-	cache_pin_release(cache, &pin);
-	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ PINNED + 2 }, 1);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
-	{
-		struct cache_pin *rest = cache_pin_messages(cache, mailbox.id, uids, PINNED);
-
-		CU_ASSERT_PTR_NOT_NULL_FATAL(rest);
-		CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, PINNED + 3, SIZE, &refusal));
-		CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
-		cache_pin_release(cache, &rest);
-	}
-	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, PINNED + 3, SIZE, SIZE), 0);
 	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 1));
-	CU_ASSERT_TRUE(has_body(cache, mailbox.id, PINNED + 2));
+	cache_pin_release(cache, &pin);
+
+	/* bodies 2 .. PINNED + 1 pinned: the newest, PINNED + 2, is the one that may go */
+	pin = cache_pin_messages(cache, mailbox.id, uids + 1, PINNED, true);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	fake_wall = 6000;
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, PINNED + 3, SIZE, SIZE), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, PINNED + 2));
+	for (uint32_t uid = 2; uid <= PINNED + 1; uid++)
+		CU_ASSERT_TRUE(has_body(cache, mailbox.id, uid));
+	/* every body pinned: refused, nothing dropped */
+	more = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ PINNED + 3 }, 1, true);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(more);
+	CU_ASSERT_PTR_NULL(cache_body_begin(cache, mailbox.id, PINNED + 4, SIZE, &refusal));
+	CU_ASSERT_EQUAL(refusal, CACHE_BODY_REFUSED_BUDGET);
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, PINNED + 3));
+	cache_pin_release(cache, &more);
+	cache_pin_release(cache, &pin);
+	/* none pinned: the least recently used again */
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, PINNED + 4, SIZE, SIZE), 0);
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 2));
+	CU_ASSERT_TRUE(has_body(cache, mailbox.id, PINNED + 3));
 	CU_ASSERT(stored_bytes(cache) <= (int64_t)s.body_budget);
 	check_body_bytes(cache);
+	cache_unref(&cache);
+	teardown();
+}
+
+/* Drops held back while writes are off for a while are kept, and made
+   at a later release once writes are back. */
+static void test_pin_drops_wait_for_writes(void)
+{
+	struct cache_mailbox mailbox;
+	struct cache_pin *pin;
+	struct cache *cache;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	store_text(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, "(env)");
+	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 1, 100, 100), 0);
+	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 1 }, 1, true);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 1 }, 1), 0);
+	cache_fail(cache, SQLITE_FULL, "a test's write");
 	cache_pin_release(cache, &pin);
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 1));
+	fake_clock += CACHE_WRITE_RETRY_SECONDS;
+	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 7 }, 1, false);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	cache_pin_release(cache, &pin);
+	CU_ASSERT_FALSE(has_row(cache, mailbox.id, 1) || has_body(cache, mailbox.id, 1));
+	check_body_bytes(cache);
 	cache_unref(&cache);
 	teardown();
 }
@@ -2737,6 +2773,7 @@ const struct unit_test unit_tests[] = {
 	{ "a pin keeps an answer's rows through an expunge", test_pin_holds_expunged_rows },
 	{ "a pin keeps a purged or reset mailbox's rows, and a crash leaves none", test_pin_holds_dropped_mailbox },
 	{ "eviction passes pinned bodies by, however many", test_pin_spares_bodies_from_eviction },
+	{ "drops held while writes are off are made once they are back", test_pin_drops_wait_for_writes },
 	{ "a body writer outlives its session", test_body_writer_outlives_its_session },
 	{ "an unfinished body after a crash", test_unfinished_body_after_a_crash },
 	{ "UID lists", test_uid_lists },
