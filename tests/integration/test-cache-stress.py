@@ -13,7 +13,9 @@ answers must hold whatever the others did:
   message keeping its UID, UIDs ascending with sequence numbers, and
   VANISHED only to a session that enabled QRESYNC;
 - a UID's BODY[], BODY[HEADER], BODY[TEXT]<0>, RFC822.SIZE and ENVELOPE
-  the same bytes in every session, cached or not;
+  the same bytes in every session, cached or not (but in an answer that
+  ends [EXPUNGEISSUED], where Dovecot gives RFC822.SIZE 0 and NIL for a
+  message another session expunged);
 - at the end of a round, the session's message list equal to its UID
   SEARCH ALL, and (after every session stopped) its FLAGS equal to what a
   connection straight to Dovecot reads.
@@ -106,6 +108,7 @@ class Session:
         self.unknown_gone = False
         self.at_search = []
         self.history = []
+        self.values = []        # (UID, item, digest) of the command being answered
         if rng.random() < SLOW_SHARE:
             self.read_slowly()
         self.run("LOGIN %s %s" % (quote(USER3), quote(PASS3)))
@@ -149,6 +152,7 @@ class Session:
             if response.startswith(tag + b" "):
                 if not response.startswith(tag + b" OK") and b"[EXPUNGEISSUED]" not in response:
                     self.shared.problem(self, "%s: %r" % (command, response))
+                self.compare_values(response)
                 return lines
             self.untagged(command, response)
             lines.append(response)
@@ -216,7 +220,17 @@ class Session:
         if (before and before[0] >= uid) or (after and after[0] <= uid):
             self.shared.problem(self, "UIDs out of order at message %d (UID %d)" % (n, uid))
         for item, value in item_values(response):
-            if not self.shared.value_seen(uid, item, hashlib.sha1(value).hexdigest()):
+            self.values.append((uid, item, hashlib.sha1(value).hexdigest()))
+
+    def compare_values(self, tagged):
+        """The values of the command's answer against every session's, unless
+        it ended [EXPUNGEISSUED]: Dovecot then gives what its index still
+        has of a message another session expunged (RFC822.SIZE 0, NIL)."""
+        values, self.values = self.values, []
+        if b"[EXPUNGEISSUED]" in tagged:
+            return
+        for uid, item, digest in values:
+            if not self.shared.value_seen(uid, item, digest):
                 self.shared.problem(self, "UID %d: %s differs from another session's" % (uid, item.decode()))
 
     def step(self, number):
@@ -275,6 +289,7 @@ class Session:
             if response.startswith(tag + b" "):
                 if not response.startswith(tag + b" OK"):
                     self.shared.problem(self, "IDLE: %r" % response)
+                self.compare_values(response)
                 return
             self.untagged("IDLE", response)
 
