@@ -349,7 +349,7 @@ int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **u
 	return result;
 }
 
-static int cache_compare_uids(const void *a, const void *b)
+int cache_uid_compare(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a;
 	uint32_t y = *(const uint32_t *)b;
@@ -415,7 +415,7 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 		return -1;
 	}
 	memcpy(sorted, uids, count * sizeof(*sorted));
-	qsort(sorted, count, sizeof(*sorted), cache_compare_uids);
+	qsort(sorted, count, sizeof(*sorted), cache_uid_compare);
 	if (cache_op_begin(cache) < 0) {
 		free(sorted);
 		return -1;

@@ -16,14 +16,6 @@ struct cache_pin {
 	uint32_t uids[];               /* ascending */
 };
 
-static int cache_pin_compare_uids(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a;
-	uint32_t y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static bool cache_pin_sorted(const uint32_t *uids, size_t count)
 {
 	for (size_t i = 1; i < count; i++) {
@@ -48,7 +40,7 @@ struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, co
 	if (count > 0)
 		memcpy(pin->uids, uids, count * sizeof(pin->uids[0]));
 	if (!cache_pin_sorted(pin->uids, count)) /* an answer is in sequence order: UIDs ascend */
-		qsort(pin->uids, count, sizeof(pin->uids[0]), cache_pin_compare_uids);
+		qsort(pin->uids, count, sizeof(pin->uids[0]), cache_uid_compare);
 	pin->next = cache->pins;
 	cache->pins = pin;
 	return pin;
@@ -56,19 +48,7 @@ struct cache_pin *cache_pin_messages(struct cache *cache, int64_t mailbox_id, co
 
 static bool cache_pin_holds(const struct cache_pin *pin, uint32_t uid)
 {
-	size_t low = 0, high = pin->count;
-
-	while (low < high) {
-		size_t middle = low + (high - low) / 2;
-
-		if (pin->uids[middle] == uid)
-			return true;
-		if (pin->uids[middle] < uid)
-			low = middle + 1;
-		else
-			high = middle;
-	}
-	return false;
+	return bsearch(&uid, pin->uids, pin->count, sizeof(pin->uids[0]), cache_uid_compare) != NULL;
 }
 
 /* Whether a pin (of one that reads bodies, when bodies) holds mailbox_id's uid (0: any). */

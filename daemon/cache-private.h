@@ -326,6 +326,8 @@ void cache_drops_forget(struct cache *cache, size_t held);
 int cache_drop_defer(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 /* Frees the pins and held drops left at close (their drops are not made). */
 void cache_pins_free(struct cache *cache);
+/* Orders two uint32_t UIDs, for qsort and bsearch (cache-mailbox.c). */
+int cache_uid_compare(const void *a, const void *b);
 /* cache-mailbox.c's drops, made now, inside the caller's savepoint: a
    message's row and body, a mailbox with everything in it (off
    body_bytes too). 0 or -1. */
