@@ -623,6 +623,16 @@ static const char *item_why(const struct fetch_source *source, const struct fetc
 	return sources[item->source];
 }
 
+/* Whether BINARY that can't be written here may be fetched alone: after
+   a BINARY stream (binary_marked), or of a message our library reads
+   otherwise (Dovecot decodes it by its own reading). Not for a part our
+   library does not decode: Dovecot may fail on it, and its stream keeps
+   the failure. */
+static bool binary_may_splice(const struct fetch_source *source)
+{
+	return source->why == fetch_why_binary_marked || !source_agrees(source);
+}
+
 /* Whether every item can be written for the message, or fetched alone
    (*spliced_r: 1 << the index of each such item); *why_r when not. */
 bool fetch_message_check(struct fetch_source *source, uint64_t *spliced_r, const char **why_r)
@@ -636,12 +646,11 @@ bool fetch_message_check(struct fetch_source *source, uint64_t *spliced_r, const
 		source->why = NULL;
 		if (write_item(NULL, source, item) < 0) {
 			*why_r = item_why(source, item);
-			/* a BINARY our library does not decode may be one Dovecot
-			   fails on (its stream keeps the failure): not asked alone;
-			   nor what the store lacks (the upstream's answer fills it) */
+			/* not asked alone: some BINARY (binary_may_splice), nor
+			   what the store lacks (the upstream's answer fills it) */
 			if (!answer->may_splice || !fetch_item_may_splice(item) ||
 			    !fetch_item_is_stored(item, source->stored->present) ||
-			    (item->kind == FETCH_KIND_BINARY && source->why != fetch_why_binary_marked))
+			    (item->kind == FETCH_KIND_BINARY && !binary_may_splice(source)))
 				return false;
 			*spliced_r |= (uint64_t)1 << i;
 		}

@@ -706,17 +706,35 @@ static bool plan_modifiers_local(const struct imap_command *command, const struc
 	return true;
 }
 
+/* Whether two items the upstream could be asked for alone answer under
+   one name: "BODY[1]<0>" of <0.10> and of <0.20>, or BODY[] and RFC822. */
+static bool splice_names_clash(const struct fetch_item *a, const struct fetch_item *b)
+{
+	return fetch_item_may_splice(a) && fetch_item_may_splice(b) &&
+	       strcmp(fetch_item_splice_name(a), fetch_item_splice_name(b)) == 0;
+}
+
+/* Whether two such items ask the upstream for the same value under the
+   same name (BODY.PEEK[] and BODY[]): one captured value serves both. */
+static bool splice_asks_same(const struct fetch_item *a, const struct fetch_item *b)
+{
+	return splice_names_clash(a, b) && a->kind == b->kind && a->has_partial == b->has_partial &&
+	       (!a->has_partial ||
+		(a->partial_offset == b->partial_offset && a->partial_length == b->partial_length));
+}
+
 /* Whether the items the upstream could be asked for alone answer under
-   names of their own (a captured value then belongs to one item), and
-   are few enough for a message's mask. */
+   names of their own, or ask for the same value when they share one (a
+   captured value then belongs to one item), and are few enough for a
+   message's mask. */
 static bool plan_splice_names_unique(const struct fetch_answer *answer)
 {
 	if (answer->item_count > FETCH_SPLICE_ITEMS_MAX)
 		return false;
 	for (unsigned int i = 0; i < answer->item_count; i++) {
 		for (unsigned int j = 0; j < i; j++) {
-			if (fetch_item_may_splice(&answer->items[i]) && fetch_item_may_splice(&answer->items[j]) &&
-			    strcmp(fetch_item_splice_name(&answer->items[i]), fetch_item_splice_name(&answer->items[j])) == 0)
+			if (splice_names_clash(&answer->items[i], &answer->items[j]) &&
+			    !splice_asks_same(&answer->items[i], &answer->items[j]))
 				return false;
 		}
 	}
@@ -997,7 +1015,17 @@ static int splice_ask_add(struct evbuffer *out, const struct fetch_item *item)
 	}
 }
 
-/* The items text of a group: "UID" and each item of mask. */
+/* Whether an item of mask before index asks for the same value. */
+static bool splice_asked_before(const struct fetch_answer *answer, uint64_t mask, unsigned int index)
+{
+	for (unsigned int j = 0; j < index; j++) {
+		if ((mask & ((uint64_t)1 << j)) != 0 && splice_asks_same(&answer->items[j], &answer->items[index]))
+			return true;
+	}
+	return false;
+}
+
+/* The items text of a group: "UID" and each item of mask once. */
 static char *splice_items_text(const struct fetch_answer *answer, uint64_t mask)
 {
 	struct evbuffer *out = evbuffer_new();
@@ -1005,7 +1033,7 @@ static char *splice_items_text(const struct fetch_answer *answer, uint64_t mask)
 	int ret = out != NULL && evbuffer_add(out, "UID", 3) == 0 ? 0 : -1;
 
 	for (unsigned int i = 0; ret == 0 && i < answer->item_count; i++) {
-		if ((mask & ((uint64_t)1 << i)) != 0)
+		if ((mask & ((uint64_t)1 << i)) != 0 && !splice_asked_before(answer, mask, i))
 			ret = splice_ask_add(out, &answer->items[i]);
 	}
 	if (ret == 0 && evbuffer_add(out, "", 1) == 0 && (text = malloc(evbuffer_get_length(out))) != NULL)

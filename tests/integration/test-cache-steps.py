@@ -306,12 +306,22 @@ CUT = [
     # two own FETCHes (BODY[2] of 6 too: our library reads it otherwise),
     # the first one's message the one Dovecot fails on
     "FETCH 5:6 (BODY.PEEK[2] BINARY.SIZE[2])",
+    # BINARY of messages our library reads otherwise, fetched alone; Dovecot
+    # fails on message 7's (in its reading the base64 part is part 2)
+    "FETCH 6:7 (BINARY.PEEK[2])",
+    "FETCH 6:7 (BODY.PEEK[1] BINARY.PEEK[2] RFC822.SIZE)",
+    "FETCH 6:7 (BINARY.PEEK[] BINARY.PEEK[2])",
 ]
 # a message our library reads otherwise than Dovecot (an empty part): its
 # derived items are spliced, the others' not
 DISAGREEING = (b"From: mime@example.com\r\nSubject: empty part\r\nMIME-Version: 1.0\r\n"
                b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n"
                b"--XX\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsecond\r\n--XX--\r\n")
+# the same, with a base64 part that ends part-way: Dovecot's part 2, our 1
+DISAGREEING_BROKEN = (b"From: mime@example.com\r\nSubject: empty part, broken\r\nMIME-Version: 1.0\r\n"
+                      b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\n--XX\r\n"
+                      b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                      b"QUJDRA\r\n--XX--\r\n")
 BYE_TIME = re.compile(rb" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]")
 
 
@@ -342,7 +352,7 @@ def run_splice_cut(daemon, relay):
         make_mailbox(daemon.port)
         direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
         for side in (direct, proxied):
-            for message in (BROKEN, DISAGREEING):  # 5 and 6
+            for message in (BROKEN, DISAGREEING, DISAGREEING_BROKEN):  # 5 to 7
                 ok = side.exchange("APPEND %s (\\Seen) %s" % (MAILBOX, DATE.decode()), literal=message)[-1]
                 check("cut: APPEND of the broken message and one read otherwise", b" OK " in ok, ok)
         both(direct, proxied, "SELECT %s" % MAILBOX, "cut: SELECT")
