@@ -173,6 +173,11 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_SIZES_RANGE] =
 		"SELECT uid, size FROM messages INDEXED BY messages_size WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 "
 		"AND size IS NOT NULL ORDER BY uid",
+	[CACHE_STMT_PREVIEW_STORE] =
+		"INSERT INTO previews(mailbox_id, uid, value, sum) VALUES(?1, ?2, ?3, ?4) "
+		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET value = excluded.value, sum = excluded.sum",
+	[CACHE_STMT_PREVIEW_GET] = "SELECT value, sum FROM previews WHERE mailbox_id = ?1 AND uid = ?2",
+	[CACHE_STMT_PREVIEW_DROP] = "DELETE FROM previews WHERE mailbox_id = ?1 AND uid = ?2",
 };
 
 /*
@@ -252,6 +257,11 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	" AND imapcached_header_plain(header);"
 	"CREATE TRIGGER messages_plain_header_gone AFTER DELETE ON messages BEGIN"
 	" DELETE FROM messages_plain_header WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid; END;",
+	/* 7: the upstream's PREVIEW of a message, as it wrote it
+	   (cache-preview.c): it has no row of its own without its message's. */
+	"CREATE TABLE previews(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, value BLOB NOT NULL,"
+	" sum INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid),"
+	" FOREIGN KEY(mailbox_id, uid) REFERENCES messages(mailbox_id, uid) ON DELETE CASCADE) WITHOUT ROWID;",
 };
 
 static int cache_exec(struct cache *cache, const char *sql);

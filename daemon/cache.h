@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 6 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 7 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
@@ -268,6 +268,14 @@ int cache_store_flags(struct cache *cache, int64_t mailbox_id, uint32_t uid, con
 /* Whether the BODYSTRUCTURE our MIME library computes from the stored
    message equals the upstream's (set by whoever compared them). */
 int cache_set_structure_agrees(struct cache *cache, int64_t mailbox_id, uint32_t uid, bool agrees);
+/* PREVIEW (RFC 8970) of uid as the upstream wrote it: size bytes at
+   value, a quoted string or a literal with its "{n}\r\n" (NIL is not
+   stored). Dovecot computes it from the message alone, so one session's
+   answer serves the next; it goes with the message's row. */
+int cache_store_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, const void *value, size_t size);
+/* Appends uid's stored PREVIEW value to out. Returns 1, 0 when none is
+   stored (or it failed its checksum: logged and dropped), -1 on error. */
+int cache_lookup_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct evbuffer *out);
 
 struct cache_value {
 	unsigned char *data;      /* NULL: absent; not NUL-terminated */

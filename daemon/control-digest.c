@@ -145,6 +145,24 @@ static void control_digest_write(const struct control_digest_row *row, const cha
 		evbuffer_add_printf(out, "DAMAGED\t%" PRIu32 "\tmessage\n", row->uid);
 }
 
+/* Appends the line of uid's stored PREVIEW, when there is one. Returns 0 or -1. */
+static int control_digest_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct evbuffer *out)
+{
+	struct evbuffer *value = evbuffer_new();
+	struct cache_value stored;
+	char hex[CONTROL_DIGEST_HEX];
+	int found = value != NULL ? cache_lookup_preview(cache, mailbox_id, uid, value) : -1;
+
+	if (found == 1) {
+		stored = (struct cache_value){ evbuffer_pullup(value, -1), evbuffer_get_length(value) };
+		control_digest_value(&stored, hex);
+		evbuffer_add_printf(out, "VALUE\t%" PRIu32 "\tpreview\t%s\n", uid, hex);
+	}
+	if (value != NULL)
+		evbuffer_free(value);
+	return found < 0 ? -1 : 0;
+}
+
 /* Writes the rows' lines until the body budget of one answer is spent;
    NEXT for the rest. Returns 0 or -1. */
 static int control_digest_rows(struct cache *cache, int64_t mailbox_id, const struct control_digest_rows *rows,
@@ -168,6 +186,8 @@ static int control_digest_rows(struct cache *cache, int64_t mailbox_id, const st
 			body_bytes += row->message_size;
 		}
 		control_digest_write(row, found == 1 ? message_hex : NULL, out);
+		if (control_digest_preview(cache, mailbox_id, row->uid, out) < 0)
+			return -1;
 	}
 	if (next_uid != 0)
 		evbuffer_add_printf(out, "NEXT\t%" PRIu32 "\n", next_uid);

@@ -34,6 +34,7 @@ enum ctl_verify_kind {
 	CTL_VERIFY_FLAGS,
 	CTL_VERIFY_SIZE,
 	CTL_VERIFY_MESSAGE,
+	CTL_VERIFY_PREVIEW,
 	CTL_VERIFY_KINDS
 };
 #define CTL_VERIFY_HAS(kind) (1u << (kind))
@@ -51,6 +52,7 @@ static const struct {
 	[CTL_VERIFY_FLAGS] = { "flags", "FLAGS", "FLAGS" },
 	[CTL_VERIFY_SIZE] = { "size", "RFC822.SIZE", "RFC822.SIZE" },
 	[CTL_VERIFY_MESSAGE] = { "message", "BODY[]", "BODY.PEEK[]" },
+	[CTL_VERIFY_PREVIEW] = { "preview", "PREVIEW", "PREVIEW" }, /* as written: quoted or a literal */
 };
 
 /* What the store holds of one message, and what the upstream said of it. */
@@ -319,6 +321,9 @@ static void ctl_verify_item(struct ctl_verify_line *line, const struct imap_fetc
 		ctl_verify_string(line, CTL_VERIFY_HEADER, event);
 	} else if (imap_fetch_items_name_is(event, "BODY[]") && event->value_type == IMAP_FETCH_VALUE_LITERAL) {
 		ctl_verify_got(line, CTL_VERIFY_MESSAGE, event->content, event->content_len);
+	} else if (imap_fetch_items_name_is(event, "PREVIEW") &&
+		   (event->value_type == IMAP_FETCH_VALUE_QUOTED || event->value_type == IMAP_FETCH_VALUE_LITERAL)) {
+		ctl_verify_got(line, CTL_VERIFY_PREVIEW, event->value, event->value_len);
 	}
 }
 

@@ -26,6 +26,7 @@ enum fill_value {
 	FILL_HEADER,
 	FILL_FLAGS,
 	FILL_MESSAGE,   /* a whole message small enough to come whole */
+	FILL_PREVIEW,   /* as written: a quoted string or a literal */
 	FILL_VALUES
 };
 
@@ -244,6 +245,9 @@ static void fill_item(struct fetch_fill *fill, const struct imap_fetch_items_eve
 		fill_keep_list(fill, FILL_BODY, event);
 	} else if (imap_fetch_items_name_is(event, "BODY[HEADER]") || imap_fetch_items_name_is(event, "RFC822.HEADER")) {
 		fill_keep_string(fill, FILL_HEADER, event);
+	} else if (imap_fetch_items_name_is(event, "PREVIEW")) {
+		if (event->value_type == IMAP_FETCH_VALUE_QUOTED || event->value_type == IMAP_FETCH_VALUE_LITERAL)
+			fill_keep(fill, FILL_PREVIEW, event->value, event->value_len);
 	} else if (imap_fetch_items_name_is(event, "BODY[]") || imap_fetch_items_name_is(event, "RFC822")) {
 		cache_body_abort(&fill->writer); /* a second copy in the line: the last one counts */
 		fill->values[FILL_MESSAGE].present = false;
@@ -440,6 +444,9 @@ static void fill_line_complete(struct fetch_fill *fill)
 	cache_stats_count_items(fill->cache, fill->mailbox_id, fill_upstream_items(fill), false, 0);
 	stored_message = fill_store_message(fill, uid);
 	fill_store_values(fill, uid);
+	if (fill->values[FILL_PREVIEW].present)
+		(void)cache_store_preview(fill->cache, fill->mailbox_id, uid, fill->values[FILL_PREVIEW].data,
+					  fill->values[FILL_PREVIEW].len);
 	new_structure = fill->values[FILL_BODYSTRUCTURE].present || fill->values[FILL_BODY].present;
 	if (stored_message || new_structure)
 		fill_check_structure(fill, uid, stored_message,

@@ -24,6 +24,7 @@ struct mailbox_view;
  *   BODY[HEADER], BODY.PEEK[HEADER], RFC822.HEADER             the header block
  *   FLAGS (with MODSEQ when the line has it)                  cache_store_flags
  *   BODY[], BODY.PEEK[], RFC822 (no partial)                  the whole message
+ *   PREVIEW (a quoted string or a literal)                    as written
  *
  * NIL values and every other item (partials, other sections, BINARY,
  * which is decoded) are not stored. A whole message streams into the

@@ -100,6 +100,7 @@ struct fetch_answer {
 	struct mime_buffer line; /* the line being written, its memory reused (up to FETCH_LINE_KEPT_BYTES) */
 	struct evbuffer *pending; /* the line's start and body bytes, when a body is written (NULL until one is) */
 	struct mime_buffer scratch; /* a derived value being written, reused */
+	struct evbuffer *preview; /* a stored PREVIEW being read (NULL until one is) */
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
 	bool binary_marked;      /* facts->binary_marked */

@@ -535,6 +535,25 @@ static int write_captured(struct mime_buffer *out, const struct fetch_source *so
 	return 0;
 }
 
+/* PREVIEW as the upstream wrote it for the message, from the store. */
+static int write_preview(struct mime_buffer *out, const struct fetch_source *source)
+{
+	struct fetch_answer *answer = source->answer;
+	size_t len;
+
+	if (answer->preview == NULL && (answer->preview = evbuffer_new()) == NULL)
+		return -1;
+	evbuffer_drain(answer->preview, evbuffer_get_length(answer->preview));
+	if (cache_lookup_preview(answer->cache, answer->mailbox_id, source->message->uid, answer->preview) != 1)
+		return -1;
+	len = evbuffer_get_length(answer->preview);
+	if (out != NULL) {
+		mime_buffer_append(out, "PREVIEW ", 8);
+		mime_buffer_append(out, evbuffer_pullup(answer->preview, -1), len);
+	}
+	return 0;
+}
+
 /* One item; with out NULL only checks it (see write_body_item). */
 static int write_item(struct mime_buffer *out, struct fetch_source *source, const struct fetch_item *item)
 {
@@ -586,6 +605,8 @@ static int write_item(struct mime_buffer *out, struct fetch_source *source, cons
 	case FETCH_KIND_BODYSTRUCTURE:
 		return out != NULL ? write_stored(out, source, item, CACHE_ITEM_BODYSTRUCTURE) :
 				     stored_has(source, CACHE_ITEM_BODYSTRUCTURE) ? 0 : -1;
+	case FETCH_KIND_PREVIEW:
+		return write_preview(out, source);
 	default:
 		return write_body_item(out, source, item);
 	}

@@ -1180,6 +1180,8 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	if (answer->pending != NULL)
 		evbuffer_free(answer->pending);
 	mime_buffer_free(&answer->scratch);
+	if (answer->preview != NULL)
+		evbuffer_free(answer->preview);
 	for (unsigned int i = 0; i < answer->item_count; i++)
 		fetch_item_free(&answer->items[i]);
 	free(answer->items);

@@ -194,8 +194,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		    command == session->own_command && sync_fetch_line(session->sync, data, len))
 			return IMAP_CLIENT_RAW_HANDLED; /* read from its bytes: 10,000 of them per SELECT */
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SPLICE) {
-			if (session->splice != NULL) /* kept for the answer, not stored */
+			if (session->splice != NULL) /* kept for the answer */
 				fetch_splice_feed(session->splice, data, len, line_end);
+			session_open_batch(session);
+			fetch_fill_feed(session->fill, data, len, line_end); /* what the store keeps of it (PREVIEW) */
 		} else if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
 			session_open_batch(session);
 			fetch_fill_feed(session->fill, data, len, line_end);

@@ -434,7 +434,7 @@ def verify(daemon, *args, stdin=PASS + "\n"):
     return ctl("-c", daemon.path, "verify", *args, socket_path=daemon.socket, stdin=stdin, timeout=300)
 
 
-ITEMS = "FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[HEADER]"
+ITEMS = "FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE BODY BODY.PEEK[HEADER] PREVIEW"
 
 
 def test_verify(daemon):
@@ -450,7 +450,7 @@ def test_verify(daemon):
     compared = re.search(r"^INBOX: (\d+) cached messages, (\d+) values compared: 0 differ, 0 damaged, 0 stale$",
                          out, re.M)
     check("verify of a warm mailbox: exit 0, every message and every item compared, no difference",
-          code == 0 and compared and int(compared.group(1)) == messages and int(compared.group(2)) >= 8 * messages,
+          code == 0 and compared and int(compared.group(1)) == messages and int(compared.group(2)) >= 9 * messages,
           (code, out[-2000:], err, messages))
     rows = store_rows(daemon, "SELECT uid, envelope, envelope_sum, header, header_sum FROM messages m JOIN mailboxes b"
                       " ON b.id = m.mailbox_id WHERE b.name = 'INBOX' ORDER BY uid LIMIT 3")
@@ -474,6 +474,10 @@ def test_verify(daemon):
     via.tagged("z", "LOGOUT")
     check("an ENVELOPE changed in the store with its checksum fixed is served by the daemon", b"Forged" in served,
           served[:300])
+    previewed = rows[0][0]
+    forged = b'"Forged preview"'
+    store_rows(daemon, "UPDATE previews SET value = ?, sum = ? WHERE uid = ? AND mailbox_id = "
+               "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (forged, xxh64(forged), previewed))
     damaged = rows[2][0]
     store_rows(daemon, "UPDATE messages SET header_sum = header_sum + 1 WHERE uid = ? AND mailbox_id = "
                "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (damaged,))
@@ -482,7 +486,8 @@ def test_verify(daemon):
           code == 1 and "UID %d ENVELOPE differs:" % changed in out, (code, out[-2000:], err))
     check("... and of the header block failing its checksum", "UID %d BODY[HEADER] damaged:" % damaged in out,
           out[-2000:])
-    check("... and nothing else", ": 1 differ, 1 damaged, 0 stale" in out, out[-300:])
+    check("... and of the changed PREVIEW", "UID %d PREVIEW differs:" % previewed in out, out[-2000:])
+    check("... and nothing else", ": 2 differ, 1 damaged, 0 stale" in out, out[-300:])
     for conn in (direct,):
         conn.tagged("z", "LOGOUT")
 

@@ -663,6 +663,62 @@ static void test_items_round_trip(void)
 	teardown();
 }
 
+/* Appends uid's stored PREVIEW to a string; "-" when none, "!" on error. */
+static const char *preview_of(struct cache *cache, int64_t mailbox_id, uint32_t uid)
+{
+	static char text[256];
+	struct evbuffer *out = evbuffer_new();
+	int found = cache_lookup_preview(cache, mailbox_id, uid, out);
+	size_t len = evbuffer_get_length(out);
+
+	snprintf(text, sizeof(text), "%s", found < 0 ? "!" : found == 0 ? "-" : "");
+	if (found == 1 && len < sizeof(text))
+		evbuffer_remove(out, text, len), text[len] = '\0';
+	evbuffer_free(out);
+	return text;
+}
+
+/* The upstream's PREVIEW: kept as written, with its message's row (made
+   when missing), gone with it, and a damaged one is dropped, not served. */
+static void test_previews(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox;
+	uint32_t uid = 8;
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "-");
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 7, "\"Hi \\\"you\\\"\"", 13), 0);
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 8, "{6}\r\ncaf\xc3\xa9!", 11), 0);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM messages WHERE mailbox_id = 1"), 2);
+	cache_unref(&cache);
+	cache = open_account("up", "alice");
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "\"Hi \\\"you\\\"\"");
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 8), "{6}\r\ncaf\xc3\xa9!");
+	/* a new value replaces the old */
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 7, "\"Hi\"", 4), 0);
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "\"Hi\"");
+	/* the message goes: its preview with it */
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, &uid, 1), 0);
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 8), "-");
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM previews"), 1);
+	/* damaged: not served, logged, dropped */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE previews SET value = X'2248692122'", NULL, NULL,
+				     NULL), SQLITE_OK);
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "-");
+	CU_ASSERT_TRUE(logged("the stored PREVIEW of UID 7 fails its checksum"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM previews"), 0);
+	/* a UIDVALIDITY change drops the mailbox's previews too */
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 7, "\"Hi\"", 4), 0);
+	mailbox = open_mailbox(cache, "INBOX", 2);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM previews"), 0);
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 0, "\"x\"", 3), -1);
+	cache_unref(&cache);
+	teardown();
+}
+
 static void test_absent_is_not_empty(void)
 {
 	struct cache *cache;
@@ -2758,6 +2814,7 @@ const struct unit_test unit_tests[] = {
 	{ "mailboxes", test_mailboxes },
 	{ "a UIDVALIDITY change drops the mailbox", test_uidvalidity_change },
 	{ "items round-trip byte for byte", test_items_round_trip },
+	{ "the upstream's PREVIEW, kept with its message", test_previews },
 	{ "absent is not empty", test_absent_is_not_empty },
 	{ "flags and MODSEQ", test_flags_and_modseq },
 	{ "flags of a UID range read and forgotten", test_flag_ranges },

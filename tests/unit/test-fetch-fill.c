@@ -196,6 +196,38 @@ static void test_uid_from_view_and_nil(void)
 	teardown();
 }
 
+/* The stored PREVIEW of uid, "-" when none. */
+static const char *stored_preview(uint32_t uid)
+{
+	static char text[256];
+	struct evbuffer *out = evbuffer_new();
+	size_t len;
+
+	strcpy(text, "-");
+	if (cache_lookup_preview(cache, mailbox_id, uid, out) == 1 && (len = evbuffer_get_length(out)) < sizeof(text)) {
+		evbuffer_remove(out, text, len);
+		text[len] = '\0';
+	}
+	evbuffer_free(out);
+	return text;
+}
+
+/* PREVIEW is stored as the upstream wrote it, quoted or a literal; NIL,
+   and a line that ends short, store none. */
+static void test_preview(void)
+{
+	setup();
+	CU_ASSERT_EQUAL(feed("* 1 FETCH (UID 10 PREVIEW \"Lunch at \\\"Noon\\\"?\")\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
+	CU_ASSERT_STRING_EQUAL(stored_preview(10), "\"Lunch at \\\"Noon\\\"?\"");
+	CU_ASSERT_EQUAL(feed("* 2 FETCH (PREVIEW {6}\r\ncaf\xc3\xa9! FLAGS ())\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
+	CU_ASSERT_STRING_EQUAL(stored_preview(20), "{6}\r\ncaf\xc3\xa9!");
+	CU_ASSERT_EQUAL(feed("* 3 FETCH (UID 30 PREVIEW NIL)\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
+	CU_ASSERT_STRING_EQUAL(stored_preview(30), "-");
+	CU_ASSERT_NOT_EQUAL(feed("* 3 FETCH (UID 30 PREVIEW \"cut\" BODY[] {9}\r\nshort)\r\n"), IMAP_FETCH_ITEMS_COMPLETE);
+	CU_ASSERT_STRING_EQUAL(stored_preview(30), "-");
+	teardown();
+}
+
 static bool agrees(uint32_t uid, bool *agrees_r)
 {
 	struct cache_message message = lookup(uid);
@@ -379,5 +411,6 @@ const struct unit_test unit_tests[] = {
 	{ "a large message streams; short or aborted lines store nothing", test_streamed_message },
 	{ "no store; a message over the maximum size", test_no_store },
 	{ "BINARY[] is never stored as the message", test_binary_not_stored },
+	{ "PREVIEW stored as written", test_preview },
 	{ NULL, NULL },
 };

@@ -976,6 +976,24 @@ static void test_splice_plan(void)
 	teardown();
 }
 
+/* A PREVIEW the store kept from the upstream is written as it came; a
+   message without one has it fetched alone. */
+static void test_preview_stored(void)
+{
+	setup();
+	facts.splice_allowed = true;
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox_id, 1, "\"hel\\\"lo\"", 9), 0);
+	expect(answer("FETCH 1:2 (PREVIEW ENVELOPE)"), "SPLICE: 2/2 (UID PREVIEW)");
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox_id, 2, "{4}\r\nab\xc3\xa9", 9), 0);
+	expect(answer("FETCH 1:2 (PREVIEW UID)"),
+	       "* 1 FETCH (PREVIEW \"hel\\\"lo\" UID 1)\r\n* 2 FETCH (PREVIEW {4}\r\nab\xc3\xa9 UID 2)\r\n" OK);
+	/* damaged: fetched alone again */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE previews SET sum = sum + 1 WHERE uid = 2", NULL,
+				     NULL, NULL), SQLITE_OK);
+	expect(answer("FETCH 1:2 (PREVIEW UID)"), "SPLICE: 2/2 (UID PREVIEW)");
+	teardown();
+}
+
 /* Captured values are written in place, as the upstream wrote them. */
 static void test_splice_values(void)
 {
@@ -1163,6 +1181,7 @@ const struct unit_test unit_tests[] = {
 	{ "with writes off, no table of keys vouches: every message is checked first", test_no_keys_with_writes_off },
 	{ "no store, no view, not a FETCH", test_no_store },
 	{ "HEADER.FIELDS derived in one pass as from the parsed block", test_derive_fields },
+	{ "a PREVIEW kept in the store", test_preview_stored },
 	{ "splice: the pairs the store can't vouch for, alone", test_splice_plan },
 	{ "splice: captured values written in place", test_splice_values },
 	{ "splice: the upstream's BYE cuts the answer", test_splice_cut },
