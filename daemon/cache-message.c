@@ -114,7 +114,7 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 		cache_stmt(cache, fetched->flags != NULL ? CACHE_STMT_STORE_FETCHED_FLAGS : CACHE_STMT_STORE_FETCHED);
 	const char *flags = fetched->flags;
 	char *without_recent = NULL;
-	bool values = fetched->has_size || flags != NULL;
+	bool values = fetched->has_size || flags != NULL || fetched->preview.data != NULL;
 	int result = 0;
 
 	if (flags != NULL && strcasestr(flags, "\\Recent") != NULL) {
@@ -148,6 +148,8 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 			result = cache_fixed_note(cache, mailbox_id, uid, (enum cache_fixed_change)fixed);
 		if (result == 0 && header->data != NULL)
 			result = cache_plain_header_note(cache, mailbox_id, uid, header->data, header->size);
+		if (result == 0 && fetched->preview.data != NULL)
+			result = cache_preview_write(cache, mailbox_id, uid, &fetched->preview);
 	} else {
 		sqlite3_clear_bindings(stmt);
 		result = values ? -1 : 0;
@@ -166,6 +168,7 @@ static struct cache_pending *cache_pending_new(int64_t mailbox_id, uint32_t uid,
 
 	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++)
 		size += fetched->values[item].size;
+	size += fetched->preview.size;
 	pending = malloc(size);
 	if (pending == NULL)
 		return NULL;
@@ -182,6 +185,12 @@ static struct cache_pending *cache_pending_new(int64_t mailbox_id, uint32_t uid,
 		pending->fetched.values[item].data = value->size > 0 ? memcpy(p, value->data, value->size)
 								     : (unsigned char *)cache_empty_value;
 		p += value->size;
+	}
+	if (fetched->preview.data != NULL) {
+		pending->fetched.preview.data = fetched->preview.size > 0 ? memcpy(p, fetched->preview.data,
+										  fetched->preview.size)
+									  : (unsigned char *)cache_empty_value;
+		p += fetched->preview.size;
 	}
 	if (fetched->flags != NULL)
 		pending->fetched.flags = strcpy((char *)p, fetched->flags);
@@ -253,7 +262,7 @@ void cache_pending_flush(struct cache *cache)
 /* Writes the held rows before a read (they count as stored); held uses
    of bodies wait for their timer: a read sees nothing of them, and
    writing them at every lookup cost read-200 a commit per read. */
-static void cache_pending_flush_rows(struct cache *cache)
+void cache_pending_flush_rows(struct cache *cache)
 {
 	if (cache->pending != NULL)
 		cache_pending_flush(cache);

@@ -12,20 +12,18 @@
 
 int cache_store_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, const void *value, size_t size)
 {
-	sqlite3_stmt *stmt;
+	struct cache_fetched fetched = { .preview = { (unsigned char *)value, size } };
 
-	cache_pending_flush(cache);
-	if (!cache_message_key_valid(cache, uid) || !cache_write_allowed(cache))
-		return -1;
-	/* the preview's row hangs on its message's: one without values yet is made */
-	stmt = cache_stmt(cache, CACHE_STMT_MESSAGE_ENSURE);
+	return value != NULL ? cache_store_fetched(cache, mailbox_id, uid, &fetched) : -1;
+}
+
+int cache_preview_write(struct cache *cache, int64_t mailbox_id, uint32_t uid, const struct cache_value *preview)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_PREVIEW_STORE);
+
 	cache_bind_key(stmt, mailbox_id, uid);
-	if (cache_run(cache, stmt, "storing a message row") < 0)
-		return -1;
-	stmt = cache_stmt(cache, CACHE_STMT_PREVIEW_STORE);
-	cache_bind_key(stmt, mailbox_id, uid);
-	cache_bind_value(stmt, 3, value, size);
-	cache_bind_checksum(stmt, 4, value, size);
+	cache_bind_value(stmt, 3, preview->data, preview->size);
+	cache_bind_checksum(stmt, 4, preview->data, preview->size);
 	return cache_run(cache, stmt, "storing a message's PREVIEW");
 }
 
@@ -49,6 +47,7 @@ int cache_lookup_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, 
 	const void *value;
 	int size, rc, result = 0;
 
+	cache_pending_flush_rows(cache); /* a held row's PREVIEW counts as stored */
 	cache_bind_key(stmt, mailbox_id, uid);
 	rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
@@ -65,9 +64,7 @@ int cache_lookup_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, 
 	sqlite3_clear_bindings(stmt);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		cache_fail(cache, rc, "reading a message's PREVIEW");
-	if (result == 2) {
+	if (result == 2)
 		cache_preview_drop(cache, mailbox_id, uid);
-		result = 0;
-	}
 	return result;
 }

@@ -264,6 +264,10 @@ bool cache_message_key_valid(struct cache *cache, uint32_t uid);
    now). Every call that reads messages or changes them otherwise calls
    it first; a call made while it runs does nothing. */
 void cache_pending_flush(struct cache *cache);
+/* Writes the held rows before a read (held uses of bodies wait). */
+void cache_pending_flush_rows(struct cache *cache);
+/* Writes uid's PREVIEW (its message's row is there). Returns 0 or -1. */
+int cache_preview_write(struct cache *cache, int64_t mailbox_id, uint32_t uid, const struct cache_value *preview);
 /* Commits the transaction cache_batch_end_soon held, if any (no batch
    may be open). */
 void cache_batch_commit_held(struct cache *cache);

@@ -271,10 +271,13 @@ int cache_set_structure_agrees(struct cache *cache, int64_t mailbox_id, uint32_t
 /* PREVIEW (RFC 8970) of uid as the upstream wrote it: size bytes at
    value, a quoted string or a literal with its "{n}\r\n" (NIL is not
    stored). Dovecot computes it from the message alone, so one session's
-   answer serves the next; it goes with the message's row. */
+   answer serves the next; it goes with the message's row. A fetched
+   line's PREVIEW is held with its row (cache_fetched.preview); this is
+   cache_store_fetched with nothing else. */
 int cache_store_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, const void *value, size_t size);
 /* Appends uid's stored PREVIEW value to out. Returns 1, 0 when none is
-   stored (or it failed its checksum: logged and dropped), -1 on error. */
+   stored, 2 when it failed its checksum (logged and dropped: none now),
+   -1 on error. */
 int cache_lookup_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, struct evbuffer *out);
 
 struct cache_value {
@@ -289,6 +292,7 @@ struct cache_fetched {
 	uint64_t size;            /* RFC822.SIZE */
 	const char *flags;        /* FLAGS as for cache_store_flags; NULL: not brought */
 	uint64_t modseq;          /* with flags, as for cache_store_flags */
+	struct cache_value preview; /* PREVIEW as for cache_store_preview; data NULL: not brought */
 };
 /* Stores every value fetched brought (the values it didn't bring stay as
    stored) and its flags as cache_store_flags does, in one row write.

@@ -157,6 +157,8 @@ static int control_digest_preview(struct cache *cache, int64_t mailbox_id, uint3
 		stored = (struct cache_value){ evbuffer_pullup(value, -1), evbuffer_get_length(value) };
 		control_digest_value(&stored, hex);
 		evbuffer_add_printf(out, "VALUE\t%" PRIu32 "\tpreview\t%s\n", uid, hex);
+	} else if (found == 2) {
+		evbuffer_add_printf(out, "DAMAGED\t%" PRIu32 "\tpreview\n", uid);
 	}
 	if (value != NULL)
 		evbuffer_free(value);

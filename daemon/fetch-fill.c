@@ -331,6 +331,10 @@ static void fill_store_values(struct fetch_fill *fill, uint32_t uid)
 		fetched.modseq = fill->has_modseq ? fill->modseq : 0;
 		any = true;
 	}
+	if (fill->values[FILL_PREVIEW].present) {
+		fetched.preview = (struct cache_value){ fill->values[FILL_PREVIEW].data, fill->values[FILL_PREVIEW].len };
+		any = true;
+	}
 	if (any)
 		(void)cache_store_fetched(fill->cache, fill->mailbox_id, uid, &fetched);
 }
@@ -444,9 +448,6 @@ static void fill_line_complete(struct fetch_fill *fill)
 	cache_stats_count_items(fill->cache, fill->mailbox_id, fill_upstream_items(fill), false, 0);
 	stored_message = fill_store_message(fill, uid);
 	fill_store_values(fill, uid);
-	if (fill->values[FILL_PREVIEW].present)
-		(void)cache_store_preview(fill->cache, fill->mailbox_id, uid, fill->values[FILL_PREVIEW].data,
-					  fill->values[FILL_PREVIEW].len);
 	new_structure = fill->values[FILL_BODYSTRUCTURE].present || fill->values[FILL_BODY].present;
 	if (stored_message || new_structure)
 		fill_check_structure(fill, uid, stored_message,

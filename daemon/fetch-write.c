@@ -45,6 +45,14 @@ static bool source_agrees(const struct fetch_source *source)
 	       source->stored->structure_agrees;
 }
 
+/* Whether our library is known to read the stored message otherwise
+   (not merely not compared yet). */
+static bool source_disagrees(const struct fetch_source *source)
+{
+	return stored_has(source, CACHE_ITEM_MESSAGE) && stored_has(source, CACHE_ITEM_STRUCTURE_AGREES) &&
+	       !source->stored->structure_agrees;
+}
+
 /* The body the plan's lookup kept for the message (counted as a use of
    it the first time), or NULL: it is read from the store. */
 static struct evbuffer *source_kept_body(struct fetch_source *source)
@@ -651,7 +659,7 @@ static const char *item_why(const struct fetch_source *source, const struct fetc
    the failure. */
 static bool binary_may_splice(const struct fetch_source *source)
 {
-	return source->why == fetch_why_binary_marked || !source_agrees(source);
+	return source->why == fetch_why_binary_marked || source_disagrees(source);
 }
 
 /* Whether every item can be written for the message, or fetched alone

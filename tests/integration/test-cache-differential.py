@@ -751,27 +751,43 @@ class Pass:
         return answers, raw, ok, detail
 
     def forgive_literal8(self, answers):
-        """BINARY values the upstream was asked for in this step (the
-        client's FETCH forwarded, or the proxy's own FETCH of items it
-        can't vouch for) with their literal8 marker taken off on both
-        sides. Dovecot writes BINARY "~{n}" when it decoded something and
-        also when it reuses the BINARY stream it keeps of one message,
-        which it kept or not by state of its own per account (the kept
-        stream, the binary.parts cache and its caching decision): the twin
-        accounts' histories differ once the proxy answered some FETCHes
-        locally, so the upstream's own answer may carry the marker on one
-        side only. A value written from the store is still compared as it
-        is. Counted in self.literal8_forgiven."""
-        sections = set()
+        """BINARY values the upstream was asked for in this step, for the
+        messages it was asked for them (the client's FETCH forwarded: all;
+        the proxy's own FETCH of items it can't vouch for: the messages of
+        its set), with their literal8 marker taken off on both sides.
+        Dovecot writes BINARY "~{n}" when it decoded something and also
+        when it reuses the BINARY stream it keeps of one message, which it
+        kept or not by state of its own per account (the kept stream, the
+        binary.parts cache and its caching decision): the twin accounts'
+        histories differ once the proxy answered some FETCHes locally, so
+        the upstream's own answer may carry the marker on one side only.
+        A line written from the store is still compared as it is. Counted
+        in self.literal8_forgiven."""
+        sections, seqs, everything = set(), set(), False
         for command in self.relay.recorded()[self.commands_before:]:
-            sections.update(re.findall(r"BINARY(?:\.PEEK)?\[([^\]]*)\]", command.line, re.I))
+            asked = re.findall(r"BINARY(?:\.PEEK)?\[([^\]]*)\]", command.line, re.I)
+            if not asked:
+                continue
+            sections.update(asked)
+            own = re.match(r"\S+ FETCH ([0-9:,]+) \(UID ", command.line)
+            if re.match(r"dt\d+ ", command.line):
+                everything = True  # the client's own FETCH (the proxy forwards its tag)
+            elif own is not None:
+                seqs.update(set_members(own.group(1), 0))
         if not sections:
             return answers
         names = b"|".join(re.escape(b"BINARY[" + s.upper().encode() + b"]") for s in sections)
         marker = re.compile(rb"((?:" + names + rb")(?:<\d+>)? )~\{")
-        plain = [[marker.sub(rb"\1{", line) for line in answer] for answer in answers]
-        self.literal8_forgiven += any(a != b and x == y for a, b, x, y in zip(answers[0], answers[1], *plain))
-        return plain
+
+        def plain(line):
+            number = FETCH_LINE.match(line)
+            if number is None or not (everything or int(number.group(1)) in seqs):
+                return line
+            return marker.sub(rb"\1{", line)
+
+        plains = [[plain(line) for line in answer] for answer in answers]
+        self.literal8_forgiven += any(a != b and x == y for a, b, x, y in zip(answers[0], answers[1], *plains))
+        return plains
 
     def note_why(self, text, why_before, relay_before):
         """Adds a FETCH's upstream bytes to the tally of the reasons the

@@ -478,6 +478,8 @@ def test_verify(daemon):
     forged = b'"Forged preview"'
     store_rows(daemon, "UPDATE previews SET value = ?, sum = ? WHERE uid = ? AND mailbox_id = "
                "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (forged, xxh64(forged), previewed))
+    store_rows(daemon, "UPDATE previews SET sum = sum + 1 WHERE uid = ? AND mailbox_id = "
+               "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (changed,))
     damaged = rows[2][0]
     store_rows(daemon, "UPDATE messages SET header_sum = header_sum + 1 WHERE uid = ? AND mailbox_id = "
                "(SELECT id FROM mailboxes WHERE name = 'INBOX')", (damaged,))
@@ -487,7 +489,8 @@ def test_verify(daemon):
     check("... and of the header block failing its checksum", "UID %d BODY[HEADER] damaged:" % damaged in out,
           out[-2000:])
     check("... and of the changed PREVIEW", "UID %d PREVIEW differs:" % previewed in out, out[-2000:])
-    check("... and nothing else", ": 2 differ, 1 damaged, 0 stale" in out, out[-300:])
+    check("... and of the PREVIEW failing its checksum", "UID %d PREVIEW damaged:" % changed in out, out[-2000:])
+    check("... and nothing else", ": 2 differ, 2 damaged, 0 stale" in out, out[-300:])
     for conn in (direct,):
         conn.tagged("z", "LOGOUT")
 

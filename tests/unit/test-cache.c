@@ -671,7 +671,7 @@ static const char *preview_of(struct cache *cache, int64_t mailbox_id, uint32_t 
 	int found = cache_lookup_preview(cache, mailbox_id, uid, out);
 	size_t len = evbuffer_get_length(out);
 
-	snprintf(text, sizeof(text), "%s", found < 0 ? "!" : found == 0 ? "-" : "");
+	snprintf(text, sizeof(text), "%s", found < 0 ? "!" : found == 0 ? "-" : found == 2 ? "damaged" : "");
 	if (found == 1 && len < sizeof(text))
 		evbuffer_remove(out, text, len), text[len] = '\0';
 	evbuffer_free(out);
@@ -707,8 +707,9 @@ static void test_previews(void)
 	/* damaged: not served, logged, dropped */
 	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE previews SET value = X'2248692122'", NULL, NULL,
 				     NULL), SQLITE_OK);
-	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "-");
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "damaged");
 	CU_ASSERT_TRUE(logged("the stored PREVIEW of UID 7 fails its checksum"));
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 7), "-");
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM previews"), 0);
 	/* a UIDVALIDITY change drops the mailbox's previews too */
 	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 7, "\"Hi\"", 4), 0);
@@ -923,6 +924,12 @@ static void test_held_rows(void)
 	CU_ASSERT_TRUE(value_is(&message, CACHE_ITEM_FLAGS, "\\Seen", 5));
 	cache_message_clear(&message);
 	CU_ASSERT_TRUE(seen_from_outside(path, 1));
+
+	/* A PREVIEW is held with its row, and a read of it sees it. */
+	CU_ASSERT_EQUAL(cache_store_preview(cache, mailbox.id, 6, "\"held\"", 6), 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 6));
+	CU_ASSERT_STRING_EQUAL(preview_of(cache, mailbox.id, 6), "\"held\"");
+	CU_ASSERT_TRUE(seen_from_outside(path, 6));
 
 	/* A later write lands after it: held flags never overwrite newer ones. */
 	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 2, "(env)", "\\Seen"), 0);

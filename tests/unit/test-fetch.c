@@ -973,6 +973,10 @@ static void test_splice_plan(void)
 	replace_part("Content-Transfer-Encoding: base64", "AGF");
 	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
 	CU_ASSERT(upstream(answer("FETCH 1:2 (BINARY.PEEK[2] BODY.PEEK[1])")));
+	/* so is one whose reading was never compared with the upstream's */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), "UPDATE messages SET structure_agrees = NULL WHERE uid = 2",
+				     NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT(upstream(answer("FETCH 2 (BINARY.PEEK[2])")));
 	teardown();
 }
 
