@@ -159,6 +159,16 @@ static int cache_fetched_write(struct cache *cache, int64_t mailbox_id, uint32_t
 }
 
 /* A copy of fetched in one allocation, for the queue. */
+/* Points copy at a copy of value made at *p (when value has data), and
+   moves *p past it. */
+static void cache_pending_copy(struct cache_value *copy, const struct cache_value *value, unsigned char **p)
+{
+	if (value->data == NULL)
+		return;
+	copy->data = value->size > 0 ? memcpy(*p, value->data, value->size) : (unsigned char *)cache_empty_value;
+	*p += value->size;
+}
+
 static struct cache_pending *cache_pending_new(int64_t mailbox_id, uint32_t uid, const struct cache_fetched *fetched,
 					       size_t *size_r)
 {
@@ -177,21 +187,9 @@ static struct cache_pending *cache_pending_new(int64_t mailbox_id, uint32_t uid,
 	pending->uid = uid;
 	pending->fetched = *fetched;
 	p = pending->data;
-	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++) {
-		const struct cache_value *value = &fetched->values[item];
-
-		if (value->data == NULL)
-			continue;
-		pending->fetched.values[item].data = value->size > 0 ? memcpy(p, value->data, value->size)
-								     : (unsigned char *)cache_empty_value;
-		p += value->size;
-	}
-	if (fetched->preview.data != NULL) {
-		pending->fetched.preview.data = fetched->preview.size > 0 ? memcpy(p, fetched->preview.data,
-										  fetched->preview.size)
-									  : (unsigned char *)cache_empty_value;
-		p += fetched->preview.size;
-	}
+	for (unsigned int item = 0; item <= CACHE_ITEM_HEADER; item++)
+		cache_pending_copy(&pending->fetched.values[item], &fetched->values[item], &p);
+	cache_pending_copy(&pending->fetched.preview, &fetched->preview, &p);
 	if (fetched->flags != NULL)
 		pending->fetched.flags = strcpy((char *)p, fetched->flags);
 	*size_r = size;

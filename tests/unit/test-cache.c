@@ -1646,6 +1646,20 @@ static uint64_t held_wall_now(void)
 
 /* With an event base, a read's use of a body is held and written with the
    held rows: by the timer, and before an eviction chooses what to drop. */
+
+/* Stores uid's ENVELOPE and a body of size bytes, then pins it (bodies:
+   the pin reads its body). */
+static struct cache_pin *pin_stored_message(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
+					    bool bodies)
+{
+	struct cache_pin *pin;
+
+	store_text(cache, mailbox_id, uid, CACHE_ITEM_ENVELOPE, "(env)");
+	CU_ASSERT_EQUAL(store_body(cache, mailbox_id, uid, size, size), 0);
+	pin = cache_pin_messages(cache, mailbox_id, &uid, 1, bodies);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	return pin;
+}
 /* An answer's pin keeps the rows it is still to read through an expunge:
    the others go at once, its own at its release. */
 static void test_pin_holds_expunged_rows(void)
@@ -1705,10 +1719,7 @@ static void test_pin_holds_dropped_mailbox(void)
 	setup();
 	cache = open_account("up", "alice");
 	sub = open_mailbox(cache, "Sub", 7);
-	store_text(cache, sub.id, 5, CACHE_ITEM_ENVELOPE, "(env)");
-	CU_ASSERT_EQUAL(store_body(cache, sub.id, 5, 300, 300), 0);
-	pin = cache_pin_messages(cache, sub.id, (uint32_t[]){ 5 }, 1, false);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	pin = pin_stored_message(cache, sub.id, 5, 300, false);
 	CU_ASSERT_EQUAL(cache_mailbox_delete(cache, "Sub"), 0);
 	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "Sub", &found), 0);
 	CU_ASSERT_TRUE(has_row(cache, sub.id, 5) && has_body(cache, sub.id, 5));
@@ -1723,10 +1734,7 @@ static void test_pin_holds_dropped_mailbox(void)
 	check_body_bytes(cache);
 
 	/* A UIDVALIDITY change, and the daemon gone before the answer ended. */
-	store_text(cache, again.id, 6, CACHE_ITEM_ENVELOPE, "(env)");
-	CU_ASSERT_EQUAL(store_body(cache, again.id, 6, 200, 200), 0);
-	pin = cache_pin_messages(cache, again.id, (uint32_t[]){ 6 }, 1, true);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	pin = pin_stored_message(cache, again.id, 6, 200, true);
 	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "Sub", 8, &found, &reset), 0);
 	CU_ASSERT_TRUE(reset);
 	CU_ASSERT_NOT_EQUAL(found.id, again.id);
@@ -1813,10 +1821,7 @@ static void test_pin_drops_wait_for_writes(void)
 	setup();
 	cache = open_account("up", "alice");
 	mailbox = open_mailbox(cache, "INBOX", 1);
-	store_text(cache, mailbox.id, 1, CACHE_ITEM_ENVELOPE, "(env)");
-	CU_ASSERT_EQUAL(store_body(cache, mailbox.id, 1, 100, 100), 0);
-	pin = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 1 }, 1, true);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(pin);
+	pin = pin_stored_message(cache, mailbox.id, 1, 100, true);
 	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 1 }, 1), 0);
 	cache_fail(cache, SQLITE_FULL, "a test's write");
 	cache_pin_release(cache, &pin);
