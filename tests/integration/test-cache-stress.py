@@ -301,7 +301,11 @@ class Session:
             if line.startswith(b"* SEARCH"):
                 uids = [int(x) for x in line.split()[2:]]
         if len(uids) != len(self.at_search) or any(a and a != b for a, b in zip(self.at_search, uids)):
-            self.shared.problem(self, "its %d messages are not the %d of UID SEARCH ALL" % (len(self.at_search), len(uids)))
+            first = next((i for i, (a, b) in enumerate(zip(self.at_search, uids)) if a and a != b), None)
+            self.shared.problem(self, "its %d messages are not the %d of UID SEARCH ALL%s" % (
+                len(self.at_search), len(uids), "" if first is None else
+                " (from number %d: it has %r, the SEARCH %r)" % (first + 1, self.at_search[first:first + 4],
+                                                               uids[first:first + 4])))
 
     def flags(self):
         return flag_list(self.run("UID FETCH 1:* (UID FLAGS)"))
