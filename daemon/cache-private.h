@@ -177,6 +177,7 @@ struct cache {
 	uint64_t writes_retry_at;      /* settings.now() seconds */
 
 	struct cache_file_id wal_files[CACHE_WAL_FILES]; /* this store's -wal and -shm, as opened */
+	struct cache_checkpointer *checkpointer; /* its WAL's checkpoints, off the loop; NULL: SQLite's own */
 
 	struct cache_pending *pending; /* held row writes, oldest first */
 	struct cache_pending **pending_tail;

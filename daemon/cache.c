@@ -3,6 +3,7 @@
 #include "config.h"
 #include "cache-private.h"
 #include "cache-fts.h"
+#include "cache-checkpoint.h"
 #include "cache-checksum.h"
 #include "log.h"
 #include "mime-imap.h"
@@ -23,8 +24,6 @@
 #include <unistd.h>
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
-#define CACHE_WAL_LIMIT "16777216" /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
-#define CACHE_WAL_CHECKPOINT_PAGES "256" /* 4 MiB of CACHE_PAGE_SIZE pages: the WAL SQLite's default keeps of 4 KiB ones */
 #define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
 #define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
 #define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
@@ -522,6 +521,7 @@ int cache_op_end(struct cache *cache, int result)
 
 static void cache_db_close(struct cache *cache)
 {
+	cache_checkpointer_stop(&cache->checkpointer, cache->db);
 	for (unsigned int i = 0; i < CACHE_STMT_COUNT; i++) {
 		sqlite3_finalize(cache->stmts[i]);
 		cache->stmts[i] = NULL;
@@ -834,7 +834,7 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
 					 : CACHE_LAYOUT_PRAGMAS "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
 					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; "
-					   "PRAGMA wal_autocheckpoint = " CACHE_WAL_CHECKPOINT_PAGES "; PRAGMA foreign_keys = ON");
+					   "PRAGMA wal_autocheckpoint = " CACHE_CHECKPOINT_PAGES_TEXT "; PRAGMA foreign_keys = ON");
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function(cache->db, "imapcached_checksum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
 					     cache_checksum_sql, NULL, NULL);
@@ -889,8 +889,10 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 		}
 		return -1;
 	}
-	if (!read_only)
+	if (!read_only) {
 		cache_wal_note(cache);
+		cache->checkpointer = cache_checkpointer_start(cache->db, cache->path, cache->label);
+	}
 	if (read_only) {
 		cache->writes_off = false;
 		cache_writes_stop(cache, true, "opening", "the file or its directory is read-only; "

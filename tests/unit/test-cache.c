@@ -4,6 +4,7 @@
 #include "unit.h"
 #include "cache.h"
 #include "cache-private.h" /* cache_fail: a store found damaged */
+#include "cache-checkpoint.h"
 #include "cache-checksum.h"
 #include "log.h"
 
@@ -2165,6 +2166,71 @@ static void test_lookup_many(void)
 	teardown();
 }
 
+/* Bytes of the file at path; -1 when there is none. */
+static off_t file_size(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Stores count bodies of 1 MiB, UIDs from first on, each in its own
+   transaction, letting the checkpoint thread finish after each. */
+static void store_mebibytes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t count)
+{
+	for (uint32_t uid = first; uid < first + count; uid++) {
+		CU_ASSERT_EQUAL(store_body(cache, mailbox_id, uid, 1 << 20, 256 * 1024), 0);
+		cache_checkpointer_settle(cache->checkpointer);
+	}
+}
+
+static void test_checkpoints_off_the_loop(void)
+{
+	const off_t mib = 1 << 20;
+	struct cache_checkpoint_counts counts;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	char wal[300];
+	char *path;
+
+	setup();
+	path = account_path("up", "alice");
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 7);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->checkpointer);
+	/* 24 MiB of bodies: the thread checkpoints each 4 MiB, so the next
+	   writer starts the WAL afresh, and the loop never does it */
+	store_mebibytes(cache, mailbox.id, 1, 24);
+	counts = cache_checkpointer_counts(cache->checkpointer);
+	CU_ASSERT_TRUE(counts.thread_runs >= 4);
+	CU_ASSERT_EQUAL(counts.loop_runs, 0);
+	CU_ASSERT_EQUAL(counts.last_error, SQLITE_OK);
+	CU_ASSERT_TRUE(file_size(wal) > 0 && file_size(wal) <= 8 * mib);
+	/* The thread behind: the loop checkpoints once the WAL holds
+	   CACHE_CHECKPOINT_LOOP_PAGES (64 MiB), not later. */
+	cache_checkpointer_pause(cache->checkpointer, true);
+	store_mebibytes(cache, mailbox.id, 25, 72);
+	counts = cache_checkpointer_counts(cache->checkpointer);
+	CU_ASSERT_TRUE(counts.loop_runs >= 1);
+	CU_ASSERT_TRUE(file_size(wal) <= 68 * mib);
+	cache_checkpointer_pause(cache->checkpointer, false);
+	cache_checkpointer_settle(cache->checkpointer);
+	check_read(cache, mailbox.id, 1, 1 << 20, 0, 1 << 20);
+	check_read(cache, mailbox.id, 96, 1 << 20, 0, 1 << 20);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete"), 96);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'"), 1);
+	cache_unref(&cache);
+	/* The store reopened holds every body, and its WAL was checkpointed
+	   and removed at close. */
+	CU_ASSERT_EQUAL(file_size(wal), -1);
+	cache = open_account("up", "alice");
+	check_read(cache, mailbox.id, 50, 1 << 20, 0, 1 << 20);
+	cache_unref(&cache);
+	free(path);
+	teardown();
+}
+
 static void test_full_store(void)
 {
 	static unsigned char big[256 * 1024];
@@ -2847,6 +2913,7 @@ const struct unit_test unit_tests[] = {
 	{ "an unfinished body after a crash", test_unfinished_body_after_a_crash },
 	{ "UID lists", test_uid_lists },
 	{ "looking up many messages", test_lookup_many },
+	{ "WAL checkpoints run on their own thread, on the loop only when it falls behind", test_checkpoints_off_the_loop },
 	{ "a full store turns writes off", test_full_store },
 	{ "a read-only directory", test_read_only_directory },
 	{ "an unreadable file is moved aside", test_unreadable_file },
