@@ -122,6 +122,9 @@ struct fetch_answer {
 	bool cut;                    /* facts->splice_cut: the last message's line ends before item cut_item */
 	unsigned int cut_item;
 	struct cache_pin *pin;       /* its messages' rows stay until it is freed */
+	bool needs_vanished;         /* the VANISHED modifier, its step not taken */
+	char *vanished;              /* its "* VANISHED (EARLIER)" lines, written first; NULL: none */
+	size_t vanished_len;
 };
 
 

@@ -690,13 +690,14 @@ static bool plan_modifiers_local(const struct imap_command *command, const struc
 		*why_r = "a section item or PREVIEW not in parentheses before modifiers";
 		return false;
 	}
-	if (command->u.fetch.vanished) {
-		*why_r = "the VANISHED modifier";
+	if (command->u.fetch.vanished && (!command->uid || !facts->qresync)) {
+		/* Dovecot's BAD */
+		*why_r = "the VANISHED modifier of a FETCH by number, or before the client enabled QRESYNC";
 		return false;
 	}
 	if (!command->u.fetch.changedsince_given || command->args[2].type != IMAP_ARG_LIST ||
-	    command->args[2].list_count != 2) {
-		*why_r = "FETCH modifiers other than one CHANGEDSINCE";
+	    command->args[2].list_count != (command->u.fetch.vanished ? 3u : 2u)) {
+		*why_r = "FETCH modifiers other than one CHANGEDSINCE, and VANISHED";
 		return false;
 	}
 	if (!facts->condstore) {
@@ -757,6 +758,35 @@ static int answer_pin(struct fetch_answer *answer)
 	return answer->pin != NULL ? 1 : -1;
 }
 
+/* The VANISHED modifier: its step still to take, or what the upstream
+   said in it kept for the writer. Returns 1, 0 when the upstream named
+   other messages than the answer's (*why_r), -1 out of memory. */
+static int plan_vanished(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
+{
+	if (!facts->vanished_known) {
+		answer->needs_vanished = true;
+		return 1;
+	}
+	if (facts->vanished_uid_count != answer->message_count) {
+		*why_r = "the upstream's CHANGEDSINCE named other messages than the view's MODSEQs";
+		return 0;
+	}
+	for (size_t i = 0; i < answer->message_count; i++) {
+		if (answer->messages[i].uid != facts->vanished_uids[i]) {
+			*why_r = "the upstream's CHANGEDSINCE named other messages than the view's MODSEQs";
+			return 0;
+		}
+	}
+	if (facts->vanished_len == 0)
+		return 1;
+	answer->vanished = malloc(facts->vanished_len);
+	if (answer->vanished == NULL)
+		return -1;
+	memcpy(answer->vanished, facts->vanished_lines, facts->vanished_len);
+	answer->vanished_len = facts->vanished_len;
+	return 1;
+}
+
 enum fetch_route fetch_plan(const struct imap_command *command, const struct fetch_facts *facts,
 			    struct fetch_answer **answer_r, const char **why_r)
 {
@@ -800,6 +830,8 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 		ret = answer_add_messages(answer, command, facts, why_r);
 	if (ret > 0)
 		ret = plan_check_messages(answer, facts, why_r);
+	if (ret > 0 && command->u.fetch.vanished)
+		ret = plan_vanished(answer, facts, why_r);
 	if (ret > 0)
 		ret = answer_pin(answer);
 	if (ret <= 0) {
@@ -840,6 +872,12 @@ enum fetch_write_result fetch_answer_write(struct fetch_answer *answer, struct e
 {
 	size_t start = evbuffer_get_length(out);
 
+	if (answer->vanished != NULL) { /* Dovecot's first line */
+		if (evbuffer_add(out, answer->vanished, answer->vanished_len) < 0)
+			return FETCH_WRITE_LOST;
+		free(answer->vanished);
+		answer->vanished = NULL;
+	}
 	while (answer->next < answer->message_count) {
 		struct fetch_chunk *chunk = &answer->chunk;
 		struct fetch_source source = { .answer = answer };
@@ -1139,6 +1177,11 @@ void fetch_answer_adopt_splice(struct fetch_answer *answer, struct fetch_splice 
 	}
 }
 
+bool fetch_answer_needs_vanished(const struct fetch_answer *answer)
+{
+	return answer->needs_vanished;
+}
+
 bool fetch_answer_needs_seen(const struct fetch_answer *answer)
 {
 	for (size_t i = 0; i < answer->message_count; i++) {
@@ -1176,6 +1219,7 @@ void fetch_answer_free(struct fetch_answer **answer_p)
 	cache_pin_release(answer->cache, &answer->pin);
 	chunk_clear(&answer->chunk);
 	fetch_splice_free(&answer->splice_owned);
+	free(answer->vanished);
 	mime_buffer_free(&answer->line);
 	if (answer->pending != NULL)
 		evbuffer_free(answer->pending);

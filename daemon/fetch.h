@@ -92,6 +92,21 @@ struct fetch_facts {
 	   the upstream's BYE: the plan is LOCAL only when nothing is missing
 	   and no \Seen is to be set. */
 	bool splice_cut;
+	/* The VANISHED modifier (UID FETCH set items (CHANGEDSINCE n VANISHED),
+	   the client enabled QRESYNC): only the upstream knows which UIDs of
+	   the set went since n. The answer then needs that step
+	   (fetch_answer_needs_vanished): the caller asks the upstream
+	   "UID FETCH set (UID) (CHANGEDSINCE n VANISHED)" and plans again with
+	   what it said: its "* VANISHED (EARLIER)" lines (CRLF included; none
+	   when nothing went), which the answer writes before its own, as
+	   Dovecot does, and the UIDs its FETCH lines named (ascending), which
+	   must be the answer's messages: else the view's MODSEQs are not the
+	   upstream's, and the FETCH goes upstream. */
+	bool vanished_known;
+	const char *vanished_lines;
+	size_t vanished_len;
+	const uint32_t *vanished_uids;
+	size_t vanished_uid_count;
 	const char *line;                   /* the command line as the client sent it (up to a */
 	size_t line_len;                    /* literal's "{n}"); NULL: HEADER.FIELDS goes upstream */
 };
@@ -155,7 +170,9 @@ enum fetch_route {
  * and with CONDSTORE the new MODSEQs in lines of their own after the
  * last, as Dovecot does. Upstream: a message without \Seen whose
  * flags the view does not know; MODSEQ before the client enabled CONDSTORE (Dovecot
- * enables it then); the VANISHED modifier, and CHANGEDSINCE before the
+ * enables it then); the VANISHED modifier of a FETCH by number or before
+ * the client enabled QRESYNC (with it, see fetch_facts.vanished_known),
+ * and CHANGEDSINCE before the
  * client enabled CONDSTORE (with CONDSTORE, CHANGEDSINCE is local: only
  * messages of a greater MODSEQ, each with MODSEQ); ENVELOPE, BODY and
  * BODYSTRUCTURE the upstream never sent (not derived). BINARY.SIZE
@@ -249,6 +266,8 @@ void fetch_answer_adopt_splice(struct fetch_answer *answer, struct fetch_splice 
 /* Whether the answer's fetch would set \Seen on a message (see
    fetch_answer_unseen). */
 bool fetch_answer_needs_seen(const struct fetch_answer *answer);
+/* Whether the answer waits for the VANISHED step (fetch_facts.vanished_known). */
+bool fetch_answer_needs_vanished(const struct fetch_answer *answer);
 /* The answer's messages whose \Seen its fetch would set, in ascending
    order: their UIDs in uids_r and sequence numbers in seqs_r (both
    malloc'd; NULL when none). Returns how many (0: nothing to set first),

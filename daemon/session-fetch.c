@@ -123,6 +123,23 @@ static enum session_local session_fetch_missing_first(struct session *session, c
 	return SESSION_LOCAL_WAIT;
 }
 
+/* A FETCH with the VANISHED modifier: the upstream reports what went
+   first (WAIT), and the FETCH is planned again with what it said; when
+   the step was taken and failed, it goes upstream. */
+static enum session_local session_fetch_vanished_first(struct session *session, const struct imap_command *command)
+{
+	bool tried = session->vanished_state != SESSION_VANISHED_NONE;
+
+	fetch_answer_free(&session->local_answer);
+	if (tried || command->arg_count < 1 || command->args[0].type != IMAP_ARG_ATOM ||
+	    session_own_fetch_vanished(session, command->args[0].str, command->u.fetch.changedsince) < 0) {
+		log_debug("session %lu: %s goes upstream: what its VANISHED modifier reports is not known",
+			  session->id, session->command_verb);
+		return SESSION_LOCAL_UPSTREAM;
+	}
+	return SESSION_LOCAL_WAIT;
+}
+
 /* A FETCH with (message, item) pairs the store can't vouch for: the
    proxy fetches those alone first (WAIT), and the FETCH is planned again
    with their values. Returns UPSTREAM when that can't be sent. */
@@ -192,6 +209,15 @@ static void session_fetch_facts(struct session *session, struct fetch_facts *fac
 		.body_max_size = session->conf->cache_body_max_size,
 		.splice_allowed = !session->splice_tried,
 		.splice = session->splice,
+		.vanished_known = session->vanished_state == SESSION_VANISHED_KNOWN,
+		.vanished_lines = session->vanished_state == SESSION_VANISHED_KNOWN && session->vanished_lines != NULL
+					  ? (const char *)evbuffer_pullup(session->vanished_lines, -1)
+					  : NULL,
+		.vanished_len = session->vanished_state == SESSION_VANISHED_KNOWN && session->vanished_lines != NULL
+					? evbuffer_get_length(session->vanished_lines)
+					: 0,
+		.vanished_uids = session->vanished_uids,
+		.vanished_uid_count = session->vanished_uid_count,
 		.line = (const char *)evbuffer_pullup(session->command_bytes, -1),
 		.line_len = evbuffer_get_length(session->command_bytes),
 	};
@@ -230,6 +256,8 @@ static enum session_local session_plan_fetch(struct session *session, const char
 		fetch_answer_free(&session->local_answer);
 		return SESSION_LOCAL_WAIT;
 	}
+	if (fetch_answer_needs_vanished(session->local_answer))
+		return session_fetch_vanished_first(session, command);
 	if (fetch_answer_missing_count(session->local_answer) > 0)
 		return session_fetch_missing_first(session, command);
 	if (fetch_answer_spliced_count(session->local_answer) > 0 && fetch_answer_needs_seen(session->local_answer) &&
@@ -361,6 +389,7 @@ enum session_local session_answer_fetch(struct session *session, const char *tag
 	if (result != SESSION_LOCAL_WAIT || session->own_command == NULL) {
 		session_own_missing_reset(session); /* routed, or waiting for forwarded ones: planned anew */
 		session_own_splice_reset(session);
+		session_own_vanished_reset(session);
 	}
 	return result;
 }

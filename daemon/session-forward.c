@@ -1135,6 +1135,7 @@ void session_forward_free(struct session *session)
 	session_own_seen_reset(session);
 	session_own_missing_reset(session);
 	session_own_splice_reset(session);
+	session_own_vanished_reset(session);
 	fetch_fill_free(&session->fill);
 	prefetch_free(&session->prefetch);
 	if (session->prefetch_timer != NULL)

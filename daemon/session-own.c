@@ -192,6 +192,49 @@ static bool session_own_splice_message(const struct session *session, uint32_t s
 	return bsearch(&message->uid, group->uids, group->count, sizeof(*group->uids), session_uid_compare) != NULL;
 }
 
+/* Notes the UID of the VANISHED step's FETCH line "* n FETCH (UID u ...".
+   Returns 0, -1 when memory runs out (the step then fails: its UIDs
+   can't match an answer's). */
+static int session_own_vanished_uid(struct session *session, const unsigned char *data, size_t len)
+{
+	const unsigned char *open = memchr(data, '(', len);
+	uint64_t uid = 0;
+
+	for (size_t pos = open != NULL ? (size_t)(open - data) + 5 : len;
+	     pos < len && data[pos] >= '0' && data[pos] <= '9' && uid <= UINT32_MAX; pos++)
+		uid = uid * 10 + (uint64_t)(data[pos] - '0');
+	if (session->vanished_uid_count == session->vanished_uid_alloc) {
+		size_t alloc = session->vanished_uid_alloc < 64 ? 64 : session->vanished_uid_alloc * 2;
+		uint32_t *grown = realloc(session->vanished_uids, alloc * sizeof(*grown));
+
+		if (grown == NULL) {
+			session->vanished_uid_count = 0;
+			session->vanished_uid_alloc = 0;
+			free(session->vanished_uids);
+			session->vanished_uids = NULL;
+			session->vanished_state = SESSION_VANISHED_FAILED;
+			return 0; /* swallowed all the same: it is the step's */
+		}
+		session->vanished_uids = grown;
+		session->vanished_uid_alloc = alloc;
+	}
+	session->vanished_uids[session->vanished_uid_count++] = uid <= UINT32_MAX ? (uint32_t)uid : 0;
+	return 0;
+}
+
+/* Keeps a "* VANISHED (EARLIER)" line of the VANISHED step (or the rest
+   of one), for the answer. Returns whether it was one. */
+static bool session_own_vanished_line(struct session *session, const unsigned char *data, size_t len, bool line_end)
+{
+	if (!session->vanished_line_open &&
+	    !(len >= 21 && strncasecmp((const char *)data, "* VANISHED (EARLIER) ", 21) == 0))
+		return false;
+	if (session->vanished_lines == NULL || evbuffer_add(session->vanished_lines, data, len) < 0)
+		session->vanished_state = SESSION_VANISHED_FAILED;
+	session->vanished_line_open = !line_end;
+	return true;
+}
+
 bool session_own_swallows(struct session *session, const struct imap_client_command *command,
 			  enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end)
 {
@@ -219,8 +262,16 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 			swallow = (prefetch_is_own_line(data, len) || session_own_uid_only_line(data, len)) &&
 				  session_own_splice_message(session, seq);
 			break;
+		case SESSION_OWN_VANISHED:
+			swallow = prefetch_is_own_line(data, len) && session_own_vanished_uid(session, data, len) == 0;
+			break;
 		}
 	}
+	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_VANISHED &&
+	    command == session->own_command)
+		swallow = session_own_vanished_line(session, data, len, line_end);
+	else if (swallow && session->vanished_line_open)
+		swallow = session_own_vanished_line(session, data, len, line_end); /* the rest of one */
 	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC)
 		swallow = session_own_sync_data(data, len);
 	if (swallow && kind != IMAP_CLIENT_RAW_TAGGED && session->own_kind == SESSION_OWN_SEEN)
@@ -721,6 +772,58 @@ int session_own_fetch_splice(struct session *session, struct fetch_splice_group 
 		session->splice_tried = true;
 		return -1;
 	}
+	return 0;
+}
+
+/* ---- the VANISHED step: what only the upstream knows of a FETCH answered here ---- */
+
+void session_own_vanished_reset(struct session *session)
+{
+	if (session->vanished_lines != NULL)
+		evbuffer_free(session->vanished_lines);
+	session->vanished_lines = NULL;
+	session->vanished_line_open = false;
+	free(session->vanished_uids);
+	session->vanished_uids = NULL;
+	session->vanished_uid_count = session->vanished_uid_alloc = 0;
+	session->vanished_state = SESSION_VANISHED_NONE;
+}
+
+static void session_vanished_done(struct imap_client *client, struct imap_client_command *command,
+				  const struct imap_client_result *result, void *context)
+{
+	struct session *session = context;
+
+	(void)client;
+	(void)command;
+	if (session->vanished_state == SESSION_VANISHED_ASKED)
+		session->vanished_state = result->status == IMAP_CLIENT_STATUS_OK ? SESSION_VANISHED_KNOWN
+										     : SESSION_VANISHED_FAILED;
+	session_own_finish(session);
+	log_debug("session %lu: the VANISHED modifier asked upstream: %s (%zu bytes of VANISHED, %zu messages changed)",
+		  session->id, session->vanished_state == SESSION_VANISHED_KNOWN ? "known" : "not known",
+		  session->vanished_lines != NULL ? evbuffer_get_length(session->vanished_lines) : 0,
+		  session->vanished_uid_count);
+}
+
+int session_own_fetch_vanished(struct session *session, const char *set, uint64_t changedsince)
+{
+	char *line;
+	int len;
+
+	session_own_vanished_reset(session);
+	session->vanished_lines = evbuffer_new();
+	len = asprintf(&line, " UID FETCH %s (UID RFC822.SIZE) (CHANGEDSINCE %" PRIu64 " VANISHED)\r\n", set,
+		       changedsince);
+	if (session->vanished_lines == NULL || len < 0) {
+		if (len >= 0)
+			free(line);
+		session_own_vanished_reset(session);
+		return -1;
+	}
+	session->vanished_state = SESSION_VANISHED_ASKED;
+	session_own_send(session, SESSION_OWN_VANISHED, "UID FETCH", line, (size_t)len, session_vanished_done);
+	free(line);
 	return 0;
 }
 

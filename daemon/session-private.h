@@ -34,6 +34,15 @@ enum session_own_kind {
 	SESSION_OWN_PREFETCH,    /* a batch of what the store lacks, while the client is idle */
 	SESSION_OWN_MISSING,     /* what a FETCH answered here lacks */
 	SESSION_OWN_SPLICE,      /* the items a FETCH answered here can't vouch for, alone */
+	SESSION_OWN_VANISHED,    /* what a FETCH's VANISHED modifier reports, before it is answered here */
+};
+
+/* The VANISHED step of a FETCH answered here (fetch.h fetch_facts.vanished_known). */
+enum session_vanished_state {
+	SESSION_VANISHED_NONE,
+	SESSION_VANISHED_ASKED,  /* the own UID FETCH runs */
+	SESSION_VANISHED_KNOWN,  /* it said OK: vanished_lines and vanished_uids are what it said */
+	SESSION_VANISHED_FAILED, /* it did not: the FETCH goes upstream */
 };
 
 /* A client's IDLE that the proxy pauses upstream for a prefetch batch
@@ -153,6 +162,11 @@ struct session {
 	bool splice_tried;             /* they were sent: what is still not vouched for goes upstream */
 	struct evbuffer *splice_bye;   /* the upstream's BYE during the splice step, held for after the answer */
 	bool holding_bye;              /* the rest of that line is still to come */
+	enum session_vanished_state vanished_state;
+	struct evbuffer *vanished_lines; /* its "* VANISHED (EARLIER)" lines (NULL until the step) */
+	bool vanished_line_open;       /* the rest of such a line is still to come */
+	uint32_t *vanished_uids;       /* the UIDs its FETCH lines named, in their order */
+	size_t vanished_uid_count, vanished_uid_alloc;
 	bool command_replanned;        /* the command waited (its own steps, pending ones): routed again */
 	bool held_first;               /* held lines went out as this command was taken up */
 	uint64_t binary_size_usec;     /* when a BINARY or BINARY.SIZE last went upstream (session_now_usec), 0: never */
@@ -352,6 +366,13 @@ void session_own_missing_reset(struct session *session);
 int session_own_fetch_splice(struct session *session, struct fetch_splice_group *groups, size_t count);
 /* Forgets the splice step and what it captured (the FETCH was routed). */
 void session_own_splice_reset(struct session *session);
+/* Asks the upstream what "UID FETCH set ... (CHANGEDSINCE changedsince
+   VANISHED)" reports, with RFC822.SIZE for items (its lines then tell
+   themselves from updates), into the vanished_* fields. Returns -1 when
+   memory runs out (nothing sent). */
+int session_own_fetch_vanished(struct session *session, const char *set, uint64_t changedsince);
+/* Forgets the VANISHED step (the FETCH was routed). */
+void session_own_vanished_reset(struct session *session);
 /* What a local handler did with a command. */
 enum session_local {
 	SESSION_LOCAL_UPSTREAM,  /* not answerable here: it goes upstream */

@@ -197,6 +197,51 @@ def run_outside_changes(daemon, relay, mode):
         side.close()
 
 
+def run_vanished(daemon, relay):
+    """UID FETCH with (CHANGEDSINCE m VANISHED), the client enabled
+    QRESYNC: which UIDs went only the upstream knows, so the proxy asks
+    it the same UID FETCH with (UID RFC822.SIZE) for items on its own tag,
+    writes the "* VANISHED (EARLIER)" it got first, and the lines from
+    the store after it; when the upstream named other messages than the
+    view's MODSEQs would, or the client may not use VANISHED, the FETCH
+    goes upstream as it is."""
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    other_direct, other_proxied = Side(PORT, USER, PASS), Side(PORT, USER3, PASS3)
+    both(direct, proxied, "ENABLE QRESYNC", "vanished: ENABLE QRESYNC")
+    selected = both(direct, proxied, "SELECT %s" % MAILBOX, "vanished: SELECT")
+    modseq = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"".join(selected)).group(1))
+    both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE ENVELOPE INTERNALDATE RFC822.SIZE)",
+         "vanished: the fill")
+    for other in (other_direct, other_proxied):
+        other.exchange("SELECT %s" % MAILBOX)
+        other.exchange("STORE 2 +FLAGS.SILENT (\\Flagged)")
+        other.exchange("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        other.exchange("EXPUNGE")
+    both(direct, proxied, "NOOP", "vanished: NOOP tells of the flag and the expunge")
+    for command, local, first in (
+            ("UID FETCH 1:* (FLAGS ENVELOPE) (CHANGEDSINCE %d VANISHED)" % modseq, True, b"* VANISHED (EARLIER) 3"),
+            ("UID FETCH 1:2 (BODY.PEEK[TEXT] UID) (CHANGEDSINCE %d VANISHED)" % modseq, True, b"* 2 FETCH "),
+            ("UID FETCH 3:4 (INTERNALDATE) (VANISHED CHANGEDSINCE %d)" % modseq, True, b"* VANISHED (EARLIER) 3"),
+            ("UID FETCH 1:* (BODY[TEXT]) (CHANGEDSINCE %d VANISHED)" % modseq, True, b"* VANISHED (EARLIER) 3"),
+            ("FETCH 1:2 (FLAGS) (CHANGEDSINCE %d VANISHED)" % modseq, False, None)):  # Dovecot's BAD
+        since = len(relay.recorded())
+        got = both(direct, proxied, command, "vanished: %s is Dovecot's answer" % command)
+        forwarded = [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+        own = own_fetches(relay, since)
+        if first is not None:
+            check("vanished: %s begins as Dovecot's does" % command, got and got[0].startswith(first), got)
+        if local:
+            check("vanished: %s was answered from the cache, after one own FETCH of the VANISHED" % command,
+                  not forwarded and len(own) == 1 and re.search(r"UID FETCH \S+ \(UID RFC822\.SIZE\) "
+                                                                r"\(CHANGEDSINCE %d VANISHED\)$" % modseq, own[0]),
+                  (own, forwarded))
+        else:
+            check("vanished: %s went upstream as it is" % command, len(forwarded) == 1 and not own, (own, forwarded))
+        both(direct, proxied, "NOOP", "vanished: NOOP after %s" % command)
+    for side in (direct, proxied, other_direct, other_proxied):
+        side.close()
+
+
 def own_fetches(relay, since):
     """The proxy's own FETCH commands (tags not the test's) since command number since."""
     return [c.line for c in relay.recorded()[since:] if re.match(r"\S+ (UID )?FETCH ", c.line) and
@@ -393,6 +438,8 @@ def main():
         make_mailbox(daemon.port)
         run_splice(daemon, relay)
         run_splice_cut(daemon, relay)
+        make_mailbox(daemon.port)
+        run_vanished(daemon, relay)
         make_mailbox(daemon.port)
         run_stale_seen(daemon, relay)
         for mode in ("none", "condstore", "qresync"):

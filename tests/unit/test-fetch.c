@@ -200,6 +200,12 @@ static const char *answer(const char *format, ...)
 		evbuffer_free(out);
 		return text;
 	}
+	if (fetch_answer_needs_vanished(plan)) {
+		snprintf(text, sizeof(text), "VANISHED STEP");
+		fetch_answer_free(&plan);
+		evbuffer_free(out);
+		return text;
+	}
 	if (fetch_answer_needs_seen(plan)) {
 		uint32_t *uids, *seqs;
 		long count = fetch_answer_unseen(plan, &uids, &seqs);
@@ -469,7 +475,43 @@ static void test_upstream_rules(void)
 	CU_ASSERT(upstream(answer("FETCH 1 (MODSEQ)")));
 	CU_ASSERT(upstream(answer("FETCH 1 (UID) (CHANGEDSINCE 1)")));
 	facts.condstore = true;
-	CU_ASSERT(upstream(answer("UID FETCH 1 (UID) (CHANGEDSINCE 1 VANISHED)")));
+	CU_ASSERT(upstream(answer("UID FETCH 1 (UID) (CHANGEDSINCE 1 VANISHED)"))); /* QRESYNC not enabled */
+	teardown();
+}
+
+/* The VANISHED modifier: local after its step, the upstream's VANISHED
+   (EARLIER) first, and only when the upstream named the answer's
+   messages. */
+static void test_vanished(void)
+{
+	static const char earlier[] = "* VANISHED (EARLIER) 3:4\r\n";
+	static const uint32_t changed[] = { 2, 5 }, other[] = { 5 };
+
+	setup();
+	facts.condstore = facts.qresync = true;
+	expect(answer("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 15 VANISHED)"), "VANISHED STEP");
+	facts.vanished_known = true;
+	facts.vanished_lines = earlier;
+	facts.vanished_len = strlen(earlier);
+	facts.vanished_uids = changed;
+	facts.vanished_uid_count = 2;
+	expect(answer("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 15 VANISHED)"),
+	       "* VANISHED (EARLIER) 3:4\r\n"
+	       "* 2 FETCH (UID 2 FLAGS (\\Seen $Junk) MODSEQ (20))\r\n"
+	       "* 3 FETCH (UID 5 FLAGS (\\Flagged) MODSEQ (30))\r\n" OK);
+	/* nothing vanished: no such line */
+	facts.vanished_len = 0;
+	expect(answer("UID FETCH 2:5 (UID BODY.PEEK[HEADER]<0.1>) (VANISHED CHANGEDSINCE 15)"),
+	       "* 2 FETCH (UID 2 MODSEQ (20) BODY[HEADER]<0> {1}\r\nS)\r\n"
+	       "* 3 FETCH (UID 5 MODSEQ (30) BODY[HEADER]<0> {1}\r\nX)\r\n" OK);
+	/* the upstream named other messages than the view's MODSEQs would */
+	facts.vanished_uids = other;
+	facts.vanished_uid_count = 1;
+	CU_ASSERT(upstream(answer("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 15 VANISHED)")));
+	facts.vanished_uids = NULL;
+	facts.vanished_uid_count = 0;
+	CU_ASSERT(upstream(answer("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 15 VANISHED)")));
+	expect(answer("UID FETCH 1:* (FLAGS) (CHANGEDSINCE 30 VANISHED)"), OK);
 	teardown();
 }
 
@@ -1175,6 +1217,7 @@ const struct unit_test unit_tests[] = {
 	{ "what goes upstream by rule", test_upstream_rules },
 	{ "non-PEEK fetches and \\Seen", test_seen },
 	{ "MODSEQ and CHANGEDSINCE", test_condstore },
+	{ "the VANISHED modifier: after its step, its line first, the same messages only", test_vanished },
 	{ "MODSEQ the view lacks: one CHANGEDSINCE step", test_modseq_step },
 	{ "partly stored: what lacks is fetched first", test_missing },
 	{ "FLAGS and \\Recent", test_flags },
