@@ -460,13 +460,17 @@ int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint6
 	return cache_body_get(cache, mailbox_id, uid, size_r, &last_used);
 }
 
-/* Appends the pieces first..last of a body of size bytes, cut to
-   [offset, end), to out (NULL: only checks them). 1 when done, 0 when a piece is missing or of the
-   wrong length (damaged), -1 when SQLite failed (*rc_r) or memory ran out. */
+/* cache_body_chunks_read with the store's own statement. */
 static int cache_body_read_chunks(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size,
 				  uint64_t offset, uint64_t end, struct evbuffer *out, int *rc_r)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_CHUNK_READ);
+	return cache_body_chunks_read(cache_stmt(cache, CACHE_STMT_CHUNK_READ), mailbox_id, uid, size, offset, end, out,
+				      rc_r);
+}
+
+int cache_body_chunks_read(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid, uint64_t size, uint64_t offset,
+			   uint64_t end, struct evbuffer *out, int *rc_r)
+{
 	int64_t first = (int64_t)(offset / CACHE_BODY_CHUNK_SIZE);
 	int64_t last = (int64_t)((end - 1) / CACHE_BODY_CHUNK_SIZE);
 	int64_t expected = first;
@@ -515,16 +519,6 @@ int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uin
 	if (result == 0)
 		log_warning("cache %s: the stored body of UID %" PRIu32 " is damaged (a piece missing, short, or failing "
 			    "its checksum); counted as missing, fetched afresh and dropped", cache->label, uid);
-	return result;
-}
-
-int cache_body_read_whole(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out)
-{
-	int rc = SQLITE_OK;
-	int result = size > 0 ? cache_body_read_chunks(cache, mailbox_id, uid, size, 0, size, out, &rc) : 1;
-
-	if (result < 0 && rc != SQLITE_OK)
-		cache_fail(cache, rc, "reading a body to index");
 	return result;
 }
 

@@ -4,6 +4,7 @@
 #include "cache-fts.h"
 
 #include "cache-private.h"
+#include "cache-worker.h"
 #include "log.h"
 #include "mime-buffer.h"
 #include "search-text.h"
@@ -26,18 +27,24 @@ static uint64_t cache_fts_now_ms(void)
 	return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
-/* A batch's turn: the next one is scheduled while some remain; the end
-   of a run of batches is logged. */
-static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
+/* Logs the end of a run of batches and starts the next count. */
+static void cache_fts_run_ended(struct cache *cache)
 {
-	struct cache *cache = context;
-	int more;
+	if (cache->fts_run_bodies > 0)
+		log_info("cache %s: the text of %" PRIu64 " bodies indexed (%.1f MB in %.1f s)", cache->label,
+			 cache->fts_run_bodies, (double)cache->fts_run_bytes / 1e6,
+			 (double)(cache_fts_now_ms() - cache->fts_run_started) / 1000.0);
+	cache->fts_run_started = 0;
+	cache->fts_run_bodies = 0;
+	cache->fts_run_bytes = 0;
+}
 
-	(void)fd;
-	(void)what;
-	if (cache->fts_run_started == 0)
-		cache->fts_run_started = cache_fts_now_ms();
-	more = cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES);
+/* A batch's turn on the loop (no worker): the next one is scheduled
+   while some remain. */
+static void cache_fts_loop_turn(struct cache *cache)
+{
+	int more = cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES);
+
 	if (more == 0 && cache->fts_merge_due)
 		more = cache_fts_merge_step(cache);
 	if (more != 0) {
@@ -46,13 +53,64 @@ static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
 		cache_fts_schedule_in(cache, more > 0 ? CACHE_FTS_DELAY_MS : CACHE_FTS_RETRY_MS);
 		return;
 	}
-	if (cache->fts_run_bodies > 0)
-		log_info("cache %s: the text of %" PRIu64 " bodies indexed (%.1f MB in %.1f s)", cache->label,
-			 cache->fts_run_bodies, (double)cache->fts_run_bytes / 1e6,
-			 (double)(cache_fts_now_ms() - cache->fts_run_started) / 1000.0);
-	cache->fts_run_started = 0;
-	cache->fts_run_bodies = 0;
-	cache->fts_run_bytes = 0;
+	cache_fts_run_ended(cache);
+}
+
+/* With a worker: hands it the index (and the merge after deletes), then
+   looks at it every CACHE_FTS_WATCH_MS until it found no body left to
+   index after the last body arrived, to log that, and to give back the
+   pages its merge freed. */
+static void cache_fts_worker_turn(struct cache *cache, bool starting)
+{
+	struct cache_worker_counts counts = cache_worker_counts(cache->worker);
+
+	if (starting) { /* the run's counts start from here */
+		cache->fts_worker_bodies = counts.indexed_bodies;
+		cache->fts_worker_bytes = counts.indexed_bytes;
+	}
+	cache->fts_run_bodies = counts.indexed_bodies - cache->fts_worker_bodies;
+	cache->fts_run_bytes = counts.indexed_bytes - cache->fts_worker_bytes;
+	if (counts.merge_steps != cache->fts_worker_merges) {
+		cache->fts_worker_merges = counts.merge_steps;
+		cache->vacuum_due = true;
+		cache_vacuum_maybe(cache);
+	}
+	if (counts.jobs == 0 && counts.last_error != SQLITE_OK && !cache->fts_worker_failed) {
+		cache->fts_worker_failed = true;
+		cache_fail(cache, counts.last_error, "indexing bodies' text (the store's worker)");
+	}
+	if (counts.jobs == 0 && counts.last_error == SQLITE_OK && counts.index_runs_done != cache->fts_handed_runs &&
+	    cache->fts_arrivals == cache->fts_handed_arrivals) {
+		cache_fts_run_ended(cache);
+		return;
+	}
+	if (!(counts.jobs & CACHE_WORKER_INDEX)) {
+		if (!cache_write_allowed(cache)) {
+			cache_fts_schedule_in(cache, CACHE_FTS_RETRY_MS); /* the disk full for a while */
+			return;
+		}
+		cache->fts_handed_runs = counts.index_runs_done;
+		cache->fts_handed_arrivals = cache->fts_arrivals;
+		cache->fts_worker_failed = false;
+		cache_worker_want(cache->worker, CACHE_WORKER_INDEX | (cache->fts_merge_due ? CACHE_WORKER_MERGE : 0));
+		cache->fts_merge_due = false;
+	}
+	cache_fts_schedule_in(cache, CACHE_FTS_WATCH_MS);
+}
+
+static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
+{
+	struct cache *cache = context;
+	bool starting = cache->fts_run_started == 0;
+
+	(void)fd;
+	(void)what;
+	if (starting)
+		cache->fts_run_started = cache_fts_now_ms();
+	if (cache->worker != NULL)
+		cache_fts_worker_turn(cache, starting);
+	else
+		cache_fts_loop_turn(cache);
 }
 
 /* Arms the timer ms from now, unless it is armed already. */
@@ -75,6 +133,9 @@ void cache_fts_schedule(struct cache *cache)
 
 void cache_fts_body_arrived(struct cache *cache)
 {
+	cache->fts_arrivals++;
+	if (cache->worker != NULL) /* the fill first: the worker's batch ends after its body */
+		cache_worker_unwant(cache->worker, CACHE_WORKER_INDEX);
 	if (cache->fts_timer != NULL)
 		evtimer_del(cache->fts_timer);
 	cache_fts_schedule_in(cache, CACHE_FTS_QUIET_MS);
@@ -87,17 +148,74 @@ void cache_fts_stop(struct cache *cache)
 	cache->fts_timer = NULL;
 }
 
-/* Indexes one body: its text row, and the mark on bodies. */
-static int cache_fts_index_one(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size)
+/* ---- indexing, on the loop's connection or a worker's ---- */
+
+static const enum cache_stmt cache_fts_stmt_kinds[] = { CACHE_STMT_FTS_PENDING, CACHE_STMT_CHUNK_READ,
+							 CACHE_STMT_FTS_INSERT, CACHE_STMT_FTS_MARK,
+							 CACHE_STMT_FTS_MERGE };
+
+/* The statements' slots in the order of cache_fts_stmt_kinds. */
+static sqlite3_stmt **cache_fts_stmt_slot(struct cache_fts_statements *stmts, size_t i)
+{
+	sqlite3_stmt **slots[] = { &stmts->pending, &stmts->chunks, &stmts->insert, &stmts->mark, &stmts->merge };
+
+	return slots[i];
+}
+
+int cache_fts_statements_prepare(sqlite3 *db, struct cache_fts_statements *stmts)
+{
+	*stmts = (struct cache_fts_statements){ .owned = true };
+	for (size_t i = 0; i < sizeof(cache_fts_stmt_kinds) / sizeof(cache_fts_stmt_kinds[0]); i++) {
+		int rc = sqlite3_prepare_v3(db, cache_stmt_text(cache_fts_stmt_kinds[i]), -1, SQLITE_PREPARE_PERSISTENT,
+					    cache_fts_stmt_slot(stmts, i), NULL);
+
+		if (rc != SQLITE_OK)
+			return rc;
+	}
+	return SQLITE_OK;
+}
+
+void cache_fts_statements_free(struct cache_fts_statements *stmts)
+{
+	for (size_t i = 0; stmts->owned && i < sizeof(cache_fts_stmt_kinds) / sizeof(cache_fts_stmt_kinds[0]); i++)
+		sqlite3_finalize(*cache_fts_stmt_slot(stmts, i));
+	*stmts = (struct cache_fts_statements){ 0 };
+}
+
+/* The loop's own statements (borrowed from the store's). */
+static struct cache_fts_statements cache_fts_loop_statements(struct cache *cache)
+{
+	struct cache_fts_statements stmts = { 0 };
+
+	for (size_t i = 0; i < sizeof(cache_fts_stmt_kinds) / sizeof(cache_fts_stmt_kinds[0]); i++)
+		*cache_fts_stmt_slot(&stmts, i) = cache_stmt(cache, cache_fts_stmt_kinds[i]);
+	return stmts;
+}
+
+/* Runs a statement that returns no rows; resets it and clears its
+   bindings. Returns SQLITE_OK or the error. */
+static int cache_fts_run(sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Indexes one body: its text row (empty and unsure when the body is
+   damaged, or search-text can't vouch for it), and the mark on bodies.
+   Returns SQLITE_OK or the error. */
+static int cache_fts_index_one(const struct cache_fts_statements *stmts, int64_t mailbox_id, uint32_t uid,
+			       uint64_t size)
 {
 	struct evbuffer *raw = evbuffer_new();
 	struct mime_buffer head = { 0 }, body = { 0 };
-	sqlite3_stmt *stmt;
-	int found, sure = 0, result = -1;
+	int found, sure = 0, rc = SQLITE_NOMEM;
 
 	if (raw == NULL)
-		return -1;
-	found = cache_body_read_whole(cache, mailbox_id, uid, size, raw);
+		return SQLITE_NOMEM;
+	found = size > 0 ? cache_body_chunks_read(stmts->chunks, mailbox_id, uid, size, 0, size, raw, &rc) : 1;
 	if (found < 0)
 		goto out;
 	if (found > 0) {
@@ -110,21 +228,20 @@ static int cache_fts_index_one(struct cache *cache, int64_t mailbox_id, uint32_t
 		mime_buffer_reset(&head);
 		mime_buffer_reset(&body);
 	}
-	stmt = cache_stmt(cache, CACHE_STMT_FTS_INSERT);
-	cache_bind_key(stmt, mailbox_id, uid);
-	sqlite3_bind_int(stmt, 3, sure);
-	sqlite3_bind_text(stmt, 4, head.len > 0 ? (const char *)head.data : "", (int)head.len, SQLITE_STATIC);
-	sqlite3_bind_text(stmt, 5, body.len > 0 ? (const char *)body.data : "", (int)body.len, SQLITE_STATIC);
-	if (cache_run(cache, stmt, "indexing a body's text") < 0)
-		goto out;
-	stmt = cache_stmt(cache, CACHE_STMT_FTS_MARK);
-	cache_bind_key(stmt, mailbox_id, uid);
-	result = cache_run(cache, stmt, "marking a body indexed");
+	cache_bind_key(stmts->insert, mailbox_id, uid);
+	sqlite3_bind_int(stmts->insert, 3, sure);
+	sqlite3_bind_text(stmts->insert, 4, head.len > 0 ? (const char *)head.data : "", (int)head.len, SQLITE_STATIC);
+	sqlite3_bind_text(stmts->insert, 5, body.len > 0 ? (const char *)body.data : "", (int)body.len, SQLITE_STATIC);
+	rc = cache_fts_run(stmts->insert);
+	if (rc == SQLITE_OK) {
+		cache_bind_key(stmts->mark, mailbox_id, uid);
+		rc = cache_fts_run(stmts->mark);
+	}
 out:
 	evbuffer_free(raw);
 	mime_buffer_free(&head);
 	mime_buffer_free(&body);
-	return result;
+	return rc;
 }
 
 /* A body waiting for its index. */
@@ -134,77 +251,100 @@ struct cache_fts_pending {
 	uint64_t size;
 };
 
-/* Reads up to CACHE_FTS_BATCH_ROWS bodies waiting. Returns how many, or -1. */
-static int cache_fts_read_pending(struct cache *cache, struct cache_fts_pending *pending)
+/* Reads up to CACHE_FTS_BATCH_ROWS bodies waiting into pending. Returns
+   how many, or a negative SQLite code. */
+static int cache_fts_read_pending(const struct cache_fts_statements *stmts, struct cache_fts_pending *pending)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FTS_PENDING);
 	int count = 0, rc;
 
-	sqlite3_bind_int(stmt, 1, CACHE_FTS_BATCH_ROWS);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		pending[count].mailbox_id = sqlite3_column_int64(stmt, 0);
-		pending[count].uid = (uint32_t)sqlite3_column_int64(stmt, 1);
-		pending[count].size = (uint64_t)sqlite3_column_int64(stmt, 2);
+	sqlite3_bind_int(stmts->pending, 1, CACHE_FTS_BATCH_ROWS);
+	while ((rc = sqlite3_step(stmts->pending)) == SQLITE_ROW) {
+		pending[count].mailbox_id = sqlite3_column_int64(stmts->pending, 0);
+		pending[count].uid = (uint32_t)sqlite3_column_int64(stmts->pending, 1);
+		pending[count].size = (uint64_t)sqlite3_column_int64(stmts->pending, 2);
 		count++;
 	}
-	sqlite3_reset(stmt);
-	if (rc != SQLITE_DONE) {
-		cache_fail(cache, rc, "finding bodies to index");
-		return -1;
+	sqlite3_reset(stmts->pending);
+	return rc == SQLITE_DONE ? count : -rc;
+}
+
+int cache_fts_index_some(const struct cache_fts_statements *stmts, size_t max_bytes, cache_fts_stop_fn *stop,
+			 void *context, uint64_t *bodies, uint64_t *bytes)
+{
+	struct cache_fts_pending pending[CACHE_FTS_BATCH_ROWS];
+	uint64_t done_bytes = 0;
+	int count = cache_fts_read_pending(stmts, pending), done = 0;
+
+	if (count <= 0)
+		return count;
+	for (; done < count && (done == 0 || (done_bytes < max_bytes && (stop == NULL || !stop(context)))); done++) {
+		int rc = cache_fts_index_one(stmts, pending[done].mailbox_id, pending[done].uid, pending[done].size);
+
+		if (rc != SQLITE_OK)
+			return -rc;
+		done_bytes += pending[done].size;
 	}
-	return count;
+	*bodies += (uint64_t)done;
+	*bytes += done_bytes;
+	return done < count || count == CACHE_FTS_BATCH_ROWS ? 1 : 0;
+}
+
+int cache_fts_merge_some(const struct cache_fts_statements *stmts, int pages)
+{
+	sqlite3 *db = sqlite3_db_handle(stmts->merge);
+	int changes = sqlite3_total_changes(db), rc;
+
+	sqlite3_bind_int(stmts->merge, 1, pages);
+	rc = cache_fts_run(stmts->merge);
+	if (rc != SQLITE_OK)
+		return -rc;
+	return sqlite3_total_changes(db) - changes < 2 ? 0 : 1; /* FTS5's sign that nothing was left to merge */
 }
 
 int cache_fts_index_batch(struct cache *cache, size_t max_bytes)
 {
-	struct cache_fts_pending pending[CACHE_FTS_BATCH_ROWS];
-	uint64_t bytes = 0;
-	int count, done = 0, result;
+	struct cache_fts_statements stmts = cache_fts_loop_statements(cache);
+	uint64_t bodies = 0, bytes = 0;
+	int result;
 
 	cache_pending_flush(cache);
-	count = cache_fts_read_pending(cache, pending);
-	if (count <= 0)
-		return count;
 	cache_batch_begin(cache);
 	if (!cache_write_allowed(cache)) { /* inside the batch: it begins the one transaction */
 		cache_batch_rollback(cache);
 		return -1;
 	}
-	for (; done < count && (done == 0 || bytes < max_bytes); done++) {
-		if (cache_fts_index_one(cache, pending[done].mailbox_id, pending[done].uid, pending[done].size) < 0) {
-			cache_batch_rollback(cache);
-			return -1;
-		}
-		bytes += pending[done].size;
-	}
-	result = cache_batch_end(cache);
-	if (result < 0)
+	result = cache_fts_index_some(&stmts, max_bytes, NULL, NULL, &bodies, &bytes);
+	if (result < 0) {
+		cache_fail(cache, -result, "indexing a body's text");
+		cache_batch_rollback(cache);
 		return -1;
-	cache->fts_run_bodies += (uint64_t)done;
+	}
+	if (cache_batch_end(cache) < 0)
+		return -1;
+	cache->fts_run_bodies += bodies;
 	cache->fts_run_bytes += bytes;
-	return done < count || count == CACHE_FTS_BATCH_ROWS ? 1 : 0;
+	return result;
 }
 
 int cache_fts_merge_step(struct cache *cache)
 {
-	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_FTS_MERGE);
-	int changes;
+	struct cache_fts_statements stmts = cache_fts_loop_statements(cache);
+	int result;
 
 	if (!sqlite3_get_autocommit(cache->db))
 		return 1; /* a session's transaction is open: later, on its own */
 	if (!cache_write_allowed(cache))
 		return -1;
-	changes = sqlite3_total_changes(cache->db);
-	sqlite3_bind_int(stmt, 1, CACHE_FTS_MERGE_PAGES);
-	if (cache_run(cache, stmt, "merging the text index") < 0)
+	result = cache_fts_merge_some(&stmts, CACHE_FTS_MERGE_PAGES);
+	if (result < 0) {
+		cache_fail(cache, -result, "merging the text index");
 		return -1;
+	}
 	cache->vacuum_due = true;
 	cache_vacuum_maybe(cache);
-	if (sqlite3_total_changes(cache->db) - changes < 2) { /* FTS5's sign that nothing was left to merge */
+	if (result == 0)
 		cache->fts_merge_due = false;
-		return 0;
-	}
-	return 1;
+	return result;
 }
 
 long cache_fts_each_state(struct cache *cache, int64_t mailbox_id, cache_fts_state_fn *fn, void *context)

@@ -177,7 +177,7 @@ struct cache {
 	uint64_t writes_retry_at;      /* settings.now() seconds */
 
 	struct cache_file_id wal_files[CACHE_WAL_FILES]; /* this store's -wal and -shm, as opened */
-	struct cache_checkpointer *checkpointer; /* its WAL's checkpoints, off the loop; NULL: SQLite's own */
+	struct cache_worker *worker;   /* checkpoints and the text index, off the loop (cache-worker.h); NULL: none */
 
 	struct cache_pending *pending; /* held row writes, oldest first */
 	struct cache_pending **pending_tail;
@@ -204,6 +204,12 @@ struct cache {
 	uint64_t fts_run_started;      /* ms (monotonic) the batches running now began at; 0: none run */
 	uint64_t fts_run_bodies, fts_run_bytes; /* indexed by them so far */
 	bool fts_merge_due;            /* rows were deleted: the index keeps them as tombstones until merged */
+	uint64_t fts_arrivals;         /* bodies stored since the store opened (cache_fts_body_arrived) */
+	uint64_t fts_handed_arrivals;  /* fts_arrivals when the index was last handed to the worker */
+	uint64_t fts_handed_runs;      /* the worker's index_runs_done then */
+	uint64_t fts_worker_bodies, fts_worker_bytes; /* the worker's counts when the run began */
+	uint64_t fts_worker_merges;    /* its merge steps the loop has seen */
+	bool fts_worker_failed;        /* its error was told (cache_fail) */
 	struct cache_pin *pins;        /* the messages of answers being written (cache-pin.c) */
 	struct cache_deferred *deferred; /* drops held back until no pin keeps their rows */
 	size_t deferred_count, deferred_alloc;
@@ -218,6 +224,8 @@ void cache_fail(struct cache *cache, int rc, const char *what);
 /* Whether a write may run now (not off, not in a batch that is lost). */
 bool cache_write_allowed(struct cache *cache);
 
+/* The SQL of statement which (a worker prepares its own). */
+const char *cache_stmt_text(enum cache_stmt which);
 /* The prepared statement which of cache. */
 static inline sqlite3_stmt *cache_stmt(struct cache *cache, enum cache_stmt which)
 {
@@ -306,10 +314,14 @@ int cache_body_delete(struct cache *cache, int64_t mailbox_id, uint32_t uid);
    part; drop it with cache_body_drop_damaged once no statement is
    running), -1 on error. */
 int cache_body_verify(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out);
-/* Appends the whole complete body of uid (size bytes) to out, checked
-   piece by piece, without counting it as a use. Returns 1, 0 when it is
-   damaged or missing, -1 on error. */
-int cache_body_read_whole(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t size, struct evbuffer *out);
+/* Appends the pieces of a body of size bytes that hold [offset, end) to
+   out, cut to that (out NULL: only checks them), with stmt, a
+   CACHE_STMT_CHUNK_READ of any connection (a worker reads with its own),
+   each piece checked against its checksum; no use is counted. Returns
+   1, 0 when a piece is missing, of the wrong length or fails its
+   checksum (damaged), -1 when SQLite failed (*rc_r) or memory ran out. */
+int cache_body_chunks_read(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid, uint64_t size, uint64_t offset,
+			   uint64_t end, struct evbuffer *out, int *rc_r);
 /* Drops a body found damaged (when writes are allowed). */
 void cache_body_drop_damaged(struct cache *cache, int64_t mailbox_id, uint32_t uid);
 

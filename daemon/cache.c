@@ -3,7 +3,7 @@
 #include "config.h"
 #include "cache-private.h"
 #include "cache-fts.h"
-#include "cache-checkpoint.h"
+#include "cache-worker.h"
 #include "cache-checksum.h"
 #include "log.h"
 #include "mime-imap.h"
@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
+#define CACHE_BUSY_POLL_US 100    /* the loop looks again this often while the lock is held */
 #define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
 #define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
 #define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
@@ -517,11 +518,34 @@ int cache_op_end(struct cache *cache, int result)
 	return -1;
 }
 
+const char *cache_stmt_text(enum cache_stmt which)
+{
+	return cache_stmt_sql[which];
+}
+
+/* SQLite's busy handler of the loop's connection: the store's worker
+   (an index batch) or another process (imapcachectl) holds the write
+   lock. The worker is told to step aside after its body, and the loop
+   looks again every CACHE_BUSY_POLL_US, so it waits about as long as the
+   holder still needs, up to CACHE_BUSY_TIMEOUT_MS. */
+static int cache_busy_wait(void *context, int tries)
+{
+	struct cache *cache = context;
+	struct timespec pause = { 0, CACHE_BUSY_POLL_US * 1000L };
+
+	if ((uint64_t)tries * CACHE_BUSY_POLL_US >= (uint64_t)CACHE_BUSY_TIMEOUT_MS * 1000)
+		return 0;
+	if (cache->worker != NULL)
+		cache_worker_loop_waits(cache->worker);
+	nanosleep(&pause, NULL);
+	return 1;
+}
+
 /* ---- opening ---- */
 
 static void cache_db_close(struct cache *cache)
 {
-	cache_checkpointer_stop(&cache->checkpointer, cache->db);
+	cache_worker_stop(&cache->worker, cache->db);
 	for (unsigned int i = 0; i < CACHE_STMT_COUNT; i++) {
 		sqlite3_finalize(cache->stmts[i]);
 		cache->stmts[i] = NULL;
@@ -891,7 +915,8 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 	}
 	if (!read_only) {
 		cache_wal_note(cache);
-		cache->checkpointer = cache_checkpointer_start(cache->db, cache->path, cache->label);
+		cache->worker = cache_worker_start(cache->db, cache->path, cache->label);
+		sqlite3_busy_handler(cache->db, cache_busy_wait, cache);
 	}
 	if (read_only) {
 		cache->writes_off = false;

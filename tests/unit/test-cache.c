@@ -4,7 +4,7 @@
 #include "unit.h"
 #include "cache.h"
 #include "cache-private.h" /* cache_fail: a store found damaged */
-#include "cache-checkpoint.h"
+#include "cache-worker.h"
 #include "cache-checksum.h"
 #include "log.h"
 
@@ -948,7 +948,8 @@ static void test_held_rows(void)
 	/* Written by the timer, CACHE_PENDING_DELAY_MS later. */
 	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 4, "(env)", NULL), 0);
 	CU_ASSERT_FALSE(seen_from_outside(path, 4));
-	CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0);
+	for (int turns = 0; turns < 10 && !seen_from_outside(path, 4); turns++) /* the index's look may come first */
+		CU_ASSERT_EQUAL(event_base_loop(base, EVLOOP_ONCE), 0);
 	CU_ASSERT_TRUE(seen_from_outside(path, 4));
 
 	/* Written at once when CACHE_PENDING_MAX bytes are held. */
@@ -2180,14 +2181,14 @@ static void store_mebibytes(struct cache *cache, int64_t mailbox_id, uint32_t fi
 {
 	for (uint32_t uid = first; uid < first + count; uid++) {
 		CU_ASSERT_EQUAL(store_body(cache, mailbox_id, uid, 1 << 20, 256 * 1024), 0);
-		cache_checkpointer_settle(cache->checkpointer);
+		cache_worker_settle(cache->worker);
 	}
 }
 
 static void test_checkpoints_off_the_loop(void)
 {
 	const off_t mib = 1 << 20;
-	struct cache_checkpoint_counts counts;
+	struct cache_worker_counts counts;
 	struct cache_mailbox mailbox;
 	struct cache *cache;
 	char wal[300];
@@ -2198,24 +2199,24 @@ static void test_checkpoints_off_the_loop(void)
 	snprintf(wal, sizeof(wal), "%s-wal", path);
 	cache = open_account("up", "alice");
 	mailbox = open_mailbox(cache, "INBOX", 7);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->checkpointer);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
 	/* 24 MiB of bodies: the thread checkpoints each 4 MiB, so the next
 	   writer starts the WAL afresh, and the loop never does it */
 	store_mebibytes(cache, mailbox.id, 1, 24);
-	counts = cache_checkpointer_counts(cache->checkpointer);
-	CU_ASSERT_TRUE(counts.thread_runs >= 4);
-	CU_ASSERT_EQUAL(counts.loop_runs, 0);
+	counts = cache_worker_counts(cache->worker);
+	CU_ASSERT_TRUE(counts.checkpoints >= 4);
+	CU_ASSERT_EQUAL(counts.loop_checkpoints, 0);
 	CU_ASSERT_EQUAL(counts.last_error, SQLITE_OK);
 	CU_ASSERT_TRUE(file_size(wal) > 0 && file_size(wal) <= 8 * mib);
 	/* The thread behind: the loop checkpoints once the WAL holds
 	   CACHE_CHECKPOINT_LOOP_PAGES (64 MiB), not later. */
-	cache_checkpointer_pause(cache->checkpointer, true);
+	cache_worker_pause(cache->worker, true);
 	store_mebibytes(cache, mailbox.id, 25, 72);
-	counts = cache_checkpointer_counts(cache->checkpointer);
-	CU_ASSERT_TRUE(counts.loop_runs >= 1);
+	counts = cache_worker_counts(cache->worker);
+	CU_ASSERT_TRUE(counts.loop_checkpoints >= 1);
 	CU_ASSERT_TRUE(file_size(wal) <= 68 * mib);
-	cache_checkpointer_pause(cache->checkpointer, false);
-	cache_checkpointer_settle(cache->checkpointer);
+	cache_worker_pause(cache->worker, false);
+	cache_worker_settle(cache->worker);
 	check_read(cache, mailbox.id, 1, 1 << 20, 0, 1 << 20);
 	check_read(cache, mailbox.id, 96, 1 << 20, 0, 1 << 20);
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete"), 96);

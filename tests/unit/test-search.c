@@ -5,6 +5,8 @@
 #include "unit-cache.h"
 #include "cache.h"
 #include "cache-fts.h"
+#include "cache-private.h" /* the store's worker */
+#include "cache-worker.h"
 #include "search-string.h"
 #include "search-text.h"
 #include "imap-command.h"
@@ -14,11 +16,13 @@
 #include "search.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static struct unit_cache store;
 static struct cache *cache;
@@ -599,6 +603,103 @@ static void test_text_batch_atomic(void)
 	teardown();
 }
 
+#define WORKER_BODIES 120
+#define WORKER_SECONDS 120 /* the longest the index may take, under sanitizers on a busy machine */
+
+static void add_worker_body(struct mime_buffer *text, uint32_t uid)
+{
+	char line[96];
+
+	mime_buffer_reset(text);
+	snprintf(line, sizeof(line), "Subject: body %u\r\nFrom: w@example.org\r\n\r\nneedle%u\r\n", uid, uid);
+	mime_buffer_append_str(text, line);
+	for (int i = 0; i < 500; i++) /* about 40 KB */
+		mime_buffer_append_str(text, "the store's worker indexes this while the loop writes\r\n");
+	mime_buffer_append_byte(text, '\0');
+	store_body(uid, (const char *)text->data);
+}
+
+static double seconds_now(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+static int64_t indexed_bodies(void)
+{
+	sqlite3_stmt *stmt;
+	int64_t rows = -1;
+
+	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache),
+						 "SELECT count(*) FROM bodies WHERE text_indexed = 1", -1, &stmt, NULL),
+			      SQLITE_OK);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		rows = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	return rows;
+}
+
+static void count_match(uint32_t uid, void *context)
+{
+	(void)uid;
+	(*(int *)context)++;
+}
+
+/* With an event base the store's worker indexes the bodies, off the
+   loop: the loop hands it the work and sees it end, the loop's own
+   writes meanwhile all succeed (the worker steps aside for them), and
+   every body is indexed once. */
+static void test_text_indexed_by_worker(void)
+{
+	static uint32_t many[WORKER_BODIES];
+	struct event_base *base = event_base_new();
+	struct cache_worker_counts counts;
+	struct mime_buffer text = { 0 };
+	double deadline;
+	int writes = 0, failed = 0, found = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+	for (uint32_t i = 0; i < WORKER_BODIES; i++)
+		many[i] = i + 1;
+	unit_cache_open(&store, "test-search-worker",
+			(struct cache_settings){ .body_budget = 64 << 20, .body_max_size = 1 << 20, .base = base }, many,
+			WORKER_BODIES);
+	cache = store.cache;
+	mailbox_id = store.mailbox_id;
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
+	for (uint32_t i = 0; i < WORKER_BODIES; i++)
+		add_worker_body(&text, many[i]);
+	mime_buffer_free(&text);
+	deadline = seconds_now() + WORKER_SECONDS;
+	while ((indexed_bodies() < WORKER_BODIES || cache->fts_run_started != 0) && seconds_now() < deadline) {
+		struct timespec pause = { 0, 2000000 };
+
+		CU_ASSERT(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
+		failed += cache_store_item(cache, mailbox_id, many[writes % WORKER_BODIES], CACHE_ITEM_ENVELOPE, "(w)",
+					   3) != 0;
+		cache_pending_flush(cache);
+		writes++;
+		nanosleep(&pause, NULL);
+	}
+	counts = cache_worker_counts(cache->worker);
+	CU_ASSERT_EQUAL(indexed_bodies(), WORKER_BODIES);
+	CU_ASSERT_EQUAL(text_rows(), WORKER_BODIES);
+	CU_ASSERT_EQUAL(cache->fts_run_started, 0); /* the loop saw the run end */
+	CU_ASSERT_EQUAL(counts.indexed_bodies, WORKER_BODIES);
+	CU_ASSERT_EQUAL(counts.last_error, SQLITE_OK);
+	CU_ASSERT_EQUAL(failed, 0);
+	CU_ASSERT_TRUE(writes > 0 && counts.yields > 0);
+	CU_ASSERT_FALSE(cache_writes_off(cache));
+	/* the key in casemap form, as search-text writes the text */
+	CU_ASSERT_EQUAL(cache_fts_find(cache, mailbox_id, (const unsigned char *)"NEEDLE17", 8, true, count_match, &found),
+			1);
+	CU_ASSERT_EQUAL(found, 1);
+	unit_cache_close(&store);
+	event_base_free(base);
+}
+
 static void test_text(void)
 {
 	setup();
@@ -766,6 +867,7 @@ const struct unit_test unit_tests[] = {
 	{ "SENTBEFORE, SENTON, SENTSINCE from the Date field", test_sent },
 	{ "BODY and TEXT from the indexed text", test_text },
 	{ "a batch of bodies is indexed in one transaction", test_text_batch_atomic },
+	{ "the store's worker indexes behind the loop, and steps aside for its writes", test_text_indexed_by_worker },
 	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
 	{ "BODY and TEXT: a long key, odd UTF-8, eviction", test_text_bad_input },
 	{ "search-text: header lines and body text", test_text_extract },

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/* cache-worker: a store's thread with a connection of its own, for the work no client waits for: WAL checkpoints and the text index. */
+#include "config.h"
+#include "cache-worker.h"
+
+#include "cache-fts.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct cache_worker {
+	sqlite3 *db;                 /* the thread's own connection */
+	struct cache_fts_statements fts;
+	sqlite3_stmt *begin, *commit, *rollback;
+	pthread_t thread;
+	pthread_mutex_t lock;        /* guards everything below */
+	pthread_cond_t wake;         /* work came, or stopping or paused changed */
+	pthread_cond_t idle;         /* a piece of work ended */
+	bool checkpoint_due;         /* the WAL grew past its mark since the last checkpoint began */
+	bool running;                /* a piece of work is under way */
+	bool stopping;
+	bool paused;
+	bool loop_waiting;           /* the loop wants the write lock: end the batch, step aside */
+	struct cache_worker_counts counts;
+};
+
+static void cache_worker_sleep_ms(unsigned int ms)
+{
+	struct timespec pause = { 0, (long)ms * 1000000L };
+
+	nanosleep(&pause, NULL);
+}
+
+/* Whether the running index batch should end after its body (cache-fts.h's stop). */
+static bool cache_worker_batch_ends(void *context)
+{
+	struct cache_worker *worker = context;
+	bool ends;
+
+	pthread_mutex_lock(&worker->lock);
+	ends = worker->loop_waiting || worker->stopping || worker->paused || !(worker->counts.jobs & CACHE_WORKER_INDEX);
+	pthread_mutex_unlock(&worker->lock);
+	return ends;
+}
+
+static int cache_worker_step(sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+
+	sqlite3_reset(stmt);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* One job's turn in its own transaction: a batch of the index, or a
+   merge step. Returns 1 when more remains, 0 when the job is done, a
+   negative SQLite code on failure; SQLITE_BUSY (the loop held the lock
+   all along) is "more". */
+static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint64_t *bodies, uint64_t *bytes)
+{
+	int rc = cache_worker_step(worker->begin), result;
+
+	if (rc != SQLITE_OK)
+		return (rc & 0xff) == SQLITE_BUSY ? 1 : -rc;
+	if (job == CACHE_WORKER_INDEX)
+		result = cache_fts_index_some(&worker->fts, CACHE_FTS_BATCH_BYTES, cache_worker_batch_ends, worker, bodies,
+					      bytes);
+	else
+		result = cache_fts_merge_some(&worker->fts, CACHE_FTS_MERGE_PAGES);
+	if (result >= 0 && (rc = cache_worker_step(worker->commit)) != SQLITE_OK)
+		result = (rc & 0xff) == SQLITE_BUSY ? 1 : -rc;
+	if (result < 0 || !sqlite3_get_autocommit(worker->db))
+		cache_worker_step(worker->rollback);
+	return result;
+}
+
+/* Runs one piece of work chosen under the lock (held on entry and on
+   return): a checkpoint first, then the index, then its merge. */
+static void cache_worker_work(struct cache_worker *worker)
+{
+	unsigned int job = worker->counts.jobs & CACHE_WORKER_INDEX ? CACHE_WORKER_INDEX : CACHE_WORKER_MERGE;
+	bool checkpoint = worker->checkpoint_due;
+	uint64_t bodies = 0, bytes = 0;
+	int result = 0;
+
+	worker->checkpoint_due = false;
+	worker->running = true;
+	pthread_mutex_unlock(&worker->lock);
+	if (checkpoint)
+		result = sqlite3_wal_checkpoint_v2(worker->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	else
+		result = cache_worker_turn(worker, job, &bodies, &bytes);
+	pthread_mutex_lock(&worker->lock);
+	worker->running = false;
+	if (checkpoint) {
+		worker->counts.checkpoints++;
+		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
+			worker->counts.last_error = result;
+	} else {
+		worker->counts.indexed_bodies += bodies;
+		worker->counts.indexed_bytes += bytes;
+		worker->counts.merge_steps += job == CACHE_WORKER_MERGE && result > 0;
+		if (result < 0)
+			worker->counts.last_error = -result;
+		if (result <= 0)
+			worker->counts.jobs &= ~(result < 0 ? (unsigned int)(CACHE_WORKER_INDEX | CACHE_WORKER_MERGE) : job);
+		worker->counts.index_runs_done += job == CACHE_WORKER_INDEX && result == 0;
+	}
+	pthread_cond_broadcast(&worker->idle);
+	if (worker->loop_waiting) { /* the loop's write goes first */
+		worker->loop_waiting = false;
+		worker->counts.yields += !checkpoint;
+		pthread_mutex_unlock(&worker->lock);
+		cache_worker_sleep_ms(CACHE_WORKER_YIELD_MS);
+		pthread_mutex_lock(&worker->lock);
+	}
+}
+
+static void *cache_worker_run(void *context)
+{
+	struct cache_worker *worker = context;
+
+	pthread_mutex_lock(&worker->lock);
+	for (;;) {
+		while (!worker->stopping && (worker->paused || (!worker->checkpoint_due && worker->counts.jobs == 0)))
+			pthread_cond_wait(&worker->wake, &worker->lock);
+		if (worker->stopping)
+			break;
+		cache_worker_work(worker);
+	}
+	pthread_mutex_unlock(&worker->lock);
+	return NULL;
+}
+
+/* SQLite's WAL hook on the loop's connection, after each commit: frames
+   is how many pages the WAL holds. */
+static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, int frames)
+{
+	struct cache_worker *worker = context;
+
+	if (frames < CACHE_CHECKPOINT_PAGES)
+		return SQLITE_OK;
+	pthread_mutex_lock(&worker->lock);
+	worker->checkpoint_due = true;
+	pthread_cond_signal(&worker->wake);
+	pthread_mutex_unlock(&worker->lock);
+	if (frames >= CACHE_CHECKPOINT_LOOP_PAGES) { /* the worker is behind: as SQLite itself would */
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&worker->lock);
+		worker->counts.loop_checkpoints++;
+		pthread_mutex_unlock(&worker->lock);
+	}
+	return SQLITE_OK;
+}
+
+/* The thread's connection to path and its statements. Returns 0, -1. */
+static int cache_worker_connect(struct cache_worker *worker, const char *path)
+{
+	sqlite3 *db = NULL;
+
+	/* NOMUTEX: the connection is the thread's alone; no CREATE: the file
+	   must be the one the loop opened a moment ago */
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_close_v2(db);
+		return -1;
+	}
+	worker->db = db;
+	sqlite3_busy_timeout(db, CACHE_WORKER_BUSY_MS);
+	/* the file read once, so that the connection knows its WAL: a
+	   checkpoint before that does nothing */
+	if (sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA journal_size_limit = " CACHE_WAL_LIMIT, NULL, NULL,
+			 NULL) != SQLITE_OK ||
+	    cache_fts_statements_prepare(db, &worker->fts) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "BEGIN IMMEDIATE", -1, &worker->begin, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "COMMIT", -1, &worker->commit, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "ROLLBACK", -1, &worker->rollback, NULL) != SQLITE_OK)
+		return -1;
+	return 0;
+}
+
+static void cache_worker_free(struct cache_worker *worker)
+{
+	pthread_cond_destroy(&worker->idle);
+	pthread_cond_destroy(&worker->wake);
+	pthread_mutex_destroy(&worker->lock);
+	cache_fts_statements_free(&worker->fts);
+	sqlite3_finalize(worker->begin);
+	sqlite3_finalize(worker->commit);
+	sqlite3_finalize(worker->rollback);
+	sqlite3_close_v2(worker->db);
+	free(worker);
+}
+
+struct cache_worker *cache_worker_start(sqlite3 *db, const char *path, const char *label)
+{
+	struct cache_worker *worker = calloc(1, sizeof(*worker));
+	const char *why = NULL;
+	int rc;
+
+	if (worker == NULL || !sqlite3_threadsafe()) {
+		free(worker);
+		log_warning("cache %s: no worker thread (%s); checkpoints and the text index run on the event loop",
+			    label, worker == NULL ? "out of memory" : "SQLite was built without threads");
+		return NULL;
+	}
+	pthread_mutex_init(&worker->lock, NULL);
+	pthread_cond_init(&worker->wake, NULL);
+	pthread_cond_init(&worker->idle, NULL);
+	if (cache_worker_connect(worker, path) < 0)
+		why = "a second connection to the file failed";
+	else if ((rc = pthread_create(&worker->thread, NULL, cache_worker_run, worker)) != 0)
+		why = strerror(rc);
+	if (why != NULL) {
+		log_warning("cache %s: no worker thread (%s); checkpoints and the text index run on the event loop",
+			    label, why);
+		cache_worker_free(worker);
+		return NULL;
+	}
+	sqlite3_wal_hook(db, cache_worker_wal_grew, worker); /* replaces the automatic checkpoint */
+	return worker;
+}
+
+void cache_worker_stop(struct cache_worker **workerp, sqlite3 *db)
+{
+	struct cache_worker *worker = *workerp;
+
+	if (worker == NULL)
+		return;
+	*workerp = NULL;
+	if (db != NULL)
+		sqlite3_wal_autocheckpoint(db, CACHE_CHECKPOINT_PAGES); /* takes the hook back */
+	pthread_mutex_lock(&worker->lock);
+	worker->stopping = true;
+	pthread_cond_signal(&worker->wake);
+	pthread_mutex_unlock(&worker->lock);
+	pthread_join(worker->thread, NULL);
+	cache_worker_free(worker);
+}
+
+void cache_worker_want(struct cache_worker *worker, unsigned int jobs)
+{
+	pthread_mutex_lock(&worker->lock);
+	worker->counts.jobs |= jobs;
+	worker->counts.last_error = SQLITE_OK; /* the loop read it: a new try */
+	pthread_cond_signal(&worker->wake);
+	pthread_mutex_unlock(&worker->lock);
+}
+
+void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs)
+{
+	pthread_mutex_lock(&worker->lock);
+	worker->counts.jobs &= ~jobs;
+	pthread_mutex_unlock(&worker->lock);
+}
+
+void cache_worker_loop_waits(struct cache_worker *worker)
+{
+	pthread_mutex_lock(&worker->lock);
+	worker->loop_waiting = worker->running;
+	pthread_mutex_unlock(&worker->lock);
+}
+
+struct cache_worker_counts cache_worker_counts(struct cache_worker *worker)
+{
+	struct cache_worker_counts counts;
+
+	pthread_mutex_lock(&worker->lock);
+	counts = worker->counts;
+	pthread_mutex_unlock(&worker->lock);
+	return counts;
+}
+
+void cache_worker_settle(struct cache_worker *worker)
+{
+	if (worker == NULL)
+		return;
+	pthread_mutex_lock(&worker->lock);
+	while (worker->running || (!worker->paused && (worker->checkpoint_due || worker->counts.jobs != 0)))
+		pthread_cond_wait(&worker->idle, &worker->lock);
+	pthread_mutex_unlock(&worker->lock);
+}
+
+void cache_worker_pause(struct cache_worker *worker, bool paused)
+{
+	if (worker == NULL)
+		return;
+	pthread_mutex_lock(&worker->lock);
+	worker->paused = paused;
+	pthread_cond_signal(&worker->wake);
+	pthread_mutex_unlock(&worker->lock);
+	if (paused)
+		cache_worker_settle(worker); /* what is under way ends first */
+}
