@@ -169,6 +169,9 @@ static int cache_worker_connect(struct cache_worker *worker, const char *path)
 	}
 	worker->db = db;
 	sqlite3_busy_timeout(db, CACHE_WORKER_BUSY_MS);
+	/* its own commits (index batches) grow the WAL too: SQLite's
+	   checkpoint after them runs on this thread, at the loop's mark */
+	sqlite3_wal_autocheckpoint(db, CACHE_CHECKPOINT_PAGES);
 	/* the file read once, so that the connection knows its WAL: a
 	   checkpoint before that does nothing */
 	if (sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA journal_size_limit = " CACHE_WAL_LIMIT, NULL, NULL,
