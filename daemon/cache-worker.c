@@ -259,11 +259,15 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs)
 	pthread_mutex_unlock(&worker->lock);
 }
 
-void cache_worker_loop_waits(struct cache_worker *worker)
+bool cache_worker_loop_waits(struct cache_worker *worker)
 {
+	bool running;
+
 	pthread_mutex_lock(&worker->lock);
-	worker->loop_waiting = worker->running;
+	running = worker->running;
+	worker->loop_waiting = running;
 	pthread_mutex_unlock(&worker->lock);
+	return running;
 }
 
 struct cache_worker_counts cache_worker_counts(struct cache_worker *worker)

@@ -86,8 +86,9 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs);
 
 /* The loop found the write lock taken: the worker ends its batch after
    the body it is on, and steps aside. Called from the loop's busy
-   handler, often; cheap. */
-void cache_worker_loop_waits(struct cache_worker *worker);
+   handler, often; cheap. Returns whether the worker is at work (then it
+   is likely the one holding the lock, and lets go soon). */
+bool cache_worker_loop_waits(struct cache_worker *worker);
 
 struct cache_worker_counts cache_worker_counts(struct cache_worker *worker);
 

@@ -25,6 +25,10 @@
 
 #define CACHE_BUSY_TIMEOUT_MS 100 /* another process (imapcachectl) holds the lock: don't stall the loop longer */
 #define CACHE_BUSY_POLL_US 100    /* the loop looks again this often while the lock is held */
+/* The store's worker holds the lock: it lets go after the body it is
+   indexing (a 2 MB one takes about 150 ms, several times that under
+   sanitizers), and a write of the loop must not fail for it (a purge). */
+#define CACHE_BUSY_WORKER_MS 5000
 #define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
 #define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
 #define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
@@ -524,19 +528,20 @@ const char *cache_stmt_text(enum cache_stmt which)
 }
 
 /* SQLite's busy handler of the loop's connection: the store's worker
-   (an index batch) or another process (imapcachectl) holds the write
-   lock. The worker is told to step aside after its body, and the loop
-   looks again every CACHE_BUSY_POLL_US, so it waits about as long as the
-   holder still needs, up to CACHE_BUSY_TIMEOUT_MS. */
+   (an index batch) or another process holds the write lock. The worker
+   is told to step aside after its body, and the loop looks again every
+   CACHE_BUSY_POLL_US, so it waits about as long as the holder still
+   needs: up to CACHE_BUSY_WORKER_MS while the worker is at work, else
+   CACHE_BUSY_TIMEOUT_MS. */
 static int cache_busy_wait(void *context, int tries)
 {
 	struct cache *cache = context;
 	struct timespec pause = { 0, CACHE_BUSY_POLL_US * 1000L };
+	bool worker = cache->worker != NULL && cache_worker_loop_waits(cache->worker);
+	uint64_t limit_ms = worker ? CACHE_BUSY_WORKER_MS : CACHE_BUSY_TIMEOUT_MS;
 
-	if ((uint64_t)tries * CACHE_BUSY_POLL_US >= (uint64_t)CACHE_BUSY_TIMEOUT_MS * 1000)
+	if ((uint64_t)tries * CACHE_BUSY_POLL_US >= limit_ms * 1000)
 		return 0;
-	if (cache->worker != NULL)
-		cache_worker_loop_waits(cache->worker);
 	nanosleep(&pause, NULL);
 	return 1;
 }
