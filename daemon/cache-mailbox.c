@@ -2,6 +2,7 @@
 /* cache-mailbox: an account's stored mailboxes, their UIDVALIDITY and state, and their UID lists. */
 #include "config.h"
 #include "cache-private.h"
+#include "cache-checksum.h"
 #include "log.h"
 
 #include <inttypes.h>
@@ -434,6 +435,28 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 	return result;
 }
 
+
+long cache_lookup_internaldates(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+				cache_internaldate_fn *callback, void *context)
+{
+	sqlite3_stmt *stmt;
+	long calls = 0;
+	int rc;
+
+	cache_pending_flush(cache); /* held rows count as stored */
+	stmt = cache_range_begin(cache, CACHE_STMT_INTERNALDATES_RANGE, mailbox_id, first, last);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		const unsigned char *data = sqlite3_column_blob(stmt, 1);
+		size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
+
+		if (data == NULL || sqlite3_column_type(stmt, 2) != SQLITE_INTEGER ||
+		    sqlite3_column_int64(stmt, 2) != cache_checksum_column(data, size))
+			continue; /* damaged: as if not stored (the row's own lookup drops it) */
+		callback((uint32_t)sqlite3_column_int64(stmt, 0), data, size, context);
+		calls++;
+	}
+	return cache_range_end(cache, stmt, rc, calls, "reading the INTERNALDATEs of messages", false);
+}
 
 long cache_lookup_sizes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_size_fn *callback, void *context)

@@ -177,6 +177,9 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_SIZES_RANGE] =
 		"SELECT uid, size FROM messages INDEXED BY messages_size WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 "
 		"AND size IS NOT NULL ORDER BY uid",
+	[CACHE_STMT_INTERNALDATES_RANGE] =
+		"SELECT uid, internaldate, internaldate_sum FROM messages INDEXED BY messages_internaldate "
+		"WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 AND internaldate IS NOT NULL ORDER BY uid",
 	[CACHE_STMT_PREVIEW_STORE] =
 		"INSERT INTO previews(mailbox_id, uid, value, sum) VALUES(?1, ?2, ?3, ?4) "
 		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET value = excluded.value, sum = excluded.sum",
@@ -266,6 +269,11 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	"CREATE TABLE previews(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, value BLOB NOT NULL,"
 	" sum INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid),"
 	" FOREIGN KEY(mailbox_id, uid) REFERENCES messages(mailbox_id, uid) ON DELETE CASCADE) WITHOUT ROWID;",
+	/* 8: the INTERNALDATEs of a mailbox's messages without their rows, for
+	   BEFORE, ON and SINCE (cache_lookup_internaldates), as 4 is for
+	   sizes: the rows of 10,000 messages took a SINCE to Dovecot's own
+	   time, the index's 50-byte entries a fraction of it. */
+	"CREATE INDEX messages_internaldate ON messages(mailbox_id, uid, internaldate, internaldate_sum);",
 };
 
 static int cache_exec(struct cache *cache, const char *sql);

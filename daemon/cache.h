@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 7 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 8 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
@@ -389,6 +389,18 @@ typedef void cache_flags_fn(uint32_t uid, const char *flags, size_t len, uint64_
    made, or -1 on error. */
 long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_flags_fn *callback, void *context);
+
+/* Called once per message with a stored INTERNALDATE (size bytes at
+   data, as the upstream wrote it), in UID order. No cache call may be
+   made from inside it. */
+typedef void cache_internaldate_fn(uint32_t uid, const unsigned char *data, size_t size, void *context);
+/* Tells callback the stored INTERNALDATE of each message of mailbox_id
+   with a UID in [first, last] that has one whose checksum holds, from an
+   index of those values alone (BEFORE, ON and SINCE read no row; a
+   damaged one is left out, as if not stored). Returns how many calls
+   were made, or -1 on error. */
+long cache_lookup_internaldates(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+				cache_internaldate_fn *callback, void *context);
 
 /* Called once per message with a stored size, in UID order. No cache
    call may be made from inside it. */

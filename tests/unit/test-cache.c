@@ -1091,6 +1091,62 @@ static void test_lookup_sizes(void)
 	teardown();
 }
 
+/* Whether a line of the query plan sql holds words. */
+static bool plan_says(struct cache *cache, const char *sql, const char *words)
+{
+	sqlite3_stmt *stmt;
+	bool found = false;
+
+	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache), sql, -1, &stmt, NULL), SQLITE_OK);
+	while (sqlite3_step(stmt) == SQLITE_ROW)
+		found |= sqlite3_column_text(stmt, 3) != NULL && strstr((const char *)sqlite3_column_text(stmt, 3), words);
+	sqlite3_finalize(stmt);
+	return found;
+}
+
+/* cache_lookup_internaldates's callback: "uid=value;" appended to a text. */
+static void internaldate_seen(uint32_t uid, const unsigned char *data, size_t size, void *context)
+{
+	char *text = context;
+	size_t at = strlen(text);
+
+	snprintf(text + at, 256 - at, "%u=%.*s;", (unsigned int)uid, (int)size, (const char *)data);
+}
+
+/* INTERNALDATEs from their own index, in UID order, never a damaged one. */
+static void test_lookup_internaldates(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox;
+	char text[256] = "";
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	store_text(cache, mailbox.id, 7, CACHE_ITEM_INTERNALDATE, "\"07-Jul-2007 07:07:07 +0000\"");
+	store_text(cache, mailbox.id, 2, CACHE_ITEM_INTERNALDATE, "\" 2-Feb-2002 02:02:02 -0200\"");
+	store_text(cache, mailbox.id, 4, CACHE_ITEM_INTERNALDATE, "\"04-Apr-2004 04:04:04 +0400\"");
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 3, "(env)", NULL), 0); /* no INTERNALDATE */
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 9, "(env)", NULL), 0);
+	store_text(cache, mailbox.id, 9, CACHE_ITEM_INTERNALDATE, "\"09-Sep-2009 09:09:09 +0000\""); /* past the range */
+	CU_ASSERT_EQUAL(cache_lookup_internaldates(cache, mailbox.id, 1, 8, internaldate_seen, text), 3);
+	CU_ASSERT_STRING_EQUAL(text, "2=\" 2-Feb-2002 02:02:02 -0200\";4=\"04-Apr-2004 04:04:04 +0400\";"
+				     "7=\"07-Jul-2007 07:07:07 +0000\";");
+	/* a value its checksum does not vouch for is left out */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE messages SET internaldate = '\"04-Apr-2004 04:04:05 +0400\"' WHERE uid = 4", NULL,
+				     NULL, NULL), SQLITE_OK);
+	text[0] = '\0';
+	CU_ASSERT_EQUAL(cache_lookup_internaldates(cache, mailbox.id, 1, 8, internaldate_seen, text), 2);
+	CU_ASSERT_STRING_EQUAL(text, "2=\" 2-Feb-2002 02:02:02 -0200\";7=\"07-Jul-2007 07:07:07 +0000\";");
+	/* read from the index alone */
+	CU_ASSERT_TRUE(plan_says(cache, "EXPLAIN QUERY PLAN SELECT uid, internaldate, internaldate_sum FROM messages "
+				  "INDEXED BY messages_internaldate WHERE mailbox_id = 1 AND uid BETWEEN 1 AND 8",
+				  "COVERING INDEX messages_internaldate"));
+	cache_unref(&cache);
+	teardown();
+}
+
 static void fixed_seen(uint32_t uid, void *context)
 {
 	bool *seen = context;
@@ -2929,6 +2985,7 @@ const struct unit_test unit_tests[] = {
 	{ "a store of version 1 is upgraded", test_migration_from_v1 },
 	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
 	{ "sizes are read from their own index", test_lookup_sizes },
+	{ "INTERNALDATEs are read from their own index, never a damaged one", test_lookup_internaldates },
 	{ "which messages have their fixed items, kept by every write", test_lookup_fixed },
 	{ "which messages have a plain header block, kept by every write", test_lookup_plain_headers },
 	{ NULL, NULL },

@@ -237,6 +237,14 @@ static void test_sizes_and_dates(void)
 	expect_upstream(answer("SEARCH NOT BEFORE 1-Jan-2019 NOT BEFORE 1-Jan-2020"));
 	expect_upstream(answer("SEARCH NOT SINCE 1-Jan-2019 NOT (SINCE 1-Jan-2020)"));
 	expect(answer("SEARCH NOT NOT SINCE 1-Jan-2019 NOT SINCE 1-Jan-2020"), "* SEARCH 2 3\r\n");
+	/* with a size, a date read from its index too; a damaged INTERNALDATE
+	   (its checksum does not hold) is not stored: the dates go upstream */
+	expect(answer("SEARCH SINCE 1-Jan-2019 LARGER 150"), "* SEARCH 2 3\r\n");
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE messages SET internaldate = '\"01-Jan-2017 00:00:00 +0000\"' WHERE uid = 7", NULL,
+				     NULL, NULL), SQLITE_OK);
+	expect_upstream(answer("SEARCH SINCE 1-Jan-2019"));
+	expect(answer("SEARCH LARGER 150"), "* SEARCH 2 3\r\n");
 	teardown();
 }
 
