@@ -495,13 +495,14 @@ int cache_body_chunks_read(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid,
 		}
 		if (out != NULL && evbuffer_add(out, data + from, (size_t)(to - from)) < 0) {
 			result = -1;
+			rc = SQLITE_NOMEM;
 			break;
 		}
 		expected++;
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
-	*rc_r = result == 1 && rc != SQLITE_DONE ? rc : SQLITE_OK;
+	*rc_r = result == 1 && rc != SQLITE_DONE ? rc : result == -1 ? rc : SQLITE_OK;
 	if (*rc_r != SQLITE_OK)
 		return -1;
 	return result == 1 && expected != last + 1 ? 0 : result;

@@ -75,6 +75,11 @@ static void cache_fts_worker_turn(struct cache *cache, bool starting)
 		cache->vacuum_due = true;
 		cache_vacuum_maybe(cache);
 	}
+	if (cache->fts_merge_due && cache_write_allowed(cache)) { /* rows went meanwhile: merge them too */
+		cache->fts_merge_due = false;
+		cache_worker_want(cache->worker, CACHE_WORKER_MERGE);
+		counts.jobs |= CACHE_WORKER_MERGE;
+	}
 	if (counts.jobs == 0 && counts.last_error != SQLITE_OK && !cache->fts_worker_failed) {
 		cache->fts_worker_failed = true;
 		cache_fail(cache, counts.last_error, "indexing bodies' text (the store's worker)");
@@ -92,8 +97,7 @@ static void cache_fts_worker_turn(struct cache *cache, bool starting)
 		cache->fts_handed_runs = counts.index_runs_done;
 		cache->fts_handed_arrivals = cache->fts_arrivals;
 		cache->fts_worker_failed = false;
-		cache_worker_want(cache->worker, CACHE_WORKER_INDEX | (cache->fts_merge_due ? CACHE_WORKER_MERGE : 0));
-		cache->fts_merge_due = false;
+		cache_worker_want(cache->worker, CACHE_WORKER_INDEX);
 	}
 	cache_fts_schedule_in(cache, CACHE_FTS_WATCH_MS);
 }

@@ -179,6 +179,8 @@ struct cache {
 
 	struct cache_file_id wal_files[CACHE_WAL_FILES]; /* this store's -wal and -shm, as opened */
 	struct cache_worker *worker;   /* checkpoints and the text index, off the loop (cache-worker.h); NULL: none */
+	uint64_t busy_since_ms;        /* when the loop's connection found the write lock taken (cache_busy_wait) */
+	bool op_transaction;           /* the running cache_op_begin began the transaction itself */
 
 	struct cache_pending *pending; /* held row writes, oldest first */
 	struct cache_pending **pending_tail;

@@ -24,6 +24,9 @@ struct cache_worker {
 	bool stopping;
 	bool paused;
 	bool loop_waiting;           /* the loop wants the write lock: end the batch, step aside */
+	bool holds_lock;             /* a transaction of the worker holds the write lock */
+	bool hold;                   /* cache_worker_hold's */
+	bool held;                   /* waiting for the loop between two bodies (hold) */
 	struct cache_worker_counts counts;
 };
 
@@ -41,6 +44,12 @@ static bool cache_worker_batch_ends(void *context)
 	bool ends;
 
 	pthread_mutex_lock(&worker->lock);
+	while (worker->hold && !worker->loop_waiting && !worker->stopping) {
+		worker->held = true;
+		pthread_cond_broadcast(&worker->idle);
+		pthread_cond_wait(&worker->wake, &worker->lock);
+	}
+	worker->held = false;
 	ends = worker->loop_waiting || worker->stopping || worker->paused || !(worker->counts.jobs & CACHE_WORKER_INDEX);
 	pthread_mutex_unlock(&worker->lock);
 	return ends;
@@ -54,25 +63,36 @@ static int cache_worker_step(sqlite3_stmt *stmt)
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+#define CACHE_WORKER_TURN_BUSY 2 /* the lock stayed another's: the job is where it was */
+
 /* One job's turn in its own transaction: a batch of the index, or a
    merge step. Returns 1 when more remains, 0 when the job is done, a
-   negative SQLite code on failure; SQLITE_BUSY (the loop held the lock
-   all along) is "more". */
+   negative SQLite code on failure, CACHE_WORKER_TURN_BUSY when the lock
+   stayed another's all along. */
+static void cache_worker_set_holds_lock(struct cache_worker *worker, bool holds)
+{
+	pthread_mutex_lock(&worker->lock);
+	worker->holds_lock = holds;
+	pthread_mutex_unlock(&worker->lock);
+}
+
 static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint64_t *bodies, uint64_t *bytes)
 {
 	int rc = cache_worker_step(worker->begin), result;
 
 	if (rc != SQLITE_OK)
-		return (rc & 0xff) == SQLITE_BUSY ? 1 : -rc;
+		return (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
+	cache_worker_set_holds_lock(worker, true);
 	if (job == CACHE_WORKER_INDEX)
 		result = cache_fts_index_some(&worker->fts, CACHE_FTS_BATCH_BYTES, cache_worker_batch_ends, worker, bodies,
 					      bytes);
 	else
 		result = cache_fts_merge_some(&worker->fts, CACHE_FTS_MERGE_PAGES);
 	if (result >= 0 && (rc = cache_worker_step(worker->commit)) != SQLITE_OK)
-		result = (rc & 0xff) == SQLITE_BUSY ? 1 : -rc;
+		result = (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
 	if (result < 0 || !sqlite3_get_autocommit(worker->db))
 		cache_worker_step(worker->rollback);
+	cache_worker_set_holds_lock(worker, false);
 	return result;
 }
 
@@ -101,7 +121,7 @@ static void cache_worker_work(struct cache_worker *worker)
 	} else {
 		worker->counts.indexed_bodies += bodies;
 		worker->counts.indexed_bytes += bytes;
-		worker->counts.merge_steps += job == CACHE_WORKER_MERGE && result > 0;
+		worker->counts.merge_steps += job == CACHE_WORKER_MERGE && result == 1;
 		if (result < 0)
 			worker->counts.last_error = -result;
 		if (result <= 0)
@@ -237,7 +257,7 @@ void cache_worker_stop(struct cache_worker **workerp, sqlite3 *db)
 		sqlite3_wal_autocheckpoint(db, CACHE_CHECKPOINT_PAGES); /* takes the hook back */
 	pthread_mutex_lock(&worker->lock);
 	worker->stopping = true;
-	pthread_cond_signal(&worker->wake);
+	pthread_cond_broadcast(&worker->wake);
 	pthread_mutex_unlock(&worker->lock);
 	pthread_join(worker->thread, NULL);
 	cache_worker_free(worker);
@@ -261,11 +281,13 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs)
 
 bool cache_worker_loop_waits(struct cache_worker *worker)
 {
-	bool running;
+	bool running; /* holding the lock */
 
 	pthread_mutex_lock(&worker->lock);
-	running = worker->running;
+	running = worker->holds_lock;
 	worker->loop_waiting = running;
+	if (worker->held)
+		pthread_cond_broadcast(&worker->wake);
 	pthread_mutex_unlock(&worker->lock);
 	return running;
 }
@@ -276,8 +298,18 @@ struct cache_worker_counts cache_worker_counts(struct cache_worker *worker)
 
 	pthread_mutex_lock(&worker->lock);
 	counts = worker->counts;
+	counts.holds_lock = worker->holds_lock;
+	counts.held = worker->held;
 	pthread_mutex_unlock(&worker->lock);
 	return counts;
+}
+
+void cache_worker_hold(struct cache_worker *worker, bool hold)
+{
+	pthread_mutex_lock(&worker->lock);
+	worker->hold = hold;
+	pthread_cond_broadcast(&worker->wake);
+	pthread_mutex_unlock(&worker->lock);
 }
 
 void cache_worker_settle(struct cache_worker *worker)

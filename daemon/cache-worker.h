@@ -61,6 +61,8 @@ struct cache_worker_counts {
 	uint64_t yields;             /* batches it ended early for the loop */
 	uint64_t index_runs_done;    /* times the index job ended with no body left to index */
 	unsigned int jobs;           /* enum cache_worker_job still wanted (or running) */
+	bool holds_lock;             /* a transaction of the worker holds the write lock now */
+	bool held;                   /* it waits between two bodies of a batch (cache_worker_hold) */
 	int last_error;              /* its last SQLite error other than BUSY (SQLITE_OK: none); the job stopped */
 };
 
@@ -86,11 +88,16 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs);
 
 /* The loop found the write lock taken: the worker ends its batch after
    the body it is on, and steps aside. Called from the loop's busy
-   handler, often; cheap. Returns whether the worker is at work (then it
-   is likely the one holding the lock, and lets go soon). */
+   handler, often; cheap. Returns whether a transaction of the worker
+   holds the lock (then it lets go after its body). */
 bool cache_worker_loop_waits(struct cache_worker *worker);
 
 struct cache_worker_counts cache_worker_counts(struct cache_worker *worker);
+
+/* With hold, the worker waits between two bodies of an index batch,
+   holding the write lock, until the loop asks for it (tests: a write of
+   the loop then meets the lock taken, whatever the timing). */
+void cache_worker_hold(struct cache_worker *worker, bool hold);
 
 /* Waits until the worker has nothing left to do, or only jobs paused (tests). */
 void cache_worker_settle(struct cache_worker *worker);

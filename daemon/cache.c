@@ -312,6 +312,8 @@ static void cache_writes_stop(struct cache *cache, bool for_good, const char *wh
 			    for_good ? " until the store is opened again" : " for a while");
 	cache->writes_off = true;
 	cache->writes_off_for_good |= for_good;
+	if (cache->worker != NULL) /* its writes too: the index waits for the store to take writes again */
+		cache_worker_unwant(cache->worker, CACHE_WORKER_INDEX | CACHE_WORKER_MERGE);
 	if (!cache->pending_flushing)
 		cache_pending_drop(cache);
 	cache->writes_retry_at = cache_now(cache) + CACHE_WRITE_RETRY_SECONDS;
@@ -505,12 +507,32 @@ int cache_op_begin(struct cache *cache)
 {
 	if (cache->batch_depth == 0)
 		cache_batch_commit_held(cache); /* its own transaction, whose failure rolls back only itself */
-	return cache_run(cache, cache_stmt(cache, CACHE_STMT_SAVEPOINT), "starting a write");
+	/* Outside a transaction the write lock is taken up front, through the
+	   busy handler: a deferred transaction that reads first and finds the
+	   lock taken (by the store's worker) when it comes to write fails at
+	   once, with no handler run and no wait. */
+	if (sqlite3_get_autocommit(cache->db)) {
+		if (cache_run(cache, cache_stmt(cache, CACHE_STMT_BEGIN), "starting a write") < 0)
+			return -1;
+		cache->op_transaction = true;
+	}
+	if (cache_run(cache, cache_stmt(cache, CACHE_STMT_SAVEPOINT), "starting a write") == 0)
+		return 0;
+	if (cache->op_transaction) {
+		cache->op_transaction = false;
+		sqlite3_step(cache_stmt(cache, CACHE_STMT_ROLLBACK));
+		sqlite3_reset(cache_stmt(cache, CACHE_STMT_ROLLBACK));
+	}
+	return -1;
 }
 
 int cache_op_end(struct cache *cache, int result)
 {
-	if (result == 0 && cache_run(cache, cache_stmt(cache, CACHE_STMT_RELEASE), "committing a write") == 0) {
+	bool own = cache->op_transaction;
+
+	cache->op_transaction = false;
+	if (result == 0 && cache_run(cache, cache_stmt(cache, CACHE_STMT_RELEASE), "committing a write") == 0 &&
+	    (!own || cache_run(cache, cache_stmt(cache, CACHE_STMT_COMMIT), "committing a write") == 0)) {
 		if (cache->batch_depth == 0)
 			cache_vacuum_maybe(cache);
 		return 0;
@@ -548,7 +570,9 @@ static int cache_busy_wait(void *context, int tries)
 	bool worker = cache->worker != NULL && cache_worker_loop_waits(cache->worker);
 	uint64_t limit_ms = worker ? CACHE_BUSY_WORKER_MS : CACHE_BUSY_TIMEOUT_MS;
 
-	if ((uint64_t)tries * CACHE_BUSY_POLL_US >= limit_ms * 1000)
+	if (tries == 0)
+		cache->busy_since_ms = cache_monotonic_ms();
+	if (cache_monotonic_ms() - cache->busy_since_ms >= limit_ms)
 		return 0;
 	nanosleep(&pause, NULL);
 	return 1;

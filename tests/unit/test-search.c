@@ -665,8 +665,10 @@ static void test_text_indexed_by_worker(void)
 	struct event_base *base = event_base_new();
 	struct cache_worker_counts counts;
 	struct mime_buffer text = { 0 };
+	struct cache_mailbox other;
 	double deadline;
 	int writes = 0, failed = 0, found = 0;
+	bool dropped_while_indexing = false;
 
 	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
 	for (uint32_t i = 0; i < WORKER_BODIES; i++)
@@ -680,6 +682,10 @@ static void test_text_indexed_by_worker(void)
 	for (uint32_t i = 0; i < WORKER_BODIES; i++)
 		add_worker_body(&text, many[i]);
 	mime_buffer_free(&text);
+	/* a mailbox whose drop reads before it writes (its bodies' bytes) */
+	CU_ASSERT_EQUAL_FATAL(cache_mailbox_open(cache, "Other", 9, &other, NULL), 0);
+	CU_ASSERT_EQUAL(cache_store_item(cache, other.id, 1, CACHE_ITEM_ENVELOPE, "(o)", 3), 0);
+	cache_pending_flush(cache);
 	deadline = seconds_now() + WORKER_SECONDS;
 	while ((indexed_bodies() < WORKER_BODIES || cache->fts_run_started != 0) && seconds_now() < deadline) {
 		struct timespec pause = { 0, 2000000 };
@@ -688,6 +694,16 @@ static void test_text_indexed_by_worker(void)
 		failed += cache_store_item(cache, mailbox_id, many[writes % WORKER_BODIES], CACHE_ITEM_ENVELOPE, "(w)",
 					   3) != 0;
 		cache_pending_flush(cache);
+		if (!dropped_while_indexing && cache_worker_counts(cache->worker).jobs != 0) {
+			/* the worker held inside a batch, the lock its: the drop,
+			   which reads before it writes, waits for it and does not fail */
+			cache_worker_hold(cache->worker, true);
+			for (int waits = 0; waits < 5000 && !cache_worker_counts(cache->worker).held; waits++)
+				nanosleep(&pause, NULL);
+			dropped_while_indexing = cache_worker_counts(cache->worker).held;
+			CU_ASSERT_EQUAL(cache_mailbox_delete(cache, "Other"), 0);
+			cache_worker_hold(cache->worker, false);
+		}
 		writes++;
 		nanosleep(&pause, NULL);
 	}
@@ -699,6 +715,8 @@ static void test_text_indexed_by_worker(void)
 	CU_ASSERT_EQUAL(counts.last_error, SQLITE_OK);
 	CU_ASSERT_EQUAL(failed, 0);
 	CU_ASSERT_TRUE(writes > 0 && counts.yields > 0);
+	CU_ASSERT_TRUE(dropped_while_indexing);
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "Other", &other), 0);
 	CU_ASSERT_FALSE(cache_writes_off(cache));
 	/* the key in casemap form, as search-text writes the text */
 	CU_ASSERT_EQUAL(cache_fts_find(cache, mailbox_id, (const unsigned char *)"NEEDLE17", 8, true, count_match, &found),
