@@ -213,10 +213,22 @@ class Session:
         if words[2] == b"(EARLIER)":
             return
         gone = set(uid_set(words[-1]))
-        kept = [u for u in self.uids if u not in gone]
-        if len(self.uids) - len(kept) < len(gone):
-            self.unknown_gone = True  # a UID it had not seen: which placeholder went is unknown
-        self.uids = kept
+        known = set(self.uids)
+        self.uids = [u for u in self.uids if u not in gone]
+        for uid in sorted(gone - known, reverse=True):
+            self.placeholder_gone(uid)
+
+    def placeholder_gone(self, uid):
+        """A UID it had not seen went: its message is one of the messages
+        of unknown UID (0) between the known UIDs below and above it, all
+        alike, so any one of them goes. None there (it was never told of
+        the message): which went is unknown until relist()."""
+        below = max((i for i, u in enumerate(self.uids) if u and u < uid), default=-1)
+        above = min((i for i, u in enumerate(self.uids) if u and u > uid), default=len(self.uids))
+        if above - below > 1:
+            del self.uids[below + 1]
+        else:
+            self.unknown_gone = True
 
     def fetched(self, command, n, response):
         found = re.search(rb"[( ]UID (\d+)", response[:200])
