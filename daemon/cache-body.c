@@ -488,8 +488,7 @@ int cache_body_chunks_read(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid,
 		uint64_t to = end < start + length ? end - start : length;
 
 		if (sqlite3_column_int64(stmt, 0) != expected || (uint64_t)sqlite3_column_bytes(stmt, 1) != length ||
-		    data == NULL || sqlite3_column_type(stmt, 2) != SQLITE_INTEGER ||
-		    sqlite3_column_int64(stmt, 2) != cache_checksum_column(data, (size_t)length)) {
+		    data == NULL || !cache_column_vouches(stmt, 2, data, (size_t)length)) {
 			result = 0;
 			break;
 		}
@@ -502,8 +501,10 @@ int cache_body_chunks_read(sqlite3_stmt *stmt, int64_t mailbox_id, uint32_t uid,
 	}
 	sqlite3_reset(stmt);
 	sqlite3_clear_bindings(stmt);
-	*rc_r = result == 1 && rc != SQLITE_DONE ? rc : result == -1 ? rc : SQLITE_OK;
-	if (*rc_r != SQLITE_OK)
+	if (result == 1 && rc != SQLITE_DONE)
+		result = -1; /* SQLite failed: rc says how */
+	*rc_r = result == -1 ? rc : SQLITE_OK;
+	if (result == -1)
 		return -1;
 	return result == 1 && expected != last + 1 ? 0 : result;
 }

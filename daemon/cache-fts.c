@@ -196,17 +196,6 @@ static struct cache_fts_statements cache_fts_loop_statements(struct cache *cache
 	return stmts;
 }
 
-/* Runs a statement that returns no rows; resets it and clears its
-   bindings. Returns SQLITE_OK or the error. */
-static int cache_fts_run(sqlite3_stmt *stmt)
-{
-	int rc = sqlite3_step(stmt);
-
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 /* Indexes one body: its text row (empty and unsure when the body is
    damaged, or search-text can't vouch for it), and the mark on bodies.
    Returns SQLITE_OK or the error. */
@@ -236,10 +225,10 @@ static int cache_fts_index_one(const struct cache_fts_statements *stmts, int64_t
 	sqlite3_bind_int(stmts->insert, 3, sure);
 	sqlite3_bind_text(stmts->insert, 4, head.len > 0 ? (const char *)head.data : "", (int)head.len, SQLITE_STATIC);
 	sqlite3_bind_text(stmts->insert, 5, body.len > 0 ? (const char *)body.data : "", (int)body.len, SQLITE_STATIC);
-	rc = cache_fts_run(stmts->insert);
+	rc = cache_step_plain(stmts->insert);
 	if (rc == SQLITE_OK) {
 		cache_bind_key(stmts->mark, mailbox_id, uid);
-		rc = cache_fts_run(stmts->mark);
+		rc = cache_step_plain(stmts->mark);
 	}
 out:
 	evbuffer_free(raw);
@@ -299,7 +288,7 @@ int cache_fts_merge_some(const struct cache_fts_statements *stmts, int pages)
 	int changes = sqlite3_total_changes(db), rc;
 
 	sqlite3_bind_int(stmts->merge, 1, pages);
-	rc = cache_fts_run(stmts->merge);
+	rc = cache_step_plain(stmts->merge);
 	if (rc != SQLITE_OK)
 		return -rc;
 	return sqlite3_total_changes(db) - changes < 2 ? 0 : 1; /* FTS5's sign that nothing was left to merge */

@@ -449,8 +449,7 @@ long cache_lookup_internaldates(struct cache *cache, int64_t mailbox_id, uint32_
 		const unsigned char *data = sqlite3_column_blob(stmt, 1);
 		size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
 
-		if (data == NULL || sqlite3_column_type(stmt, 2) != SQLITE_INTEGER ||
-		    sqlite3_column_int64(stmt, 2) != cache_checksum_column(data, size))
+		if (data == NULL || !cache_column_vouches(stmt, 2, data, size))
 			continue; /* damaged: as if not stored (the row's own lookup drops it) */
 		callback((uint32_t)sqlite3_column_int64(stmt, 0), data, size, context);
 		calls++;

@@ -371,8 +371,7 @@ static bool cache_value_sound(sqlite3_stmt *stmt, unsigned int item, const struc
 
 	if (item >= CACHE_SUMMED_ITEMS)
 		return true;
-	return sqlite3_column_type(stmt, column) == SQLITE_INTEGER &&
-	       sqlite3_column_int64(stmt, column) == cache_checksum_column(value->data, value->size);
+	return cache_column_vouches(stmt, column, value->data, value->size);
 }
 
 /* Notes that values (CACHE_HAS() of each) of uid failed their checksum:

@@ -53,7 +53,7 @@ int cache_lookup_preview(struct cache *cache, int64_t mailbox_id, uint32_t uid, 
 	if (rc == SQLITE_ROW) {
 		value = sqlite3_column_blob(stmt, 0);
 		size = sqlite3_column_bytes(stmt, 0);
-		if (size > 0 && sqlite3_column_int64(stmt, 1) == cache_checksum_column(value, (size_t)size))
+		if (size > 0 && cache_column_vouches(stmt, 1, value, (size_t)size))
 			result = evbuffer_add(out, value, (size_t)size) == 0 ? 1 : -1;
 		else
 			result = 2; /* damaged: dropped once the statement is reset */

@@ -4,6 +4,7 @@
 #define IMAPCACHED_CACHE_PRIVATE_H
 
 #include "cache.h"
+#include "cache-checksum.h"
 
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -226,6 +227,27 @@ struct cache {
 void cache_fail(struct cache *cache, int rc, const char *what);
 /* Whether a write may run now (not off, not in a batch that is lost). */
 bool cache_write_allowed(struct cache *cache);
+
+/* Whether column sum of stmt's current row holds the checksum of the
+   size bytes at data, the value it was stored with: a sum not stored
+   vouches for nothing. */
+static inline bool cache_column_vouches(sqlite3_stmt *stmt, int sum, const void *data, size_t size)
+{
+	return sqlite3_column_type(stmt, sum) == SQLITE_INTEGER &&
+	       sqlite3_column_int64(stmt, sum) == cache_checksum_column(data, size);
+}
+
+/* Runs a statement that returns no rows, on any connection (cache_run
+   is the loop's, with its error handling); resets it and clears its
+   bindings. Returns SQLITE_OK or the error. */
+static inline int cache_step_plain(sqlite3_stmt *stmt)
+{
+	int rc = sqlite3_step(stmt);
+
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
 
 /* The SQL of statement which (a worker prepares its own). */
 const char *cache_stmt_text(enum cache_stmt which);

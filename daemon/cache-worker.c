@@ -4,6 +4,7 @@
 #include "cache-worker.h"
 
 #include "cache-fts.h"
+#include "cache-private.h"
 #include "log.h"
 
 #include <pthread.h>
@@ -55,14 +56,6 @@ static bool cache_worker_batch_ends(void *context)
 	return ends;
 }
 
-static int cache_worker_step(sqlite3_stmt *stmt)
-{
-	int rc = sqlite3_step(stmt);
-
-	sqlite3_reset(stmt);
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 #define CACHE_WORKER_TURN_BUSY 2 /* the lock stayed another's: the job is where it was */
 
 /* One job's turn in its own transaction: a batch of the index, or a
@@ -78,7 +71,7 @@ static void cache_worker_set_holds_lock(struct cache_worker *worker, bool holds)
 
 static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint64_t *bodies, uint64_t *bytes)
 {
-	int rc = cache_worker_step(worker->begin), result;
+	int rc = cache_step_plain(worker->begin), result;
 
 	if (rc != SQLITE_OK)
 		return (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
@@ -88,10 +81,10 @@ static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint
 					      bytes);
 	else
 		result = cache_fts_merge_some(&worker->fts, CACHE_FTS_MERGE_PAGES);
-	if (result >= 0 && (rc = cache_worker_step(worker->commit)) != SQLITE_OK)
+	if (result >= 0 && (rc = cache_step_plain(worker->commit)) != SQLITE_OK)
 		result = (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
 	if (result < 0 || !sqlite3_get_autocommit(worker->db))
-		cache_worker_step(worker->rollback);
+		cache_step_plain(worker->rollback);
 	cache_worker_set_holds_lock(worker, false);
 	return result;
 }

@@ -763,19 +763,17 @@ static int answer_pin(struct fetch_answer *answer)
    other messages than the answer's (*why_r), -1 out of memory. */
 static int plan_vanished(struct fetch_answer *answer, const struct fetch_facts *facts, const char **why_r)
 {
+	bool same = facts->vanished_uid_count == answer->message_count;
+
 	if (!facts->vanished_known) {
 		answer->needs_vanished = true;
 		return 1;
 	}
-	if (facts->vanished_uid_count != answer->message_count) {
+	for (size_t i = 0; same && i < answer->message_count; i++)
+		same = answer->messages[i].uid == facts->vanished_uids[i];
+	if (!same) {
 		*why_r = "the upstream's CHANGEDSINCE named other messages than the view's MODSEQs";
 		return 0;
-	}
-	for (size_t i = 0; i < answer->message_count; i++) {
-		if (answer->messages[i].uid != facts->vanished_uids[i]) {
-			*why_r = "the upstream's CHANGEDSINCE named other messages than the view's MODSEQs";
-			return 0;
-		}
 	}
 	if (facts->vanished_len == 0)
 		return 1;

@@ -562,18 +562,23 @@ static void store_body(uint32_t uid, const char *text)
 	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
 }
 
+/* The one integer of sql, run on the store's handle; -1: no row. */
+static int64_t count_of(const char *sql)
+{
+	sqlite3_stmt *stmt;
+	int64_t rows = -1;
+
+	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache), sql, -1, &stmt, NULL), SQLITE_OK);
+	if (sqlite3_step(stmt) == SQLITE_ROW)
+		rows = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	return rows;
+}
+
 /* Rows of body_text. */
 static long text_rows(void)
 {
-	sqlite3_stmt *stmt;
-	long rows = -1;
-
-	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT count(*) FROM body_text", -1,
-						 &stmt, NULL), SQLITE_OK);
-	if (sqlite3_step(stmt) == SQLITE_ROW)
-		rows = sqlite3_column_int(stmt, 0);
-	sqlite3_finalize(stmt);
-	return rows;
+	return (long)count_of("SELECT count(*) FROM body_text");
 }
 
 static const char *const bodies[] = {
@@ -637,16 +642,7 @@ static double seconds_now(void)
 
 static int64_t indexed_bodies(void)
 {
-	sqlite3_stmt *stmt;
-	int64_t rows = -1;
-
-	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache),
-						 "SELECT count(*) FROM bodies WHERE text_indexed = 1", -1, &stmt, NULL),
-			      SQLITE_OK);
-	if (sqlite3_step(stmt) == SQLITE_ROW)
-		rows = sqlite3_column_int64(stmt, 0);
-	sqlite3_finalize(stmt);
-	return rows;
+	return count_of("SELECT count(*) FROM bodies WHERE text_indexed = 1");
 }
 
 static void count_match(uint32_t uid, void *context)
