@@ -3,12 +3,13 @@
 # dev.sh: set up, build, demo and test imapcached on Debian 12.
 #
 #   ./dev.sh deps                 install the Debian packages that are missing
-#   ./dev.sh build [--sanitizers|--fuzzers]
+#   ./dev.sh build [--sanitizers|--threads|--fuzzers]
 #   ./dev.sh demo                 deps + build + the demo session
 #   ./dev.sh check [--sanitizers] deps + build + make check
+#   ./dev.sh check --threads      the threaded suites under ThreadSanitizer
 #   ./dev.sh fuzz [SECONDS]       deps + clang build + each fuzzer for SECONDS
 #
-# Builds go to build/ (build-asan/, build-fuzz/ for the variants), never
+# Builds go to build/ (build-asan/, build-tsan/, build-fuzz/ for the variants), never
 # into the source tree.
 set -euo pipefail
 top=$(cd "$(dirname "$0")" && pwd)
@@ -56,6 +57,7 @@ build() {
 	case "$variant" in
 	"") ;;
 	--sanitizers) dir=build-asan; flags=(--enable-sanitizers) ;;
+	--threads) dir=build-tsan; flags=(--enable-sanitizers=thread) ;;
 	--fuzzers) dir=build-fuzz; flags=(--enable-fuzzers CC=clang) ;;
 	*) die "unknown build variant: $variant" ;;
 	esac
@@ -86,11 +88,22 @@ summarize() {
 	echo "check: ${pass:-0} passed, ${fail:-0} failed, ${skip:-0} skipped"
 }
 
+# The suites that run a store's worker thread beside the event loop:
+# what `check --threads` runs under ThreadSanitizer.
+thread_tests="tests/unit/test-cache tests/unit/test-search tests/unit/test-prefetch
+	tests/integration/test-imapcachectl.py tests/integration/test-cache-sessions.py
+	tests/integration/test-cache-fts-crash.py"
+
 check() {
 	build "$@"
 	say "make check (in ${build_dir#$top/}/)"
-	local status=0
-	make -j"$jobs" check || status=$?
+	local status=0 tests=()
+	if [ "${1:-}" = --threads ]; then
+		# a data race fails its test: the report aborts the process
+		export TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
+		tests=(TESTS="$(echo $thread_tests)")
+	fi
+	make -j"$jobs" check "${tests[@]}" || status=$?
 	if [ $status -ne 0 ]; then
 		for log in $(grep -l -E '^:test-result: (FAIL|ERROR)' $(find . -name '*.trs') 2>/dev/null); do
 			echo "---- ${log%.trs}.log"; tail -n 60 "${log%.trs}.log"
@@ -120,5 +133,5 @@ build) install_deps; build "$@" ;;
 check) install_deps; check "$@" ;;
 demo) install_deps; demo ;;
 fuzz) install_deps; fuzz "$@" ;;
-*) sed -n '3,13s/^# \{0,1\}//p' "$0"; exit 2 ;;
+*) sed -n '3,14s/^# \{0,1\}//p' "$0"; exit 2 ;;
 esac
