@@ -82,7 +82,8 @@ static void cache_fts_worker_turn(struct cache *cache, bool starting)
 	}
 	if (counts.jobs == 0 && counts.last_error != SQLITE_OK && !cache->fts_worker_failed) {
 		cache->fts_worker_failed = true;
-		cache_fail(cache, counts.last_error, "indexing bodies' text (the store's worker)");
+		cache_fail_because(cache, counts.last_error, "indexing bodies' text (the store's worker)",
+				   counts.last_error_text);
 	}
 	if (counts.jobs == 0 && counts.last_error == SQLITE_OK && counts.index_runs_done != cache->fts_handed_runs &&
 	    cache->fts_arrivals == cache->fts_handed_arrivals) {

@@ -225,6 +225,9 @@ struct cache {
    for the store: writes off for a while (full, I/O), for good (corrupt),
    nothing (busy); a batch whose transaction it took is doomed. */
 void cache_fail(struct cache *cache, int rc, const char *what);
+/* cache_fail with why, what another connection said of rc, in place of
+   what the store's own connection says. */
+void cache_fail_because(struct cache *cache, int rc, const char *what, const char *why);
 /* Whether a write may run now (not off, not in a batch that is lost). */
 bool cache_write_allowed(struct cache *cache);
 

@@ -8,6 +8,7 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -69,12 +70,15 @@ static void cache_worker_set_holds_lock(struct cache_worker *worker, bool holds)
 	pthread_mutex_unlock(&worker->lock);
 }
 
-static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint64_t *bodies, uint64_t *bytes)
+static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint64_t *bodies, uint64_t *bytes,
+			     char *error_text)
 {
 	int rc = cache_step_plain(worker->begin), result;
 
-	if (rc != SQLITE_OK)
+	if (rc != SQLITE_OK) {
+		snprintf(error_text, CACHE_WORKER_ERROR_TEXT, "%s", sqlite3_errmsg(worker->db));
 		return (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
+	}
 	cache_worker_set_holds_lock(worker, true);
 	if (job == CACHE_WORKER_INDEX)
 		result = cache_fts_index_some(&worker->fts, CACHE_FTS_BATCH_BYTES, cache_worker_batch_ends, worker, bodies,
@@ -83,10 +87,19 @@ static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint
 		result = cache_fts_merge_some(&worker->fts, CACHE_FTS_MERGE_PAGES);
 	if (result >= 0 && (rc = cache_step_plain(worker->commit)) != SQLITE_OK)
 		result = (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
+	if (result < 0) /* before the rollback resets it */
+		snprintf(error_text, CACHE_WORKER_ERROR_TEXT, "%s", sqlite3_errmsg(worker->db));
 	if (result < 0 || !sqlite3_get_autocommit(worker->db))
 		cache_step_plain(worker->rollback);
 	cache_worker_set_holds_lock(worker, false);
 	return result;
+}
+
+/* Keeps a job's error and its text for the loop (under the lock). */
+static void cache_worker_failed(struct cache_worker *worker, int rc, const char *text)
+{
+	worker->counts.last_error = rc;
+	snprintf(worker->counts.last_error_text, sizeof(worker->counts.last_error_text), "%s", text);
 }
 
 /* Runs one piece of work chosen under the lock (held on entry and on
@@ -96,27 +109,30 @@ static void cache_worker_work(struct cache_worker *worker)
 	unsigned int job = worker->counts.jobs & CACHE_WORKER_INDEX ? CACHE_WORKER_INDEX : CACHE_WORKER_MERGE;
 	bool checkpoint = worker->checkpoint_due;
 	uint64_t bodies = 0, bytes = 0;
+	char error_text[CACHE_WORKER_ERROR_TEXT] = "";
 	int result = 0;
 
 	worker->checkpoint_due = false;
 	worker->running = true;
 	pthread_mutex_unlock(&worker->lock);
-	if (checkpoint)
+	if (checkpoint) {
 		result = sqlite3_wal_checkpoint_v2(worker->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-	else
-		result = cache_worker_turn(worker, job, &bodies, &bytes);
+		snprintf(error_text, sizeof(error_text), "%s", sqlite3_errmsg(worker->db));
+	} else {
+		result = cache_worker_turn(worker, job, &bodies, &bytes, error_text);
+	}
 	pthread_mutex_lock(&worker->lock);
 	worker->running = false;
 	if (checkpoint) {
 		worker->counts.checkpoints++;
 		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
-			worker->counts.last_error = result;
+			cache_worker_failed(worker, result, error_text);
 	} else {
 		worker->counts.indexed_bodies += bodies;
 		worker->counts.indexed_bytes += bytes;
 		worker->counts.merge_steps += job == CACHE_WORKER_MERGE && result == 1;
 		if (result < 0)
-			worker->counts.last_error = -result;
+			cache_worker_failed(worker, -result, error_text);
 		if (result <= 0)
 			worker->counts.jobs &= ~(result < 0 ? (unsigned int)(CACHE_WORKER_INDEX | CACHE_WORKER_MERGE) : job);
 		worker->counts.index_runs_done += job == CACHE_WORKER_INDEX && result == 0;
@@ -325,4 +341,15 @@ void cache_worker_pause(struct cache_worker *worker, bool paused)
 	pthread_mutex_unlock(&worker->lock);
 	if (paused)
 		cache_worker_settle(worker); /* what is under way ends first */
+}
+
+int cache_worker_exec_paused(struct cache_worker *worker, const char *sql)
+{
+	int rc = SQLITE_MISUSE;
+
+	pthread_mutex_lock(&worker->lock);
+	if (worker->paused && !worker->running) /* the thread keeps off its connection */
+		rc = sqlite3_exec(worker->db, sql, NULL, NULL, NULL);
+	pthread_mutex_unlock(&worker->lock);
+	return rc;
 }

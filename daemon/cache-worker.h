@@ -52,6 +52,8 @@ enum cache_worker_job {
 };
 
 /* What a worker did, for the loop's log lines, stats and tests. */
+#define CACHE_WORKER_ERROR_TEXT 160 /* bytes of an error's text kept for the loop's log line */
+
 struct cache_worker_counts {
 	uint64_t checkpoints;        /* run by the worker */
 	uint64_t loop_checkpoints;   /* the loop ran itself, the worker behind */
@@ -64,6 +66,7 @@ struct cache_worker_counts {
 	bool holds_lock;             /* a transaction of the worker holds the write lock now */
 	bool held;                   /* it waits between two bodies of a batch (cache_worker_hold) */
 	int last_error;              /* its last SQLite error other than BUSY (SQLITE_OK: none); the job stopped */
+	char last_error_text[CACHE_WORKER_ERROR_TEXT]; /* what its connection said of it */
 };
 
 /* Opens a second connection to path (the file db has open for writing),
@@ -105,5 +108,9 @@ void cache_worker_settle(struct cache_worker *worker);
 /* Keeps the worker from starting anything (paused) or lets it again, so
    that tests can see the loop's own checkpoint (tests). */
 void cache_worker_pause(struct cache_worker *worker, bool paused);
+
+/* Runs sql on the worker's own connection while it is paused (tests: a
+   PRAGMA max_page_count makes its store full). Returns SQLite's code. */
+int cache_worker_exec_paused(struct cache_worker *worker, const char *sql);
 
 #endif

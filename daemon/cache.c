@@ -321,8 +321,11 @@ static void cache_writes_stop(struct cache *cache, bool for_good, const char *wh
 
 void cache_fail(struct cache *cache, int rc, const char *what)
 {
-	const char *why = sqlite3_errmsg(cache->db);
+	cache_fail_because(cache, rc, what, sqlite3_errmsg(cache->db));
+}
 
+void cache_fail_because(struct cache *cache, int rc, const char *what, const char *why)
+{
 	switch (rc & 0xff) {
 	case SQLITE_FULL:
 	case SQLITE_READONLY:

@@ -2241,6 +2241,64 @@ static void store_mebibytes(struct cache *cache, int64_t mailbox_id, uint32_t fi
 	}
 }
 
+/* Stores a message of size bytes of words as uid's body: text that the
+   index takes whole (pattern() bytes are not text). */
+static void store_text_body(struct cache *cache, int64_t mailbox_id, uint32_t uid, size_t size)
+{
+	static const char head[] = "Subject: words\r\n\r\n";
+	struct cache_body_writer *writer = cache_body_begin(cache, mailbox_id, uid, size, NULL);
+	char *data = malloc(size);
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(data);
+	for (size_t i = 0; i < size; i++)
+		data[i] = i % 64 == 62 ? '\r' : i % 64 == 63 ? '\n' : (char)('a' + (i * 7 + uid) % 26);
+	memcpy(data, head, sizeof(head) - 1);
+	CU_ASSERT_EQUAL(cache_body_write(writer, data, size), 0);
+	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
+	free(data);
+}
+
+/* The store's worker fails (its connection finds the store full): the
+   loop logs the worker's own words for it, not its own connection's
+   (which has no error), and caching stops for a while. */
+static void test_worker_failure_logged(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	char sql[64], *path;
+
+	setup();
+	cache = open_on_loop(&s, base, &path, &mailbox);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
+	cache_worker_pause(cache->worker, true);
+	for (uint32_t uid = 1; uid <= 4; uid++)
+		store_text_body(cache, mailbox.id, uid, 64 * 1024);
+	/* no free page left for the index to take, and none to add */
+	CU_ASSERT_EQUAL(cache_worker_exec_paused(cache->worker, "PRAGMA incremental_vacuum"), SQLITE_OK);
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA freelist_count"), 0);
+	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld", (long long)query(cache, "PRAGMA page_count"));
+	CU_ASSERT_EQUAL(cache_worker_exec_paused(cache->worker, sql), SQLITE_OK);
+	/* the loop hands the index over after a quiet while, the worker
+	   fails on it, and the loop's watch sees that */
+	for (int turn = 0; turn < 200 && !cache_writes_off(cache); turn++) {
+		if (turn == 1)
+			cache_worker_pause(cache->worker, false);
+		CU_ASSERT(event_base_loop(base, EVLOOP_ONCE) >= 0);
+	}
+	CU_ASSERT_EQUAL(cache_worker_counts(cache->worker).last_error & 0xff, SQLITE_FULL);
+	CU_ASSERT_TRUE(cache_writes_off(cache));
+	CU_ASSERT_TRUE(logged("indexing bodies' text (the store's worker): database or disk is full"));
+	CU_ASSERT_FALSE(logged("not an error"));
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE text_indexed = 1"), 0);
+	cache_unref(&cache);
+	event_base_free(base);
+	free(path);
+	teardown();
+}
+
 static void test_checkpoints_off_the_loop(void)
 {
 	const off_t mib = 1 << 20;
@@ -2971,6 +3029,7 @@ const struct unit_test unit_tests[] = {
 	{ "UID lists", test_uid_lists },
 	{ "looking up many messages", test_lookup_many },
 	{ "WAL checkpoints run on their own thread, on the loop only when it falls behind", test_checkpoints_off_the_loop },
+	{ "a failure of the store's worker is logged in its own words, and caching stops", test_worker_failure_logged },
 	{ "a full store turns writes off", test_full_store },
 	{ "a read-only directory", test_read_only_directory },
 	{ "an unreadable file is moved aside", test_unreadable_file },
