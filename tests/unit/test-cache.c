@@ -1763,6 +1763,42 @@ static void test_pin_holds_expunged_rows(void)
 	teardown();
 }
 
+/* Another process holds the store while a pin's release would carry out
+   its held drops: they stay held, and the next release does them. */
+static void test_pin_drops_wait_out_a_busy_store(void)
+{
+	struct cache_pin *pin, *again;
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	sqlite3 *other;
+	char *path;
+
+	setup();
+	cache = open_account("up", "alice");
+	path = account_path("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	pin = pin_stored_message(cache, mailbox.id, 3, 100, false);
+	CU_ASSERT_EQUAL(cache_mailbox_remove_uids(cache, mailbox.id, (uint32_t[]){ 3 }, 1), 0);
+	CU_ASSERT_TRUE(has_row(cache, mailbox.id, 3)); /* pinned: held */
+	CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &other), SQLITE_OK);
+	CU_ASSERT_EQUAL_FATAL(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	cache_pin_release(cache, &pin); /* the drop meets the lock taken */
+	CU_ASSERT_EQUAL(cache->deferred_count, 1);
+	CU_ASSERT_TRUE(seen_from_outside(path, 3));
+	CU_ASSERT_FALSE(logged("given up"));
+	CU_ASSERT_EQUAL(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(other);
+	again = cache_pin_messages(cache, mailbox.id, (uint32_t[]){ 9 }, 1, false);
+	cache_pin_release(cache, &again); /* the next release tries again */
+	CU_ASSERT_EQUAL(cache->deferred_count, 0);
+	CU_ASSERT_FALSE(seen_from_outside(path, 3));
+	CU_ASSERT_FALSE(has_body(cache, mailbox.id, 3));
+	check_body_bytes(cache);
+	cache_unref(&cache);
+	free(path);
+	teardown();
+}
+
 /* A purge or UIDVALIDITY change of a mailbox an answer reads sets it
    aside: no lookup finds it, a new one of its name can start, the
    answer still reads it; it goes at the release, or at the next open
@@ -3021,6 +3057,7 @@ const struct unit_test unit_tests[] = {
 	{ "a read's use of a body: held, written by time, before an eviction and at close", test_body_use_held },
 	{ "eviction at open shrinks the file", test_eviction_at_open_shrinks_the_file },
 	{ "a pin keeps an answer's rows through an expunge", test_pin_holds_expunged_rows },
+	{ "a pin's held drops wait out a store another process holds", test_pin_drops_wait_out_a_busy_store },
 	{ "a pin keeps a purged or reset mailbox's rows, and a crash leaves none", test_pin_holds_dropped_mailbox },
 	{ "eviction passes pinned bodies by, however many", test_pin_spares_bodies_from_eviction },
 	{ "drops held while writes are off are made once they are back", test_pin_drops_wait_for_writes },
