@@ -31,10 +31,12 @@ static uint64_t cache_fts_now_ms(void)
 static void cache_fts_run_ended(struct cache *cache)
 {
 	if (cache->fts_run_bodies > 0)
-		log_info("cache %s: the text of %" PRIu64 " bodies indexed (%.1f MB in %.1f s)", cache->label,
-			 cache->fts_run_bodies, (double)cache->fts_run_bytes / 1e6,
-			 (double)(cache_fts_now_ms() - cache->fts_run_started) / 1000.0);
+		log_info("cache %s: the text of %" PRIu64 " bodies indexed (%.1f MB in %.1f s; "
+			 "a write waited for it %" PRIu64 " ms at most)", cache->label, cache->fts_run_bodies,
+			 (double)cache->fts_run_bytes / 1e6, (double)(cache_fts_now_ms() - cache->fts_run_started) / 1000.0,
+			 cache->fts_longest_wait_ms);
 	cache->fts_run_started = 0;
+	cache->fts_longest_wait_ms = 0;
 	cache->fts_run_bodies = 0;
 	cache->fts_run_bytes = 0;
 }
@@ -110,8 +112,10 @@ static void cache_fts_timer_fired(evutil_socket_t fd, short what, void *context)
 
 	(void)fd;
 	(void)what;
-	if (starting)
+	if (starting) {
 		cache->fts_run_started = cache_fts_now_ms();
+		cache->fts_longest_wait_ms = 0;
+	}
 	if (cache->worker != NULL)
 		cache_fts_worker_turn(cache, starting);
 	else
@@ -157,19 +161,23 @@ void cache_fts_stop(struct cache *cache)
 
 static const enum cache_stmt cache_fts_stmt_kinds[] = { CACHE_STMT_FTS_PENDING, CACHE_STMT_CHUNK_READ,
 							 CACHE_STMT_FTS_INSERT, CACHE_STMT_FTS_MARK,
-							 CACHE_STMT_FTS_MERGE };
+							 CACHE_STMT_FTS_MERGE, CACHE_STMT_FTS_STILL_PENDING,
+							 CACHE_STMT_FTS_PIECES };
 
 /* The statements' slots in the order of cache_fts_stmt_kinds. */
 static sqlite3_stmt **cache_fts_stmt_slot(struct cache_fts_statements *stmts, size_t i)
 {
-	sqlite3_stmt **slots[] = { &stmts->pending, &stmts->chunks, &stmts->insert, &stmts->mark, &stmts->merge };
+	sqlite3_stmt **slots[] = { &stmts->pending, &stmts->chunks, &stmts->insert, &stmts->mark, &stmts->merge,
+				   &stmts->still_pending, &stmts->pieces };
 
 	return slots[i];
 }
 
 int cache_fts_statements_prepare(sqlite3 *db, struct cache_fts_statements *stmts)
 {
-	*stmts = (struct cache_fts_statements){ .owned = true };
+	*stmts = (struct cache_fts_statements){ .owned = true, .cursor = calloc(1, sizeof(*stmts->cursor)) };
+	if (stmts->cursor == NULL)
+		return SQLITE_NOMEM;
 	for (size_t i = 0; i < sizeof(cache_fts_stmt_kinds) / sizeof(cache_fts_stmt_kinds[0]); i++) {
 		int rc = sqlite3_prepare_v3(db, cache_stmt_text(cache_fts_stmt_kinds[i]), -1, SQLITE_PREPARE_PERSISTENT,
 					    cache_fts_stmt_slot(stmts, i), NULL);
@@ -184,103 +192,215 @@ void cache_fts_statements_free(struct cache_fts_statements *stmts)
 {
 	for (size_t i = 0; stmts->owned && i < sizeof(cache_fts_stmt_kinds) / sizeof(cache_fts_stmt_kinds[0]); i++)
 		sqlite3_finalize(*cache_fts_stmt_slot(stmts, i));
+	if (stmts->owned && stmts->cursor != NULL) {
+		cache_fts_cursor_reset(stmts->cursor);
+		free(stmts->cursor);
+	}
 	*stmts = (struct cache_fts_statements){ 0 };
 }
 
-/* The loop's own statements (borrowed from the store's). */
+/* The loop's own statements (borrowed from the store's), and its cursor. */
 static struct cache_fts_statements cache_fts_loop_statements(struct cache *cache)
 {
-	struct cache_fts_statements stmts = { 0 };
+	struct cache_fts_statements stmts = { .cursor = &cache->fts_cursor };
 
 	for (size_t i = 0; i < sizeof(cache_fts_stmt_kinds) / sizeof(cache_fts_stmt_kinds[0]); i++)
 		*cache_fts_stmt_slot(&stmts, i) = cache_stmt(cache, cache_fts_stmt_kinds[i]);
 	return stmts;
 }
 
-/* Indexes one body: its text row (empty and unsure when the body is
-   damaged, or search-text can't vouch for it), and the mark on bodies.
-   Returns SQLITE_OK or the error. */
-static int cache_fts_index_one(const struct cache_fts_statements *stmts, int64_t mailbox_id, uint32_t uid,
-			       uint64_t size)
+void cache_fts_cursor_reset(struct cache_fts_cursor *cursor)
+{
+	mime_buffer_free(&cursor->head);
+	mime_buffer_free(&cursor->body);
+	*cursor = (struct cache_fts_cursor){ 0 };
+}
+
+/* The start of the character at or before byte at of UTF-8 text (len
+   bytes); len at or past the end. */
+static size_t cache_fts_char_start(const unsigned char *text, size_t len, size_t at)
+{
+	if (at >= len)
+		return len;
+	while (at > 0 && (text[at] & 0xc0) == 0x80)
+		at--;
+	return at;
+}
+
+/* [*start, *end) of the cursor's body text in piece i: it ends where
+   piece i + 1 begins, and begins CACHE_FTS_OVERLAP bytes or more before
+   where piece i - 1 ended, so that a key of CACHE_FTS_KEY_MAX bytes lies
+   whole in one piece wherever it is. */
+static void cache_fts_piece_bounds(const struct cache_fts_cursor *cursor, unsigned int i, size_t *start,
+				   size_t *end)
+{
+	const unsigned char *text = cursor->body.data;
+	size_t len = cursor->body.len;
+	size_t begins = cache_fts_char_start(text, len, (size_t)i * cursor->step);
+
+	*end = i + 1 >= cursor->pieces ? len : cache_fts_char_start(text, len, (size_t)(i + 1) * cursor->step);
+	*start = i == 0 ? 0 : cache_fts_char_start(text, len, begins > CACHE_FTS_OVERLAP ? begins - CACHE_FTS_OVERLAP : 0);
+}
+
+/* Takes the text of the body waiting (mailbox_id, uid, size) into the
+   cursor: empty and unsure when the body is damaged, or search-text
+   can't vouch for it. Returns SQLITE_OK or the error. */
+static int cache_fts_cursor_take(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor,
+				 int64_t mailbox_id, uint32_t uid, uint64_t size)
 {
 	struct evbuffer *raw = evbuffer_new();
-	struct mime_buffer head = { 0 }, body = { 0 };
-	int found, sure = 0, rc = SQLITE_NOMEM;
+	int found, rc = SQLITE_OK;
 
 	if (raw == NULL)
 		return SQLITE_NOMEM;
+	*cursor = (struct cache_fts_cursor){ .active = true, .mailbox_id = mailbox_id, .uid = uid, .size = size };
 	found = size > 0 ? cache_body_chunks_read(stmts->chunks, mailbox_id, uid, size, 0, size, raw, &rc) : 1;
-	if (found < 0)
-		goto out;
 	if (found > 0) {
 		size_t len = evbuffer_get_length(raw);
 		const unsigned char *data = len > 0 ? evbuffer_pullup(raw, -1) : (const unsigned char *)"";
 
-		sure = data != NULL && search_text_extract(data, len, &head, &body) == 0;
+		cursor->sure = data != NULL && search_text_extract(data, len, &cursor->head, &cursor->body) == 0;
 	}
-	if (!sure) {
-		mime_buffer_reset(&head);
-		mime_buffer_reset(&body);
-	}
-	cache_bind_key(stmts->insert, mailbox_id, uid);
-	sqlite3_bind_int(stmts->insert, 3, sure);
-	sqlite3_bind_text(stmts->insert, 4, head.len > 0 ? (const char *)head.data : "", (int)head.len, SQLITE_STATIC);
-	sqlite3_bind_text(stmts->insert, 5, body.len > 0 ? (const char *)body.data : "", (int)body.len, SQLITE_STATIC);
-	rc = cache_step_plain(stmts->insert);
-	if (rc == SQLITE_OK) {
-		cache_bind_key(stmts->mark, mailbox_id, uid);
-		rc = cache_step_plain(stmts->mark);
-	}
-out:
 	evbuffer_free(raw);
-	mime_buffer_free(&head);
-	mime_buffer_free(&body);
-	return rc;
+	if (found < 0) {
+		cache_fts_cursor_reset(cursor);
+		return rc;
+	}
+	if (!cursor->sure) {
+		mime_buffer_reset(&cursor->head);
+		mime_buffer_reset(&cursor->body);
+	}
+	cursor->step = CACHE_FTS_PIECE_BYTES;
+	if (cursor->body.len / CACHE_FTS_PIECES_MAX >= cursor->step)
+		cursor->step = cursor->body.len / CACHE_FTS_PIECES_MAX + 1;
+	cursor->pieces = cursor->body.len == 0 ? 1 : (unsigned int)((cursor->body.len + cursor->step - 1) / cursor->step);
+	cursor->next = cursor->pieces > 1 ? 1 : 0;
+	return SQLITE_OK;
 }
 
-/* A body waiting for its index. */
-struct cache_fts_pending {
+/* Takes the next body waiting into the cursor. Returns 1, 0 when none
+   waits, or a negative SQLite code. */
+static int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor)
+{
 	int64_t mailbox_id;
 	uint32_t uid;
 	uint64_t size;
-};
+	int rc;
 
-/* Reads up to CACHE_FTS_BATCH_ROWS bodies waiting into pending. Returns
-   how many, or a negative SQLite code. */
-static int cache_fts_read_pending(const struct cache_fts_statements *stmts, struct cache_fts_pending *pending)
-{
-	int count = 0, rc;
-
-	sqlite3_bind_int(stmts->pending, 1, CACHE_FTS_BATCH_ROWS);
-	while ((rc = sqlite3_step(stmts->pending)) == SQLITE_ROW) {
-		pending[count].mailbox_id = sqlite3_column_int64(stmts->pending, 0);
-		pending[count].uid = (uint32_t)sqlite3_column_int64(stmts->pending, 1);
-		pending[count].size = (uint64_t)sqlite3_column_int64(stmts->pending, 2);
-		count++;
+	sqlite3_bind_int(stmts->pending, 1, 1);
+	rc = sqlite3_step(stmts->pending);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(stmts->pending);
+		return rc == SQLITE_DONE ? 0 : -rc;
 	}
+	mailbox_id = sqlite3_column_int64(stmts->pending, 0);
+	uid = (uint32_t)sqlite3_column_int64(stmts->pending, 1);
+	size = (uint64_t)sqlite3_column_int64(stmts->pending, 2);
 	sqlite3_reset(stmts->pending);
-	return rc == SQLITE_DONE ? count : -rc;
+	rc = cache_fts_cursor_take(stmts, cursor, mailbox_id, uid, size);
+	return rc == SQLITE_OK ? 1 : -rc;
+}
+
+/* The integer the statement's one row holds, for the cursor's body (its
+   key bound); -1 on error (*rc_r). */
+static int64_t cache_fts_body_query(sqlite3_stmt *stmt, const struct cache_fts_cursor *cursor, int *rc_r)
+{
+	int64_t value = 0;
+	int rc;
+
+	cache_bind_key(stmt, cursor->mailbox_id, cursor->uid);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW)
+		value = sqlite3_column_int64(stmt, 0);
+	sqlite3_reset(stmt);
+	*rc_r = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+	return *rc_r == SQLITE_OK ? value : -1;
+}
+
+/* Writes piece i of the cursor's body (the head goes with piece 0).
+   Returns SQLITE_OK or the error. */
+static int cache_fts_write_piece(const struct cache_fts_statements *stmts, const struct cache_fts_cursor *cursor,
+				 unsigned int i, size_t *written)
+{
+	size_t start, end;
+	const struct mime_buffer *head = &cursor->head;
+
+	cache_fts_piece_bounds(cursor, i, &start, &end);
+	*written += end - start + (i == 0 ? head->len : 0) + CACHE_FTS_PIECE_COST;
+	if (cursor->mailbox_id >= CACHE_FTS_MAILBOX_MAX)
+		return SQLITE_OK; /* no rowid for it: its mailbox's BODY and TEXT go upstream */
+	cache_bind_key(stmts->insert, cursor->mailbox_id, cursor->uid);
+	sqlite3_bind_int(stmts->insert, 3, cursor->sure);
+	sqlite3_bind_text(stmts->insert, 4, i == 0 && head->len > 0 ? (const char *)head->data : "",
+			  i == 0 ? (int)head->len : 0, SQLITE_STATIC);
+	sqlite3_bind_text(stmts->insert, 5, end > start ? (const char *)cursor->body.data + start : "", (int)(end - start),
+			  SQLITE_STATIC);
+	sqlite3_bind_int(stmts->insert, 6, (int)i);
+	return cache_step_plain(stmts->insert);
+}
+
+/* One step of the cursor's body: its next piece, and after pieces 1 and
+   up its piece 0 and the mark on bodies, which alone say it is indexed.
+   A body that is no longer waiting (evicted, purged, reset, indexed by
+   another connection) is let go, and one whose pieces went meanwhile
+   (evicted and stored again) starts over. Returns SQLITE_OK or the
+   error; the cursor is let go when its body is done. */
+static int cache_fts_cursor_step(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor,
+				 size_t *written, uint64_t *bodies, uint64_t *bytes)
+{
+	int rc;
+	int64_t waiting = cache_fts_body_query(stmts->still_pending, cursor, &rc);
+
+	if (waiting <= 0) {
+		cache_fts_cursor_reset(cursor);
+		return rc;
+	}
+	if (cursor->next == 0 && cursor->pieces > 1 && cursor->mailbox_id < CACHE_FTS_MAILBOX_MAX) {
+		int64_t present = cache_fts_body_query(stmts->pieces, cursor, &rc);
+
+		if (present != (int64_t)cursor->pieces - 1) {
+			cache_fts_cursor_reset(cursor);
+			return rc;
+		}
+	}
+	rc = cache_fts_write_piece(stmts, cursor, cursor->next, written);
+	if (rc != SQLITE_OK || cursor->next != 0) {
+		cursor->next = cursor->next + 1 < cursor->pieces ? cursor->next + 1 : 0;
+		return rc;
+	}
+	cache_bind_key(stmts->mark, cursor->mailbox_id, cursor->uid);
+	rc = cache_step_plain(stmts->mark);
+	if (rc == SQLITE_OK) {
+		(*bodies)++;
+		*bytes += cursor->size;
+	}
+	cache_fts_cursor_reset(cursor);
+	return rc;
 }
 
 int cache_fts_index_some(const struct cache_fts_statements *stmts, size_t max_bytes, cache_fts_stop_fn *stop,
 			 void *context, uint64_t *bodies, uint64_t *bytes)
 {
-	struct cache_fts_pending pending[CACHE_FTS_BATCH_ROWS];
-	uint64_t done_bytes = 0;
-	int count = cache_fts_read_pending(stmts, pending), done = 0;
+	struct cache_fts_cursor *cursor = stmts->cursor;
+	size_t written = 0;
 
-	if (count <= 0)
-		return count;
-	for (; done < count && (done == 0 || (done_bytes < max_bytes && (stop == NULL || !stop(context)))); done++) {
-		int rc = cache_fts_index_one(stmts, pending[done].mailbox_id, pending[done].uid, pending[done].size);
+	for (bool first = true;; first = false) {
+		int rc;
 
-		if (rc != SQLITE_OK)
+		if (!first && (written >= max_bytes || (stop != NULL && stop(context))))
+			return 1;
+		if (!cursor->active) {
+			int loaded = cache_fts_cursor_load(stmts, cursor);
+
+			if (loaded <= 0)
+				return loaded;
+		}
+		rc = cache_fts_cursor_step(stmts, cursor, &written, bodies, bytes);
+		if (rc != SQLITE_OK) {
+			cache_fts_cursor_reset(cursor);
 			return -rc;
-		done_bytes += pending[done].size;
+		}
 	}
-	*bodies += (uint64_t)done;
-	*bytes += done_bytes;
-	return done < count || count == CACHE_FTS_BATCH_ROWS ? 1 : 0;
 }
 
 int cache_fts_merge_some(const struct cache_fts_statements *stmts, int pages)
@@ -313,8 +433,10 @@ int cache_fts_index_batch(struct cache *cache, size_t max_bytes)
 		cache_batch_rollback(cache);
 		return -1;
 	}
-	if (cache_batch_end(cache) < 0)
+	if (cache_batch_end(cache) < 0) {
+		cache_fts_cursor_reset(&cache->fts_cursor); /* its pieces went with the batch */
 		return -1;
+	}
 	cache->fts_run_bodies += bodies;
 	cache->fts_run_bytes += bytes;
 	return result;

@@ -3,6 +3,8 @@
 #ifndef IMAPCACHED_CACHE_FTS_H
 #define IMAPCACHED_CACHE_FTS_H
 
+#include "mime-buffer.h"
+
 #include <sqlite3.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,30 +21,63 @@ struct cache;
  * the candidates of a key of three characters or more; every candidate
  * is then checked with instr(), and a shorter key scans the text.
  *
- * Indexing runs at about 9 MB/s, slower than bodies arrive: it runs
+ * A body's text is in pieces of CACHE_FTS_PIECE_BYTES (more when it has
+ * more than CACHE_FTS_PIECES_MAX of them), each a row, piece n > 0
+ * repeating the last CACHE_FTS_OVERLAP bytes of piece n - 1: a key of up
+ * to CACHE_FTS_KEY_MAX bytes lies whole in one piece wherever it is in
+ * the text; a longer one goes upstream. Each piece may be written in a
+ * transaction of its own, so the write lock is held for one piece at a
+ * time, however long the body: piece 0 (with the header lines) goes
+ * last, with the mark on bodies, and its row alone says the body is
+ * indexed. A cursor keeps the body's text from one piece to the next.
+ *
+ * Indexing runs at about 7 MB/s, slower than bodies arrive: it runs
  * behind them, once no body has arrived for CACHE_FTS_QUIET_MS, on the
- * store's worker thread (cache-worker.h), CACHE_FTS_BATCH_BYTES in one
- * transaction, each batch ended early when the loop wants to write or a
- * body arrives; the loop looks at its progress every CACHE_FTS_WATCH_MS
- * and logs the end of a run. Without a worker (it could not start, or a
- * test without an event base) the batches run on the loop, one per
- * turn, CACHE_FTS_DELAY_MS apart. A body that is evicted, purged or reset takes its
- * row with it in the same transaction (a trigger on bodies). FTS5 keeps
- * a deleted row's trigrams as tombstones until its segments merge, so
- * after deletes the same turns merge the index, CACHE_FTS_MERGE_PAGES at
- * a time, until nothing is left to merge, and free pages go back to the
- * file system (cache_vacuum_maybe): the file shrinks with the bodies. A
- * crash leaves each batch whole or not there.
+ * store's worker thread (cache-worker.h), CACHE_FTS_BATCH_BYTES of pieces
+ * in one transaction, each batch ended early, after the piece it is on,
+ * when the loop wants to write or a body arrives; the loop looks at its
+ * progress every CACHE_FTS_WATCH_MS and logs the end of a run. Without a
+ * worker (it could not start, or a test without an event base) the
+ * batches run on the loop, one per turn, CACHE_FTS_DELAY_MS apart. A
+ * body that is evicted, purged or reset takes its rows with it in the
+ * same transaction (a trigger on bodies). FTS5 keeps a deleted row's
+ * trigrams as tombstones until its segments merge, so after deletes the
+ * same turns merge the index, CACHE_FTS_MERGE_PAGES at a time, until
+ * nothing is left to merge, and free pages go back to the file system
+ * (cache_vacuum_maybe): the file shrinks with the bodies. A crash leaves
+ * each batch whole or not there, and a body whose piece 0 is not there
+ * is indexed again from its first piece.
  */
-
-#define CACHE_FTS_BATCH_BYTES (256 * 1024) /* bodies indexed in one transaction: about 30 ms at 9 MB/s */
-#define CACHE_FTS_BATCH_ROWS 64            /* bodies looked at in one batch: small ones add up slowly */
+#define CACHE_FTS_BATCH_BYTES (256 * 1024) /* text indexed in one transaction: about 35 ms at 7 MB/s */
+#define CACHE_FTS_PIECE_BYTES (64 * 1024)  /* of a body's text in one row: about 9 ms, the longest a batch ends late */
+#define CACHE_FTS_PIECE_COST 4096          /* counted for each piece in a batch beside its text: 64 small bodies at most */
+#define CACHE_FTS_PIECES_MAX 256           /* the rowid's low 8 bits */
+#define CACHE_FTS_OVERLAP 1023             /* bytes a piece repeats of the one before it */
+#define CACHE_FTS_KEY_MAX (CACHE_FTS_OVERLAP + 1) /* bytes of the longest key the pieces can answer */
+#define CACHE_FTS_MAILBOX_MAX (INT64_C(1) << 23) /* mailbox ids at or past it have no rowids: upstream */
 #define CACHE_FTS_DELAY_MS 5               /* between batches: commands of clients run in between */
 #define CACHE_FTS_QUIET_MS 100            /* no body stored for this long: the bodies come first, the index after */
 #define CACHE_FTS_RETRY_MS 1000            /* after a batch that could not write: the store may be busy or full */
 #define CACHE_FTS_WATCH_MS 250             /* the loop's look at a worker's run */
 #define CACHE_FTS_TRIGRAM 3                /* characters in a trigram: a shorter key can't use the index */
 #define CACHE_FTS_MERGE_PAGES 64           /* index pages merged in one turn after deletes: about 15 ms */
+
+/* A body being indexed, from one piece (and transaction) to the next. */
+struct cache_fts_cursor {
+	bool active;             /* a body is taken */
+	bool sure;               /* search-text vouches for its text */
+	int64_t mailbox_id;
+	uint32_t uid;
+	uint64_t size;           /* the body's bytes */
+	struct mime_buffer head, body; /* its text (empty when not sure) */
+	size_t step;             /* bytes of body text a piece adds */
+	unsigned int pieces;     /* how many it has (1 or more) */
+	unsigned int next;       /* the piece to write next: 1 up to pieces - 1, then 0 */
+};
+
+/* Lets the cursor's body go (done, or its pieces rolled back: the body
+   starts over from its first piece). */
+void cache_fts_cursor_reset(struct cache_fts_cursor *cursor);
 
 /* Starts indexing soon, on settings.base (nothing without one: tests call
    cache_fts_index_batch). */
@@ -58,8 +93,8 @@ int cache_fts_merge_step(struct cache *cache);
    index follows it. */
 void cache_fts_body_arrived(struct cache *cache);
 
-/* Indexes complete bodies not indexed yet, up to about max_bytes of them
-   (at least one), in one batch. Returns 1 when some remain, 0 when none
+/* Indexes complete bodies not indexed yet, up to about max_bytes of
+   their pieces (at least one piece), in one batch. Returns 1 when some remain, 0 when none
    does, -1 on error (writes off, SQLite). */
 int cache_fts_index_batch(struct cache *cache, size_t max_bytes);
 
@@ -79,7 +114,8 @@ long cache_fts_find(struct cache *cache, int64_t mailbox_id, const unsigned char
 /* The statements indexing and merging run on one connection: the
    loop's (borrowed from the store's) or a worker's (owned). */
 struct cache_fts_statements {
-	sqlite3_stmt *pending, *chunks, *insert, *mark, *merge;
+	sqlite3_stmt *pending, *chunks, *insert, *mark, *merge, *still_pending, *pieces;
+	struct cache_fts_cursor *cursor; /* the connection's: owned with the statements, or the store's */
 	bool owned;
 };
 /* Prepares them on db (a worker's connection). Returns an SQLite code;
@@ -87,13 +123,14 @@ struct cache_fts_statements {
 int cache_fts_statements_prepare(sqlite3 *db, struct cache_fts_statements *stmts);
 void cache_fts_statements_free(struct cache_fts_statements *stmts);
 
-/* Whether a batch should end after the body it is on. */
+/* Whether a batch should end after the piece it is on. */
 typedef bool cache_fts_stop_fn(void *context);
-/* Indexes bodies waiting, up to about max_bytes of them (at least one),
-   in the caller's transaction, ending early after a body when stop
-   (NULL: none) says so; adds how many and their bytes to *bodies and
-   *bytes. Returns 1 when some remain, 0 when none does, or a negative
-   SQLite code. */
+/* Indexes pieces of bodies waiting, the cursor's first, up to about
+   max_bytes of them (at least one piece), in the caller's transaction,
+   ending early after a piece when stop (NULL: none) says so; adds the
+   bodies it finished and their bytes to *bodies and *bytes. Returns 1
+   when some may remain, 0 when none does, or a negative SQLite code
+   (the cursor let go: a rollback takes its pieces). */
 int cache_fts_index_some(const struct cache_fts_statements *stmts, size_t max_bytes, cache_fts_stop_fn *stop,
 			 void *context, uint64_t *bodies, uint64_t *bytes);
 /* One merge step of pages index pages, in the caller's transaction (or

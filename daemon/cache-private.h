@@ -5,6 +5,7 @@
 
 #include "cache.h"
 #include "cache-checksum.h"
+#include "cache-fts.h"
 
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -88,7 +89,9 @@ enum cache_stmt {
 	CACHE_STMT_CHUNK_STATS,
 	CACHE_STMT_CHUNK_READ,
 	CACHE_STMT_FTS_PENDING,        /* cache-fts.c's */
+	CACHE_STMT_FTS_STILL_PENDING,
 	CACHE_STMT_FTS_INSERT,
+	CACHE_STMT_FTS_PIECES,
 	CACHE_STMT_FTS_MARK,
 	CACHE_STMT_FTS_STATES,
 	CACHE_STMT_FTS_MATCH,
@@ -207,7 +210,9 @@ struct cache {
 	struct event *fts_timer;       /* settings.base's: the next indexing batch (cache-fts.c) */
 	uint64_t fts_run_started;      /* ms (monotonic) the batches running now began at; 0: none run */
 	uint64_t fts_run_bodies, fts_run_bytes; /* indexed by them so far */
+	uint64_t fts_longest_wait_ms;  /* the longest a write of the loop waited for the worker in this run */
 	bool fts_merge_due;            /* rows were deleted: the index keeps them as tombstones until merged */
+	struct cache_fts_cursor fts_cursor; /* the body the loop's own batches are on (no worker) */
 	uint64_t fts_arrivals;         /* bodies stored since the store opened (cache_fts_body_arrived) */
 	uint64_t fts_handed_arrivals;  /* fts_arrivals when the index was last handed to the worker */
 	uint64_t fts_handed_runs;      /* the worker's index_runs_done then */

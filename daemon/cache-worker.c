@@ -89,8 +89,10 @@ static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint
 		result = (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;
 	if (result < 0) /* before the rollback resets it */
 		snprintf(error_text, CACHE_WORKER_ERROR_TEXT, "%s", sqlite3_errmsg(worker->db));
-	if (result < 0 || !sqlite3_get_autocommit(worker->db))
+	if (result < 0 || !sqlite3_get_autocommit(worker->db)) {
 		cache_step_plain(worker->rollback);
+		cache_fts_cursor_reset(worker->fts.cursor); /* its pieces went with the rollback */
+	}
 	cache_worker_set_holds_lock(worker, false);
 	return result;
 }

@@ -156,21 +156,29 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_CHUNK_READ] =
 		"SELECT chunk, data, sum FROM body_chunks WHERE mailbox_id = ?1 AND uid = ?2 AND chunk BETWEEN ?3 AND ?4 "
 		"ORDER BY chunk",
-	/* cache-fts.c's: a row of body_text has the rowid (mailbox_id << 32) | uid */
+	/* cache-fts.c's: a body's text is in pieces, the rows of body_text
+	   with the rowids (((mailbox_id << 32) | uid) << 8) | piece; the
+	   mailbox's rows lie between mailbox_id << 40 and that | 2^40 - 1 */
 	[CACHE_STMT_FTS_PENDING] =
 		"SELECT mailbox_id, uid, size FROM bodies WHERE complete = 1 AND text_indexed = 0 LIMIT ?1",
+	[CACHE_STMT_FTS_STILL_PENDING] =
+		"SELECT 1 FROM bodies WHERE mailbox_id = ?1 AND uid = ?2 AND complete = 1 AND text_indexed = 0",
 	[CACHE_STMT_FTS_INSERT] =
-		"INSERT OR REPLACE INTO body_text(rowid, sure, head, body) VALUES((?1 << 32) | ?2, ?3, ?4, ?5)",
+		"INSERT OR REPLACE INTO body_text(rowid, sure, head, body) VALUES((((?1 << 32) | ?2) << 8) | ?6, ?3, ?4, ?5)",
+	[CACHE_STMT_FTS_PIECES] =
+		"SELECT count(*) FROM body_text WHERE rowid BETWEEN (((?1 << 32) | ?2) << 8) | 1 AND (((?1 << 32) | ?2) << 8) | 255",
 	[CACHE_STMT_FTS_MARK] = "UPDATE bodies SET text_indexed = 1 WHERE mailbox_id = ?1 AND uid = ?2",
+	/* piece 0 is written last, with the mark: it alone says a body is indexed */
 	[CACHE_STMT_FTS_STATES] =
-		"SELECT rowid & 4294967295, sure FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
-		"ORDER BY rowid",
+		"SELECT (rowid >> 8) & 4294967295, sure FROM body_text WHERE rowid BETWEEN ?1 << 40 AND (?1 << 40) | 1099511627775 "
+		"AND (rowid & 255) = 0 ORDER BY rowid",
+	/* a body's UID once for each of its pieces that match, in UID order */
 	[CACHE_STMT_FTS_MATCH] =
-		"SELECT rowid & 4294967295 FROM body_text WHERE body_text MATCH ?2 "
-		"AND rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 AND sure = 1 "
+		"SELECT (rowid >> 8) & 4294967295 FROM body_text WHERE body_text MATCH ?2 "
+		"AND rowid BETWEEN ?1 << 40 AND (?1 << 40) | 1099511627775 AND sure = 1 "
 		"AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
 	[CACHE_STMT_FTS_SCAN] =
-		"SELECT rowid & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 32 AND (?1 << 32) | 4294967295 "
+		"SELECT (rowid >> 8) & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 40 AND (?1 << 40) | 1099511627775 "
 		"AND sure = 1 AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
 	[CACHE_STMT_FTS_MERGE] = "INSERT INTO body_text(body_text, rank) VALUES('merge', -?1)",
 	/* cache-mailbox.c's: from messages_size alone, never the rows */
@@ -274,6 +282,18 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	   sizes: the rows of 10,000 messages took a SINCE to Dovecot's own
 	   time, the index's 50-byte entries a fraction of it. */
 	"CREATE INDEX messages_internaldate ON messages(mailbox_id, uid, internaldate, internaldate_sum);",
+	/* 9: a body's text in pieces of CACHE_FTS_PIECE_BYTES, each indexed
+	   in a transaction of its own, so that the store's worker holds the
+	   write lock for one piece (10 ms), not one body (a 2 MB text took
+	   370 ms, and a write of the loop waited for it): the rowids change,
+	   so the text is indexed again, behind the bodies as ever. */
+	"DROP TRIGGER bodies_text_gone;"
+	"DROP TABLE body_text;"
+	"CREATE VIRTUAL TABLE body_text USING fts5(sure UNINDEXED, head, body, tokenize = 'trigram case_sensitive 1');"
+	"CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
+	" DELETE FROM body_text WHERE rowid BETWEEN ((old.mailbox_id << 32) | old.uid) << 8"
+	" AND (((old.mailbox_id << 32) | old.uid) << 8) | 255; END;"
+	"UPDATE bodies SET text_indexed = 0 WHERE text_indexed = 1;",
 };
 
 static int cache_exec(struct cache *cache, const char *sql);
@@ -573,9 +593,14 @@ static int cache_busy_wait(void *context, int tries)
 	bool worker = cache->worker != NULL && cache_worker_loop_waits(cache->worker);
 	uint64_t limit_ms = worker ? CACHE_BUSY_WORKER_MS : CACHE_BUSY_TIMEOUT_MS;
 
+	uint64_t waited_ms;
+
 	if (tries == 0)
 		cache->busy_since_ms = cache_monotonic_ms();
-	if (cache_monotonic_ms() - cache->busy_since_ms >= limit_ms)
+	waited_ms = cache_monotonic_ms() - cache->busy_since_ms;
+	if (worker && waited_ms > cache->fts_longest_wait_ms)
+		cache->fts_longest_wait_ms = waited_ms;
+	if (waited_ms >= limit_ms)
 		return 0;
 	nanosleep(&pause, NULL);
 	return 1;
@@ -977,6 +1002,7 @@ static void cache_free(struct cache *cache)
 	if (cache->linger_timer != NULL)
 		event_free(cache->linger_timer);
 	cache_fts_stop(cache);
+	cache_fts_cursor_reset(&cache->fts_cursor);
 	cache_db_close(cache);
 	free(cache->path);
 	free(cache->upstream);

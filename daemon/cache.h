@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 8 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 9 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */

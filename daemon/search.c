@@ -580,6 +580,12 @@ static int search_read_text(struct search_context *ctx, const struct search_fact
 		*why_r = "no store";
 		return -1;
 	}
+	for (unsigned int k = 0; k < ctx->string_count; k++) {
+		if (ctx->strings[k].text && ctx->strings[k].needle.len > CACHE_FTS_KEY_MAX) {
+			*why_r = "a BODY or TEXT key longer than the text index's pieces overlap";
+			return -1;
+		}
+	}
 	ctx->cursor = 0;
 	if (cache_fts_each_state(facts->cache, facts->mailbox_id, search_take_text_state, ctx) < 0) {
 		*why_r = "the store failed";

@@ -11,7 +11,8 @@ store itself, not from the daemon's own counters). Then:
 
 - the store left by the kill passes PRAGMA integrity_check and FTS5's
   own 'integrity-check' (on a copy), and each body is indexed or not,
-  never half (its text row and its mark agree);
+  never half (its text's piece 0, written last, and its mark agree; no
+  piece is left without its body);
 - a new daemon on the same store, with a session of the account open and
   nothing else asked of it, finishes the index on its own: every body
   indexed, and its log says so for exactly the bodies left at the kill;
@@ -134,14 +135,20 @@ def sound(name, path):
         except sqlite3.Error as e:
             fts = str(e)
         check(name + ": FTS5's integrity-check (index against its text) passes", fts == "ok", fts)
+        # a body's text is in pieces, rowid ((mailbox_id << 32) | uid) << 8 | piece;
+        # piece 0 is written last, with the mark
         marked_without_row = db.execute(
             "SELECT count(*) FROM bodies b WHERE b.text_indexed = 1 AND NOT EXISTS "
-            "(SELECT 1 FROM body_text t WHERE t.rowid = (b.mailbox_id << 32) | b.uid)").fetchone()[0]
+            "(SELECT 1 FROM body_text t WHERE t.rowid = ((b.mailbox_id << 32) | b.uid) << 8)").fetchone()[0]
         row_without_mark = db.execute(
-            "SELECT count(*) FROM body_text t WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.text_indexed = 1 "
-            "AND t.rowid = (b.mailbox_id << 32) | b.uid)").fetchone()[0]
-        check(name + ": every body is indexed whole or not at all (mark and text row agree)",
-              marked_without_row == 0 and row_without_mark == 0, (marked_without_row, row_without_mark))
+            "SELECT count(*) FROM body_text t WHERE (t.rowid & 255) = 0 AND NOT EXISTS (SELECT 1 FROM bodies b "
+            "WHERE b.text_indexed = 1 AND t.rowid = ((b.mailbox_id << 32) | b.uid) << 8)").fetchone()[0]
+        orphans = db.execute(
+            "SELECT count(*) FROM body_text t WHERE NOT EXISTS (SELECT 1 FROM bodies b "
+            "WHERE t.rowid >> 8 = (b.mailbox_id << 32) | b.uid)").fetchone()[0]
+        check(name + ": every body is indexed whole or not at all (mark and piece 0 agree, no piece without its body)",
+              marked_without_row == 0 and row_without_mark == 0 and orphans == 0,
+              (marked_without_row, row_without_mark, orphans))
         return db.execute("SELECT count(*), coalesce(sum(text_indexed), 0) FROM bodies WHERE complete = 1").fetchone()
     finally:
         db.close()

@@ -3031,6 +3031,42 @@ static void test_migration_from_v1(void)
 	teardown();
 }
 
+/* A store of version 8 (a body's text in one row, rowid (mailbox_id <<
+   32) | uid) is upgraded: its text rows go, its bodies are indexed again
+   in pieces, and a body's delete takes its pieces. */
+static void test_migration_to_text_pieces(void)
+{
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	char *path;
+
+	setup();
+	path = account_path("up", "alice");
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	store_text_body(cache, mailbox.id, 5, 4096);
+	cache_unref(&cache);
+	make_database(path, "DROP TRIGGER bodies_text_gone; DROP TABLE body_text;"
+			    "CREATE VIRTUAL TABLE body_text USING fts5(sure UNINDEXED, head, body,"
+			    " tokenize = 'trigram case_sensitive 1');"
+			    "CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
+			    " DELETE FROM body_text WHERE rowid = (old.mailbox_id << 32) | old.uid; END;"
+			    "INSERT INTO body_text(rowid, sure, head, body) VALUES((1 << 32) | 5, 1, 'H', 'OLD TEXT');"
+			    "UPDATE bodies SET text_indexed = 1; PRAGMA user_version = 8;");
+	cache = open_account("up", "alice");
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM body_text"), 0);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE text_indexed = 0"), 1);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM body_text WHERE rowid = (((1 << 32) | 5) << 8)"), 1);
+	query(cache, "DELETE FROM bodies WHERE uid = 5");
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM body_text"), 0);
+	cache_unref(&cache);
+	free(path);
+	teardown();
+}
+
 const char unit_suite_name[] = "cache";
 const struct unit_test unit_tests[] = {
 	{ "open, share and unref", test_open_share_unref },
@@ -3038,6 +3074,7 @@ const struct unit_test unit_tests[] = {
 	{ "file names", test_file_names },
 	{ "hostile user names stay inside the directory", test_hostile_names },
 	{ "migrations", test_migrations },
+	{ "a store of version 8 gets its text indexed again, in pieces", test_migration_to_text_pieces },
 	{ "a garbage file is moved aside", test_garbage_moved_aside },
 	{ "another account's store is moved aside", test_account_mismatch },
 	{ "mailboxes", test_mailboxes },

@@ -805,6 +805,100 @@ static void test_text_unsure(void)
 	teardown();
 }
 
+#define PIECES_TEXT 300000 /* bytes of body text: five pieces */
+#define STRADDLE "zqxstraddlezqx"
+
+/* A message whose body text (PIECES_TEXT bytes of lower-case filler)
+   has STRADDLE across the first piece boundary and long (a key of
+   CACHE_FTS_KEY_MAX bytes) across the second, each at an offset where
+   only a piece's overlap holds it whole. */
+static char *pieces_message(char *long_key)
+{
+	static const char head[] = "Subject: pieces\r\n\r\n";
+	char *message = malloc(sizeof(head) + PIECES_TEXT);
+	char *text = message + sizeof(head) - 1;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(message);
+	memcpy(message, head, sizeof(head) - 1);
+	for (size_t i = 0; i < PIECES_TEXT; i++)
+		text[i] = i % 40 == 38 ? '\r' : i % 40 == 39 ? '\n' : i % 8 == 7 ? ' ' : (char)('a' + i % 7);
+	memcpy(text + CACHE_FTS_PIECE_BYTES - 7, STRADDLE, strlen(STRADDLE));
+	memset(long_key, 'j', CACHE_FTS_KEY_MAX);
+	memcpy(long_key, "zq", 2);
+	memcpy(long_key + CACHE_FTS_KEY_MAX - 2, "qz", 2);
+	long_key[CACHE_FTS_KEY_MAX] = '\0';
+	memcpy(text + 2 * CACHE_FTS_PIECE_BYTES - (CACHE_FTS_KEY_MAX - 24), long_key, CACHE_FTS_KEY_MAX);
+	text[PIECES_TEXT] = '\0';
+	return message;
+}
+
+/* A long body's text is indexed a piece per transaction, piece 0 last:
+   no search takes it as indexed before, and a key that crosses a piece
+   boundary is found after. */
+static void test_text_in_pieces(void)
+{
+	char long_key[CACHE_FTS_KEY_MAX + 1];
+	char *message = pieces_message(long_key);
+	int batches = 0, more;
+	char sql[160];
+
+	setup();
+	for (uint32_t i = 1; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	store_body(uids[0], message);
+	while ((more = cache_fts_index_batch(cache, 1)) > 0) { /* one piece a batch */
+		if (++batches < 5)
+			expect_upstream(answer("SEARCH BODY \"" STRADDLE "\""));
+	}
+	CU_ASSERT_EQUAL(more, 0);
+	CU_ASSERT_EQUAL(batches, 5);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM body_text WHERE rowid >> 8 = (%lld << 32) | %u",
+		 (long long)mailbox_id, uids[0]);
+	CU_ASSERT_EQUAL(count_of(sql), 5);
+	expect(answer("SEARCH BODY \"" STRADDLE "\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH TEXT {%d+}\r\n%s", CACHE_FTS_KEY_MAX, long_key), "* SEARCH 1\r\n");
+	expect(answer("SEARCH TEXT \"pieces\""), "* SEARCH 1\r\n"); /* the header lines, with piece 0 */
+	expect(answer("SEARCH BODY \"pieces\""), "* SEARCH\r\n");
+	expect(answer("SEARCH BODY \"ab\""), "* SEARCH 1\r\n"); /* a short key scans every piece */
+	teardown();
+	free(message);
+}
+
+/* A body evicted and stored again while its pieces are being written
+   starts over: the pieces the eviction took are written again before
+   piece 0 says it is indexed. */
+static void test_text_pieces_survive_eviction(void)
+{
+	char long_key[CACHE_FTS_KEY_MAX + 1];
+	char *message = pieces_message(long_key);
+	char sql[160];
+
+	setup();
+	for (uint32_t i = 1; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	store_body(uids[0], message);
+	CU_ASSERT_EQUAL(cache_fts_index_batch(cache, 1), 1); /* pieces 1 and 2 */
+	CU_ASSERT_EQUAL(cache_fts_index_batch(cache, 1), 1);
+	snprintf(sql, sizeof(sql), "DELETE FROM bodies WHERE mailbox_id = %lld AND uid = %u", (long long)mailbox_id,
+		 uids[0]);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), sql, NULL, NULL, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(text_rows(), 3); /* the trigger took its pieces */
+	store_body(uids[0], message);
+	while (cache_fts_index_batch(cache, 1) > 0)
+		;
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM body_text WHERE rowid >> 8 = (%lld << 32) | %u",
+		 (long long)mailbox_id, uids[0]);
+	CU_ASSERT_EQUAL(count_of(sql), 5);
+	expect(answer("SEARCH BODY \"" STRADDLE "\""), "* SEARCH 1\r\n");
+	expect(answer("SEARCH TEXT {%d+}\r\n%s", CACHE_FTS_KEY_MAX, long_key), "* SEARCH 1\r\n");
+	teardown();
+	free(message);
+}
+
 /* A long key, odd UTF-8, bodies evicted at a lower budget. */
 static void test_text_bad_input(void)
 {
@@ -819,8 +913,11 @@ static void test_text_bad_input(void)
 	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
 		;
 	memset(key, 'q', sizeof(key) - 1);
-	key[sizeof(key) - 1] = '\0';
-	expect(answer("SEARCH TEXT {10000+}\r\n%s", key), "* SEARCH\r\n");
+	key[CACHE_FTS_KEY_MAX] = '\0';
+	expect(answer("SEARCH TEXT {%d+}\r\n%s", CACHE_FTS_KEY_MAX, key), "* SEARCH\r\n");
+	key[CACHE_FTS_KEY_MAX] = 'q';
+	key[sizeof(key) - 1] = '\0'; /* longer than a piece repeats of the one before it */
+	expect_upstream(answer("SEARCH TEXT {10000+}\r\n%s", key));
 	expect(answer("SEARCH TEXT {4+}\r\n\xf0\x9d\x84\x9e"), "* SEARCH\r\n");  /* outside the BMP */
 	expect(answer("SEARCH BODY {2+}\r\n\xcc\x81"), "* SEARCH 2\r\n");       /* a lone combining mark */
 	expect(answer("SEARCH BODY \"\\\"\""), "* SEARCH\r\n");                   /* FTS5 quoting */
@@ -891,6 +988,8 @@ const struct unit_test unit_tests[] = {
 	{ "a batch of bodies is indexed in one transaction", test_text_batch_atomic },
 	{ "the store's worker indexes behind the loop, and steps aside for its writes", test_text_indexed_by_worker },
 	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
+	{ "a long body's text: a piece per transaction, piece 0 last, keys across pieces found", test_text_in_pieces },
+	{ "a body evicted while its pieces are written starts over", test_text_pieces_survive_eviction },
 	{ "BODY and TEXT: a long key, odd UTF-8, eviction", test_text_bad_input },
 	{ "search-text: header lines and body text", test_text_extract },
 	{ NULL, NULL },
