@@ -278,9 +278,7 @@ static int cache_fts_cursor_take(const struct cache_fts_statements *stmts, struc
 	return SQLITE_OK;
 }
 
-/* Takes the next body waiting into the cursor. Returns 1, 0 when none
-   waits, or a negative SQLite code. */
-static int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor)
+int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor)
 {
 	int64_t mailbox_id;
 	uint32_t uid;

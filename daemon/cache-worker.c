@@ -73,8 +73,17 @@ static void cache_worker_set_holds_lock(struct cache_worker *worker, bool holds)
 static int cache_worker_turn(struct cache_worker *worker, unsigned int job, uint64_t *bodies, uint64_t *bytes,
 			     char *error_text)
 {
-	int rc = cache_step_plain(worker->begin), result;
+	int rc, result;
 
+	if (job == CACHE_WORKER_INDEX && !worker->fts.cursor->active) { /* the text first, outside the lock */
+		result = cache_fts_cursor_load(&worker->fts, worker->fts.cursor);
+		if (result <= 0) {
+			if (result < 0)
+				snprintf(error_text, CACHE_WORKER_ERROR_TEXT, "%s", sqlite3_errmsg(worker->db));
+			return result;
+		}
+	}
+	rc = cache_step_plain(worker->begin);
 	if (rc != SQLITE_OK) {
 		snprintf(error_text, CACHE_WORKER_ERROR_TEXT, "%s", sqlite3_errmsg(worker->db));
 		return (rc & 0xff) == SQLITE_BUSY ? CACHE_WORKER_TURN_BUSY : -rc;

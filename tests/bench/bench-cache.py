@@ -65,6 +65,7 @@ RATE = float(ENV.get("BENCH_CACHE_MBIT", "0")) * 1e6 / 8 or None  # bytes/s each
 # uncapped, loopback's 800 MB/s leaves the store's own writes the figure
 WARM_MBIT = float(ENV.get("BENCH_CACHE_WARM_MBIT", "100"))
 RUNS = int(ENV.get("BENCH_CACHE_RUNS", "3"))
+STORE_PAUSE = 0.05  # seconds between two flag changes while the index is built
 COLD_RUNS = int(ENV.get("BENCH_CACHE_COLD_RUNS", "2"))
 READS = 200             # messages read one by one by read-200
 READ_SEED = 11          # which ones
@@ -77,7 +78,7 @@ SEARCH_RUNS = 20        # each search's median is of this many
 SEARCHES = ENV.get("BENCH_CACHE_SEARCHES", 'FROM "example"|SUBJECT "re"|SINCE 1-Jan-2020|LARGER 100000|UNSEEN|'
                    'TEXT "folder review message"').split("|")
 SEARCH_BUDGET = "2G"    # every body of the 10,000 (about 260 MB) stays: TEXT is local only then
-INDEXED = r"the text of (\d+) bodies indexed \(([0-9.]+) MB in ([0-9.]+) s\)"
+INDEXED = r"the text of (\d+) bodies indexed \(([0-9.]+) MB in ([0-9.]+) s; a write waited for it (\d+) ms at most\)"
 CTL = os.path.join(os.path.dirname(proxyfixture.BINARY), "imapcachectl")
 PATHS = ("local", "remote", "cold", "warm")
 
@@ -232,6 +233,14 @@ class Daemon(proxyfixture.Daemon):
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
         raise MeasureError("no %s in /proc/%d/status" % (field, self.pid))
+
+
+def timed_flag_change(client, n):
+    """Milliseconds of one STORE through client that sets or clears
+    \\Flagged on message 1 (n even: sets): its FETCH is a write of the store."""
+    started = time.perf_counter()
+    client.command(b"w%d" % n, b"STORE 1 %sFLAGS (\\Flagged)" % (b"+" if n % 2 == 0 else b"-"))
+    return (time.perf_counter() - started) * 1000
 
 
 def percentile(samples, fraction):
@@ -426,21 +435,29 @@ def measure_searches(relay, count):
         print("searches: imapcachectl warm of %d messages through the relay" % count, flush=True)
         figures["warm"] = warm_bodies(daemon)
         warmed = time.perf_counter()
-        # the store is open while a session of its account is: a client stays logged in
-        idle = Client(daemon.port)
+        # the store is open while a session of its account is: a client
+        # stays logged in, and changes a flag now and then (each change
+        # a write of the store on the event loop, beside the worker's index)
+        writer = Client(daemon.port)
         try:
-            idle.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
+            writer.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
+            writer.command(b"s", b"SELECT INBOX")
+            during = []
             while unindexed(daemon) > 0:
                 if time.perf_counter() - warmed > WAIT * 4:
                     raise MeasureError("the bodies' text was not indexed within %d s" % (WAIT * 4))
-                time.sleep(0.1)
+                during.append(timed_flag_change(writer, len(during)))
+                time.sleep(STORE_PAUSE)
+            figures["indexed_after"] = time.perf_counter() - warmed
+            # as many after: an even count in all leaves \\Flagged as it was
+            after = [timed_flag_change(writer, len(during) + i) for i in range(len(during))]
+            figures["stores"] = (during, after)
         finally:
-            idle.close()
-        figures["indexed_after"] = time.perf_counter() - warmed
+            writer.close()
         time.sleep(0.5)  # the run's log line
         runs = [m.groups() for m in re.finditer(INDEXED, daemon.log())]
         figures["indexed"] = (sum(int(r[0]) for r in runs), sum(float(r[1]) for r in runs),
-                              sum(float(r[2]) for r in runs))
+                              sum(float(r[2]) for r in runs), max([int(r[3]) for r in runs] or [0]))
         figures["index"] = index_size(daemon)
         warm, from_store = search_medians(daemon.port, count, answers, relay)
     finally:
@@ -469,7 +486,7 @@ def warm_capped(count):
 
 def report_searches(local, warm, from_store, figures):
     print()
-    bodies, megabytes, seconds = figures["indexed"]
+    bodies, megabytes, seconds, longest_wait = figures["indexed"]
     pages, text = figures["index"]
     print("warm: imapcachectl warm %.1f s, direct UID FETCH 1:* BODY.PEEK[] %.1f s over the relay: %.2fx (%s)"
           % (figures["warm"], figures["direct"], figures["warm"] / figures["direct"],
@@ -480,6 +497,12 @@ def report_searches(local, warm, from_store, figures):
               % (WARM_MBIT, warmed, direct, warmed / direct, "met" if warmed <= 1.2 * direct else "NOT met"))
     print("indexing: the text of %d bodies (%.1f MB of messages) in %.1f s of batches; done %.1f s after warm ended"
           % (bodies, megabytes, seconds, figures["indexed_after"]))
+    print("indexing: the longest a write of the event loop waited for the worker's lock: %d ms" % longest_wait)
+    during, after = figures["stores"]
+    print("indexing: a STORE through imapcached meanwhile (%d): median %.1f ms, p99 %.1f ms, max %.1f ms; "
+          "after (%d): median %.1f ms, p99 %.1f ms, max %.1f ms"
+          % (len(during), statistics.median(during or [0]), percentile(during or [0], 0.99), max(during or [0]),
+             len(after), statistics.median(after or [0]), percentile(after or [0], 0.99), max(after or [0])))
     print("FTS index: %.1f MB for %.1f MB of text: %.2f MB per MB" % (pages / 1e6, text / 1e6, pages / max(text, 1)))
     print("searches: median of %d on a selected connection, seconds" % SEARCH_RUNS)
     print("%-24s %9s %9s %10s %-9s" % ("search", "local", "warm", "warm-local", "answered"))
