@@ -196,7 +196,8 @@ static const char control_stats_sql[] =
 	"SELECT mb.name,"
 	" (SELECT COUNT(*) FROM messages m WHERE m.mailbox_id = mb.id),"
 	" (SELECT COUNT(*) FROM bodies b WHERE b.mailbox_id = mb.id AND b.complete = 1),"
-	" (SELECT COALESCE(SUM(b.size), 0) FROM bodies b WHERE b.mailbox_id = mb.id AND b.complete = 1)"
+	" (SELECT COALESCE(SUM(b.size), 0) FROM bodies b WHERE b.mailbox_id = mb.id AND b.complete = 1),"
+	" (SELECT COUNT(*) FROM bodies b WHERE b.mailbox_id = mb.id AND b.complete = 1 AND b.text_indexed = 1)"
 	" FROM mailboxes mb WHERE (?1 IS NULL OR mb.name = ?1) AND typeof(mb.name) = 'text' ORDER BY mb.name";
 
 /* Appends a MAILBOX line per stored mailbox of account (mailbox: only
@@ -216,9 +217,9 @@ static int control_stats_account(struct cache *cache, const char *account, const
 
 		if (name == NULL || !control_field_ok(name))
 			continue;
-		evbuffer_add_printf(out, "MAILBOX\t%s\t%s\t%lld\t%lld\t%lld\n", account, name,
+		evbuffer_add_printf(out, "MAILBOX\t%s\t%s\t%lld\t%lld\t%lld\t%lld\n", account, name,
 				    (long long)sqlite3_column_int64(stmt, 1), (long long)sqlite3_column_int64(stmt, 2),
-				    (long long)sqlite3_column_int64(stmt, 3));
+				    (long long)sqlite3_column_int64(stmt, 3), (long long)sqlite3_column_int64(stmt, 4));
 		count++;
 	}
 	sqlite3_finalize(stmt);

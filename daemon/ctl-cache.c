@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sysexits.h>
 
-#define CTL_CACHE_MAX_FIELDS 6 /* the most a line of the answer has: MAILBOX and five values */
+#define CTL_CACHE_MAX_FIELDS 7 /* the most a line of the answer has: MAILBOX and six values */
 #define CTL_CACHE_KINDS 32     /* item kinds kept per mailbox; the daemon counts 10 */
 
 const char ctl_cache_stats_usage[] = "stats [--json] [ACCOUNT [MAILBOX]]";
@@ -86,6 +86,7 @@ static double ctl_cache_rate(const char *hits, const char *misses)
 struct ctl_cache_mailbox {
 	const char *account, *mailbox;
 	const char *messages, *whole, *bytes;  /* NULL: not in the store */
+	const char *indexed;                   /* whole messages whose text is indexed (TEXT, BODY) */
 	const char *kinds[CTL_CACHE_KINDS], *hits[CTL_CACHE_KINDS], *misses[CTL_CACHE_KINDS];
 	unsigned int kind_count;
 	const char *saved;                     /* NULL: nothing counted */
@@ -126,10 +127,11 @@ static void ctl_cache_stats_line(struct ctl_cache_stats *stats, char **f, int co
 {
 	struct ctl_cache_mailbox *mailbox;
 
-	if (strcmp(f[0], "MAILBOX") == 0 && count == 6 && (mailbox = ctl_cache_mailbox(stats, f[1], f[2])) != NULL) {
+	if (strcmp(f[0], "MAILBOX") == 0 && count == 7 && (mailbox = ctl_cache_mailbox(stats, f[1], f[2])) != NULL) {
 		mailbox->messages = f[3];
 		mailbox->whole = f[4];
 		mailbox->bytes = f[5];
+		mailbox->indexed = f[6];
 	} else if (strcmp(f[0], "MAILBOXITEM") == 0 && count == 6 &&
 		   (mailbox = ctl_cache_mailbox(stats, f[1], f[2])) != NULL && mailbox->kind_count < CTL_CACHE_KINDS) {
 		mailbox->kinds[mailbox->kind_count] = f[3];
@@ -183,9 +185,9 @@ static void ctl_cache_stats_json(const struct ctl_cache_stats *stats, FILE *out)
 		ctl_cache_json_string(out, m->account);
 		fprintf(out, ", \"mailbox\": ");
 		ctl_cache_json_string(out, m->mailbox);
-		fprintf(out, ", \"messages\": %s, \"whole\": %s, \"bytes\": %s, \"items\": ",
+		fprintf(out, ", \"messages\": %s, \"whole\": %s, \"indexed\": %s, \"bytes\": %s, \"items\": ",
 			m->messages != NULL ? m->messages : "null", m->whole != NULL ? m->whole : "null",
-			m->bytes != NULL ? m->bytes : "null");
+			m->indexed != NULL ? m->indexed : "null", m->bytes != NULL ? m->bytes : "null");
 		ctl_cache_json_items(out, m->kinds, m->hits, m->misses, m->kind_count);
 		fprintf(out, ", \"saved_bytes\": %s}", m->saved != NULL ? m->saved : "0");
 	}
@@ -208,15 +210,15 @@ static void ctl_cache_stats_text_mailboxes(const struct ctl_cache_stats *stats, 
 {
 	char rate[16];
 
-	fprintf(out, "%-20s %-24s %10s %10s %14s %9s %14s\n", "ACCOUNT", "MAILBOX", "MESSAGES", "WHOLE", "BYTES",
-		"HIT RATE", "SAVED");
+	fprintf(out, "%-20s %-24s %10s %10s %10s %14s %9s %14s\n", "ACCOUNT", "MAILBOX", "MESSAGES", "WHOLE", "INDEXED",
+		"BYTES", "HIT RATE", "SAVED");
 	for (size_t i = 0; i < stats->count; i++) {
 		const struct ctl_cache_mailbox *m = &stats->mailboxes[i];
 
-		fprintf(out, "%-20s %-24s %10s %10s %14s %9s %14s\n", m->account, m->mailbox,
+		fprintf(out, "%-20s %-24s %10s %10s %10s %14s %9s %14s\n", m->account, m->mailbox,
 			m->messages != NULL ? m->messages : "-", m->whole != NULL ? m->whole : "-",
-			m->bytes != NULL ? m->bytes : "-", ctl_cache_rate_text(m->all_hits, m->all_misses, rate, sizeof(rate)),
-			m->saved != NULL ? m->saved : "0");
+			m->indexed != NULL ? m->indexed : "-", m->bytes != NULL ? m->bytes : "-",
+			ctl_cache_rate_text(m->all_hits, m->all_misses, rate, sizeof(rate)), m->saved != NULL ? m->saved : "0");
 	}
 	for (size_t i = 0; i < stats->count; i++) {
 		const struct ctl_cache_mailbox *m = &stats->mailboxes[i];

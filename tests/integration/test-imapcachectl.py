@@ -30,8 +30,8 @@ import time
 
 from checks import check, summary
 import proxyfixture
-from proxyfixture import (BUILD, PASS, PASS3, TIMINGS, USER, USER3, Daemon, Raw, Relay, quote, run_steps,
-                          upstream_dovecot, PORT)
+from proxyfixture import (BUILD, PASS, PASS3, TIMINGS, USER, USER3, WAIT, Daemon, Raw, Relay, quote,
+                          run_steps, upstream_dovecot, PORT)
 
 CTL = os.path.join(BUILD, "daemon", "imapcachectl")
 tmp = proxyfixture.scratch_dir("test-imapcachectl.")
@@ -148,16 +148,17 @@ def exchange(conn, command):
 
 
 def store_counts(daemon, mailbox="INBOX"):
-    """(messages, whole, bytes) of mailbox, read from the store file itself."""
+    """(messages, whole, bytes, whole with their text indexed) of mailbox,
+    read from the store file itself."""
     db = sqlite3.connect("file:%s?mode=ro" % os.path.join(daemon.cache, "dovecot", USER + ".sqlite"), uri=True)
     try:
         row = db.execute("SELECT id FROM mailboxes WHERE name = ?", (mailbox,)).fetchone()
         if row is None:
             return None
         messages = db.execute("SELECT COUNT(*) FROM messages WHERE mailbox_id = ?", row).fetchone()[0]
-        whole, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM bodies WHERE mailbox_id = ? AND "
-                                 "complete = 1", row).fetchone()
-        return messages, whole, size
+        whole, size, indexed = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(text_indexed), 0) "
+                                          "FROM bodies WHERE mailbox_id = ? AND complete = 1", row).fetchone()
+        return messages, whole, size, indexed
     finally:
         db.close()
 
@@ -202,22 +203,31 @@ def test_stats_after_fill(daemon):
     conn = connect(daemon.port, "INBOX")
     exchange(conn, "UID FETCH 1:20 (BODY.PEEK[] ENVELOPE)")
     exchange(conn, "UID FETCH 1:20 (BODY.PEEK[] ENVELOPE)")  # from the cache: hits
+    # the bodies' text is indexed behind them, while a session is open:
+    # stats shows how far, until every whole message is
+    deadline, seen = time.monotonic() + WAIT, []
+    while True:
+        code, out, err = ctl("stats", "--json", USER, "INBOX", socket_path=daemon.socket)
+        stats = json.loads(out) if code == 0 else {"mailboxes": []}
+        got = stats["mailboxes"][0] if stats["mailboxes"] else {}
+        seen.append(got.get("indexed"))
+        if code != 0 or got.get("indexed") == got.get("whole") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     conn.tagged("z", "LOGOUT")
-    code, out, err = ctl("stats", "--json", USER, "INBOX", socket_path=daemon.socket)
     check("stats --json after a fill: exit 0", code == 0, (code, err))
-    stats = json.loads(out)
     want = store_counts(daemon)
-    got = stats["mailboxes"][0] if stats["mailboxes"] else {}
-    check("... messages, whole and bytes equal the store's", (got.get("messages"), got.get("whole"),
-                                                               got.get("bytes")) == want, (got, want))
-    check("... 20 cached whole", got.get("whole") == 20, got)
+    check("... messages, whole, bytes and indexed equal the store's",
+          (got.get("messages"), got.get("whole"), got.get("bytes"), got.get("indexed")) == want, (got, want))
+    check("... 20 cached whole, and in time the text of all 20 indexed",
+          got.get("whole") == 20 and got.get("indexed") == 20, (got, seen[:10]))
     check("... envelope hits and misses counted", stats["items"]["envelope"]["hits"] >= 20
           and stats["items"]["envelope"]["misses"] >= 20, stats["items"])
     check("... whole-message hits and misses counted", stats["items"]["message"]["hits"] >= 20
           and stats["items"]["message"]["misses"] >= 20, stats["items"])
     check("... upstream bytes saved at least the bodies'", stats["saved_bytes"] >= want[2], stats)
     code, out, err = ctl("stats", USER, socket_path=daemon.socket)
-    check("stats as text: a line for INBOX and the hit rates", code == 0 and re.search(r"\bINBOX\s+\d+\s+20\s", out)
+    check("stats as text: a line for INBOX and the hit rates", code == 0 and re.search(r"\bINBOX\s+\d+\s+20\s+20\s", out)
           and "hits since start" in out, out)
 
 
@@ -548,7 +558,7 @@ def test_stats_per_mailbox(daemon):
               == sorted([(USER, "INBOX", True), (USER3, "INBOX", True)]), (code, out, err))
         code, out, err = ctl("stats", USER, socket_path=fresh.socket)
         check("stats as text: the mailbox's hit rate in its row, and its counts per item",
-              code == 0 and re.search(r"^%s\s+INBOX\s+\d+\s+0\s+0\s+50\.0%%\s+\d+$" % re.escape(USER), out, re.M)
+              code == 0 and re.search(r"^%s\s+INBOX\s+\d+\s+0\s+0\s+0\s+50\.0%%\s+\d+$" % re.escape(USER), out, re.M)
               and re.search(r"^envelope\s+15\s+15\s+50\.0%$", out, re.M), out)
     finally:
         status = fresh.stop()
