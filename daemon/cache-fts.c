@@ -162,13 +162,13 @@ void cache_fts_stop(struct cache *cache)
 static const enum cache_stmt cache_fts_stmt_kinds[] = { CACHE_STMT_FTS_PENDING, CACHE_STMT_CHUNK_READ,
 							 CACHE_STMT_FTS_INSERT, CACHE_STMT_FTS_MARK,
 							 CACHE_STMT_FTS_MERGE, CACHE_STMT_FTS_STILL_PENDING,
-							 CACHE_STMT_FTS_PIECES };
+							 CACHE_STMT_FTS_PIECES, CACHE_STMT_FTS_CLEAR };
 
 /* The statements' slots in the order of cache_fts_stmt_kinds. */
 static sqlite3_stmt **cache_fts_stmt_slot(struct cache_fts_statements *stmts, size_t i)
 {
 	sqlite3_stmt **slots[] = { &stmts->pending, &stmts->chunks, &stmts->insert, &stmts->mark, &stmts->merge,
-				   &stmts->still_pending, &stmts->pieces };
+				   &stmts->still_pending, &stmts->pieces, &stmts->clear };
 
 	return slots[i];
 }
@@ -353,6 +353,22 @@ static int cache_fts_cursor_step(const struct cache_fts_statements *stmts, struc
 		cache_fts_cursor_reset(cursor);
 		return rc;
 	}
+	if (!cursor->sure && !cursor->read_again) {
+		/* read outside the lock, a body dropped and stored again meanwhile
+		   may have looked damaged: read it again, as it is now */
+		rc = cache_fts_cursor_take(stmts, cursor, cursor->mailbox_id, cursor->uid, cursor->size);
+		if (rc != SQLITE_OK)
+			return rc;
+		cursor->read_again = true;
+	}
+	if (!cursor->started && cursor->mailbox_id < CACHE_FTS_MAILBOX_MAX) {
+		/* pieces an earlier try left (a crash, a build that cut them otherwise) */
+		cache_bind_key(stmts->clear, cursor->mailbox_id, cursor->uid);
+		rc = cache_step_plain(stmts->clear);
+		if (rc != SQLITE_OK)
+			return rc;
+	}
+	cursor->started = true;
 	if (cursor->next == 0 && cursor->pieces > 1 && cursor->mailbox_id < CACHE_FTS_MAILBOX_MAX) {
 		int64_t present = cache_fts_body_query(stmts->pieces, cursor, &rc);
 
@@ -467,6 +483,8 @@ long cache_fts_each_state(struct cache *cache, int64_t mailbox_id, cache_fts_sta
 	long count = 0;
 	int rc;
 
+	if (mailbox_id <= 0 || mailbox_id >= CACHE_FTS_MAILBOX_MAX)
+		return 0; /* no rowids of its own: none indexed (SQLite's << would wrap onto another's) */
 	cache_pending_flush(cache);
 	sqlite3_bind_int64(stmt, 1, mailbox_id);
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -518,6 +536,10 @@ long cache_fts_find(struct cache *cache, int64_t mailbox_id, const unsigned char
 	long count = 0;
 	int rc;
 
+	if (mailbox_id <= 0 || mailbox_id >= CACHE_FTS_MAILBOX_MAX) {
+		free(query);
+		return 0;
+	}
 	if (indexed && query == NULL)
 		return -1;
 	cache_pending_flush(cache);

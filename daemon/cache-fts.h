@@ -73,6 +73,8 @@ struct cache_fts_cursor {
 	size_t step;             /* bytes of body text a piece adds */
 	unsigned int pieces;     /* how many it has (1 or more) */
 	unsigned int next;       /* the piece to write next: 1 up to pieces - 1, then 0 */
+	bool started;            /* pieces left by an earlier try were cleared (in a transaction since committed) */
+	bool read_again;         /* an unsure text was read again under the lock */
 };
 
 /* Lets the cursor's body go (done, or its pieces rolled back: the body
@@ -122,7 +124,7 @@ long cache_fts_find(struct cache *cache, int64_t mailbox_id, const unsigned char
 /* The statements indexing and merging run on one connection: the
    loop's (borrowed from the store's) or a worker's (owned). */
 struct cache_fts_statements {
-	sqlite3_stmt *pending, *chunks, *insert, *mark, *merge, *still_pending, *pieces;
+	sqlite3_stmt *pending, *chunks, *insert, *mark, *merge, *still_pending, *pieces, *clear;
 	struct cache_fts_cursor *cursor; /* the connection's: owned with the statements, or the store's */
 	bool owned;
 };

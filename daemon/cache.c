@@ -167,6 +167,8 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"INSERT OR REPLACE INTO body_text(rowid, sure, head, body) VALUES((((?1 << 32) | ?2) << 8) | ?6, ?3, ?4, ?5)",
 	[CACHE_STMT_FTS_PIECES] =
 		"SELECT count(*) FROM body_text WHERE rowid BETWEEN (((?1 << 32) | ?2) << 8) | 1 AND (((?1 << 32) | ?2) << 8) | 255",
+	[CACHE_STMT_FTS_CLEAR] =
+		"DELETE FROM body_text WHERE rowid BETWEEN (((?1 << 32) | ?2) << 8) | 1 AND (((?1 << 32) | ?2) << 8) | 255",
 	[CACHE_STMT_FTS_MARK] = "UPDATE bodies SET text_indexed = 1 WHERE mailbox_id = ?1 AND uid = ?2",
 	/* piece 0 is written last, with the mark: it alone says a body is indexed */
 	[CACHE_STMT_FTS_STATES] =
@@ -286,12 +288,14 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	   in a transaction of its own, so that the store's worker holds the
 	   write lock for one piece (10 ms), not one body (a 2 MB text took
 	   370 ms, and a write of the loop waited for it): the rowids change,
-	   so the text is indexed again, behind the bodies as ever. */
+	   so the text is indexed again, behind the bodies as ever. Mailbox
+	   ids from CACHE_FTS_MAILBOX_MAX (2^23) on have no rowids: SQLite's
+	   << would wrap them onto another mailbox's. */
 	"DROP TRIGGER bodies_text_gone;"
 	"DROP TABLE body_text;"
 	"CREATE VIRTUAL TABLE body_text USING fts5(sure UNINDEXED, head, body, tokenize = 'trigram case_sensitive 1');"
 	"CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
-	" DELETE FROM body_text WHERE rowid BETWEEN ((old.mailbox_id << 32) | old.uid) << 8"
+	" DELETE FROM body_text WHERE old.mailbox_id < 8388608 AND rowid BETWEEN ((old.mailbox_id << 32) | old.uid) << 8"
 	" AND (((old.mailbox_id << 32) | old.uid) << 8) | 255; END;"
 	"UPDATE bodies SET text_indexed = 0 WHERE text_indexed = 1;",
 };

@@ -146,9 +146,13 @@ def sound(name, path):
         orphans = db.execute(
             "SELECT count(*) FROM body_text t WHERE NOT EXISTS (SELECT 1 FROM bodies b "
             "WHERE t.rowid >> 8 = (b.mailbox_id << 32) | b.uid)").fetchone()[0]
-        check(name + ": every body is indexed whole or not at all (mark and piece 0 agree, no piece without its body)",
-              marked_without_row == 0 and row_without_mark == 0 and orphans == 0,
-              (marked_without_row, row_without_mark, orphans))
+        gaps = db.execute(
+            "SELECT count(*) FROM (SELECT count(*) AS n, max(rowid & 255) AS last FROM body_text "
+            "GROUP BY rowid >> 8 HAVING min(rowid & 255) = 0) WHERE n != last + 1").fetchone()[0]
+        check(name + ": every body is indexed whole or not at all (mark and piece 0 agree, an indexed body's "
+              "pieces run from 0 with no gap, no piece without its body)",
+              marked_without_row == 0 and row_without_mark == 0 and orphans == 0 and gaps == 0,
+              (marked_without_row, row_without_mark, orphans, gaps))
         return db.execute("SELECT count(*), coalesce(sum(text_indexed), 0) FROM bodies WHERE complete = 1").fetchone()
     finally:
         db.close()

@@ -827,7 +827,9 @@ static char *pieces_message(char *long_key)
 	memcpy(long_key, "zq", 2);
 	memcpy(long_key + CACHE_FTS_KEY_MAX - 2, "qz", 2);
 	long_key[CACHE_FTS_KEY_MAX] = '\0';
-	memcpy(text + 2 * CACHE_FTS_PIECE_BYTES - (CACHE_FTS_KEY_MAX - 24), long_key, CACHE_FTS_KEY_MAX);
+	/* ending one byte past piece 1's end: whole only in piece 2, and
+	   only if it repeats the CACHE_FTS_KEY_MAX - 1 bytes before */
+	memcpy(text + 2 * CACHE_FTS_PIECE_BYTES - (CACHE_FTS_KEY_MAX - 1), long_key, CACHE_FTS_KEY_MAX);
 	text[PIECES_TEXT] = '\0';
 	return message;
 }
@@ -897,6 +899,81 @@ static void test_text_pieces_survive_eviction(void)
 	expect(answer("SEARCH TEXT {%d+}\r\n%s", CACHE_FTS_KEY_MAX, long_key), "* SEARCH 1\r\n");
 	teardown();
 	free(message);
+}
+
+/* Whether len bytes at text are whole UTF-8 characters. */
+static bool whole_utf8(const unsigned char *text, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		size_t need = text[i] < 0x80 ? 1 : (text[i] & 0xe0) == 0xc0 ? 2 : (text[i] & 0xf0) == 0xe0 ? 3
+			      : (text[i] & 0xf8) == 0xf0 ? 4 : 0;
+
+		if (need == 0 || i + need > len)
+			return false;
+		for (size_t k = 1; k < need; k++) {
+			if ((text[i + k] & 0xc0) != 0x80)
+				return false;
+		}
+		i += need;
+	}
+	return true;
+}
+
+/* Pieces of a text of three-byte characters, whose nominal boundaries
+   (multiples of 64 KiB) fall inside characters: each piece starts and
+   ends on a character, and a key across a boundary is found. */
+static void test_text_pieces_whole_characters(void)
+{
+	static const char head[] = "Subject: wide\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n";
+	size_t chars = 3 * CACHE_FTS_PIECE_BYTES / 3 + 1000, len = sizeof(head) - 1 + 3 * chars + 2;
+	char *message = malloc(len + 1), *text = message + sizeof(head) - 1;
+	sqlite3_stmt *stmt;
+	int pieces = 0, whole = 0;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(message);
+	memcpy(message, head, sizeof(head) - 1);
+	for (size_t i = 0; i < chars; i++)
+		memcpy(text + 3 * i, i % 2 ? "\xe6\x97\xa5" : "\xe6\x9c\x88", 3); /* U+65E5, U+6708 */
+	memcpy(text + 3 * (CACHE_FTS_PIECE_BYTES / 3), "\xe7\x81\xab", 3);    /* U+706B once, at the boundary */
+	memcpy(text + 3 * chars, "\r\n", 3);
+	setup();
+	for (uint32_t i = 1; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	store_body(uids[0], message);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	CU_ASSERT_EQUAL_FATAL(sqlite3_prepare_v2(cache_sqlite_handle(cache), "SELECT body FROM body_text", -1, &stmt, NULL),
+			      SQLITE_OK);
+	while (sqlite3_step(stmt) == SQLITE_ROW) {
+		pieces++;
+		whole += whole_utf8(sqlite3_column_blob(stmt, 0), (size_t)sqlite3_column_bytes(stmt, 0));
+	}
+	sqlite3_finalize(stmt);
+	CU_ASSERT_EQUAL(pieces, 4 + 4 - 1);
+	CU_ASSERT_EQUAL(whole, pieces);
+	expect(answer("SEARCH BODY {9+}\r\n\xe6\x9c\x88\xe7\x81\xab\xe6\x9c\x88"), "* SEARCH 1\r\n"); /* U+6708 U+706B U+6708 */
+	teardown();
+	free(message);
+}
+
+/* Pieces an earlier try left (a crash, a build that cut them otherwise)
+   go when a body starts: none is found in place of the body's text. */
+static void test_text_pieces_left_over_cleared(void)
+{
+	char sql[200];
+
+	setup();
+	for (uint32_t i = 0; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	snprintf(sql, sizeof(sql), "INSERT INTO body_text(rowid, sure, head, body) VALUES((((%lld << 32) | %u) << 8) | 7, 1, "
+		 "'', 'STALE LEFTOVER')", (long long)mailbox_id, uids[1]);
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache), sql, NULL, NULL, NULL), SQLITE_OK);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	CU_ASSERT_EQUAL(text_rows(), 4);
+	expect(answer("SEARCH BODY \"leftover\""), "* SEARCH\r\n");
+	expect(answer("SEARCH BODY \"zebra\""), "* SEARCH 2\r\n");
+	teardown();
 }
 
 /* A long key, odd UTF-8, bodies evicted at a lower budget. */
@@ -990,6 +1067,8 @@ const struct unit_test unit_tests[] = {
 	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
 	{ "a long body's text: a piece per transaction, piece 0 last, keys across pieces found", test_text_in_pieces },
 	{ "a body evicted while its pieces are written starts over", test_text_pieces_survive_eviction },
+	{ "pieces start and end on whole characters", test_text_pieces_whole_characters },
+	{ "pieces left by an earlier try go when a body starts", test_text_pieces_left_over_cleared },
 	{ "BODY and TEXT: a long key, odd UTF-8, eviction", test_text_bad_input },
 	{ "search-text: header lines and body text", test_text_extract },
 	{ NULL, NULL },
