@@ -135,6 +135,11 @@ static void cache_fts_schedule_in(struct cache *cache, unsigned int ms)
 		evtimer_add(cache->fts_timer, &delay);
 }
 
+bool cache_fts_busy(const struct cache *cache)
+{
+	return cache->fts_run_started != 0 || (cache->fts_timer != NULL && evtimer_pending(cache->fts_timer, NULL));
+}
+
 void cache_fts_schedule(struct cache *cache)
 {
 	cache_fts_schedule_in(cache, CACHE_FTS_DELAY_MS);

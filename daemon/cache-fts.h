@@ -89,6 +89,9 @@ struct cache_fts_statements;
    when no body waits, or a negative SQLite code. */
 int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor);
 
+/* Whether bodies' text is being indexed, or will be soon (a run under
+   way or its timer armed): a store with no session left stays open for it. */
+bool cache_fts_busy(const struct cache *cache);
 /* Starts indexing soon, on settings.base (nothing without one: tests call
    cache_fts_index_batch). */
 void cache_fts_schedule(struct cache *cache);

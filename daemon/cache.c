@@ -1113,11 +1113,15 @@ static void cache_close(struct cache *cache)
 static void cache_linger_timer_fired(evutil_socket_t fd, short what, void *context)
 {
 	struct cache *cache = context;
+	const struct timeval again = { CACHE_LINGER_INDEXING_SECONDS, 0 };
 
 	(void)fd;
 	(void)what;
-	if (cache->refcount == 0)
-		cache_close(cache);
+	if (cache->refcount != 0)
+		return;
+	if (cache_fts_busy(cache) && cache_write_allowed(cache) && evtimer_add(cache->linger_timer, &again) == 0)
+		return; /* its text index is being built: done after the last session, not at its next login */
+	cache_close(cache);
 }
 
 /* Set by cache_close_lingering: a store released after it (a writer

@@ -64,6 +64,7 @@ enum cache_item {
    a mail client opens and closes connections all day, and each would
    otherwise open the file, read its schema and its pages afresh. */
 #define CACHE_LINGER_SECONDS 60
+#define CACHE_LINGER_INDEXING_SECONDS 1 /* after the linger, how often a store left open for its index looks again */
 
 struct cache_settings {
 	const char *dir;          /* absolute; made 0700 if missing (its parent must exist) */
@@ -113,8 +114,9 @@ char *cache_file_path(const char *dir, const char *upstream, const char *user);
 struct cache *cache_open(const struct cache_settings *settings, const char *upstream, const char *user,
 			 const char **error_r);
 /* Drops one reference; the last commits what is held and closes the
-   store, or leaves it open for settings.linger_seconds (cache_open then
-   takes it up again). A store found corrupt is closed at once and moved
+   store, or leaves it open for settings.linger_seconds, and past that
+   while its bodies' text is being indexed (cache_open then takes it up
+   again). A store found corrupt is closed at once and moved
    aside, so that the next open starts anew. A store whose file was
    replaced or removed while open is closed at once and removes its -wal
    and -shm files, with a log line: SQLite leaves them behind then, and

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static struct unit_cache store;
 static struct cache *cache;
@@ -765,6 +766,79 @@ static void test_text(void)
 	teardown();
 }
 
+#define LINGER_BODIES 50
+
+/* The count of sql's first column in the store at path, read from outside. */
+static int64_t count_outside(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *stmt;
+	int64_t count = -1;
+
+	CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK && sqlite3_step(stmt) == SQLITE_ROW)
+		count = sqlite3_column_int64(stmt, 0);
+	sqlite3_finalize(stmt);
+	sqlite3_close(db);
+	return count;
+}
+
+/* Whether the store at path is open: SQLite removes its -wal file at the
+   last close. */
+static bool store_open(const char *path)
+{
+	char wal[300];
+
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	return access(wal, F_OK) == 0;
+}
+
+/* The last session of an account leaves while its bodies' text is being
+   indexed: the store stays open past its linger until the index is done
+   (imapcachectl warm logs out at once), then closes. The worker is held
+   back until the linger is long over, so the index outlasts it. */
+static void test_text_indexed_after_last_session(void)
+{
+	static uint32_t many[LINGER_BODIES];
+	struct event_base *base = event_base_new();
+	const struct timeval past_linger = { 2, 500000 };
+	struct mime_buffer text = { 0 };
+	struct cache *lingering;
+	char *path;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(base);
+	for (uint32_t i = 0; i < LINGER_BODIES; i++)
+		many[i] = i + 1;
+	unit_cache_open(&store, "test-search-linger",
+			(struct cache_settings){ .body_budget = 64 << 20, .body_max_size = 1 << 20, .base = base,
+						 .linger_seconds = 1 },
+			many, LINGER_BODIES);
+	cache = store.cache;
+	mailbox_id = store.mailbox_id;
+	path = cache_file_path(store.cache_dir, "up", "alice");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(path);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
+	cache_worker_pause(cache->worker, true);
+	for (uint32_t i = 0; i < LINGER_BODIES; i++)
+		add_worker_body(&text, many[i]);
+	mime_buffer_free(&text);
+	lingering = cache;
+	cache_unref(&store.cache); /* the last session goes: the store lingers */
+	cache = NULL;
+	event_base_loopexit(base, &past_linger);
+	CU_ASSERT(event_base_dispatch(base) >= 0);
+	CU_ASSERT_TRUE(store_open(path)); /* past its linger, open for the index */
+	if (store_open(path))
+		cache_worker_pause(lingering->worker, false);
+	CU_ASSERT(event_base_dispatch(base) >= 0); /* until the store closed: nothing is left on the base */
+	CU_ASSERT_FALSE(store_open(path));
+	CU_ASSERT_EQUAL(count_outside(path, "SELECT count(*) FROM bodies WHERE complete = 1 AND text_indexed = 1"),
+			LINGER_BODIES);
+	free(path);
+	unit_cache_close(&store);
+	event_base_free(base);
+}
+
 /* A body that can't be read as Dovecot does: BODY and TEXT go upstream. */
 static void test_text_unsure(void)
 {
@@ -1064,6 +1138,7 @@ const struct unit_test unit_tests[] = {
 	{ "BODY and TEXT from the indexed text", test_text },
 	{ "a batch of bodies is indexed in one transaction", test_text_batch_atomic },
 	{ "the store's worker indexes behind the loop, and steps aside for its writes", test_text_indexed_by_worker },
+	{ "a store stays open past its linger until its text is indexed", test_text_indexed_after_last_session },
 	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
 	{ "a long body's text: a piece per transaction, piece 0 last, keys across pieces found", test_text_in_pieces },
 	{ "a body evicted while its pieces are written starts over", test_text_pieces_survive_eviction },
