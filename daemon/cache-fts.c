@@ -258,6 +258,7 @@ static int cache_fts_cursor_take(const struct cache_fts_statements *stmts, struc
 
 	if (raw == NULL)
 		return SQLITE_NOMEM;
+	cache_fts_cursor_reset(cursor); /* a text read before (unsure) goes */
 	*cursor = (struct cache_fts_cursor){ .active = true, .mailbox_id = mailbox_id, .uid = uid, .size = size };
 	found = size > 0 ? cache_body_chunks_read(stmts->chunks, mailbox_id, uid, size, 0, size, raw, &rc) : 1;
 	if (found > 0) {
