@@ -908,6 +908,18 @@ static char *pieces_message(char *long_key)
 	return message;
 }
 
+/* setup(), the other three bodies stored and indexed, then message
+   stored as the first message's body, its text not indexed yet. */
+static void setup_beside_indexed(const char *message)
+{
+	setup();
+	for (uint32_t i = 1; i < 4; i++)
+		store_body(uids[i], bodies[i]);
+	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
+		;
+	store_body(uids[0], message);
+}
+
 /* A long body's text is indexed a piece per transaction, piece 0 last:
    no search takes it as indexed before, and a key that crosses a piece
    boundary is found after. */
@@ -918,12 +930,7 @@ static void test_text_in_pieces(void)
 	int batches = 0, more;
 	char sql[160];
 
-	setup();
-	for (uint32_t i = 1; i < 4; i++)
-		store_body(uids[i], bodies[i]);
-	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
-		;
-	store_body(uids[0], message);
+	setup_beside_indexed(message);
 	while ((more = cache_fts_index_batch(cache, 1)) > 0) { /* one piece a batch */
 		if (++batches < 5)
 			expect_upstream(answer("SEARCH BODY \"" STRADDLE "\""));
@@ -951,12 +958,7 @@ static void test_text_pieces_survive_eviction(void)
 	char *message = pieces_message(long_key);
 	char sql[160];
 
-	setup();
-	for (uint32_t i = 1; i < 4; i++)
-		store_body(uids[i], bodies[i]);
-	while (cache_fts_index_batch(cache, CACHE_FTS_BATCH_BYTES) > 0)
-		;
-	store_body(uids[0], message);
+	setup_beside_indexed(message);
 	CU_ASSERT_EQUAL(cache_fts_index_batch(cache, 1), 1); /* pieces 1 and 2 */
 	CU_ASSERT_EQUAL(cache_fts_index_batch(cache, 1), 1);
 	snprintf(sql, sizeof(sql), "DELETE FROM bodies WHERE mailbox_id = %lld AND uid = %u", (long long)mailbox_id,
