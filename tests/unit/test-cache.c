@@ -977,12 +977,21 @@ static void size_seen(uint32_t uid, uint64_t size, void *context)
 	sizes[0]++;
 }
 
+static double seconds_since(const struct timespec *start)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
 /* cache_batch_end_soon: the transaction outlives the batch until its
    timer, another session's batch, an own write or the last unref commits
    it; its owner's next batch goes on in it, and a rollback there takes it
    too. */
 static void test_batch_held(void)
 {
+	struct timespec began;
 	struct event_base *base = event_base_new();
 	struct cache_settings s = settings();
 	struct cache_mailbox mailbox;
@@ -1043,12 +1052,16 @@ static void test_batch_held(void)
 	/* CACHE_BATCH_HOLD_BYTES of bodies commit at once. */
 	body = calloc(1, CACHE_BATCH_HOLD_BYTES);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+	clock_gettime(CLOCK_MONOTONIC, &began);
 	cache_batch_begin_for(cache, &owner);
 	writer = cache_body_begin(cache, mailbox.id, 7, CACHE_BATCH_HOLD_BYTES, NULL);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(writer);
 	CU_ASSERT_EQUAL(cache_body_write(writer, body, CACHE_BATCH_HOLD_BYTES - 1), 0);
 	CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
-	CU_ASSERT_FALSE(seen_from_outside(path, 7)); /* less than that: held */
+	/* less than that: held, unless the writing alone outlasted the hold
+	   (ThreadSanitizer on a busy machine), which commits it by time */
+	if (seconds_since(&began) * 1000 < CACHE_BATCH_HOLD_MS)
+		CU_ASSERT_FALSE(seen_from_outside(path, 7));
 	cache_batch_begin_for(cache, &owner);
 	CU_ASSERT_EQUAL(cache_body_write(writer, body, 1), 0);
 	CU_ASSERT_EQUAL(cache_body_finish(&writer), 0);
@@ -2162,14 +2175,6 @@ static void collect(const struct cache_message *message, void *context)
 	result->header_bytes += message->values[CACHE_ITEM_HEADER].size;
 	result->all_complete &= (message->present & CACHE_HAS(CACHE_ITEM_ENVELOPE)) &&
 				(message->present & CACHE_HAS(CACHE_ITEM_HEADER));
-}
-
-static double seconds_since(const struct timespec *start)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
 static void test_lookup_many(void)
