@@ -284,15 +284,17 @@ static int cache_fts_cursor_take(const struct cache_fts_statements *stmts, struc
 	return SQLITE_OK;
 }
 
-int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor)
+/* cache_fts_cursor_load, inside the caller's write transaction or not
+   (under_lock): a text read outside that looks unsure is read again
+   inside. */
+static int cache_fts_cursor_load_next(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor,
+				      bool under_lock)
 {
 	int64_t mailbox_id;
 	uint32_t uid;
 	uint64_t size;
-	int rc;
+	int rc = sqlite3_step(stmts->pending);
 
-	sqlite3_bind_int(stmts->pending, 1, 1);
-	rc = sqlite3_step(stmts->pending);
 	if (rc != SQLITE_ROW) {
 		sqlite3_reset(stmts->pending);
 		return rc == SQLITE_DONE ? 0 : -rc;
@@ -302,7 +304,13 @@ int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache
 	size = (uint64_t)sqlite3_column_int64(stmts->pending, 2);
 	sqlite3_reset(stmts->pending);
 	rc = cache_fts_cursor_take(stmts, cursor, mailbox_id, uid, size);
+	cursor->read_under_lock = under_lock;
 	return rc == SQLITE_OK ? 1 : -rc;
+}
+
+int cache_fts_cursor_load(const struct cache_fts_statements *stmts, struct cache_fts_cursor *cursor)
+{
+	return cache_fts_cursor_load_next(stmts, cursor, false);
 }
 
 /* The integer the statement's one row holds, for the cursor's body (its
@@ -359,13 +367,13 @@ static int cache_fts_cursor_step(const struct cache_fts_statements *stmts, struc
 		cache_fts_cursor_reset(cursor);
 		return rc;
 	}
-	if (!cursor->sure && !cursor->read_again) {
+	if (!cursor->sure && !cursor->read_under_lock) {
 		/* read outside the lock, a body dropped and stored again meanwhile
 		   may have looked damaged: read it again, as it is now */
 		rc = cache_fts_cursor_take(stmts, cursor, cursor->mailbox_id, cursor->uid, cursor->size);
 		if (rc != SQLITE_OK)
 			return rc;
-		cursor->read_again = true;
+		cursor->read_under_lock = true;
 	}
 	if (!cursor->started && cursor->mailbox_id < CACHE_FTS_MAILBOX_MAX) {
 		/* pieces an earlier try left (a crash, a build that cut them otherwise) */
@@ -410,7 +418,7 @@ int cache_fts_index_some(const struct cache_fts_statements *stmts, size_t max_by
 		if (!first && (written >= max_bytes || (stop != NULL && stop(context))))
 			return 1;
 		if (!cursor->active) {
-			int loaded = cache_fts_cursor_load(stmts, cursor);
+			int loaded = cache_fts_cursor_load_next(stmts, cursor, true);
 
 			if (loaded <= 0)
 				return loaded;

@@ -74,7 +74,7 @@ struct cache_fts_cursor {
 	unsigned int pieces;     /* how many it has (1 or more) */
 	unsigned int next;       /* the piece to write next: 1 up to pieces - 1, then 0 */
 	bool started;            /* pieces left by an earlier try were cleared (in a transaction since committed) */
-	bool read_again;         /* an unsure text was read again under the lock */
+	bool read_under_lock;    /* its text was read inside the write transaction (else an unsure one is read again) */
 };
 
 /* Lets the cursor's body go (done, or its pieces rolled back: the body

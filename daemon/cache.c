@@ -160,7 +160,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	   with the rowids (((mailbox_id << 32) | uid) << 8) | piece; the
 	   mailbox's rows lie between mailbox_id << 40 and that | 2^40 - 1 */
 	[CACHE_STMT_FTS_PENDING] =
-		"SELECT mailbox_id, uid, size FROM bodies WHERE complete = 1 AND text_indexed = 0 LIMIT ?1",
+		"SELECT mailbox_id, uid, size FROM bodies WHERE complete = 1 AND text_indexed = 0 LIMIT 1",
 	[CACHE_STMT_FTS_STILL_PENDING] =
 		"SELECT 1 FROM bodies WHERE mailbox_id = ?1 AND uid = ?2 AND complete = 1 AND text_indexed = 0",
 	[CACHE_STMT_FTS_INSERT] =
@@ -596,7 +596,6 @@ static int cache_busy_wait(void *context, int tries)
 	struct timespec pause = { 0, CACHE_BUSY_POLL_US * 1000L };
 	bool worker = cache->worker != NULL && cache_worker_loop_waits(cache->worker);
 	uint64_t limit_ms = worker ? CACHE_BUSY_WORKER_MS : CACHE_BUSY_TIMEOUT_MS;
-
 	uint64_t waited_ms;
 
 	if (tries == 0)

@@ -248,6 +248,13 @@ def percentile(samples, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def latencies(samples):
+    """'(count): median, p99 and max' of millisecond samples."""
+    count, samples = len(samples), samples or [0]
+    return "(%d): median %.1f ms, p99 %.1f ms, max %.1f ms" % (count, statistics.median(samples),
+                                                                percentile(samples, 0.99), max(samples))
+
+
 def timed_noop(client, tag):
     started = time.perf_counter()
     client.command(tag, b"NOOP")
@@ -435,9 +442,9 @@ def measure_searches(relay, count):
         print("searches: imapcachectl warm of %d messages through the relay" % count, flush=True)
         figures["warm"] = warm_bodies(daemon)
         warmed = time.perf_counter()
-        # the store is open while a session of its account is: a client
-        # stays logged in, and changes a flag now and then (each change
-        # a write of the store on the event loop, beside the worker's index)
+        # a client changes a flag now and then while the index is built:
+        # each change a write of the store on the event loop, beside the
+        # worker's index
         writer = Client(daemon.port)
         try:
             writer.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
@@ -499,10 +506,7 @@ def report_searches(local, warm, from_store, figures):
           % (bodies, megabytes, seconds, figures["indexed_after"]))
     print("indexing: the longest a write of the event loop waited for the worker's lock: %d ms" % longest_wait)
     during, after = figures["stores"]
-    print("indexing: a STORE through imapcached meanwhile (%d): median %.1f ms, p99 %.1f ms, max %.1f ms; "
-          "after (%d): median %.1f ms, p99 %.1f ms, max %.1f ms"
-          % (len(during), statistics.median(during or [0]), percentile(during or [0], 0.99), max(during or [0]),
-             len(after), statistics.median(after or [0]), percentile(after or [0], 0.99), max(after or [0])))
+    print("indexing: a STORE through imapcached meanwhile %s; after %s" % (latencies(during), latencies(after)))
     print("FTS index: %.1f MB for %.1f MB of text: %.2f MB per MB" % (pages / 1e6, text / 1e6, pages / max(text, 1)))
     print("searches: median of %d on a selected connection, seconds" % SEARCH_RUNS)
     print("%-24s %9s %9s %10s %-9s" % ("search", "local", "warm", "warm-local", "answered"))
