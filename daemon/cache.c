@@ -926,7 +926,8 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	rc = cache_exec(cache, read_only ? "PRAGMA foreign_keys = ON"
 					 : CACHE_LAYOUT_PRAGMAS "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
 					   "PRAGMA journal_size_limit = " CACHE_WAL_LIMIT "; "
-					   "PRAGMA wal_autocheckpoint = " CACHE_CHECKPOINT_PAGES_TEXT "; PRAGMA foreign_keys = ON");
+					   "PRAGMA wal_autocheckpoint = " CACHE_CHECKPOINT_PAGES_TEXT "; PRAGMA foreign_keys = ON; "
+					   "PRAGMA temp_store = MEMORY");
 	if (rc == SQLITE_OK)
 		rc = sqlite3_create_function(cache->db, "imapcached_checksum", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
 					     cache_checksum_sql, NULL, NULL);
