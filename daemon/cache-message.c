@@ -531,10 +531,10 @@ void cache_message_clear(struct cache_message *message)
 /* Steps a lookup statement to its end, calling back for the rows whose UID
    is in uids[*next..count), which advances. Returns the SQLite code. */
 static int cache_lookup_rows(struct cache *cache, int64_t mailbox_id, sqlite3_stmt *stmt, const uint32_t *uids,
-			     size_t count, size_t *next, unsigned int values, cache_lookup_fn *callback, void *context,
-			     long *calls)
+			     size_t count, size_t *next, unsigned int values, bool check_bodies,
+			     cache_lookup_fn *callback, void *context, long *calls)
 {
-	bool verify_bodies = count <= CACHE_VERIFY_BODIES_MAX;
+	bool verify_bodies = check_bodies && count <= CACHE_VERIFY_BODIES_MAX;
 	struct cache_message message;
 	int rc;
 
@@ -615,8 +615,9 @@ static sqlite3_stmt *cache_lookup_stmt(struct cache *cache, bool range, unsigned
 	return *slot;
 }
 
-long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
-			 unsigned int values, cache_lookup_fn *callback, void *context)
+/* cache_lookup_values, checking bodies (of a few UIDs) or not. */
+static long cache_lookup_run(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+			     unsigned int values, bool check_bodies, cache_lookup_fn *callback, void *context)
 {
 	bool dense = count > 0 && (uint64_t)(uids[count - 1] - uids[0]) < (uint64_t)count * CACHE_LOOKUP_DENSE_FACTOR;
 	sqlite3_stmt *stmt = cache_lookup_stmt(cache, dense, values);
@@ -630,13 +631,15 @@ long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t
 	if (dense) {
 		cache_bind_key(stmt, mailbox_id, uids[0]);
 		sqlite3_bind_int64(stmt, 3, uids[count - 1]);
-		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, values, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, values, check_bodies, callback,
+				       context, &calls);
 		sqlite3_reset(stmt);
 	}
 	for (size_t i = 0; !dense && i < count && rc == SQLITE_DONE; i++) {
 		next = i;
 		cache_bind_key(stmt, mailbox_id, uids[i]);
-		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, values, callback, context, &calls);
+		rc = cache_lookup_rows(cache, mailbox_id, stmt, uids, count, &next, values, check_bodies, callback,
+				       context, &calls);
 		sqlite3_reset(stmt);
 	}
 	sqlite3_clear_bindings(stmt);
@@ -645,6 +648,19 @@ long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t
 		return calls;
 	cache_fail(cache, rc, "reading messages");
 	return (rc & 0xff) == SQLITE_CORRUPT ? calls : -1;
+}
+
+long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
+			 unsigned int values, cache_lookup_fn *callback, void *context)
+{
+	return cache_lookup_run(cache, mailbox_id, uids, count, values, true, callback, context);
+}
+
+long cache_lookup_unchecked(struct cache *cache, int64_t mailbox_id, uint32_t uid, unsigned int values,
+			    cache_lookup_fn *callback, void *context)
+{
+	return cache_lookup_run(cache, mailbox_id, &uid, 1, values & ~CACHE_HAS(CACHE_ITEM_MESSAGE), false, callback,
+				context);
 }
 
 

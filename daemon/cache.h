@@ -349,6 +349,12 @@ long cache_lookup_many(struct cache *cache, int64_t mailbox_id, const uint32_t *
    out (evbuffer_add_buffer) and counts the read with cache_body_used. */
 long cache_lookup_values(struct cache *cache, int64_t mailbox_id, const uint32_t *uids, size_t count,
 			 unsigned int values, cache_lookup_fn *callback, void *context);
+/* cache_lookup_values of one UID that neither reads nor checks its whole
+   message: CACHE_HAS(CACHE_ITEM_MESSAGE) and message_size then say only
+   that its row is complete. For a caller holding the bytes it has just
+   stored, which a check would read back. */
+long cache_lookup_unchecked(struct cache *cache, int64_t mailbox_id, uint32_t uid, unsigned int values,
+			    cache_lookup_fn *callback, void *context);
 
 /* What is stored of a message, without reading its values. */
 struct cache_presence {

@@ -356,49 +356,60 @@ static bool fill_structure_equals(const unsigned char *raw, size_t raw_len, cons
 	return equal;
 }
 
+/* One structure check's question and verdict (fill_check_structure). */
+struct fill_structure_check {
+	const struct fill_bytes *whole; /* the message as just stored, when it came whole; else NULL */
+	bool again;                     /* decide even when a verdict is stored */
+	int verdict;                    /* 1 agrees, 0 differs, -1 nothing decided */
+};
+
+/* cache_lookup_fn of fill_check_structure: the verdict on one message. */
+static void fill_structure_judge(const struct cache_message *stored, void *context)
+{
+	struct fill_structure_check *check = context;
+	bool extended = (stored->present & CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE)) != 0;
+	const struct cache_value *expected = &stored->values[extended ? CACHE_ITEM_BODYSTRUCTURE : CACHE_ITEM_BODY];
+
+	if ((stored->present & CACHE_HAS(CACHE_ITEM_MESSAGE)) == 0 ||
+	    (!extended && (stored->present & CACHE_HAS(CACHE_ITEM_BODY)) == 0) ||
+	    (!check->again && (stored->present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0))
+		return;
+	if (check->whole != NULL && check->whole->len == stored->message_size)
+		check->verdict = fill_structure_equals(check->whole->data, check->whole->len, expected, extended);
+	else if (check->whole == NULL && stored->body != NULL)
+		check->verdict = fill_structure_equals(evbuffer_pullup(stored->body, -1),
+						       evbuffer_get_length(stored->body), expected, extended);
+}
+
 /* Compares the stored message of uid with the upstream's BODYSTRUCTURE
    (else BODY) and records the verdict; does nothing while either is
    missing, or (unless again) when a verdict is stored. whole (NULL: read
-   from the store) is the message as just stored, when it came whole:
-   reading 240 MB back was a tenth of a warm's time. */
+   from the store) is the message as just stored, when it came whole.
+   One lookup reads the structure and, only without whole, the body
+   checked: reading 240 MB back was a tenth of a warm's time, and reading
+   it to check and then again to parse another tenth. */
 static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool again, const struct fill_bytes *whole)
 {
-	struct cache_message stored;
-	struct evbuffer *raw = NULL;
-	const struct cache_value *expected;
+	unsigned int values = CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE) | CACHE_HAS(CACHE_ITEM_BODY);
+	struct fill_structure_check check = { .whole = whole, .again = again, .verdict = -1 };
 	uint64_t message_size;
-	bool extended;
 
 	/* Most messages have no whole message stored: a look at its row's
 	   key is enough to tell, without reading every value. */
 	if (!again && (cache_body_bytes(fill->cache) == 0 ||
 			cache_body_size(fill->cache, fill->mailbox_id, uid, &message_size) != 1))
 		return;
-	if (cache_lookup(fill->cache, fill->mailbox_id, uid, &stored) != 1)
+	if (whole != NULL)
+		(void)cache_lookup_unchecked(fill->cache, fill->mailbox_id, uid, values, fill_structure_judge, &check);
+	else
+		(void)cache_lookup_values(fill->cache, fill->mailbox_id, &uid, 1, values | CACHE_HAS(CACHE_ITEM_MESSAGE),
+					  fill_structure_judge, &check);
+	if (check.verdict < 0)
 		return;
-	extended = (stored.present & CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE)) != 0;
-	if ((stored.present & CACHE_HAS(CACHE_ITEM_MESSAGE)) == 0 ||
-	    (!extended && (stored.present & CACHE_HAS(CACHE_ITEM_BODY)) == 0) ||
-	    (!again && (stored.present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0))
-		goto out;
-	expected = &stored.values[extended ? CACHE_ITEM_BODYSTRUCTURE : CACHE_ITEM_BODY];
-	if (whole == NULL || whole->len != stored.message_size) {
-		raw = evbuffer_new();
-		if (raw == NULL ||
-		    cache_body_read(fill->cache, fill->mailbox_id, uid, 0, stored.message_size, raw) != 1)
-			goto out;
-	}
-	bool agrees = raw == NULL ? fill_structure_equals(whole->data, whole->len, expected, extended)
-				  : fill_structure_equals(evbuffer_pullup(raw, -1), evbuffer_get_length(raw), expected,
-							  extended);
-	if (!agrees)
+	if (check.verdict == 0)
 		log_debug("cache: mailbox %lld UID %u: our BODYSTRUCTURE differs from the upstream's; sections go upstream",
 			  (long long)fill->mailbox_id, uid);
-	(void)cache_set_structure_agrees(fill->cache, fill->mailbox_id, uid, agrees);
-out:
-	if (raw != NULL)
-		evbuffer_free(raw);
-	cache_message_clear(&stored);
+	(void)cache_set_structure_agrees(fill->cache, fill->mailbox_id, uid, check.verdict == 1);
 }
 
 /* What the line told of the message goes to the view. */

@@ -7,6 +7,9 @@
 #include "fetch-fill.h"
 #include "log.h"
 #include "mailbox-view.h"
+#include "mime-buffer.h"
+#include "mime-imap.h"
+#include "mime-parser.h"
 
 #include <event2/buffer.h>
 #include <sqlite3.h>
@@ -291,6 +294,54 @@ static char *big_line(uint32_t seq, size_t size, size_t *len_r, const char *afte
 	return line;
 }
 
+/* Our BODYSTRUCTURE of the message in a big_line (NUL-terminated; free it). */
+static char *big_line_structure(const char *line, size_t size)
+{
+	const unsigned char *raw = (const unsigned char *)strchr(line, '\n') + 1;
+	struct mime_message *root = mime_parse_borrowed(raw, size);
+	struct mime_buffer ours = { 0 };
+	char *text;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+	mime_imap_bodystructure(root, raw, size, 1, &ours);
+	text = strndup((const char *)ours.data, ours.len);
+	mime_buffer_free(&ours);
+	mime_message_free(&root);
+	return text;
+}
+
+/* A streamed message's structure is compared with the upstream's too,
+   read back from the store: whether the BODYSTRUCTURE comes in a later
+   line or after the message in its own. */
+static void test_streamed_structure(void)
+{
+	size_t size = 300 * 1000, len;
+	char *line = big_line(2, size, &len, " UID 20");
+	char *ours = big_line_structure(line, size);
+	char after[1024];
+	bool same;
+
+	setup();
+	CU_ASSERT_EQUAL(feed_parts(line, len, PART_MAX), IMAP_FETCH_ITEMS_COMPLETE);
+	free(line);
+	CU_ASSERT_FALSE(agrees(20, &same)); /* nothing to compare with yet */
+	snprintf(after, sizeof(after), "* 2 FETCH (UID 20 BODYSTRUCTURE %s)\r\n", ours);
+	CU_ASSERT_EQUAL(feed(after), IMAP_FETCH_ITEMS_COMPLETE);
+	CU_ASSERT_TRUE(agrees(20, &same) && same);
+	/* in the message's own line: one not ours, then ours */
+	line = big_line(3, size, &len, " UID 30 BODYSTRUCTURE (\"text\" \"plain\" NIL NIL NIL \"7bit\" 7 1 NIL NIL NIL NIL)");
+	CU_ASSERT_EQUAL(feed_parts(line, len, PART_MAX), IMAP_FETCH_ITEMS_COMPLETE);
+	free(line);
+	CU_ASSERT_TRUE(agrees(30, &same) && !same);
+	snprintf(after, sizeof(after), " UID 10 BODYSTRUCTURE %s", ours);
+	line = big_line(1, size, &len, after);
+	CU_ASSERT_EQUAL(feed_parts(line, len, 5000), IMAP_FETCH_ITEMS_COMPLETE);
+	free(line);
+	CU_ASSERT_TRUE(agrees(10, &same) && same);
+	free(ours);
+	teardown();
+}
+
 /* A message past the splitter's threshold streams into the store; it
    counts only once its line ended well-formed. */
 static void test_streamed_message(void)
@@ -409,6 +460,7 @@ const struct unit_test unit_tests[] = {
 	{ "UID from the view, NIL and partial items", test_uid_from_view_and_nil },
 	{ "a message that comes whole, structure compared", test_small_message_and_structure },
 	{ "a large message streams; short or aborted lines store nothing", test_streamed_message },
+	{ "a streamed message's structure compared, read back", test_streamed_structure },
 	{ "no store; a message over the maximum size", test_no_store },
 	{ "BINARY[] is never stored as the message", test_binary_not_stored },
 	{ "PREVIEW stored as written", test_preview },
