@@ -247,6 +247,16 @@ static void cache_fts_piece_bounds(const struct cache_fts_cursor *cursor, unsign
 	*start = i == 0 ? 0 : cache_fts_char_start(text, len, begins > CACHE_FTS_OVERLAP ? begins - CACHE_FTS_OVERLAP : 0);
 }
 
+unsigned int cache_fts_piece_plan(size_t len, size_t *step_r)
+{
+	size_t step = CACHE_FTS_PIECE_BYTES;
+
+	if (len / CACHE_FTS_PIECES_MAX >= step)
+		step = len / CACHE_FTS_PIECES_MAX + 1; /* then len / step < CACHE_FTS_PIECES_MAX */
+	*step_r = step;
+	return len == 0 ? 1 : (unsigned int)((len + step - 1) / step);
+}
+
 /* Takes the text of the body waiting (mailbox_id, uid, size) into the
    cursor: empty and unsure when the body is damaged, or search-text
    can't vouch for it. Returns SQLITE_OK or the error. */
@@ -276,10 +286,7 @@ static int cache_fts_cursor_take(const struct cache_fts_statements *stmts, struc
 		mime_buffer_reset(&cursor->head);
 		mime_buffer_reset(&cursor->body);
 	}
-	cursor->step = CACHE_FTS_PIECE_BYTES;
-	if (cursor->body.len / CACHE_FTS_PIECES_MAX >= cursor->step)
-		cursor->step = cursor->body.len / CACHE_FTS_PIECES_MAX + 1;
-	cursor->pieces = cursor->body.len == 0 ? 1 : (unsigned int)((cursor->body.len + cursor->step - 1) / cursor->step);
+	cursor->pieces = cache_fts_piece_plan(cursor->body.len, &cursor->step);
 	cursor->next = cursor->pieces > 1 ? 1 : 0;
 	return SQLITE_OK;
 }

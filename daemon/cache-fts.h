@@ -77,6 +77,12 @@ struct cache_fts_cursor {
 	bool read_under_lock;    /* its text was read inside the write transaction (else an unsure one is read again) */
 };
 
+/* How a body's text of len bytes is cut: returns how many pieces (1 up
+   to CACHE_FTS_PIECES_MAX, which the rowid holds), each adding *step_r
+   bytes (CACHE_FTS_PIECE_BYTES, more for a text past CACHE_FTS_PIECES_MAX
+   of them) to the one before it. */
+unsigned int cache_fts_piece_plan(size_t len, size_t *step_r);
+
 /* Lets the cursor's body go (done, or its pieces rolled back: the body
    starts over from its first piece). */
 void cache_fts_cursor_reset(struct cache_fts_cursor *cursor);

@@ -920,6 +920,30 @@ static void setup_beside_indexed(const char *message)
 	store_body(uids[0], message);
 }
 
+/* The cut of a text into pieces: at most CACHE_FTS_PIECES_MAX (a 257th
+   piece's rowid would be the next UID's piece 0), every byte in one, and
+   the last piece never empty; a text past 16 MiB has longer pieces. */
+static void test_piece_plan(void)
+{
+	const size_t pieces_max = CACHE_FTS_PIECES_MAX, piece = CACHE_FTS_PIECE_BYTES;
+	const size_t lengths[] = { 0, 1, piece - 1, piece, piece + 1, pieces_max * piece - 1, pieces_max * piece,
+				   pieces_max * piece + 1, pieces_max * piece + pieces_max, 100u << 20,
+				   (size_t)INT32_MAX, (size_t)UINT32_MAX + 7 };
+
+	for (size_t i = 0; i < sizeof(lengths) / sizeof(lengths[0]); i++) {
+		size_t len = lengths[i], step = 0;
+		unsigned int pieces = cache_fts_piece_plan(len, &step);
+
+		CU_ASSERT(pieces >= 1 && pieces <= pieces_max);
+		CU_ASSERT(step >= piece);
+		CU_ASSERT(len < piece * pieces_max ? step == piece : step > piece);
+		CU_ASSERT((uint64_t)pieces * step >= len);                  /* every byte in a piece */
+		CU_ASSERT(len == 0 || (uint64_t)(pieces - 1) * step < len); /* the last one not empty */
+	}
+	CU_ASSERT_EQUAL(cache_fts_piece_plan(pieces_max * piece, &(size_t){ 0 }), pieces_max);
+	CU_ASSERT_EQUAL(cache_fts_piece_plan(PIECES_TEXT, &(size_t){ 0 }), 5);
+}
+
 /* A long body's text is indexed a piece per transaction, piece 0 last:
    no search takes it as indexed before, and a key that crosses a piece
    boundary is found after. */
@@ -1143,6 +1167,7 @@ const struct unit_test unit_tests[] = {
 	{ "a store stays open past its linger until its text is indexed", test_text_indexed_after_last_session },
 	{ "BODY and TEXT upstream beside a body read otherwise", test_text_unsure },
 	{ "a long body's text: a piece per transaction, piece 0 last, keys across pieces found", test_text_in_pieces },
+	{ "a text's cut: at most 256 pieces, every byte in one, longer pieces past 16 MiB", test_piece_plan },
 	{ "a body evicted while its pieces are written starts over", test_text_pieces_survive_eviction },
 	{ "pieces start and end on whole characters", test_text_pieces_whole_characters },
 	{ "pieces left by an earlier try go when a body starts", test_text_pieces_left_over_cleared },
