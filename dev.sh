@@ -22,7 +22,7 @@ die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
 PACKAGES=(build-essential autoconf automake pkg-config
 	libevent-dev libssl-dev libsqlite3-dev libconfig-dev libcunit1-dev libsystemd-dev
 	libunistring-dev
-	openssl python3 libpython3.11-testsuite dovecot-imapd isync offlineimap3 curl clang systemd
+	openssl python3 libpython3.11-testsuite dovecot-imapd isync offlineimap3 imapfilter curl clang systemd
 	iproute2)
 
 install_deps() {

@@ -13,14 +13,22 @@ same results through the proxy as direct:
   then the same flag changes and deletion made in both Maildirs and synced
   back must leave the same server state (UIDs and flags, seen directly).
 
+- imapfilter: a Lua filter of searches (flags, sizes, dates, header and
+  body strings, non-ASCII under CHARSET UTF-8), header matches, flag
+  changes, a copy into a mailbox it creates, a move and a delete (all
+  sparing UIDs 1 and 2, which curl fetches), then the searches again, on
+  the twin accounts: the same printed results and the same server state.
+
 offlineimap runs first: curl's FETCH sets \\Seen on testuser's messages
 (mirroruser's stay as they were), and the two-way step needs the twins
-still identical; its own changes spare UIDs 1 and 2, which curl fetches,
+still identical (imapfilter, next, needs them so too); its own changes
+spare UIDs 1 and 2, which curl fetches,
 and the clients after it see testuser's INBOX changed behind the back of
 what the daemon cached during the pull.
 Every client run is bounded by a timeout and talks to loopback only; a
 client that is not installed is a failing check. The daemon runs on a
 free loopback port and is stopped by its PID."""
+import difflib
 import hashlib
 import imaplib
 import os
@@ -298,6 +306,116 @@ def test_offlineimap(port):
           state_difference(after[1], after[0]))
 
 
+IMAPFILTER_QUERIES = """
+show('unseen', box:is_unseen())
+show('seen', box:is_seen())
+show('flagged', box:is_flagged())
+show('answered', box:is_answered())
+show('larger 20000', box:is_larger(20000))
+show('smaller 3000', box:is_smaller(3000))
+show('subject meeting', box:contain_subject('meeting'))
+show('subject café', box:contain_subject('café'))
+show('from example.org', box:contain_from('example.org'))
+show('from müller', box:contain_from('müller'))
+show('to example', box:contain_to('example'))
+show('body cache', box:contain_body('cache'))
+show('body release', box:contain_body('release'))
+show('message deploy', box:contain_message('deploy'))
+show('sent since 2020', box:sent_since('01-Jan-2020'))
+show('arrived before 2019-06', box:arrived_before('01-Jun-2019'))
+show('unseen and subject summary', box:is_unseen() * box:contain_subject('summary'))
+show('flagged or from carol', box:is_flagged() + box:contain_from('carol'))
+show('query', box:send_query('OR FROM "bob" SUBJECT "ticket"'))
+show('match ^Re: Summary', box:select_all():match_subject('^Re: Summary'))
+fields('fields of subject café', box:contain_subject('café'))
+"""
+
+IMAPFILTER_SCRIPT = """
+options.timeout = 60
+options.starttls = false
+options.certificates = false
+options.hostnames = false
+options.info = false
+options.create = true
+options.subscribe = false
+options.charset = 'UTF-8'
+acct = IMAP { server = '127.0.0.1', port = %(port)d, username = '%(user)s', password = '%(password)s' }
+box = acct.INBOX
+
+function show(label, results)
+    local uids = {}
+    for _, message in ipairs(results) do table.insert(uids, message[2]) end
+    table.sort(uids)
+    print(label .. ': ' .. table.concat(uids, ','))
+end
+
+function fields(label, results)
+    for _, message in ipairs(results) do
+        local mailbox, uid = table.unpack(message)
+        local header = mailbox[uid]:fetch_fields({ 'subject', 'from' }) or '(none)'
+        print(label .. ' ' .. uid .. ': ' .. header:gsub('\\r', ''):gsub('\\n', ' | '))
+    end
+end
+
+%(queries)s
+print('-- changes')
+curls = box:send_query('UID 1:2') -- curl's, next: kept as they are
+show('kept for curl', curls)
+changed = box:contain_from('carol') - curls
+changed:mark_flagged()
+changed = box:is_smaller(3000) * box:is_unseen() - curls
+changed:mark_seen()
+box:contain_subject('meeting'):copy_messages(acct['imapfilter-copied'])
+changed = box:contain_from('dave') - curls
+changed:move_messages(acct['imapfilter-moved'])
+changed = box:contain_subject('invoice') - curls
+changed:delete_messages()
+print('-- after')
+%(queries)s
+box = acct['imapfilter-moved']
+show('moved: all', box:select_all())
+show('moved: body cache', box:contain_body('cache'))
+box = acct['imapfilter-copied']
+show('copied: all', box:select_all())
+show('copied: subject café', box:contain_subject('café'))
+"""
+
+
+def imapfilter(port, user, password, name):
+    """Runs the filter above as user at port (its HOME a directory of its
+    own). Returns the exit status, the output and the errors."""
+    home = os.path.join(tmp, "imapfilter-" + name)
+    os.makedirs(home)
+    config = os.path.join(home, "config.lua")
+    with open(config, "w") as f:
+        f.write(IMAPFILTER_SCRIPT % {"port": port, "user": user, "password": password,
+                                     "queries": IMAPFILTER_QUERIES})
+    result = subprocess.run(["imapfilter", "-c", config], capture_output=True, stdin=subprocess.DEVNULL,
+                            timeout=RUN_TIMEOUT, env=dict(os.environ, HOME=home))
+    return result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")[-2000:]
+
+
+def test_imapfilter(port):
+    before = server_state(USER, PASS), server_state(USER3, PASS3)
+    check("the twin accounts are identical before imapfilter", before[0] == before[1],
+          state_difference(before[0], before[1]))
+    direct = imapfilter(PORT, USER, PASS, "direct")
+    proxied = imapfilter(port, USER3, PASS3, "proxied")
+    lines = direct[1].splitlines()
+    found = [line for line in lines if re.match(r"[^:]+: \d", line)]
+    check("imapfilter direct works (%d lines, %d with results)" % (len(lines), len(found)),
+          direct[0] == 0 and "-- after" in lines and len(found) > 30, (direct[0], direct[2], lines[-3:]))
+    check("imapfilter through the proxy works", proxied[0] == 0, (proxied[0], proxied[2]))
+    check("... and prints the same results", direct[1] == proxied[1],
+          "\n".join(difflib.unified_diff(lines, proxied[1].splitlines(), "direct", "proxied", lineterm="", n=1)))
+    after = server_state(USER, PASS), server_state(USER3, PASS3)
+    check("direct: the filter changed the account (%d folders)" % len(after[0]),
+          after[0] != before[0] and "imapfilter-moved" in after[0] and "imapfilter-copied" in after[0],
+          sorted(after[0]))
+    check("through the proxy: the twin's server state is the same as direct's", after[1] == after[0],
+          state_difference(after[1], after[0]))
+
+
 def expected_state(state, changes):
     """state (from server_state()) after change_maildir()'s changes."""
     names = {"S": "\\Seen", "F": "\\Flagged", "R": "\\Answered", "D": "\\Draft", "T": "\\Deleted"}
@@ -328,7 +446,8 @@ def main():
     port = daemon.port
     try:
         # offlineimap first: see the docstring (curl's FETCH sets \\Seen)
-        for test, tool in ((test_offlineimap, "offlineimap"), (test_curl, "curl"), (test_mbsync, "mbsync")):
+        for test, tool in ((test_offlineimap, "offlineimap"), (test_imapfilter, "imapfilter"), (test_curl, "curl"),
+                           (test_mbsync, "mbsync")):
             if shutil.which(tool) is None:
                 check("%s is installed (./dev.sh deps installs it)" % tool, False)
                 continue
