@@ -938,12 +938,6 @@ static enum cache_open_result cache_db_open(struct cache *cache, bool read_only,
 	result = cache_schema_prepare(cache, read_only, why_r, error_r);
 	if (result == CACHE_OPEN_OK && !read_only)
 		cache_layout_upgrade(cache);
-	/* Statement journals in memory: an insert's (the foreign keys need
-	   one) spilled to a new file in /var/tmp past 64 KiB, 667 of them in a
-	   warm of 10,000 bodies. Only now: the migrations' sorts and the
-	   layout's VACUUM (a copy of the whole store) stay in files. */
-	if (result == CACHE_OPEN_OK && !read_only && cache_exec(cache, "PRAGMA temp_store = MEMORY") != SQLITE_OK)
-		log_info("cache %s: temporary data stays in files: %s", cache->label, sqlite3_errmsg(cache->db));
 	if (result == CACHE_OPEN_OK)
 		result = cache_prepare_statements(cache, why_r, error_r);
 	if (result == CACHE_OPEN_OK)
