@@ -361,6 +361,7 @@ struct fill_structure_check {
 	const struct fill_bytes *whole; /* the message as just stored, when it came whole; else NULL */
 	bool again;                     /* decide even when a verdict is stored */
 	int verdict;                    /* 1 agrees, 0 differs, -1 nothing decided */
+	bool read_stored;               /* whole is not what is stored: read that instead */
 };
 
 /* cache_lookup_fn of fill_check_structure: the verdict on one message. */
@@ -376,7 +377,9 @@ static void fill_structure_judge(const struct cache_message *stored, void *conte
 		return;
 	if (check->whole != NULL && check->whole->len == stored->message_size)
 		check->verdict = fill_structure_equals(check->whole->data, check->whole->len, expected, extended);
-	else if (check->whole == NULL && stored->body != NULL)
+	else if (check->whole != NULL)
+		check->read_stored = true; /* not the message just stored: the stored one is judged */
+	else if (stored->body != NULL)
 		check->verdict = fill_structure_equals(evbuffer_pullup(stored->body, -1),
 						       evbuffer_get_length(stored->body), expected, extended);
 }
@@ -401,9 +404,11 @@ static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool aga
 		return;
 	if (whole != NULL)
 		(void)cache_lookup_unchecked(fill->cache, fill->mailbox_id, uid, values, fill_structure_judge, &check);
-	else
+	if (whole == NULL || check.read_stored) {
+		check.whole = NULL;
 		(void)cache_lookup_values(fill->cache, fill->mailbox_id, &uid, 1, values | CACHE_HAS(CACHE_ITEM_MESSAGE),
 					  fill_structure_judge, &check);
+	}
 	if (check.verdict < 0)
 		return;
 	if (check.verdict == 0)

@@ -350,7 +350,10 @@ function show(label, results)
 end
 
 function fields(label, results)
-    for _, message in ipairs(results) do
+    local messages = {}
+    for _, message in ipairs(results) do table.insert(messages, message) end
+    table.sort(messages, function(a, b) return a[2] < b[2] end)
+    for _, message in ipairs(messages) do
         local mailbox, uid = table.unpack(message)
         local header = mailbox[uid]:fetch_fields({ 'subject', 'from' }) or '(none)'
         print(label .. ' ' .. uid .. ': ' .. header:gsub('\\r', ''):gsub('\\n', ' | '))
