@@ -358,10 +358,9 @@ static bool fill_structure_equals(const unsigned char *raw, size_t raw_len, cons
 
 /* One structure check's question and verdict (fill_check_structure). */
 struct fill_structure_check {
-	const struct fill_bytes *whole; /* the message as just stored, when it came whole; else NULL */
+	const struct fill_bytes *whole; /* the stored message in hand (just stored); NULL: the lookup reads it */
 	bool again;                     /* decide even when a verdict is stored */
 	int verdict;                    /* 1 agrees, 0 differs, -1 nothing decided */
-	bool read_stored;               /* whole is not what is stored: read that instead */
 };
 
 /* cache_lookup_fn of fill_check_structure: the verdict on one message. */
@@ -375,10 +374,8 @@ static void fill_structure_judge(const struct cache_message *stored, void *conte
 	    (!extended && (stored->present & CACHE_HAS(CACHE_ITEM_BODY)) == 0) ||
 	    (!check->again && (stored->present & CACHE_HAS(CACHE_ITEM_STRUCTURE_AGREES)) != 0))
 		return;
-	if (check->whole != NULL && check->whole->len == stored->message_size)
+	if (check->whole != NULL)
 		check->verdict = fill_structure_equals(check->whole->data, check->whole->len, expected, extended);
-	else if (check->whole != NULL)
-		check->read_stored = true; /* not the message just stored: the stored one is judged */
 	else if (stored->body != NULL)
 		check->verdict = fill_structure_equals(evbuffer_pullup(stored->body, -1),
 						       evbuffer_get_length(stored->body), expected, extended);
@@ -386,29 +383,30 @@ static void fill_structure_judge(const struct cache_message *stored, void *conte
 
 /* Compares the stored message of uid with the upstream's BODYSTRUCTURE
    (else BODY) and records the verdict; does nothing while either is
-   missing, or (unless again) when a verdict is stored. whole (NULL: read
-   from the store) is the message as just stored, when it came whole.
-   One lookup reads the structure and, only without whole, the body
-   checked: reading 240 MB back was a tenth of a warm's time, and reading
-   it to check and then again to parse another tenth. */
+   missing, or (unless again) when a verdict is stored. whole is the
+   message as just stored, when it came whole (NULL: read from the
+   store). One lookup reads the structures and, only when whole is not
+   the stored message, the body, checked: reading 240 MB back was a tenth
+   of a warm's time, and reading it to check and then again to parse
+   another tenth. */
 static void fill_check_structure(struct fetch_fill *fill, uint32_t uid, bool again, const struct fill_bytes *whole)
 {
 	unsigned int values = CACHE_HAS(CACHE_ITEM_BODYSTRUCTURE) | CACHE_HAS(CACHE_ITEM_BODY);
-	struct fill_structure_check check = { .whole = whole, .again = again, .verdict = -1 };
-	uint64_t message_size;
+	struct fill_structure_check check = { .again = again, .verdict = -1 };
+	uint64_t stored_size;
+	/* most messages have no whole message stored: its row's key tells,
+	   without reading any value */
+	bool stored = cache_body_bytes(fill->cache) > 0 &&
+		      cache_body_size(fill->cache, fill->mailbox_id, uid, &stored_size) == 1;
 
-	/* Most messages have no whole message stored: a look at its row's
-	   key is enough to tell, without reading every value. */
-	if (!again && (cache_body_bytes(fill->cache) == 0 ||
-			cache_body_size(fill->cache, fill->mailbox_id, uid, &message_size) != 1))
+	if (!stored && !again)
 		return;
-	if (whole != NULL)
+	check.whole = stored && whole != NULL && whole->len == stored_size ? whole : NULL;
+	if (check.whole != NULL)
 		(void)cache_lookup_unchecked(fill->cache, fill->mailbox_id, uid, values, fill_structure_judge, &check);
-	if (whole == NULL || check.read_stored) {
-		check.whole = NULL;
+	else
 		(void)cache_lookup_values(fill->cache, fill->mailbox_id, &uid, 1, values | CACHE_HAS(CACHE_ITEM_MESSAGE),
 					  fill_structure_judge, &check);
-	}
 	if (check.verdict < 0)
 		return;
 	if (check.verdict == 0)
