@@ -761,17 +761,19 @@ static bool session_route_command(struct session *session)
 	char tag_copy[SESSION_TAG_MAX + 1];
 
 	session->last_activity_usec = session_now_usec();
+	error = imap_command_parse(session->command_reader, line, &command, NULL);
+	session_verb_from_args(session, line->list, line->list_count);
+	route = session_find_route(session->command_verb);
 	/* What the upstream said during the proxy's own commands before this
 	   command came goes first: its numbers may be ones a local answer
 	   would use (an EXISTS), so FETCH and SEARCH then go upstream
 	   (session_held_first). What comes during this command's own steps
-	   goes after a local answer's data, as Dovecot sends it. */
-	session->held_first = !session->command_replanned &&
+	   goes after a local answer's data, as Dovecot sends it. An IDLE's
+	   go after its "+", where Dovecot tells an idler what changed. */
+	session->held_first = !session->command_replanned && !route->open &&
 			      evbuffer_get_length(session->idle_held) > 0;
 	if (session->held_first)
 		session_own_release_held(session, bufferevent_get_output(session->bev));
-	error = imap_command_parse(session->command_reader, line, &command, NULL);
-	session_verb_from_args(session, line->list, line->list_count);
 	if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_APPEND)
 		session_news_set_target(session, command.u.append.mailbox, command.u.append.mailbox_len);
 	else if (error == IMAP_COMMAND_ERROR_NONE && (command.name == IMAP_COMMAND_COPY || command.name == IMAP_COMMAND_MOVE))
@@ -788,7 +790,6 @@ static bool session_route_command(struct session *session)
 		session_count_bad(session);
 		return true;
 	}
-	route = session_find_route(session->command_verb);
 	if (route->local != NULL && error == IMAP_COMMAND_ERROR_NONE && tag_len <= SESSION_TAG_MAX) {
 		memcpy(tag_copy, text, tag_len);
 		tag_copy[tag_len] = '\0';
@@ -809,7 +810,8 @@ static bool session_route_command(struct session *session)
 		return false; /* it might change the mailboxes: not before the connection is proven */
 	}
 	session->command_replanned = false;
-	session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
+	if (!route->open) /* an IDLE's go after its "+" (session_forward_line) */
+		session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
 	session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL, line->list + 1,
 				  line->list_count - 1);
 	upstream = session_send_upstream(session, tag_len, route->open);

@@ -14,6 +14,9 @@ Checked through a relay that records the daemon's upstream commands:
    and a flag change and a new message made by another connection while
    the batches run reach the client at its next command, not while it is
    idle;
+ - what the upstream said during the batches while the client sat
+   between commands reaches it after its IDLE's "+", as a direct
+   session gets it;
  - "full": bodies are fetched too, within body_budget (measured in the
    store, not by the daemon's counter), with BODY.PEEK (no \\Seen);
  - a client command waits behind at most one batch, and a session that
@@ -221,6 +224,49 @@ def batch_lines(lines):
     return [l for l in lines if PREFETCH.match(l)]
 
 
+def test_idle_after_held():
+    """Updates the upstream sent during the batches while the client sat
+    between commands reach it after its IDLE's "+", where Dovecot puts
+    what changed before an IDLE: a direct session in the same steps is
+    the judge."""
+    relay = Relay(delay=0.02)
+    cache = proxyfixture.scratch_dir("imapcached-prefetch.")
+    config = ('cache = { dir = "%s"; prefetch = "full"; body_budget = 100000000; };\n'
+              'timeouts = { shutdown = 0; };\n' % cache)
+    daemon = Daemon(relay.upstream_entry(), extra=config)
+    proxied, direct, other = Side(daemon.port), Side(PORT), Side(PORT)
+    try:
+        for side in (proxied, direct, other):
+            side.exchange("SELECT INBOX")
+        deadline = time.monotonic() + 20
+        while not batch_lines(c.line for c in relay.recorded()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        other.exchange("STORE 3 +FLAGS (\\Flagged)")  # during the batches: held for the proxied client
+        other.exchange("APPEND INBOX {12+}\r\nSubject: x\r\n")
+        time.sleep(0.3)
+        check("idle after held: nothing reached the client between commands", idle_silence(proxied),
+              proxied.conn.buf)
+        seen = {}
+        for name, side in (("direct", direct), ("proxied", proxied)):
+            tag = side.send("IDLE")
+            side.conn.sock.settimeout(10)
+            lines = [side.conn.response()]
+            while not lines[-1].rstrip().endswith(b" EXISTS"):
+                lines.append(side.conn.response())
+            side.conn.send(b"DONE\r\n")
+            side.read(tag)
+            seen[name] = lines
+        check("idle after held: the client sees \"+\" first, then the updates, as direct",
+              seen["proxied"] == seen["direct"] and seen["direct"][0].startswith(b"+ "), seen)
+        other.exchange("STORE 3 -FLAGS (\\Flagged)")
+        other.exchange("STORE * +FLAGS.SILENT (\\Deleted)")
+        other.exchange("EXPUNGE")
+    finally:
+        status = daemon.stop()
+        check("idle after held: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        relay.close()
+
+
 def test_waits_and_ends():
     """A client command waits behind at most one batch (the one on its
     way when it came), and a session that ends stops its prefetch. Whole
@@ -280,6 +326,7 @@ def main():
     test_headers()
     test_full_and_updates()
     test_idle()
+    test_idle_after_held()
     test_waits_and_ends()
     test_off()
     return summary()
