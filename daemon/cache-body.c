@@ -389,10 +389,13 @@ int cache_body_finish(struct cache_body_writer **writerp)
 	if (!writer->failed && writer->received != writer->size)
 		log_warning("cache %s: a body of UID %" PRIu32 " ended after %" PRIu64 " of the %" PRIu64
 			    " bytes announced; not stored", cache->label, writer->uid, writer->received, writer->size);
-	else if (!writer->failed && cache_write_allowed(cache) && cache_op_begin(cache) == 0)
-		result = cache_op_end(cache, (writer->pending_size == 0 ||
-					      cache_body_put_chunk(writer, writer->pending, writer->pending_size) == 0)
-						     ? cache_body_complete(writer) : -1);
+	else if (!writer->failed && cache_write_allowed(cache) &&
+		 (writer->pending_size == 0 || cache_body_put_chunk(writer, writer->pending, writer->pending_size) == 0) &&
+		 cache_op_begin(cache) == 0)
+		/* the last piece goes in as the others, a statement of its own:
+		   in the op's savepoint its pages and the body row's together
+		   spilled the savepoint's journal to a file (CACHE_SUBJOURNAL_SPILL) */
+		result = cache_op_end(cache, cache_body_complete(writer));
 	if (result < 0) {
 		cache_body_abort(writerp);
 		return -1;

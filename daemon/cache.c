@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -1143,11 +1144,31 @@ static int cache_linger(struct cache *cache)
 	return cache->linger_timer != NULL ? evtimer_add(cache->linger_timer, &delay) : -1;
 }
 
+static bool cache_library_configured;
+
+static void cache_library_configure(void)
+{
+	cache_library_configured = sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, CACHE_SUBJOURNAL_SPILL) == SQLITE_OK;
+	if (!cache_library_configured)
+		log_debug("cache: SQLite was in use already; savepoint journals spill to files past its 64 KiB");
+}
+
+int cache_library_init(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, cache_library_configure);
+	return cache_library_configured ? 0 : -1;
+}
+
 struct cache *cache_open(const struct cache_settings *settings, const char *upstream, const char *user,
 			 const char **error_r)
 {
-	char *path = cache_file_path(settings->dir, upstream, user);
+	char *path;
 	struct cache *cache;
+
+	(void)cache_library_init();
+	path = cache_file_path(settings->dir, upstream, user);
 
 	if (path == NULL) {
 		*error_r = upstream[0] == '\0' || user[0] == '\0' ? "an empty upstream or user name" : "out of memory";

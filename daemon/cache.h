@@ -20,6 +20,13 @@ struct sqlite3;
 #define CACHE_BATCH_HOLD_MS 20 /* the longest a transaction stays open for the next batches: as a held row waits */
 #define CACHE_BATCH_HOLD_BYTES (512 * 1024) /* bodies a held transaction takes: a crash loses no more; 30 tree pages a commit are little beside it */
 #define CACHE_BATCH_HOLD_ROOM (64 << 20) /* free bytes on the store's file system for a hold: near full, each batch commits alone so that what fits is kept */
+/* The bytes of a savepoint's journal kept in memory before it goes to a
+   file (SQLITE_CONFIG_STMTJRNL_SPILL; SQLite's own is 64 KiB): seven
+   16 KiB pages, as many as a body's write op changes. 0x1ffff at most:
+   the journal goes to its file in one write, and SQLite's unix VFS
+   writes no more than 0x1ffff bytes at once (a larger one is cut short
+   and fails as SQLITE_FULL). */
+#define CACHE_SUBJOURNAL_SPILL 0x1ffff
 #define CACHE_WRITE_RETRY_SECONDS 60 /* after a full disk: an admin who frees space needs no restart */
 
 /*
@@ -95,6 +102,14 @@ struct cache_settings {
    malloc'd path, or NULL when a name is empty or memory runs out. */
 #define CACHE_NAME_MAX 200 /* NAME_MAX 255 less ".sqlite.corrupt-YYYYMMDDTHHMMSSZ-99-journal" */
 char *cache_file_path(const char *dir, const char *upstream, const char *user);
+
+/* Sets SQLite up for the stores: CACHE_SUBJOURNAL_SPILL. Takes effect
+   only before SQLite's first use in the process; cache_open calls it,
+   and a program that uses SQLite otherwise calls it first. Returns 0, or
+   -1 when SQLite was in use already (its defaults stand, which work,
+   only slower: every write op of a body that changes four pages or more
+   then writes its journal to a file in the temporary directory). */
+int cache_library_init(void);
 
 /* The store of user on upstream (the upstream's name in the config),
    opened, or made, in settings->dir. A second open of the same account

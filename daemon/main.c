@@ -642,6 +642,7 @@ int main(int argc, char **argv)
 	int ready_fd = -1; /* the detached child's pipe to the waiting parent */
 	int option, status = EX_SOFTWARE;
 
+	(void)cache_library_init(); /* before anything else uses SQLite */
 	while ((option = getopt(argc, argv, "c:tfhV")) != -1) {
 		switch (option) {
 		case 'c': daemon.config_path = optarg; break;
