@@ -104,8 +104,11 @@ struct cache_settings {
 char *cache_file_path(const char *dir, const char *upstream, const char *user);
 
 /* Sets SQLite up for the stores: CACHE_SUBJOURNAL_SPILL. Takes effect
-   only before SQLite's first use in the process; cache_open calls it,
-   and a program that uses SQLite otherwise calls it first. Returns 0, or
+   only before SQLite's first use in the process, and must not run while
+   another thread uses SQLite: the daemon calls it first thing in main,
+   cache_open calls it too (for programs and tests that use SQLite only
+   through stores), and a program that uses SQLite otherwise, or from
+   threads of its own, calls it first. Returns 0, or
    -1 when SQLite was in use already (its defaults stand, which work,
    only slower: every write op of a body that changes four pages or more
    then writes its journal to a file in the temporary directory). */

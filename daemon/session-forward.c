@@ -176,6 +176,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	struct session *session = context;
 	struct evbuffer *output;
 	bool go_ahead = kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command;
+	bool idle_plus = kind == IMAP_CLIENT_RAW_CONTINUATION && command != NULL && command == session->idle_plus_pending;
 
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
@@ -225,6 +226,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
+	if (idle_plus) { /* also when the client's DONE went up before it */
+		session->idle_plus_pending = NULL;
+		session_own_release_held(session, output); /* Dovecot tells an idling client at once */
+	}
 	if (go_ahead && session->open_is_idle) {
 		session_own_release_held(session, output); /* Dovecot tells an idling client at once */
 		session->idle_established = true;
@@ -310,6 +315,8 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 
 	(void)client;
 	session->forwarded_pending--;
+	if (command == session->idle_plus_pending)
+		session->idle_plus_pending = NULL; /* refused, or lost: no "+" comes (the tagged reply released them) */
 	if (status != IMAP_CLIENT_STATUS_ABORT && session_own_idle_ended(session, command))
 		return; /* an IDLE the proxy paused: the client still idles */
 	session_news_done(session, &forward->news, status);
@@ -772,7 +779,7 @@ static bool session_route_command(struct session *session)
 	   go after its "+", where Dovecot tells an idler what changed. */
 	session->held_first = !session->command_replanned && !route->open &&
 			      evbuffer_get_length(session->idle_held) > 0;
-	if (session->held_first)
+	if (session->held_first && session->idle_plus_pending == NULL)
 		session_own_release_held(session, bufferevent_get_output(session->bev));
 	if (error == IMAP_COMMAND_ERROR_NONE && command.name == IMAP_COMMAND_APPEND)
 		session_news_set_target(session, command.u.append.mailbox, command.u.append.mailbox_len);
@@ -810,15 +817,17 @@ static bool session_route_command(struct session *session)
 		return false; /* it might change the mailboxes: not before the connection is proven */
 	}
 	session->command_replanned = false;
-	if (!route->open) /* an IDLE's go after its "+" (session_forward_line) */
+	if (!route->open && session->idle_plus_pending == NULL) /* an IDLE's go after its "+" (session_upstream_raw) */
 		session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
 	session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL, line->list + 1,
 				  line->list_count - 1);
 	upstream = session_send_upstream(session, tag_len, route->open);
 	if (upstream == NULL)
 		return true;
-	if (route->open)
+	if (route->open) {
 		session->open_is_idle = true;
+		session->idle_plus_pending = upstream;
+	}
 	if (route->sent != NULL && error == IMAP_COMMAND_ERROR_NONE)
 		route->sent(session, &command, upstream);
 	return true;

@@ -125,6 +125,9 @@ struct session {
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */
 	bool open_is_idle;             /* it is IDLE: the next line (DONE) ends it */
 	bool idle_established;         /* the upstream said "+" to it: the client idles */
+	/* the client's IDLE sent upstream whose "+" has not come yet (its DONE
+	   may have gone already): held lines wait for that "+" */
+	const struct imap_client_command *idle_plus_pending;
 	enum session_idle_pause idle_pause;
 	struct evbuffer *idle_done_reply; /* the paused IDLE's tagged OK, for the client's DONE */
 	bool idle_client_done;         /* the client ended its IDLE while it was paused */

@@ -224,11 +224,20 @@ def batch_lines(lines):
     return [l for l in lines if PREFETCH.match(l)]
 
 
-def test_idle_after_held():
+def told_state(lines):
+    """(message 3's flags, the message count) as the last lines told of them."""
+    flags = [m.group(1) for m in (re.match(rb"\* 3 FETCH \(FLAGS (\([^)]*\))", l) for l in lines) if m]
+    counts = [m.group(1) for m in (re.match(rb"\* (\d+) EXISTS", l) for l in lines) if m]
+    return (flags[-1] if flags else None, counts[-1] if counts else None)
+
+
+def test_idle_after_held(pipelined):
     """Updates the upstream sent during the batches while the client sat
     between commands reach it after its IDLE's "+", where Dovecot puts
-    what changed before an IDLE: a direct session in the same steps is
-    the judge."""
+    what changed before an IDLE, also when the client sent its DONE
+    right behind the IDLE: a direct session in the same steps is the
+    judge."""
+    name = "idle after held%s" % (", DONE pipelined" if pipelined else "")
     relay = Relay(delay=0.02)
     cache = proxyfixture.scratch_dir("imapcached-prefetch.")
     config = ('cache = { dir = "%s"; prefetch = "full"; body_budget = 100000000; };\n'
@@ -241,31 +250,49 @@ def test_idle_after_held():
         deadline = time.monotonic() + 20
         while not batch_lines(c.line for c in relay.recorded()) and time.monotonic() < deadline:
             time.sleep(0.01)
+        batches = len(batch_lines(c.line for c in relay.recorded()))
         other.exchange("STORE 3 +FLAGS (\\Flagged)")  # during the batches: held for the proxied client
         other.exchange("APPEND INBOX {12+}\r\nSubject: x\r\n")
         time.sleep(0.3)
-        check("idle after held: nothing reached the client between commands", idle_silence(proxied),
-              proxied.conn.buf)
+        check("%s: a batch ran after the changes, so the proxy holds them" % name,
+              len(batch_lines(c.line for c in relay.recorded())) > batches)
+        check("%s: nothing reached the client between commands" % name, idle_silence(proxied), proxied.conn.buf)
+        if pipelined:
+            # after the batches: the upstream tells this one in the IDLE,
+            # after what it said during them, which is older
+            check("%s: prefetch ran out" % name, daemon.wait_log(DONE) is not None)
+            other.exchange("STORE 3 -FLAGS (\\Flagged)")
         seen = {}
-        for name, side in (("direct", direct), ("proxied", proxied)):
-            tag = side.send("IDLE")
+        for side_name, side in (("direct", direct), ("proxied", proxied)):
             side.conn.sock.settimeout(10)
+            if pipelined:
+                side.tag += 1
+                tag = b"t%d " % side.tag
+                side.conn.send(tag + b"IDLE\r\nDONE\r\n")
+                seen[side_name] = untag(side.read(tag))
+                continue
+            tag = side.send("IDLE")
             lines = [side.conn.response()]
             while not lines[-1].rstrip().endswith(b" EXISTS"):
                 lines.append(side.conn.response())
             side.conn.send(b"DONE\r\n")
             side.read(tag)
-            seen[name] = lines
-        check("idle after held: the client sees \"+\" first, then the updates, as direct",
-              seen["proxied"] == seen["direct"] and seen["direct"][0].startswith(b"+ "), seen)
-        other.exchange("STORE 3 -FLAGS (\\Flagged)")
+            seen[side_name] = lines
+        if pipelined:  # the lines differ (the proxy's tell the older state too); the state they leave may not
+            check("%s: \"+\" first, and the flags and count the client is left with are direct's" % name,
+                  seen["proxied"][0].startswith(b"+ ") and told_state(seen["proxied"]) == told_state(seen["direct"])
+                  and told_state(seen["direct"]) == (b"()", b"201"), seen)
+        else:
+            check("%s: the client sees \"+\" first, then the updates, as direct" % name,
+                  seen["proxied"] == seen["direct"] and seen["direct"][0].startswith(b"+ ") and
+                  any(l.rstrip().endswith(b" EXISTS") for l in seen["direct"]), seen)
+            other.exchange("STORE 3 -FLAGS (\\Flagged)")
         other.exchange("STORE * +FLAGS.SILENT (\\Deleted)")
         other.exchange("EXPUNGE")
     finally:
         status = daemon.stop()
-        check("idle after held: the daemon exited cleanly", status == 0, (status, daemon.log()[-1500:]))
+        check("%s: the daemon exited cleanly" % name, status == 0, (status, daemon.log()[-1500:]))
         relay.close()
-
 
 def test_waits_and_ends():
     """A client command waits behind at most one batch (the one on its
@@ -326,7 +353,8 @@ def main():
     test_headers()
     test_full_and_updates()
     test_idle()
-    test_idle_after_held()
+    test_idle_after_held(pipelined=False)
+    test_idle_after_held(pipelined=True)
     test_waits_and_ends()
     test_off()
     return summary()

@@ -3081,8 +3081,8 @@ static int subjournal_files;
 static int counting_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out_flags)
 {
 	(void)vfs;
-	if (flags & SQLITE_OPEN_SUBJOURNAL)
-		subjournal_files++;
+	if (flags & SQLITE_OPEN_SUBJOURNAL) /* the store's worker opens through it too */
+		__atomic_fetch_add(&subjournal_files, 1, __ATOMIC_RELAXED);
 	return counted_vfs->xOpen(counted_vfs, name, file, flags, out_flags);
 }
 
