@@ -176,7 +176,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	struct session *session = context;
 	struct evbuffer *output;
 	bool go_ahead = kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command;
-	bool idle_plus = kind == IMAP_CLIENT_RAW_CONTINUATION && command != NULL && command == session->idle_plus_pending;
+	/* the "+" of the client's IDLE, also when its DONE went up already
+	   (then it is no longer the open command) */
+	bool idle_plus = kind == IMAP_CLIENT_RAW_CONTINUATION && command != NULL &&
+			 (command == session->idle_plus_pending || (go_ahead && session->open_is_idle));
 
 	if (session->state == SESSION_STATE_CLOSING)
 		return 0;
@@ -226,12 +229,11 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	}
 	evbuffer_add(output, data, len);
 	session->bytes_out += len;
-	if (idle_plus) { /* also when the client's DONE went up before it */
+	if (idle_plus) {
 		session->idle_plus_pending = NULL;
 		session_own_release_held(session, output); /* Dovecot tells an idling client at once */
 	}
 	if (go_ahead && session->open_is_idle) {
-		session_own_release_held(session, output); /* Dovecot tells an idling client at once */
 		session->idle_established = true;
 		if (session->prefetch != NULL)
 			session_own_prefetch_when_quiet(session); /* a pause of IDLE for a batch, once quiet */

@@ -3108,7 +3108,7 @@ static void test_body_journals_stay_in_memory(void)
 	CU_ASSERT_EQUAL_FATAL(sqlite3_vfs_register(&counting_vfs, 1), SQLITE_OK);
 	cache = open_account("up", "alice");
 	mailbox = open_mailbox(cache, "INBOX", 1);
-	subjournal_files = 0; /* the migrations of a new store make some */
+	__atomic_store_n(&subjournal_files, 0, __ATOMIC_RELAXED); /* the migrations of a new store make some */
 	for (uint32_t uid = 1; uid <= 400; uid++) {
 		/* 1 KB to 200 KB, the corpus's range but its largest, a batch
 		   per 16 bodies as reads from upstream bring them */
@@ -3119,16 +3119,16 @@ static void test_body_journals_stay_in_memory(void)
 			CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
 	}
 	cache_unref(&cache);
-	CU_ASSERT_EQUAL(subjournal_files, 0);
+	CU_ASSERT_EQUAL(__atomic_load_n(&subjournal_files, __ATOMIC_RELAXED), 0);
 	cache = open_account("up", "alice");
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete = 1"), 400);
 	/* an op that changes more pages than memory keeps (a UIDVALIDITY
 	   change drops them all) has its journal go to a file, and works:
 	   the file gets it in writes SQLite's VFS takes whole */
-	subjournal_files = 0;
+	__atomic_store_n(&subjournal_files, 0, __ATOMIC_RELAXED);
 	CU_ASSERT_EQUAL(cache_mailbox_open(cache, "INBOX", 2, &mailbox, &reset), 0);
 	CU_ASSERT_TRUE(reset);
-	CU_ASSERT(subjournal_files > 0);
+	CU_ASSERT(__atomic_load_n(&subjournal_files, __ATOMIC_RELAXED) > 0);
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies"), 0);
 	cache_unref(&cache);
 	sqlite3_vfs_unregister(&counting_vfs);
