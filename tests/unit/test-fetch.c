@@ -605,6 +605,59 @@ static void test_missing(void)
 	teardown();
 }
 
+static int statements_begun(unsigned int event, void *context, void *statement, void *sql)
+{
+	(void)event;
+	(void)statement;
+	(void)sql;
+	(*(unsigned int *)context)++;
+	return 0;
+}
+
+/* An answer of more than FETCH_LOOKUP_CHUNK messages: half of them
+   missing (rows lacking the header block, or no row) is fetched first as
+   before; past half, the FETCH goes upstream decided by one read of what
+   the store holds, no lookup of values. */
+static void test_mostly_missing_at_once(void)
+{
+	enum { COUNT = FETCH_LOOKUP_CHUNK + 200 };
+	uint32_t *uids = calloc(COUNT, sizeof(*uids));
+	struct fetch_answer *plan = NULL;
+	unsigned int statements = 0;
+	const char *why;
+	char header[64];
+
+	setup();
+	CU_ASSERT_PTR_NOT_NULL_FATAL(uids);
+	facts.fill_missing = true;
+	facts.body_max_size = 1 << 20;
+	for (uint32_t i = 0; i < COUNT; i++) {
+		uids[i] = 10 + i;
+		snprintf(header, sizeof(header), "Subject: %u\r\n\r\n", (unsigned int)i);
+		if (i < COUNT / 2) {
+			CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header,
+							 strlen(header)), 0);
+		} else if (i % 2 == 0) {
+			CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_BODY, BODY,
+							 strlen(BODY)), 0);
+		}
+	}
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	parse_only("FETCH 1:* (BODY.PEEK[HEADER])");
+	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(fetch_answer_missing_count(plan), COUNT / 2);
+	fetch_answer_free(&plan);
+	/* one message fewer of those stored: past half */
+	sqlite3_trace_v2(cache_sqlite_handle(cache), SQLITE_TRACE_STMT, statements_begun, &statements);
+	parse_only("FETCH 2:* (BODY.PEEK[HEADER])");
+	CU_ASSERT_EQUAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_UPSTREAM);
+	sqlite3_trace_v2(cache_sqlite_handle(cache), 0, NULL, NULL);
+	CU_ASSERT_STRING_EQUAL(why, "most of its messages are not stored");
+	CU_ASSERT_EQUAL(statements, 1);
+	free(uids);
+	teardown();
+}
+
 /* With CONDSTORE enabled: MODSEQ from the view; CHANGEDSINCE filters and adds MODSEQ after the buffered items. */
 static void test_condstore(void)
 {
@@ -1220,6 +1273,7 @@ const struct unit_test unit_tests[] = {
 	{ "the VANISHED modifier: after its step, its line first, the same messages only", test_vanished },
 	{ "MODSEQ the view lacks: one CHANGEDSINCE step", test_modseq_step },
 	{ "partly stored: what lacks is fetched first", test_missing },
+	{ "mostly missing: upstream from one read of what is stored", test_mostly_missing_at_once },
 	{ "FLAGS and \\Recent", test_flags },
 	{ "the writer's limit and a lost value", test_writer },
 	{ "a body not checked by the plan and gone before the write is lost", test_writer_lost_body },
