@@ -42,7 +42,7 @@ Every daemon it starts is stopped by its PID.
 
 Environment: BENCH_CACHE_RUNS (runs per path and workload, default 3),
 BENCH_CACHE_COLD_RUNS (new daemons per workload, default 2),
-BENCH_CACHE_WARM_RUNS (imapcachectl warms, each beside a direct fetch, default 3),
+BENCH_CACHE_WARM_RUNS (imapcachectl warms, each beside a direct fetch, default 5),
 BENCH_CACHE_NOOP_FILLS (fills the NOOP p99 is pooled over, default 3),
 BENCH_CACHE_MBIT (the bandwidth cap; default none), BENCH_CACHE_WARM_MBIT
 (the cap of warm's second timing, default 100; 0: none), BENCH_CACHE_ONLY=search
@@ -71,7 +71,7 @@ WARM_MBIT = float(ENV.get("BENCH_CACHE_WARM_MBIT", "100"))
 RUNS = int(ENV.get("BENCH_CACHE_RUNS", "3"))
 STORE_PAUSE = 0.05  # seconds between two flag changes while the index is built
 COLD_RUNS = int(ENV.get("BENCH_CACHE_COLD_RUNS", "2"))
-WARM_RUNS = max(1, int(ENV.get("BENCH_CACHE_WARM_RUNS", "3")))  # imapcachectl warm against the direct fetch, each
+WARM_RUNS = max(1, int(ENV.get("BENCH_CACHE_WARM_RUNS", "5")))  # imapcachectl warm against the direct fetch, each
 READS = 200             # messages read one by one by read-200
 READ_SEED = 11          # which ones
 WAIT = 300              # seconds: the longest any single answer may take (10,000 messages through a capped link)
