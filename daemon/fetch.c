@@ -797,10 +797,11 @@ static bool splice_names_clash(const struct fetch_item *a, const struct fetch_it
 }
 
 /* Whether two such items ask the upstream for the same value under the
-   same name (BODY.PEEK[] and BODY[]): one captured value serves both. */
+   same name (BODY.PEEK[] and BODY[], or RFC822: one literal of the same
+   bytes): one captured value serves both. */
 static bool splice_asks_same(const struct fetch_item *a, const struct fetch_item *b)
 {
-	return splice_names_clash(a, b) && a->kind == b->kind && a->has_partial == b->has_partial &&
+	return splice_names_clash(a, b) && a->has_partial == b->has_partial &&
 	       (!a->has_partial ||
 		(a->partial_offset == b->partial_offset && a->partial_length == b->partial_length));
 }

@@ -1049,8 +1049,9 @@ static void test_splice_plan(void)
 	facts.binary_marked_uid = 0;
 	/* two items answered under one name: which value is whose? upstream */
 	CU_ASSERT(upstream(answer("FETCH 2 (BODY.PEEK[1]<0.10> BODY.PEEK[1]<0.20>)")));
-	CU_ASSERT(upstream(answer("FETCH 2 (RFC822 BODY.PEEK[1] BODY[])")));
 	/* unless they ask for one value: asked once, written twice */
+	expect(answer("FETCH 2 (RFC822 BODY.PEEK[1] BODY[])"), "SPLICE: 2/2 (UID BODY.PEEK[1])");
+	expect(answer("FETCH 2 (RFC822.TEXT BODY.PEEK[1] BODY[TEXT])"), "SPLICE: 2/2 (UID BODY.PEEK[TEXT] BODY.PEEK[1])");
 	expect(answer("FETCH 2 (BODY.PEEK[1] BODY[1] BODY.PEEK[2])"), "SPLICE: 2/2 (UID BODY.PEEK[1] BODY.PEEK[2])");
 	expect(answer("FETCH 1:2 (BODY.PEEK[] BODY[] BODY.PEEK[1])"), "SPLICE: 2/2 (UID BODY.PEEK[1])");
 	/* BINARY of a message our library reads otherwise: Dovecot decodes it
@@ -1107,10 +1108,11 @@ static void test_splice_values(void)
 	CU_ASSERT_PTR_NOT_NULL_FATAL(splice);
 	splice_feed(splice, "* 1 FETCH (UID 1 BINARY.SIZE[1] 6 PREVIEW \"hel\\\"lo\" BINARY[] ~{3}\r\nab\x80)\r\n", 1000);
 	splice_feed(splice, "* 2 FETCH (UID 2 BINARY.SIZE[1] 42 PREVIEW NIL BODY[1] {8}\r\npart one)\r\n", 7);
+	splice_feed(splice, "* 2 FETCH (UID 2 BODY[TEXT] {4}\r\ntext)\r\n", 1000);
 	/* a line that does not parse, and one not naming its UID first: nothing kept */
 	splice_feed(splice, "* 1 FETCH (UID 1 BODY[2] {9}\r\nshort)\r\n", 1000);
 	splice_feed(splice, "* 1 FETCH (BODY[3] {1}\r\nx UID 1)\r\n", 1000);
-	CU_ASSERT_EQUAL(fetch_splice_count(splice), 6);
+	CU_ASSERT_EQUAL(fetch_splice_count(splice), 7);
 	CU_ASSERT_FALSE(fetch_splice_lookup(splice, 1, "BODY[2]", &value, &len));
 	CU_ASSERT_FALSE(fetch_splice_lookup(splice, 1, "BODY[3]", &value, &len));
 	CU_ASSERT_TRUE_FATAL(fetch_splice_lookup(splice, 2, "BODY[1]", &value, &len));
@@ -1120,6 +1122,9 @@ static void test_splice_values(void)
 	expect(answer("FETCH 1:2 (BINARY.SIZE[1] UID PREVIEW BODY[1])"),
 	       "* 1 FETCH (UID 1 PREVIEW \"hel\\\"lo\" BINARY.SIZE[1] 6 BODY[1] {7}\r\nhello\r\n)\r\n"
 	       "* 2 FETCH (UID 2 PREVIEW NIL BINARY.SIZE[1] 42 BODY[1] {8}\r\npart one)\r\n" OK);
+	/* one value under two names: RFC822.TEXT is BODY[TEXT] */
+	expect(answer("FETCH 2 (RFC822.TEXT BODY.PEEK[TEXT])"),
+	       "* 2 FETCH (RFC822.TEXT {4}\r\ntext BODY[TEXT] {4}\r\ntext)\r\n" OK);
 	/* the client's name for the item, the upstream's value, as literal8 */
 	facts.binary_marked_uid = 1;
 	expect(answer("FETCH 1 (BINARY[])"), "* 1 FETCH (BINARY[] ~{3}\r\nab\x80)\r\n" OK);
