@@ -620,6 +620,8 @@ static void plan_cut_at(struct fetch_answer *answer, size_t index, uint64_t lack
 	answer->message_count = index + 1;
 }
 
+#define FETCH_PRESENCE_DENSE_FACTOR 4 /* UIDs covering a quarter of their span at least: the presence read */
+
 /* A walk over what the store holds of the answer's messages, in UID
    order as the answer's are: how many lack more than light items. */
 struct presence_walk {
@@ -658,14 +660,19 @@ static void presence_walk_step(const struct cache_presence *presence, void *cont
    of values in one loop turn (10 ms and more for 10,000 messages, every
    other session's wait). The values, when read, could only show more
    missing (a damaged one), so the route is the one the full check would
-   take. Asked only when most of the first messages checked lack
-   something: the read costs 6 ms for 10,000 messages, which an answer
-   from a warm store does not pay. */
+   take. Asked only when most of the first messages checked lack more
+   than light items: the read costs 6 ms for 10,000 messages, which an
+   answer from a warm store does not pay; and only for UIDs dense enough
+   in their span (FETCH_PRESENCE_DENSE_FACTOR) that the rows read between
+   them are not the cost: a CHANGEDSINCE answer spread over a large
+   mailbox is checked chunk by chunk. */
 static bool plan_mostly_missing(const struct fetch_answer *answer, const struct fetch_facts *facts)
 {
 	struct presence_walk walk = { .answer = answer, .facts = facts };
 
-	if (answer->message_count <= FETCH_LOOKUP_CHUNK || !facts->fill_missing)
+	if (answer->message_count <= FETCH_LOOKUP_CHUNK || !facts->fill_missing ||
+	    (uint64_t)(answer->messages[answer->message_count - 1].uid - answer->messages[0].uid) >=
+		    (uint64_t)answer->message_count * FETCH_PRESENCE_DENSE_FACTOR)
 		return false;
 	if (cache_lookup_presence(answer->cache, answer->mailbox_id, answer->messages[0].uid,
 				  answer->messages[answer->message_count - 1].uid, presence_walk_step, &walk) < 0)

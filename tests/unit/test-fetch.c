@@ -605,28 +605,52 @@ static void test_missing(void)
 	teardown();
 }
 
+/* What one plan did with the store: statements begun, presence reads of them. */
+struct plan_reads {
+	unsigned int statements, presence;
+};
+
 static int statements_begun(unsigned int event, void *context, void *statement, void *sql)
 {
+	struct plan_reads *reads = context;
+
 	(void)event;
 	(void)statement;
-	(void)sql;
-	(*(unsigned int *)context)++;
+	reads->statements++;
+	reads->presence += strstr((const char *)sql, "m.header IS NOT NULL, m.flags IS NOT NULL") != NULL;
 	return 0;
+}
+
+/* Plans "FETCH set items" (items with its parentheses), counting the
+   reads into *reads; the answer into *plan_r. */
+static enum fetch_route plan_read(const char *set, const char *items, struct fetch_answer **plan_r,
+				  const char **why_r, struct plan_reads *reads)
+{
+	enum fetch_route route;
+
+	*reads = (struct plan_reads){ 0 };
+	parse_only("FETCH %s %s", set, items);
+	sqlite3_trace_v2(cache_sqlite_handle(cache), SQLITE_TRACE_STMT, statements_begun, reads);
+	route = fetch_plan(&command, &facts, plan_r, why_r);
+	sqlite3_trace_v2(cache_sqlite_handle(cache), 0, NULL, NULL);
+	return route;
 }
 
 /* An answer of more than FETCH_LOOKUP_CHUNK messages whose first ones
    lack their header block (rows without it, or no row): half of them
    missing is fetched first as before; past half, the FETCH goes upstream
    after the first messages' lookup and one read of what the store holds,
-   no lookup of the rest's values. */
+   no lookup of the rest's values. Not read: for an answer whose first
+   messages are stored, or whose UIDs are sparse in their span. Messages
+   that lack only light items (RFC822.SIZE) are not counted. */
 static void test_mostly_missing_at_once(void)
 {
-	enum { COUNT = FETCH_LOOKUP_CHUNK + 200 };
+	enum { HALF = FETCH_LOOKUP_CHUNK + 100, COUNT = 2 * HALF };
 	uint32_t *uids = calloc(COUNT, sizeof(*uids));
 	struct fetch_answer *plan = NULL;
-	unsigned int statements = 0;
+	struct plan_reads reads;
 	const char *why;
-	char header[64];
+	char header[64], set[32];
 
 	setup();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(uids);
@@ -635,26 +659,51 @@ static void test_mostly_missing_at_once(void)
 	for (uint32_t i = 0; i < COUNT; i++) {
 		uids[i] = 10 + i;
 		snprintf(header, sizeof(header), "Subject: %u\r\n\r\n", (unsigned int)i);
-		if (i >= COUNT / 2) {
+		if (i >= HALF) {
 			CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header,
 							 strlen(header)), 0);
 		} else if (i % 2 == 0) {
 			CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_BODY, BODY,
 							 strlen(BODY)), 0);
 		}
+		if (i >= FETCH_CHECKED_FIRST && i < HALF) /* the others lack no more than their size */
+			CU_ASSERT_EQUAL(cache_store_item(cache, mailbox_id, uids[i], CACHE_ITEM_HEADER, header,
+							 strlen(header)), 0);
 	}
 	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
-	parse_only("FETCH 1:* (BODY.PEEK[HEADER])");
-	CU_ASSERT_EQUAL_FATAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_LOCAL);
-	CU_ASSERT_EQUAL(fetch_answer_missing_count(plan), COUNT / 2);
+	/* the first FETCH_CHECKED_FIRST lack their header block, the rest of
+	   the first half only RFC822.SIZE: read, and local */
+	CU_ASSERT_EQUAL_FATAL(plan_read("1:*", "(RFC822.SIZE BODY.PEEK[HEADER])", &plan, &why, &reads),
+			      FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(reads.presence, 1);
+	CU_ASSERT_EQUAL(fetch_answer_missing_count(plan), COUNT);
 	fetch_answer_free(&plan);
-	/* one message fewer of those stored: past half */
-	sqlite3_trace_v2(cache_sqlite_handle(cache), SQLITE_TRACE_STMT, statements_begun, &statements);
-	parse_only("FETCH 1:%u (BODY.PEEK[HEADER])", (unsigned int)COUNT - 1);
-	CU_ASSERT_EQUAL(fetch_plan(&command, &facts, &plan, &why), FETCH_ROUTE_UPSTREAM);
-	sqlite3_trace_v2(cache_sqlite_handle(cache), 0, NULL, NULL);
+	/* half of them lacking the header block: read, and local */
+	for (uint32_t i = FETCH_CHECKED_FIRST; i < HALF; i++)
+		delete_behind(uids[i]);
+	CU_ASSERT_EQUAL_FATAL(plan_read("1:*", "(BODY.PEEK[HEADER])", &plan, &why, &reads), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(reads.presence, 1);
+	CU_ASSERT_EQUAL(fetch_answer_missing_count(plan), HALF);
+	fetch_answer_free(&plan);
+	/* one message fewer of those stored: past half, after two statements */
+	snprintf(set, sizeof(set), "1:%u", (unsigned int)COUNT - 1);
+	CU_ASSERT_EQUAL(plan_read(set, "(BODY.PEEK[HEADER])", &plan, &why, &reads), FETCH_ROUTE_UPSTREAM);
 	CU_ASSERT_STRING_EQUAL(why, "most of its messages are not stored");
-	CU_ASSERT_EQUAL(statements, 2);
+	CU_ASSERT_EQUAL(reads.statements, 2);
+	CU_ASSERT_EQUAL(reads.presence, 1);
+	/* the stored half alone: no presence read */
+	snprintf(set, sizeof(set), "%u:*", (unsigned int)HALF + 1);
+	CU_ASSERT_EQUAL_FATAL(plan_read(set, "(BODY.PEEK[HEADER])", &plan, &why, &reads), FETCH_ROUTE_LOCAL);
+	CU_ASSERT_EQUAL(reads.presence, 0);
+	CU_ASSERT_EQUAL(fetch_answer_missing_count(plan), 0);
+	fetch_answer_free(&plan);
+	/* UIDs five apart: checked chunk by chunk, no presence read */
+	for (uint32_t i = 0; i < COUNT; i++)
+		uids[i] = 10 + 5 * i;
+	CU_ASSERT_EQUAL(mailbox_view_load(view, uids, COUNT), 0);
+	CU_ASSERT_EQUAL(plan_read(set, "(BODY.PEEK[HEADER])", &plan, &why, &reads), FETCH_ROUTE_UPSTREAM);
+	CU_ASSERT_STRING_EQUAL(why, "most of its messages are not stored");
+	CU_ASSERT_EQUAL(reads.presence, 0);
 	free(uids);
 	teardown();
 }
