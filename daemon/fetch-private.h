@@ -104,6 +104,11 @@ struct fetch_answer {
 	unsigned int wanted;     /* CACHE_HAS of the values its items read */
 	bool read_only;
 	bool binary_marked;      /* facts->binary_marked */
+	bool binary_size_asked;  /* a BINARY.SIZE item: it may leave Dovecot the stream (spliced with it) */
+	/* Of the items written, the last one that reads a BINARY stream in
+	   Dovecot's order (BINARY, BINARY.SIZE) was written from the store:
+	   a direct session's read of it let go of the stream Dovecot kept */
+	bool binary_last_local;
 	uint32_t binary_marked_uid; /* facts->binary_marked_uid */
 	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
 	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */

@@ -225,12 +225,35 @@ static bool source_text_offset(struct fetch_source *source, uint64_t *offset_r)
 
 static const char fetch_why_binary_marked[] = "BINARY[] of a message not decoded, after a BINARY.SIZE (Dovecot may say ~{n})";
 
+/* Whether the stream Dovecot kept before this FETCH (binary_marked) is
+   still there when it comes to item of message: it reads every message's
+   items in turn, and any BINARY or BINARY.SIZE read before lets it go,
+   but BINARY[] of the same message, which finds it. */
+static bool binary_kept_reaches(const struct fetch_answer *answer, const struct fetch_message *message,
+				const struct fetch_item *item)
+{
+	bool reads_binary = false;
+
+	for (unsigned int i = 0; i < answer->item_count; i++) {
+		reads_binary |= answer->items[i].kind == FETCH_KIND_BINARY ||
+				answer->items[i].kind == FETCH_KIND_BINARY_SIZE;
+		if (&answer->items[i] < item && (answer->items[i].kind == FETCH_KIND_BINARY_SIZE ||
+						 (answer->items[i].kind == FETCH_KIND_BINARY &&
+						  answer->items[i].section[0] != '\0')))
+			return false;
+	}
+	return message == &answer->messages[0] || !reads_binary;
+}
+
 /* BINARY[section] of the stored message (see fetch_derive_binary).
    Returns -1 when it can't be served here (source->why says why, when it
    is not the structure). */
-static int source_binary(struct fetch_source *source, enum fetch_kind kind, const char *section,
-			 struct mime_buffer *out, bool *converted_r)
+static int source_binary(struct fetch_source *source, const struct fetch_item *item, struct mime_buffer *out,
+			 bool *converted_r)
 {
+	enum fetch_kind kind = item->kind;
+	const char *section = item->section;
+	const struct fetch_answer *answer = source->answer;
 	struct mime_message *root = source_agrees(source) ? source_root(source) : NULL;
 
 	*converted_r = false;
@@ -240,7 +263,9 @@ static int source_binary(struct fetch_source *source, enum fetch_kind kind, cons
 		return -1;
 	/* the stream Dovecot keeps is the whole message's, with its header */
 	if (kind == FETCH_KIND_BINARY && *section == '\0' && !*converted_r &&
-	    (source->answer->binary_marked || source->message->uid == source->answer->binary_marked_uid)) {
+	    (answer->binary_size_asked ||
+	     ((answer->binary_marked || source->message->uid == answer->binary_marked_uid) &&
+	      binary_kept_reaches(answer, source->message, item)))) {
 		source->why = fetch_why_binary_marked;
 		return -1;
 	}
@@ -457,9 +482,11 @@ static int write_binary(struct mime_buffer *out, struct fetch_source *source, co
 	bool converted;
 	int ret = -1;
 
-	if (source_binary(source, item->kind, item->section, &decoded, &converted) == 0) {
-		if (out != NULL)
+	if (source_binary(source, item, &decoded, &converted) == 0) {
+		if (out != NULL) {
 			write_literal(out, item, decoded.data, decoded.len, converted);
+			source->answer->binary_last_local = true;
+		}
 		ret = 0;
 	}
 	mime_buffer_free(&decoded);
@@ -567,8 +594,11 @@ static int write_item(struct mime_buffer *out, struct fetch_source *source, cons
 {
 	const struct fetch_message *message = source->message;
 
-	if (write_captured(out, source, item) == 0)
+	if (write_captured(out, source, item) == 0) {
+		if (out != NULL && (item->kind == FETCH_KIND_BINARY || item->kind == FETCH_KIND_BINARY_SIZE))
+			source->answer->binary_last_local = false;
 		return 0;
+	}
 	switch (item->kind) {
 	case FETCH_KIND_UID:
 		if (out != NULL) {

@@ -907,7 +907,7 @@ enum fetch_route fetch_plan(const struct imap_command *command, const struct fet
 		answer->sets_seen |= answer->items[i].sets_seen && !facts->read_only && !facts->peek_only;
 		answer->has_flags_item |= answer->items[i].kind == FETCH_KIND_FLAGS;
 		/* the spliced BINARY.SIZE leaves Dovecot a stream for BINARY[] */
-		answer->binary_marked |= answer->items[i].kind == FETCH_KIND_BINARY_SIZE;
+		answer->binary_size_asked |= answer->items[i].kind == FETCH_KIND_BINARY_SIZE;
 	}
 	if (ret > 0 && plan_splice_names_unique(answer)) {
 		answer->may_splice = facts->splice_allowed || facts->splice_cut;
@@ -1249,6 +1249,11 @@ bool fetch_answer_splices_decoding_unseen(const struct fetch_answer *answer)
 			return true;
 	}
 	return false;
+}
+
+bool fetch_answer_binary_last_local(const struct fetch_answer *answer)
+{
+	return answer->binary_last_local;
 }
 
 const char *fetch_answer_splice_why(const struct fetch_answer *answer)

@@ -281,6 +281,12 @@ bool fetch_answer_cut_uid(const struct fetch_answer *answer, uint32_t *uid_r);
 /* Frees *answer and sets it to NULL; NULL is fine. */
 void fetch_answer_free(struct fetch_answer **answer);
 
+/* Whether, of the items written, the last that reads a BINARY stream in
+   Dovecot's order was written from the store: in a session of its own
+   Dovecot would have read it and let go of the stream it kept, which
+   binary_marked and binary_marked_uid stand for; they no longer hold. */
+bool fetch_answer_binary_last_local(const struct fetch_answer *answer);
+
 /* Appends "TAG OK Fetch completed.\r\n". */
 void fetch_write_tagged_ok(struct evbuffer *out, const char *tag);
 

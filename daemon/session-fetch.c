@@ -53,6 +53,12 @@ static void session_write_local_answer(struct session *session)
 		imap_client_set_reading_paused(session->upstream, true);
 		return; /* session_forward_output_drained goes on */
 	}
+	if (result == FETCH_WRITE_DONE && fetch_answer_binary_last_local(session->local_answer)) {
+		/* the upstream read no stream for it; a session of the client's own would have */
+		session->binary_size_usec = 0;
+		session->binary_splice_usec = 0;
+		session->binary_splice_uid = 0;
+	}
 	fetch_answer_free(&session->local_answer);
 	if (!session->upstream_reading_paused)
 		imap_client_set_reading_paused(session->upstream, false);

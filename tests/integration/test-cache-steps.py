@@ -341,6 +341,35 @@ def run_splice(daemon, relay):
     proxied.close()
 
 
+# Dovecot 2.3 keeps one message's whole BINARY stream after a BINARY.SIZE
+# of it, and writes BINARY[] of that message as "~{n}" though nothing was
+# decoded; reading another BINARY stream frees it. None of these messages
+# has an encoded part.
+BINARY_STREAM = [
+    "FETCH 1 (BINARY.SIZE[])",
+    "FETCH 1 (BINARY.PEEK[])",
+    "FETCH 2 (BINARY.PEEK[1])",
+    "FETCH 1 (BINARY.PEEK[])",
+    "FETCH 3 (BINARY.SIZE[1])",
+    "FETCH 4 (BINARY.PEEK[] UID)",
+    "FETCH 3 (BINARY.PEEK[])",
+    "FETCH 4 (BINARY.SIZE[])",
+    "FETCH 3:4 (BINARY.PEEK[])",
+]
+
+
+def run_binary_stream(daemon, relay):
+    """BINARY[] after BINARY.SIZE and other BINARY reads: Dovecot's bytes."""
+    direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+    both(direct, proxied, "SELECT %s" % MAILBOX, "binary stream: SELECT")
+    both(direct, proxied, "FETCH 1:* (BODY.PEEK[] BODYSTRUCTURE ENVELOPE INTERNALDATE RFC822.SIZE)",
+         "binary stream: the fill")
+    for command in BINARY_STREAM:
+        both(direct, proxied, command, "binary stream: %s is Dovecot's answer" % command)
+    direct.close()
+    proxied.close()
+
+
 # A part whose base64 ends part-way: Dovecot writes the lines of the
 # messages before it, that message's line up to the item it fails on
 # ("UID n" when none), and ends the connection with BYE
@@ -438,6 +467,8 @@ def main():
         make_mailbox(daemon.port)
         run_splice(daemon, relay)
         run_splice_cut(daemon, relay)
+        make_mailbox(daemon.port)
+        run_binary_stream(daemon, relay)
         make_mailbox(daemon.port)
         run_vanished(daemon, relay)
         make_mailbox(daemon.port)

@@ -1092,6 +1092,9 @@ static void test_splice_plan(void)
 	expect(answer("FETCH 1 (BINARY.SIZE[] BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.SIZE[] BINARY.PEEK[])");
 	facts.binary_marked_uid = 1;
 	expect(answer("FETCH 1 (BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.PEEK[])");
+	/* another BINARY read before it lets the stream go */
+	CU_ASSERT_EQUAL(strncmp(answer("FETCH 1 (BINARY.PEEK[1] BINARY.PEEK[])"), "* 1 FETCH (BINARY[1] ", 21), 0);
+	expect(answer("FETCH 1 (BINARY.PEEK[]<0.2> BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.PEEK[]<0.2> BINARY.PEEK[])");
 	facts.binary_marked_uid = 2; /* Dovecot keeps one message's stream */
 	CU_ASSERT_FALSE(upstream(answer("FETCH 1 (BINARY.PEEK[])")));
 	CU_ASSERT_STRING_NOT_EQUAL(answer("FETCH 1 (BINARY.PEEK[])"), "SPLICE: 1/1 (UID BINARY.PEEK[])");
