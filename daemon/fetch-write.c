@@ -232,17 +232,14 @@ static const char fetch_why_binary_marked[] = "BINARY[] of a message not decoded
 static bool binary_kept_reaches(const struct fetch_answer *answer, const struct fetch_message *message,
 				const struct fetch_item *item)
 {
-	bool reads_binary = false;
-
-	for (unsigned int i = 0; i < answer->item_count; i++) {
-		reads_binary |= answer->items[i].kind == FETCH_KIND_BINARY ||
-				answer->items[i].kind == FETCH_KIND_BINARY_SIZE;
-		if (&answer->items[i] < item && (answer->items[i].kind == FETCH_KIND_BINARY_SIZE ||
-						 (answer->items[i].kind == FETCH_KIND_BINARY &&
-						  answer->items[i].section[0] != '\0')))
+	if (message != &answer->messages[0])
+		return false; /* the messages before it read this BINARY item too */
+	for (const struct fetch_item *before = answer->items; before < item; before++) {
+		if (before->kind == FETCH_KIND_BINARY_SIZE ||
+		    (before->kind == FETCH_KIND_BINARY && before->section[0] != '\0'))
 			return false;
 	}
-	return message == &answer->messages[0] || !reads_binary;
+	return true;
 }
 
 /* BINARY[section] of the stored message (see fetch_derive_binary).

@@ -476,8 +476,6 @@ static unsigned int message_asks(const struct fetch_answer *answer, const struct
 static bool message_asks_fetchable(unsigned int asks, unsigned int present, uint64_t size,
 				   const struct fetch_facts *facts)
 {
-	if (asks == 0 || !facts->fill_missing)
-		return false;
 	return (asks & (1u << FETCH_ASK_MESSAGE)) == 0 ||
 	       ((present & CACHE_HAS(CACHE_ITEM_SIZE)) != 0 && size <= facts->body_max_size);
 }
@@ -632,7 +630,8 @@ struct presence_walk {
 };
 
 /* Whether a message the store holds present of (0: nothing) would be
-   marked missing of more than light items. */
+   marked missing of more than light items (plan_mostly_missing asks
+   only with facts->fill_missing). */
 static bool presence_is_heavy(const struct presence_walk *walk, const struct fetch_message *message,
 			      unsigned int present, uint64_t size)
 {
