@@ -1153,6 +1153,9 @@ struct imap_client *imap_client_new(struct event_base *base, const struct imap_c
 		abort();
 	imap_parser_set_mode(client->parser, IMAP_PARSER_MODE_RESPONSE);
 	imap_parser_get_limits(client->parser, &limits);
+	limits.max_line = IMAP_CLIENT_MAX_RESPONSE_LINE;
+	limits.max_args = IMAP_CLIENT_MAX_RESPONSE_ARGS;
+	limits.max_depth = IMAP_CLIENT_MAX_RESPONSE_DEPTH;
 	if (settings->max_inline_literal != 0)
 		limits.max_inline_literal = settings->max_inline_literal;
 	imap_parser_set_limits(client->parser, &limits);

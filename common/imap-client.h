@@ -22,6 +22,14 @@ struct imap_client_command;
 #define IMAP_CLIENT_DEFAULT_CONNECT_TIMEOUT_MSECS (30 * 1000) /* TCP + TLS + greeting over a slow link */
 #define IMAP_CLIENT_DEFAULT_COMMAND_TIMEOUT_MSECS (5 * 60 * 1000) /* a silent server this long is gone */
 #define IMAP_CLIENT_CONNECT_ATTEMPT_MIN_MSECS (2 * 1000) /* a live server answers a SYN far sooner */
+/* What a server's line may hold. Its lines grow with its mailboxes (a
+   SEARCH of 12,000 UIDs is past 64 KiB, a FLAGS line of many keywords, a
+   THREAD of a deep discussion nests past 32 lists), so these are far
+   above the parser's defaults for client commands; past them the
+   connection is aborted as sending malformed data. */
+#define IMAP_CLIENT_MAX_RESPONSE_LINE (16 * 1024 * 1024) /* bytes outside literals: 2 million UIDs */
+#define IMAP_CLIENT_MAX_RESPONSE_ARGS (4 * 1024 * 1024)  /* so that the line's length is the bound */
+#define IMAP_CLIENT_MAX_RESPONSE_DEPTH 4096              /* THREAD's nesting: one list per branching */
 
 enum imap_client_tls_mode {
 	IMAP_CLIENT_TLS_NONE,     /* plain text (loopback or tests only) */

@@ -12,7 +12,10 @@ lines compared (tags and Dovecot's timings aside):
 - a LITERAL+ command the upstream refuses before its literal crossed:
   the literal still goes upstream (RFC 7888), so the next command is
   answered: APPEND, SEARCH, LOGIN after login, and LOGIN before it;
-- a valid tag with no command, or an unknown one, gets a tagged BAD.
+- a valid tag with no command, or an unknown one, gets a tagged BAD;
+- lines that grow with the mailbox: a FLAGS line of 2,700 keywords (past
+  64 KiB, as a SEARCH of 12,000 UIDs is) in SELECT and FETCH, and a THREAD
+  nested 40 deep, and the connection goes on.
 
 Each side works in a mailbox of its own, made and filled alike, so the
 two sides' answers can only differ by what the proxy did. A third
@@ -26,6 +29,8 @@ import proxyfixture
 from proxyfixture import (HOST, PASS, PORT, USER, Daemon, run_steps, strip_timings, upstream_dovecot)
 
 LONG_TAG = "t" * 2000
+DEEP_MESSAGES = 81  # a THREAD of 40 levels
+KEYWORD_STORES = 3  # of 900 keywords of 27 characters: a FLAGS line of 75 KB
 PAUSE = 0.1  # between a {N+} command line and its literal: the upstream answers first
 MESSAGE = (b"From: a@example.org\r\nTo: b@example.org\r\nSubject: forwarding %d\r\n"
            b"Date: Fri, 4 Dec 2026 10:00:00 +0000\r\nMessage-ID: <fwd%d@example.org>\r\n\r\nbody %d\r\n")
@@ -183,6 +188,56 @@ def step_missing_command(sides):
     sides.same("a 2,000-character tag is carried", lambda c, m: (LONG_TAG, LONG_TAG.encode() + b" NOOP\r\n"))
 
 
+def deep_thread_message(n):
+    """Message n of a discussion in which 2k and 2k+1 both answer 2k-2
+    (1 for k = 1): every level branches, so THREAD nests a list per level."""
+    parent = None if n == 1 else max(1, 2 * (n // 2 - 1))
+    refs = b"" if parent is None else b"References: <deep%d@fwd.example>\r\n" % parent
+    return (b"From: a@example.org\r\nSubject: deep\r\nDate: Fri, 4 Dec 2026 11:%02d:%02d +0000\r\n"
+            b"Message-ID: <deep%d@fwd.example>\r\n%s\r\nbody %d\r\n") % (n // 60, n % 60, n, refs, n)
+
+
+def nesting(line):
+    deepest = depth = 0
+    for c in line:
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def step_long_lines(sides):
+    """A server's lines grow with its mailboxes: a FLAGS line of 2,700
+    keywords (past 64 KiB, as a SEARCH of 12,000 UIDs would be) and a
+    THREAD nested 40 deep pass as the upstream sent them, and the
+    connection goes on."""
+    names = {}
+    for conn, side in ((sides.direct, "direct"), (sides.proxy, "proxy")):
+        names[conn] = "fwd-long-%s-%d" % (side, sides.run)
+        conn.tagged("mk", "CREATE %s" % names[conn])
+        for n in range(1, DEEP_MESSAGES + 1):
+            data = deep_thread_message(n)
+            sides.third.send(b'ap APPEND %s {%d+}\r\n%s\r\n' % (names[conn].encode(), len(data), data))
+            sides.third.expect_ok("ap", "APPEND")
+        sides.third.tagged("s", "SELECT %s" % names[conn])
+        for chunk in range(KEYWORD_STORES):
+            keywords = " ".join("keyword_%04d_abcdefghijklmn" % (chunk * 900 + i) for i in range(900))
+            sides.third.tagged("k", "STORE 1 +FLAGS.SILENT (%s)" % keywords)
+    saved = sides.names
+    sides.names = names
+    try:
+        direct, _ = sides.same("SELECT of a mailbox whose FLAGS line is past 64 KiB",
+                               lambda c, m: ("s2", b"s2 SELECT %s\r\n" % m.encode()))
+        check("... and it is past 64 KiB direct", max(len(line) for line in direct) > 65536,
+              [len(line) for line in direct])
+        sides.same("FETCH FLAGS of 2,700 keywords", lambda c, m: ("f1", b"f1 FETCH 1 (FLAGS)\r\n"))
+        direct, _ = sides.same("THREAD nested 40 deep", lambda c, m: ("t1", b"t1 UID THREAD REFERENCES UTF-8 ALL\r\n"))
+        check("... and nested past 32 lists direct", max(nesting(line) for line in direct) > 32,
+              [nesting(line) for line in direct])
+        sides.same("then a NOOP", lambda c, m: ("n3", b"n3 NOOP\r\n"))
+    finally:
+        sides.names = saved
+
+
 def step_prelogin(daemon):
     """Before login the proxy answers itself: a tag without a command gets
     a tagged BAD; a LOGIN whose {N+} literals come a moment after the line
@@ -214,7 +269,7 @@ def main():
         sides = Sides(daemon, int(time.time()))
         try:
             run_steps([select, step_esearch_tags, step_odd_tags, step_context_updates, step_refused_literals,
-                       step_missing_command], sides)
+                       step_missing_command, step_long_lines], sides)
         finally:
             sides.close()
         run_steps([step_prelogin], daemon)

@@ -732,6 +732,88 @@ static void test_protocol_errors_abort(void)
 	}
 }
 
+/* Writes len bytes as the server, pumping the client between the
+   socket's fills: more than a socket buffer holds. */
+static void server_send_large(struct harness *h, const char *data, size_t len)
+{
+	size_t sent = 0;
+
+	for (int rounds = 0; sent < len && rounds < 100000; rounds++) {
+		ssize_t n = write(h->peer_fd, data + sent, len - sent);
+
+		if (n > 0)
+			sent += (size_t)n;
+		event_base_loop(h->base, EVLOOP_NONBLOCK);
+	}
+	CU_ASSERT_EQUAL(sent, len);
+	pump(h);
+}
+
+/* "* SEARCH 1 2 ... count\r\n" (malloc'd), *len_r its length. */
+static char *search_line(unsigned int count, size_t *len_r)
+{
+	char *line = malloc((size_t)count * 12 + 16);
+	size_t len = (size_t)sprintf(line, "* SEARCH");
+
+	for (unsigned int i = 1; i <= count; i++)
+		len += (size_t)sprintf(line + len, " %u", i);
+	len += (size_t)sprintf(line + len, "\r\n");
+	*len_r = len;
+	return line;
+}
+
+/* "* THREAD " and depth nested lists, "(1 (2 (3 ...)))\r\n" (malloc'd). */
+static char *thread_line(unsigned int depth, size_t *len_r)
+{
+	char *line = malloc((size_t)depth * 16 + 16);
+	size_t len = (size_t)sprintf(line, "* THREAD ");
+
+	for (unsigned int i = 1; i <= depth; i++)
+		len += (size_t)sprintf(line + len, "(%u ", i);
+	line[len - 1] = ')';
+	for (unsigned int i = 1; i < depth; i++)
+		line[len++] = ')';
+	len += (size_t)sprintf(line + len, "\r\n");
+	*len_r = len;
+	return line;
+}
+
+/* A server's lines grow with its mailboxes: a SEARCH of 15,000 UIDs (past
+   the parser's 64 KiB for client commands) and a THREAD nested 1,000 deep
+   are data like any other; nesting past IMAP_CLIENT_MAX_RESPONSE_DEPTH is
+   malformed. */
+static void test_long_and_deep_lines(void)
+{
+	struct harness h;
+	struct completion c = { 0 };
+	size_t len;
+	char *line;
+
+	harness_start(&h, GREETING, "A");
+	imap_client_noop(h.client, on_done, &c);
+	line = search_line(15000, &len);
+	CU_ASSERT(len > 64 * 1024);
+	server_send_large(&h, line, len);
+	free(line);
+	line = thread_line(1000, &len);
+	server_send_large(&h, line, len);
+	free(line);
+	server_send(&h, "A1 OK done\r\n");
+	CU_ASSERT_EQUAL(c.count, 1);
+	CU_ASSERT_EQUAL(c.status[0], IMAP_CLIENT_STATUS_OK);
+	CU_ASSERT_EQUAL(c.untagged[0], 2);
+	CU_ASSERT_STRING_EQUAL(h.last_untagged, "THREAD");
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_NOT_AUTHENTICATED);
+	imap_client_noop(h.client, on_done, &c);
+	line = thread_line(IMAP_CLIENT_MAX_RESPONSE_DEPTH + 1, &len);
+	server_send_large(&h, line, len);
+	free(line);
+	CU_ASSERT_EQUAL(c.count, 2);
+	CU_ASSERT_EQUAL(c.status[1], IMAP_CLIENT_STATUS_ABORT);
+	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_DISCONNECTED);
+	harness_stop(&h);
+}
+
 static void test_peer_close_aborts(void)
 {
 	struct harness h;
@@ -1455,6 +1537,7 @@ const struct unit_test unit_tests[] = {
 	{ "commands while disconnected abort on the next loop", test_disconnected_commands_abort_later },
 	{ "client freed inside its own callback", test_free_inside_callback },
 	{ "protocol errors abort every pending command", test_protocol_errors_abort },
+	{ "a SEARCH past 64 KiB and a THREAD 1,000 deep are data; deeper than the bound aborts", test_long_and_deep_lines },
 	{ "peer closing mid-literal aborts", test_peer_close_aborts },
 	{ "ID, ENABLE, partial, UID EXPUNGE, LIST, SORT, THREAD, ACL, QUOTA forms", test_id_and_enable },
 	{ "garbage from the server ends every command", test_garbage_ends_every_command },
