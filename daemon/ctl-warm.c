@@ -68,36 +68,66 @@ static int ctl_warm_fill(struct ctl_warm_conn *conn)
 	return 0;
 }
 
-/* The next line (NUL-terminated, no CRLF) into line (size bytes); a
-   literal announced at its end ({N}) is read and discarded, counted in
-   literal_bytes, and the line goes on after it. Returns 0 or -1. */
+#define CTL_WARM_TAIL 32 /* bytes kept of the end of a line cut short: room for its "{N}" */
+
+/* A line as it is read: its first bytes in line (all that its reader looks
+   at: the tag, EXISTS, FETCH), and its last bytes in tail, for the literal
+   a line longer than line announces at its end. */
+struct ctl_warm_text {
+	char *line;
+	size_t size, used;
+	char tail[CTL_WARM_TAIL + 1]; /* and its NUL */
+	size_t tail_len;
+};
+
+static void ctl_warm_text_add(struct ctl_warm_text *text, const char *data, size_t len)
+{
+	size_t room = text->size - 1 - text->used;
+	size_t keep = len >= CTL_WARM_TAIL ? 0 : text->tail_len + len > CTL_WARM_TAIL ? CTL_WARM_TAIL - len
+										       : text->tail_len;
+	size_t added = len >= CTL_WARM_TAIL ? CTL_WARM_TAIL : len;
+
+	memcpy(text->line + text->used, data, len < room ? len : room);
+	text->used += len < room ? len : room;
+	memmove(text->tail, text->tail + text->tail_len - keep, keep);
+	memcpy(text->tail + keep, data + len - added, added);
+	text->tail_len = keep + added;
+}
+
+/* The next line (NUL-terminated, no CRLF) into line (size bytes); a line
+   longer than that keeps its first size - 1 bytes and the rest is read
+   and dropped. A literal announced at its end ({N}) is read and
+   discarded, counted in literal_bytes, and the line goes on after it.
+   Returns 0 or -1. */
 static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 {
-	size_t used = 0;
+	struct ctl_warm_text text = { .line = line, .size = size };
 
 	for (;;) {
 		char *data = conn->buf + conn->start;
 		char *end = memchr(data, '\n', conn->len);
-		size_t take;
+		size_t take = end != NULL ? (size_t)(end - data) + 1 : conn->len;
 		unsigned long long literal = 0;
+		bool whole;
 		char *brace;
 
+		ctl_warm_text_add(&text, data, take);
+		conn->start += take;
+		conn->len -= take;
 		if (end == NULL) {
 			if (ctl_warm_fill(conn) < 0)
 				return -1;
 			continue;
 		}
-		take = (size_t)(end - data) + 1;
-		if (used + take >= size)
-			return -1;
-		memcpy(line + used, data, take);
-		used += take - 1;
-		if (used > 0 && line[used - 1] == '\r')
-			used--;
-		line[used] = '\0';
-		conn->start += take;
-		conn->len -= take;
-		brace = used > 0 && line[used - 1] == '}' ? strrchr(line, '{') : NULL;
+		whole = text.used == 0 || text.line[text.used - 1] == '\n';
+		for (size_t n = 0; n < 2 && text.tail_len > 0 && strchr("\r\n", text.tail[text.tail_len - 1]) != NULL; n++) {
+			text.tail_len--;
+			if (whole)
+				text.used--;
+		}
+		line[text.used] = '\0';
+		text.tail[text.tail_len] = '\0';
+		brace = text.tail_len > 0 && text.tail[text.tail_len - 1] == '}' ? strrchr(text.tail, '{') : NULL;
 		if (brace == NULL || sscanf(brace, "{%llu}", &literal) != 1)
 			return 0;
 		while (literal > 0) {
@@ -111,7 +141,9 @@ static int ctl_warm_line(struct ctl_warm_conn *conn, char *line, size_t size)
 			literal -= skip;
 			conn->literal_bytes += skip;
 		}
-		used = (size_t)(brace - line); /* the line goes on after the literal */
+		if (whole) /* the line goes on after the literal */
+			text.used -= (size_t)(text.tail + text.tail_len - brace);
+		text.tail_len = 0;
 	}
 }
 

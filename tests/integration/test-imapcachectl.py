@@ -332,6 +332,27 @@ def test_warm(daemon):
     check("warm takes no password on the command line: exit 64", code == 64, (code, err))
 
 
+def test_warm_long_lines(daemon):
+    """warm of a mailbox whose EXAMINE brings a FLAGS line past imapcachectl's
+    64 KiB line buffer (2,700 keywords): the line is read past, not fatal."""
+    conn = connect(PORT)
+    conn.tagged("c", "CREATE Keywords")
+    for n in range(3):
+        data = b"From: a@example.org\r\nSubject: keywords %d\r\n\r\nbody %d\r\n" % (n, n)
+        conn.send(b"a APPEND Keywords {%d+}\r\n%s\r\n" % (len(data), data))
+        conn.until_tagged("a")
+    conn.tagged("s", "SELECT Keywords")
+    for chunk in range(3):
+        conn.tagged("k", "STORE 2 +FLAGS.SILENT (%s)" % " ".join(
+            "keyword_%04d_abcdefghijklmn" % (chunk * 900 + i) for i in range(900)))
+    flags_line = max(len(line) for line in conn.tagged("e", "EXAMINE Keywords"))
+    conn.tagged("z", "LOGOUT")
+    code, out, err = ctl("warm", "--connect", "127.0.0.1:%d" % daemon.port, USER, "Keywords", stdin=PASS + "\n",
+                         timeout=60)
+    check("warm of a mailbox whose FLAGS line is %d bytes: exit 0, its 3 messages" % flags_line,
+          flags_line > 65536 and code == 0 and re.match(r"Keywords: 3 messages, ", out), (code, out, err))
+
+
 def test_warm_interrupted(daemon):
     """warm through a daemon whose upstream is a relay capped at SLOW_RATE:
     one FETCH for the whole mailbox streams for seconds, and SIGINT comes
@@ -571,7 +592,7 @@ def main():
         try:
             run_steps((test_not_running, test_no_permission, test_usage, test_stats_after_fill, test_socket_from_config,
                        test_purge_live_session, test_purge_during_fill, test_warm, test_warm_interrupted,
-                       test_verify, test_stats_per_mailbox), daemon)
+                       test_verify, test_stats_per_mailbox, test_warm_long_lines), daemon)
         finally:
             status = daemon.stop()
             check("the daemon exited cleanly", status == 0, status)
