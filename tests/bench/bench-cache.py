@@ -46,7 +46,8 @@ BENCH_CACHE_WARM_RUNS (imapcachectl warms, each beside a direct fetch, default 5
 BENCH_CACHE_NOOP_FILLS (fills the NOOP p99 is pooled over, default 3),
 BENCH_CACHE_MBIT (the bandwidth cap; default none), BENCH_CACHE_WARM_MBIT
 (the cap of warm's second timing, default 100; 0: none), BENCH_CACHE_ONLY=search
-(the searches alone), BENCH_CACHE_SEARCHES (the six, separated by "|")."""
+(the searches and warm alone) or =fetch (the four workloads and the NOOP
+alone: a capped link makes each warm minutes long), BENCH_CACHE_SEARCHES (the six, separated by "|")."""
 import os
 import random
 import re
@@ -69,6 +70,7 @@ RATE = float(ENV.get("BENCH_CACHE_MBIT", "0")) * 1e6 / 8 or None  # bytes/s each
 # uncapped, loopback's 800 MB/s leaves the store's own writes the figure
 WARM_MBIT = float(ENV.get("BENCH_CACHE_WARM_MBIT", "100"))
 RUNS = int(ENV.get("BENCH_CACHE_RUNS", "3"))
+ONLY = ENV.get("BENCH_CACHE_ONLY", "")
 STORE_PAUSE = 0.05  # seconds between two flag changes while the index is built
 COLD_RUNS = int(ENV.get("BENCH_CACHE_COLD_RUNS", "2"))
 WARM_RUNS = max(1, int(ENV.get("BENCH_CACHE_WARM_RUNS", "5")))  # imapcachectl warm against the direct fetch, each
@@ -620,8 +622,8 @@ def main():
         count = probe.command(b"s", b"EXAMINE INBOX")[1]
         probe.close()
         started = time.monotonic()
-        searches = measure_searches(relay, count)
-        if ENV.get("BENCH_CACHE_ONLY") == "search":
+        searches = measure_searches(relay, count) if ONLY != "fetch" else None
+        if ONLY == "search":
             report_searches(*searches)
             return 0
         times, prefetch = measure(relay, count)
@@ -636,7 +638,8 @@ def main():
     finally:
         relay.close()
     report(times, prefetch, noop, count)
-    report_searches(*searches)
+    if searches is not None:
+        report_searches(*searches)
     print("(%.0f s)" % (time.monotonic() - started))
     return 0
 
