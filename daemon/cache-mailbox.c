@@ -350,6 +350,41 @@ int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **u
 	return result;
 }
 
+int cache_mailbox_set_flag_list(struct cache *cache, int64_t mailbox_id, const char *text)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_MAILBOX_SET_FLAG_LIST);
+
+	if (!cache_write_allowed(cache))
+		return -1;
+	sqlite3_bind_int64(stmt, 1, mailbox_id);
+	sqlite3_bind_text(stmt, 2, text, -1, SQLITE_TRANSIENT);
+	if (cache_run(cache, stmt, "storing a mailbox's FLAGS") < 0)
+		return -1;
+	return sqlite3_changes(cache->db) == 1 ? 0 : -1;
+}
+
+int cache_mailbox_get_flag_list(struct cache *cache, int64_t mailbox_id, char **text_r)
+{
+	sqlite3_stmt *stmt = cache_stmt(cache, CACHE_STMT_MAILBOX_GET_FLAG_LIST);
+	int rc;
+	int result = 0;
+
+	*text_r = NULL;
+	sqlite3_bind_int64(stmt, 1, mailbox_id);
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW && sqlite3_column_type(stmt, 0) == SQLITE_TEXT) {
+		*text_r = strdup((const char *)sqlite3_column_text(stmt, 0));
+		result = *text_r != NULL ? 1 : -1;
+	}
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		cache_fail(cache, rc, "reading a mailbox's FLAGS");
+		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+	}
+	return result;
+}
+
 int cache_uid_compare(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a;

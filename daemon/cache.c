@@ -85,6 +85,8 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_MAILBOX_SET_STATE] = "UPDATE mailboxes SET uidnext = ?2, highestmodseq = ?3 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_SET_UIDS] = "UPDATE mailboxes SET uids = ?2 WHERE id = ?1",
 	[CACHE_STMT_MAILBOX_GET_UIDS] = "SELECT uids FROM mailboxes WHERE id = ?1",
+	[CACHE_STMT_MAILBOX_SET_FLAG_LIST] = "UPDATE mailboxes SET flag_list = ?2 WHERE id = ?1",
+	[CACHE_STMT_MAILBOX_GET_FLAG_LIST] = "SELECT flag_list FROM mailboxes WHERE id = ?1",
 	[CACHE_STMT_STORE_INTERNALDATE] = CACHE_STORE_SUMMED("internaldate"),
 	[CACHE_STMT_STORE_ENVELOPE] = CACHE_STORE_SUMMED("envelope"),
 	[CACHE_STMT_STORE_BODYSTRUCTURE] = CACHE_STORE_SUMMED("bodystructure"),
@@ -299,6 +301,10 @@ static const char *const cache_migrations[CACHE_SCHEMA_VERSION] = {
 	" DELETE FROM body_text WHERE old.mailbox_id < 8388608 AND rowid BETWEEN ((old.mailbox_id << 32) | old.uid) << 8"
 	" AND (((old.mailbox_id << 32) | old.uid) << 8) | 255; END;"
 	"UPDATE bodies SET text_indexed = 0 WHERE text_indexed = 1;",
+	/* 10: the mailbox's FLAGS as its last SELECT reported them, from
+	   which a client that enabled neither CONDSTORE nor QRESYNC has its
+	   flags synced by one ESEARCH per flag (sync-flagsets.h). */
+	"ALTER TABLE mailboxes ADD COLUMN flag_list TEXT;",
 };
 
 static int cache_exec(struct cache *cache, const char *sql);

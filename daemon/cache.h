@@ -13,7 +13,7 @@ struct evbuffer;
 struct event_base;
 struct sqlite3;
 
-#define CACHE_SCHEMA_VERSION 9 /* PRAGMA user_version of a store this code writes */
+#define CACHE_SCHEMA_VERSION 10 /* PRAGMA user_version of a store this code writes */
 #define CACHE_BODY_CHUNK_SIZE (64 * 1024) /* a body row's piece: one INSERT stays well under a millisecond */
 #define CACHE_PENDING_MAX (256 * 1024) /* bytes of held rows written in one go: about 2 ms, under a NOOP's notice */
 #define CACHE_PENDING_DELAY_MS 20 /* the longest a held row waits: a reader in another process sees it soon */
@@ -245,6 +245,11 @@ int cache_mailbox_set_uids(struct cache *cache, int64_t mailbox_id, const uint32
    and *count_r. Returns 1 when known, 0 when not (never stored, or
    unreadable: counts as missing), -1 on error. */
 int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **uids_r, size_t *count_r);
+/* The mailbox's FLAGS as its last SELECT reported them: the text between
+   the parentheses, flags one space apart. get returns 1 with *text_r
+   (malloc'd), 0 when none is stored, -1 on error. */
+int cache_mailbox_set_flag_list(struct cache *cache, int64_t mailbox_id, const char *text);
+int cache_mailbox_get_flag_list(struct cache *cache, int64_t mailbox_id, char **text_r);
 /* The upstream expunged uids (any order): their rows and bodies go, and
    they leave the stored UID list. All or nothing. A row an answer being
    written still reads (cache_pin_messages) goes once the answer is done. */

@@ -3036,6 +3036,37 @@ static void test_migration_from_v1(void)
 	teardown();
 }
 
+/* A mailbox's FLAGS list: none until stored, then the last one stored;
+   a store of version 9 (before the column) gets it empty. */
+static void test_flag_list(void)
+{
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	char *text = NULL, *path;
+
+	setup();
+	path = account_path("up", "alice");
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(cache, mailbox.id, &text), 0);
+	CU_ASSERT_PTR_NULL(text);
+	CU_ASSERT_EQUAL(cache_mailbox_set_flag_list(cache, mailbox.id, "\\Seen $Junk"), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_set_flag_list(cache, mailbox.id, "\\Answered \\Seen $Junk $Work"), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(cache, mailbox.id, &text), 1);
+	CU_ASSERT_STRING_EQUAL(text, "\\Answered \\Seen $Junk $Work");
+	free(text);
+	CU_ASSERT_EQUAL(cache_mailbox_set_flag_list(cache, mailbox.id + 1, "x"), -1); /* no such mailbox */
+	cache_unref(&cache);
+	make_database(path, "ALTER TABLE mailboxes DROP COLUMN flag_list; PRAGMA user_version = 9;");
+	cache = open_account("up", "alice");
+	CU_ASSERT_EQUAL(query(cache, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(cache, mailbox.id, &text), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_lookup(cache, "INBOX", &mailbox), 1);
+	cache_unref(&cache);
+	free(path);
+	teardown();
+}
+
 /* A store of version 8 (a body's text in one row, rowid (mailbox_id <<
    32) | uid) is upgraded: its text rows go, its bodies are indexed again
    in pieces, and a body's delete takes its pieces. */
@@ -3057,7 +3088,8 @@ static void test_migration_to_text_pieces(void)
 			    "CREATE TRIGGER bodies_text_gone AFTER DELETE ON bodies BEGIN"
 			    " DELETE FROM body_text WHERE rowid = (old.mailbox_id << 32) | old.uid; END;"
 			    "INSERT INTO body_text(rowid, sure, head, body) VALUES((1 << 32) | 5, 1, 'H', 'OLD TEXT');"
-			    "UPDATE bodies SET text_indexed = 1; PRAGMA user_version = 8;");
+			    "UPDATE bodies SET text_indexed = 1; ALTER TABLE mailboxes DROP COLUMN flag_list;"
+			    "PRAGMA user_version = 8;");
 	cache = open_account("up", "alice");
 	CU_ASSERT_EQUAL(query(cache, "PRAGMA user_version"), CACHE_SCHEMA_VERSION);
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM body_text"), 0);
@@ -3143,6 +3175,7 @@ const struct unit_test unit_tests[] = {
 	{ "hostile user names stay inside the directory", test_hostile_names },
 	{ "migrations", test_migrations },
 	{ "a store of version 8 gets its text indexed again, in pieces", test_migration_to_text_pieces },
+	{ "a mailbox's FLAGS list, and a store of version 9 upgraded", test_flag_list },
 	{ "a garbage file is moved aside", test_garbage_moved_aside },
 	{ "another account's store is moved aside", test_account_mismatch },
 	{ "mailboxes", test_mailboxes },
