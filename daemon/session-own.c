@@ -481,17 +481,17 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 	(void)command;
 	session_own_finish(session);
 	if (result->status == IMAP_CLIENT_STATUS_ABORT) {
-		session->sync_second = NULL;
+		session_own_sync_behind_clear(session);
 		return; /* session_upstream_closed ends the session */
 	}
 	next = sync_fetch_done(session->sync, result->status);
-	if (session->sync_second != NULL) {
-		/* the second command of the flight is answered next */
+	if (session->sync_behind_next < session->sync_behind_count) {
+		/* the next command of the flight is answered next */
 		session->own_kind = SESSION_OWN_SYNC;
-		session->own_command = session->sync_second;
-		session->sync_second = NULL;
+		session->own_command = session->sync_behind[session->sync_behind_next++];
 		return;
 	}
+	session_own_sync_behind_clear(session);
 	if (next != NULL) {
 		session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", next, strlen(next), session_sync_done);
 		return;
@@ -506,6 +506,8 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 	evbuffer_add_buffer(bufferevent_get_output(session->bev), session->held_reply);
 }
 
+static void session_own_sync_sent(struct session *session);
+
 void session_own_start_sync(struct session *session, const struct imap_command *command,
 			    struct imap_client_command *upstream)
 {
@@ -514,7 +516,8 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 		.qresync = session->client_qresync,
 		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
 	};
-	const char *line, *second;
+	const char *line;
+	unsigned int sent = 0;
 
 	session->modseq_stepped = false; /* a new view: its MODSEQs may be stepped once */
 	sync_set_options(session->sync, &options);
@@ -522,15 +525,49 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 				 command->name == IMAP_COMMAND_EXAMINE);
 	session->select_command = upstream;
 	session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", line, strlen(line), session_sync_done);
-	second = sync_second_command(session->sync);
-	if (second != NULL) {
-		/* in the same flight; own_command once the first is answered */
-		session->sync_second = imap_client_raw_command_new(session->upstream, NULL, "UID SEARCH",
-								   session_sync_done, session);
-		session->forwarded_pending++;
-		imap_client_raw_command_write(session->sync_second, second, strlen(second));
-		imap_client_raw_command_end(session->sync_second);
+	session_own_sync_behind_clear(session);
+	/* sync_behind[0] is the first; the others follow it in the same
+	   flight, each own_command once the one before is answered */
+	session->sync_behind = malloc(sizeof(*session->sync_behind));
+	if (session->sync_behind != NULL) {
+		session->sync_behind[0] = session->own_command;
+		session->sync_behind_count = session->sync_behind_next = 1;
 	}
+	while (session->sync_behind != NULL && (line = sync_extra_command(session->sync, sent)) != NULL) {
+		struct imap_client_command **behind = realloc(session->sync_behind,
+							      (sent + 2) * sizeof(*session->sync_behind));
+
+		if (behind == NULL)
+			break;
+		session->sync_behind = behind;
+		behind[sent + 1] = imap_client_raw_command_new(session->upstream, NULL, "UID SEARCH",
+							       session_sync_done, session);
+		session->forwarded_pending++;
+		imap_client_raw_command_write(behind[sent + 1], line, strlen(line));
+		imap_client_raw_command_end(behind[sent + 1]);
+		session->sync_behind_count = ++sent + 1;
+	}
+	session_own_sync_sent(session);
+}
+
+/* Tells the sync which commands went, by their tags. */
+static void session_own_sync_sent(struct session *session)
+{
+	unsigned int count = session->sync_behind != NULL ? session->sync_behind_count : 1;
+	const char **tags = calloc(count, sizeof(*tags));
+
+	for (unsigned int i = 0; tags != NULL && i < count; i++)
+		tags[i] = imap_client_command_get_tag(session->sync_behind != NULL ? session->sync_behind[i]
+										   : session->own_command);
+	sync_commands_sent(session->sync, tags, count);
+	free(tags);
+}
+
+void session_own_sync_behind_clear(struct session *session)
+{
+	free(session->sync_behind);
+	session->sync_behind = NULL;
+	session->sync_behind_count = session->sync_behind_next = 0;
 }
 
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command)

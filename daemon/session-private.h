@@ -144,7 +144,8 @@ struct session {
 	bool news_sets_seen;           /* session_news_set_fetch's, until the command is sent */
 	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
 	struct imap_client_command *own_command;    /* the proxy's own command, while it runs */
-	struct imap_client_command *sync_second;    /* the sync's second command, behind own_command */
+	struct imap_client_command **sync_behind;   /* the sync's commands sent behind own_command, in order */
+	unsigned int sync_behind_count, sync_behind_next;
 	enum session_own_kind own_kind;
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
 	bool swallowing_line;          /* the rest of a long line of the own command's data */
@@ -340,6 +341,8 @@ void session_own_untagged(struct session *session, const struct imap_client_unta
 /* The route's "sent" hook of SELECT and EXAMINE: the sync right behind. */
 void session_own_start_sync(struct session *session, const struct imap_command *command,
 			    struct imap_client_command *upstream);
+/* Forgets the sync's commands behind the one running (their memory). */
+void session_own_sync_behind_clear(struct session *session);
 /* Whether command's tagged reply waits in held_reply (a SELECT whose
    sync runs). */
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command);

@@ -159,6 +159,7 @@ static void session_free(struct session **session_p)
 	TAILQ_REMOVE(&session_all, session, link);
 	session_live_count--;
 	imap_client_free(&session->upstream); /* pending commands end silently, their contexts freed */
+	session_own_sync_behind_clear(session);
 	session_forward_free(session);
 	session_wipe_credentials(session);
 	free(session->login_capabilities);

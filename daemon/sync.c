@@ -7,6 +7,7 @@
 #include "imap-seqset.h"
 #include "log.h"
 #include "mailbox-news.h"
+#include "sync-flagsets.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -18,7 +19,7 @@
 #define SYNC_COMMAND " UID FETCH 1:* (FLAGS)\r\n" /* uses nothing the client did not enable (doc/cache.md) */
 /* the same once the client enabled CONDSTORE: Dovecot adds no MODSEQ to a FETCH that does not ask for it */
 #define SYNC_COMMAND_MODSEQ " UID FETCH 1:* (FLAGS MODSEQ)\r\n"
-#define SYNC_SEARCH_COMMAND " UID SEARCH RETURN (ALL) ALL\r\n" /* the map, for the CONDSTORE form */
+#define SYNC_SEARCH_COMMAND " UID SEARCH RETURN (ALL) ALL\r\n" /* the map, for the CONDSTORE and SEARCH forms */
 #define SYNC_COMMAND_MAX 80 /* the longest form with a 20-digit MODSEQ */
 #define SYNC_FLAGS_MAX 8192 /* a flag list's text; Dovecot's keyword limit keeps real ones far below */
 
@@ -35,6 +36,7 @@ enum sync_form {
 	SYNC_FORM_FULL,          /* UID FETCH 1:* (FLAGS) */
 	SYNC_FORM_QRESYNC,       /* ... (CHANGEDSINCE m VANISHED), over the stored UID list */
 	SYNC_FORM_CONDSTORE,     /* ... (CHANGEDSINCE m) and UID SEARCH RETURN (ALL) ALL */
+	SYNC_FORM_SEARCH,        /* UID SEARCH RETURN (ALL) ALL, then one per flag (sync-flagsets.h) */
 };
 
 /* One message as the sync's FETCH told of it. */
@@ -79,6 +81,10 @@ struct sync {
 	enum sync_form form;
 	char command[SYNC_COMMAND_MAX];
 	unsigned int commands_pending; /* of the sync's own commands */
+	char **command_tags;     /* the SEARCH form's, in order: whose an ESEARCH is ((TAG "...")) */
+	unsigned int command_tag_count;
+	char *flag_list;         /* the SELECT's FLAGS, flags one space apart; NULL */
+	struct sync_flagsets *flagsets; /* the SEARCH form's */
 	bool delta_refused;      /* the SELECT contradicts the store: the full form follows */
 	struct cache_mailbox stored; /* as of sync_select_begin (a CHANGEDSINCE form) */
 	uint32_t *base_uids;     /* QRESYNC: the stored UID list, less what VANISHED (EARLIER) */
@@ -118,6 +124,12 @@ static void sync_clear_entries(struct sync *sync)
 
 static void sync_clear_delta(struct sync *sync)
 {
+	for (unsigned int i = 0; i < sync->command_tag_count; i++)
+		free(sync->command_tags[i]);
+	free(sync->command_tags);
+	sync->command_tags = NULL;
+	sync->command_tag_count = 0;
+	sync_flagsets_free(&sync->flagsets);
 	free(sync->base_uids);
 	free(sync->all_uids);
 	sync->base_uids = sync->all_uids = NULL;
@@ -135,6 +147,7 @@ void sync_free(struct sync **sync_p)
 	sync_clear_delta(sync);
 	free(sync->entries);
 	free(sync->mailbox);
+	free(sync->flag_list);
 	imap_response_parser_free(&sync->responses);
 	free(sync);
 	*sync_p = NULL;
@@ -154,13 +167,31 @@ void sync_deselect(struct sync *sync)
 	mailbox_view_load(sync->view, NULL, 0);
 }
 
+/* The SEARCH form, when the store has the mailbox's FLAGS list and its
+   flags can be searched one by one. */
+static bool sync_prepare_search(struct sync *sync)
+{
+	char *flag_list = NULL;
+
+	if (!sync->options.esearch || cache_mailbox_get_flag_list(sync->cache, sync->stored.id, &flag_list) != 1)
+		return false;
+	sync->flagsets = sync_flagsets_new(flag_list);
+	free(flag_list);
+	return sync->flagsets != NULL;
+}
+
 /* The form the options and the store allow for the mailbox being
    selected: a CHANGEDSINCE form needs a stored HIGHESTMODSEQ (and, for
-   QRESYNC, a stored UID list to apply VANISHED to). */
+   QRESYNC, a stored UID list to apply VANISHED to); the SEARCH form, for
+   a client that enabled neither, ESEARCH and a stored FLAGS list. */
 static enum sync_form sync_choose_form(struct sync *sync)
 {
-	if (sync->cache == NULL || !sync->options.condstore || sync->state != SYNC_SELECTING ||
-	    cache_mailbox_lookup(sync->cache, sync->mailbox, &sync->stored) != 1 || sync->stored.highestmodseq == 0)
+	if (sync->cache == NULL || sync->state != SYNC_SELECTING ||
+	    cache_mailbox_lookup(sync->cache, sync->mailbox, &sync->stored) != 1)
+		return SYNC_FORM_FULL;
+	if (!sync->options.condstore)
+		return sync_prepare_search(sync) ? SYNC_FORM_SEARCH : SYNC_FORM_FULL;
+	if (sync->stored.highestmodseq == 0)
 		return SYNC_FORM_FULL;
 	if (sync->options.qresync &&
 	    cache_mailbox_get_uids(sync->cache, sync->stored.id, &sync->base_uids, &sync->base_count) > 0)
@@ -198,21 +229,60 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	sync->disturbed = sync->delta_refused = sync->nomodseq = false;
 	sync->exists = sync->uidvalidity = sync->uidnext = sync->recent = 0;
 	sync->highestmodseq = 0;
+	free(sync->flag_list);
+	sync->flag_list = NULL;
 	sync->form = sync_choose_form(sync);
-	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 : 1;
+	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 :
+				 sync->form == SYNC_FORM_SEARCH ? 1 + sync_flagsets_count(sync->flagsets) : 1;
 	sync->selection++;
 	/* the SELECT tells every change made before it */
 	sync->news_told = mailbox_news_told_now(sync_news_account(sync), sync->mailbox);
 	if (sync->form == SYNC_FORM_FULL)
 		return sync_full_command(sync);
+	if (sync->form == SYNC_FORM_SEARCH)
+		return SYNC_SEARCH_COMMAND;
 	snprintf(sync->command, sizeof(sync->command), " UID FETCH 1:* (FLAGS) (CHANGEDSINCE %" PRIu64 "%s)\r\n",
 		 sync->stored.highestmodseq, sync->form == SYNC_FORM_QRESYNC ? " VANISHED" : "");
 	return sync->command;
 }
 
-const char *sync_second_command(const struct sync *sync)
+const char *sync_extra_command(struct sync *sync, unsigned int i)
 {
-	return sync->form == SYNC_FORM_CONDSTORE && sync->state == SYNC_SELECTING ? SYNC_SEARCH_COMMAND : NULL;
+	if (sync->state != SYNC_SELECTING)
+		return NULL;
+	if (sync->form == SYNC_FORM_CONDSTORE)
+		return i == 0 ? SYNC_SEARCH_COMMAND : NULL;
+	if (sync->form != SYNC_FORM_SEARCH || i >= sync_flagsets_count(sync->flagsets))
+		return NULL;
+	const char *command = sync_flagsets_command(sync->flagsets, i);
+
+	if (command == NULL) {
+		/* no memory: the sync ends with what was sent, then the full form */
+		sync->commands_pending = 1 + i;
+		sync->delta_refused = true;
+	}
+	return command;
+}
+
+void sync_commands_sent(struct sync *sync, const char *const *tags, unsigned int count)
+{
+	if (sync->state != SYNC_SELECTING)
+		return;
+	if (count < sync->commands_pending) {
+		sync->commands_pending = count;
+		sync->delta_refused = true;
+	}
+	if (sync->form != SYNC_FORM_SEARCH)
+		return;
+	sync->command_tags = tags != NULL ? calloc(count + 1, sizeof(*sync->command_tags)) : NULL;
+	for (unsigned int i = 0; sync->command_tags != NULL && i < count; i++) {
+		sync->command_tags[i] = strdup(tags[i]);
+		if (sync->command_tags[i] == NULL)
+			break;
+		sync->command_tag_count = i + 1;
+	}
+	if (sync->command_tag_count < count)
+		sync->delta_refused = true; /* no memory: what can't be told apart is not used */
 }
 
 /* A number after the word name in code ("UIDNEXT 9"), in *number_r. */
@@ -244,11 +314,16 @@ static void sync_note_code(struct sync *sync, const char *code)
 	}
 }
 
+static char *sync_flags_text(const struct imap_arg *list);
+
 void sync_select_data(struct sync *sync, const struct imap_client_untagged *untagged)
 {
 	if (sync->state != SYNC_SELECTING)
 		return;
-	if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number)
+	if (strcmp(untagged->keyword, "FLAGS") == 0 && untagged->args_count == 1) {
+		free(sync->flag_list);
+		sync->flag_list = sync_flags_text(&untagged->args[0]);
+	} else if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number)
 		sync->exists = untagged->number;
 	else if (strcmp(untagged->keyword, "RECENT") == 0 && untagged->has_number)
 		sync->recent = untagged->number;
@@ -286,7 +361,8 @@ void sync_select_done(struct sync *sync, enum imap_client_status status, const c
 	else if (code != NULL && strncasecmp(code, "READ-WRITE", 10) == 0)
 		sync->read_only = false;
 	sync->state = SYNC_FETCHING;
-	if (sync->form != SYNC_FORM_FULL && !sync_delta_applies(sync)) {
+	/* the SEARCH form's answers are the mailbox as it is, whatever the store held */
+	if (sync->form != SYNC_FORM_FULL && sync->form != SYNC_FORM_SEARCH && !sync_delta_applies(sync)) {
 		log_debug("sync %s: the SELECT contradicts the store (UIDVALIDITY %u/%u, HIGHESTMODSEQ %" PRIu64
 			  "/%" PRIu64 "%s): a full sync follows", sync->mailbox, sync->uidvalidity,
 			  sync->stored.uidvalidity, sync->highestmodseq, sync->stored.highestmodseq,
@@ -501,6 +577,32 @@ static bool sync_expand_set(const struct imap_seqset *set, uint32_t **uids_r, si
 	return true;
 }
 
+/* The mailbox's UIDs from UID SEARCH RETURN (ALL) ALL: the map. */
+static bool sync_note_esearch_all(struct sync *sync, const struct imap_response_esearch *esearch)
+{
+	free(sync->all_uids);
+	sync->have_all = esearch->uid;
+	if ((esearch->present & IMAP_ESEARCH_ALL) == 0) {
+		sync->all_uids = NULL; /* no ALL: no messages */
+		sync->all_count = 0;
+	} else if (!sync_expand_set(esearch->all, &sync->all_uids, &sync->all_count)) {
+		sync->have_all = false;
+	}
+	return true;
+}
+
+/* Which of the SEARCH form's commands an ESEARCH answers: 0 for the map,
+   1 + i for flag i's; past command_tag_count when none. */
+static unsigned int sync_search_of_tag(const struct sync *sync, const struct imap_response_esearch *esearch)
+{
+	for (unsigned int i = 0; esearch->tag != NULL && i < sync->command_tag_count; i++) {
+		if (strlen(sync->command_tags[i]) == esearch->tag_len &&
+		    memcmp(sync->command_tags[i], esearch->tag, esearch->tag_len) == 0)
+			return i;
+	}
+	return sync->command_tag_count + 1;
+}
+
 /* ESEARCH (the CONDSTORE form's map) and VANISHED (EARLIER) (the QRESYNC
    form's expunges since m): the sync's own data. */
 static bool sync_note_delta_data(struct sync *sync, const struct imap_client_untagged *untagged)
@@ -521,17 +623,21 @@ static bool sync_note_delta_data(struct sync *sync, const struct imap_client_unt
 		sync->base_count = kept;
 		return true;
 	}
-	if (response.type == IMAP_RESPONSE_DATA_ESEARCH) {
-		free(sync->all_uids);
-		sync->have_all = response.u.esearch.uid;
-		if ((response.u.esearch.present & IMAP_ESEARCH_ALL) == 0) {
-			sync->all_uids = NULL; /* no ALL: no messages */
-			sync->all_count = 0;
-		} else if (!sync_expand_set(response.u.esearch.all, &sync->all_uids, &sync->all_count)) {
-			sync->have_all = false;
-		}
+	if (response.type == IMAP_RESPONSE_DATA_ESEARCH && sync->form == SYNC_FORM_SEARCH) {
+		/* whose: its tag names the command (the client core may hand on a
+		   later command's data before an earlier one's completion) */
+		unsigned int i = sync_search_of_tag(sync, &response.u.esearch);
+
+		if (i == 0)
+			return sync_note_esearch_all(sync, &response.u.esearch);
+		if (i > sync->command_tag_count || !response.u.esearch.uid ||
+		    !sync_flagsets_answer(sync->flagsets, i - 1,
+					  (response.u.esearch.present & IMAP_ESEARCH_ALL) != 0 ? response.u.esearch.all : NULL))
+			sync->delta_refused = true;
 		return true;
 	}
+	if (response.type == IMAP_RESPONSE_DATA_ESEARCH)
+		return sync_note_esearch_all(sync, &response.u.esearch);
 	return false;
 }
 
@@ -603,7 +709,7 @@ static bool sync_delta_uids(struct sync *sync, uint32_t **uids_r, size_t *count_
 	size_t count = 0, b = 0, e = 0;
 	uint32_t *uids;
 
-	if (sync->form == SYNC_FORM_CONDSTORE) {
+	if (sync->form == SYNC_FORM_CONDSTORE || sync->form == SYNC_FORM_SEARCH) {
 		if (!sync->have_all)
 			return false;
 		*uids_r = sync->all_uids;
@@ -660,6 +766,16 @@ static bool sync_load_delta_view(struct sync *sync)
 	if (!sync_delta_uids(sync, &uids, &count))
 		return false;
 	ok = count == sync->exists && count <= UINT32_MAX && mailbox_view_load(sync->view, uids, (uint32_t)count) == 0;
+	if (ok && sync->form == SYNC_FORM_SEARCH && !sync_flagsets_searched(sync->flagsets, sync->flag_list)) {
+		log_debug("sync %s: the SELECT's FLAGS (%s) are not those searched", sync->mailbox,
+			  sync->flag_list != NULL ? sync->flag_list : "none");
+		ok = false;
+	} else if (ok && sync->form == SYNC_FORM_SEARCH && sync_flagsets_load(sync->flagsets, sync->view) < 0) {
+		log_debug("sync %s: a flag's search named a UID the mailbox's did not", sync->mailbox);
+		ok = false;
+	}
+	/* what changed meanwhile: a FETCH of CHANGEDSINCE, or one the upstream
+	   sent of its own during the searches, which is newer than they are */
 	for (uint32_t i = 0; ok && i < sync->entry_count; i++) {
 		const struct sync_entry *entry = &sync->entries[i];
 
@@ -668,7 +784,7 @@ static bool sync_load_delta_view(struct sync *sync)
 		if (ok)
 			mailbox_view_set_modseq(sync->view, entry->seq, entry->modseq);
 	}
-	if (ok && count > 0 && cache_lookup_flags(sync->cache, sync->stored.id, uids[0], uids[count - 1],
+	if (ok && count > 0 && sync->form != SYNC_FORM_SEARCH && cache_lookup_flags(sync->cache, sync->stored.id, uids[0], uids[count - 1],
 						  sync_stored_flags, sync) < 0)
 		ok = false;
 	for (uint32_t seq = (uint32_t)count - (sync->recent < count ? sync->recent : (uint32_t)count) + 1;
@@ -809,6 +925,8 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 		cache_mailbox_remove_uids(sync->cache, mailbox.id, gone, gone_count);
 	cache_mailbox_set_uids(sync->cache, mailbox.id, uids, count);
 	cache_mailbox_set_state(sync->cache, mailbox.id, sync->uidnext, sync->nomodseq ? 0 : mailbox.highestmodseq);
+	if (sync->flag_list != NULL && (sync->flagsets == NULL || !sync_flagsets_searched(sync->flagsets, sync->flag_list)))
+		cache_mailbox_set_flag_list(sync->cache, mailbox.id, sync->flag_list); /* the next SELECT's searches */
 	cache_batch_end(sync->cache);
 	free(stored);
 	free(gone);
@@ -827,7 +945,7 @@ static const char *sync_delta_done(struct sync *sync, enum imap_client_status st
 	if (sync->disturbed)
 		return NULL; /* an expunge meanwhile would disturb the full form too */
 	log_debug("sync %s: the %s form does not add up (%s, %u messages, %u changed): a full sync follows",
-		  sync->mailbox, sync->form == SYNC_FORM_QRESYNC ? "QRESYNC" : "CONDSTORE",
+		  sync->mailbox, sync->form == SYNC_FORM_QRESYNC ? "QRESYNC" : sync->form == SYNC_FORM_SEARCH ? "SEARCH" : "CONDSTORE",
 		  imap_client_status_name(status), sync->exists, sync->entry_count);
 	sync_clear_entries(sync);
 	sync_clear_delta(sync);
@@ -978,6 +1096,13 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 		sync_update_expunge(sync, untagged->number);
 	} else if (strcmp(untagged->keyword, "FETCH") == 0 && untagged->has_number) {
 		sync_update_fetch(sync, untagged);
+	} else if (strcmp(untagged->keyword, "FLAGS") == 0 && untagged->args_count == 1 && sync->cache != NULL &&
+		   sync->mailbox_id != 0) {
+		char *flag_list = sync_flags_text(&untagged->args[0]); /* a keyword was made */
+
+		if (flag_list != NULL)
+			cache_mailbox_set_flag_list(sync->cache, sync->mailbox_id, flag_list);
+		free(flag_list);
 	} else if (strcmp(untagged->keyword, "VANISHED") == 0 && untagged->line != NULL &&
 		   imap_response_parse(sync->responses, untagged->line, &response, NULL) == IMAP_RESPONSE_ERROR_NONE &&
 		   response.type == IMAP_RESPONSE_DATA_VANISHED && !response.u.vanished.earlier) {

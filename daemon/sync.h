@@ -66,13 +66,23 @@ void sync_set_event_base(struct sync *sync, struct event_base *base);
    returned command (from after the tag: " UID FETCH 1:* (FLAGS)\r\n",
    "(FLAGS MODSEQ)" once the client enabled CONDSTORE, or "(FLAGS)
    (CHANGEDSINCE m VANISHED)" or "(FLAGS) (CHANGEDSINCE m)" when the
-   options and the store allow) is to be sent right behind it, then
-   sync_second_command's, if any, in the same flight. The text is valid
+   options and the store allow; " UID SEARCH RETURN (ALL) ALL\r\n" for
+   the SEARCH form of a client that enabled neither) is to be sent right
+   behind it, then sync_extra_command's, in the same flight. The text is valid
    until the next call on sync. */
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine);
-/* The sync's second command (a " UID SEARCH RETURN (ALL) ALL\r\n" for the
-   CONDSTORE form's sequence map), or NULL. */
-const char *sync_second_command(const struct sync *sync);
+/* The sync's i-th command after the first (from 0), each to be sent
+   behind the one before in the same flight, or NULL past the last: the
+   CONDSTORE form's " UID SEARCH RETURN (ALL) ALL\r\n" for its sequence
+   map; the SEARCH form's one search per flag (sync-flagsets.h). Valid
+   until the next call. */
+const char *sync_extra_command(struct sync *sync, unsigned int i);
+/* The commands that went, the first and then the extra ones in order
+   (fewer than offered when memory ran out: the sync then ends after those,
+   and the full form follows). Their tags tell the SEARCH form's answers
+   apart: ESEARCH names its command's tag (tags NULL when memory ran out:
+   the full form follows). */
+void sync_commands_sent(struct sync *sync, const char *const *tags, unsigned int count);
 
 /* An untagged response of the SELECT. */
 void sync_select_data(struct sync *sync, const struct imap_client_untagged *untagged);

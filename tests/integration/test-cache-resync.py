@@ -4,8 +4,10 @@
 doc/cache.md): once the store holds a mailbox's HIGHESTMODSEQ, a client
 that enabled QRESYNC gets a sync of "UID FETCH 1:* (FLAGS) (CHANGEDSINCE
 m VANISHED)", one that enabled CONDSTORE "(CHANGEDSINCE m)" and "UID
-SEARCH RETURN (ALL) ALL", one that enabled nothing the full "UID FETCH
-1:* (FLAGS)"; the flags and MODSEQs of the messages not named come from
+SEARCH RETURN (ALL) ALL", one that enabled nothing one "UID SEARCH
+RETURN (ALL) flag" per system flag after the map when the mailbox's
+stored FLAGS hold no keyword (a keyword made since: the full form after
+them), else the full "UID FETCH 1:* (FLAGS)"; the flags and MODSEQs of the messages not named come from
 the store, so that FETCH (UID FLAGS MODSEQ) is answered from it byte for
 byte as Dovecot answers it. A SELECT that contradicts the store (a new
 UIDVALIDITY) gets the full form behind the CHANGEDSINCE one, and a
@@ -27,7 +29,10 @@ from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
 MAILBOX = "resync"
 UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
 DATE = b'"05-Mar-2024 10:11:12 +0100"'
-SYNC = re.compile(r"^(?!s\d+ )\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\).*|UID SEARCH RETURN \(ALL\) ALL)$")
+SYNC = re.compile(r"^(?!s\d+ )\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\).*|"
+                  r"UID SEARCH RETURN \(ALL\) (ALL|ANSWERED|FLAGGED|DELETED|SEEN|DRAFT))$")
+# a plain client's sync of a mailbox without keywords: the map, then one ESEARCH per system flag
+FLAG_SEARCHES = ["UID SEARCH RETURN (ALL) " + key for key in ("ALL", "ANSWERED", "FLAGGED", "DELETED", "SEEN", "DRAFT")]
 FULL = "UID FETCH 1:* (FLAGS)"
 FULL_MODSEQ = "UID FETCH 1:* (FLAGS MODSEQ)"  # the full form for a client that enabled CONDSTORE
 
@@ -88,6 +93,16 @@ def full(lines):
     return lines == [FULL]
 
 
+def searched(lines):
+    """one ESEARCH per system flag"""
+    return lines == FLAG_SEARCHES
+
+
+def searched_then_full(lines):
+    """one ESEARCH per system flag, then the full form (the SELECT's FLAGS had a keyword the store's did not)"""
+    return lines == FLAG_SEARCHES + [FULL]
+
+
 def full_modseq(lines):
     """the full form with MODSEQ alone"""
     return lines == [FULL_MODSEQ]
@@ -131,7 +146,10 @@ def main():
         on_both_accounts("SELECT %s" % MAILBOX, "STORE 2 +FLAGS.SILENT (\\Flagged)", "STORE 3 +FLAGS.SILENT (\\Deleted)",
                          "EXPUNGE", appends=1, first=5)
         session(daemon, relay, "QRESYNC after changes", "ENABLE QRESYNC", expect=qresync)
+        on_both_accounts("SELECT %s" % MAILBOX, "STORE 4 +FLAGS.SILENT (\\Seen \\Draft \\Answered)")
+        session(daemon, relay, "a client that enabled nothing, no keyword in the mailbox", None, expect=searched)
         on_both_accounts("SELECT %s" % MAILBOX, "STORE 1 +FLAGS.SILENT ($Label1)", appends=1, first=6)
+        session(daemon, relay, "a client that enabled nothing, a keyword made since", None, expect=searched_then_full)
         session(daemon, relay, "a client that enabled nothing", None, expect=full)
         session(daemon, relay, "CONDSTORE by SELECT", None, select="SELECT %s (CONDSTORE)" % MAILBOX,
                 expect=condstore, then=("STORE 2 +FLAGS.SILENT (\\Answered)",))

@@ -760,7 +760,7 @@ static void fixture_synced_once(struct fixture *f, bool qresync, bool esearch)
 	fixture_open(f, true);
 	sync_set_options(f->sync, &options);
 	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS MODSEQ)\r\n");
-	CU_ASSERT_PTR_NULL(sync_second_command(f->sync));
+	CU_ASSERT_PTR_NULL(sync_extra_command(f->sync, 0));
 	feed_sync_select(f, inbox_select);
 	sync_select_done(f->sync, IMAP_CLIENT_STATUS_OK, NULL);
 	fetch_data(f, inbox_fetch);
@@ -777,7 +777,7 @@ static void test_qresync_form(void)
 	fixture_synced_once(&f, true, true);
 	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false),
 			       " UID FETCH 1:* (FLAGS) (CHANGEDSINCE 50 VANISHED)\r\n");
-	CU_ASSERT_PTR_NULL(sync_second_command(f.sync));
+	CU_ASSERT_PTR_NULL(sync_extra_command(f.sync, 0));
 	feed_sync_select(&f, inbox_later);
 	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
 	feed_sync(&f, vanished, true);
@@ -801,7 +801,7 @@ static void test_condstore_form(void)
 	fixture_synced_once(&f, false, true);
 	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false),
 			       " UID FETCH 1:* (FLAGS) (CHANGEDSINCE 50)\r\n");
-	CU_ASSERT_STRING_EQUAL(sync_second_command(f.sync), " UID SEARCH RETURN (ALL) ALL\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_extra_command(f.sync, 0), " UID SEARCH RETURN (ALL) ALL\r\n");
 	feed_sync_select(&f, inbox_later);
 	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, NULL);
 	feed_sync(&f, inbox_later_changed, true);
@@ -815,6 +815,160 @@ static void test_condstore_form(void)
 	fixture_close(&f);
 }
 
+/* A mailbox of 3 messages with no keyword, as Dovecot answers the SELECT
+   of a client that enabled nothing, and the full form's FETCH of it. */
+static const char *const plain_select[] = {
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n",
+	"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted.\r\n",
+	"* 3 EXISTS\r\n", "* 0 RECENT\r\n", "* OK [UIDVALIDITY 1700000000] UIDs valid\r\n",
+	"* OK [UIDNEXT 10] Predicted next UID\r\n", NULL,
+};
+static const char *const plain_fetch[] = {
+	"* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n", "* 2 FETCH (UID 7 FLAGS ())\r\n",
+	"* 3 FETCH (UID 9 FLAGS (\\Flagged))\r\n", NULL,
+};
+/* Its next SELECT: message 12 new and \Recent; with_keyword, FLAGS has $Junk. */
+static const char *const plain_later[] = {
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n", "* 4 EXISTS\r\n", "* 1 RECENT\r\n",
+	"* OK [UIDVALIDITY 1700000000] UIDs valid\r\n", "* OK [UIDNEXT 13] Predicted next UID\r\n", NULL,
+};
+static const char *const plain_later_keyword[] = {
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)\r\n", "* 4 EXISTS\r\n", "* 1 RECENT\r\n",
+	"* OK [UIDVALIDITY 1700000000] UIDs valid\r\n", "* OK [UIDNEXT 13] Predicted next UID\r\n", NULL,
+};
+/* The SEARCH form's answers, in an order of their own: the client core
+   may hand on a later command's data before an earlier one's completion. */
+static const char *const plain_searches[] = {
+	"* ESEARCH (TAG \"S4\") UID ALL 3,12\r\n", "* ESEARCH (TAG \"S0\") UID ALL 3,7,9,12\r\n",
+	"* ESEARCH (TAG \"S1\") UID\r\n", "* ESEARCH (TAG \"S2\") UID ALL 9\r\n", "* ESEARCH (TAG \"S3\") UID\r\n",
+	"* ESEARCH (TAG \"S5\") UID ALL 9:12\r\n", NULL,
+};
+#define PLAIN_LATER_VIEW "3(\\Seen) 7() 9(\\Flagged \\Draft) 12(\\Seen \\Draft)"
+
+/* INBOX synced once by a client that enabled nothing (the full form: no
+   FLAGS stored yet), then its next SELECT begun: the SEARCH form, its six
+   commands sent with the tags S0 to S5. */
+static void search_form_begin(struct fixture *f)
+{
+	static const char *const keys[] = { "ANSWERED", "FLAGGED", "DELETED", "SEEN", "DRAFT" };
+	static const char *const tags[] = { "S0", "S1", "S2", "S3", "S4", "S5" };
+	struct sync_options plain = { .esearch = true };
+	char want[64];
+
+	fixture_open(f, true);
+	sync_set_options(f->sync, &plain);
+	select_mailbox(f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f->sync));
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, "INBOX", 5, false), " UID SEARCH RETURN (ALL) ALL\r\n");
+	for (unsigned int i = 0; i < 5; i++) {
+		snprintf(want, sizeof(want), " UID SEARCH RETURN (ALL) %s\r\n", keys[i]);
+		CU_ASSERT_STRING_EQUAL(sync_extra_command(f->sync, i), want);
+	}
+	CU_ASSERT_PTR_NULL(sync_extra_command(f->sync, 5));
+	sync_commands_sent(f->sync, tags, 6);
+}
+
+/* Each of the six done; NULL from each, ready only after the last. */
+static void search_form_done(struct fixture *f, const char *last_next)
+{
+	for (unsigned int i = 0; i < 5; i++) {
+		CU_ASSERT_PTR_NULL(sync_fetch_done(f->sync, IMAP_CLIENT_STATUS_OK));
+		CU_ASSERT_FALSE(sync_is_ready(f->sync));
+	}
+	const char *next = sync_fetch_done(f->sync, IMAP_CLIENT_STATUS_OK);
+
+	if (last_next == NULL) {
+		CU_ASSERT_PTR_NULL(next);
+	} else {
+		CU_ASSERT_STRING_EQUAL(next, last_next);
+	}
+}
+
+/* A client that enabled nothing, the mailbox's stored FLAGS without a
+   keyword: the map and one ESEARCH per system flag load the view, each
+   message's FLAGS in Dovecot's order, \Recent on the last RECENT; a FETCH
+   the upstream sends of its own meanwhile is newer than the searches. */
+static void test_search_form(void)
+{
+	static const char *const meanwhile[] = { "* 2 FETCH (UID 7 FLAGS (\\Answered))\r\n", NULL };
+	struct fixture f;
+
+	search_form_begin(&f);
+	feed_sync_select(&f, plain_later);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(&f, plain_searches, true);
+	search_form_done(&f, NULL);
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), PLAIN_LATER_VIEW);
+	CU_ASSERT_TRUE(mailbox_view_get(f.view, 4)->recent);
+	CU_ASSERT_FALSE(mailbox_view_get(f.view, 3)->recent);
+	CU_ASSERT_STRING_EQUAL(describe_stored_uids(f.cache, sync_mailbox_id(f.sync)), "3 7 9 12");
+
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false), " UID SEARCH RETURN (ALL) ALL\r\n");
+	sync_commands_sent(f.sync, (const char *const[]){ "S0", "S1", "S2", "S3", "S4", "S5" }, 6);
+	feed_sync_select(&f, plain_later);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(&f, plain_searches, true);
+	feed_sync(&f, meanwhile, true);
+	search_form_done(&f, NULL);
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen) 7(\\Answered) 9(\\Flagged \\Draft) 12(\\Seen \\Draft)");
+	fixture_close(&f);
+}
+
+/* What the SEARCH form can't vouch for gets the full form after it: a
+   keyword in the SELECT's FLAGS (which the searches did not cover: the
+   store learns it, and the next SELECT gets the full form alone), an
+   answer of a tag not sent, a single UID the map lacks, a search's NO. */
+static void test_search_form_fallback(void)
+{
+	static const char *const full[] = {
+		"* 1 FETCH (UID 3 FLAGS (\\Seen))\r\n", "* 2 FETCH (UID 7 FLAGS ($Junk))\r\n",
+		"* 3 FETCH (UID 9 FLAGS (\\Flagged \\Draft))\r\n", "* 4 FETCH (UID 12 FLAGS (\\Seen \\Recent))\r\n", NULL,
+	};
+	static const char *const strays[][2] = {
+		{ "* ESEARCH (TAG \"S9\") UID ALL 3\r\n", NULL },
+		{ "* ESEARCH (TAG \"S1\") UID ALL 3,10\r\n", NULL },
+	};
+	struct fixture f;
+	char *flag_list = NULL;
+
+	search_form_begin(&f);
+	feed_sync_select(&f, plain_later_keyword);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(&f, plain_searches, true);
+	search_form_done(&f, " UID FETCH 1:* (FLAGS)\r\n");
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+	feed_sync(&f, full, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen) 7($Junk) 9(\\Flagged \\Draft) 12(\\Seen \\Recent)");
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(f.cache, sync_mailbox_id(f.sync), &flag_list), 1);
+	CU_ASSERT_STRING_EQUAL(flag_list, "\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk");
+	free(flag_list);
+	select_begin(&f, "INBOX", false, plain_later_keyword); /* the full form alone now */
+	fixture_close(&f);
+
+	for (size_t i = 0; i < sizeof(strays) / sizeof(strays[0]); i++) {
+		search_form_begin(&f);
+		feed_sync_select(&f, plain_later);
+		sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+		feed_sync(&f, strays[i], true);
+		feed_sync(&f, plain_searches, true);
+		search_form_done(&f, " UID FETCH 1:* (FLAGS)\r\n");
+		if (sync_is_ready(f.sync))
+			fail_case(strays[i][0], "taken");
+		fixture_close(&f);
+	}
+	search_form_begin(&f);
+	feed_sync_select(&f, plain_later);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(&f, plain_searches, true);
+	for (unsigned int i = 0; i < 5; i++)
+		CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, i == 2 ? IMAP_CLIENT_STATUS_NO : IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_STRING_EQUAL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK), " UID FETCH 1:* (FLAGS)\r\n");
+	fixture_close(&f);
+}
+
 /* Without ESEARCH the CONDSTORE form has no map: the full form. Without
    CONDSTORE, the full form, and the stored HIGHESTMODSEQ stays. */
 static void test_full_form_choices(void)
@@ -824,7 +978,7 @@ static void test_full_form_choices(void)
 
 	fixture_synced_once(&f, false, false);
 	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false), " UID FETCH 1:* (FLAGS MODSEQ)\r\n");
-	CU_ASSERT_PTR_NULL(sync_second_command(f.sync));
+	CU_ASSERT_PTR_NULL(sync_extra_command(f.sync, 0));
 	sync_set_options(f.sync, &none);
 	select_mailbox(&f, "INBOX", inbox_select, NULL, inbox_fetch);
 	CU_ASSERT_TRUE(sync_is_ready(f.sync));
@@ -1004,6 +1158,8 @@ const struct unit_test unit_tests[] = {
 	{ "a FETCH line of the common shape read from its bytes", test_fetch_line },
 	{ "the QRESYNC form: what changed and VANISHED, the rest from the store", test_qresync_form },
 	{ "the CONDSTORE form: what changed and ESEARCH's map", test_condstore_form },
+	{ "the SEARCH form: ESEARCH's map and one per system flag", test_search_form },
+	{ "the SEARCH form: what it can't vouch for gets the full form", test_search_form_fallback },
 	{ "the full form without ESEARCH or CONDSTORE", test_full_form_choices },
 	{ "a CHANGEDSINCE form that does not add up: the full form follows", test_fallback_to_full },
 	{ "flag rows a chunk per event-loop turn, HIGHESTMODSEQ after them, past the session", test_chunked_writes },
