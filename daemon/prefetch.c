@@ -27,6 +27,8 @@ struct prefetch {
 	uint32_t below_uid;       /* the walk goes on with the UIDs under this one */
 	uint32_t top_uid;         /* the view's highest UID when the walks began */
 	uint32_t unknown_asked;   /* the view's count when messages with no UID were last asked for */
+	uint32_t batch_messages;  /* a batch's limits now (prefetch_batch_took) */
+	uint64_t batch_bytes;
 };
 
 /* One store lookup's answers, for the messages of the view it covered. */
@@ -40,9 +42,27 @@ struct prefetch *prefetch_new(void)
 {
 	struct prefetch *prefetch = calloc(1, sizeof(*prefetch));
 
-	if (prefetch != NULL)
+	if (prefetch != NULL) {
 		prefetch_restart(prefetch);
+		prefetch->batch_messages = PREFETCH_BATCH_FIRST_MESSAGES;
+		prefetch->batch_bytes = PREFETCH_BATCH_FIRST_BYTES;
+	}
 	return prefetch;
+}
+
+void prefetch_batch_took(struct prefetch *prefetch, uint64_t usec)
+{
+	if (usec > PREFETCH_BATCH_TRANSFER_USEC) {
+		prefetch->batch_messages = prefetch->batch_messages / 2 > PREFETCH_BATCH_MIN_MESSAGES ?
+			prefetch->batch_messages / 2 : PREFETCH_BATCH_MIN_MESSAGES;
+		prefetch->batch_bytes = prefetch->batch_bytes / 2 > PREFETCH_BATCH_MIN_BYTES ?
+			prefetch->batch_bytes / 2 : PREFETCH_BATCH_MIN_BYTES;
+	} else if (usec < PREFETCH_BATCH_TRANSFER_USEC / 2) {
+		prefetch->batch_messages = prefetch->batch_messages * 2 < PREFETCH_BATCH_MESSAGES ?
+			prefetch->batch_messages * 2 : PREFETCH_BATCH_MESSAGES;
+		prefetch->batch_bytes = prefetch->batch_bytes * 2 < PREFETCH_BATCH_BYTES ?
+			prefetch->batch_bytes * 2 : PREFETCH_BATCH_BYTES;
+	}
 }
 
 void prefetch_free(struct prefetch **prefetch)
@@ -99,12 +119,14 @@ struct prefetch_batch {
 	size_t count;
 	uint64_t bytes;           /* of whole messages */
 	uint64_t stored;          /* what the store held of whole messages when it began */
+	uint32_t max_count;       /* its limits (struct prefetch's now) */
+	uint64_t max_bytes;
 };
 
 /* Whether the batch has room for more. */
 static bool prefetch_batch_open(const struct prefetch_batch *batch)
 {
-	return batch->count < PREFETCH_BATCH_MESSAGES && batch->bytes < PREFETCH_BATCH_BYTES;
+	return batch->count < batch->max_count && batch->bytes < batch->max_bytes;
 }
 
 /* Whether the walk wants the message (presence NULL: nothing stored);
@@ -214,7 +236,8 @@ static void prefetch_take_unknown(struct prefetch *prefetch, const struct mailbo
 int prefetch_next(struct prefetch *prefetch, const struct prefetch_limits *limits, struct cache *cache,
 		  int64_t mailbox_id, const struct mailbox_view *view, char *buf, size_t size)
 {
-	struct prefetch_batch batch = { .stored = cache_body_bytes(cache) };
+	struct prefetch_batch batch = { .stored = cache_body_bytes(cache), .max_count = prefetch->batch_messages,
+					.max_bytes = prefetch->batch_bytes };
 	uint32_t max_uid = mailbox_view_max_uid(view);
 
 	if (prefetch_unknown_tail(prefetch, view) > 0 && limits->mode != CONF_PREFETCH_OFF && !cache_writes_off(cache)) {

@@ -14,6 +14,15 @@ struct prefetch;
 
 #define PREFETCH_BATCH_MESSAGES 200 /* a client command waits behind at most one batch: ~0.5 MB of headers */
 #define PREFETCH_BATCH_BYTES (1024 * 1024) /* of whole messages per batch: 50 ms at 20 MB/s */
+/* A batch's data should arrive within this: what a client command waits
+   behind it, beside a round trip. Over a slow link the batches shrink
+   (prefetch_batch_took): 200 headers take 200 ms at 20 Mbit/s. */
+#define PREFETCH_BATCH_TRANSFER_USEC 100000
+#define PREFETCH_BATCH_MIN_MESSAGES 12
+#define PREFETCH_BATCH_MIN_BYTES (64 * 1024)
+/* The first batch, before the link's speed is known: 50 ms at 20 Mbit/s. */
+#define PREFETCH_BATCH_FIRST_MESSAGES 50
+#define PREFETCH_BATCH_FIRST_BYTES (256 * 1024)
 #define PREFETCH_SCAN_CHUNK 1000 /* messages looked up in the store per query: a few milliseconds */
 
 /* The command's item lists. UID and INTERNALDATE first: Dovecot answers
@@ -40,6 +49,14 @@ struct prefetch_limits {
  */
 struct prefetch *prefetch_new(void);
 void prefetch_free(struct prefetch **prefetch);
+
+/* How long the last batch's data took to arrive, from its first line to
+   its tagged reply: past PREFETCH_BATCH_TRANSFER_USEC the next batches
+   take half as many messages and bytes (down to the _MIN ones), under
+   half of it twice as many (up to PREFETCH_BATCH_MESSAGES and _BYTES),
+   so that a client command waits about that long behind one on any link.
+   The first batch takes PREFETCH_BATCH_FIRST_MESSAGES and _BYTES. */
+void prefetch_batch_took(struct prefetch *prefetch, uint64_t usec);
 
 /* The view was loaded anew (a SELECT): walk again from its newest message. */
 void prefetch_restart(struct prefetch *prefetch);

@@ -203,6 +203,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 			session_open_batch(session);
 			fetch_fill_feed(session->fill, data, len, line_end); /* what the store keeps of it (PREVIEW) */
 		} else if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
+			if (session->own_kind == SESSION_OWN_PREFETCH && session->prefetch_data_usec == 0)
+				session->prefetch_data_usec = session_now_usec();
 			session_open_batch(session);
 			fetch_fill_feed(session->fill, data, len, line_end);
 		}

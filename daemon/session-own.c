@@ -878,6 +878,8 @@ static void session_prefetch_done(struct imap_client *client, struct imap_client
 	(void)client;
 	(void)command;
 	session_own_finish(session);
+	if (result->status == IMAP_CLIENT_STATUS_OK && session->prefetch != NULL && session->prefetch_data_usec != 0)
+		prefetch_batch_took(session->prefetch, session_now_usec() - session->prefetch_data_usec);
 	if (session->idle_pause == SESSION_IDLE_FETCHING && result->status != IMAP_CLIENT_STATUS_ABORT)
 		session_idle_resume(session);
 	if (result->status != IMAP_CLIENT_STATUS_OK && result->status != IMAP_CLIENT_STATUS_ABORT) {
@@ -918,6 +920,7 @@ static bool session_own_prefetch(struct session *session)
 	if (session->prefetch_batches++ == 0)
 		session->prefetch_started_usec = session_now_usec();
 	log_debug("session %lu: prefetch:%.*s", session->id, (int)strcspn(line, "\r"), line);
+	session->prefetch_data_usec = 0;
 	session_own_send(session, SESSION_OWN_PREFETCH, "FETCH", line, strlen(line), session_prefetch_done);
 	return true;
 }

@@ -182,6 +182,7 @@ struct session {
 	struct event *prefetch_timer;  /* the client's quiet must last before a batch starts */
 	uint64_t last_activity_usec;   /* monotonic: the client's last command routed or answered */
 	uint64_t prefetch_started_usec; /* when the walk's first batch went */
+	uint64_t prefetch_data_usec;   /* when the running batch's first line came; 0: none yet */
 	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
 	bool batch_open;
 	bool batch_commit;             /* a tagged reply passed this turn: the batch commits now, not soon */

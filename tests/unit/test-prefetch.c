@@ -35,6 +35,8 @@ static void setup(void)
 	view = store.view;
 	prefetch = prefetch_new();
 	CU_ASSERT_PTR_NOT_NULL_FATAL(prefetch);
+	for (int i = 0; i < 3; i++)
+		prefetch_batch_took(prefetch, 0); /* a fast link: whole batches */
 	limits = (struct prefetch_limits){ .mode = CONF_PREFETCH_HEADERS, .body_budget = 1 << 20,
 					   .body_max_size = 1 << 20 };
 }
@@ -93,6 +95,36 @@ static void test_headers_walk(void)
 	CU_ASSERT_STRING_EQUAL(set_of(next()), "1:50");
 	CU_ASSERT_STRING_EQUAL(next(), "");
 	CU_ASSERT_STRING_EQUAL(next(), "");
+	teardown();
+}
+
+/* The first batch takes PREFETCH_BATCH_FIRST_MESSAGES; then a batch
+   takes half as many once its data took longer than
+   PREFETCH_BATCH_TRANSFER_USEC to arrive, down to
+   PREFETCH_BATCH_MIN_MESSAGES, and twice as many once it took under half
+   of it, up to PREFETCH_BATCH_MESSAGES. */
+static void test_batches_follow_the_link(void)
+{
+	setup();
+	prefetch_free(&prefetch);
+	prefetch = prefetch_new(); /* the link's speed not known */
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "401:450");
+	prefetch_batch_took(prefetch, 0);
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "301:400");
+	prefetch_batch_took(prefetch, PREFETCH_BATCH_TRANSFER_USEC / 4);
+	prefetch_batch_took(prefetch, PREFETCH_BATCH_TRANSFER_USEC / 4); /* no more than PREFETCH_BATCH_MESSAGES */
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "101:300");
+	prefetch_batch_took(prefetch, 2 * PREFETCH_BATCH_TRANSFER_USEC);
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "1:100");
+	teardown();
+	setup();
+	for (int i = 0; i < 8; i++)
+		prefetch_batch_took(prefetch, 10 * PREFETCH_BATCH_TRANSFER_USEC);
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "439:450");
+	prefetch_batch_took(prefetch, PREFETCH_BATCH_TRANSFER_USEC / 4);
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "415:438");
+	prefetch_batch_took(prefetch, PREFETCH_BATCH_TRANSFER_USEC * 3 / 4); /* about right: as it is */
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "391:414");
 	teardown();
 }
 
@@ -191,5 +223,6 @@ const struct unit_test unit_tests[] = {
 	{ "bodies: within max size, batch bytes and budget", test_bodies_walk },
 	{ "off and empty", test_off },
 	{ "the proxy's own answer lines", test_own_line },
+	{ "batches follow the link's speed", test_batches_follow_the_link },
 	{ NULL, NULL },
 };
