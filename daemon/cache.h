@@ -246,8 +246,8 @@ int cache_mailbox_set_uids(struct cache *cache, int64_t mailbox_id, const uint32
    unreadable: counts as missing), -1 on error. */
 int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **uids_r, size_t *count_r);
 /* The mailbox's FLAGS as its last SELECT reported them: the text between
-   the parentheses, flags one space apart. get returns 1 with *text_r
-   (malloc'd), 0 when none is stored, -1 on error. */
+   the parentheses, flags one space apart; set with NULL forgets it. get
+   returns 1 with *text_r (malloc'd), 0 when none is stored, -1 on error. */
 int cache_mailbox_set_flag_list(struct cache *cache, int64_t mailbox_id, const char *text);
 int cache_mailbox_get_flag_list(struct cache *cache, int64_t mailbox_id, char **text_r);
 /* The upstream expunged uids (any order): their rows and bodies go, and

@@ -195,7 +195,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC && line_end &&
-		    command == session->own_command && sync_fetch_line(session->sync, data, len))
+		    session_own_runs(session, command) && sync_fetch_line(session->sync, data, len))
 			return IMAP_CLIENT_RAW_HANDLED; /* read from its bytes: 10,000 of them per SELECT */
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SPLICE) {
 			if (session->splice != NULL) /* kept for the answer */
@@ -293,7 +293,7 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 	}
 	if (command != NULL && command == session->select_command)
 		sync_select_data(session->sync, untagged);
-	else if (command != NULL && command == session->own_command)
+	else if (session_own_runs(session, command))
 		session_own_untagged(session, untagged);
 	else
 		sync_update(session->sync, untagged);
@@ -1152,6 +1152,7 @@ void session_forward_free(struct session *session)
 	session_own_splice_reset(session);
 	session_own_vanished_reset(session);
 	fetch_fill_free(&session->fill);
+	session_own_sync_behind_clear(session);
 	prefetch_free(&session->prefetch);
 	if (session->prefetch_timer != NULL)
 		event_free(session->prefetch_timer);

@@ -241,7 +241,7 @@ bool session_own_swallows(struct session *session, const struct imap_client_comm
 	uint32_t seq = 0;
 	bool swallow;
 
-	if (command == NULL || command != session->own_command)
+	if (!session_own_runs(session, command))
 		return false;
 	swallow = kind == IMAP_CLIENT_RAW_TAGGED || session->swallowing_line;
 	if (!swallow && kind == IMAP_CLIENT_RAW_UNTAGGED && session_own_fetch_line(data, len, &seq)) {
@@ -469,6 +469,37 @@ static int session_own_send_set(struct session *session, enum session_own_kind k
 
 /* ---- the sync behind a SELECT or EXAMINE ---- */
 
+bool session_own_runs(const struct session *session, const struct imap_client_command *command)
+{
+	if (command == NULL)
+		return false;
+	if (command == session->own_command)
+		return true;
+	for (unsigned int i = 0; i < session->sync_behind_count; i++) {
+		if (session->sync_behind[i] == command)
+			return true;
+	}
+	return false;
+}
+
+/* The sync's command is answered (in any order): own_command becomes
+   the oldest of the flight not yet answered. Returns false when none is
+   left. */
+static bool session_own_sync_answered(struct session *session, const struct imap_client_command *command)
+{
+	for (unsigned int i = 0; i < session->sync_behind_count; i++) {
+		if (session->sync_behind[i] == command)
+			session->sync_behind[i] = NULL;
+	}
+	for (unsigned int i = 0; i < session->sync_behind_count; i++) {
+		if (session->sync_behind[i] != NULL) {
+			session->own_command = session->sync_behind[i];
+			return true;
+		}
+	}
+	return false;
+}
+
 /* The sync's own command is done: the next one runs, or the client gets
    its SELECT's reply. */
 static void session_sync_done(struct imap_client *client, struct imap_client_command *command,
@@ -485,10 +516,9 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 		return; /* session_upstream_closed ends the session */
 	}
 	next = sync_fetch_done(session->sync, result->status);
-	if (session->sync_behind_next < session->sync_behind_count) {
-		/* the next command of the flight is answered next */
+	if (session_own_sync_answered(session, command)) {
+		/* the oldest command of the flight not yet answered */
 		session->own_kind = SESSION_OWN_SYNC;
-		session->own_command = session->sync_behind[session->sync_behind_next++];
 		return;
 	}
 	session_own_sync_behind_clear(session);
@@ -531,7 +561,7 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 	session->sync_behind = malloc(sizeof(*session->sync_behind));
 	if (session->sync_behind != NULL) {
 		session->sync_behind[0] = session->own_command;
-		session->sync_behind_count = session->sync_behind_next = 1;
+		session->sync_behind_count = 1;
 	}
 	while (session->sync_behind != NULL && (line = sync_extra_command(session->sync, sent)) != NULL) {
 		struct imap_client_command **behind = realloc(session->sync_behind,
@@ -567,7 +597,7 @@ void session_own_sync_behind_clear(struct session *session)
 {
 	free(session->sync_behind);
 	session->sync_behind = NULL;
-	session->sync_behind_count = session->sync_behind_next = 0;
+	session->sync_behind_count = 0;
 }
 
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command)

@@ -145,7 +145,7 @@ struct session {
 	struct imap_client_command *select_command; /* the client's SELECT/EXAMINE on its way */
 	struct imap_client_command *own_command;    /* the proxy's own command, while it runs */
 	struct imap_client_command **sync_behind;   /* the sync's commands sent behind own_command, in order */
-	unsigned int sync_behind_count, sync_behind_next;
+	unsigned int sync_behind_count;            /* answered ones are NULL */
 	enum session_own_kind own_kind;
 	struct evbuffer *held_reply;   /* the SELECT's tagged reply, until the sync is done */
 	bool swallowing_line;          /* the rest of a long line of the own command's data */
@@ -344,6 +344,10 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 			    struct imap_client_command *upstream);
 /* Forgets the sync's commands behind the one running (their memory). */
 void session_own_sync_behind_clear(struct session *session);
+/* Whether command is the proxy's own one running, or a command of the
+   sync's flight not yet answered: Dovecot may answer pipelined commands
+   out of order, so any of them may be the one a line belongs to. */
+bool session_own_runs(const struct session *session, const struct imap_client_command *command);
 /* Whether command's tagged reply waits in held_reply (a SELECT whose
    sync runs). */
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command);

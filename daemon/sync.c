@@ -84,6 +84,7 @@ struct sync {
 	char **command_tags;     /* the SEARCH form's, in order: whose an ESEARCH is ((TAG "...")) */
 	unsigned int command_tag_count;
 	char *flag_list;         /* the SELECT's FLAGS, flags one space apart; NULL */
+	bool flags_seen;         /* the SELECT had FLAGS (flag_list NULL: too long to keep) */
 	struct sync_flagsets *flagsets; /* the SEARCH form's */
 	bool delta_refused;      /* the SELECT contradicts the store: the full form follows */
 	struct cache_mailbox stored; /* as of sync_select_begin (a CHANGEDSINCE form) */
@@ -231,6 +232,7 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	sync->highestmodseq = 0;
 	free(sync->flag_list);
 	sync->flag_list = NULL;
+	sync->flags_seen = false;
 	sync->form = sync_choose_form(sync);
 	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 :
 				 sync->form == SYNC_FORM_SEARCH ? 1 + sync_flagsets_count(sync->flagsets) : 1;
@@ -323,6 +325,7 @@ void sync_select_data(struct sync *sync, const struct imap_client_untagged *unta
 	if (strcmp(untagged->keyword, "FLAGS") == 0 && untagged->args_count == 1) {
 		free(sync->flag_list);
 		sync->flag_list = sync_flags_text(&untagged->args[0]);
+		sync->flags_seen = true;
 	} else if (strcmp(untagged->keyword, "EXISTS") == 0 && untagged->has_number)
 		sync->exists = untagged->number;
 	else if (strcmp(untagged->keyword, "RECENT") == 0 && untagged->has_number)
@@ -925,8 +928,9 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 		cache_mailbox_remove_uids(sync->cache, mailbox.id, gone, gone_count);
 	cache_mailbox_set_uids(sync->cache, mailbox.id, uids, count);
 	cache_mailbox_set_state(sync->cache, mailbox.id, sync->uidnext, sync->nomodseq ? 0 : mailbox.highestmodseq);
-	if (sync->flag_list != NULL && (sync->flagsets == NULL || !sync_flagsets_searched(sync->flagsets, sync->flag_list)))
-		cache_mailbox_set_flag_list(sync->cache, mailbox.id, sync->flag_list); /* the next SELECT's searches */
+	/* the next SELECT's searches; none after a list too long to keep */
+	if (sync->flags_seen && (sync->flagsets == NULL || !sync_flagsets_searched(sync->flagsets, sync->flag_list)))
+		cache_mailbox_set_flag_list(sync->cache, mailbox.id, sync->flag_list);
 	cache_batch_end(sync->cache);
 	free(stored);
 	free(gone);
@@ -1098,10 +1102,9 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 		sync_update_fetch(sync, untagged);
 	} else if (strcmp(untagged->keyword, "FLAGS") == 0 && untagged->args_count == 1 && sync->cache != NULL &&
 		   sync->mailbox_id != 0) {
-		char *flag_list = sync_flags_text(&untagged->args[0]); /* a keyword was made */
+		char *flag_list = sync_flags_text(&untagged->args[0]); /* a keyword was made; NULL: too long */
 
-		if (flag_list != NULL)
-			cache_mailbox_set_flag_list(sync->cache, sync->mailbox_id, flag_list);
+		cache_mailbox_set_flag_list(sync->cache, sync->mailbox_id, flag_list);
 		free(flag_list);
 	} else if (strcmp(untagged->keyword, "VANISHED") == 0 && untagged->line != NULL &&
 		   imap_response_parse(sync->responses, untagged->line, &response, NULL) == IMAP_RESPONSE_ERROR_NONE &&

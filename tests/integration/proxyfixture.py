@@ -622,13 +622,18 @@ class Relay:
     record=False skips the recording (benchmarks moving megabytes).
     fault, a RelayFault, is played on the connections it names (without
     delay or rate); self.fired counts the faults played so far.
+    reply_filter(relay, number), when given, makes for each connection a
+    feed(data) -> the bytes to pass on now of what the upstream sent (a
+    test that reorders the upstream's replies, as a server may).
     close() stops accepting and cuts every connection."""
 
     CAPABILITY = re.compile(r"^\* CAPABILITY (.*)$|\[CAPABILITY ([^\]]*)\]", re.I)
 
-    def __init__(self, host=None, port=None, delay=0.0, handshake_rtts=1.5, rate=None, record=True, fault=None):
+    def __init__(self, host=None, port=None, delay=0.0, handshake_rtts=1.5, rate=None, record=True, fault=None,
+                 reply_filter=None):
         self.target = (host or HOST, port or PORT)
         self.fault, self.fired = fault, 0
+        self.reply_filter = reply_filter
         self.delay, self.connect_delay, self.rate = delay, handshake_rtts * 2 * delay, rate
         self.record = record
         self.listener = socket.socket()
@@ -727,12 +732,13 @@ class Relay:
 
     def _direction(self, number, source, sink, upward):
         lines = LineReader() if self.record else None
+        feed = self.reply_filter(self, number) if self.reply_filter is not None and not upward else None
         if self.delay == 0 and self.rate is None:
-            threading.Thread(target=self._pump, args=(number, source, sink, upward, lines, None),
+            threading.Thread(target=self._pump, args=(number, source, sink, upward, lines, None, feed),
                              daemon=True).start()
             return
         chunks = queue.Queue()
-        threading.Thread(target=self._pump, args=(number, source, sink, upward, lines, chunks),
+        threading.Thread(target=self._pump, args=(number, source, sink, upward, lines, chunks, feed),
                          daemon=True).start()
         threading.Thread(target=self._deliver, args=(source, sink, chunks), daemon=True).start()
 
@@ -752,15 +758,20 @@ class Relay:
                 if m is not None:
                     self.capabilities[number] = tuple((m.group(1) or m.group(2)).upper().split())
 
-    def _pump(self, number, source, sink, upward, lines, chunks):
-        """Reads source; counts and records each chunk, then passes it to
-        sink (or, when delayed, to chunks with its time of delivery)."""
+    def _pump(self, number, source, sink, upward, lines, chunks, feed=None):
+        """Reads source; counts and records each chunk, then passes it
+        (through feed, if any) to sink (or, when delayed, to chunks with
+        its time of delivery)."""
         try:
             while True:
                 data = source.recv(1 << 16)
                 if not data:
                     break
                 self._note(number, data, upward, lines)
+                if feed is not None:
+                    data = feed(data)
+                    if not data:
+                        continue
                 if chunks is None:
                     sink.sendall(data)
                 else:

@@ -88,6 +88,60 @@ def session(daemon, relay, name, enable, select="SELECT %s" % MAILBOX, expect=No
     time.sleep(0.2)  # the store's flag rows go a chunk per event-loop turn
 
 
+def swap_flag_search_replies(relay, number):
+    """The relay's reply filter: holds the tagged reply of the sync's
+    ANSWERED search until the one of its FLAGGED search has passed, as a
+    server may answer pipelined commands out of order (RFC 3501 5.5;
+    Dovecot runs searches side by side). relay.swapped counts the swaps."""
+    state = {"buf": b"", "held": None}
+
+    def tags():
+        found = {}
+        for c in relay.recorded():
+            m = re.match(r"(\S+) UID SEARCH RETURN \(ALL\) (ANSWERED|FLAGGED)$", c.line)
+            if c.connection == number and m:
+                found[m.group(2)] = m.group(1).encode() + b" "
+        return found
+
+    def feed(data):
+        state["buf"] += data
+        out = b""
+        while b"\r\n" in state["buf"]:
+            line, state["buf"] = state["buf"].split(b"\r\n", 1)
+            line += b"\r\n"
+            sent = tags()
+            if state["held"] is None and len(sent) == 2 and line.startswith(sent["ANSWERED"]):
+                state["held"] = line
+                continue
+            out += line
+            if state["held"] is not None and line.startswith(sent.get("FLAGGED", b"\0")):
+                out += state["held"]
+                state["held"] = None
+                relay.swapped += 1
+        return out
+    return feed
+
+
+def out_of_order():
+    """A plain client's SEARCH form whose searches the upstream answers out
+    of order: the proxy takes each reply as its own, and the view it loads
+    answers FETCH as Dovecot does."""
+    relay = Relay(reply_filter=swap_flag_search_replies)
+    relay.swapped = 0
+    store_dir = proxyfixture.scratch_dir("imapcached-resync-order.")
+    daemon = Daemon(relay.upstream_entry(), extra='cache = { dir = "%s"; prefetch = "off"; };\n' % store_dir)
+    try:
+        on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=4, first=20)
+        on_both_accounts("SELECT %s" % MAILBOX, "STORE 2 +FLAGS.SILENT (\\Answered)",
+                         "STORE 3 +FLAGS.SILENT (\\Flagged \\Seen)")
+        session(daemon, relay, "out of order: a first plain session", None, expect=full)
+        session(daemon, relay, "out of order: the searches answered out of order", None, expect=searched)
+        check("out of order: the relay answered FLAGGED before ANSWERED", relay.swapped == 1, relay.swapped)
+    finally:
+        check("out of order: the daemon exited cleanly", daemon.stop() == 0)
+        relay.close()
+
+
 def full(lines):
     """the full form alone"""
     return lines == [FULL]
@@ -163,6 +217,7 @@ def main():
     finally:
         check("the daemon exited cleanly", daemon.stop() == 0)
         relay.close()
+    out_of_order()
     return summary()
 
 

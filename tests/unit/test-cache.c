@@ -3056,6 +3056,9 @@ static void test_flag_list(void)
 	CU_ASSERT_STRING_EQUAL(text, "\\Answered \\Seen $Junk $Work");
 	free(text);
 	CU_ASSERT_EQUAL(cache_mailbox_set_flag_list(cache, mailbox.id + 1, "x"), -1); /* no such mailbox */
+	CU_ASSERT_EQUAL(cache_mailbox_set_flag_list(cache, mailbox.id, NULL), 0);
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(cache, mailbox.id, &text), 0); /* forgotten */
+	CU_ASSERT_EQUAL(cache_mailbox_set_flag_list(cache, mailbox.id, "\\Answered \\Seen $Junk $Work"), 0);
 	cache_unref(&cache);
 	make_database(path, "ALTER TABLE mailboxes DROP COLUMN flag_list; PRAGMA user_version = 9;");
 	cache = open_account("up", "alice");

@@ -915,6 +915,8 @@ static void test_search_form(void)
 	fixture_close(&f);
 }
 
+#define SYNC_LONG_FLAGS 9000 /* past what sync keeps of a FLAGS list (SYNC_FLAGS_MAX) */
+
 /* What the SEARCH form can't vouch for gets the full form after it: a
    keyword in the SELECT's FLAGS (which the searches did not cover: the
    store learns it, and the next SELECT gets the full form alone), an
@@ -946,6 +948,28 @@ static void test_search_form_fallback(void)
 	CU_ASSERT_STRING_EQUAL(flag_list, "\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk");
 	free(flag_list);
 	select_begin(&f, "INBOX", false, plain_later_keyword); /* the full form alone now */
+	fixture_close(&f);
+
+	/* a FLAGS list too long to keep: the stored one is forgotten, not kept stale */
+	search_form_begin(&f);
+	{
+		static char flags_line[SYNC_LONG_FLAGS + 64];
+		const char *long_select[] = { flags_line, "* 4 EXISTS\r\n", "* OK [UIDVALIDITY 1700000000] v\r\n", NULL };
+		size_t used = (size_t)snprintf(flags_line, sizeof(flags_line), "* FLAGS (\\Seen");
+
+		while (used < SYNC_LONG_FLAGS)
+			used += (size_t)snprintf(flags_line + used, sizeof(flags_line) - used, " $k%zu", used);
+		snprintf(flags_line + used, sizeof(flags_line) - used, ")\r\n");
+		feed_sync_select(&f, long_select);
+	}
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(&f, plain_searches, true);
+	search_form_done(&f, " UID FETCH 1:* (FLAGS)\r\n");
+	feed_sync(&f, full, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(f.cache, sync_mailbox_id(f.sync), &flag_list), 0);
+	select_begin(&f, "INBOX", false, plain_later); /* the full form: no list to search by */
 	fixture_close(&f);
 
 	for (size_t i = 0; i < sizeof(strays) / sizeof(strays[0]); i++) {
