@@ -732,22 +732,7 @@ static void test_protocol_errors_abort(void)
 	}
 }
 
-/* Writes len bytes as the server, pumping the client between the
-   socket's fills: more than a socket buffer holds. */
-static void server_send_large(struct harness *h, const char *data, size_t len)
-{
-	size_t sent = 0;
-
-	for (int rounds = 0; sent < len && rounds < 100000; rounds++) {
-		ssize_t n = write(h->peer_fd, data + sent, len - sent);
-
-		if (n > 0)
-			sent += (size_t)n;
-		event_base_loop(h->base, EVLOOP_NONBLOCK);
-	}
-	CU_ASSERT_EQUAL(sent, len);
-	pump(h);
-}
+static void server_send_all(struct harness *h, const char *data, size_t len);
 
 /* "* SEARCH 1 2 ... count\r\n" (malloc'd), *len_r its length. */
 static char *search_line(unsigned int count, size_t *len_r)
@@ -793,10 +778,10 @@ static void test_long_and_deep_lines(void)
 	imap_client_noop(h.client, on_done, &c);
 	line = search_line(15000, &len);
 	CU_ASSERT(len > 64 * 1024);
-	server_send_large(&h, line, len);
+	server_send_all(&h, line, len);
 	free(line);
 	line = thread_line(1000, &len);
-	server_send_large(&h, line, len);
+	server_send_all(&h, line, len);
 	free(line);
 	server_send(&h, "A1 OK done\r\n");
 	CU_ASSERT_EQUAL(c.count, 1);
@@ -806,7 +791,7 @@ static void test_long_and_deep_lines(void)
 	CU_ASSERT_EQUAL(imap_client_get_state(h.client), IMAP_CLIENT_STATE_NOT_AUTHENTICATED);
 	imap_client_noop(h.client, on_done, &c);
 	line = thread_line(IMAP_CLIENT_MAX_RESPONSE_DEPTH + 1, &len);
-	server_send_large(&h, line, len);
+	server_send_all(&h, line, len);
 	free(line);
 	CU_ASSERT_EQUAL(c.count, 2);
 	CU_ASSERT_EQUAL(c.status[1], IMAP_CLIENT_STATUS_ABORT);
