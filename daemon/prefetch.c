@@ -50,6 +50,22 @@ struct prefetch *prefetch_new(void)
 	return prefetch;
 }
 
+void prefetch_size_first(struct prefetch *prefetch, uint64_t bytes_per_sec)
+{
+	uint64_t bytes, messages;
+
+	if (bytes_per_sec == 0)
+		return;
+	bytes = bytes_per_sec > UINT64_MAX / PREFETCH_BATCH_TRANSFER_USEC ?
+			PREFETCH_BATCH_BYTES : bytes_per_sec * (PREFETCH_BATCH_TRANSFER_USEC * 3 / 4) / 1000000;
+	bytes = bytes < PREFETCH_BATCH_MIN_BYTES ? PREFETCH_BATCH_MIN_BYTES :
+		bytes > PREFETCH_BATCH_BYTES ? PREFETCH_BATCH_BYTES : bytes;
+	messages = bytes * PREFETCH_BATCH_FIRST_MESSAGES / PREFETCH_BATCH_FIRST_BYTES;
+	prefetch->batch_bytes = bytes;
+	prefetch->batch_messages = messages < PREFETCH_BATCH_MIN_MESSAGES ? PREFETCH_BATCH_MIN_MESSAGES :
+				   messages > PREFETCH_BATCH_MESSAGES ? PREFETCH_BATCH_MESSAGES : (uint32_t)messages;
+}
+
 void prefetch_batch_took(struct prefetch *prefetch, uint64_t usec)
 {
 	if (usec > PREFETCH_BATCH_TRANSFER_USEC) {

@@ -58,6 +58,13 @@ void prefetch_free(struct prefetch **prefetch);
    The first batch takes PREFETCH_BATCH_FIRST_MESSAGES and _BYTES. */
 void prefetch_batch_took(struct prefetch *prefetch, uint64_t usec);
 
+/* The first batch sized for a link measured at bytes_per_sec (link.h;
+   0: not known, PREFETCH_BATCH_FIRST_*): its data should take three
+   quarters of PREFETCH_BATCH_TRANSFER_USEC, within the batches' limits,
+   its messages in proportion (PREFETCH_BATCH_FIRST_BYTES per
+   PREFETCH_BATCH_FIRST_MESSAGES). */
+void prefetch_size_first(struct prefetch *prefetch, uint64_t bytes_per_sec);
+
 /* The view was loaded anew (a SELECT): walk again from its newest message. */
 void prefetch_restart(struct prefetch *prefetch);
 

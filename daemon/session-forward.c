@@ -9,6 +9,7 @@
 #include "imap-command.h"
 #include "imap-parser.h"
 #include "imap-response.h"
+#include "link.h"
 #include "log.h"
 #include "mailbox-view.h"
 #include "prefetch.h"
@@ -195,16 +196,18 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		return 0;
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC && line_end &&
-		    session_own_runs(session, command) && sync_fetch_line(session->sync, data, len))
+		    session_own_runs(session, command) && sync_fetch_line(session->sync, data, len)) {
+			session_own_data(session, len); /* the full form's FETCH: a sample of the link */
 			return IMAP_CLIENT_RAW_HANDLED; /* read from its bytes: 10,000 of them per SELECT */
+		}
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SPLICE) {
 			if (session->splice != NULL) /* kept for the answer */
 				fetch_splice_feed(session->splice, data, len, line_end);
 			session_open_batch(session);
 			fetch_fill_feed(session->fill, data, len, line_end); /* what the store keeps of it (PREVIEW) */
 		} else if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind != SESSION_OWN_SYNC) {
-			if (session->own_kind == SESSION_OWN_PREFETCH && session->prefetch_data_usec == 0)
-				session->prefetch_data_usec = session_now_usec();
+			if (session->own_kind == SESSION_OWN_PREFETCH)
+				session_own_data(session, len);
 			session_open_batch(session);
 			fetch_fill_feed(session->fill, data, len, line_end);
 		}
@@ -219,6 +222,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 			return 0;
 	}
 	output = bufferevent_get_output(session->bev);
+	if (kind == IMAP_CLIENT_RAW_TAGGED && command != NULL && command == session->select_command)
+		session_own_select_answered(session);
 	if (kind == IMAP_CLIENT_RAW_TAGGED && session_own_holds_reply(session, command))
 		output = session->held_reply; /* the client gets it once the sync is done */
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
@@ -1106,6 +1111,8 @@ static int session_open_cache(struct session *session)
 	    ((session->prefetch = prefetch_new()) == NULL ||
 	     (session->prefetch_timer = evtimer_new(session->base, session_own_prefetch_timer, session)) == NULL))
 		return -1;
+	if (session->prefetch != NULL)
+		prefetch_size_first(session->prefetch, link_facts_get(session->upstream_name).bytes_per_sec);
 	session->batch_event = event_new(session->base, -1, 0, session_end_batch, session);
 	return session->sync == NULL || session->fill == NULL || session->batch_event == NULL ? -1 : 0;
 }

@@ -8,6 +8,7 @@
 #include "fetch-splice.h"
 #include "imap-command.h"
 #include "imap-seqset.h"
+#include "link.h"
 #include "log.h"
 #include "mailbox-view.h"
 #include "prefetch.h"
@@ -467,6 +468,31 @@ static int session_own_send_set(struct session *session, enum session_own_kind k
 	return 0;
 }
 
+/* ---- what the own commands tell of the link ---- */
+
+void session_own_data(struct session *session, size_t len)
+{
+	if (session->own_data_usec == 0)
+		session->own_data_usec = session_now_usec();
+	session->own_data_bytes += len;
+}
+
+void session_own_data_done(struct session *session, bool ok)
+{
+	if (ok && session->own_data_usec != 0)
+		link_note_transfer(session->upstream_name, session->own_data_bytes,
+				   session_now_usec() - session->own_data_usec);
+	session->own_data_usec = session->own_data_bytes = 0;
+}
+
+void session_own_select_answered(struct session *session)
+{
+	if (session->sync_flight_usec == 0)
+		return;
+	link_note_round_trip(session->upstream_name, session_now_usec() - session->sync_flight_usec);
+	session->sync_flight_usec = 0;
+}
+
 /* ---- the sync behind a SELECT or EXAMINE ---- */
 
 bool session_own_runs(const struct session *session, const struct imap_client_command *command)
@@ -511,6 +537,7 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 	(void)client;
 	(void)command;
 	session_own_finish(session);
+	session_own_data_done(session, result->status == IMAP_CLIENT_STATUS_OK);
 	if (result->status == IMAP_CLIENT_STATUS_ABORT) {
 		session_own_sync_behind_clear(session);
 		return; /* session_upstream_closed ends the session */
@@ -554,6 +581,7 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 	line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
 				 command->name == IMAP_COMMAND_EXAMINE);
 	session->select_command = upstream;
+	session->sync_flight_usec = session_now_usec();
 	session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", line, strlen(line), session_sync_done);
 	session_own_sync_behind_clear(session);
 	/* sync_behind[0] is the first; the others follow it in the same
@@ -908,8 +936,9 @@ static void session_prefetch_done(struct imap_client *client, struct imap_client
 	(void)client;
 	(void)command;
 	session_own_finish(session);
-	if (result->status == IMAP_CLIENT_STATUS_OK && session->prefetch != NULL && session->prefetch_data_usec != 0)
-		prefetch_batch_took(session->prefetch, session_now_usec() - session->prefetch_data_usec);
+	if (result->status == IMAP_CLIENT_STATUS_OK && session->prefetch != NULL && session->own_data_usec != 0)
+		prefetch_batch_took(session->prefetch, session_now_usec() - session->own_data_usec);
+	session_own_data_done(session, result->status == IMAP_CLIENT_STATUS_OK);
 	if (session->idle_pause == SESSION_IDLE_FETCHING && result->status != IMAP_CLIENT_STATUS_ABORT)
 		session_idle_resume(session);
 	if (result->status != IMAP_CLIENT_STATUS_OK && result->status != IMAP_CLIENT_STATUS_ABORT) {
@@ -950,7 +979,7 @@ static bool session_own_prefetch(struct session *session)
 	if (session->prefetch_batches++ == 0)
 		session->prefetch_started_usec = session_now_usec();
 	log_debug("session %lu: prefetch:%.*s", session->id, (int)strcspn(line, "\r"), line);
-	session->prefetch_data_usec = 0;
+	session->own_data_usec = session->own_data_bytes = 0;
 	session_own_send(session, SESSION_OWN_PREFETCH, "FETCH", line, strlen(line), session_prefetch_done);
 	return true;
 }

@@ -182,7 +182,9 @@ struct session {
 	struct event *prefetch_timer;  /* the client's quiet must last before a batch starts */
 	uint64_t last_activity_usec;   /* monotonic: the client's last command routed or answered */
 	uint64_t prefetch_started_usec; /* when the walk's first batch went */
-	uint64_t prefetch_data_usec;   /* when the running batch's first line came; 0: none yet */
+	uint64_t own_data_usec;        /* when the running own FETCH's first line came; 0: none yet */
+	uint64_t own_data_bytes;       /* the bytes of its lines so far (link.h) */
+	uint64_t sync_flight_usec;     /* when the SELECT and its sync went; 0: its answer is in */
 	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
 	bool batch_open;
 	bool batch_commit;             /* a tagged reply passed this turn: the batch commits now, not soon */
@@ -348,6 +350,14 @@ void session_own_sync_behind_clear(struct session *session);
    sync's flight not yet answered: Dovecot may answer pipelined commands
    out of order, so any of them may be the one a line belongs to. */
 bool session_own_runs(const struct session *session, const struct imap_client_command *command);
+/* The link's samples (link.h). A line of len bytes of the own FETCH
+   running (a prefetch batch, the sync's full form); and that command's
+   end (ok: answered OK), which notes its rate when its lines were many
+   enough to time the link. */
+void session_own_data(struct session *session, size_t len);
+void session_own_data_done(struct session *session, bool ok);
+/* The SELECT's tagged reply came: its flight's round trip is noted. */
+void session_own_select_answered(struct session *session);
 /* Whether command's tagged reply waits in held_reply (a SELECT whose
    sync runs). */
 bool session_own_holds_reply(const struct session *session, const struct imap_client_command *command);

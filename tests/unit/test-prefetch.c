@@ -128,6 +128,35 @@ static void test_batches_follow_the_link(void)
 	teardown();
 }
 
+/* A link measured before sizes the first batch: three quarters of
+   PREFETCH_BATCH_TRANSFER_USEC of data, within the limits, messages in
+   proportion to PREFETCH_BATCH_FIRST_BYTES per _MESSAGES. */
+static void test_first_batch_from_the_link(void)
+{
+	const uint64_t per_message = PREFETCH_BATCH_FIRST_BYTES / PREFETCH_BATCH_FIRST_MESSAGES;
+
+	setup();
+	prefetch_free(&prefetch);
+	prefetch = prefetch_new();
+	prefetch_size_first(prefetch, 0); /* not measured: as it was */
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "401:450");
+	prefetch_free(&prefetch);
+	prefetch = prefetch_new();
+	/* 20 Mbit/s: 75 ms take 187,500 bytes, 35 messages' worth */
+	prefetch_size_first(prefetch, 2500000);
+	CU_ASSERT_EQUAL(187500 / per_message, 35);
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "416:450");
+	prefetch_free(&prefetch);
+	prefetch = prefetch_new();
+	prefetch_size_first(prefetch, 1000); /* a crawl: the least batch */
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "439:450");
+	prefetch_free(&prefetch);
+	prefetch = prefetch_new();
+	prefetch_size_first(prefetch, UINT64_MAX); /* a LAN: the largest */
+	CU_ASSERT_STRING_EQUAL(set_of(next()), "251:450");
+	teardown();
+}
+
 /* What is stored whole is skipped; a message missing one item is asked for. */
 static void test_headers_skip_stored(void)
 {
@@ -224,5 +253,6 @@ const struct unit_test unit_tests[] = {
 	{ "off and empty", test_off },
 	{ "the proxy's own answer lines", test_own_line },
 	{ "batches follow the link's speed", test_batches_follow_the_link },
+	{ "the first batch follows the link measured before", test_first_batch_from_the_link },
 	{ NULL, NULL },
 };
