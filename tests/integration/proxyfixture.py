@@ -617,7 +617,9 @@ class Relay:
                       the ones before it), as on a long link;
       handshake_rtts  round trips (2 * delay each) before a new
                       connection reaches the upstream: TCP's handshake;
-      rate            bytes per second each way at most (None: no cap).
+      rate            bytes per second each way at most (None: no cap),
+                      a chunk's bytes passing in slices of a millisecond's
+                      worth, its first before its last, as on a link.
 
     record=False skips the recording (benchmarks moving megabytes).
     fault, a RelayFault, is played on the connections it names (without
@@ -791,16 +793,27 @@ class Relay:
                 if item is None:
                     break
                 due, data = item
-                if self.rate is not None:
-                    free_at = max(free_at, due) + len(data) / self.rate
-                    due = free_at
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                sink.sendall(data)
+                if self.rate is None:
+                    self._deliver_at(sink, due, data)
+                    continue
+                # a capped link carries a chunk's bytes one after another:
+                # its first ones arrive before its last, in slices of about
+                # a millisecond's worth (at least 4 KiB)
+                size = max(4096, int(self.rate / 1000))
+                for at in range(0, len(data), size):
+                    piece = data[at:at + size]
+                    free_at = max(free_at, due) + len(piece) / self.rate
+                    self._deliver_at(sink, free_at, piece)
         except OSError:
             pass
         self._cut((source, sink))
+
+    @staticmethod
+    def _deliver_at(sink, due, data):
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        sink.sendall(data)
 
     @staticmethod
     def _cut(sockets):
