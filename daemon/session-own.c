@@ -479,9 +479,14 @@ void session_own_data(struct session *session, size_t len)
 
 void session_own_data_done(struct session *session, bool ok)
 {
-	if (ok && session->own_data_usec != 0)
-		link_note_transfer(session->upstream_name, session->own_data_bytes,
-				   session_now_usec() - session->own_data_usec);
+	if (ok && session->own_data_usec != 0 && session->own_data_bytes >= LINK_TRANSFER_MIN_BYTES) {
+		uint64_t usec = session_now_usec() - session->own_data_usec;
+
+		link_note_transfer(session->upstream_name, session->own_data_bytes, usec);
+		log_debug("session %lu: the link carried %" PRIu64 " bytes in %" PRIu64 " us (on average %" PRIu64
+			  " bytes/s)", session->id, session->own_data_bytes, usec,
+			  link_facts_get(session->upstream_name).bytes_per_sec);
+	}
 	session->own_data_usec = session->own_data_bytes = 0;
 }
 
@@ -490,6 +495,8 @@ void session_own_select_answered(struct session *session)
 	if (session->sync_flight_usec == 0)
 		return;
 	link_note_round_trip(session->upstream_name, session_now_usec() - session->sync_flight_usec);
+	log_debug("session %lu: the SELECT's round trip: %" PRIu64 " us (on average %" PRIu64 " us)", session->id,
+		  session_now_usec() - session->sync_flight_usec, link_facts_get(session->upstream_name).round_trip_usec);
 	session->sync_flight_usec = 0;
 }
 
@@ -550,7 +557,7 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 	}
 	session_own_sync_behind_clear(session);
 	if (next != NULL) {
-		session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", next, strlen(next), session_sync_done);
+		session_own_send_sync_flight(session, next);
 		return;
 	}
 	if (sync_is_ready(session->sync)) {
@@ -565,6 +572,12 @@ static void session_sync_done(struct imap_client *client, struct imap_client_com
 
 static void session_own_sync_sent(struct session *session);
 
+/* The verb of a sync command's text (" UID SEARCH ...", " UID FETCH ..."). */
+static const char *session_sync_verb(const char *line)
+{
+	return strncmp(line, " UID SEARCH ", 12) == 0 ? "UID SEARCH" : "UID FETCH";
+}
+
 void session_own_start_sync(struct session *session, const struct imap_command *command,
 			    struct imap_client_command *upstream)
 {
@@ -572,9 +585,9 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 		.condstore = session->client_condstore,
 		.qresync = session->client_qresync,
 		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
+		.link = link_facts_get(session->upstream_name),
 	};
 	const char *line;
-	unsigned int sent = 0;
 
 	session->modseq_stepped = false; /* a new view: its MODSEQs may be stepped once */
 	sync_set_options(session->sync, &options);
@@ -582,7 +595,14 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 				 command->name == IMAP_COMMAND_EXAMINE);
 	session->select_command = upstream;
 	session->sync_flight_usec = session_now_usec();
-	session_own_send(session, SESSION_OWN_SYNC, "UID FETCH", line, strlen(line), session_sync_done);
+	session_own_send_sync_flight(session, line);
+}
+
+void session_own_send_sync_flight(struct session *session, const char *line)
+{
+	unsigned int sent = 0;
+
+	session_own_send(session, SESSION_OWN_SYNC, session_sync_verb(line), line, strlen(line), session_sync_done);
 	session_own_sync_behind_clear(session);
 	/* sync_behind[0] is the first; the others follow it in the same
 	   flight, each own_command once the one before is answered */
@@ -598,7 +618,7 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 		if (behind == NULL)
 			break;
 		session->sync_behind = behind;
-		behind[sent + 1] = imap_client_raw_command_new(session->upstream, NULL, "UID SEARCH",
+		behind[sent + 1] = imap_client_raw_command_new(session->upstream, NULL, session_sync_verb(line),
 							       session_sync_done, session);
 		session->forwarded_pending++;
 		imap_client_raw_command_write(behind[sent + 1], line, strlen(line));

@@ -344,6 +344,10 @@ void session_own_untagged(struct session *session, const struct imap_client_unta
 /* The route's "sent" hook of SELECT and EXAMINE: the sync right behind. */
 void session_own_start_sync(struct session *session, const struct imap_command *command,
 			    struct imap_client_command *upstream);
+/* Sends line, a sync command (sync_select_begin's, or sync_fetch_done's
+   next flight), and right behind it the sync's extra commands of that
+   flight (sync_extra_command), telling the sync their tags. */
+void session_own_send_sync_flight(struct session *session, const char *line);
 /* Forgets the sync's commands behind the one running (their memory). */
 void session_own_sync_behind_clear(struct session *session);
 /* Whether command is the proxy's own one running, or a command of the

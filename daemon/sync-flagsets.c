@@ -17,42 +17,91 @@ static const struct {
 };
 #define SYNC_SYSTEM_FLAGS (sizeof(sync_system_flags) / sizeof(sync_system_flags[0]))
 
+#define SYNC_KEYWORD_MAX 200 /* bytes of a keyword searched; a longer one gets the FETCH */
+#define SYNC_SEARCHES_MAX (SYNC_FLAGSETS_SYSTEM + SYNC_FLAGSETS_KEYWORDS_MAX)
+
+_Static_assert(SYNC_SYSTEM_FLAGS == SYNC_FLAGSETS_SYSTEM, "the header counts the system flags");
+_Static_assert(SYNC_SEARCHES_MAX <= 64, "a message's flags are bits of a uint64_t");
+
 struct sync_flagsets {
-	char *list;                                           /* the FLAGS list searched, as given */
-	struct imap_seqset_range *answers[SYNC_SYSTEM_FLAGS]; /* search i's UIDs */
-	unsigned int answer_ranges[SYNC_SYSTEM_FLAGS];
-	bool answered[SYNC_SYSTEM_FLAGS];
-	char *command;                                        /* the last one made */
+	char *list;                                       /* the FLAGS list searched, as given */
+	bool keywords_added;                              /* sync_flagsets_add_keywords was called */
+	unsigned int keyword_count;
+	char *keywords[SYNC_FLAGSETS_KEYWORDS_MAX];       /* searches SYNC_FLAGSETS_SYSTEM and on */
+	struct imap_seqset_range *answers[SYNC_SEARCHES_MAX]; /* search i's UIDs */
+	unsigned int answer_ranges[SYNC_SEARCHES_MAX];
+	bool answered[SYNC_SEARCHES_MAX];
+	char *command;                                    /* the last one made */
 };
 
-/* Whether flag (a word of the list) is one the searches cover. */
-static bool sync_flag_searched(const char *flag)
+/* What a word of a FLAGS list is to the searches. */
+enum sync_flag_kind {
+	SYNC_FLAG_SYSTEM,  /* searched in the SELECT's flight (or \Recent: the session's) */
+	SYNC_FLAG_KEYWORD, /* searched once the SELECT's FLAGS are in */
+	SYNC_FLAG_REFUSED, /* can't be searched: the FETCH */
+};
+
+/* A keyword sent as it is: an atom (RFC 3501 flag-keyword), no backslash. */
+static bool sync_keyword_char(unsigned char c)
 {
-	if (strcasecmp(flag, "\\Recent") == 0)
-		return true; /* the session's, from RECENT */
-	for (size_t i = 0; i < SYNC_SYSTEM_FLAGS; i++) {
-		if (strcasecmp(flag, sync_system_flags[i].flag) == 0)
-			return true;
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
+}
+
+static enum sync_flag_kind sync_flag_kind(const char *word, size_t len)
+{
+	if (len == 0)
+		return SYNC_FLAG_REFUSED;
+	if (word[0] == '\\') {
+		if (len == 7 && strncasecmp(word, "\\Recent", 7) == 0)
+			return SYNC_FLAG_SYSTEM;
+		for (size_t i = 0; i < SYNC_SYSTEM_FLAGS; i++) {
+			if (strlen(sync_system_flags[i].flag) == len && strncasecmp(word, sync_system_flags[i].flag, len) == 0)
+				return SYNC_FLAG_SYSTEM;
+		}
+		return SYNC_FLAG_REFUSED;
 	}
-	return false;
+	if (len > SYNC_KEYWORD_MAX)
+		return SYNC_FLAG_REFUSED;
+	for (size_t i = 0; i < len; i++) {
+		if (!sync_keyword_char((unsigned char)word[i]))
+			return SYNC_FLAG_REFUSED;
+	}
+	return SYNC_FLAG_KEYWORD;
+}
+
+/* The next word of a list at *at (advanced past it and one space);
+   false at the list's end. */
+static bool sync_list_word(const char **at, const char **word_r, size_t *len_r)
+{
+	if (**at == '\0')
+		return false;
+	*word_r = *at;
+	*len_r = strcspn(*at, " ");
+	*at += *len_r + ((*at)[*len_r] == ' ');
+	return true;
+}
+
+int sync_flagsets_keyword_count(const char *flag_list)
+{
+	const char *at = flag_list, *word;
+	size_t len;
+	int keywords = 0;
+
+	while (sync_list_word(&at, &word, &len)) {
+		enum sync_flag_kind kind = sync_flag_kind(word, len);
+
+		if (kind == SYNC_FLAG_REFUSED || (kind == SYNC_FLAG_KEYWORD && ++keywords > SYNC_FLAGSETS_KEYWORDS_MAX))
+			return -1;
+	}
+	return keywords;
 }
 
 struct sync_flagsets *sync_flagsets_new(const char *flag_list)
 {
 	struct sync_flagsets *sets;
 
-	for (const char *word = flag_list; *word != '\0';) {
-		size_t len = strcspn(word, " ");
-		char flag[16];
-
-		if (len == 0 || len >= sizeof(flag))
-			return NULL; /* a keyword, or no flag at all */
-		memcpy(flag, word, len);
-		flag[len] = '\0';
-		if (!sync_flag_searched(flag))
-			return NULL;
-		word += len + (word[len] == ' ');
-	}
+	if (sync_flagsets_keyword_count(flag_list) < 0)
+		return NULL;
 	sets = calloc(1, sizeof(*sets));
 	if (sets == NULL || (sets->list = strdup(flag_list)) == NULL) {
 		sync_flagsets_free(&sets);
@@ -67,30 +116,66 @@ void sync_flagsets_free(struct sync_flagsets **sets_p)
 
 	if (sets == NULL)
 		return;
-	for (unsigned int i = 0; i < SYNC_SYSTEM_FLAGS; i++)
+	for (unsigned int i = 0; i < SYNC_SEARCHES_MAX; i++)
 		free(sets->answers[i]);
+	for (unsigned int i = 0; i < sets->keyword_count; i++)
+		free(sets->keywords[i]);
 	free(sets->list);
 	free(sets->command);
 	free(sets);
 	*sets_p = NULL;
 }
 
+int sync_flagsets_add_keywords(struct sync_flagsets *sets, const char *flag_list)
+{
+	int count = sync_flagsets_keyword_count(flag_list);
+	char *keywords[SYNC_FLAGSETS_KEYWORDS_MAX];
+	const char *at = flag_list, *word;
+	char *list;
+	size_t len;
+	int made = 0;
+
+	if (count < 0 || sets->keywords_added || (list = strdup(flag_list)) == NULL)
+		return -1;
+	while (sync_list_word(&at, &word, &len)) {
+		if (sync_flag_kind(word, len) != SYNC_FLAG_KEYWORD)
+			continue;
+		if ((keywords[made] = strndup(word, len)) == NULL) {
+			while (made > 0)
+				free(keywords[--made]);
+			free(list);
+			return -1;
+		}
+		made++;
+	}
+	memcpy(sets->keywords, keywords, (size_t)made * sizeof(keywords[0]));
+	sets->keyword_count = (unsigned int)made;
+	sets->keywords_added = true;
+	free(sets->list);
+	sets->list = list;
+	return made;
+}
+
 unsigned int sync_flagsets_count(const struct sync_flagsets *sets)
 {
-	(void)sets;
-	return SYNC_SYSTEM_FLAGS;
+	return SYNC_SYSTEM_FLAGS + sets->keyword_count;
 }
 
 const char *sync_flagsets_command(struct sync_flagsets *sets, unsigned int i)
 {
-	size_t size = 48;
+	bool keyword = i >= SYNC_SYSTEM_FLAGS;
+	const char *key = keyword ? NULL : sync_system_flags[i].key;
+	size_t size;
 
-	if (i >= SYNC_SYSTEM_FLAGS)
+	if (i >= sync_flagsets_count(sets))
 		return NULL;
+	if (keyword)
+		key = sets->keywords[i - SYNC_SYSTEM_FLAGS];
+	size = strlen(key) + 48;
 	free(sets->command);
 	sets->command = malloc(size);
 	if (sets->command != NULL)
-		snprintf(sets->command, size, " UID SEARCH RETURN (ALL) %s\r\n", sync_system_flags[i].key);
+		snprintf(sets->command, size, " UID SEARCH RETURN (ALL) %s%s\r\n", keyword ? "KEYWORD " : "", key);
 	return sets->command;
 }
 
@@ -98,7 +183,7 @@ bool sync_flagsets_answer(struct sync_flagsets *sets, unsigned int i, const stru
 {
 	unsigned int count = uids != NULL ? uids->count : 0;
 
-	if (i >= SYNC_SYSTEM_FLAGS || sets->answered[i])
+	if (i >= sync_flagsets_count(sets) || sets->answered[i])
 		return false;
 	if (count > 0) {
 		sets->answers[i] = malloc(count * sizeof(*sets->answers[i]));
@@ -113,7 +198,8 @@ bool sync_flagsets_answer(struct sync_flagsets *sets, unsigned int i, const stru
 
 bool sync_flagsets_searched(const struct sync_flagsets *sets, const char *flag_list)
 {
-	return flag_list != NULL && strcmp(sets->list, flag_list) == 0;
+	return flag_list != NULL && strcmp(sets->list, flag_list) == 0 &&
+	       sync_flagsets_keyword_count(flag_list) == (int)sets->keyword_count;
 }
 
 /* The index of the first of uids (count, ascending) not below uid. */
@@ -134,7 +220,7 @@ static uint32_t sync_lower_bound(const uint32_t *uids, uint32_t count, uint32_t 
 
 /* Marks bit in bits[] for every message of uids that answer names. */
 static bool sync_flagsets_mark(const struct imap_seqset_range *ranges, unsigned int range_count, const uint32_t *uids,
-			       uint32_t count, uint8_t *bits, uint8_t bit)
+			       uint32_t count, uint64_t *bits, uint64_t bit)
 {
 	for (unsigned int r = 0; r < range_count; r++) {
 		uint32_t at = sync_lower_bound(uids, count, ranges[r].first);
@@ -150,20 +236,22 @@ static bool sync_flagsets_mark(const struct imap_seqset_range *ranges, unsigned 
 	return true;
 }
 
-/* The flags text of a message with bits, into text (room for every flag). */
-static size_t sync_flagsets_text(uint8_t bits, char *text)
+/* The flags text of a message with bits (search i's flag where bit i is
+   set), into text (room for every flag). */
+static size_t sync_flagsets_text(const struct sync_flagsets *sets, uint64_t bits, char *text)
 {
 	size_t used = 0;
 
-	for (unsigned int i = 0; i < SYNC_SYSTEM_FLAGS; i++) {
+	for (unsigned int i = 0; i < sync_flagsets_count(sets); i++) {
+		const char *flag = i < SYNC_SYSTEM_FLAGS ? sync_system_flags[i].flag : sets->keywords[i - SYNC_SYSTEM_FLAGS];
 		size_t len;
 
-		if ((bits & (1u << i)) == 0)
+		if ((bits & ((uint64_t)1 << i)) == 0)
 			continue;
 		if (used > 0)
 			text[used++] = ' ';
-		len = strlen(sync_system_flags[i].flag);
-		memcpy(text + used, sync_system_flags[i].flag, len);
+		len = strlen(flag);
+		memcpy(text + used, flag, len);
 		used += len;
 	}
 	text[used] = '\0';
@@ -174,23 +262,25 @@ int sync_flagsets_load(const struct sync_flagsets *sets, struct mailbox_view *vi
 {
 	uint32_t count = mailbox_view_count(view);
 	uint32_t *uids = malloc(((size_t)count + 1) * sizeof(*uids));
-	uint8_t *bits = calloc((size_t)count + 1, sizeof(*bits));
-	char text[64]; /* the five flags, one space apart */
-	int result = uids != NULL && bits != NULL ? 0 : -1;
+	uint64_t *bits = calloc((size_t)count + 1, sizeof(*bits));
+	/* every system flag, and the keywords: no longer than the list and those */
+	char *text = malloc(strlen(sets->list) + 64);
+	int result = uids != NULL && bits != NULL && text != NULL ? 0 : -1;
 
 	for (uint32_t seq = 1; result == 0 && seq <= count; seq++)
 		uids[seq - 1] = mailbox_view_get(view, seq)->uid;
-	for (unsigned int i = 0; result == 0 && i < SYNC_SYSTEM_FLAGS; i++) {
-		if (!sets->answered[i] ||
-		    !sync_flagsets_mark(sets->answers[i], sets->answer_ranges[i], uids, count, bits, (uint8_t)(1u << i)))
+	for (unsigned int i = 0; result == 0 && i < sync_flagsets_count(sets); i++) {
+		if (!sets->answered[i] || !sync_flagsets_mark(sets->answers[i], sets->answer_ranges[i], uids, count, bits,
+							      (uint64_t)1 << i))
 			result = -1;
 	}
 	for (uint32_t seq = 1; result == 0 && seq <= count; seq++) {
-		size_t len = sync_flagsets_text(bits[seq - 1], text);
+		size_t len = sync_flagsets_text(sets, bits[seq - 1], text);
 
 		result = mailbox_view_set_flags(view, seq, text, len);
 	}
 	free(uids);
 	free(bits);
+	free(text);
 	return result;
 }

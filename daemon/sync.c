@@ -5,6 +5,7 @@
 #include "cache.h"
 #include "imap-response.h"
 #include "imap-seqset.h"
+#include "link.h"
 #include "log.h"
 #include "mailbox-news.h"
 #include "sync-flagsets.h"
@@ -22,6 +23,7 @@
 #define SYNC_SEARCH_COMMAND " UID SEARCH RETURN (ALL) ALL\r\n" /* the map, for the CONDSTORE and SEARCH forms */
 #define SYNC_COMMAND_MAX 80 /* the longest form with a 20-digit MODSEQ */
 #define SYNC_FLAGS_MAX 8192 /* a flag list's text; Dovecot's keyword limit keeps real ones far below */
+#define SYNC_FLAGS_FETCH_BYTES 40 /* a message's line of the full form: "* 9 FETCH (UID 9 FLAGS (\\Seen))" */
 
 enum sync_state {
 	SYNC_NONE,       /* nothing selected */
@@ -86,6 +88,8 @@ struct sync {
 	char *flag_list;         /* the SELECT's FLAGS, flags one space apart; NULL */
 	bool flags_seen;         /* the SELECT had FLAGS (flag_list NULL: too long to keep) */
 	struct sync_flagsets *flagsets; /* the SEARCH form's */
+	bool keyword_flight;     /* the SEARCH form's keyword searches went, after the first flight */
+	char *stored_flag_list;  /* the SEARCH form's choice: the FLAGS list as stored; NULL */
 	bool delta_refused;      /* the SELECT contradicts the store: the full form follows */
 	struct cache_mailbox stored; /* as of sync_select_begin (a CHANGEDSINCE form) */
 	uint32_t *base_uids;     /* QRESYNC: the stored UID list, less what VANISHED (EARLIER) */
@@ -131,6 +135,7 @@ static void sync_clear_delta(struct sync *sync)
 	sync->command_tags = NULL;
 	sync->command_tag_count = 0;
 	sync_flagsets_free(&sync->flagsets);
+	sync->keyword_flight = false;
 	free(sync->base_uids);
 	free(sync->all_uids);
 	sync->base_uids = sync->all_uids = NULL;
@@ -149,6 +154,7 @@ void sync_free(struct sync **sync_p)
 	free(sync->entries);
 	free(sync->mailbox);
 	free(sync->flag_list);
+	free(sync->stored_flag_list);
 	imap_response_parser_free(&sync->responses);
 	free(sync);
 	*sync_p = NULL;
@@ -168,16 +174,44 @@ void sync_deselect(struct sync *sync)
 	mailbox_view_load(sync->view, NULL, 0);
 }
 
+/* Whether searching the keywords, in a flight after the first (a round
+   trip), costs less than the full form's FETCH of messages' FLAGS at the
+   link's measured rate. Not while either is unmeasured: the FETCH then
+   measures the rate. */
+static bool sync_keyword_flight_pays(const struct sync *sync, uint32_t messages)
+{
+	const struct link_facts *link = &sync->options.link;
+
+	return link->round_trip_usec > 0 && link->bytes_per_sec > 0 &&
+	       link_transfer_usec(link, (uint64_t)messages * SYNC_FLAGS_FETCH_BYTES) > link->round_trip_usec;
+}
+
+/* How many messages the store lists for the mailbox (0: none known). */
+static uint32_t sync_stored_count(const struct sync *sync)
+{
+	uint32_t *uids = NULL;
+	size_t count = 0;
+
+	if (cache_mailbox_get_uids(sync->cache, sync->stored.id, &uids, &count) <= 0)
+		count = 0;
+	free(uids);
+	return count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
+}
+
 /* The SEARCH form, when the store has the mailbox's FLAGS list and its
-   flags can be searched one by one. */
+   flags can be searched one by one: with keywords, only when their own
+   flight pays (sync_keyword_flight_pays). */
 static bool sync_prepare_search(struct sync *sync)
 {
-	char *flag_list = NULL;
+	int keywords;
 
-	if (!sync->options.esearch || cache_mailbox_get_flag_list(sync->cache, sync->stored.id, &flag_list) != 1)
+	if (!sync->options.esearch ||
+	    cache_mailbox_get_flag_list(sync->cache, sync->stored.id, &sync->stored_flag_list) != 1)
 		return false;
-	sync->flagsets = sync_flagsets_new(flag_list);
-	free(flag_list);
+	keywords = sync_flagsets_keyword_count(sync->stored_flag_list);
+	if (keywords < 0 || (keywords > 0 && !sync_keyword_flight_pays(sync, sync_stored_count(sync))))
+		return false;
+	sync->flagsets = sync_flagsets_new(sync->stored_flag_list);
 	return sync->flagsets != NULL;
 }
 
@@ -233,6 +267,8 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	free(sync->flag_list);
 	sync->flag_list = NULL;
 	sync->flags_seen = false;
+	free(sync->stored_flag_list);
+	sync->stored_flag_list = NULL;
 	sync->form = sync_choose_form(sync);
 	sync->commands_pending = sync->form == SYNC_FORM_CONDSTORE ? 2 :
 				 sync->form == SYNC_FORM_SEARCH ? 1 + sync_flagsets_count(sync->flagsets) : 1;
@@ -248,15 +284,25 @@ const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len
 	return sync->command;
 }
 
+/* Whether the flight being sent is the SEARCH form's keyword flight. */
+static bool sync_sending_keywords(const struct sync *sync)
+{
+	return sync->state == SYNC_FETCHING && sync->form == SYNC_FORM_SEARCH && sync->keyword_flight;
+}
+
 const char *sync_extra_command(struct sync *sync, unsigned int i)
 {
-	if (sync->state != SYNC_SELECTING)
+	/* the first flight's searches are the system flags'; the keyword
+	   flight's first went from sync_fetch_done */
+	unsigned int first = sync_sending_keywords(sync) ? SYNC_FLAGSETS_SYSTEM + 1 : 0;
+
+	if (sync->state != SYNC_SELECTING && !sync_sending_keywords(sync))
 		return NULL;
 	if (sync->form == SYNC_FORM_CONDSTORE)
 		return i == 0 ? SYNC_SEARCH_COMMAND : NULL;
-	if (sync->form != SYNC_FORM_SEARCH || i >= sync_flagsets_count(sync->flagsets))
+	if (sync->form != SYNC_FORM_SEARCH || first + i >= sync_flagsets_count(sync->flagsets))
 		return NULL;
-	const char *command = sync_flagsets_command(sync->flagsets, i);
+	const char *command = sync_flagsets_command(sync->flagsets, first + i);
 
 	if (command == NULL) {
 		/* no memory: the sync ends with what was sent, then the full form */
@@ -268,7 +314,10 @@ const char *sync_extra_command(struct sync *sync, unsigned int i)
 
 void sync_commands_sent(struct sync *sync, const char *const *tags, unsigned int count)
 {
-	if (sync->state != SYNC_SELECTING)
+	unsigned int before = sync->command_tag_count;
+	char **grown;
+
+	if (sync->state != SYNC_SELECTING && !sync_sending_keywords(sync))
 		return;
 	if (count < sync->commands_pending) {
 		sync->commands_pending = count;
@@ -276,14 +325,18 @@ void sync_commands_sent(struct sync *sync, const char *const *tags, unsigned int
 	}
 	if (sync->form != SYNC_FORM_SEARCH)
 		return;
-	sync->command_tags = tags != NULL ? calloc(count + 1, sizeof(*sync->command_tags)) : NULL;
-	for (unsigned int i = 0; sync->command_tags != NULL && i < count; i++) {
-		sync->command_tags[i] = strdup(tags[i]);
-		if (sync->command_tags[i] == NULL)
+	/* the keyword flight's tags follow the first flight's: the map's,
+	   then one per search in sync_flagsets' order */
+	grown = tags != NULL ? realloc(sync->command_tags, (before + count + 1) * sizeof(*sync->command_tags)) : NULL;
+	if (grown != NULL)
+		sync->command_tags = grown;
+	for (unsigned int i = 0; grown != NULL && i < count; i++) {
+		sync->command_tags[before + i] = strdup(tags[i]);
+		if (sync->command_tags[before + i] == NULL)
 			break;
-		sync->command_tag_count = i + 1;
+		sync->command_tag_count = before + i + 1;
 	}
-	if (sync->command_tag_count < count)
+	if (sync->command_tag_count < before + count)
 		sync->delta_refused = true; /* no memory: what can't be told apart is not used */
 }
 
@@ -929,7 +982,8 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 	cache_mailbox_set_uids(sync->cache, mailbox.id, uids, count);
 	cache_mailbox_set_state(sync->cache, mailbox.id, sync->uidnext, sync->nomodseq ? 0 : mailbox.highestmodseq);
 	/* the next SELECT's searches; none after a list too long to keep */
-	if (sync->flags_seen && (sync->flagsets == NULL || !sync_flagsets_searched(sync->flagsets, sync->flag_list)))
+	if (sync->flags_seen && (sync->stored_flag_list == NULL || sync->flag_list == NULL ||
+				 strcmp(sync->stored_flag_list, sync->flag_list) != 0))
 		cache_mailbox_set_flag_list(sync->cache, mailbox.id, sync->flag_list);
 	cache_batch_end(sync->cache);
 	free(stored);
@@ -977,6 +1031,34 @@ static void sync_delta_finish(struct sync *sync)
 	free(uids);
 }
 
+/* After the SEARCH form's first flight, with keywords in the SELECT's
+   FLAGS: their searches, in a flight of their own, when it pays
+   (sync_keyword_flight_pays), as the first command of the flight
+   (sync_extra_command has the others). NULL when there is none to send:
+   sync_delta_done then finds the FLAGS not all searched, and the full
+   form follows. */
+static const char *sync_keyword_flight(struct sync *sync, enum imap_client_status status)
+{
+	int keywords;
+	const char *first;
+
+	if (sync->keyword_flight || status != IMAP_CLIENT_STATUS_OK || sync->disturbed || sync->delta_refused ||
+	    !sync->have_all || sync->flag_list == NULL || (keywords = sync_flagsets_keyword_count(sync->flag_list)) <= 0)
+		return NULL;
+	if (!sync_keyword_flight_pays(sync, sync->exists)) {
+		log_debug("sync %s: %d keywords; the FETCH of %u messages' FLAGS costs less than a round trip",
+			  sync->mailbox, keywords, sync->exists);
+		return NULL;
+	}
+	if (sync_flagsets_add_keywords(sync->flagsets, sync->flag_list) != keywords ||
+	    (first = sync_flagsets_command(sync->flagsets, SYNC_FLAGSETS_SYSTEM)) == NULL)
+		return NULL;
+	log_debug("sync %s: %d keywords searched in a flight of their own", sync->mailbox, keywords);
+	sync->keyword_flight = true;
+	sync->commands_pending = (unsigned int)keywords;
+	return first;
+}
+
 const char *sync_fetch_done(struct sync *sync, enum imap_client_status status)
 {
 	uint32_t *uids;
@@ -991,6 +1073,12 @@ const char *sync_fetch_done(struct sync *sync, enum imap_client_status status)
 		return NULL;
 	}
 	sync->commands_pending = 0;
+	if (sync->form == SYNC_FORM_SEARCH) {
+		const char *keywords = sync_keyword_flight(sync, status);
+
+		if (keywords != NULL)
+			return keywords;
+	}
 	if (sync->form != SYNC_FORM_FULL) {
 		const char *next = sync_delta_done(sync, status);
 

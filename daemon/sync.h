@@ -4,6 +4,7 @@
 #define IMAPCACHED_SYNC_H
 
 #include "imap-client.h"
+#include "link.h"
 #include "mailbox-news.h"
 #include "mailbox-view.h"
 
@@ -50,6 +51,7 @@ struct sync_options {
 	bool condstore;           /* the client enabled CONDSTORE (or QRESYNC) */
 	bool qresync;             /* the client enabled QRESYNC */
 	bool esearch;             /* the upstream advertises ESEARCH */
+	struct link_facts link;   /* the upstream's link as measured: whether keywords are searched */
 };
 void sync_set_options(struct sync *sync, const struct sync_options *options);
 
@@ -71,11 +73,12 @@ void sync_set_event_base(struct sync *sync, struct event_base *base);
    behind it, then sync_extra_command's, in the same flight. The text is valid
    until the next call on sync. */
 const char *sync_select_begin(struct sync *sync, const char *mailbox, size_t len, bool examine);
-/* The sync's i-th command after the first (from 0), each to be sent
-   behind the one before in the same flight, or NULL past the last: the
-   CONDSTORE form's " UID SEARCH RETURN (ALL) ALL\r\n" for its sequence
-   map; the SEARCH form's one search per flag (sync-flagsets.h). Valid
-   until the next call. */
+/* The sync's i-th command after the first of a flight (from 0), each to
+   be sent behind the one before in the same flight, or NULL past the
+   last: the CONDSTORE form's " UID SEARCH RETURN (ALL) ALL\r\n" for its
+   sequence map; the SEARCH form's one search per system flag
+   (sync-flagsets.h), and in its keyword flight (sync_fetch_done) the
+   searches after that flight's first. Valid until the next call. */
 const char *sync_extra_command(struct sync *sync, unsigned int i);
 /* The commands that went, the first and then the extra ones in order
    (fewer than offered when memory ran out: the sync then ends after those,
@@ -111,11 +114,15 @@ struct sync_fetch_line {
 bool sync_fetch_line_read(const unsigned char *data, size_t len, struct sync_fetch_line *line_r);
 /* One of the sync's own commands completed. After the last, the view is
    loaded (and the store updated) when it can be vouched for. Returns NULL,
-   or a command to send now as the sync's own (its answers go to
-   sync_fetch_data and sync_fetch_done as before): the full form, when
-   what a CHANGEDSINCE form told can't be vouched for (the SELECT reported
-   another UIDVALIDITY, a lower HIGHESTMODSEQ, NOMODSEQ, or a mailbox the
-   stored UID list contradicts). */
+   or the first command of a new flight to send now as the sync's own,
+   then sync_extra_command's, their tags to sync_commands_sent (their
+   answers go to sync_fetch_data and sync_fetch_done as before): the
+   SEARCH form's keyword searches, when the SELECT's FLAGS name keywords
+   and their flight costs less than the FETCH at the link's measured rate
+   (sync_options.link); the full form, when what a CHANGEDSINCE or SEARCH
+   form told can't be vouched for (the SELECT reported another
+   UIDVALIDITY, a lower HIGHESTMODSEQ, NOMODSEQ, or a mailbox the stored
+   UID list contradicts; keywords not searched). */
 const char *sync_fetch_done(struct sync *sync, enum imap_client_status status);
 
 /* An untagged response that reaches the client outside the SELECT's round

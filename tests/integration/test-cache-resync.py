@@ -30,7 +30,7 @@ MAILBOX = "resync"
 UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
 DATE = b'"05-Mar-2024 10:11:12 +0100"'
 SYNC = re.compile(r"^(?!s\d+ )\S+ (UID FETCH 1:\* \(FLAGS( MODSEQ)?\).*|"
-                  r"UID SEARCH RETURN \(ALL\) (ALL|ANSWERED|FLAGGED|DELETED|SEEN|DRAFT))$")
+                  r"UID SEARCH RETURN \(ALL\) (ALL|ANSWERED|FLAGGED|DELETED|SEEN|DRAFT|KEYWORD \S+))$")
 # a plain client's sync of a mailbox without keywords: the map, then one ESEARCH per system flag
 FLAG_SEARCHES = ["UID SEARCH RETURN (ALL) " + key for key in ("ALL", "ANSWERED", "FLAGGED", "DELETED", "SEEN", "DRAFT")]
 FULL = "UID FETCH 1:* (FLAGS)"
@@ -142,6 +142,51 @@ def out_of_order():
         relay.close()
 
 
+KEYWORD_MAILBOX = "kwslow"
+KEYWORD_MESSAGES = 1000  # their full form's FETCH, 40 KB, is a sample of the link (link.h)
+
+
+def slow_link_keywords():
+    """A plain client's SELECT of a mailbox with keywords over a slow link
+    (20 ms each way, 100 KB/s): the first SELECT's full form measures the
+    link, after which every message's FLAGS (40 KB, 400 ms) cost more than
+    a round trip, so the keywords the SELECT's FLAGS name are searched in
+    a flight of their own after the system flags' (keywords made since
+    included), and FETCH FLAGS is answered from the store as Dovecot does."""
+    relay = Relay(delay=0.02, rate=100000)
+    store_dir = proxyfixture.scratch_dir("imapcached-resync-keywords.")
+    daemon = Daemon(relay.upstream_entry(), extra='cache = { dir = "%s"; prefetch = "off"; };\n' % store_dir)
+    select = "SELECT %s" % KEYWORD_MAILBOX
+    try:
+        for user, password in ((USER, PASS), (USER3, PASS3)):
+            side = Side(PORT, user, password)
+            side.exchange("DELETE %s" % KEYWORD_MAILBOX)
+            side.exchange("CREATE %s" % KEYWORD_MAILBOX)
+            for n in range(KEYWORD_MESSAGES):
+                side.exchange("APPEND %s () %s" % (KEYWORD_MAILBOX, DATE.decode()), literal=message(n))
+            for command in ("SELECT %s" % KEYWORD_MAILBOX, "STORE 1:300 +FLAGS.SILENT ($Junk)",
+                            "STORE 200:500 +FLAGS.SILENT ($Forwarded \\Seen)", "STORE 7,9,600:700 +FLAGS.SILENT (\\Flagged)"):
+                side.exchange(command)
+            side.close(logout=True)
+
+        def keywords(*names):
+            def expect(lines):
+                return lines == FLAG_SEARCHES + ["UID SEARCH RETURN (ALL) KEYWORD " + k for k in names]
+            expect.__doc__ = "one ESEARCH per system flag, then one per keyword (%s)" % " ".join(names)
+            return expect
+        session(daemon, relay, "slow link: the first plain session", None, select=select, expect=full)
+        session(daemon, relay, "slow link: keywords searched", None, select=select, expect=keywords("$Junk", "$Forwarded"))
+        on_both_accounts("SELECT %s" % KEYWORD_MAILBOX, "STORE 3,998 +FLAGS.SILENT ($Label1)",
+                         "STORE 250 -FLAGS.SILENT ($Junk)")
+        session(daemon, relay, "slow link: a keyword made since", None, select=select,
+                expect=keywords("$Junk", "$Forwarded", "$Label1"))
+    finally:
+        if os.environ.get("RESYNC_LOG"):
+            print("\n".join(l for l in daemon.log().splitlines() if "link" in l or "round trip" in l or "sync kwslow" in l))
+        check("slow link: the daemon exited cleanly", daemon.stop() == 0)
+        relay.close()
+
+
 def full(lines):
     """the full form alone"""
     return lines == [FULL]
@@ -218,6 +263,7 @@ def main():
         check("the daemon exited cleanly", daemon.stop() == 0)
         relay.close()
     out_of_order()
+    slow_link_keywords()
     return summary()
 
 

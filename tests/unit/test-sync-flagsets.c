@@ -58,24 +58,112 @@ static const char *describe(const struct mailbox_view *view)
 	return text;
 }
 
-/* Lists of system flags (and \Recent) are searched, in any order; a
-   keyword (which a SEARCH would make), another backslash flag, or an
-   empty word is not. */
+/* Lists of system flags (and \Recent), in any order, and keywords
+   that are atoms, at most SYNC_FLAGSETS_KEYWORDS_MAX of them, are
+   searched; another backslash flag, an empty word, a word that is no
+   atom is not. */
 static void test_which_lists(void)
 {
-	static const char *const searched[] = { SYSTEM_LIST, "\\Seen \\Answered", "\\Answered \\Recent \\Seen", "" };
-	static const char *const refused[] = { SYSTEM_LIST " $Junk", "\\Seen \\Junk", "\\Seen  \\Draft", "\\*",
-					       "\\Answeredx" };
+	static const struct {
+		const char *list;
+		int keywords;
+	} lists[] = {
+		{ SYSTEM_LIST, 0 },
+		{ "\\Seen \\Answered", 0 },
+		{ "\\Answered \\Recent \\Seen", 0 },
+		{ "", 0 },
+		{ SYSTEM_LIST " $Junk", 1 },
+		{ "zeta \\Seen alpha $Forwarded", 3 },
+		{ "\\Seen \\Junk", -1 },
+		{ "\\Seen  \\Draft", -1 },
+		{ "\\*", -1 },
+		{ "\\Answeredx", -1 },
+		{ "\\Seen a]b", -1 },
+		{ "\\Seen a\"b", -1 },
+	};
+	char many[40 * 8], *long_keyword = malloc(202);
 
-	for (size_t i = 0; i < sizeof(searched) / sizeof(searched[0]); i++) {
-		struct sync_flagsets *sets = sync_flagsets_new(searched[i]);
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		struct sync_flagsets *sets = sync_flagsets_new(lists[i].list);
 
-		CU_ASSERT_PTR_NOT_NULL(sets);
+		CU_ASSERT_EQUAL(sync_flagsets_keyword_count(lists[i].list), lists[i].keywords);
+		CU_ASSERT_EQUAL(sets != NULL, lists[i].keywords >= 0);
+		if (sets != NULL)
+			CU_ASSERT_EQUAL(sync_flagsets_count(sets), 5); /* keywords come later */
 		sync_flagsets_free(&sets);
 		CU_ASSERT_PTR_NULL(sets);
 	}
-	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
-		CU_ASSERT_PTR_NULL(sync_flagsets_new(refused[i]));
+	/* SYNC_FLAGSETS_KEYWORDS_MAX keywords are searched, one more is not */
+	many[0] = '\0';
+	for (unsigned int i = 0; i < SYNC_FLAGSETS_KEYWORDS_MAX; i++)
+		snprintf(many + strlen(many), sizeof(many) - strlen(many), "%sk%u", i > 0 ? " " : "", i);
+	CU_ASSERT_EQUAL(sync_flagsets_keyword_count(many), SYNC_FLAGSETS_KEYWORDS_MAX);
+	strcat(many, " one-more");
+	CU_ASSERT_EQUAL(sync_flagsets_keyword_count(many), -1);
+	CU_ASSERT_PTR_NULL(sync_flagsets_new(many));
+	/* a keyword of 200 bytes is searched, of 201 not */
+	CU_ASSERT_PTR_NOT_NULL_FATAL(long_keyword);
+	memset(long_keyword, 'k', 200);
+	long_keyword[200] = '\0';
+	CU_ASSERT_EQUAL(sync_flagsets_keyword_count(long_keyword), 1);
+	strcat(long_keyword, "k");
+	CU_ASSERT_EQUAL(sync_flagsets_keyword_count(long_keyword), -1);
+	free(long_keyword);
+}
+
+/* The SELECT's keywords are added once, after the system flags, in the
+   list's order; the list is then the one searched. */
+static void test_keyword_searches(void)
+{
+	struct sync_flagsets *sets = sync_flagsets_new(SYSTEM_LIST " $Junk");
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(sets);
+	CU_ASSERT_FALSE(sync_flagsets_searched(sets, SYSTEM_LIST " $Junk")); /* not yet */
+	CU_ASSERT_PTR_NULL(sync_flagsets_command(sets, 5));
+	CU_ASSERT_EQUAL(sync_flagsets_add_keywords(sets, "\\Seen a]b"), -1); /* refused: nothing changes */
+	CU_ASSERT_EQUAL(sync_flagsets_count(sets), 5);
+	CU_ASSERT_EQUAL(sync_flagsets_add_keywords(sets, SYSTEM_LIST " zeta alpha"), 2);
+	CU_ASSERT_EQUAL(sync_flagsets_count(sets), 7);
+	CU_ASSERT_STRING_EQUAL(sync_flagsets_command(sets, 4), " UID SEARCH RETURN (ALL) DRAFT\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_flagsets_command(sets, 5), " UID SEARCH RETURN (ALL) KEYWORD zeta\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_flagsets_command(sets, 6), " UID SEARCH RETURN (ALL) KEYWORD alpha\r\n");
+	CU_ASSERT_PTR_NULL(sync_flagsets_command(sets, 7));
+	CU_ASSERT_TRUE(sync_flagsets_searched(sets, SYSTEM_LIST " zeta alpha"));
+	CU_ASSERT_FALSE(sync_flagsets_searched(sets, SYSTEM_LIST " $Junk"));
+	CU_ASSERT_FALSE(sync_flagsets_searched(sets, SYSTEM_LIST " zeta alpha mid"));
+	CU_ASSERT_EQUAL(sync_flagsets_add_keywords(sets, SYSTEM_LIST " zeta alpha mid"), -1); /* once only */
+	CU_ASSERT_EQUAL(sync_flagsets_count(sets), 7);
+	sync_flagsets_free(&sets);
+}
+
+/* Keywords follow the system flags, in the FLAGS list's order (Dovecot's
+   keyword index), whatever order a message got them in: Dovecot answered
+   "(\Flagged zeta alpha mid)" for a message stored "(zeta mid alpha
+   \Flagged)" in a mailbox whose FLAGS list zeta, alpha, mid. */
+static void test_load_keywords(void)
+{
+	static const uint32_t uids[] = { 1, 2, 3, 4, 5 };
+	static const char *const system[5] = { "", "4", "", "3", "" };
+	static const char *const keywords[3] = { "1,3:4", "2:4", "4" };
+	struct mailbox_view *view = view_of(uids, 5);
+	struct sync_flagsets *sets = sync_flagsets_new(SYSTEM_LIST);
+
+	CU_ASSERT_EQUAL_FATAL(sync_flagsets_add_keywords(sets, SYSTEM_LIST " zeta alpha mid"), 3);
+	CU_ASSERT_TRUE(answer_all(sets, system));
+	CU_ASSERT_EQUAL(sync_flagsets_load(sets, view), -1); /* the keywords not answered */
+	for (unsigned int i = 0; i < 3; i++) {
+		struct imap_seqset set = IMAP_SEQSET_INIT;
+		enum imap_seqset_error error;
+
+		CU_ASSERT_EQUAL_FATAL(imap_seqset_parse(&set, keywords[i], strlen(keywords[i]), 0, &error), 0);
+		CU_ASSERT_TRUE(sync_flagsets_answer(sets, 5 + i, &set));
+		imap_seqset_free(&set);
+	}
+	CU_ASSERT_FALSE(sync_flagsets_answer(sets, 8, NULL)); /* no such search */
+	CU_ASSERT_EQUAL(sync_flagsets_load(sets, view), 0);
+	CU_ASSERT_STRING_EQUAL(describe(view), "1(zeta) 2(alpha) 3(\\Seen zeta alpha) 4(\\Flagged zeta alpha mid) 5()");
+	sync_flagsets_free(&sets);
+	mailbox_view_free(&view);
 }
 
 /* One search per system flag, in Dovecot's order of them. */
@@ -166,6 +254,8 @@ static void test_empty_mailbox(void)
 const char unit_suite_name[] = "sync-flagsets";
 const struct unit_test unit_tests[] = {
 	{ "which FLAGS lists are searched", test_which_lists },
+	{ "the SELECT's keywords, after the system flags", test_keyword_searches },
+	{ "keywords in the FLAGS list's order", test_load_keywords },
 	{ "one search per system flag", test_commands },
 	{ "each message's FLAGS in Dovecot's order", test_load },
 	{ "what can't be vouched for", test_refusals },

@@ -993,6 +993,108 @@ static void test_search_form_fallback(void)
 	fixture_close(&f);
 }
 
+/* The options of a client that enabled nothing, over a link measured as
+   slow (4 messages' FLAGS, 160 bytes, take 160 ms at 1,000 bytes/s: more
+   than its 40 ms round trip) or fast (a microsecond). */
+static const struct sync_options plain_slow = { .esearch = true, .link = { 40000, 1000 } };
+static const struct sync_options plain_fast = { .esearch = true, .link = { 40000, 1000000000 } };
+
+/* The SELECT's first flight as plain_later_keyword-like lines tell
+   (select), the six searches answered: the sync's next command. */
+static const char *search_first_flight(struct fixture *f, const char *const *select)
+{
+	const char *next = NULL;
+
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f->sync, "INBOX", 5, false), " UID SEARCH RETURN (ALL) ALL\r\n");
+	for (unsigned int i = 0; i < 5; i++)
+		CU_ASSERT_PTR_NOT_NULL(sync_extra_command(f->sync, i));
+	sync_commands_sent(f->sync, (const char *const[]){ "S0", "S1", "S2", "S3", "S4", "S5" }, 6);
+	feed_sync_select(f, select);
+	sync_select_done(f->sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(f, plain_searches, true);
+	for (unsigned int i = 0; i < 6; i++) {
+		next = sync_fetch_done(f->sync, IMAP_CLIENT_STATUS_OK);
+		if (i < 5)
+			CU_ASSERT_PTR_NULL(next);
+		CU_ASSERT_FALSE(sync_is_ready(f->sync));
+	}
+	return next;
+}
+
+/* Keywords in the SELECT's FLAGS, over a slow link: searched in a flight
+   of their own once the first is answered (only the names the SELECT
+   listed: Dovecot makes a keyword a SEARCH names), each message's FLAGS
+   its system flags then its keywords in the list's order; the store
+   learns the list, and the next SELECT searches again. Over a fast link
+   the FETCH costs less than the round trip: the full form. */
+static void test_keyword_flight(void)
+{
+	static const char *const two_keywords[] = {
+		"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk $Forwarded)\r\n", "* 4 EXISTS\r\n",
+		"* 1 RECENT\r\n", "* OK [UIDVALIDITY 1700000000] UIDs valid\r\n", "* OK [UIDNEXT 13] Predicted next UID\r\n",
+		NULL,
+	};
+	static const char *const junk[] = { "* ESEARCH (TAG \"S6\") UID ALL 7,12\r\n", NULL };
+	static const char *const both[] = { "* ESEARCH (TAG \"S7\") UID ALL 3\r\n", "* ESEARCH (TAG \"S6\") UID ALL 12\r\n",
+					     NULL };
+	struct fixture f;
+	char *flag_list = NULL;
+
+	fixture_open(&f, true);
+	sync_set_options(f.sync, &plain_slow);
+	select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch); /* no list stored: the full form */
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword),
+			       " UID SEARCH RETURN (ALL) KEYWORD $Junk\r\n");
+	CU_ASSERT_PTR_NULL(sync_extra_command(f.sync, 0)); /* one keyword: one search */
+	sync_commands_sent(f.sync, (const char *const[]){ "S6" }, 1);
+	feed_sync(&f, junk, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view), "3(\\Seen) 7($Junk) 9(\\Flagged \\Draft) 12(\\Seen \\Draft $Junk)");
+	CU_ASSERT_TRUE(mailbox_view_get(f.view, 4)->recent);
+	CU_ASSERT_EQUAL(cache_mailbox_get_flag_list(f.cache, sync_mailbox_id(f.sync), &flag_list), 1);
+	CU_ASSERT_STRING_EQUAL(flag_list, "\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk");
+	free(flag_list);
+
+	/* the stored list has a keyword: the SEARCH form still, two keywords now, answered out of order */
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, two_keywords), " UID SEARCH RETURN (ALL) KEYWORD $Junk\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_extra_command(f.sync, 0), " UID SEARCH RETURN (ALL) KEYWORD $Forwarded\r\n");
+	CU_ASSERT_PTR_NULL(sync_extra_command(f.sync, 1));
+	sync_commands_sent(f.sync, (const char *const[]){ "S6", "S7" }, 2);
+	feed_sync(&f, both, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_TRUE_FATAL(sync_is_ready(f.sync));
+	CU_ASSERT_STRING_EQUAL(describe_view(f.view),
+			       "3(\\Seen $Forwarded) 7() 9(\\Flagged \\Draft) 12(\\Seen \\Draft $Junk)");
+
+	/* a keyword search's NO: the full form follows */
+	search_first_flight(&f, plain_later_keyword);
+	sync_commands_sent(f.sync, (const char *const[]){ "S6" }, 1);
+	CU_ASSERT_STRING_EQUAL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_NO), " UID FETCH 1:* (FLAGS)\r\n");
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+
+	/* a fast link: a stored list with keywords gets the full form alone */
+	sync_set_options(f.sync, &plain_fast);
+	select_begin(&f, "INBOX", false, plain_later_keyword);
+	fixture_close(&f);
+
+	/* a fast link, the keyword new since: the full form after the searches */
+	fixture_open(&f, true);
+	sync_set_options(f.sync, &plain_fast);
+	select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
+	fixture_close(&f);
+
+	/* a link not measured: the same */
+	fixture_open(&f, true);
+	sync_set_options(f.sync, &(const struct sync_options){ .esearch = true, .link = { 40000, 0 } });
+	select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
+	fixture_close(&f);
+}
+
 /* Without ESEARCH the CONDSTORE form has no map: the full form. Without
    CONDSTORE, the full form, and the stored HIGHESTMODSEQ stays. */
 static void test_full_form_choices(void)
@@ -1184,6 +1286,7 @@ const struct unit_test unit_tests[] = {
 	{ "the CONDSTORE form: what changed and ESEARCH's map", test_condstore_form },
 	{ "the SEARCH form: ESEARCH's map and one per system flag", test_search_form },
 	{ "the SEARCH form: what it can't vouch for gets the full form", test_search_form_fallback },
+	{ "the SEARCH form: keywords in a flight of their own over a slow link", test_keyword_flight },
 	{ "the full form without ESEARCH or CONDSTORE", test_full_form_choices },
 	{ "a CHANGEDSINCE form that does not add up: the full form follows", test_fallback_to_full },
 	{ "flag rows a chunk per event-loop turn, HIGHESTMODSEQ after them, past the session", test_chunked_writes },
