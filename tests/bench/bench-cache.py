@@ -47,7 +47,12 @@ BENCH_CACHE_NOOP_FILLS (fills the NOOP p99 is pooled over, default 3),
 BENCH_CACHE_MBIT (the bandwidth cap; default none), BENCH_CACHE_WARM_MBIT
 (the cap of warm's second timing, default 100; 0: none), BENCH_CACHE_ONLY=search
 (the searches and warm alone) or =fetch (the four workloads and the NOOP
-alone: a capped link makes each warm minutes long), BENCH_CACHE_SEARCHES (the six, separated by "|")."""
+alone: a capped link makes each warm minutes long), BENCH_CACHE_SEARCHES (the six, separated by "|"),
+BENCH_CACHE_KEYWORDS=1 (before the runs, every third message gets the
+keyword $Forwarded and every seventh $Junk, as a real mailbox has
+keywords: a plain client's SELECT through imapcached then learns them by
+a flight of searches of their own, or by every message's FLAGS,
+whichever the link as measured makes cheaper)."""
 import os
 import random
 import re
@@ -71,6 +76,7 @@ RATE = float(ENV.get("BENCH_CACHE_MBIT", "0")) * 1e6 / 8 or None  # bytes/s each
 WARM_MBIT = float(ENV.get("BENCH_CACHE_WARM_MBIT", "100"))
 RUNS = int(ENV.get("BENCH_CACHE_RUNS", "3"))
 ONLY = ENV.get("BENCH_CACHE_ONLY", "")
+KEYWORDS = ENV.get("BENCH_CACHE_KEYWORDS", "") not in ("", "0")
 STORE_PAUSE = 0.05  # seconds between two flag changes while the index is built
 COLD_RUNS = int(ENV.get("BENCH_CACHE_COLD_RUNS", "2"))
 WARM_RUNS = max(1, int(ENV.get("BENCH_CACHE_WARM_RUNS", "5")))  # imapcachectl warm against the direct fetch, each
@@ -619,7 +625,13 @@ def main():
     try:
         probe = Client(PORT)
         probe.command(b"l", b"LOGIN " + quote_bytes(USER) + b" " + quote_bytes(PASS))
-        count = probe.command(b"s", b"EXAMINE INBOX")[1]
+        count = probe.command(b"s", b"SELECT INBOX" if KEYWORDS else b"EXAMINE INBOX")[1]
+        if KEYWORDS:
+            probe.command(b"k1", b"STORE " + ",".join(str(n) for n in range(3, count + 1, 3)).encode()
+                          + b" +FLAGS.SILENT ($Forwarded)")
+            probe.command(b"k2", b"STORE " + ",".join(str(n) for n in range(7, count + 1, 7)).encode()
+                          + b" +FLAGS.SILENT ($Junk)")
+            print("keywords: $Forwarded on every third message, $Junk on every seventh", flush=True)
         probe.close()
         started = time.monotonic()
         searches = measure_searches(relay, count) if ONLY != "fetch" else None
