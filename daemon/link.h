@@ -16,9 +16,11 @@
  * Each upstream (by its name in the config) keeps a moving average of
  * both, from what the sessions see: the time from a SELECT's flight to
  * its answer (a round trip and the server's work, so never less than a
- * round trip), and the rate of responses of at least LINK_TRANSFER_MIN_BYTES
- * from their first line to their tagged reply (the server's work
- * included: what a FETCH of that size costs). Zero means not measured yet.
+ * round trip; only when nothing else was on its way), and the rate of the
+ * proxy's own FETCHes of at least LINK_TRANSFER_MIN_BYTES whose server
+ * work is light (the sync's FLAGS, whole messages; not header batches,
+ * which make Dovecot parse every message), from their first line to
+ * their tagged reply. Zero means not measured yet.
  * All of it runs on the event loop's thread.
  */
 
@@ -45,7 +47,7 @@ void link_note_transfer(const char *upstream, uint64_t bytes, uint64_t usec);
    the rate is not known). */
 uint64_t link_transfer_usec(const struct link_facts *facts, uint64_t bytes);
 
-/* Forgets every upstream (tests; the daemon's exit). */
+/* Forgets every upstream (tests). */
 void link_forget_all(void);
 
 #endif

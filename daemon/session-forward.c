@@ -197,7 +197,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (session_own_swallows(session, command, kind, data, len, line_end)) {
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SYNC && line_end &&
 		    session_own_runs(session, command) && sync_fetch_line(session->sync, data, len)) {
-			session_own_data(session, len); /* the full form's FETCH: a sample of the link */
+			session->own_data_link = true; /* the full form's FETCH: a sample of the link */
+			session_own_data(session, len);
 			return IMAP_CLIENT_RAW_HANDLED; /* read from its bytes: 10,000 of them per SELECT */
 		}
 		if (kind == IMAP_CLIENT_RAW_UNTAGGED && session->own_kind == SESSION_OWN_SPLICE) {

@@ -479,7 +479,8 @@ void session_own_data(struct session *session, size_t len)
 
 void session_own_data_done(struct session *session, bool ok)
 {
-	if (ok && session->own_data_usec != 0 && session->own_data_bytes >= LINK_TRANSFER_MIN_BYTES) {
+	if (ok && session->own_data_link && session->own_data_usec != 0 &&
+	    session->own_data_bytes >= LINK_TRANSFER_MIN_BYTES) {
 		uint64_t usec = session_now_usec() - session->own_data_usec;
 
 		link_note_transfer(session->upstream_name, session->own_data_bytes, usec);
@@ -488,6 +489,7 @@ void session_own_data_done(struct session *session, bool ok)
 			  link_facts_get(session->upstream_name).bytes_per_sec);
 	}
 	session->own_data_usec = session->own_data_bytes = 0;
+	session->own_data_link = false;
 }
 
 void session_own_select_answered(struct session *session)
@@ -594,7 +596,9 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 	line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,
 				 command->name == IMAP_COMMAND_EXAMINE);
 	session->select_command = upstream;
-	session->sync_flight_usec = session_now_usec();
+	/* a round trip only when nothing else was on its way: behind a
+	   client's pipelined FETCH the SELECT's answer waits for that one */
+	session->sync_flight_usec = session->forwarded_pending == 1 ? session_now_usec() : 0;
 	session_own_send_sync_flight(session, line);
 }
 
@@ -1000,6 +1004,7 @@ static bool session_own_prefetch(struct session *session)
 		session->prefetch_started_usec = session_now_usec();
 	log_debug("session %lu: prefetch:%.*s", session->id, (int)strcspn(line, "\r"), line);
 	session->own_data_usec = session->own_data_bytes = 0;
+	session->own_data_link = strstr(line, "BODY.PEEK[]") != NULL; /* whole messages: the link's speed */
 	session_own_send(session, SESSION_OWN_PREFETCH, "FETCH", line, strlen(line), session_prefetch_done);
 	return true;
 }

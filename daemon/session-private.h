@@ -184,6 +184,7 @@ struct session {
 	uint64_t prefetch_started_usec; /* when the walk's first batch went */
 	uint64_t own_data_usec;        /* when the running own FETCH's first line came; 0: none yet */
 	uint64_t own_data_bytes;       /* the bytes of its lines so far (link.h) */
+	bool own_data_link;            /* they time the link: the sync's full form, a batch of whole messages */
 	uint64_t sync_flight_usec;     /* when the SELECT and its sync went; 0: its answer is in */
 	struct event *batch_event;     /* ends the store's batch of this event-loop turn */
 	bool batch_open;
@@ -357,7 +358,8 @@ bool session_own_runs(const struct session *session, const struct imap_client_co
 /* The link's samples (link.h). A line of len bytes of the own FETCH
    running (a prefetch batch, the sync's full form); and that command's
    end (ok: answered OK), which notes its rate when its lines were many
-   enough to time the link. */
+   enough and own_data_link says they time the link, not the server
+   (header batches make Dovecot parse every message). */
 void session_own_data(struct session *session, size_t len);
 void session_own_data_done(struct session *session, bool ok);
 /* The SELECT's tagged reply came: its flight's round trip is noted. */

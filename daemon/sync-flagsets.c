@@ -41,10 +41,27 @@ enum sync_flag_kind {
 	SYNC_FLAG_REFUSED, /* can't be searched: the FETCH */
 };
 
-/* A keyword sent as it is: an atom (RFC 3501 flag-keyword), no backslash. */
+/* A keyword sent as it is: an atom (RFC 3501 flag-keyword), no
+   backslash; and no "[", which the response parser's atoms take for a
+   section's start (as sync.c's FETCH line reader does). */
 static bool sync_keyword_char(unsigned char c)
 {
-	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\]", c) == NULL;
+	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\[]", c) == NULL;
+}
+
+/* Whether the keyword word (len bytes) is in list before it, in any
+   case: Dovecot matches a searched keyword so, and two searches that
+   both match could not tell the two apart. */
+static bool sync_keyword_repeats(const char *list, const char *word, size_t len)
+{
+	for (const char *at = list; at < word;) {
+		size_t other = strcspn(at, " ");
+
+		if (other == len && strncasecmp(at, word, len) == 0)
+			return true;
+		at += other + (at[other] == ' ');
+	}
+	return false;
 }
 
 static enum sync_flag_kind sync_flag_kind(const char *word, size_t len)
@@ -90,7 +107,8 @@ int sync_flagsets_keyword_count(const char *flag_list)
 	while (sync_list_word(&at, &word, &len)) {
 		enum sync_flag_kind kind = sync_flag_kind(word, len);
 
-		if (kind == SYNC_FLAG_REFUSED || (kind == SYNC_FLAG_KEYWORD && ++keywords > SYNC_FLAGSETS_KEYWORDS_MAX))
+		if (kind == SYNC_FLAG_REFUSED || (kind == SYNC_FLAG_KEYWORD && ++keywords > SYNC_FLAGSETS_KEYWORDS_MAX) ||
+		    (kind == SYNC_FLAG_KEYWORD && sync_keyword_repeats(flag_list, word, len)))
 			return -1;
 	}
 	return keywords;

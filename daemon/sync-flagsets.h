@@ -38,8 +38,8 @@ struct sync_flagsets;
 /* How many keywords flag_list (a FLAGS list's text, flags one space
    apart) has, or -1 when its flags can't stand for a FETCH of FLAGS: a
    backslash flag other than the five and \Recent (the session's, from
-   RECENT), a word that is not an atom, more than SYNC_FLAGSETS_KEYWORDS_MAX
-   keywords. */
+   RECENT), a word that is not an atom (or has "["), a keyword twice in
+   any case, more than SYNC_FLAGSETS_KEYWORDS_MAX keywords. */
 int sync_flagsets_keyword_count(const char *flag_list);
 
 /* The searches of the system flags, for a mailbox whose FLAGS were

@@ -981,9 +981,10 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 		cache_mailbox_remove_uids(sync->cache, mailbox.id, gone, gone_count);
 	cache_mailbox_set_uids(sync->cache, mailbox.id, uids, count);
 	cache_mailbox_set_state(sync->cache, mailbox.id, sync->uidnext, sync->nomodseq ? 0 : mailbox.highestmodseq);
-	/* the next SELECT's searches; none after a list too long to keep */
-	if (sync->flags_seen && (sync->stored_flag_list == NULL || sync->flag_list == NULL ||
-				 strcmp(sync->stored_flag_list, sync->flag_list) != 0))
+	/* the next SELECT's searches; none after a list too long to keep (a
+	   new UIDVALIDITY's row has no list yet) */
+	if (sync->flags_seen && (sync->stored_flag_list == NULL || sync->flag_list == NULL || reset ||
+				 mailbox.id != sync->stored.id || strcmp(sync->stored_flag_list, sync->flag_list) != 0))
 		cache_mailbox_set_flag_list(sync->cache, mailbox.id, sync->flag_list);
 	cache_batch_end(sync->cache);
 	free(stored);
@@ -1042,10 +1043,14 @@ static const char *sync_keyword_flight(struct sync *sync, enum imap_client_statu
 	int keywords;
 	const char *first;
 
+	/* the first flight's tags, all kept: the keywords' follow them */
 	if (sync->keyword_flight || status != IMAP_CLIENT_STATUS_OK || sync->disturbed || sync->delta_refused ||
-	    !sync->have_all || sync->flag_list == NULL || (keywords = sync_flagsets_keyword_count(sync->flag_list)) <= 0)
+	    sync->command_tag_count != 1 + SYNC_FLAGSETS_SYSTEM || !sync->have_all || sync->all_count != sync->exists ||
+	    sync->flag_list == NULL || (keywords = sync_flagsets_keyword_count(sync->flag_list)) <= 0)
 		return NULL;
-	if (!sync_keyword_flight_pays(sync, sync->exists)) {
+	/* chosen for the stored list's keywords already, or for ones new since */
+	if ((sync->stored_flag_list == NULL || sync_flagsets_keyword_count(sync->stored_flag_list) <= 0) &&
+	    !sync_keyword_flight_pays(sync, sync->exists)) {
 		log_debug("sync %s: %d keywords; the FETCH of %u messages' FLAGS costs less than a round trip",
 			  sync->mailbox, keywords, sync->exists);
 		return NULL;

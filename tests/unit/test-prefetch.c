@@ -133,8 +133,6 @@ static void test_batches_follow_the_link(void)
    proportion to PREFETCH_BATCH_FIRST_BYTES per _MESSAGES. */
 static void test_first_batch_from_the_link(void)
 {
-	const uint64_t per_message = PREFETCH_BATCH_FIRST_BYTES / PREFETCH_BATCH_FIRST_MESSAGES;
-
 	setup();
 	prefetch_free(&prefetch);
 	prefetch = prefetch_new();
@@ -144,7 +142,6 @@ static void test_first_batch_from_the_link(void)
 	prefetch = prefetch_new();
 	/* 20 Mbit/s: 75 ms take 187,500 bytes, 35 messages' worth */
 	prefetch_size_first(prefetch, 2500000);
-	CU_ASSERT_EQUAL(187500 / per_message, 35);
 	CU_ASSERT_STRING_EQUAL(set_of(next()), "416:450");
 	prefetch_free(&prefetch);
 	prefetch = prefetch_new();

@@ -80,6 +80,9 @@ static void test_which_lists(void)
 		{ "\\Answeredx", -1 },
 		{ "\\Seen a]b", -1 },
 		{ "\\Seen a\"b", -1 },
+		{ "\\Seen a[b", -1 },         /* the parser's atoms take "[" for a section */
+		{ "\\Seen Foo bar foo", -1 }, /* one keyword twice, in another case */
+		{ "\\Seen Foo bar fool", 3 },
 	};
 	char many[40 * 8], *long_keyword = malloc(202);
 

@@ -1087,11 +1087,56 @@ static void test_keyword_flight(void)
 	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
 	fixture_close(&f);
 
-	/* a link not measured: the same */
+	/* a link not measured (its rate or its round trip): the same */
+	for (int i = 0; i < 2; i++) {
+		struct sync_options unmeasured = { .esearch = true, .link = { i == 0 ? 40000 : 0, i == 0 ? 0 : 1000 } };
+
+		fixture_open(&f, true);
+		sync_set_options(f.sync, &unmeasured);
+		select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
+		CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
+		fixture_close(&f);
+	}
+}
+
+/* What comes between or during the flights over a slow link: a map
+   shorter than EXISTS (a message appended meanwhile) sends no keyword
+   flight, the full form follows at once; an EXISTS during the keyword
+   flight makes its answers not add up: the full form after it; an
+   EXPUNGE during it vouches for nothing (sequence numbers moved). */
+static void test_keyword_flight_disturbed(void)
+{
+	static const char *const appended[] = { "* 5 EXISTS\r\n", NULL };
+	static const char *const expunged[] = { "* 2 EXPUNGE\r\n", NULL };
+	static const char *const junk[] = { "* ESEARCH (TAG \"S6\") UID ALL 7,12\r\n", NULL };
+	struct fixture f;
+
 	fixture_open(&f, true);
-	sync_set_options(f.sync, &(const struct sync_options){ .esearch = true, .link = { 40000, 0 } });
+	sync_set_options(f.sync, &plain_slow);
 	select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
-	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
+	CU_ASSERT_STRING_EQUAL(sync_select_begin(f.sync, "INBOX", 5, false), " UID SEARCH RETURN (ALL) ALL\r\n");
+	sync_commands_sent(f.sync, (const char *const[]){ "S0", "S1", "S2", "S3", "S4", "S5" }, 6);
+	feed_sync_select(&f, plain_later_keyword);
+	sync_select_done(f.sync, IMAP_CLIENT_STATUS_OK, "READ-WRITE");
+	feed_sync(&f, plain_searches, true);
+	feed_sync(&f, appended, false);
+	for (unsigned int i = 0; i < 5; i++)
+		CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_STRING_EQUAL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK), " UID FETCH 1:* (FLAGS)\r\n");
+
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID SEARCH RETURN (ALL) KEYWORD $Junk\r\n");
+	sync_commands_sent(f.sync, (const char *const[]){ "S6" }, 1);
+	feed_sync(&f, appended, false);
+	feed_sync(&f, junk, true);
+	CU_ASSERT_STRING_EQUAL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK), " UID FETCH 1:* (FLAGS)\r\n");
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
+
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID SEARCH RETURN (ALL) KEYWORD $Junk\r\n");
+	sync_commands_sent(f.sync, (const char *const[]){ "S6" }, 1);
+	feed_sync(&f, expunged, false);
+	feed_sync(&f, junk, true);
+	CU_ASSERT_PTR_NULL(sync_fetch_done(f.sync, IMAP_CLIENT_STATUS_OK));
+	CU_ASSERT_FALSE(sync_is_ready(f.sync));
 	fixture_close(&f);
 }
 
@@ -1287,6 +1332,7 @@ const struct unit_test unit_tests[] = {
 	{ "the SEARCH form: ESEARCH's map and one per system flag", test_search_form },
 	{ "the SEARCH form: what it can't vouch for gets the full form", test_search_form_fallback },
 	{ "the SEARCH form: keywords in a flight of their own over a slow link", test_keyword_flight },
+	{ "the SEARCH form: the keyword flight disturbed", test_keyword_flight_disturbed },
 	{ "the full form without ESEARCH or CONDSTORE", test_full_form_choices },
 	{ "a CHANGEDSINCE form that does not add up: the full form follows", test_fallback_to_full },
 	{ "flag rows a chunk per event-loop turn, HIGHESTMODSEQ after them, past the session", test_chunked_writes },
