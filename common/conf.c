@@ -684,13 +684,42 @@ static void conf_load_upstreams(struct conf_loader *loader, const config_setting
 	}
 }
 
+/* The setting key of group, a string that must be one of names (NULL
+   ended): true with its index in *choice_r; false when absent or wrong
+   (reported: "must be "a", "b" or "c", not "d""). */
+static bool conf_get_choice(struct conf_loader *loader, const config_setting_t *group, const char *key,
+			    const char *const *names, size_t *choice_r)
+{
+	const config_setting_t *setting = config_setting_get_member(group, key);
+	const char *name;
+	char allowed[256];
+	size_t used = 0, count = 0;
+
+	if (setting == NULL || !conf_expect_type(loader, setting, CONFIG_TYPE_STRING))
+		return false;
+	name = config_setting_get_string(setting);
+	for (; names[count] != NULL; count++) {
+		if (strcmp(name, names[count]) == 0) {
+			*choice_r = count;
+			return true;
+		}
+	}
+	for (size_t i = 0; i < count; i++)
+		used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s\"%s\"",
+					 i == 0 ? "" : i + 1 == count ? " or " : ", ", names[i]);
+	conf_report(loader, setting, "must be %s, not \"%s\"", allowed, name);
+	return false;
+}
+
 static void conf_load_cache(struct conf_loader *loader, const config_setting_t *root,
 			      struct conf *config)
 {
-	static const char *const known[] = { "dir", "body_budget", "body_max_size", "prefetch", NULL };
-	static const char *const prefetch_names[] = { "off", "headers", "full" };
+	static const char *const known[] = { "dir", "body_budget", "body_max_size", "prefetch", "keyword_searches",
+					     NULL };
+	static const char *const prefetch_names[] = { "off", "headers", "full", NULL };
+	static const char *const keyword_names[] = { "auto", "always", "never", NULL };
 	const config_setting_t *group = conf_get_group(loader, root, "cache");
-	const config_setting_t *prefetch;
+	size_t choice;
 
 	if (group == NULL)
 		return;
@@ -698,18 +727,10 @@ static void conf_load_cache(struct conf_loader *loader, const config_setting_t *
 	conf_get_string(loader, group, "dir", &config->cache_dir);
 	conf_get_size(loader, group, "body_budget", 0, UINT64_MAX, &config->cache_body_budget);
 	conf_get_size(loader, group, "body_max_size", 0, UINT64_MAX, &config->cache_body_max_size);
-	prefetch = config_setting_get_member(group, "prefetch");
-	if (prefetch != NULL && conf_expect_type(loader, prefetch, CONFIG_TYPE_STRING)) {
-		const char *name = config_setting_get_string(prefetch);
-		size_t i = 0;
-
-		while (i < sizeof(prefetch_names) / sizeof(prefetch_names[0]) && strcmp(name, prefetch_names[i]) != 0)
-			i++;
-		if (i == sizeof(prefetch_names) / sizeof(prefetch_names[0]))
-			conf_report(loader, prefetch, "must be \"off\", \"headers\" or \"full\", not \"%s\"", name);
-		else
-			config->cache_prefetch = (enum conf_prefetch)i;
-	}
+	if (conf_get_choice(loader, group, "prefetch", prefetch_names, &choice))
+		config->cache_prefetch = (enum conf_prefetch)choice;
+	if (conf_get_choice(loader, group, "keyword_searches", keyword_names, &choice))
+		config->cache_keyword_searches = (enum conf_keyword_searches)choice;
 	if (config->cache_dir[0] != '/')
 		conf_report(loader, config_setting_get_member(group, "dir"),
 			      "must be an absolute path, not \"%s\"", config->cache_dir);
@@ -828,6 +849,7 @@ struct conf *conf_new_defaults(void)
 	config->cache_body_budget = CONF_DEFAULT_BODY_BUDGET;
 	config->cache_body_max_size = CONF_DEFAULT_BODY_MAX_SIZE;
 	config->cache_prefetch = CONF_PREFETCH_HEADERS;
+	config->cache_keyword_searches = CONF_KEYWORD_SEARCHES_AUTO;
 	config->log_level = LOG_LEVEL_INFO;
 	config->pool_size = CONF_DEFAULT_POOL_SIZE;
 	config->pool_idle_timeout = CONF_DEFAULT_POOL_IDLE;

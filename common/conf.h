@@ -50,6 +50,13 @@ enum conf_prefetch {
 	CONF_PREFETCH_FULL,      /* and whole messages, within the body budget */
 };
 
+/* cache.keyword_searches: how a plain client's sync learns keywords. */
+enum conf_keyword_searches {
+	CONF_KEYWORD_SEARCHES_AUTO,   /* by searches when the link as measured makes them cheaper than the FETCH */
+	CONF_KEYWORD_SEARCHES_ALWAYS, /* by searches, whatever the link */
+	CONF_KEYWORD_SEARCHES_NEVER,  /* by the FETCH of every message's FLAGS */
+};
+
 struct conf {
 	char *path;
 	struct conf_listener *listeners;
@@ -63,6 +70,7 @@ struct conf {
 	uint64_t cache_body_budget;   /* bytes of whole message bodies per account */
 	uint64_t cache_body_max_size; /* a larger message's body is not kept */
 	enum conf_prefetch cache_prefetch; /* what a session fetches on its own while the client is idle */
+	enum conf_keyword_searches cache_keyword_searches; /* a plain client's keywords: searches or the FETCH */
 
 	char *control_socket;         /* imapcachectl's UNIX socket (absolute) */
 

@@ -588,6 +588,7 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 		.qresync = session->client_qresync,
 		.esearch = imap_client_has_capability(session->upstream, "ESEARCH"),
 		.link = link_facts_get(session->upstream_name),
+		.keyword_searches = session->conf->cache_keyword_searches,
 	};
 	const char *line;
 

@@ -177,11 +177,14 @@ void sync_deselect(struct sync *sync)
 /* Whether searching the keywords, in a flight after the first (a round
    trip), costs less than the full form's FETCH of messages' FLAGS at the
    link's measured rate. Not while either is unmeasured: the FETCH then
-   measures the rate. */
+   measures the rate. cache.keyword_searches "always" or "never" decides
+   instead. */
 static bool sync_keyword_flight_pays(const struct sync *sync, uint32_t messages)
 {
 	const struct link_facts *link = &sync->options.link;
 
+	if (sync->options.keyword_searches != CONF_KEYWORD_SEARCHES_AUTO)
+		return sync->options.keyword_searches == CONF_KEYWORD_SEARCHES_ALWAYS;
 	return link->round_trip_usec > 0 && link->bytes_per_sec > 0 &&
 	       link_transfer_usec(link, (uint64_t)messages * SYNC_FLAGS_FETCH_BYTES) > link->round_trip_usec;
 }

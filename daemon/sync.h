@@ -3,6 +3,7 @@
 #ifndef IMAPCACHED_SYNC_H
 #define IMAPCACHED_SYNC_H
 
+#include "conf.h"
 #include "imap-client.h"
 #include "link.h"
 #include "mailbox-news.h"
@@ -52,6 +53,7 @@ struct sync_options {
 	bool qresync;             /* the client enabled QRESYNC */
 	bool esearch;             /* the upstream advertises ESEARCH */
 	struct link_facts link;   /* the upstream's link as measured: whether keywords are searched */
+	enum conf_keyword_searches keyword_searches; /* auto: by link; always; never */
 };
 void sync_set_options(struct sync *sync, const struct sync_options *options);
 

@@ -63,6 +63,7 @@ static void test_defaults(void)
 	CU_ASSERT_EQUAL(conf->cache_body_max_size, 4 << 20);
 	CU_ASSERT(conf->cache_body_max_size >= 2018482); /* the benchmark corpus's largest message */
 	CU_ASSERT_EQUAL(conf->cache_prefetch, CONF_PREFETCH_HEADERS);
+	CU_ASSERT_EQUAL(conf->cache_keyword_searches, CONF_KEYWORD_SEARCHES_AUTO);
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_INFO);
 	CU_ASSERT_EQUAL(conf->pool_size, 4);
 	CU_ASSERT_EQUAL(conf->timeout_idle, 1800);
@@ -87,7 +88,7 @@ static void test_issue_example(void)
 		"upstreams = ( { name = \"example\"; host = \"imap.example.com\"; port = 993; tls = \"implicit\";\n"
 		"                ca_file = \"/etc/ca.pem\"; verify = true; users = [ \"*@example.com\" ]; } );\n"
 		"cache = { dir = \"/var/cache/imapcached\"; body_budget = \"1G\"; body_max_size = \"512K\";"
-		" prefetch = \"full\"; };\n"
+		" prefetch = \"full\"; keyword_searches = \"always\"; };\n"
 		"log = { level = \"debug\"; };\n"
 		"user = \"imapcached\";\n"
 		"pool = { size = 8; idle_timeout = 60; max_age = 120; };\n"
@@ -113,6 +114,7 @@ static void test_issue_example(void)
 	CU_ASSERT_EQUAL(conf->cache_body_budget, 1ULL << 30);
 	CU_ASSERT_EQUAL(conf->cache_body_max_size, 512 * 1024);
 	CU_ASSERT_EQUAL(conf->cache_prefetch, CONF_PREFETCH_FULL);
+	CU_ASSERT_EQUAL(conf->cache_keyword_searches, CONF_KEYWORD_SEARCHES_ALWAYS);
 	CU_ASSERT_EQUAL(conf->log_level, LOG_LEVEL_DEBUG);
 	CU_ASSERT_STRING_EQUAL(conf->user, "imapcached");
 	CU_ASSERT_EQUAL(conf->pool_size, 8);
@@ -258,6 +260,8 @@ static void test_bad_values(void)
 		      "test.conf:2: cache.prefetch: must be \"off\", \"headers\" or \"full\", not \"sometimes\"\n");
 	expect_errors(UPSTREAM "cache = { prefetch = true; };\n",
 		      "test.conf:2: cache.prefetch: must be a string, not a boolean\n");
+	expect_errors(UPSTREAM "cache = { keyword_searches = \"often\"; };\n",
+		      "test.conf:2: cache.keyword_searches: must be \"auto\", \"always\" or \"never\", not \"often\"\n");
 	expect_errors(UPSTREAM "cache = { body_max_size = -1; };\n",
 		      "test.conf:2: cache.body_max_size: must not be negative\n");
 	expect_errors(UPSTREAM "cache = { body_max_size = \"4MB\"; };\n",

@@ -1097,6 +1097,20 @@ static void test_keyword_flight(void)
 		CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
 		fixture_close(&f);
 	}
+
+	/* cache.keyword_searches: "always" searches over a link not measured, "never" fetches over a slow one */
+	fixture_open(&f, true);
+	sync_set_options(f.sync, &(const struct sync_options){ .esearch = true,
+							       .keyword_searches = CONF_KEYWORD_SEARCHES_ALWAYS });
+	select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID SEARCH RETURN (ALL) KEYWORD $Junk\r\n");
+	fixture_close(&f);
+	fixture_open(&f, true);
+	sync_set_options(f.sync, &(const struct sync_options){ .esearch = true, .link = { 40000, 1000 },
+							       .keyword_searches = CONF_KEYWORD_SEARCHES_NEVER });
+	select_mailbox(&f, "INBOX", plain_select, "READ-WRITE", plain_fetch);
+	CU_ASSERT_STRING_EQUAL(search_first_flight(&f, plain_later_keyword), " UID FETCH 1:* (FLAGS)\r\n");
+	fixture_close(&f);
 }
 
 /* What comes between or during the flights over a slow link: a map
