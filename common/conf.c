@@ -704,7 +704,7 @@ static bool conf_get_choice(struct conf_loader *loader, const config_setting_t *
 			return true;
 		}
 	}
-	for (size_t i = 0; i < count; i++)
+	for (size_t i = 0; i < count && used < sizeof(allowed); i++)
 		used += (size_t)snprintf(allowed + used, sizeof(allowed) - used, "%s\"%s\"",
 					 i == 0 ? "" : i + 1 == count ? " or " : ", ", names[i]);
 	conf_report(loader, setting, "must be %s, not \"%s\"", allowed, name);

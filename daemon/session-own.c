@@ -1005,7 +1005,7 @@ static bool session_own_prefetch(struct session *session)
 		session->prefetch_started_usec = session_now_usec();
 	log_debug("session %lu: prefetch:%.*s", session->id, (int)strcspn(line, "\r"), line);
 	session->own_data_usec = session->own_data_bytes = 0;
-	session->own_data_link = strstr(line, "BODY.PEEK[]") != NULL; /* whole messages: the link's speed */
+	session->own_data_link = strstr(line, PREFETCH_BODY_ITEMS) != NULL; /* whole messages: the link's speed */
 	session_own_send(session, SESSION_OWN_PREFETCH, "FETCH", line, strlen(line), session_prefetch_done);
 	return true;
 }

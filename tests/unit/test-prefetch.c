@@ -131,26 +131,21 @@ static void test_batches_follow_the_link(void)
 /* A link measured before sizes the first batch: three quarters of
    PREFETCH_BATCH_TRANSFER_USEC of data, within the limits, messages in
    proportion to PREFETCH_BATCH_FIRST_BYTES per _MESSAGES. */
+static const char *first_batch_at(uint64_t bytes_per_sec)
+{
+	prefetch_free(&prefetch);
+	prefetch = prefetch_new();
+	prefetch_size_first(prefetch, bytes_per_sec);
+	return set_of(next());
+}
+
 static void test_first_batch_from_the_link(void)
 {
 	setup();
-	prefetch_free(&prefetch);
-	prefetch = prefetch_new();
-	prefetch_size_first(prefetch, 0); /* not measured: as it was */
-	CU_ASSERT_STRING_EQUAL(set_of(next()), "401:450");
-	prefetch_free(&prefetch);
-	prefetch = prefetch_new();
-	/* 20 Mbit/s: 75 ms take 187,500 bytes, 35 messages' worth */
-	prefetch_size_first(prefetch, 2500000);
-	CU_ASSERT_STRING_EQUAL(set_of(next()), "416:450");
-	prefetch_free(&prefetch);
-	prefetch = prefetch_new();
-	prefetch_size_first(prefetch, 1000); /* a crawl: the least batch */
-	CU_ASSERT_STRING_EQUAL(set_of(next()), "439:450");
-	prefetch_free(&prefetch);
-	prefetch = prefetch_new();
-	prefetch_size_first(prefetch, UINT64_MAX); /* a LAN: the largest */
-	CU_ASSERT_STRING_EQUAL(set_of(next()), "251:450");
+	CU_ASSERT_STRING_EQUAL(first_batch_at(0), "401:450");          /* not measured: as it was */
+	CU_ASSERT_STRING_EQUAL(first_batch_at(2500000), "416:450");    /* 20 Mbit/s: 187,500 bytes in 75 ms, 35 messages */
+	CU_ASSERT_STRING_EQUAL(first_batch_at(1000), "439:450");       /* a crawl: the least batch */
+	CU_ASSERT_STRING_EQUAL(first_batch_at(UINT64_MAX), "251:450"); /* a LAN: the largest */
 	teardown();
 }
 
