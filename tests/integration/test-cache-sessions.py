@@ -56,9 +56,10 @@ IDLE = "IDLE"
 IDLE_SETTLE = 0.5  # seconds for the upstream's IDLE updates to reach the idler before its DONE
 IDLE_SETTLE_DIRECT = 1.5  # the same for the direct side, whose count the proxied side then waits for:
                           # Dovecot's own notice took over 0.5 s on a busy machine
-IDLE_WAIT_MAX = 10  # seconds the proxied idler waits for as many updates as the direct one got: Dovecot's
-                    # IDLE once told the proxy's upstream nothing of two changes in 40 s (its notice missed
-                    # them; its DONE does not sync), so a scenario whose idler waited longer runs once more
+IDLE_WAIT_MAX = 10  # seconds the proxied idler waits for as many updates as the direct one got; then its
+                    # DONE, and a scenario that differed after such a wait runs once more. A CI run's idler
+                    # waited 40 s in vain; the likeliest cause is Dovecot's own race: which of two sessions
+                    # claims a new message's \Recent (whose IDLE then gets "* 1 RECENT") turns on timing
 # steps of connection 0 run on both first, in place of a plain SELECT
 SELECT_CONDSTORE = (0, "SELECT %s (CONDSTORE)" % MAILBOX)
 ENABLE_QRESYNC = (0, "ENABLE QRESYNC")
@@ -242,7 +243,7 @@ def idle(idler, sessions, steps, expect=None, lags=None):
     for n, command, *literal in steps:
         out.append(("%d %s" % (n, command), exchange(sessions[n], command, *literal)))
     if expect is not None and not updates_within(idler.conn, lines, expect, IDLE_WAIT_MAX):
-        lags.append("an idler had %d of %d updates after %d s" % (len(lines) - 1, expect, IDLE_WAIT_MAX))
+        lags.append("an idler had %d of %d updates after %d s: %r" % (len(lines) - 1, expect, IDLE_WAIT_MAX, lines))
     time.sleep(IDLE_SETTLE if expect is not None else IDLE_SETTLE_DIRECT)
     idler.conn.send(b"DONE\r\n")
     while not lines[-1].startswith(tag + b" "):
