@@ -193,6 +193,9 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 	[CACHE_STMT_INTERNALDATES_RANGE] =
 		"SELECT uid, internaldate, internaldate_sum FROM messages INDEXED BY messages_internaldate "
 		"WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 AND internaldate IS NOT NULL ORDER BY uid",
+	[CACHE_STMT_HEADERS_RANGE] =
+		"SELECT uid, header, header_sum FROM messages WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 "
+		"AND header IS NOT NULL ORDER BY uid",
 	[CACHE_STMT_PREVIEW_STORE] =
 		"INSERT INTO previews(mailbox_id, uid, value, sum) VALUES(?1, ?2, ?3, ?4) "
 		"ON CONFLICT(mailbox_id, uid) DO UPDATE SET value = excluded.value, sum = excluded.sum",

@@ -421,17 +421,21 @@ typedef void cache_flags_fn(uint32_t uid, const char *flags, size_t len, uint64_
 long cache_lookup_flags(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_flags_fn *callback, void *context);
 
-/* Called once per message with a stored INTERNALDATE (size bytes at
-   data, as the upstream wrote it), in UID order. No cache call may be
+/* Called once per message with a stored value of one item (size bytes
+   at data, as the upstream wrote it), in UID order. No cache call may be
    made from inside it. */
-typedef void cache_internaldate_fn(uint32_t uid, const unsigned char *data, size_t size, void *context);
+typedef void cache_value_fn(uint32_t uid, const unsigned char *data, size_t size, void *context);
 /* Tells callback the stored INTERNALDATE of each message of mailbox_id
    with a UID in [first, last] that has one whose checksum holds, from an
    index of those values alone (BEFORE, ON and SINCE read no row; a
    damaged one is left out, as if not stored). Returns how many calls
    were made, or -1 on error. */
 long cache_lookup_internaldates(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
-				cache_internaldate_fn *callback, void *context);
+				cache_value_fn *callback, void *context);
+/* The same for the header block: from the rows alone, not the bodies'
+   (a FROM or SUBJECT search reads no other value and joins no body). */
+long cache_lookup_headers(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			  cache_value_fn *callback, void *context);
 
 /* Called once per message with a stored size, in UID order. No cache
    call may be made from inside it. */

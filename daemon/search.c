@@ -402,44 +402,34 @@ static bool search_parse_day(const unsigned char *data, size_t size, int32_t *da
 	return true;
 }
 
-/* cache_lookup_many's callback: the stored size and day of a message. */
-static void search_take_stored(const struct cache_message *stored, void *context)
+/* cache_lookup_headers's callback: what the string keys and SENT* read
+   in a message's stored header block. */
+static void search_take_header(uint32_t uid, const unsigned char *data, size_t size, void *context)
 {
 	struct search_context *ctx = context;
+	struct search_message *message;
 
-	while (ctx->cursor < ctx->count && ctx->messages[ctx->cursor].uid < stored->uid)
+	while (ctx->cursor < ctx->count && ctx->messages[ctx->cursor].uid < uid)
 		ctx->cursor++;
-	if (ctx->cursor == ctx->count || ctx->messages[ctx->cursor].uid != stored->uid)
+	if (ctx->cursor == ctx->count || ctx->messages[ctx->cursor].uid != uid)
 		return;
-	struct search_message *message = &ctx->messages[ctx->cursor];
-	if ((stored->present & CACHE_HAS(CACHE_ITEM_SIZE)) != 0) {
-		message->size = stored->size;
-		message->has_size = true;
-	}
-	if ((stored->present & CACHE_HAS(CACHE_ITEM_INTERNALDATE)) != 0)
-		message->has_day = search_parse_day(stored->values[CACHE_ITEM_INTERNALDATE].data,
-						    stored->values[CACHE_ITEM_INTERNALDATE].size, &message->day);
-	if ((stored->present & CACHE_HAS(CACHE_ITEM_HEADER)) != 0) {
-		const struct cache_value *header = &stored->values[CACHE_ITEM_HEADER];
+	message = &ctx->messages[ctx->cursor];
+	for (unsigned int i = 0; i < ctx->string_count; i++) {
+		struct search_string_key *string = &ctx->strings[i];
 
-		for (unsigned int i = 0; i < ctx->string_count; i++) {
-			struct search_string_key *string = &ctx->strings[i];
-
-			if (string->text)
-				continue;
+		if (!string->text)
 			string->results[ctx->cursor] = (signed char)search_string_match_header(
-				header->data, header->size, string->field, string->kind, &string->needle);
-		}
-		message->has_header = true;
-		if ((ctx->needs & SEARCH_NEEDS_SENT) != 0) {
-			int year, month, day;
+				data, size, string->field, string->kind, &string->needle);
+	}
+	message->has_header = true;
+	if ((ctx->needs & SEARCH_NEEDS_SENT) != 0) {
+		int year, month, day;
 
-			message->has_sent_day = search_string_sent_date(header->data, header->size, &year, &month, &day) == 0 &&
-						year >= SEARCH_YEAR_FIRST && year <= SEARCH_YEAR_LAST &&
-						day <= search_month_days(year, month);
-			if (message->has_sent_day)
-				message->sent_day = search_day_number(year, month, day);
-		}
+		message->has_sent_day = search_string_sent_date(data, size, &year, &month, &day) == 0 &&
+					year >= SEARCH_YEAR_FIRST && year <= SEARCH_YEAR_LAST &&
+					day <= search_month_days(year, month);
+		if (message->has_sent_day)
+			message->sent_day = search_day_number(year, month, day);
 	}
 }
 
@@ -468,55 +458,35 @@ static void search_take_internaldate(uint32_t uid, const unsigned char *data, si
 	ctx->messages[ctx->cursor].has_day = search_parse_day(data, size, &ctx->messages[ctx->cursor].day);
 }
 
-/* The stored values (CACHE_HAS bits) a program with these needs reads:
-   a LARGER reads no value, so it pays for no value's checksum. */
-static unsigned int search_stored_values(unsigned int needs)
-{
-	unsigned int values = 0;
-
-	if ((needs & SEARCH_NEEDS_DATE) != 0)
-		values |= CACHE_HAS(CACHE_ITEM_INTERNALDATE);
-	if ((needs & (SEARCH_NEEDS_HEADER | SEARCH_NEEDS_SENT)) != 0)
-		values |= CACHE_HAS(CACHE_ITEM_HEADER);
-	return values;
-}
-
 /* Reads the sizes and days the program needs from the store. Returns 0
    when every message has them, -1 with *why_r otherwise. */
 static int search_read_store(struct search_context *ctx, const struct search_facts *facts, unsigned int needs,
 			     const char **why_r)
 {
-	uint32_t *uids;
-	long found;
+	uint32_t first, last;
+	long found = 0;
 
 	if (facts->cache == NULL || facts->mailbox_id == 0) {
 		*why_r = "no store";
 		return -1;
 	}
+	if (ctx->count == 0)
+		return 0;
+	first = ctx->messages[0].uid;
+	last = ctx->messages[ctx->count - 1].uid;
+	/* each item by a range scan of its own: sizes and days from their
+	   indexes (a tenth of the rows' time), header blocks from the rows
+	   with no body joined */
 	ctx->cursor = 0;
-	if ((needs & (SEARCH_NEEDS_HEADER | SEARCH_NEEDS_SENT)) == 0) {
-		/* sizes and days alone: from their indexes, not the rows (a tenth of the time) */
-		found = 0;
-		if ((needs & SEARCH_NEEDS_SIZE) != 0 || (needs & SEARCH_NEEDS_DATE) == 0)
-			found = cache_lookup_sizes(facts->cache, facts->mailbox_id, ctx->messages[0].uid,
-						   ctx->messages[ctx->count - 1].uid, search_take_size, ctx);
-		ctx->cursor = 0;
-		if (found >= 0 && (needs & SEARCH_NEEDS_DATE) != 0)
-			found = cache_lookup_internaldates(facts->cache, facts->mailbox_id, ctx->messages[0].uid,
-							   ctx->messages[ctx->count - 1].uid, search_take_internaldate,
-							   ctx);
-	} else {
-		uids = malloc(ctx->count * sizeof(*uids));
-		if (uids == NULL) {
-			*why_r = "out of memory";
-			return -1;
-		}
-		for (uint32_t i = 0; i < ctx->count; i++)
-			uids[i] = ctx->messages[i].uid;
-		found = cache_lookup_values(facts->cache, facts->mailbox_id, uids, ctx->count,
-					    search_stored_values(needs), search_take_stored, ctx);
-		free(uids);
-	}
+	if ((needs & SEARCH_NEEDS_SIZE) != 0)
+		found = cache_lookup_sizes(facts->cache, facts->mailbox_id, first, last, search_take_size, ctx);
+	ctx->cursor = 0;
+	if (found >= 0 && (needs & SEARCH_NEEDS_DATE) != 0)
+		found = cache_lookup_internaldates(facts->cache, facts->mailbox_id, first, last, search_take_internaldate,
+						   ctx);
+	ctx->cursor = 0;
+	if (found >= 0 && (needs & (SEARCH_NEEDS_HEADER | SEARCH_NEEDS_SENT)) != 0)
+		found = cache_lookup_headers(facts->cache, facts->mailbox_id, first, last, search_take_header, ctx);
 	for (uint32_t i = 0; found >= 0 && i < ctx->count; i++) {
 		if (((needs & SEARCH_NEEDS_SIZE) != 0 && !ctx->messages[i].has_size) ||
 		    ((needs & SEARCH_NEEDS_DATE) != 0 && !ctx->messages[i].has_day) ||

@@ -1117,7 +1117,7 @@ static bool plan_says(struct cache *cache, const char *sql, const char *words)
 	return found;
 }
 
-/* cache_lookup_internaldates's callback: "uid=value;" appended to a text. */
+/* cache_lookup_internaldates's and cache_lookup_headers's callback: "uid=value;" appended to a text. */
 static void internaldate_seen(uint32_t uid, const unsigned char *data, size_t size, void *context)
 {
 	char *text = context;
@@ -1156,6 +1156,38 @@ static void test_lookup_internaldates(void)
 	CU_ASSERT_TRUE(plan_says(cache, "EXPLAIN QUERY PLAN SELECT uid, internaldate, internaldate_sum FROM messages "
 				  "INDEXED BY messages_internaldate WHERE mailbox_id = 1 AND uid BETWEEN 1 AND 8",
 				  "COVERING INDEX messages_internaldate"));
+	cache_unref(&cache);
+	teardown();
+}
+
+static void store_text_body(struct cache *cache, int64_t mailbox_id, uint32_t uid, size_t size);
+
+/* Header blocks by a range scan of the rows, in UID order, never a
+   damaged one; a message also stored whole gives its row's block. */
+static void test_lookup_headers(void)
+{
+	struct cache *cache;
+	struct cache_mailbox mailbox;
+	char text[256] = "";
+
+	setup();
+	cache = open_account("up", "alice");
+	mailbox = open_mailbox(cache, "INBOX", 1);
+	store_text(cache, mailbox.id, 6, CACHE_ITEM_HEADER, "Subject: six\r\n\r\n");
+	store_text(cache, mailbox.id, 2, CACHE_ITEM_HEADER, "From: two\r\n\r\n");
+	store_text(cache, mailbox.id, 4, CACHE_ITEM_HEADER, "To: four\r\n\r\n");
+	store_text_body(cache, mailbox.id, 4, 300);
+	CU_ASSERT_EQUAL(store_fetched(cache, mailbox.id, 3, "(env)", NULL), 0); /* no header block */
+	store_text(cache, mailbox.id, 9, CACHE_ITEM_HEADER, "Subject: nine\r\n\r\n"); /* past the range */
+	CU_ASSERT_EQUAL(cache_lookup_headers(cache, mailbox.id, 1, 8, internaldate_seen, text), 3);
+	CU_ASSERT_STRING_EQUAL(text, "2=From: two\r\n\r\n;4=To: four\r\n\r\n;6=Subject: six\r\n\r\n;");
+	/* a value its checksum does not vouch for is left out */
+	CU_ASSERT_EQUAL(sqlite3_exec(cache_sqlite_handle(cache),
+				     "UPDATE messages SET header = 'To: fours\r\n\r\n' WHERE uid = 4", NULL, NULL, NULL),
+			SQLITE_OK);
+	text[0] = '\0';
+	CU_ASSERT_EQUAL(cache_lookup_headers(cache, mailbox.id, 1, 8, internaldate_seen, text), 2);
+	CU_ASSERT_STRING_EQUAL(text, "2=From: two\r\n\r\n;6=Subject: six\r\n\r\n;");
 	cache_unref(&cache);
 	teardown();
 }
@@ -3224,6 +3256,7 @@ const struct unit_test unit_tests[] = {
 	{ "a held batch commits by its timer, a plain end, an own write or the last unref", test_batch_held },
 	{ "sizes are read from their own index", test_lookup_sizes },
 	{ "INTERNALDATEs are read from their own index, never a damaged one", test_lookup_internaldates },
+	{ "header blocks are read from the rows alone, never a damaged one", test_lookup_headers },
 	{ "which messages have their fixed items, kept by every write", test_lookup_fixed },
 	{ "which messages have a plain header block, kept by every write", test_lookup_plain_headers },
 	{ NULL, NULL },
