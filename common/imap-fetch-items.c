@@ -627,9 +627,43 @@ static size_t atom_run(const unsigned char *data, size_t len, bool name)
 	return run;
 }
 
+/* The length of the run of a list's bytes at data that step() would add
+   one by one and leave the list in its state: spaces, parentheses (the
+   depth kept in *depth), atoms, and quoted strings with no escape, whole
+   in data. A ")" that closes the value, a literal, a "~", an escape and
+   anything odd are left to step(). */
+static size_t list_run(const unsigned char *data, size_t len, unsigned int *depth)
+{
+	size_t run = 0;
+
+	for (; run < len; run++) {
+		unsigned char c = data[run];
+
+		if (c == '(') {
+			if (*depth == IMAP_FETCH_ITEMS_MAX_DEPTH)
+				break;
+			(*depth)++;
+		} else if (c == ')') {
+			if (*depth == 1)
+				break;
+			(*depth)--;
+		} else if (c == '"') {
+			size_t end = run + 1 + quoted_run(data + run + 1, len - run - 1);
+
+			if (end == len || data[end] != '"')
+				break;
+			run = end;
+		} else if (c != ' ' && (!is_atom_byte(c) || c == '~')) {
+			break;
+		}
+	}
+	return run;
+}
+
 /* Takes a run of bytes the current state would add one by one without
    leaving it (an atom's, a name's outside brackets, a quoted string's
-   plain ones). Returns how many (0: none, step() takes the byte). */
+   plain ones, a list's plain ones). Returns how many (0: none, step()
+   takes the byte). */
 static size_t feed_run(struct imap_fetch_items *items, const unsigned char *data, size_t len)
 {
 	struct byte_buffer *buffer = &items->value;
@@ -641,6 +675,9 @@ static size_t feed_run(struct imap_fetch_items *items, const unsigned char *data
 		break;
 	case STATE_ATOM:
 		run = atom_run(data, len, false);
+		break;
+	case STATE_LIST:
+		run = list_run(data, len, &items->depth);
 		break;
 	case STATE_NAME:
 		run = items->name_brackets == 0 ? atom_run(data, len, true) : 0;

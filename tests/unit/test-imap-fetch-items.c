@@ -225,6 +225,11 @@ static void test_lists(void)
 	       "\"7bit\" 1 1) \"mixed\")>|<((\"text\" \"plain\" NIL NIL NIL \"7bit\" 0 0)(\"text\" \"html\" (\"a\" \"b\") NIL NIL "
 	       "\"7bit\" 1 1) \"mixed\")>\n"
 	       "= COMPLETE\n");
+	/* what a list's bytes hold besides atoms and plain strings: an
+	   escape, an empty string, a literal8, lists side by side */
+	expect("* 2 FETCH (X (\"a\\\"b\" \"\" (~{2}\r\nab) ((c)(d e)) f~g))\r\n",
+	       "ITEM 2 X LIST <(\"a\\\"b\" \"\" (~{2}\r\nab) ((c)(d e)) f~g)>|<(\"a\\\"b\" \"\" (~{2}\r\nab) ((c)(d e)) f~g)>\n"
+	       "= COMPLETE\n");
 }
 
 static void test_not_fetch(void)
@@ -256,6 +261,10 @@ static void test_malformed(void)
 	expect("* 3 FETCH (BODY[ NIL)\r\n", "= MALFORMED\n");
 	expect("* 3 FETCH (BODY] NIL)\r\n", "= MALFORMED\n");
 	expect("* 3 FETCH (UID 1)\r\nx", "ITEM 3 UID NUMBER <1>|<1>\n= MALFORMED\n");
+	/* inside a list: a line break in a string, an 8-bit byte, a list left open */
+	expect("* 3 FETCH (X (a \"b\r\nc\"))\r\n", "= MALFORMED\n");
+	expect("* 3 FETCH (X (a b\x80))\r\n", "= MALFORMED\n");
+	expect("* 3 FETCH (X (a (b)\r\n", "= MALFORMED\n");
 }
 
 static void test_too_big(void)
@@ -277,6 +286,14 @@ static void test_too_big(void)
 	n = sprintf(line, "* 1 FETCH (");
 	memset(line + n, 'N', IMAP_FETCH_ITEMS_NAME_MAX + 1);
 	strcpy(line + n + IMAP_FETCH_ITEMS_NAME_MAX + 1, " 1)\r\n");
+	got = split((const unsigned char *)line, strlen(line), 0);
+	CU_ASSERT_STRING_EQUAL(got, "= TOO_BIG\n");
+	free(got);
+	/* lists nested past their limit */
+	n = sprintf(line, "* 1 FETCH (X ");
+	memset(line + n, '(', IMAP_FETCH_ITEMS_MAX_DEPTH + 1);
+	memset(line + n + IMAP_FETCH_ITEMS_MAX_DEPTH + 1, ')', IMAP_FETCH_ITEMS_MAX_DEPTH + 1);
+	strcpy(line + n + 2 * (IMAP_FETCH_ITEMS_MAX_DEPTH + 1), ")\r\n");
 	got = split((const unsigned char *)line, strlen(line), 0);
 	CU_ASSERT_STRING_EQUAL(got, "= TOO_BIG\n");
 	free(got);
