@@ -471,44 +471,6 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 }
 
 
-/* The values of one item over a range of UIDs, by which (a statement
-   selecting uid, the value and its checksum), each one its checksum
-   vouches for. */
-static long cache_lookup_checked(struct cache *cache, enum cache_stmt which, const char *what, int64_t mailbox_id,
-				 uint32_t first, uint32_t last, cache_value_fn *callback, void *context)
-{
-	sqlite3_stmt *stmt;
-	long calls = 0;
-	int rc;
-
-	cache_pending_flush(cache); /* held rows count as stored */
-	stmt = cache_range_begin(cache, which, mailbox_id, first, last);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		const unsigned char *data = sqlite3_column_blob(stmt, 1);
-		size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
-
-		if (data == NULL || !cache_column_vouches(stmt, 2, data, size))
-			continue; /* damaged: as if not stored (the row's own lookup drops it) */
-		callback((uint32_t)sqlite3_column_int64(stmt, 0), data, size, context);
-		calls++;
-	}
-	return cache_range_end(cache, stmt, rc, calls, what, false);
-}
-
-long cache_lookup_internaldates(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
-				cache_value_fn *callback, void *context)
-{
-	return cache_lookup_checked(cache, CACHE_STMT_INTERNALDATES_RANGE, "reading the INTERNALDATEs of messages",
-				    mailbox_id, first, last, callback, context);
-}
-
-long cache_lookup_headers(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
-			  cache_value_fn *callback, void *context)
-{
-	return cache_lookup_checked(cache, CACHE_STMT_HEADERS_RANGE, "reading the header blocks of messages",
-				    mailbox_id, first, last, callback, context);
-}
-
 long cache_lookup_sizes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			cache_size_fn *callback, void *context)
 {

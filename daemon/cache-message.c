@@ -664,6 +664,53 @@ long cache_lookup_unchecked(struct cache *cache, int64_t mailbox_id, uint32_t ui
 }
 
 
+/* The values of item over a range of UIDs, by which (a statement
+   selecting uid, the value and its checksum; only rows that have one),
+   each one its checksum vouches for; a damaged one is noted and dropped,
+   as cache_lookup_values does, and counts as not stored. */
+static long cache_lookup_checked(struct cache *cache, enum cache_stmt which, enum cache_item item, const char *what,
+				 int64_t mailbox_id, uint32_t first, uint32_t last, cache_value_fn *callback,
+				 void *context)
+{
+	sqlite3_stmt *stmt;
+	long calls = 0;
+	int rc;
+
+	cache_pending_flush_rows(cache); /* held rows count as stored */
+	stmt = cache_range_begin(cache, which, mailbox_id, first, last);
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		uint32_t uid = (uint32_t)sqlite3_column_int64(stmt, 0);
+		const unsigned char *data = sqlite3_column_blob(stmt, 1);
+		size_t size = (size_t)sqlite3_column_bytes(stmt, 1);
+
+		if (data == NULL && size > 0)
+			continue; /* out of memory: as if not stored */
+		if (!cache_column_vouches(stmt, 2, data, size)) {
+			cache_damaged_note(cache, mailbox_id, uid, CACHE_HAS(item));
+			continue;
+		}
+		callback(uid, data != NULL ? data : cache_empty_value, size, context);
+		calls++;
+	}
+	calls = cache_range_end(cache, stmt, rc, calls, what, false);
+	cache_damaged_drop(cache);
+	return calls;
+}
+
+long cache_lookup_internaldates(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+				cache_value_fn *callback, void *context)
+{
+	return cache_lookup_checked(cache, CACHE_STMT_INTERNALDATES_RANGE, CACHE_ITEM_INTERNALDATE,
+				    "reading the INTERNALDATEs of messages", mailbox_id, first, last, callback, context);
+}
+
+long cache_lookup_headers(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
+			  cache_value_fn *callback, void *context)
+{
+	return cache_lookup_checked(cache, CACHE_STMT_HEADERS_RANGE, CACHE_ITEM_HEADER,
+				    "reading the header blocks of messages", mailbox_id, first, last, callback, context);
+}
+
 long cache_lookup_presence(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
 			   cache_presence_fn *callback, void *context)
 {
