@@ -52,7 +52,19 @@ struct fetch_fill {
 	struct cache_body_writer *writer; /* a whole message streaming into the store */
 	uint32_t writer_uid;
 	bool writer_failed;
+
+	unsigned int state_items;     /* FILL_STATE_* bits of the UID, FLAGS and MODSEQ items seen */
+	bool state_odd;               /* one of them twice, or not in its form: the parsed line decides */
+
+	/* The last whole line's state items (fetch_fill_last_line). */
+	bool last_valid;
+	struct fetch_fill_line last;
+	char *last_flags;             /* owned: last.flags */
 };
+
+#define FILL_STATE_UID 0x1
+#define FILL_STATE_FLAGS 0x2
+#define FILL_STATE_MODSEQ 0x4
 
 /* The cache item each kept value goes to. */
 static const enum cache_item fill_cache_items[] = {
@@ -90,6 +102,8 @@ static void fill_line_clear(struct fetch_fill *fill)
 	fill->uid = 0;
 	fill->has_size = fill->has_modseq = false;
 	fill->failed = false;
+	fill->state_items = 0;
+	fill->state_odd = false;
 	cache_body_abort(&fill->writer);
 	fill->writer_failed = false;
 }
@@ -103,6 +117,7 @@ void fetch_fill_free(struct fetch_fill **fill_p)
 	*fill_p = NULL;
 	fill_line_clear(fill);
 	imap_fetch_items_free(&fill->splitter);
+	free(fill->last_flags);
 	free(fill);
 }
 
@@ -211,24 +226,41 @@ static void fill_keep_list(struct fetch_fill *fill, enum fill_value value,
 		fill_keep(fill, value, event->value, event->value_len);
 }
 
+/* Notes a UID, FLAGS or MODSEQ item (bit), and whether it was in its
+   form (ok): the sync may take the line's state from the fill only when
+   each came once and well-formed (fetch_fill_last_line). */
+static void fill_note_state(struct fetch_fill *fill, unsigned int bit, bool ok)
+{
+	fill->state_odd |= !ok || (fill->state_items & bit) != 0;
+	fill->state_items |= bit;
+}
+
 /* One whole item of the line. */
 static void fill_item(struct fetch_fill *fill, const struct imap_fetch_items_event *event)
 {
 	uint64_t number;
+	bool ok;
 
 	if (imap_fetch_items_name_is(event, "UID")) {
-		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && imap_fetch_items_parse_number(event->value, event->value_len, &number) &&
-		    number > 0 && number <= UINT32_MAX)
+		ok = event->value_type == IMAP_FETCH_VALUE_NUMBER &&
+		     imap_fetch_items_parse_number(event->value, event->value_len, &number) && number > 0 &&
+		     number <= UINT32_MAX;
+		if (ok)
 			fill->uid = (uint32_t)number;
+		fill_note_state(fill, FILL_STATE_UID, ok);
 	} else if (imap_fetch_items_name_is(event, "FLAGS")) {
-		if (event->value_type == IMAP_FETCH_VALUE_LIST)
+		ok = event->value_type == IMAP_FETCH_VALUE_LIST;
+		if (ok)
 			fill_keep(fill, FILL_FLAGS, event->value + 1, event->value_len - 2);
+		fill_note_state(fill, FILL_STATE_FLAGS, ok);
 	} else if (imap_fetch_items_name_is(event, "MODSEQ")) {
-		if (event->value_type == IMAP_FETCH_VALUE_LIST &&
-		    imap_fetch_items_parse_number(event->value + 1, event->value_len - 2, &number) && number > 0) {
+		ok = event->value_type == IMAP_FETCH_VALUE_LIST &&
+		     imap_fetch_items_parse_number(event->value + 1, event->value_len - 2, &number) && number > 0;
+		if (ok) {
 			fill->modseq = number;
 			fill->has_modseq = true;
 		}
+		fill_note_state(fill, FILL_STATE_MODSEQ, ok);
 	} else if (imap_fetch_items_name_is(event, "RFC822.SIZE")) {
 		if (event->value_type == IMAP_FETCH_VALUE_NUMBER && imap_fetch_items_parse_number(event->value, event->value_len, &number)) {
 			fill->size = number;
@@ -468,15 +500,43 @@ static void fill_line_complete(struct fetch_fill *fill)
 				     stored_message && fill->values[FILL_MESSAGE].present ? &fill->values[FILL_MESSAGE] : NULL);
 }
 
+/* Keeps the whole line's UID, FLAGS and MODSEQ for fetch_fill_last_line
+   (the FLAGS bytes taken over, not copied). */
+static void fill_keep_last(struct fetch_fill *fill)
+{
+	struct fill_bytes *flags = &fill->values[FILL_FLAGS];
+
+	free(fill->last_flags);
+	fill->last_flags = flags->present ? (char *)flags->data : NULL;
+	fill->last = (struct fetch_fill_line){
+		.seq = fill->seq, .uid = fill->uid, .modseq = fill->has_modseq ? fill->modseq : 0,
+		.flags = fill->last_flags, .flags_len = flags->present ? flags->len : 0,
+	};
+	fill->last_valid = !fill->failed && !fill->state_odd;
+	if (flags->present)
+		*flags = (struct fill_bytes){ 0 };
+}
+
 enum imap_fetch_items_result fetch_fill_feed(struct fetch_fill *fill, const unsigned char *data, size_t len,
 					     bool line_end)
 {
 	enum imap_fetch_items_result result = imap_fetch_items_feed(fill->splitter, data, len, line_end);
 
+	fill->last_valid = false;
 	if (result == IMAP_FETCH_ITEMS_NEED_MORE)
 		return result;
-	if (result == IMAP_FETCH_ITEMS_COMPLETE)
+	if (result == IMAP_FETCH_ITEMS_COMPLETE) {
 		fill_line_complete(fill);
+		fill_keep_last(fill);
+	}
 	fill_line_clear(fill);
 	return result;
+}
+
+bool fetch_fill_last_line(const struct fetch_fill *fill, struct fetch_fill_line *line_r)
+{
+	if (!fill->last_valid)
+		return false;
+	*line_r = fill->last;
+	return true;
 }

@@ -71,4 +71,19 @@ enum imap_fetch_items_result fetch_fill_feed(struct fetch_fill *fill, const unsi
    drops what it gathered and the message being stored. */
 void fetch_fill_abort(struct fetch_fill *fill);
 
+/* What the last FETCH line told of its message's state, for the sync
+   (sync_update_fetch_line): valid from fetch_fill_feed's COMPLETE until
+   the next feed. */
+struct fetch_fill_line {
+	uint32_t seq;          /* the upstream's number */
+	uint32_t uid;          /* 0: no UID item */
+	uint64_t modseq;       /* 0: no MODSEQ item */
+	const char *flags;     /* the FLAGS list's inside as written, NUL-terminated; NULL: no FLAGS item */
+	size_t flags_len;
+};
+/* Fills *line_r and returns true when the last line fed was a whole FETCH
+   line all of whose UID, FLAGS and MODSEQ items were kept (false after
+   any other line, or when memory ran out on it). */
+bool fetch_fill_last_line(const struct fetch_fill *fill, struct fetch_fill_line *line_r);
+
 #endif

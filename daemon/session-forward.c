@@ -169,6 +169,21 @@ static void session_open_batch(struct session *session)
 	event_active(session->batch_event, EV_TIMEOUT, 0);
 }
 
+/* Whether a whole untagged FETCH line (data, len) passing to the client
+   told the sync what it holds from the fill's reading of its bytes
+   (sync_update_fetch_line), so that the client core need not parse it:
+   a line of a command of the client's, not the SELECT's, read whole in
+   this call. */
+static bool session_fetch_line_told(struct session *session, const struct imap_client_command *command,
+				    enum imap_fetch_items_result result, const unsigned char *data, size_t len)
+{
+	struct fetch_fill_line line;
+
+	return result == IMAP_FETCH_ITEMS_COMPLETE && len > 0 && data[0] == '*' && command != NULL &&
+	       command != session->select_command && !session_own_runs(session, command) &&
+	       fetch_fill_last_line(session->fill, &line) && sync_update_fetch_line(session->sync, &line);
+}
+
 /* Upstream bytes for the client: the exact bytes, with the client's tag. */
 int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
 			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
@@ -176,6 +191,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 {
 	struct session *session = context;
 	struct evbuffer *output;
+	bool told = false; /* a FETCH line the sync took from its bytes: not parsed */
 	bool go_ahead = kind == IMAP_CLIENT_RAW_CONTINUATION && command == session->open_command;
 	/* the "+" of the client's IDLE, also when its DONE went up already
 	   (then it is no longer the open command) */
@@ -215,12 +231,15 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		return 0;
 	}
 	if (kind == IMAP_CLIENT_RAW_UNTAGGED) {
+		enum imap_fetch_items_result result;
+
 		if (len >= 6 && strncasecmp((const char *)data, "* BYE ", 6) == 0)
 			session->upstream_said_bye = true;
 		session_open_batch(session);
-		fetch_fill_feed(session->fill, data, len, line_end);
+		result = fetch_fill_feed(session->fill, data, len, line_end);
 		if (session_own_holds_line(session, command, kind, data, len, line_end))
 			return 0;
+		told = session_fetch_line_told(session, command, result, data, len);
 	}
 	output = bufferevent_get_output(session->bev);
 	if (kind == IMAP_CLIENT_RAW_TAGGED && command != NULL && command == session->select_command)
@@ -263,7 +282,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 		imap_client_set_reading_paused(client, true);
 		log_debug("session %lu: the client is not reading: reading from upstream paused", session->id);
 	}
-	return 0;
+	return told ? IMAP_CLIENT_RAW_HANDLED : 0;
 }
 
 void session_upstream_drained(struct imap_client *client, void *context)

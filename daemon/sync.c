@@ -3,6 +3,7 @@
 #include "config.h"
 #include "sync.h"
 #include "cache.h"
+#include "fetch-fill.h"
 #include "imap-response.h"
 #include "imap-seqset.h"
 #include "link.h"
@@ -492,33 +493,45 @@ static bool sync_line_flag_char(unsigned char c)
 	return c > 0x20 && c < 0x7f && strchr("(){%*\"\\[]", c) == NULL;
 }
 
+/* Whether the len bytes at text, a flag list's inside, are what
+   sync_flags_text makes of the parsed list: flags one space apart, each
+   an atom of sync_line_flag_char's bytes perhaps after one backslash,
+   short enough. */
+static bool sync_flags_plain(const unsigned char *text, size_t len)
+{
+	struct sync_line line = { text, text + len };
+
+	if (len >= SYNC_FLAGS_MAX)
+		return false;
+	while (line.at < line.end) {
+		const unsigned char *flag;
+
+		if (line.at > text && !sync_line_skip(&line, " "))
+			return false;
+		flag = line.at;
+		if (line.at < line.end && *line.at == '\\')
+			line.at++;
+		while (line.at < line.end && sync_line_flag_char(*line.at))
+			line.at++;
+		if (line.at == flag || (line.at == flag + 1 && *flag == '\\') || *flag == '~' ||
+		    (line.at == flag + 3 && strncasecmp((const char *)flag, "NIL", 3) == 0))
+			return false; /* the parser reads NIL as nil, "~" as literal8's start */
+	}
+	return true;
+}
+
 /* "(flag flag)" with flags one space apart, as sync_flags_text writes
    them: *flags_r is a copy of the text between the parentheses. */
 static bool sync_line_flags(struct sync_line *line, char **flags_r)
 {
-	const unsigned char *start;
+	const unsigned char *start = line->at + 1;
+	const unsigned char *close;
 
-	if (!sync_line_skip(line, "("))
+	if (!sync_line_skip(line, "(") || (close = memchr(start, ')', (size_t)(line->end - start))) == NULL ||
+	    !sync_flags_plain(start, (size_t)(close - start)))
 		return false;
-	start = line->at;
-	while (line->at < line->end && *line->at != ')') {
-		const unsigned char *flag = line->at;
-
-		if (line->at > start && !sync_line_skip(line, " "))
-			return false;
-		flag = line->at;
-		if (line->at < line->end && *line->at == '\\')
-			line->at++;
-		while (line->at < line->end && sync_line_flag_char(*line->at))
-			line->at++;
-		if (line->at == flag || (line->at == flag + 1 && *flag == '\\') || *flag == '~' ||
-		    (line->at == flag + 3 && strncasecmp((const char *)flag, "NIL", 3) == 0))
-			return false; /* the parser reads NIL as nil, "~" as literal8's start */
-	}
-	if (line->at == line->end || line->at - start >= SYNC_FLAGS_MAX)
-		return false;
-	*flags_r = strndup((const char *)start, (size_t)(line->at - start));
-	line->at++;
+	*flags_r = strndup((const char *)start, (size_t)(close - start));
+	line->at = close + 1;
 	return *flags_r != NULL;
 }
 
@@ -1119,15 +1132,10 @@ const char *sync_fetch_done(struct sync *sync, enum imap_client_status status)
 }
 
 /* A FETCH that reached the client: what it says of flags, MODSEQ and UID. */
-static void sync_update_fetch(struct sync *sync, const struct imap_client_untagged *untagged)
+/* What a FETCH line told of message seq (its UID or 0, its flags' text
+   or NULL, owned, its MODSEQ or 0), as this session's view of it now. */
+static void sync_apply_fetch(struct sync *sync, uint32_t seq, uint32_t uid, char *flags, uint64_t modseq)
 {
-	uint32_t uid;
-	char *flags;
-	uint64_t modseq;
-	uint32_t seq = untagged->number;
-
-	if (!sync_parse_fetch(sync, untagged, &uid, &flags, &modseq))
-		return;
 	const struct mailbox_view_message *message = mailbox_view_get(sync->view, seq);
 
 	if (message == NULL) {
@@ -1152,6 +1160,32 @@ static void sync_update_fetch(struct sync *sync, const struct imap_client_untagg
 		mailbox_view_set_flags(sync->view, seq, flags, strlen(flags));
 	mailbox_view_set_modseq(sync->view, seq, modseq);
 	free(flags);
+}
+
+static void sync_update_fetch(struct sync *sync, const struct imap_client_untagged *untagged)
+{
+	uint32_t uid;
+	char *flags;
+	uint64_t modseq;
+
+	if (sync_parse_fetch(sync, untagged, &uid, &flags, &modseq))
+		sync_apply_fetch(sync, untagged->number, uid, flags, modseq);
+}
+
+bool sync_update_fetch_line(struct sync *sync, const struct fetch_fill_line *line)
+{
+	char *flags = NULL;
+
+	if (line->flags != NULL && !sync_flags_plain((const unsigned char *)line->flags, line->flags_len))
+		return false;
+	if (sync->state == SYNC_UNVOUCHED)
+		sync_news_told(sync, false); /* as sync_news_unvouched does for a FETCH */
+	if (sync->state != SYNC_READY)
+		return true;
+	if (line->flags != NULL && (flags = strndup(line->flags, line->flags_len)) == NULL)
+		return false;
+	sync_apply_fetch(sync, line->seq, line->uid, flags, line->modseq);
+	return true;
 }
 
 /* The upstream expunged the client's message seq: it leaves the view and the store. */

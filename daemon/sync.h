@@ -131,6 +131,15 @@ const char *sync_fetch_done(struct sync *sync, enum imap_client_status status);
    trip: EXISTS, EXPUNGE and VANISHED move the view; FETCH FLAGS (and
    MODSEQ) are what this session was told of the message now. */
 void sync_update(struct sync *sync, const struct imap_client_untagged *untagged);
+/* sync_update of an untagged FETCH line read from its bytes by the
+   session's fetch-fill (the upstream's number, and its UID, FLAGS and
+   MODSEQ items as written), so that the line need not be parsed into a
+   response. Returns true when it did what sync_update does with the
+   parsed line; false when the flags are not a plain list of atoms
+   (single spaces, no NIL, not too long), and the caller lets the line be
+   parsed for sync_update instead. */
+struct fetch_fill_line;
+bool sync_update_fetch_line(struct sync *sync, const struct fetch_fill_line *line);
 /* The client left the mailbox (CLOSE, UNSELECT, a failed SELECT). */
 void sync_deselect(struct sync *sync);
 

@@ -4,6 +4,7 @@
 #include "unit.h"
 #include "sync.h"
 #include "cache.h"
+#include "fetch-fill.h"
 #include "imap-client.h"
 #include "log.h"
 #include "mailbox-view.h"
@@ -179,11 +180,36 @@ static void fetch_data(struct fixture *f, const char *const *lines)
 	}
 }
 
+/* Whether update() gives a FETCH line to the sync as the session does
+   with one read whole from its bytes: through a fetch-fill and
+   sync_update_fetch_line, the parsed line only when that declines. */
+static bool update_from_bytes;
+static unsigned int updates_from_bytes; /* FETCH lines the sync took from their bytes */
+
+/* A FETCH line through a fetch-fill to sync_update_fetch_line, as
+   session_upstream_raw gives it. Returns whether the sync took it. */
+static bool update_fetch_bytes(struct fixture *f, const char *line)
+{
+	struct fetch_fill *fill = fetch_fill_new();
+	struct fetch_fill_line facts;
+	bool took;
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(fill);
+	took = fetch_fill_feed(fill, (const unsigned char *)line, strlen(line), true) == IMAP_FETCH_ITEMS_COMPLETE &&
+	       fetch_fill_last_line(fill, &facts) && sync_update_fetch_line(f->sync, &facts);
+	fetch_fill_free(&fill);
+	updates_from_bytes += took;
+	return took;
+}
+
 /* Each line as an untagged response that reached the client after the sync. */
 static void update(struct fixture *f, const char *line)
 {
-	struct imap_client_untagged *untagged = untagged_of(line);
+	struct imap_client_untagged *untagged;
 
+	if (update_from_bytes && update_fetch_bytes(f, line))
+		return;
+	untagged = untagged_of(line);
 	sync_update(f->sync, untagged);
 	imap_client_untagged_unref(&untagged);
 }
@@ -642,6 +668,40 @@ static const struct contradiction_case contradiction_cases[] = {
 	{ "an EXPUNGE past the count", { "* 4 EXPUNGE\r\n" } },
 	{ "a FETCH past the count", { "* 4 FETCH (FLAGS (\\Seen))\r\n" } },
 };
+
+static void test_contradictions(void);
+
+/* test_updates and test_contradictions again, each FETCH line read from
+   its bytes (the session's way for a line the core then need not parse):
+   the same views, stores and verdicts. Lines whose flags are not a plain
+   list are declined and parsed; those that are, are taken. */
+static void test_updates_from_bytes(void)
+{
+	struct fixture f;
+
+	update_from_bytes = true;
+	updates_from_bytes = 0;
+	test_updates();
+	test_contradictions();
+	CU_ASSERT_EQUAL(updates_from_bytes, 7); /* every FETCH line of the two */
+	fixture_open(&f, true);
+	select_inbox(&f);
+	updates_from_bytes = 0;
+	/* not what sync_flags_text makes of a list: parsed instead */
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS (\\Seen  $x))\r\n"));
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS (\"q\"))\r\n"));
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS (NIL))\r\n"));
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS ( \\Seen))\r\n"));
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS (\\Seen[x]))\r\n"));
+	/* a UID twice, or not a number: the parsed line decides */
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (UID 3 UID 3 FLAGS ())\r\n"));
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (UID \"3\" FLAGS ())\r\n"));
+	CU_ASSERT_EQUAL(updates_from_bytes, 0);
+	CU_ASSERT_TRUE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS () UID 3 ENVELOPE (NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL))\r\n"));
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
+	fixture_close(&f);
+	update_from_bytes = false;
+}
 
 static void test_contradictions(void)
 {
@@ -1330,6 +1390,7 @@ const struct unit_test unit_tests[] = {
 	{ "expunged and renumbered mailboxes leave the store", test_store_follows_the_mailbox },
 	{ "EXISTS, FETCH, EXPUNGE and VANISHED after the sync", test_updates },
 	{ "an update that contradicts the view", test_contradictions },
+	{ "FETCH updates read from their bytes move the view as parsed ones do", test_updates_from_bytes },
 	{ "deselecting", test_deselect },
 	{ "without a store, the view alone", test_without_cache },
 	{ "a mailbox name with a NUL is never selected", test_mailbox_name_with_nul },
