@@ -322,7 +322,8 @@ enum imap_client_raw_kind {
    not called for it (nor is the line parsed into a response). A whole
    "* n FETCH (" line without a literal comes before the parser reads it
    (client_raw_offer_fetch): one the server wrote wrong reaches the
-   callback, and the connection is aborted after it.
+   callback, and the connection is aborted after it, unless the callback
+   took it (HANDLED): the line is then never parsed.
    May pause reading (imap_client_set_reading_paused): the rest of the
    line then waits. */
 #define IMAP_CLIENT_RAW_HANDLED 1

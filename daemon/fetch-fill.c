@@ -299,6 +299,9 @@ static void fill_event(const struct imap_fetch_items_event *event, void *context
 		fill_item(fill, event);
 		break;
 	case IMAP_FETCH_ITEMS_EVENT_LITERAL_BEGIN:
+		if (imap_fetch_items_name_is(event, "UID") || imap_fetch_items_name_is(event, "FLAGS") ||
+		    imap_fetch_items_name_is(event, "MODSEQ"))
+			fill->state_odd = true; /* a state item as a streamed literal: not in its form */
 		if (message)
 			fill_message_begin(fill, event);
 		else if (imap_fetch_items_name_is(event, "BODY[HEADER]") || imap_fetch_items_name_is(event, "RFC822.HEADER"))
@@ -512,7 +515,7 @@ static void fill_keep_last(struct fetch_fill *fill)
 		.seq = fill->seq, .uid = fill->uid, .modseq = fill->has_modseq ? fill->modseq : 0,
 		.flags = fill->last_flags, .flags_len = flags->present ? flags->len : 0,
 	};
-	fill->last_valid = !fill->failed && !fill->state_odd;
+	fill->last_valid = !fill->failed && !fill->state_odd && fill->seq != 0; /* "FETCH ()": no item, no number */
 	if (flags->present)
 		*flags = (struct fill_bytes){ 0 };
 }

@@ -172,8 +172,8 @@ static void session_open_batch(struct session *session)
 /* Whether a whole untagged FETCH line (data, len) passing to the client
    told the sync what it holds from the fill's reading of its bytes
    (sync_update_fetch_line), so that the client core need not parse it:
-   a line of a command of the client's, not the SELECT's, read whole in
-   this call. */
+   a line of a command of the client's, not the SELECT's, whose start
+   came in this call (the fill saw all of it either way). */
 static bool session_fetch_line_told(struct session *session, const struct imap_client_command *command,
 				    enum imap_fetch_items_result result, const unsigned char *data, size_t len)
 {

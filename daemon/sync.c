@@ -524,10 +524,12 @@ static bool sync_flags_plain(const unsigned char *text, size_t len)
    them: *flags_r is a copy of the text between the parentheses. */
 static bool sync_line_flags(struct sync_line *line, char **flags_r)
 {
-	const unsigned char *start = line->at + 1;
-	const unsigned char *close;
+	const unsigned char *start, *close;
 
-	if (!sync_line_skip(line, "(") || (close = memchr(start, ')', (size_t)(line->end - start))) == NULL ||
+	if (!sync_line_skip(line, "("))
+		return false;
+	start = line->at;
+	if ((close = memchr(start, ')', (size_t)(line->end - start))) == NULL ||
 	    !sync_flags_plain(start, (size_t)(close - start)))
 		return false;
 	*flags_r = strndup((const char *)start, (size_t)(close - start));

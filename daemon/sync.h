@@ -137,7 +137,10 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
    response. Returns true when it did what sync_update does with the
    parsed line; false when the flags are not a plain list of atoms
    (single spaces, no NIL, not too long), and the caller lets the line be
-   parsed for sync_update instead. */
+   parsed for sync_update instead. One difference: a line the response
+   parser refuses for an item the sync does not read (an INTERNALDATE
+   that is no date, an ENVELOPE of the wrong shape) is ignored by
+   sync_update, and still tells the view its UID, FLAGS and MODSEQ here. */
 struct fetch_fill_line;
 bool sync_update_fetch_line(struct sync *sync, const struct fetch_fill_line *line);
 /* The client left the mailbox (CLOSE, UNSELECT, a failed SELECT). */

@@ -696,6 +696,9 @@ static void test_updates_from_bytes(void)
 	/* a UID twice, or not a number: the parsed line decides */
 	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (UID 3 UID 3 FLAGS ())\r\n"));
 	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 1 FETCH (UID \"3\" FLAGS ())\r\n"));
+	/* no item: no number the fill read, the parsed line is ignored */
+	CU_ASSERT_FALSE(update_fetch_bytes(&f, "* 5 FETCH ()\r\n"));
+	CU_ASSERT_TRUE(sync_is_ready(f.sync));
 	CU_ASSERT_EQUAL(updates_from_bytes, 0);
 	CU_ASSERT_TRUE(update_fetch_bytes(&f, "* 1 FETCH (FLAGS () UID 3 ENVELOPE (NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL))\r\n"));
 	CU_ASSERT_TRUE(sync_is_ready(f.sync));
