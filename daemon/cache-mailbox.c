@@ -469,22 +469,3 @@ int cache_mailbox_remove_uids(struct cache *cache, int64_t mailbox_id, const uin
 	}
 	return result;
 }
-
-
-long cache_lookup_sizes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t last,
-			cache_size_fn *callback, void *context)
-{
-	sqlite3_stmt *stmt;
-	long calls = 0;
-	int rc;
-
-	cache_pending_flush(cache); /* held rows count as stored */
-	stmt = cache_range_begin(cache, CACHE_STMT_SIZES_RANGE, mailbox_id, first, last);
-	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-		int64_t size = sqlite3_column_int64(stmt, 1);
-
-		callback((uint32_t)sqlite3_column_int64(stmt, 0), size > 0 ? (uint64_t)size : 0, context);
-		calls++;
-	}
-	return cache_range_end(cache, stmt, rc, calls, "reading the sizes of messages", false);
-}
