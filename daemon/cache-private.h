@@ -101,8 +101,8 @@ enum cache_stmt {
 	CACHE_STMT_FTS_SCAN,
 	CACHE_STMT_FTS_MERGE,
 	CACHE_STMT_SIZES_RANGE,
-	CACHE_STMT_INTERNALDATES_RANGE, /* cache-mailbox.c's: from messages_internaldate alone */
-	CACHE_STMT_HEADERS_RANGE,       /* cache-mailbox.c's: the header blocks, no body joined */
+	CACHE_STMT_INTERNALDATES_RANGE, /* cache-message.c's: from messages_internaldate alone */
+	CACHE_STMT_HEADERS_RANGE,       /* cache-message.c's: the header blocks, no body joined */
 	CACHE_STMT_PREVIEW_STORE,      /* cache-preview.c's */
 	CACHE_STMT_PREVIEW_GET,
 	CACHE_STMT_PREVIEW_DROP,

@@ -186,7 +186,7 @@ static const char *const cache_stmt_sql[CACHE_STMT_COUNT] = {
 		"SELECT (rowid >> 8) & 4294967295 FROM body_text WHERE rowid BETWEEN ?1 << 40 AND (?1 << 40) | 1099511627775 "
 		"AND sure = 1 AND (instr(body, ?3) > 0 OR (?4 AND instr(head, ?3) > 0)) ORDER BY rowid",
 	[CACHE_STMT_FTS_MERGE] = "INSERT INTO body_text(body_text, rank) VALUES('merge', -?1)",
-	/* cache-mailbox.c's: from messages_size alone, never the rows */
+	/* cache-message.c's: from messages_size alone, never the rows */
 	[CACHE_STMT_SIZES_RANGE] =
 		"SELECT uid, size FROM messages INDEXED BY messages_size WHERE mailbox_id = ?1 AND uid BETWEEN ?2 AND ?3 "
 		"AND size IS NOT NULL ORDER BY uid",

@@ -458,8 +458,8 @@ static void search_take_internaldate(uint32_t uid, const unsigned char *data, si
 	ctx->messages[ctx->cursor].has_day = search_parse_day(data, size, &ctx->messages[ctx->cursor].day);
 }
 
-/* Reads the sizes and days the program needs from the store. Returns 0
-   when every message has them, -1 with *why_r otherwise. */
+/* Reads the sizes, days and header blocks the program needs from the
+   store. Returns 0 when every message has them, -1 with *why_r otherwise. */
 static int search_read_store(struct search_context *ctx, const struct search_facts *facts, unsigned int needs,
 			     const char **why_r)
 {

@@ -1133,7 +1133,6 @@ const char *sync_fetch_done(struct sync *sync, enum imap_client_status status)
 	return NULL;
 }
 
-/* A FETCH that reached the client: what it says of flags, MODSEQ and UID. */
 /* What a FETCH line told of message seq (its UID or 0, its flags' text
    or NULL, owned, its MODSEQ or 0), as this session's view of it now. */
 static void sync_apply_fetch(struct sync *sync, uint32_t seq, uint32_t uid, char *flags, uint64_t modseq)
@@ -1164,6 +1163,7 @@ static void sync_apply_fetch(struct sync *sync, uint32_t seq, uint32_t uid, char
 	free(flags);
 }
 
+/* A FETCH that reached the client: what it says of flags, MODSEQ and UID. */
 static void sync_update_fetch(struct sync *sync, const struct imap_client_untagged *untagged)
 {
 	uint32_t uid;
