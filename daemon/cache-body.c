@@ -446,14 +446,7 @@ static int cache_body_get(struct cache *cache, int64_t mailbox_id, uint32_t uid,
 		*size_r = size > 0 ? (uint64_t)size : 0;
 		*last_used_r = sqlite3_column_int64(stmt, 1);
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc == SQLITE_ROW)
-		return 1;
-	if (rc == SQLITE_DONE)
-		return 0;
-	cache_fail(cache, rc, "reading a body");
-	return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+	return cache_row_end(cache, stmt, rc, rc == SQLITE_ROW, "reading a body");
 }
 
 int cache_body_size(struct cache *cache, int64_t mailbox_id, uint32_t uid, uint64_t *size_r)

@@ -36,14 +36,7 @@ static int cache_mailbox_get(struct cache *cache, const char *name, struct cache
 		mailbox_r->uidnext = (uint32_t)sqlite3_column_int64(stmt, 2);
 		mailbox_r->highestmodseq = (uint64_t)sqlite3_column_int64(stmt, 3);
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc == SQLITE_ROW)
-		return 1;
-	if (rc == SQLITE_DONE)
-		return 0;
-	cache_fail(cache, rc, "reading a mailbox");
-	return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+	return cache_row_end(cache, stmt, rc, rc == SQLITE_ROW, "reading a mailbox");
 }
 
 int cache_mailbox_lookup(struct cache *cache, const char *name, struct cache_mailbox *mailbox_r)
@@ -341,13 +334,7 @@ int cache_mailbox_get_uids(struct cache *cache, int64_t mailbox_id, uint32_t **u
 		if (result == 0)
 			log_warning("cache %s: a stored UID list is damaged; counted as not known", cache->label);
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		cache_fail(cache, rc, "reading a UID list");
-		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
-	}
-	return result;
+	return cache_row_end(cache, stmt, rc, result, "reading a UID list");
 }
 
 int cache_mailbox_set_flag_list(struct cache *cache, int64_t mailbox_id, const char *text)
@@ -376,13 +363,7 @@ int cache_mailbox_get_flag_list(struct cache *cache, int64_t mailbox_id, char **
 		*text_r = strdup((const char *)sqlite3_column_text(stmt, 0));
 		result = *text_r != NULL ? 1 : -1;
 	}
-	sqlite3_reset(stmt);
-	sqlite3_clear_bindings(stmt);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-		cache_fail(cache, rc, "reading a mailbox's FLAGS");
-		return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
-	}
-	return result;
+	return cache_row_end(cache, stmt, rc, result, "reading a mailbox's FLAGS");
 }
 
 int cache_uid_compare(const void *a, const void *b)

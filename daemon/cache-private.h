@@ -289,6 +289,11 @@ sqlite3_stmt *cache_range_begin(struct cache *cache, enum cache_stmt which, int6
    damaged and damaged_counts (what was read stands, the rest is missing). */
 long cache_range_end(struct cache *cache, sqlite3_stmt *stmt, int rc, long calls, const char *what,
 		     bool damaged_counts);
+/* Ends a read of one row whose step gave rc: resets stmt and clears its
+   bindings. Returns result when the step worked (SQLITE_ROW or
+   SQLITE_DONE); else logs what failed (cache_fail) and returns 0 when the
+   file is damaged (the row counts as not stored), -1 otherwise. */
+int cache_row_end(struct cache *cache, sqlite3_stmt *stmt, int rc, int result, const char *what);
 /* Binds the checksum of size bytes at data (cache-checksum.h); NULL for
    NULL data. */
 void cache_bind_checksum(sqlite3_stmt *stmt, int index, const void *data, size_t size);

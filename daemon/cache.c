@@ -532,6 +532,16 @@ long cache_range_end(struct cache *cache, sqlite3_stmt *stmt, int rc, long calls
 	return damaged_counts && (rc & 0xff) == SQLITE_CORRUPT ? calls : -1;
 }
 
+int cache_row_end(struct cache *cache, sqlite3_stmt *stmt, int rc, int result, const char *what)
+{
+	sqlite3_reset(stmt);
+	sqlite3_clear_bindings(stmt);
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		return result;
+	cache_fail(cache, rc, what);
+	return (rc & 0xff) == SQLITE_CORRUPT ? 0 : -1;
+}
+
 void cache_bind_known(sqlite3_stmt *stmt, int index, uint64_t value)
 {
 	if (value == 0)
