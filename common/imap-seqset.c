@@ -8,18 +8,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads a seq-number at *pos: digits or "*". Returns 0 or an error. */
+/* Reads a seq-number at *pos: digits or "*" (*star_r). Returns 0 or an error. */
 static enum imap_seqset_error read_number(const char *str, size_t len, size_t *pos, unsigned int allow,
-					  uint32_t *number_r)
+					  uint32_t *number_r, bool *star_r)
 {
 	size_t start = *pos;
 	uint64_t value = 0;
 
+	*star_r = false;
 	if (*pos < len && str[*pos] == '*') {
 		if ((allow & IMAP_SEQSET_ALLOW_STAR) == 0)
 			return IMAP_SEQSET_ERROR_STAR;
 		(*pos)++;
 		*number_r = IMAP_SEQSET_STAR;
+		*star_r = true;
 		return IMAP_SEQSET_ERROR_NONE;
 	}
 	while (*pos < len && str[*pos] >= '0' && str[*pos] <= '9') {
@@ -36,8 +38,12 @@ static enum imap_seqset_error read_number(const char *str, size_t len, size_t *p
 	return IMAP_SEQSET_ERROR_NONE;
 }
 
-static enum imap_seqset_error add_range(struct imap_seqset *set, uint32_t first, uint32_t last)
+static enum imap_seqset_error add_range(struct imap_seqset *set, uint32_t first, bool first_star, uint32_t last,
+				       bool last_star)
 {
+	/* "*" is the larger end, even beside the largest number */
+	bool swap = first > last || (first == last && first_star && !last_star);
+
 	if (set->count >= IMAP_SEQSET_MAX_RANGES)
 		return IMAP_SEQSET_ERROR_TOO_MANY;
 	if (set->count == set->capacity) {
@@ -48,8 +54,10 @@ static enum imap_seqset_error add_range(struct imap_seqset *set, uint32_t first,
 		set->ranges = ranges;
 		set->capacity = capacity;
 	}
-	set->ranges[set->count].first = first < last ? first : last;
-	set->ranges[set->count].last = first < last ? last : first;
+	set->ranges[set->count].first = swap ? last : first;
+	set->ranges[set->count].first_star = swap ? last_star : first_star;
+	set->ranges[set->count].last = swap ? first : last;
+	set->ranges[set->count].last_star = swap ? first_star : last_star;
 	set->count++;
 	return IMAP_SEQSET_ERROR_NONE;
 }
@@ -77,18 +85,20 @@ int imap_seqset_parse(struct imap_seqset *set, const char *str, size_t len, unsi
 	}
 	for (;;) {
 		uint32_t first, last;
-		if ((error = read_number(str, len, &pos, allow, &first)) != IMAP_SEQSET_ERROR_NONE)
+		bool first_star, last_star;
+		if ((error = read_number(str, len, &pos, allow, &first, &first_star)) != IMAP_SEQSET_ERROR_NONE)
 			goto fail;
 		last = first;
+		last_star = first_star;
 		if (pos < len && str[pos] == ':') {
 			pos++;
-			if ((error = read_number(str, len, &pos, allow, &last)) != IMAP_SEQSET_ERROR_NONE) {
+			if ((error = read_number(str, len, &pos, allow, &last, &last_star)) != IMAP_SEQSET_ERROR_NONE) {
 				if (error == IMAP_SEQSET_ERROR_EMPTY)
 					error = IMAP_SEQSET_ERROR_SYNTAX;
 				goto fail;
 			}
 		}
-		if ((error = add_range(set, first, last)) != IMAP_SEQSET_ERROR_NONE)
+		if ((error = add_range(set, first, first_star, last, last_star)) != IMAP_SEQSET_ERROR_NONE)
 			goto fail;
 		if (pos == len)
 			break;
@@ -123,15 +133,26 @@ const char *imap_seqset_error_message(enum imap_seqset_error error)
 	return "Invalid sequence set";
 }
 
-static uint32_t resolve(uint32_t number, uint32_t star)
+uint32_t imap_seqset_range_first(const struct imap_seqset_range *range, uint32_t star)
 {
-	return number == IMAP_SEQSET_STAR ? star : number;
+	return range->first_star ? star : range->first;
+}
+
+uint32_t imap_seqset_range_last(const struct imap_seqset_range *range, uint32_t star)
+{
+	return range->last_star ? star : range->last;
+}
+
+bool imap_seqset_range_has_star(const struct imap_seqset_range *range)
+{
+	return range->first_star || range->last_star;
 }
 
 bool imap_seqset_contains(const struct imap_seqset *set, uint32_t number, uint32_t star)
 {
 	for (unsigned int i = 0; i < set->count; i++) {
-		uint32_t a = resolve(set->ranges[i].first, star), b = resolve(set->ranges[i].last, star);
+		uint32_t a = imap_seqset_range_first(&set->ranges[i], star);
+		uint32_t b = imap_seqset_range_last(&set->ranges[i], star);
 		if ((a <= b && number >= a && number <= b) || (a > b && number >= b && number <= a))
 			return true;
 	}
@@ -153,9 +174,9 @@ uint64_t imap_seqset_count(const struct imap_seqset *set, uint32_t star)
 	if (sorted == NULL)
 		return 0;
 	for (unsigned int i = 0; i < set->count; i++) {
-		uint32_t a = resolve(set->ranges[i].first, star), b = resolve(set->ranges[i].last, star);
-		sorted[i].first = a < b ? a : b;
-		sorted[i].last = a < b ? b : a;
+		uint32_t a = imap_seqset_range_first(&set->ranges[i], star);
+		uint32_t b = imap_seqset_range_last(&set->ranges[i], star);
+		sorted[i] = (struct imap_seqset_range){ .first = a < b ? a : b, .last = a < b ? b : a };
 	}
 	qsort(sorted, set->count, sizeof(*sorted), compare_ranges);
 	uint64_t covered_to = 0; /* highest value counted so far */

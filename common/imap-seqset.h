@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* "*": the largest number in use; resolved by the caller, who knows it. */
+/* "*": the largest number in use; resolved by the caller, who knows it.
+   A range's end that is "*" holds this value and says so in its flag:
+   the number 4294967295 is a valid UID of its own, not "*". */
 #define IMAP_SEQSET_STAR UINT32_MAX
 /* A set longer than this many ranges is refused; 64 KiB lines hold fewer. */
 #define IMAP_SEQSET_MAX_RANGES 20000
@@ -24,10 +26,13 @@ enum imap_seqset_error {
 	IMAP_SEQSET_ERROR_OUT_OF_MEMORY,
 };
 
-/* One range; first <= last ("5:2" is stored as 2..5; "*" as IMAP_SEQSET_STAR). */
+/* One range; first <= last ("5:2" is stored as 2..5; "*" as
+   IMAP_SEQSET_STAR with its flag set). */
 struct imap_seqset_range {
 	uint32_t first;
 	uint32_t last;
+	bool first_star;
+	bool last_star;
 };
 
 /* A parsed set, in the order given. Initialise with {0} (or
@@ -51,6 +56,12 @@ int imap_seqset_parse(struct imap_seqset *set, const char *str, size_t len, unsi
 		      enum imap_seqset_error *error_r);
 /* A one-line message for an error, for a BAD text. */
 const char *imap_seqset_error_message(enum imap_seqset_error error);
+
+/* The first (last) number of range, "*" standing for star. */
+uint32_t imap_seqset_range_first(const struct imap_seqset_range *range, uint32_t star);
+uint32_t imap_seqset_range_last(const struct imap_seqset_range *range, uint32_t star);
+/* Whether range has a "*" at either end. */
+bool imap_seqset_range_has_star(const struct imap_seqset_range *range);
 
 /* Whether number is in set, with "*" standing for star (the largest
    number in use). A "$" set contains nothing here; resolve it first. */

@@ -42,11 +42,10 @@ static struct imap_seqset_range *set_resolve(const struct imap_seqset *set, uint
 	if (ranges == NULL)
 		return NULL;
 	for (unsigned int i = 0; i < set->count; i++) {
-		uint32_t a = set->ranges[i].first == IMAP_SEQSET_STAR ? star : set->ranges[i].first;
-		uint32_t b = set->ranges[i].last == IMAP_SEQSET_STAR ? star : set->ranges[i].last;
+		uint32_t a = imap_seqset_range_first(&set->ranges[i], star);
+		uint32_t b = imap_seqset_range_last(&set->ranges[i], star);
 
-		ranges[i].first = a < b ? a : b;
-		ranges[i].last = a < b ? b : a;
+		ranges[i] = (struct imap_seqset_range){ .first = a < b ? a : b, .last = a < b ? b : a };
 	}
 	qsort(ranges, set->count, sizeof(*ranges), range_compare);
 	for (unsigned int i = 0; i < set->count; i++) {

@@ -99,13 +99,11 @@ static bool search_tag_is_dovecots(const char *tag)
 static bool search_seqset_in_range(const struct imap_seqset *set, uint32_t count)
 {
 	for (unsigned int i = 0; i < set->count; i++) {
-		if (set->count > 1 &&
-		    (set->ranges[i].first == IMAP_SEQSET_STAR || set->ranges[i].last == IMAP_SEQSET_STAR))
-			return false;
 		const struct imap_seqset_range *range = &set->ranges[i];
 
-		if ((range->first != IMAP_SEQSET_STAR && range->first > count) ||
-		    (range->last != IMAP_SEQSET_STAR && range->last > count))
+		if (set->count > 1 && imap_seqset_range_has_star(range))
+			return false;
+		if ((!range->first_star && range->first > count) || (!range->last_star && range->last > count))
 			return false;
 	}
 	return true;

@@ -281,8 +281,8 @@ static bool fuzz_has_keyword(const struct fuzz_eval_context *context, const stru
 static bool fuzz_set_has(const struct imap_seqset *set, uint32_t number, uint32_t star)
 {
 	for (unsigned int i = 0; i < set->count; i++) {
-		uint32_t low = set->ranges[i].first == IMAP_SEQSET_STAR ? star : set->ranges[i].first;
-		uint32_t high = set->ranges[i].last == IMAP_SEQSET_STAR ? star : set->ranges[i].last;
+		uint32_t low = imap_seqset_range_first(&set->ranges[i], star);
+		uint32_t high = imap_seqset_range_last(&set->ranges[i], star);
 
 		if ((low <= number && number <= high) || (high <= number && number <= low))
 			return true;

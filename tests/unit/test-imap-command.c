@@ -33,9 +33,17 @@ static void add_set(char *out, size_t out_size, const struct imap_seqset *set)
 	if (set->saved)
 		unit_imap_append(out, out_size, "$");
 	for (unsigned int i = 0; i < set->count; i++) {
-		unit_imap_append(out, out_size, "%s%u", i ? "," : "", set->ranges[i].first);
-		if (set->ranges[i].last != set->ranges[i].first)
-			unit_imap_append(out, out_size, ":%u", set->ranges[i].last);
+		const struct imap_seqset_range *range = &set->ranges[i];
+
+		unit_imap_append(out, out_size, i ? "," : "");
+		if (range->first_star)
+			unit_imap_append(out, out_size, "*");
+		else
+			unit_imap_append(out, out_size, "%u", range->first);
+		if (range->last_star && !range->first_star)
+			unit_imap_append(out, out_size, ":*");
+		else if (!range->last_star && range->last != range->first)
+			unit_imap_append(out, out_size, ":%u", range->last);
 	}
 }
 
@@ -323,7 +331,7 @@ static void test_fetch(void)
 	check("a FETCH 1 FULL\r\n", "a FETCH set=1 [FLAGS] [INTERNALDATE] [RFC822.SIZE] [ENVELOPE] [BODY]");
 	check("a FETCH 1 (ALL)\r\n", "error=BAD_FETCH_ATTRIBUTE tag=a");
 	check("a UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)\r\n",
-	      "a UID FETCH set=1:4294967295 [UID] [FLAGS] [INTERNALDATE] [RFC822.SIZE] [ENVELOPE] [BODYSTRUCTURE]");
+	      "a UID FETCH set=1:* [UID] [FLAGS] [INTERNALDATE] [RFC822.SIZE] [ENVELOPE] [BODYSTRUCTURE]");
 	check("a FETCH $ (BODY.PEEK[1.2.MIME] BODY[3.TEXT]<0.2048> BODY[] BINARY.PEEK[1]<10.5> BINARY.SIZE[2] MODSEQ)\r\n",
 	      "a FETCH set=$ [BODY[] peek part=1.2 text=MIME] [BODY[] part=3 text=TEXT partial=0.2048] [BODY[]] "
 	      "[BINARY[] peek part=1 partial=10.5] [BINARY.SIZE[] part=2] [MODSEQ]");
@@ -331,7 +339,7 @@ static void test_fetch(void)
 	      "a FETCH set=5,7 [RFC822] [RFC822.HEADER] [RFC822.TEXT] [BODY] "
 	      "[BODY[] text=HEADER.FIELDS.NOT fields=X-A,Received] [BODY[] text=HEADER]");
 	check("a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 12345 VANISHED)\r\n",
-	      "a UID FETCH set=1:4294967295 [FLAGS] changedsince=12345 vanished=1");
+	      "a UID FETCH set=1:* [FLAGS] changedsince=12345 vanished=1");
 	check("a FETCH 1:* (FLAGS) (VANISHED)\r\n", "error=BAD_ARGUMENT tag=a");
 	check("a FETCH 1 (FLAGS) (FOO)\r\n", "error=BAD_ARGUMENT tag=a");
 	check("a FETCH 1 FOO\r\n", "error=BAD_FETCH_ATTRIBUTE tag=a");
@@ -383,7 +391,12 @@ static void test_store_copy_move_expunge(void)
 {
 	check("a STORE 2:4 +FLAGS (\\Deleted)\r\n", "a STORE set=2:4 mode=1 silent=0 flags=(\\\\Deleted)");
 	check("a STORE 1 -FLAGS.SILENT \\Seen $Junk\r\n", "a STORE set=1 mode=2 silent=1 flags=(\\\\Seen $Junk)");
-	check("a UID STORE 1:* FLAGS ()\r\n", "a UID STORE set=1:4294967295 mode=0 silent=0 flags=()");
+	check("a UID STORE 1:* FLAGS ()\r\n", "a UID STORE set=1:* mode=0 silent=0 flags=()");
+	/* 4294967295 is the largest UID there can be, not "*" */
+	check("a UID FETCH 4294967295 (UID)\r\n", "a UID FETCH set=4294967295 [UID]");
+	check("a UID FETCH 4294967295:* (UID)\r\n", "a UID FETCH set=4294967295:* [UID]");
+	check("a UID FETCH *:4294967295 (UID)\r\n", "a UID FETCH set=4294967295:* [UID]");
+	check("a FETCH *:7,* (UID)\r\n", "a FETCH set=7:*,* [UID]");
 	check("a STORE 7,9 (UNCHANGEDSINCE 320162338) +FLAGS.SILENT (\\Deleted)\r\n",
 	      "a STORE set=7,9 mode=1 silent=1 flags=(\\\\Deleted) unchangedsince=320162338");
 	check("a STORE 1 FLAGZ (\\Seen)\r\n", "error=BAD_STORE tag=a");
@@ -405,7 +418,7 @@ static void test_search(void)
 	check("a SEARCH FLAGGED SINCE 1-Feb-1994 NOT FROM \"Smith\"\r\n",
 	      "a SEARCH AND(FLAGGED SINCE 1994-02-01 NOT(FROM \"Smith\"))");
 	check("a SEARCH OR (SEEN DELETED) NOT (LARGER 100 SMALLER 200) 1:5,* UID 10:20\r\n",
-	      "a SEARCH AND(OR(AND(SEEN DELETED) NOT(AND(LARGER 100 SMALLER 200))) SET 1:5,4294967295 UID 10:20)");
+	      "a SEARCH AND(OR(AND(SEEN DELETED) NOT(AND(LARGER 100 SMALLER 200))) SET 1:5,* UID 10:20)");
 	check("a SEARCH CHARSET UTF-8 TEXT {6}\r\nXXXXXX\r\n", "ANNOUNCED 6\na SEARCH charset=UTF-8 AND(TEXT \"XXXXXX\")");
 	check("a SEARCH RETURN (MIN COUNT) UNSEEN\r\n", "a SEARCH return=0x9 AND(UNSEEN)");
 	check("a SEARCH RETURN () ALL\r\n", "a SEARCH return=0x4 AND(ALL)");
