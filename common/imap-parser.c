@@ -102,6 +102,10 @@ struct imap_parser {
 static bool atom_char_table[256];
 /* RFC 3501 ASTRING-CHAR: a header name inside [...] made of these stays an atom. */
 static bool astring_char_table[256];
+/* What Dovecot takes in an unquoted header name inside [...] and echoes
+   back in its FETCH answer: ASTRING-CHAR and '%', '*', '\\' too. A name
+   with those is written back quoted. */
+static bool section_atom_char_table[256];
 static bool tables_ready;
 
 static void tables_init(void)
@@ -114,6 +118,7 @@ static void tables_init(void)
 			ok = false;
 		atom_char_table[c] = ok;
 		astring_char_table[c] = c > 0x20 && c < 0x7f && strchr("(){%*\"\\", (int)c) == NULL;
+		section_atom_char_table[c] = c > 0x20 && c < 0x7f && strchr("(){\"", (int)c) == NULL;
 	}
 	tables_ready = true;
 }
@@ -677,7 +682,7 @@ static size_t plain_span(const struct imap_parser *parser, const unsigned char *
 			i++;
 		break;
 	case STATE_SECTION_ATOM:
-		while (i < size && astring_char_table[data[i]])
+		while (i < size && section_atom_char_table[data[i]])
 			i++;
 		break;
 	case STATE_QUOTED:
@@ -891,7 +896,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			fail(parser, IMAP_PARSER_ERROR_UNCLOSED_LIST, "Line ended inside a header list in '['");
 			return false;
 		default:
-			if (astring_char_table[c]) {
+			if (section_atom_char_table[c]) {
 				parser->section_name_start = parser->token_len;
 				parser->state = STATE_SECTION_ATOM;
 				return token_append(parser, &c, 1);
@@ -900,7 +905,7 @@ static bool step(struct imap_parser *parser, unsigned char c)
 			return false;
 		}
 	case STATE_SECTION_ATOM:
-		/* Any byte that is no ASTRING-CHAR ends the name; AFTER_NAME judges it. */
+		/* Any other byte ends the name; AFTER_NAME judges it. */
 		if (!section_name_finish(parser))
 			return false;
 		parser->state = STATE_SECTION_AFTER_NAME;
