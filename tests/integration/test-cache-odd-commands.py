@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Odd but possible FETCH and SEARCH commands get the upstream's answer
+through a warm imapcached, byte for byte (issue 11 items 6 and 7, issue 12
+item 1): the random differential tests draw from a grammar, and these are
+the corners a grammar leaves out.
+
+testuser straight to Dovecot and mirroruser (the same mailbox) through
+imapcached, whose store first holds every message whole (cache.prefetch
+"full"). Every command goes to both; the answers must be the same bytes,
+Dovecot's timings stripped, and the proxied connection must live through
+all of them. Among them:
+
+- the number 4294967295 in a set: the largest UID there can be, which a
+  set's "*" must not be taken for (once answered from the store with the
+  last message);
+- header names Dovecot takes though RFC 3501 does not ("A*B", "A%B",
+  "A\\B") and echoes back unquoted: its answer once cut the upstream
+  connection, the client core refusing the name;
+- partials at and past 2^32 - 1, sections that name no part, duplicate
+  items, macros, spaces where none belong, unknown items and modifiers;
+- SEARCH with sets and numbers at their limits, empty strings, odd dates
+  and RETURN options.
+
+The commands the store can answer must be answered from it (the log says
+so), the two above among them."""
+import re
+
+from checks import check, summary
+import proxyfixture
+from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Raw, quote_bytes, upstream_dovecot
+
+DONE = r"prefetch: nothing more is missing"
+LOCAL = r"FETCH answered from the cache|SEARCH answered from the cache"
+TIMINGS = re.compile(rb" \(\d+\.\d+ \+ \d+\.\d+( \+ \d+\.\d+)? secs\)")
+
+# (command, whether the store must answer it)
+COMMANDS = [
+    # the largest UID is no "*"
+    (b"UID FETCH 4294967295 (UID)", True),
+    (b"UID FETCH 4294967294:4294967295 (UID)", True),
+    (b"UID FETCH 1:4294967295 (UID)", True),
+    (b"UID FETCH 4294967295:* (UID)", True),
+    (b"FETCH 4294967295 (UID)", False),
+    (b"UID FETCH 4294967296 (UID)", False),
+    (b"UID SEARCH UID 4294967295", False),
+    (b"SEARCH UID 4294967295:*", False),
+    (b"SEARCH 4294967295", False),
+    # header names Dovecot takes and echoes unquoted
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (A*B)])", True),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject% Date)])", True),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (A\\B)])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (A]B)])", False),
+    (b'FETCH 1 (BODY.PEEK[HEADER.FIELDS ("a]b")])', False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (A[B)])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (Sub:ject)])", False),
+    (b'FETCH 1 (BODY.PEEK[HEADER.FIELDS ("Subject" Date)])', False),
+    (b'FETCH 1 (BODY.PEEK[HEADER.FIELDS ("Sub ject" subject)])', False),
+    (b'FETCH 1 (BODY.PEEK[HEADER.FIELDS ("")])', False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS ( subject)])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (subject  date)])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (subject )])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS ({7+}\r\nSubject)])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT SUBJECT)])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS ()])", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER.FIELDS])", False),
+    (b"fetch 1 (body.peek[header.fields (subject)])", False),
+    (b"FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (Received Subject)]", False),
+    (b"FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]<0.5>", False),
+    # partials and sections
+    (b"FETCH 1 BODY.PEEK[]<0.0>", False),
+    (b"FETCH 1 BODY.PEEK[]<0.1>", False),
+    (b"FETCH 1 BODY.PEEK[]<4294967295.10>", False),
+    (b"FETCH 1 BODY.PEEK[]<10.4294967295>", False),
+    (b"FETCH 1 BODY.PEEK[]<00010.5>", False),
+    (b"FETCH 1 (BODY.PEEK[]<1>)", False),
+    (b"FETCH 1 (BODY.PEEK[]<1.>)", False),
+    (b"FETCH 1 BODY.PEEK[1]<0.10>", False),
+    (b"FETCH 1 BINARY.PEEK[1]<0.10>", False),
+    (b"FETCH 1 BINARY.SIZE[1]", False),
+    (b"FETCH 1 BINARY.SIZE[]", False),
+    (b"FETCH 1 (BINARY.SIZE[1]<0.5>)", False),
+    (b"FETCH 1 (BINARY.PEEK[1.MIME])", False),
+    (b"FETCH 1 (BINARY.PEEK[TEXT])", False),
+    (b"FETCH 1 (BODY.PEEK[1.MIME])", False),
+    (b"FETCH 1 (BODY.PEEK[1.HEADER])", False),
+    (b"FETCH 1 (BODY.PEEK[2.MIME])", False),
+    (b"FETCH 1 (BODY.PEEK[1.2.3])", False),
+    (b"FETCH 1 (BODY.PEEK[0])", False),
+    (b"FETCH 1 (BODY.PEEK[1.0])", False),
+    (b"FETCH 1 (BODY.PEEK[TEXT.MIME])", False),
+    (b"FETCH 1 (BODY.PEEK[ ])", False),
+    (b"FETCH 1 (BODY.PEEK[header])", False),
+    # items twice, macros, modifiers
+    (b"FETCH 1 (RFC822.SIZE RFC822.SIZE)", False),
+    (b"FETCH 1 (UID UID)", False),
+    (b"FETCH 1 (FLAGS UID FLAGS)", False),
+    (b"FETCH 1 (BODY.PEEK[HEADER] BODY.PEEK[HEADER])", False),
+    (b"FETCH 1 ALL FAST", False),
+    (b"FETCH 1 (ALL)", False),
+    (b"FETCH 1 all", False),
+    (b"FETCH 1 (FAST FLAGS)", False),
+    (b"FETCH 1 (BODYSTRUCTURE BODY)", False),
+    (b"FETCH 1 (MODSEQ)", False),
+    (b"FETCH 1 (ENVELOPE) (CHANGEDSINCE 1)", False),
+    (b"UID FETCH 1:* (UID) (CHANGEDSINCE 0)", False),
+    (b"FETCH 1 (X-GM-MSGID)", False),
+    (b"FETCH 1 (PREVIEW)", False),
+    (b"FETCH 1 (EMAILID THREADID)", False),
+    (b"FETCH $ (UID)", False),
+    # sets
+    (b"FETCH *:1 (UID)", False),
+    (b"FETCH 2:1 (UID)", False),
+    (b"FETCH 1,1,1 (UID)", False),
+    (b"FETCH 1:2,2:3 (UID)", False),
+    (b"FETCH 0 (UID)", False),
+    (b"FETCH 1:0 (UID)", False),
+    (b"FETCH 99999 (UID)", False),
+    (b"UID FETCH 0 (UID)", False),
+    (b"UID FETCH 0:1 (UID)", False),
+    (b"UID FETCH *:* (UID)", False),
+    # spaces and brackets where none belong
+    (b"FETCH 1 ( UID)", False),
+    (b"FETCH 1  (UID)", False),
+    (b"FETCH 1 (UID) ", False),
+    (b"FETCH 1 (UID", False),
+    (b"FETCH 1 UID)", False),
+    (b"FETCH 1 ()", False),
+    (b"FETCH 1", False),
+    (b"FETCH  1 UID", False),
+    # SEARCH at its limits
+    (b"SEARCH 1:*", False),
+    (b"SEARCH *", False),
+    (b"SEARCH 0", False),
+    (b"SEARCH UID 0", False),
+    (b"SEARCH UID *", False),
+    (b"SEARCH LARGER 4294967295", False),
+    (b"SEARCH LARGER 4294967296", False),
+    (b"SEARCH SMALLER 0", False),
+    (b"SEARCH SINCE 1-Jan-1970", False),
+    (b"SEARCH SINCE 01-JAN-2020", False),
+    (b"SEARCH SINCE 1-jan-2020", False),
+    (b'SEARCH SINCE "1-Jan-2020"', False),
+    (b"SEARCH SINCE 1-Jan-20", False),
+    (b"SEARCH SENTBEFORE 31-Dec-9999", False),
+    (b"SEARCH ON 29-Feb-2021", False),
+    (b'SEARCH HEADER "" ""', False),
+    (b'SEARCH HEADER Subject ""', False),
+    (b'SEARCH SUBJECT ""', False),
+    (b'SEARCH BCC ""', False),
+    (b'SEARCH FROM "@"', False),
+    (b"SEARCH NOT NOT ALL", False),
+    (b"SEARCH OR ALL", False),
+    (b"SEARCH ()", False),
+    (b"SEARCH (ALL", False),
+    (b"SEARCH ALL)", False),
+    (b"SEARCH RETURN () ALL", False),
+    (b"SEARCH RETURN (MIN MAX) ALL", False),
+    (b"SEARCH RETURN (COUNT) NOT ALL", False),
+    (b"SEARCH RETURN (MIN) NOT ALL", False),
+    (b"SEARCH RETURN (XYZ) ALL", False),
+    (b"UID SEARCH RETURN (ALL) UID 1:*", False),
+    (b"SEARCH CHARSET utf-8 ALL", False),
+    (b"SEARCH CHARSET ISO-8859-1 SUBJECT \"a\"", False),
+    (b"SEARCH KEYWORD \\Seen", False),
+    (b"SEARCH UNKEYWORD nothing", False),
+    (b"SEARCH RECENT OLD", False),
+    (b"SEARCH $", False),
+]
+
+
+class Conn(Raw):
+    def __init__(self, port, user, password):
+        super().__init__(port, greeting=True)
+        self.count = 0
+        self.exchange(b"LOGIN " + quote_bytes(user) + b" " + quote_bytes(password))
+
+    def exchange(self, text):
+        """Sends one command; its responses as bytes, timings stripped;
+        a closed connection as one response of its own."""
+        self.count += 1
+        tag = b"t%d" % self.count
+        self.send(tag + b" " + text + b"\r\n")
+        responses = []
+        try:
+            while True:
+                response = self.response()
+                responses.append(TIMINGS.sub(b"", response))
+                if response.startswith(tag + b" "):
+                    return responses
+        except (EOFError, OSError) as e:
+            return responses + [b"<closed: %s>" % str(e).encode()[:100]]
+
+
+def main():
+    cache = proxyfixture.scratch_dir("imapcached-odd.")
+    daemon = Daemon(upstream_dovecot("none"), log_level="debug",
+                    extra='cache = { dir = "%s"; prefetch = "full"; body_budget = 100000000; };\n' % cache)
+    try:
+        direct, proxied = Conn(PORT, USER, PASS), Conn(daemon.port, USER3, PASS3)
+        for side in (direct, proxied):
+            side.exchange(b"SELECT INBOX")
+        check("prefetch filled the store", daemon.wait_log(DONE) is not None)
+        differ, local_missing, local = [], [], 0
+        for command, must_be_local in COMMANDS:
+            before = daemon.settled_count(LOCAL)
+            want, got = direct.exchange(command), proxied.exchange(command)
+            answered_here = daemon.settled_count(LOCAL) > before
+            local += answered_here
+            if want != got:
+                differ.append((command, want[-3:], got[-3:]))
+            if must_be_local and not answered_here:
+                local_missing.append(command)
+            if got and got[-1].startswith(b"<closed"):
+                break
+        check("every odd command got Dovecot's answer, byte for byte (%d commands)" % len(COMMANDS), not differ,
+              differ[:3])
+        check("the proxied connection lived through them all", not any(
+            d[2] and d[2][-1].startswith(b"<closed") for d in differ), differ[-1:] if differ else "")
+        check("the store answered what it holds: the largest UID, odd header names (%d answered)" % local,
+              not local_missing, local_missing)
+        direct.close()
+        proxied.close()
+    finally:
+        status = daemon.stop()
+    check("the daemon exits 0 at SIGTERM", status == 0, status)
+    return summary()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
