@@ -714,24 +714,52 @@ static void search_write_esearch(const struct search_context *ctx, const char *t
 	evbuffer_add(out, "\r\n", 2);
 }
 
+/* The MODSEQ a search with a MODSEQ key answers with (RFC 7162 3.1.5):
+   the highest of the messages it returns, which for RETURN (MIN), (MAX)
+   or (MIN MAX) are those one or two alone, as Dovecot counts them; of
+   every message found otherwise (highest). 0 when none was found. */
+static uint64_t search_answer_modseq(const struct search_context *ctx, uint32_t first_seq, uint32_t last_seq,
+				     uint64_t highest)
+{
+	unsigned int options = ctx->command->u.search.return_options;
+	uint64_t modseq = 0;
+
+	if (first_seq == 0 || !ctx->command->u.search.has_return ||
+	    (options & (IMAP_SEARCH_RETURN_MIN | IMAP_SEARCH_RETURN_MAX)) == 0 ||
+	    (options & (IMAP_SEARCH_RETURN_ALL | IMAP_SEARCH_RETURN_COUNT)) != 0)
+		return highest;
+	if ((options & IMAP_SEARCH_RETURN_MIN) != 0)
+		modseq = ctx->messages[first_seq - 1].modseq;
+	if ((options & IMAP_SEARCH_RETURN_MAX) != 0 && ctx->messages[last_seq - 1].modseq > modseq)
+		modseq = ctx->messages[last_seq - 1].modseq;
+	return modseq;
+}
+
 /* Appends the untagged answer: "* SEARCH" and the matching numbers,
    ascending, or the ESEARCH line for RETURN. Returns -1 when memory runs
    out (nothing appended). */
 static int search_write_answer(const struct search_context *ctx, const char *tag, struct evbuffer *out)
 {
 	uint32_t *numbers = malloc(ctx->count * sizeof(*numbers));
-	uint32_t found = 0;
-	uint64_t modseq = 0; /* with a MODSEQ key: the highest of the messages found (RFC 7162 3.1.5) */
+	uint32_t found = 0, first_seq = 0, last_seq = 0;
+	uint64_t modseq = 0;
 
 	if (numbers == NULL)
 		return -1;
 	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
 		if (search_match_list(ctx, ctx->command->u.search.program, seq)) {
 			numbers[found++] = ctx->command->uid ? ctx->messages[seq - 1].uid : seq;
-			if ((ctx->needs & SEARCH_NEEDS_MODSEQ) != 0 && ctx->messages[seq - 1].modseq > modseq)
+			first_seq = first_seq == 0 ? seq : first_seq;
+			last_seq = seq;
+			if (ctx->messages[seq - 1].modseq > modseq)
 				modseq = ctx->messages[seq - 1].modseq;
 		}
 	}
+	/* with a MODSEQ key only (the view's MODSEQ is 0 otherwise) */
+	if ((ctx->needs & SEARCH_NEEDS_MODSEQ) != 0)
+		modseq = search_answer_modseq(ctx, first_seq, last_seq, modseq);
+	else
+		modseq = 0;
 	if (ctx->command->u.search.has_return) {
 		search_write_esearch(ctx, tag, numbers, found, modseq, out);
 	} else {
