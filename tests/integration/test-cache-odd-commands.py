@@ -20,7 +20,10 @@ all of them. Among them:
 - partials at and past 2^32 - 1, sections that name no part, duplicate
   items, macros, spaces where none belong, unknown items and modifiers;
 - SEARCH with sets and numbers at their limits, empty strings, odd dates
-  and RETURN options.
+  and RETURN options;
+- with CONDSTORE enabled: MODSEQ searches with each RETURN form (the
+  MODSEQ of RETURN (MIN) was once every found message's highest, where
+  Dovecot gives the MIN message's), CHANGEDSINCE at its limits.
 
 The commands the store can answer must be answered from it (the log says
 so), the two above among them."""
@@ -168,6 +171,35 @@ COMMANDS = [
     (b"SEARCH $", False),
 ]
 
+# After ENABLE CONDSTORE and a new SELECT, on flags the commands before
+# changed: a MODSEQ key's answer carries the highest MODSEQ of the
+# messages it returns, which for RETURN (MIN), (MAX) or (MIN MAX) are
+# those one or two alone (it once was every message found).
+CONDSTORE_SETUP = [b"ENABLE CONDSTORE", b"SELECT INBOX", b"STORE 5 +FLAGS (\\Flagged)", b"STORE 2 +FLAGS (\\Answered)",
+                   b"STORE 9 +FLAGS (\\Answered)", b"STORE 3 +FLAGS (\\Answered)"]
+CONDSTORE_COMMANDS = [
+    (b"FETCH 1:10 (MODSEQ)", True),
+    (b"SEARCH RETURN (MIN) MODSEQ 1", True),
+    (b"SEARCH RETURN (MAX) MODSEQ 1", True),
+    (b"SEARCH RETURN (MIN MAX) MODSEQ 1", True),
+    (b"SEARCH RETURN (MIN) ANSWERED MODSEQ 1", True),
+    (b"SEARCH RETURN (MAX) ANSWERED MODSEQ 1", True),
+    (b"SEARCH RETURN (MIN MAX) 2:9 MODSEQ 1", True),
+    (b"UID SEARCH RETURN (MIN) 3:200 MODSEQ 1", True),
+    (b"SEARCH RETURN (COUNT) MODSEQ 1", True),
+    (b"SEARCH RETURN (MIN COUNT) MODSEQ 1", True),
+    (b"SEARCH RETURN (MIN MAX COUNT) 2:9 MODSEQ 1", True),
+    (b"SEARCH RETURN (MIN) NOT ALL MODSEQ 1", True),
+    (b"SEARCH RETURN () MODSEQ 1", False),
+    (b"SEARCH MODSEQ 4", True),
+    (b"SEARCH MODSEQ 7", True),
+    (b"FETCH 1:10 (FLAGS) (CHANGEDSINCE 3)", False),
+    (b"FETCH 1:5 (FLAGS) (CHANGEDSINCE 18446744073709551615)", False),
+    (b"FETCH 1:5 (FLAGS) (CHANGEDSINCE 18446744073709551616)", False),
+    (b"FETCH 1:5 (FLAGS) (CHANGEDSINCE 1 CHANGEDSINCE 2)", False),
+    (b"STORE 7 (UNCHANGEDSINCE 1) +FLAGS (\\Answered)", False),
+]
+
 
 class Conn(Raw):
     def __init__(self, port, user, password):
@@ -192,6 +224,26 @@ class Conn(Raw):
             return responses + [b"<closed: %s>" % str(e).encode()[:100]]
 
 
+def run(daemon, direct, proxied, commands):
+    """Sends each (command, must be local) to both sides. Returns the
+    (command, direct's last responses, proxied's) that differ, the
+    commands the store should have answered and did not, and how many it
+    answered; stops at a closed connection."""
+    differ, local_missing, local = [], [], 0
+    for command, must_be_local in commands:
+        before = daemon.settled_count(LOCAL)
+        want, got = direct.exchange(command), proxied.exchange(command)
+        answered_here = daemon.settled_count(LOCAL) > before
+        local += answered_here
+        if want != got:
+            differ.append((command, want[-3:], got[-3:]))
+        if must_be_local and not answered_here:
+            local_missing.append(command)
+        if got and got[-1].startswith(b"<closed"):
+            break
+    return differ, local_missing, local
+
+
 def main():
     cache = proxyfixture.scratch_dir("imapcached-odd.")
     daemon = Daemon(upstream_dovecot("none"), log_level="debug",
@@ -201,24 +253,20 @@ def main():
         for side in (direct, proxied):
             side.exchange(b"SELECT INBOX")
         check("prefetch filled the store", daemon.wait_log(DONE) is not None)
-        differ, local_missing, local = [], [], 0
-        for command, must_be_local in COMMANDS:
-            before = daemon.settled_count(LOCAL)
-            want, got = direct.exchange(command), proxied.exchange(command)
-            answered_here = daemon.settled_count(LOCAL) > before
-            local += answered_here
-            if want != got:
-                differ.append((command, want[-3:], got[-3:]))
-            if must_be_local and not answered_here:
-                local_missing.append(command)
-            if got and got[-1].startswith(b"<closed"):
-                break
+        differ, local_missing, local = run(daemon, direct, proxied, COMMANDS)
         check("every odd command got Dovecot's answer, byte for byte (%d commands)" % len(COMMANDS), not differ,
               differ[:3])
         check("the proxied connection lived through them all", not any(
             d[2] and d[2][-1].startswith(b"<closed") for d in differ), differ[-1:] if differ else "")
         check("the store answered what it holds: the largest UID, odd header names (%d answered)" % local,
               not local_missing, local_missing)
+        differ, _, _ = run(daemon, direct, proxied, [(c, False) for c in CONDSTORE_SETUP])
+        check("CONDSTORE enabled and flags changed alike on both sides", not differ, differ[:3])
+        differ, local_missing, local = run(daemon, direct, proxied, CONDSTORE_COMMANDS)
+        check("with CONDSTORE: MODSEQ searches and CHANGEDSINCE got Dovecot's answers (%d commands)"
+              % len(CONDSTORE_COMMANDS), not differ, differ[:3])
+        check("with CONDSTORE: the store answered the MODSEQ searches (%d answered)" % local, not local_missing,
+              local_missing)
         direct.close()
         proxied.close()
     finally:

@@ -134,6 +134,11 @@ DAYS = ("30-Dec-2018", "31-Dec-2018", "1-Jan-2019", "02-Jan-2019", "3-Jan-2019",
         "32-Dec-2018", "1-Jan-1970", "1-Jan-1900", "1-Jan-2030", "1-Jan-2040")
 
 
+# RETURN forms beside a MODSEQ key: with MIN or MAX alone, the MODSEQ is
+# that of the message or two returned, not of every one found
+MODSEQ_RETURNS = ("", "RETURN (COUNT) ", "RETURN (MIN ALL) ", "RETURN (MIN) ", "RETURN (MAX) ", "RETURN (MIN MAX) ")
+
+
 class Conn(Raw):
     def __init__(self, name, port, user, password):
         super().__init__(port, greeting=True)
@@ -359,8 +364,7 @@ class Pass:
             highest = self.rng.randint(1, 80)
             others = generator.key(1, self.count()) if self.rng.random() < 0.5 else ""
             before = self.daemon.count_log(LOCAL_LINE)
-            self.both(("%sSEARCH %sMODSEQ %d %s" % (self.rng.choice(("", "UID ")),
-                                                    self.rng.choice(("", "RETURN (COUNT) ", "RETURN (MIN ALL) ")),
+            self.both(("%sSEARCH %sMODSEQ %d %s" % (self.rng.choice(("", "UID ")), self.rng.choice(MODSEQ_RETURNS),
                                                     highest, others)).strip().encode())
             local += self.daemon.count_log(LOCAL_LINE) - before
             self.searches += 1
