@@ -92,6 +92,7 @@ struct sync {
 	bool keyword_flight;     /* the SEARCH form's keyword searches went, after the first flight */
 	char *stored_flag_list;  /* the SEARCH form's choice: the FLAGS list as stored; NULL */
 	bool delta_refused;      /* the SELECT contradicts the store: the full form follows */
+	bool store_ahead;        /* a stored MODSEQ is above the SELECT's HIGHESTMODSEQ */
 	struct cache_mailbox stored; /* as of sync_select_begin (a CHANGEDSINCE form) */
 	uint32_t *base_uids;     /* QRESYNC: the stored UID list, less what VANISHED (EARLIER) */
 	size_t base_count;
@@ -823,6 +824,11 @@ static void sync_stored_flags(uint32_t uid, const char *flags, size_t len, uint6
 		mailbox_view_set_flags(sync->view, seq, flags, len);
 		mailbox_view_set_modseq(sync->view, seq, modseq);
 	}
+	/* a server brought back to an older state (a restore, a mailbox made
+	   anew under its UIDVALIDITY) can report the stored HIGHESTMODSEQ
+	   again while the store holds changes it no longer has */
+	if (sync->highestmodseq != 0 && modseq > sync->highestmodseq)
+		sync->store_ahead = true;
 }
 
 /* Loads the view after a CHANGEDSINCE form: the UID list from
@@ -858,9 +864,15 @@ static bool sync_load_delta_view(struct sync *sync)
 		if (ok)
 			mailbox_view_set_modseq(sync->view, entry->seq, entry->modseq);
 	}
+	sync->store_ahead = false;
 	if (ok && count > 0 && sync->form != SYNC_FORM_SEARCH && cache_lookup_flags(sync->cache, sync->stored.id, uids[0], uids[count - 1],
 						  sync_stored_flags, sync) < 0)
 		ok = false;
+	if (ok && sync->store_ahead) {
+		log_debug("sync %s: the store holds a MODSEQ above the upstream's HIGHESTMODSEQ %" PRIu64
+			  ": the server went back", sync->mailbox, sync->highestmodseq);
+		ok = false;
+	}
 	for (uint32_t seq = (uint32_t)count - (sync->recent < count ? sync->recent : (uint32_t)count) + 1;
 	     ok && seq <= count; seq++)
 		mailbox_view_set_recent(sync->view, seq, true);

@@ -19,12 +19,14 @@ records its commands); every command goes to both, answers must be the
 same bytes (Dovecot's timings stripped, UIDVALIDITY masked)."""
 import os
 import re
+import shutil
 import sqlite3
+import subprocess
 import time
 
 from checks import check, summary
 import proxyfixture
-from proxyfixture import PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
+from proxyfixture import ENV, PASS, PASS3, PORT, USER, USER3, Daemon, Relay, Session
 
 MAILBOX = "resync"
 UIDVALIDITY = re.compile(rb"\[UIDVALIDITY \d+\]")
@@ -218,9 +220,36 @@ def condstore(lines):
             lines[1] == "UID SEARCH RETURN (ALL) ALL")
 
 
+def condstore_then_full(lines):
+    """the CONDSTORE form, then the full form with MODSEQ"""
+    return len(lines) == 3 and condstore(lines[:2]) and lines[2] == FULL_MODSEQ
+
+
 def qresync_then_full(lines):
     """the QRESYNC form, then the full form"""
     return len(lines) == 2 and qresync(lines[:1]) and lines[1] == FULL_MODSEQ
+
+
+def mailbox_dir(user):
+    """MAILBOX's Maildir++ folder of user in with-dovecot's Dovecot."""
+    return os.path.join(ENV["IMAPTEST_DIR"], "mail", user, "." + MAILBOX)
+
+
+def server_went_back(daemon, relay):
+    """A server brought back to an older state of the mailbox (a restore
+    from a backup) under its UIDVALIDITY: it reports the HIGHESTMODSEQ the
+    store holds, while the store holds a flag change, and its MODSEQ, made
+    after it. The CONDSTORE form finds nothing changed; a stored MODSEQ
+    above the upstream's HIGHESTMODSEQ sends the sync to the full form."""
+    backup = proxyfixture.scratch_dir("imapcached-resync-backup.")
+    for user in (USER, USER3):  # cp -a: Dovecot's files stay its user's
+        subprocess.run(["cp", "-a", mailbox_dir(user), os.path.join(backup, user)], check=True)
+    session(daemon, relay, "CONDSTORE before the server goes back", "ENABLE CONDSTORE", expect=condstore,
+            then=("STORE 1 +FLAGS (\\Answered)",))
+    for user in (USER, USER3):
+        shutil.rmtree(mailbox_dir(user))
+        subprocess.run(["cp", "-a", os.path.join(backup, user), mailbox_dir(user)], check=True)
+    session(daemon, relay, "CONDSTORE after the server went back", "ENABLE CONDSTORE", expect=condstore_then_full)
 
 
 def stored_flags(store_dir, uid):
@@ -259,6 +288,7 @@ def main():
         on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=3, first=10)
         session(daemon, relay, "QRESYNC after a new UIDVALIDITY", "ENABLE QRESYNC", expect=qresync_then_full)
         session(daemon, relay, "QRESYNC once more", "ENABLE QRESYNC", expect=qresync)
+        server_went_back(daemon, relay)
     finally:
         check("the daemon exited cleanly", daemon.stop() == 0)
         relay.close()
