@@ -826,6 +826,7 @@ static bool session_route_command(struct session *session)
 		session_count_bad(session);
 		return true;
 	}
+	session->bad_commands = 0; /* only a run of them ends the session */
 	if (route->local != NULL && error == IMAP_COMMAND_ERROR_NONE && tag_len <= SESSION_TAG_MAX) {
 		memcpy(tag_copy, text, tag_len);
 		tag_copy[tag_len] = '\0';
@@ -959,6 +960,7 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 		session_count_bad(session);
 		return;
 	}
+	session->bad_commands = 0;
 	session->command_verb[0] = '\0';
 	session->pool_state_changed = true; /* nothing is known of it */
 	session_send_upstream(session, tag_len, false);

@@ -103,6 +103,7 @@ static void session_login_accepted(struct session *session, const char *capabili
 	free(session->login_capabilities);
 	session->login_capabilities = strdup(filtered);
 	session->state = SESSION_STATE_FORWARDING;
+	session->bad_commands = 0; /* the login's mistakes are behind it */
 	session->state_logged_in = true;
 	log_info("session %lu: logged in as %s on upstream %s", session->id, session->user,
 		 session->upstream_name);

@@ -291,7 +291,8 @@ size_t session_tag_arg_length(const struct imap_arg *args, unsigned int count)
 	return (size_t)args[0].len;
 }
 
-/* Counts a BAD; too many of them end the session. Returns false when closed. */
+/* Counts a BAD; too many in a row (a valid command resets the count once
+   logged in, as Dovecot's does) end the session. Returns false when closed. */
 bool session_count_bad(struct session *session)
 {
 	if (++session->bad_commands < SESSION_MAX_BAD_COMMANDS)

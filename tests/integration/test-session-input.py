@@ -322,6 +322,28 @@ def test_literal_limit(daemon):
     other.close()
 
 
+def test_stray_lines(daemon):
+    """Lines with no tag after login (a blank line some clients send
+    after a literal or DONE) get an untagged BAD each; only a run of ten
+    ends the session, as only a run of bad commands ends Dovecot's. They
+    once counted over the session's whole life: its tenth closed it."""
+    c = logged_in(daemon.port)
+    for round in range(3):
+        c.send(b"\r\n" * 9)
+        replies = [c.line() for _ in range(9)]
+        check("after login, 9 blank lines in a row get BAD each (round %d)" % round,
+              replies == ["* BAD Invalid tag"] * 9, replies)
+        reply = c.reply("n%d" % round, "NOOP")
+        check("... and the NOOP after them is answered (round %d)" % round, reply.startswith("n%d OK" % round),
+              reply)
+    c.send(b"\r\n" * 10)
+    text, closed = c.rest()
+    check("ten blank lines in a row end the session with BYE",
+          closed and text.count("* BAD Invalid tag") == 10 and text.endswith("* BYE Too many invalid commands\r\n"),
+          text)
+    c.close()
+
+
 def test_id(daemon):
     c = Raw(daemon.port)
     c.send(b"a CAPABILITY\r\n")
@@ -429,7 +451,7 @@ def main():
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
         run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
-                   test_literal_limit, test_id, test_malformed_prelogin),
+                   test_literal_limit, test_stray_lines, test_id, test_malformed_prelogin),
                   daemon)
     finally:
         daemon.stop()
