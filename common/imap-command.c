@@ -1198,6 +1198,17 @@ static bool is_valid_tag(const struct imap_arg *arg)
 	return true;
 }
 
+/* Whether some argument of args[0..count), at any depth, is a literal8. */
+static bool args_have_literal8(const struct imap_arg *args, unsigned int count)
+{
+	for (unsigned int i = 0; i < count; i++) {
+		if ((args[i].flags & IMAP_ARG_FLAG_LITERAL8) != 0 ||
+		    (args[i].type == IMAP_ARG_LIST && args_have_literal8(args[i].list, args[i].list_count)))
+			return true;
+	}
+	return false;
+}
+
 enum imap_command_error imap_command_parse(struct imap_command_parser *parser, const struct imap_arg *line,
 					   struct imap_command *command, const char **message_r)
 {
@@ -1237,6 +1248,9 @@ enum imap_command_error imap_command_parse(struct imap_command_parser *parser, c
 	command->name = command_names[i].command;
 	command->args = &args[name_at + 1];
 	command->arg_count = count - name_at - 1;
+	/* RFC 3516: a message (APPEND, its CATENATE parts) alone may be one */
+	if (command->name != IMAP_COMMAND_APPEND && args_have_literal8(command->args, command->arg_count))
+		return fail(parser, IMAP_COMMAND_ERROR_BAD_ARGUMENT, "literal8 not allowed here");
 	error = parse_arguments(parser, command);
 	return error;
 }

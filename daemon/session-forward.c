@@ -783,6 +783,20 @@ static bool session_replayable(const char *verb)
 	return false;
 }
 
+/* Whether the line's tag is followed by one space and the command name
+   (after "UID", one space again): the parser reads "a  FETCH" as it
+   reads "a FETCH", where Dovecot answers BAD. */
+static bool session_line_starts_plainly(const char *text, size_t len, size_t tag_len)
+{
+	size_t at = tag_len + 1;
+
+	if (at >= len || text[at - 1] != ' ' || text[at] == ' ')
+		return false;
+	if (len - at > 4 && strncasecmp(text + at, "UID ", 4) == 0 && text[at + 4] == ' ')
+		return false;
+	return true;
+}
+
 /* Routes the complete command in the parser. Returns false when it must
    wait (a local answer while forwarded ones are still pending). */
 static bool session_route_command(struct session *session)
@@ -799,6 +813,11 @@ static bool session_route_command(struct session *session)
 	session->last_activity_usec = session_now_usec();
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
 	session_verb_from_args(session, line->list, line->list_count);
+	if (error == IMAP_COMMAND_ERROR_NONE && tag_len > 0 &&
+	    !session_line_starts_plainly(text, evbuffer_get_length(session->command_bytes), tag_len)) {
+		error = IMAP_COMMAND_ERROR_UNKNOWN_COMMAND; /* upstream, for its BAD */
+		session->command_verb[0] = '\0';
+	}
 	route = session_find_route(session->command_verb);
 	/* What the upstream said during the proxy's own commands before this
 	   command came goes first: its numbers may be ones a local answer

@@ -18,7 +18,10 @@ all of them. Among them:
   "A\\B") and echoes back unquoted: its answer once cut the upstream
   connection, the client core refusing the name;
 - partials at and past 2^32 - 1, sections that name no part, duplicate
-  items, macros, spaces where none belong, unknown items and modifiers;
+  items, macros, unknown items and modifiers;
+- spaces where none belong (two before a command name were once read as
+  one and answered from the store, LOGOUT too: Dovecot says BAD), and
+  literal8 outside APPEND (once answered from the store too);
 - SEARCH with sets and numbers at their limits, empty strings, odd dates
   and RETURN options;
 - with CONDSTORE enabled: MODSEQ searches with each RETURN form (the
@@ -122,7 +125,19 @@ COMMANDS = [
     (b"UID FETCH 0 (UID)", False),
     (b"UID FETCH 0:1 (UID)", False),
     (b"UID FETCH *:* (UID)", False),
-    # spaces and brackets where none belong
+    # spaces and brackets where none belong: two before the command
+    # name, or after UID, are Dovecot's BAD (the parser once read them as one)
+    (b" FETCH 1 (UID)", False),
+    (b" UID FETCH 1 (UID)", False),
+    (b"UID  FETCH 1 (UID)", False),
+    (b" SEARCH ALL", False),
+    (b" LOGOUT", False),
+    (b" CAPABILITY", False),
+    # literal8 outside APPEND: Dovecot's BAD, then its bytes read as a line
+    (b"SEARCH SUBJECT ~{3+}\r\nabc", False),
+    (b"NOOP", False),
+    (b"SEARCH CHARSET ~{5+}\r\nUTF-8 ALL", False),
+    (b"NOOP", False),
     (b"FETCH 1 ( UID)", False),
     (b"FETCH 1  (UID)", False),
     (b"FETCH 1 (UID) ", False),

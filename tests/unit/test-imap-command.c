@@ -304,6 +304,10 @@ static void test_append(void)
 	      "A003 APPEND mailbox=INBOX flags=(\\\\Seen $Junk) date=760686745 zone=-480 message={3+}\"abc\"");
 	check("A003 APPEND INBOX \"07-Feb-1994 21:52:25 +0000\" ~{2+}\r\nab\r\n",
 	      "A003 APPEND mailbox=INBOX flags=- date=760657945 zone=0 message=~{2+}\"ab\"");
+	/* RFC 3516: literal8 is a message's alone (Dovecot: "literal8 not allowed here") */
+	check("a SEARCH SUBJECT ~{3+}\r\nabc\r\n", "error=BAD_ARGUMENT tag=a");
+	check("a SEARCH (OR SEEN SUBJECT ~{1+}\r\nx)\r\n", "error=BAD_ARGUMENT tag=a");
+	check("a SELECT ~{5+}\r\nINBOX\r\n", "error=BAD_ARGUMENT tag=a");
 	check("A003 APPEND INBOX () {1+}\r\nx\r\n", "A003 APPEND mailbox=INBOX flags=() message={1+}\"x\"");
 	/* Months in any case (RFC 3501 strings are case-insensitive). */
 	check("A003 APPEND INBOX \"07-feb-1994 21:52:25 +0000\" {1+}\r\nx\r\n",
