@@ -165,31 +165,43 @@ static int compare_ranges(const void *a, const void *b)
 	return x->first < y->first ? -1 : x->first > y->first;
 }
 
-uint64_t imap_seqset_count(const struct imap_seqset *set, uint32_t star)
+struct imap_seqset_range *imap_seqset_resolve(const struct imap_seqset *set, uint32_t star, unsigned int *count_r)
 {
-	if (set->count == 0)
-		return 0;
-	struct imap_seqset_range *sorted = malloc(set->count * sizeof(*sorted));
-	uint64_t total = 0;
-	if (sorted == NULL)
-		return 0;
+	struct imap_seqset_range *ranges = malloc((set->count + 1) * sizeof(*ranges));
+	unsigned int count = 0;
+
+	if (ranges == NULL)
+		return NULL;
 	for (unsigned int i = 0; i < set->count; i++) {
 		uint32_t a = imap_seqset_range_first(&set->ranges[i], star);
 		uint32_t b = imap_seqset_range_last(&set->ranges[i], star);
-		sorted[i] = (struct imap_seqset_range){ .first = a < b ? a : b, .last = a < b ? b : a };
+
+		ranges[i] = (struct imap_seqset_range){ .first = a < b ? a : b, .last = a < b ? b : a };
 	}
-	qsort(sorted, set->count, sizeof(*sorted), compare_ranges);
-	uint64_t covered_to = 0; /* highest value counted so far */
+	qsort(ranges, set->count, sizeof(*ranges), compare_ranges);
 	for (unsigned int i = 0; i < set->count; i++) {
-		uint64_t first = sorted[i].first, last = sorted[i].last;
-		if (first <= covered_to)
-			first = covered_to + 1;
-		if (last >= first)
-			total += last - first + 1;
-		if (last > covered_to)
-			covered_to = last;
+		if (count > 0 && (uint64_t)ranges[i].first <= (uint64_t)ranges[count - 1].last + 1) {
+			if (ranges[i].last > ranges[count - 1].last)
+				ranges[count - 1].last = ranges[i].last;
+		} else {
+			ranges[count++] = ranges[i];
+		}
 	}
-	free(sorted);
+	*count_r = count;
+	return ranges;
+}
+
+uint64_t imap_seqset_count(const struct imap_seqset *set, uint32_t star)
+{
+	unsigned int count;
+	struct imap_seqset_range *ranges = imap_seqset_resolve(set, star, &count);
+	uint64_t total = 0;
+
+	if (ranges == NULL)
+		return 0;
+	for (unsigned int i = 0; i < count; i++)
+		total += (uint64_t)ranges[i].last - ranges[i].first + 1;
+	free(ranges);
 	return total;
 }
 

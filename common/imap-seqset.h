@@ -66,6 +66,10 @@ bool imap_seqset_range_has_star(const struct imap_seqset_range *range);
 /* Whether number is in set, with "*" standing for star (the largest
    number in use). A "$" set contains nothing here; resolve it first. */
 bool imap_seqset_contains(const struct imap_seqset *set, uint32_t number, uint32_t star);
+/* The set's ranges with "*" as star, each first <= last, sorted and
+   merged (no flags set), *count_r of them in a malloc'd array; NULL when
+   memory runs out. A "$" set has none. */
+struct imap_seqset_range *imap_seqset_resolve(const struct imap_seqset *set, uint32_t star, unsigned int *count_r);
 /* Number of distinct values in the set with "*" as star (overlaps counted
    once; at most 2^32 - 1). 0 for "$", and when memory runs out. */
 uint64_t imap_seqset_count(const struct imap_seqset *set, uint32_t star);

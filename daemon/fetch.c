@@ -25,41 +25,6 @@
 
 /* ---- the answer's messages ---- */
 
-static int range_compare(const void *a, const void *b)
-{
-	const struct imap_seqset_range *x = a, *y = b;
-
-	return x->first < y->first ? -1 : x->first > y->first;
-}
-
-/* The set's ranges with "*" as star, each first <= last, sorted and
-   merged; *count_r of them in a malloc'd array (NULL: out of memory). */
-static struct imap_seqset_range *set_resolve(const struct imap_seqset *set, uint32_t star, unsigned int *count_r)
-{
-	struct imap_seqset_range *ranges = malloc((set->count + 1) * sizeof(*ranges));
-	unsigned int count = 0;
-
-	if (ranges == NULL)
-		return NULL;
-	for (unsigned int i = 0; i < set->count; i++) {
-		uint32_t a = imap_seqset_range_first(&set->ranges[i], star);
-		uint32_t b = imap_seqset_range_last(&set->ranges[i], star);
-
-		ranges[i] = (struct imap_seqset_range){ .first = a < b ? a : b, .last = a < b ? b : a };
-	}
-	qsort(ranges, set->count, sizeof(*ranges), range_compare);
-	for (unsigned int i = 0; i < set->count; i++) {
-		if (count > 0 && (uint64_t)ranges[i].first <= (uint64_t)ranges[count - 1].last + 1) {
-			if (ranges[i].last > ranges[count - 1].last)
-				ranges[count - 1].last = ranges[i].last;
-		} else {
-			ranges[count++] = ranges[i];
-		}
-	}
-	*count_r = count;
-	return ranges;
-}
-
 static int seen_compare(const void *key, const void *element)
 {
 	uint32_t uid = *(const uint32_t *)key, other = ((const struct fetch_seen *)element)->uid;
@@ -185,7 +150,7 @@ static int answer_add_messages(struct fetch_answer *answer, const struct imap_co
 		*why_r = "UID FETCH while a message's UID is not known";
 		return 0;
 	}
-	ranges = set_resolve(command->u.fetch.set, uid ? mailbox_view_max_uid(view) : count, &range_count);
+	ranges = imap_seqset_resolve(command->u.fetch.set, uid ? mailbox_view_max_uid(view) : count, &range_count);
 	if (ranges == NULL)
 		return -1;
 	for (unsigned int i = 0; i < range_count && ret > 0; i++) {

@@ -450,6 +450,17 @@ static void test_seqset(void)
 	CU_ASSERT(!imap_seqset_contains(&set, 7, 20));
 	CU_ASSERT_EQUAL(imap_seqset_count(&set, 20), 7);
 	CU_ASSERT_EQUAL(imap_seqset_count(&set, 10), 6);
+	/* resolved: sorted and merged, "*" as the number given */
+	unsigned int resolved_count = 0;
+	struct imap_seqset_range *resolved = imap_seqset_resolve(&set, 11, &resolved_count);
+	CU_ASSERT_FATAL(resolved != NULL);
+	CU_ASSERT_EQUAL(resolved_count, 2);
+	CU_ASSERT(resolved[0].first == 1 && resolved[0].last == 5 && resolved[1].first == 10 && resolved[1].last == 11);
+	free(resolved);
+	/* 4294967295 is a number of its own beside "*" */
+	CU_ASSERT_EQUAL(imap_seqset_parse(&set, "4294967295", 10, star, &error), 0);
+	CU_ASSERT(!imap_seqset_contains(&set, 20, 20));
+	CU_ASSERT(imap_seqset_contains(&set, 4294967295u, 20));
 	/* "7:*" with * = 3 means 3:7. */
 	CU_ASSERT_EQUAL(imap_seqset_parse(&set, "7:*", 3, star, &error), 0);
 	CU_ASSERT(imap_seqset_contains(&set, 5, 3));
