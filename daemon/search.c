@@ -742,7 +742,7 @@ static int search_write_answer(const struct search_context *ctx, const char *tag
 {
 	uint32_t *numbers = malloc(ctx->count * sizeof(*numbers));
 	uint32_t found = 0, first_seq = 0, last_seq = 0;
-	uint64_t modseq = 0;
+	uint64_t modseq = 0; /* the highest of the messages found; answered with a MODSEQ key only */
 
 	if (numbers == NULL)
 		return -1;
@@ -755,11 +755,7 @@ static int search_write_answer(const struct search_context *ctx, const char *tag
 				modseq = ctx->messages[seq - 1].modseq;
 		}
 	}
-	/* with a MODSEQ key only (the view's MODSEQ is 0 otherwise) */
-	if ((ctx->needs & SEARCH_NEEDS_MODSEQ) != 0)
-		modseq = search_answer_modseq(ctx, first_seq, last_seq, modseq);
-	else
-		modseq = 0;
+	modseq = (ctx->needs & SEARCH_NEEDS_MODSEQ) != 0 ? search_answer_modseq(ctx, first_seq, last_seq, modseq) : 0;
 	if (ctx->command->u.search.has_return) {
 		search_write_esearch(ctx, tag, numbers, found, modseq, out);
 	} else {
