@@ -911,10 +911,70 @@ static bool session_forward_idle_line(struct session *session, struct evbuffer *
 	return true;
 }
 
+/* A refused line whose end has come: it goes upstream as it is, for the
+   upstream's BAD (into the open command when its start went already),
+   or, without a valid tag, gets the BAD only a tag-less line can get.
+   Its bytes, CRLF included, are in command_bytes. */
+static void session_refused_line_done(struct session *session, size_t tag_len)
+{
+	struct imap_client_command *open = session->open_command;
+
+	if (open != NULL) {
+		imap_client_raw_command_write_buffer(open, session->command_bytes);
+		session_forget_open_command(session);
+		imap_client_raw_command_end(open);
+		return;
+	}
+	if (tag_len == 0) {
+		session_send(session, "* BAD Invalid tag\r\n");
+		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+		session_count_bad(session);
+		return;
+	}
+	session->bad_commands = 0;
+	session->command_verb[0] = '\0';
+	session->pool_state_changed = true; /* nothing is known of it */
+	session_send_upstream(session, tag_len, false);
+}
+
+/* Reads more of a refused line (session->refused_line) into
+   command_bytes, up to its end, no further than limits.line. Returns
+   true when it was answered (session_refused_line_done), false when its
+   end has not come yet or the session closed. */
+static bool session_refused_line_step(struct session *session, struct evbuffer *input)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+	size_t take = eol.pos >= 0 ? (size_t)eol.pos + eol_len : evbuffer_get_length(input);
+
+	session->bytes_in += take;
+	evbuffer_remove_buffer(input, session->command_bytes, take);
+	if (evbuffer_get_length(session->command_bytes) > session->conf->limit_line + 2) {
+		session->bytes_in += evbuffer_get_length(input);
+		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
+		session_close(session, "line too long", "Command line too long");
+		return false;
+	}
+	if (eol.pos < 0)
+		return false;
+	session->refused_line = false;
+	session_refused_line_done(session, session->refused_tag_len);
+	return true;
+}
+
+/* Starts a refused line: what is read of it is in command_bytes, and it
+   is answered once its end has come. */
+static void session_refuse_line(struct session *session, struct evbuffer *input, size_t tag_len)
+{
+	session->refused_line = true;
+	session->refused_tag_len = tag_len;
+	(void)session_refused_line_step(session, input);
+}
+
 /* The parser refused the line: the session ends (a line or literal over
-   the limits) or the line goes upstream as it is, for the upstream's BAD.
-   The bytes read of it are in command_bytes; the rest of the line joins
-   them. */
+   the limits), a literal over the limit is refused, or the line goes
+   upstream as it is once its end has come, for the upstream's BAD. The
+   bytes read of it are in command_bytes. */
 static void session_command_error(struct session *session, struct evbuffer *input)
 {
 	const char *message, *text;
@@ -933,56 +993,34 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 		session_close(session, "line too long", "Command line too long");
 		return;
 	}
+	log_debug("session %lu: a line imapcached can't read (%s) goes upstream as it is", session->id, message);
 	len = evbuffer_get_length(session->command_bytes);
 	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
-	if (len > 0 && text[len - 1] == '\n')
-		eol.pos = -2; /* the parser read the whole line */
-	else
-		eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-	if (eol.pos == -1 && error != IMAP_PARSER_ERROR_LITERAL_TOO_BIG) {
-		session_close(session, "invalid command", "Invalid command line");
+	if (!too_big) {
+		if (len > 0 && text[len - 1] == '\n')
+			session_refused_line_done(session, tag_len); /* the parser read the whole line */
+		else
+			session_refuse_line(session, input, tag_len);
 		return;
 	}
+	eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 	if (eol.pos >= 0) {
 		session->bytes_in += (size_t)eol.pos + eol_len;
 		evbuffer_remove_buffer(input, session->command_bytes, (size_t)eol.pos + eol_len);
 	}
-	len = evbuffer_get_length(session->command_bytes);
 	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
-	while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-		len--;
-	if (too_big) {
-		if (open != NULL || tag_len == 0 || nonsync) {
-			/* a {N+} one is on its way: it can't be refused (RFC 7888) */
-			log_info("session %lu: literal of %llu bytes, over the limit of %llu", session->id,
-				 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
-			session_close(session, "literal too large", "Literal too large");
-			return;
-		}
-		/* refused before anything went upstream: no "+", no literal */
-		log_info("session %lu: literal of %llu bytes refused, over the limit of %llu", session->id,
+	if (open != NULL || tag_len == 0 || nonsync) {
+		/* a {N+} one is on its way: it can't be refused (RFC 7888) */
+		log_info("session %lu: literal of %llu bytes, over the limit of %llu", session->id,
 			 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
-		session_send(session, "%.*s BAD Literal too large\r\n", (int)tag_len, text);
-		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+		session_close(session, "literal too large", "Literal too large");
 		return;
 	}
-	log_debug("session %lu: a line imapcached can't read (%s) goes upstream as it is", session->id, message);
-	if (open != NULL) {
-		imap_client_raw_command_write_buffer(open, session->command_bytes);
-		session_forget_open_command(session);
-		imap_client_raw_command_end(open);
-		return;
-	}
-	if (tag_len == 0) {
-		session_send(session, "* BAD Invalid tag\r\n");
-		evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
-		session_count_bad(session);
-		return;
-	}
-	session->bad_commands = 0;
-	session->command_verb[0] = '\0';
-	session->pool_state_changed = true; /* nothing is known of it */
-	session_send_upstream(session, tag_len, false);
+	/* refused before anything went upstream: no "+", no literal */
+	log_info("session %lu: literal of %llu bytes refused, over the limit of %llu", session->id,
+		 (unsigned long long)size, (unsigned long long)session->conf->limit_literal);
+	session_send(session, "%.*s BAD Literal too large\r\n", (int)tag_len, text);
+	evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
 }
 
 /* Feeds the parser the next piece of input and moves the bytes it read
@@ -1004,6 +1042,20 @@ static enum imap_parser_result session_feed_command(struct session *session, str
 	if (session->open_command != NULL && result != IMAP_PARSER_ERROR)
 		imap_client_raw_command_write_buffer(session->open_command, session->command_bytes);
 	return result;
+}
+
+/* Whether the line about to be read starts with a byte no tag can start
+   with (a space excepted, which the upstream judges): such a line is
+   dropped up to its end, a literal it announces unread, as Dovecot
+   drops it ("{2}" where the tag goes is no literal). */
+static bool session_line_lacks_tag(struct session *session, struct evbuffer *input)
+{
+	unsigned char first;
+
+	if (session->open_command != NULL || imap_parser_is_mid_line(session->command_parser) ||
+	    evbuffer_get_length(session->command_bytes) > 0 || evbuffer_copyout(input, &first, 1) != 1)
+		return false;
+	return first != ' ' && !session_tag_char(first);
 }
 
 /* One step of reading the client's commands. Returns false when nothing
@@ -1039,8 +1091,14 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 		return false; /* the client's DONE is in: its next commands wait for the IDLE's end */
 	if (session->open_is_idle)
 		return session_forward_idle_line(session, input);
+	if (session->refused_line)
+		return session_refused_line_step(session, input);
 	if (evbuffer_get_length(input) == 0)
 		return false;
+	if (session_line_lacks_tag(session, input)) {
+		session_refuse_line(session, input, 0);
+		return !session->refused_line && session->state == SESSION_STATE_FORWARDING;
+	}
 	result = session_feed_command(session, input);
 	switch (result) {
 	case IMAP_PARSER_NEED_MORE:

@@ -391,6 +391,27 @@ static void session_prelogin_drop_after_starttls(struct session *session, struct
 	evbuffer_drain(input, evbuffer_get_length(input));
 }
 
+/* Whether the command line about to be read starts with a byte no tag
+   can start with: such a line is dropped up to its end, a literal it
+   announces unread ("{2}" where the tag goes is no literal), as Dovecot
+   drops it. */
+static bool session_prelogin_lacks_tag(struct session *session, struct evbuffer *input)
+{
+	unsigned char first;
+
+	if (session->state != SESSION_STATE_NOT_AUTHENTICATED || imap_parser_is_mid_line(session->command_parser) ||
+	    evbuffer_copyout(input, &first, 1) != 1)
+		return false;
+	return !session_tag_char(first);
+}
+
+static void session_prelogin_skip_untagged(struct session *session)
+{
+	snprintf(session->pending_reply, sizeof(session->pending_reply), "* BAD Invalid tag\r\n");
+	session->skipped_line_bytes = 0;
+	session->skipping_line = true;
+}
+
 void session_prelogin_input(struct session *session)
 {
 	struct evbuffer *input = bufferevent_get_input(session->bev);
@@ -408,6 +429,10 @@ void session_prelogin_input(struct session *session)
 		if (!imap_parser_is_mid_line(session->command_parser))
 			imap_parser_set_mode(session->command_parser, session->state == SESSION_STATE_AUTH_CLIENT ?
 					     IMAP_PARSER_MODE_TEXT_LINE : IMAP_PARSER_MODE_COMMAND);
+		if (session_prelogin_lacks_tag(session, input)) {
+			session_prelogin_skip_untagged(session);
+			continue;
+		}
 		feed = session_prelogin_feed(session, input);
 		if (feed.result == IMAP_PARSER_LITERAL_ANNOUNCED)
 			session_prelogin_literal(session);

@@ -122,6 +122,11 @@ struct session {
 	struct evbuffer *command_bytes; /* the command's raw bytes read and not yet sent upstream */
 	char command_verb[SESSION_VERB_MAX]; /* of the command being read, upper case */
 	bool command_ready;            /* its line is complete and waits to be routed */
+	/* A line refused before its end had come (a parse error, a line
+	   without a tag): its bytes up to the end are read into command_bytes
+	   first, and then it is answered as a whole line would be. */
+	bool refused_line;
+	size_t refused_tag_len;        /* its tag's length in command_bytes; 0: none valid */
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */
 	bool open_is_idle;             /* it is IDLE: the next line (DONE) ends it */
 	bool idle_established;         /* the upstream said "+" to it: the client idles */

@@ -410,6 +410,67 @@ def test_malformed_prelogin(daemon):
     c.close()
 
 
+# Lines a parser refuses, each sent in pieces with pauses between (the
+# refusal comes before the line's end has), then a NOOP: (name, pieces).
+REFUSED_LINES = [
+    ("a NUL in the command name", [b"a1 NOOP\x00x", b"\r\n"]),
+    ("a literal size followed by no CRLF", [b"a1 FETCH 1 (BODY[] {3}x", b"yz\r\n"]),
+    ("a control character in an atom", [b"a1 FETCH 1 (UID\x01", b")\r\n"]),
+    ("{2+} where the tag goes", [b"{2+}\r\nab NOOP\r\n"]),
+    ("{2} where the tag goes", [b"{2}\r\n", b"ab NOOP\r\n"]),
+    ("a tag with {2} in it", [b"a{2}\r\n"]),
+    ("a tag with {2+} in it", [b"a{2+}\r\nab NOOP\r\n"]),
+    ("a list where the tag goes, a literal in it", [b"({2}\r\n", b"ab) NOOP\r\n"]),
+    ("a quoted tag", [b'"a" NOOP\r\n']),
+    ("a NUL where the tag goes", [b"\x00a NOOP\r\n"]),
+    ("a tag and nothing more", [b"a\r\n"]),
+    ("a space before the tag", [b" a NOOP\r\n"]),
+]
+PIECE_PAUSE = 0.2  # between the pieces of a refused line: each reaches the daemon alone
+DOVECOT_TAG_BAD = re.compile(r"^\* BAD Error in IMAP tag: .*$", re.M)
+
+
+def refused_line_replies(port, pieces, login):
+    """What a connection to port reads for pieces sent one by one (logged
+    in first when login), up to a NOOP's OK after them; None when the
+    connection closed first. Dovecot's timings and its text of a tag's
+    BAD are cut to what imapcached writes."""
+    c = logged_in(port) if login else Raw(port)
+    try:
+        if login:
+            c.reply("s", "SELECT INBOX")
+        for piece in pieces:
+            c.send(piece)
+            time.sleep(PIECE_PAUSE)
+        c.send(b"zz NOOP\r\n")
+        text = "\n".join(c.until_tagged("zz"))
+    except (EOFError, OSError):
+        return None
+    finally:
+        c.close()
+    text = DOVECOT_TAG_BAD.sub("* BAD Invalid tag", proxyfixture.TIMINGS.sub("", text))
+    return text
+
+
+def test_refused_lines(daemon):
+    """Lines that can't be read: Dovecot answers BAD at their end, and
+    drops a line with no valid tag whole (a literal where the tag goes is
+    none). A refusal found before the line's end had come once ended the
+    session ("BYE Invalid command line"), and "{2+}" where the tag goes was
+    read as a literal, swallowing the next command. After login each gets
+    Dovecot's own answer through imapcached; before login imapcached
+    answers, in the same way."""
+    for name, pieces in REFUSED_LINES:
+        direct = refused_line_replies(PORT, pieces, True)
+        proxied = refused_line_replies(daemon.port, pieces, True)
+        check("after login, %s: the answers through imapcached are Dovecot's" % name,
+              proxied is not None and proxied == direct, (proxied, direct))
+        before = refused_line_replies(daemon.port, pieces, False)
+        check("before login, %s: BAD, and the session goes on" % name,
+              before is not None and ("BAD" in before.split("\n")[0]) and before.endswith("zz OK NOOP completed")
+              and ("ab NOOP" not in b"".join(pieces).decode(errors="replace") or "ab OK" in before), before)
+
+
 def test_dns():
     daemon = Daemon('{ name = "nowhere"; host = "imap.imapcached-test.invalid"; port = 143; tls = "none"; '
                     'users = [ "*@nowhere.test" ]; }, '
@@ -451,7 +512,7 @@ def main():
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
         run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
-                   test_literal_limit, test_stray_lines, test_id, test_malformed_prelogin),
+                   test_literal_limit, test_stray_lines, test_refused_lines, test_id, test_malformed_prelogin),
                   daemon)
     finally:
         daemon.stop()
