@@ -938,7 +938,8 @@ static void session_refused_line_done(struct session *session, size_t tag_len)
 }
 
 /* Reads more of a refused line (session->refused_line) into
-   command_bytes, up to its end, no further than limits.line. Returns
+   command_bytes, up to its end: no more than limits.line after the
+   refusal (literals before it are no part of the line's length). Returns
    true when it was answered (session_refused_line_done), false when its
    end has not come yet or the session closed. */
 static bool session_refused_line_step(struct session *session, struct evbuffer *input)
@@ -948,8 +949,9 @@ static bool session_refused_line_step(struct session *session, struct evbuffer *
 	size_t take = eol.pos >= 0 ? (size_t)eol.pos + eol_len : evbuffer_get_length(input);
 
 	session->bytes_in += take;
+	session->refused_line_bytes += take;
 	evbuffer_remove_buffer(input, session->command_bytes, take);
-	if (evbuffer_get_length(session->command_bytes) > session->conf->limit_line + 2) {
+	if (session->refused_line_bytes > session->conf->limit_line + 2) {
 		session->bytes_in += evbuffer_get_length(input);
 		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
 		session_close(session, "line too long", "Command line too long");
@@ -968,6 +970,7 @@ static void session_refuse_line(struct session *session, struct evbuffer *input,
 {
 	session->refused_line = true;
 	session->refused_tag_len = tag_len;
+	session->refused_line_bytes = 0;
 	(void)session_refused_line_step(session, input);
 }
 
@@ -993,10 +996,11 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 		session_close(session, "line too long", "Command line too long");
 		return;
 	}
-	log_debug("session %lu: a line imapcached can't read (%s) goes upstream as it is", session->id, message);
 	len = evbuffer_get_length(session->command_bytes);
 	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	if (!too_big) {
+		log_debug("session %lu: a line imapcached can't read (%s) goes upstream as it is", session->id,
+			  message);
 		if (len > 0 && text[len - 1] == '\n')
 			session_refused_line_done(session, tag_len); /* the parser read the whole line */
 		else

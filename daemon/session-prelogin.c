@@ -394,7 +394,7 @@ static void session_prelogin_drop_after_starttls(struct session *session, struct
 /* Whether the command line about to be read starts with a byte no tag
    can start with: such a line is dropped up to its end, a literal it
    announces unread ("{2}" where the tag goes is no literal), as Dovecot
-   drops it. */
+   drops it. A NUL is left to the parser, whose BAD names it. */
 static bool session_prelogin_lacks_tag(struct session *session, struct evbuffer *input)
 {
 	unsigned char first;
@@ -402,7 +402,7 @@ static bool session_prelogin_lacks_tag(struct session *session, struct evbuffer 
 	if (session->state != SESSION_STATE_NOT_AUTHENTICATED || imap_parser_is_mid_line(session->command_parser) ||
 	    evbuffer_copyout(input, &first, 1) != 1)
 		return false;
-	return !session_tag_char(first);
+	return first != '\0' && !session_tag_char(first);
 }
 
 static void session_prelogin_skip_untagged(struct session *session)

@@ -127,6 +127,7 @@ struct session {
 	   first, and then it is answered as a whole line would be. */
 	bool refused_line;
 	size_t refused_tag_len;        /* its tag's length in command_bytes; 0: none valid */
+	size_t refused_line_bytes;     /* read of it after the refusal (the parser held what came before to limits.line) */
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */
 	bool open_is_idle;             /* it is IDLE: the next line (DONE) ends it */
 	bool idle_established;         /* the upstream said "+" to it: the client idles */

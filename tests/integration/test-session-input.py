@@ -426,6 +426,11 @@ REFUSED_LINES = [
     ("a tag and nothing more", [b"a\r\n"]),
     ("a space before the tag", [b" a NOOP\r\n"]),
 ]
+# A literal is no part of a line's length: 2,500 bytes after the refusal
+# are within a limits.line of 8 KiB, though 8,500 came since the line
+# began (they once ended the session). After login, on a daemon of its own.
+LITERAL_THEN_REFUSED = [b"a1 APPEND INBOX {6000+}\r\n" + b"m" * 6000 + b" (\\Seen \x01", b"z" * 2500 + b")\r\n"]
+SHORT_LINE_LIMIT = 8192
 PIECE_PAUSE = 0.2  # between the pieces of a refused line: each reaches the daemon alone
 DOVECOT_TAG_BAD = re.compile(r"^\* BAD Error in IMAP tag: .*$", re.M)
 
@@ -469,6 +474,17 @@ def test_refused_lines(daemon):
         check("before login, %s: BAD, and the session goes on" % name,
               before is not None and ("BAD" in before.split("\n")[0]) and before.endswith("zz OK NOOP completed")
               and ("ab NOOP" not in b"".join(pieces).decode(errors="replace") or "ab OK" in before), before)
+
+
+def test_refused_after_literal():
+    daemon = Daemon(upstream_dovecot("none"), "limits = { line = %d; };\n" % SHORT_LINE_LIMIT, tmpdir=tmp)
+    try:
+        direct = refused_line_replies(PORT, LITERAL_THEN_REFUSED, True)
+        proxied = refused_line_replies(daemon.port, LITERAL_THEN_REFUSED, True)
+        check("a line refused after its literal, longer than limits.line with the literal but not without: "
+              "Dovecot's answers", proxied is not None and proxied == direct, (proxied, direct))
+    finally:
+        daemon.stop()
 
 
 def test_dns():
@@ -516,7 +532,7 @@ def main():
                   daemon)
     finally:
         daemon.stop()
-    run_steps((test_dns,))
+    run_steps((test_refused_after_literal, test_dns))
     check("the daemon never logged a password", PASS not in daemon.log() and PASS2 not in daemon.log())
     return summary()
 
