@@ -158,6 +158,14 @@ struct cache_file_id {
 	bool known;
 };
 
+#define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
+#define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
+
+struct cache_pause_waiter {
+	void (*resume)(void *context);
+	void *context;
+};
+
 struct cache {
 	struct cache *next;            /* in cache_registry */
 	unsigned int refcount;
@@ -179,6 +187,13 @@ struct cache {
 	uint64_t batch_began_ms;       /* when the open transaction began (cache_monotonic_ms) */
 	uint64_t batch_bytes;          /* bytes of bodies the open transaction wrote */
 	struct event *batch_timer;     /* settings.base's: commits the held transaction */
+
+	/* Sessions that paused their fill while the WAL is to start afresh
+	   (cache_wants_pause), told when that is done. */
+	struct cache_pause_waiter *pause_waiters;
+	size_t pause_waiter_count, pause_waiter_capacity;
+	uint64_t pause_began_ms;
+	struct event *pause_timer;     /* settings.base's: looks whether the pause is over */
 
 	bool writes_off;
 	bool writes_off_for_good;      /* read-only handle, or corrupt store */

@@ -22,6 +22,9 @@ struct cache_worker {
 	pthread_cond_t wake;         /* work came, or stopping or paused changed */
 	pthread_cond_t idle;         /* a piece of work ended */
 	bool checkpoint_due;         /* the WAL grew past its mark since the last checkpoint began */
+	bool restart_due;            /* the next checkpoint is a RESTART (cache_worker_wal_grew) */
+	bool restarting;             /* that RESTART is under way: it holds the loop's writes back */
+	int restart_pages;           /* WAL pages that make the next checkpoint a RESTART (cache_worker_set_restart_mark) */
 	bool running;                /* a piece of work is under way */
 	bool stopping;
 	bool paused;
@@ -52,7 +55,8 @@ static bool cache_worker_batch_ends(void *context)
 		pthread_cond_wait(&worker->wake, &worker->lock);
 	}
 	worker->held = false;
-	ends = worker->loop_waiting || worker->stopping || worker->paused || !(worker->counts.jobs & CACHE_WORKER_INDEX);
+	ends = worker->loop_waiting || worker->restart_due || worker->stopping || worker->paused ||
+	       !(worker->counts.jobs & CACHE_WORKER_INDEX);
 	pthread_mutex_unlock(&worker->lock);
 	return ends;
 }
@@ -118,24 +122,29 @@ static void cache_worker_failed(struct cache_worker *worker, int rc, const char 
 static void cache_worker_work(struct cache_worker *worker)
 {
 	unsigned int job = worker->counts.jobs & CACHE_WORKER_INDEX ? CACHE_WORKER_INDEX : CACHE_WORKER_MERGE;
-	bool checkpoint = worker->checkpoint_due;
+	bool checkpoint = worker->checkpoint_due, restart = worker->restart_due;
 	uint64_t bodies = 0, bytes = 0;
 	char error_text[CACHE_WORKER_ERROR_TEXT] = "";
 	int result = 0;
 
 	worker->checkpoint_due = false;
+	worker->restart_due = false;
+	worker->restarting = restart;
 	worker->running = true;
 	pthread_mutex_unlock(&worker->lock);
-	if (checkpoint) {
-		result = sqlite3_wal_checkpoint_v2(worker->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (checkpoint || restart) {
+		result = sqlite3_wal_checkpoint_v2(worker->db, "main",
+						   restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 		snprintf(error_text, sizeof(error_text), "%s", sqlite3_errmsg(worker->db));
 	} else {
 		result = cache_worker_turn(worker, job, &bodies, &bytes, error_text);
 	}
 	pthread_mutex_lock(&worker->lock);
 	worker->running = false;
-	if (checkpoint) {
+	worker->restarting = false;
+	if (checkpoint || restart) {
 		worker->counts.checkpoints++;
+		worker->counts.restarts += restart && result == SQLITE_OK;
 		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
 			cache_worker_failed(worker, result, error_text);
 	} else {
@@ -164,7 +173,8 @@ static void *cache_worker_run(void *context)
 
 	pthread_mutex_lock(&worker->lock);
 	for (;;) {
-		while (!worker->stopping && (worker->paused || (!worker->checkpoint_due && worker->counts.jobs == 0)))
+		while (!worker->stopping &&
+		       (worker->paused || (!worker->checkpoint_due && !worker->restart_due && worker->counts.jobs == 0)))
 			pthread_cond_wait(&worker->wake, &worker->lock);
 		if (worker->stopping)
 			break;
@@ -175,24 +185,62 @@ static void *cache_worker_run(void *context)
 }
 
 /* SQLite's WAL hook on the loop's connection, after each commit: frames
-   is how many pages the WAL holds. */
+   is how many pages the WAL holds.
+
+   The worker's PASSIVE checkpoints keep up with a fill, but the WAL
+   starts afresh only for a writer that begins once every frame is back
+   in the file, and a fill's held transactions follow one another with
+   no such moment between them: a warm's WAL grew by every byte it
+   stored. So past the restart mark the worker's next
+   checkpoint is a RESTART, which waits for the loop's transaction to
+   end and holds its next one back until every frame is in the file;
+   the loop's next writer then starts the WAL afresh. Until it is done
+   the loop holds no transaction and sessions that stream bodies in
+   pause (cache_wants_pause), so that the loop does not wait for it.
+   With the worker paused, the loop checkpoints itself past
+   CACHE_CHECKPOINT_LOOP_PAGES. */
 static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, int frames)
 {
 	struct cache_worker *worker = context;
+	bool behind;
 
 	if (frames < CACHE_CHECKPOINT_PAGES)
 		return SQLITE_OK;
 	pthread_mutex_lock(&worker->lock);
 	worker->checkpoint_due = true;
+	if (frames >= worker->restart_pages && !worker->paused)
+		worker->restart_due = true;
 	pthread_cond_signal(&worker->wake);
+	behind = frames >= CACHE_CHECKPOINT_LOOP_PAGES && worker->paused;
 	pthread_mutex_unlock(&worker->lock);
-	if (frames >= CACHE_CHECKPOINT_LOOP_PAGES) { /* the worker is behind: as SQLite itself would */
-		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (behind) { /* as SQLite itself would */
+		if ((sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) & 0xff) == SQLITE_BUSY)
+			return SQLITE_OK; /* the worker's checkpoint is under way */
 		pthread_mutex_lock(&worker->lock);
 		worker->counts.loop_checkpoints++;
 		pthread_mutex_unlock(&worker->lock);
 	}
 	return SQLITE_OK;
+}
+
+void cache_worker_set_restart_mark(struct cache_worker *worker, uint64_t body_budget)
+{
+	uint64_t pages = body_budget / CACHE_RESTART_BUDGET_SHARE / CACHE_PAGE_SIZE;
+
+	pthread_mutex_lock(&worker->lock);
+	worker->restart_pages = pages > CACHE_CHECKPOINT_RESTART_PAGES ? (pages < INT32_MAX ? (int)pages : INT32_MAX)
+									: CACHE_CHECKPOINT_RESTART_PAGES;
+	pthread_mutex_unlock(&worker->lock);
+}
+
+bool cache_worker_wants_gap(struct cache_worker *worker)
+{
+	bool wants;
+
+	pthread_mutex_lock(&worker->lock);
+	wants = worker->restart_due || worker->restarting;
+	pthread_mutex_unlock(&worker->lock);
+	return wants;
 }
 
 /* The thread's connection to path and its statements. Returns 0, -1. */
@@ -249,6 +297,7 @@ struct cache_worker *cache_worker_start(sqlite3 *db, const char *path, const cha
 			    label, worker == NULL ? "out of memory" : "SQLite was built without threads");
 		return NULL;
 	}
+	worker->restart_pages = CACHE_CHECKPOINT_RESTART_PAGES;
 	pthread_mutex_init(&worker->lock, NULL);
 	pthread_cond_init(&worker->wake, NULL);
 	pthread_cond_init(&worker->idle, NULL);
@@ -304,7 +353,7 @@ bool cache_worker_loop_waits(struct cache_worker *worker)
 	bool running; /* holding the lock */
 
 	pthread_mutex_lock(&worker->lock);
-	running = worker->holds_lock;
+	running = worker->holds_lock || worker->restarting;
 	worker->loop_waiting = running;
 	if (worker->held)
 		pthread_cond_broadcast(&worker->wake);

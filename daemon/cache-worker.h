@@ -18,12 +18,13 @@
  *   syncing both files, a tenth of a fill's time. The loop's connection
  *   only tells the worker, from SQLite's WAL hook, how far the WAL has
  *   grown; the worker runs PASSIVE checkpoints (they take no lock a
- *   writer needs), and the loop's next writer starts the WAL afresh once
- *   all of it is back in the file. Should the worker fall behind (a
- *   reader holding an old snapshot, a disk slow to sync, a long index
- *   batch), the loop checkpoints itself once the WAL holds
- *   CACHE_CHECKPOINT_LOOP_PAGES: the WAL stays bounded whatever the
- *   worker does.
+ *   writer needs). The loop's next writer starts the WAL afresh only
+ *   once all of it is back in the file, which a fill's back-to-back
+ *   transactions never allow: past CACHE_CHECKPOINT_RESTART_PAGES the
+ *   worker's next checkpoint is a RESTART, during which the loop holds
+ *   no transaction and fills pause (cache_wants_pause). With the worker
+ *   paused, the loop checkpoints itself once the WAL holds
+ *   CACHE_CHECKPOINT_LOOP_PAGES.
  * - The text index (cache-fts.h), in batches of one transaction each,
  *   and its merges after deletes. A batch holds the store's write lock:
  *   the loop's busy handler (cache_worker_loop_waits) makes the worker
@@ -38,6 +39,11 @@
 
 #define CACHE_CHECKPOINT_PAGES 256        /* WAL pages (16 KiB) that wake the worker: 4 MiB */
 #define CACHE_CHECKPOINT_PAGES_TEXT "256" /* CACHE_CHECKPOINT_PAGES, for SQL: SQLite's own checkpoint without a worker */
+/* WAL pages past which the next checkpoint makes the WAL start afresh,
+   pausing fills for a moment: 56 MiB, or a quarter of the body budget
+   when that is more (a larger store's fills pause less often). */
+#define CACHE_CHECKPOINT_RESTART_PAGES 3584
+#define CACHE_RESTART_BUDGET_SHARE 4
 #define CACHE_CHECKPOINT_LOOP_PAGES 4096  /* WAL pages past which the loop checkpoints itself: 64 MiB */
 #define CACHE_WAL_LIMIT "16777216"         /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
 #define CACHE_WORKER_BUSY_MS 1000          /* the worker waits this long for the loop's write lock, then tries later */
@@ -57,6 +63,7 @@ enum cache_worker_job {
 struct cache_worker_counts {
 	uint64_t checkpoints;        /* run by the worker */
 	uint64_t loop_checkpoints;   /* the loop ran itself, the worker behind */
+	uint64_t restarts;           /* the worker's RESTARTs that made the WAL start afresh */
 	uint64_t indexed_bodies;     /* bodies whose text it indexed, in all */
 	uint64_t indexed_bytes;      /* their sizes */
 	uint64_t merge_steps;        /* index merge steps that merged something */
@@ -94,6 +101,11 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs);
    handler, often; cheap. Returns whether a transaction of the worker
    holds the lock (then it lets go after its body). */
 bool cache_worker_loop_waits(struct cache_worker *worker);
+/* The restart mark for a store of that body budget (CACHE_CHECKPOINT_RESTART_PAGES). */
+void cache_worker_set_restart_mark(struct cache_worker *worker, uint64_t body_budget);
+/* Whether a RESTART checkpoint is due or under way (cache_worker_wal_grew):
+   the loop then holds no transaction, and fills pause. */
+bool cache_worker_wants_gap(struct cache_worker *worker);
 
 struct cache_worker_counts cache_worker_counts(struct cache_worker *worker);
 

@@ -30,8 +30,6 @@
    indexing (a 2 MB one takes about 150 ms, several times that under
    sanitizers), and a write of the loop must not fail for it (a purge). */
 #define CACHE_BUSY_WORKER_MS 5000
-#define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
-#define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
 #define CACHE_AUTO_VACUUM_INCREMENTAL 2 /* PRAGMA auto_vacuum's value for INCREMENTAL */
 /* Take effect on a new store, or at a VACUUM (cache_layout_upgrade). */
 #define CACHE_LAYOUT_PRAGMAS "PRAGMA page_size = " CACHE_PAGE_SIZE_TEXT "; PRAGMA auto_vacuum = INCREMENTAL; "
@@ -1004,6 +1002,8 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 	if (!read_only) {
 		cache_wal_note(cache);
 		cache->worker = cache_worker_start(cache->db, cache->path, cache->label);
+		if (cache->worker != NULL)
+			cache_worker_set_restart_mark(cache->worker, cache->settings.body_budget);
 		sqlite3_busy_handler(cache->db, cache_busy_wait, cache);
 	}
 	if (read_only) {
@@ -1022,6 +1022,9 @@ static void cache_free(struct cache *cache)
 		event_free(cache->pending_timer);
 	if (cache->batch_timer != NULL)
 		event_free(cache->batch_timer);
+	if (cache->pause_timer != NULL)
+		event_free(cache->pause_timer);
+	free(cache->pause_waiters);
 	if (cache->linger_timer != NULL)
 		event_free(cache->linger_timer);
 	cache_fts_stop(cache);
@@ -1208,6 +1211,8 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		cache->refcount++;
 		cache->settings.body_budget = settings->body_budget;
 		cache->settings.body_max_size = settings->body_max_size;
+		if (cache->worker != NULL)
+			cache_worker_set_restart_mark(cache->worker, cache->settings.body_budget);
 		if (cache->body_bytes > cache->settings.body_budget && cache_write_allowed(cache) &&
 		    cache_op_begin(cache) == 0) {
 			/* a lowered budget holds from now on (bodies in use go at their next chance) */
@@ -1382,7 +1387,8 @@ int cache_batch_end_soon(struct cache *cache)
 	    cache->settings.base == NULL || cache->batch_owner == NULL)
 		return cache_batch_end(cache);
 	held_ms = cache_monotonic_ms() - cache->batch_began_ms;
-	if (held_ms >= CACHE_BATCH_HOLD_MS || cache->batch_bytes >= CACHE_BATCH_HOLD_BYTES || !cache_has_room(cache))
+	if (held_ms >= CACHE_BATCH_HOLD_MS || cache->batch_bytes >= CACHE_BATCH_HOLD_BYTES || !cache_has_room(cache) ||
+	    cache_wants_pause(cache))
 		return cache_batch_end(cache);
 	if (cache->batch_timer == NULL)
 		cache->batch_timer = evtimer_new(cache->settings.base, cache_batch_timer_fired, cache);
@@ -1395,6 +1401,86 @@ int cache_batch_end_soon(struct cache *cache)
 		evtimer_add(cache->batch_timer, &delay);
 	}
 	return 0;
+}
+
+/* ---- a fill's pause while the WAL starts afresh ---- */
+
+bool cache_wants_pause(struct cache *cache)
+{
+	return cache->worker != NULL && cache_worker_wants_gap(cache->worker);
+}
+
+/* Tells every waiter that the pause is over (its time is up, or the
+   worker is done). A resume may register again. */
+static void cache_pause_end(struct cache *cache)
+{
+	struct cache_pause_waiter *waiters = cache->pause_waiters;
+	size_t count = cache->pause_waiter_count;
+
+	cache->pause_waiters = NULL;
+	cache->pause_waiter_count = cache->pause_waiter_capacity = 0;
+	for (size_t i = 0; i < count; i++)
+		waiters[i].resume(waiters[i].context);
+	free(waiters);
+}
+
+static void cache_pause_look(evutil_socket_t fd, short what, void *context)
+{
+	struct cache *cache = context;
+	struct timeval again = { 0, CACHE_PAUSE_POLL_US };
+
+	uint64_t paused_ms = cache_monotonic_ms() - cache->pause_began_ms;
+	bool wanted = cache_wants_pause(cache);
+
+	(void)fd;
+	(void)what;
+	if (wanted && paused_ms < CACHE_PAUSE_MAX_MS) {
+		evtimer_add(cache->pause_timer, &again);
+		return;
+	}
+	if (wanted)
+		log_info("cache %s: the WAL did not start afresh within %u ms: fills go on", cache->label,
+			 CACHE_PAUSE_MAX_MS);
+	else
+		log_debug("cache %s: fills paused %" PRIu64 " ms while the WAL started afresh", cache->label, paused_ms);
+	cache_pause_end(cache);
+}
+
+int cache_pause_wait(struct cache *cache, void (*resume)(void *context), void *context)
+{
+	struct timeval first = { 0, CACHE_PAUSE_POLL_US };
+
+	if (cache->settings.base == NULL)
+		return -1;
+	if (cache->pause_timer == NULL &&
+	    (cache->pause_timer = evtimer_new(cache->settings.base, cache_pause_look, cache)) == NULL)
+		return -1;
+	if (cache->pause_waiter_count == cache->pause_waiter_capacity) {
+		size_t capacity = cache->pause_waiter_capacity ? cache->pause_waiter_capacity * 2 : 4;
+		struct cache_pause_waiter *grown = realloc(cache->pause_waiters, capacity * sizeof(*grown));
+
+		if (grown == NULL)
+			return -1;
+		cache->pause_waiters = grown;
+		cache->pause_waiter_capacity = capacity;
+	}
+	cache->pause_waiters[cache->pause_waiter_count++] = (struct cache_pause_waiter){ resume, context };
+	if (!evtimer_pending(cache->pause_timer, NULL)) {
+		cache->pause_began_ms = cache_monotonic_ms();
+		evtimer_add(cache->pause_timer, &first);
+	}
+	return 0;
+}
+
+void cache_pause_forget(struct cache *cache, void *context)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < cache->pause_waiter_count; i++) {
+		if (cache->pause_waiters[i].context != context)
+			cache->pause_waiters[kept++] = cache->pause_waiters[i];
+	}
+	cache->pause_waiter_count = kept;
 }
 
 void cache_batch_commit_held(struct cache *cache)

@@ -210,6 +210,20 @@ int cache_batch_end(struct cache *cache);
    with it. Without settings.base: cache_batch_end. Returns 0, or -1 as
    cache_batch_end does. */
 int cache_batch_end_soon(struct cache *cache);
+/* While the store's WAL is about to start afresh (cache-worker.h: a
+   RESTART checkpoint that needs a moment with no write of the loop's),
+   a held transaction commits at once, and a session that streams
+   bodies in pauses its reading after its batch: true then. At most
+   CACHE_PAUSE_MAX_MS: a pause never outlasts that. */
+#define CACHE_PAUSE_MAX_MS 1000
+#define CACHE_PAUSE_POLL_US 2000 /* how often a pause looks whether it is over */
+bool cache_wants_pause(struct cache *cache);
+/* resume(context) is called once the pause is over. Returns 0, or -1
+   (no event base, out of memory: don't pause). */
+int cache_pause_wait(struct cache *cache, void (*resume)(void *context), void *context);
+/* context no longer waits (its session ends). */
+void cache_pause_forget(struct cache *cache, void *context);
+
 /* Ends one level and dooms the whole batch: the outermost end rolls back
    every write since the outermost begin. For a response that turned out
    bad half-way: the cache changes only from what the upstream answered. */

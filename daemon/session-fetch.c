@@ -60,7 +60,7 @@ static void session_write_local_answer(struct session *session)
 		session->binary_splice_uid = 0;
 	}
 	fetch_answer_free(&session->local_answer);
-	if (!session->upstream_reading_paused)
+	if (!session->upstream_reading_paused && !session->store_paused)
 		imap_client_set_reading_paused(session->upstream, false);
 	if (result == FETCH_WRITE_LOST) {
 		log_warning("session %lu: a cached value went away while a FETCH was answered from it", session->id);

@@ -137,7 +137,22 @@ void session_upstream_closed(struct imap_client *client, const char *reason, voi
 		      session->upstream_said_bye ? NULL : "Upstream server connection lost");
 }
 
-/* The store's batch of this event-loop turn ends: its writes commit. */
+/* The store's WAL no longer waits: reading from upstream goes on,
+   unless the client's own reading holds it back. */
+static void session_store_resumed(void *context)
+{
+	struct session *session = context;
+
+	session->store_paused = false;
+	if (session->state == SESSION_STATE_FORWARDING && !session->upstream_reading_paused &&
+	    session->local_answer == NULL)
+		imap_client_set_reading_paused(session->upstream, false);
+}
+
+/* The store's batch of this event-loop turn ends: its writes commit.
+   While the store's WAL is to start afresh, a session that wrote stops
+   reading from upstream for a moment (cache_wants_pause), so that the
+   loop does not wait for the store. */
 static void session_end_batch(evutil_socket_t fd, short what, void *context)
 {
 	struct session *session = context;
@@ -150,6 +165,12 @@ static void session_end_batch(evutil_socket_t fd, short what, void *context)
 			cache_batch_end(session->cache);
 		else
 			cache_batch_end_soon(session->cache);
+		if (!session->store_paused && session->state == SESSION_STATE_FORWARDING &&
+		    cache_wants_pause(session->cache) &&
+		    cache_pause_wait(session->cache, session_store_resumed, session) == 0) {
+			session->store_paused = true;
+			imap_client_set_reading_paused(session->upstream, true);
+		}
 	}
 	session->batch_commit = false;
 }
@@ -1274,6 +1295,9 @@ void session_forward_free(struct session *session)
 	}
 	sync_free(&session->sync);
 	mailbox_view_free(&session->view);
+	if (session->cache != NULL)
+		cache_pause_forget(session->cache, session);
+	session->store_paused = false;
 	cache_unref(&session->cache);
 	if (session->held_reply != NULL)
 		evbuffer_free(session->held_reply);

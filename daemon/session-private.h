@@ -144,6 +144,7 @@ struct session {
 
 	/* The cache (doc/cache.md). */
 	struct cache *cache;           /* the account's store, or NULL: proxy only */
+	bool store_paused;             /* reading upstream waits for the store's WAL (cache_wants_pause) */
 	struct mailbox_view *view;     /* the selected mailbox as this client sees it */
 	struct sync *sync;
 	char *news_target;             /* session_news_set_target's, until the command is sent */

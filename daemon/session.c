@@ -399,7 +399,8 @@ static void session_write(struct bufferevent *bev, void *context)
 	case SESSION_STATE_FORWARDING:
 		if (session->upstream_reading_paused) {
 			session->upstream_reading_paused = false;
-			imap_client_set_reading_paused(session->upstream, false);
+			if (!session->store_paused)
+				imap_client_set_reading_paused(session->upstream, false);
 		}
 		session_forward_output_drained(session);
 		session_update_literal_timer(session);

@@ -665,7 +665,8 @@ ROWS_MAX = 2 << 20  # the rows of INBOX's 200 messages, and SQLite's own pages, 
 INDEX_FACTOR = 3    # the bodies' text index: at most about 3 times the bodies (imapcached.conf(5))
 # imapcached.conf(5): the WAL is cut back to 16 MB after a checkpoint, and
 # is larger only while a burst of bodies outruns the checkpoints, never
-# past 64 MB (CACHE_CHECKPOINT_LOOP_PAGES) plus one transaction. A bound
+# much past 56 MB (CACHE_CHECKPOINT_RESTART_PAGES at this budget; fills
+# pause there while the worker makes it start afresh). A bound
 # of 16 MB plus one read's 4 MB held at normal speed but not under
 # AddressSanitizer, where the worker's checkpoints lag (22.7 MB, once).
 WAL_MAX = (64 << 20) + (4 << 20)
@@ -803,6 +804,63 @@ def test_budget():
     check("its WAL within %d bytes (%d at most)" % (WAL_MAX, sampler.max_wal), sampler.max_wal <= WAL_MAX, sampler.max_wal)
     check("after the restart, the file shrank to the new budget + its text index + free pages + rows",
           os.path.getsize(path) <= bound, os.path.getsize(path))
+
+
+LARGE_MAILBOX = "WalFill"
+LARGE_COUNT, LARGE_SIZE = 80, 1 << 20  # 80 MB of bodies: past the WAL's restart mark at this budget
+WAL_FILL_BUDGET = "200M"  # a quarter is 50 MB: the mark stays at its least, 56 MB
+WAL_FILL_MAX = (64 << 20) + (4 << 20)
+
+
+def large_message(n):
+    line = (b"%06d " % n) + b"abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
+    body = line * (LARGE_SIZE // len(line))
+    return b"From: a@example.org\r\nSubject: large %d\r\n\r\n" % n + body
+
+
+def test_wal_restarts_in_a_fill():
+    """One FETCH that streams 80 MB of bodies into the store: its
+    transactions follow one another with no gap, so the worker's
+    checkpoints alone never let the WAL start afresh (a warm's once grew
+    by every byte it stored). Past the restart mark the filling session
+    pauses its reading for a moment while the WAL starts afresh: the WAL
+    stays within the mark plus a few MB, the answer is the upstream's,
+    and every body is stored."""
+    direct = connect(PORT)
+    direct.tagged("c", "CREATE %s" % LARGE_MAILBOX)
+    for n in range(LARGE_COUNT):
+        data = large_message(n)
+        direct.send(b"a APPEND %s {%d+}\r\n%s\r\n" % (LARGE_MAILBOX.encode(), len(data), data))
+        direct.until_tagged("a")
+    direct.tagged("s", "EXAMINE %s" % LARGE_MAILBOX)
+    cache = cache_dir()
+    path = store_path(cache)
+    daemon = start(cache, 'body_budget = "%s";' % WAL_FILL_BUDGET)
+    sampler = StoreSampler(path)
+    sampler.start()
+    try:
+        via = connect(daemon.port, LARGE_MAILBOX, verb="EXAMINE")
+        same("80 MB of bodies streamed through imapcached: the upstream's answer", via, direct,
+             "UID FETCH 1:* BODY.PEEK[]")
+        via.tagged("z", "LOGOUT")
+    finally:
+        sampler.stop()
+        stop(daemon)
+        direct.tagged("u", "UNSELECT")
+        direct.tagged("d", "DELETE %s" % LARGE_MAILBOX)
+        direct.close()
+    check("... the WAL within %d bytes (%d at most)" % (WAL_FILL_MAX, sampler.max_wal),
+          0 < sampler.max_wal <= WAL_FILL_MAX, sampler.max_wal)
+    check("... the session paused while the WAL started afresh",
+          re.search(r"fills paused \d+ ms while the WAL started afresh", daemon.log()) is not None,
+          daemon.log()[-1500:])
+    db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True)
+    try:
+        stored = db.execute("SELECT count(*) FROM bodies b JOIN mailboxes m ON m.id = b.mailbox_id "
+                            "WHERE m.name = ? AND b.complete = 1", (LARGE_MAILBOX,)).fetchone()[0]
+    finally:
+        db.close()
+    check("... and every body stored (%d of %d)" % (stored, LARGE_COUNT), stored == LARGE_COUNT, stored)
 
 
 def sum_of_bodies(path):
@@ -973,7 +1031,7 @@ def main():
     try:
         run_steps((test_kill_during_fill, test_garbage_file, test_damaged_file, test_damage_inside_values,
                    test_damage_past_first_checked, test_unreadable_file, test_full_store, test_budget, test_read_only_dir, test_replaced_by_rename, test_removed_under_daemon,
-                   test_overwritten_in_place))
+                   test_overwritten_in_place, test_wal_restarts_in_a_fill))
         cache = cache_dir()
         daemon = start(cache)
         daemon.cache = cache  # the bad-input steps share one daemon and store
