@@ -783,6 +783,11 @@ static void session_open_upstream(struct session *session)
 		session_close(session, "invalid command", "Invalid command line");
 		return;
 	}
+	/* what the upstream said during the proxy's own commands goes out
+	   before this command's answer, as for one sent whole (its EXISTS
+	   counts precede what this command makes of them) */
+	if (session->idle_plus_pending == NULL)
+		session_own_release_held(session, bufferevent_get_output(session->bev));
 	session_send_upstream(session, tag_len, true); /* its state is judged once its line is complete */
 }
 

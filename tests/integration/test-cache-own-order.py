@@ -140,6 +140,56 @@ def held_before_select():
         relay.close()
 
 
+def send_with_literal(side, command, argument):
+    """Sends command with its last argument as a synchronizing literal
+    (the command goes upstream before its line is complete); returns every
+    response up to its tagged one, the "+" included."""
+    side.tag += 1
+    tag = b"%s%d " % (side.prefix.encode(), side.tag)
+    side.conn.send(tag + command.encode() + b" {%d}\r\n" % len(argument))
+    out = []
+    while True:  # what comes before the "+"
+        response = side.conn.response()
+        out.append(TIMINGS.sub(b"", response))
+        if response.startswith(b"+"):
+            break
+    side.conn.send(argument + b"\r\n")
+    return out + side.read(tag)
+
+
+def held_before_literal_append():
+    """A command with a synchronizing literal goes upstream before its
+    line is complete: what was held still goes out before its answer (an
+    APPEND's EXISTS was once followed by the smaller held one)."""
+    relay, daemon, proxied, other, real = held_session("literal append")
+    try:
+        got = send_with_literal(proxied, "APPEND %s" % MAILBOX, b"Subject: y\r\n\r\nliteral\r\n")
+        counts = [int(m.group(1)) for m in (re.match(rb"\* (\d+) EXISTS", l) for l in got) if m]
+        check("literal append: the EXISTS counts never go down", counts == sorted(counts) and counts[-1] == real + 1,
+              got)
+    finally:
+        daemon.stop()
+        relay.close()
+
+
+def held_before_literal_select():
+    """The same for a SELECT whose name is a literal: the old mailbox's
+    EXISTS once came inside the new one's answer, after [CLOSED]."""
+    relay, daemon, proxied, other, real = held_session("literal select")
+    try:
+        other.exchange("DELETE %s-empty" % MAILBOX)
+        other.exchange("CREATE %s-empty" % MAILBOX)
+        got = send_with_literal(proxied, "SELECT", ("%s-empty" % MAILBOX).encode())
+        closed = [i for i, l in enumerate(got) if b"[CLOSED]" in l]
+        check("literal select: the answer's EXISTS is the new mailbox's", exists_of(got) == 0, got)
+        check("literal select: the old mailbox's EXISTS comes before [CLOSED]",
+              closed and any(re.match(rb"\* %d EXISTS" % real, l) for l in got[:closed[0]]), got)
+        other.exchange("DELETE %s-empty" % MAILBOX)
+    finally:
+        daemon.stop()
+        relay.close()
+
+
 def idle_pipeline():
     """DONE and a NOOP in one packet while the proxy pauses the IDLE."""
     relay, daemon = start(delay=0.05)  # a 100 ms round trip: the pause is long enough to hit
@@ -253,6 +303,8 @@ def main():
     held_before_noop()
     held_before_fetch()
     held_before_select()
+    held_before_literal_append()
+    held_before_literal_select()
     idle_pipeline()
     idle_done_during_pause()
     idle_empty_mailbox()
