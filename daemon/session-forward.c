@@ -872,7 +872,11 @@ static bool session_route_command(struct session *session)
 		return true;
 	}
 	session->bad_commands = 0; /* only a run of them ends the session */
-	if (route->local != NULL && error == IMAP_COMMAND_ERROR_NONE && tag_len <= SESSION_TAG_MAX) {
+	/* what imapcached refuses, it refuses whatever its arguments: the
+	   parser knows none of these verbs, and forwarded, COMPRESS would
+	   compress the upstream's bytes past what the proxy can read */
+	if (route->local != NULL && (error == IMAP_COMMAND_ERROR_NONE || route->local == session_answer_cannot) &&
+	    tag_len <= SESSION_TAG_MAX) {
 		memcpy(tag_copy, text, tag_len);
 		tag_copy[tag_len] = '\0';
 		switch (route->local(session, tag_copy, &command)) {

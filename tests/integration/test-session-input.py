@@ -476,6 +476,23 @@ def test_refused_lines(daemon):
               and ("ab NOOP" not in b"".join(pieces).decode(errors="replace") or "ab OK" in before), before)
 
 
+def test_refused_extensions(daemon):
+    """COMPRESS and NOTIFY, which imapcached does not advertise and cannot
+    carry (compressed bytes past the proxy's reading; news pushed outside
+    any command), get NO [CANNOT] from imapcached whatever their arguments.
+    They once went upstream: the parser knows neither verb, and only a
+    parsed command reached the refusal. Forwarded, COMPRESS DEFLATE to a
+    server that offers it cut the session."""
+    c = logged_in(daemon.port)
+    for tag, command, verb in (("c1", "COMPRESS DEFLATE", "COMPRESS"), ("n1", "NOTIFY NONE", "NOTIFY"),
+                               ("n2", "NOTIFY SET (selected (MessageNew (UID) MessageExpunge))", "NOTIFY")):
+        reply = c.reply(tag, command)
+        check("%s: NO [CANNOT] from imapcached" % command,
+              reply == "%s NO [CANNOT] imapcached does not carry %s" % (tag, verb), reply)
+    check("... and the session goes on", c.reply("o", "NOOP").startswith("o OK"))
+    c.close()
+
+
 def test_refused_after_literal():
     daemon = Daemon(upstream_dovecot("none"), "limits = { line = %d; };\n" % SHORT_LINE_LIMIT, tmpdir=tmp)
     try:
@@ -528,7 +545,7 @@ def main():
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
         run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
-                   test_literal_limit, test_stray_lines, test_refused_lines, test_id, test_malformed_prelogin),
+                   test_literal_limit, test_stray_lines, test_refused_lines, test_refused_extensions, test_id, test_malformed_prelogin),
                   daemon)
     finally:
         daemon.stop()
