@@ -919,11 +919,10 @@ static bool session_forward_idle_line(struct session *session, struct evbuffer *
 	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 	struct imap_client_command *command = session->open_command;
 
-	if (eol.pos >= 0 && session_own_idle_line(session)) {
+	if (eol.pos >= 0 && session_own_idle_line(session, input, (size_t)eol.pos + eol_len)) {
 		/* the proxy paused this IDLE: the pause answers the DONE */
 		session->last_activity_usec = session_now_usec(); /* no batch right after: the client is awake */
 		session->bytes_in += (size_t)eol.pos + eol_len;
-		evbuffer_drain(input, (size_t)eol.pos + eol_len);
 		return true;
 	}
 	if (eol.pos < 0) {
@@ -1228,9 +1227,11 @@ static int session_open_cache(struct session *session)
 	session->seen_lines = evbuffer_new();
 	session->splice_bye = evbuffer_new();
 	session->idle_done_reply = evbuffer_new();
+	session->idle_client_line = evbuffer_new();
 	session->view = mailbox_view_new();
 	if (session->held_reply == NULL || session->idle_held == NULL || session->seen_lines == NULL ||
-	    session->splice_bye == NULL || session->view == NULL)
+	    session->splice_bye == NULL || session->idle_done_reply == NULL || session->idle_client_line == NULL ||
+	    session->view == NULL)
 		return -1;
 	session->cache = cache_open(&settings, session->upstream_name, session->user, &error);
 	if (session->cache == NULL)
@@ -1323,6 +1324,9 @@ void session_forward_free(struct session *session)
 	if (session->idle_done_reply != NULL)
 		evbuffer_free(session->idle_done_reply);
 	session->idle_done_reply = NULL;
+	if (session->idle_client_line != NULL)
+		evbuffer_free(session->idle_client_line);
+	session->idle_client_line = NULL;
 	free(session->idle_tag);
 	session->idle_tag = NULL;
 }

@@ -1047,20 +1047,41 @@ static void session_idle_pause(struct session *session)
 	imap_client_raw_command_end(idle);
 }
 
+/* Whether the line that ended a paused IDLE is DONE (in any case), as
+   Dovecot requires: anything else gets BAD. */
+static bool session_idle_line_is_done(struct session *session)
+{
+	size_t len = evbuffer_get_length(session->idle_client_line);
+	const char *line = (const char *)evbuffer_pullup(session->idle_client_line, -1);
+
+	if (len > 0 && line[len - 1] == '\n')
+		len--;
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	return len == 4 && strncasecmp(line, "DONE", 4) == 0;
+}
+
 /* Starts IDLE again upstream under the client's tag; its "+" is kept. */
 static void session_idle_resume(struct session *session)
 {
 	struct imap_client_command *idle;
 
 	if (session->idle_client_done) {
-		/* the client ended its IDLE meanwhile: the paused one's OK answers it */
+		/* the client ended its IDLE meanwhile: the paused one's OK
+		   answers its DONE; any other line gets Dovecot's BAD */
 		session->idle_pause = SESSION_IDLE_RUNNING;
 		session->idle_client_done = false;
 		session->open_is_idle = false;
 		session->idle_established = false;
-		session_send(session, "%s", session->idle_tag);
-		session->bytes_out += evbuffer_get_length(session->idle_done_reply);
-		evbuffer_add_buffer(bufferevent_get_output(session->bev), session->idle_done_reply);
+		if (session_idle_line_is_done(session)) {
+			session_send(session, "%s", session->idle_tag);
+			session->bytes_out += evbuffer_get_length(session->idle_done_reply);
+			evbuffer_add_buffer(bufferevent_get_output(session->bev), session->idle_done_reply);
+		} else {
+			session_send(session, "%s BAD Expected DONE.\r\n", session->idle_tag);
+		}
+		evbuffer_drain(session->idle_done_reply, evbuffer_get_length(session->idle_done_reply));
+		evbuffer_drain(session->idle_client_line, evbuffer_get_length(session->idle_client_line));
 		session_schedule_step(session);
 		return;
 	}
@@ -1086,8 +1107,9 @@ bool session_own_idle_swallows(struct session *session, const struct imap_client
 		if (!session->idle_client_done)
 			session_own_prefetch_when_quiet(session); /* the next batch */
 		if (session->idle_client_done) {
-			/* the client's DONE came while IDLE was resumed: it ends it now */
-			imap_client_raw_command_write(session->open_command, "DONE\r\n", 6);
+			/* the client's DONE came while IDLE was resumed: it ends it
+			   now (another line: the upstream's BAD answers it) */
+			imap_client_raw_command_write_buffer(session->open_command, session->idle_client_line);
 			imap_client_raw_command_end(session->open_command);
 			session->open_command = NULL;
 			session->open_is_idle = false;
@@ -1114,10 +1136,12 @@ bool session_own_idle_ended(struct session *session, struct imap_client_command 
 	return true;
 }
 
-bool session_own_idle_line(struct session *session)
+bool session_own_idle_line(struct session *session, struct evbuffer *input, size_t len)
 {
 	if (session->idle_pause == SESSION_IDLE_RUNNING)
 		return false;
+	evbuffer_drain(session->idle_client_line, evbuffer_get_length(session->idle_client_line));
+	evbuffer_remove_buffer(input, session->idle_client_line, len);
 	session->idle_client_done = true;
 	return true;
 }

@@ -137,6 +137,7 @@ struct session {
 	enum session_idle_pause idle_pause;
 	struct evbuffer *idle_done_reply; /* the paused IDLE's tagged OK, for the client's DONE */
 	bool idle_client_done;         /* the client ended its IDLE while it was paused */
+	struct evbuffer *idle_client_line; /* the line that ended it, CRLF included: DONE, or what gets BAD */
 	char *idle_tag;                /* the client's tag of the paused IDLE */
 	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
 	bool open_waits_proof;         /* it must go up as it comes, once the connection is proven */
@@ -446,7 +447,7 @@ bool session_own_idle_swallows(struct session *session, const struct imap_client
 bool session_own_idle_ended(struct session *session, struct imap_client_command *command);
 /* The client sent a line while its IDLE is paused (DONE): true when the
    pause took it. */
-bool session_own_idle_line(struct session *session);
+bool session_own_idle_line(struct session *session, struct evbuffer *input, size_t len);
 /* The prefetch timer's callback. */
 void session_own_prefetch_timer(evutil_socket_t fd, short what, void *context);
 /* Monotonic microseconds. */

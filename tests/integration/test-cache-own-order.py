@@ -217,11 +217,13 @@ def idle_pipeline():
         relay.close()
 
 
-def idle_done_during_pause():
+def idle_done_during_pause(line=b"DONE"):
     """A DONE that comes just after the proxy paused the IDLE: answered
-    with the kept OK, no prefetch batch first."""
+    with the kept OK, no prefetch batch first. Any other line ends the
+    IDLE with Dovecot's "BAD Expected DONE." (it once got the kept OK)."""
     relay, daemon = start("full", delay=0.05)
     proxied = Side(daemon.port, "p")
+    label = line.decode()
     try:
         proxied.exchange("SELECT INBOX")
         tag = proxied.send("IDLE")
@@ -231,12 +233,16 @@ def idle_done_during_pause():
         while time.time() < deadline and not any(c.line == "DONE" for c in relay.recorded()[first:]):
             time.sleep(0.001)
         paused_at = len(relay.recorded())
-        proxied.conn.send(b"DONE\r\n")
+        proxied.conn.send(line + b"\r\n")
         got = proxied.read(tag)
         after = [c.line for c in relay.recorded()[paused_at:]]  # what was sent before the OK reached the client
-        check("done: the IDLE ends with its OK", got[-1].startswith(tag + b"OK"), got)
-        check("done: no batch between the pause and the client's DONE",
+        if line.upper() == b"DONE":
+            check("%s: the IDLE ends with its OK" % label, got[-1].startswith(tag + b"OK"), got)
+        else:
+            check("%s: the IDLE ends with BAD Expected DONE" % label, got[-1] == tag + b"BAD Expected DONE.\r\n", got)
+        check("%s: no batch between the pause and the client's line" % label,
               not any(re.search(r" FETCH ", line) for line in after), after)
+        check("%s: the session goes on" % label, proxied.exchange("NOOP")[-1].startswith(b"p"), "")
     finally:
         daemon.stop()
         relay.close()
@@ -307,6 +313,7 @@ def main():
     held_before_literal_select()
     idle_pipeline()
     idle_done_during_pause()
+    idle_done_during_pause(b"XYZ")
     idle_empty_mailbox()
     held_updates_merged()
     other = Side(PORT, "c")
