@@ -292,10 +292,14 @@ size_t session_tag_arg_length(const struct imap_arg *args, unsigned int count)
 }
 
 /* Counts a BAD; too many in a row (a valid command resets the count once
-   logged in, as Dovecot's does) end the session. Returns false when closed. */
+   logged in, as Dovecot's does, and then allows as many as Dovecot does)
+   end the session. Returns false when closed. */
 bool session_count_bad(struct session *session)
 {
-	if (++session->bad_commands < SESSION_MAX_BAD_COMMANDS)
+	unsigned int most = session->state == SESSION_STATE_FORWARDING ? SESSION_MAX_BAD_COMMANDS_LOGGED_IN
+									: SESSION_MAX_BAD_COMMANDS;
+
+	if (++session->bad_commands < most)
 		return true;
 	log_info("session %lu: %u invalid commands, disconnecting", session->id, session->bad_commands);
 	session_close(session, "too many invalid commands", "Too many invalid commands");

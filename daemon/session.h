@@ -51,7 +51,8 @@
    goes away ends the session with "* BYE". */
 
 #define SESSION_CLOSE_TIMEOUT 5 /* seconds to flush a last reply to a client that does not read */
-#define SESSION_MAX_BAD_COMMANDS 10 /* in a row: a client this confused is not an IMAP client */
+#define SESSION_MAX_BAD_COMMANDS 10 /* before login, in all: a client this confused is not an IMAP client */
+#define SESSION_MAX_BAD_COMMANDS_LOGGED_IN 20 /* after login, in a row: Dovecot's CLIENT_MAX_BAD_COMMANDS */
 #define SESSION_COMMANDS_PER_EVENT 64 /* one client's pipeline can't starve the rest */
 #define SESSION_OUTPUT_HIGH_WATER (256 * 1024) /* stop reading commands past this much unsent reply */
 #define SESSION_WRITE_MAX (256 * 1024) /* bytes written to the client in one turn of the loop (libevent: 16 KiB) */

@@ -322,26 +322,37 @@ def test_literal_limit(daemon):
     other.close()
 
 
+STRAY_RUN = 20  # Dovecot's CLIENT_MAX_BAD_COMMANDS: the run of bad lines that ends a session after login
+
+
 def test_stray_lines(daemon):
     """Lines with no tag after login (a blank line some clients send
-    after a literal or DONE) get an untagged BAD each; only a run of ten
-    ends the session, as only a run of bad commands ends Dovecot's. They
-    once counted over the session's whole life: its tenth closed it."""
+    after a literal or DONE) get an untagged BAD each; only a run of
+    twenty ends the session, as a run of twenty ends Dovecot's. They once
+    counted over the session's whole life (its tenth closed it), then a
+    run of ten did."""
     c = logged_in(daemon.port)
     for round in range(3):
-        c.send(b"\r\n" * 9)
-        replies = [c.line() for _ in range(9)]
-        check("after login, 9 blank lines in a row get BAD each (round %d)" % round,
-              replies == ["* BAD Invalid tag"] * 9, replies)
+        c.send(b"\r\n" * (STRAY_RUN - 1))
+        replies = [c.line() for _ in range(STRAY_RUN - 1)]
+        check("after login, %d blank lines in a row get BAD each (round %d)" % (STRAY_RUN - 1, round),
+              replies == ["* BAD Invalid tag"] * (STRAY_RUN - 1), replies)
         reply = c.reply("n%d" % round, "NOOP")
         check("... and the NOOP after them is answered (round %d)" % round, reply.startswith("n%d OK" % round),
               reply)
-    c.send(b"\r\n" * 10)
+    c.send(b"\r\n" * STRAY_RUN)
     text, closed = c.rest()
-    check("ten blank lines in a row end the session with BYE",
-          closed and text.count("* BAD Invalid tag") == 10 and text.endswith("* BYE Too many invalid commands\r\n"),
-          text)
+    check("%d blank lines in a row end the session with BYE" % STRAY_RUN,
+          closed and text.count("* BAD Invalid tag") == STRAY_RUN and
+          text.endswith("* BYE Too many invalid commands\r\n"), text)
     c.close()
+    direct = Raw(PORT)
+    direct.reply("l", "LOGIN %s %s" % (quote(USER), quote(PASS)))
+    direct.send(b"\r\n" * STRAY_RUN)
+    text, closed = direct.rest()
+    check("... as straight to Dovecot: %d BADs, then BYE" % STRAY_RUN,
+          closed and text.count("* BAD") == STRAY_RUN and "* BYE" in text, text)
+    direct.close()
 
 
 def test_id(daemon):
