@@ -22,9 +22,12 @@ struct cache_worker {
 	pthread_cond_t wake;         /* work came, or stopping or paused changed */
 	pthread_cond_t idle;         /* a piece of work ended */
 	bool checkpoint_due;         /* the WAL grew past its mark since the last checkpoint began */
-	bool restart_due;            /* the next checkpoint is a RESTART (cache_worker_wal_grew) */
+	bool restart_wanted;         /* the WAL passed its mark: fills pause, then the loop says go (cache_worker_restart_go) */
+	bool restart_due;            /* go: the next checkpoint is a RESTART */
 	bool restarting;             /* that RESTART is under way: it holds the loop's writes back */
-	int restart_pages;           /* WAL pages that make the next checkpoint a RESTART (cache_worker_set_restart_mark) */
+	int restart_pages;           /* the mark: WAL pages (cache_worker_set_restart_mark) */
+	int restart_floor;           /* after a RESTART that failed, no new one before the WAL holds this many */
+	int frames;                  /* the WAL's pages at the loop's last commit */
 	bool running;                /* a piece of work is under way */
 	bool stopping;
 	bool paused;
@@ -125,7 +128,7 @@ static void cache_worker_work(struct cache_worker *worker)
 	bool checkpoint = worker->checkpoint_due, restart = worker->restart_due;
 	uint64_t bodies = 0, bytes = 0;
 	char error_text[CACHE_WORKER_ERROR_TEXT] = "";
-	int result = 0;
+	int result = 0, log_frames = 0;
 
 	worker->checkpoint_due = false;
 	worker->restart_due = false;
@@ -134,7 +137,7 @@ static void cache_worker_work(struct cache_worker *worker)
 	pthread_mutex_unlock(&worker->lock);
 	if (checkpoint || restart) {
 		result = sqlite3_wal_checkpoint_v2(worker->db, "main",
-						   restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+						   restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, &log_frames, NULL);
 		snprintf(error_text, sizeof(error_text), "%s", sqlite3_errmsg(worker->db));
 	} else {
 		result = cache_worker_turn(worker, job, &bodies, &bytes, error_text);
@@ -145,6 +148,8 @@ static void cache_worker_work(struct cache_worker *worker)
 	if (checkpoint || restart) {
 		worker->counts.checkpoints++;
 		worker->counts.restarts += restart && result == SQLITE_OK;
+		if (restart && result != SQLITE_OK) /* a reader stayed, or the lock did: not again before the WAL grew a mark more */
+			worker->restart_floor = (log_frames > worker->frames ? log_frames : worker->frames) + worker->restart_pages;
 		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
 			cache_worker_failed(worker, result, error_text);
 	} else {
@@ -191,14 +196,15 @@ static void *cache_worker_run(void *context)
    starts afresh only for a writer that begins once every frame is back
    in the file, and a fill's held transactions follow one another with
    no such moment between them: a warm's WAL grew by every byte it
-   stored. So past the restart mark the worker's next
-   checkpoint is a RESTART, which waits for the loop's transaction to
-   end and holds its next one back until every frame is in the file;
-   the loop's next writer then starts the WAL afresh. Until it is done
-   the loop holds no transaction and sessions that stream bodies in
-   pause (cache_wants_pause), so that the loop does not wait for it.
-   With the worker paused, the loop checkpoints itself past
-   CACHE_CHECKPOINT_LOOP_PAGES. */
+   stored. So past the restart mark a RESTART is wanted: the loop holds
+   no transaction and sessions that stream bodies in pause after their
+   batch (cache_wants_pause); once no transaction of the loop's is open
+   the loop says go (cache_worker_restart_go), and the worker's next
+   checkpoint is a RESTART, which holds the loop's next writer back until
+   every frame is in the file; that writer then starts the WAL afresh.
+   A RESTART that fails (a reader stayed) is not tried again before the
+   WAL grew by another mark. With the worker paused, the loop
+   checkpoints itself past CACHE_CHECKPOINT_LOOP_PAGES. */
 static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, int frames)
 {
 	struct cache_worker *worker = context;
@@ -208,8 +214,12 @@ static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, i
 		return SQLITE_OK;
 	pthread_mutex_lock(&worker->lock);
 	worker->checkpoint_due = true;
-	if (frames >= worker->restart_pages && !worker->paused)
-		worker->restart_due = true;
+	worker->frames = frames;
+	if (frames < worker->restart_pages)
+		worker->restart_floor = 0; /* the WAL started afresh */
+	if (frames >= worker->restart_pages && frames >= worker->restart_floor && !worker->paused &&
+	    !worker->restart_due && !worker->restarting)
+		worker->restart_wanted = true;
 	pthread_cond_signal(&worker->wake);
 	behind = frames >= CACHE_CHECKPOINT_LOOP_PAGES && worker->paused;
 	pthread_mutex_unlock(&worker->lock);
@@ -238,9 +248,31 @@ bool cache_worker_wants_gap(struct cache_worker *worker)
 	bool wants;
 
 	pthread_mutex_lock(&worker->lock);
-	wants = worker->restart_due || worker->restarting;
+	wants = !worker->paused && (worker->restart_wanted || worker->restart_due || worker->restarting);
 	pthread_mutex_unlock(&worker->lock);
 	return wants;
+}
+
+void cache_worker_restart_go(struct cache_worker *worker)
+{
+	pthread_mutex_lock(&worker->lock);
+	if (worker->restart_wanted && !worker->paused) {
+		worker->restart_wanted = false;
+		worker->restart_due = true;
+		worker->checkpoint_due = true;
+		pthread_cond_signal(&worker->wake);
+	}
+	pthread_mutex_unlock(&worker->lock);
+}
+
+void cache_worker_restart_give_up(struct cache_worker *worker)
+{
+	pthread_mutex_lock(&worker->lock);
+	if (worker->restart_wanted) {
+		worker->restart_wanted = false;
+		worker->restart_floor = worker->frames + worker->restart_pages;
+	}
+	pthread_mutex_unlock(&worker->lock);
 }
 
 /* The thread's connection to path and its statements. Returns 0, -1. */

@@ -103,9 +103,15 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs);
 bool cache_worker_loop_waits(struct cache_worker *worker);
 /* The restart mark for a store of that body budget (CACHE_CHECKPOINT_RESTART_PAGES). */
 void cache_worker_set_restart_mark(struct cache_worker *worker, uint64_t body_budget);
-/* Whether a RESTART checkpoint is due or under way (cache_worker_wal_grew):
-   the loop then holds no transaction, and fills pause. */
+/* Whether a RESTART checkpoint is wanted, due or under way
+   (cache_worker_wal_grew): the loop then holds no transaction, and fills
+   pause. */
 bool cache_worker_wants_gap(struct cache_worker *worker);
+/* The loop has no transaction open: a wanted RESTART may begin. */
+void cache_worker_restart_go(struct cache_worker *worker);
+/* The fills could not wait longer: a wanted RESTART that has not begun
+   is dropped, and not wanted again before the WAL grew by another mark. */
+void cache_worker_restart_give_up(struct cache_worker *worker);
 
 struct cache_worker_counts cache_worker_counts(struct cache_worker *worker);
 

@@ -1405,6 +1405,11 @@ int cache_batch_end_soon(struct cache *cache)
 
 /* ---- a fill's pause while the WAL starts afresh ---- */
 
+bool cache_batch_writing(const struct cache *cache)
+{
+	return cache->batch_in_transaction;
+}
+
 bool cache_wants_pause(struct cache *cache)
 {
 	return cache->worker != NULL && cache_worker_wants_gap(cache->worker);
@@ -1435,13 +1440,19 @@ static void cache_pause_look(evutil_socket_t fd, short what, void *context)
 	(void)fd;
 	(void)what;
 	if (wanted && paused_ms < CACHE_PAUSE_MAX_MS) {
+		/* the fills have paused: what the loop holds commits, and the
+		   RESTART may begin with no transaction of the loop's to wait for */
+		cache_batch_commit_held(cache);
+		if (cache->batch_depth == 0 && !cache->batch_held)
+			cache_worker_restart_go(cache->worker);
 		evtimer_add(cache->pause_timer, &again);
 		return;
 	}
-	if (wanted)
+	if (wanted) {
+		cache_worker_restart_give_up(cache->worker);
 		log_info("cache %s: the WAL did not start afresh within %u ms: fills go on", cache->label,
 			 CACHE_PAUSE_MAX_MS);
-	else
+	} else
 		log_debug("cache %s: fills paused %" PRIu64 " ms while the WAL started afresh", cache->label, paused_ms);
 	cache_pause_end(cache);
 }

@@ -218,6 +218,9 @@ int cache_batch_end_soon(struct cache *cache);
 #define CACHE_PAUSE_MAX_MS 1000
 #define CACHE_PAUSE_POLL_US 2000 /* how often a pause looks whether it is over */
 bool cache_wants_pause(struct cache *cache);
+/* Whether the open batch (or the held transaction it goes on in) wrote
+   to the store: only a session that writes pauses. */
+bool cache_batch_writing(const struct cache *cache);
 /* resume(context) is called once the pause is over. Returns 0, or -1
    (no event base, out of memory: don't pause). */
 int cache_pause_wait(struct cache *cache, void (*resume)(void *context), void *context);

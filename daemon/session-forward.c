@@ -160,12 +160,14 @@ static void session_end_batch(evutil_socket_t fd, short what, void *context)
 	(void)fd;
 	(void)what;
 	if (session->batch_open) {
+		bool wrote = cache_batch_writing(session->cache);
+
 		session->batch_open = false;
 		if (session->batch_commit)
 			cache_batch_end(session->cache);
 		else
 			cache_batch_end_soon(session->cache);
-		if (!session->store_paused && session->state == SESSION_STATE_FORWARDING &&
+		if (wrote && !session->store_paused && session->state == SESSION_STATE_FORWARDING && session->upstream != NULL &&
 		    cache_wants_pause(session->cache) &&
 		    cache_pause_wait(session->cache, session_store_resumed, session) == 0) {
 			session->store_paused = true;

@@ -2436,6 +2436,69 @@ static void test_wal_restarts_in_a_fill(void)
 	teardown();
 }
 
+/* Fills 1 MiB bodies [first, first + count) in held batches, pausing as
+   a session does when the store asks; returns the pauses, and the
+   largest WAL seen in *largest. */
+static int fill_pausing(struct cache *cache, struct event_base *base, int64_t mailbox_id, uint32_t first,
+			uint32_t count, const char *wal, off_t *largest)
+{
+	int owner, pauses = 0;
+
+	for (uint32_t uid = first; uid < first + count; uid++) {
+		cache_batch_begin_for(cache, &owner);
+		CU_ASSERT_EQUAL(store_body(cache, mailbox_id, uid, 1 << 20, 64 * 1024), 0);
+		CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
+		CU_ASSERT(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
+		if (cache_wants_pause(cache)) { /* as a session does: no more bodies until it is over */
+			int resumed = 0;
+
+			CU_ASSERT_EQUAL_FATAL(cache_pause_wait(cache, note_resumed, &resumed), 0);
+			while (!resumed)
+				CU_ASSERT(event_base_loop(base, EVLOOP_ONCE) >= 0);
+			pauses++;
+		}
+		if (file_size(wal) > *largest)
+			*largest = file_size(wal);
+	}
+	cache_batch_commit_held(cache);
+	return pauses;
+}
+
+/* A reader that keeps an old snapshot makes the RESTART fail (it can't
+   wait for it): it is not wanted again at every commit, which paused
+   the fill again and again, only once the WAL grew by another mark. */
+static void test_wal_restart_backs_off(void)
+{
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	sqlite3 *reader;
+	char wal[300], *path;
+	off_t largest = 0;
+	int pauses;
+
+	setup();
+	s.body_budget = 200 << 20;
+	cache = open_on_loop(&s, base, &path, &mailbox);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	(void)fill_pausing(cache, base, mailbox.id, 1, 1, wal, &largest);
+	CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(path, &reader, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	CU_ASSERT_EQUAL(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM bodies", NULL, NULL, NULL), SQLITE_OK);
+	pauses = fill_pausing(cache, base, mailbox.id, 2, 100, wal, &largest);
+	CU_ASSERT_TRUE(pauses >= 1 && pauses <= 4);
+	CU_ASSERT_EQUAL(cache_worker_counts(cache->worker).restarts, 0);
+	CU_ASSERT_TRUE(largest > 64 << 20); /* the reader kept it: it grew */
+	sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(reader);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete"), 101);
+	cache_unref(&cache);
+	event_base_free(base);
+	free(path);
+	teardown();
+}
+
 static void test_checkpoints_off_the_loop(void)
 {
 	const off_t mib = 1 << 20;
@@ -3305,6 +3368,7 @@ const struct unit_test unit_tests[] = {
 	{ "looking up many messages", test_lookup_many },
 	{ "WAL checkpoints run on their own thread, on the loop only when it falls behind", test_checkpoints_off_the_loop },
 	{ "a fill with no gap between its transactions keeps its WAL near the mark", test_wal_restarts_in_a_fill },
+	{ "a RESTART a reader keeps from working is not wanted again at once", test_wal_restart_backs_off },
 	{ "a failure of the store's worker is logged in its own words, and caching stops", test_worker_failure_logged },
 	{ "a full store turns writes off", test_full_store },
 	{ "a read-only directory", test_read_only_directory },
