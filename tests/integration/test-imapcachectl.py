@@ -353,20 +353,32 @@ def test_warm_long_lines(daemon):
           flags_line > 65536 and code == 0 and re.match(r"Keywords: 3 messages, ", out), (code, out, err))
 
 
+WARM_ATTEMPTS = 3  # of the interrupted warm, each with a new daemon and store
+
+
 def test_warm_interrupted(daemon):
     """warm through a daemon whose upstream is a relay capped at SLOW_RATE:
     one FETCH for the whole mailbox streams for seconds, and SIGINT comes
-    once the first bodies are in the store."""
-    relay = Relay(rate=SLOW_RATE)
-    daemon = start(upstream=relay.upstream_entry("dovecot"))
-    try:
-        warm_interrupted(daemon, relay)
-    finally:
-        daemon.stop()
-        relay.close()
+    once the first bodies are in the store. Twice in CI runs (session 25
+    under make -j2 check, session 26 under AddressSanitizer) the whole
+    mailbox was stored before the SIGINT, cause not found: such an attempt
+    proves nothing of an interruption, and the scenario runs again with a
+    new store, up to WARM_ATTEMPTS times."""
+    for attempt in range(1, WARM_ATTEMPTS + 1):
+        relay = Relay(rate=SLOW_RATE)
+        daemon = start(upstream=relay.upstream_entry("dovecot"))
+        try:
+            if warm_interrupted(daemon, relay, attempt == WARM_ATTEMPTS):
+                return
+        finally:
+            daemon.stop()
+            relay.close()
 
 
-def warm_interrupted(daemon, relay):
+def warm_interrupted(daemon, relay, last):
+    """One interrupted warm and its checks; False (the checks of the store
+    not made) when the whole mailbox was stored first and this is not the
+    last attempt."""
     # A session keeps the store open (made, with its WAL files) while the
     # test reads it: a reader opening it closed (this test runs as root,
     # the daemon as another user) would leave WAL files the daemon can't
@@ -399,6 +411,11 @@ def warm_interrupted(daemon, relay):
         time.sleep(0.05)
     check("... nothing half-stored is left, the store intact", (partial, integrity) == (0, "ok"), (partial, integrity))
     counts = store_counts(daemon)
+    if counts is not None and counts[1] == exists() and not last:
+        print("note: the whole mailbox was stored before the SIGINT %r; once more, with a new store" % (counts,),
+              flush=True)
+        holder.tagged("z", "LOGOUT")
+        return False
     check("... part of the mailbox was stored whole", counts is not None and 0 < counts[1] < exists(), counts)
     via, direct = connect(daemon.port, "INBOX"), connect(PORT, "INBOX")
     fetch = "FETCH 1:* (BODY.PEEK[] ENVELOPE)"
@@ -406,6 +423,7 @@ def warm_interrupted(daemon, relay):
     check("... a session afterwards gets what direct Dovecot answers", got == want, (len(got), len(want)))
     for conn in (via, direct, holder):
         conn.tagged("z", "LOGOUT")
+    return True
 
 
 M64 = (1 << 64) - 1
