@@ -158,6 +158,9 @@ struct cache_file_id {
 	bool known;
 };
 
+/* Milliseconds on a monotonic clock (never the settings' test clocks). */
+uint64_t cache_monotonic_ms(void);
+
 #define CACHE_PAGE_SIZE 16384 /* a message's row (900 bytes on average) stays in its page: 4 KiB pages overflow past 1,000 */
 #define CACHE_PAGE_SIZE_TEXT "16384" /* CACHE_PAGE_SIZE, for SQL */
 

@@ -2384,58 +2384,6 @@ static void note_resumed(void *context)
 	*(int *)context = 1;
 }
 
-/* A fill whose held transactions follow one another with no gap between
-   them, as a warm's do: the worker's PASSIVE checkpoints keep up, but
-   alone they never let the WAL start afresh (a warm's WAL grew by every
-   byte it stored). Past CACHE_CHECKPOINT_RESTART_PAGES the store asks
-   its fills to pause (cache_wants_pause), the worker's RESTART runs in
-   that pause, and the WAL stays near the mark. */
-static void test_wal_restarts_in_a_fill(void)
-{
-	const off_t mib = 1 << 20;
-	struct event_base *base = event_base_new();
-	struct cache_settings s = settings();
-	struct cache_mailbox mailbox;
-	struct cache *cache;
-	char wal[300], *path;
-	int owner, pauses = 0;
-	off_t largest = 0;
-
-	setup();
-	s.body_budget = 200 << 20; /* a quarter of it is less than the smallest mark */
-	cache = open_on_loop(&s, base, &path, &mailbox);
-	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
-	snprintf(wal, sizeof(wal), "%s-wal", path);
-	for (uint32_t uid = 1; uid <= 160; uid++) {
-		cache_batch_begin_for(cache, &owner);
-		CU_ASSERT_EQUAL(store_body(cache, mailbox.id, uid, 1 << 20, 64 * 1024), 0);
-		CU_ASSERT_EQUAL(cache_batch_end_soon(cache), 0);
-		CU_ASSERT(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
-		if (cache_wants_pause(cache)) { /* as a session does: no more bodies until it is over */
-			int resumed = 0;
-
-			CU_ASSERT_EQUAL_FATAL(cache_pause_wait(cache, note_resumed, &resumed), 0);
-			while (!resumed)
-				CU_ASSERT(event_base_loop(base, EVLOOP_ONCE) >= 0);
-			pauses++;
-		}
-		if (file_size(wal) > largest)
-			largest = file_size(wal);
-	}
-	cache_batch_commit_held(cache);
-	CU_ASSERT_TRUE(pauses >= 2);
-	CU_ASSERT_TRUE(cache_worker_counts(cache->worker).restarts >= 2);
-	CU_ASSERT_TRUE(largest > 0 && largest <= (CACHE_CHECKPOINT_RESTART_PAGES / 64 + 8) * mib);
-	cache_worker_settle(cache->worker);
-	check_read(cache, mailbox.id, 1, 1 << 20, 0, 1 << 20);
-	check_read(cache, mailbox.id, 160, 1 << 20, 0, 1 << 20);
-	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete"), 160);
-	cache_unref(&cache);
-	event_base_free(base);
-	free(path);
-	teardown();
-}
-
 /* Fills 1 MiB bodies [first, first + count) in held batches, pausing as
    a session does when the store asks; returns the pauses, and the
    largest WAL seen in *largest. */
@@ -2462,6 +2410,42 @@ static int fill_pausing(struct cache *cache, struct event_base *base, int64_t ma
 	}
 	cache_batch_commit_held(cache);
 	return pauses;
+}
+
+/* A fill whose held transactions follow one another with no gap between
+   them, as a warm's do: the worker's PASSIVE checkpoints keep up, but
+   alone they never let the WAL start afresh (a warm's WAL grew by every
+   byte it stored). Past CACHE_CHECKPOINT_RESTART_PAGES the store asks
+   its fills to pause (cache_wants_pause), the worker's RESTART runs in
+   that pause, and the WAL stays near the mark. */
+static void test_wal_restarts_in_a_fill(void)
+{
+	const off_t mib = 1 << 20;
+	struct event_base *base = event_base_new();
+	struct cache_settings s = settings();
+	struct cache_mailbox mailbox;
+	struct cache *cache;
+	char wal[300], *path;
+	off_t largest = 0;
+	int pauses;
+
+	setup();
+	s.body_budget = 200 << 20; /* a quarter of it is less than the smallest mark */
+	cache = open_on_loop(&s, base, &path, &mailbox);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	pauses = fill_pausing(cache, base, mailbox.id, 1, 160, wal, &largest);
+	CU_ASSERT_TRUE(pauses >= 2);
+	CU_ASSERT_TRUE(cache_worker_counts(cache->worker).restarts >= 2);
+	CU_ASSERT_TRUE(largest > 0 && largest <= (CACHE_CHECKPOINT_RESTART_PAGES / 64 + 8) * mib);
+	cache_worker_settle(cache->worker);
+	check_read(cache, mailbox.id, 1, 1 << 20, 0, 1 << 20);
+	check_read(cache, mailbox.id, 160, 1 << 20, 0, 1 << 20);
+	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete"), 160);
+	cache_unref(&cache);
+	event_base_free(base);
+	free(path);
+	teardown();
 }
 
 /* A reader that keeps an old snapshot makes the RESTART fail (it can't
