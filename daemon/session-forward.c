@@ -968,6 +968,60 @@ static void session_refused_line_done(struct session *session, size_t tag_len)
 	session_send_upstream(session, tag_len, false);
 }
 
+/* The end of a line over limits.line has come: its BAD goes out. */
+static bool session_long_line_answer(struct session *session)
+{
+	session->skipping_line = false;
+	session_send(session, "%s", session->pending_reply);
+	return session_count_bad(session);
+}
+
+/* Drops what is left of a line over limits.line up to its LF, as
+   Dovecot skips the rest of a line it refused, then sends the BAD kept
+   in pending_reply. Returns whether it was answered and the session
+   goes on. The drop has no bound: it holds no byte. */
+static bool session_skip_long_line(struct session *session, struct evbuffer *input)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_LF);
+	size_t take = eol.pos >= 0 ? (size_t)eol.pos + eol_len : evbuffer_get_length(input);
+
+	session->bytes_in += take;
+	evbuffer_drain(input, take);
+	return eol.pos >= 0 && session_long_line_answer(session);
+}
+
+/* A line over limits.line whose start is in command_bytes (tag_len its
+   tag's length there; 0: none valid). Nothing of it went upstream: it
+   gets the BAD Dovecot gives a line over its imap_max_line_length, once
+   its end has come, and the session reads on. A command whose start went
+   upstream already (after a synchronizing literal) can't be ended
+   without running what came of it: the session ends. ended: its end is
+   in command_bytes already. Returns whether the line was answered and
+   the session goes on. */
+static bool session_skip_long_line_start(struct session *session, struct evbuffer *input, size_t tag_len, bool ended)
+{
+	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
+
+	log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
+	if (session->open_command != NULL || tag_len > SESSION_TAG_MAX) {
+		session->bytes_in += evbuffer_get_length(input);
+		session_close(session, "line too long", "Command line too long");
+		return false;
+	}
+	if (tag_len == 0)
+		snprintf(session->pending_reply, sizeof(session->pending_reply),
+			 "* BAD Error in IMAP tag: Too long argument.\r\n");
+	else
+		snprintf(session->pending_reply, sizeof(session->pending_reply),
+			 "%.*s BAD Error in IMAP command%s%.*s: Too long argument.\r\n", (int)tag_len, text,
+			 session->command_verb[0] != '\0' ? " " : "", SESSION_VERB_MAX, session->command_verb);
+	evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+	session->command_verb[0] = '\0';
+	session->skipping_line = true;
+	return ended ? session_long_line_answer(session) : session_skip_long_line(session, input);
+}
+
 /* Reads more of a refused line (session->refused_line) into
    command_bytes, up to its end: no more than limits.line after the
    refusal (literals before it are no part of the line's length). Returns
@@ -983,10 +1037,8 @@ static bool session_refused_line_step(struct session *session, struct evbuffer *
 	session->refused_line_bytes += take;
 	evbuffer_remove_buffer(input, session->command_bytes, take);
 	if (session->refused_line_bytes > session->conf->limit_line + 2) {
-		session->bytes_in += evbuffer_get_length(input);
-		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
-		session_close(session, "line too long", "Command line too long");
-		return false;
+		session->refused_line = false;
+		return session_skip_long_line_start(session, input, session->refused_tag_len, eol.pos >= 0);
 	}
 	if (eol.pos < 0)
 		return false;
@@ -1020,13 +1072,17 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 	struct evbuffer_ptr eol;
 
 	tag_len = session_held_tag_length(session); /* before the reset forgets the line */
-	imap_parser_reset(session->command_parser);
 	if (error == IMAP_PARSER_ERROR_LINE_TOO_LONG) {
-		session->bytes_in += evbuffer_get_length(input);
-		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
-		session_close(session, "line too long", "Command line too long");
+		const struct imap_arg *args;
+		unsigned int count;
+
+		imap_parser_get_open_args(session->command_parser, 0, &args, &count);
+		session_verb_from_args(session, args, count);
+		imap_parser_reset(session->command_parser);
+		(void)session_skip_long_line_start(session, input, tag_len, false);
 		return;
 	}
+	imap_parser_reset(session->command_parser);
 	len = evbuffer_get_length(session->command_bytes);
 	text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	if (!too_big) {
@@ -1128,6 +1184,8 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 		return session_forward_idle_line(session, input);
 	if (session->refused_line)
 		return session_refused_line_step(session, input);
+	if (session->skipping_line)
+		return session_skip_long_line(session, input);
 	if (evbuffer_get_length(input) == 0)
 		return false;
 	if (session_line_lacks_tag(session, input)) {

@@ -92,10 +92,14 @@ struct session {
 	bool reading_paused;           /* output past the high-water mark */
 	bool output_abandoned;         /* the client can't or won't take more: free at once */
 
+	/* A line refused and dropped to its end: before login, any the
+	   parser refused (session-prelogin.c); after it, one over limits.line
+	   (session-forward.c). */
+	bool skipping_line;            /* the rest of the line is being dropped */
+	size_t skipped_line_bytes;     /* of it so far, held to limits.line before login */
+	char pending_reply[SESSION_TAG_MAX + SESSION_VERB_MAX + 200]; /* the refused line's reply, sent at its end */
+
 	/* Before login (session-prelogin.c). */
-	bool skipping_line;            /* the rest of a line the parser refused is being dropped */
-	size_t skipped_line_bytes;     /* of it so far, held to limits.line */
-	char pending_reply[SESSION_TAG_MAX + 200]; /* the refused line's reply, sent at its end */
 	unsigned int prelogin_literals; /* {N} literals announced in the command being read */
 
 	/* A literal the client announced must keep coming (timeouts.literal). */

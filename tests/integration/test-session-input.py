@@ -7,7 +7,9 @@ pre-login literal limit (BAD or BYE, the literal never read as commands),
 a literal announced and never sent before and after login (BYE after
 timeouts.literal, the upstream APPEND abandoned; a slow reader whose "+"
 waited behind unread output is not cut off), an over-limit literal
-after login, an upstream whose host name never resolves (NO [UNAVAILABLE],
+after login, lines over limits.line after login (Dovecot's BAD, the
+session going on; BYE once part went upstream), an upstream whose host
+name never resolves (NO [UNAVAILABLE],
 the loop not blocked) and one named "localhost", and ID before login.
 Every case checks the daemon's log line and that a second session, open
 at the same time, keeps working. The daemon runs on a free loopback port
@@ -446,6 +448,82 @@ PIECE_PAUSE = 0.2  # between the pieces of a refused line: each reaches the daem
 DOVECOT_TAG_BAD = re.compile(r"^\* BAD Error in IMAP tag: .*$", re.M)
 
 
+def uid_set(size):
+    """A set of odd UIDs, "1,3,5,...", of at least size bytes: no range
+    shortens it, as a client's set of scattered messages."""
+    parts, uid, length = [], 1, 0
+    while length < size:
+        parts.append(b"%d" % uid)
+        length += len(parts[-1]) + 1
+        uid += 2
+    return b",".join(parts)
+
+
+def halves(line):
+    """line (CRLF added) in two pieces, the cut past the first 40 KB."""
+    line += b"\r\n"
+    return [line[:40000], line[40000:]]
+
+
+# Lines over limits.line (64 KiB, Dovecot's own imap_max_line_length)
+# after login, each in two pieces: (name, pieces, whether Dovecot's text
+# is imapcached's). Dovecot answers BAD at the line's end and reads on.
+LONG_LINES = [
+    ("a UID FETCH of a 70 KB set", halves(b"a1 UID FETCH " + uid_set(70000) + b" (UID)"), True),
+    ("a UID STORE of a 200 KB set", halves(b"a1 UID STORE " + uid_set(200000) + b" +FLAGS (\\Flagged)"), True),
+    ("a 70 KB quoted header name", halves(b'a1 FETCH 1 BODY.PEEK[HEADER.FIELDS ("' + b"x" * 70000 + b'")]'), True),
+    ("a 70 KB command name", halves(b"a1 " + b"A" * 70000), True),
+    ("a 70 KB tag", halves(b"X" * 70000), True),
+    ("a SEARCH of 15,000 short keys", halves(b"a1 UID SEARCH " + b" ".join([b"OR UID 1 UID 2"] * 15000)), False),
+    ("a line refused early that goes past the limit", halves(b"a1 FETCH 1 (UID\x01" + b"x" * 70000 + b")"), False),
+]
+
+
+def test_long_lines(daemon):
+    """A line over limits.line after login once ended the session ("BYE
+    Command line too long"); Dovecot answers BAD and reads the next
+    command, and so does imapcached now, with Dovecot's text where it
+    can tell which of Dovecot's it is. Nothing of such a line goes
+    upstream (no STORE is run) and the upstream connection stays poolable."""
+    for name, pieces, same_text in LONG_LINES:
+        direct = refused_line_replies(PORT, pieces, True)
+        proxied = refused_line_replies(daemon.port, pieces, True)
+        if same_text:
+            check("after login, %s: Dovecot's answers" % name, proxied is not None and proxied == direct,
+                  (proxied, direct))
+            continue
+        check("after login, %s: a tagged BAD, as Dovecot's, and the session reads on" % name,
+              proxied is not None and direct is not None and len(proxied.split("\n")) == len(direct.split("\n"))
+              and proxied.split("\n")[-2].startswith("a1 BAD ") and direct.split("\n")[-2].startswith("a1 BAD ")
+              and proxied.split("\n")[-1].startswith("zz OK NOOP completed"), (proxied, direct))
+    c = logged_in(daemon.port)
+    c.reply("s", "SELECT INBOX")
+    flagged = c.tagged("f", "UID SEARCH FLAGGED")
+    c.close()
+    check("... and no STORE of those went upstream", "1 3" not in " ".join(flagged) and flagged[-1].startswith("f OK"),
+          flagged)
+
+
+def test_long_line_after_literal(daemon):
+    """A line whose start went upstream already (a synchronizing literal
+    was sent) can't be answered BAD without running what came of it: when
+    it passes limits.line the session ends, and the upstream, its command
+    cut, stores nothing."""
+    c = logged_in(daemon.port)
+    before = inbox_count(c, "c0")
+    c.send(b"a1 APPEND INBOX {5}\r\n")
+    go = c.line()
+    c.send(b"hello " + b"x" * 70000 + b"\r\n")
+    text, closed = c.rest()
+    c.close()
+    check("a line past limits.line after its literal went upstream: BYE", go.startswith("+") and closed and
+          "* BYE Command line too long" in text, (go, text))
+    c = logged_in(daemon.port)
+    check("... and nothing was appended", inbox_count(c, "c1") == before, before)
+    c.close()
+
+
+
 def refused_line_replies(port, pieces, login):
     """What a connection to port reads for pieces sent one by one (logged
     in first when login), up to a NOOP's OK after them; None when the
@@ -556,7 +634,8 @@ def main():
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
         run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
-                   test_literal_limit, test_stray_lines, test_refused_lines, test_refused_extensions, test_id, test_malformed_prelogin),
+                   test_literal_limit, test_stray_lines, test_refused_lines, test_long_lines, test_long_line_after_literal,
+                   test_refused_extensions, test_id, test_malformed_prelogin),
                   daemon)
     finally:
         daemon.stop()
