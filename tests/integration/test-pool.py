@@ -292,6 +292,7 @@ POOL_CHECK = 2.0  # seconds: SESSION_POOL_CHECK_MSECS, how long a pooled connect
 # seconds after it was pooled that a connection is checked with NOOP again:
 # UPSTREAM_POOL_FRESH_SECS on a clock of whole seconds, so up to 2 s
 STALE = 2.1
+KEEPING = r"upstream pool: keeping the connection of "  # logged once a connection is idle in the pool
 POOL_WAIT = 1.0  # seconds: UPSTREAM_POOL_WAIT_MSECS, how long a login waits for a connection on its way back
 
 
@@ -414,9 +415,13 @@ def test_sighup(daemon):
           daemon.wait_log(r"closing the connection of %s on upstream dovecot: logged in before the pool "
                           r"was emptied" % re.escape(USER2), count=2) is not None, daemon.log()[-800:])
     check("... and its connection is logged out", daemon.wait_sockets(0) == set(), daemon.upstream_sockets())
+    kept = daemon.settled_count(KEEPING)
     c, lines = login(daemon.port, USER, PASS)
     logout(c)
-    check("pooling goes on after the reload", daemon.wait_sockets(1) != set(), daemon.log()[-800:])
+    # a NOOP shows the connection alive before it is kept: test_sigterm
+    # needs it idle in the pool, not on its way there
+    check("pooling goes on after the reload", daemon.wait_log(KEEPING, count=kept + 1) is not None and
+          daemon.wait_sockets(1) != set(), daemon.log()[-800:])
 
 
 def test_sigterm(daemon):
