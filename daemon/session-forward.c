@@ -322,6 +322,33 @@ void session_upstream_drained(struct imap_client *client, void *context)
 
 /* Every untagged response from upstream, parsed, after its bytes went
    to session_upstream_raw: what it tells the sync. */
+/* The cache gives the answers of a session that enabled CONDSTORE or
+   QRESYNC at most. Another extension enabled (IMAP4rev2, UTF8=ACCEPT,
+   UIDONLY: each changes answers the store would give, SEARCH's form,
+   \Recent, the strings of ENVELOPE, sequence numbers) makes the session
+   a plain proxy from then on: its view is left, nothing is answered
+   here or stored from it, and no sync goes behind its SELECTs. */
+static void session_note_enabled(struct session *session, const struct imap_client_untagged *untagged)
+{
+	for (unsigned int i = 0; i < untagged->args_count; i++) {
+		const char *name = NULL;
+
+		if (imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") ||
+		    imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
+			session->client_condstore = true;
+		if (imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
+			session->client_qresync = true;
+		else if (!imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") && !session->client_enabled_other) {
+			(void)imap_arg_get_atom(&untagged->args[i], &name);
+			log_info("session %lu: the client enabled %s, which the cache's answers do not follow: "
+				 "forwarding only", session->id, name != NULL ? name : "an extension");
+			session->client_enabled_other = true;
+			sync_deselect(session->sync);
+			fetch_fill_set_mailbox(session->fill, NULL, 0, NULL);
+		}
+	}
+}
+
 static void session_upstream_untagged(struct imap_client *client, struct imap_client_command *command,
 				      const struct imap_client_untagged *untagged, void *context)
 {
@@ -330,15 +357,8 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 	(void)client;
 	if (command != NULL && command == session->upstream_proof)
 		return; /* the last session's, or the proof's own */
-	if (strcmp(untagged->keyword, "ENABLED") == 0) {
-		for (unsigned int i = 0; i < untagged->args_count; i++) {
-			if (imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") ||
-			    imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
-				session->client_condstore = true;
-			if (imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
-				session->client_qresync = true;
-		}
-	}
+	if (strcmp(untagged->keyword, "ENABLED") == 0)
+		session_note_enabled(session, untagged);
 	if (command != NULL && command == session->select_command)
 		sync_select_data(session->sync, untagged);
 	else if (session_own_runs(session, command))

@@ -205,6 +205,7 @@ struct session {
 	char *local_tag;               /* its tag, for the tagged OK */
 	bool client_condstore;         /* the client enabled CONDSTORE (or QRESYNC) upstream */
 	bool client_qresync;           /* it enabled QRESYNC */
+	bool client_enabled_other;     /* it enabled another extension: forwarding only (session_note_enabled) */
 	bool upstream_said_bye;        /* its "* BYE" went to the client: no second one from us */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */
 	bool waiting_upstream_output;  /* the upstream reads slower than the client sends */

@@ -144,6 +144,86 @@ def out_of_order():
         relay.close()
 
 
+def enabled_by_upstream(extension):
+    """A reply filter: the upstream's OK to a client's "ENABLE extension"
+    gets "* ENABLED extension" before it, as a server that has it answers
+    (Dovecot 2.3 has none of IMAP4rev2, UTF8=ACCEPT or UIDONLY; the ENABLE
+    and everything else pass as Dovecot answers them)."""
+    def make(relay, number):
+        state = {"buf": b""}
+
+        def enabling(tag):
+            return any(c.connection == number and c.line == "%s ENABLE %s" % (tag, extension)
+                       for c in relay.recorded())
+
+        def feed(data):
+            state["buf"] += data
+            out = b""
+            while b"\r\n" in state["buf"]:
+                line, state["buf"] = state["buf"].split(b"\r\n", 1)
+                m = re.match(rb"(\S+) OK ", line)
+                if m is not None and enabling(m.group(1).decode()):
+                    out += b"* ENABLED %s\r\n" % extension.encode()
+                out += line + b"\r\n"
+            return out
+        return feed
+    return make
+
+
+def forwarded_since(relay, since):
+    """The client commands (tags s<n>) the relay carried since."""
+    return [c.line for c in relay.recorded()[since:] if re.match(r"s\d+ ", c.line)]
+
+
+def enabled_other():
+    """A client that enabled an extension the store's answers do not
+    follow (IMAP4rev2, UTF8=ACCEPT, UIDONLY change SEARCH's form,
+    \\Recent, ENVELOPE's strings, sequence numbers) got answers from the
+    store in the form it had not asked for. Once the upstream says ENABLED
+    for one, the session is a plain proxy: FETCH and SEARCH go upstream,
+    selected or not, and no sync goes behind its next SELECT."""
+    relay = Relay(reply_filter=enabled_by_upstream("UTF8=ACCEPT"))
+    store_dir = proxyfixture.scratch_dir("imapcached-resync-enabled.")
+    daemon = Daemon(relay.upstream_entry(), extra='cache = { dir = "%s"; prefetch = "off"; };\n' % store_dir)
+    try:
+        on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=3, first=30)
+        session(daemon, relay, "enabled other: a plain session fills the store", None)
+        direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+        both(direct, proxied, "SELECT %s" % MAILBOX)
+        since = len(relay.recorded())
+        both(direct, proxied, "FETCH 1:* (UID FLAGS)")
+        check("enabled other: before the ENABLE, FETCH is answered from the store",
+              not forwarded_since(relay, since), forwarded_since(relay, since))
+        enabled = proxied.exchange("ENABLE UTF8=ACCEPT")
+        check("enabled other: the upstream says ENABLED UTF8=ACCEPT", b"* ENABLED UTF8=ACCEPT\r\n" in enabled, enabled)
+        direct.exchange("ENABLE UTF8=ACCEPT")
+        for command in ("FETCH 1:* (UID FLAGS)", "UID SEARCH ALL"):
+            since = len(relay.recorded())
+            both(direct, proxied, command, "enabled other, selected: %s is Dovecot's answer" % command)
+            check("enabled other, selected: %s goes upstream" % command, forwarded_since(relay, since), command)
+        direct.close(logout=True)
+        proxied.close(logout=True)
+        check("enabled other: the log says the session forwards only",
+              daemon.wait_log(r"session \d+: the client enabled UTF8=ACCEPT, which the cache's answers do not "
+                              r"follow: forwarding only") is not None)
+
+        direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+        proxied.exchange("ENABLE UTF8=ACCEPT")
+        direct.exchange("ENABLE UTF8=ACCEPT")
+        since = len(relay.recorded())
+        both(direct, proxied, "SELECT %s" % MAILBOX, "enabled other, then SELECT: Dovecot's answer")
+        syncs = [c.line for c in relay.recorded()[since:] if SYNC.match(c.line)]
+        check("enabled other, then SELECT: no sync behind it", not syncs, syncs)
+        since = len(relay.recorded())
+        both(direct, proxied, "FETCH 1:* (UID FLAGS)", "enabled other, then SELECT: FETCH is Dovecot's answer")
+        check("enabled other, then SELECT: FETCH goes upstream", forwarded_since(relay, since))
+        direct.close(logout=True)
+        proxied.close(logout=True)
+    finally:
+        check("enabled other: the daemon exited cleanly", daemon.stop() == 0)
+        relay.close()
+
+
 KEYWORD_MAILBOX = "kwslow"
 KEYWORD_MESSAGES = 1000  # their full form's FETCH, 40 KB, is a sample of the link (link.h)
 
@@ -293,6 +373,7 @@ def main():
         check("the daemon exited cleanly", daemon.stop() == 0)
         relay.close()
     out_of_order()
+    enabled_other()
     slow_link_keywords()
     return summary()
 
