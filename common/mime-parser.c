@@ -76,6 +76,12 @@ struct mime_parser {
 	   second pass: LFs, and LFs with a CR before them. */
 	size_t lf_total, crlf_total;
 	size_t prev_lf, prev_crlf;         /* the previous line's */
+	/* The previous line closed a multipart (its close delimiter): a part
+	   an enclosing boundary ends right after it keeps that line's end, as
+	   Dovecot counts it (its epilogue starts after the line end, and the
+	   boundary's own CRLF is none of the part's then). line_closes is the
+	   current line's. */
+	int prev_closes, line_closes;
 	size_t line_offset, line_len;      /* the line being handled */
 	size_t line_lf, line_crlf;
 	int replaying;                     /* a pushed-back line: counted already */
@@ -377,9 +383,11 @@ static void frame_end_headers(struct mime_parser *parser, size_t body_start)
 		size_t line_offset = parser->line_offset, line_len = parser->line_len;
 		size_t line_lf = parser->line_lf, line_crlf = parser->line_crlf;
 		size_t prev_eol = parser->prev_eol_len;
+		int line_closes = parser->line_closes;
 		parser->replaying = 1;
 		parser_line(parser, (const unsigned char *)pending, pending_len, pending_offset);
 		parser->replaying = replaying;
+		parser->line_closes = line_closes;
 		parser->line_offset = line_offset;
 		parser->line_len = line_len;
 		parser->line_lf = line_lf;
@@ -512,7 +520,7 @@ static void parser_pop(struct mime_parser *parser, size_t offset, int at_boundar
 	size_t end = offset;
 
 	size_t lf = parser->lf_total, crlf = parser->crlf_total;
-	if (at_boundary && end >= parser->prev_eol_len) {
+	if (at_boundary && !parser->prev_closes && end >= parser->prev_eol_len) {
 		end -= parser->prev_eol_len;
 		lf -= parser->prev_lf;
 		crlf -= parser->prev_crlf;
@@ -634,6 +642,7 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 		if (match == BOUNDARY_CLOSE) {
 			frame_without_start_boundary(message, frame);
 			frame->state = FRAME_DISCARD;
+			parser->line_closes = 1;
 			return LINE_DONE;
 		}
 		if (match == BOUNDARY_SEPARATOR) {
@@ -664,6 +673,7 @@ static enum line_outcome frame_body_line(struct mime_parser *parser, struct fram
 		if (match == BOUNDARY_CLOSE) {
 			frame->state = FRAME_EPILOGUE;
 			frame->close_seen = 1;
+			parser->line_closes = 1;
 			frame->body_lines = 0;
 			mime_buffer_reset(&frame->body);
 			mime_buffer_append(&frame->body, "", 0);
@@ -711,6 +721,7 @@ static void parser_line(struct mime_parser *parser, const unsigned char *line, s
 	parser->line_len = len;
 	parser->line_lf = eol > 0 && line[len - 1] == '\n';
 	parser->line_crlf = eol == 2;
+	parser->line_closes = 0;
 	for (;;) {
 		struct frame *frame = parser_top(parser);
 		if (parser->frame_count > 1) {
@@ -732,6 +743,7 @@ static void parser_line(struct mime_parser *parser, const unsigned char *line, s
 	}
 	parser->prev_lf = parser->line_lf;
 	parser->prev_crlf = parser->line_crlf;
+	parser->prev_closes = parser->line_closes;
 }
 
 struct mime_parser *mime_parser_new(size_t max_size)

@@ -13,8 +13,10 @@ import imaplib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from checks import check, summary
 
@@ -24,6 +26,7 @@ CTL = os.path.join(ENV.get("top_builddir", os.path.join(HERE, "..", "..")), "dae
 FIELDS = "FROM TO CC SUBJECT DATE MESSAGE-ID CONTENT-TYPE IN-REPLY-TO REFERENCES"
 TIMEOUT = 60  # seconds for one inspect run
 DISAGREEMENTS = os.path.join(HERE, "mime-dovecot-disagreements.txt")
+SCRATCH = tempfile.mkdtemp(prefix="test-mime-dovecot.")
 
 
 def item_matches(pattern, item):
@@ -157,6 +160,62 @@ def compare_message(m, uid, path, label, failures):
                                  len(theirs or b""), len(ours or b"")))
 
 
+def nested(after_inner, tail=b"--A--\r\n", inner_close=b"--C--", eol=b"\r\n"):
+    """A multipart/mixed (boundary A) whose first part is a
+    multipart/alternative (boundary C): after_inner comes between the
+    inner close delimiter line and the outer boundary."""
+    lines = [b"From: a@example.org", b"Subject: layout", b"MIME-Version: 1.0",
+             b'Content-Type: multipart/mixed; boundary="A"', b"", b"--A",
+             b'Content-Type: multipart/alternative; boundary="C"', b"", b"--C",
+             b"Content-Type: text/plain", b"", b"plain", b"", b"--C", b"Content-Type: text/html", b"",
+             b"<p>html</p>", b"", inner_close]
+    head = eol.join(lines) + eol + after_inner
+    return head + b"--A" + eol + b"Content-Type: text/plain" + eol + eol + b"second" + eol + tail
+
+
+# Boundary layouts where the line end between a part's last line and the
+# next boundary is counted differently by readers of RFC 2046 (the CRLF
+# before a boundary is the boundary's; after a close delimiter Dovecot
+# keeps it in the part, Gmail writes an inner close delimiter right before
+# the outer boundary): every section must be Dovecot's.
+LAYOUTS = [
+    ("inner close, then the outer boundary (Gmail)", nested(b"")),
+    ("inner close with spaces after it", nested(b"", inner_close=b"--C--  ")),
+    ("inner close, an epilogue line, then the outer boundary", nested(b"\r\n")),
+    ("inner close, epilogue text", nested(b"epilogue\r\n")),
+    ("inner close, then the outer close without a line end", nested(b"", tail=b"")),
+    ("bare LF line ends", nested(b"", eol=b"\n", tail=b"--A--\n")),
+    ("three levels closing at once",
+     b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n"
+     b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
+     b"Content-Type: multipart/alternative; boundary=C\r\n\r\n--C\r\n\r\nx\r\n--C--\r\n--B--\r\n--A--\r\n"),
+    ("a multipart in a message/rfc822, closed right before the outer boundary",
+     b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n"
+     b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nMIME-Version: 1.0\r\n"
+     b"Content-Type: multipart/alternative; boundary=C\r\n\r\n--C\r\n\r\nx\r\n--C--\r\n--A\r\n"
+     b"\r\nlast\r\n--A--\r\n"),
+]
+
+
+def compare_layouts(m):
+    """The LAYOUTS, APPENDed to a mailbox of their own: 100% agreement."""
+    m.create("mime-layouts")
+    for _, data in LAYOUTS:
+        typ, _ = m.append("mime-layouts", None, None, data)
+        check("APPEND a layout", typ == "OK")
+    m.select("mime-layouts", readonly=True)
+    typ, data = m.uid("SEARCH", None, "ALL")
+    for uid, (name, message) in zip([int(u) for u in data[0].split()], LAYOUTS):
+        path = os.path.join(SCRATCH, "layout.eml")
+        with open(path, "wb") as f:
+            f.write(message)
+        failures = []
+        compare_message(m, uid, path, name, failures)
+        for failure in failures:
+            print("FAIL: disagreement %r" % (failure,))
+        check("boundary layout, %s: every section is Dovecot's" % name, not failures)
+
+
 def main():
     if not os.access(CTL, os.X_OK):
         print("FAIL: %s is not built" % CTL)
@@ -212,9 +271,13 @@ def main():
         for key in gone:
             print("FAIL: listed disagreement no longer happens: %s %s" % key)
         check("CPython messages: every listed disagreement still happens", not gone)
+    compare_layouts(m)
     m.logout()
     return summary()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)
