@@ -66,6 +66,7 @@ struct search_context {
 	struct search_string_key *text_key; /* the BODY or TEXT key being matched */
 	unsigned int needs;  /* SEARCH_NEEDS_* */
 	bool condstore;      /* the client enabled CONDSTORE: a MODSEQ key changes nothing upstream */
+	uint64_t negated_modseq; /* the largest n of a NOT MODSEQ n, 0: none */
 	struct search_string_key strings[SEARCH_STRING_KEYS_MAX];
 	unsigned int string_count;
 };
@@ -270,6 +271,8 @@ static int search_check_keys(const struct imap_search_key *key, struct search_co
 			}
 			while (inner->type == IMAP_SEARCH_NOT)
 				inner = inner->children; /* a NOT NOT group is the group */
+			if (inner->type == IMAP_SEARCH_MODSEQ && inner->number > ctx->negated_modseq)
+				ctx->negated_modseq = inner->number;
 			if (search_check_keys(inner, ctx, view, needs, why_r) < 0)
 				return -1;
 			break;
@@ -649,6 +652,8 @@ static bool search_match_list(const struct search_context *ctx, const struct ima
 static int search_read_view(struct search_context *ctx, const struct mailbox_view *view, unsigned int needs,
 			    const char **why_r)
 {
+	uint64_t highest = 0;
+
 	for (uint32_t seq = 1; seq <= ctx->count; seq++) {
 		const struct mailbox_view_message *entry = mailbox_view_get(view, seq);
 
@@ -665,12 +670,21 @@ static int search_read_view(struct search_context *ctx, const struct mailbox_vie
 			return -1;
 		}
 		ctx->messages[seq - 1].modseq = entry->modseq;
+		if (entry->modseq > highest)
+			highest = entry->modseq;
 		ctx->messages[seq - 1].recent = entry->recent ||
 						(entry->flags != NULL && mailbox_view_flags_have(entry->flags, "\\Recent", 7));
 		ctx->messages[seq - 1].uid = entry->uid;
 		ctx->messages[seq - 1].flags = entry->flags;
 	}
 	ctx->max_uid = mailbox_view_max_uid(view);
+	if (ctx->negated_modseq > highest) {
+		/* Dovecot finds nothing for NOT MODSEQ n among the program's
+		   keys when n is past the mailbox's highest (RFC 7162 says every
+		   message): the upstream's answer is the one to give */
+		*why_r = "NOT MODSEQ past every message's MODSEQ, which Dovecot answers its own way";
+		return -1;
+	}
 	return 0;
 }
 

@@ -364,7 +364,11 @@ def main():
         check("a .SILENT STORE through the proxy: the store forgot the message's flags",
               stored_flags(store_dir, 2) is None, stored_flags(store_dir, 2))
         check("the other messages' flags stay stored", stored_flags(store_dir, 1) is not None)
-        session(daemon, relay, "CONDSTORE after the STORE", "ENABLE CONDSTORE", expect=condstore)
+        # Dovecot finds nothing for NOT MODSEQ past the mailbox's highest
+        # (RFC 7162 would say every message): its answer, not the store's
+        session(daemon, relay, "CONDSTORE after the STORE", "ENABLE CONDSTORE", expect=condstore,
+                then=("SEARCH NOT MODSEQ 1000000", "SEARCH RETURN (COUNT) NOT MODSEQ 1000000",
+                      "SEARCH NOT MODSEQ 1"))
         on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=3, first=10)
         session(daemon, relay, "QRESYNC after a new UIDVALIDITY", "ENABLE QRESYNC", expect=qresync_then_full)
         session(daemon, relay, "QRESYNC once more", "ENABLE QRESYNC", expect=qresync)

@@ -375,6 +375,13 @@ static void test_modseq(void)
 	expect(answer("SEARCH MODSEQ 7"), "* SEARCH 3 4 (MODSEQ 8)\r\n");
 	expect(answer("UID SEARCH MODSEQ 7 SEEN"), "* SEARCH 9 (MODSEQ 8)\r\n");
 	expect(answer("SEARCH NOT MODSEQ 7"), "* SEARCH 1 2 (MODSEQ 6)\r\n");
+	expect(answer("SEARCH NOT MODSEQ 8"), "* SEARCH 1 2 3 (MODSEQ 7)\r\n");
+	/* past every message's MODSEQ Dovecot finds nothing, RFC 7162 all:
+	   the upstream answers, nested or not */
+	expect_upstream(answer("SEARCH NOT MODSEQ 9"));
+	expect_upstream(answer("SEARCH 1:2 NOT MODSEQ 100 SEEN"));
+	expect_upstream(answer("SEARCH OR SEEN NOT MODSEQ 9"));
+	expect_upstream(answer("SEARCH NOT NOT NOT MODSEQ 9"));
 	expect(answer("SEARCH OR MODSEQ 8 1"), "* SEARCH 1 4 (MODSEQ 8)\r\n");
 	expect(answer("SEARCH MODSEQ 100"), "* SEARCH\r\n");
 	expect(answer("SEARCH ALL"), "* SEARCH 1 2 3 4\r\n"); /* no MODSEQ key, no MODSEQ */
