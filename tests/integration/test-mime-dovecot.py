@@ -189,6 +189,7 @@ LAYOUTS = [
      b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n"
      b"Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\n"
      b"Content-Type: multipart/alternative; boundary=C\r\n\r\n--C\r\n\r\nx\r\n--C--\r\n--B--\r\n--A--\r\n"),
+    ("an inner multipart closed twice", nested(b"--C--\r\n")),
     ("a multipart in a message/rfc822, closed right before the outer boundary",
      b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=A\r\n\r\n--A\r\n"
      b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nMIME-Version: 1.0\r\n"
