@@ -320,8 +320,6 @@ void session_upstream_drained(struct imap_client *client, void *context)
 	}
 }
 
-/* Every untagged response from upstream, parsed, after its bytes went
-   to session_upstream_raw: what it tells the sync. */
 /* The cache gives the answers of a session that enabled CONDSTORE or
    QRESYNC at most. Another extension enabled (IMAP4rev2, UTF8=ACCEPT,
    UIDONLY: each changes answers the store would give, SEARCH's form,
@@ -331,24 +329,28 @@ void session_upstream_drained(struct imap_client *client, void *context)
 static void session_note_enabled(struct session *session, const struct imap_client_untagged *untagged)
 {
 	for (unsigned int i = 0; i < untagged->args_count; i++) {
+		const struct imap_arg *arg = &untagged->args[i];
+		bool qresync = imap_arg_atom_equals(arg, "QRESYNC");
 		const char *name = NULL;
 
-		if (imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") ||
-		    imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
+		if (qresync || imap_arg_atom_equals(arg, "CONDSTORE")) {
 			session->client_condstore = true;
-		if (imap_arg_atom_equals(&untagged->args[i], "QRESYNC"))
-			session->client_qresync = true;
-		else if (!imap_arg_atom_equals(&untagged->args[i], "CONDSTORE") && !session->client_enabled_other) {
-			(void)imap_arg_get_atom(&untagged->args[i], &name);
-			log_info("session %lu: the client enabled %s, which the cache's answers do not follow: "
-				 "forwarding only", session->id, name != NULL ? name : "an extension");
-			session->client_enabled_other = true;
-			sync_deselect(session->sync);
-			fetch_fill_set_mailbox(session->fill, NULL, 0, NULL);
+			session->client_qresync |= qresync;
+			continue;
 		}
+		if (session->client_enabled_other)
+			continue;
+		(void)imap_arg_get_atom(arg, &name);
+		log_info("session %lu: the client enabled %s, which the cache's answers do not follow: forwarding only",
+			 session->id, name != NULL ? name : "an extension");
+		session->client_enabled_other = true;
+		sync_deselect(session->sync);
+		fetch_fill_set_mailbox(session->fill, NULL, 0, NULL);
 	}
 }
 
+/* Every untagged response from upstream, parsed, after its bytes went
+   to session_upstream_raw: what it tells the sync. */
 static void session_upstream_untagged(struct imap_client *client, struct imap_client_command *command,
 				      const struct imap_client_untagged *untagged, void *context)
 {
@@ -988,29 +990,6 @@ static void session_refused_line_done(struct session *session, size_t tag_len)
 	session_send_upstream(session, tag_len, false);
 }
 
-/* The end of a line over limits.line has come: its BAD goes out. */
-static bool session_long_line_answer(struct session *session)
-{
-	session->skipping_line = false;
-	session_send(session, "%s", session->pending_reply);
-	return session_count_bad(session);
-}
-
-/* Drops what is left of a line over limits.line up to its LF, as
-   Dovecot skips the rest of a line it refused, then sends the BAD kept
-   in pending_reply. Returns whether it was answered and the session
-   goes on. The drop has no bound: it holds no byte. */
-static bool session_skip_long_line(struct session *session, struct evbuffer *input)
-{
-	size_t eol_len = 0;
-	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_LF);
-	size_t take = eol.pos >= 0 ? (size_t)eol.pos + eol_len : evbuffer_get_length(input);
-
-	session->bytes_in += take;
-	evbuffer_drain(input, take);
-	return eol.pos >= 0 && session_long_line_answer(session);
-}
-
 /* A line over limits.line whose start is in command_bytes (tag_len its
    tag's length there; 0: none valid). Nothing of it went upstream: it
    gets the BAD Dovecot gives a line over its imap_max_line_length, once
@@ -1019,7 +998,7 @@ static bool session_skip_long_line(struct session *session, struct evbuffer *inp
    without running what came of it: the session ends. ended: its end is
    in command_bytes already. Returns whether the line was answered and
    the session goes on. */
-static bool session_skip_long_line_start(struct session *session, struct evbuffer *input, size_t tag_len, bool ended)
+static bool session_refuse_long_line(struct session *session, struct evbuffer *input, size_t tag_len, bool ended)
 {
 	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 
@@ -1038,8 +1017,12 @@ static bool session_skip_long_line_start(struct session *session, struct evbuffe
 			 session->command_verb[0] != '\0' ? " " : "", SESSION_VERB_MAX, session->command_verb);
 	evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
 	session->command_verb[0] = '\0';
+	if (ended)
+		return session_skipped_line_answer(session);
+	/* dropped to its LF as Dovecot skips it, with no bound: no byte is held */
 	session->skipping_line = true;
-	return ended ? session_long_line_answer(session) : session_skip_long_line(session, input);
+	session->skipped_line_bytes = 0;
+	return session_skip_line(session, input, SIZE_MAX);
 }
 
 /* Reads more of a refused line (session->refused_line) into
@@ -1058,7 +1041,7 @@ static bool session_refused_line_step(struct session *session, struct evbuffer *
 	evbuffer_remove_buffer(input, session->command_bytes, take);
 	if (session->refused_line_bytes > session->conf->limit_line + 2) {
 		session->refused_line = false;
-		return session_skip_long_line_start(session, input, session->refused_tag_len, eol.pos >= 0);
+		return session_refuse_long_line(session, input, session->refused_tag_len, eol.pos >= 0);
 	}
 	if (eol.pos < 0)
 		return false;
@@ -1099,7 +1082,7 @@ static void session_command_error(struct session *session, struct evbuffer *inpu
 		imap_parser_get_open_args(session->command_parser, 0, &args, &count);
 		session_verb_from_args(session, args, count);
 		imap_parser_reset(session->command_parser);
-		(void)session_skip_long_line_start(session, input, tag_len, false);
+		(void)session_refuse_long_line(session, input, tag_len, false);
 		return;
 	}
 	imap_parser_reset(session->command_parser);
@@ -1205,7 +1188,7 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 	if (session->refused_line)
 		return session_refused_line_step(session, input);
 	if (session->skipping_line)
-		return session_skip_long_line(session, input);
+		return session_skip_line(session, input, SIZE_MAX);
 	if (evbuffer_get_length(input) == 0)
 		return false;
 	if (session_line_lacks_tag(session, input)) {

@@ -299,31 +299,6 @@ static void session_prelogin_error(struct session *session, const struct session
 	}
 }
 
-/* Drops what is left of a line the parser refused, then sends its reply.
-   Returns false when the line's end has not come yet (or the session
-   closed). */
-static bool session_prelogin_skip_line(struct session *session, struct evbuffer *input)
-{
-	size_t eol_len = 0;
-	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_LF);
-	size_t take = eol.pos >= 0 ? (size_t)eol.pos + eol_len : evbuffer_get_length(input);
-
-	session->bytes_in += take;
-	session->skipped_line_bytes += take;
-	evbuffer_drain(input, take);
-	if (session->skipped_line_bytes > session->conf->limit_line) {
-		session->bytes_in += evbuffer_get_length(input); /* received, if refused */
-		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
-		session_close(session, "line too long", "Command line too long");
-		return false;
-	}
-	if (eol.pos < 0)
-		return false;
-	session->skipping_line = false;
-	session_send(session, "%s", session->pending_reply);
-	return session_count_bad(session);
-}
-
 /* Whether the byte that broke the line, at or just before consumed, is a NUL. */
 static bool session_nul_at(const unsigned char *data, size_t len, size_t consumed)
 {
@@ -422,7 +397,7 @@ void session_prelogin_input(struct session *session)
 		if (!session_prelogin_reading(session) || evbuffer_get_length(input) == 0)
 			return;
 		if (session->skipping_line) {
-			if (!session_prelogin_skip_line(session, input))
+			if (!session_skip_line(session, input, session->conf->limit_line))
 				return;
 			continue;
 		}

@@ -257,6 +257,12 @@ void session_close(struct session *session, const char *reason, const char *bye)
 void session_update_literal_timer(struct session *session);
 /* Counts a BAD; too many end the session. Returns false when closed. */
 bool session_count_bad(struct session *session);
+/* Drops the rest of a line being skipped (skipping_line) up to its LF,
+   then sends its reply (session_skipped_line_answer). Past most bytes
+   dropped (skipped_line_bytes) the session ends instead. Returns whether
+   the line was answered and the session goes on. */
+bool session_skip_line(struct session *session, struct evbuffer *input, size_t most);
+bool session_skipped_line_answer(struct session *session);
 /* Wipes and frees what a login keeps of the client's secrets. */
 void session_wipe_credentials(struct session *session);
 /* RFC 3501 tag character: ASTRING-CHAR except "+". */

@@ -306,6 +306,33 @@ bool session_count_bad(struct session *session)
 	return false;
 }
 
+/* The end of a skipped line has come: its reply (pending_reply) goes out
+   and counts as a BAD. Returns false when the session closed. */
+bool session_skipped_line_answer(struct session *session)
+{
+	session->skipping_line = false;
+	session_send(session, "%s", session->pending_reply);
+	return session_count_bad(session);
+}
+
+bool session_skip_line(struct session *session, struct evbuffer *input, size_t most)
+{
+	size_t eol_len = 0;
+	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_LF);
+	size_t take = eol.pos >= 0 ? (size_t)eol.pos + eol_len : evbuffer_get_length(input);
+
+	session->bytes_in += take;
+	session->skipped_line_bytes += take;
+	evbuffer_drain(input, take);
+	if (session->skipped_line_bytes > most) {
+		session->bytes_in += evbuffer_get_length(input); /* received, if refused */
+		log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
+		session_close(session, "line too long", "Command line too long");
+		return false;
+	}
+	return eol.pos >= 0 && session_skipped_line_answer(session);
+}
+
 /* Whether credentials may be taken on this connection: TLS, or loopback. */
 bool session_login_allowed(const struct session *session)
 {
