@@ -936,31 +936,63 @@ static bool session_route_command(struct session *session)
 	return true;
 }
 
-/* A line of the open IDLE (its DONE): goes up as it is, and ends it. */
+/* The open IDLE's line (its DONE), the first len bytes of line, CRLF
+   included: the pause answers it when the proxy paused this IDLE;
+   otherwise it goes up as it is, and ends the IDLE. */
+static void session_idle_line(struct session *session, struct evbuffer *line, size_t len)
+{
+	struct imap_client_command *command = session->open_command;
+
+	if (session_own_idle_line(session, line, len)) {
+		session->last_activity_usec = session_now_usec(); /* no batch right after: the client is awake */
+		return;
+	}
+	evbuffer_remove_buffer(line, session->command_bytes, len);
+	imap_client_raw_command_write_buffer(command, session->command_bytes);
+	session_forget_open_command(session);
+	imap_client_raw_command_end(command);
+}
+
+/* A line during IDLE past limits.line, its end not come: Dovecot answers
+   "BAD Expected DONE" once its buffer is full, skips the rest and reads
+   on. The line's first SESSION_IDLE_STAND_IN bytes stand in for it (no
+   more is DONE than the whole is) and end the IDLE as the line would;
+   the rest is dropped to its LF, holding nothing, with no answer of our
+   own: the IDLE's tagged reply is the answer. */
+static void session_idle_line_too_long(struct session *session, struct evbuffer *input)
+{
+	struct evbuffer *stand_in = evbuffer_new();
+	int taken = stand_in != NULL ? evbuffer_remove_buffer(input, stand_in, SESSION_IDLE_STAND_IN) : -1;
+
+	log_info("session %lu: line during IDLE longer than %zu bytes", session->id, session->conf->limit_line);
+	if (taken < 0 || evbuffer_add(stand_in, "\r\n", 2) < 0) {
+		if (stand_in != NULL)
+			evbuffer_free(stand_in);
+		session_close(session, "out of memory", "Out of memory");
+		return;
+	}
+	session->bytes_in += (size_t)taken;
+	session_idle_line(session, stand_in, evbuffer_get_length(stand_in));
+	evbuffer_free(stand_in);
+	session->pending_reply[0] = '\0';
+	session->skipping_line = true;
+	session->skipped_line_bytes = 0;
+}
+
+/* A line of the open IDLE (its DONE). */
 static bool session_forward_idle_line(struct session *session, struct evbuffer *input)
 {
 	size_t eol_len = 0;
 	struct evbuffer_ptr eol = evbuffer_search_eol(input, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-	struct imap_client_command *command = session->open_command;
 
-	if (eol.pos >= 0 && session_own_idle_line(session, input, (size_t)eol.pos + eol_len)) {
-		/* the proxy paused this IDLE: the pause answers the DONE */
-		session->last_activity_usec = session_now_usec(); /* no batch right after: the client is awake */
-		session->bytes_in += (size_t)eol.pos + eol_len;
-		return true;
-	}
 	if (eol.pos < 0) {
-		if (evbuffer_get_length(input) > session->conf->limit_line) {
-			session->bytes_in += evbuffer_get_length(input);
-			session_close(session, "line too long", "Command line too long");
-		}
-		return false;
+		if (evbuffer_get_length(input) <= session->conf->limit_line)
+			return false;
+		session_idle_line_too_long(session, input);
+		return session->state == SESSION_STATE_FORWARDING;
 	}
 	session->bytes_in += (size_t)eol.pos + eol_len;
-	evbuffer_remove_buffer(input, session->command_bytes, (size_t)eol.pos + eol_len);
-	imap_client_raw_command_write_buffer(command, session->command_bytes);
-	session_forget_open_command(session);
-	imap_client_raw_command_end(command);
+	session_idle_line(session, input, (size_t)eol.pos + eol_len);
 	return true;
 }
 

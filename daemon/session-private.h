@@ -20,6 +20,7 @@
 #define SESSION_USER_MAX 256 /* an e-mail address is at most 254 bytes (RFC 5321) */
 #define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
 #define SESSION_VERB_MAX 64 /* "UID " and the longest extension verb */
+#define SESSION_IDLE_STAND_IN 1024 /* bytes of a line during IDLE past limits.line that go up in its stead */
 #define SESSION_UPSTREAM_HIGH_WATER (256 * 1024) /* stop reading the client past this much unsent upstream */
 #define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
 #define SESSION_ID_PAIRS_MAX 30 /* RFC 2971 3.3: at most 30 field-value pairs */

@@ -311,6 +311,8 @@ bool session_count_bad(struct session *session)
 bool session_skipped_line_answer(struct session *session)
 {
 	session->skipping_line = false;
+	if (session->pending_reply[0] == '\0')
+		return true; /* answered already: the rest of a line during IDLE */
 	session_send(session, "%s", session->pending_reply);
 	return session_count_bad(session);
 }

@@ -504,6 +504,28 @@ def test_long_lines(daemon):
           flagged)
 
 
+# Lines over limits.line during IDLE, in two pieces: Dovecot answers the
+# IDLE "BAD Expected DONE" once its buffer is full, skips the rest of the
+# line and reads on.
+IDLE_LONG_LINES = [
+    ("a 70 KB line", halves(b"x" * 70000)),
+    ("DONE and 70 KB of spaces", halves(b"DONE" + b" " * 70000)),
+    ("a 200 KB line", halves(b"DONE" + b"y" * 200000)),
+]
+
+
+def test_long_line_during_idle(daemon):
+    """A line over limits.line during IDLE once ended the session ("BYE
+    Command line too long"); Dovecot ends the IDLE with BAD and reads the
+    next command, and so does imapcached now, with the same answers."""
+    for name, pieces in IDLE_LONG_LINES:
+        direct = refused_line_replies(PORT, pieces, True, idle=True)
+        proxied = refused_line_replies(daemon.port, pieces, True, idle=True)
+        check("during IDLE, %s: Dovecot's answers, and the session reads on" % name,
+              proxied is not None and proxied == direct and "i BAD Expected DONE" in proxied
+              and proxied.split("\n")[-1].startswith("zz OK NOOP completed"), (proxied, direct))
+
+
 def test_long_line_after_literal(daemon):
     """A line whose start went upstream already (a synchronizing literal
     was sent) can't be answered BAD without running what came of it: when
@@ -524,15 +546,19 @@ def test_long_line_after_literal(daemon):
 
 
 
-def refused_line_replies(port, pieces, login):
+def refused_line_replies(port, pieces, login, idle=False):
     """What a connection to port reads for pieces sent one by one (logged
-    in first when login), up to a NOOP's OK after them; None when the
-    connection closed first. Dovecot's timings and its text of a tag's
-    BAD are cut to what imapcached writes."""
+    in first when login; with idle, into an IDLE), up to a NOOP's OK after
+    them; None when the connection closed first. Dovecot's timings and its
+    text of a tag's BAD are cut to what imapcached writes."""
     c = logged_in(port) if login else Raw(port)
     try:
         if login:
             c.reply("s", "SELECT INBOX")
+        if idle:
+            c.send(b"i IDLE\r\n")
+            if not c.line().startswith("+ "):
+                return None
         for piece in pieces:
             c.send(piece)
             time.sleep(PIECE_PAUSE)
@@ -634,7 +660,8 @@ def main():
                     % (LITERAL_TIMEOUT, PREAUTH_LIMIT, LITERAL_LIMIT), tmpdir=tmp)
     try:
         run_steps((test_login_literals, test_preauth_limit, test_literal_timeout, test_literal_timeout_slow_reader,
-                   test_literal_limit, test_stray_lines, test_refused_lines, test_long_lines, test_long_line_after_literal,
+                   test_literal_limit, test_stray_lines, test_refused_lines, test_long_lines, test_long_line_during_idle,
+                   test_long_line_after_literal,
                    test_refused_extensions, test_id, test_malformed_prelogin),
                   daemon)
     finally:
