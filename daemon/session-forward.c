@@ -974,7 +974,7 @@ static void session_idle_line_too_long(struct session *session, struct evbuffer 
 	session->bytes_in += (size_t)taken;
 	session_idle_line(session, stand_in, evbuffer_get_length(stand_in));
 	evbuffer_free(stand_in);
-	session->pending_reply[0] = '\0';
+	session_set_pending_reply(session, "%s", "");
 	session->skipping_line = true;
 	session->skipped_line_bytes = 0;
 }
@@ -1035,18 +1035,17 @@ static bool session_refuse_long_line(struct session *session, struct evbuffer *i
 	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 
 	log_info("session %lu: command line longer than %zu bytes", session->id, session->conf->limit_line);
-	if (session->open_command != NULL || tag_len > SESSION_TAG_MAX) {
+	if (session->open_command != NULL) {
 		session->bytes_in += evbuffer_get_length(input);
 		session_close(session, "line too long", "Command line too long");
 		return false;
 	}
 	if (tag_len == 0)
-		snprintf(session->pending_reply, sizeof(session->pending_reply),
-			 "* BAD Error in IMAP tag: Too long argument.\r\n");
+		session_set_pending_reply(session, "* BAD Error in IMAP tag: Too long argument.\r\n");
 	else
-		snprintf(session->pending_reply, sizeof(session->pending_reply),
-			 "%.*s BAD Error in IMAP command%s%.*s: Too long argument.\r\n", (int)tag_len, text,
-			 session->command_verb[0] != '\0' ? " " : "", SESSION_VERB_MAX, session->command_verb);
+		session_set_pending_reply(session, "%.*s BAD Error in IMAP command%s%.*s: Too long argument.\r\n",
+					  (int)tag_len, text, session->command_verb[0] != '\0' ? " " : "", SESSION_VERB_MAX,
+					  session->command_verb);
 	evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
 	session->command_verb[0] = '\0';
 	if (ended)

@@ -142,7 +142,7 @@ static void session_prelogin_starttls(struct session *session, const char *tag)
 static void session_prelogin_dispatch(struct session *session, const char *tag, const char *verb,
 				      const struct imap_arg *args, unsigned int count)
 {
-	char capability[UPSTREAM_CAPABILITY_MAX], reply[sizeof(session->pending_reply)];
+	char capability[UPSTREAM_CAPABILITY_MAX], reply[SESSION_REPLY_MAX];
 
 	if (strcasecmp(verb, "CAPABILITY") == 0) {
 		session_format_capability(session, capability, sizeof(capability));
@@ -177,7 +177,7 @@ static void session_prelogin_dispatch(struct session *session, const char *tag, 
 static void session_prelogin_command(struct session *session, const struct imap_arg *args, unsigned int count)
 {
 	char tag[SESSION_TAG_MAX + 1], verb[SESSION_PRELOGIN_VERB_MAX + 1];
-	char reply[sizeof(session->pending_reply)];
+	char reply[SESSION_REPLY_MAX];
 	bool streamed = false;
 	unsigned int literals;
 
@@ -218,7 +218,7 @@ static void session_prelogin_literal(struct session *session)
 	const struct imap_arg *args;
 	unsigned int count;
 	char tag[SESSION_TAG_MAX + 1], verb[SESSION_PRELOGIN_VERB_MAX + 1];
-	char reply[sizeof(session->pending_reply)];
+	char reply[SESSION_REPLY_MAX];
 
 	imap_parser_get_open_args(session->command_parser, 0, &args, &count);
 	if (!session_prelogin_tag_verb(args, count, tag, verb) || verb[0] == '\0') {
@@ -250,7 +250,7 @@ static void session_prelogin_error(struct session *session, const struct session
 {
 	const struct imap_arg *args;
 	unsigned int count;
-	char tag[SESSION_TAG_MAX + 1], verb[SESSION_PRELOGIN_VERB_MAX + 1];
+	char tag[SESSION_TAG_MAX + 1], verb[SESSION_PRELOGIN_VERB_MAX + 1], reply[SESSION_REPLY_MAX];
 	const char *message;
 	enum imap_parser_error error = imap_parser_get_error(session->command_parser, &message);
 	uint64_t size = 0;
@@ -277,25 +277,24 @@ static void session_prelogin_error(struct session *session, const struct session
 		session_count_bad(session);
 		return;
 	}
-	if (feed->nul)
-		snprintf(session->pending_reply, sizeof(session->pending_reply),
-			 "* BAD NUL bytes are not allowed in a command\r\n");
-	else if (tag[0] == '\0')
-		snprintf(session->pending_reply, sizeof(session->pending_reply), "* BAD Invalid tag\r\n");
-	else if (verb[0] != '\0' && !session_verb_takes_literals(session, verb) &&
-		 session_count_literals(args + 2, count > 2 ? count - 2 : 0, &streamed) > 0)
-		session_format_literal_refusal(session, tag, verb, session->pending_reply,
-					       sizeof(session->pending_reply));
-	else
-		snprintf(session->pending_reply, sizeof(session->pending_reply), "%s BAD %s\r\n", tag, message);
+	if (feed->nul) {
+		session_set_pending_reply(session, "* BAD NUL bytes are not allowed in a command\r\n");
+	} else if (tag[0] == '\0') {
+		session_set_pending_reply(session, "* BAD Invalid tag\r\n");
+	} else if (verb[0] != '\0' && !session_verb_takes_literals(session, verb) &&
+		   session_count_literals(args + 2, count > 2 ? count - 2 : 0, &streamed) > 0) {
+		session_format_literal_refusal(session, tag, verb, reply, sizeof(reply));
+		session_set_pending_reply(session, "%s", reply);
+	} else {
+		session_set_pending_reply(session, "%s BAD %s\r\n", tag, message);
+	}
 	log_debug("session %lu: command refused by the parser: %s", session->id, message);
 	imap_parser_wipe(session->command_parser);
 	session->prelogin_literals = 0;
 	session->skipped_line_bytes = 0;
 	session->skipping_line = !feed->line_ended;
 	if (!session->skipping_line) {
-		session_send(session, "%s", session->pending_reply);
-		session_count_bad(session);
+		(void)session_skipped_line_answer(session);
 	}
 }
 
@@ -382,7 +381,7 @@ static bool session_prelogin_lacks_tag(struct session *session, struct evbuffer 
 
 static void session_prelogin_skip_untagged(struct session *session)
 {
-	snprintf(session->pending_reply, sizeof(session->pending_reply), "* BAD Invalid tag\r\n");
+	session_set_pending_reply(session, "* BAD Invalid tag\r\n");
 	session->skipped_line_bytes = 0;
 	session->skipping_line = true;
 }

@@ -20,6 +20,7 @@
 #define SESSION_USER_MAX 256 /* an e-mail address is at most 254 bytes (RFC 5321) */
 #define SESSION_MECHANISM_MAX 32 /* SASL names are at most 20 characters (RFC 4422) */
 #define SESSION_VERB_MAX 64 /* "UID " and the longest extension verb */
+#define SESSION_REPLY_MAX (SESSION_TAG_MAX + SESSION_VERB_MAX + 200) /* a reply before login, its tag within SESSION_TAG_MAX */
 #define SESSION_IDLE_STAND_IN 1024 /* bytes of a line during IDLE past limits.line that go up in its stead */
 #define SESSION_UPSTREAM_HIGH_WATER (256 * 1024) /* stop reading the client past this much unsent upstream */
 #define SESSION_LOGIN_LITERALS_MAX 2 /* LOGIN has two arguments: user name and password */
@@ -98,7 +99,7 @@ struct session {
 	   (session-forward.c). */
 	bool skipping_line;            /* the rest of the line is being dropped */
 	size_t skipped_line_bytes;     /* of it so far, held to limits.line before login */
-	char pending_reply[SESSION_TAG_MAX + SESSION_VERB_MAX + 200]; /* the refused line's reply, sent at its end */
+	struct evbuffer *pending_reply; /* the skipped line's reply, sent at its end (session_set_pending_reply) */
 
 	/* Before login (session-prelogin.c). */
 	unsigned int prelogin_literals; /* {N} literals announced in the command being read */
@@ -264,6 +265,10 @@ bool session_count_bad(struct session *session);
    the line was answered and the session goes on. */
 bool session_skip_line(struct session *session, struct evbuffer *input, size_t most);
 bool session_skipped_line_answer(struct session *session);
+/* The reply a skipped line gets at its end (printf-style; "" for none:
+   it was answered otherwise), whatever the tag's length. */
+void session_set_pending_reply(struct session *session, const char *format, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Wipes and frees what a login keeps of the client's secrets. */
 void session_wipe_credentials(struct session *session);
 /* RFC 3501 tag character: ASTRING-CHAR except "+". */

@@ -163,6 +163,8 @@ static void session_free(struct session **session_p)
 	session_forward_free(session);
 	session_wipe_credentials(session);
 	free(session->login_capabilities);
+	if (session->pending_reply != NULL)
+		evbuffer_free(session->pending_reply);
 	if (session->replay != NULL)
 		evbuffer_free(session->replay);
 	if (session->bev != NULL)
@@ -306,14 +308,27 @@ bool session_count_bad(struct session *session)
 	return false;
 }
 
+void session_set_pending_reply(struct session *session, const char *format, ...)
+{
+	va_list args;
+
+	evbuffer_drain(session->pending_reply, evbuffer_get_length(session->pending_reply));
+	va_start(args, format);
+	(void)evbuffer_add_vprintf(session->pending_reply, format, args);
+	va_end(args);
+}
+
 /* The end of a skipped line has come: its reply (pending_reply) goes out
    and counts as a BAD. Returns false when the session closed. */
 bool session_skipped_line_answer(struct session *session)
 {
+	size_t len = evbuffer_get_length(session->pending_reply);
+
 	session->skipping_line = false;
-	if (session->pending_reply[0] == '\0')
+	if (len == 0)
 		return true; /* answered already: the rest of a line during IDLE */
-	session_send(session, "%s", session->pending_reply);
+	session->bytes_out += len;
+	evbuffer_add_buffer(bufferevent_get_output(session->bev), session->pending_reply);
 	return session_count_bad(session);
 }
 
@@ -537,8 +552,9 @@ struct session *session_new(struct event_base *base, const struct listener_conne
 	session->literal_timer = evtimer_new(base, session_literal_timeout, session);
 	session->pool_check_timer = evtimer_new(base, session_pool_check_timeout, session);
 	session->login_timer = evtimer_new(base, session_login_timeout, session);
+	session->pending_reply = evbuffer_new();
 	if (session->step_event == NULL || session->literal_timer == NULL || session->pool_check_timer == NULL ||
-	    session->login_timer == NULL || session_prelogin_start(session, conf) < 0)
+	    session->login_timer == NULL || session->pending_reply == NULL || session_prelogin_start(session, conf) < 0)
 		goto fail;
 	if (conn->tls_context != NULL) {
 		SSL_CTX_up_ref(conn->tls_context);

@@ -474,6 +474,7 @@ LONG_LINES = [
     ("a 70 KB quoted header name", halves(b'a1 FETCH 1 BODY.PEEK[HEADER.FIELDS ("' + b"x" * 70000 + b'")]'), True),
     ("a 70 KB command name", halves(b"a1 " + b"A" * 70000), True),
     ("a 70 KB tag", halves(b"X" * 70000), True),
+    ("a 300-character tag", halves(b"T" * 300 + b" UID FETCH " + uid_set(70000) + b" (UID)"), True),
     ("a SEARCH of 15,000 short keys", halves(b"a1 UID SEARCH " + b" ".join([b"OR UID 1 UID 2"] * 15000)), False),
     ("a line refused early that goes past the limit", halves(b"a1 FETCH 1 (UID\x01" + b"x" * 70000 + b")"), False),
 ]
