@@ -19,6 +19,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* The first write of a local answer: its first lines leave with the plan's
+   turn, so that the client reads them while the rest is looked up. */
+#define SESSION_FIRST_WRITE (16 * 1024)
+
 /* A BYE during the splice step waits for the lines Dovecot would have
    written before it (session_fetch_cut_answer). */
 bool session_holds_splice_bye(struct session *session, const struct imap_client_command *command,
@@ -41,11 +45,11 @@ bool session_holds_splice_bye(struct session *session, const struct imap_client_
 /* Writes what the client can take of the FETCH answered here, then its
    tagged OK; a store that lost a value meanwhile ends the session, as
    Dovecot ends it when a FETCH fails mid-way. */
-static void session_write_local_answer(struct session *session)
+static void session_write_local_answer(struct session *session, size_t limit)
 {
 	struct evbuffer *output = bufferevent_get_output(session->bev);
 	size_t before = evbuffer_get_length(output);
-	enum fetch_write_result result = fetch_answer_write(session->local_answer, output, SESSION_OUTPUT_HIGH_WATER);
+	enum fetch_write_result result = fetch_answer_write(session->local_answer, output, limit);
 
 	session->bytes_out += evbuffer_get_length(output) - before;
 	if (result == FETCH_WRITE_MORE) {
@@ -80,7 +84,7 @@ static void session_write_local_answer(struct session *session)
 void session_forward_output_drained(struct session *session)
 {
 	if (session->local_answer != NULL && session->state == SESSION_STATE_FORWARDING)
-		session_write_local_answer(session);
+		session_write_local_answer(session, SESSION_OUTPUT_HIGH_WATER);
 }
 
 /* A FETCH that would set \Seen: the upstream sets it first (STORE), and
@@ -285,7 +289,7 @@ static enum session_local session_plan_fetch(struct session *session, const char
 	log_debug("session %lu: %s answered from the cache (%zu messages)", session->id, session->command_verb,
 		  fetch_answer_count(session->local_answer));
 	fetch_answer_adopt_splice(session->local_answer, &session->splice);
-	session_write_local_answer(session);
+	session_write_local_answer(session, SESSION_FIRST_WRITE);
 	return SESSION_LOCAL_ANSWERED;
 }
 
