@@ -113,6 +113,7 @@ struct fetch_answer {
 	bool sets_seen;          /* a non-PEEK body item on a read-write mailbox */
 	bool condstore, qresync; /* what the client enabled: a \Seen set shows its new MODSEQ */
 	bool has_flags_item;
+	bool reads_flags;        /* a FLAGS item, or \Seen to set: the messages' flags are copied */
 	size_t missing_count;
 	size_t missing_heavy_count;  /* those lacking more than FETCH_ASKS_LIGHT: at most half may */
 	unsigned int missing_asks;   /* 1 << enum fetch_ask of what they lack */
