@@ -151,11 +151,16 @@ class Client:
 
     def command(self, tag, text):
         """Sends one command; returns (untagged FETCH lines, EXISTS seen)
-        once its tagged OK is in; MeasureError on anything but OK."""
+        once its tagged OK is in; MeasureError on anything but OK. Its
+        first line's seconds after the command are kept in first_line."""
+        sent = time.perf_counter()
         self.sock.sendall(tag + b" " + text + b"\r\n")
         fetches, exists = 0, None
+        self.first_line = None
         while True:
             line = self.line()
+            if self.first_line is None:
+                self.first_line = time.perf_counter() - sent
             if line.startswith(tag + b" "):
                 if not line.startswith(tag + b" OK"):
                     raise MeasureError("%s: %r" % (text[:60].decode(), line))
@@ -193,8 +198,10 @@ def read_uids(count):
     return random.Random(READ_SEED).sample(range(1, count + 1), READS)
 
 
-def workload(port, name, count):
-    """Seconds from the connect to the last tagged OK of one workload."""
+def workload(port, name, count, first_lines=None):
+    """Seconds from the connect to the last tagged OK of one workload;
+    for open and headers, the seconds from their FETCH to its first line
+    are appended to first_lines (a list) when given."""
     started = time.perf_counter()
     c = Client(port)
     try:
@@ -218,6 +225,8 @@ def workload(port, name, count):
                 for i, uid in enumerate(read_uids(count)):
                     fetches += c.command(b"r%d" % i, b"UID FETCH %d BODY.PEEK[]" % uid)[0]
                 want = READS
+            if name in ("open", "headers") and first_lines is not None:
+                first_lines.append(c.first_line)
         elapsed = time.perf_counter() - started
     finally:
         c.close()
@@ -329,8 +338,11 @@ def settle(daemon):
 
 
 def measure(relay, count):
-    """{workload: {path: [seconds]}} and {workload: prefetch seconds}."""
+    """{workload: {path: [seconds]}}, {workload: prefetch seconds} and
+    {workload: {path: [seconds to the FETCH's first line]}} (open and
+    headers, local and warm)."""
     times = {w: {p: [] for p in PATHS} for w in WORKLOADS}
+    first = {w: {"local": [], "warm": []} for w in ("open", "headers")}
     prefetch = {}
     for name in WORKLOADS:
         for _ in range(2):  # Dovecot's own caches warm first, untimed
@@ -350,10 +362,10 @@ def measure(relay, count):
                     # interleaved with local and remote as well: warm/local
                     # compares runs that one moment's load hit alike
                     for path, port in (("local", PORT), ("remote", relay.port), ("warm", daemon.port)):
-                        times[name][path].append(workload(port, name, count))
+                        times[name][path].append(workload(port, name, count, first.get(name, {}).get(path)))
             finally:
                 daemon.stop()
-    return times, prefetch
+    return times, prefetch, first
 
 
 def search_medians(port, count, answers, relay=None):
@@ -562,7 +574,7 @@ def report_searches(local, warm, from_store, figures):
           % (met, len(SEARCHES)))
 
 
-def report(times, prefetch, noop, count):
+def report(times, prefetch, noop, count, first):
     medians = {w: {p: statistics.median(times[w][p]) for p in PATHS} for w in WORKLOADS}
     cap = "%.0f Mbit/s each way" % (RATE * 8 / 1e6) if RATE else "no bandwidth cap"
     print()
@@ -606,6 +618,11 @@ def report(times, prefetch, noop, count):
     rtt = 2 * DELAY
     print("the floor of one upstream round trip (%.0f ms) beside local: %s" % (rtt * 1000, ", ".join(
         "%s %.2fx" % (w, (medians[w]["local"] + rtt) / medians[w]["local"]) for w in ("open", "headers"))))
+    # the client reads nothing before the first line: a late one is time
+    # the client's own parsing can't overlap
+    print("the FETCH's first line after the command, medians: %s" % ", ".join(
+        "%s local %.1f ms, warm %.1f ms" % (w, statistics.median(first[w]["local"]) * 1000,
+                                            statistics.median(first[w]["warm"]) * 1000) for w in ("open", "headers")))
     print()
     print("NOOP while filling, over %d fills: the largest five through imapcached %s ms, straight to remote %s ms"
           % (NOOP_FILLS, " ".join("%.1f" % t for t in sorted(proxied)[-5:]),
@@ -643,7 +660,7 @@ def main():
         if ONLY == "search":
             report_searches(*searches)
             return 0
-        times, prefetch = measure(relay, count)
+        times, prefetch, first = measure(relay, count)
         noop = None
         for run in range(NOOP_FILLS):  # each into a new daemon's store
             print("NOOP while a session fills the store (%d of %d)" % (run + 1, NOOP_FILLS), flush=True)
@@ -654,7 +671,7 @@ def main():
         return 1
     finally:
         relay.close()
-    report(times, prefetch, noop, count)
+    report(times, prefetch, noop, count, first)
     if searches is not None:
         report_searches(*searches)
     print("(%.0f s)" % (time.monotonic() - started))
