@@ -981,6 +981,24 @@ void sync_set_event_base(struct sync *sync, struct event_base *base)
 	sync->base = base;
 }
 
+/* The UIDs of stored that uids lacks, into gone (room for all of
+   stored); both ascending, as the store's list and a loaded view's are.
+   Returns how many: one pass over each, not a search of the view per
+   stored UID (10,000 of them at every warm SELECT of the benchmark's). */
+static size_t sync_uids_gone(const uint32_t *stored, size_t stored_count, const uint32_t *uids, size_t count,
+			     uint32_t *gone)
+{
+	size_t gone_count = 0, next = 0;
+
+	for (size_t i = 0; i < stored_count; i++) {
+		while (next < count && uids[next] < stored[i])
+			next++;
+		if (next == count || uids[next] != stored[i])
+			gone[gone_count++] = stored[i];
+	}
+	return gone_count;
+}
+
 /* The store learns the mailbox as of this sync: its UIDVALIDITY (a new
    one drops the old rows), UID list and UIDNEXT now, then the flags the
    sync saw (with CONDSTORE: a full sync's every message, a CHANGEDSINCE
@@ -1000,12 +1018,8 @@ static void sync_store(struct sync *sync, const uint32_t *uids, uint32_t count)
 		return;
 	sync->mailbox_id = mailbox.id;
 	if (cache_mailbox_get_uids(sync->cache, mailbox.id, &stored, &stored_count) > 0 &&
-	    (gone = malloc(stored_count * sizeof(*gone))) != NULL) {
-		for (size_t i = 0; i < stored_count; i++) {
-			if (mailbox_view_seq_of_uid(sync->view, stored[i]) == 0)
-				gone[gone_count++] = stored[i];
-		}
-	}
+	    (gone = malloc(stored_count * sizeof(*gone))) != NULL)
+		gone_count = sync_uids_gone(stored, stored_count, uids, count, gone);
 	cache_batch_begin(sync->cache);
 	if (gone_count > 0)
 		cache_mailbox_remove_uids(sync->cache, mailbox.id, gone, gone_count);
