@@ -1240,6 +1240,29 @@ static void sync_news_unvouched(struct sync *sync, const struct imap_client_unta
 		sync_news_told(sync, expunge);
 }
 
+/* Whether a VANISHED (not EARLIER) may name a message of the view whose
+   UID it has not learned: new messages learn theirs in order, from a
+   FETCH, so the view ends in those of unknown UID, and a UID past the
+   last known one may be any of them, or none. Which one went can't be
+   told: the view would keep one message too many, and the next one's
+   number would get the flags of the one before (a sweep's finding). */
+static bool sync_vanished_unplaced(const struct sync *sync, const struct imap_seqset *set)
+{
+	uint32_t count = mailbox_view_count(sync->view);
+	unsigned int range_count = 0;
+	struct imap_seqset_range *ranges;
+	bool unplaced;
+
+	if (count == 0 || mailbox_view_get(sync->view, count)->uid != 0)
+		return false;
+	ranges = imap_seqset_resolve(set, UINT32_MAX, &range_count);
+	if (ranges == NULL)
+		return true; /* out of memory: not vouched for either */
+	unplaced = range_count > 0 && ranges[range_count - 1].last > mailbox_view_max_uid(sync->view);
+	free(ranges);
+	return unplaced;
+}
+
 void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 {
 	struct imap_response response;
@@ -1271,6 +1294,12 @@ void sync_update(struct sync *sync, const struct imap_client_untagged *untagged)
 		const struct imap_seqset *set = response.u.vanished.uids;
 
 		sync_news_told(sync, true); /* counted even for UIDs the view does not know yet */
+		if (sync_vanished_unplaced(sync, set)) {
+			log_debug("sync %s: a VANISHED names a UID past the known ones while new messages' are not "
+				  "known: not vouched for", sync->mailbox);
+			sync->state = SYNC_UNVOUCHED;
+			return;
+		}
 		for (uint32_t seq = mailbox_view_count(sync->view); seq >= 1 && sync->state == SYNC_READY; seq--) {
 			uint32_t uid = mailbox_view_get(sync->view, seq)->uid;
 

@@ -344,6 +344,40 @@ def stored_flags(store_dir, uid):
     return None if row is None or row[0] is None else bytes(row[0])
 
 
+def vanished_unknown():
+    """Two messages came (EXISTS, their UIDs not fetched), another client
+    flagged the second and expunged the first: the VANISHED to a QRESYNC
+    client named a UID the session's view had not learned. The view kept
+    one message too many, and a message that came next got the flagged
+    one's FLAGS and MODSEQ from the store (a sweep's finding). Now such a
+    selection is not vouched for: every answer is Dovecot's."""
+    relay = Relay()
+    store_dir = proxyfixture.scratch_dir("imapcached-resync-vanished.")
+    daemon = Daemon(relay.upstream_entry(), extra='cache = { dir = "%s"; prefetch = "off"; };\n' % store_dir)
+    try:
+        on_both_accounts("DELETE %s" % MAILBOX, "CREATE %s" % MAILBOX, appends=4, first=40)
+        direct, proxied = Side(PORT, USER, PASS), Side(daemon.port, USER3, PASS3)
+        both(direct, proxied, "ENABLE QRESYNC")
+        both(direct, proxied, "SELECT %s" % MAILBOX)
+        both(direct, proxied, "UID FETCH 1:* (FLAGS)")
+        on_both_accounts(appends=2, first=44)  # UIDs 5 and 6
+        both(direct, proxied, "NOOP", "vanished unknown: two new messages' EXISTS")
+        on_both_accounts("SELECT %s" % MAILBOX, "UID STORE 6 +FLAGS (\\Flagged)")
+        both(direct, proxied, "NOOP", "vanished unknown: the second one's flag, its UID with it")
+        on_both_accounts("SELECT %s" % MAILBOX, "UID STORE 5 +FLAGS.SILENT (\\Deleted)", "UID EXPUNGE 5")
+        both(direct, proxied, "NOOP", "vanished unknown: the first one's VANISHED, its UID never told")
+        on_both_accounts(appends=1, first=46)  # UID 7
+        both(direct, proxied, "NOOP", "vanished unknown: one more new message")
+        for command in ("FETCH 5:6 (UID RFC822.SIZE)", "FETCH 6 (FLAGS MODSEQ)", "UID FETCH 7 (FLAGS MODSEQ)",
+                        "UID FETCH 1:* (FLAGS MODSEQ)", "SEARCH FLAGGED"):
+            both(direct, proxied, command, "vanished unknown: %s is Dovecot's answer" % command)
+        direct.close(logout=True)
+        proxied.close(logout=True)
+    finally:
+        check("vanished unknown: the daemon exited cleanly", daemon.stop() == 0)
+        relay.close()
+
+
 def main():
     relay = Relay()
     store_dir = proxyfixture.scratch_dir("imapcached-resync.")
@@ -379,6 +413,7 @@ def main():
     out_of_order()
     enabled_other()
     slow_link_keywords()
+    vanished_unknown()
     return summary()
 
 

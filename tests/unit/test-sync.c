@@ -667,6 +667,8 @@ static const struct contradiction_case contradiction_cases[] = {
 	{ "an EXISTS below the count", { "* 2 EXISTS\r\n" } },
 	{ "an EXPUNGE past the count", { "* 4 EXPUNGE\r\n" } },
 	{ "a FETCH past the count", { "* 4 FETCH (FLAGS (\\Seen))\r\n" } },
+	/* the new message may be UID 12, or 12 one never told of */
+	{ "a VANISHED past the known UIDs while a new message's is not known", { "* 4 EXISTS\r\n", "* VANISHED 12\r\n" } },
 };
 
 static void test_contradictions(void);
