@@ -320,6 +320,39 @@ void session_upstream_drained(struct imap_client *client, void *context)
 	}
 }
 
+/* The upstream has CONDSTORE enabled on the client's connection: it said
+   ENABLED, or a client's command other than SELECT got an untagged
+   HIGHESTMODSEQ or NOMODSEQ, which Dovecot sends as it enables CONDSTORE
+   with a mailbox selected (a FETCH whose MODSEQ item came before a bad
+   one gets BAD, and CONDSTORE is enabled all the same). A SELECT's says
+   only that the mailbox's index keeps MODSEQs: once a session enabled
+   CONDSTORE there, Dovecot sends it to every SELECT. */
+static void session_condstore_confirmed(struct session *session)
+{
+	session->client_condstore = true;
+	session->condstore_tentative = NULL;
+}
+
+static bool session_code_says_condstore(const char *code)
+{
+	return code != NULL && (strncasecmp(code, "HIGHESTMODSEQ ", 14) == 0 || strcasecmp(code, "NOMODSEQ") == 0);
+}
+
+/* The tagged reply of a command that made client_condstore true at its
+   sending: a BAD enabled nothing (Dovecot checks a FETCH's set, a
+   SEARCH's program, a STORE's modifiers before it enables CONDSTORE). */
+static void session_condstore_answered(struct session *session, struct imap_client_command *command,
+				       enum imap_client_status status)
+{
+	if (command != session->condstore_tentative)
+		return;
+	session->condstore_tentative = NULL;
+	if (status != IMAP_CLIENT_STATUS_BAD)
+		return;
+	session->client_condstore = false;
+	log_debug("session %lu: the command that would have enabled CONDSTORE got BAD: not enabled", session->id);
+}
+
 /* The cache gives the answers of a session that enabled CONDSTORE or
    QRESYNC at most. Another extension enabled (IMAP4rev2, UTF8=ACCEPT,
    UIDONLY: each changes answers the store would give, SEARCH's form,
@@ -334,7 +367,7 @@ static void session_note_enabled(struct session *session, const struct imap_clie
 		const char *name = NULL;
 
 		if (qresync || imap_arg_atom_equals(arg, "CONDSTORE")) {
-			session->client_condstore = true;
+			session_condstore_confirmed(session);
 			session->client_qresync |= qresync;
 			continue;
 		}
@@ -361,6 +394,9 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 		return; /* the last session's, or the proof's own */
 	if (strcmp(untagged->keyword, "ENABLED") == 0)
 		session_note_enabled(session, untagged);
+	else if (command != NULL && command != session->select_command && !session_own_runs(session, command) &&
+		 session_code_says_condstore(untagged->code))
+		session_condstore_confirmed(session);
 	if (command != NULL && command == session->select_command)
 		sync_select_data(session->sync, untagged);
 	else if (session_own_runs(session, command))
@@ -389,6 +425,7 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 
 	(void)client;
 	session->forwarded_pending--;
+	session_condstore_answered(session, command, status);
 	if (command == session->idle_plus_pending)
 		session->idle_plus_pending = NULL; /* refused, or lost: no "+" comes (the tagged reply released them) */
 	if (status != IMAP_CLIENT_STATUS_ABORT && session_own_idle_ended(session, command))
@@ -657,24 +694,48 @@ static const struct session_route *session_find_route(const char *verb)
 	return &session_route_upstream;
 }
 
+/* Whether a parsed command enables CONDSTORE upstream (RFC 7162 3.1)
+   once it is answered other than BAD. A SELECT's QRESYNC parameter
+   before ENABLE QRESYNC gets BAD, and enables nothing. */
+static bool session_command_enables_condstore(const struct session *session, const struct imap_command *command)
+{
+	switch (command->name) {
+	case IMAP_COMMAND_LOGIN:
+	case IMAP_COMMAND_AUTHENTICATE:
+	case IMAP_COMMAND_ENABLE:
+		return false; /* ENABLE's own answer says what it enabled (session_note_enabled) */
+	case IMAP_COMMAND_SELECT:
+	case IMAP_COMMAND_EXAMINE:
+		return command->u.select.condstore || (command->u.select.qresync && session->client_qresync);
+	default:
+		return session_command_changes_state(command);
+	}
+}
+
 /* What a command sent upstream changes beyond its own answer: RFC 7162's
    CONDSTORE-enabling commands enable it for the client, and they and the
    verbs marked changes_state keep the connection out of the pool.
    command is the parsed line, or NULL where imap-command refused it: then
    its arguments args[0..count) (the tag left out) say, as imap-command
-   reads them. */
-static void session_note_state_change(struct session *session, const struct imap_command *command,
+   reads them. Returns whether the command made client_condstore true,
+   which its BAD is to take back (session_condstore_answered). */
+static bool session_note_state_change(struct session *session, const struct imap_command *command,
 				      const struct imap_arg *args, unsigned int count)
 {
 	bool changes = command != NULL ? session_command_changes_state(command) :
 					 imap_command_args_enable_condstore(args, count);
+	bool tentative = false;
 
-	if (changes && command != NULL && command->name != IMAP_COMMAND_LOGIN &&
-	    command->name != IMAP_COMMAND_AUTHENTICATE && command->name != IMAP_COMMAND_ENABLE)
-		session->client_condstore = true; /* RFC 7162 3.1: this command enables CONDSTORE */
+	if (command != NULL && session_command_enables_condstore(session, command)) {
+		/* a second enabler in flight: which one enabled it can't be told */
+		tentative = !session->client_condstore;
+		session->client_condstore = true;
+		session->condstore_tentative = NULL;
+	}
 	/* only a connection that may be pooled needs its state watched */
 	if (session->pool_key_valid && (changes || session_find_route(session->command_verb)->changes_state))
 		session->pool_state_changed = true;
+	return tentative;
 }
 
 /* The same for a command sent upstream before its line ended, once its
@@ -688,10 +749,12 @@ static void session_note_open_state_change(struct session *session)
 	if (line == NULL || line->list_count == 0)
 		return;
 	session_verb_from_args(session, line->list, line->list_count);
-	if (imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE)
-		session_note_state_change(session, &command, NULL, 0);
-	else
-		session_note_state_change(session, NULL, line->list + 1, line->list_count - 1);
+	if (imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE) {
+		if (session_note_state_change(session, &command, NULL, 0))
+			session->condstore_tentative = session->open_command;
+	} else {
+		(void)session_note_state_change(session, NULL, line->list + 1, line->list_count - 1);
+	}
 }
 
 const char *session_forward_tag(struct imap_client_command *command)
@@ -859,6 +922,7 @@ static bool session_route_command(struct session *session)
 	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	size_t tag_len = session_held_tag_length(session);
 	char tag_copy[SESSION_TAG_MAX + 1];
+	bool tentative;
 
 	session->last_activity_usec = session_now_usec();
 	error = imap_command_parse(session->command_reader, line, &command, NULL);
@@ -922,11 +986,13 @@ static bool session_route_command(struct session *session)
 	session->command_replanned = false;
 	if (!route->open && session->idle_plus_pending == NULL) /* an IDLE's go after its "+" (session_upstream_raw) */
 		session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
-	session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL, line->list + 1,
-				  line->list_count - 1);
+	tentative = session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL,
+					      line->list + 1, line->list_count - 1);
 	upstream = session_send_upstream(session, tag_len, route->open);
 	if (upstream == NULL)
 		return true;
+	if (tentative)
+		session->condstore_tentative = upstream;
 	if (route->open) {
 		session->open_is_idle = true;
 		session->idle_plus_pending = upstream;

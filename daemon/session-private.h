@@ -207,6 +207,10 @@ struct session {
 	char *local_tag;               /* its tag, for the tagged OK */
 	bool client_condstore;         /* the client enabled CONDSTORE (or QRESYNC) upstream */
 	bool client_qresync;           /* it enabled QRESYNC */
+	/* The command whose sending made client_condstore true, until its
+	   tagged reply: a BAD means the upstream enabled nothing, unless
+	   something else enabled it meanwhile (then NULL). */
+	struct imap_client_command *condstore_tentative;
 	bool client_enabled_other;     /* it enabled another extension: forwarding only (session_note_enabled) */
 	bool upstream_said_bye;        /* its "* BYE" went to the client: no second one from us */
 	bool upstream_reading_paused;  /* the client reads slower than the upstream sends */

@@ -24,6 +24,9 @@ all of them. Among them:
   literal8 outside APPEND (once answered from the store too);
 - SEARCH with sets and numbers at their limits, empty strings, odd dates
   and RETURN options;
+- CONDSTORE-enabling commands that get BAD, which enable nothing (once
+  the proxy's next sync enabled CONDSTORE upstream for them), and one
+  that gets BAD after Dovecot enabled CONDSTORE;
 - with CONDSTORE enabled: MODSEQ searches with each RETURN form (the
   MODSEQ of RETURN (MIN) was once every found message's highest, where
   Dovecot gives the MIN message's), CHANGEDSINCE at its limits.
@@ -186,6 +189,30 @@ COMMANDS = [
     (b"SEARCH $", False),
 ]
 
+# On connections that enabled nothing: RFC 7162's CONDSTORE-enabling
+# commands that get BAD, which Dovecot answers before it enables
+# CONDSTORE (a SELECT's QRESYNC before ENABLE QRESYNC, a FETCH's set
+# past the last message), so that the STOREs' answers carry no MODSEQ and
+# a SELECT's no HIGHESTMODSEQ; once taken for enabled, the proxy's sync
+# behind the next SELECT asked for MODSEQs and enabled it upstream. A
+# FETCH whose MODSEQ comes before an unknown item gets BAD after Dovecot
+# enabled CONDSTORE (its untagged HIGHESTMODSEQ says so): from then on the
+# store answers MODSEQ.
+BAD_ENABLERS = [
+    (b"SELECT INBOX (QRESYNC (1 1))", False),
+    (b"SELECT INBOX", False),
+    (b"STORE 4 +FLAGS (\\Draft)", False),
+    (b"FETCH 4294967295 (MODSEQ)", False),
+    (b"SELECT INBOX", False),
+    (b"STORE 4 -FLAGS (\\Draft)", False),
+    (b"FETCH 1:4 (FLAGS)", True),
+    (b"FETCH 1 (MODSEQ BOGUS)", False),
+    (b"SELECT INBOX", False),
+    (b"FETCH 1:4 (FLAGS MODSEQ)", True),
+    (b"STORE 4 +FLAGS (\\Draft)", False),
+    (b"STORE 4 -FLAGS (\\Draft)", False),
+]
+
 # After ENABLE CONDSTORE and a new SELECT, on flags the commands before
 # changed: a MODSEQ key's answer carries the highest MODSEQ of the
 # messages it returns, which for RETURN (MIN), (MAX) or (MIN MAX) are
@@ -275,6 +302,14 @@ def main():
             d[2] and d[2][-1].startswith(b"<closed") for d in differ), differ[-1:] if differ else "")
         check("the store answered what it holds: the largest UID, odd header names (%d answered)" % local,
               not local_missing, local_missing)
+        plain = Conn(PORT, USER, PASS), Conn(daemon.port, USER3, PASS3)
+        differ, local_missing, local = run(daemon, plain[0], plain[1], BAD_ENABLERS)
+        check("CONDSTORE-enabling commands that got BAD enabled nothing through imapcached either (%d commands)"
+              % len(BAD_ENABLERS), not differ, differ[:3])
+        check("the store answered FLAGS, and MODSEQ once Dovecot enabled CONDSTORE (%d answered)" % local,
+              not local_missing, local_missing)
+        for side in plain:
+            side.close()
         differ, _, _ = run(daemon, direct, proxied, [(c, False) for c in CONDSTORE_SETUP])
         check("CONDSTORE enabled and flags changed alike on both sides", not differ, differ[:3])
         differ, local_missing, local = run(daemon, direct, proxied, CONDSTORE_COMMANDS)
