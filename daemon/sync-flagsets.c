@@ -236,12 +236,31 @@ static uint32_t sync_lower_bound(const uint32_t *uids, uint32_t count, uint32_t 
 	return low;
 }
 
+#define SYNC_SEEK_STEPS 8 /* a flag's next run is mostly a few messages on */
+
+/* The lower bound of uid in uids[0, count) at or after at, where
+   uids[at - 1] < uid: a few steps on, then halving the rest. */
+static uint32_t sync_seek(const uint32_t *uids, uint32_t count, uint32_t at, uint32_t uid)
+{
+	for (unsigned int step = 0; step < SYNC_SEEK_STEPS && at < count && uids[at] < uid; step++)
+		at++;
+	if (at < count && uids[at] < uid)
+		at += sync_lower_bound(uids + at, count - at, uid);
+	return at;
+}
+
 /* Marks bit in bits[] for every message of uids that answer names. */
 static bool sync_flagsets_mark(const struct imap_seqset_range *ranges, unsigned int range_count, const uint32_t *uids,
 			       uint32_t count, uint64_t *bits, uint64_t bit)
 {
+	uint32_t at = 0;
+
 	for (unsigned int r = 0; r < range_count; r++) {
-		uint32_t at = sync_lower_bound(uids, count, ranges[r].first);
+		/* Dovecot's runs come in ascending order: each search starts
+		   where the run before ended (one binary search per run was
+		   most of a warm SELECT's work on 10,000 messages) */
+		at = r > 0 && ranges[r].first > ranges[r - 1].last ? sync_seek(uids, count, at, ranges[r].first) :
+								     sync_lower_bound(uids, count, ranges[r].first);
 
 		/* a range may span UIDs the mailbox no longer has (RFC 3501
 		   9: a UID range names those that exist); one UID alone must be

@@ -206,6 +206,66 @@ static void test_load(void)
 	mailbox_view_free(&view);
 }
 
+/* Whether uid is in the UID set text (runs "a" or "a:b", ascending). */
+static bool in_set(const char *text, uint32_t uid)
+{
+	while (*text != '\0') {
+		char *end;
+		uint32_t first = (uint32_t)strtoul(text, &end, 10), last = first;
+
+		if (*end == ':')
+			last = (uint32_t)strtoul(end + 1, &end, 10);
+		if (uid >= first && uid <= last)
+			return true;
+		text = *end == ',' ? end + 1 : end;
+	}
+	return false;
+}
+
+/* Runs near one another and far apart, on a mailbox with gaps: each
+   run's messages are found where the run before ended, a few steps on
+   or by halving what is left; a single UID far on that the mailbox
+   does not have is still refused. */
+static void test_load_runs_far_apart(void)
+{
+	static const char *const answers[5] = { "2,4:5,30,31:60,199:300", "", "8:9,12,16,20,24,26,150", "1:3",
+						 "" };
+	static const char *const stray[5] = { "2,4:5,151", "", "", "", "" };
+	uint32_t uids[100];
+	struct mailbox_view *view;
+	struct sync_flagsets *sets = sync_flagsets_new(SYSTEM_LIST);
+	bool all_right = true;
+
+	for (uint32_t i = 0; i < 100; i++)
+		uids[i] = 2 * (i + 1); /* 2, 4, ..., 200 */
+	view = view_of(uids, 100);
+	CU_ASSERT_TRUE(answer_all(sets, answers));
+	CU_ASSERT_EQUAL_FATAL(sync_flagsets_load(sets, view), 0);
+	for (uint32_t seq = 1; seq <= 100; seq++) {
+		const struct mailbox_view_message *message = mailbox_view_get(view, seq);
+		char want[64];
+
+		snprintf(want, sizeof(want), "%s%s%s", in_set(answers[0], message->uid) ? "\\Answered" : "",
+			 in_set(answers[0], message->uid) && in_set(answers[2], message->uid) ? " " : "",
+			 in_set(answers[2], message->uid) ? "\\Deleted" : "");
+		if (in_set(answers[3], message->uid))
+			snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s\\Seen", want[0] != '\0' ? " " : "");
+		if (message->flags == NULL || strcmp(message->flags, want) != 0) {
+			fprintf(stderr, "UID %u: flags %s, want %s\n", message->uid,
+				message->flags != NULL ? message->flags : "?", want);
+			all_right = false;
+		}
+	}
+	CU_ASSERT_TRUE(all_right);
+	sync_flagsets_free(&sets);
+
+	sets = sync_flagsets_new(SYSTEM_LIST);
+	CU_ASSERT_TRUE(answer_all(sets, stray));
+	CU_ASSERT_EQUAL(sync_flagsets_load(sets, view), -1); /* 151: the mailbox has only even UIDs */
+	sync_flagsets_free(&sets);
+	mailbox_view_free(&view);
+}
+
 /* What can't be vouched for: a search not answered, one answered twice,
    an answer naming a single UID the mailbox does not have (a message
    appended between the map and the search). */
@@ -257,6 +317,7 @@ static void test_empty_mailbox(void)
 const char unit_suite_name[] = "sync-flagsets";
 const struct unit_test unit_tests[] = {
 	{ "which FLAGS lists are searched", test_which_lists },
+	{ "runs near one another and far apart", test_load_runs_far_apart },
 	{ "the SELECT's keywords, after the system flags", test_keyword_searches },
 	{ "keywords in the FLAGS list's order", test_load_keywords },
 	{ "one search per system flag", test_commands },
