@@ -25,8 +25,9 @@ struct cache_worker {
 	bool restart_wanted;         /* the WAL passed its mark: fills pause, then the loop says go (cache_worker_restart_go) */
 	bool restart_due;            /* go: the next checkpoint is a RESTART */
 	bool restarting;             /* that RESTART is under way: it holds the loop's writes back */
-	int restart_pages;           /* the mark: WAL pages (cache_worker_set_restart_mark) */
+	int restart_pages;           /* the mark: WAL pages (CACHE_CHECKPOINT_RESTART_PAGES) */
 	int restart_floor;           /* after a RESTART that failed, no new one before the WAL holds this many */
+	int restart_backoff;         /* the WAL pages the last failure put between it and the floor; 0 after a start afresh */
 	int frames;                  /* the WAL's pages at the loop's last commit */
 	bool running;                /* a piece of work is under way */
 	bool stopping;
@@ -120,6 +121,20 @@ static void cache_worker_failed(struct cache_worker *worker, int rc, const char 
 	snprintf(worker->counts.last_error_text, sizeof(worker->counts.last_error_text), "%s", text);
 }
 
+/* A RESTART failed, or the fills could not wait for it: none is wanted
+   again before the WAL has grown past frames by a mark, and by twice as
+   much after each failure more (a reader that keeps an old snapshot for
+   long would otherwise pause the fills at every mark). Under the lock. */
+static void cache_worker_back_off(struct cache_worker *worker, int frames)
+{
+	int step = worker->restart_backoff == 0 ? worker->restart_pages : worker->restart_backoff;
+
+	if (worker->restart_backoff != 0 && step <= INT32_MAX / 2)
+		step *= 2;
+	worker->restart_backoff = step;
+	worker->restart_floor = frames <= INT32_MAX - step ? frames + step : INT32_MAX;
+}
+
 /* Runs one piece of work chosen under the lock (held on entry and on
    return): a checkpoint first, then the index, then its merge. */
 static void cache_worker_work(struct cache_worker *worker)
@@ -148,8 +163,8 @@ static void cache_worker_work(struct cache_worker *worker)
 	if (checkpoint || restart) {
 		worker->counts.checkpoints++;
 		worker->counts.restarts += restart && result == SQLITE_OK;
-		if (restart && result != SQLITE_OK) /* a reader stayed, or the lock did: not again before the WAL grew a mark more */
-			worker->restart_floor = (log_frames > worker->frames ? log_frames : worker->frames) + worker->restart_pages;
+		if (restart && result != SQLITE_OK) /* a reader stayed, or the lock did */
+			cache_worker_back_off(worker, log_frames > worker->frames ? log_frames : worker->frames);
 		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
 			cache_worker_failed(worker, result, error_text);
 	} else {
@@ -215,8 +230,10 @@ static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, i
 	pthread_mutex_lock(&worker->lock);
 	worker->checkpoint_due = true;
 	worker->frames = frames;
-	if (frames < worker->restart_pages)
-		worker->restart_floor = 0; /* the WAL started afresh */
+	if (frames < worker->restart_pages) { /* the WAL started afresh */
+		worker->restart_floor = 0;
+		worker->restart_backoff = 0;
+	}
 	if (frames >= worker->restart_pages && frames >= worker->restart_floor && !worker->paused &&
 	    !worker->restart_due && !worker->restarting)
 		worker->restart_wanted = true;
@@ -231,16 +248,6 @@ static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, i
 		pthread_mutex_unlock(&worker->lock);
 	}
 	return SQLITE_OK;
-}
-
-void cache_worker_set_restart_mark(struct cache_worker *worker, uint64_t body_budget)
-{
-	uint64_t pages = body_budget / CACHE_RESTART_BUDGET_SHARE / CACHE_PAGE_SIZE;
-
-	pthread_mutex_lock(&worker->lock);
-	worker->restart_pages = pages > CACHE_CHECKPOINT_RESTART_PAGES ? (pages < INT32_MAX ? (int)pages : INT32_MAX)
-									: CACHE_CHECKPOINT_RESTART_PAGES;
-	pthread_mutex_unlock(&worker->lock);
 }
 
 bool cache_worker_wants_gap(struct cache_worker *worker)
@@ -270,7 +277,7 @@ void cache_worker_restart_give_up(struct cache_worker *worker)
 	pthread_mutex_lock(&worker->lock);
 	if (worker->restart_wanted) {
 		worker->restart_wanted = false;
-		worker->restart_floor = worker->frames + worker->restart_pages;
+		cache_worker_back_off(worker, worker->frames);
 	}
 	pthread_mutex_unlock(&worker->lock);
 }

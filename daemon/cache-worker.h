@@ -40,10 +40,11 @@
 #define CACHE_CHECKPOINT_PAGES 256        /* WAL pages (16 KiB) that wake the worker: 4 MiB */
 #define CACHE_CHECKPOINT_PAGES_TEXT "256" /* CACHE_CHECKPOINT_PAGES, for SQL: SQLite's own checkpoint without a worker */
 /* WAL pages past which the next checkpoint makes the WAL start afresh,
-   pausing fills for a moment: 56 MiB, or a quarter of the body budget
-   when that is more (a larger store's fills pause less often). */
-#define CACHE_CHECKPOINT_RESTART_PAGES 3584
-#define CACHE_RESTART_BUDGET_SHARE 4
+   pausing fills for a moment: 16 MiB, what the WAL is cut back to
+   (CACHE_WAL_LIMIT), so that a fill writes the same pages of the WAL
+   file over and over, which the page cache holds, instead of new ones
+   (doc/cache.md). */
+#define CACHE_CHECKPOINT_RESTART_PAGES 1024
 #define CACHE_CHECKPOINT_LOOP_PAGES 4096  /* WAL pages past which the loop checkpoints itself: 64 MiB */
 #define CACHE_WAL_LIMIT "16777216"         /* bytes a WAL grown by a burst of bodies is cut back to after a checkpoint */
 #define CACHE_WORKER_BUSY_MS 1000          /* the worker waits this long for the loop's write lock, then tries later */
@@ -101,8 +102,6 @@ void cache_worker_unwant(struct cache_worker *worker, unsigned int jobs);
    handler, often; cheap. Returns whether a transaction of the worker
    holds the lock (then it lets go after its body). */
 bool cache_worker_loop_waits(struct cache_worker *worker);
-/* The restart mark for a store of that body budget (CACHE_CHECKPOINT_RESTART_PAGES). */
-void cache_worker_set_restart_mark(struct cache_worker *worker, uint64_t body_budget);
 /* Whether a RESTART checkpoint is wanted, due or under way
    (cache_worker_wal_grew): the loop then holds no transaction, and fills
    pause. */

@@ -1002,8 +1002,6 @@ static int cache_store_open(struct cache *cache, const char **error_r)
 	if (!read_only) {
 		cache_wal_note(cache);
 		cache->worker = cache_worker_start(cache->db, cache->path, cache->label);
-		if (cache->worker != NULL)
-			cache_worker_set_restart_mark(cache->worker, cache->settings.body_budget);
 		sqlite3_busy_handler(cache->db, cache_busy_wait, cache);
 	}
 	if (read_only) {
@@ -1211,8 +1209,6 @@ struct cache *cache_open(const struct cache_settings *settings, const char *upst
 		cache->refcount++;
 		cache->settings.body_budget = settings->body_budget;
 		cache->settings.body_max_size = settings->body_max_size;
-		if (cache->worker != NULL)
-			cache_worker_set_restart_mark(cache->worker, cache->settings.body_budget);
 		if (cache->body_bytes > cache->settings.body_budget && cache_write_allowed(cache) &&
 		    cache_op_begin(cache) == 0) {
 			/* a lowered budget holds from now on (bodies in use go at their next chance) */

@@ -665,11 +665,10 @@ ROWS_MAX = 2 << 20  # the rows of INBOX's 200 messages, and SQLite's own pages, 
 INDEX_FACTOR = 3    # the bodies' text index: at most about 3 times the bodies (imapcached.conf(5))
 # imapcached.conf(5): the WAL is cut back to 16 MB after a checkpoint, and
 # is larger only while a burst of bodies outruns the checkpoints, never
-# much past 56 MB (CACHE_CHECKPOINT_RESTART_PAGES at this budget; fills
-# pause there while the worker makes it start afresh). A bound
-# of 16 MB plus one read's 4 MB held at normal speed but not under
-# AddressSanitizer, where the worker's checkpoints lag (22.7 MB, once).
-WAL_MAX = (64 << 20) + (4 << 20)
+# much past 16 MB (CACHE_CHECKPOINT_RESTART_PAGES; fills pause there
+# while the worker makes it start afresh): what a session's batch and
+# one read hold besides, 12 MB at most.
+WAL_MAX = (16 << 20) + (12 << 20)
 SAMPLE_EVERY = 0.02  # seconds between the StoreSampler's samples
 
 
@@ -807,10 +806,10 @@ def test_budget():
 
 
 LARGE_MAILBOX = "WalFill"
-LARGE_COUNT, LARGE_SIZE = 80, 1 << 20  # 80 MB of bodies: past the WAL's restart mark at this budget
-WAL_FILL_BUDGET = "200M"  # a quarter is 50 MB: the mark stays at its least, 56 MB
-WAL_FILL_MAX = (64 << 20) + (4 << 20)
-WAL_FILL_MARK = 56 << 20  # CACHE_CHECKPOINT_RESTART_PAGES at this budget
+LARGE_COUNT, LARGE_SIZE = 80, 1 << 20  # 80 MB of bodies: five times past the WAL's restart mark
+WAL_FILL_BUDGET = "200M"  # more than the fill: nothing is evicted
+WAL_FILL_MAX = (16 << 20) + (12 << 20)
+WAL_FILL_MARK = 16 << 20  # CACHE_CHECKPOINT_RESTART_PAGES
 
 
 def large_message(n):

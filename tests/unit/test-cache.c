@@ -2430,7 +2430,7 @@ static void test_wal_restarts_in_a_fill(void)
 	int pauses;
 
 	setup();
-	s.body_budget = 200 << 20; /* a quarter of it is less than the smallest mark */
+	s.body_budget = 200 << 20; /* more than the fill: nothing is evicted */
 	cache = open_on_loop(&s, base, &path, &mailbox);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(cache->worker);
 	snprintf(wal, sizeof(wal), "%s-wal", path);
@@ -2450,7 +2450,9 @@ static void test_wal_restarts_in_a_fill(void)
 
 /* A reader that keeps an old snapshot makes the RESTART fail (it can't
    wait for it): it is not wanted again at every commit, which paused
-   the fill again and again, only once the WAL grew by another mark. */
+   the fill again and again, only once the WAL grew by another mark, and
+   by twice as much after each failure more (100 MB past a 16 MB mark:
+   three pauses, six without the doubling). */
 static void test_wal_restart_backs_off(void)
 {
 	struct event_base *base = event_base_new();
