@@ -392,6 +392,12 @@ static void session_upstream_untagged(struct imap_client *client, struct imap_cl
 	(void)client;
 	if (command != NULL && command == session->upstream_proof)
 		return; /* the last session's, or the proof's own */
+	if (strcmp(untagged->keyword, "FLAGS") == 0 && command != session->select_command && session->pool_key_valid)
+		/* the mailbox's keywords changed under a selected mailbox: one
+		   a SEARCH or a refused STORE named may live in this upstream
+		   process's memory alone, and the next session's SELECT would
+		   list it (a helper's sweep, session 29) */
+		session->pool_state_changed = true;
 	if (strcmp(untagged->keyword, "ENABLED") == 0)
 		session_note_enabled(session, untagged);
 	else if (command != NULL && command != session->select_command && !session_own_runs(session, command) &&

@@ -236,6 +236,11 @@ STATE_CHANGES = (
     # sent upstream before its line ended (a {N} literal): judged once it is complete
     ("EXAMINE INBOX", "UID SEARCH MODSEQ 1 TEXT {1}\r\nx"),
     ("LOGIN %s %s" % (quote(USER), quote(PASS)),),
+    # a keyword no message has: Dovecot adds it to the mailbox's FLAGS in
+    # this process's memory alone, and the next session's SELECT would
+    # list it (a refused STORE does the same)
+    ("EXAMINE INBOX", "SEARCH KEYWORD $PoolTestSearched"),
+    ("EXAMINE INBOX", "STORE 1 +FLAGS ($PoolTestRefused)"),
 )
 
 
