@@ -1255,6 +1255,40 @@ static bool session_line_lacks_tag(struct session *session, struct evbuffer *inp
 	return first != ' ' && !session_tag_char(first);
 }
 
+/* Whether the command whose {N} literal the client waits to send is one
+   imapcached refuses whatever its arguments (COMPRESS, NOTIFY): it must
+   not go upstream as an open command does. */
+static bool session_refuses_open(struct session *session)
+{
+	const struct imap_arg *args;
+	unsigned int count;
+	size_t tag_len = session_held_tag_length(session);
+
+	imap_parser_get_open_args(session->command_parser, 0, &args, &count);
+	session_verb_from_args(session, args, count);
+	return tag_len > 0 && tag_len <= SESSION_TAG_MAX &&
+	       session_find_route(session->command_verb)->local == session_answer_cannot;
+}
+
+/* Refuses it in the "+"'s stead, once the answers before it are out
+   (RFC 3501 7.5: the client then sends neither the literal nor the rest
+   of the line). */
+static bool session_refuse_literal(struct session *session)
+{
+	size_t tag_len = session_held_tag_length(session);
+	char tag[SESSION_TAG_MAX + 1];
+
+	if (session->forwarded_pending > 0)
+		return false;
+	evbuffer_remove(session->command_bytes, tag, tag_len);
+	tag[tag_len] = '\0';
+	session->refusing_literal = false;
+	imap_parser_reset(session->command_parser);
+	evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+	(void)session_answer_cannot(session, tag, NULL);
+	return true;
+}
+
 /* One step of reading the client's commands. Returns false when nothing
    more can be done now. */
 static bool session_forward_step(struct session *session, struct evbuffer *input)
@@ -1282,6 +1316,8 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 		session->command_ready = false;
 		return true;
 	}
+	if (session->refusing_literal)
+		return session_refuse_literal(session);
 	if (session->waiting_go_ahead)
 		return false; /* the upstream's "+" comes first */
 	if (session->idle_pause != SESSION_IDLE_RUNNING && session->idle_client_done)
@@ -1311,6 +1347,10 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 		}
 		return true;
 	case IMAP_PARSER_LITERAL_ANNOUNCED:
+		if (session->open_command == NULL && session_refuses_open(session)) {
+			session->refusing_literal = true;
+			return true;
+		}
 		if (session->open_command == NULL && session->upstream_unproven) {
 			session->open_waits_proof = true;
 			return false;

@@ -132,6 +132,7 @@ struct session {
 	   without a tag): its bytes up to the end are read into command_bytes
 	   first, and then it is answered as a whole line would be. */
 	bool refused_line;
+	bool refusing_literal;         /* a refused verb's {N} literal: NO [CANNOT] goes instead of "+" */
 	size_t refused_tag_len;        /* its tag's length in command_bytes; 0: none valid */
 	size_t refused_line_bytes;     /* read of it after the refusal (the parser held what came before to limits.line) */
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */

@@ -598,12 +598,20 @@ def test_refused_extensions(daemon):
     any command), get NO [CANNOT] from imapcached whatever their arguments.
     They once went upstream: the parser knows neither verb, and only a
     parsed command reached the refusal. Forwarded, COMPRESS DEFLATE to a
-    server that offers it cut the session."""
+    server that offers it cut the session. With a synchronizing literal
+    the refusal comes instead of the "+" (RFC 3501 7.5: the client sends
+    no more of the line): such a command went upstream before its line
+    ended, and Dovecot said "+ OK" to a NOTIFY."""
     c = logged_in(daemon.port)
     for tag, command, verb in (("c1", "COMPRESS DEFLATE", "COMPRESS"), ("n1", "NOTIFY NONE", "NOTIFY"),
                                ("n2", "NOTIFY SET (selected (MessageNew (UID) MessageExpunge))", "NOTIFY")):
         reply = c.reply(tag, command)
         check("%s: NO [CANNOT] from imapcached" % command,
+              reply == "%s NO [CANNOT] imapcached does not carry %s" % (tag, verb), reply)
+    for tag, start, verb in (("n3", "NOTIFY SET (mailboxes {5}", "NOTIFY"), ("c2", "COMPRESS {7}", "COMPRESS")):
+        c.send(("%s %s\r\n" % (tag, start)).encode())
+        reply = c.line()
+        check("%s: NO [CANNOT] instead of the literal's \"+\"" % start,
               reply == "%s NO [CANNOT] imapcached does not carry %s" % (tag, verb), reply)
     check("... and the session goes on", c.reply("o", "NOOP").startswith("o OK"))
     c.close()
