@@ -165,6 +165,10 @@ static void cache_worker_work(struct cache_worker *worker)
 		worker->counts.restarts += restart && result == SQLITE_OK;
 		if (restart && result != SQLITE_OK) /* a reader stayed, or the lock did */
 			cache_worker_back_off(worker, log_frames > worker->frames ? log_frames : worker->frames);
+		if (restart && result == SQLITE_OK) { /* the WAL starts afresh: the hook may not see it small */
+			worker->restart_floor = 0;
+			worker->restart_backoff = 0;
+		}
 		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
 			cache_worker_failed(worker, result, error_text);
 	} else {

@@ -744,20 +744,21 @@ static bool session_note_state_change(struct session *session, const struct imap
 	return tentative;
 }
 
-/* The same for a command sent upstream before its line ended, once its
-   line is complete. (One the upstream answered before that was refused:
-   it changed nothing.) */
-static void session_note_open_state_change(struct session *session)
+/* The same for upstream, a command sent upstream before its line ended,
+   once its line is complete, before it is ended (which frees one the
+   upstream answered already). One answered before its end was refused:
+   it changed nothing. */
+static void session_note_open_state_change(struct session *session, struct imap_client_command *upstream)
 {
 	const struct imap_arg *line = imap_parser_get_line(session->command_parser);
 	struct imap_command command;
 
-	if (line == NULL || line->list_count == 0)
+	if (line == NULL || line->list_count == 0 || imap_client_raw_command_is_answered(upstream))
 		return;
 	session_verb_from_args(session, line->list, line->list_count);
 	if (imap_command_parse(session->command_reader, line, &command, NULL) == IMAP_COMMAND_ERROR_NONE) {
 		if (session_note_state_change(session, &command, NULL, 0))
-			session->condstore_tentative = session->open_command;
+			session->condstore_tentative = upstream; /* it lives until its tagged reply */
 	} else {
 		(void)session_note_state_change(session, NULL, line->list + 1, line->list_count - 1);
 	}
@@ -1270,9 +1271,20 @@ static bool session_refuses_open(struct session *session)
 	       session_find_route(session->command_verb)->local == session_answer_cannot;
 }
 
+/* Of the held bytes of a line being dropped, keeps only its tag. */
+static void session_keep_tag_only(struct session *session)
+{
+	size_t tag_len = session_held_tag_length(session);
+	char tag[SESSION_TAG_MAX];
+
+	evbuffer_remove(session->command_bytes, tag, tag_len);
+	evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
+	evbuffer_add(session->command_bytes, tag, tag_len);
+}
+
 /* Refuses it in the "+"'s stead, once the answers before it are out
    (RFC 3501 7.5: the client then sends neither the literal nor the rest
-   of the line). */
+   of the line); or, for a line of {N+} literals, once all of it is in. */
 static bool session_refuse_literal(struct session *session)
 {
 	size_t tag_len = session_held_tag_length(session);
@@ -1338,6 +1350,14 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 	switch (result) {
 	case IMAP_PARSER_NEED_MORE:
 		if (session->open_command == NULL &&
+		    evbuffer_get_length(session->command_bytes) > SESSION_PENDING_MAX &&
+		    (session->dropping_refused || session_refuses_open(session))) {
+			/* {N+} literals past the hold: only its tag is kept */
+			session->dropping_refused = true;
+			session_keep_tag_only(session);
+			return true;
+		}
+		if (session->open_command == NULL &&
 		    evbuffer_get_length(session->command_bytes) > SESSION_PENDING_MAX) {
 			if (session->upstream_unproven) {
 				session->open_waits_proof = true; /* not sent before the proof: it can't be sent twice */
@@ -1347,7 +1367,8 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 		}
 		return true;
 	case IMAP_PARSER_LITERAL_ANNOUNCED:
-		if (session->open_command == NULL && session_refuses_open(session)) {
+		if (session->open_command == NULL && (session->dropping_refused || session_refuses_open(session))) {
+			session->dropping_refused = false;
 			session->refusing_literal = true;
 			return true;
 		}
@@ -1364,8 +1385,13 @@ static bool session_forward_step(struct session *session, struct evbuffer *input
 			struct imap_client_command *command = session->open_command;
 
 			session_forget_open_command(session);
+			session_note_open_state_change(session, command);
 			imap_client_raw_command_end(command);
-			session_note_open_state_change(session);
+			return true;
+		}
+		if (session->dropping_refused) { /* answered as one refused before its literal */
+			session->dropping_refused = false;
+			session->refusing_literal = true;
 			return true;
 		}
 		session->command_ready = true;
@@ -1409,8 +1435,8 @@ void session_forward_input(struct session *session)
 
 uint64_t session_forward_literal_due(const struct session *session)
 {
-	if (session->command_parser == NULL || session->waiting_go_ahead)
-		return 0;
+	if (session->command_parser == NULL || session->waiting_go_ahead || session->refusing_literal)
+		return 0; /* the client waits for our "+" (or the refusal in its stead) */
 	return imap_parser_get_literal_remaining(session->command_parser);
 }
 

@@ -594,8 +594,11 @@ void session_own_start_sync(struct session *session, const struct imap_command *
 
 	if (session->client_enabled_other)
 		return; /* forwarding only: no view, no sync */
-	if (options.condstore)
-		session->condstore_tentative = NULL; /* the sync's own MODSEQ command enables it */
+	if (options.condstore && session->condstore_tentative != upstream)
+		/* the sync's own MODSEQ commands enable it, unless they follow a
+		   SELECT that enabled it (a BAD SELECT leaves no mailbox selected,
+		   and they fail) */
+		session->condstore_tentative = NULL;
 	session->modseq_stepped = false; /* a new view: its MODSEQs may be stepped once */
 	sync_set_options(session->sync, &options);
 	line = sync_select_begin(session->sync, command->u.select.mailbox, command->u.select.mailbox_len,

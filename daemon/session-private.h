@@ -133,6 +133,7 @@ struct session {
 	   first, and then it is answered as a whole line would be. */
 	bool refused_line;
 	bool refusing_literal;         /* a refused verb's {N} literal: NO [CANNOT] goes instead of "+" */
+	bool dropping_refused;         /* a refused verb's line past SESSION_PENDING_MAX: read to its end, not held */
 	size_t refused_tag_len;        /* its tag's length in command_bytes; 0: none valid */
 	size_t refused_line_bytes;     /* read of it after the refusal (the parser held what came before to limits.line) */
 	struct imap_client_command *open_command; /* sent upstream while the client still sends it */

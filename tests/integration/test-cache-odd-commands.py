@@ -206,6 +206,15 @@ BAD_ENABLERS = [
     (b"SELECT INBOX", False),
     (b"STORE 4 -FLAGS (\\Draft)", False),
     (b"FETCH 1:4 (FLAGS)", True),
+    # the same through a literal: sent upstream as its line came
+    (b"FETCH 4294967295 (MODSEQ BODY.PEEK[HEADER.FIELDS ({7}\r\nSubject)])", False),
+    (b"SELECT INBOX", False),
+    (b"STORE 4 +FLAGS (\\Draft)", False),
+    # a SELECT that would enable it itself, refused: Dovecot leaves no
+    # mailbox selected, and the sync's MODSEQ commands behind it fail
+    (b"SELECT INBOX (CONDSTORE QRESYNC (1 1))", False),
+    (b"SELECT INBOX", False),
+    (b"STORE 4 -FLAGS (\\Draft)", False),
     (b"FETCH 1 (MODSEQ BOGUS)", False),
     (b"SELECT INBOX", False),
     (b"FETCH 1:4 (FLAGS MODSEQ)", True),

@@ -613,6 +613,15 @@ def test_refused_extensions(daemon):
         reply = c.line()
         check("%s: NO [CANNOT] instead of the literal's \"+\"" % start,
               reply == "%s NO [CANNOT] imapcached does not carry %s" % (tag, verb), reply)
+    # {N+} literals (each within limits.literal) past what a line may
+    # hold before it goes upstream (64 KB), a CRLF in each: read to the
+    # line's end and refused
+    name = b"x" * (LITERAL_LIMIT - 26) + b"\r\n"
+    c.send(b"n4 NOTIFY SET (mailboxes (" + b" ".join(literal(name, True) + name for _ in range(70)) +
+           b") (MessageNew))\r\n")
+    reply = c.line()
+    check("NOTIFY with 70 KB of LITERAL+ mailbox names: NO [CANNOT], not sent upstream",
+          reply == "n4 NO [CANNOT] imapcached does not carry NOTIFY", reply[:200])
     check("... and the session goes on", c.reply("o", "NOOP").startswith("o OK"))
     c.close()
 
