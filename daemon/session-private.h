@@ -510,6 +510,25 @@ bool session_news_blocks_local(struct session *session);
 /* The \Seen step set \Seen upstream: news for the other sessions. */
 void session_news_seen_set(struct session *session);
 
+/* ---- session-enabled.c ---- */
+
+/* Whether a parsed command leaves the upstream connection in a state that
+   UNSELECT can't undo, so that it must not serve another session: ENABLE,
+   a LOGIN or AUTHENTICATE after login, and RFC 7162's CONDSTORE-enabling
+   commands. */
+bool session_enabled_changes_state(const struct imap_command *command);
+/* The parsed command goes upstream: whether it made client_condstore
+   true, which its BAD is to take back (condstore_tentative). */
+bool session_enabled_sent(struct session *session, const struct imap_command *command);
+/* The tagged reply of a forwarded command. */
+void session_enabled_answered(struct session *session, struct imap_client_command *command,
+			      enum imap_client_status status);
+/* An untagged response from upstream during command (NULL: none):
+   ENABLED, a HIGHESTMODSEQ that says CONDSTORE was enabled, a FLAGS that
+   keeps the connection out of the pool. */
+void session_enabled_untagged(struct session *session, struct imap_client_command *command,
+			      const struct imap_client_untagged *untagged);
+
 /* ---- session-forward.c ---- */
 
 /* Whether the client is between commands with nothing pending: the proxy
