@@ -135,6 +135,14 @@ static void cache_worker_back_off(struct cache_worker *worker, int frames)
 	worker->restart_floor = frames <= INT32_MAX - step ? frames + step : INT32_MAX;
 }
 
+/* The WAL started afresh: a RESTART may be wanted at the next mark, with
+   no back-off left. Under the lock. */
+static void cache_worker_wal_fresh(struct cache_worker *worker)
+{
+	worker->restart_floor = 0;
+	worker->restart_backoff = 0;
+}
+
 /* Runs one piece of work chosen under the lock (held on entry and on
    return): a checkpoint first, then the index, then its merge. */
 static void cache_worker_work(struct cache_worker *worker)
@@ -165,10 +173,8 @@ static void cache_worker_work(struct cache_worker *worker)
 		worker->counts.restarts += restart && result == SQLITE_OK;
 		if (restart && result != SQLITE_OK) /* a reader stayed, or the lock did */
 			cache_worker_back_off(worker, log_frames > worker->frames ? log_frames : worker->frames);
-		if (restart && result == SQLITE_OK) { /* the WAL starts afresh: the hook may not see it small */
-			worker->restart_floor = 0;
-			worker->restart_backoff = 0;
-		}
+		if (restart && result == SQLITE_OK) /* the hook may not see the new WAL small */
+			cache_worker_wal_fresh(worker);
 		if (result != SQLITE_OK && (result & 0xff) != SQLITE_BUSY)
 			cache_worker_failed(worker, result, error_text);
 	} else {
@@ -234,10 +240,8 @@ static int cache_worker_wal_grew(void *context, sqlite3 *db, const char *name, i
 	pthread_mutex_lock(&worker->lock);
 	worker->checkpoint_due = true;
 	worker->frames = frames;
-	if (frames < worker->restart_pages) { /* the WAL started afresh */
-		worker->restart_floor = 0;
-		worker->restart_backoff = 0;
-	}
+	if (frames < worker->restart_pages)
+		cache_worker_wal_fresh(worker);
 	if (frames >= worker->restart_pages && frames >= worker->restart_floor && !worker->paused &&
 	    !worker->restart_due && !worker->restarting)
 		worker->restart_wanted = true;
