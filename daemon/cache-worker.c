@@ -4,6 +4,7 @@
 #include "cache-worker.h"
 
 #include "cache-fts.h"
+#include "cache-pages.h"
 #include "cache-private.h"
 #include "log.h"
 
@@ -37,6 +38,7 @@ struct cache_worker {
 	bool hold;                   /* cache_worker_hold's */
 	bool held;                   /* waiting for the loop between two bodies (hold) */
 	struct cache_worker_counts counts;
+	struct cache_pages *pages;   /* the thread's alone: what its checkpoints put in the file leaves the page cache */
 };
 
 static void cache_worker_sleep_ms(unsigned int ms)
@@ -162,6 +164,8 @@ static void cache_worker_work(struct cache_worker *worker)
 		result = sqlite3_wal_checkpoint_v2(worker->db, "main",
 						   restart ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, &log_frames, NULL);
 		snprintf(error_text, sizeof(error_text), "%s", sqlite3_errmsg(worker->db));
+		if (result == SQLITE_OK && worker->pages != NULL)
+			cache_pages_checkpointed(worker->pages);
 	} else {
 		result = cache_worker_turn(worker, job, &bodies, &bytes, error_text);
 	}
@@ -329,6 +333,7 @@ static void cache_worker_free(struct cache_worker *worker)
 	sqlite3_finalize(worker->commit);
 	sqlite3_finalize(worker->rollback);
 	sqlite3_close_v2(worker->db);
+	cache_pages_close(&worker->pages);
 	free(worker);
 }
 
@@ -345,6 +350,7 @@ struct cache_worker *cache_worker_start(sqlite3 *db, const char *path, const cha
 		return NULL;
 	}
 	worker->restart_pages = CACHE_CHECKPOINT_RESTART_PAGES;
+	worker->pages = cache_pages_open(path);
 	pthread_mutex_init(&worker->lock, NULL);
 	pthread_cond_init(&worker->wake, NULL);
 	pthread_cond_init(&worker->idle, NULL);

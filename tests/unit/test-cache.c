@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -2311,6 +2313,70 @@ static off_t file_size(const char *path)
 	return lstat(path, &st) == 0 ? st.st_size : -1;
 }
 
+/* The store file's pages at path in the page cache now, read with
+   mincore before any is read: bulk (rowid table leaves and overflow
+   pages, where body_chunks' rows are) and the rest (interior pages and
+   index leaves, which lookups walk). Their types are read after. */
+struct cached_pages {
+	size_t bulk, bulk_cached, walked, walked_cached;
+};
+
+static struct cached_pages cached_pages(const char *path)
+{
+	struct cached_pages counts = { 0, 0, 0, 0 };
+	long small = sysconf(_SC_PAGESIZE);
+	int fd = open(path, O_RDONLY);
+	unsigned char *resident = NULL;
+	struct stat st;
+	void *map;
+
+	CU_ASSERT_FATAL(fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0);
+	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	CU_ASSERT_FATAL(map != MAP_FAILED);
+	resident = malloc((size_t)(st.st_size / small) + 1);
+	CU_ASSERT_FATAL(resident != NULL && mincore(map, (size_t)st.st_size, resident) == 0);
+	for (off_t offset = CACHE_PAGE_SIZE; offset + CACHE_PAGE_SIZE <= st.st_size; offset += CACHE_PAGE_SIZE) {
+		unsigned char type = 0;
+		bool cached = resident[offset / small] & 1;
+
+		CU_ASSERT_EQUAL(pread(fd, &type, 1, offset), 1);
+		if (type == 2 || type == 5 || type == 10) {
+			counts.walked++;
+			counts.walked_cached += cached;
+		} else {
+			counts.bulk++;
+			counts.bulk_cached += cached;
+		}
+	}
+	munmap(map, (size_t)st.st_size);
+	free(resident);
+	close(fd);
+	return counts;
+}
+
+/* After a fill of bodies: at most a quarter of the pages its bodies went
+   to are still in the page cache (a checkpoint's last pages may be
+   waiting for their writeback), and the pages lookups walk all are. A
+   tmpfs can't drop what it holds: nothing to check there. */
+static void check_bodies_left_page_cache(const char *path)
+{
+	struct cached_pages counts;
+	struct statfs fs;
+
+	if (statfs(path, &fs) == 0 && fs.f_type == 0x01021994) { /* TMPFS_MAGIC */
+		printf("(%s is on a tmpfs: the page cache is not checked) ", path);
+		return;
+	}
+	counts = cached_pages(path);
+	CU_ASSERT_TRUE(counts.bulk > 1000); /* 16 MiB at least */
+	CU_ASSERT_TRUE(counts.bulk_cached * 4 <= counts.bulk);
+	CU_ASSERT_TRUE(counts.walked > 0);
+	CU_ASSERT_EQUAL(counts.walked_cached, counts.walked);
+	if (counts.bulk_cached * 4 > counts.bulk || counts.walked_cached != counts.walked)
+		printf("(bulk pages cached: %zu of %zu; walked pages cached: %zu of %zu) ", counts.bulk_cached,
+		       counts.bulk, counts.walked_cached, counts.walked);
+}
+
 /* Stores count bodies of 1 MiB, UIDs from first on, each in its own
    transaction, letting the checkpoint thread finish after each. */
 static void store_mebibytes(struct cache *cache, int64_t mailbox_id, uint32_t first, uint32_t count)
@@ -2439,6 +2505,7 @@ static void test_wal_restarts_in_a_fill(void)
 	CU_ASSERT_TRUE(cache_worker_counts(cache->worker).restarts >= 2);
 	CU_ASSERT_TRUE(largest > 0 && largest <= (CACHE_CHECKPOINT_RESTART_PAGES / 64 + 8) * mib);
 	cache_worker_settle(cache->worker);
+	check_bodies_left_page_cache(path);
 	check_read(cache, mailbox.id, 1, 1 << 20, 0, 1 << 20);
 	check_read(cache, mailbox.id, 160, 1 << 20, 0, 1 << 20);
 	CU_ASSERT_EQUAL(query(cache, "SELECT count(*) FROM bodies WHERE complete"), 160);
@@ -2508,6 +2575,7 @@ static void test_checkpoints_off_the_loop(void)
 	CU_ASSERT_EQUAL(counts.loop_checkpoints, 0);
 	CU_ASSERT_EQUAL(counts.last_error, SQLITE_OK);
 	CU_ASSERT_TRUE(file_size(wal) > 0 && file_size(wal) <= 8 * mib);
+	check_bodies_left_page_cache(path);
 	/* The thread behind: the loop checkpoints once the WAL holds
 	   CACHE_CHECKPOINT_LOOP_PAGES (64 MiB), not later. */
 	cache_worker_pause(cache->worker, true);
