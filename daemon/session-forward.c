@@ -50,6 +50,13 @@ struct session_forward {
 	struct session *session;
 	bool logout;
 	struct session_news news;    /* what it tells of mailbox changes, at its OK */
+	/* A UID COPY or UID MOVE sent while the upstream was behind: its line
+	   after the tag (CRLF included) and verb, to send once more should it
+	   be refused for an expunge the upstream had not reported. */
+	char *resend;
+	size_t resend_len;
+	char verb[SESSION_VERB_MAX];
+	bool resending;              /* refused so: sent again at its reply */
 	char tag[];
 };
 
@@ -108,11 +115,15 @@ static const struct session_route session_routes[] = {
 
 static const struct session_route session_route_upstream = { "", NULL, false, NULL, false, false };
 
+static void session_forward_done(struct imap_client *client, struct imap_client_command *command,
+				 const struct imap_client_result *result, void *context);
+
 static void session_forward_context_free(void *context)
 {
 	struct session_forward *forward = context;
 
 	session_news_clear(&forward->news);
+	free(forward->resend);
 	free(forward);
 }
 
@@ -207,6 +218,62 @@ static bool session_fetch_line_told(struct session *session, const struct imap_c
 	       fetch_fill_last_line(session->fill, &line) && sync_update_fetch_line(session->sync, &line);
 }
 
+/*
+ * Dovecot reports another client's EXPUNGE at the end of a command, and a
+ * UID COPY or UID MOVE whose set names a message expunged but not yet
+ * reported is refused whole, NO [EXPUNGEISSUED], after reporting it. A
+ * client straight to Dovecot gets that when the expunge came just before
+ * its command; through the proxy the commands it answers itself don't
+ * reach the upstream, which then reports nothing for as long as they go
+ * on, and a user's move of messages was refused for an expunge the
+ * client's own UID FETCH would have caught up with. So such a command,
+ * sent while commands were answered here since the upstream's last
+ * tagged reply, is sent once more when refused so: the upstream has
+ * synced by then, and the UIDs expunged are ignored as in any UID
+ * command. The refusal's untagged EXPUNGE goes to the client as it came
+ * (RFC 3501 7.4.1 allows it during COPY and MOVE); its tagged NO does
+ * not. Only when nothing else is pending behind it: the client's later
+ * commands must not see the copy made after them.
+ */
+static bool session_forward_refused_for_expunge(struct session *session, struct session_forward *forward,
+						const unsigned char *data, size_t len)
+{
+	static const char refusal[] = " NO [EXPUNGEISSUED]";
+
+	if (forward->resend == NULL || session->forwarded_pending != 1 || len < sizeof(refusal) - 1 ||
+	    strncasecmp((const char *)data, refusal, sizeof(refusal) - 1) != 0)
+		return false;
+	forward->resending = true;
+	return true;
+}
+
+/* Sends forward's command again as a new one under the same tag, which
+   takes over its news. Returns false when out of memory (the refusal
+   then stands, its tagged line gone: the session is closed). */
+static bool session_forward_send_again(struct session *session, struct session_forward *forward)
+{
+	size_t tag_len = strlen(forward->tag);
+	struct session_forward *again = calloc(1, sizeof(*again) + tag_len + 1);
+	struct imap_client_command *command;
+
+	if (again == NULL) {
+		session_close(session, "out of memory", "Server out of memory");
+		return false;
+	}
+	again->session = session;
+	again->news = forward->news;
+	memset(&forward->news, 0, sizeof(forward->news));
+	memcpy(again->tag, forward->tag, tag_len + 1);
+	log_debug("session %lu: %s refused for an expunge the upstream had not reported: sent again", session->id,
+		  forward->verb);
+	command = imap_client_raw_command_new(session->upstream, again->tag, forward->verb, session_forward_done, again);
+	imap_client_command_set_destroy(command, session_forward_context_free, again);
+	session->forwarded_pending++;
+	imap_client_raw_command_write(command, forward->resend, forward->resend_len);
+	imap_client_raw_command_end(command);
+	return true;
+}
+
 /* Upstream bytes for the client: the exact bytes, with the client's tag. */
 int session_upstream_raw(struct imap_client *client, struct imap_client_command *command,
 			 enum imap_client_raw_kind kind, const unsigned char *data, size_t len, bool line_end,
@@ -228,6 +295,7 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		session_open_batch(session); /* a command (the client's or our own) ended: what it brought commits */
 		session->batch_commit = true;
+		session->upstream_behind = false; /* the upstream synced at its end */
 	}
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
@@ -272,6 +340,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
 
+		if (session_forward_refused_for_expunge(session, forward, data, len))
+			return 0; /* sent again at its reply (session_forward_done) */
 		session_own_release_held(session, output);
 
 		evbuffer_add(output, forward->tag, strlen(forward->tag));
@@ -360,6 +430,11 @@ static void session_forward_done(struct imap_client *client, struct imap_client_
 	(void)client;
 	session->forwarded_pending--;
 	session_enabled_answered(session, command, status);
+	if (forward->resending) {
+		if (status == IMAP_CLIENT_STATUS_NO)
+			(void)session_forward_send_again(session, forward);
+		return; /* or lost: session_upstream_closed ends the session */
+	}
 	if (command == session->idle_plus_pending)
 		session->idle_plus_pending = NULL; /* refused, or lost: no "+" comes (the tagged reply released them) */
 	if (status != IMAP_CLIENT_STATUS_ABORT && session_own_idle_ended(session, command))
@@ -773,6 +848,26 @@ static bool session_line_starts_plainly(const char *text, size_t len, size_t tag
 	return true;
 }
 
+/* For a UID COPY or UID MOVE sent whole while the upstream is behind
+   (session_forward_refused_for_expunge): a copy of its line after the
+   tag (text, tag_len bytes of tag), else NULL. */
+static char *session_resend_copy(struct session *session, const struct imap_command *command, const char *text,
+				 size_t tag_len, bool open, size_t *len_r)
+{
+	size_t len = evbuffer_get_length(session->command_bytes);
+	char *copy;
+
+	if (command == NULL || open || !session->upstream_behind || !command->uid ||
+	    (command->name != IMAP_COMMAND_COPY && command->name != IMAP_COMMAND_MOVE) || len <= tag_len)
+		return NULL;
+	copy = malloc(len - tag_len);
+	if (copy == NULL)
+		return NULL; /* a refusal then stands */
+	memcpy(copy, text + tag_len, len - tag_len);
+	*len_r = len - tag_len;
+	return copy;
+}
+
 /* Routes the complete command in the parser. Returns false when it must
    wait (a local answer while forwarded ones are still pending). */
 static bool session_route_command(struct session *session)
@@ -785,6 +880,8 @@ static bool session_route_command(struct session *session)
 	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	size_t tag_len = session_held_tag_length(session);
 	char tag_copy[SESSION_TAG_MAX + 1];
+	char *resend;
+	size_t resend_len = 0;
 	bool tentative;
 
 	session->last_activity_usec = session_now_usec();
@@ -833,6 +930,7 @@ static bool session_route_command(struct session *session)
 		switch (route->local(session, tag_copy, &command)) {
 		case SESSION_LOCAL_ANSWERED:
 			session->command_replanned = false;
+			session->upstream_behind = true;
 			evbuffer_drain(session->command_bytes, evbuffer_get_length(session->command_bytes));
 			return true;
 		case SESSION_LOCAL_WAIT:
@@ -851,9 +949,20 @@ static bool session_route_command(struct session *session)
 		session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
 	tentative = session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL,
 					      line->list + 1, line->list_count - 1);
+	resend = session_resend_copy(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL, text, tag_len,
+				     route->open, &resend_len);
 	upstream = session_send_upstream(session, tag_len, route->open);
-	if (upstream == NULL)
+	if (upstream == NULL) {
+		free(resend);
 		return true;
+	}
+	if (resend != NULL) {
+		struct session_forward *forward = imap_client_command_get_context(upstream);
+
+		forward->resend = resend;
+		forward->resend_len = resend_len;
+		snprintf(forward->verb, sizeof(forward->verb), "%s", session->command_verb);
+	}
 	if (tentative)
 		session->condstore_tentative = upstream;
 	if (route->open) {

@@ -29,6 +29,7 @@
 #define SESSION_HELD_PREFETCH_MAX (256 * 1024) /* held updates past this many bytes: no more prefetch batches until the client takes them */
 #define SESSION_PREFETCH_QUIET_MS 250 /* a client sends its next command within a round trip of an answer: this much quiet is an idle client */
 
+
 /* The proxy's own command on the client's connection (session-own.c). */
 enum session_own_kind {
 	SESSION_OWN_SYNC,        /* right behind a SELECT/EXAMINE */
@@ -150,6 +151,11 @@ struct session {
 	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
 	bool open_waits_proof;         /* it must go up as it comes, once the connection is proven */
 	unsigned int forwarded_pending; /* forwarded commands not yet answered (the sync's too) */
+	/* A command was answered here since the upstream's last tagged reply:
+	   the upstream session has not synced since, as it does at the end of
+	   every command, so an EXPUNGE another client made is not reported to
+	   it yet (session_forward_retry). */
+	bool upstream_behind;
 
 	/* The cache (doc/cache.md). */
 	struct cache *cache;           /* the account's store, or NULL: proxy only */

@@ -347,6 +347,55 @@ def outside_expunge(daemon):
           (after, sides["direct"][2:]))
 
 
+OTHER = "sessions-other"
+
+
+def outside_expunge_move(daemon, answered_here):
+    """A client that bypasses the proxy expunges UID 3; then UID MOVE 1:3.
+    Straight to Dovecot the session's UID FETCH in between (answered_here)
+    reports the expunge, and the move goes through; through the proxy that
+    FETCH is answered from the cache, the upstream session had reported
+    nothing, and Dovecot refused the move whole, NO [EXPUNGEISSUED]: the
+    proxy now sends it again, and the messages move as they do direct.
+    Without a command in between, Dovecot refuses the move to a direct
+    client too, and so does the proxy."""
+    label = "outside expunge, UID MOVE%s" % (" after a local answer" if answered_here else " at once")
+    sides = {}
+    for side, port, user, password in (("direct", PORT, USER, PASS), ("proxied", daemon.port, USER3, PASS3)):
+        fresh_mailbox(user, password)
+        session = Session(port, user, password)
+        session.exchange("DELETE %s" % OTHER)
+        session.exchange("CREATE %s" % OTHER)
+        session.exchange("SELECT %s" % MAILBOX)
+        session.exchange(WARM)
+        outsider = Session(PORT, user, password)
+        outsider.exchange("SELECT %s" % MAILBOX)
+        outsider.exchange("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        outsider.exchange("EXPUNGE")
+        outsider.close(logout=True)
+        commands = (["UID FETCH 2 (ENVELOPE)"] if answered_here else []) + [
+            "UID MOVE 1:3 %s" % OTHER, "NOOP", "UID FETCH 1:* (FLAGS)", "STATUS %s (MESSAGES)" % OTHER]
+        answers = [normalised(session.exchange(command)) for command in commands]
+        session.close(logout=True)
+        sides[side] = dict(zip(commands, answers))
+    move = "UID MOVE 1:3 %s" % OTHER
+    direct, proxied = sides["direct"][move], sides["proxied"][move]
+    if answered_here:
+        # what Dovecot told the direct session at its UID FETCH (the
+        # EXPUNGE, RECENT) comes to the proxied one first in the move
+        news = [line for line in sides["direct"]["UID FETCH 2 (ENVELOPE)"]
+                if not line.startswith((b"* 2 FETCH", b"T "))]
+        check("%s: moved as straight to Dovecot (the expunge told during the move)" % label,
+              direct[-1] == b"T OK Move completed.\r\n" and b"* 3 EXPUNGE\r\n" in news and
+              proxied == news + direct, (news, direct, proxied))
+    else:
+        check("%s: refused as straight to Dovecot" % label,
+              direct == proxied and b"NO [EXPUNGEISSUED]" in direct[-1], (direct, proxied))
+    for command in ("UID FETCH 1:* (FLAGS)", "STATUS %s (MESSAGES)" % OTHER):
+        check("%s: %s as straight to Dovecot" % (label, command),
+              sides["direct"][command] == sides["proxied"][command], (sides["direct"][command], sides["proxied"][command]))
+
+
 STREAMED = "streamed"
 STREAMED_COUNT = 24
 STREAMED_LINE = b"%06d the quick brown fox jumps over the lazy dog, message %02d\r\n"
@@ -457,6 +506,8 @@ def main():
             for warm in (False, True):
                 compare(name, warm, daemon)
         outside_expunge(daemon)
+        outside_expunge_move(daemon, answered_here=True)
+        outside_expunge_move(daemon, answered_here=False)
         change_during_answer(daemon, cache_dir, "expunge", expunge_last, STREAMED_COUNT - 1)
         change_during_answer(daemon, cache_dir, "purge", purge, 0)
         check("some answers came from the cache (the scenarios reach it)",
