@@ -314,6 +314,22 @@ def compare(name, warm, daemon):
           "".join("\n  %s\n    direct:  %r\n    proxied: %r" % d for d in differ[:3]))
 
 
+def selected_after_outside_expunge(port, user, password, message):
+    """A session on port with MAILBOX made anew, selected and fetched
+    whole (WARM), after which a client straight to Dovecot expunged
+    message: the session has been told nothing of it."""
+    fresh_mailbox(user, password)
+    session = Session(port, user, password)
+    session.exchange("SELECT %s" % MAILBOX)
+    session.exchange(WARM)
+    outsider = Session(PORT, user, password)
+    outsider.exchange("SELECT %s" % MAILBOX)
+    outsider.exchange("STORE %d +FLAGS.SILENT (\\Deleted)" % message)
+    outsider.exchange("EXPUNGE")
+    outsider.close(logout=True)
+    return session
+
+
 def outside_expunge(daemon):
     """A client that bypasses the proxy expunges message 2 while a proxied
     session has the mailbox selected (doc/cache.md, "Where a local answer
@@ -323,15 +339,7 @@ def outside_expunge(daemon):
     every answer is Dovecot's again."""
     sides = {}
     for label, port, user, password in (("direct", PORT, USER, PASS), ("proxied", daemon.port, USER3, PASS3)):
-        fresh_mailbox(user, password)
-        session = Session(port, user, password)
-        session.exchange("SELECT %s" % MAILBOX)
-        session.exchange(WARM)
-        outsider = Session(PORT, user, password)
-        outsider.exchange("SELECT %s" % MAILBOX)
-        outsider.exchange("STORE 2 +FLAGS.SILENT (\\Deleted)")
-        outsider.exchange("EXPUNGE")
-        outsider.close(logout=True)
+        session = selected_after_outside_expunge(port, user, password, 2)
         sides[label] = [normalised(session.exchange(command)) for command in
                         ("FETCH 2 (BODY.PEEK[TEXT])", "NOOP", "FETCH 1:* (UID FLAGS)", "SEARCH ALL",
                          "FETCH 2 (BODY.PEEK[TEXT])")]
@@ -362,17 +370,11 @@ def outside_expunge_move(daemon, answered_here):
     label = "outside expunge, UID MOVE%s" % (" after a local answer" if answered_here else " at once")
     sides = {}
     for side, port, user, password in (("direct", PORT, USER, PASS), ("proxied", daemon.port, USER3, PASS3)):
-        fresh_mailbox(user, password)
-        session = Session(port, user, password)
-        session.exchange("DELETE %s" % OTHER)
-        session.exchange("CREATE %s" % OTHER)
-        session.exchange("SELECT %s" % MAILBOX)
-        session.exchange(WARM)
-        outsider = Session(PORT, user, password)
-        outsider.exchange("SELECT %s" % MAILBOX)
-        outsider.exchange("STORE 3 +FLAGS.SILENT (\\Deleted)")
-        outsider.exchange("EXPUNGE")
-        outsider.close(logout=True)
+        maker = Session(PORT, user, password)
+        maker.exchange("DELETE %s" % OTHER)
+        maker.exchange("CREATE %s" % OTHER)
+        maker.close(logout=True)
+        session = selected_after_outside_expunge(port, user, password, 3)
         commands = (["UID FETCH 2 (ENVELOPE)"] if answered_here else []) + [
             "UID MOVE 1:3 %s" % OTHER, "NOOP", "UID FETCH 1:* (FLAGS)", "STATUS %s (MESSAGES)" % OTHER]
         answers = [normalised(session.exchange(command)) for command in commands]
