@@ -50,13 +50,9 @@ struct session_forward {
 	struct session *session;
 	bool logout;
 	struct session_news news;    /* what it tells of mailbox changes, at its OK */
-	/* A UID COPY or UID MOVE sent while the upstream was behind: its line
-	   after the tag (CRLF included) and verb, to send once more should it
-	   be refused for an expunge the upstream had not reported. */
-	char *resend;
-	size_t resend_len;
-	char verb[SESSION_VERB_MAX];
-	bool resending;              /* refused so: sent again at its reply */
+	bool reports_expunges;       /* Dovecot reports expunges at its end (session_verb_reports_expunges) */
+	struct session_resend *resend; /* a COPY or MOVE sent while the upstream was behind */
+	bool resending;              /* refused for an expunge the upstream had not reported: sent again at its reply */
 	char tag[];
 };
 
@@ -123,7 +119,7 @@ static void session_forward_context_free(void *context)
 	struct session_forward *forward = context;
 
 	session_news_clear(&forward->news);
-	free(forward->resend);
+	session_resend_free(&forward->resend);
 	free(forward);
 }
 
@@ -218,33 +214,30 @@ static bool session_fetch_line_told(struct session *session, const struct imap_c
 	       fetch_fill_last_line(session->fill, &line) && sync_update_fetch_line(session->sync, &line);
 }
 
-/*
- * Dovecot reports another client's EXPUNGE at the end of a command, and a
- * UID COPY or UID MOVE whose set names a message expunged but not yet
- * reported is refused whole, NO [EXPUNGEISSUED], after reporting it. A
- * client straight to Dovecot gets that when the expunge came just before
- * its command; through the proxy the commands it answers itself don't
- * reach the upstream, which then reports nothing for as long as they go
- * on, and a user's move of messages was refused for an expunge the
- * client's own UID FETCH would have caught up with. So such a command,
- * sent while commands were answered here since the upstream's last
- * tagged reply, is sent once more when refused so: the upstream has
- * synced by then, and the UIDs expunged are ignored as in any UID
- * command. The refusal's untagged EXPUNGE goes to the client as it came
- * (RFC 3501 7.4.1 allows it during COPY and MOVE); its tagged NO does
- * not. Only when nothing else is pending behind it: the client's later
- * commands must not see the copy made after them.
- */
-static bool session_forward_refused_for_expunge(struct session *session, struct session_forward *forward,
-						const unsigned char *data, size_t len)
+/* The tagged reply of a COPY or MOVE refused for an expunge the upstream
+   had not reported (session-resend.c), with nothing pending behind it:
+   kept from the client, and the command sent again at its reply. The
+   refusal's untagged EXPUNGE went to the client as it came (RFC 3501
+   7.4.1 allows it during COPY and MOVE). With another command pending the
+   refusal stands: that command must not see the copy made after it. */
+static bool session_forward_resend_due(const struct session *session, const struct session_forward *forward,
+				       const unsigned char *data, size_t len)
 {
-	static const char refusal[] = " NO [EXPUNGEISSUED]";
+	return session->forwarded_pending == 1 && session_resend_refused(forward->resend, data, len);
+}
 
-	if (forward->resend == NULL || session->forwarded_pending != 1 || len < sizeof(refusal) - 1 ||
-	    strncasecmp((const char *)data, refusal, sizeof(refusal) - 1) != 0)
+/* Whether the command whose tagged reply came made Dovecot report
+   expunges: the upstream is no longer behind. */
+static bool session_reply_reports_expunges(struct session *session, struct imap_client_command *command)
+{
+	const struct session_forward *forward;
+
+	if (command == NULL || command == session->upstream_proof)
 		return false;
-	forward->resending = true;
-	return true;
+	if (session_own_runs(session, command)) /* the sync's UID commands; the rest are by number */
+		return session->own_kind == SESSION_OWN_SYNC || session->own_kind == SESSION_OWN_VANISHED;
+	forward = imap_client_command_get_context(command);
+	return forward->reports_expunges;
 }
 
 /* Sends forward's command again as a new one under the same tag, which
@@ -255,6 +248,8 @@ static bool session_forward_send_again(struct session *session, struct session_f
 	size_t tag_len = strlen(forward->tag);
 	struct session_forward *again = calloc(1, sizeof(*again) + tag_len + 1);
 	struct imap_client_command *command;
+	const char *line;
+	size_t len;
 
 	if (again == NULL) {
 		session_close(session, "out of memory", "Server out of memory");
@@ -264,12 +259,14 @@ static bool session_forward_send_again(struct session *session, struct session_f
 	again->news = forward->news;
 	memset(&forward->news, 0, sizeof(forward->news));
 	memcpy(again->tag, forward->tag, tag_len + 1);
-	log_debug("session %lu: %s refused for an expunge the upstream had not reported: sent again", session->id,
-		  forward->verb);
-	command = imap_client_raw_command_new(session->upstream, again->tag, forward->verb, session_forward_done, again);
+	line = session_resend_line(forward->resend, &len);
+	log_debug("session %lu: a COPY or MOVE refused for an expunge the upstream had not reported: sent again as %s",
+		  session->id, session_resend_verb(forward->resend));
+	command = imap_client_raw_command_new(session->upstream, again->tag, session_resend_verb(forward->resend),
+					      session_forward_done, again);
 	imap_client_command_set_destroy(command, session_forward_context_free, again);
 	session->forwarded_pending++;
-	imap_client_raw_command_write(command, forward->resend, forward->resend_len);
+	imap_client_raw_command_write(command, line, len);
 	imap_client_raw_command_end(command);
 	return true;
 }
@@ -295,7 +292,8 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		session_open_batch(session); /* a command (the client's or our own) ended: what it brought commits */
 		session->batch_commit = true;
-		session->upstream_behind = false; /* the upstream synced at its end */
+		if (session_reply_reports_expunges(session, command))
+			session->upstream_behind = false;
 	}
 	if (session_own_idle_swallows(session, command, kind, data, len))
 		return 0;
@@ -340,8 +338,10 @@ int session_upstream_raw(struct imap_client *client, struct imap_client_command 
 	if (kind == IMAP_CLIENT_RAW_TAGGED) {
 		struct session_forward *forward = imap_client_command_get_context(command);
 
-		if (session_forward_refused_for_expunge(session, forward, data, len))
-			return 0; /* sent again at its reply (session_forward_done) */
+		if (session_forward_resend_due(session, forward, data, len)) {
+			forward->resending = true; /* sent again at its reply (session_forward_done) */
+			return 0;
+		}
 		session_own_release_held(session, output);
 
 		evbuffer_add(output, forward->tag, strlen(forward->tag));
@@ -755,16 +755,21 @@ static void session_keep_for_replay(struct session *session, bool open)
 
 /* Sends the command read so far upstream under the client's tag (the
    first tag_len bytes of command_bytes), its verb for the core's state.
-   With open, it stays open for the rest of its bytes. */
-static struct imap_client_command *session_send_upstream(struct session *session, size_t tag_len, bool open)
+   With open, it stays open for the rest of its bytes. It takes resend
+   (session_resend_keep's, or NULL). */
+static struct imap_client_command *session_send_upstream(struct session *session, size_t tag_len, bool open,
+							 struct session_resend *resend)
 {
 	struct session_forward *forward = calloc(1, sizeof(*forward) + tag_len + 1);
 	struct imap_client_command *command;
 
 	if (forward == NULL) {
+		session_resend_free(&resend);
 		session_close(session, "out of memory", "Server out of memory");
 		return NULL;
 	}
+	forward->resend = resend;
+	forward->reports_expunges = session_verb_reports_expunges(session->command_verb);
 	session_news_sending(session, &forward->news); /* before a CLOSE leaves the mailbox */
 	if (session_find_route(session->command_verb)->leaves_mailbox) {
 		/* nothing is answered here, nor stored, until a new sync */
@@ -813,7 +818,7 @@ static void session_open_upstream(struct session *session)
 	   counts precede what this command makes of them) */
 	if (session->idle_plus_pending == NULL)
 		session_own_release_held(session, bufferevent_get_output(session->bev));
-	session_send_upstream(session, tag_len, true); /* its state is judged once its line is complete */
+	session_send_upstream(session, tag_len, true, NULL); /* its state is judged once its line is complete */
 }
 
 /* Whether a command may go upstream on a connection not yet proven:
@@ -848,26 +853,6 @@ static bool session_line_starts_plainly(const char *text, size_t len, size_t tag
 	return true;
 }
 
-/* For a UID COPY or UID MOVE sent whole while the upstream is behind
-   (session_forward_refused_for_expunge): a copy of its line after the
-   tag (text, tag_len bytes of tag), else NULL. */
-static char *session_resend_copy(struct session *session, const struct imap_command *command, const char *text,
-				 size_t tag_len, bool open, size_t *len_r)
-{
-	size_t len = evbuffer_get_length(session->command_bytes);
-	char *copy;
-
-	if (command == NULL || open || !session->upstream_behind || !command->uid ||
-	    (command->name != IMAP_COMMAND_COPY && command->name != IMAP_COMMAND_MOVE) || len <= tag_len)
-		return NULL;
-	copy = malloc(len - tag_len);
-	if (copy == NULL)
-		return NULL; /* a refusal then stands */
-	memcpy(copy, text + tag_len, len - tag_len);
-	*len_r = len - tag_len;
-	return copy;
-}
-
 /* Routes the complete command in the parser. Returns false when it must
    wait (a local answer while forwarded ones are still pending). */
 static bool session_route_command(struct session *session)
@@ -880,8 +865,7 @@ static bool session_route_command(struct session *session)
 	const char *text = (const char *)evbuffer_pullup(session->command_bytes, -1);
 	size_t tag_len = session_held_tag_length(session);
 	char tag_copy[SESSION_TAG_MAX + 1];
-	char *resend;
-	size_t resend_len = 0;
+	struct session_resend *resend;
 	bool tentative;
 
 	session->last_activity_usec = session_now_usec();
@@ -949,20 +933,12 @@ static bool session_route_command(struct session *session)
 		session_own_release_held(session, bufferevent_get_output(session->bev)); /* before its answer */
 	tentative = session_note_state_change(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL,
 					      line->list + 1, line->list_count - 1);
-	resend = session_resend_copy(session, error == IMAP_COMMAND_ERROR_NONE ? &command : NULL, text, tag_len,
-				     route->open, &resend_len);
-	upstream = session_send_upstream(session, tag_len, route->open);
-	if (upstream == NULL) {
-		free(resend);
+	resend = route->open || error != IMAP_COMMAND_ERROR_NONE ? NULL :
+		 session_resend_keep(session, &command, text + tag_len,
+				     evbuffer_get_length(session->command_bytes) - tag_len);
+	upstream = session_send_upstream(session, tag_len, route->open, resend);
+	if (upstream == NULL)
 		return true;
-	}
-	if (resend != NULL) {
-		struct session_forward *forward = imap_client_command_get_context(upstream);
-
-		forward->resend = resend;
-		forward->resend_len = resend_len;
-		snprintf(forward->verb, sizeof(forward->verb), "%s", session->command_verb);
-	}
 	if (tentative)
 		session->condstore_tentative = upstream;
 	if (route->open) {
@@ -1057,7 +1033,7 @@ static void session_refused_line_done(struct session *session, size_t tag_len)
 	session->bad_commands = 0;
 	session->command_verb[0] = '\0';
 	session->pool_state_changed = true; /* nothing is known of it */
-	session_send_upstream(session, tag_len, false);
+	session_send_upstream(session, tag_len, false, NULL);
 }
 
 /* A line over limits.line whose start is in command_bytes (tag_len its

@@ -28,7 +28,7 @@
 #define SESSION_ID_LITERALS_MAX (2 * SESSION_ID_PAIRS_MAX) /* each field and value may be one */
 #define SESSION_HELD_PREFETCH_MAX (256 * 1024) /* held updates past this many bytes: no more prefetch batches until the client takes them */
 #define SESSION_PREFETCH_QUIET_MS 250 /* a client sends its next command within a round trip of an answer: this much quiet is an idle client */
-
+#define SESSION_RESEND_MAX (64 * 1024) /* a COPY or MOVE in UID form longer than this is not kept (Dovecot's limit) */
 
 /* The proxy's own command on the client's connection (session-own.c). */
 enum session_own_kind {
@@ -151,10 +151,10 @@ struct session {
 	bool waiting_go_ahead;         /* it announced a {N}: the client waits for the upstream's "+" */
 	bool open_waits_proof;         /* it must go up as it comes, once the connection is proven */
 	unsigned int forwarded_pending; /* forwarded commands not yet answered (the sync's too) */
-	/* A command was answered here since the upstream's last tagged reply:
-	   the upstream session has not synced since, as it does at the end of
-	   every command, so an EXPUNGE another client made is not reported to
-	   it yet (session_forward_retry). */
+	/* A command was answered here since the upstream last reported
+	   expunges (Dovecot does at the end of every command but FETCH, STORE
+	   and SEARCH by number): an EXPUNGE another client made may not be
+	   reported to the upstream session yet (session-resend.c). */
 	bool upstream_behind;
 
 	/* The cache (doc/cache.md). */
@@ -534,6 +534,29 @@ void session_enabled_answered(struct session *session, struct imap_client_comman
    keeps the connection out of the pool. */
 void session_enabled_untagged(struct session *session, struct imap_client_command *command,
 			      const struct imap_client_untagged *untagged);
+
+/* ---- session-resend.c ---- */
+
+struct session_resend;
+
+/* Whether a command of verb (upper case, "UID FETCH" as two words) makes
+   Dovecot report expunges at its end: all but FETCH, STORE and SEARCH by
+   number (RFC 3501 7.4.1). */
+bool session_verb_reports_expunges(const char *verb);
+/* For a COPY or MOVE about to go upstream (line: its bytes after the tag,
+   len of them, CRLF included) while upstream_behind: what to send again
+   should the upstream refuse it for an expunge it had not reported, in
+   UID form. NULL otherwise, or when it can't be had (then a refusal
+   stands). */
+struct session_resend *session_resend_keep(const struct session *session, const struct imap_command *command,
+					   const char *line, size_t len);
+/* Whether a tagged reply (its bytes after the tag) is that refusal. */
+bool session_resend_refused(const struct session_resend *resend, const unsigned char *data, size_t len);
+/* The verb ("UID COPY", "UID MOVE") and the line to send again. */
+const char *session_resend_verb(const struct session_resend *resend);
+const char *session_resend_line(const struct session_resend *resend, size_t *len_r);
+/* NULL is fine. */
+void session_resend_free(struct session_resend **resend);
 
 /* ---- session-forward.c ---- */
 

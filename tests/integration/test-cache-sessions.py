@@ -398,6 +398,57 @@ def outside_expunge_move(daemon, answered_here):
               sides["direct"][command] == sides["proxied"][command], (sides["direct"][command], sides["proxied"][command]))
 
 
+def behind_after_local_answer(daemon, message):
+    """A session of USER3 through daemon, OTHER made anew, after
+    selected_after_outside_expunge(message) and a UID FETCH answered from
+    the cache: the upstream session has reported nothing."""
+    maker = Session(PORT, USER3, PASS3)
+    maker.exchange("DELETE %s" % OTHER)
+    maker.exchange("CREATE %s" % OTHER)
+    maker.close(logout=True)
+    session = selected_after_outside_expunge(daemon.port, USER3, PASS3, message)
+    session.exchange("UID FETCH 2 (ENVELOPE)")
+    return session
+
+
+def outside_expunge_move_by_number(daemon):
+    """As outside_expunge_move, with MOVE 1:3: the client's numbers, whose
+    3 is the message expunged, which it was not told of. Refused as
+    NO [EXPUNGEISSUED], the move goes again in UID form, the UIDs those
+    numbers were in the client's view (1:3): the messages it saw, less
+    the one gone. (A direct session, told of the expunge by its UID
+    FETCH, numbers the messages anew: its MOVE 1:3 moves UIDs 1, 2, 4.)"""
+    label = "outside expunge, MOVE by number after a local answer"
+    session = behind_after_local_answer(daemon, 3)
+    move = normalised(session.exchange("MOVE 1:3 %s" % OTHER))
+    session.close(logout=True)
+    check("%s: the expunge told, then UIDs 1 and 2 moved" % label,
+          move[0] == b"* 3 EXPUNGE\r\n" and b"* OK [COPYUID v 1:2 1:2] Moved UIDs.\r\n" in move and
+          move[-1] == b"T OK Move completed.\r\n", move)
+    truth = Session(PORT, USER3, PASS3)
+    left = normalised(truth.exchange("EXAMINE %s" % MAILBOX) and truth.exchange("UID SEARCH ALL"))
+    moved = normalised(truth.exchange("STATUS %s (MESSAGES)" % OTHER))
+    truth.close(logout=True)
+    check("%s: UIDs 4 to 6 stay, two moved" % label,
+          left[0] == b"* SEARCH 4 5 6\r\n" and moved[0] == b"* STATUS %s (MESSAGES 2)\r\n" % OTHER.encode(),
+          (left, moved))
+
+
+def outside_expunge_copy_star(daemon):
+    """UID COPY 6:* after a local answer, the message expunged being the
+    last (UID 6): refused NO [EXPUNGEISSUED], it is not sent again, since
+    once the expunge is reported "*" is UID 5, a message the client did
+    not name."""
+    label = "outside expunge of the last message, UID COPY 6:* after a local answer"
+    session = behind_after_local_answer(daemon, 6)
+    copy = normalised(session.exchange("UID COPY 6:* %s" % OTHER))
+    status = normalised(session.exchange("STATUS %s (MESSAGES)" % OTHER))
+    session.close(logout=True)
+    check("%s: refused, not sent again" % label,
+          b"NO [EXPUNGEISSUED]" in copy[-1] and status[0] == b"* STATUS %s (MESSAGES 0)\r\n" % OTHER.encode(),
+          (copy, status))
+
+
 STREAMED = "streamed"
 STREAMED_COUNT = 24
 STREAMED_LINE = b"%06d the quick brown fox jumps over the lazy dog, message %02d\r\n"
@@ -510,6 +561,8 @@ def main():
         outside_expunge(daemon)
         outside_expunge_move(daemon, answered_here=True)
         outside_expunge_move(daemon, answered_here=False)
+        outside_expunge_move_by_number(daemon)
+        outside_expunge_copy_star(daemon)
         change_during_answer(daemon, cache_dir, "expunge", expunge_last, STREAMED_COUNT - 1)
         change_during_answer(daemon, cache_dir, "purge", purge, 0)
         check("some answers came from the cache (the scenarios reach it)",
