@@ -535,6 +535,29 @@ void session_enabled_answered(struct session *session, struct imap_client_comman
 void session_enabled_untagged(struct session *session, struct imap_client_command *command,
 			      const struct imap_client_untagged *untagged);
 
+/* ---- session-local.c: after login, answered here (session-forward.c routes to them) ---- */
+
+/* Each answers the command here and returns SESSION_LOCAL_ANSWERED, or
+   says to wait for the forwarded commands before it, or to send it
+   upstream. LOGOUT: answered here when the upstream connection can go
+   to the pool. COMPRESS, NOTIFY, UNAUTHENTICATE: NO [CANNOT]. SEARCH:
+   from the view and the store when the cache gives the upstream's exact
+   answer (search.h). */
+enum session_local session_answer_capability(struct session *session, const char *tag,
+					     const struct imap_command *command);
+enum session_local session_answer_starttls(struct session *session, const char *tag,
+					   const struct imap_command *command);
+enum session_local session_answer_cannot(struct session *session, const char *tag,
+					 const struct imap_command *command);
+enum session_local session_answer_logout(struct session *session, const char *tag,
+					 const struct imap_command *command);
+enum session_local session_answer_search(struct session *session, const char *tag,
+					 const struct imap_command *command);
+/* A STORE went upstream: a .SILENT one's messages' flags are forgotten
+   here until the upstream tells them again. */
+void session_store_sent(struct session *session, const struct imap_command *command,
+			struct imap_client_command *upstream);
+
 /* ---- session-resend.c ---- */
 
 struct session_resend;
